@@ -1,0 +1,1 @@
+"""portrait-ha node: a GPU worker that owns the diffusion pipeline and a Gradio web front."""

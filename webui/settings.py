@@ -1,0 +1,106 @@
+"""The one documented source of defaults for a portrait-ha node.
+
+Every setting can be given as a CLI flag (``--max-images 2``) or as an environment
+variable with the ``PORTRAIT_`` prefix (``PORTRAIT_MAX_IMAGES=2``); flags win.
+``python -m webui.worker --help`` and ``python -m webui.web --help`` list them all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Exit codes a worker uses so that a supervisor can tell why it stopped.
+EXIT_OOM = 86
+"""The worker ran out of memory repeatedly (or its self-check after an OOM failed)."""
+EXIT_LOAD_FAILED = 87
+"""The model could not be loaded (missing, unreachable or malformed)."""
+
+# Fault injection, for tests only: production never sets these.
+FAULT_OOM_AT_STEP = "PORTRAIT_FAULT_OOM_AT_STEP"
+"""Raise the device's out-of-memory error at this denoising step (1-based)."""
+FAULT_DIE_AT_STEP = "PORTRAIT_FAULT_DIE_AT_STEP"
+"""SIGKILL the worker's own process at this denoising step (1-based)."""
+FAULT_PROMPT_MARKER = "PORTRAIT_FAULT_PROMPT_MARKER"
+"""When set, faults fire only for prompts that contain this text."""
+
+
+def default_cache_dir() -> Path:
+    """Where the offline demo model and other generated files are kept."""
+    return Path(os.environ.get("PORTRAIT_CACHE_DIR", Path.home() / ".cache" / "portrait-ha"))
+
+
+_COMMON = dict(env_prefix="PORTRAIT_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore")
+
+
+class WorkerSettings(BaseSettings):
+    """Settings of a GPU worker (``python -m webui.worker``)."""
+
+    model_config = SettingsConfigDict(cli_prog_name="python -m webui.worker", **_COMMON)
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(7960, description="Port to listen on.")
+    worker_id: str = Field("", description="Name reported in responses and metrics (default: host:port).")
+    model: str = Field(
+        "demo",
+        description="'demo' (offline tiny model), a preset ('awportrait-z', 'sdxl'), "
+        "a Hugging Face hub id, or a local diffusers directory.",
+    )
+    lora: str = Field(
+        "auto",
+        description="LoRA weights: 'auto' (the preset's own), 'none', a hub id or a local path.",
+    )
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="'auto' uses CUDA when present.")
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(
+        "auto", description="'auto': bfloat16/float16 on CUDA, float32 on CPU."
+    )
+    attention: Literal["auto", "xformers", "sdpa"] = Field(
+        "auto", description="'auto': xformers when importable on CUDA, else PyTorch SDPA."
+    )
+    compile: bool = Field(False, description="torch.compile the denoiser (CUDA only).")
+    vae_tiling: Literal["auto", "on", "off"] = Field("auto", description="'auto': tile the VAE above 1024x1024.")
+    cpu_offload: Literal["auto", "on", "off"] = Field(
+        "auto", description="'auto': model CPU offload on GPUs with less than 12 GiB."
+    )
+    threads: int = Field(0, description="torch CPU threads (0: torch's default).")
+    queue_size: int = Field(8, ge=0, description="Jobs that may wait behind the running one before 503.")
+    max_images: int = Field(4, ge=1, description="Most images one request may ask for.")
+    max_side: int = Field(2048, ge=64, description="Largest width or height in pixels.")
+    max_upload_bytes: int = Field(10 * 1024 * 1024, description="Largest retouch upload in bytes.")
+    max_upload_pixels: int = Field(4096 * 4096, description="Largest retouch upload in pixels.")
+    max_prompt_chars: int = Field(2000, description="Longest prompt or negative prompt.")
+    max_consecutive_ooms: int = Field(3, ge=1, description=f"OOMs in a row before exiting with code {EXIT_OOM}.")
+    warmup_steps: int = Field(2, ge=1, description="Denoising steps of the warm-up generation.")
+    cache_dir: Path = Field(default_factory=default_cache_dir, description="Cache for the demo model.")
+
+    def resolved_worker_id(self) -> str:
+        """The worker's name: ``--worker-id`` or ``hostname:port``."""
+        return self.worker_id or f"{socket.gethostname()}:{self.port}"
+
+
+class WebSettings(BaseSettings):
+    """Settings of a Gradio web front (``python -m webui.web``)."""
+
+    model_config = SettingsConfigDict(cli_prog_name="python -m webui.web", **_COMMON)
+
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(7860, description="Port to listen on.")
+    node_id: str = Field("", description="Name of this web front (default: host:port).")
+    worker_url: str = Field(
+        "http://127.0.0.1:7960",
+        description="Base URL of the worker(s): one worker, or the balancer's worker frontend.",
+    )
+    max_attempts: int = Field(3, ge=1, description="Attempts per job when a worker fails or is cut off.")
+    retry_delay: float = Field(0.5, ge=0, description="Seconds between attempts.")
+    request_timeout: float = Field(600.0, description="Seconds one generation may take.")
+    share: bool = Field(False, description="Ask Gradio for a public share link.")
+    max_images: int = Field(4, ge=1, description="Most images one request may ask for (UI slider cap).")
+
+    def resolved_node_id(self) -> str:
+        """The web front's name: ``--node-id`` or ``hostname:port``."""
+        return self.node_id or f"{socket.gethostname()}:{self.port}"
