@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what portrait-ha needs on a fresh machine; quick and quiet when it is all there.
+#   scripts/setup.sh         runtime: Python packages (CPU torch), then the offline demo model
+#   scripts/setup.sh --dev   also test tools: pytest, Playwright's Python API, Debian chromium
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+requirements=requirements.txt
+[ "${1:-}" = "--dev" ] && requirements=requirements-dev.txt
+
+if ! "$PYTHON" scripts/check_requirements.py "$requirements" 2>/dev/null; then
+  echo "==> installing Python packages from $requirements"
+  "$PYTHON" -m pip install --quiet --disable-pip-version-check -r "$requirements"
+fi
+
+if [ "${1:-}" = "--dev" ] && ! command -v chromium >/dev/null 2>&1; then
+  echo "==> installing Debian chromium for the browser tests"
+  if [ "$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
+echo "==> offline demo model"
+"$PYTHON" -m assets.build_demo_model
