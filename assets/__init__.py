@@ -1,0 +1,1 @@
+"""Offline assets of portrait-ha: the demo model builder, presets, example prompts and CSS."""

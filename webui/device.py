@@ -1,0 +1,162 @@
+"""Where and how the pipeline runs: device, dtype, attention, compile, VAE tiling, CPU offload.
+
+``probe_machine()`` asks torch what this machine has; ``plan_device()`` is a pure function
+that turns the worker's settings and that answer into a ``DevicePlan``; ``apply_plan()``
+applies the plan to a loaded diffusers pipeline. GPU-only choices (half precision,
+xformers, model CPU offload) are picked automatically when CUDA is present and stay off on
+CPU; ``torch.compile`` is applied on CUDA when ``--compile`` asks for it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import asdict, dataclass
+
+import torch
+
+from webui.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+GIB = 1024**3
+OFFLOAD_BELOW_BYTES = 12 * GIB
+"""``cpu_offload=auto`` offloads on GPUs with less memory than this."""
+TILE_ABOVE_PIXELS = 1024 * 1024
+"""``vae_tiling=auto`` tiles the VAE for images with more pixels than this."""
+
+_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+
+
+class DeviceError(ValueError):
+    """The settings ask for something this machine cannot do (e.g. ``--device cuda`` without CUDA)."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What the machine offers, as far as the pipeline cares."""
+
+    cuda: bool
+    gpu_name: str = ""
+    gpu_memory_bytes: int = 0
+    bf16: bool = False
+    xformers: bool = False
+
+
+def xformers_available() -> bool:
+    """True when the ``xformers`` package can be imported (it is an optional GPU extra)."""
+    return importlib.util.find_spec("xformers") is not None
+
+
+def probe_machine() -> Machine:
+    """Ask torch for the CUDA device (index 0), its memory and bf16 support."""
+    if not torch.cuda.is_available():
+        return Machine(cuda=False, xformers=xformers_available())
+    props = torch.cuda.get_device_properties(0)
+    return Machine(
+        cuda=True,
+        gpu_name=props.name,
+        gpu_memory_bytes=props.total_memory,
+        bf16=torch.cuda.is_bf16_supported(),
+        xformers=xformers_available(),
+    )
+
+
+@dataclass(frozen=True)
+class DevicePlan:
+    """How the pipeline runs on this machine (see ``plan_device``)."""
+
+    device: str
+    dtype: torch.dtype
+    attention: str
+    compile: bool
+    vae_tiling: str
+    cpu_offload: bool
+    threads: int
+    gpu_name: str = ""
+    gpu_memory_gib: float = 0.0
+
+    def tile_vae(self, width: int, height: int) -> bool:
+        """Whether to decode an image of this size with a tiled VAE."""
+        if self.vae_tiling == "auto":
+            return width * height > TILE_ABOVE_PIXELS
+        return self.vae_tiling == "on"
+
+    def as_dict(self) -> dict:
+        """The plan as plain JSON-able values (the worker shows it in ``/readyz``)."""
+        data = asdict(self)
+        data["dtype"] = str(self.dtype).removeprefix("torch.")
+        return data
+
+
+def plan_device(settings: WorkerSettings, machine: Machine) -> DevicePlan:
+    """Decide device, dtype, attention, compile, VAE tiling and offload from settings + machine.
+
+    Raises ``DeviceError`` for an explicit request the machine cannot honour.
+    """
+    if settings.device == "cuda" and not machine.cuda:
+        raise DeviceError("device: 'cuda' was requested but torch sees no CUDA device")
+    cuda = machine.cuda and settings.device != "cpu"
+
+    if settings.dtype != "auto":
+        dtype = _DTYPES[settings.dtype]
+        if dtype is torch.bfloat16 and cuda and not machine.bf16:
+            raise DeviceError(f"dtype: bfloat16 is not supported by {machine.gpu_name or 'this GPU'}")
+    elif cuda:
+        dtype = torch.bfloat16 if machine.bf16 else torch.float16
+    else:
+        dtype = torch.float32
+
+    if settings.attention == "xformers" and not (cuda and machine.xformers):
+        raise DeviceError("attention: 'xformers' needs CUDA and the xformers package; use 'sdpa' or 'auto'")
+    if settings.attention == "auto":
+        attention = "xformers" if cuda and machine.xformers else "sdpa"
+    else:
+        attention = settings.attention
+
+    # torch.compile pays off only on CUDA (and costs minutes of warm-up), so it is opt-in
+    # (--compile) and never applied on CPU.
+    compile_denoiser = settings.compile and cuda
+    if settings.compile and not cuda:
+        logger.warning("compile: ignored on CPU (torch.compile of the denoiser is CUDA only)")
+
+    if settings.cpu_offload == "auto":
+        cpu_offload = cuda and machine.gpu_memory_bytes < OFFLOAD_BELOW_BYTES
+    elif settings.cpu_offload == "on" and not cuda:
+        raise DeviceError("cpu_offload: 'on' needs a CUDA device (the model is already on the CPU)")
+    else:
+        cpu_offload = settings.cpu_offload == "on"
+
+    return DevicePlan(
+        device="cuda" if cuda else "cpu",
+        dtype=dtype,
+        attention=attention,
+        compile=compile_denoiser,
+        vae_tiling=settings.vae_tiling,
+        cpu_offload=cpu_offload,
+        threads=settings.threads or torch.get_num_threads(),
+        gpu_name=machine.gpu_name if cuda else "",
+        gpu_memory_gib=round(machine.gpu_memory_bytes / GIB, 1) if cuda else 0.0,
+    )
+
+
+def apply_plan(pipe, plan: DevicePlan) -> None:
+    """Move ``pipe`` to the planned device and switch on the planned speed-ups.
+
+    The dtype is applied at load time (``from_pretrained(dtype=...)``); VAE tiling is
+    decided per request (``DevicePlan.tile_vae``).
+    """
+    torch.set_num_threads(plan.threads)
+    denoiser = getattr(pipe, "transformer", None) or pipe.unet
+    if plan.attention == "xformers":
+        if hasattr(pipe, "unet"):
+            pipe.enable_xformers_memory_efficient_attention()
+        else:
+            denoiser.set_attention_backend("xformers")
+    if plan.cpu_offload:
+        pipe.enable_model_cpu_offload(device=plan.device)
+    else:
+        pipe.to(plan.device)
+    if plan.compile:
+        denoiser.compile()
+    logger.info("device plan: %s", plan.as_dict())

@@ -1,0 +1,172 @@
+"""The worker's diffusion pipeline: load once, then generate text-to-image or retouch jobs.
+
+```python
+pipe = PortraitPipeline.load(settings)
+params = pipe.effective_params(request, seed=1234)
+images = pipe.generate(params, on_step=lambda step, total: print(step, total))
+```
+
+Determinism: image ``i`` of a request is drawn from its own CPU ``torch.Generator`` seeded
+with ``seed + i``, so the same seed and parameters give the same images on any run, and
+image ``i`` of a batch starts from the same noise as a one-image request with ``seed + i``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from PIL import Image, ImageOps
+
+from webui.device import DeviceError, DevicePlan, apply_plan, plan_device, probe_machine
+from webui.models import (
+    FAMILY_DEFAULTS,
+    LoadedModel,
+    ModelDefaults,
+    ModelLoadError,
+    load_model,
+    resolve_source,
+    set_lora_scale,
+)
+from webui.schema import EffectiveParams, GenerationRequest, ModelFamily
+from webui.settings import WorkerSettings
+
+logger = logging.getLogger(__name__)
+
+StepCallback = Callable[[int, int], None]
+
+
+class PortraitPipeline:
+    """A loaded model (text-to-image + image-to-image over shared components) and its device plan."""
+
+    def __init__(self, model: LoadedModel, plan: DevicePlan, model_name: str, defaults: ModelDefaults, max_side: int):
+        self.model = model
+        self.plan = plan
+        self.model_name = model_name
+        self.family: ModelFamily = model.family
+        self.defaults = defaults
+        self.max_side = max_side
+
+    @classmethod
+    def load(cls, settings: WorkerSettings) -> "PortraitPipeline":
+        """Resolve ``settings.model``/``settings.lora``, load them and apply the device plan.
+
+        Raises ``ModelLoadError`` (one-line message) when anything is missing or wrong.
+        """
+        started = time.perf_counter()
+        try:
+            plan = plan_device(settings, probe_machine())
+        except DeviceError as exc:
+            raise ModelLoadError(str(exc)) from None
+        source = resolve_source(settings.model, settings.lora, settings.cache_dir)
+        model = load_model(source, plan.dtype)
+        apply_plan(model.text2img, plan)
+        defaults = source.defaults or FAMILY_DEFAULTS[model.family]
+        logger.info("model %s ready in %.1fs", settings.model, time.perf_counter() - started)
+        return cls(model, plan, settings.model, defaults, settings.max_side)
+
+    def describe(self) -> dict:
+        """What is loaded and how it runs, as JSON-able values (for ``/readyz``)."""
+        return {
+            "model": self.model_name,
+            "family": self.family.value,
+            "pipeline": type(self.model.text2img).__name__,
+            "lora": self.model.lora,
+            "defaults": vars(self.defaults).copy(),
+            **self.plan.as_dict(),
+        }
+
+    def effective_params(
+        self, request: GenerationRequest, seed: int, init_image: Image.Image | None = None
+    ) -> EffectiveParams:
+        """Fill the request's gaps with the model's defaults.
+
+        For a retouch without width and height, ``init_image`` (the decoded upload) sets the
+        aspect ratio: the result has about the model's default pixel count in that aspect.
+        """
+        width, height = request.width, request.height
+        if request.init_image is not None and init_image is not None and (width is None or height is None):
+            width, height = self._retouch_size(init_image.size, width, height)
+        return EffectiveParams(
+            prompt=request.prompt,
+            negative_prompt=request.negative_prompt,
+            steps=request.steps or self.defaults.steps,
+            guidance=self.defaults.guidance if request.guidance is None else request.guidance,
+            width=width or self.defaults.width,
+            height=height or self.defaults.height,
+            seed=seed,
+            lora_scale=request.lora_scale,
+            num_images=request.num_images,
+            mode="retouch" if request.init_image is not None else "text2img",
+            strength=request.strength if request.init_image is not None else None,
+        )
+
+    def _retouch_size(self, size: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
+        """The output size for an input of ``size``: keep its aspect, fill in what is missing."""
+        aspect = size[0] / size[1]
+        if width is None and height is None:
+            area = self.defaults.width * self.defaults.height
+            return self._snap(math.sqrt(area * aspect)), self._snap(math.sqrt(area / aspect))
+        if width is None:
+            return self._snap(height * aspect), height
+        return width, self._snap(width / aspect)
+
+    def _snap(self, value: float) -> int:
+        """Round to the family's size multiple, within ``[multiple, max_side]``."""
+        multiple = self.family.size_multiple
+        return min(max(multiple, round(value / multiple) * multiple), self.max_side - self.max_side % multiple)
+
+    def generate(
+        self,
+        params: EffectiveParams,
+        init_image: Image.Image | None = None,
+        on_step: StepCallback | None = None,
+    ) -> list[Image.Image]:
+        """Run one job; ``on_step(step, total)`` is called after each denoising step.
+
+        An exception raised by ``on_step`` stops the job and propagates to the caller.
+        Retouch (``params.mode == "retouch"``) needs ``init_image``; it is cropped to the
+        requested aspect and resized to ``params.width x params.height`` first.
+        """
+        if params.mode == "retouch":
+            if init_image is None:
+                raise ValueError("init_image: a retouch job needs an input image")
+            pipe = self.model.img2img
+            image_kwargs = {
+                "image": ImageOps.fit(init_image.convert("RGB"), (params.width, params.height), Image.Resampling.LANCZOS),
+                "strength": params.strength,
+            }
+        else:
+            pipe = self.model.text2img
+            image_kwargs = {}
+
+        if self.model.lora:
+            set_lora_scale(pipe, params.lora_scale)
+        if self.plan.tile_vae(params.width, params.height):
+            pipe.vae.enable_tiling()
+        else:
+            pipe.vae.disable_tiling()
+
+        def step_end(pipeline, index: int, timestep, callback_kwargs: dict) -> dict:
+            if on_step is not None:
+                on_step(index + 1, pipeline.num_timesteps)
+            return {}
+
+        generators = [torch.Generator("cpu").manual_seed(params.seed + i) for i in range(params.num_images)]
+        with torch.inference_mode():
+            result = pipe(
+                prompt=params.prompt,
+                negative_prompt=params.negative_prompt or None,
+                height=params.height,
+                width=params.width,
+                num_inference_steps=params.steps,
+                guidance_scale=params.guidance,
+                num_images_per_prompt=params.num_images,
+                generator=generators,
+                callback_on_step_end=step_end,
+                **image_kwargs,
+            )
+        return list(result.images)
