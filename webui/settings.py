@@ -100,6 +100,13 @@ class WebSettings(BaseSettings):
     request_timeout: float = Field(600.0, description="Seconds one generation may take.")
     share: bool = Field(False, description="Ask Gradio for a public share link.")
     max_images: int = Field(4, ge=1, description="Most images one request may ask for (UI slider cap).")
+    concurrency: int = Field(
+        8, ge=1, description="Jobs this front sends to the workers at once; more wait in the page's queue."
+    )
+    queue_max_size: int = Field(64, ge=1, description="Jobs that may wait in the page's queue before it refuses more.")
+    root_path: str = Field(
+        "", description="Public path (or full URL) of the page when a proxy serves it under a sub-path."
+    )
 
     def resolved_node_id(self) -> str:
         """The web front's name: ``--node-id`` or ``hostname:port``."""

@@ -1,0 +1,503 @@
+"""The studio page: the Gradio Blocks layout, its handlers and the ``generate``/``retouch`` API.
+
+``build_studio(studio, config, examples)`` lays out the page; ``Studio`` runs jobs on the
+workers through a ``WorkerClient`` and turns results into gallery images and an info dict.
+Studio presets, resolutions and control defaults come from ``assets/presets.yaml``; example
+prompts from ``assets/examples.yaml``.
+
+Client API (``gradio_client.Client(url).predict(..., api_name=...)``):
+
+- ``/generate`` (prompt, negative_prompt="", steps=None, guidance=None, width=None,
+  height=None, seed=-1, lora_scale=1.0, num_images=1) -> (gallery, info)
+- ``/retouch`` (image, prompt, strength=0.6, negative_prompt="", steps=None, guidance=None,
+  seed=-1, lora_scale=1.0, num_images=1) -> (gallery, info)
+
+``None`` means the loaded model's default; seed -1 means random. ``gallery`` is a list of
+``{"image": path, "caption": str}``; ``info`` is the dict ``generation_info`` builds.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import yaml
+from PIL import Image
+from pydantic import BaseModel, Field, model_validator
+
+from webui.worker_client import JobOutcome, ReadinessCache, WorkerClient, WorkerError
+
+logger = logging.getLogger(__name__)
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+PRESETS_PATH = ASSETS / "presets.yaml"
+EXAMPLES_PATH = ASSETS / "examples.yaml"
+CSS_PATH = ASSETS / "style.css"
+
+CUSTOM = "Custom"
+SIZE_MULTIPLE = 16
+"""Retouch photos are resized to multiples of this (accepted by every model family)."""
+RETOUCH_MAX_SIDE = 1024
+MAX_SEED = 2**32 - 1
+JOB_CONCURRENCY_ID = "worker-jobs"
+DEMO_MODEL_NOTE = (
+    "The offline **demo** model is a tiny untrained network: it draws abstract colour fields, "
+    "not faces. Start the workers with `--model awportrait-z` (or another model) for portraits."
+)
+
+
+# ---------------------------------------------------------------------------- configuration
+class ControlDefaults(BaseModel):
+    """What the controls show when the page opens."""
+
+    resolution: str
+    steps: int = Field(ge=1)
+    guidance: float = Field(ge=0)
+    lora_scale: float = Field(ge=0, le=2)
+    num_images: int = Field(ge=1)
+    strength: float = Field(gt=0, le=1)
+
+
+class StudioPreset(BaseModel):
+    """A one-click studio set-up: a prompt template and the parameters that go with it."""
+
+    name: str
+    description: str = ""
+    subject: str = Field(description="Used for {subject} when the user gives none.")
+    prompt: str = Field(description="Template; {subject} is replaced by the subject.")
+    negative_prompt: str = ""
+    resolution: str | None = None
+    steps: int | None = Field(None, ge=1)
+    guidance: float | None = Field(None, ge=0)
+    num_images: int | None = Field(None, ge=1)
+    lora_scale: float | None = Field(None, ge=0, le=2)
+
+    def render_prompt(self, subject: str) -> str:
+        """The prompt for ``subject`` (the preset's own subject when blank)."""
+        return self.prompt.replace("{subject}", subject.strip() or self.subject)
+
+
+class StudioConfig(BaseModel):
+    """The contents of ``assets/presets.yaml``."""
+
+    defaults: ControlDefaults
+    resolutions: dict[str, tuple[int, int]]
+    presets: list[StudioPreset]
+
+    @model_validator(mode="after")
+    def _check_resolution_names(self) -> "StudioConfig":
+        names = [self.defaults.resolution] + [p.resolution for p in self.presets if p.resolution]
+        unknown = sorted(set(names) - set(self.resolutions))
+        if unknown:
+            raise ValueError(f"unknown resolution name(s) {unknown}; known: {sorted(self.resolutions)}")
+        return self
+
+    def preset(self, name: str) -> StudioPreset | None:
+        """The preset called ``name``, if any."""
+        return next((p for p in self.presets if p.name == name), None)
+
+    def resolution_name(self, width: int, height: int) -> str:
+        """The resolution preset of this exact size, or ``Custom``."""
+        return next((n for n, size in self.resolutions.items() if tuple(size) == (width, height)), CUSTOM)
+
+
+class ExamplePrompt(BaseModel):
+    """One entry of ``assets/examples.yaml``."""
+
+    prompt: str
+    negative_prompt: str = ""
+
+
+def load_studio_config(path: Path = PRESETS_PATH) -> StudioConfig:
+    """Read and validate the studio presets file."""
+    return StudioConfig.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
+
+
+def load_examples(path: Path = EXAMPLES_PATH) -> list[ExamplePrompt]:
+    """Read the example prompts file."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    return [ExamplePrompt.model_validate(item) for item in data["examples"]]
+
+
+# ---------------------------------------------------------------------------- helpers
+def decode_image(data: str) -> Image.Image:
+    """A base64-encoded image from the worker, fully loaded."""
+    image = Image.open(io.BytesIO(base64.b64decode(data)))
+    image.load()
+    return image
+
+
+def encode_photo(photo: Image.Image, max_side: int = RETOUCH_MAX_SIDE) -> tuple[str, int, int]:
+    """Resize a retouch photo to at most ``max_side`` with sides multiple of 16; base64 PNG."""
+    photo = photo.convert("RGB")
+    scale = min(1.0, max_side / max(photo.size))
+    width, height = (max(SIZE_MULTIPLE * 4, int(side * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE) for side in photo.size)
+    if (width, height) != photo.size:
+        photo = photo.resize((width, height), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    photo.save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii"), width, height
+
+
+def generation_info(outcome: JobOutcome, web_node: str) -> dict[str, Any]:
+    """The info dict shown under the result and returned by the API."""
+    result, params = outcome.result, outcome.result.params
+    return {
+        "seed": result.seed,
+        "width": params.width,
+        "height": params.height,
+        "steps": params.steps,
+        "guidance": params.guidance,
+        "lora_scale": params.lora_scale,
+        "num_images": params.num_images,
+        "mode": params.mode,
+        "strength": params.strength,
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "model": result.model,
+        "worker_id": result.worker_id,
+        "web_node": web_node,
+        "attempts": outcome.attempts,
+        "timings": {**result.timings.model_dump(), "web_ms": round(outcome.elapsed_ms, 1)},
+    }
+
+
+def info_summary(info: dict[str, Any]) -> str:
+    """One readable line about a generation (Markdown)."""
+    seconds = info["timings"]["web_ms"] / 1000
+    retried = f" · {info['attempts']} attempts" if info["attempts"] > 1 else ""
+    return (
+        f"**Seed** `{info['seed']}` · **{info['width']}×{info['height']}** · {info['steps']} steps · "
+        f"guidance {info['guidance']:g} · worker `{info['worker_id']}` · node `{info['web_node']}` · "
+        f"{seconds:.1f} s{retried}"
+    )
+
+
+def _optional_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def job_fields(
+    prompt: str, negative_prompt: str | None, steps: float | None, guidance: float | None,
+    width: float | None, height: float | None, seed: int | None, lora_scale: float, num_images: float,
+) -> dict[str, Any]:
+    """A worker request (``GenerationRequest`` fields) from UI/API values; None = model default."""
+    return {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt or "",
+        "steps": _optional_int(steps),
+        "guidance": guidance,
+        "width": _optional_int(width),
+        "height": _optional_int(height),
+        "seed": seed,
+        "lora_scale": lora_scale,
+        "num_images": int(num_images),
+    }
+
+
+def retouch_fields(photo: Image.Image, strength: float) -> dict[str, Any]:
+    """The retouch part of a worker request: the encoded photo, its size and the strength."""
+    init_image, width, height = encode_photo(photo)
+    return {"init_image": init_image, "width": width, "height": height, "strength": strength}
+
+
+def api_seed(seed: float | None) -> int | None:
+    """The API's seed convention: -1 (or nothing) means random."""
+    return None if seed is None or seed == -1 else int(seed)
+
+
+def ui_seed(seed: float | None, randomize: bool) -> int | None:
+    """The page's seed: random when the box is ticked or the seed is empty."""
+    return None if randomize or seed is None else int(seed)
+
+
+# ---------------------------------------------------------------------------- handlers
+class Studio:
+    """Runs the page's and the API's jobs on the workers."""
+
+    def __init__(self, client: WorkerClient, readiness: ReadinessCache, web_node: str) -> None:
+        self.client = client
+        self.readiness = readiness
+        self.web_node = web_node
+
+    async def run(self, fields: dict[str, Any], progress: gr.Progress) -> tuple[list[tuple[Image.Image, str]], dict[str, Any]]:
+        """Run one job with live progress; raises ``WorkerError`` with a user-facing message."""
+
+        def on_progress(step: int, total: int, worker_id: str) -> None:
+            progress((step, total), desc=f"Denoising on {worker_id}", unit="steps")
+
+        def on_retry(attempt: int, max_attempts: int, cause: str) -> None:
+            progress(0.0, desc=f"Worker lost, retrying (attempt {attempt}/{max_attempts})")
+
+        progress(0.0, desc="Waiting for a worker")
+        outcome = await self.client.generate(fields, on_progress=on_progress, on_retry=on_retry)
+        info = generation_info(outcome, self.web_node)
+        images = [decode_image(data) for data in outcome.result.images]
+        gallery = [(image, f"#{index + 1} · seed {info['seed']}") for index, image in enumerate(images)]
+        logger.info("job done: seed %s on %s in %d attempt(s)", info["seed"], info["worker_id"], info["attempts"])
+        return gallery, info
+
+    async def api_generate(
+        self,
+        prompt: str,
+        negative_prompt: str = "",
+        steps: float | None = None,
+        guidance: float | None = None,
+        width: float | None = None,
+        height: float | None = None,
+        seed: float = -1,
+        lora_scale: float = 1.0,
+        num_images: float = 1,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[list[tuple[Image.Image, str]], dict[str, Any]]:
+        """Generate portraits from a prompt.
+
+        Args: prompt; negative_prompt ("" = none); steps, guidance, width, height (None = the
+        model's default); seed (-1 = random); lora_scale (0-2); num_images.
+        Returns (gallery, info): gallery is a list of images with captions; info has seed,
+        width, height, steps, guidance, model, worker_id, web_node, attempts, timings.
+        """
+        fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, api_seed(seed), lora_scale,
+                            num_images)
+        return await self.api_job(fields, progress, "Generation failed")
+
+    async def api_retouch(
+        self,
+        image: Image.Image | None,
+        prompt: str,
+        strength: float = 0.6,
+        negative_prompt: str = "",
+        steps: float | None = None,
+        guidance: float | None = None,
+        seed: float = -1,
+        lora_scale: float = 1.0,
+        num_images: float = 1,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[list[tuple[Image.Image, str]], dict[str, Any]]:
+        """Retouch a photo: the result keeps the photo's composition (``strength`` 0-1: how much may change).
+
+        The photo is resized to at most 1024 px with sides multiple of 16. Other arguments as
+        in ``/generate``. Returns (gallery, info).
+        """
+        if image is None:
+            raise gr.Error("image: upload a photo to retouch.", title="Retouch", print_exception=False)
+        fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, api_seed(seed), lora_scale,
+                            num_images)
+        return await self.api_job({**fields, **retouch_fields(image, strength)}, progress, "Retouch failed")
+
+    async def api_job(self, fields: dict[str, Any], progress: gr.Progress, title: str) -> tuple[Any, ...]:
+        """A job started by an API client: failures become ``gr.Error`` (the client raises it)."""
+        try:
+            return await self.run(fields, progress)
+        except WorkerError as exc:
+            raise gr.Error(str(exc), title=title, print_exception=False) from None
+
+    async def ui_job(self, fields: dict[str, Any], progress: gr.Progress) -> tuple[Any, ...]:
+        """A job started from the page: (gallery, info, summary, error area)."""
+        try:
+            gallery, info = await self.run(fields, progress)
+        except WorkerError as exc:
+            gr.Warning(str(exc), title="Generation failed")
+            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown(f"⚠️ {exc}", visible=True)
+        return gallery, info, info_summary(info), gr.Markdown("", visible=False)
+
+    async def ui_generate(
+        self, prompt: str, negative_prompt: str, steps: float, guidance: float, width: float, height: float,
+        seed: float | None, randomize: bool, lora_scale: float, num_images: float,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[Any, ...]:
+        """The Generate button."""
+        fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, ui_seed(seed, randomize),
+                            lora_scale, num_images)
+        return await self.ui_job(fields, progress)
+
+    async def ui_retouch(
+        self, photo: Image.Image | None, strength: float, prompt: str, negative_prompt: str, steps: float,
+        guidance: float, seed: float | None, randomize: bool, lora_scale: float, num_images: float,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[Any, ...]:
+        """The Retouch button."""
+        if photo is None:
+            gr.Warning("Upload a photo to retouch first.", title="Retouch")
+            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown("⚠️ image: upload a photo to retouch.", visible=True)
+        fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, ui_seed(seed, randomize),
+                            lora_scale, num_images)
+        return await self.ui_job({**fields, **retouch_fields(photo, strength)}, progress)
+
+    async def model_note(self) -> str:
+        """Which model the workers serve (Markdown), with the demo model's caveat."""
+        ready, body = await self.readiness.get()
+        if not ready and "model" not in body:
+            return f"⏳ **No worker is ready yet** ({body.get('reason') or body.get('detail') or 'not ready'}). Jobs will wait."
+        model = body.get("model")
+        name = model.get("name") if isinstance(model, dict) else model
+        note = f"🧠 Model: **{name or 'unknown'}** · node `{self.web_node}`"
+        if name == "demo" or (isinstance(name, str) and name.startswith("demo")):
+            note += f"\n\n{DEMO_MODEL_NOTE}"
+        return note
+
+
+# ---------------------------------------------------------------------------- layout
+def _apply_preset(config: StudioConfig, name: str | None, subject: str) -> tuple[Any, ...]:
+    """Values a studio preset puts in (prompt, negative, resolution, width, height, steps, guidance, images, lora, description)."""
+    preset = config.preset(name or "")
+    if preset is None:
+        return (gr.skip(),) * 10
+    size = config.resolutions[preset.resolution] if preset.resolution else None
+
+    def keep(value: Any) -> Any:
+        return gr.skip() if value is None else value
+
+    return (
+        preset.render_prompt(subject),
+        preset.negative_prompt,
+        keep(preset.resolution),
+        size[0] if size else gr.skip(),
+        size[1] if size else gr.skip(),
+        keep(preset.steps),
+        keep(preset.guidance),
+        keep(preset.num_images),
+        keep(preset.lora_scale),
+        preset.description,
+    )
+
+
+def _reuse_seed(info: dict[str, Any] | None) -> tuple[Any, Any]:
+    if not info or "seed" not in info:
+        gr.Warning("Generate an image first: there is no last seed yet.", title="Seed")
+        return gr.skip(), gr.skip()
+    return info["seed"], False
+
+
+def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePrompt], max_images: int,
+                 concurrency_limit: int) -> gr.Blocks:
+    """The studio page (``gr.Blocks``) wired to ``studio``; call ``.queue()`` before mounting."""
+    defaults = config.defaults
+    width0, height0 = config.resolutions[defaults.resolution]
+    job_options = dict(concurrency_limit=concurrency_limit, concurrency_id=JOB_CONCURRENCY_ID)
+
+    with gr.Blocks(title="Portrait Studio", fill_width=True) as demo:
+        with gr.Row(elem_id="header"):
+            gr.Markdown("# 📸 Portrait Studio\nAI portraits for photographers, served by a pool of GPU workers.")
+            model_note = gr.Markdown("⏳ Checking the workers…", elem_id="model-note")
+
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, elem_id="controls"):
+                with gr.Group(elem_id="studio-presets"):
+                    with gr.Row():
+                        preset = gr.Dropdown([p.name for p in config.presets], value=None, label="Studio preset",
+                                             elem_id="preset", scale=2)
+                        subject = gr.Textbox(label="Subject", placeholder="who is in the photo (optional)",
+                                             elem_id="subject", scale=3)
+                    preset_description = gr.Markdown("", elem_id="preset-description")
+                prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", autofocus=True,
+                                    placeholder="Describe the portrait: subject, light, background, lens…")
+                negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="negative-prompt",
+                                      placeholder="What to avoid (ignored by models without guidance)")
+                gr.Examples([[e.prompt, e.negative_prompt] for e in examples], inputs=[prompt, negative],
+                            label="Example prompts", elem_id="examples", examples_per_page=5)
+
+                with gr.Tabs(elem_id="mode-tabs"):
+                    with gr.Tab("Create", id="create", elem_id="create-tab"):
+                        generate_button = gr.Button("✨ Generate", variant="primary", size="lg", elem_id="generate")
+                    with gr.Tab("Retouch", id="retouch", elem_id="retouch-tab"):
+                        photo = gr.Image(type="pil", label="Photo to retouch", sources=["upload", "clipboard"],
+                                         elem_id="retouch-image", height=260)
+                        strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength",
+                                             info="How much the photo may change", elem_id="strength")
+                        retouch_button = gr.Button("🪄 Retouch", variant="primary", size="lg", elem_id="retouch-button")
+
+                with gr.Accordion("Settings", open=True, elem_id="settings"):
+                    resolution = gr.Dropdown([*config.resolutions, CUSTOM], value=defaults.resolution,
+                                             label="Resolution", elem_id="resolution")
+                    with gr.Row():
+                        width = gr.Slider(256, 2048, value=width0, step=8, label="Width", elem_id="width")
+                        height = gr.Slider(256, 2048, value=height0, step=8, label="Height", elem_id="height")
+                    with gr.Row():
+                        steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps", elem_id="steps")
+                        guidance = gr.Slider(0.0, 20.0, value=defaults.guidance, step=0.1, label="Guidance",
+                                             elem_id="guidance")
+                    with gr.Row(elem_id="seed-row"):
+                        seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed",
+                                         scale=3)
+                        randomize = gr.Checkbox(True, label="Random", elem_id="seed-random", scale=1)
+                        reuse_seed = gr.Button("♻️ Reuse last seed", elem_id="reuse-seed", scale=2)
+                    with gr.Row():
+                        lora_scale = gr.Slider(0.0, 2.0, value=defaults.lora_scale, step=0.05, label="LoRA scale",
+                                               elem_id="lora-scale")
+                        num_images = gr.Slider(1, max_images, value=min(defaults.num_images, max_images), step=1,
+                                               label="Images", elem_id="num-images")
+
+            with gr.Column(scale=6, elem_id="results"):
+                status = gr.Markdown("", elem_id="progress")
+                error = gr.Markdown("", visible=False, elem_id="error", elem_classes=["error-area"])
+                gallery = gr.Gallery(label="Results", format="png", columns=2, height=640, object_fit="contain",
+                                     buttons=["download", "download_all", "fullscreen"], elem_id="gallery",
+                                     interactive=False)
+                summary = gr.Markdown("", elem_id="info-summary")
+                with gr.Accordion("Generation details", open=False):
+                    info = gr.JSON(label="Info", elem_id="info")
+
+        # Inputs of the client API (hidden): None = the model's default, seed -1 = random.
+        with gr.Column(visible=False, elem_id="api-inputs"):
+            api_prompt = gr.Textbox(label="prompt")
+            api_negative = gr.Textbox("", label="negative_prompt")
+            api_steps = gr.Number(None, precision=0, label="steps")
+            api_guidance = gr.Number(None, label="guidance")
+            api_width = gr.Number(None, precision=0, label="width")
+            api_height = gr.Number(None, precision=0, label="height")
+            api_seed = gr.Number(-1, precision=0, label="seed")
+            api_lora = gr.Number(1.0, label="lora_scale")
+            api_images = gr.Number(1, precision=0, label="num_images")
+            api_image = gr.Image(type="pil", label="image")
+            api_strength = gr.Number(defaults.strength, label="strength")
+
+        ui_outputs = [gallery, info, summary, error]
+        progress_on = dict(show_progress_on=[status, gallery])
+        common = [steps, guidance]
+        generate_button.click(
+            studio.ui_generate,
+            [prompt, negative, *common, width, height, seed, randomize, lora_scale, num_images],
+            ui_outputs, api_visibility="private", **progress_on, **job_options,
+        )
+        prompt.submit(
+            studio.ui_generate,
+            [prompt, negative, *common, width, height, seed, randomize, lora_scale, num_images],
+            ui_outputs, api_visibility="private", **progress_on, **job_options,
+        )
+        retouch_button.click(
+            studio.ui_retouch,
+            [photo, strength, prompt, negative, *common, seed, randomize, lora_scale, num_images],
+            ui_outputs, api_visibility="private", **progress_on, **job_options,
+        )
+        gr.on(
+            [], studio.api_generate,
+            [api_prompt, api_negative, api_steps, api_guidance, api_width, api_height, api_seed, api_lora, api_images],
+            [gallery, info], api_name="generate", **job_options,
+        )
+        gr.on(
+            [], studio.api_retouch,
+            [api_image, api_prompt, api_strength, api_negative, api_steps, api_guidance, api_seed, api_lora,
+             api_images],
+            [gallery, info], api_name="retouch", **job_options,
+        )
+
+        preset.input(
+            lambda name, who: _apply_preset(config, name, who), [preset, subject],
+            [prompt, negative, resolution, width, height, steps, guidance, num_images, lora_scale, preset_description],
+            api_visibility="private", queue=False,
+        )
+        resolution.input(
+            lambda name: tuple(config.resolutions[name]) if name in config.resolutions else (gr.skip(), gr.skip()),
+            [resolution], [width, height], api_visibility="private", queue=False,
+        )
+        for side in (width, height):
+            side.release(lambda w, h: config.resolution_name(int(w), int(h)), [width, height], [resolution],
+                         api_visibility="private", queue=False)
+        reuse_seed.click(_reuse_seed, [info], [seed, randomize], api_visibility="private", queue=False)
+        demo.load(studio.model_note, None, [model_note], api_visibility="private")
+    return demo

@@ -1,0 +1,257 @@
+"""The web front's client for a worker's streaming API, with retries.
+
+``WorkerClient.generate`` runs one job over ``POST /generate/stream`` (NDJSON events, see
+``webui.schema``), reports each denoising step to a callback and returns the finished
+``GenerationResult``. A job that fails for a reason another attempt can fix (connection
+refused or reset, a stream cut off before its result, 502/503/504 from a worker or from
+HAProxy) is sent again, with the same seed so that the retry draws the same image. Bad
+input (422) and out-of-memory are not retried: the caller gets a ``JobRejected`` or
+``OutOfMemory`` whose message is meant for the user. When every attempt fails the caller
+gets one ``WorkersUnavailable`` naming the attempts and the last cause.
+
+One client per web app (it owns an ``httpx.AsyncClient``); close it with ``aclose()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Union
+
+import httpx
+from pydantic import Field, TypeAdapter, ValidationError
+
+from webui.schema import ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent
+
+logger = logging.getLogger(__name__)
+
+MAX_SEED = 2**32 - 1
+RETRYABLE_STATUSES = frozenset({502, 503, 504})
+OOM_STATUS = 507
+MAX_RETRY_AFTER = 10.0
+"""Longest wait (seconds) a worker's ``Retry-After`` may impose between two attempts."""
+
+StreamEvent = Annotated[Union[ProgressEvent, ResultEvent, ErrorEvent], Field(discriminator="event")]
+_EVENT = TypeAdapter(StreamEvent)
+
+ProgressCallback = Callable[[int, int, str], None]
+"""Called with (step, total, worker_id) when a job starts (step 0) and after each step."""
+
+RetryCallback = Callable[[int, int, str], None]
+"""Called with (next attempt, max attempts, cause) before an attempt is retried."""
+
+
+class WorkerError(Exception):
+    """A job failed; ``str(error)`` is a sentence for the user."""
+
+
+class JobRejected(WorkerError):
+    """The worker refused the job (bad input, 4xx) or failed it for good; not retried."""
+
+    def __init__(self, message: str, status: int, body: ErrorBody | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class OutOfMemory(JobRejected):
+    """The worker ran out of memory for this job; a smaller job may fit."""
+
+
+class WorkersUnavailable(WorkerError):
+    """No attempt finished the job."""
+
+    def __init__(self, attempts: int, cause: str) -> None:
+        super().__init__(f"No worker could finish the job after {attempts} attempts: {cause}")
+        self.attempts = attempts
+        self.cause = cause
+
+
+class _Retryable(Exception):
+    """One attempt failed in a way another attempt may fix."""
+
+    def __init__(self, cause: str, retry_after: float | None = None) -> None:
+        super().__init__(cause)
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """A finished job, with how it was obtained."""
+
+    result: GenerationResult
+    attempts: int
+    elapsed_ms: float
+    """Wall time at the client, from the first attempt to the result."""
+
+
+def _error_body(data: Any) -> ErrorBody | None:
+    try:
+        return ErrorBody.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _classify(status: int, body: ErrorBody | None, fallback: str, retry_after: float | None = None) -> Exception:
+    """Turn a worker's (or proxy's) error status into what ``generate`` raises or retries."""
+    detail = body.detail if body else fallback
+    if status == OOM_STATUS or (body is not None and body.error == "out_of_memory"):
+        return OutOfMemory(
+            f"The worker ran out of memory: lower the resolution or the number of images. ({detail})",
+            status,
+            body,
+        )
+    if status in RETRYABLE_STATUSES:
+        return _Retryable(f"HTTP {status}: {detail}", retry_after)
+    return JobRejected(detail, status, body)
+
+
+class WorkerClient:
+    """Runs generation jobs on a worker (or a balancer in front of workers), with retries."""
+
+    def __init__(
+        self,
+        base_url: str,
+        max_attempts: int = 3,
+        retry_delay: float = 0.5,
+        timeout: float = 600.0,
+        connect_timeout: float = 5.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.base_url = base_url.rstrip("/")
+        self.max_attempts = max_attempts
+        self.retry_delay = retry_delay
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
+            transport=transport,
+        )
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def readiness(self, timeout: float = 2.0) -> tuple[bool, dict[str, Any]]:
+        """Ask ``GET /readyz``: (ready?, the worker's JSON body or ``{"reason": ...}``)."""
+        try:
+            response = await self._http.get("/readyz", timeout=timeout)
+        except httpx.HTTPError as exc:
+            return False, {"reason": f"worker unreachable at {self.base_url}: {exc!r}"}
+        try:
+            body = response.json()
+        except ValueError:
+            body = {"reason": f"worker answered HTTP {response.status_code} without JSON"}
+        if not isinstance(body, dict):
+            body = {"reason": f"unexpected /readyz body: {body!r}"}
+        return response.status_code == 200, body
+
+    async def generate(
+        self,
+        request: Mapping[str, Any],
+        on_progress: ProgressCallback | None = None,
+        on_retry: RetryCallback | None = None,
+    ) -> JobOutcome:
+        """Run one job (fields of ``GenerationRequest``) until it succeeds or may not be retried.
+
+        A missing or ``None`` seed is replaced by a random one first, so every attempt
+        draws the same image. Raises ``JobRejected`` (including ``OutOfMemory``) or
+        ``WorkersUnavailable``.
+        """
+        payload = {key: value for key, value in request.items() if value is not None}
+        payload.setdefault("seed", secrets.randbelow(MAX_SEED + 1))
+        started = time.monotonic()
+        cause = "no attempt was made"
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                result = await self._attempt(payload, on_progress)
+            except _Retryable as exc:
+                cause, retry_after = str(exc), exc.retry_after
+            else:
+                return JobOutcome(result, attempt, (time.monotonic() - started) * 1000)
+            if attempt == self.max_attempts:
+                break
+            delay = self.retry_delay if retry_after is None else min(max(retry_after, self.retry_delay), MAX_RETRY_AFTER)
+            logger.warning(
+                "job attempt %d/%d failed (%s); retrying in %.2fs with seed %s",
+                attempt, self.max_attempts, cause, delay, payload["seed"],
+            )
+            if on_retry is not None:
+                on_retry(attempt + 1, self.max_attempts, cause)
+            await asyncio.sleep(delay)
+        logger.error("job failed after %d attempts: %s", self.max_attempts, cause)
+        raise WorkersUnavailable(self.max_attempts, cause)
+
+    async def _attempt(self, payload: dict[str, Any], on_progress: ProgressCallback | None) -> GenerationResult:
+        """One request to ``/generate/stream``; raises ``_Retryable`` for failures worth retrying."""
+        try:
+            async with self._http.stream("POST", "/generate/stream", json=payload) as response:
+                if response.status_code != 200:
+                    await response.aread()
+                    raise self._status_error(response)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    event = self._parse(line)
+                    if isinstance(event, ProgressEvent):
+                        if on_progress is not None:
+                            on_progress(event.step, event.total, event.worker_id)
+                    elif isinstance(event, ResultEvent):
+                        return event.result
+                    else:
+                        raise _classify(event.status, event.error, event.error.detail)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"worker timed out ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection to the worker failed ({type(exc).__name__}: {exc})") from exc
+        raise _Retryable("the worker's stream ended before the result")
+
+    @staticmethod
+    def _status_error(response: httpx.Response) -> Exception:
+        try:
+            body = _error_body(response.json())
+        except ValueError:
+            body = None
+        fallback = response.reason_phrase or "error"
+        return _classify(response.status_code, body, fallback, _retry_after(response))
+
+    @staticmethod
+    def _parse(line: str) -> ProgressEvent | ResultEvent | ErrorEvent:
+        try:
+            return _EVENT.validate_python(json.loads(line))
+        except (ValueError, ValidationError) as exc:
+            raise JobRejected(f"The worker sent an unreadable event: {line[:200]!r}", 502) from exc
+
+
+class ReadinessCache:
+    """The worker's ``/readyz`` answer, asked at most once per ``ttl`` seconds."""
+
+    def __init__(self, client: WorkerClient, ttl: float = 0.5) -> None:
+        self.client = client
+        self.ttl = ttl
+        self._lock = asyncio.Lock()
+        self._answer: tuple[bool, dict[str, Any]] | None = None
+        self._asked_at = float("-inf")
+
+    async def get(self) -> tuple[bool, dict[str, Any]]:
+        """(ready?, body) from the cache, or fresh when older than ``ttl``."""
+        async with self._lock:
+            if self._answer is None or time.monotonic() - self._asked_at >= self.ttl:
+                self._answer = await self.client.readiness()
+                self._asked_at = time.monotonic()
+            return self._answer
