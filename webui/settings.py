@@ -76,6 +76,9 @@ class WorkerSettings(BaseSettings):
     max_prompt_chars: int = Field(2000, description="Longest prompt or negative prompt.")
     max_consecutive_ooms: int = Field(3, ge=1, description=f"OOMs in a row before exiting with code {EXIT_OOM}.")
     warmup_steps: int = Field(2, ge=1, description="Denoising steps of the warm-up generation.")
+    graceful_shutdown: int = Field(
+        30, ge=0, description="Seconds SIGTERM waits for requests in flight (a running job) before closing them."
+    )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Cache for the demo model.")
 
     def resolved_worker_id(self) -> str:
