@@ -1,0 +1,13 @@
+"""portrait-ha benchmarks: serving overhead, failover under load, and a bounded soak.
+
+Each benchmark is one command that starts its own cluster on loopback, measures, prints a
+Markdown table and writes it with a plot under ``bench/results/``:
+
+- ``python -m bench.serving``: latency per serving path and 1-vs-2-worker throughput.
+- ``python -m bench.failover``: worker kill, web-front kill and OOM under a bounded load.
+- ``python -m bench.soak``: minutes of mixed traffic with random worker kills, RSS checks.
+
+Shared plumbing: ``report`` (statistics, tables, result files, plots), ``cluster`` (start
+``launch.py`` and talk to its sidecar and HAProxy), ``clients`` (REST, gradio_client and
+browser-protocol clients), ``load`` (bounded concurrent load with per-request records).
+"""

@@ -1,0 +1,291 @@
+"""The three ways a user reaches portrait-ha, as blocking clients that check what they get back.
+
+- ``RestClient``: ``POST /generate`` (JSON) on a worker or on HAProxy's public frontend.
+- ``GradioApiClient``: ``gradio_client.Client(url).predict(..., api_name="/generate")``.
+- ``BrowserProtocolClient``: what the studio page itself does in a browser: it keeps the
+  balancer's cookie, reads ``/config``, joins Gradio's queue with the *Generate button's*
+  event (not the API endpoint) and follows the SSE stream, progress messages included,
+  then downloads the image from the node that made it.
+
+Every ``generate`` takes a ``Job`` and returns a ``Reply`` after checking the image: it must
+decode as a PNG of the requested size. Anything else raises ``CallFailed``; a request the
+server refused as invalid raises ``Rejected`` with the server's message (what malformed
+requests are expected to get).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import secrets
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from gradio_client import Client
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+DEFAULT_TIMEOUT = 600.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One generation request, in the units every path understands."""
+
+    prompt: str
+    steps: int
+    width: int
+    height: int
+    seed: int
+    guidance: float = 1.0
+    lora_scale: float = 1.0
+
+    def rest_body(self) -> dict[str, Any]:
+        """The JSON body of ``POST /generate``."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A checked generation result."""
+
+    seed: int
+    width: int
+    height: int
+    worker_id: str
+    web_node: str | None = None
+    attempts: int = 1
+    pixels_sha256: str = ""
+    """Hash of the decoded RGB pixels: equal for equal images whatever the PNG encoder did."""
+    progress_events: int = 0
+
+
+class CallFailed(Exception):
+    """A generation call did not produce a valid image; the message says why."""
+
+
+class Rejected(CallFailed):
+    """The server refused the request as invalid; the message is what it told the user."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def pixels_digest(image: Image.Image) -> str:
+    """SHA-256 of an image's RGB pixels and size."""
+    rgb = image.convert("RGB")
+    return hashlib.sha256(f"{rgb.size}".encode() + rgb.tobytes()).hexdigest()
+
+
+def check_image(data: bytes, job: Job) -> str:
+    """Decode ``data`` as a PNG of the job's size; its pixel digest. Raises ``CallFailed``."""
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+    except Exception as exc:  # PIL raises many types for broken data
+        raise CallFailed(f"the image does not decode: {exc}") from None
+    if image.format != "PNG" or image.size != (job.width, job.height):
+        raise CallFailed(f"expected a {job.width}x{job.height} PNG, got {image.format} {image.size}")
+    return pixels_digest(image)
+
+
+# ------------------------------------------------------------------------------------- REST
+class RestClient:
+    """``POST /generate`` on one base URL (a worker, or HAProxy's public frontend)."""
+
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+
+    def generate(self, job: Job) -> Reply:
+        """Run ``job``; a checked ``Reply`` or ``CallFailed``/``Rejected``."""
+        return self.parse(self.post_json(job.rest_body()), job)
+
+    def post_json(self, body: Any) -> httpx.Response:
+        """POST any JSON body to ``/generate`` (transport errors become ``CallFailed``)."""
+        return self._send(lambda: self.http.post("/generate", json=body))
+
+    def post_raw(self, content: bytes, content_type: str = "application/json") -> httpx.Response:
+        """POST raw bytes to ``/generate``, e.g. broken JSON."""
+        return self._send(lambda: self.http.post("/generate", content=content, headers={"content-type": content_type}))
+
+    @staticmethod
+    def _send(call: Any) -> httpx.Response:
+        try:
+            return call()
+        except httpx.HTTPError as exc:
+            raise CallFailed(f"{type(exc).__name__}: {exc}") from None
+
+    @staticmethod
+    def parse(response: httpx.Response, job: Job) -> Reply:
+        """Check a ``/generate`` response against the job that was sent."""
+        if response.status_code != 200:
+            raise error_from_response(response)
+        try:
+            body = response.json()
+            digest = check_image(base64.b64decode(body["images"][0]), job)
+            if body["seed"] != job.seed:
+                raise CallFailed(f"asked for seed {job.seed}, got {body['seed']}")
+            return Reply(body["seed"], job.width, job.height, body["worker_id"], pixels_sha256=digest)
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise CallFailed(f"malformed /generate answer: {exc!r}") from None
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self.http.close()
+
+
+def error_from_response(response: httpx.Response) -> CallFailed:
+    """``Rejected`` for a 4xx with the API's error body, ``CallFailed`` for anything else."""
+    try:
+        body = response.json()
+        detail = body.get("detail") if isinstance(body, dict) else None
+    except ValueError:
+        detail = None
+    text = detail or response.text[:300]
+    if 400 <= response.status_code < 500 and detail:
+        return Rejected(str(detail), response.status_code)
+    return CallFailed(f"HTTP {response.status_code}: {text}")
+
+
+# ------------------------------------------------------------------------------- gradio_client
+class GradioApiClient:
+    """The web front's ``/generate`` client endpoint through ``gradio_client`` (one reused Client)."""
+
+    def __init__(self, url: str, download_dir: Path | None = None) -> None:
+        kwargs: dict[str, Any] = {"verbose": False}
+        if download_dir is not None:
+            kwargs["download_files"] = str(download_dir)
+        self.client = Client(url, **kwargs)
+
+    def generate(self, job: Job) -> Reply:
+        """Run ``job``; a checked ``Reply``. A ``gr.Error`` from the app becomes ``Rejected``."""
+        try:
+            gallery, info = self.client.predict(
+                job.prompt, "", job.steps, job.guidance, job.width, job.height, job.seed, job.lora_scale, 1,
+                api_name="/generate",
+            )
+        except AppError as exc:
+            raise Rejected(str(exc)) from None
+        except Exception as exc:  # gradio_client raises plain Exceptions for transport problems
+            raise CallFailed(f"{type(exc).__name__}: {exc}") from None
+        return reply_from_gallery(gallery, info, job, read_file=lambda path: Path(path).read_bytes())
+
+    def close(self) -> None:
+        """Stop the client's background threads and remove its downloads."""
+        self.client.close()
+
+
+def reply_from_gallery(gallery: Any, info: Any, job: Job, read_file: Any, progress_events: int = 0) -> Reply:
+    """Check a (gallery, info) pair from the web front and build a ``Reply``."""
+    if not gallery or not isinstance(info, dict):
+        raise CallFailed(f"empty result: gallery={gallery!r} info={info!r}")
+    first = gallery[0]
+    ref = first.get("image", first) if isinstance(first, dict) else first[0]
+    if isinstance(ref, dict):
+        ref = ref.get("path") or ref.get("url")
+    digest = check_image(read_file(ref), job)
+    if info.get("seed") != job.seed:
+        raise CallFailed(f"asked for seed {job.seed}, got {info.get('seed')}")
+    return Reply(
+        info["seed"], job.width, job.height, info["worker_id"], info.get("web_node"), info.get("attempts", 1),
+        pixels_sha256=digest, progress_events=progress_events,
+    )
+
+
+# ----------------------------------------------------------------------------- browser protocol
+class BrowserProtocolClient:
+    """Gradio's queue protocol exactly as the studio page speaks it (one browser tab).
+
+    ``open`` loads the page and its ``/config`` through the balancer, which sets the sticky
+    cookie this client then keeps, like a browser; ``generate`` fills the page's inputs,
+    triggers the Generate button's event and downloads the resulting image.
+    """
+
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, follow_redirects=True)
+        self.session_hash = secrets.token_hex(6)
+        self.fn_index: int | None = None
+        self.trigger_id: int | None = None
+
+    def open(self) -> None:
+        """Load the page and find the Generate button's event in the app config."""
+        try:
+            self.http.get("/").raise_for_status()
+            config = self.http.get("/config").raise_for_status().json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise CallFailed(f"page did not load: {exc}") from None
+        self.fn_index, self.trigger_id = find_click_event(config, "generate")
+
+    def generate(self, job: Job) -> Reply:
+        """Click Generate with ``job``'s values; a checked ``Reply`` (``Rejected`` when the page shows an error)."""
+        if self.fn_index is None:
+            self.open()
+        # The Generate button's inputs: prompt, negative, steps, guidance, width, height,
+        # seed, random-seed box, LoRA scale, number of images (see webui/ui.py).
+        data = [job.prompt, "", job.steps, job.guidance, job.width, job.height, job.seed, False, job.lora_scale, 1]
+        body = {"data": data, "event_data": None, "fn_index": self.fn_index, "trigger_id": self.trigger_id,
+                "session_hash": self.session_hash}
+        try:
+            joined = self.http.post("/gradio_api/queue/join", json=body)
+            if joined.status_code != 200:
+                raise CallFailed(f"queue/join: HTTP {joined.status_code}: {joined.text[:200]}")
+            output, progress_events = self._follow_stream()
+        except httpx.HTTPError as exc:
+            raise CallFailed(f"{type(exc).__name__}: {exc}") from None
+        gallery, info, _summary, error = output
+        if isinstance(error, dict) and error.get("visible") and error.get("value"):
+            raise Rejected(str(error["value"]))
+        return reply_from_gallery(gallery, info, job, read_file=self._download, progress_events=progress_events)
+
+    def _follow_stream(self) -> tuple[list[Any], int]:
+        """Read the session's SSE stream until the job completes: (output data, progress messages)."""
+        progress_events = 0
+        with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
+            if stream.status_code != 200:
+                stream.read()
+                raise CallFailed(f"queue/data: HTTP {stream.status_code}: {stream.text[:200]}")
+            for line in stream.iter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                kind = message.get("msg")
+                if kind == "progress":
+                    progress_events += 1
+                elif kind == "process_completed":
+                    output = message.get("output") or {}
+                    if not message.get("success"):
+                        raise Rejected(str(output.get("error") or output))
+                    return output["data"], progress_events
+                elif kind in ("unexpected_error", "close_stream"):
+                    raise CallFailed(f"the event stream ended: {message}")
+        raise CallFailed("the event stream closed before the job completed")
+
+    def _download(self, ref: str) -> bytes:
+        """Fetch a gallery file the way the page's <img> does (same cookie, same node)."""
+        url = ref if ref.startswith("http") else f"/gradio_api/file={ref}"
+        response = self.http.get(url)
+        if response.status_code != 200:
+            raise CallFailed(f"image download: HTTP {response.status_code} for {url}")
+        return response.content
+
+    def close(self) -> None:
+        """Close the connection pool (the tab)."""
+        self.http.close()
+
+
+def find_click_event(config: dict[str, Any], elem_id: str) -> tuple[int, int]:
+    """(fn_index, trigger_id) of the click event of the component with ``elem_id``."""
+    component = next((c for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id), None)
+    if component is None:
+        raise CallFailed(f"the page has no component #{elem_id}")
+    for index, dependency in enumerate(config["dependencies"]):
+        if [component["id"], "click"] in [list(target) for target in dependency.get("targets", [])]:
+            return dependency.get("id", index), component["id"]
+    raise CallFailed(f"#{elem_id} has no click event")
