@@ -39,9 +39,8 @@ EXAMPLES_PATH = ASSETS / "examples.yaml"
 CSS_PATH = ASSETS / "style.css"
 
 CUSTOM = "Custom"
-SIZE_MULTIPLE = 16
-"""Retouch photos are resized to multiples of this (accepted by every model family)."""
-RETOUCH_MAX_SIDE = 1024
+RETOUCH_MAX_SIDE = 1536
+"""Retouch uploads are scaled down to this many pixels on their longer side."""
 MAX_SEED = 2**32 - 1
 JOB_CONCURRENCY_ID = "worker-jobs"
 DEMO_MODEL_NOTE = (
@@ -131,16 +130,17 @@ def decode_image(data: str) -> Image.Image:
     return image
 
 
-def encode_photo(photo: Image.Image, max_side: int = RETOUCH_MAX_SIDE) -> tuple[str, int, int]:
-    """Resize a retouch photo to at most ``max_side`` with sides multiple of 16; base64 PNG."""
+def encode_photo(photo: Image.Image, max_side: int = RETOUCH_MAX_SIDE) -> str:
+    """A retouch photo as base64 JPEG, scaled down to at most ``max_side`` pixels.
+
+    The worker picks the output size from the photo's aspect ratio and the model's default
+    pixel count, so only the upload's size is bounded here.
+    """
     photo = photo.convert("RGB")
-    scale = min(1.0, max_side / max(photo.size))
-    width, height = (max(SIZE_MULTIPLE * 4, int(side * scale) // SIZE_MULTIPLE * SIZE_MULTIPLE) for side in photo.size)
-    if (width, height) != photo.size:
-        photo = photo.resize((width, height), Image.Resampling.LANCZOS)
+    photo.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
-    photo.save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii"), width, height
+    photo.save(buffer, format="JPEG", quality=95)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def generation_info(outcome: JobOutcome, web_node: str) -> dict[str, Any]:
@@ -200,9 +200,8 @@ def job_fields(
 
 
 def retouch_fields(photo: Image.Image, strength: float) -> dict[str, Any]:
-    """The retouch part of a worker request: the encoded photo, its size and the strength."""
-    init_image, width, height = encode_photo(photo)
-    return {"init_image": init_image, "width": width, "height": height, "strength": strength}
+    """The retouch part of a worker request: the encoded photo and the strength."""
+    return {"init_image": encode_photo(photo), "strength": strength}
 
 
 def api_seed(seed: float | None) -> int | None:
@@ -280,8 +279,8 @@ class Studio:
     ) -> tuple[list[tuple[Image.Image, str]], dict[str, Any]]:
         """Retouch a photo: the result keeps the photo's composition (``strength`` 0-1: how much may change).
 
-        The photo is resized to at most 1024 px with sides multiple of 16. Other arguments as
-        in ``/generate``. Returns (gallery, info).
+        The result keeps the photo's aspect ratio at about the model's default pixel count.
+        Other arguments as in ``/generate``. Returns (gallery, info).
         """
         if image is None:
             raise gr.Error("image: upload a photo to retouch.", title="Retouch", print_exception=False)
@@ -302,7 +301,7 @@ class Studio:
             gallery, info = await self.run(fields, progress)
         except WorkerError as exc:
             gr.Warning(str(exc), title="Generation failed")
-            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown(f"⚠️ {exc}", visible=True)
+            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown(f"**Could not generate:** {exc}", visible=True)
         return gallery, info, info_summary(info), gr.Markdown("", visible=False)
 
     async def ui_generate(
@@ -323,22 +322,34 @@ class Studio:
         """The Retouch button."""
         if photo is None:
             gr.Warning("Upload a photo to retouch first.", title="Retouch")
-            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown("⚠️ image: upload a photo to retouch.", visible=True)
+            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown("**Could not retouch:** image: upload a photo first.", visible=True)
         fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, ui_seed(seed, randomize),
                             lora_scale, num_images)
         return await self.ui_job({**fields, **retouch_fields(photo, strength)}, progress)
 
-    async def model_note(self) -> str:
-        """Which model the workers serve (Markdown), with the demo model's caveat."""
+    async def page_load(self) -> tuple[Any, Any, Any]:
+        """On page load: (model note, steps, guidance); the sliders take the model's defaults."""
         ready, body = await self.readiness.get()
-        if not ready and "model" not in body:
-            return f"⏳ **No worker is ready yet** ({body.get('reason') or body.get('detail') or 'not ready'}). Jobs will wait."
-        model = body.get("model")
-        name = model.get("name") if isinstance(model, dict) else model
-        note = f"🧠 Model: **{name or 'unknown'}** · node `{self.web_node}`"
-        if name == "demo" or (isinstance(name, str) and name.startswith("demo")):
-            note += f"\n\n{DEMO_MODEL_NOTE}"
-        return note
+        pipeline = body.get("pipeline") or {}
+        if not ready and not pipeline:
+            reason = body.get("reason") or body.get("detail") or "not ready"
+            return f"**No worker is ready yet** ({reason}). Jobs will wait.", gr.skip(), gr.skip()
+        return model_note(pipeline.get("model"), self.web_node), *_model_defaults(pipeline.get("defaults"))
+
+
+def model_note(model: str | None, web_node: str) -> str:
+    """Which model the workers serve (Markdown), with the demo model's caveat."""
+    note = f"Model: **{model or 'unknown'}** · node `{web_node}`"
+    if model == "demo":
+        note += f"\n\n{DEMO_MODEL_NOTE}"
+    return note
+
+
+def _model_defaults(defaults: dict[str, Any] | None) -> tuple[Any, Any]:
+    """(steps, guidance) slider values from a worker's model defaults, or skips."""
+    defaults = defaults or {}
+    steps, guidance = defaults.get("steps"), defaults.get("guidance")
+    return (gr.skip() if steps is None else steps), (gr.skip() if guidance is None else guidance)
 
 
 # ---------------------------------------------------------------------------- layout
@@ -382,8 +393,8 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
 
     with gr.Blocks(title="Portrait Studio", fill_width=True) as demo:
         with gr.Row(elem_id="header"):
-            gr.Markdown("# 📸 Portrait Studio\nAI portraits for photographers, served by a pool of GPU workers.")
-            model_note = gr.Markdown("⏳ Checking the workers…", elem_id="model-note")
+            gr.Markdown("# Portrait Studio\nAI portraits for photographers, served by a pool of GPU workers.")
+            model_info = gr.Markdown("Checking the workers…", elem_id="model-note")
 
         with gr.Row(equal_height=False):
             with gr.Column(scale=5, elem_id="controls"):
@@ -398,18 +409,17 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                                     placeholder="Describe the portrait: subject, light, background, lens…")
                 negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="negative-prompt",
                                       placeholder="What to avoid (ignored by models without guidance)")
-                gr.Examples([[e.prompt, e.negative_prompt] for e in examples], inputs=[prompt, negative],
-                            label="Example prompts", elem_id="examples", examples_per_page=5)
-
                 with gr.Tabs(elem_id="mode-tabs"):
                     with gr.Tab("Create", id="create", elem_id="create-tab"):
-                        generate_button = gr.Button("✨ Generate", variant="primary", size="lg", elem_id="generate")
+                        generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="generate")
                     with gr.Tab("Retouch", id="retouch", elem_id="retouch-tab"):
+                        gr.Markdown("The result keeps the photo's framing and aspect ratio; "
+                                    "the prompt says what to change.", elem_classes=["hint"])
                         photo = gr.Image(type="pil", label="Photo to retouch", sources=["upload", "clipboard"],
                                          elem_id="retouch-image", height=260)
                         strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength",
                                              info="How much the photo may change", elem_id="strength")
-                        retouch_button = gr.Button("🪄 Retouch", variant="primary", size="lg", elem_id="retouch-button")
+                        retouch_button = gr.Button("Retouch", variant="primary", size="lg", elem_id="retouch-button")
 
                 with gr.Accordion("Settings", open=True, elem_id="settings"):
                     resolution = gr.Dropdown([*config.resolutions, CUSTOM], value=defaults.resolution,
@@ -425,12 +435,15 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                         seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed",
                                          scale=3)
                         randomize = gr.Checkbox(True, label="Random", elem_id="seed-random", scale=1)
-                        reuse_seed = gr.Button("♻️ Reuse last seed", elem_id="reuse-seed", scale=2)
+                        reuse_seed = gr.Button("Reuse last seed", elem_id="reuse-seed", scale=2)
                     with gr.Row():
                         lora_scale = gr.Slider(0.0, 2.0, value=defaults.lora_scale, step=0.05, label="LoRA scale",
                                                elem_id="lora-scale")
                         num_images = gr.Slider(1, max_images, value=min(defaults.num_images, max_images), step=1,
                                                label="Images", elem_id="num-images")
+
+                gr.Examples([[e.prompt, e.negative_prompt] for e in examples], inputs=[prompt, negative],
+                            label="Example prompts", elem_id="examples", examples_per_page=5)
 
             with gr.Column(scale=6, elem_id="results"):
                 status = gr.Markdown("", elem_id="progress")
@@ -459,13 +472,8 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
         ui_outputs = [gallery, info, summary, error]
         progress_on = dict(show_progress_on=[status, gallery])
         common = [steps, guidance]
-        generate_button.click(
-            studio.ui_generate,
-            [prompt, negative, *common, width, height, seed, randomize, lora_scale, num_images],
-            ui_outputs, api_visibility="private", **progress_on, **job_options,
-        )
-        prompt.submit(
-            studio.ui_generate,
+        gr.on(
+            [generate_button.click, prompt.submit], studio.ui_generate,
             [prompt, negative, *common, width, height, seed, randomize, lora_scale, num_images],
             ui_outputs, api_visibility="private", **progress_on, **job_options,
         )
@@ -495,9 +503,10 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             lambda name: tuple(config.resolutions[name]) if name in config.resolutions else (gr.skip(), gr.skip()),
             [resolution], [width, height], api_visibility="private", queue=False,
         )
-        for side in (width, height):
-            side.release(lambda w, h: config.resolution_name(int(w), int(h)), [width, height], [resolution],
-                         api_visibility="private", queue=False)
+        gr.on(
+            [width.input, height.input], lambda w, h: config.resolution_name(int(w), int(h)), [width, height],
+            [resolution], api_visibility="private", queue=False, trigger_mode="always_last",
+        )
         reuse_seed.click(_reuse_seed, [info], [seed, randomize], api_visibility="private", queue=False)
-        demo.load(studio.model_note, None, [model_note], api_visibility="private")
+        demo.load(studio.page_load, None, [model_info, steps, guidance], api_visibility="private")
     return demo

@@ -1,0 +1,231 @@
+"""The web front against a real worker: gradio_client calls, seeds, errors, retouch, readiness.
+
+One worker (offline demo model, out-of-memory fault armed for prompts containing
+``[oom]``) and one web front run for the whole module; the readiness test starts its own
+pair because it stops the worker.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from gradio_client.exceptions import AppError
+from PIL import Image
+
+from tests.helpers import Processes, free_port, kill_tree, wait_http
+from webui.settings import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+from webui.ui import (
+    CUSTOM,
+    StudioConfig,
+    _apply_preset,
+    api_seed,
+    encode_photo,
+    load_examples,
+    load_studio_config,
+    ui_seed,
+)
+
+OOM_MARKER = "[oom]"
+
+
+@dataclass
+class Node:
+    """A worker and the web front in front of it."""
+
+    worker_url: str
+    web_url: str
+    worker_id: str
+    node_id: str
+    worker: object
+    front: object
+
+
+def start_node(group: Processes, name: str, worker_env: dict[str, str] | None = None) -> Node:
+    """Start a worker and a web front pointing at it; wait until both answer."""
+    worker_port, web_port = free_port(), free_port()
+    worker_id, node_id = f"{name}-worker", f"{name}-front"
+    worker = group.start(
+        ["python", "-m", "webui.worker", "--port", str(worker_port), "--worker-id", worker_id],
+        env=worker_env, log_name=f"{name}-worker",
+    )
+    worker_url = f"http://127.0.0.1:{worker_port}"
+    front = group.start(
+        ["python", "-m", "webui.web", "--port", str(web_port), "--worker-url", worker_url,
+         "--node-id", node_id, "--retry-delay", "0.1"],
+        log_name=f"{name}-front",
+    )
+    web_url = f"http://127.0.0.1:{web_port}"
+    wait_http(f"{worker_url}/readyz", proc=worker, timeout=180)
+    wait_http(f"{web_url}/healthz", proc=front, timeout=120)
+    return Node(worker_url, web_url, worker_id, node_id, worker, front)
+
+
+@pytest.fixture(scope="module")
+def node(demo_model_dir: Path):
+    with Processes("web") as group:
+        yield start_node(group, "web", {FAULT_OOM_AT_STEP: "1", FAULT_PROMPT_MARKER: OOM_MARKER})
+
+
+@pytest.fixture(scope="module")
+def client(node: Node, tmp_path_factory: pytest.TempPathFactory) -> Client:
+    return Client(node.web_url, verbose=False, download_files=str(tmp_path_factory.mktemp("downloads")))
+
+
+def generate(client: Client, **params) -> tuple[list[dict], dict]:
+    params.setdefault("prompt", "studio portrait, soft light")
+    params.setdefault("steps", 2)
+    return client.predict(**params, api_name="/generate")
+
+
+def pixels(item: dict) -> np.ndarray:
+    with Image.open(item["image"]) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+# ---------------------------------------------------------------------------- client API
+def test_generate_returns_images_and_info(client: Client, node: Node) -> None:
+    gallery, info = generate(client, width=512, height=384, seed=1234, num_images=2)
+
+    assert len(gallery) == 2
+    for item in gallery:
+        with Image.open(item["image"]) as image:
+            assert image.size == (512, 384)
+    assert info["seed"] == 1234
+    assert (info["width"], info["height"], info["steps"], info["num_images"]) == (512, 384, 2, 2)
+    assert info["worker_id"] == node.worker_id
+    assert info["web_node"] == node.node_id
+    assert info["model"] == "demo"
+    assert info["attempts"] == 1
+    assert info["timings"]["web_ms"] >= info["timings"]["generate_ms"] > 0
+
+
+def test_same_seed_gives_same_image(client: Client) -> None:
+    first, info1 = generate(client, width=256, height=256, seed=77)
+    second, info2 = generate(client, width=256, height=256, seed=77)
+    other, _ = generate(client, width=256, height=256, seed=78)
+
+    assert info1["seed"] == info2["seed"] == 77
+    np.testing.assert_array_equal(pixels(first[0]), pixels(second[0]))
+    assert not np.array_equal(pixels(first[0]), pixels(other[0]))
+
+
+def test_random_seed_is_reported_and_reproducible(client: Client) -> None:
+    gallery, info = generate(client, width=256, height=256)  # seed -1: random
+    assert 0 <= info["seed"] < 2**32
+    again, _ = generate(client, width=256, height=256, seed=info["seed"])
+    np.testing.assert_array_equal(pixels(gallery[0]), pixels(again[0]))
+
+
+def test_model_defaults_fill_missing_parameters(client: Client) -> None:
+    _, info = client.predict(prompt="portrait", width=256, height=256, api_name="/generate")
+    assert info["steps"] == 8  # Z-Image-Turbo's default
+    assert info["guidance"] == 0.0
+
+
+def test_bad_width_names_the_field(client: Client) -> None:
+    with pytest.raises(AppError) as caught:
+        generate(client, width=1000, height=512)
+    message = str(caught.value)
+    assert re.search(r"width.*multiple of 16", message), message
+    assert "Traceback" not in message
+
+
+def test_empty_prompt_is_rejected_with_its_field(client: Client) -> None:
+    with pytest.raises(AppError) as caught:
+        client.predict(prompt="", api_name="/generate")
+    assert "prompt" in str(caught.value)
+
+
+def test_out_of_memory_is_not_retried(client: Client, node: Node) -> None:
+    with pytest.raises(AppError) as caught:
+        generate(client, prompt=f"portrait {OOM_MARKER}", width=256, height=256)
+    message = str(caught.value)
+    assert "out of memory" in message and "lower the resolution" in message
+    assert "attempts" not in message  # answered at once, not after retries
+    log = Path(node.front.log_path).read_text()
+    assert "retrying" not in log
+
+
+def test_retouch_keeps_the_photo_aspect(client: Client, tmp_path: Path) -> None:
+    ramp = np.linspace(0, 255, 640, dtype=np.uint8)
+    photo = np.stack([np.tile(ramp, (480, 1)), np.tile(ramp[::-1], (480, 1)), np.full((480, 640), 90, np.uint8)], -1)
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+
+    gallery, info = client.predict(handle_file(str(path)), prompt="retouched portrait", strength=0.5, steps=2,
+                                   seed=5, api_name="/retouch")
+
+    assert info["mode"] == "retouch" and info["strength"] == 0.5
+    with Image.open(gallery[0]["image"]) as image:
+        assert image.size == (info["width"], info["height"])
+        assert abs(image.width / image.height - 640 / 480) < 0.05
+
+
+# ---------------------------------------------------------------------------- health routes
+def test_healthz_and_readyz_with_a_worker(node: Node) -> None:
+    assert httpx.get(f"{node.web_url}/healthz").json() == {"status": "ok", "node": node.node_id}
+    response = httpx.get(f"{node.web_url}/readyz")
+    assert response.status_code == 200
+    assert response.json()["ready"] is True
+
+
+def test_readyz_is_503_when_the_worker_stops(demo_model_dir: Path, processes: Processes) -> None:
+    own = start_node(processes, "readyz")
+    wait_http(f"{own.web_url}/readyz", status=200, proc=own.front, timeout=30)
+
+    kill_tree(own.worker.pid)
+    own.worker.wait(timeout=10)
+
+    response = wait_http(f"{own.web_url}/readyz", status=503, proc=own.front, timeout=10)
+    body = response.json()
+    assert body["ready"] is False
+    assert "unreachable" in body["reason"]
+    assert httpx.get(f"{own.web_url}/healthz").status_code == 200
+
+
+# ---------------------------------------------------------------------------- studio config
+def test_presets_and_examples_load() -> None:
+    config = load_studio_config()
+    assert {"ID photo", "Social avatar", "E-commerce model"} <= {p.name for p in config.presets}
+    assert config.resolutions["Portrait 768×1024"] == (768, 1024)
+    assert all(w % 16 == 0 and h % 16 == 0 for w, h in config.resolutions.values())
+    assert len(load_examples()) >= 3
+
+
+def test_preset_fills_prompt_and_parameters() -> None:
+    config = load_studio_config()
+    values = _apply_preset(config, "ID photo", "an old sailor")
+    prompt, negative, resolution, width, height = values[:5]
+    assert "an old sailor" in prompt and "{subject}" not in prompt
+    assert negative and resolution == "Portrait 768×1024" and (width, height) == (768, 1024)
+    default_subject = _apply_preset(config, "ID photo", "  ")[0]
+    assert config.preset("ID photo").subject in default_subject
+
+
+def test_unknown_resolution_in_presets_is_rejected() -> None:
+    data = load_studio_config().model_dump()
+    data["presets"][0]["resolution"] = "Panorama"
+    with pytest.raises(ValueError, match="Panorama"):
+        StudioConfig.model_validate(data)
+
+
+def test_resolution_name_and_seed_conventions() -> None:
+    config = load_studio_config()
+    assert config.resolution_name(1024, 768) == "Landscape 1024×768"
+    assert config.resolution_name(1000, 768) == CUSTOM
+    assert api_seed(-1) is None and api_seed(5.0) == 5
+    assert ui_seed(9, randomize=True) is None and ui_seed(9.0, randomize=False) == 9
+
+
+def test_retouch_upload_is_scaled_down() -> None:
+    encoded = encode_photo(Image.new("RGB", (3000, 2000), "gray"), max_side=1536)
+    with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
+        assert image.format == "JPEG" and image.size == (1536, 1024)
