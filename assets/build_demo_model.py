@@ -179,24 +179,27 @@ def build_pipeline():
     return pipe, build_lora_state_dict(transformer)
 
 
-def build_lora_state_dict(transformer, rank: int = 4) -> dict[str, torch.Tensor]:
-    """A rank-``rank`` LoRA on the transformer's attention, feed-forward and output layers.
+DEMO_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3", "all_final_layer.2-1.linear"]
+"""Attention, feed-forward and output layers of ``ZImageTransformer2DModel``."""
+
+
+def build_lora_state_dict(
+    model: torch.nn.Module, target_modules: list[str] | None = None, rank: int = 4, seed: int = SEED + 3
+) -> dict[str, torch.Tensor]:
+    """A deterministic random rank-``rank`` LoRA for ``model`` (PEFT state dict, ``model`` untouched).
 
     Both LoRA matrices are random (``lora_B`` is normally zero at the start of training).
-    The output projection is what makes it visible: at scale 1 the texture of the image
-    changes about as much as with another seed; at scale 0 nothing changes.
+    On the demo transformer the output projection is what makes it visible: at scale 1 the
+    texture of the image changes about as much as with another seed; at scale 0 not at all.
     """
     from peft import LoraConfig, get_peft_model_state_dict
 
     config = LoraConfig(
-        r=rank,
-        lora_alpha=rank,
-        target_modules=["to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3", "all_final_layer.2-1.linear"],
-        init_lora_weights=False,
+        r=rank, lora_alpha=rank, target_modules=target_modules or DEMO_LORA_TARGETS, init_lora_weights=False
     )
-    scratch = copy.deepcopy(transformer)  # PEFT wraps layers in place; keep the base model clean
+    scratch = copy.deepcopy(model)  # PEFT wraps layers in place; keep the base model clean
     scratch.add_adapter(config, adapter_name="demo")
-    generator = torch.Generator().manual_seed(SEED + 3)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in scratch.named_parameters():
             if "lora_" in name:
