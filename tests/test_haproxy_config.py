@@ -1,0 +1,342 @@
+"""The rendered HAProxy configuration, checked by ``haproxy -c`` and by a real HAProxy.
+
+Real HAProxy 2.8 on loopback in front of tiny stand-in node processes (``tests.fake_node``):
+routing, stickiness, the workers' FIFO queue and its 503, L7 retries when a worker dies
+mid-request, health checks, the stats page's password, size cap, basic auth, rate limit.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+import pytest
+
+from balancer.cluster import ClusterConfigError, parse_cluster
+from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, validate_config, write_config
+from balancer.haproxy_config import COOKIE_NAME, read_users_file, render_config
+from tests.helpers import Processes, free_port, wait_http
+
+STATS_PASSWORD = "test-stats-pw"
+JOB_SECONDS = 1.0
+QUEUE_TIMEOUT = 2.0
+
+
+def cluster_data(run_dir: Path, web_names: list[str], worker_names: list[str], **extra: object) -> dict:
+    """A cluster description on free loopback ports (nodes unmanaged: the test runs them)."""
+    nodes: dict[str, dict] = {}
+    for name in web_names:
+        nodes.setdefault(name, {"name": name, "managed": False})["web"] = {"port": free_port()}
+    for name in worker_names:
+        nodes.setdefault(name, {"name": name, "managed": False})["worker"] = {"port": free_port()}
+    return {
+        "run_dir": str(run_dir),
+        "public": {"port": free_port()},
+        "workers_frontend": {"port": free_port()},
+        "stats": {"port": free_port(), "password": STATS_PASSWORD},
+        "sidecar": {"port": free_port()},
+        "nodes": list(nodes.values()),
+        **extra,
+    }
+
+
+def crypt_hash(password: str) -> str:
+    """A SHA-512 crypt hash, made the way the docs tell users to (``openssl passwd -6``)."""
+    return subprocess.run(
+        ["openssl", "passwd", "-6", "-salt", "saltsalt", password], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def start_fake(processes: Processes, name: str, port: int, delay: float = 0.0) -> subprocess.Popen:
+    """A stand-in node process answering as ``name``."""
+    proc = processes.start(
+        ["python", "-m", "tests.fake_node", "--name", name, "--port", str(port), "--delay", str(delay)],
+        log_name=f"fake-{name}",
+    )
+    wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc, timeout=30)
+    return proc
+
+
+def wait_status(api: RuntimeAPI, backend: str, server: str, prefix: str, timeout: float = 15.0) -> float:
+    """Seconds until HAProxy reports ``backend/server`` with a status starting with ``prefix``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if api.server(backend, server).status.startswith(prefix):
+            return time.monotonic() - start
+        time.sleep(0.02)
+    raise TimeoutError(f"{backend}/{server} not {prefix} within {timeout}s: {api.server(backend, server)}")
+
+
+def wait_all_up(api: RuntimeAPI, timeout: float = 15.0) -> None:
+    """Wait until HAProxy reports every server UP."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        servers = api.servers()
+        if servers and all(server.is_up for server in servers):
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"not all servers UP: {api.servers()}")
+
+
+class RunningBalancer:
+    """A real HAProxy for one cluster description, with a stand-in process for every node part."""
+
+    def __init__(self, data: dict, processes: Processes, job_seconds: float = 0.0) -> None:
+        self.spec = parse_cluster(data)
+        self.processes = processes
+        self.job_seconds = job_seconds
+        write_config(render_config(self.spec), self.spec.config_path)
+        self.haproxy = HAProxyProcess(self.spec.config_path, self.spec.socket_path, self.spec.run_dir / "haproxy.log")
+        self.api = RuntimeAPI(self.spec.socket_path)
+        self.public = self.spec.public.url
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def node(self, name: str):
+        return next(node for node in self.spec.nodes if node.name == name)
+
+    def start_part(self, name: str) -> None:
+        """(Re)start the stand-in for node ``name`` (web front or worker, whichever it has)."""
+        node = self.node(name)
+        if node.worker is not None:
+            self.procs[name] = start_fake(self.processes, name, node.worker.port, delay=self.job_seconds)
+        else:
+            self.procs[name] = start_fake(self.processes, name, node.web.port)
+
+
+@contextmanager
+def running_balancer(data: dict, job_seconds: float = 0.0) -> Iterator[RunningBalancer]:
+    """Start every stand-in node and HAProxy; stop them all afterwards."""
+    with Processes("haproxy-config") as processes:
+        running = RunningBalancer(data, processes, job_seconds)
+        for node in running.spec.nodes:
+            running.start_part(node.name)
+        running.haproxy.start()
+        try:
+            wait_all_up(running.api)
+            yield running
+        finally:
+            running.haproxy.stop()
+
+
+@pytest.fixture(scope="module")
+def balancer(tmp_path_factory: pytest.TempPathFactory):
+    """HAProxy in front of two stand-in web fronts and two stand-in workers (1 s jobs, 2 s queue)."""
+    run_dir = tmp_path_factory.mktemp("haproxy")
+    data = cluster_data(run_dir, ["web1", "web2"], ["w1", "w2"], limits={"queue_timeout": QUEUE_TIMEOUT, "max_body_bytes": 100_000})
+    with running_balancer(data, job_seconds=JOB_SECONDS) as running:
+        yield running
+
+
+# --- rendering and validation ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("count", [1, 2, 8])
+def test_config_is_valid_for_node_counts(tmp_path: Path, count: int) -> None:
+    names = [f"node{i}" for i in range(1, count + 1)]
+    spec = parse_cluster(cluster_data(tmp_path, names, names))
+    text = render_config(spec)
+    validate_config(write_config(text, spec.config_path))
+    assert text.count(" maxconn 1  #") == count  # one job per worker
+    assert sum(f" cookie node{i}  #" in text for i in range(1, count + 1)) == count
+    assert "option httpchk" in text and "observe layer4" in text and "observe layer7" not in text
+    assert spec.config_path.stat().st_mode & 0o777 == 0o600  # it holds the stats password
+
+
+def test_invalid_config_is_rejected_with_haproxys_reason(tmp_path: Path) -> None:
+    path = write_config("frontend broken\n    bind 127.0.0.1:1\n    no-such-keyword yes\n", tmp_path / "bad.cfg")
+    with pytest.raises(HAProxyError, match="no-such-keyword"):
+        validate_config(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"nodes": [{"name": "a", "web": {"port": 1}}, {"name": "a", "worker": {"port": 2}}]}, "duplicate names"),
+        ({"nodes": [{"name": "bad name", "web": {"port": 1}}]}, "nodes.0.name"),
+        ({"nodes": [{"name": "a"}]}, "needs a web front, a worker, or both"),
+        ({"public": {"port": 8404}}, "stats.port: 8404 is already used by public"),
+        ({"limits": {"queue_timeout": 0}}, "limits.queue_timeout"),
+        ({"stats": {"password": ""}}, "stats.password"),
+        ({"nodes": [{"name": "a", "web": {"port": 99999}}]}, "nodes.0.web.port"),
+    ],
+)
+def test_bad_cluster_descriptions_name_the_field(change: dict, message: str) -> None:
+    with pytest.raises(ClusterConfigError, match=message.replace(".", r"\.")):
+        parse_cluster(change)
+
+
+def test_users_file_becomes_a_userlist(tmp_path: Path) -> None:
+    password_hash = crypt_hash("secret")
+    users_file = tmp_path / "users"
+    users_file.write_text(f"# photographers\nalice:{password_hash}\n")
+    spec = parse_cluster({**cluster_data(tmp_path, ["n1"], ["n1"]), "users_file": str(users_file)})
+    text = render_config(spec)
+    assert f"user alice password {password_hash}" in text
+    assert "http-request auth" in text
+    validate_config(write_config(text, spec.config_path))
+
+    users_file.write_text("bob:plaintext\n")
+    with pytest.raises(ClusterConfigError, match="line 1"):
+        read_users_file(users_file)
+
+
+# --- a real HAProxy in front of stand-in nodes ----------------------------------------------
+
+
+def test_stats_page_needs_the_password(balancer: RunningBalancer) -> None:
+    stats = balancer.spec.stats.url
+    assert httpx.get(f"{stats}/").status_code == 401
+    assert httpx.get(f"{stats}/metrics").status_code == 401
+    assert httpx.get(f"{stats}/", auth=("admin", "wrong")).status_code == 401
+    page = httpx.get(f"{stats}/", auth=("admin", STATS_PASSWORD))
+    assert page.status_code == 200 and "workers" in page.text
+    metrics = httpx.get(f"{stats}/metrics", auth=("admin", STATS_PASSWORD))
+    assert metrics.status_code == 200 and 'haproxy_server_status{proxy="workers",server="w1"' in metrics.text
+
+
+def test_routing_headers_and_size_cap(balancer: RunningBalancer) -> None:
+    page = httpx.get(f"{balancer.public}/")
+    assert page.json()["name"] in ("web1", "web2")
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert page.headers["x-frame-options"] == "SAMEORIGIN"
+    job = httpx.get(f"{balancer.public}/generate", params={"prompt": "x"}, timeout=30)
+    assert job.json()["worker_id"] in ("w1", "w2")
+    too_big = httpx.post(f"{balancer.public}/generate", content=b"x" * 200_000)
+    assert too_big.status_code == 413 and too_big.json()["error"] == "request_too_large"
+
+
+def test_workers_frontend_answers_probes_itself(balancer: RunningBalancer) -> None:
+    ready = httpx.get(f"{balancer.spec.workers_frontend.url}/readyz")
+    assert ready.status_code == 200 and ready.json() == {"status": "ready", "workers_up": 2}
+
+
+def test_cookie_keeps_a_browser_on_one_web_front(balancer: RunningBalancer) -> None:
+    seen = set()
+    for _ in range(6):
+        with httpx.Client(base_url=balancer.public) as browser:
+            names = {browser.get("/").json()["name"] for _ in range(20)}
+            assert len(names) == 1
+            assert browser.cookies[COOKIE_NAME] in names
+            seen |= names
+    assert seen == {"web1", "web2"}  # different clients spread
+
+
+def test_session_hash_keeps_cookieless_requests_together(balancer: RunningBalancer) -> None:
+    for index in range(8):
+        session = f"session-{index}"
+        data = httpx.get(f"{balancer.public}/gradio_api/queue/data", params={"session_hash": session}).json()["name"]
+        join = httpx.post(f"{balancer.public}/gradio_api/queue/join", json={"session_hash": session, "data": []})
+        heartbeat = httpx.get(f"{balancer.public}/gradio_api/heartbeat/{session}")
+        assert join.json()["name"] == heartbeat.json()["name"] == data
+
+
+def test_stale_cookie_of_a_node_in_maintenance_still_lands_on_one_node(balancer: RunningBalancer) -> None:
+    balancer.api.set_server_state("webs", "web1", "maint")
+    try:
+        assert balancer.api.server("webs", "web1").status == "MAINT"
+        for session in ("a", "b", "c"):
+            with httpx.Client(base_url=balancer.public, cookies={COOKIE_NAME: "web1"}) as client:
+                names = {
+                    client.get("/").json()["name"],
+                    client.get("/gradio_api/queue/data", params={"session_hash": session}).json()["name"],
+                    client.post("/gradio_api/queue/join", json={"session_hash": session}).json()["name"],
+                }
+                assert names == {"web2"}
+    finally:
+        balancer.api.set_server_state("webs", "web1", "ready")
+        wait_status(balancer.api, "webs", "web1", "UP")
+
+
+def run_jobs(url: str, count: int, spacing: float = 0.1) -> list[dict]:
+    """Start ``count`` REST jobs ``spacing`` s apart; each result: index, status, body, end time."""
+    results: list[dict] = []
+
+    def job(index: int) -> None:
+        response = httpx.post(url, json={"prompt": f"job {index}"}, timeout=60)
+        results.append({"index": index, "status": response.status_code, "body": response.json(), "end": time.monotonic()})
+
+    threads = []
+    for index in range(count):
+        thread = threading.Thread(target=job, args=(index,))
+        thread.start()
+        threads.append(thread)
+        time.sleep(spacing)
+    for thread in threads:
+        thread.join(timeout=60)
+    return sorted(results, key=lambda result: result["index"])
+
+
+def test_workers_take_one_job_each_and_the_queue_is_fifo(balancer: RunningBalancer) -> None:
+    # 4 jobs on 2 workers: the last two wait about one job (1 s), within the queue timeout.
+    results = run_jobs(f"{balancer.public}/generate", 4)
+    assert [result["status"] for result in results] == [200] * 4
+    first, second = results[:2], results[2:]
+    assert {result["body"]["worker_id"] for result in first} == {"w1", "w2"}  # least loaded
+    assert max(result["end"] for result in first) < min(result["end"] for result in second)  # in order
+
+
+def test_queue_wait_is_bounded_then_a_clear_503(balancer: RunningBalancer) -> None:
+    # 7 jobs of 1 s on 2 workers: the third and fourth wait 1 s, within the 2 s queue timeout;
+    # the seventh would wait 3 s.
+    results = run_jobs(f"{balancer.public}/generate", 7, spacing=0.02)
+    assert [result["status"] for result in results[:4]] == [200] * 4
+    assert results[-1]["status"] == 503
+    refused = results[-1]["body"]
+    assert refused["error"] == "busy" and "within 2 s" in refused["detail"]
+
+
+def test_a_job_whose_worker_dies_is_replayed_on_another(balancer: RunningBalancer) -> None:
+    results: list[httpx.Response] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(httpx.post(f"{balancer.public}/generate", json={"n": i}, timeout=30)))
+        for i in range(2)
+    ]
+    for thread in threads:
+        thread.start()
+        time.sleep(0.1)
+    time.sleep(0.3)  # both workers are mid-job now
+    balancer.procs["w1"].kill()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [response.status_code for response in results] == [200, 200]
+    assert {response.json()["worker_id"] for response in results} == {"w2"}
+    assert balancer.api.server("workers", "w1").status.startswith("DOWN")
+
+    # Back in rotation once it answers its health checks again.
+    balancer.start_part("w1")
+    wait_status(balancer.api, "workers", "w1", "UP")
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory):
+    """HAProxy with basic auth and a rate limit of 3 generations a minute."""
+    run_dir = tmp_path_factory.mktemp("haproxy-guarded")
+    password_hash = crypt_hash("secret")
+    users_file = run_dir / "users"
+    users_file.write_text(f"alice:{password_hash}\n")
+    data = cluster_data(run_dir, ["web1"], ["w1"], users_file=str(users_file), limits={"rate_limit_per_minute": 3})
+    with running_balancer(data) as running:
+        yield running
+
+
+def test_basic_auth_guards_the_whole_site(guarded: RunningBalancer) -> None:
+    assert httpx.get(f"{guarded.public}/").status_code == 401
+    assert httpx.get(f"{guarded.public}/generate?prompt=x").status_code == 401
+    assert httpx.get(f"{guarded.public}/", auth=("alice", "wrong")).status_code == 401
+    assert httpx.get(f"{guarded.public}/", auth=("alice", "secret")).json()["name"] == "web1"
+
+
+def test_rate_limit_counts_generations_per_client(guarded: RunningBalancer) -> None:
+    auth = ("alice", "secret")
+    for _ in range(5):  # pages are not limited
+        assert httpx.get(f"{guarded.public}/", auth=auth).status_code == 200
+    statuses = [httpx.post(f"{guarded.public}/generate", json={}, auth=auth).status_code for _ in range(4)]
+    assert statuses == [200, 200, 200, 429]
+    limited = httpx.post(f"{guarded.public}/gradio_api/queue/join", json={"session_hash": "s"}, auth=auth)
+    assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
+    assert limited.headers["retry-after"] == "60"
