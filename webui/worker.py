@@ -162,6 +162,13 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
+def cuda_index(device: str) -> int | None:
+    """``"cuda:1"`` -> 1, ``"cuda"`` -> 0, anything else (``"cpu"``) -> None."""
+    if not device.startswith("cuda"):
+        return None
+    return int(device.partition(":")[2] or 0)
+
+
 def _bound(name: str, kind: type) -> Any:
     """The ``ge``/``gt``/``le`` bound of a ``GenerationRequest`` field, or None."""
     attribute = {annotated_types.Ge: "ge", annotated_types.Gt: "gt", annotated_types.Le: "le"}[kind]
@@ -256,7 +263,8 @@ def parse_payload(body: bytes, content_type: str, query: Mapping[str, str]) -> d
     except (ValueError, RecursionError) as exc:
         raise ApiError(422, "invalid_json", f"The body is not valid JSON: {str(exc)[:200]}") from None
     if not isinstance(data, dict):
-        raise ApiError(422, "invalid_json", f"The body must be a JSON object of job fields, not a {type(data).__name__}.")
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(data), "a number")
+        raise ApiError(422, "invalid_json", f"The body must be a JSON object of job fields, not {kind}.")
     return data
 
 
@@ -294,12 +302,17 @@ class Job(Generic[T]):
         self.cancel = threading.Event()
         """Set when the client is gone; the generation thread stops at the next step."""
         self.abandoned = asyncio.Event()
+        self.running = False
         self.task: asyncio.Task[T] | None = None
 
-    def abandon(self) -> None:
-        """The client went away: drop the job if it waits, stop it at the next step if it runs."""
+    def abandon(self) -> str:
+        """The client went away: drop the job if it waits, stop it at the next step if it runs.
+
+        Returns the request's outcome for the log: ``dropped`` (it waited) or ``cancelled``.
+        """
         self.cancel.set()
         self.abandoned.set()
+        return "cancelled" if self.running else "dropped"
 
 
 class JobScheduler:
@@ -347,13 +360,13 @@ class JobScheduler:
         try:
             await self._wait_for_slot(job)
             try:
-                self._running = True
+                self._running = job.running = True
                 started = time.perf_counter()
                 result = await asyncio.get_running_loop().run_in_executor(self.executor, work, job.cancel)
                 self._seconds_per_job = 0.7 * self._seconds_per_job + 0.3 * (time.perf_counter() - started)
                 return result
             finally:
-                self._running = False
+                self._running = job.running = False
                 self._slot.release()
         finally:
             self._admitted -= 1
@@ -404,21 +417,13 @@ class GenerationService:
         self._loader = loader
         self._on_fatal = on_fatal
         self.pipeline: Pipeline | None = None
+        self.cuda_device: int | None = None
+        """The CUDA device index the pipeline runs on; None on CPU (or before loading)."""
         self.ready = False
         self.reason = "starting"
         self.consecutive_ooms = 0
 
     # -- state, read from the event loop
-
-    @property
-    def cuda_device(self) -> int | None:
-        """The CUDA device index the pipeline runs on, or None (CPU, or not loaded)."""
-        if self.pipeline is None:
-            return None
-        device = str(self.pipeline.describe().get("device", "cpu"))
-        if not device.startswith("cuda"):
-            return None
-        return int(device.partition(":")[2] or 0)
 
     def limits(self) -> Limits:
         """What this worker accepts (the model's family decides the size multiple)."""
@@ -456,6 +461,7 @@ class GenerationService:
         self._set_state(False, "loading the model")
         try:
             self.pipeline = self._loader(self.settings)
+            self.cuda_device = cuda_index(str(self.pipeline.describe().get("device", "cpu")))
             self._set_state(False, "warming up")
             self._probe()
         except Exception as exc:  # noqa: BLE001 - any failure here means the worker cannot serve
@@ -636,7 +642,9 @@ class JobStream(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             if self.job.task is not None and not self.job.task.done():
-                self.job.abandon()
+                outcome = self.job.abandon()
+                scope.setdefault("state", {})["outcome"] = outcome
+                logger.info("job %s: the client left the stream", outcome)
 
 
 def create_app(
@@ -751,12 +759,11 @@ def create_app(
         finally:
             watcher.cancel()
         if not job.task.done():
-            job.abandon()
+            request.state.outcome = job.abandon()
         try:
             result = await job.task
         except JobCancelled as exc:
-            logger.info("job dropped: %s", exc)
-            request.state.outcome = "client_gone"
+            logger.info("job %s: %s", request.state.outcome, exc)
             return Response(status_code=CLIENT_GONE_STATUS)
         return JSONResponse(result.model_dump())
 
@@ -781,8 +788,7 @@ def create_app(
             try:
                 result = job.task.result()
             except JobCancelled:
-                request.state.outcome = "client_gone"
-                return
+                return  # JobStream noted the outcome when the client left
             except ApiError as exc:
                 request.state.outcome = exc.body.error
                 yield ErrorEvent(status=exc.status, error=exc.body).model_dump_json() + "\n"
