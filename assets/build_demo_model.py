@@ -54,6 +54,9 @@ SCHEDULER_CONFIG = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shif
 TEXT_DIM = 32
 """Hidden size of the tiny text encoder, which is also the transformer's caption feature size."""
 
+DEMO_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3", "all_final_layer.2-1.linear"]
+"""Attention, feed-forward and output layers of ``ZImageTransformer2DModel``."""
+
 CHAT_TEMPLATE = (  # Qwen3's chat template, reduced to what ZImagePipeline uses
     "{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
@@ -104,10 +107,9 @@ def train_tokenizer(vocab_size: int = 600):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    lines = [line for line in CORPUS.strip().splitlines()]
-    bpe.train_from_iterator(lines, trainer=trainer)
+    bpe.train_from_iterator(CORPUS.strip().splitlines(), trainer=trainer)
     model = json.loads(bpe.to_str())["model"]
-    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in model["merges"]]
+    merges = [tuple(pair) for pair in model["merges"]]
     tokenizer = Qwen2Tokenizer(
         vocab=model["vocab"],
         merges=merges,
@@ -179,10 +181,6 @@ def build_pipeline():
     return pipe, build_lora_state_dict(transformer)
 
 
-DEMO_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "w1", "w2", "w3", "all_final_layer.2-1.linear"]
-"""Attention, feed-forward and output layers of ``ZImageTransformer2DModel``."""
-
-
 def build_lora_state_dict(
     model: torch.nn.Module, target_modules: list[str] | None = None, rank: int = 4, seed: int = SEED + 3
 ) -> dict[str, torch.Tensor]:
@@ -245,6 +243,7 @@ def ensure_built(target: Path) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the model is meant to be shared
     try:
         logger.info("building the offline demo model in %s", target)
         write_demo_model(staging)

@@ -11,7 +11,13 @@ import pytest
 import torch
 from PIL import Image
 
-from assets.build_demo_model import LORA_SUBDIR, LORA_WEIGHT_NAME, build_lora_state_dict, build_pipeline
+from assets.build_demo_model import (
+    LORA_SUBDIR,
+    LORA_WEIGHT_NAME,
+    build_lora_state_dict,
+    build_pipeline,
+    is_complete,
+)
 from webui import device
 from webui.device import DeviceError, Machine, plan_device, probe_machine
 from webui.models import ModelLoadError, resolve_source
@@ -68,6 +74,23 @@ def test_img2img_shares_the_text2img_components(demo_model_dir: Path, portrait_c
     assert type(img2img).__name__ == "ZImageImg2ImgPipeline"
     for name in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert getattr(img2img, name) is getattr(text2img, name), name
+
+
+def test_concurrent_builds_do_not_corrupt_the_demo_model(processes, tmp_path: Path, demo_model_dir: Path):
+    target = tmp_path / "demo-model"
+    builders = [
+        processes.start(["python", "-m", "assets.build_demo_model", "--out", str(target)], log_name=f"build-{i}")
+        for i in range(2)
+    ]
+    for builder in builders:
+        assert builder.wait(timeout=300) == 0, builder.log_path.read_text()[-2000:]
+    assert is_complete(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo-model"]  # no staging dirs left behind
+    # Deterministic: the same bytes as the session's own build, file by file.
+    built = sorted(p.relative_to(target) for p in target.rglob("*") if p.is_file())
+    assert built == sorted(p.relative_to(demo_model_dir) for p in demo_model_dir.rglob("*") if p.is_file())
+    for relative in built:
+        assert (target / relative).read_bytes() == (demo_model_dir / relative).read_bytes(), relative
 
 
 # --- source resolution ---------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ image ``i`` of a batch starts from the same noise as a one-image request with ``
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -40,7 +41,11 @@ StepCallback = Callable[[int, int], None]
 
 
 class PortraitPipeline:
-    """A loaded model (text-to-image + image-to-image over shared components) and its device plan."""
+    """A loaded model (text-to-image + image-to-image over shared components) and its device plan.
+
+    ``generate`` runs one job at a time (LoRA scale and VAE tiling are set per job on the
+    shared components); the worker serialises jobs.
+    """
 
     def __init__(self, model: LoadedModel, plan: DevicePlan, model_name: str, defaults: ModelDefaults, max_side: int):
         self.model = model
@@ -75,7 +80,7 @@ class PortraitPipeline:
             "family": self.family.value,
             "pipeline": type(self.model.text2img).__name__,
             "lora": self.model.lora,
-            "defaults": vars(self.defaults).copy(),
+            "defaults": dataclasses.asdict(self.defaults),
             **self.plan.as_dict(),
         }
 
