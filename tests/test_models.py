@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -330,3 +331,16 @@ def test_vae_tiling_decision():
     assert not auto.tile_vae(1024, 1024) and auto.tile_vae(1024, 1040) and auto.tile_vae(2048, 2048)
     assert plan_device(WorkerSettings(vae_tiling="on"), Machine(cuda=False)).tile_vae(64, 64)
     assert not plan_device(WorkerSettings(vae_tiling="off"), Machine(cuda=False)).tile_vae(2048, 2048)
+
+
+def test_apply_plan_compiles_the_denoiser_when_planned(demo_model_dir: Path):
+    from webui.device import apply_plan
+    from webui.models import load_model
+
+    model = load_model(resolve_source(str(demo_model_dir), "none", demo_model_dir.parent), torch.float32)
+    plan = plan_device(WorkerSettings(), Machine(cuda=False))
+    apply_plan(model.text2img, plan)
+    assert model.text2img.transformer._compiled_call_impl is None
+    apply_plan(model.text2img, dataclasses.replace(plan, compile=True))  # compiles lazily, at the first call
+    assert model.text2img.transformer._compiled_call_impl is not None
+    assert model.img2img.transformer is model.text2img.transformer
