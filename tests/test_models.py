@@ -344,3 +344,9 @@ def test_apply_plan_compiles_the_denoiser_when_planned(demo_model_dir: Path):
     apply_plan(model.text2img, dataclasses.replace(plan, compile=True))  # compiles lazily, at the first call
     assert model.text2img.transformer._compiled_call_impl is not None
     assert model.img2img.transformer is model.text2img.transformer
+
+
+def test_demo_build_failure_is_a_load_error(tmp_path: Path):
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("a file where the cache dir should be")
+    assert_load_error("cannot build the demo model", model="demo", cache_dir=blocker)

@@ -112,7 +112,10 @@ def resolve_source(model: str, lora: str, cache_dir: Path) -> ModelSource:
     if location == DEMO:
         from assets.build_demo_model import LORA_SUBDIR, ensure_demo_model
 
-        demo_dir = ensure_demo_model(cache_dir)
+        try:
+            demo_dir = ensure_demo_model(cache_dir)
+        except Exception as exc:  # e.g. a read-only or full cache dir
+            raise ModelLoadError(f"model 'demo': cannot build the demo model in {cache_dir} ({_one_line(exc)})") from None
         location = str(demo_dir)
         preset = Preset(model=location, lora=str(demo_dir / LORA_SUBDIR), defaults=preset.defaults)
     is_local = _is_local(location)
