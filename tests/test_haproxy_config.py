@@ -20,29 +20,11 @@ import pytest
 from balancer.cluster import ClusterConfigError, parse_cluster
 from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, validate_config, write_config
 from balancer.haproxy_config import COOKIE_NAME, read_users_file, render_config
-from tests.helpers import Processes, free_port, wait_http
+from tests.balancer_helpers import STATS_PASSWORD, cluster_data, start_fake, wait_all_up, wait_status
+from tests.helpers import Processes
 
-STATS_PASSWORD = "test-stats-pw"
 JOB_SECONDS = 1.0
 QUEUE_TIMEOUT = 2.0
-
-
-def cluster_data(run_dir: Path, web_names: list[str], worker_names: list[str], **extra: object) -> dict:
-    """A cluster description on free loopback ports (nodes unmanaged: the test runs them)."""
-    nodes: dict[str, dict] = {}
-    for name in web_names:
-        nodes.setdefault(name, {"name": name, "managed": False})["web"] = {"port": free_port()}
-    for name in worker_names:
-        nodes.setdefault(name, {"name": name, "managed": False})["worker"] = {"port": free_port()}
-    return {
-        "run_dir": str(run_dir),
-        "public": {"port": free_port()},
-        "workers_frontend": {"port": free_port()},
-        "stats": {"port": free_port(), "password": STATS_PASSWORD},
-        "sidecar": {"port": free_port()},
-        "nodes": list(nodes.values()),
-        **extra,
-    }
 
 
 def crypt_hash(password: str) -> str:
@@ -50,37 +32,6 @@ def crypt_hash(password: str) -> str:
     return subprocess.run(
         ["openssl", "passwd", "-6", "-salt", "saltsalt", password], capture_output=True, text=True, check=True
     ).stdout.strip()
-
-
-def start_fake(processes: Processes, name: str, port: int, delay: float = 0.0) -> subprocess.Popen:
-    """A stand-in node process answering as ``name``."""
-    proc = processes.start(
-        ["python", "-m", "tests.fake_node", "--name", name, "--port", str(port), "--delay", str(delay)],
-        log_name=f"fake-{name}",
-    )
-    wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc, timeout=30)
-    return proc
-
-
-def wait_status(api: RuntimeAPI, backend: str, server: str, prefix: str, timeout: float = 15.0) -> float:
-    """Seconds until HAProxy reports ``backend/server`` with a status starting with ``prefix``."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if api.server(backend, server).status.startswith(prefix):
-            return time.monotonic() - start
-        time.sleep(0.02)
-    raise TimeoutError(f"{backend}/{server} not {prefix} within {timeout}s: {api.server(backend, server)}")
-
-
-def wait_all_up(api: RuntimeAPI, timeout: float = 15.0) -> None:
-    """Wait until HAProxy reports every server UP."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        servers = api.servers()
-        if servers and all(server.is_up for server in servers):
-            return
-        time.sleep(0.05)
-    raise TimeoutError(f"not all servers UP: {api.servers()}")
 
 
 class RunningBalancer:

@@ -1,0 +1,70 @@
+"""Helpers shared by the balancer tests: cluster descriptions on free ports, stand-in nodes, waiting."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from balancer.haproxy import RuntimeAPI
+from tests.helpers import Processes, free_port, wait_http
+
+STATS_PASSWORD = "test-stats-pw"
+T = TypeVar("T")
+
+
+def cluster_data(run_dir: Path, web_names: list[str], worker_names: list[str], **extra: object) -> dict:
+    """A cluster description on free loopback ports (nodes unmanaged: the test runs them)."""
+    nodes: dict[str, dict] = {}
+    for name in web_names:
+        nodes.setdefault(name, {"name": name, "managed": False})["web"] = {"port": free_port()}
+    for name in worker_names:
+        nodes.setdefault(name, {"name": name, "managed": False})["worker"] = {"port": free_port()}
+    return {
+        "run_dir": str(run_dir),
+        "public": {"port": free_port()},
+        "workers_frontend": {"port": free_port()},
+        "stats": {"port": free_port(), "password": STATS_PASSWORD},
+        "sidecar": {"port": free_port()},
+        "nodes": list(nodes.values()),
+        **extra,
+    }
+
+
+def fake_command(name: str, port: int, *extra: str) -> list[str]:
+    """Command line of a stand-in node process (``tests.fake_node``) answering as ``name``."""
+    return [sys.executable, "-m", "tests.fake_node", "--name", name, "--port", str(port), *extra]
+
+
+def start_fake(processes: Processes, name: str, port: int, delay: float = 0.0) -> subprocess.Popen:
+    """Start a stand-in node process and wait until it answers."""
+    proc = processes.start(fake_command(name, port, "--delay", str(delay)), log_name=f"fake-{name}")
+    wait_http(f"http://127.0.0.1:{port}/readyz", proc=proc, timeout=30)
+    return proc
+
+
+def wait_until(check: Callable[[], T], what: str, timeout: float = 15.0, interval: float = 0.02) -> T:
+    """Poll ``check`` until it returns something truthy (returned); ``TimeoutError`` naming ``what``."""
+    deadline = time.monotonic() + timeout
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise TimeoutError(f"{what} within {timeout}s (last: {last!r})")
+
+
+def wait_status(api: RuntimeAPI, backend: str, server: str, prefix: str, timeout: float = 15.0) -> float:
+    """Seconds until HAProxy reports ``backend/server`` with a status starting with ``prefix``."""
+    start = time.monotonic()
+    wait_until(lambda: api.server(backend, server).status.startswith(prefix), f"{backend}/{server} {prefix}", timeout)
+    return time.monotonic() - start
+
+
+def wait_all_up(api: RuntimeAPI, timeout: float = 15.0) -> None:
+    """Wait until HAProxy reports every server UP."""
+    wait_until(lambda: (servers := api.servers()) and all(server.is_up for server in servers), "all servers UP", timeout)

@@ -1,0 +1,285 @@
+"""The sidecar: restart policy, death causes, and the real supervisor with a real HAProxy.
+
+The supervised processes here are stand-ins (``tests.fake_node``, given as each part's
+``command``) so that deaths, crash loops and stuck processes are quick to produce; the
+cluster tests do the same with real workers and web fronts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+
+from balancer.causes import DeathCause, DeathClassifier, KernelLog, OomKillCounter, candidate_counter_files
+from balancer.cluster import parse_cluster
+from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
+from balancer.haproxy_config import render_config
+from balancer.restart_policy import RestartPolicy
+from tests.balancer_helpers import STATS_PASSWORD, fake_command, wait_status, wait_until
+from tests.helpers import Processes, free_port, wait_http
+from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM
+
+# --- restart policy -------------------------------------------------------------------------
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_restart_policy_is_immediate_then_exponential_then_gives_up() -> None:
+    clock = FakeClock()
+    policy = RestartPolicy(backoff_initial=1, backoff_max=5, crash_loop_deaths=6, crash_loop_window=60, clock=clock)
+    delays = []
+    for _ in range(5):
+        policy.record_death()
+        delays.append(policy.next_delay())
+        assert not policy.crash_looping()
+        clock.now += 1
+    assert delays == [0, 1, 2, 4, 5]
+    policy.record_death()
+    assert policy.crash_looping()
+
+
+def test_restart_policy_forgets_old_deaths() -> None:
+    clock = FakeClock()
+    policy = RestartPolicy(backoff_initial=1, backoff_max=60, crash_loop_deaths=3, crash_loop_window=60, clock=clock)
+    policy.record_death()
+    clock.now += 30
+    policy.record_death()
+    assert policy.next_delay() == 1
+    clock.now += 61  # both deaths are out of the window: a fresh start
+    policy.record_death()
+    assert policy.next_delay() == 0 and not policy.crash_looping()
+
+
+# --- causes of death ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def counter_file(tmp_path: Path) -> Path:
+    path = tmp_path / "memory.events"
+    path.write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("returncode", "cause", "detail"),
+    [
+        (EXIT_OOM, DeathCause.OOM_EXIT, "EXIT_OOM"),
+        (EXIT_LOAD_FAILED, DeathCause.LOAD_FAILED, "EXIT_LOAD_FAILED"),
+        (-signal.SIGKILL, DeathCause.SIGNAL, "SIGKILL"),
+        (-signal.SIGSEGV, DeathCause.SIGNAL, "SIGSEGV"),
+        (1, DeathCause.CRASH, "code 1"),
+        (0, DeathCause.EXIT, "code 0"),
+    ],
+)
+def test_exit_statuses_are_classified(counter_file: Path, returncode: int, cause: DeathCause, detail: str) -> None:
+    classifier = DeathClassifier(OomKillCounter(counter_file), KernelLog(counter_file.parent / "no-kmsg"))
+    death = classifier.classify(returncode, pid=4242, oom_baseline=classifier.baseline())
+    assert death.cause is cause and detail in death.detail
+
+
+def test_sigkill_after_the_cgroup_oom_counter_grew_is_the_oom_killer(counter_file: Path) -> None:
+    classifier = DeathClassifier(OomKillCounter(counter_file), KernelLog(counter_file.parent / "no-kmsg"))
+    baseline = classifier.baseline()
+    assert baseline == 1
+    counter_file.write_text("oom 2\noom_kill 2\n")
+    death = classifier.classify(-signal.SIGKILL, pid=4242, oom_baseline=baseline)
+    assert death.cause is DeathCause.OOM_KILLER and "oom_kill 1 -> 2" in death.detail
+    # Another signal is not the OOM killer, whatever the counter says.
+    assert classifier.classify(-signal.SIGTERM, pid=4242, oom_baseline=baseline).cause is DeathCause.SIGNAL
+
+
+def test_sigkill_named_in_the_kernel_log_is_the_oom_killer(tmp_path: Path) -> None:
+    kmsg = tmp_path / "kmsg"
+    kmsg.write_text("6,100,5,-;Memory cgroup out of memory: Killed process 4242 (python) total-vm:1kB\n")
+    classifier = DeathClassifier(OomKillCounter(None), KernelLog(kmsg))
+    assert classifier.classify(-signal.SIGKILL, pid=4242, oom_baseline=None).cause is DeathCause.OOM_KILLER
+    assert classifier.classify(-signal.SIGKILL, pid=4243, oom_baseline=None).cause is DeathCause.SIGNAL
+
+
+def test_cgroup_counter_files_are_found_for_v1_and_v2(tmp_path: Path) -> None:
+    proc_cgroup = tmp_path / "cgroup"
+    proc_cgroup.write_text("4:memory:/jobs/a\n0::/user.slice/b\n")
+    names = [str(path) for path in candidate_counter_files(proc_cgroup)]
+    assert names == [
+        "/sys/fs/cgroup/memory/jobs/a/memory.oom_control",
+        "/sys/fs/cgroup/memory/memory.oom_control",
+        "/sys/fs/cgroup/user.slice/b/memory.events",
+        "/sys/fs/cgroup/memory.events",
+    ]
+
+
+# --- the sidecar process, supervising stand-in nodes behind a real HAProxy -------------------
+
+
+class SupervisedCluster:
+    """HAProxy + ``python -m balancer.sidecar`` supervising stand-in processes."""
+
+    def __init__(self, run_dir: Path, processes: Processes) -> None:
+        self.run_dir = run_dir
+        self.processes = processes
+        self.oom_counter = run_dir / "memory.oom_control"
+        self.oom_counter.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
+        ports = {name: free_port() for name in ("a-web", "a-worker", "b-worker", "c-worker")}
+        once = run_dir / "b-crashed-once"
+        self.data = {
+            "run_dir": str(run_dir),
+            "public": {"port": free_port()},
+            "workers_frontend": {"port": free_port()},
+            "stats": {"port": free_port(), "password": STATS_PASSWORD},
+            "sidecar": {
+                "port": free_port(), "probe_interval": 0.2, "probe_timeout": 1.0, "stuck_after": 1.5,
+                "backoff_initial": 0.2, "backoff_max": 1.0, "crash_loop_deaths": 4, "crash_loop_window": 60,
+                "stop_grace": 3.0, "oom_counter_file": str(self.oom_counter),
+            },
+            "nodes": [
+                {"name": "a",
+                 "web": {"port": ports["a-web"], "command": fake_command("a-web", ports["a-web"])},
+                 "worker": {"port": ports["a-worker"], "command": fake_command("a-worker", ports["a-worker"])}},
+                # Runs out of memory once (exit code EXIT_OOM), then stays up.
+                {"name": "b", "worker": {"port": ports["b-worker"], "command": fake_command(
+                    "b-worker", ports["b-worker"], "--exit-code", str(EXIT_OOM), "--exit-after", "0.5",
+                    "--once-file", str(once))}},
+                # Always crashes soon after it starts: a crash loop.
+                {"name": "c", "worker": {"port": ports["c-worker"], "command": fake_command(
+                    "c-worker", ports["c-worker"], "--exit-code", "3", "--exit-after", "0.3")}},
+            ],
+        }
+        self.spec = parse_cluster(self.data)
+        write_config(render_config(self.spec), self.spec.config_path)
+        self.haproxy = HAProxyProcess(self.spec.config_path, self.spec.socket_path, run_dir / "haproxy.log")
+        self.api = RuntimeAPI(self.spec.socket_path)
+        self.sidecar_url = self.spec.sidecar.url
+        self.proc = None
+
+    def start(self) -> None:
+        self.haproxy.start()
+        cluster_file = self.run_dir / "cluster.yaml"
+        cluster_file.write_text(yaml.safe_dump(self.data))
+        self.proc = self.processes.start(["python", "-m", "balancer.sidecar", "--cluster", str(cluster_file)],
+                                         log_name="sidecar")
+        wait_http(f"{self.sidecar_url}/status", proc=self.proc, timeout=30)
+
+    def status(self) -> dict:
+        return httpx.get(f"{self.sidecar_url}/status", timeout=5).json()
+
+    def part(self, node: str, part: str = "worker") -> dict:
+        return self.status()["nodes"][node][part]
+
+    def wait_part(self, node: str, part: str, what: str, check, timeout: float = 20.0) -> dict:
+        def matching() -> dict | None:
+            entry = self.part(node, part)
+            return entry if check(entry) else None
+
+        return wait_until(matching, f"{node}/{part}: {what}", timeout, interval=0.05)
+
+    def wait_ready(self, node: str, part: str = "worker", restarts: int = 0) -> dict:
+        return self.wait_part(node, part, f"ready after {restarts} restarts",
+                              lambda e: e["state"] == "ready" and e["restarts"] >= restarts)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("sidecar")
+    with Processes("sidecar") as processes:
+        supervised = SupervisedCluster(run_dir, processes)
+        try:
+            supervised.start()
+            supervised.wait_ready("a", "worker")
+            supervised.wait_ready("a", "web")
+            yield supervised
+        finally:
+            processes.stop_all()
+            supervised.haproxy.stop()
+
+
+def test_started_parts_are_ready_and_in_rotation(cluster: SupervisedCluster) -> None:
+    entry = cluster.part("a")
+    assert entry["pid"] and psutil.pid_exists(entry["pid"]) and entry["uptime"] > 0
+    wait_status(cluster.api, "workers", "a", "UP")
+    wait_status(cluster.api, "webs", "a", "UP")
+
+
+def test_oom_exit_is_restarted_and_recorded(cluster: SupervisedCluster) -> None:
+    entry = cluster.wait_ready("b", restarts=1)
+    assert entry["last_cause"] == "oom_exit" and entry["last_returncode"] == EXIT_OOM
+    assert entry["deaths"] == {"oom_exit": 1}
+    wait_status(cluster.api, "workers", "b", "UP")
+
+
+def test_crash_loop_leaves_the_node_in_maint_and_says_so(cluster: SupervisedCluster) -> None:
+    entry = cluster.wait_part("c", "worker", "crash loop", lambda e: e["crash_looped"])
+    assert entry["state"] == "crash_loop" and entry["pid"] is None
+    assert entry["deaths"] == {"crash": 4} and entry["restarts"] == 3
+    assert cluster.status()["crash_looped"] == ["c/worker"]
+    assert cluster.api.server("workers", "c").status == "MAINT"
+    metrics = httpx.get(f"{cluster.sidecar_url}/metrics").text
+    assert 'portrait_sidecar_crash_looped{node="c",part="worker"} 1.0' in metrics
+    assert 'portrait_sidecar_deaths_total{cause="crash",node="c",part="worker"} 4.0' in metrics
+    assert "CRASH LOOP" in cluster.proc.log_path.read_text()
+    # The others keep serving.
+    served = {httpx.get(f"{cluster.spec.public.url}/generate", timeout=10).json()["worker_id"] for _ in range(6)}
+    assert served and served <= {"a-worker", "b-worker"}
+
+
+def test_sigkill_is_restarted_maint_first_and_recorded_as_a_signal(cluster: SupervisedCluster) -> None:
+    before = cluster.wait_ready("a")
+    os.kill(before["pid"], signal.SIGKILL)
+    after = cluster.wait_ready("a", restarts=before["restarts"] + 1)
+    assert after["pid"] != before["pid"]
+    assert after["last_cause"] == "signal" and "SIGKILL" in after["last_detail"]
+    # HAProxy was told first (maint), before anything else about the death; ready only once it answered.
+    log = cluster.proc.log_path.read_text().splitlines()
+    died = max(i for i, line in enumerate(log) if "a/worker: died (signal)" in line)
+    assert "HAProxy: workers/a -> maint" in log[died - 1]
+    assert any("HAProxy: workers/a -> ready" in line for line in log[died:])
+    wait_status(cluster.api, "workers", "a", "UP")
+    assert httpx.get(f"{cluster.part('a')['url']}/generate").json()["worker_id"] == "a-worker"
+
+
+def test_sigkill_by_the_oom_killer_is_told_apart(cluster: SupervisedCluster) -> None:
+    before = cluster.wait_ready("a")
+    # What the kernel does: bump the cgroup's oom_kill counter and SIGKILL the process.
+    cluster.oom_counter.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n")
+    os.kill(before["pid"], signal.SIGKILL)
+    after = cluster.wait_ready("a", restarts=before["restarts"] + 1)
+    assert after["last_cause"] == "oom_killer" and "oom_kill 0 -> 1" in after["last_detail"]
+    assert after["deaths"]["oom_killer"] == 1
+
+
+def test_a_stuck_worker_is_killed_and_restarted(cluster: SupervisedCluster) -> None:
+    before = cluster.wait_ready("a")
+    os.kill(before["pid"], signal.SIGSTOP)  # alive, but answers nothing
+    try:
+        cluster.wait_part("a", "worker", "unready", lambda e: e["state"] == "unready", timeout=10)
+        after = cluster.wait_ready("a", restarts=before["restarts"] + 1)
+    finally:
+        if psutil.pid_exists(before["pid"]):
+            os.kill(before["pid"], signal.SIGKILL)
+    assert after["last_cause"] == "stuck"
+    assert not psutil.pid_exists(before["pid"]) or psutil.Process(before["pid"]).status() == psutil.STATUS_ZOMBIE
+
+
+def test_sigterm_drains_and_stops_every_child(cluster: SupervisedCluster) -> None:
+    sidecar = psutil.Process(cluster.proc.pid)
+    children = sidecar.children(recursive=True)
+    assert len(children) == 3  # a web, a worker, b worker (c crash-looped)
+    cluster.proc.send_signal(signal.SIGTERM)
+    assert cluster.proc.wait(timeout=20) == 0
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive
+    states = {(server.backend, server.server): server.status for server in cluster.api.servers()}
+    assert set(states.values()) == {"MAINT"}
+    assert "all processes stopped" in cluster.proc.log_path.read_text()
