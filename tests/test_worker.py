@@ -26,6 +26,7 @@ import torch
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
+from starlette.testclient import TestClient
 
 from tests.helpers import Processes, free_port, wait_http
 from webui.faults import FaultPlan
@@ -34,10 +35,12 @@ from webui.metrics import WorkerMetrics
 from webui.schema import ErrorBody, GenerationResult, Limits, ModelFamily
 from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM, FAULT_OOM_AT_STEP, WorkerSettings
 from webui.worker import (
+    PROBE_PROMPT,
     ApiError,
     GenerationService,
     JobCancelled,
     JobScheduler,
+    create_app,
     cuda_index,
     invalid_request,
     is_out_of_memory,
@@ -361,6 +364,7 @@ def test_sigterm_lets_the_running_job_finish_then_exits_cleanly(worker):
     # uvicorn re-raises the signal once its graceful shutdown is done: the usual exit status.
     assert worker.proc.wait(timeout=WAIT) == -signal.SIGTERM
     assert "readiness: not ready (shutting down)" in worker.log()
+    assert "Traceback" not in worker.log()
 
 
 # --------------------------------------------------------------------------- faults and exits
@@ -512,3 +516,47 @@ def test_validation_problems_follow_the_model_family():
     typed = validation_problems([{"type": "float_parsing", "loc": ("guidance",), "msg": "bad"}], sdxl)
     assert typed == [{"field": "guidance", "message": "bad", "allowed": "a number from 0.0 to 30.0"}]
     assert invalid_request(typed).status == 422
+
+
+class BuggyPipeline:
+    """A pipeline with bugs on purpose: prompts with "bug" break the worker's own code path,
+    prompts with "fail" make generation fail. The warm-up works."""
+
+    family = ModelFamily.ZIMAGE
+    model_name = "buggy"
+
+    def describe(self) -> dict:
+        return {"device": "cpu"}
+
+    def effective_params(self, request, seed, init_image=None):
+        if "bug" in request.prompt:
+            raise KeyError("a bug outside generation")
+        from webui.schema import EffectiveParams
+
+        return EffectiveParams(prompt=request.prompt, negative_prompt="", steps=request.steps or 1, guidance=0.0,
+                               width=64, height=64, seed=seed, lora_scale=1.0, num_images=1, mode="text2img")
+
+    def generate(self, params, init_image=None, on_step=None):
+        if params.prompt != PROBE_PROMPT and "fail" in params.prompt:
+            raise ValueError("the pipeline failed")
+        return [Image.new("RGB", (64, 64))]
+
+
+def test_unexpected_errors_are_500_error_bodies_without_a_traceback():
+    app = create_app(WorkerSettings(worker_id="buggy"), pipeline_loader=lambda settings: BuggyPipeline(),
+                     faults=FaultPlan())
+    with TestClient(app, raise_server_exceptions=False) as client:
+        deadline = time.monotonic() + WAIT
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.post("/generate", json={"prompt": "ok"}).status_code == 200
+        bug = client.post("/generate", json={"prompt": "bug"}, headers={"X-Request-ID": "bug-1"})
+        assert bug.status_code == 500 and bug.json()["error"] == "internal_error"
+        assert "bug-1" in bug.json()["detail"] and "Traceback" not in bug.text and "KeyError" not in bug.text
+        failed = client.post("/generate", json={"prompt": "fail"})
+        assert failed.status_code == 500 and failed.json()["error"] == "generation_failed"
+        assert "Traceback" not in failed.text
+        lines = [json.loads(line) for line in client.post("/generate/stream", json={"prompt": "bug"}).text.splitlines()]
+        assert lines[-1]["event"] == "error" and lines[-1]["status"] == 500
+        assert lines[-1]["error"]["error"] == "internal_error"
+        assert client.get("/readyz").status_code == 200

@@ -57,7 +57,6 @@ from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import Any, Generic, Protocol, TypeVar
 
-import annotated_types
 import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -169,13 +168,17 @@ def cuda_index(device: str) -> int | None:
     return int(device.partition(":")[2] or 0)
 
 
-def _bound(name: str, kind: type) -> Any:
-    """The ``ge``/``gt``/``le`` bound of a ``GenerationRequest`` field, or None."""
-    attribute = {annotated_types.Ge: "ge", annotated_types.Gt: "gt", annotated_types.Le: "le"}[kind]
-    for item in GenerationRequest.model_fields[name].metadata:
-        if isinstance(item, kind):
-            return getattr(item, attribute)
-    return None
+def schema_range(name: str) -> str:
+    """``from 0.0 to 30.0`` or ``above 0.0 and at most 1.0``: a ``GenerationRequest`` field's bounds."""
+    bounds = {
+        key: getattr(item, key)
+        for item in GenerationRequest.model_fields[name].metadata
+        for key in ("ge", "gt", "le")
+        if hasattr(item, key)
+    }
+    if "gt" in bounds:
+        return f"above {bounds['gt']} and at most {bounds['le']}"
+    return f"from {bounds['ge']} to {bounds['le']}"
 
 
 def allowed_values(limits: Limits) -> dict[str, str]:
@@ -191,10 +194,9 @@ def allowed_values(limits: Limits) -> dict[str, str]:
         "init_image": f"a base64 PNG, JPEG or WebP image of at most {limits.max_upload_bytes} bytes "
         f"and {limits.max_upload_pixels} pixels",
     }
-    for name in ("guidance", "seed", "lora_scale", "strength"):
-        low, above, high = _bound(name, annotated_types.Ge), _bound(name, annotated_types.Gt), _bound(name, annotated_types.Le)
-        kind = "an integer" if name == "seed" else "a number"
-        allowed[name] = f"{kind} above {above} and at most {high}" if above is not None else f"{kind} from {low} to {high}"
+    for name in ("guidance", "lora_scale", "strength"):
+        allowed[name] = f"a number {schema_range(name)}"
+    allowed["seed"] = f"an integer {schema_range('seed')}"
     return allowed
 
 
@@ -354,7 +356,15 @@ class JobScheduler:
         self._admitted += 1
         self._jobs.add(job)
         job.task = asyncio.ensure_future(self._run(job, work))
+        job.task.add_done_callback(self._mark_seen)
         return job
+
+    @staticmethod
+    def _mark_seen(task: asyncio.Task) -> None:
+        """Mark a job's exception as handled: when its client left, nobody awaits it any more
+        (the service has logged real failures; ``JobCancelled`` is expected)."""
+        if not task.cancelled():
+            task.exception()
 
     async def _run(self, job: Job[T], work: Callable[[threading.Event], T]) -> T:
         try:
@@ -702,7 +712,9 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+        # Starlette re-raises ``exc`` after this response, so uvicorn logs the traceback.
+        logger.error("unexpected %s in %s %s (request id %s)", type(exc).__name__, request.method, request.url.path,
+                     request.state.request_id)
         error = ApiError(500, "internal_error",
                          f"Unexpected error; it is in the worker log under request id {request.state.request_id}.")
         return error_response(request, error)
