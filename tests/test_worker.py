@@ -12,9 +12,11 @@ import asyncio
 import base64
 import io
 import json
+import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -410,6 +412,13 @@ def test_missing_model_exits_with_exit_load_failed(side_workers):
 
 
 # --------------------------------------------------------------------------- in-process units
+
+
+def test_invalid_settings_exit_2_with_a_clear_message():
+    for args, env in (["--queue-size", "-1"], {}), ([], {"PORTRAIT_PORT": "abc"}), ([], {FAULT_OOM_AT_STEP: "0"}):
+        done = subprocess.run([sys.executable, "-m", "webui.worker", *args], env={**os.environ, **env},
+                              capture_output=True, text=True, timeout=WAIT)
+        assert done.returncode == 2 and "invalid setting" in done.stderr and "Traceback" not in done.stderr, done.stderr
 
 
 def test_scheduler_runs_one_job_queues_one_refuses_the_next_and_drops_a_departed_waiter():

@@ -579,6 +579,16 @@ class GenerationService:
 # --------------------------------------------------------------------------- request log
 
 
+def status_outcome(status: int) -> str:
+    """``ok`` below 400, else the status's name in snake case (``not_found``)."""
+    if status < 400:
+        return "ok"
+    try:
+        return HTTPStatus(status).phrase.lower().replace(" ", "_")
+    except ValueError:
+        return f"http_{status}"
+
+
 class RequestLog:
     """ASGI middleware: a request id (``X-Request-ID``), one JSON log line and metrics per request.
 
@@ -615,7 +625,7 @@ class RequestLog:
             seconds = time.perf_counter() - started
             path = scope["path"]
             endpoint = path if path in ENDPOINTS else "other"
-            outcome = state.get("outcome") or ("ok" if status < 400 else HTTPStatus(status).phrase.lower().replace(" ", "_"))
+            outcome = state.get("outcome") or status_outcome(status)
             self.metrics.observe_request(endpoint, outcome, seconds)
             line = {
                 "request_id": request_id, "method": scope["method"], "endpoint": endpoint, "status": status,
@@ -705,9 +715,8 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        phrase = HTTPStatus(exc.status_code).phrase
-        error = ApiError(exc.status_code, phrase.lower().replace(" ", "_"), f"{phrase}: {request.method} {request.url.path}",
-                         headers=exc.headers)
+        error = ApiError(exc.status_code, status_outcome(exc.status_code),
+                         f"{exc.detail}: {request.method} {request.url.path}", headers=exc.headers)
         return error_response(request, error)
 
     @app.exception_handler(Exception)
@@ -838,10 +847,16 @@ class ProcessExit:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a worker: parse settings (CLI + ``PORTRAIT_*``), serve until SIGTERM or a fatal error."""
-    settings = CliApp.run(WorkerSettings, cli_args=argv)
+    try:
+        settings = CliApp.run(WorkerSettings, cli_args=argv)
+        faults = FaultPlan.from_env()
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())
+        print(f"python -m webui.worker: invalid setting: {problems}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     process_exit = ProcessExit()
-    app = create_app(settings, on_fatal=process_exit)
+    app = create_app(settings, on_fatal=process_exit, faults=faults)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, log_level="info", access_log=False,
         timeout_graceful_shutdown=settings.graceful_shutdown,
