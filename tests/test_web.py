@@ -7,6 +7,7 @@ pair because it stops the worker.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import re
@@ -32,6 +33,7 @@ from webui.ui import (
     load_studio_config,
     ui_seed,
 )
+from webui.worker_client import WorkerClient, WorkersUnavailable
 
 OOM_MARKER = "[oom]"
 
@@ -167,6 +169,52 @@ def test_retouch_keeps_the_photo_aspect(client: Client, tmp_path: Path) -> None:
     with Image.open(gallery[0]["image"]) as image:
         assert image.size == (info["width"], info["height"])
         assert abs(image.width / image.height - 640 / 480) < 0.05
+
+
+# ---------------------------------------------------------------------------- worker client
+@pytest.fixture(scope="module")
+def tight_worker(demo_model_dir: Path):
+    """A worker that queues nothing: a second concurrent job gets 503 busy with Retry-After."""
+    with Processes("tight") as group:
+        port = free_port()
+        proc = group.start(["python", "-m", "webui.worker", "--port", str(port), "--worker-id", "tight-worker",
+                            "--queue-size", "0"], log_name="tight-worker")
+        url = f"http://127.0.0.1:{port}"
+        wait_http(f"{url}/readyz", proc=proc, timeout=180)
+        yield url
+
+
+def test_busy_worker_is_retried_after_its_retry_after(tight_worker: str) -> None:
+    causes: list[str] = []
+
+    async def two_jobs():
+        client = WorkerClient(tight_worker, max_attempts=6, retry_delay=0.2, timeout=120)
+        try:
+            job = {"prompt": "portrait", "width": 256, "height": 256, "steps": 8}
+            return await asyncio.gather(*(
+                client.generate({**job, "seed": seed}, on_retry=lambda attempt, most, cause: causes.append(cause))
+                for seed in (1, 2)
+            ))
+        finally:
+            await client.aclose()
+
+    first, second = asyncio.run(two_jobs())
+    assert sorted([first.attempts, second.attempts])[0] == 1
+    assert max(first.attempts, second.attempts) >= 2
+    assert (first.result.seed, second.result.seed) == (1, 2)  # a retry keeps its seed
+    assert causes and all("HTTP 503" in cause for cause in causes)
+
+
+def test_unreachable_worker_gives_one_clear_error() -> None:
+    async def job():
+        client = WorkerClient(f"http://127.0.0.1:{free_port()}", max_attempts=3, retry_delay=0.01, timeout=5)
+        try:
+            return await client.generate({"prompt": "portrait"})
+        finally:
+            await client.aclose()
+
+    with pytest.raises(WorkersUnavailable, match=r"^No worker could finish the job after 3 attempts: connection"):
+        asyncio.run(job())
 
 
 # ---------------------------------------------------------------------------- health routes

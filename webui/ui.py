@@ -18,7 +18,9 @@ Client API (``gradio_client.Client(url).predict(..., api_name=...)``):
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import hashlib
 import io
 import logging
 from pathlib import Path
@@ -43,6 +45,8 @@ RETOUCH_MAX_SIDE = 1536
 """Retouch uploads are scaled down to this many pixels on their longer side."""
 MAX_SEED = 2**32 - 1
 JOB_CONCURRENCY_ID = "worker-jobs"
+CACHE_CLEANUP = (1800, 6 * 3600)
+"""Every 30 minutes, delete result images older than 6 hours (Gradio's ``delete_cache``)."""
 DEMO_MODEL_NOTE = (
     "The offline **demo** model is a tiny untrained network: it draws abstract colour fields, "
     "not faces. Start the workers with `--model awportrait-z` (or another model) for portraits."
@@ -123,11 +127,14 @@ def load_examples(path: Path = EXAMPLES_PATH) -> list[ExamplePrompt]:
 
 
 # ---------------------------------------------------------------------------- helpers
-def decode_image(data: str) -> Image.Image:
-    """A base64-encoded image from the worker, fully loaded."""
-    image = Image.open(io.BytesIO(base64.b64decode(data)))
-    image.load()
-    return image
+def save_image(data: str, cache_dir: Path, name: str) -> Path:
+    """Write a base64 PNG from the worker into Gradio's cache as is (no decode, no re-encode)."""
+    png = base64.b64decode(data)
+    folder = cache_dir / hashlib.sha256(png).hexdigest()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(png)
+    return path
 
 
 def encode_photo(photo: Image.Image, max_side: int = RETOUCH_MAX_SIDE) -> str:
@@ -218,12 +225,14 @@ def ui_seed(seed: float | None, randomize: bool) -> int | None:
 class Studio:
     """Runs the page's and the API's jobs on the workers."""
 
-    def __init__(self, client: WorkerClient, readiness: ReadinessCache, web_node: str) -> None:
+    def __init__(self, client: WorkerClient, readiness: ReadinessCache, web_node: str, cache_dir: Path) -> None:
         self.client = client
         self.readiness = readiness
         self.web_node = web_node
+        self.cache_dir = cache_dir
+        """Where result images are written: Gradio's cache, which serves them and cleans them up."""
 
-    async def run(self, fields: dict[str, Any], progress: gr.Progress) -> tuple[list[tuple[Image.Image, str]], dict[str, Any]]:
+    async def run(self, fields: dict[str, Any], progress: gr.Progress) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
         """Run one job with live progress; raises ``WorkerError`` with a user-facing message."""
 
         def on_progress(step: int, total: int, worker_id: str) -> None:
@@ -235,8 +244,10 @@ class Studio:
         progress(0.0, desc="Waiting for a worker")
         outcome = await self.client.generate(fields, on_progress=on_progress, on_retry=on_retry)
         info = generation_info(outcome, self.web_node)
-        images = [decode_image(data) for data in outcome.result.images]
-        gallery = [(image, f"#{index + 1} · seed {info['seed']}") for index, image in enumerate(images)]
+        gallery = []
+        for index, data in enumerate(outcome.result.images, start=1):
+            path = await asyncio.to_thread(save_image, data, self.cache_dir, f"portrait-{info['seed']}-{index}.png")
+            gallery.append((path, f"#{index} · seed {info['seed']}"))
         logger.info("job done: seed %s on %s in %d attempt(s)", info["seed"], info["worker_id"], info["attempts"])
         return gallery, info
 
@@ -252,7 +263,7 @@ class Studio:
         lora_scale: float = 1.0,
         num_images: float = 1,
         progress: gr.Progress = gr.Progress(),
-    ) -> tuple[list[tuple[Image.Image, str]], dict[str, Any]]:
+    ) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
         """Generate portraits from a prompt.
 
         Args: prompt; negative_prompt ("" = none); steps, guidance, width, height (None = the
@@ -276,7 +287,7 @@ class Studio:
         lora_scale: float = 1.0,
         num_images: float = 1,
         progress: gr.Progress = gr.Progress(),
-    ) -> tuple[list[tuple[Image.Image, str]], dict[str, Any]]:
+    ) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
         """Retouch a photo: the result keeps the photo's composition (``strength`` 0-1: how much may change).
 
         The result keeps the photo's aspect ratio at about the model's default pixel count.
@@ -296,13 +307,15 @@ class Studio:
             raise gr.Error(str(exc), title=title, print_exception=False) from None
 
     async def ui_job(self, fields: dict[str, Any], progress: gr.Progress) -> tuple[Any, ...]:
-        """A job started from the page: (gallery, info, summary, error area)."""
+        """A job started from the page: (gallery, info, summary, error area, model note)."""
         try:
             gallery, info = await self.run(fields, progress)
         except WorkerError as exc:
             gr.Warning(str(exc), title="Generation failed")
-            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown(f"**Could not generate:** {exc}", visible=True)
-        return gallery, info, info_summary(info), gr.Markdown("", visible=False)
+            error = gr.Markdown(f"**Could not generate:** {exc}", visible=True)
+            return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
+        note = model_note(info["model"], self.web_node)
+        return gallery, info, info_summary(info), gr.Markdown("", visible=False), note
 
     async def ui_generate(
         self, prompt: str, negative_prompt: str, steps: float, guidance: float, width: float, height: float,
@@ -322,16 +335,21 @@ class Studio:
         """The Retouch button."""
         if photo is None:
             gr.Warning("Upload a photo to retouch first.", title="Retouch")
-            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown("**Could not retouch:** image: upload a photo first.", visible=True)
+            error = gr.Markdown("**Could not retouch:** image: upload a photo first.", visible=True)
+            return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
         fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, ui_seed(seed, randomize),
                             lora_scale, num_images)
         return await self.ui_job({**fields, **retouch_fields(photo, strength)}, progress)
 
     async def page_load(self) -> tuple[Any, Any, Any]:
-        """On page load: (model note, steps, guidance); the sliders take the model's defaults."""
+        """On page load: (model note, steps, guidance); the sliders take the model's defaults.
+
+        Behind the balancer, HAProxy answers ``/readyz`` for the worker pool without model
+        details: the note then names the model after the first job.
+        """
         ready, body = await self.readiness.get()
         pipeline = body.get("pipeline") or {}
-        if not ready and not pipeline:
+        if not ready:
             reason = body.get("reason") or body.get("detail") or "not ready"
             return f"**No worker is ready yet** ({reason}). Jobs will wait.", gr.skip(), gr.skip()
         return model_note(pipeline.get("model"), self.web_node), *_model_defaults(pipeline.get("defaults"))
@@ -339,7 +357,9 @@ class Studio:
 
 def model_note(model: str | None, web_node: str) -> str:
     """Which model the workers serve (Markdown), with the demo model's caveat."""
-    note = f"Model: **{model or 'unknown'}** · node `{web_node}`"
+    if model is None:
+        return f"Model: **workers ready** (named after the first job) · node `{web_node}`"
+    note = f"Model: **{model}** · node `{web_node}`"
     if model == "demo":
         note += f"\n\n{DEMO_MODEL_NOTE}"
     return note
@@ -391,7 +411,7 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
     width0, height0 = config.resolutions[defaults.resolution]
     job_options = dict(concurrency_limit=concurrency_limit, concurrency_id=JOB_CONCURRENCY_ID)
 
-    with gr.Blocks(title="Portrait Studio", fill_width=True) as demo:
+    with gr.Blocks(title="Portrait Studio", fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
         with gr.Row(elem_id="header"):
             gr.Markdown("# Portrait Studio\nAI portraits for photographers, served by a pool of GPU workers.")
             model_info = gr.Markdown("Checking the workers…", elem_id="model-note")
@@ -448,7 +468,7 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             with gr.Column(scale=6, elem_id="results"):
                 status = gr.Markdown("", elem_id="progress")
                 error = gr.Markdown("", visible=False, elem_id="error", elem_classes=["error-area"])
-                gallery = gr.Gallery(label="Results", format="png", columns=2, height=640, object_fit="contain",
+                gallery = gr.Gallery(label="Results", columns=2, height=640, object_fit="contain",
                                      buttons=["download", "download_all", "fullscreen"], elem_id="gallery",
                                      interactive=False)
                 summary = gr.Markdown("", elem_id="info-summary")
@@ -469,7 +489,7 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             api_image = gr.Image(type="pil", label="image")
             api_strength = gr.Number(defaults.strength, label="strength")
 
-        ui_outputs = [gallery, info, summary, error]
+        ui_outputs = [gallery, info, summary, error, model_info]
         progress_on = dict(show_progress_on=[status, gallery])
         common = [steps, guidance]
         gr.on(

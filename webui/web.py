@@ -16,12 +16,14 @@ import secrets
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from gradio import networking
+from gradio.utils import get_upload_folder
 from pydantic_settings import CliApp
 
 from webui.settings import WebSettings
@@ -67,7 +69,7 @@ def create_app(settings: WebSettings) -> FastAPI:
             content["reason"] = body.get("reason") or body.get("detail") or "the worker is not ready"
         return JSONResponse(content, status_code=200 if ready else 503)
 
-    studio = Studio(client, readiness, node_id)
+    studio = Studio(client, readiness, node_id, cache_dir=Path(get_upload_folder()))
     demo = build_studio(
         studio,
         load_studio_config(),
