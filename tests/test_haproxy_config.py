@@ -17,11 +17,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from balancer.cluster import ClusterConfigError, parse_cluster
+from balancer.cluster import ClusterConfigError, load_cluster_file, parse_cluster
 from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, validate_config, write_config
 from balancer.haproxy_config import COOKIE_NAME, read_users_file, render_config
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, start_fake, wait_all_up, wait_status
-from tests.helpers import Processes
+from tests.helpers import REPO, Processes
 
 JOB_SECONDS = 1.0
 QUEUE_TIMEOUT = 2.0
@@ -291,3 +291,18 @@ def test_rate_limit_counts_generations_per_client(guarded: RunningBalancer) -> N
     limited = httpx.post(f"{guarded.public}/gradio_api/queue/join", json={"session_hash": "s"}, auth=auth)
     assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
     assert limited.headers["retry-after"] == "60"
+
+
+def test_example_cluster_file_is_valid(tmp_path: Path) -> None:
+    data = load_cluster_file(REPO / "assets" / "cluster.example.yaml")
+    spec = parse_cluster({**data, "run_dir": str(tmp_path)})
+    assert [node.name for node in spec.nodes] == ["node1", "node2"]
+    validate_config(write_config(render_config(spec), spec.config_path))
+
+
+def test_unreadable_cluster_file_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ClusterConfigError, match="cannot read cluster file"):
+        load_cluster_file(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("nodes: [\n")
+    with pytest.raises(ClusterConfigError, match="not valid YAML"):
+        load_cluster_file(tmp_path / "bad.yaml")

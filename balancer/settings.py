@@ -1,0 +1,112 @@
+"""Settings of ``python launch.py``: flags (and ``PORTRAIT_LAUNCH_*`` variables) -> a ``ClusterSpec``.
+
+Flags left unset keep the value from ``--cluster FILE`` or, without one, the defaults of
+``balancer.cluster`` (listeners, limits) and ``webui.settings`` (model, LoRA, ports); nothing
+is defaulted twice. ``python launch.py --help`` lists every flag.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from balancer.cluster import ClusterSpec, load_cluster_file, local_nodes, parse_cluster
+from webui.settings import WebSettings, WorkerSettings
+
+DEFAULT_NODES = 2
+
+
+def _default(model: type, name: str) -> object:
+    return model.model_fields[name].default
+
+
+def _spec_default(section: str, name: str) -> object:
+    """A listener default of ``ClusterSpec`` (e.g. the public port), for help texts."""
+    return getattr(ClusterSpec.model_fields[section].default_factory(), name)
+
+
+class LaunchSettings(BaseSettings):
+    """Start HAProxy, the sidecar and the nodes. Flags not given keep the --cluster file's values."""
+
+    model_config = SettingsConfigDict(
+        cli_prog_name="python launch.py",
+        env_prefix="PORTRAIT_LAUNCH_",
+        cli_kebab_case=True,
+        cli_implicit_flags=True,
+        cli_hide_none_type=True,
+        cli_parse_none_str="unset",
+        extra="ignore",
+    )
+
+    nodes: int = Field(DEFAULT_NODES, ge=0, description="Local nodes (web front + worker) to start; "
+                       "when a --cluster file lists nodes, none unless given.")
+    model: str = Field(_default(WorkerSettings, "model"), description="Model of the local workers: 'demo' "
+                       "(offline tiny model), 'awportrait-z', 'sdxl', a hub id or a local diffusers directory.")
+    lora: str = Field(_default(WorkerSettings, "lora"), description="LoRA of the local workers: 'auto' (the "
+                      "preset's own), 'none', a hub id or a local path.")
+    threads: int = Field(0, ge=0, description="torch CPU threads per local worker (0: CPU cores / workers, at least 1).")
+    host: str = Field(_spec_default("public", "host"), description="Public address; 0.0.0.0 exposes the "
+                      "cluster on every interface.")
+    port: int = Field(_spec_default("public", "port"), description="Public port: browser UI, gradio_client, REST.")
+    worker_port: int = Field(_spec_default("workers_frontend", "port"), description="Private port the web "
+                             "fronts send their jobs to (the workers' shared queue).")
+    stats_port: int = Field(_spec_default("stats", "port"), description="HAProxy stats page and /metrics (loopback).")
+    stats_password: str | None = Field(None, description="Stats page password (unset: random, printed at start).")
+    sidecar_port: int = Field(_spec_default("sidecar", "port"), description="Sidecar /status and /metrics (loopback).")
+    first_web_port: int = Field(_default(WebSettings, "port"), description="Port of the first local web front; "
+                                "the next ones count up.")
+    first_worker_port: int = Field(_default(WorkerSettings, "port"), description="Port of the first local worker; "
+                                   "the next ones count up.")
+    auth_users_file: Path | None = Field(None, description="Turn on HTTP basic auth for the whole site: a file "
+                                         "of 'user:hash' lines (hash from 'openssl passwd -6').")
+    cluster: Path | None = Field(None, description="Cluster YAML file: listeners, limits and nodes, including "
+                                 "remote ones (see assets/cluster.example.yaml).")
+    run_dir: Path | None = Field(None, description="Where haproxy.cfg, the runtime socket and logs go "
+                                 "(unset: a portrait-ha directory under the system's temp dir).")
+    share: bool = Field(False, description="Open a public Gradio share link to the balancer (all nodes).")
+
+    def local_thread_count(self, workers: int) -> int:
+        """torch threads per local worker: ``--threads`` or an even share of the CPU cores."""
+        return self.threads or max(1, (os.cpu_count() or 1) // max(1, workers))
+
+    def _given(self, name: str) -> bool:
+        """Whether a flag (or its environment variable) was given, as opposed to defaulted."""
+        return name in self.model_fields_set
+
+    def cluster_data(self) -> dict:
+        """The cluster file (if any) with the given flags applied on top, not yet validated."""
+        data = load_cluster_file(self.cluster) if self.cluster else {}
+        overrides = {
+            "host": ("public", "host"),
+            "port": ("public", "port"),
+            "worker_port": ("workers_frontend", "port"),
+            "stats_port": ("stats", "port"),
+            "stats_password": ("stats", "password"),
+            "sidecar_port": ("sidecar", "port"),
+        }
+        for flag, (section, key) in overrides.items():
+            if self._given(flag) and getattr(self, flag) is not None:
+                data.setdefault(section, {})[key] = getattr(self, flag)
+        if self.auth_users_file is not None:
+            data["users_file"] = str(self.auth_users_file)
+        if self.run_dir is not None:
+            data["run_dir"] = str(self.run_dir)
+        existing = data.get("nodes") or []
+        count = self.nodes if (self._given("nodes") or not existing) else 0
+        if count:
+            worker_args = ["--model", self.model, "--lora", self.lora, "--threads", str(self.local_thread_count(count))]
+            data["nodes"] = existing + local_nodes(
+                count,
+                first_web_port=self.first_web_port,
+                first_worker_port=self.first_worker_port,
+                worker_args=worker_args,
+                name_prefix="local" if existing else "node",
+            )
+        return data
+
+    def cluster_spec(self) -> ClusterSpec:
+        """The validated cluster description (``ClusterConfigError`` naming the field if not)."""
+        return parse_cluster(self.cluster_data())

@@ -1,0 +1,129 @@
+"""Start the whole portrait-ha cluster with one command.
+
+    python launch.py                     # 2 nodes on the offline demo model, http://127.0.0.1:8080
+    python launch.py --nodes 3 --host 0.0.0.0 --auth-users-file users.txt
+    python launch.py --cluster assets/cluster.example.yaml
+    python launch.py --help
+
+It renders HAProxy's configuration from the cluster description and checks it with
+``haproxy -c``, starts HAProxy (and restarts it should it die), then runs the sidecar, which
+starts every managed node (worker + web front), restarts the ones that die and keeps HAProxy
+in step. It prints the public URL and the stats URL, and stops everything on Ctrl-C or
+SIGTERM: servers drained, node processes stopped, HAProxy stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+
+from pydantic_settings import CliApp
+
+from balancer.cluster import ClusterConfigError, ClusterSpec
+from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, write_config
+from balancer.haproxy_config import render_config
+from balancer.settings import LaunchSettings
+from balancer.share import ShareTunnel
+from balancer.sidecar import Sidecar, configure_logging
+
+logger = logging.getLogger("launch")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+async def keep_haproxy_alive(haproxy: HAProxyProcess, stopping: asyncio.Event, interval: float = 1.0) -> None:
+    """Restart HAProxy if it exits while the cluster runs (servers come back through health checks)."""
+    while not stopping.is_set():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stopping.wait(), timeout=interval)
+        if stopping.is_set() or haproxy.alive():
+            continue
+        logger.error("HAProxy exited unexpectedly (see %s); restarting it", haproxy.log_path)
+        try:
+            await asyncio.to_thread(haproxy.start)
+        except HAProxyError as exc:
+            logger.error("%s", exc)
+
+
+async def run_cluster(spec: ClusterSpec, haproxy: HAProxyProcess) -> None:
+    """Run the sidecar (and the HAProxy watchdog) until SIGINT/SIGTERM."""
+    sidecar = Sidecar(spec, RuntimeAPI(spec.socket_path))
+    watchdog = asyncio.create_task(keep_haproxy_alive(haproxy, sidecar.stopping))
+    try:
+        await sidecar.run()
+    finally:
+        sidecar.stopping.set()
+        await watchdog
+
+
+def open_share(spec: ClusterSpec) -> ShareTunnel | None:
+    """A public share link to the balancer's public frontend (not to one node); None if it failed."""
+    if spec.users_file is None:
+        logger.warning("the share link is public and the site has no password: consider --auth-users-file")
+    tunnel = ShareTunnel(spec.public.connect_host, spec.public.port)
+    try:
+        tunnel.open()
+    except Exception as exc:  # Gradio's tunnel raises many kinds (network, checksum, platform)
+        logger.error("could not open a share link (the cluster runs without one): %s", exc)
+        return None
+    return tunnel
+
+
+def print_banner(spec: ClusterSpec, share: ShareTunnel | None) -> None:
+    """Where to find the cluster, on stdout."""
+    managed = [node.name for node in spec.nodes if node.managed]
+    remote = [node.name for node in spec.nodes if not node.managed]
+    lines = [
+        "",
+        f"portrait-ha: {len(managed)} local node(s) starting" + (f", {len(remote)} remote" if remote else ""),
+        f"  URL:     {spec.public.url}   (browser, gradio_client, REST POST /generate)",
+    ]
+    if share is not None:
+        lines.append(f"  Public:  {share.url}   (share link to the balancer)")
+    lines += [
+        f"  Stats:   {spec.stats.url}/   user {spec.stats.user}, password {spec.stats.password.get_secret_value()}"
+        f"   (Prometheus: {spec.stats.url}/metrics)",
+        f"  Sidecar: {spec.sidecar.url}/status",
+        f"  Logs:    {spec.run_dir}/logs, {spec.run_dir}/haproxy.log",
+        "Nodes join the rotation as their models finish loading. Ctrl-C stops everything.",
+        "",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python launch.py``."""
+    settings = CliApp.run(LaunchSettings, cli_args=argv)
+    configure_logging()
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        spec = settings.cluster_spec()
+        write_config(render_config(spec), spec.config_path)
+        haproxy = HAProxyProcess(spec.config_path, spec.socket_path, spec.run_dir / "haproxy.log")
+        haproxy.start()
+    except (ClusterConfigError, HAProxyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    share = None
+    try:
+        if settings.share:
+            share = open_share(spec)
+        print_banner(spec, share)
+        asyncio.run(run_cluster(spec, haproxy))
+        signal.signal(signal.SIGTERM, _interrupt)  # the sidecar's loop reset it
+    except KeyboardInterrupt:
+        logger.info("interrupted")
+    finally:
+        if share is not None:
+            share.close()
+        haproxy.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
