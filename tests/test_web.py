@@ -33,6 +33,7 @@ from webui.ui import (
     load_studio_config,
     ui_seed,
 )
+from webui.web import main as web_main
 from webui.worker_client import WorkerClient, WorkersUnavailable
 
 OOM_MARKER = "[oom]"
@@ -277,3 +278,10 @@ def test_retouch_upload_is_scaled_down() -> None:
     encoded = encode_photo(Image.new("RGB", (3000, 2000), "gray"), max_side=1536)
     with Image.open(io.BytesIO(base64.b64decode(encoded))) as image:
         assert image.format == "JPEG" and image.size == (1536, 1024)
+
+
+def test_invalid_setting_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert web_main(["--port", "abc", "--max-attempts", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "port:" in err and "max_attempts:" in err and "'abc'" in err
+    assert "Traceback" not in err

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Exit codes a worker uses so that a supervisor can tell why it stopped.
@@ -28,6 +28,11 @@ FAULT_DIE_AT_STEP = "PORTRAIT_FAULT_DIE_AT_STEP"
 """SIGKILL the worker's own process at this denoising step (1-based)."""
 FAULT_PROMPT_MARKER = "PORTRAIT_FAULT_PROMPT_MARKER"
 """When set, faults fire only for prompts that contain this text."""
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """One line naming each invalid setting, what is wrong and the value given (no traceback)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())
 
 
 def default_cache_dir() -> Path:

@@ -6,13 +6,14 @@
 (200 when the worker URL answers a ready ``/readyz``; 503 with the reason otherwise; the
 answer is cached for half a second) and the Gradio page at ``/`` (API under ``/gradio_api/``).
 Behind a proxy, Gradio builds its URLs from ``X-Forwarded-Host``/``-Proto`` or the ``Host``
-header; set ``--root-path`` when the proxy serves the page under a sub-path.
+header; set ``--root-path`` when the proxy serves the page under a sub-path. ``--share``
+opens a Gradio share link to this one node (``launch.py --share`` links the balancer instead).
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
+import sys
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,11 +23,12 @@ import gradio as gr
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from gradio import networking
 from gradio.utils import get_upload_folder
+from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from webui.settings import WebSettings
+from balancer.share import ShareTunnel
+from webui.settings import WebSettings, settings_problems
 from webui.ui import CSS_PATH, Studio, build_studio, load_examples, load_studio_config
 from webui.worker_client import ReadinessCache, WorkerClient
 
@@ -92,31 +94,35 @@ def create_app(settings: WebSettings) -> FastAPI:
     )
 
 
-def start_share_link(host: str, port: int) -> threading.Thread:
-    """Open a Gradio share tunnel to ``host:port`` in the background; logs the public URL."""
-
-    def run() -> None:
-        try:
-            url = networking.setup_tunnel(host, port, secrets.token_urlsafe(32), None, None)
-        except Exception as exc:  # the tunnel is optional: the node serves locally anyway
-            logger.warning("could not create a share link: %s", exc)
-        else:
-            logger.info("public share link: %s", url)
-
-    thread = threading.Thread(target=run, name="share-tunnel", daemon=True)
-    thread.start()
-    return thread
+def open_share_link(tunnel: ShareTunnel) -> None:
+    """Open a Gradio share link (blocking; run it in a thread); a failure is only logged."""
+    try:
+        tunnel.open()
+    except Exception as exc:  # the link is optional: the node serves locally anyway
+        logger.warning("could not create a share link: %s", exc)
 
 
-def main() -> None:
-    """``python -m webui.web``: serve the web front with uvicorn."""
-    settings = CliApp.run(WebSettings)
+def main(argv: list[str] | None = None) -> int:
+    """``python -m webui.web``: serve the web front with uvicorn until SIGTERM/SIGINT."""
+    try:
+        settings = CliApp.run(WebSettings, cli_args=argv)
+    except ValidationError as exc:
+        print(f"python -m webui.web: invalid setting: {settings_problems(exc)}", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)
+    tunnel = None
     if settings.share:
-        start_share_link(settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True)
+        local_host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        tunnel = ShareTunnel(local_host, settings.port)
+        threading.Thread(target=open_share_link, args=(tunnel,), name="share-link", daemon=True).start()
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True)
+    finally:
+        if tunnel is not None:
+            tunnel.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
