@@ -36,19 +36,10 @@ from webui.images import UploadError, decode_upload
 from webui.metrics import WorkerMetrics
 from webui.schema import ErrorBody, GenerationResult, Limits, ModelFamily
 from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM, FAULT_OOM_AT_STEP, WorkerSettings
-from webui.worker import (
-    PROBE_PROMPT,
-    ApiError,
-    GenerationService,
-    JobCancelled,
-    JobScheduler,
-    create_app,
-    cuda_index,
-    invalid_request,
-    is_out_of_memory,
-    validate_job,
-    validation_problems,
-)
+from webui.generation import PROBE_PROMPT, GenerationService, cuda_index, is_out_of_memory
+from webui.job_parsing import ApiError, invalid_request, validate_job, validation_problems
+from webui.scheduler import JobCancelled, JobScheduler
+from webui.worker import create_app
 
 SMALL = {"width": 128, "height": 128, "steps": 2}
 WAIT = 120.0

@@ -14,6 +14,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+MAX_SEED = 2**32 - 1
+"""Seeds are unsigned 32-bit integers, as most diffusion tools use."""
+
 
 class ModelFamily(str, Enum):
     """The diffusion model families a worker can serve."""
@@ -53,7 +56,7 @@ class GenerationRequest(BaseModel):
     guidance: float | None = Field(None, ge=0.0, le=30.0, description="Classifier-free guidance scale.")
     width: int | None = Field(None, ge=64, description="Image width in pixels.")
     height: int | None = Field(None, ge=64, description="Image height in pixels.")
-    seed: int | None = Field(None, ge=0, le=2**32 - 1, description="Random seed; random when absent.")
+    seed: int | None = Field(None, ge=0, le=MAX_SEED, description="Random seed; random when absent.")
     lora_scale: float = Field(1.0, ge=0.0, le=2.0, description="LoRA strength; 0 disables the LoRA.")
     num_images: int = Field(1, ge=1, description="Images to generate.")
     init_image: str | None = Field(None, description="Retouch: base64-encoded PNG/JPEG/WebP photo.")

@@ -42,20 +42,16 @@ echoed back in the response header).
 from __future__ import annotations
 
 import asyncio
-import gc
 import json
 import logging
-import math
 import secrets
 import sys
-import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI, Request
@@ -70,510 +66,43 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webui.faults import FaultPlan
-from webui.images import UploadError, decode_upload, encode_png
+from webui.generation import (
+    GenerationService,
+    PipelineLoader,
+    load_portrait_pipeline,
+)
+from webui.images import UploadError, decode_upload
+from webui.job_parsing import (
+    JSON_BODY_SLACK,
+    ApiError,
+    allowed_values,
+    invalid_request,
+    params_summary,
+    parse_payload,
+    read_body,
+    validate_job,
+    validation_problems,
+)
 from webui.metrics import WorkerMetrics
+from webui.scheduler import Job, JobCancelled, JobScheduler
 from webui.schema import (
-    EffectiveParams,
+    MAX_SEED,
     ErrorBody,
     ErrorEvent,
     GenerationRequest,
-    GenerationResult,
-    Limits,
-    ModelFamily,
     ProgressEvent,
     ResultEvent,
-    Timings,
 )
-from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM, WorkerSettings
+from webui.settings import WorkerSettings
 
 logger = logging.getLogger("webui.worker")  # also when run as __main__
 access_logger = logging.getLogger("webui.worker.access")
 
-WARMUP_SIDE = 256
-"""Width and height of the warm-up and post-OOM self-check generations."""
-PROBE_PROMPT = "warm-up: a portrait photo"
-MAX_SEED = 2**32 - 1
-JSON_BODY_SLACK = 64 * 1024
-"""Bytes a JSON body may have on top of the base64 of the largest allowed upload."""
 CLIENT_GONE_STATUS = 499
 """Logged (nginx's convention) when the client left before its job finished; nobody receives it."""
-NOT_READY_RETRY_AFTER = 5
 ENDPOINTS = ("/", "/healthz", "/readyz", "/metrics", "/generate", "/generate/stream")
 PROBE_ENDPOINTS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
 """Endpoints balancers and scrapers poll: logged at DEBUG so the log stays readable."""
-
-T = TypeVar("T")
-StepCallback = Callable[[int, int], None]
-
-
-class Pipeline(Protocol):
-    """What the worker needs from ``webui.pipeline.PortraitPipeline``."""
-
-    family: ModelFamily
-    model_name: str
-
-    def describe(self) -> dict: ...
-
-    def effective_params(
-        self, request: GenerationRequest, seed: int, init_image: Image.Image | None = None
-    ) -> EffectiveParams: ...
-
-    def generate(
-        self, params: EffectiveParams, init_image: Image.Image | None = None, on_step: StepCallback | None = None
-    ) -> list[Image.Image]: ...
-
-
-PipelineLoader = Callable[[WorkerSettings], Pipeline]
-
-
-def load_portrait_pipeline(settings: WorkerSettings) -> Pipeline:
-    """The default loader (imported here, in the loading thread, so ``/healthz`` is up at once)."""
-    from webui.pipeline import PortraitPipeline
-
-    return PortraitPipeline.load(settings)
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ApiError(Exception):
-    """A request that ends with an error status and an ``ErrorBody``."""
-
-    def __init__(
-        self, status: int, error: str, detail: str, fields: list[dict] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.body = ErrorBody(error=error, detail=detail, fields=fields or [])
-        self.headers = dict(headers or {})
-
-
-class JobCancelled(Exception):
-    """The job's client went away; raised inside the job to stop it."""
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether ``exc`` is the device running out of memory (CUDA or host)."""
-    if isinstance(exc, MemoryError):
-        return True
-    torch = sys.modules.get("torch")  # only a loaded pipeline can raise CUDA's OOM
-    return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
-
-
-def cuda_index(device: str) -> int | None:
-    """``"cuda:1"`` -> 1, ``"cuda"`` -> 0, anything else (``"cpu"``) -> None."""
-    if not device.startswith("cuda"):
-        return None
-    return int(device.partition(":")[2] or 0)
-
-
-def schema_range(name: str) -> str:
-    """``from 0.0 to 30.0`` or ``above 0.0 and at most 1.0``: a ``GenerationRequest`` field's bounds."""
-    bounds = {
-        key: getattr(item, key)
-        for item in GenerationRequest.model_fields[name].metadata
-        for key in ("ge", "gt", "le")
-        if hasattr(item, key)
-    }
-    if "gt" in bounds:
-        return f"above {bounds['gt']} and at most {bounds['le']}"
-    return f"from {bounds['ge']} to {bounds['le']}"
-
-
-def allowed_values(limits: Limits) -> dict[str, str]:
-    """For each request field, what it may be (shown next to a field's error)."""
-    size = f"an integer from 64 to {limits.max_side}, a multiple of {limits.family.size_multiple}"
-    allowed = {
-        "prompt": f"text of 1 to {limits.max_prompt_chars} characters",
-        "negative_prompt": f"text of at most {limits.max_prompt_chars} characters",
-        "steps": f"an integer from 1 to {limits.max_steps}",
-        "width": size,
-        "height": size,
-        "num_images": f"an integer from 1 to {limits.max_images}",
-        "init_image": f"a base64 PNG, JPEG or WebP image of at most {limits.max_upload_bytes} bytes "
-        f"and {limits.max_upload_pixels} pixels",
-    }
-    for name in ("guidance", "lora_scale", "strength"):
-        allowed[name] = f"a number {schema_range(name)}"
-    allowed["seed"] = f"an integer {schema_range('seed')}"
-    return allowed
-
-
-def validation_problems(errors: list[dict], limits: Limits) -> list[dict]:
-    """Pydantic errors as ``{"field", "message", "allowed"}`` dicts (never echoing the input)."""
-    allowed = allowed_values(limits)
-    known = ", ".join(GenerationRequest.model_fields)
-    problems = []
-    for error in errors:
-        field = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query"))
-        if not field and error.get("type") == "value_error":
-            # The schema's cross-field check joins its findings as "field: problem; field: problem".
-            cause = str(error.get("ctx", {}).get("error", error.get("msg", "")))
-            pairs = [part.partition(": ") for part in cause.split("; ")]
-            problems.extend({"field": name, "message": message} for name, _, message in pairs)
-        elif error.get("type") == "extra_forbidden":
-            problems.append({"field": field, "message": "unknown field", "allowed": f"the fields {known}"})
-        else:
-            problems.append({"field": field or "body", "message": error.get("msg", "invalid")})
-    for problem in problems:
-        if problem["field"] in allowed:
-            problem.setdefault("allowed", allowed[problem["field"]])
-    return problems
-
-
-def invalid_request(problems: list[dict]) -> ApiError:
-    """A 422 naming every problem and what each field allows."""
-    parts = [
-        f"{p['field']}: {p['message']}" + (f" (allowed: {p['allowed']})" if p.get("allowed") else "") for p in problems
-    ]
-    return ApiError(422, "invalid_request", "Invalid request: " + "; ".join(parts), fields=problems)
-
-
-# --------------------------------------------------------------------------- request parsing
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing (413) more than ``limit`` bytes before reading them all."""
-    declared = request.headers.get("content-length", "")
-    too_large = ApiError(413, "body_too_large", f"The request body is larger than {limit} bytes.")
-    if declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _no_constants(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
-def parse_payload(body: bytes, content_type: str, query: Mapping[str, str]) -> dict[str, Any]:
-    """The job's fields: the JSON body if there is one, else the query parameters."""
-    if not body.strip():
-        return dict(query)
-    media = content_type.split(";")[0].strip().lower()
-    # No content type, or curl's default form type for ``-d '{...}'``: read it as JSON too.
-    if media not in ("", "application/json", "application/x-www-form-urlencoded") and not media.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", f"Send the job as JSON (Content-Type: application/json), not {media}.")
-    try:
-        data = json.loads(body, parse_constant=_no_constants)
-    except (ValueError, RecursionError) as exc:
-        raise ApiError(422, "invalid_json", f"The body is not valid JSON: {str(exc)[:200]}") from None
-    if not isinstance(data, dict):
-        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(data), "a number")
-        raise ApiError(422, "invalid_json", f"The body must be a JSON object of job fields, not {kind}.")
-    return data
-
-
-def validate_job(payload: dict[str, Any], limits: Limits) -> GenerationRequest:
-    """Validate the job's fields against the worker's limits (422 on any problem)."""
-    try:
-        return GenerationRequest.model_validate(payload, context={"limits": limits})
-    except ValidationError as exc:
-        raise invalid_request(validation_problems(exc.errors(include_url=False), limits)) from None
-
-
-def params_summary(job: GenerationRequest) -> dict[str, Any]:
-    """What the request log shows of a job (not the prompt itself)."""
-    return {
-        "mode": "retouch" if job.init_image is not None else "text2img",
-        "steps": job.steps, "width": job.width, "height": job.height, "num_images": job.num_images,
-        "seed": job.seed, "lora_scale": job.lora_scale, "prompt_chars": len(job.prompt),
-    }
-
-
-def expected_steps(params: EffectiveParams) -> int:
-    """Denoising steps the pipeline will run: fewer for a retouch (diffusers' ``get_timesteps``)."""
-    if params.mode != "retouch" or params.strength is None:
-        return params.steps
-    return params.steps - int(max(params.steps - params.steps * params.strength, 0))
-
-
-# --------------------------------------------------------------------------- scheduling
-
-
-class Job(Generic[T]):
-    """One admitted job: its place in the queue, its cancel switch and its outcome."""
-
-    def __init__(self) -> None:
-        self.cancel = threading.Event()
-        """Set when the client is gone; the generation thread stops at the next step."""
-        self.abandoned = asyncio.Event()
-        self.running = False
-        self.task: asyncio.Task[T] | None = None
-
-    def abandon(self) -> str:
-        """The client went away: drop the job if it waits, stop it at the next step if it runs.
-
-        Returns the request's outcome for the log: ``dropped`` (it waited) or ``cancelled``.
-        """
-        self.cancel.set()
-        self.abandoned.set()
-        return "cancelled" if self.running else "dropped"
-
-
-class JobScheduler:
-    """Runs one job at a time in a dedicated thread; at most ``queue_size`` more wait (FIFO)."""
-
-    def __init__(self, queue_size: int) -> None:
-        self.queue_size = queue_size
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generation")
-        self._slot = asyncio.Lock()
-        self._admitted = 0
-        self._running = False
-        self._jobs: set[Job] = set()
-        self._seconds_per_job = 1.0
-
-    @property
-    def busy(self) -> bool:
-        """Whether a job is running."""
-        return self._running
-
-    @property
-    def queue_depth(self) -> int:
-        """Jobs admitted and waiting behind the running one."""
-        return self._admitted - int(self._running)
-
-    def retry_after(self) -> int:
-        """Seconds until a slot is likely free (for ``Retry-After``), from recent job durations."""
-        return max(1, min(60, math.ceil(self._seconds_per_job * (self.queue_depth + 1))))
-
-    def submit(self, work: Callable[[threading.Event], T]) -> Job[T]:
-        """Admit ``work(cancel_event)`` or raise 503 ``busy``; it starts when the slot is free."""
-        if self._admitted >= self.queue_size + 1:
-            raise ApiError(
-                503, "busy",
-                f"The worker is busy: one job is running and {self.queue_depth} are waiting (the most it queues). "
-                "Retry later or on another worker.",
-                headers={"Retry-After": str(self.retry_after())},
-            )
-        job: Job[T] = Job()
-        self._admitted += 1
-        self._jobs.add(job)
-        job.task = asyncio.ensure_future(self._run(job, work))
-        job.task.add_done_callback(self._mark_seen)
-        return job
-
-    @staticmethod
-    def _mark_seen(task: asyncio.Task) -> None:
-        """Mark a job's exception as handled: when its client left, nobody awaits it any more
-        (the service has logged real failures; ``JobCancelled`` is expected)."""
-        if not task.cancelled():
-            task.exception()
-
-    async def _run(self, job: Job[T], work: Callable[[threading.Event], T]) -> T:
-        try:
-            await self._wait_for_slot(job)
-            try:
-                self._running = job.running = True
-                started = time.perf_counter()
-                result = await asyncio.get_running_loop().run_in_executor(self.executor, work, job.cancel)
-                self._seconds_per_job = 0.7 * self._seconds_per_job + 0.3 * (time.perf_counter() - started)
-                return result
-            finally:
-                self._running = job.running = False
-                self._slot.release()
-        finally:
-            self._admitted -= 1
-            self._jobs.discard(job)
-
-    async def _wait_for_slot(self, job: Job) -> None:
-        """Take the slot, or raise ``JobCancelled`` if the job is abandoned first."""
-        acquire = asyncio.ensure_future(self._slot.acquire())
-        gone = asyncio.ensure_future(job.abandoned.wait())
-        acquired = False
-        try:
-            await asyncio.wait({acquire, gone}, return_when=asyncio.FIRST_COMPLETED)
-            acquired = acquire.done() and not job.abandoned.is_set()
-        finally:
-            gone.cancel()
-            if not acquired:
-                if acquire.done() and not acquire.cancelled():
-                    self._slot.release()
-                else:
-                    acquire.cancel()  # asyncio.Lock hands the slot on if it was just granted to us
-        if not acquired:
-            raise JobCancelled("the client went away while the job was waiting")
-
-    def close(self) -> None:
-        """Stop all jobs (at their next step) and the thread; for shutdown."""
-        for job in list(self._jobs):
-            job.abandon()
-        self.executor.shutdown(wait=False, cancel_futures=True)
-
-
-# --------------------------------------------------------------------------- the pipeline's owner
-
-
-class GenerationService:
-    """Owns the pipeline: loads and warms it up, runs jobs, and decides what an OOM means.
-
-    ``load`` and ``run`` are called in the scheduler's generation thread only.
-    """
-
-    def __init__(
-        self, settings: WorkerSettings, loader: PipelineLoader, faults: FaultPlan, metrics: WorkerMetrics,
-        on_fatal: Callable[[int], None],
-    ) -> None:
-        self.settings = settings
-        self.worker_id = settings.resolved_worker_id()
-        self.faults = faults
-        self.metrics = metrics
-        self._loader = loader
-        self._on_fatal = on_fatal
-        self.pipeline: Pipeline | None = None
-        self.cuda_device: int | None = None
-        """The CUDA device index the pipeline runs on; None on CPU (or before loading)."""
-        self.ready = False
-        self.reason = "starting"
-        self.consecutive_ooms = 0
-
-    # -- state, read from the event loop
-
-    def limits(self) -> Limits:
-        """What this worker accepts (the model's family decides the size multiple)."""
-        settings = self.settings
-        return Limits(
-            family=self.pipeline.family if self.pipeline else ModelFamily.ZIMAGE,
-            max_images=settings.max_images, max_side=settings.max_side, max_prompt_chars=settings.max_prompt_chars,
-            max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
-        )
-
-    def require_ready(self) -> None:
-        """Raise 503 ``not_ready`` unless jobs are accepted."""
-        if not self.ready:
-            raise ApiError(
-                503, "not_ready", f"The worker is not ready: {self.reason}.",
-                headers={"Retry-After": str(NOT_READY_RETRY_AFTER)},
-            )
-
-    def describe(self) -> dict[str, Any] | None:
-        """The pipeline's own description, or None before it is loaded."""
-        return self.pipeline.describe() if self.pipeline else None
-
-    def stop(self) -> None:
-        """Take no more jobs (shutdown)."""
-        self._set_state(False, "shutting down")
-
-    def _set_state(self, ready: bool, reason: str) -> None:
-        self.ready, self.reason = ready, reason
-        logger.info("readiness: %s (%s)", "ready" if ready else "not ready", reason)
-
-    # -- work, in the generation thread
-
-    def load(self) -> None:
-        """Load the pipeline and warm it up; on failure ask to exit with ``EXIT_LOAD_FAILED``."""
-        self._set_state(False, "loading the model")
-        try:
-            self.pipeline = self._loader(self.settings)
-            self.cuda_device = cuda_index(str(self.pipeline.describe().get("device", "cpu")))
-            self._set_state(False, "warming up")
-            self._probe()
-        except Exception as exc:  # noqa: BLE001 - any failure here means the worker cannot serve
-            if type(exc).__name__ == "ModelLoadError":
-                logger.critical("cannot load model %r: %s", self.settings.model, exc)
-            else:
-                logger.critical("cannot load or warm up model %r", self.settings.model, exc_info=True)
-            self._set_state(False, f"the model could not be loaded: {str(exc)[:300]}")
-            self._on_fatal(EXIT_LOAD_FAILED)
-            return
-        description = self.pipeline.describe()
-        self.metrics.info.info({
-            "worker_id": self.worker_id, "model": self.pipeline.model_name, "family": self.pipeline.family.value,
-            "device": str(description.get("device", "")), "attention": str(description.get("attention", "")),
-        })
-        self._set_state(True, "ready")
-
-    def _probe(self) -> None:
-        """A small generation (warm-up, and the self-check after an OOM); raises on failure."""
-        request = GenerationRequest(
-            prompt=PROBE_PROMPT, steps=self.settings.warmup_steps, width=WARMUP_SIDE, height=WARMUP_SIDE, seed=0
-        )
-        self.pipeline.generate(self.pipeline.effective_params(request, seed=0))
-
-    def run(
-        self, job: GenerationRequest, init_image: Image.Image | None, seed: int, received_at: float,
-        cancel: threading.Event, on_progress: StepCallback | None = None,
-    ) -> GenerationResult:
-        """Run one job to its result; raises ``ApiError`` or ``JobCancelled``."""
-        self.require_ready()  # it may have changed while the job waited
-        started = time.perf_counter()
-        params = self.pipeline.effective_params(job, seed, init_image)
-
-        def on_step(step: int, total: int) -> None:
-            self.metrics.steps.inc()
-            if cancel.is_set():
-                raise JobCancelled(f"the client went away; stopped at step {step} of {total}")
-            if on_progress is not None:
-                on_progress(step, total)
-
-        if on_progress is not None:
-            on_progress(0, expected_steps(params))
-        hook = self.faults.wrap(on_step, job.prompt, cuda=self.cuda_device is not None)
-        try:
-            images = self.pipeline.generate(params, init_image, on_step=hook)
-        except JobCancelled:
-            raise
-        except Exception as exc:
-            if is_out_of_memory(exc):
-                raise self._after_out_of_memory(exc, params) from None
-            logger.exception("generation failed")
-            raise ApiError(500, "generation_failed", "The generation failed unexpectedly; the error is in the worker log.") from None
-        finished = time.perf_counter()
-        self.consecutive_ooms = 0
-        self.metrics.images.inc(len(images))
-        self.metrics.steps_per_second.observe(expected_steps(params) * len(images) / max(finished - started, 1e-6))
-        encoded = [encode_png(image) for image in images]
-        done = time.perf_counter()
-        return GenerationResult(
-            images=encoded, image=encoded[0], seed=seed, params=params, worker_id=self.worker_id,
-            model=self.pipeline.model_name,
-            timings=Timings(
-                queue_ms=round((started - received_at) * 1000, 1),
-                generate_ms=round((finished - started) * 1000, 1),
-                total_ms=round((done - received_at) * 1000, 1),
-            ),
-        )
-
-    def _after_out_of_memory(self, exc: BaseException, params: EffectiveParams) -> ApiError:
-        """Count the OOM, free memory, self-check; exit after too many. Returns the 507 to send."""
-        self.metrics.out_of_memory.inc()
-        self.consecutive_ooms += 1
-        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        logger.error(
-            "out of memory (%d in a row, limit %d) at %dx%d x%d: %s", self.consecutive_ooms,
-            self.settings.max_consecutive_ooms, params.width, params.height, params.num_images, cause,
-        )
-        self.free_memory()
-        try:
-            self._probe()
-            healthy = True
-        except Exception:  # noqa: BLE001 - any failure of the self-check means the device is not usable
-            logger.exception("self-check after out of memory failed")
-            healthy = False
-        if not healthy or self.consecutive_ooms >= self.settings.max_consecutive_ooms:
-            why = "its self-check failed" if not healthy else f"{self.consecutive_ooms} jobs in a row ran out of memory"
-            self._set_state(False, f"restarting: {why}")
-            logger.critical("exiting with code %d: %s", EXIT_OOM, why)
-            self._on_fatal(EXIT_OOM)
-        return ApiError(
-            507, "out_of_memory",
-            f"Out of memory generating {params.num_images} image(s) of {params.width}x{params.height} "
-            f"({type(exc).__name__}: {cause}). Try a smaller resolution or fewer images.",
-        )
-
-    def free_memory(self) -> None:
-        """Release what a failed job left behind (and CUDA's cached blocks on a GPU)."""
-        gc.collect()
-        if self.cuda_device is not None:
-            import torch
-
-            torch.cuda.empty_cache()
 
 
 # --------------------------------------------------------------------------- request log
@@ -871,3 +400,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

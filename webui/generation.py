@@ -1,0 +1,250 @@
+"""The pipeline's owner inside a worker: loading, warm-up, running jobs, and what an OOM means."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from PIL import Image
+
+from webui.faults import FaultPlan
+from webui.images import encode_png
+from webui.metrics import WorkerMetrics
+from webui.schema import (
+    EffectiveParams,
+    GenerationRequest,
+    GenerationResult,
+    Limits,
+    ModelFamily,
+    Timings,
+)
+from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM, WorkerSettings
+
+logger = logging.getLogger("webui.worker")  # also when run as __main__
+access_logger = logging.getLogger("webui.worker.access")
+
+from webui.job_parsing import ApiError, expected_steps
+from webui.scheduler import JobCancelled
+
+WARMUP_SIDE = 256
+"""Width and height of the warm-up and post-OOM self-check generations."""
+PROBE_PROMPT = "warm-up: a portrait photo"
+NOT_READY_RETRY_AFTER = 5
+
+StepCallback = Callable[[int, int], None]
+
+
+class Pipeline(Protocol):
+    """What the worker needs from ``webui.pipeline.PortraitPipeline``."""
+
+    family: ModelFamily
+    model_name: str
+
+    def describe(self) -> dict: ...
+
+    def effective_params(
+        self, request: GenerationRequest, seed: int, init_image: Image.Image | None = None
+    ) -> EffectiveParams: ...
+
+    def generate(
+        self, params: EffectiveParams, init_image: Image.Image | None = None, on_step: StepCallback | None = None
+    ) -> list[Image.Image]: ...
+
+
+PipelineLoader = Callable[[WorkerSettings], Pipeline]
+
+
+def load_portrait_pipeline(settings: WorkerSettings) -> Pipeline:
+    """The default loader (imported here, in the loading thread, so ``/healthz`` is up at once)."""
+    from webui.pipeline import PortraitPipeline
+
+    return PortraitPipeline.load(settings)
+
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether ``exc`` is the device running out of memory (CUDA or host)."""
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")  # only a loaded pipeline can raise CUDA's OOM
+    return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
+
+
+def cuda_index(device: str) -> int | None:
+    """``"cuda:1"`` -> 1, ``"cuda"`` -> 0, anything else (``"cpu"``) -> None."""
+    if not device.startswith("cuda"):
+        return None
+    return int(device.partition(":")[2] or 0)
+
+
+
+class GenerationService:
+    """Owns the pipeline: loads and warms it up, runs jobs, and decides what an OOM means.
+
+    ``load`` and ``run`` are called in the scheduler's generation thread only.
+    """
+
+    def __init__(
+        self, settings: WorkerSettings, loader: PipelineLoader, faults: FaultPlan, metrics: WorkerMetrics,
+        on_fatal: Callable[[int], None],
+    ) -> None:
+        self.settings = settings
+        self.worker_id = settings.resolved_worker_id()
+        self.faults = faults
+        self.metrics = metrics
+        self._loader = loader
+        self._on_fatal = on_fatal
+        self.pipeline: Pipeline | None = None
+        self.cuda_device: int | None = None
+        """The CUDA device index the pipeline runs on; None on CPU (or before loading)."""
+        self.ready = False
+        self.reason = "starting"
+        self.consecutive_ooms = 0
+
+    # -- state, read from the event loop
+
+    def limits(self) -> Limits:
+        """What this worker accepts (the model's family decides the size multiple)."""
+        settings = self.settings
+        return Limits(
+            family=self.pipeline.family if self.pipeline else ModelFamily.ZIMAGE,
+            max_images=settings.max_images, max_side=settings.max_side, max_prompt_chars=settings.max_prompt_chars,
+            max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
+        )
+
+    def require_ready(self) -> None:
+        """Raise 503 ``not_ready`` unless jobs are accepted."""
+        if not self.ready:
+            raise ApiError(
+                503, "not_ready", f"The worker is not ready: {self.reason}.",
+                headers={"Retry-After": str(NOT_READY_RETRY_AFTER)},
+            )
+
+    def describe(self) -> dict[str, Any] | None:
+        """The pipeline's own description, or None before it is loaded."""
+        return self.pipeline.describe() if self.pipeline else None
+
+    def stop(self) -> None:
+        """Take no more jobs (shutdown)."""
+        self._set_state(False, "shutting down")
+
+    def _set_state(self, ready: bool, reason: str) -> None:
+        self.ready, self.reason = ready, reason
+        logger.info("readiness: %s (%s)", "ready" if ready else "not ready", reason)
+
+    # -- work, in the generation thread
+
+    def load(self) -> None:
+        """Load the pipeline and warm it up; on failure ask to exit with ``EXIT_LOAD_FAILED``."""
+        self._set_state(False, "loading the model")
+        try:
+            self.pipeline = self._loader(self.settings)
+            self.cuda_device = cuda_index(str(self.pipeline.describe().get("device", "cpu")))
+            self._set_state(False, "warming up")
+            self._probe()
+        except Exception as exc:  # noqa: BLE001 - any failure here means the worker cannot serve
+            if type(exc).__name__ == "ModelLoadError":
+                logger.critical("cannot load model %r: %s", self.settings.model, exc)
+            else:
+                logger.critical("cannot load or warm up model %r", self.settings.model, exc_info=True)
+            self._set_state(False, f"the model could not be loaded: {str(exc)[:300]}")
+            self._on_fatal(EXIT_LOAD_FAILED)
+            return
+        description = self.pipeline.describe()
+        self.metrics.info.info({
+            "worker_id": self.worker_id, "model": self.pipeline.model_name, "family": self.pipeline.family.value,
+            "device": str(description.get("device", "")), "attention": str(description.get("attention", "")),
+        })
+        self._set_state(True, "ready")
+
+    def _probe(self) -> None:
+        """A small generation (warm-up, and the self-check after an OOM); raises on failure."""
+        request = GenerationRequest(
+            prompt=PROBE_PROMPT, steps=self.settings.warmup_steps, width=WARMUP_SIDE, height=WARMUP_SIDE, seed=0
+        )
+        self.pipeline.generate(self.pipeline.effective_params(request, seed=0))
+
+    def run(
+        self, job: GenerationRequest, init_image: Image.Image | None, seed: int, received_at: float,
+        cancel: threading.Event, on_progress: StepCallback | None = None,
+    ) -> GenerationResult:
+        """Run one job to its result; raises ``ApiError`` or ``JobCancelled``."""
+        self.require_ready()  # it may have changed while the job waited
+        started = time.perf_counter()
+        params = self.pipeline.effective_params(job, seed, init_image)
+
+        def on_step(step: int, total: int) -> None:
+            self.metrics.steps.inc()
+            if cancel.is_set():
+                raise JobCancelled(f"the client went away; stopped at step {step} of {total}")
+            if on_progress is not None:
+                on_progress(step, total)
+
+        if on_progress is not None:
+            on_progress(0, expected_steps(params))
+        hook = self.faults.wrap(on_step, job.prompt, cuda=self.cuda_device is not None)
+        try:
+            images = self.pipeline.generate(params, init_image, on_step=hook)
+        except JobCancelled:
+            raise
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                raise self._after_out_of_memory(exc, params) from None
+            logger.exception("generation failed")
+            raise ApiError(500, "generation_failed", "The generation failed unexpectedly; the error is in the worker log.") from None
+        finished = time.perf_counter()
+        self.consecutive_ooms = 0
+        self.metrics.images.inc(len(images))
+        self.metrics.steps_per_second.observe(expected_steps(params) * len(images) / max(finished - started, 1e-6))
+        encoded = [encode_png(image) for image in images]
+        done = time.perf_counter()
+        return GenerationResult(
+            images=encoded, image=encoded[0], seed=seed, params=params, worker_id=self.worker_id,
+            model=self.pipeline.model_name,
+            timings=Timings(
+                queue_ms=round((started - received_at) * 1000, 1),
+                generate_ms=round((finished - started) * 1000, 1),
+                total_ms=round((done - received_at) * 1000, 1),
+            ),
+        )
+
+    def _after_out_of_memory(self, exc: BaseException, params: EffectiveParams) -> ApiError:
+        """Count the OOM, free memory, self-check; exit after too many. Returns the 507 to send."""
+        self.metrics.out_of_memory.inc()
+        self.consecutive_ooms += 1
+        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        logger.error(
+            "out of memory (%d in a row, limit %d) at %dx%d x%d: %s", self.consecutive_ooms,
+            self.settings.max_consecutive_ooms, params.width, params.height, params.num_images, cause,
+        )
+        self.free_memory()
+        try:
+            self._probe()
+            healthy = True
+        except Exception:  # noqa: BLE001 - any failure of the self-check means the device is not usable
+            logger.exception("self-check after out of memory failed")
+            healthy = False
+        if not healthy or self.consecutive_ooms >= self.settings.max_consecutive_ooms:
+            why = "its self-check failed" if not healthy else f"{self.consecutive_ooms} jobs in a row ran out of memory"
+            self._set_state(False, f"restarting: {why}")
+            logger.critical("exiting with code %d: %s", EXIT_OOM, why)
+            self._on_fatal(EXIT_OOM)
+        return ApiError(
+            507, "out_of_memory",
+            f"Out of memory generating {params.num_images} image(s) of {params.width}x{params.height} "
+            f"({type(exc).__name__}: {cause}). Try a smaller resolution or fewer images.",
+        )
+
+    def free_memory(self) -> None:
+        """Release what a failed job left behind (and CUDA's cached blocks on a GPU)."""
+        gc.collect()
+        if self.cuda_device is not None:
+            import torch
+
+            torch.cuda.empty_cache()
+
