@@ -28,7 +28,7 @@ from tests.balancer_helpers import cluster_data, wait_until
 from tests.helpers import Processes, free_port, kill_tree, wait_http
 
 WORKER_IDS = ("failover-a", "failover-b")
-JOB = dict(prompt="failover portrait", width=512, height=512, steps=16, seed=4242)
+JOB = dict(prompt="failover portrait", width=384, height=384, steps=12, seed=4242)
 
 
 @pytest.fixture
