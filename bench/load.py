@@ -103,6 +103,32 @@ class LoadClient:
     records: list[Record] = field(default_factory=list)
 
 
+class Poller:
+    """Calls ``poll()`` every ``interval`` seconds in a background thread during a ``with`` block."""
+
+    def __init__(self, interval: float, name: str) -> None:
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def poll(self) -> None:
+        """One observation; subclasses record what they see."""
+        raise NotImplementedError
+
+    def __enter__(self) -> "Poller":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.poll()
+            self._stop.wait(self.interval)
+
+
 class LoadRunner:
     """Runs ``LoadClient``s concurrently for a bounded time and count."""
 

@@ -135,6 +135,7 @@ class StudioPage:
         box = self.component("prompt").locator("textarea")
         box.click()
         box.press("Control+A")
+        box.press("Backspace")
         box.press_sequentially(text)
         expect(box).to_have_value(text)
 
@@ -202,13 +203,27 @@ class StudioPage:
         self.page.evaluate("() => { window.__progressLog = []; }")
         self.component(button_id).click()
 
-    def wait_for_step_progress(self, timeout_ms: float) -> str:
-        """Wait until the progress bar reports denoising steps; the text it shows."""
+    def run_job(self, timeout_ms: float, button_id: str = "generate") -> Summary:
+        """Click a job button and wait for its result; the parsed info line."""
+        before = self.summary_text()
+        self.start(button_id)
+        return self.wait_for_result(before, timeout_ms)
+
+    def wait_for_step(self, at_least: int, timeout_ms: float) -> str:
+        """Wait until the progress bar shows denoising step ``at_least`` (or later) of an unfinished job.
+
+        Returns the first progress text that showed it, e.g. ``3/12 steps | Denoising on node1``.
+        """
         self.page.wait_for_function(
-            "() => (window.__progressLog || []).some(t => /\\d+\\s*\\/\\s*\\d+\\s*steps/.test(t))",
+            """n => (window.__progressLog || []).some(t => {
+                 const m = t.match(/(\\d+)\\s*\\/\\s*(\\d+)\\s*steps/);
+                 return m !== null && +m[1] >= n && +m[1] < +m[2];
+               })""",
+            arg=at_least,
             timeout=timeout_ms,
         )
-        return next(text for text in self.progress_log() if _STEP_FRACTION.search(text))
+        return next(text for text in self.progress_log()
+                    if (m := _STEP_FRACTION.search(text)) and at_least <= int(m[1]) < int(m[2]))
 
     def wait_for_result(self, previous_summary: str, timeout_ms: float) -> Summary:
         """Wait until the info line changes from ``previous_summary`` and the job is done; parse it."""
@@ -243,6 +258,10 @@ class StudioPage:
     def summary_text(self) -> str:
         """The info line as shown (empty before the first result)."""
         return self.component("info-summary").inner_text()
+
+    def gallery_count(self) -> int:
+        """How many images the gallery shows."""
+        return self.component("gallery").locator("img").count()
 
     def gallery_image_sizes(self) -> list[tuple[int, int]]:
         """Natural (width, height) of every image the gallery shows, once they have loaded."""

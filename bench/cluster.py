@@ -1,0 +1,315 @@
+"""A whole portrait-ha cluster for a benchmark or a test: ``launch.py`` on free loopback ports.
+
+``LaunchedCluster`` writes a cluster file (the ``ClusterSpec`` format of
+``balancer/cluster.py``) with a free port for every listener and node part, starts
+``python launch.py`` on it through ``tests.helpers.Processes`` (so the whole process tree
+is killed by PID when the block ends, on errors and Ctrl-C too), and waits until HAProxy
+shows every node part UP. It then answers what benchmarks ask: HAProxy's view of each
+server (runtime API), the sidecar's ``/status``, the PID of a node's worker or web front,
+and "is everything ready again?".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import yaml
+
+from balancer.cluster import ClusterSpec, parse_cluster
+from balancer.haproxy import RuntimeAPI, ServerStatus
+from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
+from tests.helpers import Processes, free_port, wait_http
+from webui.settings import default_cache_dir
+
+logger = logging.getLogger(__name__)
+
+PARTS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
+"""Node part -> the HAProxy backend its server is in."""
+
+
+@dataclass
+class ClusterOptions:
+    """What cluster to start: model, node count, threads and extra flags per node part."""
+
+    model: str = "demo"
+    lora: str = "auto"
+    nodes: int = 2
+    threads: int = 1
+    start_timeout: float = 300.0
+    worker_args: list[str] = field(default_factory=list)
+    web_args: list[str] = field(default_factory=list)
+    worker_env: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """The flags every benchmark shares."""
+        parser.add_argument("--model", default="demo",
+                            help="Model of every worker: demo (offline), awportrait-z, sdxl, a hub id or a directory.")
+        parser.add_argument("--lora", default="auto", help="LoRA of every worker ('auto': the model's own).")
+        parser.add_argument("--nodes", type=int, default=2, help="Nodes (web front + worker) to start.")
+        parser.add_argument("--threads", type=int, default=1,
+                            help="torch threads per worker; 0 = torch's default (use 0 on a GPU machine).")
+        parser.add_argument("--start-timeout", type=float, default=300.0,
+                            help="Seconds the cluster may take to become ready (model download and load).")
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace, **extra: Any) -> "ClusterOptions":
+        """Options from parsed ``add_arguments`` flags (plus keyword overrides)."""
+        return cls(model=args.model, lora=args.lora, nodes=args.nodes, threads=args.threads,
+                   start_timeout=args.start_timeout, **extra)
+
+    def worker_flags(self) -> list[str]:
+        """Command-line flags every worker gets."""
+        flags = ["--model", self.model, "--lora", self.lora, *self.worker_args]
+        if self.threads:
+            flags += ["--threads", str(self.threads)]
+        return flags
+
+
+def benchmark_parser(prog: str, doc: str, steps: int, size: int) -> argparse.ArgumentParser:
+    """A parser with the flags every benchmark has: the cluster's, ``--steps`` and ``--size``."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ClusterOptions.add_arguments(parser)
+    parser.add_argument("--steps", type=int, default=steps, help="Denoising steps per job.")
+    parser.add_argument("--size", type=int, default=size, help="Image width and height in pixels.")
+    return parser
+
+
+class LaunchedCluster:
+    """``launch.py`` with its own ports; a context manager that always stops it."""
+
+    def __init__(self, options: ClusterOptions, name: str = "cluster", processes: Processes | None = None) -> None:
+        self.options = options
+        self.name = name
+        self.processes = processes or Processes(f"bench-{name}")
+        self._owns_processes = processes is None
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"portrait-{name}-"))
+        self.spec: ClusterSpec = parse_cluster(self.describe())
+        self.runtime = RuntimeAPI(self.spec.socket_path)
+        self.proc = None
+
+    # ------------------------------------------------------------------ set-up
+    def describe(self) -> dict[str, Any]:
+        """The cluster file's contents: free ports everywhere, stats password known to us."""
+        opts = self.options
+        nodes = []
+        for index in range(opts.nodes):
+            nodes.append({
+                "name": f"node{index + 1}",
+                "web": {"port": free_port(), "args": list(opts.web_args)},
+                "worker": {"port": free_port(), "args": opts.worker_flags(), "env": dict(opts.worker_env)},
+            })
+        return {
+            "public": {"port": free_port()},
+            "workers_frontend": {"port": free_port()},
+            "stats": {"port": free_port(), "password": "bench-stats"},
+            "sidecar": {"port": free_port()},
+            "run_dir": str(self.run_dir),
+            "nodes": nodes,
+        }
+
+    def start(self) -> "LaunchedCluster":
+        """Start ``launch.py`` and wait until every node part is UP in HAProxy."""
+        if self.options.model == "demo":
+            # Build the offline demo model once, before several workers would race to build it
+            # (imported here: it pulls in diffusers, which a cluster of another model never needs).
+            from assets.build_demo_model import ensure_demo_model
+
+            ensure_demo_model(default_cache_dir())
+        config = self.run_dir / "cluster.yaml"
+        config.write_text(yaml.safe_dump(self.describe_for_file()), encoding="utf-8")
+        env = {"PYTHONUNBUFFERED": "1"}
+        self.proc = self.processes.start(["python", "launch.py", "--cluster", str(config)], env=env,
+                                         log_name=f"{self.name}-launch")
+        logger.info("cluster %s starting (log: %s)", self.name, self.proc.log_path)
+        wait_http(f"{self.sidecar_url}/status", timeout=self.options.start_timeout, proc=self.proc)
+        self.wait_all_up(self.options.start_timeout)
+        logger.info("cluster %s ready: %s", self.name, self.public_url)
+        return self
+
+    def describe_for_file(self) -> dict[str, Any]:
+        """The validated spec as plain data for the cluster file (ports fixed at construction)."""
+        data = self.spec.model_dump(mode="json")
+        data["stats"]["password"] = self.spec.stats.password.get_secret_value()
+        return data
+
+    def stop(self) -> None:
+        """Stop launch.py (SIGTERM, then SIGKILL for the whole tree)."""
+        if self._owns_processes:
+            self.processes.stop_all()
+
+    def __enter__(self) -> "LaunchedCluster":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ------------------------------------------------------------------ addresses
+    @property
+    def public_url(self) -> str:
+        """HAProxy's public frontend: browsers, gradio_client, REST."""
+        return self.spec.public.url
+
+    @property
+    def sidecar_url(self) -> str:
+        """The sidecar's status endpoint base URL."""
+        return self.spec.sidecar.url
+
+    @property
+    def node_names(self) -> list[str]:
+        """Names of the nodes, in order."""
+        return [node.name for node in self.spec.nodes]
+
+    def part_url(self, node: str, part: str) -> str:
+        """Base URL of a node's ``web`` or ``worker`` process."""
+        spec = next(n for n in self.spec.nodes if n.name == node)
+        return getattr(spec, part).url
+
+    # ------------------------------------------------------------------ state
+    def servers(self) -> list[ServerStatus]:
+        """HAProxy's view of every node part (webs and workers backends)."""
+        return [s for s in self.runtime.servers() if s.backend in PARTS.values()]
+
+    def server_status(self, node: str, part: str) -> str:
+        """HAProxy's status of one node part: UP, DOWN, MAINT, ..."""
+        return self.runtime.server(PARTS[part], node).status
+
+    def all_up(self) -> bool:
+        """Every node part is UP in HAProxy."""
+        try:
+            servers = self.servers()
+        except OSError:
+            return False
+        return len(servers) == 2 * len(self.spec.nodes) and all(s.is_up for s in servers)
+
+    def wait_all_up(self, timeout: float) -> None:
+        """Wait until every node part is UP; ``TimeoutError`` naming the others."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"launch.py exited with {self.proc.returncode}; see {self.proc.log_path}")
+            if self.all_up():
+                return
+            time.sleep(0.25)
+        raise TimeoutError(f"not every node part came UP within {timeout}s: {self.servers()}")
+
+    def status(self) -> dict[str, Any]:
+        """The sidecar's ``/status`` JSON."""
+        return httpx.get(f"{self.sidecar_url}/status", timeout=5).raise_for_status().json()
+
+    def part_status(self, node: str, part: str) -> dict[str, Any]:
+        """The sidecar's entry for one node part (state, pid, restarts, last cause, ...)."""
+        return sidecar_part(self.status(), node, part)
+
+    def pid(self, node: str, part: str) -> int:
+        """PID of a node's running ``web`` or ``worker`` process, from the sidecar's status.
+
+        Checked to be a descendant of our own launch.py, so that we only ever signal
+        processes we started.
+        """
+        pid = self.part_status(node, part).get("pid")
+        if not isinstance(pid, int):
+            raise RuntimeError(f"the sidecar reports no PID for {node}/{part}")
+        if self.proc is None or pid not in {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}:
+            raise RuntimeError(f"PID {pid} of {node}/{part} is not one of the processes this cluster started")
+        return pid
+
+    def kill(self, node: str, part: str) -> int:
+        """SIGKILL a node's ``web`` or ``worker`` process; its PID."""
+        pid = self.pid(node, part)
+        os.kill(pid, signal.SIGKILL)
+        logger.info("SIGKILL %s/%s (pid %d)", node, part, pid)
+        return pid
+
+    def busy_worker(self, timeout: float) -> str | None:
+        """Name of a node whose worker is generating right now (its ``/readyz`` says busy)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for node in self.node_names:
+                try:
+                    if httpx.get(f"{self.part_url(node, 'worker')}/readyz", timeout=1).json().get("busy"):
+                        return node
+                except (httpx.HTTPError, ValueError):
+                    continue
+            time.sleep(0.05)
+        return None
+
+    def part_ids(self, part: str) -> dict[str, str]:
+        """Node name -> the id a node's ``worker`` (``worker_id``) or ``web`` (``node``) reports.
+
+        Parts that do not answer right now are left out.
+        """
+        key = "worker_id" if part == "worker" else "node"
+        ids = {}
+        for node in self.node_names:
+            try:
+                ids[node] = httpx.get(f"{self.part_url(node, part)}/readyz", timeout=5).json()[key]
+            except (httpx.HTTPError, ValueError, KeyError):
+                continue
+        return ids
+
+    def node_of(self, part: str, reported_id: str) -> str:
+        """The node whose ``part`` reports ``reported_id`` (``KeyError`` if none)."""
+        for node, value in self.part_ids(part).items():
+            if value == reported_id:
+                return node
+        raise KeyError(f"no {part} reports the id {reported_id!r}")
+
+    def process_tree(self) -> list[psutil.Process]:
+        """launch.py and every process below it (HAProxy, sidecar, node parts)."""
+        if self.proc is None:
+            return []
+        root = psutil.Process(self.proc.pid)
+        return [root, *root.children(recursive=True)]
+
+    @contextlib.contextmanager
+    def only_workers(self, names: list[str]) -> Iterator[None]:
+        """Put every other worker in ``maint`` in HAProxy for the block, then back to ``ready``."""
+        others = [n for n in self.node_names if n not in names]
+        for node in others:
+            self.runtime.set_server_state(WORKERS_BACKEND, node, "maint")
+        try:
+            yield
+        finally:
+            for node in others:
+                self.runtime.set_server_state(WORKERS_BACKEND, node, "ready")
+
+
+def prepare_run() -> None:
+    """Set up a benchmark process: INFO logging (httpx quiet), SIGTERM -> ``SystemExit``.
+
+    ``SystemExit`` makes ``with LaunchedCluster(...)`` stop the cluster, as Ctrl-C
+    (``KeyboardInterrupt``) does; the node processes run in their own sessions, so without
+    this a terminated benchmark would leave them running.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
+def sidecar_part(status: dict[str, Any], node: str, part: str) -> dict[str, Any]:
+    """One node part's entry in the sidecar's ``/status`` JSON."""
+    nodes = status.get("nodes", status)
+    entry = nodes[node] if isinstance(nodes, dict) else next(n for n in nodes if n.get("name") == node)
+    return entry[part]

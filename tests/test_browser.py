@@ -1,0 +1,206 @@
+"""The studio page in a real browser (headless Debian Chromium via Playwright) on a real cluster.
+
+One cluster for the module: ``launch.py`` with HAProxy, the sidecar and 2 nodes on the demo
+model, on free loopback ports. The page is used as a person would: typing, moving sliders
+and the resolution dropdown, uploading a photo, clicking; the assertions read what the page
+shows (progress bar, gallery image, info line, error area, toasts). Failover is checked as
+a person sees it: the worker running the page's job is SIGKILLed (by its PID from the
+sidecar's status) and the page still shows a finished image; the web front the page talks
+to is SIGKILLed and a reload brings the page back on the other front.
+
+Screenshots of the key states go to ``test-artifacts/screenshots/`` (not committed).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+from playwright.sync_api import BrowserContext, expect, sync_playwright
+
+from bench.cluster import ClusterOptions, LaunchedCluster
+from bench.failover import is_out
+from tests.browser import StudioPage, chromium_path, launch_chromium
+from tests.helpers import Processes
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (scripts/setup.sh --dev)"),
+]
+
+JOB_TIMEOUT_MS = 120_000
+"""Longest a generation may take to show up in the page (retries and restarts included)."""
+RECOVERY_TIMEOUT = 120.0
+"""Longest the sidecar may take to bring a killed node part back into rotation."""
+SMALL = "Quick 512×512"
+
+
+@pytest.fixture(scope="module")
+def cluster(demo_model_dir: Path) -> Iterator[LaunchedCluster]:
+    """HAProxy + sidecar + 2 nodes on the demo model (one torch thread per worker)."""
+    with Processes("browser-cluster") as processes:
+        with LaunchedCluster(ClusterOptions(nodes=2, threads=1), name="browser", processes=processes) as launched:
+            yield launched
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    """Headless system Chromium with a fresh profile."""
+    with sync_playwright() as playwright:
+        context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium-profile"))
+        context.set_default_timeout(30_000)
+        yield context
+        context.close()
+
+
+@pytest.fixture
+def studio(browser: BrowserContext, cluster: LaunchedCluster, request: pytest.FixtureRequest) -> Iterator[StudioPage]:
+    """The studio page in a new tab with no cookies (a new visitor); the cluster is whole first."""
+    cluster.wait_all_up(RECOVERY_TIMEOUT)
+    browser.clear_cookies()
+    page = browser.new_page()
+    yield StudioPage(page, cluster.public_url + "/", request.node.name).open()
+    page.close()
+
+
+def worker_of(progress_text: str) -> str:
+    """The worker id in a progress text such as ``3/40 steps | Denoising on node1 - 7.5%``."""
+    match = re.search(r"Denoising on (\S+)", progress_text)
+    assert match, f"the progress bar does not name the worker: {progress_text!r}"
+    return match[1]
+
+
+def test_generate_shows_progress_then_image_with_info(studio: StudioPage, cluster: LaunchedCluster) -> None:
+    studio.screenshot("1-page")
+    studio.type_prompt("studio portrait of a violinist, warm rim light")
+    studio.choose("resolution", SMALL)
+    studio.expect_slider("width", 512)
+    studio.expect_slider("height", 512)
+    studio.set_slider("steps", 12)
+    guidance = studio.drag_slider("guidance", 0.1)
+    assert guidance > 0, "dragging the guidance slider did not move it"
+    studio.set_seed(4242)
+    before = studio.summary_text()
+
+    studio.start()
+    studio.wait_for_step(1, JOB_TIMEOUT_MS)
+    studio.screenshot("2-progress")
+    summary = studio.wait_for_result(before, JOB_TIMEOUT_MS)
+    studio.screenshot("3-result")
+
+    fractions = studio.step_fractions()
+    assert any(0 < step < total for step, total in fractions), f"no intermediate progress seen: {fractions}"
+    assert {total for _, total in fractions} == {12}
+    assert (summary.seed, summary.width, summary.height) == (4242, 512, 512)
+    assert "12 steps" in summary.text and f"guidance {guidance:g}" in summary.text
+    assert summary.worker_id in cluster.part_ids("worker").values()
+    assert summary.web_node in cluster.part_ids("web").values()
+    assert studio.gallery_image_sizes() == [(512, 512)]
+    assert studio.error_toasts() == []
+    expect(studio.component("error")).to_be_hidden()
+
+
+def test_retouch_an_uploaded_photo(studio: StudioPage, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    image = Image.new("RGB", (320, 256), (200, 170, 150))
+    ImageDraw.Draw(image).ellipse((110, 50, 210, 190), fill=(90, 60, 50))
+    image.save(photo)
+
+    studio.type_prompt("retouch: softer light, warmer skin")
+    studio.set_slider("steps", 6)
+    studio.open_tab("retouch")
+    studio.upload_photo(photo)
+    studio.set_slider("strength", 0.5)
+    studio.screenshot("1-uploaded")
+    before = studio.summary_text()
+    studio.start("retouch-button")
+    summary = studio.wait_for_result(before, JOB_TIMEOUT_MS)
+    studio.screenshot("2-result")
+
+    # The result keeps the photo's aspect (320:256), rounded to multiples of 16.
+    assert summary.width % 16 == 0 and summary.height % 16 == 0
+    assert abs(summary.width / summary.height - 320 / 256) < 0.05, summary.text
+    assert studio.gallery_image_sizes() == [(summary.width, summary.height)]
+    assert studio.error_toasts() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda page: page.set_slider("width", 520), ["width", "multiple of 16"]),
+        (lambda page: page.type_prompt(""), ["prompt"]),
+    ],
+    ids=["width-not-multiple-of-16", "empty-prompt"],
+)
+def test_bad_value_shows_a_readable_error(studio: StudioPage, change, expected: list[str]) -> None:
+    studio.type_prompt("a portrait")
+    studio.choose("resolution", SMALL)
+    change(studio)
+    studio.start()
+    error = studio.component("error")
+    expect(error).to_be_visible(timeout=JOB_TIMEOUT_MS)
+    studio.screenshot("error")
+    message = error.inner_text()
+    for word in expected:
+        assert word in message, f"{word!r} missing from the error shown: {message!r}"
+    assert "Traceback" not in studio.page_text()
+    assert studio.gallery_count() == 0
+
+
+def test_worker_killed_mid_job_page_still_shows_image(studio: StudioPage, cluster: LaunchedCluster) -> None:
+    studio.type_prompt("long exposure portrait, for a worker that dies")
+    studio.choose("resolution", SMALL)
+    studio.set_slider("steps", 40)
+    studio.set_seed(777)
+    before = studio.summary_text()
+
+    studio.start()
+    progress = studio.wait_for_step(2, JOB_TIMEOUT_MS)  # mid-generation
+    victim = cluster.node_of("worker", worker_of(progress))
+    cluster.kill(victim, "worker")
+    studio.screenshot("1-worker-killed")
+    summary = studio.wait_for_result(before, JOB_TIMEOUT_MS)
+    studio.screenshot("2-finished-elsewhere")
+
+    assert summary.seed == 777
+    assert summary.worker_id != worker_of(progress), "the job finished on the worker that was killed"
+    assert re.search(r"\b[23] attempts", summary.text), summary.text
+    assert studio.gallery_image_sizes() == [(512, 512)]
+    assert studio.error_toasts() == []
+    expect(studio.component("error")).to_be_hidden()
+
+
+def test_web_front_killed_reload_works_on_other_front(studio: StudioPage, cluster: LaunchedCluster) -> None:
+    studio.type_prompt("first portrait before the web front dies")
+    studio.choose("resolution", SMALL)
+    studio.set_slider("steps", 4)
+    first = studio.run_job(JOB_TIMEOUT_MS)
+    victim = cluster.node_of("web", first.web_node)
+
+    cluster.kill(victim, "web")
+    wait_until(lambda: is_out(cluster.server_status(victim, "web")), timeout=20)
+    studio.open()
+    studio.screenshot("1-reloaded")
+    studio.type_prompt("second portrait after the reload")
+    studio.choose("resolution", SMALL)
+    studio.set_slider("steps", 4)
+    second = studio.run_job(JOB_TIMEOUT_MS)
+    studio.screenshot("2-works-on-other-front")
+
+    assert second.web_node != first.web_node
+    assert studio.gallery_image_sizes() == [(512, 512)]
+    assert studio.error_toasts() == []
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> None:
+    """Poll ``condition`` every 100 ms until it holds; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met within {timeout}s")
