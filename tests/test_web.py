@@ -26,7 +26,7 @@ from webui.settings import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 from webui.ui import (
     CUSTOM,
     StudioConfig,
-    _apply_preset,
+    apply_preset,
     api_seed,
     encode_photo,
     load_examples,
@@ -251,11 +251,11 @@ def test_presets_and_examples_load() -> None:
 
 def test_preset_fills_prompt_and_parameters() -> None:
     config = load_studio_config()
-    values = _apply_preset(config, "ID photo", "an old sailor")
+    values = apply_preset(config, "ID photo", "an old sailor")
     prompt, negative, resolution, width, height = values[:5]
     assert "an old sailor" in prompt and "{subject}" not in prompt
     assert negative and resolution == "Portrait 768×1024" and (width, height) == (768, 1024)
-    default_subject = _apply_preset(config, "ID photo", "  ")[0]
+    default_subject = apply_preset(config, "ID photo", "  ")[0]
     assert config.preset("ID photo").subject in default_subject
 
 

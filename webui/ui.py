@@ -264,12 +264,25 @@ class Studio:
         num_images: float = 1,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
-        """Generate portraits from a prompt.
+        """Generate portraits: the ``/generate`` endpoint (a stable signature for API clients).
 
-        Args: prompt; negative_prompt ("" = none); steps, guidance, width, height (None = the
-        model's default); seed (-1 = random); lora_scale (0-2); num_images.
-        Returns (gallery, info): gallery is a list of images with captions; info has seed,
-        width, height, steps, guidance, model, worker_id, web_node, attempts, timings.
+            Client(url).predict(prompt="...", api_name="/generate") -> (gallery, info)
+
+        Parameters (only ``prompt`` is required):
+            prompt: what to draw.
+            negative_prompt: what to avoid ("" = nothing).
+            steps, guidance, width, height: None = the loaded model's default.
+            seed: -1 = random (the seed used is in ``info``).
+            lora_scale: 0 to 2 (0 disables the LoRA).
+            num_images: 1 to the workers' ``max_images``.
+        Returns:
+            gallery: ``[{"image": path of a PNG, "caption": "#1 · seed N"}, ...]``.
+            info: seed, width, height, steps, guidance, lora_scale, num_images, mode, strength,
+            prompt, negative_prompt, model, worker_id, web_node, attempts and timings
+            (queue_ms, generate_ms, total_ms at the worker; web_ms at this front).
+        Errors reach the client as one message: the invalid field and its allowed range, an
+        out-of-memory hint (lower the resolution or image count), or "No worker could finish
+        the job after N attempts: <cause>".
         """
         fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, api_seed(seed), lora_scale,
                             num_images)
@@ -373,7 +386,7 @@ def _model_defaults(defaults: dict[str, Any] | None) -> tuple[Any, Any]:
 
 
 # ---------------------------------------------------------------------------- layout
-def _apply_preset(config: StudioConfig, name: str | None, subject: str) -> tuple[Any, ...]:
+def apply_preset(config: StudioConfig, name: str | None, subject: str) -> tuple[Any, ...]:
     """Values a studio preset puts in (prompt, negative, resolution, width, height, steps, guidance, images, lora, description)."""
     preset = config.preset(name or "")
     if preset is None:
@@ -397,7 +410,7 @@ def _apply_preset(config: StudioConfig, name: str | None, subject: str) -> tuple
     )
 
 
-def _reuse_seed(info: dict[str, Any] | None) -> tuple[Any, Any]:
+def reuse_seed_values(info: dict[str, Any] | None) -> tuple[Any, Any]:
     if not info or "seed" not in info:
         gr.Warning("Generate an image first: there is no last seed yet.", title="Seed")
         return gr.skip(), gr.skip()
@@ -515,7 +528,7 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
         )
 
         preset.input(
-            lambda name, who: _apply_preset(config, name, who), [preset, subject],
+            lambda name, who: apply_preset(config, name, who), [preset, subject],
             [prompt, negative, resolution, width, height, steps, guidance, num_images, lora_scale, preset_description],
             api_visibility="private", queue=False,
         )
@@ -527,6 +540,6 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             [width.input, height.input], lambda w, h: config.resolution_name(int(w), int(h)), [width, height],
             [resolution], api_visibility="private", queue=False, trigger_mode="always_last",
         )
-        reuse_seed.click(_reuse_seed, [info], [seed, randomize], api_visibility="private", queue=False)
+        reuse_seed.click(reuse_seed_values, [info], [seed, randomize], api_visibility="private", queue=False)
         demo.load(studio.page_load, None, [model_info, steps, guidance], api_visibility="private")
     return demo
