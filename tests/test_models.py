@@ -280,7 +280,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch):
 
 def test_plan_on_cpu(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    plan = plan_device(WorkerSettings(compile=True), probe_machine())
+    plan = plan_device(WorkerSettings(compile="on"), probe_machine())
     assert (plan.device, plan.dtype, plan.attention, plan.compile, plan.cpu_offload) == (
         "cpu", torch.float32, "sdpa", False, False
     )
@@ -291,17 +291,18 @@ def test_plan_on_a_big_gpu(fake_gpu):
     machine = fake_gpu(memory_gib=24, bf16=True, xformers=True)
     plan = plan_device(WorkerSettings(), machine)
     assert (plan.device, plan.dtype, plan.attention, plan.compile, plan.cpu_offload) == (
-        "cuda", torch.bfloat16, "xformers", False, False
+        "cuda", torch.bfloat16, "xformers", True, False
     )
     assert plan.gpu_name == "Fake GPU" and plan.gpu_memory_gib == 24.0
-    assert plan_device(WorkerSettings(compile=True), machine).compile
+    assert not plan_device(WorkerSettings(compile="off"), machine).compile
     assert plan_device(WorkerSettings(attention="sdpa"), machine).attention == "sdpa"
 
 
 def test_plan_on_a_small_old_gpu(fake_gpu):
     machine = fake_gpu(memory_gib=8, bf16=False, xformers=False)
     plan = plan_device(WorkerSettings(), machine)
-    assert (plan.dtype, plan.attention, plan.cpu_offload) == (torch.float16, "sdpa", True)
+    assert (plan.dtype, plan.attention, plan.cpu_offload, plan.compile) == (torch.float16, "sdpa", True, False)
+    assert plan_device(WorkerSettings(compile="on"), machine).compile
     assert not plan_device(WorkerSettings(cpu_offload="off"), machine).cpu_offload
     with pytest.raises(DeviceError, match="bfloat16"):
         plan_device(WorkerSettings(dtype="bfloat16"), machine)
@@ -310,7 +311,7 @@ def test_plan_on_a_small_old_gpu(fake_gpu):
 
 
 def test_plan_forced_cpu_on_a_gpu_machine(fake_gpu):
-    plan = plan_device(WorkerSettings(device="cpu", compile=True), fake_gpu(memory_gib=8))
+    plan = plan_device(WorkerSettings(device="cpu", compile="on"), fake_gpu(memory_gib=8))
     assert (plan.device, plan.dtype, plan.compile, plan.cpu_offload, plan.gpu_name) == (
         "cpu", torch.float32, False, False, ""
     )

@@ -4,7 +4,7 @@
 that turns the worker's settings and that answer into a ``DevicePlan``; ``apply_plan()``
 applies the plan to a loaded diffusers pipeline. GPU-only choices (half precision,
 xformers, model CPU offload) are picked automatically when CUDA is present and stay off on
-CPU; ``torch.compile`` is applied on CUDA when ``--compile`` asks for it.
+CPU; ``torch.compile`` of the denoiser on CUDA (unless offloading), never on CPU.
 """
 
 from __future__ import annotations
@@ -114,18 +114,18 @@ def plan_device(settings: WorkerSettings, machine: Machine) -> DevicePlan:
     else:
         attention = settings.attention
 
-    # torch.compile pays off only on CUDA (and costs minutes of warm-up), so it is opt-in
-    # (--compile) and never applied on CPU.
-    compile_denoiser = settings.compile and cuda
-    if settings.compile and not cuda:
-        logger.warning("compile: ignored on CPU (torch.compile of the denoiser is CUDA only)")
-
     if settings.cpu_offload == "auto":
         cpu_offload = cuda and machine.gpu_memory_bytes < OFFLOAD_BELOW_BYTES
     elif settings.cpu_offload == "on" and not cuda:
         raise DeviceError("cpu_offload: 'on' needs a CUDA device (the model is already on the CPU)")
     else:
         cpu_offload = settings.cpu_offload == "on"
+
+    # torch.compile pays off only on CUDA, where its one-off warm-up (minutes) buys faster
+    # steps; offloading moves modules between devices on every call and defeats it.
+    compile_denoiser = cuda and settings.compile != "off" and not (settings.compile == "auto" and cpu_offload)
+    if settings.compile == "on" and not cuda:
+        logger.warning("compile: ignored on CPU (torch.compile of the denoiser is CUDA only)")
 
     return DevicePlan(
         device="cuda" if cuda else "cpu",

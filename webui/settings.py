@@ -67,7 +67,9 @@ class WorkerSettings(BaseSettings):
     attention: Literal["auto", "xformers", "sdpa"] = Field(
         "auto", description="'auto': xformers when importable on CUDA, else PyTorch SDPA."
     )
-    compile: bool = Field(False, description="torch.compile the denoiser (CUDA only).")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the denoiser; 'auto': on CUDA without CPU offload, never on CPU."
+    )
     vae_tiling: Literal["auto", "on", "off"] = Field("auto", description="'auto': tile the VAE above 1024x1024.")
     cpu_offload: Literal["auto", "on", "off"] = Field(
         "auto", description="'auto': model CPU offload on GPUs with less than 12 GiB."
