@@ -21,6 +21,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
+from balancer.haproxy import find_haproxy
 from tests.helpers import Processes, free_port, kill_tree, wait_http
 from webui.settings import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 from webui.ui import (
@@ -37,6 +38,23 @@ from webui.web import main as web_main
 from webui.worker_client import WorkerClient, WorkersUnavailable
 
 OOM_MARKER = "[oom]"
+SUB_PATH_PROXY = """\
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 60s
+    timeout server 60s
+
+frontend public
+    bind 127.0.0.1:{haproxy_port}
+    http-request redirect location /studio/ if {{ path /studio }}
+    http-request replace-path /studio/?(.*) /\\1 if {{ path_beg /studio/ }}
+    default_backend web
+
+backend web
+    server front 127.0.0.1:{web_port}
+"""
+"""HAProxy serving a web front under /studio (the front runs with --root-path /studio)."""
 
 
 @dataclass
@@ -170,6 +188,27 @@ def test_retouch_keeps_the_photo_aspect(client: Client, tmp_path: Path) -> None:
     with Image.open(gallery[0]["image"]) as image:
         assert image.size == (info["width"], info["height"])
         assert abs(image.width / image.height - 640 / 480) < 0.05
+
+
+def test_page_served_under_a_sub_path_behind_haproxy(node: Node, processes: Processes, tmp_path: Path) -> None:
+    haproxy_port, web_port = free_port(), free_port()
+    config = tmp_path / "haproxy.cfg"
+    config.write_text(SUB_PATH_PROXY.format(haproxy_port=haproxy_port, web_port=web_port))
+    front = processes.start(
+        ["python", "-m", "webui.web", "--port", str(web_port), "--worker-url", node.worker_url,
+         "--node-id", "sub-path-front", "--root-path", "/studio"],
+        log_name="sub-path-front",
+    )
+    processes.start([find_haproxy(), "-db", "-f", str(config)], log_name="sub-path-haproxy")
+    public = f"http://127.0.0.1:{haproxy_port}/studio"
+    wait_http(f"{public}/readyz", proc=front, timeout=120)
+
+    assert httpx.get(f"{public}/config").json()["root"] == public
+    client = Client(f"{public}/", verbose=False, download_files=str(tmp_path))
+    gallery, info = generate(client, width=256, height=256, seed=3)
+    assert info["web_node"] == "sub-path-front"
+    with Image.open(gallery[0]["image"]) as image:
+        assert image.size == (256, 256)
 
 
 # ---------------------------------------------------------------------------- worker client
