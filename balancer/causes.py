@@ -133,11 +133,17 @@ class KernelLog:
 
 
 class DeathClassifier:
-    """Turns an exit status (plus kernel evidence) into a ``Death``."""
+    """Turns an exit status (plus kernel evidence) into a ``Death``.
+
+    The cgroup counter is shared by every process in the cgroup, so each OOM kill it counts
+    explains at most one SIGKILL, and only one of a process started before that kill.
+    """
 
     def __init__(self, counter: OomKillCounter, kernel_log: KernelLog) -> None:
         self.counter = counter
         self.kernel_log = kernel_log
+        self._explained = counter.read()
+        """OOM kills already attributed to a death (or that happened before we started)."""
 
     def baseline(self) -> int | None:
         """The OOM-kill count to compare against later; take it when a process starts."""
@@ -165,9 +171,13 @@ class DeathClassifier:
         return Death(DeathCause.CRASH, returncode, f"exited with code {returncode}")
 
     def _oom_killer_evidence(self, pid: int, oom_baseline: int | None) -> str:
-        now = self.counter.read()
-        if oom_baseline is not None and now is not None and now > oom_baseline:
-            return f"cgroup oom_kill {oom_baseline} -> {now}"
         if self.kernel_log.oom_killed(pid):
             return f"kernel log: Killed process {pid}"
+        now = self.counter.read()
+        if now is None or oom_baseline is None:
+            return ""
+        unexplained_since = max(oom_baseline, self._explained or 0)
+        if now > unexplained_since:
+            self._explained = unexplained_since + 1
+            return f"cgroup oom_kill {oom_baseline} -> {now}"
         return ""

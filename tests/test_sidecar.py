@@ -98,7 +98,11 @@ def test_sigkill_after_the_cgroup_oom_counter_grew_is_the_oom_killer(counter_fil
     death = classifier.classify(-signal.SIGKILL, pid=4242, oom_baseline=baseline)
     assert death.cause is DeathCause.OOM_KILLER and "oom_kill 1 -> 2" in death.detail
     # Another signal is not the OOM killer, whatever the counter says.
-    assert classifier.classify(-signal.SIGTERM, pid=4242, oom_baseline=baseline).cause is DeathCause.SIGNAL
+    assert classifier.classify(-signal.SIGTERM, pid=4243, oom_baseline=baseline).cause is DeathCause.SIGNAL
+    # One OOM kill explains one death: a later SIGKILL (of a process started before it) is not one.
+    assert classifier.classify(-signal.SIGKILL, pid=4244, oom_baseline=baseline).cause is DeathCause.SIGNAL
+    # Nor is the SIGKILL of a process started after the kill.
+    assert classifier.classify(-signal.SIGKILL, pid=4245, oom_baseline=2).cause is DeathCause.SIGNAL
 
 
 def test_sigkill_named_in_the_kernel_log_is_the_oom_killer(tmp_path: Path) -> None:

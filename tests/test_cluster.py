@@ -1,0 +1,439 @@
+"""The whole cluster, end to end: ``python launch.py`` with real HAProxy, sidecar, workers and web fronts.
+
+One cluster (two demo-model nodes plus a worker whose model does not exist, so it crash-loops)
+is shared by the tests of this module, in order: stickiness, the workers' queue, a worker
+SIGKILLed under load, OOM deaths, a web front SIGKILLed under a reused gradio_client, the
+crash loop. Each test leaves the cluster whole again. Measured figures (time to DOWN, back in
+rotation, failed requests) go to ``test-artifacts/cluster-failover.json``; they are reported,
+not asserted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+import yaml
+from gradio_client import Client
+
+from balancer.cluster import parse_cluster
+from balancer.haproxy import RuntimeAPI
+from balancer.share import ShareTunnel
+from bench.clients import GradioApiClient, Job, RestClient
+from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Record, timed_call
+from launch import open_share
+from tests.balancer_helpers import STATS_PASSWORD, wait_until
+from tests.helpers import REPO, Processes, free_port, wait_http
+from webui.settings import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+
+OOM_MARKER = "[[cluster-oom]]"
+NODES = ("node1", "node2")
+BACKENDS = {"web": "webs", "worker": "workers"}
+ARTIFACT = REPO / "test-artifacts" / "cluster-failover.json"
+
+
+QUEUE_TIMEOUT = 5
+
+
+def small_job(index: int, prompt: str = "studio portrait") -> Job:
+    """A quick generation (128x128, 2 steps) with a seed of its own."""
+    return Job(prompt=f"{prompt} {index}", steps=2, width=128, height=128, seed=1000 + index)
+
+
+class LaunchedCluster:
+    """``python launch.py --cluster FILE`` on free loopback ports, and what the tests ask of it."""
+
+    def __init__(self, run_dir: Path, processes: Processes) -> None:
+        self.run_dir = run_dir
+        self.processes = processes
+        self.oom_counter = run_dir / "memory.events"
+        self.oom_counter.write_text("oom 0\noom_kill 0\n")
+        worker_args = ["--model", "demo", "--threads", "1", "--max-consecutive-ooms", "1"]
+        worker_env = {FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER}
+        nodes = [
+            {"name": name, "web": {"port": free_port()},
+             "worker": {"port": free_port(), "args": worker_args, "env": worker_env}}
+            for name in NODES
+        ]
+        # A worker whose model does not exist: exits with EXIT_LOAD_FAILED every time.
+        nodes.append({"name": "broken", "worker": {"port": free_port(), "args": [
+            "--model", str(run_dir / "no-such-model"), "--threads", "1"]}})
+        self.data = {
+            "run_dir": str(run_dir),
+            "public": {"port": free_port()},
+            "workers_frontend": {"port": free_port()},
+            "stats": {"port": free_port(), "password": STATS_PASSWORD},
+            "sidecar": {"port": free_port(), "probe_interval": 0.5, "start_timeout": 180, "backoff_initial": 0.5,
+                        "crash_loop_deaths": 3, "crash_loop_window": 600, "stop_grace": 5,
+                        "oom_counter_file": str(self.oom_counter)},
+            "limits": {"queue_timeout": QUEUE_TIMEOUT},
+            "nodes": nodes,
+        }
+        self.spec = parse_cluster(self.data)
+        self.api = RuntimeAPI(self.spec.socket_path)
+        self.url = self.spec.public.url
+        self.proc = None
+
+    def start(self) -> None:
+        cluster_file = self.run_dir / "cluster.yaml"
+        cluster_file.write_text(yaml.safe_dump(self.data))
+        self.proc = self.processes.start(["python", "launch.py", "--cluster", str(cluster_file)], log_name="cluster")
+        wait_http(f"{self.spec.sidecar.url}/status", proc=self.proc, timeout=60)
+        self.wait_whole(timeout=240)
+
+    def status(self) -> dict:
+        return httpx.get(f"{self.spec.sidecar.url}/status", timeout=5).json()
+
+    def part(self, node: str, part: str) -> dict:
+        return self.status()["nodes"][node][part]
+
+    def haproxy_status(self, node: str, part: str) -> str:
+        return self.api.server(BACKENDS[part], node).status
+
+    def whole(self) -> bool:
+        """Every part of node1 and node2 is ready in the sidecar and UP in HAProxy."""
+        try:
+            return all(
+                self.part(node, part)["state"] == "ready" and self.haproxy_status(node, part) == "UP"
+                for node in NODES for part in BACKENDS
+            )
+        except (OSError, httpx.HTTPError):
+            return False
+
+    def wait_whole(self, timeout: float = 120) -> None:
+        wait_until(self.whole, "node1 and node2 ready and UP", timeout, interval=0.25)
+
+    def wait_restarted(self, node: str, part: str, restarts: int, timeout: float = 120) -> dict:
+        def restarted() -> dict | None:
+            entry = self.part(node, part)
+            return entry if entry["restarts"] >= restarts and entry["state"] == "ready" else None
+
+        return wait_until(restarted, f"{node}/{part} restarted {restarts} times and ready", timeout, interval=0.1)
+
+    def kill(self, node: str, part: str) -> int:
+        """SIGKILL a node part by the PID the sidecar reports, after checking we started it."""
+        pid = self.part(node, part)["pid"]
+        ours = {child.pid for child in psutil.Process(self.proc.pid).children(recursive=True)}
+        assert pid in ours, f"{node}/{part} pid {pid} is not one of this cluster's processes"
+        os.kill(pid, signal.SIGKILL)
+        return pid
+
+    def busy_worker(self, timeout: float = 20) -> str:
+        """A node whose worker is generating right now."""
+        def busy() -> str | None:
+            for node in NODES:
+                try:
+                    if httpx.get(f"{self.part(node, 'worker')['url']}/readyz", timeout=2).json().get("busy"):
+                        return node
+                except (httpx.HTTPError, ValueError):
+                    continue
+            return None
+
+        return wait_until(busy, "a busy worker", timeout, interval=0.02)
+
+
+class StateMonitor:
+    """Notes when HAProxy first reports a server out of and back in rotation (polls every 20 ms)."""
+
+    def __init__(self, cluster: LaunchedCluster, backend: str, server: str) -> None:
+        self.cluster, self.backend, self.server = cluster, backend, server
+        self.down_at: float | None = None
+        self.up_again_at: float | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._poll, daemon=True)
+
+    def _poll(self) -> None:
+        while not self.stop.wait(0.02):
+            status = self.cluster.api.server(self.backend, self.server).status
+            now = time.monotonic()
+            if self.down_at is None and status.startswith(("DOWN", "MAINT")):
+                self.down_at = now
+            elif self.down_at is not None and status == "UP":
+                self.up_again_at = now
+                return
+
+    def __enter__(self) -> "StateMonitor":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(timeout=5)
+
+
+HAPROXY_LOG_LINE = re.compile(r"\[(\d+/\w+/\d+:\d+:\d+:\d+)\.\d+\] \S+ workers/\S+ .* \d+/\d+/\d+/\d+/\+?(\d+) ")
+
+
+def haproxy_retries(log_path: Path, since: float) -> int:
+    """Requests to the workers that HAProxy retried (the last field of "actconn/.../retries") since ``since``."""
+    count = 0
+    for line in log_path.read_text().splitlines():
+        match = HAPROXY_LOG_LINE.search(line)
+        if match and int(match.group(2)) > 0:
+            logged = time.mktime(time.strptime(match.group(1), "%d/%b/%Y:%H:%M:%S"))
+            count += logged >= int(since)
+    return count
+
+
+def record_figures(name: str, figures: dict) -> None:
+    """Add measured figures to the test artifact (JSON), for the report."""
+    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(ARTIFACT.read_text()) if ARTIFACT.exists() else {}
+    data[name] = figures
+    ARTIFACT.write_text(json.dumps(data, indent=2))
+
+
+@pytest.fixture(scope="module")
+def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    run_dir = tmp_path_factory.mktemp("cluster")
+    with Processes("cluster") as processes:
+        launched = LaunchedCluster(run_dir, processes)
+        launched.start()
+        yield launched
+        # Ctrl-C path: SIGTERM to launch.py stops everything it started.
+        children = psutil.Process(launched.proc.pid).children(recursive=True)
+        launched.proc.send_signal(signal.SIGTERM)
+        assert launched.proc.wait(timeout=60) == 0
+        _, alive = psutil.wait_procs(children, timeout=10)
+        assert not alive, f"left running after launch.py stopped: {alive}"
+
+
+@pytest.fixture(scope="module")
+def sticky(cluster: LaunchedCluster):
+    """One gradio_client.Client, reused across tests like a long-lived script would."""
+    client = GradioApiClient(cluster.url)
+    yield client
+    client.close()
+
+
+# --- stickiness -----------------------------------------------------------------------------
+
+
+def test_a_reused_gradio_client_stays_on_one_web_front(cluster: LaunchedCluster, sticky: GradioApiClient) -> None:
+    replies = [sticky.generate(small_job(i)) for i in range(20)]
+    assert len({reply.web_node for reply in replies}) == 1
+    assert {reply.worker_id for reply in replies} <= set(NODES)
+
+
+def test_a_browser_keeps_its_web_front_and_clients_spread(cluster: LaunchedCluster) -> None:
+    fronts = set()
+    for _ in range(4):
+        with httpx.Client(base_url=cluster.url, timeout=30) as browser:
+            assert browser.get("/").status_code == 200  # the studio page sets the node cookie
+            nodes = {browser.get("/healthz").json()["node"] for _ in range(20)}
+            assert nodes == {browser.cookies["PORTRAIT_NODE"]}
+            fronts |= nodes
+    assert fronts == set(NODES)
+    # And gradio_client users too: new clients are spread over the fronts.
+    web_nodes = set()
+    for index in range(4):
+        client = Client(cluster.url, verbose=False)
+        try:
+            _, info = client.predict(f"spread {index}", "", 2, None, 128, 128, 7, 1.0, 1, api_name="/generate")
+            web_nodes.add(info["web_node"])
+        finally:
+            client.close()
+    assert web_nodes == set(NODES)
+
+
+# --- the workers' queue ---------------------------------------------------------------------
+
+
+def run_concurrently(calls: list, spacing: float) -> list[tuple[float, object]]:
+    """Start each call ``spacing`` s after the previous; (end time, result or exception) in call order."""
+    results: list = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            value = calls[index]()
+        except Exception as exc:  # reported by the caller's assertions
+            value = exc
+        results[index] = (time.monotonic(), value)
+
+    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
+    for thread in threads:
+        thread.start()
+        time.sleep(spacing)
+    for thread in threads:
+        thread.join(timeout=120)
+    return results
+
+
+@pytest.fixture
+def one_worker(cluster: LaunchedCluster):
+    """Only node1's worker takes jobs (node2's in maint) while the test runs."""
+    cluster.api.set_server_state("workers", "node2", "maint")
+    try:
+        yield
+    finally:
+        cluster.api.set_server_state("workers", "node2", "ready")
+        cluster.wait_whole()
+
+
+def test_more_jobs_than_workers_all_complete_in_order(cluster: LaunchedCluster, one_worker: None) -> None:
+    rest = httpx.Client(base_url=cluster.url, timeout=120)
+    jobs = [small_job(i).rest_body() for i in range(4)]
+    results = run_concurrently([lambda job=job: rest.post("/generate", json=job) for job in jobs], spacing=0.2)
+    rest.close()
+    assert [response.status_code for _, response in results] == [200] * 4
+    assert [response.json()["seed"] for _, response in results] == [job["seed"] for job in jobs]
+    # One worker, one job at a time: HAProxy's queue hands them over in the order they came.
+    ends = [end for end, _ in results]
+    assert ends == sorted(ends)
+
+
+def steps_lasting(cluster: LaunchedCluster, seconds: float, width: int) -> int:
+    """Denoising steps a width x width job needs to last ``seconds`` on this machine now (max 100)."""
+    def generate_seconds(steps: int) -> float:
+        body = {"prompt": "probe", "steps": steps, "width": width, "height": width}
+        return httpx.post(f"{cluster.url}/generate", json=body, timeout=120).json()["timings"]["generate_ms"] / 1000
+
+    generate_seconds(2)  # the first job at a new size pays a one-off warm-up
+    per_step = max(0.001, (generate_seconds(10) - generate_seconds(2)) / 8)  # without the fixed cost
+    return max(8, min(100, math.ceil(seconds / per_step)))
+
+
+def test_beyond_the_bounded_wait_a_clear_503(cluster: LaunchedCluster, one_worker: None) -> None:
+    width = 768
+    long_job = {"prompt": "long", "steps": steps_lasting(cluster, 2 * QUEUE_TIMEOUT, width), "width": width,
+                "height": width}
+    rest = httpx.Client(base_url=cluster.url, timeout=300)
+    results = run_concurrently([lambda: rest.post("/generate", json=long_job),
+                                lambda: rest.post("/generate", json=small_job(0).rest_body())], spacing=0.5)
+    rest.close()
+    assert results[0][1].status_code == 200
+    waited = results[1][1]
+    assert waited.status_code == 503, (long_job, results[0][1].json()["timings"], waited.json()["timings"],
+                                       waited.json()["worker_id"], results[0][1].json()["worker_id"])
+    assert waited.json()["error"] == "busy" and f"within {QUEUE_TIMEOUT} s" in waited.json()["detail"]
+    assert waited.headers["retry-after"] == "10"
+
+
+# --- failover -------------------------------------------------------------------------------
+
+
+def rest_load_client(name: str, url: str, clock: Clock) -> LoadClient:
+    client = RestClient(url, timeout=120)
+    return LoadClient(name, lambda i: timed_call(clock, name, "rest", True, lambda: client.generate(small_job(i))))
+
+
+def test_worker_sigkill_under_load_loses_no_job(cluster: LaunchedCluster, sticky: GradioApiClient) -> None:
+    clock = Clock()
+    clients = [rest_load_client(f"rest{i}", cluster.url, clock) for i in range(2)]
+    clients.append(LoadClient("gradio", lambda i: timed_call(
+        clock, "gradio", "gradio_client", True, lambda: sticky.generate(small_job(100 + i)))))
+    runner = LoadRunner(clients, duration=150)
+    load = threading.Thread(target=runner.run)
+    load.start()
+    try:
+        wait_until(lambda: all(client.records for client in clients), "every client served once", 60)
+        victim = cluster.busy_worker()
+        restarts = cluster.part(victim, "worker")["restarts"]
+        with StateMonitor(cluster, "workers", victim) as monitor:
+            killed_at, killed_at_wall = time.monotonic(), time.time()
+            cluster.kill(victim, "worker")
+            entry = cluster.wait_restarted(victim, "worker", restarts + 1)
+            wait_until(lambda: monitor.up_again_at, f"workers/{victim} UP again", 60)
+        # A few more rounds with both workers, then stop the load.
+        served_after = len([r for c in clients for r in c.records])
+        wait_until(lambda: len([r for c in clients for r in c.records]) >= served_after + 6, "more requests", 60)
+    finally:
+        runner.stop.set()
+        load.join(timeout=120)
+    records: list[Record] = [record for client in clients for record in client.records]
+    failed = [record for record in records if record.outcome != OK]
+    assert not failed, f"{len(failed)} of {len(records)} requests failed: {failed[:3]}"
+    assert entry["last_cause"] == "signal" and "SIGKILL" in entry["last_detail"]
+    # Back in rotation: two jobs at once occupy both workers (one job per worker), so it serves one.
+    pair = run_concurrently([lambda i=i: RestClient(cluster.url).generate(small_job(900 + i)) for i in range(2)], 0)
+    assert {reply.worker_id for _, reply in pair} == set(NODES)
+    record_figures("worker_sigkill_under_load", {
+        "killed": f"{victim}/worker",
+        "requests": len(records),
+        "failed": len(failed),
+        "clients": [client.name for client in clients],
+        "kill_to_haproxy_out_of_rotation_s": round(monitor.down_at - killed_at, 3),
+        "kill_to_back_in_rotation_s": round(monitor.up_again_at - killed_at, 3),
+        "retried_by_the_web_front": sum(record.attempts > 1 for record in records),
+        "replayed_by_haproxy": haproxy_retries(cluster.spec.run_dir / "haproxy.log", since=killed_at_wall),
+    })
+
+
+def test_oom_deaths_are_restarted_with_their_cause(cluster: LaunchedCluster) -> None:
+    before = {node: cluster.part(node, "worker") for node in NODES}
+    # node1: the worker's own OOM handling (fault injection: OOM at step 2, exit EXIT_OOM).
+    oom = httpx.post(f"{before['node1']['url']}/generate", json={"prompt": f"portrait {OOM_MARKER}", "steps": 4,
+                                                                   "width": 128, "height": 128}, timeout=60)
+    assert oom.status_code == 507 and oom.json()["error"] == "out_of_memory"
+    # node2: what the kernel's OOM killer does: bump the cgroup's oom_kill counter, SIGKILL.
+    cluster.oom_counter.write_text("oom 1\noom_kill 1\n")
+    cluster.kill("node2", "worker")
+    node1 = cluster.wait_restarted("node1", "worker", before["node1"]["restarts"] + 1)
+    node2 = cluster.wait_restarted("node2", "worker", before["node2"]["restarts"] + 1)
+    assert node1["last_cause"] == "oom_exit" and node1["last_returncode"] == EXIT_OOM
+    assert node2["last_cause"] == "oom_killer" and "oom_kill 0 -> 1" in node2["last_detail"]
+    metrics = httpx.get(f"{cluster.spec.sidecar.url}/metrics").text
+    assert 'portrait_sidecar_deaths_total{cause="oom_exit",node="node1",part="worker"} 1.0' in metrics
+    assert 'portrait_sidecar_deaths_total{cause="oom_killer",node="node2",part="worker"} 1.0' in metrics
+    cluster.wait_whole()
+    assert RestClient(cluster.url).generate(small_job(7)).worker_id in NODES
+
+
+def test_web_front_sigkill_keeps_a_reused_gradio_client_working(cluster: LaunchedCluster,
+                                                                 sticky: GradioApiClient) -> None:
+    front = sticky.generate(small_job(200)).web_node
+    restarts = cluster.part(front, "web")["restarts"]
+    clock = Clock()
+    runner = LoadRunner([rest_load_client("rest", cluster.url, clock)], duration=120)
+    load = threading.Thread(target=runner.run)
+    load.start()
+    try:
+        cluster.kill(front, "web")
+        replies = [sticky.generate(small_job(300 + i)) for i in range(5)]  # the same Client, stale cookie
+        entry = cluster.wait_restarted(front, "web", restarts + 1)
+    finally:
+        runner.stop.set()
+        load.join(timeout=120)
+    records = runner.clients[0].records
+    assert records and all(record.outcome == OK for record in records), [r for r in records if r.outcome == FAILED]
+    assert [reply.seed for reply in replies] == [small_job(300 + i).seed for i in range(5)]
+    assert entry["last_cause"] == "signal"
+    cluster.wait_whole()
+    assert sticky.generate(small_job(400)).seed == 1400
+
+
+def test_crash_loop_leaves_the_node_in_maint_and_others_serve(cluster: LaunchedCluster) -> None:
+    def crash_looped() -> dict | None:
+        entry = cluster.part("broken", "worker")
+        return entry if entry["crash_looped"] else None
+
+    entry = wait_until(crash_looped, "broken/worker crash-looped", 120, interval=0.5)
+    assert entry["state"] == "crash_loop" and entry["deaths"] == {"load_failed": 3}
+    assert cluster.status()["crash_looped"] == ["broken/worker"]
+    assert cluster.haproxy_status("broken", "worker") == "MAINT"
+    assert "broken/worker: CRASH LOOP" in cluster.proc.log_path.read_text()
+    replies = [RestClient(cluster.url).generate(small_job(500 + i)) for i in range(3)]
+    assert {reply.worker_id for reply in replies} <= set(NODES)
+
+
+def test_share_link_is_requested_for_the_balancer_port(cluster: LaunchedCluster, monkeypatch) -> None:
+    requested = {}
+
+    def fake_setup_tunnel(**kwargs: object) -> str:  # the network part: Gradio's share server
+        requested.update(kwargs)
+        return "http://abcdef.gradio.live"
+
+    monkeypatch.setattr("gradio.networking.setup_tunnel", fake_setup_tunnel)
+    tunnel = open_share(cluster.spec)
+    assert isinstance(tunnel, ShareTunnel) and tunnel.url == "https://abcdef.gradio.live"
+    assert (requested["local_host"], requested["local_port"]) == ("127.0.0.1", cluster.spec.public.port)
+    tunnel.close()
