@@ -199,20 +199,61 @@ def reply_from_gallery(gallery: Any, info: Any, job: Job, read_file: Any, progre
 
 
 # ----------------------------------------------------------------------------- browser protocol
+@dataclass(frozen=True)
+class PageEvent:
+    """One event of the page (e.g. the Generate button's click), as the app's ``/config`` describes it."""
+
+    fn_index: int
+    trigger_id: int
+    inputs: list[tuple[str | None, Any]]
+    """(elem_id, the value the page starts with) of each input component, in order."""
+    outputs: list[str | None]
+    """elem_id of each output component, in order."""
+
+    @classmethod
+    def find(cls, config: dict[str, Any], elem_id: str, trigger: str = "click") -> "PageEvent":
+        """The ``trigger`` event of the component with ``elem_id``; ``CallFailed`` if the page has none."""
+        components = {c["id"]: c for c in config["components"]}
+        target = next((c for c in components.values() if c.get("props", {}).get("elem_id") == elem_id), None)
+        if target is None:
+            raise CallFailed(f"the page has no component #{elem_id}")
+        for index, dependency in enumerate(config["dependencies"]):
+            if [target["id"], trigger] in [list(t) for t in dependency.get("targets", [])]:
+                def describe(component_id: int) -> tuple[str | None, Any]:
+                    props = components[component_id].get("props", {})
+                    return props.get("elem_id"), props.get("value")
+
+                return cls(
+                    fn_index=dependency.get("id", index),
+                    trigger_id=target["id"],
+                    inputs=[describe(i) for i in dependency["inputs"]],
+                    outputs=[describe(o)[0] for o in dependency["outputs"]],
+                )
+        raise CallFailed(f"#{elem_id} has no {trigger} event")
+
+    def payload(self, values: dict[str, Any]) -> list[Any]:
+        """The event's input data: ``values`` by elem_id, the page's own value for the others."""
+        return [values.get(elem_id, default) if elem_id else default for elem_id, default in self.inputs]
+
+    def named_outputs(self, data: list[Any]) -> dict[str, Any]:
+        """The event's output data by elem_id."""
+        return {elem_id: value for elem_id, value in zip(self.outputs, data) if elem_id}
+
+
 class BrowserProtocolClient:
     """Gradio's queue protocol exactly as the studio page speaks it (one browser tab).
 
     ``open`` loads the page and its ``/config`` through the balancer, which sets the sticky
-    cookie this client then keeps, like a browser; ``generate`` fills the page's inputs,
-    triggers the Generate button's event and downloads the resulting image.
+    cookie this client then keeps, like a browser; ``generate`` fills the page's inputs by
+    their elem_ids, triggers the Generate button's event, follows the event stream and
+    downloads the resulting image.
     """
 
     def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout, follow_redirects=True)
         self.session_hash = secrets.token_hex(6)
-        self.fn_index: int | None = None
-        self.trigger_id: int | None = None
+        self.event: PageEvent | None = None
 
     def open(self) -> None:
         """Load the page and find the Generate button's event in the app config."""
@@ -221,28 +262,33 @@ class BrowserProtocolClient:
             config = self.http.get("/config").raise_for_status().json()
         except (httpx.HTTPError, ValueError) as exc:
             raise CallFailed(f"page did not load: {exc}") from None
-        self.fn_index, self.trigger_id = find_click_event(config, "generate")
+        self.event = PageEvent.find(config, "generate")
 
     def generate(self, job: Job) -> Reply:
         """Click Generate with ``job``'s values; a checked ``Reply`` (``Rejected`` when the page shows an error)."""
-        if self.fn_index is None:
+        if self.event is None:
             self.open()
-        # The Generate button's inputs: prompt, negative, steps, guidance, width, height,
-        # seed, random-seed box, LoRA scale, number of images (see webui/ui.py).
-        data = [job.prompt, "", job.steps, job.guidance, job.width, job.height, job.seed, False, job.lora_scale, 1]
-        body = {"data": data, "event_data": None, "fn_index": self.fn_index, "trigger_id": self.trigger_id,
-                "session_hash": self.session_hash}
+        assert self.event is not None
+        values = {
+            "prompt": job.prompt, "negative-prompt": "", "steps": job.steps, "guidance": job.guidance,
+            "width": job.width, "height": job.height, "seed": job.seed, "seed-random": False,
+            "lora-scale": job.lora_scale, "num-images": 1,
+        }
+        body = {"data": self.event.payload(values), "event_data": None, "fn_index": self.event.fn_index,
+                "trigger_id": self.event.trigger_id, "session_hash": self.session_hash}
         try:
             joined = self.http.post("/gradio_api/queue/join", json=body)
             if joined.status_code != 200:
                 raise CallFailed(f"queue/join: HTTP {joined.status_code}: {joined.text[:200]}")
-            output, progress_events = self._follow_stream()
+            data, progress_events = self._follow_stream()
         except httpx.HTTPError as exc:
             raise CallFailed(f"{type(exc).__name__}: {exc}") from None
-        gallery, info, _summary, error = output
+        shown = self.event.named_outputs(data)
+        error = shown.get("error")
         if isinstance(error, dict) and error.get("visible") and error.get("value"):
             raise Rejected(str(error["value"]))
-        return reply_from_gallery(gallery, info, job, read_file=self._download, progress_events=progress_events)
+        return reply_from_gallery(shown.get("gallery"), shown.get("info"), job, read_file=self._download,
+                                  progress_events=progress_events)
 
     def _follow_stream(self) -> tuple[list[Any], int]:
         """Read the session's SSE stream until the job completes: (output data, progress messages)."""
@@ -278,14 +324,3 @@ class BrowserProtocolClient:
     def close(self) -> None:
         """Close the connection pool (the tab)."""
         self.http.close()
-
-
-def find_click_event(config: dict[str, Any], elem_id: str) -> tuple[int, int]:
-    """(fn_index, trigger_id) of the click event of the component with ``elem_id``."""
-    component = next((c for c in config["components"] if c.get("props", {}).get("elem_id") == elem_id), None)
-    if component is None:
-        raise CallFailed(f"the page has no component #{elem_id}")
-    for index, dependency in enumerate(config["dependencies"]):
-        if [component["id"], "click"] in [list(target) for target in dependency.get("targets", [])]:
-            return dependency.get("id", index), component["id"]
-    raise CallFailed(f"#{elem_id} has no click event")

@@ -85,6 +85,8 @@ def timed_call(clock: Clock, client: str, kind: str, good: bool, call: Callable[
         return Record(client, kind, good, start, clock.now(), outcome, detail[:500])
     except CallFailed as exc:
         return Record(client, kind, good, start, clock.now(), FAILED, str(exc)[:500])
+    except Exception as exc:  # a client bug or an answer it cannot read: a failed request, not a crash
+        return Record(client, kind, good, start, clock.now(), FAILED, f"unexpected {type(exc).__name__}: {exc}"[:500])
     end = clock.now()
     if not good:
         return Record(client, kind, good, start, end, FAILED, "a malformed request was accepted", reply.worker_id)

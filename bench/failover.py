@@ -1,0 +1,416 @@
+"""Failover benchmark: a bounded load while a worker, then a web front, then an OOM take nodes down.
+
+    python -m bench.failover                      # demo model, 4 clients, at most 150 s
+    python -m bench.failover --clients 6 --seconds 240
+
+It starts its own cluster (``launch.py``, 2 nodes, loopback, free ports) and runs a mixed
+load through HAProxy's public frontend: REST ``/generate`` clients, one reused
+``gradio_client.Client`` and one browser-protocol client (what the studio page does). While
+the load runs it causes three failures, one after the other, each once the cluster is whole
+again:
+
+1. **worker SIGKILL**: the worker that is generating right now (its ``/readyz`` says busy),
+   killed by its PID from the sidecar's ``/status``;
+2. **web front SIGKILL**: the web front the reused ``gradio_client`` is stuck to;
+3. **OOM**: a job with the fault-injection marker sent to the last worker, started with
+   ``PORTRAIT_FAULT_OOM_AT_STEP`` and ``--max-consecutive-ooms 1``: it fails that job with
+   507 (expected, not counted) and exits with ``EXIT_OOM`` for the sidecar to restart.
+
+A monitor polls HAProxy's runtime API (``show stat``) every 50 ms. For each failure it
+reports the good requests that failed, the time until HAProxy marked the server
+DOWN/MAINT, the time until it was back UP in rotation, and the latency of requests that
+started during the recovery compared with before the first failure. The timeline
+(``bench/results/failover.png``) plots every request's latency over time above each
+server's HAProxy state. Bounded: ``--seconds`` caps the run, ``--max-requests`` each client.
+
+On a GPU machine with a real model (recovery includes model load time)::
+
+    python -m bench.failover --model awportrait-z --steps 8 --size 1024 --threads 0 --seconds 600
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from bench.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, RestClient
+from bench.cluster import PARTS, ClusterOptions, LaunchedCluster, benchmark_parser, prepare_run
+from bench.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
+from bench.report import (
+    LatencyStats,
+    fmt_ms,
+    fmt_seconds,
+    machine_summary,
+    markdown_table,
+    new_figure,
+    write_results,
+)
+from webui.settings import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+
+logger = logging.getLogger("bench.failover")
+
+PROMPT = "studio portrait, rim light, charcoal background"
+OOM_MARKER = "[[bench-oom]]"
+STATE_COLOURS = {"UP": "#4caf50", "DOWN": "#e53935", "MAINT": "#9e9e9e"}
+TRANSITION_COLOUR = "#ffb300"
+
+
+@dataclass(frozen=True)
+class StateSample:
+    """HAProxy's status of one server at one moment."""
+
+    t: float
+    server: str
+    """``backend/node``"""
+    status: str
+
+
+class StateMonitor(Poller):
+    """Polls HAProxy's server states in a thread; keeps every change."""
+
+    def __init__(self, cluster: LaunchedCluster, clock: Clock, interval: float = 0.05) -> None:
+        super().__init__(interval, "haproxy-monitor")
+        self.cluster = cluster
+        self.clock = clock
+        self.samples: list[StateSample] = []
+        self.current: dict[str, str] = {}
+
+    def poll(self) -> None:
+        """Record the servers whose status changed since the last poll."""
+        try:
+            servers = self.cluster.servers()
+        except OSError:
+            return
+        now = self.clock.now()
+        for server in servers:
+            key = f"{server.backend}/{server.server}"
+            if self.current.get(key) != server.status:
+                self.current[key] = server.status
+                self.samples.append(StateSample(now, key, server.status))
+
+    def first_change(self, server: str, after: float, predicate: Callable[[str], bool]) -> float | None:
+        """Time of the first recorded status of ``server`` after ``after`` that matches."""
+        return next((s.t for s in self.samples if s.server == server and s.t >= after and predicate(s.status)), None)
+
+    def wait_for(self, server: str, after: float, predicate: Callable[[str], bool], timeout: float) -> float | None:
+        """Block until ``first_change`` finds one (or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = self.first_change(server, after, predicate)
+            if found is not None:
+                return found
+            time.sleep(self.interval)
+        return None
+
+
+def is_out(status: str) -> bool:
+    """Out of rotation: DOWN (any check progress) or MAINT."""
+    return status.startswith("DOWN") or status.startswith("MAINT")
+
+
+def is_up(status: str) -> bool:
+    """Fully UP (not "UP 1/2", which is going down)."""
+    return status == "UP"
+
+
+@dataclass
+class Failure:
+    """One failure the benchmark caused, and what the cluster did about it."""
+
+    name: str
+    server: str
+    at: float
+    """When the failure happened (the kill, or the OOM answer), on the run's clock."""
+    watch_from: float | None = None
+    """Look for the server going out of rotation from here (default ``at``)."""
+    down_at: float | None = None
+    up_at: float | None = None
+    note: str = ""
+    expected_errors: list[Record] = field(default_factory=list)
+
+    @property
+    def time_to_down(self) -> float | None:
+        """Seconds from the failure to HAProxy taking the server out of rotation (0 if it was first)."""
+        return None if self.down_at is None else max(0.0, self.down_at - self.at)
+
+    @property
+    def time_to_up(self) -> float | None:
+        """Seconds from the failure to the server being back UP in rotation."""
+        return None if self.up_at is None else self.up_at - self.at
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags (see the module docstring)."""
+    parser = benchmark_parser("python -m bench.failover", __doc__, steps=8, size=512)
+    parser.add_argument("--clients", type=int, default=4,
+                        help="Concurrent clients: 1 gradio_client, 1 browser-protocol, the rest REST.")
+    parser.add_argument("--seconds", type=float, default=150.0, help="Longest run in seconds.")
+    parser.add_argument("--max-requests", type=int, default=300, help="Most requests per client.")
+    parser.add_argument("--settle", type=float, default=6.0,
+                        help="Seconds of normal load before the first failure and after each recovery.")
+    parser.add_argument("--recovery-timeout", type=float, default=120.0,
+                        help="Longest wait for a node to come back before giving up on the rest.")
+    return parser.parse_args(argv)
+
+
+def build_clients(cluster: LaunchedCluster, clock: Clock, job: Job, count: int, max_requests: int,
+                  closers: list[Callable[[], None]]) -> list[LoadClient]:
+    """The load: one reused gradio_client, one browser-protocol tab, the rest REST."""
+    def numbered(index: int, i: int) -> Job:
+        return Job(job.prompt, job.steps, job.width, job.height, job.seed + 10_000 * index + i, job.guidance)
+
+    clients = []
+    for index in range(count):
+        if index == 0:
+            kind, client = "gradio_client", GradioApiClient(cluster.public_url + "/")
+        elif index == 1:
+            kind, client = "browser", BrowserProtocolClient(cluster.public_url)
+        else:
+            kind, client = "rest", RestClient(cluster.public_url)
+        closers.append(client.close)
+
+        def call(i: int, index: int = index, kind: str = kind, client=client) -> Record:
+            return timed_call(clock, f"{kind}-{index}", kind, True, lambda: client.generate(numbered(index, i)))
+
+        clients.append(LoadClient(f"{kind}-{index}", call, max_requests=max_requests))
+    return clients
+
+
+class FailureScript:
+    """Causes the failures one after the other while the load runs (in its own thread)."""
+
+    def __init__(self, cluster: LaunchedCluster, monitor: StateMonitor, clock: Clock, runner: LoadRunner,
+                 job: Job, args: argparse.Namespace) -> None:
+        self.cluster = cluster
+        self.monitor = monitor
+        self.clock = clock
+        self.runner = runner
+        self.job = job
+        self.args = args
+        self.failures: list[Failure] = []
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        """Worker kill, web-front kill, OOM; then stop the load once the cluster is whole."""
+        try:
+            self.wait_for_baseline()
+            for step in (self.kill_busy_worker, self.kill_sticky_web, self.oom_worker):
+                if self.runner.stop.wait(self.args.settle):
+                    return
+                failure = step()
+                self.failures.append(failure)
+                self.await_recovery(failure)
+                if failure.up_at is None:
+                    return
+            self.runner.stop.wait(self.args.settle)
+        except BaseException as exc:  # reported by main after the load stops
+            self.error = exc
+        finally:
+            self.runner.stop.set()
+
+    def wait_for_baseline(self) -> None:
+        """Let every client finish a request before the first failure (bounded)."""
+        deadline = time.monotonic() + self.args.recovery_timeout
+        while time.monotonic() < deadline and not self.runner.stop.is_set():
+            if all(any(r.outcome == OK for r in c.records) for c in self.runner.clients):
+                return
+            self.runner.stop.wait(0.2)
+
+    def await_recovery(self, failure: Failure) -> None:
+        """Fill in when the failed server went out of rotation and came back UP."""
+        timeout = self.args.recovery_timeout
+        watch_from = failure.at if failure.watch_from is None else failure.watch_from
+        failure.down_at = self.monitor.wait_for(failure.server, watch_from, is_out, timeout)
+        if failure.down_at is not None:
+            failure.up_at = self.monitor.wait_for(failure.server, failure.down_at, is_up, timeout)
+        logger.info("%s: out of rotation after %s s, back UP after %s s", failure.name,
+                    fmt_seconds(failure.time_to_down), fmt_seconds(failure.time_to_up))
+
+    def kill_busy_worker(self) -> Failure:
+        """SIGKILL the worker that is generating right now."""
+        node = self.cluster.busy_worker(timeout=30) or self.cluster.node_names[0]
+        at = self.clock.now()
+        pid = self.cluster.kill(node, "worker")
+        return Failure("worker SIGKILL", f"{PARTS['worker']}/{node}", at, note=f"{node} worker, pid {pid}, mid-job")
+
+    def kill_sticky_web(self) -> Failure:
+        """SIGKILL the web front the reused gradio_client last ran on."""
+        gradio_records = [r for r in self.runner.clients[0].records if r.web_node]
+        node = gradio_records[-1].web_node if gradio_records else self.cluster.node_names[0]
+        at = self.clock.now()
+        pid = self.cluster.kill(node, "web")
+        return Failure("web front SIGKILL", f"{PARTS['web']}/{node}", at, note=f"{node} web front, pid {pid}")
+
+    def oom_worker(self) -> Failure:
+        """Send the OOM marker job straight to the last worker; it answers 507 and exits."""
+        node = self.cluster.node_names[-1]
+        rest = RestClient(self.cluster.part_url(node, "worker"))
+        marked = Job(f"{OOM_MARKER} {self.job.prompt}", self.job.steps, self.job.width, self.job.height, 7)
+        record = timed_call(self.clock, "oom-trigger", "oom", False, lambda: rest.generate(marked), ["memory"])
+        rest.close()
+        failure = Failure("OOM exit", f"{PARTS['worker']}/{node}", at=record.end, watch_from=record.start,
+                          note=f"{node} worker: OOM at step 2 → 507, then exit {EXIT_OOM}")
+        failure.expected_errors.append(record)
+        return failure
+
+
+def summarize(records: list[Record], failures: list[Failure]) -> list[list[object]]:
+    """One table row per failure: failed good requests and latency during its recovery."""
+    first = failures[0].at if failures else float("inf")
+    rows = []
+    for failure in failures:
+        end = failure.up_at if failure.up_at is not None else max((r.end for r in records), default=failure.at)
+        window = [r for r in records if failure.at <= r.start <= end or r.start <= failure.at <= r.end]
+        during = LatencyStats.from_seconds(r.latency for r in window if r.outcome == OK)
+        lost = [r for r in window if r.lost]
+        retried = sum(1 for r in window if r.attempts > 1)
+        rows.append([
+            failure.name, failure.note, len(window), len(lost), retried,
+            fmt_seconds(failure.time_to_down), fmt_seconds(failure.time_to_up),
+            fmt_ms(during.median_ms), fmt_ms(during.p95_ms), fmt_ms(during.max_ms),
+        ])
+    baseline = LatencyStats.from_seconds(r.latency for r in records if r.end < first and r.outcome == OK)
+    rows.insert(0, ["before any failure", "", sum(1 for r in records if r.end < first),
+                    sum(1 for r in records if r.end < first and r.lost), 0, "–", "–",
+                    fmt_ms(baseline.median_ms), fmt_ms(baseline.p95_ms), fmt_ms(baseline.max_ms)])
+    return rows
+
+
+def explain(record: Record, records: list[Record], failures: list[Failure]) -> str:
+    """Say so when a failed request was streaming through a web front that was killed.
+
+    A Gradio event stream lives on one web front and cannot be replayed by a proxy once it has
+    started; what the cluster promises is that the client's *next* calls work. The request's
+    front is taken to be the one that served the same client's previous call (sticky).
+    """
+    mine = [r for r in records if r.client == record.client]
+    before = [r for r in mine if r.end <= record.start and r.web_node]
+    after = [r for r in mine if r.start >= record.end]
+    for failure in failures:
+        killed_front = before and failure.server == f"{PARTS['web']}/{before[-1].web_node}"
+        if killed_front and record.start <= failure.at <= record.end + 1.0:
+            next_ok = bool(after) and after[0].outcome == OK
+            return (f" — in flight on the web front killed at {failure.at:.1f} s (its event stream died with it); "
+                    f"this client's next call {'succeeded' if next_ok else 'did NOT succeed'}")
+    return ""
+
+
+def render(args: argparse.Namespace, records: list[Record], failures: list[Failure], duration: float) -> str:
+    """The Markdown report."""
+    lost = [r for r in records if r.lost]
+    kinds = sorted({r.kind for r in records})
+    per_kind = [[kind, sum(1 for r in records if r.kind == kind),
+                 sum(1 for r in records if r.kind == kind and r.lost)] for kind in kinds]
+    expected = [r for f in failures for r in f.expected_errors]
+    lines = [
+        "# Failover benchmark",
+        "",
+        f"Model `{args.model}`, {args.size}×{args.size}, {args.steps} steps, {args.nodes} nodes, "
+        f"{args.clients} concurrent clients for {duration:.0f} s. {machine_summary()}.",
+        "",
+        f"**{len(records)} requests, {len(lost)} failed** (good requests that got no image). "
+        f"The OOM trigger job got: {'; '.join(r.detail[:120] for r in expected) or '–'}.",
+        "",
+        markdown_table(
+            ["phase", "what", "requests", "failed", "retried", "to DOWN s", "back UP s",
+             "median ms", "p95 ms", "max ms"],
+            summarize(records, failures),
+        ),
+        "",
+        "Requests are counted in a phase when they overlap the time from the failure to the server "
+        "being back UP in HAProxy; \"retried\" = finished on another worker after a web front retry "
+        "(REST jobs are replayed by HAProxy itself, invisibly). Failures at: "
+        + ", ".join(f"{f.name} {f.at:.1f} s" for f in failures) + ".",
+        "",
+        markdown_table(["client", "requests", "failed"], per_kind),
+    ]
+    if lost:
+        lines += ["", "Failed requests (run clock, seconds):", ""]
+        lines += [f"- {r.client}, sent {r.start:.1f} s, failed {r.end:.1f} s: {r.detail}{explain(r, records, failures)}"
+                  for r in lost[:20]]
+    lines += ["", f"Reproduce: `python -m bench.failover {' '.join(sys.argv[1:])}`".rstrip()]
+    return "\n".join(lines)
+
+
+def plot(records: list[Record], failures: list[Failure], samples: list[StateSample], duration: float):
+    """Latency of every request over time, above each server's HAProxy state."""
+    servers = sorted({s.server for s in samples})
+    figure, axes = new_figure(2, 1, figsize=(13, 7), sharex=True,
+                              gridspec_kw={"height_ratios": [3, max(1, len(servers) * 0.35)]})
+    top, bottom = axes[0][0], axes[1][0]
+    markers = {"rest": "o", "gradio_client": "s", "browser": "^"}
+    for kind in sorted({r.kind for r in records if r.good}):
+        ok = [r for r in records if r.kind == kind and r.outcome == OK]
+        top.scatter([r.start for r in ok], [r.latency for r in ok], s=14, marker=markers.get(kind, "o"),
+                    label=kind, alpha=0.75)
+    lost = [r for r in records if r.lost]
+    if lost:
+        top.scatter([r.start for r in lost], [r.latency for r in lost], s=60, marker="x", color="red",
+                    label="failed")
+    for failure in failures:
+        for axis in (top, bottom):
+            axis.axvline(failure.at, color="black", linestyle="--", linewidth=0.9)
+        top.annotate(failure.name, (failure.at, 1.0), xycoords=("data", "axes fraction"), rotation=90,
+                     va="top", ha="right", fontsize=8)
+    top.set_ylabel("latency (s), by start time")
+    top.set_title("Requests during failures")
+    top.legend(loc="upper left", fontsize=8)
+    top.grid(alpha=0.3)
+    for row, server in enumerate(servers):
+        changes = [s for s in samples if s.server == server]
+        for current, following in zip(changes, changes[1:] + [None]):
+            end = following.t if following else duration
+            colour = STATE_COLOURS.get(current.status, TRANSITION_COLOUR)
+            bottom.broken_barh([(current.t, end - current.t)], (row - 0.4, 0.8), color=colour)
+    bottom.set_yticks(range(len(servers)), servers)
+    bottom.set_xlabel("seconds since the load started")
+    bottom.set_title("HAProxy state: green UP, red DOWN, grey MAINT, amber in transition", fontsize=9)
+    bottom.set_xlim(0, duration)
+    figure.tight_layout()
+    return figure
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark, print the table, write the results files."""
+    args = parse_args(argv)
+    if args.clients < 3:
+        raise SystemExit("--clients: at least 3 (gradio_client, browser, REST)")
+    prepare_run()
+    options = ClusterOptions.from_args(args)
+    # Every worker gets the fault switch, armed only by the marker prompt that only the
+    # trigger job carries; one OOM makes a worker exit with EXIT_OOM.
+    options.worker_env = {FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER}
+    options.worker_args = ["--max-consecutive-ooms", "1"]
+    job = Job(PROMPT, args.steps, args.size, args.size, seed=1)
+    closers: list[Callable[[], None]] = []
+    with LaunchedCluster(options, name="failover") as cluster:
+        clock = Clock()
+        runner = LoadRunner(build_clients(cluster, clock, job, args.clients, args.max_requests, closers),
+                            args.seconds)
+        with StateMonitor(cluster, clock) as monitor:
+            script = FailureScript(cluster, monitor, clock, runner, job, args)
+            thread = threading.Thread(target=script.run, name="failures", daemon=True)
+            thread.start()
+            records = runner.run()
+            thread.join(timeout=args.recovery_timeout)
+            duration = clock.now()
+        for close in closers:
+            try:
+                close()
+            except CallFailed:
+                pass
+    if script.error is not None:
+        raise script.error
+    markdown = render(args, records, script.failures, duration)
+    print(markdown)
+    for path in write_results("failover", markdown, plot(records, script.failures, monitor.samples, duration)):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,243 @@
+"""Serving benchmark: what each layer adds to one generation, and 1 vs 2 workers under load.
+
+    python -m bench.serving                       # demo model, 512x512, 8 steps, CPU
+    python -m bench.serving --runs 20 --size 768  # more runs, larger images
+
+It starts its own cluster (``launch.py``: HAProxy, sidecar, 2 nodes) on free loopback ports,
+loads the same model in this process, and runs the same job (same prompt, size, steps and
+seed per repetition) along four paths, interleaved round-robin so that drift on the machine
+hits every path alike:
+
+(a) ``PortraitPipeline.generate`` in this process (the floor),
+(b) one worker's REST API (``POST /generate`` on the worker),
+(c) HAProxy's public ``/generate`` (HAProxy -> least-loaded worker),
+(d) ``gradio_client`` through HAProxy's public frontend (HAProxy -> web front -> HAProxy's
+    worker frontend -> worker, with per-step progress streamed back).
+
+Every path must return the pixel-identical image for a given seed (checked). It prints
+median and p95 per path and the overhead ratio vs (a), then measures requests/s through
+HAProxy with ``--concurrency`` REST clients for ``--seconds``, first with one worker (the
+other set to ``maint`` in HAProxy), then with two. Results go to ``bench/results/serving.md``
+and ``serving.png``.
+
+On a GPU machine, benchmark a real model with its own settings, e.g.::
+
+    python -m bench.serving --model awportrait-z --steps 8 --size 1024 --runs 10 --threads 0
+    python -m bench.serving --model sdxl --steps 30 --guidance 7.5 --size 1024 --nodes 2
+
+``--model`` takes what ``python -m webui.worker --model`` takes (the weights must be in the
+local Hugging Face cache or reachable); ``--threads 0`` leaves torch's thread count alone
+(on CPU the default, 1 thread per worker, keeps two workers from fighting over two cores).
+Each worker uses the GPU the usual CUDA rules give it; run one node per GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bench.clients import GradioApiClient, Job, RestClient, pixels_digest
+from bench.cluster import ClusterOptions, LaunchedCluster, benchmark_parser, prepare_run
+from bench.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
+from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, new_figure, write_results
+
+logger = logging.getLogger("bench.serving")
+
+PROMPT = "studio portrait of a woman with short dark hair, soft window light, 85mm"
+PATH_NAMES = {
+    "a": "(a) in-process pipeline",
+    "b": "(b) worker REST",
+    "c": "(c) HAProxy REST",
+    "d": "(d) gradio_client via HAProxy",
+}
+
+
+@dataclass(frozen=True)
+class Throughput:
+    """Requests/s through HAProxy with a given number of workers in rotation."""
+
+    workers: int
+    clients: int
+    ok: int
+    failed: int
+    seconds: float
+
+    @property
+    def per_second(self) -> float:
+        """Completed requests per second of wall time."""
+        return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line flags (see the module docstring)."""
+    parser = benchmark_parser("python -m bench.serving", __doc__, steps=8, size=512)
+    parser.add_argument("--guidance", type=float, default=0.0, help="Guidance scale.")
+    parser.add_argument("--runs", type=int, default=8, help="Timed repetitions per path.")
+    parser.add_argument("--concurrency", type=int, default=4, help="Concurrent REST clients for requests/s.")
+    parser.add_argument("--seconds", type=float, default=20.0, help="Length of each throughput phase.")
+    parser.add_argument("--max-requests", type=int, default=200, help="Most requests per client per phase.")
+    return parser.parse_args(argv)
+
+
+def in_process_call(options: ClusterOptions) -> Callable[[Job], str]:
+    """Load the model in this process; a call that runs a job on it and returns the pixel digest."""
+    from webui.pipeline import PortraitPipeline
+    from webui.schema import GenerationRequest
+    from webui.settings import WorkerSettings
+
+    pipeline = PortraitPipeline.load(WorkerSettings(model=options.model, lora=options.lora, threads=options.threads))
+
+    def call(job: Job) -> str:
+        request = GenerationRequest.model_validate(job.rest_body())
+        images = pipeline.generate(pipeline.effective_params(request, seed=job.seed))
+        return pixels_digest(images[0])
+
+    return call
+
+
+def measure_latency(calls: dict[str, Callable[[Job], str]], job: Job, runs: int) -> dict[str, list[float]]:
+    """Time ``runs`` repetitions of every path, round-robin with a rotating start.
+
+    Repetition ``r`` uses seed ``job.seed + r`` on every path and checks that all paths drew
+    the same pixels. One untimed warm-up call per path comes first.
+    """
+    keys = list(calls)
+    for key in keys:
+        calls[key](job)
+    latencies: dict[str, list[float]] = {key: [] for key in keys}
+    for rep in range(runs):
+        rep_job = Job(job.prompt, job.steps, job.width, job.height, job.seed + rep, job.guidance)
+        order = keys[rep % len(keys):] + keys[:rep % len(keys)]
+        digests = {}
+        for key in order:
+            started = time.perf_counter()
+            digests[key] = calls[key](rep_job)
+            latencies[key].append(time.perf_counter() - started)
+        if len(set(digests.values())) != 1:
+            raise RuntimeError(f"paths drew different images for seed {rep_job.seed}: {digests}")
+        logger.info("repetition %d/%d: %s", rep + 1, runs,
+                    ", ".join(f"{k}={latencies[k][-1] * 1000:.0f}ms" for k in keys))
+    return latencies
+
+
+def measure_throughput(cluster: LaunchedCluster, workers: int, job: Job, clients: int, seconds: float,
+                       max_requests: int) -> Throughput:
+    """Requests/s through HAProxy's public ``/generate`` with ``workers`` workers in rotation.
+
+    ``clients`` REST clients send jobs back to back for ``seconds``; the rate counts the jobs
+    that completed inside that window.
+    """
+    names = [node.name for node in cluster.spec.workers]
+    with cluster.only_workers(names[:workers]):
+        clock = Clock()
+        rest = [RestClient(cluster.public_url) for _ in range(clients)]
+
+        def client_call(index: int) -> Callable[[int], Record]:
+            def call(i: int) -> Record:
+                numbered = Job(job.prompt, job.steps, job.width, job.height, job.seed + 1000 * index + i, job.guidance)
+                return timed_call(clock, f"rest-{index}", "rest", True, lambda: rest[index].generate(numbered))
+            return call
+
+        records = LoadRunner(
+            [LoadClient(f"rest-{i}", client_call(i), max_requests=max_requests) for i in range(clients)], seconds
+        ).run()
+        for client in rest:
+            client.close()
+    # Steady state: what completed inside the window (requests still running at its end finish
+    # but do not count, so the tail of a phase does not dilute it).
+    done = [r for r in records if r.end <= seconds]
+    ok = [r for r in done if r.outcome == OK]
+    return Throughput(workers, clients, len(ok), len(done) - len(ok), seconds)
+
+
+def render(args: argparse.Namespace, latencies: dict[str, list[float]], throughput: list[Throughput]) -> str:
+    """The Markdown report."""
+    stats = {key: LatencyStats.from_seconds(values) for key, values in latencies.items()}
+    floor = stats["a"].median_ms
+    latency_rows = [
+        [PATH_NAMES[key], s.count, fmt_ms(s.median_ms), fmt_ms(s.p95_ms), f"{s.median_ms / floor:.2f}×",
+         f"{s.median_ms - floor:+.0f}"]
+        for key, s in stats.items()
+    ]
+    base = throughput[0].per_second
+    throughput_rows = [
+        [t.workers, t.clients, t.ok, t.failed, f"{t.seconds:.1f}", f"{t.per_second:.2f}",
+         f"{t.per_second / base:.2f}×" if base else "–"]
+        for t in throughput
+    ]
+    return "\n".join([
+        "# Serving benchmark",
+        "",
+        f"Model `{args.model}`, {args.size}×{args.size}, {args.steps} steps, guidance {args.guidance:g}, "
+        f"{args.threads or 'default'} torch thread(s) per worker, {args.nodes} nodes. {machine_summary()}.",
+        "",
+        f"## Latency of one generation ({args.runs} interleaved runs per path, same seeds; "
+        "every path returned pixel-identical images)",
+        "",
+        markdown_table(["path", "runs", "median ms", "p95 ms", "× in-process", "added ms"], latency_rows),
+        "",
+        f"## Throughput through HAProxy ({args.concurrency} concurrent REST clients, "
+        f"{args.seconds:g} s per phase)",
+        "",
+        markdown_table(["workers", "clients", "completed", "failed", "window s", "req/s", "× 1 worker"],
+                       throughput_rows),
+        "",
+        f"Reproduce: `python -m bench.serving {' '.join(sys.argv[1:])}`".rstrip(),
+    ])
+
+
+def plot(latencies: dict[str, list[float]], throughput: list[Throughput]):
+    """Latency per path (box plot) and requests/s per worker count (bars)."""
+    figure, axes = new_figure(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [3, 1]})
+    left, right = axes[0]
+    keys = list(latencies)
+    left.boxplot([[v * 1000 for v in latencies[k]] for k in keys], orientation="horizontal", showfliers=True)
+    left.set_yticks(range(1, len(keys) + 1), [PATH_NAMES[k] for k in keys])
+    left.invert_yaxis()
+    left.set_xlabel("latency of one generation (ms)")
+    left.set_title("Where the time goes")
+    left.grid(axis="x", alpha=0.3)
+    bars = right.bar([f"{t.workers} worker{'s' * (t.workers > 1)}" for t in throughput],
+                     [t.per_second for t in throughput], color=["#c9a227", "#7a5c00"][: len(throughput)])
+    right.bar_label(bars, fmt="%.2f")
+    right.set_ylabel("requests / s")
+    right.set_title("Throughput via HAProxy")
+    figure.tight_layout()
+    return figure
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the benchmark, print the table, write the results files."""
+    args = parse_args(argv)
+    prepare_run()
+    options = ClusterOptions.from_args(args)
+    job = Job(PROMPT, args.steps, args.size, args.size, seed=1000, guidance=args.guidance)
+    with LaunchedCluster(options, name="serving") as cluster:
+        first = cluster.spec.workers[0]
+        rest_worker = RestClient(first.worker.url)
+        rest_public = RestClient(cluster.public_url)
+        gradio = GradioApiClient(cluster.public_url + "/")
+        calls: dict[str, Callable[[Job], str]] = {
+            "a": in_process_call(options),
+            "b": lambda j: rest_worker.generate(j).pixels_sha256,
+            "c": lambda j: rest_public.generate(j).pixels_sha256,
+            "d": lambda j: gradio.generate(j).pixels_sha256,
+        }
+        latencies = measure_latency(calls, job, args.runs)
+        gradio.close()
+        throughput = [
+            measure_throughput(cluster, workers, job, args.concurrency, args.seconds, args.max_requests)
+            for workers in (1, min(2, len(cluster.spec.workers)))
+        ]
+    markdown = render(args, latencies, throughput)
+    print(markdown)
+    for path in write_results("serving", markdown, plot(latencies, throughput)):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
