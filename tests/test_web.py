@@ -228,9 +228,10 @@ def test_busy_worker_is_retried_after_its_retry_after(tight_worker: str) -> None
     causes: list[str] = []
 
     async def two_jobs():
-        client = WorkerClient(tight_worker, max_attempts=6, retry_delay=0.2, timeout=120)
+        # Enough attempts to outlast the first job even on a loaded machine (each waits Retry-After >= 1 s).
+        client = WorkerClient(tight_worker, max_attempts=20, retry_delay=0.2, timeout=120)
         try:
-            job = {"prompt": "portrait", "width": 256, "height": 256, "steps": 8}
+            job = {"prompt": "portrait", "width": 256, "height": 256, "steps": 4}
             return await asyncio.gather(*(
                 client.generate({**job, "seed": seed}, on_retry=lambda attempt, most, cause: causes.append(cause))
                 for seed in (1, 2)
