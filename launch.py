@@ -36,24 +36,26 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
-async def keep_haproxy_alive(haproxy: HAProxyProcess, stopping: asyncio.Event, interval: float = 1.0) -> None:
-    """Restart HAProxy if it exits while the cluster runs (servers come back through health checks)."""
-    while not stopping.is_set():
+async def keep_haproxy_alive(haproxy: HAProxyProcess, sidecar: Sidecar, interval: float = 1.0) -> None:
+    """Restart HAProxy if it exits while the cluster runs, then tell it the sidecar's server states."""
+    while not sidecar.stopping.is_set():
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stopping.wait(), timeout=interval)
-        if stopping.is_set() or haproxy.alive():
+            await asyncio.wait_for(sidecar.stopping.wait(), timeout=interval)
+        if sidecar.stopping.is_set() or haproxy.alive():
             continue
-        logger.error("HAProxy exited unexpectedly (see %s); restarting it", haproxy.log_path)
+        logger.error("HAProxy exited unexpectedly (exit %s, see %s); restarting it", haproxy.returncode, haproxy.log_path)
         try:
             await asyncio.to_thread(haproxy.start)
         except HAProxyError as exc:
             logger.error("%s", exc)
+            continue
+        sidecar.gate.reapply()
 
 
 async def run_cluster(spec: ClusterSpec, haproxy: HAProxyProcess) -> None:
     """Run the sidecar (and the HAProxy watchdog) until SIGINT/SIGTERM."""
     sidecar = Sidecar(spec, RuntimeAPI(spec.socket_path))
-    watchdog = asyncio.create_task(keep_haproxy_alive(haproxy, sidecar.stopping))
+    watchdog = asyncio.create_task(keep_haproxy_alive(haproxy, sidecar))
     try:
         await sidecar.run()
     finally:

@@ -103,12 +103,26 @@ class HAProxyProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise HAProxyError(f"HAProxy exited with {self.proc.returncode}; see {self.log_path}")
+                raise HAProxyError(f"HAProxy exited with {self.proc.returncode}: {self._alerts()}(log: {self.log_path})")
             if api.ping():
                 return
             time.sleep(0.05)
         self.stop()
         raise HAProxyError(f"HAProxy's runtime API did not answer within {timeout}s; see {self.log_path}")
+
+    def _alerts(self) -> str:
+        """HAProxy's ALERT lines from its log (why it would not start), if any."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        alerts = [line.strip() for line in lines[-50:] if "ALERT" in line]
+        return "\n".join(alerts[-5:]) + "\n" if alerts else ""
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status of the last HAProxy process, once it has exited."""
+        return self.proc.poll() if self.proc is not None else None
 
     @property
     def pid(self) -> int | None:

@@ -63,13 +63,19 @@ PROBE_PATHS = {"web": "/healthz", "worker": "/readyz"}
 
 
 class HAProxyGate:
-    """Tells HAProxy whether a server may take traffic; logs (never raises) when it cannot."""
+    """Tells HAProxy whether a server may take traffic; logs (never raises) when it cannot.
+
+    It remembers the last state asked for each server, so that a restarted HAProxy (whose
+    servers all start out ``ready``) can be told again with ``reapply``.
+    """
 
     def __init__(self, api: RuntimeAPI | None) -> None:
         self.api = api
+        self.wanted: dict[tuple[str, str], ServerState] = {}
 
     def set_state(self, backend: str, server: str, state: ServerState) -> bool:
         """``ready``, ``drain`` or ``maint``; False when HAProxy could not be told."""
+        self.wanted[(backend, server)] = state
         if self.api is None:
             return False
         try:
@@ -79,6 +85,11 @@ class HAProxyGate:
             return False
         logger.info("HAProxy: %s/%s -> %s", backend, server, state)
         return True
+
+    def reapply(self) -> None:
+        """Tell HAProxy every state asked so far again (after it restarted)."""
+        for (backend, server), state in list(self.wanted.items()):
+            self.set_state(backend, server, state)
 
 
 def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -> list[str]:

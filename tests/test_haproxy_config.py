@@ -7,6 +7,7 @@ mid-request, health checks, the stats page's password, size cap, basic auth, rat
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import threading
 import time
@@ -306,3 +307,15 @@ def test_unreadable_cluster_file_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("nodes: [\n")
     with pytest.raises(ClusterConfigError, match="not valid YAML"):
         load_cluster_file(tmp_path / "bad.yaml")
+
+
+def test_haproxy_that_cannot_start_says_why(tmp_path: Path) -> None:
+    spec = parse_cluster(cluster_data(tmp_path, ["n1"], ["n1"]))
+    write_config(render_config(spec), spec.config_path)
+    haproxy = HAProxyProcess(spec.config_path, spec.socket_path, tmp_path / "haproxy.log")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", spec.public.port))
+        taken.listen()
+        with pytest.raises(HAProxyError, match=f"cannot bind socket .*:{spec.public.port}"):
+            haproxy.start()
+    assert not haproxy.alive()
