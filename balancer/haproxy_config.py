@@ -120,7 +120,8 @@ class HAProxyConfigRenderer:
             f"    stats socket {self.spec.socket_path} mode 600 level admin",
             "    stats timeout 10s",
             "    # Requests are kept whole in one buffer so that a job whose worker dies can be",
-            "    # replayed on another one (L7 retries); this size bounds what can be replayed.",
+            "    # replayed on another one (L7 retries); this size bounds what can be replayed. Larger",
+            "    # bodies stream to the worker as they arrive (a slow uploader then holds that worker).",
             f"    tune.bufsize {limits.buffer_bytes}",
         )
 
