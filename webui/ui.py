@@ -31,6 +31,7 @@ import yaml
 from PIL import Image
 from pydantic import BaseModel, Field, model_validator
 
+from webui.schema import MAX_SEED
 from webui.worker_client import JobOutcome, ReadinessCache, WorkerClient, WorkerError
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,6 @@ CSS_PATH = ASSETS / "style.css"
 CUSTOM = "Custom"
 RETOUCH_MAX_SIDE = 1536
 """Retouch uploads are scaled down to this many pixels on their longer side."""
-MAX_SEED = 2**32 - 1
 JOB_CONCURRENCY_ID = "worker-jobs"
 CACHE_CLEANUP = (1800, 6 * 3600)
 """Every 30 minutes, delete result images older than 6 hours (Gradio's ``delete_cache``)."""

@@ -26,11 +26,10 @@ from typing import Annotated, Any, Union
 import httpx
 from pydantic import Field, TypeAdapter, ValidationError
 
-from webui.schema import ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent
+from webui.schema import MAX_SEED, ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent
 
 logger = logging.getLogger(__name__)
 
-MAX_SEED = 2**32 - 1
 RETRYABLE_STATUSES = frozenset({502, 503, 504})
 OOM_STATUS = 507
 MAX_RETRY_AFTER = 10.0
