@@ -39,6 +39,16 @@ PARTS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
 """Node part -> the HAProxy backend its server is in."""
 
 
+def is_out(status: str) -> bool:
+    """An HAProxy server status that means out of rotation: DOWN (any check progress) or MAINT."""
+    return status.startswith("DOWN") or status.startswith("MAINT")
+
+
+def is_up(status: str) -> bool:
+    """Fully UP (not "UP 1/2", which is on its way down)."""
+    return status == "UP"
+
+
 @dataclass
 class ClusterOptions:
     """What cluster to start: model, node count, threads and extra flags per node part."""
@@ -197,7 +207,7 @@ class LaunchedCluster:
             servers = self.servers()
         except OSError:
             return False
-        return len(servers) == 2 * len(self.spec.nodes) and all(s.is_up for s in servers)
+        return len(servers) == 2 * len(self.spec.nodes) and all(is_up(s.status) for s in servers)
 
     def wait_all_up(self, timeout: float) -> None:
         """Wait until every node part is UP; ``TimeoutError`` naming the others."""

@@ -39,7 +39,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, RestClient
-from bench.cluster import PARTS, ClusterOptions, LaunchedCluster, benchmark_parser, prepare_run
+from bench.cluster import PARTS, ClusterOptions, LaunchedCluster, benchmark_parser, is_out, is_up, prepare_run
 from bench.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.report import (
     LatencyStats,
@@ -106,16 +106,6 @@ class StateMonitor(Poller):
                 return found
             time.sleep(self.interval)
         return None
-
-
-def is_out(status: str) -> bool:
-    """Out of rotation: DOWN (any check progress) or MAINT."""
-    return status.startswith("DOWN") or status.startswith("MAINT")
-
-
-def is_up(status: str) -> bool:
-    """Fully UP (not "UP 1/2", which is going down)."""
-    return status == "UP"
 
 
 @dataclass

@@ -80,13 +80,17 @@ def _is_number(text: str) -> bool:
 
 
 def machine_summary() -> str:
-    """One line naming the machine and library versions a result was measured with."""
+    """One line naming the machine, its load and the library versions a result was measured with.
+
+    The load average tells a reader whether other work shared the machine during the run.
+    """
     import torch
 
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU ({os.cpu_count()} cores)"
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     return (
         f"{device}, torch {torch.__version__}, Python {platform.python_version()}, "
-        f"measured {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"
+        f"load average {load} at the end, measured {dt.datetime.now().strftime('%Y-%m-%d %H:%M')}"
     )
 
 

@@ -78,7 +78,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=0.0, help="Guidance scale.")
     parser.add_argument("--runs", type=int, default=8, help="Timed repetitions per path.")
     parser.add_argument("--concurrency", type=int, default=4, help="Concurrent REST clients for requests/s.")
-    parser.add_argument("--seconds", type=float, default=20.0, help="Length of each throughput phase.")
+    parser.add_argument("--seconds", type=float, default=30.0, help="Length of each throughput phase.")
     parser.add_argument("--max-requests", type=int, default=200, help="Most requests per client per phase.")
     return parser.parse_args(argv)
 

@@ -22,15 +22,11 @@ import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
-from bench.cluster import ClusterOptions, LaunchedCluster
-from bench.failover import is_out
-from tests.browser import StudioPage, chromium_path, launch_chromium
+from bench.cluster import ClusterOptions, LaunchedCluster, is_out
+from tests.browser import StudioPage, launch_chromium
 from tests.helpers import Processes
 
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(chromium_path() is None, reason="chromium is not installed (scripts/setup.sh --dev)"),
-]
+pytestmark = pytest.mark.browser
 
 JOB_TIMEOUT_MS = 120_000
 """Longest a generation may take to show up in the page (retries and restarts included)."""
