@@ -12,8 +12,6 @@ import secrets
 from collections.abc import Callable
 from urllib.parse import urlparse, urlunparse
 
-from gradio import networking, tunneling
-
 logger = logging.getLogger(__name__)
 
 SHARE_PROTOCOL = "https"
@@ -23,6 +21,8 @@ class ShareTunnel:
     """One share link to ``host:port`` (the balancer's public frontend)."""
 
     def __init__(self, host: str, port: int, setup: Callable[..., str] | None = None) -> None:
+        from gradio import networking  # imported when needed: gradio is slow to import
+
         self.host = host
         self.port = port
         self._setup = setup or networking.setup_tunnel
@@ -44,6 +44,8 @@ class ShareTunnel:
 
     def close(self) -> None:
         """Stop the tunnel process(es) to our port."""
+        from gradio import tunneling
+
         for tunnel in list(tunneling.CURRENT_TUNNELS):
             if tunnel.local_port == self.port:
                 tunnel.kill()

@@ -14,6 +14,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -23,9 +25,11 @@ import psutil
 import pytest
 import yaml
 from gradio_client import Client
+from pydantic_settings import CliApp
 
 from balancer.cluster import parse_cluster
 from balancer.haproxy import RuntimeAPI
+from balancer.settings import LaunchSettings
 from balancer.share import ShareTunnel
 from bench.clients import GradioApiClient, Job, RestClient
 from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Record, timed_call
@@ -447,3 +451,43 @@ def test_share_link_is_requested_for_the_balancer_port(cluster: LaunchedCluster,
     assert isinstance(tunnel, ShareTunnel) and tunnel.url == "https://abcdef.gradio.live"
     assert (requested["local_host"], requested["local_port"]) == ("127.0.0.1", cluster.spec.public.port)
     tunnel.close()
+
+
+# --- launch.py's flags (no cluster needed) --------------------------------------------------
+
+
+def launch_settings(*flags: str) -> LaunchSettings:
+    return CliApp.run(LaunchSettings, cli_args=list(flags))
+
+
+def test_launch_defaults_two_local_demo_nodes_safe_by_default() -> None:
+    spec = launch_settings("--threads", "1").cluster_spec()
+    assert [node.name for node in spec.nodes] == ["node1", "node2"]
+    assert all(node.managed and node.worker.args[:2] == ["--model", "demo"] for node in spec.nodes)
+    assert {spec.public.host, spec.stats.host, spec.sidecar.host, spec.workers_frontend.host} == {"127.0.0.1"}
+    assert spec.stats.password.get_secret_value() and spec.users_file is None
+    assert spec.limits.rate_limit_per_minute is None
+    assert launch_settings().local_thread_count(2) == max(1, (os.cpu_count() or 1) // 2)
+
+
+def test_launch_flags_override_the_cluster_file(tmp_path: Path) -> None:
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump({
+        "public": {"port": 9100}, "stats": {"port": 9101},
+        "nodes": [{"name": "gpu1", "managed": False, "worker": {"host": "10.0.0.21", "port": 7960}}],
+    }))
+    spec = launch_settings("--cluster", str(cluster_file), "--port", "9200").cluster_spec()
+    assert (spec.public.port, spec.stats.port) == (9200, 9101)  # flag wins; the file's value stays otherwise
+    assert [node.name for node in spec.nodes] == ["gpu1"]  # a file with nodes: no local nodes unless asked
+    spec = launch_settings("--cluster", str(cluster_file), "--nodes", "1").cluster_spec()
+    assert [(node.name, node.managed) for node in spec.nodes] == [("gpu1", False), ("local1", True)]
+
+
+def test_launch_reports_a_bad_cluster_file_in_one_line(tmp_path: Path) -> None:
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump({"limits": {"queue_timeout": -1}}))
+    result = subprocess.run([sys.executable, "launch.py", "--cluster", str(cluster_file), "--run-dir", str(tmp_path)],
+                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: limits.queue_timeout:")
+    assert "Traceback" not in result.stderr
