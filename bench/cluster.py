@@ -248,18 +248,21 @@ class LaunchedCluster:
         logger.info("SIGKILL %s/%s (pid %d)", node, part, pid)
         return pid
 
-    def busy_worker(self, timeout: float) -> str | None:
-        """Name of a node whose worker is generating right now (its ``/readyz`` says busy)."""
+    def busy_workers(self, timeout: float) -> list[str]:
+        """Nodes whose worker is generating right now (``/readyz`` says busy); waits up to ``timeout``."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            busy = []
             for node in self.node_names:
                 try:
                     if httpx.get(f"{self.part_url(node, 'worker')}/readyz", timeout=1).json().get("busy"):
-                        return node
+                        busy.append(node)
                 except (httpx.HTTPError, ValueError):
                     continue
+            if busy:
+                return busy
             time.sleep(0.05)
-        return None
+        return []
 
     def part_ids(self, part: str) -> dict[str, str]:
         """Node name -> the id a node's ``worker`` (``worker_id``) or ``web`` (``node``) reports.

@@ -223,7 +223,7 @@ class FailureScript:
 
     def kill_busy_worker(self) -> Failure:
         """SIGKILL the worker that is generating right now."""
-        node = self.cluster.busy_worker(timeout=30) or self.cluster.node_names[0]
+        node = (self.cluster.busy_workers(timeout=30) or self.cluster.node_names)[0]
         at = self.clock.now()
         pid = self.cluster.kill(node, "worker")
         return Failure("worker SIGKILL", f"{PARTS['worker']}/{node}", at, note=f"{node} worker, pid {pid}, mid-job")

@@ -344,10 +344,10 @@ class Killer:
                 if not self._wait_all_up(timeout=60):
                     self.errors.append(f"cluster not whole at {self.clock.now():.0f}s; kill skipped")
                     continue
-                busy = self.cluster.busy_worker(timeout=5)
-                node = busy or self.rng.choice(self.cluster.node_names)
+                busy = self.cluster.busy_workers(timeout=5)
+                node = self.rng.choice(busy or self.cluster.node_names)
                 pid = self.cluster.kill(node, "worker")
-                self.kills.append(Kill(self.clock.now(), node, pid, busy is not None))
+                self.kills.append(Kill(self.clock.now(), node, pid, bool(busy)))
         except Exception as exc:  # reported in the soak report
             self.errors.append(f"killer: {type(exc).__name__}: {exc}")
 
