@@ -15,7 +15,9 @@ import argparse
 import contextlib
 import logging
 import os
+import shlex
 import signal
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -96,6 +98,14 @@ def benchmark_parser(prog: str, doc: str, steps: int, size: int) -> argparse.Arg
     parser.add_argument("--steps", type=int, default=steps, help="Denoising steps per job.")
     parser.add_argument("--size", type=int, default=size, help="Image width and height in pixels.")
     return parser
+
+
+def parse_benchmark_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``argv`` (default: the command line); ``args.reproduce`` is the command that reruns it."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parser.parse_args(argv)
+    args.reproduce = " ".join([parser.prog, *(shlex.quote(arg) for arg in argv)])
+    return args
 
 
 class LaunchedCluster:

@@ -32,14 +32,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, RestClient
-from bench.cluster import PARTS, ClusterOptions, LaunchedCluster, benchmark_parser, is_out, is_up, prepare_run
+from bench.cluster import (
+    PARTS,
+    ClusterOptions,
+    LaunchedCluster,
+    benchmark_parser,
+    is_out,
+    is_up,
+    parse_benchmark_args,
+    prepare_run,
+)
 from bench.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.report import (
     LatencyStats,
@@ -145,7 +153,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Seconds of normal load before the first failure and after each recovery.")
     parser.add_argument("--recovery-timeout", type=float, default=120.0,
                         help="Longest wait for a node to come back before giving up on the rest.")
-    return parser.parse_args(argv)
+    return parse_benchmark_args(parser, argv)
 
 
 def build_clients(cluster: LaunchedCluster, clock: Clock, job: Job, count: int, max_requests: int,
@@ -323,7 +331,7 @@ def render(args: argparse.Namespace, records: list[Record], failures: list[Failu
         lines += ["", "Failed requests (run clock, seconds):", ""]
         lines += [f"- {r.client}, sent {r.start:.1f} s, failed {r.end:.1f} s: {r.detail}{explain(r, records, failures)}"
                   for r in lost[:20]]
-    lines += ["", f"Reproduce: `python -m bench.failover {' '.join(sys.argv[1:])}`".rstrip()]
+    lines += ["", f"Reproduce: `{args.reproduce}`"]
     return "\n".join(lines)
 
 

@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.clients import GradioApiClient, Job, RestClient, pixels_digest
-from bench.cluster import ClusterOptions, LaunchedCluster, benchmark_parser, prepare_run
+from bench.cluster import ClusterOptions, LaunchedCluster, benchmark_parser, parse_benchmark_args, prepare_run
 from bench.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, new_figure, write_results
 
@@ -80,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="Concurrent REST clients for requests/s.")
     parser.add_argument("--seconds", type=float, default=30.0, help="Length of each throughput phase.")
     parser.add_argument("--max-requests", type=int, default=200, help="Most requests per client per phase.")
-    return parser.parse_args(argv)
+    return parse_benchmark_args(parser, argv)
 
 
 def in_process_call(options: ClusterOptions) -> Callable[[Job], str]:
@@ -186,7 +185,7 @@ def render(args: argparse.Namespace, latencies: dict[str, list[float]], throughp
         markdown_table(["workers", "clients", "completed", "failed", "window s", "req/s", "× 1 worker"],
                        throughput_rows),
         "",
-        f"Reproduce: `python -m bench.serving {' '.join(sys.argv[1:])}`".rstrip(),
+        f"Reproduce: `{args.reproduce}`",
     ])
 
 

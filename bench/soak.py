@@ -51,7 +51,7 @@ from typing import Any
 import psutil
 
 from bench.clients import BrowserProtocolClient, GradioApiClient, Job, Reply, RestClient
-from bench.cluster import ClusterOptions, LaunchedCluster, benchmark_parser, prepare_run
+from bench.cluster import ClusterOptions, LaunchedCluster, benchmark_parser, parse_benchmark_args, prepare_run
 from bench.load import OK, REJECTED, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, new_figure, write_results
 
@@ -197,7 +197,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rss-bound-pct", type=float, default=15.0, help="Largest RSS growth in percent.")
     parser.add_argument("--rss-bound-mb", type=float, default=150.0, help="Largest RSS growth in MB.")
     parser.add_argument("--no-write", action="store_true", help="Do not write bench/results/soak.*.")
-    return parser.parse_args(argv)
+    return parse_benchmark_args(parser, argv)
 
 
 class RssSampler(Poller):
@@ -435,7 +435,7 @@ def render(report: SoakReport) -> str:
     ]
     if problems:
         lines += ["", "Problems:", ""] + [f"- {p}" for p in problems[:30]]
-    lines += ["", f"Reproduce: `python -m bench.soak {' '.join(sys.argv[1:])}`".rstrip()]
+    lines += ["", f"Reproduce: `{args.reproduce}`"]
     return "\n".join(lines)
 
 
