@@ -3,7 +3,7 @@
     python -m tests.fake_node --name w1 --port 8123 [--delay 0.5] [--exit-code 86 --exit-after 0.3]
 
 Serves ``GET /readyz`` and ``/healthz`` (200, JSON), ``GET|POST /generate`` (waits ``--delay``
-seconds, then answers JSON naming this process) and ``GET /`` (the name). With ``--exit-code``
+seconds, or the ``delay`` query parameter, then answers JSON naming this process) and ``GET /`` (the name). With ``--exit-code``
 it exits with that code ``--exit-after`` seconds after it started listening; with
 ``--once-file`` it does that only when the file does not exist yet (and creates it), so the
 restarted process stays up.
@@ -18,6 +18,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 
 def make_handler(name: str, delay: float) -> type[BaseHTTPRequestHandler]:
@@ -42,7 +43,8 @@ def make_handler(name: str, delay: float) -> type[BaseHTTPRequestHandler]:
             if path in ("/readyz", "/healthz"):
                 self._send(200, {"status": "ready", "name": name, "busy": False})
             elif path.startswith("/generate"):
-                time.sleep(delay)
+                query = parse_qs(urlsplit(self.path).query)
+                time.sleep(float(query.get("delay", [delay])[0]))
                 self._send(200, {"worker_id": name, "pid": os.getpid(), "path": self.path, "body": body,
                                  "done_at": time.time()})
             else:

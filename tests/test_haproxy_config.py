@@ -204,16 +204,16 @@ def test_stale_cookie_of_a_node_in_maintenance_still_lands_on_one_node(balancer:
         wait_status(balancer.api, "webs", "web1", "UP")
 
 
-def run_jobs(url: str, count: int, spacing: float = 0.1) -> list[dict]:
-    """Start ``count`` REST jobs ``spacing`` s apart; each result: index, status, body, end time."""
+def run_jobs(urls: list[str], spacing: float = 0.1) -> list[dict]:
+    """POST a job to each URL, ``spacing`` s apart, all at once; each result: index, status, body, end time."""
     results: list[dict] = []
 
     def job(index: int) -> None:
-        response = httpx.post(url, json={"prompt": f"job {index}"}, timeout=60)
+        response = httpx.post(urls[index], json={"prompt": f"job {index}"}, timeout=60)
         results.append({"index": index, "status": response.status_code, "body": response.json(), "end": time.monotonic()})
 
     threads = []
-    for index in range(count):
+    for index in range(len(urls)):
         thread = threading.Thread(target=job, args=(index,))
         thread.start()
         threads.append(thread)
@@ -225,7 +225,7 @@ def run_jobs(url: str, count: int, spacing: float = 0.1) -> list[dict]:
 
 def test_workers_take_one_job_each_and_the_queue_is_fifo(balancer: RunningBalancer) -> None:
     # 4 jobs on 2 workers: the last two wait about one job (1 s), within the queue timeout.
-    results = run_jobs(f"{balancer.public}/generate", 4)
+    results = run_jobs([f"{balancer.public}/generate"] * 4)
     assert [result["status"] for result in results] == [200] * 4
     first, second = results[:2], results[2:]
     assert {result["body"]["worker_id"] for result in first} == {"w1", "w2"}  # least loaded
@@ -233,11 +233,10 @@ def test_workers_take_one_job_each_and_the_queue_is_fifo(balancer: RunningBalanc
 
 
 def test_queue_wait_is_bounded_then_a_clear_503(balancer: RunningBalancer) -> None:
-    # 7 jobs of 1 s on 2 workers: the third and fourth wait 1 s, within the 2 s queue timeout;
-    # the seventh would wait 3 s.
-    results = run_jobs(f"{balancer.public}/generate", 7, spacing=0.02)
-    assert [result["status"] for result in results[:4]] == [200] * 4
-    assert results[-1]["status"] == 503
+    # Two 5 s jobs hold both workers; the third would wait 5 s, beyond the 2 s queue timeout.
+    hold = f"{balancer.public}/generate?delay=5"
+    results = run_jobs([hold, hold, f"{balancer.public}/generate"])
+    assert [result["status"] for result in results] == [200, 200, 503]
     refused = results[-1]["body"]
     assert refused["error"] == "busy" and "within 2 s" in refused["detail"]
 

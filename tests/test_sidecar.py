@@ -144,7 +144,7 @@ class SupervisedCluster:
             "workers_frontend": {"port": free_port()},
             "stats": {"port": free_port(), "password": STATS_PASSWORD},
             "sidecar": {
-                "port": free_port(), "probe_interval": 0.2, "probe_timeout": 1.0, "stuck_after": 1.5,
+                "port": free_port(), "probe_interval": 0.2, "probe_timeout": 2.0, "stuck_after": 3.0,
                 "backoff_initial": 0.2, "backoff_max": 1.0, "crash_loop_deaths": 4, "crash_loop_window": 60,
                 "stop_grace": 3.0, "oom_counter_file": str(self.oom_counter),
             },
