@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -68,3 +69,37 @@ def wait_status(api: RuntimeAPI, backend: str, server: str, prefix: str, timeout
 def wait_all_up(api: RuntimeAPI, timeout: float = 15.0) -> None:
     """Wait until HAProxy reports every server UP."""
     wait_until(lambda: (servers := api.servers()) and all(server.is_up for server in servers), "all servers UP", timeout)
+
+
+def requests_received(api: RuntimeAPI, backend: str) -> int:
+    """Requests a backend has received so far, queued ones included (HAProxy's stot; only grows)."""
+    row = next(row for row in api.show_stat() if row["pxname"] == backend and row["svname"] == "BACKEND")
+    return int(row["stot"] or 0)
+
+
+def send_in_order(api: RuntimeAPI, backend: str, calls: list[Callable[[], T]], timeout: float = 120) -> list[tuple[float, T]]:
+    """Run each call in its own thread, the next one only once HAProxy has the previous one.
+
+    So the order in which HAProxy received them is the order of ``calls``, whatever the
+    thread scheduling. Returns (end time, result or exception) in call order.
+    """
+    results: list = [None] * len(calls)
+
+    def run(index: int) -> None:
+        try:
+            value = calls[index]()
+        except Exception as exc:  # handed to the caller's assertions
+            value = exc
+        results[index] = (time.monotonic(), value)
+
+    threads = []
+    base = requests_received(api, backend)
+    for index in range(len(calls)):
+        thread = threading.Thread(target=run, args=(index,))
+        thread.start()
+        threads.append(thread)
+        wait_until(lambda: requests_received(api, backend) >= base + index + 1,
+                   f"request {index} at HAProxy", timeout=30, interval=0.005)
+    for thread in threads:
+        thread.join(timeout=timeout)
+    return results

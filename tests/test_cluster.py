@@ -34,7 +34,7 @@ from balancer.share import ShareTunnel
 from bench.clients import GradioApiClient, Job, RestClient
 from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from launch import open_share
-from tests.balancer_helpers import STATS_PASSWORD, wait_until
+from tests.balancer_helpers import STATS_PASSWORD, send_in_order, wait_until
 from tests.helpers import REPO, Processes, free_port, wait_http
 from webui.settings import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 
@@ -285,7 +285,7 @@ def one_worker(cluster: LaunchedCluster):
 def test_more_jobs_than_workers_all_complete_in_order(cluster: LaunchedCluster, one_worker: None) -> None:
     rest = httpx.Client(base_url=cluster.url, timeout=120)
     jobs = [small_job(i).rest_body() for i in range(4)]
-    results = run_concurrently([lambda job=job: rest.post("/generate", json=job) for job in jobs], spacing=0.2)
+    results = send_in_order(cluster.api, "workers", [lambda job=job: rest.post("/generate", json=job) for job in jobs])
     rest.close()
     assert [response.status_code for _, response in results] == [200] * 4
     assert [response.json()["seed"] for _, response in results] == [job["seed"] for job in jobs]

@@ -21,7 +21,14 @@ import pytest
 from balancer.cluster import ClusterConfigError, load_cluster_file, parse_cluster
 from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, validate_config, write_config
 from balancer.haproxy_config import COOKIE_NAME, read_users_file, render_config
-from tests.balancer_helpers import STATS_PASSWORD, cluster_data, start_fake, wait_all_up, wait_status
+from tests.balancer_helpers import (
+    STATS_PASSWORD,
+    cluster_data,
+    send_in_order,
+    start_fake,
+    wait_all_up,
+    wait_status,
+)
 from tests.helpers import REPO, Processes
 
 JOB_SECONDS = 1.0
@@ -225,11 +232,13 @@ def run_jobs(urls: list[str], spacing: float = 0.1) -> list[dict]:
 
 def test_workers_take_one_job_each_and_the_queue_is_fifo(balancer: RunningBalancer) -> None:
     # 4 jobs on 2 workers: the last two wait about one job (1 s), within the queue timeout.
-    results = run_jobs([f"{balancer.public}/generate"] * 4)
-    assert [result["status"] for result in results] == [200] * 4
+    url = f"{balancer.public}/generate"
+    results = send_in_order(balancer.api, "workers", [lambda i=i: httpx.post(url, json={"n": i}, timeout=30)
+                                                      for i in range(4)])
+    assert [response.status_code for _, response in results] == [200] * 4
     first, second = results[:2], results[2:]
-    assert {result["body"]["worker_id"] for result in first} == {"w1", "w2"}  # least loaded
-    assert max(result["end"] for result in first) < min(result["end"] for result in second)  # in order
+    assert {response.json()["worker_id"] for _, response in first} == {"w1", "w2"}  # least loaded
+    assert max(end for end, _ in first) < min(end for end, _ in second)  # in order
 
 
 def test_queue_wait_is_bounded_then_a_clear_503(balancer: RunningBalancer) -> None:
