@@ -77,11 +77,11 @@ def requests_received(api: RuntimeAPI, backend: str) -> int:
     return int(row["stot"] or 0)
 
 
-def send_in_order(api: RuntimeAPI, backend: str, calls: list[Callable[[], T]], timeout: float = 120) -> list[tuple[float, T]]:
-    """Run each call in its own thread, the next one only once HAProxy has the previous one.
+def run_in_threads(calls: list[Callable[[], T]], after_start: Callable[[int], object],
+                   timeout: float = 120) -> list[tuple[float, T | Exception]]:
+    """Run each call in its own thread, ``after_start(index)`` after starting each one.
 
-    So the order in which HAProxy received them is the order of ``calls``, whatever the
-    thread scheduling. Returns (end time, result or exception) in call order.
+    Returns (end time, result or exception) for each call, in call order.
     """
     results: list = [None] * len(calls)
 
@@ -93,13 +93,26 @@ def send_in_order(api: RuntimeAPI, backend: str, calls: list[Callable[[], T]], t
         results[index] = (time.monotonic(), value)
 
     threads = []
-    base = requests_received(api, backend)
     for index in range(len(calls)):
         thread = threading.Thread(target=run, args=(index,))
         thread.start()
         threads.append(thread)
-        wait_until(lambda: requests_received(api, backend) >= base + index + 1,
-                   f"request {index} at HAProxy", timeout=30, interval=0.005)
+        after_start(index)
     for thread in threads:
         thread.join(timeout=timeout)
     return results
+
+
+def run_concurrently(calls: list[Callable[[], T]], spacing: float) -> list[tuple[float, T | Exception]]:
+    """Start each call ``spacing`` s after the previous one; see ``run_in_threads``."""
+    return run_in_threads(calls, lambda index: time.sleep(spacing))
+
+
+def send_in_order(api: RuntimeAPI, backend: str, calls: list[Callable[[], T]]) -> list[tuple[float, T | Exception]]:
+    """Like ``run_concurrently``, but each call starts only once HAProxy has received the previous one.
+
+    So HAProxy receives them in the order of ``calls``, whatever the thread scheduling.
+    """
+    base = requests_received(api, backend)
+    return run_in_threads(calls, lambda index: wait_until(
+        lambda: requests_received(api, backend) >= base + index + 1, f"request {index} at HAProxy", 30, 0.005))

@@ -34,7 +34,7 @@ from balancer.share import ShareTunnel
 from bench.clients import GradioApiClient, Job, RestClient
 from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from launch import open_share
-from tests.balancer_helpers import STATS_PASSWORD, send_in_order, wait_until
+from tests.balancer_helpers import STATS_PASSWORD, run_concurrently, send_in_order, wait_until
 from tests.helpers import REPO, Processes, free_port, wait_http
 from webui.settings import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 
@@ -249,26 +249,6 @@ def test_a_browser_keeps_its_web_front_and_clients_spread(cluster: LaunchedClust
 
 
 # --- the workers' queue ---------------------------------------------------------------------
-
-
-def run_concurrently(calls: list, spacing: float) -> list[tuple[float, object]]:
-    """Start each call ``spacing`` s after the previous; (end time, result or exception) in call order."""
-    results: list = [None] * len(calls)
-
-    def run(index: int) -> None:
-        try:
-            value = calls[index]()
-        except Exception as exc:  # reported by the caller's assertions
-            value = exc
-        results[index] = (time.monotonic(), value)
-
-    threads = [threading.Thread(target=run, args=(index,)) for index in range(len(calls))]
-    for thread in threads:
-        thread.start()
-        time.sleep(spacing)
-    for thread in threads:
-        thread.join(timeout=120)
-    return results
 
 
 @pytest.fixture

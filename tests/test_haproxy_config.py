@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,10 +22,13 @@ from balancer.haproxy_config import COOKIE_NAME, read_users_file, render_config
 from tests.balancer_helpers import (
     STATS_PASSWORD,
     cluster_data,
+    run_concurrently,
+    run_in_threads,
     send_in_order,
     start_fake,
     wait_all_up,
     wait_status,
+    wait_until,
 )
 from tests.helpers import REPO, Processes
 
@@ -211,25 +212,6 @@ def test_stale_cookie_of_a_node_in_maintenance_still_lands_on_one_node(balancer:
         wait_status(balancer.api, "webs", "web1", "UP")
 
 
-def run_jobs(urls: list[str], spacing: float = 0.1) -> list[dict]:
-    """POST a job to each URL, ``spacing`` s apart, all at once; each result: index, status, body, end time."""
-    results: list[dict] = []
-
-    def job(index: int) -> None:
-        response = httpx.post(urls[index], json={"prompt": f"job {index}"}, timeout=60)
-        results.append({"index": index, "status": response.status_code, "body": response.json(), "end": time.monotonic()})
-
-    threads = []
-    for index in range(len(urls)):
-        thread = threading.Thread(target=job, args=(index,))
-        thread.start()
-        threads.append(thread)
-        time.sleep(spacing)
-    for thread in threads:
-        thread.join(timeout=60)
-    return sorted(results, key=lambda result: result["index"])
-
-
 def test_workers_take_one_job_each_and_the_queue_is_fifo(balancer: RunningBalancer) -> None:
     # 4 jobs on 2 workers: the last two wait about one job (1 s), within the queue timeout.
     url = f"{balancer.public}/generate"
@@ -243,28 +225,25 @@ def test_workers_take_one_job_each_and_the_queue_is_fifo(balancer: RunningBalanc
 
 def test_queue_wait_is_bounded_then_a_clear_503(balancer: RunningBalancer) -> None:
     # Two 5 s jobs hold both workers; the third would wait 5 s, beyond the 2 s queue timeout.
-    hold = f"{balancer.public}/generate?delay=5"
-    results = run_jobs([hold, hold, f"{balancer.public}/generate"])
-    assert [result["status"] for result in results] == [200, 200, 503]
-    refused = results[-1]["body"]
+    hold, job = f"{balancer.public}/generate?delay=5", f"{balancer.public}/generate"
+    results = run_concurrently([lambda url=url: httpx.post(url, json={}, timeout=30) for url in (hold, hold, job)], 0.1)
+    assert [response.status_code for _, response in results] == [200, 200, 503]
+    refused = results[-1][1].json()
     assert refused["error"] == "busy" and "within 2 s" in refused["detail"]
 
 
 def test_a_job_whose_worker_dies_is_replayed_on_another(balancer: RunningBalancer) -> None:
-    results: list[httpx.Response] = []
-    threads = [
-        threading.Thread(target=lambda: results.append(httpx.post(f"{balancer.public}/generate", json={"n": i}, timeout=30)))
-        for i in range(2)
-    ]
-    for thread in threads:
-        thread.start()
-        time.sleep(0.1)
-    time.sleep(0.3)  # both workers are mid-job now
-    balancer.procs["w1"].kill()
-    for thread in threads:
-        thread.join(timeout=30)
-    assert [response.status_code for response in results] == [200, 200]
-    assert {response.json()["worker_id"] for response in results} == {"w2"}
+    url = f"{balancer.public}/generate"
+
+    def kill_w1_once_both_are_busy(index: int) -> None:
+        if index == 1:
+            wait_until(lambda: all(s.current_sessions for s in balancer.api.servers("workers")), "both workers busy")
+            balancer.procs["w1"].kill()
+
+    results = run_in_threads([lambda i=i: httpx.post(url, json={"n": i}, timeout=30) for i in range(2)],
+                             kill_w1_once_both_are_busy)
+    assert [response.status_code for _, response in results] == [200, 200]
+    assert {response.json()["worker_id"] for _, response in results} == {"w2"}
     assert balancer.api.server("workers", "w1").status.startswith("DOWN")
 
     # Back in rotation once it answers its health checks again.
