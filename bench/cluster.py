@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import shlex
+import shutil
 import signal
 import sys
 import tempfile
@@ -111,12 +112,18 @@ def parse_benchmark_args(parser: argparse.ArgumentParser, argv: list[str] | None
 class LaunchedCluster:
     """``launch.py`` with its own ports; a context manager that always stops it."""
 
-    def __init__(self, options: ClusterOptions, name: str = "cluster", processes: Processes | None = None) -> None:
+    def __init__(self, options: ClusterOptions, name: str = "cluster", processes: Processes | None = None,
+                 run_dir: Path | None = None) -> None:
+        """``processes``: a group owned by the caller (a test fixture) that stops the cluster itself;
+        ``run_dir``: where haproxy.cfg, the socket and node logs go (default: a temporary dir,
+        removed when the cluster stops cleanly; pass one together with ``processes``).
+        """
         self.options = options
         self.name = name
         self.processes = processes or Processes(f"bench-{name}")
         self._owns_processes = processes is None
-        self.run_dir = Path(tempfile.mkdtemp(prefix=f"portrait-{name}-"))
+        self._owns_run_dir = run_dir is None
+        self.run_dir = Path(tempfile.mkdtemp(prefix=f"portrait-{name}-")) if run_dir is None else run_dir
         self.spec: ClusterSpec = parse_cluster(self.describe())
         self.runtime = RuntimeAPI(self.spec.socket_path)
         self.proc = None
@@ -166,20 +173,27 @@ class LaunchedCluster:
         data["stats"]["password"] = self.spec.stats.password.get_secret_value()
         return data
 
-    def stop(self) -> None:
-        """Stop launch.py (SIGTERM, then SIGKILL for the whole tree)."""
+    def stop(self, keep_run_dir: bool = False) -> None:
+        """Stop launch.py (SIGTERM, then SIGKILL for the whole tree) and remove the run dir.
+
+        With ``keep_run_dir`` (after an error) the run dir stays for its node logs.
+        """
         if self._owns_processes:
             self.processes.stop_all()
+        if keep_run_dir:
+            logger.info("cluster %s: node logs kept in %s/logs", self.name, self.run_dir)
+        elif self._owns_run_dir and self._owns_processes:
+            shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def __enter__(self) -> "LaunchedCluster":
         try:
             return self.start()
         except BaseException:
-            self.stop()
+            self.stop(keep_run_dir=True)
             raise
 
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        self.stop(keep_run_dir=exc_type is not None)
 
     # ------------------------------------------------------------------ addresses
     @property

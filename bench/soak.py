@@ -46,6 +46,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -54,6 +55,7 @@ from bench.clients import BrowserProtocolClient, GradioApiClient, Job, Reply, Re
 from bench.cluster import ClusterOptions, LaunchedCluster, benchmark_parser, parse_benchmark_args, prepare_run
 from bench.load import OK, REJECTED, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, new_figure, write_results
+from tests.helpers import Processes
 
 logger = logging.getLogger("bench.soak")
 
@@ -360,10 +362,13 @@ class Killer:
         return False
 
 
-def run_soak(args: argparse.Namespace, processes: Any = None) -> SoakReport:
-    """Start a cluster, soak it, judge it; the report (the cluster is stopped on return)."""
+def run_soak(args: argparse.Namespace, processes: Processes | None = None, run_dir: Path | None = None) -> SoakReport:
+    """Start a cluster, soak it, judge it; the report.
+
+    ``processes`` and ``run_dir`` as for ``LaunchedCluster`` (a test passes its own).
+    """
     options = ClusterOptions.from_args(args)
-    with LaunchedCluster(options, name="soak", processes=processes) as cluster:
+    with LaunchedCluster(options, name="soak", processes=processes, run_dir=run_dir) as cluster:
         clock = Clock()
         traffic = Traffic(cluster, clock, args)
         runner = LoadRunner(traffic.clients(), args.seconds)

@@ -36,10 +36,12 @@ SMALL = "Quick 512×512"
 
 
 @pytest.fixture(scope="module")
-def cluster(demo_model_dir: Path) -> Iterator[LaunchedCluster]:
+def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
     """HAProxy + sidecar + 2 nodes on the demo model (one torch thread per worker)."""
+    run_dir = tmp_path_factory.mktemp("browser-cluster")
     with Processes("browser-cluster") as processes:
-        with LaunchedCluster(ClusterOptions(nodes=2, threads=1), name="browser", processes=processes) as launched:
+        with LaunchedCluster(ClusterOptions(nodes=2, threads=1), name="browser", processes=processes,
+                             run_dir=run_dir) as launched:
             yield launched
 
 

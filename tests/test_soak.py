@@ -22,12 +22,12 @@ pytestmark = pytest.mark.soak
 
 
 @pytest.mark.timeout(1200)
-def test_soak_loses_nothing_and_leaks_nothing(demo_model_dir: Path, processes: Processes) -> None:
+def test_soak_loses_nothing_and_leaks_nothing(demo_model_dir: Path, processes: Processes, tmp_path: Path) -> None:
     args = parse_args([
         "--seconds", os.environ.get("PORTRAIT_SOAK_SECONDS", "180"),
         "--kills", os.environ.get("PORTRAIT_SOAK_KILLS", "2"),
     ])
-    report = run_soak(args, processes=processes)
+    report = run_soak(args, processes=processes, run_dir=tmp_path)
     markdown = render(report)
     artifacts = REPO / "test-artifacts"
     artifacts.mkdir(exist_ok=True)
