@@ -16,9 +16,10 @@ hits every path alike:
 
 Every path must return the pixel-identical image for a given seed (checked). It prints
 median and p95 per path and the overhead ratio vs (a), then measures requests/s through
-HAProxy with ``--concurrency`` REST clients for ``--seconds``, first with one worker (the
-other set to ``maint`` in HAProxy), then with two. Results go to ``bench/results/serving.md``
-and ``serving.png``.
+HAProxy with ``--concurrency`` REST clients: ``--rounds`` rounds of a ``--seconds`` phase with
+one worker (the other set to ``maint`` in HAProxy), then one with two, so that other load on
+the machine hits both alike; each phase counts the jobs completed inside it. Results go to
+``bench/results/serving.md`` and ``serving.png``.
 
 On a GPU machine, benchmark a real model with its own settings, e.g.::
 
@@ -35,9 +36,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+import operator
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import reduce
 
 from bench.clients import GradioApiClient, Job, RestClient, pixels_digest
 from bench.cluster import ClusterOptions, LaunchedCluster, benchmark_parser, parse_benchmark_args, prepare_run
@@ -57,18 +60,23 @@ PATH_NAMES = {
 
 @dataclass(frozen=True)
 class Throughput:
-    """Requests/s through HAProxy with a given number of workers in rotation."""
+    """Requests/s through HAProxy with a given number of workers in rotation (one or more phases)."""
 
     workers: int
     clients: int
     ok: int
     failed: int
     seconds: float
+    phases: int = 1
 
     @property
     def per_second(self) -> float:
         """Completed requests per second of wall time."""
         return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    def __add__(self, other: "Throughput") -> "Throughput":
+        return Throughput(self.workers, self.clients, self.ok + other.ok, self.failed + other.failed,
+                          self.seconds + other.seconds, self.phases + other.phases)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -77,7 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--guidance", type=float, default=0.0, help="Guidance scale.")
     parser.add_argument("--runs", type=int, default=8, help="Timed repetitions per path.")
     parser.add_argument("--concurrency", type=int, default=4, help="Concurrent REST clients for requests/s.")
-    parser.add_argument("--seconds", type=float, default=30.0, help="Length of each throughput phase.")
+    parser.add_argument("--seconds", type=float, default=15.0, help="Length of each throughput phase.")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="Throughput rounds; each runs a 1-worker then a 2-worker phase (interleaved).")
     parser.add_argument("--max-requests", type=int, default=200, help="Most requests per client per phase.")
     return parse_benchmark_args(parser, argv)
 
@@ -164,7 +174,7 @@ def render(args: argparse.Namespace, latencies: dict[str, list[float]], throughp
     ]
     base = throughput[0].per_second
     throughput_rows = [
-        [t.workers, t.clients, t.ok, t.failed, f"{t.seconds:.1f}", f"{t.per_second:.2f}",
+        [t.workers, t.clients, t.phases, t.ok, t.failed, f"{t.seconds:.0f}", f"{t.per_second:.2f}",
          f"{t.per_second / base:.2f}×" if base else "–"]
         for t in throughput
     ]
@@ -179,10 +189,10 @@ def render(args: argparse.Namespace, latencies: dict[str, list[float]], throughp
         "",
         markdown_table(["path", "runs", "median ms", "p95 ms", "× in-process", "added ms"], latency_rows),
         "",
-        f"## Throughput through HAProxy ({args.concurrency} concurrent REST clients, "
-        f"{args.seconds:g} s per phase)",
+        f"## Throughput through HAProxy ({args.concurrency} concurrent REST clients; {args.rounds} rounds of a "
+        f"{args.seconds:g} s phase with 1 worker, then with 2)",
         "",
-        markdown_table(["workers", "clients", "completed", "failed", "window s", "req/s", "× 1 worker"],
+        markdown_table(["workers", "clients", "phases", "completed", "failed", "seconds", "req/s", "× 1 worker"],
                        throughput_rows),
         "",
         f"Reproduce: `{args.reproduce}`",
@@ -228,10 +238,12 @@ def main(argv: list[str] | None = None) -> None:
         }
         latencies = measure_latency(calls, job, args.runs)
         gradio.close()
-        throughput = [
+        counts = (1, min(2, len(cluster.spec.workers)))
+        phases = [
             measure_throughput(cluster, workers, job, args.concurrency, args.seconds, args.max_requests)
-            for workers in (1, min(2, len(cluster.spec.workers)))
+            for _ in range(args.rounds) for workers in counts
         ]
+        throughput = [reduce(operator.add, [p for p in phases if p.workers == w]) for w in counts]
     markdown = render(args, latencies, throughput)
     print(markdown)
     for path in write_results("serving", markdown, plot(latencies, throughput)):
