@@ -29,6 +29,7 @@ COOKIE_NAME = "PORTRAIT_NODE"
 
 WEBS_BACKEND = "webs"
 WORKERS_BACKEND = "workers"
+PROBES_BACKEND = "worker_probes"
 REST_PATHS = ("/generate", "/generate/stream")
 
 # crypt(3) hashes HAProxy's userlist understands: SHA-256, SHA-512, yescrypt, bcrypt.
@@ -96,6 +97,7 @@ class HAProxyConfigRenderer:
             self._workers_frontend(),
             self._webs_backend(),
             self._workers_backend(),
+            self._probes_backend(),
             self._stats_frontend(),
         ]
         return "\n".join(section for section in sections if section) + "\n"
@@ -243,17 +245,13 @@ class HAProxyConfigRenderer:
     def _workers_frontend(self) -> str:
         listener = self.spec.workers_frontend
         return _block(
-            "# Private entry for the web fronts' jobs (their --worker-url). HAProxy answers the",
-            "# probes itself, so a web front's readiness check never waits behind generations.",
+            "# Private entry for the web fronts' jobs (their --worker-url). Probes go around the",
+            "# job queue, so a web front's readiness check never waits behind generations.",
             "frontend workers_in",
             f"    bind {listener.host}:{listener.port}",
             "    option http-buffer-request",
             "    acl probe path /readyz /healthz",
-            f"    acl workers_up nbsrv({WORKERS_BACKEND}) gt 0",
-            "    http-request return status 200 content-type application/json lf-string"
-            f" '{{\"status\":\"ready\",\"workers_up\":%[nbsrv({WORKERS_BACKEND})]}}' if probe workers_up",
-            "    http-request return status 503 content-type application/json string"
-            f" {_json_body('not_ready', 'No worker is up.')} if probe",
+            f"    use_backend {PROBES_BACKEND} if probe",
             f"    default_backend {WORKERS_BACKEND}",
         )
 
@@ -309,6 +307,22 @@ class HAProxyConfigRenderer:
             + _json_body("busy", detail),
         ]
         lines += [self._server_line(node, node.worker.address, cookie=False) for node in self.spec.workers]  # type: ignore[union-attr]
+        return _block(*lines)
+
+    def _probes_backend(self) -> str:
+        lines = [
+            "# Worker probes (/readyz, /healthz) from the web fronts: any worker that is UP in",
+            "# the workers backend answers (a worker answers probes while it generates), so a",
+            "# web front learns which model the workers run without queueing behind jobs.",
+            f"backend {PROBES_BACKEND}",
+            "    balance roundrobin",
+            "    http-error status 503 content-type application/json hdr Retry-After 5 string "
+            + _json_body("not_ready", "No worker is up."),
+        ]
+        lines += [
+            f"    server {node.name} {node.worker.address} track {WORKERS_BACKEND}/{node.name} no-check"  # type: ignore[union-attr]
+            for node in self.spec.workers
+        ]
         return _block(*lines)
 
     @staticmethod

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import subprocess
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -170,9 +171,27 @@ def test_routing_headers_and_size_cap(balancer: RunningBalancer) -> None:
     assert too_big.status_code == 413 and too_big.json()["error"] == "request_too_large"
 
 
-def test_workers_frontend_answers_probes_itself(balancer: RunningBalancer) -> None:
-    ready = httpx.get(f"{balancer.spec.workers_frontend.url}/readyz")
-    assert ready.status_code == 200 and ready.json() == {"status": "ready", "workers_up": 2}
+def test_worker_probes_go_around_the_job_queue(balancer: RunningBalancer) -> None:
+    probes = f"{balancer.spec.workers_frontend.url}/readyz"
+    # Both workers busy with a job each (maxconn 1): a probe still reaches one of them.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        jobs = [pool.submit(httpx.get, f"{balancer.spec.workers_frontend.url}/generate", params={"prompt": "x"},
+                            timeout=30) for _ in range(2)]
+        wait_until(lambda: all(s.current_sessions for s in balancer.api.servers("workers")), "both workers busy")
+        ready = httpx.get(probes, timeout=2 * JOB_SECONDS)
+        assert ready.status_code == 200 and ready.json()["name"] in ("w1", "w2")
+        assert not any(job.done() for job in jobs)  # answered while the jobs still ran
+        assert all(job.result().status_code == 200 for job in jobs)
+    # No worker up: HAProxy answers the probe itself with a JSON 503.
+    for name in ("w1", "w2"):
+        balancer.api.set_server_state("workers", name, "maint")
+    try:
+        down = httpx.get(probes)
+        assert down.status_code == 503 and down.json()["error"] == "not_ready"
+    finally:
+        for name in ("w1", "w2"):
+            balancer.api.set_server_state("workers", name, "ready")
+            wait_status(balancer.api, "workers", name, "UP")
 
 
 def test_cookie_keeps_a_browser_on_one_web_front(balancer: RunningBalancer) -> None:
