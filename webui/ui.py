@@ -357,8 +357,8 @@ class Studio:
     async def page_load(self) -> tuple[Any, Any, Any]:
         """On page load: (model note, steps, guidance); the sliders take the model's defaults.
 
-        Behind the balancer, HAProxy answers ``/readyz`` for the worker pool without model
-        details: the note then names the model after the first job.
+        Behind the balancer, ``/readyz`` reaches one worker around the job queue, which
+        describes its model as a single worker does.
         """
         ready, body = await self.readiness.get()
         pipeline = body.get("pipeline") or {}
