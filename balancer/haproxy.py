@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from balancer.lifetime import terminate_with_parent
+
 logger = logging.getLogger(__name__)
 
 ServerState = Literal["ready", "drain", "maint"]
@@ -97,6 +99,7 @@ class HAProxyProcess:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=terminate_with_parent,
             )
         logger.info("HAProxy started (pid %d, config %s, log %s)", self.proc.pid, self.config_path, self.log_path)
         api = RuntimeAPI(self.socket_path)

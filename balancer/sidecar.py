@@ -51,6 +51,7 @@ from balancer.cluster import (
 )
 from balancer.haproxy import HAProxyError, RuntimeAPI, ServerState
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
+from balancer.lifetime import terminate_with_parent
 from balancer.restart_policy import RestartPolicy
 from balancer.status import PartState, PartStatus, SidecarMetrics, status_app
 
@@ -208,6 +209,7 @@ class ProcessSupervisor:
                 stderr=asyncio.subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
+                preexec_fn=terminate_with_parent,
             )
         self.status.pid = self.proc.pid
         self.status.started_at = time.monotonic()

@@ -287,3 +287,21 @@ def test_sigterm_drains_and_stops_every_child(cluster: SupervisedCluster) -> Non
     states = {(server.backend, server.server): server.status for server in cluster.api.servers()}
     assert set(states.values()) == {"MAINT"}
     assert "all processes stopped" in cluster.proc.log_path.read_text()
+
+
+def test_children_do_not_outlive_a_sigkilled_sidecar(tmp_path: Path, processes: Processes) -> None:
+    port = free_port()
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump({
+        "run_dir": str(tmp_path),
+        "sidecar": {"port": free_port(), "probe_interval": 0.2},
+        "nodes": [{"name": "a", "worker": {"port": port, "command": fake_command("a-worker", port)}}],
+    }))
+    sidecar = processes.start(["python", "-m", "balancer.sidecar", "--no-haproxy", "--cluster", str(cluster_file)],
+                              log_name="sidecar-killed")
+    wait_http(f"http://127.0.0.1:{port}/readyz", proc=sidecar, timeout=30)
+    children = psutil.Process(sidecar.pid).children(recursive=True)
+    assert children
+    sidecar.kill()
+    gone, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, f"orphans left behind: {[proc.pid for proc in alive]}"
