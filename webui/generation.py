@@ -14,7 +14,9 @@ from PIL import Image
 
 from webui.faults import FaultPlan
 from webui.images import encode_png
+from webui.job_parsing import ApiError, expected_steps
 from webui.metrics import WorkerMetrics
+from webui.scheduler import JobCancelled
 from webui.schema import (
     EffectiveParams,
     GenerationRequest,
@@ -25,11 +27,7 @@ from webui.schema import (
 )
 from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM, WorkerSettings
 
-logger = logging.getLogger("webui.worker")  # also when run as __main__
-access_logger = logging.getLogger("webui.worker.access")
-
-from webui.job_parsing import ApiError, expected_steps
-from webui.scheduler import JobCancelled
+logger = logging.getLogger(__name__)
 
 WARMUP_SIDE = 256
 """Width and height of the warm-up and post-OOM self-check generations."""
@@ -66,7 +64,6 @@ def load_portrait_pipeline(settings: WorkerSettings) -> Pipeline:
     return PortraitPipeline.load(settings)
 
 
-
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is the device running out of memory (CUDA or host)."""
     if isinstance(exc, MemoryError):
@@ -80,7 +77,6 @@ def cuda_index(device: str) -> int | None:
     if not device.startswith("cuda"):
         return None
     return int(device.partition(":")[2] or 0)
-
 
 
 class GenerationService:

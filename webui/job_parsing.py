@@ -7,7 +7,6 @@ field and what it allows, never a traceback.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,9 +19,6 @@ from webui.schema import (
     GenerationRequest,
     Limits,
 )
-
-logger = logging.getLogger("webui.worker")  # also when run as __main__
-access_logger = logging.getLogger("webui.worker.access")
 
 JSON_BODY_SLACK = 64 * 1024
 """Bytes a JSON body may have on top of the base64 of the largest allowed upload."""
@@ -39,7 +35,6 @@ class ApiError(Exception):
         self.status = status
         self.body = ErrorBody(error=error, detail=detail, fields=fields or [])
         self.headers = dict(headers or {})
-
 
 
 def schema_range(name: str) -> str:

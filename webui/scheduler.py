@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
-
-logger = logging.getLogger("webui.worker")  # also when run as __main__
-access_logger = logging.getLogger("webui.worker.access")
 
 from webui.job_parsing import ApiError
 
@@ -21,7 +17,6 @@ T = TypeVar("T")
 
 class JobCancelled(Exception):
     """The job's client went away; raised inside the job to stop it."""
-
 
 
 class Job(Generic[T]):
