@@ -516,6 +516,10 @@ def test_validation_problems_follow_the_model_family():
     typed = validation_problems([{"type": "float_parsing", "loc": ("guidance",), "msg": "bad"}], sdxl)
     assert typed == [{"field": "guidance", "message": "bad", "allowed": "a number from 0.0 to 30.0"}]
     assert invalid_request(typed).status == 422
+    with pytest.raises(ApiError) as blank:
+        validate_job({"prompt": " \n\t "}, sdxl)
+    assert blank.value.body.fields[0]["field"] == "prompt"
+    assert "only spaces" in blank.value.body.detail
 
 
 class BuggyPipeline:

@@ -66,6 +66,8 @@ class GenerationRequest(BaseModel):
     def _check_limits(self, info: ValidationInfo) -> "GenerationRequest":
         limits: Limits = (info.context or {}).get("limits") or Limits()
         problems = []
+        if not self.prompt.strip():
+            problems.append("prompt: must contain some text, not only spaces")
         if len(self.prompt) > limits.max_prompt_chars:
             problems.append(f"prompt: at most {limits.max_prompt_chars} characters")
         if len(self.negative_prompt) > limits.max_prompt_chars:
