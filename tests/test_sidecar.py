@@ -20,9 +20,9 @@ import yaml
 from balancer.causes import DeathCause, DeathClassifier, KernelLog, OomKillCounter, candidate_counter_files
 from balancer.cluster import parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
-from balancer.haproxy_config import render_config
+from balancer.haproxy_config import PROBES_BACKEND, render_config
 from balancer.restart_policy import RestartPolicy
-from tests.balancer_helpers import STATS_PASSWORD, fake_command, wait_status, wait_until
+from tests.balancer_helpers import cluster_data, fake_command, wait_status, wait_until
 from tests.helpers import Processes, free_port, wait_http
 from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM
 
@@ -138,17 +138,14 @@ class SupervisedCluster:
         self.oom_counter.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
         ports = {name: free_port() for name in ("a-web", "a-worker", "b-worker", "c-worker")}
         once = run_dir / "b-crashed-once"
-        self.data = {
-            "run_dir": str(run_dir),
-            "public": {"port": free_port()},
-            "workers_frontend": {"port": free_port()},
-            "stats": {"port": free_port(), "password": STATS_PASSWORD},
-            "sidecar": {
+        self.data = cluster_data(
+            run_dir, [], [],
+            sidecar={
                 "port": free_port(), "probe_interval": 0.2, "probe_timeout": 2.0, "stuck_after": 3.0,
                 "backoff_initial": 0.2, "backoff_max": 1.0, "crash_loop_deaths": 4, "crash_loop_window": 60,
                 "stop_grace": 3.0, "oom_counter_file": str(self.oom_counter),
             },
-            "nodes": [
+            nodes=[
                 {"name": "a",
                  "web": {"port": ports["a-web"], "command": fake_command("a-web", ports["a-web"])},
                  "worker": {"port": ports["a-worker"], "command": fake_command("a-worker", ports["a-worker"])}},
@@ -160,7 +157,7 @@ class SupervisedCluster:
                 {"name": "c", "worker": {"port": ports["c-worker"], "command": fake_command(
                     "c-worker", ports["c-worker"], "--exit-code", "3", "--exit-after", "0.3")}},
             ],
-        }
+        )
         self.spec = parse_cluster(self.data)
         write_config(render_config(self.spec), self.spec.config_path)
         self.haproxy = HAProxyProcess(self.spec.config_path, self.spec.socket_path, run_dir / "haproxy.log")
@@ -285,7 +282,9 @@ def test_sigterm_drains_and_stops_every_child(cluster: SupervisedCluster) -> Non
     gone, alive = psutil.wait_procs(children, timeout=5)
     assert not alive
     states = {(server.backend, server.server): server.status for server in cluster.api.servers()}
+    probes = {key: states.pop(key) for key in list(states) if key[0] == PROBES_BACKEND}
     assert set(states.values()) == {"MAINT"}
+    assert probes and all(status == f"MAINT (via workers/{server})" for (_, server), status in probes.items())
     assert "all processes stopped" in cluster.proc.log_path.read_text()
 
 
