@@ -33,6 +33,7 @@ import yaml
 from balancer.cluster import ClusterSpec, parse_cluster
 from balancer.haproxy import RuntimeAPI, ServerStatus
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
+from tests.balancer_helpers import wait_until
 from tests.helpers import Processes, free_port, wait_http
 from webui.settings import default_cache_dir
 
@@ -64,6 +65,16 @@ class ClusterOptions:
     worker_args: list[str] = field(default_factory=list)
     web_args: list[str] = field(default_factory=list)
     worker_env: dict[str, str] = field(default_factory=dict)
+    sidecar: dict[str, Any] = field(default_factory=dict)
+    """Extra sidecar settings for the cluster file (probe interval, backoff, OOM counter file, ...)."""
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Extra top-level cluster-file sections (``limits``, ...)."""
+    worker_only_nodes: dict[str, list[str]] = field(default_factory=dict)
+    """Node name -> worker flags of extra nodes with a worker only (no ``--threads`` etc. added).
+
+    They are not waited for and not in ``node_names``: a test can give one a model that does not
+    exist, to watch it crash-loop.
+    """
 
     @staticmethod
     def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -139,13 +150,16 @@ class LaunchedCluster:
                 "web": {"port": free_port(), "args": list(opts.web_args)},
                 "worker": {"port": free_port(), "args": opts.worker_flags(), "env": dict(opts.worker_env)},
             })
+        for name, args in opts.worker_only_nodes.items():
+            nodes.append({"name": name, "worker": {"port": free_port(), "args": list(args)}})
         return {
             "public": {"port": free_port()},
             "workers_frontend": {"port": free_port()},
             "stats": {"port": free_port(), "password": "bench-stats"},
-            "sidecar": {"port": free_port()},
+            "sidecar": {"port": free_port(), **opts.sidecar},
             "run_dir": str(self.run_dir),
             "nodes": nodes,
+            **opts.extra,
         }
 
     def start(self) -> "LaunchedCluster":
@@ -208,8 +222,8 @@ class LaunchedCluster:
 
     @property
     def node_names(self) -> list[str]:
-        """Names of the nodes, in order."""
-        return [node.name for node in self.spec.nodes]
+        """Names of the nodes (web front + worker), in order; ``worker_only_nodes`` are left out."""
+        return [node.name for node in self.spec.nodes if node.name not in self.options.worker_only_nodes]
 
     def part_url(self, node: str, part: str) -> str:
         """Base URL of a node's ``web`` or ``worker`` process."""
@@ -218,7 +232,7 @@ class LaunchedCluster:
 
     # ------------------------------------------------------------------ state
     def servers(self) -> list[ServerStatus]:
-        """HAProxy's view of every node part (webs and workers backends)."""
+        """HAProxy's view of every node part (webs and workers backends), ``worker_only_nodes`` included."""
         return [s for s in self.runtime.servers() if s.backend in PARTS.values()]
 
     def server_status(self, node: str, part: str) -> str:
@@ -226,12 +240,36 @@ class LaunchedCluster:
         return self.runtime.server(PARTS[part], node).status
 
     def all_up(self) -> bool:
-        """Every node part is UP in HAProxy."""
+        """Every part of every node in ``node_names`` is UP in HAProxy."""
+        names = set(self.node_names)
         try:
-            servers = self.servers()
+            servers = [s for s in self.servers() if s.server in names]
         except OSError:
             return False
-        return len(servers) == 2 * len(self.spec.nodes) and all(is_up(s.status) for s in servers)
+        return len(servers) == 2 * len(names) and all(is_up(s.status) for s in servers)
+
+    def all_ready(self) -> bool:
+        """Every part of every node in ``node_names`` is ready in the sidecar and UP in HAProxy."""
+        try:
+            status = self.status()
+            return all(
+                sidecar_part(status, node, part)["state"] == "ready" and is_up(self.server_status(node, part))
+                for node in self.node_names for part in PARTS
+            )
+        except (OSError, httpx.HTTPError):
+            return False
+
+    def wait_all_ready(self, timeout: float = 120) -> None:
+        """Wait until ``all_ready``; ``TimeoutError`` otherwise."""
+        wait_until(self.all_ready, "every node part ready and UP", timeout, interval=0.25)
+
+    def wait_restarted(self, node: str, part: str, restarts: int, timeout: float = 120) -> dict[str, Any]:
+        """Wait until the sidecar reports a node part restarted ``restarts`` times (in all) and ready; its entry."""
+        def restarted() -> dict[str, Any] | None:
+            entry = self.part_status(node, part)
+            return entry if entry["restarts"] >= restarts and entry["state"] == "ready" else None
+
+        return wait_until(restarted, f"{node}/{part} restarted {restarts} times and ready", timeout, interval=0.1)
 
     def wait_all_up(self, timeout: float) -> None:
         """Wait until every node part is UP; ``TimeoutError`` naming the others."""

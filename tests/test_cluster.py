@@ -27,20 +27,18 @@ import yaml
 from gradio_client import Client
 from pydantic_settings import CliApp
 
-from balancer.cluster import parse_cluster
-from balancer.haproxy import RuntimeAPI
 from balancer.settings import LaunchSettings
 from balancer.share import ShareTunnel
 from bench.clients import GradioApiClient, Job, RestClient
-from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Record, timed_call
+from bench.cluster import ClusterOptions, LaunchedCluster, is_out, is_up
+from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from launch import open_share
-from tests.balancer_helpers import STATS_PASSWORD, run_concurrently, send_in_order, wait_until
-from tests.helpers import REPO, Processes, free_port, wait_http
+from tests.balancer_helpers import run_concurrently, send_in_order, wait_until
+from tests.helpers import REPO, Processes
 from webui.settings import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 
 OOM_MARKER = "[[cluster-oom]]"
 NODES = ("node1", "node2")
-BACKENDS = {"web": "webs", "worker": "workers"}
 ARTIFACT = REPO / "test-artifacts" / "cluster-failover.json"
 
 
@@ -52,125 +50,43 @@ def small_job(index: int, prompt: str = "studio portrait") -> Job:
     return Job(prompt=f"{prompt} {index}", steps=2, width=128, height=128, seed=1000 + index)
 
 
-class LaunchedCluster:
-    """``python launch.py --cluster FILE`` on free loopback ports, and what the tests ask of it."""
+def oom_counter(run_dir: Path) -> Path:
+    """The stand-in cgroup OOM counter file the sidecar reads (a test bumps it to fake the OOM killer)."""
+    return run_dir / "memory.events"
 
-    def __init__(self, run_dir: Path, processes: Processes) -> None:
-        self.run_dir = run_dir
-        self.processes = processes
-        self.oom_counter = run_dir / "memory.events"
-        self.oom_counter.write_text("oom 0\noom_kill 0\n")
-        worker_args = ["--model", "demo", "--threads", "1", "--max-consecutive-ooms", "1"]
-        worker_env = {FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER}
-        nodes = [
-            {"name": name, "web": {"port": free_port()},
-             "worker": {"port": free_port(), "args": worker_args, "env": worker_env}}
-            for name in NODES
-        ]
+
+def cluster_options(run_dir: Path) -> ClusterOptions:
+    """node1 and node2 (demo model, OOM fault injection, one OOM exit is enough to restart) plus "broken"."""
+    return ClusterOptions(
+        nodes=len(NODES), threads=1, start_timeout=240,
+        worker_args=["--max-consecutive-ooms", "1"],
+        worker_env={FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER},
+        sidecar={"probe_interval": 0.5, "start_timeout": 180, "backoff_initial": 0.5, "crash_loop_deaths": 3,
+                 "crash_loop_window": 600, "stop_grace": 5, "oom_counter_file": str(oom_counter(run_dir))},
+        extra={"limits": {"queue_timeout": QUEUE_TIMEOUT}},
         # A worker whose model does not exist: exits with EXIT_LOAD_FAILED every time.
-        nodes.append({"name": "broken", "worker": {"port": free_port(), "args": [
-            "--model", str(run_dir / "no-such-model"), "--threads", "1"]}})
-        self.data = {
-            "run_dir": str(run_dir),
-            "public": {"port": free_port()},
-            "workers_frontend": {"port": free_port()},
-            "stats": {"port": free_port(), "password": STATS_PASSWORD},
-            "sidecar": {"port": free_port(), "probe_interval": 0.5, "start_timeout": 180, "backoff_initial": 0.5,
-                        "crash_loop_deaths": 3, "crash_loop_window": 600, "stop_grace": 5,
-                        "oom_counter_file": str(self.oom_counter)},
-            "limits": {"queue_timeout": QUEUE_TIMEOUT},
-            "nodes": nodes,
-        }
-        self.spec = parse_cluster(self.data)
-        self.api = RuntimeAPI(self.spec.socket_path)
-        self.url = self.spec.public.url
-        self.proc = None
-
-    def start(self) -> None:
-        cluster_file = self.run_dir / "cluster.yaml"
-        cluster_file.write_text(yaml.safe_dump(self.data))
-        self.proc = self.processes.start(["python", "launch.py", "--cluster", str(cluster_file)], log_name="cluster")
-        wait_http(f"{self.spec.sidecar.url}/status", proc=self.proc, timeout=60)
-        self.wait_whole(timeout=240)
-
-    def status(self) -> dict:
-        return httpx.get(f"{self.spec.sidecar.url}/status", timeout=5).json()
-
-    def part(self, node: str, part: str) -> dict:
-        return self.status()["nodes"][node][part]
-
-    def haproxy_status(self, node: str, part: str) -> str:
-        return self.api.server(BACKENDS[part], node).status
-
-    def whole(self) -> bool:
-        """Every part of node1 and node2 is ready in the sidecar and UP in HAProxy."""
-        try:
-            return all(
-                self.part(node, part)["state"] == "ready" and self.haproxy_status(node, part) == "UP"
-                for node in NODES for part in BACKENDS
-            )
-        except (OSError, httpx.HTTPError):
-            return False
-
-    def wait_whole(self, timeout: float = 120) -> None:
-        wait_until(self.whole, "node1 and node2 ready and UP", timeout, interval=0.25)
-
-    def wait_restarted(self, node: str, part: str, restarts: int, timeout: float = 120) -> dict:
-        def restarted() -> dict | None:
-            entry = self.part(node, part)
-            return entry if entry["restarts"] >= restarts and entry["state"] == "ready" else None
-
-        return wait_until(restarted, f"{node}/{part} restarted {restarts} times and ready", timeout, interval=0.1)
-
-    def kill(self, node: str, part: str) -> int:
-        """SIGKILL a node part by the PID the sidecar reports, after checking we started it."""
-        pid = self.part(node, part)["pid"]
-        ours = {child.pid for child in psutil.Process(self.proc.pid).children(recursive=True)}
-        assert pid in ours, f"{node}/{part} pid {pid} is not one of this cluster's processes"
-        os.kill(pid, signal.SIGKILL)
-        return pid
-
-    def busy_worker(self, timeout: float = 20) -> str:
-        """A node whose worker is generating right now."""
-        def busy() -> str | None:
-            for node in NODES:
-                try:
-                    if httpx.get(f"{self.part(node, 'worker')['url']}/readyz", timeout=2).json().get("busy"):
-                        return node
-                except (httpx.HTTPError, ValueError):
-                    continue
-            return None
-
-        return wait_until(busy, "a busy worker", timeout, interval=0.02)
+        worker_only_nodes={"broken": ["--model", str(run_dir / "no-such-model"), "--threads", "1"]},
+    )
 
 
-class StateMonitor:
+class StateMonitor(Poller):
     """Notes when HAProxy first reports a server out of and back in rotation (polls every 20 ms)."""
 
-    def __init__(self, cluster: LaunchedCluster, backend: str, server: str) -> None:
-        self.cluster, self.backend, self.server = cluster, backend, server
+    def __init__(self, cluster: LaunchedCluster, node: str, part: str) -> None:
+        super().__init__(0.02, "state-monitor")
+        self.cluster, self.node, self.part = cluster, node, part
         self.down_at: float | None = None
         self.up_again_at: float | None = None
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._poll, daemon=True)
 
-    def _poll(self) -> None:
-        while not self.stop.wait(0.02):
-            status = self.cluster.api.server(self.backend, self.server).status
-            now = time.monotonic()
-            if self.down_at is None and status.startswith(("DOWN", "MAINT")):
-                self.down_at = now
-            elif self.down_at is not None and status == "UP":
-                self.up_again_at = now
-                return
-
-    def __enter__(self) -> "StateMonitor":
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        self.thread.join(timeout=5)
+    def poll(self) -> None:
+        if self.up_again_at is not None:
+            return
+        status = self.cluster.server_status(self.node, self.part)
+        now = time.monotonic()
+        if self.down_at is None and is_out(status):
+            self.down_at = now
+        elif self.down_at is not None and is_up(status):
+            self.up_again_at = now
 
 
 HAPROXY_LOG_LINE = re.compile(r"\[(\d+/\w+/\d+:\d+:\d+:\d+)\.\d+\] \S+ workers/\S+ .* \d+/\d+/\d+/\d+/\+?(\d+) ")
@@ -198,9 +114,11 @@ def record_figures(name: str, figures: dict) -> None:
 @pytest.fixture(scope="module")
 def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     run_dir = tmp_path_factory.mktemp("cluster")
+    oom_counter(run_dir).write_text("oom 0\noom_kill 0\n")
     with Processes("cluster") as processes:
-        launched = LaunchedCluster(run_dir, processes)
+        launched = LaunchedCluster(cluster_options(run_dir), name="cluster", processes=processes, run_dir=run_dir)
         launched.start()
+        launched.wait_all_ready(timeout=240)
         yield launched
         # Ctrl-C path: SIGTERM to launch.py stops everything it started.
         children = psutil.Process(launched.proc.pid).children(recursive=True)
@@ -213,7 +131,7 @@ def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def sticky(cluster: LaunchedCluster):
     """One gradio_client.Client, reused across tests like a long-lived script would."""
-    client = GradioApiClient(cluster.url)
+    client = GradioApiClient(cluster.public_url)
     yield client
     client.close()
 
@@ -230,7 +148,7 @@ def test_a_reused_gradio_client_stays_on_one_web_front(cluster: LaunchedCluster,
 def test_a_browser_keeps_its_web_front_and_clients_spread(cluster: LaunchedCluster) -> None:
     fronts = set()
     for _ in range(4):
-        with httpx.Client(base_url=cluster.url, timeout=30) as browser:
+        with httpx.Client(base_url=cluster.public_url, timeout=30) as browser:
             assert browser.get("/").status_code == 200  # the studio page sets the node cookie
             nodes = {browser.get("/healthz").json()["node"] for _ in range(20)}
             assert nodes == {browser.cookies["PORTRAIT_NODE"]}
@@ -239,7 +157,7 @@ def test_a_browser_keeps_its_web_front_and_clients_spread(cluster: LaunchedClust
     # And gradio_client users too: new clients are spread over the fronts.
     web_nodes = set()
     for index in range(4):
-        client = Client(cluster.url, verbose=False)
+        client = Client(cluster.public_url, verbose=False)
         try:
             _, info = client.predict(f"spread {index}", "", 2, None, 128, 128, 7, 1.0, 1, api_name="/generate")
             web_nodes.add(info["web_node"])
@@ -254,18 +172,18 @@ def test_a_browser_keeps_its_web_front_and_clients_spread(cluster: LaunchedClust
 @pytest.fixture
 def one_worker(cluster: LaunchedCluster):
     """Only node1's worker takes jobs (node2's in maint) while the test runs."""
-    cluster.api.set_server_state("workers", "node2", "maint")
+    cluster.runtime.set_server_state("workers", "node2", "maint")
     try:
         yield
     finally:
-        cluster.api.set_server_state("workers", "node2", "ready")
-        cluster.wait_whole()
+        cluster.runtime.set_server_state("workers", "node2", "ready")
+        cluster.wait_all_ready()
 
 
 def test_more_jobs_than_workers_all_complete_in_order(cluster: LaunchedCluster, one_worker: None) -> None:
-    rest = httpx.Client(base_url=cluster.url, timeout=120)
+    rest = httpx.Client(base_url=cluster.public_url, timeout=120)
     jobs = [small_job(i).rest_body() for i in range(4)]
-    results = send_in_order(cluster.api, "workers", [lambda job=job: rest.post("/generate", json=job) for job in jobs])
+    results = send_in_order(cluster.runtime, "workers", [lambda job=job: rest.post("/generate", json=job) for job in jobs])
     rest.close()
     assert [response.status_code for _, response in results] == [200] * 4
     assert [response.json()["seed"] for _, response in results] == [job["seed"] for job in jobs]
@@ -280,7 +198,7 @@ def test_beyond_the_bounded_wait_a_clear_503(cluster: LaunchedCluster, one_worke
     The running job is made longer each round (more steps) until it outlasts the timeout, so
     the test does not depend on how fast this machine is today.
     """
-    rest = httpx.Client(base_url=cluster.url, timeout=300)
+    rest = httpx.Client(base_url=cluster.public_url, timeout=300)
     for steps in (20, 40, 80):
         long_job = {"prompt": "long", "steps": steps, "width": 768, "height": 768}
         (_, running), (_, waiting) = run_concurrently(
@@ -310,7 +228,7 @@ def rest_load_client(name: str, url: str, clock: Clock) -> LoadClient:
 
 def test_worker_sigkill_under_load_loses_no_job(cluster: LaunchedCluster, sticky: GradioApiClient) -> None:
     clock = Clock()
-    clients = [rest_load_client(f"rest{i}", cluster.url, clock) for i in range(2)]
+    clients = [rest_load_client(f"rest{i}", cluster.public_url, clock) for i in range(2)]
     clients.append(LoadClient("gradio", lambda i: timed_call(
         clock, "gradio", "gradio_client", True, lambda: sticky.generate(small_job(100 + i)))))
     runner = LoadRunner(clients, duration=150)
@@ -318,9 +236,9 @@ def test_worker_sigkill_under_load_loses_no_job(cluster: LaunchedCluster, sticky
     load.start()
     try:
         wait_until(lambda: all(client.records for client in clients), "every client served once", 60)
-        victim = cluster.busy_worker()
-        restarts = cluster.part(victim, "worker")["restarts"]
-        with StateMonitor(cluster, "workers", victim) as monitor:
+        victim = cluster.busy_workers(timeout=20)[0]
+        restarts = cluster.part_status(victim, "worker")["restarts"]
+        with StateMonitor(cluster, victim, "worker") as monitor:
             killed_at, killed_at_wall = time.monotonic(), time.time()
             cluster.kill(victim, "worker")
             entry = cluster.wait_restarted(victim, "worker", restarts + 1)
@@ -336,7 +254,7 @@ def test_worker_sigkill_under_load_loses_no_job(cluster: LaunchedCluster, sticky
     assert not failed, f"{len(failed)} of {len(records)} requests failed: {failed[:3]}"
     assert entry["last_cause"] == "signal" and "SIGKILL" in entry["last_detail"]
     # Back in rotation: two jobs at once occupy both workers (one job per worker), so it serves one.
-    pair = run_concurrently([lambda i=i: RestClient(cluster.url).generate(small_job(900 + i)) for i in range(2)], 0)
+    pair = run_concurrently([lambda i=i: RestClient(cluster.public_url).generate(small_job(900 + i)) for i in range(2)], 0)
     assert {reply.worker_id for _, reply in pair} == set(NODES)
     record_figures("worker_sigkill_under_load", {
         "killed": f"{victim}/worker",
@@ -351,13 +269,13 @@ def test_worker_sigkill_under_load_loses_no_job(cluster: LaunchedCluster, sticky
 
 
 def test_oom_deaths_are_restarted_with_their_cause(cluster: LaunchedCluster) -> None:
-    before = {node: cluster.part(node, "worker") for node in NODES}
+    before = {node: cluster.part_status(node, "worker") for node in NODES}
     # node1: the worker's own OOM handling (fault injection: OOM at step 2, exit EXIT_OOM).
     oom = httpx.post(f"{before['node1']['url']}/generate", json={"prompt": f"portrait {OOM_MARKER}", "steps": 4,
                                                                    "width": 128, "height": 128}, timeout=60)
     assert oom.status_code == 507 and oom.json()["error"] == "out_of_memory"
     # node2: what the kernel's OOM killer does: bump the cgroup's oom_kill counter, SIGKILL.
-    cluster.oom_counter.write_text("oom 1\noom_kill 1\n")
+    oom_counter(cluster.run_dir).write_text("oom 1\noom_kill 1\n")
     cluster.kill("node2", "worker")
     node1 = cluster.wait_restarted("node1", "worker", before["node1"]["restarts"] + 1)
     node2 = cluster.wait_restarted("node2", "worker", before["node2"]["restarts"] + 1)
@@ -366,16 +284,16 @@ def test_oom_deaths_are_restarted_with_their_cause(cluster: LaunchedCluster) -> 
     metrics = httpx.get(f"{cluster.spec.sidecar.url}/metrics").text
     assert 'portrait_sidecar_deaths_total{cause="oom_exit",node="node1",part="worker"} 1.0' in metrics
     assert 'portrait_sidecar_deaths_total{cause="oom_killer",node="node2",part="worker"} 1.0' in metrics
-    cluster.wait_whole()
-    assert RestClient(cluster.url).generate(small_job(7)).worker_id in NODES
+    cluster.wait_all_ready()
+    assert RestClient(cluster.public_url).generate(small_job(7)).worker_id in NODES
 
 
 def test_web_front_sigkill_keeps_a_reused_gradio_client_working(cluster: LaunchedCluster,
                                                                  sticky: GradioApiClient) -> None:
     front = sticky.generate(small_job(200)).web_node
-    restarts = cluster.part(front, "web")["restarts"]
+    restarts = cluster.part_status(front, "web")["restarts"]
     clock = Clock()
-    runner = LoadRunner([rest_load_client("rest", cluster.url, clock)], duration=120)
+    runner = LoadRunner([rest_load_client("rest", cluster.public_url, clock)], duration=120)
     load = threading.Thread(target=runner.run)
     load.start()
     try:
@@ -389,21 +307,21 @@ def test_web_front_sigkill_keeps_a_reused_gradio_client_working(cluster: Launche
     assert records and all(record.outcome == OK for record in records), [r for r in records if r.outcome == FAILED]
     assert [reply.seed for reply in replies] == [small_job(300 + i).seed for i in range(5)]
     assert entry["last_cause"] == "signal"
-    cluster.wait_whole()
+    cluster.wait_all_ready()
     assert sticky.generate(small_job(400)).seed == 1400
 
 
 def test_crash_loop_leaves_the_node_in_maint_and_others_serve(cluster: LaunchedCluster) -> None:
     def crash_looped() -> dict | None:
-        entry = cluster.part("broken", "worker")
+        entry = cluster.part_status("broken", "worker")
         return entry if entry["crash_looped"] else None
 
     entry = wait_until(crash_looped, "broken/worker crash-looped", 120, interval=0.5)
     assert entry["state"] == "crash_loop" and entry["deaths"] == {"load_failed": 3}
     assert cluster.status()["crash_looped"] == ["broken/worker"]
-    assert cluster.haproxy_status("broken", "worker") == "MAINT"
+    assert cluster.server_status("broken", "worker") == "MAINT"
     assert "broken/worker: CRASH LOOP" in cluster.proc.log_path.read_text()
-    replies = [RestClient(cluster.url).generate(small_job(500 + i)) for i in range(3)]
+    replies = [RestClient(cluster.public_url).generate(small_job(500 + i)) for i in range(3)]
     assert {reply.worker_id for reply in replies} <= set(NODES)
 
 
@@ -411,11 +329,11 @@ def test_haproxy_is_restarted_with_the_sidecars_server_states(cluster: LaunchedC
     old = next(p for p in psutil.Process(cluster.proc.pid).children() if p.name() == "haproxy")
     old.kill()
     # Back, with the sidecar's states told again: node1 and node2 in rotation, the crash-looped one out.
-    wait_until(lambda: cluster.api.ping() and cluster.whole() and cluster.haproxy_status("broken", "worker") == "MAINT",
+    wait_until(lambda: cluster.runtime.ping() and cluster.all_ready() and cluster.server_status("broken", "worker") == "MAINT",
                "HAProxy back, node1 and node2 UP, broken in MAINT", 60, interval=0.1)
     new = next(p for p in psutil.Process(cluster.proc.pid).children() if p.name() == "haproxy")
     assert new.pid != old.pid
-    assert RestClient(cluster.url).generate(small_job(600)).worker_id in NODES
+    assert RestClient(cluster.public_url).generate(small_job(600)).worker_id in NODES
     assert "HAProxy exited unexpectedly" in cluster.proc.log_path.read_text()
 
 
