@@ -74,6 +74,10 @@ def worker_of(progress_text: str) -> str:
 
 def test_generate_shows_progress_then_image_with_info(studio: StudioPage, cluster: LaunchedCluster) -> None:
     studio.screenshot("1-page")
+    # Before any job, the page names the loaded model and warns that the demo draws no faces.
+    note = studio.page.locator("#model-note")
+    expect(note).to_contain_text("Model: demo", timeout=10_000)
+    expect(note).to_contain_text("not faces")
     studio.type_prompt("studio portrait of a violinist, warm rim light")
     studio.choose("resolution", SMALL)
     studio.expect_slider("width", 512)
