@@ -43,6 +43,10 @@ class RestartPolicy:
             self._deaths.popleft()
         return len(self._deaths)
 
+    def forget_deaths(self) -> None:
+        """Start afresh (an operator fixed the cause and asked for another try)."""
+        self._deaths.clear()
+
     def crash_looping(self) -> bool:
         """Too many deaths within the window: stop restarting."""
         return self.recent_deaths() >= self.crash_loop_deaths

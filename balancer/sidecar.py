@@ -13,7 +13,8 @@ For each managed node part (web front, worker) one ``ProcessSupervisor``:
    first time, then with exponential backoff (``balancer.restart_policy``);
 4. a crash loop (too many deaths in a window) stops the restarts: the server stays in
    ``maint`` and the sidecar says so (ERROR log, ``portrait_sidecar_crash_looped`` metric,
-   ``crash_looped`` in ``/status``);
+   ``crash_looped`` in ``/status``) until an operator fixes the cause and asks for another
+   try with ``POST /retry/NODE/PART``;
 5. a process that is alive but fails its probe for longer than ``stuck_after`` (or never
    becomes ready within ``start_timeout``) is killed and restarted (cause ``stuck``).
 
@@ -157,6 +158,7 @@ class ProcessSupervisor:
         )
         self.proc: asyncio.subprocess.Process | None = None
         self._oom_baseline: int | None = None
+        self._retry = asyncio.Event()
         self.name = f"{status.node}/{status.part}"
         metrics.register(status)
 
@@ -184,8 +186,9 @@ class ProcessSupervisor:
             self._record(death)
             if self.policy.crash_looping():
                 self._give_up()
-                await stopping.wait()
-                return
+                if not await self._wait_for_retry(stopping):
+                    return
+                continue
             delay = self.policy.next_delay()
             if delay:
                 self._set_state(PartState.BACKOFF)
@@ -312,10 +315,34 @@ class ProcessSupervisor:
         self._haproxy("maint")
         logger.error(
             "%s: CRASH LOOP: %d deaths within %.0f s (last: %s). Not restarting it; it stays in maint. "
-            "Fix the cause (see %s) and restart the cluster.",
+            "Fix the cause (see %s), then POST /retry/%s/%s on the sidecar (or restart the cluster).",
             self.name, self.policy.recent_deaths(), self.settings.crash_loop_window,
-            self.status.last_detail, self.log_path,
+            self.status.last_detail, self.log_path, self.status.node, self.status.part,
         )
+
+    def retry(self) -> bool:
+        """Try a crash-looped process again (``POST /retry/NODE/PART``); False if it is not crash-looped."""
+        if not self.status.crash_looped:
+            return False
+        self._retry.set()
+        return True
+
+    async def _wait_for_retry(self, stopping: asyncio.Event) -> bool:
+        """Wait in the crash loop until an operator asks for a retry (True) or the sidecar stops."""
+        retry = asyncio.create_task(self._retry.wait())
+        stop = asyncio.create_task(stopping.wait())
+        await asyncio.wait({retry, stop}, return_when=asyncio.FIRST_COMPLETED)
+        retry.cancel()
+        stop.cancel()
+        if stopping.is_set():
+            return False
+        self._retry.clear()
+        self.policy.forget_deaths()
+        self.status.crash_looped = False
+        self.metrics.record_restart(self.status)
+        self.status.restarts += 1
+        logger.warning("%s: retrying after a crash loop, as asked", self.name)
+        return True
 
     async def _stop(self) -> None:
         if self.proc is not None and self.proc.returncode is None:
@@ -374,6 +401,13 @@ class Sidecar:
         """The status record of every supervised process."""
         return [supervisor.status for supervisor in self.supervisors]
 
+    def retry(self, node: str, part: str) -> bool | None:
+        """Retry a crash-looped node part: None if there is no such part, else whether it was crash-looped."""
+        for supervisor in self.supervisors:
+            if (supervisor.status.node, supervisor.status.part) == (node, part):
+                return supervisor.retry()
+        return None
+
     def request_stop(self, signum: int | None = None) -> None:
         """Begin a graceful shutdown (signal handler)."""
         if not self.stopping.is_set():
@@ -387,7 +421,7 @@ class Sidecar:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.request_stop, signum)
         config = uvicorn.Config(
-            status_app(self.statuses, self.metrics),
+            status_app(self.statuses, self.metrics, self.retry),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",

@@ -152,8 +152,24 @@ def status_document(statuses: list[PartStatus], now: float) -> dict:
     }
 
 
-def status_app(statuses: Callable[[], list[PartStatus]], metrics: SidecarMetrics) -> Starlette:
-    """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz``."""
+def status_app(
+    statuses: Callable[[], list[PartStatus]],
+    metrics: SidecarMetrics,
+    retry: Callable[[str, str], bool | None],
+) -> Starlette:
+    """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz`` and ``POST /retry/NODE/PART``
+    (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
+    404 if there is no such part)."""
+
+    async def retry_part(request: Request) -> JSONResponse:
+        node, part = request.path_params["node"], request.path_params["part"]
+        outcome = retry(node, part)
+        if outcome is None:
+            return JSONResponse({"error": "not_found", "detail": f"No managed part {node}/{part}."}, status_code=404)
+        if not outcome:
+            return JSONResponse({"error": "not_crash_looped", "detail": f"{node}/{part} is not in a crash loop."},
+                                status_code=409)
+        return JSONResponse({"status": "retrying", "part": f"{node}/{part}"}, status_code=202)
 
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(status_document(statuses(), time.monotonic()))
@@ -169,5 +185,6 @@ def status_app(statuses: Callable[[], list[PartStatus]], metrics: SidecarMetrics
             Route("/status", status),
             Route("/metrics", prometheus),
             Route("/healthz", healthz),
+            Route("/retry/{node}/{part}", retry_part, methods=["POST"]),
         ]
     )

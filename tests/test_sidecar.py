@@ -235,6 +235,21 @@ def test_crash_loop_leaves_the_node_in_maint_and_says_so(cluster: SupervisedClus
     assert served and served <= {"a-worker", "b-worker"}
 
 
+def test_an_operator_can_retry_a_crash_looped_part(cluster: SupervisedCluster) -> None:
+    looped = cluster.wait_part("c", "worker", "crash loop", lambda e: e["crash_looped"])
+    retry = f"{cluster.sidecar_url}/retry"
+    assert httpx.post(f"{retry}/a/worker").status_code == 409  # not crash-looped: nothing to retry
+    assert httpx.post(f"{retry}/nope/worker").status_code == 404
+    assert httpx.post(f"{retry}/c/worker").status_code == 202
+    # Started afresh with a clean slate; its cause is not fixed, so it crash-loops again after
+    # another full round of deaths (restarts: the retry itself plus three more).
+    again = cluster.wait_part("c", "worker", "second crash loop",
+                              lambda e: e["crash_looped"] and e["deaths"]["crash"] == 8, timeout=60)
+    assert again["restarts"] == looped["restarts"] + 4
+    assert cluster.api.server("workers", "c").status == "MAINT"
+    assert "retrying after a crash loop" in cluster.proc.log_path.read_text()
+
+
 def test_sigkill_is_restarted_maint_first_and_recorded_as_a_signal(cluster: SupervisedCluster) -> None:
     before = cluster.wait_ready("a")
     os.kill(before["pid"], signal.SIGKILL)
