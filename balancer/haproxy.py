@@ -236,13 +236,6 @@ class RuntimeAPI:
                 return status
         raise KeyError(f"{backend}/{server}")
 
-    def backend_queue(self, backend: str) -> int:
-        """Requests waiting in a backend's queue."""
-        for row in self.show_stat():
-            if row.get("pxname") == backend and row.get("svname") == "BACKEND":
-                return _int(row.get("qcur"))
-        raise KeyError(backend)
-
 
 def _int(value: str | None) -> int:
     try:
