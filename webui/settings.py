@@ -117,6 +117,12 @@ class WebSettings(BaseSettings):
     root_path: str = Field(
         "", description="Public path (or full URL) of the page when a proxy serves it under a sub-path."
     )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body, uploads included (413 above)."
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="Seconds a client may take to send a whole request body (408 after)."
+    )
 
     def resolved_node_id(self) -> str:
         """The web front's name: ``--node-id`` or ``hostname:port``."""

@@ -26,8 +26,10 @@ from fastapi.responses import JSONResponse
 from gradio.utils import get_upload_folder
 from pydantic import ValidationError
 from pydantic_settings import CliApp
+from starlette.routing import Mount
 
 from balancer.share import ShareTunnel
+from webui.request_guard import RequestGuard
 from webui.settings import WebSettings, settings_problems
 from webui.ui import CSS_PATH, Studio, build_studio, load_examples, load_studio_config
 from webui.worker_client import ReadinessCache, WorkerClient
@@ -80,7 +82,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         concurrency_limit=settings.concurrency,
     )
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_max_size)
-    return gr.mount_gradio_app(
+    gr.mount_gradio_app(
         app,
         demo,
         path="/",
@@ -91,7 +93,29 @@ def create_app(settings: WebSettings) -> FastAPI:
         css_paths=[CSS_PATH],
         theme=gr.themes.Soft(primary_hue="amber", neutral_hue="stone"),
         ssr_mode=False,
+        # Only gr.Error messages reach clients; anything else could name server paths.
+        show_error=False,
+        max_file_size=settings.max_body_bytes,
     )
+    enforce_file_rules(demo)
+    gradio_app = next(route.app for route in app.routes if isinstance(route, Mount))
+    gradio_app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        body_timeout=settings.body_timeout,
+        event_ids=lambda: demo.fns.keys(),
+    )
+    return app
+
+
+def enforce_file_rules(demo: gr.Blocks) -> None:
+    """Make a mounted app check files as ``launch()`` does: inputs only from user uploads.
+
+    Gradio checks that a ``FileData`` path given as an input was uploaded by a user only
+    once the Blocks are marked as launched, which ``mount_gradio_app`` never does: without
+    this, a client could name any server file as an image input and read Gradio's copy.
+    """
+    demo.has_launched = True
 
 
 def open_share_link(tunnel: ShareTunnel) -> None:
