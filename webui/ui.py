@@ -31,6 +31,7 @@ import yaml
 from PIL import Image
 from pydantic import BaseModel, Field, model_validator
 
+from webui.presence import cancelled_when_client_leaves
 from webui.schema import MAX_SEED
 from webui.worker_client import JobOutcome, ReadinessCache, WorkerClient, WorkerError
 
@@ -242,7 +243,8 @@ class Studio:
             progress(0.0, desc=f"Worker lost, retrying (attempt {attempt}/{max_attempts})")
 
         progress(0.0, desc="Waiting for a worker")
-        outcome = await self.client.generate(fields, on_progress=on_progress, on_retry=on_retry)
+        async with cancelled_when_client_leaves():
+            outcome = await self.client.generate(fields, on_progress=on_progress, on_retry=on_retry)
         info = generation_info(outcome, self.web_node)
         gallery = []
         for index, data in enumerate(outcome.result.images, start=1):
