@@ -11,12 +11,15 @@ rate limiting and HTTP basic auth are off until configured.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+import socket
 import tempfile
 from pathlib import Path
 from typing import Literal
 
+import psutil
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
@@ -72,6 +75,12 @@ class StatsSpec(Listener):
         return self
 
 
+EXPOSED_RATE_LIMIT_PER_MINUTE = 30
+"""Default generations per client a minute when the public listener is not on loopback."""
+EXPOSED_CLIENT_CONNECTIONS = 32
+"""Default concurrent connections per client when the public listener is not on loopback."""
+
+
 class LimitsSpec(_Model):
     """What the balancer allows: waiting time, sizes, rates."""
 
@@ -83,26 +92,50 @@ class LimitsSpec(_Model):
         300.0, gt=0, description="Seconds a client connection may stay idle (covers Gradio's event streams)."
     )
     connect_timeout: float = Field(2.0, gt=0, description="Seconds to connect to a node before trying another.")
-    request_timeout: float = Field(30.0, gt=0, description="Seconds a client may take to send a whole request.")
+    request_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send its headers and a buffered body (408 after)."
+    )
+    body_timeout: float = Field(
+        60.0, gt=0, description="Seconds a web front gives a client to send a body too large to buffer (408 after)."
+    )
     retries: int = Field(3, ge=0, le=10, description="Times a failed request is replayed on another server.")
     max_body_bytes: int = Field(
-        16 * 1024 * 1024, ge=1024, description="Largest request body (413 above; fits a base64 10 MB photo)."
+        16 * 1024 * 1024, ge=1024, description="Largest request body, uploads included (413 above)."
     )
     buffer_bytes: int = Field(
-        1024 * 1024,
-        ge=16384,
+        2 * 1024 * 1024,
+        ge=131072,
         le=64 * 1024 * 1024,
-        description="HAProxy buffer size: requests up to this size can be replayed on another worker.",
+        description="HAProxy buffer size. A REST job's whole body must fit (see rest_body_bytes): it is received "
+        "in full before a worker is taken, and can be replayed on another worker. Costs up to this much memory "
+        "per open connection.",
     )
-    max_connections: int = Field(4096, ge=16, description="Most concurrent client connections.")
+    max_header_bytes: int = Field(
+        32 * 1024, ge=4096, le=64 * 1024, description="Largest request line + headers (431 above)."
+    )
+    max_connections: int = Field(1024, ge=16, description="Most concurrent client connections in all.")
+    max_client_connections: int | None = Field(
+        None,
+        ge=0,
+        description="Concurrent connections one client may hold (429 above); unset: "
+        f"{EXPOSED_CLIENT_CONNECTIONS} when the public listener is exposed, off on loopback; 0: off.",
+    )
     rate_limit_per_minute: int | None = Field(
-        None, ge=1, description="Generations one client may start per minute (429 above); off when unset."
+        None,
+        ge=0,
+        description="Generations one client may start per minute (429 above); unset: "
+        f"{EXPOSED_RATE_LIMIT_PER_MINUTE} when the public listener is exposed, off on loopback; 0: off.",
     )
     rate_limit_key: Literal["src", "x-forwarded-for"] = Field(
         "src",
         description="How clients are told apart: source address, or the last X-Forwarded-For address "
         "(only behind a trusted proxy that sets it).",
     )
+
+    @property
+    def rest_body_bytes(self) -> int:
+        """Largest REST job body: what fits in one HAProxy buffer beside the headers."""
+        return min(self.max_body_bytes, self.buffer_bytes - self.max_header_bytes - 16384)
 
 
 class HealthSpec(_Model):
@@ -199,6 +232,11 @@ class ClusterSpec(_Model):
         "(e.g. from 'openssl passwd -6').",
     )
     security_headers: bool = Field(True, description="Add X-Content-Type-Options, X-Frame-Options, Referrer-Policy.")
+    public_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the public site answers to (e.g. studio.example.com), besides this machine's "
+        "own addresses; any other Host header gets 421. A leading dot allows subdomains (.example.com).",
+    )
     run_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}",
         description="Where haproxy.cfg, the runtime API socket and logs go.",
@@ -231,6 +269,36 @@ class ClusterSpec(_Model):
         return self
 
     @property
+    def exposed(self) -> bool:
+        """Whether the public listener accepts connections from other machines."""
+        return not is_loopback(self.public.host)
+
+    @property
+    def rate_limit_per_minute(self) -> int:
+        """Generations per client a minute, 0 for no limit (the exposed default when unset)."""
+        return _auto_limit(self.limits.rate_limit_per_minute, EXPOSED_RATE_LIMIT_PER_MINUTE, self.exposed)
+
+    @property
+    def max_client_connections(self) -> int:
+        """Concurrent connections per client, 0 for no limit (the exposed default when unset)."""
+        return _auto_limit(self.limits.max_client_connections, EXPOSED_CLIENT_CONNECTIONS, self.exposed)
+
+    def allowed_hosts(self) -> list[str]:
+        """Host header values the public frontend accepts (lower case, with and without the port)."""
+        names = set(self.public_hosts) | {"localhost", LOOPBACK, "[::1]"}
+        if self.public.host in WILDCARD_HOSTS:
+            names |= local_addresses()
+        else:
+            names.add(self.public.host)
+        values = set()
+        for name in names:
+            name = name.lower()
+            values.add(name)
+            if not name.startswith("."):
+                values.add(f"{name}:{self.public.port}")
+        return sorted(values)
+
+    @property
     def webs(self) -> list[NodeSpec]:
         """Nodes with a web front."""
         return [node for node in self.nodes if node.web is not None]
@@ -249,6 +317,34 @@ class ClusterSpec(_Model):
     def config_path(self) -> Path:
         """Where the rendered haproxy.cfg is written."""
         return self.run_dir / "haproxy.cfg"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether an address to bind is on loopback only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def local_addresses() -> set[str]:
+    """This machine's names and interface addresses (IPv6 in brackets), as a Host header names them."""
+    names = {socket.gethostname(), socket.getfqdn()}
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET:
+                names.add(address.address)
+            elif address.family == socket.AF_INET6:
+                names.add(f"[{address.address.split('%')[0]}]")
+    return names
+
+
+def _auto_limit(value: int | None, exposed_default: int, exposed: bool) -> int:
+    if value is not None:
+        return value
+    return exposed_default if exposed else 0
 
 
 def _claim_port(seen: dict[int, str], port: int, label: str) -> None:

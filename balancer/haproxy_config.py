@@ -30,6 +30,8 @@ COOKIE_NAME = "PORTRAIT_NODE"
 WEBS_BACKEND = "webs"
 WORKERS_BACKEND = "workers"
 PROBES_BACKEND = "worker_probes"
+RATES_TABLE = "job_rates"
+"""A backend that only holds the per-client generation rate table."""
 REST_PATHS = ("/generate", "/generate/stream")
 
 # crypt(3) hashes HAProxy's userlist understands: SHA-256, SHA-512, yescrypt, bcrypt.
@@ -71,12 +73,43 @@ def duration(seconds: float) -> str:
     return f"{round(seconds * 1000)}ms"
 
 
+def _quoted(text: str) -> str:
+    """``text`` in single quotes for the config file (which has no escape for them)."""
+    if "'" in text:
+        raise ValueError("texts in haproxy.cfg must not contain single quotes")
+    return f"'{text}'"
+
+
 def _json_body(error: str, detail: str) -> str:
     """An ``ErrorBody``-shaped JSON string, quoted for the config file."""
-    body = json.dumps({"error": error, "detail": detail, "fields": []})
-    if "'" in body:
-        raise ValueError("error bodies must not contain single quotes")
-    return f"'{body}'"
+    return _quoted(json.dumps({"error": error, "detail": detail, "fields": []}))
+
+
+def _html_body(title: str, detail: str, refresh: int | None = None) -> str:
+    """A small readable page for browsers, quoted for the config file."""
+    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}<title>Portrait Studio: {title}</title>'
+        f"</head><body><h1>{title}</h1><p>{detail}</p></body></html>"
+    )
+    return _quoted(page)
+
+
+def _answer(status: int, error: str, detail: str, condition: str, title: str, *, headers: str = "",
+            refresh: int | None = None) -> list[str]:
+    """Two rules answering ``status`` when ``condition`` holds: an HTML page for browsers, else JSON.
+
+    ``condition`` must be a plain AND of ACLs (no ``||``): ``wants_html`` is ANDed to it.
+    """
+    if "||" in condition or " or " in condition:
+        raise ValueError(f"use a named ACL instead of an OR: {condition}")
+    headers = f" {headers}" if headers else ""
+    return [
+        f"    http-request return status {status} content-type text/html{headers} string "
+        f"{_html_body(title, detail, refresh)} if {condition} wants_html",
+        f"    http-request return status {status} content-type application/json{headers} string "
+        f"{_json_body(error, detail)} if {condition} !wants_html",
+    ]
 
 
 class HAProxyConfigRenderer:
@@ -98,6 +131,7 @@ class HAProxyConfigRenderer:
             self._webs_backend(),
             self._workers_backend(),
             self._probes_backend(),
+            self._rates_table(),
             self._stats_frontend(),
         ]
         return "\n".join(section for section in sections if section) + "\n"
@@ -121,9 +155,10 @@ class HAProxyConfigRenderer:
             "    # mode 600: only the user running the cluster can open it.",
             f"    stats socket {self.spec.socket_path} mode 600 level admin",
             "    stats timeout 10s",
-            "    # Requests are kept whole in one buffer so that a job whose worker dies can be",
-            "    # replayed on another one (L7 retries); this size bounds what can be replayed. Larger",
-            "    # bodies stream to the worker as they arrive (a slow uploader then holds that worker).",
+            "    # A REST job is received whole into one buffer before a worker is taken (a slow",
+            "    # uploader holds no worker) and can then be replayed on another worker if its own",
+            "    # dies (L7 retries). Bodies larger than this are refused on REST routes and stream",
+            "    # to a web front elsewhere (Gradio uploads), which bounds them in bytes and time.",
             f"    tune.bufsize {limits.buffer_bytes}",
         )
 
@@ -136,14 +171,21 @@ class HAProxyConfigRenderer:
             "    log global",
             "    option httplog",
             "    option dontlognull",
-            "    # Tell the nodes who the client is.",
-            "    option forwardfor",
+            "    # A client that leaves takes its request with it: a queued job is never dispatched",
+            "    # and a running one is closed on the node, which then stops generating.",
+            "    option abortonclose",
             f"    timeout connect {duration(limits.connect_timeout)}",
             "    # Idle client connections; Gradio's event streams send a heartbeat every 15 s.",
             f"    timeout client {duration(limits.client_timeout)}",
             f"    timeout server {duration(limits.client_timeout)}",
+            "    # Headers and a buffered body must arrive within this (408 after): no slow loris.",
             f"    timeout http-request {duration(limits.request_timeout)}",
             "    timeout http-keep-alive 10s",
+            "    # HAProxy's own timeout answer, JSON like every other error (see the public frontend",
+            "    # for browsers). Malformed HTTP still gets HAProxy's built-in HTML 400: HAProxy 2.8",
+            "    # ignores custom pages for errors its parser finds (fixed in 3.2).",
+            "    http-error status 408 content-type application/json string "
+            + _json_body("request_timeout", f"The request was not received within {limits.request_timeout:g} s."),
             f"    timeout check {duration(health.timeout)}",
             "    # Health checks: sub-2-second detection of a dead server, a gentle ramp-up when it",
             "    # returns, and a refused connection marks it down at once (layer 4: a busy node",
@@ -172,26 +214,41 @@ class HAProxyConfigRenderer:
     def _public_frontend(self) -> str:
         spec, limits = self.spec, self.spec.limits
         lines = [
-            "# The public entry: browser UI, gradio_client and REST /generate.",
+            "# The public entry: browser UI, gradio_client and REST /generate. Every client may be",
+            "# hostile: each rule below bounds what one request or one client can cost.",
             "frontend public",
             f"    bind {spec.public.host}:{spec.public.port}",
-            "    # Wait for the whole request body (up to tune.bufsize) before routing: needed to read",
-            "    # the Gradio session from a queue/join body and to replay requests.",
+            "    # Wait for the whole request body (up to tune.bufsize) before any rule runs: needed to",
+            "    # read the Gradio session from a queue/join body, to check body sizes, and to replay.",
             "    option http-buffer-request",
-            "    # Request-size cap (by Content-Length; nodes apply their own upload caps as well).",
-            f"    http-request return status 413 content-type application/json string "
-            f"{_json_body('request_too_large', f'The request body is larger than {limits.max_body_bytes} bytes.')}"
-            f" if {{ req.hdr_val(content-length) gt {limits.max_body_bytes} }}",
+            "    # Our own answers: a readable page for browsers, JSON for API clients.",
+            "    acl wants_html req.hdr(accept) -m sub text/html",
+            *self._identity_rules(),
+            "    # Request line + headers beyond this are refused before anything else.",
+            *_answer(431, "headers_too_large", f"The request headers are larger than {limits.max_header_bytes} bytes.",
+                     f"{{ req.hdrs,length gt {limits.max_header_bytes} }}", "Request headers too large"),
+            *self._host_rules(),
         ]
         if self.users:
             lines += [
                 "    # HTTP basic auth for the whole site.",
                 '    http-request auth realm "portrait-ha" unless { http_auth(site_users) }',
             ]
-        lines += self._rate_limit_rules()
         lines += [
-            "    # REST generations go straight to the workers' queue; everything else is the UI.",
+            "    # Answered here, never by a node: public probes learn nothing about the inside.",
+            "    http-request return status 200 content-type application/json string "
+            "'{\"status\": \"ok\"}' if { path /healthz }",
+            "    http-request return status 200 content-type application/json string '{\"ready\": true}'"
+            f" if {{ path /readyz }} {{ nbsrv({WEBS_BACKEND}) gt 0 }} {{ nbsrv({WORKERS_BACKEND}) gt 0 }}",
+            "    http-request return status 503 content-type application/json hdr Retry-After 5 string "
+            "'{\"ready\": false}' if { path /readyz }",
+            *_answer(404, "not_found", "Not found.", "{ path /metrics }", "Not found"),
             f"    acl is_rest path {' '.join(REST_PATHS)}",
+            *self._job_acls(),
+            *self._client_limit_rules(),
+            *self._body_rules(),
+            *self._cross_site_rules(),
+            *self._availability_rules(),
             *self._affinity_rules(),
         ]
         if spec.security_headers:
@@ -202,25 +259,133 @@ class HAProxyConfigRenderer:
                 "    http-response set-header Referrer-Policy strict-origin-when-cross-origin",
             ]
         lines += [
+            "    # REST generations go straight to the workers' queue; everything else is the UI.",
             f"    use_backend {WORKERS_BACKEND} if is_rest",
             f"    default_backend {WEBS_BACKEND}",
         ]
         return _block(*lines)
 
-    def _rate_limit_rules(self) -> list[str]:
-        limits = self.spec.limits
-        if limits.rate_limit_per_minute is None:
-            return ["    # Per-client rate limit: off (set limits.rate_limit_per_minute)."]
-        key = "src" if limits.rate_limit_key == "src" else "req.hdr_ip(x-forwarded-for,-1)"
-        detail = f"At most {limits.rate_limit_per_minute} generations a minute per client; retry later."
+    def _identity_rules(self) -> list[str]:
+        """Who the client is, decided here: what a client says about itself is dropped."""
+        trusted_proxy = self.spec.limits.rate_limit_key == "x-forwarded-for"
+        lines = ["    # The client's address, for the nodes' logs and the per-client limits."]
+        if trusted_proxy:
+            lines += [
+                "    # Behind a trusted proxy: the last X-Forwarded-For address is the one it added.",
+                "    http-request set-var(txn.client) req.hdr_ip(x-forwarded-for,-1)",
+                "    http-request set-var(txn.client) src if !{ var(txn.client) -m found }",
+            ]
+        else:
+            lines += ["    http-request set-var(txn.client) src"]
+        lines += [
+            "    # Replace, never append: a client cannot pose as another address or host.",
+            "    http-request del-header Forwarded",
+            "    http-request del-header X-Real-IP",
+            "    http-request del-header X-Forwarded-Host",
+        ]
+        if not trusted_proxy:
+            lines += ["    http-request del-header X-Forwarded-Proto"]
+        lines += ["    http-request set-header X-Forwarded-For %[var(txn.client)]"]
+        return lines
+
+    def _host_rules(self) -> list[str]:
+        """Only this site's own names: Gradio builds the page's URLs from the Host header."""
+        exact = [host for host in self.spec.allowed_hosts() if not host.startswith(".")]
+        suffixes = [host for host in self.spec.allowed_hosts() if host.startswith(".")]
+        lines = [
+            "    # The Host header must name this site (public_hosts, this machine's addresses):",
+            "    # Gradio builds the page's links from it, so a forged one must never be reflected.",
+            "    http-request set-var(txn.host) req.hdr(host),lower",
+            f"    acl known_host var(txn.host) -m str {' '.join(exact)}",
+        ]
+        if suffixes:
+            lines.append(f"    acl known_host var(txn.host),field(1,:) -m end {' '.join(suffixes)}")
+        lines += _answer(421, "unknown_host", "This server does not serve that host name.", "!known_host",
+                         "Unknown host")
+        return lines
+
+    @staticmethod
+    def _job_acls() -> list[str]:
         return [
-            f"    # Per-client rate limit on generations, keyed by {limits.rate_limit_key}.",
-            "    stick-table type ip size 100k expire 2m store http_req_rate(1m)",
+            "    # Requests that start a generation (REST, Gradio's queue and call APIs).",
             "    acl is_job path /generate /generate/stream",
             "    acl is_job path_end /queue/join",
-            f"    http-request track-sc0 {key} if is_job",
-            f"    http-request return status 429 content-type application/json hdr Retry-After 60 string "
-            f"{_json_body('rate_limited', detail)} if is_job {{ sc_http_req_rate(0) gt {limits.rate_limit_per_minute} }}",
+            "    acl is_job method POST path_beg /gradio_api/call/ /gradio_api/run/",
+            "    # Requests a foreign page must not make a browser send: jobs and uploads.",
+            "    acl is_guarded path /generate /generate/stream",
+            "    acl is_guarded path_end /queue/join /upload",
+            "    acl is_guarded method POST path_beg /gradio_api/call/ /gradio_api/run/",
+        ]
+
+    def _client_limit_rules(self) -> list[str]:
+        spec = self.spec
+        connections, rate = spec.max_client_connections, spec.rate_limit_per_minute
+        lines = []
+        if connections:
+            lines += [
+                f"    # At most {connections} concurrent connections per client (every request tracked).",
+                "    stick-table type ip size 100k expire 2m store conn_cur",
+                "    http-request track-sc0 var(txn.client)",
+                *_answer(429, "too_many_connections",
+                         f"At most {connections} concurrent connections per client; close some and retry.",
+                         f"{{ sc_conn_cur(0) gt {connections} }}", "Too many connections",
+                         headers="hdr Retry-After 5"),
+            ]
+        else:
+            lines.append("    # Per-client connection cap: off (limits.max_client_connections; on when exposed).")
+        if rate:
+            detail = f"At most {rate} generations a minute per client; retry later."
+            lines += [
+                f"    # At most {rate} generations a minute per client (table: backend {RATES_TABLE}).",
+                f"    http-request track-sc1 var(txn.client) table {RATES_TABLE} if is_job",
+                *_answer(429, "rate_limited", detail, f"is_job {{ sc_http_req_rate(1,{RATES_TABLE}) gt {rate} }}",
+                         "Too many requests", headers="hdr Retry-After 60"),
+            ]
+        else:
+            lines.append("    # Per-client rate limit on generations: off (limits.rate_limit_per_minute; on when exposed).")
+        return lines
+
+    def _body_rules(self) -> list[str]:
+        limits = self.spec.limits
+        whole, rest = limits.max_body_bytes, limits.rest_body_bytes
+        rest_detail = f"A REST job body may be at most {rest} bytes; send larger photos through the Gradio API."
+        return [
+            "    # Body sizes: declared (Content-Length) for every route; counted for REST jobs, whose",
+            "    # whole body must fit in the buffer (chunked bodies included). Larger streamed bodies",
+            "    # (Gradio uploads) are counted by the web front.",
+            *_answer(413, "request_too_large", f"The request body is larger than {whole} bytes.",
+                     f"{{ req.hdr_val(content-length) gt {whole} }}", "Request too large"),
+            *_answer(413, "request_too_large", rest_detail, f"is_rest {{ req.hdr_val(content-length) gt {rest} }}",
+                     "Request too large"),
+            *_answer(413, "request_too_large", rest_detail, f"is_rest {{ req.body_len gt {rest} }}",
+                     "Request too large"),
+        ]
+
+    @staticmethod
+    def _cross_site_rules() -> list[str]:
+        detail = "Cross-site requests may not start jobs or upload files; use the page of this site or an API client."
+        return [
+            "    # Cross-site request forgery: another site's page must not make its visitors' browsers",
+            "    # run jobs or upload files. Browsers say where a request comes from (Sec-Fetch-Site, Origin);",
+            "    # API clients such as curl and httpx send neither and pass.",
+            "    acl cross_site req.hdr(sec-fetch-site) -m str cross-site same-site",
+            "    acl has_origin req.hdr(origin) -m found",
+            "    acl same_origin req.hdr(origin),lower,regsub(^[a-z]+://,),strcmp(txn.host) eq 0",
+            *_answer(403, "cross_site_request", detail, "is_guarded cross_site", "Cross-site request refused"),
+            *_answer(403, "cross_site_request", detail, "is_guarded has_origin !same_origin",
+                     "Cross-site request refused"),
+        ]
+
+    @staticmethod
+    def _availability_rules() -> list[str]:
+        return [
+            "    # Nothing to serve: say so at once (HAProxy knows how many servers are up).",
+            *_answer(503, "unavailable", "The studio is starting or restarting; this page reloads by itself.",
+                     f"!is_rest {{ nbsrv({WEBS_BACKEND}) eq 0 }}", "Starting up",
+                     headers="hdr Retry-After 5", refresh=3),
+            *_answer(503, "unavailable", "No worker is up right now (starting or restarting); retry shortly.",
+                     f"is_rest {{ nbsrv({WORKERS_BACKEND}) eq 0 }}", "No worker is up",
+                     headers="hdr Retry-After 5"),
         ]
 
     @staticmethod
@@ -324,6 +489,15 @@ class HAProxyConfigRenderer:
             for node in self.spec.workers
         ]
         return _block(*lines)
+
+    def _rates_table(self) -> str:
+        if not self.spec.rate_limit_per_minute:
+            return ""
+        return _block(
+            "# Generations each client started in the last minute (the public frontend tracks them).",
+            f"backend {RATES_TABLE}",
+            "    stick-table type ip size 100k expire 2m store http_req_rate(1m)",
+        )
 
     @staticmethod
     def _server_line(node: NodeSpec, address: str, cookie: bool) -> str:
