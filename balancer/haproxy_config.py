@@ -218,6 +218,7 @@ class HAProxyConfigRenderer:
             "# hostile: each rule below bounds what one request or one client can cost.",
             "frontend public",
             f"    bind {spec.public.host}:{spec.public.port}",
+            *self._connection_rules(),
             "    # Wait for the whole request body (up to tune.bufsize) before any rule runs: needed to",
             "    # read the Gradio session from a queue/join body, to check body sizes, and to replay.",
             "    option http-buffer-request",
@@ -317,15 +318,32 @@ class HAProxyConfigRenderer:
             "    acl is_guarded method POST path_beg /gradio_api/call/ /gradio_api/run/",
         ]
 
+    def _connection_rules(self) -> list[str]:
+        """Per-client connection cap by source address, counted from accept on (keep-alive included)."""
+        connections = self.spec.max_client_connections
+        if not connections or self.spec.limits.rate_limit_key != "src":
+            return []
+        return [
+            f"    # At most {connections} concurrent connections per client address: requests on more get",
+            "    # a 429 below; connections far beyond (which may never send a request) are closed at once.",
+            "    stick-table type ip size 100k expire 2m store conn_cur",
+            "    tcp-request connection track-sc0 src",
+            f"    tcp-request connection reject if {{ sc_conn_cur(0) gt {2 * connections} }}",
+        ]
+
     def _client_limit_rules(self) -> list[str]:
         spec = self.spec
         connections, rate = spec.max_client_connections, spec.rate_limit_per_minute
         lines = []
-        if connections:
+        if connections and spec.limits.rate_limit_key != "src":
             lines += [
-                f"    # At most {connections} concurrent connections per client (every request tracked).",
+                f"    # At most {connections} concurrent requests per client (behind a trusted proxy, whose",
+                "    # connections are shared by many clients).",
                 "    stick-table type ip size 100k expire 2m store conn_cur",
                 "    http-request track-sc0 var(txn.client)",
+            ]
+        if connections:
+            lines += [
                 *_answer(429, "too_many_connections",
                          f"At most {connections} concurrent connections per client; close some and retry.",
                          f"{{ sc_conn_cur(0) gt {connections} }}", "Too many connections",

@@ -266,6 +266,21 @@ class BrowserProtocolClient:
 
     def generate(self, job: Job) -> Reply:
         """Click Generate with ``job``'s values; a checked ``Reply`` (``Rejected`` when the page shows an error)."""
+        try:
+            self.join(job)
+            data, progress_events = self._follow_stream()
+        except httpx.HTTPError as exc:
+            raise CallFailed(f"{type(exc).__name__}: {exc}") from None
+        assert self.event is not None
+        shown = self.event.named_outputs(data)
+        error = shown.get("error")
+        if isinstance(error, dict) and error.get("visible") and error.get("value"):
+            raise Rejected(str(error["value"]))
+        return reply_from_gallery(shown.get("gallery"), shown.get("info"), job, read_file=self._download,
+                                  progress_events=progress_events)
+
+    def join(self, job: Job) -> None:
+        """Click Generate with ``job``'s values: the event joins the queue (results follow on the stream)."""
         if self.event is None:
             self.open()
         assert self.event is not None
@@ -276,19 +291,18 @@ class BrowserProtocolClient:
         }
         body = {"data": self.event.payload(values), "event_data": None, "fn_index": self.event.fn_index,
                 "trigger_id": self.event.trigger_id, "session_hash": self.session_hash}
-        try:
-            joined = self.http.post("/gradio_api/queue/join", json=body)
-            if joined.status_code != 200:
-                raise CallFailed(f"queue/join: HTTP {joined.status_code}: {joined.text[:200]}")
-            data, progress_events = self._follow_stream()
-        except httpx.HTTPError as exc:
-            raise CallFailed(f"{type(exc).__name__}: {exc}") from None
-        shown = self.event.named_outputs(data)
-        error = shown.get("error")
-        if isinstance(error, dict) and error.get("visible") and error.get("value"):
-            raise Rejected(str(error["value"]))
-        return reply_from_gallery(shown.get("gallery"), shown.get("info"), job, read_file=self._download,
-                                  progress_events=progress_events)
+        joined = self.http.post("/gradio_api/queue/join", json=body)
+        if joined.status_code != 200:
+            raise CallFailed(f"queue/join: HTTP {joined.status_code}: {joined.text[:200]}")
+
+    def leave_once_running(self, job: Job) -> None:
+        """Click Generate, follow the stream until the first denoising step, then close the tab."""
+        self.join(job)
+        with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
+            for line in stream.iter_lines():
+                if line.startswith("data:") and json.loads(line[5:]).get("msg") == "progress":
+                    break
+        self.close()
 
     def _follow_stream(self) -> tuple[list[Any], int]:
         """Read the session's SSE stream until the job completes: (output data, progress messages)."""

@@ -3,7 +3,8 @@
     python -m tests.fake_node --name w1 --port 8123 [--delay 0.5] [--exit-code 86 --exit-after 0.3]
 
 Serves ``GET /readyz`` and ``/healthz`` (200, JSON), ``GET|POST /generate`` (waits ``--delay``
-seconds, or the ``delay`` query parameter, then answers JSON naming this process) and ``GET /`` (the name). With ``--exit-code``
+seconds, or the ``delay`` query parameter, then answers JSON naming this process and echoing the
+request headers) and ``GET /`` (the name and the headers). With ``--exit-code``
 it exits with that code ``--exit-after`` seconds after it started listening; with
 ``--once-file`` it does that only when the file does not exist yet (and creates it), so the
 restarted process stays up.
@@ -46,9 +47,9 @@ def make_handler(name: str, delay: float) -> type[BaseHTTPRequestHandler]:
                 query = parse_qs(urlsplit(self.path).query)
                 time.sleep(float(query.get("delay", [delay])[0]))
                 self._send(200, {"worker_id": name, "pid": os.getpid(), "path": self.path, "body": body,
-                                 "done_at": time.time()})
+                                 "done_at": time.time(), "headers": dict(self.headers.items())})
             else:
-                self._send(200, {"name": name, "path": self.path})
+                self._send(200, {"name": name, "path": self.path, "headers": dict(self.headers.items())})
 
         do_GET = do_POST = _answer
 
