@@ -54,6 +54,7 @@ from balancer.haproxy import HAProxyError, RuntimeAPI, ServerState
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
 from balancer.lifetime import terminate_with_parent
 from balancer.restart_policy import RestartPolicy
+from balancer.run_dir import open_private_log, prepare_run_dir, private_dir
 from balancer.status import PartState, PartStatus, SidecarMetrics, status_app
 
 logger = logging.getLogger("balancer.sidecar")
@@ -143,6 +144,7 @@ class ProcessSupervisor:
         classifier: DeathClassifier,
         metrics: SidecarMetrics,
         probe_url: str,
+        private_dirs: tuple[Path, ...] = (),
     ) -> None:
         self.status = status
         self.command = command
@@ -153,6 +155,8 @@ class ProcessSupervisor:
         self.classifier = classifier
         self.metrics = metrics
         self.probe_url = probe_url
+        self.private_dirs = private_dirs
+        """Directories made (0700, ours) before each start, parents first."""
         self.policy = RestartPolicy(
             settings.backoff_initial, settings.backoff_max, settings.crash_loop_deaths, settings.crash_loop_window
         )
@@ -202,9 +206,10 @@ class ProcessSupervisor:
     async def _start(self) -> None:
         if self.status.state is PartState.STOPPED:
             self._haproxy("maint")  # out of rotation until it answers (after a death it already is)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        for directory in self.private_dirs:
+            private_dir(directory)
         self._oom_baseline = self.classifier.baseline()
-        with open(self.log_path, "ab") as log:
+        with open_private_log(self.log_path) as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.command,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -385,16 +390,19 @@ class Sidecar:
 
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
         status = PartStatus(node=node.name, part=kind, backend=BACKENDS[kind], url=part.url)
+        logs = self.spec.run_dir / "logs"
+        private_dirs = [logs]
         return ProcessSupervisor(
             status=status,
             command=part_command(self.spec, node, kind, part),
             env={**env, "PYTHONUNBUFFERED": "1", **part.env},
-            log_path=self.spec.run_dir / "logs" / f"{node.name}-{kind}.log",
+            log_path=logs / f"{node.name}-{kind}.log",
             settings=self.settings,
             gate=self.gate,
             classifier=self.classifier,
             metrics=self.metrics,
             probe_url=part.url + PROBE_PATHS[kind],
+            private_dirs=tuple(private_dirs),
         )
 
     def statuses(self) -> list[PartStatus]:
@@ -461,6 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     try:
         spec = parse_cluster(load_cluster_file(args.cluster))
+        prepare_run_dir(spec.run_dir)
     except ClusterConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
