@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -29,6 +30,7 @@ from balancer.run_dir import prepare_run_dir
 from balancer.settings import LaunchSettings
 from balancer.share import ShareTunnel
 from balancer.sidecar import Sidecar, configure_logging
+from webui.settings import PRIVATE_UMASK
 
 logger = logging.getLogger("launch")
 
@@ -101,6 +103,7 @@ def print_banner(spec: ClusterSpec, share: ShareTunnel | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python launch.py``."""
+    os.umask(PRIVATE_UMASK)  # logs, images and caches written by us and our children: this user's only
     settings = CliApp.run(LaunchSettings, cli_args=argv)
     configure_logging()
     signal.signal(signal.SIGTERM, _interrupt)

@@ -21,6 +21,9 @@ For each managed node part (web front, worker) one ``ProcessSupervisor``:
 SIGINT/SIGTERM: every server is set to ``drain``, every process gets SIGTERM, then SIGKILL
 after ``stop_grace`` (the whole process group, so nothing is orphaned), then ``maint``.
 ``/status`` and ``/metrics`` are served on the sidecar's port (``balancer.status``).
+
+``main`` (like ``launch.py``) sets a 077 umask and checks the run directory first
+(``balancer.run_dir``), so every file the sidecar and its children write is private.
 """
 
 from __future__ import annotations
@@ -56,6 +59,7 @@ from balancer.lifetime import terminate_with_parent
 from balancer.restart_policy import RestartPolicy
 from balancer.run_dir import open_private_log, prepare_run_dir, private_dir
 from balancer.status import PartState, PartStatus, SidecarMetrics, status_app
+from webui.settings import PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")
 
@@ -466,6 +470,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", type=Path, required=True, help="Cluster YAML file (see assets/cluster.example.yaml).")
     parser.add_argument("--no-haproxy", action="store_true", help="Do not talk to HAProxy's runtime API.")
     args = parser.parse_args(argv)
+    os.umask(PRIVATE_UMASK)
     configure_logging()
     try:
         spec = parse_cluster(load_cluster_file(args.cluster))

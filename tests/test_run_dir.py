@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import stat
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import yaml
 from balancer.cluster import ClusterConfigError
 from balancer.haproxy import write_config
 from balancer.run_dir import SUBDIRS, open_private_log, prepare_run_dir
+from tests.balancer_helpers import wait_until
 from tests.helpers import Processes, free_port
 
 OTHER_UID = 12345
@@ -130,7 +132,47 @@ def test_a_log_is_never_opened_through_a_symlink(tmp_path: Path) -> None:
     assert mode(run_dir / "logs" / "node1-web.log") == 0o600
 
 
-# --- the entry points ------------------------------------------------------------------------
+# --- the entry points: umask, run dir checks ---------------------------------------------------
+
+WRITES_FILES = """
+import os, pathlib, sys, time
+out = pathlib.Path(sys.argv[1])
+(out / "image.png").write_bytes(b"png")
+(out / "cache").mkdir()
+(out / "env.txt").write_text(os.environ.get("GRADIO_TEMP_DIR", ""))
+time.sleep(120)
+"""
+
+
+@pytest.fixture(scope="module")
+def sidecar_outputs(tmp_path_factory: pytest.TempPathFactory):
+    """A sidecar supervising stand-in parts that write files; yields (run dir, {part: its output dir})."""
+    run_dir = tmp_path_factory.mktemp("sidecar-files")
+    outputs = {part: run_dir / f"out-{part}" for part in ("web", "worker")}
+    for path in outputs.values():
+        path.mkdir()
+    parts = {part: {"port": free_port(), "command": [sys.executable, "-c", WRITES_FILES, str(path)]}
+             for part, path in outputs.items()}
+    cluster_file = run_dir / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump({
+        "run_dir": str(run_dir), "sidecar": {"port": free_port()}, "nodes": [{"name": "a", **parts}],
+    }))
+    with Processes("run-dir") as processes:
+        sidecar = processes.start(["python", "-m", "balancer.sidecar", "--no-haproxy", "--cluster", str(cluster_file)],
+                                  log_name="sidecar-files")
+        for path in outputs.values():
+            wait_until(lambda: (path / "env.txt").exists() or sidecar.poll() is not None, f"{path}/env.txt", 30)
+        assert sidecar.poll() is None, sidecar.log_path.read_text()
+        yield run_dir, outputs
+
+
+def test_files_written_by_the_sidecars_children_are_private(sidecar_outputs: tuple[Path, dict[str, Path]]) -> None:
+    run_dir, outputs = sidecar_outputs
+    for out in outputs.values():
+        assert mode(out / "image.png") == 0o600 and mode(out / "cache") == 0o700
+    for part in ("web", "worker"):
+        assert mode(run_dir / "logs" / f"a-{part}.log") == 0o600
+
 
 @pytest.mark.parametrize("entry_point", ["launch", "sidecar"])
 def test_entry_points_refuse_an_unsafe_run_dir(tmp_path: Path, processes: Processes, entry_point: str) -> None:
