@@ -5,7 +5,8 @@
 For each managed node part (web front, worker) one ``ProcessSupervisor``:
 
 1. puts the server in ``maint`` in HAProxy, starts the process (in its own process group,
-   output appended to ``RUN_DIR/logs/NODE-PART.log``) and probes it (workers: ``/readyz``,
+   output appended to ``RUN_DIR/logs/NODE-PART.log``; a web front gets its own Gradio temp
+   dir, ``RUN_DIR/gradio/NODE``) and probes it (workers: ``/readyz``,
    model loaded and warm; web fronts: ``/healthz``, HAProxy's own checks decide readiness);
 2. once it answers, sets the server ``ready`` (HAProxy's health checks then bring it UP);
 3. when the process dies: ``maint`` first, so no request is routed to it; then the cause
@@ -395,11 +396,17 @@ class Sidecar:
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
         status = PartStatus(node=node.name, part=kind, backend=BACKENDS[kind], url=part.url)
         logs = self.spec.run_dir / "logs"
+        own_env = {"PYTHONUNBUFFERED": "1"}
         private_dirs = [logs]
+        if kind == "web" and "GRADIO_TEMP_DIR" not in part.env:
+            # Gradio's uploads and generated images: private to this node, not the shared /tmp/gradio.
+            gradio = self.spec.run_dir / "gradio"
+            own_env["GRADIO_TEMP_DIR"] = str(gradio / node.name)
+            private_dirs += [gradio, gradio / node.name]
         return ProcessSupervisor(
             status=status,
             command=part_command(self.spec, node, kind, part),
-            env={**env, "PYTHONUNBUFFERED": "1", **part.env},
+            env={**env, **own_env, **part.env},
             log_path=logs / f"{node.name}-{kind}.log",
             settings=self.settings,
             gate=self.gate,

@@ -132,7 +132,7 @@ def test_a_log_is_never_opened_through_a_symlink(tmp_path: Path) -> None:
     assert mode(run_dir / "logs" / "node1-web.log") == 0o600
 
 
-# --- the entry points: umask, run dir checks ---------------------------------------------------
+# --- the entry points: umask, run dir checks, Gradio's temp dir --------------------------------
 
 WRITES_FILES = """
 import os, pathlib, sys, time
@@ -172,6 +172,14 @@ def test_files_written_by_the_sidecars_children_are_private(sidecar_outputs: tup
         assert mode(out / "image.png") == 0o600 and mode(out / "cache") == 0o700
     for part in ("web", "worker"):
         assert mode(run_dir / "logs" / f"a-{part}.log") == 0o600
+
+
+def test_each_web_front_gets_a_private_gradio_temp_dir(sidecar_outputs: tuple[Path, dict[str, Path]]) -> None:
+    run_dir, outputs = sidecar_outputs
+    gradio_dir = run_dir / "gradio" / "a"
+    assert (outputs["web"] / "env.txt").read_text() == str(gradio_dir)
+    assert gradio_dir.is_dir() and mode(gradio_dir) == 0o700 and mode(run_dir / "gradio") == 0o700
+    assert (outputs["worker"] / "env.txt").read_text() == ""  # a worker serves no Gradio files
 
 
 @pytest.mark.parametrize("entry_point", ["launch", "sidecar"])
