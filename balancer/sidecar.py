@@ -15,7 +15,7 @@ For each managed node part (web front, worker) one ``ProcessSupervisor``:
 4. a crash loop (too many deaths in a window) stops the restarts: the server stays in
    ``maint`` and the sidecar says so (ERROR log, ``portrait_sidecar_crash_looped`` metric,
    ``crash_looped`` in ``/status``) until an operator fixes the cause and asks for another
-   try with ``POST /retry/NODE/PART``;
+   try with ``POST /retry/NODE/PART`` (HTTP basic auth: the stats page's user and password);
 5. a process that is alive but fails its probe for longer than ``stuck_after`` (or never
    becomes ready within ``start_timeout``) is killed and restarted (cause ``stuck``).
 
@@ -44,6 +44,7 @@ import httpx
 import psutil
 import uvicorn
 
+from balancer.basic_auth import BasicAuth
 from balancer.causes import Death, DeathClassifier, KernelLog, OomKillCounter
 from balancer.cluster import (
     ClusterConfigError,
@@ -113,6 +114,11 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
     ]
 
 
+def retry_command(spec: ClusterSpec, node: str, part: str) -> str:
+    """The operator's command that retries a crash-looped part (the password left for them to fill in)."""
+    return f"curl -u {spec.stats.user}:STATS_PASSWORD -X POST {spec.sidecar.url}/retry/{node}/{part}"
+
+
 def process_family(pid: int) -> list[psutil.Process]:
     """``pid`` and every process below it (empty when it is gone)."""
     try:
@@ -150,6 +156,7 @@ class ProcessSupervisor:
         metrics: SidecarMetrics,
         probe_url: str,
         private_dirs: tuple[Path, ...] = (),
+        retry_hint: str = "",
     ) -> None:
         self.status = status
         self.command = command
@@ -162,6 +169,7 @@ class ProcessSupervisor:
         self.probe_url = probe_url
         self.private_dirs = private_dirs
         """Directories made (0700, ours) before each start, parents first."""
+        self.retry_hint = retry_hint
         self.policy = RestartPolicy(
             settings.backoff_initial, settings.backoff_max, settings.crash_loop_deaths, settings.crash_loop_window
         )
@@ -325,9 +333,9 @@ class ProcessSupervisor:
         self._haproxy("maint")
         logger.error(
             "%s: CRASH LOOP: %d deaths within %.0f s (last: %s). Not restarting it; it stays in maint. "
-            "Fix the cause (see %s), then POST /retry/%s/%s on the sidecar (or restart the cluster).",
+            "Fix the cause (see %s), then retry it: %s (or restart the cluster).",
             self.name, self.policy.recent_deaths(), self.settings.crash_loop_window,
-            self.status.last_detail, self.log_path, self.status.node, self.status.part,
+            self.status.last_detail, self.log_path, self.retry_hint or "POST /retry on the sidecar",
         )
 
     def retry(self) -> bool:
@@ -414,6 +422,7 @@ class Sidecar:
             metrics=self.metrics,
             probe_url=part.url + PROBE_PATHS[kind],
             private_dirs=tuple(private_dirs),
+            retry_hint=retry_command(self.spec, node.name, kind),
         )
 
     def statuses(self) -> list[PartStatus]:
@@ -439,8 +448,9 @@ class Sidecar:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.request_stop, signum)
+        retry_auth = BasicAuth(self.spec.stats.user, self.spec.stats.password)
         config = uvicorn.Config(
-            status_app(self.statuses, self.metrics, self.retry),
+            status_app(self.statuses, self.metrics, self.retry, retry_auth),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",
