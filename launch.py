@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 
@@ -25,9 +26,11 @@ from pydantic_settings import CliApp
 from balancer.cluster import ClusterConfigError, ClusterSpec
 from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import render_config
+from balancer.run_dir import prepare_run_dir
 from balancer.settings import LaunchSettings
 from balancer.share import ShareTunnel
 from balancer.sidecar import Sidecar, configure_logging
+from webui.settings import PRIVATE_UMASK
 
 logger = logging.getLogger("launch")
 
@@ -46,7 +49,7 @@ async def keep_haproxy_alive(haproxy: HAProxyProcess, sidecar: Sidecar, interval
         logger.error("HAProxy exited unexpectedly (exit %s, see %s); restarting it", haproxy.returncode, haproxy.log_path)
         try:
             await asyncio.to_thread(haproxy.start)
-        except HAProxyError as exc:
+        except (HAProxyError, OSError) as exc:
             logger.error("%s", exc)
             continue
         sidecar.gate.reapply()
@@ -100,15 +103,17 @@ def print_banner(spec: ClusterSpec, share: ShareTunnel | None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python launch.py``."""
+    os.umask(PRIVATE_UMASK)  # logs, images and caches written by us and our children: this user's only
     settings = CliApp.run(LaunchSettings, cli_args=argv)
     configure_logging()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         spec = settings.cluster_spec()
+        prepare_run_dir(spec.run_dir)
         write_config(render_config(spec), spec.config_path)
         haproxy = HAProxyProcess(spec.config_path, spec.socket_path, spec.run_dir / "haproxy.log")
         haproxy.start()
-    except (ClusterConfigError, HAProxyError) as exc:
+    except (ClusterConfigError, HAProxyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     share = None

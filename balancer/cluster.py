@@ -239,7 +239,8 @@ class ClusterSpec(_Model):
     )
     run_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}",
-        description="Where haproxy.cfg, the runtime API socket and logs go.",
+        description="Where haproxy.cfg, the runtime API socket, logs and Gradio temp dirs go: a directory of "
+        "this user's with mode 0700 (created so; anything else is refused, see balancer/run_dir.py).",
     )
     nodes: list[NodeSpec] = Field(default_factory=list)
 

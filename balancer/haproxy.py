@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import os
 import shutil
 import signal
 import socket
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from balancer.lifetime import terminate_with_parent
+from balancer.run_dir import open_private_log, write_private_file
 
 logger = logging.getLogger(__name__)
 
@@ -68,13 +68,9 @@ def validate_config(config_path: Path, binary: str | None = None) -> None:
 
 
 def write_config(text: str, config_path: Path) -> Path:
-    """Write ``haproxy.cfg`` readable by this user only (it holds the stats password)."""
+    """Write ``haproxy.cfg`` readable by this user only (it holds the stats password), never through a link."""
     config_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(config_path, 0o600)
-    return config_path
+    return write_private_file(config_path, text)
 
 
 class HAProxyProcess:
@@ -92,7 +88,7 @@ class HAProxyProcess:
         validate_config(self.config_path, self.binary)
         self.socket_path.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
+        with open_private_log(self.log_path) as log:
             self.proc = subprocess.Popen(
                 [self.binary, "-db", "-f", str(self.config_path)],
                 stdout=log,

@@ -64,7 +64,8 @@ class LaunchSettings(BaseSettings):
                                          "of 'user:hash' lines (hash from 'openssl passwd -6').")
     cluster: Path | None = Field(None, description="Cluster YAML file: listeners, limits and nodes, including "
                                  "remote ones (see assets/cluster.example.yaml).")
-    run_dir: Path | None = Field(None, description="Where haproxy.cfg, the runtime socket and logs go "
+    run_dir: Path | None = Field(None, description="Where haproxy.cfg, the runtime socket and logs go: "
+                                 "a 0700 directory of this user's, created if missing "
                                  "(unset: a portrait-ha directory under the system's temp dir).")
     share: bool = Field(False, description="Open a public Gradio share link to the balancer (all nodes).")
 

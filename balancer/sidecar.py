@@ -5,7 +5,8 @@
 For each managed node part (web front, worker) one ``ProcessSupervisor``:
 
 1. puts the server in ``maint`` in HAProxy, starts the process (in its own process group,
-   output appended to ``RUN_DIR/logs/NODE-PART.log``) and probes it (workers: ``/readyz``,
+   output appended to ``RUN_DIR/logs/NODE-PART.log``; a web front gets its own Gradio temp
+   dir, ``RUN_DIR/gradio/NODE``) and probes it (workers: ``/readyz``,
    model loaded and warm; web fronts: ``/healthz``, HAProxy's own checks decide readiness);
 2. once it answers, sets the server ``ready`` (HAProxy's health checks then bring it UP);
 3. when the process dies: ``maint`` first, so no request is routed to it; then the cause
@@ -14,13 +15,16 @@ For each managed node part (web front, worker) one ``ProcessSupervisor``:
 4. a crash loop (too many deaths in a window) stops the restarts: the server stays in
    ``maint`` and the sidecar says so (ERROR log, ``portrait_sidecar_crash_looped`` metric,
    ``crash_looped`` in ``/status``) until an operator fixes the cause and asks for another
-   try with ``POST /retry/NODE/PART``;
+   try with ``POST /retry/NODE/PART`` (HTTP basic auth: the stats page's user and password);
 5. a process that is alive but fails its probe for longer than ``stuck_after`` (or never
    becomes ready within ``start_timeout``) is killed and restarted (cause ``stuck``).
 
 SIGINT/SIGTERM: every server is set to ``drain``, every process gets SIGTERM, then SIGKILL
 after ``stop_grace`` (the whole process group, so nothing is orphaned), then ``maint``.
 ``/status`` and ``/metrics`` are served on the sidecar's port (``balancer.status``).
+
+``main`` (like ``launch.py``) sets a 077 umask and checks the run directory first
+(``balancer.run_dir``), so every file the sidecar and its children write is private.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ import httpx
 import psutil
 import uvicorn
 
+from balancer.basic_auth import BasicAuth
 from balancer.causes import Death, DeathClassifier, KernelLog, OomKillCounter
 from balancer.cluster import (
     ClusterConfigError,
@@ -54,7 +59,9 @@ from balancer.haproxy import HAProxyError, RuntimeAPI, ServerState
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
 from balancer.lifetime import terminate_with_parent
 from balancer.restart_policy import RestartPolicy
+from balancer.run_dir import open_private_log, prepare_run_dir, private_dir
 from balancer.status import PartState, PartStatus, SidecarMetrics, status_app
+from webui.settings import PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")
 
@@ -109,6 +116,11 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
     ]
 
 
+def retry_command(spec: ClusterSpec, node: str, part: str) -> str:
+    """The operator's command that retries a crash-looped part (the password left for them to fill in)."""
+    return f"curl -u {spec.stats.user}:STATS_PASSWORD -X POST {spec.sidecar.url}/retry/{node}/{part}"
+
+
 def process_family(pid: int) -> list[psutil.Process]:
     """``pid`` and every process below it (empty when it is gone)."""
     try:
@@ -145,6 +157,8 @@ class ProcessSupervisor:
         classifier: DeathClassifier,
         metrics: SidecarMetrics,
         probe_url: str,
+        private_dirs: tuple[Path, ...] = (),
+        retry_hint: str = "",
     ) -> None:
         self.status = status
         self.command = command
@@ -155,6 +169,9 @@ class ProcessSupervisor:
         self.classifier = classifier
         self.metrics = metrics
         self.probe_url = probe_url
+        self.private_dirs = private_dirs
+        """Directories made (0700, ours) before each start, parents first."""
+        self.retry_hint = retry_hint
         self.policy = RestartPolicy(
             settings.backoff_initial, settings.backoff_max, settings.crash_loop_deaths, settings.crash_loop_window
         )
@@ -204,9 +221,10 @@ class ProcessSupervisor:
     async def _start(self) -> None:
         if self.status.state is PartState.STOPPED:
             self._haproxy("maint")  # out of rotation until it answers (after a death it already is)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        for directory in self.private_dirs:
+            private_dir(directory)
         self._oom_baseline = self.classifier.baseline()
-        with open(self.log_path, "ab") as log:
+        with open_private_log(self.log_path) as log:
             self.proc = await asyncio.create_subprocess_exec(
                 *self.command,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -317,9 +335,9 @@ class ProcessSupervisor:
         self._haproxy("maint")
         logger.error(
             "%s: CRASH LOOP: %d deaths within %.0f s (last: %s). Not restarting it; it stays in maint. "
-            "Fix the cause (see %s), then POST /retry/%s/%s on the sidecar (or restart the cluster).",
+            "Fix the cause (see %s), then retry it: %s (or restart the cluster).",
             self.name, self.policy.recent_deaths(), self.settings.crash_loop_window,
-            self.status.last_detail, self.log_path, self.status.node, self.status.part,
+            self.status.last_detail, self.log_path, self.retry_hint or "POST /retry on the sidecar",
         )
 
     def retry(self) -> bool:
@@ -387,16 +405,26 @@ class Sidecar:
 
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
         status = PartStatus(node=node.name, part=kind, backend=BACKENDS[kind], url=part.url)
+        logs = self.spec.run_dir / "logs"
+        own_env = {"PYTHONUNBUFFERED": "1"}
+        private_dirs = [logs]
+        if kind == "web" and "GRADIO_TEMP_DIR" not in part.env:
+            # Gradio's uploads and generated images: private to this node, not the shared /tmp/gradio.
+            gradio = self.spec.run_dir / "gradio"
+            own_env["GRADIO_TEMP_DIR"] = str(gradio / node.name)
+            private_dirs += [gradio, gradio / node.name]
         return ProcessSupervisor(
             status=status,
             command=part_command(self.spec, node, kind, part),
-            env={**env, "PYTHONUNBUFFERED": "1", **part.env},
-            log_path=self.spec.run_dir / "logs" / f"{node.name}-{kind}.log",
+            env={**env, **own_env, **part.env},
+            log_path=logs / f"{node.name}-{kind}.log",
             settings=self.settings,
             gate=self.gate,
             classifier=self.classifier,
             metrics=self.metrics,
             probe_url=part.url + PROBE_PATHS[kind],
+            private_dirs=tuple(private_dirs),
+            retry_hint=retry_command(self.spec, node.name, kind),
         )
 
     def statuses(self) -> list[PartStatus]:
@@ -422,8 +450,9 @@ class Sidecar:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.request_stop, signum)
+        retry_auth = BasicAuth(self.spec.stats.user, self.spec.stats.password)
         config = uvicorn.Config(
-            status_app(self.statuses, self.metrics, self.retry),
+            status_app(self.statuses, self.metrics, self.retry, retry_auth),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",
@@ -460,9 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", type=Path, required=True, help="Cluster YAML file (see assets/cluster.example.yaml).")
     parser.add_argument("--no-haproxy", action="store_true", help="Do not talk to HAProxy's runtime API.")
     args = parser.parse_args(argv)
+    os.umask(PRIVATE_UMASK)
     configure_logging()
     try:
         spec = parse_cluster(load_cluster_file(args.cluster))
+        prepare_run_dir(spec.run_dir)
     except ClusterConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,8 +1,10 @@
-"""What the sidecar tells the outside world: ``GET /status`` (JSON), ``GET /metrics``, ``GET /healthz``.
+"""What the sidecar tells the outside world: ``GET /status`` (JSON), ``GET /metrics``, ``GET /healthz``,
+and the one action it takes from outside, ``POST /retry/NODE/PART`` (HTTP basic auth).
 
 ``PartStatus`` is the record each supervisor keeps about its process; ``SidecarMetrics``
 holds the Prometheus metrics (in their own registry, not the global one); ``status_app``
-serves both over HTTP. ``/status`` looks like::
+serves both over HTTP. The read-only routes need no password (the sidecar listens on
+loopback by default); ``POST /retry`` needs the stats page's user and password. ``/status`` looks like::
 
     {"nodes": {"node1": {"worker": {"state": "ready", "pid": 4242, "restarts": 1,
                                     "last_cause": "oom_exit", "uptime": 12.5, ...},
@@ -27,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from balancer.basic_auth import BasicAuth
 from balancer.causes import Death, DeathCause
 
 
@@ -156,12 +159,15 @@ def status_app(
     statuses: Callable[[], list[PartStatus]],
     metrics: SidecarMetrics,
     retry: Callable[[str, str], bool | None],
+    auth: BasicAuth,
 ) -> Starlette:
     """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz`` and ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
-    404 if there is no such part)."""
+    404 if there is no such part, 401 without ``auth``'s user and password)."""
 
     async def retry_part(request: Request) -> JSONResponse:
+        if not auth.allows(request.headers.get("authorization")):
+            return auth.challenge("POST /retry")
         node, part = request.path_params["node"], request.path_params["part"]
         outcome = retry(node, part)
         if outcome is None:

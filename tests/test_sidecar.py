@@ -21,7 +21,7 @@ from balancer.cluster import parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import PROBES_BACKEND, render_config
 from balancer.restart_policy import RestartPolicy
-from tests.balancer_helpers import cluster_data, fake_command, wait_status, wait_until
+from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, wait_status, wait_until
 from tests.helpers import Processes, free_port, wait_http
 from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM
 
@@ -228,18 +228,39 @@ def test_crash_loop_leaves_the_node_in_maint_and_says_so(cluster: SupervisedClus
     metrics = httpx.get(f"{cluster.sidecar_url}/metrics").text
     assert 'portrait_sidecar_crash_looped{node="c",part="worker"} 1.0' in metrics
     assert 'portrait_sidecar_deaths_total{cause="crash",node="c",part="worker"} 4.0' in metrics
-    assert "CRASH LOOP" in cluster.proc.log_path.read_text()
+    log = cluster.proc.log_path.read_text()
+    assert "CRASH LOOP" in log
+    assert f"retry it: curl -u admin:STATS_PASSWORD -X POST {cluster.sidecar_url}/retry/c/worker" in log
     # The others keep serving.
     served = {httpx.get(f"{cluster.spec.public.url}/generate", timeout=10).json()["worker_id"] for _ in range(6)}
     assert served and served <= {"a-worker", "b-worker"}
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    [None, ("admin", "wrong-password"), ("intruder", STATS_PASSWORD), "Basic not-base64!", "Bearer token"],
+    ids=["none", "wrong-password", "wrong-user", "malformed", "not-basic"],
+)
+def test_retry_needs_the_stats_user_and_password(cluster: SupervisedCluster, authorization) -> None:
+    cluster.wait_part("c", "worker", "crash loop", lambda e: e["crash_looped"])
+    if isinstance(authorization, str):
+        answer = httpx.post(f"{cluster.sidecar_url}/retry/c/worker", headers={"Authorization": authorization})
+    else:
+        answer = httpx.post(f"{cluster.sidecar_url}/retry/c/worker", auth=authorization)
+    assert answer.status_code == 401
+    assert answer.headers["www-authenticate"] == 'Basic realm="portrait-ha sidecar"'
+    assert answer.json()["error"] == "unauthorized" and answer.json()["fields"] == []
+    assert cluster.part("c")["crash_looped"]  # not retried
+    assert httpx.get(f"{cluster.sidecar_url}/status").status_code == 200  # reading needs no password
+
+
 def test_an_operator_can_retry_a_crash_looped_part(cluster: SupervisedCluster) -> None:
     looped = cluster.wait_part("c", "worker", "crash loop", lambda e: e["crash_looped"])
     retry = f"{cluster.sidecar_url}/retry"
-    assert httpx.post(f"{retry}/a/worker").status_code == 409  # not crash-looped: nothing to retry
-    assert httpx.post(f"{retry}/nope/worker").status_code == 404
-    assert httpx.post(f"{retry}/c/worker").status_code == 202
+    auth = (cluster.spec.stats.user, STATS_PASSWORD)
+    assert httpx.post(f"{retry}/a/worker", auth=auth).status_code == 409  # not crash-looped: nothing to retry
+    assert httpx.post(f"{retry}/nope/worker", auth=auth).status_code == 404
+    assert httpx.post(f"{retry}/c/worker", auth=auth).status_code == 202
     # Started afresh with a clean slate; its cause is not fixed, so it crash-loops again after
     # another full round of deaths (restarts: the retry itself plus three more).
     again = cluster.wait_part("c", "worker", "second crash loop",

@@ -21,6 +21,9 @@ EXIT_OOM = 86
 EXIT_LOAD_FAILED = 87
 """The model could not be loaded (missing, unreachable or malformed)."""
 
+PRIVATE_UMASK = 0o077
+"""Every ``main`` sets this umask first: files it (or a child) writes, logs and images, are this user's only."""
+
 # Fault injection, for tests only: production never sets these.
 FAULT_OOM_AT_STEP = "PORTRAIT_FAULT_OOM_AT_STEP"
 """Raise the device's out-of-memory error at this denoising step (1-based)."""

@@ -13,6 +13,7 @@ opens a Gradio share link to this one node (``launch.py --share`` links the bala
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -30,7 +31,7 @@ from starlette.routing import Mount
 
 from balancer.share import ShareTunnel
 from webui.request_guard import RequestGuard
-from webui.settings import WebSettings, settings_problems
+from webui.settings import PRIVATE_UMASK, WebSettings, settings_problems
 from webui.ui import CSS_PATH, Studio, build_studio, load_examples, load_studio_config
 from webui.worker_client import ReadinessCache, WorkerClient
 
@@ -128,6 +129,7 @@ def open_share_link(tunnel: ShareTunnel) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m webui.web``: serve the web front with uvicorn until SIGTERM/SIGINT."""
+    os.umask(PRIVATE_UMASK)  # its logs, uploads and images: this user's only
     try:
         settings = CliApp.run(WebSettings, cli_args=argv)
     except ValidationError as exc:

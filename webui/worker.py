@@ -44,6 +44,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import secrets
 import sys
 import time
@@ -93,7 +94,7 @@ from webui.schema import (
     ProgressEvent,
     ResultEvent,
 )
-from webui.settings import WorkerSettings
+from webui.settings import PRIVATE_UMASK, WorkerSettings
 
 logger = logging.getLogger("webui.worker")  # also when run as __main__
 access_logger = logging.getLogger("webui.worker.access")
@@ -376,6 +377,7 @@ class ProcessExit:
 
 def main(argv: list[str] | None = None) -> int:
     """Run a worker: parse settings (CLI + ``PORTRAIT_*``), serve until SIGTERM or a fatal error."""
+    os.umask(PRIVATE_UMASK)  # its logs, uploads and images: this user's only
     try:
         settings = CliApp.run(WorkerSettings, cli_args=argv)
         faults = FaultPlan.from_env()
