@@ -79,6 +79,22 @@ def open_share(spec: ClusterSpec) -> ShareTunnel | None:
     return tunnel
 
 
+def warn_if_exposed(spec: ClusterSpec) -> None:
+    """Say what protects a cluster reachable from other machines, and what is missing."""
+    if not spec.exposed:
+        return
+    logger.warning(
+        "the public site listens on %s: per client %s generations a minute and %s connections at once "
+        "(0 = unlimited; see limits in --cluster)", spec.public.host, spec.rate_limit_per_minute,
+        spec.max_client_connections,
+    )
+    if spec.users_file is None:
+        logger.warning("the public site has no password: anyone who reaches %s:%d can use the GPUs; "
+                       "set --auth-users-file or put an authenticating proxy in front", spec.public.host,
+                       spec.public.port)
+    logger.warning("HAProxy speaks plain HTTP here: terminate TLS in front of it before exposing it to the internet")
+
+
 def print_banner(spec: ClusterSpec, share: ShareTunnel | None) -> None:
     """Where to find the cluster, on stdout."""
     managed = [node.name for node in spec.nodes if node.managed]
@@ -116,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ClusterConfigError, HAProxyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    warn_if_exposed(spec)
     share = None
     try:
         if settings.share:

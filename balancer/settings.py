@@ -14,6 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from balancer.cluster import ClusterSpec, load_cluster_file, local_nodes, parse_cluster
+from balancer.share import SHARE_HOST_SUFFIX
 from webui.settings import WebSettings, WorkerSettings
 
 DEFAULT_NODES = 2
@@ -68,6 +69,9 @@ class LaunchSettings(BaseSettings):
                                  "a 0700 directory of this user's, created if missing "
                                  "(unset: a portrait-ha directory under the system's temp dir).")
     share: bool = Field(False, description="Open a public Gradio share link to the balancer (all nodes).")
+    public_host: list[str] = Field(default_factory=list, description="A host name the public site answers to "
+                                   "(repeat the flag for more; a leading dot allows subdomains); any other Host "
+                                   "header gets 421. This machine's own addresses are always allowed.")
 
     def local_thread_count(self, workers: int) -> int:
         """torch threads per local worker: ``--threads`` or an even share of the CPU cores."""
@@ -93,6 +97,11 @@ class LaunchSettings(BaseSettings):
                 data.setdefault(section, {})[key] = getattr(self, flag)
         if self.auth_users_file is not None:
             data["users_file"] = str(self.auth_users_file)
+        hosts = list(data.get("public_hosts") or []) + self.public_host
+        if self.share:
+            hosts.append(SHARE_HOST_SUFFIX)
+        if hosts:
+            data["public_hosts"] = hosts
         if self.run_dir is not None:
             data["run_dir"] = str(self.run_dir)
         existing = data.get("nodes") or []

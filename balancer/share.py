@@ -15,6 +15,8 @@ from urllib.parse import urlparse, urlunparse
 logger = logging.getLogger(__name__)
 
 SHARE_PROTOCOL = "https"
+SHARE_HOST_SUFFIX = ".gradio.live"
+"""Host names Gradio's share servers give links (the public frontend must accept them)."""
 
 
 class ShareTunnel:

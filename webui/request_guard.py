@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Collection
 
+from starlette.formparsers import MultiPartException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -38,8 +39,13 @@ MAX_JOIN_BYTES = 1024 * 1024
 """Largest ``queue/join`` body: component values and file references, never file contents."""
 
 
-class RequestRefused(Exception):
-    """The request is refused before the app answers; ``status`` 499 means nobody is told."""
+class RequestRefused(MultiPartException):
+    """The request is refused before the app answers; ``status`` 499 means nobody is told.
+
+    A ``MultiPartException``, so that a multipart parser reading the body when this comes out
+    of it (Starlette's, Gradio's upload route) deletes the partial files it wrote, as it does
+    for its own parse errors; the guard then answers in place of the parser.
+    """
 
     def __init__(self, status: int, error: str, detail: str) -> None:
         super().__init__(detail)
@@ -64,8 +70,17 @@ class _BodyReader:
         self.timeout = timeout
         self.size = 0
         self.complete = False
+        self.refused: RequestRefused | None = None
+        """Set when the body was refused (the app may have caught it and answered on its own)."""
 
     async def __call__(self) -> Message:
+        try:
+            return await self._next()
+        except RequestRefused as refused:
+            self.refused = refused
+            raise
+
+    async def _next(self) -> Message:
         if self.complete:  # the body is in; later calls wait for the disconnect, unbounded
             return await self._receive()
         try:
@@ -116,6 +131,8 @@ class RequestGuard:
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
+            if reader.refused is not None and not started:
+                return  # the app's own answer to a refused body (e.g. Gradio's plain 400): ours goes out
             started = started or message["type"] == "http.response.start"
             await send(message)
 
@@ -124,6 +141,8 @@ class RequestGuard:
             if scope["method"] == "POST" and path.endswith("/queue/join"):
                 app_receive = await self._checked_join(reader)
             await self.app(scope, app_receive, tracking_send)
+            if reader.refused is not None:
+                raise reader.refused
         except RequestRefused as refused:
             self._refused(scope, refused)
             if not started and refused.status != CLIENT_GONE_STATUS:

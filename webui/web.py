@@ -96,7 +96,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         ssr_mode=False,
         # Only gr.Error messages reach clients; anything else could name server paths.
         show_error=False,
-        max_file_size=settings.max_body_bytes,
+        max_file_size=settings.max_body_bytes,  # and RequestGuard counts the whole body
     )
     enforce_file_rules(demo)
     gradio_app = next(route.app for route in app.routes if isinstance(route, Mount))
