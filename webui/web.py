@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from balancer.share import ShareTunnel
+from webui.images import guard_decoding
 from webui.settings import WebSettings, settings_problems
 from webui.ui import CSS_PATH, Studio, build_studio, load_examples, load_studio_config
 from webui.worker_client import ReadinessCache, WorkerClient
@@ -71,7 +72,9 @@ def create_app(settings: WebSettings) -> FastAPI:
             content["reason"] = body.get("reason") or body.get("detail") or "the worker is not ready"
         return JSONResponse(content, status_code=200 if ready else 503)
 
-    studio = Studio(client, readiness, node_id, cache_dir=Path(get_upload_folder()))
+    guard_decoding(settings.max_upload_pixels)
+    studio = Studio(client, readiness, node_id, cache_dir=Path(get_upload_folder()),
+                    max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels)
     demo = build_studio(
         studio,
         load_studio_config(),
