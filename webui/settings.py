@@ -129,6 +129,11 @@ class WebSettings(BaseSettings):
     max_upload_pixels: int = Field(
         MAX_UPLOAD_PIXELS, ge=1, description="Largest retouch upload in pixels (checked before decoding)."
     )
+    cache_max_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Bytes Gradio's upload/cache folder may hold; the oldest files go first."
+    )
+    cache_max_age: float = Field(3600.0, gt=0, description="Seconds a file may stay in Gradio's upload/cache folder.")
+    cache_sweep_interval: float = Field(60.0, gt=0, description="Seconds between sweeps of Gradio's cache folder.")
 
     def resolved_node_id(self) -> str:
         """The web front's name: ``--node-id`` or ``hostname:port``."""
