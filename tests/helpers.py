@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import psutil
+from PIL import Image
 
 REPO = Path(__file__).resolve().parent.parent
 LOG_DIR = REPO / "test-artifacts" / "logs"
@@ -44,6 +45,25 @@ def wait_http(url: str, status: int = 200, timeout: float = 90.0, proc: subproce
             last = exc
         time.sleep(0.2)
     raise TimeoutError(f"{url} did not answer {status} within {timeout}s (last: {last!r})")
+
+
+def blank_png(path: Path, width: int, height: int) -> Path:
+    """Write a black greyscale PNG of ``width`` x ``height``: a pixel bomb of a few hundred KB at most."""
+    Image.new("L", (width, height)).save(path, optimize=True)
+    return path
+
+
+def reset_peak_rss(pid: int | str = "self") -> int:
+    """Reset a process's peak resident memory (Linux ``clear_refs``); return its resident bytes now."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return psutil.Process(None if pid == "self" else int(pid)).memory_info().rss
+
+
+def peak_rss(pid: int | str = "self") -> int:
+    """A process's peak resident memory in bytes since it started or since ``reset_peak_rss``."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
+    return int(kib) * 1024
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:

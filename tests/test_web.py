@@ -22,8 +22,8 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from balancer.haproxy import find_haproxy
-from tests.helpers import Processes, free_port, kill_tree, wait_http
-from webui.settings import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+from tests.helpers import Processes, blank_png, free_port, kill_tree, peak_rss, reset_peak_rss, wait_http
+from webui.settings import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
 from webui.ui import (
     CUSTOM,
     StudioConfig,
@@ -188,6 +188,26 @@ def test_retouch_keeps_the_photo_aspect(client: Client, tmp_path: Path) -> None:
     with Image.open(gallery[0]["image"]) as image:
         assert image.size == (info["width"], info["height"])
         assert abs(image.width / image.height - 640 / 480) < 0.05
+
+
+@pytest.mark.timeout(120)
+def test_retouch_refuses_a_pixel_bomb_before_decoding(client: Client, node: Node, tmp_path: Path) -> None:
+    bomb = blank_png(tmp_path / "bomb.png", 12000, 12000)  # 144 million pixels in a few hundred KB
+    before = reset_peak_rss(node.front.pid)
+
+    with pytest.raises(AppError) as caught:
+        client.predict(handle_file(str(bomb)), prompt="retouched portrait", steps=2, api_name="/retouch")
+
+    growth = peak_rss(node.front.pid) - before
+    message = str(caught.value)
+    assert message.startswith("image: ") and f"more than the {MAX_UPLOAD_PIXELS}-pixel limit" in message, message
+    assert "/" not in message and "Traceback" not in message  # no server path
+    assert growth < 100 * 2**20, f"the web front's peak memory grew by {growth >> 20} MiB: it decoded the image"
+
+
+def test_web_front_runs_the_cache_janitor(node: Node) -> None:
+    log = Path(node.front.log_path).read_text()
+    assert re.search(r"cache janitor: keeping \S+ under 2147483648 bytes and 3600 s, sweeping every 60 s", log), log
 
 
 def test_page_served_under_a_sub_path_behind_haproxy(node: Node, processes: Processes, tmp_path: Path) -> None:

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
+from webui.settings import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+
 MAX_SEED = 2**32 - 1
 """Seeds are unsigned 32-bit integers, as most diffusion tools use."""
 
@@ -38,8 +40,8 @@ class Limits(BaseModel):
     max_side: int = 2048
     max_steps: int = 100
     max_prompt_chars: int = 2000
-    max_upload_bytes: int = 10 * 1024 * 1024
-    max_upload_pixels: int = 4096 * 4096
+    max_upload_bytes: int = MAX_UPLOAD_BYTES
+    max_upload_pixels: int = MAX_UPLOAD_PIXELS
 
 
 class GenerationRequest(BaseModel):

@@ -32,6 +32,12 @@ FAULT_DIE_AT_STEP = "PORTRAIT_FAULT_DIE_AT_STEP"
 FAULT_PROMPT_MARKER = "PORTRAIT_FAULT_PROMPT_MARKER"
 """When set, faults fire only for prompts that contain this text."""
 
+# Retouch upload limits, the same at the web front and at the worker.
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+"""Default largest retouch upload in bytes."""
+MAX_UPLOAD_PIXELS = 4096 * 4096
+"""Default largest retouch upload in pixels (width x height, read from the file header)."""
+
 
 def settings_problems(exc: ValidationError) -> str:
     """One line naming each invalid setting, what is wrong and the value given (no traceback)."""
@@ -81,8 +87,8 @@ class WorkerSettings(BaseSettings):
     queue_size: int = Field(8, ge=0, description="Jobs that may wait behind the running one before 503.")
     max_images: int = Field(4, ge=1, description="Most images one request may ask for.")
     max_side: int = Field(2048, ge=64, description="Largest width or height in pixels.")
-    max_upload_bytes: int = Field(10 * 1024 * 1024, description="Largest retouch upload in bytes.")
-    max_upload_pixels: int = Field(4096 * 4096, description="Largest retouch upload in pixels.")
+    max_upload_bytes: int = Field(MAX_UPLOAD_BYTES, ge=1, description="Largest retouch upload in bytes.")
+    max_upload_pixels: int = Field(MAX_UPLOAD_PIXELS, ge=1, description="Largest retouch upload in pixels.")
     max_prompt_chars: int = Field(2000, description="Longest prompt or negative prompt.")
     max_consecutive_ooms: int = Field(3, ge=1, description=f"OOMs in a row before exiting with code {EXIT_OOM}.")
     warmup_steps: int = Field(2, ge=1, description="Denoising steps of the warm-up generation.")
@@ -126,6 +132,17 @@ class WebSettings(BaseSettings):
     body_timeout: float = Field(
         60.0, gt=0, description="Seconds a client may take to send a whole request body (408 after)."
     )
+    max_upload_bytes: int = Field(
+        MAX_UPLOAD_BYTES, ge=1, description="Largest retouch upload in bytes (checked before decoding)."
+    )
+    max_upload_pixels: int = Field(
+        MAX_UPLOAD_PIXELS, ge=1, description="Largest retouch upload in pixels (checked before decoding)."
+    )
+    cache_max_bytes: int = Field(
+        2 * 1024**3, gt=0, description="Bytes Gradio's upload/cache folder may hold; the oldest files go first."
+    )
+    cache_max_age: float = Field(3600.0, gt=0, description="Seconds a file may stay in Gradio's upload/cache folder.")
+    cache_sweep_interval: float = Field(60.0, gt=0, description="Seconds between sweeps of Gradio's cache folder.")
 
     def resolved_node_id(self) -> str:
         """The web front's name: ``--node-id`` or ``hostname:port``."""

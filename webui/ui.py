@@ -31,8 +31,11 @@ import yaml
 from PIL import Image
 from pydantic import BaseModel, Field, model_validator
 
+from webui.images import UploadError, read_upload
+from webui.photo_input import PhotoInput
 from webui.presence import cancelled_when_client_leaves
 from webui.schema import MAX_SEED
+from webui.settings import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.worker_client import JobOutcome, ReadinessCache, WorkerClient, WorkerError
 
 logger = logging.getLogger(__name__)
@@ -207,9 +210,13 @@ def job_fields(
     }
 
 
-def retouch_fields(photo: Image.Image, strength: float) -> dict[str, Any]:
-    """The retouch part of a worker request: the encoded photo and the strength."""
-    return {"init_image": encode_photo(photo), "strength": strength}
+def encode_photo_file(path: str, max_bytes: int, max_pixels: int, max_side: int = RETOUCH_MAX_SIDE) -> str:
+    """``encode_photo`` for an uploaded file, checked (bytes, format, pixels from its header) before decoding.
+
+    Raises ``UploadError`` (a sentence without the file's path) when the file is too large in
+    bytes or pixels, not a PNG/JPEG/WebP image, too small or corrupt. Blocking: run it in a thread.
+    """
+    return encode_photo(read_upload(path, max_bytes, max_pixels), max_side)
 
 
 def api_seed(seed: float | None) -> int | None:
@@ -226,12 +233,24 @@ def ui_seed(seed: float | None, randomize: bool) -> int | None:
 class Studio:
     """Runs the page's and the API's jobs on the workers."""
 
-    def __init__(self, client: WorkerClient, readiness: ReadinessCache, web_node: str, cache_dir: Path) -> None:
+    def __init__(self, client: WorkerClient, readiness: ReadinessCache, web_node: str, cache_dir: Path,
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS) -> None:
         self.client = client
         self.readiness = readiness
         self.web_node = web_node
         self.cache_dir = cache_dir
         """Where result images are written: Gradio's cache, which serves them and cleans them up."""
+        self.max_upload_bytes = max_upload_bytes
+        self.max_upload_pixels = max_upload_pixels
+
+    async def retouch_fields(self, photo: str, strength: float) -> dict[str, Any]:
+        """The retouch part of a worker request (the encoded photo, the strength); raises ``UploadError``."""
+        try:
+            encoded = await asyncio.to_thread(encode_photo_file, photo, self.max_upload_bytes, self.max_upload_pixels)
+        except UploadError as exc:
+            logger.info("retouch upload refused: %s", exc)
+            raise
+        return {"init_image": encoded, "strength": strength}
 
     async def run(self, fields: dict[str, Any], progress: gr.Progress) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
         """Run one job with live progress; raises ``WorkerError`` with a user-facing message."""
@@ -292,7 +311,7 @@ class Studio:
 
     async def api_retouch(
         self,
-        image: Image.Image | None,
+        image: str | None,
         prompt: str,
         strength: float = 0.6,
         negative_prompt: str = "",
@@ -305,14 +324,19 @@ class Studio:
     ) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
         """Retouch a photo: the result keeps the photo's composition (``strength`` 0-1: how much may change).
 
-        The result keeps the photo's aspect ratio at about the model's default pixel count.
-        Other arguments as in ``/generate``. Returns (gallery, info).
+        The photo (PNG, JPEG or WebP) may have at most the front's ``max_upload_bytes`` bytes and
+        ``max_upload_pixels`` pixels. The result keeps the photo's aspect ratio at about the
+        model's default pixel count. Other arguments as in ``/generate``. Returns (gallery, info).
         """
         if image is None:
             raise gr.Error("image: upload a photo to retouch.", title="Retouch", print_exception=False)
+        try:
+            retouch = await self.retouch_fields(image, strength)
+        except UploadError as exc:
+            raise gr.Error(f"image: {exc}.", title="Retouch", print_exception=False) from None
         fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, api_seed(seed), lora_scale,
                             num_images)
-        return await self.api_job({**fields, **retouch_fields(image, strength)}, progress, "Retouch failed")
+        return await self.api_job({**fields, **retouch}, progress, "Retouch failed")
 
     async def api_job(self, fields: dict[str, Any], progress: gr.Progress, title: str) -> tuple[Any, ...]:
         """A job started by an API client: failures become ``gr.Error`` (the client raises it)."""
@@ -343,18 +367,20 @@ class Studio:
         return await self.ui_job(fields, progress)
 
     async def ui_retouch(
-        self, photo: Image.Image | None, strength: float, prompt: str, negative_prompt: str, steps: float,
+        self, photo: str | None, strength: float, prompt: str, negative_prompt: str, steps: float,
         guidance: float, seed: float | None, randomize: bool, lora_scale: float, num_images: float,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[Any, ...]:
         """The Retouch button."""
         if photo is None:
-            gr.Warning("Upload a photo to retouch first.", title="Retouch")
-            error = gr.Markdown("**Could not retouch:** image: upload a photo first.", visible=True)
-            return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
+            return retouch_refused("Upload a photo to retouch first.", "upload a photo first")
+        try:
+            retouch = await self.retouch_fields(photo, strength)
+        except UploadError as exc:
+            return retouch_refused(f"The photo cannot be used: {exc}.", str(exc))
         fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, ui_seed(seed, randomize),
                             lora_scale, num_images)
-        return await self.ui_job({**fields, **retouch_fields(photo, strength)}, progress)
+        return await self.ui_job({**fields, **retouch}, progress)
 
     async def page_load(self) -> tuple[Any, Any, Any]:
         """On page load: (model note, steps, guidance); the sliders take the model's defaults.
@@ -368,6 +394,13 @@ class Studio:
             reason = body.get("reason") or body.get("detail") or "not ready"
             return f"**No worker is ready yet** ({reason}). Jobs will wait.", gr.skip(), gr.skip()
         return model_note(pipeline.get("model"), self.web_node), *_model_defaults(pipeline.get("defaults"))
+
+
+def retouch_refused(warning: str, problem: str) -> tuple[Any, ...]:
+    """The page's outputs when a retouch cannot start: a ``warning`` toast and ``problem`` in the error area."""
+    gr.Warning(warning, title="Retouch")
+    error = gr.Markdown(f"**Could not retouch:** image: {problem}.", visible=True)
+    return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
 
 
 def model_note(model: str | None, web_node: str) -> str:
@@ -450,8 +483,8 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                     with gr.Tab("Retouch", id="retouch", elem_id="retouch-tab"):
                         gr.Markdown("The result keeps the photo's framing and aspect ratio; "
                                     "the prompt says what to change.", elem_classes=["hint"])
-                        photo = gr.Image(type="pil", label="Photo to retouch", sources=["upload", "clipboard"],
-                                         elem_id="retouch-image", height=260)
+                        photo = PhotoInput(type="filepath", label="Photo to retouch", sources=["upload", "clipboard"],
+                                           elem_id="retouch-image", height=260)
                         strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength",
                                              info="How much the photo may change", elem_id="strength")
                         retouch_button = gr.Button("Retouch", variant="primary", size="lg", elem_id="retouch-button")
@@ -501,7 +534,7 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             api_seed = gr.Number(-1, precision=0, label="seed")
             api_lora = gr.Number(1.0, label="lora_scale")
             api_images = gr.Number(1, precision=0, label="num_images")
-            api_image = gr.Image(type="pil", label="image")
+            api_image = PhotoInput(type="filepath", label="image")
             api_strength = gr.Number(defaults.strength, label="strength")
 
         ui_outputs = [gallery, info, summary, error, model_info]

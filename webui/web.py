@@ -30,6 +30,8 @@ from pydantic_settings import CliApp
 from starlette.routing import Mount
 
 from balancer.share import ShareTunnel
+from webui.cache_janitor import CacheJanitor
+from webui.images import guard_decoding
 from webui.request_guard import RequestGuard
 from webui.settings import PRIVATE_UMASK, WebSettings, settings_problems
 from webui.ui import CSS_PATH, Studio, build_studio, load_examples, load_studio_config
@@ -55,7 +57,9 @@ def create_app(settings: WebSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logger.info("web front %s serving the studio; workers at %s", node_id, settings.worker_url)
+        janitor.start()
         yield
+        await janitor.stop()
         await client.aclose()
 
     app = FastAPI(title="portrait-ha web front", lifespan=lifespan, docs_url=None, redoc_url=None)
@@ -74,7 +78,11 @@ def create_app(settings: WebSettings) -> FastAPI:
             content["reason"] = body.get("reason") or body.get("detail") or "the worker is not ready"
         return JSONResponse(content, status_code=200 if ready else 503)
 
-    studio = Studio(client, readiness, node_id, cache_dir=Path(get_upload_folder()))
+    guard_decoding(settings.max_upload_pixels)
+    cache_dir = Path(get_upload_folder())
+    janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval)
+    studio = Studio(client, readiness, node_id, cache_dir=cache_dir,
+                    max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels)
     demo = build_studio(
         studio,
         load_studio_config(),
