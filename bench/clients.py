@@ -300,8 +300,9 @@ class BrowserProtocolClient:
         self.join(job)
         with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
             for line in stream.iter_lines():
-                if line.startswith("data:") and json.loads(line[5:]).get("msg") == "progress":
-                    break
+                message = json.loads(line[5:]) if line.startswith("data:") else {}
+                if message.get("msg") == "progress" and (message.get("progress_data") or [{}])[0].get("index"):
+                    break  # a denoising step: the job runs on a worker
         self.close()
 
     def _follow_stream(self) -> tuple[list[Any], int]:

@@ -12,7 +12,9 @@ Gradio's own catch-all 500 handler and can still answer). For every HTTP request
   ``fn_index``, when given, names one of the page's events), so a bad index is a 422, not a
   ``KeyError`` with a traceback;
 - turns an error that escapes Gradio before any response was sent into a JSON answer: 400
-  for a malformed upload, else 500 naming the request id (the traceback stays in the log).
+  for a malformed upload, else 500 naming the request id (the traceback stays in the log);
+- counts each session's open event streams (``queue/data``) in ``EventStreams``, so that a
+  job whose client never listens, or stopped listening, can be cancelled.
 
 Every answer is an ``ErrorBody``-shaped JSON object: ``{"error", "detail", "fields"}``.
 Starlette's own ``RequestBodyLimitMiddleware`` covers only the first point, in plain text.
@@ -30,6 +32,9 @@ from collections.abc import Callable, Collection
 from starlette.formparsers import MultiPartException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from urllib.parse import parse_qs
+
+from webui.presence import EventStreams
 
 logger = logging.getLogger(__name__)
 
@@ -114,8 +119,10 @@ class RequestGuard:
         max_body_bytes: int,
         body_timeout: float,
         event_ids: Callable[[], Collection[int]],
+        streams: EventStreams,
     ) -> None:
         """``event_ids``: the ``fn_index`` values the page's events have (asked per join)."""
+        self.streams = streams
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
@@ -125,6 +132,18 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        path = scope["path"]
+        if path.endswith("/queue/data"):
+            session = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [""])[0]
+            self.streams.opened(session)
+            try:
+                await self._guarded(scope, receive, send)
+            finally:
+                self.streams.closed(session)
+            return
+        await self._guarded(scope, receive, send)
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         reader = _BodyReader(receive, self.max_body_bytes, self.body_timeout)
         started = False

@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field, model_validator
 
 from webui.images import UploadError, read_upload
 from webui.photo_input import PhotoInput
-from webui.presence import cancelled_when_client_leaves
+from webui.presence import EventStreams, cancelled_when_client_leaves
 from webui.schema import MAX_SEED
 from webui.settings import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.worker_client import JobOutcome, ReadinessCache, WorkerClient, WorkerError
@@ -234,8 +234,11 @@ class Studio:
     """Runs the page's and the API's jobs on the workers."""
 
     def __init__(self, client: WorkerClient, readiness: ReadinessCache, web_node: str, cache_dir: Path,
-                 max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS) -> None:
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+                 streams: EventStreams | None = None) -> None:
         self.client = client
+        self.streams = streams or EventStreams()
+        """The event streams the web front's clients have open (a job whose client is gone is cancelled)."""
         self.readiness = readiness
         self.web_node = web_node
         self.cache_dir = cache_dir
@@ -262,7 +265,7 @@ class Studio:
             progress(0.0, desc=f"Worker lost, retrying (attempt {attempt}/{max_attempts})")
 
         progress(0.0, desc="Waiting for a worker")
-        async with cancelled_when_client_leaves():
+        async with cancelled_when_client_leaves(self.streams):
             outcome = await self.client.generate(fields, on_progress=on_progress, on_retry=on_retry)
         info = generation_info(outcome, self.web_node)
         gallery = []

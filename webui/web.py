@@ -113,6 +113,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
         event_ids=lambda: demo.fns.keys(),
+        streams=studio.streams,
     )
     return app
 
