@@ -11,6 +11,7 @@ not asserted.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 import os
 import re
 import signal
@@ -27,6 +28,7 @@ import yaml
 from gradio_client import Client
 from pydantic_settings import CliApp
 
+from balancer.haproxy_config import WEBS_BACKEND
 from balancer.settings import LaunchSettings
 from balancer.share import ShareTunnel
 from bench.clients import GradioApiClient, Job, RestClient
@@ -145,12 +147,23 @@ def test_a_reused_gradio_client_stays_on_one_web_front(cluster: LaunchedCluster,
     assert {reply.worker_id for reply in replies} <= set(NODES)
 
 
+def web_fronts_serving(cluster: LaunchedCluster, requests: Callable[[], object]) -> set[str]:
+    """The web fronts HAProxy sent ``requests`` to (its per-server session counters; public probes
+    are answered by HAProxy itself and name no node)."""
+    def sessions() -> dict[str, int]:
+        return {s.server: s.total_sessions for s in cluster.servers() if s.backend == WEBS_BACKEND}
+
+    before = sessions()
+    requests()
+    return {server for server, total in sessions().items() if total > before.get(server, 0)}
+
+
 def test_a_browser_keeps_its_web_front_and_clients_spread(cluster: LaunchedCluster) -> None:
     fronts = set()
     for _ in range(4):
         with httpx.Client(base_url=cluster.public_url, timeout=30) as browser:
             assert browser.get("/").status_code == 200  # the studio page sets the node cookie
-            nodes = {browser.get("/healthz").json()["node"] for _ in range(20)}
+            nodes = web_fronts_serving(cluster, lambda: [browser.get("/config") for _ in range(20)])
             assert nodes == {browser.cookies["PORTRAIT_NODE"]}
             fronts |= nodes
     assert fronts == set(NODES)
