@@ -30,7 +30,7 @@ from balancer.run_dir import prepare_run_dir
 from balancer.settings import LaunchSettings
 from balancer.share import ShareTunnel
 from balancer.sidecar import Sidecar, configure_logging
-from webui.settings import PRIVATE_UMASK
+from webui.contract import PRIVATE_UMASK
 
 logger = logging.getLogger("launch")
 

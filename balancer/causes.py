@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM
+from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 
 logger = logging.getLogger(__name__)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
+from webui.contract import HEALTH_PATH, INFO_PATH, JOB_PATHS, READY_PATH, RETRYABLE_STATUSES
 
 COOKIE_NAME = "PORTRAIT_NODE"
 """The persistence cookie HAProxy inserts; its value is the node name."""
@@ -32,7 +33,6 @@ WORKERS_BACKEND = "workers"
 PROBES_BACKEND = "worker_probes"
 RATES_TABLE = "job_rates"
 """A backend that only holds the per-client generation rate table."""
-REST_PATHS = ("/generate", "/generate/stream")
 
 # crypt(3) hashes HAProxy's userlist understands: SHA-256, SHA-512, yescrypt, bcrypt.
 _HASH_PATTERN = re.compile(r"^\$(5|6|y|2[aby])\$\S+$")
@@ -244,7 +244,7 @@ class HAProxyConfigRenderer:
             "    http-request return status 503 content-type application/json hdr Retry-After 5 string "
             "'{\"ready\": false}' if { path /readyz }",
             *_answer(404, "not_found", "Not found.", "{ path /metrics }", "Not found"),
-            f"    acl is_rest path {' '.join(REST_PATHS)}",
+            f"    acl is_rest path {' '.join(JOB_PATHS)}",
             *self._job_acls(),
             *self._client_limit_rules(),
             *self._body_rules(),
@@ -309,11 +309,11 @@ class HAProxyConfigRenderer:
     def _job_acls() -> list[str]:
         return [
             "    # Requests that start a generation (REST, Gradio's queue and call APIs).",
-            "    acl is_job path /generate /generate/stream",
+            f"    acl is_job path {' '.join(JOB_PATHS)}",
             "    acl is_job path_end /queue/join",
             "    acl is_job method POST path_beg /gradio_api/call/ /gradio_api/run/",
             "    # Requests a foreign page must not make a browser send: jobs and uploads.",
-            "    acl is_guarded path /generate /generate/stream",
+            f"    acl is_guarded path {' '.join(JOB_PATHS)}",
             "    acl is_guarded path_end /queue/join /upload",
             "    acl is_guarded method POST path_beg /gradio_api/call/ /gradio_api/run/",
         ]
@@ -433,7 +433,7 @@ class HAProxyConfigRenderer:
             "frontend workers_in",
             f"    bind {listener.host}:{listener.port}",
             "    option http-buffer-request",
-            "    acl probe path /readyz /healthz",
+            f"    acl probe path {READY_PATH} {HEALTH_PATH} {INFO_PATH}",
             f"    use_backend {PROBES_BACKEND} if probe",
             f"    default_backend {WORKERS_BACKEND}",
         )
@@ -476,7 +476,7 @@ class HAProxyConfigRenderer:
             "    balance leastconn",
             "    option redispatch 1",
             f"    retries {limits.retries}",
-            "    retry-on conn-failure empty-response response-timeout 502 503 504",
+            "    retry-on conn-failure empty-response response-timeout " + " ".join(map(str, RETRYABLE_STATUSES)),
             "    # A fresh connection per job (cheap next to a generation): after a worker dies, no",
             "    # retry lands on one of its dead idle connections, which fail at once and would use",
             "    # up the retries before the health state has caught up.",

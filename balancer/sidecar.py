@@ -61,7 +61,7 @@ from balancer.lifetime import terminate_with_parent
 from balancer.restart_policy import RestartPolicy
 from balancer.run_dir import open_private_log, prepare_run_dir, private_dir
 from balancer.status import PartState, PartStatus, SidecarMetrics, status_app
-from webui.settings import PRIVATE_UMASK
+from webui.contract import PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")
 

@@ -58,7 +58,7 @@ from bench.report import (
     new_figure,
     write_results,
 )
-from webui.settings import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 
 logger = logging.getLogger("bench.failover")
 

@@ -37,7 +37,7 @@ from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record
 from launch import open_share
 from tests.balancer_helpers import run_concurrently, send_in_order, wait_until
 from tests.helpers import REPO, Processes
-from webui.settings import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 
 OOM_MARKER = "[[cluster-oom]]"
 NODES = ("node1", "node2")

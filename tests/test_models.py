@@ -21,7 +21,8 @@ from assets.build_demo_model import (
 )
 from webui import device
 from webui.device import DeviceError, Machine, plan_device, probe_machine
-from webui.models import ModelLoadError, resolve_source
+from webui.errors import ModelLoadError
+from webui.models import resolve_source
 from webui.pipeline import PortraitPipeline
 from webui.schema import GenerationRequest, Limits, ModelFamily
 from webui.settings import WorkerSettings

@@ -23,7 +23,7 @@ from balancer.haproxy_config import PROBES_BACKEND, render_config
 from balancer.restart_policy import RestartPolicy
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, wait_status, wait_until
 from tests.helpers import Processes, free_port, wait_http
-from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM
+from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 
 # --- restart policy -------------------------------------------------------------------------
 

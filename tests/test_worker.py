@@ -35,11 +35,13 @@ from webui.faults import FaultPlan
 from webui.images import UploadError, decode_upload
 from webui.metrics import WorkerMetrics
 from webui.schema import ErrorBody, GenerationResult, Limits, ModelFamily
-from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM, FAULT_OOM_AT_STEP, WorkerSettings
+from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM, FAULT_OOM_AT_STEP
+from webui.settings import WorkerSettings
 from webui.generation import PROBE_PROMPT, GenerationService, cuda_index, is_out_of_memory
 from webui.job_parsing import ApiError, invalid_request, validate_job, validation_problems
-from webui.scheduler import JobCancelled, JobScheduler
-from webui.worker import create_app
+from webui.errors import JobCancelled, QueueFull
+from webui.scheduler import JobScheduler
+from webui.worker import create_app, http_error
 
 SMALL = {"width": 128, "height": 128, "steps": 2}
 WAIT = 120.0
@@ -425,10 +427,12 @@ def test_scheduler_runs_one_job_queues_one_refuses_the_next_and_drops_a_departed
                     break
                 await asyncio.sleep(0.01)
             assert (scheduler.busy, scheduler.queue_depth) == (True, 1)
-            with pytest.raises(ApiError) as refused:
+            with pytest.raises(QueueFull) as refused:
                 scheduler.submit(lambda cancel: "C")
-            assert refused.value.status == 503 and refused.value.body.error == "busy"
-            assert int(refused.value.headers["Retry-After"]) >= 1
+            assert refused.value.retry_after >= 1
+            answer = http_error(refused.value)  # the worker app's one mapping to HTTP
+            assert answer.status == 503 and answer.body.error == "busy"
+            assert int(answer.headers["Retry-After"]) >= 1
             assert waiting.abandon() == "dropped"
             with pytest.raises(JobCancelled):
                 await waiting.task

@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from webui.settings import FAULT_DIE_AT_STEP, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+from webui.contract import FAULT_DIE_AT_STEP, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 
 logger = logging.getLogger(__name__)
 

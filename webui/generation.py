@@ -14,9 +14,9 @@ from PIL import Image
 
 from webui.faults import FaultPlan
 from webui.images import encode_png
-from webui.job_parsing import ApiError, expected_steps
+from webui.errors import GenerationFailed, JobCancelled, ModelLoadError, NotReady, OutOfMemory
+from webui.job_parsing import expected_steps
 from webui.metrics import WorkerMetrics
-from webui.scheduler import JobCancelled
 from webui.schema import (
     EffectiveParams,
     GenerationRequest,
@@ -25,7 +25,8 @@ from webui.schema import (
     ModelFamily,
     Timings,
 )
-from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM, WorkerSettings
+from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
+from webui.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
@@ -114,12 +115,9 @@ class GenerationService:
         )
 
     def require_ready(self) -> None:
-        """Raise 503 ``not_ready`` unless jobs are accepted."""
+        """Raise ``NotReady`` unless jobs are accepted."""
         if not self.ready:
-            raise ApiError(
-                503, "not_ready", f"The worker is not ready: {self.reason}.",
-                headers={"Retry-After": str(NOT_READY_RETRY_AFTER)},
-            )
+            raise NotReady(f"The worker is not ready: {self.reason}.", retry_after=NOT_READY_RETRY_AFTER)
 
     def describe(self) -> dict[str, Any] | None:
         """The pipeline's own description, or None before it is loaded."""
@@ -144,7 +142,7 @@ class GenerationService:
             self._set_state(False, "warming up")
             self._probe()
         except Exception as exc:  # noqa: BLE001 - any failure here means the worker cannot serve
-            if type(exc).__name__ == "ModelLoadError":
+            if isinstance(exc, ModelLoadError):
                 logger.critical("cannot load model %r: %s", self.settings.model, exc)
             else:
                 logger.critical("cannot load or warm up model %r", self.settings.model, exc_info=True)
@@ -169,7 +167,7 @@ class GenerationService:
         self, job: GenerationRequest, init_image: Image.Image | None, seed: int, received_at: float,
         cancel: threading.Event, on_progress: StepCallback | None = None,
     ) -> GenerationResult:
-        """Run one job to its result; raises ``ApiError`` or ``JobCancelled``."""
+        """Run one job to its result; raises a ``JobError`` or ``JobCancelled``."""
         self.require_ready()  # it may have changed while the job waited
         started = time.perf_counter()
         params = self.pipeline.effective_params(job, seed, init_image)
@@ -192,7 +190,7 @@ class GenerationService:
             if is_out_of_memory(exc):
                 raise self._after_out_of_memory(exc, params) from None
             logger.exception("generation failed")
-            raise ApiError(500, "generation_failed", "The generation failed unexpectedly; the error is in the worker log.") from None
+            raise GenerationFailed("The generation failed unexpectedly; the error is in the worker log.") from None
         finished = time.perf_counter()
         self.consecutive_ooms = 0
         self.metrics.images.inc(len(images))
@@ -209,8 +207,8 @@ class GenerationService:
             ),
         )
 
-    def _after_out_of_memory(self, exc: BaseException, params: EffectiveParams) -> ApiError:
-        """Count the OOM, free memory, self-check; exit after too many. Returns the 507 to send."""
+    def _after_out_of_memory(self, exc: BaseException, params: EffectiveParams) -> OutOfMemory:
+        """Count the OOM, free memory, self-check; exit after too many. Returns the error to raise."""
         self.metrics.out_of_memory.inc()
         self.consecutive_ooms += 1
         cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -230,8 +228,7 @@ class GenerationService:
             self._set_state(False, f"restarting: {why}")
             logger.critical("exiting with code %d: %s", EXIT_OOM, why)
             self._on_fatal(EXIT_OOM)
-        return ApiError(
-            507, "out_of_memory",
+        return OutOfMemory(
             f"Out of memory generating {params.num_images} image(s) of {params.width}x{params.height} "
             f"({type(exc).__name__}: {cause}). Try a smaller resolution or fewer images.",
         )

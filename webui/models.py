@@ -24,6 +24,7 @@ from diffusers import (
 )
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
+from webui.errors import ModelLoadError
 from webui.schema import ModelFamily
 
 logger = logging.getLogger(__name__)
@@ -31,10 +32,6 @@ logger = logging.getLogger(__name__)
 LORA_ADAPTER = "portrait"
 """Adapter name the LoRA is loaded under."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-class ModelLoadError(Exception):
-    """The model or its LoRA is missing, unreachable or malformed; the message is one line."""
 
 
 @dataclass(frozen=True)

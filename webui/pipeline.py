@@ -23,11 +23,11 @@ import torch
 from PIL import Image, ImageOps
 
 from webui.device import DeviceError, DevicePlan, apply_plan, plan_device, probe_machine
+from webui.errors import ModelLoadError
 from webui.models import (
     FAMILY_DEFAULTS,
     LoadedModel,
     ModelDefaults,
-    ModelLoadError,
     load_model,
     resolve_source,
     set_lora_scale,

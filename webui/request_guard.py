@@ -34,12 +34,11 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from urllib.parse import parse_qs
 
+from webui.contract import CLIENT_GONE_STATUS
 from webui.presence import EventStreams
 
 logger = logging.getLogger(__name__)
 
-CLIENT_GONE_STATUS = 499
-"""Logged (nginx's convention) when the client left before it had sent its whole request."""
 MAX_JOIN_BYTES = 1024 * 1024
 """Largest ``queue/join`` body: component values and file references, never file contents."""
 

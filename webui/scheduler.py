@@ -10,13 +10,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from webui.job_parsing import ApiError
+from webui.errors import JobCancelled, QueueFull
 
 T = TypeVar("T")
-
-
-class JobCancelled(Exception):
-    """The job's client went away; raised inside the job to stop it."""
 
 
 class Job(Generic[T]):
@@ -66,13 +62,12 @@ class JobScheduler:
         return max(1, min(60, math.ceil(self._seconds_per_job * (self.queue_depth + 1))))
 
     def submit(self, work: Callable[[threading.Event], T]) -> Job[T]:
-        """Admit ``work(cancel_event)`` or raise 503 ``busy``; it starts when the slot is free."""
+        """Admit ``work(cancel_event)`` or raise ``QueueFull``; it starts when the slot is free."""
         if self._admitted >= self.queue_size + 1:
-            raise ApiError(
-                503, "busy",
+            raise QueueFull(
                 f"The worker is busy: one job is running and {self.queue_depth} are waiting (the most it queues). "
                 "Retry later or on another worker.",
-                headers={"Retry-After": str(self.retry_after())},
+                retry_after=self.retry_after(),
             )
         job: Job[T] = Job()
         self._admitted += 1

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from webui.settings import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+from webui.contract import MAX_IMAGES, MAX_PROMPT_CHARS, MAX_SIDE, MAX_STEPS, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 
 MAX_SEED = 2**32 - 1
 """Seeds are unsigned 32-bit integers, as most diffusion tools use."""
@@ -36,10 +36,10 @@ class Limits(BaseModel):
     """What one worker accepts; built from its settings and its model's family."""
 
     family: ModelFamily = ModelFamily.ZIMAGE
-    max_images: int = 4
-    max_side: int = 2048
-    max_steps: int = 100
-    max_prompt_chars: int = 2000
+    max_images: int = MAX_IMAGES
+    max_side: int = MAX_SIDE
+    max_steps: int = MAX_STEPS
+    max_prompt_chars: int = MAX_PROMPT_CHARS
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_upload_pixels: int = MAX_UPLOAD_PIXELS
 

@@ -15,28 +15,15 @@ from typing import Literal
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-# Exit codes a worker uses so that a supervisor can tell why it stopped.
-EXIT_OOM = 86
-"""The worker ran out of memory repeatedly (or its self-check after an OOM failed)."""
-EXIT_LOAD_FAILED = 87
-"""The model could not be loaded (missing, unreachable or malformed)."""
+from webui.contract import (
+    EXIT_OOM,
+    MAX_IMAGES,
+    MAX_PROMPT_CHARS,
+    MAX_SIDE,
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_PIXELS,
+)
 
-PRIVATE_UMASK = 0o077
-"""Every ``main`` sets this umask first: files it (or a child) writes, logs and images, are this user's only."""
-
-# Fault injection, for tests only: production never sets these.
-FAULT_OOM_AT_STEP = "PORTRAIT_FAULT_OOM_AT_STEP"
-"""Raise the device's out-of-memory error at this denoising step (1-based)."""
-FAULT_DIE_AT_STEP = "PORTRAIT_FAULT_DIE_AT_STEP"
-"""SIGKILL the worker's own process at this denoising step (1-based)."""
-FAULT_PROMPT_MARKER = "PORTRAIT_FAULT_PROMPT_MARKER"
-"""When set, faults fire only for prompts that contain this text."""
-
-# Retouch upload limits, the same at the web front and at the worker.
-MAX_UPLOAD_BYTES = 10 * 1024 * 1024
-"""Default largest retouch upload in bytes."""
-MAX_UPLOAD_PIXELS = 4096 * 4096
-"""Default largest retouch upload in pixels (width x height, read from the file header)."""
 
 
 def settings_problems(exc: ValidationError) -> str:
@@ -85,11 +72,11 @@ class WorkerSettings(BaseSettings):
     )
     threads: int = Field(0, description="torch CPU threads (0: torch's default).")
     queue_size: int = Field(8, ge=0, description="Jobs that may wait behind the running one before 503.")
-    max_images: int = Field(4, ge=1, description="Most images one request may ask for.")
-    max_side: int = Field(2048, ge=64, description="Largest width or height in pixels.")
+    max_images: int = Field(MAX_IMAGES, ge=1, description="Most images one request may ask for.")
+    max_side: int = Field(MAX_SIDE, ge=64, description="Largest width or height in pixels.")
     max_upload_bytes: int = Field(MAX_UPLOAD_BYTES, ge=1, description="Largest retouch upload in bytes.")
     max_upload_pixels: int = Field(MAX_UPLOAD_PIXELS, ge=1, description="Largest retouch upload in pixels.")
-    max_prompt_chars: int = Field(2000, description="Longest prompt or negative prompt.")
+    max_prompt_chars: int = Field(MAX_PROMPT_CHARS, description="Longest prompt or negative prompt.")
     max_consecutive_ooms: int = Field(3, ge=1, description=f"OOMs in a row before exiting with code {EXIT_OOM}.")
     warmup_steps: int = Field(2, ge=1, description="Denoising steps of the warm-up generation.")
     graceful_shutdown: int = Field(
@@ -118,7 +105,7 @@ class WebSettings(BaseSettings):
     retry_delay: float = Field(0.5, ge=0, description="Seconds between attempts.")
     request_timeout: float = Field(600.0, description="Seconds one generation may take.")
     share: bool = Field(False, description="Ask Gradio for a public share link.")
-    max_images: int = Field(4, ge=1, description="Most images one request may ask for (UI slider cap).")
+    max_images: int = Field(MAX_IMAGES, ge=1, description="Most images one request may ask for (UI slider cap).")
     concurrency: int = Field(
         8, ge=1, description="Jobs this front sends to the workers at once; more wait in the page's queue."
     )

@@ -35,7 +35,7 @@ from webui.images import UploadError, read_upload
 from webui.photo_input import PhotoInput
 from webui.presence import EventStreams, cancelled_when_client_leaves
 from webui.schema import MAX_SEED
-from webui.settings import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+from webui.contract import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.worker_client import JobOutcome, ReadinessCache, WorkerClient, WorkerError
 
 logger = logging.getLogger(__name__)

@@ -66,6 +66,17 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from webui.contract import (
+    CLIENT_GONE_STATUS,
+    HEALTH_PATH,
+    INFO_PATH,
+    JOB_PATHS,
+    METRICS_PATH,
+    OUT_OF_MEMORY_STATUS,
+    PRIVATE_UMASK,
+    READY_PATH,
+)
+from webui.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
 from webui.faults import FaultPlan
 from webui.generation import (
     GenerationService,
@@ -85,7 +96,7 @@ from webui.job_parsing import (
     validation_problems,
 )
 from webui.metrics import WorkerMetrics
-from webui.scheduler import Job, JobCancelled, JobScheduler
+from webui.scheduler import Job, JobScheduler
 from webui.schema import (
     MAX_SEED,
     ErrorBody,
@@ -94,15 +105,18 @@ from webui.schema import (
     ProgressEvent,
     ResultEvent,
 )
-from webui.settings import PRIVATE_UMASK, WorkerSettings
+from webui.settings import WorkerSettings
 
 logger = logging.getLogger("webui.worker")  # also when run as __main__
 access_logger = logging.getLogger("webui.worker.access")
 
-CLIENT_GONE_STATUS = 499
-"""Logged (nginx's convention) when the client left before its job finished; nobody receives it."""
-ENDPOINTS = ("/", "/healthz", "/readyz", "/metrics", "/generate", "/generate/stream")
-PROBE_ENDPOINTS = frozenset({"/", "/healthz", "/readyz", "/metrics"})
+PROBE_ENDPOINTS = frozenset({"/", HEALTH_PATH, READY_PATH, INFO_PATH, METRICS_PATH})
+ENDPOINTS = (*PROBE_ENDPOINTS, *JOB_PATHS)
+ERROR_STATUSES: dict[type[JobError], int] = {
+    NotReady: 503, QueueFull: 503, OutOfMemory: OUT_OF_MEMORY_STATUS, GenerationFailed: 500,
+}
+"""The HTTP status of each domain error. 503s are in ``RETRYABLE_STATUSES`` (nothing ran); an
+out-of-memory is not (HAProxy would take every worker through the same OOM)."""
 """Endpoints balancers and scrapers poll: logged at DEBUG so the log stays readable."""
 
 
@@ -166,6 +180,12 @@ class RequestLog:
 
 
 # --------------------------------------------------------------------------- HTTP
+
+
+def http_error(error: JobError) -> ApiError:
+    """The HTTP answer to a domain error (the one place that maps them)."""
+    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
+    return ApiError(ERROR_STATUSES.get(type(error), 500), error.code, error.detail, headers=headers)
 
 
 def error_response(request: Request, error: ApiError) -> JSONResponse:
@@ -238,6 +258,10 @@ def create_app(
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_response(request, exc)
+
+    @app.exception_handler(JobError)
+    async def on_job_error(request: Request, exc: JobError) -> JSONResponse:
+        return error_response(request, http_error(exc))
 
     @app.exception_handler(RequestValidationError)
     async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -340,9 +364,10 @@ def create_app(
                 result = job.task.result()
             except JobCancelled:
                 return  # JobStream noted the outcome when the client left
-            except ApiError as exc:
-                request.state.outcome = exc.body.error
-                yield ErrorEvent(status=exc.status, error=exc.body).model_dump_json() + "\n"
+            except JobError as exc:
+                error = http_error(exc)
+                request.state.outcome = error.body.error
+                yield ErrorEvent(status=error.status, error=error.body).model_dump_json() + "\n"
                 return
             except Exception:
                 logger.exception("unexpected error in a streamed job")

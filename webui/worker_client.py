@@ -26,12 +26,11 @@ from typing import Annotated, Any, Union
 import httpx
 from pydantic import Field, TypeAdapter, ValidationError
 
+from webui.contract import OUT_OF_MEMORY_STATUS, RETRYABLE_STATUSES
 from webui.schema import MAX_SEED, ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_STATUSES = frozenset({502, 503, 504})
-OOM_STATUS = 507
 MAX_RETRY_AFTER = 10.0
 """Longest wait (seconds) a worker's ``Retry-After`` may impose between two attempts."""
 
@@ -107,7 +106,7 @@ def _retry_after(response: httpx.Response) -> float | None:
 def _classify(status: int, body: ErrorBody | None, fallback: str, retry_after: float | None = None) -> Exception:
     """Turn a worker's (or proxy's) error status into what ``generate`` raises or retries."""
     detail = body.detail if body else fallback
-    if status == OOM_STATUS or (body is not None and body.error == "out_of_memory"):
+    if status == OUT_OF_MEMORY_STATUS or (body is not None and body.error == "out_of_memory"):
         return OutOfMemory(
             f"The worker ran out of memory: lower the resolution or the number of images. ({detail})",
             status,

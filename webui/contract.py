@@ -1,0 +1,56 @@
+"""The contract between portrait-ha's processes: what workers, web fronts, HAProxy's config and
+the supervisor must agree on. Each value lives here once; every side imports it from here
+(the balancer imports the node's contract, never the other way round).
+"""
+
+from __future__ import annotations
+
+# --- exit codes: how a worker tells its supervisor why it stopped
+EXIT_OOM = 86
+"""The worker ran out of memory repeatedly (or its self-check after an OOM failed): restart it."""
+EXIT_LOAD_FAILED = 87
+"""The model could not be loaded (missing, unreachable or malformed): a restart will not help soon."""
+
+# --- the worker's HTTP API
+JOB_PATHS = ("/generate", "/generate/stream")
+"""Routes that run a job: HAProxy sends them to the workers' queue."""
+HEALTH_PATH = "/healthz"
+"""Liveness: the process serves HTTP."""
+READY_PATH = "/readyz"
+"""Readiness: the process can do its job now (a worker: model loaded and warm)."""
+INFO_PATH = "/info"
+"""A worker's model and limits (what the studio page offers), answered while it generates."""
+METRICS_PATH = "/metrics"
+"""Prometheus text format."""
+RETRYABLE_STATUSES = (502, 503, 504)
+"""Nothing ran: the same job may be sent again, to this or another worker (HAProxy's retry-on, the web front)."""
+OUT_OF_MEMORY_STATUS = 507
+"""The job ran out of memory: not retried (another worker has the same GPU), the client lowers its size."""
+CLIENT_GONE_STATUS = 499
+"""Logged (nginx's convention) when the client left before its answer; nobody receives it."""
+
+# --- limits: defaults shared by the worker, the web front and the studio page
+MAX_IMAGES = 4
+"""Most images one job may ask for."""
+MAX_SIDE = 2048
+"""Largest width or height in pixels."""
+MAX_STEPS = 100
+"""Most denoising steps."""
+MAX_PROMPT_CHARS = 2000
+"""Longest prompt or negative prompt."""
+MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+"""Largest retouch upload in bytes, checked at the web front and at the worker."""
+MAX_UPLOAD_PIXELS = 4096 * 4096
+"""Largest retouch upload in pixels (width x height, read from the file header)."""
+
+# --- files and processes
+PRIVATE_UMASK = 0o077
+"""Every ``main`` sets this umask first: files it (or a child) writes, logs and images, are this user's only."""
+
+# --- fault injection, for tests only: production never sets these
+FAULT_OOM_AT_STEP = "PORTRAIT_FAULT_OOM_AT_STEP"
+"""Raise the device's out-of-memory error at this denoising step (1-based)."""
+FAULT_DIE_AT_STEP = "PORTRAIT_FAULT_DIE_AT_STEP"
+"""SIGKILL the worker's own process at this denoising step (1-based)."""
+FAULT_PROMPT_MARKER = "PORTRAIT_FAULT_PROMPT_MARKER"
+"""When set, faults fire only for prompts that contain this text."""
