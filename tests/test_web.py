@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -26,6 +27,7 @@ from tests.helpers import Processes, blank_png, free_port, kill_tree, peak_rss, 
 from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
 from webui.ui import (
     CUSTOM,
+    Studio,
     StudioConfig,
     apply_preset,
     api_seed,
@@ -35,7 +37,7 @@ from webui.ui import (
     ui_seed,
 )
 from webui.web import main as web_main
-from webui.worker_client import WorkerClient, WorkersUnavailable
+from webui.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
 
 OOM_MARKER = "[oom]"
 SUB_PATH_PROXY = """\
@@ -286,17 +288,43 @@ def test_healthz_and_readyz_with_a_worker(node: Node) -> None:
     assert response.json()["ready"] is True
 
 
-def test_readyz_is_503_when_the_worker_stops(demo_model_dir: Path, processes: Processes) -> None:
-    own = start_node(processes, "readyz")
-    wait_http(f"{own.web_url}/readyz", status=200, proc=own.front, timeout=30)
+def load_page(worker_url: str, max_images: int = 4) -> tuple:
+    """What the studio page gets on load from the workers at ``worker_url`` (``Studio.page_load``)."""
+    async def load() -> tuple:
+        client = WorkerClient(worker_url)
+        try:
+            studio = Studio(client, WorkerInfoCache(client), "test-front", Path("/nonexistent"), max_images=max_images)
+            return await studio.page_load()
+        finally:
+            await client.aclose()
 
+    return asyncio.run(load())
+
+
+def test_the_page_offers_what_the_workers_model_accepts(node: Node) -> None:
+    info = httpx.get(f"{node.worker_url}/info").json()
+    assert info["limits"]["family"] == "z-image" and info["defaults"]["steps"] == 8
+    note, steps, guidance, width, height, images = load_page(node.worker_url, max_images=2)
+    assert "**demo**" in note
+    assert (steps.value, steps.maximum, guidance.value) == (8, info["limits"]["max_steps"], 0.0)
+    assert width.step == height.step == 16  # Z-Image sizes are multiples of 16 (a 264 would be refused)
+    assert width.maximum == info["limits"]["max_side"]
+    assert images.maximum == 2  # this front's own cap, below the worker's 4
+    page = httpx.get(f"{node.web_url}/config").json()
+    sliders = {c["props"].get("elem_id"): c["props"] for c in page["components"]}
+    assert sliders["width"]["step"] == sliders["height"]["step"] == 16  # before any worker answered too
+
+
+def test_web_front_stays_ready_without_workers_and_the_page_says_so(demo_model_dir: Path,
+                                                                    processes: Processes) -> None:
+    own = start_node(processes, "readyz")
     kill_tree(own.worker.pid)
     own.worker.wait(timeout=10)
-
-    response = wait_http(f"{own.web_url}/readyz", status=503, proc=own.front, timeout=10)
-    body = response.json()
-    assert body["ready"] is False
-    assert "unreachable" in body["reason"]
+    for _ in range(5):  # its readiness is its own: HAProxy keeps serving the page
+        assert httpx.get(f"{own.web_url}/readyz").json() == {"ready": True, "node": own.node_id}
+    note, *sliders = load_page(own.worker_url)
+    assert note.startswith("**No worker is ready yet**") and "unreachable" in note
+    assert all(update == gr.skip() for update in sliders)  # the sliders keep what the page started with
     assert httpx.get(f"{own.web_url}/healthz").status_code == 200
 
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from webui.faults import FaultPlan
 from webui.images import encode_png
+from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 from webui.errors import GenerationFailed, JobCancelled, ModelLoadError, NotReady, OutOfMemory
 from webui.job_parsing import expected_steps
 from webui.metrics import WorkerMetrics
@@ -24,8 +25,8 @@ from webui.schema import (
     Limits,
     ModelFamily,
     Timings,
+    WorkerInfo,
 )
-from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 from webui.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,14 @@ class GenerationService:
         """Raise ``NotReady`` unless jobs are accepted."""
         if not self.ready:
             raise NotReady(f"The worker is not ready: {self.reason}.", retry_after=NOT_READY_RETRY_AFTER)
+
+    def info(self, worker_id: str) -> WorkerInfo:
+        """The model, defaults and limits this worker serves; ``NotReady`` before the model is loaded."""
+        if self.pipeline is None:
+            raise NotReady(f"The worker has no model yet: {self.reason}.", retry_after=NOT_READY_RETRY_AFTER)
+        description = self.pipeline.describe()
+        return WorkerInfo(worker_id=worker_id, model=description["model"], lora=description.get("lora"),
+                          defaults=description["defaults"], limits=self.limits())
 
     def describe(self) -> dict[str, Any] | None:
         """The pipeline's own description, or None before it is loaded."""

@@ -44,6 +44,25 @@ class Limits(BaseModel):
     max_upload_pixels: int = MAX_UPLOAD_PIXELS
 
 
+class WorkerInfo(BaseModel):
+    """What a worker serves (``GET /info``): its model, its defaults and its limits.
+
+    The studio page is built from it (slider steps, maxima, defaults), so what the page offers
+    is what the worker accepts.
+    """
+
+    worker_id: str
+    model: str
+    lora: str | None = None
+    defaults: dict[str, float | int] = Field(description="steps, guidance, width, height of a job that omits them.")
+    limits: Limits
+
+    @property
+    def size_multiple(self) -> int:
+        """Width and height must be multiples of this."""
+        return self.limits.family.size_multiple
+
+
 class GenerationRequest(BaseModel):
     """One text-to-image or retouch (image-to-image) job.
 

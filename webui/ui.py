@@ -34,9 +34,9 @@ from pydantic import BaseModel, Field, model_validator
 from webui.images import UploadError, read_upload
 from webui.photo_input import PhotoInput
 from webui.presence import EventStreams, cancelled_when_client_leaves
-from webui.schema import MAX_SEED
-from webui.contract import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
-from webui.worker_client import JobOutcome, ReadinessCache, WorkerClient, WorkerError
+from webui.schema import MAX_SEED, Limits
+from webui.contract import MAX_IMAGES, MAX_SIDE, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+from webui.worker_client import JobOutcome, WorkerClient, WorkerError, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
 
@@ -233,13 +233,16 @@ def ui_seed(seed: float | None, randomize: bool) -> int | None:
 class Studio:
     """Runs the page's and the API's jobs on the workers."""
 
-    def __init__(self, client: WorkerClient, readiness: ReadinessCache, web_node: str, cache_dir: Path,
+    def __init__(self, client: WorkerClient, worker_info: WorkerInfoCache, web_node: str, cache_dir: Path,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
-                 streams: EventStreams | None = None) -> None:
+                 streams: EventStreams | None = None, max_images: int = MAX_IMAGES) -> None:
         self.client = client
+        self.max_images = max_images
+        """The most images this front offers (the workers' own limit may be lower)."""
         self.streams = streams or EventStreams()
         """The event streams the web front's clients have open (a job whose client is gone is cancelled)."""
-        self.readiness = readiness
+        self.worker_info = worker_info
+        """What the workers serve: the page's defaults, slider steps and maxima come from it."""
         self.web_node = web_node
         self.cache_dir = cache_dir
         """Where result images are written: Gradio's cache, which serves them and cleans them up."""
@@ -385,18 +388,27 @@ class Studio:
                             lora_scale, num_images)
         return await self.ui_job({**fields, **retouch}, progress)
 
-    async def page_load(self) -> tuple[Any, Any, Any]:
-        """On page load: (model note, steps, guidance); the sliders take the model's defaults.
+    async def page_load(self) -> tuple[Any, ...]:
+        """On page load: (model note, steps, guidance, width, height, images) from the workers' model.
 
-        Behind the balancer, ``/readyz`` reaches one worker around the job queue, which
-        describes its model as a single worker does.
+        Behind the balancer, ``/info`` reaches any worker that is up, around the job queue. The
+        sliders take the model's defaults, its size multiple as their step and its limits as
+        their maxima, so that the page offers only what the workers accept.
         """
-        ready, body = await self.readiness.get()
-        pipeline = body.get("pipeline") or {}
-        if not ready:
-            reason = body.get("reason") or body.get("detail") or "not ready"
-            return f"**No worker is ready yet** ({reason}). Jobs will wait.", gr.skip(), gr.skip()
-        return model_note(pipeline.get("model"), self.web_node), *_model_defaults(pipeline.get("defaults"))
+        info = await self.worker_info.get()
+        if isinstance(info, str):
+            note = f"**No worker is ready yet** ({info}). Jobs will wait; this note updates when you reload."
+            return note, *(gr.skip(),) * 5
+        limits, defaults = info.limits, info.defaults
+        side = dict(step=info.size_multiple, maximum=limits.max_side)
+        return (
+            model_note(info.model, self.web_node),
+            gr.Slider(value=defaults.get("steps"), maximum=limits.max_steps),
+            gr.Slider(value=defaults.get("guidance")),
+            gr.Slider(**side),
+            gr.Slider(**side),
+            gr.Slider(maximum=min(limits.max_images, self.max_images)),
+        )
 
 
 def retouch_refused(warning: str, problem: str) -> tuple[Any, ...]:
@@ -414,13 +426,6 @@ def model_note(model: str | None, web_node: str) -> str:
     if model == "demo":
         note += f"\n\n{DEMO_MODEL_NOTE}"
     return note
-
-
-def _model_defaults(defaults: dict[str, Any] | None) -> tuple[Any, Any]:
-    """(steps, guidance) slider values from a worker's model defaults, or skips."""
-    defaults = defaults or {}
-    steps, guidance = defaults.get("steps"), defaults.get("guidance")
-    return (gr.skip() if steps is None else steps), (gr.skip() if guidance is None else guidance)
 
 
 # ---------------------------------------------------------------------------- layout
@@ -496,8 +501,10 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                     resolution = gr.Dropdown([*config.resolutions, CUSTOM], value=defaults.resolution,
                                              label="Resolution", elem_id="resolution")
                     with gr.Row():
-                        width = gr.Slider(256, 2048, value=width0, step=8, label="Width", elem_id="width")
-                        height = gr.Slider(256, 2048, value=height0, step=8, label="Height", elem_id="height")
+                        # Until the workers' model is known: the default family's size multiple.
+                        side = dict(minimum=256, maximum=MAX_SIDE, step=Limits().family.size_multiple)
+                        width = gr.Slider(value=width0, label="Width", elem_id="width", **side)
+                        height = gr.Slider(value=height0, label="Height", elem_id="height", **side)
                     with gr.Row():
                         steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps", elem_id="steps")
                         guidance = gr.Slider(0.0, 20.0, value=defaults.guidance, step=0.1, label="Guidance",
@@ -579,5 +586,6 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             [resolution], api_visibility="private", queue=False, trigger_mode="always_last",
         )
         reuse_seed.click(reuse_seed_values, [info], [seed, randomize], api_visibility="private", queue=False)
-        demo.load(studio.page_load, None, [model_info, steps, guidance], api_visibility="private")
+        demo.load(studio.page_load, None, [model_info, steps, guidance, width, height, num_images],
+                  api_visibility="private")
     return demo

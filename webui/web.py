@@ -3,8 +3,8 @@
     python -m webui.web --port 7860 --worker-url http://127.0.0.1:7960 --node-id web-1
 
 ``create_app`` builds the FastAPI app: ``GET /healthz`` (the process is alive), ``GET /readyz``
-(200 when the worker URL answers a ready ``/readyz``; 503 with the reason otherwise; the
-answer is cached for half a second) and the Gradio page at ``/`` (API under ``/gradio_api/``).
+(this web front serves the studio; whether workers are up is HAProxy's knowledge, and the page
+shows it from the workers' ``/info``) and the Gradio page at ``/`` (API under ``/gradio_api/``).
 Behind a proxy, Gradio builds its URLs from ``X-Forwarded-Host``/``-Proto`` or the ``Host``
 header; set ``--root-path`` when the proxy serves the page under a sub-path. ``--share``
 opens a Gradio share link to this one node (``launch.py --share`` links the balancer instead).
@@ -33,15 +33,15 @@ from balancer.share import ShareTunnel
 from webui.cache_janitor import CacheJanitor
 from webui.images import guard_decoding
 from webui.request_guard import RequestGuard
-from webui.contract import PRIVATE_UMASK
+from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.settings import WebSettings, settings_problems
 from webui.ui import CSS_PATH, Studio, build_studio, load_examples, load_studio_config
-from webui.worker_client import ReadinessCache, WorkerClient
+from webui.worker_client import WorkerClient, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
 
-READINESS_TTL = 0.5
-"""Seconds a worker ``/readyz`` answer is reused."""
+WORKER_INFO_TTL = 2.0
+"""Seconds the workers' ``/info`` answer is reused by the page."""
 
 
 def create_app(settings: WebSettings) -> FastAPI:
@@ -53,37 +53,42 @@ def create_app(settings: WebSettings) -> FastAPI:
         retry_delay=settings.retry_delay,
         timeout=settings.request_timeout,
     )
-    readiness = ReadinessCache(client, ttl=READINESS_TTL)
+    worker_info = WorkerInfoCache(client, ttl=WORKER_INFO_TTL)
+    serving = False
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        nonlocal serving
         logger.info("web front %s serving the studio; workers at %s", node_id, settings.worker_url)
         janitor.start()
+        serving = True
         yield
+        serving = False
         await janitor.stop()
         await client.aclose()
 
     app = FastAPI(title="portrait-ha web front", lifespan=lifespan, docs_url=None, redoc_url=None)
 
-    @app.get("/healthz")
+    @app.get(HEALTH_PATH)
     async def healthz() -> dict[str, str]:
         """The process is up and serving HTTP."""
         return {"status": "ok", "node": node_id}
 
-    @app.get("/readyz")
+    @app.get(READY_PATH)
     async def readyz() -> JSONResponse:
-        """200 when the worker(s) behind ``worker_url`` can take jobs, else 503 with a reason."""
-        ready, body = await readiness.get()
-        content = {"ready": ready, "node": node_id, "worker_url": settings.worker_url, "worker": body}
-        if not ready:
-            content["reason"] = body.get("reason") or body.get("detail") or "the worker is not ready"
-        return JSONResponse(content, status_code=200 if ready else 503)
+        """200 while this web front serves the studio (its own state: whether workers are up is
+        HAProxy's knowledge, and the page says so); 503 once it is shutting down."""
+        content = {"ready": serving, "node": node_id}
+        if not serving:
+            content["reason"] = "shutting down"
+        return JSONResponse(content, status_code=200 if serving else 503)
 
     guard_decoding(settings.max_upload_pixels)
     cache_dir = Path(get_upload_folder())
     janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval)
-    studio = Studio(client, readiness, node_id, cache_dir=cache_dir,
-                    max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels)
+    studio = Studio(client, worker_info, node_id, cache_dir=cache_dir,
+                    max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
+                    max_images=settings.max_images)
     demo = build_studio(
         studio,
         load_studio_config(),

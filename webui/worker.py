@@ -7,6 +7,7 @@ Routes::
                                 running, then one per denoising step), then ResultEvent or ErrorEvent
     GET /healthz                200 while the process serves (liveness)
     GET /readyz                 200 when the model is loaded, warmed up and healthy, else 503
+    GET /info                   the model, its defaults and the limits jobs must keep (``WorkerInfo``)
     GET|HEAD /                  200, a one-line JSON description
     GET /metrics                Prometheus text format (see ``webui.metrics``)
 
@@ -317,6 +318,11 @@ def create_app(
             "consecutive_ooms": service.consecutive_ooms, "pipeline": service.describe(),
         }
         return JSONResponse(jsonable_encoder(body), status_code=200 if service.ready else 503)
+
+    @app.get(INFO_PATH)
+    async def info() -> JSONResponse:
+        """The model, its defaults and the limits this worker accepts (503 before it is loaded)."""
+        return JSONResponse(service.info(worker_id).model_dump(mode="json"))
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:

@@ -26,8 +26,8 @@ from typing import Annotated, Any, Union
 import httpx
 from pydantic import Field, TypeAdapter, ValidationError
 
-from webui.contract import OUT_OF_MEMORY_STATUS, RETRYABLE_STATUSES
-from webui.schema import MAX_SEED, ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent
+from webui.contract import INFO_PATH, OUT_OF_MEMORY_STATUS, RETRYABLE_STATUSES
+from webui.schema import MAX_SEED, ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent, WorkerInfo
 
 logger = logging.getLogger(__name__)
 
@@ -145,19 +145,18 @@ class WorkerClient:
         """Close the connection pool."""
         await self._http.aclose()
 
-    async def readiness(self, timeout: float = 2.0) -> tuple[bool, dict[str, Any]]:
-        """Ask ``GET /readyz``: (ready?, the worker's JSON body or ``{"reason": ...}``)."""
+    async def info(self, timeout: float = 2.0) -> WorkerInfo | str:
+        """``GET /info``: what the workers serve, or why none answered (a sentence)."""
         try:
-            response = await self._http.get("/readyz", timeout=timeout)
+            response = await self._http.get(INFO_PATH, timeout=timeout)
+            if response.status_code == 200:
+                return WorkerInfo.model_validate(response.json())
+            body = _error_body(response.json())
+            return body.detail if body else f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
-            return False, {"reason": f"worker unreachable at {self.base_url}: {exc!r}"}
-        try:
-            body = response.json()
-        except ValueError:
-            body = {"reason": f"worker answered HTTP {response.status_code} without JSON"}
-        if not isinstance(body, dict):
-            body = {"reason": f"unexpected /readyz body: {body!r}"}
-        return response.status_code == 200, body
+            return f"workers unreachable ({type(exc).__name__})"
+        except (ValueError, ValidationError):
+            return f"unexpected answer from {INFO_PATH}"
 
     async def generate(
         self,
@@ -236,20 +235,20 @@ class WorkerClient:
             raise JobRejected(f"The worker sent an unreadable event: {line[:200]!r}", 502) from exc
 
 
-class ReadinessCache:
-    """The worker's ``/readyz`` answer, asked at most once per ``ttl`` seconds."""
+class WorkerInfoCache:
+    """The workers' ``/info`` answer, asked at most once per ``ttl`` seconds."""
 
-    def __init__(self, client: WorkerClient, ttl: float = 0.5) -> None:
+    def __init__(self, client: WorkerClient, ttl: float = 2.0) -> None:
         self.client = client
         self.ttl = ttl
         self._lock = asyncio.Lock()
-        self._answer: tuple[bool, dict[str, Any]] | None = None
+        self._answer: WorkerInfo | str | None = None
         self._asked_at = float("-inf")
 
-    async def get(self) -> tuple[bool, dict[str, Any]]:
-        """(ready?, body) from the cache, or fresh when older than ``ttl``."""
+    async def get(self) -> WorkerInfo | str:
+        """What the workers serve, or why none answered; fresh when older than ``ttl``."""
         async with self._lock:
             if self._answer is None or time.monotonic() - self._asked_at >= self.ttl:
-                self._answer = await self.client.readiness()
+                self._answer = await self.client.info()
                 self._asked_at = time.monotonic()
             return self._answer
