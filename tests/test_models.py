@@ -36,6 +36,14 @@ def generate(pipe: PortraitPipeline, **fields) -> np.ndarray:
     return np.asarray(pipe.generate(pipe.effective_params(request, seed=request.seed))[0])
 
 
+def assert_same_picture(a: np.ndarray, b: np.ndarray) -> None:
+    """The same picture by two code paths: float rounding may differ by CPU (one pixel of 49152 was off
+    by 1 on an AMD EPYC), so allow off-by-one-or-two values in at most 0.1 % of them. One path with one
+    seed is bit-exact: ``tests/test_pipeline.py`` checks that."""
+    difference = np.abs(a.astype(int) - b.astype(int))
+    assert a.shape == b.shape and difference.max() <= 2 and (difference > 0).mean() <= 0.001
+
+
 # --- one loading path for the demo model and any local directory -------------------------------------------
 
 
@@ -53,10 +61,10 @@ def test_demo_saved_and_loaded_back_gives_the_same_image(tmp_path: Path, portrai
 
     from_dir = PortraitPipeline.load(WorkerSettings(model=str(tmp_path), lora=str(tmp_path / LORA_SUBDIR)))
     assert from_dir.family is ModelFamily.ZIMAGE
-    assert np.array_equal(generate(from_dir), np.asarray(in_memory))
+    assert_same_picture(generate(from_dir), np.asarray(in_memory))
 
     cached_demo = PortraitPipeline.load(WorkerSettings(model="demo", cache_dir=portrait_cache_dir))
-    assert np.array_equal(generate(cached_demo), np.asarray(in_memory))
+    assert_same_picture(generate(cached_demo), np.asarray(in_memory))
 
 
 def test_lora_file_path_same_as_lora_dir(demo_model_dir: Path):

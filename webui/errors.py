@@ -49,3 +49,9 @@ class ModelLoadError(Exception):
 
 class JobCancelled(Exception):
     """The job was dropped because its client went away (before or while it ran)."""
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` (at most ``limit`` characters), for messages that must fit one line."""
+    text = str(exc).strip().splitlines()
+    return (f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__)[:limit]

@@ -29,10 +29,10 @@ from collections.abc import Callable, Mapping
 from pydantic import BaseModel, ConfigDict, Field
 
 from webui.contract import FAULT_DIE_AT_STEP, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+from webui.schema import StepCallback
 
 logger = logging.getLogger(__name__)
 
-StepCallback = Callable[[int, int], None]
 
 
 def out_of_memory_error(message: str, cuda: bool) -> BaseException:

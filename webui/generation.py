@@ -15,7 +15,7 @@ from PIL import Image
 from webui.faults import FaultPlan
 from webui.images import encode_png
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
-from webui.errors import GenerationFailed, JobCancelled, ModelLoadError, NotReady, OutOfMemory
+from webui.errors import GenerationFailed, JobCancelled, ModelLoadError, NotReady, OutOfMemory, one_line
 from webui.job_parsing import expected_steps
 from webui.metrics import WorkerMetrics
 from webui.schema import (
@@ -24,6 +24,7 @@ from webui.schema import (
     GenerationResult,
     Limits,
     ModelFamily,
+    StepCallback,
     Timings,
     WorkerInfo,
 )
@@ -36,7 +37,6 @@ WARMUP_SIDE = 256
 PROBE_PROMPT = "warm-up: a portrait photo"
 NOT_READY_RETRY_AFTER = 5
 
-StepCallback = Callable[[int, int], None]
 
 
 class Pipeline(Protocol):
@@ -220,7 +220,7 @@ class GenerationService:
         """Count the OOM, free memory, self-check; exit after too many. Returns the error to raise."""
         self.metrics.out_of_memory.inc()
         self.consecutive_ooms += 1
-        cause = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        cause = one_line(exc, limit=200)
         logger.error(
             "out of memory (%d in a row, limit %d) at %dx%d x%d: %s", self.consecutive_ooms,
             self.settings.max_consecutive_ooms, params.width, params.height, params.num_images, cause,
@@ -239,7 +239,7 @@ class GenerationService:
             self._on_fatal(EXIT_OOM)
         return OutOfMemory(
             f"Out of memory generating {params.num_images} image(s) of {params.width}x{params.height} "
-            f"({type(exc).__name__}: {cause}). Try a smaller resolution or fewer images.",
+            f"({cause}). Try a smaller resolution or fewer images.",
         )
 
     def free_memory(self) -> None:

@@ -24,7 +24,7 @@ from diffusers import (
 )
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-from webui.errors import ModelLoadError
+from webui.errors import ModelLoadError, one_line
 from webui.schema import ModelFamily
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def resolve_source(model: str, lora: str, cache_dir: Path) -> ModelSource:
         try:
             demo_dir = ensure_demo_model(cache_dir)
         except Exception as exc:  # e.g. a read-only or full cache dir
-            raise ModelLoadError(f"model 'demo': cannot build the demo model in {cache_dir} ({_one_line(exc)})") from None
+            raise ModelLoadError(f"model 'demo': cannot build the demo model in {cache_dir} ({one_line(exc)})") from None
         location = str(demo_dir)
         preset = Preset(model=location, lora=str(demo_dir / LORA_SUBDIR), defaults=preset.defaults)
     is_local = _is_local(location)
@@ -163,7 +163,7 @@ def _model_index_path(source: ModelSource) -> Path:
     except Exception as exc:  # offline, unknown repo, gated, network error, ...
         raise ModelLoadError(
             f"model {source.name!r}: cannot get model_index.json of {source.location!r} from the Hugging Face hub "
-            f"({_one_line(exc)})"
+            f"({one_line(exc)})"
         ) from None
 
 
@@ -186,7 +186,7 @@ def load_model(source: ModelSource, dtype: torch.dtype) -> LoadedModel:
     try:
         text2img = classes.text2img.from_pretrained(source.location, dtype=dtype)
     except Exception as exc:
-        raise ModelLoadError(f"model {source.name!r}: cannot load {source.location} ({_one_line(exc)})") from None
+        raise ModelLoadError(f"model {source.name!r}: cannot load {source.location} ({one_line(exc)})") from None
     if source.lora:
         load_lora(text2img, source.lora)
     img2img = classes.img2img.from_pipe(text2img)
@@ -206,7 +206,7 @@ def load_lora(pipe: DiffusionPipeline, lora: str) -> None:
     try:
         pipe.load_lora_weights(location, adapter_name=LORA_ADAPTER, **kwargs)
     except Exception as exc:
-        raise ModelLoadError(f"lora {lora!r}: cannot load ({_one_line(exc)})") from None
+        raise ModelLoadError(f"lora {lora!r}: cannot load ({one_line(exc)})") from None
 
 
 def set_lora_scale(pipe: DiffusionPipeline, scale: float) -> None:
@@ -216,9 +216,3 @@ def set_lora_scale(pipe: DiffusionPipeline, scale: float) -> None:
     else:
         pipe.enable_lora()
         pipe.set_adapters([LORA_ADAPTER], adapter_weights=[scale])
-
-
-def _one_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, for error messages that must fit on one line."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

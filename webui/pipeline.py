@@ -32,12 +32,11 @@ from webui.models import (
     resolve_source,
     set_lora_scale,
 )
-from webui.schema import EffectiveParams, GenerationRequest, ModelFamily
+from webui.schema import EffectiveParams, GenerationRequest, ModelFamily, StepCallback
 from webui.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 
-StepCallback = Callable[[int, int], None]
 
 
 class PortraitPipeline:

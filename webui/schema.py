@@ -9,6 +9,8 @@ settings (size multiple, image cap, upload cap) come in through the validation c
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from enum import Enum
 from typing import Any, Literal
 
@@ -18,6 +20,10 @@ from webui.contract import MAX_IMAGES, MAX_PROMPT_CHARS, MAX_SIDE, MAX_STEPS, MA
 
 MAX_SEED = 2**32 - 1
 """Seeds are unsigned 32-bit integers, as most diffusion tools use."""
+
+
+StepCallback = Callable[[int, int], None]
+"""Called with (step, total) as a job starts (step 0) and after each denoising step."""
 
 
 class ModelFamily(str, Enum):

@@ -106,7 +106,7 @@ from webui.schema import (
     ProgressEvent,
     ResultEvent,
 )
-from webui.settings import WorkerSettings
+from webui.settings import WorkerSettings, settings_problems
 
 logger = logging.getLogger("webui.worker")  # also when run as __main__
 access_logger = logging.getLogger("webui.worker.access")
@@ -413,8 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = CliApp.run(WorkerSettings, cli_args=argv)
         faults = FaultPlan.from_env()
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())
-        print(f"python -m webui.worker: invalid setting: {problems}", file=sys.stderr)
+        print(f"python -m webui.worker: invalid setting: {settings_problems(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     process_exit = ProcessExit()
