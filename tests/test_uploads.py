@@ -19,11 +19,12 @@ from gradio.data_classes import ImageData
 from PIL import Image
 
 from tests.helpers import blank_png, peak_rss, reset_peak_rss
+from webui.contract import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.images import UploadError, check_upload, guard_decoding
 from webui.photo_input import PhotoInput
-from webui.contract import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.settings import WebSettings, WorkerSettings
-from webui.ui import Studio, encode_photo_file
+from webui.studio.handlers import Studio
+from webui.studio.photos import encode_photo_file
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import gradio as gr
 import httpx
 import numpy as np
-import gradio as gr
 import pytest
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
@@ -25,17 +25,10 @@ from PIL import Image
 from balancer.haproxy import find_haproxy
 from tests.helpers import Processes, blank_png, free_port, kill_tree, peak_rss, reset_peak_rss, wait_http
 from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
-from webui.ui import (
-    CUSTOM,
-    Studio,
-    StudioConfig,
-    apply_preset,
-    api_seed,
-    encode_photo,
-    load_examples,
-    load_studio_config,
-    ui_seed,
-)
+from webui.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
+from webui.studio.handlers import Studio, api_seed, ui_seed
+from webui.studio.layout import apply_preset
+from webui.studio.photos import encode_photo
 from webui.web import main as web_main
 from webui.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
 

@@ -31,11 +31,13 @@ from starlette.routing import Mount
 
 from balancer.share import ShareTunnel
 from webui.cache_janitor import CacheJanitor
+from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.images import guard_decoding
 from webui.request_guard import RequestGuard
-from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.settings import WebSettings, settings_problems
-from webui.ui import CSS_PATH, Studio, build_studio, load_examples, load_studio_config
+from webui.studio.config import CSS_PATH, load_examples, load_studio_config
+from webui.studio.handlers import Studio
+from webui.studio.layout import build_studio
 from webui.worker_client import WorkerClient, WorkerInfoCache
 
 logger = logging.getLogger(__name__)

@@ -1,0 +1,291 @@
+"""What the studio page's events and the client API do: run jobs on the workers with live progress.
+
+``Studio`` sends each job through a ``WorkerClient`` (which retries a job whose worker died)
+and turns the result into gallery images and an info dict; failures become readable messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from webui.contract import MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+from webui.images import UploadError
+from webui.presence import EventStreams, cancelled_when_client_leaves
+from webui.studio.photos import encode_photo_file, save_image
+from webui.worker_client import JobOutcome, WorkerClient, WorkerError, WorkerInfoCache
+
+logger = logging.getLogger(__name__)
+
+DEMO_MODEL_NOTE = (
+    "The offline **demo** model is a tiny untrained network: it draws abstract colour fields, "
+    "not faces. Start the workers with `--model awportrait-z` (or another model) for portraits."
+)
+
+
+def generation_info(outcome: JobOutcome, web_node: str) -> dict[str, Any]:
+    """The info dict shown under the result and returned by the API."""
+    result, params = outcome.result, outcome.result.params
+    return {
+        "seed": result.seed,
+        "width": params.width,
+        "height": params.height,
+        "steps": params.steps,
+        "guidance": params.guidance,
+        "lora_scale": params.lora_scale,
+        "num_images": params.num_images,
+        "mode": params.mode,
+        "strength": params.strength,
+        "prompt": params.prompt,
+        "negative_prompt": params.negative_prompt,
+        "model": result.model,
+        "worker_id": result.worker_id,
+        "web_node": web_node,
+        "attempts": outcome.attempts,
+        "timings": {**result.timings.model_dump(), "web_ms": round(outcome.elapsed_ms, 1)},
+    }
+
+
+def info_summary(info: dict[str, Any]) -> str:
+    """One readable line about a generation (Markdown)."""
+    seconds = info["timings"]["web_ms"] / 1000
+    retried = f" · {info['attempts']} attempts" if info["attempts"] > 1 else ""
+    return (
+        f"**Seed** `{info['seed']}` · **{info['width']}×{info['height']}** · {info['steps']} steps · "
+        f"guidance {info['guidance']:g} · worker `{info['worker_id']}` · node `{info['web_node']}` · "
+        f"{seconds:.1f} s{retried}"
+    )
+
+
+def _optional_int(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def job_fields(
+    prompt: str, negative_prompt: str | None, steps: float | None, guidance: float | None,
+    width: float | None, height: float | None, seed: int | None, lora_scale: float, num_images: float,
+) -> dict[str, Any]:
+    """A worker request (``GenerationRequest`` fields) from UI/API values; None = model default."""
+    return {
+        "prompt": prompt,
+        "negative_prompt": negative_prompt or "",
+        "steps": _optional_int(steps),
+        "guidance": guidance,
+        "width": _optional_int(width),
+        "height": _optional_int(height),
+        "seed": seed,
+        "lora_scale": lora_scale,
+        "num_images": int(num_images),
+    }
+
+
+def api_seed(seed: float | None) -> int | None:
+    """The API's seed convention: -1 (or nothing) means random."""
+    return None if seed is None or seed == -1 else int(seed)
+
+
+def ui_seed(seed: float | None, randomize: bool) -> int | None:
+    """The page's seed: random when the box is ticked or the seed is empty."""
+    return None if randomize or seed is None else int(seed)
+
+
+class Studio:
+    """Runs the page's and the API's jobs on the workers."""
+
+    def __init__(self, client: WorkerClient, worker_info: WorkerInfoCache, web_node: str, cache_dir: Path,
+                 max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
+                 streams: EventStreams | None = None, max_images: int = MAX_IMAGES) -> None:
+        self.client = client
+        self.max_images = max_images
+        """The most images this front offers (the workers' own limit may be lower)."""
+        self.streams = streams or EventStreams()
+        """The event streams the web front's clients have open (a job whose client is gone is cancelled)."""
+        self.worker_info = worker_info
+        """What the workers serve: the page's defaults, slider steps and maxima come from it."""
+        self.web_node = web_node
+        self.cache_dir = cache_dir
+        """Where result images are written: Gradio's cache, which serves them and cleans them up."""
+        self.max_upload_bytes = max_upload_bytes
+        self.max_upload_pixels = max_upload_pixels
+
+    async def retouch_fields(self, photo: str, strength: float) -> dict[str, Any]:
+        """The retouch part of a worker request (the encoded photo, the strength); raises ``UploadError``."""
+        try:
+            encoded = await asyncio.to_thread(encode_photo_file, photo, self.max_upload_bytes, self.max_upload_pixels)
+        except UploadError as exc:
+            logger.info("retouch upload refused: %s", exc)
+            raise
+        return {"init_image": encoded, "strength": strength}
+
+    async def run(self, fields: dict[str, Any], progress: gr.Progress) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
+        """Run one job with live progress; raises ``WorkerError`` with a user-facing message."""
+
+        def on_progress(step: int, total: int, worker_id: str) -> None:
+            progress((step, total), desc=f"Denoising on {worker_id}", unit="steps")
+
+        def on_retry(attempt: int, max_attempts: int, cause: str) -> None:
+            progress(0.0, desc=f"Worker lost, retrying (attempt {attempt}/{max_attempts})")
+
+        progress(0.0, desc="Waiting for a worker")
+        async with cancelled_when_client_leaves(self.streams):
+            outcome = await self.client.generate(fields, on_progress=on_progress, on_retry=on_retry)
+        info = generation_info(outcome, self.web_node)
+        gallery = []
+        for index, data in enumerate(outcome.result.images, start=1):
+            path = await asyncio.to_thread(save_image, data, self.cache_dir, f"portrait-{info['seed']}-{index}.png")
+            gallery.append((path, f"#{index} · seed {info['seed']}"))
+        logger.info("job done: seed %s on %s in %d attempt(s)", info["seed"], info["worker_id"], info["attempts"])
+        return gallery, info
+
+    async def api_generate(
+        self,
+        prompt: str,
+        negative_prompt: str = "",
+        steps: float | None = None,
+        guidance: float | None = None,
+        width: float | None = None,
+        height: float | None = None,
+        seed: float = -1,
+        lora_scale: float = 1.0,
+        num_images: float = 1,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
+        """Generate portraits: the ``/generate`` endpoint (a stable signature for API clients).
+
+            Client(url).predict(prompt="...", api_name="/generate") -> (gallery, info)
+
+        Parameters (only ``prompt`` is required):
+            prompt: what to draw.
+            negative_prompt: what to avoid ("" = nothing).
+            steps, guidance, width, height: None = the loaded model's default.
+            seed: -1 = random (the seed used is in ``info``).
+            lora_scale: 0 to 2 (0 disables the LoRA).
+            num_images: 1 to the workers' ``max_images``.
+        Returns:
+            gallery: ``[{"image": path of a PNG, "caption": "#1 · seed N"}, ...]``.
+            info: seed, width, height, steps, guidance, lora_scale, num_images, mode, strength,
+            prompt, negative_prompt, model, worker_id, web_node, attempts and timings
+            (queue_ms, generate_ms, total_ms at the worker; web_ms at this front).
+        Errors reach the client as one message: the invalid field and its allowed range, an
+        out-of-memory hint (lower the resolution or image count), or "No worker could finish
+        the job after N attempts: <cause>".
+        """
+        fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, api_seed(seed), lora_scale,
+                            num_images)
+        return await self.api_job(fields, progress, "Generation failed")
+
+    async def api_retouch(
+        self,
+        image: str | None,
+        prompt: str,
+        strength: float = 0.6,
+        negative_prompt: str = "",
+        steps: float | None = None,
+        guidance: float | None = None,
+        seed: float = -1,
+        lora_scale: float = 1.0,
+        num_images: float = 1,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
+        """Retouch a photo: the result keeps the photo's composition (``strength`` 0-1: how much may change).
+
+        The photo (PNG, JPEG or WebP) may have at most the front's ``max_upload_bytes`` bytes and
+        ``max_upload_pixels`` pixels. The result keeps the photo's aspect ratio at about the
+        model's default pixel count. Other arguments as in ``/generate``. Returns (gallery, info).
+        """
+        if image is None:
+            raise gr.Error("image: upload a photo to retouch.", title="Retouch", print_exception=False)
+        try:
+            retouch = await self.retouch_fields(image, strength)
+        except UploadError as exc:
+            raise gr.Error(f"image: {exc}.", title="Retouch", print_exception=False) from None
+        fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, api_seed(seed), lora_scale,
+                            num_images)
+        return await self.api_job({**fields, **retouch}, progress, "Retouch failed")
+
+    async def api_job(self, fields: dict[str, Any], progress: gr.Progress, title: str) -> tuple[Any, ...]:
+        """A job started by an API client: failures become ``gr.Error`` (the client raises it)."""
+        try:
+            return await self.run(fields, progress)
+        except WorkerError as exc:
+            raise gr.Error(str(exc), title=title, print_exception=False) from None
+
+    async def ui_job(self, fields: dict[str, Any], progress: gr.Progress) -> tuple[Any, ...]:
+        """A job started from the page: (gallery, info, summary, error area, model note)."""
+        try:
+            gallery, info = await self.run(fields, progress)
+        except WorkerError as exc:
+            gr.Warning(str(exc), title="Generation failed")
+            error = gr.Markdown(f"**Could not generate:** {exc}", visible=True)
+            return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
+        note = model_note(info["model"], self.web_node)
+        return gallery, info, info_summary(info), gr.Markdown("", visible=False), note
+
+    async def ui_generate(
+        self, prompt: str, negative_prompt: str, steps: float, guidance: float, width: float, height: float,
+        seed: float | None, randomize: bool, lora_scale: float, num_images: float,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[Any, ...]:
+        """The Generate button."""
+        fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, ui_seed(seed, randomize),
+                            lora_scale, num_images)
+        return await self.ui_job(fields, progress)
+
+    async def ui_retouch(
+        self, photo: str | None, strength: float, prompt: str, negative_prompt: str, steps: float,
+        guidance: float, seed: float | None, randomize: bool, lora_scale: float, num_images: float,
+        progress: gr.Progress = gr.Progress(),
+    ) -> tuple[Any, ...]:
+        """The Retouch button."""
+        if photo is None:
+            return retouch_refused("Upload a photo to retouch first.", "upload a photo first")
+        try:
+            retouch = await self.retouch_fields(photo, strength)
+        except UploadError as exc:
+            return retouch_refused(f"The photo cannot be used: {exc}.", str(exc))
+        fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, ui_seed(seed, randomize),
+                            lora_scale, num_images)
+        return await self.ui_job({**fields, **retouch}, progress)
+
+    async def page_load(self) -> tuple[Any, ...]:
+        """On page load: (model note, steps, guidance, width, height, images) from the workers' model.
+
+        Behind the balancer, ``/info`` reaches any worker that is up, around the job queue. The
+        sliders take the model's defaults, its size multiple as their step and its limits as
+        their maxima, so that the page offers only what the workers accept.
+        """
+        info = await self.worker_info.get()
+        if isinstance(info, str):
+            note = f"**No worker is ready yet** ({info}). Jobs will wait; this note updates when you reload."
+            return note, *(gr.skip(),) * 5
+        limits, defaults = info.limits, info.defaults
+        side = dict(step=info.size_multiple, maximum=limits.max_side)
+        return (
+            model_note(info.model, self.web_node),
+            gr.Slider(value=defaults.get("steps"), maximum=limits.max_steps),
+            gr.Slider(value=defaults.get("guidance")),
+            gr.Slider(**side),
+            gr.Slider(**side),
+            gr.Slider(maximum=min(limits.max_images, self.max_images)),
+        )
+
+
+def retouch_refused(warning: str, problem: str) -> tuple[Any, ...]:
+    """The page's outputs when a retouch cannot start: a ``warning`` toast and ``problem`` in the error area."""
+    gr.Warning(warning, title="Retouch")
+    error = gr.Markdown(f"**Could not retouch:** image: {problem}.", visible=True)
+    return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
+
+
+def model_note(model: str | None, web_node: str) -> str:
+    """Which model the workers serve (Markdown), with the demo model's caveat."""
+    if model is None:
+        return f"Model: **workers ready** (named after the first job) · node `{web_node}`"
+    note = f"Model: **{model}** · node `{web_node}`"
+    if model == "demo":
+        note += f"\n\n{DEMO_MODEL_NOTE}"
+    return note

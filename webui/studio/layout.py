@@ -1,0 +1,184 @@
+"""The studio page's layout: ``build_studio`` wires the components to a ``Studio``'s handlers.
+
+The client API's inputs are hidden components (``api-inputs``): their labels are the API's
+parameter names, so ``/generate`` and ``/retouch`` keep a stable signature for API clients.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from webui.contract import MAX_SIDE
+from webui.photo_input import PhotoInput
+from webui.schema import MAX_SEED, Limits
+from webui.studio.config import CUSTOM, ExamplePrompt, StudioConfig
+from webui.studio.handlers import Studio
+
+JOB_CONCURRENCY_ID = "worker-jobs"
+"""Every job event shares one concurrency limit: the web front's share of the workers."""
+CACHE_CLEANUP = (1800, 6 * 3600)
+"""Every 30 minutes, delete result images older than 6 hours (Gradio's ``delete_cache``)."""
+
+
+def apply_preset(config: StudioConfig, name: str | None, subject: str) -> tuple[Any, ...]:
+    """Values a studio preset puts in (prompt, negative, resolution, width, height, steps, guidance, images, lora, description)."""
+    preset = config.preset(name or "")
+    if preset is None:
+        return (gr.skip(),) * 10
+    size = config.resolutions[preset.resolution] if preset.resolution else None
+
+    def keep(value: Any) -> Any:
+        return gr.skip() if value is None else value
+
+    return (
+        preset.render_prompt(subject),
+        preset.negative_prompt,
+        keep(preset.resolution),
+        size[0] if size else gr.skip(),
+        size[1] if size else gr.skip(),
+        keep(preset.steps),
+        keep(preset.guidance),
+        keep(preset.num_images),
+        keep(preset.lora_scale),
+        preset.description,
+    )
+
+
+def reuse_seed_values(info: dict[str, Any] | None) -> tuple[Any, Any]:
+    if not info or "seed" not in info:
+        gr.Warning("Generate an image first: there is no last seed yet.", title="Seed")
+        return gr.skip(), gr.skip()
+    return info["seed"], False
+
+
+def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePrompt], max_images: int,
+                 concurrency_limit: int) -> gr.Blocks:
+    """The studio page (``gr.Blocks``) wired to ``studio``; call ``.queue()`` before mounting."""
+    defaults = config.defaults
+    width0, height0 = config.resolutions[defaults.resolution]
+    job_options = dict(concurrency_limit=concurrency_limit, concurrency_id=JOB_CONCURRENCY_ID)
+
+    with gr.Blocks(title="Portrait Studio", fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
+        with gr.Row(elem_id="header"):
+            gr.Markdown("# Portrait Studio\nAI portraits for photographers, served by a pool of GPU workers.")
+            model_info = gr.Markdown("Checking the workers…", elem_id="model-note")
+
+        with gr.Row(equal_height=False):
+            with gr.Column(scale=5, elem_id="controls"):
+                with gr.Group(elem_id="studio-presets"):
+                    with gr.Row():
+                        preset = gr.Dropdown([p.name for p in config.presets], value=None, label="Studio preset",
+                                             elem_id="preset", scale=2)
+                        subject = gr.Textbox(label="Subject", placeholder="who is in the photo (optional)",
+                                             elem_id="subject", scale=3)
+                    preset_description = gr.Markdown("", elem_id="preset-description")
+                prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", autofocus=True,
+                                    placeholder="Describe the portrait: subject, light, background, lens…")
+                negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="negative-prompt",
+                                      placeholder="What to avoid (ignored by models without guidance)")
+                with gr.Tabs(elem_id="mode-tabs"):
+                    with gr.Tab("Create", id="create", elem_id="create-tab"):
+                        generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="generate")
+                    with gr.Tab("Retouch", id="retouch", elem_id="retouch-tab"):
+                        gr.Markdown("The result keeps the photo's framing and aspect ratio; "
+                                    "the prompt says what to change.", elem_classes=["hint"])
+                        photo = PhotoInput(type="filepath", label="Photo to retouch", sources=["upload", "clipboard"],
+                                           elem_id="retouch-image", height=260)
+                        strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength",
+                                             info="How much the photo may change", elem_id="strength")
+                        retouch_button = gr.Button("Retouch", variant="primary", size="lg", elem_id="retouch-button")
+
+                with gr.Accordion("Settings", open=True, elem_id="settings"):
+                    resolution = gr.Dropdown([*config.resolutions, CUSTOM], value=defaults.resolution,
+                                             label="Resolution", elem_id="resolution")
+                    with gr.Row():
+                        # Until the workers' model is known: the default family's size multiple.
+                        side = dict(minimum=256, maximum=MAX_SIDE, step=Limits().family.size_multiple)
+                        width = gr.Slider(value=width0, label="Width", elem_id="width", **side)
+                        height = gr.Slider(value=height0, label="Height", elem_id="height", **side)
+                    with gr.Row():
+                        steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps", elem_id="steps")
+                        guidance = gr.Slider(0.0, 20.0, value=defaults.guidance, step=0.1, label="Guidance",
+                                             elem_id="guidance")
+                    with gr.Row(elem_id="seed-row"):
+                        seed = gr.Number(0, precision=0, minimum=0, maximum=MAX_SEED, label="Seed", elem_id="seed",
+                                         scale=3)
+                        randomize = gr.Checkbox(True, label="Random", elem_id="seed-random", scale=1)
+                        reuse_seed = gr.Button("Reuse last seed", elem_id="reuse-seed", scale=2)
+                    with gr.Row():
+                        lora_scale = gr.Slider(0.0, 2.0, value=defaults.lora_scale, step=0.05, label="LoRA scale",
+                                               elem_id="lora-scale")
+                        num_images = gr.Slider(1, max_images, value=min(defaults.num_images, max_images), step=1,
+                                               label="Images", elem_id="num-images")
+
+                gr.Examples([[e.prompt, e.negative_prompt] for e in examples], inputs=[prompt, negative],
+                            label="Example prompts", elem_id="examples", examples_per_page=5)
+
+            with gr.Column(scale=6, elem_id="results"):
+                status = gr.Markdown("", elem_id="progress")
+                error = gr.Markdown("", visible=False, elem_id="error", elem_classes=["error-area"])
+                gallery = gr.Gallery(label="Results", columns=2, height=640, object_fit="contain",
+                                     buttons=["download", "download_all", "fullscreen"], elem_id="gallery",
+                                     interactive=False)
+                summary = gr.Markdown("", elem_id="info-summary")
+                with gr.Accordion("Generation details", open=False):
+                    info = gr.JSON(label="Info", elem_id="info")
+
+        # Inputs of the client API (hidden): None = the model's default, seed -1 = random.
+        with gr.Column(visible=False, elem_id="api-inputs"):
+            api_prompt = gr.Textbox(label="prompt")
+            api_negative = gr.Textbox("", label="negative_prompt")
+            api_steps = gr.Number(None, precision=0, label="steps")
+            api_guidance = gr.Number(None, label="guidance")
+            api_width = gr.Number(None, precision=0, label="width")
+            api_height = gr.Number(None, precision=0, label="height")
+            api_seed = gr.Number(-1, precision=0, label="seed")
+            api_lora = gr.Number(1.0, label="lora_scale")
+            api_images = gr.Number(1, precision=0, label="num_images")
+            api_image = PhotoInput(type="filepath", label="image")
+            api_strength = gr.Number(defaults.strength, label="strength")
+
+        ui_outputs = [gallery, info, summary, error, model_info]
+        progress_on = dict(show_progress_on=[status, gallery])
+        common = [steps, guidance]
+        gr.on(
+            [generate_button.click, prompt.submit], studio.ui_generate,
+            [prompt, negative, *common, width, height, seed, randomize, lora_scale, num_images],
+            ui_outputs, api_visibility="private", **progress_on, **job_options,
+        )
+        retouch_button.click(
+            studio.ui_retouch,
+            [photo, strength, prompt, negative, *common, seed, randomize, lora_scale, num_images],
+            ui_outputs, api_visibility="private", **progress_on, **job_options,
+        )
+        gr.on(
+            [], studio.api_generate,
+            [api_prompt, api_negative, api_steps, api_guidance, api_width, api_height, api_seed, api_lora, api_images],
+            [gallery, info], api_name="generate", **job_options,
+        )
+        gr.on(
+            [], studio.api_retouch,
+            [api_image, api_prompt, api_strength, api_negative, api_steps, api_guidance, api_seed, api_lora,
+             api_images],
+            [gallery, info], api_name="retouch", **job_options,
+        )
+
+        preset.input(
+            lambda name, who: apply_preset(config, name, who), [preset, subject],
+            [prompt, negative, resolution, width, height, steps, guidance, num_images, lora_scale, preset_description],
+            api_visibility="private", queue=False,
+        )
+        resolution.input(
+            lambda name: tuple(config.resolutions[name]) if name in config.resolutions else (gr.skip(), gr.skip()),
+            [resolution], [width, height], api_visibility="private", queue=False,
+        )
+        gr.on(
+            [width.input, height.input], lambda w, h: config.resolution_name(int(w), int(h)), [width, height],
+            [resolution], api_visibility="private", queue=False, trigger_mode="always_last",
+        )
+        reuse_seed.click(reuse_seed_values, [info], [seed, randomize], api_visibility="private", queue=False)
+        demo.load(studio.page_load, None, [model_info, steps, guidance, width, height, num_images],
+                  api_visibility="private")
+    return demo

@@ -1,0 +1,47 @@
+"""Photos in and portraits out: retouch uploads checked, decoded and scaled down; results saved."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+from pathlib import Path
+
+from PIL import Image
+
+from webui.images import read_upload
+
+RETOUCH_MAX_SIDE = 1536
+"""Retouch uploads are scaled down to this many pixels on their longer side."""
+
+
+def save_image(data: str, cache_dir: Path, name: str) -> Path:
+    """Write a base64 PNG from the worker into Gradio's cache as is (no decode, no re-encode)."""
+    png = base64.b64decode(data)
+    folder = cache_dir / hashlib.sha256(png).hexdigest()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    path.write_bytes(png)
+    return path
+
+
+def encode_photo(photo: Image.Image, max_side: int = RETOUCH_MAX_SIDE) -> str:
+    """A retouch photo as base64 JPEG, scaled down to at most ``max_side`` pixels.
+
+    The worker picks the output size from the photo's aspect ratio and the model's default
+    pixel count, so only the upload's size is bounded here.
+    """
+    photo = photo.convert("RGB")
+    photo.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    photo.save(buffer, format="JPEG", quality=95)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def encode_photo_file(path: str, max_bytes: int, max_pixels: int, max_side: int = RETOUCH_MAX_SIDE) -> str:
+    """``encode_photo`` for an uploaded file, checked (bytes, format, pixels from its header) before decoding.
+
+    Raises ``UploadError`` (a sentence without the file's path) when the file is too large in
+    bytes or pixels, not a PNG/JPEG/WebP image, too small or corrupt. Blocking: run it in a thread.
+    """
+    return encode_photo(read_upload(path, max_bytes, max_pixels), max_side)
