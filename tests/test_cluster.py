@@ -30,7 +30,6 @@ from pydantic_settings import CliApp
 
 from balancer.haproxy_config import WEBS_BACKEND
 from balancer.settings import LaunchSettings
-from balancer.share import ShareTunnel
 from bench.clients import GradioApiClient, Job, RestClient
 from bench.cluster import ClusterOptions, LaunchedCluster, is_out, is_up
 from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
@@ -38,6 +37,7 @@ from launch import open_share
 from tests.balancer_helpers import run_concurrently, send_in_order, wait_until
 from tests.helpers import REPO, Processes
 from webui.settings import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+from webui.share import ShareTunnel
 
 OOM_MARKER = "[[cluster-oom]]"
 NODES = ("node1", "node2")

@@ -29,11 +29,11 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 from starlette.routing import Mount
 
-from balancer.share import ShareTunnel
 from webui.cache_janitor import CacheJanitor
 from webui.images import guard_decoding
 from webui.request_guard import RequestGuard
 from webui.settings import PRIVATE_UMASK, WebSettings, settings_problems
+from webui.share import ShareTunnel
 from webui.ui import CSS_PATH, Studio, build_studio, load_examples, load_studio_config
 from webui.worker_client import ReadinessCache, WorkerClient
 
