@@ -31,7 +31,7 @@ import psutil
 import yaml
 
 from balancer.cluster import ClusterSpec, parse_cluster
-from balancer.haproxy import RuntimeAPI, ServerStatus
+from balancer.haproxy import RuntimeAPI, ServerStatus, status_is_up
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
 from tests.balancer_helpers import wait_until
 from tests.helpers import Processes, free_port, wait_http
@@ -41,16 +41,6 @@ logger = logging.getLogger(__name__)
 
 PARTS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
 """Node part -> the HAProxy backend its server is in."""
-
-
-def is_out(status: str) -> bool:
-    """An HAProxy server status that means out of rotation: DOWN (any check progress) or MAINT."""
-    return status.startswith("DOWN") or status.startswith("MAINT")
-
-
-def is_up(status: str) -> bool:
-    """Fully UP (not "UP 1/2", which is on its way down)."""
-    return status == "UP"
 
 
 @dataclass
@@ -246,14 +236,14 @@ class LaunchedCluster:
             servers = [s for s in self.servers() if s.server in names]
         except OSError:
             return False
-        return len(servers) == 2 * len(names) and all(is_up(s.status) for s in servers)
+        return len(servers) == 2 * len(names) and all(s.is_up for s in servers)
 
     def all_ready(self) -> bool:
         """Every part of every node in ``node_names`` is ready in the sidecar and UP in HAProxy."""
         try:
             status = self.status()
             return all(
-                sidecar_part(status, node, part)["state"] == "ready" and is_up(self.server_status(node, part))
+                sidecar_part(status, node, part)["state"] == "ready" and status_is_up(self.server_status(node, part))
                 for node in self.node_names for part in PARTS
             )
         except (OSError, httpx.HTTPError):

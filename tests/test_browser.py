@@ -22,7 +22,8 @@ import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
-from bench.cluster import ClusterOptions, LaunchedCluster, is_out
+from balancer.haproxy import status_is_out
+from bench.cluster import ClusterOptions, LaunchedCluster
 from tests.browser import StudioPage, launch_chromium
 from tests.helpers import Processes
 
@@ -184,7 +185,7 @@ def test_web_front_killed_reload_works_on_other_front(studio: StudioPage, cluste
     victim = cluster.node_of("web", first.web_node)
 
     cluster.kill(victim, "web")
-    wait_until(lambda: is_out(cluster.server_status(victim, "web")), timeout=20)
+    wait_until(lambda: status_is_out(cluster.server_status(victim, "web")), timeout=20)
     studio.open()
     studio.screenshot("1-reloaded")
     studio.type_prompt("second portrait after the reload")
