@@ -55,7 +55,7 @@ from bench.clients import BrowserProtocolClient, GradioApiClient, Job, Reply, Re
 from bench.cluster import ClusterOptions, LaunchedCluster, benchmark_parser, parse_benchmark_args, prepare_run
 from bench.load import OK, REJECTED, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, new_figure, write_results
-from tests.helpers import Processes
+from bench.harness.processes import Processes
 
 logger = logging.getLogger("bench.soak")
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from balancer.haproxy import RuntimeAPI
-from tests.helpers import Processes, free_port, wait_http
+from bench.harness.processes import Processes, free_port, wait_http
 
 STATS_PASSWORD = "test-stats-pw"
 T = TypeVar("T")

@@ -25,7 +25,7 @@ from playwright.sync_api import BrowserContext, expect, sync_playwright
 from balancer.haproxy import status_is_out
 from bench.cluster import ClusterOptions, LaunchedCluster
 from tests.browser import StudioPage, launch_chromium
-from tests.helpers import Processes
+from bench.harness.processes import Processes
 
 pytestmark = pytest.mark.browser
 

@@ -36,7 +36,7 @@ from bench.cluster import ClusterOptions, LaunchedCluster
 from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from launch import open_share
 from tests.balancer_helpers import run_concurrently, send_in_order, wait_until
-from tests.helpers import REPO, Processes
+from bench.harness.processes import REPO, Processes
 from webui.settings import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 from webui.share import ShareTunnel
 

@@ -31,7 +31,7 @@ from tests.balancer_helpers import (
     wait_status,
     wait_until,
 )
-from tests.helpers import REPO, Processes
+from bench.harness.processes import REPO, Processes
 
 JOB_SECONDS = 1.0
 QUEUE_TIMEOUT = 2.0

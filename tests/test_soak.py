@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.soak import parse_args, render, run_soak
-from tests.helpers import REPO, Processes
+from bench.harness.processes import REPO, Processes
 
 pytestmark = pytest.mark.soak
 

@@ -18,7 +18,7 @@ import httpx
 import psutil
 from PIL import Image
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = REPO / "test-artifacts" / "logs"
 
 
