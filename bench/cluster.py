@@ -33,8 +33,8 @@ import yaml
 from balancer.cluster import ClusterSpec, parse_cluster
 from balancer.haproxy import RuntimeAPI, ServerStatus, status_is_up
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
-from tests.balancer_helpers import wait_until
-from bench.harness.processes import Processes, free_port, wait_http
+from bench.harness.processes import Processes, free_port
+from bench.harness.waiting import wait_http, wait_until
 from webui.settings import default_cache_dir
 
 logger = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.soak import parse_args, render, run_soak
 from bench.harness.processes import REPO, Processes
+from bench.soak import parse_args, render, run_soak
 
 pytestmark = pytest.mark.soak
 

@@ -18,7 +18,7 @@ import pytest
 from gradio.data_classes import ImageData
 from PIL import Image
 
-from bench.harness.processes import blank_png, peak_rss, reset_peak_rss
+from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.images import UploadError, check_upload, guard_decoding
 from webui.photo_input import PhotoInput
 from webui.settings import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, WebSettings, WorkerSettings

@@ -22,7 +22,9 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from balancer.haproxy import find_haproxy
-from bench.harness.processes import Processes, blank_png, free_port, kill_tree, peak_rss, reset_peak_rss, wait_http
+from bench.harness.processes import Processes, free_port, kill_tree
+from bench.harness.waiting import wait_http
+from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.settings import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
 from webui.ui import (
     CUSTOM,
