@@ -38,16 +38,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from balancer.haproxy import status_is_out, status_is_up
-from bench.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, RestClient
-from bench.cluster import (
-    PARTS,
-    ClusterOptions,
-    LaunchedCluster,
-    benchmark_parser,
-    parse_benchmark_args,
-    prepare_run,
-)
-from bench.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
+from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
+from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, RestClient
+from bench.harness.cluster import PARTS, ClusterOptions, LaunchedCluster
+from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.report import (
     LatencyStats,
     fmt_ms,

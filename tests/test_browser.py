@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
 from balancer.haproxy import status_is_out
-from bench.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from tests.browser import StudioPage, launch_chromium

@@ -31,11 +31,11 @@ from pydantic_settings import CliApp
 from balancer.haproxy import status_is_out, status_is_up
 from balancer.haproxy_config import WEBS_BACKEND
 from balancer.settings import LaunchSettings
-from bench.clients import GradioApiClient, Job, RestClient
-from bench.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.clients import GradioApiClient, Job, RestClient
+from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
-from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from launch import open_share
 from tests.balancer_helpers import run_concurrently, send_in_order
 from webui.settings import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
