@@ -28,9 +28,9 @@ from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, write_con
 from balancer.haproxy_config import render_config
 from balancer.run_dir import prepare_run_dir
 from balancer.settings import LaunchSettings
-from balancer.share import ShareTunnel
 from balancer.sidecar import Sidecar, configure_logging
 from webui.contract import PRIVATE_UMASK
+from webui.share import ShareTunnel
 
 logger = logging.getLogger("launch")
 

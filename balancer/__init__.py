@@ -7,5 +7,4 @@
 - ``restart_policy``: when to restart a process and when to give up (crash loop).
 - ``sidecar``: supervises the node processes on this host and keeps HAProxy in step.
 - ``status``: the sidecar's ``/status`` (JSON) and ``/metrics`` (Prometheus) endpoints.
-- ``share``: a public Gradio share link that points at the balancer.
 """

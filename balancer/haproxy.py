@@ -4,7 +4,8 @@
   ``haproxy`` on PATH; one clear error if neither.
 - ``validate_config()``: ``haproxy -c -f FILE``.
 - ``HAProxyProcess``: HAProxy as a foreground child process (start, stop).
-- ``RuntimeAPI``: the admin socket: server states and ``show stat``.
+- ``RuntimeAPI``: the admin socket: server states and ``show stat`` (``ServerStatus``, ``status_is_up``,
+  ``status_is_out``).
 """
 
 from __future__ import annotations
@@ -149,6 +150,16 @@ class HAProxyProcess:
         self.socket_path.unlink(missing_ok=True)
 
 
+def status_is_up(status: str) -> bool:
+    """An HAProxy server status that takes new traffic: fully UP (not "UP 1/2", which is on its way down)."""
+    return status == "UP"
+
+
+def status_is_out(status: str) -> bool:
+    """An HAProxy server status out of rotation: DOWN (any check progress) or MAINT."""
+    return status.startswith(("DOWN", "MAINT"))
+
+
 @dataclass(frozen=True)
 class ServerStatus:
     """One server's row of ``show stat``, the fields the cluster cares about."""
@@ -164,8 +175,8 @@ class ServerStatus:
 
     @property
     def is_up(self) -> bool:
-        """Taking new traffic (fully up, not in a transition towards down)."""
-        return self.status == "UP"
+        """Taking new traffic (``status_is_up``)."""
+        return status_is_up(self.status)
 
 
 class RuntimeAPI:

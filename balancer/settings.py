@@ -14,8 +14,8 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from balancer.cluster import ClusterSpec, load_cluster_file, local_nodes, parse_cluster
-from balancer.share import SHARE_HOST_SUFFIX
 from webui.settings import WebSettings, WorkerSettings
+from webui.share import SHARE_HOST_SUFFIX
 
 DEFAULT_NODES = 2
 

@@ -7,7 +7,11 @@ Markdown table and writes it with a plot under ``bench/results/``:
 - ``python -m bench.failover``: worker kill, web-front kill and OOM under a bounded load.
 - ``python -m bench.soak``: minutes of mixed traffic with random worker kills, RSS checks.
 
-Shared plumbing: ``report`` (statistics, tables, result files, plots), ``cluster`` (start
-``launch.py`` and talk to its sidecar and HAProxy), ``clients`` (REST, gradio_client and
-browser-protocol clients), ``load`` (bounded concurrent load with per-request records).
+Benchmark plumbing: ``report`` (statistics, tables, result files, plots), ``cli`` (the flags
+every benchmark has). ``harness``, which the tests use too: ``cluster`` (start ``launch.py`` and
+talk to its sidecar and HAProxy), ``clients`` (REST, gradio_client and browser-protocol
+clients), ``load`` (bounded concurrent load with per-request records), ``processes`` (processes
+we start and always stop, free ports), ``waiting``.
+
+Dependencies point one way: the tests import ``bench``, ``bench`` never imports the tests.
 """

@@ -37,18 +37,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bench.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, RestClient
-from bench.cluster import (
-    PARTS,
-    ClusterOptions,
-    LaunchedCluster,
-    benchmark_parser,
-    is_out,
-    is_up,
-    parse_benchmark_args,
-    prepare_run,
-)
-from bench.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
+from balancer.haproxy import status_is_out, status_is_up
+from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
+from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, RestClient
+from bench.harness.cluster import PARTS, ClusterOptions, LaunchedCluster
+from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.report import (
     LatencyStats,
     fmt_ms,
@@ -223,9 +216,9 @@ class FailureScript:
         """Fill in when the failed server went out of rotation and came back UP."""
         timeout = self.args.recovery_timeout
         watch_from = failure.at if failure.watch_from is None else failure.watch_from
-        failure.down_at = self.monitor.wait_for(failure.server, watch_from, is_out, timeout)
+        failure.down_at = self.monitor.wait_for(failure.server, watch_from, status_is_out, timeout)
         if failure.down_at is not None:
-            failure.up_at = self.monitor.wait_for(failure.server, failure.down_at, is_up, timeout)
+            failure.up_at = self.monitor.wait_for(failure.server, failure.down_at, status_is_up, timeout)
         logger.info("%s: out of rotation after %s s, back UP after %s s", failure.name,
                     fmt_seconds(failure.time_to_down), fmt_seconds(failure.time_to_up))
 

@@ -42,9 +42,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
 
-from bench.clients import GradioApiClient, Job, RestClient, pixels_digest
-from bench.cluster import ClusterOptions, LaunchedCluster, benchmark_parser, parse_benchmark_args, prepare_run
-from bench.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
+from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
+from bench.harness.clients import GradioApiClient, Job, RestClient, pixels_digest
+from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, new_figure, write_results
 
 logger = logging.getLogger("bench.serving")

@@ -51,11 +51,12 @@ from typing import Any
 
 import psutil
 
-from bench.clients import BrowserProtocolClient, GradioApiClient, Job, Reply, RestClient
-from bench.cluster import ClusterOptions, LaunchedCluster, benchmark_parser, parse_benchmark_args, prepare_run
-from bench.load import OK, REJECTED, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
+from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
+from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, Reply, RestClient
+from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.load import OK, REJECTED, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
+from bench.harness.processes import Processes
 from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, new_figure, write_results
-from tests.helpers import Processes
 
 logger = logging.getLogger("bench.soak")
 

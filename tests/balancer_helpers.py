@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from balancer.haproxy import RuntimeAPI
-from tests.helpers import Processes, free_port, wait_http
+from bench.harness.processes import Processes, free_port
+from bench.harness.waiting import wait_http, wait_until
 
 STATS_PASSWORD = "test-stats-pw"
 T = TypeVar("T")
@@ -47,18 +48,6 @@ def start_fake(processes: Processes, name: str, port: int, delay: float = 0.0) -
     return proc
 
 
-def wait_until(check: Callable[[], T], what: str, timeout: float = 15.0, interval: float = 0.02) -> T:
-    """Poll ``check`` until it returns something truthy (returned); ``TimeoutError`` naming ``what``."""
-    deadline = time.monotonic() + timeout
-    last: T | None = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise TimeoutError(f"{what} within {timeout}s (last: {last!r})")
-
-
 def wait_status(api: RuntimeAPI, backend: str, server: str, prefix: str, timeout: float = 15.0) -> float:
     """Seconds until HAProxy reports ``backend/server`` with a status starting with ``prefix``."""
     start = time.monotonic()
@@ -68,7 +57,8 @@ def wait_status(api: RuntimeAPI, backend: str, server: str, prefix: str, timeout
 
 def wait_all_up(api: RuntimeAPI, timeout: float = 15.0) -> None:
     """Wait until HAProxy reports every server UP."""
-    wait_until(lambda: (servers := api.servers()) and all(server.is_up for server in servers), "all servers UP", timeout)
+    wait_until(lambda: (servers := api.servers()) and all(server.is_up for server in servers), "all servers UP",
+               timeout)
 
 
 def requests_received(api: RuntimeAPI, backend: str) -> int:

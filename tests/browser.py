@@ -20,7 +20,7 @@ from pathlib import Path
 
 from playwright.sync_api import BrowserContext, Locator, Page, Playwright, expect
 
-from tests.helpers import REPO
+from bench.harness.processes import REPO
 
 SCREENSHOT_DIR = REPO / "test-artifacts" / "screenshots"
 CHROMIUM_ARGS = [

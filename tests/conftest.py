@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import Processes
+from bench.harness.processes import Processes
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -14,17 +14,18 @@ Screenshots of the key states go to ``test-artifacts/screenshots/`` (not committ
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
-from bench.cluster import ClusterOptions, LaunchedCluster, is_out
+from balancer.haproxy import status_is_out
+from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.processes import Processes
+from bench.harness.waiting import wait_until
 from tests.browser import StudioPage, launch_chromium
-from tests.helpers import Processes
 
 pytestmark = pytest.mark.browser
 
@@ -184,7 +185,7 @@ def test_web_front_killed_reload_works_on_other_front(studio: StudioPage, cluste
     victim = cluster.node_of("web", first.web_node)
 
     cluster.kill(victim, "web")
-    wait_until(lambda: is_out(cluster.server_status(victim, "web")), timeout=20)
+    wait_until(lambda: status_is_out(cluster.server_status(victim, "web")), f"{victim}/web out of rotation", 20, 0.1)
     studio.open()
     studio.screenshot("1-reloaded")
     studio.type_prompt("second portrait after the reload")
@@ -197,12 +198,3 @@ def test_web_front_killed_reload_works_on_other_front(studio: StudioPage, cluste
     assert studio.gallery_image_sizes() == [(512, 512)]
     assert studio.error_toasts() == []
 
-
-def wait_until(condition: Callable[[], bool], timeout: float) -> None:
-    """Poll ``condition`` every 100 ms until it holds; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"condition not met within {timeout}s")

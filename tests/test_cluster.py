@@ -28,16 +28,18 @@ import yaml
 from gradio_client import Client
 from pydantic_settings import CliApp
 
+from balancer.haproxy import status_is_out, status_is_up
 from balancer.haproxy_config import WEBS_BACKEND
 from balancer.settings import LaunchSettings
-from balancer.share import ShareTunnel
-from bench.clients import GradioApiClient, Job, RestClient
-from bench.cluster import ClusterOptions, LaunchedCluster, is_out, is_up
-from bench.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
+from bench.harness.clients import GradioApiClient, Job, RestClient
+from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
+from bench.harness.processes import REPO, Processes
+from bench.harness.waiting import wait_until
 from launch import open_share
-from tests.balancer_helpers import run_concurrently, send_in_order, wait_until
-from tests.helpers import REPO, Processes
+from tests.balancer_helpers import run_concurrently, send_in_order
 from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+from webui.share import ShareTunnel
 
 OOM_MARKER = "[[cluster-oom]]"
 NODES = ("node1", "node2")
@@ -85,9 +87,9 @@ class StateMonitor(Poller):
             return
         status = self.cluster.server_status(self.node, self.part)
         now = time.monotonic()
-        if self.down_at is None and is_out(status):
+        if self.down_at is None and status_is_out(status):
             self.down_at = now
-        elif self.down_at is not None and is_up(status):
+        elif self.down_at is not None and status_is_up(status):
             self.up_again_at = now
 
 

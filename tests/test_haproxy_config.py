@@ -20,6 +20,8 @@ import pytest
 from balancer.cluster import ClusterConfigError, load_cluster_file, parse_cluster
 from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, validate_config, write_config
 from balancer.haproxy_config import COOKIE_NAME, read_users_file, render_config
+from bench.harness.processes import REPO, Processes
+from bench.harness.waiting import wait_until
 from tests.balancer_helpers import (
     STATS_PASSWORD,
     cluster_data,
@@ -29,9 +31,7 @@ from tests.balancer_helpers import (
     start_fake,
     wait_all_up,
     wait_status,
-    wait_until,
 )
-from tests.helpers import REPO, Processes
 
 JOB_SECONDS = 1.0
 QUEUE_TIMEOUT = 2.0

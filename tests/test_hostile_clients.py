@@ -29,10 +29,11 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from bench.clients import BrowserProtocolClient, GradioApiClient, Job, PageEvent, RestClient
-from bench.cluster import ClusterOptions, LaunchedCluster
-from tests.balancer_helpers import cluster_data, wait_until
-from tests.helpers import REPO, Processes, free_port
+from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, PageEvent, RestClient
+from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.processes import REPO, Processes, free_port
+from bench.harness.waiting import wait_until
+from tests.balancer_helpers import cluster_data
 from tests.test_haproxy_config import running_balancer
 from webui.presence import LISTEN_GRACE
 

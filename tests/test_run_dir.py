@@ -17,8 +17,8 @@ import yaml
 from balancer.cluster import ClusterConfigError
 from balancer.haproxy import write_config
 from balancer.run_dir import SUBDIRS, open_private_log, prepare_run_dir
-from tests.balancer_helpers import wait_until
-from tests.helpers import Processes, free_port
+from bench.harness.processes import Processes, free_port
+from bench.harness.waiting import wait_until
 
 OTHER_UID = 12345
 

@@ -21,8 +21,9 @@ from balancer.cluster import parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import PROBES_BACKEND, render_config
 from balancer.restart_policy import RestartPolicy
-from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, wait_status, wait_until
-from tests.helpers import Processes, free_port, wait_http
+from bench.harness.processes import Processes, free_port
+from bench.harness.waiting import wait_http, wait_until
+from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, wait_status
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 
 # --- restart policy -------------------------------------------------------------------------

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.processes import REPO, Processes
 from bench.soak import parse_args, render, run_soak
-from tests.helpers import REPO, Processes
 
 pytestmark = pytest.mark.soak
 

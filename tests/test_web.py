@@ -23,7 +23,9 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from balancer.haproxy import find_haproxy
-from tests.helpers import Processes, blank_png, free_port, kill_tree, peak_rss, reset_peak_rss, wait_http
+from bench.harness.processes import Processes, free_port, kill_tree
+from bench.harness.waiting import wait_http
+from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
 from webui.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
 from webui.studio.handlers import Studio, api_seed, ui_seed

@@ -24,8 +24,9 @@ from PIL import Image
 from balancer.cluster import parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import WORKERS_BACKEND, render_config
-from tests.balancer_helpers import cluster_data, wait_until
-from tests.helpers import Processes, free_port, kill_tree, wait_http
+from bench.harness.processes import Processes, free_port, kill_tree
+from bench.harness.waiting import wait_http, wait_until
+from tests.balancer_helpers import cluster_data
 
 WORKER_IDS = ("failover-a", "failover-b")
 JOB = dict(prompt="failover portrait", width=384, height=384, steps=12, seed=4242)

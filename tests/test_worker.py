@@ -30,7 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 from starlette.testclient import TestClient
 
-from tests.helpers import Processes, free_port, wait_http
+from bench.harness.processes import Processes, free_port
+from bench.harness.waiting import wait_http
 from webui.faults import FaultPlan
 from webui.images import UploadError, decode_upload
 from webui.metrics import WorkerMetrics

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.helpers import Processes
+from bench.harness.processes import Processes
 from tests.test_worker import WAIT, png_b64, png_size, start_worker, wait_ready
 from webui.schema import ErrorBody
 

@@ -17,7 +17,6 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable
 
 import torch
 from PIL import Image, ImageOps

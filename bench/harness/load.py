@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.clients import CallFailed, Rejected, Reply
+from bench.harness.clients import CallFailed, Rejected, Reply
 
 OK = "ok"
 REJECTED = "rejected"

@@ -2,11 +2,11 @@
 
 ``LaunchedCluster`` writes a cluster file (the ``ClusterSpec`` format of
 ``balancer/cluster.py``) with a free port for every listener and node part, starts
-``python launch.py`` on it through ``tests.helpers.Processes`` (so the whole process tree
-is killed by PID when the block ends, on errors and Ctrl-C too), and waits until HAProxy
-shows every node part UP. It then answers what benchmarks ask: HAProxy's view of each
-server (runtime API), the sidecar's ``/status``, the PID of a node's worker or web front,
-and "is everything ready again?".
+``python launch.py`` on it through ``bench.harness.processes.Processes`` (so the whole
+process tree is killed by PID when the block ends, on errors and Ctrl-C too), and waits until
+HAProxy shows every node part UP. It then answers what benchmarks and tests ask: HAProxy's
+view of each server (runtime API), the sidecar's ``/status``, the PID of a node's worker or
+web front, and "is everything ready again?".
 """
 
 from __future__ import annotations
@@ -15,10 +15,8 @@ import argparse
 import contextlib
 import logging
 import os
-import shlex
 import shutil
 import signal
-import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -31,26 +29,16 @@ import psutil
 import yaml
 
 from balancer.cluster import ClusterSpec, parse_cluster
-from balancer.haproxy import RuntimeAPI, ServerStatus
+from balancer.haproxy import RuntimeAPI, ServerStatus, status_is_up
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
-from tests.balancer_helpers import wait_until
-from tests.helpers import Processes, free_port, wait_http
+from bench.harness.processes import Processes, free_port
+from bench.harness.waiting import wait_http, wait_until
 from webui.settings import default_cache_dir
 
 logger = logging.getLogger(__name__)
 
 PARTS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
 """Node part -> the HAProxy backend its server is in."""
-
-
-def is_out(status: str) -> bool:
-    """An HAProxy server status that means out of rotation: DOWN (any check progress) or MAINT."""
-    return status.startswith("DOWN") or status.startswith("MAINT")
-
-
-def is_up(status: str) -> bool:
-    """Fully UP (not "UP 1/2", which is on its way down)."""
-    return status == "UP"
 
 
 @dataclass
@@ -100,24 +88,6 @@ class ClusterOptions:
         if self.threads:
             flags += ["--threads", str(self.threads)]
         return flags
-
-
-def benchmark_parser(prog: str, doc: str, steps: int, size: int) -> argparse.ArgumentParser:
-    """A parser with the flags every benchmark has: the cluster's, ``--steps`` and ``--size``."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    ClusterOptions.add_arguments(parser)
-    parser.add_argument("--steps", type=int, default=steps, help="Denoising steps per job.")
-    parser.add_argument("--size", type=int, default=size, help="Image width and height in pixels.")
-    return parser
-
-
-def parse_benchmark_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse ``argv`` (default: the command line); ``args.reproduce`` is the command that reruns it."""
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    args.reproduce = " ".join([parser.prog, *(shlex.quote(arg) for arg in argv)])
-    return args
 
 
 class LaunchedCluster:
@@ -246,14 +216,14 @@ class LaunchedCluster:
             servers = [s for s in self.servers() if s.server in names]
         except OSError:
             return False
-        return len(servers) == 2 * len(names) and all(is_up(s.status) for s in servers)
+        return len(servers) == 2 * len(names) and all(s.is_up for s in servers)
 
     def all_ready(self) -> bool:
         """Every part of every node in ``node_names`` is ready in the sidecar and UP in HAProxy."""
         try:
             status = self.status()
             return all(
-                sidecar_part(status, node, part)["state"] == "ready" and is_up(self.server_status(node, part))
+                sidecar_part(status, node, part)["state"] == "ready" and status_is_up(self.server_status(node, part))
                 for node in self.node_names for part in PARTS
             )
         except (OSError, httpx.HTTPError):
@@ -365,22 +335,6 @@ class LaunchedCluster:
         finally:
             for node in others:
                 self.runtime.set_server_state(WORKERS_BACKEND, node, "ready")
-
-
-def prepare_run() -> None:
-    """Set up a benchmark process: INFO logging (httpx quiet), SIGTERM -> ``SystemExit``.
-
-    ``SystemExit`` makes ``with LaunchedCluster(...)`` stop the cluster, as Ctrl-C
-    (``KeyboardInterrupt``) does; the node processes run in their own sessions, so without
-    this a terminated benchmark would leave them running.
-    """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-
-    def terminate(signum: int, frame: object) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, terminate)
 
 
 def sidecar_part(status: dict[str, Any], node: str, part: str) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""A public Gradio share link that points at the balancer, so every node serves it.
+"""A public Gradio share link to a local port: one web front, or the balancer so every node serves it.
 
-Gradio's own ``share=True`` would tunnel to one web front; this opens the same kind of
-tunnel (Gradio's FRP share servers, ``gradio.networking.setup_tunnel``) to HAProxy's public
-frontend instead. The link is public: pair it with basic auth (``--auth-users-file``).
+Gradio's own ``share=True`` would tunnel to the Gradio app it launches; this opens the same kind
+of tunnel (Gradio's FRP share servers, ``gradio.networking.setup_tunnel``) to any ``host:port``:
+``webui.web --share`` links its own node, ``launch.py --share`` HAProxy's public frontend. The
+link is public: pair it with basic auth (``--auth-users-file``).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ SHARE_HOST_SUFFIX = ".gradio.live"
 
 
 class ShareTunnel:
-    """One share link to ``host:port`` (the balancer's public frontend)."""
+    """One share link to ``host:port`` (a web front, or the balancer's public frontend)."""
 
     def __init__(self, host: str, port: int, setup: Callable[..., str] | None = None) -> None:
         from gradio import networking  # imported when needed: gradio is slow to import

@@ -1,0 +1,10 @@
+"""The harness the benchmarks and the tests share.
+
+- ``cluster``: ``LaunchedCluster``, a whole cluster (``launch.py``) on free loopback ports.
+- ``clients``: REST, gradio_client and browser-protocol clients of the public frontend.
+- ``load``: bounded concurrent load with a record per request.
+- ``processes``: processes we start and always stop (``Processes``, ``kill_tree``), free ports.
+- ``waiting``: ``wait_http``, ``wait_until``.
+
+The tests import it; it never imports the tests.
+"""
