@@ -218,7 +218,7 @@ class ClusterSpec(_Model):
         default_factory=lambda: Listener(port=8080),
         description="Browsers, gradio_client and REST /generate (127.0.0.1 by default; 0.0.0.0 to expose).",
     )
-    workers_frontend: Listener = Field(
+    worker_queue: Listener = Field(
         default_factory=lambda: Listener(port=8081),
         description="Where web fronts send their jobs (the workers' shared queue); keep it private.",
     )
@@ -252,7 +252,7 @@ class ClusterSpec(_Model):
             raise ValueError(f"nodes: duplicate names {duplicates}")
         listeners = {
             "public": self.public,
-            "workers_frontend": self.workers_frontend,
+            "worker_queue": self.worker_queue,
             "stats": self.stats,
             "sidecar": self.sidecar,
         }

@@ -4,7 +4,7 @@ The layout (one section each, every one commented in the output):
 
 - ``frontend public``: browsers, ``gradio_client`` and REST. ``/generate`` and
   ``/generate/stream`` go to the ``workers`` backend, everything else to ``webs``.
-- ``frontend workers_in``: the private address web fronts send their jobs to; it answers
+- ``frontend worker_queue``: the private address web fronts send their jobs to; it answers
   ``/readyz`` itself (ready while at least one worker is UP) so that probes never queue.
 - ``backend webs``: sticky Gradio sessions (cookie, then the stale cookie's value, then the
   Gradio ``session_hash``: see ``_affinity_rules``).
@@ -127,7 +127,7 @@ class HAProxyConfigRenderer:
             self._defaults(),
             self._userlists(),
             self._public_frontend(),
-            self._workers_frontend(),
+            self._worker_queue(),
             self._webs_backend(),
             self._workers_backend(),
             self._probes_backend(),
@@ -425,12 +425,12 @@ class HAProxyConfigRenderer:
             " if !{ var(txn.affinity) -m found } { path_end /queue/join }",
         ]
 
-    def _workers_frontend(self) -> str:
-        listener = self.spec.workers_frontend
+    def _worker_queue(self) -> str:
+        listener = self.spec.worker_queue
         return _block(
-            "# Private entry for the web fronts' jobs (their --worker-url). Probes go around the",
+            "# Private entry for the web fronts' jobs (their --worker-queue). Probes go around the",
             "# job queue, so a web front's readiness check never waits behind generations.",
-            "frontend workers_in",
+            "frontend worker_queue",
             f"    bind {listener.host}:{listener.port}",
             "    option http-buffer-request",
             f"    acl probe path {READY_PATH} {HEALTH_PATH} {INFO_PATH}",

@@ -52,7 +52,7 @@ class LaunchSettings(BaseSettings):
     host: str = Field(_spec_default("public", "host"), description="Public address; 0.0.0.0 exposes the "
                       "cluster on every interface.")
     port: int = Field(_spec_default("public", "port"), description="Public port: browser UI, gradio_client, REST.")
-    worker_port: int = Field(_spec_default("workers_frontend", "port"), description="Private port the web "
+    worker_queue_port: int = Field(_spec_default("worker_queue", "port"), description="Private port the web "
                              "fronts send their jobs to (the workers' shared queue).")
     stats_port: int = Field(_spec_default("stats", "port"), description="HAProxy stats page and /metrics (loopback).")
     stats_password: str | None = Field(None, description="Stats page password (unset: random, printed at start).")
@@ -87,7 +87,7 @@ class LaunchSettings(BaseSettings):
         overrides = {
             "host": ("public", "host"),
             "port": ("public", "port"),
-            "worker_port": ("workers_frontend", "port"),
+            "worker_queue_port": ("worker_queue", "port"),
             "stats_port": ("stats", "port"),
             "stats_password": ("stats", "password"),
             "sidecar_port": ("sidecar", "port"),

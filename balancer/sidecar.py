@@ -107,11 +107,11 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
         return list(part.command)
     common = ["--host", part.host, "--port", str(part.port)]
     if kind == "worker":
-        return [sys.executable, "-m", "webui.worker", *common, "--worker-id", node.name, *part.args]
+        return [sys.executable, "-m", "webui.worker", *common, "--node", node.name, *part.args]
     limits = spec.limits
     return [
-        sys.executable, "-m", "webui.web", *common, "--node-id", node.name,
-        "--worker-url", spec.workers_frontend.url, "--max-body-bytes", str(limits.max_body_bytes),
+        sys.executable, "-m", "webui.web", *common, "--node", node.name,
+        "--worker-queue", spec.worker_queue.url, "--max-body-bytes", str(limits.max_body_bytes),
         "--body-timeout", str(limits.body_timeout), *part.args,
     ]
 

@@ -28,7 +28,7 @@ def cluster_data(run_dir: Path, web_names: list[str], worker_names: list[str], *
     return {
         "run_dir": str(run_dir),
         "public": {"port": free_port()},
-        "workers_frontend": {"port": free_port()},
+        "worker_queue": {"port": free_port()},
         "stats": {"port": free_port(), "password": STATS_PASSWORD},
         "sidecar": {"port": free_port()},
         "nodes": list(nodes.values()),

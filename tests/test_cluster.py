@@ -377,7 +377,7 @@ def test_launch_defaults_two_local_demo_nodes_safe_by_default() -> None:
     spec = launch_settings("--threads", "1").cluster_spec()
     assert [node.name for node in spec.nodes] == ["node1", "node2"]
     assert all(node.managed and node.worker.args[:2] == ["--model", "demo"] for node in spec.nodes)
-    assert {spec.public.host, spec.stats.host, spec.sidecar.host, spec.workers_frontend.host} == {"127.0.0.1"}
+    assert {spec.public.host, spec.stats.host, spec.sidecar.host, spec.worker_queue.host} == {"127.0.0.1"}
     assert spec.stats.password.get_secret_value() and spec.users_file is None
     assert spec.limits.rate_limit_per_minute is None
     assert launch_settings().local_thread_count(2) == max(1, (os.cpu_count() or 1) // 2)

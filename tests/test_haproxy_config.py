@@ -172,10 +172,10 @@ def test_routing_headers_and_size_cap(balancer: RunningBalancer) -> None:
 
 
 def test_worker_probes_go_around_the_job_queue(balancer: RunningBalancer) -> None:
-    probes = f"{balancer.spec.workers_frontend.url}/readyz"
+    probes = f"{balancer.spec.worker_queue.url}/readyz"
     # Both workers busy with a job each (maxconn 1): a probe still reaches one of them.
     with ThreadPoolExecutor(max_workers=2) as pool:
-        jobs = [pool.submit(httpx.get, f"{balancer.spec.workers_frontend.url}/generate", params={"prompt": "x"},
+        jobs = [pool.submit(httpx.get, f"{balancer.spec.worker_queue.url}/generate", params={"prompt": "x"},
                             timeout=30) for _ in range(2)]
         wait_until(lambda: all(s.current_sessions for s in balancer.api.servers("workers")), "both workers busy")
         ready = httpx.get(probes, timeout=2 * JOB_SECONDS)

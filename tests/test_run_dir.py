@@ -188,7 +188,7 @@ def test_entry_points_refuse_an_unsafe_run_dir(tmp_path: Path, processes: Proces
     _symlink(run_dir)
     if entry_point == "launch":
         command = ["python", "launch.py", "--nodes", "0", "--run-dir", str(run_dir),
-                   "--port", str(free_port()), "--worker-port", str(free_port()),
+                   "--port", str(free_port()), "--worker-queue-port", str(free_port()),
                    "--stats-port", str(free_port()), "--sidecar-port", str(free_port())]
     else:
         cluster_file = tmp_path / "cluster.yaml"

@@ -71,13 +71,13 @@ def start_node(group: Processes, name: str, worker_env: dict[str, str] | None = 
     worker_port, web_port = free_port(), free_port()
     worker_id, node_id = f"{name}-worker", f"{name}-front"
     worker = group.start(
-        ["python", "-m", "webui.worker", "--port", str(worker_port), "--worker-id", worker_id],
+        ["python", "-m", "webui.worker", "--port", str(worker_port), "--node", worker_id],
         env=worker_env, log_name=f"{name}-worker",
     )
     worker_url = f"http://127.0.0.1:{worker_port}"
     front = group.start(
-        ["python", "-m", "webui.web", "--port", str(web_port), "--worker-url", worker_url,
-         "--node-id", node_id, "--retry-delay", "0.1"],
+        ["python", "-m", "webui.web", "--port", str(web_port), "--worker-queue", worker_url,
+         "--node", node_id, "--retry-delay", "0.1"],
         log_name=f"{name}-front",
     )
     web_url = f"http://127.0.0.1:{web_port}"
@@ -212,8 +212,8 @@ def test_page_served_under_a_sub_path_behind_haproxy(node: Node, processes: Proc
     config = tmp_path / "haproxy.cfg"
     config.write_text(SUB_PATH_PROXY.format(haproxy_port=haproxy_port, web_port=web_port))
     front = processes.start(
-        ["python", "-m", "webui.web", "--port", str(web_port), "--worker-url", node.worker_url,
-         "--node-id", "sub-path-front", "--root-path", "/studio"],
+        ["python", "-m", "webui.web", "--port", str(web_port), "--worker-queue", node.worker_url,
+         "--node", "sub-path-front", "--root-path", "/studio"],
         log_name="sub-path-front",
     )
     processes.start([find_haproxy(), "-db", "-f", str(config)], log_name="sub-path-haproxy")
@@ -234,7 +234,7 @@ def tight_worker(demo_model_dir: Path):
     """A worker that queues nothing: a second concurrent job gets 503 busy with Retry-After."""
     with Processes("tight") as group:
         port = free_port()
-        proc = group.start(["python", "-m", "webui.worker", "--port", str(port), "--worker-id", "tight-worker",
+        proc = group.start(["python", "-m", "webui.worker", "--port", str(port), "--node", "tight-worker",
                             "--queue-size", "0"], log_name="tight-worker")
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/readyz", proc=proc, timeout=180)

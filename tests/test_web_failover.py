@@ -1,7 +1,7 @@
 """A job whose worker is SIGKILLed mid-generation finishes on another worker, unseen by the client.
 
 Two real workers behind a real HAProxy running the production configuration
-(``balancer.haproxy_config``: the ``workers_in`` frontend and ``workers`` backend with health
+(``balancer.haproxy_config``: the ``worker_queue`` frontend and ``workers`` backend with health
 checks on ``/readyz`` and ``option redispatch``), one web front sending its jobs there, and a
 real ``gradio_client``. The test kills whichever worker reports ``busy`` while the job runs.
 HAProxy cannot replay a stream that has started, so the web front's ``WorkerClient`` retries
@@ -39,14 +39,14 @@ def cluster(demo_model_dir: Path, processes: Processes, tmp_path: Path):
     workers = {}
     for node in spec.workers:
         proc = processes.start(
-            ["python", "-m", "webui.worker", "--port", str(node.worker.port), "--worker-id", node.name],
+            ["python", "-m", "webui.worker", "--port", str(node.worker.port), "--node", node.name],
             log_name=node.name,
         )
         workers[node.name] = (node.worker.url, proc)
     web_port = free_port()
     front = processes.start(
-        ["python", "-m", "webui.web", "--port", str(web_port), "--worker-url", spec.workers_frontend.url,
-         "--node-id", "failover-front", "--retry-delay", "0.5"],
+        ["python", "-m", "webui.web", "--port", str(web_port), "--worker-queue", spec.worker_queue.url,
+         "--node", "failover-front", "--retry-delay", "0.5"],
         log_name="failover-front",
     )
     haproxy = HAProxyProcess(write_config(render_config(spec), spec.config_path), spec.socket_path,

@@ -68,7 +68,7 @@ def start_worker(
     """Start ``python -m webui.worker`` on a free port; return once ``/healthz`` answers (if asked)."""
     port = free_port()
     proc = processes.start(
-        ["python", "-m", "webui.worker", "--port", str(port), "--worker-id", name, "--warmup-steps", "1", *args],
+        ["python", "-m", "webui.worker", "--port", str(port), "--node", name, "--warmup-steps", "1", *args],
         env=env, log_name=name,
     )
     url = f"http://127.0.0.1:{port}"
@@ -165,7 +165,7 @@ def test_readyz_is_503_until_warm_then_200_with_pipeline(worker):
     ready = httpx.get(f"{worker.url}/readyz", timeout=10)
     assert ready.status_code == 200
     body = ready.json()
-    assert body["ready"] is True and body["worker_id"] == "test-worker"
+    assert body["ready"] is True and body["node"] == "test-worker"
     assert body["busy"] is False and body["queue_depth"] == 0
     assert body["pipeline"]["attention"] == "sdpa" and body["pipeline"]["device"] == "cpu"
     assert httpx.get(f"{worker.url}/healthz", timeout=10).json()["alive"] is True
@@ -293,14 +293,14 @@ def test_request_id_is_echoed_and_logged_as_json(worker):
     line = next(line for line in worker.log().splitlines() if '"req-42"' in line)
     record = json.loads(line[line.index("{"):])
     assert record["endpoint"] == "/generate" and record["status"] == 200 and record["outcome"] == "ok"
-    assert record["worker_id"] == "test-worker" and record["duration_ms"] > 0
+    assert record["node"] == "test-worker" and record["duration_ms"] > 0
     assert record["params"]["width"] == 128 and "prompt" not in record["params"]
 
 
 def test_head_and_get_root_answer(worker):
     head = httpx.head(f"{worker.url}/", timeout=10)
     assert head.status_code == 200 and head.content == b""
-    assert httpx.get(f"{worker.url}/", timeout=10).json()["worker_id"] == "test-worker"
+    assert httpx.get(f"{worker.url}/", timeout=10).json()["node"] == "test-worker"
 
 
 def test_unknown_paths_and_methods_give_error_bodies(worker):

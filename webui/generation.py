@@ -92,7 +92,7 @@ class GenerationService:
         on_fatal: Callable[[int], None],
     ) -> None:
         self.settings = settings
-        self.worker_id = settings.resolved_worker_id()
+        self.node = settings.resolved_node()
         self.faults = faults
         self.metrics = metrics
         self._loader = loader
@@ -120,12 +120,12 @@ class GenerationService:
         if not self.ready:
             raise NotReady(f"The worker is not ready: {self.reason}.", retry_after=NOT_READY_RETRY_AFTER)
 
-    def info(self, worker_id: str) -> WorkerInfo:
+    def info(self) -> WorkerInfo:
         """The model, defaults and limits this worker serves; ``NotReady`` before the model is loaded."""
         if self.pipeline is None:
             raise NotReady(f"The worker has no model yet: {self.reason}.", retry_after=NOT_READY_RETRY_AFTER)
         description = self.pipeline.describe()
-        return WorkerInfo(worker_id=worker_id, model=description["model"], lora=description.get("lora"),
+        return WorkerInfo(node=self.node, model=description["model"], lora=description.get("lora"),
                           defaults=description["defaults"], limits=self.limits())
 
     def describe(self) -> dict[str, Any] | None:
@@ -149,7 +149,7 @@ class GenerationService:
             self.pipeline = self._loader(self.settings)
             self.cuda_device = cuda_index(str(self.pipeline.describe().get("device", "cpu")))
             self._set_state(False, "warming up")
-            self._probe()
+            self._self_check()
         except Exception as exc:  # noqa: BLE001 - any failure here means the worker cannot serve
             if isinstance(exc, ModelLoadError):
                 logger.critical("cannot load model %r: %s", self.settings.model, exc)
@@ -160,12 +160,12 @@ class GenerationService:
             return
         description = self.pipeline.describe()
         self.metrics.info.info({
-            "worker_id": self.worker_id, "model": self.pipeline.model_name, "family": self.pipeline.family.value,
+            "node": self.node, "model": self.pipeline.model_name, "family": self.pipeline.family.value,
             "device": str(description.get("device", "")), "attention": str(description.get("attention", "")),
         })
         self._set_state(True, "ready")
 
-    def _probe(self) -> None:
+    def _self_check(self) -> None:
         """A small generation (warm-up, and the self-check after an OOM); raises on failure."""
         request = GenerationRequest(
             prompt=PROBE_PROMPT, steps=self.settings.warmup_steps, width=WARMUP_SIDE, height=WARMUP_SIDE, seed=0
@@ -207,7 +207,7 @@ class GenerationService:
         encoded = [encode_png(image) for image in images]
         done = time.perf_counter()
         return GenerationResult(
-            images=encoded, image=encoded[0], seed=seed, params=params, worker_id=self.worker_id,
+            images=encoded, image=encoded[0], seed=seed, params=params, worker_id=self.node,
             model=self.pipeline.model_name,
             timings=Timings(
                 queue_ms=round((started - received_at) * 1000, 1),
@@ -227,7 +227,7 @@ class GenerationService:
         )
         self.free_memory()
         try:
-            self._probe()
+            self._self_check()
             healthy = True
         except Exception:  # noqa: BLE001 - any failure of the self-check means the device is not usable
             logger.exception("self-check after out of memory failed")

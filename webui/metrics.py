@@ -12,7 +12,7 @@ process (tests) without sharing counters. What is exported:
   (read when scraped),
 * ``portrait_worker_gpu_memory_{allocated,reserved,max_allocated}_bytes`` when the
   pipeline runs on CUDA (``torch.cuda.memory_allocated`` etc., read when scraped),
-* ``portrait_worker_info{worker_id,model,family,device,attention}``.
+* ``portrait_worker_info{node,model,family,device,attention}``.
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class WorkerInfo(BaseModel):
     is what the worker accepts.
     """
 
-    worker_id: str
+    node: str
     model: str
     lora: str | None = None
     defaults: dict[str, float | int] = Field(description="steps, guidance, width, height of a job that omits them.")

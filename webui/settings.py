@@ -46,7 +46,8 @@ class WorkerSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(7960, description="Port to listen on.")
-    worker_id: str = Field("", description="Name reported in responses and metrics (default: host:port).")
+    node: str = Field("", description="Name of the node this worker belongs to, reported in results (as worker_id), "
+                      "logs and metrics (default: host:port).")
     model: str = Field(
         "demo",
         description="'demo' (offline tiny model), a preset ('awportrait-z', 'sdxl'), "
@@ -84,9 +85,9 @@ class WorkerSettings(BaseSettings):
     )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Cache for the demo model.")
 
-    def resolved_worker_id(self) -> str:
-        """The worker's name: ``--worker-id`` or ``hostname:port``."""
-        return self.worker_id or f"{socket.gethostname()}:{self.port}"
+    def resolved_node(self) -> str:
+        """The node's name: ``--node`` or ``hostname:port``."""
+        return self.node or f"{socket.gethostname()}:{self.port}"
 
 
 class WebSettings(BaseSettings):
@@ -96,10 +97,10 @@ class WebSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(7860, description="Port to listen on.")
-    node_id: str = Field("", description="Name of this web front (default: host:port).")
-    worker_url: str = Field(
+    node: str = Field("", description="Name of the node this web front belongs to (default: host:port).")
+    worker_queue: str = Field(
         "http://127.0.0.1:7960",
-        description="Base URL of the worker(s): one worker, or the balancer's worker frontend.",
+        description="Where this front sends jobs: the balancer's worker queue, or one worker's URL.",
     )
     max_attempts: int = Field(3, ge=1, description="Attempts per job when a worker fails or is cut off.")
     retry_delay: float = Field(0.5, ge=0, description="Seconds between attempts.")
@@ -131,6 +132,6 @@ class WebSettings(BaseSettings):
     cache_max_age: float = Field(3600.0, gt=0, description="Seconds a file may stay in Gradio's upload/cache folder.")
     cache_sweep_interval: float = Field(60.0, gt=0, description="Seconds between sweeps of Gradio's cache folder.")
 
-    def resolved_node_id(self) -> str:
-        """The web front's name: ``--node-id`` or ``hostname:port``."""
-        return self.node_id or f"{socket.gethostname()}:{self.port}"
+    def resolved_node(self) -> str:
+        """The node's name: ``--node`` or ``hostname:port``."""
+        return self.node or f"{socket.gethostname()}:{self.port}"

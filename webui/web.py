@@ -1,6 +1,6 @@
 """A node's web front: the studio page (Gradio 6) mounted in FastAPI, health routes, and main.
 
-    python -m webui.web --port 7860 --worker-url http://127.0.0.1:7960 --node-id web-1
+    python -m webui.web --port 7860 --worker-queue http://127.0.0.1:7960 --node node1
 
 ``create_app`` builds the FastAPI app: ``GET /healthz`` (the process is alive), ``GET /readyz``
 (this web front serves the studio; whether workers are up is HAProxy's knowledge, and the page
@@ -48,9 +48,9 @@ WORKER_INFO_TTL = 2.0
 
 def create_app(settings: WebSettings) -> FastAPI:
     """The web front's ASGI app for ``settings``; its worker client closes on shutdown."""
-    node_id = settings.resolved_node_id()
+    node = settings.resolved_node()
     client = WorkerClient(
-        settings.worker_url,
+        settings.worker_queue,
         max_attempts=settings.max_attempts,
         retry_delay=settings.retry_delay,
         timeout=settings.request_timeout,
@@ -61,7 +61,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal serving
-        logger.info("web front %s serving the studio; workers at %s", node_id, settings.worker_url)
+        logger.info("web front %s serving the studio; workers at %s", node, settings.worker_queue)
         janitor.start()
         serving = True
         yield
@@ -74,13 +74,13 @@ def create_app(settings: WebSettings) -> FastAPI:
     @app.get(HEALTH_PATH)
     async def healthz() -> dict[str, str]:
         """The process is up and serving HTTP."""
-        return {"status": "ok", "node": node_id}
+        return {"status": "ok", "node": node}
 
     @app.get(READY_PATH)
     async def readyz() -> JSONResponse:
         """200 while this web front serves the studio (its own state: whether workers are up is
         HAProxy's knowledge, and the page says so); 503 once it is shutting down."""
-        content = {"ready": serving, "node": node_id}
+        content = {"ready": serving, "node": node}
         if not serving:
             content["reason"] = "shutting down"
         return JSONResponse(content, status_code=200 if serving else 503)
@@ -88,7 +88,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     guard_decoding(settings.max_upload_pixels)
     cache_dir = Path(get_upload_folder())
     janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval)
-    studio = Studio(client, worker_info, node_id, cache_dir=cache_dir,
+    studio = Studio(client, worker_info, node, cache_dir=cache_dir,
                     max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
                     max_images=settings.max_images)
     demo = build_studio(

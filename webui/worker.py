@@ -140,9 +140,9 @@ class RequestLog:
     Handlers may set ``request.state.outcome`` and ``request.state.params`` for the log.
     """
 
-    def __init__(self, app: ASGIApp, worker_id: str, metrics: WorkerMetrics) -> None:
+    def __init__(self, app: ASGIApp, node: str, metrics: WorkerMetrics) -> None:
         self.app = app
-        self.worker_id = worker_id
+        self.node = node
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -174,7 +174,7 @@ class RequestLog:
             self.metrics.observe_request(endpoint, outcome, seconds)
             line = {
                 "request_id": request_id, "method": scope["method"], "endpoint": endpoint, "status": status,
-                "outcome": outcome, "duration_ms": round(seconds * 1000, 1), "worker_id": self.worker_id,
+                "outcome": outcome, "duration_ms": round(seconds * 1000, 1), "node": self.node,
                 **({"params": state["params"]} if "params" in state else {}),
             }
             access_logger.log(logging.DEBUG if endpoint in PROBE_ENDPOINTS else logging.INFO, json.dumps(line))
@@ -230,7 +230,7 @@ def create_app(
     repeated OOM); ``main`` makes it end the process after the responses in flight.
     ``faults`` defaults to ``FaultPlan.from_env()`` (tests only).
     """
-    worker_id = settings.resolved_worker_id()
+    node = settings.resolved_node()
     metrics = WorkerMetrics()
     scheduler = JobScheduler(settings.queue_size)
     service = GenerationService(
@@ -254,7 +254,7 @@ def create_app(
     app.state.service = service
     app.state.scheduler = scheduler
     app.state.metrics = metrics
-    app.add_middleware(RequestLog, worker_id=worker_id, metrics=metrics)
+    app.add_middleware(RequestLog, node=node, metrics=metrics)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
@@ -304,17 +304,17 @@ def create_app(
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def root() -> dict[str, Any]:
-        return {"service": "portrait-ha worker", "worker_id": worker_id, "ready": service.ready}
+        return {"service": "portrait-ha worker", "node": node, "ready": service.ready}
 
     @app.get("/healthz")
     async def healthz() -> dict[str, Any]:
-        return {"alive": True, "worker_id": worker_id}
+        return {"alive": True, "node": node}
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         body = {
             "ready": service.ready, "reason": service.reason, "busy": scheduler.busy,
-            "queue_depth": scheduler.queue_depth, "worker_id": worker_id,
+            "queue_depth": scheduler.queue_depth, "node": node,
             "consecutive_ooms": service.consecutive_ooms, "pipeline": service.describe(),
         }
         return JSONResponse(jsonable_encoder(body), status_code=200 if service.ready else 503)
@@ -322,7 +322,7 @@ def create_app(
     @app.get(INFO_PATH)
     async def info() -> JSONResponse:
         """The model, its defaults and the limits this worker accepts (503 before it is loaded)."""
-        return JSONResponse(service.info(worker_id).model_dump(mode="json"))
+        return JSONResponse(service.info().model_dump(mode="json"))
 
     @app.get("/metrics")
     async def metrics_endpoint() -> Response:
@@ -356,7 +356,7 @@ def create_app(
         events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
 
         def on_progress(step: int, total: int) -> None:
-            event = ProgressEvent(step=step, total=total, worker_id=worker_id)
+            event = ProgressEvent(step=step, total=total, worker_id=node)
             loop.call_soon_threadsafe(events.put_nowait, event)
 
         job = scheduler.submit(lambda cancel: service.run(job_request, init_image, seed, received, cancel, on_progress))
@@ -424,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     server = uvicorn.Server(config)
     process_exit.server = server
-    logger.info("worker %s on http://%s:%d (model %s)", settings.resolved_worker_id(), settings.host, settings.port,
+    logger.info("worker %s on http://%s:%d (model %s)", settings.resolved_node(), settings.host, settings.port,
                 settings.model)
     server.run()
     return process_exit.code

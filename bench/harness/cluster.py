@@ -124,7 +124,7 @@ class LaunchedCluster:
             nodes.append({"name": name, "worker": {"port": free_port(), "args": list(args)}})
         return {
             "public": {"port": free_port()},
-            "workers_frontend": {"port": free_port()},
+            "worker_queue": {"port": free_port()},
             "stats": {"port": free_port(), "password": "bench-stats"},
             "sidecar": {"port": free_port(), **opts.sidecar},
             "run_dir": str(self.run_dir),
@@ -297,15 +297,14 @@ class LaunchedCluster:
         return []
 
     def part_ids(self, part: str) -> dict[str, str]:
-        """Node name -> the id a node's ``worker`` (``worker_id``) or ``web`` (``node``) reports.
+        """Node name -> the name a node's ``worker`` or ``web`` reports (``node`` in its ``/readyz``).
 
         Parts that do not answer right now are left out.
         """
-        key = "worker_id" if part == "worker" else "node"
         ids = {}
         for node in self.node_names:
             try:
-                ids[node] = httpx.get(f"{self.part_url(node, part)}/readyz", timeout=5).json()[key]
+                ids[node] = httpx.get(f"{self.part_url(node, part)}/readyz", timeout=5).json()["node"]
             except (httpx.HTTPError, ValueError, KeyError):
                 continue
         return ids
