@@ -95,9 +95,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def in_process_call(options: ClusterOptions) -> Callable[[Job], str]:
     """Load the model in this process; a call that runs a job on it and returns the pixel digest."""
-    from webui.pipeline import PortraitPipeline
     from webui.schema import GenerationRequest
     from webui.settings import WorkerSettings
+    from webui.worker.pipeline import PortraitPipeline
 
     pipeline = PortraitPipeline.load(WorkerSettings(model=options.model, lora=options.lora, threads=options.threads))
 

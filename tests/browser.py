@@ -2,7 +2,7 @@
 
 ``launch_chromium`` starts the system Chromium (``/usr/bin/chromium``; never a Playwright
 browser download) with a fresh profile. ``StudioPage`` drives the studio page by the
-``elem_id``s that ``webui/studio/layout.py`` gives its components, the way a person would: typing,
+``elem_id``s that ``webui/web/studio/layout.py`` gives its components, the way a person would: typing,
 dragging sliders, picking from dropdowns, uploading a photo, clicking, and reading what the
 page shows (progress bar, gallery, info line, error area, toasts).
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from webui.cache_janitor import CacheJanitor
+from webui.web.cache_janitor import CacheJanitor
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,7 +40,7 @@ def test_removes_old_files_and_the_folders_it_empties(tmp_path: Path, caplog: py
     young = put(root, "aaa/young.png", 10, age=60)
     (root / "ccc").mkdir()  # an empty folder the sweep did not empty: maybe an upload about to land
 
-    with caplog.at_level(logging.INFO, logger="webui.cache_janitor"):
+    with caplog.at_level(logging.INFO, logger="webui.web.cache_janitor"):
         result = janitor(root).sweep()
 
     assert not old.exists() and not nested.exists() and young.exists()
@@ -65,7 +65,7 @@ def test_leaves_a_young_small_cache_alone(tmp_path: Path, caplog: pytest.LogCapt
     root = tmp_path / "gradio"
     files = [put(root, f"{index}/upload.jpg", 2000, age=30 * index) for index in range(5)]
 
-    with caplog.at_level(logging.INFO, logger="webui.cache_janitor"):
+    with caplog.at_level(logging.INFO, logger="webui.web.cache_janitor"):
         result = janitor(root, max_bytes=10_000).sweep()
 
     assert all(path.exists() for path in files)
@@ -125,6 +125,6 @@ def test_refuses_to_sweep_a_folder_that_is_not_a_cache(folder: Path, caplog: pyt
         await asyncio.sleep(0.1)
         await sweeper.stop()
 
-    with caplog.at_level(logging.ERROR, logger="webui.cache_janitor"):
+    with caplog.at_level(logging.ERROR, logger="webui.web.cache_janitor"):
         asyncio.run(scenario())
     assert sweeps == [] and "not started" in caplog.text

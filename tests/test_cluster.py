@@ -11,7 +11,6 @@ not asserted.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 import os
 import re
 import signal
@@ -19,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx

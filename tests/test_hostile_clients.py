@@ -35,7 +35,7 @@ from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import cluster_data
 from tests.test_haproxy_config import running_balancer
-from webui.presence import LISTEN_GRACE
+from webui.web.presence import LISTEN_GRACE
 
 BODY_DEADLINE = 3.0
 """Seconds the test cluster gives a client to send its request (HAProxy and web fronts)."""

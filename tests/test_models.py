@@ -19,13 +19,13 @@ from assets.build_demo_model import (
     build_pipeline,
     is_complete,
 )
-from webui import device
-from webui.device import DeviceError, Machine, plan_device, probe_machine
-from webui.errors import ModelLoadError
-from webui.models import resolve_source
-from webui.pipeline import PortraitPipeline
 from webui.schema import GenerationRequest, Limits, ModelFamily
 from webui.settings import WorkerSettings
+from webui.worker import device
+from webui.worker.device import DeviceError, Machine, plan_device, probe_machine
+from webui.worker.errors import ModelLoadError
+from webui.worker.models import resolve_source
+from webui.worker.pipeline import PortraitPipeline
 
 GIB = 1024**3
 
@@ -122,7 +122,7 @@ def test_presets_resolve_to_hub_models_and_their_loras(tmp_path: Path):
 
 
 def test_family_defaults_for_presets_follow_the_model_cards():
-    from webui.models import FAMILY_DEFAULTS, PRESETS
+    from webui.worker.models import FAMILY_DEFAULTS, PRESETS
 
     zimage = FAMILY_DEFAULTS[ModelFamily.ZIMAGE]
     assert (zimage.steps, zimage.guidance) == (8, 0.0)  # Z-Image-Turbo: 8 steps, no CFG
@@ -344,8 +344,8 @@ def test_vae_tiling_decision():
 
 
 def test_apply_plan_compiles_the_denoiser_when_planned(demo_model_dir: Path):
-    from webui.device import apply_plan
-    from webui.models import load_model
+    from webui.worker.device import apply_plan
+    from webui.worker.models import load_model
 
     model = load_model(resolve_source(str(demo_model_dir), "none", demo_model_dir.parent), torch.float32)
     plan = plan_device(WorkerSettings(), Machine(cuda=False))

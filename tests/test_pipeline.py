@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from webui.pipeline import PortraitPipeline
 from webui.schema import GenerationRequest
 from webui.settings import WorkerSettings
+from webui.worker.pipeline import PortraitPipeline
 
 STEPS = 3
 
@@ -76,7 +76,7 @@ def test_deterministic_across_processes(pipeline: PortraitPipeline, processes, p
     script = (
         "import sys; from pathlib import Path\n"
         "from tests.test_pipeline import png_bytes, run\n"
-        "from webui.pipeline import PortraitPipeline\n"
+        "from webui.worker.pipeline import PortraitPipeline\n"
         "from webui.settings import WorkerSettings\n"
         "pipe = PortraitPipeline.load(WorkerSettings(model='demo', cache_dir=Path(sys.argv[1])))\n"
         "Path(sys.argv[2]).write_bytes(png_bytes(run(pipe, seed=11, guidance=2.0, negative_prompt='blurry')[0]))\n"

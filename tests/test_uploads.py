@@ -21,10 +21,10 @@ from PIL import Image
 from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.contract import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.images import UploadError, check_upload, guard_decoding
-from webui.photo_input import PhotoInput
 from webui.settings import WebSettings, WorkerSettings
-from webui.studio.handlers import Studio
-from webui.studio.photos import encode_photo_file
+from webui.web.photo_input import PhotoInput
+from webui.web.studio.handlers import Studio
+from webui.web.studio.photos import encode_photo_file
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -27,12 +27,12 @@ from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http
 from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
-from webui.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
-from webui.studio.handlers import Studio, api_seed, ui_seed
-from webui.studio.layout import apply_preset
-from webui.studio.photos import encode_photo
-from webui.web import main as web_main
-from webui.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
+from webui.web.app import main as web_main
+from webui.web.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
+from webui.web.studio.handlers import Studio, api_seed, ui_seed
+from webui.web.studio.layout import apply_preset
+from webui.web.studio.photos import encode_photo
+from webui.web.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
 
 OOM_MARKER = "[oom]"
 SUB_PATH_PROXY = """\

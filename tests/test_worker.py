@@ -32,17 +32,17 @@ from starlette.testclient import TestClient
 
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http
-from webui.faults import FaultPlan
-from webui.images import UploadError, decode_upload
-from webui.metrics import WorkerMetrics
-from webui.schema import ErrorBody, GenerationResult, Limits, ModelFamily
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM, FAULT_OOM_AT_STEP
+from webui.images import UploadError, decode_upload
+from webui.schema import ErrorBody, GenerationResult, Limits, ModelFamily
 from webui.settings import WorkerSettings
-from webui.generation import PROBE_PROMPT, GenerationService, cuda_index, is_out_of_memory
-from webui.job_parsing import ApiError, invalid_request, validate_job, validation_problems
-from webui.errors import JobCancelled, QueueFull
-from webui.scheduler import JobScheduler
-from webui.worker import create_app, http_error
+from webui.worker.app import create_app, http_error
+from webui.worker.errors import JobCancelled, QueueFull
+from webui.worker.faults import FaultPlan
+from webui.worker.generation import PROBE_PROMPT, GenerationService, cuda_index, is_out_of_memory
+from webui.worker.job_parsing import ApiError, invalid_request, validate_job, validation_problems
+from webui.worker.metrics import WorkerMetrics
+from webui.worker.scheduler import JobScheduler
 
 SMALL = {"width": 128, "height": 128, "steps": 2}
 WAIT = 120.0

@@ -10,7 +10,6 @@ settings (size multiple, image cap, upload cap) come in through the validation c
 from __future__ import annotations
 
 from collections.abc import Callable
-
 from enum import Enum
 from typing import Any, Literal
 

@@ -25,7 +25,6 @@ from webui.contract import (
 )
 
 
-
 def settings_problems(exc: ValidationError) -> str:
     """One line naming each invalid setting, what is wrong and the value given (no traceback)."""
     return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())

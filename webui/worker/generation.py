@@ -12,12 +12,8 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from webui.faults import FaultPlan
-from webui.images import encode_png
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
-from webui.errors import GenerationFailed, JobCancelled, ModelLoadError, NotReady, OutOfMemory, one_line
-from webui.job_parsing import expected_steps
-from webui.metrics import WorkerMetrics
+from webui.images import encode_png
 from webui.schema import (
     EffectiveParams,
     GenerationRequest,
@@ -29,6 +25,10 @@ from webui.schema import (
     WorkerInfo,
 )
 from webui.settings import WorkerSettings
+from webui.worker.errors import GenerationFailed, JobCancelled, ModelLoadError, NotReady, OutOfMemory, one_line
+from webui.worker.faults import FaultPlan
+from webui.worker.job_parsing import expected_steps
+from webui.worker.metrics import WorkerMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ NOT_READY_RETRY_AFTER = 5
 
 
 class Pipeline(Protocol):
-    """What the worker needs from ``webui.pipeline.PortraitPipeline``."""
+    """What the worker needs from ``webui.worker.pipeline.PortraitPipeline``."""
 
     family: ModelFamily
     model_name: str
@@ -61,7 +61,7 @@ PipelineLoader = Callable[[WorkerSettings], Pipeline]
 
 def load_portrait_pipeline(settings: WorkerSettings) -> Pipeline:
     """The default loader (imported here, in the loading thread, so ``/healthz`` is up at once)."""
-    from webui.pipeline import PortraitPipeline
+    from webui.worker.pipeline import PortraitPipeline
 
     return PortraitPipeline.load(settings)
 

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
-from webui.errors import JobCancelled, QueueFull
+from webui.worker.errors import JobCancelled, QueueFull
 
 T = TypeVar("T")
 

@@ -24,8 +24,8 @@ from diffusers import (
 )
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
-from webui.errors import ModelLoadError, one_line
 from webui.schema import ModelFamily
+from webui.worker.errors import ModelLoadError, one_line
 
 logger = logging.getLogger(__name__)
 

@@ -28,14 +28,14 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Collection
+from urllib.parse import parse_qs
 
 from starlette.formparsers import MultiPartException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-from urllib.parse import parse_qs
 
 from webui.contract import CLIENT_GONE_STATUS
-from webui.presence import EventStreams
+from webui.web.presence import EventStreams
 
 logger = logging.getLogger(__name__)
 

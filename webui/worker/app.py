@@ -9,7 +9,7 @@ Routes::
     GET /readyz                 200 when the model is loaded, warmed up and healthy, else 503
     GET /info                   the model, its defaults and the limits jobs must keep (``WorkerInfo``)
     GET|HEAD /                  200, a one-line JSON description
-    GET /metrics                Prometheus text format (see ``webui.metrics``)
+    GET /metrics                Prometheus text format (see ``webui.worker.metrics``)
 
 A job is a ``GenerationRequest``: a JSON object in the body, or query parameters when the
 body is empty (``GET /generate?prompt=a+portrait&steps=8``).
@@ -77,15 +77,24 @@ from webui.contract import (
     PRIVATE_UMASK,
     READY_PATH,
 )
-from webui.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
-from webui.faults import FaultPlan
-from webui.generation import (
+from webui.images import UploadError, decode_upload
+from webui.schema import (
+    MAX_SEED,
+    ErrorBody,
+    ErrorEvent,
+    GenerationRequest,
+    ProgressEvent,
+    ResultEvent,
+)
+from webui.settings import WorkerSettings, settings_problems
+from webui.worker.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
+from webui.worker.faults import FaultPlan
+from webui.worker.generation import (
     GenerationService,
     PipelineLoader,
     load_portrait_pipeline,
 )
-from webui.images import UploadError, decode_upload
-from webui.job_parsing import (
+from webui.worker.job_parsing import (
     JSON_BODY_SLACK,
     ApiError,
     allowed_values,
@@ -96,17 +105,8 @@ from webui.job_parsing import (
     validate_job,
     validation_problems,
 )
-from webui.metrics import WorkerMetrics
-from webui.scheduler import Job, JobScheduler
-from webui.schema import (
-    MAX_SEED,
-    ErrorBody,
-    ErrorEvent,
-    GenerationRequest,
-    ProgressEvent,
-    ResultEvent,
-)
-from webui.settings import WorkerSettings, settings_problems
+from webui.worker.metrics import WorkerMetrics
+from webui.worker.scheduler import Job, JobScheduler
 
 logger = logging.getLogger("webui.worker")  # also when run as __main__
 access_logger = logging.getLogger("webui.worker.access")

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, Field, model_validator
 
-ASSETS = Path(__file__).resolve().parent.parent.parent / "assets"
+ASSETS = Path(__file__).resolve().parents[3] / "assets"
 PRESETS_PATH = ASSETS / "presets.yaml"
 EXAMPLES_PATH = ASSETS / "examples.yaml"
 CSS_PATH = ASSETS / "style.css"

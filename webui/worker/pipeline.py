@@ -21,9 +21,11 @@ import time
 import torch
 from PIL import Image, ImageOps
 
-from webui.device import DeviceError, DevicePlan, apply_plan, plan_device, probe_machine
-from webui.errors import ModelLoadError
-from webui.models import (
+from webui.schema import EffectiveParams, GenerationRequest, ModelFamily, StepCallback
+from webui.settings import WorkerSettings
+from webui.worker.device import DeviceError, DevicePlan, apply_plan, plan_device, probe_machine
+from webui.worker.errors import ModelLoadError
+from webui.worker.models import (
     FAMILY_DEFAULTS,
     LoadedModel,
     ModelDefaults,
@@ -31,8 +33,6 @@ from webui.models import (
     resolve_source,
     set_lora_scale,
 )
-from webui.schema import EffectiveParams, GenerationRequest, ModelFamily, StepCallback
-from webui.settings import WorkerSettings
 
 logger = logging.getLogger(__name__)
 

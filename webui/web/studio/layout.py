@@ -11,10 +11,10 @@ from typing import Any
 import gradio as gr
 
 from webui.contract import MAX_SIDE
-from webui.photo_input import PhotoInput
 from webui.schema import MAX_SEED, Limits
-from webui.studio.config import CUSTOM, ExamplePrompt, StudioConfig
-from webui.studio.handlers import Studio
+from webui.web.photo_input import PhotoInput
+from webui.web.studio.config import CUSTOM, ExamplePrompt, StudioConfig
+from webui.web.studio.handlers import Studio
 
 JOB_CONCURRENCY_ID = "worker-jobs"
 """Every job event shares one concurrency limit: the web front's share of the workers."""

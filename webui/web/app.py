@@ -29,16 +29,16 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 from starlette.routing import Mount
 
-from webui.cache_janitor import CacheJanitor
 from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.images import guard_decoding
-from webui.request_guard import RequestGuard
 from webui.settings import WebSettings, settings_problems
 from webui.share import ShareTunnel
-from webui.studio.config import CSS_PATH, load_examples, load_studio_config
-from webui.studio.handlers import Studio
-from webui.studio.layout import build_studio
-from webui.worker_client import WorkerClient, WorkerInfoCache
+from webui.web.cache_janitor import CacheJanitor
+from webui.web.request_guard import RequestGuard
+from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
+from webui.web.studio.handlers import Studio
+from webui.web.studio.layout import build_studio
+from webui.web.worker_client import WorkerClient, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
 

@@ -15,9 +15,9 @@ import gradio as gr
 
 from webui.contract import MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.images import UploadError
-from webui.presence import EventStreams, cancelled_when_client_leaves
-from webui.studio.photos import encode_photo_file, save_image
-from webui.worker_client import JobOutcome, WorkerClient, WorkerError, WorkerInfoCache
+from webui.web.presence import EventStreams, cancelled_when_client_leaves
+from webui.web.studio.photos import encode_photo_file, save_image
+from webui.web.worker_client import JobOutcome, WorkerClient, WorkerError, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
 
