@@ -77,7 +77,7 @@ class ClusterOptions:
                             help="Seconds the cluster may take to become ready (model download and load).")
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, **extra: Any) -> "ClusterOptions":
+    def from_args(cls, args: argparse.Namespace, **extra: Any) -> ClusterOptions:
         """Options from parsed ``add_arguments`` flags (plus keyword overrides)."""
         return cls(model=args.model, lora=args.lora, nodes=args.nodes, threads=args.threads,
                    start_timeout=args.start_timeout, **extra)
@@ -132,8 +132,16 @@ class LaunchedCluster:
             **opts.extra,
         }
 
-    def start(self) -> "LaunchedCluster":
+    def start(self) -> LaunchedCluster:
         """Start ``launch.py`` and wait until every node part is UP in HAProxy."""
+        self.launch()
+        wait_http(f"{self.sidecar_url}/status", timeout=self.options.start_timeout, proc=self.proc)
+        self.wait_all_up(self.options.start_timeout)
+        logger.info("cluster %s ready: %s", self.name, self.public_url)
+        return self
+
+    def launch(self) -> LaunchedCluster:
+        """Start ``launch.py`` and return at once (``start`` also waits until it is up)."""
         if self.options.model == "demo":
             # Build the offline demo model once, before several workers would race to build it
             # (imported here: it pulls in diffusers, which a cluster of another model never needs).
@@ -146,9 +154,6 @@ class LaunchedCluster:
         self.proc = self.processes.start(["python", "launch.py", "--cluster", str(config)], env=env,
                                          log_name=f"{self.name}-launch")
         logger.info("cluster %s starting (log: %s)", self.name, self.proc.log_path)
-        wait_http(f"{self.sidecar_url}/status", timeout=self.options.start_timeout, proc=self.proc)
-        self.wait_all_up(self.options.start_timeout)
-        logger.info("cluster %s ready: %s", self.name, self.public_url)
         return self
 
     def describe_for_file(self) -> dict[str, Any]:
@@ -169,7 +174,7 @@ class LaunchedCluster:
         elif self._owns_run_dir and self._owns_processes:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
-    def __enter__(self) -> "LaunchedCluster":
+    def __enter__(self) -> LaunchedCluster:
         try:
             return self.start()
         except BaseException:
