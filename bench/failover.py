@@ -354,7 +354,7 @@ def plot(records: list[Record], failures: list[Failure], samples: list[StateSamp
     top.grid(alpha=0.3)
     for row, server in enumerate(servers):
         changes = [s for s in samples if s.server == server]
-        for current, following in zip(changes, changes[1:] + [None]):
+        for current, following in zip(changes, changes[1:] + [None], strict=True):
             end = following.t if following else duration
             colour = STATE_COLOURS.get(current.status, TRANSITION_COLOUR)
             bottom.broken_barh([(current.t, end - current.t)], (row - 0.4, 0.8), color=colour)

@@ -37,7 +37,7 @@ class LatencyStats:
     max_ms: float
 
     @classmethod
-    def from_seconds(cls, values: Iterable[float]) -> "LatencyStats":
+    def from_seconds(cls, values: Iterable[float]) -> LatencyStats:
         """Summarise latencies given in seconds (an empty set gives NaNs and count 0)."""
         data = np.asarray(list(values), dtype=float) * 1000.0
         if data.size == 0:

@@ -75,7 +75,7 @@ class Throughput:
         """Completed requests per second of wall time."""
         return self.ok / self.seconds if self.seconds > 0 else 0.0
 
-    def __add__(self, other: "Throughput") -> "Throughput":
+    def __add__(self, other: Throughput) -> Throughput:
         return Throughput(self.workers, self.clients, self.ok + other.ok, self.failed + other.failed,
                           self.seconds + other.seconds, self.phases + other.phases)
 

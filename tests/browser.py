@@ -90,7 +90,7 @@ class Summary:
     web_node: str
 
     @classmethod
-    def parse(cls, text: str) -> "Summary":
+    def parse(cls, text: str) -> Summary:
         """Parse ``Seed 123 · 512×512 · 8 steps · … · worker w1 · node n1 · 1.2 s``."""
         seed = re.search(r"Seed\s+(\d+)", text)
         size = re.search(r"(\d+)\s*×\s*(\d+)", text)
@@ -110,7 +110,7 @@ class StudioPage:
         self.screenshot_prefix = screenshot_prefix
 
     # ------------------------------------------------------------------ navigation
-    def open(self) -> "StudioPage":
+    def open(self) -> StudioPage:
         """Load (or reload) the page and wait until the controls and the model note are there."""
         self.page.goto(self.base_url, wait_until="domcontentloaded", timeout=UI_TIMEOUT_MS)
         expect(self.page.locator("#prompt textarea")).to_be_visible(timeout=UI_TIMEOUT_MS)

@@ -198,7 +198,8 @@ def one_worker(cluster: LaunchedCluster):
 def test_more_jobs_than_workers_all_complete_in_order(cluster: LaunchedCluster, one_worker: None) -> None:
     rest = httpx.Client(base_url=cluster.public_url, timeout=120)
     jobs = [small_job(i).rest_body() for i in range(4)]
-    results = send_in_order(cluster.runtime, "workers", [lambda job=job: rest.post("/generate", json=job) for job in jobs])
+    calls = [lambda job=job: rest.post("/generate", json=job) for job in jobs]
+    results = send_in_order(cluster.runtime, "workers", calls)
     rest.close()
     assert [response.status_code for _, response in results] == [200] * 4
     assert [response.json()["seed"] for _, response in results] == [job["seed"] for job in jobs]
@@ -217,7 +218,8 @@ def test_beyond_the_bounded_wait_a_clear_503(cluster: LaunchedCluster, one_worke
     for steps in (20, 40, 80):
         long_job = {"prompt": "long", "steps": steps, "width": 768, "height": 768}
         (_, running), (_, waiting) = run_concurrently(
-            [lambda: rest.post("/generate", json=long_job), lambda: rest.post("/generate", json=small_job(0).rest_body())],
+            [lambda job=long_job: rest.post("/generate", json=job),
+             lambda: rest.post("/generate", json=small_job(0).rest_body())],
             spacing=0.5,
         )
         assert running.status_code == 200
@@ -269,7 +271,9 @@ def test_worker_sigkill_under_load_loses_no_job(cluster: LaunchedCluster, sticky
     assert not failed, f"{len(failed)} of {len(records)} requests failed: {failed[:3]}"
     assert entry["last_cause"] == "signal" and "SIGKILL" in entry["last_detail"]
     # Back in rotation: two jobs at once occupy both workers (one job per worker), so it serves one.
-    pair = run_concurrently([lambda i=i: RestClient(cluster.public_url).generate(small_job(900 + i)) for i in range(2)], 0)
+    pair = run_concurrently(
+        [lambda i=i: RestClient(cluster.public_url).generate(small_job(900 + i)) for i in range(2)], 0
+    )
     assert {reply.worker_id for _, reply in pair} == set(NODES)
     record_figures("worker_sigkill_under_load", {
         "killed": f"{victim}/worker",
@@ -344,8 +348,10 @@ def test_haproxy_is_restarted_with_the_sidecars_server_states(cluster: LaunchedC
     old = next(p for p in psutil.Process(cluster.proc.pid).children() if p.name() == "haproxy")
     old.kill()
     # Back, with the sidecar's states told again: node1 and node2 in rotation, the crash-looped one out.
-    wait_until(lambda: cluster.runtime.ping() and cluster.all_ready() and cluster.server_status("broken", "worker") == "MAINT",
-               "HAProxy back, node1 and node2 UP, broken in MAINT", 60, interval=0.1)
+    def back_in_step() -> bool:
+        return cluster.runtime.ping() and cluster.all_ready() and cluster.server_status("broken", "worker") == "MAINT"
+
+    wait_until(back_in_step, "HAProxy back, node1 and node2 UP, broken in MAINT", 60, interval=0.1)
     new = next(p for p in psutil.Process(cluster.proc.pid).children() if p.name() == "haproxy")
     assert new.pid != old.pid
     assert RestClient(cluster.public_url).generate(small_job(600)).worker_id in NODES

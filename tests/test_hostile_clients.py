@@ -316,7 +316,7 @@ def test_slow_uploaders_hold_no_worker_and_get_408(cluster: LaunchedCluster) -> 
         good_job_seconds = time.monotonic() - started
         assert good_job_seconds < BODY_DEADLINE, "a good job waited behind the slow uploaders"
         assert reply.seed == SMALL_JOB.seed
-        for sock, more in zip(slow, trickle):
+        for sock, more in zip(slow, trickle, strict=True):
             sock.sendall(more)
         answers = [read_answer(sock) for sock in slow]
     finally:
@@ -487,9 +487,9 @@ def test_malformed_gradio_requests_get_json_4xx_and_no_traceback(cluster: Launch
     assert (not_object.status_code, not_object.json()["error"]) == (422, "invalid_json")
     assert (not_file.status_code, not_file.json()["error"]) == (400, "invalid_upload")
     port = cluster.spec.public.port
-    sock = raw_request(port, f"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                             "Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 5000000\r\n\r\n".encode(),
-                       UPLOAD_PART_HEAD + b"a" * 2_500_000)
+    head = (f"POST /gradio_api/upload HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Content-Type: multipart/form-data; boundary=xyz\r\nContent-Length: 5000000\r\n\r\n").encode()
+    sock = raw_request(port, head, UPLOAD_PART_HEAD + b"a" * 2_500_000)
     time.sleep(0.5)
     sock.close()  # gone mid-body
     time.sleep(1.0)

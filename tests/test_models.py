@@ -254,7 +254,8 @@ def test_tiny_sdxl_round_trip(tiny_sdxl_dir: Path):
 
     calls: list[tuple[int, int]] = []
     sdxl_limits = {"limits": Limits(family=ModelFamily.SDXL)}  # sizes in multiples of 8
-    request = GenerationRequest.model_validate({"prompt": "a face", "steps": 2, "width": 88, "height": 64}, context=sdxl_limits)
+    fields = {"prompt": "a face", "steps": 2, "width": 88, "height": 64}
+    request = GenerationRequest.model_validate(fields, context=sdxl_limits)
     params = pipe.effective_params(request, seed=3)
     image = pipe.generate(params, on_step=lambda step, total: calls.append((step, total)))[0]
     assert image.size == (88, 64) and calls == [(1, 2), (2, 2)]

@@ -72,7 +72,9 @@ def test_same_seed_same_bytes_other_seed_differs(pipeline: PortraitPipeline):
     assert png_bytes(run(pipeline, seed=8)[0]) != first
 
 
-def test_deterministic_across_processes(pipeline: PortraitPipeline, processes, portrait_cache_dir: Path, tmp_path: Path):
+def test_deterministic_across_processes(
+    pipeline: PortraitPipeline, processes, portrait_cache_dir: Path, tmp_path: Path
+):
     script = (
         "import sys; from pathlib import Path\n"
         "from tests.test_pipeline import png_bytes, run\n"
@@ -125,7 +127,8 @@ def test_on_step_called_for_every_step(pipeline: PortraitPipeline):
 
     # img2img runs only the last strength * steps steps, and says so.
     calls.clear()
-    run(pipeline, steps=4, strength=0.5, init_image=Image.new("RGB", (128, 128)), on_step=lambda s, t: calls.append((s, t)))
+    photo = Image.new("RGB", (128, 128))
+    run(pipeline, steps=4, strength=0.5, init_image=photo, on_step=lambda s, t: calls.append((s, t)))
     assert calls == [(1, 2), (2, 2)]
 
 

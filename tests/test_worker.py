@@ -254,17 +254,23 @@ def test_stream_of_a_retouch_announces_the_real_step_count(worker):
 
 def test_leaving_a_stream_cancels_the_job_at_the_next_step(worker):
     before = metric_values(worker.url)
-    with httpx.stream("POST", f"{worker.url}/generate/stream",
-                      json={"prompt": "a portrait", "width": 256, "height": 256, "steps": 100}, timeout=WAIT) as response:
+    job = {"prompt": "a portrait", "width": 256, "height": 256, "steps": 100}
+    with httpx.stream("POST", f"{worker.url}/generate/stream", json=job, timeout=WAIT) as response:
         for event in stream_events(response):
             if event["step"] >= 2:
                 break
     poll_readyz(worker.url, lambda body: not body["busy"], "the cancelled job's end")
     after = metric_values(worker.url)
-    assert requests_total(after, "/generate/stream", "cancelled") == requests_total(before, "/generate/stream", "cancelled") + 1
-    steps_run = after[("portrait_worker_denoising_steps_total", ())] - before[("portrait_worker_denoising_steps_total", ())]
+    cancelled = "/generate/stream", "cancelled"
+    assert requests_total(after, *cancelled) == requests_total(before, *cancelled) + 1
+    steps_run = growth(before, after, "portrait_worker_denoising_steps_total")
     assert 2 <= steps_run < 100
     assert after[("portrait_worker_images_total", ())] == before[("portrait_worker_images_total", ())]
+
+
+def growth(before: dict, after: dict, name: str) -> float:
+    """How much an unlabelled metric grew between two ``metric_values`` readings."""
+    return after[(name, ())] - before[(name, ())]
 
 
 def test_metrics_move_after_a_request(worker):
@@ -272,9 +278,9 @@ def test_metrics_move_after_a_request(worker):
     assert generate(worker, **SMALL).status_code == 200
     after = metric_values(worker.url)
     assert requests_total(after, "/generate", "ok") == requests_total(before, "/generate", "ok") + 1
-    assert after[("portrait_worker_images_total", ())] == before[("portrait_worker_images_total", ())] + 1
-    assert after[("portrait_worker_denoising_steps_total", ())] == before[("portrait_worker_denoising_steps_total", ())] + 2
-    assert after[("portrait_worker_steps_per_second_count", ())] == before[("portrait_worker_steps_per_second_count", ())] + 1
+    assert growth(before, after, "portrait_worker_images_total") == 1
+    assert growth(before, after, "portrait_worker_denoising_steps_total") == 2
+    assert growth(before, after, "portrait_worker_steps_per_second_count") == 1
     assert after[("portrait_worker_request_duration_seconds_count", (("endpoint", "/generate"),))] > 0
     assert after[("portrait_worker_ready", ())] == 1.0 and after[("portrait_worker_queue_depth", ())] == 0.0
     info = [key for key in after if key[0] == "portrait_worker_info"]
@@ -483,7 +489,8 @@ def test_gpu_memory_gauges_read_torch_cuda_when_on_cuda(monkeypatch):
 def test_freeing_memory_after_an_oom_empties_the_cuda_cache_only_on_cuda(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
-    service = GenerationService(WorkerSettings(), lambda settings: None, FaultPlan(), WorkerMetrics(), lambda code: None)
+    service = GenerationService(WorkerSettings(), lambda settings: None, FaultPlan(), WorkerMetrics(),
+                                lambda code: None)
     service.free_memory()
     assert calls == []
     service.cuda_device = 0

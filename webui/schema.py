@@ -89,7 +89,7 @@ class GenerationRequest(BaseModel):
     strength: float = Field(0.6, gt=0.0, le=1.0, description="Retouch: how much the photo may change.")
 
     @model_validator(mode="after")
-    def _check_limits(self, info: ValidationInfo) -> "GenerationRequest":
+    def _check_limits(self, info: ValidationInfo) -> GenerationRequest:
         limits: Limits = (info.context or {}).get("limits") or Limits()
         problems = []
         if not self.prompt.strip():

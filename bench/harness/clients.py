@@ -211,7 +211,7 @@ class PageEvent:
     """elem_id of each output component, in order."""
 
     @classmethod
-    def find(cls, config: dict[str, Any], elem_id: str, trigger: str = "click") -> "PageEvent":
+    def find(cls, config: dict[str, Any], elem_id: str, trigger: str = "click") -> PageEvent:
         """The ``trigger`` event of the component with ``elem_id``; ``CallFailed`` if the page has none."""
         components = {c["id"]: c for c in config["components"]}
         target = next((c for c in components.values() if c.get("props", {}).get("elem_id") == elem_id), None)
@@ -237,7 +237,7 @@ class PageEvent:
 
     def named_outputs(self, data: list[Any]) -> dict[str, Any]:
         """The event's output data by elem_id."""
-        return {elem_id: value for elem_id, value in zip(self.outputs, data) if elem_id}
+        return {elem_id: value for elem_id, value in zip(self.outputs, data, strict=False) if elem_id}
 
 
 class BrowserProtocolClient:

@@ -117,7 +117,7 @@ class Poller:
         """One observation; subclasses record what they see."""
         raise NotImplementedError
 
-    def __enter__(self) -> "Poller":
+    def __enter__(self) -> Poller:
         self._thread.start()
         return self
 

@@ -83,7 +83,7 @@ class Processes:
                 pass
         self.procs.clear()
 
-    def __enter__(self) -> "Processes":
+    def __enter__(self) -> Processes:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -89,7 +89,7 @@ class _BodyReader:
             return await self._receive()
         try:
             message = await asyncio.wait_for(self._receive(), max(0.0, self.deadline - time.monotonic()))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise RequestRefused(
                 408, "request_timeout", f"The request body was not received within {self.timeout:g} s."
             ) from None
@@ -208,4 +208,5 @@ class RequestGuard:
         request_id = uuid.uuid4().hex
         logger.error("unexpected %s in %s %s (request id %s)", type(exc).__name__, scope["method"], scope["path"],
                      request_id, exc_info=exc)
-        return error_response(500, "internal_error", f"Unexpected error; it is in the log under request id {request_id}.")
+        detail = f"Unexpected error; it is in the log under request id {request_id}."
+        return error_response(500, "internal_error", detail)

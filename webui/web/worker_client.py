@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, Union
+from typing import Annotated, Any
 
 import httpx
 from pydantic import Field, TypeAdapter, ValidationError
@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 MAX_RETRY_AFTER = 10.0
 """Longest wait (seconds) a worker's ``Retry-After`` may impose between two attempts."""
 
-StreamEvent = Annotated[Union[ProgressEvent, ResultEvent, ErrorEvent], Field(discriminator="event")]
+StreamEvent = Annotated[ProgressEvent | ResultEvent | ErrorEvent, Field(discriminator="event")]
 _EVENT = TypeAdapter(StreamEvent)
 
 ProgressCallback = Callable[[int, int, str], None]
@@ -183,7 +183,9 @@ class WorkerClient:
                 return JobOutcome(result, attempt, (time.monotonic() - started) * 1000)
             if attempt == self.max_attempts:
                 break
-            delay = self.retry_delay if retry_after is None else min(max(retry_after, self.retry_delay), MAX_RETRY_AFTER)
+            delay = self.retry_delay
+            if retry_after is not None:
+                delay = min(max(retry_after, self.retry_delay), MAX_RETRY_AFTER)
             logger.warning(
                 "job attempt %d/%d failed (%s); retrying in %.2fs with seed %s",
                 attempt, self.max_attempts, cause, delay, payload["seed"],

@@ -54,7 +54,7 @@ class FaultPlan(BaseModel):
     prompt_marker: str = ""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> "FaultPlan":
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> FaultPlan:
         """Read ``PORTRAIT_FAULT_*``; raises ``pydantic.ValidationError`` for a malformed value."""
         plan = cls(
             oom_at_step=environ.get(FAULT_OOM_AT_STEP) or None,

@@ -128,7 +128,8 @@ def parse_payload(body: bytes, content_type: str, query: Mapping[str, str]) -> d
     media = content_type.split(";")[0].strip().lower()
     # No content type, or curl's default form type for ``-d '{...}'``: read it as JSON too.
     if media not in ("", "application/json", "application/x-www-form-urlencoded") and not media.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", f"Send the job as JSON (Content-Type: application/json), not {media}.")
+        detail = f"Send the job as JSON (Content-Type: application/json), not {media}."
+        raise ApiError(415, "unsupported_media_type", detail)
     try:
         data = json.loads(body, parse_constant=_no_constants)
     except (ValueError, RecursionError) as exc:

@@ -112,7 +112,8 @@ def resolve_source(model: str, lora: str, cache_dir: Path) -> ModelSource:
         try:
             demo_dir = ensure_demo_model(cache_dir)
         except Exception as exc:  # e.g. a read-only or full cache dir
-            raise ModelLoadError(f"model 'demo': cannot build the demo model in {cache_dir} ({one_line(exc)})") from None
+            why = f"cannot build the demo model in {cache_dir} ({one_line(exc)})"
+            raise ModelLoadError(f"model 'demo': {why}") from None
         location = str(demo_dir)
         preset = Preset(model=location, lora=str(demo_dir / LORA_SUBDIR), defaults=preset.defaults)
     is_local = _is_local(location)
@@ -126,7 +127,8 @@ def resolve_source(model: str, lora: str, cache_dir: Path) -> ModelSource:
     else:
         lora_location = str(Path(lora).expanduser().resolve()) if _is_local(lora) else lora
     return ModelSource(
-        name=model, location=location, is_local=is_local, lora=lora_location, defaults=preset.defaults if preset else None
+        name=model, location=location, is_local=is_local, lora=lora_location,
+        defaults=preset.defaults if preset else None,
     )
 
 
@@ -146,7 +148,9 @@ def detect_family(source: ModelSource) -> ModelFamily:
         if class_name in (classes.text2img.__name__, classes.img2img.__name__):
             return family
     supported = ", ".join(classes.text2img.__name__ for classes in PIPELINES.values())
-    raise ModelLoadError(f"model {source.name!r}: pipeline class {class_name!r} is not supported (supported: {supported})")
+    raise ModelLoadError(
+        f"model {source.name!r}: pipeline class {class_name!r} is not supported (supported: {supported})"
+    )
 
 
 def _model_index_path(source: ModelSource) -> Path:

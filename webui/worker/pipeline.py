@@ -54,7 +54,7 @@ class PortraitPipeline:
         self.max_side = max_side
 
     @classmethod
-    def load(cls, settings: WorkerSettings) -> "PortraitPipeline":
+    def load(cls, settings: WorkerSettings) -> PortraitPipeline:
         """Resolve ``settings.model``/``settings.lora``, load them and apply the device plan.
 
         Raises ``ModelLoadError`` (one-line message) when anything is missing or wrong.
@@ -139,7 +139,9 @@ class PortraitPipeline:
                 raise ValueError("init_image: a retouch job needs an input image")
             pipe = self.model.img2img
             image_kwargs = {
-                "image": ImageOps.fit(init_image.convert("RGB"), (params.width, params.height), Image.Resampling.LANCZOS),
+                "image": ImageOps.fit(
+                    init_image.convert("RGB"), (params.width, params.height), Image.Resampling.LANCZOS
+                ),
                 "strength": params.strength,
             }
         else:

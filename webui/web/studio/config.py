@@ -57,7 +57,7 @@ class StudioConfig(BaseModel):
     presets: list[StudioPreset]
 
     @model_validator(mode="after")
-    def _check_resolution_names(self) -> "StudioConfig":
+    def _check_resolution_names(self) -> StudioConfig:
         names = [self.defaults.resolution] + [p.resolution for p in self.presets if p.resolution]
         unknown = sorted(set(names) - set(self.resolutions))
         if unknown:

@@ -23,7 +23,8 @@ CACHE_CLEANUP = (1800, 6 * 3600)
 
 
 def apply_preset(config: StudioConfig, name: str | None, subject: str) -> tuple[Any, ...]:
-    """Values a studio preset puts in (prompt, negative, resolution, width, height, steps, guidance, images, lora, description)."""
+    """Values a studio preset puts in: (prompt, negative, resolution, width, height, steps, guidance,
+    images, lora, description)."""
     preset = config.preset(name or "")
     if preset is None:
         return (gr.skip(),) * 10
