@@ -131,27 +131,30 @@ def test_retouch_an_uploaded_photo(studio: StudioPage, tmp_path: Path) -> None:
     assert studio.error_toasts() == []
 
 
-@pytest.mark.parametrize(
-    ("change", "expected"),
-    [
-        (lambda page: page.set_slider("width", 520), ["width", "multiple of 16"]),
-        (lambda page: page.type_prompt(""), ["prompt"]),
-    ],
-    ids=["width-not-multiple-of-16", "empty-prompt"],
-)
-def test_bad_value_shows_a_readable_error(studio: StudioPage, change, expected: list[str]) -> None:
+def test_bad_value_shows_a_readable_error(studio: StudioPage) -> None:
     studio.type_prompt("a portrait")
     studio.choose("resolution", SMALL)
-    change(studio)
+    studio.type_prompt("")
     studio.start()
     error = studio.component("error")
     expect(error).to_be_visible(timeout=JOB_TIMEOUT_MS)
     studio.screenshot("error")
     message = error.inner_text()
-    for word in expected:
-        assert word in message, f"{word!r} missing from the error shown: {message!r}"
+    assert "prompt" in message, f"'prompt' missing from the error shown: {message!r}"
     assert "Traceback" not in studio.page_text()
     assert studio.gallery_count() == 0
+
+
+def test_sizes_the_page_offers_are_sizes_the_model_takes(studio: StudioPage) -> None:
+    # The demo model (Z-Image) needs multiples of 16: the sliders step by the model's own multiple,
+    # so a typed 522 becomes 528 and the job runs at 528, where the worker would refuse 522 with a 422.
+    studio.type_prompt("a portrait")
+    studio.choose("resolution", SMALL)
+    studio.set_slider("width", 522, shown=528)
+    before = studio.summary_text()
+    studio.start()
+    summary = studio.wait_for_result(before, JOB_TIMEOUT_MS)
+    assert summary.width == 528
 
 
 def test_worker_killed_mid_job_page_still_shows_image(studio: StudioPage, cluster: LaunchedCluster) -> None:

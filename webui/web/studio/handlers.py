@@ -83,6 +83,11 @@ def job_fields(
     }
 
 
+def snap(size: float, multiple: int) -> int:
+    """``size`` rounded to the nearest ``multiple`` (halves up), as a browser's range input rounds it."""
+    return int(size / multiple + 0.5) * multiple
+
+
 def api_seed(seed: float | None) -> int | None:
     """The API's seed convention: -1 (or nothing) means random."""
     return None if seed is None or seed == -1 else int(seed)
@@ -230,7 +235,10 @@ class Studio:
         seed: float | None, randomize: bool, lora_scale: float, num_images: float,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[Any, ...]:
-        """The Generate button."""
+        """The Generate button. A typed size is rounded to the model's multiple, as the slider shows it."""
+        info = await self.worker_info.get()
+        if not isinstance(info, str):
+            width, height = snap(width, info.size_multiple), snap(height, info.size_multiple)
         fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, ui_seed(seed, randomize),
                             lora_scale, num_images)
         return await self.ui_job(fields, progress)
