@@ -55,7 +55,7 @@ from balancer.cluster import (
     load_cluster_file,
     parse_cluster,
 )
-from balancer.haproxy import HAProxyError, RuntimeAPI, ServerState
+from balancer.runtime_api import RuntimeAPI, RuntimeAPIError, ServerState
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
 from balancer.lifetime import terminate_with_parent
 from balancer.restart_policy import RestartPolicy
@@ -89,7 +89,7 @@ class HAProxyGate:
             return False
         try:
             self.api.set_server_state(backend, server, state)
-        except (OSError, HAProxyError) as exc:
+        except (OSError, RuntimeAPIError) as exc:
             logger.warning("could not set %s/%s to %s in HAProxy: %s", backend, server, state, exc)
             return False
         logger.info("HAProxy: %s/%s -> %s", backend, server, state)

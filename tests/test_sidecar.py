@@ -7,8 +7,12 @@ cluster tests do the same with real workers and web fronts.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -21,6 +25,7 @@ from balancer.cluster import parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import PROBES_BACKEND, render_config
 from balancer.restart_policy import RestartPolicy
+from balancer.runtime_api import AsyncRuntimeAPI
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, wait_status, wait_until
 from tests.helpers import Processes, free_port, wait_http
 from webui.settings import EXIT_LOAD_FAILED, EXIT_OOM
@@ -212,6 +217,18 @@ def test_started_parts_are_ready_and_in_rotation(cluster: SupervisedCluster) -> 
     wait_status(cluster.api, "webs", "a", "UP")
 
 
+def test_the_async_runtime_client_reads_haproxy_as_the_blocking_one_does(cluster: SupervisedCluster) -> None:
+    async def read() -> tuple[bool, list]:
+        api = AsyncRuntimeAPI(cluster.spec.socket_path)
+        return await api.ping(), await api.servers("workers")
+
+    answers, servers = asyncio.run(read())
+    assert answers
+    # Weights ramp (slowstart) and c comes and goes: compare what holds still.
+    assert [(s.backend, s.server) for s in servers] == [(s.backend, s.server) for s in cluster.api.servers("workers")]
+    assert next(s for s in servers if s.server == "a").status == cluster.api.server("workers", "a").status == "UP"
+
+
 def test_oom_exit_is_restarted_and_recorded(cluster: SupervisedCluster) -> None:
     entry = cluster.wait_ready("b", restarts=1)
     assert entry["last_cause"] == "oom_exit" and entry["last_returncode"] == EXIT_OOM
@@ -339,3 +356,43 @@ def test_children_do_not_outlive_a_sigkilled_sidecar(tmp_path: Path, processes: 
     sidecar.kill()
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"orphans left behind: {[proc.pid for proc in alive]}"
+
+
+# --- the asyncio runtime client against an HAProxy that does not answer -----------------------
+
+
+class SilentSocket:
+    """A UNIX socket that accepts connections and never answers: an HAProxy that hangs."""
+
+    def __init__(self, path: Path) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(64)
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def __enter__(self) -> "SilentSocket":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_the_async_runtime_client_gives_up_on_a_silent_socket(tmp_path: Path) -> None:
+    with SilentSocket(tmp_path / "haproxy.sock"):
+        api = AsyncRuntimeAPI(tmp_path / "haproxy.sock", timeout=0.3)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            asyncio.run(api.command("show info"))
+        assert time.monotonic() - start < 2
+        assert asyncio.run(api.ping()) is False
