@@ -253,7 +253,7 @@ class ProcessSupervisor:
                 if exited.done():
                     probe.cancel()
                     self._haproxy("maint")  # first of all: no more requests to it
-                    return None if stop.done() else self._classify_exit()
+                    return None if stop.done() else await self._classify_exit()
                 if stop.done():
                     probe.cancel()
                     return None
@@ -298,7 +298,7 @@ class ProcessSupervisor:
         self._haproxy("maint")
         logger.error("%s: no answer from %s for %.0f s: killing pid %d", self.name, self.probe_url, silent_for, self.proc.pid)
         returncode = await self._terminate(grace=0.0)  # stuck: no graceful stop to wait for
-        return self.classifier.classify(returncode, self.proc.pid, None, stuck=True)
+        return await self.classifier.classify(returncode, self.proc.pid, None, stuck=True)
 
     async def _terminate(self, grace: float) -> int:
         """SIGTERM the process and its descendants, SIGKILL after ``grace``; then its whole group."""
@@ -315,10 +315,10 @@ class ProcessSupervisor:
         kill_group(self.proc.pid)
         return returncode
 
-    def _classify_exit(self) -> Death:
+    async def _classify_exit(self) -> Death:
         assert self.proc is not None
         kill_group(self.proc.pid)  # leftovers of the dead process's group: no orphans
-        return self.classifier.classify(self.proc.returncode, self.proc.pid, self._oom_baseline)
+        return await self.classifier.classify(self.proc.returncode, self.proc.pid, self._oom_baseline)
 
     def _record(self, death: Death) -> None:
         self.policy.record_death()

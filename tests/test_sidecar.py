@@ -20,7 +20,7 @@ import psutil
 import pytest
 import yaml
 
-from balancer.causes import DeathCause, DeathClassifier, KernelLog, OomKillCounter, candidate_counter_files
+from balancer.causes import Death, DeathCause, DeathClassifier, KernelLog, OomKillCounter, candidate_counter_files
 from balancer.cluster import parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import PROBES_BACKEND, render_config
@@ -70,6 +70,11 @@ def test_restart_policy_forgets_old_deaths() -> None:
 # --- causes of death ------------------------------------------------------------------------
 
 
+def classify(classifier: DeathClassifier, returncode: int, pid: int, oom_baseline: int | None) -> Death:
+    """``DeathClassifier.classify`` (a coroutine: it reads the kernel log in a thread), run to its end."""
+    return asyncio.run(classifier.classify(returncode, pid=pid, oom_baseline=oom_baseline))
+
+
 @pytest.fixture
 def counter_file(tmp_path: Path) -> Path:
     path = tmp_path / "memory.events"
@@ -90,7 +95,7 @@ def counter_file(tmp_path: Path) -> Path:
 )
 def test_exit_statuses_are_classified(counter_file: Path, returncode: int, cause: DeathCause, detail: str) -> None:
     classifier = DeathClassifier(OomKillCounter(counter_file), KernelLog(counter_file.parent / "no-kmsg"))
-    death = classifier.classify(returncode, pid=4242, oom_baseline=classifier.baseline())
+    death = classify(classifier, returncode, pid=4242, oom_baseline=classifier.baseline())
     assert death.cause is cause and detail in death.detail
 
 
@@ -99,22 +104,22 @@ def test_sigkill_after_the_cgroup_oom_counter_grew_is_the_oom_killer(counter_fil
     baseline = classifier.baseline()
     assert baseline == 1
     counter_file.write_text("oom 2\noom_kill 2\n")
-    death = classifier.classify(-signal.SIGKILL, pid=4242, oom_baseline=baseline)
+    death = classify(classifier, -signal.SIGKILL, pid=4242, oom_baseline=baseline)
     assert death.cause is DeathCause.OOM_KILLER and "oom_kill 1 -> 2" in death.detail
     # Another signal is not the OOM killer, whatever the counter says.
-    assert classifier.classify(-signal.SIGTERM, pid=4243, oom_baseline=baseline).cause is DeathCause.SIGNAL
+    assert classify(classifier, -signal.SIGTERM, pid=4243, oom_baseline=baseline).cause is DeathCause.SIGNAL
     # One OOM kill explains one death: a later SIGKILL (of a process started before it) is not one.
-    assert classifier.classify(-signal.SIGKILL, pid=4244, oom_baseline=baseline).cause is DeathCause.SIGNAL
+    assert classify(classifier, -signal.SIGKILL, pid=4244, oom_baseline=baseline).cause is DeathCause.SIGNAL
     # Nor is the SIGKILL of a process started after the kill.
-    assert classifier.classify(-signal.SIGKILL, pid=4245, oom_baseline=2).cause is DeathCause.SIGNAL
+    assert classify(classifier, -signal.SIGKILL, pid=4245, oom_baseline=2).cause is DeathCause.SIGNAL
 
 
 def test_sigkill_named_in_the_kernel_log_is_the_oom_killer(tmp_path: Path) -> None:
     kmsg = tmp_path / "kmsg"
     kmsg.write_text("6,100,5,-;Memory cgroup out of memory: Killed process 4242 (python) total-vm:1kB\n")
     classifier = DeathClassifier(OomKillCounter(None), KernelLog(kmsg))
-    assert classifier.classify(-signal.SIGKILL, pid=4242, oom_baseline=None).cause is DeathCause.OOM_KILLER
-    assert classifier.classify(-signal.SIGKILL, pid=4243, oom_baseline=None).cause is DeathCause.SIGNAL
+    assert classify(classifier, -signal.SIGKILL, pid=4242, oom_baseline=None).cause is DeathCause.OOM_KILLER
+    assert classify(classifier, -signal.SIGKILL, pid=4243, oom_baseline=None).cause is DeathCause.SIGNAL
 
 
 def test_cgroup_counter_files_are_found_for_v1_and_v2(tmp_path: Path) -> None:
