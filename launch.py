@@ -24,9 +24,10 @@ import sys
 from pydantic_settings import CliApp
 
 from balancer.cluster import ClusterConfigError, ClusterSpec
-from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, write_config
+from balancer.haproxy import HAProxyError, HAProxyProcess, write_config
 from balancer.haproxy_config import render_config
 from balancer.run_dir import prepare_run_dir
+from balancer.runtime_api import AsyncRuntimeAPI
 from balancer.settings import LaunchSettings
 from balancer.share import ShareTunnel
 from balancer.sidecar import Sidecar, configure_logging
@@ -52,12 +53,12 @@ async def keep_haproxy_alive(haproxy: HAProxyProcess, sidecar: Sidecar, interval
         except (HAProxyError, OSError) as exc:
             logger.error("%s", exc)
             continue
-        sidecar.gate.reapply()
+        await sidecar.gate.reapply()
 
 
 async def run_cluster(spec: ClusterSpec, haproxy: HAProxyProcess) -> None:
     """Run the sidecar (and the HAProxy watchdog) until SIGINT/SIGTERM."""
-    sidecar = Sidecar(spec, RuntimeAPI(spec.socket_path))
+    sidecar = Sidecar(spec, AsyncRuntimeAPI(spec.socket_path))
     watchdog = asyncio.create_task(keep_haproxy_alive(haproxy, sidecar))
     try:
         await sidecar.run()

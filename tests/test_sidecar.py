@@ -25,6 +25,7 @@ from balancer.cluster import parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import PROBES_BACKEND, render_config
 from balancer.restart_policy import RestartPolicy
+from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, wait_status, wait_until
 from tests.helpers import Processes, free_port, wait_http
@@ -363,7 +364,7 @@ def test_children_do_not_outlive_a_sigkilled_sidecar(tmp_path: Path, processes: 
     assert not alive, f"orphans left behind: {[proc.pid for proc in alive]}"
 
 
-# --- the asyncio runtime client against an HAProxy that does not answer -----------------------
+# --- a sidecar whose HAProxy does not answer ------------------------------------------------
 
 
 class SilentSocket:
@@ -401,3 +402,32 @@ def test_the_async_runtime_client_gives_up_on_a_silent_socket(tmp_path: Path) ->
             asyncio.run(api.command("show info"))
         assert time.monotonic() - start < 2
         assert asyncio.run(api.ping()) is False
+
+
+def test_the_sidecars_loop_is_not_blocked_while_haproxy_does_not_answer(tmp_path: Path,
+                                                                      processes: Processes) -> None:
+    run_dir = prepare_run_dir(tmp_path / "run")
+    port = free_port()
+    data = {"run_dir": str(run_dir), "sidecar": {"port": free_port(), "probe_interval": 0.2},
+            "nodes": [{"name": "a", "worker": {"port": port, "command": fake_command("a-worker", port)}}]}
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump(data))
+    spec = parse_cluster(data)
+    status_url = f"{spec.sidecar.url}/status"
+    with SilentSocket(spec.socket_path) as silent:
+        sidecar = processes.start(["python", "-m", "balancer.sidecar", "--cluster", str(cluster_file)],
+                                  log_name="sidecar-silent-haproxy")
+        wait_until(lambda: silent.accepted or sidecar.poll() is not None, "a command to HAProxy", 30)
+        wait_http(status_url, proc=sidecar, timeout=30)
+        # Each command waits up to 5 s for an answer that never comes; meanwhile the loop serves.
+        latencies = []
+        for _ in range(12):
+            start = time.monotonic()
+            assert httpx.get(status_url, timeout=5).status_code == 200
+            latencies.append(time.monotonic() - start)
+            time.sleep(0.2)
+        assert max(latencies) < 1.0, latencies
+        # Supervision goes on too: the command times out, the part starts and becomes ready.
+        wait_until(lambda: "could not set workers/a to maint in HAProxy: TimeoutError" in sidecar.log_path.read_text(),
+                   "the command's timeout", 20)
+        wait_until(lambda: httpx.get(status_url).json()["nodes"]["a"]["worker"]["state"] == "ready", "a ready", 30)
