@@ -1,7 +1,10 @@
-"""The processes the sidecar supervises (``balancer.supervisor.Child``).
+"""The processes the sidecar supervises (``balancer.supervisor.Child``): node parts and HAProxy.
 
 - ``NodeProcess``: a web front or worker, started from its command line in its own process
   group (output appended to its log), probed over HTTP, its HAProxy server set through the gate.
+- ``HAProxyChild``: HAProxy itself (``HAProxyProcess``, started and stopped in a worker thread),
+  probed over its runtime API; once it answers after a (re)start, every server's state is
+  told to it again.
 """
 
 from __future__ import annotations
@@ -11,15 +14,18 @@ import contextlib
 import logging
 import os
 import signal
+import subprocess
 from pathlib import Path
 
 import httpx
 import psutil
 
 from balancer.gate import HAProxyGate
+from balancer.haproxy import HAProxyError, HAProxyProcess
 from balancer.lifetime import terminate_with_parent
 from balancer.run_dir import open_private_log, private_dir
-from balancer.runtime_api import ServerState
+from balancer.runtime_api import AsyncRuntimeAPI, ServerState
+from balancer.supervisor import StartFailed
 
 logger = logging.getLogger("balancer.sidecar")
 
@@ -141,3 +147,64 @@ class NodeProcess:
     async def aclose(self) -> None:
         """Close the probe's HTTP client."""
         await self._http.aclose()
+
+
+class HAProxyChild:
+    """HAProxy as a supervised process: ``HAProxyProcess`` does the work, in a worker thread.
+
+    The worker threads of asyncio's default executor live as long as the event loop, so
+    HAProxy's parent-death signal (``balancer.lifetime``) fires only when the sidecar dies.
+    """
+
+    EXIT_POLL = 0.1
+    """Seconds between checks whether HAProxy exited."""
+
+    def __init__(self, haproxy: HAProxyProcess, api: AsyncRuntimeAPI, gate: HAProxyGate) -> None:
+        self.haproxy = haproxy
+        self.api = api
+        self.gate = gate
+        self.log_path = haproxy.log_path
+        self.probe_target = str(api.socket_path)
+        self._proc: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running HAProxy, None when there is none."""
+        return self.haproxy.pid
+
+    async def start(self) -> int:
+        """Validate the configuration, start HAProxy and wait until its runtime API answers; its PID."""
+        try:
+            await asyncio.to_thread(self.haproxy.start)
+        except HAProxyError as exc:
+            raise StartFailed(str(exc)) from exc
+        assert self.haproxy.proc is not None
+        self._proc = self.haproxy.proc
+        return self._proc.pid
+
+    async def wait(self) -> int:
+        """HAProxy's exit status once it exited."""
+        assert self._proc is not None
+        while (returncode := self._proc.poll()) is None:
+            await asyncio.sleep(self.EXIT_POLL)
+        return returncode
+
+    async def probe(self) -> bool:
+        """Whether the runtime API answers."""
+        return await self.api.ping()
+
+    async def stop(self) -> int | None:
+        """Soft-stop (open requests finish), SIGTERM, then SIGKILL (``HAProxyProcess.stop``)."""
+        return await asyncio.to_thread(self.haproxy.stop)
+
+    async def kill(self) -> int | None:
+        """Stop it with no soft-stop wait."""
+        return await asyncio.to_thread(self.haproxy.stop, 0.0)
+
+    async def tell_haproxy(self, state: ServerState) -> None:
+        """Once HAProxy answers (after each start), tell it every server's state again."""
+        if state == "ready":
+            await self.gate.reapply()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""

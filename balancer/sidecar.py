@@ -1,20 +1,28 @@
-"""The sidecar: keeps every managed node process on this host running and in step with HAProxy.
+"""The sidecar: keeps every managed node process on this host, and HAProxy, running and in step.
 
-    python -m balancer.sidecar --cluster cluster.yaml     # usually run by launch.py, in its process
+    python -m balancer.sidecar --cluster cluster.yaml     # node parts only, for an HAProxy run elsewhere
 
-Each managed node part (web front, worker) has one ``ProcessSupervisor`` (``balancer.supervisor``:
-start, probe, restart with backoff, crash loop, ``POST /retry``) over a ``NodeProcess``
-(``balancer.children``): started in its own process group, output appended to
-``RUN_DIR/logs/NODE-PART.log`` (a web front gets its own Gradio temp dir, ``RUN_DIR/gradio/NODE``),
-probed over HTTP (workers: ``/readyz``, model loaded and warm; web fronts: ``/healthz``,
-HAProxy's own checks decide readiness); its server is in ``maint`` until it answers, ``ready``
-then, ``maint`` first thing when it dies.
+``launch.py`` runs the sidecar in its own process, with HAProxy.
 
-Everything runs on one asyncio event loop: on SIGINT/SIGTERM every server is set to ``drain``,
-every process gets SIGTERM, then SIGKILL after ``stop_grace`` (the whole process group, so
-nothing is orphaned), then ``maint``. HAProxy's runtime API is spoken asynchronously
-(``AsyncRuntimeAPI``), the kernel log read in a thread, so nothing blocks the loop.
-``/status`` and ``/metrics`` are served on the sidecar's port (``balancer.status``).
+Each supervised process has one ``ProcessSupervisor`` (``balancer.supervisor``: start, probe,
+restart with backoff, crash loop, ``POST /retry``) over a ``Child`` (``balancer.children``):
+
+- each managed node part (web front, worker): started in its own process group, output
+  appended to ``RUN_DIR/logs/NODE-PART.log`` (a web front gets its own Gradio temp dir,
+  ``RUN_DIR/gradio/NODE``), probed over HTTP (workers: ``/readyz``, model loaded and warm; web
+  fronts: ``/healthz``, HAProxy's own checks decide readiness); its server is in ``maint``
+  until it answers, ``ready`` then, ``maint`` first thing when it dies;
+- HAProxy, when given (``launch.py`` gives it): started before any node part (if that first
+  start fails, ``run`` raises ``StartFailed`` with HAProxy's alerts), probed over its runtime
+  API, restarted under the same policy; after each (re)start every server's state is told to
+  it again (``HAProxyGate.reapply``). It is stopped last.
+
+Everything runs on one asyncio event loop, which owns SIGINT/SIGTERM: on either, every server
+is set to ``drain``, every node process gets SIGTERM, then SIGKILL after ``stop_grace`` (the
+whole process group, so nothing is orphaned), then ``maint``; then HAProxy stops. HAProxy's
+runtime API is spoken asynchronously (``AsyncRuntimeAPI``), the kernel log read in a thread,
+so nothing blocks the loop. ``/status`` and ``/metrics`` are served on the sidecar's port
+(``balancer.status``).
 
 ``main`` (like ``launch.py``) sets a 077 umask and checks the run directory first
 (``balancer.run_dir``), so every file the sidecar and its children write is private.
@@ -36,7 +44,7 @@ import uvicorn
 
 from balancer.basic_auth import BasicAuth
 from balancer.causes import DeathClassifier, KernelLog, OomKillCounter
-from balancer.children import NodeProcess
+from balancer.children import HAProxyChild, NodeProcess
 from balancer.cluster import (
     ClusterConfigError,
     ClusterSpec,
@@ -46,10 +54,11 @@ from balancer.cluster import (
     parse_cluster,
 )
 from balancer.gate import HAProxyGate
+from balancer.haproxy import HAProxyProcess
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI
-from balancer.status import PartStatus, SidecarMetrics, status_app
+from balancer.status import BALANCER, PartStatus, SidecarMetrics, status_app
 from balancer.supervisor import ProcessSupervisor
 from webui.settings import PRIVATE_UMASK
 
@@ -91,10 +100,14 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class Sidecar:
-    """Supervises every managed node part of a cluster and serves its status."""
+    """Supervises HAProxy (when given) and every managed node part of a cluster, and serves their status."""
 
     def __init__(
-        self, spec: ClusterSpec, api: AsyncRuntimeAPI | None, base_env: dict[str, str] | None = None
+        self,
+        spec: ClusterSpec,
+        api: AsyncRuntimeAPI | None,
+        base_env: dict[str, str] | None = None,
+        haproxy: HAProxyProcess | None = None,
     ) -> None:
         self.spec = spec
         self.settings = spec.sidecar
@@ -110,6 +123,9 @@ class Sidecar:
             for kind, part in (("worker", node.worker), ("web", node.web))
             if part is not None
         ]
+        """One per managed node part."""
+        self.balancer = self._balancer_supervisor(haproxy) if haproxy is not None else None
+        """HAProxy's, when the sidecar runs it."""
 
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
         status = PartStatus(node=node.name, part=kind, backend=BACKENDS[kind], url=part.url)
@@ -133,23 +149,31 @@ class Sidecar:
             server=(BACKENDS[kind], node.name),
             private_dirs=tuple(private_dirs),
         )
+        return self._supervise_child(status, child)
+
+    def _balancer_supervisor(self, haproxy: HAProxyProcess) -> ProcessSupervisor:
+        status = PartStatus(node=BALANCER, part="haproxy", backend=None, url=self.spec.public.url)
+        probe_api = AsyncRuntimeAPI(haproxy.socket_path, timeout=self.settings.probe_timeout)
+        return self._supervise_child(status, HAProxyChild(haproxy, probe_api, self.gate))
+
+    def _supervise_child(self, status: PartStatus, child: HAProxyChild | NodeProcess) -> ProcessSupervisor:
         return ProcessSupervisor(
             status=status,
             child=child,
             settings=self.settings,
             classifier=self.classifier,
             metrics=self.metrics,
-            retry_hint=retry_command(self.spec, node.name, kind),
+            retry_hint=retry_command(self.spec, status.node, status.part),
         )
-
 
     def statuses(self) -> list[PartStatus]:
         """The status record of every supervised node part."""
         return [supervisor.status for supervisor in self.supervisors]
 
     def retry(self, node: str, part: str) -> bool | None:
-        """Retry a crash-looped node part: None if there is no such part, else whether it was crash-looped."""
-        for supervisor in self.supervisors:
+        """Retry a crash-looped part: None if there is no such part, else whether it was crash-looped."""
+        everything = self.supervisors if self.balancer is None else [self.balancer, *self.supervisors]
+        for supervisor in everything:
             if (supervisor.status.node, supervisor.status.part) == (node, part):
                 return supervisor.retry()
         return None
@@ -162,13 +186,17 @@ class Sidecar:
         self.stopping.set()
 
     async def run(self) -> None:
-        """Supervise until SIGINT/SIGTERM (or ``request_stop``), then stop every process."""
+        """Supervise until SIGINT/SIGTERM (or ``request_stop``), then stop every process.
+
+        ``StartFailed`` when HAProxy's first start failed (nothing else was started then).
+        """
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop, signum)
         retry_auth = BasicAuth(self.spec.stats.user, self.spec.stats.password)
+        haproxy_status = self.balancer.status if self.balancer is not None else None
         config = uvicorn.Config(
-            status_app(self.statuses, self.metrics, self.retry, retry_auth),
+            status_app(self.statuses, self.metrics, self.retry, retry_auth, haproxy_status),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",
@@ -186,16 +214,50 @@ class Sidecar:
         logger.info("all processes stopped")
 
     async def _supervise(self) -> None:
-        """Run every node part's supervisor until they all stopped; stop them all if one fails."""
-        tasks = [asyncio.create_task(supervisor.run(self.stopping)) for supervisor in self.supervisors]
+        """HAProxy first, then the node parts until they stop; HAProxy stops last."""
+        if self.balancer is None:
+            await self._supervise_nodes(None)
+            return
+        balancer_stopping = asyncio.Event()
+        balancer = asyncio.create_task(self.balancer.run(balancer_stopping))
         try:
-            await asyncio.gather(*tasks)
-            await self.stopping.wait()
+            await self._until_started(balancer)
+            await self._supervise_nodes(balancer)
+        finally:
+            balancer_stopping.set()
+            if not balancer.done():
+                await balancer
+
+    async def _until_started(self, balancer: asyncio.Task) -> None:
+        """Wait for HAProxy's first start; raise why it failed."""
+        assert self.balancer is not None
+        started = asyncio.create_task(self.balancer.started.wait())
+        try:
+            await asyncio.wait({started, balancer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+        if balancer.done():
+            balancer.result()
+
+    async def _supervise_nodes(self, balancer: asyncio.Task | None) -> None:
+        """Run every node part's supervisor until they all stopped; stop them all if one (or HAProxy's) fails."""
+        tasks = [asyncio.create_task(supervisor.run(self.stopping)) for supervisor in self.supervisors]
+        nodes = asyncio.create_task(self._until_stopped(tasks))
+        try:
+            if balancer is not None:
+                await asyncio.wait({nodes, balancer}, return_when=asyncio.FIRST_COMPLETED)
+                if balancer.done():
+                    balancer.result()  # before the nodes stopped, HAProxy's supervisor can only have failed
+            await nodes
         except Exception:
             logger.exception("a supervisor failed; stopping everything")
             self.request_stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(nodes, *tasks, return_exceptions=True)
             raise
+
+    async def _until_stopped(self, tasks: list[asyncio.Task]) -> None:
+        await asyncio.gather(*tasks)
+        await self.stopping.wait()
 
 
 def configure_logging() -> None:
@@ -205,7 +267,9 @@ def configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m balancer.sidecar --cluster FILE``: supervise the managed nodes of a cluster file."""
+    """``python -m balancer.sidecar --cluster FILE``: supervise the managed nodes of a cluster file.
+
+    HAProxy is not started here: this talks to one already running (``launch.py`` runs both)."""
     parser = argparse.ArgumentParser(prog="python -m balancer.sidecar", description=__doc__.splitlines()[0])
     parser.add_argument("--cluster", type=Path, required=True, help="Cluster YAML file (see assets/cluster.example.yaml).")
     parser.add_argument("--no-haproxy", action="store_true", help="Do not talk to HAProxy's runtime API.")

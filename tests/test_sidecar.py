@@ -364,7 +364,60 @@ def test_children_do_not_outlive_a_sigkilled_sidecar(tmp_path: Path, processes: 
     assert not alive, f"orphans left behind: {[proc.pid for proc in alive]}"
 
 
-# --- a sidecar whose HAProxy does not answer ------------------------------------------------
+# --- HAProxy under the sidecar (launch.py); a sidecar whose HAProxy stops answering ----------
+
+
+def test_haproxy_killed_under_launch_is_restarted_and_told_the_servers_states(tmp_path: Path,
+                                                                             processes: Processes) -> None:
+    ports = {name: free_port() for name in ("a-worker", "c-worker")}
+    data = cluster_data(
+        tmp_path / "run", [], [],
+        sidecar={"port": free_port(), "probe_interval": 0.2, "backoff_initial": 0.2, "crash_loop_deaths": 2,
+                 "stop_grace": 3.0},
+        nodes=[
+            {"name": "a", "worker": {"port": ports["a-worker"],
+                                     "command": fake_command("a-worker", ports["a-worker"])}},
+            # Crash-loops at once: the sidecar holds its server in maint.
+            {"name": "c", "worker": {"port": ports["c-worker"], "command": fake_command(
+                "c-worker", ports["c-worker"], "--exit-code", "3", "--exit-after", "0.2")}},
+        ],
+    )
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump(data))
+    spec = parse_cluster(data)
+    api = RuntimeAPI(spec.socket_path)
+    launch = processes.start(["python", "launch.py", "--cluster", str(cluster_file)], log_name="launch-haproxy-kill")
+    status_url = f"{spec.sidecar.url}/status"
+    wait_http(status_url, proc=launch, timeout=60)
+    wait_until(lambda: httpx.get(status_url).json()["crash_looped"] == ["c/worker"], "c/worker crash-looped", 30)
+    wait_status(api, "workers", "a", "UP")
+    assert api.server("workers", "c").status == "MAINT"
+    before = httpx.get(status_url).json()["haproxy"]
+    assert before["state"] == "ready" and before["restarts"] == 0
+
+    os.kill(before["pid"], signal.SIGKILL)
+    after = wait_until(lambda: (entry := httpx.get(status_url).json()["haproxy"])["restarts"] == 1
+                       and entry["state"] == "ready" and entry, "HAProxy restarted", 30)
+    assert after["pid"] not in (None, before["pid"]) and psutil.pid_exists(after["pid"])
+    assert after["last_cause"] == "signal" and "SIGKILL" in after["last_detail"]
+    # A fresh HAProxy starts every server out ready; the sidecar put c back in maint (a dead server
+    # left to the health checks would be DOWN, never MAINT) and a back in rotation.
+    wait_status(api, "workers", "c", "MAINT", timeout=5)
+    wait_status(api, "workers", "a", "UP")
+    metrics = httpx.get(f"{spec.sidecar.url}/metrics").text
+    assert 'portrait_sidecar_restarts_total{node="balancer",part="haproxy"} 1.0' in metrics
+    assert 'portrait_sidecar_deaths_total{cause="signal",node="balancer",part="haproxy"} 1.0' in metrics
+
+    # One signal owner: SIGTERM drains and stops the nodes, then HAProxy; launch.py exits 0, nothing left.
+    children = psutil.Process(launch.pid).children(recursive=True)
+    launch.send_signal(signal.SIGTERM)
+    assert launch.wait(timeout=30) == 0
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"left running: {alive}"
+    log = launch.log_path.read_text().splitlines()
+    stopped = next(i for i, line in enumerate(log) if "HAProxy stopped" in line)
+    assert max(i for i, line in enumerate(log) if "HAProxy: workers/a -> maint" in line) < stopped
+    assert "HAProxy exited unexpectedly" not in "\n".join(log)  # no second watchdog
 
 
 class SilentSocket:
