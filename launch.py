@@ -6,64 +6,52 @@
     python launch.py --help
 
 It renders HAProxy's configuration from the cluster description and checks it with
-``haproxy -c``, starts HAProxy (and restarts it should it die), then runs the sidecar, which
-starts every managed node (worker + web front), restarts the ones that die and keeps HAProxy
-in step. It prints the public URL and the stats URL, and stops everything on Ctrl-C or
-SIGTERM: servers drained, node processes stopped, HAProxy stopped.
+``haproxy -c`` (exit status 2 and HAProxy's alerts if it is rejected), then runs the sidecar
+(``balancer.sidecar``), which supervises everything on one event loop: HAProxy first (exit
+status 2 if it does not start), then every managed node (worker + web front); it restarts
+whatever dies, HAProxy included, and keeps HAProxy told which servers may take traffic. It
+prints the public URL and the stats URL once HAProxy is up. The sidecar owns SIGINT and
+SIGTERM: on either, servers are drained, node processes stopped, HAProxy stopped last, and
+launch.py exits 0.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
-import signal
 import sys
 
 from pydantic_settings import CliApp
 
 from balancer.cluster import ClusterConfigError, ClusterSpec
-from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, write_config
+from balancer.haproxy import HAProxyError, HAProxyProcess, validate_config, write_config
 from balancer.haproxy_config import render_config
 from balancer.run_dir import prepare_run_dir
+from balancer.runtime_api import AsyncRuntimeAPI
 from balancer.settings import LaunchSettings
 from balancer.sidecar import Sidecar, configure_logging
+from balancer.supervisor import StartFailed
 from webui.contract import PRIVATE_UMASK
 from webui.share import ShareTunnel
 
 logger = logging.getLogger("launch")
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signal.Signals(signum).name)
+async def run_cluster(spec: ClusterSpec, haproxy: HAProxyProcess, share: ShareTunnel | None) -> None:
+    """Run the sidecar (HAProxy, then the nodes) until SIGINT/SIGTERM; the banner once HAProxy is up."""
+    sidecar = Sidecar(spec, AsyncRuntimeAPI(spec.socket_path), haproxy=haproxy)
 
+    async def announce() -> None:
+        assert sidecar.balancer is not None
+        await sidecar.balancer.started.wait()
+        print_banner(spec, share)
 
-async def keep_haproxy_alive(haproxy: HAProxyProcess, sidecar: Sidecar, interval: float = 1.0) -> None:
-    """Restart HAProxy if it exits while the cluster runs, then tell it the sidecar's server states."""
-    while not sidecar.stopping.is_set():
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(sidecar.stopping.wait(), timeout=interval)
-        if sidecar.stopping.is_set() or haproxy.alive():
-            continue
-        logger.error("HAProxy exited unexpectedly (exit %s, see %s); restarting it", haproxy.returncode, haproxy.log_path)
-        try:
-            await asyncio.to_thread(haproxy.start)
-        except (HAProxyError, OSError) as exc:
-            logger.error("%s", exc)
-            continue
-        sidecar.gate.reapply()
-
-
-async def run_cluster(spec: ClusterSpec, haproxy: HAProxyProcess) -> None:
-    """Run the sidecar (and the HAProxy watchdog) until SIGINT/SIGTERM."""
-    sidecar = Sidecar(spec, RuntimeAPI(spec.socket_path))
-    watchdog = asyncio.create_task(keep_haproxy_alive(haproxy, sidecar))
+    announcing = asyncio.create_task(announce())
     try:
         await sidecar.run()
     finally:
-        sidecar.stopping.set()
-        await watchdog
+        announcing.cancel()
 
 
 def open_share(spec: ClusterSpec) -> ShareTunnel | None:
@@ -122,13 +110,11 @@ def main(argv: list[str] | None = None) -> int:
     os.umask(PRIVATE_UMASK)  # logs, images and caches written by us and our children: this user's only
     settings = CliApp.run(LaunchSettings, cli_args=argv)
     configure_logging()
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
         spec = settings.cluster_spec()
         prepare_run_dir(spec.run_dir)
-        write_config(render_config(spec), spec.config_path)
+        validate_config(write_config(render_config(spec), spec.config_path))
         haproxy = HAProxyProcess(spec.config_path, spec.socket_path, spec.run_dir / "haproxy.log")
-        haproxy.start()
     except (ClusterConfigError, HAProxyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -137,15 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if settings.share:
             share = open_share(spec)
-        print_banner(spec, share)
-        asyncio.run(run_cluster(spec, haproxy))
-        signal.signal(signal.SIGTERM, _interrupt)  # the sidecar's loop reset it
-    except KeyboardInterrupt:
+        asyncio.run(run_cluster(spec, haproxy, share))
+    except StartFailed as exc:  # HAProxy did not start: nothing else was started
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before the sidecar's event loop took the signals over
         logger.info("interrupted")
     finally:
         if share is not None:
             share.close()
-        haproxy.stop()
     return 0
 
 

@@ -2,9 +2,13 @@
 
 - ``cluster``: the cluster description (``ClusterSpec``), loaded from YAML or built by ``launch.py``.
 - ``haproxy_config``: renders a commented ``haproxy.cfg`` from a ``ClusterSpec``.
-- ``haproxy``: finds, validates, runs and talks to HAProxy (runtime API).
+- ``haproxy``: finds, validates and runs HAProxy.
+- ``runtime_api``: HAProxy's runtime API, blocking (``RuntimeAPI``) and asyncio (``AsyncRuntimeAPI``).
 - ``causes``: why a supervised process died (kernel OOM killer, OOM exit code, crash).
 - ``restart_policy``: when to restart a process and when to give up (crash loop).
-- ``sidecar``: supervises the node processes on this host and keeps HAProxy in step.
+- ``supervisor``: keeps one process running under that policy (``ProcessSupervisor``).
+- ``children``: what is supervised: node parts (``NodeProcess``) and HAProxy (``HAProxyChild``).
+- ``gate``: tells HAProxy each server's state, and again after HAProxy restarted.
+- ``sidecar``: supervises HAProxy and the node processes on this host on one event loop.
 - ``status``: the sidecar's ``/status`` (JSON) and ``/metrics`` (Prometheus) endpoints.
 """

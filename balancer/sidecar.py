@@ -1,27 +1,28 @@
-"""The sidecar: keeps every managed node process on this host running and in step with HAProxy.
+"""The sidecar: keeps every managed node process on this host, and HAProxy, running and in step.
 
-    python -m balancer.sidecar --cluster cluster.yaml     # usually started by launch.py
+    python -m balancer.sidecar --cluster cluster.yaml     # node parts only, for an HAProxy run elsewhere
 
-For each managed node part (web front, worker) one ``ProcessSupervisor``:
+``launch.py`` runs the sidecar in its own process, with HAProxy.
 
-1. puts the server in ``maint`` in HAProxy, starts the process (in its own process group,
-   output appended to ``RUN_DIR/logs/NODE-PART.log``; a web front gets its own Gradio temp
-   dir, ``RUN_DIR/gradio/NODE``) and probes it (workers: ``/readyz``,
-   model loaded and warm; web fronts: ``/healthz``, HAProxy's own checks decide readiness);
-2. once it answers, sets the server ``ready`` (HAProxy's health checks then bring it UP);
-3. when the process dies: ``maint`` first, so no request is routed to it; then the cause
-   (``balancer.causes``) is logged and counted, and the process restarted: at once the
-   first time, then with exponential backoff (``balancer.restart_policy``);
-4. a crash loop (too many deaths in a window) stops the restarts: the server stays in
-   ``maint`` and the sidecar says so (ERROR log, ``portrait_sidecar_crash_looped`` metric,
-   ``crash_looped`` in ``/status``) until an operator fixes the cause and asks for another
-   try with ``POST /retry/NODE/PART`` (HTTP basic auth: the stats page's user and password);
-5. a process that is alive but fails its probe for longer than ``stuck_after`` (or never
-   becomes ready within ``start_timeout``) is killed and restarted (cause ``stuck``).
+Each supervised process has one ``ProcessSupervisor`` (``balancer.supervisor``: start, probe,
+restart with backoff, crash loop, ``POST /retry``) over a ``Child`` (``balancer.children``):
 
-SIGINT/SIGTERM: every server is set to ``drain``, every process gets SIGTERM, then SIGKILL
-after ``stop_grace`` (the whole process group, so nothing is orphaned), then ``maint``.
-``/status`` and ``/metrics`` are served on the sidecar's port (``balancer.status``).
+- each managed node part (web front, worker): started in its own process group, output
+  appended to ``RUN_DIR/logs/NODE-PART.log`` (a web front gets its own Gradio temp dir,
+  ``RUN_DIR/gradio/NODE``), probed over HTTP (workers: ``/readyz``, model loaded and warm; web
+  fronts: ``/healthz``, HAProxy's own checks decide readiness); its server is in ``maint``
+  until it answers, ``ready`` then, ``maint`` first thing when it dies;
+- HAProxy, when given (``launch.py`` gives it): started before any node part (if that first
+  start fails, ``run`` raises ``StartFailed`` with HAProxy's alerts), probed over its runtime
+  API, restarted under the same policy; after each (re)start every server's state is told to
+  it again (``HAProxyGate.reapply``). It is stopped last.
+
+Everything runs on one asyncio event loop, which owns SIGINT/SIGTERM: on either, every server
+is set to ``drain``, every node process gets SIGTERM, then SIGKILL after ``stop_grace`` (the
+whole process group, so nothing is orphaned), then ``maint``; then HAProxy stops. HAProxy's
+runtime API is spoken asynchronously (``AsyncRuntimeAPI``), the kernel log read in a thread,
+so nothing blocks the loop. ``/status`` and ``/metrics`` are served on the sidecar's port
+(``balancer.status``).
 
 ``main`` (like ``launch.py``) sets a 077 umask and checks the run directory first
 (``balancer.run_dir``), so every file the sidecar and its children write is private.
@@ -36,31 +37,29 @@ import logging
 import os
 import signal
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
-import psutil
 import uvicorn
 
 from balancer.basic_auth import BasicAuth
-from balancer.causes import Death, DeathClassifier, KernelLog, OomKillCounter
+from balancer.causes import DeathClassifier, KernelLog, OomKillCounter
+from balancer.children import HAProxyChild, NodeProcess
 from balancer.cluster import (
     ClusterConfigError,
     ClusterSpec,
     NodeSpec,
     PartSpec,
-    SidecarSpec,
     load_cluster_file,
     parse_cluster,
 )
-from balancer.haproxy import HAProxyError, RuntimeAPI, ServerState
+from balancer.gate import HAProxyGate
+from balancer.haproxy import HAProxyProcess
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
-from balancer.lifetime import terminate_with_parent
-from balancer.restart_policy import RestartPolicy
-from balancer.run_dir import open_private_log, prepare_run_dir, private_dir
-from balancer.status import PartState, PartStatus, SidecarMetrics, status_app
+from balancer.run_dir import prepare_run_dir
+from balancer.runtime_api import AsyncRuntimeAPI
+from balancer.status import BALANCER, PartStatus, SidecarMetrics, status_app
+from balancer.supervisor import ProcessSupervisor
 from webui.contract import PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")
@@ -69,36 +68,7 @@ BACKENDS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
 """Node part -> the HAProxy backend its server is in."""
 PROBE_PATHS = {"web": "/healthz", "worker": "/readyz"}
 """What the sidecar probes: a worker is ready when its model is warm; a web front when it serves."""
-
-
-class HAProxyGate:
-    """Tells HAProxy whether a server may take traffic; logs (never raises) when it cannot.
-
-    It remembers the last state asked for each server, so that a restarted HAProxy (whose
-    servers all start out ``ready``) can be told again with ``reapply``.
-    """
-
-    def __init__(self, api: RuntimeAPI | None) -> None:
-        self.api = api
-        self.wanted: dict[tuple[str, str], ServerState] = {}
-
-    def set_state(self, backend: str, server: str, state: ServerState) -> bool:
-        """``ready``, ``drain`` or ``maint``; False when HAProxy could not be told."""
-        self.wanted[(backend, server)] = state
-        if self.api is None:
-            return False
-        try:
-            self.api.set_server_state(backend, server, state)
-        except (OSError, HAProxyError) as exc:
-            logger.warning("could not set %s/%s to %s in HAProxy: %s", backend, server, state, exc)
-            return False
-        logger.info("HAProxy: %s/%s -> %s", backend, server, state)
-        return True
-
-    def reapply(self) -> None:
-        """Tell HAProxy every state asked so far again (after it restarted)."""
-        for (backend, server), state in list(self.wanted.items()):
-            self.set_state(backend, server, state)
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -> list[str]:
@@ -121,261 +91,6 @@ def retry_command(spec: ClusterSpec, node: str, part: str) -> str:
     return f"curl -u {spec.stats.user}:STATS_PASSWORD -X POST {spec.sidecar.url}/retry/{node}/{part}"
 
 
-def process_family(pid: int) -> list[psutil.Process]:
-    """``pid`` and every process below it (empty when it is gone)."""
-    try:
-        root = psutil.Process(pid)
-        return [root, *root.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def send_signal(procs: list[psutil.Process], sig: int) -> None:
-    """Signal each process that is still there."""
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            proc.send_signal(sig)
-
-
-def kill_group(pgid: int) -> None:
-    """SIGKILL what is left of a process group we created (its leader's PID is the group id)."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-
-
-class ProcessSupervisor:
-    """Keeps one node process running, restarts it when it dies, and keeps HAProxy told."""
-
-    def __init__(
-        self,
-        status: PartStatus,
-        command: list[str],
-        env: dict[str, str],
-        log_path: Path,
-        settings: SidecarSpec,
-        gate: HAProxyGate,
-        classifier: DeathClassifier,
-        metrics: SidecarMetrics,
-        probe_url: str,
-        private_dirs: tuple[Path, ...] = (),
-        retry_hint: str = "",
-    ) -> None:
-        self.status = status
-        self.command = command
-        self.env = env
-        self.log_path = log_path
-        self.settings = settings
-        self.gate = gate
-        self.classifier = classifier
-        self.metrics = metrics
-        self.probe_url = probe_url
-        self.private_dirs = private_dirs
-        """Directories made (0700, ours) before each start, parents first."""
-        self.retry_hint = retry_hint
-        self.policy = RestartPolicy(
-            settings.backoff_initial, settings.backoff_max, settings.crash_loop_deaths, settings.crash_loop_window
-        )
-        self.proc: asyncio.subprocess.Process | None = None
-        self._oom_baseline: int | None = None
-        self._retry = asyncio.Event()
-        self.name = f"{status.node}/{status.part}"
-        metrics.register(status)
-
-    def _set_state(self, state: PartState) -> None:
-        self.status.state = state
-        self.metrics.set_state(self.status)
-
-    def _haproxy(self, state: ServerState) -> None:
-        self.gate.set_state(self.status.backend, self.status.node, state)
-
-    async def run(self, stopping: asyncio.Event) -> None:
-        """Start, watch and restart the process until ``stopping`` is set; then stop it."""
-        try:
-            async with httpx.AsyncClient(timeout=self.settings.probe_timeout) as http:
-                await self._supervise(http, stopping)
-        finally:
-            await self._stop()
-
-    async def _supervise(self, http: httpx.AsyncClient, stopping: asyncio.Event) -> None:
-        while not stopping.is_set():
-            await self._start()
-            death = await self._watch(http, stopping)
-            if death is None:
-                return
-            self._record(death)
-            if self.policy.crash_looping():
-                self._give_up()
-                if not await self._wait_for_retry(stopping):
-                    return
-                continue
-            delay = self.policy.next_delay()
-            if delay:
-                self._set_state(PartState.BACKOFF)
-                logger.info("%s: restarting in %.1f s", self.name, delay)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=delay)
-            if not stopping.is_set():
-                self.status.restarts += 1
-                self.metrics.record_restart(self.status)
-
-    async def _start(self) -> None:
-        if self.status.state is PartState.STOPPED:
-            self._haproxy("maint")  # out of rotation until it answers (after a death it already is)
-        for directory in self.private_dirs:
-            private_dir(directory)
-        self._oom_baseline = self.classifier.baseline()
-        with open_private_log(self.log_path) as log:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.command,
-                stdin=asyncio.subprocess.DEVNULL,
-                stdout=log,
-                stderr=asyncio.subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-                preexec_fn=terminate_with_parent,
-            )
-        self.status.pid = self.proc.pid
-        self.status.started_at = time.monotonic()
-        self.status.ready_at = None
-        self._set_state(PartState.STARTING)
-        logger.info("%s: started pid %d (log %s)", self.name, self.proc.pid, self.log_path)
-
-    async def _watch(self, http: httpx.AsyncClient, stopping: asyncio.Event) -> Death | None:
-        """Probe until the process dies (its ``Death``), gets stuck (killed: ``Death``) or we stop (None)."""
-        assert self.proc is not None
-        exited = asyncio.ensure_future(self.proc.wait())
-        stop = asyncio.ensure_future(stopping.wait())
-        last_ok = time.monotonic()
-        try:
-            while True:
-                probe = asyncio.ensure_future(self._probe(http))
-                await asyncio.wait({exited, stop, probe}, return_when=asyncio.FIRST_COMPLETED)
-                if exited.done():
-                    probe.cancel()
-                    self._haproxy("maint")  # first of all: no more requests to it
-                    return None if stop.done() else self._classify_exit()
-                if stop.done():
-                    probe.cancel()
-                    return None
-                now = time.monotonic()
-                if probe.result():
-                    last_ok = now
-                    self._on_probe_ok()
-                elif self._probe_failed_too_long(now, last_ok):
-                    return await self._kill_stuck(now - last_ok)
-                await asyncio.wait({exited, stop}, timeout=self.settings.probe_interval)
-        finally:
-            stop.cancel()
-
-    async def _probe(self, http: httpx.AsyncClient) -> bool:
-        try:
-            return (await http.get(self.probe_url)).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def _on_probe_ok(self) -> None:
-        if self.status.state is PartState.READY:
-            return
-        if self.status.state is PartState.STARTING:
-            startup = time.monotonic() - (self.status.started_at or 0)
-            logger.info("%s: ready after %.1f s", self.name, startup)
-        else:
-            logger.info("%s: answering its probe again", self.name)
-        self.status.ready_at = time.monotonic()
-        self._set_state(PartState.READY)
-        self._haproxy("ready")
-
-    def _probe_failed_too_long(self, now: float, last_ok: float) -> bool:
-        if self.status.state is PartState.STARTING:
-            return now - (self.status.started_at or now) > self.settings.start_timeout
-        if self.status.state is PartState.READY:
-            self._set_state(PartState.UNREADY)
-            logger.warning("%s: probe %s failing", self.name, self.probe_url)
-        return now - last_ok > self.settings.stuck_after
-
-    async def _kill_stuck(self, silent_for: float) -> Death:
-        assert self.proc is not None
-        self._haproxy("maint")
-        logger.error("%s: no answer from %s for %.0f s: killing pid %d", self.name, self.probe_url, silent_for, self.proc.pid)
-        returncode = await self._terminate(grace=0.0)  # stuck: no graceful stop to wait for
-        return self.classifier.classify(returncode, self.proc.pid, None, stuck=True)
-
-    async def _terminate(self, grace: float) -> int:
-        """SIGTERM the process and its descendants, SIGKILL after ``grace``; then its whole group."""
-        assert self.proc is not None
-        family = process_family(self.proc.pid) if self.proc.returncode is None else []
-        send_signal(family, signal.SIGTERM if grace > 0 else signal.SIGKILL)
-        try:
-            await asyncio.wait_for(self.proc.wait(), timeout=grace or None)
-        except asyncio.TimeoutError:
-            logger.warning("%s: still running %.0f s after SIGTERM: SIGKILL", self.name, grace)
-            send_signal(family, signal.SIGKILL)
-        returncode = await self.proc.wait()
-        send_signal(family[1:], signal.SIGKILL)  # descendants that ignored SIGTERM
-        kill_group(self.proc.pid)
-        return returncode
-
-    def _classify_exit(self) -> Death:
-        assert self.proc is not None
-        kill_group(self.proc.pid)  # leftovers of the dead process's group: no orphans
-        return self.classifier.classify(self.proc.returncode, self.proc.pid, self._oom_baseline)
-
-    def _record(self, death: Death) -> None:
-        self.policy.record_death()
-        status = self.status
-        status.last_cause, status.last_detail, status.last_returncode = death.cause, death.detail, death.returncode
-        status.deaths[death.cause] += 1
-        status.pid = None
-        self.metrics.record_death(status, death)
-        logger.warning("%s: died (%s): %s", self.name, death.cause.value, death.detail)
-
-    def _give_up(self) -> None:
-        self.status.crash_looped = True
-        self._set_state(PartState.CRASH_LOOP)
-        self._haproxy("maint")
-        logger.error(
-            "%s: CRASH LOOP: %d deaths within %.0f s (last: %s). Not restarting it; it stays in maint. "
-            "Fix the cause (see %s), then retry it: %s (or restart the cluster).",
-            self.name, self.policy.recent_deaths(), self.settings.crash_loop_window,
-            self.status.last_detail, self.log_path, self.retry_hint or "POST /retry on the sidecar",
-        )
-
-    def retry(self) -> bool:
-        """Try a crash-looped process again (``POST /retry/NODE/PART``); False if it is not crash-looped."""
-        if not self.status.crash_looped:
-            return False
-        self._retry.set()
-        return True
-
-    async def _wait_for_retry(self, stopping: asyncio.Event) -> bool:
-        """Wait in the crash loop until an operator asks for a retry (True) or the sidecar stops."""
-        retry = asyncio.create_task(self._retry.wait())
-        stop = asyncio.create_task(stopping.wait())
-        await asyncio.wait({retry, stop}, return_when=asyncio.FIRST_COMPLETED)
-        retry.cancel()
-        stop.cancel()
-        if stopping.is_set():
-            return False
-        self._retry.clear()
-        self.policy.forget_deaths()
-        self.status.crash_looped = False
-        self.metrics.record_restart(self.status)
-        self.status.restarts += 1
-        logger.warning("%s: retrying after a crash loop, as asked", self.name)
-        return True
-
-    async def _stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self._set_state(PartState.STOPPING)
-            self._haproxy("drain")
-            await self._terminate(self.settings.stop_grace)
-            logger.info("%s: stopped (exit %s)", self.name, self.proc.returncode)
-        self._haproxy("maint")
-        self.status.pid = None
-        if self.status.state is not PartState.CRASH_LOOP:
-            self._set_state(PartState.STOPPED)
-
-
 class _EmbeddedServer(uvicorn.Server):
     """uvicorn serving inside the sidecar's event loop; the sidecar owns the signals."""
 
@@ -385,9 +100,15 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class Sidecar:
-    """Supervises every managed node part of a cluster and serves its status."""
+    """Supervises HAProxy (when given) and every managed node part of a cluster, and serves their status."""
 
-    def __init__(self, spec: ClusterSpec, api: RuntimeAPI | None, base_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        spec: ClusterSpec,
+        api: AsyncRuntimeAPI | None,
+        base_env: dict[str, str] | None = None,
+        haproxy: HAProxyProcess | None = None,
+    ) -> None:
         self.spec = spec
         self.settings = spec.sidecar
         self.gate = HAProxyGate(api)
@@ -402,6 +123,9 @@ class Sidecar:
             for kind, part in (("worker", node.worker), ("web", node.web))
             if part is not None
         ]
+        """One per managed node part."""
+        self.balancer = self._balancer_supervisor(haproxy) if haproxy is not None else None
+        """HAProxy's, when the sidecar runs it."""
 
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
         status = PartStatus(node=node.name, part=kind, backend=BACKENDS[kind], url=part.url)
@@ -413,27 +137,43 @@ class Sidecar:
             gradio = self.spec.run_dir / "gradio"
             own_env["GRADIO_TEMP_DIR"] = str(gradio / node.name)
             private_dirs += [gradio, gradio / node.name]
-        return ProcessSupervisor(
-            status=status,
+        child = NodeProcess(
+            name=f"{node.name}/{kind}",
             command=part_command(self.spec, node, kind, part),
             env={**env, **own_env, **part.env},
             log_path=logs / f"{node.name}-{kind}.log",
-            settings=self.settings,
+            probe_url=part.url + PROBE_PATHS[kind],
+            probe_timeout=self.settings.probe_timeout,
+            stop_grace=self.settings.stop_grace,
             gate=self.gate,
+            server=(BACKENDS[kind], node.name),
+            private_dirs=tuple(private_dirs),
+        )
+        return self._supervise_child(status, child)
+
+    def _balancer_supervisor(self, haproxy: HAProxyProcess) -> ProcessSupervisor:
+        status = PartStatus(node=BALANCER, part="haproxy", backend=None, url=self.spec.public.url)
+        probe_api = AsyncRuntimeAPI(haproxy.socket_path, timeout=self.settings.probe_timeout)
+        return self._supervise_child(status, HAProxyChild(haproxy, probe_api, self.gate))
+
+    def _supervise_child(self, status: PartStatus, child: HAProxyChild | NodeProcess) -> ProcessSupervisor:
+        return ProcessSupervisor(
+            status=status,
+            child=child,
+            settings=self.settings,
             classifier=self.classifier,
             metrics=self.metrics,
-            probe_url=part.url + PROBE_PATHS[kind],
-            private_dirs=tuple(private_dirs),
-            retry_hint=retry_command(self.spec, node.name, kind),
+            retry_hint=retry_command(self.spec, status.node, status.part),
         )
 
     def statuses(self) -> list[PartStatus]:
-        """The status record of every supervised process."""
+        """The status record of every supervised node part."""
         return [supervisor.status for supervisor in self.supervisors]
 
     def retry(self, node: str, part: str) -> bool | None:
-        """Retry a crash-looped node part: None if there is no such part, else whether it was crash-looped."""
-        for supervisor in self.supervisors:
+        """Retry a crash-looped part: None if there is no such part, else whether it was crash-looped."""
+        everything = self.supervisors if self.balancer is None else [self.balancer, *self.supervisors]
+        for supervisor in everything:
             if (supervisor.status.node, supervisor.status.part) == (node, part):
                 return supervisor.retry()
         return None
@@ -446,13 +186,17 @@ class Sidecar:
         self.stopping.set()
 
     async def run(self) -> None:
-        """Supervise until SIGINT/SIGTERM (or ``request_stop``), then stop every process."""
+        """Supervise until SIGINT/SIGTERM (or ``request_stop``), then stop every process.
+
+        ``StartFailed`` when HAProxy's first start failed (nothing else was started then).
+        """
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop, signum)
         retry_auth = BasicAuth(self.spec.stats.user, self.spec.stats.password)
+        haproxy_status = self.balancer.status if self.balancer is not None else None
         config = uvicorn.Config(
-            status_app(self.statuses, self.metrics, self.retry, retry_auth),
+            status_app(self.statuses, self.metrics, self.retry, retry_auth, haproxy_status),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",
@@ -460,21 +204,60 @@ class Sidecar:
         )
         server = _EmbeddedServer(config)
         server_task = asyncio.create_task(server.serve())
-        tasks = [asyncio.create_task(supervisor.run(self.stopping)) for supervisor in self.supervisors]
         try:
-            await asyncio.gather(*tasks)
-            await self.stopping.wait()
-        except Exception:
-            logger.exception("a supervisor failed; stopping everything")
-            self.request_stop()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+            await self._supervise()
         finally:
             server.should_exit = True
             await server_task
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
         logger.info("all processes stopped")
+
+    async def _supervise(self) -> None:
+        """HAProxy first, then the node parts until they stop; HAProxy stops last."""
+        if self.balancer is None:
+            await self._supervise_nodes(None)
+            return
+        balancer_stopping = asyncio.Event()
+        balancer = asyncio.create_task(self.balancer.run(balancer_stopping))
+        try:
+            await self._until_started(balancer)
+            await self._supervise_nodes(balancer)
+        finally:
+            balancer_stopping.set()
+            if not balancer.done():
+                await balancer
+
+    async def _until_started(self, balancer: asyncio.Task) -> None:
+        """Wait for HAProxy's first start; raise why it failed."""
+        assert self.balancer is not None
+        started = asyncio.create_task(self.balancer.started.wait())
+        try:
+            await asyncio.wait({started, balancer}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            started.cancel()
+        if balancer.done():
+            balancer.result()
+
+    async def _supervise_nodes(self, balancer: asyncio.Task | None) -> None:
+        """Run every node part's supervisor until they all stopped; stop them all if one (or HAProxy's) fails."""
+        tasks = [asyncio.create_task(supervisor.run(self.stopping)) for supervisor in self.supervisors]
+        nodes = asyncio.create_task(self._until_stopped(tasks))
+        try:
+            if balancer is not None:
+                await asyncio.wait({nodes, balancer}, return_when=asyncio.FIRST_COMPLETED)
+                if balancer.done():
+                    balancer.result()  # before the nodes stopped, HAProxy's supervisor can only have failed
+            await nodes
+        except Exception:
+            logger.exception("a supervisor failed; stopping everything")
+            self.request_stop()
+            await asyncio.gather(nodes, *tasks, return_exceptions=True)
+            raise
+
+    async def _until_stopped(self, tasks: list[asyncio.Task]) -> None:
+        await asyncio.gather(*tasks)
+        await self.stopping.wait()
 
 
 def configure_logging() -> None:
@@ -484,7 +267,9 @@ def configure_logging() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m balancer.sidecar --cluster FILE``: supervise the managed nodes of a cluster file."""
+    """``python -m balancer.sidecar --cluster FILE``: supervise the managed nodes of a cluster file.
+
+    HAProxy is not started here: this talks to one already running (``launch.py`` runs both)."""
     parser = argparse.ArgumentParser(prog="python -m balancer.sidecar", description=__doc__.splitlines()[0])
     parser.add_argument("--cluster", type=Path, required=True, help="Cluster YAML file (see assets/cluster.example.yaml).")
     parser.add_argument("--no-haproxy", action="store_true", help="Do not talk to HAProxy's runtime API.")
@@ -497,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     except ClusterConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    api = None if args.no_haproxy else RuntimeAPI(spec.socket_path)
+    api = None if args.no_haproxy else AsyncRuntimeAPI(spec.socket_path)
     asyncio.run(Sidecar(spec, api).run())
     return 0
 

@@ -9,7 +9,12 @@ loopback by default); ``POST /retry`` needs the stats page's user and password. 
     {"nodes": {"node1": {"worker": {"state": "ready", "pid": 4242, "restarts": 1,
                                     "last_cause": "oom_exit", "uptime": 12.5, ...},
                          "web": {...}}},
-     "crash_looped": [], "parts": 4, "ready": 4}
+     "crash_looped": [], "parts": 4, "ready": 4,
+     "haproxy": {"state": "ready", "pid": 4200, "restarts": 0, ...}}
+
+``parts`` and ``ready`` count node parts. ``haproxy`` is there when the sidecar supervises
+HAProxy (under ``launch.py``); in metrics, ``crash_looped`` and ``POST /retry`` it is the part
+``haproxy`` of the pseudo-node ``balancer``.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ from starlette.routing import Route
 from balancer.basic_auth import BasicAuth
 from balancer.causes import Death, DeathCause
 
+BALANCER = "balancer"
+"""The pseudo-node HAProxy is a part of (metric labels, ``crash_looped``, ``POST /retry/balancer/haproxy``)."""
+
 
 class PartState(str, Enum):
     """Life cycle of a supervised process."""
@@ -51,11 +59,12 @@ class PartState(str, Enum):
 
 @dataclass
 class PartStatus:
-    """What one supervisor knows about its process (a node's web front or worker)."""
+    """What one supervisor knows about its process (a node's web front or worker, or HAProxy)."""
 
     node: str
     part: str
-    backend: str
+    backend: str | None
+    """The HAProxy backend of a node part's server; None for HAProxy itself."""
     url: str
     state: PartState = PartState.STOPPED
     pid: int | None = None
@@ -141,17 +150,21 @@ class SidecarMetrics:
         return generate_latest(self.registry)
 
 
-def status_document(statuses: list[PartStatus], now: float) -> dict:
-    """The ``/status`` JSON for these processes."""
+def status_document(statuses: list[PartStatus], now: float, haproxy: PartStatus | None = None) -> dict:
+    """The ``/status`` JSON for these node parts (and HAProxy, when supervised)."""
     nodes: dict[str, dict] = {}
     for status in statuses:
         nodes.setdefault(status.node, {})[status.part] = status.snapshot(now)
-    return {
+    everything = statuses if haproxy is None else [haproxy, *statuses]
+    document = {
         "nodes": nodes,
         "parts": len(statuses),
         "ready": sum(status.state is PartState.READY for status in statuses),
-        "crash_looped": [f"{status.node}/{status.part}" for status in statuses if status.crash_looped],
+        "crash_looped": [f"{status.node}/{status.part}" for status in everything if status.crash_looped],
     }
+    if haproxy is not None:
+        document["haproxy"] = haproxy.snapshot(now)
+    return document
 
 
 def status_app(
@@ -159,10 +172,12 @@ def status_app(
     metrics: SidecarMetrics,
     retry: Callable[[str, str], bool | None],
     auth: BasicAuth,
+    haproxy: PartStatus | None = None,
 ) -> Starlette:
     """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz`` and ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
-    404 if there is no such part, 401 without ``auth``'s user and password)."""
+    404 if there is no such part, 401 without ``auth``'s user and password). ``statuses`` are the
+    node parts; ``haproxy`` is HAProxy's, when the sidecar supervises it."""
 
     async def retry_part(request: Request) -> JSONResponse:
         if not auth.allows(request.headers.get("authorization")):
@@ -177,10 +192,11 @@ def status_app(
         return JSONResponse({"status": "retrying", "part": f"{node}/{part}"}, status_code=202)
 
     async def status(request: Request) -> JSONResponse:
-        return JSONResponse(status_document(statuses(), time.monotonic()))
+        return JSONResponse(status_document(statuses(), time.monotonic(), haproxy))
 
     async def prometheus(request: Request) -> Response:
-        return Response(metrics.render(statuses(), time.monotonic()), media_type=CONTENT_TYPE_LATEST)
+        everything = statuses() if haproxy is None else [haproxy, *statuses()]
+        return Response(metrics.render(everything, time.monotonic()), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

@@ -355,7 +355,10 @@ def test_haproxy_is_restarted_with_the_sidecars_server_states(cluster: LaunchedC
     new = next(p for p in psutil.Process(cluster.proc.pid).children() if p.name() == "haproxy")
     assert new.pid != old.pid
     assert RestClient(cluster.public_url).generate(small_job(600)).worker_id in NODES
-    assert "HAProxy exited unexpectedly" in cluster.proc.log_path.read_text()
+    # Restarted by the sidecar, as one more supervised part, and reported in its /status.
+    assert "balancer/haproxy: died (signal): killed by SIGKILL" in cluster.proc.log_path.read_text()
+    entry = cluster.status()["haproxy"]
+    assert (entry["pid"], entry["restarts"], entry["state"]) == (new.pid, 1, "ready")
 
 
 def test_share_link_is_requested_for_the_balancer_port(cluster: LaunchedCluster, monkeypatch) -> None:

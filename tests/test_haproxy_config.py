@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -16,15 +17,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from balancer.cluster import ClusterConfigError, load_cluster_file, parse_cluster
 from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, validate_config, write_config
 from balancer.haproxy_config import COOKIE_NAME, read_users_file, render_config
-from bench.harness.processes import REPO, Processes
+from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import (
     STATS_PASSWORD,
     cluster_data,
+    fake_command,
     run_concurrently,
     run_in_threads,
     send_in_order,
@@ -325,3 +328,21 @@ def test_haproxy_that_cannot_start_says_why(tmp_path: Path) -> None:
         with pytest.raises(HAProxyError, match=f"cannot bind socket .*:{spec.public.port}"):
             haproxy.start()
     assert not haproxy.alive()
+
+
+def test_launch_exits_2_with_haproxys_alerts_when_it_cannot_start(tmp_path: Path) -> None:
+    port = free_port()
+    data = cluster_data(tmp_path / "run", [], [], nodes=[
+        {"name": "a", "worker": {"port": port, "command": fake_command("a-worker", port)}}])
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump(data))
+    public_port = parse_cluster(data).public.port
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", public_port))
+        taken.listen()
+        result = subprocess.run([sys.executable, "launch.py", "--cluster", str(cluster_file)], cwd=REPO,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "cannot bind socket" in result.stderr and f":{public_port}" in result.stderr
+    assert "URL:" not in result.stdout  # nothing announced
+    assert not (tmp_path / "run" / "logs" / "a-worker.log").exists()  # no node started

@@ -7,8 +7,12 @@ cluster tests do the same with real workers and web fronts.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import socket
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -16,11 +20,13 @@ import psutil
 import pytest
 import yaml
 
-from balancer.causes import DeathCause, DeathClassifier, KernelLog, OomKillCounter, candidate_counter_files
+from balancer.causes import Death, DeathCause, DeathClassifier, KernelLog, OomKillCounter, candidate_counter_files
 from balancer.cluster import parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import PROBES_BACKEND, render_config
 from balancer.restart_policy import RestartPolicy
+from balancer.run_dir import prepare_run_dir
+from balancer.runtime_api import AsyncRuntimeAPI
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, wait_status
@@ -66,6 +72,11 @@ def test_restart_policy_forgets_old_deaths() -> None:
 # --- causes of death ------------------------------------------------------------------------
 
 
+def classify(classifier: DeathClassifier, returncode: int, pid: int, oom_baseline: int | None) -> Death:
+    """``DeathClassifier.classify`` (a coroutine: it reads the kernel log in a thread), run to its end."""
+    return asyncio.run(classifier.classify(returncode, pid=pid, oom_baseline=oom_baseline))
+
+
 @pytest.fixture
 def counter_file(tmp_path: Path) -> Path:
     path = tmp_path / "memory.events"
@@ -86,7 +97,7 @@ def counter_file(tmp_path: Path) -> Path:
 )
 def test_exit_statuses_are_classified(counter_file: Path, returncode: int, cause: DeathCause, detail: str) -> None:
     classifier = DeathClassifier(OomKillCounter(counter_file), KernelLog(counter_file.parent / "no-kmsg"))
-    death = classifier.classify(returncode, pid=4242, oom_baseline=classifier.baseline())
+    death = classify(classifier, returncode, pid=4242, oom_baseline=classifier.baseline())
     assert death.cause is cause and detail in death.detail
 
 
@@ -95,22 +106,22 @@ def test_sigkill_after_the_cgroup_oom_counter_grew_is_the_oom_killer(counter_fil
     baseline = classifier.baseline()
     assert baseline == 1
     counter_file.write_text("oom 2\noom_kill 2\n")
-    death = classifier.classify(-signal.SIGKILL, pid=4242, oom_baseline=baseline)
+    death = classify(classifier, -signal.SIGKILL, pid=4242, oom_baseline=baseline)
     assert death.cause is DeathCause.OOM_KILLER and "oom_kill 1 -> 2" in death.detail
     # Another signal is not the OOM killer, whatever the counter says.
-    assert classifier.classify(-signal.SIGTERM, pid=4243, oom_baseline=baseline).cause is DeathCause.SIGNAL
+    assert classify(classifier, -signal.SIGTERM, pid=4243, oom_baseline=baseline).cause is DeathCause.SIGNAL
     # One OOM kill explains one death: a later SIGKILL (of a process started before it) is not one.
-    assert classifier.classify(-signal.SIGKILL, pid=4244, oom_baseline=baseline).cause is DeathCause.SIGNAL
+    assert classify(classifier, -signal.SIGKILL, pid=4244, oom_baseline=baseline).cause is DeathCause.SIGNAL
     # Nor is the SIGKILL of a process started after the kill.
-    assert classifier.classify(-signal.SIGKILL, pid=4245, oom_baseline=2).cause is DeathCause.SIGNAL
+    assert classify(classifier, -signal.SIGKILL, pid=4245, oom_baseline=2).cause is DeathCause.SIGNAL
 
 
 def test_sigkill_named_in_the_kernel_log_is_the_oom_killer(tmp_path: Path) -> None:
     kmsg = tmp_path / "kmsg"
     kmsg.write_text("6,100,5,-;Memory cgroup out of memory: Killed process 4242 (python) total-vm:1kB\n")
     classifier = DeathClassifier(OomKillCounter(None), KernelLog(kmsg))
-    assert classifier.classify(-signal.SIGKILL, pid=4242, oom_baseline=None).cause is DeathCause.OOM_KILLER
-    assert classifier.classify(-signal.SIGKILL, pid=4243, oom_baseline=None).cause is DeathCause.SIGNAL
+    assert classify(classifier, -signal.SIGKILL, pid=4242, oom_baseline=None).cause is DeathCause.OOM_KILLER
+    assert classify(classifier, -signal.SIGKILL, pid=4243, oom_baseline=None).cause is DeathCause.SIGNAL
 
 
 def test_cgroup_counter_files_are_found_for_v1_and_v2(tmp_path: Path) -> None:
@@ -211,6 +222,18 @@ def test_started_parts_are_ready_and_in_rotation(cluster: SupervisedCluster) -> 
     assert entry["pid"] and psutil.pid_exists(entry["pid"]) and entry["uptime"] > 0
     wait_status(cluster.api, "workers", "a", "UP")
     wait_status(cluster.api, "webs", "a", "UP")
+
+
+def test_the_async_runtime_client_reads_haproxy_as_the_blocking_one_does(cluster: SupervisedCluster) -> None:
+    async def read() -> tuple[bool, list]:
+        api = AsyncRuntimeAPI(cluster.spec.socket_path)
+        return await api.ping(), await api.servers("workers")
+
+    answers, servers = asyncio.run(read())
+    assert answers
+    # Weights ramp (slowstart) and c comes and goes: compare what holds still.
+    assert [(s.backend, s.server) for s in servers] == [(s.backend, s.server) for s in cluster.api.servers("workers")]
+    assert next(s for s in servers if s.server == "a").status == cluster.api.server("workers", "a").status == "UP"
 
 
 def test_oom_exit_is_restarted_and_recorded(cluster: SupervisedCluster) -> None:
@@ -340,3 +363,125 @@ def test_children_do_not_outlive_a_sigkilled_sidecar(tmp_path: Path, processes: 
     sidecar.kill()
     gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive, f"orphans left behind: {[proc.pid for proc in alive]}"
+
+
+# --- HAProxy under the sidecar (launch.py); a sidecar whose HAProxy stops answering ----------
+
+
+def test_haproxy_killed_under_launch_is_restarted_and_told_the_servers_states(tmp_path: Path,
+                                                                             processes: Processes) -> None:
+    ports = {name: free_port() for name in ("a-worker", "c-worker")}
+    data = cluster_data(
+        tmp_path / "run", [], [],
+        sidecar={"port": free_port(), "probe_interval": 0.2, "backoff_initial": 0.2, "crash_loop_deaths": 2,
+                 "stop_grace": 3.0},
+        nodes=[
+            {"name": "a", "worker": {"port": ports["a-worker"],
+                                     "command": fake_command("a-worker", ports["a-worker"])}},
+            # Crash-loops at once: the sidecar holds its server in maint.
+            {"name": "c", "worker": {"port": ports["c-worker"], "command": fake_command(
+                "c-worker", ports["c-worker"], "--exit-code", "3", "--exit-after", "0.2")}},
+        ],
+    )
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump(data))
+    spec = parse_cluster(data)
+    api = RuntimeAPI(spec.socket_path)
+    launch = processes.start(["python", "launch.py", "--cluster", str(cluster_file)], log_name="launch-haproxy-kill")
+    status_url = f"{spec.sidecar.url}/status"
+    wait_http(status_url, proc=launch, timeout=60)
+    wait_until(lambda: httpx.get(status_url).json()["crash_looped"] == ["c/worker"], "c/worker crash-looped", 30)
+    wait_status(api, "workers", "a", "UP")
+    assert api.server("workers", "c").status == "MAINT"
+    before = httpx.get(status_url).json()["haproxy"]
+    assert before["state"] == "ready" and before["restarts"] == 0
+
+    os.kill(before["pid"], signal.SIGKILL)
+    after = wait_until(lambda: (entry := httpx.get(status_url).json()["haproxy"])["restarts"] == 1
+                       and entry["state"] == "ready" and entry, "HAProxy restarted", 30)
+    assert after["pid"] not in (None, before["pid"]) and psutil.pid_exists(after["pid"])
+    assert after["last_cause"] == "signal" and "SIGKILL" in after["last_detail"]
+    # A fresh HAProxy starts every server out ready; the sidecar put c back in maint (a dead server
+    # left to the health checks would be DOWN, never MAINT) and a back in rotation.
+    wait_status(api, "workers", "c", "MAINT", timeout=5)
+    wait_status(api, "workers", "a", "UP")
+    metrics = httpx.get(f"{spec.sidecar.url}/metrics").text
+    assert 'portrait_sidecar_restarts_total{node="balancer",part="haproxy"} 1.0' in metrics
+    assert 'portrait_sidecar_deaths_total{cause="signal",node="balancer",part="haproxy"} 1.0' in metrics
+
+    # One signal owner: SIGTERM drains and stops the nodes, then HAProxy; launch.py exits 0, nothing left.
+    children = psutil.Process(launch.pid).children(recursive=True)
+    launch.send_signal(signal.SIGTERM)
+    assert launch.wait(timeout=30) == 0
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, f"left running: {alive}"
+    log = launch.log_path.read_text().splitlines()
+    stopped = next(i for i, line in enumerate(log) if "HAProxy stopped" in line)
+    assert max(i for i, line in enumerate(log) if "HAProxy: workers/a -> maint" in line) < stopped
+    assert "HAProxy exited unexpectedly" not in "\n".join(log)  # no second watchdog
+
+
+class SilentSocket:
+    """A UNIX socket that accepts connections and never answers: an HAProxy that hangs."""
+
+    def __init__(self, path: Path) -> None:
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        self.listener.listen(64)
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                self.accepted.append(self.listener.accept()[0])
+            except OSError:
+                return
+
+    def __enter__(self) -> "SilentSocket":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for conn in self.accepted:
+            conn.close()
+
+
+def test_the_async_runtime_client_gives_up_on_a_silent_socket(tmp_path: Path) -> None:
+    with SilentSocket(tmp_path / "haproxy.sock"):
+        api = AsyncRuntimeAPI(tmp_path / "haproxy.sock", timeout=0.3)
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            asyncio.run(api.command("show info"))
+        assert time.monotonic() - start < 2
+        assert asyncio.run(api.ping()) is False
+
+
+def test_the_sidecars_loop_is_not_blocked_while_haproxy_does_not_answer(tmp_path: Path,
+                                                                      processes: Processes) -> None:
+    run_dir = prepare_run_dir(tmp_path / "run")
+    port = free_port()
+    data = {"run_dir": str(run_dir), "sidecar": {"port": free_port(), "probe_interval": 0.2},
+            "nodes": [{"name": "a", "worker": {"port": port, "command": fake_command("a-worker", port)}}]}
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump(data))
+    spec = parse_cluster(data)
+    status_url = f"{spec.sidecar.url}/status"
+    with SilentSocket(spec.socket_path) as silent:
+        sidecar = processes.start(["python", "-m", "balancer.sidecar", "--cluster", str(cluster_file)],
+                                  log_name="sidecar-silent-haproxy")
+        wait_until(lambda: silent.accepted or sidecar.poll() is not None, "a command to HAProxy", 30)
+        wait_http(status_url, proc=sidecar, timeout=30)
+        # Each command waits up to 5 s for an answer that never comes; meanwhile the loop serves.
+        latencies = []
+        for _ in range(12):
+            start = time.monotonic()
+            assert httpx.get(status_url, timeout=5).status_code == 200
+            latencies.append(time.monotonic() - start)
+            time.sleep(0.2)
+        assert max(latencies) < 1.0, latencies
+        # Supervision goes on too: the command times out, the part starts and becomes ready.
+        wait_until(lambda: "could not set workers/a to maint in HAProxy: TimeoutError" in sidecar.log_path.read_text(),
+                   "the command's timeout", 20)
+        wait_until(lambda: httpx.get(status_url).json()["nodes"]["a"]["worker"]["state"] == "ready", "a ready", 30)

@@ -1,0 +1,53 @@
+"""What HAProxy is told about each server: ``ready``, ``drain`` or ``maint``, from the sidecar's event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState
+
+logger = logging.getLogger("balancer.sidecar")
+
+ServerKey = tuple[str, str]
+"""(backend, server)"""
+
+
+class HAProxyGate:
+    """Tells HAProxy whether a server may take traffic; logs (never raises) when it cannot.
+
+    It remembers the last state asked for each server, so that a restarted HAProxy (whose
+    servers all start out ``ready``) can be told again with ``reapply``. Commands for one
+    server go one at a time and always send the latest state asked, so a ``reapply`` never
+    overtakes a newer state.
+    """
+
+    def __init__(self, api: AsyncRuntimeAPI | None) -> None:
+        self.api = api
+        self.wanted: dict[ServerKey, ServerState] = {}
+        self._locks: dict[ServerKey, asyncio.Lock] = {}
+
+    async def set_state(self, backend: str, server: str, state: ServerState) -> bool:
+        """``ready``, ``drain`` or ``maint``; False when HAProxy could not be told."""
+        self.wanted[(backend, server)] = state
+        return await self._send((backend, server))
+
+    async def reapply(self) -> None:
+        """Tell HAProxy every state asked so far again (after it restarted)."""
+        if self.wanted:
+            logger.info("HAProxy: re-applying the states of %d servers", len(self.wanted))
+        for key in list(self.wanted):
+            await self._send(key)
+
+    async def _send(self, key: ServerKey) -> bool:
+        if self.api is None:
+            return False
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            state = self.wanted[key]
+            try:
+                await self.api.set_server_state(*key, state)
+            except (OSError, RuntimeAPIError) as exc:  # OSError includes TimeoutError
+                logger.warning("could not set %s/%s to %s in HAProxy: %s", *key, state, str(exc) or type(exc).__name__)
+                return False
+        logger.info("HAProxy: %s/%s -> %s", *key, state)
+        return True

@@ -1,0 +1,213 @@
+"""HAProxy's runtime API: its admin UNIX socket, one connection per command.
+
+- ``RuntimeAPI``: blocking, for synchronous callers (tests, benchmarks, ``HAProxyProcess.start``).
+- ``AsyncRuntimeAPI``: ``asyncio``, for everything on the sidecar's event loop; a timeout per command.
+
+Both speak the same commands and share the parsing below (``show stat`` CSV -> ``ServerStatus``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+ServerState = Literal["ready", "drain", "maint"]
+
+DEFAULT_TIMEOUT = 5.0
+"""Seconds one command may take, connecting included."""
+
+
+class RuntimeAPIError(RuntimeError):
+    """HAProxy refused a command (its answer says why)."""
+
+
+def status_is_up(status: str) -> bool:
+    """An HAProxy server status that takes new traffic: fully UP (not "UP 1/2", which is on its way down)."""
+    return status == "UP"
+
+
+def status_is_out(status: str) -> bool:
+    """An HAProxy server status out of rotation: DOWN (any check progress) or MAINT."""
+    return status.startswith(("DOWN", "MAINT"))
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """One server's row of ``show stat``, the fields the cluster cares about."""
+
+    backend: str
+    server: str
+    status: str
+    """UP, DOWN, MAINT, DRAIN, "UP 1/2" (going down), "DOWN 1/2" (going up), NOLB, ..."""
+    current_sessions: int
+    queued: int
+    total_sessions: int
+    weight: int
+
+    @property
+    def is_up(self) -> bool:
+        """Taking new traffic (``status_is_up``)."""
+        return status_is_up(self.status)
+
+
+# --- the protocol, shared by both clients -------------------------------------------------------
+
+SHOW_INFO = "show info"
+SHOW_STAT = "show stat"
+
+
+def answers_info(answer: str) -> bool:
+    """Whether ``answer`` is a real ``show info`` answer (HAProxy is up and talking)."""
+    return "Name:" in answer
+
+
+def state_command(backend: str, server: str, state: ServerState) -> str:
+    """The command that sets a server's administrative state."""
+    return f"set server {backend}/{server} state {state}"
+
+
+def check_empty_answer(command: str, answer: str) -> None:
+    """``RuntimeAPIError`` unless HAProxy answered a command that succeeds silently with nothing."""
+    if answer.strip():
+        raise RuntimeAPIError(f"{command}: {answer.strip()}")
+
+
+def parse_stat(text: str) -> list[dict[str, str]]:
+    """``show stat`` CSV as a list of rows (frontends, servers, backends)."""
+    return list(csv.DictReader(io.StringIO(text.lstrip("# "))))
+
+
+def parse_servers(rows: list[dict[str, str]], backend: str | None = None) -> list[ServerStatus]:
+    """The server rows of ``show stat`` (optionally of one backend)."""
+    servers = []
+    for row in rows:
+        if row.get("svname") in ("FRONTEND", "BACKEND") or not row.get("pxname"):
+            continue
+        if backend is not None and row["pxname"] != backend:
+            continue
+        servers.append(
+            ServerStatus(
+                backend=row["pxname"],
+                server=row["svname"],
+                status=row["status"],
+                current_sessions=_int(row.get("scur")),
+                queued=_int(row.get("qcur")),
+                total_sessions=_int(row.get("stot")),
+                weight=_int(row.get("weight")),
+            )
+        )
+    return servers
+
+
+def find_server(servers: list[ServerStatus], backend: str, server: str) -> ServerStatus:
+    """One server among ``servers``; ``KeyError`` if it is not there."""
+    for status in servers:
+        if (status.backend, status.server) == (backend, server):
+            return status
+    raise KeyError(f"{backend}/{server}")
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+# --- the clients ----------------------------------------------------------------------------------
+
+
+class RuntimeAPI:
+    """The runtime API, blocking (``OSError``, ``TimeoutError`` included, when the socket fails)."""
+
+    def __init__(self, socket_path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def command(self, line: str) -> str:
+        """Send one command, return HAProxy's full answer."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(self.timeout)
+            sock.connect(str(self.socket_path))
+            sock.sendall(line.encode() + b"\n")
+            chunks = []
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+
+    def ping(self) -> bool:
+        """Whether the socket answers."""
+        try:
+            return answers_info(self.command(SHOW_INFO))
+        except OSError:
+            return False
+
+    def set_server_state(self, backend: str, server: str, state: ServerState) -> None:
+        """``ready`` (normal), ``drain`` (no new sessions) or ``maint`` (no traffic at all)."""
+        command = state_command(backend, server, state)
+        check_empty_answer(command, self.command(command))
+
+    def show_stat(self) -> list[dict[str, str]]:
+        """``show stat`` as a list of rows (frontends, servers, backends)."""
+        return parse_stat(self.command(SHOW_STAT))
+
+    def servers(self, backend: str | None = None) -> list[ServerStatus]:
+        """Status of every server (optionally of one backend)."""
+        return parse_servers(self.show_stat(), backend)
+
+    def server(self, backend: str, server: str) -> ServerStatus:
+        """Status of one server; ``KeyError`` if HAProxy has no such server."""
+        return find_server(self.servers(backend), backend, server)
+
+
+class AsyncRuntimeAPI:
+    """The runtime API on an asyncio event loop; never blocks it.
+
+    Each command (connect, send, read to the end) must finish within ``timeout`` seconds, else
+    ``TimeoutError``; a missing or refused socket raises ``OSError`` (``TimeoutError`` is one too).
+    """
+
+    def __init__(self, socket_path: Path, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    async def command(self, line: str) -> str:
+        """Send one command, return HAProxy's full answer."""
+        async with asyncio.timeout(self.timeout):
+            reader, writer = await asyncio.open_unix_connection(str(self.socket_path))
+            try:
+                writer.write(line.encode() + b"\n")
+                await writer.drain()
+                answer = await reader.read()
+            finally:
+                writer.close()
+        return answer.decode(errors="replace")
+
+    async def ping(self) -> bool:
+        """Whether the socket answers."""
+        try:
+            return answers_info(await self.command(SHOW_INFO))
+        except OSError:
+            return False
+
+    async def set_server_state(self, backend: str, server: str, state: ServerState) -> None:
+        """``ready`` (normal), ``drain`` (no new sessions) or ``maint`` (no traffic at all)."""
+        command = state_command(backend, server, state)
+        check_empty_answer(command, await self.command(command))
+
+    async def show_stat(self) -> list[dict[str, str]]:
+        """``show stat`` as a list of rows (frontends, servers, backends)."""
+        return parse_stat(await self.command(SHOW_STAT))
+
+    async def servers(self, backend: str | None = None) -> list[ServerStatus]:
+        """Status of every server (optionally of one backend)."""
+        return parse_servers(await self.show_stat(), backend)
+
+    async def server(self, backend: str, server: str) -> ServerStatus:
+        """Status of one server; ``KeyError`` if HAProxy has no such server."""
+        return find_server(await self.servers(backend), backend, server)
