@@ -63,7 +63,7 @@ class OomKillCounter:
         self.path = path
 
     @classmethod
-    def for_this_process(cls, override: Path | None = None) -> "OomKillCounter":
+    def for_this_process(cls, override: Path | None = None) -> OomKillCounter:
         """The counter of the cgroup this process (and so its children) is in, if readable."""
         if override is not None:
             return cls(override)

@@ -68,7 +68,7 @@ class StatsSpec(Listener):
     )
 
     @model_validator(mode="after")
-    def _check_password(self) -> "StatsSpec":
+    def _check_password(self) -> StatsSpec:
         value = self.password.get_secret_value()
         if not value or any(ch.isspace() for ch in value):
             raise ValueError("stats.password: must be non-empty and contain no whitespace")
@@ -205,7 +205,7 @@ class NodeSpec(_Model):
     worker: PartSpec | None = Field(None, description="The GPU worker.")
 
     @model_validator(mode="after")
-    def _check_parts(self) -> "NodeSpec":
+    def _check_parts(self) -> NodeSpec:
         if self.web is None and self.worker is None:
             raise ValueError(f"node {self.name}: needs a web front, a worker, or both")
         return self
@@ -245,7 +245,7 @@ class ClusterSpec(_Model):
     nodes: list[NodeSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _check_cluster(self) -> "ClusterSpec":
+    def _check_cluster(self) -> ClusterSpec:
         names = [node.name for node in self.nodes]
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:

@@ -104,7 +104,8 @@ class HAProxyProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise HAProxyError(f"HAProxy exited with {self.proc.returncode}: {self._alerts()}(log: {self.log_path})")
+                code, alerts = self.proc.returncode, self._alerts()
+                raise HAProxyError(f"HAProxy exited with {code}: {alerts}(log: {self.log_path})")
             if api.ping():
                 return
             time.sleep(0.05)

@@ -360,7 +360,7 @@ class HAProxyConfigRenderer:
                          "Too many requests", headers="hdr Retry-After 60"),
             ]
         else:
-            lines.append("    # Per-client rate limit on generations: off (limits.rate_limit_per_minute; on when exposed).")
+            lines.append("    # Per-client generation rate limit: off (limits.rate_limit_per_minute; on when exposed).")
         return lines
 
     def _body_rules(self) -> list[str]:

@@ -48,7 +48,8 @@ class LaunchSettings(BaseSettings):
                        "(offline tiny model), 'awportrait-z', 'sdxl', a hub id or a local diffusers directory.")
     lora: str = Field(_default(WorkerSettings, "lora"), description="LoRA of the local workers: 'auto' (the "
                       "preset's own), 'none', a hub id or a local path.")
-    threads: int = Field(0, ge=0, description="torch CPU threads per local worker (0: CPU cores / workers, at least 1).")
+    threads: int = Field(0, ge=0, description="torch CPU threads per local worker "
+                         "(0: CPU cores / workers, at least 1).")
     host: str = Field(_spec_default("public", "host"), description="Public address; 0.0.0.0 exposes the "
                       "cluster on every interface.")
     port: int = Field(_spec_default("public", "port"), description="Public port: browser UI, gradio_client, REST.")

@@ -271,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
 
     HAProxy is not started here: this talks to one already running (``launch.py`` runs both)."""
     parser = argparse.ArgumentParser(prog="python -m balancer.sidecar", description=__doc__.splitlines()[0])
-    parser.add_argument("--cluster", type=Path, required=True, help="Cluster YAML file (see assets/cluster.example.yaml).")
+    parser.add_argument("--cluster", type=Path, required=True,
+                        help="Cluster YAML file (see assets/cluster.example.yaml).")
     parser.add_argument("--no-haproxy", action="store_true", help="Do not talk to HAProxy's runtime API.")
     args = parser.parse_args(argv)
     os.umask(PRIVATE_UMASK)

@@ -139,13 +139,12 @@ class StudioPage:
         box.press_sequentially(text)
         expect(box).to_have_value(text)
 
-    def set_slider(self, elem_id: str, value: float, shown: float | None = None) -> None:
-        """Type a value into a slider's number box and leave it; checks the slider moved (to ``shown``
-        when the slider rounds the value to its step)."""
+    def set_slider(self, elem_id: str, value: float) -> None:
+        """Type a value into a slider's number box and leave it; checks the slider moved."""
         number = self.component(elem_id).locator("input[type=number]")
         number.fill(str(value))
         number.press("Tab")
-        self.expect_slider(elem_id, value if shown is None else shown)
+        self.expect_slider(elem_id, value)
 
     def drag_slider(self, elem_id: str, fraction: float) -> float:
         """Drag a slider's handle with the mouse to ``fraction`` of its track; the new value."""

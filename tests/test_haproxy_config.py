@@ -91,7 +91,8 @@ def running_balancer(data: dict, job_seconds: float = 0.0) -> Iterator[RunningBa
 def balancer(tmp_path_factory: pytest.TempPathFactory):
     """HAProxy in front of two stand-in web fronts and two stand-in workers (1 s jobs, 2 s queue)."""
     run_dir = tmp_path_factory.mktemp("haproxy")
-    data = cluster_data(run_dir, ["web1", "web2"], ["w1", "w2"], limits={"queue_timeout": QUEUE_TIMEOUT, "max_body_bytes": 100_000})
+    limits = {"queue_timeout": QUEUE_TIMEOUT, "max_body_bytes": 100_000}
+    data = cluster_data(run_dir, ["web1", "web2"], ["w1", "w2"], limits=limits)
     with running_balancer(data, job_seconds=JOB_SECONDS) as running:
         yield running
 

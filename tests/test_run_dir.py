@@ -161,7 +161,8 @@ def sidecar_outputs(tmp_path_factory: pytest.TempPathFactory):
         sidecar = processes.start(["python", "-m", "balancer.sidecar", "--no-haproxy", "--cluster", str(cluster_file)],
                                   log_name="sidecar-files")
         for path in outputs.values():
-            wait_until(lambda: (path / "env.txt").exists() or sidecar.poll() is not None, f"{path}/env.txt", 30)
+            wait_until(lambda path=path: (path / "env.txt").exists() or sidecar.poll() is not None,
+                       f"{path}/env.txt", 30)
         assert sidecar.poll() is None, sidecar.log_path.read_text()
         yield run_dir, outputs
 

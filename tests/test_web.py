@@ -29,7 +29,7 @@ from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
 from webui.web.app import main as web_main
 from webui.web.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
-from webui.web.studio.handlers import Studio, api_seed, ui_seed
+from webui.web.studio.handlers import Studio, api_seed, snap, ui_seed
 from webui.web.studio.layout import apply_preset
 from webui.web.studio.photos import encode_photo
 from webui.web.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
@@ -308,6 +308,11 @@ def test_the_page_offers_what_the_workers_model_accepts(node: Node) -> None:
     page = httpx.get(f"{node.web_url}/config").json()
     sliders = {c["props"].get("elem_id"): c["props"] for c in page["components"]}
     assert sliders["width"]["step"] == sliders["height"]["step"] == 16  # before any worker answered too
+
+
+def test_a_typed_size_is_rounded_to_the_models_multiple_as_the_slider_shows_it() -> None:
+    assert [snap(size, 16) for size in (520 - 9, 522, 528, 535, 536)] == [512, 528, 528, 528, 544]
+    assert snap(1021, 8) == 1024  # SDXL's multiple
 
 
 def test_web_front_stays_ready_without_workers_and_the_page_says_so(demo_model_dir: Path,
