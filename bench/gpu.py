@@ -451,7 +451,10 @@ def comma_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
 
 def size_list(text: str) -> list[Size]:
     """An argparse type: comma-separated sizes (``768x1024,1024x1024``)."""
-    return [Size.parse(item) for item in text.split(",") if item.strip()]
+    sizes = [Size.parse(item.strip()) for item in text.split(",") if item.strip()]
+    if not sizes:
+        raise argparse.ArgumentTypeError("give at least one size, e.g. 768x1024")
+    return sizes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -498,7 +501,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def variants(args: argparse.Namespace) -> list[Variant]:
-    """Every combination asked for, eager before compiled (compiled graphs are dropped between variants)."""
+    """Every combination asked for, ``--compile`` outermost (so by default all eager variants come first)."""
     return [Variant(dtype, attention, mode == "on")
             for mode in args.compile for dtype in args.dtypes for attention in args.attention]
 

@@ -102,7 +102,7 @@ def test_options_parse() -> None:
                              "xformers --compile on,on --no-oom --oom-max-side 4096"
 
 
-@pytest.mark.parametrize("argv", [["--sizes", "1000x1000"], ["--sizes", "768x"], ["--dtypes", "int8"],
+@pytest.mark.parametrize("argv", [["--sizes", "1000x1000"], ["--sizes", "768x"], ["--sizes", ","], ["--dtypes", "int8"],
                                   ["--attention", ""], ["--compile", "maybe"], ["--runs", "0"], ["--warmup", "-1"],
                                   ["--oom-max-side", "1000"]])
 def test_bad_options_are_refused(argv: list[str], capsys) -> None:
@@ -274,20 +274,20 @@ def build_tiny(variant: Variant, probe: FakeProbe):
 
 
 def test_a_whole_run_on_the_tiny_twin(tmp_path) -> None:
-    args = parse_args(["--runs", "2", "--warmup", "1", "--steps", "1", "--sizes", "64x48", "--dtypes", "float32",
-                       "--attention", "sdpa,xformers", "--compile", "off", "--oom-size", "64x64", "--oom-max-batch",
-                       "2", "--oom-max-side", "128", "--oom-steps", "1", "--results-dir", str(tmp_path)])
+    args = parse_args(["--runs", "1", "--warmup", "1", "--steps", "1", "--sizes", "64x48", "--dtypes", "float32",
+                       "--attention", "sdpa,xformers", "--compile", "off", "--oom-size", "64x48", "--oom-max-batch",
+                       "2", "--oom-max-side", "64", "--oom-steps", "1", "--results-dir", str(tmp_path)])
     report = Report(gpu="CPU", versions="test", steps=args.steps, runs=args.runs, warmup=args.warmup,
                     oom_steps=args.oom_steps)
     progress: list[int] = []
     gpu.run(args, FakeProbe(), report, build=build_tiny, on_progress=lambda r: progress.append(len(r.latencies)))
     assert progress == [2]
     assert [(row.size.label, row.path, row.timing.stats.count) for row in report.latencies] == [
-        ("64×48", DIFFUSERS, 2), ("64×48", SERVING, 2)]
-    assert [(row.largest_ok, row.first_failure) for row in report.limits] == [(2, None), (128, None)]
+        ("64×48", DIFFUSERS, 1), ("64×48", SERVING, 1)]
+    assert [(row.largest_ok, row.first_failure) for row in report.limits] == [(2, None), (64, None)]
     assert [variant.attention for variant, _ in report.skipped] == ["xformers"]
     assert report.parameters["transformer"] > 0
-    assert "| CPU | test | float32 | sdpa | off | 64×48 | serving | 2 |" in report.markdown()
+    assert "| CPU | test | float32 | sdpa | off | 64×48 | serving | 1 |" in report.markdown()
 
 
 def test_both_paths_run_the_same_job() -> None:
