@@ -6,6 +6,8 @@ Markdown table and writes it with a plot under ``bench/results/``:
 - ``python -m bench.serving``: latency per serving path and 1-vs-2-worker throughput.
 - ``python -m bench.failover``: worker kill, web-front kill and OOM under a bounded load.
 - ``python -m bench.soak``: minutes of mixed traffic with random worker kills, RSS checks.
+- ``python -m bench.gpu`` (CUDA only, no cluster, a Markdown table only): real-size latency, memory and
+  out-of-memory limits on the Z-Image-Turbo architecture twin, bare diffusers vs the serving path.
 
 Benchmark plumbing: ``report`` (statistics, tables, result files, plots), ``cli`` (the flags
 every benchmark has). ``harness``, which the tests use too: ``cluster`` (start ``launch.py`` and

@@ -193,10 +193,22 @@ def load_model(source: ModelSource, dtype: torch.dtype) -> LoadedModel:
         raise ModelLoadError(f"model {source.name!r}: cannot load {source.location} ({one_line(exc)})") from None
     if source.lora:
         load_lora(text2img, source.lora)
-    img2img = classes.img2img.from_pipe(text2img)
+    return wrap_pipeline(text2img, lora=source.lora)
+
+
+def wrap_pipeline(text2img: DiffusionPipeline, lora: str | None = None) -> LoadedModel:
+    """A ``LoadedModel`` over an already built text-to-image pipeline (img2img shares its components).
+
+    ``load_model`` ends here; ``bench.gpu`` wraps the architecture twin with it. ``lora``: where
+    the LoRA that ``text2img`` already carries came from, if any.
+    """
+    family = next((family for family, classes in PIPELINES.items() if isinstance(text2img, classes.text2img)), None)
+    if family is None:
+        raise ModelLoadError(f"pipeline class {type(text2img).__name__!r} is not a supported text-to-image pipeline")
+    img2img = PIPELINES[family].img2img.from_pipe(text2img)
     for pipe in (text2img, img2img):
         pipe.set_progress_bar_config(disable=True)
-    return LoadedModel(family=family, text2img=text2img, img2img=img2img, lora=source.lora)
+    return LoadedModel(family=family, text2img=text2img, img2img=img2img, lora=lora)
 
 
 def load_lora(pipe: DiffusionPipeline, lora: str) -> None:

@@ -21,6 +21,7 @@ import time
 import torch
 from PIL import Image, ImageOps
 
+from webui.contract import MAX_SIDE
 from webui.schema import EffectiveParams, GenerationRequest, ModelFamily, StepCallback
 from webui.settings import WorkerSettings
 from webui.worker.device import DeviceError, DevicePlan, apply_plan, plan_device, probe_machine
@@ -32,6 +33,7 @@ from webui.worker.models import (
     load_model,
     resolve_source,
     set_lora_scale,
+    wrap_pipeline,
 )
 
 logger = logging.getLogger(__name__)
@@ -70,6 +72,17 @@ class PortraitPipeline:
         defaults = source.defaults or FAMILY_DEFAULTS[model.family]
         logger.info("model %s ready in %.1fs", settings.model, time.perf_counter() - started)
         return cls(model, plan, settings.model, defaults, settings.max_side)
+
+    @classmethod
+    def from_pipeline(cls, text2img, plan: DevicePlan, model_name: str, max_side: int = MAX_SIDE) -> PortraitPipeline:
+        """Serve an already built text-to-image pipeline (no LoRA) with ``plan``, as ``load`` serves a loaded one.
+
+        For pipelines built in memory, e.g. the architecture twin that ``bench.gpu`` measures;
+        ``text2img`` must already be in ``plan.dtype``. Defaults are its family's.
+        """
+        model = wrap_pipeline(text2img)
+        apply_plan(model.text2img, plan)
+        return cls(model, plan, model_name, FAMILY_DEFAULTS[model.family], max_side)
 
     def describe(self) -> dict:
         """What is loaded and how it runs, as JSON-able values (for ``/readyz``)."""
