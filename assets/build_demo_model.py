@@ -12,7 +12,9 @@ diffusers Z-Image-Turbo pipeline class, built from configs:
 * ``scheduler``: ``FlowMatchEulerDiscreteScheduler`` with Z-Image-Turbo's config,
 
 plus a tiny LoRA for the transformer in the standard diffusers/PEFT format
-(``lora/pytorch_lora_weights.safetensors``, loadable with ``pipe.load_lora_weights``).
+(``lora/pytorch_lora_weights.safetensors``, loadable with ``pipe.load_lora_weights``), and the
+same LoRA in the ComfyUI and kohya key layouts real Z-Image LoRAs are published in
+(``lora-layouts/<layout>.safetensors``, see ``assets.lora_layouts``), with identical math.
 
 Weights come from a fixed torch seed, so every build is identical and the same seed and
 parameters give byte-identical images in any process. The model was never trained: its
@@ -43,8 +45,10 @@ logger = logging.getLogger(__name__)
 DEMO_DIR_NAME = "demo-model"
 LORA_SUBDIR = "lora"
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
+LORA_LAYOUTS_SUBDIR = "lora-layouts"
+"""The demo LoRA in other key layouts: ``<layout>.safetensors`` for each of ``assets.lora_layouts.LAYOUTS``."""
 BUILD_MARKER = "demo_build.json"
-BUILD_VERSION = 2
+BUILD_VERSION = 3
 """Bump when the architecture or the weights change, so that old caches get rebuilt."""
 SEED = 20240601
 
@@ -222,8 +226,20 @@ def write_demo_model(out_dir: Path) -> None:
     pipe, lora = build_pipeline()
     pipe.save_pretrained(out_dir, safe_serialization=True)
     ZImagePipeline.save_lora_weights(out_dir / LORA_SUBDIR, transformer_lora_layers=lora, weight_name=LORA_WEIGHT_NAME)
+    write_lora_layouts(lora, out_dir / LORA_LAYOUTS_SUBDIR)
     (out_dir / BUILD_MARKER).write_text(json.dumps({"version": BUILD_VERSION, "seed": SEED}))
     logger.info("built demo model in %.1fs", time.perf_counter() - started)
+
+
+def write_lora_layouts(lora: dict[str, torch.Tensor], out_dir: Path) -> None:
+    """Write ``lora`` (a PEFT state dict) into ``out_dir`` once per layout of ``assets.lora_layouts``."""
+    from safetensors.torch import save_file
+
+    from assets.lora_layouts import LAYOUTS, convert_lora
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, layout in LAYOUTS.items():
+        save_file(convert_lora(lora, layout), out_dir / f"{name}.safetensors", metadata={"format": "pt"})
 
 
 def ensure_demo_model(cache_dir: Path) -> Path:

@@ -32,3 +32,12 @@ def processes():
     """Processes started by one test; all stopped when it ends."""
     with Processes("test") as group:
         yield group
+
+
+@pytest.fixture
+def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No network here: make huggingface_hub fail at once instead of retrying."""
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)

@@ -1,11 +1,21 @@
-"""Test-only helpers: pixel-bomb images, peak memory (what the benchmarks use too is in ``bench.harness``)."""
+"""Test-only helpers: demo images compared across code paths, pixel-bomb images, peak memory.
+
+What the benchmarks use too is in ``bench.harness``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import psutil
 from PIL import Image
+
+from webui.schema import GenerationRequest
+
+if TYPE_CHECKING:
+    from webui.worker.pipeline import PortraitPipeline
 
 
 def blank_png(path: Path, width: int, height: int) -> Path:
@@ -25,3 +35,18 @@ def peak_rss(pid: int | str = "self") -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     kib = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))
     return int(kib) * 1024
+
+
+def generate(pipe: PortraitPipeline, **fields) -> np.ndarray:
+    """One small, few-step demo image (seed 5 unless ``fields`` say otherwise) as an array."""
+    fields = {"prompt": "a portrait in soft light", "steps": 3, "width": 128, "height": 128, "seed": 5, **fields}
+    request = GenerationRequest(**fields)
+    return np.asarray(pipe.generate(pipe.effective_params(request, seed=request.seed))[0])
+
+
+def assert_same_picture(a: np.ndarray, b: np.ndarray) -> None:
+    """The same picture by two code paths: float rounding may differ by CPU (one pixel of 49152 was off
+    by 1 on an AMD EPYC), so allow off-by-one-or-two values in at most 0.1 % of them. One path with one
+    seed is bit-exact: ``tests/test_pipeline.py`` checks that."""
+    difference = np.abs(a.astype(int) - b.astype(int))
+    assert a.shape == b.shape and difference.max() <= 2 and (difference > 0).mean() <= 0.001

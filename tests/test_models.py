@@ -19,6 +19,7 @@ from assets.build_demo_model import (
     build_pipeline,
     is_complete,
 )
+from tests.helpers import assert_same_picture, generate
 from webui.schema import GenerationRequest, Limits, ModelFamily
 from webui.settings import WorkerSettings
 from webui.worker import device
@@ -28,20 +29,6 @@ from webui.worker.models import resolve_source
 from webui.worker.pipeline import PortraitPipeline
 
 GIB = 1024**3
-
-
-def generate(pipe: PortraitPipeline, **fields) -> np.ndarray:
-    fields = {"prompt": "a portrait in soft light", "steps": 3, "width": 128, "height": 128, "seed": 5, **fields}
-    request = GenerationRequest(**fields)
-    return np.asarray(pipe.generate(pipe.effective_params(request, seed=request.seed))[0])
-
-
-def assert_same_picture(a: np.ndarray, b: np.ndarray) -> None:
-    """The same picture by two code paths: float rounding may differ by CPU (one pixel of 49152 was off
-    by 1 on an AMD EPYC), so allow off-by-one-or-two values in at most 0.1 % of them. One path with one
-    seed is bit-exact: ``tests/test_pipeline.py`` checks that."""
-    difference = np.abs(a.astype(int) - b.astype(int))
-    assert a.shape == b.shape and difference.max() <= 2 and (difference > 0).mean() <= 0.001
 
 
 # --- one loading path for the demo model and any local directory -------------------------------------------
@@ -140,15 +127,6 @@ def assert_load_error(match: str, **fields) -> str:
     message = str(info.value)
     assert "\n" not in message and "Traceback" not in message
     return message
-
-
-@pytest.fixture
-def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No network here: make huggingface_hub fail at once instead of retrying."""
-    import huggingface_hub.constants
-
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
 
 
 def test_missing_directory(tmp_path: Path):

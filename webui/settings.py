@@ -54,7 +54,8 @@ class WorkerSettings(BaseSettings):
     )
     lora: str = Field(
         "auto",
-        description="LoRA weights: 'auto' (the preset's own), 'none', a hub id or a local path.",
+        description="LoRA weights: 'auto' (the preset's own), 'none', or a .safetensors file, a directory "
+        "or a hub id holding one (diffusers, ComfyUI or kohya key layout).",
     )
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="'auto' uses CUDA when present.")
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = Field(

@@ -22,6 +22,7 @@ from diffusers import (
     ZImageImg2ImgPipeline,
     ZImagePipeline,
 )
+from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
 
 from webui.schema import ModelFamily
@@ -212,17 +213,50 @@ def wrap_pipeline(text2img: DiffusionPipeline, lora: str | None = None) -> Loade
 
 
 def load_lora(pipe: DiffusionPipeline, lora: str) -> None:
-    """Load LoRA weights (a directory, a ``.safetensors`` file or a hub id) as ``LORA_ADAPTER``."""
-    path = Path(lora)
-    kwargs = {"weight_name": path.name} if path.is_file() else {}
-    location = str(path.parent) if path.is_file() else lora
-    if Path(location).is_absolute() and not Path(location).exists():
-        raise ModelLoadError(f"lora: {lora} does not exist")
-    logger.info("loading LoRA %s", lora)
+    """Load LoRA weights (a ``.safetensors`` file, or a directory or hub id holding one) as ``LORA_ADAPTER``.
+
+    The file may use diffusers' key layout or a ComfyUI (``diffusion_model.…``) or kohya (``lora_unet_…``)
+    one: diffusers converts those on load.
+    """
+    weight_file = lora_weight_file(lora)
+    logger.info("loading LoRA %s from %s", lora, weight_file)
     try:
-        pipe.load_lora_weights(location, adapter_name=LORA_ADAPTER, **kwargs)
+        pipe.load_lora_weights(str(weight_file.parent), weight_name=weight_file.name, adapter_name=LORA_ADAPTER)
     except Exception as exc:
         raise ModelLoadError(f"lora {lora!r}: cannot load ({one_line(exc)})") from None
+
+
+def lora_weight_file(lora: str) -> Path:
+    """The weights file of ``lora``: the file itself, or the one top-level ``.safetensors`` of a directory or hub repo.
+
+    A hub id (``owner/name``, not an absolute path) is fetched with ``snapshot_download``, its top-level
+    ``.safetensors`` files only; offline (``HF_HUB_OFFLINE=1``) it comes from the local Hugging Face cache.
+    Among several files diffusers' own ``pytorch_lora_weights.safetensors`` wins; other choices are an error.
+    """
+    path = Path(lora)
+    if path.is_file():
+        return path
+    if path.is_absolute() and not path.is_dir():
+        raise ModelLoadError(f"lora: {lora} does not exist")
+    directory = path if path.is_dir() else _hub_snapshot(lora)
+    files = sorted(directory.glob("*.safetensors"))
+    preferred = directory / LORA_WEIGHT_NAME_SAFE
+    if preferred in files:
+        return preferred
+    if len(files) == 1:
+        return files[0]
+    found = ", ".join(file.name for file in files) or "none"
+    raise ModelLoadError(f"lora {lora!r}: expected one .safetensors file in {directory}, found {found}")
+
+
+def _hub_snapshot(repo_id: str) -> Path:
+    """The local snapshot of hub repo ``repo_id`` with its top-level ``.safetensors`` files."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=["*.safetensors"], ignore_patterns=["*/*"]))
+    except Exception as exc:  # offline and not cached, unknown repo, gated, network error, ...
+        raise ModelLoadError(f"lora {repo_id!r}: cannot get it from the Hugging Face hub ({one_line(exc)})") from None
 
 
 def set_lora_scale(pipe: DiffusionPipeline, scale: float) -> None:
