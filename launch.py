@@ -1,6 +1,8 @@
 """Start the whole portrait-ha cluster with one command.
 
     python launch.py                     # 2 nodes on the offline demo model, http://127.0.0.1:8080
+    python launch.py --model awportrait-z   # on a GPU box: one node per GPU NVML sees (--gpus auto)
+    python launch.py --gpus 0,1 --workers-per-gpu 2 --model awportrait-z   # 4 nodes, 2 per GPU
     python launch.py --nodes 3 --host 0.0.0.0 --auth-users-file users.txt
     python launch.py --cluster assets/cluster.example.yaml
     python launch.py --help
@@ -22,6 +24,7 @@ import logging
 import os
 import sys
 
+from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from balancer.cluster import ClusterConfigError, ClusterSpec
@@ -33,6 +36,7 @@ from balancer.settings import LaunchSettings
 from balancer.sidecar import Sidecar, configure_logging
 from balancer.supervisor import StartFailed
 from webui.contract import PRIVATE_UMASK
+from webui.settings import settings_problems
 from webui.share import ShareTunnel
 
 logger = logging.getLogger("launch")
@@ -108,7 +112,11 @@ def print_banner(spec: ClusterSpec, share: ShareTunnel | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python launch.py``."""
     os.umask(PRIVATE_UMASK)  # logs, images and caches written by us and our children: this user's only
-    settings = CliApp.run(LaunchSettings, cli_args=argv)
+    try:
+        settings = CliApp.run(LaunchSettings, cli_args=argv)
+    except ValidationError as exc:
+        print(f"error: {settings_problems(exc)}", file=sys.stderr)
+        return 2
     configure_logging()
     try:
         spec = settings.cluster_spec()

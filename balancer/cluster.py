@@ -16,6 +16,7 @@ import os
 import secrets
 import socket
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -184,6 +185,11 @@ class PartSpec(_Model):
     command: list[str] | None = Field(
         None, description="Run this instead of the standard webui command (managed nodes; rarely needed)."
     )
+    gpu: int | None = Field(
+        None, ge=0, description="The GPU of a managed worker (NVML / nvidia-smi index): the sidecar gives it "
+        "CUDA_VISIBLE_DEVICES=GPU and CUDA_DEVICE_ORDER=PCI_BUS_ID unless env sets them. Unset: every GPU "
+        "it can see (workers only)."
+    )
 
     @property
     def address(self) -> str:
@@ -208,6 +214,8 @@ class NodeSpec(_Model):
     def _check_parts(self) -> NodeSpec:
         if self.web is None and self.worker is None:
             raise ValueError(f"node {self.name}: needs a web front, a worker, or both")
+        if self.web is not None and self.web.gpu is not None:
+            raise ValueError(f"node {self.name}: gpu is a worker setting; a web front needs no GPU")
         return self
 
 
@@ -394,14 +402,19 @@ def local_nodes(
     worker_args: list[str] | None = None,
     web_args: list[str] | None = None,
     name_prefix: str = "node",
+    gpus: Sequence[int | None] = (),
 ) -> list[dict]:
-    """Descriptions of ``count`` managed nodes on this host, ports counting up from the firsts."""
-    return [
-        {
+    """Descriptions of ``count`` managed nodes on this host, ports counting up from the firsts;
+    node ``i``'s worker on GPU ``gpus[i]`` (none given, or None: no GPU of its own)."""
+    nodes = []
+    for index in range(count):
+        worker = {"port": first_worker_port + index, "args": list(worker_args or [])}
+        if index < len(gpus) and gpus[index] is not None:
+            worker["gpu"] = gpus[index]
+        nodes.append({
             "name": f"{name_prefix}{index + 1}",
             "managed": True,
             "web": {"port": first_web_port + index, "args": list(web_args or [])},
-            "worker": {"port": first_worker_port + index, "args": list(worker_args or [])},
-        }
-        for index in range(count)
-    ]
+            "worker": worker,
+        })
+    return nodes

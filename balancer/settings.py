@@ -7,17 +7,19 @@ is defaulted twice. ``python launch.py --help`` lists every flag.
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from balancer.cluster import ClusterSpec, load_cluster_file, local_nodes, parse_cluster
+from balancer.cluster import ClusterConfigError, ClusterSpec, load_cluster_file, local_nodes, parse_cluster
+from balancer.gpus import CPU_NODES, assign_gpus, list_gpus
 from webui.settings import WebSettings, WorkerSettings
 from webui.share import SHARE_HOST_SUFFIX
 
-DEFAULT_NODES = 2
+logger = logging.getLogger("launch")
 
 
 def _default(model: type, name: str) -> object:
@@ -42,8 +44,14 @@ class LaunchSettings(BaseSettings):
         extra="ignore",
     )
 
-    nodes: int = Field(DEFAULT_NODES, ge=0, description="Local nodes (web front + worker) to start; "
-                       "when a --cluster file lists nodes, none unless given.")
+    nodes: int | None = Field(None, ge=0, description="Local nodes (web front + worker) to start (unset: one per "
+                              f"GPU slot of --gpus, or {CPU_NODES} without GPUs); when a --cluster file lists "
+                              "nodes, none unless given.")
+    gpus: str = Field("auto", description="GPUs of the local workers, one each: 'auto' (every GPU NVML sees; "
+                      "CPU if none), 'none' (CPU), or a list of nvidia-smi indices such as '0,1' (used as given "
+                      "when NVML sees no GPU: workers then fall back to CPU and say so in /readyz).")
+    workers_per_gpu: int = Field(1, ge=1, description="Workers sharing each GPU (they share its memory: each "
+                                 "loads its own model copy). More --nodes than GPUs x this is an error.")
     model: str = Field(_default(WorkerSettings, "model"), description="Model of the local workers: 'demo' "
                        "(offline tiny model), 'awportrait-z', 'sdxl', a hub id or a local diffusers directory.")
     lora: str = Field(_default(WorkerSettings, "lora"), description="LoRA of the local workers: 'auto' (the "
@@ -73,6 +81,45 @@ class LaunchSettings(BaseSettings):
     public_host: list[str] = Field(default_factory=list, description="A host name the public site answers to "
                                    "(repeat the flag for more; a leading dot allows subdomains); any other Host "
                                    "header gets 421. This machine's own addresses are always allowed.")
+
+    @field_validator("gpus")
+    @classmethod
+    def _check_gpus(cls, value: str) -> str:
+        value = value.strip().lower()
+        if value in ("auto", "none"):
+            return value
+        indices = [item.strip() for item in value.split(",")]
+        if not all(item.isdigit() for item in indices):
+            raise ValueError("expected 'auto', 'none' or GPU indices separated by commas, such as '0,1'")
+        if len(set(map(int, indices))) != len(indices):
+            raise ValueError("a GPU is listed twice (for several workers per GPU, use --workers-per-gpu)")
+        return ",".join(str(int(item)) for item in indices)
+
+    def local_gpus(self) -> tuple[list[int], bool]:
+        """The GPUs local workers go on, and whether NVML confirmed that they exist.
+
+        ``auto``: NVML's list. A given list is checked against NVML's when NVML sees GPUs, and
+        taken as given when it sees none (a CPU machine: the workers fall back to CPU).
+        """
+        if self.gpus == "none":
+            return [], False
+        seen = [gpu.index for gpu in list_gpus()]
+        if self.gpus == "auto":
+            if seen and os.environ.get("CUDA_VISIBLE_DEVICES"):
+                logger.warning("--gpus auto uses every GPU NVML sees (%s) and ignores CUDA_VISIBLE_DEVICES=%s: "
+                               "pass --gpus LIST to choose", ",".join(map(str, seen)),
+                               os.environ["CUDA_VISIBLE_DEVICES"])
+            return seen, bool(seen)
+        asked = [int(item) for item in self.gpus.split(",")]
+        if not seen:
+            logger.warning("NVML sees no GPU: workers get --gpus %s as asked and fall back to CPU where CUDA "
+                           "cannot see theirs", self.gpus)
+            return asked, False
+        missing = [gpu for gpu in asked if gpu not in seen]
+        if missing:
+            raise ClusterConfigError(f"--gpus: no GPU {','.join(map(str, missing))} on this machine "
+                                     f"(NVML sees {','.join(map(str, seen))})")
+        return asked, True
 
     def local_thread_count(self, workers: int) -> int:
         """torch threads per local worker: ``--threads`` or an even share of the CPU cores."""
@@ -106,17 +153,36 @@ class LaunchSettings(BaseSettings):
         if self.run_dir is not None:
             data["run_dir"] = str(self.run_dir)
         existing = data.get("nodes") or []
-        count = self.nodes if (self._given("nodes") or not existing) else 0
-        if count:
-            worker_args = ["--model", self.model, "--lora", self.lora, "--threads", str(self.local_thread_count(count))]
-            data["nodes"] = existing + local_nodes(
-                count,
-                first_web_port=self.first_web_port,
-                first_worker_port=self.first_worker_port,
-                worker_args=worker_args,
-                name_prefix="local" if existing else "node",
-            )
+        if self.nodes is not None or not existing:
+            data["nodes"] = existing + self._local_nodes("local" if existing else "node")
         return data
+
+    def _local_nodes(self, name_prefix: str) -> list[dict]:
+        """The local nodes' descriptions: how many, and the GPU of each (``assign_gpus``).
+
+        Workers on GPUs that NVML confirmed get ``--device cuda`` (CUDA not seeing theirs is then a
+        load failure, exit 87, not a silent CPU run); ``--gpus none`` gives ``--device cpu``.
+        """
+        gpus, confirmed = self.local_gpus()
+        placement = assign_gpus(gpus, self.nodes, self.workers_per_gpu)
+        count = len(placement)
+        worker_args = ["--model", self.model, "--lora", self.lora, "--threads", str(self.local_thread_count(count))]
+        if confirmed:
+            worker_args += ["--device", "cuda"]
+        elif self.gpus == "none":
+            worker_args += ["--device", "cpu"]
+        if count:
+            where = ", ".join(f"{name_prefix}{index + 1}: " + ("CPU" if gpu is None else f"GPU {gpu}")
+                              for index, gpu in enumerate(placement))
+            logger.info("%d local node(s): %s", count, where)
+        return local_nodes(
+            count,
+            first_web_port=self.first_web_port,
+            first_worker_port=self.first_worker_port,
+            worker_args=worker_args,
+            name_prefix=name_prefix,
+            gpus=placement,
+        )
 
     def cluster_spec(self) -> ClusterSpec:
         """The validated cluster description (``ClusterConfigError`` naming the field if not)."""

@@ -11,7 +11,8 @@ restart with backoff, crash loop, ``POST /retry``) over a ``Child`` (``balancer.
   appended to ``RUN_DIR/logs/NODE-PART.log`` (a web front gets its own Gradio temp dir,
   ``RUN_DIR/gradio/NODE``), probed over HTTP (workers: ``/readyz``, model loaded and warm; web
   fronts: ``/healthz``, HAProxy's own checks decide readiness); its server is in ``maint``
-  until it answers, ``ready`` then, ``maint`` first thing when it dies;
+  until it answers, ``ready`` then, ``maint`` first thing when it dies; a worker with a ``gpu``
+  gets ``CUDA_VISIBLE_DEVICES=GPU`` and ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (``balancer.gpus``);
 - HAProxy, when given (``launch.py`` gives it): started before any node part (if that first
   start fails, ``run`` raises ``StartFailed`` with HAProxy's alerts), probed over its runtime
   API, restarted under the same policy; after each (re)start every server's state is told to
@@ -20,9 +21,9 @@ restart with backoff, crash loop, ``POST /retry``) over a ``Child`` (``balancer.
 Everything runs on one asyncio event loop, which owns SIGINT/SIGTERM: on either, every server
 is set to ``drain``, every node process gets SIGTERM, then SIGKILL after ``stop_grace`` (the
 whole process group, so nothing is orphaned), then ``maint``; then HAProxy stops. HAProxy's
-runtime API is spoken asynchronously (``AsyncRuntimeAPI``), the kernel log read in a thread,
-so nothing blocks the loop. ``/status`` and ``/metrics`` are served on the sidecar's port
-(``balancer.status``).
+runtime API is spoken asynchronously (``AsyncRuntimeAPI``), the kernel log and NVML's GPU facts
+read in threads, so nothing blocks the loop. ``/status`` and ``/metrics`` are served on the
+sidecar's port (``balancer.status``).
 
 ``main`` (like ``launch.py``) sets a 077 umask and checks the run directory first
 (``balancer.run_dir``), so every file the sidecar and its children write is private.
@@ -54,6 +55,7 @@ from balancer.cluster import (
     parse_cluster,
 )
 from balancer.gate import HAProxyGate
+from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
 from balancer.run_dir import prepare_run_dir
@@ -137,10 +139,16 @@ class Sidecar:
             gradio = self.spec.run_dir / "gradio"
             own_env["GRADIO_TEMP_DIR"] = str(gradio / node.name)
             private_dirs += [gradio, gradio / node.name]
+        if kind == "worker" and part.gpu is not None:
+            # Its own GPU, numbered as NVML and nvidia-smi number it; the part's env may say otherwise.
+            own_env.update(CUDA_VISIBLE_DEVICES=str(part.gpu), **GPU_ENV)
+        child_env = {**env, **own_env, **part.env}
+        if kind == "worker":
+            status.gpu = child_env.get("CUDA_VISIBLE_DEVICES")
         child = NodeProcess(
             name=f"{node.name}/{kind}",
             command=part_command(self.spec, node, kind, part),
-            env={**env, **own_env, **part.env},
+            env=child_env,
             log_path=logs / f"{node.name}-{kind}.log",
             probe_url=part.url + PROBE_PATHS[kind],
             probe_timeout=self.settings.probe_timeout,

@@ -14,20 +14,32 @@ loopback by default); ``POST /retry`` needs the stats page's user and password. 
 
 ``parts`` and ``ready`` count node parts. ``haproxy`` is there when the sidecar supervises
 HAProxy (under ``launch.py``); in metrics, ``crash_looped`` and ``POST /retry`` it is the part
-``haproxy`` of the pseudo-node ``balancer``.
+``haproxy`` of the pseudo-node ``balancer``. A worker given a GPU has ``"gpu": "1"`` (its
+``CUDA_VISIBLE_DEVICES``). On a machine with NVIDIA GPUs, ``gpus`` has what NVML reports about
+each (``balancer.gpus.gpu_facts``) and the workers on it::
+
+     "gpus": {"1": {"name": "NVIDIA L4", "uuid": "GPU-...", "memory_used_bytes": 9123456789,
+                    "memory_total_bytes": 24152899584, "utilization_percent": 97,
+                    "temperature_celsius": 61, "workers": ["node2"]}}
+
+and ``/metrics`` the gauges ``portrait_gpu_memory_used_bytes``, ``portrait_gpu_memory_total_bytes``,
+``portrait_gpu_utilization_percent`` and ``portrait_gpu_temperature_celsius`` (label ``gpu``).
+Without GPUs there is neither the key nor a single GPU series (absent, never 0).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Gauge, generate_latest
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Enum as PromEnum
+from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -35,6 +47,10 @@ from starlette.routing import Route
 
 from balancer.basic_auth import BasicAuth
 from balancer.causes import Death, DeathCause
+from balancer.gpus import gpu_facts
+
+GpuFacts = dict[str, dict[str, object]]
+"""GPU index -> what NVML reports about it (``balancer.gpus.gpu_facts``)."""
 
 BALANCER = "balancer"
 """The pseudo-node HAProxy is a part of (metric labels, ``crash_looped``, ``POST /retry/balancer/haproxy``)."""
@@ -76,10 +92,12 @@ class PartStatus:
     started_at: float | None = None
     ready_at: float | None = None
     crash_looped: bool = False
+    gpu: str | None = None
+    """A worker's ``CUDA_VISIBLE_DEVICES``, when it has one."""
 
     def snapshot(self, now: float) -> dict:
         """JSON-ready view, with uptime of the current process."""
-        return {
+        snapshot = {
             "state": self.state.value,
             "pid": self.pid,
             "url": self.url,
@@ -93,6 +111,39 @@ class PartStatus:
             "ready_for": round(now - self.ready_at, 3) if self.ready_at is not None else None,
             "crash_looped": self.crash_looped,
         }
+        if self.gpu is not None:
+            snapshot["gpu"] = self.gpu
+        return snapshot
+
+
+GPU_GAUGES = {
+    "memory_used_bytes": ("portrait_gpu_memory_used_bytes", "GPU memory in use (NVML), all processes."),
+    "memory_total_bytes": ("portrait_gpu_memory_total_bytes", "Total GPU memory (NVML)."),
+    "utilization_percent": ("portrait_gpu_utilization_percent", "Share of the last sample period the GPU was busy."),
+    "temperature_celsius": ("portrait_gpu_temperature_celsius", "GPU core temperature."),
+}
+"""Fact of ``gpu_facts`` -> (gauge name, help) in ``/metrics``."""
+
+
+class GpuCollector:
+    """The GPU gauges, from the facts last read (``update``): no family at all without GPUs, and a
+    GPU that stops reporting a fact loses that series rather than keeping a stale value."""
+
+    def __init__(self) -> None:
+        self.facts: GpuFacts = {}
+
+    def update(self, facts: GpuFacts) -> None:
+        """The facts the next scrape shows."""
+        self.facts = facts
+
+    def collect(self) -> Iterator[Metric]:
+        for fact, (name, documentation) in GPU_GAUGES.items():
+            samples = [(gpu, entry[fact]) for gpu, entry in self.facts.items() if fact in entry]
+            if samples:
+                family = GaugeMetricFamily(name, documentation, labels=["gpu"])
+                for gpu, value in samples:
+                    family.add_metric([gpu], float(value))
+                yield family
 
 
 class SidecarMetrics:
@@ -100,6 +151,8 @@ class SidecarMetrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.gpus = GpuCollector()
+        self.registry.register(self.gpus)
         labels = ["node", "part"]
         self.deaths = PromCounter(
             "portrait_sidecar_deaths", "Deaths of supervised processes, by cause.", [*labels, "cause"],
@@ -142,16 +195,19 @@ class SidecarMetrics:
         """Count a restart."""
         self.restarts.labels(status.node, status.part).inc()
 
-    def render(self, statuses: list[PartStatus], now: float) -> bytes:
-        """The exposition text, uptimes refreshed."""
+    def render(self, statuses: list[PartStatus], now: float, gpus: GpuFacts | None = None) -> bytes:
+        """The exposition text, uptimes refreshed, GPU gauges from ``gpus`` (none when empty)."""
         for status in statuses:
             uptime = now - status.started_at if status.started_at is not None and status.pid else 0
             self.uptime.labels(status.node, status.part).set(uptime)
+        self.gpus.update(gpus or {})
         return generate_latest(self.registry)
 
 
-def status_document(statuses: list[PartStatus], now: float, haproxy: PartStatus | None = None) -> dict:
-    """The ``/status`` JSON for these node parts (and HAProxy, when supervised)."""
+def status_document(
+    statuses: list[PartStatus], now: float, haproxy: PartStatus | None = None, gpus: GpuFacts | None = None
+) -> dict:
+    """The ``/status`` JSON for these node parts (and HAProxy, when supervised; GPUs, when there are)."""
     nodes: dict[str, dict] = {}
     for status in statuses:
         nodes.setdefault(status.node, {})[status.part] = status.snapshot(now)
@@ -164,6 +220,11 @@ def status_document(statuses: list[PartStatus], now: float, haproxy: PartStatus 
     }
     if haproxy is not None:
         document["haproxy"] = haproxy.snapshot(now)
+    if gpus:
+        document["gpus"] = {
+            gpu: {**facts, "workers": [status.node for status in statuses if status.gpu == gpu]}
+            for gpu, facts in gpus.items()
+        }
     return document
 
 
@@ -173,11 +234,13 @@ def status_app(
     retry: Callable[[str, str], bool | None],
     auth: BasicAuth,
     haproxy: PartStatus | None = None,
+    gpus: Callable[[], GpuFacts] = gpu_facts,
 ) -> Starlette:
     """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz`` and ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
     404 if there is no such part, 401 without ``auth``'s user and password). ``statuses`` are the
-    node parts; ``haproxy`` is HAProxy's, when the sidecar supervises it."""
+    node parts; ``haproxy`` is HAProxy's, when the sidecar supervises it; ``gpus`` reads the GPU
+    facts (blocking: it runs in a worker thread, off the event loop)."""
 
     async def retry_part(request: Request) -> JSONResponse:
         if not auth.allows(request.headers.get("authorization")):
@@ -192,11 +255,13 @@ def status_app(
         return JSONResponse({"status": "retrying", "part": f"{node}/{part}"}, status_code=202)
 
     async def status(request: Request) -> JSONResponse:
-        return JSONResponse(status_document(statuses(), time.monotonic(), haproxy))
+        facts = await asyncio.to_thread(gpus)
+        return JSONResponse(status_document(statuses(), time.monotonic(), haproxy, facts))
 
     async def prometheus(request: Request) -> Response:
+        facts = await asyncio.to_thread(gpus)
         everything = statuses() if haproxy is None else [haproxy, *statuses()]
-        return Response(metrics.render(everything, time.monotonic()), media_type=CONTENT_TYPE_LATEST)
+        return Response(metrics.render(everything, time.monotonic(), facts), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

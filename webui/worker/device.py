@@ -5,12 +5,18 @@ that turns the worker's settings and that answer into a ``DevicePlan``; ``apply_
 applies the plan to a loaded diffusers pipeline. GPU-only choices (half precision,
 xformers, model CPU offload) are picked automatically when CUDA is present and stay off on
 CPU; ``torch.compile`` of the denoiser on CUDA (unless offloading), never on CPU.
+
+A worker given a GPU (``CUDA_VISIBLE_DEVICES``, set by the sidecar) that CUDA cannot see runs
+on CPU with ``device: auto``, and its plan says so (``gpu_requested``, ``fallback_reason``, shown
+in ``/readyz``); with ``device: cuda`` (what ``launch.py`` asks when NVML saw the GPU) that is a
+``DeviceError``, which the worker turns into one log line and exit code ``EXIT_LOAD_FAILED``.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import asdict, dataclass
 
 import torch
@@ -41,6 +47,26 @@ class Machine:
     gpu_memory_bytes: int = 0
     bf16: bool = False
     xformers: bool = False
+    visible_devices: str | None = None
+    """``CUDA_VISIBLE_DEVICES`` as this process got it (None: unset)."""
+    torch_cuda: str | None = None
+    """The CUDA version torch was built with (None: a CPU-only build)."""
+
+    @property
+    def gpu_requested(self) -> str | None:
+        """The GPU(s) this process was given, if any (``CUDA_VISIBLE_DEVICES`` naming a device)."""
+        value = (self.visible_devices or "").strip()
+        return value if value and not value.startswith("-") else None
+
+    def why_no_cuda(self) -> str:
+        """Why torch sees no CUDA device, in words, for a log line."""
+        if self.torch_cuda is None:
+            cause = f"torch {torch.__version__} is built without CUDA"
+        else:
+            cause = f"torch {torch.__version__} (CUDA {self.torch_cuda}) finds no device"
+        if self.gpu_requested:
+            return f"CUDA cannot see the GPU this worker was given (CUDA_VISIBLE_DEVICES={self.gpu_requested}; {cause})"
+        return f"torch sees no CUDA device ({cause})"
 
 
 def xformers_available() -> bool:
@@ -49,16 +75,18 @@ def xformers_available() -> bool:
 
 
 def probe_machine() -> Machine:
-    """Ask torch for the CUDA device (index 0), its memory and bf16 support."""
+    """Ask torch for the CUDA device (index 0: the first of ``CUDA_VISIBLE_DEVICES``), its memory and bf16."""
+    found = {"visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "torch_cuda": torch.version.cuda,
+             "xformers": xformers_available()}
     if not torch.cuda.is_available():
-        return Machine(cuda=False, xformers=xformers_available())
+        return Machine(cuda=False, **found)
     props = torch.cuda.get_device_properties(0)
     return Machine(
         cuda=True,
         gpu_name=props.name,
         gpu_memory_bytes=props.total_memory,
         bf16=torch.cuda.is_bf16_supported(),
-        xformers=xformers_available(),
+        **found,
     )
 
 
@@ -75,6 +103,10 @@ class DevicePlan:
     threads: int
     gpu_name: str = ""
     gpu_memory_gib: float = 0.0
+    gpu_requested: str | None = None
+    """The GPU this worker was given (``CUDA_VISIBLE_DEVICES``), whether or not it runs there."""
+    fallback_reason: str | None = None
+    """Why it runs on CPU although it was given a GPU (None when it was not, or it runs there)."""
 
     def tile_vae(self, width: int, height: int) -> bool:
         """Whether to decode an image of this size with a tiled VAE."""
@@ -95,8 +127,12 @@ def plan_device(settings: WorkerSettings, machine: Machine) -> DevicePlan:
     Raises ``DeviceError`` for an explicit request the machine cannot honour.
     """
     if settings.device == "cuda" and not machine.cuda:
-        raise DeviceError("device: 'cuda' was requested but torch sees no CUDA device")
+        raise DeviceError(f"device: 'cuda' was requested but {machine.why_no_cuda()}")
     cuda = machine.cuda and settings.device != "cpu"
+    fallback_reason = None
+    if machine.gpu_requested and not machine.cuda and settings.device == "auto":
+        fallback_reason = f"{machine.why_no_cuda()}: running on CPU"
+        logger.warning("device: %s", fallback_reason)
 
     if settings.dtype != "auto":
         dtype = _DTYPES[settings.dtype]
@@ -137,6 +173,8 @@ def plan_device(settings: WorkerSettings, machine: Machine) -> DevicePlan:
         threads=settings.threads or torch.get_num_threads(),
         gpu_name=machine.gpu_name if cuda else "",
         gpu_memory_gib=round(machine.gpu_memory_bytes / GIB, 1) if cuda else 0.0,
+        gpu_requested=machine.gpu_requested,
+        fallback_reason=fallback_reason,
     )
 
 
