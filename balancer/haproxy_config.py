@@ -31,6 +31,8 @@ COOKIE_NAME = "PORTRAIT_NODE"
 WEBS_BACKEND = "webs"
 WORKERS_BACKEND = "workers"
 PROBES_BACKEND = "worker_probes"
+PART_BACKENDS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
+"""Node part -> the HAProxy backend its server is in."""
 RATES_TABLE = "job_rates"
 """A backend that only holds the per-client generation rate table."""
 

@@ -57,7 +57,7 @@ from balancer.cluster import (
 from balancer.gate import HAProxyGate
 from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess
-from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
+from balancer.haproxy_config import PART_BACKENDS
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI
 from balancer.status import BALANCER, PartStatus, SidecarMetrics, status_app
@@ -66,8 +66,6 @@ from webui.contract import PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")
 
-BACKENDS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
-"""Node part -> the HAProxy backend its server is in."""
 PROBE_PATHS = {"web": "/healthz", "worker": "/readyz"}
 """What the sidecar probes: a worker is ready when its model is warm; a web front when it serves."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -130,7 +128,7 @@ class Sidecar:
         """HAProxy's, when the sidecar runs it."""
 
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
-        status = PartStatus(node=node.name, part=kind, backend=BACKENDS[kind], url=part.url)
+        status = PartStatus(node=node.name, part=kind, backend=PART_BACKENDS[kind], url=part.url)
         logs = self.spec.run_dir / "logs"
         own_env = {"PYTHONUNBUFFERED": "1"}
         private_dirs = [logs]
@@ -154,7 +152,7 @@ class Sidecar:
             probe_timeout=self.settings.probe_timeout,
             stop_grace=self.settings.stop_grace,
             gate=self.gate,
-            server=(BACKENDS[kind], node.name),
+            server=(PART_BACKENDS[kind], node.name),
             private_dirs=tuple(private_dirs),
         )
         return self._supervise_child(status, child)

@@ -38,9 +38,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from balancer.haproxy import status_is_out, status_is_up
+from balancer.haproxy_config import PART_BACKENDS
 from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
 from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, RestClient
-from bench.harness.cluster import PARTS, ClusterOptions, LaunchedCluster
+from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.report import (
     LatencyStats,
@@ -227,7 +228,8 @@ class FailureScript:
         node = (self.cluster.busy_workers(timeout=30) or self.cluster.node_names)[0]
         at = self.clock.now()
         pid = self.cluster.kill(node, "worker")
-        return Failure("worker SIGKILL", f"{PARTS['worker']}/{node}", at, note=f"{node} worker, pid {pid}, mid-job")
+        server = f"{PART_BACKENDS['worker']}/{node}"
+        return Failure("worker SIGKILL", server, at, note=f"{node} worker, pid {pid}, mid-job")
 
     def kill_sticky_web(self) -> Failure:
         """SIGKILL the web front the reused gradio_client last ran on."""
@@ -235,7 +237,7 @@ class FailureScript:
         node = gradio_records[-1].web_node if gradio_records else self.cluster.node_names[0]
         at = self.clock.now()
         pid = self.cluster.kill(node, "web")
-        return Failure("web front SIGKILL", f"{PARTS['web']}/{node}", at, note=f"{node} web front, pid {pid}")
+        return Failure("web front SIGKILL", f"{PART_BACKENDS['web']}/{node}", at, note=f"{node} web front, pid {pid}")
 
     def oom_worker(self) -> Failure:
         """Send the OOM marker job straight to the last worker; it answers 507 and exits."""
@@ -244,7 +246,7 @@ class FailureScript:
         marked = Job(f"{OOM_MARKER} {self.job.prompt}", self.job.steps, self.job.width, self.job.height, 7)
         record = timed_call(self.clock, "oom-trigger", "oom", False, lambda: rest.generate(marked), ["memory"])
         rest.close()
-        failure = Failure("OOM exit", f"{PARTS['worker']}/{node}", at=record.end, watch_from=record.start,
+        failure = Failure("OOM exit", f"{PART_BACKENDS['worker']}/{node}", at=record.end, watch_from=record.start,
                           note=f"{node} worker: OOM at step 2 → 507, then exit {EXIT_OOM}")
         failure.expected_errors.append(record)
         return failure
@@ -283,7 +285,7 @@ def explain(record: Record, records: list[Record], failures: list[Failure]) -> s
     before = [r for r in mine if r.end <= record.start and r.web_node]
     after = [r for r in mine if r.start >= record.end]
     for failure in failures:
-        killed_front = before and failure.server == f"{PARTS['web']}/{before[-1].web_node}"
+        killed_front = before and failure.server == f"{PART_BACKENDS['web']}/{before[-1].web_node}"
         if killed_front and record.start <= failure.at <= record.end + 1.0:
             next_ok = bool(after) and after[0].outcome == OK
             return (f" — in flight on the web front killed at {failure.at:.1f} s (its event stream died with it); "

@@ -238,7 +238,6 @@ def test_the_async_runtime_client_reads_haproxy_as_the_blocking_one_does(cluster
     # what holds still, and a's status with the blocking client's reads just before and after.
     assert [(s.backend, s.server) for s in servers] == [(s.backend, s.server) for s in cluster.api.servers("workers")]
     assert next(s for s in servers if s.server == "a").status in {before, after}
-    assert "UP" in {before, after}
 
 
 def test_oom_exit_is_restarted_and_recorded(cluster: SupervisedCluster) -> None:

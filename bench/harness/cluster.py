@@ -30,15 +30,13 @@ import yaml
 
 from balancer.cluster import ClusterSpec, parse_cluster
 from balancer.haproxy import RuntimeAPI, ServerStatus, status_is_up
-from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND
+from balancer.haproxy_config import PART_BACKENDS, WORKERS_BACKEND
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from webui.settings import default_cache_dir
 
 logger = logging.getLogger(__name__)
 
-PARTS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
-"""Node part -> the HAProxy backend its server is in."""
 
 
 @dataclass
@@ -208,11 +206,11 @@ class LaunchedCluster:
     # ------------------------------------------------------------------ state
     def servers(self) -> list[ServerStatus]:
         """HAProxy's view of every node part (webs and workers backends), ``worker_only_nodes`` included."""
-        return [s for s in self.runtime.servers() if s.backend in PARTS.values()]
+        return [s for s in self.runtime.servers() if s.backend in PART_BACKENDS.values()]
 
     def server_status(self, node: str, part: str) -> str:
         """HAProxy's status of one node part: UP, DOWN, MAINT, ..."""
-        return self.runtime.server(PARTS[part], node).status
+        return self.runtime.server(PART_BACKENDS[part], node).status
 
     def all_up(self) -> bool:
         """Every part of every node in ``node_names`` is UP in HAProxy."""
@@ -229,7 +227,7 @@ class LaunchedCluster:
             status = self.status()
             return all(
                 sidecar_part(status, node, part)["state"] == "ready" and status_is_up(self.server_status(node, part))
-                for node in self.node_names for part in PARTS
+                for node in self.node_names for part in PART_BACKENDS
             )
         except (OSError, httpx.HTTPError):
             return False
