@@ -5,6 +5,7 @@ What the benchmarks use too is in ``bench.harness``.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -50,3 +51,11 @@ def assert_same_picture(a: np.ndarray, b: np.ndarray) -> None:
     seed is bit-exact: ``tests/test_pipeline.py`` checks that."""
     difference = np.abs(a.astype(int) - b.astype(int))
     assert a.shape == b.shape and difference.max() <= 2 and (difference > 0).mean() <= 0.001
+
+
+def record_figures(artifact: Path, name: str, figures: dict) -> None:
+    """Add measured figures under ``name`` to a test artifact (JSON): reported, not asserted."""
+    artifact.parent.mkdir(parents=True, exist_ok=True)
+    data = json.loads(artifact.read_text()) if artifact.exists() else {}
+    data[name] = figures
+    artifact.write_text(json.dumps(data, indent=2))

@@ -10,7 +10,6 @@ not asserted.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -38,6 +37,7 @@ from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
 from launch import open_share
 from tests.balancer_helpers import run_concurrently, send_in_order
+from tests.helpers import record_figures
 from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 from webui.share import ShareTunnel
 
@@ -105,14 +105,6 @@ def haproxy_retries(log_path: Path, since: float) -> int:
             logged = time.mktime(time.strptime(match.group(1), "%d/%b/%Y:%H:%M:%S"))
             count += logged >= int(since)
     return count
-
-
-def record_figures(name: str, figures: dict) -> None:
-    """Add measured figures to the test artifact (JSON), for the report."""
-    ARTIFACT.parent.mkdir(parents=True, exist_ok=True)
-    data = json.loads(ARTIFACT.read_text()) if ARTIFACT.exists() else {}
-    data[name] = figures
-    ARTIFACT.write_text(json.dumps(data, indent=2))
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +267,7 @@ def test_worker_sigkill_under_load_loses_no_job(cluster: LaunchedCluster, sticky
         [lambda i=i: RestClient(cluster.public_url).generate(small_job(900 + i)) for i in range(2)], 0
     )
     assert {reply.worker_id for _, reply in pair} == set(NODES)
-    record_figures("worker_sigkill_under_load", {
+    record_figures(ARTIFACT, "worker_sigkill_under_load", {
         "killed": f"{victim}/worker",
         "requests": len(records),
         "failed": len(failed),

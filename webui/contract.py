@@ -43,6 +43,10 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 MAX_UPLOAD_PIXELS = 4096 * 4096
 """Largest retouch upload in pixels (width x height, read from the file header)."""
 
+LISTEN_GRACE = 10.0
+"""Seconds a web front lets a running job's client go without an open event stream before it cancels
+the job (programs open the stream at once; a person running Gradio's two curl commands takes longer)."""
+
 # --- files and processes
 PRIVATE_UMASK = 0o077
 """Every ``main`` sets this umask first: files it (or a child) writes, logs and images, are this user's only."""

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from webui.contract import (
     EXIT_OOM,
+    LISTEN_GRACE,
     MAX_IMAGES,
     MAX_PROMPT_CHARS,
     MAX_SIDE,
@@ -116,6 +117,11 @@ class WebSettings(BaseSettings):
     )
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Largest request body, uploads included (413 above)."
+    )
+    listen_grace: float = Field(
+        LISTEN_GRACE, gt=0,
+        description="Seconds a running job's client may have no event stream open before its job is cancelled "
+        "(a client that joined and never listens, or left).",
     )
     body_timeout: float = Field(
         60.0, gt=0, description="Seconds a client may take to send a whole request body (408 after)."

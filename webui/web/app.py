@@ -90,7 +90,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval)
     studio = Studio(client, worker_info, node, cache_dir=cache_dir,
                     max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
-                    max_images=settings.max_images)
+                    max_images=settings.max_images, listen_grace=settings.listen_grace)
     demo = build_studio(
         studio,
         load_studio_config(),

@@ -6,7 +6,7 @@ would keep a GPU to the end. And a client that joins the queue but never opens t
 stream (gone at once, or hostile) is never noticed at all. ``cancelled_when_client_leaves()``
 watches the event the current handler serves and cancels the handler's task once it is dead,
 or once its session has had no open event stream for ``LISTEN_GRACE`` seconds
-(``EventStreams`` counts them; ``RequestGuard`` feeds it). That is what Gradio's own
+(``EventStreams`` counts them; ``RequestGuard`` feeds it; the grace is ``--listen-grace``). That is what Gradio's own
 ``/cancel`` route does; the cancelled worker request then closes its connection, which makes
 HAProxy (``option abortonclose``) and the worker drop the job.
 
@@ -27,13 +27,13 @@ from typing import Any
 
 from gradio.context import LocalContext
 
+from webui.contract import LISTEN_GRACE
+
 logger = logging.getLogger(__name__)
 
 TASK_NAME_SEPARATOR = "<gradio-sep>"
 WATCH_INTERVAL = 0.25
 """Seconds between two looks at whether the client is still there."""
-LISTEN_GRACE = 3.0
-"""Seconds a running job's session may have no open event stream (clients open it at once)."""
 
 
 class EventStreams:

@@ -64,6 +64,19 @@ def error_response(status: int, error: str, detail: str) -> JSONResponse:
     return JSONResponse({"error": error, "detail": detail, "fields": []}, status_code=status, headers=headers)
 
 
+def event_stream_key(scope: Scope) -> str | None:
+    """The session a Gradio event stream listens for: ``queue/data?session_hash=…`` (the page,
+    gradio_client), or ``GET call/<api>/<event id>`` (the curl-style API, whose session is the
+    event's own id); None for any other request."""
+    path = scope["path"]
+    if path.endswith("/queue/data"):
+        return parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [""])[0]
+    parts = path.strip("/").split("/")
+    if scope["method"] == "GET" and len(parts) >= 3 and parts[-3] == "call":
+        return parts[-1]
+    return None
+
+
 class _BodyReader:
     """``receive`` for one request, bounded in bytes and time (raises ``RequestRefused``)."""
 
@@ -131,16 +144,15 @@ class RequestGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        if path.endswith("/queue/data"):
-            session = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_hash", [""])[0]
-            self.streams.opened(session)
-            try:
-                await self._guarded(scope, receive, send)
-            finally:
-                self.streams.closed(session)
+        listener = event_stream_key(scope)
+        if listener is None:
+            await self._guarded(scope, receive, send)
             return
-        await self._guarded(scope, receive, send)
+        self.streams.opened(listener)
+        try:
+            await self._guarded(scope, receive, send)
+        finally:
+            self.streams.closed(listener)
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]

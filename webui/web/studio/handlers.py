@@ -13,7 +13,7 @@ from typing import Any
 
 import gradio as gr
 
-from webui.contract import MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+from webui.contract import LISTEN_GRACE, MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.images import UploadError
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
 from webui.web.studio.photos import encode_photo_file, save_image
@@ -103,9 +103,12 @@ class Studio:
 
     def __init__(self, client: WorkerClient, worker_info: WorkerInfoCache, web_node: str, cache_dir: Path,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
-                 streams: EventStreams | None = None, max_images: int = MAX_IMAGES) -> None:
+                 streams: EventStreams | None = None, max_images: int = MAX_IMAGES,
+                 listen_grace: float = LISTEN_GRACE) -> None:
         self.client = client
         self.max_images = max_images
+        self.listen_grace = listen_grace
+        """Seconds a running job's client may go without an open event stream."""
         """The most images this front offers (the workers' own limit may be lower)."""
         self.streams = streams or EventStreams()
         """The event streams the web front's clients have open (a job whose client is gone is cancelled)."""
@@ -136,7 +139,7 @@ class Studio:
             progress(0.0, desc=f"Worker lost, retrying (attempt {attempt}/{max_attempts})")
 
         progress(0.0, desc="Waiting for a worker")
-        async with cancelled_when_client_leaves(self.streams):
+        async with cancelled_when_client_leaves(self.streams, grace=self.listen_grace):
             outcome = await self.client.generate(fields, on_progress=on_progress, on_retry=on_retry)
         info = generation_info(outcome, self.web_node)
         gallery = []
