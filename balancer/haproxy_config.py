@@ -309,15 +309,16 @@ class HAProxyConfigRenderer:
 
     @staticmethod
     def _job_acls() -> list[str]:
+        job_paths = [
+            f"path {' '.join(JOB_PATHS)}",
+            "path_end /queue/join",
+            "method POST path_beg /gradio_api/call/ /gradio_api/run/",
+        ]
         return [
             "    # Requests that start a generation (REST, Gradio's queue and call APIs).",
-            f"    acl is_job path {' '.join(JOB_PATHS)}",
-            "    acl is_job path_end /queue/join",
-            "    acl is_job method POST path_beg /gradio_api/call/ /gradio_api/run/",
+            *(f"    acl is_job {match}" for match in job_paths),
             "    # Requests a foreign page must not make a browser send: jobs and uploads.",
-            f"    acl is_guarded path {' '.join(JOB_PATHS)}",
-            "    acl is_guarded path_end /queue/join /upload",
-            "    acl is_guarded method POST path_beg /gradio_api/call/ /gradio_api/run/",
+            *(f"    acl is_guarded {match}" for match in [*job_paths, "path_end /upload"]),
         ]
 
     def _connection_rules(self) -> list[str]:
