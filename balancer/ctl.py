@@ -50,7 +50,7 @@ def request(args: argparse.Namespace, method: str, path: str) -> dict:
     auth = (args.user, args.password) if args.password is not None else None
     try:
         answer = httpx.request(method, url, auth=auth, timeout=TIMEOUT)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
         reason = str(exc) or type(exc).__name__
         raise CtlError(f"cannot reach the sidecar at {args.sidecar}: {reason}", EXIT_USAGE) from exc
     try:
