@@ -7,8 +7,8 @@
 ``status`` is read-only (``GET /status``, no password). ``drain`` and ``ready`` need the stats page's
 user and password (``--user``, ``--password`` or, better, the ``PORTRAIT_STATS_PASSWORD`` environment
 variable: a command line is visible to every user of the machine). Exit status: 0 done, 1 refused by
-the sidecar (wrong password, no such node), 2 bad usage or no sidecar to talk to; errors are one
-line on stderr.
+the sidecar (wrong password, no such node), 2 bad usage, no sidecar to talk to, or an HAProxy that
+did not take the change; errors are one line on stderr.
 """
 
 from __future__ import annotations

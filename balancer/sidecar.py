@@ -191,18 +191,19 @@ class Sidecar:
 
     async def drain(self, node: str, drained: bool) -> dict | None:
         """An operator's drain of a managed node (every part's server), or its end: None if there is no
-        such node, else the node's admin state and the state each of its servers is told."""
+        such node, else the node's admin state, the state each of its servers is told, and whether
+        HAProxy took them all (if not, they are told again when it restarts, or when asked again)."""
         parts = [supervisor.status for supervisor in self.supervisors if supervisor.status.node == node]
         if not parts:
             return None
         logger.warning("%s: %s, as an operator asked", node, "draining" if drained else "back in rotation")
-        servers = {}
+        servers, told = {}, True
         for status in parts:
             assert status.backend is not None
             status.drained = drained
-            told = await self.gate.hold(status.backend, node, drained)
-            servers[f"{status.backend}/{node}"] = self.gate.effective((status.backend, node)) if told else "unknown"
-        return {"node": node, "admin": "drain" if drained else "ready", "servers": servers}
+            told = await self.gate.hold(status.backend, node, drained) and told
+            servers[f"{status.backend}/{node}"] = self.gate.effective((status.backend, node))
+        return {"node": node, "admin": "drain" if drained else "ready", "servers": servers, "haproxy_told": told}
 
     async def haproxy_view(self) -> HAProxyView | None:
         """HAProxy's view of servers and queues; None when it does not answer within ``VIEW_TIMEOUT``."""

@@ -281,7 +281,8 @@ def status_app(
     """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz``, ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
     404 if there is no such part), ``POST /drain/NODE`` and ``POST /ready/NODE`` (200 with what
-    ``drain(node, drained)`` answers, 404 when it answers None: no such node); every action 401
+    ``drain(node, drained)`` answers; 404 when it answers None: no such node; 502 when HAProxy could
+not be told, ``haproxy_told`` false); every action 401
     without ``auth``'s user and password. ``statuses`` are the node parts; ``haproxy`` is HAProxy's,
     when the sidecar supervises it; ``gpus`` reads the GPU facts (blocking: it runs in a worker
     thread, off the event loop); ``view`` reads HAProxy's view of servers and queues (None when
@@ -307,6 +308,10 @@ def status_app(
             outcome = await drain(node, drained) if drain is not None else None
             if outcome is None:
                 return JSONResponse({"error": "not_found", "detail": f"No managed node {node}."}, status_code=404)
+            if not outcome.get("haproxy_told", True):
+                detail = (f"{node} is recorded as {action}, but HAProxy did not take it (see the sidecar's log); "
+                          "it is told again when it restarts, or ask again.")
+                return JSONResponse({**outcome, "error": "haproxy_unavailable", "detail": detail}, status_code=502)
             return JSONResponse(outcome)
 
         return set_admin

@@ -121,7 +121,7 @@ def test_drain_lets_the_job_in_flight_finish_and_sends_new_ones_elsewhere(cluste
 
     drained = ctl(cluster, "drain", busy, "--json")
     assert drained.returncode == 0, drained.stderr
-    assert json.loads(drained.stdout) == {"node": busy, "admin": "drain",
+    assert json.loads(drained.stdout) == {"node": busy, "admin": "drain", "haproxy_told": True,
                                           "servers": {f"webs/{busy}": "drain", f"workers/{busy}": "drain"}}
     wait_status(cluster.api, "workers", busy, "DRAIN")
     wait_status(cluster.api, "webs", busy, "DRAIN")
