@@ -10,16 +10,22 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import pytest
+from starlette.testclient import TestClient
 
-from balancer.ctl import PASSWORD_ENV
+from balancer.basic_auth import BasicAuth
+from balancer.cluster import parse_cluster
+from balancer.ctl import PASSWORD_ENV, format_status
 from balancer.gate import HAProxyGate
 from balancer.runtime_api import ServerState
+from balancer.sidecar import Sidecar
+from balancer.status import status_app
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
-from tests.balancer_helpers import STATS_PASSWORD, wait_status
+from tests.balancer_helpers import STATS_PASSWORD, cluster_data, wait_status
 from tests.test_sidecar import SupervisedCluster, stand_in_node
 
 PARTS = {("a", "web"), ("a", "worker"), ("b", "web"), ("b", "worker")}
@@ -82,6 +88,24 @@ def test_an_operators_drain_wins_over_the_supervisors_ready_until_released() -> 
 
     assert asyncio.run(scenario()) == [("workers/a", "ready"), ("workers/a", "drain"), ("workers/a", "maint"),
                                        ("workers/a", "drain"), ("workers/a", "drain"), ("workers/a", "ready")]
+
+
+def test_without_haproxy_a_drain_is_recorded_and_reported_as_not_taken(tmp_path: Path) -> None:
+    spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
+    sidecar = Sidecar(spec, api=None)  # nothing started: only its HTTP app is used
+    app = status_app(sidecar.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
+                     drain=sidecar.drain, view=sidecar.haproxy_view)
+    with TestClient(app) as client:
+        assert client.post("/drain/a").status_code == 401
+        answer = client.post("/drain/a", auth=("admin", STATS_PASSWORD))
+        assert answer.status_code == 502 and answer.json()["error"] == "haproxy_unavailable"
+        assert answer.json()["servers"] == {"workers/a": "drain", "webs/a": "drain"}
+        document = client.get("/status").json()
+    assert {entry["admin"] for entry in document["nodes"]["a"].values()} == {"drain"}
+    assert "queued" not in document and "server" not in document["nodes"]["a"]["worker"]
+    table = format_status(document).splitlines()
+    assert table[1].split()[:5] == ["a", "web", "stopped", "drain", "-"]
+    assert table[-1] == "HAProxy's view (HAPROXY, ACTIVE, QUEUED) unavailable: it did not answer the sidecar."
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, exit_code: int, *words: str) -> None:
