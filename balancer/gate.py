@@ -20,34 +20,56 @@ class HAProxyGate:
     servers all start out ``ready``) can be told again with ``reapply``. Commands for one
     server go one at a time and always send the latest state asked, so a ``reapply`` never
     overtakes a newer state.
+
+    An operator's ``drain`` (``hold``) wins over the supervisor's ``ready`` until ``release``:
+    a held server that its supervisor wants ``ready`` is told ``drain``; ``maint`` (no process
+    to send to) still goes through.
     """
 
     def __init__(self, api: AsyncRuntimeAPI | None) -> None:
         self.api = api
         self.wanted: dict[ServerKey, ServerState] = {}
+        """What the supervisors asked for each server."""
+        self.held: set[ServerKey] = set()
+        """Servers an operator drained."""
         self._locks: dict[ServerKey, asyncio.Lock] = {}
+
+    def effective(self, key: ServerKey) -> ServerState:
+        """The state HAProxy is (to be) told: the supervisor's, unless an operator's drain holds it back."""
+        state = self.wanted.get(key, "ready")
+        return "drain" if key in self.held and state == "ready" else state
 
     async def set_state(self, backend: str, server: str, state: ServerState) -> bool:
         """``ready``, ``drain`` or ``maint``; False when HAProxy could not be told."""
         self.wanted[(backend, server)] = state
         return await self._send((backend, server))
 
+    async def hold(self, backend: str, server: str, held: bool) -> bool:
+        """An operator's ``drain`` (``held``) or its end; False when HAProxy could not be told."""
+        key = (backend, server)
+        if held:
+            self.held.add(key)
+        else:
+            self.held.discard(key)
+        return await self._send(key)
+
     async def reapply(self) -> None:
         """Tell HAProxy every state asked so far again (after it restarted)."""
-        if self.wanted:
-            logger.info("HAProxy: re-applying the states of %d servers", len(self.wanted))
-        for key in list(self.wanted):
+        keys = [*self.wanted, *(self.held - self.wanted.keys())]
+        if keys:
+            logger.info("HAProxy: re-applying the states of %d servers", len(keys))
+        for key in keys:
             await self._send(key)
 
     async def _send(self, key: ServerKey) -> bool:
         if self.api is None:
             return False
         async with self._locks.setdefault(key, asyncio.Lock()):
-            state = self.wanted[key]
+            state = self.effective(key)
             try:
                 await self.api.set_server_state(*key, state)
             except (OSError, RuntimeAPIError) as exc:  # OSError includes TimeoutError
                 logger.warning("could not set %s/%s to %s in HAProxy: %s", *key, state, str(exc) or type(exc).__name__)
                 return False
-        logger.info("HAProxy: %s/%s -> %s", *key, state)
+        logger.info("HAProxy: %s/%s -> %s%s", *key, state, " (operator drain)" if key in self.held else "")
         return True

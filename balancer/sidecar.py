@@ -23,7 +23,9 @@ is set to ``drain``, every node process gets SIGTERM, then SIGKILL after ``stop_
 whole process group, so nothing is orphaned), then ``maint``; then HAProxy stops. HAProxy's
 runtime API is spoken asynchronously (``AsyncRuntimeAPI``), the kernel log and NVML's GPU facts
 read in threads, so nothing blocks the loop. ``/status`` and ``/metrics`` are served on the
-sidecar's port (``balancer.status``).
+sidecar's port (``balancer.status``), with ``POST /retry/NODE/PART`` and the operator's drain of a
+node, ``POST /drain/NODE`` / ``POST /ready/NODE`` (``HAProxyGate.hold``: a drained node's servers
+stay in ``drain`` whatever their supervisors say, until ``ready``; ``python -m balancer.ctl``).
 
 ``main`` (like ``launch.py``) sets a 077 umask and checks the run directory first
 (``balancer.run_dir``), so every file the sidecar and its children write is private.
@@ -59,8 +61,8 @@ from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess
 from balancer.haproxy_config import PART_BACKENDS
 from balancer.run_dir import prepare_run_dir
-from balancer.runtime_api import AsyncRuntimeAPI
-from balancer.status import BALANCER, PartStatus, SidecarMetrics, status_app
+from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
+from balancer.status import BALANCER, HAProxyView, PartStatus, SidecarMetrics, status_app
 from balancer.supervisor import ProcessSupervisor
 from webui.contract import PRIVATE_UMASK
 
@@ -69,6 +71,8 @@ logger = logging.getLogger("balancer.sidecar")
 PROBE_PATHS = {"web": "/healthz", "worker": "/readyz"}
 """What the sidecar probes: a worker is ready when its model is warm; a web front when it serves."""
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+VIEW_TIMEOUT = 0.3
+"""Seconds ``/status`` waits for HAProxy's view of servers and queues before it answers without."""
 
 
 def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -> list[str]:
@@ -112,6 +116,7 @@ class Sidecar:
         self.spec = spec
         self.settings = spec.sidecar
         self.gate = HAProxyGate(api)
+        self.view_api = AsyncRuntimeAPI(api.socket_path, timeout=VIEW_TIMEOUT) if api is not None else None
         self.metrics = SidecarMetrics()
         self.classifier = DeathClassifier(OomKillCounter.for_this_process(self.settings.oom_counter_file), KernelLog())
         self.stopping = asyncio.Event()
@@ -184,6 +189,31 @@ class Sidecar:
                 return supervisor.retry()
         return None
 
+    async def drain(self, node: str, drained: bool) -> dict | None:
+        """An operator's drain of a managed node (every part's server), or its end: None if there is no
+        such node, else the node's admin state, the state each of its servers is told, and whether
+        HAProxy took them all (if not, they are told again when it restarts, or when asked again)."""
+        parts = [supervisor.status for supervisor in self.supervisors if supervisor.status.node == node]
+        if not parts:
+            return None
+        logger.warning("%s: %s, as an operator asked", node, "draining" if drained else "back in rotation")
+        servers, told = {}, True
+        for status in parts:
+            assert status.backend is not None
+            status.drained = drained
+            told = await self.gate.hold(status.backend, node, drained) and told
+            servers[f"{status.backend}/{node}"] = self.gate.effective((status.backend, node))
+        return {"node": node, "admin": "drain" if drained else "ready", "servers": servers, "haproxy_told": told}
+
+    async def haproxy_view(self) -> HAProxyView | None:
+        """HAProxy's view of servers and queues; None when it does not answer within ``VIEW_TIMEOUT``."""
+        if self.view_api is None:
+            return None
+        try:
+            return HAProxyView.from_stat(await self.view_api.show_stat())
+        except (OSError, RuntimeAPIError):  # OSError includes TimeoutError
+            return None
+
     def request_stop(self, signum: int | None = None) -> None:
         """Begin a graceful shutdown (signal handler)."""
         if not self.stopping.is_set():
@@ -202,7 +232,8 @@ class Sidecar:
         retry_auth = BasicAuth(self.spec.stats.user, self.spec.stats.password)
         haproxy_status = self.balancer.status if self.balancer is not None else None
         config = uvicorn.Config(
-            status_app(self.statuses, self.metrics, self.retry, retry_auth, haproxy_status),
+            status_app(self.statuses, self.metrics, self.retry, retry_auth, haproxy_status,
+                       drain=self.drain, view=self.haproxy_view),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",

@@ -1,16 +1,23 @@
 """What the sidecar tells the outside world: ``GET /status`` (JSON), ``GET /metrics``, ``GET /healthz``,
-and the one action it takes from outside, ``POST /retry/NODE/PART`` (HTTP basic auth).
+and the actions it takes from outside (HTTP basic auth): ``POST /retry/NODE/PART``, ``POST /drain/NODE``
+and ``POST /ready/NODE`` (``python -m balancer.ctl`` speaks them all).
 
 ``PartStatus`` is the record each supervisor keeps about its process; ``SidecarMetrics``
 holds the Prometheus metrics (in their own registry, not the global one); ``status_app``
 serves both over HTTP. The read-only routes need no password (the sidecar listens on
-loopback by default); ``POST /retry`` needs the stats page's user and password. ``/status`` looks like::
+loopback by default); the actions need the stats page's user and password. ``/status`` looks like::
 
-    {"nodes": {"node1": {"worker": {"state": "ready", "pid": 4242, "restarts": 1,
-                                    "last_cause": "oom_exit", "uptime": 12.5, ...},
+    {"nodes": {"node1": {"worker": {"state": "ready", "admin": "ready", "pid": 4242, "restarts": 1,
+                                    "last_cause": "oom_exit", "uptime": 12.5, ...,
+                                    "server": {"status": "UP", "sessions": 1, "queued": 0}},
                          "web": {...}}},
-     "crash_looped": [], "parts": 4, "ready": 4,
+     "crash_looped": [], "parts": 4, "ready": 4, "queued": {"workers": 3, "webs": 0},
      "haproxy": {"state": "ready", "pid": 4200, "restarts": 0, ...}}
+
+``admin`` is ``drain`` while an operator has drained the node (``POST /drain/NODE``, until
+``POST /ready/NODE``). ``server`` (each part's server as HAProxy sees it: status, requests in
+flight, requests queued for it) and ``queued`` (requests waiting in each backend's queue) are there
+when HAProxy answered the sidecar quickly.
 
 ``parts`` and ``ready`` count node parts. ``haproxy`` is there when the sidecar supervises
 HAProxy (under ``launch.py``); in metrics, ``crash_looped`` and ``POST /retry`` it is the part
@@ -32,7 +39,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -48,6 +55,7 @@ from starlette.routing import Route
 from balancer.basic_auth import BasicAuth
 from balancer.causes import Death, DeathCause
 from balancer.gpus import gpu_facts
+from balancer.runtime_api import ServerStatus, parse_servers
 
 GpuFacts = dict[str, dict[str, object]]
 """GPU index -> what NVML reports about it (``balancer.gpus.gpu_facts``)."""
@@ -94,11 +102,14 @@ class PartStatus:
     crash_looped: bool = False
     gpu: str | None = None
     """A worker's ``CUDA_VISIBLE_DEVICES``, when it has one."""
+    drained: bool = False
+    """An operator drained its node (``POST /drain/NODE``)."""
 
     def snapshot(self, now: float) -> dict:
         """JSON-ready view, with uptime of the current process."""
         snapshot = {
             "state": self.state.value,
+            "admin": "drain" if self.drained else "ready",
             "pid": self.pid,
             "url": self.url,
             "backend": self.backend,
@@ -204,13 +215,39 @@ class SidecarMetrics:
         return generate_latest(self.registry)
 
 
+@dataclass(frozen=True)
+class HAProxyView:
+    """What HAProxy's ``show stat`` says about the servers and the backends' queues."""
+
+    servers: dict[tuple[str, str], ServerStatus]
+    """(backend, server) -> its row."""
+    queued: dict[str, int]
+    """Backend -> requests waiting in its queue (for no server in particular)."""
+
+    @classmethod
+    def from_stat(cls, rows: list[dict[str, str]]) -> HAProxyView:
+        """From ``show stat`` rows."""
+        servers = {(server.backend, server.server): server for server in parse_servers(rows)}
+        queued = {row["pxname"]: int(row.get("qcur") or 0) for row in rows if row.get("svname") == "BACKEND"}
+        return cls(servers, queued)
+
+
 def status_document(
-    statuses: list[PartStatus], now: float, haproxy: PartStatus | None = None, gpus: GpuFacts | None = None
+    statuses: list[PartStatus],
+    now: float,
+    haproxy: PartStatus | None = None,
+    gpus: GpuFacts | None = None,
+    view: HAProxyView | None = None,
 ) -> dict:
-    """The ``/status`` JSON for these node parts (and HAProxy, when supervised; GPUs, when there are)."""
+    """The ``/status`` JSON for these node parts (and HAProxy, when supervised; GPUs, when there are;
+    HAProxy's view of the servers and queues, when it answered)."""
     nodes: dict[str, dict] = {}
     for status in statuses:
-        nodes.setdefault(status.node, {})[status.part] = status.snapshot(now)
+        snapshot = nodes.setdefault(status.node, {})[status.part] = status.snapshot(now)
+        server = view.servers.get((status.backend, status.node)) if view and status.backend else None
+        if server is not None:
+            snapshot["server"] = {"status": server.status, "sessions": server.current_sessions,
+                                  "queued": server.queued}
     everything = statuses if haproxy is None else [haproxy, *statuses]
     document = {
         "nodes": nodes,
@@ -218,6 +255,9 @@ def status_document(
         "ready": sum(status.state is PartState.READY for status in statuses),
         "crash_looped": [f"{status.node}/{status.part}" for status in everything if status.crash_looped],
     }
+    backends = {status.backend for status in statuses if status.backend}
+    if view is not None:
+        document["queued"] = {backend: count for backend, count in view.queued.items() if backend in backends}
     if haproxy is not None:
         document["haproxy"] = haproxy.snapshot(now)
     if gpus:
@@ -235,12 +275,18 @@ def status_app(
     auth: BasicAuth,
     haproxy: PartStatus | None = None,
     gpus: Callable[[], GpuFacts] = gpu_facts,
+    drain: Callable[[str, bool], Awaitable[dict | None]] | None = None,
+    view: Callable[[], Awaitable[HAProxyView | None]] | None = None,
 ) -> Starlette:
-    """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz`` and ``POST /retry/NODE/PART``
+    """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz``, ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
-    404 if there is no such part, 401 without ``auth``'s user and password). ``statuses`` are the
-    node parts; ``haproxy`` is HAProxy's, when the sidecar supervises it; ``gpus`` reads the GPU
-    facts (blocking: it runs in a worker thread, off the event loop)."""
+    404 if there is no such part), ``POST /drain/NODE`` and ``POST /ready/NODE`` (200 with what
+    ``drain(node, drained)`` answers; 404 when it answers None: no such node; 502 when HAProxy could
+not be told, ``haproxy_told`` false); every action 401
+    without ``auth``'s user and password. ``statuses`` are the node parts; ``haproxy`` is HAProxy's,
+    when the sidecar supervises it; ``gpus`` reads the GPU facts (blocking: it runs in a worker
+    thread, off the event loop); ``view`` reads HAProxy's view of servers and queues (None when
+    it cannot)."""
 
     async def retry_part(request: Request) -> JSONResponse:
         if not auth.allows(request.headers.get("authorization")):
@@ -254,9 +300,26 @@ def status_app(
                                 status_code=409)
         return JSONResponse({"status": "retrying", "part": f"{node}/{part}"}, status_code=202)
 
+    def admin_route(action: str, drained: bool) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def set_admin(request: Request) -> JSONResponse:
+            if not auth.allows(request.headers.get("authorization")):
+                return auth.challenge(f"POST /{action}")
+            node = request.path_params["node"]
+            outcome = await drain(node, drained) if drain is not None else None
+            if outcome is None:
+                return JSONResponse({"error": "not_found", "detail": f"No managed node {node}."}, status_code=404)
+            if not outcome.get("haproxy_told", True):
+                detail = (f"{node} is recorded as {action}, but HAProxy did not take it (see the sidecar's log); "
+                          "it is told again when it restarts, or ask again.")
+                return JSONResponse({**outcome, "error": "haproxy_unavailable", "detail": detail}, status_code=502)
+            return JSONResponse(outcome)
+
+        return set_admin
+
     async def status(request: Request) -> JSONResponse:
         facts = await asyncio.to_thread(gpus)
-        return JSONResponse(status_document(statuses(), time.monotonic(), haproxy, facts))
+        seen = await view() if view is not None else None
+        return JSONResponse(status_document(statuses(), time.monotonic(), haproxy, facts, seen))
 
     async def prometheus(request: Request) -> Response:
         facts = await asyncio.to_thread(gpus)
@@ -272,5 +335,7 @@ def status_app(
             Route("/metrics", prometheus),
             Route("/healthz", healthz),
             Route("/retry/{node}/{part}", retry_part, methods=["POST"]),
+            Route("/drain/{node}", admin_route("drain", True), methods=["POST"]),
+            Route("/ready/{node}", admin_route("ready", False), methods=["POST"]),
         ]
     )

@@ -139,16 +139,32 @@ def test_cgroup_counter_files_are_found_for_v1_and_v2(tmp_path: Path) -> None:
 # --- the sidecar process, supervising stand-in nodes behind a real HAProxy -------------------
 
 
+def stand_in_node(name: str, parts: tuple[str, ...] = ("web", "worker"), *extra: str) -> dict:
+    """A managed node of stand-in processes on free ports (``extra``: more flags for each)."""
+    ports = {part: free_port() for part in parts}
+    return {"name": name, **{part: {"port": port, "command": fake_command(f"{name}-{part}", port, *extra)}
+                             for part, port in ports.items()}}
+
+
+def troubled_nodes(run_dir: Path) -> list[dict]:
+    """a, healthy; b, out of memory once (exit code EXIT_OOM), then up; c, always crashing soon after it starts."""
+    return [
+        stand_in_node("a"),
+        stand_in_node("b", ("worker",), "--exit-code", str(EXIT_OOM), "--exit-after", "0.5",
+                      "--once-file", str(run_dir / "b-crashed-once")),
+        stand_in_node("c", ("worker",), "--exit-code", "3", "--exit-after", "0.3"),
+    ]
+
+
 class SupervisedCluster:
     """HAProxy + ``python -m balancer.sidecar`` supervising stand-in processes."""
 
-    def __init__(self, run_dir: Path, processes: Processes) -> None:
+    def __init__(self, run_dir: Path, processes: Processes, nodes: list[dict] | None = None) -> None:
+        """``nodes`` as in a cluster file (default: ``troubled_nodes``)."""
         self.run_dir = run_dir
         self.processes = processes
         self.oom_counter = run_dir / "memory.oom_control"
         self.oom_counter.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
-        ports = {name: free_port() for name in ("a-web", "a-worker", "b-worker", "c-worker")}
-        once = run_dir / "b-crashed-once"
         self.data = cluster_data(
             run_dir, [], [],
             sidecar={
@@ -156,18 +172,7 @@ class SupervisedCluster:
                 "backoff_initial": 0.2, "backoff_max": 1.0, "crash_loop_deaths": 4, "crash_loop_window": 60,
                 "stop_grace": 3.0, "oom_counter_file": str(self.oom_counter),
             },
-            nodes=[
-                {"name": "a",
-                 "web": {"port": ports["a-web"], "command": fake_command("a-web", ports["a-web"])},
-                 "worker": {"port": ports["a-worker"], "command": fake_command("a-worker", ports["a-worker"])}},
-                # Runs out of memory once (exit code EXIT_OOM), then stays up.
-                {"name": "b", "worker": {"port": ports["b-worker"], "command": fake_command(
-                    "b-worker", ports["b-worker"], "--exit-code", str(EXIT_OOM), "--exit-after", "0.5",
-                    "--once-file", str(once))}},
-                # Always crashes soon after it starts: a crash loop.
-                {"name": "c", "worker": {"port": ports["c-worker"], "command": fake_command(
-                    "c-worker", ports["c-worker"], "--exit-code", "3", "--exit-after", "0.3")}},
-            ],
+            nodes=troubled_nodes(run_dir) if nodes is None else nodes,
         )
         self.spec = parse_cluster(self.data)
         write_config(render_config(self.spec), self.spec.config_path)

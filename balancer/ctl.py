@@ -1,0 +1,154 @@
+"""Control a running cluster through its sidecar.
+
+    python -m balancer.ctl status [--json]            # every node part: state, pid, GPU, restarts, queue
+    python -m balancer.ctl drain NODE [--json]        # out of rotation: in-flight requests finish, new go elsewhere
+    python -m balancer.ctl ready NODE [--json]        # back in rotation
+
+``status`` is read-only (``GET /status``, no password). ``drain`` and ``ready`` need the stats page's
+user and password (``--user``, ``--password`` or, better, the ``PORTRAIT_STATS_PASSWORD`` environment
+variable: a command line is visible to every user of the machine). Exit status: 0 done, 1 refused by
+the sidecar (wrong password, no such node), 2 bad usage, no sidecar to talk to, or an HAProxy that
+did not take the change; errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+import httpx
+
+from balancer.cluster import LOOPBACK, SidecarSpec, StatsSpec
+
+PASSWORD_ENV = "PORTRAIT_STATS_PASSWORD"
+DEFAULT_SIDECAR = f"http://{LOOPBACK}:{SidecarSpec.model_fields['port'].default}"
+DEFAULT_USER: str = StatsSpec.model_fields["user"].default
+TIMEOUT = 10.0
+"""Seconds one request to the sidecar may take."""
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+REFUSED = {401, 404, 409}
+"""HTTP statuses that mean the sidecar understood and said no."""
+
+COLUMNS = ("NODE", "PART", "STATE", "ADMIN", "HAPROXY", "PID", "GPU", "RESTARTS", "LAST CAUSE", "ACTIVE", "QUEUED")
+
+
+class CtlError(Exception):
+    """A failure to report in one line, with the exit status it means."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def request(args: argparse.Namespace, method: str, path: str) -> dict:
+    """One request to the sidecar; its JSON answer, or ``CtlError``."""
+    url = args.sidecar.rstrip("/") + path
+    auth = (args.user, args.password) if args.password is not None else None
+    try:
+        answer = httpx.request(method, url, auth=auth, timeout=TIMEOUT)
+    except (httpx.HTTPError, httpx.InvalidURL) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise CtlError(f"cannot reach the sidecar at {args.sidecar}: {reason}", EXIT_USAGE) from exc
+    try:
+        body = answer.json()
+    except ValueError:
+        body = {}
+    if answer.is_success:
+        return body
+    detail = body.get("detail") if isinstance(body, dict) else None
+    message = f"{method} {path}: {answer.status_code} {detail or answer.reason_phrase}"
+    if answer.status_code == 401:
+        message += f" (check --user and --password / {PASSWORD_ENV})"
+    raise CtlError(message, EXIT_REFUSED if answer.status_code in REFUSED else EXIT_USAGE)
+
+
+def status_rows(document: dict) -> list[tuple[str, ...]]:
+    """One table row per node part of a ``/status`` document (``-`` where there is nothing to say)."""
+    rows = []
+    for node, parts in sorted(document.get("nodes", {}).items()):
+        for part, entry in sorted(parts.items()):
+            server = entry.get("server") or {}
+            cells = (node, part, entry.get("state"), entry.get("admin"), server.get("status"), entry.get("pid"),
+                     entry.get("gpu"), entry.get("restarts"), entry.get("last_cause"), server.get("sessions"),
+                     server.get("queued"))
+            rows.append(tuple("-" if cell is None else str(cell) for cell in cells))
+    return rows
+
+
+def format_status(document: dict) -> str:
+    """The human table of ``status``, with the backends' queues and crash loops under it."""
+    rows = [COLUMNS, *status_rows(document)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip() for row in rows]
+    queued = document.get("queued")
+    if queued is not None:
+        lines.append("queued in HAProxy: " + ", ".join(f"{name} {count}" for name, count in sorted(queued.items())))
+    else:
+        lines.append("HAProxy's view (HAPROXY, ACTIVE, QUEUED) unavailable: it did not answer the sidecar.")
+    if document.get("crash_looped"):
+        lines.append("crash-looped: " + ", ".join(document["crash_looped"]))
+    return "\n".join(lines)
+
+
+def format_admin(answer: dict) -> str:
+    """The human line of ``drain`` / ``ready``."""
+    servers = ", ".join(f"{server} {state}" for server, state in answer.get("servers", {}).items())
+    return f"{answer.get('node')}: {answer.get('admin')} ({servers})"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Carry out the parsed command; print its outcome."""
+    if args.command == "status":
+        document = request(args, "GET", "/status")
+        print(json.dumps(document, indent=2) if args.json else format_status(document))
+        return EXIT_OK
+    answer = request(args, "POST", f"/{args.command}/{args.node}")
+    print(json.dumps(answer, indent=2) if args.json else format_admin(answer))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: a subcommand each, the common options after it (``ctl status --json``)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--sidecar", default=DEFAULT_SIDECAR, metavar="URL",
+                        help=f"The sidecar's URL (default: {DEFAULT_SIDECAR}).")
+    common.add_argument("--user", default=DEFAULT_USER, help=f"Stats page user (default: {DEFAULT_USER}).")
+    common.add_argument("--password", default=os.environ.get(PASSWORD_ENV),
+                        help=f"Stats page password (default: ${PASSWORD_ENV}, which is safer: not shown by ps).")
+    common.add_argument("--json", action="store_true", help="Machine-readable output: the sidecar's JSON answer.")
+    parser = argparse.ArgumentParser(prog="python -m balancer.ctl", description=__doc__.splitlines()[0],
+                                     epilog="Each command has --help; its options come after it.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands.add_parser("status", parents=[common], help="Every node part: state, pid, GPU, restarts, queue.",
+                        description="Every node part: state, operator state, HAProxy's status, pid, GPU, restarts, "
+                        "last cause of death, requests in flight and queued (read-only, no password).")
+    for name, summary in (
+        ("drain", "Take NODE out of rotation: in-flight requests finish, new ones go to other nodes."),
+        ("ready", "Put a drained NODE back in rotation."),
+    ):
+        sub = commands.add_parser(name, parents=[common], help=summary,
+                                  description=f"{summary} Every server of the node (web and worker); needs the "
+                                  f"stats page's password.")
+        sub.add_argument("node", metavar="NODE", help="Node name, as in the cluster file and /status.")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m balancer.ctl``: the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command != "status" and not args.password:
+            raise CtlError(f"{args.command} needs the stats page's password: --password or ${PASSWORD_ENV}",
+                           EXIT_USAGE)
+        return run(args)
+    except CtlError as exc:
+        print(f"ctl: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,201 @@
+"""``python -m balancer.ctl`` against a real sidecar and HAProxy over stand-in nodes (``tests.test_sidecar``)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from balancer.basic_auth import BasicAuth
+from balancer.cluster import parse_cluster
+from balancer.ctl import PASSWORD_ENV, format_status
+from balancer.gate import HAProxyGate
+from balancer.runtime_api import ServerState
+from balancer.sidecar import Sidecar
+from balancer.status import status_app
+from bench.harness.processes import Processes, free_port
+from bench.harness.waiting import wait_until
+from tests.balancer_helpers import STATS_PASSWORD, cluster_data, wait_status
+from tests.test_sidecar import SupervisedCluster, stand_in_node
+
+PARTS = {("a", "web"), ("a", "worker"), ("b", "web"), ("b", "worker")}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """Two healthy nodes, a and b, each a stand-in web front and worker, supervised and behind HAProxy."""
+    with Processes("ctl") as processes:
+        supervised = SupervisedCluster(tmp_path_factory.mktemp("ctl"), processes,
+                                       [stand_in_node("a"), stand_in_node("b")])
+        try:
+            supervised.start()
+            for node, part in sorted(PARTS):
+                supervised.wait_ready(node, part)
+            yield supervised
+        finally:
+            processes.stop_all()
+            supervised.haproxy.stop()
+
+
+def ctl(cluster: SupervisedCluster, *args: str, password: str | None = STATS_PASSWORD,
+        sidecar: str | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m balancer.ctl ARGS`` against the cluster's sidecar, the password in the environment."""
+    env = {key: value for key, value in os.environ.items() if key != PASSWORD_ENV}
+    if password is not None:
+        env[PASSWORD_ENV] = password
+    command = [sys.executable, "-m", "balancer.ctl", *args, "--sidecar", sidecar or cluster.sidecar_url]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+
+def served_by(cluster: SupervisedCluster, delay: float = 0.0) -> str:
+    """Which stand-in worker answers a job sent through HAProxy's public frontend."""
+    answer = httpx.get(f"{cluster.spec.public.url}/generate", params={"delay": delay}, timeout=30)
+    answer.raise_for_status()
+    return answer.json()["worker_id"]
+
+
+class RecordingAPI:
+    """Stands in for HAProxy's runtime API: records the states it is told."""
+
+    def __init__(self) -> None:
+        self.told: list[tuple[str, ServerState]] = []
+
+    async def set_server_state(self, backend: str, server: str, state: ServerState) -> None:
+        self.told.append((f"{backend}/{server}", state))
+
+
+def test_an_operators_drain_wins_over_the_supervisors_ready_until_released() -> None:
+    async def scenario() -> list[tuple[str, ServerState]]:
+        api = RecordingAPI()
+        gate = HAProxyGate(api)  # type: ignore[arg-type]
+        await gate.set_state("workers", "a", "ready")
+        await gate.hold("workers", "a", True)  # drain a
+        await gate.set_state("workers", "a", "maint")  # it died: nothing to send to
+        await gate.set_state("workers", "a", "ready")  # restarted and answering: still drained
+        await gate.reapply()  # HAProxy restarted
+        await gate.hold("workers", "a", False)  # ready a
+        return api.told
+
+    assert asyncio.run(scenario()) == [("workers/a", "ready"), ("workers/a", "drain"), ("workers/a", "maint"),
+                                       ("workers/a", "drain"), ("workers/a", "drain"), ("workers/a", "ready")]
+
+
+def test_without_haproxy_a_drain_is_recorded_and_reported_as_not_taken(tmp_path: Path) -> None:
+    spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
+    sidecar = Sidecar(spec, api=None)  # nothing started: only its HTTP app is used
+    app = status_app(sidecar.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
+                     drain=sidecar.drain, view=sidecar.haproxy_view)
+    with TestClient(app) as client:
+        assert client.post("/drain/a").status_code == 401
+        answer = client.post("/drain/a", auth=("admin", STATS_PASSWORD))
+        assert answer.status_code == 502 and answer.json()["error"] == "haproxy_unavailable"
+        assert answer.json()["servers"] == {"workers/a": "drain", "webs/a": "drain"}
+        document = client.get("/status").json()
+    assert {entry["admin"] for entry in document["nodes"]["a"].values()} == {"drain"}
+    assert "queued" not in document and "server" not in document["nodes"]["a"]["worker"]
+    table = format_status(document).splitlines()
+    assert table[1].split()[:5] == ["a", "web", "stopped", "drain", "-"]
+    assert table[-1] == "HAProxy's view (HAPROXY, ACTIVE, QUEUED) unavailable: it did not answer the sidecar."
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, exit_code: int, *words: str) -> None:
+    assert result.returncode == exit_code, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert all(word in lines[0] for word in words), lines[0]
+
+
+def test_status_lists_every_part(cluster: SupervisedCluster) -> None:
+    machine = ctl(cluster, "status", "--json")
+    assert machine.returncode == 0, machine.stderr
+    document = json.loads(machine.stdout)
+    parts = {(node, part): entry for node, entries in document["nodes"].items() for part, entry in entries.items()}
+    assert set(parts) == PARTS
+    for entry in parts.values():
+        assert entry["state"] == "ready" and entry["admin"] == "ready" and entry["pid"]
+        assert entry["restarts"] == 0 and entry["last_cause"] is None
+        assert set(entry["server"]) == {"status", "sessions", "queued"}
+    assert set(document["queued"]) == {"webs", "workers"}
+
+    human = ctl(cluster, "status")
+    assert human.returncode == 0, human.stderr
+    header, *rows = human.stdout.splitlines()
+    assert header.split()[:4] == ["NODE", "PART", "STATE", "ADMIN"] and "LAST CAUSE" in header
+    assert {tuple(row.split()[:2]) for row in rows[:len(PARTS)]} == PARTS
+    assert "queued in HAProxy: webs 0, workers 0" in human.stdout
+
+
+def test_drain_lets_the_job_in_flight_finish_and_sends_new_ones_elsewhere(cluster: SupervisedCluster) -> None:
+    in_flight: dict[str, object] = {}
+    job = threading.Thread(target=lambda: in_flight.update(worker=served_by(cluster, delay=6.0)))
+    job.start()
+    busy = wait_until(lambda: next((s.server for s in cluster.api.servers("workers") if s.current_sessions), None),
+                      "a job in flight", 10, interval=0.02)
+    other = "b" if busy == "a" else "a"
+
+    drained = ctl(cluster, "drain", busy, "--json")
+    assert drained.returncode == 0, drained.stderr
+    assert json.loads(drained.stdout) == {"node": busy, "admin": "drain", "haproxy_told": True,
+                                          "servers": {f"webs/{busy}": "drain", f"workers/{busy}": "drain"}}
+    wait_status(cluster.api, "workers", busy, "DRAIN")
+    wait_status(cluster.api, "webs", busy, "DRAIN")
+    status = json.loads(ctl(cluster, "status", "--json").stdout)["nodes"][busy]
+    assert status["web"]["admin"] == status["worker"]["admin"] == "drain"
+    assert job.is_alive() and status["worker"]["server"]["sessions"] == 1  # still at work on the drained node
+
+    job.join(timeout=30)
+    assert in_flight["worker"] == f"{busy}-worker"  # it finished where it started
+    # Idle now, the drained node still gets nothing new.
+    assert {served_by(cluster) for _ in range(6)} == {f"{other}-worker"}
+    assert {httpx.get(f"{cluster.spec.public.url}/", timeout=10).json()["name"] for _ in range(3)} == {f"{other}-web"}
+
+    # Its supervisor does not put it back: a restarted worker stays drained once it answers.
+    before = cluster.part(busy)
+    os.kill(before["pid"], signal.SIGKILL)
+    cluster.wait_ready(busy, restarts=before["restarts"] + 1)
+    wait_status(cluster.api, "workers", busy, "DRAIN")
+    time.sleep(1.0)  # several probes later
+    assert cluster.api.server("workers", busy).status == "DRAIN"
+    assert f"HAProxy: workers/{busy} -> drain (operator drain)" in cluster.proc.log_path.read_text()
+
+    readied = ctl(cluster, "ready", busy)
+    assert readied.returncode == 0, readied.stderr
+    assert readied.stdout.strip() == f"{busy}: ready (workers/{busy} ready, webs/{busy} ready)"
+    wait_status(cluster.api, "workers", busy, "UP")
+    wait_status(cluster.api, "webs", busy, "UP")
+    assert cluster.part(busy)["admin"] == "ready"
+    wait_until(lambda: served_by(cluster) == f"{busy}-worker", f"a job on {busy} again", 20)
+
+
+def test_a_wrong_password_is_refused(cluster: SupervisedCluster) -> None:
+    assert_one_line_error(ctl(cluster, "drain", "a", password="wrong"), 1, "401", "--password", PASSWORD_ENV)
+    assert cluster.part("a")["admin"] == "ready" and cluster.api.server("workers", "a").status != "DRAIN"
+
+
+def test_an_unknown_node_is_refused(cluster: SupervisedCluster) -> None:
+    assert_one_line_error(ctl(cluster, "ready", "nope"), 1, "404", "No managed node nope")
+
+
+def test_no_password_or_no_sidecar_is_a_usage_error(cluster: SupervisedCluster) -> None:
+    assert_one_line_error(ctl(cluster, "drain", "a", password=None), 2, "needs the stats page's password")
+    nobody = f"http://127.0.0.1:{free_port()}"
+    assert_one_line_error(ctl(cluster, "status", sidecar=nobody), 2, "cannot reach the sidecar", nobody)
+
+
+@pytest.mark.parametrize("command", ["status", "drain", "ready"])
+def test_every_command_has_help(command: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "balancer.ctl", command, "--help"], capture_output=True,
+                            text=True, timeout=60)
+    assert result.returncode == 0
+    assert result.stdout.startswith(f"usage: python -m balancer.ctl {command}")
+    assert "--json" in result.stdout and "--sidecar" in result.stdout
