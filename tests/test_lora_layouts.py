@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 from peft import get_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 
 from assets.build_demo_model import LORA_LAYOUTS_SUBDIR, LORA_SUBDIR, LORA_WEIGHT_NAME
 from assets.lora_layouts import LAYOUTS
@@ -77,6 +78,24 @@ def test_lora_file_in_each_layout(layout: str, demo_model_dir: Path, reference: 
     pipe = load(demo_model_dir, str(path))
     assert pipe.describe()["lora"] == str(path)
     assert_loads_like_the_diffusers_layout(pipe, reference)
+
+
+def test_lora_tensors_no_module_takes_are_reported(demo_model_dir: Path, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture):
+    # diffusers drops them silently (e.g. a fused qkv the Z-Image converter does not split): the
+    # loader counts what arrived and says how many were ignored.
+    kohya = load_file(demo_model_dir / LORA_LAYOUTS_SUBDIR / "kohya.safetensors")
+    stray = {f"lora_unet_layers_0_attention_qkv.{part}": torch.zeros(4, 4) for part in ("lora_down.weight",
+                                                                                     "lora_up.weight")}
+    path = tmp_path / "with-stray-keys.safetensors"
+    save_file({**kohya, **stray, "lora_unet_layers_0_attention_qkv.alpha": torch.tensor(4.0)}, path)
+    with caplog.at_level("WARNING", logger="webui.worker.models"):
+        load(demo_model_dir, str(path))
+    assert "2 of its 60 LoRA weight tensors match no module" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="webui.worker.models"):
+        load(demo_model_dir, str(demo_model_dir / LORA_LAYOUTS_SUBDIR / "kohya.safetensors"))
+    assert "match no module" not in caplog.text
 
 
 # --- the preset's hub id, from an offline Hugging Face cache -------------------------------------------------------

@@ -24,6 +24,7 @@ from diffusers import (
 )
 from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from safetensors import safe_open
 
 from webui.schema import ModelFamily
 from webui.worker.errors import ModelLoadError, one_line
@@ -224,6 +225,26 @@ def load_lora(pipe: DiffusionPipeline, lora: str) -> None:
         pipe.load_lora_weights(str(weight_file.parent), weight_name=weight_file.name, adapter_name=LORA_ADAPTER)
     except Exception as exc:
         raise ModelLoadError(f"lora {lora!r}: cannot load ({one_line(exc)})") from None
+    in_file, loaded = lora_weight_count(weight_file), loaded_lora_weight_count(pipe)
+    if loaded < in_file:  # diffusers skips tensors for modules the model lacks, silently
+        logger.warning("lora %s: %d of its %d LoRA weight tensors match no module of this model and were ignored "
+                       "(a LoRA for another base model, or a layout diffusers does not convert)",
+                       lora, in_file - loaded, in_file)
+
+
+def lora_weight_count(weight_file: Path) -> int:
+    """LoRA weight tensors in a file, whatever its layout (``alpha`` scalars are not weights)."""
+    with safe_open(str(weight_file), framework="pt") as handle:
+        return sum(1 for key in handle.keys() if not key.endswith(".alpha"))
+
+
+def loaded_lora_weight_count(pipe: DiffusionPipeline) -> int:
+    """LoRA weight tensors the pipeline's models hold for ``LORA_ADAPTER``."""
+    marker = f".{LORA_ADAPTER}."
+    return sum(
+        1 for component in pipe.components.values() if isinstance(component, torch.nn.Module)
+        for name, _ in component.named_parameters() if "lora_" in name and marker in f"{name}."
+    )
 
 
 def lora_weight_file(lora: str) -> Path:
