@@ -365,7 +365,8 @@ def render_layers(args: argparse.Namespace, results: dict[int, dict[str, list[fl
         markdown_table(["layer", *size_headers, "goal"], layer_rows),
         "",
         "Every remote path's client also decodes and hashes the PNG (the check row), so it is in (b) − (a) and "
-        "cancels out of the later differences; the encode is in (b) − (a) only.",
+        "cancels out of the later differences; the encode is in (b) − (a) only. A negative difference of two p99s "
+        "is noise (the paths' slowest requests differ), not a gain.",
         "",
         f"Reproduce: `{args.reproduce}`",
     ])
