@@ -28,11 +28,12 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 @dataclass(frozen=True)
 class LatencyStats:
-    """Median, 95th percentile and extremes of a set of latencies, in milliseconds."""
+    """Median, 95th and 99th percentiles and extremes of a set of latencies, in milliseconds."""
 
     count: int
     median_ms: float
     p95_ms: float
+    p99_ms: float
     min_ms: float
     max_ms: float
 
@@ -41,11 +42,12 @@ class LatencyStats:
         """Summarise latencies given in seconds (an empty set gives NaNs and count 0)."""
         data = np.asarray(list(values), dtype=float) * 1000.0
         if data.size == 0:
-            return cls(0, float("nan"), float("nan"), float("nan"), float("nan"))
+            return cls(0, *[float("nan")] * 5)
         return cls(
             count=int(data.size),
             median_ms=float(np.median(data)),
             p95_ms=float(np.percentile(data, 95)),
+            p99_ms=float(np.percentile(data, 99)),
             min_ms=float(data.min()),
             max_ms=float(data.max()),
         )

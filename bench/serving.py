@@ -30,23 +30,44 @@ On a GPU machine, benchmark a real model with its own settings, e.g.::
 local Hugging Face cache or reachable); ``--threads 0`` leaves torch's thread count alone
 (on CPU the default, 1 thread per worker, keeps two workers from fighting over two cores).
 Each worker uses the GPU the usual CUDA rules give it; run one node per GPU.
+
+**Layer costs with a fixed-latency stand-in** (``--standin SECONDS``): the workers serve
+``--model standin:SECONDS`` (``webui.worker.standin``: not a model; it sleeps SECONDS per job and
+returns a real image of the asked size), so what each layer adds is not lost in a model's
+variance or CPU contention. One node; at each of ``--sizes``, ``--requests`` sequential
+requests per path from one client (no queueing), interleaved as above; in-process, the
+generate call, the worker's PNG encode and the clients' PNG check (decode + pixel hash) are
+timed apart. Added ms per layer (p50/p99 differences): worker HTTP + encode = (b) - (a),
+HAProxy = (c) - (b), web front + gradio_client = (d) - (c). The load average is taken before
+and after. Results go to ``bench/results/serving-layers.md``::
+
+    python -m bench.serving --standin 0.5                       # 512 and 1024, 50 requests each
+    python -m bench.serving --standin 0.2 --requests 15 --sizes 512 1024
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import dataclasses
 import logging
 import operator
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
+from typing import TYPE_CHECKING
 
 from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
-from bench.harness.clients import GradioApiClient, Job, RestClient, pixels_digest
+from bench.harness.clients import GradioApiClient, Job, RestClient, check_image, pixels_digest
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, new_figure, write_results
+
+if TYPE_CHECKING:  # the worker's modules import torch: loaded only where a pipeline runs in this process
+    from webui.schema import EffectiveParams
+    from webui.worker.pipeline import PipelineBase
 
 logger = logging.getLogger("bench.serving")
 
@@ -57,6 +78,15 @@ PATH_NAMES = {
     "c": "(c) HAProxy REST",
     "d": "(d) gradio_client via HAProxy",
 }
+LAYERS = [
+    # (name, the paths whose p50/p99 it is: plus, minus, the goal in ms or None)
+    ("worker HTTP + encode, (b) − (a)", ["b"], ["a"], None),
+    ("PNG encode alone (worker's `encode_png`)", ["encode"], [], None),
+    ("worker HTTP alone, (b) − (a) − encode − client check", ["b"], ["a", "encode", "check"], None),
+    ("HAProxy, (c) − (b)", ["c"], ["b"], 10.0),
+    ("web front + gradio_client, (d) − (c)", ["d"], ["c"], 40.0),
+]
+"""The rows of the layer report (``--standin``)."""
 
 
 @dataclass(frozen=True)
@@ -90,23 +120,70 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=3,
                         help="Throughput rounds; each runs a 1-worker then a 2-worker phase (interleaved).")
     parser.add_argument("--max-requests", type=int, default=200, help="Most requests per client per phase.")
+    layers = parser.add_argument_group("layer costs with the fixed-latency stand-in (not a model)")
+    layers.add_argument("--standin", type=float, default=None, metavar="SECONDS",
+                        help="Measure what each layer adds, on 1 node serving 'standin:SECONDS' (--model is ignored).")
+    layers.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="Square image sides (--standin).")
+    layers.add_argument("--requests", type=int, default=50, help="Sequential requests per path and size (--standin).")
     return parse_benchmark_args(parser, argv)
 
 
 def in_process_call(options: ClusterOptions) -> Callable[[Job], str]:
     """Load the model in this process; a call that runs a job on it and returns the pixel digest."""
-    from webui.schema import GenerationRequest
-    from webui.settings import WorkerSettings
-    from webui.worker.pipeline import PortraitPipeline
-
-    pipeline = PortraitPipeline.load(WorkerSettings(model=options.model, lora=options.lora, threads=options.threads))
+    pipeline = load_in_process(options)
 
     def call(job: Job) -> str:
-        request = GenerationRequest.model_validate(job.rest_body())
-        images = pipeline.generate(pipeline.effective_params(request, seed=job.seed))
-        return pixels_digest(images[0])
+        return pixels_digest(pipeline.generate(job_params(pipeline, job))[0])
 
     return call
+
+
+def load_in_process(options: ClusterOptions) -> PipelineBase:
+    """What a worker of ``options`` serves (``webui.worker.pipeline.load_pipeline``), loaded in this process."""
+    from webui.settings import WorkerSettings
+    from webui.worker.pipeline import load_pipeline
+
+    return load_pipeline(WorkerSettings(model=options.model, lora=options.lora, threads=options.threads))
+
+
+def job_params(pipeline: PipelineBase, job: Job) -> EffectiveParams:
+    """``job`` as the pipeline's ``EffectiveParams``, as a worker makes them."""
+    from webui.schema import GenerationRequest
+
+    return pipeline.effective_params(GenerationRequest.model_validate(job.rest_body()), seed=job.seed)
+
+
+class InProcessParts:
+    """Path (a) for the layer report: generate, the worker's PNG encode and the clients' PNG check, timed apart.
+
+    A call does all three, like a worker and its client would (so every path draws the same
+    pixels), and appends each part's seconds to ``seconds``.
+    """
+
+    PARTS = ("generate", "encode", "check")
+
+    def __init__(self, options: ClusterOptions) -> None:
+        from webui.images import encode_png
+
+        self.pipeline = load_in_process(options)
+        self.encode_png = encode_png
+        self.seconds: dict[str, list[float]] = {part: [] for part in self.PARTS}
+
+    def __call__(self, job: Job) -> str:
+        marks = [time.perf_counter()]
+        image = self.pipeline.generate(job_params(self.pipeline, job))[0]
+        marks.append(time.perf_counter())
+        encoded = self.encode_png(image)
+        marks.append(time.perf_counter())
+        digest = check_image(base64.b64decode(encoded), job)
+        marks.append(time.perf_counter())
+        for part, start, end in zip(self.PARTS, marks, marks[1:], strict=False):
+            self.seconds[part].append(end - start)
+        return digest
+
+    def last(self, runs: int) -> dict[str, list[float]]:
+        """Each part's last ``runs`` timings (the warm-up call left out)."""
+        return {part: values[-runs:] for part, values in self.seconds.items()}
 
 
 def measure_latency(calls: dict[str, Callable[[Job], str]], job: Job, runs: int) -> dict[str, list[float]]:
@@ -220,10 +297,92 @@ def plot(latencies: dict[str, list[float]], throughput: list[Throughput]):
     return figure
 
 
+def measure_layers(args: argparse.Namespace) -> tuple[dict[int, dict[str, list[float]]], list[tuple[float, ...]]]:
+    """Per size, the seconds of every path and in-process part (``--standin``); the load averages before/after."""
+    options = dataclasses.replace(ClusterOptions.from_args(args), model=f"standin:{args.standin:g}", nodes=1)
+    loads = [os.getloadavg()]
+    results: dict[int, dict[str, list[float]]] = {}
+    with LaunchedCluster(options, name="serving-layers") as cluster:
+        rest_worker = RestClient(cluster.spec.workers[0].worker.url)
+        rest_public = RestClient(cluster.public_url)
+        gradio = GradioApiClient(cluster.public_url + "/")
+        parts = InProcessParts(options)
+        calls: dict[str, Callable[[Job], str]] = {
+            "a": parts,
+            "b": lambda j: rest_worker.generate(j).pixels_sha256,
+            "c": lambda j: rest_public.generate(j).pixels_sha256,
+            "d": lambda j: gradio.generate(j).pixels_sha256,
+        }
+        for size in args.sizes:
+            job = Job(PROMPT, args.steps, size, size, seed=1000, guidance=args.guidance)
+            latencies = measure_latency(calls, job, args.requests)
+            in_process = parts.last(args.requests)
+            results[size] = {**latencies, "a": in_process["generate"], **in_process}
+        for client in (rest_worker, rest_public, gradio):
+            client.close()
+    loads.append(os.getloadavg())
+    return results, loads
+
+
+def layer_ms(stats: dict[str, LatencyStats], plus: list[str], minus: list[str]) -> tuple[float, ...]:
+    """(p50, p99) of ``sum(plus) - sum(minus)``, as differences of each path's percentiles."""
+    return tuple(sum(getattr(stats[k], q) for k in plus) - sum(getattr(stats[k], q) for k in minus)
+                 for q in ("median_ms", "p99_ms"))
+
+
+def render_layers(args: argparse.Namespace, results: dict[int, dict[str, list[float]]],
+                  loads: list[tuple[float, ...]]) -> str:
+    """The Markdown report of ``--standin``: each path's p50/p99, then the ms each layer adds."""
+    stats = {size: {key: LatencyStats.from_seconds(v) for key, v in values.items()} for size, values in results.items()}
+    sizes = list(results)
+    size_headers = [f"{size}² {q}" for size in sizes for q in ("p50", "p99")]
+
+    def cells(pairs: list[tuple[float, float]]) -> list[str]:
+        return [f"{value:.1f}" for pair in pairs for value in pair]
+
+    path_names = {**PATH_NAMES, "a": "(a) in-process stand-in generate", "check": "client PNG check (decode + hash)"}
+    path_rows = [[path_names.get(key, key)] + cells([layer_ms(stats[size], [key], []) for size in sizes])
+                 for key in ("a", "b", "c", "d", "check")]
+    layer_rows = [[name] + cells([layer_ms(stats[size], plus, minus) for size in sizes])
+                  + [f"≤ {goal:g}" if goal else "–"] for name, plus, minus, goal in LAYERS]
+    load = ["{:.2f}, {:.2f}, {:.2f}".format(*values) for values in loads]
+    return "\n".join([
+        "# Serving layers with the fixed-latency stand-in",
+        "",
+        f"The worker serves `standin:{args.standin:g}`: **not a model**; each job sleeps {args.standin:g} s over "
+        f"{args.steps} reported steps, then returns a gradient-with-grain PNG of the asked size. 1 node, one client, "
+        f"{args.requests} sequential requests per path and size (interleaved round-robin, same seeds, "
+        "pixel-identical on every path), after one warm-up each. p99 of so few requests is close to the maximum.",
+        "",
+        f"{machine_summary()}. Load average (1, 5, 15 min) before: {load[0]}; after: {load[1]}.",
+        "",
+        "## Each path (ms)",
+        "",
+        markdown_table(["path", *size_headers], path_rows),
+        "",
+        "## What each layer adds (ms; differences of the paths' p50 and p99)",
+        "",
+        markdown_table(["layer", *size_headers, "goal"], layer_rows),
+        "",
+        "Every remote path's client also decodes and hashes the PNG (the check row), so it is in (b) − (a) and "
+        "cancels out of the later differences; the encode is in (b) − (a) only. A negative difference of two p99s "
+        "is noise (the paths' slowest requests differ), not a gain.",
+        "",
+        f"Reproduce: `{args.reproduce}`",
+    ])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark, print the table, write the results files."""
     args = parse_args(argv)
     prepare_run()
+    if args.standin is not None:
+        results, loads = measure_layers(args)
+        markdown = render_layers(args, results, loads)
+        print(markdown)
+        for path in write_results("serving-layers", markdown, None):
+            print(f"wrote {path}")
+        return
     options = ClusterOptions.from_args(args)
     job = Job(PROMPT, args.steps, args.size, args.size, seed=1000, guidance=args.guidance)
     with LaunchedCluster(options, name="serving") as cluster:

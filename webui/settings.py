@@ -51,7 +51,8 @@ class WorkerSettings(BaseSettings):
     model: str = Field(
         "demo",
         description="'demo' (offline tiny model), a preset ('awportrait-z', 'sdxl'), "
-        "a Hugging Face hub id, or a local diffusers directory.",
+        "a Hugging Face hub id, or a local diffusers directory; 'standin:SECONDS' is not a model but the "
+        "benchmarks' fixed-latency stand-in (sleeps SECONDS per job, returns a gradient).",
     )
     lora: str = Field(
         "auto",

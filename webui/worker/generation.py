@@ -60,10 +60,13 @@ PipelineLoader = Callable[[WorkerSettings], Pipeline]
 
 
 def load_portrait_pipeline(settings: WorkerSettings) -> Pipeline:
-    """The default loader (imported here, in the loading thread, so ``/healthz`` is up at once)."""
-    from webui.worker.pipeline import PortraitPipeline
+    """The default loader (imported here, in the loading thread, so ``/healthz`` is up at once).
 
-    return PortraitPipeline.load(settings)
+    ``--model standin:SECONDS`` gives the benchmarks' fixed-latency stand-in (``webui.worker.standin``).
+    """
+    from webui.worker.pipeline import load_pipeline
+
+    return load_pipeline(settings)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

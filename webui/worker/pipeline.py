@@ -9,6 +9,9 @@ images = pipe.generate(params, on_step=lambda step, total: print(step, total))
 Determinism: image ``i`` of a request is drawn from its own CPU ``torch.Generator`` seeded
 with ``seed + i``, so the same seed and parameters give the same images on any run, and
 image ``i`` of a batch starts from the same noise as a one-image request with ``seed + i``.
+
+``load_pipeline`` is what a worker serves: ``PortraitPipeline.load``, or for ``--model
+standin:SECONDS`` the benchmarks' fixed-latency stand-in (``webui.worker.standin``, not a model).
 """
 
 from __future__ import annotations
@@ -40,60 +43,18 @@ logger = logging.getLogger(__name__)
 
 
 
-class PortraitPipeline:
-    """A loaded model (text-to-image + image-to-image over shared components) and its device plan.
+class PipelineBase:
+    """What every servable pipeline shares: its name, family, defaults, and how a request becomes parameters.
 
-    ``generate`` runs one job at a time (LoRA scale and VAE tiling are set per job on the
-    shared components); the worker serialises jobs.
+    ``PortraitPipeline`` (a real diffusers model) and ``webui.worker.standin.StandinPipeline``
+    (the benchmarks' fixed-latency stand-in) build on it; subclasses add ``describe`` and ``generate``.
     """
 
-    def __init__(self, model: LoadedModel, plan: DevicePlan, model_name: str, defaults: ModelDefaults, max_side: int):
-        self.model = model
-        self.plan = plan
+    def __init__(self, model_name: str, family: ModelFamily, defaults: ModelDefaults, max_side: int) -> None:
         self.model_name = model_name
-        self.family: ModelFamily = model.family
+        self.family: ModelFamily = family
         self.defaults = defaults
         self.max_side = max_side
-
-    @classmethod
-    def load(cls, settings: WorkerSettings) -> PortraitPipeline:
-        """Resolve ``settings.model``/``settings.lora``, load them and apply the device plan.
-
-        Raises ``ModelLoadError`` (one-line message) when anything is missing or wrong.
-        """
-        started = time.perf_counter()
-        try:
-            plan = plan_device(settings, probe_machine())
-        except DeviceError as exc:
-            raise ModelLoadError(str(exc)) from None
-        source = resolve_source(settings.model, settings.lora, settings.cache_dir)
-        model = load_model(source, plan.dtype)
-        apply_plan(model.text2img, plan)
-        defaults = source.defaults or FAMILY_DEFAULTS[model.family]
-        logger.info("model %s ready in %.1fs", settings.model, time.perf_counter() - started)
-        return cls(model, plan, settings.model, defaults, settings.max_side)
-
-    @classmethod
-    def from_pipeline(cls, text2img, plan: DevicePlan, model_name: str, max_side: int = MAX_SIDE) -> PortraitPipeline:
-        """Serve an already built text-to-image pipeline (no LoRA) with ``plan``, as ``load`` serves a loaded one.
-
-        For pipelines built in memory, e.g. the architecture twin that ``bench.gpu`` measures;
-        ``text2img`` must already be in ``plan.dtype``. Defaults are its family's.
-        """
-        model = wrap_pipeline(text2img)
-        apply_plan(model.text2img, plan)
-        return cls(model, plan, model_name, FAMILY_DEFAULTS[model.family], max_side)
-
-    def describe(self) -> dict:
-        """What is loaded and how it runs, as JSON-able values (for ``/readyz``)."""
-        return {
-            "model": self.model_name,
-            "family": self.family.value,
-            "pipeline": type(self.model.text2img).__name__,
-            "lora": self.model.lora,
-            "defaults": dataclasses.asdict(self.defaults),
-            **self.plan.as_dict(),
-        }
 
     def effective_params(
         self, request: GenerationRequest, seed: int, init_image: Image.Image | None = None
@@ -134,6 +95,59 @@ class PortraitPipeline:
         """Round to the family's size multiple, within ``[multiple, max_side]``."""
         multiple = self.family.size_multiple
         return min(max(multiple, round(value / multiple) * multiple), self.max_side - self.max_side % multiple)
+
+
+class PortraitPipeline(PipelineBase):
+    """A loaded model (text-to-image + image-to-image over shared components) and its device plan.
+
+    ``generate`` runs one job at a time (LoRA scale and VAE tiling are set per job on the
+    shared components); the worker serialises jobs.
+    """
+
+    def __init__(self, model: LoadedModel, plan: DevicePlan, model_name: str, defaults: ModelDefaults, max_side: int):
+        super().__init__(model_name, model.family, defaults, max_side)
+        self.model = model
+        self.plan = plan
+
+    @classmethod
+    def load(cls, settings: WorkerSettings) -> PortraitPipeline:
+        """Resolve ``settings.model``/``settings.lora``, load them and apply the device plan.
+
+        Raises ``ModelLoadError`` (one-line message) when anything is missing or wrong.
+        """
+        started = time.perf_counter()
+        try:
+            plan = plan_device(settings, probe_machine())
+        except DeviceError as exc:
+            raise ModelLoadError(str(exc)) from None
+        source = resolve_source(settings.model, settings.lora, settings.cache_dir)
+        model = load_model(source, plan.dtype)
+        apply_plan(model.text2img, plan)
+        defaults = source.defaults or FAMILY_DEFAULTS[model.family]
+        logger.info("model %s ready in %.1fs", settings.model, time.perf_counter() - started)
+        return cls(model, plan, settings.model, defaults, settings.max_side)
+
+    @classmethod
+    def from_pipeline(cls, text2img, plan: DevicePlan, model_name: str, max_side: int = MAX_SIDE) -> PortraitPipeline:
+        """Serve an already built text-to-image pipeline (no LoRA) with ``plan``, as ``load`` serves a loaded one.
+
+        For pipelines built in memory, e.g. the architecture twin that ``bench.gpu`` measures;
+        ``text2img`` must already be in ``plan.dtype``. Defaults are its family's.
+        """
+        model = wrap_pipeline(text2img)
+        apply_plan(model.text2img, plan)
+        return cls(model, plan, model_name, FAMILY_DEFAULTS[model.family], max_side)
+
+    def describe(self) -> dict:
+        """What is loaded and how it runs, as JSON-able values (for ``/readyz``)."""
+        return {
+            "model": self.model_name,
+            "family": self.family.value,
+            "pipeline": type(self.model.text2img).__name__,
+            "lora": self.model.lora,
+            "defaults": dataclasses.asdict(self.defaults),
+            **self.plan.as_dict(),
+        }
 
     def generate(
         self,
@@ -188,3 +202,13 @@ class PortraitPipeline:
                 **image_kwargs,
             )
         return list(result.images)
+
+
+def load_pipeline(settings: WorkerSettings) -> PipelineBase:
+    """What a worker serves for ``settings.model``: ``standin:SECONDS`` (benchmarks only) or a real model."""
+    from webui.worker.standin import StandinPipeline, standin_seconds
+
+    seconds = standin_seconds(settings.model)
+    if seconds is not None:
+        return StandinPipeline.for_settings(settings, seconds)
+    return PortraitPipeline.load(settings)

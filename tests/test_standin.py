@@ -1,0 +1,72 @@
+"""The benchmarks' fixed-latency stand-in: selectable only by name, and it keeps its latency and size contract.
+
+It is not a model; nothing here says anything about a model's behaviour.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from webui.schema import GenerationRequest
+from webui.settings import WorkerSettings
+from webui.worker.errors import ModelLoadError
+from webui.worker.pipeline import load_pipeline
+from webui.worker.standin import STANDIN_MODEL, StandinPipeline, standin_seconds
+
+SECONDS = 0.2
+SLACK = 0.5
+"""Upper tolerance on a loaded 2-core machine; the lower bound is exact (the sleeps run to deadlines)."""
+
+
+def test_only_a_standin_name_selects_it():
+    assert WorkerSettings().model == "demo" and standin_seconds(WorkerSettings().model) is None
+    for model in ("demo", "awportrait-z", "sdxl", "owner/standin", "./standin"):
+        assert standin_seconds(model) is None
+    assert standin_seconds("standin:0.5") == 0.5 and standin_seconds("standin:0") == 0.0
+    for bad in ("standin:", "standin:abc", "standin:-1", "standin:nan", "standin:1e9"):
+        with pytest.raises(ModelLoadError, match="stand-in"):
+            standin_seconds(bad)
+
+
+def test_worker_loader_serves_it_and_says_what_it_is():
+    pipeline = load_pipeline(WorkerSettings(model=f"standin:{SECONDS}"))
+    assert isinstance(pipeline, StandinPipeline) and pipeline.seconds == SECONDS
+    info = pipeline.describe()
+    assert info["model"] == pipeline.model_name == STANDIN_MODEL == "standin (fixed latency, benchmark only)"
+    assert info["seconds_per_job"] == SECONDS and info["lora"] is None
+    with pytest.raises(ModelLoadError, match="no LoRA"):
+        load_pipeline(WorkerSettings(model="standin:0.1", lora="some/lora"))
+
+
+@pytest.mark.parametrize("width,height,steps,images", [(512, 512, 4, 1), (96, 160, 8, 2)])
+def test_latency_steps_and_size(width: int, height: int, steps: int, images: int):
+    pipeline = StandinPipeline(SECONDS, max_side=2048)
+    request = GenerationRequest(prompt="x", steps=steps, width=width, height=height, num_images=images)
+    params = pipeline.effective_params(request, seed=7)
+    reported: list[tuple[int, int, float]] = []
+    started = time.perf_counter()
+    result = pipeline.generate(params, on_step=lambda step, total: reported.append((step, total, time.perf_counter())))
+    elapsed = time.perf_counter() - started
+    assert SECONDS <= elapsed < SECONDS + SLACK
+    assert [(s, t) for s, t, _ in reported] == [(i, steps) for i in range(1, steps + 1)]
+    for step, total, at in reported:  # evenly spaced: step i is reported no earlier than i/total of the time
+        assert at - started >= SECONDS * step / total
+    assert [image.size for image in result] == [(width, height)] * images
+    assert all(image.mode == "RGB" for image in result)
+
+
+def test_images_are_deterministic_by_seed_and_on_step_can_stop_a_job():
+    pipeline = StandinPipeline(0.0, max_side=2048)
+    params = pipeline.effective_params(GenerationRequest(prompt="x", width=64, height=64, num_images=2), seed=3)
+    first, second = pipeline.generate(params)
+    again = pipeline.generate(params)
+    assert first.tobytes() == again[0].tobytes() and second.tobytes() == again[1].tobytes()
+    assert first.tobytes() != second.tobytes()
+
+    def stop(step: int, total: int) -> None:
+        raise RuntimeError("client left")
+
+    with pytest.raises(RuntimeError, match="client left"):
+        pipeline.generate(params, on_step=stop)

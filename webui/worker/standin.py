@@ -1,0 +1,110 @@
+"""A fixed-latency stand-in for the pipeline, for benchmarks of the serving layers only. It is not a model.
+
+``python -m webui.worker --model standin:0.5`` serves ``StandinPipeline``: every job sleeps 0.5 s
+in total (evenly over its steps, each reported through ``on_step`` like a denoising step), then
+returns deterministic images of the requested size (a gradient with grain, keyed by the seed),
+real images so that PNG encoding costs what it costs. With the model's time fixed, a benchmark
+can tell what HTTP, HAProxy and the web front add from CPU contention on a loaded machine.
+
+It is never a default: only a ``--model`` that starts with ``standin:`` selects it, and every
+description of it (``/readyz``, ``/info``, results) says ``standin (fixed latency, benchmark only)``.
+Nothing about a model's behaviour can be learnt from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import numpy as np
+from PIL import Image
+
+from webui.schema import EffectiveParams, ModelFamily, StepCallback
+from webui.settings import WorkerSettings
+from webui.worker.errors import ModelLoadError
+from webui.worker.job_parsing import expected_steps
+from webui.worker.models import ModelDefaults
+from webui.worker.pipeline import PipelineBase
+
+STANDIN_PREFIX = "standin:"
+"""``--model standin:SECONDS`` selects the stand-in; nothing else does."""
+STANDIN_MODEL = "standin (fixed latency, benchmark only)"
+"""The model name the stand-in reports everywhere."""
+MAX_STANDIN_SECONDS = 3600.0
+STANDIN_DEFAULTS = ModelDefaults(steps=8, guidance=0.0, width=512, height=512)
+GRAIN = 8
+"""Amplitude of the per-pixel grain (0-255 scale): PNG then compresses about as badly as a photo."""
+
+
+def standin_seconds(model: str) -> float | None:
+    """``"standin:0.5"`` -> 0.5; ``None`` for any other ``--model``; ``ModelLoadError`` for a malformed one."""
+    if not model.startswith(STANDIN_PREFIX):
+        return None
+    text = model[len(STANDIN_PREFIX):]
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= MAX_STANDIN_SECONDS:
+        raise ModelLoadError(f"model {model!r}: the stand-in takes seconds per job from 0 to "
+                             f"{MAX_STANDIN_SECONDS:g}, e.g. 'standin:0.5'")
+    return seconds
+
+
+def standin_image(width: int, height: int, seed: int) -> Image.Image:
+    """A deterministic RGB image: a diagonal gradient whose colours and grain depend on ``seed``."""
+    rng = np.random.default_rng(seed)
+    tint = rng.integers(0, 256, size=3)
+    ys, xs = np.mgrid[0:height, 0:width]
+    ramp = (xs / max(width - 1, 1) + ys / max(height - 1, 1)) * 0.5
+    pixels = ramp[..., None] * 255.0 * 0.6 + tint * 0.4
+    pixels += rng.integers(-GRAIN, GRAIN + 1, size=(height, width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+class StandinPipeline(PipelineBase):
+    """Sleeps ``seconds`` per job, then returns ``standin_image``s of the requested size (see the module)."""
+
+    def __init__(self, seconds: float, max_side: int) -> None:
+        super().__init__(STANDIN_MODEL, ModelFamily.ZIMAGE, STANDIN_DEFAULTS, max_side)
+        self.seconds = seconds
+
+    @classmethod
+    def for_settings(cls, settings: WorkerSettings, seconds: float) -> StandinPipeline:
+        """The stand-in for a worker's settings; a LoRA other than ``auto``/``none`` is refused."""
+        if settings.lora not in ("auto", "none"):
+            raise ModelLoadError(f"model {settings.model!r}: the stand-in takes no LoRA (got {settings.lora!r})")
+        return cls(seconds, settings.max_side)
+
+    def describe(self) -> dict:
+        """What ``/readyz`` shows: the stand-in's name, its latency, and no device or LoRA."""
+        return {
+            "model": STANDIN_MODEL,
+            "family": self.family.value,
+            "pipeline": type(self).__name__,
+            "lora": None,
+            "defaults": dataclasses.asdict(self.defaults),
+            "device": "cpu",
+            "seconds_per_job": self.seconds,
+        }
+
+    def generate(
+        self, params: EffectiveParams, init_image: Image.Image | None = None, on_step: StepCallback | None = None
+    ) -> list[Image.Image]:
+        """Draw the images, then sleep until each step's share of ``seconds`` is over, reporting it.
+
+        The sleeps are measured from the start of the job, so the job takes ``seconds`` in all
+        (or the drawing time, if longer). An exception raised by ``on_step`` stops the job.
+        ``init_image`` is ignored: a retouch gets the same kind of image, with its fewer steps.
+        """
+        started = time.perf_counter()
+        images = [standin_image(params.width, params.height, params.seed + i) for i in range(params.num_images)]
+        total = max(1, expected_steps(params))
+        for step in range(1, total + 1):
+            delay = started + self.seconds * step / total - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            if on_step is not None:
+                on_step(step, total)
+        return images
