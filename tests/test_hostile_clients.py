@@ -29,10 +29,12 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from balancer.cluster import parse_cluster
 from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, PageEvent, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_until
+from launch import warn_if_exposed
 from tests.balancer_helpers import cluster_data
 from tests.helpers import record_figures
 from tests.test_haproxy_config import running_balancer
@@ -555,3 +557,16 @@ def test_forged_forwarded_for_never_reaches_a_node(exposed) -> None:
     headers = {name.lower(): value for name, value in echoed.json()["headers"].items()}
     assert headers["x-forwarded-for"] == "127.0.0.1"
     assert "x-forwarded-host" not in headers and "forwarded" not in headers
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1"])
+def test_launch_warns_when_the_site_is_exposed_without_a_password(host: str, tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    spec = parse_cluster({"public": {"host": host, "port": free_port()}, "run_dir": str(tmp_path)})
+    with caplog.at_level("WARNING", logger="launch"):
+        warn_if_exposed(spec)
+    if host == "127.0.0.1":
+        assert caplog.text == ""  # loopback only: nothing to warn about
+    else:
+        assert "30 generations a minute and 32 connections" in caplog.text
+        assert "has no password" in caplog.text and "plain HTTP" in caplog.text
