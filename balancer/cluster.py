@@ -149,6 +149,9 @@ class HealthSpec(_Model):
     fall: int = Field(2, ge=1, description="Failed checks before a server is marked DOWN.")
     rise: int = Field(2, ge=1, description="Passed checks before a server is marked UP.")
     slowstart: float = Field(10.0, ge=0, description="Seconds over which a returning server ramps up to full load.")
+    agent_interval: float = Field(
+        0.5, gt=0, description="Seconds between HAProxy's questions to a node host's agent (remote nodes' states)."
+    )
 
 
 class SidecarSpec(Listener):
@@ -173,6 +176,19 @@ class SidecarSpec(Listener):
         description="cgroup file with an oom_kill counter (memory.events or memory.oom_control); "
         "default: found from /proc/self/cgroup.",
     )
+
+
+class NodeHostSpec(_Model):
+    """A machine that runs node parts under its own sidecar (``launch.py --role node``), without HAProxy.
+
+    Its sidecar answers HAProxy's agent checks on ``address:agent_port`` with each part's state
+    (``balancer.agent``), so that every balancer learns within ``health.agent_interval`` that a
+    part is starting, draining, restarting or dead.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN, description="What nodes name in their node_host.")
+    address: str = Field(description="This host's address as the balancers reach it: its parts and its agent.")
+    agent_port: int = Field(8406, ge=1, le=65535, description="TCP port of its sidecar's agent (HAProxy agent-check).")
 
 
 class PartSpec(_Model):
@@ -206,7 +222,13 @@ class NodeSpec(_Model):
     """A node: a web front and/or a worker, supervised here (managed) or on another host."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Server name in HAProxy and cookie value.")
-    managed: bool = Field(True, description="Start and supervise its processes on this host.")
+    managed: bool = Field(
+        True, description="Start and supervise its processes: here, or on its node_host (launch.py --role node)."
+    )
+    node_host: str | None = Field(
+        None, description="The node host (in node_hosts) that runs it; unset: the balancer's own host. Its parts "
+        "listen on that host's address unless their host is set."
+    )
     web: PartSpec | None = Field(None, description="The Gradio web front.")
     worker: PartSpec | None = Field(None, description="The GPU worker.")
 
@@ -250,6 +272,9 @@ class ClusterSpec(_Model):
         description="Where haproxy.cfg, the runtime API socket, logs and Gradio temp dirs go: a directory of "
         "this user's with mode 0700 (created so; anything else is refused, see balancer/run_dir.py).",
     )
+    node_hosts: list[NodeHostSpec] = Field(
+        default_factory=list, description="Machines that run nodes under their own sidecar, without HAProxy."
+    )
     nodes: list[NodeSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -267,15 +292,66 @@ class ClusterSpec(_Model):
         seen: dict[int, str] = {}
         for label, listener in listeners.items():
             _claim_port(seen, listener.port, label)
+        hosts = self._check_node_hosts()
+        for index, host in enumerate(self.node_hosts):
+            _claim_port(hosts[host.name], host.agent_port, f"node_hosts.{index}.agent_port")
         for node in self.nodes:
             if not node.managed:
                 continue
             for kind, part in (("web", node.web), ("worker", node.worker)):
                 if part is not None:
-                    _claim_port(seen, part.port, f"nodes.{node.name}.{kind}")
+                    _claim_port(hosts[node.node_host] if node.node_host else seen, part.port,
+                                f"nodes.{node.name}.{kind}")
         if self.users_file is not None and not self.users_file.is_file():
             raise ValueError(f"users_file: {self.users_file} is not a file")
         return self
+
+    def _check_node_hosts(self) -> dict[str, dict[int, str]]:
+        """Check the node hosts and the nodes naming them; give those nodes' parts their host's address.
+
+        Returns each node host's (so far empty) record of claimed ports."""
+        names = [host.name for host in self.node_hosts]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"node_hosts: duplicate names {duplicates}")
+        addresses = {host.name: host.address for host in self.node_hosts}
+        queue_host = self.worker_queue.host
+        remote_webs = [addresses.get(node.node_host, "") for node in self.nodes if node.node_host and node.web]
+        if remote_webs and (queue_host in WILDCARD_HOSTS or (
+                is_loopback(queue_host) and not all(map(is_loopback, remote_webs)))):
+            raise ValueError("worker_queue.host: web fronts on node hosts send their jobs to it, so it must be the "
+                             f"balancer's address as they reach it (not {queue_host or 'empty'})")
+        for node in self.nodes:
+            if node.node_host is None:
+                continue
+            if node.node_host not in addresses:
+                raise ValueError(f"nodes.{node.name}.node_host: {node.node_host!r} is not in node_hosts {names}")
+            for part in (node.web, node.worker):
+                if part is not None and "host" not in part.model_fields_set:
+                    part.host = addresses[node.node_host]
+        return {name: {} for name in names}
+
+    def node_host(self, name: str) -> NodeHostSpec:
+        """The node host called ``name`` (``ClusterConfigError`` naming the known ones if none)."""
+        for host in self.node_hosts:
+            if host.name == name:
+                return host
+        known = ", ".join(host.name for host in self.node_hosts) or "none"
+        raise ClusterConfigError(f"no node host {name!r} in the cluster file (node_hosts: {known})")
+
+    def this_node_host(self) -> NodeHostSpec:
+        """The node host whose address is one of this machine's (``ClusterConfigError`` unless exactly one)."""
+        mine = local_addresses()
+        found = [host for host in self.node_hosts if host.address in mine]
+        if len(found) != 1:
+            which = ", ".join(host.name for host in found) or "none"
+            raise ClusterConfigError(f"cannot tell which node host this machine is (address matches: {which}): "
+                                     "name it with --node-host")
+        return found[0]
+
+    def nodes_on(self, node_host: str | None) -> list[NodeSpec]:
+        """The managed nodes that ``node_host``'s sidecar runs (None: the balancer host's own)."""
+        return [node for node in self.nodes if node.managed and node.node_host == node_host]
 
     @property
     def exposed(self) -> bool:

@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from balancer.agent import agent_send
 from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
 from webui.contract import HEALTH_PATH, INFO_PATH, JOB_PATHS, READY_PATH, RETRYABLE_STATUSES
 
@@ -190,11 +191,10 @@ class HAProxyConfigRenderer:
             + _json_body("request_timeout", f"The request was not received within {limits.request_timeout:g} s."),
             f"    timeout check {duration(health.timeout)}",
             "    # Health checks: sub-2-second detection of a dead server, a gentle ramp-up when it",
-            "    # returns, and a refused connection marks it down at once (layer 4: a busy node",
-            "    # that answers 503 is healthy and must stay in rotation).",
+            "    # returns. What a failed connection does is on each server line (see _server_line).",
             f"    default-server check inter {duration(health.interval)} fastinter {duration(health.fast_interval)}"
             f" downinter {duration(health.down_interval)} fall {health.fall} rise {health.rise}"
-            f" slowstart {duration(health.slowstart)} observe layer4 error-limit 1 on-error mark-down",
+            f" slowstart {duration(health.slowstart)}",
         )
 
     def _userlists(self) -> str:
@@ -461,7 +461,7 @@ class HAProxyConfigRenderer:
             "    http-error status 503 content-type application/json hdr Retry-After 5 string "
             + _json_body("unavailable", "No web front is up right now (starting or restarting); retry shortly."),
         ]
-        lines += [self._server_line(node, node.web.address, cookie=True) for node in self.spec.webs]  # type: ignore[union-attr]
+        lines += [self._server_line(node, WEBS_BACKEND, node.web.address) for node in self.spec.webs]  # type: ignore[union-attr]
         return _block(*lines)
 
     def _workers_backend(self) -> str:
@@ -492,7 +492,8 @@ class HAProxyConfigRenderer:
             "    http-error status 503 content-type application/json hdr Retry-After 10 string "
             + _json_body("busy", detail),
         ]
-        lines += [self._server_line(node, node.worker.address, cookie=False) for node in self.spec.workers]  # type: ignore[union-attr]
+        lines += [self._server_line(node, WORKERS_BACKEND, node.worker.address)  # type: ignore[union-attr]
+                  for node in self.spec.workers]
         return _block(*lines)
 
     def _probes_backend(self) -> str:
@@ -520,10 +521,23 @@ class HAProxyConfigRenderer:
             "    stick-table type ip size 100k expire 2m store http_req_rate(1m)",
         )
 
-    @staticmethod
-    def _server_line(node: NodeSpec, address: str, cookie: bool) -> str:
-        options = [f"cookie {node.name}"] if cookie else ["maxconn 1"]
-        where = "supervised by the sidecar" if node.managed else "remote, not supervised here"
+    def _server_line(self, node: NodeSpec, backend: str, address: str) -> str:
+        """A node part's server. On a node host: its state from the host's agent, and its sessions ended
+        when checks mark it down (a vanished host sends no reset: ended, its jobs are replayed at once by
+        retry-on empty-response instead of waiting out timeout server). Elsewhere: a refused connection
+        marks it down at once (layer 4: a busy node that answers 503 is healthy); that cannot be
+        combined with ending sessions, which would end the very one about to retry elsewhere."""
+        options = [f"cookie {node.name}"] if backend == WEBS_BACKEND else ["maxconn 1"]
+        if node.node_host is not None:
+            host = self.spec.node_host(node.node_host)
+            options += [f"agent-check agent-addr {host.address} agent-port {host.agent_port}"
+                        f" agent-inter {duration(self.spec.health.agent_interval)}"
+                        f" agent-send {agent_send(backend, node.name)}",
+                        "observe layer4 error-limit 1 on-error fastinter on-marked-down shutdown-sessions"]
+            where = f"on node host {host.name}: its sidecar's agent says ready/drain/maint; a lost host's jobs replay"
+        else:
+            options.append("observe layer4 error-limit 1 on-error mark-down")
+            where = "supervised by the sidecar" if node.managed else "remote, not supervised here"
         return f"    server {node.name} {address} {' '.join(options)}  # {where}"
 
     def _stats_frontend(self) -> str:

@@ -106,8 +106,8 @@ def test_config_is_valid_for_node_counts(tmp_path: Path, count: int) -> None:
     spec = parse_cluster(cluster_data(tmp_path, names, names))
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))
-    assert text.count(" maxconn 1  #") == count  # one job per worker
-    assert sum(f" cookie node{i}  #" in text for i in range(1, count + 1)) == count
+    assert text.count(" maxconn 1 observe layer4 error-limit 1 on-error mark-down  #") == count  # one job per worker
+    assert sum(f" cookie node{i} observe layer4" in text for i in range(1, count + 1)) == count
     assert "option httpchk" in text and "observe layer4" in text and "observe layer7" not in text
     assert spec.config_path.stat().st_mode & 0o777 == 0o600  # it holds the stats password
 
