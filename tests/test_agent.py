@@ -142,3 +142,56 @@ def test_node_host_parts_listen_on_their_hosts_address() -> None:
     assert [spec.nodes[0].web.address, spec.nodes[0].worker.address, spec.nodes[1].worker.address] == [
         "10.0.0.5:7000", "10.0.0.5:8000", "10.0.0.9:8001"]
     assert [node.name for node in spec.nodes_on("gpu1")] == ["x", "y"] and spec.nodes_on(None) == []
+
+
+# --- launch.py --role node: which node host, and clear errors ---------------------------------
+
+
+def node_host_file(tmp_path: Path, address: str, agent_port: int) -> Path:
+    path = tmp_path / "hosts.yaml"
+    path.write_text(yaml.safe_dump({
+        "run_dir": str(tmp_path / "run"),
+        "sidecar": {"port": free_port()},
+        "node_hosts": [{"name": "gpu1", "address": address, "agent_port": agent_port}],
+        "nodes": [{"name": "x", "node_host": "gpu1", "worker": {"port": free_port()}}],
+    }))
+    return path
+
+
+@pytest.mark.parametrize(("address", "flags", "message"), [
+    ("10.213.254.9", [], "cannot tell which node host this machine is (address matches: none): name it with "
+                        "--node-host"),
+    ("127.0.0.1", ["--node-host", "gpu9"], "no node host 'gpu9' in the cluster file (node_hosts: gpu1)"),
+])
+def test_role_node_says_which_node_host_it_cannot_find(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                       address: str, flags: list[str], message: str) -> None:
+    from launch import main
+
+    assert main(["--cluster", str(node_host_file(tmp_path, address, free_port())), "--role", "node", *flags]) == 2
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+def test_role_node_exits_2_when_its_agent_port_is_taken(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from launch import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cluster = node_host_file(tmp_path, "127.0.0.1", taken.getsockname()[1])
+        assert main(["--cluster", str(cluster), "--role", "node"]) == 2
+    assert capsys.readouterr().err.startswith("error: the agent cannot listen: ")
+
+
+def test_the_hosts_example_renders_agent_checks_for_every_part(tmp_path: Path) -> None:
+    from balancer.cluster import load_cluster_file
+    from balancer.haproxy import validate_config
+    from bench.harness.processes import REPO
+
+    data = load_cluster_file(REPO / "assets" / "cluster.hosts.example.yaml")
+    spec = parse_cluster({**data, "run_dir": str(tmp_path)})
+    text = render_config(spec)
+    validate_config(write_config(text, spec.config_path))
+    assert text.count("agent-check agent-addr 10.0.0.21 agent-port 8406") == 4  # node1, node2: web + worker
+    assert text.count("agent-check agent-addr 10.0.0.22 agent-port 8406") == 2
+    assert "server node3 10.0.0.22:7960 maxconn 1 agent-check" in text
+    assert [node.name for node in spec.nodes_on("gpu1")] == ["node1", "node2"]
