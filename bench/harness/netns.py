@@ -1,4 +1,4 @@
-"""Real hosts for tests: Linux network namespaces joined by veth pairs on a bridge (root only).
+"""Real hosts for tests and benchmarks: Linux network namespaces joined by veth pairs on a bridge (root only).
 
 ``NetworkLab`` makes namespaces ``pha-<random>-<host>`` (e.g. ``-b``, ``-n1``, ``-n2``), each with
 loopback up and one interface ``eth0`` on a private test subnet (``10.213.R.0/24``, R random per
