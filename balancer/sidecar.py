@@ -191,9 +191,12 @@ class Sidecar:
         )
 
     def server_state(self, key: ServerKey) -> ServerState | None:
-        """The state a server of this sidecar's parts is to have in every HAProxy; None if it is not one of them."""
-        ours = any((status.backend, status.node) == key for status in self.statuses())
-        return self.gate.effective(key) if ours else None
+        """The state a server of this sidecar's parts is to have in every HAProxy; None if it is not one of them.
+
+        ``maint`` until its supervisor has said anything (the agent answers before the first start)."""
+        if not any((status.backend, status.node) == key for status in self.statuses()):
+            return None
+        return self.gate.effective(key) if key in self.gate.wanted else "maint"
 
     def statuses(self) -> list[PartStatus]:
         """The status record of every supervised node part."""
