@@ -42,6 +42,10 @@ def agent_send(backend: str, server: str) -> str:
     return f'"{backend}/{server}\\n"'
 
 
+class AgentUnavailable(RuntimeError):
+    """The agent cannot listen on its address (the message says which, and why)."""
+
+
 class AgentServer:
     """A TCP server answering HAProxy's agent checks from ``state_of`` (asyncio, on the sidecar's loop)."""
 
@@ -52,8 +56,12 @@ class AgentServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        """Listen (``OSError`` when the address cannot be bound)."""
-        self._server = await asyncio.start_server(self._answer, self.host, self.port, limit=MAX_LINE)
+        """Listen (``AgentUnavailable`` when the address cannot be bound)."""
+        try:
+            self._server = await asyncio.start_server(self._answer, self.host, self.port, limit=MAX_LINE)
+        except OSError as exc:
+            raise AgentUnavailable(f"the agent cannot listen on {self.host}:{self.port}: "
+                                   f"{exc.strerror or exc}") from None
         logger.info("agent: answering HAProxy's agent checks on %s:%d", self.host, self.port)
 
     async def aclose(self) -> None:

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import uvicorn
 
-from balancer.agent import AgentServer
+from balancer.agent import AgentServer, AgentUnavailable
 from balancer.basic_auth import BasicAuth
 from balancer.causes import DeathClassifier, KernelLog, OomKillCounter
 from balancer.children import HAProxyChild, NodeProcess
@@ -357,8 +357,8 @@ def run_sidecar(sidecar: Sidecar) -> int:
     """Run a sidecar without HAProxy to its end: 0, or 2 when its agent's address cannot be bound."""
     try:
         asyncio.run(sidecar.run())
-    except OSError as exc:
-        print(f"error: the agent cannot listen: {exc}", file=sys.stderr)
+    except AgentUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0
 

@@ -177,9 +177,11 @@ def test_role_node_exits_2_when_its_agent_port_is_taken(tmp_path: Path, capsys: 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        cluster = node_host_file(tmp_path, "127.0.0.1", taken.getsockname()[1])
-        assert main(["--cluster", str(cluster), "--role", "node"]) == 2
-    assert capsys.readouterr().err.startswith("error: the agent cannot listen: ")
+        port = taken.getsockname()[1]
+        assert main(["--cluster", str(node_host_file(tmp_path, "127.0.0.1", port)), "--role", "node"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith(f"error: the agent cannot listen on 127.0.0.1:{port}: ") and len(error.splitlines()) == 1
+    assert error.lower().endswith("address already in use")
 
 
 def test_the_hosts_example_renders_agent_checks_for_every_part(tmp_path: Path) -> None:
