@@ -10,7 +10,7 @@ SIGSTOPped), breaks the host that runs a job ``--into-job`` seconds after it sta
 soon HAProxy took the lost worker out of rotation (from then on new jobs avoid it), how much longer
 the job took than one with no fault (``extra``), and that less the work lost on the broken host
 (``overhead``: time from the fault until the job finished, beyond a whole fresh job). The job
-must finish on the other host; a failed one is counted. Root only (``ip``, Debian's ``iptables``).
+must finish on the other host; one that did not is counted, and why is listed. Root only (``ip``, Debian's ``iptables``).
 """
 
 from __future__ import annotations
@@ -86,10 +86,20 @@ def measure(profile: str, args: argparse.Namespace) -> tuple[float, list[LostHos
 
 
 def finished_elsewhere(lost: LostHost) -> bool:
-    """Whether the job got its image from the other host."""
+    """Whether the job got its image from the other host (a lost host can answer nothing)."""
     response = lost.response
     return isinstance(response, httpx.Response) and response.status_code == 200 and \
         response.json().get("worker_id") == lost.survivor
+
+
+def failure(lost: LostHost) -> str:
+    """Why a job did not finish on the other host, in one line."""
+    response = lost.response
+    if isinstance(response, Exception):
+        return f"{type(response).__name__}: {response}"
+    if response.status_code != 200:
+        return f"HTTP {response.status_code}: {response.text[:200]}"
+    return f"answered by {response.json().get('worker_id')}, the lost host"
 
 
 def rows(profile: str, baseline: float, lost: list[LostHost], faults: list[str]) -> list[list[object]]:
@@ -118,12 +128,15 @@ def main(argv: list[str] | None = None) -> None:
     prepare_run()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     ensure_demo_model(default_cache_dir())  # once, before four processes would race to build it
-    table, settings = [], []
+    table: list[list[object]] = []
+    settings: list[str] = []
+    failures: list[str] = []
     for profile in args.profiles:
         baseline, lost = measure(profile, args)
         table += rows(profile, baseline, lost, args.faults)
+        failures += [f"{profile}/{item.fault}: {failure(item)}" for item in lost if not finished_elsewhere(item)]
         settings.append(f"- `{profile}`: {describe(profile)}")
-    headers = ["checks", "fault", "runs", "failed jobs", "out of rotation s (median / max)",
+    headers = ["checks", "fault", "runs", "not replayed", "out of rotation s (median / max)",
                "extra s (median / max)", "overhead s (median / max)", "job alone s"]
     markdown = "\n".join([
         "# Lost-host benchmark", "",
@@ -134,6 +147,7 @@ def main(argv: list[str] | None = None) -> None:
         "on). *Extra*: the job's time beyond a job with no fault. *Overhead*: extra less the work lost on the "
         "broken host (the time into the job). Every job must finish on the other host.", "",
         "Check settings (`health:` in the cluster file):", "", *settings, "",
+        *([f"Jobs that did not finish on the other host: {'; '.join(failures)}.", ""] if failures else []),
         "Reproduce (as root): `" + " ".join(["python -m bench.hosts", *map(shlex.quote, argv)]) + "`",
     ])
     print(markdown)

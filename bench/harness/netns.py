@@ -138,9 +138,12 @@ class NetworkLab:
         run("ip", "-n", self.namespace(host), "link", "set", "eth0", "up" if up else "down")
 
     def drop_packets(self, host: str, dropped: bool) -> None:
-        """Drop (or stop dropping) every packet ``host`` receives, loopback excepted (``iptables -j DROP``)."""
+        """Drop (or stop dropping) every packet ``host`` receives or sends, loopback excepted (``iptables -j
+        DROP``). Both ways: with incoming packets dropped only, an answer it had ready still gets out."""
         action = "-I" if dropped else "-D"
-        run("ip", "netns", "exec", self.namespace(host), "iptables", action, "INPUT", "!", "-i", "lo", "-j", "DROP")
+        iptables = ["ip", "netns", "exec", self.namespace(host), "iptables", action]
+        run(*iptables, "INPUT", "!", "-i", "lo", "-j", "DROP")
+        run(*iptables, "OUTPUT", "!", "-o", "lo", "-j", "DROP")
 
     def close(self) -> None:
         """Kill every process left in the lab (SIGCONT first: a stopped one never dies of SIGTERM), delete it."""
