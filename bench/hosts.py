@@ -10,7 +10,8 @@ SIGSTOPped), breaks the host that runs a job ``--into-job`` seconds after it sta
 soon HAProxy took the lost worker out of rotation (from then on new jobs avoid it), how much longer
 the job took than one with no fault (``extra``), and that less the work lost on the broken host
 (``overhead``: time from the fault until the job finished, beyond a whole fresh job). The job
-must finish on the other host; one that did not is counted, and why is listed. Root only (``ip``, Debian's ``iptables``).
+must finish on the other host; one that did not is counted, and why is listed. Root only (``ip``,
+Debian's ``iptables``).
 """
 
 from __future__ import annotations
