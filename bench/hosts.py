@@ -28,23 +28,24 @@ from pathlib import Path
 import httpx
 
 from assets.build_demo_model import ensure_demo_model
-from balancer.cluster import HealthSpec
+from balancer.cluster import HealthSpec, load_cluster_file
 from bench.cli import prepare_run
 from bench.harness.hosts import BALANCER, FAULTS, NODE_HOSTS, HostsCluster, LostHost, lose_host_mid_job
 from bench.harness.netns import NetworkLab, missing_for_labs
-from bench.harness.processes import Processes
+from bench.harness.processes import REPO, Processes
 from bench.report import machine_summary, markdown_table, write_results
 from webui.settings import default_cache_dir
 
 logger = logging.getLogger("bench.hosts")
 
+EXAMPLE = REPO / "assets" / "cluster.hosts.example.yaml"
 PROFILES: dict[str, dict[str, float]] = {
     "defaults": {},
-    "example": {"interval": 0.5, "fast_interval": 0.25, "down_interval": 0.5, "timeout": 1.0},
-    "tight": {"interval": 0.25, "fast_interval": 0.25, "down_interval": 0.5, "timeout": 0.5},
+    "1s-timeout": {"interval": 0.5, "fast_interval": 0.25, "down_interval": 0.5, "timeout": 1.0},
+    "example": load_cluster_file(EXAMPLE)["health"],
 }
-"""Health-check settings compared (``health:`` in the cluster file; {} = balancer/cluster.py's defaults);
-``example`` is assets/cluster.hosts.example.yaml's."""
+"""Health-check settings compared (``health:`` in the cluster file; {} = balancer/cluster.py's defaults;
+``example``: assets/cluster.hosts.example.yaml's)."""
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from balancer.cluster import load_cluster_file
 from bench.harness.hosts import FAULTS, NODE_HOSTS, HostsCluster, lose_host_mid_job
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes
@@ -34,8 +35,8 @@ from tests.helpers import record_figures
 pytestmark = [pytest.mark.hosts, pytest.mark.skipif(missing_for_labs() is not None, reason=missing_for_labs() or "")]
 
 ARTIFACT = REPO / "test-artifacts" / "hosts-failover.json"
-HEALTH = {"interval": 0.5, "fast_interval": 0.25, "down_interval": 0.5, "timeout": 1.0, "agent_interval": 0.5}
-"""Checks every 0.5 s, 1 s to answer, two failures (assets/cluster.hosts.example.yaml)."""
+HEALTH = load_cluster_file(REPO / "assets" / "cluster.hosts.example.yaml")["health"]
+"""The documented multi-host checks."""
 
 
 @pytest.fixture(scope="module")
