@@ -126,12 +126,24 @@ class LostHost:
     """From the fault until HAProxy had the lost worker out of rotation (new jobs avoid it)."""
     back_after_heal_s: float
 
-    def figures(self, baseline: float) -> dict[str, object]:
-        """The measured seconds, rounded. ``extra_s``: the job's time beyond ``baseline`` (a job with no fault);
-        ``overhead_s``: that, less the work lost on the broken host (the time from the job's start to the fault)."""
-        extra = self.job_s - baseline
-        return {"lost_node": self.lost_node, "job_s": round(self.job_s, 2), "baseline_job_s": round(baseline, 2),
-                "extra_s": round(extra, 2), "overhead_s": round(extra - self.fault_into_job_s, 2),
+    @property
+    def replay_s(self) -> float | None:
+        """How long the job took on the worker that answered it (its own timings); None without an image."""
+        if not isinstance(self.response, httpx.Response) or self.response.status_code != 200:
+            return None
+        return self.response.json()["timings"]["total_ms"] / 1000
+
+    def figures(self) -> dict[str, object]:
+        """The measured seconds, rounded. ``extra_s``: the job's time beyond its run on the worker that
+        answered (what the same job cost at that moment without a fault; on a shared CPU that varies
+        too much for a fixed baseline); ``overhead_s``: that, less the work lost on the broken host
+        (the time from the job's start to the fault)."""
+        replay = self.replay_s
+        extra = None if replay is None else self.job_s - replay
+        return {"lost_node": self.lost_node, "job_s": round(self.job_s, 2),
+                "replay_s": None if replay is None else round(replay, 2),
+                "extra_s": None if extra is None else round(extra, 2),
+                "overhead_s": None if extra is None else round(extra - self.fault_into_job_s, 2),
                 "fault_into_job_s": round(self.fault_into_job_s, 2),
                 "out_of_rotation_after_s": round(self.out_after_s, 2),
                 "back_after_heal_s": round(self.back_after_heal_s, 2)}
