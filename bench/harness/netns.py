@@ -13,6 +13,7 @@ deletes the namespaces, which removes their links with them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import secrets
@@ -32,13 +33,21 @@ COMMAND_TIMEOUT = 10.0
 """Seconds one ``ip``/``iptables`` command may take."""
 
 
+@functools.cache
 def missing_for_labs() -> str | None:
-    """Why network-namespace tests cannot run here (one sentence), or None when they can."""
+    """Why network-namespace tests cannot run here (one sentence), or None when they can (checked once)."""
     if os.geteuid() != 0:
         return "network-namespace host tests need root (CI runs as root)"
     missing = [tool for tool in ("ip", "iptables") if shutil.which(tool) is None]
     if missing:
         return f"network-namespace host tests need {' and '.join(missing)} (scripts/setup.sh --dev installs iptables)"
+    probe = f"pha-{secrets.token_hex(3)}-probe"
+    try:
+        run("ip", "netns", "add", probe)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        detail = (getattr(exc, "stderr", "") or "").strip() or str(exc)
+        return f"network-namespace host tests cannot create a namespace here (no CAP_SYS_ADMIN?): {detail}"
+    run("ip", "netns", "del", probe)
     return None
 
 
