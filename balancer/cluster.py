@@ -4,6 +4,10 @@ One ``ClusterSpec`` drives everything: ``haproxy_config`` renders HAProxy's conf
 it, the sidecar supervises its *managed* nodes, and ``launch.py`` builds one from its flags (plus
 an optional YAML file, see ``assets/cluster.example.yaml``). Every default lives here.
 
+Nodes may run on *node hosts* (``node_hosts``; ``assets/cluster.hosts.example.yaml``): machines
+whose own sidecar (``launch.py --role node``) supervises them and tells every balancer their
+states through HAProxy's agent checks (``balancer.agent``).
+
 Safe by default: the public frontend, the stats page, the runtime API and the sidecar listen on
 127.0.0.1 only; the stats page always needs a password (a random one unless you set one);
 rate limiting and HTTP basic auth are off until configured.
@@ -219,7 +223,8 @@ class PartSpec(_Model):
 
 
 class NodeSpec(_Model):
-    """A node: a web front and/or a worker, supervised here (managed) or on another host."""
+    """A node: a web front and/or a worker, supervised by a sidecar (managed: here, or on its node host's)
+    or by something else on another host (not managed)."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Server name in HAProxy and cookie value.")
     managed: bool = Field(
