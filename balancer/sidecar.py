@@ -64,7 +64,7 @@ from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
 from balancer.status import BALANCER, HAProxyView, PartStatus, SidecarMetrics, status_app
 from balancer.supervisor import ProcessSupervisor
-from webui.contract import PRIVATE_UMASK
+from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")
 
@@ -81,7 +81,8 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
         return list(part.command)
     common = ["--host", part.host, "--port", str(part.port)]
     if kind == "worker":
-        return [sys.executable, "-m", "webui.worker", *common, "--node", node.name, *part.args]
+        return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
+                "--queue-size", str(BALANCED_QUEUE_SIZE), *part.args]
     limits = spec.limits
     return [
         sys.executable, "-m", "webui.web", *common, "--node", node.name,
