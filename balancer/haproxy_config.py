@@ -499,6 +499,12 @@ class HAProxyConfigRenderer:
             "    http-error status 503 content-type application/json hdr Retry-After 10 string "
             + _json_body("busy", detail),
         ]
+        if any(node.worker.agent_port for node in self.spec.workers):  # type: ignore[union-attr]
+            lines += [
+                "    # A worker's dispatch agent (agent-check) raises its maxconn to 2 while it PNG-encodes a",
+                "    # result with its GPU idle, so the next job in this queue starts at once, and sets it",
+                "    # back to 1 before that result's response frees the slot (webui/worker/dispatch_agent.py).",
+            ]
         lines += [self._server_line(node, node.worker.address, cookie=False) for node in self.spec.workers]  # type: ignore[union-attr]
         return _block(*lines)
 
@@ -527,9 +533,11 @@ class HAProxyConfigRenderer:
             "    stick-table type ip size 100k expire 2m store http_req_rate(1m)",
         )
 
-    @staticmethod
-    def _server_line(node: NodeSpec, address: str, cookie: bool) -> str:
+    def _server_line(self, node: NodeSpec, address: str, cookie: bool) -> str:
         options = [f"cookie {node.name}"] if cookie else ["maxconn 1"]
+        if not cookie and node.worker.agent_port:  # type: ignore[union-attr]
+            options.append(f"agent-check agent-port {node.worker.agent_port} "  # type: ignore[union-attr]
+                           f"agent-inter {duration(self.spec.health.agent_interval)}")
         where = "supervised by the sidecar" if node.managed else "remote, not supervised here"
         return f"    server {node.name} {address} {' '.join(options)}  # {where}"
 

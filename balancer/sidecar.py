@@ -81,8 +81,9 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
         return list(part.command)
     common = ["--host", part.host, "--port", str(part.port)]
     if kind == "worker":
+        agent = ["--agent-port", str(part.agent_port)] if part.agent_port else []
         return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
-                "--queue-size", str(BALANCED_QUEUE_SIZE), *part.args]
+                "--queue-size", str(BALANCED_QUEUE_SIZE), *agent, *part.args]
     limits = spec.limits
     return [
         sys.executable, "-m", "webui.web", *common, "--node", node.name,

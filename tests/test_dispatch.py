@@ -24,18 +24,20 @@ import httpx
 import pytest
 
 from balancer.haproxy_config import WORKERS_BACKEND
-from bench.harness.processes import Processes, free_port
+from bench.harness.processes import REPO, Processes, free_port
 from tests.balancer_helpers import wait_status
+from tests.helpers import record_figures
 from tests.test_sidecar import SupervisedCluster
 
-JOB_SECONDS = 3.0
+JOB_SECONDS = 1.5
 """How long the stand-in takes per job: long enough that a job waiting behind another is obvious."""
+ARTIFACT = REPO / "test-artifacts" / "dispatch.json"
 JOB = {"prompt": "dispatch test", "width": 64, "height": 64, "steps": 2, "seed": 1}
 
 
 def standin_worker(name: str) -> dict:
-    """A managed node with only a worker, on the stand-in, started by the sidecar."""
-    return {"name": name, "worker": {"port": free_port(),
+    """A managed node with only a worker (and its dispatch agent), on the stand-in, started by the sidecar."""
+    return {"name": name, "worker": {"port": free_port(), "agent_port": free_port(),
                                      "args": ["--model", f"standin:{JOB_SECONDS:g}", "--threads", "1"]}}
 
 
@@ -108,3 +110,36 @@ def test_a_job_behind_a_cancelled_one_is_taken_and_runs_when_it_stops(cluster: S
     next_job = httpx.post(f"{worker_url(cluster, busy)}/generate", json=job("next"), timeout=60)
     assert next_job.status_code == 200 and next_job.json()["worker_id"] == busy, next_job.text[:300]
     assert time.monotonic() - started < 3 * JOB_SECONDS
+
+
+def generating_seconds(url: str) -> float:
+    """The worker's ``portrait_worker_generating_seconds_total``."""
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("portrait_worker_generating_seconds_total "):
+            return float(line.split()[1])
+    raise AssertionError("no generating seconds in the worker's metrics")
+
+
+def test_under_saturating_load_the_next_job_comes_while_a_result_is_encoded(cluster: SupervisedCluster) -> None:
+    """More clients than workers, 1024-pixel images (PNG encoding takes a while): no job fails, none
+    waits inside a worker behind another's generation, and HAProxy did hand a worker its next job
+    while the last result was being encoded (the dispatch agent's window: two sessions at once)."""
+    public = cluster.spec.public.url
+    urls = {node: worker_url(cluster, node) for node in ("a", "b")}
+    before = {node: generating_seconds(url) for node, url in urls.items()}
+    started = time.monotonic()
+
+    def client(index: int) -> list[httpx.Response]:
+        return [httpx.post(f"{public}/generate", json=job(f"load {index}.{n}", width=1024, height=1024, seed=n),
+                           timeout=120) for n in range(3)]
+
+    with ThreadPoolExecutor(4) as pool:
+        replies = [reply for replies in pool.map(client, range(4)) for reply in replies]
+    wall = time.monotonic() - started
+    assert [reply.status_code for reply in replies] == [200] * 12, [reply.text[:200] for reply in replies]
+    waits = [reply.json()["timings"]["queue_ms"] for reply in replies]
+    assert max(waits) < 1000 * JOB_SECONDS / 3, waits
+    rows = [row for row in cluster.api.show_stat() if row["pxname"] == WORKERS_BACKEND and row["svname"] in urls]
+    assert max(int(row["smax"]) for row in rows) == 2, rows
+    duty = {node: (generating_seconds(url) - before[node]) / wall for node, url in urls.items()}
+    record_figures(ARTIFACT, "saturating-1024", {"wall_s": round(wall, 2), "duty_cycle": duty, "queue_ms": waits})

@@ -51,6 +51,8 @@ class ClusterOptions:
     worker_args: list[str] = field(default_factory=list)
     web_args: list[str] = field(default_factory=list)
     worker_env: dict[str, str] = field(default_factory=dict)
+    dispatch_agent: bool = True
+    """Give each worker a dispatch agent port (the next job comes while a result is encoded)."""
     sidecar: dict[str, Any] = field(default_factory=dict)
     """Extra sidecar settings for the cluster file (probe interval, backoff, OOM counter file, ...)."""
     extra: dict[str, Any] = field(default_factory=dict)
@@ -116,7 +118,8 @@ class LaunchedCluster:
             nodes.append({
                 "name": f"node{index + 1}",
                 "web": {"port": free_port(), "args": list(opts.web_args)},
-                "worker": {"port": free_port(), "args": opts.worker_flags(), "env": dict(opts.worker_env)},
+                "worker": {"port": free_port(), "args": opts.worker_flags(), "env": dict(opts.worker_env),
+                           **({"agent_port": free_port()} if opts.dispatch_agent else {})},
             })
         for name, args in opts.worker_only_nodes.items():
             nodes.append({"name": name, "worker": {"port": free_port(), "args": list(args)}})

@@ -87,6 +87,8 @@ from webui.schema import (
     ResultEvent,
 )
 from webui.settings import WorkerSettings, settings_problems
+from webui.worker.dispatch_agent import DispatchAgent
+from webui.worker.encoder import ResultEncoder
 from webui.worker.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
 from webui.worker.faults import FaultPlan
 from webui.worker.generation import (
@@ -237,6 +239,9 @@ def create_app(
         settings, pipeline_loader, faults if faults is not None else FaultPlan.from_env(), metrics,
         on_fatal or (lambda code: logger.critical("fatal (exit code %d) but no process hook; staying up", code)),
     )
+    agent = DispatchAgent(lambda: encoder.pending > 0 and not scheduler.busy and not scheduler.queue_depth
+                          and service.ready)
+    encoder = ResultEncoder(service.encode, agent.settle if settings.agent_port else None)
     metrics.track(
         queue_depth=lambda: scheduler.queue_depth, busy=lambda: scheduler.busy, ready=lambda: service.ready,
         cuda_device=lambda: service.cuda_device,
@@ -246,13 +251,18 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loading = asyncio.get_running_loop().run_in_executor(scheduler.executor, service.load)
+        if settings.agent_port:
+            await agent.start(settings.host, settings.agent_port)
         yield
         service.stop()
+        await agent.close()
         scheduler.close()
+        encoder.close()
 
     app = FastAPI(title="portrait-ha worker", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     app.state.scheduler = scheduler
+    app.state.agent = agent
     app.state.metrics = metrics
     app.add_middleware(RequestLog, node=node, metrics=metrics)
 
@@ -342,11 +352,11 @@ def create_app(
         if not job.task.done():
             request.state.outcome = job.abandon()
         try:
-            result = await job.task
+            generated = await job.task
         except JobCancelled as exc:
             logger.info("job %s: %s", request.state.outcome, exc)
             return Response(status_code=CLIENT_GONE_STATUS)
-        return JSONResponse(result.model_dump())
+        return JSONResponse((await encoder(generated)).model_dump())
 
     @app.api_route("/generate/stream", methods=["GET", "POST"])
     async def generate_stream(request: Request) -> Response:
@@ -367,7 +377,7 @@ def create_app(
             while (event := await events.get()) is not None:
                 yield event.model_dump_json() + "\n"
             try:
-                result = job.task.result()
+                result = await encoder(job.task.result())
             except JobCancelled:
                 return  # JobStream noted the outcome when the client left
             except JobError as exc:
