@@ -342,6 +342,12 @@ def measure_layers(args: argparse.Namespace) -> tuple[dict[int, dict[str, list[f
     return results, loads
 
 
+def load_averages(loads: list[tuple[float, ...]]) -> str:
+    """"Load average (1, 5, 15 min) before: ...; after: ..." for the first and last reading."""
+    before, after = ("{:.2f}, {:.2f}, {:.2f}".format(*values) for values in (loads[0], loads[-1]))
+    return f"Load average (1, 5, 15 min) before: {before}; after: {after}"
+
+
 def layer_ms(stats: dict[str, LatencyStats], plus: list[str], minus: list[str]) -> tuple[float, ...]:
     """(p50, p99) of ``sum(plus) - sum(minus)``, as differences of each path's percentiles."""
     return tuple(sum(getattr(stats[k], q) for k in plus) - sum(getattr(stats[k], q) for k in minus)
@@ -363,7 +369,6 @@ def render_layers(args: argparse.Namespace, results: dict[int, dict[str, list[fl
                  for key in ("a", "b", "c", "d", "check")]
     layer_rows = [[name] + cells([layer_ms(stats[size], plus, minus) for size in sizes])
                   + [f"≤ {goal:g}" if goal else "–"] for name, plus, minus, goal in LAYERS]
-    load = ["{:.2f}, {:.2f}, {:.2f}".format(*values) for values in loads]
     return "\n".join([
         "# Serving layers with the fixed-latency stand-in",
         "",
@@ -372,7 +377,7 @@ def render_layers(args: argparse.Namespace, results: dict[int, dict[str, list[fl
         f"{args.requests} sequential requests per path and size (interleaved round-robin, same seeds, "
         "pixel-identical on every path), after one warm-up each. p99 of so few requests is close to the maximum.",
         "",
-        f"{machine_summary()}. Load average (1, 5, 15 min) before: {load[0]}; after: {load[1]}.",
+        f"{machine_summary()}. {load_averages(loads)}.",
         "",
         "## Each path (ms)",
         "",
@@ -470,7 +475,6 @@ def render_saturation(args: argparse.Namespace, phases: list[Saturation], loads:
             rows.append([name, workers, total.phases, total.ok, total.failed, f"{total.per_second:.3f}",
                          f"{100 * sum(duties) / len(duties):.1f} %", f"{100 * min(duties):.1f} %"])
     ratio_rows = [[name, f"{rates[agent, 2] / rates[agent, 1]:.2f}×"] for agent, name in SATURATION_VARIANTS.items()]
-    load = ["{:.2f}, {:.2f}, {:.2f}".format(*values) for values in loads]
     return "\n".join([
         "# GPU duty cycle under saturating load, with the fixed-latency stand-in",
         "",
@@ -481,8 +485,8 @@ def render_saturation(args: argparse.Namespace, phases: list[Saturation], loads:
         f"{args.concurrency} REST clients through HAProxy back to back. Duty cycle: growth of the workers' "
         f"generating seconds over each phase (its first {WARM_UP:g} s left out) / (wall time × workers).",
         "",
-        f"**These are CPU numbers**: {machine_summary()}. Load average (1, 5, 15 min) before: {load[0]}; "
-        f"after: {load[1]}. The encode competes with everything else on this machine for its cores.",
+        f"**These are CPU numbers**: {machine_summary()}. {load_averages(loads)}. The encode competes with "
+        "everything else on this machine for its cores.",
         "",
         markdown_table(["variant", "workers", "phases", "completed", "failed", "jobs/s", "duty cycle (mean)",
                         "duty cycle (worst phase)"], rows),
@@ -499,20 +503,15 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark, print the table, write the results files."""
     args = parse_args(argv)
     prepare_run()
-    if args.saturation:
-        if args.standin is None:
-            raise SystemExit("python -m bench.serving: --saturation needs --standin SECONDS")
-        phases, loads = measure_saturation(args)
-        markdown = render_saturation(args, phases, loads)
-        print(markdown)
-        for path in write_results("serving-saturation", markdown, None):
-            print(f"wrote {path}")
-        return
+    if args.saturation and args.standin is None:
+        raise SystemExit("python -m bench.serving: --saturation needs --standin SECONDS")
     if args.standin is not None:
-        results, loads = measure_layers(args)
-        markdown = render_layers(args, results, loads)
+        if args.saturation:
+            name, markdown = "serving-saturation", render_saturation(args, *measure_saturation(args))
+        else:
+            name, markdown = "serving-layers", render_layers(args, *measure_layers(args))
         print(markdown)
-        for path in write_results("serving-layers", markdown, None):
+        for path in write_results(name, markdown, None):
             print(f"wrote {path}")
         return
     options = ClusterOptions.from_args(args)

@@ -14,6 +14,7 @@ sat idle; now it refuses it at once with a retryable 503, which HAProxy replays 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -28,6 +29,7 @@ from bench.harness.processes import REPO, Processes, free_port
 from tests.balancer_helpers import wait_status
 from tests.helpers import record_figures
 from tests.test_sidecar import SupervisedCluster
+from webui.worker.dispatch_agent import DispatchAgent
 
 JOB_SECONDS = 1.5
 """How long the stand-in takes per job: long enough that a job waiting behind another is obvious."""
@@ -143,3 +145,39 @@ def test_under_saturating_load_the_next_job_comes_while_a_result_is_encoded(clus
     assert max(int(row["smax"]) for row in rows) == 2, rows
     duty = {node: (generating_seconds(url) - before[node]) / wall for node, url in urls.items()}
     record_figures(ARTIFACT, "saturating-1024", {"wall_s": round(wall, 2), "duty_cycle": duty, "queue_ms": waits})
+
+
+def test_the_agent_answers_the_window_and_settles_only_after_haproxy_applied_maxconn_1() -> None:
+    """HAProxy's side played by a socket client: settle() returns at once while no second slot was
+    granted, and after one was, only once a poll follows the one that answered maxconn:1."""
+    window = {"open": True}
+
+    async def poll(port: int) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        line = (await reader.readline()).decode().strip()
+        writer.close()
+        return line
+
+    async def scenario() -> None:
+        agent = DispatchAgent(lambda: window["open"], settle_timeout=5)
+        port = free_port()
+        await agent.start("127.0.0.1", port)
+        try:
+            window["open"] = False
+            await asyncio.wait_for(agent.settle(), 1)  # never granted: nothing to wait for
+            window["open"] = True
+            assert await poll(port) == "maxconn:2"
+            window["open"] = False
+            settled = asyncio.ensure_future(agent.settle())
+            await asyncio.sleep(0.05)
+            assert not settled.done()  # HAProxy may still send a second job
+            assert await poll(port) == "maxconn:1"
+            await asyncio.sleep(0.05)
+            assert not settled.done()  # answered, but not yet known to be applied
+            assert await poll(port) == "maxconn:1"
+            await asyncio.wait_for(settled, 1)
+            assert agent.polls == 3
+        finally:
+            await agent.close()
+
+    asyncio.run(scenario())

@@ -15,8 +15,11 @@ A job is a ``GenerationRequest``: a JSON object in the body, or query parameters
 body is empty (``GET /generate?prompt=a+portrait&steps=8``).
 
 One generation runs at a time, in the worker's own generation thread; up to
-``queue_size`` more wait in arrival order. Waiting or running jobs whose client went away
-are dropped (a running one at its next denoising step, which frees the GPU).
+``queue_size`` more wait in arrival order (0 behind HAProxy: a job that reaches a busy worker
+is refused with a retryable 503). Waiting or running jobs whose client went away are dropped
+(a running one at its next denoising step, which frees the GPU). Results are PNG-encoded in an
+encoder thread, so the generation thread takes the next job at once; with ``--agent-port``,
+HAProxy's agent check learns when that next job may come (``webui.worker.dispatch_agent``).
 
 Status codes (every error body is an ``ErrorBody``, never a traceback):
 
