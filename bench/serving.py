@@ -230,11 +230,12 @@ def measure_latency(calls: dict[str, Callable[[Job], str]], job: Job, runs: int)
 
 
 def measure_throughput(cluster: LaunchedCluster, workers: int, job: Job, clients: int, seconds: float,
-                       max_requests: int) -> Throughput:
+                       max_requests: int, hash_pixels: bool = True) -> Throughput:
     """Requests/s through HAProxy's public ``/generate`` with ``workers`` workers in rotation.
 
     ``clients`` REST clients send jobs back to back for ``seconds``; the rate counts the jobs
-    that completed inside that window.
+    that completed inside that window. Without ``hash_pixels`` they check each answer's PNG
+    header only (``RestClient.generate_unhashed``), leaving the CPU to the workers.
     """
     names = [node.name for node in cluster.spec.workers]
     with cluster.only_workers(names[:workers]):
@@ -244,7 +245,8 @@ def measure_throughput(cluster: LaunchedCluster, workers: int, job: Job, clients
         def client_call(index: int) -> Callable[[int], Record]:
             def call(i: int) -> Record:
                 numbered = Job(job.prompt, job.steps, job.width, job.height, job.seed + 1000 * index + i, job.guidance)
-                return timed_call(clock, f"rest-{index}", "rest", True, lambda: rest[index].generate(numbered))
+                generate = rest[index].generate if hash_pixels else rest[index].generate_unhashed
+                return timed_call(clock, f"rest-{index}", "rest", True, lambda: generate(numbered))
             return call
 
         records = LoadRunner(
@@ -433,7 +435,8 @@ def measure_saturation_phase(cluster: LaunchedCluster, agent: bool, workers: int
     started = time.monotonic()
     sampler = threading.Thread(target=sample, name="duty-sampler")
     sampler.start()
-    throughput = measure_throughput(cluster, workers, job, args.concurrency, args.seconds, args.max_requests)
+    throughput = measure_throughput(cluster, workers, job, args.concurrency, args.seconds, args.max_requests,
+                                    hash_pixels=False)
     sampler.join()
     (t0, g0), (t1, g1) = samples
     return Saturation(agent, throughput, (g1 - g0) / ((t1 - t0) * workers))
@@ -482,7 +485,8 @@ def render_saturation(args: argparse.Namespace, phases: list[Saturation], loads:
         f"'GPU' time), then the worker PNG-encodes a {args.size}×{args.size} image. Two clusters of two nodes, one "
         "without and one with the dispatch agent, both up at once; "
         f"{args.rounds} round(s) of a {args.seconds:g} s phase per cluster with 1 worker in rotation, then 2, "
-        f"{args.concurrency} REST clients through HAProxy back to back. Duty cycle: growth of the workers' "
+        f"{args.concurrency} REST clients through HAProxy back to back (checking status, seed and PNG header, not "
+        "decoding pixels: the clients share the machine). Duty cycle: growth of the workers' "
         f"generating seconds over each phase (its first {WARM_UP:g} s left out) / (wall time × workers).",
         "",
         f"**These are CPU numbers**: {machine_summary()}. {load_averages(loads)}. The encode competes with "

@@ -359,7 +359,9 @@ def create_app(
         except JobCancelled as exc:
             logger.info("job %s: %s", request.state.outcome, exc)
             return Response(status_code=CLIENT_GONE_STATUS)
-        return JSONResponse((await encoder(generated)).model_dump())
+        result = await encoder(generated)
+        # Megabytes of base64: rendered off the event loop, which meanwhile admits the next job.
+        return Response(await run_in_threadpool(result.model_dump_json), media_type="application/json")
 
     @app.api_route("/generate/stream", methods=["GET", "POST"])
     async def generate_stream(request: Request) -> Response:
@@ -395,7 +397,7 @@ def create_app(
                 yield ErrorEvent(status=500, error=body).model_dump_json() + "\n"
                 return
             request.state.outcome = "ok"
-            yield ResultEvent(result=result).model_dump_json() + "\n"
+            yield await run_in_threadpool(lambda: ResultEvent(result=result).model_dump_json() + "\n")
 
         return JobStream(lines(), job)
 
