@@ -265,7 +265,6 @@ def create_app(
     app = FastAPI(title="portrait-ha worker", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
     app.state.scheduler = scheduler
-    app.state.agent = agent
     app.state.metrics = metrics
     app.add_middleware(RequestLog, node=node, metrics=metrics)
 

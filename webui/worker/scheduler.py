@@ -47,7 +47,6 @@ class JobScheduler:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generation")
         self._slot = asyncio.Lock()
         self._admitted = 0
-        self._running = False
         self._current: Job | None = None
         self._jobs: set[Job] = set()
         self._seconds_per_job = 1.0
@@ -55,12 +54,12 @@ class JobScheduler:
     @property
     def busy(self) -> bool:
         """Whether a job is running."""
-        return self._running
+        return self._current is not None
 
     @property
     def queue_depth(self) -> int:
         """Jobs admitted and waiting behind the running one."""
-        return self._admitted - int(self._running)
+        return self._admitted - int(self.busy)
 
     def retry_after(self) -> int:
         """Seconds until a slot is likely free (for ``Retry-After``), from recent job durations."""
@@ -93,15 +92,13 @@ class JobScheduler:
         try:
             await self._wait_for_slot(job)
             try:
-                self._running = job.running = True
-                self._current = job
+                self._current, job.running = job, True
                 started = time.perf_counter()
                 result = await asyncio.get_running_loop().run_in_executor(self.executor, work, job.cancel)
                 self._seconds_per_job = 0.7 * self._seconds_per_job + 0.3 * (time.perf_counter() - started)
                 return result
             finally:
-                self._running = job.running = False
-                self._current = None
+                self._current, job.running = None, False
                 self._slot.release()
         finally:
             self._admitted -= 1
