@@ -175,6 +175,30 @@ class SidecarSpec(Listener):
     )
 
 
+class TLSSpec(_Model):
+    """Mutual TLS between this balancer and its remote nodes (files from ``python -m balancer.certs``).
+
+    HAProxy talks to every ``managed: false`` node over TLS, presenting ``cert_file`` and accepting
+    only a node certificate that ``ca_file`` signed and that names the node (``cert_name``). Managed
+    nodes stay plain HTTP on loopback.
+    """
+
+    ca_file: Path = Field(description="The cluster's CA certificate (ca.crt): node certificates must chain to it.")
+    cert_file: Path = Field(description="This balancer's certificate and private key in one PEM file (NAME.pem).")
+    worker_queue: bool | None = Field(
+        None,
+        description="Serve the worker queue over TLS with cert_file (remote web fronts verify it with ca_file); "
+        "unset: when the worker queue is not on loopback.",
+    )
+
+    @model_validator(mode="after")
+    def _check_files(self) -> TLSSpec:
+        for label, path in (("ca_file", self.ca_file), ("cert_file", self.cert_file)):
+            if not path.is_file():
+                raise ValueError(f"tls.{label}: {path} is not a file")
+        return self
+
+
 class PartSpec(_Model):
     """One process of a node: its web front or its worker."""
 
@@ -209,6 +233,15 @@ class NodeSpec(_Model):
     managed: bool = Field(True, description="Start and supervise its processes on this host.")
     web: PartSpec | None = Field(None, description="The Gradio web front.")
     worker: PartSpec | None = Field(None, description="The GPU worker.")
+    cert_name: str | None = Field(
+        None, pattern=NAME_PATTERN,
+        description="With tls: the name in this node host's certificate (python -m balancer.certs --node NAME); "
+        "HAProxy refuses a certificate that names another host. Default: the node's name.",
+    )
+
+    def tls_name(self) -> str:
+        """The name HAProxy expects in this node's certificate."""
+        return self.cert_name or self.name
 
     @model_validator(mode="after")
     def _check_parts(self) -> NodeSpec:
@@ -245,6 +278,11 @@ class ClusterSpec(_Model):
         description="Host names the public site answers to (e.g. studio.example.com), besides this machine's "
         "own addresses; any other Host header gets 421. A leading dot allows subdomains (.example.com).",
     )
+    tls: TLSSpec | None = Field(
+        None,
+        description="Mutual TLS to remote (managed: false) nodes; unset: plain HTTP (keep such nodes on a "
+        "private network then).",
+    )
     run_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}",
         description="Where haproxy.cfg, the runtime API socket, logs and Gradio temp dirs go: a directory of "
@@ -278,6 +316,21 @@ class ClusterSpec(_Model):
         return self
 
     @property
+    def worker_queue_tls(self) -> bool:
+        """Whether the worker queue is served over TLS (``tls.worker_queue``, else when not on loopback)."""
+        if self.tls is None:
+            return False
+        if self.tls.worker_queue is not None:
+            return self.tls.worker_queue
+        return not is_loopback(self.worker_queue.host)
+
+    @property
+    def worker_queue_url(self) -> str:
+        """The worker queue's URL for web fronts on this host (https when served over TLS)."""
+        url = self.worker_queue.url
+        return "https" + url.removeprefix("http") if self.worker_queue_tls else url
+
+    @property
     def exposed(self) -> bool:
         """Whether the public listener accepts connections from other machines."""
         return not is_loopback(self.public.host)
@@ -292,10 +345,11 @@ class ClusterSpec(_Model):
         """Concurrent connections per client, 0 for no limit (the exposed default when unset)."""
         return _auto_limit(self.limits.max_client_connections, EXPOSED_CLIENT_CONNECTIONS, self.exposed)
 
-    def allowed_hosts(self) -> list[str]:
-        """Host header values the public frontend accepts (lower case, with and without the port)."""
+    def allowed_hosts(self, local_hosts: bool = True) -> list[str]:
+        """Host header values the public frontend accepts (lower case, with and without the port); this
+        machine's addresses too when the public listener binds every interface and ``local_hosts``."""
         names = set(self.public_hosts) | {"localhost", LOOPBACK, "[::1]"}
-        if self.public.host in WILDCARD_HOSTS:
+        if self.public.host in WILDCARD_HOSTS and local_hosts:
             names |= local_addresses()
         else:
             names.add(self.public.host)

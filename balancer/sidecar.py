@@ -83,9 +83,10 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
     if kind == "worker":
         return [sys.executable, "-m", "webui.worker", *common, "--node", node.name, *part.args]
     limits = spec.limits
+    queue_ca = ["--worker-queue-ca", str(spec.tls.ca_file)] if spec.tls and spec.worker_queue_tls else []
     return [
         sys.executable, "-m", "webui.web", *common, "--node", node.name,
-        "--worker-queue", spec.worker_queue.url, "--max-body-bytes", str(limits.max_body_bytes),
+        "--worker-queue", spec.worker_queue_url, *queue_ca, "--max-body-bytes", str(limits.max_body_bytes),
         "--body-timeout", str(limits.body_timeout), *part.args,
     ]
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from webui.contract import (
@@ -36,10 +37,38 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PORTRAIT_CACHE_DIR", Path.home() / ".cache" / "portrait-ha"))
 
 
+class ServerTLSSettings(BaseSettings):
+    """Mutual TLS on a node's own listener (for a balancer on another host; plain HTTP when unset)."""
+
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM file with this node host's certificate and private key (python -m balancer.certs): "
+        "serve HTTPS and accept only clients with a certificate from --tls-ca (the balancers). "
+        "Unset: plain HTTP (loopback).",
+    )
+    tls_ca: Path | None = Field(None, description="The cluster's CA certificate (ca.crt); required with --tls-cert.")
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ServerTLSSettings:
+        if (self.tls_cert is None) != (self.tls_ca is None):
+            raise ValueError("tls_cert and tls_ca go together: give both (mutual TLS) or neither (plain HTTP)")
+        for path in (self.tls_cert, self.tls_ca):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path} is not a file")
+        return self
+
+    def uvicorn_tls(self) -> dict[str, object]:
+        """uvicorn's keyword arguments for this listener: client certificates required, or nothing."""
+        if self.tls_cert is None:
+            return {}
+        return {"ssl_certfile": str(self.tls_cert), "ssl_ca_certs": str(self.tls_ca),
+                "ssl_cert_reqs": ssl.CERT_REQUIRED}
+
+
 _COMMON = dict(env_prefix="PORTRAIT_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore")
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(ServerTLSSettings):
     """Settings of a GPU worker (``python -m webui.worker``)."""
 
     model_config = SettingsConfigDict(cli_prog_name="python -m webui.worker", **_COMMON)
@@ -92,7 +121,7 @@ class WorkerSettings(BaseSettings):
         return self.node or f"{socket.gethostname()}:{self.port}"
 
 
-class WebSettings(BaseSettings):
+class WebSettings(ServerTLSSettings):
     """Settings of a Gradio web front (``python -m webui.web``)."""
 
     model_config = SettingsConfigDict(cli_prog_name="python -m webui.web", **_COMMON)
@@ -103,6 +132,10 @@ class WebSettings(BaseSettings):
     worker_queue: str = Field(
         "http://127.0.0.1:7960",
         description="Where this front sends jobs: the balancer's worker queue, or one worker's URL.",
+    )
+    worker_queue_ca: Path | None = Field(
+        None, description="CA certificate that signed an https --worker-queue's certificate (the cluster's ca.crt); "
+        "default: the system's CAs.",
     )
     max_attempts: int = Field(3, ge=1, description="Attempts per job when a worker fails or is cut off.")
     retry_delay: float = Field(0.5, ge=0, description="Seconds between attempts.")

@@ -420,12 +420,12 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, on_fatal=process_exit, faults=faults)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, log_level="info", access_log=False,
-        timeout_graceful_shutdown=settings.graceful_shutdown,
+        timeout_graceful_shutdown=settings.graceful_shutdown, **settings.uvicorn_tls(),
     )
     server = uvicorn.Server(config)
     process_exit.server = server
-    logger.info("worker %s on http://%s:%d (model %s)", settings.resolved_node(), settings.host, settings.port,
-                settings.model)
+    logger.info("worker %s on %s://%s:%d (model %s)", settings.resolved_node(),
+                "https" if settings.tls_cert else "http", settings.host, settings.port, settings.model)
     server.run()
     return process_exit.code
 
