@@ -330,6 +330,15 @@ class ClusterSpec(_Model):
         url = self.worker_queue.url
         return "https" + url.removeprefix("http") if self.worker_queue_tls else url
 
+    def web_flags(self, worker_queue_url: str | None = None) -> list[str]:
+        """Flags every web front of this cluster gets: where its jobs go (default: this host's worker queue),
+        how it checks an https one, and the balancer's body limits."""
+        flags = ["--worker-queue", worker_queue_url or self.worker_queue_url]
+        if self.tls is not None and self.worker_queue_tls and worker_queue_url is None:
+            flags += ["--worker-queue-ca", str(self.tls.ca_file)]
+        limits = self.limits
+        return [*flags, "--max-body-bytes", str(limits.max_body_bytes), "--body-timeout", str(limits.body_timeout)]
+
     @property
     def exposed(self) -> bool:
         """Whether the public listener accepts connections from other machines."""

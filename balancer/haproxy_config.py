@@ -28,6 +28,8 @@ from webui.contract import HEALTH_PATH, INFO_PATH, JOB_PATHS, READY_PATH, RETRYA
 
 COOKIE_NAME = "PORTRAIT_NODE"
 """The persistence cookie HAProxy inserts; its value is the node name."""
+COOKIE_OPTIONS = "insert indirect nocache httponly attr SameSite=Lax"
+"""Inserted by HAProxy, never seen by the node, not cached, not readable by scripts, same-site only."""
 
 WEBS_BACKEND = "webs"
 WORKERS_BACKEND = "workers"
@@ -132,8 +134,8 @@ class ServerSet(Protocol):
     def sections(self) -> list[str]:
         """Extra top-level sections the server lines need (e.g. ``resolvers``)."""
 
-    def cookie_options(self) -> str:
-        """Appended to the webs backend's ``cookie`` line."""
+    def cookie_lines(self) -> list[str]:
+        """The webs backend's persistence cookie (HAProxy inserts it, the value names the server)."""
 
     def web_lines(self) -> list[str]:
         """The ``webs`` backend's servers."""
@@ -157,8 +159,8 @@ class StaticServers:
     def sections(self) -> list[str]:
         return []
 
-    def cookie_options(self) -> str:
-        return ""
+    def cookie_lines(self) -> list[str]:
+        return [f"    cookie {COOKIE_NAME} {COOKIE_OPTIONS}"]
 
     def web_lines(self) -> list[str]:
         return [self._line(node, node.web.address, f"cookie {node.name}") for node in self.spec.webs]  # type: ignore[union-attr]
@@ -539,8 +541,7 @@ class HAProxyConfigRenderer:
             f"backend {WEBS_BACKEND}",
             "    balance hash var(txn.affinity)",
             "    hash-type consistent",
-            f"    cookie {COOKIE_NAME} insert indirect nocache httponly attr SameSite=Lax"
-            + self.servers.cookie_options(),
+            *self.servers.cookie_lines(),
             "    option redispatch",
             f"    retries {limits.retries}",
             "    retry-on conn-failure empty-response",

@@ -82,13 +82,7 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
     common = ["--host", part.host, "--port", str(part.port)]
     if kind == "worker":
         return [sys.executable, "-m", "webui.worker", *common, "--node", node.name, *part.args]
-    limits = spec.limits
-    queue_ca = ["--worker-queue-ca", str(spec.tls.ca_file)] if spec.tls and spec.worker_queue_tls else []
-    return [
-        sys.executable, "-m", "webui.web", *common, "--node", node.name,
-        "--worker-queue", spec.worker_queue_url, *queue_ca, "--max-body-bytes", str(limits.max_body_bytes),
-        "--body-timeout", str(limits.body_timeout), *part.args,
-    ]
+    return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *spec.web_flags(), *part.args]
 
 
 def retry_command(spec: ClusterSpec, node: str, part: str) -> str:
