@@ -20,6 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
@@ -243,3 +244,20 @@ def test_managed_web_fronts_get_the_tls_worker_queue(certs: Path, tmp_path: Path
     assert command[command.index("--worker-queue-ca") + 1] == str(certs / "ca.crt")
     text = render_config(spec)
     assert " ssl crt " in text and "verifyhost" not in text  # the managed node itself stays plain
+
+
+def test_the_gpu_host_compose_file_serves_every_node_over_mutual_tls() -> None:
+    from bench.harness.processes import REPO
+    from webui.settings import WebSettings, WorkerSettings
+
+    compose = yaml.safe_load((REPO / "docker" / "compose.gpu-host.yaml").read_text())
+    kinds = {"webui.worker": WorkerSettings, "webui.web": WebSettings}
+    for name, service in compose["services"].items():
+        settings = kinds[service["command"][2]]
+        env = service["environment"]
+        unknown = [key for key in env if key.removeprefix("PORTRAIT_").lower() not in settings.model_fields]
+        assert not unknown, f"{name}: {unknown} are not settings of {settings.__name__} (ignored silently)"
+        assert env["PORTRAIT_TLS_CERT"].startswith("/certs/") and env["PORTRAIT_TLS_CA"] == "/certs/ca.crt"
+        if settings is WebSettings:
+            assert env["PORTRAIT_WORKER_QUEUE"].startswith("https://")
+            assert env["PORTRAIT_WORKER_QUEUE_CA"] == "/certs/ca.crt"
