@@ -261,3 +261,14 @@ def test_the_gpu_host_compose_file_serves_every_node_over_mutual_tls() -> None:
         if settings is WebSettings:
             assert env["PORTRAIT_WORKER_QUEUE"].startswith("https://")
             assert env["PORTRAIT_WORKER_QUEUE_CA"] == "/certs/ca.crt"
+
+
+def test_bench_report_gives_what_mutual_tls_adds_and_the_load() -> None:
+    from bench.tls import parse_args, render
+
+    args = parse_args(["--requests", "10", "--standin", "0.02"])
+    seconds = {"plain": [0.100 + i / 1000 for i in range(10)], "mtls": [0.104 + i / 1000 for i in range(10)]}
+    report = render(args, seconds, [(2.0, 1.5, 1.0), (2.5, 1.6, 1.1)])
+    assert "| mutual TLS adds (ms) | 4.0 | 4.0 | 4.0 |" in report
+    assert "before: 2.00, 1.50, 1.00; after: 2.50, 1.60, 1.10" in report
+    assert "**not a model**" in report
