@@ -92,7 +92,10 @@ class LimitsSpec(_Model):
     client_timeout: float = Field(
         300.0, gt=0, description="Seconds a client connection may stay idle (covers Gradio's event streams)."
     )
-    connect_timeout: float = Field(2.0, gt=0, description="Seconds to connect to a node before trying another.")
+    connect_timeout: float = Field(
+        2.0, gt=0, description="Seconds to connect to a node before trying another (with tls: the TLS handshake "
+        "included, which needs the node's event loop; one failed connect marks the node down)."
+    )
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds a client may take to send its headers and a buffered body (408 after)."
     )

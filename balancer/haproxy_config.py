@@ -370,7 +370,12 @@ class HAProxyConfigRenderer:
         ]
         if not trusted_proxy:
             lines += ["    http-request del-header X-Forwarded-Proto"]
-        lines += ["    http-request set-header X-Forwarded-For %[var(txn.client)]"]
+        lines += [
+            "    http-request set-header X-Forwarded-For %[var(txn.client)]",
+            "    # The scheme the client used (a trusted proxy's word, else this plain listener's): a web",
+            "    # front reached over TLS would otherwise give the page https links on an http site.",
+            "    http-request set-header X-Forwarded-Proto http unless { req.hdr(x-forwarded-proto) -m found }",
+        ]
         return lines
 
     def _host_rules(self) -> list[str]:

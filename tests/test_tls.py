@@ -142,7 +142,10 @@ def mtls_cluster(certs: Path, demo_model_dir: Path, tmp_path_factory: pytest.Tem
     A second server, "impostor", points at the same worker but expects a certificate naming
     another host. Yields (spec, worker URL, web URL)."""
     run_dir = tmp_path_factory.mktemp("mtls")
-    data = cluster_data(run_dir, [NODE_HOST], [NODE_HOST])
+    # HAProxy's connect timeout covers the TLS handshake, which needs the node's event loop: on the
+    # loaded 2-core test machine a busy web front took over the 2 s default, and one failed connect
+    # marks a server down (observe layer4).
+    data = cluster_data(run_dir, [NODE_HOST], [NODE_HOST], limits={"connect_timeout": 10})
     data["nodes"][0]["cert_name"] = NODE_HOST
     worker_port = data["nodes"][0]["worker"]["port"]
     data["nodes"].append({"name": "impostor", "managed": False, "cert_name": "gpu2",
@@ -189,6 +192,12 @@ def test_jobs_succeed_through_the_public_port_over_mutual_tls(mtls_cluster, tmp_
                                    api_name="/generate")
     assert info["worker_id"] == "gpu1-worker" and info["seed"] == 11
     assert Path(gallery[0]["image"]).stat().st_size > 0
+
+
+def test_the_page_links_to_the_public_scheme_not_the_nodes(mtls_cluster) -> None:
+    spec, _, web_url = mtls_cluster
+    # Gradio builds its file and API links from this root: the public site is plain HTTP here.
+    assert httpx.get(f"{spec.public.url}/config", timeout=30).json()["root"] == spec.public.url
 
 
 def test_a_node_certificate_naming_another_host_is_refused(mtls_cluster) -> None:

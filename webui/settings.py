@@ -58,11 +58,15 @@ class ServerTLSSettings(BaseSettings):
         return self
 
     def uvicorn_tls(self) -> dict[str, object]:
-        """uvicorn's keyword arguments for this listener: client certificates required, or nothing."""
+        """uvicorn's keyword arguments for this listener: client certificates required, or nothing.
+
+        Every client then passed the certificate check, so it is a balancer: its ``X-Forwarded-For``
+        and ``X-Forwarded-Proto`` (the public client's address and scheme) are trusted from any address.
+        """
         if self.tls_cert is None:
             return {}
         return {"ssl_certfile": str(self.tls_cert), "ssl_ca_certs": str(self.tls_ca),
-                "ssl_cert_reqs": ssl.CERT_REQUIRED}
+                "ssl_cert_reqs": ssl.CERT_REQUIRED, "forwarded_allow_ips": "*"}
 
 
 _COMMON = dict(env_prefix="PORTRAIT_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore")
