@@ -129,7 +129,7 @@ def test_nodes_refuse_half_a_tls_setting(certs: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "webui.worker", "--tls-cert", str(certs / f"{NODE_HOST}.pem")],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
-    assert "tls_cert and tls_ca go together" in result.stderr and "Traceback" not in result.stderr
+    assert "--tls-cert and --tls-ca go together" in result.stderr and "Traceback" not in result.stderr
 
 
 # --- HAProxy and real nodes over mutual TLS ---------------------------------------------------

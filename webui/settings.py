@@ -13,7 +13,7 @@ import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from webui.contract import (
@@ -28,8 +28,13 @@ from webui.contract import (
 
 
 def settings_problems(exc: ValidationError) -> str:
-    """One line naming each invalid setting, what is wrong and the value given (no traceback)."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())
+    """One line naming each invalid setting, what is wrong and the value given (no traceback); a problem
+    of several settings together is its message alone."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" if e["loc"] else
+        e["msg"].removeprefix("Value error, ")
+        for e in exc.errors()
+    )
 
 
 def default_cache_dir() -> Path:
@@ -48,13 +53,17 @@ class ServerTLSSettings(BaseSettings):
     )
     tls_ca: Path | None = Field(None, description="The cluster's CA certificate (ca.crt); required with --tls-cert.")
 
+    @field_validator("tls_cert", "tls_ca")
+    @classmethod
+    def _check_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError("not a file")
+        return path
+
     @model_validator(mode="after")
     def _check_tls(self) -> ServerTLSSettings:
         if (self.tls_cert is None) != (self.tls_ca is None):
-            raise ValueError("tls_cert and tls_ca go together: give both (mutual TLS) or neither (plain HTTP)")
-        for path in (self.tls_cert, self.tls_ca):
-            if path is not None and not path.is_file():
-                raise ValueError(f"{path} is not a file")
+            raise ValueError("--tls-cert and --tls-ca go together: give both (mutual TLS) or neither (plain HTTP)")
         return self
 
     def uvicorn_tls(self) -> dict[str, object]:
