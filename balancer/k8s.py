@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,12 +60,17 @@ class DnsServers:
 
     A headless Service's name resolves to the addresses of its *ready* pods, so a pod enters
     rotation once its readiness probe passes; HAProxy's own checks still run on every slot.
+    ``nameservers`` (``host:port``) replace the pod's resolv.conf (tests run their own DNS).
     """
 
-    def __init__(self, namespace: str, domain: str, max_pods: int) -> None:
+    def __init__(self, namespace: str, domain: str, max_pods: int, web_port: int = WEB_PORT,
+                 worker_port: int = WORKER_PORT, nameservers: Sequence[str] = ()) -> None:
         self.namespace = namespace
         self.domain = domain
         self.max_pods = max_pods
+        self.web_port = web_port
+        self.worker_port = worker_port
+        self.nameservers = list(nameservers)
 
     def fqdn(self, service: str) -> str:
         """A Service's DNS name (HAProxy's resolvers use no search domains)."""
@@ -75,11 +81,12 @@ class DnsServers:
                 f"up to {self.max_pods} each.")
 
     def sections(self) -> list[str]:
+        servers = [f"    nameserver dns{i} {address}" for i, address in enumerate(self.nameservers, start=1)]
         return ["\n".join([
             "# The cluster's DNS (from the pod's resolv.conf): the server-template slots follow the",
             "# headless Services' ready pods; a pod gone from DNS leaves rotation after `hold obsolete`.",
             f"resolvers {RESOLVERS}",
-            "    parse-resolv-conf",
+            *(servers or ["    parse-resolv-conf"]),
             "    resolve_retries 3",
             "    timeout resolve 1s",
             "    timeout retry 1s",
@@ -103,14 +110,14 @@ class DnsServers:
                 f" init-addr none resolve-prefer ipv4{options}")
 
     def web_lines(self) -> list[str]:
-        return [self._template("web", WEB, WEB_PORT)]
+        return [self._template("web", WEB, self.web_port)]
 
     def worker_lines(self) -> list[str]:
-        return [self._template("worker", WORKER, WORKER_PORT, " maxconn 1")]
+        return [self._template("worker", WORKER, self.worker_port, " maxconn 1")]
 
     def probe_lines(self) -> list[str]:
         # Only ready workers are in DNS, and a worker answers probes while it generates.
-        return [self._template("probe", WORKER, WORKER_PORT)]
+        return [self._template("probe", WORKER, self.worker_port)]
 
 
 class ManifestRenderer:
