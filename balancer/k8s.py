@@ -52,6 +52,8 @@ IMAGE_UID = 10001
 """The "portrait" user of docker/Dockerfile."""
 HAPROXY_UID = 99
 """The "haproxy" user of the official haproxy image."""
+WEB_START_TIMEOUT = 300.0
+"""Seconds a web front pod may take to serve (imports, Gradio) before its liveness probe counts."""
 GRACEFUL_SHUTDOWN = WorkerSettings.model_fields["graceful_shutdown"].default
 
 
@@ -248,7 +250,7 @@ class ManifestRenderer:
             "env": self._node_env(),
             "ports": [{"name": "http", "containerPort": WEB_PORT}],
             "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": self.web_memory}},
-            **self._probes(WEB_PORT, 300),
+            **self._probes(WEB_PORT, WEB_START_TIMEOUT),
             "volumeMounts": [{"name": "cache", "mountPath": "/cache"}, {"name": "tmp", "mountPath": "/tmp"}],
             "securityContext": self._container_security(),
         }
