@@ -27,7 +27,7 @@ from cryptography.x509.verification import PolicyBuilder, Store, VerificationErr
 from gradio_client import Client
 
 from balancer.cluster import parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, validate_config, write_config
+from balancer.haproxy import HAProxyProcess, RuntimeAPI, find_haproxy, validate_config, write_config
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, render_config
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
@@ -133,6 +133,11 @@ def test_nodes_refuse_half_a_tls_setting(certs: Path) -> None:
 
 
 # --- HAProxy and real nodes over mutual TLS ---------------------------------------------------
+
+
+def test_haproxy_is_built_with_openssl() -> None:
+    output = subprocess.run([find_haproxy(), "-vv"], capture_output=True, text=True, timeout=30).stdout
+    assert "+OPENSSL" in output and "Running on OpenSSL version" in output
 
 
 @pytest.fixture(scope="module")
