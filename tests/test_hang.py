@@ -20,6 +20,7 @@ import pytest
 from balancer.children import stall_report
 from balancer.hang import Activity, HangDetector, ProbeAnswer, look_at, runnable_thread
 from bench.harness.waiting import wait_until
+from tests.helpers import FakeClock
 from webui.contract import FAULT_STALL_AT_STEP, STALLED_KEY
 from webui.worker.faults import FaultPlan
 from webui.worker.progress import StepClock
@@ -153,16 +154,8 @@ def test_runnable_thread_reads_each_threads_state(tmp_path: Path) -> None:
 # --- the worker's step clock -----------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_step_clock_reports_a_stall_only_inside_the_denoising_loop() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     steps = StepClock(floor=2.0, factor=10.0, clock=clock)
     with steps.timing():
         clock.now = 30.0  # before the first step (text encoding): not judged
@@ -183,7 +176,7 @@ def test_step_clock_reports_a_stall_only_inside_the_denoising_loop() -> None:
 
 
 def test_step_clock_uses_the_floor_before_it_knows_the_usual_step() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     steps = StepClock(floor=2.0, factor=10.0, clock=clock)
     with steps.timing():
         steps.step(1, 8)

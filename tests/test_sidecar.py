@@ -30,17 +30,10 @@ from balancer.runtime_api import AsyncRuntimeAPI
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, wait_status
+from tests.helpers import FakeClock
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 
 # --- restart policy -------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_restart_policy_is_immediate_then_exponential_then_gives_up() -> None:
