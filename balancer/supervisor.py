@@ -180,16 +180,16 @@ class ProcessSupervisor:
                     probe.cancel()
                     return None
                 if frozen:
-                    return await self._kill(DeathCause.HUNG, f"hung: {frozen}")
+                    return await self._kill(DeathCause.HUNG, frozen)
                 now = time.monotonic()
                 answer: ProbeAnswer = probe.result()
                 if answer.ok:
                     last_ok = now
                     await self._on_probe_ok()
                 elif answer.stalled and self.status.state is not PartState.STARTING:
-                    return await self._kill(DeathCause.HUNG, f"hung: the worker reports {answer.stalled}")
+                    return await self._kill(DeathCause.HUNG, f"the worker reports {answer.stalled}")
                 elif self._probe_failed_too_long(now, last_ok):
-                    return await self._kill(DeathCause.STUCK, f"stuck: no answer from {self.child.probe_target} "
+                    return await self._kill(DeathCause.STUCK, f"no answer from {self.child.probe_target} "
                                                               f"for {now - last_ok:.0f} s")
                 await asyncio.wait({exited, stop}, timeout=self.settings.probe_interval)
         finally:
@@ -235,7 +235,7 @@ class ProcessSupervisor:
     async def _kill(self, cause: DeathCause, detail: str) -> Death:
         """Out of rotation, then SIGKILL at once (a hung or stuck process finishes nothing); its ``Death``."""
         await self.child.tell_haproxy("maint")
-        logger.error("%s: %s: killing pid %s", self.name, detail, self.status.pid)
+        logger.error("%s: %s: %s: killing pid %s", self.name, cause.value, detail, self.status.pid)
         returncode = await self.child.kill()
         return Death(cause, returncode, f"{detail}; killed and restarted")
 
