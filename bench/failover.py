@@ -285,7 +285,7 @@ def summarize(records: list[Record], failures: list[Failure]) -> list[list[objec
         end = failure.up_at if failure.up_at is not None else max((r.end for r in records), default=failure.at)
         window = [r for r in records if failure.at <= r.start <= end or r.start <= failure.at <= r.end]
         during = LatencyStats.from_seconds(r.latency for r in window if r.outcome == OK)
-        lost = [r for r in window if r.lost]
+        lost = [r for r in records if r.lost and failure.at <= r.end <= end]  # failed while it recovered
         retried = sum(1 for r in window if r.attempts > 1)
         hit = [r.latency for r in window if r.start <= failure.at <= r.end and r.outcome == OK]
         extra = max(hit) - baseline.median_ms / 1000 if hit and baseline.count else None
@@ -342,7 +342,8 @@ def render(args: argparse.Namespace, records: list[Record], failures: list[Failu
         ),
         "",
         "Requests are counted in a phase when they overlap the time from the failure to the server "
-        "being back UP in HAProxy; \"retried\" = finished on another worker after a web front retry "
+        "being back UP in HAProxy, failed ones when they failed within that time; \"retried\" = finished on "
+        "another worker after a web front retry "
         "(REST jobs are replayed by HAProxy itself, invisibly). Failures at: "
         + ", ".join(f"{f.name} {f.at:.1f} s" for f in failures) + ".",
         "",
