@@ -13,8 +13,9 @@ Either of two kinds of evidence is enough:
    ``webui.worker.progress``) while its event loop still answers: a stuck driver call.
 
 Neither applies while a process starts (``start_timeout`` does). The samples come from small
-``/proc`` files (``psutil`` and ``/proc/PID/task/*/stat``), read only while a probe is late:
-quick reads that do not block, so they run on the sidecar's event loop.
+``/proc`` files (``psutil`` and ``/proc/PID/task/*/stat``), read when a probe goes out after an
+answer and every ``hang_check_interval`` while it is late: quick reads that do not block, so
+they run on the sidecar's event loop.
 """
 
 from __future__ import annotations
