@@ -166,6 +166,17 @@ class SidecarSpec(Listener):
     stuck_after: float = Field(
         60.0, gt=0, description="Seconds a ready process may fail its readiness probe before it is restarted."
     )
+    hang_after: float = Field(
+        2.0, gt=0, description="Seconds a started process may leave its probe unanswered while it is frozen "
+        "(no CPU used, no thread runnable) before it is killed as hung; a slow or CPU-starved one is left to "
+        "stuck_after (balancer/hang.py)."
+    )
+    hang_cpu_seconds: float = Field(
+        0.05, ge=0, description="CPU seconds a process may use within hang_after and still count as frozen."
+    )
+    hang_check_interval: float = Field(
+        0.25, gt=0, description="Seconds between looks at a process whose probe is late."
+    )
     backoff_initial: float = Field(1.0, ge=0, description="Delay before the second restart; doubles each time.")
     backoff_max: float = Field(60.0, ge=0, description="Longest delay between restarts.")
     crash_loop_deaths: int = Field(5, ge=1, description="Deaths within crash_loop_window that mean a crash loop.")

@@ -273,7 +273,9 @@ class HAProxyConfigRenderer:
             f"    timeout check {duration(health.timeout)}",
             "    # Health checks: sub-2-second detection of a dead server, a gentle ramp-up when it",
             "    # returns, and a refused connection marks it down at once (layer 4: a busy node",
-            "    # that answers 503 is healthy and must stay in rotation).",
+            "    # that answers 503 is healthy and must stay in rotation). No 'on-marked-down",
+            "    # shutdown-sessions': it would abort the job of a draining or slow-but-alive node; a",
+            "    # hung one is killed by the sidecar (before its checks fail) and its job replayed.",
             f"    default-server check inter {duration(health.interval)} fastinter {duration(health.fast_interval)}"
             f" downinter {duration(health.down_interval)} fall {health.fall} rise {health.rise}"
             f" slowstart {duration(health.slowstart)} observe layer4 error-limit 1 on-error mark-down",

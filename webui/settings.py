@@ -124,6 +124,13 @@ class WorkerSettings(ServerTLSSettings):
     max_prompt_chars: int = Field(MAX_PROMPT_CHARS, description="Longest prompt or negative prompt.")
     max_consecutive_ooms: int = Field(3, ge=1, description=f"OOMs in a row before exiting with code {EXIT_OOM}.")
     warmup_steps: int = Field(2, ge=1, description="Denoising steps of the warm-up generation.")
+    stall_floor: float = Field(
+        10.0, gt=0, description="Fewest seconds without a denoising step (mid-job) that make a stall."
+    )
+    stall_factor: float = Field(
+        10.0, gt=1, description="A stall is no denoising step for max(stall_floor, stall_factor x the usual "
+        "step time): /readyz answers 503 'stalled' and the sidecar replaces the worker."
+    )
     graceful_shutdown: int = Field(
         30, ge=0, description="Seconds SIGTERM waits for requests in flight (a running job) before closing them."
     )
