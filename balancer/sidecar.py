@@ -84,12 +84,7 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
         agent = ["--agent-port", str(part.agent_port)] if part.agent_port else []
         return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
                 "--queue-size", str(BALANCED_QUEUE_SIZE), *agent, *part.args]
-    limits = spec.limits
-    return [
-        sys.executable, "-m", "webui.web", *common, "--node", node.name,
-        "--worker-queue", spec.worker_queue.url, "--max-body-bytes", str(limits.max_body_bytes),
-        "--body-timeout", str(limits.body_timeout), *part.args,
-    ]
+    return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *spec.web_flags(), *part.args]
 
 
 def retry_command(spec: ClusterSpec, node: str, part: str) -> str:

@@ -6,7 +6,9 @@ Routes::
     GET|POST /generate/stream   one job -> NDJSON: ProgressEvent (step 0 when the job starts
                                 running, then one per denoising step), then ResultEvent or ErrorEvent
     GET /healthz                200 while the process serves (liveness)
-    GET /readyz                 200 when the model is loaded, warmed up and healthy, else 503
+    GET /readyz                 200 when the model is loaded, warmed up and healthy, else 503; a running
+                                job's denoising loop with no step for far longer than usual is a
+                                stall: 503, ``stalled`` says so (``webui.worker.progress``)
     GET /info                   the model, its defaults and the limits jobs must keep (``WorkerInfo``)
     GET|HEAD /                  200, a one-line JSON description
     GET /metrics                Prometheus text format (see ``webui.worker.metrics``)
@@ -79,6 +81,7 @@ from webui.contract import (
     OUT_OF_MEMORY_STATUS,
     PRIVATE_UMASK,
     READY_PATH,
+    STALLED_KEY,
 )
 from webui.images import UploadError, decode_upload
 from webui.schema import (
@@ -324,12 +327,15 @@ def create_app(
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
+        stall = service.steps.stall()
+        stalled_for = service.steps.stalled_for()
         body = {
-            "ready": service.ready, "reason": service.reason, "busy": scheduler.busy,
+            "ready": service.ready and stall is None, "reason": stall or service.reason, "busy": scheduler.busy,
             "queue_depth": scheduler.queue_depth, "node": node,
             "consecutive_ooms": service.consecutive_ooms, "pipeline": service.describe(),
+            "stalled_for": None if stalled_for is None else round(stalled_for, 3), STALLED_KEY: stall,
         }
-        return JSONResponse(jsonable_encoder(body), status_code=200 if service.ready else 503)
+        return JSONResponse(jsonable_encoder(body), status_code=200 if body["ready"] else 503)
 
     @app.get(INFO_PATH)
     async def info() -> JSONResponse:
@@ -434,12 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     app = create_app(settings, on_fatal=process_exit, faults=faults)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, log_level="info", access_log=False,
-        timeout_graceful_shutdown=settings.graceful_shutdown,
+        timeout_graceful_shutdown=settings.graceful_shutdown, **settings.uvicorn_tls(),
     )
     server = uvicorn.Server(config)
     process_exit.server = server
-    logger.info("worker %s on http://%s:%d (model %s)", settings.resolved_node(), settings.host, settings.port,
-                settings.model)
+    logger.info("worker %s on %s://%s:%d (model %s)", settings.resolved_node(),
+                "https" if settings.tls_cert else "http", settings.host, settings.port, settings.model)
     server.run()
     return process_exit.code
 

@@ -30,6 +30,7 @@ from webui.worker.errors import GenerationFailed, JobCancelled, ModelLoadError, 
 from webui.worker.faults import FaultPlan
 from webui.worker.job_parsing import expected_steps
 from webui.worker.metrics import WorkerMetrics
+from webui.worker.progress import StepClock
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ class GenerationService:
         self.ready = False
         self.reason = "starting"
         self.consecutive_ooms = 0
+        self.steps = StepClock(settings.stall_floor, settings.stall_factor)
+        """The running job's denoising rhythm: ``/readyz`` reports a stall from it."""
 
     # -- state, read from the event loop
 
@@ -202,6 +205,7 @@ class GenerationService:
         params = self.pipeline.effective_params(job, seed, init_image)
 
         def on_step(step: int, total: int) -> None:
+            self.steps.step(step, total)
             self.metrics.steps.inc()
             if cancel.is_set():
                 raise JobCancelled(f"the client went away; stopped at step {step} of {total}")
@@ -212,7 +216,8 @@ class GenerationService:
             on_progress(0, expected_steps(params))
         hook = self.faults.wrap(on_step, job.prompt, cuda=self.cuda_device is not None)
         try:
-            images = self.pipeline.generate(params, init_image, on_step=hook)
+            with self.steps.timing():  # over before the OOM handling below runs its self-check
+                images = self.pipeline.generate(params, init_image, on_step=hook)
         except JobCancelled:
             raise
         except Exception as exc:
