@@ -20,7 +20,7 @@ launch.py exits 0.
 
 ``--role`` splits this over machines, all from one cluster file: ``balancer`` runs HAProxy and
 its sidecar only; ``node`` runs one node host's nodes under a sidecar without HAProxy, which
-answers HAProxy's agent checks (``balancer.agent``) so that every balancer learns each part's state.
+answers HAProxy's agent checks (``balancer.host_agent``) so that every balancer learns each part's state.
 """
 
 from __future__ import annotations
@@ -96,12 +96,12 @@ def warn_if_exposed(spec: ClusterSpec) -> None:
 
 
 def run_node_host(spec: ClusterSpec, name: str | None) -> int:
-    """``--role node``: this node host's nodes under a sidecar that answers the balancers' agent checks."""
+    """``--role node``: this node host's nodes under a sidecar whose host agent answers the balancers."""
     host = spec.node_host(name) if name else spec.this_node_host()
     nodes = [node.name for node in spec.nodes_on(host.name)]
     print(f"\nportrait-ha node host {host.name}: {len(nodes)} node(s) starting ({', '.join(nodes) or 'none'})\n"
-          f"  Agent:   {host.address}:{host.agent_port}   (HAProxy agent-check: every balancer reads the states)\n"
-          f"  Sidecar: {spec.sidecar.url}/status\n  Logs:    {spec.run_dir}/logs\n", flush=True)
+          f"  Host agent: {host.address}:{host.host_agent_port}   (every balancer reads the states)\n"
+          f"  Sidecar:    {spec.sidecar.url}/status\n  Logs:       {spec.run_dir}/logs\n", flush=True)
     return run_sidecar(Sidecar(spec, None, node_host=host))
 
 

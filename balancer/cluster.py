@@ -6,7 +6,7 @@ an optional YAML file, see ``assets/cluster.example.yaml``). Every default lives
 
 Nodes may run on *node hosts* (``node_hosts``; ``assets/cluster.hosts.example.yaml``): machines
 whose own sidecar (``launch.py --role node``) supervises them and tells every balancer their
-states through HAProxy's agent checks (``balancer.agent``).
+states through HAProxy's agent checks (``balancer.host_agent``).
 
 Safe by default: the public frontend, the stats page, the runtime API and the sidecar listen on
 127.0.0.1 only; the stats page always needs a password (a random one unless you set one);
@@ -96,7 +96,10 @@ class LimitsSpec(_Model):
     client_timeout: float = Field(
         300.0, gt=0, description="Seconds a client connection may stay idle (covers Gradio's event streams)."
     )
-    connect_timeout: float = Field(2.0, gt=0, description="Seconds to connect to a node before trying another.")
+    connect_timeout: float = Field(
+        2.0, gt=0, description="Seconds to connect to a node before trying another (with tls: the TLS handshake "
+        "included, which needs the node's event loop; one failed connect marks the node down)."
+    )
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds a client may take to send its headers and a buffered body (408 after)."
     )
@@ -153,9 +156,22 @@ class HealthSpec(_Model):
     fall: int = Field(2, ge=1, description="Failed checks before a server is marked DOWN.")
     rise: int = Field(2, ge=1, description="Passed checks before a server is marked UP.")
     slowstart: float = Field(10.0, ge=0, description="Seconds over which a returning server ramps up to full load.")
-    agent_interval: float = Field(
-        0.5, gt=0, description="Seconds between HAProxy's questions to a node host's agent (remote nodes' states)."
+    dispatch_agent_interval: float = Field(
+        0.01, gt=0, description="Seconds between polls of a worker's dispatch agent (its dispatch_agent_port): how "
+        "soon the next job comes once a result is being encoded.",
     )
+    host_agent_interval: float = Field(
+        0.5, gt=0, description="Seconds between HAProxy's questions to a node host's host agent (its parts' states)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        """A clear error for the old ``agent_interval``, which named both agents' intervals."""
+        if isinstance(data, dict) and "agent_interval" in data:
+            raise ValueError("agent_interval is now two settings: dispatch_agent_interval (a worker's dispatch "
+                             "agent, default 0.01) and host_agent_interval (a node host's host agent, default 0.5)")
+        return data
 
 
 class SidecarSpec(Listener):
@@ -169,6 +185,17 @@ class SidecarSpec(Listener):
     )
     stuck_after: float = Field(
         60.0, gt=0, description="Seconds a ready process may fail its readiness probe before it is restarted."
+    )
+    hang_after: float = Field(
+        2.0, gt=0, description="Seconds a started process may leave its probe unanswered while it is frozen "
+        "(no CPU used, no thread runnable) before it is killed as hung; a slow or CPU-starved one is left to "
+        "stuck_after (balancer/hang.py)."
+    )
+    hang_cpu_seconds: float = Field(
+        0.05, ge=0, description="CPU seconds a process may use within hang_after and still count as frozen."
+    )
+    hang_check_interval: float = Field(
+        0.25, gt=0, description="Seconds between looks at a process whose probe is late."
     )
     backoff_initial: float = Field(1.0, ge=0, description="Delay before the second restart; doubles each time.")
     backoff_max: float = Field(60.0, ge=0, description="Longest delay between restarts.")
@@ -185,14 +212,40 @@ class SidecarSpec(Listener):
 class NodeHostSpec(_Model):
     """A machine that runs node parts under its own sidecar (``launch.py --role node``), without HAProxy.
 
-    Its sidecar answers HAProxy's agent checks on ``address:agent_port`` with each part's state
-    (``balancer.agent``), so that every balancer learns within ``health.agent_interval`` that a
-    part is starting, draining, restarting or dead.
+    Its sidecar's *host agent* answers HAProxy's agent checks on ``address:host_agent_port`` with
+    each part's state (``balancer.host_agent``), so that every balancer learns within
+    ``health.host_agent_interval`` that a part is starting, draining, restarting or dead.
     """
 
     name: str = Field(pattern=NAME_PATTERN, description="What nodes name in their node_host.")
     address: str = Field(description="This host's address as the balancers reach it: its parts and its agent.")
-    agent_port: int = Field(8406, ge=1, le=65535, description="TCP port of its sidecar's agent (HAProxy agent-check).")
+    host_agent_port: int = Field(
+        8406, ge=1, le=65535, description="TCP port of its sidecar's host agent (HAProxy agent-check)."
+    )
+
+
+class TLSSpec(_Model):
+    """Mutual TLS between this balancer and its remote nodes (files from ``python -m balancer.certs``).
+
+    HAProxy talks to every ``managed: false`` node over TLS, presenting ``cert_file`` and accepting
+    only a node certificate that ``ca_file`` signed and that names the node (``cert_name``). Managed
+    nodes stay plain HTTP on loopback.
+    """
+
+    ca_file: Path = Field(description="The cluster's CA certificate (ca.crt): node certificates must chain to it.")
+    cert_file: Path = Field(description="This balancer's certificate and private key in one PEM file (NAME.pem).")
+    worker_queue: bool | None = Field(
+        None,
+        description="Serve the worker queue over TLS with cert_file (remote web fronts verify it with ca_file); "
+        "unset: when the worker queue is not on loopback.",
+    )
+
+    @model_validator(mode="after")
+    def _check_files(self) -> TLSSpec:
+        for label, path in (("ca_file", self.ca_file), ("cert_file", self.cert_file)):
+            if not path.is_file():
+                raise ValueError(f"tls.{label}: {path} is not a file")
+        return self
 
 
 class PartSpec(_Model):
@@ -204,6 +257,13 @@ class PartSpec(_Model):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (managed nodes).")
     command: list[str] | None = Field(
         None, description="Run this instead of the standard webui command (managed nodes; rarely needed)."
+    )
+    dispatch_agent_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="A worker's dispatch agent (HAProxy agent-check; webui/worker/dispatch_agent.py): HAProxy "
+        "sends the next job while a result is PNG-encoded. Unset: one job at a time, encoding included "
+        "(a remote worker needs the same --dispatch-agent-port). Not on a node host: its host agent holds the "
+        "server's one agent check.",
     )
     gpu: int | None = Field(
         None, ge=0, description="The GPU of a managed worker (NVML / nvidia-smi index): the sidecar gives it "
@@ -236,6 +296,15 @@ class NodeSpec(_Model):
     )
     web: PartSpec | None = Field(None, description="The Gradio web front.")
     worker: PartSpec | None = Field(None, description="The GPU worker.")
+    cert_name: str | None = Field(
+        None, pattern=NAME_PATTERN,
+        description="With tls: the name in this node host's certificate (python -m balancer.certs --node NAME); "
+        "HAProxy refuses a certificate that names another host. Default: the node's name.",
+    )
+
+    def tls_name(self) -> str:
+        """The name HAProxy expects in this node's certificate."""
+        return self.cert_name or self.name
 
     @model_validator(mode="after")
     def _check_parts(self) -> NodeSpec:
@@ -243,6 +312,11 @@ class NodeSpec(_Model):
             raise ValueError(f"node {self.name}: needs a web front, a worker, or both")
         if self.web is not None and self.web.gpu is not None:
             raise ValueError(f"node {self.name}: gpu is a worker setting; a web front needs no GPU")
+        if self.web is not None and self.web.dispatch_agent_port is not None:
+            raise ValueError(f"node {self.name}: dispatch_agent_port is a worker setting")
+        if self.node_host is not None and self.worker is not None and self.worker.dispatch_agent_port is not None:
+            raise ValueError(f"node {self.name}: a worker on a node host cannot have a dispatch_agent_port (HAProxy "
+                             "allows one agent check per server, and the node host's host agent has it)")
         return self
 
 
@@ -272,6 +346,11 @@ class ClusterSpec(_Model):
         description="Host names the public site answers to (e.g. studio.example.com), besides this machine's "
         "own addresses; any other Host header gets 421. A leading dot allows subdomains (.example.com).",
     )
+    tls: TLSSpec | None = Field(
+        None,
+        description="Mutual TLS to remote (managed: false) nodes; unset: plain HTTP (keep such nodes on a "
+        "private network then).",
+    )
     run_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}",
         description="Where haproxy.cfg, the runtime API socket, logs and Gradio temp dirs go: a directory of "
@@ -299,7 +378,7 @@ class ClusterSpec(_Model):
             _claim_port(seen, listener.port, label)
         hosts = self._check_node_hosts()
         for index, host in enumerate(self.node_hosts):
-            _claim_port(hosts[host.name], host.agent_port, f"node_hosts.{index}.agent_port")
+            _claim_port(hosts[host.name], host.host_agent_port, f"node_hosts.{index}.host_agent_port")
         for node in self.nodes:
             if not node.managed:
                 continue
@@ -307,6 +386,8 @@ class ClusterSpec(_Model):
                 if part is not None:
                     _claim_port(hosts[node.node_host] if node.node_host else seen, part.port,
                                 f"nodes.{node.name}.{kind}")
+                if part is not None and part.dispatch_agent_port is not None:
+                    _claim_port(seen, part.dispatch_agent_port, f"nodes.{node.name}.{kind}.dispatch_agent_port")
         if self.users_file is not None and not self.users_file.is_file():
             raise ValueError(f"users_file: {self.users_file} is not a file")
         return self
@@ -320,6 +401,11 @@ class ClusterSpec(_Model):
         if duplicates:
             raise ValueError(f"node_hosts: duplicate names {duplicates}")
         addresses = {host.name: host.address for host in self.node_hosts}
+        on_hosts = [node.name for node in self.nodes if node.node_host]
+        if self.tls is not None and on_hosts:
+            raise ValueError(f"tls: nodes on node hosts ({', '.join(on_hosts)}) cannot use mutual TLS yet (their "
+                             "sidecar starts and probes them over plain HTTP); list such nodes as managed: false "
+                             "(docker/compose.gpu-host.yaml), or drop tls and keep the node hosts on a private network")
         queue_host = self.worker_queue.host
         remote_webs = [addresses.get(node.node_host, "") for node in self.nodes if node.node_host and node.web]
         if remote_webs and (queue_host in WILDCARD_HOSTS or (
@@ -359,6 +445,30 @@ class ClusterSpec(_Model):
         return [node for node in self.nodes if node.managed and node.node_host == node_host]
 
     @property
+    def worker_queue_tls(self) -> bool:
+        """Whether the worker queue is served over TLS (``tls.worker_queue``, else when not on loopback)."""
+        if self.tls is None:
+            return False
+        if self.tls.worker_queue is not None:
+            return self.tls.worker_queue
+        return not is_loopback(self.worker_queue.host)
+
+    @property
+    def worker_queue_url(self) -> str:
+        """The worker queue's URL for web fronts on this host (https when served over TLS)."""
+        url = self.worker_queue.url
+        return "https" + url.removeprefix("http") if self.worker_queue_tls else url
+
+    def web_flags(self, worker_queue_url: str | None = None) -> list[str]:
+        """Flags every web front of this cluster gets: where its jobs go (default: this host's worker queue),
+        how it checks an https one, and the balancer's body limits."""
+        flags = ["--worker-queue", worker_queue_url or self.worker_queue_url]
+        if self.tls is not None and self.worker_queue_tls and worker_queue_url is None:
+            flags += ["--worker-queue-ca", str(self.tls.ca_file)]
+        limits = self.limits
+        return [*flags, "--max-body-bytes", str(limits.max_body_bytes), "--body-timeout", str(limits.body_timeout)]
+
+    @property
     def exposed(self) -> bool:
         """Whether the public listener accepts connections from other machines."""
         return not is_loopback(self.public.host)
@@ -373,10 +483,11 @@ class ClusterSpec(_Model):
         """Concurrent connections per client, 0 for no limit (the exposed default when unset)."""
         return _auto_limit(self.limits.max_client_connections, EXPOSED_CLIENT_CONNECTIONS, self.exposed)
 
-    def allowed_hosts(self) -> list[str]:
-        """Host header values the public frontend accepts (lower case, with and without the port)."""
+    def allowed_hosts(self, local_hosts: bool = True) -> list[str]:
+        """Host header values the public frontend accepts (lower case, with and without the port); this
+        machine's addresses too when the public listener binds every interface and ``local_hosts``."""
         names = set(self.public_hosts) | {"localhost", LOOPBACK, "[::1]"}
-        if self.public.host in WILDCARD_HOSTS:
+        if self.public.host in WILDCARD_HOSTS and local_hosts:
             names |= local_addresses()
         else:
             names.add(self.public.host)
@@ -475,6 +586,10 @@ def load_cluster_file(path: Path) -> dict:
     return data
 
 
+DISPATCH_AGENT_PORT_OFFSET = 1000
+"""A local worker's dispatch agent listens this far above its own port (7960 -> 8960)."""
+
+
 def local_nodes(
     count: int,
     *,
@@ -489,7 +604,9 @@ def local_nodes(
     node ``i``'s worker on GPU ``gpus[i]`` (none given, or None: no GPU of its own)."""
     nodes = []
     for index in range(count):
-        worker = {"port": first_worker_port + index, "args": list(worker_args or [])}
+        worker = {"port": first_worker_port + index,
+                  "dispatch_agent_port": first_worker_port + DISPATCH_AGENT_PORT_OFFSET + index,
+                  "args": list(worker_args or [])}
         if index < len(gpus) and gpus[index] is not None:
             worker["gpu"] = gpus[index]
         nodes.append({

@@ -1,7 +1,7 @@
 """The sidecar: keeps every managed node process on this host, and HAProxy, running and in step.
 
     python -m balancer.sidecar --cluster cluster.yaml     # node parts only, for an HAProxy run elsewhere
-    python -m balancer.sidecar --cluster cluster.yaml --node-host gpu1   # a node host: its nodes and agent
+    python -m balancer.sidecar --cluster cluster.yaml --node-host gpu1   # a node host: its nodes and host agent
 
 ``launch.py`` runs the sidecar in its own process, with HAProxy.
 
@@ -29,7 +29,7 @@ node, ``POST /drain/NODE`` / ``POST /ready/NODE`` (``HAProxyGate.hold``: a drain
 stay in ``drain`` whatever their supervisors say, until ``ready``; ``python -m balancer.ctl``).
 
 On a node host (``--node-host``, or ``launch.py --role node``) there is no HAProxy: the sidecar
-runs that host's nodes and serves HAProxy's agent protocol (``balancer.agent``) so that every
+runs that host's nodes and serves HAProxy's agent protocol (``balancer.host_agent``) so that every
 balancer's HAProxy learns each part's state, the one ``HAProxyGate.effective`` computes.
 
 ``main`` (like ``launch.py``) sets a 077 umask and checks the run directory first
@@ -50,7 +50,6 @@ from pathlib import Path
 
 import uvicorn
 
-from balancer.agent import AgentServer, AgentUnavailable
 from balancer.basic_auth import BasicAuth
 from balancer.causes import DeathClassifier, KernelLog, OomKillCounter
 from balancer.children import HAProxyChild, NodeProcess
@@ -67,11 +66,12 @@ from balancer.gate import HAProxyGate, ServerKey
 from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess
 from balancer.haproxy_config import PART_BACKENDS
+from balancer.host_agent import HostAgent, HostAgentUnavailable
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState
 from balancer.status import BALANCER, HAProxyView, PartStatus, SidecarMetrics, status_app
 from balancer.supervisor import ProcessSupervisor
-from webui.contract import PRIVATE_UMASK
+from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")
 
@@ -88,13 +88,10 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
         return list(part.command)
     common = ["--host", part.host, "--port", str(part.port)]
     if kind == "worker":
-        return [sys.executable, "-m", "webui.worker", *common, "--node", node.name, *part.args]
-    limits = spec.limits
-    return [
-        sys.executable, "-m", "webui.web", *common, "--node", node.name,
-        "--worker-queue", spec.worker_queue.url, "--max-body-bytes", str(limits.max_body_bytes),
-        "--body-timeout", str(limits.body_timeout), *part.args,
-    ]
+        dispatch = ["--dispatch-agent-port", str(part.dispatch_agent_port)] if part.dispatch_agent_port else []
+        return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
+                "--queue-size", str(BALANCED_QUEUE_SIZE), *dispatch, *part.args]
+    return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *spec.web_flags(), *part.args]
 
 
 def retry_command(spec: ClusterSpec, node: str, part: str) -> str:
@@ -124,7 +121,7 @@ class Sidecar:
     ) -> None:
         self.spec = spec
         self.node_host = node_host
-        """The node host this sidecar runs (its nodes, its agent); None: the balancer host's local nodes.
+        """The node host this sidecar runs (its nodes, its host agent); None: the balancer host's local nodes.
         ``nodes``, when given, are the nodes to run instead (none on a balancer-only host)."""
         self.settings = spec.sidecar
         self.gate = HAProxyGate(api, pulled=node_host is not None)
@@ -142,7 +139,8 @@ class Sidecar:
         """One per managed node part."""
         self.balancer = self._balancer_supervisor(haproxy) if haproxy is not None else None
         """HAProxy's, when the sidecar runs it."""
-        self.agent = AgentServer(node_host.address, node_host.agent_port, self.server_state) if node_host else None
+        self.host_agent = (HostAgent(node_host.address, node_host.host_agent_port, self.server_state)
+                           if node_host else None)
         """Tells every balancer its parts' states (HAProxy's agent checks), on a node host."""
 
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
@@ -193,7 +191,7 @@ class Sidecar:
     def server_state(self, key: ServerKey) -> ServerState | None:
         """The state a server of this sidecar's parts is to have in every HAProxy; None if it is not one of them.
 
-        ``maint`` until its supervisor has said anything (the agent answers before the first start)."""
+        ``maint`` until its supervisor has said anything (the host agent answers before the first start)."""
         if not any((status.backend, status.node) == key for status in self.statuses()):
             return None
         return self.gate.effective(key) if key in self.gate.wanted else "maint"
@@ -247,8 +245,8 @@ class Sidecar:
 
         ``StartFailed`` when HAProxy's first start failed (nothing else was started then).
         """
-        if self.agent is not None:
-            await self.agent.start()  # first: an address it cannot bind is an error before anything started
+        if self.host_agent is not None:
+            await self.host_agent.start()  # first: an address it cannot bind is an error before anything started
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop, signum)
@@ -269,8 +267,8 @@ class Sidecar:
         finally:
             server.should_exit = True
             await server_task
-            if self.agent is not None:
-                await self.agent.aclose()
+            if self.host_agent is not None:
+                await self.host_agent.aclose()
             for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
         logger.info("all processes stopped")
@@ -337,8 +335,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="Cluster YAML file (see assets/cluster.example.yaml).")
     parser.add_argument("--no-haproxy", action="store_true", help="Do not talk to HAProxy's runtime API.")
     parser.add_argument("--node-host", metavar="NAME",
-                        help="Run this node host of the cluster file (its nodes, and its agent for every balancer's "
-                        "HAProxy) instead of the balancer host's local nodes; implies --no-haproxy.")
+                        help="Run this node host of the cluster file (its nodes, and its host agent for every "
+                        "balancer's HAProxy) instead of the balancer host's local nodes; implies --no-haproxy.")
     args = parser.parse_args(argv)
     os.umask(PRIVATE_UMASK)
     configure_logging()
@@ -354,10 +352,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_sidecar(sidecar: Sidecar) -> int:
-    """Run a sidecar without HAProxy to its end: 0, or 2 when its agent's address cannot be bound."""
+    """Run a sidecar without HAProxy to its end: 0, or 2 when its host agent's address cannot be bound."""
     try:
         asyncio.run(sidecar.run())
-    except AgentUnavailable as exc:
+    except HostAgentUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -67,7 +67,7 @@ def describe(profile: str) -> str:
     """A check setting in words: every interval, timeout and fall count."""
     health = HealthSpec(**PROFILES[profile])
     return (f"checks every {health.interval:g} s ({health.fast_interval:g} s while changing), "
-            f"{health.timeout:g} s timeout, fall {health.fall}; agent every {health.agent_interval:g} s")
+            f"{health.timeout:g} s timeout, fall {health.fall}; host agent every {health.host_agent_interval:g} s")
 
 
 def measure(profile: str, args: argparse.Namespace) -> tuple[float, list[LostHost]]:

@@ -1,15 +1,15 @@
 """A lost node host costs seconds: real hosts (network namespaces), real faults, real processes.
 
 A balancer host (``launch.py --role balancer``: HAProxy and its sidecar) and two node hosts
-(``launch.py --role node``: a sidecar with a worker and a web front on the demo model, answering
-HAProxy's agent checks), each in its own network namespace on a private test subnet
+(``launch.py --role node``: a sidecar with a worker and a web front on the demo model, its host
+agent answering HAProxy's agent checks), each in its own network namespace on a private test subnet
 (``bench.harness.netns``, ``bench.harness.hosts``). The test process is a client on the same
 subnet. Faults while a REST job runs on a node host: its link goes down, every packet to it is
 dropped, every process of it is SIGSTOPped. The job must finish on the other host; how much later
 than a job without a fault, and how soon HAProxy took the lost host out of rotation, are printed
 and written to ``test-artifacts/hosts-failover.json`` (reported, not asserted beyond logic bounds;
 ``python -m bench.hosts`` tabulates them). A worker killed on a node host must leave HAProxy's
-rotation through the agent (``MAINT``), not only through a failing health check.
+rotation through the host agent (``MAINT``), not only through a failing health check.
 
 Root only (CI runs as root), with ``ip`` and Debian's ``iptables``; select with ``-m hosts``.
 """
@@ -67,7 +67,7 @@ def test_a_lost_host_mid_job_costs_seconds(cluster: HostsCluster, baseline: floa
     assert lost.job_s - (lost.replay_s or 0) < 60  # a logic bound: replayed at once, not after timeout server (600 s)
 
 
-def test_a_killed_worker_on_a_node_host_leaves_rotation_through_the_agent(cluster: HostsCluster) -> None:
+def test_a_killed_worker_on_a_node_host_leaves_rotation_through_the_host_agent(cluster: HostsCluster) -> None:
     cluster.wait_all_up(timeout=60)
     worker = next(pid for pid in cluster.lab.pids("n2") if "webui.worker" in " ".join(_cmdline(pid)))
     killed_at = time.monotonic()
@@ -75,8 +75,9 @@ def test_a_killed_worker_on_a_node_host_leaves_rotation_through_the_agent(cluste
     seen = wait_until(lambda: (status := cluster.statuses()["workers/node2"]) != "UP" and status,
                       "workers/node2 out of rotation", 10, 0.01)
     out_after = time.monotonic() - killed_at
-    # The sidecar restarts it (model load: seconds); meanwhile its agent keeps it in maint.
-    wait_until(lambda: cluster.statuses()["workers/node2"] == "MAINT", "workers/node2 MAINT via the agent", 10, 0.02)
+    # The sidecar restarts it (model load: seconds); meanwhile its host agent keeps it in maint.
+    wait_until(lambda: cluster.statuses()["workers/node2"] == "MAINT", "workers/node2 MAINT via the host agent",
+               10, 0.02)
     maint_after = time.monotonic() - killed_at
     cluster.wait_all_up(timeout=120)
     back_after = time.monotonic() - killed_at
@@ -84,9 +85,9 @@ def test_a_killed_worker_on_a_node_host_leaves_rotation_through_the_agent(cluste
                                                "maint_after_s": round(maint_after, 2),
                                                "back_up_after_s": round(back_after, 2),
                                                "load_average": os.getloadavg()})
-    print(f"\nworker killed on n2: {seen} after {out_after:.2f} s, MAINT (agent) after {maint_after:.2f} s, "
+    print(f"\nworker killed on n2: {seen} after {out_after:.2f} s, MAINT (host agent) after {maint_after:.2f} s, "
           f"back UP after {back_after:.1f} s")
-    assert maint_after < 5  # a logic bound: agent intervals, not a health-check timeout
+    assert maint_after < 5  # a logic bound: host agent intervals, not a health-check timeout
 
 
 def _cmdline(pid: int) -> list[str]:

@@ -1,6 +1,10 @@
-"""HAProxy's agent protocol, served by a node host's sidecar: each part's state to every balancer.
+"""A node host's *host agent*: HAProxy's agent protocol, served by its sidecar; each part's state to every balancer.
 
-HAProxy connects to ``address:agent_port`` every ``agent-inter``, sends the line its server's
+(Not the worker's *dispatch agent*, ``webui/worker/dispatch_agent.py``, which tells one HAProxy a
+local worker's ``maxconn``: HAProxy allows one agent check per server, and a node host's servers
+use theirs for this one.)
+
+HAProxy connects to ``address:host_agent_port`` every ``agent-inter``, sends the line its server's
 ``agent-send`` names (``BACKEND/SERVER``, e.g. ``workers/node1``), reads one line and closes.
 The answer is the state the part's supervisor asked for, as ``HAProxyGate.effective`` computes
 it for the local runtime API (one state, two ways to tell it):
@@ -27,7 +31,7 @@ from collections.abc import Callable
 from balancer.gate import ServerKey
 from balancer.runtime_api import ServerState
 
-logger = logging.getLogger("balancer.agent")
+logger = logging.getLogger("balancer.host_agent")
 
 REPLIES: dict[ServerState, str] = {"ready": "ready up", "drain": "drain up", "maint": "maint"}
 """What HAProxy's agent check is told for each server state."""
@@ -42,11 +46,11 @@ def agent_send(backend: str, server: str) -> str:
     return f'"{backend}/{server}\\n"'
 
 
-class AgentUnavailable(RuntimeError):
-    """The agent cannot listen on its address (the message says which, and why)."""
+class HostAgentUnavailable(RuntimeError):
+    """The host agent cannot listen on its address (the message says which, and why)."""
 
 
-class AgentServer:
+class HostAgent:
     """A TCP server answering HAProxy's agent checks from ``state_of`` (asyncio, on the sidecar's loop)."""
 
     def __init__(self, host: str, port: int, state_of: Callable[[ServerKey], ServerState | None]) -> None:
@@ -56,13 +60,13 @@ class AgentServer:
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
-        """Listen (``AgentUnavailable`` when the address cannot be bound)."""
+        """Listen (``HostAgentUnavailable`` when the address cannot be bound)."""
         try:
             self._server = await asyncio.start_server(self._answer, self.host, self.port, limit=MAX_LINE)
         except OSError as exc:
-            raise AgentUnavailable(f"the agent cannot listen on {self.host}:{self.port}: "
+            raise HostAgentUnavailable(f"the host agent cannot listen on {self.host}:{self.port}: "
                                    f"{exc.strerror or exc}") from None
-        logger.info("agent: answering HAProxy's agent checks on %s:%d", self.host, self.port)
+        logger.info("host agent: answering HAProxy's agent checks on %s:%d", self.host, self.port)
 
     async def aclose(self) -> None:
         """Stop listening (HAProxy keeps the states last told)."""
@@ -76,7 +80,7 @@ class AgentServer:
         backend, _, server = request.strip().partition("/")
         state = self.state_of((backend, server)) if server else None
         if state is None:
-            logger.warning("agent: asked about %r, which this node host does not run", request.strip()[:80])
+            logger.warning("host agent: asked about %r, which this node host does not run", request.strip()[:80])
             return UNKNOWN_REPLY
         return REPLIES[state]
 
@@ -86,7 +90,7 @@ class AgentServer:
             writer.write((self.reply(request.decode("ascii", errors="replace")) + "\n").encode())
             await writer.drain()
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a line longer than MAX_LINE
-            logger.debug("agent: dropped a check: %s", exc)
+            logger.debug("host agent: dropped a check: %s", exc)
         finally:
             writer.close()
             with contextlib.suppress(OSError):

@@ -1,7 +1,7 @@
-"""Node states through HAProxy's agent protocol: a node host's sidecar (``--node-host``) and a real HAProxy.
+"""Node states through HAProxy's agent protocol: a node host's host agent (``--node-host``) and a real HAProxy.
 
 On loopback, with stand-in node processes (``tests.fake_node``): the balancer's HAProxy has no
-runtime-API link to the node host's sidecar and learns every state from its agent only. The same
+runtime-API link to the node host's sidecar and learns every state from its host agent only. The same
 over real network namespaces, with real workers, is in ``tests/test_hosts.py``.
 """
 
@@ -16,10 +16,10 @@ import httpx
 import pytest
 import yaml
 
-from balancer.agent import REPLIES, UNKNOWN_REPLY
 from balancer.cluster import ClusterConfigError, parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import render_config
+from balancer.host_agent import REPLIES, UNKNOWN_REPLY
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, stand_in_node, wait_status
@@ -38,7 +38,7 @@ class NodeHost:
     """A balancer's HAProxy on loopback, and a node host's sidecar (``--node-host h1``) for its nodes."""
 
     def __init__(self, run_dir: Path, processes: Processes) -> None:
-        self.agent_port = free_port()
+        self.host_agent_port = free_port()
         nodes = [
             {**stand_in_node("a"), "node_host": HOST},
             # Always crashing: a crash loop, so in maint for good.
@@ -46,8 +46,8 @@ class NodeHost:
         ]
         data = cluster_data(
             run_dir, [], [], nodes=nodes,
-            node_hosts=[{"name": HOST, "address": "127.0.0.1", "agent_port": self.agent_port}],
-            health={"agent_interval": 0.2},
+            node_hosts=[{"name": HOST, "address": "127.0.0.1", "host_agent_port": self.host_agent_port}],
+            health={"host_agent_interval": 0.2},
             sidecar={"port": free_port(), "probe_interval": 0.2, "backoff_initial": 0.2, "backoff_max": 0.5,
                      "crash_loop_deaths": 3, "crash_loop_window": 60, "stop_grace": 3.0},
         )
@@ -79,17 +79,18 @@ def node_host(tmp_path_factory: pytest.TempPathFactory):
             host.haproxy.stop()
 
 
-def test_the_rendered_servers_ask_the_node_hosts_agent(node_host: NodeHost) -> None:
+def test_the_rendered_servers_ask_the_node_hosts_host_agent(node_host: NodeHost) -> None:
     config = node_host.spec.config_path.read_text()
     assert (f'server a 127.0.0.1:{node_host.spec.nodes[0].worker.port} maxconn 1 agent-check agent-addr 127.0.0.1 '
-            f'agent-port {node_host.agent_port} agent-inter 200ms agent-send "workers/a\\n" observe layer4') in config
-    assert f'agent-port {node_host.agent_port} agent-inter 200ms agent-send "webs/a\\n"' in config
+            f'agent-port {node_host.host_agent_port} agent-inter 200ms agent-send "workers/a\\n" '
+            'on-error fastinter on-marked-down shutdown-sessions  #') in config
+    assert f'agent-port {node_host.host_agent_port} agent-inter 200ms agent-send "webs/a\\n"' in config
 
 
 def test_ready_parts_are_in_rotation_through_the_agent(node_host: NodeHost) -> None:
     wait_status(node_host.api, "workers", "a", "UP", timeout=30)
     wait_status(node_host.api, "webs", "a", "UP", timeout=30)
-    assert ask_agent(node_host.agent_port, "workers/a") == REPLIES["ready"]
+    assert ask_agent(node_host.host_agent_port, "workers/a") == REPLIES["ready"]
     assert httpx.get(f"{node_host.spec.public.url}/generate", timeout=10).json()["worker_id"] == "a-worker"
 
 
@@ -97,7 +98,7 @@ def test_a_crash_looping_part_is_maint_in_haproxy(node_host: NodeHost) -> None:
     wait_until(lambda: httpx.get(f"{node_host.sidecar_url}/status").json()["crash_looped"] == ["c/worker"],
                "c/worker crash-looped", 30, 0.1)
     wait_status(node_host.api, "workers", "c", "MAINT", timeout=5)
-    assert ask_agent(node_host.agent_port, "workers/c") == REPLIES["maint"]
+    assert ask_agent(node_host.host_agent_port, "workers/c") == REPLIES["maint"]
 
 
 def test_an_operators_drain_reaches_haproxy_within_a_second(node_host: NodeHost) -> None:
@@ -108,7 +109,7 @@ def test_an_operators_drain_reaches_haproxy_within_a_second(node_host: NodeHost)
     assert answer.status_code == 200 and answer.json()["servers"] == {"workers/a": "drain", "webs/a": "drain"}
     wait_status(node_host.api, "workers", "a", "DRAIN", timeout=5)
     drained_after = time.monotonic() - started
-    assert ask_agent(node_host.agent_port, "webs/a") == REPLIES["drain"]
+    assert ask_agent(node_host.host_agent_port, "webs/a") == REPLIES["drain"]
     assert httpx.post(f"{node_host.sidecar_url}/ready/a", auth=auth, timeout=5).status_code == 200
     wait_status(node_host.api, "workers", "a", "UP", timeout=5)
     print(f"\noperator drain seen by HAProxy after {drained_after * 1000:.0f} ms (agent-inter 200 ms)")
@@ -116,8 +117,8 @@ def test_an_operators_drain_reaches_haproxy_within_a_second(node_host: NodeHost)
 
 
 def test_the_agent_says_down_for_servers_it_does_not_run(node_host: NodeHost) -> None:
-    assert ask_agent(node_host.agent_port, "workers/nope") == UNKNOWN_REPLY
-    assert ask_agent(node_host.agent_port, "garbage") == UNKNOWN_REPLY
+    assert ask_agent(node_host.host_agent_port, "workers/nope") == UNKNOWN_REPLY
+    assert ask_agent(node_host.host_agent_port, "garbage") == UNKNOWN_REPLY
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -126,10 +127,46 @@ def test_the_agent_says_down_for_servers_it_does_not_run(node_host: NodeHost) ->
       "nodes": [{"name": "x", "node_host": "gpu1", "web": {"port": 7000}}]}, "worker_queue.host"),
     ({"node_hosts": [{"name": "gpu1", "address": "10.0.0.5"}, {"name": "gpu1", "address": "10.0.0.6"}]},
      re.escape("node_hosts: duplicate names ['gpu1']")),
+    ({"node_hosts": [{"name": "gpu1", "address": "10.0.0.5"}],
+      "nodes": [{"name": "x", "node_host": "gpu1", "worker": {"port": 7000, "dispatch_agent_port": 8000}}]},
+     "node x: a worker on a node host cannot have a dispatch_agent_port"),
+    ({"health": {"agent_interval": 0.5}}, "dispatch_agent_interval .* and host_agent_interval"),
 ])
 def test_bad_node_hosts_name_the_field(change: dict, message: str) -> None:
     with pytest.raises(ClusterConfigError, match=message):
         parse_cluster(change)
+
+
+def test_mutual_tls_with_node_hosts_is_refused_clearly(tmp_path: Path) -> None:
+    for name in ("ca.crt", "balancer.pem"):
+        (tmp_path / name).write_text("not read here")
+    with pytest.raises(ClusterConfigError, match=r"tls: nodes on node hosts \(x\) cannot use mutual TLS yet"):
+        parse_cluster({"tls": {"ca_file": str(tmp_path / "ca.crt"), "cert_file": str(tmp_path / "balancer.pem")},
+                       "node_hosts": [{"name": "gpu1", "address": "10.0.0.5"}],
+                       "nodes": [{"name": "x", "node_host": "gpu1", "worker": {"port": 7000}}]})
+
+
+def test_each_server_has_one_agent_check_host_or_dispatch(tmp_path: Path) -> None:
+    """A local worker keeps its dispatch agent; a node host's parts get its host agent; HAProxy accepts both."""
+    from balancer.haproxy import validate_config
+
+    spec = parse_cluster({
+        "run_dir": str(tmp_path), "worker_queue": {"host": "10.0.0.1", "port": 8081},
+        "node_hosts": [{"name": "gpu1", "address": "10.0.0.5", "host_agent_port": 9406}],
+        "nodes": [{"name": "local", "worker": {"port": 7960, "dispatch_agent_port": 8960}},
+                  {"name": "far", "node_host": "gpu1", "web": {"port": 7860}, "worker": {"port": 7960}}],
+    })
+    text = render_config(spec)
+    validate_config(write_config(text, spec.config_path))
+    servers = {line.split()[1] + "@" + line.split()[2]: line for line in text.splitlines()
+               if line.startswith("    server ") and " track " not in line}
+    assert all(line.count("agent-check") == 1 for line in servers.values()), servers
+    assert "agent-check agent-port 8960 agent-inter 10ms  #" in servers["local@127.0.0.1:7960"]
+    for address, backend in (("10.0.0.5:7960", "workers"), ("10.0.0.5:7860", "webs")):
+        line = servers[f"far@{address}"]
+        assert (f'agent-check agent-addr 10.0.0.5 agent-port 9406 agent-inter 500ms agent-send "{backend}/far\\n"'
+                in line and "on-marked-down shutdown-sessions" in line and " ssl " not in line)
+    assert "on-marked-down" not in servers["local@127.0.0.1:7960"]
 
 
 def test_node_host_parts_listen_on_their_hosts_address() -> None:
@@ -147,12 +184,12 @@ def test_node_host_parts_listen_on_their_hosts_address() -> None:
 # --- launch.py --role node: which node host, and clear errors ---------------------------------
 
 
-def node_host_file(tmp_path: Path, address: str, agent_port: int) -> Path:
+def node_host_file(tmp_path: Path, address: str, host_agent_port: int) -> Path:
     path = tmp_path / "hosts.yaml"
     path.write_text(yaml.safe_dump({
         "run_dir": str(tmp_path / "run"),
         "sidecar": {"port": free_port()},
-        "node_hosts": [{"name": "gpu1", "address": address, "agent_port": agent_port}],
+        "node_hosts": [{"name": "gpu1", "address": address, "host_agent_port": host_agent_port}],
         "nodes": [{"name": "x", "node_host": "gpu1", "worker": {"port": free_port()}}],
     }))
     return path
@@ -171,7 +208,7 @@ def test_role_node_says_which_node_host_it_cannot_find(tmp_path: Path, capsys: p
     assert capsys.readouterr().err.strip() == f"error: {message}"
 
 
-def test_role_node_exits_2_when_its_agent_port_is_taken(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_role_node_exits_2_when_its_host_agent_port_is_taken(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from launch import main
 
     with socket.socket() as taken:
@@ -180,7 +217,8 @@ def test_role_node_exits_2_when_its_agent_port_is_taken(tmp_path: Path, capsys: 
         port = taken.getsockname()[1]
         assert main(["--cluster", str(node_host_file(tmp_path, "127.0.0.1", port)), "--role", "node"]) == 2
     error = capsys.readouterr().err.strip()
-    assert error.startswith(f"error: the agent cannot listen on 127.0.0.1:{port}: ") and len(error.splitlines()) == 1
+    assert error.startswith(f"error: the host agent cannot listen on 127.0.0.1:{port}: ")
+    assert len(error.splitlines()) == 1
     assert error.lower().endswith("address already in use")
 
 
