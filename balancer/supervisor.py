@@ -11,7 +11,9 @@ What the process is (a node part, HAProxy) and how to start, probe and stop it i
    ``crash_looped`` in ``/status``, until ``retry`` (``POST /retry/NODE/PART``);
 5. a process that is alive but fails its probe for longer than ``stuck_after`` (or never
    answers within ``start_timeout``) is killed and restarted (cause ``stuck``);
-6. on stop: ``drain``, the child's graceful stop, ``maint``.
+6. on stop: ``drain``, the child's graceful stop, ``maint``;
+7. a planned restart (``request_restart``, a rolling restart): ``maint``, the child's graceful
+   stop, and a new start at once; not a death (no backoff, no crash-loop count).
 
 A child that cannot even be started raises ``StartFailed``: on the first start that is the
 caller's to handle (nothing runs yet); later it counts as one more death.
@@ -98,6 +100,7 @@ class ProcessSupervisor:
         self.name = f"{status.node}/{status.part}"
         self._oom_baseline: int | None = None
         self._retry = asyncio.Event()
+        self._restart = asyncio.Event()
         metrics.register(status)
 
     def _set_state(self, state: PartState) -> None:
@@ -119,6 +122,9 @@ class ProcessSupervisor:
             death = await self._start()
             if death is None:
                 death = await self._watch(stopping)
+            if death is None and self._restart.is_set() and not stopping.is_set():
+                await self._planned_restart()
+                continue
             if death is None:
                 return
             self._record(death)
@@ -160,18 +166,19 @@ class ProcessSupervisor:
         """Probe until the process dies (its ``Death``), gets stuck (killed: ``Death``) or we stop (None)."""
         exited = asyncio.ensure_future(self.child.wait())
         stop = asyncio.ensure_future(stopping.wait())
+        restart = asyncio.ensure_future(self._restart.wait())
         last_ok = time.monotonic()
         try:
             while True:
                 probe = asyncio.ensure_future(self.child.probe())
-                await asyncio.wait({exited, stop, probe}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({exited, stop, restart, probe}, return_when=asyncio.FIRST_COMPLETED)
                 if exited.done():
                     probe.cancel()
                     await self.child.tell_haproxy("maint")  # first of all: no more requests to it
                     if stop.done():
                         return None
                     return await self.classifier.classify(exited.result(), self.status.pid or 0, self._oom_baseline)
-                if stop.done():
+                if stop.done() or restart.done():
                     probe.cancel()
                     return None
                 now = time.monotonic()
@@ -180,10 +187,11 @@ class ProcessSupervisor:
                     await self._on_probe_ok()
                 elif self._probe_failed_too_long(now, last_ok):
                     return await self._kill_stuck(now - last_ok)
-                await asyncio.wait({exited, stop}, timeout=self.settings.probe_interval)
+                await asyncio.wait({exited, stop, restart}, timeout=self.settings.probe_interval)
         finally:
             stop.cancel()
             exited.cancel()
+            restart.cancel()
 
     async def _on_probe_ok(self) -> None:
         if self.status.state is PartState.READY:
@@ -231,6 +239,20 @@ class ProcessSupervisor:
             self.name, self.policy.recent_deaths(), self.settings.crash_loop_window,
             self.status.last_detail, self.child.log_path, self.retry_hint or "POST /retry on the sidecar",
         )
+
+    def request_restart(self) -> bool:
+        """Ask for a planned restart (graceful stop, start at once); False if no process runs to restart."""
+        if self.child.pid is None or self.status.crash_looped:
+            return False
+        self._restart.set()
+        return True
+
+    async def _planned_restart(self) -> None:
+        self._restart.clear()
+        logger.info("%s: restarting pid %s, as planned", self.name, self.status.pid)
+        await self._stop()
+        self.status.restarts += 1
+        self.metrics.record_restart(self.status)
 
     def retry(self) -> bool:
         """Try a crash-looped process again (``POST /retry/NODE/PART``); False if it is not crash-looped."""

@@ -20,8 +20,9 @@ from balancer.basic_auth import BasicAuth
 from balancer.cluster import parse_cluster
 from balancer.ctl import PASSWORD_ENV, format_status
 from balancer.gate import HAProxyGate
+from balancer.haproxy_config import PART_BACKENDS
 from balancer.runtime_api import ServerState
-from balancer.sidecar import Sidecar
+from balancer.sidecar import Sidecar, replace_flag
 from balancer.status import status_app
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
@@ -192,7 +193,116 @@ def test_no_password_or_no_sidecar_is_a_usage_error(cluster: SupervisedCluster) 
     assert_one_line_error(ctl(cluster, "status", sidecar=nobody), 2, "cannot reach the sidecar", nobody)
 
 
-@pytest.mark.parametrize("command", ["status", "drain", "ready"])
+class StandInLoad:
+    """REST jobs and web page loads through HAProxy in a thread, bounded in count and time, while
+    HAProxy's view is sampled: every failed request and every moment no worker was UP is kept."""
+
+    def __init__(self, cluster: SupervisedCluster, max_requests: int = 2000, seconds: float = 120.0) -> None:
+        self.cluster = cluster
+        self.max_requests = max_requests
+        self.seconds = seconds
+        self.done = threading.Event()
+        self.sent = 0
+        self.failures: list[str] = []
+        self.workers_up_min = 2
+        self._thread = threading.Thread(target=self._run, name="stand-in-load")
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + self.seconds
+        with httpx.Client(base_url=self.cluster.spec.public.url, timeout=30) as client:
+            while not self.done.is_set() and self.sent < self.max_requests and time.monotonic() < deadline:
+                path, params = ("/generate", {"delay": 0.2}) if self.sent % 2 else ("/", {})
+                self.sent += 1
+                try:
+                    client.get(path, params=params).raise_for_status()
+                except httpx.HTTPError as exc:
+                    self.failures.append(f"{path}: {exc!r}")
+                up = sum(server.is_up for server in self.cluster.api.servers("workers"))
+                self.workers_up_min = min(self.workers_up_min, up)
+
+    def __enter__(self) -> StandInLoad:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self._thread.join(timeout=60)
+
+
+def pids(cluster: SupervisedCluster) -> dict[tuple[str, str], int]:
+    return {(node, part): cluster.part(node, part)["pid"] for node, part in PARTS}
+
+
+def test_rolling_restart_restarts_every_part_under_load_with_no_failed_request(cluster: SupervisedCluster) -> None:
+    for node, part in PARTS:
+        wait_status(cluster.api, PART_BACKENDS[part], node, "UP")
+    before = pids(cluster)
+    restarts = {key: cluster.part(*key)["restarts"] for key in PARTS}
+    deaths = {key: cluster.part(*key)["deaths"] for key in PARTS}
+    with StandInLoad(cluster) as load:
+        wait_until(lambda: load.sent >= 4, "load under way", 30)
+        result = ctl(cluster, "rolling-restart", "--settle", "0.5")
+        sent_during = load.sent
+    assert result.returncode == 0, result.stderr + result.stdout
+    lines = result.stdout.splitlines()
+    for node in ("a", "b"):
+        assert any(f"{node}: restarted and ready after" in line for line in lines), lines
+        assert any(f"{node}: back in rotation" in line for line in lines), lines
+    assert lines[-1] == "rolling restart done: 2 nodes restarted"
+    assert load.failures == [] and sent_during >= 10
+    assert load.workers_up_min == 1  # one node out of rotation at a time, never both
+    after = pids(cluster)
+    assert all(after[key] != before[key] and after[key] for key in PARTS), (before, after)
+    assert all(cluster.part(*key)["restarts"] == restarts[key] + 1 for key in PARTS)
+    assert {key: cluster.part(*key)["deaths"] for key in PARTS} == deaths  # planned: no death counted
+    report = httpx.get(f"{cluster.sidecar_url}/operation", timeout=10).json()
+    assert report["state"] == "done" and report["kind"] == "rolling-restart"
+    assert {node: entry["restarted"] for node, entry in report["nodes"].items()} == {"a": True, "b": True}
+    assert {cluster.part(node, part)["admin"] for node, part in PARTS} == {"ready"}
+
+
+def test_a_second_operation_is_refused_while_one_runs(cluster: SupervisedCluster) -> None:
+    auth = ("admin", STATS_PASSWORD)
+    first = httpx.post(f"{cluster.sidecar_url}/rolling-restart", json={"settle": 2.0}, auth=auth, timeout=10)
+    assert first.status_code == 202, first.text
+    assert_one_line_error(ctl(cluster, "rolling-restart"), 1, "409", "still running")
+    report = wait_until(lambda: (r := httpx.get(f"{cluster.sidecar_url}/operation", timeout=10).json())["state"]
+                        != "running" and r, "the first rolling restart to end", 120, interval=0.2)
+    assert report["id"] == first.json()["id"] and report["state"] == "done", report
+
+
+def test_a_node_that_does_not_come_back_in_time_stops_the_rolling_restart(cluster: SupervisedCluster) -> None:
+    for node, part in PARTS:
+        wait_status(cluster.api, PART_BACKENDS[part], node, "UP")
+    before = pids(cluster)
+    result = ctl(cluster, "rolling-restart", "--settle", "0", "--ready-timeout", "0.05", "--json")
+    assert result.returncode == 3, result
+    report = json.loads(result.stdout)
+    assert report["state"] == "failed" and report["error"].startswith("a: did not come back within 0.05 s")
+    assert "(b not restarted)" in report["error"] and "ctl: rolling restart failed: a: did not" in result.stderr
+    assert pids(cluster)[("b", "worker")] == before[("b", "worker")]
+    # Its supervisor brings it back, and it is in rotation again: the drain was released.
+    for part in ("web", "worker"):
+        wait_status(cluster.api, PART_BACKENDS[part], "a", "UP")
+    assert cluster.part("a")["admin"] == "ready"
+
+
+def test_a_rolling_restart_with_bad_input_is_refused(cluster: SupervisedCluster) -> None:
+    assert_one_line_error(ctl(cluster, "rolling-restart", "--model", "demo"), 1, "400", "run their own command")
+    assert_one_line_error(ctl(cluster, "rolling-restart", "--settle", "-1"), 1, "400", "settle")
+    answer = httpx.post(f"{cluster.sidecar_url}/rolling-restart", content=b"{nope", timeout=10,
+                        auth=("admin", STATS_PASSWORD))
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_body"
+    assert httpx.post(f"{cluster.sidecar_url}/rolling-restart", timeout=10).status_code == 401
+
+
+def test_worker_flags_are_replaced_where_they_are_or_added() -> None:
+    assert replace_flag(["--model", "demo", "-t", "1"], "--model", "sdxl") == ["--model", "sdxl", "-t", "1"]
+    assert replace_flag(["--lora=auto"], "--lora", "none") == ["--lora=none"]
+    assert replace_flag(["--threads", "1"], "--lora", "none") == ["--threads", "1", "--lora", "none"]
+
+
+@pytest.mark.parametrize("command", ["status", "drain", "ready", "rolling-restart"])
 def test_every_command_has_help(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", "balancer.ctl", command, "--help"], capture_output=True,
                             text=True, timeout=60)

@@ -1,0 +1,298 @@
+"""Operations the sidecar carries out on a running cluster, one at a time: the rolling restart.
+
+``RollingRestart`` restarts the managed nodes one after the other, so that an update of the
+code or of the model (``--model`` / ``--lora``: the workers' new command line) never fails a
+request and never takes more than one node out of rotation:
+
+1. drain the node (both servers; cookie-persistent Gradio sessions still reach its web front);
+2. wait until HAProxy shows neither of its servers with a request in flight or queued (``show
+   stat`` ``scur``/``qcur``) for ``settle`` seconds without a break: a Gradio job is several
+   requests (join, event stream, file download) with short gaps between them, and a
+   restart in such a gap would fail the rest of it; bounded by ``drain_timeout``;
+3. restart both processes (``ProcessSupervisor.request_restart``: graceful stop, start at once);
+4. wait until both answer their probes and HAProxy's checks pass (``DRAIN``), bounded by
+   ``ready_timeout``; put the node back (``UP``); next node.
+
+A node that stays busy past ``drain_timeout`` is put back unrestarted; one that does not come
+back within ``ready_timeout`` is left to its supervisor. Either way the operation stops there
+(the nodes after it are untouched and stay in rotation) and reports it as failed.
+``OperationRunner`` runs one operation at a time on the sidecar's event loop and keeps the
+report of the last one (``GET /operation``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from balancer.runtime_api import ServerStatus
+
+if TYPE_CHECKING:
+    from balancer.supervisor import ProcessSupervisor
+
+logger = logging.getLogger("balancer.sidecar")
+
+POLL_INTERVAL = 0.1
+"""Seconds between two looks at HAProxy's or the supervisors' view while an operation waits."""
+
+OperationState = Literal["running", "done", "failed"]
+
+
+class OperationError(Exception):
+    """An operation cannot be started; the message says why."""
+
+
+class OperationBusy(OperationError):
+    """Another operation is running (one at a time)."""
+
+
+class RollingRestartRequest(BaseModel):
+    """What ``POST /rolling-restart`` takes (a JSON object; every field optional)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, min_length=1, max_length=500,
+                              description="The workers' new --model (unset: keep it).")
+    lora: str | None = Field(None, min_length=1, max_length=500,
+                             description="The workers' new --lora (unset: keep it).")
+    drain_timeout: float = Field(300.0, gt=0, le=3600,
+                                 description="Seconds a drained node may take to finish its requests.")
+    ready_timeout: float | None = Field(None, gt=0, le=7200,
+                                        description="Seconds a restarted node may take to be ready "
+                                        "(default: the sidecar's start_timeout).")
+    settle: float = Field(1.0, ge=0, le=60,
+                          description="Seconds a drained node must have no request in flight before its restart.")
+
+
+def parse_request(data: object) -> RollingRestartRequest:
+    """Validate a request body; ``OperationError`` naming each bad field."""
+    try:
+        return RollingRestartRequest.model_validate(data if data is not None else {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
+        raise OperationError(problems) from None
+
+
+@dataclass
+class OperationReport:
+    """Progress and outcome of one operation, as ``GET /operation`` shows it."""
+
+    id: int
+    kind: str
+    state: OperationState = "running"
+    started: str = field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+    finished: str | None = None
+    error: str | None = None
+    nodes: dict[str, dict] = field(default_factory=dict)
+    """Node -> what happened to it: ``restarted``, old and new pids, seconds drained."""
+    events: list[dict] = field(default_factory=list)
+    """Progress lines: ``{"t": seconds since start, "node": ..., "message": ...}``."""
+    _t0: float = field(default_factory=time.monotonic, repr=False)
+
+    def log(self, node: str | None, message: str) -> None:
+        """One progress line (also to the sidecar's log)."""
+        self.events.append({"t": round(time.monotonic() - self._t0, 2), "node": node, "message": message})
+        logger.info("%s #%d: %s%s", self.kind, self.id, f"{node}: " if node else "", message)
+
+    def finish(self, error: str | None = None) -> None:
+        """Mark it done, or failed with ``error``."""
+        self.state = "failed" if error else "done"
+        self.error = error
+        self.finished = datetime.now(UTC).isoformat(timespec="seconds")
+        if error:
+            logger.error("%s #%d failed: %s", self.kind, self.id, error)
+        else:
+            logger.info("%s #%d done", self.kind, self.id)
+
+    def document(self) -> dict:
+        """JSON-ready view."""
+        return {"id": self.id, "kind": self.kind, "state": self.state, "started": self.started,
+                "finished": self.finished, "error": self.error, "nodes": self.nodes, "events": self.events}
+
+
+class NodeControl(Protocol):
+    """What an operation needs of the sidecar."""
+
+    def managed_nodes(self) -> list[str]:
+        """Names of the managed nodes, in the cluster file's order."""
+
+    def parts_of(self, node: str) -> list[ProcessSupervisor]:
+        """The supervisors of a node's parts."""
+
+    def configure_worker(self, node: str, model: str | None, lora: str | None) -> None:
+        """Change a worker's ``--model`` / ``--lora`` for its next start (in the cluster spec)."""
+
+    async def drain(self, node: str, drained: bool) -> dict | None:
+        """An operator's drain of a node, or its end (``Sidecar.drain``)."""
+
+    async def servers(self) -> list[ServerStatus]:
+        """HAProxy's view of every server (``OSError`` when it does not answer)."""
+
+
+class NodeFailed(Exception):
+    """One node of an operation could not be handled; the operation stops there."""
+
+
+class RollingRestart:
+    """Restarts every managed node, one at a time, with no request failed (see the module doc)."""
+
+    def __init__(self, control: NodeControl, request: RollingRestartRequest, ready_timeout: float) -> None:
+        self.control = control
+        self.request = request
+        self.ready_timeout = request.ready_timeout or ready_timeout
+
+    async def run(self, report: OperationReport) -> None:
+        """Every node in turn; the report says how far it got and why it stopped."""
+        nodes = self.control.managed_nodes()
+        change = {key: value for key, value in (("model", self.request.model), ("lora", self.request.lora)) if value}
+        report.log(None, f"restarting {len(nodes)} nodes one at a time" + (f" with {change}" if change else ""))
+        for node in nodes:
+            try:
+                await self.restart_node(node, report)
+            except NodeFailed as exc:
+                untouched = nodes[nodes.index(node) + 1:]
+                report.finish(f"{node}: {exc}; stopped there" + (f" ({', '.join(untouched)} not restarted)"
+                                                                 if untouched else ""))
+                return
+        report.finish()
+
+    async def restart_node(self, node: str, report: OperationReport) -> None:
+        """Drain, wait for the requests in flight, restart, wait until ready, put back."""
+        parts = self.control.parts_of(node)
+        entry = report.nodes.setdefault(node, {"restarted": False})
+        entry["old_pids"] = {status.part: status.pid for status in (s.status for s in parts)}
+        already_drained = any(supervisor.status.drained for supervisor in parts)
+        await self.control.drain(node, True)
+        report.log(node, "drained; waiting for its requests in flight")
+        try:
+            waited = await self.wait_idle(node)
+            entry["drained_s"] = round(waited, 2)
+            report.log(node, f"idle after {waited:.1f} s; restarting")
+            if self.request.model or self.request.lora:
+                self.control.configure_worker(node, self.request.model, self.request.lora)
+            for supervisor in parts:
+                if not supervisor.request_restart():
+                    raise NodeFailed(f"{supervisor.name} has no running process to restart "
+                                     f"(state {supervisor.status.state.value})")
+            ready_in = await self.wait_back(node, parts, entry["old_pids"])
+            entry.update(restarted=True, ready_s=round(ready_in, 2),
+                         new_pids={s.status.part: s.status.pid for s in parts})
+            report.log(node, f"restarted and ready after {ready_in:.1f} s")
+        finally:
+            if not already_drained:
+                await self.control.drain(node, False)
+        if not already_drained:
+            await self.wait_for(lambda: self.server_states(node, {"UP"}), self.ready_timeout,
+                                f"HAProxy did not take {node} back (UP)")
+            report.log(node, "back in rotation")
+
+    async def wait_idle(self, node: str) -> float:
+        """Seconds until no server of ``node`` had a request in flight or queued for ``settle`` s."""
+        start = time.monotonic()
+        deadline = start + self.request.drain_timeout
+        quiet_since: float | None = None
+        while time.monotonic() < deadline:
+            try:
+                busy = any(s.current_sessions or s.queued for s in await self.node_servers(node))
+            except OSError:
+                busy = True  # HAProxy does not answer: nothing is known, so nothing is idle
+            now = time.monotonic()
+            if busy:
+                quiet_since = None
+            elif quiet_since is None:
+                quiet_since = now
+            if quiet_since is not None and now - quiet_since >= self.request.settle:
+                return now - start
+            await asyncio.sleep(POLL_INTERVAL)
+        raise NodeFailed(f"still serving requests after {self.request.drain_timeout:g} s (drain_timeout); "
+                         "put back in rotation, not restarted")
+
+    async def wait_back(self, node: str, parts: list[ProcessSupervisor], old_pids: dict) -> float:
+        """Seconds until every part runs a new process that is ready and passes HAProxy's checks."""
+        start = time.monotonic()
+
+        def fresh() -> bool:
+            return all(s.status.pid not in (None, old_pids.get(s.status.part)) and s.status.state.value == "ready"
+                       for s in parts)
+
+        await self.wait_for(fresh, self.ready_timeout,
+                            f"did not come back within {self.ready_timeout:g} s (see its log); left to its "
+                            "supervisor")
+        await self.wait_for(lambda: self.server_states(node, {"DRAIN", "UP"}), self.ready_timeout,
+                            "came back but HAProxy's health checks did not pass")
+        return time.monotonic() - start
+
+    async def node_servers(self, node: str) -> list[ServerStatus]:
+        """HAProxy's rows of ``node``'s servers (every backend: the probes backend tracks the worker)."""
+        return [server for server in await self.control.servers() if server.server == node]
+
+    async def server_states(self, node: str, states: set[str]) -> bool:
+        """Whether every server of ``node`` in the node parts' backends has one of ``states``."""
+        backends = {supervisor.status.backend for supervisor in self.control.parts_of(node)}
+        try:
+            servers = [s for s in await self.node_servers(node) if s.backend in backends]
+        except OSError:
+            return False
+        return len(servers) == len(backends) and all(server.status in states for server in servers)
+
+    @staticmethod
+    async def wait_for(check: Callable[[], bool | Awaitable[bool]], timeout: float, failure: str) -> None:
+        """Poll ``check`` (plain or async) until true; ``NodeFailed(failure)`` after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            outcome = check()
+            if outcome if isinstance(outcome, bool) else await outcome:
+                return
+            await asyncio.sleep(POLL_INTERVAL)
+        raise NodeFailed(failure)
+
+
+class OperationRunner:
+    """Runs one operation at a time in the background; keeps the report of the last one."""
+
+    def __init__(self) -> None:
+        self.last: OperationReport | None = None
+        self._task: asyncio.Task | None = None
+        self._ids = itertools.count(1)
+
+    @property
+    def busy(self) -> bool:
+        """Whether an operation is running."""
+        return self._task is not None and not self._task.done()
+
+    def start(self, kind: str, run: Callable[[OperationReport], Awaitable[None]]) -> OperationReport:
+        """Start ``run`` as operation ``kind``; ``OperationBusy`` while another one runs."""
+        if self.busy:
+            assert self.last is not None
+            raise OperationBusy(f"{self.last.kind} #{self.last.id} is still running (one operation at a time); "
+                                "see GET /operation")
+        report = OperationReport(id=next(self._ids), kind=kind)
+        self.last = report
+        self._task = asyncio.create_task(self._guarded(run, report))
+        return report
+
+    @staticmethod
+    async def _guarded(run: Callable[[OperationReport], Awaitable[None]], report: OperationReport) -> None:
+        try:
+            await run(report)
+        except asyncio.CancelledError:
+            report.finish("cancelled: the sidecar is stopping")
+            raise
+        except Exception as exc:  # reported, never lost: the sidecar keeps running
+            logger.exception("%s #%d crashed", report.kind, report.id)
+            report.finish(f"internal error: {type(exc).__name__}: {exc}")
+
+    async def aclose(self) -> None:
+        """Cancel a running operation (the sidecar stops)."""
+        if self.busy:
+            assert self._task is not None
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
