@@ -35,6 +35,8 @@ PART_BACKENDS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
 """Node part -> the HAProxy backend its server is in."""
 RATES_TABLE = "job_rates"
 """A backend that only holds the per-client generation rate table."""
+STICKY_TABLE = "sticky_requests"
+"""A backend that only holds the table of UI requests in flight per persistence cookie value."""
 
 # crypt(3) hashes HAProxy's userlist understands: SHA-256, SHA-512, yescrypt, bcrypt.
 _HASH_PATTERN = re.compile(r"^\$(5|6|y|2[aby])\$\S+$")
@@ -134,6 +136,7 @@ class HAProxyConfigRenderer:
             self._workers_backend(),
             self._probes_backend(),
             self._rates_table(),
+            self._sticky_table(),
             self._stats_frontend(),
         ]
         return "\n".join(section for section in sections if section) + "\n"
@@ -253,6 +256,11 @@ class HAProxyConfigRenderer:
             *self._cross_site_rules(),
             *self._availability_rules(),
             *self._affinity_rules(),
+            "    # UI requests in flight per persistence cookie value (the node a client is stuck to, even",
+            "    # while that node is out): a rolling restart gives a restarted web front its clients back",
+            f"    # only when none of theirs is in flight (table: backend {STICKY_TABLE}).",
+            f"    http-request track-sc2 req.cook({COOKIE_NAME}) table {STICKY_TABLE}"
+            f" if !is_rest {{ req.cook({COOKIE_NAME}) -m found }}",
         ]
         if spec.security_headers:
             lines += [
@@ -525,6 +533,14 @@ class HAProxyConfigRenderer:
         options = [f"cookie {node.name}"] if cookie else ["maxconn 1"]
         where = "supervised by the sidecar" if node.managed else "remote, not supervised here"
         return f"    server {node.name} {address} {' '.join(options)}  # {where}"
+
+    @staticmethod
+    def _sticky_table() -> str:
+        return _block(
+            "# UI requests in flight (conn_cur) per persistence cookie value (the public frontend tracks them).",
+            f"backend {STICKY_TABLE}",
+            "    stick-table type string len 64 size 100k expire 30m store conn_cur",
+        )
 
     def _stats_frontend(self) -> str:
         stats = self.spec.stats

@@ -7,11 +7,20 @@ request and never takes more than one node out of rotation:
 1. drain the node (both servers; cookie-persistent Gradio sessions still reach its web front);
 2. wait until HAProxy shows neither of its servers with a request in flight or queued (``show
    stat`` ``scur``/``qcur``) for ``settle`` seconds without a break: a Gradio job is several
-   requests (join, event stream, file download) with short gaps between them, and a
-   restart in such a gap would fail the rest of it; bounded by ``drain_timeout``;
-3. restart both processes (``ProcessSupervisor.request_restart``: graceful stop, start at once);
-4. wait until both answer their probes and HAProxy's checks pass (``DRAIN``), bounded by
-   ``ready_timeout``; put the node back (``UP``); next node.
+   requests (join, event stream, file download) with short gaps between them, and a switch in
+   such a gap would fail the rest of it; bounded by ``drain_timeout``;
+3. park the web front in ``maint`` (``HAProxyGate.park``): its sticky clients now start their
+   next job on another web front (a browser takes that node's cookie; a reused ``gradio_client``
+   keeps the old one, which HAProxy's affinity rules hash to one live node);
+4. restart both processes (``ProcessSupervisor.request_restart``: graceful stop, start at once)
+   and wait until both answer their probes (the worker also HAProxy's checks), bounded by
+   ``ready_timeout``;
+5. unpark the web front once no request carrying its cookie has been in flight for ``settle``
+   seconds (HAProxy counts them per cookie value in a stick table, wherever they were sent):
+   leaving ``maint`` makes it UP at once, and the clients still holding its cookie come back to
+   it, which must not happen in the middle of one of their jobs, whose files lie on the other
+   web front (after ``drain_timeout`` it is unparked anyway, and the report says so); put the
+   node back (``UP``); next node.
 
 A node that stays busy past ``drain_timeout`` is put back unrestarted; one that does not come
 back within ``ready_timeout`` is left to its supervisor. Either way the operation stops there
@@ -133,8 +142,14 @@ class NodeControl(Protocol):
     async def drain(self, node: str, drained: bool) -> dict | None:
         """An operator's drain of a node, or its end (``Sidecar.drain``)."""
 
+    async def park(self, backend: str, server: str, parked: bool) -> bool:
+        """Keep a server in ``maint`` whatever its supervisor says (``HAProxyGate.park``), or stop."""
+
     async def servers(self) -> list[ServerStatus]:
         """HAProxy's view of every server (``OSError`` when it does not answer)."""
+
+    async def sticky_requests(self, node: str) -> int:
+        """UI requests in flight that carry ``node``'s persistence cookie (``OSError`` when unknown)."""
 
 
 class NodeFailed(Exception):
@@ -165,15 +180,22 @@ class RollingRestart:
         report.finish()
 
     async def restart_node(self, node: str, report: OperationReport) -> None:
-        """Drain, wait for the requests in flight, restart, wait until ready, put back."""
+        """Drain, wait for the requests in flight, park the web front, restart, wait until ready,
+        unpark at a quiet moment, put back."""
         parts = self.control.parts_of(node)
         entry = report.nodes.setdefault(node, {"restarted": False})
         entry["old_pids"] = {status.part: status.pid for status in (s.status for s in parts)}
+        webs = [(s.status.backend, node) for s in parts if s.status.part == "web" and s.status.backend]
         already_drained = any(supervisor.status.drained for supervisor in parts)
         await self.control.drain(node, True)
         report.log(node, "drained; waiting for its requests in flight")
         try:
-            waited = await self.wait_idle(node)
+            waited = await self.wait_quiet(lambda: self.node_requests(node), self.request.drain_timeout)
+            if waited is None:
+                raise NodeFailed(f"still serving requests after {self.request.drain_timeout:g} s (drain_timeout); "
+                                 "put back in rotation, not restarted")
+            for web in webs:
+                await self.control.park(*web, True)
             entry["drained_s"] = round(waited, 2)
             report.log(node, f"idle after {waited:.1f} s; restarting")
             if self.request.model or self.request.lora:
@@ -186,7 +208,11 @@ class RollingRestart:
             entry.update(restarted=True, ready_s=round(ready_in, 2),
                          new_pids={s.status.part: s.status.pid for s in parts})
             report.log(node, f"restarted and ready after {ready_in:.1f} s")
+            if webs:
+                await self.unpark_when_quiet(node, webs, report)
         finally:
+            for web in webs:
+                await self.control.park(*web, False)
             if not already_drained:
                 await self.control.drain(node, False)
         if not already_drained:
@@ -194,16 +220,28 @@ class RollingRestart:
                                 f"HAProxy did not take {node} back (UP)")
             report.log(node, "back in rotation")
 
-    async def wait_idle(self, node: str) -> float:
-        """Seconds until no server of ``node`` had a request in flight or queued for ``settle`` s."""
+    async def unpark_when_quiet(self, node: str, webs: list[tuple[str, str]], report: OperationReport) -> None:
+        """Unpark the web front once no request with its cookie was in flight for ``settle`` s (step 5)."""
+        waited = await self.wait_quiet(lambda: self.control.sticky_requests(node), self.request.drain_timeout)
+        if waited is None:
+            report.log(node, f"its sticky clients were never idle for {self.request.settle:g} s within "
+                       f"{self.request.drain_timeout:g} s: they come back to it now, a job under way may fail")
+        else:
+            report.log(node, f"its sticky clients idle after {waited:.1f} s; its web front takes them back")
+        for web in webs:
+            await self.control.park(*web, False)
+        webs.clear()  # nothing left to unpark
+
+    async def wait_quiet(self, in_flight: Callable[[], Awaitable[int]], timeout: float) -> float | None:
+        """Seconds until ``in_flight()`` (requests in flight or queued) stayed 0 for ``settle`` s without
+        a break; None after ``timeout``."""
         start = time.monotonic()
-        deadline = start + self.request.drain_timeout
         quiet_since: float | None = None
-        while time.monotonic() < deadline:
+        while time.monotonic() - start < timeout:
             try:
-                busy = any(s.current_sessions or s.queued for s in await self.node_servers(node))
+                busy = await in_flight() > 0
             except OSError:
-                busy = True  # HAProxy does not answer: nothing is known, so nothing is idle
+                busy = True  # HAProxy does not answer: nothing is known, so nothing is quiet
             now = time.monotonic()
             if busy:
                 quiet_since = None
@@ -212,8 +250,11 @@ class RollingRestart:
             if quiet_since is not None and now - quiet_since >= self.request.settle:
                 return now - start
             await asyncio.sleep(POLL_INTERVAL)
-        raise NodeFailed(f"still serving requests after {self.request.drain_timeout:g} s (drain_timeout); "
-                         "put back in rotation, not restarted")
+        return None
+
+    async def node_requests(self, node: str) -> int:
+        """Requests in flight on, or queued for, ``node``'s servers (HAProxy's ``scur`` + ``qcur``)."""
+        return sum(s.current_sessions + s.queued for s in await self.control.servers() if s.server == node)
 
     async def wait_back(self, node: str, parts: list[ProcessSupervisor], old_pids: dict) -> float:
         """Seconds until every part runs a new process that is ready and passes HAProxy's checks."""
@@ -226,19 +267,15 @@ class RollingRestart:
         await self.wait_for(fresh, self.ready_timeout,
                             f"did not come back within {self.ready_timeout:g} s (see its log); left to its "
                             "supervisor")
-        await self.wait_for(lambda: self.server_states(node, {"DRAIN", "UP"}), self.ready_timeout,
+        await self.wait_for(lambda: self.server_states(node, {"DRAIN", "UP"}, parts=("worker",)), self.ready_timeout,
                             "came back but HAProxy's health checks did not pass")
         return time.monotonic() - start
 
-    async def node_servers(self, node: str) -> list[ServerStatus]:
-        """HAProxy's rows of ``node``'s servers (every backend: the probes backend tracks the worker)."""
-        return [server for server in await self.control.servers() if server.server == node]
-
-    async def server_states(self, node: str, states: set[str]) -> bool:
-        """Whether every server of ``node`` in the node parts' backends has one of ``states``."""
-        backends = {supervisor.status.backend for supervisor in self.control.parts_of(node)}
+    async def server_states(self, node: str, states: set[str], parts: tuple[str, ...] = ("web", "worker")) -> bool:
+        """Whether every server of ``node``'s ``parts`` has one of ``states`` in HAProxy."""
+        backends = {s.status.backend for s in self.control.parts_of(node) if s.status.part in parts}
         try:
-            servers = [s for s in await self.node_servers(node) if s.backend in backends]
+            servers = [s for s in await self.control.servers() if s.server == node and s.backend in backends]
         except OSError:
             return False
         return len(servers) == len(backends) and all(server.status in states for server in servers)

@@ -59,7 +59,7 @@ from balancer.cluster import (
 from balancer.gate import HAProxyGate
 from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess
-from balancer.haproxy_config import PART_BACKENDS
+from balancer.haproxy_config import PART_BACKENDS, STICKY_TABLE
 from balancer.operations import OperationError, OperationRunner, RollingRestart, parse_request
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerStatus
@@ -249,6 +249,10 @@ class Sidecar:
                 supervisor.child.command = part_command(self.spec, spec, "worker", spec.worker)
         logger.warning("%s: worker arguments now %s (not written back to the cluster file)", node, args)
 
+    async def park(self, backend: str, server: str, parked: bool) -> bool:
+        """Keep a server in ``maint`` whatever its supervisor says, or stop (``HAProxyGate.park``)."""
+        return await self.gate.park(backend, server, parked)
+
     async def servers(self) -> list[ServerStatus]:
         """HAProxy's view of every server; ``OSError`` when it cannot be asked."""
         if self.view_api is None:
@@ -257,6 +261,16 @@ class Sidecar:
             return await self.view_api.servers()
         except RuntimeAPIError as exc:
             raise OSError(str(exc)) from exc
+
+    async def sticky_requests(self, node: str) -> int:
+        """UI requests in flight that carry ``node``'s persistence cookie; ``OSError`` when unknown."""
+        if self.view_api is None:
+            raise OSError("no HAProxy runtime API to ask")
+        try:
+            table = await self.view_api.show_table(STICKY_TABLE)
+        except RuntimeAPIError as exc:
+            raise OSError(str(exc)) from exc
+        return int(table.get(node, {}).get("conn_cur", 0))
 
     def start_rolling_restart(self, body: object) -> dict:
         """Start a rolling restart (``POST /rolling-restart``): its report; ``OperationError`` when it cannot."""

@@ -248,6 +248,7 @@ def test_rolling_restart_restarts_every_part_under_load_with_no_failed_request(c
     for node in ("a", "b"):
         assert any(f"{node}: restarted and ready after" in line for line in lines), lines
         assert any(f"{node}: back in rotation" in line for line in lines), lines
+        assert any(f"{node}: its sticky clients idle after" in line for line in lines), lines
     assert lines[-1] == "rolling restart done: 2 nodes restarted"
     assert load.failures == [] and sent_during >= 10
     assert load.workers_up_min == 1  # one node out of rotation at a time, never both
