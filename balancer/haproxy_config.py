@@ -537,9 +537,10 @@ class HAProxyConfigRenderer:
     @staticmethod
     def _sticky_table() -> str:
         return _block(
-            "# UI requests in flight (conn_cur) per persistence cookie value (the public frontend tracks them).",
+            "# UI requests in flight (conn_cur) and so far (http_req_cnt) per persistence cookie value",
+            "# (the public frontend tracks them).",
             f"backend {STICKY_TABLE}",
-            "    stick-table type string len 64 size 100k expire 30m store conn_cur",
+            "    stick-table type string len 64 size 100k expire 30m store conn_cur,http_req_cnt",
         )
 
     def _stats_frontend(self) -> str:

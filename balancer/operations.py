@@ -127,6 +127,16 @@ class OperationReport:
                 "finished": self.finished, "error": self.error, "nodes": self.nodes, "events": self.events}
 
 
+@dataclass(frozen=True)
+class Traffic:
+    """Requests seen by HAProxy for one node (or one cookie value): in flight now, and ever."""
+
+    in_flight: int
+    """Requests in flight or queued right now."""
+    total: int
+    """Requests so far (only grows): a change between two looks means one came and went."""
+
+
 class NodeControl(Protocol):
     """What an operation needs of the sidecar."""
 
@@ -148,8 +158,8 @@ class NodeControl(Protocol):
     async def servers(self) -> list[ServerStatus]:
         """HAProxy's view of every server (``OSError`` when it does not answer)."""
 
-    async def sticky_requests(self, node: str) -> int:
-        """UI requests in flight that carry ``node``'s persistence cookie (``OSError`` when unknown)."""
+    async def sticky_traffic(self, node: str) -> Traffic:
+        """UI requests that carry ``node``'s persistence cookie (``OSError`` when unknown)."""
 
 
 class NodeFailed(Exception):
@@ -190,20 +200,16 @@ class RollingRestart:
         await self.control.drain(node, True)
         report.log(node, "drained; waiting for its requests in flight")
         try:
-            waited = await self.wait_quiet(lambda: self.node_requests(node), self.request.drain_timeout)
+            waited = await self.switch_when_quiet(node, lambda: self.node_traffic(node), webs, True, report)
             if waited is None:
                 raise NodeFailed(f"still serving requests after {self.request.drain_timeout:g} s (drain_timeout); "
                                  "put back in rotation, not restarted")
-            for web in webs:
-                await self.control.park(*web, True)
             entry["drained_s"] = round(waited, 2)
             report.log(node, f"idle after {waited:.1f} s; restarting")
             if self.request.model or self.request.lora:
                 self.control.configure_worker(node, self.request.model, self.request.lora)
             for supervisor in parts:
-                if not supervisor.request_restart():
-                    raise NodeFailed(f"{supervisor.name} has no running process to restart "
-                                     f"(state {supervisor.status.state.value})")
+                supervisor.request_restart()
             ready_in = await self.wait_back(node, parts, entry["old_pids"])
             entry.update(restarted=True, ready_s=round(ready_in, 2),
                          new_pids={s.status.part: s.status.pid for s in parts})
@@ -211,8 +217,7 @@ class RollingRestart:
             if webs:
                 await self.unpark_when_quiet(node, webs, report)
         finally:
-            for web in webs:
-                await self.control.park(*web, False)
+            await self.park(webs, False)
             if not already_drained:
                 await self.control.drain(node, False)
         if not already_drained:
@@ -222,39 +227,71 @@ class RollingRestart:
 
     async def unpark_when_quiet(self, node: str, webs: list[tuple[str, str]], report: OperationReport) -> None:
         """Unpark the web front once no request with its cookie was in flight for ``settle`` s (step 5)."""
-        waited = await self.wait_quiet(lambda: self.control.sticky_requests(node), self.request.drain_timeout)
+        waited = await self.switch_when_quiet(node, lambda: self.control.sticky_traffic(node), webs, False, report)
         if waited is None:
             report.log(node, f"its sticky clients were never idle for {self.request.settle:g} s within "
                        f"{self.request.drain_timeout:g} s: they come back to it now, a job under way may fail")
+            await self.park(webs, False)
         else:
             report.log(node, f"its sticky clients idle after {waited:.1f} s; its web front takes them back")
-        for web in webs:
-            await self.control.park(*web, False)
         webs.clear()  # nothing left to unpark
 
-    async def wait_quiet(self, in_flight: Callable[[], Awaitable[int]], timeout: float) -> float | None:
-        """Seconds until ``in_flight()`` (requests in flight or queued) stayed 0 for ``settle`` s without
-        a break; None after ``timeout``."""
+    async def park(self, webs: list[tuple[str, str]], parked: bool) -> None:
+        """Park (or unpark) these web front servers."""
+        for web in webs:
+            await self.control.park(*web, parked)
+
+    async def switch_when_quiet(self, node: str, traffic: Callable[[], Awaitable[Traffic]],
+                                webs: list[tuple[str, str]], parked: bool, report: OperationReport) -> float | None:
+        """Park (``parked``) or unpark ``webs`` at a moment ``traffic`` is quiet: seconds waited, None after
+        ``drain_timeout`` (nothing switched then).
+
+        Quiet: nothing in flight and no new request for ``settle`` s. A request that arrives
+        between the last look and the switch may be a Gradio job's first request, whose next ones
+        would then go elsewhere: so ``traffic`` is looked at once more after the switch, and if a
+        request came, the switch is undone at once and the wait begins again."""
         start = time.monotonic()
-        quiet_since: float | None = None
+        while (left := self.request.drain_timeout - (time.monotonic() - start)) > 0:
+            quiet = await self.wait_quiet(traffic, left)
+            if quiet is None:
+                return None
+            await self.park(webs, parked)
+            try:
+                slipped = (await traffic()).total != quiet.total
+            except OSError:
+                slipped = True
+            if not slipped:
+                return time.monotonic() - start
+            await self.park(webs, not parked)
+            report.log(node, "a request came just as its web front switched: switched back, waiting again")
+        return None
+
+    async def wait_quiet(self, traffic: Callable[[], Awaitable[Traffic]], timeout: float) -> Traffic | None:
+        """The traffic once nothing was in flight and no request came for ``settle`` s (looking every
+        ``POLL_INTERVAL``); None after ``timeout``."""
+        start = time.monotonic()
+        quiet: tuple[float, Traffic] | None = None
         while time.monotonic() - start < timeout:
             try:
-                busy = await in_flight() > 0
+                seen: Traffic | None = await traffic()
             except OSError:
-                busy = True  # HAProxy does not answer: nothing is known, so nothing is quiet
+                seen = None  # HAProxy does not answer: nothing is known, so nothing is quiet
             now = time.monotonic()
-            if busy:
-                quiet_since = None
-            elif quiet_since is None:
-                quiet_since = now
-            if quiet_since is not None and now - quiet_since >= self.request.settle:
-                return now - start
+            if seen is None or seen.in_flight or (quiet is not None and seen.total != quiet[1].total):
+                quiet = None
+            elif quiet is None:
+                quiet = (now, seen)
+            if quiet is not None and now - quiet[0] >= self.request.settle:
+                return quiet[1]
             await asyncio.sleep(POLL_INTERVAL)
         return None
 
-    async def node_requests(self, node: str) -> int:
-        """Requests in flight on, or queued for, ``node``'s servers (HAProxy's ``scur`` + ``qcur``)."""
-        return sum(s.current_sessions + s.queued for s in await self.control.servers() if s.server == node)
+    async def node_traffic(self, node: str) -> Traffic:
+        """Requests on ``node``'s web front and worker (HAProxy's ``scur`` + ``qcur``, and ``stot``; not
+        the web fronts' probes, which a drained worker does not fail)."""
+        backends = {supervisor.status.backend for supervisor in self.control.parts_of(node)}
+        mine = [s for s in await self.control.servers() if s.server == node and s.backend in backends]
+        return Traffic(sum(s.current_sessions + s.queued for s in mine), sum(s.total_sessions for s in mine))
 
     async def wait_back(self, node: str, parts: list[ProcessSupervisor], old_pids: dict) -> float:
         """Seconds until every part runs a new process that is ready and passes HAProxy's checks."""

@@ -60,7 +60,7 @@ from balancer.gate import HAProxyGate
 from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess
 from balancer.haproxy_config import PART_BACKENDS, STICKY_TABLE
-from balancer.operations import OperationError, OperationRunner, RollingRestart, parse_request
+from balancer.operations import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerStatus
 from balancer.status import BALANCER, HAProxyView, OperationRoutes, PartStatus, SidecarMetrics, status_app
@@ -262,15 +262,15 @@ class Sidecar:
         except RuntimeAPIError as exc:
             raise OSError(str(exc)) from exc
 
-    async def sticky_requests(self, node: str) -> int:
-        """UI requests in flight that carry ``node``'s persistence cookie; ``OSError`` when unknown."""
+    async def sticky_traffic(self, node: str) -> Traffic:
+        """UI requests that carry ``node``'s persistence cookie (in flight, so far); ``OSError`` when unknown."""
         if self.view_api is None:
             raise OSError("no HAProxy runtime API to ask")
         try:
-            table = await self.view_api.show_table(STICKY_TABLE)
+            entry = (await self.view_api.show_table(STICKY_TABLE)).get(node, {})
         except RuntimeAPIError as exc:
             raise OSError(str(exc)) from exc
-        return int(table.get(node, {}).get("conn_cur", 0))
+        return Traffic(int(entry.get("conn_cur", 0)), int(entry.get("http_req_cnt", 0)))
 
     def start_rolling_restart(self, body: object) -> dict:
         """Start a rolling restart (``POST /rolling-restart``): its report; ``OperationError`` when it cannot."""

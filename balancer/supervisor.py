@@ -240,12 +240,13 @@ class ProcessSupervisor:
             self.status.last_detail, self.child.log_path, self.retry_hint or "POST /retry on the sidecar",
         )
 
-    def request_restart(self) -> bool:
-        """Ask for a planned restart (graceful stop, start at once); False if no process runs to restart."""
-        if self.child.pid is None or self.status.crash_looped:
-            return False
-        self._restart.set()
-        return True
+    def request_restart(self) -> None:
+        """Ask for a planned restart (graceful stop, start at once, with the child's current command):
+        a crash-looped process is retried, one between two starts just starts next."""
+        if self.status.crash_looped:
+            self.retry()
+        elif self.child.pid is not None:
+            self._restart.set()
 
     async def _planned_restart(self) -> None:
         self._restart.clear()

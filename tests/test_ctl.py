@@ -211,7 +211,8 @@ class StandInLoad:
         deadline = time.monotonic() + self.seconds
         with httpx.Client(base_url=self.cluster.spec.public.url, timeout=30) as client:
             while not self.done.is_set() and self.sent < self.max_requests and time.monotonic() < deadline:
-                path, params = ("/generate", {"delay": 0.2}) if self.sent % 2 else ("/", {})
+                # A page load (sticky, by cookie) now and then; REST jobs in between, a second or so.
+                path, params = ("/generate", {"delay": 0.2}) if self.sent % 5 else ("/", {})
                 self.sent += 1
                 try:
                     client.get(path, params=params).raise_for_status()
