@@ -67,6 +67,8 @@ logger = logging.getLogger("bench.failover")
 
 PROMPT = "studio portrait, rim light, charcoal background"
 OOM_MARKER = "[[bench-oom]]"
+SETTLE = 0.5
+"""The rolling restart's ``--settle`` (seconds of no request before a web front switches)."""
 STATE_COLOURS = {"UP": "#4caf50", "DOWN": "#e53935", "MAINT": "#9e9e9e"}
 TRANSITION_COLOUR = "#ffb300"
 
@@ -151,7 +153,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4,
                         help="Concurrent clients: 1 gradio_client, 1 browser-protocol, the rest REST.")
     parser.add_argument("--seconds", type=float, default=400.0, help="Longest run in seconds.")
-    parser.add_argument("--think-time", type=float, default=2.0,
+    parser.add_argument("--think-time", type=float, default=3.0,
                         help="Seconds the gradio_client and browser clients wait between two jobs.")
     parser.add_argument("--max-requests", type=int, default=300, help="Most requests per client.")
     parser.add_argument("--settle", type=float, default=6.0,
@@ -275,16 +277,19 @@ class FailureScript:
         env = {**os.environ, PASSWORD_ENV: self.cluster.spec.stats.password.get_secret_value()}
         result = subprocess.run(
             [sys.executable, "-m", "balancer.ctl", "rolling-restart", "--json", "--sidecar", self.cluster.sidecar_url,
-             "--drain-timeout", str(self.args.recovery_timeout), "--timeout", str(self.args.seconds)],
+             "--drain-timeout", str(self.args.recovery_timeout), "--settle", str(SETTLE),
+             "--timeout", str(self.args.seconds)],
             capture_output=True, text=True, env=env, timeout=self.args.seconds + 30)
         end = self.clock.now()
         if result.returncode != 0:
-            raise RuntimeError(f"rolling restart failed (exit {result.returncode}): {result.stderr.strip()}")
+            note = f"FAILED (exit {result.returncode}): {result.stderr.strip()[:300]}"
+            return Failure("rolling restart", "every node", at, up_at=end, note=note)
         report = json.loads(result.stdout)
+        self.cluster.wait_all_ready(self.args.recovery_timeout)
         renewed = all(self.cluster.pid(*key) != pid for key, pid in before.items())
         drained = ", ".join(f"{node} {entry.get('drained_s', 0):.1f} s" for node, entry in report["nodes"].items())
         note = (f"{len(report['nodes'])} nodes one at a time, every pid new: {'yes' if renewed else 'NO'}; "
-                f"waits for requests in flight: {drained}")
+                f"waits for a quiet moment (settle {SETTLE:g} s): {drained}")
         return Failure("rolling restart", "every node", at, up_at=end, note=note)
 
 

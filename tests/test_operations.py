@@ -27,10 +27,12 @@ NODES = ("node1", "node2")
 PARTS = ("web", "worker")
 LOAD_SECONDS = 400.0
 """Upper bound of the load; it stops as soon as the rolling restart has ended."""
-THINK_TIME = 2.0
+THINK_TIME = 3.0
 """Seconds a UI client (gradio_client, browser) waits between two jobs, as a person would: a drained
-web front is switched (out, and back in) only while its sticky clients are between two jobs, idle for a
-second (the rolling restart's ``settle``)."""
+web front is switched (out, and back in) only while all its sticky clients are between two jobs at
+once, for ``SETTLE`` seconds."""
+SETTLE = 0.5
+"""The rolling restart's ``--settle``: far longer than the gaps between the requests of one job."""
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +101,8 @@ def test_rolling_restart_under_load_fails_no_request_and_applies_the_new_lora(cl
 
             def operate() -> None:
                 runner.stop.wait(3.0)  # some load first
-                result["ctl"] = rolling_restart(cluster, "--lora", "none", "--drain-timeout", "150")
+                result["ctl"] = rolling_restart(cluster, "--lora", "none", "--drain-timeout", "150",
+                                                "--settle", str(SETTLE))
                 runner.stop.set()
 
             operator = threading.Thread(target=operate, name="operator")
