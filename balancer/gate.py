@@ -51,21 +51,18 @@ class HAProxyGate:
 
     async def hold(self, backend: str, server: str, held: bool) -> bool:
         """An operator's ``drain`` (``held``) or its end; False when HAProxy could not be told."""
-        key = (backend, server)
-        if held:
-            self.held.add(key)
-        else:
-            self.held.discard(key)
-        return await self._send(key)
+        return await self._mark(self.held, (backend, server), held)
 
     async def park(self, backend: str, server: str, parked: bool) -> bool:
         """Keep a server in ``maint`` (``parked``), or let it have its state again; False when HAProxy
         could not be told."""
-        key = (backend, server)
-        if parked:
-            self.parked.add(key)
+        return await self._mark(self.parked, (backend, server), parked)
+
+    async def _mark(self, marks: set[ServerKey], key: ServerKey, marked: bool) -> bool:
+        if marked:
+            marks.add(key)
         else:
-            self.parked.discard(key)
+            marks.discard(key)
         return await self._send(key)
 
     async def reapply(self) -> None:

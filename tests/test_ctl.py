@@ -24,6 +24,7 @@ from balancer.haproxy_config import PART_BACKENDS
 from balancer.runtime_api import ServerState
 from balancer.sidecar import Sidecar, replace_flag
 from balancer.status import status_app
+from bench.harness.load import Poller
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, wait_status
@@ -193,41 +194,37 @@ def test_no_password_or_no_sidecar_is_a_usage_error(cluster: SupervisedCluster) 
     assert_one_line_error(ctl(cluster, "status", sidecar=nobody), 2, "cannot reach the sidecar", nobody)
 
 
-class StandInLoad:
+class StandInLoad(Poller):
     """REST jobs and web page loads through HAProxy in a thread, bounded in count and time, while
     HAProxy's view is sampled: every failed request and every moment no worker was UP is kept."""
 
     def __init__(self, cluster: SupervisedCluster, max_requests: int = 2000, seconds: float = 120.0) -> None:
+        super().__init__(0.0, "stand-in-load")
         self.cluster = cluster
         self.max_requests = max_requests
-        self.seconds = seconds
-        self.done = threading.Event()
+        self.deadline = time.monotonic() + seconds
+        self.client = httpx.Client(base_url=cluster.spec.public.url, timeout=30)
         self.sent = 0
         self.failures: list[str] = []
         self.workers_up_min = 2
-        self._thread = threading.Thread(target=self._run, name="stand-in-load")
 
-    def _run(self) -> None:
-        deadline = time.monotonic() + self.seconds
-        with httpx.Client(base_url=self.cluster.spec.public.url, timeout=30) as client:
-            while not self.done.is_set() and self.sent < self.max_requests and time.monotonic() < deadline:
-                # A page load (sticky, by cookie) now and then; REST jobs in between, a second or so.
-                path, params = ("/generate", {"delay": 0.2}) if self.sent % 5 else ("/", {})
-                self.sent += 1
-                try:
-                    client.get(path, params=params).raise_for_status()
-                except httpx.HTTPError as exc:
-                    self.failures.append(f"{path}: {exc!r}")
-                up = sum(server.is_up for server in self.cluster.api.servers("workers"))
-                self.workers_up_min = min(self.workers_up_min, up)
-
-    def __enter__(self) -> StandInLoad:
-        self._thread.start()
-        return self
+    def poll(self) -> None:
+        if self.sent >= self.max_requests or time.monotonic() > self.deadline:
+            time.sleep(0.1)  # done: idle until the block ends
+            return
+        # A page load (sticky, by cookie) now and then; REST jobs in between, a second or so.
+        path, params = ("/generate", {"delay": 0.2}) if self.sent % 5 else ("/", {})
+        self.sent += 1
+        try:
+            self.client.get(path, params=params).raise_for_status()
+        except httpx.HTTPError as exc:
+            self.failures.append(f"{path}: {exc!r}")
+        up = sum(server.is_up for server in self.cluster.api.servers("workers"))
+        self.workers_up_min = min(self.workers_up_min, up)
 
     def __exit__(self, *exc: object) -> None:
-        self.done.set()
-        self._thread.join(timeout=60)
+        super().__exit__(*exc)
+        self.client.close()
 
 
 def pids(cluster: SupervisedCluster) -> dict[tuple[str, str], int]:
