@@ -153,8 +153,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--clients", type=int, default=4,
                         help="Concurrent clients: 1 gradio_client, 1 browser-protocol, the rest REST.")
     parser.add_argument("--seconds", type=float, default=400.0, help="Longest run in seconds.")
-    parser.add_argument("--think-time", type=float, default=3.0,
-                        help="Seconds the gradio_client and browser clients wait between two jobs.")
+    parser.add_argument("--think-time", type=float, default=10.0,
+                        help="Seconds the gradio_client and browser clients wait between two jobs (a person looking at "
+                        "the result; a drained web front needs its sticky clients idle at once to switch).")
     parser.add_argument("--max-requests", type=int, default=300, help="Most requests per client.")
     parser.add_argument("--settle", type=float, default=6.0,
                         help="Seconds of normal load before the first failure and after each recovery.")

@@ -92,6 +92,22 @@ def test_an_operators_drain_wins_over_the_supervisors_ready_until_released() -> 
                                        ("workers/a", "drain"), ("workers/a", "drain"), ("workers/a", "ready")]
 
 
+def test_a_parked_server_stays_in_maint_until_unparked_then_gets_its_held_state() -> None:
+    async def scenario() -> list[tuple[str, ServerState]]:
+        api = RecordingAPI()
+        gate = HAProxyGate(api)  # type: ignore[arg-type]
+        await gate.hold("webs", "a", True)  # a rolling restart drains a
+        await gate.park("webs", "a", True)  # quiet: parked
+        await gate.set_state("webs", "a", "maint")  # restarting
+        await gate.set_state("webs", "a", "ready")  # answering again: still parked
+        await gate.park("webs", "a", False)  # its sticky clients are idle: drained again
+        await gate.hold("webs", "a", False)  # back in rotation
+        return api.told
+
+    assert asyncio.run(scenario()) == [("webs/a", "drain"), ("webs/a", "maint"), ("webs/a", "maint"),
+                                       ("webs/a", "maint"), ("webs/a", "drain"), ("webs/a", "ready")]
+
+
 def test_without_haproxy_a_drain_is_recorded_and_reported_as_not_taken(tmp_path: Path) -> None:
     spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
     sidecar = Sidecar(spec, api=None)  # nothing started: only its HTTP app is used
