@@ -192,7 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("--model", help="The workers' new model (as launch.py --model); unset: keep it.")
     sub.add_argument("--lora", help="The workers' new LoRA (as launch.py --lora); unset: keep it.")
     sub.add_argument("--drain-timeout", type=positive, default=300.0, metavar="S",
-                     help="Seconds a drained node may take to finish its requests (default 300).")
+                     help="Seconds a drained node may take to be idle, and later its sticky clients to be idle "
+                     "before its restarted web front takes them back (default 300).")
     sub.add_argument("--ready-timeout", type=positive, default=None, metavar="S",
                      help="Seconds a restarted node may take to be ready (default: the sidecar's start_timeout).")
     sub.add_argument("--settle", type=float, default=1.0, metavar="S",

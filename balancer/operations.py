@@ -73,7 +73,8 @@ class RollingRestartRequest(BaseModel):
     lora: str | None = Field(None, min_length=1, max_length=500,
                              description="The workers' new --lora (unset: keep it).")
     drain_timeout: float = Field(300.0, gt=0, le=3600,
-                                 description="Seconds a drained node may take to finish its requests.")
+                                 description="Seconds a drained node may take to be quiet (and its sticky "
+                                 "clients, before its web front takes them back).")
     ready_timeout: float | None = Field(None, gt=0, le=7200,
                                         description="Seconds a restarted node may take to be ready "
                                         "(default: the sidecar's start_timeout).")
