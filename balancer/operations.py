@@ -203,8 +203,9 @@ class RollingRestart:
         try:
             waited = await self.switch_when_quiet(node, lambda: self.node_traffic(node), webs, True, report)
             if waited is None:
+                back = "left drained, as it was" if already_drained else "put back in rotation"
                 raise NodeFailed(f"still serving requests after {self.request.drain_timeout:g} s (drain_timeout); "
-                                 "put back in rotation, not restarted")
+                                 f"{back}, not restarted")
             entry["drained_s"] = round(waited, 2)
             report.log(node, f"idle after {waited:.1f} s; restarting")
             if self.request.model or self.request.lora:

@@ -275,6 +275,8 @@ class Sidecar:
     def start_rolling_restart(self, body: object) -> dict:
         """Start a rolling restart (``POST /rolling-restart``): its report; ``OperationError`` when it cannot."""
         request = parse_request(body)
+        if self.view_api is None:
+            raise OperationError("no HAProxy runtime API: a rolling restart waits on HAProxy's counts")
         if request.model or request.lora:
             fixed = [node.name for node in self.spec.nodes
                      if node.managed and node.worker is not None and node.worker.command]

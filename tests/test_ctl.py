@@ -23,7 +23,7 @@ from balancer.gate import HAProxyGate
 from balancer.haproxy_config import PART_BACKENDS
 from balancer.runtime_api import ServerState
 from balancer.sidecar import Sidecar, replace_flag
-from balancer.status import status_app
+from balancer.status import OperationRoutes, status_app
 from bench.harness.load import Poller
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
@@ -124,6 +124,17 @@ def test_without_haproxy_a_drain_is_recorded_and_reported_as_not_taken(tmp_path:
     table = format_status(document).splitlines()
     assert table[1].split()[:5] == ["a", "web", "stopped", "drain", "-"]
     assert table[-1] == "HAProxy's view (HAPROXY, ACTIVE, QUEUED) unavailable: it did not answer the sidecar."
+
+
+def test_without_haproxy_a_rolling_restart_is_refused_and_none_is_reported(tmp_path: Path) -> None:
+    spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
+    sidecar = Sidecar(spec, api=None)  # nothing started: only its HTTP app is used
+    app = status_app(sidecar.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
+                     operations=OperationRoutes(sidecar.start_rolling_restart, sidecar.operation))
+    with TestClient(app) as client:
+        answer = client.post("/rolling-restart", json={}, auth=("admin", STATS_PASSWORD))
+        assert answer.status_code == 400 and "no HAProxy runtime API" in answer.json()["detail"]
+        assert client.get("/operation").status_code == 404
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, exit_code: int, *words: str) -> None:
