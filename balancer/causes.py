@@ -7,12 +7,16 @@
   or the kernel log names the PID (``/dev/kmsg``, when readable);
 - ``oom_exit``: the worker exited with ``EXIT_OOM`` (repeated out-of-memory errors);
 - ``load_failed``: the worker exited with ``EXIT_LOAD_FAILED`` (model missing or broken);
-- ``stuck``: the supervisor killed it because it stopped answering its readiness probe;
+- ``hung``: the supervisor killed it within seconds on evidence that it was frozen or stalled
+  (``balancer.hang``); the detail says what was seen;
+- ``stuck``: the supervisor killed it because it stopped answering its readiness probe for
+  ``stuck_after`` seconds (alive and using CPU, or no hang evidence);
 - ``signal``: killed by any other signal (SIGKILL by a person, SIGSEGV, ...);
 - ``crash``: any other non-zero exit code; ``exit``: exit code 0 while it should be running.
 
-``classify`` is a coroutine for the sidecar's event loop: the kernel log (the whole ring
-buffer, one record per read) is read in a worker thread, never on the loop.
+``hung`` and ``stuck`` are the supervisor's own kills, recorded by it without ``classify``.
+``classify`` is a coroutine for the sidecar's event loop: the kernel log (the whole ring buffer,
+one record per read) is read in a worker thread, never on the loop.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class DeathCause(str, Enum):
     OOM_KILLER = "oom_killer"
     OOM_EXIT = "oom_exit"
     LOAD_FAILED = "load_failed"
+    HUNG = "hung"
     STUCK = "stuck"
     SIGNAL = "signal"
     CRASH = "crash"
@@ -156,10 +161,8 @@ class DeathClassifier:
         """The OOM-kill count to compare against later; take it when a process starts."""
         return self.counter.read()
 
-    async def classify(self, returncode: int | None, pid: int, oom_baseline: int | None, stuck: bool = False) -> Death:
+    async def classify(self, returncode: int | None, pid: int, oom_baseline: int | None) -> Death:
         """Why the process ``pid`` ended with ``returncode`` (negative: killed by that signal)."""
-        if stuck:
-            return Death(DeathCause.STUCK, returncode, "stopped answering its readiness probe; killed and restarted")
         if returncode is None:
             return Death(DeathCause.CRASH, None, "exit status unknown")
         if returncode == -signal.SIGKILL:

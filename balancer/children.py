@@ -1,7 +1,8 @@
 """The processes the sidecar supervises (``balancer.supervisor.Child``): node parts and HAProxy.
 
 - ``NodeProcess``: a web front or worker, started from its command line in its own process
-  group (output appended to its log), probed over HTTP, its HAProxy server set through the gate.
+  group (output appended to its log), probed over HTTP (a timeout is no answer; a worker's
+  ``/readyz`` may report a stall), its HAProxy server set through the gate.
 - ``HAProxyChild``: HAProxy itself (``HAProxyProcess``, started and stopped in a worker thread),
   probed over its runtime API; once it answers after a (re)start, every server's state is
   told to it again.
@@ -21,11 +22,13 @@ import httpx
 import psutil
 
 from balancer.gate import HAProxyGate
+from balancer.hang import ProbeAnswer
 from balancer.haproxy import HAProxyError, HAProxyProcess
 from balancer.lifetime import terminate_with_parent
 from balancer.run_dir import open_private_log, private_dir
 from balancer.runtime_api import AsyncRuntimeAPI, ServerState
 from balancer.supervisor import StartFailed
+from webui.contract import STALLED_KEY
 
 logger = logging.getLogger("balancer.sidecar")
 
@@ -44,6 +47,17 @@ def send_signal(procs: list[psutil.Process], sig: int) -> None:
     for proc in procs:
         with contextlib.suppress(psutil.NoSuchProcess):
             proc.send_signal(sig)
+
+
+def stall_report(response: httpx.Response) -> str | None:
+    """A worker's stall report in its 503 ``/readyz`` answer (``webui.worker.progress``), else None."""
+    if response.status_code != 503:
+        return None
+    try:
+        report = response.json().get(STALLED_KEY)
+    except (ValueError, AttributeError):
+        return None
+    return report if isinstance(report, str) and report else None
 
 
 def kill_group(pgid: int) -> None:
@@ -110,12 +124,15 @@ class NodeProcess:
         kill_group(self.proc.pid)
         return returncode
 
-    async def probe(self) -> bool:
-        """Whether its probe URL answers 200."""
+    async def probe(self) -> ProbeAnswer:
+        """Whether its probe URL answers 200; no answer at all (timeout); a worker's own stall report."""
         try:
-            return (await self._http.get(self.probe_target)).status_code == 200
+            response = await self._http.get(self.probe_target)
+        except httpx.TimeoutException:
+            return ProbeAnswer(ok=False, answered=False)
         except httpx.HTTPError:
-            return False
+            return ProbeAnswer(ok=False)
+        return ProbeAnswer(ok=response.status_code == 200, stalled=stall_report(response))
 
     async def stop(self) -> int | None:
         """SIGTERM, SIGKILL after the stop grace."""
@@ -189,9 +206,9 @@ class HAProxyChild:
             await asyncio.sleep(self.EXIT_POLL)
         return returncode
 
-    async def probe(self) -> bool:
-        """Whether the runtime API answers."""
-        return await self.api.ping()
+    async def probe(self) -> ProbeAnswer:
+        """Whether the runtime API answers (its failures count toward ``stuck_after`` only)."""
+        return ProbeAnswer(ok=await self.api.ping())
 
     async def stop(self) -> int | None:
         """Soft-stop (open requests finish), SIGTERM, then SIGKILL (``HAProxyProcess.stop``)."""

@@ -92,7 +92,10 @@ class LimitsSpec(_Model):
     client_timeout: float = Field(
         300.0, gt=0, description="Seconds a client connection may stay idle (covers Gradio's event streams)."
     )
-    connect_timeout: float = Field(2.0, gt=0, description="Seconds to connect to a node before trying another.")
+    connect_timeout: float = Field(
+        2.0, gt=0, description="Seconds to connect to a node before trying another (with tls: the TLS handshake "
+        "included, which needs the node's event loop; one failed connect marks the node down)."
+    )
     request_timeout: float = Field(
         30.0, gt=0, description="Seconds a client may take to send its headers and a buffered body (408 after)."
     )
@@ -149,6 +152,10 @@ class HealthSpec(_Model):
     fall: int = Field(2, ge=1, description="Failed checks before a server is marked DOWN.")
     rise: int = Field(2, ge=1, description="Passed checks before a server is marked UP.")
     slowstart: float = Field(10.0, ge=0, description="Seconds over which a returning server ramps up to full load.")
+    agent_interval: float = Field(
+        0.01, gt=0, description="Seconds between polls of a worker's dispatch agent (its agent_port): how soon the "
+        "next job comes once a result is being encoded.",
+    )
 
 
 class SidecarSpec(Listener):
@@ -163,6 +170,17 @@ class SidecarSpec(Listener):
     stuck_after: float = Field(
         60.0, gt=0, description="Seconds a ready process may fail its readiness probe before it is restarted."
     )
+    hang_after: float = Field(
+        2.0, gt=0, description="Seconds a started process may leave its probe unanswered while it is frozen "
+        "(no CPU used, no thread runnable) before it is killed as hung; a slow or CPU-starved one is left to "
+        "stuck_after (balancer/hang.py)."
+    )
+    hang_cpu_seconds: float = Field(
+        0.05, ge=0, description="CPU seconds a process may use within hang_after and still count as frozen."
+    )
+    hang_check_interval: float = Field(
+        0.25, gt=0, description="Seconds between looks at a process whose probe is late."
+    )
     backoff_initial: float = Field(1.0, ge=0, description="Delay before the second restart; doubles each time.")
     backoff_max: float = Field(60.0, ge=0, description="Longest delay between restarts.")
     crash_loop_deaths: int = Field(5, ge=1, description="Deaths within crash_loop_window that mean a crash loop.")
@@ -175,6 +193,30 @@ class SidecarSpec(Listener):
     )
 
 
+class TLSSpec(_Model):
+    """Mutual TLS between this balancer and its remote nodes (files from ``python -m balancer.certs``).
+
+    HAProxy talks to every ``managed: false`` node over TLS, presenting ``cert_file`` and accepting
+    only a node certificate that ``ca_file`` signed and that names the node (``cert_name``). Managed
+    nodes stay plain HTTP on loopback.
+    """
+
+    ca_file: Path = Field(description="The cluster's CA certificate (ca.crt): node certificates must chain to it.")
+    cert_file: Path = Field(description="This balancer's certificate and private key in one PEM file (NAME.pem).")
+    worker_queue: bool | None = Field(
+        None,
+        description="Serve the worker queue over TLS with cert_file (remote web fronts verify it with ca_file); "
+        "unset: when the worker queue is not on loopback.",
+    )
+
+    @model_validator(mode="after")
+    def _check_files(self) -> TLSSpec:
+        for label, path in (("ca_file", self.ca_file), ("cert_file", self.cert_file)):
+            if not path.is_file():
+                raise ValueError(f"tls.{label}: {path} is not a file")
+        return self
+
+
 class PartSpec(_Model):
     """One process of a node: its web front or its worker."""
 
@@ -184,6 +226,12 @@ class PartSpec(_Model):
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (managed nodes).")
     command: list[str] | None = Field(
         None, description="Run this instead of the standard webui command (managed nodes; rarely needed)."
+    )
+    agent_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="A worker's dispatch agent (HAProxy agent-check; webui/worker/dispatch_agent.py): HAProxy "
+        "sends the next job while a result is PNG-encoded. Unset: one job at a time, encoding included "
+        "(a remote worker needs the same --agent-port).",
     )
     gpu: int | None = Field(
         None, ge=0, description="The GPU of a managed worker (NVML / nvidia-smi index): the sidecar gives it "
@@ -209,6 +257,15 @@ class NodeSpec(_Model):
     managed: bool = Field(True, description="Start and supervise its processes on this host.")
     web: PartSpec | None = Field(None, description="The Gradio web front.")
     worker: PartSpec | None = Field(None, description="The GPU worker.")
+    cert_name: str | None = Field(
+        None, pattern=NAME_PATTERN,
+        description="With tls: the name in this node host's certificate (python -m balancer.certs --node NAME); "
+        "HAProxy refuses a certificate that names another host. Default: the node's name.",
+    )
+
+    def tls_name(self) -> str:
+        """The name HAProxy expects in this node's certificate."""
+        return self.cert_name or self.name
 
     @model_validator(mode="after")
     def _check_parts(self) -> NodeSpec:
@@ -216,6 +273,8 @@ class NodeSpec(_Model):
             raise ValueError(f"node {self.name}: needs a web front, a worker, or both")
         if self.web is not None and self.web.gpu is not None:
             raise ValueError(f"node {self.name}: gpu is a worker setting; a web front needs no GPU")
+        if self.web is not None and self.web.agent_port is not None:
+            raise ValueError(f"node {self.name}: agent_port is a worker setting")
         return self
 
 
@@ -245,6 +304,11 @@ class ClusterSpec(_Model):
         description="Host names the public site answers to (e.g. studio.example.com), besides this machine's "
         "own addresses; any other Host header gets 421. A leading dot allows subdomains (.example.com).",
     )
+    tls: TLSSpec | None = Field(
+        None,
+        description="Mutual TLS to remote (managed: false) nodes; unset: plain HTTP (keep such nodes on a "
+        "private network then).",
+    )
     run_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}",
         description="Where haproxy.cfg, the runtime API socket, logs and Gradio temp dirs go: a directory of "
@@ -273,9 +337,35 @@ class ClusterSpec(_Model):
             for kind, part in (("web", node.web), ("worker", node.worker)):
                 if part is not None:
                     _claim_port(seen, part.port, f"nodes.{node.name}.{kind}")
+                if part is not None and part.agent_port is not None:
+                    _claim_port(seen, part.agent_port, f"nodes.{node.name}.{kind}.agent_port")
         if self.users_file is not None and not self.users_file.is_file():
             raise ValueError(f"users_file: {self.users_file} is not a file")
         return self
+
+    @property
+    def worker_queue_tls(self) -> bool:
+        """Whether the worker queue is served over TLS (``tls.worker_queue``, else when not on loopback)."""
+        if self.tls is None:
+            return False
+        if self.tls.worker_queue is not None:
+            return self.tls.worker_queue
+        return not is_loopback(self.worker_queue.host)
+
+    @property
+    def worker_queue_url(self) -> str:
+        """The worker queue's URL for web fronts on this host (https when served over TLS)."""
+        url = self.worker_queue.url
+        return "https" + url.removeprefix("http") if self.worker_queue_tls else url
+
+    def web_flags(self, worker_queue_url: str | None = None) -> list[str]:
+        """Flags every web front of this cluster gets: where its jobs go (default: this host's worker queue),
+        how it checks an https one, and the balancer's body limits."""
+        flags = ["--worker-queue", worker_queue_url or self.worker_queue_url]
+        if self.tls is not None and self.worker_queue_tls and worker_queue_url is None:
+            flags += ["--worker-queue-ca", str(self.tls.ca_file)]
+        limits = self.limits
+        return [*flags, "--max-body-bytes", str(limits.max_body_bytes), "--body-timeout", str(limits.body_timeout)]
 
     @property
     def exposed(self) -> bool:
@@ -292,10 +382,11 @@ class ClusterSpec(_Model):
         """Concurrent connections per client, 0 for no limit (the exposed default when unset)."""
         return _auto_limit(self.limits.max_client_connections, EXPOSED_CLIENT_CONNECTIONS, self.exposed)
 
-    def allowed_hosts(self) -> list[str]:
-        """Host header values the public frontend accepts (lower case, with and without the port)."""
+    def allowed_hosts(self, local_hosts: bool = True) -> list[str]:
+        """Host header values the public frontend accepts (lower case, with and without the port); this
+        machine's addresses too when the public listener binds every interface and ``local_hosts``."""
         names = set(self.public_hosts) | {"localhost", LOOPBACK, "[::1]"}
-        if self.public.host in WILDCARD_HOSTS:
+        if self.public.host in WILDCARD_HOSTS and local_hosts:
             names |= local_addresses()
         else:
             names.add(self.public.host)
@@ -394,6 +485,10 @@ def load_cluster_file(path: Path) -> dict:
     return data
 
 
+AGENT_PORT_OFFSET = 1000
+"""A local worker's dispatch agent listens this far above its own port (7960 -> 8960)."""
+
+
 def local_nodes(
     count: int,
     *,
@@ -408,7 +503,8 @@ def local_nodes(
     node ``i``'s worker on GPU ``gpus[i]`` (none given, or None: no GPU of its own)."""
     nodes = []
     for index in range(count):
-        worker = {"port": first_worker_port + index, "args": list(worker_args or [])}
+        worker = {"port": first_worker_port + index, "agent_port": first_worker_port + AGENT_PORT_OFFSET + index,
+                  "args": list(worker_args or [])}
         if index < len(gpus) and gpus[index] is not None:
             worker["gpu"] = gpus[index]
         nodes.append({

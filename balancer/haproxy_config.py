@@ -21,12 +21,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
 from webui.contract import HEALTH_PATH, INFO_PATH, JOB_PATHS, READY_PATH, RETRYABLE_STATUSES
 
 COOKIE_NAME = "PORTRAIT_NODE"
 """The persistence cookie HAProxy inserts; its value is the node name."""
+COOKIE_OPTIONS = "insert indirect nocache httponly attr SameSite=Lax"
+"""Inserted by HAProxy, never seen by the node, not cached, not readable by scripts, same-site only."""
 
 WEBS_BACKEND = "webs"
 WORKERS_BACKEND = "workers"
@@ -116,11 +119,96 @@ def _answer(status: int, error: str, detail: str, condition: str, title: str, *,
     ]
 
 
-class HAProxyConfigRenderer:
-    """Turns one ``ClusterSpec`` into the text of ``haproxy.cfg``."""
+def config_path_arg(path: Path) -> str:
+    """An absolute file path as one double-quoted config argument."""
+    text = str(path.resolve())
+    if '"' in text or "\\" in text:
+        raise ClusterConfigError(f"{text}: file paths in haproxy.cfg must not contain quotes or backslashes")
+    return f'"{text}"'
+
+
+class ServerSet(Protocol):
+    """Where the web fronts' and workers' server lines come from."""
+
+    def summary(self) -> str:
+        """One line for the header: which servers."""
+
+    def sections(self) -> list[str]:
+        """Extra top-level sections the server lines need (e.g. ``resolvers``)."""
+
+    def cookie_lines(self) -> list[str]:
+        """The webs backend's persistence cookie (HAProxy inserts it, the value names the server)."""
+
+    def web_lines(self) -> list[str]:
+        """The ``webs`` backend's servers."""
+
+    def worker_lines(self) -> list[str]:
+        """The ``workers`` backend's servers (one job each)."""
+
+    def probe_lines(self) -> list[str]:
+        """The ``worker_probes`` backend's servers (the workers, for /readyz and /info)."""
+
+
+class StaticServers:
+    """The cluster file's nodes, one server line each; remote nodes over mutual TLS when ``tls`` is set."""
 
     def __init__(self, spec: ClusterSpec) -> None:
         self.spec = spec
+
+    def summary(self) -> str:
+        return f"# Nodes: {', '.join(node.name for node in self.spec.nodes) or 'none'}."
+
+    def sections(self) -> list[str]:
+        return []
+
+    def cookie_lines(self) -> list[str]:
+        return [f"    cookie {COOKIE_NAME} {COOKIE_OPTIONS}"]
+
+    def web_lines(self) -> list[str]:
+        return [self._line(node, node.web.address, f"cookie {node.name}") for node in self.spec.webs]  # type: ignore[union-attr]
+
+    def worker_lines(self) -> list[str]:
+        return [self._line(node, node.worker.address, "maxconn 1" + self._agent(node))  # type: ignore[union-attr]
+                for node in self.spec.workers]
+
+    def _agent(self, node: NodeSpec) -> str:
+        """HAProxy's agent check on the worker's dispatch agent (webui/worker/dispatch_agent.py), if it has one."""
+        port = node.worker.agent_port  # type: ignore[union-attr]
+        return f" agent-check agent-port {port} agent-inter {duration(self.spec.health.agent_interval)}" if port else ""
+
+    def probe_lines(self) -> list[str]:
+        return [
+            self._line(node, node.worker.address, f"track {WORKERS_BACKEND}/{node.name} no-check")  # type: ignore[union-attr]
+            for node in self.spec.workers
+        ]
+
+    def _line(self, node: NodeSpec, address: str, options: str) -> str:
+        where = "supervised by the sidecar" if node.managed else "remote, not supervised here"
+        tls = self._tls(node)
+        if tls:
+            where += "; mutual TLS, its certificate must name " + node.tls_name()
+        return f"    server {node.name} {address} {options}{tls}  # {where}"
+
+    def _tls(self, node: NodeSpec) -> str:
+        """TLS options for a remote node: our client certificate, and its certificate checked (health checks too)."""
+        tls = self.spec.tls
+        if node.managed or tls is None:
+            return ""
+        return (f" ssl verify required ca-file {config_path_arg(tls.ca_file)} crt {config_path_arg(tls.cert_file)}"
+                f" verifyhost {node.tls_name()}")
+
+
+class HAProxyConfigRenderer:
+    """Turns one ``ClusterSpec`` into the text of ``haproxy.cfg``.
+
+    ``servers`` gives the node server lines (default: the spec's nodes); ``local_hosts`` adds this
+    machine's addresses to the allowed Host headers when the public listener binds every interface.
+    """
+
+    def __init__(self, spec: ClusterSpec, servers: ServerSet | None = None, local_hosts: bool = True) -> None:
+        self.spec = spec
+        self.servers = servers or StaticServers(spec)
+        self.local_hosts = local_hosts
         self.users = read_users_file(spec.users_file) if spec.users_file else []
 
     def render(self) -> str:
@@ -138,15 +226,15 @@ class HAProxyConfigRenderer:
             self._rates_table(),
             self._sticky_table(),
             self._stats_frontend(),
+            *self.servers.sections(),
         ]
         return "\n".join(section for section in sections if section) + "\n"
 
     def _header(self) -> str:
-        names = ", ".join(node.name for node in self.spec.nodes) or "none"
         return _block(
             "# portrait-ha load balancer: generated by balancer/haproxy_config.py, do not edit by hand.",
             "# Change the cluster file or launch.py flags instead, then restart.",
-            f"# Nodes: {names}.",
+            self.servers.summary(),
         )
 
     def _global(self) -> str:
@@ -156,6 +244,13 @@ class HAProxyConfigRenderer:
             "global",
             "    log stderr format raw local0 info",
             f"    maxconn {limits.max_connections}",
+            "    # One thread: HAProxy 2.8 checks a server's free slots (maxconn) and takes one in",
+            "    # separate steps, and its threads race between them while L7 retries release and",
+            "    # re-take slots (a 503 replayed elsewhere frees its slot and dequeues the next job at",
+            "    # once): seen here, a worker with maxconn 1 held 2 jobs while the other sat idle.",
+            "    # Upstream: haproxy issue 2744, commits 5541d4995d, 111ea83ed (3.1/3.2). One",
+            "    # thread serves this load (a few jobs a second, a studio's page traffic) easily.",
+            "    nbthread 1",
             "    # The runtime API: the sidecar puts servers in maint/ready through it.",
             "    # mode 600: only the user running the cluster can open it.",
             f"    stats socket {self.spec.socket_path} mode 600 level admin",
@@ -194,7 +289,9 @@ class HAProxyConfigRenderer:
             f"    timeout check {duration(health.timeout)}",
             "    # Health checks: sub-2-second detection of a dead server, a gentle ramp-up when it",
             "    # returns, and a refused connection marks it down at once (layer 4: a busy node",
-            "    # that answers 503 is healthy and must stay in rotation).",
+            "    # that answers 503 is healthy and must stay in rotation). No 'on-marked-down",
+            "    # shutdown-sessions': it would abort the job of a draining or slow-but-alive node; a",
+            "    # hung one is killed by the sidecar (before its checks fail) and its job replayed.",
             f"    default-server check inter {duration(health.interval)} fastinter {duration(health.fast_interval)}"
             f" downinter {duration(health.down_interval)} fall {health.fall} rise {health.rise}"
             f" slowstart {duration(health.slowstart)} observe layer4 error-limit 1 on-error mark-down",
@@ -296,13 +393,19 @@ class HAProxyConfigRenderer:
         ]
         if not trusted_proxy:
             lines += ["    http-request del-header X-Forwarded-Proto"]
-        lines += ["    http-request set-header X-Forwarded-For %[var(txn.client)]"]
+        lines += [
+            "    http-request set-header X-Forwarded-For %[var(txn.client)]",
+            "    # The scheme the client used (a trusted proxy's word, else this plain listener's): a web",
+            "    # front reached over TLS would otherwise give the page https links on an http site.",
+            "    http-request set-header X-Forwarded-Proto http unless { req.hdr(x-forwarded-proto) -m found }",
+        ]
         return lines
 
     def _host_rules(self) -> list[str]:
         """Only this site's own names: Gradio builds the page's URLs from the Host header."""
-        exact = [host for host in self.spec.allowed_hosts() if not host.startswith(".")]
-        suffixes = [host for host in self.spec.allowed_hosts() if host.startswith(".")]
+        allowed = self.spec.allowed_hosts(self.local_hosts)
+        exact = [host for host in allowed if not host.startswith(".")]
+        suffixes = [host for host in allowed if host.startswith(".")]
         lines = [
             "    # The Host header must name this site (public_hosts, this machine's addresses):",
             "    # Gradio builds the page's links from it, so a forged one must never be reflected.",
@@ -437,12 +540,20 @@ class HAProxyConfigRenderer:
         ]
 
     def _worker_queue(self) -> str:
-        listener = self.spec.worker_queue
+        listener, tls = self.spec.worker_queue, self.spec.tls
+        bind = [f"    bind {listener.host}:{listener.port}"]
+        if tls is not None and self.spec.worker_queue_tls:
+            bind = [
+                "    # Over TLS for web fronts on other hosts: they check this balancer's certificate",
+                "    # against the cluster CA (--worker-queue-ca). No client certificate is asked for:",
+                "    # this entry only takes jobs, which the public frontend takes from anyone too.",
+                f"    bind {listener.host}:{listener.port} ssl crt {config_path_arg(tls.cert_file)}",
+            ]
         return _block(
             "# Private entry for the web fronts' jobs (their --worker-queue). Probes go around the",
             "# job queue, so a web front's readiness check never waits behind generations.",
             "frontend worker_queue",
-            f"    bind {listener.host}:{listener.port}",
+            *bind,
             "    option http-buffer-request",
             f"    acl probe path {READY_PATH} {HEALTH_PATH} {INFO_PATH}",
             f"    use_backend {PROBES_BACKEND} if probe",
@@ -458,7 +569,7 @@ class HAProxyConfigRenderer:
             f"backend {WEBS_BACKEND}",
             "    balance hash var(txn.affinity)",
             "    hash-type consistent",
-            f"    cookie {COOKIE_NAME} insert indirect nocache httponly attr SameSite=Lax",
+            *self.servers.cookie_lines(),
             "    option redispatch",
             f"    retries {limits.retries}",
             "    retry-on conn-failure empty-response",
@@ -469,7 +580,7 @@ class HAProxyConfigRenderer:
             "    http-error status 503 content-type application/json hdr Retry-After 5 string "
             + _json_body("unavailable", "No web front is up right now (starting or restarting); retry shortly."),
         ]
-        lines += [self._server_line(node, node.web.address, cookie=True) for node in self.spec.webs]  # type: ignore[union-attr]
+        lines += self.servers.web_lines()
         return _block(*lines)
 
     def _workers_backend(self) -> str:
@@ -500,7 +611,13 @@ class HAProxyConfigRenderer:
             "    http-error status 503 content-type application/json hdr Retry-After 10 string "
             + _json_body("busy", detail),
         ]
-        lines += [self._server_line(node, node.worker.address, cookie=False) for node in self.spec.workers]  # type: ignore[union-attr]
+        if any(node.worker.agent_port for node in self.spec.workers):  # type: ignore[union-attr]
+            lines += [
+                "    # A worker's dispatch agent (agent-check) raises its maxconn to 2 while it PNG-encodes a",
+                "    # result with its GPU idle, so the next job in this queue starts at once, and sets it",
+                "    # back to 1 before that result's response frees the slot (webui/worker/dispatch_agent.py).",
+            ]
+        lines += self.servers.worker_lines()
         return _block(*lines)
 
     def _probes_backend(self) -> str:
@@ -513,10 +630,7 @@ class HAProxyConfigRenderer:
             "    http-error status 503 content-type application/json hdr Retry-After 5 string "
             + _json_body("not_ready", "No worker is up."),
         ]
-        lines += [
-            f"    server {node.name} {node.worker.address} track {WORKERS_BACKEND}/{node.name} no-check"  # type: ignore[union-attr]
-            for node in self.spec.workers
-        ]
+        lines += self.servers.probe_lines()
         return _block(*lines)
 
     def _rates_table(self) -> str:
@@ -527,12 +641,6 @@ class HAProxyConfigRenderer:
             f"backend {RATES_TABLE}",
             "    stick-table type ip size 100k expire 2m store http_req_rate(1m)",
         )
-
-    @staticmethod
-    def _server_line(node: NodeSpec, address: str, cookie: bool) -> str:
-        options = [f"cookie {node.name}"] if cookie else ["maxconn 1"]
-        where = "supervised by the sidecar" if node.managed else "remote, not supervised here"
-        return f"    server {node.name} {address} {' '.join(options)}  # {where}"
 
     @staticmethod
     def _sticky_table() -> str:

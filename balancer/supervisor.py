@@ -9,10 +9,13 @@ What the process is (a node part, HAProxy) and how to start, probe and stop it i
    and the process restarted: at once the first time, then with exponential backoff;
 4. a crash loop (too many deaths in a window) stops the restarts: ``maint``, an ERROR log,
    ``crash_looped`` in ``/status``, until ``retry`` (``POST /retry/NODE/PART``);
-5. a process that is alive but fails its probe for longer than ``stuck_after`` (or never
+5. a started process that is hung is killed and restarted at once (cause ``hung``, with the
+   evidence, ``balancer.hang``): its probe unanswered for ``hang_after`` while it used no CPU
+   and had no runnable thread (frozen), or a worker reporting its denoising loop stalled;
+6. a process that is alive but fails its probe for longer than ``stuck_after`` (or never
    answers within ``start_timeout``) is killed and restarted (cause ``stuck``);
-6. on stop: ``drain``, the child's graceful stop, ``maint``;
-7. a planned restart (``request_restart``, a rolling restart): ``maint``, the child's graceful
+7. on stop: ``drain``, the child's graceful stop, ``maint``;
+8. a planned restart (``request_restart``, a rolling restart): ``maint``, the child's graceful
    stop, and a new start at once; not a death (no backoff, no crash-loop count).
 
 A child that cannot even be started raises ``StartFailed``: on the first start that is the
@@ -30,6 +33,7 @@ from typing import Protocol
 
 from balancer.causes import Death, DeathCause, DeathClassifier
 from balancer.cluster import SidecarSpec
+from balancer.hang import HangDetector, ProbeAnswer
 from balancer.restart_policy import RestartPolicy
 from balancer.runtime_api import ServerState
 from balancer.status import PartState, PartStatus, SidecarMetrics
@@ -58,8 +62,8 @@ class Child(Protocol):
     async def wait(self) -> int:
         """The exit status of the process started last, once it has exited."""
 
-    async def probe(self) -> bool:
-        """Whether the process answers (ready to serve)."""
+    async def probe(self) -> ProbeAnswer:
+        """Whether the process answers, and is ready to serve."""
 
     async def stop(self) -> int | None:
         """Stop it gracefully (SIGKILL after a grace period); its exit status."""
@@ -101,6 +105,7 @@ class ProcessSupervisor:
         self._oom_baseline: int | None = None
         self._retry = asyncio.Event()
         self._restart = asyncio.Event()
+        self.hang = HangDetector(self.name, child.probe_target, settings.hang_after, settings.hang_cpu_seconds)
         metrics.register(status)
 
     def _set_state(self, state: PartState) -> None:
@@ -163,7 +168,7 @@ class ProcessSupervisor:
         return None
 
     async def _watch(self, stopping: asyncio.Event) -> Death | None:
-        """Probe until the process dies (its ``Death``), gets stuck (killed: ``Death``) or we stop (None)."""
+        """Probe until the process dies (its ``Death``), hangs or gets stuck (killed: ``Death``) or we stop (None)."""
         exited = asyncio.ensure_future(self.child.wait())
         stop = asyncio.ensure_future(stopping.wait())
         restart = asyncio.ensure_future(self._restart.wait())
@@ -171,7 +176,7 @@ class ProcessSupervisor:
         try:
             while True:
                 probe = asyncio.ensure_future(self.child.probe())
-                await asyncio.wait({exited, stop, restart, probe}, return_when=asyncio.FIRST_COMPLETED)
+                frozen = await self._wait_for_probe(probe, exited, stop, restart)
                 if exited.done():
                     probe.cancel()
                     await self.child.tell_haproxy("maint")  # first of all: no more requests to it
@@ -181,17 +186,41 @@ class ProcessSupervisor:
                 if stop.done() or restart.done():
                     probe.cancel()
                     return None
+                if frozen:
+                    return await self._kill(DeathCause.HUNG, frozen)
                 now = time.monotonic()
-                if probe.result():
+                answer: ProbeAnswer = probe.result()
+                if answer.ok:
                     last_ok = now
                     await self._on_probe_ok()
+                elif answer.stalled and self.status.state is not PartState.STARTING:
+                    return await self._kill(DeathCause.HUNG, f"the worker reports {answer.stalled}")
                 elif self._probe_failed_too_long(now, last_ok):
-                    return await self._kill_stuck(now - last_ok)
+                    return await self._kill(DeathCause.STUCK, f"no answer from {self.child.probe_target} "
+                                                              f"for {now - last_ok:.0f} s")
                 await asyncio.wait({exited, stop, restart}, timeout=self.settings.probe_interval)
         finally:
             stop.cancel()
             exited.cancel()
             restart.cancel()
+
+    async def _wait_for_probe(self, probe: asyncio.Future, exited: asyncio.Future, stop: asyncio.Future,
+                              restart: asyncio.Future) -> str | None:
+        """Wait for the probe's answer (or the exit, the stop, a planned restart); the evidence if the process
+        is found frozen meanwhile (not while it starts)."""
+        self.hang.probe_sent(self.status.pid, time.monotonic())
+        look_every = None if self.status.state is PartState.STARTING else self.settings.hang_check_interval
+        while True:  # ends with the probe, at its timeout at the latest
+            done, _ = await asyncio.wait({exited, stop, restart, probe}, timeout=look_every,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                break
+            if evidence := self.hang.check(time.monotonic()):
+                probe.cancel()
+                return evidence
+        if probe.done() and not probe.cancelled():
+            self.hang.probe_done(probe.result())
+        return None
 
     async def _on_probe_ok(self) -> None:
         if self.status.state is PartState.READY:
@@ -213,12 +242,12 @@ class ProcessSupervisor:
             logger.warning("%s: probe %s failing", self.name, self.child.probe_target)
         return now - last_ok > self.settings.stuck_after
 
-    async def _kill_stuck(self, silent_for: float) -> Death:
+    async def _kill(self, cause: DeathCause, detail: str) -> Death:
+        """Out of rotation, then SIGKILL at once (a hung or stuck process finishes nothing); its ``Death``."""
         await self.child.tell_haproxy("maint")
-        logger.error("%s: no answer from %s for %.0f s: killing pid %s", self.name, self.child.probe_target, silent_for,
-                     self.status.pid)
-        returncode = await self.child.kill()  # stuck: no graceful stop to wait for
-        return await self.classifier.classify(returncode, self.status.pid or 0, None, stuck=True)
+        logger.error("%s: %s: %s: killing pid %s", self.name, cause.value, detail, self.status.pid)
+        returncode = await self.child.kill()
+        return Death(cause, returncode, f"{detail}; killed and restarted")
 
     def _record(self, death: Death) -> None:
         self.policy.record_death()

@@ -1,23 +1,26 @@
-"""Failover benchmark: a bounded load while a worker, then a web front, then an OOM take nodes down,
+"""Failover benchmark: a bounded load while a worker dies, a worker hangs, a web front dies, an OOM,
 and then an operator's rolling restart restarts every node.
 
-    python -m bench.failover                      # demo model, 4 clients, at most 400 s
-    python -m bench.failover --clients 6 --seconds 240
+    python -m bench.failover                      # demo model, 4 clients, at most 480 s
+    python -m bench.failover --clients 6 --seconds 600
 
 It starts its own cluster (``launch.py``, 2 nodes, loopback, free ports) and runs a mixed
 load through HAProxy's public frontend: REST ``/generate`` clients, one reused
 ``gradio_client.Client`` and one browser-protocol client (what the studio page does; these two
 wait ``--think-time`` seconds between jobs, as a person does). While the load runs it causes
-three failures and one planned restart, one after the other, each once the cluster is whole
+four failures and one planned restart, one after the other, each once the cluster is whole
 again:
 
 1. **worker SIGKILL**: the worker that is generating right now (its ``/readyz`` says busy),
    killed by its PID from the sidecar's ``/status``;
-2. **web front SIGKILL**: the web front the reused ``gradio_client`` is stuck to;
-3. **OOM**: a job with the fault-injection marker sent to the last worker, started with
+2. **worker hang**: the worker that is generating right now, SIGSTOPped (frozen: alive, answers
+   nothing, uses no CPU); the sidecar must find it hung, kill it (``maint`` first, so "to DOWN"
+   is the detection time) and restart it, and its job must finish on the other worker;
+3. **web front SIGKILL**: the web front the reused ``gradio_client`` is stuck to;
+4. **OOM**: a job with the fault-injection marker sent to the last worker, started with
    ``PORTRAIT_FAULT_OOM_AT_STEP`` and ``--max-consecutive-ooms 1``: it fails that job with
    507 (expected, not counted) and exits with ``EXIT_OOM`` for the sidecar to restart;
-4. **rolling restart**: ``python -m balancer.ctl rolling-restart`` (``balancer.operations``):
+5. **rolling restart**: ``python -m balancer.ctl rolling-restart`` (``balancer.operations``):
    node by node, drained, restarted, back; its row's "back UP" is the whole operation.
 
 A monitor polls HAProxy's runtime API (``show stat``) every 50 ms. For each failure it
@@ -25,7 +28,9 @@ reports the good requests that failed, the time until HAProxy marked the server
 DOWN/MAINT, the time until it was back UP in rotation, and the latency of requests that
 started during the recovery compared with before the first failure. The timeline
 (``bench/results/failover.png``) plots every request's latency over time above each
-server's HAProxy state. Bounded: ``--seconds`` caps the run, ``--max-requests`` each client.
+server's HAProxy state. "In-flight extra s" is the slowest request in flight at the failure
+minus the median before any failure: what the failure cost the job it hit. Bounded:
+``--seconds`` caps the run, ``--max-requests`` each client.
 
 On a GPU machine with a real model (recovery includes model load time)::
 
@@ -38,6 +43,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -135,6 +141,10 @@ class Failure:
     up_at: float | None = None
     note: str = ""
     expected_errors: list[Record] = field(default_factory=list)
+    check_cause: tuple[str, str] | None = None
+    """(node, part) whose cause of death the sidecar should report afterwards."""
+    cause: str = ""
+    """The sidecar's last cause and detail for ``check_cause``."""
 
     @property
     def time_to_down(self) -> float | None:
@@ -152,7 +162,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = benchmark_parser("python -m bench.failover", __doc__, steps=8, size=512)
     parser.add_argument("--clients", type=int, default=4,
                         help="Concurrent clients: 1 gradio_client, 1 browser-protocol, the rest REST.")
-    parser.add_argument("--seconds", type=float, default=400.0, help="Longest run in seconds.")
+    parser.add_argument("--seconds", type=float, default=480.0, help="Longest run in seconds.")
     parser.add_argument("--think-time", type=float, default=10.0,
                         help="Seconds the gradio_client and browser clients wait between two jobs (a person looking at "
                         "the result; a drained web front needs its sticky clients idle at once to switch).")
@@ -207,7 +217,8 @@ class FailureScript:
         """Worker kill, web-front kill, OOM, rolling restart; then stop the load once the cluster is whole."""
         try:
             self.wait_for_baseline()
-            for step in (self.kill_busy_worker, self.kill_sticky_web, self.oom_worker, self.rolling_restart):
+            for step in (self.kill_busy_worker, self.hang_busy_worker, self.kill_sticky_web, self.oom_worker,
+                         self.rolling_restart):
                 if self.runner.stop.wait(self.args.settle):
                     return
                 failure = step()
@@ -239,6 +250,9 @@ class FailureScript:
             failure.up_at = self.monitor.wait_for(failure.server, failure.down_at, status_is_up, timeout)
         logger.info("%s: out of rotation after %s s, back UP after %s s", failure.name,
                     fmt_seconds(failure.time_to_down), fmt_seconds(failure.time_to_up))
+        if failure.check_cause is not None:
+            entry = self.cluster.part_status(*failure.check_cause)
+            failure.cause = f"{entry['last_cause']}: {entry['last_detail']}"
 
     def kill_busy_worker(self) -> Failure:
         """SIGKILL the worker that is generating right now."""
@@ -247,6 +261,16 @@ class FailureScript:
         pid = self.cluster.kill(node, "worker")
         server = f"{PART_BACKENDS['worker']}/{node}"
         return Failure("worker SIGKILL", server, at, note=f"{node} worker, pid {pid}, mid-job")
+
+    def hang_busy_worker(self) -> Failure:
+        """SIGSTOP the worker that is generating right now; the sidecar has to find it hung."""
+        node = (self.cluster.busy_workers(timeout=30) or self.cluster.node_names)[0]
+        pid = self.cluster.pid(node, "worker")
+        at = self.clock.now()
+        os.kill(pid, signal.SIGSTOP)
+        logger.info("SIGSTOP %s/worker (pid %d)", node, pid)
+        return Failure("worker hang (SIGSTOP)", f"{PART_BACKENDS['worker']}/{node}", at,
+                       note=f"{node} worker, pid {pid}, mid-job", check_cause=(node, "worker"))
 
     def kill_sticky_web(self) -> Failure:
         """SIGKILL the web front the reused gradio_client last ran on."""
@@ -297,21 +321,23 @@ class FailureScript:
 def summarize(records: list[Record], failures: list[Failure]) -> list[list[object]]:
     """One table row per failure: failed good requests and latency during its recovery."""
     first = failures[0].at if failures else float("inf")
+    baseline = LatencyStats.from_seconds(r.latency for r in records if r.end < first and r.outcome == OK)
     rows = []
     for failure in failures:
         end = failure.up_at if failure.up_at is not None else max((r.end for r in records), default=failure.at)
         window = [r for r in records if failure.at <= r.start <= end or r.start <= failure.at <= r.end]
         during = LatencyStats.from_seconds(r.latency for r in window if r.outcome == OK)
-        lost = [r for r in window if r.lost]
+        lost = [r for r in records if r.lost and failure.at <= r.end <= end]  # failed while it recovered
         retried = sum(1 for r in window if r.attempts > 1)
+        hit = [r.latency for r in window if r.start <= failure.at <= r.end and r.outcome == OK]
+        extra = max(hit) - baseline.median_ms / 1000 if hit and baseline.count else None
         rows.append([
             failure.name, failure.note, len(window), len(lost), retried,
-            fmt_seconds(failure.time_to_down), fmt_seconds(failure.time_to_up),
+            fmt_seconds(failure.time_to_down), fmt_seconds(failure.time_to_up), fmt_seconds(extra),
             fmt_ms(during.median_ms), fmt_ms(during.p95_ms), fmt_ms(during.max_ms),
         ])
-    baseline = LatencyStats.from_seconds(r.latency for r in records if r.end < first and r.outcome == OK)
     rows.insert(0, ["before any failure", "", sum(1 for r in records if r.end < first),
-                    sum(1 for r in records if r.end < first and r.lost), 0, "–", "–",
+                    sum(1 for r in records if r.end < first and r.lost), 0, "–", "–", "–",
                     fmt_ms(baseline.median_ms), fmt_ms(baseline.p95_ms), fmt_ms(baseline.max_ms)])
     return rows
 
@@ -352,19 +378,22 @@ def render(args: argparse.Namespace, records: list[Record], failures: list[Failu
         f"The OOM trigger job got: {'; '.join(r.detail[:120] for r in expected) or '–'}.",
         "",
         markdown_table(
-            ["phase", "what", "requests", "failed", "retried", "to DOWN s", "back UP s",
+            ["phase", "what", "requests", "failed", "retried", "to DOWN s", "back UP s", "in-flight extra s",
              "median ms", "p95 ms", "max ms"],
             summarize(records, failures),
         ),
         "",
         "Requests are counted in a phase when they overlap the time from the failure to the server "
-        "being back UP in HAProxy (for the rolling restart: from its start to its end); \"retried\" = "
-        "finished on another worker after a web front retry "
+        "being back UP in HAProxy (for the rolling restart: from its start to its end), failed ones when they "
+        "failed within that time; \"retried\" = finished on another worker after a web front retry "
         "(REST jobs are replayed by HAProxy itself, invisibly). Failures at: "
         + ", ".join(f"{f.name} {f.at:.1f} s" for f in failures) + ".",
         "",
         markdown_table(["client", "requests", "failed"], per_kind),
     ]
+    causes = [f"- {f.name}: the sidecar recorded `{f.cause}`" for f in failures if f.cause]
+    if causes:
+        lines += ["", *causes]
     if lost:
         lines += ["", "Failed requests (run clock, seconds):", ""]
         lines += [f"- {r.client}, sent {r.start:.1f} s, failed {r.end:.1f} s: {r.detail}{explain(r, records, failures)}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -106,3 +107,17 @@ def send_in_order(api: RuntimeAPI, backend: str, calls: list[Callable[[], T]]) -
     base = requests_received(api, backend)
     return run_in_threads(calls, lambda index: wait_until(
         lambda: requests_received(api, backend) >= base + index + 1, f"request {index} at HAProxy", 30, 0.005))
+
+
+HAPROXY_LOG_LINE = re.compile(r"\[(\d+/\w+/\d+:\d+:\d+:\d+)\.\d+\] \S+ workers/\S+ .* \d+/\d+/\d+/\d+/\+?(\d+) ")
+
+
+def haproxy_retries(log_path: Path, since: float) -> int:
+    """Requests to the workers that HAProxy retried (the last field of "actconn/.../retries") since ``since``."""
+    count = 0
+    for line in log_path.read_text().splitlines():
+        match = HAPROXY_LOG_LINE.search(line)
+        if match and int(match.group(2)) > 0:
+            logged = time.mktime(time.strptime(match.group(1), "%d/%b/%Y:%H:%M:%S"))
+            count += logged >= int(since)
+    return count

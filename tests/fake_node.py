@@ -7,7 +7,9 @@ seconds, or the ``delay`` query parameter, then answers JSON naming this process
 request headers) and ``GET /`` (the name and the headers). With ``--exit-code``
 it exits with that code ``--exit-after`` seconds after it started listening; with
 ``--once-file`` it does that only when the file does not exist yet (and creates it), so the
-restarted process stays up.
+restarted process stays up. With ``--hog-file PATH``, once that file appears it is removed and
+the process spins a CPU core for the seconds written in it (at most 30) while holding the GIL:
+busy, answering nothing (a long call that never releases the GIL).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +71,22 @@ class QuietServer(ThreadingHTTPServer):
         pass
 
 
+MAX_HOG_SECONDS = 30.0
+
+
+def hog_when_asked(path: Path) -> None:
+    """Wait for ``path``; then spin for the seconds it names, never letting another thread run."""
+    while not path.exists():
+        time.sleep(0.05)
+    seconds = min(MAX_HOG_SECONDS, float(path.read_text() or 5))
+    path.unlink()
+    sys.setswitchinterval(MAX_HOG_SECONDS * 2)  # no other thread gets the GIL until this one lets go
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pass
+    sys.setswitchinterval(0.005)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", required=True)
@@ -77,6 +96,7 @@ def main() -> None:
     parser.add_argument("--exit-code", type=int, default=None, help="Exit with this code after --exit-after.")
     parser.add_argument("--exit-after", type=float, default=0.2)
     parser.add_argument("--once-file", type=Path, default=None, help="Exit only if this file is absent.")
+    parser.add_argument("--hog-file", type=Path, default=None, help="Spin holding the GIL once this file appears.")
     args = parser.parse_args()
 
     server = QuietServer((args.host, args.port), make_handler(args.name, args.delay))
@@ -86,6 +106,8 @@ def main() -> None:
             args.once_file.touch()
         if crash:
             threading.Timer(args.exit_after, os._exit, args=(args.exit_code,)).start()
+    if args.hog_file is not None:
+        threading.Thread(target=hog_when_asked, args=(args.hog_file,), daemon=True).start()
     server.serve_forever()
 
 

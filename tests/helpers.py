@@ -59,3 +59,13 @@ def record_figures(artifact: Path, name: str, figures: dict) -> None:
     data = json.loads(artifact.read_text()) if artifact.exists() else {}
     data[name] = figures
     artifact.write_text(json.dumps(data, indent=2))
+
+
+class FakeClock:
+    """A clock that stands still until a test moves ``now``."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

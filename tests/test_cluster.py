@@ -11,7 +11,6 @@ not asserted.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -36,7 +35,7 @@ from bench.harness.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
 from launch import open_share
-from tests.balancer_helpers import run_concurrently, send_in_order
+from tests.balancer_helpers import haproxy_retries, run_concurrently, send_in_order
 from tests.helpers import record_figures
 from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 from webui.share import ShareTunnel
@@ -91,20 +90,6 @@ class StateMonitor(Poller):
             self.down_at = now
         elif self.down_at is not None and status_is_up(status):
             self.up_again_at = now
-
-
-HAPROXY_LOG_LINE = re.compile(r"\[(\d+/\w+/\d+:\d+:\d+:\d+)\.\d+\] \S+ workers/\S+ .* \d+/\d+/\d+/\d+/\+?(\d+) ")
-
-
-def haproxy_retries(log_path: Path, since: float) -> int:
-    """Requests to the workers that HAProxy retried (the last field of "actconn/.../retries") since ``since``."""
-    count = 0
-    for line in log_path.read_text().splitlines():
-        match = HAPROXY_LOG_LINE.search(line)
-        if match and int(match.group(2)) > 0:
-            logged = time.mktime(time.strptime(match.group(1), "%d/%b/%Y:%H:%M:%S"))
-            count += logged >= int(since)
-    return count
 
 
 @pytest.fixture(scope="module")

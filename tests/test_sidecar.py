@@ -30,17 +30,10 @@ from balancer.runtime_api import AsyncRuntimeAPI
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, wait_status
+from tests.helpers import FakeClock
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 
 # --- restart policy -------------------------------------------------------------------------
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_restart_policy_is_immediate_then_exponential_then_gives_up() -> None:
@@ -146,12 +139,18 @@ def stand_in_node(name: str, parts: tuple[str, ...] = ("web", "worker"), *extra:
                              for part, port in ports.items()}}
 
 
+def hog_file(run_dir: Path) -> Path:
+    """Writing seconds here makes b's worker spin holding the GIL that long (``tests.fake_node --hog-file``)."""
+    return run_dir / "b-worker-hog"
+
+
 def troubled_nodes(run_dir: Path) -> list[dict]:
-    """a, healthy; b, out of memory once (exit code EXIT_OOM), then up; c, always crashing soon after it starts."""
+    """a, healthy; b, out of memory once (exit code EXIT_OOM), then up (and hogs the CPU when asked);
+    c, always crashing soon after it starts."""
     return [
         stand_in_node("a"),
         stand_in_node("b", ("worker",), "--exit-code", str(EXIT_OOM), "--exit-after", "0.5",
-                      "--once-file", str(run_dir / "b-crashed-once")),
+                      "--once-file", str(run_dir / "b-crashed-once"), "--hog-file", str(hog_file(run_dir))),
         stand_in_node("c", ("worker",), "--exit-code", "3", "--exit-after", "0.3"),
     ]
 
@@ -168,7 +167,7 @@ class SupervisedCluster:
         self.data = cluster_data(
             run_dir, [], [],
             sidecar={
-                "port": free_port(), "probe_interval": 0.2, "probe_timeout": 2.0, "stuck_after": 3.0,
+                "port": free_port(), "probe_interval": 0.2, "probe_timeout": 2.0, "stuck_after": 4.0, "hang_after": 1.0,
                 "backoff_initial": 0.2, "backoff_max": 1.0, "crash_loop_deaths": 4, "crash_loop_window": 60,
                 "stop_grace": 3.0, "oom_counter_file": str(self.oom_counter),
             },
@@ -202,9 +201,9 @@ class SupervisedCluster:
 
         return wait_until(matching, f"{node}/{part}: {what}", timeout, interval=0.05)
 
-    def wait_ready(self, node: str, part: str = "worker", restarts: int = 0) -> dict:
+    def wait_ready(self, node: str, part: str = "worker", restarts: int = 0, timeout: float = 20.0) -> dict:
         return self.wait_part(node, part, f"ready after {restarts} restarts",
-                              lambda e: e["state"] == "ready" and e["restarts"] >= restarts)
+                              lambda e: e["state"] == "ready" and e["restarts"] >= restarts, timeout)
 
 
 @pytest.fixture(scope="module")
@@ -328,17 +327,35 @@ def test_sigkill_by_the_oom_killer_is_told_apart(cluster: SupervisedCluster) -> 
     assert after["deaths"]["oom_killer"] == 1
 
 
-def test_a_stuck_worker_is_killed_and_restarted(cluster: SupervisedCluster) -> None:
+def test_a_frozen_worker_is_killed_as_hung_within_seconds(cluster: SupervisedCluster) -> None:
     before = cluster.wait_ready("a")
-    os.kill(before["pid"], signal.SIGSTOP)  # alive, but answers nothing
+    stopped_at = time.monotonic()
+    os.kill(before["pid"], signal.SIGSTOP)  # alive, answers nothing, uses no CPU
     try:
-        cluster.wait_part("a", "worker", "unready", lambda e: e["state"] == "unready", timeout=10)
         after = cluster.wait_ready("a", restarts=before["restarts"] + 1)
     finally:
         if psutil.pid_exists(before["pid"]):
             os.kill(before["pid"], signal.SIGKILL)
-    assert after["last_cause"] == "stuck"
+    assert after["last_cause"] == "hung", after["last_detail"]
+    assert "no answer to" in after["last_detail"] and "process state stopped" in after["last_detail"]
+    assert after["deaths"].get("stuck") is None
+    assert "CPU-s used and no thread runnable" in after["last_detail"]
+    # Killed on the evidence, not after stuck_after (4 s): restarted and ready again (a stand-in starts fast).
+    assert time.monotonic() - stopped_at < cluster.spec.sidecar.stuck_after + 5
     assert not psutil.pid_exists(before["pid"]) or psutil.Process(before["pid"]).status() == psutil.STATUS_ZOMBIE
+    metrics = httpx.get(f"{cluster.sidecar_url}/metrics").text
+    assert 'portrait_sidecar_deaths_total{cause="hung",node="a",part="worker"} 1.0' in metrics
+
+
+def test_a_busy_worker_that_does_not_answer_is_not_hung_but_stuck(cluster: SupervisedCluster) -> None:
+    before = cluster.wait_ready("b", restarts=1)  # after its one OOM exit
+    hog_file(cluster.run_dir).write_text("12")  # spins holding the GIL: uses CPU, answers nothing
+    cluster.wait_part("b", "worker", "unready", lambda e: e["state"] == "unready", timeout=10)
+    after = cluster.wait_ready("b", restarts=before["restarts"] + 1, timeout=30)
+    assert after["last_cause"] == "stuck", after["last_detail"]
+    assert "hung" not in after["deaths"]
+    log = cluster.proc.log_path.read_text()
+    assert "b/worker: no answer to its probe for" in log and "slow or CPU-starved, not hung" in log
 
 
 def test_sigterm_drains_and_stops_every_child(cluster: SupervisedCluster) -> None:

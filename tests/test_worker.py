@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,7 +34,7 @@ from starlette.testclient import TestClient
 
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http
-from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM, FAULT_OOM_AT_STEP
+from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_STALL_AT_STEP, STALLED_KEY
 from webui.images import UploadError, decode_upload
 from webui.schema import ErrorBody, GenerationResult, Limits, ModelFamily
 from webui.settings import WorkerSettings
@@ -145,6 +147,8 @@ def side_workers(demo_model_dir, tmp_path_factory) -> dict[str, RunningWorker]:
                 env={FAULT_OOM_AT_STEP: "2", "PORTRAIT_FAULT_PROMPT_MARKER": "OOM-ME"},
             ),
             "die": start_worker(processes, "die-worker", env={"PORTRAIT_FAULT_DIE_AT_STEP": "2"}),
+            "stall": start_worker(processes, "stall-worker", "--stall-floor", "1",
+                                  env={FAULT_STALL_AT_STEP: "2", "PORTRAIT_FAULT_PROMPT_MARKER": "STALL-ME"}),
             "missing": start_worker(processes, "missing-model", "--model", str(missing), check_health=False),
         }
         yield workers
@@ -403,6 +407,36 @@ def test_die_at_step_kills_the_worker_abruptly(side_workers):
     assert worker.proc.wait(timeout=WAIT) == -signal.SIGKILL
 
 
+def test_a_stalled_denoising_loop_makes_readyz_503_while_the_worker_still_answers(side_workers):
+    worker = wait_ready(side_workers["stall"])
+    assert generate(worker, **SMALL).status_code == 200  # no marker: no stall
+    assert httpx.get(f"{worker.url}/readyz", timeout=10).json()[STALLED_KEY] is None
+
+    def stalling_job() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # it ends when the worker is killed
+            job = {**SMALL, "steps": 4, "prompt": "STALL-ME portrait"}
+            httpx.post(f"{worker.url}/generate", json=job, timeout=WAIT)
+
+    stuck = threading.Thread(target=stalling_job, daemon=True)
+    stuck.start()
+    try:
+        body = poll_readyz(worker.url, lambda b: b[STALLED_KEY], "a stall")
+        answer = httpx.get(f"{worker.url}/readyz", timeout=10)
+        assert answer.status_code == 503 and not answer.json()["ready"]
+        report = re.fullmatch(r"stalled: no denoising step for ([\d.]+) s \(usual step ([\d.]+) s, limit ([\d.]+) s\)",
+                              body[STALLED_KEY])
+        assert report, body[STALLED_KEY]
+        silent, usual, limit = map(float, report.groups())
+        assert abs(limit - max(1.0, 10 * usual)) < 0.1  # --stall-floor 1, the default factor 10
+        assert silent > limit and body["stalled_for"] >= silent - 0.1
+        assert body["reason"] == body[STALLED_KEY] and body["busy"]
+        assert httpx.get(f"{worker.url}/healthz", timeout=10).status_code == 200
+    finally:
+        worker.proc.kill()  # its generation thread sleeps on: nothing else ends it
+        worker.proc.wait(timeout=WAIT)
+        stuck.join(timeout=WAIT)
+
+
 def test_missing_model_exits_with_exit_load_failed(side_workers):
     worker = side_workers["missing"]
     assert worker.proc.wait(timeout=WAIT) == EXIT_LOAD_FAILED
@@ -450,6 +484,43 @@ def test_scheduler_runs_one_job_queues_one_refuses_the_next_and_drops_a_departed
             assert (scheduler.busy, scheduler.queue_depth) == (False, 0)
         finally:
             release.set()
+            scheduler.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_cancelled_running_job_frees_its_place_for_the_next():
+    """queue_size=0 (behind HAProxy): B is refused while A runs; once A's client left, B is
+    admitted (it starts when A stops at its next step) and C is refused again."""
+    step = threading.Event()
+
+    def job_a(cancel: threading.Event) -> str:
+        while not step.wait(0.01):
+            pass
+        if cancel.is_set():
+            raise JobCancelled("stopped at the next step")
+        return "A"
+
+    async def scenario() -> None:
+        scheduler = JobScheduler(queue_size=0)
+        try:
+            running = scheduler.submit(job_a)
+            for _ in range(100):
+                if scheduler.busy:
+                    break
+                await asyncio.sleep(0.01)
+            with pytest.raises(QueueFull):
+                scheduler.submit(lambda cancel: "B")
+            assert running.abandon() == "cancelled"
+            admitted = scheduler.submit(lambda cancel: "B")
+            with pytest.raises(QueueFull):
+                scheduler.submit(lambda cancel: "C")
+            step.set()
+            with pytest.raises(JobCancelled):
+                await running.task
+            assert await admitted.task == "B"
+        finally:
+            step.set()
             scheduler.close()
 
     asyncio.run(scenario())

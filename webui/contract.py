@@ -18,6 +18,9 @@ HEALTH_PATH = "/healthz"
 """Liveness: the process serves HTTP."""
 READY_PATH = "/readyz"
 """Readiness: the process can do its job now (a worker: model loaded and warm)."""
+STALLED_KEY = "stalled"
+"""Key of a worker's ``/readyz`` body: null, or (with a 503) the sentence saying its generation thread
+made no denoising step for far longer than usual; the sidecar then kills it (cause ``hung``)."""
 INFO_PATH = "/info"
 """A worker's model and limits (what the studio page offers), answered while it generates."""
 METRICS_PATH = "/metrics"
@@ -26,6 +29,10 @@ RETRYABLE_STATUSES = (502, 503, 504)
 """Nothing ran: the same job may be sent again, to this or another worker (HAProxy's retry-on, the web front)."""
 OUT_OF_MEMORY_STATUS = 507
 """The job ran out of memory: not retried (another worker has the same GPU), the client lowers its size."""
+BALANCED_QUEUE_SIZE = 0
+"""Jobs a worker behind HAProxy lets wait behind its running one (the sidecar starts workers with it):
+none. HAProxy's queue is the cluster-wide FIFO; a job that still reaches a busy worker (HAProxy can
+exceed ``maxconn``) is refused with a retryable 503, and HAProxy replays it on a free worker."""
 CLIENT_GONE_STATUS = 499
 """Logged (nginx's convention) when the client left before its answer; nobody receives it."""
 
@@ -56,5 +63,8 @@ FAULT_OOM_AT_STEP = "PORTRAIT_FAULT_OOM_AT_STEP"
 """Raise the device's out-of-memory error at this denoising step (1-based)."""
 FAULT_DIE_AT_STEP = "PORTRAIT_FAULT_DIE_AT_STEP"
 """SIGKILL the worker's own process at this denoising step (1-based)."""
+FAULT_STALL_AT_STEP = "PORTRAIT_FAULT_STALL_AT_STEP"
+"""Block the generation thread after this denoising step (1-based), in a sleep that releases the GIL:
+a stuck driver call while the worker's event loop still answers."""
 FAULT_PROMPT_MARKER = "PORTRAIT_FAULT_PROMPT_MARKER"
 """When set, faults fire only for prompts that contain this text."""

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from webui.contract import (
@@ -27,8 +28,13 @@ from webui.contract import (
 
 
 def settings_problems(exc: ValidationError) -> str:
-    """One line naming each invalid setting, what is wrong and the value given (no traceback)."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" for e in exc.errors())
+    """One line naming each invalid setting, what is wrong and the value given (no traceback); a problem
+    of several settings together is its message alone."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc']))}: {e['msg']} (got {e['input']!r})" if e["loc"] else
+        e["msg"].removeprefix("Value error, ")
+        for e in exc.errors()
+    )
 
 
 def default_cache_dir() -> Path:
@@ -36,10 +42,46 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PORTRAIT_CACHE_DIR", Path.home() / ".cache" / "portrait-ha"))
 
 
+class ServerTLSSettings(BaseSettings):
+    """Mutual TLS on a node's own listener (for a balancer on another host; plain HTTP when unset)."""
+
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM file with this node host's certificate and private key (python -m balancer.certs): "
+        "serve HTTPS and accept only clients with a certificate from --tls-ca (the balancers). "
+        "Unset: plain HTTP (loopback).",
+    )
+    tls_ca: Path | None = Field(None, description="The cluster's CA certificate (ca.crt); required with --tls-cert.")
+
+    @field_validator("tls_cert", "tls_ca")
+    @classmethod
+    def _check_file(cls, path: Path | None) -> Path | None:
+        if path is not None and not path.is_file():
+            raise ValueError("not a file")
+        return path
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> ServerTLSSettings:
+        if (self.tls_cert is None) != (self.tls_ca is None):
+            raise ValueError("--tls-cert and --tls-ca go together: give both (mutual TLS) or neither (plain HTTP)")
+        return self
+
+    def uvicorn_tls(self) -> dict[str, object]:
+        """uvicorn's keyword arguments for this listener: client certificates required, or nothing.
+
+        Every client then passed the certificate check, so it is a balancer: its ``X-Forwarded-For``
+        and ``X-Forwarded-Proto`` (the public client's address and scheme) are trusted from any address.
+        """
+        if self.tls_cert is None:
+            return {}
+        return {"ssl_certfile": str(self.tls_cert), "ssl_ca_certs": str(self.tls_ca),
+                "ssl_cert_reqs": ssl.CERT_REQUIRED, "forwarded_allow_ips": "*"}
+
+
 _COMMON = dict(env_prefix="PORTRAIT_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore")
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(ServerTLSSettings):
     """Settings of a GPU worker (``python -m webui.worker``)."""
 
     model_config = SettingsConfigDict(cli_prog_name="python -m webui.worker", **_COMMON)
@@ -75,6 +117,10 @@ class WorkerSettings(BaseSettings):
     )
     threads: int = Field(0, description="torch CPU threads (0: torch's default).")
     queue_size: int = Field(8, ge=0, description="Jobs that may wait behind the running one before 503.")
+    agent_port: int = Field(
+        0, ge=0, le=65535, description="Port of HAProxy's agent check (webui/worker/dispatch_agent.py): a second "
+        "job while the last result is PNG-encoded, so the GPU does not wait. 0: off.",
+    )
     max_images: int = Field(MAX_IMAGES, ge=1, description="Most images one request may ask for.")
     max_side: int = Field(MAX_SIDE, ge=64, description="Largest width or height in pixels.")
     max_upload_bytes: int = Field(MAX_UPLOAD_BYTES, ge=1, description="Largest retouch upload in bytes.")
@@ -82,6 +128,13 @@ class WorkerSettings(BaseSettings):
     max_prompt_chars: int = Field(MAX_PROMPT_CHARS, description="Longest prompt or negative prompt.")
     max_consecutive_ooms: int = Field(3, ge=1, description=f"OOMs in a row before exiting with code {EXIT_OOM}.")
     warmup_steps: int = Field(2, ge=1, description="Denoising steps of the warm-up generation.")
+    stall_floor: float = Field(
+        10.0, gt=0, description="Fewest seconds without a denoising step (mid-job) that make a stall."
+    )
+    stall_factor: float = Field(
+        10.0, gt=1, description="A stall is no denoising step for max(stall_floor, stall_factor x the usual "
+        "step time): /readyz answers 503 'stalled' and the sidecar replaces the worker."
+    )
     graceful_shutdown: int = Field(
         30, ge=0, description="Seconds SIGTERM waits for requests in flight (a running job) before closing them."
     )
@@ -92,7 +145,7 @@ class WorkerSettings(BaseSettings):
         return self.node or f"{socket.gethostname()}:{self.port}"
 
 
-class WebSettings(BaseSettings):
+class WebSettings(ServerTLSSettings):
     """Settings of a Gradio web front (``python -m webui.web``)."""
 
     model_config = SettingsConfigDict(cli_prog_name="python -m webui.web", **_COMMON)
@@ -103,6 +156,10 @@ class WebSettings(BaseSettings):
     worker_queue: str = Field(
         "http://127.0.0.1:7960",
         description="Where this front sends jobs: the balancer's worker queue, or one worker's URL.",
+    )
+    worker_queue_ca: Path | None = Field(
+        None, description="CA certificate that signed an https --worker-queue's certificate (the cluster's ca.crt); "
+        "default: the system's CAs.",
     )
     max_attempts: int = Field(3, ge=1, description="Attempts per job when a worker fails or is cut off.")
     retry_delay: float = Field(0.5, ge=0, description="Seconds between attempts.")

@@ -54,6 +54,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         max_attempts=settings.max_attempts,
         retry_delay=settings.retry_delay,
         timeout=settings.request_timeout,
+        ca_file=settings.worker_queue_ca,
     )
     worker_info = WorkerInfoCache(client, ttl=WORKER_INFO_TTL)
     serving = False
@@ -160,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         tunnel = ShareTunnel(local_host, settings.port)
         threading.Thread(target=open_share_link, args=(tunnel,), name="share-link", daemon=True).start()
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True)
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True,
+                    **settings.uvicorn_tls())
     finally:
         if tunnel is not None:
             tunnel.close()

@@ -18,9 +18,11 @@ import asyncio
 import json
 import logging
 import secrets
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -128,6 +130,7 @@ class WorkerClient:
         timeout: float = 600.0,
         connect_timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -139,6 +142,8 @@ class WorkerClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
             transport=transport,
+            # An https worker queue (the balancer on another host) is verified against the cluster's CA.
+            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
         )
 
     async def aclose(self) -> None:

@@ -1,7 +1,7 @@
-"""Fault injection, FOR TESTS ONLY: make a worker run out of memory or die mid-generation.
+"""Fault injection, FOR TESTS ONLY: make a worker run out of memory, die or stall mid-generation.
 
 Production never sets these variables. The test suite and the benchmarks set them on a
-worker process to prove that the worker, the balancer and the web front survive the two
+worker process to prove that the worker, the balancer and the web front survive the
 ways a GPU worker really fails:
 
 ``PORTRAIT_FAULT_OOM_AT_STEP=k``
@@ -12,6 +12,9 @@ ways a GPU worker really fails:
 ``PORTRAIT_FAULT_DIE_AT_STEP=k``
     At step ``k`` send SIGKILL to the worker's own process: an abrupt death with the
     request half done, as when the kernel's OOM killer or a driver crash takes a worker.
+``PORTRAIT_FAULT_STALL_AT_STEP=k``
+    After step ``k`` block the generation thread in a sleep (which releases the GIL, like a
+    stuck driver call) for ``STALL_SECONDS``: the event loop still answers, no step comes.
 ``PORTRAIT_FAULT_PROMPT_MARKER=text``
     Fire the faults above only for prompts that contain ``text`` (otherwise: every job).
 
@@ -24,16 +27,18 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from webui.contract import FAULT_DIE_AT_STEP, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+from webui.contract import FAULT_DIE_AT_STEP, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, FAULT_STALL_AT_STEP
 from webui.schema import StepCallback
 
 logger = logging.getLogger(__name__)
 
-
+STALL_SECONDS = 300.0
+"""How long an injected stall blocks the generation thread (the sidecar kills the worker long before)."""
 
 def out_of_memory_error(message: str, cuda: bool) -> BaseException:
     """The exception the device raises when it runs out of memory."""
@@ -51,6 +56,7 @@ class FaultPlan(BaseModel):
 
     oom_at_step: int | None = Field(None, ge=1)
     die_at_step: int | None = Field(None, ge=1)
+    stall_at_step: int | None = Field(None, ge=1)
     prompt_marker: str = ""
 
     @classmethod
@@ -59,6 +65,7 @@ class FaultPlan(BaseModel):
         plan = cls(
             oom_at_step=environ.get(FAULT_OOM_AT_STEP) or None,
             die_at_step=environ.get(FAULT_DIE_AT_STEP) or None,
+            stall_at_step=environ.get(FAULT_STALL_AT_STEP) or None,
             prompt_marker=environ.get(FAULT_PROMPT_MARKER, ""),
         )
         if plan.active:
@@ -68,7 +75,7 @@ class FaultPlan(BaseModel):
     @property
     def active(self) -> bool:
         """Whether any fault is configured."""
-        return self.oom_at_step is not None or self.die_at_step is not None
+        return any(step is not None for step in (self.oom_at_step, self.die_at_step, self.stall_at_step))
 
     def applies_to(self, prompt: str) -> bool:
         """Whether a job with this prompt gets the faults."""
@@ -85,6 +92,9 @@ class FaultPlan(BaseModel):
             if step == self.die_at_step:
                 logger.warning("fault injection: SIGKILL at step %d/%d", step, total)
                 os.kill(os.getpid(), signal.SIGKILL)
+            if step == self.stall_at_step:
+                logger.warning("fault injection: stalling %.0f s after step %d/%d", STALL_SECONDS, step, total)
+                time.sleep(STALL_SECONDS)
             if step == self.oom_at_step:
                 logger.warning("fault injection: out of memory at step %d/%d", step, total)
                 raise out_of_memory_error(f"injected fault: out of memory at denoising step {step}", cuda)

@@ -1,0 +1,256 @@
+"""``python -m balancer.certs``: the certificates for mutual TLS between balancers and nodes.
+
+One private CA signs every certificate of a cluster:
+
+- a **balancer** certificate per balancer host (``--balancer NAME``): extended key usage
+  *client auth* (it calls the nodes) and *server auth* (it serves the worker queue, also to
+  web fronts on its own host: ``localhost`` and ``127.0.0.1`` are always among its SANs);
+- a **node** certificate per GPU host (``--node NAME``): *server auth* only, so a node's key
+  cannot be used to call another node; nodes accept only clients whose certificate says
+  *client auth*, i.e. the balancers.
+
+Each NAME may carry extra subject alternative names: ``--node gpu1=10.0.0.21,gpu1.lan``
+(IP addresses become IP SANs, anything else DNS SANs; NAME itself is always a DNS SAN and the
+common name). Output, in ``--out``: ``ca.crt`` (give it to every host), ``ca.key`` (keep it
+offline: it signs new certificates) and ``NAME.pem`` per balancer or node (its certificate and
+private key in one file: HAProxy's ``crt``, a node's ``--tls-cert``). Every file is written
+0600, never over an existing one (``--force`` replaces them); an existing CA in ``--out`` is
+reused, so that hosts can be added later.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_CERT = "ca.crt"
+CA_KEY = "ca.key"
+CA_DAYS = 3650
+"""The CA's validity (ten years): rotating it means reissuing every certificate."""
+LEAF_DAYS = 825
+"""A balancer's or node's validity (the longest browsers accept; nothing here needs more)."""
+
+LOOPBACK = "127.0.0.1"
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,252}$")
+
+
+class CertError(ValueError):
+    """Bad input or a file that would be overwritten; the message says which."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A certificate to issue: its name (CN, file name) and subject alternative names."""
+
+    name: str
+    dns: tuple[str, ...]
+    ips: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> Identity:
+        """``NAME`` or ``NAME=SAN,SAN``; each SAN an IP address or a DNS name."""
+        name, _, extra = text.partition("=")
+        if not _NAME.match(name):
+            raise CertError(f"{text!r}: NAME must be a host name (letters, digits, '.', '-')")
+        dns, ips = [name], []
+        for san in filter(None, (part.strip() for part in extra.split(","))):
+            try:
+                ips.append(ipaddress.ip_address(san))
+            except ValueError:
+                if not _NAME.match(san):
+                    raise CertError(f"{text!r}: {san!r} is neither an IP address nor a DNS name") from None
+                dns.append(san)
+        return cls(name, tuple(dict.fromkeys(dns)), tuple(dict.fromkeys(ips)))
+
+    def with_loopback(self) -> Identity:
+        """Also ``localhost`` and ``127.0.0.1``: web fronts on the balancer's own host reach its worker queue so."""
+        return Identity(self.name, tuple(dict.fromkeys((*self.dns, "localhost"))),
+                        tuple(dict.fromkeys((*self.ips, ipaddress.ip_address(LOOPBACK)))))
+
+    def alt_names(self) -> list[x509.GeneralName]:
+        """The SAN extension's entries."""
+        return [*(x509.DNSName(name) for name in self.dns), *(x509.IPAddress(ip) for ip in self.ips)]
+
+
+class CertificateAuthority:
+    """The cluster's private CA: a key and a self-signed certificate that sign the others."""
+
+    def __init__(self, key: ec.EllipticCurvePrivateKey, cert: x509.Certificate) -> None:
+        self.key = key
+        self.cert = cert
+
+    @classmethod
+    def create(cls, name: str) -> CertificateAuthority:
+        """A new CA called ``name``."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        builder = _builder(subject, subject, key.public_key(), CA_DAYS)
+        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                          encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        return cls(key, builder.sign(key, hashes.SHA256()))
+
+    @classmethod
+    def load(cls, out: Path) -> CertificateAuthority:
+        """The CA kept in ``out``."""
+        try:
+            key = serialization.load_pem_private_key((out / CA_KEY).read_bytes(), password=None)
+            cert = x509.load_pem_x509_certificate((out / CA_CERT).read_bytes())
+        except (OSError, ValueError) as exc:
+            raise CertError(f"cannot read the CA in {out}: {exc}") from None
+        if not isinstance(key, ec.EllipticCurvePrivateKey) or key.public_key() != cert.public_key():
+            raise CertError(f"{out / CA_KEY} is not the key of {out / CA_CERT}")
+        return cls(key, cert)
+
+    def issue(self, identity: Identity, usages: Sequence[x509.ObjectIdentifier]) -> tuple[bytes, bytes]:
+        """A certificate for ``identity`` with these extended key usages: (certificate PEM, key PEM)."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, identity.name)])
+        builder = _builder(subject, self.cert.subject, key.public_key(), LEAF_DAYS)
+        builder = builder.add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
+                          encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+        builder = builder.add_extension(x509.SubjectAlternativeName(identity.alt_names()), critical=False)
+        builder = builder.add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
+        )
+        cert = builder.sign(self.key, hashes.SHA256())
+        return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+BALANCER_USAGES = (ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.SERVER_AUTH)
+"""A balancer calls the nodes (client) and serves the worker queue to remote web fronts (server)."""
+NODE_USAGES = (ExtendedKeyUsageOID.SERVER_AUTH,)
+"""A node only serves: with no client-auth usage, its key cannot open a connection to another node."""
+
+
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey,
+             days: int) -> x509.CertificateBuilder:
+    now = datetime.datetime.now(datetime.UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=days))
+    )
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def _write_private(path: Path, data: bytes, force: bool) -> None:
+    """Write ``data`` with mode 0600; an existing file only with ``force``, never through a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if force else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        os.fchmod(handle.fileno(), 0o600)
+        handle.write(data)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one run issues, into which directory."""
+
+    out: Path
+    balancers: tuple[Identity, ...]
+    nodes: tuple[Identity, ...]
+    ca_name: str = "portrait-ha cluster CA"
+    force: bool = False
+
+    def targets(self, new_ca: bool) -> list[Path]:
+        """Every file this run writes."""
+        names = [f"{identity.name}.pem" for identity in (*self.balancers, *self.nodes)]
+        return [self.out / name for name in ([CA_CERT, CA_KEY] if new_ca else []) + names]
+
+    def issue(self) -> list[Path]:
+        """Create (or reuse) the CA and issue every certificate; the paths written."""
+        names = [identity.name for identity in (*self.balancers, *self.nodes)]
+        if not names:
+            raise CertError("nothing to issue: give at least one --balancer or --node")
+        repeated = sorted({name for name in names if names.count(name) > 1})
+        if repeated:
+            raise CertError(f"names given twice: {', '.join(repeated)}")
+        self.out.mkdir(mode=0o700, parents=True, exist_ok=True)
+        reuse = (self.out / CA_KEY).exists() and not self.force
+        existing = [path for path in self.targets(not reuse) if path.exists() or path.is_symlink()]
+        if existing and not self.force:
+            raise CertError(f"would overwrite {', '.join(map(str, existing))} (use --force to replace them)")
+        ca = CertificateAuthority.load(self.out) if reuse else CertificateAuthority.create(self.ca_name)
+        written = []
+        if not reuse:
+            _write_private(self.out / CA_KEY, _key_pem(ca.key), self.force)
+            _write_private(self.out / CA_CERT, ca.cert.public_bytes(serialization.Encoding.PEM), self.force)
+            written += [self.out / CA_KEY, self.out / CA_CERT]
+        for identities, usages in ((self.balancers, BALANCER_USAGES), (self.nodes, NODE_USAGES)):
+            for identity in identities:
+                if usages is BALANCER_USAGES:
+                    identity = identity.with_loopback()
+                cert, key = ca.issue(identity, usages)
+                path = self.out / f"{identity.name}.pem"
+                _write_private(path, cert + key, self.force)
+                written.append(path)
+        return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Issue the cluster's certificates; exit 0, or 2 with one line on bad input."""
+    parser = argparse.ArgumentParser(
+        prog="python -m balancer.certs",
+        description="Make the private CA and the certificates for mutual TLS between balancers and nodes.",
+        epilog="Example: python -m balancer.certs --out certs --balancer lb1=10.0.0.5 "
+        "--node gpu1=10.0.0.21 --node gpu2=10.0.0.22",
+    )
+    parser.add_argument("--out", type=Path, required=True, help="Directory for the files (created 0700).")
+    parser.add_argument("--balancer", action="append", default=[], metavar="NAME[=SAN,...]",
+                        help="A balancer host (client certificate for HAProxy; repeatable).")
+    parser.add_argument("--node", action="append", default=[], metavar="NAME[=SAN,...]",
+                        help="A node host (server certificate for its workers and web fronts; repeatable).")
+    parser.add_argument("--ca-name", default=Plan.ca_name, help="The CA's common name (new CA only).")
+    parser.add_argument("--force", action="store_true", help="Replace existing files, the CA included.")
+    args = parser.parse_args(argv)
+    try:
+        plan = Plan(
+            out=args.out,
+            balancers=tuple(Identity.parse(text) for text in args.balancer),
+            nodes=tuple(Identity.parse(text) for text in args.node),
+            ca_name=args.ca_name,
+            force=args.force,
+        )
+        written = plan.issue()
+    except (CertError, OSError) as exc:
+        print(f"python -m balancer.certs: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

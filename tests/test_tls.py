@@ -1,0 +1,288 @@
+"""Nodes accept only their balancers: mutual TLS between HAProxy and remote nodes, on loopback.
+
+``python -m balancer.certs`` makes the CA and the certificates (its output is checked: the chains
+verify, the SANs and key usages are what each role needs, the files are 0600, nothing is
+overwritten). Then a real HAProxy, rendered from a cluster file with ``tls``, fronts a real demo
+worker and a real web front that both require client certificates, the web front sending its
+jobs to a TLS worker queue: a REST job and a ``gradio_client`` job succeed through the public
+port, while a client without a certificate, with one from another CA, or with a node's own
+certificate is refused by the node, and a node whose certificate names another host stays DOWN.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import ssl
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+from gradio_client import Client
+
+from balancer.cluster import parse_cluster
+from balancer.haproxy import HAProxyProcess, RuntimeAPI, find_haproxy, validate_config, write_config
+from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, render_config
+from bench.harness.processes import Processes, free_port
+from bench.harness.waiting import wait_http, wait_until
+from tests.balancer_helpers import cluster_data
+
+NODE_HOST = "gpu1"
+BALANCER = "lb1"
+
+
+def make_certs(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run the documented certificate command."""
+    return subprocess.run([sys.executable, "-m", "balancer.certs", "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def load_cert(path: Path) -> x509.Certificate:
+    """The first certificate in a PEM file."""
+    return x509.load_pem_x509_certificate(path.read_bytes())
+
+
+def client_context(ca: Path, cert: Path | None = None) -> ssl.SSLContext:
+    """A TLS client that trusts ``ca`` and presents ``cert`` (certificate + key PEM), if given."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert))
+    return context
+
+
+@pytest.fixture(scope="module")
+def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The cluster's CA, a balancer and a node host (127.0.0.1 and localhost among its SANs)."""
+    out = tmp_path_factory.mktemp("certs") / "cluster"
+    result = make_certs(out, "--balancer", BALANCER, "--node", f"{NODE_HOST}=127.0.0.1,localhost")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+# --- the certificate command ------------------------------------------------------------------
+
+
+def test_certs_chain_to_the_ca_with_the_sans_and_usages_of_their_role(certs: Path) -> None:
+    expected = {"ca.crt", "ca.key", f"{BALANCER}.pem", f"{NODE_HOST}.pem"}
+    assert {path.name for path in certs.iterdir()} == expected
+    for path in certs.iterdir():
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(certs.stat().st_mode) == 0o700
+    store = Store([load_cert(certs / "ca.crt")])
+    node, balancer = load_cert(certs / f"{NODE_HOST}.pem"), load_cert(certs / f"{BALANCER}.pem")
+
+    # The node serves under its name and its addresses; its key cannot act as a client.
+    for name in (x509.DNSName(NODE_HOST), x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))):
+        PolicyBuilder().store(store).build_server_verifier(name).verify(node, [])
+    with pytest.raises(VerificationError):
+        PolicyBuilder().store(store).build_client_verifier().verify(node, [])
+    with pytest.raises(VerificationError):
+        PolicyBuilder().store(store).build_server_verifier(x509.DNSName("elsewhere")).verify(node, [])
+    assert node.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage(
+        [ExtendedKeyUsageOID.SERVER_AUTH])
+
+    # The balancer is a client (of the nodes) and a server (the worker queue).
+    verified = PolicyBuilder().store(store).build_client_verifier().verify(balancer, [])
+    assert x509.DNSName(BALANCER) in verified.subjects
+    PolicyBuilder().store(store).build_server_verifier(x509.IPAddress(ipaddress.ip_address("127.0.0.1"))).verify(
+        balancer, [])
+    # Each PEM holds the key of its certificate (what HAProxy's crt and uvicorn load).
+    client_context(certs / "ca.crt", certs / f"{BALANCER}.pem")
+
+
+def test_certs_refuse_to_overwrite_and_reuse_the_ca(certs: Path) -> None:
+    before = (certs / f"{NODE_HOST}.pem").read_bytes()
+    result = make_certs(certs, "--node", NODE_HOST)
+    assert result.returncode == 2
+    assert "would overwrite" in result.stderr and "--force" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert (certs / f"{NODE_HOST}.pem").read_bytes() == before
+
+    # A host added later is signed by the same CA.
+    ca = (certs / "ca.crt").read_bytes()
+    assert make_certs(certs, "--node", "gpu9").returncode == 0
+    assert (certs / "ca.crt").read_bytes() == ca
+    PolicyBuilder().store(Store([load_cert(certs / "ca.crt")])).build_server_verifier(
+        x509.DNSName("gpu9")).verify(load_cert(certs / "gpu9.pem"), [])
+    (certs / "gpu9.pem").unlink()
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "nothing to issue"),
+    (["--node", "bad name"], "NAME must be a host name"),
+    (["--node", "gpu1=not a name"], "neither an IP address nor a DNS name"),
+    (["--node", "gpu1", "--balancer", "gpu1"], "names given twice"),
+])
+def test_certs_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    result = make_certs(tmp_path / "out", *args)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_nodes_refuse_half_a_tls_setting(certs: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "webui.worker", "--tls-cert", str(certs / f"{NODE_HOST}.pem")],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "--tls-cert and --tls-ca go together" in result.stderr and "Traceback" not in result.stderr
+
+
+# --- HAProxy and real nodes over mutual TLS ---------------------------------------------------
+
+
+def test_haproxy_is_built_with_openssl() -> None:
+    output = subprocess.run([find_haproxy(), "-vv"], capture_output=True, text=True, timeout=30).stdout
+    assert "+OPENSSL" in output and "Running on OpenSSL version" in output
+
+
+@pytest.fixture(scope="module")
+def mtls_cluster(certs: Path, demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+    """HAProxy (client certificate lb1) in front of a TLS worker and a TLS web front of host gpu1.
+
+    A second server, "impostor", points at the same worker but expects a certificate naming
+    another host. Yields (spec, worker URL, web URL)."""
+    run_dir = tmp_path_factory.mktemp("mtls")
+    # HAProxy's connect timeout covers the TLS handshake, which needs the node's event loop: on the
+    # loaded 2-core test machine a busy web front took over the 2 s default, and one failed connect
+    # marks a server down (observe layer4).
+    data = cluster_data(run_dir, [NODE_HOST], [NODE_HOST], limits={"connect_timeout": 10})
+    data["nodes"][0]["cert_name"] = NODE_HOST
+    worker_port = data["nodes"][0]["worker"]["port"]
+    data["nodes"].append({"name": "impostor", "managed": False, "cert_name": "gpu2",
+                          "worker": {"port": worker_port}})
+    data["tls"] = {"ca_file": str(certs / "ca.crt"), "cert_file": str(certs / f"{BALANCER}.pem"),
+                   "worker_queue": True}
+    spec = parse_cluster(data)
+    node = spec.nodes[0]
+    tls_args = ["--tls-cert", str(certs / f"{NODE_HOST}.pem"), "--tls-ca", str(certs / "ca.crt")]
+    with Processes("mtls") as processes:
+        worker = processes.start(["python", "-m", "webui.worker", "--port", str(worker_port), "--node", "gpu1-worker",
+                                  "--threads", "1", *tls_args], log_name="mtls-worker")
+        web = processes.start(["python", "-m", "webui.web", "--port", str(node.web.port), "--node", "gpu1-web",
+                               "--worker-queue", spec.worker_queue_url, "--worker-queue-ca", str(certs / "ca.crt"),
+                               *tls_args], log_name="mtls-web")
+        config = write_config(render_config(spec), spec.config_path)
+        validate_config(config)
+        haproxy = HAProxyProcess(config, spec.socket_path, run_dir / "haproxy.log")
+        haproxy.start()
+        try:
+            api = RuntimeAPI(spec.socket_path)
+
+            def both_up() -> bool:
+                assert worker.poll() is None and web.poll() is None, "a node process exited"
+                return all(api.server(backend, NODE_HOST).is_up for backend in (WEBS_BACKEND, WORKERS_BACKEND))
+
+            wait_until(both_up, "the TLS worker and web front UP in HAProxy", timeout=240, interval=0.5)
+            wait_http(f"{spec.public.url}/readyz", timeout=30)
+            yield spec, f"https://127.0.0.1:{worker_port}", f"https://127.0.0.1:{node.web.port}"
+        finally:
+            haproxy.stop()
+
+
+def test_jobs_succeed_through_the_public_port_over_mutual_tls(mtls_cluster, tmp_path: Path) -> None:
+    spec, _, _ = mtls_cluster
+    job = {"prompt": "tls portrait", "width": 128, "height": 128, "steps": 2, "seed": 11}
+    rest = httpx.post(f"{spec.public.url}/generate", json=job, timeout=300)
+    assert rest.status_code == 200, rest.text
+    assert rest.json()["worker_id"] == "gpu1-worker" and len(rest.json()["images"]) == 1
+
+    # The page's path: HAProxy -> web front (TLS) -> worker queue (TLS) -> HAProxy -> worker (TLS).
+    client = Client(spec.public.url, verbose=False, download_files=str(tmp_path))
+    gallery, info = client.predict(prompt="tls portrait", width=128, height=128, steps=2, seed=11,
+                                   api_name="/generate")
+    assert info["worker_id"] == "gpu1-worker" and info["seed"] == 11
+    assert Path(gallery[0]["image"]).stat().st_size > 0
+
+
+def test_the_page_links_to_the_public_scheme_not_the_nodes(mtls_cluster) -> None:
+    spec, _, web_url = mtls_cluster
+    # Gradio builds its file and API links from this root: the public site is plain HTTP here.
+    assert httpx.get(f"{spec.public.url}/config", timeout=30).json()["root"] == spec.public.url
+
+
+def test_a_node_certificate_naming_another_host_is_refused(mtls_cluster) -> None:
+    spec, _, _ = mtls_cluster
+    api = RuntimeAPI(spec.socket_path)
+    assert api.server(WORKERS_BACKEND, NODE_HOST).is_up
+    assert api.server(WORKERS_BACKEND, "impostor").status.startswith("DOWN")
+
+
+@pytest.mark.parametrize("part", ["worker", "web"])
+def test_nodes_accept_only_clients_with_a_balancer_certificate(mtls_cluster, certs: Path,
+                                                               tmp_path: Path, part: str) -> None:
+    spec, worker_url, web_url = mtls_cluster
+    url = f"{worker_url if part == 'worker' else web_url}/healthz"
+    ca = certs / "ca.crt"
+    # The control: the balancer's certificate gets in, so the refusals below are about certificates.
+    assert httpx.get(url, verify=client_context(ca, certs / f"{BALANCER}.pem"), timeout=10).status_code == 200
+
+    assert make_certs(tmp_path / "other", "--balancer", BALANCER).returncode == 0
+    refused = {
+        "no certificate": client_context(ca),
+        "a balancer certificate from another CA": client_context(ca, tmp_path / "other" / f"{BALANCER}.pem"),
+        "a node's own certificate": client_context(ca, certs / f"{NODE_HOST}.pem"),
+    }
+    for what, context in refused.items():
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url, verify=context, timeout=10)
+            pytest.fail(f"{part} accepted a client with {what}")
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url.replace("https://", "http://"), timeout=10)  # plain HTTP is not served either
+
+
+def test_the_worker_queue_is_served_over_tls(mtls_cluster, certs: Path) -> None:
+    spec, _, _ = mtls_cluster
+    url = f"{spec.worker_queue_url}/readyz"
+    assert url.startswith("https://")
+    assert httpx.get(url, verify=client_context(certs / "ca.crt"), timeout=10).status_code == 200
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url, timeout=10)  # the system's CAs do not know the cluster's
+
+
+def test_managed_web_fronts_get_the_tls_worker_queue(certs: Path, tmp_path: Path) -> None:
+    from balancer.sidecar import part_command
+
+    data = cluster_data(tmp_path, [], [], tls={"ca_file": str(certs / "ca.crt"),
+                                               "cert_file": str(certs / f"{BALANCER}.pem")})
+    data["worker_queue"]["host"] = "0.0.0.0"
+    data["nodes"] = [{"name": "local", "web": {"port": free_port()}}]
+    spec = parse_cluster(data)
+    command = part_command(spec, spec.nodes[0], "web", spec.nodes[0].web)
+    assert command[command.index("--worker-queue") + 1] == spec.worker_queue_url
+    assert spec.worker_queue_url.startswith("https://127.0.0.1:")
+    assert command[command.index("--worker-queue-ca") + 1] == str(certs / "ca.crt")
+    text = render_config(spec)
+    assert " ssl crt " in text and "verifyhost" not in text  # the managed node itself stays plain
+
+
+def test_the_gpu_host_compose_file_serves_every_node_over_mutual_tls() -> None:
+    from bench.harness.processes import REPO
+    from webui.settings import WebSettings, WorkerSettings
+
+    compose = yaml.safe_load((REPO / "docker" / "compose.gpu-host.yaml").read_text())
+    kinds = {"webui.worker": WorkerSettings, "webui.web": WebSettings}
+    for name, service in compose["services"].items():
+        settings = kinds[service["command"][2]]
+        env = service["environment"]
+        unknown = [key for key in env if key.removeprefix("PORTRAIT_").lower() not in settings.model_fields]
+        assert not unknown, f"{name}: {unknown} are not settings of {settings.__name__} (ignored silently)"
+        assert env["PORTRAIT_TLS_CERT"].startswith("/certs/") and env["PORTRAIT_TLS_CA"] == "/certs/ca.crt"
+        if settings is WebSettings:
+            assert env["PORTRAIT_WORKER_QUEUE"].startswith("https://")
+            assert env["PORTRAIT_WORKER_QUEUE_CA"] == "/certs/ca.crt"
+
+
+def test_bench_report_gives_what_mutual_tls_adds_and_the_load() -> None:
+    from bench.tls import parse_args, render
+
+    args = parse_args(["--requests", "10", "--standin", "0.02"])
+    seconds = {"plain": [0.100 + i / 1000 for i in range(10)], "mtls": [0.104 + i / 1000 for i in range(10)]}
+    report = render(args, seconds, [(2.0, 1.5, 1.0), (2.5, 1.6, 1.1)])
+    assert "| mutual TLS adds (ms) | 4.0 | 4.0 | 4.0 |" in report
+    assert "before: 2.00, 1.50, 1.00; after: 2.50, 1.60, 1.10" in report
+    assert "**not a model**" in report
