@@ -317,7 +317,9 @@ class RollingRestart:
             servers = [s for s in await self.control.servers() if s.server == node and s.backend in backends]
         except OSError:
             return False
-        return len(servers) == len(backends) and all(server.status in states for server in servers)
+        # A worker with a dispatch agent reports "DRAIN (agent)", "UP (agent)": the same states.
+        return len(servers) == len(backends) and all(server.status.removesuffix(" (agent)") in states
+                                                     for server in servers)
 
     @staticmethod
     async def wait_for(check: Callable[[], bool | Awaitable[bool]], timeout: float, failure: str) -> None:
