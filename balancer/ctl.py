@@ -3,12 +3,15 @@
     python -m balancer.ctl status [--json]            # every node part: state, pid, GPU, restarts, queue
     python -m balancer.ctl drain NODE [--json]        # out of rotation: in-flight requests finish, new go elsewhere
     python -m balancer.ctl ready NODE [--json]        # back in rotation
+    python -m balancer.ctl rolling-restart [--model M] [--lora L] [--json]   # node by node, no request failed
 
-``status`` is read-only (``GET /status``, no password). ``drain`` and ``ready`` need the stats page's
+``status`` is read-only (``GET /status``, no password). The others need the stats page's
 user and password (``--user``, ``--password`` or, better, the ``PORTRAIT_STATS_PASSWORD`` environment
-variable: a command line is visible to every user of the machine). Exit status: 0 done, 1 refused by
-the sidecar (wrong password, no such node), 2 bad usage, no sidecar to talk to, or an HAProxy that
-did not take the change; errors are one line on stderr.
+variable: a command line is visible to every user of the machine). ``rolling-restart`` starts the
+sidecar's operation (``balancer.operations``) and follows it (``GET /operation``), printing each step.
+Exit status: 0 done, 1 refused by the sidecar (wrong password, no such node, another operation
+running), 2 bad usage, no sidecar to talk to, or an HAProxy that did not take the change, 3 an
+operation that stopped before its end (the report says where and why); errors are one line on stderr.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 
 import httpx
@@ -29,8 +33,10 @@ DEFAULT_USER: str = StatsSpec.model_fields["user"].default
 TIMEOUT = 10.0
 """Seconds one request to the sidecar may take."""
 
-EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
-REFUSED = {401, 404, 409}
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE, EXIT_FAILED = 0, 1, 2, 3
+FOLLOW_INTERVAL = 1.0
+"""Seconds between two looks at a running operation."""
+REFUSED = {400, 401, 404, 409}
 """HTTP statuses that mean the sidecar understood and said no."""
 
 COLUMNS = ("NODE", "PART", "STATE", "ADMIN", "HAPROXY", "PID", "GPU", "RESTARTS", "LAST CAUSE", "ACTIVE", "QUEUED")
@@ -44,12 +50,12 @@ class CtlError(Exception):
         self.exit_code = exit_code
 
 
-def request(args: argparse.Namespace, method: str, path: str) -> dict:
+def request(args: argparse.Namespace, method: str, path: str, body: dict | None = None) -> dict:
     """One request to the sidecar; its JSON answer, or ``CtlError``."""
     url = args.sidecar.rstrip("/") + path
     auth = (args.user, args.password) if args.password is not None else None
     try:
-        answer = httpx.request(method, url, auth=auth, timeout=TIMEOUT)
+        answer = httpx.request(method, url, auth=auth, json=body, timeout=TIMEOUT)
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         reason = str(exc) or type(exc).__name__
         raise CtlError(f"cannot reach the sidecar at {args.sidecar}: {reason}", EXIT_USAGE) from exc
@@ -100,12 +106,55 @@ def format_admin(answer: dict) -> str:
     return f"{answer.get('node')}: {answer.get('admin')} ({servers})"
 
 
+def format_event(event: dict) -> str:
+    """One progress line of an operation."""
+    node = f"{event['node']}: " if event.get("node") else ""
+    return f"[{event.get('t', 0):7.1f} s] {node}{event.get('message', '')}"
+
+
+def follow(args: argparse.Namespace, report: dict) -> dict:
+    """Poll ``GET /operation`` until ``report``'s operation ends (printing its steps unless ``--json``)."""
+    deadline = time.monotonic() + args.timeout
+    shown, ident = 0, report.get("id")
+    while True:
+        if not args.json:
+            for event in report.get("events", [])[shown:]:
+                print(format_event(event), flush=True)
+            shown = len(report.get("events", []))
+        if report.get("state") != "running":
+            return report
+        if time.monotonic() > deadline:
+            raise CtlError(f"{report.get('kind')} #{report.get('id')} still running after {args.timeout:g} s "
+                           "(--timeout); it goes on in the sidecar: see GET /operation", EXIT_FAILED)
+        time.sleep(FOLLOW_INTERVAL)
+        report = request(args, "GET", "/operation")
+        if report.get("id") != ident:
+            raise CtlError("another operation replaced this one", EXIT_FAILED)
+
+
+def rolling_restart(args: argparse.Namespace) -> int:
+    """Start a rolling restart and follow it to its end."""
+    body = {"model": args.model, "lora": args.lora, "drain_timeout": args.drain_timeout, "settle": args.settle}
+    if args.ready_timeout is not None:
+        body["ready_timeout"] = args.ready_timeout
+    report = follow(args, request(args, "POST", "/rolling-restart", body))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    elif report.get("state") == "done":
+        print(f"rolling restart done: {len(report.get('nodes', {}))} nodes restarted")
+    if report.get("state") != "done":
+        raise CtlError(f"rolling restart failed: {report.get('error')}", EXIT_FAILED)
+    return EXIT_OK
+
+
 def run(args: argparse.Namespace) -> int:
     """Carry out the parsed command; print its outcome."""
     if args.command == "status":
         document = request(args, "GET", "/status")
         print(json.dumps(document, indent=2) if args.json else format_status(document))
         return EXIT_OK
+    if args.command == "rolling-restart":
+        return rolling_restart(args)
     answer = request(args, "POST", f"/{args.command}/{args.node}")
     print(json.dumps(answer, indent=2) if args.json else format_admin(answer))
     return EXIT_OK
@@ -134,7 +183,36 @@ def build_parser() -> argparse.ArgumentParser:
                                   description=f"{summary} Every server of the node (web and worker); needs the "
                                   f"stats page's password.")
         sub.add_argument("node", metavar="NODE", help="Node name, as in the cluster file and /status.")
+    summary = "Restart every node, one at a time, with no request failed (an update of code or model)."
+    sub = commands.add_parser("rolling-restart", parents=[common], help=summary, description=(
+        f"{summary} Each node is drained, its requests in flight finish, its worker and web front restart, "
+        "and once both are ready it is back in rotation before the next one. Needs the stats page's "
+        "password. --model/--lora change the workers' command line (in the sidecar; not written back to "
+        "the cluster file)."))
+    sub.add_argument("--model", help="The workers' new model (as launch.py --model); unset: keep it.")
+    sub.add_argument("--lora", help="The workers' new LoRA (as launch.py --lora); unset: keep it.")
+    sub.add_argument("--drain-timeout", type=positive, default=300.0, metavar="S",
+                     help="Seconds a drained node may take to be idle, and later its sticky clients to be idle "
+                     "before its restarted web front takes them back (default 300).")
+    sub.add_argument("--ready-timeout", type=positive, default=None, metavar="S",
+                     help="Seconds a restarted node may take to be ready (default: the sidecar's start_timeout).")
+    sub.add_argument("--settle", type=float, default=1.0, metavar="S",
+                     help="Seconds a drained node must be idle before its restart (default 1: longer than the "
+                     "gaps between the requests of one Gradio job).")
+    sub.add_argument("--timeout", type=positive, default=3600.0, metavar="S",
+                     help="Seconds to follow the operation before giving up on it here (default 3600).")
     return parser
+
+
+def positive(text: str) -> float:
+    """A positive number of seconds (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text!r}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

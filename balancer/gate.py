@@ -26,7 +26,8 @@ class HAProxyGate:
 
     An operator's ``drain`` (``hold``) wins over the supervisor's ``ready`` until ``release``:
     a held server that its supervisor wants ``ready`` is told ``drain``; ``maint`` (no process
-    to send to) still goes through.
+    to send to) still goes through. A ``park``-ed server is told ``maint`` whatever else is asked,
+    until unparked (a rolling restart chooses the moment a web front takes its sticky clients back).
     """
 
     def __init__(self, api: AsyncRuntimeAPI | None, pulled: bool = False) -> None:
@@ -38,11 +39,15 @@ class HAProxyGate:
         """What the supervisors asked for each server."""
         self.held: set[ServerKey] = set()
         """Servers an operator drained."""
+        self.parked: set[ServerKey] = set()
+        """Servers an operation keeps in ``maint``."""
         self._locks: dict[ServerKey, asyncio.Lock] = {}
 
     def effective(self, key: ServerKey) -> ServerState:
         """The state HAProxy is (to be) told: the supervisor's, unless an operator's drain holds it back."""
         state = self.wanted.get(key, "ready")
+        if key in self.parked:
+            return "maint"
         return "drain" if key in self.held and state == "ready" else state
 
     async def set_state(self, backend: str, server: str, state: ServerState) -> bool:
@@ -52,16 +57,23 @@ class HAProxyGate:
 
     async def hold(self, backend: str, server: str, held: bool) -> bool:
         """An operator's ``drain`` (``held``) or its end; False when HAProxy could not be told."""
-        key = (backend, server)
-        if held:
-            self.held.add(key)
+        return await self._mark(self.held, (backend, server), held)
+
+    async def park(self, backend: str, server: str, parked: bool) -> bool:
+        """Keep a server in ``maint`` (``parked``), or let it have its state again; False when HAProxy
+        could not be told."""
+        return await self._mark(self.parked, (backend, server), parked)
+
+    async def _mark(self, marks: set[ServerKey], key: ServerKey, marked: bool) -> bool:
+        if marked:
+            marks.add(key)
         else:
-            self.held.discard(key)
+            marks.discard(key)
         return await self._send(key)
 
     async def reapply(self) -> None:
         """Tell HAProxy every state asked so far again (after it restarted)."""
-        keys = [*self.wanted, *(self.held - self.wanted.keys())]
+        keys = [*self.wanted, *((self.held | self.parked) - self.wanted.keys())]
         if keys:
             logger.info("HAProxy: re-applying the states of %d servers", len(keys))
         for key in keys:
@@ -77,5 +89,6 @@ class HAProxyGate:
             except (OSError, RuntimeAPIError) as exc:  # OSError includes TimeoutError
                 logger.warning("could not set %s/%s to %s in HAProxy: %s", *key, state, str(exc) or type(exc).__name__)
                 return False
-        logger.info("HAProxy: %s/%s -> %s%s", *key, state, " (operator drain)" if key in self.held else "")
+        reason = " (parked)" if key in self.parked else " (operator drain)" if key in self.held else ""
+        logger.info("HAProxy: %s/%s -> %s%s", *key, state, reason)
         return True

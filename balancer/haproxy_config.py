@@ -39,6 +39,8 @@ PART_BACKENDS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
 """Node part -> the HAProxy backend its server is in."""
 RATES_TABLE = "job_rates"
 """A backend that only holds the per-client generation rate table."""
+STICKY_TABLE = "sticky_requests"
+"""A backend that only holds the table of UI requests in flight per persistence cookie value."""
 
 # crypt(3) hashes HAProxy's userlist understands: SHA-256, SHA-512, yescrypt, bcrypt.
 _HASH_PATTERN = re.compile(r"^\$(5|6|y|2[aby])\$\S+$")
@@ -244,6 +246,7 @@ class HAProxyConfigRenderer:
             self._workers_backend(),
             self._probes_backend(),
             self._rates_table(),
+            self._sticky_table(),
             self._stats_frontend(),
             *self.servers.sections(),
         ]
@@ -373,6 +376,11 @@ class HAProxyConfigRenderer:
             *self._cross_site_rules(),
             *self._availability_rules(),
             *self._affinity_rules(),
+            "    # UI requests in flight per persistence cookie value (the node a client is stuck to, even",
+            "    # while that node is out): a rolling restart gives a restarted web front its clients back",
+            f"    # only when none of theirs is in flight (table: backend {STICKY_TABLE}).",
+            f"    http-request track-sc2 req.cook({COOKIE_NAME}) table {STICKY_TABLE}"
+            f" if !is_rest {{ req.cook({COOKIE_NAME}) -m found }}",
         ]
         if spec.security_headers:
             lines += [
@@ -660,6 +668,15 @@ class HAProxyConfigRenderer:
             "# Generations each client started in the last minute (the public frontend tracks them).",
             f"backend {RATES_TABLE}",
             "    stick-table type ip size 100k expire 2m store http_req_rate(1m)",
+        )
+
+    @staticmethod
+    def _sticky_table() -> str:
+        return _block(
+            "# UI requests in flight (conn_cur) and so far (http_req_cnt) per persistence cookie value",
+            "# (the public frontend tracks them).",
+            f"backend {STICKY_TABLE}",
+            "    stick-table type string len 64 size 100k expire 30m store conn_cur,http_req_cnt",
         )
 
     def _stats_frontend(self) -> str:

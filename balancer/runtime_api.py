@@ -104,6 +104,18 @@ def parse_servers(rows: list[dict[str, str]], backend: str | None = None) -> lis
     return servers
 
 
+def parse_table(text: str) -> dict[str, dict[str, str]]:
+    """``show table NAME``: key -> its stored values (``{"conn_cur": "1", "use": "1", ...}``)."""
+    entries = {}
+    for line in text.splitlines():
+        if line.startswith("#") or ": " not in line:
+            continue
+        fields = dict(part.split("=", 1) for part in line.split(": ", 1)[1].split() if "=" in part)
+        if "key" in fields:
+            entries[fields.pop("key")] = fields
+    return entries
+
+
 def find_server(servers: list[ServerStatus], backend: str, server: str) -> ServerStatus:
     """One server among ``servers``; ``KeyError`` if it is not there."""
     for status in servers:
@@ -207,6 +219,13 @@ class AsyncRuntimeAPI:
     async def servers(self, backend: str | None = None) -> list[ServerStatus]:
         """Status of every server (optionally of one backend)."""
         return parse_servers(await self.show_stat(), backend)
+
+    async def show_table(self, table: str) -> dict[str, dict[str, str]]:
+        """A stick table's entries: key -> stored values (``parse_table``)."""
+        answer = await self.command(f"show table {table}")
+        if not answer.startswith("#"):
+            raise RuntimeAPIError(f"show table {table}: {answer.strip()}")
+        return parse_table(answer)
 
     async def server(self, backend: str, server: str) -> ServerStatus:
         """Status of one server; ``KeyError`` if HAProxy has no such server."""

@@ -65,11 +65,12 @@ from balancer.cluster import (
 from balancer.gate import HAProxyGate, ServerKey
 from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess
-from balancer.haproxy_config import PART_BACKENDS
+from balancer.haproxy_config import PART_BACKENDS, STICKY_TABLE
 from balancer.host_agent import HostAgent, HostAgentUnavailable
+from balancer.operations import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
 from balancer.run_dir import prepare_run_dir
-from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState
-from balancer.status import BALANCER, HAProxyView, PartStatus, SidecarMetrics, status_app
+from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
+from balancer.status import BALANCER, HAProxyView, OperationRoutes, PartStatus, SidecarMetrics, status_app
 from balancer.supervisor import ProcessSupervisor
 from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
 
@@ -92,6 +93,25 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
         return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
                 "--queue-size", str(BALANCED_QUEUE_SIZE), *dispatch, *part.args]
     return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *spec.web_flags(), *part.args]
+
+
+def replace_flag(args: list[str], flag: str, value: str) -> list[str]:
+    """``args`` with ``flag VALUE`` (or ``flag=VALUE``) set to ``value``: replaced where it is, else added."""
+    result, index, found = [], 0, False
+    while index < len(args):
+        arg = args[index]
+        if arg == flag and index + 1 < len(args):
+            result += [flag, value]
+            index += 2
+            found = True
+            continue
+        if arg.startswith(flag + "="):
+            result.append(f"{flag}={value}")
+            found = True
+        else:
+            result.append(arg)
+        index += 1
+    return result if found else [*result, flag, value]
 
 
 def retry_command(spec: ClusterSpec, node: str, part: str) -> str:
@@ -142,6 +162,8 @@ class Sidecar:
         self.host_agent = (HostAgent(node_host.address, node_host.host_agent_port, self.server_state)
                            if node_host else None)
         """Tells every balancer its parts' states (HAProxy's agent checks), on a node host."""
+        self.operations = OperationRunner()
+        """The operator's operations (rolling restart), one at a time."""
 
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
         status = PartStatus(node=node.name, part=kind, backend=PART_BACKENDS[kind], url=part.url)
@@ -224,6 +246,68 @@ class Sidecar:
             servers[f"{status.backend}/{node}"] = self.gate.effective((status.backend, node))
         return {"node": node, "admin": "drain" if drained else "ready", "servers": servers, "haproxy_told": told}
 
+    def managed_nodes(self) -> list[str]:
+        """Names of the managed nodes, in the cluster file's order."""
+        return list(dict.fromkeys(supervisor.status.node for supervisor in self.supervisors))
+
+    def parts_of(self, node: str) -> list[ProcessSupervisor]:
+        """The supervisors of a node's parts."""
+        return [supervisor for supervisor in self.supervisors if supervisor.status.node == node]
+
+    def configure_worker(self, node: str, model: str | None, lora: str | None) -> None:
+        """Set a worker's ``--model`` / ``--lora`` in the cluster spec; its next start uses them."""
+        spec = next(entry for entry in self.spec.nodes if entry.name == node)
+        if spec.worker is None:
+            return
+        args = spec.worker.args
+        for flag, value in (("--model", model), ("--lora", lora)):
+            if value is not None:
+                args[:] = replace_flag(args, flag, value)
+        for supervisor in self.parts_of(node):
+            if supervisor.status.part == "worker" and isinstance(supervisor.child, NodeProcess):
+                supervisor.child.command = part_command(self.spec, spec, "worker", spec.worker)
+        logger.warning("%s: worker arguments now %s (not written back to the cluster file)", node, args)
+
+    async def park(self, backend: str, server: str, parked: bool) -> bool:
+        """Keep a server in ``maint`` whatever its supervisor says, or stop (``HAProxyGate.park``)."""
+        return await self.gate.park(backend, server, parked)
+
+    async def servers(self) -> list[ServerStatus]:
+        """HAProxy's view of every server; ``OSError`` when it cannot be asked."""
+        if self.view_api is None:
+            raise OSError("no HAProxy runtime API to ask")
+        try:
+            return await self.view_api.servers()
+        except RuntimeAPIError as exc:
+            raise OSError(str(exc)) from exc
+
+    async def sticky_traffic(self, node: str) -> Traffic:
+        """UI requests that carry ``node``'s persistence cookie (in flight, so far); ``OSError`` when unknown."""
+        if self.view_api is None:
+            raise OSError("no HAProxy runtime API to ask")
+        try:
+            entry = (await self.view_api.show_table(STICKY_TABLE)).get(node, {})
+        except RuntimeAPIError as exc:
+            raise OSError(str(exc)) from exc
+        return Traffic(int(entry.get("conn_cur", 0)), int(entry.get("http_req_cnt", 0)))
+
+    def start_rolling_restart(self, body: object) -> dict:
+        """Start a rolling restart (``POST /rolling-restart``): its report; ``OperationError`` when it cannot."""
+        request = parse_request(body)
+        if self.view_api is None:
+            raise OperationError("no HAProxy runtime API: a rolling restart waits on HAProxy's counts")
+        if request.model or request.lora:
+            fixed = [node.name for node in self.spec.nodes
+                     if node.managed and node.worker is not None and node.worker.command]
+            if fixed:
+                raise OperationError(f"workers {fixed} run their own command: --model/--lora cannot change it")
+        operation = RollingRestart(self, request, ready_timeout=self.settings.start_timeout)
+        return self.operations.start("rolling-restart", operation.run).document()
+
+    def operation(self) -> dict | None:
+        """The report of the running or last operation (``GET /operation``)."""
+        return self.operations.last.document() if self.operations.last is not None else None
+
     async def haproxy_view(self) -> HAProxyView | None:
         """HAProxy's view of servers and queues; None when it does not answer within ``VIEW_TIMEOUT``."""
         if self.view_api is None:
@@ -254,7 +338,8 @@ class Sidecar:
         haproxy_status = self.balancer.status if self.balancer is not None else None
         config = uvicorn.Config(
             status_app(self.statuses, self.metrics, self.retry, retry_auth, haproxy_status,
-                       drain=self.drain, view=self.haproxy_view),
+                       drain=self.drain, view=self.haproxy_view,
+                       operations=OperationRoutes(self.start_rolling_restart, self.operation)),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",
@@ -265,6 +350,7 @@ class Sidecar:
         try:
             await self._supervise()
         finally:
+            await self.operations.aclose()
             server.should_exit = True
             await server_task
             if self.host_agent is not None:

@@ -1,6 +1,7 @@
 """What the sidecar tells the outside world: ``GET /status`` (JSON), ``GET /metrics``, ``GET /healthz``,
 and the actions it takes from outside (HTTP basic auth): ``POST /retry/NODE/PART``, ``POST /drain/NODE``
-and ``POST /ready/NODE`` (``python -m balancer.ctl`` speaks them all).
+``POST /ready/NODE`` and ``POST /rolling-restart`` (``balancer.operations``; its progress in ``GET
+/operation``); ``python -m balancer.ctl`` speaks them all.
 
 ``PartStatus`` is the record each supervisor keeps about its process; ``SidecarMetrics``
 holds the Prometheus metrics (in their own registry, not the global one); ``status_app``
@@ -37,6 +38,7 @@ Without GPUs there is neither the key nor a single GPU series (absent, never 0).
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
@@ -55,6 +57,7 @@ from starlette.routing import Route
 from balancer.basic_auth import BasicAuth
 from balancer.causes import Death, DeathCause
 from balancer.gpus import gpu_facts
+from balancer.operations import OperationBusy, OperationError
 from balancer.runtime_api import ServerStatus, parse_servers
 
 GpuFacts = dict[str, dict[str, object]]
@@ -268,6 +271,20 @@ def status_document(
     return document
 
 
+@dataclass(frozen=True)
+class OperationRoutes:
+    """The sidecar's operations, for ``POST /rolling-restart`` and ``GET /operation``."""
+
+    rolling_restart: Callable[[object], dict]
+    """Start one from the request body; its report (``OperationError`` / ``OperationBusy`` when it cannot)."""
+    current: Callable[[], dict | None]
+    """The running or last operation's report; None before the first."""
+
+
+def _error(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail, "fields": []}, status_code=status)
+
+
 def status_app(
     statuses: Callable[[], list[PartStatus]],
     metrics: SidecarMetrics,
@@ -277,6 +294,7 @@ def status_app(
     gpus: Callable[[], GpuFacts] = gpu_facts,
     drain: Callable[[str, bool], Awaitable[dict | None]] | None = None,
     view: Callable[[], Awaitable[HAProxyView | None]] | None = None,
+    operations: OperationRoutes | None = None,
 ) -> Starlette:
     """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz``, ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
@@ -286,7 +304,32 @@ not be told, ``haproxy_told`` false); every action 401
     without ``auth``'s user and password. ``statuses`` are the node parts; ``haproxy`` is HAProxy's,
     when the sidecar supervises it; ``gpus`` reads the GPU facts (blocking: it runs in a worker
     thread, off the event loop); ``view`` reads HAProxy's view of servers and queues (None when
-    it cannot)."""
+    it cannot). ``POST /rolling-restart`` (JSON body: ``RollingRestartRequest``) starts a rolling
+    restart: 202 with its report, 409 while another operation runs, 400 for a bad body; ``GET
+    /operation`` is the running or last operation's report (404 before the first)."""
+
+    async def rolling_restart(request: Request) -> JSONResponse:
+        if not auth.allows(request.headers.get("authorization")):
+            return auth.challenge("POST /rolling-restart")
+        if operations is None:
+            return _error(503, "unavailable", "This sidecar runs no operations.")
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except ValueError:
+            return _error(400, "invalid_body", "The body must be a JSON object.")
+        try:
+            return JSONResponse(operations.rolling_restart(body), status_code=202)
+        except OperationBusy as exc:
+            return _error(409, "busy", str(exc))
+        except OperationError as exc:
+            return _error(400, "invalid_request", str(exc))
+
+    async def operation(request: Request) -> JSONResponse:
+        report = operations.current() if operations is not None else None
+        if report is None:
+            return _error(404, "not_found", "No operation has run yet.")
+        return JSONResponse(report)
 
     async def retry_part(request: Request) -> JSONResponse:
         if not auth.allows(request.headers.get("authorization")):
@@ -337,5 +380,7 @@ not be told, ``haproxy_told`` false); every action 401
             Route("/retry/{node}/{part}", retry_part, methods=["POST"]),
             Route("/drain/{node}", admin_route("drain", True), methods=["POST"]),
             Route("/ready/{node}", admin_route("ready", False), methods=["POST"]),
+            Route("/rolling-restart", rolling_restart, methods=["POST"]),
+            Route("/operation", operation),
         ]
     )

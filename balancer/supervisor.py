@@ -14,7 +14,9 @@ What the process is (a node part, HAProxy) and how to start, probe and stop it i
    and had no runnable thread (frozen), or a worker reporting its denoising loop stalled;
 6. a process that is alive but fails its probe for longer than ``stuck_after`` (or never
    answers within ``start_timeout``) is killed and restarted (cause ``stuck``);
-7. on stop: ``drain``, the child's graceful stop, ``maint``.
+7. on stop: ``drain``, the child's graceful stop, ``maint``;
+8. a planned restart (``request_restart``, a rolling restart): ``maint``, the child's graceful
+   stop, and a new start at once; not a death (no backoff, no crash-loop count).
 
 A child that cannot even be started raises ``StartFailed``: on the first start that is the
 caller's to handle (nothing runs yet); later it counts as one more death.
@@ -102,6 +104,7 @@ class ProcessSupervisor:
         self.name = f"{status.node}/{status.part}"
         self._oom_baseline: int | None = None
         self._retry = asyncio.Event()
+        self._restart = asyncio.Event()
         self.hang = HangDetector(self.name, child.probe_target, settings.hang_after, settings.hang_cpu_seconds)
         metrics.register(status)
 
@@ -124,6 +127,9 @@ class ProcessSupervisor:
             death = await self._start()
             if death is None:
                 death = await self._watch(stopping)
+            if death is None and self._restart.is_set() and not stopping.is_set():
+                await self._planned_restart()
+                continue
             if death is None:
                 return
             self._record(death)
@@ -165,18 +171,19 @@ class ProcessSupervisor:
         """Probe until the process dies (its ``Death``), hangs or gets stuck (killed: ``Death``) or we stop (None)."""
         exited = asyncio.ensure_future(self.child.wait())
         stop = asyncio.ensure_future(stopping.wait())
+        restart = asyncio.ensure_future(self._restart.wait())
         last_ok = time.monotonic()
         try:
             while True:
                 probe = asyncio.ensure_future(self.child.probe())
-                frozen = await self._wait_for_probe(probe, exited, stop)
+                frozen = await self._wait_for_probe(probe, exited, stop, restart)
                 if exited.done():
                     probe.cancel()
                     await self.child.tell_haproxy("maint")  # first of all: no more requests to it
                     if stop.done():
                         return None
                     return await self.classifier.classify(exited.result(), self.status.pid or 0, self._oom_baseline)
-                if stop.done():
+                if stop.done() or restart.done():
                     probe.cancel()
                     return None
                 if frozen:
@@ -191,18 +198,21 @@ class ProcessSupervisor:
                 elif self._probe_failed_too_long(now, last_ok):
                     return await self._kill(DeathCause.STUCK, f"no answer from {self.child.probe_target} "
                                                               f"for {now - last_ok:.0f} s")
-                await asyncio.wait({exited, stop}, timeout=self.settings.probe_interval)
+                await asyncio.wait({exited, stop, restart}, timeout=self.settings.probe_interval)
         finally:
             stop.cancel()
             exited.cancel()
+            restart.cancel()
 
-    async def _wait_for_probe(self, probe: asyncio.Future, exited: asyncio.Future, stop: asyncio.Future) -> str | None:
-        """Wait for the probe's answer (or the exit, or the stop); the evidence if the process is found frozen
-        meanwhile (not while it starts)."""
+    async def _wait_for_probe(self, probe: asyncio.Future, exited: asyncio.Future, stop: asyncio.Future,
+                              restart: asyncio.Future) -> str | None:
+        """Wait for the probe's answer (or the exit, the stop, a planned restart); the evidence if the process
+        is found frozen meanwhile (not while it starts)."""
         self.hang.probe_sent(self.status.pid, time.monotonic())
         look_every = None if self.status.state is PartState.STARTING else self.settings.hang_check_interval
         while True:  # ends with the probe, at its timeout at the latest
-            done, _ = await asyncio.wait({exited, stop, probe}, timeout=look_every, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({exited, stop, restart, probe}, timeout=look_every,
+                                         return_when=asyncio.FIRST_COMPLETED)
             if done:
                 break
             if evidence := self.hang.check(time.monotonic()):
@@ -258,6 +268,21 @@ class ProcessSupervisor:
             self.name, self.policy.recent_deaths(), self.settings.crash_loop_window,
             self.status.last_detail, self.child.log_path, self.retry_hint or "POST /retry on the sidecar",
         )
+
+    def request_restart(self) -> None:
+        """Ask for a planned restart (graceful stop, start at once, with the child's current command):
+        a crash-looped process is retried, one between two starts just starts next."""
+        if self.status.crash_looped:
+            self.retry()
+        elif self.child.pid is not None:
+            self._restart.set()
+
+    async def _planned_restart(self) -> None:
+        self._restart.clear()
+        logger.info("%s: restarting pid %s, as planned", self.name, self.status.pid)
+        await self._stop()
+        self.status.restarts += 1
+        self.metrics.record_restart(self.status)
 
     def retry(self) -> bool:
         """Try a crash-looped process again (``POST /retry/NODE/PART``); False if it is not crash-looped."""

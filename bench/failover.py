@@ -1,12 +1,14 @@
-"""Failover benchmark: a bounded load while a worker dies, a worker hangs, a web front dies, an OOM.
+"""Failover benchmark: a bounded load while a worker dies, a worker hangs, a web front dies, an OOM,
+and then an operator's rolling restart restarts every node.
 
-    python -m bench.failover                      # demo model, 4 clients, at most 240 s
-    python -m bench.failover --clients 6 --seconds 300
+    python -m bench.failover                      # demo model, 4 clients, at most 480 s
+    python -m bench.failover --clients 6 --seconds 600
 
 It starts its own cluster (``launch.py``, 2 nodes, loopback, free ports) and runs a mixed
 load through HAProxy's public frontend: REST ``/generate`` clients, one reused
-``gradio_client.Client`` and one browser-protocol client (what the studio page does). While
-the load runs it causes four failures, one after the other, each once the cluster is whole
+``gradio_client.Client`` and one browser-protocol client (what the studio page does; these two
+wait ``--think-time`` seconds between jobs, as a person does). While the load runs it causes
+four failures and one planned restart, one after the other, each once the cluster is whole
 again:
 
 1. **worker SIGKILL**: the worker that is generating right now (its ``/readyz`` says busy),
@@ -17,7 +19,9 @@ again:
 3. **web front SIGKILL**: the web front the reused ``gradio_client`` is stuck to;
 4. **OOM**: a job with the fault-injection marker sent to the last worker, started with
    ``PORTRAIT_FAULT_OOM_AT_STEP`` and ``--max-consecutive-ooms 1``: it fails that job with
-   507 (expected, not counted) and exits with ``EXIT_OOM`` for the sidecar to restart.
+   507 (expected, not counted) and exits with ``EXIT_OOM`` for the sidecar to restart;
+5. **rolling restart**: ``python -m balancer.ctl rolling-restart`` (``balancer.operations``):
+   node by node, drained, restarted, back; its row's "back UP" is the whole operation.
 
 A monitor polls HAProxy's runtime API (``show stat``) every 50 ms. For each failure it
 reports the good requests that failed, the time until HAProxy marked the server
@@ -36,14 +40,18 @@ On a GPU machine with a real model (recovery includes model load time)::
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from balancer.ctl import PASSWORD_ENV
 from balancer.haproxy import status_is_out, status_is_up
 from balancer.haproxy_config import PART_BACKENDS
 from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
@@ -65,6 +73,8 @@ logger = logging.getLogger("bench.failover")
 
 PROMPT = "studio portrait, rim light, charcoal background"
 OOM_MARKER = "[[bench-oom]]"
+SETTLE = 0.5
+"""The rolling restart's ``--settle`` (seconds of no request before a web front switches)."""
 STATE_COLOURS = {"UP": "#4caf50", "DOWN": "#e53935", "MAINT": "#9e9e9e"}
 TRANSITION_COLOUR = "#ffb300"
 
@@ -152,7 +162,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = benchmark_parser("python -m bench.failover", __doc__, steps=8, size=512)
     parser.add_argument("--clients", type=int, default=4,
                         help="Concurrent clients: 1 gradio_client, 1 browser-protocol, the rest REST.")
-    parser.add_argument("--seconds", type=float, default=240.0, help="Longest run in seconds.")
+    parser.add_argument("--seconds", type=float, default=480.0, help="Longest run in seconds.")
+    parser.add_argument("--think-time", type=float, default=10.0,
+                        help="Seconds the gradio_client and browser clients wait between two jobs (a person looking at "
+                        "the result; a drained web front needs its sticky clients idle at once to switch).")
     parser.add_argument("--max-requests", type=int, default=300, help="Most requests per client.")
     parser.add_argument("--settle", type=float, default=6.0,
                         help="Seconds of normal load before the first failure and after each recovery.")
@@ -162,8 +175,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def build_clients(cluster: LaunchedCluster, clock: Clock, job: Job, count: int, max_requests: int,
-                  closers: list[Callable[[], None]]) -> list[LoadClient]:
-    """The load: one reused gradio_client, one browser-protocol tab, the rest REST."""
+                  closers: list[Callable[[], None]], think_time: float = 0.0) -> list[LoadClient]:
+    """The load: one reused gradio_client, one browser-protocol tab (each pausing ``think_time`` s
+    between jobs), the rest REST (no pause)."""
     def numbered(index: int, i: int) -> Job:
         return Job(job.prompt, job.steps, job.width, job.height, job.seed + 10_000 * index + i, job.guidance)
 
@@ -180,7 +194,8 @@ def build_clients(cluster: LaunchedCluster, clock: Clock, job: Job, count: int, 
         def call(i: int, index: int = index, kind: str = kind, client=client) -> Record:
             return timed_call(clock, f"{kind}-{index}", kind, True, lambda: client.generate(numbered(index, i)))
 
-        clients.append(LoadClient(f"{kind}-{index}", call, max_requests=max_requests))
+        pause = think_time if kind != "rest" else 0.0
+        clients.append(LoadClient(f"{kind}-{index}", call, max_requests=max_requests, pause=pause))
     return clients
 
 
@@ -199,15 +214,17 @@ class FailureScript:
         self.error: BaseException | None = None
 
     def run(self) -> None:
-        """Worker kill, web-front kill, OOM; then stop the load once the cluster is whole."""
+        """Worker kill, web-front kill, OOM, rolling restart; then stop the load once the cluster is whole."""
         try:
             self.wait_for_baseline()
-            for step in (self.kill_busy_worker, self.hang_busy_worker, self.kill_sticky_web, self.oom_worker):
+            for step in (self.kill_busy_worker, self.hang_busy_worker, self.kill_sticky_web, self.oom_worker,
+                         self.rolling_restart):
                 if self.runner.stop.wait(self.args.settle):
                     return
                 failure = step()
                 self.failures.append(failure)
-                self.await_recovery(failure)
+                if failure.up_at is None:
+                    self.await_recovery(failure)
                 if failure.up_at is None:
                     return
             self.runner.stop.wait(self.args.settle)
@@ -276,6 +293,31 @@ class FailureScript:
         return failure
 
 
+    def rolling_restart(self) -> Failure:
+        """``python -m balancer.ctl rolling-restart``, followed to its end (the cluster's whole again then)."""
+        self.cluster.wait_all_ready(self.args.recovery_timeout)
+        before = {(node, part): self.cluster.pid(node, part) for node in self.cluster.node_names
+                  for part in PART_BACKENDS}
+        at = self.clock.now()
+        env = {**os.environ, PASSWORD_ENV: self.cluster.spec.stats.password.get_secret_value()}
+        result = subprocess.run(
+            [sys.executable, "-m", "balancer.ctl", "rolling-restart", "--json", "--sidecar", self.cluster.sidecar_url,
+             "--drain-timeout", str(self.args.recovery_timeout), "--settle", str(SETTLE),
+             "--timeout", str(self.args.seconds)],
+            capture_output=True, text=True, env=env, timeout=self.args.seconds + 30)
+        end = self.clock.now()
+        if result.returncode != 0:
+            note = f"FAILED (exit {result.returncode}): {result.stderr.strip()[:300]}"
+            return Failure("rolling restart", "every node", at, up_at=end, note=note)
+        report = json.loads(result.stdout)
+        self.cluster.wait_all_ready(self.args.recovery_timeout)
+        renewed = all(self.cluster.pid(*key) != pid for key, pid in before.items())
+        drained = ", ".join(f"{node} {entry.get('drained_s', 0):.1f} s" for node, entry in report["nodes"].items())
+        note = (f"{len(report['nodes'])} nodes one at a time, every pid new: {'yes' if renewed else 'NO'}; "
+                f"waits for a quiet moment (settle {SETTLE:g} s): {drained}")
+        return Failure("rolling restart", "every node", at, up_at=end, note=note)
+
+
 def summarize(records: list[Record], failures: list[Failure]) -> list[list[object]]:
     """One table row per failure: failed good requests and latency during its recovery."""
     first = failures[0].at if failures else float("inf")
@@ -342,8 +384,8 @@ def render(args: argparse.Namespace, records: list[Record], failures: list[Failu
         ),
         "",
         "Requests are counted in a phase when they overlap the time from the failure to the server "
-        "being back UP in HAProxy, failed ones when they failed within that time; \"retried\" = finished on "
-        "another worker after a web front retry "
+        "being back UP in HAProxy (for the rolling restart: from its start to its end), failed ones when they "
+        "failed within that time; \"retried\" = finished on another worker after a web front retry "
         "(REST jobs are replayed by HAProxy itself, invisibly). Failures at: "
         + ", ".join(f"{f.name} {f.at:.1f} s" for f in failures) + ".",
         "",
@@ -413,8 +455,8 @@ def main(argv: list[str] | None = None) -> None:
     closers: list[Callable[[], None]] = []
     with LaunchedCluster(options, name="failover") as cluster:
         clock = Clock()
-        runner = LoadRunner(build_clients(cluster, clock, job, args.clients, args.max_requests, closers),
-                            args.seconds)
+        runner = LoadRunner(build_clients(cluster, clock, job, args.clients, args.max_requests, closers,
+                                          args.think_time), args.seconds)
         with StateMonitor(cluster, clock) as monitor:
             script = FailureScript(cluster, monitor, clock, runner, job, args)
             thread = threading.Thread(target=script.run, name="failures", daemon=True)

@@ -20,9 +20,11 @@ from balancer.basic_auth import BasicAuth
 from balancer.cluster import parse_cluster
 from balancer.ctl import PASSWORD_ENV, format_status
 from balancer.gate import HAProxyGate
+from balancer.haproxy_config import PART_BACKENDS
 from balancer.runtime_api import ServerState
-from balancer.sidecar import Sidecar
-from balancer.status import status_app
+from balancer.sidecar import Sidecar, replace_flag
+from balancer.status import OperationRoutes, status_app
+from bench.harness.load import Poller
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, wait_status
@@ -90,6 +92,22 @@ def test_an_operators_drain_wins_over_the_supervisors_ready_until_released() -> 
                                        ("workers/a", "drain"), ("workers/a", "drain"), ("workers/a", "ready")]
 
 
+def test_a_parked_server_stays_in_maint_until_unparked_then_gets_its_held_state() -> None:
+    async def scenario() -> list[tuple[str, ServerState]]:
+        api = RecordingAPI()
+        gate = HAProxyGate(api)  # type: ignore[arg-type]
+        await gate.hold("webs", "a", True)  # a rolling restart drains a
+        await gate.park("webs", "a", True)  # quiet: parked
+        await gate.set_state("webs", "a", "maint")  # restarting
+        await gate.set_state("webs", "a", "ready")  # answering again: still parked
+        await gate.park("webs", "a", False)  # its sticky clients are idle: drained again
+        await gate.hold("webs", "a", False)  # back in rotation
+        return api.told
+
+    assert asyncio.run(scenario()) == [("webs/a", "drain"), ("webs/a", "maint"), ("webs/a", "maint"),
+                                       ("webs/a", "maint"), ("webs/a", "drain"), ("webs/a", "ready")]
+
+
 def test_without_haproxy_a_drain_is_recorded_and_reported_as_not_taken(tmp_path: Path) -> None:
     spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
     sidecar = Sidecar(spec, api=None)  # nothing started: only its HTTP app is used
@@ -106,6 +124,17 @@ def test_without_haproxy_a_drain_is_recorded_and_reported_as_not_taken(tmp_path:
     table = format_status(document).splitlines()
     assert table[1].split()[:5] == ["a", "web", "stopped", "drain", "-"]
     assert table[-1] == "HAProxy's view (HAPROXY, ACTIVE, QUEUED) unavailable: it did not answer the sidecar."
+
+
+def test_without_haproxy_a_rolling_restart_is_refused_and_none_is_reported(tmp_path: Path) -> None:
+    spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
+    sidecar = Sidecar(spec, api=None)  # nothing started: only its HTTP app is used
+    app = status_app(sidecar.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
+                     operations=OperationRoutes(sidecar.start_rolling_restart, sidecar.operation))
+    with TestClient(app) as client:
+        answer = client.post("/rolling-restart", json={}, auth=("admin", STATS_PASSWORD))
+        assert answer.status_code == 400 and "no HAProxy runtime API" in answer.json()["detail"]
+        assert client.get("/operation").status_code == 404
 
 
 def assert_one_line_error(result: subprocess.CompletedProcess, exit_code: int, *words: str) -> None:
@@ -192,7 +221,114 @@ def test_no_password_or_no_sidecar_is_a_usage_error(cluster: SupervisedCluster) 
     assert_one_line_error(ctl(cluster, "status", sidecar=nobody), 2, "cannot reach the sidecar", nobody)
 
 
-@pytest.mark.parametrize("command", ["status", "drain", "ready"])
+class StandInLoad(Poller):
+    """REST jobs and web page loads through HAProxy in a thread, bounded in count and time, while
+    HAProxy's view is sampled: every failed request and every moment no worker was UP is kept."""
+
+    def __init__(self, cluster: SupervisedCluster, max_requests: int = 2000, seconds: float = 120.0) -> None:
+        super().__init__(0.0, "stand-in-load")
+        self.cluster = cluster
+        self.max_requests = max_requests
+        self.deadline = time.monotonic() + seconds
+        self.client = httpx.Client(base_url=cluster.spec.public.url, timeout=30)
+        self.sent = 0
+        self.failures: list[str] = []
+        self.workers_up_min = 2
+
+    def poll(self) -> None:
+        if self.sent >= self.max_requests or time.monotonic() > self.deadline:
+            time.sleep(0.1)  # done: idle until the block ends
+            return
+        # A page load (sticky, by cookie) now and then; REST jobs in between, a second or so.
+        path, params = ("/generate", {"delay": 0.2}) if self.sent % 5 else ("/", {})
+        self.sent += 1
+        try:
+            self.client.get(path, params=params).raise_for_status()
+        except httpx.HTTPError as exc:
+            self.failures.append(f"{path}: {exc!r}")
+        up = sum(server.is_up for server in self.cluster.api.servers("workers"))
+        self.workers_up_min = min(self.workers_up_min, up)
+
+    def __exit__(self, *exc: object) -> None:
+        super().__exit__(*exc)
+        self.client.close()
+
+
+def pids(cluster: SupervisedCluster) -> dict[tuple[str, str], int]:
+    return {(node, part): cluster.part(node, part)["pid"] for node, part in PARTS}
+
+
+def test_rolling_restart_restarts_every_part_under_load_with_no_failed_request(cluster: SupervisedCluster) -> None:
+    for node, part in PARTS:
+        wait_status(cluster.api, PART_BACKENDS[part], node, "UP")
+    before = pids(cluster)
+    restarts = {key: cluster.part(*key)["restarts"] for key in PARTS}
+    deaths = {key: cluster.part(*key)["deaths"] for key in PARTS}
+    with StandInLoad(cluster) as load:
+        wait_until(lambda: load.sent >= 4, "load under way", 30)
+        result = ctl(cluster, "rolling-restart", "--settle", "0.5")
+        sent_during = load.sent
+    assert result.returncode == 0, result.stderr + result.stdout
+    lines = result.stdout.splitlines()
+    for node in ("a", "b"):
+        assert any(f"{node}: restarted and ready after" in line for line in lines), lines
+        assert any(f"{node}: back in rotation" in line for line in lines), lines
+        assert any(f"{node}: its sticky clients idle after" in line for line in lines), lines
+    assert lines[-1] == "rolling restart done: 2 nodes restarted"
+    assert load.failures == [] and sent_during >= 10
+    assert load.workers_up_min == 1  # one node out of rotation at a time, never both
+    after = pids(cluster)
+    assert all(after[key] != before[key] and after[key] for key in PARTS), (before, after)
+    assert all(cluster.part(*key)["restarts"] == restarts[key] + 1 for key in PARTS)
+    assert {key: cluster.part(*key)["deaths"] for key in PARTS} == deaths  # planned: no death counted
+    report = httpx.get(f"{cluster.sidecar_url}/operation", timeout=10).json()
+    assert report["state"] == "done" and report["kind"] == "rolling-restart"
+    assert {node: entry["restarted"] for node, entry in report["nodes"].items()} == {"a": True, "b": True}
+    assert {cluster.part(node, part)["admin"] for node, part in PARTS} == {"ready"}
+
+
+def test_a_second_operation_is_refused_while_one_runs(cluster: SupervisedCluster) -> None:
+    auth = ("admin", STATS_PASSWORD)
+    first = httpx.post(f"{cluster.sidecar_url}/rolling-restart", json={"settle": 2.0}, auth=auth, timeout=10)
+    assert first.status_code == 202, first.text
+    assert_one_line_error(ctl(cluster, "rolling-restart"), 1, "409", "still running")
+    report = wait_until(lambda: (r := httpx.get(f"{cluster.sidecar_url}/operation", timeout=10).json())["state"]
+                        != "running" and r, "the first rolling restart to end", 120, interval=0.2)
+    assert report["id"] == first.json()["id"] and report["state"] == "done", report
+
+
+def test_a_node_that_does_not_come_back_in_time_stops_the_rolling_restart(cluster: SupervisedCluster) -> None:
+    for node, part in PARTS:
+        wait_status(cluster.api, PART_BACKENDS[part], node, "UP")
+    before = pids(cluster)
+    result = ctl(cluster, "rolling-restart", "--settle", "0", "--ready-timeout", "0.05", "--json")
+    assert result.returncode == 3, result
+    report = json.loads(result.stdout)
+    assert report["state"] == "failed" and report["error"].startswith("a: did not come back within 0.05 s")
+    assert "(b not restarted)" in report["error"] and "ctl: rolling restart failed: a: did not" in result.stderr
+    assert pids(cluster)[("b", "worker")] == before[("b", "worker")]
+    # Its supervisor brings it back, and it is in rotation again: the drain was released.
+    for part in ("web", "worker"):
+        wait_status(cluster.api, PART_BACKENDS[part], "a", "UP")
+    assert cluster.part("a")["admin"] == "ready"
+
+
+def test_a_rolling_restart_with_bad_input_is_refused(cluster: SupervisedCluster) -> None:
+    assert_one_line_error(ctl(cluster, "rolling-restart", "--model", "demo"), 1, "400", "run their own command")
+    assert_one_line_error(ctl(cluster, "rolling-restart", "--settle", "-1"), 1, "400", "settle")
+    answer = httpx.post(f"{cluster.sidecar_url}/rolling-restart", content=b"{nope", timeout=10,
+                        auth=("admin", STATS_PASSWORD))
+    assert answer.status_code == 400 and answer.json()["error"] == "invalid_body"
+    assert httpx.post(f"{cluster.sidecar_url}/rolling-restart", timeout=10).status_code == 401
+
+
+def test_worker_flags_are_replaced_where_they_are_or_added() -> None:
+    assert replace_flag(["--model", "demo", "-t", "1"], "--model", "sdxl") == ["--model", "sdxl", "-t", "1"]
+    assert replace_flag(["--lora=auto"], "--lora", "none") == ["--lora=none"]
+    assert replace_flag(["--threads", "1"], "--lora", "none") == ["--threads", "1", "--lora", "none"]
+
+
+@pytest.mark.parametrize("command", ["status", "drain", "ready", "rolling-restart"])
 def test_every_command_has_help(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", "balancer.ctl", command, "--help"], capture_output=True,
                             text=True, timeout=60)

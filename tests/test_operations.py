@@ -1,0 +1,129 @@
+"""A rolling restart of a real cluster (``launch.py``, two nodes on the demo model) under a bounded
+load of REST, ``gradio_client`` and browser-protocol clients: no request fails, at most one node
+is out of rotation at a time, every worker and web front runs a new process, and the workers run
+the new ``--lora`` the operator asked for (``/info``)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from balancer.ctl import PASSWORD_ENV
+from balancer.haproxy_config import WORKERS_BACKEND
+from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, RestClient
+from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
+from bench.harness.processes import Processes
+from webui.contract import INFO_PATH
+
+NODES = ("node1", "node2")
+PARTS = ("web", "worker")
+LOAD_SECONDS = 400.0
+"""Upper bound of the load; it stops as soon as the rolling restart has ended."""
+THINK_TIME = 3.0
+"""Seconds a UI client (gradio_client, browser) waits between two jobs, as a person would: a drained
+web front is switched (out, and back in) only while all its sticky clients are between two jobs at
+once, for ``SETTLE`` seconds."""
+SETTLE = 0.5
+"""The rolling restart's ``--settle``: far longer than the gaps between the requests of one job."""
+
+
+@pytest.fixture(scope="module")
+def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
+    options = ClusterOptions(nodes=len(NODES), threads=1, start_timeout=240,
+                             sidecar={"probe_interval": 0.5, "stop_grace": 5})
+    with Processes("operations") as processes:
+        with LaunchedCluster(options, name="operations", processes=processes,
+                             run_dir=tmp_path_factory.mktemp("operations")) as launched:
+            yield launched
+
+
+class WorkersUp(Poller):
+    """The fewest workers HAProxy had UP at any poll (every 50 ms)."""
+
+    def __init__(self, cluster: LaunchedCluster) -> None:
+        super().__init__(0.05, "workers-up")
+        self.cluster = cluster
+        self.fewest = len(NODES)
+
+    def poll(self) -> None:
+        try:
+            up = sum(server.is_up for server in self.cluster.runtime.servers(WORKERS_BACKEND))
+        except OSError:
+            return
+        self.fewest = min(self.fewest, up)
+
+
+def load_clients(cluster: LaunchedCluster, clock: Clock, closers: list) -> list[LoadClient]:
+    """One REST client with no pause, one reused gradio_client and one browser tab with a think time."""
+    clients = []
+    for index, (kind, client, pause) in enumerate((
+        ("rest", RestClient(cluster.public_url), 0.0),
+        ("gradio_client", GradioApiClient(cluster.public_url + "/"), THINK_TIME),
+        ("browser", BrowserProtocolClient(cluster.public_url), THINK_TIME),
+    )):
+        closers.append(client.close)
+
+        def call(i: int, index: int = index, kind: str = kind, client=client) -> Record:
+            job = Job(prompt=f"rolling portrait {i}", steps=2, width=256, height=256, seed=100 * index + i)
+            return timed_call(clock, kind, kind, True, lambda: client.generate(job))
+
+        clients.append(LoadClient(kind, call, max_requests=200, pause=pause))
+    return clients
+
+
+def rolling_restart(cluster: LaunchedCluster, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, PASSWORD_ENV: cluster.spec.stats.password.get_secret_value()}
+    return subprocess.run([sys.executable, "-m", "balancer.ctl", "rolling-restart", "--sidecar", cluster.sidecar_url,
+                           *args], capture_output=True, text=True, env=env, timeout=LOAD_SECONDS)
+
+
+def worker_lora(cluster: LaunchedCluster, node: str) -> object:
+    return httpx.get(cluster.part_url(node, "worker") + INFO_PATH, timeout=10).raise_for_status().json()["lora"]
+
+
+def test_rolling_restart_under_load_fails_no_request_and_applies_the_new_lora(cluster: LaunchedCluster) -> None:
+    cluster.wait_all_ready(120)
+    before = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
+    assert {worker_lora(cluster, node) for node in NODES} != {None}  # the demo model's own LoRA
+    clock, closers = Clock(), []
+    try:
+        runner = LoadRunner(load_clients(cluster, clock, closers), LOAD_SECONDS)
+        with WorkersUp(cluster) as workers_up:
+            result: dict[str, subprocess.CompletedProcess] = {}
+
+            def operate() -> None:
+                runner.stop.wait(3.0)  # some load first
+                result["ctl"] = rolling_restart(cluster, "--lora", "none", "--drain-timeout", "150",
+                                                "--settle", str(SETTLE))
+                runner.stop.set()
+
+            operator = threading.Thread(target=operate, name="operator")
+            operator.start()
+            records = runner.run()
+            operator.join(timeout=LOAD_SECONDS)
+    finally:
+        for close in closers:
+            close()
+
+    ctl = result["ctl"]
+    print(ctl.stdout, ctl.stderr)  # the operation's timeline, shown when the test fails
+    for record in records:
+        print(f"{record.kind:14} {record.start:6.1f} {record.end:6.1f} {record.outcome} {record.detail[:80]}")
+    assert ctl.returncode == 0, ctl.stdout + ctl.stderr
+    assert "a job under way may fail" not in ctl.stdout  # each web front came back while its clients were idle
+    failed = [record for record in records if record.outcome != OK]
+    assert failed == [], ([(r.kind, round(r.start, 1), round(r.end, 1), r.detail) for r in failed], ctl.stdout)
+    assert {record.kind for record in records} == {"rest", "gradio_client", "browser"}
+    assert workers_up.fewest == 1  # one node out at a time, never both
+    after = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
+    assert all(after[key] != before[key] for key in before), (before, after)
+    assert {worker_lora(cluster, node) for node in NODES} == {None}
+    cluster.wait_all_ready(60)
