@@ -71,6 +71,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webui.contract import (
     CLIENT_GONE_STATUS,
+    EXIT_LOAD_FAILED,
     HEALTH_PATH,
     INFO_PATH,
     JOB_PATHS,
@@ -110,6 +111,7 @@ from webui.worker.job_parsing import (
 )
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.scheduler import Job, JobScheduler
+from webui.worker.standby import WarmStandby, hold_go_signal
 
 logger = logging.getLogger("webui.worker")  # also when run as __main__
 access_logger = logging.getLogger("webui.worker.access")
@@ -422,8 +424,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m webui.worker: invalid setting: {settings_problems(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loader: PipelineLoader = load_portrait_pipeline
+    if settings.standby is not None:
+        hold_go_signal()
+        standby = WarmStandby(settings, settings.standby)
+        if not standby.prepare():
+            return EXIT_LOAD_FAILED
+        standby.wait_for_go()
+        loader = standby.loader
     process_exit = ProcessExit()
-    app = create_app(settings, on_fatal=process_exit, faults=faults)
+    app = create_app(settings, pipeline_loader=loader, on_fatal=process_exit, faults=faults)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, log_level="info", access_log=False,
         timeout_graceful_shutdown=settings.graceful_shutdown, **settings.uvicorn_tls(),

@@ -48,6 +48,8 @@ class Pipeline(Protocol):
 
     def describe(self) -> dict: ...
 
+    def place(self) -> None: ...
+
     def effective_params(
         self, request: GenerationRequest, seed: int, init_image: Image.Image | None = None
     ) -> EffectiveParams: ...
@@ -60,14 +62,15 @@ class Pipeline(Protocol):
 PipelineLoader = Callable[[WorkerSettings], Pipeline]
 
 
-def load_portrait_pipeline(settings: WorkerSettings) -> Pipeline:
+def load_portrait_pipeline(settings: WorkerSettings, place: bool = True) -> Pipeline:
     """The default loader (imported here, in the loading thread, so ``/healthz`` is up at once).
 
-    ``--model standin:SECONDS`` gives the benchmarks' fixed-latency stand-in (``webui.worker.standin``).
+    ``--model standin:SECONDS`` gives the benchmarks' fixed-latency stand-in (``webui.worker.standin``);
+    ``place=False`` keeps the weights in host memory (``Pipeline.place`` moves them).
     """
     from webui.worker.pipeline import load_pipeline
 
-    return load_pipeline(settings)
+    return load_pipeline(settings, place=place)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
