@@ -5,6 +5,7 @@ order: a SIGKILLed worker is replaced by its standby (its PID becomes the worker
 there, a new standby loads); a worker's OOM exit likewise; a standby that cannot load crash-loops
 on its own while its worker keeps serving; stopping ``launch.py`` leaves nothing running. The
 model is a copy of the demo model, so that a test can take it away from a standby that restarts.
+Also: the setting is off by default, ``launch.py --standby`` turns it on, a web front has none.
 Kill-to-ready times go to ``test-artifacts/standby.json``: reported, not asserted.
 """
 
@@ -18,7 +19,10 @@ from pathlib import Path
 
 import psutil
 import pytest
+from pydantic_settings import CliApp
 
+from balancer.cluster import ClusterConfigError, parse_cluster
+from balancer.settings import LaunchSettings
 from bench.harness.clients import CallFailed, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import REPO, Processes
@@ -65,6 +69,19 @@ def cluster(model_copy: Path, tmp_path_factory: pytest.TempPathFactory):
         assert standbys, "no standby was running when the cluster stopped"
         assert not alive, f"left running after launch.py stopped: {alive}"
         assert not any(psutil.pid_exists(pid) for pid in standbys)
+
+
+def test_standby_is_off_by_default_a_launch_flag_and_a_worker_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("balancer.settings.list_gpus", list)  # a machine without GPUs
+
+    def standbys(*flags: str) -> list[bool]:
+        spec = CliApp.run(LaunchSettings, cli_args=["--threads", "1", *flags]).cluster_spec()
+        return [node.worker.standby for node in spec.nodes]
+
+    assert standbys() == [False, False]
+    assert standbys("--standby") == [True, True]
+    with pytest.raises(ClusterConfigError, match="standby is a worker setting"):
+        parse_cluster({"nodes": [{"name": "n1", "web": {"port": 7860, "standby": True}}]})
 
 
 def promoted(cluster: LaunchedCluster, node: str, standby_pid: int, promotions: int) -> dict:
