@@ -33,9 +33,9 @@ Status codes (every error body is an ``ErrorBody``, never a traceback):
 * 500 ``generation_failed``/``internal_error``: unexpected; the traceback is in the log.
 
 After an OOM the worker frees memory (``gc.collect``, ``torch.cuda.empty_cache`` on CUDA)
-and runs a small self-check generation. After ``max_consecutive_ooms`` OOMs in a row, or if
-the self-check fails, it turns not-ready, finishes the responses in flight and exits with
-``EXIT_OOM`` so that its supervisor restarts it with a clean device. A model that cannot
+and runs a small self-check generation. After ``max_consecutive_ooms`` OOMs in a row (then
+with no self-check), or if the self-check fails, it turns not-ready, finishes the responses in
+flight and exits with ``EXIT_OOM`` so that its supervisor restarts it with a clean device. A model that cannot
 be loaded (or warmed up) makes it exit with ``EXIT_LOAD_FAILED``.
 
 Each request is logged as one JSON line (request id from ``X-Request-ID`` or a new one,

@@ -228,7 +228,8 @@ class GenerationService:
         )
 
     def _after_out_of_memory(self, exc: BaseException, params: EffectiveParams) -> OutOfMemory:
-        """Count the OOM, free memory, self-check; exit after too many. Returns the error to raise."""
+        """Count the OOM, free memory, self-check (not when it exits anyway: a quicker restart); exit after
+        too many. Returns the error to raise."""
         self.metrics.out_of_memory.inc()
         self.consecutive_ooms += 1
         cause = one_line(exc, limit=200)
@@ -237,14 +238,11 @@ class GenerationService:
             self.settings.max_consecutive_ooms, params.width, params.height, params.num_images, cause,
         )
         self.free_memory()
-        try:
-            self._self_check()
-            healthy = True
-        except Exception:  # noqa: BLE001 - any failure of the self-check means the device is not usable
-            logger.exception("self-check after out of memory failed")
-            healthy = False
-        if not healthy or self.consecutive_ooms >= self.settings.max_consecutive_ooms:
-            why = "its self-check failed" if not healthy else f"{self.consecutive_ooms} jobs in a row ran out of memory"
+        if self.consecutive_ooms >= self.settings.max_consecutive_ooms:
+            why = f"{self.consecutive_ooms} jobs in a row ran out of memory"  # no self-check: it exits anyway
+        else:
+            why = None if self._self_check_passes() else "its self-check failed"
+        if why is not None:
             self._set_state(False, f"restarting: {why}")
             logger.critical("exiting with code %d: %s", EXIT_OOM, why)
             self._on_fatal(EXIT_OOM)
@@ -252,6 +250,15 @@ class GenerationService:
             f"Out of memory generating {params.num_images} image(s) of {params.width}x{params.height} "
             f"({cause}). Try a smaller resolution or fewer images.",
         )
+
+    def _self_check_passes(self) -> bool:
+        """The self-check after an OOM; False (logged) when it fails."""
+        try:
+            self._self_check()
+        except Exception:  # noqa: BLE001 - any failure of the self-check means the device is not usable
+            logger.exception("self-check after out of memory failed")
+            return False
+        return True
 
     def free_memory(self) -> None:
         """Release what a failed job left behind (and CUDA's cached blocks on a GPU)."""
