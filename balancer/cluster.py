@@ -152,6 +152,10 @@ class HealthSpec(_Model):
     fall: int = Field(2, ge=1, description="Failed checks before a server is marked DOWN.")
     rise: int = Field(2, ge=1, description="Passed checks before a server is marked UP.")
     slowstart: float = Field(10.0, ge=0, description="Seconds over which a returning server ramps up to full load.")
+    agent_interval: float = Field(
+        0.01, gt=0, description="Seconds between polls of a worker's dispatch agent (its agent_port): how soon the "
+        "next job comes once a result is being encoded.",
+    )
 
 
 class SidecarSpec(Listener):
@@ -223,6 +227,12 @@ class PartSpec(_Model):
     command: list[str] | None = Field(
         None, description="Run this instead of the standard webui command (managed nodes; rarely needed)."
     )
+    agent_port: int | None = Field(
+        None, ge=1, le=65535,
+        description="A worker's dispatch agent (HAProxy agent-check; webui/worker/dispatch_agent.py): HAProxy "
+        "sends the next job while a result is PNG-encoded. Unset: one job at a time, encoding included "
+        "(a remote worker needs the same --agent-port).",
+    )
     gpu: int | None = Field(
         None, ge=0, description="The GPU of a managed worker (NVML / nvidia-smi index): the sidecar gives it "
         "CUDA_VISIBLE_DEVICES=GPU and CUDA_DEVICE_ORDER=PCI_BUS_ID unless env sets them. Unset: every GPU "
@@ -268,6 +278,8 @@ class NodeSpec(_Model):
             raise ValueError(f"node {self.name}: needs a web front, a worker, or both")
         if self.web is not None and self.web.gpu is not None:
             raise ValueError(f"node {self.name}: gpu is a worker setting; a web front needs no GPU")
+        if self.web is not None and self.web.agent_port is not None:
+            raise ValueError(f"node {self.name}: agent_port is a worker setting")
         if self.web is not None and self.web.standby:
             raise ValueError(f"node {self.name}: standby is a worker setting; a web front has none")
         return self
@@ -332,6 +344,8 @@ class ClusterSpec(_Model):
             for kind, part in (("web", node.web), ("worker", node.worker)):
                 if part is not None:
                     _claim_port(seen, part.port, f"nodes.{node.name}.{kind}")
+                if part is not None and part.agent_port is not None:
+                    _claim_port(seen, part.agent_port, f"nodes.{node.name}.{kind}.agent_port")
         if self.users_file is not None and not self.users_file.is_file():
             raise ValueError(f"users_file: {self.users_file} is not a file")
         return self
@@ -478,6 +492,10 @@ def load_cluster_file(path: Path) -> dict:
     return data
 
 
+AGENT_PORT_OFFSET = 1000
+"""A local worker's dispatch agent listens this far above its own port (7960 -> 8960)."""
+
+
 def local_nodes(
     count: int,
     *,
@@ -494,7 +512,8 @@ def local_nodes(
     each worker with a warm standby."""
     nodes = []
     for index in range(count):
-        worker = {"port": first_worker_port + index, "args": list(worker_args or [])}
+        worker = {"port": first_worker_port + index, "agent_port": first_worker_port + AGENT_PORT_OFFSET + index,
+                  "args": list(worker_args or [])}
         if standby:
             worker["standby"] = True
         if index < len(gpus) and gpus[index] is not None:

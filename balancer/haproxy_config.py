@@ -166,7 +166,13 @@ class StaticServers:
         return [self._line(node, node.web.address, f"cookie {node.name}") for node in self.spec.webs]  # type: ignore[union-attr]
 
     def worker_lines(self) -> list[str]:
-        return [self._line(node, node.worker.address, "maxconn 1") for node in self.spec.workers]  # type: ignore[union-attr]
+        return [self._line(node, node.worker.address, "maxconn 1" + self._agent(node))  # type: ignore[union-attr]
+                for node in self.spec.workers]
+
+    def _agent(self, node: NodeSpec) -> str:
+        """HAProxy's agent check on the worker's dispatch agent (webui/worker/dispatch_agent.py), if it has one."""
+        port = node.worker.agent_port  # type: ignore[union-attr]
+        return f" agent-check agent-port {port} agent-inter {duration(self.spec.health.agent_interval)}" if port else ""
 
     def probe_lines(self) -> list[str]:
         return [
@@ -235,6 +241,13 @@ class HAProxyConfigRenderer:
             "global",
             "    log stderr format raw local0 info",
             f"    maxconn {limits.max_connections}",
+            "    # One thread: HAProxy 2.8 checks a server's free slots (maxconn) and takes one in",
+            "    # separate steps, and its threads race between them while L7 retries release and",
+            "    # re-take slots (a 503 replayed elsewhere frees its slot and dequeues the next job at",
+            "    # once): seen here, a worker with maxconn 1 held 2 jobs while the other sat idle.",
+            "    # Upstream: haproxy issue 2744, commits 5541d4995d, 111ea83ed (3.1/3.2). One",
+            "    # thread serves this load (a few jobs a second, a studio's page traffic) easily.",
+            "    nbthread 1",
             "    # The runtime API: the sidecar puts servers in maint/ready through it.",
             "    # mode 600: only the user running the cluster can open it.",
             f"    stats socket {self.spec.socket_path} mode 600 level admin",
@@ -590,6 +603,12 @@ class HAProxyConfigRenderer:
             "    http-error status 503 content-type application/json hdr Retry-After 10 string "
             + _json_body("busy", detail),
         ]
+        if any(node.worker.agent_port for node in self.spec.workers):  # type: ignore[union-attr]
+            lines += [
+                "    # A worker's dispatch agent (agent-check) raises its maxconn to 2 while it PNG-encodes a",
+                "    # result with its GPU idle, so the next job in this queue starts at once, and sets it",
+                "    # back to 1 before that result's response frees the slot (webui/worker/dispatch_agent.py).",
+            ]
         lines += self.servers.worker_lines()
         return _block(*lines)
 

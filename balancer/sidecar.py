@@ -65,7 +65,7 @@ from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
 from balancer.standby import WorkerWithStandby, standby_worker
 from balancer.status import BALANCER, HAProxyView, PartStatus, SidecarMetrics, status_app
 from balancer.supervisor import ProcessSupervisor
-from webui.contract import PRIVATE_UMASK
+from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")
 
@@ -82,7 +82,9 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
         return list(part.command)
     common = ["--host", part.host, "--port", str(part.port)]
     if kind == "worker":
-        return [sys.executable, "-m", "webui.worker", *common, "--node", node.name, *part.args]
+        agent = ["--agent-port", str(part.agent_port)] if part.agent_port else []
+        return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
+                "--queue-size", str(BALANCED_QUEUE_SIZE), *agent, *part.args]
     return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *spec.web_flags(), *part.args]
 
 

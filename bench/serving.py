@@ -43,21 +43,36 @@ and after. Results go to ``bench/results/serving-layers.md``::
 
     python -m bench.serving --standin 0.5                       # 512 and 1024, 50 requests each
     python -m bench.serving --standin 0.2 --requests 15 --sizes 512 1024
+
+**Duty cycle under saturating load** (``--standin SECONDS --saturation``): two clusters of two
+stand-in nodes, one whose workers have no dispatch agent (one job per worker until its response
+is sent, PNG encoding included: as before the agent) and one with it
+(``webui/worker/dispatch_agent.py``). Each of ``--rounds`` rounds runs a ``--seconds`` phase per
+cluster with 1 worker in rotation, then 2, ``--concurrency`` REST clients at ``--size``² back to
+back. Per phase: jobs/s completed inside it, failed requests, and the duty cycle: the workers'
+``portrait_worker_generating_seconds_total`` growth over the phase (its first second left out)
+divided by its wall time and worker count. Results go to ``bench/results/serving-saturation.md``::
+
+    python -m bench.serving --standin 1.0 --saturation --size 1024 --seconds 15 --rounds 2
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import dataclasses
 import logging
 import operator
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import reduce
 from typing import TYPE_CHECKING
+
+import httpx
 
 from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
 from bench.harness.clients import GradioApiClient, Job, RestClient, check_image, pixels_digest
@@ -125,6 +140,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="Measure what each layer adds, on 1 node serving 'standin:SECONDS' (--model is ignored).")
     layers.add_argument("--sizes", type=int, nargs="+", default=[512, 1024], help="Square image sides (--standin).")
     layers.add_argument("--requests", type=int, default=50, help="Sequential requests per path and size (--standin).")
+    layers.add_argument("--saturation", action="store_true",
+                        help="Instead of layer costs: GPU duty cycle and 1 vs 2 worker jobs/s under saturating load, "
+                        "without and with the dispatch agent (--standin; --concurrency, --seconds, --rounds, --size).")
     return parse_benchmark_args(parser, argv)
 
 
@@ -212,11 +230,12 @@ def measure_latency(calls: dict[str, Callable[[Job], str]], job: Job, runs: int)
 
 
 def measure_throughput(cluster: LaunchedCluster, workers: int, job: Job, clients: int, seconds: float,
-                       max_requests: int) -> Throughput:
+                       max_requests: int, hash_pixels: bool = True) -> Throughput:
     """Requests/s through HAProxy's public ``/generate`` with ``workers`` workers in rotation.
 
     ``clients`` REST clients send jobs back to back for ``seconds``; the rate counts the jobs
-    that completed inside that window.
+    that completed inside that window. Without ``hash_pixels`` they check each answer's PNG
+    header only (``RestClient.generate_unhashed``), leaving the CPU to the workers.
     """
     names = [node.name for node in cluster.spec.workers]
     with cluster.only_workers(names[:workers]):
@@ -226,7 +245,8 @@ def measure_throughput(cluster: LaunchedCluster, workers: int, job: Job, clients
         def client_call(index: int) -> Callable[[int], Record]:
             def call(i: int) -> Record:
                 numbered = Job(job.prompt, job.steps, job.width, job.height, job.seed + 1000 * index + i, job.guidance)
-                return timed_call(clock, f"rest-{index}", "rest", True, lambda: rest[index].generate(numbered))
+                generate = rest[index].generate if hash_pixels else rest[index].generate_unhashed
+                return timed_call(clock, f"rest-{index}", "rest", True, lambda: generate(numbered))
             return call
 
         records = LoadRunner(
@@ -324,6 +344,12 @@ def measure_layers(args: argparse.Namespace) -> tuple[dict[int, dict[str, list[f
     return results, loads
 
 
+def load_averages(loads: list[tuple[float, ...]]) -> str:
+    """"Load average (1, 5, 15 min) before: ...; after: ..." for the first and last reading."""
+    before, after = ("{:.2f}, {:.2f}, {:.2f}".format(*values) for values in (loads[0], loads[-1]))
+    return f"Load average (1, 5, 15 min) before: {before}; after: {after}"
+
+
 def layer_ms(stats: dict[str, LatencyStats], plus: list[str], minus: list[str]) -> tuple[float, ...]:
     """(p50, p99) of ``sum(plus) - sum(minus)``, as differences of each path's percentiles."""
     return tuple(sum(getattr(stats[k], q) for k in plus) - sum(getattr(stats[k], q) for k in minus)
@@ -345,7 +371,6 @@ def render_layers(args: argparse.Namespace, results: dict[int, dict[str, list[fl
                  for key in ("a", "b", "c", "d", "check")]
     layer_rows = [[name] + cells([layer_ms(stats[size], plus, minus) for size in sizes])
                   + [f"≤ {goal:g}" if goal else "–"] for name, plus, minus, goal in LAYERS]
-    load = ["{:.2f}, {:.2f}, {:.2f}".format(*values) for values in loads]
     return "\n".join([
         "# Serving layers with the fixed-latency stand-in",
         "",
@@ -354,7 +379,7 @@ def render_layers(args: argparse.Namespace, results: dict[int, dict[str, list[fl
         f"{args.requests} sequential requests per path and size (interleaved round-robin, same seeds, "
         "pixel-identical on every path), after one warm-up each. p99 of so few requests is close to the maximum.",
         "",
-        f"{machine_summary()}. Load average (1, 5, 15 min) before: {load[0]}; after: {load[1]}.",
+        f"{machine_summary()}. {load_averages(loads)}.",
         "",
         "## Each path (ms)",
         "",
@@ -372,15 +397,125 @@ def render_layers(args: argparse.Namespace, results: dict[int, dict[str, list[fl
     ])
 
 
+SATURATION_VARIANTS = {False: "without dispatch agent (before)", True: "with dispatch agent (after)"}
+WARM_UP = 1.0
+"""Seconds at the start of a saturation phase left out of its duty cycle (the queue fills)."""
+
+
+def generating_seconds(cluster: LaunchedCluster, nodes: list[str]) -> float:
+    """Sum of ``portrait_worker_generating_seconds_total`` over ``nodes``' workers."""
+    total = 0.0
+    for node in nodes:
+        text = httpx.get(f"{cluster.part_url(node, 'worker')}/metrics", timeout=10).text
+        total += next(float(line.split()[1]) for line in text.splitlines()
+                      if line.startswith("portrait_worker_generating_seconds_total "))
+    return total
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """One saturation phase: throughput and the duty cycle of the workers in rotation."""
+
+    agent: bool
+    throughput: Throughput
+    duty: float
+
+
+def measure_saturation_phase(cluster: LaunchedCluster, agent: bool, workers: int, job: Job, args: argparse.Namespace
+                             ) -> Saturation:
+    """One phase: ``args.concurrency`` clients for ``args.seconds``; the duty cycle sampled beside it."""
+    nodes = cluster.node_names[:workers]
+    samples: list[tuple[float, float]] = []
+
+    def sample() -> None:
+        for at in (WARM_UP, args.seconds):
+            time.sleep(max(0.0, started + at - time.monotonic()))
+            samples.append((time.monotonic(), generating_seconds(cluster, nodes)))
+
+    started = time.monotonic()
+    sampler = threading.Thread(target=sample, name="duty-sampler")
+    sampler.start()
+    throughput = measure_throughput(cluster, workers, job, args.concurrency, args.seconds, args.max_requests,
+                                    hash_pixels=False)
+    sampler.join()
+    (t0, g0), (t1, g1) = samples
+    return Saturation(agent, throughput, (g1 - g0) / ((t1 - t0) * workers))
+
+
+def measure_saturation(args: argparse.Namespace) -> tuple[list[Saturation], list[tuple[float, ...]]]:
+    """Every phase of ``--saturation`` (both clusters up at once, phases interleaved); load averages."""
+    job = Job(PROMPT, args.steps, args.size, args.size, seed=1000, guidance=args.guidance)
+    # No slowstart: the phases take workers in and out of rotation, and a returning server's
+    # maxconn ramps up over it (the agent's second slot would be withheld meanwhile).
+    base = dataclasses.replace(ClusterOptions.from_args(args), model=f"standin:{args.standin:g}", nodes=2,
+                               extra={"health": {"slowstart": 0}})
+    loads = [os.getloadavg()]
+    phases = []
+    with contextlib.ExitStack() as stack:
+        clusters = {agent: stack.enter_context(LaunchedCluster(dataclasses.replace(base, dispatch_agent=agent),
+                                                               name=f"saturation-{'agent' if agent else 'plain'}"))
+                    for agent in SATURATION_VARIANTS}
+        for round_ in range(args.rounds):
+            for agent, cluster in clusters.items():
+                for workers in (1, 2):
+                    phase = measure_saturation_phase(cluster, agent, workers, job, args)
+                    logger.info("round %d, %s, %d worker(s): %.2f jobs/s, duty %.1f %%", round_ + 1,
+                                SATURATION_VARIANTS[agent], workers, phase.throughput.per_second, 100 * phase.duty)
+                    phases.append(phase)
+    loads.append(os.getloadavg())
+    return phases, loads
+
+
+def render_saturation(args: argparse.Namespace, phases: list[Saturation], loads: list[tuple[float, ...]]) -> str:
+    """The Markdown report of ``--saturation``: jobs/s, failures and duty cycle per variant and worker count."""
+    rows, rates = [], {}
+    for agent, name in SATURATION_VARIANTS.items():
+        for workers in (1, 2):
+            mine = [p for p in phases if p.agent == agent and p.throughput.workers == workers]
+            total = reduce(operator.add, [p.throughput for p in mine])
+            duties = [p.duty for p in mine]
+            rates[agent, workers] = total.per_second
+            rows.append([name, workers, total.phases, total.ok, total.failed, f"{total.per_second:.3f}",
+                         f"{100 * sum(duties) / len(duties):.1f} %", f"{100 * min(duties):.1f} %"])
+    ratio_rows = [[name, f"{rates[agent, 2] / rates[agent, 1]:.2f}×"] for agent, name in SATURATION_VARIANTS.items()]
+    return "\n".join([
+        "# GPU duty cycle under saturating load, with the fixed-latency stand-in",
+        "",
+        f"The workers serve `standin:{args.standin:g}`: **not a model**; each job sleeps {args.standin:g} s (the "
+        f"'GPU' time), then the worker PNG-encodes a {args.size}×{args.size} image. Two clusters of two nodes, one "
+        "without and one with the dispatch agent, both up at once; "
+        f"{args.rounds} round(s) of a {args.seconds:g} s phase per cluster with 1 worker in rotation, then 2, "
+        f"{args.concurrency} REST clients through HAProxy back to back (checking status, seed and PNG header, not "
+        "decoding pixels: the clients share the machine). Duty cycle: growth of the workers' "
+        f"generating seconds over each phase (its first {WARM_UP:g} s left out) / (wall time × workers).",
+        "",
+        f"**These are CPU numbers**: {machine_summary()}. {load_averages(loads)}. The encode competes with "
+        "everything else on this machine for its cores.",
+        "",
+        markdown_table(["variant", "workers", "phases", "completed", "failed", "jobs/s", "duty cycle (mean)",
+                        "duty cycle (worst phase)"], rows),
+        "",
+        markdown_table(["variant", "2 workers / 1 worker (jobs/s)"], ratio_rows),
+        "",
+        f"With the agent / without, 2 workers: {rates[True, 2] / rates[False, 2]:.2f}× the jobs/s.",
+        "",
+        f"Reproduce: `{args.reproduce}`",
+    ])
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark, print the table, write the results files."""
     args = parse_args(argv)
     prepare_run()
+    if args.saturation and args.standin is None:
+        raise SystemExit("python -m bench.serving: --saturation needs --standin SECONDS")
     if args.standin is not None:
-        results, loads = measure_layers(args)
-        markdown = render_layers(args, results, loads)
+        if args.saturation:
+            name, markdown = "serving-saturation", render_saturation(args, *measure_saturation(args))
+        else:
+            name, markdown = "serving-layers", render_layers(args, *measure_layers(args))
         print(markdown)
-        for path in write_results("serving-layers", markdown, None):
+        for path in write_results(name, markdown, None):
             print(f"wrote {path}")
         return
     options = ClusterOptions.from_args(args)

@@ -489,6 +489,43 @@ def test_scheduler_runs_one_job_queues_one_refuses_the_next_and_drops_a_departed
     asyncio.run(scenario())
 
 
+def test_a_cancelled_running_job_frees_its_place_for_the_next():
+    """queue_size=0 (behind HAProxy): B is refused while A runs; once A's client left, B is
+    admitted (it starts when A stops at its next step) and C is refused again."""
+    step = threading.Event()
+
+    def job_a(cancel: threading.Event) -> str:
+        while not step.wait(0.01):
+            pass
+        if cancel.is_set():
+            raise JobCancelled("stopped at the next step")
+        return "A"
+
+    async def scenario() -> None:
+        scheduler = JobScheduler(queue_size=0)
+        try:
+            running = scheduler.submit(job_a)
+            for _ in range(100):
+                if scheduler.busy:
+                    break
+                await asyncio.sleep(0.01)
+            with pytest.raises(QueueFull):
+                scheduler.submit(lambda cancel: "B")
+            assert running.abandon() == "cancelled"
+            admitted = scheduler.submit(lambda cancel: "B")
+            with pytest.raises(QueueFull):
+                scheduler.submit(lambda cancel: "C")
+            step.set()
+            with pytest.raises(JobCancelled):
+                await running.task
+            assert await admitted.task == "B"
+        finally:
+            step.set()
+            scheduler.close()
+
+    asyncio.run(scenario())
+
+
 def test_fault_plan_reads_env_and_raises_the_device_oom():
     plan = FaultPlan.from_env({FAULT_OOM_AT_STEP: "2", "PORTRAIT_FAULT_PROMPT_MARKER": "boom"})
     assert plan.wrap(None, "a calm prompt", cuda=False) is None

@@ -31,6 +31,10 @@ RETRYABLE_STATUSES = (502, 503, 504)
 """Nothing ran: the same job may be sent again, to this or another worker (HAProxy's retry-on, the web front)."""
 OUT_OF_MEMORY_STATUS = 507
 """The job ran out of memory: not retried (another worker has the same GPU), the client lowers its size."""
+BALANCED_QUEUE_SIZE = 0
+"""Jobs a worker behind HAProxy lets wait behind its running one (the sidecar starts workers with it):
+none. HAProxy's queue is the cluster-wide FIFO; a job that still reaches a busy worker (HAProxy can
+exceed ``maxconn``) is refused with a retryable 503, and HAProxy replays it on a free worker."""
 CLIENT_GONE_STATUS = 499
 """Logged (nginx's convention) when the client left before its answer; nobody receives it."""
 

@@ -117,6 +117,10 @@ class WorkerSettings(ServerTLSSettings):
     )
     threads: int = Field(0, description="torch CPU threads (0: torch's default).")
     queue_size: int = Field(8, ge=0, description="Jobs that may wait behind the running one before 503.")
+    agent_port: int = Field(
+        0, ge=0, le=65535, description="Port of HAProxy's agent check (webui/worker/dispatch_agent.py): a second "
+        "job while the last result is PNG-encoded, so the GPU does not wait. 0: off.",
+    )
     max_images: int = Field(MAX_IMAGES, ge=1, description="Most images one request may ask for.")
     max_side: int = Field(MAX_SIDE, ge=64, description="Largest width or height in pixels.")
     max_upload_bytes: int = Field(MAX_UPLOAD_BYTES, ge=1, description="Largest retouch upload in bytes.")

@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import secrets
+import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,9 @@ class Job:
     def rest_body(self) -> dict[str, Any]:
         """The JSON body of ``POST /generate``."""
         return asdict(self)
+
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,22 @@ class RestClient:
     def generate(self, job: Job) -> Reply:
         """Run ``job``; a checked ``Reply`` or ``CallFailed``/``Rejected``."""
         return self.parse(self.post_json(job.rest_body()), job)
+
+    def generate_unhashed(self, job: Job) -> Reply:
+        """Run ``job``, checking its status, seed and PNG header (signature, size) but not its pixels:
+        for load phases, where decoding every image would load the machine being measured."""
+        response = self.post_json(job.rest_body())
+        if response.status_code != 200:
+            raise error_from_response(response)
+        try:
+            body = response.json()
+            header = base64.b64decode(body["images"][0][:32])
+            size = struct.unpack(">II", header[16:24])
+            if header[:8] != PNG_SIGNATURE or size != (job.width, job.height) or body["seed"] != job.seed:
+                raise CallFailed(f"not the asked image: PNG header {header[:24]!r}, seed {body['seed']}")
+            return Reply(body["seed"], job.width, job.height, body["worker_id"])
+        except (ValueError, KeyError, IndexError, TypeError, struct.error) as exc:
+            raise CallFailed(f"malformed /generate answer: {exc!r}") from None
 
     def post_json(self, body: Any) -> httpx.Response:
         """POST any JSON body to ``/generate`` (transport errors become ``CallFailed``)."""

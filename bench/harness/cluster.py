@@ -51,6 +51,8 @@ class ClusterOptions:
     worker_args: list[str] = field(default_factory=list)
     web_args: list[str] = field(default_factory=list)
     worker_env: dict[str, str] = field(default_factory=dict)
+    dispatch_agent: bool = True
+    """Give each worker a dispatch agent port (the next job comes while a result is encoded)."""
     node_worker_env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Node name -> environment for that node's worker only, over ``worker_env`` (a fault on one worker)."""
     sidecar: dict[str, Any] = field(default_factory=dict)
@@ -123,7 +125,8 @@ class LaunchedCluster:
                 "web": {"port": free_port(), "args": list(opts.web_args)},
                 "worker": {"port": free_port(), "args": opts.worker_flags(),
                            "env": {**opts.worker_env, **opts.node_worker_env.get(name, {})},
-                           "standby": opts.standby},
+                           "standby": opts.standby,
+                           **({"agent_port": free_port()} if opts.dispatch_agent else {})},
             })
         for name, args in opts.worker_only_nodes.items():
             nodes.append({"name": name, "worker": {"port": free_port(), "args": list(args)}})

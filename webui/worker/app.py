@@ -17,8 +17,11 @@ A job is a ``GenerationRequest``: a JSON object in the body, or query parameters
 body is empty (``GET /generate?prompt=a+portrait&steps=8``).
 
 One generation runs at a time, in the worker's own generation thread; up to
-``queue_size`` more wait in arrival order. Waiting or running jobs whose client went away
-are dropped (a running one at its next denoising step, which frees the GPU).
+``queue_size`` more wait in arrival order (0 behind HAProxy: a job that reaches a busy worker
+is refused with a retryable 503). Waiting or running jobs whose client went away are dropped
+(a running one at its next denoising step, which frees the GPU). Results are PNG-encoded in an
+encoder thread, so the generation thread takes the next job at once; with ``--agent-port``,
+HAProxy's agent check learns when that next job may come (``webui.worker.dispatch_agent``).
 
 Status codes (every error body is an ``ErrorBody``, never a traceback):
 
@@ -91,6 +94,8 @@ from webui.schema import (
     ResultEvent,
 )
 from webui.settings import WorkerSettings, settings_problems
+from webui.worker.dispatch_agent import DispatchAgent
+from webui.worker.encoder import ResultEncoder
 from webui.worker.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
 from webui.worker.faults import FaultPlan
 from webui.worker.generation import (
@@ -242,6 +247,9 @@ def create_app(
         settings, pipeline_loader, faults if faults is not None else FaultPlan.from_env(), metrics,
         on_fatal or (lambda code: logger.critical("fatal (exit code %d) but no process hook; staying up", code)),
     )
+    agent = DispatchAgent(lambda: encoder.pending > 0 and not scheduler.busy and not scheduler.queue_depth
+                          and service.ready)
+    encoder = ResultEncoder(service.encode, agent.settle if settings.agent_port else None)
     metrics.track(
         queue_depth=lambda: scheduler.queue_depth, busy=lambda: scheduler.busy, ready=lambda: service.ready,
         cuda_device=lambda: service.cuda_device,
@@ -251,9 +259,13 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loading = asyncio.get_running_loop().run_in_executor(scheduler.executor, service.load)
+        if settings.agent_port:
+            await agent.start(settings.host, settings.agent_port)
         yield
         service.stop()
+        await agent.close()
         scheduler.close()
+        encoder.close()
 
     app = FastAPI(title="portrait-ha worker", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service
@@ -350,11 +362,13 @@ def create_app(
         if not job.task.done():
             request.state.outcome = job.abandon()
         try:
-            result = await job.task
+            generated = await job.task
         except JobCancelled as exc:
             logger.info("job %s: %s", request.state.outcome, exc)
             return Response(status_code=CLIENT_GONE_STATUS)
-        return JSONResponse(result.model_dump())
+        result = await encoder(generated)
+        # Megabytes of base64: rendered off the event loop, which meanwhile admits the next job.
+        return Response(await run_in_threadpool(result.model_dump_json), media_type="application/json")
 
     @app.api_route("/generate/stream", methods=["GET", "POST"])
     async def generate_stream(request: Request) -> Response:
@@ -375,7 +389,7 @@ def create_app(
             while (event := await events.get()) is not None:
                 yield event.model_dump_json() + "\n"
             try:
-                result = job.task.result()
+                result = await encoder(job.task.result())
             except JobCancelled:
                 return  # JobStream noted the outcome when the client left
             except JobError as exc:
@@ -390,7 +404,7 @@ def create_app(
                 yield ErrorEvent(status=500, error=body).model_dump_json() + "\n"
                 return
             request.state.outcome = "ok"
-            yield ResultEvent(result=result).model_dump_json() + "\n"
+            yield await run_in_threadpool(lambda: ResultEvent(result=result).model_dump_json() + "\n")
 
         return JobStream(lines(), job)
 

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from PIL import Image
@@ -38,6 +39,18 @@ WARMUP_SIDE = 256
 PROBE_PROMPT = "warm-up: a portrait photo"
 NOT_READY_RETRY_AFTER = 5
 
+
+
+@dataclass(frozen=True)
+class Generated:
+    """A job's images, generated and not yet encoded, with what its result reports."""
+
+    images: list[Image.Image]
+    seed: int
+    params: EffectiveParams
+    received_at: float
+    started: float
+    finished: float
 
 
 class Pipeline(Protocol):
@@ -91,7 +104,8 @@ def cuda_index(device: str) -> int | None:
 class GenerationService:
     """Owns the pipeline: loads and warms it up, runs jobs, and decides what an OOM means.
 
-    ``load`` and ``run`` are called in the scheduler's generation thread only.
+    ``load`` and ``run`` are called in the scheduler's generation thread only, ``encode`` in the
+    worker's encoder thread.
     """
 
     def __init__(
@@ -184,8 +198,11 @@ class GenerationService:
     def run(
         self, job: GenerationRequest, init_image: Image.Image | None, seed: int, received_at: float,
         cancel: threading.Event, on_progress: StepCallback | None = None,
-    ) -> GenerationResult:
-        """Run one job to its result; raises a ``JobError`` or ``JobCancelled``."""
+    ) -> Generated:
+        """Run one job's generation (the generation thread); raises a ``JobError`` or ``JobCancelled``.
+
+        Encoding is left to ``encode`` (another thread), so this thread can take the next job.
+        """
         self.require_ready()  # it may have changed while the job waited
         started = time.perf_counter()
         params = self.pipeline.effective_params(job, seed, init_image)
@@ -211,19 +228,25 @@ class GenerationService:
                 raise self._after_out_of_memory(exc, params) from None
             logger.exception("generation failed")
             raise GenerationFailed("The generation failed unexpectedly; the error is in the worker log.") from None
+        finally:
+            self.metrics.generating_seconds.inc(time.perf_counter() - started)
         finished = time.perf_counter()
         self.consecutive_ooms = 0
         self.metrics.images.inc(len(images))
         self.metrics.steps_per_second.observe(expected_steps(params) * len(images) / max(finished - started, 1e-6))
-        encoded = [encode_png(image) for image in images]
+        return Generated(images, seed, params, received_at, started, finished)
+
+    def encode(self, generated: Generated) -> GenerationResult:
+        """PNG-encode a finished generation into the job's result (the encoder thread)."""
+        encoded = [encode_png(image) for image in generated.images]
         done = time.perf_counter()
         return GenerationResult(
-            images=encoded, image=encoded[0], seed=seed, params=params, worker_id=self.node,
+            images=encoded, image=encoded[0], seed=generated.seed, params=generated.params, worker_id=self.node,
             model=self.pipeline.model_name,
             timings=Timings(
-                queue_ms=round((started - received_at) * 1000, 1),
-                generate_ms=round((finished - started) * 1000, 1),
-                total_ms=round((done - received_at) * 1000, 1),
+                queue_ms=round((generated.started - generated.received_at) * 1000, 1),
+                generate_ms=round((generated.finished - generated.started) * 1000, 1),
+                total_ms=round((done - generated.received_at) * 1000, 1),
             ),
         )
 

@@ -7,6 +7,8 @@ process (tests) without sharing counters. What is exported:
   ``portrait_worker_request_duration_seconds{endpoint}``: every HTTP request,
 * ``portrait_worker_images_total``, ``portrait_worker_denoising_steps_total``,
   ``portrait_worker_steps_per_second`` (histogram, one sample per finished job),
+* ``portrait_worker_generating_seconds_total``: time the generation thread spent generating;
+  its rate is the GPU's duty cycle (PNG encoding runs in another thread),
 * ``portrait_worker_out_of_memory_total``,
 * ``portrait_worker_queue_depth``, ``portrait_worker_busy``, ``portrait_worker_ready``
   (read when scraped),
@@ -72,6 +74,11 @@ class WorkerMetrics:
         self.steps_per_second = Histogram(
             "portrait_worker_steps_per_second", "Denoising speed of each finished job (steps x images / s).",
             buckets=STEPS_PER_SECOND_BUCKETS, registry=self.registry,
+        )
+        self.generating_seconds = Counter(
+            "portrait_worker_generating_seconds",
+            "Seconds the generation thread spent generating for clients (its duty cycle: the rate of this).",
+            registry=self.registry,
         )
         self.out_of_memory = Counter(
             "portrait_worker_out_of_memory", "Jobs that ran out of memory.", registry=self.registry

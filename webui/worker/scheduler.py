@@ -36,26 +36,30 @@ class Job(Generic[T]):
 
 
 class JobScheduler:
-    """Runs one job at a time in a dedicated thread; at most ``queue_size`` more wait (FIFO)."""
+    """Runs one job at a time in a dedicated thread; at most ``queue_size`` more wait (FIFO).
+
+    A running job whose client left no longer takes a place: it stops at its next step, and
+    HAProxy, which freed the worker's slot when the client went, may already send the next job.
+    """
 
     def __init__(self, queue_size: int) -> None:
         self.queue_size = queue_size
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="generation")
         self._slot = asyncio.Lock()
         self._admitted = 0
-        self._running = False
+        self._current: Job | None = None
         self._jobs: set[Job] = set()
         self._seconds_per_job = 1.0
 
     @property
     def busy(self) -> bool:
         """Whether a job is running."""
-        return self._running
+        return self._current is not None
 
     @property
     def queue_depth(self) -> int:
         """Jobs admitted and waiting behind the running one."""
-        return self._admitted - int(self._running)
+        return self._admitted - int(self.busy)
 
     def retry_after(self) -> int:
         """Seconds until a slot is likely free (for ``Retry-After``), from recent job durations."""
@@ -63,7 +67,8 @@ class JobScheduler:
 
     def submit(self, work: Callable[[threading.Event], T]) -> Job[T]:
         """Admit ``work(cancel_event)`` or raise ``QueueFull``; it starts when the slot is free."""
-        if self._admitted >= self.queue_size + 1:
+        stopping = self._current is not None and self._current.cancel.is_set()
+        if self._admitted - int(stopping) >= self.queue_size + 1:
             raise QueueFull(
                 f"The worker is busy: one job is running and {self.queue_depth} are waiting (the most it queues). "
                 "Retry later or on another worker.",
@@ -87,13 +92,13 @@ class JobScheduler:
         try:
             await self._wait_for_slot(job)
             try:
-                self._running = job.running = True
+                self._current, job.running = job, True
                 started = time.perf_counter()
                 result = await asyncio.get_running_loop().run_in_executor(self.executor, work, job.cancel)
                 self._seconds_per_job = 0.7 * self._seconds_per_job + 0.3 * (time.perf_counter() - started)
                 return result
             finally:
-                self._running = job.running = False
+                self._current, job.running = None, False
                 self._slot.release()
         finally:
             self._admitted -= 1

@@ -1,0 +1,93 @@
+"""HAProxy's agent check on a worker: a second job only while the GPU would otherwise wait for PNG encoding.
+
+HAProxy gives each worker one job at a time (``maxconn 1``) and the next one only after the
+previous response is sent, so the GPU would sit idle while a result is PNG-encoded. The
+generation thread hands its images to the encoder thread and is free at once; this agent then
+tells HAProxy ``maxconn:2``, so the job at the head of HAProxy's queue comes now and starts at
+once, and ``maxconn:1`` otherwise (generating, or a job already waiting). HAProxy polls it
+(``agent-check``, every ``agent-inter``) and applies each answer at once, dequeuing a waiting job
+when the limit rises.
+
+A polled answer can be stale: the encoder must not send its response (which frees a slot)
+while HAProxy may still hold ``maxconn 2`` for a worker that is generating again, or HAProxy
+would send a job that has to wait. ``settle`` waits until HAProxy has surely applied
+``maxconn:1`` (a poll after the one that answered it: HAProxy runs one check at a time per
+server), or until the window is open again (then the job it may send starts at once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+logger = logging.getLogger(__name__)
+
+SETTLE_TIMEOUT = 1.0
+"""Longest a response waits for HAProxy to take back the second slot (it polls every few ms)."""
+
+
+class DispatchAgent:
+    """Answers HAProxy's agent checks with this worker's ``maxconn`` (1, or 2 while the window is open)."""
+
+    def __init__(self, window_open: Callable[[], bool], settle_timeout: float = SETTLE_TIMEOUT) -> None:
+        """``window_open()``: whether a job sent now would start at once while a result is being encoded."""
+        self._window_open = window_open
+        self._settle_timeout = settle_timeout
+        self._server: asyncio.Server | None = None
+        self._polls = 0
+        self._granted = False
+        """Whether HAProxy may hold maxconn 2 (a poll answered it, and no later one proved 1 applied)."""
+        self._one_answered_at: int | None = None
+        self._poll = asyncio.Event()
+
+    @property
+    def polls(self) -> int:
+        """Agent checks answered so far."""
+        return self._polls
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen for HAProxy's agent checks."""
+        self._server = await asyncio.start_server(self._answer, host, port)
+        logger.info("dispatch agent on %s:%d", host, port)
+
+    async def close(self) -> None:
+        """Stop listening."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await self._server.wait_closed()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._polls += 1
+        if self._one_answered_at is not None:
+            # HAProxy runs one check at a time per server: this poll means it applied maxconn 1.
+            self._granted, self._one_answered_at = False, None
+        opened = self._window_open()
+        if opened:
+            self._granted = True
+        elif self._granted:
+            self._one_answered_at = self._polls
+        try:
+            writer.write(b"maxconn:2\n" if opened else b"maxconn:1\n")
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            self._poll.set()
+            self._poll = asyncio.Event()
+
+    async def settle(self) -> None:
+        """Return when freeing a slot cannot bring a job that would wait (see the module docstring)."""
+        deadline = time.monotonic() + self._settle_timeout
+        while self._granted and not self._window_open():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                logger.warning("HAProxy did not poll the dispatch agent within %.1f s; answering anyway",
+                               self._settle_timeout)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll.wait(), left)
