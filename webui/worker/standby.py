@@ -39,7 +39,8 @@ class WarmStandby:
         self.pipeline: Pipeline | None = None
 
     def prepare(self) -> bool:
-        """Load the model into host memory and write the ready file; False (logged) when it cannot load."""
+        """Load the model into host memory and write the ready file; False (logged) when it cannot load
+        or cannot write that file."""
         started = time.perf_counter()
         try:
             self.pipeline = load_portrait_pipeline(self.settings, place=False)
@@ -49,7 +50,11 @@ class WarmStandby:
         except Exception:  # noqa: BLE001 - any failure here means this standby cannot take over
             logger.critical("standby: cannot load model %r", self.settings.model, exc_info=True)
             return False
-        self.ready_file.write_text(str(os.getpid()), encoding="utf-8")
+        try:
+            self.ready_file.write_text(str(os.getpid()), encoding="utf-8")
+        except OSError as exc:
+            logger.critical("standby: cannot write its ready file %s: %s", self.ready_file, exc.strerror or exc)
+            return False
         logger.info("standby: model in host memory after %.1f s; waiting for the go (%s)",
                     time.perf_counter() - started, STANDBY_GO_SIGNAL.name)
         return True
