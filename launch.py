@@ -5,6 +5,8 @@
     python launch.py --gpus 0,1 --workers-per-gpu 2 --model awportrait-z   # 4 nodes, 2 per GPU
     python launch.py --nodes 3 --host 0.0.0.0 --auth-users-file users.txt
     python launch.py --cluster assets/cluster.example.yaml
+    python launch.py --cluster hosts.yaml --role balancer       # HAProxy + sidecar, nodes on node hosts
+    python launch.py --cluster hosts.yaml --role node           # on each node host (see README)
     python launch.py --help
 
 It renders HAProxy's configuration from the cluster description and checks it with
@@ -15,6 +17,10 @@ whatever dies, HAProxy included, and keeps HAProxy told which servers may take t
 prints the public URL and the stats URL once HAProxy is up. The sidecar owns SIGINT and
 SIGTERM: on either, servers are drained, node processes stopped, HAProxy stopped last, and
 launch.py exits 0.
+
+``--role`` splits this over machines, all from one cluster file: ``balancer`` runs HAProxy and
+its sidecar only; ``node`` runs one node host's nodes under a sidecar without HAProxy, which
+answers HAProxy's agent checks (``balancer.host_agent``) so that every balancer learns each part's state.
 """
 
 from __future__ import annotations
@@ -27,13 +33,13 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from balancer.cluster import ClusterConfigError, ClusterSpec
+from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
 from balancer.haproxy import HAProxyError, HAProxyProcess, validate_config, write_config
 from balancer.haproxy_config import render_config
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI
 from balancer.settings import LaunchSettings
-from balancer.sidecar import Sidecar, configure_logging
+from balancer.sidecar import Sidecar, configure_logging, run_sidecar
 from balancer.supervisor import StartFailed
 from webui.contract import PRIVATE_UMASK
 from webui.settings import settings_problems
@@ -42,14 +48,16 @@ from webui.share import ShareTunnel
 logger = logging.getLogger("launch")
 
 
-async def run_cluster(spec: ClusterSpec, haproxy: HAProxyProcess, share: ShareTunnel | None) -> None:
-    """Run the sidecar (HAProxy, then the nodes) until SIGINT/SIGTERM; the banner once HAProxy is up."""
-    sidecar = Sidecar(spec, AsyncRuntimeAPI(spec.socket_path), haproxy=haproxy)
+async def run_cluster(spec: ClusterSpec, haproxy: HAProxyProcess, share: ShareTunnel | None,
+                      nodes: list[NodeSpec] | None = None) -> None:
+    """Run the sidecar (HAProxy, then ``nodes``: the local ones unless given) until SIGINT/SIGTERM; the
+    banner once HAProxy is up."""
+    sidecar = Sidecar(spec, AsyncRuntimeAPI(spec.socket_path), haproxy=haproxy, nodes=nodes)
 
     async def announce() -> None:
         assert sidecar.balancer is not None
         await sidecar.balancer.started.wait()
-        print_banner(spec, share)
+        print_banner(spec, share, local=nodes is None)
 
     announcing = asyncio.create_task(announce())
     try:
@@ -87,10 +95,20 @@ def warn_if_exposed(spec: ClusterSpec) -> None:
     logger.warning("HAProxy speaks plain HTTP here: terminate TLS in front of it before exposing it to the internet")
 
 
-def print_banner(spec: ClusterSpec, share: ShareTunnel | None) -> None:
-    """Where to find the cluster, on stdout."""
-    managed = [node.name for node in spec.nodes if node.managed]
-    remote = [node.name for node in spec.nodes if not node.managed]
+def run_node_host(spec: ClusterSpec, name: str | None) -> int:
+    """``--role node``: this node host's nodes under a sidecar whose host agent answers the balancers."""
+    host = spec.node_host(name) if name else spec.this_node_host()
+    nodes = [node.name for node in spec.nodes_on(host.name)]
+    print(f"\nportrait-ha node host {host.name}: {len(nodes)} node(s) starting ({', '.join(nodes) or 'none'})\n"
+          f"  Host agent: {host.address}:{host.host_agent_port}   (every balancer reads the states)\n"
+          f"  Sidecar:    {spec.sidecar.url}/status\n  Logs:       {spec.run_dir}/logs\n", flush=True)
+    return run_sidecar(Sidecar(spec, None, node_host=host))
+
+
+def print_banner(spec: ClusterSpec, share: ShareTunnel | None, local: bool = True) -> None:
+    """Where to find the cluster, on stdout (``local``: whether this host runs the local nodes)."""
+    managed = [node.name for node in spec.nodes_on(None)] if local else []
+    remote = [node.name for node in spec.nodes if node.name not in managed]
     lines = [
         "",
         f"portrait-ha: {len(managed)} local node(s) starting" + (f", {len(remote)} remote" if remote else ""),
@@ -121,17 +139,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = settings.cluster_spec()
         prepare_run_dir(spec.run_dir)
+        if settings.role == "node":
+            return run_node_host(spec, settings.node_host)
         validate_config(write_config(render_config(spec), spec.config_path))
         haproxy = HAProxyProcess(spec.config_path, spec.socket_path, spec.run_dir / "haproxy.log")
     except (ClusterConfigError, HAProxyError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     warn_if_exposed(spec)
+    if settings.role == "balancer" and spec.nodes_on(None):
+        logger.warning("--role balancer runs no node: %s will only be health-checked",
+                       ", ".join(node.name for node in spec.nodes_on(None)))
     share = None
     try:
         if settings.share:
             share = open_share(spec)
-        asyncio.run(run_cluster(spec, haproxy, share))
+        asyncio.run(run_cluster(spec, haproxy, share, nodes=[] if settings.role == "balancer" else None))
     except StartFailed as exc:  # HAProxy did not start: nothing else was started
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,10 @@ One ``ClusterSpec`` drives everything: ``haproxy_config`` renders HAProxy's conf
 it, the sidecar supervises its *managed* nodes, and ``launch.py`` builds one from its flags (plus
 an optional YAML file, see ``assets/cluster.example.yaml``). Every default lives here.
 
+Nodes may run on *node hosts* (``node_hosts``; ``assets/cluster.hosts.example.yaml``): machines
+whose own sidecar (``launch.py --role node``) supervises them and tells every balancer their
+states through HAProxy's agent checks (``balancer.host_agent``).
+
 Safe by default: the public frontend, the stats page, the runtime API and the sidecar listen on
 127.0.0.1 only; the stats page always needs a password (a random one unless you set one);
 rate limiting and HTTP basic auth are off until configured.
@@ -152,10 +156,22 @@ class HealthSpec(_Model):
     fall: int = Field(2, ge=1, description="Failed checks before a server is marked DOWN.")
     rise: int = Field(2, ge=1, description="Passed checks before a server is marked UP.")
     slowstart: float = Field(10.0, ge=0, description="Seconds over which a returning server ramps up to full load.")
-    agent_interval: float = Field(
-        0.01, gt=0, description="Seconds between polls of a worker's dispatch agent (its agent_port): how soon the "
-        "next job comes once a result is being encoded.",
+    dispatch_agent_interval: float = Field(
+        0.01, gt=0, description="Seconds between polls of a worker's dispatch agent (its dispatch_agent_port): how "
+        "soon the next job comes once a result is being encoded.",
     )
+    host_agent_interval: float = Field(
+        0.5, gt=0, description="Seconds between HAProxy's questions to a node host's host agent (its parts' states)."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: object) -> object:
+        """A clear error for the old ``agent_interval``, which named both agents' intervals."""
+        if isinstance(data, dict) and "agent_interval" in data:
+            raise ValueError("agent_interval is now two settings: dispatch_agent_interval (a worker's dispatch "
+                             "agent, default 0.01) and host_agent_interval (a node host's host agent, default 0.5)")
+        return data
 
 
 class SidecarSpec(Listener):
@@ -193,6 +209,21 @@ class SidecarSpec(Listener):
     )
 
 
+class NodeHostSpec(_Model):
+    """A machine that runs node parts under its own sidecar (``launch.py --role node``), without HAProxy.
+
+    Its sidecar's *host agent* answers HAProxy's agent checks on ``address:host_agent_port`` with
+    each part's state (``balancer.host_agent``), so that every balancer learns within
+    ``health.host_agent_interval`` that a part is starting, draining, restarting or dead.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN, description="What nodes name in their node_host.")
+    address: str = Field(description="This host's address as the balancers reach it: its parts and its agent.")
+    host_agent_port: int = Field(
+        8406, ge=1, le=65535, description="TCP port of its sidecar's host agent (HAProxy agent-check)."
+    )
+
+
 class TLSSpec(_Model):
     """Mutual TLS between this balancer and its remote nodes (files from ``python -m balancer.certs``).
 
@@ -227,11 +258,12 @@ class PartSpec(_Model):
     command: list[str] | None = Field(
         None, description="Run this instead of the standard webui command (managed nodes; rarely needed)."
     )
-    agent_port: int | None = Field(
+    dispatch_agent_port: int | None = Field(
         None, ge=1, le=65535,
         description="A worker's dispatch agent (HAProxy agent-check; webui/worker/dispatch_agent.py): HAProxy "
         "sends the next job while a result is PNG-encoded. Unset: one job at a time, encoding included "
-        "(a remote worker needs the same --agent-port).",
+        "(a remote worker needs the same --dispatch-agent-port). Not on a node host: its host agent holds the "
+        "server's one agent check.",
     )
     gpu: int | None = Field(
         None, ge=0, description="The GPU of a managed worker (NVML / nvidia-smi index): the sidecar gives it "
@@ -256,10 +288,17 @@ class PartSpec(_Model):
 
 
 class NodeSpec(_Model):
-    """A node: a web front and/or a worker, supervised here (managed) or on another host."""
+    """A node: a web front and/or a worker, supervised by a sidecar (managed: here, or on its node host's)
+    or by something else on another host (not managed)."""
 
     name: str = Field(pattern=NAME_PATTERN, description="Server name in HAProxy and cookie value.")
-    managed: bool = Field(True, description="Start and supervise its processes on this host.")
+    managed: bool = Field(
+        True, description="Start and supervise its processes: here, or on its node_host (launch.py --role node)."
+    )
+    node_host: str | None = Field(
+        None, description="The node host (in node_hosts) that runs it; unset: the balancer's own host. Its parts "
+        "listen on that host's address unless their host is set."
+    )
     web: PartSpec | None = Field(None, description="The Gradio web front.")
     worker: PartSpec | None = Field(None, description="The GPU worker.")
     cert_name: str | None = Field(
@@ -278,8 +317,11 @@ class NodeSpec(_Model):
             raise ValueError(f"node {self.name}: needs a web front, a worker, or both")
         if self.web is not None and self.web.gpu is not None:
             raise ValueError(f"node {self.name}: gpu is a worker setting; a web front needs no GPU")
-        if self.web is not None and self.web.agent_port is not None:
-            raise ValueError(f"node {self.name}: agent_port is a worker setting")
+        if self.web is not None and self.web.dispatch_agent_port is not None:
+            raise ValueError(f"node {self.name}: dispatch_agent_port is a worker setting")
+        if self.node_host is not None and self.worker is not None and self.worker.dispatch_agent_port is not None:
+            raise ValueError(f"node {self.name}: a worker on a node host cannot have a dispatch_agent_port (HAProxy "
+                             "allows one agent check per server, and the node host's host agent has it)")
         if self.web is not None and self.web.standby:
             raise ValueError(f"node {self.name}: standby is a worker setting; a web front has none")
         return self
@@ -321,6 +363,9 @@ class ClusterSpec(_Model):
         description="Where haproxy.cfg, the runtime API socket, logs and Gradio temp dirs go: a directory of "
         "this user's with mode 0700 (created so; anything else is refused, see balancer/run_dir.py).",
     )
+    node_hosts: list[NodeHostSpec] = Field(
+        default_factory=list, description="Machines that run nodes under their own sidecar, without HAProxy."
+    )
     nodes: list[NodeSpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -338,17 +383,73 @@ class ClusterSpec(_Model):
         seen: dict[int, str] = {}
         for label, listener in listeners.items():
             _claim_port(seen, listener.port, label)
+        hosts = self._check_node_hosts()
+        for index, host in enumerate(self.node_hosts):
+            _claim_port(hosts[host.name], host.host_agent_port, f"node_hosts.{index}.host_agent_port")
         for node in self.nodes:
             if not node.managed:
                 continue
             for kind, part in (("web", node.web), ("worker", node.worker)):
                 if part is not None:
-                    _claim_port(seen, part.port, f"nodes.{node.name}.{kind}")
-                if part is not None and part.agent_port is not None:
-                    _claim_port(seen, part.agent_port, f"nodes.{node.name}.{kind}.agent_port")
+                    _claim_port(hosts[node.node_host] if node.node_host else seen, part.port,
+                                f"nodes.{node.name}.{kind}")
+                if part is not None and part.dispatch_agent_port is not None:
+                    _claim_port(seen, part.dispatch_agent_port, f"nodes.{node.name}.{kind}.dispatch_agent_port")
         if self.users_file is not None and not self.users_file.is_file():
             raise ValueError(f"users_file: {self.users_file} is not a file")
         return self
+
+    def _check_node_hosts(self) -> dict[str, dict[int, str]]:
+        """Check the node hosts and the nodes naming them; give those nodes' parts their host's address.
+
+        Returns each node host's (so far empty) record of claimed ports."""
+        names = [host.name for host in self.node_hosts]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"node_hosts: duplicate names {duplicates}")
+        addresses = {host.name: host.address for host in self.node_hosts}
+        on_hosts = [node.name for node in self.nodes if node.node_host]
+        if self.tls is not None and on_hosts:
+            raise ValueError(f"tls: nodes on node hosts ({', '.join(on_hosts)}) cannot use mutual TLS yet (their "
+                             "sidecar starts and probes them over plain HTTP); list such nodes as managed: false "
+                             "(docker/compose.gpu-host.yaml), or drop tls and keep the node hosts on a private network")
+        queue_host = self.worker_queue.host
+        remote_webs = [addresses.get(node.node_host, "") for node in self.nodes if node.node_host and node.web]
+        if remote_webs and (queue_host in WILDCARD_HOSTS or (
+                is_loopback(queue_host) and not all(map(is_loopback, remote_webs)))):
+            raise ValueError("worker_queue.host: web fronts on node hosts send their jobs to it, so it must be the "
+                             f"balancer's address as they reach it (not {queue_host or 'empty'})")
+        for node in self.nodes:
+            if node.node_host is None:
+                continue
+            if node.node_host not in addresses:
+                raise ValueError(f"nodes.{node.name}.node_host: {node.node_host!r} is not in node_hosts {names}")
+            for part in (node.web, node.worker):
+                if part is not None and "host" not in part.model_fields_set:
+                    part.host = addresses[node.node_host]
+        return {name: {} for name in names}
+
+    def node_host(self, name: str) -> NodeHostSpec:
+        """The node host called ``name`` (``ClusterConfigError`` naming the known ones if none)."""
+        for host in self.node_hosts:
+            if host.name == name:
+                return host
+        known = ", ".join(host.name for host in self.node_hosts) or "none"
+        raise ClusterConfigError(f"no node host {name!r} in the cluster file (node_hosts: {known})")
+
+    def this_node_host(self) -> NodeHostSpec:
+        """The node host whose address is one of this machine's (``ClusterConfigError`` unless exactly one)."""
+        mine = local_addresses()
+        found = [host for host in self.node_hosts if host.address in mine]
+        if len(found) != 1:
+            which = ", ".join(host.name for host in found) or "none"
+            raise ClusterConfigError(f"cannot tell which node host this machine is (address matches: {which}): "
+                                     "name it with --node-host")
+        return found[0]
+
+    def nodes_on(self, node_host: str | None) -> list[NodeSpec]:
+        """The managed nodes that ``node_host``'s sidecar runs (None: the balancer host's own)."""
+        return [node for node in self.nodes if node.managed and node.node_host == node_host]
 
     @property
     def worker_queue_tls(self) -> bool:
@@ -492,7 +593,7 @@ def load_cluster_file(path: Path) -> dict:
     return data
 
 
-AGENT_PORT_OFFSET = 1000
+DISPATCH_AGENT_PORT_OFFSET = 1000
 """A local worker's dispatch agent listens this far above its own port (7960 -> 8960)."""
 
 
@@ -512,7 +613,8 @@ def local_nodes(
     each worker with a warm standby."""
     nodes = []
     for index in range(count):
-        worker = {"port": first_worker_port + index, "agent_port": first_worker_port + AGENT_PORT_OFFSET + index,
+        worker = {"port": first_worker_port + index,
+                  "dispatch_agent_port": first_worker_port + DISPATCH_AGENT_PORT_OFFSET + index,
                   "args": list(worker_args or [])}
         if standby:
             worker["standby"] = True

@@ -1,4 +1,7 @@
-"""What HAProxy is told about each server: ``ready``, ``drain`` or ``maint``, from the sidecar's event loop."""
+"""What HAProxy is told about each server: ``ready``, ``drain`` or ``maint``, from the sidecar's event loop.
+
+The state is computed here once (``effective``): a local HAProxy is told it over its runtime API,
+every balancer of a node host reads it from that host's agent (``balancer.host_agent``)."""
 
 from __future__ import annotations
 
@@ -26,8 +29,11 @@ class HAProxyGate:
     to send to) still goes through.
     """
 
-    def __init__(self, api: AsyncRuntimeAPI | None) -> None:
+    def __init__(self, api: AsyncRuntimeAPI | None, pulled: bool = False) -> None:
         self.api = api
+        self.pulled = pulled
+        """HAProxy reads the states from this host's agent (``balancer.host_agent``): with no runtime API to
+        tell, every state counts as told (HAProxy takes it within its host agent interval)."""
         self.wanted: dict[ServerKey, ServerState] = {}
         """What the supervisors asked for each server."""
         self.held: set[ServerKey] = set()
@@ -63,7 +69,7 @@ class HAProxyGate:
 
     async def _send(self, key: ServerKey) -> bool:
         if self.api is None:
-            return False
+            return self.pulled
         async with self._locks.setdefault(key, asyncio.Lock()):
             state = self.effective(key)
             try:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
+from balancer.host_agent import agent_send
 from webui.contract import HEALTH_PATH, INFO_PATH, JOB_PATHS, READY_PATH, RETRYABLE_STATUSES
 
 COOKIE_NAME = "PORTRAIT_NODE"
@@ -163,16 +164,29 @@ class StaticServers:
         return [f"    cookie {COOKIE_NAME} {COOKIE_OPTIONS}"]
 
     def web_lines(self) -> list[str]:
-        return [self._line(node, node.web.address, f"cookie {node.name}") for node in self.spec.webs]  # type: ignore[union-attr]
+        return [self._line(node, node.web.address, f"cookie {node.name}" + self._agent(node, WEBS_BACKEND))  # type: ignore[union-attr]
+                for node in self.spec.webs]
 
     def worker_lines(self) -> list[str]:
-        return [self._line(node, node.worker.address, "maxconn 1" + self._agent(node))  # type: ignore[union-attr]
+        return [self._line(node, node.worker.address, "maxconn 1" + self._agent(node, WORKERS_BACKEND))  # type: ignore[union-attr]
                 for node in self.spec.workers]
 
-    def _agent(self, node: NodeSpec) -> str:
-        """HAProxy's agent check on the worker's dispatch agent (webui/worker/dispatch_agent.py), if it has one."""
-        port = node.worker.agent_port  # type: ignore[union-attr]
-        return f" agent-check agent-port {port} agent-inter {duration(self.spec.health.agent_interval)}" if port else ""
+    def _agent(self, node: NodeSpec, backend: str) -> str:
+        """The server's one agent check (HAProxy allows one): on a node host, its host agent (the part's state,
+        ``balancer/host_agent.py``); else a worker's dispatch agent (its maxconn, webui/worker/dispatch_agent.py).
+
+        A node host's servers also end their sessions when checks mark them down (a vanished host sends no
+        reset: ended, their jobs are replayed at once by retry-on empty-response instead of waiting out
+        timeout server), and a failed connection only speeds up checks (marking down at once would end the
+        very session about to retry elsewhere)."""
+        health = self.spec.health
+        if node.node_host is not None:
+            host = self.spec.node_host(node.node_host)
+            return (f" agent-check agent-addr {host.address} agent-port {host.host_agent_port}"
+                    f" agent-inter {duration(health.host_agent_interval)} agent-send {agent_send(backend, node.name)}"
+                    " on-error fastinter on-marked-down shutdown-sessions")
+        port = node.worker.dispatch_agent_port if backend == WORKERS_BACKEND else None  # type: ignore[union-attr]
+        return f" agent-check agent-port {port} agent-inter {duration(health.dispatch_agent_interval)}" if port else ""
 
     def probe_lines(self) -> list[str]:
         return [
@@ -181,14 +195,22 @@ class StaticServers:
         ]
 
     def _line(self, node: NodeSpec, address: str, options: str) -> str:
-        where = "supervised by the sidecar" if node.managed else "remote, not supervised here"
+        if node.node_host is not None:
+            where = (f"on node host {node.node_host}: state from its host agent; sessions end when checks mark it "
+                     "down, so a lost host's jobs replay")
+        else:
+            where = "supervised by the sidecar" if node.managed else "remote, not supervised here"
         tls = self._tls(node)
         if tls:
             where += "; mutual TLS, its certificate must name " + node.tls_name()
         return f"    server {node.name} {address} {options}{tls}  # {where}"
 
     def _tls(self, node: NodeSpec) -> str:
-        """TLS options for a remote node: our client certificate, and its certificate checked (health checks too)."""
+        """TLS options for a remote node: our client certificate, and its certificate checked (health checks too).
+
+        Nodes on node hosts are managed there and never get these: the cluster file refuses ``tls`` with
+        node hosts. HAProxy's agent checks would stay plain TCP in any case (they always use the raw
+        transport, whatever ``ssl``/``check-ssl`` say), so a host agent answers without TLS."""
         tls = self.spec.tls
         if node.managed or tls is None:
             return ""
@@ -289,6 +311,7 @@ class HAProxyConfigRenderer:
             "    # that answers 503 is healthy and must stay in rotation). No 'on-marked-down",
             "    # shutdown-sessions': it would abort the job of a draining or slow-but-alive node; a",
             "    # hung one is killed by the sidecar (before its checks fail) and its job replayed.",
+            "    # Servers on node hosts override both (see their lines).",
             f"    default-server check inter {duration(health.interval)} fastinter {duration(health.fast_interval)}"
             f" downinter {duration(health.down_interval)} fall {health.fall} rise {health.rise}"
             f" slowstart {duration(health.slowstart)} observe layer4 error-limit 1 on-error mark-down",
@@ -603,11 +626,16 @@ class HAProxyConfigRenderer:
             "    http-error status 503 content-type application/json hdr Retry-After 10 string "
             + _json_body("busy", detail),
         ]
-        if any(node.worker.agent_port for node in self.spec.workers):  # type: ignore[union-attr]
+        if any(node.worker.dispatch_agent_port for node in self.spec.workers):  # type: ignore[union-attr]
             lines += [
                 "    # A worker's dispatch agent (agent-check) raises its maxconn to 2 while it PNG-encodes a",
                 "    # result with its GPU idle, so the next job in this queue starts at once, and sets it",
                 "    # back to 1 before that result's response frees the slot (webui/worker/dispatch_agent.py).",
+            ]
+        if any(node.node_host for node in self.spec.workers):
+            lines += [
+                "    # Workers on node hosts have no dispatch agent: a server has one agent check, and theirs",
+                "    # asks the node host's host agent for the state. They take one job at a time.",
             ]
         lines += self.servers.worker_lines()
         return _block(*lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -80,6 +81,12 @@ class LaunchSettings(BaseSettings):
     run_dir: Path | None = Field(None, description="Where haproxy.cfg, the runtime socket and logs go: "
                                  "a 0700 directory of this user's, created if missing "
                                  "(unset: a portrait-ha directory under the system's temp dir).")
+    role: Literal["all", "balancer", "node"] = Field(
+        "all", description="What this host runs: 'all' (HAProxy, its sidecar and the local nodes), 'balancer' "
+        "(HAProxy and its sidecar, no node), or 'node' (a node host of the --cluster file: its nodes under a "
+        "sidecar that answers every balancer's agent checks, no HAProxy).")
+    node_host: str | None = Field(None, description="With --role node: which node host of the cluster file this "
+                                  "is (unset: the one whose address is this machine's).")
     share: bool = Field(False, description="Open a public Gradio share link to the balancer (all nodes).")
     public_host: list[str] = Field(default_factory=list, description="A host name the public site answers to "
                                    "(repeat the flag for more; a leading dot allows subdomains); any other Host "

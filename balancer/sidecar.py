@@ -1,6 +1,7 @@
 """The sidecar: keeps every managed node process on this host, and HAProxy, running and in step.
 
     python -m balancer.sidecar --cluster cluster.yaml     # node parts only, for an HAProxy run elsewhere
+    python -m balancer.sidecar --cluster cluster.yaml --node-host gpu1   # a node host: its nodes and host agent
 
 ``launch.py`` runs the sidecar in its own process, with HAProxy.
 
@@ -27,6 +28,10 @@ sidecar's port (``balancer.status``), with ``POST /retry/NODE/PART`` and the ope
 node, ``POST /drain/NODE`` / ``POST /ready/NODE`` (``HAProxyGate.hold``: a drained node's servers
 stay in ``drain`` whatever their supervisors say, until ``ready``; ``python -m balancer.ctl``).
 
+On a node host (``--node-host``, or ``launch.py --role node``) there is no HAProxy: the sidecar
+runs that host's nodes and serves HAProxy's agent protocol (``balancer.host_agent``) so that every
+balancer's HAProxy learns each part's state, the one ``HAProxyGate.effective`` computes.
+
 ``main`` (like ``launch.py``) sets a 077 umask and checks the run directory first
 (``balancer.run_dir``), so every file the sidecar and its children write is private.
 """
@@ -51,17 +56,19 @@ from balancer.children import HAProxyChild, NodeProcess
 from balancer.cluster import (
     ClusterConfigError,
     ClusterSpec,
+    NodeHostSpec,
     NodeSpec,
     PartSpec,
     load_cluster_file,
     parse_cluster,
 )
-from balancer.gate import HAProxyGate
+from balancer.gate import HAProxyGate, ServerKey
 from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess
 from balancer.haproxy_config import PART_BACKENDS
+from balancer.host_agent import HostAgent, HostAgentUnavailable
 from balancer.run_dir import prepare_run_dir
-from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
+from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState
 from balancer.standby import WorkerWithStandby, standby_worker
 from balancer.status import BALANCER, HAProxyView, PartStatus, SidecarMetrics, status_app
 from balancer.supervisor import ProcessSupervisor
@@ -82,9 +89,9 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -
         return list(part.command)
     common = ["--host", part.host, "--port", str(part.port)]
     if kind == "worker":
-        agent = ["--agent-port", str(part.agent_port)] if part.agent_port else []
+        dispatch = ["--dispatch-agent-port", str(part.dispatch_agent_port)] if part.dispatch_agent_port else []
         return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
-                "--queue-size", str(BALANCED_QUEUE_SIZE), *agent, *part.args]
+                "--queue-size", str(BALANCED_QUEUE_SIZE), *dispatch, *part.args]
     return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *spec.web_flags(), *part.args]
 
 
@@ -110,10 +117,15 @@ class Sidecar:
         api: AsyncRuntimeAPI | None,
         base_env: dict[str, str] | None = None,
         haproxy: HAProxyProcess | None = None,
+        node_host: NodeHostSpec | None = None,
+        nodes: list[NodeSpec] | None = None,
     ) -> None:
         self.spec = spec
+        self.node_host = node_host
+        """The node host this sidecar runs (its nodes, its host agent); None: the balancer host's local nodes.
+        ``nodes``, when given, are the nodes to run instead (none on a balancer-only host)."""
         self.settings = spec.sidecar
-        self.gate = HAProxyGate(api)
+        self.gate = HAProxyGate(api, pulled=node_host is not None)
         self.view_api = AsyncRuntimeAPI(api.socket_path, timeout=VIEW_TIMEOUT) if api is not None else None
         self.metrics = SidecarMetrics()
         self.classifier = DeathClassifier(OomKillCounter.for_this_process(self.settings.oom_counter_file), KernelLog())
@@ -121,14 +133,16 @@ class Sidecar:
         env = dict(os.environ if base_env is None else base_env)
         self.supervisors = [
             self._supervisor(node, kind, part, env)
-            for node in spec.nodes
-            if node.managed
+            for node in (spec.nodes_on(node_host.name if node_host else None) if nodes is None else nodes)
             for kind, part in (("worker", node.worker), ("web", node.web))
             if part is not None
         ]
         """One per managed node part."""
         self.balancer = self._balancer_supervisor(haproxy) if haproxy is not None else None
         """HAProxy's, when the sidecar runs it."""
+        self.host_agent = (HostAgent(node_host.address, node_host.host_agent_port, self.server_state)
+                           if node_host else None)
+        """Tells every balancer its parts' states (HAProxy's agent checks), on a node host."""
 
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
         status = PartStatus(node=node.name, part=kind, backend=PART_BACKENDS[kind], url=part.url)
@@ -174,6 +188,14 @@ class Sidecar:
             metrics=self.metrics,
             retry_hint=retry_command(self.spec, status.node, status.part),
         )
+
+    def server_state(self, key: ServerKey) -> ServerState | None:
+        """The state a server of this sidecar's parts is to have in every HAProxy; None if it is not one of them.
+
+        ``maint`` until its supervisor has said anything (the host agent answers before the first start)."""
+        if not any((status.backend, status.node) == key for status in self.statuses()):
+            return None
+        return self.gate.effective(key) if key in self.gate.wanted else "maint"
 
     def statuses(self) -> list[PartStatus]:
         """The status record of every supervised node part."""
@@ -224,6 +246,8 @@ class Sidecar:
 
         ``StartFailed`` when HAProxy's first start failed (nothing else was started then).
         """
+        if self.host_agent is not None:
+            await self.host_agent.start()  # first: an address it cannot bind is an error before anything started
         loop = asyncio.get_running_loop()
         for signum in STOP_SIGNALS:
             loop.add_signal_handler(signum, self.request_stop, signum)
@@ -244,6 +268,8 @@ class Sidecar:
         finally:
             server.should_exit = True
             await server_task
+            if self.host_agent is not None:
+                await self.host_agent.aclose()
             for signum in STOP_SIGNALS:
                 loop.remove_signal_handler(signum)
         logger.info("all processes stopped")
@@ -309,17 +335,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cluster", type=Path, required=True,
                         help="Cluster YAML file (see assets/cluster.example.yaml).")
     parser.add_argument("--no-haproxy", action="store_true", help="Do not talk to HAProxy's runtime API.")
+    parser.add_argument("--node-host", metavar="NAME",
+                        help="Run this node host of the cluster file (its nodes, and its host agent for every "
+                        "balancer's HAProxy) instead of the balancer host's local nodes; implies --no-haproxy.")
     args = parser.parse_args(argv)
     os.umask(PRIVATE_UMASK)
     configure_logging()
     try:
         spec = parse_cluster(load_cluster_file(args.cluster))
+        node_host = spec.node_host(args.node_host) if args.node_host else None
         prepare_run_dir(spec.run_dir)
     except ClusterConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    api = None if args.no_haproxy else AsyncRuntimeAPI(spec.socket_path)
-    asyncio.run(Sidecar(spec, api).run())
+    api = None if args.no_haproxy or node_host else AsyncRuntimeAPI(spec.socket_path)
+    return run_sidecar(Sidecar(spec, api, node_host=node_host))
+
+
+def run_sidecar(sidecar: Sidecar) -> int:
+    """Run a sidecar without HAProxy to its end: 0, or 2 when its host agent's address cannot be bound."""
+    try:
+        asyncio.run(sidecar.run())
+    except HostAgentUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

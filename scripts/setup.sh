@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what portrait-ha needs on a fresh machine; quick and quiet when it is all there.
 #   scripts/setup.sh         runtime: Python packages (CPU torch), then the offline demo model
-#   scripts/setup.sh --dev   also test tools: pytest, Playwright's Python API, Debian chromium
+#   scripts/setup.sh --dev   also test tools: pytest, Playwright's Python API, Debian chromium, and (as
+#                            root) Debian iptables for the host tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,6 +21,13 @@ if [ "${1:-}" = "--dev" ] && ! command -v chromium >/dev/null 2>&1; then
   export DEBIAN_FRONTEND=noninteractive
   $SUDO apt-get update -qq
   $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
+fi
+
+if [ "${1:-}" = "--dev" ] && [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1; then
+  echo "==> installing Debian iptables for the network-namespace host tests (pytest -m hosts)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends iptables >/dev/null
 fi
 
 echo "==> offline demo model"

@@ -42,6 +42,13 @@ def fake_command(name: str, port: int, *extra: str) -> list[str]:
     return [sys.executable, "-m", "tests.fake_node", "--name", name, "--port", str(port), *extra]
 
 
+def stand_in_node(name: str, parts: tuple[str, ...] = ("web", "worker"), *extra: str) -> dict:
+    """A managed node of stand-in processes on free ports (``extra``: more flags for each)."""
+    ports = {part: free_port() for part in parts}
+    return {"name": name, **{part: {"port": port, "command": fake_command(f"{name}-{part}", port, *extra)}
+                             for part, port in ports.items()}}
+
+
 def start_fake(processes: Processes, name: str, port: int, delay: float = 0.0) -> subprocess.Popen:
     """Start a stand-in node process and wait until it answers."""
     proc = processes.start(fake_command(name, port, "--delay", str(delay)), log_name=f"fake-{name}")

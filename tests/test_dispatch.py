@@ -39,7 +39,7 @@ JOB = {"prompt": "dispatch test", "width": 64, "height": 64, "steps": 2, "seed":
 
 def standin_worker(name: str) -> dict:
     """A managed node with only a worker (and its dispatch agent), on the stand-in, started by the sidecar."""
-    return {"name": name, "worker": {"port": free_port(), "agent_port": free_port(),
+    return {"name": name, "worker": {"port": free_port(), "dispatch_agent_port": free_port(),
                                      "args": ["--model", f"standin:{JOB_SECONDS:g}", "--threads", "1"]}}
 
 

@@ -114,12 +114,12 @@ def test_config_is_valid_for_node_counts(tmp_path: Path, count: int) -> None:
 
 def test_a_worker_with_a_dispatch_agent_is_polled_by_haproxy(tmp_path: Path) -> None:
     data = cluster_data(tmp_path, [], ["a", "b"])
-    data["nodes"][0]["worker"]["agent_port"] = agent_port = free_port()
+    data["nodes"][0]["worker"]["dispatch_agent_port"] = dispatch_agent_port = free_port()
     spec = parse_cluster(data)
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))
     server_lines = [line for line in text.splitlines() if line.strip().startswith("server ")]
-    assert f"maxconn 1 agent-check agent-port {agent_port} agent-inter 10ms" in server_lines[0]
+    assert f"maxconn 1 agent-check agent-port {dispatch_agent_port} agent-inter 10ms" in server_lines[0]
     assert "agent-check" not in server_lines[1]
     assert "\n    nbthread 1\n" in text  # see haproxy_config: maxconn holds with one thread
 
@@ -140,9 +140,11 @@ def test_invalid_config_is_rejected_with_haproxys_reason(tmp_path: Path) -> None
         ({"limits": {"queue_timeout": 0}}, "limits.queue_timeout"),
         ({"stats": {"password": ""}}, "stats.password"),
         ({"nodes": [{"name": "a", "web": {"port": 99999}}]}, "nodes.0.web.port"),
-        ({"nodes": [{"name": "a", "web": {"port": 1, "agent_port": 3}}]}, "agent_port is a worker setting"),
-        ({"nodes": [{"name": "a", "worker": {"port": 1, "agent_port": 2}}, {"name": "b", "worker": {"port": 2}}]},
-         "nodes.b.worker.port: 2 is already used by nodes.a.worker.agent_port"),
+        ({"nodes": [{"name": "a", "web": {"port": 1, "dispatch_agent_port": 3}}]},
+         "dispatch_agent_port is a worker setting"),
+        ({"nodes": [{"name": "a", "worker": {"port": 1, "dispatch_agent_port": 2}},
+                    {"name": "b", "worker": {"port": 2}}]},
+         "nodes.b.worker.port: 2 is already used by nodes.a.worker.dispatch_agent_port"),
     ],
 )
 def test_bad_cluster_descriptions_name_the_field(change: dict, message: str) -> None:

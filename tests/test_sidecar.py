@@ -29,7 +29,7 @@ from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
-from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, wait_status
+from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, stand_in_node, wait_status
 from tests.helpers import FakeClock
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 
@@ -130,13 +130,6 @@ def test_cgroup_counter_files_are_found_for_v1_and_v2(tmp_path: Path) -> None:
 
 
 # --- the sidecar process, supervising stand-in nodes behind a real HAProxy -------------------
-
-
-def stand_in_node(name: str, parts: tuple[str, ...] = ("web", "worker"), *extra: str) -> dict:
-    """A managed node of stand-in processes on free ports (``extra``: more flags for each)."""
-    ports = {part: free_port() for part in parts}
-    return {"name": name, **{part: {"port": port, "command": fake_command(f"{name}-{part}", port, *extra)}
-                             for part, port in ports.items()}}
 
 
 def hog_file(run_dir: Path) -> Path:

@@ -117,7 +117,7 @@ class WorkerSettings(ServerTLSSettings):
     )
     threads: int = Field(0, description="torch CPU threads (0: torch's default).")
     queue_size: int = Field(8, ge=0, description="Jobs that may wait behind the running one before 503.")
-    agent_port: int = Field(
+    dispatch_agent_port: int = Field(
         0, ge=0, le=65535, description="Port of HAProxy's agent check (webui/worker/dispatch_agent.py): a second "
         "job while the last result is PNG-encoded, so the GPU does not wait. 0: off.",
     )

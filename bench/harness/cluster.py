@@ -126,7 +126,7 @@ class LaunchedCluster:
                 "worker": {"port": free_port(), "args": opts.worker_flags(),
                            "env": {**opts.worker_env, **opts.node_worker_env.get(name, {})},
                            "standby": opts.standby,
-                           **({"agent_port": free_port()} if opts.dispatch_agent else {})},
+                           **({"dispatch_agent_port": free_port()} if opts.dispatch_agent else {})},
             })
         for name, args in opts.worker_only_nodes.items():
             nodes.append({"name": name, "worker": {"port": free_port(), "args": list(args)}})

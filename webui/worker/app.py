@@ -20,7 +20,7 @@ One generation runs at a time, in the worker's own generation thread; up to
 ``queue_size`` more wait in arrival order (0 behind HAProxy: a job that reaches a busy worker
 is refused with a retryable 503). Waiting or running jobs whose client went away are dropped
 (a running one at its next denoising step, which frees the GPU). Results are PNG-encoded in an
-encoder thread, so the generation thread takes the next job at once; with ``--agent-port``,
+encoder thread, so the generation thread takes the next job at once; with ``--dispatch-agent-port``,
 HAProxy's agent check learns when that next job may come (``webui.worker.dispatch_agent``).
 
 Status codes (every error body is an ``ErrorBody``, never a traceback):
@@ -249,7 +249,7 @@ def create_app(
     )
     agent = DispatchAgent(lambda: encoder.pending > 0 and not scheduler.busy and not scheduler.queue_depth
                           and service.ready)
-    encoder = ResultEncoder(service.encode, agent.settle if settings.agent_port else None)
+    encoder = ResultEncoder(service.encode, agent.settle if settings.dispatch_agent_port else None)
     metrics.track(
         queue_depth=lambda: scheduler.queue_depth, busy=lambda: scheduler.busy, ready=lambda: service.ready,
         cuda_device=lambda: service.cuda_device,
@@ -259,8 +259,8 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loading = asyncio.get_running_loop().run_in_executor(scheduler.executor, service.load)
-        if settings.agent_port:
-            await agent.start(settings.host, settings.agent_port)
+        if settings.dispatch_agent_port:
+            await agent.start(settings.host, settings.dispatch_agent_port)
         yield
         service.stop()
         await agent.close()

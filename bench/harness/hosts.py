@@ -1,0 +1,188 @@
+"""A balancer host and two node hosts in network namespaces (``bench.harness.netns``), and lost hosts.
+
+``HostsCluster`` starts ``launch.py --role balancer`` in namespace ``b`` and ``launch.py --role
+node`` in ``n1`` and ``n2`` (a worker and a web front each, demo model), all from one cluster file.
+``lose_host_mid_job`` breaks the node host that runs a REST job (``FAULTS``: link down, packets
+dropped, every process frozen) and measures what that cost; ``tests/test_hosts.py`` checks the
+outcome, ``bench/hosts.py`` tabulates it.
+"""
+
+from __future__ import annotations
+
+import signal
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import yaml
+
+from balancer.haproxy import RuntimeAPI, status_is_out
+from bench.harness.netns import NetworkLab
+from bench.harness.waiting import wait_until
+
+NODE_HOSTS = {"node1": "n1", "node2": "n2"}
+"""Node -> the node host (namespace) that runs it."""
+BALANCER = "b"
+PUBLIC_PORT = 8080
+JOB = {"prompt": "studio portrait, host failover", "steps": 8, "width": 512, "height": 512, "seed": 11}
+
+FAULTS: dict[str, tuple[Callable[[NetworkLab, str], object], Callable[[NetworkLab, str], object]]] = {
+    "link-down": (lambda lab, host: lab.set_link(host, False), lambda lab, host: lab.set_link(host, True)),
+    "packets-dropped": (lambda lab, host: lab.drop_packets(host, True),
+                        lambda lab, host: lab.drop_packets(host, False)),
+    "frozen": (lambda lab, host: lab.signal_host(host, signal.SIGSTOP),
+               lambda lab, host: lab.signal_host(host, signal.SIGCONT)),
+}
+"""Fault name -> (break the host, heal it)."""
+
+
+def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float]) -> Path:
+    """One cluster file for all three hosts (each host gets its own --run-dir); ``health``: checks."""
+    balancer = lab.address[BALANCER]
+    worker_args = ["--model", "demo", "--device", "cpu", "--threads", "1"]
+    data = {
+        "public": {"host": balancer, "port": PUBLIC_PORT},
+        "worker_queue": {"host": balancer, "port": 8081},
+        "stats": {"password": "hosts-lab"},
+        "sidecar": {"probe_interval": 0.5, "start_timeout": 240, "stop_grace": 5},
+        "limits": {"rate_limit_per_minute": 0, "max_client_connections": 0, "queue_timeout": 120},
+        "health": health,
+        "node_hosts": [{"name": host, "address": lab.address[host]} for host in NODE_HOSTS.values()],
+        "nodes": [{"name": node, "node_host": host, "web": {"port": 7860},
+                   "worker": {"port": 7870, "args": worker_args}} for node, host in NODE_HOSTS.items()],
+    }
+    path = run_dir / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+class HostsCluster:
+    """The three hosts, started with ``launch.py`` in their namespaces (stopped with the lab)."""
+
+    def __init__(self, lab: NetworkLab, run_dir: Path, health: dict[str, float]) -> None:
+        self.lab = lab
+        self.file = cluster_file(lab, run_dir, health)
+        self.run_dirs = {host: run_dir / host for host in (BALANCER, *NODE_HOSTS.values())}
+        self.api = RuntimeAPI(self.run_dirs[BALANCER] / "haproxy.sock")
+        self.url = f"http://{lab.address[BALANCER]}:{PUBLIC_PORT}"
+
+    def start(self, timeout: float) -> None:
+        """Start every host; wait until the balancer sees every node part UP."""
+        for host, run_dir in self.run_dirs.items():
+            role = ["--role", "balancer"] if host == BALANCER else ["--role", "node"]
+            if host == "n1":
+                role += ["--node-host", "n1"]  # n2 finds itself by its address
+            self.lab.start(host, ["python", "launch.py", "--cluster", str(self.file), "--run-dir", str(run_dir),
+                                  *role], log_name=f"hosts-{host}")
+        self.wait_all_up(timeout)
+
+    def statuses(self) -> dict[str, str]:
+        """``backend/server`` -> HAProxy's status, for every node part (none while HAProxy is not up)."""
+        try:
+            servers = self.api.servers()
+        except OSError:
+            return {}
+        return {f"{s.backend}/{s.server}": s.status for s in servers if s.backend in ("webs", "workers")}
+
+    def wait_all_up(self, timeout: float) -> None:
+        """Wait until the balancer's HAProxy has all four node parts UP."""
+        wait_until(lambda: (found := self.statuses()) and len(found) == 4 and set(found.values()) == {"UP"},
+                   "every node part UP on the balancer", timeout, 0.2)
+
+    def busy_worker(self) -> str | None:
+        """The node whose worker runs a job now, if any."""
+        busy = [s.server for s in self.api.servers("workers") if s.current_sessions > 0]
+        return busy[0] if busy else None
+
+    def generate(self, **fields: object) -> httpx.Response:
+        """One REST job through the balancer's public frontend."""
+        return httpx.post(f"{self.url}/generate", json={**JOB, **fields}, timeout=300)
+
+    def baseline(self, count: int = 3) -> float:
+        """Seconds one job takes with nothing wrong (the median of ``count``, one at a time)."""
+        durations = []
+        for index in range(count):
+            started = time.monotonic()
+            self.generate(seed=100 + index).raise_for_status()
+            durations.append(time.monotonic() - started)
+        return statistics.median(durations)
+
+
+@dataclass
+class LostHost:
+    """What losing a node host mid-job cost."""
+
+    fault: str
+    lost_node: str
+    response: httpx.Response | Exception
+    job_s: float
+    """The whole job, as its client saw it."""
+    fault_into_job_s: float
+    out_after_s: float
+    """From the fault until HAProxy had the lost worker out of rotation (new jobs avoid it)."""
+    back_after_heal_s: float
+
+    @property
+    def replay_s(self) -> float | None:
+        """How long the job took on the worker that answered it (its own timings); None without an image."""
+        if not isinstance(self.response, httpx.Response) or self.response.status_code != 200:
+            return None
+        return self.response.json()["timings"]["total_ms"] / 1000
+
+    def figures(self) -> dict[str, object]:
+        """The measured seconds, rounded. ``extra_s``: the job's time beyond its run on the worker that
+        answered (what the same job cost at that moment without a fault; on a shared CPU that varies
+        too much for a fixed baseline); ``overhead_s``: that, less the work lost on the broken host
+        (the time from the job's start to the fault)."""
+        replay = self.replay_s
+        extra = None if replay is None else self.job_s - replay
+        return {"lost_node": self.lost_node, "job_s": round(self.job_s, 2),
+                "replay_s": None if replay is None else round(replay, 2),
+                "extra_s": None if extra is None else round(extra, 2),
+                "overhead_s": None if extra is None else round(extra - self.fault_into_job_s, 2),
+                "fault_into_job_s": round(self.fault_into_job_s, 2),
+                "out_of_rotation_after_s": round(self.out_after_s, 2),
+                "back_after_heal_s": round(self.back_after_heal_s, 2)}
+
+    @property
+    def survivor(self) -> str:
+        """The node that should have finished the job."""
+        return next(node for node in NODE_HOSTS if node != self.lost_node)
+
+
+def lose_host_mid_job(cluster: HostsCluster, fault: str, into_job: float) -> LostHost:
+    """Send one job, break the host running it ``into_job`` seconds later, heal it once the job ended."""
+    cluster.wait_all_up(timeout=60)
+    answer: dict[str, object] = {}
+
+    def client() -> None:
+        try:
+            answer["response"] = cluster.generate()
+        except httpx.HTTPError as exc:
+            answer["response"] = exc
+        answer["ended"] = time.monotonic()
+
+    job = threading.Thread(target=client)
+    started = time.monotonic()
+    job.start()
+    lost_node = wait_until(cluster.busy_worker, "the job running on a worker", 30, 0.01)
+    lost_host = NODE_HOSTS[lost_node]
+    time.sleep(max(0.0, started + into_job - time.monotonic()))
+    break_host, heal_host = FAULTS[fault]
+    faulted = time.monotonic()
+    break_host(cluster.lab, lost_host)
+    try:
+        wait_until(lambda: status_is_out(cluster.statuses()[f"workers/{lost_node}"]), "lost worker out", 60, 0.02)
+        out = time.monotonic()
+        job.join(timeout=240)
+    finally:
+        heal_host(cluster.lab, lost_host)
+    healed = time.monotonic()
+    cluster.wait_all_up(timeout=60)
+    return LostHost(fault=fault, lost_node=lost_node, response=answer.get("response", TimeoutError("no answer")),
+                    job_s=float(answer.get("ended", healed)) - started, fault_into_job_s=faulted - started,
+                    out_after_s=out - faulted, back_after_heal_s=time.monotonic() - healed)
