@@ -270,6 +270,11 @@ class PartSpec(_Model):
         "CUDA_VISIBLE_DEVICES=GPU and CUDA_DEVICE_ORDER=PCI_BUS_ID unless env sets them. Unset: every GPU "
         "it can see (workers only)."
     )
+    standby: bool = Field(
+        False, description="Keep a warm standby of this managed worker (workers only): a second process with "
+        "the model in host memory (its RSS: the weights' size plus about 0.5 GB of imports), promoted in "
+        "seconds when the worker dies (balancer/standby.py)."
+    )
 
     @property
     def address(self) -> str:
@@ -317,6 +322,8 @@ class NodeSpec(_Model):
         if self.node_host is not None and self.worker is not None and self.worker.dispatch_agent_port is not None:
             raise ValueError(f"node {self.name}: a worker on a node host cannot have a dispatch_agent_port (HAProxy "
                              "allows one agent check per server, and the node host's host agent has it)")
+        if self.web is not None and self.web.standby:
+            raise ValueError(f"node {self.name}: standby is a worker setting; a web front has none")
         return self
 
 
@@ -599,14 +606,18 @@ def local_nodes(
     web_args: list[str] | None = None,
     name_prefix: str = "node",
     gpus: Sequence[int | None] = (),
+    standby: bool = False,
 ) -> list[dict]:
     """Descriptions of ``count`` managed nodes on this host, ports counting up from the firsts;
-    node ``i``'s worker on GPU ``gpus[i]`` (none given, or None: no GPU of its own)."""
+    node ``i``'s worker on GPU ``gpus[i]`` (none given, or None: no GPU of its own); ``standby``:
+    each worker with a warm standby."""
     nodes = []
     for index in range(count):
         worker = {"port": first_worker_port + index,
                   "dispatch_agent_port": first_worker_port + DISPATCH_AGENT_PORT_OFFSET + index,
                   "args": list(worker_args or [])}
+        if standby:
+            worker["standby"] = True
         if index < len(gpus) and gpus[index] is not None:
             worker["gpu"] = gpus[index]
         nodes.append({

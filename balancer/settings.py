@@ -57,6 +57,9 @@ class LaunchSettings(BaseSettings):
                        "(offline tiny model), 'awportrait-z', 'sdxl', a hub id or a local diffusers directory.")
     lora: str = Field(_default(WorkerSettings, "lora"), description="LoRA of the local workers: 'auto' (the "
                       "preset's own), 'none', a hub id or a local path.")
+    standby: bool = Field(False, description="Keep a warm standby per local worker: a second process with the "
+                          "model in host memory, promoted in seconds when the worker dies (costs host RAM: "
+                          "the weights' size plus about 0.5 GB each).")
     threads: int = Field(0, ge=0, description="torch CPU threads per local worker "
                          "(0: CPU cores / workers, at least 1).")
     host: str = Field(_spec_default("public", "host"), description="Public address; 0.0.0.0 exposes the "
@@ -189,6 +192,7 @@ class LaunchSettings(BaseSettings):
             worker_args=worker_args,
             name_prefix=name_prefix,
             gpus=placement,
+            standby=self.standby,
         )
 
     def cluster_spec(self) -> ClusterSpec:

@@ -70,6 +70,7 @@ from balancer.host_agent import HostAgent, HostAgentUnavailable
 from balancer.operations import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
+from balancer.standby import WorkerWithStandby, standby_worker
 from balancer.status import BALANCER, HAProxyView, OperationRoutes, PartStatus, SidecarMetrics, status_app
 from balancer.supervisor import ProcessSupervisor
 from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
@@ -181,18 +182,18 @@ class Sidecar:
         child_env = {**env, **own_env, **part.env}
         if kind == "worker":
             status.gpu = child_env.get("CUDA_VISIBLE_DEVICES")
-        child = NodeProcess(
-            name=f"{node.name}/{kind}",
-            command=part_command(self.spec, node, kind, part),
-            env=child_env,
-            log_path=logs / f"{node.name}-{kind}.log",
-            probe_url=part.url + PROBE_PATHS[kind],
-            probe_timeout=self.settings.probe_timeout,
-            stop_grace=self.settings.stop_grace,
-            gate=self.gate,
-            server=(PART_BACKENDS[kind], node.name),
-            private_dirs=tuple(private_dirs),
-        )
+        command = part_command(self.spec, node, kind, part)
+        process = {
+            "env": child_env, "log_path": logs / f"{node.name}-{kind}.log", "probe_url": part.url + PROBE_PATHS[kind],
+            "probe_timeout": self.settings.probe_timeout, "stop_grace": self.settings.stop_grace, "gate": self.gate,
+            "server": (PART_BACKENDS[kind], node.name), "private_dirs": tuple(private_dirs),
+        }
+        if kind == "worker" and part.standby:
+            standby = standby_worker(f"{node.name}/{kind}", command, self.spec.run_dir, self.settings, process)
+            status.standby = standby.snapshot
+            child = WorkerWithStandby(f"{node.name}/{kind}", command, standby=standby, **process)
+        else:
+            child = NodeProcess(f"{node.name}/{kind}", command, **process)
         return self._supervise_child(status, child)
 
     def _balancer_supervisor(self, haproxy: HAProxyProcess) -> ProcessSupervisor:

@@ -107,6 +107,8 @@ class PartStatus:
     """A worker's ``CUDA_VISIBLE_DEVICES``, when it has one."""
     drained: bool = False
     """An operator drained its node (``POST /drain/NODE``)."""
+    standby: Callable[[], dict] | None = None
+    """A worker's warm standby's view (``balancer.standby.StandbyWorker.snapshot``), when it has one."""
 
     def snapshot(self, now: float) -> dict:
         """JSON-ready view, with uptime of the current process."""
@@ -127,6 +129,8 @@ class PartStatus:
         }
         if self.gpu is not None:
             snapshot["gpu"] = self.gpu
+        if self.standby is not None:
+            snapshot["standby"] = self.standby()
         return snapshot
 
 

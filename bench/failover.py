@@ -32,6 +32,11 @@ server's HAProxy state. "In-flight extra s" is the slowest request in flight at 
 minus the median before any failure: what the failure cost the job it hit. Bounded:
 ``--seconds`` caps the run, ``--max-requests`` each client.
 
+"Back to full capacity" is the time from the failure until every server is UP again (both
+workers serving). ``--standby`` gives every worker a warm standby (``balancer.standby``): the
+benchmark waits until each is loaded before each failure, reports their resident memory, and
+writes ``bench/results/failover-standby.md`` (and ``.png``) instead.
+
 On a GPU machine with a real model (recovery includes model load time)::
 
     python -m bench.failover --model awportrait-z --steps 8 --size 1024 --threads 0 --seconds 600
@@ -50,6 +55,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+import psutil
 
 from balancer.ctl import PASSWORD_ENV
 from balancer.haproxy import status_is_out, status_is_up
@@ -116,13 +123,28 @@ class StateMonitor(Poller):
         """Time of the first recorded status of ``server`` after ``after`` that matches."""
         return next((s.t for s in self.samples if s.server == server and s.t >= after and predicate(s.status)), None)
 
+    def full_capacity(self, after: float) -> float | None:
+        """Time of the first recorded change after ``after`` that left every server UP."""
+        states: dict[str, str] = {}
+        for sample in self.samples:
+            states[sample.server] = sample.status
+            if sample.t >= after and all(status_is_up(status) for status in states.values()):
+                return sample.t
+        return None
+
     def wait_for(self, server: str, after: float, predicate: Callable[[str], bool], timeout: float) -> float | None:
         """Block until ``first_change`` finds one (or ``timeout`` passes)."""
+        return self._wait(lambda: self.first_change(server, after, predicate), timeout)
+
+    def wait_for_full_capacity(self, after: float, timeout: float) -> float | None:
+        """Block until ``full_capacity`` finds one (or ``timeout`` passes)."""
+        return self._wait(lambda: self.full_capacity(after), timeout)
+
+    def _wait(self, found: Callable[[], float | None], timeout: float) -> float | None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            found = self.first_change(server, after, predicate)
-            if found is not None:
-                return found
+            if (at := found()) is not None:
+                return at
             time.sleep(self.interval)
         return None
 
@@ -139,6 +161,8 @@ class Failure:
     """Look for the server going out of rotation from here (default ``at``)."""
     down_at: float | None = None
     up_at: float | None = None
+    full_at: float | None = None
+    """When every server was UP again after it."""
     note: str = ""
     expected_errors: list[Record] = field(default_factory=list)
     check_cause: tuple[str, str] | None = None
@@ -156,6 +180,11 @@ class Failure:
         """Seconds from the failure to the server being back UP in rotation."""
         return None if self.up_at is None else self.up_at - self.at
 
+    @property
+    def time_to_full(self) -> float | None:
+        """Seconds from the failure to every server UP: back to full capacity."""
+        return None if self.full_at is None else self.full_at - self.at
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line flags (see the module docstring)."""
@@ -169,6 +198,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-requests", type=int, default=300, help="Most requests per client.")
     parser.add_argument("--settle", type=float, default=6.0,
                         help="Seconds of normal load before the first failure and after each recovery.")
+    parser.add_argument("--standby", action="store_true",
+                        help="Give every worker a warm standby (standby: true), loaded before each failure.")
     parser.add_argument("--recovery-timeout", type=float, default=120.0,
                         help="Longest wait for a node to come back before giving up on the rest.")
     return parse_benchmark_args(parser, argv)
@@ -221,6 +252,8 @@ class FailureScript:
                          self.rolling_restart):
                 if self.runner.stop.wait(self.args.settle):
                     return
+                if self.args.standby:
+                    self.cluster.wait_standbys(self.args.recovery_timeout)
                 failure = step()
                 self.failures.append(failure)
                 if failure.up_at is None:
@@ -248,8 +281,10 @@ class FailureScript:
         failure.down_at = self.monitor.wait_for(failure.server, watch_from, status_is_out, timeout)
         if failure.down_at is not None:
             failure.up_at = self.monitor.wait_for(failure.server, failure.down_at, status_is_up, timeout)
-        logger.info("%s: out of rotation after %s s, back UP after %s s", failure.name,
-                    fmt_seconds(failure.time_to_down), fmt_seconds(failure.time_to_up))
+            failure.full_at = self.monitor.wait_for_full_capacity(failure.down_at, timeout)
+        logger.info("%s: out of rotation after %s s, back UP after %s s, full capacity after %s s", failure.name,
+                    fmt_seconds(failure.time_to_down), fmt_seconds(failure.time_to_up),
+                    fmt_seconds(failure.time_to_full))
         if failure.check_cause is not None:
             entry = self.cluster.part_status(*failure.check_cause)
             failure.cause = f"{entry['last_cause']}: {entry['last_detail']}"
@@ -333,11 +368,12 @@ def summarize(records: list[Record], failures: list[Failure]) -> list[list[objec
         extra = max(hit) - baseline.median_ms / 1000 if hit and baseline.count else None
         rows.append([
             failure.name, failure.note, len(window), len(lost), retried,
-            fmt_seconds(failure.time_to_down), fmt_seconds(failure.time_to_up), fmt_seconds(extra),
+            fmt_seconds(failure.time_to_down), fmt_seconds(failure.time_to_up), fmt_seconds(failure.time_to_full),
+            fmt_seconds(extra),
             fmt_ms(during.median_ms), fmt_ms(during.p95_ms), fmt_ms(during.max_ms),
         ])
     rows.insert(0, ["before any failure", "", sum(1 for r in records if r.end < first),
-                    sum(1 for r in records if r.end < first and r.lost), 0, "–", "–", "–",
+                    sum(1 for r in records if r.end < first and r.lost), 0, "–", "–", "–", "–",
                     fmt_ms(baseline.median_ms), fmt_ms(baseline.p95_ms), fmt_ms(baseline.max_ms)])
     return rows
 
@@ -361,8 +397,19 @@ def explain(record: Record, records: list[Record], failures: list[Failure]) -> s
     return ""
 
 
-def render(args: argparse.Namespace, records: list[Record], failures: list[Failure], duration: float) -> str:
-    """The Markdown report."""
+def standby_memory(cluster: LaunchedCluster, timeout: float) -> str:
+    """Once every standby is loaded: the resident memory of each standby and of each worker, in words."""
+    standbys = cluster.wait_standbys(timeout)
+    mib = 2**20
+    parts = [f"{node}: standby {psutil.Process(entry['pid']).memory_info().rss / mib:.0f} MiB RSS, worker "
+             f"{psutil.Process(cluster.pid(node, 'worker')).memory_info().rss / mib:.0f} MiB"
+             for node, entry in standbys.items()]
+    return "Warm standby per worker (loaded, waiting): " + "; ".join(parts) + "."
+
+
+def render(args: argparse.Namespace, records: list[Record], failures: list[Failure], duration: float,
+           memory: str = "") -> str:
+    """The Markdown report (``memory``: the standbys' line, with ``--standby``)."""
     lost = [r for r in records if r.lost]
     kinds = sorted({r.kind for r in records})
     per_kind = [[kind, sum(1 for r in records if r.kind == kind),
@@ -372,20 +419,24 @@ def render(args: argparse.Namespace, records: list[Record], failures: list[Failu
         "# Failover benchmark",
         "",
         f"Model `{args.model}`, {args.size}×{args.size}, {args.steps} steps, {args.nodes} nodes, "
-        f"{args.clients} concurrent clients for {duration:.0f} s. {machine_summary()}.",
+        f"{args.clients} concurrent clients for {duration:.0f} s, "
+        f"{'with a warm standby per worker' if args.standby else 'no standby workers'}. {machine_summary()}.",
         "",
+        *([memory, ""] if memory else []),
         f"**{len(records)} requests, {len(lost)} failed** (good requests that got no image). "
         f"The OOM trigger job got: {'; '.join(r.detail[:120] for r in expected) or '–'}.",
         "",
         markdown_table(
-            ["phase", "what", "requests", "failed", "retried", "to DOWN s", "back UP s", "in-flight extra s",
+            ["phase", "what", "requests", "failed", "retried", "to DOWN s", "back UP s", "full capacity s",
+             "in-flight extra s",
              "median ms", "p95 ms", "max ms"],
             summarize(records, failures),
         ),
         "",
         "Requests are counted in a phase when they overlap the time from the failure to the server "
         "being back UP in HAProxy (for the rolling restart: from its start to its end), failed ones when they "
-        "failed within that time; \"retried\" = finished on another worker after a web front retry "
+        "failed within that time; \"full capacity\" = every server UP again; \"retried\" = finished on "
+        "another worker after a web front retry "
         "(REST jobs are replayed by HAProxy itself, invisibly). Failures at: "
         + ", ".join(f"{f.name} {f.at:.1f} s" for f in failures) + ".",
         "",
@@ -451,9 +502,11 @@ def main(argv: list[str] | None = None) -> None:
     # trigger job carries; one OOM makes a worker exit with EXIT_OOM.
     options.worker_env = {FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER}
     options.worker_args = ["--max-consecutive-ooms", "1"]
+    options.standby = args.standby
     job = Job(PROMPT, args.steps, args.size, args.size, seed=1)
     closers: list[Callable[[], None]] = []
     with LaunchedCluster(options, name="failover") as cluster:
+        memory = standby_memory(cluster, args.start_timeout) if args.standby else ""
         clock = Clock()
         runner = LoadRunner(build_clients(cluster, clock, job, args.clients, args.max_requests, closers,
                                           args.think_time), args.seconds)
@@ -471,9 +524,10 @@ def main(argv: list[str] | None = None) -> None:
                 pass
     if script.error is not None:
         raise script.error
-    markdown = render(args, records, script.failures, duration)
+    markdown = render(args, records, script.failures, duration, memory)
     print(markdown)
-    for path in write_results("failover", markdown, plot(records, script.failures, monitor.samples, duration)):
+    name = "failover-standby" if args.standby else "failover"
+    for path in write_results(name, markdown, plot(records, script.failures, monitor.samples, duration)):
         print(f"wrote {path}")
 
 

@@ -5,6 +5,8 @@ the supervisor must agree on. Each value lives here once; every side imports it 
 
 from __future__ import annotations
 
+import signal
+
 # --- exit codes: how a worker tells its supervisor why it stopped
 EXIT_OOM = 86
 """The worker ran out of memory repeatedly (or its self-check after an OOM failed): restart it."""
@@ -57,6 +59,9 @@ the job (programs open the stream at once; a person running Gradio's two curl co
 # --- files and processes
 PRIVATE_UMASK = 0o077
 """Every ``main`` sets this umask first: files it (or a child) writes, logs and images, are this user's only."""
+
+STANDBY_GO_SIGNAL = signal.SIGUSR1
+"""The sidecar's go to a warm-standby worker (``--standby``): take over the GPU and the port, and serve."""
 
 # --- fault injection, for tests only: production never sets these
 FAULT_OOM_AT_STEP = "PORTRAIT_FAULT_OOM_AT_STEP"

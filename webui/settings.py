@@ -135,6 +135,11 @@ class WorkerSettings(ServerTLSSettings):
         10.0, gt=1, description="A stall is no denoising step for max(stall_floor, stall_factor x the usual "
         "step time): /readyz answers 503 'stalled' and the sidecar replaces the worker."
     )
+    standby: Path | None = Field(
+        None, description="Run as a warm standby (the sidecar sets this): import everything, load the model "
+        "into host memory, write this file once loaded, then wait for SIGUSR1 before moving the model to the "
+        "device, binding the port and serving. Unset: serve at once.",
+    )
     graceful_shutdown: int = Field(
         30, ge=0, description="Seconds SIGTERM waits for requests in flight (a running job) before closing them."
     )

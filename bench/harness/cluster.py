@@ -59,6 +59,8 @@ class ClusterOptions:
     """Extra sidecar settings for the cluster file (probe interval, backoff, OOM counter file, ...)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Extra top-level cluster-file sections (``limits``, ...)."""
+    standby: bool = False
+    """Every node's worker with a warm standby (``standby: true``, ``balancer.standby``)."""
     worker_only_nodes: dict[str, list[str]] = field(default_factory=dict)
     """Node name -> worker flags of extra nodes with a worker only (no ``--threads`` etc. added).
 
@@ -123,6 +125,7 @@ class LaunchedCluster:
                 "web": {"port": free_port(), "args": list(opts.web_args)},
                 "worker": {"port": free_port(), "args": opts.worker_flags(),
                            "env": {**opts.worker_env, **opts.node_worker_env.get(name, {})},
+                           "standby": opts.standby,
                            **({"dispatch_agent_port": free_port()} if opts.dispatch_agent else {})},
             })
         for name, args in opts.worker_only_nodes.items():
@@ -250,6 +253,14 @@ class LaunchedCluster:
             return entry if entry["restarts"] >= restarts and entry["state"] == "ready" else None
 
         return wait_until(restarted, f"{node}/{part} restarted {restarts} times and ready", timeout, interval=0.1)
+
+    def wait_standbys(self, timeout: float = 120) -> dict[str, dict[str, Any]]:
+        """Wait until every node's worker has a loaded standby (``waiting``); node -> its standby's entry."""
+        def loaded() -> dict[str, dict[str, Any]] | None:
+            standbys = {node: self.part_status(node, "worker").get("standby") or {} for node in self.node_names}
+            return standbys if all(s.get("state") == "waiting" for s in standbys.values()) else None
+
+        return wait_until(loaded, "every worker's standby loaded", timeout, interval=0.25)
 
     def wait_all_up(self, timeout: float) -> None:
         """Wait until every node part is UP; ``TimeoutError`` naming the others."""

@@ -36,9 +36,9 @@ Status codes (every error body is an ``ErrorBody``, never a traceback):
 * 500 ``generation_failed``/``internal_error``: unexpected; the traceback is in the log.
 
 After an OOM the worker frees memory (``gc.collect``, ``torch.cuda.empty_cache`` on CUDA)
-and runs a small self-check generation. After ``max_consecutive_ooms`` OOMs in a row, or if
-the self-check fails, it turns not-ready, finishes the responses in flight and exits with
-``EXIT_OOM`` so that its supervisor restarts it with a clean device. A model that cannot
+and runs a small self-check generation. After ``max_consecutive_ooms`` OOMs in a row (then
+with no self-check), or if the self-check fails, it turns not-ready, finishes the responses in
+flight and exits with ``EXIT_OOM`` so that its supervisor restarts it with a clean device. A model that cannot
 be loaded (or warmed up) makes it exit with ``EXIT_LOAD_FAILED``.
 
 Each request is logged as one JSON line (request id from ``X-Request-ID`` or a new one,
@@ -74,6 +74,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webui.contract import (
     CLIENT_GONE_STATUS,
+    EXIT_LOAD_FAILED,
     HEALTH_PATH,
     INFO_PATH,
     JOB_PATHS,
@@ -115,6 +116,7 @@ from webui.worker.job_parsing import (
 )
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.scheduler import Job, JobScheduler
+from webui.worker.standby import WarmStandby, hold_go_signal
 
 logger = logging.getLogger("webui.worker")  # also when run as __main__
 access_logger = logging.getLogger("webui.worker.access")
@@ -436,8 +438,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m webui.worker: invalid setting: {settings_problems(exc)}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    loader: PipelineLoader = load_portrait_pipeline
+    if settings.standby is not None:
+        hold_go_signal()
+        standby = WarmStandby(settings, settings.standby)
+        if not standby.prepare():
+            return EXIT_LOAD_FAILED
+        standby.wait_for_go()
+        loader = standby.loader
     process_exit = ProcessExit()
-    app = create_app(settings, on_fatal=process_exit, faults=faults)
+    app = create_app(settings, pipeline_loader=loader, on_fatal=process_exit, faults=faults)
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_config=None, log_level="info", access_log=False,
         timeout_graceful_shutdown=settings.graceful_shutdown, **settings.uvicorn_tls(),

@@ -61,6 +61,8 @@ class Pipeline(Protocol):
 
     def describe(self) -> dict: ...
 
+    def place(self) -> None: ...
+
     def effective_params(
         self, request: GenerationRequest, seed: int, init_image: Image.Image | None = None
     ) -> EffectiveParams: ...
@@ -73,14 +75,15 @@ class Pipeline(Protocol):
 PipelineLoader = Callable[[WorkerSettings], Pipeline]
 
 
-def load_portrait_pipeline(settings: WorkerSettings) -> Pipeline:
+def load_portrait_pipeline(settings: WorkerSettings, place: bool = True) -> Pipeline:
     """The default loader (imported here, in the loading thread, so ``/healthz`` is up at once).
 
-    ``--model standin:SECONDS`` gives the benchmarks' fixed-latency stand-in (``webui.worker.standin``).
+    ``--model standin:SECONDS`` gives the benchmarks' fixed-latency stand-in (``webui.worker.standin``);
+    ``place=False`` keeps the weights in host memory (``Pipeline.place`` moves them).
     """
     from webui.worker.pipeline import load_pipeline
 
-    return load_pipeline(settings)
+    return load_pipeline(settings, place=place)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -248,7 +251,8 @@ class GenerationService:
         )
 
     def _after_out_of_memory(self, exc: BaseException, params: EffectiveParams) -> OutOfMemory:
-        """Count the OOM, free memory, self-check; exit after too many. Returns the error to raise."""
+        """Count the OOM, free memory, self-check (not when it exits anyway: a quicker restart); exit after
+        too many. Returns the error to raise."""
         self.metrics.out_of_memory.inc()
         self.consecutive_ooms += 1
         cause = one_line(exc, limit=200)
@@ -257,14 +261,11 @@ class GenerationService:
             self.settings.max_consecutive_ooms, params.width, params.height, params.num_images, cause,
         )
         self.free_memory()
-        try:
-            self._self_check()
-            healthy = True
-        except Exception:  # noqa: BLE001 - any failure of the self-check means the device is not usable
-            logger.exception("self-check after out of memory failed")
-            healthy = False
-        if not healthy or self.consecutive_ooms >= self.settings.max_consecutive_ooms:
-            why = "its self-check failed" if not healthy else f"{self.consecutive_ooms} jobs in a row ran out of memory"
+        if self.consecutive_ooms >= self.settings.max_consecutive_ooms:
+            why = f"{self.consecutive_ooms} jobs in a row ran out of memory"  # no self-check: it exits anyway
+        else:
+            why = None if self._self_check_passes() else "its self-check failed"
+        if why is not None:
             self._set_state(False, f"restarting: {why}")
             logger.critical("exiting with code %d: %s", EXIT_OOM, why)
             self._on_fatal(EXIT_OOM)
@@ -272,6 +273,15 @@ class GenerationService:
             f"Out of memory generating {params.num_images} image(s) of {params.width}x{params.height} "
             f"({cause}). Try a smaller resolution or fewer images.",
         )
+
+    def _self_check_passes(self) -> bool:
+        """The self-check after an OOM; False (logged) when it fails."""
+        try:
+            self._self_check()
+        except Exception:  # noqa: BLE001 - any failure of the self-check means the device is not usable
+            logger.exception("self-check after out of memory failed")
+            return False
+        return True
 
     def free_memory(self) -> None:
         """Release what a failed job left behind (and CUDA's cached blocks on a GPU)."""

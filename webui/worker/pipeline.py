@@ -81,6 +81,9 @@ class PipelineBase:
             strength=request.strength if request.init_image is not None else None,
         )
 
+    def place(self) -> None:
+        """Move the weights to the device planned for them (a warm standby loads them to host memory first)."""
+
     def _retouch_size(self, size: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
         """The output size for an input of ``size``: keep its aspect, fill in what is missing."""
         aspect = size[0] / size[1]
@@ -108,10 +111,13 @@ class PortraitPipeline(PipelineBase):
         super().__init__(model_name, model.family, defaults, max_side)
         self.model = model
         self.plan = plan
+        self.placed = False
+        """Whether the device plan has been applied (the weights are where they run)."""
 
     @classmethod
-    def load(cls, settings: WorkerSettings) -> PortraitPipeline:
-        """Resolve ``settings.model``/``settings.lora``, load them and apply the device plan.
+    def load(cls, settings: WorkerSettings, place: bool = True) -> PortraitPipeline:
+        """Resolve ``settings.model``/``settings.lora``, load them and apply the device plan
+        (``place=False``: leave the weights in host memory until ``place``).
 
         Raises ``ModelLoadError`` (one-line message) when anything is missing or wrong.
         """
@@ -122,10 +128,20 @@ class PortraitPipeline(PipelineBase):
             raise ModelLoadError(str(exc)) from None
         source = resolve_source(settings.model, settings.lora, settings.cache_dir)
         model = load_model(source, plan.dtype)
-        apply_plan(model.text2img, plan)
-        defaults = source.defaults or FAMILY_DEFAULTS[model.family]
-        logger.info("model %s ready in %.1fs", settings.model, time.perf_counter() - started)
-        return cls(model, plan, settings.model, defaults, settings.max_side)
+        pipeline = cls(model, plan, settings.model, source.defaults or FAMILY_DEFAULTS[model.family], settings.max_side)
+        if place:
+            pipeline.place()
+        logger.info("model %s loaded in %.1fs (%s)", settings.model, time.perf_counter() - started,
+                    f"on {plan.device}" if place else "in host memory")
+        return pipeline
+
+    def place(self) -> None:
+        """Apply the device plan once: the weights go to the device, the speed-ups are switched on."""
+        if not self.placed:
+            started = time.perf_counter()
+            apply_plan(self.model.text2img, self.plan)
+            self.placed = True
+            logger.info("model on %s in %.2fs", self.plan.device, time.perf_counter() - started)
 
     @classmethod
     def from_pipeline(cls, text2img, plan: DevicePlan, model_name: str, max_side: int = MAX_SIDE) -> PortraitPipeline:
@@ -135,8 +151,9 @@ class PortraitPipeline(PipelineBase):
         ``text2img`` must already be in ``plan.dtype``. Defaults are its family's.
         """
         model = wrap_pipeline(text2img)
-        apply_plan(model.text2img, plan)
-        return cls(model, plan, model_name, FAMILY_DEFAULTS[model.family], max_side)
+        pipeline = cls(model, plan, model_name, FAMILY_DEFAULTS[model.family], max_side)
+        pipeline.place()
+        return pipeline
 
     def describe(self) -> dict:
         """What is loaded and how it runs, as JSON-able values (for ``/readyz``)."""
@@ -204,11 +221,12 @@ class PortraitPipeline(PipelineBase):
         return list(result.images)
 
 
-def load_pipeline(settings: WorkerSettings) -> PipelineBase:
-    """What a worker serves for ``settings.model``: ``standin:SECONDS`` (benchmarks only) or a real model."""
+def load_pipeline(settings: WorkerSettings, place: bool = True) -> PipelineBase:
+    """What a worker serves for ``settings.model``: ``standin:SECONDS`` (benchmarks only) or a real model;
+    ``place=False`` leaves a real model's weights in host memory (a warm standby's, until ``place``)."""
     from webui.worker.standin import StandinPipeline, standin_seconds
 
     seconds = standin_seconds(settings.model)
     if seconds is not None:
         return StandinPipeline.for_settings(settings, seconds)
-    return PortraitPipeline.load(settings)
+    return PortraitPipeline.load(settings, place=place)
