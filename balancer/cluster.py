@@ -22,7 +22,7 @@ import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import psutil
 import yaml
@@ -398,37 +398,17 @@ class ClusterSpec(_Model):
     def balancer(self, name: str | None) -> BalancerHostSpec:
         """The balancer called ``name``, or (None) the one whose address is this machine's
         (``ClusterConfigError`` saying which exist or matched)."""
-        if name is not None:
-            for balancer in self.balancers:
-                if balancer.name == name:
-                    return balancer
-            known = ", ".join(b.name for b in self.balancers) or "none"
-            raise ClusterConfigError(f"no balancer {name!r} in the cluster file (balancers: {known})")
-        mine = local_addresses()
-        found = [b for b in self.balancers if b.address in mine]
-        if len(found) != 1:
-            which = ", ".join(b.name for b in found) or "none"
-            raise ClusterConfigError(f"cannot tell which balancer this machine is (address matches: {which}): "
-                                     "name it with --balancer")
-        return found[0]
+        if name is None:
+            return _the_one_here(self.balancers, "balancer", "--balancer")
+        return _named(self.balancers, name, "balancer", "balancers")
 
     def node_host(self, name: str) -> NodeHostSpec:
         """The node host called ``name`` (``ClusterConfigError`` naming the known ones if none)."""
-        for host in self.node_hosts:
-            if host.name == name:
-                return host
-        known = ", ".join(host.name for host in self.node_hosts) or "none"
-        raise ClusterConfigError(f"no node host {name!r} in the cluster file (node_hosts: {known})")
+        return _named(self.node_hosts, name, "node host", "node_hosts")
 
     def this_node_host(self) -> NodeHostSpec:
         """The node host whose address is one of this machine's (``ClusterConfigError`` unless exactly one)."""
-        mine = local_addresses()
-        found = [host for host in self.node_hosts if host.address in mine]
-        if len(found) != 1:
-            which = ", ".join(host.name for host in found) or "none"
-            raise ClusterConfigError(f"cannot tell which node host this machine is (address matches: {which}): "
-                                     "name it with --node-host")
-        return found[0]
+        return _the_one_here(self.node_hosts, "node host", "--node-host")
 
     def nodes_on(self, node_host: str | None) -> list[NodeSpec]:
         """The managed nodes that ``node_host``'s sidecar runs (None: the balancer host's own)."""
@@ -505,6 +485,29 @@ def local_addresses() -> set[str]:
             elif address.family == socket.AF_INET6:
                 names.add(f"[{address.address.split('%')[0]}]")
     return names
+
+
+HostT = TypeVar("HostT", NodeHostSpec, BalancerHostSpec)
+
+
+def _named(hosts: Sequence[HostT], name: str, what: str, section: str) -> HostT:
+    """The host of ``hosts`` called ``name`` (``ClusterConfigError`` naming the known ones if none)."""
+    for host in hosts:
+        if host.name == name:
+            return host
+    known = ", ".join(host.name for host in hosts) or "none"
+    raise ClusterConfigError(f"no {what} {name!r} in the cluster file ({section}: {known})")
+
+
+def _the_one_here(hosts: Sequence[HostT], what: str, flag: str) -> HostT:
+    """The host of ``hosts`` whose address is one of this machine's (``ClusterConfigError`` unless exactly one)."""
+    mine = local_addresses()
+    found = [host for host in hosts if host.address in mine]
+    if len(found) != 1:
+        which = ", ".join(host.name for host in found) or "none"
+        raise ClusterConfigError(f"cannot tell which {what} this machine is (address matches: {which}): "
+                                 f"name it with {flag}")
+    return found[0]
 
 
 def _auto_limit(value: int | None, exposed_default: int, exposed: bool) -> int:
