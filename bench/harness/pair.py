@@ -4,13 +4,17 @@
 each run ``launch.py --role balancer`` (HAProxy, its sidecar and keepalived) from one cluster file
 whose ``public`` and ``worker_queue`` listen on the floating address; ``n1`` and ``n2`` run the
 nodes. ``Retrying`` is the client's documented answer to a lost balancer: a request whose
-connection failed or died is sent again, up to a time limit.
+connection failed or died is sent again, up to a time limit. ``lose_balancer_mid_load`` kills the
+balancer holding the address while a browser-style client loads pages and a REST job runs, and
+measures what that cost; ``tests/test_pair.py`` checks the outcome, ``bench/pair.py`` tabulates it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +26,7 @@ import yaml
 
 from balancer.haproxy import RuntimeAPI
 from balancer.haproxy_config import COOKIE_NAME
-from bench.harness.hosts import BALANCER, NODE_HOSTS, PUBLIC_PORT, HostsCluster
+from bench.harness.hosts import BALANCER, JOB, NODE_HOSTS, PUBLIC_PORT, HostsCluster
 from bench.harness.netns import NetworkLab
 from bench.harness.waiting import wait_until
 
@@ -31,6 +35,8 @@ BALANCERS = {"lb1": BALANCER, "lb2": "b2"}
 LAB_HOSTS = [*BALANCERS.values(), *NODE_HOSTS.values()]
 FLOATING_HOST = 100
 """The floating address's last byte in the lab subnet."""
+SESSION_HASHES = [f"pair-session-{index}" for index in range(12)]
+"""Gradio session hashes whose web front is compared on both balancers."""
 
 
 def pair_cluster_data(lab: NetworkLab, base: Path, advert_interval: float) -> dict:
@@ -145,3 +151,88 @@ class Retrying:
             time.sleep(self.pause)
         self.outcomes.append(Outcome(started, time.monotonic() - started, attempts, False, detail))
         return None
+
+
+@dataclass
+class LostBalancer:
+    """What killing the balancer that held the floating address cost, and where sessions went."""
+
+    killed: str
+    moved_to: str
+    moved_s: float
+    """From the kill until the address was on the other balancer's (up) link."""
+    killed_at: float
+    browser: Retrying
+    web_front: str | None
+    """The browser's web front (its cookie) before the kill."""
+    fronts_seen: set[str | None]
+    """Its cookie after each page load, until the end."""
+    rest: Retrying
+    job: httpx.Response | None
+    routed_before: dict[str, str | None]
+    routed_after: dict[str, str | None]
+
+    def figures(self) -> dict[str, object]:
+        """The measured seconds and counts, rounded. ``page_most_extra_s``: the slowest page load that ended
+        after the kill, beyond a normal one (the median before the kill)."""
+        pages = self.browser.outcomes
+        normal = statistics.median(o.seconds for o in pages if o.started + o.seconds < self.killed_at)
+        after = [o for o in pages if o.started + o.seconds >= self.killed_at]
+        answered = [o.started + o.seconds for o in after if o.ok]
+        rest = self.rest.outcomes[0] if self.rest.outcomes else None
+        return {
+            "address_moved_after_s": round(self.moved_s, 2),
+            "first_page_after_kill_s": round(min(answered) - self.killed_at, 2) if answered else None,
+            "page_requests": len(pages), "page_requests_failed": sum(not o.ok for o in pages),
+            "page_requests_retried": sum(o.attempts > 1 for o in pages), "page_normal_s": round(normal, 3),
+            "page_most_extra_s": round(max(o.seconds for o in after) - normal, 2) if after else None,
+            "rest_job_attempts": rest.attempts if rest else None,
+            "rest_job_s": round(rest.seconds, 2) if rest else None,
+            "web_front": self.web_front, "web_front_kept": self.fronts_seen == {self.web_front},
+            "session_hashes_same_front": sum(self.routed_before[h] == self.routed_after.get(h)
+                                             for h in self.routed_before),
+            "session_hashes": len(self.routed_before),
+            "session_hash_fronts": sorted({str(node) for node in self.routed_before.values()}),
+        }
+
+
+def lose_balancer_mid_load(cluster: PairCluster, settle: float = 2.0) -> LostBalancer:
+    """Page loads every 0.1 s and one REST job through the floating address; once the job runs, kill the
+    balancer holding the address; keep loading pages ``settle`` s after the job ended."""
+    holder = cluster.holder()
+    assert holder is not None, "no balancer holds the floating address"
+    routed_before = session_hash_nodes(cluster.url, SESSION_HASHES)
+    browser = Retrying(httpx.Client(base_url=cluster.url, timeout=httpx.Timeout(5, connect=1)))
+    if browser.request("GET", "/") is None:
+        raise RuntimeError(f"the page does not load through {cluster.url}")
+    web_front = browser.client.cookies.get(COOKIE_NAME)
+    fronts_seen: set[str | None] = set()
+    stop = threading.Event()
+
+    def browse() -> None:
+        while not stop.is_set():
+            browser.request("GET", "/")
+            fronts_seen.add(browser.client.cookies.get(COOKIE_NAME))
+            stop.wait(0.1)
+
+    rest = Retrying(httpx.Client(base_url=cluster.url, timeout=httpx.Timeout(120, connect=1)), budget=180)
+    job: dict[str, httpx.Response | None] = {}
+    threads = [threading.Thread(target=browse),
+               threading.Thread(target=lambda: job.update(answer=rest.request("POST", "/generate", json=JOB)))]
+    try:
+        for thread in threads:
+            thread.start()
+        wait_until(cluster.busy_worker, "the REST job running on a worker", 30, 0.01)
+        killed_at = time.monotonic()
+        cluster.kill_balancer(holder)
+        moved_to = wait_until(cluster.holder, "the floating address on the other balancer", 20, 0.02)
+        moved_s = time.monotonic() - killed_at
+        threads[1].join(timeout=200)
+        time.sleep(settle)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=200)
+    return LostBalancer(killed=holder, moved_to=moved_to, moved_s=moved_s, killed_at=killed_at, browser=browser,
+                        web_front=web_front, fronts_seen=fronts_seen, rest=rest, job=job.get("answer"),
+                        routed_before=routed_before, routed_after=session_hash_nodes(cluster.url, SESSION_HASHES))
