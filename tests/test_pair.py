@@ -53,7 +53,7 @@ def test_a_killed_balancer_host_moves_the_address_and_keeps_sessions(demo_model_
     figures = {**lost.figures(), "advert_interval_s": ADVERT, "load_average": os.getloadavg()}
     record_figures(ARTIFACT, "balancer-killed", figures)
     print(f"\nbalancer {lost.killed} killed: address on {lost.moved_to} after {figures['address_moved_after_s']} s "
-          f"(advert {ADVERT} s); first page through it {figures['first_page_after_kill_s']} s after the kill; "
+          f"(advert {ADVERT} s); no page loaded for {figures['page_gap_s']} s at most; "
           f"{figures['page_requests']} page loads, {figures['page_requests_retried']} retried, "
           f"{figures['page_requests_failed']} failed, most extra delay {figures['page_most_extra_s']} s; "
           f"the REST job took {figures['rest_job_attempts']} attempt(s), {figures['rest_job_s']} s; "

@@ -173,16 +173,17 @@ class LostBalancer:
     routed_after: dict[str, str | None]
 
     def figures(self) -> dict[str, object]:
-        """The measured seconds and counts, rounded. ``page_most_extra_s``: the slowest page load that ended
-        after the kill, beyond a normal one (the median before the kill)."""
+        """The measured seconds and counts, rounded. ``page_gap_s``: the longest time without a page loaded
+        (the outage as the browser saw it); ``page_most_extra_s``: the slowest page load that ended after the
+        kill, beyond a normal one (the median before the kill)."""
         pages = self.browser.outcomes
         normal = statistics.median(o.seconds for o in pages if o.started + o.seconds < self.killed_at)
         after = [o for o in pages if o.started + o.seconds >= self.killed_at]
-        answered = [o.started + o.seconds for o in after if o.ok]
+        answered = sorted(o.started + o.seconds for o in pages if o.ok)
         rest = self.rest.outcomes[0] if self.rest.outcomes else None
         return {
             "address_moved_after_s": round(self.moved_s, 2),
-            "first_page_after_kill_s": round(min(answered) - self.killed_at, 2) if answered else None,
+            "page_gap_s": round(max(b - a for a, b in zip(answered, answered[1:], strict=False)), 2),
             "page_requests": len(pages), "page_requests_failed": sum(not o.ok for o in pages),
             "page_requests_retried": sum(o.attempts > 1 for o in pages), "page_normal_s": round(normal, 3),
             "page_most_extra_s": round(max(o.seconds for o in after) - normal, 2) if after else None,
