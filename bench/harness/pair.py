@@ -89,7 +89,10 @@ class PairCluster(HostsCluster):
 
     def kill_balancer(self, host: str, timeout: float = 10.0) -> None:
         """The balancer host dies: every process of it SIGKILLed (their sockets close: clients see the
-        connections end), then its link goes down (it leaves the network, address and all)."""
+        connections end), then its link goes down (it leaves the network, address and all). All are
+        SIGSTOPped first: none runs a handler (a parent-death SIGTERM would let keepalived hand the address
+        over gracefully, faster than a crash)."""
+        self.lab.signal_host(host, signal.SIGSTOP)
         pids = self.lab.signal_host(host, signal.SIGKILL)
         procs = []
         for pid in pids:
