@@ -213,8 +213,8 @@ class FloatingAddressSpec(_Model):
     interface: str = Field("eth0", description="The balancers' network interface it is added to.")
     router_id: int = Field(51, ge=1, le=255, description="VRRP router id: unique among the VRRP groups of the network.")
     advert_interval: float = Field(
-        1.0, ge=0.1, le=25.5, description="Seconds between the holder's VRRP adverts; a dead holder's address moves "
-        "after about 3 of them (VRRPv3 allows fractions)."
+        0.5, ge=0.1, le=25.5, description="Seconds between the holder's VRRP adverts; a dead holder's address moves "
+        "after about 3 of them (VRRPv3 allows fractions; python -m bench.pair: 1.6 s with 0.5, 3.1 s with 1)."
     )
     check_interval: int = Field(
         1, ge=1, le=60, description="Seconds between checks that this host's HAProxy answers (whole seconds)."
