@@ -7,6 +7,7 @@
     python launch.py --cluster assets/cluster.example.yaml
     python launch.py --cluster hosts.yaml --role balancer       # HAProxy + sidecar, nodes on node hosts
     python launch.py --cluster hosts.yaml --role node           # on each node host (see README)
+    python launch.py --cluster pair.yaml --role balancer        # on each of two balancers (floating address)
     python launch.py --help
 
 It renders HAProxy's configuration from the cluster description and checks it with
@@ -21,6 +22,9 @@ launch.py exits 0.
 ``--role`` splits this over machines, all from one cluster file: ``balancer`` runs HAProxy and
 its sidecar only; ``node`` runs one node host's nodes under a sidecar without HAProxy, which
 answers HAProxy's agent checks (``balancer.host_agent``) so that every balancer learns each part's state.
+With ``floating`` and ``balancers`` in the cluster file, each balancer (``--role balancer`` or
+``all``) also runs keepalived, which moves the floating address to a healthy balancer
+(``balancer.keepalived``; root, ``--balancer NAME`` unless its address tells).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pydantic_settings import CliApp
 from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
 from balancer.haproxy import HAProxyError, HAProxyProcess, validate_config, write_config
 from balancer.haproxy_config import render_config
+from balancer.keepalived import KeepalivedChild, KeepalivedError, write_keepalived_config
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI
 from balancer.settings import LaunchSettings
@@ -49,10 +54,10 @@ logger = logging.getLogger("launch")
 
 
 async def run_cluster(spec: ClusterSpec, haproxy: HAProxyProcess, share: ShareTunnel | None,
-                      nodes: list[NodeSpec] | None = None) -> None:
-    """Run the sidecar (HAProxy, then ``nodes``: the local ones unless given) until SIGINT/SIGTERM; the
-    banner once HAProxy is up."""
-    sidecar = Sidecar(spec, AsyncRuntimeAPI(spec.socket_path), haproxy=haproxy, nodes=nodes)
+                      nodes: list[NodeSpec] | None = None, keepalived: KeepalivedChild | None = None) -> None:
+    """Run the sidecar (HAProxy, then ``nodes``: the local ones unless given, and ``keepalived``) until
+    SIGINT/SIGTERM; the banner once HAProxy is up."""
+    sidecar = Sidecar(spec, AsyncRuntimeAPI(spec.socket_path), haproxy=haproxy, nodes=nodes, keepalived=keepalived)
 
     async def announce() -> None:
         assert sidecar.balancer is not None
@@ -105,6 +110,17 @@ def run_node_host(spec: ClusterSpec, name: str | None) -> int:
     return run_sidecar(Sidecar(spec, None, node_host=host))
 
 
+def floating_keepalived(spec: ClusterSpec, name: str | None) -> KeepalivedChild | None:
+    """keepalived for this balancer when the cluster file names a floating address (checked config), else None."""
+    if spec.floating is None:
+        return None
+    me = spec.balancer(name)
+    config = write_keepalived_config(spec, me)
+    logger.info("balancer %s (priority %d) shares %s with %s through keepalived (%s)", me.name, me.priority,
+                spec.floating.address, ", ".join(b.name for b in spec.balancers if b.name != me.name), config)
+    return KeepalivedChild(spec, config)
+
+
 def print_banner(spec: ClusterSpec, share: ShareTunnel | None, local: bool = True) -> None:
     """Where to find the cluster, on stdout (``local``: whether this host runs the local nodes)."""
     managed = [node.name for node in spec.nodes_on(None)] if local else []
@@ -143,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_node_host(spec, settings.node_host)
         validate_config(write_config(render_config(spec), spec.config_path))
         haproxy = HAProxyProcess(spec.config_path, spec.socket_path, spec.run_dir / "haproxy.log")
-    except (ClusterConfigError, HAProxyError, OSError) as exc:
+        keepalived = floating_keepalived(spec, settings.balancer)
+    except (ClusterConfigError, HAProxyError, KeepalivedError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     warn_if_exposed(spec)
@@ -154,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if settings.share:
             share = open_share(spec)
-        asyncio.run(run_cluster(spec, haproxy, share, nodes=[] if settings.role == "balancer" else None))
+        asyncio.run(run_cluster(spec, haproxy, share, nodes=[] if settings.role == "balancer" else None,
+                                keepalived=keepalived))
     except StartFailed as exc:  # HAProxy did not start: nothing else was started
         print(f"error: {exc}", file=sys.stderr)
         return 2

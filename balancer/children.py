@@ -1,8 +1,9 @@
 """The processes the sidecar supervises (``balancer.supervisor.Child``): node parts and HAProxy.
 
-- ``NodeProcess``: a web front or worker, started from its command line in its own process
-  group (output appended to its log), probed over HTTP (a timeout is no answer; a worker's
-  ``/readyz`` may report a stall), its HAProxy server set through the gate.
+- ``CommandProcess``: a command line in its own process group (output appended to its log);
+- ``NodeProcess``: a web front or worker, a ``CommandProcess`` probed over HTTP (a timeout is no
+  answer; a worker's ``/readyz`` may report a stall), its HAProxy server set through the gate
+  (``balancer.keepalived.KeepalivedChild`` is another kind of ``CommandProcess``);
 - ``HAProxyChild``: HAProxy itself (``HAProxyProcess``, started and stopped in a worker thread),
   probed over its runtime API; once it answers after a (re)start, every server's state is
   told to it again.
@@ -66,35 +67,19 @@ def kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
 
 
-class NodeProcess:
-    """A node part (web front or worker) run from its command line, in a process group of its own."""
+class CommandProcess:
+    """A process run from its command line, in a process group of its own (output appended to its log)."""
 
-    def __init__(
-        self,
-        name: str,
-        command: list[str],
-        env: dict[str, str],
-        log_path: Path,
-        probe_url: str,
-        probe_timeout: float,
-        stop_grace: float,
-        gate: HAProxyGate,
-        server: tuple[str, str],
-        private_dirs: tuple[Path, ...] = (),
-    ) -> None:
+    def __init__(self, name: str, command: list[str], env: dict[str, str], log_path: Path, stop_grace: float,
+                 private_dirs: tuple[Path, ...] = ()) -> None:
         self.name = name
         self.command = command
         self.env = env
         self.log_path = log_path
-        self.probe_target = probe_url
         self.stop_grace = stop_grace
-        self.gate = gate
-        self.server = server
-        """(backend, server) in HAProxy."""
         self.private_dirs = private_dirs
         """Directories made (0700, ours) before each start, parents first."""
         self.proc: asyncio.subprocess.Process | None = None
-        self._http = httpx.AsyncClient(timeout=probe_timeout)
 
     @property
     def pid(self) -> int | None:
@@ -124,16 +109,6 @@ class NodeProcess:
         kill_group(self.proc.pid)
         return returncode
 
-    async def probe(self) -> ProbeAnswer:
-        """Whether its probe URL answers 200; no answer at all (timeout); a worker's own stall report."""
-        try:
-            response = await self._http.get(self.probe_target)
-        except httpx.TimeoutException:
-            return ProbeAnswer(ok=False, answered=False)
-        except httpx.HTTPError:
-            return ProbeAnswer(ok=False)
-        return ProbeAnswer(ok=response.status_code == 200, stalled=stall_report(response))
-
     async def stop(self) -> int | None:
         """SIGTERM, SIGKILL after the stop grace."""
         return await self._terminate(self.stop_grace)
@@ -156,6 +131,40 @@ class NodeProcess:
         send_signal(family[1:], signal.SIGKILL)  # descendants that ignored SIGTERM
         kill_group(self.proc.pid)
         return returncode
+
+
+class NodeProcess(CommandProcess):
+    """A node part (web front or worker): probed over HTTP, its HAProxy server set through the gate."""
+
+    def __init__(
+        self,
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        probe_url: str,
+        probe_timeout: float,
+        stop_grace: float,
+        gate: HAProxyGate,
+        server: tuple[str, str],
+        private_dirs: tuple[Path, ...] = (),
+    ) -> None:
+        super().__init__(name, command, env, log_path, stop_grace, private_dirs)
+        self.probe_target = probe_url
+        self.gate = gate
+        self.server = server
+        """(backend, server) in HAProxy."""
+        self._http = httpx.AsyncClient(timeout=probe_timeout)
+
+    async def probe(self) -> ProbeAnswer:
+        """Whether its probe URL answers 200; no answer at all (timeout); a worker's own stall report."""
+        try:
+            response = await self._http.get(self.probe_target)
+        except httpx.TimeoutException:
+            return ProbeAnswer(ok=False, answered=False)
+        except httpx.HTTPError:
+            return ProbeAnswer(ok=False)
+        return ProbeAnswer(ok=response.status_code == 200, stalled=stall_report(response))
 
     async def tell_haproxy(self, state: ServerState) -> None:
         """Set its server's state in HAProxy."""

@@ -22,7 +22,7 @@ import socket
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import psutil
 import yaml
@@ -248,6 +248,42 @@ class TLSSpec(_Model):
         return self
 
 
+class BalancerHostSpec(_Model):
+    """A balancer host (``launch.py --role balancer``) of a pair sharing the floating address."""
+
+    name: str = Field(pattern=NAME_PATTERN, description="This balancer's name (launch.py --balancer NAME).")
+    address: str = Field(description="Its own address on the floating address's network: VRRP goes between these.")
+    priority: int = Field(
+        100, ge=1, le=254, description="VRRP priority: the highest healthy balancer takes the address first."
+    )
+
+
+class FloatingAddressSpec(_Model):
+    """The address clients use, held by one balancer at a time (keepalived, VRRP; ``balancer.keepalived``)."""
+
+    address: str = Field(description="The floating IPv4 address (public.host and worker_queue.host name it too).")
+    prefix: int = Field(24, ge=1, le=32, description="Its network prefix length.")
+    interface: str = Field("eth0", description="The balancers' network interface it is added to.")
+    router_id: int = Field(51, ge=1, le=255, description="VRRP router id: unique among the VRRP groups of the network.")
+    advert_interval: float = Field(
+        0.5, ge=0.1, le=25.5, description="Seconds between the holder's VRRP adverts; a dead holder's address moves "
+        "after about 3 of them (VRRPv3 allows fractions; python -m bench.pair: 1.6 s with 0.5, 3.1 s with 1)."
+    )
+    check_interval: int = Field(
+        1, ge=1, le=60, description="Seconds between checks that this host's HAProxy answers (whole seconds)."
+    )
+    check_fall: int = Field(2, ge=1, description="Failed HAProxy checks before a balancer gives the address up.")
+    check_rise: int = Field(2, ge=1, description="Passed HAProxy checks before it may hold the address again.")
+
+    @model_validator(mode="after")
+    def _check_address(self) -> FloatingAddressSpec:
+        try:
+            ipaddress.IPv4Address(self.address)
+        except ValueError:
+            raise ValueError(f"floating.address: {self.address!r} is not an IPv4 address") from None
+        return self
+
+
 class PartSpec(_Model):
     """One process of a node: its web front or its worker."""
 
@@ -367,6 +403,12 @@ class ClusterSpec(_Model):
         default_factory=list, description="Machines that run nodes under their own sidecar, without HAProxy."
     )
     nodes: list[NodeSpec] = Field(default_factory=list)
+    balancers: list[BalancerHostSpec] = Field(
+        default_factory=list, description="Balancer hosts sharing the floating address (with floating)."
+    )
+    floating: FloatingAddressSpec | None = Field(
+        None, description="The address clients use, moved between the balancers by keepalived; unset: one balancer."
+    )
 
     @model_validator(mode="after")
     def _check_cluster(self) -> ClusterSpec:
@@ -384,6 +426,7 @@ class ClusterSpec(_Model):
         for label, listener in listeners.items():
             _claim_port(seen, listener.port, label)
         hosts = self._check_node_hosts()
+        self._check_balancers()
         for index, host in enumerate(self.node_hosts):
             _claim_port(hosts[host.name], host.host_agent_port, f"node_hosts.{index}.host_agent_port")
         for node in self.nodes:
@@ -429,23 +472,36 @@ class ClusterSpec(_Model):
                     part.host = addresses[node.node_host]
         return {name: {} for name in names}
 
+    def _check_balancers(self) -> None:
+        """Balancers come with a floating address, at least two, with distinct names and addresses."""
+        if self.floating is None:
+            if self.balancers:
+                raise ValueError("balancers: they share a floating address; set floating.address")
+            return
+        if len(self.balancers) < 2:
+            raise ValueError("balancers: a floating address needs two or more balancers (name, address)")
+        for label, values in (("names", [b.name for b in self.balancers]),
+                              ("addresses", [b.address for b in self.balancers])):
+            duplicates = sorted({value for value in values if values.count(value) > 1})
+            if duplicates:
+                raise ValueError(f"balancers: duplicate {label} {duplicates}")
+        if self.floating.address in {b.address for b in self.balancers}:
+            raise ValueError("floating.address: must differ from every balancer's own address")
+
+    def balancer(self, name: str | None) -> BalancerHostSpec:
+        """The balancer called ``name``, or (None) the one whose address is this machine's
+        (``ClusterConfigError`` saying which exist or matched)."""
+        if name is None:
+            return _the_one_here(self.balancers, "balancer", "--balancer")
+        return _named(self.balancers, name, "balancer", "balancers")
+
     def node_host(self, name: str) -> NodeHostSpec:
         """The node host called ``name`` (``ClusterConfigError`` naming the known ones if none)."""
-        for host in self.node_hosts:
-            if host.name == name:
-                return host
-        known = ", ".join(host.name for host in self.node_hosts) or "none"
-        raise ClusterConfigError(f"no node host {name!r} in the cluster file (node_hosts: {known})")
+        return _named(self.node_hosts, name, "node host", "node_hosts")
 
     def this_node_host(self) -> NodeHostSpec:
         """The node host whose address is one of this machine's (``ClusterConfigError`` unless exactly one)."""
-        mine = local_addresses()
-        found = [host for host in self.node_hosts if host.address in mine]
-        if len(found) != 1:
-            which = ", ".join(host.name for host in found) or "none"
-            raise ClusterConfigError(f"cannot tell which node host this machine is (address matches: {which}): "
-                                     "name it with --node-host")
-        return found[0]
+        return _the_one_here(self.node_hosts, "node host", "--node-host")
 
     def nodes_on(self, node_host: str | None) -> list[NodeSpec]:
         """The managed nodes that ``node_host``'s sidecar runs (None: the balancer host's own)."""
@@ -547,6 +603,29 @@ def local_addresses() -> set[str]:
             elif address.family == socket.AF_INET6:
                 names.add(f"[{address.address.split('%')[0]}]")
     return names
+
+
+HostT = TypeVar("HostT", NodeHostSpec, BalancerHostSpec)
+
+
+def _named(hosts: Sequence[HostT], name: str, what: str, section: str) -> HostT:
+    """The host of ``hosts`` called ``name`` (``ClusterConfigError`` naming the known ones if none)."""
+    for host in hosts:
+        if host.name == name:
+            return host
+    known = ", ".join(host.name for host in hosts) or "none"
+    raise ClusterConfigError(f"no {what} {name!r} in the cluster file ({section}: {known})")
+
+
+def _the_one_here(hosts: Sequence[HostT], what: str, flag: str) -> HostT:
+    """The host of ``hosts`` whose address is one of this machine's (``ClusterConfigError`` unless exactly one)."""
+    mine = local_addresses()
+    found = [host for host in hosts if host.address in mine]
+    if len(found) != 1:
+        which = ", ".join(host.name for host in found) or "none"
+        raise ClusterConfigError(f"cannot tell which {what} this machine is (address matches: {which}): "
+                                 f"name it with {flag}")
+    return found[0]
 
 
 def _auto_limit(value: int | None, exposed_default: int, exposed: bool) -> int:

@@ -87,6 +87,8 @@ class LaunchSettings(BaseSettings):
         "sidecar that answers every balancer's agent checks, no HAProxy).")
     node_host: str | None = Field(None, description="With --role node: which node host of the cluster file this "
                                   "is (unset: the one whose address is this machine's).")
+    balancer: str | None = Field(None, description="With a floating address in the --cluster file: which of its "
+                                 "balancers this is (unset: the one whose address is this machine's).")
     share: bool = Field(False, description="Open a public Gradio share link to the balancer (all nodes).")
     public_host: list[str] = Field(default_factory=list, description="A host name the public site answers to "
                                    "(repeat the flag for more; a leading dot allows subdomains); any other Host "

@@ -67,6 +67,7 @@ from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess
 from balancer.haproxy_config import PART_BACKENDS, STICKY_TABLE
 from balancer.host_agent import HostAgent, HostAgentUnavailable
+from balancer.keepalived import KeepalivedChild
 from balancer.operations import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
@@ -139,6 +140,7 @@ class Sidecar:
         haproxy: HAProxyProcess | None = None,
         node_host: NodeHostSpec | None = None,
         nodes: list[NodeSpec] | None = None,
+        keepalived: KeepalivedChild | None = None,
     ) -> None:
         self.spec = spec
         self.node_host = node_host
@@ -160,6 +162,8 @@ class Sidecar:
         """One per managed node part."""
         self.balancer = self._balancer_supervisor(haproxy) if haproxy is not None else None
         """HAProxy's, when the sidecar runs it."""
+        self.companions = [self._keepalived_supervisor(keepalived)] if keepalived is not None else []
+        """keepalived's, on a balancer sharing a floating address: started after HAProxy, stopped before it."""
         self.host_agent = (HostAgent(node_host.address, node_host.host_agent_port, self.server_state)
                            if node_host else None)
         """Tells every balancer its parts' states (HAProxy's agent checks), on a node host."""
@@ -201,7 +205,12 @@ class Sidecar:
         probe_api = AsyncRuntimeAPI(haproxy.socket_path, timeout=self.settings.probe_timeout)
         return self._supervise_child(status, HAProxyChild(haproxy, probe_api, self.gate))
 
-    def _supervise_child(self, status: PartStatus, child: HAProxyChild | NodeProcess) -> ProcessSupervisor:
+    def _keepalived_supervisor(self, keepalived: KeepalivedChild) -> ProcessSupervisor:
+        status = PartStatus(node=BALANCER, part="keepalived", backend=None, url=keepalived.probe_target)
+        return self._supervise_child(status, keepalived)
+
+    def _supervise_child(self, status: PartStatus, child: HAProxyChild | NodeProcess | KeepalivedChild
+                         ) -> ProcessSupervisor:
         return ProcessSupervisor(
             status=status,
             child=child,
@@ -225,7 +234,7 @@ class Sidecar:
 
     def retry(self, node: str, part: str) -> bool | None:
         """Retry a crash-looped part: None if there is no such part, else whether it was crash-looped."""
-        everything = self.supervisors if self.balancer is None else [self.balancer, *self.supervisors]
+        everything = [*self.companions, *self.supervisors] + ([self.balancer] if self.balancer else [])
         for supervisor in everything:
             if (supervisor.status.node, supervisor.status.part) == (node, part):
                 return supervisor.retry()
@@ -388,7 +397,8 @@ class Sidecar:
 
     async def _supervise_nodes(self, balancer: asyncio.Task | None) -> None:
         """Run every node part's supervisor until they all stopped; stop them all if one (or HAProxy's) fails."""
-        tasks = [asyncio.create_task(supervisor.run(self.stopping)) for supervisor in self.supervisors]
+        tasks = [asyncio.create_task(supervisor.run(self.stopping))
+                 for supervisor in (*self.companions, *self.supervisors)]
         nodes = asyncio.create_task(self._until_stopped(tasks))
         try:
             if balancer is not None:

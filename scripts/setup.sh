@@ -2,7 +2,7 @@
 # Installs what portrait-ha needs on a fresh machine; quick and quiet when it is all there.
 #   scripts/setup.sh         runtime: Python packages (CPU torch), then the offline demo model
 #   scripts/setup.sh --dev   also test tools: pytest, Playwright's Python API, Debian chromium, and (as
-#                            root) Debian iptables for the host tests
+#                            root) Debian iptables and keepalived for the host tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,11 +23,12 @@ if [ "${1:-}" = "--dev" ] && ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get install -y -qq --no-install-recommends chromium chromium-driver >/dev/null
 fi
 
-if [ "${1:-}" = "--dev" ] && [ "$(id -u)" = 0 ] && ! command -v iptables >/dev/null 2>&1; then
-  echo "==> installing Debian iptables for the network-namespace host tests (pytest -m hosts)"
+if [ "${1:-}" = "--dev" ] && [ "$(id -u)" = 0 ] && ! { command -v iptables && command -v keepalived; } >/dev/null 2>&1
+then
+  echo "==> installing Debian iptables and keepalived for the network-namespace host tests (pytest -m hosts)"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
-  apt-get install -y -qq --no-install-recommends iptables >/dev/null
+  apt-get install -y -qq --no-install-recommends iptables keepalived >/dev/null
 fi
 
 echo "==> offline demo model"

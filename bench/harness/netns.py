@@ -146,6 +146,16 @@ class NetworkLab:
         """Take ``host``'s only link down (or back up): from the others it is silent, no reset, no refusal."""
         run("ip", "-n", self.namespace(host), "link", "set", "eth0", "up" if up else "down")
 
+    def has_address(self, host: str, address: str) -> bool:
+        """Whether ``address`` is on ``host``'s link now and the link is up (e.g. a floating address that
+        keepalived moves; a dead host's down link may keep it, unreachable)."""
+        listed = run("ip", "-n", self.namespace(host), "-o", "-4", "addr", "show", "dev", "eth0", "up")
+        return f" {address}/" in listed
+
+    def sysctl(self, host: str, key: str, value: str) -> None:
+        """Set a per-namespace kernel setting of ``host`` (e.g. ``net.ipv4.ip_nonlocal_bind``)."""
+        run("ip", "netns", "exec", self.namespace(host), "sysctl", "-qw", f"{key}={value}")
+
     def drop_packets(self, host: str, dropped: bool) -> None:
         """Drop (or stop dropping) every packet ``host`` receives or sends, loopback excepted (``iptables -j
         DROP``). Both ways: with incoming packets dropped only, an answer it had ready still gets out."""

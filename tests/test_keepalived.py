@@ -1,0 +1,119 @@
+"""Two balancers, one address: the cluster file's floating address, keepalived.conf, HAProxy's check.
+
+Fast checks without namespaces; the address moving between real balancer hosts is ``tests/test_pair.py``
+(``-m hosts``, root).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from balancer.cluster import ClusterConfigError, load_cluster_file, parse_cluster
+from balancer.haproxy import HAProxyProcess, write_config
+from balancer.haproxy_config import render_config
+from balancer.keepalived import CHECK_SCRIPT, render_keepalived_config
+from bench.harness.processes import REPO
+from tests.balancer_helpers import cluster_data
+
+EXAMPLE = REPO / "assets" / "cluster.pair.example.yaml"
+
+
+def example() -> dict:
+    return load_cluster_file(EXAMPLE)
+
+
+def test_each_balancer_gets_its_priority_its_peers_and_the_floating_address() -> None:
+    spec = parse_cluster(example())
+    first, second = (render_keepalived_config(spec, spec.balancer(name)) for name in ("lb1", "lb2"))
+    for text, own, peer, priority in ((first, "10.0.0.10", "10.0.0.11", 150), (second, "10.0.0.11", "10.0.0.10", 100)):
+        assert f"priority {priority}\n" in text
+        assert f"unicast_src_ip {own}\n    unicast_peer {{\n        {peer}\n    }}" in text
+        assert "10.0.0.5/24 dev eth0" in text
+        assert "advert_int 0.5\n" in text and "version 3\n" in text
+        assert f'{CHECK_SCRIPT} {spec.socket_path}"' in text
+        assert "track_script {\n        haproxy_alive" in text
+    assert first.replace("lb1", "lb2").replace("150", "100").replace("10.0.0.10", "X").replace(
+        "10.0.0.11", "10.0.0.10").replace("X", "10.0.0.11") == second  # nothing else differs
+
+
+@pytest.mark.skipif(shutil.which("keepalived") is None or os.geteuid() != 0,
+                    reason="keepalived's own config check needs Debian's keepalived, as root (as it runs)")
+def test_keepalived_accepts_the_rendered_configuration(tmp_path: Path) -> None:
+    spec = parse_cluster(example())
+    path = tmp_path / "keepalived.conf"
+    path.write_text(render_keepalived_config(spec, spec.balancer("lb2")))
+    checked = subprocess.run(["keepalived", "--config-test", "--use-file", str(path)], capture_output=True, text=True,
+                             timeout=30)
+    assert checked.returncode == 0, checked.stderr
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"balancers": []}, "needs two or more balancers"),
+    ({"floating": None}, "set floating.address"),
+    ({"floating": {"address": "10.0.0.10"}}, "must differ from every balancer"),
+    ({"floating": {"address": "studio.example.com"}}, "is not an IPv4 address"),
+    ({"floating": {"address": "10.0.0.5", "check_interval": 0.5}}, "floating.check_interval"),
+    ({"balancers": [{"name": "lb1", "address": "10.0.0.10"}, {"name": "lb2", "address": "10.0.0.10"}]},
+     r"duplicate addresses \['10.0.0.10'\]"),
+])
+def test_a_bad_pair_is_refused_naming_the_field(change: dict, message: str) -> None:
+    with pytest.raises(ClusterConfigError, match=message):
+        parse_cluster({**example(), **change})
+
+
+def test_a_balancer_is_found_by_name_or_refused_with_the_known_ones() -> None:
+    spec = parse_cluster(example())
+    assert spec.balancer("lb2").priority == 100
+    with pytest.raises(ClusterConfigError, match=r"no balancer 'lb9' in the cluster file \(balancers: lb1, lb2\)"):
+        spec.balancer("lb9")
+    with pytest.raises(ClusterConfigError, match="cannot tell which balancer this machine is .* --balancer"):
+        spec.balancer(None)  # the example's addresses are no one's here
+
+
+def test_launch_names_an_unknown_balancer_in_one_line(tmp_path: Path) -> None:
+    data = {**example(), "run_dir": str(tmp_path / "run")}
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump(data))
+    result = subprocess.run([sys.executable, "launch.py", "--cluster", str(cluster_file), "--role", "balancer",
+                             "--balancer", "lb9"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == ("error: no balancer 'lb9' in the cluster file "
+                                                      "(balancers: lb1, lb2)")
+    assert "Traceback" not in result.stderr
+
+
+def check_script(socket_path: Path) -> int:
+    """keepalived's check, run as keepalived runs it."""
+    return subprocess.run([sys.executable, "-I", "-S", str(CHECK_SCRIPT), str(socket_path)], timeout=10).returncode
+
+
+def test_the_check_passes_while_haproxy_answers_and_fails_once_it_stopped(tmp_path: Path) -> None:
+    spec = parse_cluster(cluster_data(tmp_path, ["n1"], ["n1"]))
+    haproxy = HAProxyProcess(write_config(render_config(spec), spec.config_path), spec.socket_path,
+                             tmp_path / "haproxy.log")
+    haproxy.start()
+    try:
+        assert check_script(spec.socket_path) == 0
+    finally:
+        haproxy.stop(0.0)
+    assert check_script(spec.socket_path) == 1
+    assert check_script(tmp_path / "no-such.sock") == 1
+
+
+def test_launch_says_keepalived_is_missing_in_one_line(tmp_path: Path) -> None:
+    data = {**example(), "run_dir": str(tmp_path / "run")}
+    cluster_file = tmp_path / "cluster.yaml"
+    cluster_file.write_text(yaml.safe_dump(data))
+    result = subprocess.run([sys.executable, "launch.py", "--cluster", str(cluster_file), "--role", "balancer",
+                             "--balancer", "lb1"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PATH": str(tmp_path)})  # no keepalived on this PATH
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: keepalived is not installed (Debian: apt-get")
+    assert "Traceback" not in result.stderr
