@@ -37,9 +37,12 @@ returns a real image of the asked size), so what each layer adds is not lost in 
 variance or CPU contention. One node; at each of ``--sizes``, ``--requests`` sequential
 requests per path from one client (no queueing), interleaved as above; in-process, the
 generate call, the worker's PNG encode and the clients' PNG check (decode + pixel hash) are
-timed apart. Added ms per layer (p50/p99 differences): worker HTTP + encode = (b) - (a),
-HAProxy = (c) - (b), web front + gradio_client = (d) - (c). The load average is taken before
-and after. Results go to ``bench/results/serving-layers.md``::
+timed apart. Two more paths split (d): (e) ``gradio_client`` given one TLS context for all its
+requests, and (f) Gradio's queue protocol (join, SSE stream, download) spoken directly over one
+keep-alive connection. Added ms per layer (p50/p99 differences): worker HTTP + encode = (b) - (a),
+HAProxy = (c) - (b), web front + gradio_client = (d) - (c), web front alone = (f) - (c),
+gradio_client alone = (d) - (f). The load average is taken before and after. Results go to
+``bench/results/serving-layers.md``::
 
     python -m bench.serving --standin 0.5                       # 512 and 1024, 50 requests each
     python -m bench.serving --standin 0.2 --requests 15 --sizes 512 1024
@@ -75,7 +78,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
-from bench.harness.clients import GradioApiClient, Job, RestClient, check_image, pixels_digest
+from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, RestClient, check_image, pixels_digest
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, new_figure, write_results
@@ -93,6 +96,14 @@ PATH_NAMES = {
     "c": "(c) HAProxy REST",
     "d": "(d) gradio_client via HAProxy",
 }
+LAYER_PATH_NAMES = {
+    **PATH_NAMES,
+    "a": "(a) in-process stand-in generate",
+    "e": "(e) gradio_client with one TLS context via HAProxy",
+    "f": "(f) Gradio queue protocol via HAProxy (one keep-alive connection)",
+    "check": "client PNG check (decode + hash)",
+}
+"""The paths of the layer report (``--standin``): (e) and (f) split (d) into the web front and gradio_client."""
 LAYERS = [
     # (name, the paths whose p50/p99 it is: plus, minus, the goal in ms or None)
     ("worker HTTP + encode, (b) − (a)", ["b"], ["a"], None),
@@ -100,6 +111,10 @@ LAYERS = [
     ("worker HTTP alone, (b) − (a) − encode − client check", ["b"], ["a", "encode", "check"], None),
     ("HAProxy, (c) − (b)", ["c"], ["b"], 10.0),
     ("web front + gradio_client, (d) − (c)", ["d"], ["c"], 40.0),
+    ("web front + gradio_client with one TLS context, (e) − (c)", ["e"], ["c"], 40.0),
+    ("web front alone (Gradio's queue protocol), (f) − (c)", ["f"], ["c"], None),
+    ("gradio_client alone, (d) − (f)", ["d"], ["f"], None),
+    ("gradio_client with one TLS context alone, (e) − (f)", ["e"], ["f"], None),
 ]
 """The rows of the layer report (``--standin``)."""
 
@@ -326,19 +341,23 @@ def measure_layers(args: argparse.Namespace) -> tuple[dict[int, dict[str, list[f
         rest_worker = RestClient(cluster.spec.workers[0].worker.url)
         rest_public = RestClient(cluster.public_url)
         gradio = GradioApiClient(cluster.public_url + "/")
+        gradio_one_tls = GradioApiClient(cluster.public_url + "/", tls_context=httpx.create_ssl_context())
+        queue_protocol = BrowserProtocolClient(cluster.public_url, api_name="generate")
         parts = InProcessParts(options)
         calls: dict[str, Callable[[Job], str]] = {
             "a": parts,
             "b": lambda j: rest_worker.generate(j).pixels_sha256,
             "c": lambda j: rest_public.generate(j).pixels_sha256,
             "d": lambda j: gradio.generate(j).pixels_sha256,
+            "e": lambda j: gradio_one_tls.generate(j).pixels_sha256,
+            "f": lambda j: queue_protocol.generate(j).pixels_sha256,
         }
         for size in args.sizes:
             job = Job(PROMPT, args.steps, size, size, seed=1000, guidance=args.guidance)
             latencies = measure_latency(calls, job, args.requests)
             in_process = parts.last(args.requests)
             results[size] = {**latencies, "a": in_process["generate"], **in_process}
-        for client in (rest_worker, rest_public, gradio):
+        for client in (rest_worker, rest_public, gradio, gradio_one_tls, queue_protocol):
             client.close()
     loads.append(os.getloadavg())
     return results, loads
@@ -366,9 +385,8 @@ def render_layers(args: argparse.Namespace, results: dict[int, dict[str, list[fl
     def cells(pairs: list[tuple[float, float]]) -> list[str]:
         return [f"{value:.1f}" for pair in pairs for value in pair]
 
-    path_names = {**PATH_NAMES, "a": "(a) in-process stand-in generate", "check": "client PNG check (decode + hash)"}
-    path_rows = [[path_names.get(key, key)] + cells([layer_ms(stats[size], [key], []) for size in sizes])
-                 for key in ("a", "b", "c", "d", "check")]
+    path_rows = [[LAYER_PATH_NAMES[key]] + cells([layer_ms(stats[size], [key], []) for size in sizes])
+                 for key in LAYER_PATH_NAMES]
     layer_rows = [[name] + cells([layer_ms(stats[size], plus, minus) for size in sizes])
                   + [f"≤ {goal:g}" if goal else "–"] for name, plus, minus, goal in LAYERS]
     return "\n".join([
@@ -391,7 +409,10 @@ def render_layers(args: argparse.Namespace, results: dict[int, dict[str, list[fl
         "",
         "Every remote path's client also decodes and hashes the PNG (the check row), so it is in (b) − (a) and "
         "cancels out of the later differences; the encode is in (b) − (a) only. A negative difference of two p99s "
-        "is noise (the paths' slowest requests differ), not a gain.",
+        "is noise (the paths' slowest requests differ), not a gain. (d) is `gradio_client` as it comes; (e) gives "
+        "it one TLS context (`ssl_verify=httpx.create_ssl_context()`), which its per-call `httpx` clients then "
+        "share instead of each loading the CA bundle again; (f) speaks Gradio's queue protocol (join, SSE stream, "
+        "file download) over one keep-alive connection, without `gradio_client`.",
         "",
         f"Reproduce: `{args.reproduce}`",
     ])

@@ -18,8 +18,11 @@ def test_layer_costs_are_differences_of_the_paths_percentiles():
 def test_report_names_the_standin_and_the_load():
     args = parse_args(["--standin", "0.2", "--requests", "10", "--sizes", "512"])
     assert args.standin == 0.2 and args.sizes == [512] and parse_args([]).standin is None
-    seconds = {key: [0.2 + i / 1000 for i in range(10)] for key in ("a", "b", "c", "d", "encode", "check")}
+    seconds = {key: [0.2 + i / 1000 for i in range(10)] for key in ("a", "b", "c", "d", "e", "f", "encode", "check")}
+    seconds["f"] = [value + 0.03 for value in seconds["c"]]
     report = render_layers(args, {512: seconds}, [(2.0, 1.5, 1.0), (2.5, 1.6, 1.1)])
     assert "**not a model**" in report and "`standin:0.2`" in report
     assert "before: 2.00, 1.50, 1.00; after: 2.50, 1.60, 1.10" in report
     assert "| HAProxy, (c) − (b) | 0.0 | 0.0 | ≤ 10 |" in report
+    assert "| web front alone (Gradio's queue protocol), (f) − (c) | 30.0 | 30.0 | – |" in report
+    assert "| gradio_client alone, (d) − (f) | -30.0 | -30.0 | – |" in report

@@ -23,6 +23,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from balancer.haproxy import find_haproxy
+from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job
 from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http
 from tests.helpers import blank_png, peak_rss, reset_peak_rss
@@ -133,6 +134,21 @@ def test_same_seed_gives_same_image(client: Client) -> None:
     assert info1["seed"] == info2["seed"] == 77
     np.testing.assert_array_equal(pixels(first[0]), pixels(second[0]))
     assert not np.array_equal(pixels(first[0]), pixels(other[0]))
+
+
+def test_the_benchmarks_split_clients_draw_the_same_image(node: Node, tmp_path: Path) -> None:
+    """bench.serving's (e) and (f): gradio_client with one TLS context, and the queue protocol spoken directly."""
+    job = Job("studio portrait, soft light", steps=2, width=256, height=256, seed=4242)
+    queue_protocol = BrowserProtocolClient(node.web_url, api_name="generate")
+    one_tls = GradioApiClient(node.web_url, download_dir=tmp_path, tls_context=httpx.create_ssl_context())
+    try:
+        replies = [queue_protocol.generate(job), one_tls.generate(job), one_tls.generate(job)]
+    finally:
+        queue_protocol.close()
+        one_tls.close()
+    assert {reply.seed for reply in replies} == {4242}
+    assert replies[0].progress_events > 0
+    assert len({reply.pixels_sha256 for reply in replies}) == 1
 
 
 def test_random_seed_is_reported_and_reproducible(client: Client) -> None:

@@ -5,7 +5,8 @@
 - ``BrowserProtocolClient``: what the studio page itself does in a browser: it keeps the
   balancer's cookie, reads ``/config``, joins Gradio's queue with the *Generate button's*
   event (not the API endpoint) and follows the SSE stream, progress messages included,
-  then downloads the image from the node that made it.
+  then downloads the image from the node that made it. With ``api_name`` it joins the
+  client API's event instead: Gradio's queue protocol without ``gradio_client``.
 
 Every ``generate`` takes a ``Job`` and returns a ``Reply`` after checking the image: it must
 decode as a PNG of the requested size. Anything else raises ``CallFailed``; a request the
@@ -20,6 +21,7 @@ import hashlib
 import io
 import json
 import secrets
+import ssl
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -177,10 +179,19 @@ def error_from_response(response: httpx.Response) -> CallFailed:
 class GradioApiClient:
     """The web front's ``/generate`` client endpoint through ``gradio_client`` (one reused Client)."""
 
-    def __init__(self, url: str, download_dir: Path | None = None) -> None:
+    def __init__(self, url: str, download_dir: Path | None = None, tls_context: ssl.SSLContext | None = None) -> None:
+        """``tls_context``: one context for all of the client's requests (``ssl_verify=``).
+
+        By default ``gradio_client`` opens a new ``httpx`` client for the join, the event
+        stream and the download of every call, and each loads the CA bundle again (tens of
+        ms each on a loaded CPU, even for plain http). A context made once (verifying as the
+        default does) is reused by all of them.
+        """
         kwargs: dict[str, Any] = {"verbose": False}
         if download_dir is not None:
             kwargs["download_files"] = str(download_dir)
+        if tls_context is not None:
+            kwargs["ssl_verify"] = tls_context  # httpx takes a context where gradio_client says bool
         self.client = Client(url, **kwargs)
 
     def generate(self, job: Job) -> Reply:
@@ -224,11 +235,25 @@ class PageEvent:
     """One event of the page (e.g. the Generate button's click), as the app's ``/config`` describes it."""
 
     fn_index: int
-    trigger_id: int
+    trigger_id: int | None
     inputs: list[tuple[str | None, Any]]
-    """(elem_id, the value the page starts with) of each input component, in order."""
+    """(elem_id, the value the page starts with) of each input component, in order (label for an API event)."""
     outputs: list[str | None]
     """elem_id of each output component, in order."""
+
+    @classmethod
+    def api(cls, config: dict[str, Any], api_name: str) -> PageEvent:
+        """The client API's ``api_name`` event; its inputs are keyed by their labels (the API's argument names)."""
+        components = {c["id"]: c.get("props", {}) for c in config["components"]}
+        for index, dependency in enumerate(config["dependencies"]):
+            if dependency.get("api_name") == api_name:
+                return cls(
+                    fn_index=dependency.get("id", index),
+                    trigger_id=None,
+                    inputs=[(components[i].get("label"), components[i].get("value")) for i in dependency["inputs"]],
+                    outputs=[components[o].get("elem_id") for o in dependency["outputs"]],
+                )
+        raise CallFailed(f"the app has no API endpoint /{api_name}")
 
     @classmethod
     def find(cls, config: dict[str, Any], elem_id: str, trigger: str = "click") -> PageEvent:
@@ -269,20 +294,22 @@ class BrowserProtocolClient:
     downloads the resulting image.
     """
 
-    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT, api_name: str | None = None) -> None:
+        """``api_name``: join that client API event (e.g. ``generate``) instead of the Generate button's."""
         self.base_url = base_url.rstrip("/")
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout, follow_redirects=True)
         self.session_hash = secrets.token_hex(6)
+        self.api_name = api_name
         self.event: PageEvent | None = None
 
     def open(self) -> None:
-        """Load the page and find the Generate button's event in the app config."""
+        """Load the page and find the Generate button's (or the API's) event in the app config."""
         try:
             self.http.get("/").raise_for_status()
             config = self.http.get("/config").raise_for_status().json()
         except (httpx.HTTPError, ValueError) as exc:
             raise CallFailed(f"page did not load: {exc}") from None
-        self.event = PageEvent.find(config, "generate")
+        self.event = PageEvent.api(config, self.api_name) if self.api_name else PageEvent.find(config, "generate")
 
     def generate(self, job: Job) -> Reply:
         """Click Generate with ``job``'s values; a checked ``Reply`` (``Rejected`` when the page shows an error)."""
@@ -304,11 +331,14 @@ class BrowserProtocolClient:
         if self.event is None:
             self.open()
         assert self.event is not None
-        values = {
-            "prompt": job.prompt, "negative-prompt": "", "steps": job.steps, "guidance": job.guidance,
-            "width": job.width, "height": job.height, "seed": job.seed, "seed-random": False,
-            "lora-scale": job.lora_scale, "num-images": 1,
-        }
+        if self.api_name:
+            values = {**job.rest_body(), "negative_prompt": "", "num_images": 1}
+        else:
+            values = {
+                "prompt": job.prompt, "negative-prompt": "", "steps": job.steps, "guidance": job.guidance,
+                "width": job.width, "height": job.height, "seed": job.seed, "seed-random": False,
+                "lora-scale": job.lora_scale, "num-images": 1,
+            }
         body = {"data": self.event.payload(values), "event_data": None, "fn_index": self.event.fn_index,
                 "trigger_id": self.event.trigger_id, "session_hash": self.session_hash}
         joined = self.http.post("/gradio_api/queue/join", json=body)

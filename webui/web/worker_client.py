@@ -15,7 +15,6 @@ One client per web app (it owns an ``httpx.AsyncClient``); close it with ``aclos
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import ssl
@@ -237,7 +236,9 @@ class WorkerClient:
     @staticmethod
     def _parse(line: str) -> ProgressEvent | ResultEvent | ErrorEvent:
         try:
-            return _EVENT.validate_python(json.loads(line))
+            # One pass in pydantic-core: about half the time of json.loads + validate_python for
+            # a result line, which carries the base64 PNG (megabytes at 1024²).
+            return _EVENT.validate_json(line)
         except (ValueError, ValidationError) as exc:
             raise JobRejected(f"The worker sent an unreadable event: {line[:200]!r}", 502) from exc
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import base64
-import hashlib
 import io
+import secrets
 from pathlib import Path
 
 from PIL import Image
@@ -16,9 +16,13 @@ RETOUCH_MAX_SIDE = 1536
 
 
 def save_image(data: str, cache_dir: Path, name: str) -> Path:
-    """Write a base64 PNG from the worker into Gradio's cache as is (no decode, no re-encode)."""
+    """Write a base64 PNG from the worker into Gradio's cache as is (no PNG decode, no re-encode).
+
+    Each file gets a folder of its own with a random name (no hash of megabytes of PNG), so two
+    jobs never write the same file and Gradio serves the file where it is (it is in its cache).
+    """
     png = base64.b64decode(data)
-    folder = cache_dir / hashlib.sha256(png).hexdigest()
+    folder = cache_dir / secrets.token_hex(16)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     path.write_bytes(png)
