@@ -23,6 +23,7 @@ from pathlib import Path
 
 from balancer.children import CommandProcess
 from balancer.cluster import BalancerHostSpec, ClusterConfigError, ClusterSpec, local_addresses
+from balancer.hang import ProbeAnswer
 from balancer.runtime_api import ServerState
 
 logger = logging.getLogger(__name__)
@@ -157,9 +158,9 @@ class KeepalivedChild(CommandProcess):
                          (spec.run_dir / "logs",))
         self.probe_target = f"keepalived pid ({config})"
 
-    async def probe(self) -> bool:
+    async def probe(self) -> ProbeAnswer:
         """Whether it runs (VRRP itself tells the other balancers whether it works)."""
-        return self.pid is not None
+        return ProbeAnswer(ok=self.pid is not None)
 
     async def tell_haproxy(self, state: ServerState) -> None:
         """Nothing to tell: keepalived is no HAProxy server."""
