@@ -239,8 +239,12 @@ class AsyncRuntimeAPI:
         if "New server registered" not in answer:
             raise RuntimeAPIError(f"{command}: {answer.strip()}")
         checks = ["health"] if " check " in f" {options} " else []
-        for check in checks + (["agent"] if agent else []):
-            line = f"enable {check} {backend}/{server}"
+        lines = [f"enable {check} {backend}/{server}" for check in checks + (["agent"] if agent else [])]
+        if agent:
+            # An added server's agent starts out down, and an agent that answers only a weight or maxconn
+            # never raises it: say it is up (as at HAProxy's start); a "down" answer still takes it down.
+            lines.append(f"set server {backend}/{server} agent up")
+        for line in lines:
             check_empty_answer(line, await self.command(line))
 
     async def delete_server(self, backend: str, server: str) -> None:

@@ -328,7 +328,7 @@ def test_worker_flags_are_replaced_where_they_are_or_added() -> None:
     assert replace_flag(["--threads", "1"], "--lora", "none") == ["--threads", "1", "--lora", "none"]
 
 
-@pytest.mark.parametrize("command", ["status", "drain", "ready", "rolling-restart"])
+@pytest.mark.parametrize("command", ["status", "drain", "ready", "rolling-restart", "add-node", "remove-node"])
 def test_every_command_has_help(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", "balancer.ctl", command, "--help"], capture_output=True,
                             text=True, timeout=60)
