@@ -26,7 +26,9 @@ runtime API is spoken asynchronously (``AsyncRuntimeAPI``), the kernel log and N
 read in threads, so nothing blocks the loop. ``/status`` and ``/metrics`` are served on the
 sidecar's port (``balancer.status``), with ``POST /retry/NODE/PART`` and the operator's drain of a
 node, ``POST /drain/NODE`` / ``POST /ready/NODE`` (``HAProxyGate.hold``: a drained node's servers
-stay in ``drain`` whatever their supervisors say, until ``ready``; ``python -m balancer.ctl``).
+stay in ``drain`` whatever their supervisors say, until ``ready``; ``python -m balancer.ctl``). Nodes are
+added and removed at runtime (``balancer.node_changes``): each node's supervisors have their own stop event
+and tasks, and haproxy.cfg is re-rendered with the current nodes for an HAProxy restart.
 
 On a node host (``--node-host``, or ``launch.py --role node``) there is no HAProxy: the sidecar
 runs that host's nodes and serves HAProxy's agent protocol (``balancer.host_agent``) so that every

@@ -1,7 +1,8 @@
 """What the sidecar tells the outside world: ``GET /status`` (JSON), ``GET /metrics``, ``GET /healthz``,
 and the actions it takes from outside (HTTP basic auth): ``POST /retry/NODE/PART``, ``POST /drain/NODE``
-``POST /ready/NODE`` and ``POST /rolling-restart`` (``balancer.operations``; its progress in ``GET
-/operation``); ``python -m balancer.ctl`` speaks them all.
+``POST /ready/NODE``, ``POST /rolling-restart`` (``balancer.operations``), ``POST /add-node`` and ``POST
+/remove-node/NODE`` (``balancer.node_changes``; an operation's progress in ``GET /operation``);
+``python -m balancer.ctl`` speaks them all.
 
 ``PartStatus`` is the record each supervisor keeps about its process; ``SidecarMetrics``
 holds the Prometheus metrics (in their own registry, not the global one); ``status_app``

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -81,10 +82,32 @@ def load_clients(cluster: LaunchedCluster, clock: Clock, closers: list) -> list[
     return clients
 
 
-def rolling_restart(cluster: LaunchedCluster, *args: str) -> subprocess.CompletedProcess:
+def ctl(cluster: LaunchedCluster, *args: str) -> subprocess.CompletedProcess:
+    """``python -m balancer.ctl ARGS`` against the cluster's sidecar, the password in the environment."""
     env = {**os.environ, PASSWORD_ENV: cluster.spec.stats.password.get_secret_value()}
-    return subprocess.run([sys.executable, "-m", "balancer.ctl", "rolling-restart", "--sidecar", cluster.sidecar_url,
-                           *args], capture_output=True, text=True, env=env, timeout=LOAD_SECONDS)
+    return subprocess.run([sys.executable, "-m", "balancer.ctl", *args, "--sidecar", cluster.sidecar_url],
+                          capture_output=True, text=True, env=env, timeout=LOAD_SECONDS)
+
+
+def under_load(clients: list[LoadClient], closers: list, operate: Callable[[threading.Event], None]) -> list[Record]:
+    """Run the clients until ``operate`` (in its own thread, given the runner's stop event) has ended."""
+    runner = LoadRunner(clients, LOAD_SECONDS)
+
+    def operator() -> None:
+        try:
+            operate(runner.stop)
+        finally:
+            runner.stop.set()
+
+    thread = threading.Thread(target=operator, name="operator")
+    try:
+        thread.start()
+        records = runner.run()
+        thread.join(timeout=LOAD_SECONDS)
+    finally:
+        for close in closers:
+            close()
+    return records
 
 
 def worker_lora(cluster: LaunchedCluster, node: str) -> object:
@@ -96,33 +119,24 @@ def test_rolling_restart_under_load_fails_no_request_and_applies_the_new_lora(cl
     before = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
     assert {worker_lora(cluster, node) for node in NODES} != {None}  # the demo model's own LoRA
     clock, closers = Clock(), []
-    try:
-        runner = LoadRunner(load_clients(cluster, clock, closers), LOAD_SECONDS)
-        with WorkersUp(cluster) as workers_up:
-            result: dict[str, subprocess.CompletedProcess] = {}
+    result: dict[str, subprocess.CompletedProcess] = {}
 
-            def operate() -> None:
-                runner.stop.wait(3.0)  # some load first
-                result["ctl"] = rolling_restart(cluster, "--lora", "none", "--drain-timeout", "150",
-                                                "--settle", str(SETTLE))
-                runner.stop.set()
+    def operate(stop: threading.Event) -> None:
+        stop.wait(3.0)  # some load first
+        result["ctl"] = ctl(cluster, "rolling-restart", "--lora", "none", "--drain-timeout", "150",
+                            "--settle", str(SETTLE))
 
-            operator = threading.Thread(target=operate, name="operator")
-            operator.start()
-            records = runner.run()
-            operator.join(timeout=LOAD_SECONDS)
-    finally:
-        for close in closers:
-            close()
+    with WorkersUp(cluster) as workers_up:
+        records = under_load(load_clients(cluster, clock, closers), closers, operate)
 
-    ctl = result["ctl"]
-    print(ctl.stdout, ctl.stderr)  # the operation's timeline, shown when the test fails
+    restart = result["ctl"]
+    print(restart.stdout, restart.stderr)  # the operation's timeline, shown when the test fails
     for record in records:
         print(f"{record.kind:14} {record.start:6.1f} {record.end:6.1f} {record.outcome} {record.detail[:80]}")
-    assert ctl.returncode == 0, ctl.stdout + ctl.stderr
-    assert "a job under way may fail" not in ctl.stdout  # each web front came back while its clients were idle
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    assert "a job under way may fail" not in restart.stdout  # each web front came back while its clients were idle
     failed = [record for record in records if record.outcome != OK]
-    assert failed == [], ([(r.kind, round(r.start, 1), round(r.end, 1), r.detail) for r in failed], ctl.stdout)
+    assert failed == [], ([(r.kind, round(r.start, 1), round(r.end, 1), r.detail) for r in failed], restart.stdout)
     assert {record.kind for record in records} == {"rest", "gradio_client", "browser"}
     assert workers_up.fewest == 1  # one node out at a time, never both
     after = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
@@ -131,63 +145,50 @@ def test_rolling_restart_under_load_fails_no_request_and_applies_the_new_lora(cl
     cluster.wait_all_ready(60)
 
 
-def ctl(cluster: LaunchedCluster, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, PASSWORD_ENV: cluster.spec.stats.password.get_secret_value()}
-    return subprocess.run([sys.executable, "-m", "balancer.ctl", *args, "--sidecar", cluster.sidecar_url],
-                          capture_output=True, text=True, env=env, timeout=LOAD_SECONDS)
-
-
 def sidecar_status(cluster: LaunchedCluster) -> dict:
     return httpx.get(cluster.sidecar_url + "/status", timeout=10).raise_for_status().json()
 
 
 def test_add_node_then_remove_node_under_load_fails_no_request(cluster: LaunchedCluster) -> None:
     cluster.wait_all_ready(120)
-    assert ctl(cluster, "remove-node", "nosuch").returncode == 1
+    unknown = ctl(cluster, "remove-node", "nosuch")
+    assert unknown.returncode == 1 and "no managed node 'nosuch'" in unknown.stderr, unknown.stderr
     clock, closers = Clock(), []
     outcome: dict[str, object] = {}
-    try:
-        clients = [client for client in load_clients(cluster, clock, closers) if client.name != "browser"]
-        runner = LoadRunner(clients, LOAD_SECONDS)
+    clients = [client for client in load_clients(cluster, clock, closers) if client.name != "browser"]
 
-        def operate() -> None:
-            try:
-                runner.stop.wait(2.0)
-                outcome["add"] = ctl(cluster, "add-node", "--json", "--ready-timeout", "180")
-                node = "node3"
-                servers = {(s.backend, s.server): s for s in cluster.runtime.servers()}
-                outcome["servers"] = {key: server.status for key, server in servers.items() if key[1] == node}
-                outcome["status"] = sidecar_status(cluster)
-                jobs = [threading.Thread(target=lambda i=i: outcome.setdefault(f"job{i}", httpx.post(
-                    cluster.public_url + "/generate", json={"prompt": "p", "steps": 8, "width": 512, "height": 512},
-                    timeout=120).json().get("worker_id"))) for i in range(4)]
-                for job in jobs:
-                    job.start()
-                for job in jobs:
-                    job.join(120)
-                cookies = set()
-                for _ in range(12):
-                    with httpx.Client(timeout=10) as fresh:
-                        fresh.get(cluster.public_url + "/")
-                        cookies.add(fresh.cookies.get("PORTRAIT_NODE"))
-                outcome["cookies"] = cookies
-                outcome["pids"] = {part: entry["pid"] for part, entry in outcome["status"]["nodes"][node].items()}
-                outcome["remove"] = ctl(cluster, "remove-node", node, "--settle", str(SETTLE), "--json")
-            finally:
-                runner.stop.set()
+    def operate(stop: threading.Event) -> None:
+        stop.wait(2.0)
+        outcome["add"] = ctl(cluster, "add-node", "--json", "--ready-timeout", "180")
+        node = "node3"
+        servers = {(s.backend, s.server): s for s in cluster.runtime.servers()}
+        outcome["servers"] = {key: server.status for key, server in servers.items() if key[1] == node}
+        outcome["status"] = sidecar_status(cluster)
+        # What an HAProxy restarted by the sidecar reads: the node is in it, as a server of each backend.
+        outcome["config"] = cluster.spec.config_path.read_text()
+        jobs = [threading.Thread(target=lambda i=i: outcome.setdefault(f"job{i}", httpx.post(
+            cluster.public_url + "/generate", json={"prompt": "p", "steps": 8, "width": 512, "height": 512},
+            timeout=120).json().get("worker_id"))) for i in range(4)]
+        for job in jobs:
+            job.start()
+        for job in jobs:
+            job.join(120)
+        cookies = set()
+        for _ in range(12):
+            with httpx.Client(timeout=10) as fresh:
+                fresh.get(cluster.public_url + "/")
+                cookies.add(fresh.cookies.get("PORTRAIT_NODE"))
+        outcome["cookies"] = cookies
+        outcome["pids"] = {part: entry["pid"] for part, entry in outcome["status"]["nodes"][node].items()}
+        outcome["remove"] = ctl(cluster, "remove-node", node, "--settle", str(SETTLE), "--json")
 
-        operator = threading.Thread(target=operate, name="operator")
-        operator.start()
-        records = runner.run()
-        operator.join(timeout=LOAD_SECONDS)
-    finally:
-        for close in closers:
-            close()
+    records = under_load(clients, closers, operate)
     add, remove = outcome["add"], outcome["remove"]
     assert add.returncode == 0, add.stdout + add.stderr
     assert json.loads(add.stdout)["nodes"]["node3"]["added"] is True
     checked = {key: status.removesuffix(" (agent)") for key, status in outcome["servers"].items()}
     assert checked == {("webs", "node3"): "UP", ("workers", "node3"): "UP", ("worker_probes", "node3"): "UP"}
+    assert len(re.findall(r"^\s+server node3 ", outcome["config"], re.MULTILINE)) == 3
     assert "node3" in {outcome[f"job{i}"] for i in range(4)}, outcome
     assert "node3" in outcome["cookies"], outcome["cookies"]
     assert remove.returncode == 0, remove.stdout + remove.stderr
