@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, R
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.harness.processes import Processes
+from bench.harness.waiting import wait_until
 from webui.contract import INFO_PATH
 
 NODES = ("node1", "node2")
@@ -166,13 +168,7 @@ def test_add_node_then_remove_node_under_load_fails_no_request(cluster: Launched
         outcome["status"] = sidecar_status(cluster)
         # What an HAProxy restarted by the sidecar reads: the node is in it, as a server of each backend.
         outcome["config"] = cluster.spec.config_path.read_text()
-        jobs = [threading.Thread(target=lambda i=i: outcome.setdefault(f"job{i}", httpx.post(
-            cluster.public_url + "/generate", json={"prompt": "p", "steps": 8, "width": 512, "height": 512},
-            timeout=120).json().get("worker_id"))) for i in range(4)]
-        for job in jobs:
-            job.start()
-        for job in jobs:
-            job.join(120)
+        outcome["took_a_job"] = takes_a_job(cluster, node)
         cookies = set()
         for _ in range(12):
             with httpx.Client(timeout=10) as fresh:
@@ -189,7 +185,7 @@ def test_add_node_then_remove_node_under_load_fails_no_request(cluster: Launched
     checked = {key: status.removesuffix(" (agent)") for key, status in outcome["servers"].items()}
     assert checked == {("webs", "node3"): "UP", ("workers", "node3"): "UP", ("worker_probes", "node3"): "UP"}
     assert len(re.findall(r"^\s+server node3 ", outcome["config"], re.MULTILINE)) == 3
-    assert "node3" in {outcome[f"job{i}"] for i in range(4)}, outcome
+    assert outcome["took_a_job"], "node3 took none of 4 concurrent jobs"
     assert "node3" in outcome["cookies"], outcome["cookies"]
     assert remove.returncode == 0, remove.stdout + remove.stderr
     failed = [record for record in records if record.outcome != OK]
@@ -205,3 +201,42 @@ def test_add_node_then_remove_node_under_load_fails_no_request(cluster: Launched
     assert {s.status for s in cluster.runtime.servers() if s.server == "node1"} <= {"MAINT"}
     refused = ctl(cluster, "remove-node", "node2")
     assert refused.returncode == 1 and "last managed node" in refused.stderr, refused.stderr
+
+
+def test_a_node_added_at_runtime_survives_an_haproxy_restart_by_the_sidecar(cluster: LaunchedCluster) -> None:
+    added = ctl(cluster, "add-node", "--json", "--ready-timeout", "180")
+    assert added.returncode == 0, added.stdout + added.stderr
+    node = next(iter(json.loads(added.stdout)["nodes"]))
+    before = sidecar_status(cluster)["haproxy"]
+    assert cluster.proc is not None
+    assert before["pid"] in {p.pid for p in psutil.Process(cluster.proc.pid).children(recursive=True)}
+    os.kill(before["pid"], signal.SIGKILL)  # the sidecar restarts it from its re-rendered haproxy.cfg
+
+    def node_up() -> bool:
+        try:
+            mine = {s.backend: s.status.removesuffix(" (agent)") for s in cluster.runtime.servers() if s.server == node}
+        except OSError:
+            return False
+        return mine == {"webs": "UP", "workers": "UP", "worker_probes": "UP"}
+
+    wait_until(node_up, timeout=60, what=f"{node} UP again after HAProxy's restart")
+    assert sidecar_status(cluster)["haproxy"]["restarts"] == before["restarts"] + 1
+    assert takes_a_job(cluster, node)
+    removed = ctl(cluster, "remove-node", node, "--settle", str(SETTLE))
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+
+
+def takes_a_job(cluster: LaunchedCluster, node: str) -> bool:
+    """Whether ``node``'s worker takes one of a few concurrent REST jobs."""
+    workers: list[object] = []
+
+    def job() -> None:
+        workers.append(httpx.post(cluster.public_url + "/generate", timeout=120,
+                                  json={"prompt": "p", "steps": 8, "width": 512, "height": 512}).json()["worker_id"])
+
+    threads = [threading.Thread(target=job) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(150)
+    return node in workers
