@@ -1,7 +1,9 @@
 """A rolling restart of a real cluster (``launch.py``, two nodes on the demo model) under a bounded
 load of REST, ``gradio_client`` and browser-protocol clients: no request fails, at most one node
 is out of rotation at a time, every worker and web front runs a new process, and the workers run
-the new ``--lora`` the operator asked for (``/info``)."""
+the new ``--lora`` the operator asked for (``/info``). Then ``add-node`` / ``remove-node`` under REST and
+``gradio_client`` load (no request fails, the new node takes jobs and gets a cookie, its processes and
+servers go), and a node added at runtime that survives an HAProxy restart by the sidecar."""
 
 from __future__ import annotations
 
