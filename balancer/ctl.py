@@ -4,6 +4,8 @@
     python -m balancer.ctl drain NODE [--json]        # out of rotation: in-flight requests finish, new go elsewhere
     python -m balancer.ctl ready NODE [--json]        # back in rotation
     python -m balancer.ctl rolling-restart [--model M] [--lora L] [--json]   # node by node, no request failed
+    python -m balancer.ctl add-node [--gpu G] [--json]          # one more node, in rotation once ready
+    python -m balancer.ctl remove-node NODE [--json]            # drained, its requests finished, stopped, gone
 
 ``status`` is read-only (``GET /status``, no password). The others need the stats page's
 user and password (``--user``, ``--password`` or, better, the ``PORTRAIT_STATS_PASSWORD`` environment
@@ -21,7 +23,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 
@@ -137,13 +139,19 @@ def rolling_restart(args: argparse.Namespace) -> int:
     body = {"model": args.model, "lora": args.lora, "drain_timeout": args.drain_timeout, "settle": args.settle}
     if args.ready_timeout is not None:
         body["ready_timeout"] = args.ready_timeout
-    report = follow(args, request(args, "POST", "/rolling-restart", body))
+    return operation(args, "/rolling-restart", body, lambda report: f"{len(report.get('nodes', {}))} nodes restarted")
+
+
+def operation(args: argparse.Namespace, path: str, body: dict, done: Callable[[dict], str]) -> int:
+    """Start an operation, follow it to its end, print its outcome (``done`` says it in words)."""
+    report = follow(args, request(args, "POST", path, body))
+    kind = str(report.get("kind", "operation")).replace("-", " ")
     if args.json:
         print(json.dumps(report, indent=2))
     elif report.get("state") == "done":
-        print(f"rolling restart done: {len(report.get('nodes', {}))} nodes restarted")
+        print(f"{kind} done: {done(report)}")
     if report.get("state") != "done":
-        raise CtlError(f"rolling restart failed: {report.get('error')}", EXIT_FAILED)
+        raise CtlError(f"{kind} failed: {report.get('error')}", EXIT_FAILED)
     return EXIT_OK
 
 
@@ -155,6 +163,12 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_OK
     if args.command == "rolling-restart":
         return rolling_restart(args)
+    if args.command == "add-node":
+        body = {"gpu": args.gpu} | ({"ready_timeout": args.ready_timeout} if args.ready_timeout else {})
+        return operation(args, "/add-node", body, lambda report: ", ".join(report.get("nodes", {})) + " added")
+    if args.command == "remove-node":
+        body = {"drain_timeout": args.drain_timeout, "settle": args.settle}
+        return operation(args, f"/remove-node/{args.node}", body, lambda report: f"{args.node} removed")
     answer = request(args, "POST", f"/{args.command}/{args.node}")
     print(json.dumps(answer, indent=2) if args.json else format_admin(answer))
     return EXIT_OK
@@ -201,7 +215,45 @@ def build_parser() -> argparse.ArgumentParser:
                      "gaps between the requests of one Gradio job).")
     sub.add_argument("--timeout", type=positive, default=3600.0, metavar="S",
                      help="Seconds to follow the operation before giving up on it here (default 3600).")
+    summary = "Start one more node (the next free name and ports), in rotation once ready; no HAProxy restart."
+    sub = commands.add_parser("add-node", parents=[common], help=summary, description=(
+        f"{summary} It runs with the first node's flags; HAProxy gets its servers (cookie, health checks, a "
+        "place in the worker queue) at runtime. Needs the stats page's password. Not written back to the "
+        "cluster file: launch.py's next start runs the nodes its flags say."))
+    sub.add_argument("--gpu", type=int, default=None, metavar="G",
+                     help="The new worker's GPU (nvidia-smi index), like gpu: in the cluster file; unset: none.")
+    sub.add_argument("--ready-timeout", type=positive, default=None, metavar="S",
+                     help="Seconds the new node may take to be ready (default: the sidecar's start_timeout).")
+    add_timeout(sub)
+    summary = "Take NODE out of the cluster: drained, its requests in flight finished, stopped, its servers deleted."
+    sub = commands.add_parser("remove-node", parents=[common], help=summary, description=(
+        f"{summary} No HAProxy restart; needs the stats page's password; the last node cannot be removed. "
+        "Not written back to the cluster file."))
+    sub.add_argument("node", metavar="NODE", help="Node name, as in /status.")
+    add_timeout(add_settle(add_drain_timeout(sub)))
     return parser
+
+
+def add_drain_timeout(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--drain-timeout``."""
+    sub.add_argument("--drain-timeout", type=positive, default=300.0, metavar="S",
+                     help="Seconds a drained node may take to be idle (default 300).")
+    return sub
+
+
+def add_settle(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--settle``."""
+    sub.add_argument("--settle", type=float, default=1.0, metavar="S",
+                     help="Seconds a drained node must be idle before it stops (default 1: longer than the "
+                     "gaps between the requests of one Gradio job).")
+    return sub
+
+
+def add_timeout(sub: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--timeout``."""
+    sub.add_argument("--timeout", type=positive, default=3600.0, metavar="S",
+                     help="Seconds to follow the operation before giving up on it here (default 3600).")
+    return sub
 
 
 def positive(text: str) -> float:

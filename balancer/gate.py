@@ -71,6 +71,13 @@ class HAProxyGate:
             marks.discard(key)
         return await self._send(key)
 
+    def forget(self, key: ServerKey) -> None:
+        """Drop everything known about a deleted server (a removed node's)."""
+        self.wanted.pop(key, None)
+        self.held.discard(key)
+        self.parked.discard(key)
+        self._locks.pop(key, None)
+
     async def reapply(self) -> None:
         """Tell HAProxy every state asked so far again (after it restarted)."""
         keys = [*self.wanted, *((self.held | self.parked) - self.wanted.keys())]

@@ -128,6 +128,26 @@ def config_path_arg(path: Path) -> str:
     return f'"{text}"'
 
 
+def check_options(spec: ClusterSpec) -> str:
+    """Every server's health check settings: the ``default-server`` line, and given in full to a server added
+    at runtime (``add server`` inherits no ``default-server``)."""
+    health = spec.health
+    return (f"check inter {duration(health.interval)} fastinter {duration(health.fast_interval)}"
+            f" downinter {duration(health.down_interval)} fall {health.fall} rise {health.rise}"
+            f" slowstart {duration(health.slowstart)} observe layer4 error-limit 1 on-error mark-down")
+
+
+@dataclass(frozen=True)
+class DynamicServer:
+    """One server to add over the runtime API: ``add server BACKEND/NAME ADDRESS OPTIONS``."""
+
+    backend: str
+    name: str
+    address: str
+    options: str
+    """The same options as its line in haproxy.cfg, with the default-server's check settings spelled out."""
+
+
 class ServerSet(Protocol):
     """Where the web fronts' and workers' server lines come from."""
 
@@ -166,12 +186,35 @@ class StaticServers:
         return [f"    cookie {COOKIE_NAME} {COOKIE_OPTIONS}"]
 
     def web_lines(self) -> list[str]:
-        return [self._line(node, node.web.address, f"cookie {node.name}" + self._agent(node, WEBS_BACKEND))  # type: ignore[union-attr]
-                for node in self.spec.webs]
+        return [self._line(node, node.web.address, self._web_options(node)) for node in self.spec.webs]  # type: ignore[union-attr]
 
     def worker_lines(self) -> list[str]:
-        return [self._line(node, node.worker.address, "maxconn 1" + self._agent(node, WORKERS_BACKEND))  # type: ignore[union-attr]
+        return [self._line(node, node.worker.address, self._worker_options(node))  # type: ignore[union-attr]
                 for node in self.spec.workers]
+
+    def _web_options(self, node: NodeSpec) -> str:
+        return f"cookie {node.name}" + self._agent(node, WEBS_BACKEND)
+
+    def _worker_options(self, node: NodeSpec) -> str:
+        return "maxconn 1" + self._agent(node, WORKERS_BACKEND)
+
+    def dynamic_servers(self, node: NodeSpec) -> list[DynamicServer]:
+        """A node's servers as the runtime API adds them (a worker before the probe server that tracks it),
+        with the very options of their haproxy.cfg lines: the two cannot drift apart."""
+        checks = " " + check_options(self.spec)
+        servers = []
+        if node.worker is not None:
+            servers += [
+                DynamicServer(WORKERS_BACKEND, node.name, node.worker.address,
+                              self._worker_options(node) + checks + self._tls(node)),
+                # HAProxy 2.8 cannot track a dynamic server: this one checks the worker itself.
+                DynamicServer(PROBES_BACKEND, node.name, node.worker.address, check_options(self.spec)
+                              + self._tls(node)),
+            ]
+        if node.web is not None:
+            servers.append(DynamicServer(WEBS_BACKEND, node.name, node.web.address,
+                                         self._web_options(node) + checks + self._tls(node)))
+        return servers
 
     def _agent(self, node: NodeSpec, backend: str) -> str:
         """The server's one agent check (HAProxy allows one): on a node host, its host agent (the part's state,
@@ -315,9 +358,7 @@ class HAProxyConfigRenderer:
             "    # shutdown-sessions': it would abort the job of a draining or slow-but-alive node; a",
             "    # hung one is killed by the sidecar (before its checks fail) and its job replayed.",
             "    # Servers on node hosts override both (see their lines).",
-            f"    default-server check inter {duration(health.interval)} fastinter {duration(health.fast_interval)}"
-            f" downinter {duration(health.down_interval)} fall {health.fall} rise {health.rise}"
-            f" slowstart {duration(health.slowstart)} observe layer4 error-limit 1 on-error mark-down",
+            f"    default-server {check_options(self.spec)}",
         )
 
     def _userlists(self) -> str:

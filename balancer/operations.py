@@ -38,7 +38,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -82,10 +82,13 @@ class RollingRestartRequest(BaseModel):
                           description="Seconds a drained node must have no request in flight before its restart.")
 
 
-def parse_request(data: object) -> RollingRestartRequest:
-    """Validate a request body; ``OperationError`` naming each bad field."""
+BodyModel = TypeVar("BodyModel", bound=BaseModel)
+
+
+def parse_request(data: object, model: type[BodyModel] = RollingRestartRequest) -> BodyModel:  # type: ignore[assignment]
+    """Validate a request body as ``model``; ``OperationError`` naming each bad field."""
     try:
-        return RollingRestartRequest.model_validate(data if data is not None else {})
+        return model.model_validate(data if data is not None else {})
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors())
         raise OperationError(problems) from None
@@ -348,14 +351,18 @@ class OperationRunner:
 
     def start(self, kind: str, run: Callable[[OperationReport], Awaitable[None]]) -> OperationReport:
         """Start ``run`` as operation ``kind``; ``OperationBusy`` while another one runs."""
-        if self.busy:
-            assert self.last is not None
-            raise OperationBusy(f"{self.last.kind} #{self.last.id} is still running (one operation at a time); "
-                                "see GET /operation")
+        self.check_free()
         report = OperationReport(id=next(self._ids), kind=kind)
         self.last = report
         self._task = asyncio.create_task(self._guarded(run, report))
         return report
+
+    def check_free(self) -> None:
+        """``OperationBusy`` while an operation runs."""
+        if self.busy:
+            assert self.last is not None
+            raise OperationBusy(f"{self.last.kind} #{self.last.id} is still running (one operation at a time); "
+                                "see GET /operation")
 
     @staticmethod
     async def _guarded(run: Callable[[OperationReport], Awaitable[None]], report: OperationReport) -> None:

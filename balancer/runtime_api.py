@@ -230,3 +230,28 @@ class AsyncRuntimeAPI:
     async def server(self, backend: str, server: str) -> ServerStatus:
         """Status of one server; ``KeyError`` if HAProxy has no such server."""
         return find_server(await self.servers(backend), backend, server)
+
+    async def add_server(self, backend: str, server: str, address: str, options: str, agent: bool) -> None:
+        """Add a server at runtime (in ``maint``, as every added server starts), then switch on its health
+        check (and its agent check): ``add server`` leaves both off. ``RuntimeAPIError`` when refused."""
+        command = f"add server {backend}/{server} {address} {options}"
+        answer = await self.command(command)
+        if "New server registered" not in answer:
+            raise RuntimeAPIError(f"{command}: {answer.strip()}")
+        checks = ["health"] if " check " in f" {options} " else []
+        lines = [f"enable {check} {backend}/{server}" for check in checks + (["agent"] if agent else [])]
+        if agent:
+            # An added server's agent starts out down, and an agent that answers only a weight or maxconn
+            # never raises it: say it is up (as at HAProxy's start); a "down" answer still takes it down.
+            lines.append(f"set server {backend}/{server} agent up")
+        for line in lines:
+            check_empty_answer(line, await self.command(line))
+
+    async def delete_server(self, backend: str, server: str) -> None:
+        """Delete a server added at runtime: ``maint`` first (HAProxy deletes only those, once no
+        connection is left on them). ``RuntimeAPIError`` when refused."""
+        await self.set_server_state(backend, server, "maint")
+        command = f"del server {backend}/{server}"
+        answer = await self.command(command)
+        if "Server deleted" not in answer:
+            raise RuntimeAPIError(f"{command}: {answer.strip()}")

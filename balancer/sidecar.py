@@ -26,7 +26,9 @@ runtime API is spoken asynchronously (``AsyncRuntimeAPI``), the kernel log and N
 read in threads, so nothing blocks the loop. ``/status`` and ``/metrics`` are served on the
 sidecar's port (``balancer.status``), with ``POST /retry/NODE/PART`` and the operator's drain of a
 node, ``POST /drain/NODE`` / ``POST /ready/NODE`` (``HAProxyGate.hold``: a drained node's servers
-stay in ``drain`` whatever their supervisors say, until ``ready``; ``python -m balancer.ctl``).
+stay in ``drain`` whatever their supervisors say, until ``ready``; ``python -m balancer.ctl``). Nodes are
+added and removed at runtime (``balancer.node_changes``): each node's supervisors have their own stop event
+and tasks, and haproxy.cfg is re-rendered with the current nodes for an HAProxy restart.
 
 On a node host (``--node-host``, or ``launch.py --role node``) there is no HAProxy: the sidecar
 runs that host's nodes and serves HAProxy's agent protocol (``balancer.host_agent``) so that every
@@ -44,6 +46,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -54,6 +57,8 @@ from balancer.basic_auth import BasicAuth
 from balancer.causes import DeathClassifier, KernelLog, OomKillCounter
 from balancer.children import HAProxyChild, NodeProcess
 from balancer.cluster import (
+    DISPATCH_AGENT_PORT_OFFSET,
+    LOOPBACK,
     ClusterConfigError,
     ClusterSpec,
     NodeHostSpec,
@@ -64,10 +69,11 @@ from balancer.cluster import (
 )
 from balancer.gate import HAProxyGate, ServerKey
 from balancer.gpus import GPU_ENV
-from balancer.haproxy import HAProxyProcess
-from balancer.haproxy_config import PART_BACKENDS, STICKY_TABLE
+from balancer.haproxy import HAProxyProcess, write_config
+from balancer.haproxy_config import PART_BACKENDS, STICKY_TABLE, StaticServers, render_config
 from balancer.host_agent import HostAgent, HostAgentUnavailable
 from balancer.keepalived import KeepalivedChild
+from balancer.node_changes import AddNode, AddNodeRequest, RemoveNode, RemoveNodeRequest
 from balancer.operations import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
@@ -116,6 +122,25 @@ def replace_flag(args: list[str], flag: str, value: str) -> list[str]:
     return result if found else [*result, flag, value]
 
 
+PORT_SEARCH = 200
+"""Ports ``next_free_port`` tries before it gives up."""
+
+
+def next_free_port(first: int, taken: set[int]) -> int:
+    """The first port from ``first`` on that is not ``taken`` and that nothing on this host listens on
+    (a bind on loopback: instant, no network I/O); ``OperationError`` after ``PORT_SEARCH`` tries."""
+    for port in range(first, min(first + PORT_SEARCH, 65536)):
+        if port in taken:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind((LOOPBACK, port))
+            except OSError:
+                continue
+        return port
+    raise OperationError(f"no free port in {first}-{first + PORT_SEARCH - 1}")
+
+
 def retry_command(spec: ClusterSpec, node: str, part: str) -> str:
     """The operator's command that retries a crash-looped part (the password left for them to fill in)."""
     return f"curl -u {spec.stats.user}:STATS_PASSWORD -X POST {spec.sidecar.url}/retry/{node}/{part}"
@@ -153,6 +178,11 @@ class Sidecar:
         self.classifier = DeathClassifier(OomKillCounter.for_this_process(self.settings.oom_counter_file), KernelLog())
         self.stopping = asyncio.Event()
         env = dict(os.environ if base_env is None else base_env)
+        self.env = env
+        self.node_stops: dict[str, asyncio.Event] = {}
+        """Each node's own stop (``remove_node``); all set on shutdown."""
+        self.tasks: dict[str, list[asyncio.Task]] = {}
+        """The supervisors' tasks of each node."""
         self.supervisors = [
             self._supervisor(node, kind, part, env)
             for node in (spec.nodes_on(node_host.name if node_host else None) if nodes is None else nodes)
@@ -231,6 +261,128 @@ class Sidecar:
     def statuses(self) -> list[PartStatus]:
         """The status record of every supervised node part."""
         return [supervisor.status for supervisor in self.supervisors]
+
+    def next_node(self, gpu: int | None) -> NodeSpec:
+        """A new local node like the first managed one (its flags, env): the next free ``nodeN`` name, ports one
+        above the highest in use (a dispatch agent ``DISPATCH_AGENT_PORT_OFFSET`` above its worker when the
+        template has one), on GPU ``gpu``. ``OperationError`` when there is no node to copy."""
+        local = [node for node in self.spec.nodes_on(None) if node.web is not None and node.worker is not None]
+        if not local:
+            raise OperationError("no managed local node with a web front and a worker to copy")
+        template = local[0]
+        assert template.web is not None and template.worker is not None
+        if template.web.command or template.worker.command:
+            raise OperationError(f"{template.name} runs its own command: a new node cannot copy it")
+        names = {node.name for node in self.spec.nodes}
+        name = next(f"node{i}" for i in range(len(names) + 1, len(names) + 1000) if f"node{i}" not in names)
+        parts = [part for node in self.spec.nodes for part in (node.web, node.worker) if part is not None]
+        listeners = (self.spec.public, self.spec.worker_queue, self.spec.stats, self.spec.sidecar)
+        taken = {port for part in parts for port in (part.port, part.dispatch_agent_port) if port}
+        taken |= {listener.port for listener in listeners}
+        web_port = next_free_port(max(part.port for node in self.spec.nodes if (part := node.web)) + 1, taken)
+        taken.add(web_port)
+        worker_port = next_free_port(max(part.port for node in self.spec.nodes if (part := node.worker)) + 1, taken)
+        taken.add(worker_port)
+        agent_port = (next_free_port(worker_port + DISPATCH_AGENT_PORT_OFFSET, taken)
+                      if template.worker.dispatch_agent_port else None)
+        worker = template.worker.model_copy(update={"port": worker_port, "dispatch_agent_port": agent_port,
+                                                    "gpu": gpu, "args": list(template.worker.args),
+                                                    "env": dict(template.worker.env)})
+        web = template.web.model_copy(update={"port": web_port, "args": list(template.web.args),
+                                              "env": dict(template.web.env)})
+        return NodeSpec(name=name, web=web, worker=worker)
+
+    async def start_node(self, node: NodeSpec) -> None:
+        """Add ``node``'s servers to HAProxy (in ``maint``) and start its supervisors; re-render haproxy.cfg.
+        ``OSError`` when HAProxy refused a server (those added are deleted again; nothing started)."""
+        added = []
+        for server in StaticServers(self.spec).dynamic_servers(node):
+            try:
+                await self.runtime_api().add_server(server.backend, server.name, server.address, server.options,
+                                                    agent="agent-check" in server.options)
+            except (OSError, RuntimeAPIError) as exc:
+                for backend, name in reversed(added):
+                    with contextlib.suppress(OSError, RuntimeAPIError):
+                        await self.runtime_api().delete_server(backend, name)
+                raise OSError(str(exc)) from exc
+            added.append((server.backend, server.name))
+            if server.backend not in PART_BACKENDS.values():
+                # The probe server has no supervisor to tell its state: its own check decides from now on.
+                with contextlib.suppress(OSError, RuntimeAPIError):
+                    await self.runtime_api().set_server_state(server.backend, server.name, "ready")
+        self.spec.nodes.append(node)
+        self._rerender()
+        supervisors = [self._supervisor(node, kind, part, self.env)
+                       for kind, part in (("worker", node.worker), ("web", node.web)) if part is not None]
+        self.supervisors += supervisors
+        self._start_tasks(node.name, supervisors)
+        logger.warning("%s: added at runtime (not written back to the cluster file)", node.name)
+
+    async def stop_node(self, node: str) -> list[str]:
+        """Stop ``node``'s processes, delete its servers and forget it; re-render haproxy.cfg. The servers left in
+        ``maint`` instead (HAProxy 2.8 deletes no server that a haproxy.cfg ``track`` points to: a worker of the
+        cluster file; gone at HAProxy's next start); ``OSError`` when HAProxy did not delete a server for
+        another reason (the node is forgotten all the same)."""
+        parts = self.parts_of(node)
+        self.node_stops[node].set()
+        await asyncio.gather(*self.tasks.pop(node, []), return_exceptions=True)
+        spec = next(entry for entry in self.spec.nodes if entry.name == node)
+        self.supervisors = [supervisor for supervisor in self.supervisors if supervisor not in parts]
+        self.spec.nodes.remove(spec)
+        del self.node_stops[node]
+        self._rerender()
+        failures, kept = [], []
+        for server in reversed(StaticServers(self.spec).dynamic_servers(spec)):
+            self.gate.forget((server.backend, server.name))
+            try:
+                await self.runtime_api().delete_server(server.backend, server.name)
+            except RuntimeAPIError as exc:
+                (kept if "other configuration elements" in str(exc) else failures).append(str(exc))
+            except OSError as exc:
+                failures.append(str(exc))
+        logger.warning("%s: removed at runtime (not written back to the cluster file)", node)
+        if failures:
+            raise OSError("; ".join(failures))
+        return kept
+
+    def runtime_api(self) -> AsyncRuntimeAPI:
+        """The runtime API for commands (``OSError`` without one)."""
+        if self.gate.api is None:
+            raise OSError("no HAProxy runtime API")
+        return self.gate.api
+
+    def _rerender(self) -> None:
+        """haproxy.cfg with the current nodes, for an HAProxy the sidecar restarts."""
+        if self.balancer is not None:
+            write_config(render_config(self.spec), self.spec.config_path)
+
+    def _start_tasks(self, node: str, supervisors: list[ProcessSupervisor]) -> None:
+        stop = self.node_stops.setdefault(node, asyncio.Event())
+        if self.stopping.is_set():
+            stop.set()
+        self.tasks.setdefault(node, []).extend(asyncio.create_task(s.run(stop)) for s in supervisors)
+
+    def start_add_node(self, body: object) -> dict:
+        """Start adding a node (``POST /add-node``): its report; ``OperationError`` when it cannot."""
+        request = parse_request(body, AddNodeRequest)
+        if self.view_api is None or self.node_host is not None:
+            raise OperationError("no HAProxy runtime API: adding a node adds its servers to HAProxy")
+        self.operations.check_free()
+        node = self.next_node(request.gpu)
+        operation = AddNode(self, node, request.ready_timeout or self.settings.start_timeout)
+        return self.operations.start("add-node", operation.run).document()
+
+    def start_remove_node(self, node: str, body: object) -> dict:
+        """Start removing ``node`` (``POST /remove-node/NODE``): its report; ``OperationError`` when it cannot."""
+        request = parse_request(body, RemoveNodeRequest)
+        if self.view_api is None or self.node_host is not None:
+            raise OperationError("no HAProxy runtime API: removing a node deletes its servers from HAProxy")
+        if node not in self.managed_nodes():
+            raise OperationError(f"no managed node {node!r} (see ctl status)")
+        if self.managed_nodes() == [node]:
+            raise OperationError(f"{node} is the last managed node: the cluster would have none left")
+        self.operations.check_free()
+        return self.operations.start("remove-node", RemoveNode(self, node, request).run).document()
 
     def retry(self, node: str, part: str) -> bool | None:
         """Retry a crash-looped part: None if there is no such part, else whether it was crash-looped."""
@@ -333,6 +485,8 @@ class Sidecar:
             name = signal.Signals(signum).name if signum else "request"
             logger.info("shutting down (%s): draining and stopping %d processes", name, len(self.supervisors))
         self.stopping.set()
+        for stop in self.node_stops.values():
+            stop.set()
 
     async def run(self) -> None:
         """Supervise until SIGINT/SIGTERM (or ``request_stop``), then stop every process.
@@ -349,7 +503,8 @@ class Sidecar:
         config = uvicorn.Config(
             status_app(self.statuses, self.metrics, self.retry, retry_auth, haproxy_status,
                        drain=self.drain, view=self.haproxy_view,
-                       operations=OperationRoutes(self.start_rolling_restart, self.operation)),
+                       operations=OperationRoutes(self.start_rolling_restart, self.operation,
+                                                 self.start_add_node, self.start_remove_node)),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",
@@ -397,8 +552,10 @@ class Sidecar:
 
     async def _supervise_nodes(self, balancer: asyncio.Task | None) -> None:
         """Run every node part's supervisor until they all stopped; stop them all if one (or HAProxy's) fails."""
-        tasks = [asyncio.create_task(supervisor.run(self.stopping))
-                 for supervisor in (*self.companions, *self.supervisors)]
+        companions = [asyncio.create_task(supervisor.run(self.stopping)) for supervisor in self.companions]
+        for node in self.managed_nodes():
+            self._start_tasks(node, self.parts_of(node))
+        tasks = [*companions, *(task for node_tasks in self.tasks.values() for task in node_tasks)]
         nodes = asyncio.create_task(self._until_stopped(tasks))
         try:
             if balancer is not None:
@@ -415,6 +572,7 @@ class Sidecar:
     async def _until_stopped(self, tasks: list[asyncio.Task]) -> None:
         await asyncio.gather(*tasks)
         await self.stopping.wait()
+        await asyncio.gather(*(task for node_tasks in self.tasks.values() for task in node_tasks))  # added ones
 
 
 def configure_logging() -> None:

@@ -1,7 +1,8 @@
 """What the sidecar tells the outside world: ``GET /status`` (JSON), ``GET /metrics``, ``GET /healthz``,
 and the actions it takes from outside (HTTP basic auth): ``POST /retry/NODE/PART``, ``POST /drain/NODE``
-``POST /ready/NODE`` and ``POST /rolling-restart`` (``balancer.operations``; its progress in ``GET
-/operation``); ``python -m balancer.ctl`` speaks them all.
+``POST /ready/NODE``, ``POST /rolling-restart`` (``balancer.operations``), ``POST /add-node`` and ``POST
+/remove-node/NODE`` (``balancer.node_changes``; an operation's progress in ``GET /operation``);
+``python -m balancer.ctl`` speaks them all.
 
 ``PartStatus`` is the record each supervisor keeps about its process; ``SidecarMetrics``
 holds the Prometheus metrics (in their own registry, not the global one); ``status_app``
@@ -283,6 +284,10 @@ class OperationRoutes:
     """Start one from the request body; its report (``OperationError`` / ``OperationBusy`` when it cannot)."""
     current: Callable[[], dict | None]
     """The running or last operation's report; None before the first."""
+    add_node: Callable[[object], dict] | None = None
+    """Start adding a node from the request body (``POST /add-node``), like ``rolling_restart``."""
+    remove_node: Callable[[str, object], dict] | None = None
+    """Start removing a node (``POST /remove-node/NODE``), like ``rolling_restart``."""
 
 
 def _error(status: int, error: str, detail: str) -> JSONResponse:
@@ -312,22 +317,32 @@ not be told, ``haproxy_told`` false); every action 401
     restart: 202 with its report, 409 while another operation runs, 400 for a bad body; ``GET
     /operation`` is the running or last operation's report (404 before the first)."""
 
-    async def rolling_restart(request: Request) -> JSONResponse:
-        if not auth.allows(request.headers.get("authorization")):
-            return auth.challenge("POST /rolling-restart")
-        if operations is None:
-            return _error(503, "unavailable", "This sidecar runs no operations.")
-        raw = await request.body()
-        try:
-            body = json.loads(raw) if raw.strip() else None
-        except ValueError:
-            return _error(400, "invalid_body", "The body must be a JSON object.")
-        try:
-            return JSONResponse(operations.rolling_restart(body), status_code=202)
-        except OperationBusy as exc:
-            return _error(409, "busy", str(exc))
-        except OperationError as exc:
-            return _error(400, "invalid_request", str(exc))
+    def operation_route(action: str, start: Callable[[Request, object], dict] | None,
+                        ) -> Callable[[Request], Awaitable[JSONResponse]]:
+        async def start_operation(request: Request) -> JSONResponse:
+            if not auth.allows(request.headers.get("authorization")):
+                return auth.challenge(f"POST /{action}")
+            if start is None:
+                return _error(503, "unavailable", "This sidecar runs no operations.")
+            raw = await request.body()
+            try:
+                body = json.loads(raw) if raw.strip() else None
+            except ValueError:
+                return _error(400, "invalid_body", "The body must be a JSON object.")
+            try:
+                return JSONResponse(start(request, body), status_code=202)
+            except OperationBusy as exc:
+                return _error(409, "busy", str(exc))
+            except OperationError as exc:
+                return _error(400, "invalid_request", str(exc))
+
+        return start_operation
+
+    ops = operations
+    rolling_restart = operation_route("rolling-restart", ops and (lambda _, body: ops.rolling_restart(body)))
+    add_node = operation_route("add-node", ops and ops.add_node and (lambda _, body: ops.add_node(body)))
+    remove_node = operation_route("remove-node", ops and ops.remove_node and (
+        lambda request, body: ops.remove_node(request.path_params["node"], body)))
 
     async def operation(request: Request) -> JSONResponse:
         report = operations.current() if operations is not None else None
@@ -385,6 +400,8 @@ not be told, ``haproxy_told`` false); every action 401
             Route("/drain/{node}", admin_route("drain", True), methods=["POST"]),
             Route("/ready/{node}", admin_route("ready", False), methods=["POST"]),
             Route("/rolling-restart", rolling_restart, methods=["POST"]),
+            Route("/add-node", add_node, methods=["POST"]),
+            Route("/remove-node/{node}", remove_node, methods=["POST"]),
             Route("/operation", operation),
         ]
     )

@@ -17,10 +17,11 @@ import pytest
 from starlette.testclient import TestClient
 
 from balancer.basic_auth import BasicAuth
-from balancer.cluster import parse_cluster
+from balancer.cluster import local_nodes, parse_cluster
 from balancer.ctl import PASSWORD_ENV, format_status
 from balancer.gate import HAProxyGate
 from balancer.haproxy_config import PART_BACKENDS
+from balancer.operations import OperationError
 from balancer.runtime_api import ServerState
 from balancer.sidecar import Sidecar, replace_flag
 from balancer.status import OperationRoutes, status_app
@@ -328,10 +329,41 @@ def test_worker_flags_are_replaced_where_they_are_or_added() -> None:
     assert replace_flag(["--threads", "1"], "--lora", "none") == ["--threads", "1", "--lora", "none"]
 
 
-@pytest.mark.parametrize("command", ["status", "drain", "ready", "rolling-restart"])
+@pytest.mark.parametrize("command", ["status", "drain", "ready", "rolling-restart", "add-node", "remove-node"])
 def test_every_command_has_help(command: str) -> None:
     result = subprocess.run([sys.executable, "-m", "balancer.ctl", command, "--help"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0
     assert result.stdout.startswith(f"usage: python -m balancer.ctl {command}")
     assert "--json" in result.stdout and "--sidecar" in result.stdout
+
+
+def test_a_new_node_gets_the_next_name_free_ports_and_its_gpu(tmp_path: Path) -> None:
+    nodes = local_nodes(2, first_web_port=free_port(), first_worker_port=free_port(), worker_args=["--model", "demo"])
+    spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=nodes))
+    sidecar = Sidecar(spec, api=None)
+    node = sidecar.next_node(gpu=1)
+    assert node.name == "node3" and node.managed
+    assert node.worker is not None and node.web is not None
+    assert node.worker.gpu == 1 and node.worker.args == ["--model", "demo"]
+    used = {part.port for entry in spec.nodes for part in (entry.web, entry.worker) if part is not None}
+    assert node.web.port not in used and node.worker.port not in used
+    assert node.worker.dispatch_agent_port not in used | {node.web.port, node.worker.port, None}
+
+
+def test_adding_or_removing_nodes_without_haproxy_or_by_copying_a_custom_command_is_refused(tmp_path: Path) -> None:
+    spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
+    sidecar = Sidecar(spec, api=None)
+    app = status_app(sidecar.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
+                     operations=OperationRoutes(sidecar.start_rolling_restart, sidecar.operation,
+                                                sidecar.start_add_node, sidecar.start_remove_node))
+    with TestClient(app) as client:
+        assert client.post("/add-node", json={}).status_code == 401
+        answer = client.post("/add-node", json={"gpu": -1}, auth=("admin", STATS_PASSWORD))
+        assert answer.status_code == 400 and "gpu" in answer.json()["detail"]
+        answer = client.post("/add-node", json={}, auth=("admin", STATS_PASSWORD))
+        assert answer.status_code == 400 and "no HAProxy runtime API" in answer.json()["detail"]
+        answer = client.post("/remove-node/a", json={"settle": -1}, auth=("admin", STATS_PASSWORD))
+        assert answer.status_code == 400 and "settle" in answer.json()["detail"]
+    with pytest.raises(OperationError, match="runs its own command"):
+        sidecar.next_node(None)
