@@ -159,7 +159,7 @@ def test_add_node_then_remove_node_under_load_fails_no_request(cluster: Launched
     assert unknown.returncode == 1 and "no managed node 'nosuch'" in unknown.stderr, unknown.stderr
     clock, closers = Clock(), []
     outcome: dict[str, object] = {}
-    clients = [client for client in load_clients(cluster, clock, closers) if client.name != "browser"]
+    clients = load_clients(cluster, clock, closers)
 
     def operate(stop: threading.Event) -> None:
         stop.wait(2.0)
@@ -192,7 +192,7 @@ def test_add_node_then_remove_node_under_load_fails_no_request(cluster: Launched
     assert remove.returncode == 0, remove.stdout + remove.stderr
     failed = [record for record in records if record.outcome != OK]
     assert failed == [], [(r.kind, round(r.start, 1), round(r.end, 1), r.detail) for r in failed]
-    assert {record.kind for record in records} == {"rest", "gradio_client"}
+    assert {record.kind for record in records} == {"rest", "gradio_client", "browser"}
     assert not [s for s in cluster.runtime.servers() if s.server == "node3"]
     assert "node3" not in sidecar_status(cluster)["nodes"]
     for pid in outcome["pids"].values():
