@@ -428,7 +428,7 @@ def test_a_stalled_denoising_loop_makes_readyz_503_while_the_worker_still_answer
         assert report, body[STALLED_KEY]
         silent, usual, limit = map(float, report.groups())
         assert abs(limit - max(1.0, 10 * usual)) < 0.1  # --stall-floor 1, the default factor 10
-        assert silent > limit and body["stalled_for"] >= silent - 0.1
+        assert silent >= limit and body["stalled_for"] >= silent - 0.1  # the report rounds to 0.1 s: >=
         assert body["reason"] == body[STALLED_KEY] and body["busy"]
         assert httpx.get(f"{worker.url}/healthz", timeout=10).status_code == 200
     finally:
