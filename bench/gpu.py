@@ -122,6 +122,34 @@ class BuildRow:
 
 
 @dataclass(frozen=True)
+class PromotionRow:
+    """A warm standby's takeover with real-size weights: host memory -> GPU, then the worker's warm-up."""
+
+    variant: Variant
+    weights_bytes: int
+    pageable_gbps: float
+    """Host -> GPU copy rate of one large pageable tensor (GB/s): the floor for weights in ordinary memory."""
+    pinned_gbps: float
+    """The same from page-locked memory."""
+    place_pageable_s: float
+    """``PortraitPipeline.place`` from ordinary host memory."""
+    place_pinned_s: float
+    """``PortraitPipeline.place`` after ``pin_host_memory`` (what the standby does while it waits)."""
+    warmup_s: float
+    """The worker's warm-up generation right after (``webui.worker.generation.self_check``)."""
+
+    @property
+    def copy_floor_s(self) -> float:
+        """The weights' bytes at the pageable copy rate: 'the host-RAM -> GPU weight copy' of the goal."""
+        return self.weights_bytes / (self.pageable_gbps * 1e9)
+
+    @property
+    def takeover_s(self) -> float:
+        """What the standby spends after the go before it is ready: pinned place + warm-up."""
+        return self.place_pinned_s + self.warmup_s
+
+
+@dataclass(frozen=True)
 class Outcome:
     """One try of the memory-limit search: its peak memory, or why it failed."""
 
@@ -161,6 +189,7 @@ class Report:
     latencies: list[LatencyRow] = field(default_factory=list)
     limits: list[LimitRow] = field(default_factory=list)
     skipped: list[tuple[Variant, str]] = field(default_factory=list)
+    promotions: list[PromotionRow] = field(default_factory=list)
     machine: str = ""
     reproduce: str = PROG
 
@@ -227,6 +256,24 @@ class Report:
                       str(row.ceiling)] for row in self.limits],
                 ),
             ]
+        if self.promotions:
+            parts += ["", "## Warm standby takeover with real-size weights", "",
+                      "The served twin is moved back to host memory, then `PortraitPipeline.place` (what a warm "
+                      "standby runs at the go) times the copy to the GPU, from ordinary and from page-locked "
+                      "memory (`pin_host_memory`, done by the standby while it waits), followed by the worker's "
+                      "warm-up generation. Copy floor: the weights' bytes at the rate of one large pageable "
+                      "tensor copy. The issue's goal is back to full capacity within copy + 2 s; the detection "
+                      "and port takeover around this are measured by `bench.failover --standby` (demo model).",
+                      "",
+                      markdown_table(
+                          ["GPU", "torch / diffusers", "dtype", "weights GiB", "pageable GB/s", "pinned GB/s",
+                           "copy floor s", "place (pageable) s", "place (pinned) s", "warm-up s",
+                           "takeover s", "takeover - floor s"],
+                          [[*gpu, row.variant.dtype, fmt_gib(row.weights_bytes), f"{row.pageable_gbps:.1f}",
+                            f"{row.pinned_gbps:.1f}", f"{row.copy_floor_s:.2f}", f"{row.place_pageable_s:.2f}",
+                            f"{row.place_pinned_s:.2f}", f"{row.warmup_s:.2f}", f"{row.takeover_s:.2f}",
+                            f"{row.takeover_s - row.copy_floor_s:+.2f}"] for row in self.promotions],
+                      )]
         if self.skipped:
             parts += ["", "## Skipped", "", *(f"- {variant.label}: {why}" for variant, why in self.skipped)]
         parts += ["", f"Reproduce: `{self.reproduce}`"]
@@ -280,6 +327,10 @@ class Probe(Protocol):
 
     def is_oom(self, exc: BaseException) -> bool: ...
 
+    def host_copy_gbps(self, pinned: bool) -> float: ...
+
+    def to_host(self, pipe) -> None: ...
+
 
 class CudaProbe:
     """``Probe`` over ``torch.cuda`` (device 0)."""
@@ -310,6 +361,28 @@ class CudaProbe:
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, self.cuda.OutOfMemoryError) or (
             isinstance(exc, RuntimeError) and any(marker in str(exc) for marker in self.OOM_MARKERS))
+
+    def host_copy_gbps(self, pinned: bool, size_bytes: int = 2 * GIB, tries: int = 3) -> float:
+        """The best of ``tries`` copies of one ``size_bytes`` host tensor (pageable or pinned) to the GPU, in GB/s."""
+        import torch
+
+        source = torch.ones(size_bytes, dtype=torch.uint8, pin_memory=pinned)
+        target = torch.empty(size_bytes, dtype=torch.uint8, device="cuda")
+        best = float("inf")
+        for _ in range(tries):
+            self.sync()
+            started = time.perf_counter()
+            target.copy_(source)
+            self.sync()
+            best = min(best, time.perf_counter() - started)
+        del source, target
+        self.release()
+        return size_bytes / best / 1e9
+
+    def to_host(self, pipe) -> None:
+        """Move ``pipe``'s weights back to ordinary host memory (as a standby holds them before pinning)."""
+        pipe.to("cpu")
+        self.release()
 
 
 Job = Callable[[int], object]
@@ -479,6 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--oom-max-batch", type=int, default=64, help="Largest batch tried.")
     parser.add_argument("--oom-max-side", type=int, default=8192,
                         help="Largest square side tried (8192 is the limit of Z-Image's RoPE tables).")
+    parser.add_argument("--promotion", action=argparse.BooleanOptionalAction, default=True,
+                        help="Time a warm standby's takeover (host memory -> GPU, warm-up) on the first eager variant.")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the first run (run i uses seed + i).")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR, help="Where gpu.md is written.")
     return parser
@@ -542,6 +617,40 @@ def measure_variant(report: Report, variant: Variant, portrait: PortraitPipeline
             probe, start=1024, ceiling=args.oom_max_side, granularity=256))
 
 
+def weight_bytes(pipe) -> int:
+    """Bytes of every parameter and buffer of ``pipe``'s torch components."""
+    return sum(tensor.numel() * tensor.element_size()
+               for component in pipe.components.values() if hasattr(component, "parameters")
+               for tensor in (*component.parameters(), *component.buffers()))
+
+
+def measure_promotion(variant: Variant, portrait: PortraitPipeline, probe: Probe) -> PromotionRow:
+    """A warm standby's takeover on ``portrait``'s weights: ``place`` from pageable, then from pinned host
+    memory, then the worker's warm-up generation; leaves ``portrait`` placed again."""
+    from webui.settings import WorkerSettings
+    from webui.worker.generation import self_check
+
+    pipe = portrait.model.text2img
+    pageable, pinned = probe.host_copy_gbps(pinned=False), probe.host_copy_gbps(pinned=True)
+    seconds = {}
+    for pin in (False, True):
+        probe.to_host(pipe)
+        portrait.placed = False
+        if pin:
+            portrait.pin_host_memory()
+        probe.sync()
+        started = time.perf_counter()
+        portrait.place()
+        probe.sync()
+        seconds[pin] = time.perf_counter() - started
+        logger.info("place from %s host memory: %.2f s", "pinned" if pin else "pageable", seconds[pin])
+    started = time.perf_counter()
+    self_check(portrait, WorkerSettings.model_fields["warmup_steps"].default)
+    probe.sync()
+    return PromotionRow(variant, weight_bytes(pipe), pageable, pinned, seconds[False], seconds[True],
+                        time.perf_counter() - started)
+
+
 def build_variant(variant: Variant, probe: Probe) -> tuple[PortraitPipeline, BuildRow]:
     """The twin on CUDA in ``variant``'s dtype, served with the worker's plan for it; raises ``DeviceError``."""
     from assets.twin_model import build_twin
@@ -582,6 +691,8 @@ def run(args: argparse.Namespace, probe: Probe, report: Report,
         report.parameters = report.parameters or parameter_counts(portrait)
         try:
             measure_variant(report, variant, portrait, args, probe)
+            if args.promotion and not variant.compile and not report.promotions:
+                report.promotions.append(measure_promotion(variant, portrait, probe))
         finally:
             del portrait
             _reset_compiler(variant)

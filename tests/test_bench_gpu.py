@@ -59,6 +59,13 @@ class FakeProbe:
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, torch.cuda.OutOfMemoryError)
 
+    def host_copy_gbps(self, pinned: bool) -> float:
+        return 25.0 if pinned else 10.0
+
+    def to_host(self, pipe) -> None:
+        self.events.append("to host")
+        pipe.to("cpu")
+
 
 # The refusal -----------------------------------------------------------------------------------------------------
 
@@ -288,6 +295,12 @@ def test_a_whole_run_on_the_tiny_twin(tmp_path) -> None:
     assert [variant.attention for variant, _ in report.skipped] == ["xformers"]
     assert report.parameters["transformer"] > 0
     assert "| CPU | test | float32 | sdpa | off | 64×48 | serving | 1 |" in report.markdown()
+    [promotion] = report.promotions
+    assert promotion.weights_bytes == gpu.weight_bytes(build_tiny(Variant("float32", "sdpa", False), FakeProbe())[0]
+                                                       .model.text2img)
+    assert promotion.place_pageable_s >= 0 and promotion.place_pinned_s >= 0 and promotion.warmup_s > 0
+    assert promotion.copy_floor_s == pytest.approx(promotion.weights_bytes / 10e9)
+    assert "## Warm standby takeover with real-size weights" in report.markdown()
 
 
 def test_both_paths_run_the_same_job() -> None:
@@ -298,3 +311,20 @@ def test_both_paths_run_the_same_job() -> None:
     served = gpu.serving_job(portrait, size, steps=2)(seed=5)
     assert len(bare) == len(served) == 1 and bare[0].size == (64, 48)
     assert np.array_equal(np.asarray(bare[0]), np.asarray(served[0]))
+
+
+def test_promotion_leaves_the_served_pipeline_placed_and_drawing_the_same_image() -> None:
+    """The takeover measurement moves the weights out and back; the pipeline serves the same image after it."""
+    probe = FakeProbe()
+    portrait, _ = build_tiny(Variant("float32", "sdpa", False), probe)
+    before = gpu.serving_job(portrait, Size(64, 48), steps=1)(seed=3)
+    row = gpu.measure_promotion(Variant("float32", "sdpa", False), portrait, probe)
+    assert portrait.placed and probe.events.count("to host") == 2
+    after = gpu.serving_job(portrait, Size(64, 48), steps=1)(seed=3)
+    assert np.array_equal(np.asarray(before[0]), np.asarray(after[0]))
+    assert row.takeover_s == pytest.approx(row.place_pinned_s + row.warmup_s)
+
+
+def test_the_promotion_measurement_can_be_turned_off() -> None:
+    assert parse_args([]).promotion is True
+    assert parse_args(["--no-promotion"]).promotion is False

@@ -167,3 +167,17 @@ def test_retouch_without_image_is_a_clear_error(pipeline: PortraitPipeline):
     params = pipeline.effective_params(GenerationRequest(prompt="x", init_image="data"), seed=1)
     with pytest.raises(ValueError, match="init_image"):
         pipeline.generate(params)
+
+
+def test_pinning_host_memory_only_concerns_weights_bound_for_a_gpu(pipeline: PortraitPipeline) -> None:
+    """A warm standby pins its host-memory weights only when the plan sends them to a GPU and does not offload;
+    on this CPU plan nothing is pinned, and a pipeline already placed has nothing to pin."""
+    from assets.twin_model import TINY, build_twin
+    from webui.worker.device import pin_host_memory
+
+    assert pipeline.plan.device == "cpu" and pipeline.pin_host_memory() == 0
+    meta = build_twin("meta", config=TINY)  # tensors off the host: nothing a GPU plan could pin
+    gpu_plan = dataclasses.replace(pipeline.plan, device="cuda")
+    assert pin_host_memory(meta, gpu_plan) == 0
+    assert pin_host_memory(pipeline.model.text2img, dataclasses.replace(gpu_plan, cpu_offload=True)) == 0
+    assert not any(tensor.is_pinned() for tensor in pipeline.model.text2img.transformer.parameters())

@@ -178,6 +178,28 @@ def plan_device(settings: WorkerSettings, machine: Machine) -> DevicePlan:
     )
 
 
+def pin_host_memory(pipe, plan: DevicePlan) -> int:
+    """Page-lock the host-memory weights of ``pipe`` that ``plan`` will move to a GPU; the bytes pinned.
+
+    A warm standby holds its weights in host memory until the go; from page-locked memory the
+    copy to the GPU runs as one DMA per tensor instead of through a staging buffer (``bench.gpu``
+    measures both). Nothing to do (0) when the plan keeps the weights on the CPU or offloads
+    them, or when a tensor is already off the host.
+    """
+    if not plan.device.startswith("cuda") or plan.cpu_offload:
+        return 0
+    pinned = 0
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for tensor in (*component.parameters(), *component.buffers()):
+            if tensor.device.type == "cpu" and not tensor.is_pinned():
+                tensor.data = tensor.data.pin_memory()
+                pinned += tensor.numel() * tensor.element_size()
+    logger.info("pinned %.2f GiB of weights in host memory", pinned / GIB)
+    return pinned
+
+
 def apply_plan(pipe, plan: DevicePlan) -> None:
     """Move ``pipe`` to the planned device and switch on the planned speed-ups.
 

@@ -63,6 +63,8 @@ class Pipeline(Protocol):
 
     def place(self) -> None: ...
 
+    def pin_host_memory(self) -> int: ...
+
     def effective_params(
         self, request: GenerationRequest, seed: int, init_image: Image.Image | None = None
     ) -> EffectiveParams: ...
@@ -84,6 +86,12 @@ def load_portrait_pipeline(settings: WorkerSettings, place: bool = True) -> Pipe
     from webui.worker.pipeline import load_pipeline
 
     return load_pipeline(settings, place=place)
+
+
+def self_check(pipeline: Pipeline, steps: int) -> None:
+    """The worker's warm-up (and post-OOM self-check) generation: one small image; raises on failure."""
+    request = GenerationRequest(prompt=PROBE_PROMPT, steps=steps, width=WARMUP_SIDE, height=WARMUP_SIDE, seed=0)
+    pipeline.generate(pipeline.effective_params(request, seed=0))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -190,10 +198,7 @@ class GenerationService:
 
     def _self_check(self) -> None:
         """A small generation (warm-up, and the self-check after an OOM); raises on failure."""
-        request = GenerationRequest(
-            prompt=PROBE_PROMPT, steps=self.settings.warmup_steps, width=WARMUP_SIDE, height=WARMUP_SIDE, seed=0
-        )
-        self.pipeline.generate(self.pipeline.effective_params(request, seed=0))
+        self_check(self.pipeline, self.settings.warmup_steps)
 
     def run(
         self, job: GenerationRequest, init_image: Image.Image | None, seed: int, received_at: float,

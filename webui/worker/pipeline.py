@@ -27,7 +27,7 @@ from PIL import Image, ImageOps
 from webui.contract import MAX_SIDE
 from webui.schema import EffectiveParams, GenerationRequest, ModelFamily, StepCallback
 from webui.settings import WorkerSettings
-from webui.worker.device import DeviceError, DevicePlan, apply_plan, plan_device, probe_machine
+from webui.worker.device import DeviceError, DevicePlan, apply_plan, pin_host_memory, plan_device, probe_machine
 from webui.worker.errors import ModelLoadError
 from webui.worker.models import (
     FAMILY_DEFAULTS,
@@ -83,6 +83,10 @@ class PipelineBase:
 
     def place(self) -> None:
         """Move the weights to the device planned for them (a warm standby loads them to host memory first)."""
+
+    def pin_host_memory(self) -> int:
+        """Page-lock weights held in host memory for a faster ``place``; the bytes pinned (0: nothing to do)."""
+        return 0
 
     def _retouch_size(self, size: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
         """The output size for an input of ``size``: keep its aspect, fill in what is missing."""
@@ -142,6 +146,10 @@ class PortraitPipeline(PipelineBase):
             apply_plan(self.model.text2img, self.plan)
             self.placed = True
             logger.info("model on %s in %.2fs", self.plan.device, time.perf_counter() - started)
+
+    def pin_host_memory(self) -> int:
+        """Before ``place``: page-lock the weights that will go to a GPU (a warm standby's, while it waits)."""
+        return 0 if self.placed else pin_host_memory(self.model.text2img, self.plan)
 
     @classmethod
     def from_pipeline(cls, text2img, plan: DevicePlan, model_name: str, max_side: int = MAX_SIDE) -> PortraitPipeline:

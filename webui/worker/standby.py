@@ -2,9 +2,10 @@
 
 The sidecar starts one next to a worker that has ``standby: true``. It imports everything and
 loads the model into host memory (on a GPU machine: nothing on the GPU yet but CUDA's probe of
-the device), writes FILE (its PID) once loaded, and waits for ``STANDBY_GO_SIGNAL`` without
-binding the port. When the active worker dies, the sidecar sends the go: the standby moves the
-weights to the device (the same ``CUDA_VISIBLE_DEVICES``), warms up and serves on the port the dead
+the device, and the weights page-locked so that the copy at the go runs at the link's full
+rate), writes FILE (its PID) once loaded, and waits for ``STANDBY_GO_SIGNAL`` without binding
+the port. When the active worker dies, the sidecar sends the go: the standby moves the weights
+to the device (the same ``CUDA_VISIBLE_DEVICES``), warms up and serves on the port the dead
 worker held. The go signal is blocked from the start, so one sent early waits instead of killing
 the process.
 """
@@ -44,6 +45,7 @@ class WarmStandby:
         started = time.perf_counter()
         try:
             self.pipeline = load_portrait_pipeline(self.settings, place=False)
+            self.pipeline.pin_host_memory()
         except ModelLoadError as exc:
             logger.critical("standby: cannot load model %r: %s", self.settings.model, exc)
             return False
