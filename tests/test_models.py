@@ -25,7 +25,7 @@ from webui.settings import WorkerSettings
 from webui.worker import device
 from webui.worker.device import DeviceError, Machine, plan_device, probe_machine
 from webui.worker.errors import ModelLoadError
-from webui.worker.models import resolve_source
+from webui.worker.models import load_model, resolve_source
 from webui.worker.pipeline import PortraitPipeline
 
 GIB = 1024**3
@@ -71,6 +71,21 @@ def test_img2img_shares_the_text2img_components(demo_model_dir: Path, portrait_c
     assert type(img2img).__name__ == "ZImageImg2ImgPipeline"
     for name in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
         assert getattr(img2img, name) is getattr(text2img, name), name
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_the_model_keeps_the_planned_dtype_after_loading(dtype: str, demo_model_dir: Path,
+                                                         portrait_cache_dir: Path) -> None:
+    """Half-precision weights stay half precision: diffusers' ``from_pipe`` (the img2img pipeline over the
+    shared components) casts them to float32 unless told the dtype; on an H200 that made the Z-Image twin's
+    jobs ~10x slower and its weights twice the size. The plan's dtype is forced here, as a GPU plan picks it."""
+    settings = WorkerSettings(model="demo", cache_dir=portrait_cache_dir, dtype=dtype)
+    source = resolve_source(settings.model, settings.lora, settings.cache_dir)
+    model = load_model(source, getattr(torch, dtype))
+    for name in ("transformer", "vae", "text_encoder"):
+        dtypes = {tensor.dtype for tensor in getattr(model.text2img, name).parameters()}
+        assert dtypes == {getattr(torch, dtype)}, (name, dtypes)
+    assert model.img2img.transformer is model.text2img.transformer
 
 
 def test_concurrent_builds_do_not_corrupt_the_demo_model(processes, tmp_path: Path, demo_model_dir: Path):
