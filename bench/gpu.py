@@ -136,7 +136,7 @@ class PromotionRow:
     place_pinned_s: float
     """``PortraitPipeline.place`` after ``pin_host_memory`` (what the standby does while it waits)."""
     warmup_s: float
-    """The worker's warm-up generation right after (``webui.worker.generation.self_check``)."""
+    """The worker's warm-up generation right after (``webui.worker.warmup.self_check``)."""
 
     @property
     def copy_floor_s(self) -> float:
@@ -628,7 +628,7 @@ def measure_promotion(variant: Variant, portrait: PortraitPipeline, probe: Probe
     """A warm standby's takeover on ``portrait``'s weights: ``place`` from pageable, then from pinned host
     memory, then the worker's warm-up generation; leaves ``portrait`` placed again."""
     from webui.settings import WorkerSettings
-    from webui.worker.generation import self_check
+    from webui.worker.warmup import self_check
 
     pipe = portrait.model.text2img
     pageable, pinned = probe.host_copy_gbps(pinned=False), probe.host_copy_gbps(pinned=True)
@@ -692,7 +692,12 @@ def run(args: argparse.Namespace, probe: Probe, report: Report,
         try:
             measure_variant(report, variant, portrait, args, probe)
             if args.promotion and not variant.compile and not report.promotions:
-                report.promotions.append(measure_promotion(variant, portrait, probe))
+                on_progress(report)  # what was measured is kept whatever the takeover measurement does
+                try:
+                    report.promotions.append(measure_promotion(variant, portrait, probe))
+                except Exception as exc:  # noqa: BLE001 - reported as a skipped measurement, the run goes on
+                    logger.exception("standby takeover measurement failed")
+                    report.skipped.append((variant, f"standby takeover: {type(exc).__name__}: {exc}"[:200]))
         finally:
             del portrait
             _reset_compiler(variant)

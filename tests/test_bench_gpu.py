@@ -288,7 +288,7 @@ def test_a_whole_run_on_the_tiny_twin(tmp_path) -> None:
                     oom_steps=args.oom_steps)
     progress: list[int] = []
     gpu.run(args, FakeProbe(), report, build=build_tiny, on_progress=lambda r: progress.append(len(r.latencies)))
-    assert progress == [2]
+    assert progress == [2, 2]  # saved before the takeover measurement, then after the variant
     assert [(row.size.label, row.path, row.timing.stats.count) for row in report.latencies] == [
         ("64×48", DIFFUSERS, 1), ("64×48", SERVING, 1)]
     assert [(row.largest_ok, row.first_failure) for row in report.limits] == [(2, None), (64, None)]
@@ -328,3 +328,28 @@ def test_promotion_leaves_the_served_pipeline_placed_and_drawing_the_same_image(
 def test_the_promotion_measurement_can_be_turned_off() -> None:
     assert parse_args([]).promotion is True
     assert parse_args(["--no-promotion"]).promotion is False
+
+
+def test_the_gpu_benchmark_needs_no_web_stack() -> None:
+    """``bench.gpu`` runs on a bare CUDA box with torch and diffusers: its imports (the warm-up included)
+    pull in neither the worker's HTTP stack nor Gradio (a takeover run once died on ``import fastapi``)."""
+    code = ("import sys, bench.gpu, assets.twin_model, webui.worker.pipeline, webui.worker.warmup; "
+            "print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn', 'gradio') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_a_failing_takeover_measurement_is_reported_and_the_run_goes_on(tmp_path, monkeypatch) -> None:
+    args = parse_args(["--runs", "1", "--warmup", "0", "--steps", "1", "--sizes", "64x48", "--dtypes", "float32",
+                       "--attention", "sdpa", "--compile", "off", "--no-oom", "--results-dir", str(tmp_path)])
+    report = Report(gpu="CPU", versions="test", steps=1, runs=1, warmup=0, oom_steps=1)
+
+    def broken(*_args) -> None:
+        raise ModuleNotFoundError("No module named 'fastapi'")
+
+    monkeypatch.setattr(gpu, "measure_promotion", broken)
+    saved: list[int] = []
+    gpu.run(args, FakeProbe(), report, build=build_tiny, on_progress=lambda r: saved.append(len(r.latencies)))
+    assert saved == [2, 2] and len(report.latencies) == 2 and not report.promotions
+    assert [why for _, why in report.skipped] == ["standby takeover: ModuleNotFoundError: No module named 'fastapi'"]

@@ -31,12 +31,10 @@ from webui.worker.faults import FaultPlan
 from webui.worker.job_parsing import expected_steps
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.progress import StepClock
+from webui.worker.warmup import self_check
 
 logger = logging.getLogger(__name__)
 
-WARMUP_SIDE = 256
-"""Width and height of the warm-up and post-OOM self-check generations."""
-PROBE_PROMPT = "warm-up: a portrait photo"
 NOT_READY_RETRY_AFTER = 5
 
 
@@ -86,12 +84,6 @@ def load_portrait_pipeline(settings: WorkerSettings, place: bool = True) -> Pipe
     from webui.worker.pipeline import load_pipeline
 
     return load_pipeline(settings, place=place)
-
-
-def self_check(pipeline: Pipeline, steps: int) -> None:
-    """The worker's warm-up (and post-OOM self-check) generation: one small image; raises on failure."""
-    request = GenerationRequest(prompt=PROBE_PROMPT, steps=steps, width=WARMUP_SIDE, height=WARMUP_SIDE, seed=0)
-    pipeline.generate(pipeline.effective_params(request, seed=0))
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -1,0 +1,24 @@
+"""The worker's warm-up generation: one small image right after loading (and the self-check after an OOM).
+
+Its own light module (no web framework), so that ``bench.gpu`` times exactly the warm-up a worker
+or a promoted warm standby runs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from webui.schema import GenerationRequest
+
+if TYPE_CHECKING:
+    from webui.worker.generation import Pipeline
+
+WARMUP_SIDE = 256
+"""Width and height of the warm-up and post-OOM self-check generations."""
+PROBE_PROMPT = "warm-up: a portrait photo"
+
+
+def self_check(pipeline: Pipeline, steps: int) -> None:
+    """One small generation of ``steps`` steps on ``pipeline``; raises on failure."""
+    request = GenerationRequest(prompt=PROBE_PROMPT, steps=steps, width=WARMUP_SIDE, height=WARMUP_SIDE, seed=0)
+    pipeline.generate(pipeline.effective_params(request, seed=0))
