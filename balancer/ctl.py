@@ -97,6 +97,11 @@ def format_status(document: dict) -> str:
         lines.append("queued in HAProxy: " + ", ".join(f"{name} {count}" for name, count in sorted(queued.items())))
     else:
         lines.append("HAProxy's view (HAPROXY, ACTIVE, QUEUED) unavailable: it did not answer the sidecar.")
+    floating = document.get("floating")
+    if floating is not None:
+        state = floating.get("state")
+        held = {"MASTER": "this balancer holds it", None: "keepalived has not said yet"}.get(state, "held elsewhere")
+        lines.append(f"floating address {floating.get('address')}: {state or 'unknown'} ({held})")
     if document.get("crash_looped"):
         lines.append("crash-looped: " + ", ".join(document["crash_looped"]))
     return "\n".join(lines)

@@ -25,9 +25,18 @@ from typing import Protocol
 
 from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
 from balancer.host_agent import agent_send
-from webui.contract import HEALTH_PATH, INFO_PATH, JOB_PATHS, READY_PATH, RETRYABLE_STATUSES
+from webui.contract import (
+    HEALTH_PATH,
+    INFO_PATH,
+    JOB_PATHS,
+    METRICS_PATH,
+    PERSISTENCE_COOKIE,
+    READY_PATH,
+    RETRYABLE_STATUSES,
+    TRAFFIC_PATH,
+)
 
-COOKIE_NAME = "PORTRAIT_NODE"
+COOKIE_NAME = PERSISTENCE_COOKIE
 """The persistence cookie HAProxy inserts; its value is the node name."""
 COOKIE_OPTIONS = "insert indirect nocache httponly attr SameSite=Lax"
 """Inserted by HAProxy, never seen by the node, not cached, not readable by scripts, same-site only."""
@@ -409,7 +418,8 @@ class HAProxyConfigRenderer:
             f" if {{ path /readyz }} {{ nbsrv({WEBS_BACKEND}) gt 0 }} {{ nbsrv({WORKERS_BACKEND}) gt 0 }}",
             "    http-request return status 503 content-type application/json hdr Retry-After 5 string "
             "'{\"ready\": false}' if { path /readyz }",
-            *_answer(404, "not_found", "Not found.", "{ path /metrics }", "Not found"),
+            "    # A node's own counters (metrics, requests in flight) are for its host, not the public.",
+            *_answer(404, "not_found", "Not found.", f"{{ path {METRICS_PATH} {TRAFFIC_PATH} }}", "Not found"),
             f"    acl is_rest path {' '.join(JOB_PATHS)}",
             *self._job_acls(),
             *self._client_limit_rules(),

@@ -78,7 +78,15 @@ from balancer.operations import OperationError, OperationRunner, RollingRestart,
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
 from balancer.standby import WorkerWithStandby, standby_worker
-from balancer.status import BALANCER, HAProxyView, OperationRoutes, PartStatus, SidecarMetrics, status_app
+from balancer.status import (
+    BALANCER,
+    FloatingView,
+    HAProxyView,
+    OperationRoutes,
+    PartStatus,
+    SidecarMetrics,
+    status_app,
+)
 from balancer.supervisor import ProcessSupervisor
 from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
 
@@ -194,6 +202,9 @@ class Sidecar:
         """HAProxy's, when the sidecar runs it."""
         self.companions = [self._keepalived_supervisor(keepalived)] if keepalived is not None else []
         """keepalived's, on a balancer sharing a floating address: started after HAProxy, stopped before it."""
+        self.floating = (FloatingView(spec.floating.address, keepalived.vrrp_state)
+                         if keepalived is not None and spec.floating is not None else None)
+        """Whether this balancer holds the floating address (keepalived's word), for ``/status`` and ``/metrics``."""
         self.host_agent = (HostAgent(node_host.address, node_host.host_agent_port, self.server_state)
                            if node_host else None)
         """Tells every balancer its parts' states (HAProxy's agent checks), on a node host."""
@@ -504,7 +515,8 @@ class Sidecar:
             status_app(self.statuses, self.metrics, self.retry, retry_auth, haproxy_status,
                        drain=self.drain, view=self.haproxy_view,
                        operations=OperationRoutes(self.start_rolling_restart, self.operation,
-                                                 self.start_add_node, self.start_remove_node)),
+                                                 self.start_add_node, self.start_remove_node),
+                       floating=self.floating),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",
