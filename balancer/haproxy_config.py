@@ -33,6 +33,7 @@ from webui.contract import (
     PERSISTENCE_COOKIE,
     READY_PATH,
     RETRYABLE_STATUSES,
+    STICKY_NODE_HEADER,
     TRAFFIC_PATH,
 )
 
@@ -432,6 +433,12 @@ class HAProxyConfigRenderer:
             f"    # only when none of theirs is in flight (table: backend {STICKY_TABLE}).",
             f"    http-request track-sc2 req.cook({COOKIE_NAME}) table {STICKY_TABLE}"
             f" if !is_rest {{ req.cook({COOKIE_NAME}) -m found }}",
+            "    # The same, told to the web front (it never sees the cookie: 'indirect'), which counts its",
+            "    # requests per value: a node host's sidecar, with no HAProxy to ask, adds up these counts",
+            "    # of every web front (webui/traffic.py). A client's own header of that name is dropped.",
+            f"    http-request del-header {STICKY_NODE_HEADER}",
+            f"    http-request set-header {STICKY_NODE_HEADER} %[req.cook({COOKIE_NAME})]"
+            f" if {{ req.cook({COOKIE_NAME}) -m found }}",
         ]
         if spec.security_headers:
             lines += [

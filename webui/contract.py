@@ -33,6 +33,8 @@ TRAFFIC_PATH = "/traffic"
 Not served to the public (HAProxy answers 404)."""
 PERSISTENCE_COOKIE = "PORTRAIT_NODE"
 """The cookie HAProxy inserts to keep a client on one web front; its value is the node name."""
+STICKY_NODE_HEADER = "X-Portrait-Sticky-Node"
+"""HAProxy's copy of the persistence cookie's value for the node (which never sees the cookie itself)."""
 RETRYABLE_STATUSES = (502, 503, 504)
 """Nothing ran: the same job may be sent again, to this or another worker (HAProxy's retry-on, the web front)."""
 OUT_OF_MEMORY_STATUS = 507

@@ -94,6 +94,7 @@ from webui.schema import (
     ResultEvent,
 )
 from webui.settings import WorkerSettings, settings_problems
+from webui.traffic import count_traffic
 from webui.worker.dispatch_agent import DispatchAgent
 from webui.worker.encoder import ResultEncoder
 from webui.worker.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
@@ -272,6 +273,7 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.metrics = metrics
     app.add_middleware(RequestLog, node=node, metrics=metrics)
+    count_traffic(app)  # what a node host's sidecar waits on in a rolling restart
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
