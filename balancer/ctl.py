@@ -7,6 +7,10 @@
     python -m balancer.ctl add-node [--gpu G] [--json]          # one more node, in rotation once ready
     python -m balancer.ctl remove-node NODE [--json]            # drained, its requests finished, stopped, gone
 
+On a node host, run on that host, the same commands act on its own nodes through its sidecar
+(``rolling-restart`` then drains them through its host agent, ``balancer.operations``); on a balancer
+sharing a floating address, ``status`` also says whether this balancer holds it (keepalived's state).
+
 ``status`` is read-only (``GET /status``, no password). The others need the stats page's
 user and password (``--user``, ``--password`` or, better, the ``PORTRAIT_STATS_PASSWORD`` environment
 variable: a command line is visible to every user of the machine). ``rolling-restart`` starts the

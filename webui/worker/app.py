@@ -83,6 +83,7 @@ from webui.contract import (
     PRIVATE_UMASK,
     READY_PATH,
     STALLED_KEY,
+    TRAFFIC_PATH,
 )
 from webui.images import UploadError, decode_upload
 from webui.schema import (
@@ -122,7 +123,7 @@ from webui.worker.standby import WarmStandby, hold_go_signal
 logger = logging.getLogger("webui.worker")  # also when run as __main__
 access_logger = logging.getLogger("webui.worker.access")
 
-PROBE_ENDPOINTS = frozenset({"/", HEALTH_PATH, READY_PATH, INFO_PATH, METRICS_PATH})
+PROBE_ENDPOINTS = frozenset({"/", HEALTH_PATH, READY_PATH, INFO_PATH, METRICS_PATH, TRAFFIC_PATH})
 ENDPOINTS = (*PROBE_ENDPOINTS, *JOB_PATHS)
 ERROR_STATUSES: dict[type[JobError], int] = {
     NotReady: 503, QueueFull: 503, OutOfMemory: OUT_OF_MEMORY_STATUS, GenerationFailed: 500,
