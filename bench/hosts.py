@@ -185,8 +185,8 @@ def main(argv: list[str] | None = None) -> None:
         markdown_table(headers, table), "",
         "*Out of rotation*: from the fault until HAProxy had the lost worker DOWN (new jobs avoid it from then "
         "on). *Extra*: the job's time, as its client saw it, beyond its run on the worker that answered it (that "
-        "worker's own timing: what the job cost at that moment without a fault; other test suites shared the "
-        "2 cores, so a job alone took from 3 to 11 s over a run). *Overhead*: extra less the work lost on the "
+        "worker's own timing: what the job cost at that moment without a fault; on 2 cores shared with other "
+        "test suites a job alone varies over a run). *Overhead*: extra less the work lost on the "
         "broken host (the time into the job): detection, and sending the job again. *Job alone*: one job with "
         "no fault at the start of each setting's run. Every job must finish on the other host.", "",
         *(["A UI client whose sticky web front is on the lost host (its link down that long into a job) cannot "
