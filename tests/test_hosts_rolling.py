@@ -42,7 +42,7 @@ HEALTH = load_cluster_file(REPO / "assets" / "cluster.hosts.example.yaml")["heal
 NODES = {"node1": "n1", "node3": "n1", "node2": "n2"}
 """Node -> node host: ``n1``, whose nodes are restarted, runs two."""
 RESTARTED = "n1"
-LOAD_SECONDS = 300.0
+LOAD_SECONDS = 200.0
 """Upper bound of the load; it stops as soon as the rolling restart has ended."""
 THINK_TIME = 3.0
 """Seconds a UI client waits between two jobs (a web front switches only while its clients are idle)."""
@@ -94,7 +94,7 @@ def test_rolling_restart_of_one_node_host_under_load_fails_no_request(demo_model
 
         def operate(stop: threading.Event) -> None:
             stop.wait(3.0)  # some load first
-            result["ctl"] = ctl(cluster, RESTARTED, "rolling-restart", "--drain-timeout", "150",
+            result["ctl"] = ctl(cluster, RESTARTED, "rolling-restart", "--drain-timeout", "100",
                                 "--settle", str(SETTLE))
 
         def workers_up() -> int | None:
