@@ -7,6 +7,10 @@
     python -m balancer.ctl add-node [--gpu G] [--json]          # one more node, in rotation once ready
     python -m balancer.ctl remove-node NODE [--json]            # drained, its requests finished, stopped, gone
 
+On a node host, run on that host, the same commands act on its own nodes through its sidecar
+(``rolling-restart`` then drains them through its host agent, ``balancer.operations``); on a balancer
+sharing a floating address, ``status`` also says whether this balancer holds it (keepalived's state).
+
 ``status`` is read-only (``GET /status``, no password). The others need the stats page's
 user and password (``--user``, ``--password`` or, better, the ``PORTRAIT_STATS_PASSWORD`` environment
 variable: a command line is visible to every user of the machine). ``rolling-restart`` starts the
@@ -97,6 +101,11 @@ def format_status(document: dict) -> str:
         lines.append("queued in HAProxy: " + ", ".join(f"{name} {count}" for name, count in sorted(queued.items())))
     else:
         lines.append("HAProxy's view (HAPROXY, ACTIVE, QUEUED) unavailable: it did not answer the sidecar.")
+    floating = document.get("floating")
+    if floating is not None:
+        state = floating.get("state")
+        held = {"MASTER": "this balancer holds it", None: "keepalived has not said yet"}.get(state, "held elsewhere")
+        lines.append(f"floating address {floating.get('address')}: {state or 'unknown'} ({held})")
     if document.get("crash_looped"):
         lines.append("crash-looped: " + ", ".join(document["crash_looped"]))
     return "\n".join(lines)

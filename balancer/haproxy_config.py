@@ -25,9 +25,19 @@ from typing import Protocol
 
 from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
 from balancer.host_agent import agent_send
-from webui.contract import HEALTH_PATH, INFO_PATH, JOB_PATHS, READY_PATH, RETRYABLE_STATUSES
+from webui.contract import (
+    HEALTH_PATH,
+    INFO_PATH,
+    JOB_PATHS,
+    METRICS_PATH,
+    PERSISTENCE_COOKIE,
+    READY_PATH,
+    RETRYABLE_STATUSES,
+    STICKY_NODE_HEADER,
+    TRAFFIC_PATH,
+)
 
-COOKIE_NAME = "PORTRAIT_NODE"
+COOKIE_NAME = PERSISTENCE_COOKIE
 """The persistence cookie HAProxy inserts; its value is the node name."""
 COOKIE_OPTIONS = "insert indirect nocache httponly attr SameSite=Lax"
 """Inserted by HAProxy, never seen by the node, not cached, not readable by scripts, same-site only."""
@@ -409,7 +419,8 @@ class HAProxyConfigRenderer:
             f" if {{ path /readyz }} {{ nbsrv({WEBS_BACKEND}) gt 0 }} {{ nbsrv({WORKERS_BACKEND}) gt 0 }}",
             "    http-request return status 503 content-type application/json hdr Retry-After 5 string "
             "'{\"ready\": false}' if { path /readyz }",
-            *_answer(404, "not_found", "Not found.", "{ path /metrics }", "Not found"),
+            "    # A node's own counters (metrics, requests in flight) are for its host, not the public.",
+            *_answer(404, "not_found", "Not found.", f"{{ path {METRICS_PATH} {TRAFFIC_PATH} }}", "Not found"),
             f"    acl is_rest path {' '.join(JOB_PATHS)}",
             *self._job_acls(),
             *self._client_limit_rules(),
@@ -422,6 +433,12 @@ class HAProxyConfigRenderer:
             f"    # only when none of theirs is in flight (table: backend {STICKY_TABLE}).",
             f"    http-request track-sc2 req.cook({COOKIE_NAME}) table {STICKY_TABLE}"
             f" if !is_rest {{ req.cook({COOKIE_NAME}) -m found }}",
+            "    # The same, told to the web front (it never sees the cookie: 'indirect'), which counts its",
+            "    # requests per value: a node host's sidecar, with no HAProxy to ask, adds up these counts",
+            "    # of every web front (webui/traffic.py). A client's own header of that name is dropped.",
+            f"    http-request del-header {STICKY_NODE_HEADER}",
+            f"    http-request set-header {STICKY_NODE_HEADER} %[req.cook({COOKIE_NAME})]"
+            f" if {{ req.cook({COOKIE_NAME}) -m found }}",
         ]
         if spec.security_headers:
             lines += [

@@ -19,6 +19,10 @@ a server is in ``maint``. An agent that does not answer changes nothing: a host 
 noticed by the health checks (``check``), which then end its sessions (``on-marked-down
 shutdown-sessions``) so that HAProxy replays their jobs elsewhere. A server this host does not run
 gets ``down#...``: visible on the stats page, never in rotation.
+
+The agent remembers what it last told each balancer about each server (``settled``): a node host's
+rolling restart moves on only once every balancer that asks took the new state (a balancer that
+stopped asking for ``STALE_INTERVALS`` intervals counts as gone).
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable
 
 from balancer.gate import ServerKey
 from balancer.runtime_api import ServerState
@@ -39,6 +44,10 @@ UNKNOWN_REPLY = "down#not a part of this node host"
 READ_TIMEOUT = 1.0
 """Seconds HAProxy has to send its ``agent-send`` line."""
 MAX_LINE = 256
+STALE_INTERVALS = 3
+"""A balancer that asked nothing about a server for this many agent intervals is gone (for ``settled``)."""
+SETTLE_POLL = 0.05
+"""Seconds between two looks while waiting for every balancer to take a state."""
 
 
 def agent_send(backend: str, server: str) -> str:
@@ -53,10 +62,15 @@ class HostAgentUnavailable(RuntimeError):
 class HostAgent:
     """A TCP server answering HAProxy's agent checks from ``state_of`` (asyncio, on the sidecar's loop)."""
 
-    def __init__(self, host: str, port: int, state_of: Callable[[ServerKey], ServerState | None]) -> None:
+    def __init__(self, host: str, port: int, state_of: Callable[[ServerKey], ServerState | None],
+                 interval: float) -> None:
         self.host, self.port = host, port
         self.state_of = state_of
         """The state to report for a server; None when this host does not run it."""
+        self.interval = interval
+        """Seconds between two questions of one balancer about one server (``health.host_agent_interval``)."""
+        self.told: dict[ServerKey, dict[str, tuple[float, str]]] = {}
+        """Server -> balancer address -> (when, the answer) of the last question it asked."""
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -75,19 +89,42 @@ class HostAgent:
             await self._server.wait_closed()
             self._server = None
 
-    def reply(self, request: str) -> str:
-        """The answer to one ``BACKEND/SERVER`` line."""
+    def reply(self, request: str, peer: str | None = None) -> str:
+        """The answer to one ``BACKEND/SERVER`` line (remembered as told to ``peer``)."""
         backend, _, server = request.strip().partition("/")
         state = self.state_of((backend, server)) if server else None
         if state is None:
             logger.warning("host agent: asked about %r, which this node host does not run", request.strip()[:80])
             return UNKNOWN_REPLY
+        if peer is not None:
+            self.told.setdefault((backend, server), {})[peer] = (time.monotonic(), REPLIES[state])
         return REPLIES[state]
+
+    def settled(self, key: ServerKey) -> bool:
+        """Whether every balancer asking about ``key`` was last told its current state (and one asks at least)."""
+        state = self.state_of(key)
+        now = time.monotonic()
+        answers = [answer for at, answer in self.told.get(key, {}).values()
+                   if now - at <= STALE_INTERVALS * self.interval]
+        return state is not None and bool(answers) and all(answer == REPLIES[state] for answer in answers)
+
+    async def wait_settled(self, keys: Iterable[ServerKey]) -> bool:
+        """Wait until every balancer took the current state of each of ``keys`` (``settled``); False when one
+        did not within ``STALE_INTERVALS`` agent intervals (none asks, or one that asks is told otherwise)."""
+        keys = list(keys)
+        deadline = time.monotonic() + STALE_INTERVALS * self.interval + 1.0
+        while not all(self.settled(key) for key in keys):
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(SETTLE_POLL)
+        return True
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             request = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
-            writer.write((self.reply(request.decode("ascii", errors="replace")) + "\n").encode())
+            peer = writer.get_extra_info("peername")
+            answer = self.reply(request.decode("ascii", errors="replace"), peer[0] if peer else None)
+            writer.write((answer + "\n").encode())
             await writer.drain()
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a line longer than MAX_LINE
             logger.debug("host agent: dropped a check: %s", exc)

@@ -25,11 +25,15 @@ from balancer.children import CommandProcess
 from balancer.cluster import BalancerHostSpec, ClusterConfigError, ClusterSpec, local_addresses
 from balancer.hang import ProbeAnswer
 from balancer.runtime_api import ServerState
+from webui.contract import VRRP_STATES
 
 logger = logging.getLogger(__name__)
 
 KEEPALIVED = "keepalived"
 CHECK_SCRIPT = Path(__file__).with_name("haproxy_alive.py")
+NOTIFY_SCRIPT = Path(__file__).with_name("keepalived_notify.py")
+STATE_FILE = "keepalived.state"
+"""In the run dir: this balancer's VRRP state, as keepalived's notify script last wrote it."""
 NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
 CONFIG_TEST_TIMEOUT = 10.0
 
@@ -46,6 +50,7 @@ def render_keepalived_config(spec: ClusterSpec, me: BalancerHostSpec) -> str:
         raise ClusterConfigError("floating: not set; keepalived has no address to move")
     peers = [b.address for b in spec.balancers if b.name != me.name]
     check = f"{sys.executable} -I -S {CHECK_SCRIPT} {spec.socket_path}"
+    notify = f"{sys.executable} -I -S {NOTIFY_SCRIPT} {vrrp_state_path(spec)}"
     lines = [
         f"# Rendered by portrait-ha (balancer/keepalived.py) for balancer {me.name}: do not edit, edit the",
         "# cluster file. keepalived moves the floating address to a healthy balancer.",
@@ -96,9 +101,17 @@ def render_keepalived_config(spec: ClusterSpec, me: BalancerHostSpec) -> str:
         "    track_script {",
         "        haproxy_alive",
         "    }",
+        "    # Each state change (MASTER: this balancer holds the address) written to a file in the run",
+        "    # dir, which the sidecar shows in /status and /metrics (keepalived's own word, not a guess).",
+        f'    notify "{notify}"',
         "}",
     ]
     return "\n".join(lines) + "\n"
+
+
+def vrrp_state_path(spec: ClusterSpec) -> Path:
+    """Where keepalived's notify script writes this balancer's VRRP state."""
+    return spec.run_dir / STATE_FILE
 
 
 def _seconds(value: float) -> str:
@@ -157,6 +170,23 @@ class KeepalivedChild(CommandProcess):
                          spec.run_dir / "logs" / "keepalived.log", spec.sidecar.stop_grace,
                          (spec.run_dir / "logs",))
         self.probe_target = f"keepalived pid ({config})"
+        self.state_path = vrrp_state_path(spec)
+
+    async def start(self) -> int:
+        """Start keepalived with no VRRP state known (the last run's file is removed): it tells its own."""
+        self.state_path.unlink(missing_ok=True)
+        return await super().start()
+
+    def vrrp_state(self) -> str | None:
+        """MASTER (this balancer holds the floating address), BACKUP, FAULT or STOP, as keepalived last
+        said; None while keepalived does not run or has said nothing yet (a small file, read at once)."""
+        if self.pid is None:
+            return None
+        try:
+            state = self.state_path.read_text(encoding="ascii").strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return state if state in VRRP_STATES else None
 
     async def probe(self) -> ProbeAnswer:
         """Whether it runs (VRRP itself tells the other balancers whether it works)."""

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from balancer.cluster import NodeSpec
 from balancer.operations import NodeControl, NodeFailed, OperationReport, RollingRestart, RollingRestartRequest
+from balancer.runtime_api import ServerStatus
 
 
 class AddNodeRequest(BaseModel):
@@ -53,6 +54,9 @@ class NodeSet(NodeControl, Protocol):
     async def start_node(self, node: NodeSpec) -> None:
         """Add the node's servers to HAProxy (``maint``) and start its supervisors; ``OSError`` when
         HAProxy refused its servers (nothing started then)."""
+
+    async def servers(self) -> list[ServerStatus]:
+        """HAProxy's view of every server (``OSError`` when it does not answer)."""
 
     async def stop_node(self, node: str) -> list[str]:
         """Stop the node's processes, delete its servers and forget it: why a server was left in ``maint``

@@ -22,6 +22,11 @@ request and never takes more than one node out of rotation:
    web front (after ``drain_timeout`` it is unparked anyway, and the report says so); put the
    node back (``UP``); next node.
 
+On a node host (``launch.py --role node``) its sidecar runs the same steps on that host's nodes
+(``python -m balancer.ctl rolling-restart --sidecar`` pointed at it): it tells every balancer each
+state through its host agent and goes on once each balancer that asks took it (``HostAgent.settled``);
+it counts the requests with the parts' own counters instead of HAProxy's (``balancer.traffic``).
+
 A node that stays busy past ``drain_timeout`` is put back unrestarted; one that does not come
 back within ``ready_timeout`` is left to its supervisor. Either way the operation stops there
 (the nodes after it are untouched and stay in rotation) and reports it as failed.
@@ -41,8 +46,6 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-
-from balancer.runtime_api import ServerStatus
 
 if TYPE_CHECKING:
     from balancer.supervisor import ProcessSupervisor
@@ -159,11 +162,14 @@ class NodeControl(Protocol):
     async def park(self, backend: str, server: str, parked: bool) -> bool:
         """Keep a server in ``maint`` whatever its supervisor says (``HAProxyGate.park``), or stop."""
 
-    async def servers(self) -> list[ServerStatus]:
-        """HAProxy's view of every server (``OSError`` when it does not answer)."""
+    async def node_traffic(self, node: str) -> Traffic:
+        """Requests on the node's web front and worker (``OSError`` when unknown; ``balancer.traffic``)."""
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """UI requests that carry ``node``'s persistence cookie (``OSError`` when unknown)."""
+
+    async def server_states(self, node: str, states: set[str], parts: tuple[str, ...]) -> bool:
+        """Whether the balancers have every server of ``node``'s ``parts`` in one of ``states`` (UP, DRAIN)."""
 
 
 class NodeFailed(Exception):
@@ -292,11 +298,8 @@ class RollingRestart:
         return None
 
     async def node_traffic(self, node: str) -> Traffic:
-        """Requests on ``node``'s web front and worker (HAProxy's ``scur`` + ``qcur``, and ``stot``; not
-        the web fronts' probes, which a drained worker does not fail)."""
-        backends = {supervisor.status.backend for supervisor in self.control.parts_of(node)}
-        mine = [s for s in await self.control.servers() if s.server == node and s.backend in backends]
-        return Traffic(sum(s.current_sessions + s.queued for s in mine), sum(s.total_sessions for s in mine))
+        """Requests on ``node``'s web front and worker, as its sidecar counts them (``balancer.traffic``)."""
+        return await self.control.node_traffic(node)
 
     async def wait_back(self, node: str, parts: list[ProcessSupervisor], old_pids: dict) -> float:
         """Seconds until every part runs a new process that is ready and passes HAProxy's checks."""
@@ -314,15 +317,8 @@ class RollingRestart:
         return time.monotonic() - start
 
     async def server_states(self, node: str, states: set[str], parts: tuple[str, ...] = ("web", "worker")) -> bool:
-        """Whether every server of ``node``'s ``parts`` has one of ``states`` in HAProxy."""
-        backends = {s.status.backend for s in self.control.parts_of(node) if s.status.part in parts}
-        try:
-            servers = [s for s in await self.control.servers() if s.server == node and s.backend in backends]
-        except OSError:
-            return False
-        # A worker with a dispatch agent reports "DRAIN (agent)", "UP (agent)": the same states.
-        return len(servers) == len(backends) and all(server.status.removesuffix(" (agent)") in states
-                                                     for server in servers)
+        """Whether the balancers have every server of ``node``'s ``parts`` in one of ``states``."""
+        return await self.control.server_states(node, states, parts)
 
     @staticmethod
     async def wait_for(check: Callable[[], bool | Awaitable[bool]], timeout: float, failure: str) -> None:

@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import os
 import signal
@@ -70,7 +71,7 @@ from balancer.cluster import (
 from balancer.gate import HAProxyGate, ServerKey
 from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess, write_config
-from balancer.haproxy_config import PART_BACKENDS, STICKY_TABLE, StaticServers, render_config
+from balancer.haproxy_config import PART_BACKENDS, StaticServers, render_config
 from balancer.host_agent import HostAgent, HostAgentUnavailable
 from balancer.keepalived import KeepalivedChild
 from balancer.node_changes import AddNode, AddNodeRequest, RemoveNode, RemoveNodeRequest
@@ -78,8 +79,17 @@ from balancer.operations import OperationError, OperationRunner, RollingRestart,
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
 from balancer.standby import WorkerWithStandby, standby_worker
-from balancer.status import BALANCER, HAProxyView, OperationRoutes, PartStatus, SidecarMetrics, status_app
+from balancer.status import (
+    BALANCER,
+    FloatingView,
+    HAProxyView,
+    OperationRoutes,
+    PartStatus,
+    SidecarMetrics,
+    status_app,
+)
 from balancer.supervisor import ProcessSupervisor
+from balancer.traffic import HAProxyTraffic, PartTraffic, TrafficSource
 from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")
@@ -194,9 +204,19 @@ class Sidecar:
         """HAProxy's, when the sidecar runs it."""
         self.companions = [self._keepalived_supervisor(keepalived)] if keepalived is not None else []
         """keepalived's, on a balancer sharing a floating address: started after HAProxy, stopped before it."""
-        self.host_agent = (HostAgent(node_host.address, node_host.host_agent_port, self.server_state)
-                           if node_host else None)
+        self.floating = (FloatingView(spec.floating.address, keepalived.vrrp_state)
+                         if keepalived is not None and spec.floating is not None else None)
+        """Whether this balancer holds the floating address (keepalived's word), for ``/status`` and ``/metrics``."""
+        self.host_agent = (HostAgent(node_host.address, node_host.host_agent_port, self.server_state,
+                                     spec.health.host_agent_interval) if node_host else None)
         """Tells every balancer its parts' states (HAProxy's agent checks), on a node host."""
+        self.traffic: TrafficSource | None = None
+        """What an operation waits on: this host's HAProxy's view, or on a node host the parts' own counters."""
+        if self.view_api is not None:
+            self.traffic = HAProxyTraffic(self.view_api, self.parts_of)
+        elif self.host_agent is not None:
+            self.traffic = PartTraffic(self.parts_of, self.reachable_web_fronts, self.host_agent, self.gate,
+                                       self.settings.probe_timeout)
         self.operations = OperationRunner()
         """The operator's operations (rolling restart), one at a time."""
 
@@ -406,6 +426,7 @@ class Sidecar:
             status.drained = drained
             told = await self.gate.hold(status.backend, node, drained) and told
             servers[f"{status.backend}/{node}"] = self.gate.effective((status.backend, node))
+        told = await self.balancers_took([(status.backend or "", node) for status in parts]) and told
         return {"node": node, "admin": "drain" if drained else "ready", "servers": servers, "haproxy_told": told}
 
     def managed_nodes(self) -> list[str]:
@@ -431,33 +452,49 @@ class Sidecar:
         logger.warning("%s: worker arguments now %s (not written back to the cluster file)", node, args)
 
     async def park(self, backend: str, server: str, parked: bool) -> bool:
-        """Keep a server in ``maint`` whatever its supervisor says, or stop (``HAProxyGate.park``)."""
-        return await self.gate.park(backend, server, parked)
+        """Keep a server in ``maint`` whatever its supervisor says, or stop (``HAProxyGate.park``); on a node
+        host, once every balancer took it."""
+        return await self.gate.park(backend, server, parked) and await self.balancers_took([(backend, server)])
+
+    async def balancers_took(self, keys: list[ServerKey]) -> bool:
+        """On a node host, wait until every balancer that asks its host agent took these servers' states
+        (False when one did not within a few agent intervals); elsewhere HAProxy was told at once: True."""
+        return self.host_agent is None or await self.host_agent.wait_settled(keys)
 
     async def servers(self) -> list[ServerStatus]:
         """HAProxy's view of every server; ``OSError`` when it cannot be asked."""
-        if self.view_api is None:
+        if not isinstance(self.traffic, HAProxyTraffic):
             raise OSError("no HAProxy runtime API to ask")
-        try:
-            return await self.view_api.servers()
-        except RuntimeAPIError as exc:
-            raise OSError(str(exc)) from exc
+        return await self.traffic.servers()
+
+    async def node_traffic(self, node: str) -> Traffic:
+        """Requests on ``node``'s parts (in flight, so far); ``OSError`` when unknown."""
+        if self.traffic is None:
+            raise OSError("no HAProxy runtime API and no host agent: nothing counts the requests")
+        return await self.traffic.node_traffic(node)
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """UI requests that carry ``node``'s persistence cookie (in flight, so far); ``OSError`` when unknown."""
-        if self.view_api is None:
-            raise OSError("no HAProxy runtime API to ask")
-        try:
-            entry = (await self.view_api.show_table(STICKY_TABLE)).get(node, {})
-        except RuntimeAPIError as exc:
-            raise OSError(str(exc)) from exc
-        return Traffic(int(entry.get("conn_cur", 0)), int(entry.get("http_req_cnt", 0)))
+        if self.traffic is None:
+            raise OSError("no HAProxy runtime API and no host agent: nothing counts the requests")
+        return await self.traffic.sticky_traffic(node)
+
+    async def server_states(self, node: str, states: set[str], parts: tuple[str, ...]) -> bool:
+        """Whether the balancers have every server of ``node``'s ``parts`` in one of ``states``."""
+        return self.traffic is not None and await self.traffic.server_states(node, states, parts)
+
+    def reachable_web_fronts(self) -> list[str]:
+        """Every web front of the cluster that a node host can ask for its counts (not one on a loopback
+        address, which only its own host reaches)."""
+        return [node.web.url for node in self.spec.nodes
+                if node.web is not None and not ipaddress.ip_address(node.web.host).is_loopback]
 
     def start_rolling_restart(self, body: object) -> dict:
         """Start a rolling restart (``POST /rolling-restart``): its report; ``OperationError`` when it cannot."""
         request = parse_request(body)
-        if self.view_api is None:
-            raise OperationError("no HAProxy runtime API: a rolling restart waits on HAProxy's counts")
+        if self.traffic is None:
+            raise OperationError("no HAProxy runtime API and no host agent: a rolling restart waits on the "
+                                 "requests in flight, which nothing here counts")
         if request.model or request.lora:
             fixed = [node.name for node in self.spec.nodes
                      if node.managed and node.worker is not None and node.worker.command]
@@ -504,7 +541,8 @@ class Sidecar:
             status_app(self.statuses, self.metrics, self.retry, retry_auth, haproxy_status,
                        drain=self.drain, view=self.haproxy_view,
                        operations=OperationRoutes(self.start_rolling_restart, self.operation,
-                                                 self.start_add_node, self.start_remove_node)),
+                                                 self.start_add_node, self.start_remove_node),
+                       floating=self.floating),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",
@@ -516,6 +554,8 @@ class Sidecar:
             await self._supervise()
         finally:
             await self.operations.aclose()
+            if self.traffic is not None:
+                await self.traffic.aclose()
             server.should_exit = True
             await server_task
             if self.host_agent is not None:

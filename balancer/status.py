@@ -34,6 +34,15 @@ each (``balancer.gpus.gpu_facts``) and the workers on it::
 and ``/metrics`` the gauges ``portrait_gpu_memory_used_bytes``, ``portrait_gpu_memory_total_bytes``,
 ``portrait_gpu_utilization_percent`` and ``portrait_gpu_temperature_celsius`` (label ``gpu``).
 Without GPUs there is neither the key nor a single GPU series (absent, never 0).
+
+On a balancer sharing a floating address (keepalived), ``floating`` says whether this balancer holds it,
+as keepalived's notify script last said (``state`` null while keepalived runs no instance or has said
+nothing yet)::
+
+     "floating": {"address": "10.0.0.5", "state": "MASTER"}
+
+and ``/metrics`` has the gauge ``portrait_sidecar_vrrp_state`` (label ``state``: 1 for the current one,
+0 for the others; all 0 while it is unknown).
 """
 
 from __future__ import annotations
@@ -60,6 +69,7 @@ from balancer.causes import Death, DeathCause
 from balancer.gpus import gpu_facts
 from balancer.operations import OperationBusy, OperationError
 from balancer.runtime_api import ServerStatus, parse_servers
+from webui.contract import VRRP_STATES
 
 GpuFacts = dict[str, dict[str, object]]
 """GPU index -> what NVML reports about it (``balancer.gpus.gpu_facts``)."""
@@ -165,6 +175,36 @@ class GpuCollector:
                 yield family
 
 
+@dataclass(frozen=True)
+class FloatingView:
+    """A balancer's share of the floating address: the address, and its VRRP state read when asked."""
+
+    address: str
+    state: Callable[[], str | None]
+    """MASTER, BACKUP, FAULT or STOP; None when unknown (``KeepalivedChild.vrrp_state``)."""
+
+    def document(self) -> dict:
+        """The ``floating`` entry of ``/status``."""
+        return {"address": self.address, "state": self.state()}
+
+
+class VrrpCollector:
+    """The gauge ``portrait_sidecar_vrrp_state``, read at scrape time (no series without a floating address)."""
+
+    def __init__(self) -> None:
+        self.floating: FloatingView | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        if self.floating is None:
+            return
+        current = self.floating.state()
+        family = GaugeMetricFamily("portrait_sidecar_vrrp_state", "1 for this balancer's VRRP state (keepalived; "
+                                   "MASTER holds the floating address), 0 for the others.", labels=["state"])
+        for state in VRRP_STATES:
+            family.add_metric([state], 1.0 if state == current else 0.0)
+        yield family
+
+
 class SidecarMetrics:
     """The sidecar's Prometheus metrics, in a registry of their own."""
 
@@ -172,6 +212,8 @@ class SidecarMetrics:
         self.registry = CollectorRegistry()
         self.gpus = GpuCollector()
         self.registry.register(self.gpus)
+        self.vrrp = VrrpCollector()
+        self.registry.register(self.vrrp)
         labels = ["node", "part"]
         self.deaths = PromCounter(
             "portrait_sidecar_deaths", "Deaths of supervised processes, by cause.", [*labels, "cause"],
@@ -246,9 +288,10 @@ def status_document(
     haproxy: PartStatus | None = None,
     gpus: GpuFacts | None = None,
     view: HAProxyView | None = None,
+    floating: FloatingView | None = None,
 ) -> dict:
     """The ``/status`` JSON for these node parts (and HAProxy, when supervised; GPUs, when there are;
-    HAProxy's view of the servers and queues, when it answered)."""
+    HAProxy's view of the servers and queues, when it answered; the floating address, when shared)."""
     nodes: dict[str, dict] = {}
     for status in statuses:
         snapshot = nodes.setdefault(status.node, {})[status.part] = status.snapshot(now)
@@ -268,6 +311,8 @@ def status_document(
         document["queued"] = {backend: count for backend, count in view.queued.items() if backend in backends}
     if haproxy is not None:
         document["haproxy"] = haproxy.snapshot(now)
+    if floating is not None:
+        document["floating"] = floating.document()
     if gpus:
         document["gpus"] = {
             gpu: {**facts, "workers": [status.node for status in statuses if status.gpu == gpu]}
@@ -304,6 +349,7 @@ def status_app(
     drain: Callable[[str, bool], Awaitable[dict | None]] | None = None,
     view: Callable[[], Awaitable[HAProxyView | None]] | None = None,
     operations: OperationRoutes | None = None,
+    floating: FloatingView | None = None,
 ) -> Starlette:
     """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz``, ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
@@ -315,7 +361,9 @@ not be told, ``haproxy_told`` false); every action 401
     thread, off the event loop); ``view`` reads HAProxy's view of servers and queues (None when
     it cannot). ``POST /rolling-restart`` (JSON body: ``RollingRestartRequest``) starts a rolling
     restart: 202 with its report, 409 while another operation runs, 400 for a bad body; ``GET
-    /operation`` is the running or last operation's report (404 before the first)."""
+    /operation`` is the running or last operation's report (404 before the first). ``floating``: this
+    balancer's share of a floating address, in ``/status`` and ``/metrics``."""
+    metrics.vrrp.floating = floating
 
     def operation_route(action: str, start: Callable[[Request, object], dict] | None,
                         ) -> Callable[[Request], Awaitable[JSONResponse]]:
@@ -381,7 +429,7 @@ not be told, ``haproxy_told`` false); every action 401
     async def status(request: Request) -> JSONResponse:
         facts = await asyncio.to_thread(gpus)
         seen = await view() if view is not None else None
-        return JSONResponse(status_document(statuses(), time.monotonic(), haproxy, facts, seen))
+        return JSONResponse(status_document(statuses(), time.monotonic(), haproxy, facts, seen, floating))
 
     async def prometheus(request: Request) -> Response:
         facts = await asyncio.to_thread(gpus)

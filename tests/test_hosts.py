@@ -9,7 +9,11 @@ dropped, every process of it is SIGSTOPped. The job must finish on the other hos
 than a job without a fault, and how soon HAProxy took the lost host out of rotation, are printed
 and written to ``test-artifacts/hosts-failover.json`` (reported, not asserted beyond logic bounds;
 ``python -m bench.hosts`` tabulates them). A worker killed on a node host must leave HAProxy's
-rotation through the host agent (``MAINT``), not only through a failing health check.
+rotation through the host agent (``MAINT``), not only through a failing health check. A UI client
+(a reused ``gradio_client``, a browser tab speaking Gradio's protocol) whose sticky web front is on the
+host whose link goes down mid-job cannot finish that job (its queue and files were on that web front):
+it sends it again, as its user would, and the resend completes on another web front; how much longer
+than a normal job that took is printed and recorded.
 
 Root only (CI runs as root), with ``ip`` and Debian's ``iptables``; select with ``-m hosts``.
 """
@@ -26,7 +30,14 @@ import httpx
 import pytest
 
 from balancer.cluster import load_cluster_file
-from bench.harness.hosts import FAULTS, NODE_HOSTS, HostsCluster, lose_host_mid_job
+from bench.harness.hosts import (
+    FAULTS,
+    NODE_HOSTS,
+    UI_CLIENTS,
+    HostsCluster,
+    lose_host_mid_job,
+    lose_web_front_mid_job,
+)
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
@@ -65,6 +76,21 @@ def test_a_lost_host_mid_job_costs_seconds(cluster: HostsCluster, baseline: floa
           f"{figures['replay_s']} s: {figures['extra_s']:+} s; {lost.lost_node} out of rotation "
           f"{figures['out_of_rotation_after_s']} s after the fault; load {figures['load_average']}")
     assert lost.job_s - (lost.replay_s or 0) < 60  # a logic bound: replayed at once, not after timeout server (600 s)
+
+
+@pytest.mark.parametrize("kind", UI_CLIENTS)
+def test_a_ui_client_whose_web_front_is_lost_mid_job_resends_and_completes(cluster: HostsCluster, baseline: float,
+                                                                            kind: str) -> None:
+    lost = lose_web_front_mid_job(cluster, "link-down", kind, into_job=min(1.0, baseline / 3))
+    figures = {**lost.figures(), "load_average": os.getloadavg()}
+    record_figures(ARTIFACT, f"web-front-lost-{kind}", figures)
+    print(f"\n{kind} on {lost.web_node}'s web front, link down {figures['fault_into_job_s']} s into its job: "
+          f"{figures['tries']} tries (first: {figures['first_try']}), resent {figures['resend_after_s']} s after "
+          f"the fault, image after {figures['job_s']} s against {figures['normal_s']} s normally: "
+          f"{figures['extra_s']:+} s; load {figures['load_average']}")
+    assert lost.reply is not None, lost.attempts
+    assert lost.reply.web_node is not None and lost.reply.web_node != lost.web_node  # another web front finished it
+    assert 2 <= len(lost.attempts) <= 3, lost.attempts  # the lost try, then (at most one more failure and) the image
 
 
 def test_a_killed_worker_on_a_node_host_leaves_rotation_through_the_host_agent(cluster: HostsCluster) -> None:

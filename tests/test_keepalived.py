@@ -14,11 +14,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from starlette.testclient import TestClient
 
+from balancer.basic_auth import BasicAuth
 from balancer.cluster import ClusterConfigError, load_cluster_file, parse_cluster
+from balancer.ctl import format_status
 from balancer.haproxy import HAProxyProcess, write_config
 from balancer.haproxy_config import render_config
-from balancer.keepalived import CHECK_SCRIPT, render_keepalived_config
+from balancer.keepalived import CHECK_SCRIPT, NOTIFY_SCRIPT, render_keepalived_config, vrrp_state_path
+from balancer.status import FloatingView, SidecarMetrics, status_app
 from bench.harness.processes import REPO
 from tests.balancer_helpers import cluster_data
 
@@ -117,3 +121,48 @@ def test_launch_says_keepalived_is_missing_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: keepalived is not installed (Debian: apt-get")
     assert "Traceback" not in result.stderr
+
+
+def notify(state_file: Path, *args: str) -> int:
+    """keepalived's notify script, run as keepalived runs it (its arguments after ours)."""
+    return subprocess.run([sys.executable, "-I", "-S", str(NOTIFY_SCRIPT), str(state_file), *args],
+                          capture_output=True, timeout=10).returncode
+
+
+def test_keepalived_tells_each_state_change_to_a_file_in_the_run_dir(tmp_path: Path) -> None:
+    spec = parse_cluster({**example(), "run_dir": str(tmp_path)})
+    text = render_keepalived_config(spec, spec.balancer("lb1"))
+    assert f'notify "{sys.executable} -I -S {NOTIFY_SCRIPT} {vrrp_state_path(spec)}"' in text
+    state = vrrp_state_path(spec)
+    assert notify(state, "INSTANCE", "portrait_ha", "BACKUP", "150") == 0
+    assert state.read_text() == "BACKUP\n"
+    assert notify(state, "INSTANCE", "portrait_ha", "MASTER", "150") == 0
+    assert state.read_text() == "MASTER\n" and state.stat().st_mode & 0o077 == 0
+    assert notify(state, "INSTANCE", "portrait_ha", "SOMETHING", "150") == 1  # not a VRRP state: kept as it was
+    assert notify(state, "INSTANCE") == 2
+    assert state.read_text() == "MASTER\n"
+    assert [path.name for path in tmp_path.iterdir()] == [state.name]  # no partial file left
+
+
+@pytest.mark.parametrize(("state", "said"), [("MASTER", "MASTER (this balancer holds it)"),
+                                             ("BACKUP", "BACKUP (held elsewhere)"),
+                                             (None, "unknown (keepalived has not said yet)")])
+def test_status_metrics_and_ctl_say_whether_this_balancer_holds_the_address(state: str | None, said: str) -> None:
+    metrics = SidecarMetrics()
+    app = status_app(list, metrics, lambda node, part: None, BasicAuth("admin", "x"), gpus=dict,
+                     floating=FloatingView("10.0.0.5", lambda: state))
+    with TestClient(app) as client:
+        document = client.get("/status").json()
+        exposition = client.get("/metrics").text
+    assert document["floating"] == {"address": "10.0.0.5", "state": state}
+    for name in ("MASTER", "BACKUP", "FAULT", "STOP"):
+        assert f'portrait_sidecar_vrrp_state{{state="{name}"}} {1.0 if name == state else 0.0}' in exposition
+    assert f"floating address 10.0.0.5: {said}" in format_status(document)
+
+
+def test_a_balancer_without_a_floating_address_shows_none() -> None:
+    metrics = SidecarMetrics()
+    app = status_app(list, metrics, lambda node, part: None, BasicAuth("admin", "x"), gpus=dict)
+    with TestClient(app) as client:
+        assert "floating" not in client.get("/status").json()
+        assert "portrait_sidecar_vrrp_state" not in client.get("/metrics").text

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,9 +23,8 @@ import pytest
 
 from balancer.ctl import PASSWORD_ENV
 from balancer.haproxy_config import WORKERS_BACKEND
-from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
-from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
+from bench.harness.load import OK, Clock, FewestUp, LoadClient, mixed_clients, under_load
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from webui.contract import INFO_PATH
@@ -52,38 +51,21 @@ def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
             yield launched
 
 
-class WorkersUp(Poller):
-    """The fewest workers HAProxy had UP at any poll (every 50 ms)."""
+def workers_up(cluster: LaunchedCluster) -> FewestUp:
+    """The fewest workers HAProxy had UP at any poll."""
 
-    def __init__(self, cluster: LaunchedCluster) -> None:
-        super().__init__(0.05, "workers-up")
-        self.cluster = cluster
-        self.fewest = len(NODES)
-
-    def poll(self) -> None:
+    def count() -> int | None:
         try:
-            up = sum(server.is_up for server in self.cluster.runtime.servers(WORKERS_BACKEND))
+            return sum(server.is_up for server in cluster.runtime.servers(WORKERS_BACKEND))
         except OSError:
-            return
-        self.fewest = min(self.fewest, up)
+            return None
+
+    return FewestUp(count, len(NODES))
 
 
 def load_clients(cluster: LaunchedCluster, clock: Clock, closers: list) -> list[LoadClient]:
     """One REST client with no pause, one reused gradio_client and one browser tab with a think time."""
-    clients = []
-    for index, (kind, client, pause) in enumerate((
-        ("rest", RestClient(cluster.public_url), 0.0),
-        ("gradio_client", GradioApiClient(cluster.public_url + "/"), THINK_TIME),
-        ("browser", BrowserProtocolClient(cluster.public_url), THINK_TIME),
-    )):
-        closers.append(client.close)
-
-        def call(i: int, index: int = index, kind: str = kind, client=client) -> Record:
-            job = Job(prompt=f"rolling portrait {i}", steps=2, width=256, height=256, seed=100 * index + i)
-            return timed_call(clock, kind, kind, True, lambda: client.generate(job))
-
-        clients.append(LoadClient(kind, call, max_requests=200, pause=pause))
-    return clients
+    return mixed_clients(cluster.public_url, clock, closers, THINK_TIME)
 
 
 def ctl(cluster: LaunchedCluster, *args: str) -> subprocess.CompletedProcess:
@@ -91,27 +73,6 @@ def ctl(cluster: LaunchedCluster, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, PASSWORD_ENV: cluster.spec.stats.password.get_secret_value()}
     return subprocess.run([sys.executable, "-m", "balancer.ctl", *args, "--sidecar", cluster.sidecar_url],
                           capture_output=True, text=True, env=env, timeout=LOAD_SECONDS)
-
-
-def under_load(clients: list[LoadClient], closers: list, operate: Callable[[threading.Event], None]) -> list[Record]:
-    """Run the clients until ``operate`` (in its own thread, given the runner's stop event) has ended."""
-    runner = LoadRunner(clients, LOAD_SECONDS)
-
-    def operator() -> None:
-        try:
-            operate(runner.stop)
-        finally:
-            runner.stop.set()
-
-    thread = threading.Thread(target=operator, name="operator")
-    try:
-        thread.start()
-        records = runner.run()
-        thread.join(timeout=LOAD_SECONDS)
-    finally:
-        for close in closers:
-            close()
-    return records
 
 
 def worker_lora(cluster: LaunchedCluster, node: str) -> object:
@@ -130,8 +91,8 @@ def test_rolling_restart_under_load_fails_no_request_and_applies_the_new_lora(cl
         result["ctl"] = ctl(cluster, "rolling-restart", "--lora", "none", "--drain-timeout", "150",
                             "--settle", str(SETTLE))
 
-    with WorkersUp(cluster) as workers_up:
-        records = under_load(load_clients(cluster, clock, closers), closers, operate)
+    with workers_up(cluster) as fewest_up:
+        records = under_load(load_clients(cluster, clock, closers), closers, operate, LOAD_SECONDS)
 
     restart = result["ctl"]
     print(restart.stdout, restart.stderr)  # the operation's timeline, shown when the test fails
@@ -142,7 +103,7 @@ def test_rolling_restart_under_load_fails_no_request_and_applies_the_new_lora(cl
     failed = [record for record in records if record.outcome != OK]
     assert failed == [], ([(r.kind, round(r.start, 1), round(r.end, 1), r.detail) for r in failed], restart.stdout)
     assert {record.kind for record in records} == {"rest", "gradio_client", "browser"}
-    assert workers_up.fewest == 1  # one node out at a time, never both
+    assert fewest_up.fewest == 1  # one node out at a time, never both
     after = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
     assert all(after[key] != before[key] for key in before), (before, after)
     assert {worker_lora(cluster, node) for node in NODES} == {None}
@@ -180,7 +141,7 @@ def test_add_node_then_remove_node_under_load_fails_no_request(cluster: Launched
         outcome["pids"] = {part: entry["pid"] for part, entry in outcome["status"]["nodes"][node].items()}
         outcome["remove"] = ctl(cluster, "remove-node", node, "--settle", str(SETTLE), "--json")
 
-    records = under_load(clients, closers, operate)
+    records = under_load(clients, closers, operate, LOAD_SECONDS)
     add, remove = outcome["add"], outcome["remove"]
     assert add.returncode == 0, add.stdout + add.stderr
     assert json.loads(add.stdout)["nodes"]["node3"]["added"] is True

@@ -7,7 +7,9 @@ while a REST job runs; then the balancer holding the address dies (every process
 link down). Checked: the address moves to the other balancer, every request succeeds with the
 client's retry policy (in-flight requests through the dead balancer are lost by nature: their TCP
 connections die), the browser's cookie keeps its web front, and cookie-less requests carrying a
-Gradio session hash go to the same web front on both balancers. The move time and the extra delays
+Gradio session hash go to the same web front on both balancers. Each balancer's sidecar says in
+``/status``, ``/metrics`` and ``ctl status`` whether it holds the address (keepalived's state): MASTER
+on the holder, BACKUP on the other, and MASTER on the new holder after the move. The move time and the extra delays
 are printed and written to ``test-artifacts/pair-failover.json`` (``python -m bench.pair`` tabulates them).
 
 Root only, with ``ip``, Debian's ``iptables`` and ``keepalived``; select with ``-m hosts``.
@@ -27,6 +29,7 @@ from bench.harness.hosts import NODE_HOSTS
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster, lose_balancer_mid_load
 from bench.harness.processes import REPO, Processes
+from bench.harness.waiting import wait_until
 from tests.helpers import record_figures
 
 
@@ -49,7 +52,13 @@ def test_a_killed_balancer_host_moves_the_address_and_keeps_sessions(demo_model_
     with Processes("pair") as processes, NetworkLab(LAB_HOSTS, processes) as lab:
         cluster = PairCluster(lab, tmp_path, HEALTH, ADVERT)
         cluster.start(timeout=240)
+        holder = cluster.holder()
+        states_before = {host: cluster.vrrp_state(host) for host in BALANCERS.values()}
+        holder_says = cluster.ctl_status(holder) if holder else ""
+        holder_metrics = cluster.sidecar_metrics(holder) if holder else ""
         lost = lose_balancer_mid_load(cluster)
+        new_holder_says = wait_until(lambda: cluster.vrrp_state(lost.moved_to) == "MASTER" or None,
+                                     "the new holder's sidecar saying MASTER", 10, 0.2)
     figures = {**lost.figures(), "advert_interval_s": ADVERT, "load_average": os.getloadavg()}
     record_figures(ARTIFACT, "balancer-killed", figures)
     print(f"\nbalancer {lost.killed} killed: address on {lost.moved_to} after {figures['address_moved_after_s']} s "
@@ -59,6 +68,11 @@ def test_a_killed_balancer_host_moves_the_address_and_keeps_sessions(demo_model_
           f"the REST job took {figures['rest_job_attempts']} attempt(s), {figures['rest_job_s']} s; "
           f"load {figures['load_average']}")
 
+    assert states_before == {host: "MASTER" if host == holder else "BACKUP" for host in BALANCERS.values()}
+    assert "MASTER (this balancer holds it)" in holder_says
+    assert 'portrait_sidecar_vrrp_state{state="MASTER"} 1.0' in holder_metrics
+    assert 'portrait_sidecar_vrrp_state{state="BACKUP"} 0.0' in holder_metrics
+    assert new_holder_says
     assert lost.moved_to == next(host for host in BALANCERS.values() if host != lost.killed)
     assert lost.moved_s < 10  # a logic bound: a few advert intervals, not a timeout
     assert [o for o in lost.browser.outcomes if not o.ok] == []

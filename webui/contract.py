@@ -27,6 +27,14 @@ INFO_PATH = "/info"
 """A worker's model and limits (what the studio page offers), answered while it generates."""
 METRICS_PATH = "/metrics"
 """Prometheus text format."""
+TRAFFIC_PATH = "/traffic"
+"""A part's HTTP requests in flight and so far, in all and per persistence cookie value (JSON,
+``webui.traffic``): what a node host's sidecar waits on in a rolling restart (it has no HAProxy to ask).
+Not served to the public (HAProxy answers 404)."""
+PERSISTENCE_COOKIE = "PORTRAIT_NODE"
+"""The cookie HAProxy inserts to keep a client on one web front; its value is the node name."""
+STICKY_NODE_HEADER = "X-Portrait-Sticky-Node"
+"""HAProxy's copy of the persistence cookie's value for the node (which never sees the cookie itself)."""
 RETRYABLE_STATUSES = (502, 503, 504)
 """Nothing ran: the same job may be sent again, to this or another worker (HAProxy's retry-on, the web front)."""
 OUT_OF_MEMORY_STATUS = 507
@@ -62,6 +70,10 @@ PRIVATE_UMASK = 0o077
 
 STANDBY_GO_SIGNAL = signal.SIGUSR1
 """The sidecar's go to a warm-standby worker (``--standby``): take over the GPU and the port, and serve."""
+
+VRRP_STATES = ("MASTER", "BACKUP", "FAULT", "STOP")
+"""A balancer's VRRP states, as keepalived names them (its notify script writes them, the sidecar shows
+them): MASTER holds the floating address."""
 
 # --- fault injection, for tests only: production never sets these
 FAULT_OOM_AT_STEP = "PORTRAIT_FAULT_OOM_AT_STEP"

@@ -14,13 +14,14 @@ import statistics
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import httpx
 import yaml
 
 from balancer.haproxy import RuntimeAPI, status_is_out
+from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, Reply
 from bench.harness.netns import NetworkLab
 from bench.harness.waiting import wait_until
 
@@ -40,10 +41,13 @@ FAULTS: dict[str, tuple[Callable[[NetworkLab, str], object], Callable[[NetworkLa
 """Fault name -> (break the host, heal it)."""
 
 
-def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float]) -> Path:
-    """One cluster file for all three hosts (each host gets its own --run-dir); ``health``: checks."""
+def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float], nodes: dict[str, str]) -> Path:
+    """One cluster file for all three hosts (each host gets its own --run-dir); ``health``: checks; ``nodes``:
+    node -> its node host (a host's second node listens one port above its first)."""
     balancer = lab.address[BALANCER]
     worker_args = ["--model", "demo", "--device", "cpu", "--threads", "1"]
+    hosts = list(nodes.values())
+    rank = {node: hosts[:index].count(host) for index, (node, host) in enumerate(nodes.items())}
     data = {
         "public": {"host": balancer, "port": PUBLIC_PORT},
         "worker_queue": {"host": balancer, "port": 8081},
@@ -51,9 +55,9 @@ def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float]) -> Pa
         "sidecar": {"probe_interval": 0.5, "start_timeout": 240, "stop_grace": 5},
         "limits": {"rate_limit_per_minute": 0, "max_client_connections": 0, "queue_timeout": 120},
         "health": health,
-        "node_hosts": [{"name": host, "address": lab.address[host]} for host in NODE_HOSTS.values()],
-        "nodes": [{"name": node, "node_host": host, "web": {"port": 7860},
-                   "worker": {"port": 7870, "args": worker_args}} for node, host in NODE_HOSTS.items()],
+        "node_hosts": [{"name": host, "address": lab.address[host]} for host in dict.fromkeys(hosts)],
+        "nodes": [{"name": node, "node_host": host, "web": {"port": 7860 + rank[node]},
+                   "worker": {"port": 7870 + rank[node], "args": worker_args}} for node, host in nodes.items()],
     }
     path = run_dir / "cluster.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -63,10 +67,13 @@ def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float]) -> Pa
 class HostsCluster:
     """The three hosts, started with ``launch.py`` in their namespaces (stopped with the lab)."""
 
-    def __init__(self, lab: NetworkLab, run_dir: Path, health: dict[str, float]) -> None:
+    def __init__(self, lab: NetworkLab, run_dir: Path, health: dict[str, float],
+                 nodes: dict[str, str] | None = None) -> None:
         self.lab = lab
-        self.file = cluster_file(lab, run_dir, health)
-        self.run_dirs = {host: run_dir / host for host in (BALANCER, *NODE_HOSTS.values())}
+        self.nodes = dict(nodes or NODE_HOSTS)
+        """Node -> the node host that runs it."""
+        self.file = cluster_file(lab, run_dir, health, self.nodes)
+        self.run_dirs = {host: run_dir / host for host in (BALANCER, *dict.fromkeys(self.nodes.values()))}
         self.api = RuntimeAPI(self.run_dirs[BALANCER] / "haproxy.sock")
         self.url = f"http://{lab.address[BALANCER]}:{PUBLIC_PORT}"
 
@@ -89,8 +96,9 @@ class HostsCluster:
         return {f"{s.backend}/{s.server}": s.status for s in servers if s.backend in ("webs", "workers")}
 
     def wait_all_up(self, timeout: float) -> None:
-        """Wait until the balancer's HAProxy has all four node parts UP."""
-        wait_until(lambda: (found := self.statuses()) and len(found) == 4 and set(found.values()) == {"UP"},
+        """Wait until the balancer's HAProxy has every node part UP."""
+        parts = 2 * len(self.nodes)
+        wait_until(lambda: (found := self.statuses()) and len(found) == parts and set(found.values()) == {"UP"},
                    "every node part UP on the balancer", timeout, 0.2)
 
     def busy_worker(self) -> str | None:
@@ -186,3 +194,107 @@ def lose_host_mid_job(cluster: HostsCluster, fault: str, into_job: float) -> Los
     return LostHost(fault=fault, lost_node=lost_node, response=answer.get("response", TimeoutError("no answer")),
                     job_s=float(answer.get("ended", healed)) - started, fault_into_job_s=faulted - started,
                     out_after_s=out - faulted, back_after_heal_s=time.monotonic() - healed)
+
+
+UI_CLIENTS = ("gradio_client", "browser")
+"""UI clients whose sticky web front is lost (``lose_web_front_mid_job``)."""
+UI_JOB = Job(prompt="studio portrait, lost web front", steps=8, width=512, height=512, seed=21)
+
+
+@dataclass
+class Attempt:
+    """One try of a UI job: when it ended (seconds since the first was sent) and how."""
+
+    ended_s: float
+    outcome: str
+
+
+@dataclass
+class LostWebFront:
+    """What losing the node host of a UI client's sticky web front mid-job cost that client."""
+
+    fault: str
+    client: str
+    web_node: str
+    """The client's web front before the fault (its cookie)."""
+    normal_s: float
+    """The same client's job just before, with nothing wrong."""
+    fault_into_job_s: float
+    attempts: list[Attempt]
+    reply: Reply | None
+    """The image, from the try that got one (None: none did within the budget)."""
+
+    @property
+    def job_s(self) -> float:
+        """From the first send until the image (or the last try)."""
+        return self.attempts[-1].ended_s if self.attempts else 0.0
+
+    def figures(self) -> dict[str, object]:
+        """The measured seconds, rounded. ``extra_s``: the job (with its resends) beyond a normal one;
+        ``resend_after_s``: when the first try failed, from the fault (None: it did not fail)."""
+        first_failed = self.attempts[0] if self.attempts and self.attempts[0].outcome != "ok" else None
+        return {"client": self.client, "web_node": self.web_node, "finished": self.reply is not None,
+                "tries": len(self.attempts), "job_s": round(self.job_s, 2), "normal_s": round(self.normal_s, 2),
+                "extra_s": round(self.job_s - self.normal_s, 2), "fault_into_job_s": round(self.fault_into_job_s, 2),
+                "resend_after_s": round(first_failed.ended_s - self.fault_into_job_s, 2) if first_failed else None,
+                "first_try": self.attempts[0].outcome if self.attempts else None,
+                "answered_by_web_node": self.reply.web_node if self.reply else None}
+
+
+def ui_client(kind: str, url: str) -> GradioApiClient | BrowserProtocolClient:
+    """A reused ``gradio_client`` or a browser tab (page loaded) through the balancer at ``url``."""
+    if kind == "gradio_client":
+        return GradioApiClient(url + "/")
+    tab = BrowserProtocolClient(url)
+    tab.open()
+    return tab
+
+
+def resend_until_done(client: GradioApiClient | BrowserProtocolClient, job: Job, started: float, budget: float,
+                      attempts: list[Attempt]) -> Reply | None:
+    """What a user does when a job fails: send it again (same client, same page), until an image or ``budget`` s."""
+    while time.monotonic() - started < budget:
+        try:
+            reply = client.generate(job)
+        except CallFailed as exc:
+            attempts.append(Attempt(time.monotonic() - started, str(exc)[:200]))
+            time.sleep(0.2)
+            continue
+        attempts.append(Attempt(time.monotonic() - started, "ok"))
+        return reply
+    return None
+
+
+def lose_web_front_mid_job(cluster: HostsCluster, fault: str, kind: str, into_job: float,
+                           budget: float = 120.0) -> LostWebFront:
+    """A UI client (``kind``) runs a job; ``into_job`` s into its next one, its web front's node host breaks; it
+    resends until it gets an image; the host is healed once it did."""
+    cluster.wait_all_up(timeout=60)
+    client = ui_client(kind, cluster.url)
+    try:
+        warm = time.monotonic()
+        web_node = client.generate(UI_JOB).web_node
+        normal_s = time.monotonic() - warm
+        if web_node not in NODE_HOSTS:
+            raise RuntimeError(f"the {kind} client's job names no known web front: {web_node!r}")
+        lost_host = NODE_HOSTS[web_node]
+        attempts: list[Attempt] = []
+        answer: dict[str, Reply | None] = {}
+        started = time.monotonic()
+        job = threading.Thread(target=lambda: answer.update(
+            reply=resend_until_done(client, replace(UI_JOB, seed=UI_JOB.seed + 1), started, budget, attempts)))
+        job.start()
+        wait_until(cluster.busy_worker, "the UI job running on a worker", 30, 0.01)
+        time.sleep(max(0.0, started + into_job - time.monotonic()))
+        break_host, heal_host = FAULTS[fault]
+        faulted = time.monotonic()
+        break_host(cluster.lab, lost_host)
+        try:
+            job.join(timeout=budget + 30)
+        finally:
+            heal_host(cluster.lab, lost_host)
+        cluster.wait_all_up(timeout=60)
+    finally:
+        client.close()
+    return LostWebFront(fault=fault, client=kind, web_node=web_node, normal_s=normal_s,
+                        fault_into_job_s=faulted - started, attempts=attempts, reply=answer.get("reply"))

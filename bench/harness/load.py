@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.harness.clients import CallFailed, Rejected, Reply
+from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, Rejected, Reply, RestClient
 
 OK = "ok"
 REJECTED = "rejected"
@@ -163,3 +163,60 @@ class LoadRunner:
             client.records.append(client.next_call(index))
             if client.pause and self.stop.wait(client.pause):
                 return
+
+
+class FewestUp(Poller):
+    """The fewest servers up at any poll (every 50 ms) of ``count`` (None: no answer, not counted)."""
+
+    def __init__(self, count: Callable[[], int | None], most: int) -> None:
+        super().__init__(0.05, "fewest-up")
+        self.count = count
+        self.fewest = most
+
+    def poll(self) -> None:
+        seen = self.count()
+        if seen is not None:
+            self.fewest = min(self.fewest, seen)
+
+
+def mixed_clients(url: str, clock: Clock, closers: list[Callable[[], None]], think_time: float,
+                  prompt: str = "rolling portrait") -> list[LoadClient]:
+    """One REST client with no pause, one reused gradio_client and one browser tab with ``think_time``
+    between jobs (as a person would); each client's ``close`` is added to ``closers``."""
+    clients = []
+    for index, (kind, client, pause) in enumerate((
+        ("rest", RestClient(url), 0.0),
+        ("gradio_client", GradioApiClient(url + "/"), think_time),
+        ("browser", BrowserProtocolClient(url), think_time),
+    )):
+        closers.append(client.close)
+
+        def call(i: int, index: int = index, kind: str = kind, client=client) -> Record:
+            job = Job(prompt=f"{prompt} {i}", steps=2, width=256, height=256, seed=100 * index + i)
+            return timed_call(clock, kind, kind, True, lambda: client.generate(job))
+
+        clients.append(LoadClient(kind, call, max_requests=200, pause=pause))
+    return clients
+
+
+def under_load(clients: list[LoadClient], closers: list[Callable[[], None]],
+               operate: Callable[[threading.Event], None], limit: float) -> list[Record]:
+    """Run the clients until ``operate`` (in its own thread, given the runner's stop event) has ended, or
+    ``limit`` seconds; every record; the clients are closed."""
+    runner = LoadRunner(clients, limit)
+
+    def operator() -> None:
+        try:
+            operate(runner.stop)
+        finally:
+            runner.stop.set()
+
+    thread = threading.Thread(target=operator, name="operator")
+    try:
+        thread.start()
+        records = runner.run()
+        thread.join(timeout=limit)
+    finally:
+        for close in closers:
+            close()
+    return records

@@ -118,6 +118,10 @@ class NetworkLab:
         """Start ``args`` in ``host``'s namespace (stopped with the lab, or by the caller's ``Processes``)."""
         return self.processes.start(["ip", "netns", "exec", self.namespace(host), *args], log_name=log_name)
 
+    def run_in(self, host: str, args: list[str]) -> str:
+        """Run ``args`` in ``host``'s namespace to their end (``CalledProcessError`` if they fail); stdout."""
+        return run("ip", "netns", "exec", self.namespace(host), *args)
+
     def pids(self, host: str) -> list[int]:
         """Every process in ``host``'s network namespace."""
         return self._pids_in(self.namespace(host))

@@ -12,8 +12,10 @@ measures what that cost; ``tests/test_pair.py`` checks the outcome, ``bench/pair
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +26,7 @@ import httpx
 import psutil
 import yaml
 
+from balancer.ctl import DEFAULT_SIDECAR
 from balancer.haproxy import RuntimeAPI
 from balancer.haproxy_config import COOKIE_NAME
 from bench.harness.hosts import BALANCER, JOB, NODE_HOSTS, PUBLIC_PORT, HostsCluster
@@ -86,6 +89,19 @@ class PairCluster(HostsCluster):
         if len(holders) > 1:
             raise AssertionError(f"both balancers hold {self.floating}: {holders}")
         return holders[0] if holders else None
+
+    def ctl_status(self, host: str, *flags: str) -> str:
+        """``python -m balancer.ctl status`` run on balancer ``host`` (its sidecar listens on its loopback)."""
+        return self.lab.run_in(host, [sys.executable, "-m", "balancer.ctl", "status", *flags])
+
+    def vrrp_state(self, host: str) -> str | None:
+        """Balancer ``host``'s VRRP state, as its sidecar's ``/status`` shows it (through ``ctl status --json``)."""
+        return (json.loads(self.ctl_status(host, "--json")).get("floating") or {}).get("state")
+
+    def sidecar_metrics(self, host: str) -> str:
+        """Balancer ``host``'s sidecar ``/metrics`` text."""
+        fetch = "import sys, httpx; print(httpx.get(sys.argv[1], timeout=5).raise_for_status().text)"
+        return self.lab.run_in(host, [sys.executable, "-c", fetch, f"{DEFAULT_SIDECAR}/metrics"])
 
     def kill_balancer(self, host: str, timeout: float = 10.0) -> None:
         """The balancer host dies: every process of it SIGKILLed (their sockets close: clients see the

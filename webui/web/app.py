@@ -33,6 +33,7 @@ from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.images import guard_decoding
 from webui.settings import WebSettings, settings_problems
 from webui.share import ShareTunnel
+from webui.traffic import count_traffic
 from webui.web.cache_janitor import CacheJanitor
 from webui.web.request_guard import RequestGuard
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
@@ -71,6 +72,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         await client.aclose()
 
     app = FastAPI(title="portrait-ha web front", lifespan=lifespan, docs_url=None, redoc_url=None)
+    count_traffic(app)  # what a node host's sidecar waits on in a rolling restart
 
     @app.get(HEALTH_PATH)
     async def healthz() -> dict[str, str]:

@@ -83,6 +83,7 @@ from webui.contract import (
     PRIVATE_UMASK,
     READY_PATH,
     STALLED_KEY,
+    TRAFFIC_PATH,
 )
 from webui.images import UploadError, decode_upload
 from webui.schema import (
@@ -94,6 +95,7 @@ from webui.schema import (
     ResultEvent,
 )
 from webui.settings import WorkerSettings, settings_problems
+from webui.traffic import count_traffic
 from webui.worker.dispatch_agent import DispatchAgent
 from webui.worker.encoder import ResultEncoder
 from webui.worker.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
@@ -121,7 +123,7 @@ from webui.worker.standby import WarmStandby, hold_go_signal
 logger = logging.getLogger("webui.worker")  # also when run as __main__
 access_logger = logging.getLogger("webui.worker.access")
 
-PROBE_ENDPOINTS = frozenset({"/", HEALTH_PATH, READY_PATH, INFO_PATH, METRICS_PATH})
+PROBE_ENDPOINTS = frozenset({"/", HEALTH_PATH, READY_PATH, INFO_PATH, METRICS_PATH, TRAFFIC_PATH})
 ENDPOINTS = (*PROBE_ENDPOINTS, *JOB_PATHS)
 ERROR_STATUSES: dict[type[JobError], int] = {
     NotReady: 503, QueueFull: 503, OutOfMemory: OUT_OF_MEMORY_STATUS, GenerationFailed: 500,
@@ -272,6 +274,7 @@ def create_app(
     app.state.scheduler = scheduler
     app.state.metrics = metrics
     app.add_middleware(RequestLog, node=node, metrics=metrics)
+    count_traffic(app)  # what a node host's sidecar waits on in a rolling restart
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:

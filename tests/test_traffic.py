@@ -1,0 +1,77 @@
+"""What a node host's sidecar waits on in a rolling restart: each part's own request counts (``webui.traffic``)
+and what its host agent last told each balancer (``HostAgent.settled``). The whole operation on real node
+hosts is ``tests/test_hosts_rolling.py``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+from fastapi import FastAPI
+
+from balancer.host_agent import REPLIES, STALE_INTERVALS, HostAgent
+from balancer.runtime_api import ServerState
+from webui.contract import HEALTH_PATH, STICKY_NODE_HEADER, TRAFFIC_PATH
+from webui.traffic import count_traffic
+
+
+def test_a_part_counts_requests_in_flight_per_sticky_node_but_not_its_probes() -> None:
+    app = FastAPI()
+    release = asyncio.Event()
+
+    @app.get("/slow")
+    async def slow() -> dict:
+        await release.wait()
+        return {}
+
+    @app.get(HEALTH_PATH)
+    async def healthz() -> dict:
+        return {}
+
+    count_traffic(app)
+
+    async def scenario() -> tuple[dict, dict]:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://part") as client:
+            await client.get(HEALTH_PATH)
+            slow_ones = [asyncio.create_task(client.get("/slow", headers=headers)) for headers in (
+                {STICKY_NODE_HEADER: "node1"}, {}, {STICKY_NODE_HEADER: "x" * 100})]  # too long: no node
+            while (during := (await client.get(TRAFFIC_PATH)).json())["in_flight"] < 3:
+                await asyncio.sleep(0.01)
+            release.set()
+            await asyncio.gather(*slow_ones)
+            return during, (await client.get(TRAFFIC_PATH)).json()
+
+    during, after = asyncio.run(asyncio.wait_for(scenario(), 10))
+    assert during == {"in_flight": 3, "total": 3, "sticky": {"node1": {"in_flight": 1, "total": 1}}}
+    assert after == {"in_flight": 0, "total": 3, "sticky": {"node1": {"in_flight": 0, "total": 1}}}
+
+
+def test_the_host_agent_knows_when_every_balancer_that_asks_took_a_state() -> None:
+    states: dict[tuple[str, str], ServerState] = {("workers", "node1"): "ready"}
+    agent = HostAgent("127.0.0.1", 0, states.get, interval=0.05)
+    key = ("workers", "node1")
+    assert not agent.settled(key)  # nobody asked yet: nobody is known to have it
+    agent.reply("workers/node1\n", "10.0.0.10")
+    agent.reply("workers/node1\n", "10.0.0.11")
+    assert agent.settled(key)
+    states[key] = "drain"
+    assert not agent.settled(key)  # both were told "ready up" last
+    assert agent.reply("workers/node1\n", "10.0.0.10") == REPLIES["drain"]
+    assert not agent.settled(key)  # 10.0.0.11 has not asked since
+    agent.reply("workers/node1\n", "10.0.0.11")
+    assert agent.settled(key)
+    states[key] = "maint"
+    agent.reply("workers/node1\n", "10.0.0.10")
+    time.sleep(STALE_INTERVALS * 0.05 + 0.05)  # 10.0.0.11 stopped asking: gone
+    agent.reply("workers/node1\n", "10.0.0.10")
+    assert agent.settled(key)
+    assert asyncio.run(agent.wait_settled([key])) is True
+    assert not agent.settled(("workers", "nosuch"))
+
+
+def test_waiting_for_balancers_that_never_ask_gives_up_after_a_few_intervals() -> None:
+    agent = HostAgent("127.0.0.1", 0, {("webs", "node1"): "drain"}.get, interval=0.05)
+    started = time.monotonic()
+    assert asyncio.run(agent.wait_settled([("webs", "node1")])) is False
+    assert time.monotonic() - started < 5  # a logic bound: a few intervals and a second, not forever
