@@ -165,7 +165,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _write_private(path: Path, data: bytes, force: bool) -> None:
+def write_private(path: Path, data: bytes, force: bool) -> None:
     """Write ``data`` with mode 0600; an existing file only with ``force``, never through a link."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if force else os.O_EXCL)
     fd = os.open(path, flags, 0o600)
@@ -205,8 +205,8 @@ class Plan:
         ca = CertificateAuthority.load(self.out) if reuse else CertificateAuthority.create(self.ca_name)
         written = []
         if not reuse:
-            _write_private(self.out / CA_KEY, _key_pem(ca.key), self.force)
-            _write_private(self.out / CA_CERT, ca.cert.public_bytes(serialization.Encoding.PEM), self.force)
+            write_private(self.out / CA_KEY, _key_pem(ca.key), self.force)
+            write_private(self.out / CA_CERT, ca.cert.public_bytes(serialization.Encoding.PEM), self.force)
             written += [self.out / CA_KEY, self.out / CA_CERT]
         for identities, usages in ((self.balancers, BALANCER_USAGES), (self.nodes, NODE_USAGES)):
             for identity in identities:
@@ -214,7 +214,7 @@ class Plan:
                     identity = identity.with_loopback()
                 cert, key = ca.issue(identity, usages)
                 path = self.out / f"{identity.name}.pem"
-                _write_private(path, cert + key, self.force)
+                write_private(path, cert + key, self.force)
                 written.append(path)
         return written
 
