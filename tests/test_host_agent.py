@@ -219,7 +219,7 @@ def test_the_hosts_example_renders_agent_checks_for_every_part(tmp_path: Path) -
     from bench.harness.processes import REPO
 
     data = load_cluster_file(REPO / "assets" / "cluster.hosts.example.yaml")
-    spec = parse_cluster({**data, "run_dir": str(tmp_path)})
+    spec = parse_cluster({**data, "run_dir": str(tmp_path), "tls": None})  # its tls: tests/test_tls.py
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))
     assert text.count("agent-check agent-addr 10.0.0.21 agent-port 8406") == 4  # node1, node2: web + worker

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -31,21 +30,16 @@ from gradio_client import Client
 
 from bench.harness.hosts import BALANCER, NODE_HOSTS, HostsCluster
 from bench.harness.netns import NetworkLab, missing_for_labs
-from bench.harness.processes import Processes
+from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
+from tests.balancer_helpers import client_context
+from tests.helpers import record_figures
 
 pytestmark = [pytest.mark.hosts, pytest.mark.skipif(missing_for_labs() is not None, reason=missing_for_labs() or "")]
 
+ARTIFACT = REPO / "test-artifacts" / "hosts-tls.json"
 WORKER_PORT = 7870
 """The harness's worker port on each node host (``bench.harness.hosts.cluster_file``)."""
-
-
-def client_context(ca: Path, cert: Path | None = None) -> ssl.SSLContext:
-    """A TLS client that trusts ``ca`` and presents ``cert`` (certificate + key PEM), if given."""
-    context = ssl.create_default_context(cafile=str(ca))
-    if cert is not None:
-        context.load_cert_chain(str(cert))
-    return context
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +118,11 @@ def test_a_killed_worker_on_a_tls_node_host_comes_back_up(cluster: tuple[HostsCl
     maint_after = time.monotonic() - killed_at
     # Back UP only once n2's sidecar probed the new worker over TLS (it stays MAINT until then).
     hosts.wait_all_up(timeout=180)
-    print(f"\nTLS node host: killed worker MAINT after {maint_after:.2f} s, back UP after "
-          f"{time.monotonic() - killed_at:.1f} s; load {os.getloadavg()}")
+    figures = {"maint_after_s": round(maint_after, 2), "back_up_after_s": round(time.monotonic() - killed_at, 2),
+               "load_average": os.getloadavg()}
+    record_figures(ARTIFACT, "worker-killed", figures)
+    print(f"\nTLS node host: killed worker MAINT after {figures['maint_after_s']} s, back UP after "
+          f"{figures['back_up_after_s']} s; load {figures['load_average']}")
     replacement = next(pid for pid in hosts.lab.pids("n2") if "webui.worker" in " ".join(_cmdline(pid)))
     assert replacement != worker and "--tls-cert" in _cmdline(replacement)
     assert hosts.generate(steps=2, width=128, height=128).status_code == 200

@@ -12,7 +12,6 @@ certificate is refused by the node, and a node whose certificate names another h
 from __future__ import annotations
 
 import ipaddress
-import ssl
 import stat
 import subprocess
 import sys
@@ -31,7 +30,7 @@ from balancer.haproxy import HAProxyProcess, RuntimeAPI, find_haproxy, validate_
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, config_path_arg, render_config
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
-from tests.balancer_helpers import cluster_data
+from tests.balancer_helpers import client_context, cluster_data
 
 NODE_HOST = "gpu1"
 BALANCER = "lb1"
@@ -46,14 +45,6 @@ def make_certs(out: Path, *args: str) -> subprocess.CompletedProcess:
 def load_cert(path: Path) -> x509.Certificate:
     """The first certificate in a PEM file."""
     return x509.load_pem_x509_certificate(path.read_bytes())
-
-
-def client_context(ca: Path, cert: Path | None = None) -> ssl.SSLContext:
-    """A TLS client that trusts ``ca`` and presents ``cert`` (certificate + key PEM), if given."""
-    context = ssl.create_default_context(cafile=str(ca))
-    if cert is not None:
-        context.load_cert_chain(str(cert))
-    return context
 
 
 @pytest.fixture(scope="module")
@@ -367,3 +358,25 @@ def test_a_missing_own_certificate_is_one_line(certs: Path, tmp_path: Path, caps
     expected = {"node": f"node_hosts.gpu7.cert_file (default): {certs / 'gpu7.pem'} is not a file",
                 "balancer": f"tls.cert_file: {tmp_path / 'lb9.pem'} is not a file"}[role]
     assert capsys.readouterr().err.strip() == f"error: {expected} (python -m balancer.certs makes it)"
+
+
+def test_the_hosts_example_with_the_documented_certificates_is_all_tls(tmp_path: Path) -> None:
+    """The example's certificate command, run as written, gives the files its tls block names."""
+    from bench.harness.processes import REPO
+
+    example = REPO / "assets" / "cluster.hosts.example.yaml"
+    command = next(line for line in example.read_text().splitlines() if "python -m balancer.certs" in line)
+    args = command.split("python -m balancer.certs", 1)[1].split()
+    assert args[:2] == ["--out", "certs"]
+    result = make_certs(tmp_path / "certs", *args[2:])
+    assert result.returncode == 0, result.stderr
+    data = yaml.safe_load(example.read_text())
+    tls = {key: str(tmp_path / value) for key, value in data["tls"].items()}
+    spec = parse_cluster({**data, "tls": tls, "run_dir": str(tmp_path / "run")})
+    text = render_config(spec)
+    validate_config(write_config(text, spec.config_path))
+    servers = [line for line in text.splitlines() if line.startswith("    server ")]
+    assert len(servers) == 9 and all(" ssl verify required " in line for line in servers)  # 3 webs, workers, probes
+    for host in spec.node_hosts:
+        spec.check_own_certificate(host)  # gpu1.pem, gpu2.pem beside ca.crt
+    spec.check_own_certificate(None)
