@@ -29,6 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from balancer.certs import CertificateAuthority, Identity, write_private
 from balancer.cluster import ClusterSpec, NodeHostSpec
+from balancer.run_dir import private_dir
 
 logger = logging.getLogger("balancer.part_tls")
 
@@ -77,7 +78,7 @@ class NodeHostTLS:
     def _issue_probe_identity(self) -> None:
         ca = CertificateAuthority.create(f"{self.host.name} sidecar probe CA (throwaway)")
         cert, key = ca.issue(Identity.parse(f"{self.host.name}-sidecar"), (ExtendedKeyUsageOID.CLIENT_AUTH,))
-        self.probe_cert.parent.mkdir(mode=0o700, exist_ok=True)
+        private_dir(self.probe_cert.parent)
         write_private(self.probe_cert, cert + key, force=True)
         bundle = self.cluster_ca.read_bytes().rstrip(b"\n") + b"\n" + ca.cert.public_bytes(serialization.Encoding.PEM)
         write_private(self.parts_ca, bundle, force=True)
