@@ -103,11 +103,15 @@ def warn_if_exposed(spec: ClusterSpec) -> None:
 def run_node_host(spec: ClusterSpec, name: str | None) -> int:
     """``--role node``: this node host's nodes under a sidecar whose host agent answers the balancers."""
     host = spec.node_host(name) if name else spec.this_node_host()
+    sidecar = Sidecar(spec, None, node_host=host)
     nodes = [node.name for node in spec.nodes_on(host.name)]
+    serving = (f"mutual TLS with {sidecar.tls.server_cert}, balancers' certificates only" if sidecar.tls
+               else "plain HTTP (no tls in the cluster file: keep this network private)")
     print(f"\nportrait-ha node host {host.name}: {len(nodes)} node(s) starting ({', '.join(nodes) or 'none'})\n"
+          f"  Parts:      {serving}\n"
           f"  Host agent: {host.address}:{host.host_agent_port}   (every balancer reads the states)\n"
           f"  Sidecar:    {spec.sidecar.url}/status\n  Logs:       {spec.run_dir}/logs\n", flush=True)
-    return run_sidecar(Sidecar(spec, None, node_host=host))
+    return run_sidecar(sidecar)
 
 
 def floating_keepalived(spec: ClusterSpec, name: str | None) -> KeepalivedChild | None:
@@ -157,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
         prepare_run_dir(spec.run_dir)
         if settings.role == "node":
             return run_node_host(spec, settings.node_host)
+        spec.check_own_certificate(None)
         validate_config(write_config(render_config(spec), spec.config_path))
         haproxy = HAProxyProcess(spec.config_path, spec.socket_path, spec.run_dir / "haproxy.log")
         keepalived = floating_keepalived(spec, settings.balancer)

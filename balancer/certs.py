@@ -7,7 +7,11 @@ One private CA signs every certificate of a cluster:
   web fronts on its own host: ``localhost`` and ``127.0.0.1`` are always among its SANs);
 - a **node** certificate per GPU host (``--node NAME``): *server auth* only, so a node's key
   cannot be used to call another node; nodes accept only clients whose certificate says
-  *client auth*, i.e. the balancers.
+  *client auth*, i.e. the balancers. (A node host's sidecar probes its own parts with a
+  certificate of a throwaway CA that only that host trusts: ``balancer.part_tls``.)
+
+A pair of balancers may share one certificate naming the floating address (the web fronts reach
+the worker queue there): one run then makes everything a pair and its node hosts need.
 
 Each NAME may carry extra subject alternative names: ``--node gpu1=10.0.0.21,gpu1.lan``
 (IP addresses become IP SANs, anything else DNS SANs; NAME itself is always a DNS SAN and the
@@ -165,7 +169,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
                              serialization.NoEncryption())
 
 
-def _write_private(path: Path, data: bytes, force: bool) -> None:
+def write_private(path: Path, data: bytes, force: bool) -> None:
     """Write ``data`` with mode 0600; an existing file only with ``force``, never through a link."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_TRUNC if force else os.O_EXCL)
     fd = os.open(path, flags, 0o600)
@@ -205,8 +209,8 @@ class Plan:
         ca = CertificateAuthority.load(self.out) if reuse else CertificateAuthority.create(self.ca_name)
         written = []
         if not reuse:
-            _write_private(self.out / CA_KEY, _key_pem(ca.key), self.force)
-            _write_private(self.out / CA_CERT, ca.cert.public_bytes(serialization.Encoding.PEM), self.force)
+            write_private(self.out / CA_KEY, _key_pem(ca.key), self.force)
+            write_private(self.out / CA_CERT, ca.cert.public_bytes(serialization.Encoding.PEM), self.force)
             written += [self.out / CA_KEY, self.out / CA_CERT]
         for identities, usages in ((self.balancers, BALANCER_USAGES), (self.nodes, NODE_USAGES)):
             for identity in identities:
@@ -214,7 +218,7 @@ class Plan:
                     identity = identity.with_loopback()
                 cert, key = ca.issue(identity, usages)
                 path = self.out / f"{identity.name}.pem"
-                _write_private(path, cert + key, self.force)
+                write_private(path, cert + key, self.force)
                 written.append(path)
         return written
 
@@ -224,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m balancer.certs",
         description="Make the private CA and the certificates for mutual TLS between balancers and nodes.",
-        epilog="Example: python -m balancer.certs --out certs --balancer lb1=10.0.0.5 "
-        "--node gpu1=10.0.0.21 --node gpu2=10.0.0.22",
+        epilog="Example (a balancer pair sharing floating address 10.0.0.5, two node hosts): python -m "
+        "balancer.certs --out certs --balancer lb=10.0.0.5,10.0.0.10,10.0.0.11 --node gpu1=10.0.0.21 "
+        "--node gpu2=10.0.0.22",
     )
     parser.add_argument("--out", type=Path, required=True, help="Directory for the files (created 0700).")
     parser.add_argument("--balancer", action="append", default=[], metavar="NAME[=SAN,...]",

@@ -26,6 +26,7 @@ from balancer.gate import HAProxyGate
 from balancer.hang import ProbeAnswer
 from balancer.haproxy import HAProxyError, HAProxyProcess
 from balancer.lifetime import terminate_with_parent
+from balancer.part_tls import ProbeTLS
 from balancer.run_dir import open_private_log, private_dir
 from balancer.runtime_api import AsyncRuntimeAPI, ServerState
 from balancer.supervisor import StartFailed
@@ -148,18 +149,22 @@ class NodeProcess(CommandProcess):
         gate: HAProxyGate,
         server: tuple[str, str],
         private_dirs: tuple[Path, ...] = (),
+        probe_tls: ProbeTLS | None = None,
     ) -> None:
         super().__init__(name, command, env, log_path, stop_grace, private_dirs)
         self.probe_target = probe_url
         self.gate = gate
         self.server = server
         """(backend, server) in HAProxy."""
-        self._http = httpx.AsyncClient(timeout=probe_timeout)
+        self._extensions = probe_tls.extensions if probe_tls is not None else {}
+        """With mutual TLS (a node host's part): the name its certificate must carry (``balancer.part_tls``)."""
+        self._http = httpx.AsyncClient(timeout=probe_timeout,
+                                       verify=probe_tls.context if probe_tls is not None else True)
 
     async def probe(self) -> ProbeAnswer:
         """Whether its probe URL answers 200; no answer at all (timeout); a worker's own stall report."""
         try:
-            response = await self._http.get(self.probe_target)
+            response = await self._http.get(self.probe_target, extensions=self._extensions)
         except httpx.TimeoutException:
             return ProbeAnswer(ok=False, answered=False)
         except httpx.HTTPError:

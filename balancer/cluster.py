@@ -222,18 +222,26 @@ class NodeHostSpec(_Model):
     host_agent_port: int = Field(
         8406, ge=1, le=65535, description="TCP port of its sidecar's host agent (HAProxy agent-check)."
     )
+    cert_file: Path | None = Field(
+        None, description="With tls: this host's certificate and key (python -m balancer.certs --node NAME), on this "
+        "host; its workers and web fronts serve with it. Default: NAME.pem beside tls.ca_file.",
+    )
 
 
 class TLSSpec(_Model):
-    """Mutual TLS between this balancer and its remote nodes (files from ``python -m balancer.certs``).
+    """Mutual TLS between the balancers and the nodes on other hosts (files from ``python -m balancer.certs``).
 
-    HAProxy talks to every ``managed: false`` node over TLS, presenting ``cert_file`` and accepting
-    only a node certificate that ``ca_file`` signed and that names the node (``cert_name``). Managed
-    nodes stay plain HTTP on loopback.
+    HAProxy talks to every remote node (``managed: false``, or on a node host) over TLS, presenting
+    ``cert_file`` and accepting only a node certificate that ``ca_file`` signed and that names the
+    node's host (``cert_name``). A node host's parts serve with that host's certificate
+    (``node_hosts[].cert_file``) and accept only balancers (``balancer.part_tls``). Nodes on the
+    balancer's own host stay plain HTTP on loopback. Each host needs only ``ca_file`` and its own
+    certificate: ``cert_file`` is checked where HAProxy runs, a node host's certificate on that host.
     """
 
     ca_file: Path = Field(description="The cluster's CA certificate (ca.crt): node certificates must chain to it.")
-    cert_file: Path = Field(description="This balancer's certificate and private key in one PEM file (NAME.pem).")
+    cert_file: Path = Field(description="The balancer's certificate and private key in one PEM file (NAME.pem; "
+                            "a pair of balancers may share one naming the floating address).")
     worker_queue: bool | None = Field(
         None,
         description="Serve the worker queue over TLS with cert_file (remote web fronts verify it with ca_file); "
@@ -242,9 +250,8 @@ class TLSSpec(_Model):
 
     @model_validator(mode="after")
     def _check_files(self) -> TLSSpec:
-        for label, path in (("ca_file", self.ca_file), ("cert_file", self.cert_file)):
-            if not path.is_file():
-                raise ValueError(f"tls.{label}: {path} is not a file")
+        if not self.ca_file.is_file():
+            raise ValueError(f"tls.ca_file: {self.ca_file} is not a file")
         return self
 
 
@@ -340,12 +347,17 @@ class NodeSpec(_Model):
     cert_name: str | None = Field(
         None, pattern=NAME_PATTERN,
         description="With tls: the name in this node host's certificate (python -m balancer.certs --node NAME); "
-        "HAProxy refuses a certificate that names another host. Default: the node's name.",
+        "HAProxy refuses a certificate that names another host. Default: its node_host, else the node's name.",
     )
 
     def tls_name(self) -> str:
-        """The name HAProxy expects in this node's certificate."""
-        return self.cert_name or self.name
+        """The name HAProxy (and a node host's sidecar) expects in this node's certificate."""
+        return self.cert_name or self.node_host or self.name
+
+    @property
+    def remote(self) -> bool:
+        """Whether it runs on another host than the balancer: not managed here, or on a node host."""
+        return not self.managed or self.node_host is not None
 
     @model_validator(mode="after")
     def _check_parts(self) -> NodeSpec:
@@ -391,8 +403,8 @@ class ClusterSpec(_Model):
     )
     tls: TLSSpec | None = Field(
         None,
-        description="Mutual TLS to remote (managed: false) nodes; unset: plain HTTP (keep such nodes on a "
-        "private network then).",
+        description="Mutual TLS to nodes on other hosts (managed: false, or on node hosts); unset: plain HTTP "
+        "(keep such nodes on a private network then).",
     )
     run_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}",
@@ -451,11 +463,6 @@ class ClusterSpec(_Model):
         if duplicates:
             raise ValueError(f"node_hosts: duplicate names {duplicates}")
         addresses = {host.name: host.address for host in self.node_hosts}
-        on_hosts = [node.name for node in self.nodes if node.node_host]
-        if self.tls is not None and on_hosts:
-            raise ValueError(f"tls: nodes on node hosts ({', '.join(on_hosts)}) cannot use mutual TLS yet (their "
-                             "sidecar starts and probes them over plain HTTP); list such nodes as managed: false "
-                             "(docker/compose.gpu-host.yaml), or drop tls and keep the node hosts on a private network")
         queue_host = self.worker_queue.host
         remote_webs = [addresses.get(node.node_host, "") for node in self.nodes if node.node_host and node.web]
         if remote_webs and (queue_host in WILDCARD_HOSTS or (
@@ -506,6 +513,32 @@ class ClusterSpec(_Model):
     def nodes_on(self, node_host: str | None) -> list[NodeSpec]:
         """The managed nodes that ``node_host``'s sidecar runs (None: the balancer host's own)."""
         return [node for node in self.nodes if node.managed and node.node_host == node_host]
+
+    def uses_tls(self, node: NodeSpec) -> bool:
+        """Whether HAProxy reaches ``node`` over mutual TLS: with ``tls``, every node on another host."""
+        return self.tls is not None and node.remote
+
+    def part_url(self, node: NodeSpec, part: PartSpec) -> str:
+        """A part's base URL: https when it serves mutual TLS (``uses_tls``)."""
+        return ("https" + part.url.removeprefix("http")) if self.uses_tls(node) else part.url
+
+    def node_host_cert(self, host: NodeHostSpec) -> Path:
+        """With ``tls``: a node host's certificate and key (its ``cert_file``, default NAME.pem beside ca.crt)."""
+        assert self.tls is not None
+        return host.cert_file or self.tls.ca_file.parent / f"{host.name}.pem"
+
+    def check_own_certificate(self, node_host: NodeHostSpec | None) -> None:
+        """With ``tls``: that this host's certificate is here (a node host's, else the balancer's);
+        ``ClusterConfigError`` naming the setting if not."""
+        if self.tls is None:
+            return
+        if node_host is None:
+            path, label = self.tls.cert_file, "tls.cert_file"
+        else:
+            path = self.node_host_cert(node_host)
+            label = f"node_hosts.{node_host.name}.cert_file" + ("" if node_host.cert_file else " (default)")
+        if not path.is_file():
+            raise ClusterConfigError(f"{label}: {path} is not a file (python -m balancer.certs makes it)")
 
     @property
     def worker_queue_tls(self) -> bool:

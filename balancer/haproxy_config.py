@@ -261,13 +261,13 @@ class StaticServers:
         return f"    server {node.name} {address} {options}{tls}  # {where}"
 
     def _tls(self, node: NodeSpec) -> str:
-        """TLS options for a remote node: our client certificate, and its certificate checked (health checks too).
+        """TLS options for a node on another host (``managed: false``, or on a node host): our client
+        certificate, and its certificate checked against the CA and its host's name (health checks too).
 
-        Nodes on node hosts are managed there and never get these: the cluster file refuses ``tls`` with
-        node hosts. HAProxy's agent checks would stay plain TCP in any case (they always use the raw
-        transport, whatever ``ssl``/``check-ssl`` say), so a host agent answers without TLS."""
+        HAProxy 2.8's agent checks stay plain TCP (they always use the raw transport, whatever
+        ``ssl``/``check-ssl`` say), so a node host's host agent answers without TLS."""
         tls = self.spec.tls
-        if node.managed or tls is None:
+        if tls is None or not self.spec.uses_tls(node):
             return ""
         return (f" ssl verify required ca-file {config_path_arg(tls.ca_file)} crt {config_path_arg(tls.cert_file)}"
                 f" verifyhost {node.tls_name()}")

@@ -76,6 +76,7 @@ from balancer.host_agent import HostAgent, HostAgentUnavailable
 from balancer.keepalived import KeepalivedChild
 from balancer.node_changes import AddNode, AddNodeRequest, RemoveNode, RemoveNodeRequest
 from balancer.operations import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
+from balancer.part_tls import NodeHostTLS
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
 from balancer.standby import WorkerWithStandby, standby_worker
@@ -101,11 +102,13 @@ VIEW_TIMEOUT = 0.3
 """Seconds ``/status`` waits for HAProxy's view of servers and queues before it answers without."""
 
 
-def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec) -> list[str]:
-    """The command line of a managed node part (its own ``command`` if it has one)."""
+def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec,
+                 tls: NodeHostTLS | None = None) -> list[str]:
+    """The command line of a managed node part (its own ``command`` if it has one); with ``tls`` (a node
+    host's), it serves mutual TLS."""
     if part.command:
         return list(part.command)
-    common = ["--host", part.host, "--port", str(part.port)]
+    common = ["--host", part.host, "--port", str(part.port), *(tls.server_args() if tls is not None else [])]
     if kind == "worker":
         dispatch = ["--dispatch-agent-port", str(part.dispatch_agent_port)] if part.dispatch_agent_port else []
         return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
@@ -182,6 +185,8 @@ class Sidecar:
         """The node host this sidecar runs (its nodes, its host agent); None: the balancer host's local nodes.
         ``nodes``, when given, are the nodes to run instead (none on a balancer-only host)."""
         self.settings = spec.sidecar
+        self.tls = NodeHostTLS.prepare(spec, node_host) if node_host is not None else None
+        """A node host's mutual TLS with ``tls``: its parts' flags, its probes' identity (``balancer.part_tls``)."""
         self.gate = HAProxyGate(api, pulled=node_host is not None)
         self.view_api = AsyncRuntimeAPI(api.socket_path, timeout=VIEW_TIMEOUT) if api is not None else None
         self.metrics = SidecarMetrics()
@@ -221,7 +226,8 @@ class Sidecar:
         """The operator's operations (rolling restart), one at a time."""
 
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
-        status = PartStatus(node=node.name, part=kind, backend=PART_BACKENDS[kind], url=part.url)
+        url = self.spec.part_url(node, part)
+        status = PartStatus(node=node.name, part=kind, backend=PART_BACKENDS[kind], url=url)
         logs = self.spec.run_dir / "logs"
         own_env = {"PYTHONUNBUFFERED": "1"}
         private_dirs = [logs]
@@ -236,11 +242,12 @@ class Sidecar:
         child_env = {**env, **own_env, **part.env}
         if kind == "worker":
             status.gpu = child_env.get("CUDA_VISIBLE_DEVICES")
-        command = part_command(self.spec, node, kind, part)
+        command = part_command(self.spec, node, kind, part, self.tls)
         process = {
-            "env": child_env, "log_path": logs / f"{node.name}-{kind}.log", "probe_url": part.url + PROBE_PATHS[kind],
+            "env": child_env, "log_path": logs / f"{node.name}-{kind}.log", "probe_url": url + PROBE_PATHS[kind],
             "probe_timeout": self.settings.probe_timeout, "stop_grace": self.settings.stop_grace, "gate": self.gate,
             "server": (PART_BACKENDS[kind], node.name), "private_dirs": tuple(private_dirs),
+            "probe_tls": self.tls.probe(node.tls_name()) if self.tls is not None else None,
         }
         if kind == "worker" and part.standby:
             standby = standby_worker(f"{node.name}/{kind}", command, self.spec.run_dir, self.settings, process)
@@ -448,7 +455,7 @@ class Sidecar:
                 args[:] = replace_flag(args, flag, value)
         for supervisor in self.parts_of(node):
             if supervisor.status.part == "worker" and isinstance(supervisor.child, NodeProcess):
-                supervisor.child.command = part_command(self.spec, spec, "worker", spec.worker)
+                supervisor.child.command = part_command(self.spec, spec, "worker", spec.worker, self.tls)
         logger.warning("%s: worker arguments now %s (not written back to the cluster file)", node, args)
 
     async def park(self, backend: str, server: str, parked: bool) -> bool:
@@ -639,11 +646,12 @@ def main(argv: list[str] | None = None) -> int:
         spec = parse_cluster(load_cluster_file(args.cluster))
         node_host = spec.node_host(args.node_host) if args.node_host else None
         prepare_run_dir(spec.run_dir)
-    except ClusterConfigError as exc:
+        api = None if args.no_haproxy or node_host else AsyncRuntimeAPI(spec.socket_path)
+        sidecar = Sidecar(spec, api, node_host=node_host)
+    except (ClusterConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    api = None if args.no_haproxy or node_host else AsyncRuntimeAPI(spec.socket_path)
-    return run_sidecar(Sidecar(spec, api, node_host=node_host))
+    return run_sidecar(sidecar)
 
 
 def run_sidecar(sidecar: Sidecar) -> int:

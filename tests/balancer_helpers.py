@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import ssl
 import subprocess
 import sys
 import threading
@@ -128,3 +129,11 @@ def haproxy_retries(log_path: Path, since: float) -> int:
             logged = time.mktime(time.strptime(match.group(1), "%d/%b/%Y:%H:%M:%S"))
             count += logged >= int(since)
     return count
+
+
+def client_context(ca: Path, cert: Path | None = None) -> ssl.SSLContext:
+    """A TLS client that trusts ``ca`` and presents ``cert`` (certificate + key PEM), if given."""
+    context = ssl.create_default_context(cafile=str(ca))
+    if cert is not None:
+        context.load_cert_chain(str(cert))
+    return context

@@ -137,15 +137,6 @@ def test_bad_node_hosts_name_the_field(change: dict, message: str) -> None:
         parse_cluster(change)
 
 
-def test_mutual_tls_with_node_hosts_is_refused_clearly(tmp_path: Path) -> None:
-    for name in ("ca.crt", "balancer.pem"):
-        (tmp_path / name).write_text("not read here")
-    with pytest.raises(ClusterConfigError, match=r"tls: nodes on node hosts \(x\) cannot use mutual TLS yet"):
-        parse_cluster({"tls": {"ca_file": str(tmp_path / "ca.crt"), "cert_file": str(tmp_path / "balancer.pem")},
-                       "node_hosts": [{"name": "gpu1", "address": "10.0.0.5"}],
-                       "nodes": [{"name": "x", "node_host": "gpu1", "worker": {"port": 7000}}]})
-
-
 def test_each_server_has_one_agent_check_host_or_dispatch(tmp_path: Path) -> None:
     """A local worker keeps its dispatch agent; a node host's parts get its host agent; HAProxy accepts both."""
     from balancer.haproxy import validate_config
@@ -228,7 +219,7 @@ def test_the_hosts_example_renders_agent_checks_for_every_part(tmp_path: Path) -
     from bench.harness.processes import REPO
 
     data = load_cluster_file(REPO / "assets" / "cluster.hosts.example.yaml")
-    spec = parse_cluster({**data, "run_dir": str(tmp_path)})
+    spec = parse_cluster({**data, "run_dir": str(tmp_path), "tls": None})  # its tls: tests/test_tls.py
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))
     assert text.count("agent-check agent-addr 10.0.0.21 agent-port 8406") == 4  # node1, node2: web + worker

@@ -12,7 +12,6 @@ certificate is refused by the node, and a node whose certificate names another h
 from __future__ import annotations
 
 import ipaddress
-import ssl
 import stat
 import subprocess
 import sys
@@ -28,10 +27,10 @@ from gradio_client import Client
 
 from balancer.cluster import parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, find_haproxy, validate_config, write_config
-from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, render_config
+from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, config_path_arg, render_config
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
-from tests.balancer_helpers import cluster_data
+from tests.balancer_helpers import client_context, cluster_data
 
 NODE_HOST = "gpu1"
 BALANCER = "lb1"
@@ -46,14 +45,6 @@ def make_certs(out: Path, *args: str) -> subprocess.CompletedProcess:
 def load_cert(path: Path) -> x509.Certificate:
     """The first certificate in a PEM file."""
     return x509.load_pem_x509_certificate(path.read_bytes())
-
-
-def client_context(ca: Path, cert: Path | None = None) -> ssl.SSLContext:
-    """A TLS client that trusts ``ca`` and presents ``cert`` (certificate + key PEM), if given."""
-    context = ssl.create_default_context(cafile=str(ca))
-    if cert is not None:
-        context.load_cert_chain(str(cert))
-    return context
 
 
 @pytest.fixture(scope="module")
@@ -286,3 +277,106 @@ def test_bench_report_gives_what_mutual_tls_adds_and_the_load() -> None:
     assert "| mutual TLS adds (ms) | 4.0 | 4.0 | 4.0 |" in report
     assert "before: 2.00, 1.50, 1.00; after: 2.50, 1.60, 1.10" in report
     assert "**not a model**" in report
+
+
+# --- node hosts (launch.py --role node) over mutual TLS: the rendered lines, the files, the errors -------
+
+
+def node_host_spec(certs: Path, run_dir: Path, **node_host: object):
+    """A cluster with a local node and two nodes on node host gpu1 (its certificate from ``certs``), with tls."""
+    return parse_cluster({
+        "run_dir": str(run_dir), "worker_queue": {"host": "10.0.0.1", "port": 8081},
+        "tls": {"ca_file": str(certs / "ca.crt"), "cert_file": str(certs / f"{BALANCER}.pem")},
+        "node_hosts": [{"name": NODE_HOST, "address": "10.0.0.5", **node_host}],
+        "nodes": [{"name": "local", "worker": {"port": 7960}},
+                  {"name": "far", "node_host": NODE_HOST, "web": {"port": 7860}, "worker": {"port": 7870}},
+                  {"name": "named", "node_host": NODE_HOST, "cert_name": "gpu1-alias", "worker": {"port": 7871}}],
+    })
+
+
+def test_node_host_servers_use_mutual_tls_and_a_plain_agent_check(certs: Path, tmp_path: Path) -> None:
+    spec = node_host_spec(certs, tmp_path)
+    text = render_config(spec)
+    validate_config(write_config(text, spec.config_path))
+    servers = {(line.split()[1], line.split()[2]): line for line in text.splitlines() if line.startswith("    server ")}
+    tls = (f" ssl verify required ca-file {config_path_arg(certs / 'ca.crt')}"
+           f" crt {config_path_arg(certs / f'{BALANCER}.pem')} verifyhost ")
+    for address in ("10.0.0.5:7860", "10.0.0.5:7870"):  # web front, worker (and its probe server)
+        line = servers[("far", address)]
+        assert tls + NODE_HOST in line and f"certificate must name {NODE_HOST}" in line, line
+        assert "agent-check agent-addr 10.0.0.5 agent-port 8406" in line or " track " in line, line
+    assert tls + "gpu1-alias" in servers[("named", "10.0.0.5:7871")]
+    assert " ssl " not in servers[("local", "127.0.0.1:7960")]  # on the balancer's own host: plain on loopback
+    assert spec.worker_queue_url == "https://10.0.0.1:8081"
+
+
+def test_a_node_host_serves_with_its_certificate_and_probes_with_a_throwaway_ca(certs: Path, tmp_path: Path) -> None:
+    from balancer.part_tls import NodeHostTLS
+    from balancer.sidecar import part_command
+
+    spec = node_host_spec(certs, tmp_path)
+    host = spec.node_host(NODE_HOST)
+    tls = NodeHostTLS.prepare(spec, host)
+    assert tls is not None and tls.server_cert == certs / f"{NODE_HOST}.pem"  # NAME.pem beside ca.crt
+    far = spec.nodes[1]
+    command = part_command(spec, far, "worker", far.worker, tls)
+    assert command[command.index("--tls-cert") + 1] == str(certs / f"{NODE_HOST}.pem")
+    assert command[command.index("--tls-ca") + 1] == str(tls.parts_ca)
+    web = part_command(spec, far, "web", far.web, tls)
+    assert web[web.index("--worker-queue") + 1] == "https://10.0.0.1:8081" and "--worker-queue-ca" in web
+    assert spec.part_url(far, far.worker) == "https://10.0.0.5:7870"
+    assert spec.part_url(spec.nodes[0], spec.nodes[0].worker) == "http://127.0.0.1:7960"
+
+    # Only the probe's certificate and the parts' CA bundle are written (0600); the probe CA's key is not.
+    assert sorted(path.name for path in tls.probe_cert.parent.iterdir()) == ["parts-ca.pem", "probe.pem"]
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in tls.probe_cert.parent.iterdir())
+    bundle = x509.load_pem_x509_certificates(tls.parts_ca.read_bytes())
+    assert bundle[0] == load_cert(certs / "ca.crt") and len(bundle) == 2
+    probe = load_cert(tls.probe_cert)
+    # The probe certificate is a client's, chains to this host's probe CA only, not to the cluster CA.
+    PolicyBuilder().store(Store([bundle[1]])).build_client_verifier().verify(probe, [])
+    with pytest.raises(VerificationError):
+        PolicyBuilder().store(Store([bundle[0]])).build_client_verifier().verify(probe, [])
+    # A sidecar restart makes a new probe CA: the old probe certificate is no longer trusted.
+    NodeHostTLS.prepare(spec, host)
+    assert x509.load_pem_x509_certificates(tls.parts_ca.read_bytes())[1] != bundle[1]
+    assert tls.probe(NODE_HOST).extensions == {"sni_hostname": NODE_HOST}
+
+
+@pytest.mark.parametrize("role", ["node", "balancer"])
+def test_a_missing_own_certificate_is_one_line(certs: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                               role: str) -> None:
+    from launch import main
+
+    data = {"run_dir": str(tmp_path / "run"), "worker_queue": {"host": "10.0.0.1", "port": 8081},
+            "tls": {"ca_file": str(certs / "ca.crt"), "cert_file": str(tmp_path / "lb9.pem")},
+            "node_hosts": [{"name": "gpu7", "address": "127.0.0.1", "host_agent_port": free_port()}],
+            "nodes": [{"name": "x", "node_host": "gpu7", "worker": {"port": free_port()}}]}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["--cluster", str(path), "--role", role]) == 2
+    expected = {"node": f"node_hosts.gpu7.cert_file (default): {certs / 'gpu7.pem'} is not a file",
+                "balancer": f"tls.cert_file: {tmp_path / 'lb9.pem'} is not a file"}[role]
+    assert capsys.readouterr().err.strip() == f"error: {expected} (python -m balancer.certs makes it)"
+
+
+def test_the_hosts_example_with_the_documented_certificates_is_all_tls(tmp_path: Path) -> None:
+    """The example's certificate command, run as written, gives the files its tls block names."""
+    from bench.harness.processes import REPO
+
+    example = REPO / "assets" / "cluster.hosts.example.yaml"
+    command = next(line for line in example.read_text().splitlines() if "python -m balancer.certs" in line)
+    args = command.split("python -m balancer.certs", 1)[1].split()
+    assert args[:2] == ["--out", "certs"]
+    result = make_certs(tmp_path / "certs", *args[2:])
+    assert result.returncode == 0, result.stderr
+    data = yaml.safe_load(example.read_text())
+    tls = {key: str(tmp_path / value) for key, value in data["tls"].items()}
+    spec = parse_cluster({**data, "tls": tls, "run_dir": str(tmp_path / "run")})
+    text = render_config(spec)
+    validate_config(write_config(text, spec.config_path))
+    servers = [line for line in text.splitlines() if line.startswith("    server ")]
+    assert len(servers) == 9 and all(" ssl verify required " in line for line in servers)  # 3 webs, workers, probes
+    for host in spec.node_hosts:
+        spec.check_own_certificate(host)  # gpu1.pem, gpu2.pem beside ca.crt
+    spec.check_own_certificate(None)

@@ -1,0 +1,134 @@
+"""Node hosts over mutual TLS: real hosts (network namespaces), real HAProxy, real demo-model processes.
+
+The layout of ``tests/test_hosts.py`` (``launch.py --role balancer`` in namespace ``b``, ``--role
+node`` in ``n1`` and ``n2``, one cluster file), with ``tls`` and the certificates of one run of
+``python -m balancer.certs --balancer b=ADDR --node n1=ADDR --node n2=ADDR``. Checked: a REST job
+and a ``gradio_client`` job through the balancer succeed (HAProxy -> node host over TLS, the web
+front -> the worker queue over TLS -> a node host's worker over TLS); a node-host port refuses plain
+HTTP, a client without a certificate, a node's certificate, and the other node host's sidecar probe
+certificate (``balancer.part_tls``: each host's probe CA is its own), while it lets a balancer in;
+HAProxy shows every part UP with its host agent answering; a killed worker on a TLS node host goes
+MAINT through the host agent, is restarted and probed by its sidecar over TLS, and is back UP.
+
+Root only (CI runs as root), with ``ip`` and Debian's ``iptables``; select with ``-m hosts``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from gradio_client import Client
+
+from bench.harness.hosts import BALANCER, NODE_HOSTS, HostsCluster
+from bench.harness.netns import NetworkLab, missing_for_labs
+from bench.harness.processes import REPO, Processes
+from bench.harness.waiting import wait_until
+from tests.balancer_helpers import client_context
+from tests.helpers import record_figures
+
+pytestmark = [pytest.mark.hosts, pytest.mark.skipif(missing_for_labs() is not None, reason=missing_for_labs() or "")]
+
+ARTIFACT = REPO / "test-artifacts" / "hosts-tls.json"
+WORKER_PORT = 7870
+"""The harness's worker port on each node host (``bench.harness.hosts.cluster_file``)."""
+
+
+@pytest.fixture(scope="module")
+def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostsCluster, Path]]:
+    """The three hosts with ``tls``, every part UP on the balancer; (cluster, certificate directory)."""
+    run_dir = tmp_path_factory.mktemp("hosts-tls")
+    with Processes("hosts-tls") as processes, NetworkLab([BALANCER, *NODE_HOSTS.values()], processes) as lab:
+        certs = run_dir / "certs"
+        issued = subprocess.run([sys.executable, "-m", "balancer.certs", "--out", str(certs),
+                                 *(arg for host in (BALANCER, *NODE_HOSTS.values())
+                                   for arg in ("--balancer" if host == BALANCER else "--node",
+                                               f"{host}={lab.address[host]}"))],
+                                capture_output=True, text=True, timeout=60)
+        assert issued.returncode == 0, issued.stderr
+        hosts = HostsCluster(lab, run_dir, {})
+        data = yaml.safe_load(hosts.file.read_text())
+        # Each node host finds its certificate as NAME.pem beside ca.crt (the command's layout). The
+        # connect timeout covers the TLS handshake, which a busy node's event loop may answer late on
+        # the shared 2-core test machine (one failed connect marks a server down).
+        data["tls"] = {"ca_file": str(certs / "ca.crt"), "cert_file": str(certs / f"{BALANCER}.pem")}
+        data["limits"]["connect_timeout"] = 10
+        hosts.file.write_text(yaml.safe_dump(data))
+        hosts.start(timeout=240)
+        yield hosts, certs
+
+
+def test_jobs_reach_node_hosts_over_mutual_tls(cluster: tuple[HostsCluster, Path], tmp_path: Path) -> None:
+    hosts, _ = cluster
+    rest = hosts.generate(steps=2, width=128, height=128)
+    assert rest.status_code == 200, rest.text
+    assert rest.json()["worker_id"] in NODE_HOSTS and len(rest.json()["images"]) == 1
+
+    # The page's path: HAProxy -> web front (TLS) -> worker queue (TLS) -> HAProxy -> worker (TLS).
+    client = Client(hosts.url, verbose=False, download_files=str(tmp_path))
+    gallery, info = client.predict(prompt="tls hosts", width=128, height=128, steps=2, seed=5, api_name="/generate")
+    assert info["worker_id"] in NODE_HOSTS and info["seed"] == 5
+    assert Path(gallery[0]["image"]).stat().st_size > 0
+
+
+def test_node_host_ports_let_only_balancers_in(cluster: tuple[HostsCluster, Path]) -> None:
+    hosts, certs = cluster
+    ca = certs / "ca.crt"
+    url = f"https://{hosts.lab.address['n1']}:{WORKER_PORT}/readyz"
+    # The control: the balancer's certificate gets in, so the refusals below are about certificates.
+    assert httpx.get(url, verify=client_context(ca, certs / f"{BALANCER}.pem"), timeout=10).status_code == 200
+    # n1's own sidecar probes with a certificate of its own throwaway CA; n2's is worth nothing on n1.
+    n1_probe, n2_probe = (hosts.run_dirs[host] / "tls" / "probe.pem" for host in ("n1", "n2"))
+    assert httpx.get(url, verify=client_context(ca, n1_probe), timeout=10).status_code == 200
+    refused = {
+        "no certificate": client_context(ca),
+        "a node host's certificate": client_context(ca, certs / "n2.pem"),
+        "another node host's probe certificate": client_context(ca, n2_probe),
+    }
+    for what, context in refused.items():
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url, verify=context, timeout=10)
+            pytest.fail(f"n1's worker accepted a client with {what}")
+    with pytest.raises(httpx.TransportError):
+        httpx.get(url.replace("https://", "http://"), timeout=10)  # plain HTTP is not served
+
+
+def test_a_killed_worker_on_a_tls_node_host_comes_back_up(cluster: tuple[HostsCluster, Path]) -> None:
+    hosts, certs = cluster
+    hosts.wait_all_up(timeout=60)
+    rows = {f"{row['pxname']}/{row['svname']}": row for row in hosts.api.show_stat()}
+    for server in hosts.statuses():
+        # UP by its TLS health check, and its host agent answered (HAProxy's agent check: plain TCP).
+        assert (rows[server]["check_status"], rows[server]["agent_status"]) == ("L7OK", "L7OK"), rows[server]
+
+    worker = next(pid for pid in hosts.lab.pids("n2") if "webui.worker" in " ".join(_cmdline(pid)))
+    killed_at = time.monotonic()
+    os.kill(worker, signal.SIGKILL)
+    wait_until(lambda: hosts.statuses()["workers/node2"] == "MAINT", "workers/node2 MAINT via the host agent",
+               10, 0.02)
+    maint_after = time.monotonic() - killed_at
+    # Back UP only once n2's sidecar probed the new worker over TLS (it stays MAINT until then).
+    hosts.wait_all_up(timeout=180)
+    figures = {"maint_after_s": round(maint_after, 2), "back_up_after_s": round(time.monotonic() - killed_at, 2),
+               "load_average": os.getloadavg()}
+    record_figures(ARTIFACT, "worker-killed", figures)
+    print(f"\nTLS node host: killed worker MAINT after {figures['maint_after_s']} s, back UP after "
+          f"{figures['back_up_after_s']} s; load {figures['load_average']}")
+    replacement = next(pid for pid in hosts.lab.pids("n2") if "webui.worker" in " ".join(_cmdline(pid)))
+    assert replacement != worker and "--tls-cert" in _cmdline(replacement)
+    assert hosts.generate(steps=2, width=128, height=128).status_code == 200
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+    except OSError:
+        return []
