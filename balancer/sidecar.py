@@ -76,7 +76,7 @@ from balancer.host_agent import HostAgent, HostAgentUnavailable
 from balancer.keepalived import KeepalivedChild
 from balancer.node_changes import AddNode, AddNodeRequest, RemoveNode, RemoveNodeRequest
 from balancer.operations import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
-from balancer.part_tls import NodeHostTLS
+from balancer.part_tls import NodeHostTLS, ProbeTLS
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
 from balancer.standby import WorkerWithStandby, standby_worker
@@ -221,7 +221,7 @@ class Sidecar:
             self.traffic = HAProxyTraffic(self.view_api, self.parts_of)
         elif self.host_agent is not None:
             self.traffic = PartTraffic(self.parts_of, self.reachable_web_fronts, self.host_agent, self.gate,
-                                       self.settings.probe_timeout)
+                                       self.settings.probe_timeout, self._host_probe_tls())
         self.operations = OperationRunner()
         """The operator's operations (rolling restart), one at a time."""
 
@@ -491,10 +491,20 @@ class Sidecar:
         return self.traffic is not None and await self.traffic.server_states(node, states, parts)
 
     def reachable_web_fronts(self) -> list[str]:
-        """Every web front of the cluster that a node host can ask for its counts (not one on a loopback
-        address, which only its own host reaches)."""
-        return [node.web.url for node in self.spec.nodes
-                if node.web is not None and not ipaddress.ip_address(node.web.host).is_loopback]
+        """Every web front of the cluster that a node host can ask for its counts: not one on a loopback
+        address, which only its own host reaches; with mutual TLS only this host's own (another host's parts
+        trust the balancers and their own sidecar, not this one: ``balancer.part_tls``)."""
+        own = {node.name for node in self.spec.nodes_on(self.node_host.name)} if self.node_host else set()
+        return [self.spec.part_url(node, node.web) for node in self.spec.nodes
+                if node.web is not None and not ipaddress.ip_address(node.web.host).is_loopback
+                and (self.tls is None or node.name in own)]
+
+    def _host_probe_tls(self) -> ProbeTLS | None:
+        """With mutual TLS, how this node host's sidecar reaches its parts (they all serve its certificate)."""
+        if self.tls is None or self.node_host is None:
+            return None
+        names = {node.tls_name() for node in self.spec.nodes_on(self.node_host.name)}
+        return self.tls.probe(names.pop() if len(names) == 1 else self.node_host.name)
 
     def start_rolling_restart(self, body: object) -> dict:
         """Start a rolling restart (``POST /rolling-restart``): its report; ``OperationError`` when it cannot."""

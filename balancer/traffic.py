@@ -5,8 +5,9 @@ until no request stuck to it (its persistence cookie) is in flight anywhere, and
 balancers have its servers in the state it was given. The balancer host's sidecar asks its HAProxy
 (``HAProxyTraffic``: ``show stat``, the sticky table); a node host's sidecar has no HAProxy, so it
 asks the parts themselves (``PartTraffic``: each part's ``GET /traffic``, ``webui.traffic``; the
-sticky requests of every web front of the cluster, wherever they run) and its host agent, which knows
-what it last told each balancer (``HostAgent.settled``).
+sticky requests of every web front of the cluster it can reach) and its host agent, which knows
+what it last told each balancer (``HostAgent.settled``). With mutual TLS the parts are asked as the
+sidecar's probes ask them (``balancer.part_tls``), which only this host's parts accept.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from webui.contract import TRAFFIC_PATH
 
 if TYPE_CHECKING:
     from balancer.gate import HAProxyGate
+    from balancer.part_tls import ProbeTLS
     from balancer.supervisor import ProcessSupervisor
 
 PartsOf = Callable[[str], "list[ProcessSupervisor]"]
@@ -95,18 +97,20 @@ class PartTraffic:
     """The parts' own counters and the host agent's word (a node host's sidecar)."""
 
     def __init__(self, parts_of: PartsOf, web_urls: Callable[[], list[str]], agent: HostAgent, gate: HAProxyGate,
-                 timeout: float) -> None:
+                 timeout: float, probe_tls: ProbeTLS | None = None) -> None:
         self.parts_of = parts_of
         self.web_urls = web_urls
-        """Every web front of the cluster (on any host): sticky clients go to another one while theirs is out."""
+        """Every web front of the cluster this sidecar can ask (on any host without TLS; with it, its own):
+        sticky clients go to another one while theirs is out."""
         self.agent = agent
         self.gate = gate
-        self.client = httpx.AsyncClient(timeout=timeout)
+        self.client = httpx.AsyncClient(timeout=timeout, verify=probe_tls.context if probe_tls is not None else True)
+        self.extensions = probe_tls.extensions if probe_tls is not None else {}
 
     async def counts(self, url: str) -> dict:
         """One part's ``GET /traffic``; ``OSError`` when it does not answer."""
         try:
-            response = await self.client.get(url + TRAFFIC_PATH)
+            response = await self.client.get(url + TRAFFIC_PATH, extensions=self.extensions)
             response.raise_for_status()
             return response.json()
         except (httpx.HTTPError, ValueError) as exc:

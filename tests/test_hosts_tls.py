@@ -34,6 +34,7 @@ from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import client_context
 from tests.helpers import record_figures
+from tests.test_hosts_rolling import ctl, part_pids
 
 pytestmark = [pytest.mark.hosts, pytest.mark.skipif(missing_for_labs() is not None, reason=missing_for_labs() or "")]
 
@@ -132,3 +133,19 @@ def _cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
     except OSError:
         return []
+
+
+def test_a_rolling_restart_on_a_tls_node_host_counts_its_parts_over_tls(cluster: tuple[HostsCluster, Path]) -> None:
+    """The node host's sidecar waits on its parts' own request counts (``GET /traffic``), asked over mutual TLS
+    with its probe identity (``balancer.traffic.PartTraffic``); the restart of n1's node completes, new pids."""
+    hosts, _ = cluster
+    hosts.wait_all_up(timeout=60)
+    before = part_pids(hosts, "n1")
+    restart = ctl(hosts, "n1", "rolling-restart", "--drain-timeout", "60", "--settle", "0.5")
+    print(restart.stdout, restart.stderr)
+    assert restart.returncode == 0, restart.stdout + restart.stderr
+    after = part_pids(hosts, "n1")
+    assert set(before) == {("node1", "web"), ("node1", "worker")}
+    assert all(after[key] not in (None, pid) for key, pid in before.items()), (before, after)
+    hosts.wait_all_up(timeout=120)
+    assert hosts.generate(steps=2, width=128, height=128).status_code == 200
