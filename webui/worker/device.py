@@ -194,7 +194,12 @@ def pin_host_memory(pipe, plan: DevicePlan) -> int:
             continue
         for tensor in (*component.parameters(), *component.buffers()):
             if tensor.device.type == "cpu" and not tensor.is_pinned():
-                tensor.data = tensor.data.pin_memory()
+                try:
+                    tensor.data = tensor.data.pin_memory()
+                except RuntimeError as exc:  # page-locked memory is limited (ulimit -l, the host's RAM)
+                    logger.warning("pinned %.2f GiB, then could not pin more (%s); the rest is copied from "
+                                   "ordinary memory", pinned / GIB, str(exc).splitlines()[0][:200])
+                    return pinned
                 pinned += tensor.numel() * tensor.element_size()
     logger.info("pinned %.2f GiB of weights in host memory", pinned / GIB)
     return pinned
