@@ -697,6 +697,9 @@ class HAProxyConfigRenderer:
                 "    # A worker's dispatch agent (agent-check) raises its maxconn to 2 while it PNG-encodes a",
                 "    # result with its GPU idle, so the next job in this queue starts at once, and sets it",
                 "    # back to 1 before that result's response frees the slot (webui/worker/dispatch_agent.py).",
+                "    # It also answers down while the worker is not ready (exiting after an OOM, stalled):",
+                "    # out at its first answer, where the health check needs fall failures, during which its",
+                "    # 503s would be retried onto it (the least loaded) until the retries ran out.",
             ]
         if any(node.node_host for node in self.spec.workers):
             lines += [

@@ -150,7 +150,7 @@ def test_under_saturating_load_the_next_job_comes_while_a_result_is_encoded(clus
 def test_the_agent_answers_the_window_and_settles_only_after_haproxy_applied_maxconn_1() -> None:
     """HAProxy's side played by a socket client: settle() returns at once while no second slot was
     granted, and after one was, only once a poll follows the one that answered maxconn:1."""
-    window = {"open": True}
+    window = {"open": True, "serving": True}
 
     async def poll(port: int) -> str:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -159,24 +159,26 @@ def test_the_agent_answers_the_window_and_settles_only_after_haproxy_applied_max
         return line
 
     async def scenario() -> None:
-        agent = DispatchAgent(lambda: window["open"], settle_timeout=5)
+        agent = DispatchAgent(lambda: window["open"], serving=lambda: window["serving"], settle_timeout=5)
         port = free_port()
         await agent.start("127.0.0.1", port)
         try:
             window["open"] = False
             await asyncio.wait_for(agent.settle(), 1)  # never granted: nothing to wait for
             window["open"] = True
-            assert await poll(port) == "maxconn:2"
+            assert await poll(port) == "maxconn:2 up"
             window["open"] = False
             settled = asyncio.ensure_future(agent.settle())
             await asyncio.sleep(0.05)
             assert not settled.done()  # HAProxy may still send a second job
-            assert await poll(port) == "maxconn:1"
+            assert await poll(port) == "maxconn:1 up"
             await asyncio.sleep(0.05)
             assert not settled.done()  # answered, but not yet known to be applied
-            assert await poll(port) == "maxconn:1"
+            assert await poll(port) == "maxconn:1 up"
             await asyncio.wait_for(settled, 1)
             assert agent.polls == 3
+            window["serving"] = False  # loading, stalled, exiting after an OOM: HAProxy takes it out now
+            assert await poll(port) == "maxconn:1 down"
         finally:
             await agent.close()
 

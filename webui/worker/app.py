@@ -250,7 +250,7 @@ def create_app(
         on_fatal or (lambda code: logger.critical("fatal (exit code %d) but no process hook; staying up", code)),
     )
     agent = DispatchAgent(lambda: encoder.pending > 0 and not scheduler.busy and not scheduler.queue_depth
-                          and service.ready)
+                          and service.ready, serving=lambda: service.ready and service.steps.stall() is None)
     encoder = ResultEncoder(service.encode, agent.settle if settings.dispatch_agent_port else None)
     metrics.track(
         queue_depth=lambda: scheduler.queue_depth, busy=lambda: scheduler.busy, ready=lambda: service.ready,

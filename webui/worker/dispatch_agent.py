@@ -8,6 +8,13 @@ once, and ``maxconn:1`` otherwise (generating, or a job already waiting). HAProx
 (``agent-check``, every ``agent-inter``) and applies each answer at once, dequeuing a waiting job
 when the limit rises.
 
+Each answer also says ``up`` or ``down``: ``down`` while the worker is not ready (loading, stalled,
+exiting after an out-of-memory, shutting down). HAProxy takes a server out at the agent's first
+``down`` (the agent's fall is 1), within one poll, where its health check needs ``fall`` failed
+checks; meanwhile jobs sent to it would be answered 503 and retried onto the same idle server (the
+least loaded) until the retries ran out. ``up`` only lifts what the agent said: the server is UP
+again once its health check agrees, and neither word touches an operator's drain or maintenance.
+
 A polled answer can be stale: the encoder must not send its response (which frees a slot)
 while HAProxy may still hold ``maxconn 2`` for a worker that is generating again, or HAProxy
 would send a job that has to wait. ``settle`` waits until HAProxy has surely applied
@@ -30,11 +37,15 @@ SETTLE_TIMEOUT = 1.0
 
 
 class DispatchAgent:
-    """Answers HAProxy's agent checks with this worker's ``maxconn`` (1, or 2 while the window is open)."""
+    """Answers HAProxy's agent checks with this worker's ``maxconn`` (1, or 2 while the window is open) and
+    whether it serves at all (``up``/``down``)."""
 
-    def __init__(self, window_open: Callable[[], bool], settle_timeout: float = SETTLE_TIMEOUT) -> None:
-        """``window_open()``: whether a job sent now would start at once while a result is being encoded."""
+    def __init__(self, window_open: Callable[[], bool], serving: Callable[[], bool] = lambda: True,
+                 settle_timeout: float = SETTLE_TIMEOUT) -> None:
+        """``window_open()``: whether a job sent now would start at once while a result is being encoded;
+        ``serving()``: whether the worker is ready for jobs at all (its ``/readyz``)."""
         self._window_open = window_open
+        self._serving = serving
         self._settle_timeout = settle_timeout
         self._server: asyncio.Server | None = None
         self._polls = 0
@@ -71,7 +82,8 @@ class DispatchAgent:
         elif self._granted:
             self._one_answered_at = self._polls
         try:
-            writer.write(b"maxconn:2\n" if opened else b"maxconn:1\n")
+            state = "up" if self._serving() else "down"
+            writer.write(f"maxconn:{2 if opened else 1} {state}\n".encode())
             await writer.drain()
         except ConnectionError:
             pass
