@@ -648,3 +648,27 @@ def test_unexpected_errors_are_500_error_bodies_without_a_traceback():
         assert lines[-1]["event"] == "error" and lines[-1]["status"] == 500
         assert lines[-1]["error"]["error"] == "internal_error"
         assert client.get("/readyz").status_code == 200
+
+
+def test_generating_seconds_include_the_running_job() -> None:
+    """The duty-cycle counter moves while a job runs (read at scrape time), not in steps of a whole job."""
+    from webui.worker.metrics import GeneratingClock, WorkerMetrics
+
+    now = [10.0]
+    clock = GeneratingClock(clock=lambda: now[0])
+    clock.begin()
+    now[0] = 10.25
+    assert clock.seconds() == pytest.approx(0.25)  # mid-job
+    now[0] = 11.0
+    clock.end()
+    now[0] = 20.0
+    assert clock.seconds() == pytest.approx(1.0)  # idle time does not count
+    clock.end()  # a second end changes nothing
+    assert clock.seconds() == pytest.approx(1.0)
+
+    metrics = WorkerMetrics()
+    metrics.generating.begin()
+    text = metrics.render()[0].decode()
+    value = next(float(line.split()[1]) for line in text.splitlines()
+                 if line.startswith("portrait_worker_generating_seconds_total "))
+    assert value >= 0 and "# TYPE portrait_worker_generating_seconds_total counter" in text

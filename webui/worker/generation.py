@@ -215,6 +215,7 @@ class GenerationService:
         if on_progress is not None:
             on_progress(0, expected_steps(params))
         hook = self.faults.wrap(on_step, job.prompt, cuda=self.cuda_device is not None)
+        self.metrics.generating.begin()
         try:
             with self.steps.timing():  # over before the OOM handling below runs its self-check
                 images = self.pipeline.generate(params, init_image, on_step=hook)
@@ -226,7 +227,7 @@ class GenerationService:
             logger.exception("generation failed")
             raise GenerationFailed("The generation failed unexpectedly; the error is in the worker log.") from None
         finally:
-            self.metrics.generating_seconds.inc(time.perf_counter() - started)
+            self.metrics.generating.end()
         finished = time.perf_counter()
         self.consecutive_ooms = 0
         self.metrics.images.inc(len(images))

@@ -7,8 +7,9 @@ process (tests) without sharing counters. What is exported:
   ``portrait_worker_request_duration_seconds{endpoint}``: every HTTP request,
 * ``portrait_worker_images_total``, ``portrait_worker_denoising_steps_total``,
   ``portrait_worker_steps_per_second`` (histogram, one sample per finished job),
-* ``portrait_worker_generating_seconds_total``: time the generation thread spent generating;
-  its rate is the GPU's duty cycle (PNG encoding runs in another thread),
+* ``portrait_worker_generating_seconds_total``: time the generation thread spent generating,
+  the running job's time so far included (read when scraped: ``GeneratingClock``); its rate is
+  the GPU's duty cycle (PNG encoding runs in another thread),
 * ``portrait_worker_out_of_memory_total``,
 * ``portrait_worker_queue_depth``, ``portrait_worker_busy``, ``portrait_worker_ready``
   (read when scraped),
@@ -19,10 +20,12 @@ process (tests) without sharing counters. What is exported:
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
@@ -53,6 +56,43 @@ class CudaMemoryCollector(Collector):
             yield gauge
 
 
+class GeneratingClock(Collector):
+    """Seconds spent generating, the running job's time so far included, as a counter read at scrape time.
+
+    A counter raised only when a job ends moves in steps of a job's length, so its rate over a window
+    is off by up to a job per window edge; this one moves with the wall clock while a job runs.
+    """
+
+    NAME = "portrait_worker_generating_seconds"
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._done = 0.0
+        self._since: float | None = None
+
+    def begin(self) -> None:
+        """A job starts generating (the generation thread runs one at a time)."""
+        with self._lock:
+            self._since = self._clock()
+
+    def end(self) -> None:
+        """The running job stopped generating (finished, failed or cancelled)."""
+        with self._lock:
+            if self._since is not None:
+                self._done += self._clock() - self._since
+                self._since = None
+
+    def seconds(self) -> float:
+        """Seconds generated so far."""
+        with self._lock:
+            return self._done + (self._clock() - self._since if self._since is not None else 0.0)
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily(self.NAME, "Seconds the generation thread spent generating for clients, the "
+                                  "running job included (its duty cycle: the rate of this).", value=self.seconds())
+
+
 class WorkerMetrics:
     """The worker's counters and histograms; ``track`` adds the gauges read at scrape time."""
 
@@ -75,11 +115,8 @@ class WorkerMetrics:
             "portrait_worker_steps_per_second", "Denoising speed of each finished job (steps x images / s).",
             buckets=STEPS_PER_SECOND_BUCKETS, registry=self.registry,
         )
-        self.generating_seconds = Counter(
-            "portrait_worker_generating_seconds",
-            "Seconds the generation thread spent generating for clients (its duty cycle: the rate of this).",
-            registry=self.registry,
-        )
+        self.generating = GeneratingClock()
+        self.registry.register(self.generating)
         self.out_of_memory = Counter(
             "portrait_worker_out_of_memory", "Jobs that ran out of memory.", registry=self.registry
         )
