@@ -165,6 +165,17 @@ def test_nodes_refuse_half_a_tls_setting(certs: Path) -> None:
     assert "--tls-cert and --tls-ca go together" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("queue, cert, message", [
+    ("https://10.0.0.1:8081", "missing.pem", "worker_queue_cert: Value error, not a file"),
+    ("http://127.0.0.1:8081", f"{NODE_HOST}-queue.pem", "--worker-queue-cert is presented over TLS only"),
+])
+def test_web_fronts_refuse_a_bad_queue_certificate_setting(certs: Path, queue: str, cert: str, message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "webui.web", "--worker-queue", queue,
+                             "--worker-queue-cert", str(certs / cert)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
+
+
 # --- HAProxy and real nodes over mutual TLS ---------------------------------------------------
 
 
