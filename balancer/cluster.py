@@ -28,6 +28,7 @@ import psutil
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from balancer.certs import QUEUE_CA_CERT, QUEUE_SUFFIX
 from webui.settings import WebSettings, WorkerSettings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -226,6 +227,11 @@ class NodeHostSpec(_Model):
         None, description="With tls: this host's certificate and key (python -m balancer.certs --node NAME), on this "
         "host; its workers and web fronts serve with it. Default: NAME.pem beside tls.ca_file.",
     )
+    queue_cert_file: Path | None = Field(
+        None, description="With tls and a TLS worker queue: the client certificate and key this host's web fronts "
+        "present to it (python -m balancer.certs --node NAME), on this host. Default: NAME-queue.pem beside "
+        "tls.ca_file.",
+    )
 
 
 class TLSSpec(_Model):
@@ -237,6 +243,10 @@ class TLSSpec(_Model):
     (``node_hosts[].cert_file``) and accept only balancers (``balancer.part_tls``). Nodes on the
     balancer's own host stay plain HTTP on loopback. Each host needs only ``ca_file`` and its own
     certificate: ``cert_file`` is checked where HAProxy runs, a node host's certificate on that host.
+
+    The worker queue, served over TLS (``worker_queue``), accepts only web fronts: clients with a
+    certificate of the separate queue CA (``queue_ca_file``), which no node trusts. A node host's web
+    fronts present ``node_hosts[].queue_cert_file``, the balancer's own ones ``queue_cert_file``.
     """
 
     ca_file: Path = Field(description="The cluster's CA certificate (ca.crt): node certificates must chain to it.")
@@ -246,6 +256,14 @@ class TLSSpec(_Model):
         None,
         description="Serve the worker queue over TLS with cert_file (remote web fronts verify it with ca_file); "
         "unset: when the worker queue is not on loopback.",
+    )
+    queue_ca_file: Path | None = Field(
+        None, description="With a TLS worker queue: the queue CA's certificate (queue-ca.crt), where HAProxy runs; "
+        "the worker queue accepts only clients whose certificate it signed. Default: queue-ca.crt beside ca_file.",
+    )
+    queue_cert_file: Path | None = Field(
+        None, description="With a TLS worker queue: the client certificate and key the balancer's own web fronts "
+        "present to it. Default: cert_file's name with -queue (lb.pem: lb-queue.pem), beside it.",
     )
 
     @model_validator(mode="after")
@@ -527,18 +545,42 @@ class ClusterSpec(_Model):
         assert self.tls is not None
         return host.cert_file or self.tls.ca_file.parent / f"{host.name}.pem"
 
+    def queue_ca(self) -> Path:
+        """With ``tls``: the queue CA's certificate (``tls.queue_ca_file``, default queue-ca.crt beside ca.crt)."""
+        assert self.tls is not None
+        return self.tls.queue_ca_file or self.tls.ca_file.parent / QUEUE_CA_CERT
+
+    def queue_client_cert(self, node_host: NodeHostSpec | None) -> Path:
+        """With ``tls``: what the web fronts of a node host (None: the balancer's host) present to the worker
+        queue (its ``queue_cert_file``, default NAME-queue.pem beside ca.crt, or beside the balancer's cert)."""
+        assert self.tls is not None
+        if node_host is not None:
+            return node_host.queue_cert_file or self.tls.ca_file.parent / f"{node_host.name}{QUEUE_SUFFIX}.pem"
+        cert = self.tls.cert_file
+        return self.tls.queue_cert_file or cert.with_name(f"{cert.stem}{QUEUE_SUFFIX}.pem")
+
     def check_own_certificate(self, node_host: NodeHostSpec | None) -> None:
-        """With ``tls``: that this host's certificate is here (a node host's, else the balancer's);
+        """With ``tls``: that this host's files are here (a node host's, else the balancer's): its certificate,
+        with a TLS worker queue the queue CA (balancer) and its web fronts' queue certificate (when it runs any);
         ``ClusterConfigError`` naming the setting if not."""
         if self.tls is None:
             return
         if node_host is None:
-            path, label = self.tls.cert_file, "tls.cert_file"
+            files = [(self.tls.cert_file, "tls.cert_file")]
+            if self.worker_queue_tls:
+                files.append((self.queue_ca(), _label("tls.queue_ca_file", self.tls.queue_ca_file)))
+            owner, prefix = self.tls, "tls"
         else:
-            path = self.node_host_cert(node_host)
-            label = f"node_hosts.{node_host.name}.cert_file" + ("" if node_host.cert_file else " (default)")
-        if not path.is_file():
-            raise ClusterConfigError(f"{label}: {path} is not a file (python -m balancer.certs makes it)")
+            files = [(self.node_host_cert(node_host),
+                      _label(f"node_hosts.{node_host.name}.cert_file", node_host.cert_file))]
+            owner, prefix = node_host, f"node_hosts.{node_host.name}"
+        host_name = None if node_host is None else node_host.name
+        if self.worker_queue_tls and any(node.web for node in self.nodes_on(host_name)):
+            files.append((self.queue_client_cert(node_host),
+                          _label(f"{prefix}.queue_cert_file", owner.queue_cert_file)))
+        for path, label in files:
+            if not path.is_file():
+                raise ClusterConfigError(f"{label}: {path} is not a file (python -m balancer.certs makes it)")
 
     @property
     def worker_queue_tls(self) -> bool:
@@ -555,12 +597,14 @@ class ClusterSpec(_Model):
         url = self.worker_queue.url
         return "https" + url.removeprefix("http") if self.worker_queue_tls else url
 
-    def web_flags(self, worker_queue_url: str | None = None) -> list[str]:
-        """Flags every web front of this cluster gets: where its jobs go (default: this host's worker queue),
-        how it checks an https one, and the balancer's body limits."""
+    def web_flags(self, worker_queue_url: str | None = None, node_host: NodeHostSpec | None = None) -> list[str]:
+        """Flags every web front of this cluster gets: where its jobs go (default: the worker queue), how it
+        checks an https one and which queue certificate it presents there (its host's: ``node_host``, None for
+        the balancer's), and the balancer's body limits."""
         flags = ["--worker-queue", worker_queue_url or self.worker_queue_url]
         if self.tls is not None and self.worker_queue_tls and worker_queue_url is None:
-            flags += ["--worker-queue-ca", str(self.tls.ca_file)]
+            flags += ["--worker-queue-ca", str(self.tls.ca_file),
+                      "--worker-queue-cert", str(self.queue_client_cert(node_host))]
         limits = self.limits
         return [*flags, "--max-body-bytes", str(limits.max_body_bytes), "--body-timeout", str(limits.body_timeout)]
 
@@ -639,6 +683,11 @@ def local_addresses() -> set[str]:
 
 
 HostT = TypeVar("HostT", NodeHostSpec, BalancerHostSpec)
+
+
+def _label(setting: str, value: Path | None) -> str:
+    """A file setting's name for an error, marked ``(default)`` when it was not given."""
+    return setting if value is not None else f"{setting} (default)"
 
 
 def _named(hosts: Sequence[HostT], name: str, what: str, section: str) -> HostT:

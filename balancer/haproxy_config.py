@@ -626,9 +626,13 @@ class HAProxyConfigRenderer:
         if tls is not None and self.spec.worker_queue_tls:
             bind = [
                 "    # Over TLS for web fronts on other hosts: they check this balancer's certificate",
-                "    # against the cluster CA (--worker-queue-ca). No client certificate is asked for:",
-                "    # this entry only takes jobs, which the public frontend takes from anyone too.",
-                f"    bind {listener.host}:{listener.port} ssl crt {config_path_arg(tls.cert_file)}",
+                "    # against the cluster CA (--worker-queue-ca). Only web fronts get in: a client",
+                "    # certificate signed by the queue CA is required (--worker-queue-cert), since this",
+                "    # entry goes around the public site's login and rate limits straight to the GPUs.",
+                "    # Only the queue CA is trusted here, and no node trusts it: a balancer's or node's",
+                "    # cluster certificate does not open the queue, a queue certificate opens no node.",
+                f"    bind {listener.host}:{listener.port} ssl crt {config_path_arg(tls.cert_file)}"
+                f" ca-file {config_path_arg(self.spec.queue_ca())} verify required",
             ]
         return _block(
             "# Private entry for the web fronts' jobs (their --worker-queue). Probes go around the",

@@ -105,7 +105,7 @@ VIEW_TIMEOUT = 0.3
 def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec,
                  tls: NodeHostTLS | None = None) -> list[str]:
     """The command line of a managed node part (its own ``command`` if it has one); with ``tls`` (a node
-    host's), it serves mutual TLS."""
+    host's), it serves mutual TLS, and a web front presents that host's queue certificate to the worker queue."""
     if part.command:
         return list(part.command)
     common = ["--host", part.host, "--port", str(part.port), *(tls.server_args() if tls is not None else [])]
@@ -113,7 +113,8 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec,
         dispatch = ["--dispatch-agent-port", str(part.dispatch_agent_port)] if part.dispatch_agent_port else []
         return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
                 "--queue-size", str(BALANCED_QUEUE_SIZE), *dispatch, *part.args]
-    return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *spec.web_flags(), *part.args]
+    web = spec.web_flags(node_host=tls.host if tls is not None else None)  # its host's queue certificate
+    return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *web, *part.args]
 
 
 def replace_flag(args: list[str], flag: str, value: str) -> list[str]:

@@ -12,6 +12,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
+import pytest
+
 from balancer.haproxy import RuntimeAPI
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
@@ -137,3 +140,11 @@ def client_context(ca: Path, cert: Path | None = None) -> ssl.SSLContext:
     if cert is not None:
         context.load_cert_chain(str(cert))
     return context
+
+
+def assert_refused(url: str, refused: dict[str, ssl.SSLContext], who: str) -> None:
+    """That ``url`` refuses each of these TLS clients (keyed by what they present) at the handshake."""
+    for what, context in refused.items():
+        with pytest.raises(httpx.TransportError):
+            httpx.get(url, verify=context, timeout=10)
+            pytest.fail(f"{who} accepted a client with {what}")

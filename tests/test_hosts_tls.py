@@ -4,9 +4,12 @@ The layout of ``tests/test_hosts.py`` (``launch.py --role balancer`` in namespac
 node`` in ``n1`` and ``n2``, one cluster file), with ``tls`` and the certificates of one run of
 ``python -m balancer.certs --balancer b=ADDR --node n1=ADDR --node n2=ADDR``. Checked: a REST job
 and a ``gradio_client`` job through the balancer succeed (HAProxy -> node host over TLS, the web
-front -> the worker queue over TLS -> a node host's worker over TLS); a node-host port refuses plain
-HTTP, a client without a certificate, a node's certificate, and the other node host's sidecar probe
-certificate (``balancer.part_tls``: each host's probe CA is its own), while it lets a balancer in;
+front -> the worker queue over TLS with its host's queue certificate -> a node host's worker over
+TLS); a node-host port refuses plain HTTP, a client without a certificate, a node's certificate, a
+web front's queue certificate, and the other node host's sidecar probe certificate
+(``balancer.part_tls``: each host's probe CA is its own), while it lets a balancer in; the worker
+queue refuses a client without a certificate and one with a balancer's or a node host's cluster
+certificate, while it lets a node host's queue certificate in;
 HAProxy shows every part UP with its host agent answering; a killed worker on a TLS node host goes
 MAINT through the host agent, is restarted and probed by its sidecar over TLS, and is back UP.
 
@@ -32,7 +35,7 @@ from bench.harness.hosts import BALANCER, NODE_HOSTS, HostsCluster
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
-from tests.balancer_helpers import client_context
+from tests.balancer_helpers import assert_refused, client_context
 from tests.helpers import record_figures
 from tests.test_hosts_rolling import ctl, part_pids
 
@@ -41,6 +44,8 @@ pytestmark = [pytest.mark.hosts, pytest.mark.skipif(missing_for_labs() is not No
 ARTIFACT = REPO / "test-artifacts" / "hosts-tls.json"
 WORKER_PORT = 7870
 """The harness's worker port on each node host (``bench.harness.hosts.cluster_file``)."""
+WORKER_QUEUE_PORT = 8081
+"""The harness's worker queue port on the balancer (``bench.harness.hosts.cluster_file``)."""
 
 
 @pytest.fixture(scope="module")
@@ -93,13 +98,26 @@ def test_node_host_ports_let_only_balancers_in(cluster: tuple[HostsCluster, Path
         "no certificate": client_context(ca),
         "a node host's certificate": client_context(ca, certs / "n2.pem"),
         "another node host's probe certificate": client_context(ca, n2_probe),
+        "a web front's queue certificate": client_context(ca, certs / "n1-queue.pem"),
     }
-    for what, context in refused.items():
-        with pytest.raises(httpx.TransportError):
-            httpx.get(url, verify=context, timeout=10)
-            pytest.fail(f"n1's worker accepted a client with {what}")
+    assert_refused(url, refused, "n1's worker")
     with pytest.raises(httpx.TransportError):
         httpx.get(url.replace("https://", "http://"), timeout=10)  # plain HTTP is not served
+
+
+def test_the_worker_queue_lets_only_web_fronts_in(cluster: tuple[HostsCluster, Path]) -> None:
+    """From the test's veth (another host on the nodes' network): the queue asks for a queue-CA client certificate."""
+    hosts, certs = cluster
+    ca = certs / "ca.crt"
+    url = f"https://{hosts.lab.address[BALANCER]}:{WORKER_QUEUE_PORT}/readyz"
+    # The control: a node host's queue certificate (what its web fronts present) gets in.
+    assert httpx.get(url, verify=client_context(ca, certs / "n1-queue.pem"), timeout=10).status_code == 200
+    refused = {
+        "no certificate": client_context(ca),
+        "the balancer's cluster certificate": client_context(ca, certs / f"{BALANCER}.pem"),
+        "a node host's cluster certificate": client_context(ca, certs / "n2.pem"),
+    }
+    assert_refused(url, refused, "the worker queue")
 
 
 def test_a_killed_worker_on_a_tls_node_host_comes_back_up(cluster: tuple[HostsCluster, Path]) -> None:

@@ -1,12 +1,14 @@
 """Nodes accept only their balancers: mutual TLS between HAProxy and remote nodes, on loopback.
 
-``python -m balancer.certs`` makes the CA and the certificates (its output is checked: the chains
-verify, the SANs and key usages are what each role needs, the files are 0600, nothing is
-overwritten). Then a real HAProxy, rendered from a cluster file with ``tls``, fronts a real demo
-worker and a real web front that both require client certificates, the web front sending its
-jobs to a TLS worker queue: a REST job and a ``gradio_client`` job succeed through the public
-port, while a client without a certificate, with one from another CA, or with a node's own
-certificate is refused by the node, and a node whose certificate names another host stays DOWN.
+``python -m balancer.certs`` makes the CAs and the certificates (its output is checked: the chains
+verify, the SANs and key usages are what each role needs, the queue certificates chain to the
+queue CA only, the files are 0600, nothing is overwritten). Then a real HAProxy, rendered from a
+cluster file with ``tls``, fronts a real demo worker and a real web front that both require client
+certificates, the web front sending its jobs to a TLS worker queue with its queue certificate: a
+REST job and a ``gradio_client`` job succeed through the public port, while a client without a
+certificate, with one from another CA, with a node's own certificate or with a queue certificate
+is refused by the node, the worker queue refuses every client but a queue certificate, and a node
+whose certificate names another host stays DOWN.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from balancer.haproxy import HAProxyProcess, RuntimeAPI, find_haproxy, validate_
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, config_path_arg, render_config
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
-from tests.balancer_helpers import client_context, cluster_data
+from tests.balancer_helpers import assert_refused, client_context, cluster_data
 
 NODE_HOST = "gpu1"
 BALANCER = "lb1"
@@ -60,7 +62,8 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_certs_chain_to_the_ca_with_the_sans_and_usages_of_their_role(certs: Path) -> None:
-    expected = {"ca.crt", "ca.key", f"{BALANCER}.pem", f"{NODE_HOST}.pem"}
+    expected = {"ca.crt", "ca.key", f"{BALANCER}.pem", f"{NODE_HOST}.pem",
+                "queue-ca.crt", "queue-ca.key", f"{BALANCER}-queue.pem", f"{NODE_HOST}-queue.pem"}
     assert {path.name for path in certs.iterdir()} == expected
     for path in certs.iterdir():
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -87,6 +90,41 @@ def test_certs_chain_to_the_ca_with_the_sans_and_usages_of_their_role(certs: Pat
     client_context(certs / "ca.crt", certs / f"{BALANCER}.pem")
 
 
+def test_queue_certificates_are_clients_of_the_queue_ca_only(certs: Path) -> None:
+    cluster, queue = Store([load_cert(certs / "ca.crt")]), Store([load_cert(certs / "queue-ca.crt")])
+    assert load_cert(certs / "queue-ca.crt") != load_cert(certs / "ca.crt")
+    for host in (BALANCER, NODE_HOST):
+        cert = load_cert(certs / f"{host}-queue.pem")
+        # What the worker queue checks (HAProxy: ca-file queue-ca.crt verify required): a client of the queue CA.
+        verified = PolicyBuilder().store(queue).build_client_verifier().verify(cert, [])
+        assert x509.DNSName(f"{host}-queue") in verified.subjects
+        assert cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value == x509.ExtendedKeyUsage(
+            [ExtendedKeyUsageOID.CLIENT_AUTH])
+        # What a node checks (the cluster CA): a queue certificate is nobody there, and it serves nothing.
+        with pytest.raises(VerificationError):
+            PolicyBuilder().store(cluster).build_client_verifier().verify(cert, [])
+        with pytest.raises(VerificationError):
+            PolicyBuilder().store(queue).build_server_verifier(x509.DNSName(f"{host}-queue")).verify(cert, [])
+        # ... and a cluster certificate is nobody at the worker queue.
+        with pytest.raises(VerificationError):
+            PolicyBuilder().store(queue).build_client_verifier().verify(load_cert(certs / f"{host}.pem"), [])
+        client_context(certs / "ca.crt", certs / f"{host}-queue.pem")  # its key is in the file
+
+
+def test_a_directory_made_before_the_queue_ca_gets_one(certs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "old"
+    assert make_certs(out, "--node", NODE_HOST).returncode == 0
+    for name in ("queue-ca.crt", "queue-ca.key", f"{NODE_HOST}-queue.pem"):
+        (out / name).unlink()
+    ca = (out / "ca.crt").read_bytes()
+    result = make_certs(out, "--node", "gpu9")
+    assert result.returncode == 0, result.stderr
+    assert (out / "ca.crt").read_bytes() == ca  # the cluster CA is kept, the queue CA made
+    assert {path.name for path in out.iterdir()} == {"ca.crt", "ca.key", f"{NODE_HOST}.pem", "queue-ca.crt",
+                                                     "queue-ca.key", "gpu9.pem", "gpu9-queue.pem"}
+    assert all(stat.S_IMODE(path.stat().st_mode) == 0o600 for path in out.iterdir())
+
+
 def test_certs_refuse_to_overwrite_and_reuse_the_ca(certs: Path) -> None:
     before = (certs / f"{NODE_HOST}.pem").read_bytes()
     result = make_certs(certs, "--node", NODE_HOST)
@@ -95,13 +133,16 @@ def test_certs_refuse_to_overwrite_and_reuse_the_ca(certs: Path) -> None:
     assert "Traceback" not in result.stderr
     assert (certs / f"{NODE_HOST}.pem").read_bytes() == before
 
-    # A host added later is signed by the same CA.
-    ca = (certs / "ca.crt").read_bytes()
+    # A host added later is signed by the same CAs.
+    ca, queue_ca = (certs / "ca.crt").read_bytes(), (certs / "queue-ca.crt").read_bytes()
     assert make_certs(certs, "--node", "gpu9").returncode == 0
-    assert (certs / "ca.crt").read_bytes() == ca
+    assert (certs / "ca.crt").read_bytes() == ca and (certs / "queue-ca.crt").read_bytes() == queue_ca
     PolicyBuilder().store(Store([load_cert(certs / "ca.crt")])).build_server_verifier(
         x509.DNSName("gpu9")).verify(load_cert(certs / "gpu9.pem"), [])
+    PolicyBuilder().store(Store([load_cert(certs / "queue-ca.crt")])).build_client_verifier().verify(
+        load_cert(certs / "gpu9-queue.pem"), [])
     (certs / "gpu9.pem").unlink()
+    (certs / "gpu9-queue.pem").unlink()
 
 
 @pytest.mark.parametrize("args, message", [
@@ -109,6 +150,7 @@ def test_certs_refuse_to_overwrite_and_reuse_the_ca(certs: Path) -> None:
     (["--node", "bad name"], "NAME must be a host name"),
     (["--node", "gpu1=not a name"], "neither an IP address nor a DNS name"),
     (["--node", "gpu1", "--balancer", "gpu1"], "names given twice"),
+    (["--node", "gpu1", "--node", "gpu1-queue"], "the name of another host's queue certificate"),
 ])
 def test_certs_bad_input_is_one_line(tmp_path: Path, args: list[str], message: str) -> None:
     result = make_certs(tmp_path / "out", *args)
@@ -121,6 +163,17 @@ def test_nodes_refuse_half_a_tls_setting(certs: Path) -> None:
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "--tls-cert and --tls-ca go together" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("queue, cert, message", [
+    ("https://10.0.0.1:8081", "missing.pem", "worker_queue_cert: Value error, not a file"),
+    ("http://127.0.0.1:8081", f"{NODE_HOST}-queue.pem", "--worker-queue-cert is presented over TLS only"),
+])
+def test_web_fronts_refuse_a_bad_queue_certificate_setting(certs: Path, queue: str, cert: str, message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "webui.web", "--worker-queue", queue,
+                             "--worker-queue-cert", str(certs / cert)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert message in result.stderr and "Traceback" not in result.stderr
 
 
 # --- HAProxy and real nodes over mutual TLS ---------------------------------------------------
@@ -156,7 +209,8 @@ def mtls_cluster(certs: Path, demo_model_dir: Path, tmp_path_factory: pytest.Tem
                                   "--threads", "1", *tls_args], log_name="mtls-worker")
         web = processes.start(["python", "-m", "webui.web", "--port", str(node.web.port), "--node", "gpu1-web",
                                "--worker-queue", spec.worker_queue_url, "--worker-queue-ca", str(certs / "ca.crt"),
-                               *tls_args], log_name="mtls-web")
+                               "--worker-queue-cert", str(certs / f"{NODE_HOST}-queue.pem"), *tls_args],
+                              log_name="mtls-web")
         config = write_config(render_config(spec), spec.config_path)
         validate_config(config)
         haproxy = HAProxyProcess(config, spec.socket_path, run_dir / "haproxy.log")
@@ -217,20 +271,26 @@ def test_nodes_accept_only_clients_with_a_balancer_certificate(mtls_cluster, cer
         "no certificate": client_context(ca),
         "a balancer certificate from another CA": client_context(ca, tmp_path / "other" / f"{BALANCER}.pem"),
         "a node's own certificate": client_context(ca, certs / f"{NODE_HOST}.pem"),
+        "a web front's queue certificate": client_context(ca, certs / f"{NODE_HOST}-queue.pem"),
     }
-    for what, context in refused.items():
-        with pytest.raises(httpx.TransportError):
-            httpx.get(url, verify=context, timeout=10)
-            pytest.fail(f"{part} accepted a client with {what}")
+    assert_refused(url, refused, part)
     with pytest.raises(httpx.TransportError):
         httpx.get(url.replace("https://", "http://"), timeout=10)  # plain HTTP is not served either
 
 
-def test_the_worker_queue_is_served_over_tls(mtls_cluster, certs: Path) -> None:
+def test_the_worker_queue_is_served_over_tls_to_web_fronts_only(mtls_cluster, certs: Path) -> None:
     spec, _, _ = mtls_cluster
     url = f"{spec.worker_queue_url}/readyz"
+    ca = certs / "ca.crt"
     assert url.startswith("https://")
-    assert httpx.get(url, verify=client_context(certs / "ca.crt"), timeout=10).status_code == 200
+    # The control: a web front's queue certificate gets in (the jobs above came this way too).
+    assert httpx.get(url, verify=client_context(ca, certs / f"{NODE_HOST}-queue.pem"), timeout=10).status_code == 200
+    refused = {
+        "no certificate": client_context(ca),
+        "the balancer's certificate": client_context(ca, certs / f"{BALANCER}.pem"),
+        "a node's certificate": client_context(ca, certs / f"{NODE_HOST}.pem"),
+    }
+    assert_refused(url, refused, "the worker queue")
     with pytest.raises(httpx.TransportError):
         httpx.get(url, timeout=10)  # the system's CAs do not know the cluster's
 
@@ -247,8 +307,15 @@ def test_managed_web_fronts_get_the_tls_worker_queue(certs: Path, tmp_path: Path
     assert command[command.index("--worker-queue") + 1] == spec.worker_queue_url
     assert spec.worker_queue_url.startswith("https://127.0.0.1:")
     assert command[command.index("--worker-queue-ca") + 1] == str(certs / "ca.crt")
+    # The balancer's own web fronts present its queue certificate (lb1-queue.pem beside lb1.pem).
+    assert command[command.index("--worker-queue-cert") + 1] == str(certs / f"{BALANCER}-queue.pem")
     text = render_config(spec)
-    assert " ssl crt " in text and "verifyhost" not in text  # the managed node itself stays plain
+    validate_config(write_config(text, spec.config_path))
+    bind = next(line for line in text.splitlines() if line.startswith(f"    bind 0.0.0.0:{spec.worker_queue.port}"))
+    assert bind.endswith(f" ssl crt {config_path_arg(certs / f'{BALANCER}.pem')} "
+                         f"ca-file {config_path_arg(certs / 'queue-ca.crt')} verify required"), bind
+    assert "verifyhost" not in text  # the managed node itself stays plain
+    spec.check_own_certificate(None)  # lb1.pem, queue-ca.crt and lb1-queue.pem are where the defaults say
 
 
 def test_the_gpu_host_compose_file_serves_every_node_over_mutual_tls() -> None:
@@ -266,6 +333,7 @@ def test_the_gpu_host_compose_file_serves_every_node_over_mutual_tls() -> None:
         if settings is WebSettings:
             assert env["PORTRAIT_WORKER_QUEUE"].startswith("https://")
             assert env["PORTRAIT_WORKER_QUEUE_CA"] == "/certs/ca.crt"
+            assert env["PORTRAIT_WORKER_QUEUE_CERT"] == "/certs/${NODE_HOST}-queue.pem"
 
 
 def test_bench_report_gives_what_mutual_tls_adds_and_the_load() -> None:
@@ -324,6 +392,8 @@ def test_a_node_host_serves_with_its_certificate_and_probes_with_a_throwaway_ca(
     assert command[command.index("--tls-ca") + 1] == str(tls.parts_ca)
     web = part_command(spec, far, "web", far.web, tls)
     assert web[web.index("--worker-queue") + 1] == "https://10.0.0.1:8081" and "--worker-queue-ca" in web
+    assert web[web.index("--worker-queue-cert") + 1] == str(certs / f"{NODE_HOST}-queue.pem")  # beside ca.crt
+    assert "--worker-queue-cert" not in command  # a worker calls no queue
     assert spec.part_url(far, far.worker) == "https://10.0.0.5:7870"
     assert spec.part_url(spec.nodes[0], spec.nodes[0].worker) == "http://127.0.0.1:7960"
 
@@ -358,6 +428,31 @@ def test_a_missing_own_certificate_is_one_line(certs: Path, tmp_path: Path, caps
     expected = {"node": f"node_hosts.gpu7.cert_file (default): {certs / 'gpu7.pem'} is not a file",
                 "balancer": f"tls.cert_file: {tmp_path / 'lb9.pem'} is not a file"}[role]
     assert capsys.readouterr().err.strip() == f"error: {expected} (python -m balancer.certs makes it)"
+
+
+@pytest.mark.parametrize("role, missing, setting", [
+    ("node", f"{NODE_HOST}-queue.pem", f"node_hosts.{NODE_HOST}.queue_cert_file (default)"),
+    ("balancer", "queue-ca.crt", "tls.queue_ca_file (default)"),
+])
+def test_a_missing_queue_file_is_one_line(certs: Path, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                          role: str, missing: str, setting: str) -> None:
+    from launch import main
+
+    copy = tmp_path / "certs"
+    copy.mkdir()
+    for path in certs.glob("*.*"):
+        if path.name != missing and not path.name.endswith(".key"):
+            (copy / path.name).write_bytes(path.read_bytes())
+    data = {"run_dir": str(tmp_path / "run"), "worker_queue": {"host": "10.0.0.1", "port": 8081},
+            "tls": {"ca_file": str(copy / "ca.crt"), "cert_file": str(copy / f"{BALANCER}.pem")},
+            "node_hosts": [{"name": NODE_HOST, "address": "127.0.0.1", "host_agent_port": free_port()}],
+            "nodes": [{"name": "x", "node_host": NODE_HOST, "web": {"port": free_port()},
+                       "worker": {"port": free_port()}}]}
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["--cluster", str(path), "--role", role]) == 2
+    expected = f"error: {setting}: {copy / missing} is not a file (python -m balancer.certs makes it)"
+    assert capsys.readouterr().err.strip() == expected
 
 
 def test_the_hosts_example_with_the_documented_certificates_is_all_tls(tmp_path: Path) -> None:

@@ -42,6 +42,13 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PORTRAIT_CACHE_DIR", Path.home() / ".cache" / "portrait-ha"))
 
 
+def _existing_file(path: Path | None) -> Path | None:
+    """A file setting's check: unset, or a file that exists."""
+    if path is not None and not path.is_file():
+        raise ValueError("not a file")
+    return path
+
+
 class ServerTLSSettings(BaseSettings):
     """Mutual TLS on a node's own listener (for a balancer on another host; plain HTTP when unset)."""
 
@@ -53,12 +60,7 @@ class ServerTLSSettings(BaseSettings):
     )
     tls_ca: Path | None = Field(None, description="The cluster's CA certificate (ca.crt); required with --tls-cert.")
 
-    @field_validator("tls_cert", "tls_ca")
-    @classmethod
-    def _check_file(cls, path: Path | None) -> Path | None:
-        if path is not None and not path.is_file():
-            raise ValueError("not a file")
-        return path
+    _check_files = field_validator("tls_cert", "tls_ca")(_existing_file)
 
     @model_validator(mode="after")
     def _check_tls(self) -> ServerTLSSettings:
@@ -166,6 +168,11 @@ class WebSettings(ServerTLSSettings):
         None, description="CA certificate that signed an https --worker-queue's certificate (the cluster's ca.crt); "
         "default: the system's CAs.",
     )
+    worker_queue_cert: Path | None = Field(
+        None, description="PEM file with the client certificate and key this front presents to an https "
+        "--worker-queue (its host's NAME-queue.pem from python -m balancer.certs: the balancer's worker queue "
+        "accepts only those). Unset: none.",
+    )
     max_attempts: int = Field(3, ge=1, description="Attempts per job when a worker fails or is cut off.")
     retry_delay: float = Field(0.5, ge=0, description="Seconds between attempts.")
     request_timeout: float = Field(600.0, description="Seconds one generation may take.")
@@ -200,6 +207,14 @@ class WebSettings(ServerTLSSettings):
     )
     cache_max_age: float = Field(3600.0, gt=0, description="Seconds a file may stay in Gradio's upload/cache folder.")
     cache_sweep_interval: float = Field(60.0, gt=0, description="Seconds between sweeps of Gradio's cache folder.")
+
+    _check_queue_files = field_validator("worker_queue_ca", "worker_queue_cert")(_existing_file)
+
+    @model_validator(mode="after")
+    def _check_queue_cert(self) -> WebSettings:
+        if self.worker_queue_cert is not None and not self.worker_queue.startswith("https://"):
+            raise ValueError("--worker-queue-cert is presented over TLS only: give an https --worker-queue")
+        return self
 
     def resolved_node(self) -> str:
         """The node's name: ``--node`` or ``hostname:port``."""

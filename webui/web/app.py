@@ -56,6 +56,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         retry_delay=settings.retry_delay,
         timeout=settings.request_timeout,
         ca_file=settings.worker_queue_ca,
+        cert_file=settings.worker_queue_cert,
     )
     worker_info = WorkerInfoCache(client, ttl=WORKER_INFO_TTL)
     serving = False

@@ -118,6 +118,17 @@ def _classify(status: int, body: ErrorBody | None, fallback: str, retry_after: f
     return JobRejected(detail, status, body)
 
 
+def _tls_context(ca_file: Path | None, cert_file: Path | None) -> ssl.SSLContext | bool:
+    """How an https worker queue (the balancer on another host) is reached: its certificate verified against
+    the cluster's CA, this front's queue certificate presented (the queue admits only web fronts)."""
+    if ca_file is None and cert_file is None:
+        return True
+    context = ssl.create_default_context(cafile=ca_file)
+    if cert_file is not None:
+        context.load_cert_chain(cert_file)
+    return context
+
+
 class WorkerClient:
     """Runs generation jobs on a worker (or a balancer in front of workers), with retries."""
 
@@ -130,6 +141,7 @@ class WorkerClient:
         connect_timeout: float = 5.0,
         transport: httpx.AsyncBaseTransport | None = None,
         ca_file: Path | None = None,
+        cert_file: Path | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -141,8 +153,7 @@ class WorkerClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
             transport=transport,
-            # An https worker queue (the balancer on another host) is verified against the cluster's CA.
-            verify=ssl.create_default_context(cafile=ca_file) if ca_file else True,
+            verify=_tls_context(ca_file, cert_file),
         )
 
     async def aclose(self) -> None:
