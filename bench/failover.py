@@ -316,17 +316,35 @@ class FailureScript:
         return Failure("web front SIGKILL", f"{PART_BACKENDS['web']}/{node}", at, note=f"{node} web front, pid {pid}")
 
     def oom_worker(self) -> Failure:
-        """Send the OOM marker job straight to the last worker; it answers 507 and exits."""
+        """Send the OOM marker job straight to the last worker; it answers 507 and exits.
+
+        The job goes around HAProxy, which would not count it: the node is drained first (``ctl drain``)
+        so that HAProxy sends it nothing meanwhile, the job is sent again while the worker is still busy
+        with one of the load's (503), and the node is put back (``ctl ready``) once the 507 came.
+        """
         node = self.cluster.node_names[-1]
+        self.ctl("drain", node)
         rest = RestClient(self.cluster.part_url(node, "worker"))
         marked = Job(f"{OOM_MARKER} {self.job.prompt}", self.job.steps, self.job.width, self.job.height, 7)
-        record = timed_call(self.clock, "oom-trigger", "oom", False, lambda: rest.generate(marked), ["memory"])
+        deadline = time.monotonic() + self.args.recovery_timeout
+        while True:
+            record = timed_call(self.clock, "oom-trigger", "oom", False, lambda: rest.generate(marked), ["memory"])
+            if not record.detail.startswith("HTTP 503") or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
         rest.close()
+        self.ctl("ready", node)
         failure = Failure("OOM exit", f"{PART_BACKENDS['worker']}/{node}", at=record.end, watch_from=record.start,
                           note=f"{node} worker: OOM at step 2 → 507, then exit {EXIT_OOM}")
         failure.expected_errors.append(record)
         return failure
 
+
+    def ctl(self, *args: str) -> None:
+        """``python -m balancer.ctl ARGS`` against this cluster's sidecar; raises when it fails."""
+        env = {**os.environ, PASSWORD_ENV: self.cluster.spec.stats.password.get_secret_value()}
+        subprocess.run([sys.executable, "-m", "balancer.ctl", *args, "--sidecar", self.cluster.sidecar_url],
+                       capture_output=True, text=True, env=env, timeout=60, check=True)
 
     def rolling_restart(self) -> Failure:
         """``python -m balancer.ctl rolling-restart``, followed to its end (the cluster's whole again then)."""
