@@ -75,3 +75,28 @@ def test_waiting_for_balancers_that_never_ask_gives_up_after_a_few_intervals() -
     started = time.monotonic()
     assert asyncio.run(agent.wait_settled([("webs", "node1")])) is False
     assert time.monotonic() - started < 5  # a logic bound: a few intervals and a second, not forever
+
+
+def test_made_up_sticky_values_cannot_grow_the_counts_without_bound() -> None:
+    """HAProxy copies the client's cookie into the header whatever its value: a client inventing a new value
+    per request fills at most ``MAX_STICKY_NODES`` entries; later new values count as no node."""
+    from webui.traffic import MAX_STICKY_NODES
+
+    app = FastAPI()
+
+    @app.get("/job")
+    async def job() -> dict:
+        return {}
+
+    counts = count_traffic(app)
+
+    async def scenario() -> dict:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://part") as client:
+            for index in range(MAX_STICKY_NODES + 50):
+                await client.get("/job", headers={STICKY_NODE_HEADER: f"made-up-{index}"})
+            await client.get("/job", headers={STICKY_NODE_HEADER: "made-up-0"})  # a known value still counts
+            return (await client.get(TRAFFIC_PATH)).json()
+
+    after = asyncio.run(scenario())
+    assert len(after["sticky"]) == MAX_STICKY_NODES and len(counts.totals) == MAX_STICKY_NODES + 1  # + no node
+    assert after["sticky"]["made-up-0"]["total"] == 2 and after["total"] == MAX_STICKY_NODES + 51

@@ -25,6 +25,9 @@ UNCOUNTED = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH, TRAFFIC_PATH})
 """Probes and counters: not the clients' traffic."""
 MAX_NODE_NAME = 64
 """Longer header values are not counted as a node (the header comes from HAProxy; a bound all the same)."""
+MAX_STICKY_NODES = 256
+"""Distinct sticky values counted at most: HAProxy copies the client's cookie, whatever its value, so a client
+sending a new one each time must not grow the counts without bound (later new values count as no node)."""
 
 
 class TrafficCounts:
@@ -53,6 +56,8 @@ class CountTraffic:
             await self.app(scope, receive, send)
             return
         node = sticky_node(scope)
+        if node not in self.counts.totals and len(self.counts.totals) >= MAX_STICKY_NODES:
+            node = None
         self.counts.in_flight[node] += 1
         self.counts.totals[node] += 1
         try:
