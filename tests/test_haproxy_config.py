@@ -364,3 +364,13 @@ def test_launch_exits_2_with_haproxys_alerts_when_it_cannot_start(tmp_path: Path
     assert "cannot bind socket" in result.stderr and f":{public_port}" in result.stderr
     assert "URL:" not in result.stdout  # nothing announced
     assert not (tmp_path / "run" / "logs" / "a-worker.log").exists()  # no node started
+
+
+def test_streamed_chunks_are_sent_at_once(tmp_path) -> None:
+    """``option http-no-delay`` in the defaults (``bench.stream`` measures it by taking exactly this line out)."""
+    from bench.stream import NO_DELAY, parse_args
+
+    config = render_config(parse_cluster({"run_dir": str(tmp_path)}))
+    defaults = config.split("\ndefaults\n", 1)[1].split("\n\n", 1)[0] + "\n"
+    assert NO_DELAY in defaults and config.count(NO_DELAY) == 1
+    assert parse_args(["--requests", "3"]).requests == 3

@@ -1,0 +1,147 @@
+"""How soon a streamed job's first line reaches the client: straight to the worker, and through HAProxy
+with and without ``option http-no-delay``.
+
+    python -m bench.stream                     # 20 streams per path, stand-in sleeping 0.5 s over 8 steps
+    python -m bench.stream --requests 40 --standin 0.8
+
+One worker serving ``--model standin:SECONDS`` (``webui.worker.standin``: **not a model**, a fixed sleep
+reported as 8 steps and a real PNG) and two HAProxy instances in front of it, rendered from the same
+cluster description: one as ``balancer.haproxy_config`` renders it (``option http-no-delay``), one with
+that line taken out (HAProxy's default: small chunks are coalesced with ``MSG_MORE``). One client sends
+``POST /generate/stream`` (NDJSON: a progress line per step, then the result) along the three paths in
+turn and times the first line and the whole stream. The load average is taken before and after.
+Results go to ``bench/results/stream.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
+from balancer.haproxy_config import WORKERS_BACKEND, render_config
+from bench.cli import prepare_run
+from bench.harness.processes import Processes, free_port
+from bench.harness.waiting import wait_until
+from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, write_results
+from bench.tls import balancer_spec
+
+NO_DELAY = "    option http-no-delay\n"
+PATHS = ("worker", "haproxy", "haproxy without http-no-delay")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.stream", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--requests", type=int, default=20, help="Sequential streams per path.")
+    parser.add_argument("--standin", type=float, default=0.5, help="Seconds the stand-in sleeps per job.")
+    args = parser.parse_args(argv)
+    if args.requests < 2 or args.standin < 0:
+        parser.error("--requests must be at least 2, --standin at least 0")
+    return args
+
+
+def start_haproxy(root: Path, name: str, worker_port: int, no_delay: bool) -> tuple[str, HAProxyProcess]:
+    """An HAProxy in front of the worker (``option http-no-delay`` taken out unless ``no_delay``); its URL."""
+    spec = balancer_spec(root / name.replace(" ", "-"), worker_port, None)
+    config = render_config(spec)
+    if NO_DELAY not in config:
+        raise RuntimeError("the rendered haproxy.cfg has no 'option http-no-delay' line to compare against")
+    haproxy = HAProxyProcess(write_config(config if no_delay else config.replace(NO_DELAY, ""), spec.config_path),
+                             spec.socket_path, root / f"{name.replace(' ', '-')}-haproxy.log")
+    haproxy.start()
+    api = RuntimeAPI(spec.socket_path)
+    try:
+        wait_until(lambda: api.server(WORKERS_BACKEND, "node").is_up, f"{name}: worker UP", timeout=180, interval=0.2)
+    except BaseException:
+        haproxy.stop()
+        raise
+    return spec.public.url, haproxy
+
+
+def stream_once(client: httpx.Client, url: str) -> tuple[float, float]:
+    """Seconds to the first NDJSON line and to the end of one ``POST /generate/stream``."""
+    started = time.perf_counter()
+    first = None
+    job = {"prompt": "stream bench", "width": 256, "height": 256, "steps": 8, "seed": 3}
+    with client.stream("POST", f"{url}/generate/stream", json=job) as response:
+        response.raise_for_status()
+        for line in response.iter_lines():
+            if first is None and line:
+                first = time.perf_counter() - started
+    if first is None:
+        raise RuntimeError(f"{url}: an empty stream")
+    return first, time.perf_counter() - started
+
+
+def measure(urls: dict[str, str], requests: int) -> dict[str, tuple[list[float], list[float]]]:
+    """(first-line seconds, whole-stream seconds) per path, interleaved, after one warm-up each."""
+    samples: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in urls}
+    with httpx.Client(timeout=120) as client:
+        for url in urls.values():
+            stream_once(client, url)
+        for _ in range(requests):
+            for name, url in urls.items():
+                first, whole = stream_once(client, url)
+                samples[name][0].append(first)
+                samples[name][1].append(whole)
+    return samples
+
+
+def render(args: argparse.Namespace, samples: dict[str, tuple[list[float], list[float]]],
+           loads: list[tuple[float, ...]]) -> str:
+    rows = []
+    for name, (first, whole) in samples.items():
+        first_stats, whole_stats = LatencyStats.from_seconds(first), LatencyStats.from_seconds(whole)
+        rows.append([name, fmt_ms(first_stats.median_ms), fmt_ms(first_stats.p95_ms), fmt_ms(whole_stats.median_ms),
+                     fmt_ms(whole_stats.p95_ms)])
+    load = "; ".join(f"{when}: {', '.join(f'{v:.2f}' for v in values)}"
+                     for when, values in zip(("before", "after"), loads, strict=True))
+    return "\n\n".join([
+        "# Streamed progress: time to the first line, with and without `option http-no-delay`",
+        f"`python -m bench.stream --requests {args.requests} --standin {args.standin}`: one worker serving "
+        f"`standin:{args.standin}` (**not a model**: a fixed sleep over 8 reported steps, 256² PNG), two HAProxy "
+        "instances in front of it rendered from the same cluster description, one with the line taken out; "
+        f"{args.requests} sequential `POST /generate/stream` per path, interleaved.",
+        markdown_table(["path", "first line p50 ms", "first line p95 ms", "whole stream p50 ms",
+                        "whole stream p95 ms"], rows),
+        f"Load average (1, 5, 15 min) {load}. {machine_summary()}.",
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    prepare_run()
+    with tempfile.TemporaryDirectory(prefix="bench-stream-") as tmp, Processes("bench-stream") as processes:
+        root = Path(tmp)
+        port = free_port()
+        worker = processes.start(["python", "-m", "webui.worker", "--port", str(port), "--node", "node",
+                                  "--model", f"standin:{args.standin}"], log_name="bench-stream-worker")
+        started: list[HAProxyProcess] = []
+        try:
+            urls = {PATHS[0]: f"http://127.0.0.1:{port}"}
+            for name, no_delay in ((PATHS[1], True), (PATHS[2], False)):
+                url, haproxy = start_haproxy(root, name, port, no_delay)
+                started.append(haproxy)
+                urls[name] = url
+            if worker.poll() is not None:
+                raise RuntimeError("the stand-in worker exited")
+            loads = [os.getloadavg()]
+            samples = measure(urls, args.requests)
+            loads.append(os.getloadavg())
+        finally:
+            for haproxy in started:
+                haproxy.stop()
+    report = render(args, samples, loads)
+    for path in write_results("stream", report, None):
+        print(path)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()
