@@ -47,7 +47,10 @@ def standin_worker(name: str) -> dict:
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     run_dir: Path = tmp_path_factory.mktemp("dispatch")
     with Processes("dispatch") as processes:
-        supervised = SupervisedCluster(run_dir, processes, nodes=[standin_worker("a"), standin_worker("b")])
+        # No slowstart: right after the start a server's maxconn ramps up over it, and the agent's second
+        # slot would be withheld (a test run alone then saw no second job while encoding).
+        supervised = SupervisedCluster(run_dir, processes, nodes=[standin_worker("a"), standin_worker("b")],
+                                       health={"slowstart": 0})
         try:
             supervised.start()
             for node in ("a", "b"):

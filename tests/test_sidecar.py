@@ -151,8 +151,9 @@ def troubled_nodes(run_dir: Path) -> list[dict]:
 class SupervisedCluster:
     """HAProxy + ``python -m balancer.sidecar`` supervising stand-in processes."""
 
-    def __init__(self, run_dir: Path, processes: Processes, nodes: list[dict] | None = None) -> None:
-        """``nodes`` as in a cluster file (default: ``troubled_nodes``)."""
+    def __init__(self, run_dir: Path, processes: Processes, nodes: list[dict] | None = None,
+                 health: dict | None = None) -> None:
+        """``nodes`` and ``health`` as in a cluster file (default: ``troubled_nodes``, the default checks)."""
         self.run_dir = run_dir
         self.processes = processes
         self.oom_counter = run_dir / "memory.oom_control"
@@ -165,6 +166,7 @@ class SupervisedCluster:
                 "stop_grace": 3.0, "oom_counter_file": str(self.oom_counter),
             },
             nodes=troubled_nodes(run_dir) if nodes is None else nodes,
+            **({"health": health} if health is not None else {}),
         )
         self.spec = parse_cluster(self.data)
         write_config(render_config(self.spec), self.spec.config_path)
