@@ -41,9 +41,9 @@ NODES = ("node1", "node2")
 STALL_MARKER = "[[hang-stall]]"
 ARTIFACT = REPO / "test-artifacts" / "hang.json"
 STUCK_AFTER = 60.0
+"""The sidecar's default fallback: everything here must be far quicker."""
 IN_TRANSIT = 0.3
 """Seconds after a SIGSTOP within which a response the worker had already sent may still arrive."""
-"""The sidecar's default fallback: everything here must be far quicker."""
 
 
 def job(index: int, prompt: str = "hang portrait") -> Job:
