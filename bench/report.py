@@ -114,3 +114,9 @@ def write_results(name: str, markdown: str, figure: Figure | None, results_dir: 
         plt.close(figure)
         paths.append(png_path)
     return paths
+
+
+def load_averages(loads: list[tuple[float, ...]]) -> str:
+    """"Load average (1, 5, 15 min) before: ...; after: ..." for the first and last reading."""
+    before, after = ("{:.2f}, {:.2f}, {:.2f}".format(*values) for values in (loads[0], loads[-1]))
+    return f"Load average (1, 5, 15 min) before: {before}; after: {after}"

@@ -81,7 +81,15 @@ from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
 from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, RestClient, check_image, pixels_digest
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
-from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, new_figure, write_results
+from bench.report import (
+    LatencyStats,
+    fmt_ms,
+    load_averages,
+    machine_summary,
+    markdown_table,
+    new_figure,
+    write_results,
+)
 
 if TYPE_CHECKING:  # the worker's modules import torch: loaded only where a pipeline runs in this process
     from webui.schema import EffectiveParams
@@ -361,12 +369,6 @@ def measure_layers(args: argparse.Namespace) -> tuple[dict[int, dict[str, list[f
             client.close()
     loads.append(os.getloadavg())
     return results, loads
-
-
-def load_averages(loads: list[tuple[float, ...]]) -> str:
-    """"Load average (1, 5, 15 min) before: ...; after: ..." for the first and last reading."""
-    before, after = ("{:.2f}, {:.2f}, {:.2f}".format(*values) for values in (loads[0], loads[-1]))
-    return f"Load average (1, 5, 15 min) before: {before}; after: {after}"
 
 
 def layer_ms(stats: dict[str, LatencyStats], plus: list[str], minus: list[str]) -> tuple[float, ...]:

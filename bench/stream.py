@@ -28,7 +28,7 @@ from balancer.haproxy_config import WORKERS_BACKEND, render_config
 from bench.cli import prepare_run
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
-from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, write_results
+from bench.report import LatencyStats, fmt_ms, load_averages, machine_summary, markdown_table, write_results
 from bench.tls import balancer_spec
 
 NO_DELAY = "    option http-no-delay\n"
@@ -100,8 +100,6 @@ def render(args: argparse.Namespace, samples: dict[str, tuple[list[float], list[
         first_stats, whole_stats = LatencyStats.from_seconds(first), LatencyStats.from_seconds(whole)
         rows.append([name, fmt_ms(first_stats.median_ms), fmt_ms(first_stats.p95_ms), fmt_ms(whole_stats.median_ms),
                      fmt_ms(whole_stats.p95_ms)])
-    load = "; ".join(f"{when}: {', '.join(f'{v:.2f}' for v in values)}"
-                     for when, values in zip(("before", "after"), loads, strict=True))
     return "\n\n".join([
         "# Streamed progress: time to the first line, with and without `option http-no-delay`",
         f"`python -m bench.stream --requests {args.requests} --standin {args.standin}`: one worker serving "
@@ -110,7 +108,7 @@ def render(args: argparse.Namespace, samples: dict[str, tuple[list[float], list[
         f"{args.requests} sequential `POST /generate/stream` per path, interleaved.",
         markdown_table(["path", "first line p50 ms", "first line p95 ms", "whole stream p50 ms",
                         "whole stream p95 ms"], rows),
-        f"Load average (1, 5, 15 min) {load}. {machine_summary()}.",
+        f"{load_averages(loads)}. {machine_summary()}.",
     ])
 
 

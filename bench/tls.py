@@ -31,7 +31,7 @@ from bench.cli import prepare_run
 from bench.harness.clients import Job, RestClient
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
-from bench.report import LatencyStats, fmt_ms, machine_summary, markdown_table, write_results
+from bench.report import LatencyStats, fmt_ms, load_averages, machine_summary, markdown_table, write_results
 
 PATHS = ("plain", "mtls")
 
@@ -103,8 +103,6 @@ def render(args: argparse.Namespace, seconds: dict[str, list[float]], loads: lis
     rows = [[name, fmt_ms(s.median_ms), fmt_ms(s.p95_ms), fmt_ms(s.p99_ms)] for name, s in stats.items()]
     rows.append(["mutual TLS adds (ms)", f"{mtls.median_ms - plain.median_ms:.1f}",
                  f"{mtls.p95_ms - plain.p95_ms:.1f}", f"{mtls.p99_ms - plain.p99_ms:.1f}"])
-    load = "; ".join(f"{when}: {', '.join(f'{v:.2f}' for v in values)}"
-                     for when, values in zip(("before", "after"), loads, strict=True))
     return "\n\n".join([
         "# HAProxy to node: plain HTTP vs mutual TLS (REST `POST /generate` through the public port)",
         f"`python -m bench.tls --requests {args.requests} --standin {args.standin} --size {args.size}`: "
@@ -113,7 +111,7 @@ def render(args: argparse.Namespace, seconds: dict[str, list[float]], loads: lis
         "connection per job (`http-reuse never`), so each mutual-TLS job includes a full handshake "
         "(ECDSA P-256 certificates).",
         markdown_table(["path", "p50 ms", "p95 ms", "p99 ms"], rows),
-        f"Load average (1, 5, 15 min) {load}. {machine_summary()}.",
+        f"{load_averages(loads)}. {machine_summary()}.",
     ])
 
 
