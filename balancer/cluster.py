@@ -323,8 +323,8 @@ class PartSpec(_Model):
         None, ge=1, le=65535,
         description="A worker's dispatch agent (HAProxy agent-check; webui/worker/dispatch_agent.py): HAProxy "
         "sends the next job while a result is PNG-encoded. Unset: one job at a time, encoding included "
-        "(a remote worker needs the same --dispatch-agent-port). Not on a node host: its host agent holds the "
-        "server's one agent check.",
+        "(a remote worker needs the same --dispatch-agent-port). On a node host the worker's agent listens on "
+        "loopback and the host agent, which holds the server's one agent check, passes HAProxy its answer.",
     )
     gpu: int | None = Field(
         None, ge=0, description="The GPU of a managed worker (NVML / nvidia-smi index): the sidecar gives it "
@@ -385,9 +385,6 @@ class NodeSpec(_Model):
             raise ValueError(f"node {self.name}: gpu is a worker setting; a web front needs no GPU")
         if self.web is not None and self.web.dispatch_agent_port is not None:
             raise ValueError(f"node {self.name}: dispatch_agent_port is a worker setting")
-        if self.node_host is not None and self.worker is not None and self.worker.dispatch_agent_port is not None:
-            raise ValueError(f"node {self.name}: a worker on a node host cannot have a dispatch_agent_port (HAProxy "
-                             "allows one agent check per server, and the node host's host agent has it)")
         if self.web is not None and self.web.standby:
             raise ValueError(f"node {self.name}: standby is a worker setting; a web front has none")
         return self
@@ -454,20 +451,24 @@ class ClusterSpec(_Model):
         }
         seen: dict[int, str] = {}
         for label, listener in listeners.items():
-            _claim_port(seen, listener.port, label)
+            _claim_port(seen, listener.port, f"{label}.port", label)
         hosts = self._check_node_hosts()
         self._check_balancers()
         for index, host in enumerate(self.node_hosts):
-            _claim_port(hosts[host.name], host.host_agent_port, f"node_hosts.{index}.host_agent_port")
+            _claim_port(hosts[host.name], host.host_agent_port, f"node_hosts.{index}.host_agent_port",
+                        f"node_hosts.{index}.host_agent_port")
         for node in self.nodes:
             if not node.managed:
                 continue
             for kind, part in (("web", node.web), ("worker", node.worker)):
-                if part is not None:
-                    _claim_port(hosts[node.node_host] if node.node_host else seen, part.port,
-                                f"nodes.{node.name}.{kind}")
-                if part is not None and part.dispatch_agent_port is not None:
-                    _claim_port(seen, part.dispatch_agent_port, f"nodes.{node.name}.{kind}.dispatch_agent_port")
+                if part is None:
+                    continue
+                ports = hosts[node.node_host] if node.node_host else seen
+                label = f"nodes.{node.name}.{kind}"
+                _claim_port(ports, part.port, f"{label}.port", label)
+                if part.dispatch_agent_port is not None:
+                    _claim_port(ports, part.dispatch_agent_port, f"{label}.dispatch_agent_port",
+                                f"{label}.dispatch_agent_port")
         if self.users_file is not None and not self.users_file.is_file():
             raise ValueError(f"users_file: {self.users_file} is not a file")
         return self
@@ -716,10 +717,11 @@ def _auto_limit(value: int | None, exposed_default: int, exposed: bool) -> int:
     return exposed_default if exposed else 0
 
 
-def _claim_port(seen: dict[int, str], port: int, label: str) -> None:
+def _claim_port(seen: dict[int, str], port: int, field: str, owner: str) -> None:
+    """Record that ``owner`` listens on ``port`` (set by ``field``); ValueError when another one already does."""
     if port in seen:
-        raise ValueError(f"{label}.port: {port} is already used by {seen[port]}")
-    seen[port] = label
+        raise ValueError(f"{field}: {port} is already used by {seen[port]}")
+    seen[port] = owner
 
 
 def validation_message(exc: ValidationError) -> str:

@@ -235,12 +235,14 @@ class StaticServers:
         timeout server), and a failed connection only speeds up checks (marking down at once would end the
         very session about to retry elsewhere)."""
         health = self.spec.health
+        port = node.worker.dispatch_agent_port if backend == WORKERS_BACKEND else None  # type: ignore[union-attr]
         if node.node_host is not None:
+            # A worker's dispatch agent answers through the host agent (it passes it on): asked as often.
+            interval = health.dispatch_agent_interval if port else health.host_agent_interval
             host = self.spec.node_host(node.node_host)
             return (f" agent-check agent-addr {host.address} agent-port {host.host_agent_port}"
-                    f" agent-inter {duration(health.host_agent_interval)} agent-send {agent_send(backend, node.name)}"
+                    f" agent-inter {duration(interval)} agent-send {agent_send(backend, node.name)}"
                     " on-error fastinter on-marked-down shutdown-sessions")
-        port = node.worker.dispatch_agent_port if backend == WORKERS_BACKEND else None  # type: ignore[union-attr]
         return f" agent-check agent-port {port} agent-inter {duration(health.dispatch_agent_interval)}" if port else ""
 
     def probe_lines(self) -> list[str]:

@@ -1,8 +1,8 @@
 """A node host's *host agent*: HAProxy's agent protocol, served by its sidecar; each part's state to every balancer.
 
-(Not the worker's *dispatch agent*, ``webui/worker/dispatch_agent.py``, which tells one HAProxy a
-local worker's ``maxconn``: HAProxy allows one agent check per server, and a node host's servers
-use theirs for this one.)
+(Not the worker's *dispatch agent*, ``webui/worker/dispatch_agent.py``, which tells HAProxy a
+worker's ``maxconn``: HAProxy allows one agent check per server, and a node host's servers use
+theirs for this one, which passes a worker's dispatch agent's answer on; see the end.)
 
 HAProxy connects to ``address:host_agent_port`` every ``agent-inter``, sends the line its server's
 ``agent-send`` names (``BACKEND/SERVER``, e.g. ``workers/node1``), reads one line and closes.
@@ -23,6 +23,20 @@ gets ``down#...``: visible on the stats page, never in rotation.
 The agent remembers what it last told each balancer about each server (``settled``): a node host's
 rolling restart moves on only once every balancer that asks took the new state (a balancer that
 stopped asking for ``STALE_INTERVALS`` intervals counts as gone).
+
+A worker with a dispatch agent (``dispatch_agent_port``; it listens on this host's loopback) has its
+answer passed on: each question about that worker asks its dispatch agent once and adds its words
+(``maxconn:N up|down``, its readiness replacing the host's ``up``), so HAProxy polls it through the
+host agent as it polls a local one (every ``health.dispatch_agent_interval``). A dispatch agent that
+does not answer within ``DISPATCH_TIMEOUT`` gives ``maxconn:1 up`` (one job at a time, the safe limit;
+its health check decides the rest);
+one whose port refuses the connection gives ``maxconn:1 down``: its worker is gone, out of rotation
+within one poll instead of after the sidecar's next probe. Not passed on for ``maint`` (nothing is
+sent to the server anyway).
+
+With two balancers, both ask: the dispatch agent then counts the other balancer's polls too when it
+waits for HAProxy to take back a second slot (``DispatchAgent.settle``). Waiting too little costs at
+most a job that reaches the worker while it generates: answered 503 at once, replayed elsewhere.
 """
 
 from __future__ import annotations
@@ -30,9 +44,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 
+from balancer.cluster import LOOPBACK
 from balancer.gate import ServerKey
 from balancer.runtime_api import ServerState
 
@@ -48,6 +64,18 @@ STALE_INTERVALS = 3
 """A balancer that asked nothing about a server for this many agent intervals is gone (for ``settled``)."""
 SETTLE_POLL = 0.05
 """Seconds between two looks while waiting for every balancer to take a state."""
+DISPATCH_TIMEOUT = 0.2
+"""Seconds a worker's dispatch agent has to answer before the host agent answers ``maxconn:1`` for it."""
+DISPATCH_ANSWER = re.compile(r"maxconn:\d{1,4} (up|down)")
+"""What a dispatch agent says (``webui/worker/dispatch_agent.py``); anything else is not passed on."""
+SAFE_DISPATCH = "maxconn:1 up"
+"""Said for a worker whose dispatch agent did not answer in time (its health check decides the rest)."""
+GONE_DISPATCH = "maxconn:1 down#the worker's dispatch agent refused the connection"
+"""Said for a worker whose dispatch agent's port refused the connection (the worker is gone)."""
+
+
+def _no_dispatch_agent(key: ServerKey) -> None:
+    return None
 
 
 def agent_send(backend: str, server: str) -> str:
@@ -63,10 +91,12 @@ class HostAgent:
     """A TCP server answering HAProxy's agent checks from ``state_of`` (asyncio, on the sidecar's loop)."""
 
     def __init__(self, host: str, port: int, state_of: Callable[[ServerKey], ServerState | None],
-                 interval: float) -> None:
+                 interval: float, dispatch_port_of: Callable[[ServerKey], int | None] = _no_dispatch_agent) -> None:
         self.host, self.port = host, port
         self.state_of = state_of
         """The state to report for a server; None when this host does not run it."""
+        self.dispatch_port_of = dispatch_port_of
+        """The loopback port of a server's dispatch agent, whose answer is passed on; None when it has none."""
         self.interval = interval
         """Seconds between two questions of one balancer about one server (``health.host_agent_interval``)."""
         self.told: dict[ServerKey, dict[str, tuple[float, str]]] = {}
@@ -90,7 +120,7 @@ class HostAgent:
             self._server = None
 
     def reply(self, request: str, peer: str | None = None) -> str:
-        """The answer to one ``BACKEND/SERVER`` line (remembered as told to ``peer``)."""
+        """The state part of the answer to one ``BACKEND/SERVER`` line (remembered as told to ``peer``)."""
         backend, _, server = request.strip().partition("/")
         state = self.state_of((backend, server)) if server else None
         if state is None:
@@ -99,6 +129,38 @@ class HostAgent:
         if peer is not None:
             self.told.setdefault((backend, server), {})[peer] = (time.monotonic(), REPLIES[state])
         return REPLIES[state]
+
+    async def answer(self, request: str, peer: str | None = None) -> str:
+        """The whole answer: ``reply``, with the server's dispatch agent's words when it has one in rotation."""
+        state_words = self.reply(request, peer)
+        if state_words not in (REPLIES["ready"], REPLIES["drain"]):
+            return state_words
+        backend, _, server = request.strip().partition("/")
+        port = self.dispatch_port_of((backend, server))
+        if port is None:
+            return state_words
+        dispatch = await self._ask_dispatch_agent(port)
+        # The worker's own up or down replaces the host's up (which only lifts an earlier down).
+        return f"{state_words.removesuffix(' up')} {dispatch}"
+
+    @staticmethod
+    async def _ask_dispatch_agent(port: int) -> str:
+        """A local dispatch agent's answer (``maxconn:N up|down``); ``GONE_DISPATCH`` when its port refused
+        the connection; ``SAFE_DISPATCH`` when it gave no answer in time, or one that is not a dispatch answer."""
+        writer = None
+        try:
+            async with asyncio.timeout(DISPATCH_TIMEOUT):
+                reader, writer = await asyncio.open_connection(LOOPBACK, port, limit=MAX_LINE)
+                line = (await reader.readline()).decode("ascii", errors="replace").strip()
+        except ConnectionRefusedError:
+            return GONE_DISPATCH
+        except (OSError, TimeoutError, ValueError) as exc:
+            logger.debug("host agent: the dispatch agent on port %d did not answer: %s", port, exc)
+            return SAFE_DISPATCH
+        finally:
+            if writer is not None:
+                writer.close()
+        return line if DISPATCH_ANSWER.fullmatch(line) else SAFE_DISPATCH
 
     def settled(self, key: ServerKey) -> bool:
         """Whether every balancer asking about ``key`` was last told its current state (and one asks at least)."""
@@ -123,7 +185,7 @@ class HostAgent:
         try:
             request = await asyncio.wait_for(reader.readline(), READ_TIMEOUT)
             peer = writer.get_extra_info("peername")
-            answer = self.reply(request.decode("ascii", errors="replace"), peer[0] if peer else None)
+            answer = await self.answer(request.decode("ascii", errors="replace"), peer[0] if peer else None)
             writer.write((answer + "\n").encode())
             await writer.drain()
         except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a line longer than MAX_LINE

@@ -111,6 +111,8 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec,
     common = ["--host", part.host, "--port", str(part.port), *(tls.server_args() if tls is not None else [])]
     if kind == "worker":
         dispatch = ["--dispatch-agent-port", str(part.dispatch_agent_port)] if part.dispatch_agent_port else []
+        if dispatch and node.node_host is not None:
+            dispatch += ["--dispatch-agent-host", LOOPBACK]  # asked by this host's host agent only
         return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
                 "--queue-size", str(BALANCED_QUEUE_SIZE), *dispatch, *part.args]
     web = spec.web_flags(node_host=tls.host if tls is not None else None)  # its host's queue certificate
@@ -214,7 +216,7 @@ class Sidecar:
                          if keepalived is not None and spec.floating is not None else None)
         """Whether this balancer holds the floating address (keepalived's word), for ``/status`` and ``/metrics``."""
         self.host_agent = (HostAgent(node_host.address, node_host.host_agent_port, self.server_state,
-                                     spec.health.host_agent_interval) if node_host else None)
+                                     spec.health.host_agent_interval, self.dispatch_agent_port) if node_host else None)
         """Tells every balancer its parts' states (HAProxy's agent checks), on a node host."""
         self.traffic: TrafficSource | None = None
         """What an operation waits on: this host's HAProxy's view, or on a node host the parts' own counters."""
@@ -285,6 +287,14 @@ class Sidecar:
         if not any((status.backend, status.node) == key for status in self.statuses()):
             return None
         return self.gate.effective(key) if key in self.gate.wanted else "maint"
+
+    def dispatch_agent_port(self, key: ServerKey) -> int | None:
+        """The dispatch agent port of one of this sidecar's workers; None for any other server."""
+        backend, name = key
+        if backend != PART_BACKENDS["worker"] or self.server_state(key) is None:
+            return None
+        node = next((node for node in self.spec.nodes if node.name == name), None)
+        return node.worker.dispatch_agent_port if node is not None and node.worker is not None else None
 
     def statuses(self) -> list[PartStatus]:
         """The status record of every supervised node part."""

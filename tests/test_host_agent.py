@@ -7,6 +7,7 @@ over real network namespaces, with real workers, is in ``tests/test_hosts.py``.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 import time
@@ -19,10 +20,11 @@ import yaml
 from balancer.cluster import ClusterConfigError, parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import render_config
-from balancer.host_agent import REPLIES, UNKNOWN_REPLY
+from balancer.host_agent import DISPATCH_TIMEOUT, GONE_DISPATCH, REPLIES, SAFE_DISPATCH, UNKNOWN_REPLY, HostAgent
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, stand_in_node, wait_status
+from webui.worker.dispatch_agent import DispatchAgent
 
 HOST = "h1"
 
@@ -128,8 +130,9 @@ def test_the_agent_says_down_for_servers_it_does_not_run(node_host: NodeHost) ->
     ({"node_hosts": [{"name": "gpu1", "address": "10.0.0.5"}, {"name": "gpu1", "address": "10.0.0.6"}]},
      re.escape("node_hosts: duplicate names ['gpu1']")),
     ({"node_hosts": [{"name": "gpu1", "address": "10.0.0.5"}],
-      "nodes": [{"name": "x", "node_host": "gpu1", "worker": {"port": 7000, "dispatch_agent_port": 8000}}]},
-     "node x: a worker on a node host cannot have a dispatch_agent_port"),
+      "nodes": [{"name": "x", "node_host": "gpu1", "worker": {"port": 7000}},
+                {"name": "y", "node_host": "gpu1", "worker": {"port": 7001, "dispatch_agent_port": 7000}}]},
+     "nodes.y.worker.dispatch_agent_port: 7000 is already used by nodes.x.worker"),
     ({"health": {"agent_interval": 0.5}}, "dispatch_agent_interval .* and host_agent_interval"),
 ])
 def test_bad_node_hosts_name_the_field(change: dict, message: str) -> None:
@@ -145,7 +148,9 @@ def test_each_server_has_one_agent_check_host_or_dispatch(tmp_path: Path) -> Non
         "run_dir": str(tmp_path), "worker_queue": {"host": "10.0.0.1", "port": 8081},
         "node_hosts": [{"name": "gpu1", "address": "10.0.0.5", "host_agent_port": 9406}],
         "nodes": [{"name": "local", "worker": {"port": 7960, "dispatch_agent_port": 8960}},
-                  {"name": "far", "node_host": "gpu1", "web": {"port": 7860}, "worker": {"port": 7960}}],
+                  {"name": "far", "node_host": "gpu1", "web": {"port": 7860},
+                   "worker": {"port": 7960, "dispatch_agent_port": 8960}},
+                  {"name": "plain", "node_host": "gpu1", "worker": {"port": 7961}}],
     })
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))
@@ -153,10 +158,14 @@ def test_each_server_has_one_agent_check_host_or_dispatch(tmp_path: Path) -> Non
                if line.startswith("    server ") and " track " not in line}
     assert all(line.count("agent-check") == 1 for line in servers.values()), servers
     assert "agent-check agent-port 8960 agent-inter 10ms  #" in servers["local@127.0.0.1:7960"]
-    for address, backend in (("10.0.0.5:7960", "workers"), ("10.0.0.5:7860", "webs")):
-        line = servers[f"far@{address}"]
-        assert (f'agent-check agent-addr 10.0.0.5 agent-port 9406 agent-inter 500ms agent-send "{backend}/far\\n"'
-                in line and "on-marked-down shutdown-sessions" in line and " ssl " not in line)
+    # The far worker's dispatch agent answers through the host agent: asked as often as a local one.
+    for server, interval, backend in (("far@10.0.0.5:7960", "10ms", "workers"), ("far@10.0.0.5:7860", "500ms", "webs"),
+                                      ("plain@10.0.0.5:7961", "500ms", "workers")):
+        line = servers[server]
+        name = server.partition("@")[0]
+        assert (f'agent-check agent-addr 10.0.0.5 agent-port 9406 agent-inter {interval} '
+                f'agent-send "{backend}/{name}\\n"' in line
+                and "on-marked-down shutdown-sessions" in line and " ssl " not in line), line
     assert "on-marked-down" not in servers["local@127.0.0.1:7960"]
 
 
@@ -226,3 +235,49 @@ def test_the_hosts_example_renders_agent_checks_for_every_part(tmp_path: Path) -
     assert text.count("agent-check agent-addr 10.0.0.22 agent-port 8406") == 2
     assert "server node3 10.0.0.22:7960 maxconn 1 agent-check" in text
     assert [node.name for node in spec.nodes_on("gpu1")] == ["node1", "node2"]
+
+
+def test_a_workers_dispatch_agent_answers_through_the_host_agent() -> None:
+    """A node host's worker keeps its dispatch agent: the host agent asks it at each question about that worker
+    and passes its words on (its readiness replacing the host's up); maxconn:1 when it cannot tell."""
+    window = {"open": False, "serving": True}
+    states: dict[tuple[str, str], str] = {("workers", "w"): "ready", ("webs", "w"): "ready"}
+
+    async def scenario() -> None:
+        dispatch = DispatchAgent(lambda: window["open"], serving=lambda: window["serving"])
+        port = free_port()
+        agent = HostAgent("127.0.0.1", 0, states.get, 0.05, {("workers", "w"): port}.get)
+        await dispatch.start("127.0.0.1", port)
+        try:
+            assert await agent.answer("workers/w\n") == "ready maxconn:1 up"
+            window["open"] = True  # a result is being encoded, the GPU free: a second job may come
+            assert await agent.answer("workers/w\n") == "ready maxconn:2 up"
+            states[("workers", "w")] = "drain"
+            assert await agent.answer("workers/w\n") == "drain maxconn:2 up"
+            window.update(open=False, serving=False)  # e.g. exiting after an out-of-memory
+            assert await agent.answer("workers/w\n") == "drain maxconn:1 down"
+            assert dispatch.polls == 4
+            states[("workers", "w")] = "maint"
+            assert await agent.answer("workers/w\n") == REPLIES["maint"]
+            assert await agent.answer("webs/w\n") == REPLIES["ready"]  # a web front has no dispatch agent
+            assert dispatch.polls == 4  # neither asked it
+        finally:
+            await dispatch.close()
+        states[("workers", "w")] = "ready"
+        assert await agent.answer("workers/w\n") == f"ready {GONE_DISPATCH}"  # its worker is gone
+        assert GONE_DISPATCH.startswith("maxconn:1 down#")
+
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await asyncio.sleep(DISPATCH_TIMEOUT * 5)
+            writer.close()
+
+        server = await asyncio.start_server(silent, "127.0.0.1", port)
+        try:
+            started = time.monotonic()
+            assert await agent.answer("workers/w\n") == f"ready {SAFE_DISPATCH}"  # a frozen worker: one job
+            assert time.monotonic() - started < DISPATCH_TIMEOUT * 3
+        finally:
+            server.close()
+        assert SAFE_DISPATCH == "maxconn:1 up"
+
+    asyncio.run(scenario())

@@ -22,14 +22,16 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from balancer.cluster import load_cluster_file
+from balancer.cluster import load_cluster_file, parse_cluster
 from bench.harness.hosts import (
     FAULTS,
     NODE_HOSTS,
@@ -63,6 +65,41 @@ def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
 def baseline(cluster: HostsCluster) -> float:
     """Seconds one job takes with nothing wrong."""
     return cluster.baseline()
+
+
+def test_a_node_host_worker_takes_its_next_job_while_a_result_is_encoded(cluster: HostsCluster) -> None:
+    """A node host's worker keeps its dispatch agent (issue 11's duty cycle): on loopback only, its answer
+    passed on by the host agent, and applied by the balancer's HAProxy: under saturating load of large images
+    a worker holds a second job while the last result is PNG-encoded (smax 2 with maxconn 1)."""
+    cluster.wait_all_up(timeout=60)
+    spec = parse_cluster(load_cluster_file(cluster.file))
+    node1 = next(node for node in spec.nodes if node.name == "node1")
+    host, dispatch_port = spec.node_host(NODE_HOSTS["node1"]), node1.worker.dispatch_agent_port  # type: ignore[union-attr]
+    host_agent_port, address = host.host_agent_port, host.address
+    with socket.create_connection((address, host_agent_port), timeout=5) as sock:
+        sock.sendall(b"workers/node1\n")
+        assert sock.makefile().readline().strip() == "ready maxconn:1 up"  # the worker's words, through its host
+    with pytest.raises(OSError):
+        socket.create_connection((address, dispatch_port), timeout=2).close()  # not on the network
+    # Past slowstart (a returning server's maxconn ramps up over it), so the second slot can be granted.
+    wait_until(lambda: all(not row["throttle"] for row in cluster.api.show_stat() if row["pxname"] == "workers"
+                           and row["svname"] in NODE_HOSTS), "the workers out of slowstart", 30, 0.2)
+
+    def client(index: int) -> int:
+        return cluster.generate(prompt=f"saturating {index}", width=768, height=768, steps=2,
+                                seed=200 + index).status_code
+
+    # One job more than workers: it waits in HAProxy's queue until the first worker to finish generating
+    # opens its window (encoding 768²: ~80 ms, against the agent's 10 ms polls).
+    started = time.monotonic()
+    with ThreadPoolExecutor(3) as pool:
+        codes = list(pool.map(client, range(3)))
+    rows = {row["svname"]: row for row in cluster.api.show_stat()
+            if row["pxname"] == "workers" and row["svname"] in NODE_HOSTS}
+    print(f"\n3 jobs of 768² on 2 workers in {time.monotonic() - started:.1f} s; "
+          f"smax {({name: row['smax'] for name, row in rows.items()})}")
+    assert codes == [200] * 3
+    assert max(int(row["smax"]) for row in rows.values()) == 2, rows
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))

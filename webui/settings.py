@@ -123,6 +123,10 @@ class WorkerSettings(ServerTLSSettings):
         0, ge=0, le=65535, description="Port of HAProxy's agent check (webui/worker/dispatch_agent.py): a second "
         "job while the last result is PNG-encoded, so the GPU does not wait. 0: off.",
     )
+    dispatch_agent_host: str | None = Field(
+        None, description="Address the dispatch agent listens on (default: --host). A node host's worker: "
+        "127.0.0.1, where its sidecar's host agent asks it on HAProxy's behalf.",
+    )
     max_images: int = Field(MAX_IMAGES, ge=1, description="Most images one request may ask for.")
     max_side: int = Field(MAX_SIDE, ge=64, description="Largest width or height in pixels.")
     max_upload_bytes: int = Field(MAX_UPLOAD_BYTES, ge=1, description="Largest retouch upload in bytes.")

@@ -57,7 +57,8 @@ def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float], nodes
         "health": health,
         "node_hosts": [{"name": host, "address": lab.address[host]} for host in dict.fromkeys(hosts)],
         "nodes": [{"name": node, "node_host": host, "web": {"port": 7860 + rank[node]},
-                   "worker": {"port": 7870 + rank[node], "args": worker_args}} for node, host in nodes.items()],
+                   "worker": {"port": 7870 + rank[node], "dispatch_agent_port": 8870 + rank[node],
+                              "args": worker_args}} for node, host in nodes.items()],
     }
     path = run_dir / "cluster.yaml"
     path.write_text(yaml.safe_dump(data))

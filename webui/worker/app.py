@@ -262,7 +262,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.loading = asyncio.get_running_loop().run_in_executor(scheduler.executor, service.load)
         if settings.dispatch_agent_port:
-            await agent.start(settings.host, settings.dispatch_agent_port)
+            await agent.start(settings.dispatch_agent_host or settings.host, settings.dispatch_agent_port)
         yield
         service.stop()
         await agent.close()
