@@ -262,21 +262,27 @@ def measure_throughput(cluster: LaunchedCluster, workers: int, job: Job, clients
     """
     names = [node.name for node in cluster.spec.workers]
     with cluster.only_workers(names[:workers]):
-        clock = Clock()
-        rest = [RestClient(cluster.public_url) for _ in range(clients)]
+        return rest_throughput(cluster.public_url, workers, job, clients, seconds, max_requests, hash_pixels)
 
-        def client_call(index: int) -> Callable[[int], Record]:
-            def call(i: int) -> Record:
-                numbered = Job(job.prompt, job.steps, job.width, job.height, job.seed + 1000 * index + i, job.guidance)
-                generate = rest[index].generate if hash_pixels else rest[index].generate_unhashed
-                return timed_call(clock, f"rest-{index}", "rest", True, lambda: generate(numbered))
-            return call
 
-        records = LoadRunner(
-            [LoadClient(f"rest-{i}", client_call(i), max_requests=max_requests) for i in range(clients)], seconds
-        ).run()
-        for client in rest:
-            client.close()
+def rest_throughput(public_url: str, workers: int, job: Job, clients: int, seconds: float, max_requests: int,
+                    hash_pixels: bool = True) -> Throughput:
+    """``measure_throughput`` at ``public_url``, with the ``workers`` in rotation there (counted, not chosen)."""
+    clock = Clock()
+    rest = [RestClient(public_url) for _ in range(clients)]
+
+    def client_call(index: int) -> Callable[[int], Record]:
+        def call(i: int) -> Record:
+            numbered = Job(job.prompt, job.steps, job.width, job.height, job.seed + 1000 * index + i, job.guidance)
+            generate = rest[index].generate if hash_pixels else rest[index].generate_unhashed
+            return timed_call(clock, f"rest-{index}", "rest", True, lambda: generate(numbered))
+        return call
+
+    records = LoadRunner(
+        [LoadClient(f"rest-{i}", client_call(i), max_requests=max_requests) for i in range(clients)], seconds
+    ).run()
+    for client in rest:
+        client.close()
     # Steady state: what completed inside the window (requests still running at its end finish
     # but do not count, so the tail of a phase does not dilute it).
     done = [r for r in records if r.end <= seconds]
@@ -425,11 +431,11 @@ WARM_UP = 1.0
 """Seconds at the start of a saturation phase left out of its duty cycle (the queue fills)."""
 
 
-def generating_seconds(cluster: LaunchedCluster, nodes: list[str]) -> float:
-    """Sum of ``portrait_worker_generating_seconds_total`` over ``nodes``' workers."""
+def generating_seconds(worker_urls: list[str]) -> float:
+    """Sum of ``portrait_worker_generating_seconds_total`` over the workers at ``worker_urls``."""
     total = 0.0
-    for node in nodes:
-        text = httpx.get(f"{cluster.part_url(node, 'worker')}/metrics", timeout=10).text
+    for url in worker_urls:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
         total += next(float(line.split()[1]) for line in text.splitlines()
                       if line.startswith("portrait_worker_generating_seconds_total "))
     return total
@@ -446,23 +452,32 @@ class Saturation:
 
 def measure_saturation_phase(cluster: LaunchedCluster, agent: bool, workers: int, job: Job, args: argparse.Namespace
                              ) -> Saturation:
-    """One phase: ``args.concurrency`` clients for ``args.seconds``; the duty cycle sampled beside it."""
+    """One phase with the first ``workers`` workers in rotation (``saturation_phase``)."""
     nodes = cluster.node_names[:workers]
+    with cluster.only_workers(nodes):
+        return saturation_phase(cluster.public_url, [cluster.part_url(node, "worker") for node in nodes], agent, job,
+                                args)
+
+
+def saturation_phase(public_url: str, worker_urls: list[str], agent: bool, job: Job, args: argparse.Namespace
+                     ) -> Saturation:
+    """One phase: ``args.concurrency`` REST clients at ``public_url`` for ``args.seconds``; the duty cycle of the
+    workers at ``worker_urls`` (those in rotation) sampled beside it."""
     samples: list[tuple[float, float]] = []
 
     def sample() -> None:
         for at in (WARM_UP, args.seconds):
             time.sleep(max(0.0, started + at - time.monotonic()))
-            samples.append((time.monotonic(), generating_seconds(cluster, nodes)))
+            samples.append((time.monotonic(), generating_seconds(worker_urls)))
 
     started = time.monotonic()
     sampler = threading.Thread(target=sample, name="duty-sampler")
     sampler.start()
-    throughput = measure_throughput(cluster, workers, job, args.concurrency, args.seconds, args.max_requests,
-                                    hash_pixels=False)
+    throughput = rest_throughput(public_url, len(worker_urls), job, args.concurrency, args.seconds,
+                                 args.max_requests, hash_pixels=False)
     sampler.join()
     (t0, g0), (t1, g1) = samples
-    return Saturation(agent, throughput, (g1 - g0) / ((t1 - t0) * workers))
+    return Saturation(agent, throughput, (g1 - g0) / ((t1 - t0) * len(worker_urls)))
 
 
 def measure_saturation(args: argparse.Namespace) -> tuple[list[Saturation], list[tuple[float, ...]]]:

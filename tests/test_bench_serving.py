@@ -26,3 +26,21 @@ def test_report_names_the_standin_and_the_load():
     assert "| HAProxy, (c) − (b) | 0.0 | 0.0 | ≤ 10 |" in report
     assert "| web front alone (Gradio's queue protocol), (f) − (c) | 30.0 | 30.0 | – |" in report
     assert "| gradio_client alone, (d) − (f) | -30.0 | -30.0 | – |" in report
+
+
+def test_node_host_duty_report_compares_the_labs_per_variant():
+    """bench.hosts_saturation's report: one row per lab (without, then with the relayed dispatch agent)."""
+    from bench.hosts_saturation import parse_args as hosts_args
+    from bench.hosts_saturation import render as render_hosts
+    from bench.serving import Saturation, Throughput
+
+    argv = ["--standin", "0.5", "--rounds", "2", "--seconds", "10"]
+    args = hosts_args(argv)
+    phases = [Saturation(agent, Throughput(2, 4, ok, failed, 10.0), duty) for agent, ok, failed, duty in
+              ((False, 30, 0, 0.80), (False, 32, 0, 0.86), (True, 38, 1, 0.99), (True, 39, 0, 0.97))]
+    report = render_hosts(args, argv, phases, [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)])
+    assert "**not a model**" in report and "`standin:0.5`" in report
+    assert "| without dispatch agent (before) | 2 | 62 | 0 | 3.100 | 83.0 % | 80.0 % |" in report
+    assert "| with dispatch agent (after) | 2 | 77 | 1 | 3.850 | 98.0 % | 97.0 % |" in report
+    assert "With the agent / without: 1.24× the jobs/s." in report
+    assert "`python -m bench.hosts_saturation --standin 0.5 --rounds 2 --seconds 10`" in report

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import yaml
 
+from balancer.cluster import load_cluster_file, parse_cluster
 from balancer.haproxy import RuntimeAPI, status_is_out
 from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, Reply
 from bench.harness.netns import NetworkLab
@@ -41,11 +42,16 @@ FAULTS: dict[str, tuple[Callable[[NetworkLab, str], object], Callable[[NetworkLa
 """Fault name -> (break the host, heal it)."""
 
 
-def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float], nodes: dict[str, str]) -> Path:
+DEMO_WORKER = ["--model", "demo", "--device", "cpu", "--threads", "1"]
+"""The lab workers' flags unless told otherwise."""
+
+
+def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float], nodes: dict[str, str],
+                 worker_args: list[str] = DEMO_WORKER, dispatch_agent: bool = True) -> Path:
     """One cluster file for all three hosts (each host gets its own --run-dir); ``health``: checks; ``nodes``:
-    node -> its node host (a host's second node listens one port above its first)."""
+    node -> its node host (a host's second node listens one port above its first); ``dispatch_agent``:
+    whether each worker has one (through its host agent)."""
     balancer = lab.address[BALANCER]
-    worker_args = ["--model", "demo", "--device", "cpu", "--threads", "1"]
     hosts = list(nodes.values())
     rank = {node: hosts[:index].count(host) for index, (node, host) in enumerate(nodes.items())}
     data = {
@@ -57,8 +63,9 @@ def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float], nodes
         "health": health,
         "node_hosts": [{"name": host, "address": lab.address[host]} for host in dict.fromkeys(hosts)],
         "nodes": [{"name": node, "node_host": host, "web": {"port": 7860 + rank[node]},
-                   "worker": {"port": 7870 + rank[node], "dispatch_agent_port": 8870 + rank[node],
-                              "args": worker_args}} for node, host in nodes.items()],
+                   "worker": {"port": 7870 + rank[node], "args": list(worker_args),
+                              **({"dispatch_agent_port": 8870 + rank[node]} if dispatch_agent else {})}}
+                  for node, host in nodes.items()],
     }
     path = run_dir / "cluster.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -69,11 +76,12 @@ class HostsCluster:
     """The three hosts, started with ``launch.py`` in their namespaces (stopped with the lab)."""
 
     def __init__(self, lab: NetworkLab, run_dir: Path, health: dict[str, float],
-                 nodes: dict[str, str] | None = None) -> None:
+                 nodes: dict[str, str] | None = None, worker_args: list[str] = DEMO_WORKER,
+                 dispatch_agent: bool = True) -> None:
         self.lab = lab
         self.nodes = dict(nodes or NODE_HOSTS)
         """Node -> the node host that runs it."""
-        self.file = cluster_file(lab, run_dir, health, self.nodes)
+        self.file = cluster_file(lab, run_dir, health, self.nodes, worker_args, dispatch_agent)
         self.run_dirs = {host: run_dir / host for host in (BALANCER, *dict.fromkeys(self.nodes.values()))}
         self.api = RuntimeAPI(self.run_dirs[BALANCER] / "haproxy.sock")
         self.url = f"http://{lab.address[BALANCER]}:{PUBLIC_PORT}"
@@ -87,6 +95,11 @@ class HostsCluster:
             self.lab.start(host, ["python", "launch.py", "--cluster", str(self.file), "--run-dir", str(run_dir),
                                   *role], log_name=f"hosts-{host}")
         self.wait_all_up(timeout)
+
+    def worker_urls(self) -> list[str]:
+        """Every node's worker, as the test process (on the lab's subnet) reaches it."""
+        spec = parse_cluster(load_cluster_file(self.file))
+        return [spec.part_url(node, node.worker) for node in spec.workers]  # type: ignore[arg-type]
 
     def statuses(self) -> dict[str, str]:
         """``backend/server`` -> HAProxy's status, for every node part (none while HAProxy is not up)."""

@@ -1,0 +1,131 @@
+"""GPU duty cycle on node hosts: a worker's dispatch agent answering through its host agent, with the stand-in.
+
+    python -m bench.hosts_saturation                                     # as root
+    python -m bench.hosts_saturation --standin 1.0 --size 1024 --seconds 20 --rounds 2
+
+A balancer host and two node hosts in network namespaces (``bench.harness.hosts``: ``launch.py --role
+balancer`` / ``--role node``), each node host's worker serving ``standin:SECONDS``: **not a model**; a
+job sleeps that long (the "GPU" time), then the worker PNG-encodes a real image. Two labs, one after
+the other (they share the namespaces' names): the workers without a dispatch agent (one job each until
+its response is sent, encoding included), then with ``dispatch_agent_port`` (on the node host's
+loopback; its host agent passes its answer to HAProxy every ``health.dispatch_agent_interval``). In each,
+``--rounds`` phases of ``--concurrency`` REST clients sending jobs back to back through the balancer for
+``--seconds``; the duty cycle is the growth of the workers' ``portrait_worker_generating_seconds_total``
+over a phase (its first second left out) / (wall time × workers). Root only (``ip``, Debian's
+``iptables``). Results: ``bench/results/hosts-saturation.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import tempfile
+from functools import reduce
+from operator import add
+from pathlib import Path
+
+from balancer.cluster import load_cluster_file
+from bench.cli import prepare_run
+from bench.harness.clients import Job
+from bench.harness.hosts import BALANCER, NODE_HOSTS, HostsCluster
+from bench.harness.netns import NetworkLab, missing_for_labs
+from bench.harness.processes import REPO, Processes
+from bench.report import load_averages, machine_summary, markdown_table, write_results
+from bench.serving import PROMPT, SATURATION_VARIANTS, WARM_UP, Saturation, saturation_phase
+
+logger = logging.getLogger("bench.hosts_saturation")
+
+HEALTH = {**load_cluster_file(REPO / "assets" / "cluster.hosts.example.yaml")["health"], "slowstart": 0}
+"""The documented multi-host checks; no slowstart (a returning server's maxconn would ramp up over it)."""
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.hosts_saturation", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--standin", type=float, default=1.0, help="Seconds each stand-in job sleeps (0.1-10).")
+    parser.add_argument("--size", type=int, default=1024, help="Image width and height in pixels.")
+    parser.add_argument("--steps", type=int, default=8, help="Steps per job (progress events).")
+    parser.add_argument("--concurrency", type=int, default=4, help="REST clients (more than the 2 workers).")
+    parser.add_argument("--seconds", type=float, default=20.0, help="Length of each phase.")
+    parser.add_argument("--rounds", type=int, default=2, help="Phases per lab (1-10).")
+    parser.add_argument("--max-requests", type=int, default=200, help="Most requests per client per phase.")
+    parser.add_argument("--start-timeout", type=float, default=180.0, help="Seconds a lab may take to start.")
+    args = parser.parse_args(argv)
+    if not 0.1 <= args.standin <= 10 or not 1 <= args.rounds <= 10 or args.seconds <= WARM_UP:
+        parser.error(f"--standin 0.1-10, --rounds 1-10, --seconds above {WARM_UP:g}")
+    return args
+
+
+def measure(agent: bool, args: argparse.Namespace) -> list[Saturation]:
+    """``args.rounds`` saturation phases on a fresh lab whose workers have a dispatch agent or not."""
+    job = Job(PROMPT, args.steps, args.size, args.size, seed=3000, guidance=0.0)
+    worker_args = ["--model", f"standin:{args.standin:g}", "--threads", "1"]
+    with tempfile.TemporaryDirectory(prefix="portrait-hosts-duty-") as run_dir, \
+            Processes("bench-hosts-duty") as processes, \
+            NetworkLab([BALANCER, *NODE_HOSTS.values()], processes) as lab:
+        cluster = HostsCluster(lab, Path(run_dir), HEALTH, worker_args=worker_args, dispatch_agent=agent)
+        cluster.start(args.start_timeout)
+        phases = []
+        for round_ in range(args.rounds):
+            phases.append(saturation_phase(cluster.url, cluster.worker_urls(), agent, job, args))
+            logger.info("round %d, %s: %.2f jobs/s, %d failed, duty %.1f %%", round_ + 1, SATURATION_VARIANTS[agent],
+                        phases[-1].throughput.per_second, phases[-1].throughput.failed, 100 * phases[-1].duty)
+    return phases
+
+
+def render(args: argparse.Namespace, argv: list[str], phases: list[Saturation], loads: list[tuple[float, ...]]
+           ) -> str:
+    """The Markdown report: jobs/s, failures and duty cycle per variant."""
+    rows, rates = [], {}
+    for agent, name in SATURATION_VARIANTS.items():
+        mine = [phase for phase in phases if phase.agent == agent]
+        total = reduce(add, [phase.throughput for phase in mine])
+        duties = [phase.duty for phase in mine]
+        rates[agent] = total.per_second
+        rows.append([name, total.phases, total.ok, total.failed, f"{total.per_second:.3f}",
+                     f"{100 * sum(duties) / len(duties):.1f} %", f"{100 * min(duties):.1f} %"])
+    return "\n".join([
+        "# GPU duty cycle on node hosts, with the fixed-latency stand-in",
+        "",
+        f"A balancer host and two node hosts (network namespaces), one worker each serving `standin:{args.standin:g}`:"
+        f" **not a model**; each job sleeps {args.standin:g} s (the 'GPU' time), then the worker PNG-encodes a "
+        f"{args.size}×{args.size} image. One lab whose workers have no dispatch agent, then one whose workers' "
+        "dispatch agents answer HAProxy through their host agent; "
+        f"{args.rounds} phase(s) of {args.seconds:g} s each, {args.concurrency} REST clients through the balancer "
+        "back to back (checking status, seed and PNG header). Duty cycle: growth of the workers' generating "
+        f"seconds over each phase (its first {WARM_UP:g} s left out) / (wall time × 2 workers).",
+        "",
+        f"**These are CPU numbers**: {machine_summary()}. {load_averages(loads)}.",
+        "",
+        markdown_table(["variant", "phases", "completed", "failed", "jobs/s", "duty cycle (mean)",
+                        "duty cycle (worst phase)"], rows),
+        "",
+        f"With the agent / without: {rates[True] / rates[False]:.2f}× the jobs/s.",
+        "",
+        "Reproduce (as root): `" + " ".join(["python -m bench.hosts_saturation", *map(shlex.quote, argv)]) + "`",
+    ])
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run both labs, print the table, write bench/results/hosts-saturation.md."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = parse_args(argv)
+    reason = missing_for_labs()
+    if reason:
+        raise SystemExit(f"error: {reason}")
+    prepare_run()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    loads = [os.getloadavg()]
+    phases = [phase for agent in SATURATION_VARIANTS for phase in measure(agent, args)]
+    loads.append(os.getloadavg())
+    markdown = render(args, argv, phases, loads)
+    print(markdown)
+    for path in write_results("hosts-saturation", markdown, None):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
