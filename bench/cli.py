@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import signal
 import sys
 
 from bench.harness.cluster import ClusterOptions
+from bench.harness.netns import missing_for_labs
 
 
 def benchmark_parser(prog: str, doc: str, steps: int, size: int) -> argparse.ArgumentParser:
@@ -43,3 +45,13 @@ def prepare_run() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, terminate)
+
+
+def prepare_lab_run() -> None:
+    """``prepare_run`` for a benchmark of network namespaces: exits with one line where they cannot be made
+    (not root, no ``ip``/``iptables``); the lab's processes load no model from the hub."""
+    reason = missing_for_labs()
+    if reason:
+        raise SystemExit(f"error: {reason}")
+    prepare_run()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import shlex
 import statistics
 import sys
@@ -32,7 +31,7 @@ import httpx
 
 from assets.build_demo_model import ensure_demo_model
 from balancer.cluster import HealthSpec, load_cluster_file
-from bench.cli import prepare_run
+from bench.cli import prepare_lab_run
 from bench.harness.hosts import (
     BALANCER,
     FAULTS,
@@ -44,7 +43,7 @@ from bench.harness.hosts import (
     lose_host_mid_job,
     lose_web_front_mid_job,
 )
-from bench.harness.netns import NetworkLab, missing_for_labs
+from bench.harness.netns import NetworkLab
 from bench.harness.processes import REPO, Processes
 from bench.report import machine_summary, markdown_table, write_results
 from webui.settings import default_cache_dir
@@ -160,11 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run the benchmark, print the table, write bench/results/hosts.md."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    reason = missing_for_labs()
-    if reason:
-        raise SystemExit(f"error: {reason}")
-    prepare_run()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    prepare_lab_run()
     ensure_demo_model(default_cache_dir())  # once, before four processes would race to build it
     table: list[list[object]] = []
     ui_table: list[list[object]] = []

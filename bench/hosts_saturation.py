@@ -28,10 +28,10 @@ from operator import add
 from pathlib import Path
 
 from balancer.cluster import load_cluster_file
-from bench.cli import prepare_run
+from bench.cli import prepare_lab_run
 from bench.harness.clients import Job
 from bench.harness.hosts import BALANCER, NODE_HOSTS, HostsCluster
-from bench.harness.netns import NetworkLab, missing_for_labs
+from bench.harness.netns import NetworkLab
 from bench.harness.processes import REPO, Processes
 from bench.report import load_averages, machine_summary, markdown_table, write_results
 from bench.serving import PROMPT, SATURATION_VARIANTS, WARM_UP, Saturation, saturation_phase
@@ -113,11 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run both labs, print the table, write bench/results/hosts-saturation.md."""
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parse_args(argv)
-    reason = missing_for_labs()
-    if reason:
-        raise SystemExit(f"error: {reason}")
-    prepare_run()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    prepare_lab_run()
     loads = [os.getloadavg()]
     phases = [phase for agent in SATURATION_VARIANTS for phase in measure(agent, args)]
     loads.append(os.getloadavg())
