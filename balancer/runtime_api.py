@@ -19,6 +19,10 @@ from typing import Literal
 ServerState = Literal["ready", "drain", "maint"]
 
 DEFAULT_TIMEOUT = 5.0
+DELETE_WAIT = 8.0
+"""Seconds ``del server`` is retried while HAProxy still holds connections to the server: a request in flight,
+or an idle one kept for reuse, closed within ``pool-purge-delay`` (5 s by default)."""
+DELETE_RETRY = 0.1
 """Seconds one command may take, connecting included."""
 
 
@@ -247,11 +251,13 @@ class AsyncRuntimeAPI:
         for line in lines:
             check_empty_answer(line, await self.command(line))
 
-    async def delete_server(self, backend: str, server: str) -> None:
+    async def delete_server(self, backend: str, server: str, wait: float = DELETE_WAIT) -> None:
         """Delete a server added at runtime: ``maint`` first (HAProxy deletes only those, once no
-        connection is left on them). ``RuntimeAPIError`` when refused."""
+        connection is left on them: asked again for up to ``wait`` seconds). ``RuntimeAPIError`` when refused."""
         await self.set_server_state(backend, server, "maint")
         command = f"del server {backend}/{server}"
-        answer = await self.command(command)
-        if "Server deleted" not in answer:
-            raise RuntimeAPIError(f"{command}: {answer.strip()}")
+        deadline = asyncio.get_running_loop().time() + wait
+        while "Server deleted" not in (answer := await self.command(command)):
+            if "still has connections" not in answer or asyncio.get_running_loop().time() > deadline:
+                raise RuntimeAPIError(f"{command}: {answer.strip()}")
+            await asyncio.sleep(DELETE_RETRY)

@@ -26,10 +26,10 @@ from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy_config import PROBES_BACKEND, render_config
 from balancer.restart_policy import RestartPolicy
 from balancer.run_dir import prepare_run_dir
-from balancer.runtime_api import AsyncRuntimeAPI
+from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
-from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, stand_in_node, wait_status
+from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, stand_in_node, start_fake, wait_status
 from tests.helpers import FakeClock
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 
@@ -506,3 +506,38 @@ def test_the_sidecars_loop_is_not_blocked_while_haproxy_does_not_answer(tmp_path
         wait_until(lambda: "could not set workers/a to maint in HAProxy: TimeoutError" in sidecar.log_path.read_text(),
                    "the command's timeout", 20)
         wait_until(lambda: httpx.get(status_url).json()["nodes"]["a"]["worker"]["state"] == "ready", "a ready", 30)
+
+
+def test_a_runtime_server_is_deleted_once_its_last_request_has_ended(tmp_path: Path, processes: Processes) -> None:
+    """HAProxy refuses ``del server`` while the server still has a connection (a request in flight, an idle one
+    kept for reuse): ``delete_server`` asks again until it may, within its ``wait``, and fails past it."""
+    data = cluster_data(prepare_run_dir(tmp_path / "run"), [], ["w1"])
+    spec = parse_cluster(data)
+    start_fake(processes, "w1", spec.nodes[0].worker.port)  # type: ignore[union-attr]
+    slow_port = free_port()
+    start_fake(processes, "slow", slow_port, delay=1.5)
+    write_config(render_config(spec), spec.config_path)
+    haproxy = HAProxyProcess(spec.config_path, spec.socket_path, tmp_path / "haproxy.log")
+    haproxy.start()
+    try:
+        api = AsyncRuntimeAPI(spec.socket_path)
+        asyncio.run(api.add_server("workers", "extra", f"127.0.0.1:{slow_port}", "maxconn 1", agent=False))
+        asyncio.run(api.set_server_state("workers", "extra", "ready"))
+        asyncio.run(api.set_server_state("workers", "w1", "maint"))  # the next job goes to the slow one
+        results: list[httpx.Response] = []
+        job = threading.Thread(target=lambda: results.append(
+            httpx.post(f"{spec.public.url}/generate", json={"prompt": "x"}, timeout=30)))
+        job.start()
+        wait_until(lambda: any(s.server == "extra" and s.current_sessions for s in RuntimeAPI(spec.socket_path)
+                               .servers("workers")), "the job on the added server", 10, 0.02)
+        with pytest.raises(RuntimeAPIError, match="still has connections"):
+            asyncio.run(api.delete_server("workers", "extra", wait=0))
+        started = time.monotonic()
+        asyncio.run(api.delete_server("workers", "extra"))
+        waited = time.monotonic() - started
+        job.join(timeout=30)
+        assert results and results[0].status_code == 200 and results[0].json()["worker_id"] == "slow", results
+        assert "extra" not in {s.server for s in RuntimeAPI(spec.socket_path).servers("workers")}
+        assert waited > 0.5, waited  # it waited for the job (1.5 s) to end
+    finally:
+        haproxy.stop()
