@@ -199,6 +199,8 @@ class Sidecar:
         self.env = env
         self.node_stops: dict[str, asyncio.Event] = {}
         """Each node's own stop (``remove_node``); all set on shutdown."""
+        self.names_in_haproxy: set[str] = set()
+        """Removed nodes whose servers HAProxy still has (kept in ``maint``, or not deleted): not given again."""
         self.tasks: dict[str, list[asyncio.Task]] = {}
         """The supervisors' tasks of each node."""
         self.supervisors = [
@@ -311,7 +313,7 @@ class Sidecar:
         assert template.web is not None and template.worker is not None
         if template.web.command or template.worker.command:
             raise OperationError(f"{template.name} runs its own command: a new node cannot copy it")
-        names = {node.name for node in self.spec.nodes}
+        names = {node.name for node in self.spec.nodes} | self.names_in_haproxy
         name = next(f"node{i}" for i in range(len(names) + 1, len(names) + 1000) if f"node{i}" not in names)
         parts = [part for node in self.spec.nodes for part in (node.web, node.worker) if part is not None]
         listeners = (self.spec.public, self.spec.worker_queue, self.spec.stats, self.spec.sidecar)
@@ -379,6 +381,8 @@ class Sidecar:
             except OSError as exc:
                 failures.append(str(exc))
         logger.warning("%s: removed at runtime (not written back to the cluster file)", node)
+        if kept or failures:
+            self.names_in_haproxy.add(node)
         if failures:
             raise OSError("; ".join(failures))
         return kept

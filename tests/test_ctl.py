@@ -349,6 +349,9 @@ def test_a_new_node_gets_the_next_name_free_ports_and_its_gpu(tmp_path: Path) ->
     used = {part.port for entry in spec.nodes for part in (entry.web, entry.worker) if part is not None}
     assert node.web.port not in used and node.worker.port not in used
     assert node.worker.dispatch_agent_port not in used | {node.web.port, node.worker.port, None}
+    # A removed node whose servers HAProxy still holds (a worker of the cluster file: tracked) keeps its name.
+    sidecar.names_in_haproxy.add("node3")
+    assert sidecar.next_node(gpu=None).name == "node4"
 
 
 def test_adding_or_removing_nodes_without_haproxy_or_by_copying_a_custom_command_is_refused(tmp_path: Path) -> None:
