@@ -28,11 +28,10 @@ A worker with a dispatch agent (``dispatch_agent_port``; it listens on this host
 answer passed on: each question about that worker asks its dispatch agent once and adds its words
 (``maxconn:N up|down``, its readiness replacing the host's ``up``), so HAProxy polls it through the
 host agent as it polls a local one (every ``health.dispatch_agent_interval``). A dispatch agent that
-does not answer within ``DISPATCH_TIMEOUT`` gives ``maxconn:1 up`` (one job at a time, the safe limit;
-its health check decides the rest);
-one whose port refuses the connection gives ``maxconn:1 down``: its worker is gone, out of rotation
-within one poll instead of after the sidecar's next probe. Not passed on for ``maint`` (nothing is
-sent to the server anyway).
+does not answer within ``DISPATCH_TIMEOUT`` gives ``maxconn:1 up`` (one job at a time, the safe
+limit; the health check decides the rest); one whose port refuses the connection gives ``maxconn:1
+down``: its worker is gone, out of rotation within one poll instead of after the sidecar's next
+probe. Not asked for ``maint`` (nothing is sent to the server anyway).
 
 With two balancers, both ask: the dispatch agent then counts the other balancer's polls too when it
 waits for HAProxy to take back a second slot (``DispatchAgent.settle``). Waiting too little costs at
@@ -65,7 +64,7 @@ STALE_INTERVALS = 3
 SETTLE_POLL = 0.05
 """Seconds between two looks while waiting for every balancer to take a state."""
 DISPATCH_TIMEOUT = 0.2
-"""Seconds a worker's dispatch agent has to answer before the host agent answers ``maxconn:1`` for it."""
+"""Seconds a worker's dispatch agent has to answer before the host agent answers ``SAFE_DISPATCH`` for it."""
 DISPATCH_ANSWER = re.compile(r"maxconn:\d{1,4} (up|down)")
 """What a dispatch agent says (``webui/worker/dispatch_agent.py``); anything else is not passed on."""
 SAFE_DISPATCH = "maxconn:1 up"
@@ -75,6 +74,7 @@ GONE_DISPATCH = "maxconn:1 down#the worker's dispatch agent refused the connecti
 
 
 def _no_dispatch_agent(key: ServerKey) -> None:
+    """``HostAgent``'s default: no server has a dispatch agent."""
     return None
 
 
