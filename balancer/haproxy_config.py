@@ -243,7 +243,11 @@ class StaticServers:
             return (f" agent-check agent-addr {host.address} agent-port {host.host_agent_port}"
                     f" agent-inter {duration(interval)} agent-send {agent_send(backend, node.name)}"
                     " on-error fastinter on-marked-down shutdown-sessions")
-        return f" agent-check agent-port {port} agent-inter {duration(health.dispatch_agent_interval)}" if port else ""
+        if not port:
+            return ""
+        # The line names this HAProxy's server: the agent keeps each poller's state apart (two balancers).
+        return (f" agent-check agent-port {port} agent-inter {duration(health.dispatch_agent_interval)}"
+                f" agent-send {agent_send(backend, node.name)}")
 
     def probe_lines(self) -> list[str]:
         return [

@@ -33,9 +33,9 @@ limit; the health check decides the rest); one whose port refuses the connection
 down``: its worker is gone, out of rotation within one poll instead of after the sidecar's next
 probe. Not asked for ``maint`` (nothing is sent to the server anyway).
 
-With two balancers, both ask: the dispatch agent then counts the other balancer's polls too when it
-waits for HAProxy to take back a second slot (``DispatchAgent.settle``). Waiting too little costs at
-most a job that reaches the worker while it generates: answered 503 at once, replayed elsewhere.
+With two balancers, both ask: each relayed question starts with the balancer's address, so the
+dispatch agent keeps each balancer's second slot apart (``DispatchAgent.settle`` waits for the one
+that holds it).
 """
 
 from __future__ import annotations
@@ -139,18 +139,20 @@ class HostAgent:
         port = self.dispatch_port_of((backend, server))
         if port is None:
             return state_words
-        dispatch = await self._ask_dispatch_agent(port)
+        dispatch = await self._ask_dispatch_agent(port, peer)
         # The worker's own up or down replaces the host's up (which only lifts an earlier down).
         return f"{state_words.removesuffix(' up')} {dispatch}"
 
     @staticmethod
-    async def _ask_dispatch_agent(port: int) -> str:
-        """A local dispatch agent's answer (``maxconn:N up|down``); ``GONE_DISPATCH`` when its port refused
-        the connection; ``SAFE_DISPATCH`` when it gave no answer in time, or one that is not a dispatch answer."""
+    async def _ask_dispatch_agent(port: int, peer: str | None) -> str:
+        """A local dispatch agent's answer (``maxconn:N up|down``) to a poll for the balancer at ``peer`` (its first
+        line: the agent keeps each balancer's state apart); ``GONE_DISPATCH`` when its port refused the
+        connection; ``SAFE_DISPATCH`` when it gave no answer in time, or one that is not a dispatch answer."""
         writer = None
         try:
             async with asyncio.timeout(DISPATCH_TIMEOUT):
                 reader, writer = await asyncio.open_connection(LOOPBACK, port, limit=MAX_LINE)
+                writer.write(f"balancer {peer or '-'}\n".encode())
                 line = (await reader.readline()).decode("ascii", errors="replace").strip()
         except ConnectionRefusedError:
             return GONE_DISPATCH

@@ -29,7 +29,7 @@ from bench.harness.processes import REPO, Processes, free_port
 from tests.balancer_helpers import wait_status
 from tests.helpers import record_figures
 from tests.test_sidecar import SupervisedCluster
-from webui.worker.dispatch_agent import DispatchAgent
+from webui.worker.dispatch_agent import POLLER_GONE, READ_TIMEOUT, DispatchAgent
 
 JOB_SECONDS = 1.5
 """How long the stand-in takes per job: long enough that a job waiting behind another is obvious."""
@@ -155,8 +155,10 @@ def test_the_agent_answers_the_window_and_settles_only_after_haproxy_applied_max
     granted, and after one was, only once a poll follows the one that answered maxconn:1."""
     window = {"open": True, "serving": True}
 
-    async def poll(port: int) -> str:
+    async def poll(port: int, sends: str = "workers/a\n") -> str:
+        """One agent check as HAProxy makes it: its agent-send line, then the answer."""
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(sends.encode())
         line = (await reader.readline()).decode().strip()
         writer.close()
         return line
@@ -182,6 +184,49 @@ def test_the_agent_answers_the_window_and_settles_only_after_haproxy_applied_max
             assert agent.polls == 3
             window["serving"] = False  # loading, stalled, exiting after an OOM: HAProxy takes it out now
             assert await poll(port) == "maxconn:1 down"
+            window["serving"] = True
+
+            # Two balancers (here: two agent-send lines, as the host agent relays them): another balancer's
+            # polls prove nothing about the one that was granted the second slot.
+            window["open"] = True
+            assert await poll(port, "balancer 10.0.0.10\n") == "maxconn:2 up"
+            window["open"] = False
+            settled = asyncio.ensure_future(agent.settle())
+            assert await poll(port, "balancer 10.0.0.10\n") == "maxconn:1 up"  # answered, not yet applied
+            for _ in range(3):
+                assert await poll(port, "balancer 10.0.0.11\n") == "maxconn:1 up"
+            await asyncio.sleep(0.05)
+            assert not settled.done()
+            assert await poll(port, "balancer 10.0.0.10\n") == "maxconn:1 up"
+            await asyncio.wait_for(settled, 1)
+            # A server added through HAProxy's runtime API sends its agent-send without the newline: answered at once.
+            started = time.monotonic()
+            assert await poll(port, '"workers/node3n"') == "maxconn:1 up"
+            assert time.monotonic() - started < READ_TIMEOUT / 2
+        finally:
+            await agent.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_balancer_that_stopped_polling_holds_no_slot() -> None:
+    """A balancer granted the second slot that then stops asking (it died, its check was turned off) does not
+    hold every later response back: after ``POLLER_GONE`` it counts as gone."""
+    window = {"open": True}
+
+    async def scenario() -> None:
+        agent = DispatchAgent(lambda: window["open"], settle_timeout=5)
+        port = free_port()
+        await agent.start("127.0.0.1", port)
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"workers/a\n")
+            assert (await reader.readline()).decode().strip() == "maxconn:2 up"
+            writer.close()
+            window["open"] = False
+            started = time.monotonic()
+            await asyncio.wait_for(agent.settle(), 3)
+            assert POLLER_GONE * 0.9 <= time.monotonic() - started < POLLER_GONE + 1
         finally:
             await agent.close()
 

@@ -119,7 +119,8 @@ def test_a_worker_with_a_dispatch_agent_is_polled_by_haproxy(tmp_path: Path) -> 
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))
     server_lines = [line for line in text.splitlines() if line.strip().startswith("server ")]
-    assert f"maxconn 1 agent-check agent-port {dispatch_agent_port} agent-inter 10ms" in server_lines[0]
+    assert (f'maxconn 1 agent-check agent-port {dispatch_agent_port} agent-inter 10ms agent-send "workers/a\\n"'
+            in server_lines[0])
     assert "agent-check" not in server_lines[1]
     assert "\n    nbthread 1\n" in text  # see haproxy_config: maxconn holds with one thread
 

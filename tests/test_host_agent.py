@@ -157,7 +157,8 @@ def test_each_server_has_one_agent_check_host_or_dispatch(tmp_path: Path) -> Non
     servers = {line.split()[1] + "@" + line.split()[2]: line for line in text.splitlines()
                if line.startswith("    server ") and " track " not in line}
     assert all(line.count("agent-check") == 1 for line in servers.values()), servers
-    assert "agent-check agent-port 8960 agent-inter 10ms  #" in servers["local@127.0.0.1:7960"]
+    local = servers["local@127.0.0.1:7960"]
+    assert 'agent-check agent-port 8960 agent-inter 10ms agent-send "workers/local\\n"  #' in local
     # The far worker's dispatch agent answers through the host agent: asked as often as a local one.
     for server, interval, backend in (("far@10.0.0.5:7960", "10ms", "workers"), ("far@10.0.0.5:7860", "500ms", "webs"),
                                       ("plain@10.0.0.5:7961", "500ms", "workers")):
@@ -166,7 +167,7 @@ def test_each_server_has_one_agent_check_host_or_dispatch(tmp_path: Path) -> Non
         assert (f'agent-check agent-addr 10.0.0.5 agent-port 9406 agent-inter {interval} '
                 f'agent-send "{backend}/{name}\\n"' in line
                 and "on-marked-down shutdown-sessions" in line and " ssl " not in line), line
-    assert "on-marked-down" not in servers["local@127.0.0.1:7960"]
+    assert "on-marked-down" not in local
 
 
 def test_node_host_parts_listen_on_their_hosts_address() -> None:

@@ -20,6 +20,12 @@ while HAProxy may still hold ``maxconn 2`` for a worker that is generating again
 would send a job that has to wait. ``settle`` waits until HAProxy has surely applied
 ``maxconn:1`` (a poll after the one that answered it: HAProxy runs one check at a time per
 server), or until the window is open again (then the job it may send starts at once).
+
+Several HAProxies may poll one worker (two balancers; on a node host, through its host agent),
+so that proof is kept for each of them: a poller is the address it connects from and what it sends
+first (HAProxy's ``agent-send``, the server's ``BACKEND/SERVER``; the host agent sends the address
+of the balancer it asks for). A poller silent for ``POLLER_GONE`` seconds holds no
+slot any more (a balancer that stopped, or a check that was turned off).
 """
 
 from __future__ import annotations
@@ -29,11 +35,28 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
 SETTLE_TIMEOUT = 1.0
 """Longest a response waits for HAProxy to take back the second slot (it polls every few ms)."""
+READ_TIMEOUT = 0.5
+"""Seconds a poller has to send what names it (HAProxy sends its ``agent-send`` at once)."""
+MAX_LINE = 256
+POLLER_GONE = 1.0
+"""A poller that has not asked for this many seconds holds no second slot (and is forgotten)."""
+
+
+@dataclass
+class _Poller:
+    """What one HAProxy was last told, as far as the second slot goes."""
+
+    last_poll: float
+    granted: bool = False
+    """It may hold maxconn 2: a poll of its own answered it, and no later one proved 1 applied."""
+    one_answered: bool = False
+    """A poll of its own answered maxconn 1 since the grant: its next poll proves it applied."""
 
 
 class DispatchAgent:
@@ -49,9 +72,8 @@ class DispatchAgent:
         self._settle_timeout = settle_timeout
         self._server: asyncio.Server | None = None
         self._polls = 0
-        self._granted = False
-        """Whether HAProxy may hold maxconn 2 (a poll answered it, and no later one proved 1 applied)."""
-        self._one_answered_at: int | None = None
+        self._pollers: dict[str, _Poller] = {}
+        """Each HAProxy polling this agent (its address and what it sent first) -> its slot state."""
         self._poll = asyncio.Event()
 
     @property
@@ -61,7 +83,7 @@ class DispatchAgent:
 
     async def start(self, host: str, port: int) -> None:
         """Listen for HAProxy's agent checks."""
-        self._server = await asyncio.start_server(self._answer, host, port)
+        self._server = await asyncio.start_server(self._answer, host, port, limit=MAX_LINE)
         logger.info("dispatch agent on %s:%d", host, port)
 
     async def close(self) -> None:
@@ -72,15 +94,23 @@ class DispatchAgent:
                 await self._server.wait_closed()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            # What arrives first, newline or not: a server added through HAProxy's runtime API sends its
+            # agent-send without one (the API drops the escape: "workers/node3n", quotes included).
+            sent = await asyncio.wait_for(reader.read(MAX_LINE), READ_TIMEOUT)
+        except (OSError, TimeoutError):
+            sent = b""
+        peer = writer.get_extra_info("peername")
+        poller = self._poller(f"{peer[0] if peer else '-'} {sent.decode('ascii', errors='replace').strip()}")
         self._polls += 1
-        if self._one_answered_at is not None:
+        if poller.one_answered:
             # HAProxy runs one check at a time per server: this poll means it applied maxconn 1.
-            self._granted, self._one_answered_at = False, None
+            poller.granted = poller.one_answered = False
         opened = self._window_open()
         if opened:
-            self._granted = True
-        elif self._granted:
-            self._one_answered_at = self._polls
+            poller.granted = True
+        elif poller.granted:
+            poller.one_answered = True
         try:
             state = "up" if self._serving() else "down"
             writer.write(f"maxconn:{2 if opened else 1} {state}\n".encode())
@@ -92,14 +122,27 @@ class DispatchAgent:
             self._poll.set()
             self._poll = asyncio.Event()
 
+    def _poller(self, key: str) -> _Poller:
+        """The poller ``key`` (new ones start with no slot), its poll time set to now; the gone ones forgotten."""
+        now = time.monotonic()
+        self._pollers = {name: known for name, known in self._pollers.items() if now - known.last_poll <= POLLER_GONE}
+        poller = self._pollers.setdefault(key, _Poller(now))
+        poller.last_poll = now
+        return poller
+
+    def _held(self) -> bool:
+        """Whether some HAProxy that still polls may hold maxconn 2."""
+        now = time.monotonic()
+        return any(poller.granted and now - poller.last_poll <= POLLER_GONE for poller in self._pollers.values())
+
     async def settle(self) -> None:
         """Return when freeing a slot cannot bring a job that would wait (see the module docstring)."""
         deadline = time.monotonic() + self._settle_timeout
-        while self._granted and not self._window_open():
+        while self._held() and not self._window_open():
             left = deadline - time.monotonic()
             if left <= 0:
                 logger.warning("HAProxy did not poll the dispatch agent within %.1f s; answering anyway",
                                self._settle_timeout)
                 return
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poll.wait(), left)
+                await asyncio.wait_for(self._poll.wait(), min(left, POLLER_GONE))
