@@ -11,21 +11,26 @@ its response is sent, encoding included), then with ``dispatch_agent_port`` (on 
 loopback; its host agent passes its answer to HAProxy every ``health.dispatch_agent_interval``). In each,
 ``--rounds`` phases of ``--concurrency`` REST clients sending jobs back to back through the balancer for
 ``--seconds``; the duty cycle is the growth of the workers' ``portrait_worker_generating_seconds_total``
-over a phase (its first second left out) / (wall time × workers). Root only (``ip``, Debian's
-``iptables``). Results: ``bench/results/hosts-saturation.md``.
+over a phase (its first second left out) / (wall time × workers). Before the phases, the CPU that node
+host ``n1``'s processes use with no job running (what the agent checks cost). Root only (``ip``,
+Debian's ``iptables``). Results: ``bench/results/hosts-saturation.md``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shlex
 import sys
 import tempfile
+import time
 from functools import reduce
 from operator import add
 from pathlib import Path
+
+import psutil
 
 from balancer.cluster import load_cluster_file
 from bench.cli import prepare_lab_run
@@ -59,8 +64,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def measure(agent: bool, args: argparse.Namespace) -> list[Saturation]:
-    """``args.rounds`` saturation phases on a fresh lab whose workers have a dispatch agent or not."""
+IDLE_SECONDS = 10.0
+"""How long the idle CPU of a node host's processes is measured, before the phases."""
+PARTS = {"webui.worker": "worker", "webui.web": "web front", "launch.py": "sidecar"}
+"""A command-line word -> the node host process it names."""
+
+
+def idle_cpu(cluster: HostsCluster, host: str) -> dict[str, float]:
+    """Percent of a core each of ``host``'s processes (sidecar, worker, web front) used over ``IDLE_SECONDS``
+    with no job running: what the agent checks cost."""
+    processes: dict[str, list[psutil.Process]] = {}
+    for pid in cluster.lab.pids(host):
+        with contextlib.suppress(psutil.Error):
+            process = psutil.Process(pid)
+            words = process.cmdline()
+            name = next((name for word, name in PARTS.items() if any(word in arg for arg in words)), None)
+            if name is not None:
+                processes.setdefault(name, []).append(process)
+
+    def seconds() -> dict[str, float]:
+        return {name: sum(sum(p.cpu_times()[:2]) for p in group) for name, group in processes.items()}
+
+    before = seconds()
+    time.sleep(IDLE_SECONDS)
+    after = seconds()
+    return {name: 100 * (after[name] - before[name]) / IDLE_SECONDS for name in processes}
+
+
+def measure(agent: bool, args: argparse.Namespace) -> tuple[dict[str, float], list[Saturation]]:
+    """The idle CPU of node host n1's processes, then ``args.rounds`` saturation phases, on a fresh lab whose
+    workers have a dispatch agent or not."""
     job = Job(PROMPT, args.steps, args.size, args.size, seed=3000, guidance=0.0)
     worker_args = ["--model", f"standin:{args.standin:g}", "--threads", "1"]
     with tempfile.TemporaryDirectory(prefix="portrait-hosts-duty-") as run_dir, \
@@ -68,17 +101,19 @@ def measure(agent: bool, args: argparse.Namespace) -> list[Saturation]:
             NetworkLab([BALANCER, *NODE_HOSTS.values()], processes) as lab:
         cluster = HostsCluster(lab, Path(run_dir), HEALTH, worker_args=worker_args, dispatch_agent=agent)
         cluster.start(args.start_timeout)
+        idle = idle_cpu(cluster, NODE_HOSTS["node1"])
+        logger.info("%s: idle CPU on n1 %s", SATURATION_VARIANTS[agent], idle)
         phases = []
         for round_ in range(args.rounds):
             phases.append(saturation_phase(cluster.url, cluster.worker_urls(), agent, job, args))
             logger.info("round %d, %s: %.2f jobs/s, %d failed, duty %.1f %%", round_ + 1, SATURATION_VARIANTS[agent],
                         phases[-1].throughput.per_second, phases[-1].throughput.failed, 100 * phases[-1].duty)
-    return phases
+    return idle, phases
 
 
-def render(args: argparse.Namespace, argv: list[str], phases: list[Saturation], loads: list[tuple[float, ...]]
-           ) -> str:
-    """The Markdown report: jobs/s, failures and duty cycle per variant."""
+def render(args: argparse.Namespace, argv: list[str], phases: list[Saturation], loads: list[tuple[float, ...]],
+           idle: dict[bool, dict[str, float]]) -> str:
+    """The Markdown report: jobs/s, failures and duty cycle per variant; what the agent checks cost when idle."""
     rows, rates = [], {}
     for agent, name in SATURATION_VARIANTS.items():
         mine = [phase for phase in phases if phase.agent == agent]
@@ -105,6 +140,13 @@ def render(args: argparse.Namespace, argv: list[str], phases: list[Saturation], 
         "",
         f"With the agent / without: {rates[True] / rates[False]:.2f}× the jobs/s.",
         "",
+        f"What the agent checks cost with no job running (node host n1: one worker, one web front, its sidecar "
+        f"answering one balancer; {IDLE_SECONDS:g} s before the phases), percent of a core:",
+        "",
+        markdown_table(["variant", *sorted(idle[False])],
+                       [[name, *(f"{idle[agent].get(part, 0.0):.1f}" for part in sorted(idle[False]))]
+                        for agent, name in SATURATION_VARIANTS.items()]),
+        "",
         "Reproduce (as root): `" + " ".join(["python -m bench.hosts_saturation", *map(shlex.quote, argv)]) + "`",
     ])
 
@@ -115,9 +157,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     prepare_lab_run()
     loads = [os.getloadavg()]
-    phases = [phase for agent in SATURATION_VARIANTS for phase in measure(agent, args)]
+    idle, phases = {}, []
+    for agent in SATURATION_VARIANTS:
+        idle[agent], lab_phases = measure(agent, args)
+        phases += lab_phases
     loads.append(os.getloadavg())
-    markdown = render(args, argv, phases, loads)
+    markdown = render(args, argv, phases, loads, idle)
     print(markdown)
     for path in write_results("hosts-saturation", markdown, None):
         print(f"wrote {path}")

@@ -38,9 +38,11 @@ def test_node_host_duty_report_compares_the_labs_per_variant():
     args = hosts_args(argv)
     phases = [Saturation(agent, Throughput(2, 4, ok, failed, 10.0), duty) for agent, ok, failed, duty in
               ((False, 30, 0, 0.80), (False, 32, 0, 0.86), (True, 38, 1, 0.99), (True, 39, 0, 0.97))]
-    report = render_hosts(args, argv, phases, [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)])
+    idle = {False: {"sidecar": 1.7, "worker": 1.1}, True: {"sidecar": 8.1, "worker": 4.7}}
+    report = render_hosts(args, argv, phases, [(1.0, 1.0, 1.0), (2.0, 2.0, 2.0)], idle)
     assert "**not a model**" in report and "`standin:0.5`" in report
     assert "| without dispatch agent (before) | 2 | 62 | 0 | 3.100 | 83.0 % | 80.0 % |" in report
     assert "| with dispatch agent (after) | 2 | 77 | 1 | 3.850 | 98.0 % | 97.0 % |" in report
     assert "With the agent / without: 1.24× the jobs/s." in report
+    assert "| with dispatch agent (after) | 8.1 | 4.7 |" in report
     assert "`python -m bench.hosts_saturation --standin 0.5 --rounds 2 --seconds 10`" in report
