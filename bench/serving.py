@@ -93,7 +93,7 @@ from bench.report import (
 
 if TYPE_CHECKING:  # the worker's modules import torch: loaded only where a pipeline runs in this process
     from webui.schema import EffectiveParams
-    from webui.worker.pipeline import PipelineBase
+    from webui.worker.servable import PipelineBase
 
 logger = logging.getLogger("bench.serving")
 
@@ -180,9 +180,9 @@ def in_process_call(options: ClusterOptions) -> Callable[[Job], str]:
 
 
 def load_in_process(options: ClusterOptions) -> PipelineBase:
-    """What a worker of ``options`` serves (``webui.worker.pipeline.load_pipeline``), loaded in this process."""
+    """What a worker of ``options`` serves (``webui.worker.servable.load_pipeline``), loaded in this process."""
     from webui.settings import WorkerSettings
-    from webui.worker.pipeline import load_pipeline
+    from webui.worker.servable import load_pipeline
 
     return load_pipeline(WorkerSettings(model=options.model, lora=options.lora, threads=options.threads))
 

@@ -5,14 +5,18 @@ It is not a model; nothing here says anything about a model's behaviour.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
 
+from bench.harness.processes import REPO
+
 from webui.schema import GenerationRequest
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
-from webui.worker.pipeline import load_pipeline
+from webui.worker.servable import load_pipeline
 from webui.worker.standin import STANDIN_MODEL, StandinPipeline, standin_seconds
 
 SECONDS = 0.2
@@ -70,3 +74,25 @@ def test_images_are_deterministic_by_seed_and_on_step_can_stop_a_job():
 
     with pytest.raises(RuntimeError, match="client left"):
         pipeline.generate(params, on_step=stop)
+
+
+MODEL_LIBRARIES = ("torch", "diffusers", "transformers")
+"""What a real model's worker imports (seconds of its start) and a stand-in worker must not."""
+
+
+def test_a_standin_worker_imports_no_model_library():
+    # A fresh interpreter: the worker's app, its loader choosing the stand-in, one job, then what was imported.
+    script = (
+        "import sys\n"
+        "import webui.worker.app\n"
+        "from webui.schema import GenerationRequest\n"
+        "from webui.settings import WorkerSettings\n"
+        "from webui.worker.generation import load_portrait_pipeline\n"
+        "pipeline = load_portrait_pipeline(WorkerSettings(model='standin:0'))\n"
+        "params = pipeline.effective_params(GenerationRequest(prompt='x', width=64, height=64), seed=1)\n"
+        "assert pipeline.generate(params)[0].size == (64, 64)\n"
+        f"print(sorted(name for name in {MODEL_LIBRARIES!r} if name in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

@@ -81,7 +81,7 @@ def load_portrait_pipeline(settings: WorkerSettings, place: bool = True) -> Pipe
     ``--model standin:SECONDS`` gives the benchmarks' fixed-latency stand-in (``webui.worker.standin``);
     ``place=False`` keeps the weights in host memory (``Pipeline.place`` moves them).
     """
-    from webui.worker.pipeline import load_pipeline
+    from webui.worker.servable import load_pipeline
 
     return load_pipeline(settings, place=place)
 

@@ -28,22 +28,13 @@ from safetensors import safe_open
 
 from webui.schema import ModelFamily
 from webui.worker.errors import ModelLoadError, one_line
+from webui.worker.servable import ModelDefaults
 
 logger = logging.getLogger(__name__)
 
 LORA_ADAPTER = "portrait"
 """Adapter name the LoRA is loaded under."""
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-@dataclass(frozen=True)
-class ModelDefaults:
-    """What a request gets when it leaves a parameter out."""
-
-    steps: int
-    guidance: float
-    width: int
-    height: int
 
 
 FAMILY_DEFAULTS = {

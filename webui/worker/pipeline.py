@@ -10,98 +10,36 @@ Determinism: image ``i`` of a request is drawn from its own CPU ``torch.Generato
 with ``seed + i``, so the same seed and parameters give the same images on any run, and
 image ``i`` of a batch starts from the same noise as a one-image request with ``seed + i``.
 
-``load_pipeline`` is what a worker serves: ``PortraitPipeline.load``, or for ``--model
-standin:SECONDS`` the benchmarks' fixed-latency stand-in (``webui.worker.standin``, not a model).
+What a worker serves is chosen by ``webui.worker.servable.load_pipeline``: this, or the
+benchmarks' fixed-latency stand-in (which imports neither torch nor diffusers).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import time
 
 import torch
 from PIL import Image, ImageOps
 
 from webui.contract import MAX_SIDE
-from webui.schema import EffectiveParams, GenerationRequest, ModelFamily, StepCallback
+from webui.schema import EffectiveParams, StepCallback
 from webui.settings import WorkerSettings
 from webui.worker.device import DeviceError, DevicePlan, apply_plan, pin_host_memory, plan_device, probe_machine
 from webui.worker.errors import ModelLoadError
 from webui.worker.models import (
     FAMILY_DEFAULTS,
     LoadedModel,
-    ModelDefaults,
     load_model,
     resolve_source,
     set_lora_scale,
     wrap_pipeline,
 )
+from webui.worker.servable import ModelDefaults, PipelineBase
 
 logger = logging.getLogger(__name__)
 
-
-
-class PipelineBase:
-    """What every servable pipeline shares: its name, family, defaults, and how a request becomes parameters.
-
-    ``PortraitPipeline`` (a real diffusers model) and ``webui.worker.standin.StandinPipeline``
-    (the benchmarks' fixed-latency stand-in) build on it; subclasses add ``describe`` and ``generate``.
-    """
-
-    def __init__(self, model_name: str, family: ModelFamily, defaults: ModelDefaults, max_side: int) -> None:
-        self.model_name = model_name
-        self.family: ModelFamily = family
-        self.defaults = defaults
-        self.max_side = max_side
-
-    def effective_params(
-        self, request: GenerationRequest, seed: int, init_image: Image.Image | None = None
-    ) -> EffectiveParams:
-        """Fill the request's gaps with the model's defaults.
-
-        For a retouch without width and height, ``init_image`` (the decoded upload) sets the
-        aspect ratio: the result has about the model's default pixel count in that aspect.
-        """
-        width, height = request.width, request.height
-        if request.init_image is not None and init_image is not None and (width is None or height is None):
-            width, height = self._retouch_size(init_image.size, width, height)
-        return EffectiveParams(
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            steps=request.steps or self.defaults.steps,
-            guidance=self.defaults.guidance if request.guidance is None else request.guidance,
-            width=width or self.defaults.width,
-            height=height or self.defaults.height,
-            seed=seed,
-            lora_scale=request.lora_scale,
-            num_images=request.num_images,
-            mode="retouch" if request.init_image is not None else "text2img",
-            strength=request.strength if request.init_image is not None else None,
-        )
-
-    def place(self) -> None:
-        """Move the weights to the device planned for them (a warm standby loads them to host memory first)."""
-
-    def pin_host_memory(self) -> int:
-        """Page-lock weights held in host memory for a faster ``place``; the bytes pinned (0: nothing to do)."""
-        return 0
-
-    def _retouch_size(self, size: tuple[int, int], width: int | None, height: int | None) -> tuple[int, int]:
-        """The output size for an input of ``size``: keep its aspect, fill in what is missing."""
-        aspect = size[0] / size[1]
-        if width is None and height is None:
-            area = self.defaults.width * self.defaults.height
-            return self._snap(math.sqrt(area * aspect)), self._snap(math.sqrt(area / aspect))
-        if width is None:
-            return self._snap(height * aspect), height
-        return width, self._snap(width / aspect)
-
-    def _snap(self, value: float) -> int:
-        """Round to the family's size multiple, within ``[multiple, max_side]``."""
-        multiple = self.family.size_multiple
-        return min(max(multiple, round(value / multiple) * multiple), self.max_side - self.max_side % multiple)
 
 
 class PortraitPipeline(PipelineBase):
@@ -227,14 +165,3 @@ class PortraitPipeline(PipelineBase):
                 **image_kwargs,
             )
         return list(result.images)
-
-
-def load_pipeline(settings: WorkerSettings, place: bool = True) -> PipelineBase:
-    """What a worker serves for ``settings.model``: ``standin:SECONDS`` (benchmarks only) or a real model;
-    ``place=False`` leaves a real model's weights in host memory (a warm standby's, until ``place``)."""
-    from webui.worker.standin import StandinPipeline, standin_seconds
-
-    seconds = standin_seconds(settings.model)
-    if seconds is not None:
-        return StandinPipeline.for_settings(settings, seconds)
-    return PortraitPipeline.load(settings, place=place)

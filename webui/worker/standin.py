@@ -24,8 +24,7 @@ from webui.schema import EffectiveParams, ModelFamily, StepCallback
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
 from webui.worker.job_parsing import expected_steps
-from webui.worker.models import ModelDefaults
-from webui.worker.pipeline import PipelineBase
+from webui.worker.servable import ModelDefaults, PipelineBase
 
 STANDIN_PREFIX = "standin:"
 """``--model standin:SECONDS`` selects the stand-in; nothing else does."""
