@@ -22,7 +22,9 @@ gets ``down#...``: visible on the stats page, never in rotation.
 
 The agent remembers what it last told each balancer about each server (``settled``): a node host's
 rolling restart moves on only once every balancer that asks took the new state (a balancer that
-stopped asking for ``STALE_INTERVALS`` intervals counts as gone).
+stopped asking for ``STALE_INTERVALS`` intervals counts as gone). What a poll is told may lag the
+state: ``state_now`` can hold a park back until the web front is quiet at that very poll
+(``HAProxyGate.state_now``); ``settled`` then waits.
 
 A worker with a dispatch agent (``dispatch_agent_port``; it listens on this host's loopback) has its
 answer passed on: each question about that worker asks its dispatch agent once and adds its words
@@ -45,7 +47,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 from balancer.cluster import LOOPBACK
 from balancer.gate import ServerKey
@@ -91,10 +93,14 @@ class HostAgent:
     """A TCP server answering HAProxy's agent checks from ``state_of`` (asyncio, on the sidecar's loop)."""
 
     def __init__(self, host: str, port: int, state_of: Callable[[ServerKey], ServerState | None],
-                 interval: float, dispatch_port_of: Callable[[ServerKey], int | None] = _no_dispatch_agent) -> None:
+                 interval: float, dispatch_port_of: Callable[[ServerKey], int | None] = _no_dispatch_agent,
+                 state_now: Callable[[ServerKey], Awaitable[ServerState]] | None = None) -> None:
         self.host, self.port = host, port
         self.state_of = state_of
         """The state to report for a server; None when this host does not run it."""
+        self.state_now = state_now
+        """What to tell a balancer polling now about one of this host's servers, when it may differ from
+        ``state_of`` (a park held back); None: ``state_of``."""
         self.dispatch_port_of = dispatch_port_of
         """The loopback port of a server's dispatch agent, whose answer is passed on; None when it has none."""
         self.interval = interval
@@ -119,10 +125,12 @@ class HostAgent:
             await self._server.wait_closed()
             self._server = None
 
-    def reply(self, request: str, peer: str | None = None) -> str:
-        """The state part of the answer to one ``BACKEND/SERVER`` line (remembered as told to ``peer``)."""
+    def reply(self, request: str, peer: str | None = None, state: ServerState | None = None) -> str:
+        """The state part of the answer to one ``BACKEND/SERVER`` line (remembered as told to ``peer``); ``state``:
+        the one to tell instead of ``state_of``'s (``state_now``'s), for a server this host runs."""
         backend, _, server = request.strip().partition("/")
-        state = self.state_of((backend, server)) if server else None
+        known = self.state_of((backend, server)) if server else None
+        state = state if known is not None and state is not None else known
         if state is None:
             logger.warning("host agent: asked about %r, which this node host does not run", request.strip()[:80])
             return UNKNOWN_REPLY
@@ -132,10 +140,11 @@ class HostAgent:
 
     async def answer(self, request: str, peer: str | None = None) -> str:
         """The whole answer: ``reply``, with the server's dispatch agent's words when it has one in rotation."""
-        state_words = self.reply(request, peer)
+        backend, _, server = request.strip().partition("/")
+        now = await self.state_now((backend, server)) if self.state_now is not None and server else None
+        state_words = self.reply(request, peer, now)
         if state_words not in (REPLIES["ready"], REPLIES["drain"]):
             return state_words
-        backend, _, server = request.strip().partition("/")
         port = self.dispatch_port_of((backend, server))
         if port is None:
             return state_words

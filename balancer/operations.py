@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
+    from balancer.gate import ParkGuard
     from balancer.supervisor import ProcessSupervisor
 
 logger = logging.getLogger("balancer.sidecar")
@@ -159,8 +160,9 @@ class NodeControl(Protocol):
     async def drain(self, node: str, drained: bool) -> dict | None:
         """An operator's drain of a node, or its end (``Sidecar.drain``)."""
 
-    async def park(self, backend: str, server: str, parked: bool) -> bool:
-        """Keep a server in ``maint`` whatever its supervisor says (``HAProxyGate.park``), or stop."""
+    async def park(self, backend: str, server: str, parked: bool, guard: ParkGuard | None = None) -> bool:
+        """Keep a server in ``maint`` whatever its supervisor says (``HAProxyGate.park``), or stop; on a node host
+        each balancer is told at a poll where ``guard`` agrees."""
 
     async def node_traffic(self, node: str) -> Traffic:
         """Requests on the node's web front and worker (``OSError`` when unknown; ``balancer.traffic``)."""
@@ -247,10 +249,10 @@ class RollingRestart:
             report.log(node, f"its sticky clients idle after {waited:.1f} s; its web front takes them back")
         webs.clear()  # nothing left to unpark
 
-    async def park(self, webs: list[tuple[str, str]], parked: bool) -> None:
-        """Park (or unpark) these web front servers."""
+    async def park(self, webs: list[tuple[str, str]], parked: bool, guard: ParkGuard | None = None) -> None:
+        """Park (or unpark) these web front servers (``guard``: ``NodeControl.park``)."""
         for web in webs:
-            await self.control.park(*web, parked)
+            await self.control.park(*web, parked, guard)
 
     async def switch_when_quiet(self, node: str, traffic: Callable[[], Awaitable[Traffic]],
                                 webs: list[tuple[str, str]], parked: bool, report: OperationReport) -> float | None:
@@ -260,13 +262,15 @@ class RollingRestart:
         Quiet: nothing in flight and no new request for ``settle`` s. A request that arrives
         between the last look and the switch may be a Gradio job's first request, whose next ones
         would then go elsewhere: so ``traffic`` is looked at once more after the switch, and if a
-        request came, the switch is undone at once and the wait begins again."""
+        request came, the switch is undone at once and the wait begins again. On a node host a park
+        reaches each balancer at its next poll, and there ``maint`` ends the web front's sessions: so it
+        is told only at a poll where ``traffic`` is still what it was when found quiet."""
         start = time.monotonic()
         while (left := self.request.drain_timeout - (time.monotonic() - start)) > 0:
             quiet = await self.wait_quiet(traffic, left)
             if quiet is None:
                 return None
-            await self.park(webs, parked)
+            await self.park(webs, parked, self.still_quiet(traffic, quiet) if parked else None)
             try:
                 slipped = (await traffic()).total != quiet.total
             except OSError:
@@ -276,6 +280,19 @@ class RollingRestart:
             await self.park(webs, not parked)
             report.log(node, "a request came just as its web front switched: switched back, waiting again")
         return None
+
+    @staticmethod
+    def still_quiet(traffic: Callable[[], Awaitable[Traffic]], quiet: Traffic) -> ParkGuard:
+        """Whether nothing is in flight and no request came since ``quiet`` (asked again at each call)."""
+
+        async def unchanged() -> bool:
+            try:
+                seen = await traffic()
+            except OSError:
+                return False
+            return not seen.in_flight and seen.total == quiet.total
+
+        return unchanged
 
     async def wait_quiet(self, traffic: Callable[[], Awaitable[Traffic]], timeout: float) -> Traffic | None:
         """The traffic once nothing was in flight and no request came for ``settle`` s (looking every

@@ -68,7 +68,7 @@ from balancer.cluster import (
     load_cluster_file,
     parse_cluster,
 )
-from balancer.gate import HAProxyGate, ServerKey
+from balancer.gate import HAProxyGate, ParkGuard, ServerKey
 from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess, write_config
 from balancer.haproxy_config import PART_BACKENDS, StaticServers, render_config
@@ -218,7 +218,8 @@ class Sidecar:
                          if keepalived is not None and spec.floating is not None else None)
         """Whether this balancer holds the floating address (keepalived's word), for ``/status`` and ``/metrics``."""
         self.host_agent = (HostAgent(node_host.address, node_host.host_agent_port, self.server_state,
-                                     spec.health.host_agent_interval, self.dispatch_agent_port) if node_host else None)
+                                     spec.health.host_agent_interval, self.dispatch_agent_port, self.gate.state_now)
+                           if node_host else None)
         """Tells every balancer its parts' states (HAProxy's agent checks), on a node host."""
         self.traffic: TrafficSource | None = None
         """What an operation waits on: this host's HAProxy's view, or on a node host the parts' own counters."""
@@ -473,10 +474,15 @@ class Sidecar:
                 supervisor.child.command = part_command(self.spec, spec, "worker", spec.worker, self.tls)
         logger.warning("%s: worker arguments now %s (not written back to the cluster file)", node, args)
 
-    async def park(self, backend: str, server: str, parked: bool) -> bool:
+    async def park(self, backend: str, server: str, parked: bool, guard: ParkGuard | None = None) -> bool:
         """Keep a server in ``maint`` whatever its supervisor says, or stop (``HAProxyGate.park``); on a node
-        host, once every balancer took it."""
-        return await self.gate.park(backend, server, parked) and await self.balancers_took([(backend, server)])
+        host, once every balancer took it (each at a poll where ``guard`` agreed; then the park is confirmed)."""
+        key = (backend, server)
+        if not await self.gate.park(backend, server, parked, guard) or not await self.balancers_took([key]):
+            return False
+        if parked:
+            self.gate.confirm_park(key)
+        return True
 
     async def balancers_took(self, keys: list[ServerKey]) -> bool:
         """On a node host, wait until every balancer that asks its host agent took these servers' states

@@ -10,6 +10,7 @@ import time
 import httpx
 from fastapi import FastAPI
 
+from balancer.gate import HAProxyGate
 from balancer.host_agent import REPLIES, STALE_INTERVALS, HostAgent
 from balancer.runtime_api import ServerState
 from webui.contract import HEALTH_PATH, STICKY_NODE_HEADER, TRAFFIC_PATH
@@ -68,6 +69,58 @@ def test_the_host_agent_knows_when_every_balancer_that_asks_took_a_state() -> No
     assert agent.settled(key)
     assert asyncio.run(agent.wait_settled([key])) is True
     assert not agent.settled(("workers", "nosuch"))
+
+
+def test_a_park_reaches_each_balancer_only_at_a_poll_where_its_web_front_is_still_quiet() -> None:
+    """A node host's ``maint`` ends the web front's sessions in the balancer that takes it (``on-marked-down
+    shutdown-sessions``), so a park is told at a poll only while its guard says nothing came since the rolling
+    restart found the web front quiet; once every balancer took it, it holds whatever the guard says."""
+    key = ("webs", "node1")
+    quiet = {"now": False}
+
+    async def still_quiet() -> bool:
+        return quiet["now"]
+
+    async def scenario() -> list[str]:
+        gate = HAProxyGate(None, pulled=True)
+        agent = HostAgent("127.0.0.1", 0, gate.effective, interval=0.05, state_now=gate.state_now)
+        told = []
+
+        async def poll(balancer: str) -> None:
+            told.append(await agent.answer("webs/node1\n", balancer))
+
+        await gate.set_state(*key, "ready")
+        await gate.hold(*key, True)  # the rolling restart drained the node
+        await gate.park(*key, True, still_quiet)
+        await poll("10.0.0.10")  # a job began on the web front since: not told
+        assert not agent.settled(key)
+        quiet["now"] = True
+        await poll("10.0.0.10")
+        await poll("10.0.0.11")
+        assert agent.settled(key)
+        gate.confirm_park(key)
+        quiet["now"] = False  # the web front restarts: its counts cannot be read
+        await poll("10.0.0.10")
+        await gate.park(*key, False)
+        await poll("10.0.0.10")
+        await gate.park(*key, True, still_quiet)  # a new park: guarded again
+        await poll("10.0.0.11")
+        return told
+
+    assert asyncio.run(scenario()) == [REPLIES["drain"], REPLIES["maint"], REPLIES["maint"], REPLIES["maint"],
+                                       REPLIES["drain"], REPLIES["drain"]]
+
+
+def test_a_local_haproxy_is_told_a_park_at_once_whatever_its_guard() -> None:
+    async def never() -> bool:
+        return False
+
+    async def scenario() -> str:
+        gate = HAProxyGate(None, pulled=False)  # no runtime API in this test: nothing is sent
+        await gate.park("webs", "node1", True, never)
+        return await gate.state_now(("webs", "node1"))
+
+    assert asyncio.run(scenario()) == "maint"
 
 
 def test_waiting_for_balancers_that_never_ask_gives_up_after_a_few_intervals() -> None:
