@@ -1,7 +1,8 @@
 """A rolling restart of the nodes of one node host, through that host's own sidecar, under load: no request fails.
 
 A balancer host and two node hosts in network namespaces (``bench.harness.hosts``); node host ``n1``
-runs two nodes, ``n2`` one. While a REST client, a reused ``gradio_client`` and a browser-protocol
+runs two nodes, ``n2`` one; the workers serve the fixed-latency stand-in (the subject is the operation, not
+the model). While a REST client, a reused ``gradio_client`` and a browser-protocol
 client send jobs through the balancer, ``python -m balancer.ctl rolling-restart`` runs on ``n1``
 against its sidecar (which has no HAProxy: it drains each node through its host agent, waits on the
 parts' own request counts, parks and unparks the web front through the agent too). Checked: every
@@ -28,7 +29,7 @@ import pytest
 from balancer.cluster import load_cluster_file, parse_cluster
 from balancer.ctl import PASSWORD_ENV
 from balancer.haproxy_config import WORKERS_BACKEND
-from bench.harness.hosts import BALANCER, HostsCluster
+from bench.harness.hosts import BALANCER, STANDIN_WORKER, HostsCluster
 from bench.harness.load import OK, Clock, FewestUp, Record, mixed_clients, under_load
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes
@@ -84,9 +85,9 @@ def extra_delays(records: list[Record]) -> dict[str, float]:
             for kind in kinds if (latencies := [r.latency for r in records if r.kind == kind])}
 
 
-def test_rolling_restart_of_one_node_host_under_load_fails_no_request(demo_model_dir: Path, tmp_path: Path) -> None:
+def test_rolling_restart_of_one_node_host_under_load_fails_no_request(tmp_path: Path) -> None:
     with Processes("hosts-rolling") as processes, NetworkLab([BALANCER, "n1", "n2"], processes) as lab:
-        cluster = HostsCluster(lab, tmp_path, HEALTH, NODES)
+        cluster = HostsCluster(lab, tmp_path, HEALTH, NODES, worker_args=STANDIN_WORKER)
         cluster.start(timeout=240)
         before = {host: part_pids(cluster, host) for host in ("n1", "n2")}
         clock, closers = Clock(), []

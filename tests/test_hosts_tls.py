@@ -1,4 +1,4 @@
-"""Node hosts over mutual TLS: real hosts (network namespaces), real HAProxy, real demo-model processes.
+"""Node hosts over mutual TLS: real hosts (network namespaces), real HAProxy, real node processes (stand-in model).
 
 The layout of ``tests/test_hosts.py`` (``launch.py --role balancer`` in namespace ``b``, ``--role
 node`` in ``n1`` and ``n2``, one cluster file), with ``tls`` and the certificates of one run of
@@ -31,7 +31,7 @@ import pytest
 import yaml
 from gradio_client import Client
 
-from bench.harness.hosts import BALANCER, NODE_HOSTS, HostsCluster
+from bench.harness.hosts import BALANCER, NODE_HOSTS, STANDIN_WORKER, HostsCluster
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
@@ -49,8 +49,9 @@ WORKER_QUEUE_PORT = 8081
 
 
 @pytest.fixture(scope="module")
-def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostsCluster, Path]]:
-    """The three hosts with ``tls``, every part UP on the balancer; (cluster, certificate directory)."""
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostsCluster, Path]]:
+    """The three hosts with ``tls`` (workers on the fixed-latency stand-in: TLS is the subject, not the model),
+    every part UP on the balancer; (cluster, certificate directory)."""
     run_dir = tmp_path_factory.mktemp("hosts-tls")
     with Processes("hosts-tls") as processes, NetworkLab([BALANCER, *NODE_HOSTS.values()], processes) as lab:
         certs = run_dir / "certs"
@@ -60,7 +61,7 @@ def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
                                                f"{host}={lab.address[host]}"))],
                                 capture_output=True, text=True, timeout=60)
         assert issued.returncode == 0, issued.stderr
-        hosts = HostsCluster(lab, run_dir, {})
+        hosts = HostsCluster(lab, run_dir, {}, worker_args=STANDIN_WORKER)
         data = yaml.safe_load(hosts.file.read_text())
         # Each node host finds its certificate as NAME.pem beside ca.crt (the command's layout). The
         # connect timeout covers the TLS handshake, which a busy node's event loop may answer late on

@@ -1,9 +1,10 @@
 """Two balancers, one address: a killed balancer host's floating address moves, sessions keep their web front.
 
 Two balancer hosts (``launch.py --role balancer``: HAProxy, its sidecar and keepalived) share a
-floating address; two node hosts run the nodes (``bench.harness.pair``), each in its own network
-namespace. A browser-style client (cookie jar) keeps loading the page through the floating address
-while a REST job runs; then the balancer holding the address dies (every process SIGKILLed, its
+floating address; two node hosts run the nodes (``bench.harness.pair``; their workers serve the
+fixed-latency stand-in: the subject is the balancers, not the model), each in its own network
+namespace. A browser-style client (cookie jar) keeps loading the page through the floating address while
+a REST job runs; then the balancer holding the address dies (every process SIGKILLed, its
 link down). Checked: the address moves to the other balancer, every request succeeds with the
 client's retry policy (in-flight requests through the dead balancer are lost by nature: their TCP
 connections die), the browser's cookie keeps its web front, and cookie-less requests carrying a
@@ -25,7 +26,7 @@ import httpx
 import pytest
 
 from balancer.cluster import load_cluster_file
-from bench.harness.hosts import NODE_HOSTS
+from bench.harness.hosts import NODE_HOSTS, STANDIN_WORKER
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster, lose_balancer_mid_load
 from bench.harness.processes import REPO, Processes
@@ -48,9 +49,9 @@ HEALTH = {**EXAMPLE["health"], "slowstart": 0}
 ADVERT = EXAMPLE["floating"]["advert_interval"]
 
 
-def test_a_killed_balancer_host_moves_the_address_and_keeps_sessions(demo_model_dir: Path, tmp_path: Path) -> None:
+def test_a_killed_balancer_host_moves_the_address_and_keeps_sessions(tmp_path: Path) -> None:
     with Processes("pair") as processes, NetworkLab(LAB_HOSTS, processes) as lab:
-        cluster = PairCluster(lab, tmp_path, HEALTH, ADVERT)
+        cluster = PairCluster(lab, tmp_path, HEALTH, ADVERT, worker_args=STANDIN_WORKER)
         cluster.start(timeout=240)
         holder = cluster.holder()
         states_before = {host: cluster.vrrp_state(host) for host in BALANCERS.values()}

@@ -12,7 +12,6 @@ import time
 import pytest
 
 from bench.harness.processes import REPO
-
 from webui.schema import GenerationRequest
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError

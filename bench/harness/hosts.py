@@ -1,7 +1,8 @@
 """A balancer host and two node hosts in network namespaces (``bench.harness.netns``), and lost hosts.
 
 ``HostsCluster`` starts ``launch.py --role balancer`` in namespace ``b`` and ``launch.py --role
-node`` in ``n1`` and ``n2`` (a worker and a web front each, demo model), all from one cluster file.
+node`` in ``n1`` and ``n2`` (a worker and a web front each; the demo model, or the stand-in where the
+model is not the subject), all from one cluster file.
 ``lose_host_mid_job`` breaks the node host that runs a REST job (``FAULTS``: link down, packets
 dropped, every process frozen) and measures what that cost; ``tests/test_hosts.py`` checks the
 outcome, ``bench/hosts.py`` tabulates it.
@@ -44,6 +45,10 @@ FAULTS: dict[str, tuple[Callable[[NetworkLab, str], object], Callable[[NetworkLa
 
 DEMO_WORKER = ["--model", "demo", "--device", "cpu", "--threads", "1"]
 """The lab workers' flags unless told otherwise."""
+STANDIN_WORKER = ["--model", "standin:0.3", "--threads", "1"]
+"""For labs whose subject is the cluster, not the model (rolling restarts, TLS between hosts, balancer failover):
+the fixed-latency stand-in (``webui.worker.standin``, not a model; 0.3 s a job, about the demo model's 2-step
+256² job here), whose worker is ready in about a second instead of ten (it imports no torch)."""
 
 
 def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float], nodes: dict[str, str],

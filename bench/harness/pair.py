@@ -29,7 +29,7 @@ import yaml
 from balancer.ctl import DEFAULT_SIDECAR
 from balancer.haproxy import RuntimeAPI
 from balancer.haproxy_config import COOKIE_NAME
-from bench.harness.hosts import BALANCER, JOB, NODE_HOSTS, PUBLIC_PORT, HostsCluster
+from bench.harness.hosts import BALANCER, DEMO_WORKER, JOB, NODE_HOSTS, PUBLIC_PORT, HostsCluster
 from bench.harness.netns import NetworkLab
 from bench.harness.waiting import wait_until
 
@@ -57,8 +57,9 @@ def pair_cluster_data(lab: NetworkLab, base: Path, advert_interval: float) -> di
 class PairCluster(HostsCluster):
     """Two balancers, one floating address, two node hosts: started with ``launch.py`` in their namespaces."""
 
-    def __init__(self, lab: NetworkLab, run_dir: Path, health: dict[str, float], advert_interval: float) -> None:
-        super().__init__(lab, run_dir, health)
+    def __init__(self, lab: NetworkLab, run_dir: Path, health: dict[str, float], advert_interval: float,
+                 worker_args: list[str] = DEMO_WORKER) -> None:
+        super().__init__(lab, run_dir, health, worker_args=worker_args)
         data = pair_cluster_data(lab, self.file, advert_interval)
         self.file.write_text(yaml.safe_dump(data))
         self.floating = data["floating"]["address"]
