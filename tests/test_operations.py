@@ -1,9 +1,11 @@
-"""A rolling restart of a real cluster (``launch.py``, two nodes on the demo model) under a bounded
-load of REST, ``gradio_client`` and browser-protocol clients: no request fails, at most one node
-is out of rotation at a time, every worker and web front runs a new process, and the workers run
-the new ``--lora`` the operator asked for (``/info``). Then ``add-node`` / ``remove-node`` under REST and
-``gradio_client`` load (no request fails, the new node takes jobs and gets a cookie, its processes and
-servers go), and a node added at runtime that survives an HAProxy restart by the sidecar."""
+"""A rolling restart of a real cluster (``launch.py``, two nodes; the workers serve the fixed-latency stand-in,
+not a model: the subject is the operations) under a bounded load of REST, ``gradio_client`` and
+browser-protocol clients: no request fails, at most one node is out of rotation at a time, every worker
+and web front runs a new process, and the workers run the new ``--model`` the operator asked for
+(``/readyz``; a LoRA changes the same flags, and a real model's load with one is ``tests/test_models.py``).
+Then ``add-node`` / ``remove-node`` under REST and ``gradio_client`` load (no request fails, the new node
+takes jobs and gets a cookie, its processes and servers go), and a node added at runtime that survives an
+HAProxy restart by the sidecar."""
 
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import psutil
@@ -27,7 +28,7 @@ from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import OK, Clock, FewestUp, LoadClient, mixed_clients, under_load
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
-from webui.contract import INFO_PATH
+from webui.contract import READY_PATH
 
 NODES = ("node1", "node2")
 PARTS = ("web", "worker")
@@ -39,11 +40,13 @@ web front is switched (out, and back in) only while all its sticky clients are b
 once, for ``SETTLE`` seconds."""
 SETTLE = 0.5
 """The rolling restart's ``--settle``: far longer than the gaps between the requests of one job."""
+MODEL, NEW_MODEL = "standin:0.3", "standin:0.25"
+"""The workers' model, and the one the rolling restart gives them (seconds per job, in ``/readyz``)."""
 
 
 @pytest.fixture(scope="module")
-def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
-    options = ClusterOptions(nodes=len(NODES), threads=1, start_timeout=240,
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
+    options = ClusterOptions(model=MODEL, nodes=len(NODES), threads=1, start_timeout=240,
                              sidecar={"probe_interval": 0.5, "stop_grace": 5})
     with Processes("operations") as processes:
         with LaunchedCluster(options, name="operations", processes=processes,
@@ -75,20 +78,22 @@ def ctl(cluster: LaunchedCluster, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=LOAD_SECONDS)
 
 
-def worker_lora(cluster: LaunchedCluster, node: str) -> object:
-    return httpx.get(cluster.part_url(node, "worker") + INFO_PATH, timeout=10).raise_for_status().json()["lora"]
+def worker_model(cluster: LaunchedCluster, node: str) -> str:
+    """``standin:SECONDS`` as the worker's ``/readyz`` describes what it serves."""
+    pipeline = httpx.get(cluster.part_url(node, "worker") + READY_PATH, timeout=10).json()["pipeline"]
+    return f"standin:{pipeline['seconds_per_job']:g}"
 
 
-def test_rolling_restart_under_load_fails_no_request_and_applies_the_new_lora(cluster: LaunchedCluster) -> None:
+def test_rolling_restart_under_load_fails_no_request_and_applies_the_new_model(cluster: LaunchedCluster) -> None:
     cluster.wait_all_ready(120)
     before = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
-    assert {worker_lora(cluster, node) for node in NODES} != {None}  # the demo model's own LoRA
+    assert {worker_model(cluster, node) for node in NODES} == {MODEL}
     clock, closers = Clock(), []
     result: dict[str, subprocess.CompletedProcess] = {}
 
     def operate(stop: threading.Event) -> None:
         stop.wait(3.0)  # some load first
-        result["ctl"] = ctl(cluster, "rolling-restart", "--lora", "none", "--drain-timeout", "150",
+        result["ctl"] = ctl(cluster, "rolling-restart", "--model", NEW_MODEL, "--drain-timeout", "150",
                             "--settle", str(SETTLE))
 
     with workers_up(cluster) as fewest_up:
@@ -106,7 +111,7 @@ def test_rolling_restart_under_load_fails_no_request_and_applies_the_new_lora(cl
     assert fewest_up.fewest == 1  # one node out at a time, never both
     after = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
     assert all(after[key] != before[key] for key in before), (before, after)
-    assert {worker_lora(cluster, node) for node in NODES} == {None}
+    assert {worker_model(cluster, node) for node in NODES} == {NEW_MODEL}
     cluster.wait_all_ready(60)
 
 
@@ -132,11 +137,13 @@ def test_add_node_then_remove_node_under_load_fails_no_request(cluster: Launched
         # What an HAProxy restarted by the sidecar reads: the node is in it, as a server of each backend.
         outcome["config"] = cluster.spec.config_path.read_text()
         outcome["took_a_job"] = takes_a_job(cluster, node)
-        cookies = set()
-        for _ in range(12):
+        cookies: set[str | None] = set()
+        for _ in range(120):  # new browsers until one is given node3 (its weight ramps up over slowstart)
             with httpx.Client(timeout=10) as fresh:
                 fresh.get(cluster.public_url + "/")
                 cookies.add(fresh.cookies.get("PORTRAIT_NODE"))
+            if node in cookies:
+                break
         outcome["cookies"] = cookies
         outcome["pids"] = {part: entry["pid"] for part, entry in outcome["status"]["nodes"][node].items()}
         outcome["remove"] = ctl(cluster, "remove-node", node, "--settle", str(SETTLE), "--json")
