@@ -1,6 +1,7 @@
 """A job whose worker is SIGKILLed mid-generation finishes on another worker, unseen by the client.
 
-Two real workers behind a real HAProxy running the production configuration
+Two real workers (serving the fixed-latency stand-in, not a model: the subject is the web front's
+retry, and the stand-in draws by seed as the model does) behind a real HAProxy running the production configuration
 (``balancer.haproxy_config``: the ``worker_queue`` frontend and ``workers`` backend with health
 checks on ``/readyz`` and ``option redispatch``), one web front sending its jobs there, and a
 real ``gradio_client``. The test kills whichever worker reports ``busy`` while the job runs.
@@ -30,16 +31,18 @@ from tests.balancer_helpers import cluster_data
 
 WORKER_IDS = ("failover-a", "failover-b")
 JOB = dict(prompt="failover portrait", width=384, height=384, steps=12, seed=4242)
+MODEL = "standin:2"
+"""Two seconds a job: long enough to kill its worker in the middle."""
 
 
 @pytest.fixture
-def cluster(demo_model_dir: Path, processes: Processes, tmp_path: Path):
+def cluster(processes: Processes, tmp_path: Path):
     """Two workers behind HAProxy and a web front using it; yields (front URL, {id: (url, proc)})."""
     spec = parse_cluster(cluster_data(tmp_path, [], list(WORKER_IDS)))
     workers = {}
     for node in spec.workers:
         proc = processes.start(
-            ["python", "-m", "webui.worker", "--port", str(node.worker.port), "--node", node.name],
+            ["python", "-m", "webui.worker", "--port", str(node.worker.port), "--node", node.name, "--model", MODEL],
             log_name=node.name,
         )
         workers[node.name] = (node.worker.url, proc)

@@ -65,6 +65,10 @@ class RunningWorker:
         return Path(self.proc.log_path).read_text(errors="replace")
 
 
+STANDIN = "standin:0.4"
+"""The fixed-latency stand-in (0.4 s a job) for workers whose subject is not the model."""
+
+
 def start_worker(
     processes: Processes, name: str, *args: str, env: dict[str, str] | None = None, check_health: bool = True
 ) -> RunningWorker:
@@ -139,7 +143,9 @@ def worker(demo_model_dir) -> RunningWorker:
 
 @pytest.fixture(scope="module")
 def side_workers(demo_model_dir, tmp_path_factory) -> dict[str, RunningWorker]:
-    """Workers with injected faults and one with a missing model, started together."""
+    """Workers with injected faults and one with a missing model, started together. The dying and the stalling
+    ones serve the fixed-latency stand-in (not a model; a fault is an ``on_step`` wrapper, the same for any
+    pipeline, and it starts in a second); the out-of-memory one the demo model, whose clean-up it exercises."""
     missing = tmp_path_factory.mktemp("no-model") / "missing"
     with Processes("side") as processes:
         workers = {
@@ -147,8 +153,9 @@ def side_workers(demo_model_dir, tmp_path_factory) -> dict[str, RunningWorker]:
                 processes, "oom-worker", "--max-consecutive-ooms", "2",
                 env={FAULT_OOM_AT_STEP: "2", "PORTRAIT_FAULT_PROMPT_MARKER": "OOM-ME"},
             ),
-            "die": start_worker(processes, "die-worker", env={"PORTRAIT_FAULT_DIE_AT_STEP": "2"}),
-            "stall": start_worker(processes, "stall-worker", "--stall-floor", "1",
+            "die": start_worker(processes, "die-worker", "--model", STANDIN,
+                                env={"PORTRAIT_FAULT_DIE_AT_STEP": "2"}),
+            "stall": start_worker(processes, "stall-worker", "--model", STANDIN, "--stall-floor", "1",
                                   env={FAULT_STALL_AT_STEP: "2", "PORTRAIT_FAULT_PROMPT_MARKER": "STALL-ME"}),
             "missing": start_worker(processes, "missing-model", "--model", str(missing), check_health=False),
         }
