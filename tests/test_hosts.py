@@ -1,8 +1,9 @@
 """A lost node host costs seconds: real hosts (network namespaces), real faults, real processes.
 
 A balancer host (``launch.py --role balancer``: HAProxy and its sidecar) and two node hosts
-(``launch.py --role node``: a sidecar with a worker and a web front on the demo model, its host
-agent answering HAProxy's agent checks), each in its own network namespace on a private test subnet
+(``launch.py --role node``: a sidecar with a worker and a web front, its host agent answering HAProxy's
+agent checks; the workers serve the fixed-latency stand-in, 1.5 s a job, not a model: the subject is the
+hosts), each in its own network namespace on a private test subnet
 (``bench.harness.netns``, ``bench.harness.hosts``). The test process is a client on the same
 subnet. Faults while a REST job runs on a node host: its link goes down, every packet to it is
 dropped, every process of it is SIGSTOPped. The job must finish on the other host; how much later
@@ -51,13 +52,15 @@ ARTIFACT = REPO / "test-artifacts" / "hosts-failover.json"
 HEALTH = {**load_cluster_file(REPO / "assets" / "cluster.hosts.example.yaml")["health"], "slowstart": 0}
 """The documented multi-host checks, without slowstart: right after the start, and after each fault, a returning
 worker's maxconn would ramp up over it (10 s), withholding the dispatch agent's second slot."""
+WORKER = ["--model", "standin:1.5", "--threads", "1"]
+"""Long enough a job for a fault to come in its middle."""
 
 
 @pytest.fixture(scope="module")
-def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsCluster]:
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostsCluster]:
     run_dir = tmp_path_factory.mktemp("hosts")
     with Processes("hosts") as processes, NetworkLab(["b", *NODE_HOSTS.values()], processes) as lab:
-        hosts = HostsCluster(lab, run_dir, HEALTH)
+        hosts = HostsCluster(lab, run_dir, HEALTH, worker_args=WORKER)
         hosts.start(timeout=240)
         yield hosts
 
@@ -89,7 +92,7 @@ def test_a_node_host_worker_takes_its_next_job_while_a_result_is_encoded(cluster
                                 seed=200 + index).status_code
 
     # One job more than workers: it waits in HAProxy's queue until the first worker to finish generating
-    # opens its window (encoding 768²: ~80 ms, against the agent's 10 ms polls).
+    # opens its window (encoding 768²: ~80 ms, against the agent's 10 ms polls; a job: 1.5 s).
     started = time.monotonic()
     with ThreadPoolExecutor(3) as pool:
         codes = list(pool.map(client, range(3)))
