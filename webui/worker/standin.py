@@ -1,4 +1,4 @@
-"""A fixed-latency stand-in for the pipeline, for benchmarks of the serving layers only. It is not a model.
+"""A fixed-latency stand-in for the pipeline, for benchmarks and for tests whose subject is the cluster. Not a model.
 
 ``python -m webui.worker --model standin:0.5`` serves ``StandinPipeline``: every job sleeps 0.5 s
 in total (evenly over its steps, each reported through ``on_step`` like a denoising step), then
@@ -8,7 +8,9 @@ can tell what HTTP, HAProxy and the web front add from CPU contention on a loade
 
 It is never a default: only a ``--model`` that starts with ``standin:`` selects it, and every
 description of it (``/readyz``, ``/info``, results) says ``standin (fixed latency, benchmark only)``.
-Nothing about a model's behaviour can be learnt from it.
+Nothing about a model's behaviour can be learnt from it. It imports neither torch nor diffusers
+(``webui.worker.servable``), so its worker is ready in about a second: tests of rolling restarts,
+node hosts and failover use it where the model is not what they test.
 """
 
 from __future__ import annotations
