@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,21 @@ def portrait_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     os.environ["PORTRAIT_CACHE_DIR"] = str(path)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """This session's temporary files, under pytest's own directory (which it prunes): ``gradio_client`` makes
+    a folder in the system's temporary directory for each file it downloads, and leaves it there."""
+    path = tmp_path_factory.mktemp("tmp")
+    before = tempfile.tempdir, os.environ.get("TMPDIR")
+    tempfile.tempdir, os.environ["TMPDIR"] = str(path), str(path)
+    yield path
+    tempfile.tempdir = before[0]
+    if before[1] is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before[1]
 
 
 @pytest.fixture(scope="session")

@@ -24,8 +24,9 @@ from assets.lora_layouts import LAYOUTS
 from tests.helpers import assert_same_picture, generate
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
-from webui.worker.models import LORA_ADAPTER, PRESETS, lora_weight_file
+from webui.worker.models import LORA_ADAPTER, lora_weight_file
 from webui.worker.pipeline import PortraitPipeline
+from webui.worker.sources import PRESETS
 
 PRESET = "awportrait-z"
 HUB_FILE_NAME = "AWPortrait-Z_v1.safetensors"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -19,14 +21,16 @@ from assets.build_demo_model import (
     build_pipeline,
     is_complete,
 )
+from bench.harness.processes import REPO
 from tests.helpers import assert_same_picture, generate
 from webui.schema import GenerationRequest, Limits, ModelFamily
 from webui.settings import WorkerSettings
 from webui.worker import device
 from webui.worker.device import DeviceError, Machine, plan_device, probe_machine
 from webui.worker.errors import ModelLoadError
-from webui.worker.models import load_model, resolve_source
+from webui.worker.models import PIPELINES, load_model
 from webui.worker.pipeline import PortraitPipeline
+from webui.worker.sources import PIPELINE_CLASSES, resolve_source
 
 GIB = 1024**3
 
@@ -124,7 +128,7 @@ def test_presets_resolve_to_hub_models_and_their_loras(tmp_path: Path):
 
 
 def test_family_defaults_for_presets_follow_the_model_cards():
-    from webui.worker.models import FAMILY_DEFAULTS, PRESETS
+    from webui.worker.sources import FAMILY_DEFAULTS, PRESETS
 
     zimage = FAMILY_DEFAULTS[ModelFamily.ZIMAGE]
     assert (zimage.steps, zimage.guidance) == (8, 0.0)  # Z-Image-Turbo: 8 steps, no CFG
@@ -147,6 +151,37 @@ def assert_load_error(match: str, **fields) -> str:
 def test_missing_directory(tmp_path: Path):
     message = assert_load_error("does not exist", model=str(tmp_path / "no-such-model"))
     assert str(tmp_path / "no-such-model") in message
+
+
+def test_a_missing_model_or_device_fails_the_loader_before_diffusers_is_imported(tmp_path: Path,
+                                                                                   demo_model_dir: Path):
+    # A fresh interpreter, as a worker's: the loader's first steps name what is wrong in one line, in about a
+    # second, instead of after diffusers' seconds of imports (a crash-looping worker pays those at every start).
+    script = (
+        "import sys\n"
+        "from webui.settings import WorkerSettings\n"
+        "from webui.worker.errors import ModelLoadError\n"
+        "from webui.worker.servable import load_pipeline\n"
+        "import torch\n"
+        "torch.cuda.is_available = lambda: False\n"
+        "for fields in ({'model': sys.argv[1]}, {'model': sys.argv[2], 'device': 'cuda'}):\n"
+        "    try:\n"
+        "        load_pipeline(WorkerSettings(**fields))\n"
+        "    except ModelLoadError as exc:\n"
+        "        print(exc)\n"
+        "print('diffusers' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "no-such-model"), str(demo_model_dir)],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    missing, no_cuda, imported = done.stdout.strip().splitlines()
+    assert "does not exist" in missing and "cuda" in no_cuda.lower(), done.stdout
+    assert imported == "False"
+
+
+def test_the_sources_name_the_classes_the_loader_loads():
+    assert {family: (classes.text2img.__name__, classes.img2img.__name__) for family, classes in PIPELINES.items()} \
+        == PIPELINE_CLASSES
 
 
 def test_unknown_hub_id_offline(hub_offline):

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from webui.settings import WorkerSettings
+from webui.worker.errors import ModelLoadError
 
 logger = logging.getLogger(__name__)
 
@@ -225,3 +226,11 @@ def apply_plan(pipe, plan: DevicePlan) -> None:
     if plan.compile:
         denoiser.compile()
     logger.info("device plan: %s", plan.as_dict())
+
+
+def device_plan(settings: WorkerSettings) -> DevicePlan:
+    """This machine's plan for ``settings``; ``ModelLoadError`` (one line) when they ask for what it lacks."""
+    try:
+        return plan_device(settings, probe_machine())
+    except DeviceError as exc:
+        raise ModelLoadError(str(exc)) from None

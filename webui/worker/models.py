@@ -1,17 +1,13 @@
-"""Model sources, presets and loading: one code path for the demo model, presets, hub ids and dirs.
+"""Model loading: one code path for the demo model, presets, hub ids and dirs.
 
-``resolve_source`` turns ``--model``/``--lora`` into a ``ModelSource`` (what to load and
-with which defaults); ``detect_family`` reads ``model_index.json`` to tell Z-Image from
-SDXL; ``load_model`` loads the text-to-image pipeline with ``from_pretrained``, attaches
-the LoRA and derives the image-to-image pipeline from the same components with
-``from_pipe``. Every failure surfaces as ``ModelLoadError`` with a one-line message.
+``load_model`` loads what ``webui.worker.sources.resolve_source`` found: the text-to-image pipeline
+with ``from_pretrained``, the LoRA attached, and the image-to-image pipeline derived from the same
+components with ``from_pipe``. Every failure surfaces as ``ModelLoadError`` with a one-line message.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,39 +24,12 @@ from safetensors import safe_open
 
 from webui.schema import ModelFamily
 from webui.worker.errors import ModelLoadError, one_line
-from webui.worker.servable import ModelDefaults
+from webui.worker.sources import ModelSource, detect_family
 
 logger = logging.getLogger(__name__)
 
 LORA_ADAPTER = "portrait"
 """Adapter name the LoRA is loaded under."""
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-FAMILY_DEFAULTS = {
-    # Z-Image-Turbo is distilled: 8 steps, no classifier-free guidance.
-    ModelFamily.ZIMAGE: ModelDefaults(steps=8, guidance=0.0, width=1024, height=1024),
-    ModelFamily.SDXL: ModelDefaults(steps=30, guidance=7.5, width=1024, height=1024),
-}
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A named model: where its weights live, its own LoRA and its defaults."""
-
-    model: str
-    lora: str | None = None
-    defaults: ModelDefaults | None = None
-    """``None``: the family's defaults."""
-
-
-DEMO = "demo"
-PRESETS = {
-    DEMO: Preset(model=DEMO, lora=DEMO, defaults=ModelDefaults(steps=8, guidance=0.0, width=512, height=512)),
-    "awportrait-z": Preset(model="Tongyi-MAI/Z-Image-Turbo", lora="Shakker-Labs/AWPortrait-Z"),
-    "sdxl": Preset(model="stabilityai/stable-diffusion-xl-base-1.0"),
-}
-"""``--model`` names with a meaning of their own; ``demo``'s model and LoRA are built locally."""
 
 
 @dataclass(frozen=True)
@@ -75,93 +44,7 @@ PIPELINES = {
     ModelFamily.ZIMAGE: FamilyPipelines(ZImagePipeline, ZImageImg2ImgPipeline),
     ModelFamily.SDXL: FamilyPipelines(StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline),
 }
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """A resolved ``--model``/``--lora`` pair."""
-
-    name: str
-    """What the user asked for (``demo``, a preset, a hub id or a path)."""
-    location: str
-    """A local directory or a hub id, as given to ``from_pretrained``."""
-    is_local: bool
-    lora: str | None
-    """A local file/directory or a hub id, or ``None`` for no LoRA."""
-    defaults: ModelDefaults | None
-
-
-def resolve_source(model: str, lora: str, cache_dir: Path) -> ModelSource:
-    """Turn ``--model`` and ``--lora`` into a ``ModelSource``; build the demo model if needed.
-
-    ``lora``: ``auto`` (the preset's own LoRA, none for other models), ``none``, or a path
-    or hub id.
-    """
-    preset = PRESETS.get(model)
-    location = preset.model if preset else model
-    if location == DEMO:
-        from assets.build_demo_model import LORA_SUBDIR, ensure_demo_model
-
-        try:
-            demo_dir = ensure_demo_model(cache_dir)
-        except Exception as exc:  # e.g. a read-only or full cache dir
-            why = f"cannot build the demo model in {cache_dir} ({one_line(exc)})"
-            raise ModelLoadError(f"model 'demo': {why}") from None
-        location = str(demo_dir)
-        preset = Preset(model=location, lora=str(demo_dir / LORA_SUBDIR), defaults=preset.defaults)
-    is_local = _is_local(location)
-    if is_local:
-        location = str(Path(location).expanduser().resolve())
-
-    if lora == "auto":
-        lora_location = preset.lora if preset else None
-    elif lora == "none":
-        lora_location = None
-    else:
-        lora_location = str(Path(lora).expanduser().resolve()) if _is_local(lora) else lora
-    return ModelSource(
-        name=model, location=location, is_local=is_local, lora=lora_location,
-        defaults=preset.defaults if preset else None,
-    )
-
-
-def _is_local(location: str) -> bool:
-    """A path (existing, or not shaped like ``owner/name``) rather than a hub id."""
-    return Path(location).expanduser().exists() or not _HUB_ID.match(location)
-
-
-def detect_family(source: ModelSource) -> ModelFamily:
-    """Read the pipeline class from ``model_index.json`` and map it to a ``ModelFamily``."""
-    index_path = _model_index_path(source)
-    try:
-        class_name = json.loads(index_path.read_text())["_class_name"]
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ModelLoadError(f"model {source.name!r}: {index_path} is not a valid model_index.json ({exc})") from None
-    for family, classes in PIPELINES.items():
-        if class_name in (classes.text2img.__name__, classes.img2img.__name__):
-            return family
-    supported = ", ".join(classes.text2img.__name__ for classes in PIPELINES.values())
-    raise ModelLoadError(
-        f"model {source.name!r}: pipeline class {class_name!r} is not supported (supported: {supported})"
-    )
-
-
-def _model_index_path(source: ModelSource) -> Path:
-    """The local ``model_index.json`` of ``source`` (downloaded alone for a hub id)."""
-    if source.is_local:
-        directory = Path(source.location)
-        if not directory.is_dir():
-            raise ModelLoadError(f"model {source.name!r}: directory {directory} does not exist")
-        return directory / "model_index.json"
-    from huggingface_hub import hf_hub_download
-
-    try:
-        return Path(hf_hub_download(source.location, "model_index.json"))
-    except Exception as exc:  # offline, unknown repo, gated, network error, ...
-        raise ModelLoadError(
-            f"model {source.name!r}: cannot get model_index.json of {source.location!r} from the Hugging Face hub "
-            f"({one_line(exc)})"
-        ) from None
+"""The classes ``webui.worker.sources.PIPELINE_CLASSES`` names."""
 
 
 @dataclass

@@ -26,17 +26,10 @@ from PIL import Image, ImageOps
 from webui.contract import MAX_SIDE
 from webui.schema import EffectiveParams, StepCallback
 from webui.settings import WorkerSettings
-from webui.worker.device import DeviceError, DevicePlan, apply_plan, pin_host_memory, plan_device, probe_machine
-from webui.worker.errors import ModelLoadError
-from webui.worker.models import (
-    FAMILY_DEFAULTS,
-    LoadedModel,
-    load_model,
-    resolve_source,
-    set_lora_scale,
-    wrap_pipeline,
-)
+from webui.worker.device import DevicePlan, apply_plan, device_plan, pin_host_memory
+from webui.worker.models import LoadedModel, load_model, set_lora_scale, wrap_pipeline
 from webui.worker.servable import ModelDefaults, PipelineBase
+from webui.worker.sources import FAMILY_DEFAULTS, ModelSource, resolve_source
 
 logger = logging.getLogger(__name__)
 
@@ -57,18 +50,17 @@ class PortraitPipeline(PipelineBase):
         """Whether the device plan has been applied (the weights are where they run)."""
 
     @classmethod
-    def load(cls, settings: WorkerSettings, place: bool = True) -> PortraitPipeline:
-        """Resolve ``settings.model``/``settings.lora``, load them and apply the device plan
-        (``place=False``: leave the weights in host memory until ``place``).
+    def load(cls, settings: WorkerSettings, place: bool = True, source: ModelSource | None = None,
+             plan: DevicePlan | None = None) -> PortraitPipeline:
+        """Resolve ``settings.model``/``settings.lora`` (unless ``source`` is given), load them and apply the
+        device plan (``plan``, or this machine's for ``settings``; ``place=False``: leave the weights in host
+        memory until ``place``).
 
         Raises ``ModelLoadError`` (one-line message) when anything is missing or wrong.
         """
         started = time.perf_counter()
-        try:
-            plan = plan_device(settings, probe_machine())
-        except DeviceError as exc:
-            raise ModelLoadError(str(exc)) from None
-        source = resolve_source(settings.model, settings.lora, settings.cache_dir)
+        plan = plan or device_plan(settings)
+        source = source or resolve_source(settings.model, settings.lora, settings.cache_dir)
         model = load_model(source, plan.dtype)
         pipeline = cls(model, plan, settings.model, source.defaults or FAMILY_DEFAULTS[model.family], settings.max_side)
         if place:
@@ -165,3 +157,4 @@ class PortraitPipeline(PipelineBase):
                 **image_kwargs,
             )
         return list(result.images)
+

@@ -1,7 +1,8 @@
 """What every servable pipeline shares, and the choice of what a worker serves; no torch, no diffusers.
 
 ``load_pipeline`` gives ``webui.worker.pipeline.PortraitPipeline`` (a real diffusers model, whose
-modules import torch and diffusers: seconds of a worker's start) or, for ``--model standin:SECONDS``,
+modules import torch and diffusers: seconds of a worker's start; a model that is missing, or not of a
+known kind, fails before them: ``webui.worker.sources``) or, for ``--model standin:SECONDS``,
 the benchmarks' fixed-latency stand-in (``webui.worker.standin``, not a model), which imports
 neither, so a stand-in worker is ready in about a second.
 """
@@ -96,6 +97,15 @@ def load_pipeline(settings: WorkerSettings, place: bool = True) -> PipelineBase:
     seconds = standin_seconds(settings.model)
     if seconds is not None:
         return StandinPipeline.for_settings(settings, seconds)
+    from webui.worker.sources import detect_family, resolve_source
+
+    # What is named must exist and be a model of a known kind, and the device one this machine has, before
+    # diffusers' seconds of imports (the device plan needs torch only).
+    source = resolve_source(settings.model, settings.lora, settings.cache_dir)
+    detect_family(source)
+    from webui.worker.device import device_plan
+
+    plan = device_plan(settings)
     from webui.worker.pipeline import PortraitPipeline
 
-    return PortraitPipeline.load(settings, place=place)
+    return PortraitPipeline.load(settings, place=place, source=source, plan=plan)
