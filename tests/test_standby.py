@@ -132,7 +132,9 @@ def test_oom_exit_is_replaced_by_the_standby(cluster: LaunchedCluster) -> None:
 
 
 def test_a_standby_that_cannot_load_leaves_its_worker_serving(cluster: LaunchedCluster, model_copy: Path) -> None:
-    standby = cluster.part_status("node1", "worker")["standby"]  # loading or loaded
+    # Every standby loaded first: node2's holds its weights and outlives the model's removal (the module's end
+    # checks that launch.py stops a running standby).
+    standby = cluster.wait_standbys(timeout=180)["node1"]
     worker_pid = cluster.pid("node1", "worker")
     assert standby["pid"] in {proc.pid for proc in cluster.process_tree()}  # ours to kill
     shutil.rmtree(model_copy)  # every later load of this model fails (EXIT_LOAD_FAILED)
