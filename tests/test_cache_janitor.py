@@ -8,6 +8,7 @@ import os
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -114,9 +115,11 @@ def test_sweeps_periodically_in_a_thread_until_stopped(tmp_path: Path) -> None:
     assert len(threads) >= 2 and threading.get_ident() not in threads
 
 
-@pytest.mark.parametrize("folder", [Path(tempfile.gettempdir()), Path("/")], ids=["tmp", "root"])
-def test_refuses_to_sweep_a_folder_that_is_not_a_cache(folder: Path, caplog: pytest.LogCaptureFixture) -> None:
-    sweeper = janitor(folder, max_bytes=2**62, max_age=1e12)  # would remove nothing even if it swept
+@pytest.mark.parametrize("folder", [tempfile.gettempdir, lambda: "/"], ids=["tmp", "root"])
+def test_refuses_to_sweep_a_folder_that_is_not_a_cache(folder: Callable[[], str],
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    # The temporary folder as the janitor sees it when it runs (the test session points it into its own).
+    sweeper = janitor(Path(folder()), max_bytes=2**62, max_age=1e12)  # would remove nothing even if it swept
     sweeps: list[None] = []
     sweeper.sweep = lambda: sweeps.append(None)  # type: ignore[method-assign,assignment,return-value]
 
