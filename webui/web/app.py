@@ -35,6 +35,7 @@ from webui.settings import WebSettings, settings_problems
 from webui.share import ShareTunnel
 from webui.traffic import count_traffic
 from webui.web.cache_janitor import CacheJanitor
+from webui.web.queue_pacer import PaceQueue, QueuePacer
 from webui.web.request_guard import RequestGuard
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio
@@ -66,9 +67,11 @@ def create_app(settings: WebSettings) -> FastAPI:
         nonlocal serving
         logger.info("web front %s serving the studio; workers at %s", node, settings.worker_queue)
         janitor.start()
+        pacer.start()
         serving = True
         yield
         serving = False
+        await pacer.stop()
         await janitor.stop()
         await client.aclose()
 
@@ -103,6 +106,8 @@ def create_app(settings: WebSettings) -> FastAPI:
         concurrency_limit=settings.concurrency,
     )
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_max_size)
+    pacer = QueuePacer(demo._queue)  # Gradio's queue polls every 1 ms even when idle
+    app.add_middleware(PaceQueue, pacer=pacer)
     gr.mount_gradio_app(
         app,
         demo,
