@@ -23,7 +23,6 @@ A managed worker with ``standby: true`` (``launch.py --standby``) runs as ``Work
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from enum import Enum
@@ -36,6 +35,7 @@ from balancer.hang import ProbeAnswer
 from balancer.restart_policy import RestartPolicy
 from balancer.supervisor import StartFailed
 from webui.contract import STANDBY_GO_SIGNAL
+from webui.tasks import cancel_and_wait
 
 logger = logging.getLogger("balancer.sidecar")
 
@@ -100,11 +100,8 @@ class StandbyWorker:
 
     async def stop(self) -> None:
         """Stop the standby (SIGTERM, SIGKILL after the grace, its process group) and its watch."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         if self.process.pid is not None:
             returncode = await self.process.stop()
             logger.info("%s: stopped (exit %s)", self.process.name, returncode)

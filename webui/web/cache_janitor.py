@@ -22,6 +22,8 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from webui.tasks import cancel_and_wait
+
 logger = logging.getLogger(__name__)
 
 
@@ -158,8 +160,5 @@ class CacheJanitor:
 
     async def stop(self) -> None:
         """Stop sweeping (a sweep already running in its thread finishes on its own)."""
-        if self._task is not None:
-            self._task.cancel()
-            with suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None

@@ -13,13 +13,13 @@ job starts as soon as Gradio would start it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
 from gradio.queueing import Queue
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from webui.tasks import cancel_and_wait
 from webui.traffic import UNCOUNTED
 
 logger = logging.getLogger(__name__)
@@ -67,11 +67,9 @@ class QueuePacer:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="queue-pacer")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """Stop checking (the queue keeps the pace it has)."""
+        await cancel_and_wait(self._task)
+        self._task = None
 
     async def _run(self) -> None:
         while True:
