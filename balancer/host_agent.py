@@ -130,7 +130,7 @@ class HostAgent:
         the one to tell instead of ``state_of``'s (``state_now``'s), for a server this host runs."""
         backend, _, server = request.strip().partition("/")
         known = self.state_of((backend, server)) if server else None
-        state = state if known is not None and state is not None else known
+        state = None if known is None else state or known
         if state is None:
             logger.warning("host agent: asked about %r, which this node host does not run", request.strip()[:80])
             return UNKNOWN_REPLY

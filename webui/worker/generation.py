@@ -31,6 +31,7 @@ from webui.worker.faults import FaultPlan
 from webui.worker.job_parsing import expected_steps
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.progress import StepClock
+from webui.worker.servable import load_pipeline
 from webui.worker.warmup import self_check
 
 logger = logging.getLogger(__name__)
@@ -76,13 +77,12 @@ PipelineLoader = Callable[[WorkerSettings], Pipeline]
 
 
 def load_portrait_pipeline(settings: WorkerSettings, place: bool = True) -> Pipeline:
-    """The default loader (imported here, in the loading thread, so ``/healthz`` is up at once).
+    """The default loader, ``webui.worker.servable.load_pipeline`` (which imports torch and diffusers only in the
+    loading thread, and only for a real model, so ``/healthz`` is up at once).
 
     ``--model standin:SECONDS`` gives the benchmarks' fixed-latency stand-in (``webui.worker.standin``);
     ``place=False`` keeps the weights in host memory (``Pipeline.place`` moves them).
     """
-    from webui.worker.servable import load_pipeline
-
     return load_pipeline(settings, place=place)
 
 
