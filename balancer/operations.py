@@ -249,10 +249,10 @@ class RollingRestart:
             report.log(node, f"its sticky clients idle after {waited:.1f} s; its web front takes them back")
         webs.clear()  # nothing left to unpark
 
-    async def park(self, webs: list[tuple[str, str]], parked: bool, guard: ParkGuard | None = None) -> None:
-        """Park (or unpark) these web front servers (``guard``: ``NodeControl.park``)."""
-        for web in webs:
-            await self.control.park(*web, parked, guard)
+    async def park(self, webs: list[tuple[str, str]], parked: bool, guard: ParkGuard | None = None) -> bool:
+        """Park (or unpark) these web front servers (``guard``: ``NodeControl.park``); whether all were taken."""
+        took = [await self.control.park(*web, parked, guard) for web in webs]
+        return all(took)
 
     async def switch_when_quiet(self, node: str, traffic: Callable[[], Awaitable[Traffic]],
                                 webs: list[tuple[str, str]], parked: bool, report: OperationReport) -> float | None:
@@ -262,7 +262,8 @@ class RollingRestart:
         Quiet: nothing in flight and no new request for ``settle`` s. A request that arrives
         between the last look and the switch may be a Gradio job's first request, whose next ones
         would then go elsewhere: so ``traffic`` is looked at once more after the switch, and if a
-        request came, the switch is undone at once and the wait begins again. On a node host a park
+        request came (or a balancer did not take the switch), the switch is undone at once and the wait
+        begins again: a web front restarted while a balancer still routes to it would fail jobs. On a node host a park
         reaches each balancer at its next poll, and there ``maint`` ends the web front's sessions: so it
         is told only at a poll where ``traffic`` is still what it was when found quiet."""
         start = time.monotonic()
@@ -270,15 +271,16 @@ class RollingRestart:
             quiet = await self.wait_quiet(traffic, left)
             if quiet is None:
                 return None
-            await self.park(webs, parked, self.still_quiet(traffic, quiet) if parked else None)
+            took = await self.park(webs, parked, self.still_quiet(traffic, quiet) if parked else None)
             try:
                 slipped = (await traffic()).total != quiet.total
             except OSError:
                 slipped = True
-            if not slipped:
+            if took and not slipped:
                 return time.monotonic() - start
             await self.park(webs, not parked)
-            report.log(node, "a request came just as its web front switched: switched back, waiting again")
+            why = "a request came just as its web front switched" if slipped else "not every balancer took the switch"
+            report.log(node, f"{why}: switched back, waiting again")
         return None
 
     @staticmethod
