@@ -31,7 +31,7 @@ from bench.harness.waiting import wait_http
 from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
 from webui.settings import WebSettings
-from webui.web.app import FILE_CHUNK_BYTES, create_app
+from webui.web.app import create_app
 from webui.web.app import main as web_main
 from webui.web.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio, api_seed, snap, ui_seed
@@ -335,8 +335,9 @@ def test_the_page_offers_what_the_workers_model_accepts(node: Node) -> None:
 def test_a_result_file_is_sent_in_few_large_chunks() -> None:
     """A result's download through the web front's whole ASGI stack (middleware, Gradio's file route):
     a 2.5 MB PNG goes out in 3 body messages, not starlette's 64 KiB chunks (40; each a thread hop)."""
-    app = create_app(WebSettings(worker_queue="http://127.0.0.1:9", node="chunks"))
-    size = 5 * FILE_CHUNK_BYTES // 2
+    settings = WebSettings(worker_queue="http://127.0.0.1:9", node="chunks")
+    app = create_app(settings)
+    size = 5 * settings.file_chunk_bytes // 2
     png = np.random.default_rng(0).bytes(size)  # what save_image writes: the bytes as they come
     path = save_image(base64.b64encode(png).decode(), Path(get_upload_folder()), "portrait-1-0.png")
     sent: list[dict] = []

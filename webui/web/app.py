@@ -48,9 +48,6 @@ logger = logging.getLogger(__name__)
 WORKER_INFO_TTL = 2.0
 """Seconds the workers' ``/info`` answer is reused by the page."""
 
-FILE_CHUNK_BYTES = 1024 * 1024
-"""Bytes of a file read and sent at a time (starlette's 64 KiB made a 1024² PNG 33 chunks)."""
-
 
 def create_app(settings: WebSettings) -> FastAPI:
     """The web front's ASGI app for ``settings``; its worker client closes on shutdown."""
@@ -98,10 +95,9 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     guard_decoding(settings.max_upload_pixels)
     # Every result is megabytes of PNG that Gradio sends with starlette's FileResponse, which reads
-    # each chunk in a thread and passes it through every middleware: fewer, larger chunks cost
-    # ~7 ms less per 1024² download (bench/results/serving-layers.md). Process-wide (the class is
-    # Gradio's); at most one chunk in memory per download being sent.
-    FileResponse.chunk_size = FILE_CHUNK_BYTES
+    # each chunk in a thread and passes it through every middleware: fewer, larger chunks take
+    # milliseconds off each download (python -m bench.web_front). Process-wide: the class is Gradio's.
+    FileResponse.chunk_size = settings.file_chunk_bytes
     cache_dir = Path(get_upload_folder())
     janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval)
     studio = Studio(client, worker_info, node, cache_dir=cache_dir,
