@@ -317,7 +317,8 @@ class PartSpec(_Model):
     args: list[str] = Field(default_factory=list, description="Extra command-line flags (managed nodes).")
     env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables (managed nodes).")
     command: list[str] | None = Field(
-        None, description="Run this instead of the standard webui command (managed nodes; rarely needed)."
+        None, description="Run this instead of the standard webui command (managed nodes; rarely needed; not on a "
+        "node host with tls, whose parts need the TLS flags the sidecar gives them)."
     )
     dispatch_agent_port: int | None = Field(
         None, ge=1, le=65535,
@@ -493,9 +494,13 @@ class ClusterSpec(_Model):
                 continue
             if node.node_host not in addresses:
                 raise ValueError(f"nodes.{node.name}.node_host: {node.node_host!r} is not in node_hosts {names}")
-            for part in (node.web, node.worker):
+            for kind, part in (("web", node.web), ("worker", node.worker)):
                 if part is not None and "host" not in part.model_fields_set:
                     part.host = addresses[node.node_host]
+                if part is not None and part.command and self.tls is not None:
+                    raise ValueError(f"nodes.{node.name}.{kind}.command: with tls, a node host's sidecar starts its "
+                                     "parts with the flags that make them serve mutual TLS, and a command of your own "
+                                     "gets none (HAProxy could not reach the part): give extra flags in args instead")
         return {name: {} for name in names}
 
     def _check_balancers(self) -> None:

@@ -27,7 +27,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from gradio_client import Client
 
-from balancer.cluster import parse_cluster
+from balancer.cluster import ClusterConfigError, parse_cluster
 from balancer.haproxy import HAProxyProcess, RuntimeAPI, find_haproxy, validate_config, write_config
 from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, config_path_arg, render_config
 from bench.harness.processes import Processes, free_port
@@ -360,6 +360,18 @@ def node_host_spec(certs: Path, run_dir: Path, **node_host: object):
                   {"name": "far", "node_host": NODE_HOST, "web": {"port": 7860}, "worker": {"port": 7870}},
                   {"name": "named", "node_host": NODE_HOST, "cert_name": "gpu1-alias", "worker": {"port": 7871}}],
     })
+
+
+def test_a_node_host_part_with_its_own_command_is_refused_with_tls(certs: Path, tmp_path: Path) -> None:
+    """The sidecar gives a node host's parts their TLS flags; a part's own command would serve plain HTTP."""
+    data = {"run_dir": str(tmp_path), "worker_queue": {"host": "10.0.0.1", "port": 8081},
+            "node_hosts": [{"name": NODE_HOST, "address": "10.0.0.5"}],
+            "nodes": [{"name": "far", "node_host": NODE_HOST,
+                       "worker": {"port": 7870, "command": ["python3", "-m", "webui.worker", "--port", "7870"]}}]}
+    assert parse_cluster(data).nodes[0].worker.command  # without tls it is the operator's command line
+    data["tls"] = {"ca_file": str(certs / "ca.crt"), "cert_file": str(certs / f"{BALANCER}.pem")}
+    with pytest.raises(ClusterConfigError, match=r"nodes\.far\.worker\.command: with tls, .* args instead"):
+        parse_cluster(data)
 
 
 def test_node_host_servers_use_mutual_tls_and_a_plain_agent_check(certs: Path, tmp_path: Path) -> None:
