@@ -34,10 +34,18 @@ from starlette.testclient import TestClient
 
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http
-from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_STALL_AT_STEP, STALLED_KEY
+from webui.contract import (
+    EXIT_LOAD_FAILED,
+    EXIT_OOM,
+    FAULT_OOM_AT_STEP,
+    FAULT_STALL_AT_STEP,
+    MINIMAL_RESULT,
+    STALLED_KEY,
+)
 from webui.images import UploadError, decode_upload
 from webui.schema import ErrorBody, GenerationResult, Limits, ModelFamily
 from webui.settings import WorkerSettings
+from webui.web.worker_client import WorkerClient
 from webui.worker.app import create_app, http_error
 from webui.worker.errors import JobCancelled, QueueFull
 from webui.worker.faults import FaultPlan
@@ -244,6 +252,34 @@ def test_stream_reports_every_step_then_the_result(worker):
     assert all(e["worker_id"] == "test-worker" for e in progress)
     assert last["event"] == "result"
     assert png_size(GenerationResult.model_validate(last["result"]).image) == (128, 128)
+
+
+def test_prefer_return_minimal_leaves_out_the_first_image_repeated(worker):
+    """``Prefer: return=minimal`` (web fronts send it): every image once, no ``image``; by default both."""
+    job = {"prompt": "a portrait", **SMALL, "seed": 3}
+    full = httpx.post(f"{worker.url}/generate", json=job, timeout=WAIT)
+    assert full.json()["image"] == full.json()["images"][0] and "preference-applied" not in full.headers
+    for prefer in ("return=minimal", "respond-async, Return=Minimal; x=1"):
+        minimal = httpx.post(f"{worker.url}/generate", json=job, headers={"Prefer": prefer}, timeout=WAIT)
+        assert minimal.headers["preference-applied"] == MINIMAL_RESULT
+        assert "image" not in minimal.json() and minimal.json()["images"] == full.json()["images"]
+    other = httpx.post(f"{worker.url}/generate", json=job, headers={"Prefer": "return=representation"}, timeout=WAIT)
+    assert other.json()["image"] == full.json()["image"] and "preference-applied" not in other.headers
+    with httpx.stream("POST", f"{worker.url}/generate/stream", json=job, headers={"Prefer": MINIMAL_RESULT},
+                      timeout=WAIT) as response:
+        assert response.headers["preference-applied"] == MINIMAL_RESULT
+        last = list(stream_events(response))[-1]
+    assert "image" not in last["result"] and last["result"]["images"] == full.json()["images"]
+
+    async def through_the_web_fronts_client() -> GenerationResult:
+        client = WorkerClient(worker.url)
+        try:
+            return (await client.generate(job)).result
+        finally:
+            await client.aclose()
+
+    result = asyncio.run(through_the_web_fronts_client())
+    assert result.image is None and result.images == full.json()["images"]
 
 
 def test_stream_of_a_retouch_announces_the_real_step_count(worker):

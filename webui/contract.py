@@ -31,6 +31,10 @@ TRAFFIC_PATH = "/traffic"
 """A part's HTTP requests in flight and so far, in all and per persistence cookie value (JSON,
 ``webui.traffic``): what a node host's sidecar waits on in a rolling restart (it has no HAProxy to ask).
 Not served to the public (HAProxy answers 404)."""
+MINIMAL_RESULT = "return=minimal"
+"""A job request's ``Prefer`` header (RFC 7240) for a result without ``image``, the first image again for
+older scripts: a third fewer bytes for one image. The worker answers ``Preference-Applied`` when it took it;
+the web fronts ask for it. A header, not a job field: a worker from before it ignores it (a field: 422)."""
 PERSISTENCE_COOKIE = "PORTRAIT_NODE"
 """The cookie HAProxy inserts to keep a client on one web front; its value is the node name."""
 STICKY_NODE_HEADER = "X-Portrait-Sticky-Node"

@@ -146,7 +146,10 @@ class GenerationResult(BaseModel):
     """A finished generation, as ``POST /generate`` returns it."""
 
     images: list[str] = Field(description="Base64-encoded PNG images.")
-    image: str = Field(description="The first image again, for older scripts.")
+    image: str | None = Field(
+        None, description="The first image again, for older scripts; absent when the job was sent with "
+        "`Prefer: return=minimal`.",
+    )
     seed: int
     params: EffectiveParams
     worker_id: str

@@ -27,13 +27,16 @@ from typing import Annotated, Any
 import httpx
 from pydantic import Field, TypeAdapter, ValidationError
 
-from webui.contract import INFO_PATH, OUT_OF_MEMORY_STATUS, RETRYABLE_STATUSES
+from webui.contract import INFO_PATH, MINIMAL_RESULT, OUT_OF_MEMORY_STATUS, RETRYABLE_STATUSES
 from webui.schema import MAX_SEED, ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent, WorkerInfo
 
 logger = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER = 10.0
 """Longest wait (seconds) a worker's ``Retry-After`` may impose between two attempts."""
+
+MINIMAL = {"Prefer": MINIMAL_RESULT}
+"""The web front reads ``images`` only; the worker leaves out ``image`` (``MINIMAL_RESULT``)."""
 
 StreamEvent = Annotated[ProgressEvent | ResultEvent | ErrorEvent, Field(discriminator="event")]
 _EVENT = TypeAdapter(StreamEvent)
@@ -214,7 +217,7 @@ class WorkerClient:
     async def _attempt(self, payload: dict[str, Any], on_progress: ProgressCallback | None) -> GenerationResult:
         """One request to ``/generate/stream``; raises ``_Retryable`` for failures worth retrying."""
         try:
-            async with self._http.stream("POST", "/generate/stream", json=payload) as response:
+            async with self._http.stream("POST", "/generate/stream", json=payload, headers=MINIMAL) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise self._status_error(response)

@@ -14,7 +14,9 @@ Routes::
     GET /metrics                Prometheus text format (see ``webui.worker.metrics``)
 
 A job is a ``GenerationRequest``: a JSON object in the body, or query parameters when the
-body is empty (``GET /generate?prompt=a+portrait&steps=8``).
+body is empty (``GET /generate?prompt=a+portrait&steps=8``). A result holds every image in
+``images`` and the first one again in ``image``; a job sent with ``Prefer: return=minimal`` gets
+its result without ``image`` (and ``Preference-Applied: return=minimal``), as the web fronts ask.
 
 One generation runs at a time, in the worker's own generation thread; up to
 ``queue_size`` more wait in arrival order (0 behind HAProxy: a job that reaches a busy worker
@@ -79,6 +81,7 @@ from webui.contract import (
     INFO_PATH,
     JOB_PATHS,
     METRICS_PATH,
+    MINIMAL_RESULT,
     OUT_OF_MEMORY_STATUS,
     PRIVATE_UMASK,
     READY_PATH,
@@ -213,11 +216,23 @@ async def wait_for_disconnect(receive: Receive) -> None:
         pass
 
 
+def prefers_minimal(request: Request) -> bool:
+    """Whether the job came with ``Prefer: return=minimal`` (``MINIMAL_RESULT``: no ``image`` in its result)."""
+    preferences = ",".join(request.headers.getlist("prefer")).lower().split(",")
+    return MINIMAL_RESULT in (preference.split(";")[0].strip() for preference in preferences)
+
+
+def preference_applied(minimal: bool) -> dict[str, str]:
+    """The response headers that say a ``Prefer: return=minimal`` was taken (RFC 7240)."""
+    return {"Preference-Applied": MINIMAL_RESULT} if minimal else {}
+
+
 class JobStream(StreamingResponse):
     """An NDJSON job stream that abandons its job however the response ends (e.g. client gone)."""
 
-    def __init__(self, content: AsyncIterator[str], job: Job) -> None:
-        super().__init__(content, media_type="application/x-ndjson", headers={"Cache-Control": "no-store"})
+    def __init__(self, content: AsyncIterator[str], job: Job, minimal: bool) -> None:
+        super().__init__(content, media_type="application/x-ndjson",
+                         headers={"Cache-Control": "no-store", **preference_applied(minimal)})
         self.job = job
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -370,8 +385,10 @@ def create_app(
             logger.info("job %s: %s", request.state.outcome, exc)
             return Response(status_code=CLIENT_GONE_STATUS)
         result = await encoder(generated)
+        minimal = prefers_minimal(request)
         # Megabytes of base64: rendered off the event loop, which meanwhile admits the next job.
-        return Response(await run_in_threadpool(result.model_dump_json), media_type="application/json")
+        body = await run_in_threadpool(result.model_dump_json, exclude={"image"} if minimal else None)
+        return Response(body, media_type="application/json", headers=preference_applied(minimal))
 
     @app.api_route("/generate/stream", methods=["GET", "POST"])
     async def generate_stream(request: Request) -> Response:
@@ -407,9 +424,11 @@ def create_app(
                 yield ErrorEvent(status=500, error=body).model_dump_json() + "\n"
                 return
             request.state.outcome = "ok"
-            yield await run_in_threadpool(lambda: ResultEvent(result=result).model_dump_json() + "\n")
+            exclude = {"result": {"image"}} if minimal else None
+            yield await run_in_threadpool(lambda: ResultEvent(result=result).model_dump_json(exclude=exclude) + "\n")
 
-        return JobStream(lines(), job)
+        minimal = prefers_minimal(request)
+        return JobStream(lines(), job, minimal)
 
     return app
 
