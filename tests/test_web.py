@@ -11,7 +11,6 @@ import asyncio
 import base64
 import io
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +18,6 @@ import gradio as gr
 import httpx
 import numpy as np
 import pytest
-from gradio.utils import get_upload_folder
 from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
@@ -30,13 +28,11 @@ from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http
 from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
-from webui.settings import WebSettings
-from webui.web.app import create_app
 from webui.web.app import main as web_main
 from webui.web.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio, api_seed, snap, ui_seed
 from webui.web.studio.layout import apply_preset
-from webui.web.studio.photos import encode_photo, save_image
+from webui.web.studio.photos import encode_photo
 from webui.web.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
 
 OOM_MARKER = "[oom]"
@@ -330,41 +326,6 @@ def test_the_page_offers_what_the_workers_model_accepts(node: Node) -> None:
     page = httpx.get(f"{node.web_url}/config").json()
     sliders = {c["props"].get("elem_id"): c["props"] for c in page["components"]}
     assert sliders["width"]["step"] == sliders["height"]["step"] == 16  # before any worker answered too
-
-
-def test_a_result_file_is_sent_in_few_large_chunks() -> None:
-    """A result's download through the web front's whole ASGI stack (middleware, Gradio's file route):
-    a 2.5 MB PNG goes out in 3 body messages, not starlette's 64 KiB chunks (40; each a thread hop)."""
-    settings = WebSettings(worker_queue="http://127.0.0.1:9", node="chunks")
-    app = create_app(settings)
-    size = 5 * settings.file_chunk_bytes // 2
-    png = np.random.default_rng(0).bytes(size)  # what save_image writes: the bytes as they come
-    path = save_image(base64.b64encode(png).decode(), Path(get_upload_folder()), "portrait-1-0.png")
-    sent: list[dict] = []
-    requests = [{"type": "http.request", "body": b"", "more_body": False}]
-
-    async def receive() -> dict:
-        if requests:
-            return requests.pop()
-        while not sent or sent[-1].get("more_body", True):  # the client stays until the response ends
-            await asyncio.sleep(0.01)
-        return {"type": "http.disconnect"}
-
-    async def send(message: dict) -> None:
-        sent.append(message)
-
-    url_path = f"/gradio_api/file={path}"
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": url_path, "raw_path": url_path.encode(), "root_path": "", "query_string": b"",
-             "headers": [(b"host", b"testserver")], "client": ("127.0.0.1", 40000), "server": ("testserver", 80)}
-    try:
-        asyncio.run(app(scope, receive, send))
-    finally:
-        shutil.rmtree(path.parent)
-    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200, sent[0]
-    chunks = [message["body"] for message in sent[1:] if message["type"] == "http.response.body" and message["body"]]
-    assert b"".join(chunks) == png
-    assert len(chunks) == 3, [len(chunk) for chunk in chunks]
 
 
 def test_a_typed_size_is_rounded_to_the_models_multiple_as_the_slider_shows_it() -> None:

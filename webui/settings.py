@@ -211,11 +211,6 @@ class WebSettings(ServerTLSSettings):
     )
     cache_max_age: float = Field(3600.0, gt=0, description="Seconds a file may stay in Gradio's upload/cache folder.")
     cache_sweep_interval: float = Field(60.0, gt=0, description="Seconds between sweeps of Gradio's cache folder.")
-    file_chunk_bytes: int = Field(
-        1024 * 1024, ge=4096, le=64 * 1024 * 1024,
-        description="Bytes of a file (a result image) read and sent at a time; one such chunk is in memory per "
-        "download being sent. Starlette's own is 64 KiB: a 1024² PNG then takes 33 chunks, each read in a thread.",
-    )
 
     _check_queue_files = field_validator("worker_queue_ca", "worker_queue_cert")(_existing_file)
 

@@ -27,7 +27,6 @@ from fastapi.responses import JSONResponse
 from gradio.utils import get_upload_folder
 from pydantic import ValidationError
 from pydantic_settings import CliApp
-from starlette.responses import FileResponse
 from starlette.routing import Mount
 
 from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
@@ -94,10 +93,6 @@ def create_app(settings: WebSettings) -> FastAPI:
         return JSONResponse(content, status_code=200 if serving else 503)
 
     guard_decoding(settings.max_upload_pixels)
-    # Every result is megabytes of PNG that Gradio sends with starlette's FileResponse, which reads
-    # each chunk in a thread and passes it through every middleware: fewer, larger chunks take
-    # milliseconds off each download (python -m bench.web_front). Process-wide: the class is Gradio's.
-    FileResponse.chunk_size = settings.file_chunk_bytes
     cache_dir = Path(get_upload_folder())
     janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval)
     studio = Studio(client, worker_info, node, cache_dir=cache_dir,
