@@ -1,37 +1,46 @@
-"""What the web front's file chunk size changes in a job through Gradio's queue protocol.
+"""What a web front adds to a job: this tree's, side by side with another revision's.
 
-    python -m bench.web_front                          # 30 requests per path, 1024², 64 KiB vs 1 MiB
-    python -m bench.web_front --sizes 512 1024 --chunks 65536 262144 1048576
+    python -m bench.web_front                                  # this tree only, 1024², 30 jobs
+    python -m bench.web_front --baseline e00da4c --sizes 512 1024 --requests 60
 
-One node serving ``--model standin:SECONDS`` (``webui.worker.standin``: **not a model**, a fixed
-sleep and a real PNG of the asked size) behind HAProxy, plus one extra web front per
-``--chunks`` value (``python -m webui.web --file-chunk-bytes N``), each sending its jobs to the
-same worker queue. One client, sequential jobs, every path interleaved so that drift on the
-machine hits all alike: REST through HAProxy (the reference), and each extra web front over
-Gradio's queue protocol (join, event stream, result download over one keep-alive connection),
-reached directly. "Adds" is a front's p50 minus the reference's p50: the web front's share with
-that chunk size. The load average is taken before and after. Results go to
-``bench/results/web-front.md``.
+Each compared web front gets a worker of its own serving ``--model standin:SECONDS``
+(``webui.worker.standin``: **not a model**, a fixed sleep and a real PNG of the asked size):
+this tree's, and with ``--baseline REV`` that revision's, from a temporary ``git worktree``.
+One client, sequential jobs, every path interleaved so that drift on the machine hits all alike:
+each web front over Gradio's queue protocol (join, event stream, result download, over one
+keep-alive connection) and its worker over REST (``POST /generate``, no ``Prefer``), both reached
+directly (no HAProxy). "Adds" is the web front's p50 minus its worker's. The load average is taken
+before and after. Results go to ``bench/results/web-front.md``.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
+import subprocess
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
 
 from bench.cli import prepare_run
 from bench.harness.clients import BrowserProtocolClient, Job, RestClient
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
-from bench.harness.processes import Processes, free_port
+from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http
 from bench.report import LatencyStats, fmt_ms, load_averages, machine_summary, markdown_table, write_results
 from bench.tls import measure
 
 PROMPT = "studio portrait, soft window light"
-REFERENCE = "HAProxy REST"
+
+
+@dataclass(frozen=True)
+class Front:
+    """One compared web front (and its worker): a name and the tree their code comes from."""
+
+    name: str
+    tree: Path
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,74 +49,98 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--requests", type=int, default=30, help="Sequential requests per path and size.")
     parser.add_argument("--standin", type=float, default=0.2, help="Seconds the stand-in sleeps per job.")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024], help="Image sides in pixels.")
-    parser.add_argument("--chunks", type=int, nargs="+", default=[64 * 1024, 1024 * 1024],
-                        help="--file-chunk-bytes of each extra web front (64 KiB is starlette's own).")
+    parser.add_argument("--baseline", metavar="REV", help="Also compare this git revision's worker and web front.")
     args = parser.parse_args(argv)
-    if args.requests < 2 or args.standin < 0 or min(args.sizes) < 64 or min(args.chunks) < 4096:
-        parser.error("--requests must be at least 2, --standin at least 0, --sizes at least 64, --chunks at least 4096")
+    if args.requests < 2 or args.standin < 0 or min(args.sizes) < 64:
+        parser.error("--requests must be at least 2, --standin at least 0, --sizes at least 64")
     return args
 
 
-def front_name(chunk: int) -> str:
-    return f"web front, {chunk // 1024} KiB chunks"
+@contextmanager
+def worktree(revision: str) -> Iterator[Path]:
+    """A temporary checkout of ``revision`` (``git worktree``), removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="bench-web-front-") as tmp:
+        path = Path(tmp) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=REPO, check=True,
+                       capture_output=True)
+        try:
+            yield path
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=False)
 
 
-def start_fronts(processes: Processes, cluster: LaunchedCluster, chunks: list[int]) -> dict[int, str]:
-    """One web front per chunk size on the cluster's worker queue; chunk size -> its URL, once ready."""
-    urls = {}
-    for chunk in chunks:
-        port = free_port()
-        processes.start(["python", "-m", "webui.web", "--port", str(port), "--node", f"chunk{chunk}",
-                         "--worker-queue", cluster.spec.worker_queue.url, "--file-chunk-bytes", str(chunk)],
-                        log_name=f"bench-web-front-{chunk}")
-        urls[chunk] = f"http://127.0.0.1:{port}"
-    for url in urls.values():
-        wait_http(url + "/readyz", timeout=120)
-    return urls
+def start_pair(processes: Processes, front: Front, node: str, standin: float) -> tuple[str, str]:
+    """``front``'s stand-in worker and web front (node ``node``), from its tree; their URLs once ready."""
+    worker_port, web_port = free_port(), free_port()
+    env = {"PYTHONPATH": str(front.tree)}
+    processes.start(["python", "-m", "webui.worker", "--port", str(worker_port), "--node", node,
+                     "--model", f"standin:{standin:g}"], env=env, log_name="bench-web-front-worker", cwd=front.tree)
+    worker_url = f"http://127.0.0.1:{worker_port}"
+    processes.start(["python", "-m", "webui.web", "--port", str(web_port), "--node", node,
+                     "--worker-queue", worker_url], env=env, log_name="bench-web-front-web",
+                    cwd=front.tree)
+    web_url = f"http://127.0.0.1:{web_port}"
+    wait_http(worker_url + "/readyz", timeout=120)
+    wait_http(web_url + "/readyz", timeout=120)
+    return web_url, worker_url
 
 
-def render(args: argparse.Namespace, seconds: dict[int, dict[str, list[float]]], loads: list[tuple[float, ...]]) -> str:
+def render(args: argparse.Namespace, fronts: list[Front], seconds: dict[int, dict[str, list[float]]],
+           loads: list[tuple[float, ...]]) -> str:
     rows = []
     for size, paths in seconds.items():
         stats = {name: LatencyStats.from_seconds(values) for name, values in paths.items()}
-        reference = stats[REFERENCE]
-        for name, s in stats.items():
-            adds = "–" if name == REFERENCE else f"{s.median_ms - reference.median_ms:.1f}"
-            rows.append([f"{size}²", name, fmt_ms(s.median_ms), fmt_ms(s.p99_ms), adds])
+        for front in fronts:
+            web, worker = stats[f"{front.name} web"], stats[f"{front.name} worker"]
+            rows.append([f"{size}²", front.name, fmt_ms(web.median_ms), fmt_ms(web.p99_ms), fmt_ms(worker.median_ms),
+                         f"{web.median_ms - worker.median_ms:.1f}"])
+    command = " ".join(["python -m bench.web_front", f"--requests {args.requests}", f"--standin {args.standin:g}",
+                        "--sizes", *map(str, args.sizes),
+                        *(["--baseline", args.baseline] if args.baseline else [])])
     return "\n\n".join([
-        "# The web front's file chunk size (`--file-chunk-bytes`), stand-in worker",
-        f"`python -m bench.web_front --requests {args.requests} --standin {args.standin} --sizes "
-        f"{' '.join(map(str, args.sizes))} --chunks {' '.join(map(str, args.chunks))}`: {args.requests} "
-        f"sequential requests per path and size, interleaved, from `standin:{args.standin}` (**not a model**: a "
-        "fixed sleep and a real PNG). The reference is REST through HAProxy; each web front is reached directly "
-        "and speaks Gradio's queue protocol (join, event stream, result download) over one keep-alive connection. "
-        "\"Adds\" is the path's p50 minus the reference's p50, i.e. the web front's share.",
-        markdown_table(["size", "path", "p50 ms", "p99 ms", "adds (p50) ms"], rows),
+        "# What a web front adds to a job (stand-in workers)",
+        f"`{command}`: {args.requests} sequential jobs per path and size, interleaved, each web front with a "
+        f"worker of its own serving `standin:{args.standin:g}` (**not a model**: a fixed sleep and a real PNG). "
+        "A web front's path is Gradio's queue protocol (join, event stream, result download) over one keep-alive "
+        "connection; its worker's is `POST /generate`; both reached directly, without HAProxy. \"Adds\" is the "
+        "web front's p50 minus its worker's p50.",
+        markdown_table(["size", "web front", "p50 ms", "p99 ms", "its worker p50 ms", "adds (p50) ms"], rows),
         f"{load_averages(loads)}. {machine_summary()}.",
     ])
+
+
+def compare(args: argparse.Namespace, fronts: list[Front]) -> tuple[dict[int, dict[str, list[float]]], list]:
+    """Every front's and its worker's seconds per size; the load averages before and after."""
+    seconds: dict[int, dict[str, list[float]]] = {}
+    with Processes("bench-web-front") as processes:
+        calls: dict[str, Callable[[Job], object]] = {}
+        clients: list[BrowserProtocolClient | RestClient] = []
+        for index, front in enumerate(fronts, 1):
+            web_url, worker_url = start_pair(processes, front, f"front{index}", args.standin)
+            web, worker = BrowserProtocolClient(web_url, api_name="generate"), RestClient(worker_url)
+            calls[f"{front.name} web"], calls[f"{front.name} worker"] = web.generate, worker.generate
+            clients += [web, worker]
+        loads = [os.getloadavg()]
+        for size in args.sizes:
+            seconds[size] = measure(calls, Job(PROMPT, 8, size, size, seed=1000, guidance=0.0), args.requests)
+        loads.append(os.getloadavg())
+        for client in clients:
+            client.close()
+    return seconds, loads
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     prepare_run()
-    options = dataclasses.replace(ClusterOptions(), model=f"standin:{args.standin:g}", nodes=1)
-    seconds: dict[int, dict[str, list[float]]] = {}
-    with Processes("bench-web-front") as processes, \
-            LaunchedCluster(options, name="web-front", processes=processes) as cluster:
-        urls = start_fronts(processes, cluster, args.chunks)
-        rest = RestClient(cluster.public_url)
-        fronts = {chunk: BrowserProtocolClient(url, api_name="generate") for chunk, url in urls.items()}
-        calls: dict[str, Callable[[Job], object]] = {
-            REFERENCE: rest.generate, **{front_name(chunk): client.generate for chunk, client in fronts.items()}}
-        loads = [os.getloadavg()]
-        started = time.monotonic()
-        for size in args.sizes:
-            job = Job(PROMPT, 8, size, size, seed=1000, guidance=0.0)
-            seconds[size] = measure(calls, job, args.requests)
-        loads.append(os.getloadavg())
-        for client in (rest, *fronts.values()):
-            client.close()
-    report = render(args, seconds, loads)
+    started = time.monotonic()
+    fronts = [Front("this tree", REPO)]
+    if args.baseline:
+        with worktree(args.baseline) as tree:
+            fronts.insert(0, Front(f"baseline {args.baseline}", tree))
+            seconds, loads = compare(args, fronts)
+    else:
+        seconds, loads = compare(args, fronts)
+    report = render(args, fronts, seconds, loads)
     for path in write_results("web-front", report, None):
         print(path)
     print(report)

@@ -50,15 +50,15 @@ class Processes:
         self.procs: list[subprocess.Popen] = []
 
     def start(self, args: list[str], env: dict[str, str] | None = None,
-              log_name: str | None = None) -> subprocess.Popen:
-        """Start ``args`` (``python`` is this interpreter) with its output in test-artifacts/logs."""
+              log_name: str | None = None, cwd: Path = REPO) -> subprocess.Popen:
+        """Start ``args`` (``python`` is this interpreter) in ``cwd`` with its output in test-artifacts/logs."""
         LOG_DIR.mkdir(parents=True, exist_ok=True)
         if args and args[0] == "python":
             args = [sys.executable, *args[1:]]
         full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         log_path = LOG_DIR / f"{log_name or self.name}-{len(self.procs)}.log"
         log = open(log_path, "wb")
-        proc = subprocess.Popen(args, cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(args, cwd=cwd, env=full_env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True)
         proc.log_path = log_path  # type: ignore[attr-defined]
         log.close()
