@@ -61,8 +61,10 @@ def worktree(revision: str) -> Iterator[Path]:
     """A temporary checkout of ``revision`` (``git worktree``), removed afterwards."""
     with tempfile.TemporaryDirectory(prefix="bench-web-front-") as tmp:
         path = Path(tmp) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=REPO, check=True,
-                       capture_output=True)
+        added = subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=REPO,
+                               capture_output=True, text=True)
+        if added.returncode != 0:
+            raise SystemExit(f"python -m bench.web_front: no checkout of {revision!r}: {added.stderr.strip()}")
         try:
             yield path
         finally:
@@ -72,12 +74,11 @@ def worktree(revision: str) -> Iterator[Path]:
 def start_pair(processes: Processes, front: Front, node: str, standin: float) -> tuple[str, str]:
     """``front``'s stand-in worker and web front (node ``node``), from its tree; their URLs once ready."""
     worker_port, web_port = free_port(), free_port()
-    env = {"PYTHONPATH": str(front.tree)}
     processes.start(["python", "-m", "webui.worker", "--port", str(worker_port), "--node", node,
-                     "--model", f"standin:{standin:g}"], env=env, log_name="bench-web-front-worker", cwd=front.tree)
+                     "--model", f"standin:{standin:g}"], log_name="bench-web-front-worker", cwd=front.tree)
     worker_url = f"http://127.0.0.1:{worker_port}"
     processes.start(["python", "-m", "webui.web", "--port", str(web_port), "--node", node,
-                     "--worker-queue", worker_url], env=env, log_name="bench-web-front-web",
+                     "--worker-queue", worker_url], log_name="bench-web-front-web",
                     cwd=front.tree)
     web_url = f"http://127.0.0.1:{web_port}"
     wait_http(worker_url + "/readyz", timeout=120)
@@ -109,7 +110,8 @@ def render(args: argparse.Namespace, fronts: list[Front], seconds: dict[int, dic
     ])
 
 
-def compare(args: argparse.Namespace, fronts: list[Front]) -> tuple[dict[int, dict[str, list[float]]], list]:
+def compare(args: argparse.Namespace, fronts: list[Front]
+            ) -> tuple[dict[int, dict[str, list[float]]], list[tuple[float, ...]]]:
     """Every front's and its worker's seconds per size; the load averages before and after."""
     seconds: dict[int, dict[str, list[float]]] = {}
     with Processes("bench-web-front") as processes:
