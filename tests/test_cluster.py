@@ -37,7 +37,7 @@ from bench.harness.waiting import wait_until
 from launch import open_share
 from tests.balancer_helpers import haproxy_retries, run_concurrently, send_in_order
 from tests.helpers import record_figures
-from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
+from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MINIMAL_RESULT
 from webui.share import ShareTunnel
 
 OOM_MARKER = "[[cluster-oom]]"
@@ -170,6 +170,17 @@ def one_worker(cluster: LaunchedCluster):
     finally:
         cluster.runtime.set_server_state("workers", "node2", "ready")
         cluster.wait_all_ready()
+
+
+def test_prefer_return_minimal_passes_the_public_port(cluster: LaunchedCluster) -> None:
+    """A REST client's ``Prefer: return=minimal`` reaches the worker through HAProxy, and its answer comes back."""
+    job = small_job(50).rest_body()
+    with httpx.Client(base_url=cluster.public_url, timeout=120) as rest:
+        minimal = rest.post("/generate", json=job, headers={"Prefer": MINIMAL_RESULT})
+        full = rest.post("/generate", json=job)
+    assert minimal.status_code == full.status_code == 200
+    assert minimal.headers["preference-applied"] == MINIMAL_RESULT and "image" not in minimal.json()
+    assert minimal.json()["images"] == full.json()["images"] == [full.json()["image"]]
 
 
 def test_more_jobs_than_workers_all_complete_in_order(cluster: LaunchedCluster, one_worker: None) -> None:
