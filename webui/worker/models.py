@@ -58,9 +58,11 @@ class LoadedModel:
     """Where the LoRA came from, if one is loaded (as adapter ``LORA_ADAPTER``)."""
 
 
-def load_model(source: ModelSource, dtype: torch.dtype) -> LoadedModel:
-    """Load ``source`` (on the CPU, in ``dtype``) with its LoRA; raise ``ModelLoadError`` on any failure."""
-    family = detect_family(source)
+def load_model(source: ModelSource, dtype: torch.dtype, family: ModelFamily | None = None) -> LoadedModel:
+    """Load ``source`` (on the CPU, in ``dtype``) with its LoRA; raise ``ModelLoadError`` on any failure.
+
+    ``family``: what ``detect_family`` said of ``source`` already (else it reads ``model_index.json``)."""
+    family = family or detect_family(source)
     classes = PIPELINES[family]
     logger.info("loading %s (%s) from %s", source.name, family.value, source.location)
     try:

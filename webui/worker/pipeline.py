@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageOps
 
 from webui.contract import MAX_SIDE
-from webui.schema import EffectiveParams, StepCallback
+from webui.schema import EffectiveParams, ModelFamily, StepCallback
 from webui.settings import WorkerSettings
 from webui.worker.device import DevicePlan, apply_plan, device_plan, pin_host_memory
 from webui.worker.models import LoadedModel, load_model, set_lora_scale, wrap_pipeline
@@ -51,17 +51,17 @@ class PortraitPipeline(PipelineBase):
 
     @classmethod
     def load(cls, settings: WorkerSettings, place: bool = True, source: ModelSource | None = None,
-             plan: DevicePlan | None = None) -> PortraitPipeline:
-        """Resolve ``settings.model``/``settings.lora`` (unless ``source`` is given), load them and apply the
-        device plan (``plan``, or this machine's for ``settings``; ``place=False``: leave the weights in host
-        memory until ``place``).
+             family: ModelFamily | None = None, plan: DevicePlan | None = None) -> PortraitPipeline:
+        """Resolve ``settings.model``/``settings.lora`` (unless ``source`` and its ``family`` are given), load
+        them and apply the device plan (``plan``, or this machine's for ``settings``; ``place=False``: leave the
+        weights in host memory until ``place``).
 
         Raises ``ModelLoadError`` (one-line message) when anything is missing or wrong.
         """
         started = time.perf_counter()
         plan = plan or device_plan(settings)
         source = source or resolve_source(settings.model, settings.lora, settings.cache_dir)
-        model = load_model(source, plan.dtype)
+        model = load_model(source, plan.dtype, family)
         pipeline = cls(model, plan, settings.model, source.defaults or FAMILY_DEFAULTS[model.family], settings.max_side)
         if place:
             pipeline.place()
@@ -157,4 +157,3 @@ class PortraitPipeline(PipelineBase):
                 **image_kwargs,
             )
         return list(result.images)
-

@@ -102,10 +102,10 @@ def load_pipeline(settings: WorkerSettings, place: bool = True) -> PipelineBase:
     # What is named must exist and be a model of a known kind, and the device one this machine has, before
     # diffusers' seconds of imports (the device plan needs torch only).
     source = resolve_source(settings.model, settings.lora, settings.cache_dir)
-    detect_family(source)
+    family = detect_family(source)
     from webui.worker.device import device_plan
 
     plan = device_plan(settings)
     from webui.worker.pipeline import PortraitPipeline
 
-    return PortraitPipeline.load(settings, place=place, source=source, plan=plan)
+    return PortraitPipeline.load(settings, place=place, source=source, family=family, plan=plan)
