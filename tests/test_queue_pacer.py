@@ -75,3 +75,24 @@ def test_client_requests_set_gradios_pace_and_probes_do_not() -> None:
 def test_the_pacer_refuses_a_pace_that_is_not_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         QueuePacer(gradio_queue(), idle_after=0)
+
+
+def test_the_web_front_paces_its_own_queue_from_its_clients_requests() -> None:
+    """``create_app`` installs the pacer on the studio's queue: idle, a probe leaves it slow, a page load wakes it."""
+    from webui.settings import WebSettings
+    from webui.web.app import create_app
+
+    app = create_app(WebSettings(worker_queue="http://127.0.0.1:9", node="pacer"))
+    pacer = next(middleware.kwargs["pacer"] for middleware in app.user_middleware if middleware.cls is PaceQueue)
+    gradio_pace = pacer.active_polls[0]
+    pacer.last_request = time.monotonic() - pacer.idle_after
+    pacer.check()
+    assert pacer.queue.sleep_when_free == pacer.idle_poll > gradio_pace
+
+    async def get(path: str) -> int:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://front") as client:
+            return (await client.get(path)).status_code
+
+    assert asyncio.run(get(HEALTH_PATH)) == 200 and pacer.idle
+    assert asyncio.run(get("/config")) == 200
+    assert not pacer.idle and pacer.queue.sleep_when_free == gradio_pace
