@@ -77,11 +77,14 @@ def test_the_pacer_refuses_a_pace_that_is_not_positive() -> None:
         QueuePacer(gradio_queue(), idle_after=0)
 
 
-def test_the_web_front_paces_its_own_queue_from_its_clients_requests() -> None:
+def test_the_web_front_paces_its_own_queue_from_its_clients_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     """``create_app`` installs the pacer on the studio's queue: idle, a probe leaves it slow, a page load wakes it."""
+    from PIL import Image
+
     from webui.settings import WebSettings
     from webui.web.app import create_app
 
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # create_app sets PIL's guard for all
     app = create_app(WebSettings(worker_queue="http://127.0.0.1:9", node="pacer"))
     pacer = next(middleware.kwargs["pacer"] for middleware in app.user_middleware if middleware.cls is PaceQueue)
     gradio_pace = pacer.active_polls[0]
