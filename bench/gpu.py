@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING, Protocol
 from bench.report import RESULTS_DIR, LatencyStats, fmt_ms, machine_summary, markdown_table, write_results
 
 if TYPE_CHECKING:
-    from webui.worker.pipeline import PortraitPipeline
+    from webui.worker.pipelines.diffusers import PortraitPipeline
 
 logger = logging.getLogger("bench.gpu")
 
@@ -136,7 +136,7 @@ class PromotionRow:
     place_pinned_s: float
     """``PortraitPipeline.place`` after ``pin_host_memory`` (what the standby does while it waits)."""
     warmup_s: float
-    """The worker's warm-up generation right after (``webui.worker.warmup.self_check``)."""
+    """The worker's warm-up generation right after (``webui.worker.pipelines.warmup.self_check``)."""
 
     @property
     def copy_floor_s(self) -> float:
@@ -628,7 +628,7 @@ def measure_promotion(variant: Variant, portrait: PortraitPipeline, probe: Probe
     """A warm standby's takeover on ``portrait``'s weights: ``place`` from pageable, then from pinned host
     memory, then the worker's warm-up generation; leaves ``portrait`` placed again."""
     from webui.settings import WorkerSettings
-    from webui.worker.warmup import self_check
+    from webui.worker.pipelines.warmup import self_check
 
     pipe = portrait.model.text2img
     pageable, pinned = probe.host_copy_gbps(pinned=False), probe.host_copy_gbps(pinned=True)
@@ -655,8 +655,8 @@ def build_variant(variant: Variant, probe: Probe) -> tuple[PortraitPipeline, Bui
     """The twin on CUDA in ``variant``'s dtype, served with the worker's plan for it; raises ``DeviceError``."""
     from assets.twin_model import build_twin
     from webui.settings import WorkerSettings
-    from webui.worker.device import plan_device, probe_machine
-    from webui.worker.pipeline import PortraitPipeline
+    from webui.worker.pipelines.device import plan_device, probe_machine
+    from webui.worker.pipelines.diffusers import PortraitPipeline
 
     settings = WorkerSettings(device="cuda", dtype=variant.dtype, attention=variant.attention,
                               compile="on" if variant.compile else "off", cpu_offload="off", vae_tiling="auto")
@@ -678,7 +678,7 @@ def run(args: argparse.Namespace, probe: Probe, report: Report,
         build: Callable[[Variant, Probe], tuple[PortraitPipeline, BuildRow]] = build_variant,
         on_progress: Callable[[Report], None] = lambda report: None) -> Report:
     """Build, measure and free each variant in turn; ``on_progress`` after each one."""
-    from webui.worker.device import DeviceError
+    from webui.worker.pipelines.device import DeviceError
 
     for variant in variants(args):
         try:

@@ -29,7 +29,6 @@ from pathlib import Path
 
 import httpx
 
-from assets.build_demo_model import ensure_demo_model
 from balancer.cluster import HealthSpec, load_cluster_file
 from bench.cli import prepare_lab_run
 from bench.harness.hosts import (
@@ -47,6 +46,7 @@ from bench.harness.netns import NetworkLab
 from bench.harness.processes import REPO, Processes
 from bench.report import machine_summary, markdown_table, write_results
 from webui.settings import default_cache_dir
+from webui.worker.pipelines.demo import ensure_demo_model
 
 logger = logging.getLogger("bench.hosts")
 

@@ -24,7 +24,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-from assets.build_demo_model import ensure_demo_model
 from balancer.cluster import load_cluster_file
 from bench.cli import prepare_run
 from bench.harness.netns import NetworkLab, missing_for_labs
@@ -32,6 +31,7 @@ from bench.harness.pair import LAB_HOSTS, PairCluster, lose_balancer_mid_load
 from bench.harness.processes import REPO, Processes
 from bench.report import machine_summary, markdown_table, write_results
 from webui.settings import default_cache_dir
+from webui.worker.pipelines.demo import ensure_demo_model
 
 logger = logging.getLogger("bench.pair")
 

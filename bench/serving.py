@@ -32,7 +32,7 @@ local Hugging Face cache or reachable); ``--threads 0`` leaves torch's thread co
 Each worker uses the GPU the usual CUDA rules give it; run one node per GPU.
 
 **Layer costs with a fixed-latency stand-in** (``--standin SECONDS``): the workers serve
-``--model standin:SECONDS`` (``webui.worker.standin``: not a model; it sleeps SECONDS per job and
+``--model standin:SECONDS`` (``webui.worker.pipelines.standin``: not a model; it sleeps SECONDS per job and
 returns a real image of the asked size), so what each layer adds is not lost in a model's
 variance or CPU contention. One node; at each of ``--sizes``, ``--requests`` sequential
 requests per path from one client (no queueing), interleaved as above; in-process, the
@@ -93,7 +93,7 @@ from bench.report import (
 
 if TYPE_CHECKING:  # the worker's modules import torch: loaded only where a pipeline runs in this process
     from webui.schema import EffectiveParams
-    from webui.worker.servable import PipelineBase
+    from webui.worker.pipelines.base import PipelineBase
 
 logger = logging.getLogger("bench.serving")
 
@@ -180,9 +180,9 @@ def in_process_call(options: ClusterOptions) -> Callable[[Job], str]:
 
 
 def load_in_process(options: ClusterOptions) -> PipelineBase:
-    """What a worker of ``options`` serves (``webui.worker.servable.load_pipeline``), loaded in this process."""
+    """What a worker of ``options`` serves (``webui.worker.pipelines.base.load_pipeline``), loaded in this process."""
     from webui.settings import WorkerSettings
-    from webui.worker.servable import load_pipeline
+    from webui.worker.pipelines.base import load_pipeline
 
     return load_pipeline(WorkerSettings(model=options.model, lora=options.lora, threads=options.threads))
 

@@ -4,7 +4,7 @@ with and without ``option http-no-delay``.
     python -m bench.stream                     # 20 streams per path, stand-in sleeping 0.5 s over 8 steps
     python -m bench.stream --requests 40 --standin 0.8
 
-One worker serving ``--model standin:SECONDS`` (``webui.worker.standin``: **not a model**, a fixed sleep
+One worker serving ``--model standin:SECONDS`` (``webui.worker.pipelines.standin``: **not a model**, a fixed sleep
 reported as 8 steps and a real PNG) and two HAProxy instances in front of it, rendered from the same
 cluster description: one as ``balancer.haproxy_config`` renders it (``option http-no-delay``), one with
 that line taken out (HAProxy's default: small chunks are coalesced with ``MSG_MORE``). One client sends

@@ -4,7 +4,7 @@
     python -m bench.tls --requests 200 --standin 0.02 --size 256
 
 Two HAProxy instances rendered from the same cluster description, each in front of its own
-worker serving ``--model standin:SECONDS`` (``webui.worker.standin``: **not a model**, a fixed
+worker serving ``--model standin:SECONDS`` (``webui.worker.pipelines.standin``: **not a model**, a fixed
 sleep and a real PNG, so the transport is not lost in a model's variance): one over plain HTTP,
 one over mutual TLS (``python -m balancer.certs`` certificates, ``ssl verify required``, the
 worker requiring a client certificate). HAProxy opens a fresh connection per job

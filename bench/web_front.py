@@ -4,7 +4,7 @@
     python -m bench.web_front --baseline e00da4c --sizes 512 1024 --requests 60
 
 Each compared web front gets a worker of its own serving ``--model standin:SECONDS``
-(``webui.worker.standin``: **not a model**, a fixed sleep and a real PNG of the asked size):
+(``webui.worker.pipelines.standin``: **not a model**, a fixed sleep and a real PNG of the asked size):
 this tree's, and with ``--baseline REV`` that revision's, from a temporary ``git worktree``.
 One client, sequential jobs, every path interleaved so that drift on the machine hits all alike:
 each web front over Gradio's queue protocol (join, event stream, result download, over one

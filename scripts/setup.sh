@@ -32,4 +32,4 @@ then
 fi
 
 echo "==> offline demo model"
-"$PYTHON" -m assets.build_demo_model
+"$PYTHON" -m webui.worker.pipelines.demo

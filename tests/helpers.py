@@ -16,7 +16,7 @@ from PIL import Image
 from webui.schema import GenerationRequest
 
 if TYPE_CHECKING:
-    from webui.worker.pipeline import PortraitPipeline
+    from webui.worker.pipelines.diffusers import PortraitPipeline
 
 
 def blank_png(path: Path, width: int, height: int) -> Path:

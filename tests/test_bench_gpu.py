@@ -269,8 +269,8 @@ def build_tiny(variant: Variant, probe: FakeProbe):
     """``build_variant`` for the CPU: the same wrapping, the scaled-down twin, a CPU plan (xformers refused)."""
     from assets.twin_model import TINY, build_twin
     from webui.settings import WorkerSettings
-    from webui.worker.device import Machine, plan_device
-    from webui.worker.pipeline import PortraitPipeline
+    from webui.worker.pipelines.device import Machine, plan_device
+    from webui.worker.pipelines.diffusers import PortraitPipeline
 
     settings = WorkerSettings(device="cpu", dtype=variant.dtype, attention=variant.attention, compile="off",
                               cpu_offload="off", vae_tiling="auto",
@@ -333,7 +333,8 @@ def test_the_promotion_measurement_can_be_turned_off() -> None:
 def test_the_gpu_benchmark_needs_no_web_stack() -> None:
     """``bench.gpu`` runs on a bare CUDA box with torch and diffusers: its imports (the warm-up included)
     pull in neither the worker's HTTP stack nor Gradio (a takeover run once died on ``import fastapi``)."""
-    code = ("import sys, bench.gpu, assets.twin_model, webui.worker.pipeline, webui.worker.warmup; "
+    code = ("import sys, bench.gpu, assets.twin_model, webui.worker.pipelines.diffusers, "
+            "webui.worker.pipelines.warmup; "
             "print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn', 'gradio') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -36,7 +36,7 @@ from bench.harness.waiting import wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data
 from webui.contract import EXIT_LOAD_FAILED
 from webui.settings import WorkerSettings
-from webui.worker.device import DeviceError, Machine, plan_device
+from webui.worker.pipelines.device import DeviceError, Machine, plan_device
 
 FACTS = {
     "0": {"name": "Fake L4", "uuid": "GPU-0", "memory_used_bytes": 2**30, "memory_total_bytes": 24 * 2**30,

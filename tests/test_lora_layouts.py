@@ -1,6 +1,6 @@
 """Real LoRA files: ComfyUI and kohya key layouts load to the diffusers layout's picture.
 
-Each layout of the demo LoRA (``assets.lora_layouts``) goes through the real loading path,
+Each layout of the demo LoRA (``webui.worker.pipelines.lora_layouts``) goes through the real loading path,
 ``PortraitPipeline.load``: as ``--lora FILE``, and through the ``awportrait-z`` preset's hub id,
 resolved offline from a local Hugging Face cache that holds the file under a name nobody passes.
 """
@@ -19,14 +19,14 @@ import torch
 from peft import get_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from assets.build_demo_model import LORA_LAYOUTS_SUBDIR, LORA_SUBDIR, LORA_WEIGHT_NAME
-from assets.lora_layouts import LAYOUTS
 from tests.helpers import assert_same_picture, generate
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
-from webui.worker.models import LORA_ADAPTER, lora_weight_file
-from webui.worker.pipeline import PortraitPipeline
-from webui.worker.sources import PRESETS
+from webui.worker.pipelines.demo import LORA_LAYOUTS_SUBDIR, LORA_SUBDIR, LORA_WEIGHT_NAME
+from webui.worker.pipelines.diffusers import PortraitPipeline
+from webui.worker.pipelines.lora_layouts import LAYOUTS
+from webui.worker.pipelines.models import LORA_ADAPTER, lora_weight_file
+from webui.worker.pipelines.sources import PRESETS
 
 PRESET = "awportrait-z"
 HUB_FILE_NAME = "AWPortrait-Z_v1.safetensors"
@@ -90,11 +90,11 @@ def test_lora_tensors_no_module_takes_are_reported(demo_model_dir: Path, tmp_pat
                                                                                      "lora_up.weight")}
     path = tmp_path / "with-stray-keys.safetensors"
     save_file({**kohya, **stray, "lora_unet_layers_0_attention_qkv.alpha": torch.tensor(4.0)}, path)
-    with caplog.at_level("WARNING", logger="webui.worker.models"):
+    with caplog.at_level("WARNING", logger="webui.worker.pipelines.models"):
         load(demo_model_dir, str(path))
     assert "2 of its 60 LoRA weight tensors match no module" in caplog.text
     caplog.clear()
-    with caplog.at_level("WARNING", logger="webui.worker.models"):
+    with caplog.at_level("WARNING", logger="webui.worker.pipelines.models"):
         load(demo_model_dir, str(demo_model_dir / LORA_LAYOUTS_SUBDIR / "kohya.safetensors"))
     assert "match no module" not in caplog.text
 

@@ -14,23 +14,23 @@ import pytest
 import torch
 from PIL import Image
 
-from assets.build_demo_model import (
+from bench.harness.processes import REPO
+from tests.helpers import assert_same_picture, generate
+from webui.schema import GenerationRequest, Limits, ModelFamily
+from webui.settings import WorkerSettings
+from webui.worker.errors import ModelLoadError
+from webui.worker.pipelines import device
+from webui.worker.pipelines.demo import (
     LORA_SUBDIR,
     LORA_WEIGHT_NAME,
     build_lora_state_dict,
     build_pipeline,
     is_complete,
 )
-from bench.harness.processes import REPO
-from tests.helpers import assert_same_picture, generate
-from webui.schema import GenerationRequest, Limits, ModelFamily
-from webui.settings import WorkerSettings
-from webui.worker import device
-from webui.worker.device import DeviceError, Machine, plan_device, probe_machine
-from webui.worker.errors import ModelLoadError
-from webui.worker.models import PIPELINES, load_model
-from webui.worker.pipeline import PortraitPipeline
-from webui.worker.sources import PIPELINE_CLASSES, resolve_source
+from webui.worker.pipelines.device import DeviceError, Machine, plan_device, probe_machine
+from webui.worker.pipelines.diffusers import PortraitPipeline
+from webui.worker.pipelines.models import PIPELINES, load_model
+from webui.worker.pipelines.sources import PIPELINE_CLASSES, resolve_source
 
 GIB = 1024**3
 
@@ -95,7 +95,7 @@ def test_the_model_keeps_the_planned_dtype_after_loading(dtype: str, demo_model_
 def test_concurrent_builds_do_not_corrupt_the_demo_model(processes, tmp_path: Path, demo_model_dir: Path):
     target = tmp_path / "demo-model"
     builders = [
-        processes.start(["python", "-m", "assets.build_demo_model", "--out", str(target)], log_name=f"build-{i}")
+        processes.start(["python", "-m", "webui.worker.pipelines.demo", "--out", str(target)], log_name=f"build-{i}")
         for i in range(2)
     ]
     for builder in builders:
@@ -128,7 +128,7 @@ def test_presets_resolve_to_hub_models_and_their_loras(tmp_path: Path):
 
 
 def test_family_defaults_for_presets_follow_the_model_cards():
-    from webui.worker.sources import FAMILY_DEFAULTS, PRESETS
+    from webui.worker.pipelines.sources import FAMILY_DEFAULTS, PRESETS
 
     zimage = FAMILY_DEFAULTS[ModelFamily.ZIMAGE]
     assert (zimage.steps, zimage.guidance) == (8, 0.0)  # Z-Image-Turbo: 8 steps, no CFG
@@ -161,7 +161,7 @@ def test_a_missing_model_or_device_fails_the_loader_before_diffusers_is_imported
         "import sys\n"
         "from webui.settings import WorkerSettings\n"
         "from webui.worker.errors import ModelLoadError\n"
-        "from webui.worker.servable import load_pipeline\n"
+        "from webui.worker.pipelines.base import load_pipeline\n"
         "import torch\n"
         "torch.cuda.is_available = lambda: False\n"
         "for fields in ({'model': sys.argv[1]}, {'model': sys.argv[2], 'device': 'cuda'}):\n"
@@ -373,8 +373,8 @@ def test_vae_tiling_decision():
 
 
 def test_apply_plan_compiles_the_denoiser_when_planned(demo_model_dir: Path):
-    from webui.worker.device import apply_plan
-    from webui.worker.models import load_model
+    from webui.worker.pipelines.device import apply_plan
+    from webui.worker.pipelines.models import load_model
 
     model = load_model(resolve_source(str(demo_model_dir), "none", demo_model_dir.parent), torch.float32)
     plan = plan_device(WorkerSettings(), Machine(cuda=False))

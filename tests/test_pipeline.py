@@ -13,7 +13,7 @@ from PIL import Image
 
 from webui.schema import GenerationRequest
 from webui.settings import WorkerSettings
-from webui.worker.pipeline import PortraitPipeline
+from webui.worker.pipelines.diffusers import PortraitPipeline
 
 STEPS = 3
 
@@ -78,7 +78,7 @@ def test_deterministic_across_processes(
     script = (
         "import sys; from pathlib import Path\n"
         "from tests.test_pipeline import png_bytes, run\n"
-        "from webui.worker.pipeline import PortraitPipeline\n"
+        "from webui.worker.pipelines.diffusers import PortraitPipeline\n"
         "from webui.settings import WorkerSettings\n"
         "pipe = PortraitPipeline.load(WorkerSettings(model='demo', cache_dir=Path(sys.argv[1])))\n"
         "Path(sys.argv[2]).write_bytes(png_bytes(run(pipe, seed=11, guidance=2.0, negative_prompt='blurry')[0]))\n"
@@ -173,7 +173,7 @@ def test_pinning_host_memory_only_concerns_weights_bound_for_a_gpu(pipeline: Por
     """A warm standby pins its host-memory weights only when the plan sends them to a GPU and does not offload;
     on this CPU plan nothing is pinned, and a pipeline already placed has nothing to pin."""
     from assets.twin_model import TINY, build_twin
-    from webui.worker.device import pin_host_memory
+    from webui.worker.pipelines.device import pin_host_memory
 
     assert pipeline.plan.device == "cpu" and pipeline.pin_host_memory() == 0
     meta = build_twin("meta", config=TINY)  # tensors off the host: nothing a GPU plan could pin

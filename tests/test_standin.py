@@ -15,8 +15,8 @@ from bench.harness.processes import REPO
 from webui.schema import GenerationRequest
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
-from webui.worker.servable import load_pipeline
-from webui.worker.standin import STANDIN_MODEL, StandinPipeline, standin_seconds
+from webui.worker.pipelines.base import load_pipeline
+from webui.worker.pipelines.standin import STANDIN_MODEL, StandinPipeline, standin_seconds
 
 SECONDS = 0.2
 SLACK = 0.5

@@ -52,8 +52,8 @@ from webui.worker.faults import FaultPlan
 from webui.worker.generation import GenerationService, cuda_index, is_out_of_memory
 from webui.worker.job_parsing import ApiError, invalid_request, validate_job, validation_problems
 from webui.worker.metrics import WorkerMetrics
+from webui.worker.pipelines.warmup import PROBE_PROMPT
 from webui.worker.scheduler import JobScheduler
-from webui.worker.warmup import PROBE_PROMPT
 
 SMALL = {"width": 128, "height": 128, "steps": 2}
 WAIT = 120.0

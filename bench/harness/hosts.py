@@ -47,7 +47,7 @@ DEMO_WORKER = ["--model", "demo", "--device", "cpu", "--threads", "1"]
 """The lab workers' flags unless told otherwise."""
 STANDIN_WORKER = ["--model", "standin:0.3", "--threads", "1"]
 """For labs whose subject is the cluster, not the model (rolling restarts, TLS between hosts, balancer failover):
-the fixed-latency stand-in (``webui.worker.standin``, not a model; 0.3 s a job, about the demo model's 2-step
+the fixed-latency stand-in (``webui.worker.pipelines.standin``, not a model; 0.3 s a job, about the demo model's 2-step
 256² job here), whose worker is ready in about a second instead of ten (it imports no torch)."""
 
 

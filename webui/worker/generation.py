@@ -30,9 +30,9 @@ from webui.worker.errors import GenerationFailed, JobCancelled, ModelLoadError, 
 from webui.worker.faults import FaultPlan
 from webui.worker.job_parsing import expected_steps
 from webui.worker.metrics import WorkerMetrics
+from webui.worker.pipelines.base import load_pipeline
+from webui.worker.pipelines.warmup import self_check
 from webui.worker.progress import StepClock
-from webui.worker.servable import load_pipeline
-from webui.worker.warmup import self_check
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Generated:
 
 
 class Pipeline(Protocol):
-    """What the worker needs from ``webui.worker.pipeline.PortraitPipeline``."""
+    """What the worker needs from ``webui.worker.pipelines.diffusers.PortraitPipeline``."""
 
     family: ModelFamily
     model_name: str
@@ -77,10 +77,10 @@ PipelineLoader = Callable[[WorkerSettings], Pipeline]
 
 
 def load_portrait_pipeline(settings: WorkerSettings, place: bool = True) -> Pipeline:
-    """The default loader, ``webui.worker.servable.load_pipeline`` (which imports torch and diffusers only in the
+    """The default loader, ``webui.worker.pipelines.base.load_pipeline`` (which imports torch and diffusers only in the
     loading thread, and only for a real model, so ``/healthz`` is up at once).
 
-    ``--model standin:SECONDS`` gives the benchmarks' fixed-latency stand-in (``webui.worker.standin``);
+    ``--model standin:SECONDS`` gives the benchmarks' fixed-latency stand-in (``webui.worker.pipelines.standin``);
     ``place=False`` keeps the weights in host memory (``Pipeline.place`` moves them).
     """
     return load_pipeline(settings, place=place)

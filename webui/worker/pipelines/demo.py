@@ -14,7 +14,7 @@ diffusers Z-Image-Turbo pipeline class, built from configs:
 plus a tiny LoRA for the transformer in the standard diffusers/PEFT format
 (``lora/pytorch_lora_weights.safetensors``, loadable with ``pipe.load_lora_weights``), and the
 same LoRA in the ComfyUI and kohya key layouts real Z-Image LoRAs are published in
-(``lora-layouts/<layout>.safetensors``, see ``assets.lora_layouts``), with identical math.
+(``lora-layouts/<layout>.safetensors``, see ``webui.worker.pipelines.lora_layouts``), with identical math.
 
 Weights come from a fixed torch seed, so every build is identical and the same seed and
 parameters give byte-identical images in any process. The model was never trained: its
@@ -22,8 +22,8 @@ images are abstract colour textures, not faces or portraits.
 
 Usage::
 
-    python -m assets.build_demo_model            # into <cache_dir>/demo-model
-    python -m assets.build_demo_model --out DIR  # somewhere else
+    python -m webui.worker.pipelines.demo            # into <cache_dir>/demo-model
+    python -m webui.worker.pipelines.demo --out DIR  # somewhere else
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ DEMO_DIR_NAME = "demo-model"
 LORA_SUBDIR = "lora"
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 LORA_LAYOUTS_SUBDIR = "lora-layouts"
-"""The demo LoRA in other key layouts: ``<layout>.safetensors`` for each of ``assets.lora_layouts.LAYOUTS``."""
+"""The demo LoRA in other key layouts: ``<layout>.safetensors`` for each of ``lora_layouts.LAYOUTS``."""
 BUILD_MARKER = "demo_build.json"
 BUILD_VERSION = 3
 """Bump when the architecture or the weights change, so that old caches get rebuilt."""
@@ -232,10 +232,10 @@ def write_demo_model(out_dir: Path) -> None:
 
 
 def write_lora_layouts(lora: dict[str, torch.Tensor], out_dir: Path) -> None:
-    """Write ``lora`` (a PEFT state dict) into ``out_dir`` once per layout of ``assets.lora_layouts``."""
+    """Write ``lora`` (a PEFT state dict) into ``out_dir`` once per layout of ``lora_layouts``."""
     from safetensors.torch import save_file
 
-    from assets.lora_layouts import LAYOUTS, convert_lora
+    from webui.worker.pipelines.lora_layouts import LAYOUTS, convert_lora
 
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, layout in LAYOUTS.items():
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command line entry point: build (or reuse) the demo model and print its path."""
     from webui.settings import default_cache_dir
 
-    parser = argparse.ArgumentParser(prog="python -m assets.build_demo_model", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m webui.worker.pipelines.demo", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="Directory to build into (default: <cache>/demo-model).")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

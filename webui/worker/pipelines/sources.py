@@ -3,7 +3,7 @@
 ``resolve_source`` turns them into a ``ModelSource`` (what to load, with which defaults; the demo model
 is built here when missing); ``detect_family`` reads ``model_index.json`` to tell Z-Image from SDXL, so
 a directory that does not exist, or a model of another kind, fails a worker at once with one line.
-``webui.worker.models`` loads what they found.
+``webui.worker.pipelines.models`` loads what they found.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from webui.schema import ModelFamily
 from webui.worker.errors import ModelLoadError, one_line
-from webui.worker.servable import ModelDefaults
+from webui.worker.pipelines.base import ModelDefaults
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -75,7 +75,7 @@ def resolve_source(model: str, lora: str, cache_dir: Path) -> ModelSource:
     preset = PRESETS.get(model)
     location = preset.model if preset else model
     if location == DEMO:
-        from assets.build_demo_model import LORA_SUBDIR, ensure_demo_model
+        from webui.worker.pipelines.demo import LORA_SUBDIR, ensure_demo_model
 
         try:
             demo_dir = ensure_demo_model(cache_dir)

@@ -1,9 +1,9 @@
 """What every servable pipeline shares, and the choice of what a worker serves; no torch, no diffusers.
 
-``load_pipeline`` gives ``webui.worker.pipeline.PortraitPipeline`` (a real diffusers model, whose
+``load_pipeline`` gives ``webui.worker.pipelines.diffusers.PortraitPipeline`` (a real diffusers model, whose
 modules import torch and diffusers: seconds of a worker's start; a model that is missing, or not of a
-known kind, fails before them: ``webui.worker.sources``) or, for ``--model standin:SECONDS``,
-the benchmarks' fixed-latency stand-in (``webui.worker.standin``, not a model), which imports
+known kind, fails before them: ``webui.worker.pipelines.sources``) or, for ``--model standin:SECONDS``,
+the benchmarks' fixed-latency stand-in (``webui.worker.pipelines.standin``, not a model), which imports
 neither, so a stand-in worker is ready in about a second.
 """
 
@@ -31,7 +31,7 @@ class ModelDefaults:
 class PipelineBase:
     """What every servable pipeline shares: its name, family, defaults, and how a request becomes parameters.
 
-    ``PortraitPipeline`` (a real diffusers model) and ``webui.worker.standin.StandinPipeline``
+    ``PortraitPipeline`` (a real diffusers model) and ``webui.worker.pipelines.standin.StandinPipeline``
     (the benchmarks' fixed-latency stand-in) build on it; subclasses add ``describe`` and ``generate``.
     """
 
@@ -92,20 +92,20 @@ class PipelineBase:
 def load_pipeline(settings: WorkerSettings, place: bool = True) -> PipelineBase:
     """What a worker serves for ``settings.model``: ``standin:SECONDS`` (benchmarks only) or a real model;
     ``place=False`` leaves a real model's weights in host memory (a warm standby's, until ``place``)."""
-    from webui.worker.standin import StandinPipeline, standin_seconds
+    from webui.worker.pipelines.standin import StandinPipeline, standin_seconds
 
     seconds = standin_seconds(settings.model)
     if seconds is not None:
         return StandinPipeline.for_settings(settings, seconds)
-    from webui.worker.sources import detect_family, resolve_source
+    from webui.worker.pipelines.sources import detect_family, resolve_source
 
     # What is named must exist and be a model of a known kind, and the device one this machine has, before
     # diffusers' seconds of imports (the device plan needs torch only).
     source = resolve_source(settings.model, settings.lora, settings.cache_dir)
     family = detect_family(source)
-    from webui.worker.device import device_plan
+    from webui.worker.pipelines.device import device_plan
 
     plan = device_plan(settings)
-    from webui.worker.pipeline import PortraitPipeline
+    from webui.worker.pipelines.diffusers import PortraitPipeline
 
     return PortraitPipeline.load(settings, place=place, source=source, family=family, plan=plan)

@@ -10,7 +10,7 @@ Determinism: image ``i`` of a request is drawn from its own CPU ``torch.Generato
 with ``seed + i``, so the same seed and parameters give the same images on any run, and
 image ``i`` of a batch starts from the same noise as a one-image request with ``seed + i``.
 
-What a worker serves is chosen by ``webui.worker.servable.load_pipeline``: this, or the
+What a worker serves is chosen by ``webui.worker.pipelines.base.load_pipeline``: this, or the
 benchmarks' fixed-latency stand-in (which imports neither torch nor diffusers).
 """
 
@@ -26,10 +26,10 @@ from PIL import Image, ImageOps
 from webui.contract import MAX_SIDE
 from webui.schema import EffectiveParams, ModelFamily, StepCallback
 from webui.settings import WorkerSettings
-from webui.worker.device import DevicePlan, apply_plan, device_plan, pin_host_memory
-from webui.worker.models import LoadedModel, load_model, set_lora_scale, wrap_pipeline
-from webui.worker.servable import ModelDefaults, PipelineBase
-from webui.worker.sources import FAMILY_DEFAULTS, ModelSource, resolve_source
+from webui.worker.pipelines.base import ModelDefaults, PipelineBase
+from webui.worker.pipelines.device import DevicePlan, apply_plan, device_plan, pin_host_memory
+from webui.worker.pipelines.models import LoadedModel, load_model, set_lora_scale, wrap_pipeline
+from webui.worker.pipelines.sources import FAMILY_DEFAULTS, ModelSource, resolve_source
 
 logger = logging.getLogger(__name__)
 

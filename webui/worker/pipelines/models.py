@@ -1,6 +1,6 @@
 """Model loading: one code path for the demo model, presets, hub ids and dirs.
 
-``load_model`` loads what ``webui.worker.sources.resolve_source`` found: the text-to-image pipeline
+``load_model`` loads what ``webui.worker.pipelines.sources.resolve_source`` found: the text-to-image pipeline
 with ``from_pretrained``, the LoRA attached, and the image-to-image pipeline derived from the same
 components with ``from_pipe``. Every failure surfaces as ``ModelLoadError`` with a one-line message.
 """
@@ -24,7 +24,7 @@ from safetensors import safe_open
 
 from webui.schema import ModelFamily
 from webui.worker.errors import ModelLoadError, one_line
-from webui.worker.sources import ModelSource, detect_family
+from webui.worker.pipelines.sources import ModelSource, detect_family
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ PIPELINES = {
     ModelFamily.ZIMAGE: FamilyPipelines(ZImagePipeline, ZImageImg2ImgPipeline),
     ModelFamily.SDXL: FamilyPipelines(StableDiffusionXLPipeline, StableDiffusionXLImg2ImgPipeline),
 }
-"""The classes ``webui.worker.sources.PIPELINE_CLASSES`` names."""
+"""The classes ``webui.worker.pipelines.sources.PIPELINE_CLASSES`` names."""
 
 
 @dataclass

@@ -9,7 +9,7 @@ can tell what HTTP, HAProxy and the web front add from CPU contention on a loade
 It is never a default: only a ``--model`` that starts with ``standin:`` selects it, and every
 description of it (``/readyz``, ``/info``, results) says ``standin (fixed latency, benchmark only)``.
 Nothing about a model's behaviour can be learnt from it. It imports neither torch nor diffusers
-(``webui.worker.servable``), so its worker is ready in about a second: tests of rolling restarts,
+(``webui.worker.pipelines.base``), so its worker is ready in about a second: tests of rolling restarts,
 node hosts and failover use it where the model is not what they test.
 """
 
@@ -26,7 +26,7 @@ from webui.schema import EffectiveParams, ModelFamily, StepCallback
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
 from webui.worker.job_parsing import expected_steps
-from webui.worker.servable import ModelDefaults, PipelineBase
+from webui.worker.pipelines.base import ModelDefaults, PipelineBase
 
 STANDIN_PREFIX = "standin:"
 """``--model standin:SECONDS`` selects the stand-in; nothing else does."""
