@@ -25,7 +25,7 @@ Where each number comes from:
   (``vae/config.json`` of black-forest-labs/FLUX.1-dev and of Z-Image-Turbo: blocks
   128/256/512/512, 2 layers per block, 16 latent channels, ``scaling_factor`` 0.3611,
   ``shift_factor`` 0.1159, no quant convs).
-* The scheduler is Z-Image-Turbo's (``webui.worker.pipelines.demo.SCHEDULER_CONFIG``).
+* The scheduler is Z-Image-Turbo's (``webui.worker.pipelines.demo_build.SCHEDULER_CONFIG``).
 * ``MAX_SEQUENCE_LENGTH``: the default ``max_sequence_length`` of ``ZImagePipeline.__call__``;
   the pipeline pads every prompt to it, so the text encoder always runs 512 tokens.
 
@@ -53,7 +53,8 @@ from typing import Any
 
 import torch
 
-from webui.worker.pipelines.demo import SCHEDULER_CONFIG, train_tokenizer
+from webui.worker.pipelines.demo_build import SCHEDULER_CONFIG
+from webui.worker.pipelines.demo_tokenizer import train_tokenizer
 
 logger = logging.getLogger(__name__)
 

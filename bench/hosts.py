@@ -46,7 +46,7 @@ from bench.harness.netns import NetworkLab
 from bench.harness.processes import REPO, Processes
 from bench.report import machine_summary, markdown_table, write_results
 from webui.settings import default_cache_dir
-from webui.worker.pipelines.demo import ensure_demo_model
+from webui.worker.pipelines.loader import ensure_demo_model
 
 logger = logging.getLogger("bench.hosts")
 

@@ -180,9 +180,9 @@ def in_process_call(options: ClusterOptions) -> Callable[[Job], str]:
 
 
 def load_in_process(options: ClusterOptions) -> PipelineBase:
-    """What a worker of ``options`` serves (``webui.worker.pipelines.base.load_pipeline``), loaded in this process."""
+    """What a worker of ``options`` serves (``webui.worker.pipelines.loader.load_pipeline``), loaded in this process."""
     from webui.settings import WorkerSettings
-    from webui.worker.pipelines.base import load_pipeline
+    from webui.worker.pipelines.loader import load_pipeline
 
     return load_pipeline(WorkerSettings(model=options.model, lora=options.lora, threads=options.threads))
 

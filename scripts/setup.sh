@@ -32,4 +32,4 @@ then
 fi
 
 echo "==> offline demo model"
-"$PYTHON" -m webui.worker.pipelines.demo
+"$PYTHON" -m webui.worker.pipelines.demo_build

@@ -39,7 +39,7 @@ def temporary_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(scope="session")
 def demo_model_dir(portrait_cache_dir: Path) -> Path:
     """The offline demo model, built once per test session (before servers race to build it)."""
-    from webui.worker.pipelines.demo import ensure_demo_model
+    from webui.worker.pipelines.loader import ensure_demo_model
 
     return ensure_demo_model(portrait_cache_dir)
 

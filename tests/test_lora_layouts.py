@@ -1,7 +1,7 @@
 """Real LoRA files: ComfyUI and kohya key layouts load to the diffusers layout's picture.
 
 Each layout of the demo LoRA (``webui.worker.pipelines.lora_layouts``) goes through the real loading path,
-``PortraitPipeline.load``: as ``--lora FILE``, and through the ``awportrait-z`` preset's hub id,
+``load_pipeline``: as ``--lora FILE``, and through the ``awportrait-z`` preset's hub id,
 resolved offline from a local Hugging Face cache that holds the file under a name nobody passes.
 """
 
@@ -24,6 +24,7 @@ from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
 from webui.worker.pipelines.demo import LORA_LAYOUTS_SUBDIR, LORA_SUBDIR, LORA_WEIGHT_NAME
 from webui.worker.pipelines.diffusers import PortraitPipeline
+from webui.worker.pipelines.loader import load_pipeline
 from webui.worker.pipelines.lora_layouts import LAYOUTS
 from webui.worker.pipelines.models import LORA_ADAPTER, lora_weight_file
 from webui.worker.pipelines.sources import PRESETS
@@ -47,7 +48,7 @@ def loaded_adapter(pipe: PortraitPipeline) -> dict[str, torch.Tensor]:
 
 
 def load(model_dir: Path, lora: str) -> PortraitPipeline:
-    return PortraitPipeline.load(WorkerSettings(model=str(model_dir), lora=lora))
+    return load_pipeline(WorkerSettings(model=str(model_dir), lora=lora))
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_preset_finds_the_single_safetensors_of_its_hub_repo(
     # The preset as shipped, but with the local demo model as its base (Z-Image-Turbo is not cached here).
     monkeypatch.setitem(PRESETS, PRESET, dataclasses.replace(preset, model=str(demo_model_dir)))
 
-    pipe = PortraitPipeline.load(WorkerSettings(model=PRESET))
+    pipe = load_pipeline(WorkerSettings(model=PRESET))
     assert pipe.describe()["lora"] == preset.lora == "Shakker-Labs/AWPortrait-Z"
     assert lora_weight_file(preset.lora) == snapshot / HUB_FILE_NAME
     assert_loads_like_the_diffusers_layout(pipe, reference)

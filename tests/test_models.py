@@ -20,15 +20,10 @@ from webui.schema import GenerationRequest, Limits, ModelFamily
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
 from webui.worker.pipelines import device
-from webui.worker.pipelines.demo import (
-    LORA_SUBDIR,
-    LORA_WEIGHT_NAME,
-    build_lora_state_dict,
-    build_pipeline,
-    is_complete,
-)
+from webui.worker.pipelines.demo import LORA_SUBDIR, LORA_WEIGHT_NAME, is_complete
+from webui.worker.pipelines.demo_build import build_lora_state_dict, build_pipeline
 from webui.worker.pipelines.device import DeviceError, Machine, plan_device, probe_machine
-from webui.worker.pipelines.diffusers import PortraitPipeline
+from webui.worker.pipelines.loader import load_pipeline
 from webui.worker.pipelines.models import PIPELINES, load_model
 from webui.worker.pipelines.sources import PIPELINE_CLASSES, resolve_source
 
@@ -50,27 +45,27 @@ def test_demo_saved_and_loaded_back_gives_the_same_image(tmp_path: Path, portrai
         generator=[torch.Generator("cpu").manual_seed(5)],
     ).images[0]
 
-    from_dir = PortraitPipeline.load(WorkerSettings(model=str(tmp_path), lora=str(tmp_path / LORA_SUBDIR)))
+    from_dir = load_pipeline(WorkerSettings(model=str(tmp_path), lora=str(tmp_path / LORA_SUBDIR)))
     assert from_dir.family is ModelFamily.ZIMAGE
     assert_same_picture(generate(from_dir), np.asarray(in_memory))
 
-    cached_demo = PortraitPipeline.load(WorkerSettings(model="demo", cache_dir=portrait_cache_dir))
+    cached_demo = load_pipeline(WorkerSettings(model="demo", cache_dir=portrait_cache_dir))
     assert_same_picture(generate(cached_demo), np.asarray(in_memory))
 
 
 def test_lora_file_path_same_as_lora_dir(demo_model_dir: Path):
-    by_dir = PortraitPipeline.load(WorkerSettings(model=str(demo_model_dir), lora=str(demo_model_dir / LORA_SUBDIR)))
-    by_file = PortraitPipeline.load(
+    by_dir = load_pipeline(WorkerSettings(model=str(demo_model_dir), lora=str(demo_model_dir / LORA_SUBDIR)))
+    by_file = load_pipeline(
         WorkerSettings(model=str(demo_model_dir), lora=str(demo_model_dir / LORA_SUBDIR / LORA_WEIGHT_NAME))
     )
-    no_lora = PortraitPipeline.load(WorkerSettings(model=str(demo_model_dir), lora="none"))
+    no_lora = load_pipeline(WorkerSettings(model=str(demo_model_dir), lora="none"))
     assert no_lora.model.lora is None and no_lora.describe()["lora"] is None
     assert np.array_equal(generate(by_dir), generate(by_file))
     assert not np.array_equal(generate(by_dir), generate(no_lora))
 
 
 def test_img2img_shares_the_text2img_components(demo_model_dir: Path, portrait_cache_dir: Path):
-    pipe = PortraitPipeline.load(WorkerSettings(model="demo", cache_dir=portrait_cache_dir))
+    pipe = load_pipeline(WorkerSettings(model="demo", cache_dir=portrait_cache_dir))
     text2img, img2img = pipe.model.text2img, pipe.model.img2img
     assert type(img2img).__name__ == "ZImageImg2ImgPipeline"
     for name in ("transformer", "vae", "text_encoder", "tokenizer", "scheduler"):
@@ -95,7 +90,8 @@ def test_the_model_keeps_the_planned_dtype_after_loading(dtype: str, demo_model_
 def test_concurrent_builds_do_not_corrupt_the_demo_model(processes, tmp_path: Path, demo_model_dir: Path):
     target = tmp_path / "demo-model"
     builders = [
-        processes.start(["python", "-m", "webui.worker.pipelines.demo", "--out", str(target)], log_name=f"build-{i}")
+        processes.start(["python", "-m", "webui.worker.pipelines.demo_build", "--out", str(target)],
+                        log_name=f"build-{i}")
         for i in range(2)
     ]
     for builder in builders:
@@ -142,7 +138,7 @@ def test_family_defaults_for_presets_follow_the_model_cards():
 
 def assert_load_error(match: str, **fields) -> str:
     with pytest.raises(ModelLoadError, match=match) as info:
-        PortraitPipeline.load(WorkerSettings(**fields))
+        load_pipeline(WorkerSettings(**fields))
     message = str(info.value)
     assert "\n" not in message and "Traceback" not in message
     return message
@@ -161,7 +157,7 @@ def test_a_missing_model_or_device_fails_the_loader_before_diffusers_is_imported
         "import sys\n"
         "from webui.settings import WorkerSettings\n"
         "from webui.worker.errors import ModelLoadError\n"
-        "from webui.worker.pipelines.base import load_pipeline\n"
+        "from webui.worker.pipelines.loader import load_pipeline\n"
         "import torch\n"
         "torch.cuda.is_available = lambda: False\n"
         "for fields in ({'model': sys.argv[1]}, {'model': sys.argv[2], 'device': 'cuda'}):\n"
@@ -272,7 +268,7 @@ def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_tiny_sdxl_round_trip(tiny_sdxl_dir: Path):
-    pipe = PortraitPipeline.load(WorkerSettings(model=str(tiny_sdxl_dir), lora=str(tiny_sdxl_dir / "lora")))
+    pipe = load_pipeline(WorkerSettings(model=str(tiny_sdxl_dir), lora=str(tiny_sdxl_dir / "lora")))
     assert pipe.family is ModelFamily.SDXL
     assert pipe.describe()["pipeline"] == "StableDiffusionXLPipeline"
     assert type(pipe.model.img2img).__name__ == "StableDiffusionXLImg2ImgPipeline"

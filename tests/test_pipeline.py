@@ -14,13 +14,14 @@ from PIL import Image
 from webui.schema import GenerationRequest
 from webui.settings import WorkerSettings
 from webui.worker.pipelines.diffusers import PortraitPipeline
+from webui.worker.pipelines.loader import load_pipeline
 
 STEPS = 3
 
 
 @pytest.fixture(scope="module")
 def pipeline(demo_model_dir: Path, portrait_cache_dir: Path) -> PortraitPipeline:
-    return PortraitPipeline.load(WorkerSettings(model="demo", cache_dir=portrait_cache_dir))
+    return load_pipeline(WorkerSettings(model="demo", cache_dir=portrait_cache_dir))
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -78,9 +79,9 @@ def test_deterministic_across_processes(
     script = (
         "import sys; from pathlib import Path\n"
         "from tests.test_pipeline import png_bytes, run\n"
-        "from webui.worker.pipelines.diffusers import PortraitPipeline\n"
+        "from webui.worker.pipelines.loader import load_pipeline\n"
         "from webui.settings import WorkerSettings\n"
-        "pipe = PortraitPipeline.load(WorkerSettings(model='demo', cache_dir=Path(sys.argv[1])))\n"
+        "pipe = load_pipeline(WorkerSettings(model='demo', cache_dir=Path(sys.argv[1])))\n"
         "Path(sys.argv[2]).write_bytes(png_bytes(run(pipe, seed=11, guidance=2.0, negative_prompt='blurry')[0]))\n"
     )
     out = tmp_path / "other-process.png"

@@ -15,7 +15,7 @@ from bench.harness.processes import REPO
 from webui.schema import GenerationRequest
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
-from webui.worker.pipelines.base import load_pipeline
+from webui.worker.pipelines.loader import load_pipeline
 from webui.worker.pipelines.standin import STANDIN_MODEL, StandinPipeline, standin_seconds
 
 SECONDS = 0.2
@@ -86,8 +86,8 @@ def test_a_standin_worker_imports_no_model_library():
         "import webui.worker.app\n"
         "from webui.schema import GenerationRequest\n"
         "from webui.settings import WorkerSettings\n"
-        "from webui.worker.generation import load_portrait_pipeline\n"
-        "pipeline = load_portrait_pipeline(WorkerSettings(model='standin:0'))\n"
+        "from webui.worker.pipelines.loader import load_pipeline\n"
+        "pipeline = load_pipeline(WorkerSettings(model='standin:0'))\n"
         "params = pipeline.effective_params(GenerationRequest(prompt='x', width=64, height=64), seed=1)\n"
         "assert pipeline.generate(params)[0].size == (64, 64)\n"
         f"print(sorted(name for name in {MODEL_LIBRARIES!r} if name in sys.modules))\n"

@@ -153,7 +153,7 @@ class LaunchedCluster:
         if self.options.model == "demo":
             # Build the offline demo model once, before several workers would race to build it
             # (imported here: it pulls in diffusers, which a cluster of another model never needs).
-            from webui.worker.pipelines.demo import ensure_demo_model
+            from webui.worker.pipelines.loader import ensure_demo_model
 
             ensure_demo_model(default_cache_dir())
         config = self.run_dir / "cluster.yaml"

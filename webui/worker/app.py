@@ -103,11 +103,7 @@ from webui.worker.dispatch_agent import DispatchAgent
 from webui.worker.encoder import ResultEncoder
 from webui.worker.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
 from webui.worker.faults import FaultPlan
-from webui.worker.generation import (
-    GenerationService,
-    PipelineLoader,
-    load_portrait_pipeline,
-)
+from webui.worker.generation import GenerationService
 from webui.worker.job_parsing import (
     JSON_BODY_SLACK,
     ApiError,
@@ -120,6 +116,8 @@ from webui.worker.job_parsing import (
     validation_problems,
 )
 from webui.worker.metrics import WorkerMetrics
+from webui.worker.pipelines.base import PipelineLoader
+from webui.worker.pipelines.loader import load_pipeline as load_portrait_pipeline
 from webui.worker.scheduler import Job, JobScheduler
 from webui.worker.standby import WarmStandby, hold_go_signal
 

@@ -9,7 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from PIL import Image
 
@@ -30,14 +30,13 @@ from webui.worker.errors import GenerationFailed, JobCancelled, ModelLoadError, 
 from webui.worker.faults import FaultPlan
 from webui.worker.job_parsing import expected_steps
 from webui.worker.metrics import WorkerMetrics
-from webui.worker.pipelines.base import load_pipeline
+from webui.worker.pipelines.base import Pipeline, PipelineLoader
 from webui.worker.pipelines.warmup import self_check
 from webui.worker.progress import StepClock
 
 logger = logging.getLogger(__name__)
 
 NOT_READY_RETRY_AFTER = 5
-
 
 
 @dataclass(frozen=True)
@@ -50,40 +49,6 @@ class Generated:
     received_at: float
     started: float
     finished: float
-
-
-class Pipeline(Protocol):
-    """What the worker needs from ``webui.worker.pipelines.diffusers.PortraitPipeline``."""
-
-    family: ModelFamily
-    model_name: str
-
-    def describe(self) -> dict: ...
-
-    def place(self) -> None: ...
-
-    def pin_host_memory(self) -> int: ...
-
-    def effective_params(
-        self, request: GenerationRequest, seed: int, init_image: Image.Image | None = None
-    ) -> EffectiveParams: ...
-
-    def generate(
-        self, params: EffectiveParams, init_image: Image.Image | None = None, on_step: StepCallback | None = None
-    ) -> list[Image.Image]: ...
-
-
-PipelineLoader = Callable[[WorkerSettings], Pipeline]
-
-
-def load_portrait_pipeline(settings: WorkerSettings, place: bool = True) -> Pipeline:
-    """The default loader, ``webui.worker.pipelines.base.load_pipeline`` (which imports torch and diffusers only in the
-    loading thread, and only for a real model, so ``/healthz`` is up at once).
-
-    ``--model standin:SECONDS`` gives the benchmarks' fixed-latency stand-in (``webui.worker.pipelines.standin``);
-    ``place=False`` keeps the weights in host memory (``Pipeline.place`` moves them).
-    """
-    return load_pipeline(settings, place=place)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -284,8 +249,7 @@ class GenerationService:
     def free_memory(self) -> None:
         """Release what a failed job left behind (and CUDA's cached blocks on a GPU)."""
         gc.collect()
-        if self.cuda_device is not None:
-            import torch
-
+        torch = sys.modules.get("torch")  # loaded with any pipeline that runs on CUDA
+        if self.cuda_device is not None and torch is not None:
             torch.cuda.empty_cache()
 

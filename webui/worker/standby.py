@@ -21,9 +21,10 @@ from pathlib import Path
 from webui.contract import STANDBY_GO_SIGNAL
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
-from webui.worker.generation import Pipeline, load_portrait_pipeline
+from webui.worker.pipelines.base import Pipeline
+from webui.worker.pipelines.loader import load_pipeline
 
-logger = logging.getLogger("webui.worker")
+logger = logging.getLogger(__name__)
 
 
 def hold_go_signal() -> None:
@@ -44,7 +45,7 @@ class WarmStandby:
         or cannot write that file."""
         started = time.perf_counter()
         try:
-            self.pipeline = load_portrait_pipeline(self.settings, place=False)
+            self.pipeline = load_pipeline(self.settings, place=False)
             self.pipeline.pin_host_memory()
         except ModelLoadError as exc:
             logger.critical("standby: cannot load model %r: %s", self.settings.model, exc)

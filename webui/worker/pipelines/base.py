@@ -1,20 +1,20 @@
-"""What every servable pipeline shares, and the choice of what a worker serves; no torch, no diffusers.
+"""What every pipeline a worker serves shares: defaults, the request -> parameters step, the input checks.
 
-``load_pipeline`` gives ``webui.worker.pipelines.diffusers.PortraitPipeline`` (a real diffusers model, whose
-modules import torch and diffusers: seconds of a worker's start; a model that is missing, or not of a
-known kind, fails before them: ``webui.worker.pipelines.sources``) or, for ``--model standin:SECONDS``,
-the benchmarks' fixed-latency stand-in (``webui.worker.pipelines.standin``, not a model), which imports
-neither, so a stand-in worker is ready in about a second.
+``Pipeline`` is the shape the worker needs; ``PipelineBase`` gives it to the real diffusers model
+(``webui.worker.pipelines.diffusers.PortraitPipeline``) and to the benchmarks' fixed-latency stand-in
+(``webui.worker.pipelines.standin.StandinPipeline``) alike. No torch, no diffusers here.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from PIL import Image
 
-from webui.schema import EffectiveParams, GenerationRequest, ModelFamily
+from webui.schema import EffectiveParams, GenerationRequest, ModelFamily, StepCallback
 from webui.settings import WorkerSettings
 
 
@@ -31,8 +31,7 @@ class ModelDefaults:
 class PipelineBase:
     """What every servable pipeline shares: its name, family, defaults, and how a request becomes parameters.
 
-    ``PortraitPipeline`` (a real diffusers model) and ``webui.worker.pipelines.standin.StandinPipeline``
-    (the benchmarks' fixed-latency stand-in) build on it; subclasses add ``describe`` and ``generate``.
+    Subclasses add ``describe`` and ``generate``, which calls ``check_inputs`` first.
     """
 
     def __init__(self, model_name: str, family: ModelFamily, defaults: ModelDefaults, max_side: int) -> None:
@@ -66,6 +65,22 @@ class PipelineBase:
             strength=request.strength if request.init_image is not None else None,
         )
 
+    def check_inputs(self, params: EffectiveParams, init_image: Image.Image | None) -> None:
+        """Refuse parameters no pipeline can run, before any work (as diffusers' ``check_inputs``): ``ValueError``.
+
+        The worker validates requests against its limits first; this guards the pipelines' own callers
+        (warm-up, benchmarks, tests) and keeps every pipeline to the same rules.
+        """
+        multiple = self.family.size_multiple
+        for name in ("width", "height"):
+            value = getattr(params, name)
+            if value < multiple or value % multiple:
+                raise ValueError(f"{name}: {value} is not a positive multiple of {multiple} ({self.family.value})")
+        if params.steps < 1 or params.num_images < 1:
+            raise ValueError(f"steps ({params.steps}) and num_images ({params.num_images}) must be at least 1")
+        if params.mode == "retouch" and init_image is None:
+            raise ValueError("init_image: a retouch job needs an input image")
+
     def place(self) -> None:
         """Move the weights to the device planned for them (a warm standby loads them to host memory first)."""
 
@@ -89,23 +104,26 @@ class PipelineBase:
         return min(max(multiple, round(value / multiple) * multiple), self.max_side - self.max_side % multiple)
 
 
-def load_pipeline(settings: WorkerSettings, place: bool = True) -> PipelineBase:
-    """What a worker serves for ``settings.model``: ``standin:SECONDS`` (benchmarks only) or a real model;
-    ``place=False`` leaves a real model's weights in host memory (a warm standby's, until ``place``)."""
-    from webui.worker.pipelines.standin import StandinPipeline, standin_seconds
+class Pipeline(Protocol):
+    """What the worker needs from a pipeline (``PipelineBase`` and its subclasses)."""
 
-    seconds = standin_seconds(settings.model)
-    if seconds is not None:
-        return StandinPipeline.for_settings(settings, seconds)
-    from webui.worker.pipelines.sources import detect_family, resolve_source
+    family: ModelFamily
+    model_name: str
 
-    # What is named must exist and be a model of a known kind, and the device one this machine has, before
-    # diffusers' seconds of imports (the device plan needs torch only).
-    source = resolve_source(settings.model, settings.lora, settings.cache_dir)
-    family = detect_family(source)
-    from webui.worker.pipelines.device import device_plan
+    def describe(self) -> dict: ...
 
-    plan = device_plan(settings)
-    from webui.worker.pipelines.diffusers import PortraitPipeline
+    def place(self) -> None: ...
 
-    return PortraitPipeline.load(settings, place=place, source=source, family=family, plan=plan)
+    def pin_host_memory(self) -> int: ...
+
+    def effective_params(
+        self, request: GenerationRequest, seed: int, init_image: Image.Image | None = None
+    ) -> EffectiveParams: ...
+
+    def generate(
+        self, params: EffectiveParams, init_image: Image.Image | None = None, on_step: StepCallback | None = None
+    ) -> list[Image.Image]: ...
+
+
+PipelineLoader = Callable[[WorkerSettings], Pipeline]
+"""Settings -> a loaded pipeline (``webui.worker.pipelines.loader.load_pipeline``; tests pass their own)."""

@@ -1,7 +1,7 @@
 """The worker's diffusion pipeline: load once, then generate text-to-image or retouch jobs.
 
 ```python
-pipe = PortraitPipeline.load(settings)
+pipe = load_pipeline(settings)  # webui.worker.pipelines.loader: a PortraitPipeline for a real model
 params = pipe.effective_params(request, seed=1234)
 images = pipe.generate(params, on_step=lambda step, total: print(step, total))
 ```
@@ -10,7 +10,7 @@ Determinism: image ``i`` of a request is drawn from its own CPU ``torch.Generato
 with ``seed + i``, so the same seed and parameters give the same images on any run, and
 image ``i`` of a batch starts from the same noise as a one-image request with ``seed + i``.
 
-What a worker serves is chosen by ``webui.worker.pipelines.base.load_pipeline``: this, or the
+What a worker serves is chosen by ``webui.worker.pipelines.loader.load_pipeline``: this, or the
 benchmarks' fixed-latency stand-in (which imports neither torch nor diffusers).
 """
 
@@ -27,12 +27,11 @@ from webui.contract import MAX_SIDE
 from webui.schema import EffectiveParams, ModelFamily, StepCallback
 from webui.settings import WorkerSettings
 from webui.worker.pipelines.base import ModelDefaults, PipelineBase
-from webui.worker.pipelines.device import DevicePlan, apply_plan, device_plan, pin_host_memory
+from webui.worker.pipelines.device import DevicePlan, apply_plan, pin_host_memory
 from webui.worker.pipelines.models import LoadedModel, load_model, set_lora_scale, wrap_pipeline
-from webui.worker.pipelines.sources import FAMILY_DEFAULTS, ModelSource, resolve_source
+from webui.worker.pipelines.sources import FAMILY_DEFAULTS, ModelSource
 
 logger = logging.getLogger(__name__)
-
 
 
 class PortraitPipeline(PipelineBase):
@@ -50,17 +49,14 @@ class PortraitPipeline(PipelineBase):
         """Whether the device plan has been applied (the weights are where they run)."""
 
     @classmethod
-    def load(cls, settings: WorkerSettings, place: bool = True, source: ModelSource | None = None,
-             family: ModelFamily | None = None, plan: DevicePlan | None = None) -> PortraitPipeline:
-        """Resolve ``settings.model``/``settings.lora`` (unless ``source`` and its ``family`` are given), load
-        them and apply the device plan (``plan``, or this machine's for ``settings``; ``place=False``: leave the
-        weights in host memory until ``place``).
+    def load(cls, settings: WorkerSettings, source: ModelSource, family: ModelFamily, plan: DevicePlan,
+             place: bool = True) -> PortraitPipeline:
+        """Load ``source`` (a model of ``family``, both checked by ``loader.load_pipeline``) for ``settings`` in
+        ``plan``'s dtype, then apply ``plan`` (``place=False``: leave the weights in host memory until ``place``).
 
         Raises ``ModelLoadError`` (one-line message) when anything is missing or wrong.
         """
         started = time.perf_counter()
-        plan = plan or device_plan(settings)
-        source = source or resolve_source(settings.model, settings.lora, settings.cache_dir)
         model = load_model(source, plan.dtype, family)
         pipeline = cls(model, plan, settings.model, source.defaults or FAMILY_DEFAULTS[model.family], settings.max_side)
         if place:
@@ -116,9 +112,8 @@ class PortraitPipeline(PipelineBase):
         Retouch (``params.mode == "retouch"``) needs ``init_image``; it is cropped to the
         requested aspect and resized to ``params.width x params.height`` first.
         """
+        self.check_inputs(params, init_image)
         if params.mode == "retouch":
-            if init_image is None:
-                raise ValueError("init_image: a retouch job needs an input image")
             pipe = self.model.img2img
             image_kwargs = {
                 "image": ImageOps.fit(

@@ -20,6 +20,7 @@ from diffusers import (
 )
 from diffusers.loaders.lora_base import LORA_WEIGHT_NAME_SAFE
 from diffusers.pipelines.pipeline_utils import DiffusionPipeline
+from huggingface_hub import snapshot_download
 from safetensors import safe_open
 
 from webui.schema import ModelFamily
@@ -150,8 +151,6 @@ def lora_weight_file(lora: str) -> Path:
 
 def _hub_snapshot(repo_id: str) -> Path:
     """The local snapshot of hub repo ``repo_id`` with its top-level ``.safetensors`` files."""
-    from huggingface_hub import snapshot_download
-
     try:
         return Path(snapshot_download(repo_id, allow_patterns=["*.safetensors"], ignore_patterns=["*/*"]))
     except Exception as exc:  # offline and not cached, unknown repo, gated, network error, ...

@@ -1,9 +1,10 @@
 """What ``--model`` and ``--lora`` name, checked before torch and diffusers are imported (seconds of a start).
 
-``resolve_source`` turns them into a ``ModelSource`` (what to load, with which defaults; the demo model
-is built here when missing); ``detect_family`` reads ``model_index.json`` to tell Z-Image from SDXL, so
-a directory that does not exist, or a model of another kind, fails a worker at once with one line.
-``webui.worker.pipelines.models`` loads what they found.
+``resolve_source`` turns them into a ``ModelSource`` (what to load, with which defaults; for the demo
+model, its place in the cache: ``webui.worker.pipelines.loader`` builds it there); ``detect_family``
+reads ``model_index.json`` to tell Z-Image from SDXL, so a directory that does not exist, or a model of
+another kind, fails a worker at once with one line. ``webui.worker.pipelines.models`` loads what they
+found. No torch, no diffusers here.
 """
 
 from __future__ import annotations
@@ -13,9 +14,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from huggingface_hub import hf_hub_download
+
 from webui.schema import ModelFamily
 from webui.worker.errors import ModelLoadError, one_line
 from webui.worker.pipelines.base import ModelDefaults
+from webui.worker.pipelines.demo import LORA_SUBDIR, demo_dir
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -64,26 +68,23 @@ class ModelSource:
     lora: str | None
     """A local file/directory or a hub id, or ``None`` for no LoRA."""
     defaults: ModelDefaults | None
+    demo: bool = False
+    """The built-in demo model (``location`` is in the cache; ``loader.ensure_demo_model`` builds it)."""
 
 
 def resolve_source(model: str, lora: str, cache_dir: Path) -> ModelSource:
-    """Turn ``--model`` and ``--lora`` into a ``ModelSource``; build the demo model if needed.
+    """Turn ``--model`` and ``--lora`` into a ``ModelSource`` (``demo``: its place in ``cache_dir``, built or not).
 
     ``lora``: ``auto`` (the preset's own LoRA, none for other models), ``none``, or a path
     or hub id.
     """
     preset = PRESETS.get(model)
     location = preset.model if preset else model
-    if location == DEMO:
-        from webui.worker.pipelines.demo import LORA_SUBDIR, ensure_demo_model
-
-        try:
-            demo_dir = ensure_demo_model(cache_dir)
-        except Exception as exc:  # e.g. a read-only or full cache dir
-            why = f"cannot build the demo model in {cache_dir} ({one_line(exc)})"
-            raise ModelLoadError(f"model 'demo': {why}") from None
-        location = str(demo_dir)
-        preset = Preset(model=location, lora=str(demo_dir / LORA_SUBDIR), defaults=preset.defaults)
+    demo = location == DEMO
+    if demo:
+        directory = demo_dir(cache_dir)
+        location = str(directory)
+        preset = Preset(model=location, lora=str(directory / LORA_SUBDIR), defaults=preset.defaults)
     is_local = _is_local(location)
     if is_local:
         location = str(Path(location).expanduser().resolve())
@@ -96,7 +97,7 @@ def resolve_source(model: str, lora: str, cache_dir: Path) -> ModelSource:
         lora_location = str(Path(lora).expanduser().resolve()) if _is_local(lora) else lora
     return ModelSource(
         name=model, location=location, is_local=is_local, lora=lora_location,
-        defaults=preset.defaults if preset else None,
+        defaults=preset.defaults if preset else None, demo=demo,
     )
 
 
@@ -128,8 +129,6 @@ def _model_index_path(source: ModelSource) -> Path:
         if not directory.is_dir():
             raise ModelLoadError(f"model {source.name!r}: directory {directory} does not exist")
         return directory / "model_index.json"
-    from huggingface_hub import hf_hub_download
-
     try:
         return Path(hf_hub_download(source.location, "model_index.json"))
     except Exception as exc:  # offline, unknown repo, gated, network error, ...

@@ -9,7 +9,7 @@ can tell what HTTP, HAProxy and the web front add from CPU contention on a loade
 It is never a default: only a ``--model`` that starts with ``standin:`` selects it, and every
 description of it (``/readyz``, ``/info``, results) says ``standin (fixed latency, benchmark only)``.
 Nothing about a model's behaviour can be learnt from it. It imports neither torch nor diffusers
-(``webui.worker.pipelines.base``), so its worker is ready in about a second: tests of rolling restarts,
+(``webui.worker.pipelines.loader``), so its worker is ready in about a second: tests of rolling restarts,
 node hosts and failover use it where the model is not what they test.
 """
 
@@ -97,8 +97,9 @@ class StandinPipeline(PipelineBase):
 
         The sleeps are measured from the start of the job, so the job takes ``seconds`` in all
         (or the drawing time, if longer). An exception raised by ``on_step`` stops the job.
-        ``init_image`` is ignored: a retouch gets the same kind of image, with its fewer steps.
+        ``init_image`` is checked, then ignored: a retouch gets the same kind of image, with its fewer steps.
         """
+        self.check_inputs(params, init_image)
         started = time.perf_counter()
         images = [standin_image(params.width, params.height, params.seed + i) for i in range(params.num_images)]
         total = max(1, expected_steps(params))

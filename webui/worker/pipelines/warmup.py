@@ -6,12 +6,12 @@ or a promoted warm standby runs.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
 
 from webui.schema import GenerationRequest
+from webui.worker.pipelines.base import Pipeline
 
-if TYPE_CHECKING:
-    from webui.worker.generation import Pipeline
+logger = logging.getLogger(__name__)
 
 WARMUP_SIDE = 256
 """Width and height of the warm-up and post-OOM self-check generations."""
@@ -22,3 +22,4 @@ def self_check(pipeline: Pipeline, steps: int) -> None:
     """One small generation of ``steps`` steps on ``pipeline``; raises on failure."""
     request = GenerationRequest(prompt=PROBE_PROMPT, steps=steps, width=WARMUP_SIDE, height=WARMUP_SIDE, seed=0)
     pipeline.generate(pipeline.effective_params(request, seed=0))
+    logger.debug("self-check passed: %d steps at %dx%d", steps, WARMUP_SIDE, WARMUP_SIDE)
