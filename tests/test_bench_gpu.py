@@ -10,25 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench import gpu
-from bench.gpu import (
-    DIFFUSERS,
-    SERVING,
-    BuildRow,
-    LatencyRow,
-    LatencyStats,
-    LimitRow,
-    PathTiming,
-    Report,
-    Size,
-    Variant,
-    find_limit,
-    parse_args,
-    search_limit,
-    time_paths,
-    variants,
-)
+from bench.gpu import cli, runs, timing
+from bench.gpu.limits import find_limit, search_limit
+from bench.gpu.report import Report
+from bench.gpu.rows import DIFFUSERS, SERVING, BuildRow, LatencyRow, LimitRow, PathTiming, Size, Variant
+from bench.gpu.runs import variants
+from bench.gpu.timing import time_paths
 from bench.harness.processes import REPO
+from bench.report import LatencyStats
 
 GIB = 1024**3
 no_cuda = pytest.mark.skipif(torch.cuda.is_available(), reason="tests the refusal on a machine without CUDA")
@@ -81,8 +70,8 @@ def test_refuses_without_cuda_in_one_line_with_exit_code_2() -> None:
 
 @no_cuda
 def test_refusal_writes_no_results(tmp_path, capsys) -> None:
-    assert gpu.main(["--results-dir", str(tmp_path)]) == gpu.EXIT_NO_CUDA
-    assert capsys.readouterr().err.strip() == gpu.REFUSAL
+    assert cli.main(["--results-dir", str(tmp_path)]) == cli.EXIT_NO_CUDA
+    assert capsys.readouterr().err.strip() == cli.REFUSAL
     assert list(tmp_path.iterdir()) == []
 
 
@@ -90,7 +79,7 @@ def test_refusal_writes_no_results(tmp_path, capsys) -> None:
 
 
 def test_defaults_cover_the_issues_matrix() -> None:
-    args = parse_args([])
+    args = cli.parse_args([])
     assert args.sizes == [Size(768, 1024), Size(1024, 1024)] and args.steps == 8
     assert (args.dtypes, args.attention, args.compile) == (["bfloat16", "float16"], ["sdpa", "xformers"], ["off", "on"])
     assert args.oom and args.oom_size == Size(1024, 1024)
@@ -100,8 +89,8 @@ def test_defaults_cover_the_issues_matrix() -> None:
 
 
 def test_options_parse() -> None:
-    args = parse_args(["--runs", "20", "--sizes", "1024x768, 512", "--dtypes", "float16", "--attention", "xformers",
-                       "--compile", "on,on", "--no-oom", "--oom-max-side", "4096"])
+    args = cli.parse_args(["--runs", "20", "--sizes", "1024x768, 512", "--dtypes", "float16", "--attention", "xformers",
+                           "--compile", "on,on", "--no-oom", "--oom-max-side", "4096"])
     assert args.runs == 20 and args.sizes == [Size(1024, 768), Size(512, 512)]
     assert variants(args) == [Variant("float16", "xformers", True)]
     assert not args.oom and args.oom_max_side == 4096
@@ -114,16 +103,16 @@ def test_options_parse() -> None:
                                   ["--oom-max-side", "1000"]])
 def test_bad_options_are_refused(argv: list[str], capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        parse_args(argv)
+        cli.parse_args(argv)
     assert exit_info.value.code == 2
     assert "error" in capsys.readouterr().err
 
 
 def test_limit_searches_only_on_eager_variants_of_the_first_attention() -> None:
-    args = parse_args([])
-    assert [v.label for v in variants(args) if gpu.searches_limits(v, args)] == [
+    args = cli.parse_args([])
+    assert [v.label for v in variants(args) if runs.searches_limits(v, args)] == [
         "bfloat16/sdpa/eager", "float16/sdpa/eager"]
-    assert not any(gpu.searches_limits(v, parse_args(["--no-oom"])) for v in variants(args))
+    assert not any(runs.searches_limits(v, cli.parse_args(["--no-oom"])) for v in variants(args))
 
 
 # Measurement logic -------------------------------------------------------------------------------------------------
@@ -281,13 +270,13 @@ def build_tiny(variant: Variant, probe: FakeProbe):
 
 
 def test_a_whole_run_on_the_tiny_twin(tmp_path) -> None:
-    args = parse_args(["--runs", "1", "--warmup", "1", "--steps", "1", "--sizes", "64x48", "--dtypes", "float32",
-                       "--attention", "sdpa,xformers", "--compile", "off", "--oom-size", "64x48", "--oom-max-batch",
-                       "2", "--oom-max-side", "64", "--oom-steps", "1", "--results-dir", str(tmp_path)])
+    args = cli.parse_args(["--runs", "1", "--warmup", "1", "--steps", "1", "--sizes", "64x48", "--dtypes", "float32",
+                           "--attention", "sdpa,xformers", "--compile", "off", "--oom-size", "64x48", "--oom-max-batch",
+                           "2", "--oom-max-side", "64", "--oom-steps", "1", "--results-dir", str(tmp_path)])
     report = Report(gpu="CPU", versions="test", steps=args.steps, runs=args.runs, warmup=args.warmup,
                     oom_steps=args.oom_steps)
     progress: list[int] = []
-    gpu.run(args, FakeProbe(), report, build=build_tiny, on_progress=lambda r: progress.append(len(r.latencies)))
+    runs.run(args, FakeProbe(), report, build=build_tiny, on_progress=lambda r: progress.append(len(r.latencies)))
     assert progress == [2, 2]  # saved before the takeover measurement, then after the variant
     assert [(row.size.label, row.path, row.timing.stats.count) for row in report.latencies] == [
         ("64×48", DIFFUSERS, 1), ("64×48", SERVING, 1)]
@@ -296,7 +285,7 @@ def test_a_whole_run_on_the_tiny_twin(tmp_path) -> None:
     assert report.parameters["transformer"] > 0
     assert "| CPU | test | float32 | sdpa | off | 64×48 | serving | 1 |" in report.markdown()
     [promotion] = report.promotions
-    assert promotion.weights_bytes == gpu.weight_bytes(build_tiny(Variant("float32", "sdpa", False), FakeProbe())[0]
+    assert promotion.weights_bytes == runs.weight_bytes(build_tiny(Variant("float32", "sdpa", False), FakeProbe())[0]
                                                        .model.text2img)
     assert promotion.place_pageable_s >= 0 and promotion.place_pinned_s >= 0 and promotion.warmup_s > 0
     assert promotion.copy_floor_s == pytest.approx(promotion.weights_bytes / 10e9)
@@ -307,8 +296,8 @@ def test_both_paths_run_the_same_job() -> None:
     """The bare diffusers call and the serving path draw the same image from the same seed."""
     portrait, _ = build_tiny(Variant("float32", "sdpa", False), FakeProbe())
     size = Size(64, 48)
-    bare = gpu.bare_job(portrait.model.text2img, size, steps=2)(seed=5)
-    served = gpu.serving_job(portrait, size, steps=2)(seed=5)
+    bare = timing.bare_job(portrait.model.text2img, size, steps=2)(seed=5)
+    served = timing.serving_job(portrait, size, steps=2)(seed=5)
     assert len(bare) == len(served) == 1 and bare[0].size == (64, 48)
     assert np.array_equal(np.asarray(bare[0]), np.asarray(served[0]))
 
@@ -317,23 +306,23 @@ def test_promotion_leaves_the_served_pipeline_placed_and_drawing_the_same_image(
     """The takeover measurement moves the weights out and back; the pipeline serves the same image after it."""
     probe = FakeProbe()
     portrait, _ = build_tiny(Variant("float32", "sdpa", False), probe)
-    before = gpu.serving_job(portrait, Size(64, 48), steps=1)(seed=3)
-    row = gpu.measure_promotion(Variant("float32", "sdpa", False), portrait, probe)
+    before = timing.serving_job(portrait, Size(64, 48), steps=1)(seed=3)
+    row = runs.measure_promotion(Variant("float32", "sdpa", False), portrait, probe)
     assert portrait.placed and probe.events.count("to host") == 2
-    after = gpu.serving_job(portrait, Size(64, 48), steps=1)(seed=3)
+    after = timing.serving_job(portrait, Size(64, 48), steps=1)(seed=3)
     assert np.array_equal(np.asarray(before[0]), np.asarray(after[0]))
     assert row.takeover_s == pytest.approx(row.place_pinned_s + row.warmup_s)
 
 
 def test_the_promotion_measurement_can_be_turned_off() -> None:
-    assert parse_args([]).promotion is True
-    assert parse_args(["--no-promotion"]).promotion is False
+    assert cli.parse_args([]).promotion is True
+    assert cli.parse_args(["--no-promotion"]).promotion is False
 
 
 def test_the_gpu_benchmark_needs_no_web_stack() -> None:
     """``bench.gpu`` runs on a bare CUDA box with torch and diffusers: its imports (the warm-up included)
     pull in neither the worker's HTTP stack nor Gradio (a takeover run once died on ``import fastapi``)."""
-    code = ("import sys, bench.gpu, assets.twin_model, webui.worker.pipelines.diffusers, "
+    code = ("import sys, bench.gpu.cli, bench.gpu.runs, assets.twin_model, webui.worker.pipelines.diffusers, "
             "webui.worker.pipelines.warmup; "
             "print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn', 'gradio') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -342,15 +331,15 @@ def test_the_gpu_benchmark_needs_no_web_stack() -> None:
 
 
 def test_a_failing_takeover_measurement_is_reported_and_the_run_goes_on(tmp_path, monkeypatch) -> None:
-    args = parse_args(["--runs", "1", "--warmup", "0", "--steps", "1", "--sizes", "64x48", "--dtypes", "float32",
-                       "--attention", "sdpa", "--compile", "off", "--no-oom", "--results-dir", str(tmp_path)])
+    args = cli.parse_args(["--runs", "1", "--warmup", "0", "--steps", "1", "--sizes", "64x48", "--dtypes", "float32",
+                           "--attention", "sdpa", "--compile", "off", "--no-oom", "--results-dir", str(tmp_path)])
     report = Report(gpu="CPU", versions="test", steps=1, runs=1, warmup=0, oom_steps=1)
 
     def broken(*_args) -> None:
         raise ModuleNotFoundError("No module named 'fastapi'")
 
-    monkeypatch.setattr(gpu, "measure_promotion", broken)
+    monkeypatch.setattr(runs, "measure_promotion", broken)
     saved: list[int] = []
-    gpu.run(args, FakeProbe(), report, build=build_tiny, on_progress=lambda r: saved.append(len(r.latencies)))
+    runs.run(args, FakeProbe(), report, build=build_tiny, on_progress=lambda r: saved.append(len(r.latencies)))
     assert saved == [2, 2] and len(report.latencies) == 2 and not report.promotions
     assert [why for _, why in report.skipped] == ["standby takeover: ModuleNotFoundError: No module named 'fastapi'"]
