@@ -39,7 +39,8 @@ from bench.harness.hosts import BALANCER, NODE_HOSTS, HostsCluster
 from bench.harness.netns import NetworkLab
 from bench.harness.processes import REPO, Processes
 from bench.report import load_averages, machine_summary, markdown_table, write_results
-from bench.serving import PROMPT, SATURATION_VARIANTS, WARM_UP, Saturation, saturation_phase
+from bench.serving.measure import PROMPT
+from bench.serving.saturation import SATURATION_VARIANTS, WARM_UP, Saturation, saturation_phase
 
 logger = logging.getLogger("bench.hosts_saturation")
 

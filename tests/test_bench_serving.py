@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from bench.report import LatencyStats
-from bench.serving import layer_ms, parse_args, render_layers
+from bench.serving.cli import parse_args
+from bench.serving.layers import layer_ms, render_layers
 
 
 def test_layer_costs_are_differences_of_the_paths_percentiles():
@@ -32,7 +33,8 @@ def test_node_host_duty_report_compares_the_labs_per_variant():
     """bench.hosts_saturation's report: one row per lab (without, then with the relayed dispatch agent)."""
     from bench.hosts_saturation import parse_args as hosts_args
     from bench.hosts_saturation import render as render_hosts
-    from bench.serving import Saturation, Throughput
+    from bench.serving.measure import Throughput
+    from bench.serving.saturation import Saturation
 
     argv = ["--standin", "0.5", "--rounds", "2", "--seconds", "10"]
     args = hosts_args(argv)
