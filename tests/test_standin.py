@@ -43,6 +43,17 @@ def test_worker_loader_serves_it_and_says_what_it_is():
         load_pipeline(WorkerSettings(model="standin:0.1", lora="some/lora"))
 
 
+def test_it_checks_its_inputs_as_the_real_pipeline_does():
+    """Every pipeline validates at its boundary (``PipelineBase.check_inputs``), before sleeping or drawing."""
+    pipeline = StandinPipeline(60.0, max_side=2048)  # a job that got through would take a minute
+    text2img = pipeline.effective_params(GenerationRequest(prompt="x", width=512, height=512), seed=1)
+    retouch = text2img.model_copy(update={"mode": "retouch", "strength": 0.5})
+    for params, field in ((retouch, "init_image"), (text2img.model_copy(update={"width": 100}), "width"),
+                          (text2img.model_copy(update={"num_images": 0}), "num_images")):
+        with pytest.raises(ValueError, match=field):
+            pipeline.generate(params)
+
+
 @pytest.mark.parametrize("width,height,steps,images", [(512, 512, 4, 1), (96, 160, 8, 2)])
 def test_latency_steps_and_size(width: int, height: int, steps: int, images: int):
     pipeline = StandinPipeline(SECONDS, max_side=2048)

@@ -34,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from webui.contract import FAULT_DIE_AT_STEP, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, FAULT_STALL_AT_STEP
 from webui.schema import StepCallback
+from webui.worker.pipelines.base import loaded_torch
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +43,8 @@ STALL_SECONDS = 300.0
 
 def out_of_memory_error(message: str, cuda: bool) -> BaseException:
     """The exception the device raises when it runs out of memory."""
-    if cuda:
-        import torch
-
+    torch = loaded_torch()  # on CUDA, the pipeline loaded it
+    if cuda and torch is not None:
         return torch.cuda.OutOfMemoryError(message)
     return MemoryError(message)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import logging
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ from webui.worker.errors import GenerationFailed, JobCancelled, ModelLoadError, 
 from webui.worker.faults import FaultPlan
 from webui.worker.job_parsing import expected_steps
 from webui.worker.metrics import WorkerMetrics
-from webui.worker.pipelines.base import Pipeline, PipelineLoader
+from webui.worker.pipelines.base import Pipeline, PipelineLoader, loaded_torch
 from webui.worker.pipelines.warmup import self_check
 from webui.worker.progress import StepClock
 
@@ -55,7 +54,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """Whether ``exc`` is the device running out of memory (CUDA or host)."""
     if isinstance(exc, MemoryError):
         return True
-    torch = sys.modules.get("torch")  # only a loaded pipeline can raise CUDA's OOM
+    torch = loaded_torch()  # only a loaded pipeline can raise CUDA's OOM
     return torch is not None and isinstance(exc, torch.cuda.OutOfMemoryError)
 
 
@@ -249,7 +248,7 @@ class GenerationService:
     def free_memory(self) -> None:
         """Release what a failed job left behind (and CUDA's cached blocks on a GPU)."""
         gc.collect()
-        torch = sys.modules.get("torch")  # loaded with any pipeline that runs on CUDA
+        torch = loaded_torch()
         if self.cuda_device is not None and torch is not None:
             torch.cuda.empty_cache()
 

@@ -29,6 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
+from webui.worker.pipelines.base import loaded_torch
+
 LATENCY_BUCKETS = (0.005, 0.025, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 STEPS_PER_SECOND_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64, 128)
 
@@ -40,10 +42,9 @@ class CudaMemoryCollector(Collector):
         self._cuda_device = cuda_device
 
     def collect(self) -> Iterator[Metric]:
-        device = self._cuda_device()
-        if device is None:
+        device, torch = self._cuda_device(), loaded_torch()
+        if device is None or torch is None:
             return
-        import torch
 
         readings = {
             "allocated": ("Bytes of GPU memory held by tensors.", torch.cuda.memory_allocated),

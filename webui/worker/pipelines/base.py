@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Protocol
 
 from PIL import Image
@@ -127,3 +129,12 @@ class Pipeline(Protocol):
 
 PipelineLoader = Callable[[WorkerSettings], Pipeline]
 """Settings -> a loaded pipeline (``webui.worker.pipelines.loader.load_pipeline``; tests pass their own)."""
+
+
+def loaded_torch() -> ModuleType | None:
+    """torch if a pipeline imported it (``loader`` does, for a real model), else None.
+
+    What matters only on a GPU (memory gauges, ``empty_cache``, CUDA's OOM) reads it from here instead of
+    importing torch: with a CUDA device in use, a real model, and so torch, is loaded.
+    """
+    return sys.modules.get("torch")
