@@ -35,10 +35,14 @@ from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import haproxy_retries
 from tests.helpers import record_figures
-from webui.contract import FAULT_PROMPT_MARKER, FAULT_STALL_AT_STEP
+from webui.contract import FAULT_PROMPT_MARKER, FAULT_STALL_AT_STEP, FAULT_STEP_CPU_SECONDS
 
 NODES = ("node1", "node2")
 STALL_MARKER = "[[hang-stall]]"
+SLOW_MARKER = "[[hang-slow]]"
+STEP_CPU_SECONDS = 0.08
+"""node1's steps for prompts with ``SLOW_MARKER`` use at least this much CPU time each: the starved job's 100
+steps last 8 s or more on any CPU (the starvation test judges its worker for ``hang_after`` + 2 s)."""
 ARTIFACT = REPO / "test-artifacts" / "hang.json"
 STUCK_AFTER = 60.0
 """The sidecar's default fallback: everything here must be far quicker."""
@@ -57,7 +61,8 @@ def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
     options = ClusterOptions(
         nodes=len(NODES), threads=1, start_timeout=240,
         worker_args=["--stall-floor", "2"],
-        node_worker_env={"node2": {FAULT_STALL_AT_STEP: "2", FAULT_PROMPT_MARKER: STALL_MARKER}},
+        node_worker_env={"node1": {FAULT_STEP_CPU_SECONDS: str(STEP_CPU_SECONDS), FAULT_PROMPT_MARKER: SLOW_MARKER},
+                         "node2": {FAULT_STALL_AT_STEP: "2", FAULT_PROMPT_MARKER: STALL_MARKER}},
         sidecar={"probe_interval": 0.5, "start_timeout": 180, "backoff_initial": 0.5, "stop_grace": 5},
     )
     with Processes("hang") as processes:
@@ -200,7 +205,8 @@ def test_a_cpu_starved_worker_is_not_killed(cluster: LaunchedCluster, processes:
 
     def send() -> None:
         try:
-            result.append(RestClient(cluster.public_url).generate(Job("starved portrait", 100, 256, 256, 77)))
+            result.append(RestClient(cluster.public_url).generate(Job(f"starved portrait {SLOW_MARKER}", 100, 256, 256,
+                                                                      77)))
         except Exception as exc:  # handed to the assertions
             result.append(exc)
 
@@ -214,21 +220,23 @@ def test_a_cpu_starved_worker_is_not_killed(cluster: LaunchedCluster, processes:
         threads = starve(before["pid"])
         spinners = [processes.start([sys.executable, "-c", SPINNER.format(seconds=STARVE_SECONDS)],
                                     log_name=f"spinner{i}") for i in range(2 * (os.cpu_count() or 2))]
-        hang.probe_sent(before["pid"], time.monotonic())
+        silent_since = time.monotonic()
+        hang.probe_sent(before["pid"], silent_since)
         # Bounded by the spinners (STARVE_SECONDS); judged only while the job runs (an idle worker answers).
         while sender.is_alive() and any(spinner.poll() is None for spinner in spinners):
             time.sleep(spec.hang_check_interval)
-            verdicts.append(hang.check(time.monotonic()))
+            judged_until = time.monotonic()
+            verdicts.append(hang.check(judged_until))
         sender.join(timeout=180)
     after = cluster.part_status("node1", "worker")
     assert after["pid"] == before["pid"] and after["restarts"] == before["restarts"], after
     assert len(result) == 1 and isinstance(result[0], Reply), result
-    assert len(verdicts) * spec.hang_check_interval >= spec.hang_after + 2  # windows were judged, not just begun
+    assert verdicts and judged_until - silent_since >= spec.hang_after + 2  # windows were judged, not just begun
     assert not any(verdicts), next(v for v in verdicts if v)
     sidecar_log = cluster.proc.log_path.read_text()
     record_figures(ARTIFACT, "cpu_starved_worker", {
         "starved_s": STARVE_SECONDS, "threads_made_idle": threads, "spinners": len(spinners),
-        "hang_checks": len(verdicts),
+        "hang_checks": len(verdicts), "judged_s": round(judged_until - silent_since, 2),
         "sidecar_not_hung_notes": [line for line in sidecar_log.splitlines() if "node1/worker: no answer" in line],
         "load_average": os.getloadavg(),
     })

@@ -30,7 +30,7 @@ from gradio_client import Client, handle_file
 from PIL import Image
 
 from balancer.cluster import parse_cluster
-from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, PageEvent, RestClient
+from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, PageEvent, RestClient, stream_messages
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_until
@@ -38,13 +38,18 @@ from launch import warn_if_exposed
 from tests.balancer_helpers import cluster_data
 from tests.helpers import record_figures
 from tests.test_haproxy_config import running_balancer
+from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS
 
 BODY_DEADLINE = 3.0
 """Seconds the test cluster gives a client to send its request (HAProxy and web fronts)."""
 LISTEN_GRACE = 3.0
 """Seconds the test cluster's web fronts let a running job go without an open event stream."""
 ARTIFACT = REPO / "test-artifacts" / "hostile-clients.json"
-LONG_JOB = Job(prompt="a long portrait", steps=100, width=512, height=512, seed=4242)
+SLOW_MARKER = "[[slow]]"
+STEP_CPU_SECONDS = 0.06
+"""Each step of a job whose prompt has ``SLOW_MARKER`` uses at least this much CPU time (a fault the test workers
+get): ``LONG_JOB`` lasts 6 s or more on any CPU, longer than the grace and the tests' 4 s holds."""
+LONG_JOB = Job(prompt=f"a long portrait {SLOW_MARKER}", steps=100, width=512, height=512, seed=4242)
 SMALL_JOB = Job(prompt="studio portrait", steps=2, width=128, height=128, seed=7)
 UPLOAD_PART_HEAD = (b"--xyz\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n"
                     b"Content-Type: application/octet-stream\r\n\r\n")
@@ -61,6 +66,7 @@ def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> I
     run_dir = tmp_path_factory.mktemp("hostile")
     options = ClusterOptions(
         nodes=2, threads=1, start_timeout=240, web_args=["--listen-grace", str(LISTEN_GRACE)],
+        worker_env={FAULT_STEP_CPU_SECONDS: str(STEP_CPU_SECONDS), FAULT_PROMPT_MARKER: SLOW_MARKER},
         extra={"limits": {"request_timeout": BODY_DEADLINE, "body_timeout": BODY_DEADLINE, "queue_timeout": 60}},
     )
     with Processes("hostile") as processes:
@@ -186,9 +192,10 @@ def join_and_follow(page: BrowserProtocolClient, fn_index: int, data: list, trig
     """Send one event over Gradio's queue protocol, as raw HTTP (no client-side file upload); its messages."""
     body = {"data": data, "event_data": None, "fn_index": fn_index, "trigger_id": trigger_id,
             "session_hash": page.session_hash}
-    assert page.http.post("/gradio_api/queue/join", json=body).status_code == 200
+    joined = page.http.post("/gradio_api/queue/join", json=body)
+    assert joined.status_code == 200
     with page.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": page.session_hash}) as stream:
-        return [json.loads(line[5:]) for line in stream.iter_lines() if line.startswith("data:")]
+        return list(stream_messages(stream, joined.json()["event_id"]))
 
 
 def file_reference(path: Path) -> dict:
@@ -250,8 +257,8 @@ def test_browser_leaving_frees_its_worker_within_2_s(cluster: LaunchedCluster) -
 def test_gradio_client_process_dying_frees_its_worker_within_2_s(cluster: LaunchedCluster) -> None:
     script = (
         "import sys\nfrom gradio_client import Client\n"
-        f"Client(sys.argv[1], verbose=False).predict(prompt='x', steps={LONG_JOB.steps}, width={LONG_JOB.width}, "
-        f"height={LONG_JOB.height}, seed=1, api_name='/generate')\n"
+        f"Client(sys.argv[1], verbose=False).predict(prompt={LONG_JOB.prompt!r}, steps={LONG_JOB.steps}, "
+        f"width={LONG_JOB.width}, height={LONG_JOB.height}, seed=1, api_name='/generate')\n"
     )
     with Processes("leaving-client") as processes:
         proc = processes.start(["python", "-c", script, cluster.public_url], log_name="leaving-gradio-client")

@@ -38,7 +38,9 @@ from webui.contract import (
     EXIT_LOAD_FAILED,
     EXIT_OOM,
     FAULT_OOM_AT_STEP,
+    FAULT_PROMPT_MARKER,
     FAULT_STALL_AT_STEP,
+    FAULT_STEP_CPU_SECONDS,
     MINIMAL_RESULT,
     STALLED_KEY,
 )
@@ -583,6 +585,20 @@ def test_fault_plan_reads_env_and_raises_the_device_oom():
     assert not FaultPlan.from_env({}).active
     with pytest.raises(ValidationError):
         FaultPlan.from_env({FAULT_OOM_AT_STEP: "soon"})
+
+
+def test_the_step_cpu_fault_makes_each_step_use_at_least_its_cpu_time():
+    plan = FaultPlan.from_env({FAULT_STEP_CPU_SECONDS: "0.05", FAULT_PROMPT_MARKER: "[slow]"})
+    assert plan.active and plan.wrap(None, "a calm prompt", cuda=False) is None
+    steps: list[tuple[int, int]] = []
+    began = time.thread_time()
+    hook = plan.wrap(lambda step, total: steps.append((step, total)), "[slow] portrait", cuda=False)
+    for step in (1, 2, 3):
+        hook(step, 3)
+    assert time.thread_time() - began >= 3 * 0.05  # CPU time, whatever the CPU's speed
+    assert steps == [(1, 3), (2, 3), (3, 3)]
+    with pytest.raises(ValidationError):
+        FaultPlan.from_env({FAULT_STEP_CPU_SECONDS: "0"})
 
 
 def test_gpu_memory_gauges_read_torch_cuda_when_on_cuda(monkeypatch):

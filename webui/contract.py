@@ -87,5 +87,8 @@ FAULT_DIE_AT_STEP = "PORTRAIT_FAULT_DIE_AT_STEP"
 FAULT_STALL_AT_STEP = "PORTRAIT_FAULT_STALL_AT_STEP"
 """Block the generation thread after this denoising step (1-based), in a sleep that releases the GIL:
 a stuck driver call while the worker's event loop still answers."""
+FAULT_STEP_CPU_SECONDS = "PORTRAIT_FAULT_STEP_CPU_SECONDS"
+"""Make every denoising step use at least this much CPU time of the generation thread (it computes until then):
+a slow model whose jobs last at least steps x this, on any CPU, and longer when the CPU is starved."""
 FAULT_PROMPT_MARKER = "PORTRAIT_FAULT_PROMPT_MARKER"
 """When set, faults fire only for prompts that contain this text."""

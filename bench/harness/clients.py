@@ -23,6 +23,7 @@ import json
 import secrets
 import ssl
 import struct
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -285,6 +286,18 @@ class PageEvent:
         return {elem_id: value for elem_id, value in zip(self.outputs, data, strict=False) if elem_id}
 
 
+def stream_messages(stream: httpx.Response, event_id: str) -> Iterator[dict[str, Any]]:
+    """The SSE messages of a session's queue stream that concern event ``event_id``: those tagged with its id and
+    the untagged, session-wide ones (heartbeats, ``close_stream``, ``unexpected_error``), as Gradio's page routes
+    them. Another event's messages (a call that failed earlier may still complete) are skipped."""
+    for line in stream.iter_lines():
+        if not line.startswith("data:"):
+            continue
+        message = json.loads(line[5:])
+        if message.get("event_id") in (None, event_id):
+            yield message
+
+
 class BrowserProtocolClient:
     """Gradio's queue protocol exactly as the studio page speaks it (one browser tab).
 
@@ -314,8 +327,8 @@ class BrowserProtocolClient:
     def generate(self, job: Job) -> Reply:
         """Click Generate with ``job``'s values; a checked ``Reply`` (``Rejected`` when the page shows an error)."""
         try:
-            self.join(job)
-            data, progress_events = self._follow_stream()
+            event_id = self.join(job)
+            data, progress_events = self._follow_stream(event_id)
         except httpx.HTTPError as exc:
             raise CallFailed(f"{type(exc).__name__}: {exc}") from None
         assert self.event is not None
@@ -326,8 +339,9 @@ class BrowserProtocolClient:
         return reply_from_gallery(shown.get("gallery"), shown.get("info"), job, read_file=self._download,
                                   progress_events=progress_events)
 
-    def join(self, job: Job) -> None:
-        """Click Generate with ``job``'s values: the event joins the queue (results follow on the stream)."""
+    def join(self, job: Job) -> str:
+        """Click Generate with ``job``'s values: the event joins the queue; its event id (results follow on the
+        session's stream, tagged with it)."""
         if self.event is None:
             self.open()
         assert self.event is not None
@@ -344,28 +358,31 @@ class BrowserProtocolClient:
         joined = self.http.post("/gradio_api/queue/join", json=body)
         if joined.status_code != 200:
             raise CallFailed(f"queue/join: HTTP {joined.status_code}: {joined.text[:200]}")
+        try:
+            return str(joined.json()["event_id"])
+        except (ValueError, KeyError, TypeError):
+            raise CallFailed(f"queue/join: no event id in {joined.text[:200]!r}") from None
 
     def leave_once_running(self, job: Job) -> None:
         """Click Generate, follow the stream until the first denoising step, then close the tab."""
-        self.join(job)
+        event_id = self.join(job)
         with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
-            for line in stream.iter_lines():
-                message = json.loads(line[5:]) if line.startswith("data:") else {}
+            for message in stream_messages(stream, event_id):
                 if message.get("msg") == "progress" and (message.get("progress_data") or [{}])[0].get("index"):
                     break  # a denoising step: the job runs on a worker
         self.close()
 
-    def _follow_stream(self) -> tuple[list[Any], int]:
-        """Read the session's SSE stream until the job completes: (output data, progress messages)."""
+    def _follow_stream(self, event_id: str) -> tuple[list[Any], int]:
+        """Read the session's SSE stream until event ``event_id`` completes: (output data, its progress messages).
+
+        The stream carries every event of the session: like the page, only messages tagged with this event's id,
+        or with none (session-wide), are this job's; a completion left over from an earlier call is not."""
         progress_events = 0
         with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
             if stream.status_code != 200:
                 stream.read()
                 raise CallFailed(f"queue/data: HTTP {stream.status_code}: {stream.text[:200]}")
-            for line in stream.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                message = json.loads(line[5:])
+            for message in stream_messages(stream, event_id):
                 kind = message.get("msg")
                 if kind == "progress":
                     progress_events += 1

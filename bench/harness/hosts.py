@@ -114,11 +114,36 @@ class HostsCluster:
             return {}
         return {f"{s.backend}/{s.server}": s.status for s in servers if s.backend in ("webs", "workers")}
 
+    def unsettled(self) -> dict[str, str] | None:
+        """``backend/server`` -> its status and check health, for each node part that is not yet UP *and* confirmed
+        by HAProxy's own health checks at full health; None while HAProxy does not answer.
+
+        A part the host agent puts back in rotation (leaving maintenance) is UP at once but at the lowest health
+        that is still UP, whatever its checks last said: one failed check then takes it out again and (node host
+        servers: ``on-marked-down shutdown-sessions``) ends its sessions. Load starts once every part's checks
+        have passed enough to take ``fall`` failures."""
+        try:
+            rows = [row for row in self.api.show_stat() if row.get("pxname") in ("webs", "workers")
+                    and row.get("svname") not in ("FRONTEND", "BACKEND")]
+        except OSError:
+            return None
+        if len(rows) != 2 * len(self.nodes):
+            return {"servers": f"{len(rows)} of {2 * len(self.nodes)} known"}
+        return {f"{row['pxname']}/{row['svname']}": f"{row['status']} health {row['check_health']}"
+                for row in rows if row["status"] != "UP" or not full_health(row)}
+
     def wait_all_up(self, timeout: float) -> None:
-        """Wait until the balancer's HAProxy has every node part UP."""
-        parts = 2 * len(self.nodes)
-        wait_until(lambda: (found := self.statuses()) and len(found) == parts and set(found.values()) == {"UP"},
-                   "every node part UP on the balancer", timeout, 0.2)
+        """Wait until the balancer's HAProxy has every node part UP at full check health (``unsettled``)."""
+        seen: dict[str, dict[str, str] | None] = {}
+
+        def settled() -> bool:
+            seen["last"] = self.unsettled()
+            return seen["last"] == {}
+
+        try:
+            wait_until(settled, "every node part UP at full health on the balancer", timeout, 0.2)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}; still waiting for: {seen.get('last')}") from None
 
     def busy_worker(self) -> str | None:
         """The node whose worker runs a job now, if any."""
@@ -137,6 +162,15 @@ class HostsCluster:
             self.generate(seed=100 + index).raise_for_status()
             durations.append(time.monotonic() - started)
         return statistics.median(durations)
+
+
+def full_health(row: dict[str, str]) -> bool:
+    """Whether a ``show stat`` server row's health checks are at their top (``rise + fall - 1``): ``fall`` failed
+    checks in a row are needed to mark it DOWN."""
+    try:
+        return int(row["check_health"]) == int(row["check_rise"]) + int(row["check_fall"]) - 1
+    except (KeyError, ValueError):
+        return False
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Processes a test or benchmark starts (and always stops), and free ports for them.
+"""Processes a test or benchmark starts (and always stops), and free ports for them (``bench.harness.ports``).
 
 Every process the tests and benchmarks start goes through ``Processes.start`` so that it is
 killed, by its own PID (and its children's), when the test, fixture or benchmark ends, even on
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +16,16 @@ from pathlib import Path
 
 import psutil
 
+from bench.harness.ports import ALLOCATOR
+
 REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = REPO / "test-artifacts" / "logs"
 
 
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A TCP port for a server this process starts: free now, outside the ephemeral range, and never handed out
+    before in this process (``bench.harness.ports``)."""
+    return ALLOCATOR.reserve()
 
 
 def kill_tree(pid: int, sig: int = signal.SIGKILL) -> None:

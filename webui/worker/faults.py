@@ -15,6 +15,11 @@ ways a GPU worker really fails:
 ``PORTRAIT_FAULT_STALL_AT_STEP=k``
     After step ``k`` block the generation thread in a sleep (which releases the GIL, like a
     stuck driver call) for ``STALL_SECONDS``: the event loop still answers, no step comes.
+``PORTRAIT_FAULT_STEP_CPU_SECONDS=s``
+    Keep each denoising step computing until it has used ``s`` seconds of the generation thread's
+    CPU time: a slow model, so that a test's job lasts at least steps x ``s`` whatever the CPU's
+    speed (a CPU-starved worker's job longer still), where a fixed-latency sleep would not be
+    CPU work.
 ``PORTRAIT_FAULT_PROMPT_MARKER=text``
     Fire the faults above only for prompts that contain ``text`` (otherwise: every job).
 
@@ -32,7 +37,13 @@ from collections.abc import Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from webui.contract import FAULT_DIE_AT_STEP, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, FAULT_STALL_AT_STEP
+from webui.contract import (
+    FAULT_DIE_AT_STEP,
+    FAULT_OOM_AT_STEP,
+    FAULT_PROMPT_MARKER,
+    FAULT_STALL_AT_STEP,
+    FAULT_STEP_CPU_SECONDS,
+)
 from webui.schema import StepCallback
 from webui.worker.pipelines.base import loaded_torch
 
@@ -49,6 +60,12 @@ def out_of_memory_error(message: str, cuda: bool) -> BaseException:
     return MemoryError(message)
 
 
+def compute_until(cpu_seconds: float) -> None:
+    """Compute until this thread has used ``cpu_seconds`` of CPU time in all (``time.thread_time``)."""
+    while time.thread_time() < cpu_seconds:
+        sum(range(1000))
+
+
 class FaultPlan(BaseModel):
     """Which faults to inject, read once from the environment at start."""
 
@@ -57,6 +74,7 @@ class FaultPlan(BaseModel):
     oom_at_step: int | None = Field(None, ge=1)
     die_at_step: int | None = Field(None, ge=1)
     stall_at_step: int | None = Field(None, ge=1)
+    step_cpu_seconds: float | None = Field(None, gt=0)
     prompt_marker: str = ""
 
     @classmethod
@@ -66,6 +84,7 @@ class FaultPlan(BaseModel):
             oom_at_step=environ.get(FAULT_OOM_AT_STEP) or None,
             die_at_step=environ.get(FAULT_DIE_AT_STEP) or None,
             stall_at_step=environ.get(FAULT_STALL_AT_STEP) or None,
+            step_cpu_seconds=environ.get(FAULT_STEP_CPU_SECONDS) or None,
             prompt_marker=environ.get(FAULT_PROMPT_MARKER, ""),
         )
         if plan.active:
@@ -75,7 +94,8 @@ class FaultPlan(BaseModel):
     @property
     def active(self) -> bool:
         """Whether any fault is configured."""
-        return any(step is not None for step in (self.oom_at_step, self.die_at_step, self.stall_at_step))
+        return any(value is not None
+                   for value in (self.oom_at_step, self.die_at_step, self.stall_at_step, self.step_cpu_seconds))
 
     def applies_to(self, prompt: str) -> bool:
         """Whether a job with this prompt gets the faults."""
@@ -86,7 +106,13 @@ class FaultPlan(BaseModel):
         if not self.applies_to(prompt):
             return on_step
 
+        step_began = time.thread_time()
+
         def faulty_step(step: int, total: int) -> None:
+            nonlocal step_began
+            if self.step_cpu_seconds is not None:
+                compute_until(step_began + self.step_cpu_seconds)
+                step_began = time.thread_time()
             if on_step is not None:
                 on_step(step, total)
             if step == self.die_at_step:
