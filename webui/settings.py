@@ -207,7 +207,12 @@ class WebSettings(ServerTLSSettings):
         MAX_UPLOAD_PIXELS, ge=1, description="Largest retouch upload in pixels (checked before decoding)."
     )
     cache_max_bytes: int = Field(
-        2 * 1024**3, gt=0, description="Bytes Gradio's upload/cache folder may hold; the oldest files go first."
+        2 * 1024**3, ge=1024**2, description="Bytes on disk (allocated blocks: a tiny file takes a whole block) "
+        "Gradio's upload/cache folder may hold; the oldest files go first.",
+    )
+    cache_max_inodes: int = Field(
+        50_000, ge=100, description="Files and folders Gradio's upload/cache folder may hold (each upload is a "
+        "folder and a file); the oldest files go first.",
     )
     cache_max_age: float = Field(3600.0, gt=0, description="Seconds a file may stay in Gradio's upload/cache folder.")
     cache_sweep_interval: float = Field(60.0, gt=0, description="Seconds between sweeps of Gradio's cache folder.")

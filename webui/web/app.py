@@ -94,7 +94,8 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     guard_decoding(settings.max_upload_pixels)
     cache_dir = Path(get_upload_folder())
-    janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval)
+    janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval,
+                           max_inodes=settings.cache_max_inodes)
     studio = Studio(client, worker_info, node, cache_dir=cache_dir,
                     max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
                     max_images=settings.max_images, listen_grace=settings.listen_grace)
