@@ -20,6 +20,7 @@ from webui.contract import (
     EXIT_OOM,
     LISTEN_GRACE,
     MAX_IMAGES,
+    MAX_MEGAPIXEL_STEPS,
     MAX_PROMPT_CHARS,
     MAX_SIDE,
     MAX_UPLOAD_BYTES,
@@ -132,6 +133,10 @@ class WorkerSettings(ServerTLSSettings):
     max_upload_bytes: int = Field(MAX_UPLOAD_BYTES, ge=1, description="Largest retouch upload in bytes.")
     max_upload_pixels: int = Field(MAX_UPLOAD_PIXELS, ge=1, description="Largest retouch upload in pixels.")
     max_prompt_chars: int = Field(MAX_PROMPT_CHARS, description="Longest prompt or negative prompt.")
+    max_megapixel_steps: float = Field(
+        MAX_MEGAPIXEL_STEPS, gt=0, description="Most work one job may ask for, in megapixel-steps: width x height "
+        "/ 1,000,000 x denoising steps x images (422 above; the per-field limits alone allow far more).",
+    )
     max_consecutive_ooms: int = Field(3, ge=1, description=f"OOMs in a row before exiting with code {EXIT_OOM}.")
     warmup_steps: int = Field(2, ge=1, description="Denoising steps of the warm-up generation.")
     stall_floor: float = Field(
