@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 from starlette.routing import Mount
 
+from webui.access_log import uvicorn_log_config
 from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.images import guard_decoding
 from webui.settings import WebSettings, settings_problems
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=open_share_link, args=(tunnel,), name="share-link", daemon=True).start()
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True,
-                    **settings.uvicorn_tls())
+                    log_config=uvicorn_log_config(), **settings.uvicorn_tls())
     finally:
         if tunnel is not None:
             tunnel.close()
