@@ -211,6 +211,10 @@ class WebSettings(ServerTLSSettings):
     max_upload_pixels: int = Field(
         MAX_UPLOAD_PIXELS, ge=1, description="Largest retouch upload in pixels (checked before decoding)."
     )
+    upload_max_files: int = Field(
+        16, ge=1, le=1000, description="Most files (multipart parts) one upload request may hold (413 above; "
+        "Gradio alone takes 1000).",
+    )
     cache_max_bytes: int = Field(
         2 * 1024**3, ge=1024**2, description="Bytes on disk (allocated blocks: a tiny file takes a whole block) "
         "Gradio's upload/cache folder may hold; the oldest files go first.",

@@ -41,6 +41,7 @@ from webui.web.request_guard import RequestGuard
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio
 from webui.web.studio.layout import build_studio
+from webui.web.upload_limit import UploadFileLimit
 from webui.web.worker_client import WorkerClient, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         event_ids=lambda: demo.fns.keys(),
         streams=studio.streams,
     )
+    gradio_app.add_middleware(UploadFileLimit, max_files=settings.upload_max_files)  # outside RequestGuard
     return app
 
 
