@@ -181,6 +181,11 @@ def test_web_front_log_keeps_no_query_and_rotates_at_its_size(cluster: LaunchedC
     with httpx.Client(base_url=cluster.part_url("node1", "web"), timeout=30) as web:
         for index in range(400):  # about 100 kB of access lines, well past LOG_MAX_BYTES
             web.get(f"{long_path}{index}?session_hash={SECRET}&upload_id={SECRET}")
+    with httpx.Client(base_url=cluster.public_url, timeout=30) as public:  # and through HAProxy
+        for index in range(3):
+            public.get(f"{long_path}{index}?session_hash={SECRET}")
+    haproxy_log = cluster.run_dir / "haproxy.log"
+    wait_for(lambda: haproxy_log.read_text(errors="replace").count("/gradio_api/xxx") >= 3, "HAProxy's log lines")
     rotated = logs / "node1-web.log.1"
     wait_for(lambda: rotated.exists(), "node1-web.log to be rotated")
 
@@ -189,6 +194,8 @@ def test_web_front_log_keeps_no_query_and_rotates_at_its_size(cluster: LaunchedC
                                                                            "node1-web.log.2"]
     assert all(SECRET not in text for text in texts)
     assert rotated.stat().st_size > LOG_MAX_BYTES
+    balanced = [line for line in haproxy_log.read_text().splitlines() if "/gradio_api/xxx" in line]
+    assert SECRET not in "".join(balanced) and all(len(line) < 600 for line in balanced), balanced
     access = [line for text in texts for line in text.splitlines() if "/gradio_api/xxx" in line]
     assert len(access) >= 100 and all(f'"GET {long_path[:MAX_LOGGED_PATH - 3]}... HTTP/1.1" 404' in line
                                       for line in access)
