@@ -48,7 +48,7 @@ class CacheFile:
 
 @dataclass
 class Folder:
-    """A directory under the cache root: its bytes on disk and how many entries it holds (files, folders)."""
+    """A directory under the cache root: its bytes on disk and how many entries it holds (of any kind)."""
 
     size: int
     entries: int = 0
@@ -87,7 +87,7 @@ class Sweep:
     expired: list[CacheFile] = field(default_factory=list)
     """Files removed for being older than ``max_age``."""
     over_budget: list[CacheFile] = field(default_factory=list)
-    """Files removed, oldest first, to bring the total under ``max_bytes``."""
+    """Files removed, oldest first, to bring the rest within ``max_bytes`` and ``max_inodes``."""
     directories: int = 0
     """Directories removed because the sweep emptied them."""
     kept_bytes: int = 0
@@ -120,6 +120,8 @@ def scan_cache(root: Path) -> CacheScan:
     scan = CacheScan()
     for top, dirs, names in os.walk(root, followlinks=False):
         folder = Path(top)
+        if (holder := scan.folders.get(folder)) is not None:
+            holder.entries = len(dirs) + len(names)  # links and other kinds too: they keep it from emptying
         for name in dirs:
             path = folder / name
             with suppress(FileNotFoundError):
@@ -132,9 +134,6 @@ def scan_cache(root: Path) -> CacheScan:
                 info = path.lstat()
                 if stat.S_ISREG(info.st_mode):
                     scan.files.append(CacheFile(path, disk_size(info), info.st_mtime))
-    for path in [*scan.folders, *(entry.path for entry in scan.files)]:
-        if (holder := scan.folders.get(path.parent)) is not None:
-            holder.entries += 1
     return scan
 
 
