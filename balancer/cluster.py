@@ -203,6 +203,12 @@ class SidecarSpec(Listener):
     crash_loop_deaths: int = Field(5, ge=1, description="Deaths within crash_loop_window that mean a crash loop.")
     crash_loop_window: float = Field(300.0, gt=0, description="Seconds over which deaths are counted.")
     stop_grace: float = Field(10.0, ge=0, description="Seconds between SIGTERM and SIGKILL on shutdown.")
+    log_max_bytes: int = Field(
+        20 * 1024 * 1024, ge=64 * 1024, description="Bytes a log in the run directory (a node part's, HAProxy's) "
+        "may reach before it is rotated (balancer/log_rotation.py).",
+    )
+    log_keep: int = Field(3, ge=1, le=100, description="Rotated copies kept of each log (NAME.log.1 the newest).")
+    log_check_interval: float = Field(5.0, gt=0, description="Seconds between looks at the logs' sizes.")
     oom_counter_file: Path | None = Field(
         None,
         description="cgroup file with an oom_kill counter (memory.events or memory.oom_control); "

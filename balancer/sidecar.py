@@ -9,7 +9,8 @@ Each supervised process has one ``ProcessSupervisor`` (``balancer.supervisor``: 
 restart with backoff, crash loop, ``POST /retry``) over a ``Child`` (``balancer.children``):
 
 - each managed node part (web front, worker): started in its own process group, output
-  appended to ``RUN_DIR/logs/NODE-PART.log`` (a web front gets its own Gradio temp dir,
+  appended to ``RUN_DIR/logs/NODE-PART.log``, rotated by size (``balancer.log_rotation``; HAProxy's
+  ``RUN_DIR/haproxy.log`` too) (a web front gets its own Gradio temp dir,
   ``RUN_DIR/gradio/NODE``), probed over HTTP (workers: ``/readyz``, model loaded and warm; web
   fronts: ``/healthz``, HAProxy's own checks decide readiness); its server is in ``maint``
   until it answers, ``ready`` then, ``maint`` first thing when it dies; a worker with a ``gpu``
@@ -74,6 +75,7 @@ from balancer.haproxy import HAProxyProcess, write_config
 from balancer.haproxy_config import PART_BACKENDS, StaticServers, render_config
 from balancer.host_agent import HostAgent, HostAgentUnavailable
 from balancer.keepalived import KeepalivedChild
+from balancer.log_rotation import LogRotation
 from balancer.node_changes import AddNode, AddNodeRequest, RemoveNode, RemoveNodeRequest
 from balancer.operations import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
 from balancer.part_tls import NodeHostTLS, ProbeTLS
@@ -92,6 +94,7 @@ from balancer.status import (
 from balancer.supervisor import ProcessSupervisor
 from balancer.traffic import HAProxyTraffic, PartTraffic, TrafficSource
 from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
+from webui.tasks import cancel_and_wait
 
 logger = logging.getLogger("balancer.sidecar")
 
@@ -230,6 +233,9 @@ class Sidecar:
                                        self.settings.probe_timeout, self._host_probe_tls())
         self.operations = OperationRunner()
         """The operator's operations (rolling restart), one at a time."""
+        self.log_rotation = LogRotation(self.log_files, self.settings.log_max_bytes, self.settings.log_keep,
+                                        self.settings.log_check_interval)
+        """Keeps the children's logs (and HAProxy's) in the run directory bounded in size."""
 
     def _supervisor(self, node: NodeSpec, kind: str, part: PartSpec, env: dict[str, str]) -> ProcessSupervisor:
         url = self.spec.part_url(node, part)
@@ -282,6 +288,10 @@ class Sidecar:
             metrics=self.metrics,
             retry_hint=retry_command(self.spec, status.node, status.part),
         )
+
+    def log_files(self) -> list[Path]:
+        """The logs the children write into the run directory: ``logs/*.log`` and ``haproxy.log``."""
+        return [*(self.spec.run_dir / "logs").glob("*.log"), self.spec.run_dir / "haproxy.log"]
 
     def server_state(self, key: ServerKey) -> ServerState | None:
         """The state a server of this sidecar's parts is to have in every HAProxy; None if it is not one of them.
@@ -588,9 +598,11 @@ class Sidecar:
         )
         server = _EmbeddedServer(config)
         server_task = asyncio.create_task(server.serve())
+        rotation = asyncio.create_task(self.log_rotation.run(), name="log-rotation")
         try:
             await self._supervise()
         finally:
+            await cancel_and_wait(rotation)
             await self.operations.aclose()
             if self.traffic is not None:
                 await self.traffic.aclose()

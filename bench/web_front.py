@@ -17,17 +17,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
-import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cli import prepare_run
 from bench.harness.clients import BrowserProtocolClient, Job, RestClient
 from bench.harness.processes import REPO, Processes, free_port
+from bench.harness.revisions import worktree
 from bench.harness.waiting import wait_http
 from bench.report import LatencyStats, fmt_ms, load_averages, machine_summary, markdown_table, write_results
 from bench.tls import measure
@@ -54,21 +52,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.requests < 2 or args.standin < 0 or min(args.sizes) < 64:
         parser.error("--requests must be at least 2, --standin at least 0, --sizes at least 64")
     return args
-
-
-@contextmanager
-def worktree(revision: str) -> Iterator[Path]:
-    """A temporary checkout of ``revision`` (``git worktree``), removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="bench-web-front-") as tmp:
-        path = Path(tmp) / "tree"
-        added = subprocess.run(["git", "worktree", "add", "--detach", str(path), revision], cwd=REPO,
-                               capture_output=True, text=True)
-        if added.returncode != 0:
-            raise SystemExit(f"python -m bench.web_front: no checkout of {revision!r}: {added.stderr.strip()}")
-        try:
-            yield path
-        finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=REPO, check=False)
 
 
 def start_pair(processes: Processes, front: Front, node: str, standin: float) -> tuple[str, str]:
@@ -137,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     started = time.monotonic()
     fronts = [Front("this tree", REPO)]
     if args.baseline:
-        with worktree(args.baseline) as tree:
+        with worktree(args.baseline, "python -m bench.web_front") as tree:
             fronts.insert(0, Front(f"baseline {args.baseline}", tree))
             seconds, loads = compare(args, fronts)
     else:

@@ -221,7 +221,8 @@ def test_retouch_refuses_a_pixel_bomb_before_decoding(client: Client, node: Node
 
 def test_web_front_runs_the_cache_janitor(node: Node) -> None:
     log = Path(node.front.log_path).read_text()
-    assert re.search(r"cache janitor: keeping \S+ under 2147483648 bytes and 3600 s, sweeping every 60 s", log), log
+    assert re.search(r"cache janitor: keeping \S+ under 2147483648 bytes on disk, 50000 inodes and 3600 s, "
+                     r"sweeping every 60 s", log), log
 
 
 def test_page_served_under_a_sub_path_behind_haproxy(node: Node, processes: Processes, tmp_path: Path) -> None:

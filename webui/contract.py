@@ -63,6 +63,9 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 """Largest retouch upload in bytes, checked at the web front and at the worker."""
 MAX_UPLOAD_PIXELS = 4096 * 4096
 """Largest retouch upload in pixels (width x height, read from the file header)."""
+MAX_MEGAPIXEL_STEPS = 512.0
+"""Most work one job may ask for: megapixels x denoising steps x images (4 images of 1024x1024 at up to
+122 steps; not 4 of 2048x2048 at 100 steps, which is 1678)."""
 
 LISTEN_GRACE = 10.0
 """Seconds a web front lets a running job's client go without an open event stream before it cancels

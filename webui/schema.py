@@ -15,7 +15,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, model_validator
 
-from webui.contract import MAX_IMAGES, MAX_PROMPT_CHARS, MAX_SIDE, MAX_STEPS, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
+from webui.contract import (
+    MAX_IMAGES,
+    MAX_MEGAPIXEL_STEPS,
+    MAX_PROMPT_CHARS,
+    MAX_SIDE,
+    MAX_STEPS,
+    MAX_UPLOAD_BYTES,
+    MAX_UPLOAD_PIXELS,
+)
 
 MAX_SEED = 2**32 - 1
 """Seeds are unsigned 32-bit integers, as most diffusion tools use."""
@@ -47,6 +55,8 @@ class Limits(BaseModel):
     max_prompt_chars: int = MAX_PROMPT_CHARS
     max_upload_bytes: int = MAX_UPLOAD_BYTES
     max_upload_pixels: int = MAX_UPLOAD_PIXELS
+    max_megapixel_steps: float = MAX_MEGAPIXEL_STEPS
+    """Most work per job: width x height / 1,000,000 x steps x images (``webui.worker.job_cost``)."""
 
 
 class WorkerInfo(BaseModel):

@@ -20,6 +20,7 @@ from webui.contract import (
     EXIT_OOM,
     LISTEN_GRACE,
     MAX_IMAGES,
+    MAX_MEGAPIXEL_STEPS,
     MAX_PROMPT_CHARS,
     MAX_SIDE,
     MAX_UPLOAD_BYTES,
@@ -132,6 +133,10 @@ class WorkerSettings(ServerTLSSettings):
     max_upload_bytes: int = Field(MAX_UPLOAD_BYTES, ge=1, description="Largest retouch upload in bytes.")
     max_upload_pixels: int = Field(MAX_UPLOAD_PIXELS, ge=1, description="Largest retouch upload in pixels.")
     max_prompt_chars: int = Field(MAX_PROMPT_CHARS, description="Longest prompt or negative prompt.")
+    max_megapixel_steps: float = Field(
+        MAX_MEGAPIXEL_STEPS, gt=0, description="Most work one job may ask for, in megapixel-steps: width x height "
+        "/ 1,000,000 x denoising steps x images (422 above; the per-field limits alone allow far more).",
+    )
     max_consecutive_ooms: int = Field(3, ge=1, description=f"OOMs in a row before exiting with code {EXIT_OOM}.")
     warmup_steps: int = Field(2, ge=1, description="Denoising steps of the warm-up generation.")
     stall_floor: float = Field(
@@ -206,8 +211,17 @@ class WebSettings(ServerTLSSettings):
     max_upload_pixels: int = Field(
         MAX_UPLOAD_PIXELS, ge=1, description="Largest retouch upload in pixels (checked before decoding)."
     )
+    upload_max_files: int = Field(
+        16, ge=1, le=1000, description="Most files (multipart parts) one upload request may hold (413 above; "
+        "Gradio alone takes 1000).",
+    )
     cache_max_bytes: int = Field(
-        2 * 1024**3, gt=0, description="Bytes Gradio's upload/cache folder may hold; the oldest files go first."
+        2 * 1024**3, ge=1024**2, description="Bytes on disk (allocated blocks: a tiny file takes a whole block) "
+        "Gradio's upload/cache folder may hold; the oldest files go first.",
+    )
+    cache_max_inodes: int = Field(
+        50_000, ge=100, description="Files and folders Gradio's upload/cache folder may hold (each upload is a "
+        "folder and a file); the oldest files go first.",
     )
     cache_max_age: float = Field(3600.0, gt=0, description="Seconds a file may stay in Gradio's upload/cache folder.")
     cache_sweep_interval: float = Field(60.0, gt=0, description="Seconds between sweeps of Gradio's cache folder.")

@@ -31,7 +31,7 @@ import yaml
 from balancer.cluster import ClusterSpec, parse_cluster
 from balancer.haproxy import RuntimeAPI, ServerStatus, status_is_up
 from balancer.haproxy_config import PART_BACKENDS, WORKERS_BACKEND
-from bench.harness.processes import Processes, free_port
+from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from webui.settings import default_cache_dir
 
@@ -98,12 +98,14 @@ class LaunchedCluster:
     """``launch.py`` with its own ports; a context manager that always stops it."""
 
     def __init__(self, options: ClusterOptions, name: str = "cluster", processes: Processes | None = None,
-                 run_dir: Path | None = None) -> None:
+                 run_dir: Path | None = None, tree: Path = REPO) -> None:
         """``processes``: a group owned by the caller (a test fixture) that stops the cluster itself;
         ``run_dir``: where haproxy.cfg, the socket and node logs go (default: a temporary dir,
-        removed when the cluster stops cleanly; pass one together with ``processes``).
+        removed when the cluster stops cleanly; pass one together with ``processes``);
+        ``tree``: the checkout whose ``launch.py`` runs (another revision's, ``bench.harness.revisions``).
         """
         self.options = options
+        self.tree = tree
         self.name = name
         self.processes = processes or Processes(f"bench-{name}")
         self._owns_processes = processes is None
@@ -160,13 +162,14 @@ class LaunchedCluster:
         config.write_text(yaml.safe_dump(self.describe_for_file()), encoding="utf-8")
         env = {"PYTHONUNBUFFERED": "1"}
         self.proc = self.processes.start(["python", "launch.py", "--cluster", str(config)], env=env,
-                                         log_name=f"{self.name}-launch")
+                                         log_name=f"{self.name}-launch", cwd=self.tree)
         logger.info("cluster %s starting (log: %s)", self.name, self.proc.log_path)
         return self
 
     def describe_for_file(self) -> dict[str, Any]:
-        """The validated spec as plain data for the cluster file (ports fixed at construction)."""
-        data = self.spec.model_dump(mode="json")
+        """The validated spec as plain data for the cluster file (ports fixed at construction); for another
+        tree, only what differs from this tree's defaults (settings it may not know are left out)."""
+        data = self.spec.model_dump(mode="json", exclude_defaults=self.tree != REPO)
         data["stats"]["password"] = self.spec.stats.password.get_secret_value()
         return data
 

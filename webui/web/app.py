@@ -29,6 +29,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 from starlette.routing import Mount
 
+from webui.access_log import uvicorn_log_config
 from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.images import guard_decoding
 from webui.settings import WebSettings, settings_problems
@@ -40,6 +41,7 @@ from webui.web.request_guard import RequestGuard
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio
 from webui.web.studio.layout import build_studio
+from webui.web.upload_limit import UploadFileLimit
 from webui.web.worker_client import WorkerClient, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
@@ -94,7 +96,8 @@ def create_app(settings: WebSettings) -> FastAPI:
 
     guard_decoding(settings.max_upload_pixels)
     cache_dir = Path(get_upload_folder())
-    janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval)
+    janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval,
+                           max_inodes=settings.cache_max_inodes)
     studio = Studio(client, worker_info, node, cache_dir=cache_dir,
                     max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
                     max_images=settings.max_images, listen_grace=settings.listen_grace)
@@ -132,6 +135,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         event_ids=lambda: demo.fns.keys(),
         streams=studio.streams,
     )
+    gradio_app.add_middleware(UploadFileLimit, max_files=settings.upload_max_files)  # outside RequestGuard
     return app
 
 
@@ -170,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         threading.Thread(target=open_share_link, args=(tunnel,), name="share-link", daemon=True).start()
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True,
-                    **settings.uvicorn_tls())
+                    log_config=uvicorn_log_config(), **settings.uvicorn_tls())
     finally:
         if tunnel is not None:
             tunnel.close()

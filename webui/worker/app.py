@@ -28,7 +28,8 @@ HAProxy's agent check learns when that next job may come (``webui.worker.dispatc
 Status codes (every error body is an ``ErrorBody``, never a traceback):
 
 * 422 ``invalid_request``/``invalid_json``/``invalid_image``: names the field and its allowed
-  range; 413 body too large; 415 body not JSON.
+  range; ``job_too_large``: above the per-job budget of megapixel-steps (``webui.worker.job_cost``);
+  413 body too large; 415 body not JSON.
 * 503 ``busy`` (queue full, with ``Retry-After``) or ``not_ready`` (loading, warming up or
   shutting down): nothing ran, so the balancer may safely retry on another worker.
 * 507 ``out_of_memory``: the job ran out of GPU (or host) memory. Deliberately *not* 503:
@@ -104,6 +105,7 @@ from webui.worker.encoder import ResultEncoder
 from webui.worker.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
 from webui.worker.faults import FaultPlan
 from webui.worker.generation import GenerationService
+from webui.worker.job_cost import check_cost
 from webui.worker.job_parsing import (
     JSON_BODY_SLACK,
     ApiError,
@@ -333,6 +335,7 @@ def create_app(
                 raise invalid_request([{"field": "init_image", "message": str(exc),
                                         "allowed": allowed_values(limits)["init_image"]}]) from None
         seed = job.seed if job.seed is not None else secrets.randbelow(MAX_SEED + 1)
+        check_cost(service.pipeline.effective_params(job, seed, init_image), limits)  # ready: it is loaded
         return job, init_image, seed
 
     @app.api_route("/", methods=["GET", "HEAD"])

@@ -100,6 +100,7 @@ class GenerationService:
             family=self.pipeline.family if self.pipeline else ModelFamily.ZIMAGE,
             max_images=settings.max_images, max_side=settings.max_side, max_prompt_chars=settings.max_prompt_chars,
             max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
+            max_megapixel_steps=settings.max_megapixel_steps,
         )
 
     def require_ready(self) -> None:

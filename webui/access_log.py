@@ -1,0 +1,54 @@
+"""uvicorn's access log without query strings and with bounded paths.
+
+uvicorn logs every request's full URI: the query strings of Gradio's routes carry session
+hashes and upload ids (``queue/data?session_hash=…``), and a client sending long URIs fills the
+disk with them. ``uvicorn_log_config`` is uvicorn's own logging configuration with the access
+lines formatted by ``PathOnlyAccessFormatter``: the path without its query, cut to ``max_path``
+characters, and a timestamp like the node's other log lines.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+from uvicorn.config import LOGGING_CONFIG
+from uvicorn.logging import AccessFormatter
+
+MAX_LOGGED_PATH = 200
+"""Characters of a request's path an access log line keeps."""
+
+CUT = "..."
+"""Marks a path that was cut."""
+
+
+def loggable_path(full_path: str, max_path: int = MAX_LOGGED_PATH) -> str:
+    """``full_path`` without its query string, at most ``max_path`` characters (then ending in ``CUT``)."""
+    path = full_path.partition("?")[0]
+    return path if len(path) <= max_path else path[: max_path - len(CUT)] + CUT
+
+
+class PathOnlyAccessFormatter(AccessFormatter):
+    """uvicorn's access line, its path passed through ``loggable_path``."""
+
+    def __init__(self, *args: object, max_path: int = MAX_LOGGED_PATH, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.max_path = max_path
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        if isinstance(record.args, tuple) and len(record.args) == 5:
+            client, method, full_path, version, status = record.args
+            record = copy.copy(record)
+            record.args = (client, method, loggable_path(str(full_path), self.max_path), version, status)
+        return super().formatMessage(record)
+
+
+def uvicorn_log_config(max_path: int = MAX_LOGGED_PATH) -> dict:
+    """uvicorn's ``log_config`` with ``PathOnlyAccessFormatter`` for the access lines."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["access"] = {
+        "()": PathOnlyAccessFormatter,
+        "fmt": '%(asctime)s %(levelprefix)s %(client_addr)s - "%(request_line)s" %(status_code)s',
+        "max_path": max_path,
+    }
+    return config
