@@ -22,7 +22,7 @@ from webui.web.studio.config import load_studio_config
 from webui.web.upload_limit import PartCounter
 from webui.worker.job_cost import check_cost, megapixel_steps
 from webui.worker.job_parsing import ApiError
-from webui.worker.sources import FAMILY_DEFAULTS
+from webui.worker.pipelines.sources import FAMILY_DEFAULTS
 
 pytestmark = pytest.mark.timeout(120)
 
