@@ -26,19 +26,24 @@ from webui.web.bounded import BoundedMap
 
 logger = logging.getLogger(__name__)
 
-MAX_UPLOADS = 2_000
-"""Upload ids tracked at once (statuses and waiting progress streams each)."""
-MAX_UPLOAD_BYTES = 2 * 1024 * 1024
-"""Bytes the tracked ids may take, statuses and events each."""
+MAX_UPLOADS = 4_000
+"""Upload ids tracked at once (statuses and waiting progress streams together)."""
+MAX_UPLOAD_BYTES = 4 * 1024 * 1024
+"""Bytes the tracked ids may take (statuses and events together)."""
 UPLOAD_TTL = 600.0
 """Seconds an upload id is tracked after its last change."""
 
 
 def tracker_size(upload_id: str, status: Any) -> int:
-    """Bytes an id's status holds: the id, the status and its progress units (one per file)."""
+    """Bytes an id's status holds: the id, the status, its queue and progress units (one per file)."""
     units = getattr(status, "deque", ())
-    return sys.getsizeof(upload_id) + sys.getsizeof(status) + sum(
+    return sys.getsizeof(upload_id) + sys.getsizeof(status) + sys.getsizeof(units) + sum(
         sys.getsizeof(unit) + sys.getsizeof(unit.filename) for unit in units)
+
+
+def event_size(upload_id: str, event: asyncio.Event) -> int:
+    """Bytes an id's event holds: the id, the event and its attributes."""
+    return sys.getsizeof(upload_id) + sys.getsizeof(event) + sys.getsizeof(vars(event))
 
 
 class BoundedUploadProgress(FileUploadProgress):
@@ -46,9 +51,11 @@ class BoundedUploadProgress(FileUploadProgress):
 
     def __init__(self, max_uploads: int = MAX_UPLOADS, max_bytes: int = MAX_UPLOAD_BYTES,
                  ttl: float = UPLOAD_TTL) -> None:
+        """At most ``max_uploads`` ids and ``max_bytes`` bytes in all: half each for statuses and events."""
         super().__init__()
-        self._statuses: BoundedMap[FileUploadProgressTracker] = BoundedMap(max_uploads, max_bytes, ttl, tracker_size)
-        self._signals: BoundedMap[asyncio.Event] = BoundedMap(max_uploads, max_bytes, ttl)
+        items, size = max(1, max_uploads // 2), max(1, max_bytes // 2)
+        self._statuses: BoundedMap[FileUploadProgressTracker] = BoundedMap(items, size, ttl, tracker_size)
+        self._signals: BoundedMap[asyncio.Event] = BoundedMap(items, size, ttl, event_size)
 
     def _signal(self, upload_id: str) -> asyncio.Event:
         signal = self._signals.get(upload_id)
