@@ -2,6 +2,8 @@
 
 ``app`` (the FastAPI app with Gradio mounted, health routes, process), ``studio`` (the page:
 config, layout, handlers, photos), ``worker_client`` (jobs to the worker queue, with retries),
-``request_guard`` (bounded request bodies, JSON errors), ``presence`` (a job whose client left
-is cancelled), ``cache_janitor`` (Gradio's cache kept bounded), ``photo_input``.
+``request_guard`` (bounded request bodies, checked ids and calls, JSON errors) with
+``request_body``, ``gradio_routes`` and ``bounded``, ``presence`` (a job whose client left is
+cancelled), ``upload_progress`` (Gradio's upload tracker, bounded), ``cache_janitor`` (Gradio's
+cache kept bounded), ``photo_input``.
 """

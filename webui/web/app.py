@@ -36,12 +36,15 @@ from webui.settings import WebSettings, settings_problems
 from webui.share import ShareTunnel
 from webui.traffic import count_traffic
 from webui.web.cache_janitor import CacheJanitor
+from webui.web.gradio_routes import GradioRoutes
 from webui.web.queue_pacer import PaceQueue, QueuePacer
 from webui.web.request_guard import RequestGuard
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio
 from webui.web.studio.layout import build_studio
 from webui.web.upload_limit import UploadFileLimit
+from webui.web.upload_progress import BoundedUploadProgress
+from webui.web.upload_progress import install as install_upload_progress
 from webui.web.worker_client import WorkerClient, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
@@ -108,7 +111,9 @@ def create_app(settings: WebSettings) -> FastAPI:
         max_images=settings.max_images,
         concurrency_limit=settings.concurrency,
     )
-    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_max_size)
+    # api_open=False: Gradio itself refuses a queued event called outside the queue (run/, api/).
+    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_max_size, api_open=False)
+    install_upload_progress(BoundedUploadProgress())
     pacer = QueuePacer(demo._queue)  # Gradio's queue polls every 1 ms even when idle
     app.add_middleware(PaceQueue, pacer=pacer)
     gr.mount_gradio_app(
@@ -132,7 +137,9 @@ def create_app(settings: WebSettings) -> FastAPI:
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,
         body_timeout=settings.body_timeout,
-        event_ids=lambda: demo.fns.keys(),
+        routes=GradioRoutes(gradio_app.routes),
+        events=lambda: demo.fns,
+        queue=lambda: demo._queue,
         streams=studio.streams,
     )
     gradio_app.add_middleware(UploadFileLimit, max_files=settings.upload_max_files)  # outside RequestGuard

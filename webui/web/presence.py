@@ -10,9 +10,9 @@ or once its session has had no open event stream for ``LISTEN_GRACE`` seconds
 ``/cancel`` route does; the cancelled worker request then closes its connection, which makes
 HAProxy (``option abortonclose``) and the worker drop the job.
 
-This reads two details of Gradio 6's queue (pinned in requirements.txt): the name Gradio
-gives an event's task (``"<session>_<fn><gradio-sep><event id>"``) and ``Queue.active_jobs``.
-Outside Gradio's queue (a handler called directly) it watches nothing.
+This reads details of Gradio 6's queue (pinned in requirements.txt): the name Gradio gives an
+event's task (``"<session>_<fn><gradio-sep><event id>"``), ``Queue.active_jobs`` and the maps
+``event_session`` reads. Outside Gradio's queue (a handler called directly) it watches nothing.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator
@@ -28,38 +29,70 @@ from typing import Any
 from gradio.context import LocalContext
 
 from webui.contract import LISTEN_GRACE
+from webui.web.bounded import BoundedMap
 
 logger = logging.getLogger(__name__)
 
 TASK_NAME_SEPARATOR = "<gradio-sep>"
 WATCH_INTERVAL = 0.25
 """Seconds between two looks at whether the client is still there."""
+MAX_SESSIONS = 10_000
+"""Sessions ``EventStreams`` holds, open and recently closed each."""
+MAX_SESSION_BYTES = 4 * 1024 * 1024
+"""Bytes of session hashes ``EventStreams`` holds, open and recently closed each."""
+FORGET_AFTER = 600.0
+"""Seconds ``EventStreams`` remembers when a session's last stream closed."""
 
 
 class EventStreams:
-    """How many Gradio event streams (``queue/data``) each session has open, and since when none."""
+    """How many Gradio event streams (``queue/data``) each session has open, and since when none.
 
-    def __init__(self) -> None:
+    Session hashes are the clients' to choose, so both maps are bounded: at most ``max_sessions``
+    sessions and about ``max_bytes`` bytes with open streams (``opened`` refuses more), and the
+    same for sessions whose streams closed, forgotten ``forget_after`` seconds later or, oldest
+    first, when a bound is passed. ``forget_after`` must be longer than the listen grace.
+    """
+
+    def __init__(self, max_sessions: int = MAX_SESSIONS, max_bytes: int = MAX_SESSION_BYTES,
+                 forget_after: float = FORGET_AFTER) -> None:
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
         self._open: Counter[str] = Counter()
-        self._closed_at: dict[str, float] = {}
+        self._open_bytes = 0
+        self._closed_at: BoundedMap[float] = BoundedMap(max_sessions, max_bytes, forget_after)
 
-    def opened(self, session_hash: str) -> None:
+    def opened(self, session_hash: str) -> bool:
+        """Count one more open stream; False (nothing counted) when the bounds leave no room for it."""
+        if session_hash not in self._open:
+            size = sys.getsizeof(session_hash)
+            if len(self._open) >= self.max_sessions or self._open_bytes + size > self.max_bytes:
+                return False
+            self._open_bytes += size
         self._open[session_hash] += 1
+        return True
 
     def closed(self, session_hash: str) -> None:
+        """Count one stream closed (one that ``opened`` counted)."""
         self._open[session_hash] -= 1
         if self._open[session_hash] <= 0:
             del self._open[session_hash]
+            self._open_bytes -= sys.getsizeof(session_hash)
             self._closed_at[session_hash] = time.monotonic()
-        if len(self._closed_at) > 10_000:  # forget the oldest sessions
-            for session in sorted(self._closed_at, key=self._closed_at.__getitem__)[:5_000]:
-                del self._closed_at[session]
 
     def silent_for(self, session_hash: str, since: float) -> float:
         """Seconds the session has had no open stream, counting from ``since`` at the earliest."""
-        if self._open[session_hash] > 0:
+        if self._open.get(session_hash, 0) > 0:
             return 0.0
         return time.monotonic() - max(since, self._closed_at.get(session_hash, since))
+
+    def __len__(self) -> int:
+        """Sessions held (with open streams or recently closed ones)."""
+        return len(self._open) + len(self._closed_at)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the session hashes held take (as ``sys.getsizeof`` counts them)."""
+        return self._open_bytes + self._closed_at.nbytes
 
 
 def current_event() -> Any | None:
@@ -75,6 +108,17 @@ def current_event() -> Any | None:
             if getattr(event, "_id", None) == event_id:
                 return event
     return None
+
+
+def event_session(queue: Any, event_id: str) -> str:
+    """The session whose messages Gradio's curl-style stream (``GET call/…/<event id>``) relays,
+    found as that route finds it: the event's own session, else the session still holding the
+    id, else the id itself (a ``call`` without a session hash of its own)."""
+    event = getattr(queue, "event_ids_to_events", {}).get(event_id)
+    if event is not None:
+        return event.session_hash
+    pending = getattr(queue, "pending_event_ids_session", {})
+    return next((session for session, ids in pending.items() if event_id in ids), event_id)
 
 
 @contextlib.asynccontextmanager

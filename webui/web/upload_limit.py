@@ -14,7 +14,7 @@ from __future__ import annotations
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webui.web.request_guard import RequestRefused
+from webui.web.request_body import RequestRefused
 
 
 def part_delimiter(scope: Scope) -> bytes | None:
