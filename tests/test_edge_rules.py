@@ -22,6 +22,8 @@ import httpx
 import psutil
 import pytest
 
+from balancer.cluster import parse_cluster
+from balancer.haproxy_config import render_config
 from balancer.settings import LaunchSettings
 from tests.balancer_helpers import cluster_data
 from tests.test_haproxy_config import RunningBalancer, crypt_hash, running_balancer
@@ -212,3 +214,10 @@ def test_bodies_in_flight_are_capped_per_client(edge: RunningBalancer) -> None:
 def test_a_share_link_makes_the_site_exposed(tmp_path: Path) -> None:
     spec = LaunchSettings(share=True, nodes=0, gpus="none", run_dir=tmp_path).cluster_spec()
     assert spec.exposed and spec.rate_limit_per_minute == 30 and spec.max_client_connections == 32
+
+
+def test_one_loopback_client_cannot_hold_every_connection(tmp_path: Path) -> None:
+    spec = parse_cluster(cluster_data(tmp_path, ["web1"], ["w1"]))  # loopback, no limits given
+    cap, total = spec.max_client_connections, spec.limits.max_connections
+    assert 0 < 2 * cap < total
+    assert f"tcp-request connection reject if {{ sc_conn_cur(0) gt {2 * cap} }}" in render_config(spec)
