@@ -109,8 +109,9 @@ def test_encoded_probe_path_is_answered_by_haproxy(edge: RunningBalancer) -> Non
 
 def test_encoded_job_path_counts_as_a_job(edge: RunningBalancer) -> None:
     with client(edge, fresh_address()) as web:
-        statuses = [web.post("/%67enerate", json={}).status_code for _ in range(RATE + 1)]
-    assert statuses == [200] * RATE + [429]
+        answers = [web.post("/%67enerate", json={}) for _ in range(RATE + 1)]
+    assert [answer.status_code for answer in answers] == [200] * RATE + [429]
+    assert answers[0].json()["worker_id"] == "w1"  # routed to the workers like /generate
 
 
 # --- Gradio's direct routes ----------------------------------------------------------------------
