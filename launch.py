@@ -89,8 +89,9 @@ def warn_if_exposed(spec: ClusterSpec) -> None:
     if not spec.exposed:
         return
     logger.warning(
-        "the public site listens on %s: per client %s generations a minute and %s connections at once "
-        "(0 = unlimited; see limits in --cluster)", spec.public.host, spec.rate_limit_per_minute,
+        "the public site is exposed (listens on %s%s): per client %s generations a minute and %s connections at "
+        "once (0 = unlimited; see limits in --cluster)", spec.public.host, ", share link" if spec.shared else "",
+        spec.rate_limit_per_minute,
         spec.max_client_connections,
     )
     if spec.users_file is None:

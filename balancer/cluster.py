@@ -85,6 +85,8 @@ EXPOSED_RATE_LIMIT_PER_MINUTE = 30
 """Default generations per client a minute when the public listener is not on loopback."""
 EXPOSED_CLIENT_CONNECTIONS = 32
 """Default concurrent connections per client when the public listener is not on loopback."""
+LOOPBACK_CONNECTION_SHARE = 4
+"""On loopback, one client may hold at most max_connections / this many connections by default."""
 
 
 class LimitsSpec(_Model):
@@ -126,14 +128,29 @@ class LimitsSpec(_Model):
     max_client_connections: int | None = Field(
         None,
         ge=0,
-        description="Concurrent connections one client may hold (429 above); unset: "
-        f"{EXPOSED_CLIENT_CONNECTIONS} when the public listener is exposed, off on loopback; 0: off.",
+        description="Concurrent connections one client may hold (429 above, closed at twice this); unset: "
+        f"{EXPOSED_CLIENT_CONNECTIONS} when the site is exposed, max_connections/{LOOPBACK_CONNECTION_SHARE} "
+        "on loopback; 0: off.",
+    )
+    max_client_bodies: int = Field(
+        16, ge=0, description="Requests with a body one client may have in flight (each holds up to buffer_bytes "
+        "of HAProxy's memory while it arrives; 429 above); 0: off.",
+    )
+    auth_failures_per_address: int = Field(
+        10, ge=1, description="Failed logins per minute from one client before further logins get 429 (basic auth)."
+    )
+    auth_failures_per_user: int = Field(
+        30, ge=1, description="Failed logins per minute for one user name, from anywhere, before its logins get 429."
+    )
+    auth_session_minutes: int = Field(
+        10, ge=1, description="Minutes a checked login is remembered (by a hash of its header), so later requests "
+        "skip the password hash.",
     )
     rate_limit_per_minute: int | None = Field(
         None,
         ge=0,
         description="Generations one client may start per minute (429 above); unset: "
-        f"{EXPOSED_RATE_LIMIT_PER_MINUTE} when the public listener is exposed, off on loopback; 0: off.",
+        f"{EXPOSED_RATE_LIMIT_PER_MINUTE} when the site is exposed, off on loopback; 0: off.",
     )
     rate_limit_key: Literal["src", "x-forwarded-for"] = Field(
         "src",
@@ -417,6 +434,8 @@ class ClusterSpec(_Model):
         description="Enable HTTP basic auth for the whole site: one 'user:crypt-hash' a line "
         "(e.g. from 'openssl passwd -6').",
     )
+    shared: bool = Field(False, description="A public share link tunnels to the public listener (launch.py "
+                         "--share): the site is exposed, whatever the listener's address.")
     security_headers: bool = Field(True, description="Add X-Content-Type-Options, X-Frame-Options, Referrer-Policy.")
     public_hosts: list[str] = Field(
         default_factory=list,
@@ -622,8 +641,8 @@ class ClusterSpec(_Model):
 
     @property
     def exposed(self) -> bool:
-        """Whether the public listener accepts connections from other machines."""
-        return not is_loopback(self.public.host)
+        """Whether other machines reach the public site: a listener off loopback, or a share link to it."""
+        return self.shared or not is_loopback(self.public.host)
 
     @property
     def rate_limit_per_minute(self) -> int:
@@ -632,8 +651,13 @@ class ClusterSpec(_Model):
 
     @property
     def max_client_connections(self) -> int:
-        """Concurrent connections per client, 0 for no limit (the exposed default when unset)."""
-        return _auto_limit(self.limits.max_client_connections, EXPOSED_CLIENT_CONNECTIONS, self.exposed)
+        """Concurrent connections per client, 0 for no limit (when unset: the exposed default, else a share of
+        ``max_connections``, so that one client never holds them all)."""
+        if self.limits.max_client_connections is not None:
+            return self.limits.max_client_connections
+        if self.exposed:
+            return EXPOSED_CLIENT_CONNECTIONS
+        return max(1, self.limits.max_connections // LOOPBACK_CONNECTION_SHARE)
 
     def allowed_hosts(self, local_hosts: bool = True) -> list[str]:
         """Host header values the public frontend accepts (lower case, with and without the port); this

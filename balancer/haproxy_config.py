@@ -17,17 +17,20 @@ Validate the result with ``balancer.haproxy.validate_config`` (``haproxy -c``) b
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
+from balancer.haproxy_answers import answer as _answer
+from balancer.haproxy_answers import json_body as _json_body
+from balancer.haproxy_login import LoginRules
 from balancer.host_agent import agent_send
 from webui.contract import (
     HEALTH_PATH,
     INFO_PATH,
+    JOB_EVENT_INDICES,
     JOB_PATHS,
     METRICS_PATH,
     PERSISTENCE_COOKIE,
@@ -51,6 +54,13 @@ RATES_TABLE = "job_rates"
 """A backend that only holds the per-client generation rate table."""
 STICKY_TABLE = "sticky_requests"
 """A backend that only holds the table of UI requests in flight per persistence cookie value."""
+BODIES_TABLE = "client_bodies"
+"""A backend that only holds the table of requests with a body in flight per client."""
+STICK_COUNTERS = 7
+"""Per-client tables the public frontend tracks at once: sc0 connections, sc1 job rates, sc2 sticky UI
+requests, sc3-sc5 logins (``balancer.haproxy_login``), sc6 bodies."""
+DIRECT_RUN_PATHS = ("/gradio_api/run/", "/gradio_api/api/")
+"""Gradio routes that run an event outside its queue (and around its limits): never public."""
 
 # crypt(3) hashes HAProxy's userlist understands: SHA-256, SHA-512, yescrypt, bcrypt.
 _HASH_PATTERN = re.compile(r"^\$(5|6|y|2[aby])\$\S+$")
@@ -89,45 +99,6 @@ def duration(seconds: float) -> str:
     if seconds == int(seconds):
         return f"{int(seconds)}s"
     return f"{round(seconds * 1000)}ms"
-
-
-def _quoted(text: str) -> str:
-    """``text`` in single quotes for the config file (which has no escape for them)."""
-    if "'" in text:
-        raise ValueError("texts in haproxy.cfg must not contain single quotes")
-    return f"'{text}'"
-
-
-def _json_body(error: str, detail: str) -> str:
-    """An ``ErrorBody``-shaped JSON string, quoted for the config file."""
-    return _quoted(json.dumps({"error": error, "detail": detail, "fields": []}))
-
-
-def _html_body(title: str, detail: str, refresh: int | None = None) -> str:
-    """A small readable page for browsers, quoted for the config file."""
-    meta = f'<meta http-equiv="refresh" content="{refresh}">' if refresh else ""
-    page = (
-        f'<!doctype html><html lang="en"><head><meta charset="utf-8">{meta}<title>Portrait Studio: {title}</title>'
-        f"</head><body><h1>{title}</h1><p>{detail}</p></body></html>"
-    )
-    return _quoted(page)
-
-
-def _answer(status: int, error: str, detail: str, condition: str, title: str, *, headers: str = "",
-            refresh: int | None = None) -> list[str]:
-    """Two rules answering ``status`` when ``condition`` holds: an HTML page for browsers, else JSON.
-
-    ``condition`` must be a plain AND of ACLs (no ``||``): ``wants_html`` is ANDed to it.
-    """
-    if "||" in condition or " or " in condition:
-        raise ValueError(f"use a named ACL instead of an OR: {condition}")
-    headers = f" {headers}" if headers else ""
-    return [
-        f"    http-request return status {status} content-type text/html{headers} string "
-        f"{_html_body(title, detail, refresh)} if {condition} wants_html",
-        f"    http-request return status {status} content-type application/json{headers} string "
-        f"{_json_body(error, detail)} if {condition} !wants_html",
-    ]
 
 
 def config_path_arg(path: Path) -> str:
@@ -291,6 +262,9 @@ class HAProxyConfigRenderer:
         self.servers = servers or StaticServers(spec)
         self.local_hosts = local_hosts
         self.users = read_users_file(spec.users_file) if spec.users_file else []
+        limits = spec.limits
+        self.login = LoginRules(self.users, limits.auth_failures_per_address, limits.auth_failures_per_user,
+                                limits.auth_session_minutes) if self.users else None
 
     def render(self) -> str:
         """The whole configuration file."""
@@ -306,6 +280,8 @@ class HAProxyConfigRenderer:
             self._probes_backend(),
             self._rates_table(),
             self._sticky_table(),
+            self._bodies_table(),
+            _block(*self.login.tables()) if self.login else "",
             self._stats_frontend(),
             *self.servers.sections(),
         ]
@@ -343,6 +319,8 @@ class HAProxyConfigRenderer:
             "    # dies (L7 retries). Bodies larger than this are refused on REST routes and stream",
             "    # to a web front elsewhere (Gradio uploads), which bounds them in bytes and time.",
             f"    tune.bufsize {limits.buffer_bytes}",
+            "    # Per-client tables the public frontend tracks at once (connections, rates, logins, bodies).",
+            f"    tune.stick-counters {STICK_COUNTERS}",
         )
 
     def _defaults(self) -> str:
@@ -392,13 +370,8 @@ class HAProxyConfigRenderer:
             "userlist stats_users",
             f"    user {stats.user} insecure-password {stats.password.get_secret_value()}",
         ]
-        if self.users:
-            lines += [
-                "",
-                f"# Site users (HTTP basic auth for everything public), from {self.spec.users_file}.",
-                "userlist site_users",
-                *(f"    user {user.name} password {user.password_hash}" for user in self.users),
-            ]
+        if self.login:
+            lines += self.login.userlists(str(self.spec.users_file))
         return _block(*lines)
 
     def _public_frontend(self) -> str:
@@ -409,38 +382,36 @@ class HAProxyConfigRenderer:
             "frontend public",
             f"    bind {spec.public.host}:{spec.public.port}",
             *self._connection_rules(),
-            "    # Wait for the whole request body (up to tune.bufsize) before any rule runs: needed to",
-            "    # read the Gradio session from a queue/join body, to check body sizes, and to replay.",
-            "    option http-buffer-request",
             "    # Our own answers: a readable page for browsers, JSON for API clients.",
             "    acl wants_html req.hdr(accept) -m sub text/html",
             *self._identity_rules(),
             "    # Request line + headers beyond this are refused before anything else.",
             *_answer(431, "headers_too_large", f"The request headers are larger than {limits.max_header_bytes} bytes.",
                      f"{{ req.hdrs,length gt {limits.max_header_bytes} }}", "Request headers too large"),
+            *self._path_rules(),
             *self._host_rules(),
-        ]
-        if self.users:
-            lines += [
-                "    # HTTP basic auth for the whole site.",
-                '    http-request auth realm "portrait-ha" unless { http_auth(site_users) }',
-            ]
-        lines += [
+            *self._connection_cap_rules(),
+            *(self.login.rules() if self.login else []),
             "    # Answered here, never by a node: public probes learn nothing about the inside.",
             "    http-request return status 200 content-type application/json string "
-            "'{\"status\": \"ok\"}' if { path /healthz }",
+            f"'{{\"status\": \"ok\"}}' if {{ var(txn.path) -m str {HEALTH_PATH} }}",
+            f"    acl is_ready var(txn.path) -m str {READY_PATH}",
             "    http-request return status 200 content-type application/json string '{\"ready\": true}'"
-            f" if {{ path /readyz }} {{ nbsrv({WEBS_BACKEND}) gt 0 }} {{ nbsrv({WORKERS_BACKEND}) gt 0 }}",
+            f" if is_ready {{ nbsrv({WEBS_BACKEND}) gt 0 }} {{ nbsrv({WORKERS_BACKEND}) gt 0 }}",
             "    http-request return status 503 content-type application/json hdr Retry-After 5 string "
-            "'{\"ready\": false}' if { path /readyz }",
-            "    # A node's own counters (metrics, requests in flight) are for its host, not the public.",
-            *_answer(404, "not_found", "Not found.", f"{{ path {METRICS_PATH} {TRAFFIC_PATH} }}", "Not found"),
-            f"    acl is_rest path {' '.join(JOB_PATHS)}",
-            *self._job_acls(),
-            *self._client_limit_rules(),
+            "'{\"ready\": false}' if is_ready",
+            "    # A node's own counters (metrics, requests in flight) are for its host, not the public;",
+            "    # Gradio's direct routes run events outside its queue and around its limits.",
+            f"    acl internal var(txn.path) -m str {METRICS_PATH} {TRAFFIC_PATH}",
+            f"    acl internal var(txn.path) -m beg {' '.join(DIRECT_RUN_PATHS)}",
+            *_answer(404, "not_found", "Not found.", "internal", "Not found"),
+            f"    acl is_rest var(txn.path) -m str {' '.join(JOB_PATHS)}",
             *self._body_rules(),
+            *self._job_rules(),
+            *self._rate_rules(),
             *self._cross_site_rules(),
             *self._availability_rules(),
+            *self._job_count_rules(),
             *self._affinity_rules(),
             "    # UI requests in flight per persistence cookie value (the node a client is stuck to, even",
             "    # while that node is out): a rolling restart gives a restarted web front its clients back",
@@ -514,17 +485,31 @@ class HAProxyConfigRenderer:
         return lines
 
     @staticmethod
-    def _job_acls() -> list[str]:
-        job_paths = [
-            f"path {' '.join(JOB_PATHS)}",
-            "path_end /queue/join",
-            "method POST path_beg /gradio_api/call/ /gradio_api/run/",
-        ]
+    def _path_rules() -> list[str]:
+        detail = "The path is not valid percent-encoding."
         return [
-            "    # Requests that start a generation (REST, Gradio's queue and call APIs).",
-            *(f"    acl is_job {match}" for match in job_paths),
-            "    # Requests a foreign page must not make a browser send: jobs and uploads.",
-            *(f"    acl is_guarded {match}" for match in [*job_paths, "path_end /upload"]),
+            "    # The path as the nodes route it (they decode %XX once): every path rule reads this, so",
+            "    # /%74raffic is /traffic here too. A path that does not decode cleanly is refused.",
+            "    http-request set-var(txn.path) path,url_dec",
+            *_answer(400, "bad_path", detail, "!{ var(txn.path) -m found }", "Bad path"),
+            *_answer(400, "bad_path", detail, "{ path -m sub %00 }", "Bad path"),
+        ]
+
+    @staticmethod
+    def _job_rules() -> list[str]:
+        """The one definition of a job request, used by every limit (rate, cross-site)."""
+        return [
+            "    # Requests that start a generation: REST jobs, Gradio's call API, and a queue/join for one",
+            "    # of the page's job events (by fn_index; a join whose body names none counts too).",
+            "    acl is_join var(txn.path) -m end /queue/join",
+            f"    acl job_event req.body,json_query('$.fn_index') -m int {' '.join(map(str, JOB_EVENT_INDICES))}",
+            "    acl named_event req.body,json_query('$.fn_index') -m found",
+            "    http-request set-var(txn.job) bool(1) if is_rest",
+            "    http-request set-var(txn.job) bool(1) if METH_POST { var(txn.path) -m beg /gradio_api/call/ }",
+            "    http-request set-var(txn.job) bool(1) if is_join job_event || is_join !named_event",
+            "    acl is_job var(txn.job) -m bool",
+            "    # Requests a foreign page must not make a browser send: anything but a read.",
+            "    acl is_guarded method POST PUT PATCH DELETE",
         ]
 
     def _connection_rules(self) -> list[str]:
@@ -540,9 +525,10 @@ class HAProxyConfigRenderer:
             f"    tcp-request connection reject if {{ sc_conn_cur(0) gt {2 * connections} }}",
         ]
 
-    def _client_limit_rules(self) -> list[str]:
+    def _connection_cap_rules(self) -> list[str]:
+        """Requests on a client's connections beyond its cap: 429 before any costly rule (password, body)."""
         spec = self.spec
-        connections, rate = spec.max_client_connections, spec.rate_limit_per_minute
+        connections = spec.max_client_connections
         lines = []
         if connections and spec.limits.rate_limit_key != "src":
             lines += [
@@ -559,13 +545,19 @@ class HAProxyConfigRenderer:
                          headers="hdr Retry-After 5"),
             ]
         else:
-            lines.append("    # Per-client connection cap: off (limits.max_client_connections; on when exposed).")
+            lines.append("    # Per-client connection cap: off (limits.max_client_connections).")
+        return lines
+
+    def _rate_rules(self) -> list[str]:
+        rate = self.spec.rate_limit_per_minute
+        lines = []
         if rate:
             detail = f"At most {rate} generations a minute per client; retry later."
             lines += [
-                f"    # At most {rate} generations a minute per client (table: backend {RATES_TABLE}).",
-                f"    http-request track-sc1 var(txn.client) table {RATES_TABLE} if is_job",
-                *_answer(429, "rate_limited", detail, f"is_job {{ sc_http_req_rate(1,{RATES_TABLE}) gt {rate} }}",
+                f"    # At most {rate} generations a minute per client (table: backend {RATES_TABLE}); read here,",
+                "    # counted only once a job passed every rule (a refused request never counts).",
+                *_answer(429, "rate_limited", detail,
+                         f"is_job {{ var(txn.client),table_http_req_rate({RATES_TABLE}) ge {rate} }}",
                          "Too many requests", headers="hdr Retry-After 60"),
             ]
         else:
@@ -574,9 +566,9 @@ class HAProxyConfigRenderer:
 
     def _body_rules(self) -> list[str]:
         limits = self.spec.limits
-        whole, rest = limits.max_body_bytes, limits.rest_body_bytes
+        whole, rest, bodies = limits.max_body_bytes, limits.rest_body_bytes, limits.max_client_bodies
         rest_detail = f"A REST job body may be at most {rest} bytes; send larger photos through the Gradio API."
-        return [
+        lines = [
             "    # Body sizes: declared (Content-Length) for every route; counted for REST jobs, whose",
             "    # whole body must fit in the buffer (chunked bodies included). Larger streamed bodies",
             "    # (Gradio uploads) are counted by the web front.",
@@ -584,8 +576,32 @@ class HAProxyConfigRenderer:
                      f"{{ req.hdr_val(content-length) gt {whole} }}", "Request too large"),
             *_answer(413, "request_too_large", rest_detail, f"is_rest {{ req.hdr_val(content-length) gt {rest} }}",
                      "Request too large"),
+            "    acl has_body req.hdr_val(content-length) gt 0",
+            "    acl has_body req.hdr(transfer-encoding) -m found",
+        ]
+        if bodies:
+            lines += [
+                f"    # At most {bodies} requests with a body in flight per client (table: backend {BODIES_TABLE}):",
+                "    # each holds up to tune.bufsize of memory while it arrives.",
+                f"    http-request track-sc6 var(txn.client) table {BODIES_TABLE} if has_body",
+                *_answer(429, "too_many_bodies",
+                         f"At most {bodies} requests with a body at once per client; wait for one to finish.",
+                         f"has_body {{ sc_conn_cur(6) gt {bodies} }}", "Too many uploads", headers="hdr Retry-After 5"),
+            ]
+        return lines + [
+            "    # Then the whole body (up to tune.bufsize) is received before any later rule: to read the",
+            "    # Gradio event and session from a queue/join body, to count a REST body, and to replay.",
+            f"    http-request wait-for-body time {duration(limits.request_timeout)} if has_body",
             *_answer(413, "request_too_large", rest_detail, f"is_rest {{ req.body_len gt {rest} }}",
                      "Request too large"),
+        ]
+
+    def _job_count_rules(self) -> list[str]:
+        if not self.spec.rate_limit_per_minute:
+            return []
+        return [
+            "    # This job passed every rule: it counts against its client's rate.",
+            f"    http-request track-sc1 var(txn.client) table {RATES_TABLE} if is_job",
         ]
 
     @staticmethod
@@ -628,10 +644,10 @@ class HAProxyConfigRenderer:
             "    #  3. nothing: a new client is spread over the live nodes.",
             f"    http-request set-var(txn.affinity) req.cook({COOKIE_NAME})",
             "    http-request set-var(txn.affinity) url_param(session_hash) if !{ var(txn.affinity) -m found }",
-            "    http-request set-var(txn.affinity) path,field(4,/) if !{ var(txn.affinity) -m found }"
-            " { path_beg /gradio_api/heartbeat/ }",
+            "    http-request set-var(txn.affinity) var(txn.path),field(4,/) if !{ var(txn.affinity) -m found }"
+            " { var(txn.path) -m beg /gradio_api/heartbeat/ }",
             "    http-request set-var(txn.affinity) req.body,json_query('$.session_hash')"
-            " if !{ var(txn.affinity) -m found } { path_end /queue/join }",
+            " if !{ var(txn.affinity) -m found } is_join",
         ]
 
     def _worker_queue(self) -> str:
@@ -747,6 +763,15 @@ class HAProxyConfigRenderer:
             "# Generations each client started in the last minute (the public frontend tracks them).",
             f"backend {RATES_TABLE}",
             "    stick-table type ip size 100k expire 2m store http_req_rate(1m)",
+        )
+
+    def _bodies_table(self) -> str:
+        if not self.spec.limits.max_client_bodies:
+            return ""
+        return _block(
+            "# Requests with a body in flight per client (the public frontend tracks them).",
+            f"backend {BODIES_TABLE}",
+            "    stick-table type ip size 100k expire 2m store conn_cur",
         )
 
     @staticmethod

@@ -160,6 +160,7 @@ class LaunchSettings(BaseSettings):
         hosts = list(data.get("public_hosts") or []) + self.public_host
         if self.share:
             hosts.append(SHARE_HOST_SUFFIX)
+            data["shared"] = True
         if hosts:
             data["public_hosts"] = hosts
         if self.run_dir is not None:
