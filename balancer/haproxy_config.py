@@ -60,7 +60,11 @@ STICK_COUNTERS = 7
 """Per-client tables the public frontend tracks at once: sc0 connections, sc1 job rates, sc2 sticky UI
 requests, sc3-sc5 logins (``balancer.haproxy_login``), sc6 bodies."""
 DIRECT_RUN_PATHS = ("/gradio_api/run/", "/gradio_api/api/")
-"""Gradio routes that run an event outside its queue (and around its limits): never public."""
+"""Gradio routes that run an event outside its queue (and around its limits): never public, but for
+``PAGE_RUN_PATH``."""
+PAGE_RUN_PATH = "/gradio_api/run/predict"
+"""Where the page posts its small unqueued events (presets, sizes, reuse seed); the web front refuses a
+queued event there (``webui/web/gradio_routes.py``)."""
 
 # crypt(3) hashes HAProxy's userlist understands: SHA-256, SHA-512, yescrypt, bcrypt.
 _HASH_PATTERN = re.compile(r"^\$(5|6|y|2[aby])\$\S+$")
@@ -401,10 +405,12 @@ class HAProxyConfigRenderer:
             "    http-request return status 503 content-type application/json hdr Retry-After 5 string "
             "'{\"ready\": false}' if is_ready",
             "    # A node's own counters (metrics, requests in flight) are for its host, not the public;",
-            "    # Gradio's direct routes run events outside its queue and around its limits.",
+            "    # Gradio's direct routes run events outside its queue and around its limits (the page's own",
+            "    # unqueued events excepted: the web front refuses a queued one there).",
             f"    acl internal var(txn.path) -m str {METRICS_PATH} {TRAFFIC_PATH}",
             f"    acl internal var(txn.path) -m beg {' '.join(DIRECT_RUN_PATHS)}",
-            *_answer(404, "not_found", "Not found.", "internal", "Not found"),
+            f"    acl page_run var(txn.path) -m str {PAGE_RUN_PATH}",
+            *_answer(404, "not_found", "Not found.", "internal !page_run", "Not found"),
             f"    acl is_rest var(txn.path) -m str {' '.join(JOB_PATHS)}",
             *self._body_rules(),
             *self._job_rules(),

@@ -27,6 +27,7 @@ from balancer.haproxy_config import render_config
 from balancer.settings import LaunchSettings
 from tests.balancer_helpers import cluster_data
 from tests.test_haproxy_config import RunningBalancer, crypt_hash, running_balancer
+from webui.contract import JOB_EVENT_INDICES
 
 RATE = 3
 PER_ADDRESS = 3
@@ -79,7 +80,8 @@ def test_only_job_requests_that_pass_count_against_the_rate(edge: RunningBalance
         refused = web.post("/generate", json={}, headers={"Sec-Fetch-Site": "cross-site"})
         assert refused.status_code == 403  # refused by a later rule: not counted either
         jobs = [web.post("/generate", json={}).status_code for _ in range(RATE - 1)]
-        jobs.append(web.post(join, json={"fn_index": 0, "session_hash": "s", "data": []}).status_code)
+        job_join = {"fn_index": JOB_EVENT_INDICES[0], "session_hash": "s", "data": []}
+        jobs.append(web.post(join, json=job_join).status_code)
         assert jobs == [200] * RATE
         limited = [web.post("/generate", json={}) for _ in range(5)]
         assert [answer.status_code for answer in limited] == [429] * 5
@@ -92,7 +94,7 @@ def test_only_job_requests_that_pass_count_against_the_rate(edge: RunningBalance
 # --- 3. percent-encoded paths meet the same rules ----------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/%74raffic", "/%6Detrics", "/gradio_api/%72un/predict", "/gradio_api%2Fapi/predict"])
+@pytest.mark.parametrize("path", ["/%74raffic", "/%6Detrics", "/gradio_api/%72un/generate", "/gradio_api%2Fapi/predict"])
 def test_encoded_internal_paths_are_refused(edge: RunningBalancer, path: str) -> None:
     with client(edge, fresh_address()) as web:
         answer = web.post(path, json={"data": []})
@@ -118,13 +120,20 @@ def test_encoded_job_path_counts_as_a_job(edge: RunningBalancer) -> None:
 # --- Gradio's direct routes ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/gradio_api/run/predict", "/gradio_api/api/generate"])
+@pytest.mark.parametrize("path", ["/gradio_api/run/generate", "/gradio_api/api/generate", "/gradio_api/api/predict"])
 def test_gradio_direct_routes_are_refused(edge: RunningBalancer, path: str) -> None:
     with client(edge, fresh_address()) as web:
         api = web.post(path, json={"data": []})
         page = web.post(path, json={"data": []}, headers={"Accept": "text/html"})
     assert api.status_code == 404 and api.json() == {"error": "not_found", "detail": "Not found.", "fields": []}
     assert page.status_code == 404 and page.headers["content-type"] == "text/html"
+
+
+def test_the_pages_unqueued_route_passes_to_a_web_front(edge: RunningBalancer) -> None:
+    """The page posts its presets and size changes to ``run/predict``; the web front judges the event there."""
+    with client(edge, fresh_address()) as web:
+        answer = web.post("/gradio_api/run/predict", json={"data": [], "fn_index": 5})
+    assert answer.json().get("name") == "web1"
 
 
 # --- 7. basic auth: throttled, constant cost, checked once ----------------------------------------

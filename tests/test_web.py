@@ -391,3 +391,22 @@ def test_invalid_setting_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -
     err = capsys.readouterr().err
     assert "port:" in err and "max_attempts:" in err and "'abc'" in err
     assert "Traceback" not in err
+
+
+def test_the_job_event_indices_haproxy_counts_are_the_pages_job_events(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HAProxy counts a ``queue/join`` as a generation by its ``fn_index`` (``JOB_EVENT_INDICES``): they must be
+    exactly the page's queued events that run a job, whatever order the layout registers them in."""
+    from starlette.routing import Mount
+
+    from webui.contract import JOB_EVENT_INDICES
+    from webui.settings import WebSettings
+    from webui.web.app import create_app
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", Image.MAX_IMAGE_PIXELS)  # create_app sets PIL's guard for all
+    app = create_app(WebSettings(worker_queue="http://127.0.0.1:9", node="layout"))
+    demo = next(route.app for route in app.routes if isinstance(route, Mount)).get_blocks()
+    handlers = {"ui_generate", "ui_retouch", "api_generate", "api_retouch"}
+    jobs = {index for index, function in demo.fns.items() if function.name in handlers}
+    assert len(jobs) == len(handlers)
+    assert all(demo.fns[index].queue for index in jobs)
+    assert jobs == set(JOB_EVENT_INDICES)

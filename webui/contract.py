@@ -16,9 +16,9 @@ EXIT_LOAD_FAILED = 87
 # --- the worker's HTTP API
 JOB_PATHS = ("/generate", "/generate/stream")
 """Routes that run a job: HAProxy sends them to the workers' queue."""
-JOB_EVENT_INDICES = (0, 1, 2, 3)
-"""``fn_index`` of the studio page's events that run a job (the first four it registers): a ``queue/join``
-naming one counts against HAProxy's per-client generation rate."""
+JOB_EVENT_INDICES = (1, 2, 3, 4)
+"""``fn_index`` of the studio page's events that run a job (after the examples' loader): a ``queue/join``
+naming one counts against HAProxy's per-client generation rate (``tests/test_web.py`` ties them to the page)."""
 HEALTH_PATH = "/healthz"
 """Liveness: the process serves HTTP."""
 READY_PATH = "/readyz"
