@@ -94,7 +94,8 @@ def test_only_job_requests_that_pass_count_against_the_rate(edge: RunningBalance
 # --- 3. percent-encoded paths meet the same rules ----------------------------------------------
 
 
-@pytest.mark.parametrize("path", ["/%74raffic", "/%6Detrics", "/gradio_api/%72un/generate", "/gradio_api%2Fapi/predict"])
+@pytest.mark.parametrize("path", ["/%74raffic", "/%6Detrics", "/gradio_api/%72un/generate",
+                                  "/gradio_api%2Fapi/predict"])
 def test_encoded_internal_paths_are_refused(edge: RunningBalancer, path: str) -> None:
     with client(edge, fresh_address()) as web:
         answer = web.post(path, json={"data": []})
