@@ -37,15 +37,15 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
-from balancer.haproxy import HAProxyError, HAProxyProcess, validate_config, write_config
-from balancer.haproxy_config import render_config
-from balancer.keepalived import KeepalivedChild, KeepalivedError, write_keepalived_config
-from balancer.run_dir import prepare_run_dir
-from balancer.runtime_api import AsyncRuntimeAPI
-from balancer.settings import LaunchSettings
+from balancer.config.cluster import ClusterConfigError, ClusterSpec, NodeSpec
+from balancer.config.settings import LaunchSettings
+from balancer.haproxy.config import render_config
+from balancer.haproxy.process import HAProxyError, HAProxyProcess, validate_config, write_config
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI
+from balancer.multihost.keepalived import KeepalivedChild, KeepalivedError, write_keepalived_config
 from balancer.sidecar import Sidecar, configure_logging, run_sidecar
-from balancer.supervisor import StartFailed
+from balancer.supervision.supervisor import StartFailed
+from balancer.system.run_dir import prepare_run_dir
 from webui.contract import PRIVATE_UMASK
 from webui.settings import settings_problems
 from webui.share import ShareTunnel

@@ -54,10 +54,17 @@ from pathlib import Path
 
 import uvicorn
 
-from balancer.basic_auth import BasicAuth
-from balancer.causes import DeathClassifier, KernelLog, OomKillCounter
-from balancer.children import HAProxyChild, NodeProcess
-from balancer.cluster import (
+from balancer.api.basic_auth import BasicAuth
+from balancer.api.routes import (
+    BALANCER,
+    FloatingView,
+    HAProxyView,
+    OperationRoutes,
+    PartStatus,
+    SidecarMetrics,
+    status_app,
+)
+from balancer.config.cluster import (
     DISPATCH_AGENT_PORT_OFFSET,
     LOOPBACK,
     ClusterConfigError,
@@ -68,29 +75,22 @@ from balancer.cluster import (
     load_cluster_file,
     parse_cluster,
 )
-from balancer.gate import HAProxyGate, ParkGuard, ServerKey
-from balancer.gpus import GPU_ENV
-from balancer.haproxy import HAProxyProcess, write_config
-from balancer.haproxy_config import PART_BACKENDS, StaticServers, render_config
-from balancer.host_agent import HostAgent, HostAgentUnavailable
-from balancer.keepalived import KeepalivedChild
-from balancer.node_changes import AddNode, AddNodeRequest, RemoveNode, RemoveNodeRequest
-from balancer.operations import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
-from balancer.part_tls import NodeHostTLS, ProbeTLS
-from balancer.run_dir import prepare_run_dir
-from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
-from balancer.standby import WorkerWithStandby, standby_worker
-from balancer.status import (
-    BALANCER,
-    FloatingView,
-    HAProxyView,
-    OperationRoutes,
-    PartStatus,
-    SidecarMetrics,
-    status_app,
-)
-from balancer.supervisor import ProcessSupervisor
-from balancer.traffic import HAProxyTraffic, PartTraffic, TrafficSource
+from balancer.config.gpus import GPU_ENV
+from balancer.haproxy.config import PART_BACKENDS, StaticServers, render_config
+from balancer.haproxy.gate import HAProxyGate, ParkGuard, ServerKey
+from balancer.haproxy.process import HAProxyProcess, write_config
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
+from balancer.multihost.host_agent import HostAgent, HostAgentUnavailable
+from balancer.multihost.keepalived import KeepalivedChild
+from balancer.multihost.part_tls import NodeHostTLS, ProbeTLS
+from balancer.operations.node_changes import AddNode, AddNodeRequest, RemoveNode, RemoveNodeRequest
+from balancer.operations.rolling import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
+from balancer.operations.traffic import HAProxyTraffic, PartTraffic, TrafficSource
+from balancer.supervision.causes import DeathClassifier, KernelLog, OomKillCounter
+from balancer.supervision.children import HAProxyChild, NodeProcess
+from balancer.supervision.standby import WorkerWithStandby, standby_worker
+from balancer.supervision.supervisor import ProcessSupervisor
+from balancer.system.run_dir import prepare_run_dir
 from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")

@@ -58,9 +58,9 @@ from dataclasses import dataclass, field
 
 import psutil
 
-from balancer.ctl import PASSWORD_ENV
-from balancer.haproxy import status_is_out, status_is_up
-from balancer.haproxy_config import PART_BACKENDS
+from balancer.cli.ctl import PASSWORD_ENV
+from balancer.haproxy.config import PART_BACKENDS
+from balancer.haproxy.process import status_is_out, status_is_up
 from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
 from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster

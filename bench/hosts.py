@@ -30,7 +30,7 @@ from pathlib import Path
 import httpx
 
 from assets.build_demo_model import ensure_demo_model
-from balancer.cluster import HealthSpec, load_cluster_file
+from balancer.config.cluster import HealthSpec, load_cluster_file
 from bench.cli import prepare_lab_run
 from bench.harness.hosts import (
     BALANCER,

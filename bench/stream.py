@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
-from balancer.haproxy_config import WORKERS_BACKEND, render_config
+from balancer.haproxy.config import WORKERS_BACKEND, render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from bench.cli import prepare_run
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until

@@ -23,10 +23,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from balancer.certs import Identity, Plan
-from balancer.cluster import ClusterSpec, parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
-from balancer.haproxy_config import WORKERS_BACKEND, render_config
+from balancer.config.cluster import ClusterSpec, parse_cluster
+from balancer.haproxy.config import WORKERS_BACKEND, render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
+from balancer.multihost.certs import Identity, Plan
 from bench.cli import prepare_run
 from bench.harness.clients import Job, RestClient
 from bench.harness.processes import Processes, free_port

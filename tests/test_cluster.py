@@ -26,9 +26,9 @@ import yaml
 from gradio_client import Client
 from pydantic_settings import CliApp
 
-from balancer.haproxy import status_is_out, status_is_up
-from balancer.haproxy_config import WEBS_BACKEND
-from balancer.settings import LaunchSettings
+from balancer.config.settings import LaunchSettings
+from balancer.haproxy.config import WEBS_BACKEND
+from balancer.haproxy.process import status_is_out, status_is_up
 from bench.harness.clients import GradioApiClient, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call

@@ -16,15 +16,15 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from balancer.basic_auth import BasicAuth
-from balancer.cluster import local_nodes, parse_cluster
-from balancer.ctl import PASSWORD_ENV, format_status
-from balancer.gate import HAProxyGate
-from balancer.haproxy_config import PART_BACKENDS
-from balancer.operations import OperationError
-from balancer.runtime_api import ServerState
+from balancer.api.basic_auth import BasicAuth
+from balancer.api.routes import OperationRoutes, status_app
+from balancer.cli.ctl import PASSWORD_ENV, format_status
+from balancer.config.cluster import local_nodes, parse_cluster
+from balancer.haproxy.config import PART_BACKENDS
+from balancer.haproxy.gate import HAProxyGate
+from balancer.haproxy.runtime_api import ServerState
+from balancer.operations.rolling import OperationError
 from balancer.sidecar import Sidecar, replace_flag
-from balancer.status import OperationRoutes, status_app
 from bench.harness.load import Poller
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from balancer.haproxy_config import WORKERS_BACKEND
+from balancer.haproxy.config import WORKERS_BACKEND
 from bench.harness.processes import REPO, Processes, free_port
 from tests.balancer_helpers import wait_status
 from tests.helpers import record_figures

@@ -24,13 +24,13 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic_settings import CliApp
 from starlette.testclient import TestClient
 
-import balancer.gpus as gpus
-from balancer.basic_auth import BasicAuth
-from balancer.cluster import ClusterConfigError, parse_cluster
-from balancer.gpus import Gpu, GpuAssignmentError, assign_gpus
-from balancer.settings import LaunchSettings
+import balancer.config.gpus as gpus
+from balancer.api.basic_auth import BasicAuth
+from balancer.api.routes import PartStatus, SidecarMetrics, status_app, status_document
+from balancer.config.cluster import ClusterConfigError, parse_cluster
+from balancer.config.gpus import Gpu, GpuAssignmentError, assign_gpus
+from balancer.config.settings import LaunchSettings
 from balancer.sidecar import Sidecar
-from balancer.status import PartStatus, SidecarMetrics, status_app, status_document
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data

@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from balancer.cluster import load_cluster_file, parse_cluster
-from balancer.ctl import PASSWORD_ENV
-from balancer.haproxy_config import WORKERS_BACKEND
+from balancer.cli.ctl import PASSWORD_ENV
+from balancer.config.cluster import load_cluster_file, parse_cluster
+from balancer.haproxy.config import WORKERS_BACKEND
 from bench.harness.hosts import BALANCER, STANDIN_WORKER, HostsCluster
 from bench.harness.load import OK, Clock, FewestUp, Record, mixed_clients, under_load
 from bench.harness.netns import NetworkLab, missing_for_labs

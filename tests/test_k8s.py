@@ -16,10 +16,10 @@ import yaml
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from balancer.cluster import parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, validate_config, write_config
-from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, HAProxyConfigRenderer
-from balancer.k8s import BALANCER, STATS_PASSWORD_ENV, WEB, WORKER, DnsServers
+from balancer.config.cluster import parse_cluster
+from balancer.deploy.k8s import BALANCER, STATS_PASSWORD_ENV, WEB, WORKER, DnsServers
+from balancer.haproxy.config import WEBS_BACKEND, WORKERS_BACKEND, HAProxyConfigRenderer
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, validate_config, write_config
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import cluster_data, fake_command

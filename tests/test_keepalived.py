@@ -16,13 +16,13 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from balancer.basic_auth import BasicAuth
-from balancer.cluster import ClusterConfigError, load_cluster_file, parse_cluster
-from balancer.ctl import format_status
-from balancer.haproxy import HAProxyProcess, write_config
-from balancer.haproxy_config import render_config
-from balancer.keepalived import CHECK_SCRIPT, NOTIFY_SCRIPT, render_keepalived_config, vrrp_state_path
-from balancer.status import FloatingView, SidecarMetrics, status_app
+from balancer.api.basic_auth import BasicAuth
+from balancer.api.routes import FloatingView, SidecarMetrics, status_app
+from balancer.cli.ctl import format_status
+from balancer.config.cluster import ClusterConfigError, load_cluster_file, parse_cluster
+from balancer.haproxy.config import render_config
+from balancer.haproxy.process import HAProxyProcess, write_config
+from balancer.multihost.keepalived import CHECK_SCRIPT, NOTIFY_SCRIPT, render_keepalived_config, vrrp_state_path
 from bench.harness.processes import REPO
 from tests.balancer_helpers import cluster_data
 

@@ -22,8 +22,8 @@ import httpx
 import psutil
 import pytest
 
-from balancer.ctl import PASSWORD_ENV
-from balancer.haproxy_config import WORKERS_BACKEND
+from balancer.cli.ctl import PASSWORD_ENV
+from balancer.haproxy.config import WORKERS_BACKEND
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import OK, Clock, FewestUp, LoadClient, mixed_clients, under_load
 from bench.harness.processes import Processes

@@ -21,8 +21,8 @@ import psutil
 import pytest
 from pydantic_settings import CliApp
 
-from balancer.cluster import ClusterConfigError, parse_cluster
-from balancer.settings import LaunchSettings
+from balancer.config.cluster import ClusterConfigError, parse_cluster
+from balancer.config.settings import LaunchSettings
 from bench.harness.clients import CallFailed, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import REPO, Processes

@@ -27,9 +27,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from gradio_client import Client
 
-from balancer.cluster import ClusterConfigError, parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, find_haproxy, validate_config, write_config
-from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, config_path_arg, render_config
+from balancer.config.cluster import ClusterConfigError, parse_cluster
+from balancer.haproxy.config import WEBS_BACKEND, WORKERS_BACKEND, config_path_arg, render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, find_haproxy, validate_config, write_config
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import assert_refused, client_context, cluster_data
@@ -391,7 +391,7 @@ def test_node_host_servers_use_mutual_tls_and_a_plain_agent_check(certs: Path, t
 
 
 def test_a_node_host_serves_with_its_certificate_and_probes_with_a_throwaway_ca(certs: Path, tmp_path: Path) -> None:
-    from balancer.part_tls import NodeHostTLS
+    from balancer.multihost.part_tls import NodeHostTLS
     from balancer.sidecar import part_command
 
     spec = node_host_spec(certs, tmp_path)

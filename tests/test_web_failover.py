@@ -22,9 +22,9 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from balancer.cluster import parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
-from balancer.haproxy_config import WORKERS_BACKEND, render_config
+from balancer.config.cluster import parse_cluster
+from balancer.haproxy.config import WORKERS_BACKEND, render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import cluster_data

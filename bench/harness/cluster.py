@@ -28,9 +28,9 @@ import httpx
 import psutil
 import yaml
 
-from balancer.cluster import ClusterSpec, parse_cluster
-from balancer.haproxy import RuntimeAPI, ServerStatus, status_is_up
-from balancer.haproxy_config import PART_BACKENDS, WORKERS_BACKEND
+from balancer.config.cluster import ClusterSpec, parse_cluster
+from balancer.haproxy.config import PART_BACKENDS, WORKERS_BACKEND
+from balancer.haproxy.process import RuntimeAPI, ServerStatus, status_is_up
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from webui.settings import default_cache_dir

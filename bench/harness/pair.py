@@ -26,9 +26,9 @@ import httpx
 import psutil
 import yaml
 
-from balancer.ctl import DEFAULT_SIDECAR
-from balancer.haproxy import RuntimeAPI
-from balancer.haproxy_config import COOKIE_NAME
+from balancer.cli.ctl import DEFAULT_SIDECAR
+from balancer.haproxy.config import COOKIE_NAME
+from balancer.haproxy.process import RuntimeAPI
 from bench.harness.hosts import BALANCER, DEMO_WORKER, JOB, NODE_HOSTS, PUBLIC_PORT, HostsCluster
 from bench.harness.netns import NetworkLab
 from bench.harness.waiting import wait_until

@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from balancer.cluster import ClusterConfigError, ClusterSpec, load_cluster_file, local_nodes, parse_cluster
-from balancer.gpus import CPU_NODES, assign_gpus, list_gpus
+from balancer.config.cluster import ClusterConfigError, ClusterSpec, load_cluster_file, local_nodes, parse_cluster
+from balancer.config.gpus import CPU_NODES, assign_gpus, list_gpus
 from webui.settings import WebSettings, WorkerSettings
 from webui.share import SHARE_HOST_SUFFIX
 

@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
-from balancer.haproxy_config import STICKY_TABLE
-from balancer.host_agent import HostAgent
-from balancer.operations import Traffic
-from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
+from balancer.haproxy.config import STICKY_TABLE
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
+from balancer.multihost.host_agent import HostAgent
+from balancer.operations.rolling import Traffic
 from webui.contract import TRAFFIC_PATH
 
 if TYPE_CHECKING:
-    from balancer.gate import HAProxyGate
-    from balancer.part_tls import ProbeTLS
-    from balancer.supervisor import ProcessSupervisor
+    from balancer.haproxy.gate import HAProxyGate
+    from balancer.multihost.part_tls import ProbeTLS
+    from balancer.supervision.supervisor import ProcessSupervisor
 
 PartsOf = Callable[[str], "list[ProcessSupervisor]"]
 """Node -> the supervisors of its parts (``Sidecar.parts_of``)."""

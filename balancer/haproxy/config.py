@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
-from balancer.host_agent import agent_send
+from balancer.config.cluster import ClusterConfigError, ClusterSpec, NodeSpec
+from balancer.multihost.host_agent import agent_send
 from webui.contract import (
     HEALTH_PATH,
     INFO_PATH,

@@ -49,9 +49,9 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from balancer.cluster import LOOPBACK
-from balancer.gate import ServerKey
-from balancer.runtime_api import ServerState
+from balancer.config.cluster import LOOPBACK
+from balancer.haproxy.gate import ServerKey
+from balancer.haproxy.runtime_api import ServerState
 
 logger = logging.getLogger("balancer.host_agent")
 

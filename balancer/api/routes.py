@@ -64,11 +64,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from balancer.basic_auth import BasicAuth
-from balancer.causes import Death, DeathCause
-from balancer.gpus import gpu_facts
-from balancer.operations import OperationBusy, OperationError
-from balancer.runtime_api import ServerStatus, parse_servers
+from balancer.api.basic_auth import BasicAuth
+from balancer.config.gpus import gpu_facts
+from balancer.haproxy.runtime_api import ServerStatus, parse_servers
+from balancer.operations.rolling import OperationBusy, OperationError
+from balancer.supervision.causes import Death, DeathCause
 from webui.contract import VRRP_STATES
 
 GpuFacts = dict[str, dict[str, object]]

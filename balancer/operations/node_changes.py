@@ -21,9 +21,9 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from balancer.cluster import NodeSpec
-from balancer.operations import NodeControl, NodeFailed, OperationReport, RollingRestart, RollingRestartRequest
-from balancer.runtime_api import ServerStatus
+from balancer.config.cluster import NodeSpec
+from balancer.haproxy.runtime_api import ServerStatus
+from balancer.operations.rolling import NodeControl, NodeFailed, OperationReport, RollingRestart, RollingRestartRequest
 
 
 class AddNodeRequest(BaseModel):

@@ -29,11 +29,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from balancer.children import NodeProcess
-from balancer.cluster import SidecarSpec
-from balancer.hang import ProbeAnswer
-from balancer.restart_policy import RestartPolicy
-from balancer.supervisor import StartFailed
+from balancer.config.cluster import SidecarSpec
+from balancer.supervision.children import NodeProcess
+from balancer.supervision.hang import ProbeAnswer
+from balancer.supervision.restart_policy import RestartPolicy
+from balancer.supervision.supervisor import StartFailed
 from webui.contract import STANDBY_GO_SIGNAL
 from webui.tasks import cancel_and_wait
 

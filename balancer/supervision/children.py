@@ -22,14 +22,14 @@ from pathlib import Path
 import httpx
 import psutil
 
-from balancer.gate import HAProxyGate
-from balancer.hang import ProbeAnswer
-from balancer.haproxy import HAProxyError, HAProxyProcess
-from balancer.lifetime import terminate_with_parent
-from balancer.part_tls import ProbeTLS
-from balancer.run_dir import open_private_log, private_dir
-from balancer.runtime_api import AsyncRuntimeAPI, ServerState
-from balancer.supervisor import StartFailed
+from balancer.haproxy.gate import HAProxyGate
+from balancer.haproxy.process import HAProxyError, HAProxyProcess
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI, ServerState
+from balancer.multihost.part_tls import ProbeTLS
+from balancer.supervision.hang import ProbeAnswer
+from balancer.supervision.supervisor import StartFailed
+from balancer.system.lifetime import terminate_with_parent
+from balancer.system.run_dir import open_private_log, private_dir
 from webui.contract import STALLED_KEY
 
 logger = logging.getLogger("balancer.sidecar")

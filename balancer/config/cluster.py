@@ -28,7 +28,7 @@ import psutil
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from balancer.certs import QUEUE_CA_CERT, QUEUE_SUFFIX
+from balancer.multihost.certs import QUEUE_CA_CERT, QUEUE_SUFFIX
 from webui.settings import WebSettings, WorkerSettings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pynvml
 
-from balancer.cluster import ClusterConfigError
+from balancer.config.cluster import ClusterConfigError
 
 logger = logging.getLogger("balancer.gpus")
 

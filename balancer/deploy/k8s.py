@@ -31,8 +31,8 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
-from balancer.cluster import ClusterConfigError, ClusterSpec, load_cluster_file, parse_cluster
-from balancer.haproxy_config import COOKIE_NAME, COOKIE_OPTIONS, HAProxyConfigRenderer
+from balancer.config.cluster import ClusterConfigError, ClusterSpec, load_cluster_file, parse_cluster
+from balancer.haproxy.config import COOKIE_NAME, COOKIE_OPTIONS, HAProxyConfigRenderer
 from webui.contract import HEALTH_PATH, READY_PATH
 from webui.settings import WebSettings, WorkerSettings
 

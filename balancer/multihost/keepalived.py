@@ -21,10 +21,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from balancer.children import CommandProcess
-from balancer.cluster import BalancerHostSpec, ClusterConfigError, ClusterSpec, local_addresses
-from balancer.hang import ProbeAnswer
-from balancer.runtime_api import ServerState
+from balancer.config.cluster import BalancerHostSpec, ClusterConfigError, ClusterSpec, local_addresses
+from balancer.haproxy.runtime_api import ServerState
+from balancer.supervision.children import CommandProcess
+from balancer.supervision.hang import ProbeAnswer
 from webui.contract import VRRP_STATES
 
 logger = logging.getLogger(__name__)

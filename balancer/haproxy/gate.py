@@ -9,7 +9,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState
 
 logger = logging.getLogger("balancer.sidecar")
 

@@ -27,9 +27,9 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from balancer.certs import CertificateAuthority, Identity, write_private
-from balancer.cluster import ClusterSpec, NodeHostSpec
-from balancer.run_dir import private_dir
+from balancer.config.cluster import ClusterSpec, NodeHostSpec
+from balancer.multihost.certs import CertificateAuthority, Identity, write_private
+from balancer.system.run_dir import private_dir
 
 logger = logging.getLogger("balancer.part_tls")
 

@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from balancer.causes import Death, DeathCause, DeathClassifier
-from balancer.cluster import SidecarSpec
-from balancer.hang import HangDetector, ProbeAnswer
-from balancer.restart_policy import RestartPolicy
-from balancer.runtime_api import ServerState
-from balancer.status import PartState, PartStatus, SidecarMetrics
+from balancer.api.routes import PartState, PartStatus, SidecarMetrics
+from balancer.config.cluster import SidecarSpec
+from balancer.haproxy.runtime_api import ServerState
+from balancer.supervision.causes import Death, DeathCause, DeathClassifier
+from balancer.supervision.hang import HangDetector, ProbeAnswer
+from balancer.supervision.restart_policy import RestartPolicy
 
 logger = logging.getLogger("balancer.sidecar")
 

@@ -19,9 +19,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from balancer.lifetime import terminate_with_parent
-from balancer.run_dir import open_private_log, write_private_file
-from balancer.runtime_api import RuntimeAPI, ServerState, ServerStatus, status_is_out, status_is_up
+from balancer.haproxy.runtime_api import RuntimeAPI, ServerState, ServerStatus, status_is_out, status_is_up
+from balancer.system.lifetime import terminate_with_parent
+from balancer.system.run_dir import open_private_log, write_private_file
 
 __all__ = [
     "HAProxyError", "HAProxyProcess", "RuntimeAPI", "ServerState", "ServerStatus", "status_is_out", "status_is_up",

@@ -48,8 +48,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 if TYPE_CHECKING:
-    from balancer.gate import ParkGuard
-    from balancer.supervisor import ProcessSupervisor
+    from balancer.haproxy.gate import ParkGuard
+    from balancer.supervision.supervisor import ProcessSupervisor
 
 logger = logging.getLogger("balancer.sidecar")
 
