@@ -21,10 +21,10 @@ launch.py exits 0.
 
 ``--role`` splits this over machines, all from one cluster file: ``balancer`` runs HAProxy and
 its sidecar only; ``node`` runs one node host's nodes under a sidecar without HAProxy, which
-answers HAProxy's agent checks (``balancer.host_agent``) so that every balancer learns each part's state.
+answers HAProxy's agent checks (``balancer.multihost.host_agent``) so that every balancer learns each part's state.
 With ``floating`` and ``balancers`` in the cluster file, each balancer (``--role balancer`` or
 ``all``) also runs keepalived, which moves the floating address to a healthy balancer
-(``balancer.keepalived``; root, ``--balancer NAME`` unless its address tells).
+(``balancer.multihost.keepalived``; root, ``--balancer NAME`` unless its address tells).
 """
 
 from __future__ import annotations

@@ -5,15 +5,15 @@
 
 ``launch.py`` runs the sidecar in its own process, with HAProxy.
 
-Each supervised process has one ``ProcessSupervisor`` (``balancer.supervisor``: start, probe,
-restart with backoff, crash loop, ``POST /retry``) over a ``Child`` (``balancer.children``):
+Each supervised process has one ``ProcessSupervisor`` (``balancer.supervision.supervisor``: start, probe,
+restart with backoff, crash loop, ``POST /retry``) over a ``Child`` (``balancer.supervision.children``):
 
 - each managed node part (web front, worker): started in its own process group, output
   appended to ``RUN_DIR/logs/NODE-PART.log`` (a web front gets its own Gradio temp dir,
   ``RUN_DIR/gradio/NODE``), probed over HTTP (workers: ``/readyz``, model loaded and warm; web
   fronts: ``/healthz``, HAProxy's own checks decide readiness); its server is in ``maint``
   until it answers, ``ready`` then, ``maint`` first thing when it dies; a worker with a ``gpu``
-  gets ``CUDA_VISIBLE_DEVICES=GPU`` and ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (``balancer.gpus``);
+  gets ``CUDA_VISIBLE_DEVICES=GPU`` and ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (``balancer.config.gpus``);
 - HAProxy, when given (``launch.py`` gives it): started before any node part (if that first
   start fails, ``run`` raises ``StartFailed`` with HAProxy's alerts), probed over its runtime
   API, restarted under the same policy; after each (re)start every server's state is told to
@@ -24,18 +24,18 @@ is set to ``drain``, every node process gets SIGTERM, then SIGKILL after ``stop_
 whole process group, so nothing is orphaned), then ``maint``; then HAProxy stops. HAProxy's
 runtime API is spoken asynchronously (``AsyncRuntimeAPI``), the kernel log and NVML's GPU facts
 read in threads, so nothing blocks the loop. ``/status`` and ``/metrics`` are served on the
-sidecar's port (``balancer.status``), with ``POST /retry/NODE/PART`` and the operator's drain of a
+sidecar's port (``balancer.api.routes``), with ``POST /retry/NODE/PART`` and the operator's drain of a
 node, ``POST /drain/NODE`` / ``POST /ready/NODE`` (``HAProxyGate.hold``: a drained node's servers
-stay in ``drain`` whatever their supervisors say, until ``ready``; ``python -m balancer.ctl``). Nodes are
-added and removed at runtime (``balancer.node_changes``): each node's supervisors have their own stop event
+stay in ``drain`` whatever their supervisors say, until ``ready``; ``python -m balancer.cli``). Nodes are
+added and removed at runtime (``balancer.operations.node_changes``): each node's supervisors have their own stop event
 and tasks, and haproxy.cfg is re-rendered with the current nodes for an HAProxy restart.
 
 On a node host (``--node-host``, or ``launch.py --role node``) there is no HAProxy: the sidecar
-runs that host's nodes and serves HAProxy's agent protocol (``balancer.host_agent``) so that every
+runs that host's nodes and serves HAProxy's agent protocol (``balancer.multihost.host_agent``) so that every
 balancer's HAProxy learns each part's state, the one ``HAProxyGate.effective`` computes.
 
 ``main`` (like ``launch.py``) sets a 077 umask and checks the run directory first
-(``balancer.run_dir``), so every file the sidecar and its children write is private.
+(``balancer.system.run_dir``), so every file the sidecar and its children write is private.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ class Sidecar:
         ``nodes``, when given, are the nodes to run instead (none on a balancer-only host)."""
         self.settings = spec.sidecar
         self.tls = NodeHostTLS.prepare(spec, node_host) if node_host is not None else None
-        """A node host's mutual TLS with ``tls``: its parts' flags, its probes' identity (``balancer.part_tls``)."""
+        """A node host's mutual TLS with ``tls``: its parts' flags, its probes' identity (``multihost.part_tls``)."""
         self.gate = HAProxyGate(api, pulled=node_host is not None)
         self.view_api = AsyncRuntimeAPI(api.socket_path, timeout=VIEW_TIMEOUT) if api is not None else None
         self.metrics = SidecarMetrics()
@@ -514,7 +514,7 @@ class Sidecar:
     def reachable_web_fronts(self) -> list[str]:
         """Every web front of the cluster that a node host can ask for its counts: not one on a loopback
         address, which only its own host reaches; with mutual TLS only this host's own (another host's parts
-        trust the balancers and their own sidecar, not this one: ``balancer.part_tls``)."""
+        trust the balancers and their own sidecar, not this one: ``balancer.multihost.part_tls``)."""
         own = {node.name for node in self.spec.nodes_on(self.node_host.name)} if self.node_host else set()
         return [self.spec.part_url(node, node.web) for node in self.spec.nodes
                 if node.web is not None and not ipaddress.ip_address(node.web.host).is_loopback

@@ -20,7 +20,7 @@ again:
 4. **OOM**: a job with the fault-injection marker sent to the last worker, started with
    ``PORTRAIT_FAULT_OOM_AT_STEP`` and ``--max-consecutive-ooms 1``: it fails that job with
    507 (expected, not counted) and exits with ``EXIT_OOM`` for the sidecar to restart;
-5. **rolling restart**: ``python -m balancer.ctl rolling-restart`` (``balancer.operations``):
+5. **rolling restart**: ``python -m balancer.cli rolling-restart`` (``balancer.operations.rolling``):
    node by node, drained, restarted, back; its row's "back UP" is the whole operation.
 
 A monitor polls HAProxy's runtime API (``show stat``) every 50 ms. For each failure it
@@ -33,7 +33,7 @@ minus the median before any failure: what the failure cost the job it hit. Bound
 ``--seconds`` caps the run, ``--max-requests`` each client.
 
 "Back to full capacity" is the time from the failure until every server is UP again (both
-workers serving). ``--standby`` gives every worker a warm standby (``balancer.standby``): the
+workers serving). ``--standby`` gives every worker a warm standby (``balancer.supervision.standby``): the
 benchmark waits until each is loaded before each failure, reports their resident memory, and
 writes ``bench/results/failover-standby.md`` (and ``.png``) instead.
 
@@ -341,20 +341,20 @@ class FailureScript:
 
 
     def ctl(self, *args: str) -> None:
-        """``python -m balancer.ctl ARGS`` against this cluster's sidecar; raises when it fails."""
+        """``python -m balancer.cli ARGS`` against this cluster's sidecar; raises when it fails."""
         env = {**os.environ, PASSWORD_ENV: self.cluster.spec.stats.password.get_secret_value()}
-        subprocess.run([sys.executable, "-m", "balancer.ctl", *args, "--sidecar", self.cluster.sidecar_url],
+        subprocess.run([sys.executable, "-m", "balancer.cli", *args, "--sidecar", self.cluster.sidecar_url],
                        capture_output=True, text=True, env=env, timeout=60, check=True)
 
     def rolling_restart(self) -> Failure:
-        """``python -m balancer.ctl rolling-restart``, followed to its end (the cluster's whole again then)."""
+        """``python -m balancer.cli rolling-restart``, followed to its end (the cluster's whole again then)."""
         self.cluster.wait_all_ready(self.args.recovery_timeout)
         before = {(node, part): self.cluster.pid(node, part) for node in self.cluster.node_names
                   for part in PART_BACKENDS}
         at = self.clock.now()
         env = {**os.environ, PASSWORD_ENV: self.cluster.spec.stats.password.get_secret_value()}
         result = subprocess.run(
-            [sys.executable, "-m", "balancer.ctl", "rolling-restart", "--json", "--sidecar", self.cluster.sidecar_url,
+            [sys.executable, "-m", "balancer.cli", "rolling-restart", "--json", "--sidecar", self.cluster.sidecar_url,
              "--drain-timeout", str(self.args.recovery_timeout), "--settle", str(SETTLE),
              "--timeout", str(self.args.seconds)],
             capture_output=True, text=True, env=env, timeout=self.args.seconds + 30)

@@ -6,7 +6,7 @@
 Two HAProxy instances rendered from the same cluster description, each in front of its own
 worker serving ``--model standin:SECONDS`` (``webui.worker.standin``: **not a model**, a fixed
 sleep and a real PNG, so the transport is not lost in a model's variance): one over plain HTTP,
-one over mutual TLS (``python -m balancer.certs`` certificates, ``ssl verify required``, the
+one over mutual TLS (``python -m balancer.multihost.certs`` certificates, ``ssl verify required``, the
 worker requiring a client certificate). HAProxy opens a fresh connection per job
 (``http-reuse never``), so every TLS job pays a full handshake. One client, sequential
 ``POST /generate`` on the public port, the two paths interleaved so that drift on the machine

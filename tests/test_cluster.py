@@ -371,7 +371,7 @@ def launch_settings(*flags: str) -> LaunchSettings:
 
 
 def test_launch_defaults_two_local_demo_nodes_safe_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("balancer.settings.list_gpus", list)  # a machine without GPUs (tests/test_gpus.py: with)
+    monkeypatch.setattr("balancer.config.settings.list_gpus", list)  # a machine without GPUs (tests/test_gpus.py: with)
     spec = launch_settings("--threads", "1").cluster_spec()
     assert [node.name for node in spec.nodes] == ["node1", "node2"]
     assert all(node.managed and node.worker.args[:2] == ["--model", "demo"] for node in spec.nodes)

@@ -1,4 +1,4 @@
-"""``python -m balancer.ctl`` against a real sidecar and HAProxy over stand-in nodes (``tests.test_sidecar``)."""
+"""``python -m balancer.cli`` against a real sidecar and HAProxy over stand-in nodes (``tests.test_sidecar``)."""
 
 from __future__ import annotations
 
@@ -52,11 +52,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 def ctl(cluster: SupervisedCluster, *args: str, password: str | None = STATS_PASSWORD,
         sidecar: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m balancer.ctl ARGS`` against the cluster's sidecar, the password in the environment."""
+    """Run ``python -m balancer.cli ARGS`` against the cluster's sidecar, the password in the environment."""
     env = {key: value for key, value in os.environ.items() if key != PASSWORD_ENV}
     if password is not None:
         env[PASSWORD_ENV] = password
-    command = [sys.executable, "-m", "balancer.ctl", *args, "--sidecar", sidecar or cluster.sidecar_url]
+    command = [sys.executable, "-m", "balancer.cli", *args, "--sidecar", sidecar or cluster.sidecar_url]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -331,10 +331,10 @@ def test_worker_flags_are_replaced_where_they_are_or_added() -> None:
 
 @pytest.mark.parametrize("command", ["status", "drain", "ready", "rolling-restart", "add-node", "remove-node"])
 def test_every_command_has_help(command: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "balancer.ctl", command, "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "balancer.cli", command, "--help"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0
-    assert result.stdout.startswith(f"usage: python -m balancer.ctl {command}")
+    assert result.stdout.startswith(f"usage: python -m balancer.cli {command}")
     assert "--json" in result.stdout and "--sidecar" in result.stdout
 
 

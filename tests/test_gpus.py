@@ -61,13 +61,13 @@ def test_without_gpus_two_cpu_nodes_as_before() -> None:
 
 
 def test_several_workers_per_gpu_only_when_asked_and_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="balancer.gpus"):
+    with caplog.at_level(logging.WARNING, logger="balancer.config.gpus"):
         assert assign_gpus([0, 1], None, workers_per_gpu=2) == [0, 1, 0, 1]
     assert "2 workers per GPU on GPU(s) 0,1" in caplog.text and "memory" in caplog.text
 
 
 def test_fewer_nodes_than_slots_spread_over_the_gpus(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="balancer.gpus"):
+    with caplog.at_level(logging.WARNING, logger="balancer.config.gpus"):
         assert assign_gpus([0, 1], 2, workers_per_gpu=2) == [0, 1]
     assert not caplog.records  # nobody shares: no warning
     assert assign_gpus([0, 1, 2, 3], 0) == []
@@ -86,7 +86,7 @@ def test_more_nodes_than_gpu_slots_is_a_clear_error() -> None:
 def launch_spec(monkeypatch: pytest.MonkeyPatch, seen: list[int], *flags: str):
     """The cluster ``launch.py FLAGS`` would run on a machine whose NVML sees GPUs ``seen``."""
     fake = [Gpu(index=i, name="Fake L4", uuid=f"GPU-{i}", memory_total_bytes=24 * 2**30) for i in seen]
-    monkeypatch.setattr("balancer.settings.list_gpus", lambda: fake)
+    monkeypatch.setattr("balancer.config.settings.list_gpus", lambda: fake)
     return CliApp.run(LaunchSettings, cli_args=["--threads", "1", *flags]).cluster_spec()
 
 
@@ -276,7 +276,7 @@ def test_nvml_lists_gpus_and_their_facts(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_without_nvidias_driver_nothing_and_one_info_line(no_nvml: None, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="balancer.gpus"):
+    with caplog.at_level(logging.INFO, logger="balancer.config.gpus"):
         assert gpus.list_gpus() == [] and gpus.gpu_facts() == {} and gpus.gpu_facts() == {}
     assert [record.levelno for record in caplog.records] == [logging.INFO]
     assert "no NVIDIA GPU found (NVML: NVML Shared Library Not Found)" in caplog.text

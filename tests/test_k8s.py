@@ -1,4 +1,4 @@
-"""The Kubernetes manifests (``python -m balancer.k8s``): valid against Kubernetes' own schemas
+"""The Kubernetes manifests (``python -m balancer.deploy``): valid against Kubernetes' own schemas
 (``kubernetes-validate``, offline), the balancer's haproxy.cfg accepted by ``haproxy -c``, and its
 DNS discovery (``resolvers`` + ``server-template``) working in a real HAProxy against a real DNS
 server (dnslib) on loopback."""
@@ -30,7 +30,7 @@ EXAMPLE = REPO / "assets" / "cluster.example.yaml"
 
 
 def k8s(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "balancer.k8s", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "balancer.deploy", *args], capture_output=True, text=True, timeout=60,
                           cwd=REPO)
 
 

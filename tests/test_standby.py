@@ -72,7 +72,7 @@ def cluster(model_copy: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_standby_is_off_by_default_a_launch_flag_and_a_worker_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("balancer.settings.list_gpus", list)  # a machine without GPUs
+    monkeypatch.setattr("balancer.config.settings.list_gpus", list)  # a machine without GPUs
 
     def standbys(*flags: str) -> list[bool]:
         spec = CliApp.run(LaunchSettings, cli_args=["--threads", "1", *flags]).cluster_spec()

@@ -1,6 +1,6 @@
 """Nodes accept only their balancers: mutual TLS between HAProxy and remote nodes, on loopback.
 
-``python -m balancer.certs`` makes the CAs and the certificates (its output is checked: the chains
+``python -m balancer.multihost.certs`` makes the CAs and the certificates (its output is checked: the chains
 verify, the SANs and key usages are what each role needs, the queue certificates chain to the
 queue CA only, the files are 0600, nothing is overwritten). Then a real HAProxy, rendered from a
 cluster file with ``tls``, fronts a real demo worker and a real web front that both require client
@@ -40,7 +40,7 @@ BALANCER = "lb1"
 
 def make_certs(out: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the documented certificate command."""
-    return subprocess.run([sys.executable, "-m", "balancer.certs", "--out", str(out), *args],
+    return subprocess.run([sys.executable, "-m", "balancer.multihost.certs", "--out", str(out), *args],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -439,7 +439,7 @@ def test_a_missing_own_certificate_is_one_line(certs: Path, tmp_path: Path, caps
     assert main(["--cluster", str(path), "--role", role]) == 2
     expected = {"node": f"node_hosts.gpu7.cert_file (default): {certs / 'gpu7.pem'} is not a file",
                 "balancer": f"tls.cert_file: {tmp_path / 'lb9.pem'} is not a file"}[role]
-    assert capsys.readouterr().err.strip() == f"error: {expected} (python -m balancer.certs makes it)"
+    assert capsys.readouterr().err.strip() == f"error: {expected} (python -m balancer.multihost.certs makes it)"
 
 
 @pytest.mark.parametrize("role, missing, setting", [
@@ -463,7 +463,7 @@ def test_a_missing_queue_file_is_one_line(certs: Path, tmp_path: Path, capsys: p
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(data))
     assert main(["--cluster", str(path), "--role", role]) == 2
-    expected = f"error: {setting}: {copy / missing} is not a file (python -m balancer.certs makes it)"
+    expected = f"error: {setting}: {copy / missing} is not a file (python -m balancer.multihost.certs makes it)"
     assert capsys.readouterr().err.strip() == expected
 
 
@@ -472,8 +472,8 @@ def test_the_hosts_example_with_the_documented_certificates_is_all_tls(tmp_path:
     from bench.harness.processes import REPO
 
     example = REPO / "assets" / "cluster.hosts.example.yaml"
-    command = next(line for line in example.read_text().splitlines() if "python -m balancer.certs" in line)
-    args = command.split("python -m balancer.certs", 1)[1].split()
+    command = next(line for line in example.read_text().splitlines() if "python -m balancer.multihost.certs" in line)
+    args = command.split("python -m balancer.multihost.certs", 1)[1].split()
     assert args[:2] == ["--out", "certs"]
     result = make_certs(tmp_path / "certs", *args[2:])
     assert result.returncode == 0, result.stderr

@@ -1,8 +1,8 @@
 """What the sidecar tells the outside world: ``GET /status`` (JSON), ``GET /metrics``, ``GET /healthz``,
 and the actions it takes from outside (HTTP basic auth): ``POST /retry/NODE/PART``, ``POST /drain/NODE``
-``POST /ready/NODE``, ``POST /rolling-restart`` (``balancer.operations``), ``POST /add-node`` and ``POST
-/remove-node/NODE`` (``balancer.node_changes``; an operation's progress in ``GET /operation``);
-``python -m balancer.ctl`` speaks them all.
+``POST /ready/NODE``, ``POST /rolling-restart`` (``balancer.operations.rolling``), ``POST /add-node`` and ``POST
+/remove-node/NODE`` (``balancer.operations.node_changes``; an operation's progress in ``GET /operation``);
+``python -m balancer.cli`` speaks them all.
 
 ``PartStatus`` is the record each supervisor keeps about its process; ``SidecarMetrics``
 holds the Prometheus metrics (in their own registry, not the global one); ``status_app``
@@ -25,7 +25,7 @@ when HAProxy answered the sidecar quickly.
 HAProxy (under ``launch.py``); in metrics, ``crash_looped`` and ``POST /retry`` it is the part
 ``haproxy`` of the pseudo-node ``balancer``. A worker given a GPU has ``"gpu": "1"`` (its
 ``CUDA_VISIBLE_DEVICES``). On a machine with NVIDIA GPUs, ``gpus`` has what NVML reports about
-each (``balancer.gpus.gpu_facts``) and the workers on it::
+each (``balancer.config.gpus.gpu_facts``) and the workers on it::
 
      "gpus": {"1": {"name": "NVIDIA L4", "uuid": "GPU-...", "memory_used_bytes": 9123456789,
                     "memory_total_bytes": 24152899584, "utilization_percent": 97,
@@ -72,7 +72,7 @@ from balancer.supervision.causes import Death, DeathCause
 from webui.contract import VRRP_STATES
 
 GpuFacts = dict[str, dict[str, object]]
-"""GPU index -> what NVML reports about it (``balancer.gpus.gpu_facts``)."""
+"""GPU index -> what NVML reports about it (``balancer.config.gpus.gpu_facts``)."""
 
 BALANCER = "balancer"
 """The pseudo-node HAProxy is a part of (metric labels, ``crash_looped``, ``POST /retry/balancer/haproxy``)."""
@@ -119,7 +119,7 @@ class PartStatus:
     drained: bool = False
     """An operator drained its node (``POST /drain/NODE``)."""
     standby: Callable[[], dict] | None = None
-    """A worker's warm standby's view (``balancer.standby.StandbyWorker.snapshot``), when it has one."""
+    """A worker's warm standby's view (``balancer.supervision.standby.StandbyWorker.snapshot``), when it has one."""
 
     def snapshot(self, now: float) -> dict:
         """JSON-ready view, with uptime of the current process."""

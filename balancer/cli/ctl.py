@@ -1,20 +1,20 @@
 """Control a running cluster through its sidecar.
 
-    python -m balancer.ctl status [--json]            # every node part: state, pid, GPU, restarts, queue
-    python -m balancer.ctl drain NODE [--json]        # out of rotation: in-flight requests finish, new go elsewhere
-    python -m balancer.ctl ready NODE [--json]        # back in rotation
-    python -m balancer.ctl rolling-restart [--model M] [--lora L] [--json]   # node by node, no request failed
-    python -m balancer.ctl add-node [--gpu G] [--json]          # one more node, in rotation once ready
-    python -m balancer.ctl remove-node NODE [--json]            # drained, its requests finished, stopped, gone
+    python -m balancer.cli status [--json]            # every node part: state, pid, GPU, restarts, queue
+    python -m balancer.cli drain NODE [--json]        # out of rotation: in-flight requests finish, new go elsewhere
+    python -m balancer.cli ready NODE [--json]        # back in rotation
+    python -m balancer.cli rolling-restart [--model M] [--lora L] [--json]   # node by node, no request failed
+    python -m balancer.cli add-node [--gpu G] [--json]          # one more node, in rotation once ready
+    python -m balancer.cli remove-node NODE [--json]            # drained, its requests finished, stopped, gone
 
 On a node host, run on that host, the same commands act on its own nodes through its sidecar
-(``rolling-restart`` then drains them through its host agent, ``balancer.operations``); on a balancer
+(``rolling-restart`` then drains them through its host agent, ``balancer.operations.rolling``); on a balancer
 sharing a floating address, ``status`` also says whether this balancer holds it (keepalived's state).
 
 ``status`` is read-only (``GET /status``, no password). The others need the stats page's
 user and password (``--user``, ``--password`` or, better, the ``PORTRAIT_STATS_PASSWORD`` environment
 variable: a command line is visible to every user of the machine). ``rolling-restart`` starts the
-sidecar's operation (``balancer.operations``) and follows it (``GET /operation``), printing each step.
+sidecar's operation (``balancer.operations.rolling``) and follows it (``GET /operation``), printing each step.
 Exit status: 0 done, 1 refused by the sidecar (wrong password, no such node, another operation
 running), 2 bad usage, no sidecar to talk to, or an HAProxy that did not take the change, 3 an
 operation that stopped before its end (the report says where and why); errors are one line on stderr.
@@ -192,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--password", default=os.environ.get(PASSWORD_ENV),
                         help=f"Stats page password (default: ${PASSWORD_ENV}, which is safer: not shown by ps).")
     common.add_argument("--json", action="store_true", help="Machine-readable output: the sidecar's JSON answer.")
-    parser = argparse.ArgumentParser(prog="python -m balancer.ctl", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m balancer.cli", description=__doc__.splitlines()[0],
                                      epilog="Each command has --help; its options come after it.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("status", parents=[common], help="Every node part: state, pid, GPU, restarts, queue.",
@@ -277,7 +277,7 @@ def positive(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m balancer.ctl``: the exit status."""
+    """``python -m balancer.cli``: the exit status."""
     args = build_parser().parse_args(argv)
     try:
         if args.command != "status" and not args.password:
@@ -287,7 +287,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CtlError as exc:
         print(f"ctl: {exc}", file=sys.stderr)
         return exc.exit_code
-
-
-if __name__ == "__main__":
-    sys.exit(main())

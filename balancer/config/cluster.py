@@ -6,7 +6,7 @@ an optional YAML file, see ``assets/cluster.example.yaml``). Every default lives
 
 Nodes may run on *node hosts* (``node_hosts``; ``assets/cluster.hosts.example.yaml``): machines
 whose own sidecar (``launch.py --role node``) supervises them and tells every balancer their
-states through HAProxy's agent checks (``balancer.host_agent``).
+states through HAProxy's agent checks (``balancer.multihost.host_agent``).
 
 Safe by default: the public frontend, the stats page, the runtime API and the sidecar listen on
 127.0.0.1 only; the stats page always needs a password (a random one unless you set one);
@@ -190,7 +190,7 @@ class SidecarSpec(Listener):
     hang_after: float = Field(
         2.0, gt=0, description="Seconds a started process may leave its probe unanswered while it is frozen "
         "(no CPU used, no thread runnable) before it is killed as hung; a slow or CPU-starved one is left to "
-        "stuck_after (balancer/hang.py)."
+        "stuck_after (balancer/supervision/hang.py)."
     )
     hang_cpu_seconds: float = Field(
         0.05, ge=0, description="CPU seconds a process may use within hang_after and still count as frozen."
@@ -214,7 +214,7 @@ class NodeHostSpec(_Model):
     """A machine that runs node parts under its own sidecar (``launch.py --role node``), without HAProxy.
 
     Its sidecar's *host agent* answers HAProxy's agent checks on ``address:host_agent_port`` with
-    each part's state (``balancer.host_agent``), so that every balancer learns within
+    each part's state (``balancer.multihost.host_agent``), so that every balancer learns within
     ``health.host_agent_interval`` that a part is starting, draining, restarting or dead.
     """
 
@@ -224,23 +224,23 @@ class NodeHostSpec(_Model):
         8406, ge=1, le=65535, description="TCP port of its sidecar's host agent (HAProxy agent-check)."
     )
     cert_file: Path | None = Field(
-        None, description="With tls: this host's certificate and key (python -m balancer.certs --node NAME), on this "
-        "host; its workers and web fronts serve with it. Default: NAME.pem beside tls.ca_file.",
+        None, description="With tls: this host's certificate and key (python -m balancer.multihost.certs --node "
+        "NAME), on this host; its workers and web fronts serve with it. Default: NAME.pem beside tls.ca_file.",
     )
     queue_cert_file: Path | None = Field(
         None, description="With tls and a TLS worker queue: the client certificate and key this host's web fronts "
-        "present to it (python -m balancer.certs --node NAME), on this host. Default: NAME-queue.pem beside "
+        "present to it (python -m balancer.multihost.certs --node NAME), on this host. Default: NAME-queue.pem beside "
         "tls.ca_file.",
     )
 
 
 class TLSSpec(_Model):
-    """Mutual TLS between the balancers and the nodes on other hosts (files from ``python -m balancer.certs``).
+    """Mutual TLS between the balancers and the nodes on other hosts (``python -m balancer.multihost.certs``'s files).
 
     HAProxy talks to every remote node (``managed: false``, or on a node host) over TLS, presenting
     ``cert_file`` and accepting only a node certificate that ``ca_file`` signed and that names the
     node's host (``cert_name``). A node host's parts serve with that host's certificate
-    (``node_hosts[].cert_file``) and accept only balancers (``balancer.part_tls``). Nodes on the
+    (``node_hosts[].cert_file``) and accept only balancers (``balancer.multihost.part_tls``). Nodes on the
     balancer's own host stay plain HTTP on loopback. Each host needs only ``ca_file`` and its own
     certificate: ``cert_file`` is checked where HAProxy runs, a node host's certificate on that host.
 
@@ -284,7 +284,7 @@ class BalancerHostSpec(_Model):
 
 
 class FloatingAddressSpec(_Model):
-    """The address clients use, held by one balancer at a time (keepalived, VRRP; ``balancer.keepalived``)."""
+    """The address clients use, held by one balancer at a time (keepalived, VRRP; ``balancer.multihost.keepalived``)."""
 
     address: str = Field(description="The floating IPv4 address (public.host and worker_queue.host name it too).")
     prefix: int = Field(24, ge=1, le=32, description="Its network prefix length.")
@@ -335,7 +335,7 @@ class PartSpec(_Model):
     standby: bool = Field(
         False, description="Keep a warm standby of this managed worker (workers only): a second process with "
         "the model in host memory (its RSS: the weights' size plus about 0.5 GB of imports), promoted in "
-        "seconds when the worker dies (balancer/standby.py)."
+        "seconds when the worker dies (balancer/supervision/standby.py)."
     )
 
     @property
@@ -365,8 +365,8 @@ class NodeSpec(_Model):
     worker: PartSpec | None = Field(None, description="The GPU worker.")
     cert_name: str | None = Field(
         None, pattern=NAME_PATTERN,
-        description="With tls: the name in this node host's certificate (python -m balancer.certs --node NAME); "
-        "HAProxy refuses a certificate that names another host. Default: its node_host, else the node's name.",
+        description="With tls: the name in this node host's certificate (python -m balancer.multihost.certs --node "
+        "NAME); HAProxy refuses a certificate that names another host. Default: its node_host, else the node's name.",
     )
 
     def tls_name(self) -> str:
@@ -425,7 +425,7 @@ class ClusterSpec(_Model):
     run_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}",
         description="Where haproxy.cfg, the runtime API socket, logs and Gradio temp dirs go: a directory of "
-        "this user's with mode 0700 (created so; anything else is refused, see balancer/run_dir.py).",
+        "this user's with mode 0700 (created so; anything else is refused, see balancer/system/run_dir.py).",
     )
     node_hosts: list[NodeHostSpec] = Field(
         default_factory=list, description="Machines that run nodes under their own sidecar, without HAProxy."
@@ -586,7 +586,7 @@ class ClusterSpec(_Model):
                           _label(f"{prefix}.queue_cert_file", owner.queue_cert_file)))
         for path, label in files:
             if not path.is_file():
-                raise ClusterConfigError(f"{label}: {path} is not a file (python -m balancer.certs makes it)")
+                raise ClusterConfigError(f"{label}: {path} is not a file (python -m balancer.multihost.certs makes it)")
 
     @property
     def worker_queue_tls(self) -> bool:

@@ -22,7 +22,7 @@ import pynvml
 
 from balancer.config.cluster import ClusterConfigError
 
-logger = logging.getLogger("balancer.gpus")
+logger = logging.getLogger("balancer.config.gpus")
 
 CPU_NODES = 2
 """Local nodes started by default on a machine without GPUs (or with ``--gpus none``)."""

@@ -1,7 +1,7 @@
 """Settings of ``python launch.py``: flags (and ``PORTRAIT_LAUNCH_*`` variables) -> a ``ClusterSpec``.
 
 Flags left unset keep the value from ``--cluster FILE`` or, without one, the defaults of
-``balancer.cluster`` (listeners, limits) and ``webui.settings`` (model, LoRA, ports); nothing
+``balancer.config.cluster`` (listeners, limits) and ``webui.settings`` (model, LoRA, ports); nothing
 is defaulted twice. ``python launch.py --help`` lists every flag.
 """
 

@@ -2,7 +2,7 @@
 
 Run by keepalived every ``floating.check_interval`` (``vrrp_script``), so it is standard library only
 and starts fast (``python3 -I -S haproxy_alive.py SOCKET``): a balancer whose HAProxy does not
-answer gives the floating address up (``balancer.keepalived``).
+answer gives the floating address up (``balancer.multihost.keepalived``).
 """
 
 import socket

@@ -1,7 +1,7 @@
 """What HAProxy is told about each server: ``ready``, ``drain`` or ``maint``, from the sidecar's event loop.
 
 The state is computed here once (``effective``): a local HAProxy is told it over its runtime API,
-every balancer of a node host reads it from that host's agent (``balancer.host_agent``)."""
+every balancer of a node host reads it from that host's agent (``balancer.multihost.host_agent``)."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class HAProxyGate:
     def __init__(self, api: AsyncRuntimeAPI | None, pulled: bool = False) -> None:
         self.api = api
         self.pulled = pulled
-        """HAProxy reads the states from this host's agent (``balancer.host_agent``): with no runtime API to
+        """HAProxy reads the states from this host's agent (``balancer.multihost.host_agent``): with no runtime API to
         tell, every state counts as told (HAProxy takes it within its host agent interval)."""
         self.wanted: dict[ServerKey, ServerState] = {}
         """What the supervisors asked for each server."""

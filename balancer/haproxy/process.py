@@ -4,9 +4,9 @@
   ``haproxy`` on PATH; one clear error if neither.
 - ``validate_config()``: ``haproxy -c -f FILE``.
 - ``HAProxyProcess``: HAProxy as a foreground child process (start, stop); the sidecar
-  supervises it (``balancer.children.HAProxyChild``).
+  supervises it (``balancer.supervision.children.HAProxyChild``).
 
-Its runtime API (server states, ``show stat``) is ``balancer.runtime_api``; ``RuntimeAPI``,
+Its runtime API (server states, ``show stat``) is ``balancer.haproxy.runtime_api``; ``RuntimeAPI``,
 ``ServerState``, ``ServerStatus`` and the status checks are importable from here too.
 """
 

@@ -1,4 +1,4 @@
-"""``python -m balancer.certs``: the certificates for mutual TLS between balancers and nodes.
+"""``python -m balancer.multihost.certs``: the certificates for mutual TLS between balancers and nodes.
 
 One private CA signs every certificate of a cluster:
 
@@ -8,7 +8,7 @@ One private CA signs every certificate of a cluster:
 - a **node** certificate per GPU host (``--node NAME``): *server auth* only, so a node's key
   cannot be used to call another node; nodes accept only clients whose certificate says
   *client auth*, i.e. the balancers. (A node host's sidecar probes its own parts with a
-  certificate of a throwaway CA that only that host trusts: ``balancer.part_tls``.)
+  certificate of a throwaway CA that only that host trusts: ``balancer.multihost.part_tls``.)
 
 A second private CA, the **queue CA**, signs one *client auth* certificate per balancer and node
 host (``NAME-queue.pem``): the web fronts of that host present it to the balancer's worker queue,
@@ -267,11 +267,11 @@ class Plan:
 def main(argv: list[str] | None = None) -> int:
     """Issue the cluster's certificates; exit 0, or 2 with one line on bad input."""
     parser = argparse.ArgumentParser(
-        prog="python -m balancer.certs",
+        prog="python -m balancer.multihost.certs",
         description="Make the private CAs and the certificates for mutual TLS between balancers and nodes "
         "(NAME.pem) and for the web fronts' worker queue (NAME-queue.pem).",
         epilog="Example (a balancer pair sharing floating address 10.0.0.5, two node hosts): python -m "
-        "balancer.certs --out certs --balancer lb=10.0.0.5,10.0.0.10,10.0.0.11 --node gpu1=10.0.0.21 "
+        "balancer.multihost.certs --out certs --balancer lb=10.0.0.5,10.0.0.10,10.0.0.11 --node gpu1=10.0.0.21 "
         "--node gpu2=10.0.0.22",
     )
     parser.add_argument("--out", type=Path, required=True, help="Directory for the files (created 0700).")
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         written = plan.issue()
     except (CertError, OSError) as exc:
-        print(f"python -m balancer.certs: {exc}", file=sys.stderr)
+        print(f"python -m balancer.multihost.certs: {exc}", file=sys.stderr)
         return 2
     for path in written:
         print(path)

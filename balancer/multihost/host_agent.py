@@ -53,7 +53,7 @@ from balancer.config.cluster import LOOPBACK
 from balancer.haproxy.gate import ServerKey
 from balancer.haproxy.runtime_api import ServerState
 
-logger = logging.getLogger("balancer.host_agent")
+logger = logging.getLogger("balancer.multihost.host_agent")
 
 REPLIES: dict[ServerState, str] = {"ready": "ready up", "drain": "drain up", "maint": "maint"}
 """What HAProxy's agent check is told for each server state."""

@@ -4,7 +4,7 @@ Every balancer host runs the same rendered haproxy.cfg and its own keepalived, c
 cluster file (``balancers``, ``floating``) by ``render_keepalived_config``. The healthy balancer
 with the highest priority holds the address; a holder that dies or loses its link stops its VRRP
 adverts and another takes the address about three advert intervals later; a holder whose HAProxy
-stops answering (``balancer/haproxy_alive.py``, ``vrrp_script``) gives it up at once. launch.py
+stops answering (``balancer/haproxy/alive.py``, ``vrrp_script``) gives it up at once. launch.py
 runs keepalived as a supervised child of the balancer's sidecar (``KeepalivedChild``).
 
 Sticky sessions survive the move: both HAProxies route the same way (cookie values are node names;
@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from balancer.config.cluster import BalancerHostSpec, ClusterConfigError, ClusterSpec, local_addresses
+from balancer.haproxy import alive
 from balancer.haproxy.runtime_api import ServerState
 from balancer.supervision.children import CommandProcess
 from balancer.supervision.hang import ProbeAnswer
@@ -30,7 +31,7 @@ from webui.contract import VRRP_STATES
 logger = logging.getLogger(__name__)
 
 KEEPALIVED = "keepalived"
-CHECK_SCRIPT = Path(__file__).with_name("haproxy_alive.py")
+CHECK_SCRIPT = Path(alive.__file__)
 NOTIFY_SCRIPT = Path(__file__).with_name("keepalived_notify.py")
 STATE_FILE = "keepalived.state"
 """In the run dir: this balancer's VRRP state, as keepalived's notify script last wrote it."""
@@ -52,7 +53,7 @@ def render_keepalived_config(spec: ClusterSpec, me: BalancerHostSpec) -> str:
     check = f"{sys.executable} -I -S {CHECK_SCRIPT} {spec.socket_path}"
     notify = f"{sys.executable} -I -S {NOTIFY_SCRIPT} {vrrp_state_path(spec)}"
     lines = [
-        f"# Rendered by portrait-ha (balancer/keepalived.py) for balancer {me.name}: do not edit, edit the",
+        f"# Rendered by portrait-ha (balancer/multihost/keepalived.py) for balancer {me.name}: do not edit, edit the",
         "# cluster file. keepalived moves the floating address to a healthy balancer.",
         "global_defs {",
         "    # The check runs as the user launch.py runs as (root: keepalived adds addresses).",

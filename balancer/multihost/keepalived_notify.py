@@ -1,7 +1,7 @@
 """keepalived's notify script: writes this balancer's VRRP state (MASTER, BACKUP, FAULT, STOP) to a file.
 
 keepalived runs it on every state change of the floating address's VRRP instance (``notify`` in
-keepalived.conf, rendered by ``balancer.keepalived``), as ``python3 -I -S keepalived_notify.py
+keepalived.conf, rendered by ``balancer.multihost.keepalived``), as ``python3 -I -S keepalived_notify.py
 STATE_FILE`` followed by its own arguments: ``INSTANCE NAME STATE PRIORITY``. Standard library only,
 so it starts fast. The file is replaced atomically (a reader never sees half a line); the
 balancer's sidecar reads it for ``/status``, ``/metrics`` and ``ctl status``.

@@ -1,7 +1,7 @@
 """Mutual TLS on a node host: its parts serve HTTPS to the balancers only, and its sidecar still probes them.
 
 With ``tls`` in the cluster file, every worker and web front of a node host serves with that host's
-certificate (``python -m balancer.certs --node NAME``: *server auth* only) and asks each client for
+certificate (``python -m balancer.multihost.certs --node NAME``: *server auth* only) and asks each client for
 a certificate (uvicorn's client-certificate check, ``--tls-cert``/``--tls-ca``). The balancers
 present theirs (*client auth*, from the cluster CA). The host's own sidecar must probe the parts
 too, and it is not a balancer.
@@ -31,7 +31,7 @@ from balancer.config.cluster import ClusterSpec, NodeHostSpec
 from balancer.multihost.certs import CertificateAuthority, Identity, write_private
 from balancer.system.run_dir import private_dir
 
-logger = logging.getLogger("balancer.part_tls")
+logger = logging.getLogger("balancer.multihost.part_tls")
 
 TLS_DIR = "tls"
 """Under the run directory: the probe's certificate and the parts' CA bundle."""

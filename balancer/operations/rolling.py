@@ -23,9 +23,9 @@ request and never takes more than one node out of rotation:
    node back (``UP``); next node.
 
 On a node host (``launch.py --role node``) its sidecar runs the same steps on that host's nodes
-(``python -m balancer.ctl rolling-restart --sidecar`` pointed at it): it tells every balancer each
+(``python -m balancer.cli rolling-restart --sidecar`` pointed at it): it tells every balancer each
 state through its host agent and goes on once each balancer that asks took it (``HostAgent.settled``);
-it counts the requests with the parts' own counters instead of HAProxy's (``balancer.traffic``).
+it counts the requests with the parts' own counters instead of HAProxy's (``balancer.operations.traffic``).
 
 A node that stays busy past ``drain_timeout`` is put back unrestarted; one that does not come
 back within ``ready_timeout`` is left to its supervisor. Either way the operation stops there
@@ -165,7 +165,7 @@ class NodeControl(Protocol):
         each balancer is told at a poll where ``guard`` agrees."""
 
     async def node_traffic(self, node: str) -> Traffic:
-        """Requests on the node's web front and worker (``OSError`` when unknown; ``balancer.traffic``)."""
+        """Requests on the node's web front and worker (``OSError`` when unknown; ``balancer.operations.traffic``)."""
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """UI requests that carry ``node``'s persistence cookie (``OSError`` when unknown)."""
@@ -317,7 +317,7 @@ class RollingRestart:
         return None
 
     async def node_traffic(self, node: str) -> Traffic:
-        """Requests on ``node``'s web front and worker, as its sidecar counts them (``balancer.traffic``)."""
+        """Requests on ``node``'s web front and worker, as its sidecar counts them (``balancer.operations.traffic``)."""
         return await self.control.node_traffic(node)
 
     async def wait_back(self, node: str, parts: list[ProcessSupervisor], old_pids: dict) -> float:

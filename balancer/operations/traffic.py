@@ -1,13 +1,13 @@
 """How busy a node is and whether the balancers took its state: what an operation waits on, two ways.
 
-A rolling restart (``balancer.operations``) waits until a drained node has no request in flight,
+A rolling restart (``balancer.operations.rolling``) waits until a drained node has no request in flight,
 until no request stuck to it (its persistence cookie) is in flight anywhere, and until the
 balancers have its servers in the state it was given. The balancer host's sidecar asks its HAProxy
 (``HAProxyTraffic``: ``show stat``, the sticky table); a node host's sidecar has no HAProxy, so it
 asks the parts themselves (``PartTraffic``: each part's ``GET /traffic``, ``webui.traffic``; the
 sticky requests of every web front of the cluster it can reach) and its host agent, which knows
 what it last told each balancer (``HostAgent.settled``). With mutual TLS the parts are asked as the
-sidecar's probes ask them (``balancer.part_tls``), which only this host's parts accept.
+sidecar's probes ask them (``balancer.multihost.part_tls``), which only this host's parts accept.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@
 - ``oom_exit``: the worker exited with ``EXIT_OOM`` (repeated out-of-memory errors);
 - ``load_failed``: the worker exited with ``EXIT_LOAD_FAILED`` (model missing or broken);
 - ``hung``: the supervisor killed it within seconds on evidence that it was frozen or stalled
-  (``balancer.hang``); the detail says what was seen;
+  (``balancer.supervision.hang``); the detail says what was seen;
 - ``stuck``: the supervisor killed it because it stopped answering its readiness probe for
   ``stuck_after`` seconds (alive and using CPU, or no hang evidence);
 - ``signal``: killed by any other signal (SIGKILL by a person, SIGSEGV, ...);

@@ -1,9 +1,9 @@
-"""The processes the sidecar supervises (``balancer.supervisor.Child``): node parts and HAProxy.
+"""The processes the sidecar supervises (``balancer.supervision.supervisor.Child``): node parts and HAProxy.
 
 - ``CommandProcess``: a command line in its own process group (output appended to its log);
 - ``NodeProcess``: a web front or worker, a ``CommandProcess`` probed over HTTP (a timeout is no
   answer; a worker's ``/readyz`` may report a stall), its HAProxy server set through the gate
-  (``balancer.keepalived.KeepalivedChild`` is another kind of ``CommandProcess``);
+  (``balancer.multihost.keepalived.KeepalivedChild`` is another kind of ``CommandProcess``);
 - ``HAProxyChild``: HAProxy itself (``HAProxyProcess``, started and stopped in a worker thread),
   probed over its runtime API; once it answers after a (re)start, every server's state is
   told to it again.
@@ -157,7 +157,7 @@ class NodeProcess(CommandProcess):
         self.server = server
         """(backend, server) in HAProxy."""
         self._extensions = probe_tls.extensions if probe_tls is not None else {}
-        """With mutual TLS (a node host's part): the name its certificate must carry (``balancer.part_tls``)."""
+        """With mutual TLS (a node host's part): the name its certificate must carry (``multihost.part_tls``)."""
         self._http = httpx.AsyncClient(timeout=probe_timeout,
                                        verify=probe_tls.context if probe_tls is not None else True)
 
@@ -184,7 +184,7 @@ class HAProxyChild:
     """HAProxy as a supervised process: ``HAProxyProcess`` does the work, in a worker thread.
 
     The worker threads of asyncio's default executor live as long as the event loop, so
-    HAProxy's parent-death signal (``balancer.lifetime``) fires only when the sidecar dies.
+    HAProxy's parent-death signal (``balancer.system.lifetime``) fires only when the sidecar dies.
     """
 
     EXIT_POLL = 0.1

@@ -1,16 +1,16 @@
 """``ProcessSupervisor``: keeps one process running: start, probe, restart with backoff, give up on a crash loop.
 
 What the process is (a node part, HAProxy) and how to start, probe and stop it is a ``Child``
-(``balancer.children``); the supervisor decides when, with ``balancer.restart_policy``:
+(``balancer.supervision.children``); the supervisor decides when, with ``balancer.supervision.restart_policy``:
 
 1. before the first start the child tells HAProxy ``maint``; the process is started and probed;
 2. once it answers its probe, ``ready``;
-3. when it dies: ``maint`` first, then the cause (``balancer.causes``) is logged and counted,
+3. when it dies: ``maint`` first, then the cause (``balancer.supervision.causes``) is logged and counted,
    and the process restarted: at once the first time, then with exponential backoff;
 4. a crash loop (too many deaths in a window) stops the restarts: ``maint``, an ERROR log,
    ``crash_looped`` in ``/status``, until ``retry`` (``POST /retry/NODE/PART``);
 5. a started process that is hung is killed and restarted at once (cause ``hung``, with the
-   evidence, ``balancer.hang``): its probe unanswered for ``hang_after`` while it used no CPU
+   evidence, ``balancer.supervision.hang``): its probe unanswered for ``hang_after`` while it used no CPU
    and had no runnable thread (frozen), or a worker reporting its denoising loop stalled;
 6. a process that is alive but fails its probe for longer than ``stuck_after`` (or never
    answers within ``start_timeout``) is killed and restarted (cause ``stuck``);

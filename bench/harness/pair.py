@@ -92,8 +92,8 @@ class PairCluster(HostsCluster):
         return holders[0] if holders else None
 
     def ctl_status(self, host: str, *flags: str) -> str:
-        """``python -m balancer.ctl status`` run on balancer ``host`` (its sidecar listens on its loopback)."""
-        return self.lab.run_in(host, [sys.executable, "-m", "balancer.ctl", "status", *flags])
+        """``python -m balancer.cli status`` run on balancer ``host`` (its sidecar listens on its loopback)."""
+        return self.lab.run_in(host, [sys.executable, "-m", "balancer.cli", "status", *flags])
 
     def vrrp_state(self, host: str) -> str | None:
         """Balancer ``host``'s VRRP state, as its sidecar's ``/status`` shows it (through ``ctl status --json``)."""
