@@ -55,15 +55,8 @@ from pathlib import Path
 import uvicorn
 
 from balancer.api.basic_auth import BasicAuth
-from balancer.api.routes import (
-    BALANCER,
-    FloatingView,
-    HAProxyView,
-    OperationRoutes,
-    PartStatus,
-    SidecarMetrics,
-    status_app,
-)
+from balancer.api.metrics import FloatingView, SidecarMetrics
+from balancer.api.routes import HAProxyView, OperationRoutes, status_app
 from balancer.config.cluster import (
     DISPATCH_AGENT_PORT_OFFSET,
     LOOPBACK,
@@ -89,11 +82,12 @@ from balancer.operations.traffic import HAProxyTraffic, PartTraffic, TrafficSour
 from balancer.supervision.causes import DeathClassifier, KernelLog, OomKillCounter
 from balancer.supervision.children import HAProxyChild, NodeProcess
 from balancer.supervision.standby import WorkerWithStandby, standby_worker
+from balancer.supervision.state import BALANCER, PartStatus
 from balancer.supervision.supervisor import ProcessSupervisor
 from balancer.system.run_dir import prepare_run_dir
 from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
 
-logger = logging.getLogger("balancer.sidecar")
+logger = logging.getLogger(__name__)
 
 PROBE_PATHS = {"web": "/healthz", "worker": "/readyz"}
 """What the sidecar probes: a worker is ready when its model is warm; a web front when it serves."""

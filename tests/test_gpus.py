@@ -26,11 +26,13 @@ from starlette.testclient import TestClient
 
 import balancer.config.gpus as gpus
 from balancer.api.basic_auth import BasicAuth
-from balancer.api.routes import PartStatus, SidecarMetrics, status_app, status_document
+from balancer.api.metrics import SidecarMetrics
+from balancer.api.routes import status_app, status_document
 from balancer.config.cluster import ClusterConfigError, parse_cluster
 from balancer.config.gpus import Gpu, GpuAssignmentError, assign_gpus
 from balancer.config.settings import LaunchSettings
 from balancer.sidecar import Sidecar
+from balancer.supervision.state import PartStatus
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data

@@ -17,7 +17,8 @@ import yaml
 from starlette.testclient import TestClient
 
 from balancer.api.basic_auth import BasicAuth
-from balancer.api.routes import FloatingView, SidecarMetrics, status_app
+from balancer.api.metrics import FloatingView, SidecarMetrics
+from balancer.api.routes import status_app
 from balancer.cli.ctl import format_status
 from balancer.config.cluster import ClusterConfigError, load_cluster_file, parse_cluster
 from balancer.haproxy.config import render_config

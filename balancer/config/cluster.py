@@ -28,7 +28,6 @@ import psutil
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from balancer.multihost.certs import QUEUE_CA_CERT, QUEUE_SUFFIX
 from webui.settings import WebSettings, WorkerSettings
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
@@ -36,6 +35,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$"
 
 LOOPBACK = "127.0.0.1"
 WILDCARD_HOSTS = {"", "0.0.0.0", "::", "*"}
+QUEUE_CA_CERT = "queue-ca.crt"
+"""Beside the cluster CA: the worker queue's CA (``python -m balancer.multihost.certs`` writes it)."""
+QUEUE_SUFFIX = "-queue"
+"""``NAME-queue.pem``: the queue CA's client certificate for host NAME's web fronts."""
 
 
 class ClusterConfigError(ValueError):

@@ -22,7 +22,7 @@ import pynvml
 
 from balancer.config.cluster import ClusterConfigError
 
-logger = logging.getLogger("balancer.config.gpus")
+logger = logging.getLogger(__name__)
 
 CPU_NODES = 2
 """Local nodes started by default on a machine without GPUs (or with ``--gpus none``)."""

@@ -20,7 +20,7 @@ from balancer.config.gpus import CPU_NODES, assign_gpus, list_gpus
 from webui.settings import WebSettings, WorkerSettings
 from webui.share import SHARE_HOST_SUFFIX
 
-logger = logging.getLogger("launch")
+logger = logging.getLogger(__name__)
 
 
 def _default(model: type, name: str) -> object:

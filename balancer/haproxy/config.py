@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Protocol
 
 from balancer.config.cluster import ClusterConfigError, ClusterSpec, NodeSpec
-from balancer.multihost.host_agent import agent_send
+from balancer.haproxy.agent import agent_send
 from webui.contract import (
     HEALTH_PATH,
     INFO_PATH,

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState
 
-logger = logging.getLogger("balancer.sidecar")
+logger = logging.getLogger(__name__)
 
 ServerKey = tuple[str, str]
 """(backend, server)"""

@@ -47,12 +47,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from balancer.config.cluster import QUEUE_CA_CERT, QUEUE_SUFFIX
+
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
-QUEUE_CA_CERT = "queue-ca.crt"
 QUEUE_CA_KEY = "queue-ca.key"
-QUEUE_SUFFIX = "-queue"
-"""``NAME-queue.pem``: the queue CA's client certificate for host NAME's web fronts."""
 CA_DAYS = 3650
 """The CA's validity (ten years): rotating it means reissuing every certificate."""
 LEAF_DAYS = 825

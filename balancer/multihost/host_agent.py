@@ -53,7 +53,7 @@ from balancer.config.cluster import LOOPBACK
 from balancer.haproxy.gate import ServerKey
 from balancer.haproxy.runtime_api import ServerState
 
-logger = logging.getLogger("balancer.multihost.host_agent")
+logger = logging.getLogger(__name__)
 
 REPLIES: dict[ServerState, str] = {"ready": "ready up", "drain": "drain up", "maint": "maint"}
 """What HAProxy's agent check is told for each server state."""
@@ -78,11 +78,6 @@ GONE_DISPATCH = "maxconn:1 down#the worker's dispatch agent refused the connecti
 def _no_dispatch_agent(key: ServerKey) -> None:
     """``HostAgent``'s default: no server has a dispatch agent."""
     return None
-
-
-def agent_send(backend: str, server: str) -> str:
-    """The ``agent-send`` line of a server in haproxy.cfg (HAProxy turns ``\\n`` into a newline)."""
-    return f'"{backend}/{server}\\n"'
 
 
 class HostAgentUnavailable(RuntimeError):

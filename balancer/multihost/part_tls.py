@@ -22,34 +22,21 @@ from __future__ import annotations
 
 import logging
 import ssl
-from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from balancer.config.cluster import ClusterSpec, NodeHostSpec
 from balancer.multihost.certs import CertificateAuthority, Identity, write_private
+from balancer.supervision.children import ProbeTLS
 from balancer.system.run_dir import private_dir
 
-logger = logging.getLogger("balancer.multihost.part_tls")
+logger = logging.getLogger(__name__)
 
 TLS_DIR = "tls"
 """Under the run directory: the probe's certificate and the parts' CA bundle."""
 PROBE_CERT = "probe.pem"
 PARTS_CA = "parts-ca.pem"
-
-
-@dataclass(frozen=True)
-class ProbeTLS:
-    """How a sidecar's probe reaches a part over mutual TLS: its client context and the name to verify."""
-
-    context: ssl.SSLContext
-    server_name: str
-
-    @property
-    def extensions(self) -> dict[str, str]:
-        """httpx request extensions: check the part's certificate against ``server_name``, not the address."""
-        return {"sni_hostname": self.server_name}
 
 
 class NodeHostTLS:

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from balancer.haproxy.gate import ParkGuard
     from balancer.supervision.supervisor import ProcessSupervisor
 
-logger = logging.getLogger("balancer.sidecar")
+logger = logging.getLogger(__name__)
 
 POLL_INTERVAL = 0.1
 """Seconds between two looks at HAProxy's or the supervisors' view while an operation waits."""

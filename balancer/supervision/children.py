@@ -16,7 +16,9 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -25,14 +27,13 @@ import psutil
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.process import HAProxyError, HAProxyProcess
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, ServerState
-from balancer.multihost.part_tls import ProbeTLS
 from balancer.supervision.hang import ProbeAnswer
 from balancer.supervision.supervisor import StartFailed
 from balancer.system.lifetime import terminate_with_parent
 from balancer.system.run_dir import open_private_log, private_dir
 from webui.contract import STALLED_KEY
 
-logger = logging.getLogger("balancer.sidecar")
+logger = logging.getLogger(__name__)
 
 
 def process_family(pid: int) -> list[psutil.Process]:
@@ -66,6 +67,19 @@ def kill_group(pgid: int) -> None:
     """SIGKILL what is left of a process group we created (its leader's PID is the group id)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
+
+
+@dataclass(frozen=True)
+class ProbeTLS:
+    """How a sidecar's probe reaches a part over mutual TLS: its client context and the name to verify."""
+
+    context: ssl.SSLContext
+    server_name: str
+
+    @property
+    def extensions(self) -> dict[str, str]:
+        """httpx request extensions: check the part's certificate against ``server_name``, not the address."""
+        return {"sni_hostname": self.server_name}
 
 
 class CommandProcess:

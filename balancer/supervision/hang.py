@@ -28,7 +28,7 @@ from pathlib import Path
 
 import psutil
 
-logger = logging.getLogger("balancer.sidecar")
+logger = logging.getLogger(__name__)
 
 RUNNABLE = "R"
 """A thread's state in ``/proc/PID/task/TID/stat`` while it runs or waits for a CPU."""

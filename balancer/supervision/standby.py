@@ -37,7 +37,7 @@ from balancer.supervision.supervisor import StartFailed
 from webui.contract import STANDBY_GO_SIGNAL
 from webui.tasks import cancel_and_wait
 
-logger = logging.getLogger("balancer.sidecar")
+logger = logging.getLogger(__name__)
 
 STANDBY_FLAG = "--standby"
 """The worker's flag that makes it a warm standby (its value: the ready file)."""

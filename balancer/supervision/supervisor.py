@@ -31,14 +31,14 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from balancer.api.routes import PartState, PartStatus, SidecarMetrics
 from balancer.config.cluster import SidecarSpec
 from balancer.haproxy.runtime_api import ServerState
 from balancer.supervision.causes import Death, DeathCause, DeathClassifier
 from balancer.supervision.hang import HangDetector, ProbeAnswer
 from balancer.supervision.restart_policy import RestartPolicy
+from balancer.supervision.state import PartObserver, PartState, PartStatus
 
-logger = logging.getLogger("balancer.sidecar")
+logger = logging.getLogger(__name__)
 
 
 class StartFailed(RuntimeError):
@@ -87,7 +87,7 @@ class ProcessSupervisor:
         child: Child,
         settings: SidecarSpec,
         classifier: DeathClassifier,
-        metrics: SidecarMetrics,
+        metrics: PartObserver,
         retry_hint: str = "",
     ) -> None:
         self.status = status
