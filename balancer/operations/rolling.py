@@ -43,13 +43,12 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, Protocol, TypeVar
+from typing import Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-if TYPE_CHECKING:
-    from balancer.haproxy.gate import ParkGuard
-    from balancer.supervision.supervisor import ProcessSupervisor
+from balancer.haproxy.gate import ParkGuard
+from balancer.supervision.supervisor import ProcessSupervisor
 
 logger = logging.getLogger(__name__)
 

@@ -13,20 +13,18 @@ sidecar's probes ask them (``balancer.multihost.part_tls``), which only this hos
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import httpx
 
 from balancer.haproxy.config import STICKY_TABLE
+from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
 from balancer.multihost.host_agent import HostAgent
 from balancer.operations.rolling import Traffic
+from balancer.supervision.children import ProbeTLS
+from balancer.supervision.supervisor import ProcessSupervisor
 from webui.contract import TRAFFIC_PATH
-
-if TYPE_CHECKING:
-    from balancer.haproxy.gate import HAProxyGate
-    from balancer.multihost.part_tls import ProbeTLS
-    from balancer.supervision.supervisor import ProcessSupervisor
 
 PartsOf = Callable[[str], "list[ProcessSupervisor]"]
 """Node -> the supervisors of its parts (``Sidecar.parts_of``)."""
