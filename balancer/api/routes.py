@@ -55,11 +55,14 @@ from dataclasses import dataclass
 
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from balancer.api.basic_auth import BasicAuth
+from balancer.api.basic_auth import OPERATOR, BasicAuth, unauthorized
 from balancer.api.metrics import FloatingView, GpuFacts, SidecarMetrics
 from balancer.config.gpus import gpu_facts
 from balancer.haproxy.runtime_api import ServerStatus, parse_servers
@@ -167,11 +170,10 @@ not be told, ``haproxy_told`` false); every action 401
     balancer's share of a floating address, in ``/status`` and ``/metrics``."""
     metrics.vrrp.floating = floating
 
-    def operation_route(action: str, start: Callable[[Request, object], dict] | None,
+    def operation_route(start: Callable[[Request, object], dict] | None,
                         ) -> Callable[[Request], Awaitable[JSONResponse]]:
+        @requires(OPERATOR, status_code=401)
         async def start_operation(request: Request) -> JSONResponse:
-            if not auth.allows(request.headers.get("authorization")):
-                return auth.challenge(f"POST /{action}")
             if start is None:
                 return _error(503, "unavailable", "This sidecar runs no operations.")
             raw = await request.body()
@@ -189,9 +191,9 @@ not be told, ``haproxy_told`` false); every action 401
         return start_operation
 
     ops = operations
-    rolling_restart = operation_route("rolling-restart", ops and (lambda _, body: ops.rolling_restart(body)))
-    add_node = operation_route("add-node", ops and ops.add_node and (lambda _, body: ops.add_node(body)))
-    remove_node = operation_route("remove-node", ops and ops.remove_node and (
+    rolling_restart = operation_route(ops and (lambda _, body: ops.rolling_restart(body)))
+    add_node = operation_route(ops and ops.add_node and (lambda _, body: ops.add_node(body)))
+    remove_node = operation_route(ops and ops.remove_node and (
         lambda request, body: ops.remove_node(request.path_params["node"], body)))
 
     async def operation(request: Request) -> JSONResponse:
@@ -200,9 +202,8 @@ not be told, ``haproxy_told`` false); every action 401
             return _error(404, "not_found", "No operation has run yet.")
         return JSONResponse(report)
 
+    @requires(OPERATOR, status_code=401)
     async def retry_part(request: Request) -> JSONResponse:
-        if not auth.allows(request.headers.get("authorization")):
-            return auth.challenge("POST /retry")
         node, part = request.path_params["node"], request.path_params["part"]
         outcome = retry(node, part)
         if outcome is None:
@@ -213,9 +214,8 @@ not be told, ``haproxy_told`` false); every action 401
         return JSONResponse({"status": "retrying", "part": f"{node}/{part}"}, status_code=202)
 
     def admin_route(action: str, drained: bool) -> Callable[[Request], Awaitable[JSONResponse]]:
+        @requires(OPERATOR, status_code=401)
         async def set_admin(request: Request) -> JSONResponse:
-            if not auth.allows(request.headers.get("authorization")):
-                return auth.challenge(f"POST /{action}")
             node = request.path_params["node"]
             outcome = await drain(node, drained) if drain is not None else None
             if outcome is None:
@@ -242,6 +242,8 @@ not be told, ``haproxy_told`` false); every action 401
         return JSONResponse({"status": "ok"})
 
     return Starlette(
+        middleware=[Middleware(AuthenticationMiddleware, backend=auth)],
+        exception_handlers={401: unauthorized},
         routes=[
             Route("/status", status),
             Route("/metrics", prometheus),
