@@ -105,7 +105,7 @@ def run_node_host(spec: ClusterSpec, name: str | None) -> int:
     host = spec.node_host(name) if name else spec.this_node_host()
     sidecar = Sidecar(spec, None, node_host=host)
     nodes = [node.name for node in spec.nodes_on(host.name)]
-    serving = (f"mutual TLS with {sidecar.tls.server_cert}, balancers' certificates only" if sidecar.tls
+    serving = (f"mutual TLS with {sidecar.nodes.tls.server_cert}, balancers' certificates only" if sidecar.nodes.tls
                else "plain HTTP (no tls in the cluster file: keep this network private)")
     print(f"\nportrait-ha node host {host.name}: {len(nodes)} node(s) starting ({', '.join(nodes) or 'none'})\n"
           f"  Parts:      {serving}\n"

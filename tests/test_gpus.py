@@ -167,11 +167,11 @@ def test_the_sidecar_gives_each_worker_its_gpu_unless_its_env_says_otherwise(tmp
     ]
     sidecar = Sidecar(parse_cluster(cluster_data(tmp_path, [], [], nodes=nodes)), None, base_env={"PATH": "/bin"})
     env = {supervisor.status.node + "/" + supervisor.status.part: supervisor.child.env
-           for supervisor in sidecar.supervisors}
+           for supervisor in sidecar.nodes.supervisors}
     assert env["a/worker"]["CUDA_VISIBLE_DEVICES"] == "0" and env["a/worker"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert env["b/worker"]["CUDA_VISIBLE_DEVICES"] == "GPU-1234"  # the part's own env wins
     assert "CUDA_VISIBLE_DEVICES" not in env["a/web"] and "CUDA_VISIBLE_DEVICES" not in env["c/worker"]
-    assert [status.gpu for status in sidecar.statuses()] == ["0", None, "GPU-1234", None]
+    assert [status.gpu for status in sidecar.nodes.statuses()] == ["0", None, "GPU-1234", None]
 
 
 def parts_on_gpus() -> list[PartStatus]:

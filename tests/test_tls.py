@@ -296,7 +296,7 @@ def test_the_worker_queue_is_served_over_tls_to_web_fronts_only(mtls_cluster, ce
 
 
 def test_managed_web_fronts_get_the_tls_worker_queue(certs: Path, tmp_path: Path) -> None:
-    from balancer.sidecar import part_command
+    from balancer.operations.parts import part_command
 
     data = cluster_data(tmp_path, [], [], tls={"ca_file": str(certs / "ca.crt"),
                                                "cert_file": str(certs / f"{BALANCER}.pem")})
@@ -392,7 +392,7 @@ def test_node_host_servers_use_mutual_tls_and_a_plain_agent_check(certs: Path, t
 
 def test_a_node_host_serves_with_its_certificate_and_probes_with_a_throwaway_ca(certs: Path, tmp_path: Path) -> None:
     from balancer.multihost.part_tls import NodeHostTLS
-    from balancer.sidecar import part_command
+    from balancer.operations.parts import part_command
 
     spec = node_host_spec(certs, tmp_path)
     host = spec.node_host(NODE_HOST)
