@@ -37,7 +37,8 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from balancer.config.cluster import ClusterConfigError, ClusterSpec, NodeSpec
+from balancer.config.cluster import ClusterSpec, NodeSpec
+from balancer.config.sections import ClusterConfigError
 from balancer.config.settings import LaunchSettings
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import HAProxyError, HAProxyProcess, validate_config, write_config

@@ -33,14 +33,9 @@ import uvicorn
 from balancer.api.basic_auth import BasicAuth
 from balancer.api.metrics import FloatingView, SidecarMetrics
 from balancer.api.routes import OperationRoutes, status_app
-from balancer.config.cluster import (
-    ClusterConfigError,
-    ClusterSpec,
-    NodeHostSpec,
-    NodeSpec,
-    load_cluster_file,
-    parse_cluster,
-)
+from balancer.config.cluster import ClusterSpec, NodeHostSpec, NodeSpec
+from balancer.config.loading import load_cluster_file, parse_cluster
+from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.process import HAProxyProcess
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI

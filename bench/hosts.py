@@ -30,7 +30,8 @@ from pathlib import Path
 import httpx
 
 from assets.build_demo_model import ensure_demo_model
-from balancer.config.cluster import HealthSpec, load_cluster_file
+from balancer.config.loading import load_cluster_file
+from balancer.config.sections import HealthSpec
 from bench.cli import prepare_lab_run
 from bench.harness.hosts import (
     BALANCER,

@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 
 from assets.build_demo_model import ensure_demo_model
-from balancer.config.cluster import load_cluster_file
+from balancer.config.loading import load_cluster_file
 from bench.cli import prepare_run
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import LAB_HOSTS, PairCluster, lose_balancer_mid_load

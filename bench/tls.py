@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from balancer.config.cluster import ClusterSpec, parse_cluster
+from balancer.config.cluster import ClusterSpec
+from balancer.config.loading import parse_cluster
 from balancer.haproxy.config import WORKERS_BACKEND, render_config
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from balancer.multihost.certs import Identity, Plan

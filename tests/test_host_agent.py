@@ -17,7 +17,8 @@ import httpx
 import pytest
 import yaml
 
-from balancer.config.cluster import ClusterConfigError, parse_cluster
+from balancer.config.loading import parse_cluster
+from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from balancer.multihost.host_agent import (
@@ -231,7 +232,7 @@ def test_role_node_exits_2_when_its_host_agent_port_is_taken(tmp_path: Path, cap
 
 
 def test_the_hosts_example_renders_agent_checks_for_every_part(tmp_path: Path) -> None:
-    from balancer.config.cluster import load_cluster_file
+    from balancer.config.loading import load_cluster_file
     from balancer.haproxy.process import validate_config
     from bench.harness.processes import REPO
 

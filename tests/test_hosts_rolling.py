@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from balancer.cli.ctl import PASSWORD_ENV
-from balancer.config.cluster import load_cluster_file, parse_cluster
+from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.haproxy.config import WORKERS_BACKEND
 from bench.harness.hosts import BALANCER, STANDIN_WORKER, HostsCluster
 from bench.harness.load import OK, Clock, FewestUp, Record, mixed_clients, under_load

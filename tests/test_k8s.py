@@ -16,7 +16,7 @@ import yaml
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from balancer.config.cluster import parse_cluster
+from balancer.config.loading import parse_cluster
 from balancer.deploy.k8s import BALANCER, STATS_PASSWORD_ENV, WEB, WORKER, DnsServers
 from balancer.haproxy.config import WEBS_BACKEND, WORKERS_BACKEND, HAProxyConfigRenderer
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, validate_config, write_config

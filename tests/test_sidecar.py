@@ -20,7 +20,7 @@ import psutil
 import pytest
 import yaml
 
-from balancer.config.cluster import parse_cluster
+from balancer.config.loading import parse_cluster
 from balancer.haproxy.config import PROBES_BACKEND, render_config
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError

@@ -22,7 +22,7 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from balancer.config.cluster import parse_cluster
+from balancer.config.loading import parse_cluster
 from balancer.haproxy.config import WORKERS_BACKEND, render_config
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from bench.harness.processes import Processes, free_port, kill_tree

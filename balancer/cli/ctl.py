@@ -31,7 +31,7 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from balancer.config.cluster import LOOPBACK, SidecarSpec, StatsSpec
+from balancer.config.sections import LOOPBACK, SidecarSpec, StatsSpec
 
 PASSWORD_ENV = "PORTRAIT_STATS_PASSWORD"
 DEFAULT_SIDECAR = f"http://{LOOPBACK}:{SidecarSpec.model_fields['port'].default}"

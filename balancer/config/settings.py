@@ -15,8 +15,10 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from balancer.config.cluster import ClusterConfigError, ClusterSpec, load_cluster_file, local_nodes, parse_cluster
+from balancer.config.cluster import ClusterSpec
 from balancer.config.gpus import CPU_NODES, assign_gpus, list_gpus
+from balancer.config.loading import load_cluster_file, local_nodes, parse_cluster
+from balancer.config.sections import ClusterConfigError
 from webui.settings import WebSettings, WorkerSettings
 from webui.share import SHARE_HOST_SUFFIX
 

@@ -31,7 +31,9 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
-from balancer.config.cluster import ClusterConfigError, ClusterSpec, load_cluster_file, parse_cluster
+from balancer.config.cluster import ClusterSpec
+from balancer.config.loading import load_cluster_file, parse_cluster
+from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.config import COOKIE_NAME, COOKIE_OPTIONS, HAProxyConfigRenderer
 from webui.contract import HEALTH_PATH, READY_PATH
 from webui.settings import WebSettings, WorkerSettings

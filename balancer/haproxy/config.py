@@ -23,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from balancer.config.cluster import ClusterConfigError, ClusterSpec, NodeSpec
+from balancer.config.cluster import ClusterSpec, NodeSpec
+from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.agent import agent_send
 from webui.contract import (
     HEALTH_PATH,

@@ -21,7 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from balancer.config.cluster import BalancerHostSpec, ClusterConfigError, ClusterSpec, local_addresses
+from balancer.config.cluster import BalancerHostSpec, ClusterSpec
+from balancer.config.host import local_addresses
+from balancer.config.sections import ClusterConfigError
 from balancer.haproxy import alive
 from balancer.haproxy.runtime_api import ServerState
 from balancer.supervision.children import CommandProcess

@@ -20,7 +20,9 @@ import ipaddress
 import logging
 import socket
 
-from balancer.config.cluster import DISPATCH_AGENT_PORT_OFFSET, LOOPBACK, ClusterSpec, NodeHostSpec, NodeSpec
+from balancer.config.cluster import ClusterSpec, NodeHostSpec, NodeSpec
+from balancer.config.loading import DISPATCH_AGENT_PORT_OFFSET
+from balancer.config.sections import LOOPBACK
 from balancer.haproxy.config import PART_BACKENDS, StaticServers, render_config
 from balancer.haproxy.gate import ParkGuard, ServerKey
 from balancer.haproxy.process import write_config

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import sys
 
-from balancer.config.cluster import LOOPBACK, ClusterSpec, NodeSpec, PartSpec
+from balancer.config.cluster import ClusterSpec, NodeSpec, PartSpec
 from balancer.config.gpus import GPU_ENV
+from balancer.config.sections import LOOPBACK
 from balancer.haproxy.config import PART_BACKENDS
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.process import HAProxyProcess

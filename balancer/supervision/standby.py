@@ -29,7 +29,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from balancer.config.cluster import SidecarSpec
+from balancer.config.sections import SidecarSpec
 from balancer.supervision.children import NodeProcess
 from balancer.supervision.hang import ProbeAnswer
 from balancer.supervision.restart_policy import RestartPolicy

@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from balancer.config.cluster import SidecarSpec
+from balancer.config.sections import SidecarSpec
 from balancer.haproxy.runtime_api import ServerState
 from balancer.supervision.causes import Death, DeathCause, DeathClassifier
 from balancer.supervision.hang import HangDetector, ProbeAnswer

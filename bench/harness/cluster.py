@@ -28,7 +28,8 @@ import httpx
 import psutil
 import yaml
 
-from balancer.config.cluster import ClusterSpec, parse_cluster
+from balancer.config.cluster import ClusterSpec
+from balancer.config.loading import parse_cluster
 from balancer.haproxy.config import PART_BACKENDS, WORKERS_BACKEND
 from balancer.haproxy.process import RuntimeAPI, ServerStatus, status_is_up
 from bench.harness.processes import Processes, free_port

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from balancer.config.cluster import load_cluster_file, parse_cluster
+from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.haproxy.process import RuntimeAPI, status_is_out
 from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, Reply
 from bench.harness.netns import NetworkLab
