@@ -3,17 +3,13 @@
     python -m balancer.sidecar --cluster cluster.yaml     # node parts only, for an HAProxy run elsewhere
     python -m balancer.sidecar --cluster cluster.yaml --node-host gpu1   # a node host: its nodes and host agent
 
-``launch.py`` runs the sidecar in its own process, with HAProxy. This module is the composition root:
-each supervised process has a ``ProcessSupervisor`` (``balancer.supervision``) built by a ``PartFactory``
-(``balancer.operations.parts``); the managed nodes and what operations do to them are ``ManagedNodes``
-(``balancer.operations.nodes``); ``/status``, ``/metrics`` and the operator's actions are served on the
-sidecar's port (``balancer.api``). HAProxy, when given, is started before any node part (if that first
-start fails, ``run`` raises ``StartFailed`` with HAProxy's alerts) and stopped last; keepalived after it.
-
-Everything runs on one asyncio event loop, which owns SIGINT/SIGTERM: on either, every server is set to
-``drain``, every node process gets SIGTERM, then SIGKILL after ``stop_grace`` (the whole process group),
-then ``maint``; then HAProxy stops. ``main`` (like ``launch.py``) sets a 077 umask and checks the run
-directory first (``balancer.system.run_dir``), so every file the sidecar and its children write is private.
+``launch.py`` runs it in its own process, with HAProxy. This module is the composition root: each process
+has a ``ProcessSupervisor`` (``balancer.supervision``) that a ``PartFactory`` builds; the managed nodes, and
+what operations act through, are ``ManagedNodes`` (``balancer.operations``); ``/status``, ``/metrics`` and
+the operator's actions are served on the sidecar's port (``balancer.api``). HAProxy, when given, starts
+before any node part and stops last; keepalived after it. One asyncio event loop owns SIGINT/SIGTERM: on
+either, every server goes to ``drain``, every node process gets SIGTERM (SIGKILL after ``stop_grace``),
+then ``maint``; then HAProxy stops. ``main`` sets a 077 umask and checks the run directory first.
 """
 
 from __future__ import annotations
@@ -32,13 +28,13 @@ import uvicorn
 
 from balancer.api.basic_auth import BasicAuth
 from balancer.api.metrics import FloatingView, SidecarMetrics
-from balancer.api.routes import OperationRoutes, status_app
+from balancer.api.routes import HAProxyView, OperationRoutes, status_app
 from balancer.config.cluster import ClusterSpec, NodeHostSpec, NodeSpec
 from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.process import HAProxyProcess
-from balancer.haproxy.runtime_api import AsyncRuntimeAPI
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
 from balancer.multihost.host_agent import HostAgentUnavailable
 from balancer.multihost.keepalived import KeepalivedChild
 from balancer.multihost.part_tls import NodeHostTLS
@@ -98,6 +94,15 @@ class Sidecar:
                 return supervisor.retry()
         return None
 
+    async def haproxy_view(self) -> HAProxyView | None:
+        """HAProxy's view of servers and queues; None when it does not answer within ``VIEW_TIMEOUT``."""
+        if self.nodes.view_api is None:
+            return None
+        try:
+            return HAProxyView.from_stat(await self.nodes.view_api.show_stat())
+        except (OSError, RuntimeAPIError):  # OSError includes TimeoutError
+            return None
+
     def request_stop(self, signum: int | None = None) -> None:
         """Begin a graceful shutdown (signal handler)."""
         if not self.nodes.stopping.is_set():
@@ -119,7 +124,7 @@ class Sidecar:
         haproxy_status = self.balancer.status if self.balancer is not None else None
         config = uvicorn.Config(
             status_app(self.nodes.statuses, self.metrics, self.retry, retry_auth, haproxy_status,
-                       drain=self.nodes.drain, view=self.nodes.haproxy_view,
+                       drain=self.nodes.drain, view=self.haproxy_view,
                        operations=OperationRoutes(self.actions.start_rolling_restart, self.actions.operation,
                                                  self.actions.start_add_node, self.actions.start_remove_node),
                        floating=self.floating),

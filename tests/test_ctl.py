@@ -114,7 +114,7 @@ def test_without_haproxy_a_drain_is_recorded_and_reported_as_not_taken(tmp_path:
     spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
     sidecar = Sidecar(spec, api=None)  # nothing started: only its HTTP app is used
     app = status_app(sidecar.nodes.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
-                     drain=sidecar.nodes.drain, view=sidecar.nodes.haproxy_view)
+                     drain=sidecar.nodes.drain, view=sidecar.haproxy_view)
     with TestClient(app) as client:
         assert client.post("/drain/a").status_code == 401
         answer = client.post("/drain/a", auth=("admin", STATS_PASSWORD))

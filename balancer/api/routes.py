@@ -65,9 +65,26 @@ from starlette.routing import Route
 from balancer.api.basic_auth import OPERATOR, BasicAuth, unauthorized
 from balancer.api.metrics import FloatingView, GpuFacts, SidecarMetrics
 from balancer.config.gpus import gpu_facts
-from balancer.haproxy.runtime_api import HAProxyView
+from balancer.haproxy.runtime_api import ServerStatus, parse_servers
 from balancer.operations.rolling import OperationBusy, OperationError
 from balancer.supervision.state import PartState, PartStatus
+
+
+@dataclass(frozen=True)
+class HAProxyView:
+    """What HAProxy's ``show stat`` says about the servers and the backends' queues."""
+
+    servers: dict[tuple[str, str], ServerStatus]
+    """(backend, server) -> its row."""
+    queued: dict[str, int]
+    """Backend -> requests waiting in its queue (for no server in particular)."""
+
+    @classmethod
+    def from_stat(cls, rows: list[dict[str, str]]) -> HAProxyView:
+        """From ``show stat`` rows."""
+        servers = {(server.backend, server.server): server for server in parse_servers(rows)}
+        queued = {row["pxname"]: int(row.get("qcur") or 0) for row in rows if row.get("svname") == "BACKEND"}
+        return cls(servers, queued)
 
 
 def status_document(

@@ -261,20 +261,3 @@ class AsyncRuntimeAPI:
             if "still has connections" not in answer or asyncio.get_running_loop().time() > deadline:
                 raise RuntimeAPIError(f"{command}: {answer.strip()}")
             await asyncio.sleep(DELETE_RETRY)
-
-
-@dataclass(frozen=True)
-class HAProxyView:
-    """What HAProxy's ``show stat`` says about the servers and the backends' queues."""
-
-    servers: dict[tuple[str, str], ServerStatus]
-    """(backend, server) -> its row."""
-    queued: dict[str, int]
-    """Backend -> requests waiting in its queue (for no server in particular)."""
-
-    @classmethod
-    def from_stat(cls, rows: list[dict[str, str]]) -> HAProxyView:
-        """From ``show stat`` rows."""
-        servers = {(server.backend, server.server): server for server in parse_servers(rows)}
-        queued = {row["pxname"]: int(row.get("qcur") or 0) for row in rows if row.get("svname") == "BACKEND"}
-        return cls(servers, queued)

@@ -26,7 +26,7 @@ from balancer.config.sections import LOOPBACK
 from balancer.haproxy.config import PART_BACKENDS, StaticServers, render_config
 from balancer.haproxy.gate import ParkGuard, ServerKey
 from balancer.haproxy.process import write_config
-from balancer.haproxy.runtime_api import AsyncRuntimeAPI, HAProxyView, RuntimeAPIError, ServerState, ServerStatus
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
 from balancer.multihost.host_agent import HostAgent
 from balancer.operations.parts import PartFactory, part_command, replace_flag
 from balancer.operations.rolling import OperationError, Traffic
@@ -317,15 +317,6 @@ class ManagedNodes:
         self.stopping.set()
         for stop in self.node_stops.values():
             stop.set()
-
-    async def haproxy_view(self) -> HAProxyView | None:
-        """HAProxy's view of servers and queues; None when it does not answer within the view's timeout."""
-        if self.view_api is None:
-            return None
-        try:
-            return HAProxyView.from_stat(await self.view_api.show_stat())
-        except (OSError, RuntimeAPIError):  # OSError includes TimeoutError
-            return None
 
     async def supervise(self, balancer: ProcessSupervisor | None, companions: list[ProcessSupervisor]) -> None:
         """HAProxy first (``balancer``, when this host runs it), then the node parts and ``companions`` until they
