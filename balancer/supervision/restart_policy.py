@@ -5,13 +5,19 @@ long as the previous one (``backoff_initial``, doubling, capped at ``backoff_max
 older than the window are forgotten, so a process that ran fine for a while starts over
 with an immediate restart. ``crash_loop_deaths`` deaths within ``crash_loop_window``
 seconds is a crash loop: the supervisor stops restarting.
+
+``restart_loop`` is the one loop that applies it, for a node part, HAProxy or keepalived
+(``ProcessSupervisor``) and for a worker's warm standby (``StandbyWorker``) alike.
 """
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+DeathT = TypeVar("DeathT")
 
 
 class RestartPolicy:
@@ -57,3 +63,23 @@ class RestartPolicy:
         if deaths <= 1:
             return 0.0
         return min(self.backoff_max, self.backoff_initial * 2 ** (deaths - 2))
+
+
+async def restart_loop(policy: RestartPolicy, attempt: Callable[[], Awaitable[DeathT | None]],
+                       died: Callable[[DeathT], None], crash_looped: Callable[[], Awaitable[bool]],
+                       back_off: Callable[[float], Awaitable[bool]]) -> None:
+    """Run ``attempt`` (start a process and watch it) again each time it ends in a death, under ``policy``.
+
+    ``attempt`` answers why its process died, or None when supervision is to end (a stop). Each death is
+    counted and handed to ``died``; then, in a crash loop, ``crash_looped`` decides whether to go on (an
+    operator's retry: True) or end (False); otherwise ``back_off`` waits the policy's delay and says
+    whether to go on (False: a stop came meanwhile).
+    """
+    while (death := await attempt()) is not None:
+        policy.record_death()
+        died(death)
+        if policy.crash_looping():
+            if not await crash_looped():
+                return
+        elif not await back_off(policy.next_delay()):
+            return

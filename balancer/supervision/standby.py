@@ -32,7 +32,7 @@ from typing import Any
 from balancer.config.sections import SidecarSpec
 from balancer.supervision.children import NodeProcess
 from balancer.supervision.hang import ProbeAnswer
-from balancer.supervision.restart_policy import RestartPolicy
+from balancer.supervision.restart_policy import RestartPolicy, restart_loop
 from balancer.supervision.supervisor import StartFailed
 from webui.contract import STANDBY_GO_SIGNAL
 from webui.tasks import cancel_and_wait
@@ -109,32 +109,38 @@ class StandbyWorker:
 
     async def _keep(self) -> None:
         """Start the standby and watch it until it is taken (this task is cancelled then), restarting
-        it when it fails; give up on a crash loop."""
-        while True:
-            self.ready_file.unlink(missing_ok=True)
-            self.state = StandbyState.LOADING
-            try:
-                pid = await self.process.start()
-            except (StartFailed, OSError) as exc:
-                detail = f"did not start: {exc}"
-            else:
-                self.starts += 1
-                logger.info("%s: started pid %d (loading)", self.process.name, pid)
-                detail = await self._watch()
-            self.failures += 1
-            self.last_detail = detail
-            self.policy.record_death()
-            if self.policy.crash_looping():
-                self.state = StandbyState.FAILED
-                logger.error("%s: CRASH LOOP: %d failures within %.0f s (last: %s); no standby for this worker "
-                             "(see %s)", self.process.name, self.policy.recent_deaths(),
-                             self.settings.crash_loop_window, detail, self.process.log_path)
-                self._task = None
-                return
-            delay = self.policy.next_delay()
-            logger.warning("%s: failed (%s); another in %.1f s", self.process.name, detail, delay)
-            self.state = StandbyState.BACKOFF
-            await asyncio.sleep(delay)
+        it when it fails; give up on a crash loop (the supervisor's ``restart_loop``)."""
+        await restart_loop(self.policy, self._attempt, self._failed, self._give_up, self._back_off)
+
+    async def _attempt(self) -> str:
+        """Start a standby and watch it load and wait; why it ended."""
+        self.ready_file.unlink(missing_ok=True)
+        self.state = StandbyState.LOADING
+        try:
+            pid = await self.process.start()
+        except (StartFailed, OSError) as exc:
+            return f"did not start: {exc}"
+        self.starts += 1
+        logger.info("%s: started pid %d (loading)", self.process.name, pid)
+        return await self._watch()
+
+    def _failed(self, detail: str) -> None:
+        self.failures += 1
+        self.last_detail = detail
+
+    async def _give_up(self) -> bool:
+        self.state = StandbyState.FAILED
+        logger.error("%s: CRASH LOOP: %d failures within %.0f s (last: %s); no standby for this worker "
+                     "(see %s)", self.process.name, self.policy.recent_deaths(),
+                     self.settings.crash_loop_window, self.last_detail, self.process.log_path)
+        self._task = None
+        return False
+
+    async def _back_off(self, delay: float) -> bool:
+        logger.warning("%s: failed (%s); another in %.1f s", self.process.name, self.last_detail, delay)
+        self.state = StandbyState.BACKOFF
+        await asyncio.sleep(delay)
+        return True
 
     async def _watch(self) -> str:
         """Wait while the standby loads and waits; why it ended (it exited, or never loaded and was killed)."""

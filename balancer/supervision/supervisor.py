@@ -35,7 +35,7 @@ from balancer.config.sections import SidecarSpec
 from balancer.haproxy.runtime_api import ServerState
 from balancer.supervision.causes import Death, DeathCause, DeathClassifier
 from balancer.supervision.hang import HangDetector, ProbeAnswer
-from balancer.supervision.restart_policy import RestartPolicy
+from balancer.supervision.restart_policy import RestartPolicy, restart_loop
 from balancer.supervision.state import PartObserver, PartState, PartStatus
 
 logger = logging.getLogger(__name__)
@@ -123,6 +123,15 @@ class ProcessSupervisor:
                 await self.child.aclose()
 
     async def _supervise(self, stopping: asyncio.Event) -> None:
+        async def crash_looped() -> bool:
+            await self._give_up()
+            return await self._wait_for_retry(stopping)
+
+        await restart_loop(self.policy, lambda: self._attempt(stopping), self._record, crash_looped,
+                           lambda delay: self._back_off(delay, stopping))
+
+    async def _attempt(self, stopping: asyncio.Event) -> Death | None:
+        """Start the process and watch it, through planned restarts: why it died, or None once stopping."""
         while not stopping.is_set():
             death = await self._start()
             if death is None:
@@ -130,23 +139,21 @@ class ProcessSupervisor:
             if death is None and self._restart.is_set() and not stopping.is_set():
                 await self._planned_restart()
                 continue
-            if death is None:
-                return
-            self._record(death)
-            if self.policy.crash_looping():
-                await self._give_up()
-                if not await self._wait_for_retry(stopping):
-                    return
-                continue
-            delay = self.policy.next_delay()
-            if delay:
-                self._set_state(PartState.BACKOFF)
-                logger.info("%s: restarting in %.1f s", self.name, delay)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), timeout=delay)
-            if not stopping.is_set():
-                self.status.restarts += 1
-                self.metrics.record_restart(self.status)
+            return death
+        return None
+
+    async def _back_off(self, delay: float, stopping: asyncio.Event) -> bool:
+        """Wait ``delay`` before a restart (in ``backoff``); False when the sidecar stops meanwhile."""
+        if delay:
+            self._set_state(PartState.BACKOFF)
+            logger.info("%s: restarting in %.1f s", self.name, delay)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stopping.wait(), timeout=delay)
+        if stopping.is_set():
+            return False
+        self.status.restarts += 1
+        self.metrics.record_restart(self.status)
+        return True
 
     async def _start(self) -> Death | None:
         """Start the process; the ``Death`` of a restart that failed (a failed first start raises)."""
@@ -250,7 +257,6 @@ class ProcessSupervisor:
         return Death(cause, returncode, f"{detail}; killed and restarted")
 
     def _record(self, death: Death) -> None:
-        self.policy.record_death()
         status = self.status
         status.last_cause, status.last_detail, status.last_returncode = death.cause, death.detail, death.returncode
         status.deaths[death.cause] += 1
