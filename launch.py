@@ -21,10 +21,10 @@ launch.py exits 0.
 
 ``--role`` splits this over machines, all from one cluster file: ``balancer`` runs HAProxy and
 its sidecar only; ``node`` runs one node host's nodes under a sidecar without HAProxy, which
-answers HAProxy's agent checks (``balancer.host_agent``) so that every balancer learns each part's state.
+answers HAProxy's agent checks (``balancer.multihost.host_agent``) so that every balancer learns each part's state.
 With ``floating`` and ``balancers`` in the cluster file, each balancer (``--role balancer`` or
 ``all``) also runs keepalived, which moves the floating address to a healthy balancer
-(``balancer.keepalived``; root, ``--balancer NAME`` unless its address tells).
+(``balancer.multihost.keepalived``; root, ``--balancer NAME`` unless its address tells).
 """
 
 from __future__ import annotations
@@ -37,15 +37,16 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
-from balancer.haproxy import HAProxyError, HAProxyProcess, validate_config, write_config
-from balancer.haproxy_config import render_config
-from balancer.keepalived import KeepalivedChild, KeepalivedError, write_keepalived_config
-from balancer.run_dir import prepare_run_dir
-from balancer.runtime_api import AsyncRuntimeAPI
-from balancer.settings import LaunchSettings
+from balancer.config.cluster import ClusterSpec, NodeSpec
+from balancer.config.sections import ClusterConfigError
+from balancer.config.settings import LaunchSettings
+from balancer.haproxy.config import render_config
+from balancer.haproxy.process import HAProxyError, HAProxyProcess, validate_config, write_config
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI
+from balancer.multihost.keepalived import KeepalivedChild, KeepalivedError, write_keepalived_config
 from balancer.sidecar import Sidecar, configure_logging, run_sidecar
-from balancer.supervisor import StartFailed
+from balancer.supervision.supervisor import StartFailed
+from balancer.system.run_dir import prepare_run_dir
 from webui.contract import PRIVATE_UMASK
 from webui.settings import settings_problems
 from webui.share import ShareTunnel
@@ -106,7 +107,7 @@ def run_node_host(spec: ClusterSpec, name: str | None) -> int:
     host = spec.node_host(name) if name else spec.this_node_host()
     sidecar = Sidecar(spec, None, node_host=host)
     nodes = [node.name for node in spec.nodes_on(host.name)]
-    serving = (f"mutual TLS with {sidecar.tls.server_cert}, balancers' certificates only" if sidecar.tls
+    serving = (f"mutual TLS with {sidecar.nodes.tls.server_cert}, balancers' certificates only" if sidecar.nodes.tls
                else "plain HTTP (no tls in the cluster file: keep this network private)")
     print(f"\nportrait-ha node host {host.name}: {len(nodes)} node(s) starting ({', '.join(nodes) or 'none'})\n"
           f"  Parts:      {serving}\n"

@@ -3,7 +3,7 @@
     python -m bench.edge_auth                 # prints a Markdown section for the code it runs
     python -m bench.edge_auth --attack 8 --bodies 300
 
-HAProxy as ``balancer.haproxy_config`` renders it, with basic auth (users hashed by ``openssl passwd -6``,
+HAProxy as ``balancer.haproxy.config`` renders it, with basic auth (users hashed by ``openssl passwd -6``,
 SHA-512 crypt, 5000 rounds) in front of one stand-in web front and worker (``tests.fake_node``). Measured:
 
 1. HAProxy CPU time per login attempt (its own process CPU, not wall time): a wrong password for a
@@ -33,9 +33,9 @@ from pathlib import Path
 import httpx
 import psutil
 
-from balancer.cluster import parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
-from balancer.haproxy_config import render_config
+from balancer.config.loading import parse_cluster
+from balancer.haproxy.config import render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from bench.report import LatencyStats, markdown_table

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import psutil
 
-from balancer.cluster import load_cluster_file
+from balancer.config.loading import load_cluster_file
 from bench.cli import prepare_lab_run
 from bench.harness.clients import Job
 from bench.harness.hosts import BALANCER, NODE_HOSTS, HostsCluster

@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from balancer.cluster import load_cluster_file
+from balancer.config.loading import load_cluster_file
 from bench.cli import prepare_run
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import LAB_HOSTS, PairCluster, lose_balancer_mid_load

@@ -6,7 +6,7 @@ with and without ``option http-no-delay``.
 
 One worker serving ``--model standin:SECONDS`` (``webui.worker.pipelines.standin``: **not a model**, a fixed sleep
 reported as 8 steps and a real PNG) and two HAProxy instances in front of it, rendered from the same
-cluster description: one as ``balancer.haproxy_config`` renders it (``option http-no-delay``), one with
+cluster description: one as ``balancer.haproxy.config`` renders it (``option http-no-delay``), one with
 that line taken out (HAProxy's default: small chunks are coalesced with ``MSG_MORE``). One client sends
 ``POST /generate/stream`` (NDJSON: a progress line per step, then the result) along the three paths in
 turn and times the first line and the whole stream. The load average is taken before and after.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 import httpx
 
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
-from balancer.haproxy_config import WORKERS_BACKEND, render_config
+from balancer.haproxy.config import WORKERS_BACKEND, render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from bench.cli import prepare_run
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until

@@ -6,7 +6,7 @@
 Two HAProxy instances rendered from the same cluster description, each in front of its own
 worker serving ``--model standin:SECONDS`` (``webui.worker.pipelines.standin``: **not a model**, a fixed
 sleep and a real PNG, so the transport is not lost in a model's variance): one over plain HTTP,
-one over mutual TLS (``python -m balancer.certs`` certificates, ``ssl verify required``, the
+one over mutual TLS (``python -m balancer.multihost.certs`` certificates, ``ssl verify required``, the
 worker requiring a client certificate). HAProxy opens a fresh connection per job
 (``http-reuse never``), so every TLS job pays a full handshake. One client, sequential
 ``POST /generate`` on the public port, the two paths interleaved so that drift on the machine
@@ -23,10 +23,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from balancer.certs import Identity, Plan
-from balancer.cluster import ClusterSpec, parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
-from balancer.haproxy_config import WORKERS_BACKEND, render_config
+from balancer.config.cluster import ClusterSpec
+from balancer.config.loading import parse_cluster
+from balancer.haproxy.config import WORKERS_BACKEND, render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
+from balancer.multihost.certs import Identity, Plan
 from bench.cli import prepare_run
 from bench.harness.clients import Job, RestClient
 from bench.harness.processes import Processes, free_port

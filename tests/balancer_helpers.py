@@ -15,7 +15,7 @@ from typing import TypeVar
 import httpx
 import pytest
 
-from balancer.haproxy import RuntimeAPI
+from balancer.haproxy.process import RuntimeAPI
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 

@@ -21,7 +21,7 @@ import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
-from balancer.haproxy import status_is_out
+from balancer.haproxy.process import status_is_out
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until

@@ -98,8 +98,8 @@ def test_access_line_has_no_query_and_a_bounded_path() -> None:
 
 
 def test_log_rotation_copies_empties_and_keeps_a_bounded_number(tmp_path: Path) -> None:
-    from balancer.log_rotation import LogRotation
-    from balancer.run_dir import open_private_log
+    from balancer.supervision.log_rotation import LogRotation
+    from balancer.system.run_dir import open_private_log
 
     log = tmp_path / "node1-web.log"
     rotation = LogRotation(lambda: [log, tmp_path / "missing.log"], max_bytes=1000, keep=2, interval=60)

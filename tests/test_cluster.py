@@ -26,9 +26,9 @@ import yaml
 from gradio_client import Client
 from pydantic_settings import CliApp
 
-from balancer.haproxy import status_is_out, status_is_up
-from balancer.haproxy_config import WEBS_BACKEND
-from balancer.settings import LaunchSettings
+from balancer.config.settings import LaunchSettings
+from balancer.haproxy.config import WEBS_BACKEND
+from balancer.haproxy.process import status_is_out, status_is_up
 from bench.harness.clients import GradioApiClient, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
@@ -371,7 +371,7 @@ def launch_settings(*flags: str) -> LaunchSettings:
 
 
 def test_launch_defaults_two_local_demo_nodes_safe_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("balancer.settings.list_gpus", list)  # a machine without GPUs (tests/test_gpus.py: with)
+    monkeypatch.setattr("balancer.config.settings.list_gpus", list)  # a machine without GPUs (tests/test_gpus.py: with)
     spec = launch_settings("--threads", "1").cluster_spec()
     assert [node.name for node in spec.nodes] == ["node1", "node2"]
     assert all(node.managed and node.worker.args[:2] == ["--model", "demo"] for node in spec.nodes)

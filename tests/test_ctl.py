@@ -1,4 +1,4 @@
-"""``python -m balancer.ctl`` against a real sidecar and HAProxy over stand-in nodes (``tests.test_sidecar``)."""
+"""``python -m balancer.cli`` against a real sidecar and HAProxy over stand-in nodes (``tests.test_sidecar``)."""
 
 from __future__ import annotations
 
@@ -16,15 +16,16 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from balancer.basic_auth import BasicAuth
-from balancer.cluster import local_nodes, parse_cluster
-from balancer.ctl import PASSWORD_ENV, format_status
-from balancer.gate import HAProxyGate
-from balancer.haproxy_config import PART_BACKENDS
-from balancer.operations import OperationError
-from balancer.runtime_api import ServerState
-from balancer.sidecar import Sidecar, replace_flag
-from balancer.status import OperationRoutes, status_app
+from balancer.api.basic_auth import BasicAuth
+from balancer.api.routes import OperationRoutes, status_app
+from balancer.cli.ctl import PASSWORD_ENV, format_status
+from balancer.config.loading import local_nodes, parse_cluster
+from balancer.haproxy.config import PART_BACKENDS
+from balancer.haproxy.gate import HAProxyGate
+from balancer.haproxy.runtime_api import ServerState
+from balancer.operations.parts import replace_flag
+from balancer.operations.rolling import OperationError
+from balancer.sidecar import Sidecar
 from bench.harness.load import Poller
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
@@ -52,11 +53,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 def ctl(cluster: SupervisedCluster, *args: str, password: str | None = STATS_PASSWORD,
         sidecar: str | None = None) -> subprocess.CompletedProcess:
-    """Run ``python -m balancer.ctl ARGS`` against the cluster's sidecar, the password in the environment."""
+    """Run ``python -m balancer.cli ARGS`` against the cluster's sidecar, the password in the environment."""
     env = {key: value for key, value in os.environ.items() if key != PASSWORD_ENV}
     if password is not None:
         env[PASSWORD_ENV] = password
-    command = [sys.executable, "-m", "balancer.ctl", *args, "--sidecar", sidecar or cluster.sidecar_url]
+    command = [sys.executable, "-m", "balancer.cli", *args, "--sidecar", sidecar or cluster.sidecar_url]
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -112,8 +113,8 @@ def test_a_parked_server_stays_in_maint_until_unparked_then_gets_its_held_state(
 def test_without_haproxy_a_drain_is_recorded_and_reported_as_not_taken(tmp_path: Path) -> None:
     spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
     sidecar = Sidecar(spec, api=None)  # nothing started: only its HTTP app is used
-    app = status_app(sidecar.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
-                     drain=sidecar.drain, view=sidecar.haproxy_view)
+    app = status_app(sidecar.nodes.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
+                     drain=sidecar.nodes.drain, view=sidecar.haproxy_view)
     with TestClient(app) as client:
         assert client.post("/drain/a").status_code == 401
         answer = client.post("/drain/a", auth=("admin", STATS_PASSWORD))
@@ -130,8 +131,8 @@ def test_without_haproxy_a_drain_is_recorded_and_reported_as_not_taken(tmp_path:
 def test_without_haproxy_a_rolling_restart_is_refused_and_none_is_reported(tmp_path: Path) -> None:
     spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
     sidecar = Sidecar(spec, api=None)  # nothing started: only its HTTP app is used
-    app = status_app(sidecar.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
-                     operations=OperationRoutes(sidecar.start_rolling_restart, sidecar.operation))
+    app = status_app(sidecar.nodes.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
+                     operations=OperationRoutes(sidecar.actions.start_rolling_restart, sidecar.actions.operation))
     with TestClient(app) as client:
         answer = client.post("/rolling-restart", json={}, auth=("admin", STATS_PASSWORD))
         assert answer.status_code == 400 and "no HAProxy runtime API" in answer.json()["detail"]
@@ -331,10 +332,10 @@ def test_worker_flags_are_replaced_where_they_are_or_added() -> None:
 
 @pytest.mark.parametrize("command", ["status", "drain", "ready", "rolling-restart", "add-node", "remove-node"])
 def test_every_command_has_help(command: str) -> None:
-    result = subprocess.run([sys.executable, "-m", "balancer.ctl", command, "--help"], capture_output=True,
+    result = subprocess.run([sys.executable, "-m", "balancer.cli", command, "--help"], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0
-    assert result.stdout.startswith(f"usage: python -m balancer.ctl {command}")
+    assert result.stdout.startswith(f"usage: python -m balancer.cli {command}")
     assert "--json" in result.stdout and "--sidecar" in result.stdout
 
 
@@ -342,7 +343,7 @@ def test_a_new_node_gets_the_next_name_free_ports_and_its_gpu(tmp_path: Path) ->
     nodes = local_nodes(2, first_web_port=free_port(), first_worker_port=free_port(), worker_args=["--model", "demo"])
     spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=nodes))
     sidecar = Sidecar(spec, api=None)
-    node = sidecar.next_node(gpu=1)
+    node = sidecar.nodes.next_node(gpu=1)
     assert node.name == "node3" and node.managed
     assert node.worker is not None and node.web is not None
     assert node.worker.gpu == 1 and node.worker.args == ["--model", "demo"]
@@ -350,16 +351,16 @@ def test_a_new_node_gets_the_next_name_free_ports_and_its_gpu(tmp_path: Path) ->
     assert node.web.port not in used and node.worker.port not in used
     assert node.worker.dispatch_agent_port not in used | {node.web.port, node.worker.port, None}
     # A removed node whose servers HAProxy still holds (a worker of the cluster file: tracked) keeps its name.
-    sidecar.names_in_haproxy.add("node3")
-    assert sidecar.next_node(gpu=None).name == "node4"
+    sidecar.nodes.names_in_haproxy.add("node3")
+    assert sidecar.nodes.next_node(gpu=None).name == "node4"
 
 
 def test_adding_or_removing_nodes_without_haproxy_or_by_copying_a_custom_command_is_refused(tmp_path: Path) -> None:
     spec = parse_cluster(cluster_data(tmp_path, [], [], nodes=[stand_in_node("a")]))
     sidecar = Sidecar(spec, api=None)
-    app = status_app(sidecar.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
-                     operations=OperationRoutes(sidecar.start_rolling_restart, sidecar.operation,
-                                                sidecar.start_add_node, sidecar.start_remove_node))
+    app = status_app(sidecar.nodes.statuses, sidecar.metrics, sidecar.retry, BasicAuth("admin", spec.stats.password),
+                     operations=OperationRoutes(sidecar.actions.start_rolling_restart, sidecar.actions.operation,
+                                                sidecar.actions.start_add_node, sidecar.actions.start_remove_node))
     with TestClient(app) as client:
         assert client.post("/add-node", json={}).status_code == 401
         answer = client.post("/add-node", json={"gpu": -1}, auth=("admin", STATS_PASSWORD))
@@ -369,4 +370,4 @@ def test_adding_or_removing_nodes_without_haproxy_or_by_copying_a_custom_command
         answer = client.post("/remove-node/a", json={"settle": -1}, auth=("admin", STATS_PASSWORD))
         assert answer.status_code == 400 and "settle" in answer.json()["detail"]
     with pytest.raises(OperationError, match="runs its own command"):
-        sidecar.next_node(None)
+        sidecar.nodes.next_node(None)

@@ -1,10 +1,10 @@
 """How many jobs a worker holds: never a second one while another worker is free (issue 9).
 
-Real HAProxy (rendered by ``balancer.haproxy_config``), the real sidecar and two real workers
+Real HAProxy (rendered by ``balancer.haproxy.config``), the real sidecar and two real workers
 serving the fixed-latency stand-in (``--model standin:SECONDS``), started by the sidecar with the
 flags it gives every managed worker.
 
-HAProxy 2.8 can exceed a server's ``maxconn`` (see ``balancer.haproxy_config``: its threads race
+HAProxy 2.8 can exceed a server's ``maxconn`` (see ``balancer.haproxy.config``: its threads race
 on the slot count while L7 retries release and re-take slots); leastconn never picks a busy
 server while one is idle, so that miscount is the way a second job reaches a busy worker. It is
 rare and timing-bound, so the test hands the busy worker its second job itself, at the worker's
@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from balancer.haproxy_config import WORKERS_BACKEND
+from balancer.haproxy.config import WORKERS_BACKEND
 from bench.harness.processes import REPO, Processes, free_port
 from tests.balancer_helpers import wait_status
 from tests.helpers import record_figures

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from PIL import Image
 
-from balancer.cluster import ClusterConfigError, parse_cluster
+from balancer.config.loading import parse_cluster
+from balancer.config.sections import ClusterConfigError
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import REPO
 
@@ -133,7 +134,7 @@ def test_the_commands_the_docs_name_exist_with_their_flags() -> None:
         first = words[0] if words and not words[0].startswith("-") else None
         sub = first if first in subcommands(help_text(target)) else None
         flags.setdefault((target, sub), set()).update(FLAG.findall(" ".join(words)))
-    assert ("launch.py", None) in flags and ("balancer.ctl", "rolling-restart") in flags, sorted(flags, key=str)
+    assert ("launch.py", None) in flags and ("balancer.cli", "rolling-restart") in flags, sorted(flags, key=str)
     with ThreadPoolExecutor(4) as pool:
         list(pool.map(lambda key: help_text(*key), [key for key in flags if key[1]]))
     missing = []

@@ -22,9 +22,9 @@ import httpx
 import psutil
 import pytest
 
-from balancer.cluster import parse_cluster
-from balancer.haproxy_config import render_config
-from balancer.settings import LaunchSettings
+from balancer.config.loading import parse_cluster
+from balancer.config.settings import LaunchSettings
+from balancer.haproxy.config import render_config
 from tests.balancer_helpers import cluster_data
 from tests.test_haproxy_config import RunningBalancer, crypt_hash, running_balancer
 from webui.contract import JOB_EVENT_INDICES

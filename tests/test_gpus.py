@@ -24,13 +24,16 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic_settings import CliApp
 from starlette.testclient import TestClient
 
-import balancer.gpus as gpus
-from balancer.basic_auth import BasicAuth
-from balancer.cluster import ClusterConfigError, parse_cluster
-from balancer.gpus import Gpu, GpuAssignmentError, assign_gpus
-from balancer.settings import LaunchSettings
+import balancer.config.gpus as gpus
+from balancer.api.basic_auth import BasicAuth
+from balancer.api.metrics import SidecarMetrics
+from balancer.api.routes import status_app, status_document
+from balancer.config.gpus import Gpu, GpuAssignmentError, assign_gpus
+from balancer.config.loading import parse_cluster
+from balancer.config.sections import ClusterConfigError
+from balancer.config.settings import LaunchSettings
 from balancer.sidecar import Sidecar
-from balancer.status import PartStatus, SidecarMetrics, status_app, status_document
+from balancer.supervision.state import PartStatus
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data
@@ -61,13 +64,13 @@ def test_without_gpus_two_cpu_nodes_as_before() -> None:
 
 
 def test_several_workers_per_gpu_only_when_asked_and_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="balancer.gpus"):
+    with caplog.at_level(logging.WARNING, logger="balancer.config.gpus"):
         assert assign_gpus([0, 1], None, workers_per_gpu=2) == [0, 1, 0, 1]
     assert "2 workers per GPU on GPU(s) 0,1" in caplog.text and "memory" in caplog.text
 
 
 def test_fewer_nodes_than_slots_spread_over_the_gpus(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="balancer.gpus"):
+    with caplog.at_level(logging.WARNING, logger="balancer.config.gpus"):
         assert assign_gpus([0, 1], 2, workers_per_gpu=2) == [0, 1]
     assert not caplog.records  # nobody shares: no warning
     assert assign_gpus([0, 1, 2, 3], 0) == []
@@ -86,7 +89,7 @@ def test_more_nodes_than_gpu_slots_is_a_clear_error() -> None:
 def launch_spec(monkeypatch: pytest.MonkeyPatch, seen: list[int], *flags: str):
     """The cluster ``launch.py FLAGS`` would run on a machine whose NVML sees GPUs ``seen``."""
     fake = [Gpu(index=i, name="Fake L4", uuid=f"GPU-{i}", memory_total_bytes=24 * 2**30) for i in seen]
-    monkeypatch.setattr("balancer.settings.list_gpus", lambda: fake)
+    monkeypatch.setattr("balancer.config.settings.list_gpus", lambda: fake)
     return CliApp.run(LaunchSettings, cli_args=["--threads", "1", *flags]).cluster_spec()
 
 
@@ -165,11 +168,11 @@ def test_the_sidecar_gives_each_worker_its_gpu_unless_its_env_says_otherwise(tmp
     ]
     sidecar = Sidecar(parse_cluster(cluster_data(tmp_path, [], [], nodes=nodes)), None, base_env={"PATH": "/bin"})
     env = {supervisor.status.node + "/" + supervisor.status.part: supervisor.child.env
-           for supervisor in sidecar.supervisors}
+           for supervisor in sidecar.nodes.supervisors}
     assert env["a/worker"]["CUDA_VISIBLE_DEVICES"] == "0" and env["a/worker"]["CUDA_DEVICE_ORDER"] == "PCI_BUS_ID"
     assert env["b/worker"]["CUDA_VISIBLE_DEVICES"] == "GPU-1234"  # the part's own env wins
     assert "CUDA_VISIBLE_DEVICES" not in env["a/web"] and "CUDA_VISIBLE_DEVICES" not in env["c/worker"]
-    assert [status.gpu for status in sidecar.statuses()] == ["0", None, "GPU-1234", None]
+    assert [status.gpu for status in sidecar.nodes.statuses()] == ["0", None, "GPU-1234", None]
 
 
 def parts_on_gpus() -> list[PartStatus]:
@@ -276,7 +279,7 @@ def test_nvml_lists_gpus_and_their_facts(monkeypatch: pytest.MonkeyPatch) -> Non
 
 
 def test_without_nvidias_driver_nothing_and_one_info_line(no_nvml: None, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="balancer.gpus"):
+    with caplog.at_level(logging.INFO, logger="balancer.config.gpus"):
         assert gpus.list_gpus() == [] and gpus.gpu_facts() == {} and gpus.gpu_facts() == {}
     assert [record.levelno for record in caplog.records] == [logging.INFO]
     assert "no NVIDIA GPU found (NVML: NVML Shared Library Not Found)" in caplog.text

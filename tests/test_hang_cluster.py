@@ -27,7 +27,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from balancer.hang import HangDetector
+from balancer.supervision.hang import HangDetector
 from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, Reply, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call

@@ -19,9 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from balancer.cluster import ClusterConfigError, load_cluster_file, parse_cluster
-from balancer.haproxy import HAProxyError, HAProxyProcess, RuntimeAPI, validate_config, write_config
-from balancer.haproxy_config import COOKIE_NAME, read_users_file, render_config
+from balancer.config.loading import load_cluster_file, parse_cluster
+from balancer.config.sections import ClusterConfigError
+from balancer.haproxy.config import COOKIE_NAME, read_users_file, render_config
+from balancer.haproxy.process import HAProxyError, HAProxyProcess, RuntimeAPI, validate_config, write_config
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import (

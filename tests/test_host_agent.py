@@ -17,10 +17,18 @@ import httpx
 import pytest
 import yaml
 
-from balancer.cluster import ClusterConfigError, parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
-from balancer.haproxy_config import render_config
-from balancer.host_agent import DISPATCH_TIMEOUT, GONE_DISPATCH, REPLIES, SAFE_DISPATCH, UNKNOWN_REPLY, HostAgent
+from balancer.config.loading import parse_cluster
+from balancer.config.sections import ClusterConfigError
+from balancer.haproxy.config import render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
+from balancer.multihost.host_agent import (
+    DISPATCH_TIMEOUT,
+    GONE_DISPATCH,
+    REPLIES,
+    SAFE_DISPATCH,
+    UNKNOWN_REPLY,
+    HostAgent,
+)
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, stand_in_node, wait_status
@@ -142,7 +150,7 @@ def test_bad_node_hosts_name_the_field(change: dict, message: str) -> None:
 
 def test_each_server_has_one_agent_check_host_or_dispatch(tmp_path: Path) -> None:
     """A local worker keeps its dispatch agent; a node host's parts get its host agent; HAProxy accepts both."""
-    from balancer.haproxy import validate_config
+    from balancer.haproxy.process import validate_config
 
     spec = parse_cluster({
         "run_dir": str(tmp_path), "worker_queue": {"host": "10.0.0.1", "port": 8081},
@@ -224,8 +232,8 @@ def test_role_node_exits_2_when_its_host_agent_port_is_taken(tmp_path: Path, cap
 
 
 def test_the_hosts_example_renders_agent_checks_for_every_part(tmp_path: Path) -> None:
-    from balancer.cluster import load_cluster_file
-    from balancer.haproxy import validate_config
+    from balancer.config.loading import load_cluster_file
+    from balancer.haproxy.process import validate_config
     from bench.harness.processes import REPO
 
     data = load_cluster_file(REPO / "assets" / "cluster.hosts.example.yaml")

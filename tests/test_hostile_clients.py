@@ -29,7 +29,7 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
-from balancer.cluster import parse_cluster
+from balancer.config.loading import parse_cluster
 from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, PageEvent, RestClient, stream_messages
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import REPO, Processes, free_port

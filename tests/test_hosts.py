@@ -32,7 +32,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from balancer.cluster import load_cluster_file, parse_cluster
+from balancer.config.loading import load_cluster_file, parse_cluster
 from bench.harness.hosts import (
     FAULTS,
     NODE_HOSTS,

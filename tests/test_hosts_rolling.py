@@ -3,7 +3,7 @@
 A balancer host and two node hosts in network namespaces (``bench.harness.hosts``); node host ``n1``
 runs two nodes, ``n2`` one; the workers serve the fixed-latency stand-in (the subject is the operation, not
 the model). While a REST client, a reused ``gradio_client`` and a browser-protocol
-client send jobs through the balancer, ``python -m balancer.ctl rolling-restart`` runs on ``n1``
+client send jobs through the balancer, ``python -m balancer.cli rolling-restart`` runs on ``n1``
 against its sidecar (which has no HAProxy: it drains each node through its host agent, waits on the
 parts' own request counts, parks and unparks the web front through the agent too). Checked: every
 request succeeds, both nodes of ``n1`` run new processes and ``n2``'s the same ones, and HAProxy never
@@ -26,9 +26,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from balancer.cluster import load_cluster_file, parse_cluster
-from balancer.ctl import PASSWORD_ENV
-from balancer.haproxy_config import WORKERS_BACKEND
+from balancer.cli.ctl import PASSWORD_ENV
+from balancer.config.loading import load_cluster_file, parse_cluster
+from balancer.haproxy.config import WORKERS_BACKEND
 from bench.harness.hosts import BALANCER, STANDIN_WORKER, HostsCluster
 from bench.harness.load import OK, Clock, FewestUp, Record, mixed_clients, under_load
 from bench.harness.netns import NetworkLab, missing_for_labs
@@ -52,9 +52,9 @@ SETTLE = 0.5
 
 
 def ctl(cluster: HostsCluster, host: str, *args: str) -> subprocess.CompletedProcess:
-    """``python -m balancer.ctl ARGS`` on ``host`` against its sidecar (on its loopback), password in the env."""
+    """``python -m balancer.cli ARGS`` on ``host`` against its sidecar (on its loopback), password in the env."""
     password = load_cluster_file(cluster.file)["stats"]["password"]
-    return subprocess.run(["ip", "netns", "exec", cluster.lab.namespace(host), sys.executable, "-m", "balancer.ctl",
+    return subprocess.run(["ip", "netns", "exec", cluster.lab.namespace(host), sys.executable, "-m", "balancer.cli",
                            *args], capture_output=True, text=True, env={**os.environ, PASSWORD_ENV: password},
                           timeout=LOAD_SECONDS)
 

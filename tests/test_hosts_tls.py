@@ -2,12 +2,12 @@
 
 The layout of ``tests/test_hosts.py`` (``launch.py --role balancer`` in namespace ``b``, ``--role
 node`` in ``n1`` and ``n2``, one cluster file), with ``tls`` and the certificates of one run of
-``python -m balancer.certs --balancer b=ADDR --node n1=ADDR --node n2=ADDR``. Checked: a REST job
+``python -m balancer.multihost.certs --balancer b=ADDR --node n1=ADDR --node n2=ADDR``. Checked: a REST job
 and a ``gradio_client`` job through the balancer succeed (HAProxy -> node host over TLS, the web
 front -> the worker queue over TLS with its host's queue certificate -> a node host's worker over
 TLS); a node-host port refuses plain HTTP, a client without a certificate, a node's certificate, a
 web front's queue certificate, and the other node host's sidecar probe certificate
-(``balancer.part_tls``: each host's probe CA is its own), while it lets a balancer in; the worker
+(``balancer.multihost.part_tls``: each host's probe CA is its own), while it lets a balancer in; the worker
 queue refuses a client without a certificate and one with a balancer's or a node host's cluster
 certificate, while it lets a node host's queue certificate in;
 HAProxy shows every part UP with its host agent answering; a killed worker on a TLS node host goes
@@ -55,7 +55,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostsClu
     run_dir = tmp_path_factory.mktemp("hosts-tls")
     with Processes("hosts-tls") as processes, NetworkLab([BALANCER, *NODE_HOSTS.values()], processes) as lab:
         certs = run_dir / "certs"
-        issued = subprocess.run([sys.executable, "-m", "balancer.certs", "--out", str(certs),
+        issued = subprocess.run([sys.executable, "-m", "balancer.multihost.certs", "--out", str(certs),
                                  *(arg for host in (BALANCER, *NODE_HOSTS.values())
                                    for arg in ("--balancer" if host == BALANCER else "--node",
                                                f"{host}={lab.address[host]}"))],
@@ -158,7 +158,8 @@ def _cmdline(pid: int) -> list[str]:
 
 def test_a_rolling_restart_on_a_tls_node_host_counts_its_parts_over_tls(cluster: tuple[HostsCluster, Path]) -> None:
     """The node host's sidecar waits on its parts' own request counts (``GET /traffic``), asked over mutual TLS
-    with its probe identity (``balancer.traffic.PartTraffic``); the restart of n1's node completes, new pids."""
+    with its probe identity (``balancer.operations.traffic.PartTraffic``); the restart of n1's node completes,
+    new pids."""
     hosts, _ = cluster
     hosts.wait_all_up(timeout=60)
     before = part_pids(hosts, "n1")

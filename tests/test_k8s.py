@@ -1,4 +1,4 @@
-"""The Kubernetes manifests (``python -m balancer.k8s``): valid against Kubernetes' own schemas
+"""The Kubernetes manifests (``python -m balancer.deploy``): valid against Kubernetes' own schemas
 (``kubernetes-validate``, offline), the balancer's haproxy.cfg accepted by ``haproxy -c``, and its
 DNS discovery (``resolvers`` + ``server-template``) working in a real HAProxy against a real DNS
 server (dnslib) on loopback."""
@@ -16,10 +16,10 @@ import yaml
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
-from balancer.cluster import parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, validate_config, write_config
-from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, HAProxyConfigRenderer
-from balancer.k8s import BALANCER, STATS_PASSWORD_ENV, WEB, WORKER, DnsServers
+from balancer.config.loading import parse_cluster
+from balancer.deploy.k8s import BALANCER, STATS_PASSWORD_ENV, WEB, WORKER, DnsServers
+from balancer.haproxy.config import WEBS_BACKEND, WORKERS_BACKEND, HAProxyConfigRenderer
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, validate_config, write_config
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import cluster_data, fake_command
@@ -30,7 +30,7 @@ EXAMPLE = REPO / "assets" / "cluster.example.yaml"
 
 
 def k8s(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "balancer.k8s", *args], capture_output=True, text=True, timeout=60,
+    return subprocess.run([sys.executable, "-m", "balancer.deploy", *args], capture_output=True, text=True, timeout=60,
                           cwd=REPO)
 
 

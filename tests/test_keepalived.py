@@ -16,13 +16,15 @@ import pytest
 import yaml
 from starlette.testclient import TestClient
 
-from balancer.basic_auth import BasicAuth
-from balancer.cluster import ClusterConfigError, load_cluster_file, parse_cluster
-from balancer.ctl import format_status
-from balancer.haproxy import HAProxyProcess, write_config
-from balancer.haproxy_config import render_config
-from balancer.keepalived import CHECK_SCRIPT, NOTIFY_SCRIPT, render_keepalived_config, vrrp_state_path
-from balancer.status import FloatingView, SidecarMetrics, status_app
+from balancer.api.basic_auth import BasicAuth
+from balancer.api.metrics import FloatingView, SidecarMetrics
+from balancer.api.routes import status_app
+from balancer.cli.ctl import format_status
+from balancer.config.loading import load_cluster_file, parse_cluster
+from balancer.config.sections import ClusterConfigError
+from balancer.haproxy.config import render_config
+from balancer.haproxy.process import HAProxyProcess, write_config
+from balancer.multihost.keepalived import CHECK_SCRIPT, NOTIFY_SCRIPT, render_keepalived_config, vrrp_state_path
 from bench.harness.processes import REPO
 from tests.balancer_helpers import cluster_data
 
@@ -48,7 +50,7 @@ def test_each_balancer_gets_its_priority_its_peers_and_the_floating_address() ->
     differing = [(one, two) for one, two in zip(first_lines, second_lines, strict=True) if one != two]
     lb1, lb2 = spec.balancer("lb1"), spec.balancer("lb2")
     expected = [(f"{prefix}{values[0]}{suffix}", f"{prefix}{values[1]}{suffix}") for prefix, values, suffix in (
-        ("# Rendered by portrait-ha (balancer/keepalived.py) for balancer ", (lb1.name, lb2.name),
+        ("# Rendered by portrait-ha (balancer/multihost/keepalived.py) for balancer ", (lb1.name, lb2.name),
          ": do not edit, edit the"),
         ("    router_id portrait-ha-", (lb1.name, lb2.name), ""),
         ("    priority ", (lb1.priority, lb2.priority), ""),

@@ -22,8 +22,8 @@ import httpx
 import psutil
 import pytest
 
-from balancer.ctl import PASSWORD_ENV
-from balancer.haproxy_config import WORKERS_BACKEND
+from balancer.cli.ctl import PASSWORD_ENV
+from balancer.haproxy.config import WORKERS_BACKEND
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import OK, Clock, FewestUp, LoadClient, mixed_clients, under_load
 from bench.harness.processes import Processes
@@ -72,9 +72,9 @@ def load_clients(cluster: LaunchedCluster, clock: Clock, closers: list) -> list[
 
 
 def ctl(cluster: LaunchedCluster, *args: str) -> subprocess.CompletedProcess:
-    """``python -m balancer.ctl ARGS`` against the cluster's sidecar, the password in the environment."""
+    """``python -m balancer.cli ARGS`` against the cluster's sidecar, the password in the environment."""
     env = {**os.environ, PASSWORD_ENV: cluster.spec.stats.password.get_secret_value()}
-    return subprocess.run([sys.executable, "-m", "balancer.ctl", *args, "--sidecar", cluster.sidecar_url],
+    return subprocess.run([sys.executable, "-m", "balancer.cli", *args, "--sidecar", cluster.sidecar_url],
                           capture_output=True, text=True, env=env, timeout=LOAD_SECONDS)
 
 

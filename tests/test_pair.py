@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from balancer.cluster import load_cluster_file
+from balancer.config.loading import load_cluster_file
 from bench.harness.hosts import NODE_HOSTS, STANDIN_WORKER
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster, lose_balancer_mid_load

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from balancer.cluster import ClusterConfigError
-from balancer.haproxy import write_config
-from balancer.run_dir import SUBDIRS, open_private_log, prepare_run_dir
+from balancer.config.sections import ClusterConfigError
+from balancer.haproxy.process import write_config
+from balancer.system.run_dir import SUBDIRS, open_private_log, prepare_run_dir
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
 

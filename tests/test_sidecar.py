@@ -20,13 +20,20 @@ import psutil
 import pytest
 import yaml
 
-from balancer.causes import Death, DeathCause, DeathClassifier, KernelLog, OomKillCounter, candidate_counter_files
-from balancer.cluster import parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
-from balancer.haproxy_config import PROBES_BACKEND, render_config
-from balancer.restart_policy import RestartPolicy
-from balancer.run_dir import prepare_run_dir
-from balancer.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
+from balancer.config.loading import parse_cluster
+from balancer.haproxy.config import PROBES_BACKEND, render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
+from balancer.supervision.causes import (
+    Death,
+    DeathCause,
+    DeathClassifier,
+    KernelLog,
+    OomKillCounter,
+    candidate_counter_files,
+)
+from balancer.supervision.restart_policy import RestartPolicy
+from balancer.system.run_dir import prepare_run_dir
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, stand_in_node, start_fake, wait_status

@@ -21,8 +21,9 @@ import psutil
 import pytest
 from pydantic_settings import CliApp
 
-from balancer.cluster import ClusterConfigError, parse_cluster
-from balancer.settings import LaunchSettings
+from balancer.config.loading import parse_cluster
+from balancer.config.sections import ClusterConfigError
+from balancer.config.settings import LaunchSettings
 from bench.harness.clients import CallFailed, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import REPO, Processes
@@ -72,7 +73,7 @@ def cluster(model_copy: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def test_standby_is_off_by_default_a_launch_flag_and_a_worker_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("balancer.settings.list_gpus", list)  # a machine without GPUs
+    monkeypatch.setattr("balancer.config.settings.list_gpus", list)  # a machine without GPUs
 
     def standbys(*flags: str) -> list[bool]:
         spec = CliApp.run(LaunchSettings, cli_args=["--threads", "1", *flags]).cluster_spec()

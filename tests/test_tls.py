@@ -1,6 +1,6 @@
 """Nodes accept only their balancers: mutual TLS between HAProxy and remote nodes, on loopback.
 
-``python -m balancer.certs`` makes the CAs and the certificates (its output is checked: the chains
+``python -m balancer.multihost.certs`` makes the CAs and the certificates (its output is checked: the chains
 verify, the SANs and key usages are what each role needs, the queue certificates chain to the
 queue CA only, the files are 0600, nothing is overwritten). Then a real HAProxy, rendered from a
 cluster file with ``tls``, fronts a real demo worker and a real web front that both require client
@@ -27,9 +27,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from gradio_client import Client
 
-from balancer.cluster import ClusterConfigError, parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, find_haproxy, validate_config, write_config
-from balancer.haproxy_config import WEBS_BACKEND, WORKERS_BACKEND, config_path_arg, render_config
+from balancer.config.loading import parse_cluster
+from balancer.config.sections import ClusterConfigError
+from balancer.haproxy.config import WEBS_BACKEND, WORKERS_BACKEND, config_path_arg, render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, find_haproxy, validate_config, write_config
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import assert_refused, client_context, cluster_data
@@ -40,7 +41,7 @@ BALANCER = "lb1"
 
 def make_certs(out: Path, *args: str) -> subprocess.CompletedProcess:
     """Run the documented certificate command."""
-    return subprocess.run([sys.executable, "-m", "balancer.certs", "--out", str(out), *args],
+    return subprocess.run([sys.executable, "-m", "balancer.multihost.certs", "--out", str(out), *args],
                           capture_output=True, text=True, timeout=60)
 
 
@@ -296,7 +297,7 @@ def test_the_worker_queue_is_served_over_tls_to_web_fronts_only(mtls_cluster, ce
 
 
 def test_managed_web_fronts_get_the_tls_worker_queue(certs: Path, tmp_path: Path) -> None:
-    from balancer.sidecar import part_command
+    from balancer.operations.parts import part_command
 
     data = cluster_data(tmp_path, [], [], tls={"ca_file": str(certs / "ca.crt"),
                                                "cert_file": str(certs / f"{BALANCER}.pem")})
@@ -391,8 +392,8 @@ def test_node_host_servers_use_mutual_tls_and_a_plain_agent_check(certs: Path, t
 
 
 def test_a_node_host_serves_with_its_certificate_and_probes_with_a_throwaway_ca(certs: Path, tmp_path: Path) -> None:
-    from balancer.part_tls import NodeHostTLS
-    from balancer.sidecar import part_command
+    from balancer.multihost.part_tls import NodeHostTLS
+    from balancer.operations.parts import part_command
 
     spec = node_host_spec(certs, tmp_path)
     host = spec.node_host(NODE_HOST)
@@ -439,7 +440,7 @@ def test_a_missing_own_certificate_is_one_line(certs: Path, tmp_path: Path, caps
     assert main(["--cluster", str(path), "--role", role]) == 2
     expected = {"node": f"node_hosts.gpu7.cert_file (default): {certs / 'gpu7.pem'} is not a file",
                 "balancer": f"tls.cert_file: {tmp_path / 'lb9.pem'} is not a file"}[role]
-    assert capsys.readouterr().err.strip() == f"error: {expected} (python -m balancer.certs makes it)"
+    assert capsys.readouterr().err.strip() == f"error: {expected} (python -m balancer.multihost.certs makes it)"
 
 
 @pytest.mark.parametrize("role, missing, setting", [
@@ -463,7 +464,7 @@ def test_a_missing_queue_file_is_one_line(certs: Path, tmp_path: Path, capsys: p
     path = tmp_path / "cluster.yaml"
     path.write_text(yaml.safe_dump(data))
     assert main(["--cluster", str(path), "--role", role]) == 2
-    expected = f"error: {setting}: {copy / missing} is not a file (python -m balancer.certs makes it)"
+    expected = f"error: {setting}: {copy / missing} is not a file (python -m balancer.multihost.certs makes it)"
     assert capsys.readouterr().err.strip() == expected
 
 
@@ -472,8 +473,8 @@ def test_the_hosts_example_with_the_documented_certificates_is_all_tls(tmp_path:
     from bench.harness.processes import REPO
 
     example = REPO / "assets" / "cluster.hosts.example.yaml"
-    command = next(line for line in example.read_text().splitlines() if "python -m balancer.certs" in line)
-    args = command.split("python -m balancer.certs", 1)[1].split()
+    command = next(line for line in example.read_text().splitlines() if "python -m balancer.multihost.certs" in line)
+    args = command.split("python -m balancer.multihost.certs", 1)[1].split()
     assert args[:2] == ["--out", "certs"]
     result = make_certs(tmp_path / "certs", *args[2:])
     assert result.returncode == 0, result.stderr

@@ -22,7 +22,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 from PIL import Image
 
-from balancer.haproxy import find_haproxy
+from balancer.haproxy.process import find_haproxy
 from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job
 from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http

@@ -2,7 +2,7 @@
 
 Two real workers (serving the fixed-latency stand-in, not a model: the subject is the web front's
 retry, and the stand-in draws by seed as the model does) behind a real HAProxy running the production configuration
-(``balancer.haproxy_config``: the ``worker_queue`` frontend and ``workers`` backend with health
+(``balancer.haproxy.config``: the ``worker_queue`` frontend and ``workers`` backend with health
 checks on ``/readyz`` and ``option redispatch``), one web front sending its jobs there, and a
 real ``gradio_client``. The test kills whichever worker reports ``busy`` while the job runs.
 HAProxy cannot replay a stream that has started, so the web front's ``WorkerClient`` retries
@@ -22,9 +22,9 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from balancer.cluster import parse_cluster
-from balancer.haproxy import HAProxyProcess, RuntimeAPI, write_config
-from balancer.haproxy_config import WORKERS_BACKEND, render_config
+from balancer.config.loading import parse_cluster
+from balancer.haproxy.config import WORKERS_BACKEND, render_config
+from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import cluster_data

@@ -55,7 +55,7 @@ class ServerTLSSettings(BaseSettings):
 
     tls_cert: Path | None = Field(
         None,
-        description="PEM file with this node host's certificate and private key (python -m balancer.certs): "
+        description="PEM file with this node host's certificate and private key (python -m balancer.multihost.certs): "
         "serve HTTPS and accept only clients with a certificate from --tls-ca (the balancers). "
         "Unset: plain HTTP (loopback).",
     )
@@ -179,8 +179,8 @@ class WebSettings(ServerTLSSettings):
     )
     worker_queue_cert: Path | None = Field(
         None, description="PEM file with the client certificate and key this front presents to an https "
-        "--worker-queue (its host's NAME-queue.pem from python -m balancer.certs: the balancer's worker queue "
-        "accepts only those). Unset: none.",
+        "--worker-queue (its host's NAME-queue.pem from python -m balancer.multihost.certs: the balancer's worker "
+        "queue accepts only those). Unset: none.",
     )
     max_attempts: int = Field(3, ge=1, description="Attempts per job when a worker fails or is cut off.")
     retry_delay: float = Field(0.5, ge=0, description="Seconds between attempts.")

@@ -8,7 +8,7 @@
 ``sticky`` counts the requests by the node their client is stuck to: HAProxy copies the value of
 its persistence cookie into the ``STICKY_NODE_HEADER`` header (it removes the cookie itself before
 the request reaches a node). A node host's sidecar has no HAProxy to ask how busy a part is, so it
-asks the parts (``balancer.traffic.PartTraffic``). Probes and the counters' own route are not counted.
+asks the parts (``balancer.operations.traffic.PartTraffic``). Probes and the counters' own route are not counted.
 """
 
 from __future__ import annotations

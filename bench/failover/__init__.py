@@ -20,7 +20,7 @@ again:
 4. **OOM**: a job with the fault-injection marker sent to the last worker, started with
    ``PORTRAIT_FAULT_OOM_AT_STEP`` and ``--max-consecutive-ooms 1``: it fails that job with
    507 (expected, not counted) and exits with ``EXIT_OOM`` for the sidecar to restart;
-5. **rolling restart**: ``python -m balancer.ctl rolling-restart`` (``balancer.operations``):
+5. **rolling restart**: ``python -m balancer.cli rolling-restart`` (``balancer.operations``):
    node by node, drained, restarted, back; its row's "back UP" is the whole operation.
 
 A monitor polls HAProxy's runtime API (``show stat``) every 50 ms. For each failure it
@@ -33,7 +33,7 @@ minus the median before any failure: what the failure cost the job it hit. Bound
 ``--seconds`` caps the run, ``--max-requests`` each client.
 
 "Back to full capacity" is the time from the failure until every server is UP again (both
-workers serving). ``--standby`` gives every worker a warm standby (``balancer.standby``): the
+workers serving). ``--standby`` gives every worker a warm standby (``balancer.supervision.standby``): the
 benchmark waits until each is loaded before each failure, reports their resident memory, and
 writes ``bench/results/failover-standby.md`` (and ``.png``) instead.
 

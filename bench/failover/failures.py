@@ -12,9 +12,9 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from balancer.ctl import PASSWORD_ENV
-from balancer.haproxy import status_is_out, status_is_up
-from balancer.haproxy_config import PART_BACKENDS
+from balancer.cli.ctl import PASSWORD_ENV
+from balancer.haproxy.config import PART_BACKENDS
+from balancer.haproxy.process import status_is_out, status_is_up
 from bench.failover.monitor import StateMonitor
 from bench.harness.clients import Job, RestClient
 from bench.harness.cluster import LaunchedCluster
@@ -180,20 +180,20 @@ class FailureScript:
 
 
     def ctl(self, *args: str) -> None:
-        """``python -m balancer.ctl ARGS`` against this cluster's sidecar; raises when it fails."""
+        """``python -m balancer.cli ARGS`` against this cluster's sidecar; raises when it fails."""
         env = {**os.environ, PASSWORD_ENV: self.cluster.spec.stats.password.get_secret_value()}
-        subprocess.run([sys.executable, "-m", "balancer.ctl", *args, "--sidecar", self.cluster.sidecar_url],
+        subprocess.run([sys.executable, "-m", "balancer.cli", *args, "--sidecar", self.cluster.sidecar_url],
                        capture_output=True, text=True, env=env, timeout=60, check=True)
 
     def rolling_restart(self) -> Failure:
-        """``python -m balancer.ctl rolling-restart``, followed to its end (the cluster's whole again then)."""
+        """``python -m balancer.cli rolling-restart``, followed to its end (the cluster's whole again then)."""
         self.cluster.wait_all_ready(self.args.recovery_timeout)
         before = {(node, part): self.cluster.pid(node, part) for node in self.cluster.node_names
                   for part in PART_BACKENDS}
         at = self.clock.now()
         env = {**os.environ, PASSWORD_ENV: self.cluster.spec.stats.password.get_secret_value()}
         result = subprocess.run(
-            [sys.executable, "-m", "balancer.ctl", "rolling-restart", "--json", "--sidecar", self.cluster.sidecar_url,
+            [sys.executable, "-m", "balancer.cli", "rolling-restart", "--json", "--sidecar", self.cluster.sidecar_url,
              "--drain-timeout", str(self.args.recovery_timeout), "--settle", str(SETTLE),
              "--timeout", str(self.args.seconds)],
             capture_output=True, text=True, env=env, timeout=self.args.seconds + 30)

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from balancer.haproxy import status_is_up
+from balancer.haproxy.process import status_is_up
 from bench.harness.cluster import LaunchedCluster
 from bench.harness.load import Clock, Poller
 

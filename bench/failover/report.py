@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from balancer.haproxy_config import PART_BACKENDS
+from balancer.haproxy.config import PART_BACKENDS
 from bench.failover.failures import Failure
 from bench.failover.monitor import StateSample
 from bench.harness.load import OK, Record

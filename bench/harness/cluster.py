@@ -1,7 +1,7 @@
 """A whole portrait-ha cluster for a benchmark or a test: ``launch.py`` on free loopback ports.
 
 ``LaunchedCluster`` writes a cluster file (the ``ClusterSpec`` format of
-``balancer/cluster.py``) with a free port for every listener and node part, starts
+``balancer/config/cluster.py``) with a free port for every listener and node part, starts
 ``python launch.py`` on it through ``bench.harness.processes.Processes`` (so the whole
 process tree is killed by PID when the block ends, on errors and Ctrl-C too), and waits until
 HAProxy shows every node part UP. It then answers what benchmarks and tests ask: HAProxy's
@@ -28,9 +28,10 @@ import httpx
 import psutil
 import yaml
 
-from balancer.cluster import ClusterSpec, parse_cluster
-from balancer.haproxy import RuntimeAPI, ServerStatus, status_is_up
-from balancer.haproxy_config import PART_BACKENDS, WORKERS_BACKEND
+from balancer.config.cluster import ClusterSpec
+from balancer.config.loading import parse_cluster
+from balancer.haproxy.config import PART_BACKENDS, WORKERS_BACKEND
+from balancer.haproxy.process import RuntimeAPI, ServerStatus, status_is_up
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from webui.settings import default_cache_dir
@@ -60,7 +61,7 @@ class ClusterOptions:
     extra: dict[str, Any] = field(default_factory=dict)
     """Extra top-level cluster-file sections (``limits``, ...)."""
     standby: bool = False
-    """Every node's worker with a warm standby (``standby: true``, ``balancer.standby``)."""
+    """Every node's worker with a warm standby (``standby: true``, ``balancer.supervision.standby``)."""
     worker_only_nodes: dict[str, list[str]] = field(default_factory=dict)
     """Node name -> worker flags of extra nodes with a worker only (no ``--threads`` etc. added).
 

@@ -21,8 +21,8 @@ from pathlib import Path
 import httpx
 import yaml
 
-from balancer.cluster import load_cluster_file, parse_cluster
-from balancer.haproxy import RuntimeAPI, status_is_out
+from balancer.config.loading import load_cluster_file, parse_cluster
+from balancer.haproxy.process import RuntimeAPI, status_is_out
 from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, Reply
 from bench.harness.netns import NetworkLab
 from bench.harness.waiting import wait_until

@@ -26,9 +26,9 @@ import httpx
 import psutil
 import yaml
 
-from balancer.ctl import DEFAULT_SIDECAR
-from balancer.haproxy import RuntimeAPI
-from balancer.haproxy_config import COOKIE_NAME
+from balancer.cli.ctl import DEFAULT_SIDECAR
+from balancer.haproxy.config import COOKIE_NAME
+from balancer.haproxy.process import RuntimeAPI
 from bench.harness.hosts import BALANCER, DEMO_WORKER, JOB, NODE_HOSTS, PUBLIC_PORT, HostsCluster
 from bench.harness.netns import NetworkLab
 from bench.harness.waiting import wait_until
@@ -92,8 +92,8 @@ class PairCluster(HostsCluster):
         return holders[0] if holders else None
 
     def ctl_status(self, host: str, *flags: str) -> str:
-        """``python -m balancer.ctl status`` run on balancer ``host`` (its sidecar listens on its loopback)."""
-        return self.lab.run_in(host, [sys.executable, "-m", "balancer.ctl", "status", *flags])
+        """``python -m balancer.cli status`` run on balancer ``host`` (its sidecar listens on its loopback)."""
+        return self.lab.run_in(host, [sys.executable, "-m", "balancer.cli", "status", *flags])
 
     def vrrp_state(self, host: str) -> str | None:
         """Balancer ``host``'s VRRP state, as its sidecar's ``/status`` shows it (through ``ctl status --json``)."""

@@ -1,0 +1,259 @@
+"""What the sidecar tells the outside world: ``GET /status`` (JSON), ``GET /metrics``, ``GET /healthz``,
+and the actions it takes from outside (HTTP basic auth): ``POST /retry/NODE/PART``, ``POST /drain/NODE``
+``POST /ready/NODE``, ``POST /rolling-restart`` (``balancer.operations.rolling``), ``POST /add-node`` and ``POST
+/remove-node/NODE`` (``balancer.operations.node_changes``; an operation's progress in ``GET /operation``);
+``python -m balancer.cli`` speaks them all.
+
+``PartStatus`` is the record each supervisor keeps about its process (``balancer.supervision.state``);
+``SidecarMetrics`` holds the Prometheus metrics (``balancer.api.metrics``); ``status_app``
+serves both over HTTP. The read-only routes need no password (the sidecar listens on
+loopback by default); the actions need the stats page's user and password. ``/status`` looks like::
+
+    {"nodes": {"node1": {"worker": {"state": "ready", "admin": "ready", "pid": 4242, "restarts": 1,
+                                    "last_cause": "oom_exit", "uptime": 12.5, ...,
+                                    "server": {"status": "UP", "sessions": 1, "queued": 0}},
+                         "web": {...}}},
+     "crash_looped": [], "parts": 4, "ready": 4, "queued": {"workers": 3, "webs": 0},
+     "haproxy": {"state": "ready", "pid": 4200, "restarts": 0, ...}}
+
+``admin`` is ``drain`` while an operator has drained the node (``POST /drain/NODE``, until
+``POST /ready/NODE``). ``server`` (each part's server as HAProxy sees it: status, requests in
+flight, requests queued for it) and ``queued`` (requests waiting in each backend's queue) are there
+when HAProxy answered the sidecar quickly.
+
+``parts`` and ``ready`` count node parts. ``haproxy`` is there when the sidecar supervises
+HAProxy (under ``launch.py``); in metrics, ``crash_looped`` and ``POST /retry`` it is the part
+``haproxy`` of the pseudo-node ``balancer``. A worker given a GPU has ``"gpu": "1"`` (its
+``CUDA_VISIBLE_DEVICES``). On a machine with NVIDIA GPUs, ``gpus`` has what NVML reports about
+each (``balancer.config.gpus.gpu_facts``) and the workers on it::
+
+     "gpus": {"1": {"name": "NVIDIA L4", "uuid": "GPU-...", "memory_used_bytes": 9123456789,
+                    "memory_total_bytes": 24152899584, "utilization_percent": 97,
+                    "temperature_celsius": 61, "workers": ["node2"]}}
+
+and ``/metrics`` the gauges ``portrait_gpu_memory_used_bytes``, ``portrait_gpu_memory_total_bytes``,
+``portrait_gpu_utilization_percent`` and ``portrait_gpu_temperature_celsius`` (label ``gpu``).
+Without GPUs there is neither the key nor a single GPU series (absent, never 0).
+
+On a balancer sharing a floating address (keepalived), ``floating`` says whether this balancer holds it,
+as keepalived's notify script last said (``state`` null while keepalived runs no instance or has said
+nothing yet)::
+
+     "floating": {"address": "10.0.0.5", "state": "MASTER"}
+
+and ``/metrics`` has the gauge ``portrait_sidecar_vrrp_state`` (label ``state``: 1 for the current one,
+0 for the others; all 0 while it is unknown).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.applications import Starlette
+from starlette.authentication import requires
+from starlette.middleware import Middleware
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from balancer.api.basic_auth import OPERATOR, BasicAuth, unauthorized
+from balancer.api.metrics import FloatingView, GpuFacts, SidecarMetrics
+from balancer.config.gpus import gpu_facts
+from balancer.haproxy.runtime_api import ServerStatus, parse_servers
+from balancer.operations.rolling import OperationBusy, OperationError
+from balancer.supervision.state import PartState, PartStatus
+
+
+@dataclass(frozen=True)
+class HAProxyView:
+    """What HAProxy's ``show stat`` says about the servers and the backends' queues."""
+
+    servers: dict[tuple[str, str], ServerStatus]
+    """(backend, server) -> its row."""
+    queued: dict[str, int]
+    """Backend -> requests waiting in its queue (for no server in particular)."""
+
+    @classmethod
+    def from_stat(cls, rows: list[dict[str, str]]) -> HAProxyView:
+        """From ``show stat`` rows."""
+        servers = {(server.backend, server.server): server for server in parse_servers(rows)}
+        queued = {row["pxname"]: int(row.get("qcur") or 0) for row in rows if row.get("svname") == "BACKEND"}
+        return cls(servers, queued)
+
+
+def status_document(
+    statuses: list[PartStatus],
+    now: float,
+    haproxy: PartStatus | None = None,
+    gpus: GpuFacts | None = None,
+    view: HAProxyView | None = None,
+    floating: FloatingView | None = None,
+) -> dict:
+    """The ``/status`` JSON for these node parts (and HAProxy, when supervised; GPUs, when there are;
+    HAProxy's view of the servers and queues, when it answered; the floating address, when shared)."""
+    nodes: dict[str, dict] = {}
+    for status in statuses:
+        snapshot = nodes.setdefault(status.node, {})[status.part] = status.snapshot(now)
+        server = view.servers.get((status.backend, status.node)) if view and status.backend else None
+        if server is not None:
+            snapshot["server"] = {"status": server.status, "sessions": server.current_sessions,
+                                  "queued": server.queued}
+    everything = statuses if haproxy is None else [haproxy, *statuses]
+    document = {
+        "nodes": nodes,
+        "parts": len(statuses),
+        "ready": sum(status.state is PartState.READY for status in statuses),
+        "crash_looped": [f"{status.node}/{status.part}" for status in everything if status.crash_looped],
+    }
+    backends = {status.backend for status in statuses if status.backend}
+    if view is not None:
+        document["queued"] = {backend: count for backend, count in view.queued.items() if backend in backends}
+    if haproxy is not None:
+        document["haproxy"] = haproxy.snapshot(now)
+    if floating is not None:
+        document["floating"] = floating.document()
+    if gpus:
+        document["gpus"] = {
+            gpu: {**facts, "workers": [status.node for status in statuses if status.gpu == gpu]}
+            for gpu, facts in gpus.items()
+        }
+    return document
+
+
+@dataclass(frozen=True)
+class OperationRoutes:
+    """The sidecar's operations, for ``POST /rolling-restart`` and ``GET /operation``."""
+
+    rolling_restart: Callable[[object], dict]
+    """Start one from the request body; its report (``OperationError`` / ``OperationBusy`` when it cannot)."""
+    current: Callable[[], dict | None]
+    """The running or last operation's report; None before the first."""
+    add_node: Callable[[object], dict] | None = None
+    """Start adding a node from the request body (``POST /add-node``), like ``rolling_restart``."""
+    remove_node: Callable[[str, object], dict] | None = None
+    """Start removing a node (``POST /remove-node/NODE``), like ``rolling_restart``."""
+
+
+def _error(status: int, error: str, detail: str) -> JSONResponse:
+    return JSONResponse({"error": error, "detail": detail, "fields": []}, status_code=status)
+
+
+def status_app(
+    statuses: Callable[[], list[PartStatus]],
+    metrics: SidecarMetrics,
+    retry: Callable[[str, str], bool | None],
+    auth: BasicAuth,
+    haproxy: PartStatus | None = None,
+    gpus: Callable[[], GpuFacts] = gpu_facts,
+    drain: Callable[[str, bool], Awaitable[dict | None]] | None = None,
+    view: Callable[[], Awaitable[HAProxyView | None]] | None = None,
+    operations: OperationRoutes | None = None,
+    floating: FloatingView | None = None,
+) -> Starlette:
+    """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz``, ``POST /retry/NODE/PART``
+    (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
+    404 if there is no such part), ``POST /drain/NODE`` and ``POST /ready/NODE`` (200 with what
+    ``drain(node, drained)`` answers; 404 when it answers None: no such node; 502 when HAProxy could
+not be told, ``haproxy_told`` false); every action 401
+    without ``auth``'s user and password. ``statuses`` are the node parts; ``haproxy`` is HAProxy's,
+    when the sidecar supervises it; ``gpus`` reads the GPU facts (blocking: it runs in a worker
+    thread, off the event loop); ``view`` reads HAProxy's view of servers and queues (None when
+    it cannot). ``POST /rolling-restart`` (JSON body: ``RollingRestartRequest``) starts a rolling
+    restart: 202 with its report, 409 while another operation runs, 400 for a bad body; ``GET
+    /operation`` is the running or last operation's report (404 before the first). ``floating``: this
+    balancer's share of a floating address, in ``/status`` and ``/metrics``."""
+    metrics.vrrp.floating = floating
+
+    def operation_route(start: Callable[[Request, object], dict] | None,
+                        ) -> Callable[[Request], Awaitable[JSONResponse]]:
+        @requires(OPERATOR, status_code=401)
+        async def start_operation(request: Request) -> JSONResponse:
+            if start is None:
+                return _error(503, "unavailable", "This sidecar runs no operations.")
+            raw = await request.body()
+            try:
+                body = json.loads(raw) if raw.strip() else None
+            except ValueError:
+                return _error(400, "invalid_body", "The body must be a JSON object.")
+            try:
+                return JSONResponse(start(request, body), status_code=202)
+            except OperationBusy as exc:
+                return _error(409, "busy", str(exc))
+            except OperationError as exc:
+                return _error(400, "invalid_request", str(exc))
+
+        return start_operation
+
+    ops = operations
+    rolling_restart = operation_route(ops and (lambda _, body: ops.rolling_restart(body)))
+    add_node = operation_route(ops and ops.add_node and (lambda _, body: ops.add_node(body)))
+    remove_node = operation_route(ops and ops.remove_node and (
+        lambda request, body: ops.remove_node(request.path_params["node"], body)))
+
+    async def operation(request: Request) -> JSONResponse:
+        report = operations.current() if operations is not None else None
+        if report is None:
+            return _error(404, "not_found", "No operation has run yet.")
+        return JSONResponse(report)
+
+    @requires(OPERATOR, status_code=401)
+    async def retry_part(request: Request) -> JSONResponse:
+        node, part = request.path_params["node"], request.path_params["part"]
+        outcome = retry(node, part)
+        if outcome is None:
+            return JSONResponse({"error": "not_found", "detail": f"No managed part {node}/{part}."}, status_code=404)
+        if not outcome:
+            return JSONResponse({"error": "not_crash_looped", "detail": f"{node}/{part} is not in a crash loop."},
+                                status_code=409)
+        return JSONResponse({"status": "retrying", "part": f"{node}/{part}"}, status_code=202)
+
+    def admin_route(action: str, drained: bool) -> Callable[[Request], Awaitable[JSONResponse]]:
+        @requires(OPERATOR, status_code=401)
+        async def set_admin(request: Request) -> JSONResponse:
+            node = request.path_params["node"]
+            outcome = await drain(node, drained) if drain is not None else None
+            if outcome is None:
+                return JSONResponse({"error": "not_found", "detail": f"No managed node {node}."}, status_code=404)
+            if not outcome.get("haproxy_told", True):
+                detail = (f"{node} is recorded as {action}, but HAProxy did not take it (see the sidecar's log); "
+                          "it is told again when it restarts, or ask again.")
+                return JSONResponse({**outcome, "error": "haproxy_unavailable", "detail": detail}, status_code=502)
+            return JSONResponse(outcome)
+
+        return set_admin
+
+    async def status(request: Request) -> JSONResponse:
+        facts = await asyncio.to_thread(gpus)
+        seen = await view() if view is not None else None
+        return JSONResponse(status_document(statuses(), time.monotonic(), haproxy, facts, seen, floating))
+
+    async def prometheus(request: Request) -> Response:
+        facts = await asyncio.to_thread(gpus)
+        everything = statuses() if haproxy is None else [haproxy, *statuses()]
+        return Response(metrics.render(everything, time.monotonic(), facts), media_type=CONTENT_TYPE_LATEST)
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    return Starlette(
+        middleware=[Middleware(AuthenticationMiddleware, backend=auth)],
+        exception_handlers={401: unauthorized},
+        routes=[
+            Route("/status", status),
+            Route("/metrics", prometheus),
+            Route("/healthz", healthz),
+            Route("/retry/{node}/{part}", retry_part, methods=["POST"]),
+            Route("/drain/{node}", admin_route("drain", True), methods=["POST"]),
+            Route("/ready/{node}", admin_route("ready", False), methods=["POST"]),
+            Route("/rolling-restart", rolling_restart, methods=["POST"]),
+            Route("/add-node", add_node, methods=["POST"]),
+            Route("/remove-node/{node}", remove_node, methods=["POST"]),
+            Route("/operation", operation),
+        ]
+    )

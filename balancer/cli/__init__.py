@@ -1,0 +1,1 @@
+"""The operator's command line (``python -m balancer.cli``), a client of the sidecar's API."""

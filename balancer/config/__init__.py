@@ -1,0 +1,1 @@
+"""The cluster description: its models (``ClusterSpec``), loading, launch settings, GPU assignment."""

@@ -1,0 +1,1 @@
+"""Deployments other than launch.py: Kubernetes manifests."""

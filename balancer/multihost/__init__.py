@@ -1,0 +1,1 @@
+"""More than one host: the host agent, keepalived's floating address, certificates, the parts' mutual TLS."""

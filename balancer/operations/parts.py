@@ -1,0 +1,138 @@
+"""What each supervised process of the sidecar is: its command line, environment, log and probe.
+
+``PartFactory`` builds one ``ProcessSupervisor`` (``balancer.supervision.supervisor``) per process: a
+managed node's web front or worker (``NodeProcess``, or ``WorkerWithStandby`` with a warm standby),
+HAProxy (``HAProxyChild``) and keepalived. A web front gets its own Gradio temp dir
+(``RUN_DIR/gradio/NODE``); a worker with a ``gpu`` gets ``CUDA_VISIBLE_DEVICES=GPU`` and
+``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (``balancer.config.gpus``); on a node host with ``tls`` every part serves
+mutual TLS and is probed with the host's probe identity (``balancer.multihost.part_tls``).
+"""
+
+from __future__ import annotations
+
+import sys
+
+from balancer.config.cluster import ClusterSpec, NodeSpec, PartSpec
+from balancer.config.gpus import GPU_ENV
+from balancer.config.sections import LOOPBACK
+from balancer.haproxy.config import PART_BACKENDS
+from balancer.haproxy.gate import HAProxyGate
+from balancer.haproxy.process import HAProxyProcess
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI
+from balancer.multihost.keepalived import KeepalivedChild
+from balancer.multihost.part_tls import NodeHostTLS
+from balancer.supervision.causes import DeathClassifier
+from balancer.supervision.children import HAProxyChild, NodeProcess
+from balancer.supervision.standby import WorkerWithStandby, standby_worker
+from balancer.supervision.state import BALANCER, PartObserver, PartStatus
+from balancer.supervision.supervisor import Child, ProcessSupervisor
+from webui.contract import BALANCED_QUEUE_SIZE
+
+PROBE_PATHS = {"web": "/healthz", "worker": "/readyz"}
+"""What the sidecar probes: a worker is ready when its model is warm; a web front when it serves."""
+
+
+def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec,
+                 tls: NodeHostTLS | None = None) -> list[str]:
+    """The command line of a managed node part (its own ``command`` if it has one); with ``tls`` (a node
+    host's), it serves mutual TLS, and a web front presents that host's queue certificate to the worker queue."""
+    if part.command:
+        return list(part.command)
+    common = ["--host", part.host, "--port", str(part.port), *(tls.server_args() if tls is not None else [])]
+    if kind == "worker":
+        dispatch = ["--dispatch-agent-port", str(part.dispatch_agent_port)] if part.dispatch_agent_port else []
+        if dispatch and node.node_host is not None:
+            dispatch += ["--dispatch-agent-host", LOOPBACK]  # asked by this host's host agent only
+        return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
+                "--queue-size", str(BALANCED_QUEUE_SIZE), *dispatch, *part.args]
+    web = spec.web_flags(node_host=tls.host if tls is not None else None)  # its host's queue certificate
+    return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *web, *part.args]
+
+
+def replace_flag(args: list[str], flag: str, value: str) -> list[str]:
+    """``args`` with ``flag VALUE`` (or ``flag=VALUE``) set to ``value``: replaced where it is, else added."""
+    result, index, found = [], 0, False
+    while index < len(args):
+        arg = args[index]
+        if arg == flag and index + 1 < len(args):
+            result += [flag, value]
+            index += 2
+            found = True
+            continue
+        if arg.startswith(flag + "="):
+            result.append(f"{flag}={value}")
+            found = True
+        else:
+            result.append(arg)
+        index += 1
+    return result if found else [*result, flag, value]
+
+
+def retry_command(spec: ClusterSpec, node: str, part: str) -> str:
+    """The operator's command that retries a crash-looped part (the password left for them to fill in)."""
+    return f"curl -u {spec.stats.user}:STATS_PASSWORD -X POST {spec.sidecar.url}/retry/{node}/{part}"
+
+
+class PartFactory:
+    """Builds the supervisor of each process the sidecar runs, all under the same settings, gate and metrics."""
+
+    def __init__(self, spec: ClusterSpec, gate: HAProxyGate, env: dict[str, str], tls: NodeHostTLS | None,
+                 classifier: DeathClassifier, metrics: PartObserver) -> None:
+        self.spec, self.gate, self.env, self.tls = spec, gate, env, tls
+        self.settings = spec.sidecar
+        self.classifier, self.metrics = classifier, metrics
+
+    def node_part(self, node: NodeSpec, kind: str, part: PartSpec) -> ProcessSupervisor:
+        """The supervisor of a node's web front or worker (``kind``): its command, env, log, probe."""
+        url = self.spec.part_url(node, part)
+        status = PartStatus(node=node.name, part=kind, backend=PART_BACKENDS[kind], url=url)
+        logs = self.spec.run_dir / "logs"
+        own_env = {"PYTHONUNBUFFERED": "1"}
+        private_dirs = [logs]
+        if kind == "web" and "GRADIO_TEMP_DIR" not in part.env:
+            # Gradio's uploads and generated images: private to this node, not the shared /tmp/gradio.
+            gradio = self.spec.run_dir / "gradio"
+            own_env["GRADIO_TEMP_DIR"] = str(gradio / node.name)
+            private_dirs += [gradio, gradio / node.name]
+        if kind == "worker" and part.gpu is not None:
+            # Its own GPU, numbered as NVML and nvidia-smi number it; the part's env may say otherwise.
+            own_env.update(CUDA_VISIBLE_DEVICES=str(part.gpu), **GPU_ENV)
+        child_env = {**self.env, **own_env, **part.env}
+        if kind == "worker":
+            status.gpu = child_env.get("CUDA_VISIBLE_DEVICES")
+        command = part_command(self.spec, node, kind, part, self.tls)
+        process = {
+            "env": child_env, "log_path": logs / f"{node.name}-{kind}.log", "probe_url": url + PROBE_PATHS[kind],
+            "probe_timeout": self.settings.probe_timeout, "stop_grace": self.settings.stop_grace, "gate": self.gate,
+            "server": (PART_BACKENDS[kind], node.name), "private_dirs": tuple(private_dirs),
+            "probe_tls": self.tls.probe(node.tls_name()) if self.tls is not None else None,
+        }
+        if kind == "worker" and part.standby:
+            standby = standby_worker(f"{node.name}/{kind}", command, self.spec.run_dir, self.settings, process)
+            status.standby = standby.snapshot
+            child = WorkerWithStandby(f"{node.name}/{kind}", command, standby=standby, **process)
+        else:
+            child = NodeProcess(f"{node.name}/{kind}", command, **process)
+        return self.supervise(status, child)
+
+    def haproxy(self, haproxy: HAProxyProcess) -> ProcessSupervisor:
+        """HAProxy's supervisor, probed over its runtime API."""
+        status = PartStatus(node=BALANCER, part="haproxy", backend=None, url=self.spec.public.url)
+        probe_api = AsyncRuntimeAPI(haproxy.socket_path, timeout=self.settings.probe_timeout)
+        return self.supervise(status, HAProxyChild(haproxy, probe_api, self.gate))
+
+    def keepalived(self, keepalived: KeepalivedChild) -> ProcessSupervisor:
+        """keepalived's supervisor, on a balancer sharing a floating address."""
+        status = PartStatus(node=BALANCER, part="keepalived", backend=None, url=keepalived.probe_target)
+        return self.supervise(status, keepalived)
+
+    def supervise(self, status: PartStatus, child: Child) -> ProcessSupervisor:
+        """A supervisor of ``child`` under the sidecar's settings, reporting to its metrics."""
+        return ProcessSupervisor(
+            status=status,
+            child=child,
+            settings=self.settings,
+            classifier=self.classifier,
+            metrics=self.metrics,
+            retry_hint=retry_command(self.spec, status.node, status.part),
+        )

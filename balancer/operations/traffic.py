@@ -1,0 +1,135 @@
+"""How busy a node is and whether the balancers took its state: what an operation waits on, two ways.
+
+A rolling restart (``balancer.operations.rolling``) waits until a drained node has no request in flight,
+until no request stuck to it (its persistence cookie) is in flight anywhere, and until the
+balancers have its servers in the state it was given. The balancer host's sidecar asks its HAProxy
+(``HAProxyTraffic``: ``show stat``, the sticky table); a node host's sidecar has no HAProxy, so it
+asks the parts themselves (``PartTraffic``: each part's ``GET /traffic``, ``webui.traffic``; the
+sticky requests of every web front of the cluster it can reach) and its host agent, which knows
+what it last told each balancer (``HostAgent.settled``). With mutual TLS the parts are asked as the
+sidecar's probes ask them (``balancer.multihost.part_tls``), which only this host's parts accept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Protocol
+
+import httpx
+
+from balancer.haproxy.config import STICKY_TABLE
+from balancer.haproxy.gate import HAProxyGate
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
+from balancer.multihost.host_agent import HostAgent
+from balancer.operations.rolling import Traffic
+from balancer.supervision.children import ProbeTLS
+from balancer.supervision.supervisor import ProcessSupervisor
+from webui.contract import TRAFFIC_PATH
+
+PartsOf = Callable[[str], "list[ProcessSupervisor]"]
+"""Node -> the supervisors of its parts (``Sidecar.parts_of``)."""
+STATUS_STATES: dict[str, ServerState] = {"UP": "ready", "DRAIN": "drain", "MAINT": "maint"}
+"""HAProxy's server status -> the state a host agent tells for it."""
+
+
+class TrafficSource(Protocol):
+    """What an operation asks about a node (``NodeControl`` hands it on)."""
+
+    async def node_traffic(self, node: str) -> Traffic:
+        """Requests on the node's parts (``OSError`` when unknown)."""
+
+    async def sticky_traffic(self, node: str) -> Traffic:
+        """UI requests whose client is stuck to ``node``, wherever they are (``OSError`` when unknown)."""
+
+    async def server_states(self, node: str, states: set[str], parts: tuple[str, ...]) -> bool:
+        """Whether the balancers have every server of ``node``'s ``parts`` in one of ``states`` (UP, DRAIN)."""
+
+    async def aclose(self) -> None:
+        """Release what it holds."""
+
+
+class HAProxyTraffic:
+    """This host's HAProxy's view (the balancer host's sidecar)."""
+
+    def __init__(self, api: AsyncRuntimeAPI, parts_of: PartsOf) -> None:
+        self.api = api
+        self.parts_of = parts_of
+
+    async def servers(self) -> list[ServerStatus]:
+        """HAProxy's view of every server; ``OSError`` when it cannot be asked."""
+        try:
+            return await self.api.servers()
+        except RuntimeAPIError as exc:
+            raise OSError(str(exc)) from exc
+
+    async def node_traffic(self, node: str) -> Traffic:
+        """HAProxy's ``scur`` + ``qcur`` and ``stot`` of the node's servers (not the web fronts' probes,
+        which a drained worker does not fail)."""
+        backends = {supervisor.status.backend for supervisor in self.parts_of(node)}
+        mine = [s for s in await self.servers() if s.server == node and s.backend in backends]
+        return Traffic(sum(s.current_sessions + s.queued for s in mine), sum(s.total_sessions for s in mine))
+
+    async def sticky_traffic(self, node: str) -> Traffic:
+        """The sticky table's entry for ``node``'s cookie value (in flight, so far)."""
+        try:
+            entry = (await self.api.show_table(STICKY_TABLE)).get(node, {})
+        except RuntimeAPIError as exc:
+            raise OSError(str(exc)) from exc
+        return Traffic(int(entry.get("conn_cur", 0)), int(entry.get("http_req_cnt", 0)))
+
+    async def server_states(self, node: str, states: set[str], parts: tuple[str, ...]) -> bool:
+        backends = {s.status.backend for s in self.parts_of(node) if s.status.part in parts}
+        try:
+            servers = [s for s in await self.servers() if s.server == node and s.backend in backends]
+        except OSError:
+            return False
+        # A worker with a dispatch agent reports "DRAIN (agent)", "UP (agent)": the same states.
+        return len(servers) == len(backends) and all(server.status.removesuffix(" (agent)") in states
+                                                     for server in servers)
+
+    async def aclose(self) -> None:
+        """Nothing to release (the runtime API connects per command)."""
+
+
+class PartTraffic:
+    """The parts' own counters and the host agent's word (a node host's sidecar)."""
+
+    def __init__(self, parts_of: PartsOf, web_urls: Callable[[], list[str]], agent: HostAgent, gate: HAProxyGate,
+                 timeout: float, probe_tls: ProbeTLS | None = None) -> None:
+        self.parts_of = parts_of
+        self.web_urls = web_urls
+        """Every web front of the cluster this sidecar can ask (on any host without TLS; with it, its own):
+        sticky clients go to another one while theirs is out."""
+        self.agent = agent
+        self.gate = gate
+        self.client = httpx.AsyncClient(timeout=timeout, verify=probe_tls.context if probe_tls is not None else True)
+        self.extensions = probe_tls.extensions if probe_tls is not None else {}
+
+    async def counts(self, url: str) -> dict:
+        """One part's ``GET /traffic``; ``OSError`` when it does not answer."""
+        try:
+            response = await self.client.get(url + TRAFFIC_PATH, extensions=self.extensions)
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise OSError(f"{url}{TRAFFIC_PATH}: {exc or type(exc).__name__}") from exc
+
+    async def node_traffic(self, node: str) -> Traffic:
+        """The requests every part of ``node`` counts (a part that does not answer: unknown, ``OSError``)."""
+        found = [await self.counts(supervisor.status.url) for supervisor in self.parts_of(node)]
+        return Traffic(sum(c["in_flight"] for c in found), sum(c["total"] for c in found))
+
+    async def sticky_traffic(self, node: str) -> Traffic:
+        """The requests stuck to ``node`` that every web front of the cluster counts."""
+        found = [(await self.counts(url))["sticky"].get(node, {}) for url in self.web_urls()]
+        return Traffic(sum(c.get("in_flight", 0) for c in found), sum(c.get("total", 0) for c in found))
+
+    async def server_states(self, node: str, states: set[str], parts: tuple[str, ...]) -> bool:
+        """Whether each server's state is one of ``states`` and every balancer that asks was told it (HAProxy
+        then has it: a server leaving ``maint`` is UP at once, its health checks go on deciding)."""
+        wanted = {STATUS_STATES[status] for status in states}
+        keys = [(s.status.backend, node) for s in self.parts_of(node) if s.status.part in parts and s.status.backend]
+        return all(self.gate.effective(key) in wanted and self.agent.settled(key) for key in keys)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
