@@ -113,6 +113,13 @@ def test_config_is_valid_for_node_counts(tmp_path: Path, count: int) -> None:
     assert spec.config_path.stat().st_mode & 0o777 == 0o600  # it holds the stats password
 
 
+def test_a_run_directory_with_spaces_and_odd_characters_is_a_valid_config(tmp_path: Path) -> None:
+    """Every file path in haproxy.cfg (the admin socket too) is one quoted argument."""
+    run_dir = tmp_path / "odd path X&'ü"
+    spec = parse_cluster(cluster_data(run_dir, ["web1"], ["w1"]))
+    validate_config(write_config(render_config(spec), spec.config_path))
+
+
 def test_a_worker_with_a_dispatch_agent_is_polled_by_haproxy(tmp_path: Path) -> None:
     data = cluster_data(tmp_path, [], ["a", "b"])
     data["nodes"][0]["worker"]["dispatch_agent_port"] = dispatch_agent_port = free_port()

@@ -24,7 +24,13 @@ from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import HAProxyProcess, write_config
-from balancer.multihost.keepalived import CHECK_SCRIPT, NOTIFY_SCRIPT, render_keepalived_config, vrrp_state_path
+from balancer.multihost.keepalived import (
+    CHECK_SCRIPT,
+    NOTIFY_SCRIPT,
+    render_keepalived_config,
+    script_line,
+    vrrp_state_path,
+)
 from bench.harness.processes import REPO
 from tests.balancer_helpers import cluster_data
 
@@ -43,7 +49,7 @@ def test_each_balancer_gets_its_priority_its_peers_and_the_floating_address() ->
         assert f"unicast_src_ip {own}\n    unicast_peer {{\n        {peer}\n    }}" in text
         assert "10.0.0.5/24 dev eth0" in text
         assert "advert_int 0.5\n" in text and "version 3\n" in text
-        assert f'{CHECK_SCRIPT} {spec.socket_path}"' in text
+        assert f"'{CHECK_SCRIPT}' '{spec.socket_path}'\"" in text
         assert "track_script {\n        haproxy_alive" in text
     first_lines, second_lines = first.splitlines(), second.splitlines()
     assert len(first_lines) == len(second_lines)
@@ -62,13 +68,21 @@ def test_each_balancer_gets_its_priority_its_peers_and_the_floating_address() ->
 
 @pytest.mark.skipif(shutil.which("keepalived") is None or os.geteuid() != 0,
                     reason="keepalived's own config check needs Debian's keepalived, as root (as it runs)")
-def test_keepalived_accepts_the_rendered_configuration(tmp_path: Path) -> None:
-    spec = parse_cluster(example())
+@pytest.mark.parametrize("run_dir", ["plain", "with space & ü"])
+def test_keepalived_accepts_the_rendered_configuration(tmp_path: Path, run_dir: str) -> None:
+    """Also where the run directory (in the scripts' arguments) has spaces: each argument is quoted."""
+    spec = parse_cluster({**example(), "run_dir": str(tmp_path / run_dir)})
     path = tmp_path / "keepalived.conf"
     path.write_text(render_keepalived_config(spec, spec.balancer("lb2")))
     checked = subprocess.run(["keepalived", "--config-test", "--use-file", str(path)], capture_output=True, text=True,
                              timeout=30)
     assert checked.returncode == 0, checked.stderr
+
+
+def test_a_script_path_keepalived_cannot_quote_is_refused_in_words(tmp_path: Path) -> None:
+    spec = parse_cluster({**example(), "run_dir": str(tmp_path / "it's")})
+    with pytest.raises(ClusterConfigError, match="must not contain quotes"):
+        render_keepalived_config(spec, spec.balancer("lb1"))
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -145,7 +159,7 @@ def notify(state_file: Path, *args: str) -> int:
 def test_keepalived_tells_each_state_change_to_a_file_in_the_run_dir(tmp_path: Path) -> None:
     spec = parse_cluster({**example(), "run_dir": str(tmp_path)})
     text = render_keepalived_config(spec, spec.balancer("lb1"))
-    assert f'notify "{sys.executable} -I -S {NOTIFY_SCRIPT} {vrrp_state_path(spec)}"' in text
+    assert f'notify "{script_line(sys.executable, "-I", "-S", NOTIFY_SCRIPT, vrrp_state_path(spec))}"' in text
     state = vrrp_state_path(spec)
     assert notify(state, "INSTANCE", "portrait_ha", "BACKUP", "150") == 0
     assert state.read_text() == "BACKUP\n"

@@ -317,7 +317,7 @@ class HAProxyConfigRenderer:
             "    nbthread 1",
             "    # The runtime API: the sidecar puts servers in maint/ready through it.",
             "    # mode 600: only the user running the cluster can open it.",
-            f"    stats socket {self.spec.socket_path} mode 600 level admin",
+            f"    stats socket {config_path_arg(self.spec.socket_path)} mode 600 level admin",
             "    stats timeout 10s",
             "    # A REST job is received whole into one buffer before a worker is taken (a slow",
             "    # uploader holds no worker) and can then be replayed on another worker if its own",

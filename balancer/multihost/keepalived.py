@@ -45,6 +45,18 @@ class KeepalivedError(RuntimeError):
     """keepalived cannot run here (missing, not root, or its configuration rejected); the message says why."""
 
 
+def script_line(*args: str | Path) -> str:
+    """A ``script``/``notify`` command line for keepalived.conf: each argument in single quotes (keepalived
+    splits on spaces and honours quotes), so an install path with spaces works; one with a quote or a
+    backslash is refused, since keepalived has no escape for them."""
+    words = [str(arg) for arg in args]
+    for word in words:
+        if any(char in word for char in "'\"\\"):
+            raise ClusterConfigError(f"{word}: keepalived's script paths must not contain quotes or backslashes; "
+                                     "install portrait-ha (and its run directory) under a plainer path")
+    return " ".join(f"'{word}'" for word in words)
+
+
 def render_keepalived_config(spec: ClusterSpec, me: BalancerHostSpec) -> str:
     """keepalived.conf for balancer ``me``: one VRRP instance holding the floating address, unicast to the
     other balancers, tied to this host's HAProxy."""
@@ -52,8 +64,8 @@ def render_keepalived_config(spec: ClusterSpec, me: BalancerHostSpec) -> str:
     if floating is None:
         raise ClusterConfigError("floating: not set; keepalived has no address to move")
     peers = [b.address for b in spec.balancers if b.name != me.name]
-    check = f"{sys.executable} -I -S {CHECK_SCRIPT} {spec.socket_path}"
-    notify = f"{sys.executable} -I -S {NOTIFY_SCRIPT} {vrrp_state_path(spec)}"
+    check = script_line(sys.executable, "-I", "-S", CHECK_SCRIPT, spec.socket_path)
+    notify = script_line(sys.executable, "-I", "-S", NOTIFY_SCRIPT, vrrp_state_path(spec))
     lines = [
         f"# Rendered by portrait-ha (balancer/multihost/keepalived.py) for balancer {me.name}: do not edit, edit the",
         "# cluster file. keepalived moves the floating address to a healthy balancer.",
