@@ -73,6 +73,7 @@ from balancer.gpus import GPU_ENV
 from balancer.haproxy import HAProxyProcess, write_config
 from balancer.haproxy_config import PART_BACKENDS, StaticServers, render_config
 from balancer.host_agent import HostAgent, HostAgentUnavailable
+from balancer.host_check import listener_hosts
 from balancer.keepalived import KeepalivedChild
 from balancer.node_changes import AddNode, AddNodeRequest, RemoveNode, RemoveNodeRequest
 from balancer.operations import OperationError, OperationRunner, RollingRestart, Traffic, parse_request
@@ -580,7 +581,8 @@ class Sidecar:
                        drain=self.drain, view=self.haproxy_view,
                        operations=OperationRoutes(self.start_rolling_restart, self.operation,
                                                  self.start_add_node, self.start_remove_node),
-                       floating=self.floating),
+                       floating=self.floating,
+                       allowed_hosts=listener_hosts(self.settings.host, self.settings.port)),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",

@@ -60,6 +60,7 @@ from prometheus_client import Counter as PromCounter
 from prometheus_client import Enum as PromEnum
 from prometheus_client.core import GaugeMetricFamily, Metric
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -67,6 +68,7 @@ from starlette.routing import Route
 from balancer.basic_auth import BasicAuth
 from balancer.causes import Death, DeathCause
 from balancer.gpus import gpu_facts
+from balancer.host_check import AllowedHosts
 from balancer.operations import OperationBusy, OperationError
 from balancer.runtime_api import ServerStatus, parse_servers
 from webui.contract import VRRP_STATES
@@ -350,6 +352,7 @@ def status_app(
     view: Callable[[], Awaitable[HAProxyView | None]] | None = None,
     operations: OperationRoutes | None = None,
     floating: FloatingView | None = None,
+    allowed_hosts: frozenset[str] | None = None,
 ) -> Starlette:
     """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz``, ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
@@ -362,7 +365,8 @@ not be told, ``haproxy_told`` false); every action 401
     it cannot). ``POST /rolling-restart`` (JSON body: ``RollingRestartRequest``) starts a rolling
     restart: 202 with its report, 409 while another operation runs, 400 for a bad body; ``GET
     /operation`` is the running or last operation's report (404 before the first). ``floating``: this
-    balancer's share of a floating address, in ``/status`` and ``/metrics``."""
+    balancer's share of a floating address, in ``/status`` and ``/metrics``. ``allowed_hosts``: the Host
+    header values answered (``balancer.host_check``; others get 421), None for any."""
     metrics.vrrp.floating = floating
 
     def operation_route(action: str, start: Callable[[Request, object], dict] | None,
@@ -451,5 +455,6 @@ not be told, ``haproxy_told`` false); every action 401
             Route("/add-node", add_node, methods=["POST"]),
             Route("/remove-node/{node}", remove_node, methods=["POST"]),
             Route("/operation", operation),
-        ]
+        ],
+        middleware=[Middleware(AllowedHosts, allowed=allowed_hosts)] if allowed_hosts is not None else None,
     )
