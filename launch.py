@@ -43,7 +43,7 @@ from balancer.haproxy_config import render_config
 from balancer.keepalived import KeepalivedChild, KeepalivedError, write_keepalived_config
 from balancer.run_dir import prepare_run_dir
 from balancer.runtime_api import AsyncRuntimeAPI
-from balancer.settings import LaunchSettings
+from balancer.settings import LaunchSettings, secret_flag_problem
 from balancer.sidecar import Sidecar, configure_logging, run_sidecar
 from balancer.supervisor import StartFailed
 from webui.contract import PRIVATE_UMASK
@@ -150,6 +150,10 @@ def print_banner(spec: ClusterSpec, share: ShareTunnel | None, local: bool = Tru
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python launch.py``."""
     os.umask(PRIVATE_UMASK)  # logs, images and caches written by us and our children: this user's only
+    problem = secret_flag_problem(sys.argv[1:] if argv is None else argv)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         settings = CliApp.run(LaunchSettings, cli_args=argv)
     except ValidationError as exc:

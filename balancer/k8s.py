@@ -31,7 +31,7 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
-from balancer.cluster import ClusterConfigError, ClusterSpec, load_cluster_file, parse_cluster
+from balancer.cluster import STATS_PASSWORD_ENV, ClusterConfigError, ClusterSpec, load_cluster_file, parse_cluster
 from balancer.haproxy_config import COOKIE_NAME, COOKIE_OPTIONS, HAProxyConfigRenderer
 from webui.contract import HEALTH_PATH, READY_PATH
 from webui.settings import WebSettings, WorkerSettings
@@ -40,7 +40,6 @@ APP = "portrait-ha"
 WORKER, WEB, BALANCER = "portrait-worker", "portrait-web", "portrait-balancer"
 PUBLIC_SERVICE, QUEUE_SERVICE = "portrait", "portrait-queue"
 STATS_SECRET = "portrait-stats"
-STATS_PASSWORD_ENV = "PORTRAIT_STATS_PASSWORD"
 RESOLVERS = "k8s"
 RUN_DIR = Path("/run/portrait-ha")
 """HAProxy's runtime socket directory in its pod (an emptyDir)."""
