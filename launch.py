@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from balancer.cluster import ClusterConfigError, ClusterSpec, NodeSpec
+from balancer.cluster_secret import prepare_cluster_secret
 from balancer.haproxy import HAProxyError, HAProxyProcess, validate_config, write_config
 from balancer.haproxy_config import render_config
 from balancer.keepalived import KeepalivedChild, KeepalivedError, write_keepalived_config
@@ -163,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = settings.cluster_spec()
         prepare_run_dir(spec.run_dir)
+        prepare_cluster_secret(spec, node_host=settings.role == "node")
         if settings.role == "node":
             return run_node_host(spec, settings.node_host)
         spec.check_own_certificate(None)
