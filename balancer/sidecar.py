@@ -91,7 +91,7 @@ from balancer.status import (
     status_app,
 )
 from balancer.supervisor import ProcessSupervisor
-from balancer.traffic import HAProxyTraffic, PartTraffic, TrafficSource
+from balancer.traffic import HAProxyTraffic, PartCounts, PartTraffic, TrafficSource
 from webui.contract import BALANCED_QUEUE_SIZE, PRIVATE_UMASK
 
 logger = logging.getLogger("balancer.sidecar")
@@ -225,7 +225,7 @@ class Sidecar:
         self.traffic: TrafficSource | None = None
         """What an operation waits on: this host's HAProxy's view, or on a node host the parts' own counters."""
         if self.view_api is not None:
-            self.traffic = HAProxyTraffic(self.view_api, self.parts_of)
+            self.traffic = HAProxyTraffic(self.view_api, self.parts_of, PartCounts(self.settings.probe_timeout))
         elif self.host_agent is not None:
             self.traffic = PartTraffic(self.parts_of, self.reachable_web_fronts, self.host_agent, self.gate,
                                        self.settings.probe_timeout, self._host_probe_tls())
