@@ -5,11 +5,14 @@ Workers and the worker queue refuse requests without it (``webui.cluster_secret`
 public site's login and limits. With ``cluster_secret_file`` in the cluster file every host reads the same
 secret from there; without, the balancer host makes a new one at each start, written to the run directory
 (``CLUSTER_SECRET_FILE``, mode 600) for local tools, and a node host's parts check none (mutual TLS, where
-configured, is their gate). It goes to children through ``CLUSTER_SECRET_ENV``, never a command line.
+configured, is their gate); where web fronts on node hosts reach the worker queue over plain HTTP, a shared
+file is needed, and without one nothing is checked (as before; the log says so). It goes to children
+through ``CLUSTER_SECRET_ENV``, never a command line.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -17,6 +20,8 @@ from pathlib import Path
 from balancer.cluster import ClusterConfigError, ClusterSpec
 from balancer.run_dir import write_private_file
 from webui.contract import CLUSTER_SECRET_ENV, CLUSTER_SECRET_FILE
+
+logger = logging.getLogger(__name__)
 
 MIN_LENGTH = 16
 """Shortest secret taken from a file (characters)."""
@@ -41,16 +46,17 @@ def read_secret_file(path: Path) -> str:
 def prepare_cluster_secret(spec: ClusterSpec, node_host: bool = False) -> str | None:
     """This host's cluster secret, also put in this process's environment for HAProxy and the parts it starts.
 
-    ``node_host``: a node host, which has a secret only from ``cluster_secret_file``. ``ClusterConfigError``
-    when web fronts on node hosts would need a shared one and there is none."""
+    ``node_host``: a node host, which has a secret only from ``cluster_secret_file``. None (nothing checked,
+    said in the log) where web fronts on node hosts would need a shared one and there is none."""
     if spec.cluster_secret_file is not None:
         secret: str | None = read_secret_file(spec.cluster_secret_file)
     elif node_host:
         secret = None
     elif spec.needs_shared_secret:
-        raise ClusterConfigError("web fronts on node hosts send jobs to the worker queue over plain HTTP: set "
-                                 "cluster_secret_file (the same file on every host) so that the queue can tell "
-                                 "them from strangers, or serve the queue over TLS (tls)")
+        logger.warning("the worker queue and the workers take jobs from anyone who reaches them: web fronts on "
+                       "node hosts send jobs over plain HTTP and no cluster_secret_file is shared with them; set "
+                       "one (the same file on every host) or serve the worker queue over TLS (tls)")
+        secret = None
     else:
         secret = secrets.token_urlsafe(32)
     if secret is None:

@@ -75,7 +75,7 @@ class PartCounts:
         return Traffic(sum(c["in_flight"] for c in found), sum(c["total"] for c in found))
 
     async def aclose(self) -> None:
-        await self.parts.aclose()
+        await self.client.aclose()
 
 
 class HAProxyTraffic:
@@ -156,4 +156,4 @@ class PartTraffic:
         return all(self.gate.effective(key) in wanted and self.agent.settled(key) for key in keys)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.parts.aclose()
