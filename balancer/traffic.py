@@ -15,6 +15,7 @@ sidecar's probes ask them (``balancer.part_tls``), which only this host's parts 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
@@ -65,8 +66,11 @@ class PartCounts:
         try:
             response = await self.client.get(url + TRAFFIC_PATH, extensions=self.extensions)
             response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
+            counts = response.json()
+            if not all(isinstance(counts.get(key), int) for key in ("in_flight", "total")):
+                raise ValueError("no request counts in the answer")
+            return counts
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
             raise OSError(f"{url}{TRAFFIC_PATH}: {exc or type(exc).__name__}") from exc
 
     async def traffic(self, urls: list[str]) -> Traffic:
@@ -95,13 +99,19 @@ class HAProxyTraffic:
 
     async def node_traffic(self, node: str) -> Traffic:
         """HAProxy's ``scur`` + ``qcur`` and ``stot`` of the node's worker server (not the web fronts' probes,
-        which a drained worker does not fail), and its web front's own count (jobs, requests that end)."""
-        parts = self.parts_of(node)
-        backends = {s.status.backend for s in parts if s.status.part != "web"}
+        which a drained worker does not fail), and its web front's own count (jobs, requests that end); a web
+        front that gives none (an older version) by HAProxy's count too."""
+        counted, backends = Traffic(0, 0), set()
+        for supervisor in self.parts_of(node):
+            if supervisor.status.part == "web":
+                with contextlib.suppress(OSError):
+                    own = await self.parts.traffic([supervisor.status.url])
+                    counted = Traffic(counted.in_flight + own.in_flight, counted.total + own.total)
+                    continue
+            backends.add(supervisor.status.backend)
         mine = [s for s in await self.servers() if s.server == node and s.backend in backends]
-        webs = await self.parts.traffic([s.status.url for s in parts if s.status.part == "web"])
-        return Traffic(sum(s.current_sessions + s.queued for s in mine) + webs.in_flight,
-                       sum(s.total_sessions for s in mine) + webs.total)
+        return Traffic(sum(s.current_sessions + s.queued for s in mine) + counted.in_flight,
+                       sum(s.total_sessions for s in mine) + counted.total)
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """The sticky table's entry for ``node``'s cookie value (in flight, so far)."""
