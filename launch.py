@@ -39,13 +39,14 @@ from pydantic_settings import CliApp
 
 from balancer.config.cluster import ClusterSpec, NodeSpec
 from balancer.config.sections import ClusterConfigError
-from balancer.config.settings import LaunchSettings
+from balancer.config.settings import LaunchSettings, secret_flag_problem
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import HAProxyError, HAProxyProcess, validate_config, write_config
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI
 from balancer.multihost.keepalived import KeepalivedChild, KeepalivedError, write_keepalived_config
 from balancer.sidecar import Sidecar, configure_logging, run_sidecar
 from balancer.supervision.supervisor import StartFailed
+from balancer.system.cluster_secret import prepare_cluster_secret
 from balancer.system.run_dir import prepare_run_dir
 from webui.contract import PRIVATE_UMASK
 from webui.settings import settings_problems
@@ -152,6 +153,10 @@ def print_banner(spec: ClusterSpec, share: ShareTunnel | None, local: bool = Tru
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python launch.py``."""
     os.umask(PRIVATE_UMASK)  # logs, images and caches written by us and our children: this user's only
+    problem = secret_flag_problem(sys.argv[1:] if argv is None else argv)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     try:
         settings = CliApp.run(LaunchSettings, cli_args=argv)
     except ValidationError as exc:
@@ -161,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = settings.cluster_spec()
         prepare_run_dir(spec.run_dir)
+        prepare_cluster_secret(spec, node_host=settings.role == "node")
         if settings.role == "node":
             return run_node_host(spec, settings.node_host)
         spec.check_own_certificate(None)

@@ -28,6 +28,7 @@ from pathlib import Path
 import uvicorn
 
 from balancer.api.basic_auth import BasicAuth
+from balancer.api.host_check import listener_hosts
 from balancer.api.metrics import FloatingView, SidecarMetrics
 from balancer.api.routes import HAProxyView, OperationRoutes, status_app
 from balancer.config.cluster import ClusterSpec, NodeHostSpec, NodeSpec
@@ -137,7 +138,8 @@ class Sidecar:
                        drain=self.nodes.drain, view=self.haproxy_view,
                        operations=OperationRoutes(self.actions.start_rolling_restart, self.actions.operation,
                                                  self.actions.start_add_node, self.actions.start_remove_node),
-                       floating=self.floating),
+                       floating=self.floating,
+                       allowed_hosts=listener_hosts(self.settings.host, self.settings.port)),
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",

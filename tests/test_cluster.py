@@ -279,7 +279,8 @@ def test_oom_deaths_are_restarted_with_their_cause(cluster: LaunchedCluster) -> 
     before = {node: cluster.part_status(node, "worker") for node in NODES}
     # node1: the worker's own OOM handling (fault injection: OOM at step 2, exit EXIT_OOM).
     oom = httpx.post(f"{before['node1']['url']}/generate", json={"prompt": f"portrait {OOM_MARKER}", "steps": 4,
-                                                                   "width": 128, "height": 128}, timeout=60)
+                                                                   "width": 128, "height": 128}, timeout=60,
+                     headers=cluster.internal_headers)
     assert oom.status_code == 507 and oom.json()["error"] == "out_of_memory"
     # node2: what the kernel's OOM killer does: bump the cgroup's oom_kill counter, SIGKILL.
     oom_counter(cluster.run_dir).write_text("oom 1\noom_kill 1\n")

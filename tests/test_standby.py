@@ -95,9 +95,14 @@ def promoted(cluster: LaunchedCluster, node: str, standby_pid: int, promotions: 
     return wait_until(ready, f"{node}/worker promoted pid {standby_pid}", 60, interval=0.05)
 
 
+def worker_client(cluster: LaunchedCluster, node: str) -> RestClient:
+    """A client of the node's worker port itself (with the cluster secret it asks for)."""
+    return RestClient(cluster.part_url(node, "worker"), timeout=120, headers=cluster.internal_headers)
+
+
 def assert_serves(cluster: LaunchedCluster, node: str) -> None:
     """A job sent to the node's worker (through its port, now the former standby's) succeeds."""
-    reply = RestClient(cluster.part_url(node, "worker"), timeout=120).generate(small_job(1))
+    reply = worker_client(cluster, node).generate(small_job(1))
     assert reply.worker_id == node and reply.pixels_sha256  # a checked, decoded image
 
 
@@ -125,7 +130,7 @@ def test_oom_exit_is_replaced_by_the_standby(cluster: LaunchedCluster) -> None:
     standby = cluster.wait_standbys(timeout=180)["node2"]
     old_pid = cluster.pid("node2", "worker")
     with pytest.raises(CallFailed, match="507"):
-        RestClient(cluster.part_url("node2", "worker"), timeout=120).generate(small_job(3, OOM_MARKER))
+        worker_client(cluster, "node2").generate(small_job(3, OOM_MARKER))
     entry = promoted(cluster, "node2", standby["pid"], promotions=1)
     assert entry["last_cause"] == "oom_exit" and entry["last_returncode"] == EXIT_OOM
     assert not psutil.pid_exists(old_pid)

@@ -44,8 +44,8 @@ def test_a_part_counts_requests_in_flight_per_sticky_node_but_not_its_probes() -
             return during, (await client.get(TRAFFIC_PATH)).json()
 
     during, after = asyncio.run(asyncio.wait_for(scenario(), 10))
-    assert during == {"in_flight": 3, "total": 3, "sticky": {"node1": {"in_flight": 1, "total": 1}}}
-    assert after == {"in_flight": 0, "total": 3, "sticky": {"node1": {"in_flight": 0, "total": 1}}}
+    assert during == {"in_flight": 3, "jobs": 0, "total": 3, "sticky": {"node1": {"in_flight": 1, "total": 1}}}
+    assert after == {"in_flight": 0, "jobs": 0, "total": 3, "sticky": {"node1": {"in_flight": 0, "total": 1}}}
 
 
 def test_the_host_agent_knows_when_every_balancer_that_asks_took_a_state() -> None:

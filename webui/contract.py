@@ -34,6 +34,9 @@ TRAFFIC_PATH = "/traffic"
 """A part's HTTP requests in flight and so far, in all and per persistence cookie value (JSON,
 ``webui.traffic``): what a node host's sidecar waits on in a rolling restart (it has no HAProxy to ask).
 Not served to the public (HAProxy answers 404)."""
+HEARTBEAT_PREFIX = "/gradio_api/heartbeat/"
+"""Gradio's page-presence stream: open as long as a page is, never part of a job. Not counted as a node's
+traffic (``webui.traffic``, HAProxy's sticky table): it would hold a drained node forever."""
 MINIMAL_RESULT = "return=minimal"
 """A job request's ``Prefer`` header (RFC 7240) for a result without ``image``, the first image again for
 older scripts: a third fewer bytes for one image. The worker answers ``Preference-Applied`` when it took it;
@@ -42,6 +45,18 @@ PERSISTENCE_COOKIE = "PORTRAIT_NODE"
 """The cookie HAProxy inserts to keep a client on one web front; its value is the node name."""
 STICKY_NODE_HEADER = "X-Portrait-Sticky-Node"
 """HAProxy's copy of the persistence cookie's value for the node (which never sees the cookie itself)."""
+CLUSTER_SECRET_ENV = "PORTRAIT_CLUSTER_SECRET"
+"""The cluster secret, handed to every part in its environment (never on a command line): unset, a part lets
+anyone in (a worker run by hand)."""
+CLUSTER_SECRET_HEADER = "X-Portrait-Cluster"
+"""Carries the cluster secret to a worker and to the worker queue: HAProxy adds it, web fronts send it."""
+CLUSTER_SECRET_FILE = "cluster.secret"
+"""The cluster secret's file in the run directory (mode 600): for local tools that call workers directly."""
+NOT_A_PART = ("not_a_cluster_part", "This port is internal to the cluster: send jobs to the public address of the "
+              "studio.")
+"""The error and its sentence for a request without the cluster secret (403, from a worker or the worker queue)."""
+OPEN_PATHS = (HEALTH_PATH, READY_PATH, METRICS_PATH, TRAFFIC_PATH)
+"""A worker's routes that need no cluster secret: probes and counters, which run nothing."""
 RETRYABLE_STATUSES = (502, 503, 504)
 """Nothing ran: the same job may be sent again, to this or another worker (HAProxy's retry-on, the web front)."""
 OUT_OF_MEMORY_STATUS = 507

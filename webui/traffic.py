@@ -7,22 +7,32 @@
 
 ``sticky`` counts the requests by the node their client is stuck to: HAProxy copies the value of
 its persistence cookie into the ``STICKY_NODE_HEADER`` header (it removes the cookie itself before
-the request reaches a node). A node host's sidecar has no HAProxy to ask how busy a part is, so it
-asks the parts (``balancer.operations.traffic.PartTraffic``). Probes and the counters' own route are not counted.
+the request reaches a node). A rolling restart waits on these counts (``balancer.operations.traffic``): the
+balancer host's sidecar for a web front's ``in_flight``, a node host's sidecar, which has no HAProxy
+to ask, for everything. Probes and the counters' own route are not counted.
+
+``in_flight`` is what may not be cut: requests that end by themselves, and the web front's Gradio jobs
+(``jobs``: joined and not yet delivered). Gradio's event streams are not in it: a browser keeps its
+heartbeat stream open as long as the page is, and anyone may hold a data stream open with no job
+behind it; counted, either would hold a drained node forever (its job, if any, is counted in
+``jobs``). A data stream is still a sticky client's business (``sticky``); a heartbeat never is.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from webui.contract import HEALTH_PATH, METRICS_PATH, READY_PATH, STICKY_NODE_HEADER, TRAFFIC_PATH
+from webui.contract import HEALTH_PATH, HEARTBEAT_PREFIX, METRICS_PATH, READY_PATH, STICKY_NODE_HEADER, TRAFFIC_PATH
 
 UNCOUNTED = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH, TRAFFIC_PATH})
 """Probes and counters: not the clients' traffic."""
+STREAM_PATH = "/gradio_api/queue/data"
+"""Gradio's event stream: a job's results, or nothing; counted for its sticky node only."""
 MAX_NODE_NAME = 64
 """Longer header values are not counted as a node (the header comes from HAProxy; a bound all the same)."""
 MAX_STICKY_NODES = 256
@@ -31,17 +41,22 @@ sending a new one each time must not grow the counts without bound (later new va
 
 
 class TrafficCounts:
-    """Requests in flight and so far, per sticky node (None: no sticky node)."""
+    """Requests in flight and so far, per sticky node (None: no sticky node); event streams apart; ``jobs``:
+    the part's own jobs in flight (a web front's Gradio events), added to ``in_flight``."""
 
-    def __init__(self) -> None:
+    def __init__(self, jobs: Callable[[], int] = lambda: 0) -> None:
         self.in_flight: Counter[str | None] = Counter()
         self.totals: Counter[str | None] = Counter()
+        self.streams: Counter[str | None] = Counter()
+        self.jobs = jobs
 
     def snapshot(self) -> dict:
         """The counts, as ``GET /traffic`` answers them."""
-        sticky = {node: {"in_flight": self.in_flight[node], "total": total}
-                  for node, total in self.totals.items() if node is not None}
-        return {"in_flight": sum(self.in_flight.values()), "total": sum(self.totals.values()), "sticky": sticky}
+        sticky = {node: {"in_flight": self.in_flight[node] + self.streams[node], "total": self.totals[node]}
+                  for node in self.totals.keys() | self.streams.keys() if node is not None}
+        jobs = self.jobs()
+        return {"in_flight": sum(self.in_flight.values()) + jobs, "jobs": jobs, "total": sum(self.totals.values()),
+                "sticky": sticky}
 
 
 class CountTraffic:
@@ -52,18 +67,23 @@ class CountTraffic:
         self.counts = counts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNCOUNTED:
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in UNCOUNTED or path.startswith(HEARTBEAT_PREFIX):
             await self.app(scope, receive, send)
             return
         node = sticky_node(scope)
-        if node not in self.counts.totals and len(self.counts.totals) >= MAX_STICKY_NODES:
+        known = self.counts.totals.keys() | self.counts.streams.keys()
+        if node not in known and len(known) >= MAX_STICKY_NODES:
             node = None
-        self.counts.in_flight[node] += 1
-        self.counts.totals[node] += 1
+        stream = path == STREAM_PATH
+        in_flight = self.counts.streams if stream else self.counts.in_flight
+        in_flight[node] += 1
+        if not stream:
+            self.counts.totals[node] += 1
         try:
             await self.app(scope, receive, send)
         finally:
-            self.counts.in_flight[node] -= 1
+            in_flight[node] -= 1
 
 
 def sticky_node(scope: Scope) -> str | None:
@@ -75,9 +95,9 @@ def sticky_node(scope: Scope) -> str | None:
     return None
 
 
-def count_traffic(app: FastAPI) -> TrafficCounts:
-    """Count ``app``'s requests and serve the counts at ``TRAFFIC_PATH``; the counts."""
-    counts = TrafficCounts()
+def count_traffic(app: FastAPI, jobs: Callable[[], int] = lambda: 0) -> TrafficCounts:
+    """Count ``app``'s requests (and its ``jobs`` in flight) and serve the counts at ``TRAFFIC_PATH``; the counts."""
+    counts = TrafficCounts(jobs)
     app.add_middleware(CountTraffic, counts=counts)
 
     @app.get(TRAFFIC_PATH, include_in_schema=False)

@@ -63,6 +63,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from balancer.api.basic_auth import OPERATOR, BasicAuth, unauthorized
+from balancer.api.host_check import AllowedHosts
 from balancer.api.metrics import FloatingView, GpuFacts, SidecarMetrics
 from balancer.config.gpus import gpu_facts
 from balancer.haproxy.runtime_api import ServerStatus, parse_servers
@@ -155,6 +156,7 @@ def status_app(
     view: Callable[[], Awaitable[HAProxyView | None]] | None = None,
     operations: OperationRoutes | None = None,
     floating: FloatingView | None = None,
+    allowed_hosts: frozenset[str] | None = None,
 ) -> Starlette:
     """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz``, ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
@@ -167,7 +169,8 @@ not be told, ``haproxy_told`` false); every action 401
     it cannot). ``POST /rolling-restart`` (JSON body: ``RollingRestartRequest``) starts a rolling
     restart: 202 with its report, 409 while another operation runs, 400 for a bad body; ``GET
     /operation`` is the running or last operation's report (404 before the first). ``floating``: this
-    balancer's share of a floating address, in ``/status`` and ``/metrics``."""
+    balancer's share of a floating address, in ``/status`` and ``/metrics``. ``allowed_hosts``: the Host
+    header values answered (``balancer.api.host_check``; others get 421), None for any."""
     metrics.vrrp.floating = floating
 
     def operation_route(start: Callable[[Request, object], dict] | None,
@@ -242,7 +245,10 @@ not be told, ``haproxy_told`` false); every action 401
         return JSONResponse({"status": "ok"})
 
     return Starlette(
-        middleware=[Middleware(AuthenticationMiddleware, backend=auth)],
+        middleware=[
+            *([Middleware(AllowedHosts, allowed=allowed_hosts)] if allowed_hosts is not None else []),
+            Middleware(AuthenticationMiddleware, backend=auth),
+        ],
         exception_handlers={401: unauthorized},
         routes=[
             Route("/status", status),

@@ -31,9 +31,9 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from balancer.config.sections import LOOPBACK, SidecarSpec, StatsSpec
+from balancer.config.sections import LOOPBACK, STATS_PASSWORD_ENV, SidecarSpec, StatsSpec
 
-PASSWORD_ENV = "PORTRAIT_STATS_PASSWORD"
+PASSWORD_ENV = STATS_PASSWORD_ENV
 DEFAULT_SIDECAR = f"http://{LOOPBACK}:{SidecarSpec.model_fields['port'].default}"
 DEFAULT_USER: str = StatsSpec.model_fields["user"].default
 TIMEOUT = 10.0

@@ -220,6 +220,12 @@ class ClusterSpec(_Model):
         description="Mutual TLS to nodes on other hosts (managed: false, or on node hosts); unset: plain HTTP "
         "(keep such nodes on a private network then).",
     )
+    cluster_secret_file: Path | None = Field(
+        None,
+        description="A file (mode 600, first line) with the secret every part of the cluster shows to workers and "
+        "the worker queue, the same on every host (e.g. from 'openssl rand -hex 32'); unset: launch.py makes a "
+        "new one in the run directory. Needed when web fronts on node hosts send jobs over plain HTTP.",
+    )
     run_dir: Path = Field(
         default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}",
         description="Where haproxy.cfg, the runtime API socket, logs and Gradio temp dirs go: a directory of "
@@ -411,6 +417,11 @@ class ClusterSpec(_Model):
                       "--worker-queue-cert", str(self.queue_client_cert(node_host))]
         limits = self.limits
         return [*flags, "--max-body-bytes", str(limits.max_body_bytes), "--body-timeout", str(limits.body_timeout)]
+
+    @property
+    def needs_shared_secret(self) -> bool:
+        """Whether web fronts on other hosts must show the cluster secret at the worker queue (plain HTTP)."""
+        return not self.worker_queue_tls and any(node.web is not None and node.node_host for node in self.nodes)
 
     @property
     def exposed(self) -> bool:

@@ -48,6 +48,11 @@ class Listener(StrictModel):
         return f"http://{self.connect_host}:{self.port}"
 
 
+STATS_PASSWORD_ENV = "PORTRAIT_STATS_PASSWORD"
+"""The stats page password in the environment (launch.py, the k8s balancer pod, python -m balancer.cli): never
+a command-line argument, which every user of the machine reads in ps."""
+
+
 class StatsSpec(Listener):
     """HAProxy's stats page and Prometheus exporter (``/metrics``), always password-protected."""
 

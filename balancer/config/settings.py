@@ -13,16 +13,29 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
 
 from balancer.config.cluster import ClusterSpec
 from balancer.config.gpus import CPU_NODES, assign_gpus, list_gpus
 from balancer.config.loading import load_cluster_file, local_nodes, parse_cluster
-from balancer.config.sections import ClusterConfigError
+from balancer.config.sections import STATS_PASSWORD_ENV, ClusterConfigError
 from webui.settings import WebSettings, WorkerSettings
 from webui.share import SHARE_HOST_SUFFIX
 
 logger = logging.getLogger(__name__)
+
+SECRET_FLAGS = ("--stats-password",)
+"""Flags refused on the command line: every user of the machine reads it in ps."""
+
+
+def secret_flag_problem(argv: list[str]) -> str | None:
+    """Why ``argv`` may not be used (it carries a secret), or None."""
+    for arg in argv:
+        flag = arg.split("=", 1)[0].replace("_", "-")
+        if flag in SECRET_FLAGS:
+            return (f"{flag} would show the password to every user of this machine (ps); set "
+                    f"{STATS_PASSWORD_ENV} or give --stats-password-file FILE (mode 600) instead")
+    return None
 
 
 def _default(model: type, name: str) -> object:
@@ -70,7 +83,11 @@ class LaunchSettings(BaseSettings):
     worker_queue_port: int = Field(_spec_default("worker_queue", "port"), description="Private port the web "
                              "fronts send their jobs to (the workers' shared queue).")
     stats_port: int = Field(_spec_default("stats", "port"), description="HAProxy stats page and /metrics (loopback).")
-    stats_password: str | None = Field(None, description="Stats page password (unset: random, printed at start).")
+    stats_password: CliSuppress[str | None] = Field(None, description="Only from PORTRAIT_LAUNCH_STATS_PASSWORD: "
+                                                    "no flag (every user of the machine sees flags in ps).")
+    stats_password_file: Path | None = Field(None, description="A file (mode 600) whose first line is the stats "
+                                             "page password; or set PORTRAIT_STATS_PASSWORD (unset: the cluster "
+                                             "file's, else random, printed at start).")
     sidecar_port: int = Field(_spec_default("sidecar", "port"), description="Sidecar /status and /metrics (loopback).")
     first_web_port: int = Field(_default(WebSettings, "port"), description="Port of the first local web front; "
                                 "the next ones count up.")
@@ -157,6 +174,9 @@ class LaunchSettings(BaseSettings):
         for flag, (section, key) in overrides.items():
             if self._given(flag) and getattr(self, flag) is not None:
                 data.setdefault(section, {})[key] = getattr(self, flag)
+        password = self.stats_password_from_outside()
+        if password is not None:
+            data.setdefault("stats", {})["password"] = password
         if self.auth_users_file is not None:
             data["users_file"] = str(self.auth_users_file)
         hosts = list(data.get("public_hosts") or []) + self.public_host
@@ -171,6 +191,18 @@ class LaunchSettings(BaseSettings):
         if self.nodes is not None or not existing:
             data["nodes"] = existing + self._local_nodes("local" if existing else "node")
         return data
+
+    def stats_password_from_outside(self) -> str | None:
+        """The stats password from ``--stats-password-file`` or ``PORTRAIT_STATS_PASSWORD`` (in that order)."""
+        if self.stats_password_file is not None:
+            try:
+                lines = self.stats_password_file.read_text(encoding="utf-8").splitlines()
+            except OSError as exc:
+                raise ClusterConfigError(f"--stats-password-file {self.stats_password_file}: {exc.strerror}") from None
+            if not lines or not lines[0].strip():
+                raise ClusterConfigError(f"--stats-password-file {self.stats_password_file}: the first line is empty")
+            return lines[0].strip()
+        return os.environ.get(STATS_PASSWORD_ENV) or None
 
     def _local_nodes(self, name_prefix: str) -> list[dict]:
         """The local nodes' descriptions: how many, and the GPU of each (``assign_gpus``).

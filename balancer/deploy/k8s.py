@@ -33,7 +33,7 @@ from pydantic import SecretStr
 
 from balancer.config.cluster import ClusterSpec
 from balancer.config.loading import load_cluster_file, parse_cluster
-from balancer.config.sections import ClusterConfigError
+from balancer.config.sections import STATS_PASSWORD_ENV, ClusterConfigError
 from balancer.haproxy.config import COOKIE_NAME, COOKIE_OPTIONS, HAProxyConfigRenderer
 from webui.contract import HEALTH_PATH, READY_PATH
 from webui.settings import WebSettings, WorkerSettings
@@ -42,7 +42,6 @@ APP = "portrait-ha"
 WORKER, WEB, BALANCER = "portrait-worker", "portrait-web", "portrait-balancer"
 PUBLIC_SERVICE, QUEUE_SERVICE = "portrait", "portrait-queue"
 STATS_SECRET = "portrait-stats"
-STATS_PASSWORD_ENV = "PORTRAIT_STATS_PASSWORD"
 RESOLVERS = "k8s"
 RUN_DIR = Path("/run/portrait-ha")
 """HAProxy's runtime socket directory in its pod (an emptyDir)."""

@@ -28,12 +28,16 @@ from balancer.haproxy.agent import agent_send
 from balancer.haproxy.answers import answer as _answer
 from balancer.haproxy.answers import json_body as _json_body
 from balancer.haproxy.login import LoginRules
+from webui.contract import CLUSTER_SECRET_ENV as SECRET_ENV
+from webui.contract import CLUSTER_SECRET_HEADER as SECRET_HEADER
 from webui.contract import (
     HEALTH_PATH,
+    HEARTBEAT_PREFIX,
     INFO_PATH,
     JOB_EVENT_INDICES,
     JOB_PATHS,
     METRICS_PATH,
+    NOT_A_PART,
     PERSISTENCE_COOKIE,
     READY_PATH,
     RETRYABLE_STATUSES,
@@ -326,6 +330,10 @@ class HAProxyConfigRenderer:
             f"    tune.bufsize {limits.buffer_bytes}",
             "    # Per-client tables the public frontend tracks at once (connections, rates, logins, bodies).",
             f"    tune.stick-counters {STICK_COUNTERS}",
+            *_with_secret(
+                "    # The cluster secret (launch.py puts it in HAProxy's environment, never in this file).",
+                f'    set-var proc.cluster_secret str("${{{SECRET_ENV}}}")',
+            ),
         )
 
     def _defaults(self) -> str:
@@ -422,9 +430,9 @@ class HAProxyConfigRenderer:
             *self._affinity_rules(),
             "    # UI requests in flight per persistence cookie value (the node a client is stuck to, even",
             "    # while that node is out): a rolling restart gives a restarted web front its clients back",
-            f"    # only when none of theirs is in flight (table: backend {STICKY_TABLE}).",
+            f"    # only when none of theirs is in flight (table: backend {STICKY_TABLE}); a heartbeat is no job.",
             f"    http-request track-sc2 req.cook({COOKIE_NAME}) table {STICKY_TABLE}"
-            f" if !is_rest {{ req.cook({COOKIE_NAME}) -m found }}",
+            f" if !is_rest {{ req.cook({COOKIE_NAME}) -m found }} !{{ var(txn.path) -m beg {HEARTBEAT_PREFIX} }}",
             "    # The same, told to the web front (it never sees the cookie: 'indirect'), which counts its",
             "    # requests per value: a node host's sidecar, with no HAProxy to ask, adds up these counts",
             "    # of every web front (webui/traffic.py). A client's own header of that name is dropped.",
@@ -671,6 +679,16 @@ class HAProxyConfigRenderer:
                 f"    bind {listener.host}:{listener.port} ssl crt {config_path_arg(tls.cert_file)}"
                 f" ca-file {config_path_arg(self.spec.queue_ca())} verify required",
             ]
+        if tls is not None and self.spec.worker_queue_tls:
+            members = ["    # Web fronts prove they belong to the cluster with their queue certificate (above)."]
+        else:
+            refused = _json_body(*NOT_A_PART)
+            members = _with_secret(
+                "    # Only parts of this cluster run jobs here: web fronts send the cluster secret.",
+                f"    acl cluster_part req.hdr({SECRET_HEADER}),secure_memcmp(proc.cluster_secret)",
+                f"    http-request return status 403 content-type application/json string {refused}"
+                " if !probe !cluster_part",
+            )
         return _block(
             "# Private entry for the web fronts' jobs (their --worker-queue). Probes go around the",
             "# job queue, so a web front's readiness check never waits behind generations.",
@@ -678,6 +696,7 @@ class HAProxyConfigRenderer:
             *bind,
             "    option http-buffer-request",
             f"    acl probe path {READY_PATH} {HEALTH_PATH} {INFO_PATH}",
+            *members,
             f"    use_backend {PROBES_BACKEND} if probe",
             f"    default_backend {WORKERS_BACKEND}",
         )
@@ -732,6 +751,7 @@ class HAProxyConfigRenderer:
             "    http-check expect status 200",
             "    http-error status 503 content-type application/json hdr Retry-After 10 string "
             + _json_body("busy", detail),
+            *_secret_header(),
         ]
         if any(node.worker.dispatch_agent_port for node in self.spec.workers):  # type: ignore[union-attr]
             lines += [
@@ -759,6 +779,7 @@ class HAProxyConfigRenderer:
             "    balance roundrobin",
             "    http-error status 503 content-type application/json hdr Retry-After 5 string "
             + _json_body("not_ready", "No worker is up."),
+            *_secret_header(),
         ]
         lines += self.servers.probe_lines()
         return _block(*lines)
@@ -804,6 +825,19 @@ class HAProxyConfigRenderer:
             "    stats refresh 5s",
             "    stats show-legends",
         )
+
+
+def _with_secret(*lines: str) -> list[str]:
+    """``lines`` only when HAProxy runs with the cluster secret in its environment (``launch.py``)."""
+    return [f".if defined({SECRET_ENV})", *lines, ".endif"]
+
+
+def _secret_header() -> list[str]:
+    """A backend's rule showing the cluster secret to its servers (a client's own header is replaced)."""
+    return _with_secret(
+        "    # Workers run jobs for parts of this cluster only (webui/cluster_secret.py).",
+        f'    http-request set-header {SECRET_HEADER} "${{{SECRET_ENV}}}"',
+    )
 
 
 def _block(*lines: str) -> str:

@@ -30,7 +30,7 @@ from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, Serve
 from balancer.multihost.host_agent import HostAgent
 from balancer.operations.parts import PartFactory, part_command, replace_flag
 from balancer.operations.rolling import OperationError, Traffic
-from balancer.operations.traffic import HAProxyTraffic, PartTraffic, TrafficSource
+from balancer.operations.traffic import HAProxyTraffic, PartCounts, PartTraffic, TrafficSource
 from balancer.supervision.children import NodeProcess, ProbeTLS
 from balancer.supervision.state import PartStatus
 from balancer.supervision.supervisor import ProcessSupervisor
@@ -93,7 +93,7 @@ class ManagedNodes:
         self.traffic: TrafficSource | None = None
         """What an operation waits on: this host's HAProxy's view, or on a node host the parts' own counters."""
         if self.view_api is not None:
-            self.traffic = HAProxyTraffic(self.view_api, self.parts_of)
+            self.traffic = HAProxyTraffic(self.view_api, self.parts_of, PartCounts(self.settings.probe_timeout))
         elif self.host_agent is not None:
             self.traffic = PartTraffic(self.parts_of, self.reachable_web_fronts, self.host_agent, self.gate,
                                        self.settings.probe_timeout, self._host_probe_tls())

@@ -3,7 +3,10 @@
 A rolling restart (``balancer.operations.rolling``) waits until a drained node has no request in flight,
 until no request stuck to it (its persistence cookie) is in flight anywhere, and until the
 balancers have its servers in the state it was given. The balancer host's sidecar asks its HAProxy
-(``HAProxyTraffic``: ``show stat``, the sticky table); a node host's sidecar has no HAProxy, so it
+(``HAProxyTraffic``: ``show stat``, the sticky table), and a web front itself how busy it is: HAProxy
+counts the event streams a page (or anyone with its cookie) keeps open with no job behind them, which
+would hold a drained web front forever; the web front counts its jobs (``webui.traffic``). A node
+host's sidecar has no HAProxy, so it
 asks the parts themselves (``PartTraffic``: each part's ``GET /traffic``, ``webui.traffic``; the
 sticky requests of every web front of the cluster it can reach) and its host agent, which knows
 what it last told each balancer (``HostAgent.settled``). With mutual TLS the parts are asked as the
@@ -12,6 +15,7 @@ sidecar's probes ask them (``balancer.multihost.part_tls``), which only this hos
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Protocol
 
@@ -48,12 +52,41 @@ class TrafficSource(Protocol):
         """Release what it holds."""
 
 
-class HAProxyTraffic:
-    """This host's HAProxy's view (the balancer host's sidecar)."""
+class PartCounts:
+    """Asks parts for their own counts (``GET /traffic``), as the sidecar's probes ask them."""
 
-    def __init__(self, api: AsyncRuntimeAPI, parts_of: PartsOf) -> None:
+    def __init__(self, timeout: float, probe_tls: ProbeTLS | None = None) -> None:
+        self.client = httpx.AsyncClient(timeout=timeout, verify=probe_tls.context if probe_tls is not None else True)
+        self.extensions = probe_tls.extensions if probe_tls is not None else {}
+
+    async def counts(self, url: str) -> dict:
+        """One part's ``GET /traffic``; ``OSError`` when it does not answer."""
+        try:
+            response = await self.client.get(url + TRAFFIC_PATH, extensions=self.extensions)
+            response.raise_for_status()
+            counts = response.json()
+            if not all(isinstance(counts.get(key), int) for key in ("in_flight", "total")):
+                raise ValueError("no request counts in the answer")
+            return counts
+        except (httpx.HTTPError, ValueError, AttributeError) as exc:
+            raise OSError(f"{url}{TRAFFIC_PATH}: {exc or type(exc).__name__}") from exc
+
+    async def traffic(self, urls: list[str]) -> Traffic:
+        """What the parts at ``urls`` count together (``OSError`` when one does not answer)."""
+        found = [await self.counts(url) for url in urls]
+        return Traffic(sum(c["in_flight"] for c in found), sum(c["total"] for c in found))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+class HAProxyTraffic:
+    """This host's HAProxy's view, and its web fronts' own counts (the balancer host's sidecar)."""
+
+    def __init__(self, api: AsyncRuntimeAPI, parts_of: PartsOf, parts: PartCounts) -> None:
         self.api = api
         self.parts_of = parts_of
+        self.parts = parts
 
     async def servers(self) -> list[ServerStatus]:
         """HAProxy's view of every server; ``OSError`` when it cannot be asked."""
@@ -63,11 +96,20 @@ class HAProxyTraffic:
             raise OSError(str(exc)) from exc
 
     async def node_traffic(self, node: str) -> Traffic:
-        """HAProxy's ``scur`` + ``qcur`` and ``stot`` of the node's servers (not the web fronts' probes,
-        which a drained worker does not fail)."""
-        backends = {supervisor.status.backend for supervisor in self.parts_of(node)}
+        """HAProxy's ``scur`` + ``qcur`` and ``stot`` of the node's worker server (not the web fronts' probes,
+        which a drained worker does not fail), and its web front's own count (jobs, requests that end); a web
+        front that gives none (an older version) by HAProxy's count too."""
+        counted, backends = Traffic(0, 0), set()
+        for supervisor in self.parts_of(node):
+            if supervisor.status.part == "web":
+                with contextlib.suppress(OSError):
+                    own = await self.parts.traffic([supervisor.status.url])
+                    counted = Traffic(counted.in_flight + own.in_flight, counted.total + own.total)
+                    continue
+            backends.add(supervisor.status.backend)
         mine = [s for s in await self.servers() if s.server == node and s.backend in backends]
-        return Traffic(sum(s.current_sessions + s.queued for s in mine), sum(s.total_sessions for s in mine))
+        return Traffic(sum(s.current_sessions + s.queued for s in mine) + counted.in_flight,
+                       sum(s.total_sessions for s in mine) + counted.total)
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """The sticky table's entry for ``node``'s cookie value (in flight, so far)."""
@@ -88,7 +130,8 @@ class HAProxyTraffic:
                                                      for server in servers)
 
     async def aclose(self) -> None:
-        """Nothing to release (the runtime API connects per command)."""
+        """The parts' client (the runtime API connects per command)."""
+        await self.parts.aclose()
 
 
 class PartTraffic:
@@ -102,26 +145,15 @@ class PartTraffic:
         sticky clients go to another one while theirs is out."""
         self.agent = agent
         self.gate = gate
-        self.client = httpx.AsyncClient(timeout=timeout, verify=probe_tls.context if probe_tls is not None else True)
-        self.extensions = probe_tls.extensions if probe_tls is not None else {}
-
-    async def counts(self, url: str) -> dict:
-        """One part's ``GET /traffic``; ``OSError`` when it does not answer."""
-        try:
-            response = await self.client.get(url + TRAFFIC_PATH, extensions=self.extensions)
-            response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as exc:
-            raise OSError(f"{url}{TRAFFIC_PATH}: {exc or type(exc).__name__}") from exc
+        self.parts = PartCounts(timeout, probe_tls)
 
     async def node_traffic(self, node: str) -> Traffic:
         """The requests every part of ``node`` counts (a part that does not answer: unknown, ``OSError``)."""
-        found = [await self.counts(supervisor.status.url) for supervisor in self.parts_of(node)]
-        return Traffic(sum(c["in_flight"] for c in found), sum(c["total"] for c in found))
+        return await self.parts.traffic([supervisor.status.url for supervisor in self.parts_of(node)])
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """The requests stuck to ``node`` that every web front of the cluster counts."""
-        found = [(await self.counts(url))["sticky"].get(node, {}) for url in self.web_urls()]
+        found = [(await self.parts.counts(url))["sticky"].get(node, {}) for url in self.web_urls()]
         return Traffic(sum(c.get("in_flight", 0) for c in found), sum(c.get("total", 0) for c in found))
 
     async def server_states(self, node: str, states: set[str], parts: tuple[str, ...]) -> bool:
@@ -132,4 +164,4 @@ class PartTraffic:
         return all(self.gate.effective(key) in wanted and self.agent.settled(key) for key in keys)
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        await self.parts.aclose()

@@ -163,7 +163,7 @@ class FailureScript:
         """
         node = self.cluster.node_names[-1]
         self.ctl("drain", node)
-        rest = RestClient(self.cluster.part_url(node, "worker"))
+        rest = RestClient(self.cluster.part_url(node, "worker"), headers=self.cluster.internal_headers)
         marked = Job(f"{OOM_MARKER} {self.job.prompt}", self.job.steps, self.job.width, self.job.height, 7)
         deadline = time.monotonic() + self.args.recovery_timeout
         while True:

@@ -105,9 +105,10 @@ def check_image(data: bytes, job: Job) -> str:
 class RestClient:
     """``POST /generate`` on one base URL (a worker, or HAProxy's public frontend)."""
 
-    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT, headers: dict[str, str] | None = None) -> None:
+        """``headers``: sent with every request (a worker's own port wants ``LaunchedCluster.internal_headers``)."""
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout)
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
 
     def generate(self, job: Job) -> Reply:
         """Run ``job``; a checked ``Reply`` or ``CallFailed``/``Rejected``."""

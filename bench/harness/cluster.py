@@ -32,8 +32,10 @@ from balancer.config.cluster import ClusterSpec
 from balancer.config.loading import parse_cluster
 from balancer.haproxy.config import PART_BACKENDS, WORKERS_BACKEND
 from balancer.haproxy.process import RuntimeAPI, ServerStatus, status_is_up
+from balancer.system.cluster_secret import read_cluster_secret
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
+from webui.contract import CLUSTER_SECRET_HEADER
 from webui.settings import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -211,6 +213,12 @@ class LaunchedCluster:
     def node_names(self) -> list[str]:
         """Names of the nodes (web front + worker), in order; ``worker_only_nodes`` are left out."""
         return [node.name for node in self.spec.nodes if node.name not in self.options.worker_only_nodes]
+
+    @property
+    def internal_headers(self) -> dict[str, str]:
+        """What a request straight to a worker must carry: the cluster secret launch.py wrote to the run dir."""
+        secret = read_cluster_secret(self.run_dir)
+        return {CLUSTER_SECRET_HEADER: secret} if secret else {}
 
     def part_url(self, node: str, part: str) -> str:
         """Base URL of a node's ``web`` or ``worker`` process."""

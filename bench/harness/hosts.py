@@ -10,6 +10,7 @@ outcome, ``bench/hosts.py`` tabulates it.
 
 from __future__ import annotations
 
+import secrets
 import signal
 import statistics
 import threading
@@ -23,6 +24,7 @@ import yaml
 
 from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.haproxy.process import RuntimeAPI, status_is_out
+from balancer.system.run_dir import write_private_file
 from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, Reply
 from bench.harness.netns import NetworkLab
 from bench.harness.waiting import wait_until
@@ -63,6 +65,8 @@ def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float], nodes
         "public": {"host": balancer, "port": PUBLIC_PORT},
         "worker_queue": {"host": balancer, "port": 8081},
         "stats": {"password": "hosts-lab"},
+        # One secret for every host: the node hosts' web fronts show it to the balancer's plain worker queue.
+        "cluster_secret_file": str(write_private_file(run_dir / "cluster-shared.secret", secrets.token_hex(32))),
         "sidecar": {"probe_interval": 0.5, "start_timeout": 240, "stop_grace": 5},
         "limits": {"rate_limit_per_minute": 0, "max_client_connections": 0, "queue_timeout": 120},
         "health": health,

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
     job = Job(PROMPT, args.steps, args.size, args.size, seed=1000, guidance=args.guidance)
     with LaunchedCluster(options, name="serving") as cluster:
         first = cluster.spec.workers[0]
-        rest_worker = RestClient(first.worker.url)
+        rest_worker = RestClient(first.worker.url, headers=cluster.internal_headers)
         rest_public = RestClient(cluster.public_url)
         gradio = GradioApiClient(cluster.public_url + "/")
         calls: dict[str, Callable[[Job], str]] = {

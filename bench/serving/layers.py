@@ -50,7 +50,7 @@ def measure_layers(args: argparse.Namespace) -> tuple[dict[int, dict[str, list[f
     loads = [os.getloadavg()]
     results: dict[int, dict[str, list[float]]] = {}
     with LaunchedCluster(options, name="serving-layers") as cluster:
-        rest_worker = RestClient(cluster.spec.workers[0].worker.url)
+        rest_worker = RestClient(cluster.spec.workers[0].worker.url, headers=cluster.internal_headers)
         rest_public = RestClient(cluster.public_url)
         gradio = GradioApiClient(cluster.public_url + "/")
         gradio_one_tls = GradioApiClient(cluster.public_url + "/", tls_context=httpx.create_ssl_context())

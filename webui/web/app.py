@@ -81,7 +81,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         await client.aclose()
 
     app = FastAPI(title="portrait-ha web front", lifespan=lifespan, docs_url=None, redoc_url=None)
-    count_traffic(app)  # what a node host's sidecar waits on in a rolling restart
+    traffic = count_traffic(app)  # what a sidecar waits on in a rolling restart
 
     @app.get(HEALTH_PATH)
     async def healthz() -> dict[str, str]:
@@ -115,6 +115,8 @@ def create_app(settings: WebSettings) -> FastAPI:
     demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_max_size, api_open=False)
     install_upload_progress(BoundedUploadProgress())
     pacer = QueuePacer(demo._queue)  # Gradio's queue polls every 1 ms even when idle
+    # Jobs in flight: events joined whose result their client has not yet been sent (waiting, running, sending).
+    traffic.jobs = lambda: sum(map(len, demo._queue.pending_event_ids_session.values()))
     app.add_middleware(PaceQueue, pacer=pacer)
     gr.mount_gradio_app(
         app,

@@ -27,6 +27,7 @@ from typing import Annotated, Any
 import httpx
 from pydantic import Field, TypeAdapter, ValidationError
 
+from webui.cluster_secret import secret_headers
 from webui.contract import INFO_PATH, MINIMAL_RESULT, OUT_OF_MEMORY_STATUS, RETRYABLE_STATUSES
 from webui.schema import MAX_SEED, ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent, WorkerInfo
 
@@ -157,6 +158,7 @@ class WorkerClient:
             timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
             transport=transport,
             verify=_tls_context(ca_file, cert_file),
+            headers=secret_headers(),  # the worker queue lets in parts of the cluster only
         )
 
     async def aclose(self) -> None:

@@ -75,6 +75,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from webui.cluster_secret import ClusterSecret, RequireClusterSecret
 from webui.contract import (
     CLIENT_GONE_STATUS,
     EXIT_LOAD_FAILED,
@@ -290,6 +291,9 @@ def create_app(
     app.state.metrics = metrics
     app.add_middleware(RequestLog, node=node, metrics=metrics)
     count_traffic(app)  # what a node host's sidecar waits on in a rolling restart
+    secret = ClusterSecret.from_env()
+    if secret is not None:  # outermost: a stranger's request is refused before anything is counted or run
+        app.add_middleware(RequireClusterSecret, secret=secret)
 
     @app.exception_handler(ApiError)
     async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
