@@ -107,7 +107,7 @@ def test_a_job_in_flight_on_the_drained_web_front_still_holds_the_drain(cluster:
     assert not report["nodes"]["node1"]["restarted"] and "reply" in done  # and the job got its image
 
 
-def test_worker_ports_and_the_worker_queue_refuse_jobs_without_the_cluster_secret(cluster: LaunchedCluster) -> None:
+def test_node_ports_and_the_worker_queue_refuse_strangers_without_the_cluster_secret(cluster: LaunchedCluster) -> None:
     cluster.wait_all_ready(120)
     worker, queue = cluster.part_url("node2", "worker"), cluster.spec.worker_queue.url
     for url in (worker, queue):
@@ -118,6 +118,14 @@ def test_worker_ports_and_the_worker_queue_refuse_jobs_without_the_cluster_secre
         assert httpx.get(url + READY_PATH, timeout=10).status_code == 200  # probes stay open
     assert httpx.post(f"{worker}/generate", json=JOB, headers=cluster.internal_headers, timeout=60).status_code == 200
     assert httpx.post(f"{cluster.public_url}/generate", json=JOB, timeout=60).status_code == 200
+    # A web front's own port too: its page and its queue go around the site's login and limits.
+    web = cluster.part_url("node2", "web")
+    for path in ("/", "/config"):
+        refused = httpx.get(web + path, timeout=30)
+        assert refused.status_code == 403 and refused.json()["error"] == "not_a_cluster_part", (path, refused.text)
+        assert httpx.get(web + path, headers=cluster.internal_headers, timeout=30).status_code == 200
+    assert httpx.get(web + READY_PATH, timeout=10).status_code == 200
+    assert httpx.get(cluster.public_url + "/config", timeout=30).status_code == 200  # HAProxy shows the secret
     secret = cluster.run_dir / "cluster.secret"
     assert secret.stat().st_mode & 0o777 == 0o600
     assert not any(secret.read_text().strip() in " ".join(p.cmdline()) for p in cluster.process_tree())

@@ -1,10 +1,10 @@
-"""Only parts of the cluster run jobs: the cluster secret, checked by the worker (ASGI middleware).
+"""Only parts of the cluster reach a node's ports: the cluster secret, checked by workers and web fronts.
 
 The sidecar hands every part the cluster secret in its environment (``CLUSTER_SECRET_ENV``); HAProxy
-adds it to the requests it sends to workers (``CLUSTER_SECRET_HEADER``), and web fronts send it to the
-worker queue. A worker given the secret answers a request without it with a JSON 403, except for its
-probes and counters (``OPEN_PATHS``). The secret is kept as a SHA-256 digest and compared in constant
-time; it is never logged.
+adds it to the requests it sends to workers and web fronts (``CLUSTER_SECRET_HEADER``), and web fronts
+send it to the worker queue. A part given the secret answers a request without it with a JSON 403, except
+for its probes and counters (``OPEN_PATHS``): a local user cannot go around the site's login and limits.
+The secret is kept as a SHA-256 digest and compared in constant time; it is never logged.
 """
 
 from __future__ import annotations

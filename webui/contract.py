@@ -56,7 +56,7 @@ NOT_A_PART = ("not_a_cluster_part", "This port is internal to the cluster: send 
               "studio.")
 """The error and its sentence for a request without the cluster secret (403, from a worker or the worker queue)."""
 OPEN_PATHS = (HEALTH_PATH, READY_PATH, METRICS_PATH, TRAFFIC_PATH)
-"""A worker's routes that need no cluster secret: probes and counters, which run nothing."""
+"""A node part's routes that need no cluster secret: probes and counters, which run nothing."""
 RETRYABLE_STATUSES = (502, 503, 504)
 """Nothing ran: the same job may be sent again, to this or another worker (HAProxy's retry-on, the web front)."""
 OUT_OF_MEMORY_STATUS = 507

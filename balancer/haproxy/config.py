@@ -720,6 +720,7 @@ class HAProxyConfigRenderer:
             "    http-check expect status 200",
             "    http-error status 503 content-type application/json hdr Retry-After 5 string "
             + _json_body("unavailable", "No web front is up right now (starting or restarting); retry shortly."),
+            *_secret_header(),
         ]
         lines += self.servers.web_lines()
         return _block(*lines)
@@ -835,7 +836,7 @@ def _with_secret(*lines: str) -> list[str]:
 def _secret_header() -> list[str]:
     """A backend's rule showing the cluster secret to its servers (a client's own header is replaced)."""
     return _with_secret(
-        "    # Workers run jobs for parts of this cluster only (webui/cluster_secret.py).",
+        "    # Node parts serve parts of this cluster only (webui/cluster_secret.py).",
         f'    http-request set-header {SECRET_HEADER} "${{{SECRET_ENV}}}"',
     )
 

@@ -30,6 +30,7 @@ from pydantic_settings import CliApp
 from starlette.routing import Mount
 
 from webui.access_log import uvicorn_log_config
+from webui.cluster_secret import ClusterSecret, RequireClusterSecret
 from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.images import guard_decoding
 from webui.settings import WebSettings, settings_problems
@@ -145,6 +146,9 @@ def create_app(settings: WebSettings) -> FastAPI:
         streams=studio.streams,
     )
     gradio_app.add_middleware(UploadFileLimit, max_files=settings.upload_max_files)  # outside RequestGuard
+    secret = ClusterSecret.from_env()
+    if secret is not None:  # outermost: a stranger's request reaches nothing, not even the counters
+        app.add_middleware(RequireClusterSecret, secret=secret)
     return app
 
 
