@@ -9,20 +9,18 @@ what operations act through, are ``ManagedNodes`` (``balancer.operations``); ``/
 the operator's actions are served on the sidecar's port (``balancer.api``). HAProxy, when given, starts
 before any node part and stops last; keepalived after it. One asyncio event loop owns SIGINT/SIGTERM: on
 either, every server goes to ``drain``, every node process gets SIGTERM (SIGKILL after ``stop_grace``),
-then ``maint``; then HAProxy stops. The children's logs (``RUN_DIR/logs/*.log``, ``haproxy.log``) are rotated
-by size (``balancer.supervision.log_rotation``). ``main`` sets a 077 umask and checks the run directory first.
+then ``maint``; then HAProxy stops. The children's logs are rotated by size. ``main`` sets a 077 umask and
+checks the run directory first.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import uvicorn
@@ -31,6 +29,7 @@ from balancer.api.basic_auth import BasicAuth
 from balancer.api.host_check import listener_hosts
 from balancer.api.metrics import FloatingView, SidecarMetrics
 from balancer.api.routes import HAProxyView, OperationRoutes, status_app
+from balancer.api.server import EmbeddedServer
 from balancer.config.cluster import ClusterSpec, NodeHostSpec, NodeSpec
 from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.config.sections import ClusterConfigError
@@ -54,14 +53,6 @@ logger = logging.getLogger(__name__)
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 VIEW_TIMEOUT = 0.3
 """Seconds ``/status`` waits for HAProxy's view of servers and queues before it answers without."""
-
-
-class _EmbeddedServer(uvicorn.Server):
-    """uvicorn serving inside the sidecar's event loop; the sidecar owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 class Sidecar:
@@ -89,13 +80,9 @@ class Sidecar:
         self.floating = (FloatingView(spec.floating.address, keepalived.vrrp_state)
                          if keepalived is not None and spec.floating is not None else None)
         """Whether this balancer holds the floating address (keepalived's word), for ``/status`` and ``/metrics``."""
-        self.log_rotation = LogRotation(self.log_files, self.settings.log_max_bytes, self.settings.log_keep,
-                                        self.settings.log_check_interval)
+        self.log_rotation = LogRotation.of_run_dir(spec.run_dir, self.settings.log_max_bytes, self.settings.log_keep,
+                                                   self.settings.log_check_interval)
         """Keeps the children's logs (and HAProxy's) in the run directory bounded in size."""
-
-    def log_files(self) -> list[Path]:
-        """The logs the children write into the run directory: ``logs/*.log`` and ``haproxy.log``."""
-        return [*(self.spec.run_dir / "logs").glob("*.log"), self.spec.run_dir / "haproxy.log"]
 
     def retry(self, node: str, part: str) -> bool | None:
         """Retry a crash-looped part: None if there is no such part, else whether it was crash-looped."""
@@ -145,7 +132,7 @@ class Sidecar:
             log_level="warning",
             lifespan="off",
         )
-        server = _EmbeddedServer(config)
+        server = EmbeddedServer(config)
         server_task = asyncio.create_task(server.serve())
         rotation = asyncio.create_task(self.log_rotation.run(), name="log-rotation")
         try:

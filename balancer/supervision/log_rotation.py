@@ -40,6 +40,11 @@ class LogRotation:
         self.keep = keep
         self.interval = interval
 
+    @classmethod
+    def of_run_dir(cls, run_dir: Path, max_bytes: int, keep: int, interval: float) -> LogRotation:
+        """The logs the children write into the run directory: ``logs/*.log`` and ``haproxy.log``."""
+        return cls(lambda: [*(run_dir / "logs").glob("*.log"), run_dir / "haproxy.log"], max_bytes, keep, interval)
+
     def sweep(self) -> list[Path]:
         """Rotate every log over its size (blocking: file-system calls); the logs rotated."""
         done = []
