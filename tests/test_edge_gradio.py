@@ -24,6 +24,7 @@ from bench.harness.clients import GradioApiClient, Job
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import Processes
 from tests.helpers import FakeClock
+from webui.contract import JOB_EVENT_INDICES
 from webui.settings import WebSettings
 from webui.web.bounded import BoundedMap
 from webui.web.presence import EventStreams
@@ -144,6 +145,16 @@ def test_an_oversized_or_odd_client_id_is_refused(cluster: LaunchedCluster, meth
     answer = httpx.request(method, f"{cluster.public_url}/gradio_api/{path}", json=body, files=files, timeout=10)
     assert answer.status_code == 422, answer.text[:300]
     assert answer.json()["error"] == "invalid_id" and answer.json()["fields"] == [field]
+
+
+def test_a_join_that_names_a_key_twice_is_refused(cluster: LaunchedCluster) -> None:
+    """HAProxy reads the first ``fn_index`` to tell a job from a page event, Python's JSON the last: a body that
+    names one twice could pass the edge's rate limit as a page event and run as a job, so it is refused."""
+    body = ('{"data": [], "session_hash": "twice", "fn_index": 6, "fn_index": %d}' % JOB_EVENT_INDICES[0]).encode()
+    answer = httpx.post(f"{cluster.public_url}/gradio_api/queue/join", content=body,
+                        headers={"Content-Type": "application/json"}, timeout=10)
+    assert answer.status_code == 422, answer.text[:300]
+    assert answer.json()["error"] == "invalid_json" and "fn_index" in answer.json()["detail"]
 
 
 # --- 4. per-client structures stay bounded (the classes, and Gradio's routes in-process) ----------

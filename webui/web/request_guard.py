@@ -46,6 +46,19 @@ MAX_JOIN_BYTES = 1024 * 1024
 """Largest queue or call body: component values and file references, never file contents."""
 
 
+class DuplicateKey(ValueError):
+    """A JSON object names one key twice: readers disagree on which value counts (HAProxy takes the first)."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """``json.loads``' object hook: a dict, refusing an object that names a key twice."""
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        names = sorted({key for key, _ in pairs if sum(other == key for other, _ in pairs) > 1})
+        raise DuplicateKey(f"The request body names {', '.join(names)} more than once.")
+    return data
+
+
 class RequestGuard:
     """ASGI middleware: bounded bodies, checked ids and queue bodies, refused direct calls, JSON errors."""
 
@@ -135,9 +148,10 @@ class RequestGuard:
         reader.max_bytes = min(reader.max_bytes, MAX_JOIN_BYTES)
         body = await reader.read_all()
         try:
-            data = json.loads(body)
-        except ValueError:
-            raise RequestRefused(422, "invalid_json", "The request body is not valid JSON.") from None
+            data = json.loads(body, object_pairs_hook=_unique_keys)
+        except ValueError as exc:
+            detail = str(exc) if isinstance(exc, DuplicateKey) else "The request body is not valid JSON."
+            raise RequestRefused(422, "invalid_json", detail) from None
         if not isinstance(data, dict):
             raise RequestRefused(422, "invalid_json", "The request body must be a JSON object.")
         check_ids(data)
