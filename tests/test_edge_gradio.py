@@ -150,7 +150,7 @@ def test_an_oversized_or_odd_client_id_is_refused(cluster: LaunchedCluster, meth
 def test_a_join_that_names_a_key_twice_is_refused(cluster: LaunchedCluster) -> None:
     """HAProxy reads the first ``fn_index`` to tell a job from a page event, Python's JSON the last: a body that
     names one twice could pass the edge's rate limit as a page event and run as a job, so it is refused."""
-    body = ('{"data": [], "session_hash": "twice", "fn_index": 6, "fn_index": %d}' % JOB_EVENT_INDICES[0]).encode()
+    body = f'{{"data": [], "session_hash": "twice", "fn_index": 6, "fn_index": {JOB_EVENT_INDICES[0]}}}'.encode()
     answer = httpx.post(f"{cluster.public_url}/gradio_api/queue/join", content=body,
                         headers={"Content-Type": "application/json"}, timeout=10)
     assert answer.status_code == 422, answer.text[:300]
