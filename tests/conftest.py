@@ -36,6 +36,15 @@ def temporary_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["TMPDIR"] = before[1]
 
 
+@pytest.fixture(autouse=True)
+def no_cluster_secret_left(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``launch.main`` puts the cluster secret in its own process's environment for the parts it starts; a
+    test that runs it in-process must not hand it to the next test's hand-started web fronts and workers."""
+    from webui.contract import CLUSTER_SECRET_ENV
+
+    monkeypatch.delenv(CLUSTER_SECRET_ENV, raising=False)
+
+
 @pytest.fixture(scope="session")
 def demo_model_dir(portrait_cache_dir: Path) -> Path:
     """The offline demo model, built once per test session (before servers race to build it)."""

@@ -63,6 +63,10 @@ def test_a_direct_call_of_a_queued_event_is_refused_and_runs_nothing(cluster: La
     seed = 7_000 + len(path)
     data = [*GENERATE_ARGS[:6], seed, *GENERATE_ARGS[7:]]
     answer = httpx.post(f"{cluster.public_url}/gradio_api/{path}", json={"data": data}, timeout=30)
+    assert answer.status_code == 404 and answer.json()["error"] == "not_found", answer.text  # HAProxy's refusal
+    # Behind it, the web front refuses on its own (what reaches it from inside the cluster, or another proxy).
+    web = cluster.part_url("node1", "web")
+    answer = httpx.post(f"{web}/gradio_api/{path}", json={"data": data}, headers=cluster.internal_headers, timeout=30)
     assert answer.status_code == 404, answer.text
     assert answer.json()["error"] == "queue_only" and "/gradio_api/call/generate" in answer.json()["detail"]
     assert f'"seed": {seed}' not in worker_logs(cluster)

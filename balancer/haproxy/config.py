@@ -523,8 +523,10 @@ class HAProxyConfigRenderer:
             "    http-request set-var(txn.job) bool(1) if METH_POST { var(txn.path) -m beg /gradio_api/call/ }",
             "    http-request set-var(txn.job) bool(1) if is_join job_event || is_join !named_event",
             "    acl is_job var(txn.job) -m bool",
-            "    # Requests a foreign page must not make a browser send: anything but a read.",
+            "    # Requests a foreign page must not make a browser send: anything but a read, and any job",
+            "    # (a REST GET /generate with its fields in the query runs one).",
             "    acl is_guarded method POST PUT PATCH DELETE",
+            "    acl is_guarded var(txn.job) -m bool",
         ]
 
     def _connection_rules(self) -> list[str]:
