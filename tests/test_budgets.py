@@ -163,7 +163,7 @@ def multipart_files(count: int) -> list[tuple[str, tuple[str, bytes, str]]]:
 def test_an_upload_of_too_many_files_is_refused_and_leaves_nothing(cluster: LaunchedCluster) -> None:
     cache = cluster.run_dir / "gradio" / "node1"
     before = sum(1 for _ in cache.rglob("*"))
-    with httpx.Client(base_url=cluster.part_url("node1", "web"), timeout=30) as web:
+    with httpx.Client(base_url=cluster.part_url("node1", "web"), headers=cluster.internal_headers, timeout=30) as web:
         refused = web.post("/gradio_api/upload", files=multipart_files(UPLOAD_MAX_FILES + 1))
         after_refused = sum(1 for _ in cache.rglob("*"))
         taken = web.post("/gradio_api/upload", files=multipart_files(UPLOAD_MAX_FILES))
@@ -178,7 +178,7 @@ def test_an_upload_of_too_many_files_is_refused_and_leaves_nothing(cluster: Laun
 def test_web_front_log_keeps_no_query_and_rotates_at_its_size(cluster: LaunchedCluster) -> None:
     logs = cluster.run_dir / "logs"
     long_path = "/gradio_api/" + "x" * 3000
-    with httpx.Client(base_url=cluster.part_url("node1", "web"), timeout=30) as web:
+    with httpx.Client(base_url=cluster.part_url("node1", "web"), headers=cluster.internal_headers, timeout=30) as web:
         for index in range(400):  # about 100 kB of access lines, well past LOG_MAX_BYTES
             web.get(f"{long_path}{index}?session_hash={SECRET}&upload_id={SECRET}")
     with httpx.Client(base_url=cluster.public_url, timeout=30) as public:  # and through HAProxy
