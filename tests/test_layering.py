@@ -3,7 +3,8 @@
 The node (``webui``) is the contract the balancer (``balancer``, ``launch.py``) builds on; the
 benchmarks' harness serves the tests. So ``webui`` imports none of ``balancer``, ``launch``,
 ``bench``, ``tests``; ``balancer`` none of ``launch``, ``bench``, ``tests``; ``bench`` not
-``tests``; ``tests`` may import anything. Inside ``balancer`` each room (subpackage) imports only
+``tests``; ``jobs`` (the jobs component) none of ``balancer``, ``launch``, ``bench``, ``tests``; ``tests``
+may import anything. Inside ``balancer`` each room (subpackage) imports only
 the rooms below it (``BALANCER_ROOMS``), and no modules of ``webui``, ``balancer`` or ``bench``
 import each other in a circle. Checked with ``ast`` over every import statement, function-local
 and ``TYPE_CHECKING`` ones included.
@@ -22,6 +23,7 @@ FORBIDDEN: dict[str, set[str]] = {
     "webui": {"balancer", "launch", "bench", "tests"},
     "balancer": {"launch", "bench", "tests"},
     "bench": {"tests"},
+    "jobs": {"balancer", "launch", "bench", "tests"},
 }
 """Package -> the project packages it must not import."""
 
@@ -38,7 +40,7 @@ BALANCER_ROOMS: tuple[set[str], ...] = (
 )
 """The balancer's rooms, lowest first: a room imports only its own and lower rows' rooms."""
 
-CIRCLE_SCOPE = ("webui", "balancer", "bench")
+CIRCLE_SCOPE = ("webui", "balancer", "bench", "jobs")
 """Packages whose modules must not import each other in a circle."""
 
 
