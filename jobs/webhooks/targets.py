@@ -62,7 +62,7 @@ def host_matches(host: str, pattern: str) -> bool:
 
 
 class WebhookTargetPolicy(BaseModel):
-    """The operator's rules for webhook targets (``jobs.webhooks`` in the cluster file).
+    """The operator's rules for webhook targets (docs/jobs.md "Webhooks").
 
     ``allow`` and ``deny`` hold CIDR networks (``127.0.0.1/32``, ``fd12::/64``) and host names (``hooks.lan``,
     ``*.lan``). The deny list wins; cloud metadata addresses and names are refused even when allowed. An allowed
