@@ -150,6 +150,12 @@ def test_https_goes_to_the_vetted_address_with_sni_and_certificate_checked_again
     assert wrong.outcome == "failed" and "TLS handshake failed" in wrong.error and len(receiver.received) == 1
 
 
+def test_a_2xx_answer_is_delivered_without_reading_more_than_64_kib_of_an_endless_body() -> None:
+    with Receiver(endless=True) as receiver:
+        attempt = deliver(f"http://127.0.0.1:{receiver.port}/hook", limits=DeliveryLimits(total_s=3))
+    assert (attempt.outcome, attempt.status_code) == ("delivered", 200)
+
+
 def test_a_refused_target_is_never_contacted() -> None:
     with Receiver() as receiver:
         attempt = deliver(f"http://localhost:{receiver.port}/hook", WebhookTargetPolicy(allow_http=True))

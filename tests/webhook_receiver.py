@@ -1,12 +1,13 @@
 """A real webhook receiver for the tests: uvicorn on a loopback address, in a thread, answering a script.
 
 It records every request (headers, body, the address it arrived on) and answers with the next status of its
-``answers`` (then 204); a 3xx answer carries ``location``. ``make_tls_files`` writes a CA and a server certificate
-for given host names, for a receiver that speaks https.
+``answers`` (then 204); a 3xx answer carries ``location``; ``endless`` answers 200 with a body that never ends.
+``make_tls_files`` writes a CA and a server certificate for given host names, for a receiver that speaks https.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import threading
 import time
@@ -36,10 +37,12 @@ class Receiver:
     """A loopback HTTP(S) receiver; ``with Receiver(...) as receiver:`` runs it for the block."""
 
     def __init__(self, host: str = "127.0.0.1", port: int | None = None, answers: Iterable[int] = (),
-                 location: str | None = None, tls: tuple[Path, Path] | None = None) -> None:
+                 location: str | None = None, tls: tuple[Path, Path] | None = None, endless: bool = False) -> None:
         self.host, self.port = host, port or free_port()
         self.answers = deque(answers)
         self.location = location
+        self.endless = endless
+        """Answer 200 with a body that never ends (16 KiB every 10 ms until the client hangs up)."""
         self.received: list[Received] = []
         config = uvicorn.Config(self.app, host=self.host, port=self.port, log_level="warning", lifespan="off",
                                 interface="asgi3", access_log=False,
@@ -59,7 +62,12 @@ class Receiver:
         self.received.append(Received(scope["path"], headers, body, tuple(scope["server"])))
         status = self.answers.popleft() if self.answers else 204
         extra = [(b"location", self.location.encode())] if self.location and 300 <= status < 400 else []
-        await send({"type": "http.response.start", "status": status, "headers": extra})
+        await send({"type": "http.response.start", "status": 200 if self.endless else status, "headers": extra})
+        hung_up = asyncio.ensure_future(receive())
+        while self.endless and not hung_up.done():
+            await send({"type": "http.response.body", "body": b"x" * 16384, "more_body": True})
+            await asyncio.sleep(0.01)
+        hung_up.cancel()
         await send({"type": "http.response.body", "body": b""})
 
     def __enter__(self) -> Receiver:
