@@ -60,13 +60,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def tls_cause(error: BaseException) -> ssl.SSLError | None:
+    """The TLS error behind ``error`` (httpx wraps httpcore's error, which wraps the ``ssl`` one), or None."""
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    return cause
+
+
 def error_words(error: httpx.HTTPError, limits: DeliveryLimits) -> str:
     """What went wrong with the receiver, in words for the delivery log."""
     if isinstance(error, httpx.ConnectTimeout):
         return f"could not connect within {limits.connect_s:g} s"
     if isinstance(error, httpx.ConnectError):
-        if isinstance(error.__context__, ssl.SSLError) or "SSL" in str(error):
-            return f"TLS handshake failed ({error})"
+        if (tls := tls_cause(error)) is not None:
+            return f"TLS handshake failed ({getattr(tls, 'verify_message', None) or tls.reason or tls})"
         return "could not connect (connection refused or unreachable)"
     if isinstance(error, httpx.ReadTimeout):
         return f"no answer within {limits.read_s:g} s"

@@ -122,7 +122,7 @@ def system_resolver(host: str, port: int) -> list[str]:
     """Every address ``host`` resolves to, through the system's resolver (``getaddrinfo``)."""
     try:
         answers = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (socket.gaierror, UnicodeError) as error:
+    except (OSError, UnicodeError) as error:
         raise ResolutionFailed(f"{host} does not resolve ({error})") from error
     return [sockaddr[0] for *_, sockaddr in answers]
 
