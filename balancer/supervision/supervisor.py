@@ -213,7 +213,8 @@ class ProcessSupervisor:
                 elif self._probe_failed_too_long(now, last_ok):
                     return await self._kill(DeathCause.STUCK, f"no answer from {self.child.probe_target} "
                                                               f"for {now - last_ok:.0f} s")
-                await asyncio.wait({exited, stop, restart}, timeout=self.settings.probe_interval)
+                await asyncio.wait({exited, stop, restart}, timeout=self.settings.probe_interval,
+                                   return_when=asyncio.FIRST_COMPLETED)  # an exit, a stop: at once
         finally:
             stop.cancel()
             exited.cancel()
