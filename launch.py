@@ -46,7 +46,7 @@ from balancer.haproxy.runtime_api import AsyncRuntimeAPI
 from balancer.multihost.keepalived import KeepalivedChild, KeepalivedError, write_keepalived_config
 from balancer.sidecar import Sidecar, configure_logging, run_sidecar
 from balancer.supervision.supervisor import StartFailed
-from balancer.system.cluster_secret import prepare_cluster_secret
+from balancer.system.cluster_secret import children_env, prepare_cluster_secret
 from balancer.system.run_dir import prepare_run_dir
 from webui.contract import PRIVATE_UMASK
 from webui.settings import settings_problems
@@ -56,10 +56,12 @@ logger = logging.getLogger("launch")
 
 
 async def run_cluster(spec: ClusterSpec, haproxy: HAProxyProcess, share: ShareTunnel | None,
-                      nodes: list[NodeSpec] | None = None, keepalived: KeepalivedChild | None = None) -> None:
+                      nodes: list[NodeSpec] | None = None, keepalived: KeepalivedChild | None = None,
+                      env: dict[str, str] | None = None) -> None:
     """Run the sidecar (HAProxy, then ``nodes``: the local ones unless given, and ``keepalived``) until
-    SIGINT/SIGTERM; the banner once HAProxy is up."""
-    sidecar = Sidecar(spec, AsyncRuntimeAPI(spec.socket_path), haproxy=haproxy, nodes=nodes, keepalived=keepalived)
+    SIGINT/SIGTERM; the banner once HAProxy is up. ``env``: the parts' environment (default: this process's)."""
+    sidecar = Sidecar(spec, AsyncRuntimeAPI(spec.socket_path), base_env=env, haproxy=haproxy, nodes=nodes,
+                      keepalived=keepalived)
 
     async def announce() -> None:
         assert sidecar.balancer is not None
@@ -103,10 +105,10 @@ def warn_if_exposed(spec: ClusterSpec) -> None:
     logger.warning("HAProxy speaks plain HTTP here: terminate TLS in front of it before exposing it to the internet")
 
 
-def run_node_host(spec: ClusterSpec, name: str | None) -> int:
-    """``--role node``: this node host's nodes under a sidecar whose host agent answers the balancers."""
+def run_node_host(spec: ClusterSpec, name: str | None, env: dict[str, str] | None = None) -> int:
+    """``--role node``: this node host's nodes (in ``env``) under a sidecar whose host agent answers the balancers."""
     host = spec.node_host(name) if name else spec.this_node_host()
-    sidecar = Sidecar(spec, None, node_host=host)
+    sidecar = Sidecar(spec, None, base_env=env, node_host=host)
     nodes = [node.name for node in spec.nodes_on(host.name)]
     serving = (f"mutual TLS with {sidecar.nodes.tls.server_cert}, balancers' certificates only" if sidecar.nodes.tls
                else "plain HTTP (no tls in the cluster file: keep this network private)")
@@ -166,12 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = settings.cluster_spec()
         prepare_run_dir(spec.run_dir)
-        prepare_cluster_secret(spec, node_host=settings.role == "node")
+        env = children_env(prepare_cluster_secret(spec, node_host=settings.role == "node"))
         if settings.role == "node":
-            return run_node_host(spec, settings.node_host)
+            return run_node_host(spec, settings.node_host, env)
         spec.check_own_certificate(None)
-        validate_config(write_config(render_config(spec), spec.config_path))
-        haproxy = HAProxyProcess(spec.config_path, spec.socket_path, spec.run_dir / "haproxy.log")
+        validate_config(write_config(render_config(spec), spec.config_path), env=env)
+        haproxy = HAProxyProcess(spec.config_path, spec.socket_path, spec.run_dir / "haproxy.log", env=env)
         keepalived = floating_keepalived(spec, settings.balancer)
     except (ClusterConfigError, HAProxyError, KeepalivedError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -185,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         if settings.share:
             share = open_share(spec)
         asyncio.run(run_cluster(spec, haproxy, share, nodes=[] if settings.role == "balancer" else None,
-                                keepalived=keepalived))
+                                keepalived=keepalived, env=env))
     except StartFailed as exc:  # HAProxy did not start: nothing else was started
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -36,21 +36,6 @@ def temporary_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["TMPDIR"] = before[1]
 
 
-@pytest.fixture(autouse=True)
-def no_cluster_secret_left() -> Iterator[None]:
-    """``launch.main`` puts the cluster secret in its own process's environment for the parts it starts; a
-    test that runs it in-process must not hand it to later tests' hand-started web fronts and workers.
-    (``monkeypatch.delenv`` of an unset variable records nothing, so it would not undo a later set.)"""
-    from webui.contract import CLUSTER_SECRET_ENV
-
-    before = os.environ.get(CLUSTER_SECRET_ENV)
-    yield
-    if before is None:
-        os.environ.pop(CLUSTER_SECRET_ENV, None)
-    else:
-        os.environ[CLUSTER_SECRET_ENV] = before
-
-
 @pytest.fixture(scope="session")
 def demo_model_dir(portrait_cache_dir: Path) -> Path:
     """The offline demo model, built once per test session (before servers race to build it)."""

@@ -55,13 +55,15 @@ def find_haproxy() -> str:
     )
 
 
-def validate_config(config_path: Path, binary: str | None = None) -> None:
-    """Check a configuration file with ``haproxy -c``; raise ``HAProxyError`` with its alerts."""
+def validate_config(config_path: Path, binary: str | None = None, env: dict[str, str] | None = None) -> None:
+    """Check a configuration file with ``haproxy -c`` (in ``env``, HAProxy's environment: ``.if defined``);
+    raise ``HAProxyError`` with its alerts."""
     result = subprocess.run(
         [binary or find_haproxy(), "-c", "-f", str(config_path)],
         capture_output=True,
         text=True,
         timeout=30,
+        env=env,
     )
     if result.returncode != 0:
         output = (result.stdout + result.stderr).strip()
@@ -78,16 +80,19 @@ def write_config(text: str, config_path: Path) -> Path:
 class HAProxyProcess:
     """HAProxy running in the foreground as a child of this process, in its own process group."""
 
-    def __init__(self, config_path: Path, socket_path: Path, log_path: Path, binary: str | None = None) -> None:
+    def __init__(self, config_path: Path, socket_path: Path, log_path: Path, binary: str | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        """``env``: HAProxy's environment (``launch.py``'s carries the cluster secret); None: this process's."""
         self.config_path = config_path
         self.socket_path = socket_path
         self.log_path = log_path
         self.binary = binary or find_haproxy()
+        self.env = env
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10.0) -> None:
         """Validate the configuration, start HAProxy and wait until its runtime API answers."""
-        validate_config(self.config_path, self.binary)
+        validate_config(self.config_path, self.binary, self.env)
         self.socket_path.unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open_private_log(self.log_path) as log:
@@ -96,6 +101,7 @@ class HAProxyProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=self.env,
                 start_new_session=True,
                 preexec_fn=terminate_with_parent,
             )

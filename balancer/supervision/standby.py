@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -58,13 +59,16 @@ class StandbyState(str, Enum):
 class StandbyWorker:
     """Keeps one warm standby process of a worker: starts it, watches it load, hands it over on death."""
 
-    def __init__(self, process: NodeProcess, ready_file: Path, settings: SidecarSpec) -> None:
-        """``process`` runs the standby's command (the worker's, with ``--standby READY_FILE``)."""
+    def __init__(self, process: NodeProcess, ready_file: Path, settings: SidecarSpec,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        """``process`` runs the standby's command (the worker's, with ``--standby READY_FILE``); ``clock`` reads
+        the time the event loop's timers run on (as ``ProcessSupervisor``'s)."""
         self.process = process
         self.ready_file = ready_file
         self.settings = settings
+        self.clock = clock
         self.policy = RestartPolicy(settings.backoff_initial, settings.backoff_max, settings.crash_loop_deaths,
-                                    settings.crash_loop_window)
+                                    settings.crash_loop_window, clock)
         self.state: StandbyState | None = None
         self.starts = 0
         self.promotions = 0
@@ -146,19 +150,19 @@ class StandbyWorker:
         """Wait while the standby loads and waits; why it ended (it exited, or never loaded and was killed)."""
         proc = self.process.proc
         assert proc is not None
-        started = time.monotonic()
+        started = self.clock()
         exited = asyncio.ensure_future(self.process.wait())
         try:
             while not self.ready_file.exists():
                 done, _ = await asyncio.wait({exited}, timeout=READY_POLL)
                 if done:
                     return f"exited with status {exited.result()} while loading"
-                if time.monotonic() - started > self.settings.start_timeout:
+                if self.clock() - started > self.settings.start_timeout:
                     await self.process.kill()
                     return f"not loaded within {self.settings.start_timeout:.0f} s: killed"
             self.state = StandbyState.WAITING
             logger.info("%s: pid %d loaded after %.1f s, waiting", self.process.name, proc.pid,
-                        time.monotonic() - started)
+                        self.clock() - started)
             return f"exited with status {await exited} while waiting"
         finally:
             exited.cancel()

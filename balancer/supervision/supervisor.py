@@ -28,13 +28,14 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
 from balancer.config.sections import SidecarSpec
 from balancer.haproxy.runtime_api import ServerState
 from balancer.supervision.causes import Death, DeathCause, DeathClassifier
-from balancer.supervision.hang import HangDetector, ProbeAnswer
+from balancer.supervision.hang import Activity, HangDetector, ProbeAnswer, look_at
 from balancer.supervision.restart_policy import RestartPolicy, restart_loop
 from balancer.supervision.state import PartObserver, PartState, PartStatus
 
@@ -89,7 +90,11 @@ class ProcessSupervisor:
         classifier: DeathClassifier,
         metrics: PartObserver,
         retry_hint: str = "",
+        clock: Callable[[], float] = time.monotonic,
+        look: Callable[[int, float], Activity | None] = look_at,
     ) -> None:
+        """``clock`` reads the time the event loop's timers run on (asyncio's: ``time.monotonic``); ``look``
+        samples a process's activity for the hang detector. Tests replace both (a loop on virtual time)."""
         self.status = status
         self.child = child
         self.settings = settings
@@ -97,15 +102,18 @@ class ProcessSupervisor:
         self.metrics = metrics
         self.retry_hint = retry_hint
         self.policy = RestartPolicy(
-            settings.backoff_initial, settings.backoff_max, settings.crash_loop_deaths, settings.crash_loop_window
+            settings.backoff_initial, settings.backoff_max, settings.crash_loop_deaths, settings.crash_loop_window,
+            clock,
         )
+        self.clock = clock
         self.started = asyncio.Event()
         """Set once the process has been started the first time."""
         self.name = f"{status.node}/{status.part}"
         self._oom_baseline: int | None = None
         self._retry = asyncio.Event()
         self._restart = asyncio.Event()
-        self.hang = HangDetector(self.name, child.probe_target, settings.hang_after, settings.hang_cpu_seconds)
+        self.hang = HangDetector(self.name, child.probe_target, settings.hang_after, settings.hang_cpu_seconds,
+                                 look)
         metrics.register(status)
 
     def _set_state(self, state: PartState) -> None:
@@ -169,7 +177,7 @@ class ProcessSupervisor:
                 raise
             return Death(DeathCause.CRASH, None, f"did not start: {exc}")
         self.status.pid = pid
-        self.status.started_at = time.monotonic()
+        self.status.started_at = self.clock()
         self.started.set()
         logger.info("%s: started pid %d (log %s)", self.name, pid, self.child.log_path)
         return None
@@ -179,7 +187,7 @@ class ProcessSupervisor:
         exited = asyncio.ensure_future(self.child.wait())
         stop = asyncio.ensure_future(stopping.wait())
         restart = asyncio.ensure_future(self._restart.wait())
-        last_ok = time.monotonic()
+        last_ok = self.clock()
         try:
             while True:
                 probe = asyncio.ensure_future(self.child.probe())
@@ -195,7 +203,7 @@ class ProcessSupervisor:
                     return None
                 if frozen:
                     return await self._kill(DeathCause.HUNG, frozen)
-                now = time.monotonic()
+                now = self.clock()
                 answer: ProbeAnswer = probe.result()
                 if answer.ok:
                     last_ok = now
@@ -205,7 +213,8 @@ class ProcessSupervisor:
                 elif self._probe_failed_too_long(now, last_ok):
                     return await self._kill(DeathCause.STUCK, f"no answer from {self.child.probe_target} "
                                                               f"for {now - last_ok:.0f} s")
-                await asyncio.wait({exited, stop, restart}, timeout=self.settings.probe_interval)
+                await asyncio.wait({exited, stop, restart}, timeout=self.settings.probe_interval,
+                                   return_when=asyncio.FIRST_COMPLETED)  # an exit, a stop: at once
         finally:
             stop.cancel()
             exited.cancel()
@@ -215,14 +224,14 @@ class ProcessSupervisor:
                               restart: asyncio.Future) -> str | None:
         """Wait for the probe's answer (or the exit, the stop, a planned restart); the evidence if the process
         is found frozen meanwhile (not while it starts)."""
-        self.hang.probe_sent(self.status.pid, time.monotonic())
+        self.hang.probe_sent(self.status.pid, self.clock())
         look_every = None if self.status.state is PartState.STARTING else self.settings.hang_check_interval
         while True:  # ends with the probe, at its timeout at the latest
             done, _ = await asyncio.wait({exited, stop, restart, probe}, timeout=look_every,
                                          return_when=asyncio.FIRST_COMPLETED)
             if done:
                 break
-            if evidence := self.hang.check(time.monotonic()):
+            if evidence := self.hang.check(self.clock()):
                 probe.cancel()
                 return evidence
         if probe.done() and not probe.cancelled():
@@ -233,11 +242,11 @@ class ProcessSupervisor:
         if self.status.state is PartState.READY:
             return
         if self.status.state is PartState.STARTING:
-            startup = time.monotonic() - (self.status.started_at or 0)
+            startup = self.clock() - (self.status.started_at or 0)
             logger.info("%s: ready after %.1f s", self.name, startup)
         else:
             logger.info("%s: answering its probe again", self.name)
-        self.status.ready_at = time.monotonic()
+        self.status.ready_at = self.clock()
         self._set_state(PartState.READY)
         await self.child.tell_haproxy("ready")
 

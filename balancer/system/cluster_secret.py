@@ -7,7 +7,8 @@ secret from there; without, the balancer host makes a new one at each start, wri
 (``CLUSTER_SECRET_FILE``, mode 600) for local tools, and a node host's parts check none (mutual TLS, where
 configured, is their gate); where web fronts on node hosts reach the worker queue over plain HTTP, a shared
 file is needed, and without one nothing is checked (as before; the log says so). It goes to children
-through ``CLUSTER_SECRET_ENV``, never a command line.
+through ``CLUSTER_SECRET_ENV`` in the environment built for them (``children_env``), never a command line;
+launch.py's own environment is left as it was.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
 from balancer.config.cluster import ClusterSpec
@@ -45,7 +47,7 @@ def read_secret_file(path: Path) -> str:
 
 
 def prepare_cluster_secret(spec: ClusterSpec, node_host: bool = False) -> str | None:
-    """This host's cluster secret, also put in this process's environment for HAProxy and the parts it starts.
+    """This host's cluster secret (written to the run directory), for ``children_env``.
 
     ``node_host``: a node host, which has a secret only from ``cluster_secret_file``. None (nothing checked,
     said in the log) where web fronts on node hosts would need a shared one and there is none."""
@@ -60,12 +62,18 @@ def prepare_cluster_secret(spec: ClusterSpec, node_host: bool = False) -> str | 
         secret = None
     else:
         secret = secrets.token_urlsafe(32)
-    if secret is None:
-        os.environ.pop(CLUSTER_SECRET_ENV, None)
-    else:
+    if secret is not None:
         write_private_file(spec.run_dir / CLUSTER_SECRET_FILE, secret + "\n")
-        os.environ[CLUSTER_SECRET_ENV] = secret
     return secret
+
+
+def children_env(secret: str | None, base: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The environment of the processes this host starts (HAProxy, the parts): ``base`` with this cluster's
+    secret, none when ``secret`` is None (not one ``base`` happens to carry)."""
+    env = {key: value for key, value in base.items() if key != CLUSTER_SECRET_ENV}
+    if secret is not None:
+        env[CLUSTER_SECRET_ENV] = secret
+    return env
 
 
 def read_cluster_secret(run_dir: Path) -> str | None:
