@@ -139,7 +139,7 @@ class StaticServers:
             where = "supervised by the sidecar" if node.managed else "remote, not supervised here"
         tls = self._tls(node)
         if tls:
-            where += "; mutual TLS, its certificate names " + node.tls_name()
+            where += "; mutual TLS, its certificate must name " + node.tls_name()
         return f"    server {node.name} {address} {options}{tls}  # {where}"
 
     def _tls(self, node: NodeSpec) -> str:
