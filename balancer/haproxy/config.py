@@ -19,6 +19,7 @@ measurements and history are in docs/haproxy.md. Validate the result with
 
 from __future__ import annotations
 
+from dataclasses import fields
 from functools import cache
 
 import jinja2
@@ -68,8 +69,8 @@ def _environment() -> jinja2.Environment:
 
 def render_values(values: HAProxyValues) -> str:
     """The text of ``haproxy.cfg`` for prepared ``values``."""
-    fields = {name: getattr(values, name) for name in values.__dataclass_fields__}
-    return _environment().get_template(TEMPLATE).render(**fields)
+    context = {field.name: getattr(values, field.name) for field in fields(values)}  # shallow: keeps the dataclasses
+    return _environment().get_template(TEMPLATE).render(**context)
 
 
 class HAProxyConfigRenderer:

@@ -97,10 +97,10 @@ class Backends:
     probes_down_body: str
     dispatch_agents: bool
     node_host_workers: bool
-    cookie_lines: list[str]
-    web_lines: list[str]
-    worker_lines: list[str]
-    probe_lines: list[str]
+    cookie_lines: tuple[str, ...]
+    web_lines: tuple[str, ...]
+    worker_lines: tuple[str, ...]
+    probe_lines: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,7 @@ class HAProxyValues:
     backends: Backends
     rates_table: bool
     bodies_table: bool
-    sections: list[str]
+    sections: tuple[str, ...]
     names: Names = Names()
 
 
@@ -138,7 +138,7 @@ def values_from_spec(spec: ClusterSpec, servers: ServerSet, local_hosts: bool = 
         backends=backend_values(spec, servers),
         rates_table=bool(spec.rate_limit_per_minute),
         bodies_table=bool(spec.limits.max_client_bodies),
-        sections=servers.sections(),
+        sections=tuple(servers.sections()),
     )
 
 
@@ -182,8 +182,8 @@ def backend_values(spec: ClusterSpec, servers: ServerSet) -> Backends:
         probes_down_body=json_body("not_ready", "No worker is up."),
         dispatch_agents=any(node.worker.dispatch_agent_port for node in spec.workers),  # type: ignore[union-attr]
         node_host_workers=any(node.node_host for node in spec.workers),
-        cookie_lines=servers.cookie_lines(),
-        web_lines=servers.web_lines(),
-        worker_lines=servers.worker_lines(),
-        probe_lines=servers.probe_lines(),
+        cookie_lines=tuple(servers.cookie_lines()),
+        web_lines=tuple(servers.web_lines()),
+        worker_lines=tuple(servers.worker_lines()),
+        probe_lines=tuple(servers.probe_lines()),
     )
