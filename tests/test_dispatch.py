@@ -4,7 +4,7 @@ Real HAProxy (rendered by ``balancer.haproxy.config``), the real sidecar and two
 serving the fixed-latency stand-in (``--model standin:SECONDS``), started by the sidecar with the
 flags it gives every managed worker.
 
-HAProxy 2.8 can exceed a server's ``maxconn`` (see ``balancer.haproxy.config``: its threads race
+HAProxy 2.8 can exceed a server's ``maxconn`` (see docs/haproxy.md, ``nbthread 1``: its threads race
 on the slot count while L7 retries release and re-take slots); leastconn never picks a busy
 server while one is idle, so that miscount is the way a second job reaches a busy worker. It is
 rare and timing-bound, so the test hands the busy worker its second job itself, at the worker's

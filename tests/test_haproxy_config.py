@@ -130,7 +130,7 @@ def test_a_worker_with_a_dispatch_agent_is_polled_by_haproxy(tmp_path: Path) -> 
     assert (f'maxconn 1 agent-check agent-port {dispatch_agent_port} agent-inter 10ms agent-send "workers/a\\n"'
             in server_lines[0])
     assert "agent-check" not in server_lines[1]
-    assert "\n    nbthread 1\n" in text  # see haproxy_config: maxconn holds with one thread
+    assert "\n    nbthread 1\n" in text  # maxconn holds with one thread: docs/haproxy.md
 
 
 def test_invalid_config_is_rejected_with_haproxys_reason(tmp_path: Path) -> None:

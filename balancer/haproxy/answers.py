@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 
 def quoted(text: str) -> str:
@@ -27,18 +28,26 @@ def html_body(title: str, detail: str, refresh: int | None = None) -> str:
     return quoted(page)
 
 
+@dataclass(frozen=True)
+class Answer:
+    """One of our answers: the template writes it as two ``http-request return`` rules (HTML, then JSON)."""
+
+    status: int
+    headers: str
+    """Extra ``hdr NAME VALUE`` arguments, with a leading space, or empty."""
+    html: str
+    json: str
+    condition: str
+    """A plain AND of ACLs; ``wants_html`` picks the rule."""
+
+
 def answer(status: int, error: str, detail: str, condition: str, title: str, *, headers: str = "",
-            refresh: int | None = None) -> list[str]:
-    """Two rules answering ``status`` when ``condition`` holds: an HTML page for browsers, else JSON.
+           refresh: int | None = None) -> Answer:
+    """The answer ``status`` when ``condition`` holds: an HTML page for browsers, else JSON.
 
     ``condition`` must be a plain AND of ACLs (no ``||``): ``wants_html`` is ANDed to it.
     """
     if "||" in condition or " or " in condition:
         raise ValueError(f"use a named ACL instead of an OR: {condition}")
-    headers = f" {headers}" if headers else ""
-    return [
-        f"    http-request return status {status} content-type text/html{headers} string "
-        f"{html_body(title, detail, refresh)} if {condition} wants_html",
-        f"    http-request return status {status} content-type application/json{headers} string "
-        f"{json_body(error, detail)} if {condition} !wants_html",
-    ]
+    return Answer(status, f" {headers}" if headers else "", html_body(title, detail, refresh),
+                  json_body(error, detail), condition)

@@ -12,13 +12,16 @@ milliseconds, and HAProxy's ``http_auth`` runs it on every request. So:
   so timing does not tell which names exist.
 
 Stick counters used: ``sc3`` (address), ``sc4`` (user name), ``sc5`` (remembered login).
+The directives are in ``templates/login.cfg.j2``; this module gives them their values.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from pathlib import Path
 
-from balancer.haproxy.answers import answer
+from balancer.haproxy.answers import Answer, answer
+from balancer.haproxy.users import User
 
 LOGINS_TABLE = "logins"
 """Logins whose password hash matched, keyed by the SHA-256 of their Authorization header."""
@@ -27,82 +30,45 @@ FAILURES_BY_USER = "login_failures_by_user"
 SITE_USERS = "site_users"
 DECOY_USERS = "login_decoy"
 DECOY_USER = "decoy"
+FRESH = "!login_known"
+"""The condition of every rule that costs: a login not checked before."""
 
 
-class SiteUser(Protocol):
-    name: str
-    password_hash: str
+@dataclass(frozen=True)
+class Login:
+    """What ``templates/login.cfg.j2`` needs: the users, the tables' names, the limits and their answers."""
+
+    source: str
+    users: tuple[User, ...]
+    session_minutes: int
+    too_many_by_address: Answer
+    too_many_by_user: Answer
+    logins_table: str = LOGINS_TABLE
+    by_address_table: str = FAILURES_BY_ADDRESS
+    by_user_table: str = FAILURES_BY_USER
+    site_users: str = SITE_USERS
+    decoy_users: str = DECOY_USERS
+    decoy_user: str = DECOY_USER
+    fresh: str = FRESH
+
+    @property
+    def names(self) -> str:
+        return " ".join(user.name for user in self.users)
+
+    @property
+    def decoy_hash(self) -> str:
+        """A site user's very hash: checking against it costs what a real check does."""
+        return self.users[0].password_hash
 
 
-class LoginRules:
-    """The userlists, tables and public frontend rules for basic auth over ``users``."""
+def login_values(source: Path, users: list[User], per_address: int, per_user: int, session_minutes: int) -> Login:
+    """The basic auth values for ``users`` (read from ``source``) and the failed-login limits."""
+    retry = "Wait a minute and retry."
 
-    def __init__(self, users: list[SiteUser], per_address: int, per_user: int, session_minutes: int) -> None:
-        self.users = users
-        self.per_address = per_address
-        self.per_user = per_user
-        self.session_minutes = session_minutes
+    def too_many(limit: int, per: str, counter: int) -> Answer:
+        return answer(429, "too_many_logins", f"At most {limit} failed logins a minute per {per}. {retry}",
+                      f"{FRESH} {{ sc_gpc_rate(0,{counter}) ge {limit} }}", "Too many failed logins",
+                      headers="hdr Retry-After 60")
 
-    def userlists(self, source: str) -> list[str]:
-        """The site's users (from ``source``) and the decoy that unknown user names are checked against."""
-        return [
-            "",
-            f"# Site users (HTTP basic auth for everything public), from {source}.",
-            f"userlist {SITE_USERS}",
-            *(f"    user {user.name} password {user.password_hash}" for user in self.users),
-            "",
-            "# Never a way in: an unknown user name's password is checked against this (a site user's",
-            "# hash, so it costs the same time) and the request refused whatever the answer.",
-            f"userlist {DECOY_USERS}",
-            f"    user {DECOY_USER} password {self.users[0].password_hash}",
-        ]
-
-    def tables(self) -> list[str]:
-        """The stick tables (one backend each: a frontend holds one table)."""
-        failures = "expire 2m store gpc(1),gpc_rate(1,1m)"
-        return [
-            "# Logins whose password matched, by the SHA-256 of their Authorization header.",
-            f"backend {LOGINS_TABLE}",
-            f"    stick-table type binary len 32 size 10k expire {self.session_minutes}m",
-            "",
-            "# Failed logins a minute per client address and per user name.",
-            f"backend {FAILURES_BY_ADDRESS}",
-            f"    stick-table type ip size 100k {failures}",
-            "",
-            f"backend {FAILURES_BY_USER}",
-            f"    stick-table type string len 64 size 100k {failures}",
-        ]
-
-    def rules(self) -> list[str]:
-        """The public frontend's rules: after the client's address (``txn.client``) is known."""
-        names = " ".join(user.name for user in self.users)
-        fresh = "!login_known"
-        given = "{ req.hdr(authorization) -m found }"
-        retry = "Wait a minute and retry."
-        return [
-            "    # HTTP basic auth for the whole site; a password hash costs milliseconds of the one thread.",
-            "    # A login checked before skips the hash (its header's SHA-256 is remembered).",
-            f"    acl login_known req.hdr(authorization),digest(sha256),in_table({LOGINS_TABLE})",
-            f"    acl login_user http_auth_user -m str {names}",
-            "    # Failed logins per client address and per user name: past either limit, 429 before any hash.",
-            f"    http-request track-sc3 var(txn.client) table {FAILURES_BY_ADDRESS} if {fresh}",
-            f"    http-request track-sc4 http_auth_user table {FAILURES_BY_USER} if {fresh}",
-            *answer(429, "too_many_logins", f"At most {self.per_address} failed logins a minute per client. {retry}",
-                    f"{fresh} {{ sc_gpc_rate(0,3) ge {self.per_address} }}", "Too many failed logins",
-                    headers="hdr Retry-After 60"),
-            *answer(429, "too_many_logins", f"At most {self.per_user} failed logins a minute per user. {retry}",
-                    f"{fresh} {{ sc_gpc_rate(0,4) ge {self.per_user} }}", "Too many failed logins",
-                    headers="hdr Retry-After 60"),
-            "    # One hash per request at most: a known user's, else the decoy's (same cost, never a way in).",
-            f"    http-request set-var(txn.login_ok) http_auth({SITE_USERS}) if {fresh} login_user",
-            f"    http-request set-var(txn.login_pass) http_auth_pass if {fresh} !login_user",
-            "    acl decoy var(txn.login_pass) -m found",
-            f'    http-request set-header Authorization "Basic %[str({DECOY_USER}:),concat(,txn.login_pass,),base64]"'
-            " if decoy",
-            f"    http-request set-var(txn.login_decoy) http_auth({DECOY_USERS}) if decoy",
-            "    acl login_ok var(txn.login_ok) -m bool",
-            f"    http-request sc-inc-gpc(0,3) if {fresh} !login_ok {given}",
-            f"    http-request sc-inc-gpc(0,4) if {fresh} !login_ok {given}",
-            f"    http-request track-sc5 req.hdr(authorization),digest(sha256) table {LOGINS_TABLE} if login_ok",
-            '    http-request auth realm "portrait-ha" unless login_known || login_ok',
-        ]
+    return Login(str(source), tuple(users), session_minutes, too_many(per_address, "client", 3),
+                 too_many(per_user, "user", 4))

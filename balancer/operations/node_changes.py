@@ -4,7 +4,7 @@
 worker one above the highest in use, a dispatch agent 1000 above its worker when the others have
 one), the other nodes' worker and web flags, and ``--gpu G`` like ``gpu:`` in the cluster file. Its
 servers are added over HAProxy's runtime API in ``maint`` (with the options of a haproxy.cfg line:
-cookie, checks, agent; ``haproxy_config.StaticServers.dynamic_servers``), its processes start under
+cookie, checks, agent; ``balancer.haproxy.servers.StaticServers.dynamic_servers``), its processes start under
 their supervisors, and their servers go into rotation once ready (the supervisors tell HAProxy).
 
 ``RemoveNode`` drains the node, waits for its requests in flight exactly as the rolling restart does
