@@ -33,9 +33,15 @@ def sweep_expired(engine: Engine, now: datetime | None = None, batch: int = JANI
     if deleted:
         logger.info("janitor: deleted %d expired jobs with their results and events", deleted)
         if engine.dialect.name == "sqlite":
-            with write(engine) as connection:
-                connection.exec_driver_sql("PRAGMA incremental_vacuum")
+            _give_back_free_pages(engine)
     return deleted
+
+
+def _give_back_free_pages(engine: Engine) -> None:
+    """SQLite: return the file's free pages to the file system (``incremental_vacuum`` frees one page per step
+    of its statement, so it runs through the driver's script call, which steps it to the end)."""
+    with engine.connect() as connection:
+        connection.connection.driver_connection.executescript("PRAGMA incremental_vacuum")
 
 
 def _sweep_batch(engine: Engine, now: datetime, batch: int) -> int:
