@@ -13,11 +13,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
-from sqlalchemy import Engine
+import pytest
+from sqlalchemy import Engine, select
 
 from jobs.contract import PROCESSING, SUCCEEDED
 from jobs.store import Image, Lease, claim_next, finish, get, make_engine, renew, result_data, stored_results, submit
 from jobs.store.records import utc_now
+from jobs.store.schema import jobs
 
 JOBS = 100
 PROCESSES = 2
@@ -35,7 +37,7 @@ def claim_many(url: str, dispatcher: str, claims: int, start: threading.Barrier)
 
 def test_claims_across_processes_never_hand_out_a_job_twice(store_url: str, job_store: Engine) -> None:
     """Two processes take 50 jobs each from 100, as fast as they can, at the same moment: every claim gets a job
-    and all 100 are different (PostgreSQL: SKIP LOCKED; SQLite: BEGIN IMMEDIATE)."""
+    and all 100 are different (PostgreSQL: the claim's row lock, ``FOR UPDATE``; SQLite: its write lock)."""
     made = {submit(job_store, {"n": n})[0].id for n in range(JOBS)}
     context = multiprocessing.get_context("spawn")
     start = context.Manager().Barrier(PROCESSES)
@@ -47,6 +49,22 @@ def test_claims_across_processes_never_hand_out_a_job_twice(store_url: str, job_
     assert len(everything) == len(set(everything)) == JOBS, "a job was handed to two dispatchers"
     assert set(everything) == made
     assert claim_next(job_store, "late") is None
+
+
+@pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
+def test_a_claim_passes_over_a_job_another_transaction_holds(job_store: Engine) -> None:
+    """While another host's transaction holds the oldest job's row (a claim mid-commit), a claim takes the next
+    job at once instead of waiting for that transaction (``SKIP LOCKED``); the wait is bounded only so that the
+    test ends: without SKIP LOCKED the claim would get the first job after the holder lets go."""
+    first, second = (submit(job_store, {"n": n})[0] for n in range(2))
+    claimed: list[str | None] = []
+    with job_store.connect() as holder, holder.begin():
+        holder.execute(select(jobs.c.id).where(jobs.c.id == first.id).with_for_update())
+        claimer = threading.Thread(target=lambda: claimed.append(getattr(claim_next(job_store, "d2"), "id", None)))
+        claimer.start()
+        claimer.join(timeout=10)
+    claimer.join()
+    assert claimed == [second.id]
 
 
 def test_an_expired_lease_makes_the_job_claimable_again(job_store: Engine) -> None:
