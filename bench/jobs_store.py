@@ -34,6 +34,10 @@ from bench.report import LatencyStats, load_averages, machine_summary, markdown_
 from jobs.store import Image, claim_next, finish, make_engine, submit, upgrade
 
 PROG = "python -m bench.jobs_store"
+NOTES = ("PostgreSQL here is a test server with `fsync=off`: its acks leave out the disk flush that SQLite's "
+         "(`synchronous = FULL`) include; a production PostgreSQL adds its commit flush. Bytes on disk: the SQLite "
+         "file's allocated blocks after a WAL checkpoint; PostgreSQL's `pg_database_size` (heap, TOAST, indexes; "
+         "not its WAL). They include each job's row and its events (status changes), not only the PNG.")
 PROMPT = {"prompt": "a portrait of a lighthouse keeper at dusk", "seed": 1234, "steps": 30, "size": 1024}
 
 
@@ -132,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         "## Bytes on disk per 1,000 finished jobs (one PNG result each)",
         markdown_table(["store", "jobs", "PNG MB", "store grew MB", "MB per 1,000 jobs", "× the PNG bytes",
                         "jobs finished/s"], size_rows),
+        NOTES,
         load_averages(loads),
     ])
     print(report)

@@ -32,7 +32,7 @@ NAMING = {"ix": "ix_%(table_name)s_%(column_0_N_name)s", "uq": "uq_%(table_name)
 
 metadata = MetaData(naming_convention=NAMING)
 
-Sequence = BigInteger().with_variant(Integer, "sqlite")
+SeqInteger = BigInteger().with_variant(Integer, "sqlite")
 """A 64-bit counter; on SQLite ``INTEGER`` (the only type that makes a primary key its rowid, i.e. autoincrement)."""
 
 
@@ -57,7 +57,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 jobs = Table(
     "jobs", metadata,
-    Column("seq", Sequence, primary_key=True, autoincrement=True, doc="acceptance order: the queue, the cursor"),
+    Column("seq", SeqInteger, primary_key=True, autoincrement=True, doc="acceptance order: the queue, the cursor"),
     Column("id", String(32), nullable=False, unique=True, doc="public id: j_ + 22 URL-safe random characters"),
     Column("owner", String(200), nullable=False, doc="account; '' for jobs without one (NULLs never collide)"),
     Column("status", String(16), nullable=False),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-from jobs.store.schema import Sequence, UTCDateTime
+from jobs.store.schema import SeqInteger, UTCDateTime
 
 revision = "0001"
 down_revision = None
@@ -21,7 +21,7 @@ depends_on = None
 def upgrade() -> None:
     op.create_table(
         "jobs",
-        sa.Column("seq", Sequence, primary_key=True, autoincrement=True),
+        sa.Column("seq", SeqInteger, primary_key=True, autoincrement=True),
         sa.Column("id", sa.String(32), nullable=False),
         sa.Column("owner", sa.String(200), nullable=False),
         sa.Column("status", sa.String(16), nullable=False),
