@@ -40,8 +40,8 @@ def test_claims_across_processes_never_hand_out_a_job_twice(store_url: str, job_
     and all 100 are different (PostgreSQL: the claim's row lock, ``FOR UPDATE``; SQLite: its write lock)."""
     made = {submit(job_store, {"n": n})[0].id for n in range(JOBS)}
     context = multiprocessing.get_context("spawn")
-    start = context.Manager().Barrier(PROCESSES)
-    with context.Pool(PROCESSES) as pool:
+    with context.Manager() as manager, context.Pool(PROCESSES) as pool:
+        start = manager.Barrier(PROCESSES)
         claimed = pool.starmap(claim_many, [(store_url, f"d{n}", JOBS // PROCESSES, start)
                                             for n in range(PROCESSES)])
     everything = [job_id for ids in claimed for job_id in ids]

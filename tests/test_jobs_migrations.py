@@ -11,7 +11,6 @@ from __future__ import annotations
 import multiprocessing
 import threading
 
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
@@ -44,15 +43,14 @@ def upgrade_in_a_process(url: str, start: threading.Barrier) -> str | None:
     return upgrade(url)
 
 
-@pytest.mark.parametrize("hosts", [3])
-def test_hosts_starting_at_once_migrate_one_database_once(postgres_server: PostgresServer, hosts: int) -> None:
+def test_hosts_starting_at_once_migrate_one_database_once(postgres_server: PostgresServer, hosts: int = 3) -> None:
     """Three balancer hosts start together against an empty PostgreSQL database: all three come up at the head
     revision (without the advisory lock, two would create the same tables at once and one would fail)."""
     url = postgres_server.create_database()
     try:
         context = multiprocessing.get_context("spawn")
-        start = context.Manager().Barrier(hosts)
-        with context.Pool(hosts) as pool:
+        with context.Manager() as manager, context.Pool(hosts) as pool:
+            start = manager.Barrier(hosts)
             assert pool.starmap(upgrade_in_a_process, [(url, start)] * hosts) == [head()] * hosts
         engine = make_engine(url)
         with engine.connect() as connection:
