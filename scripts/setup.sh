@@ -2,7 +2,8 @@
 # Installs what portrait-ha needs on a fresh machine; quick and quiet when it is all there.
 #   scripts/setup.sh         runtime: Python packages (CPU torch), then the offline demo model
 #   scripts/setup.sh --dev   also test tools: pytest, Playwright's Python API, Debian chromium, and (as
-#                            root) Debian iptables and keepalived for the host tests
+#                            root) Debian iptables and keepalived for the host tests, Debian postgresql
+#                            (PostgreSQL 15) for the job store's tests
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +30,13 @@ then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends iptables keepalived >/dev/null
+fi
+
+if [ "${1:-}" = "--dev" ] && [ "$(id -u)" = 0 ] && [ ! -x /usr/lib/postgresql/15/bin/initdb ]; then
+  echo "==> installing Debian postgresql for the job store's tests (a server per test session, never the system's)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends postgresql >/dev/null
 fi
 
 echo "==> offline demo model"

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 
+from bench.harness.postgres import PostgresServer
 from bench.harness.processes import Processes
 
 
@@ -58,3 +60,43 @@ def hub_offline(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A real PostgreSQL 15 server for this test session (``bench.harness.postgres``): each test that needs a
+    store gets a database of its own on it. Fails with what to install when the binaries are missing."""
+    try:
+        server = PostgresServer()
+    except RuntimeError as missing:
+        pytest.fail(str(missing), pytrace=False)
+    with server:
+        yield server
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """The URL of an empty job store, migrated to the newest revision: an SQLite file, or a fresh database on
+    the session's PostgreSQL server (run such tests under the cluster lock: they start a server)."""
+    from jobs.store.migrate import upgrade
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+        upgrade(url)
+        yield url
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.create_database()
+    upgrade(url)
+    yield url
+    server.drop_database(url)
+
+
+@pytest.fixture
+def job_store(store_url: str) -> Iterator[Engine]:
+    """An engine on ``store_url``'s job store, disposed of at the end."""
+    from jobs.store.engine import make_engine
+
+    engine = make_engine(store_url)
+    yield engine
+    engine.dispose()

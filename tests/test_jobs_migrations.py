@@ -1,0 +1,60 @@
+"""The job store's schema migrations on SQLite and a real PostgreSQL server: an upgrade twice changes nothing,
+the migrated schema is exactly the code's tables (Alembic's comparison finds no difference), and two hosts
+upgrading one empty database at the same moment both succeed (PostgreSQL: an advisory lock).
+
+Run under the cluster lock (the PostgreSQL half starts a server):
+``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_jobs_migrations.py``.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+
+from bench.harness.postgres import PostgresServer
+from jobs.store import make_engine, submit, upgrade
+from jobs.store.migrate import head
+from jobs.store.schema import metadata
+
+
+def test_an_upgrade_twice_is_a_no_op_and_keeps_the_jobs(store_url: str, job_store: Engine) -> None:
+    job = submit(job_store, {"prompt": "kept"})[0]
+    tables = sorted(inspect(job_store).get_table_names())
+    assert upgrade(store_url) == upgrade(job_store) == head() == "0001"
+    assert sorted(inspect(job_store).get_table_names()) == tables
+    with job_store.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
+        assert connection.execute(text("SELECT id FROM jobs")).scalars().all() == [job.id]
+
+
+def test_the_migrated_schema_is_the_code_s_tables(job_store: Engine) -> None:
+    with job_store.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True})
+        differences = compare_metadata(context, metadata)
+    assert differences == []
+
+
+def upgrade_in_a_process(url: str, start: threading.Barrier) -> str | None:
+    start.wait()
+    return upgrade(url)
+
+
+def test_hosts_starting_at_once_migrate_one_database_once(postgres_server: PostgresServer, hosts: int = 3) -> None:
+    """Three balancer hosts start together against an empty PostgreSQL database: all three come up at the head
+    revision (without the advisory lock, two would create the same tables at once and one would fail)."""
+    url = postgres_server.create_database()
+    try:
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager, context.Pool(hosts) as pool:
+            start = manager.Barrier(hosts)
+            assert pool.starmap(upgrade_in_a_process, [(url, start)] * hosts) == [head()] * hosts
+        engine = make_engine(url)
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head()]
+        engine.dispose()
+    finally:
+        postgres_server.drop_database(url)
