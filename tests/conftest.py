@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from bench.harness.cluster import LaunchedCluster
 from bench.harness.processes import Processes
+from tests.shared_cluster import shared_options
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -42,6 +44,15 @@ def demo_model_dir(portrait_cache_dir: Path) -> Path:
     from webui.worker.pipelines.loader import ensure_demo_model
 
     return ensure_demo_model(portrait_cache_dir)
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
+    """The cluster read-only tests share (``tests/shared_cluster.py``): started when a test first asks for it."""
+    with Processes("shared") as group, LaunchedCluster(shared_options(), name="shared", processes=group,
+                                                       run_dir=tmp_path_factory.mktemp("shared")) as cluster:
+        cluster.wait_all_ready(timeout=120)
+        yield cluster
 
 
 @pytest.fixture
