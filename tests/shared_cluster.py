@@ -16,7 +16,7 @@ from __future__ import annotations
 from bench.harness.cluster import ClusterOptions
 from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS
 
-STANDIN_SECONDS = 0.2
+STANDIN_SECONDS = 0.05
 """Every job's fixed time on the stand-in workers."""
 LISTEN_GRACE = 1.0
 """Seconds a web front lets a running job go without an open event stream (``--listen-grace``)."""
