@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import socket
 import subprocess
@@ -28,16 +29,18 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 
 from balancer.config.loading import parse_cluster
-from balancer.haproxy.config import render_config
-from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
-from bench.harness.processes import Processes, free_port
-from bench.harness.waiting import wait_http, wait_until
+from balancer.haproxy.config import WEBS_BACKEND, WORKERS_BACKEND
+from balancer.haproxy.process import HAProxyProcess
+from bench.harness.balancer import cluster_data, running_haproxy, wait_servers_up
+from bench.harness.processes import Processes
+from bench.harness.waiting import wait_http
 from bench.report import LatencyStats, markdown_table
 
 PASSWORD = "correct-horse"
@@ -48,29 +51,22 @@ def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
 
 
-def start(processes: Processes, root: Path) -> tuple[HAProxyProcess, str]:
-    """HAProxy (basic auth, no rate limit) in front of one stand-in web front and worker; its public URL."""
+@contextlib.contextmanager
+def started(processes: Processes, root: Path) -> Iterator[tuple[HAProxyProcess, str]]:
+    """HAProxy (basic auth, no rate limit) in front of one stand-in web front and worker; it and its public URL."""
     hashed = subprocess.run(["openssl", "passwd", "-6", "-stdin"], input=PASSWORD, capture_output=True, text=True,
                             check=True).stdout.strip()
     (root / "users").write_text(f"alice:{hashed}\ncarol:{hashed}\n")
-    ports = {"web": free_port(), "worker": free_port()}
-    for part, port in ports.items():
+    spec = parse_cluster(cluster_data(root, ["node"], ["node"], users_file=str(root / "users"),
+                                      limits={"rate_limit_per_minute": 0}))
+    node = spec.nodes[0]
+    for part, port in (("web", node.web.port), ("worker", node.worker.port)):  # type: ignore[union-attr]
         processes.start([sys.executable, "-m", "tests.fake_node", "--name", part, "--port", str(port)],
                         log_name=f"fake-{part}")
         wait_http(f"http://127.0.0.1:{port}/readyz", timeout=30)
-    spec = parse_cluster({
-        "run_dir": str(root), "public": {"port": free_port()}, "worker_queue": {"port": free_port()},
-        "stats": {"port": free_port()}, "sidecar": {"port": free_port()}, "users_file": str(root / "users"),
-        "limits": {"rate_limit_per_minute": 0},
-        "nodes": [{"name": "node", "managed": False, "web": {"port": ports["web"]},
-                   "worker": {"port": ports["worker"]}}],
-    })
-    haproxy = HAProxyProcess(write_config(render_config(spec), spec.config_path), spec.socket_path,
-                             root / "haproxy.log")
-    haproxy.start()
-    api = RuntimeAPI(spec.socket_path)
-    wait_until(lambda: all(server.is_up for server in api.servers()), "servers UP", timeout=30, interval=0.2)
-    return haproxy, spec.public.url
+    with running_haproxy(spec) as haproxy:
+        wait_servers_up(spec, [(WEBS_BACKEND, "node"), (WORKERS_BACKEND, "node")], timeout=30)
+        yield haproxy, spec.public.url
 
 
 def cpu(process: psutil.Process) -> float:
@@ -161,8 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     with Processes("edge-auth") as processes, tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "run"
         root.mkdir(mode=0o700)
-        haproxy, url = start(processes, root)
-        try:
+        with started(processes, root) as (haproxy, url):
             process = psutil.Process(haproxy.pid)
             known = cost_per_attempt(process, url, "alice", args.attempts, 0)
             unknown = cost_per_attempt(process, url, "nobody", args.attempts, args.attempts)
@@ -170,8 +165,6 @@ def main(argv: list[str] | None = None) -> None:
             attacked, share, rate = under_attack(process, url, args.attack, args.seconds)
             attack = LatencyStats.from_seconds(attacked)
             rss = held_bodies_rss(process, int(url.rsplit(":", 1)[1]), args.bodies)
-        finally:
-            haproxy.stop()
     loads.append(os.getloadavg())
     print(markdown_table(["measure", "value"], [
         ["HAProxy CPU per wrong password, known user (ms)", f"{known:.2f}"],

@@ -16,6 +16,7 @@ Results go to ``bench/results/stream.md``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -24,10 +25,9 @@ from pathlib import Path
 import httpx
 
 from balancer.haproxy.config import WORKERS_BACKEND, render_config
-from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from bench.cli import prepare_run
+from bench.harness.balancer import running_haproxy, wait_servers_up
 from bench.harness.processes import Processes, free_port
-from bench.harness.waiting import wait_until
 from bench.report import LatencyStats, fmt_ms, load_averages, machine_summary, markdown_table, write_results
 from bench.tls import balancer_spec
 
@@ -46,22 +46,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def start_haproxy(root: Path, name: str, worker_port: int, no_delay: bool) -> tuple[str, HAProxyProcess]:
-    """An HAProxy in front of the worker (``option http-no-delay`` taken out unless ``no_delay``); its URL."""
+def start_haproxy(stack: contextlib.ExitStack, root: Path, name: str, worker_port: int, no_delay: bool) -> str:
+    """An HAProxy in front of the worker (``option http-no-delay`` taken out unless ``no_delay``), stopped with
+    ``stack``; its URL once it sees the worker UP."""
     spec = balancer_spec(root / name.replace(" ", "-"), worker_port, None)
-    config = render_config(spec)
-    if NO_DELAY not in config:
+    if NO_DELAY not in render_config(spec):
         raise RuntimeError("the rendered haproxy.cfg has no 'option http-no-delay' line to compare against")
-    haproxy = HAProxyProcess(write_config(config if no_delay else config.replace(NO_DELAY, ""), spec.config_path),
-                             spec.socket_path, root / f"{name.replace(' ', '-')}-haproxy.log")
-    haproxy.start()
-    api = RuntimeAPI(spec.socket_path)
-    try:
-        wait_until(lambda: api.server(WORKERS_BACKEND, "node").is_up, f"{name}: worker UP", timeout=180, interval=0.2)
-    except BaseException:
-        haproxy.stop()
-        raise
-    return spec.public.url, haproxy
+    stack.enter_context(running_haproxy(spec, root / f"{name.replace(' ', '-')}-haproxy.log",
+                                        edit=None if no_delay else lambda config: config.replace(NO_DELAY, "")))
+    wait_servers_up(spec, [(WORKERS_BACKEND, "node")])
+    return spec.public.url
 
 
 def stream_once(client: httpx.Client, url: str) -> tuple[float, float]:
@@ -120,21 +114,15 @@ def main(argv: list[str] | None = None) -> None:
         port = free_port()
         worker = processes.start(["python", "-m", "webui.worker", "--port", str(port), "--node", "node",
                                   "--model", f"standin:{args.standin}"], log_name="bench-stream-worker")
-        started: list[HAProxyProcess] = []
-        try:
+        with contextlib.ExitStack() as stack:
             urls = {PATHS[0]: f"http://127.0.0.1:{port}"}
             for name, no_delay in ((PATHS[1], True), (PATHS[2], False)):
-                url, haproxy = start_haproxy(root, name, port, no_delay)
-                started.append(haproxy)
-                urls[name] = url
+                urls[name] = start_haproxy(stack, root, name, port, no_delay)
             if worker.poll() is not None:
                 raise RuntimeError("the stand-in worker exited")
             loads = [os.getloadavg()]
             samples = measure(urls, args.requests)
             loads.append(os.getloadavg())
-        finally:
-            for haproxy in started:
-                haproxy.stop()
     report = render(args, samples, loads)
     for path in write_results("stream", report, None):
         print(path)

@@ -17,6 +17,7 @@ hits both alike. The load average is taken before and after. Results go to
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -25,13 +26,12 @@ from pathlib import Path
 
 from balancer.config.cluster import ClusterSpec
 from balancer.config.loading import parse_cluster
-from balancer.haproxy.config import WORKERS_BACKEND, render_config
-from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
+from balancer.haproxy.config import WORKERS_BACKEND
 from balancer.multihost.certs import Identity, Plan
 from bench.cli import prepare_run
+from bench.harness.balancer import cluster_data, running_haproxy, wait_servers_up
 from bench.harness.clients import Job, RestClient
 from bench.harness.processes import Processes, free_port
-from bench.harness.waiting import wait_until
 from bench.report import LatencyStats, fmt_ms, load_averages, machine_summary, markdown_table, write_results
 
 PATHS = ("plain", "mtls")
@@ -50,39 +50,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def balancer_spec(run_dir: Path, worker_port: int, tls: dict | None) -> ClusterSpec:
-    """One remote worker behind HAProxy on free loopback ports (over mutual TLS when ``tls``)."""
-    return parse_cluster({
-        "run_dir": str(run_dir), "public": {"port": free_port()}, "worker_queue": {"port": free_port()},
-        "stats": {"port": free_port()}, "sidecar": {"port": free_port()}, "tls": tls,
-        "nodes": [{"name": "node", "managed": False, "cert_name": "node", "worker": {"port": worker_port}}],
-    })
+    """One remote worker, ``node``, behind HAProxy on free loopback ports (over mutual TLS when ``tls``)."""
+    data = cluster_data(run_dir, [], ["node"], tls=tls)
+    data["nodes"][0].update(cert_name="node", worker={"port": worker_port})
+    return parse_cluster(data)
 
 
-def start_path(processes: Processes, root: Path, name: str, args: argparse.Namespace,
-               certs: Path | None) -> tuple[ClusterSpec, HAProxyProcess]:
-    """A stand-in worker and an HAProxy in front of it; returns once HAProxy sees the worker UP."""
+def start_path(stack: contextlib.ExitStack, processes: Processes, root: Path, name: str, args: argparse.Namespace,
+               certs: Path | None) -> ClusterSpec:
+    """A stand-in worker and an HAProxy in front of it (stopped with ``stack``); returns once the worker is UP."""
     port = free_port()
     tls_args = ["--tls-cert", str(certs / "node.pem"), "--tls-ca", str(certs / "ca.crt")] if certs else []
     tls = {"ca_file": str(certs / "ca.crt"), "cert_file": str(certs / "lb.pem")} if certs else None
     spec = balancer_spec(root / name, port, tls)
     worker = processes.start(["python", "-m", "webui.worker", "--port", str(port), "--node", name,
                               "--model", f"standin:{args.standin}", *tls_args], log_name=f"bench-tls-{name}")
-    haproxy = HAProxyProcess(write_config(render_config(spec), spec.config_path), spec.socket_path,
-                             root / f"{name}-haproxy.log")
-    haproxy.start()
-    api = RuntimeAPI(spec.socket_path)
-
-    def up() -> bool:
-        if worker.poll() is not None:
-            raise RuntimeError(f"the {name} worker exited; see {worker.log_path}")  # type: ignore[attr-defined]
-        return api.server(WORKERS_BACKEND, "node").is_up
-
-    try:
-        wait_until(up, f"{name} worker UP", timeout=180, interval=0.2)
-    except BaseException:
-        haproxy.stop()
-        raise
-    return spec, haproxy
+    stack.enter_context(running_haproxy(spec, root / f"{name}-haproxy.log"))
+    wait_servers_up(spec, [(WORKERS_BACKEND, "node")], alive=lambda: worker.poll() is None)
+    return spec
 
 
 def measure(calls: dict[str, Callable[[Job], object]], job: Job, requests: int) -> dict[str, list[float]]:
@@ -123,18 +108,14 @@ def main(argv: list[str] | None = None) -> None:
         root = Path(tmp)
         certs = root / "certs"
         Plan(certs, balancers=(Identity.parse("lb"),), nodes=(Identity.parse("node=127.0.0.1"),)).issue()
-        started: dict[str, tuple[ClusterSpec, HAProxyProcess]] = {}
-        try:
-            for name in PATHS:
-                started[name] = start_path(processes, root, name, args, certs if name == "mtls" else None)
-            clients = {name: RestClient(spec.public.url) for name, (spec, _) in started.items()}
+        with contextlib.ExitStack() as stack:
+            specs = {name: start_path(stack, processes, root, name, args, certs if name == "mtls" else None)
+                     for name in PATHS}
+            clients = {name: RestClient(spec.public.url) for name, spec in specs.items()}
             job = Job(prompt="tls bench", steps=2, width=args.size, height=args.size, seed=7)
             loads = [os.getloadavg()]
             seconds = measure({name: client.generate for name, client in clients.items()}, job, args.requests)
             loads.append(os.getloadavg())
-        finally:
-            for _, haproxy in started.values():
-                haproxy.stop()
     report = render(args, seconds, loads)
     for path in write_results("tls", report, None):
         print(path)

@@ -16,29 +16,12 @@ import httpx
 import pytest
 
 from balancer.haproxy.process import RuntimeAPI
+from bench.harness.balancer import STATS_PASSWORD, cluster_data
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 
-STATS_PASSWORD = "test-stats-pw"
+__all__ = ["STATS_PASSWORD", "cluster_data"]  # the harness's, named here too for the tests that import them
 T = TypeVar("T")
-
-
-def cluster_data(run_dir: Path, web_names: list[str], worker_names: list[str], **extra: object) -> dict:
-    """A cluster description on free loopback ports (nodes unmanaged: the test runs them)."""
-    nodes: dict[str, dict] = {}
-    for name in web_names:
-        nodes.setdefault(name, {"name": name, "managed": False})["web"] = {"port": free_port()}
-    for name in worker_names:
-        nodes.setdefault(name, {"name": name, "managed": False})["worker"] = {"port": free_port()}
-    return {
-        "run_dir": str(run_dir),
-        "public": {"port": free_port()},
-        "worker_queue": {"port": free_port()},
-        "stats": {"port": free_port(), "password": STATS_PASSWORD},
-        "sidecar": {"port": free_port()},
-        "nodes": list(nodes.values()),
-        **extra,
-    }
 
 
 def fake_command(name: str, port: int, *extra: str) -> list[str]:

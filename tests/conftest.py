@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from bench.harness.cluster import LaunchedCluster
 from bench.harness.postgres import PostgresServer
 from bench.harness.processes import Processes
+from tests.shared_cluster import shared_options
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -44,6 +46,38 @@ def demo_model_dir(portrait_cache_dir: Path) -> Path:
     from webui.worker.pipelines.loader import ensure_demo_model
 
     return ensure_demo_model(portrait_cache_dir)
+
+
+SHARED_GROUP = pytest.StashKey[Processes]()
+LAST_SHARED_USER = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(request: pytest.FixtureRequest,
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
+    """The cluster read-only tests share (``tests/shared_cluster.py``): started when a test first asks for it,
+    stopped after the last test that uses it (``pytest_runtest_teardown``), or at the session's end."""
+    with Processes("shared") as group, LaunchedCluster(shared_options(), name="shared", processes=group,
+                                                       run_dir=tmp_path_factory.mktemp("shared")) as cluster:
+        cluster.wait_all_ready(timeout=120)
+        request.session.stash[SHARED_GROUP] = group
+        yield cluster
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Note the last test, in run order, that uses the shared cluster."""
+    users = [item.nodeid for item in session.items if "shared_cluster" in getattr(item, "fixturenames", ())]
+    if users:
+        session.stash[LAST_SHARED_USER] = users[-1]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """After the shared cluster's last user, stop it: no idle cluster beside the rest of the session."""
+    if item.nodeid == item.session.stash.get(LAST_SHARED_USER, None):
+        group = item.session.stash.get(SHARED_GROUP, None)
+        if group is not None:
+            group.stop_all()
 
 
 @pytest.fixture

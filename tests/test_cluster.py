@@ -1,7 +1,8 @@
 """The whole cluster, end to end: ``python launch.py`` with real HAProxy, sidecar, workers and web fronts.
 
-One cluster (two demo-model nodes plus a worker whose model does not exist, so it crash-loops)
-is shared by the tests of this module, in order: stickiness, the workers' queue, a worker
+One cluster (two nodes serving the fixed-latency stand-in, the subject being the cluster and not the
+pixels, plus a worker whose model does not exist, so it crash-loops) is shared by the tests of this
+module, in order: stickiness, the workers' queue, a worker
 SIGKILLed under load, OOM deaths, a web front SIGKILLed under a reused gradio_client, the
 crash loop. Each test leaves the cluster whole again. Measured figures (time to DOWN, back in
 rotation, failed requests) go to ``test-artifacts/cluster-failover.json``; they are reported,
@@ -37,7 +38,7 @@ from bench.harness.waiting import wait_until
 from launch import open_share
 from tests.balancer_helpers import haproxy_retries, run_concurrently, send_in_order
 from tests.helpers import record_figures
-from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MINIMAL_RESULT
+from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS, MINIMAL_RESULT
 from webui.share import ShareTunnel
 
 OOM_MARKER = "[[cluster-oom]]"
@@ -46,6 +47,9 @@ ARTIFACT = REPO / "test-artifacts" / "cluster-failover.json"
 
 
 QUEUE_TIMEOUT = 5
+SLOW_MARKER = "[[cluster-slow]]"
+STEP_CPU_SECONDS = 0.1
+"""node2's worker spends at least this much CPU time on each step of a prompt with ``SLOW_MARKER`` (a fault)."""
 
 
 def small_job(index: int, prompt: str = "studio portrait") -> Job:
@@ -59,11 +63,13 @@ def oom_counter(run_dir: Path) -> Path:
 
 
 def cluster_options(run_dir: Path) -> ClusterOptions:
-    """node1 and node2 (demo model, OOM fault injection, one OOM exit is enough to restart) plus "broken"."""
+    """node1 and node2 (stand-in; node1 with OOM fault injection, one OOM exit is enough to restart; node2 with slow
+    prompts) plus "broken"."""
     return ClusterOptions(
-        nodes=len(NODES), threads=1, start_timeout=240,
+        model="standin:0.1", nodes=len(NODES), threads=1, start_timeout=120,
         worker_args=["--max-consecutive-ooms", "1"],
-        worker_env={FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER},
+        node_worker_env={"node1": {FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER},
+                         "node2": {FAULT_STEP_CPU_SECONDS: str(STEP_CPU_SECONDS), FAULT_PROMPT_MARKER: SLOW_MARKER}},
         sidecar={"probe_interval": 0.5, "start_timeout": 180, "backoff_initial": 0.5, "crash_loop_deaths": 3,
                  "crash_loop_window": 600, "stop_grace": 5, "oom_counter_file": str(oom_counter(run_dir))},
         extra={"limits": {"queue_timeout": QUEUE_TIMEOUT}},
@@ -93,13 +99,13 @@ class StateMonitor(Poller):
 
 
 @pytest.fixture(scope="module")
-def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def cluster(tmp_path_factory: pytest.TempPathFactory):
     run_dir = tmp_path_factory.mktemp("cluster")
     oom_counter(run_dir).write_text("oom 0\noom_kill 0\n")
     with Processes("cluster") as processes:
         launched = LaunchedCluster(cluster_options(run_dir), name="cluster", processes=processes, run_dir=run_dir)
         launched.start()
-        launched.wait_all_ready(timeout=240)
+        launched.wait_all_ready(timeout=120)
         yield launched
         # Ctrl-C path: SIGTERM to launch.py stops everything it started.
         children = psutil.Process(launched.proc.pid).children(recursive=True)
@@ -175,12 +181,12 @@ def test_a_browser_keeps_its_web_front_and_clients_spread(cluster: LaunchedClust
 
 @pytest.fixture
 def one_worker(cluster: LaunchedCluster):
-    """Only node1's worker takes jobs (node2's in maint) while the test runs."""
-    cluster.runtime.set_server_state("workers", "node2", "maint")
+    """Only node2's worker takes jobs (node1's in maint) while the test runs."""
+    cluster.runtime.set_server_state("workers", "node1", "maint")
     try:
         yield
     finally:
-        cluster.runtime.set_server_state("workers", "node2", "ready")
+        cluster.runtime.set_server_state("workers", "node1", "ready")
         cluster.wait_all_ready()
 
 
@@ -211,28 +217,26 @@ def test_more_jobs_than_workers_all_complete_in_order(cluster: LaunchedCluster, 
 def test_beyond_the_bounded_wait_a_clear_503(cluster: LaunchedCluster, one_worker: None) -> None:
     """A job waiting behind a longer one succeeds if it waited less than the queue timeout, else gets 503.
 
-    The running job is made longer each round (more steps) until it outlasts the timeout, so
-    the test does not depend on how fast this machine is today.
+    The running job is a slow prompt whose steps take at least ``STEP_CPU_SECONDS`` of CPU time each: it outlasts
+    the timeout on any CPU, so the test does not depend on how fast this machine is today.
     """
-    rest = httpx.Client(base_url=cluster.public_url, timeout=300)
-    for steps in (20, 40, 80):
-        long_job = {"prompt": "long", "steps": steps, "width": 768, "height": 768}
+    steps = int(1.5 * QUEUE_TIMEOUT / STEP_CPU_SECONDS)
+    long_job = {"prompt": f"long {SLOW_MARKER}", "steps": steps, "width": 128, "height": 128}
+    with httpx.Client(base_url=cluster.public_url, timeout=300) as rest:
         (_, running), (_, waiting) = run_concurrently(
-            [lambda job=long_job: rest.post("/generate", json=job),
+            [lambda: rest.post("/generate", json=long_job),
              lambda: rest.post("/generate", json=small_job(0).rest_body())],
             spacing=0.5,
         )
-        assert running.status_code == 200
-        if waiting.status_code == 200:  # the running job ended before the timeout: it waited less
-            assert running.json()["timings"]["total_ms"] / 1000 < QUEUE_TIMEOUT + 2
-            continue
-        assert waiting.status_code == 503
-        assert waiting.json()["error"] == "busy" and f"within {QUEUE_TIMEOUT} s" in waiting.json()["detail"]
-        assert waiting.headers["retry-after"] == "10"
-        break
-    else:
-        pytest.fail("no job outlasted the queue timeout, even at 80 steps")
-    rest.close()
+        # Behind a short one, a job waits less than the timeout and runs.
+        (_, short), (_, behind) = run_concurrently(
+            [lambda: rest.post("/generate", json=small_job(1).rest_body()),
+             lambda: rest.post("/generate", json=small_job(2).rest_body())], spacing=0.05)
+    assert running.status_code == 200 and running.json()["timings"]["total_ms"] / 1000 >= QUEUE_TIMEOUT
+    assert waiting.status_code == 503
+    assert waiting.json()["error"] == "busy" and f"within {QUEUE_TIMEOUT} s" in waiting.json()["detail"]
+    assert waiting.headers["retry-after"] == "10"
+    assert short.status_code == behind.status_code == 200
 
 
 # --- failover -------------------------------------------------------------------------------

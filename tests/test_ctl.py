@@ -1,4 +1,4 @@
-"""``python -m balancer.cli`` against a real sidecar and HAProxy over stand-in nodes (``tests.test_sidecar``)."""
+"""``python -m balancer.cli`` against a real sidecar and HAProxy over stand-in nodes (``bench.harness.supervised``)."""
 
 from __future__ import annotations
 
@@ -28,9 +28,9 @@ from balancer.operations.rolling import OperationError
 from balancer.sidecar import Sidecar
 from bench.harness.load import Poller
 from bench.harness.processes import Processes, free_port
+from bench.harness.supervised import SupervisedCluster
 from bench.harness.waiting import wait_until
-from tests.balancer_helpers import STATS_PASSWORD, cluster_data, wait_status
-from tests.test_sidecar import SupervisedCluster, stand_in_node
+from tests.balancer_helpers import STATS_PASSWORD, cluster_data, stand_in_node, wait_status
 
 PARTS = {("a", "web"), ("a", "worker"), ("b", "web"), ("b", "worker")}
 
@@ -38,17 +38,11 @@ PARTS = {("a", "web"), ("a", "worker"), ("b", "web"), ("b", "worker")}
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     """Two healthy nodes, a and b, each a stand-in web front and worker, supervised and behind HAProxy."""
-    with Processes("ctl") as processes:
-        supervised = SupervisedCluster(tmp_path_factory.mktemp("ctl"), processes,
-                                       [stand_in_node("a"), stand_in_node("b")])
-        try:
-            supervised.start()
-            for node, part in sorted(PARTS):
-                supervised.wait_ready(node, part)
-            yield supervised
-        finally:
-            processes.stop_all()
-            supervised.haproxy.stop()
+    with Processes("ctl") as processes, SupervisedCluster(tmp_path_factory.mktemp("ctl"), processes,
+                                                          [stand_in_node("a"), stand_in_node("b")]) as supervised:
+        for node, part in sorted(PARTS):
+            supervised.wait_ready(node, part)
+        yield supervised
 
 
 def ctl(cluster: SupervisedCluster, *args: str, password: str | None = STATS_PASSWORD,

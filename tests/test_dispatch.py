@@ -26,9 +26,9 @@ import pytest
 
 from balancer.haproxy.config import WORKERS_BACKEND
 from bench.harness.processes import REPO, Processes, free_port
+from bench.harness.supervised import SupervisedCluster
 from tests.balancer_helpers import wait_status
 from tests.helpers import record_figures
-from tests.test_sidecar import SupervisedCluster
 from webui.worker.dispatch_agent import POLLER_GONE, READ_TIMEOUT, DispatchAgent
 
 JOB_SECONDS = 1.5
@@ -46,20 +46,15 @@ def standin_worker(name: str) -> dict:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     run_dir: Path = tmp_path_factory.mktemp("dispatch")
-    with Processes("dispatch") as processes:
-        # No slowstart: right after the start a server's maxconn ramps up over it, and the agent's second
-        # slot would be withheld (a test run alone then saw no second job while encoding).
-        supervised = SupervisedCluster(run_dir, processes, nodes=[standin_worker("a"), standin_worker("b")],
-                                       health={"slowstart": 0})
-        try:
-            supervised.start()
-            for node in ("a", "b"):
-                supervised.wait_part(node, "worker", "ready", lambda entry: entry["state"] == "ready", timeout=120)
-                wait_status(supervised.api, WORKERS_BACKEND, node, "UP", timeout=30)
-            yield supervised
-        finally:
-            processes.stop_all()
-            supervised.haproxy.stop()
+    # No slowstart: right after the start a server's maxconn ramps up over it, and the agent's second
+    # slot would be withheld (a test run alone then saw no second job while encoding).
+    nodes = [standin_worker("a"), standin_worker("b")]
+    with Processes("dispatch") as processes, \
+            SupervisedCluster(run_dir, processes, nodes, health={"slowstart": 0}) as supervised:
+        for node in ("a", "b"):
+            supervised.wait_part(node, "worker", "ready", lambda entry: entry["state"] == "ready", timeout=120)
+            wait_status(supervised.api, WORKERS_BACKEND, node, "UP", timeout=30)
+        yield supervised
 
 
 def job(prompt: str, **fields: object) -> dict:

@@ -21,7 +21,7 @@ from PIL import Image
 
 from balancer.config.loading import parse_cluster
 from balancer.config.sections import ClusterConfigError
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster import LaunchedCluster
 from bench.harness.processes import REPO
 
 README = REPO / "README.md"
@@ -168,9 +168,9 @@ def test_ci_runs_the_test_command_the_readme_gives() -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[LaunchedCluster]:
-    with LaunchedCluster(ClusterOptions(model="standin:0.5", nodes=1), name="docs") as running:
-        yield running
+def cluster(shared_cluster: LaunchedCluster) -> LaunchedCluster:
+    """The session's shared cluster (stand-in nodes): the examples only read."""
+    return shared_cluster
 
 
 def run_example(argv: list[str], cwd: Path) -> str:

@@ -1,9 +1,10 @@
 """The web front's own edge (issue 18, round 2): only the Gradio routes the product uses, bounded
 per-client state, and the curl-style API's streams counted as listening.
 
-Cluster tests go through HAProxy's public port of one ``python launch.py`` node serving the
-fixed-latency stand-in (``standin:3``: every job takes 3 s) with a 1 s listen grace, so a job
-whose client is not seen listening is cancelled long before it could finish. In-process tests
+Cluster tests go through HAProxy's public port of the session's shared cluster (``tests/shared_cluster.py``:
+``python launch.py``, stand-in nodes, a 1 s listen grace); the curl-style calls run a slow job (the shared
+cluster's slow marker: it lasts at least twice the grace on any CPU), so a job whose client is not seen
+listening would be cancelled long before it could finish. In-process tests
 drive the real Gradio app ``create_app`` builds (no sockets) and the bounded classes directly,
 with small bounds, to show what a flood of hostile ids leaves behind.
 """
@@ -13,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Iterator
 
 import gradio.routes
 import httpx
@@ -21,34 +21,28 @@ import pytest
 from PIL import Image
 
 from bench.harness.clients import GradioApiClient, Job
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
-from bench.harness.processes import Processes
+from bench.harness.cluster import LaunchedCluster
 from tests.helpers import FakeClock
+from tests.shared_cluster import LISTEN_GRACE, SLOW_MARKER, STEP_CPU_SECONDS
 from webui.contract import JOB_EVENT_INDICES
 from webui.settings import WebSettings
 from webui.web.bounded import BoundedMap
 from webui.web.presence import EventStreams
 from webui.web.upload_progress import BoundedUploadProgress, install
 
-STANDIN_SECONDS = 3.0
-"""Every job's fixed time on the stand-in worker."""
-LISTEN_GRACE = 1.0
-"""Seconds the web front lets a running job go without an open event stream."""
 JOB = Job(prompt="edge portrait", steps=4, width=128, height=128, seed=61_803)
 GENERATE_ARGS = [JOB.prompt, "", JOB.steps, None, JOB.width, JOB.height, JOB.seed, 1.0, 1]
+SLOW_STEPS = int(2 * LISTEN_GRACE / STEP_CPU_SECONDS)
+SLOW_SECONDS = SLOW_STEPS * STEP_CPU_SECONDS
+"""A slow job (``SLOW_MARKER``) of ``SLOW_STEPS`` steps takes at least this long: twice the listen grace."""
+SLOW_ARGS = [f"{JOB.prompt} {SLOW_MARKER}", "", SLOW_STEPS, *GENERATE_ARGS[3:]]
 HOSTILE_ID = "h" * 1000
 """An id far past the 64-character limit, still well inside any URI limit HAProxy sets."""
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
-    options = ClusterOptions(model=f"standin:{STANDIN_SECONDS:g}", nodes=1, threads=1, start_timeout=120,
-                             web_args=["--listen-grace", str(LISTEN_GRACE)])
-    with Processes("edge-gradio") as processes:
-        launched = LaunchedCluster(options, name="edge-gradio", processes=processes,
-                                   run_dir=tmp_path_factory.mktemp("edge-gradio"))
-        launched.start()
-        yield launched
+def cluster(shared_cluster: LaunchedCluster) -> LaunchedCluster:
+    return shared_cluster
 
 
 def worker_logs(cluster: LaunchedCluster) -> str:
@@ -94,10 +88,10 @@ def test_the_page_and_gradio_client_still_work(cluster: LaunchedCluster) -> None
 
 
 CALLS = {
-    "call": {"data": GENERATE_ARGS},
-    "call-own-session": {"data": GENERATE_ARGS, "session_hash": "curl-session-1"},
+    "call": {"data": SLOW_ARGS},
+    "call-own-session": {"data": SLOW_ARGS, "session_hash": "curl-session-1"},
     "call/v2": dict(zip(["prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed", "lora_scale",
-                         "num_images"], GENERATE_ARGS, strict=True)),
+                         "num_images"], SLOW_ARGS, strict=True)),
 }
 
 
@@ -110,9 +104,9 @@ def test_a_curl_style_call_outlives_the_listen_grace(cluster: LaunchedCluster, c
         posted = client.post("", json=body)
         assert posted.status_code == 200, posted.text
         started = time.monotonic()
-        events = follow(client, f"/{posted.json()['event_id']}", give_up_after=STANDIN_SECONDS + 10)
+        events = follow(client, f"/{posted.json()['event_id']}", give_up_after=SLOW_SECONDS + 30)
     assert events[-1] == "event: complete", events
-    assert time.monotonic() - started >= STANDIN_SECONDS - 0.5  # it ran to the end, past the grace
+    assert time.monotonic() - started >= SLOW_SECONDS - 0.5 > LISTEN_GRACE  # it ran to the end, past the grace
 
 
 def follow(client: httpx.Client, path: str, give_up_after: float) -> list[str]:

@@ -1,10 +1,11 @@
 """Hostile clients against the public port: every probe goes through HAProxy, as an attacker's would.
 
-One cluster (``python launch.py``: real HAProxy, sidecar, two demo-model nodes) serves the
-module, with short body deadlines so that slow clients are cut off within seconds. After
-every test a good REST job and a good ``gradio_client`` job still succeed
-(``still_serving``). A second, HAProxy-only balancer checks the defaults of a cluster
-exposed beyond loopback (rate limit, per-client connections), with stand-in nodes.
+The session's shared cluster (``tests/shared_cluster.py``: ``python launch.py``, real HAProxy, sidecar,
+two stand-in nodes) serves the module: its body deadlines are short so that slow clients are cut off
+within seconds, and a prompt with its slow marker makes a long job. After every test a good REST job
+and a good ``gradio_client`` job still succeed (``still_serving``): the cluster is left as found.
+A second, HAProxy-only balancer checks the defaults of a cluster exposed beyond loopback (rate limit,
+per-client connections), with stand-in nodes.
 
 Measured figures (seconds to an idle worker after a client left, a good job's time beside
 slow uploaders) go to ``test-artifacts/hostile-clients.json``; they are reported, not asserted
@@ -31,25 +32,19 @@ from PIL import Image
 
 from balancer.config.loading import parse_cluster
 from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, PageEvent, RestClient, stream_messages
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster import LaunchedCluster
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_until
 from launch import warn_if_exposed
 from tests.balancer_helpers import cluster_data
 from tests.helpers import record_figures
+from tests.shared_cluster import BODY_DEADLINE, LISTEN_GRACE, SLOW_MARKER, STEP_CPU_SECONDS
 from tests.test_haproxy_config import running_balancer
-from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS
 
-BODY_DEADLINE = 3.0
-"""Seconds the test cluster gives a client to send its request (HAProxy and web fronts)."""
-LISTEN_GRACE = 3.0
-"""Seconds the test cluster's web fronts let a running job go without an open event stream."""
 ARTIFACT = REPO / "test-artifacts" / "hostile-clients.json"
-SLOW_MARKER = "[[slow]]"
-STEP_CPU_SECONDS = 0.06
-"""Each step of a job whose prompt has ``SLOW_MARKER`` uses at least this much CPU time (a fault the test workers
-get): ``LONG_JOB`` lasts 6 s or more on any CPU, longer than the grace and the tests' 4 s holds."""
 LONG_JOB = Job(prompt=f"a long portrait {SLOW_MARKER}", steps=100, width=512, height=512, seed=4242)
+"""Its prompt's ``SLOW_MARKER`` makes each step use at least ``STEP_CPU_SECONDS`` of CPU time (a fault the shared
+cluster's workers get): it lasts 6 s or more on any CPU, longer than the grace and the tests' 4 s holds."""
 SMALL_JOB = Job(prompt="studio portrait", steps=2, width=128, height=128, seed=7)
 UPLOAD_PART_HEAD = (b"--xyz\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.bin\"\r\n"
                     b"Content-Type: application/octet-stream\r\n\r\n")
@@ -62,18 +57,8 @@ def record(name: str, figures: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
-    run_dir = tmp_path_factory.mktemp("hostile")
-    options = ClusterOptions(
-        nodes=2, threads=1, start_timeout=240, web_args=["--listen-grace", str(LISTEN_GRACE)],
-        worker_env={FAULT_STEP_CPU_SECONDS: str(STEP_CPU_SECONDS), FAULT_PROMPT_MARKER: SLOW_MARKER},
-        extra={"limits": {"request_timeout": BODY_DEADLINE, "body_timeout": BODY_DEADLINE, "queue_timeout": 60}},
-    )
-    with Processes("hostile") as processes:
-        launched = LaunchedCluster(options, name="hostile", processes=processes, run_dir=run_dir)
-        launched.start()
-        launched.wait_all_ready(timeout=240)
-        yield launched
+def cluster(shared_cluster: LaunchedCluster) -> LaunchedCluster:
+    return shared_cluster
 
 
 @pytest.fixture(autouse=True)
@@ -286,7 +271,8 @@ def test_the_curl_style_call_api_keeps_a_job_longer_than_the_grace(cluster: Laun
     # Gradio's REST-ish API: POST /gradio_api/call/<api> gives an event id, GET .../<event id>
     # streams the result. That stream counts as listening, so a job longer than the grace survives.
     # The client keeps HAProxy's node cookie (curl -c/-b) so both requests reach the same web front.
-    data = [LONG_JOB.prompt, "", LONG_JOB.steps, None, LONG_JOB.width, LONG_JOB.height, 5, 1.0, 1]
+    steps = int(2 * LISTEN_GRACE / STEP_CPU_SECONDS)  # at least twice the grace on any CPU
+    data = [LONG_JOB.prompt, "", steps, None, 128, 128, 5, 1.0, 1]
     with httpx.Client(base_url=f"{cluster.public_url}/gradio_api/call/generate", timeout=120) as client:
         event_id = client.post("", json={"data": data}).json()["event_id"]
         started = time.monotonic()

@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from balancer.config.loading import parse_cluster
-from balancer.haproxy.config import PROBES_BACKEND, render_config
-from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
+from balancer.haproxy.config import PROBES_BACKEND
+from balancer.haproxy.process import RuntimeAPI
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
 from balancer.supervision.causes import (
     Death,
@@ -34,7 +34,9 @@ from balancer.supervision.causes import (
 )
 from balancer.supervision.restart_policy import RestartPolicy
 from balancer.system.run_dir import prepare_run_dir
+from bench.harness.balancer import running_haproxy
 from bench.harness.processes import Processes, free_port
+from bench.harness.supervised import SupervisedCluster
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, fake_command, stand_in_node, start_fake, wait_status
 from tests.helpers import FakeClock
@@ -155,72 +157,14 @@ def troubled_nodes(run_dir: Path) -> list[dict]:
     ]
 
 
-class SupervisedCluster:
-    """HAProxy + ``python -m balancer.sidecar`` supervising stand-in processes."""
-
-    def __init__(self, run_dir: Path, processes: Processes, nodes: list[dict] | None = None,
-                 health: dict | None = None) -> None:
-        """``nodes`` and ``health`` as in a cluster file (default: ``troubled_nodes``, the default checks)."""
-        self.run_dir = run_dir
-        self.processes = processes
-        self.oom_counter = run_dir / "memory.oom_control"
-        self.oom_counter.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
-        self.data = cluster_data(
-            run_dir, [], [],
-            sidecar={
-                "port": free_port(), "probe_interval": 0.2, "probe_timeout": 2.0, "stuck_after": 4.0, "hang_after": 1.0,
-                "backoff_initial": 0.2, "backoff_max": 1.0, "crash_loop_deaths": 4, "crash_loop_window": 60,
-                "stop_grace": 3.0, "oom_counter_file": str(self.oom_counter),
-            },
-            nodes=troubled_nodes(run_dir) if nodes is None else nodes,
-            **({"health": health} if health is not None else {}),
-        )
-        self.spec = parse_cluster(self.data)
-        write_config(render_config(self.spec), self.spec.config_path)
-        self.haproxy = HAProxyProcess(self.spec.config_path, self.spec.socket_path, run_dir / "haproxy.log")
-        self.api = RuntimeAPI(self.spec.socket_path)
-        self.sidecar_url = self.spec.sidecar.url
-        self.proc = None
-
-    def start(self) -> None:
-        self.haproxy.start()
-        cluster_file = self.run_dir / "cluster.yaml"
-        cluster_file.write_text(yaml.safe_dump(self.data))
-        self.proc = self.processes.start(["python", "-m", "balancer.sidecar", "--cluster", str(cluster_file)],
-                                         log_name="sidecar")
-        wait_http(f"{self.sidecar_url}/status", proc=self.proc, timeout=30)
-
-    def status(self) -> dict:
-        return httpx.get(f"{self.sidecar_url}/status", timeout=5).json()
-
-    def part(self, node: str, part: str = "worker") -> dict:
-        return self.status()["nodes"][node][part]
-
-    def wait_part(self, node: str, part: str, what: str, check, timeout: float = 20.0) -> dict:
-        def matching() -> dict | None:
-            entry = self.part(node, part)
-            return entry if check(entry) else None
-
-        return wait_until(matching, f"{node}/{part}: {what}", timeout, interval=0.05)
-
-    def wait_ready(self, node: str, part: str = "worker", restarts: int = 0, timeout: float = 20.0) -> dict:
-        return self.wait_part(node, part, f"ready after {restarts} restarts",
-                              lambda e: e["state"] == "ready" and e["restarts"] >= restarts, timeout)
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     run_dir = tmp_path_factory.mktemp("sidecar")
-    with Processes("sidecar") as processes:
-        supervised = SupervisedCluster(run_dir, processes)
-        try:
-            supervised.start()
-            supervised.wait_ready("a", "worker")
-            supervised.wait_ready("a", "web")
-            yield supervised
-        finally:
-            processes.stop_all()
-            supervised.haproxy.stop()
+    with Processes("sidecar") as processes, \
+            SupervisedCluster(run_dir, processes, troubled_nodes(run_dir)) as supervised:
+        supervised.wait_ready("a", "worker")
+        supervised.wait_ready("a", "web")
+        yield supervised
 
 
 def test_started_parts_are_ready_and_in_rotation(cluster: SupervisedCluster) -> None:
@@ -523,10 +467,7 @@ def test_a_runtime_server_is_deleted_once_its_last_request_has_ended(tmp_path: P
     start_fake(processes, "w1", spec.nodes[0].worker.port)  # type: ignore[union-attr]
     slow_port = free_port()
     start_fake(processes, "slow", slow_port, delay=1.5)
-    write_config(render_config(spec), spec.config_path)
-    haproxy = HAProxyProcess(spec.config_path, spec.socket_path, tmp_path / "haproxy.log")
-    haproxy.start()
-    try:
+    with running_haproxy(spec, tmp_path / "haproxy.log"):
         api = AsyncRuntimeAPI(spec.socket_path)
         asyncio.run(api.add_server("workers", "extra", f"127.0.0.1:{slow_port}", "maxconn 1", agent=False))
         asyncio.run(api.set_server_state("workers", "extra", "ready"))
@@ -546,5 +487,3 @@ def test_a_runtime_server_is_deleted_once_its_last_request_has_ended(tmp_path: P
         assert results and results[0].status_code == 200 and results[0].json()["worker_id"] == "slow", results
         assert "extra" not in {s.server for s in RuntimeAPI(spec.socket_path).servers("workers")}
         assert waited > 0.5, waited  # it waited for the job (1.5 s) to end
-    finally:
-        haproxy.stop()

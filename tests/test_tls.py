@@ -3,7 +3,8 @@
 ``python -m balancer.multihost.certs`` makes the CAs and the certificates (its output is checked: the chains
 verify, the SANs and key usages are what each role needs, the queue certificates chain to the
 queue CA only, the files are 0600, nothing is overwritten). Then a real HAProxy, rendered from a
-cluster file with ``tls``, fronts a real demo worker and a real web front that both require client
+cluster file with ``tls``, fronts a real worker (serving the fixed-latency stand-in: the subject is the
+transport, not the pixels) and a real web front that both require client
 certificates, the web front sending its jobs to a TLS worker queue with its queue certificate: a
 REST job and a ``gradio_client`` job succeed through the public port, while a client without a
 certificate, with one from another CA, with a node's own certificate or with a queue certificate
@@ -30,9 +31,10 @@ from gradio_client import Client
 from balancer.config.loading import parse_cluster
 from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.config import WEBS_BACKEND, WORKERS_BACKEND, config_path_arg, render_config
-from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, find_haproxy, validate_config, write_config
+from balancer.haproxy.process import RuntimeAPI, find_haproxy, validate_config, write_config
+from bench.harness.balancer import running_haproxy, wait_servers_up
 from bench.harness.processes import Processes, free_port
-from bench.harness.waiting import wait_http, wait_until
+from bench.harness.waiting import wait_http
 from tests.balancer_helpers import assert_refused, client_context, cluster_data
 
 NODE_HOST = "gpu1"
@@ -186,7 +188,7 @@ def test_haproxy_is_built_with_openssl() -> None:
 
 
 @pytest.fixture(scope="module")
-def mtls_cluster(certs: Path, demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def mtls_cluster(certs: Path, tmp_path_factory: pytest.TempPathFactory):
     """HAProxy (client certificate lb1) in front of a TLS worker and a TLS web front of host gpu1.
 
     A second server, "impostor", points at the same worker but expects a certificate naming
@@ -207,27 +209,16 @@ def mtls_cluster(certs: Path, demo_model_dir: Path, tmp_path_factory: pytest.Tem
     tls_args = ["--tls-cert", str(certs / f"{NODE_HOST}.pem"), "--tls-ca", str(certs / "ca.crt")]
     with Processes("mtls") as processes:
         worker = processes.start(["python", "-m", "webui.worker", "--port", str(worker_port), "--node", "gpu1-worker",
-                                  "--threads", "1", *tls_args], log_name="mtls-worker")
+                                  "--model", "standin:0.3", *tls_args], log_name="mtls-worker")
         web = processes.start(["python", "-m", "webui.web", "--port", str(node.web.port), "--node", "gpu1-web",
                                "--worker-queue", spec.worker_queue_url, "--worker-queue-ca", str(certs / "ca.crt"),
                                "--worker-queue-cert", str(certs / f"{NODE_HOST}-queue.pem"), *tls_args],
                               log_name="mtls-web")
-        config = write_config(render_config(spec), spec.config_path)
-        validate_config(config)
-        haproxy = HAProxyProcess(config, spec.socket_path, run_dir / "haproxy.log")
-        haproxy.start()
-        try:
-            api = RuntimeAPI(spec.socket_path)
-
-            def both_up() -> bool:
-                assert worker.poll() is None and web.poll() is None, "a node process exited"
-                return all(api.server(backend, NODE_HOST).is_up for backend in (WEBS_BACKEND, WORKERS_BACKEND))
-
-            wait_until(both_up, "the TLS worker and web front UP in HAProxy", timeout=240, interval=0.5)
+        with running_haproxy(spec, validate=True):
+            wait_servers_up(spec, [(WEBS_BACKEND, NODE_HOST), (WORKERS_BACKEND, NODE_HOST)], timeout=240,
+                            alive=lambda: worker.poll() is None and web.poll() is None)
             wait_http(f"{spec.public.url}/readyz", timeout=30)
             yield spec, f"https://127.0.0.1:{worker_port}", f"https://127.0.0.1:{node.web.port}"
-        finally:
-            haproxy.stop()
 
 
 def test_jobs_succeed_through_the_public_port_over_mutual_tls(mtls_cluster, tmp_path: Path) -> None:
