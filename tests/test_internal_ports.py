@@ -38,7 +38,8 @@ JOB = {"prompt": "internal ports", "steps": 2, "width": 64, "height": 64, "seed"
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
     options = ClusterOptions(model=f"standin:{JOB_SECONDS:g}", nodes=2, threads=1, start_timeout=240,
-                             sidecar={"probe_interval": 0.5, "stop_grace": 5})
+                             sidecar={"probe_interval": 0.5, "stop_grace": 5},
+                             extra={"health": {"down_interval": 0.25}})  # a restarted node is UP sooner
     with Processes("internal-ports") as processes:
         with LaunchedCluster(options, name="internal-ports", processes=processes,
                              run_dir=tmp_path_factory.mktemp("internal-ports")) as launched:
