@@ -162,7 +162,8 @@ def _cmdline(pid: int) -> list[str]:
 def test_a_rolling_restart_on_a_tls_node_host_counts_its_parts_over_tls(cluster: tuple[HostsCluster, Path]) -> None:
     """The node host's sidecar waits on its parts' own request counts (``GET /traffic``), asked over mutual TLS
     with its probe identity (``balancer.operations.traffic.PartTraffic``); the restart of n1's node completes,
-    new pids."""
+    new pids, and each old process ended on its SIGTERM (uvicorn's last line), not SIGKILLed after the stop grace
+    while its TLS server waited on the sidecar's idle connections."""
     hosts, _ = cluster
     hosts.wait_all_up(timeout=60)
     before = part_pids(hosts, "n1")
@@ -172,5 +173,8 @@ def test_a_rolling_restart_on_a_tls_node_host_counts_its_parts_over_tls(cluster:
     after = part_pids(hosts, "n1")
     assert set(before) == {("node1", "web"), ("node1", "worker")}
     assert all(after[key] not in (None, pid) for key, pid in before.items()), (before, after)
+    logs = hosts.run_dirs["n1"] / "logs"
+    for (node, part), pid in before.items():
+        assert f"Finished server process [{pid}]" in (logs / f"{node}-{part}.log").read_text(), (node, part)
     hosts.wait_all_up(timeout=120)
     assert hosts.generate(steps=2, width=128, height=128).status_code == 200
