@@ -1,4 +1,5 @@
-"""Hung workers replaced in seconds, end to end: ``python launch.py`` with two demo-model nodes.
+"""Hung workers replaced in seconds, end to end: ``python launch.py`` with two nodes whose workers serve the
+fixed-latency stand-in (the subject is the hang rules, not the model; the faults act on its denoising steps).
 
 - A worker SIGSTOPped while it runs a job under a small load (REST through HAProxy's public
   port, a reused gradio_client, the studio page's browser protocol): every request succeeds, the
@@ -22,7 +23,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import psutil
 import pytest
@@ -41,9 +41,13 @@ NODES = ("node1", "node2")
 STALL_MARKER = "[[hang-stall]]"
 SLOW_MARKER = "[[hang-slow]]"
 STEP_CPU_SECONDS = 0.08
-"""node1's steps for prompts with ``SLOW_MARKER`` use at least this much CPU time each: the starved job's 100
-steps last 8 s or more on any CPU (the starvation test judges its worker for ``hang_after`` + 2 s)."""
+"""node1's steps for prompts with ``SLOW_MARKER`` use at least this much CPU time each: the starved job's
+``STARVED_STEPS`` steps last 4.8 s or more on any CPU, and far longer starved (the starvation test judges its
+worker for ``hang_after`` + 2 s)."""
+STARVED_STEPS = 60
 ARTIFACT = REPO / "test-artifacts" / "hang.json"
+MODEL = "standin:0.5"
+"""Half a second a job: the load keeps both workers busy, as the demo model's 4-step jobs do."""
 STUCK_AFTER = 60.0
 """The sidecar's default fallback: everything here must be far quicker."""
 IN_TRANSIT = 0.3
@@ -56,10 +60,10 @@ def job(index: int, prompt: str = "hang portrait") -> Job:
 
 
 @pytest.fixture(scope="module")
-def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory):
+def cluster(tmp_path_factory: pytest.TempPathFactory):
     run_dir = tmp_path_factory.mktemp("hang")
     options = ClusterOptions(
-        nodes=len(NODES), threads=1, start_timeout=240,
+        model=MODEL, nodes=len(NODES), threads=1, start_timeout=240,
         worker_args=["--stall-floor", "2"],
         node_worker_env={"node1": {FAULT_STEP_CPU_SECONDS: str(STEP_CPU_SECONDS), FAULT_PROMPT_MARKER: SLOW_MARKER},
                          "node2": {FAULT_STALL_AT_STEP: "2", FAULT_PROMPT_MARKER: STALL_MARKER}},
@@ -184,7 +188,8 @@ def test_a_stalled_denoising_loop_is_replaced_with_the_workers_evidence(cluster:
     })
 
 
-STARVE_SECONDS = 10.0
+STARVE_SECONDS = 6.0
+"""How long the spinners run: the judged window (``hang_after`` + 2 s at least) with room to spare."""
 SPINNER = "import time\nend = time.monotonic() + {seconds}\nwhile time.monotonic() < end:\n    pass\n"
 
 
@@ -205,8 +210,8 @@ def test_a_cpu_starved_worker_is_not_killed(cluster: LaunchedCluster, processes:
 
     def send() -> None:
         try:
-            result.append(RestClient(cluster.public_url).generate(Job(f"starved portrait {SLOW_MARKER}", 100, 256, 256,
-                                                                      77)))
+            starved = Job(f"starved portrait {SLOW_MARKER}", STARVED_STEPS, 256, 256, 77)
+            result.append(RestClient(cluster.public_url).generate(starved))
         except Exception as exc:  # handed to the assertions
             result.append(exc)
 

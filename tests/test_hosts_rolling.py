@@ -94,7 +94,7 @@ def test_rolling_restart_of_one_node_host_under_load_fails_no_request(tmp_path: 
         result: dict[str, subprocess.CompletedProcess] = {}
 
         def operate(stop: threading.Event) -> None:
-            stop.wait(3.0)  # some load first
+            stop.wait(1.0)  # some load first
             result["ctl"] = ctl(cluster, RESTARTED, "rolling-restart", "--drain-timeout", "100",
                                 "--settle", str(SETTLE))
 

@@ -46,6 +46,9 @@ WORKER_PORT = 7870
 """The harness's worker port on each node host (``bench.harness.hosts.cluster_file``)."""
 WORKER_QUEUE_PORT = 8081
 """The harness's worker queue port on the balancer (``bench.harness.hosts.cluster_file``)."""
+HEALTH = {"down_interval": 0.25}
+"""The default checks (their 2 s timeout covers a TLS handshake on a busy machine), but a down server, restarted,
+is checked every 0.25 s: back UP sooner."""
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +64,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostsClu
                                                f"{host}={lab.address[host]}"))],
                                 capture_output=True, text=True, timeout=60)
         assert issued.returncode == 0, issued.stderr
-        hosts = HostsCluster(lab, run_dir, {}, worker_args=STANDIN_WORKER)
+        hosts = HostsCluster(lab, run_dir, HEALTH, worker_args=STANDIN_WORKER)
         data = yaml.safe_load(hosts.file.read_text())
         # Each node host finds its certificate as NAME.pem beside ca.crt (the command's layout). The
         # connect timeout covers the TLS handshake, which a busy node's event loop may answer late on
@@ -159,7 +162,8 @@ def _cmdline(pid: int) -> list[str]:
 def test_a_rolling_restart_on_a_tls_node_host_counts_its_parts_over_tls(cluster: tuple[HostsCluster, Path]) -> None:
     """The node host's sidecar waits on its parts' own request counts (``GET /traffic``), asked over mutual TLS
     with its probe identity (``balancer.operations.traffic.PartTraffic``); the restart of n1's node completes,
-    new pids."""
+    new pids, and each old process ended on its SIGTERM (uvicorn's last line), not SIGKILLed after the stop grace
+    while its TLS server waited on the sidecar's idle connections."""
     hosts, _ = cluster
     hosts.wait_all_up(timeout=60)
     before = part_pids(hosts, "n1")
@@ -169,5 +173,8 @@ def test_a_rolling_restart_on_a_tls_node_host_counts_its_parts_over_tls(cluster:
     after = part_pids(hosts, "n1")
     assert set(before) == {("node1", "web"), ("node1", "worker")}
     assert all(after[key] not in (None, pid) for key, pid in before.items()), (before, after)
+    logs = hosts.run_dirs["n1"] / "logs"
+    for (node, part), pid in before.items():
+        assert f"Finished server process [{pid}]" in (logs / f"{node}-{part}.log").read_text(), (node, part)
     hosts.wait_all_up(timeout=120)
     assert hosts.generate(steps=2, width=128, height=128).status_code == 200

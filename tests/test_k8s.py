@@ -128,13 +128,13 @@ def workers_up(api: RuntimeAPI) -> list[str]:
 
 def test_haproxy_fills_its_server_slots_from_dns_and_follows_it(tmp_path: Path) -> None:
     """The rendered resolvers + server-template lines at work: pods (stand-in nodes on 127.0.0.x)
-    appear in DNS and take jobs; a pod gone from DNS leaves rotation."""
+    appear in DNS and take jobs; a pod gone from DNS leaves rotation (after a 1 s ``hold obsolete``)."""
     dns = ClusterDns()
     dns_server = DNSServer(dns, address="127.0.0.1", port=free_port(), logger=DNSLogger(logf=lambda line: None))
     dns_server.start_thread()
     web_port, worker_port = free_port(), free_port()
     servers = DnsServers("test", "cluster.local", max_pods=4, web_port=web_port, worker_port=worker_port,
-                         nameservers=[f"127.0.0.1:{dns_server.server.server_address[1]}"])
+                         nameservers=[f"127.0.0.1:{dns_server.server.server_address[1]}"], hold_obsolete=1)
     spec = parse_cluster(cluster_data(tmp_path, [], []))
     pods = {"pod-a": "127.0.0.2", "pod-b": "127.0.0.3"}
     try:

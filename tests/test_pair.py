@@ -57,7 +57,7 @@ def test_a_killed_balancer_host_moves_the_address_and_keeps_sessions(tmp_path: P
         states_before = {host: cluster.vrrp_state(host) for host in BALANCERS.values()}
         holder_says = cluster.ctl_status(holder) if holder else ""
         holder_metrics = cluster.sidecar_metrics(holder) if holder else ""
-        lost = lose_balancer_mid_load(cluster)
+        lost = lose_balancer_mid_load(cluster, settle=1.0)  # ten page loads after the job
         new_holder_says = wait_until(lambda: cluster.vrrp_state(lost.moved_to) == "MASTER" or None,
                                      "the new holder's sidecar saying MASTER", 10, 0.2)
     figures = {**lost.figures(), "advert_interval_s": ADVERT, "load_average": os.getloadavg()}

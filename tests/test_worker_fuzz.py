@@ -107,9 +107,11 @@ BAD_QUERIES = [
 
 
 @pytest.fixture(scope="module")
-def fuzz_worker(demo_model_dir):
+def fuzz_worker():
+    """A worker on the fixed-latency stand-in: the subject is the request checks, which come before any model."""
     with Processes("fuzz") as processes:
-        yield wait_ready(start_worker(processes, "fuzz-worker", "--max-upload-bytes", str(MAX_UPLOAD_BYTES)))
+        yield wait_ready(start_worker(processes, "fuzz-worker", "--model", "standin:0",
+                                      "--max-upload-bytes", str(MAX_UPLOAD_BYTES)))
 
 
 def assert_clean_rejection(response: httpx.Response, case: object) -> None:

@@ -63,12 +63,14 @@ class DnsServers:
 
     A headless Service's name resolves to the addresses of its *ready* pods, so a pod enters
     rotation once its readiness probe passes; HAProxy's own checks still run on every slot.
-    ``nameservers`` (``host:port``) replace the pod's resolv.conf (tests run their own DNS).
+    ``nameservers`` (``host:port``) replace the pod's resolv.conf (tests run their own DNS);
+    ``hold_obsolete``: seconds a pod gone from DNS stays in rotation.
     """
 
     def __init__(self, namespace: str, domain: str, max_pods: int, web_port: int = WEB_PORT,
-                 worker_port: int = WORKER_PORT, nameservers: Sequence[str] = ()) -> None:
+                 worker_port: int = WORKER_PORT, nameservers: Sequence[str] = (), hold_obsolete: float = 10.0) -> None:
         self.namespace = namespace
+        self.hold_obsolete = hold_obsolete
         self.domain = domain
         self.max_pods = max_pods
         self.web_port = web_port
@@ -94,7 +96,7 @@ class DnsServers:
             "    timeout resolve 1s",
             "    timeout retry 1s",
             "    hold valid 5s",
-            "    hold obsolete 10s",
+            f"    hold obsolete {self.hold_obsolete:g}s",
             "    # Room for many A records in one answer (one per pod).",
             "    accepted_payload_size 8192",
         ]) + "\n"]

@@ -26,7 +26,7 @@ from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
 from balancer.multihost.host_agent import HostAgent
 from balancer.operations.rolling import Traffic
-from balancer.supervision.children import ProbeTLS
+from balancer.supervision.children import ProbeTLS, part_client
 from balancer.supervision.supervisor import ProcessSupervisor
 from webui.contract import TRAFFIC_PATH
 
@@ -56,7 +56,7 @@ class PartCounts:
     """Asks parts for their own counts (``GET /traffic``), as the sidecar's probes ask them."""
 
     def __init__(self, timeout: float, probe_tls: ProbeTLS | None = None) -> None:
-        self.client = httpx.AsyncClient(timeout=timeout, verify=probe_tls.context if probe_tls is not None else True)
+        self.client = part_client(timeout, probe_tls)
         self.extensions = probe_tls.extensions if probe_tls is not None else {}
 
     async def counts(self, url: str) -> dict:

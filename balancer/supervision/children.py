@@ -82,6 +82,17 @@ class ProbeTLS:
         return {"sni_hostname": self.server_name}
 
 
+def part_client(timeout: float, probe_tls: ProbeTLS | None = None) -> httpx.AsyncClient:
+    """A client of a node's parts (the sidecar's probes, their request counts). Over TLS it keeps no idle
+    connection: a part's TLS server, stopping, waits on each open connection for the peer's close_notify
+    (asyncio's ``ssl_shutdown_timeout``, 30 s), which an idle pooled connection never reads, so the part
+    outlived its stop grace and was SIGKILLed at every restart."""
+    if probe_tls is None:
+        return httpx.AsyncClient(timeout=timeout)
+    return httpx.AsyncClient(timeout=timeout, verify=probe_tls.context,
+                             limits=httpx.Limits(max_keepalive_connections=0))
+
+
 class CommandProcess:
     """A process run from its command line, in a process group of its own (output appended to its log)."""
 
@@ -172,8 +183,7 @@ class NodeProcess(CommandProcess):
         """(backend, server) in HAProxy."""
         self._extensions = probe_tls.extensions if probe_tls is not None else {}
         """With mutual TLS (a node host's part): the name its certificate must carry (``multihost.part_tls``)."""
-        self._http = httpx.AsyncClient(timeout=probe_timeout,
-                                       verify=probe_tls.context if probe_tls is not None else True)
+        self._http = part_client(probe_timeout, probe_tls)
 
     async def probe(self) -> ProbeAnswer:
         """Whether its probe URL answers 200; no answer at all (timeout); a worker's own stall report."""
