@@ -1,11 +1,12 @@
 """Dependencies between the project's packages, and between the balancer's rooms, point one way.
 
-The node (``webui``) is the contract the balancer (``balancer``, ``launch.py``) builds on; the
-benchmarks' harness serves the tests. So ``webui`` imports none of ``balancer``, ``launch``,
-``bench``, ``tests``; ``balancer`` none of ``launch``, ``bench``, ``tests``; ``bench`` not
-``tests``; ``tests`` may import anything. Inside ``balancer`` each room (subpackage) imports only
-the rooms below it (``BALANCER_ROOMS``), and no modules of ``webui``, ``balancer`` or ``bench``
-import each other in a circle. Checked with ``ast`` over every import statement, function-local
+The node (``webui``) is the contract the jobs package (``jobs``) and the balancer (``balancer``,
+``launch.py``) build on; the benchmarks' harness serves the tests. So ``webui`` imports none of
+``jobs``, ``balancer``, ``launch``, ``bench``, ``tests``; ``jobs`` none of ``balancer``, ``launch``,
+``bench``, ``tests``; ``balancer`` none of ``jobs`` (for now), ``launch``, ``bench``, ``tests``; ``bench``
+not ``tests``; ``tests`` may import anything. Inside ``balancer`` and ``jobs`` each room (subpackage or
+top-level module) imports only the rooms below it (``BALANCER_ROOMS``, ``JOBS_ROOMS``), and no modules
+of ``webui``, ``jobs``, ``balancer`` or ``bench`` import each other in a circle. Checked with ``ast`` over every import statement, function-local
 and ``TYPE_CHECKING`` ones included.
 """
 
@@ -19,8 +20,9 @@ import pytest
 from bench.harness.processes import REPO
 
 FORBIDDEN: dict[str, set[str]] = {
-    "webui": {"balancer", "launch", "bench", "tests"},
-    "balancer": {"launch", "bench", "tests"},
+    "webui": {"jobs", "balancer", "launch", "bench", "tests"},
+    "jobs": {"balancer", "launch", "bench", "tests"},
+    "balancer": {"jobs", "launch", "bench", "tests"},  # until the sidecar runs the jobs component
     "bench": {"tests"},
 }
 """Package -> the project packages it must not import."""
@@ -38,7 +40,14 @@ BALANCER_ROOMS: tuple[set[str], ...] = (
 )
 """The balancer's rooms, lowest first: a room imports only its own and lower rows' rooms."""
 
-CIRCLE_SCOPE = ("webui", "balancer", "bench")
+JOBS_ROOMS: tuple[set[str], ...] = (
+    {"contract", "errors"},  # shared values (statuses, defaults); domain errors (neither imports the other)
+    {"store"},               # the durable store: tables, engine, migrations, the repository functions
+    {"webhooks"},            # signing and target checks; delivery from the store's queue
+)
+"""The jobs package's rooms, lowest first: a room imports only its own and lower rows' rooms."""
+
+CIRCLE_SCOPE = ("webui", "jobs", "balancer", "bench")
 """Packages whose modules must not import each other in a circle."""
 
 
@@ -166,6 +175,11 @@ def test_balancer_rooms_import_only_lower_rooms() -> None:
     found = upward_imports("balancer", BALANCER_ROOMS)
     assert not found, "balancer's rooms import downwards only (tests/test_layering.py BALANCER_ROOMS):\n" + "\n".join(
         found)
+
+
+def test_jobs_rooms_import_only_lower_rooms() -> None:
+    found = upward_imports("jobs", JOBS_ROOMS)
+    assert not found, "jobs' rooms import downwards only (tests/test_layering.py JOBS_ROOMS):\n" + "\n".join(found)
 
 
 def test_no_modules_import_each_other_in_a_circle() -> None:

@@ -1,0 +1,45 @@
+"""Values every part of the jobs package agrees on: statuses in Replicate's words, event kinds, defaults."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Final
+
+# --- statuses (Replicate's words; "starting" is queued: accepted, waiting for a dispatcher)
+STARTING: Final = "starting"
+"""Accepted and recorded, waiting in the queue for a dispatcher to claim it."""
+PROCESSING: Final = "processing"
+"""Claimed by a dispatcher, whose lease keeps it; an expired lease makes it claimable again."""
+SUCCEEDED: Final = "succeeded"
+FAILED: Final = "failed"
+CANCELED: Final = "canceled"
+STATUSES: Final = (STARTING, PROCESSING, SUCCEEDED, FAILED, CANCELED)
+ACTIVE: Final = (STARTING, PROCESSING)
+"""Not finished: a result, an error or a cancel may still be written."""
+TERMINAL: Final = (SUCCEEDED, FAILED, CANCELED)
+"""Finished: written once, never changed again."""
+EXPIRED: Final = "expired"
+"""Not a status a job has: what a tombstone says of a job whose retention ran out (the API's 410 Gone)."""
+
+# --- event kinds (the job's own log, read after a sequence number: an SSE stream resumes from Last-Event-ID)
+EVENT_STATUS: Final = "status"
+"""``{"status": ...}`` (plus ``"error"`` for failed, ``"results"``: the count, for succeeded)."""
+EVENT_PROGRESS: Final = "progress"
+"""``{"step": n, "steps": total}``: a denoising step."""
+
+# --- defaults
+LEASE_SECONDS: Final = 10.0
+"""How long a dispatcher's claim lasts without a renewal; then another dispatcher may take the job."""
+RETENTION: Final = timedelta(days=30)
+"""How long a job, its results and its events are kept after it was accepted."""
+JANITOR_BATCH: Final = 100
+"""Jobs the janitor deletes in one transaction: short locks, bounded memory, however much has expired."""
+PAGE_LIMIT_MAX: Final = 100
+"""The most jobs one page of a listing holds."""
+JOB_ID_PREFIX: Final = "j_"
+"""A job id: this prefix and 22 URL-safe random characters (132 bits)."""
+ANONYMOUS: Final = ""
+"""The owner of jobs submitted without an account (a real value, not NULL: the idempotency key is unique per
+owner, and SQL never counts two NULLs as equal)."""
+OUTPUT: Final = "output"
+"""A result's role: an image the job made (``"input"``: an image the job was given, e.g. for retouch)."""

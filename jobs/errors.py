@@ -1,0 +1,50 @@
+"""The jobs package's domain errors: what the store refuses, in words a client can be shown."""
+
+from __future__ import annotations
+
+
+class JobsError(Exception):
+    """Base of the jobs package's domain errors; ``code`` is a stable machine-readable name."""
+
+    code = "jobs_error"
+
+
+class JobNotFound(JobsError):
+    """No job has this id (never had, or the id is malformed)."""
+
+    code = "job_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"There is no job {job_id!r}.")
+        self.job_id = job_id
+
+
+class JobGone(JobsError):
+    """The job existed, but its retention ran out: its results and record were deleted (HTTP 410)."""
+
+    code = "job_expired"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job {job_id!r} has expired: its record and results were deleted after their retention.")
+        self.job_id = job_id
+
+
+class IdempotencyConflict(JobsError):
+    """The idempotency key was used before with another request body (HTTP 422)."""
+
+    code = "idempotency_conflict"
+
+    def __init__(self, key: str, job_id: str) -> None:
+        super().__init__(f"The idempotency key {key!r} was already used for job {job_id} with a different request; "
+                         "use a new key for a new request.")
+        self.key = key
+        self.job_id = job_id
+
+
+class InvalidCursor(JobsError):
+    """A listing cursor this store did not hand out (HTTP 400)."""
+
+    code = "invalid_cursor"
+
+    def __init__(self) -> None:
+        super().__init__("The cursor is not one this service handed out: start again without a cursor.")

@@ -1,0 +1,93 @@
+"""Dispatchers taking jobs: an atomic claim with a lease, its renewal, progress reports.
+
+``claim_next`` is one statement, ``UPDATE jobs ... WHERE seq = (SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED)
+RETURNING``: on PostgreSQL two dispatchers (any hosts) skip each other's locked row and take different jobs;
+on SQLite the statement runs in a ``BEGIN IMMEDIATE`` transaction (the database's one write lock), which
+serializes claims across processes (SQLite ignores ``FOR UPDATE``). A claim lasts ``lease_seconds``; a
+dispatcher that dies stops renewing, and the job is claimable again when the lease expires.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select, update
+
+from jobs.contract import CANCELED, EVENT_PROGRESS, EVENT_STATUS, LEASE_SECONDS, PROCESSING, STARTING
+from jobs.store.engine import write
+from jobs.store.events import append_event
+from jobs.store.records import Job, Lease, utc_now
+from jobs.store.schema import jobs
+
+logger = logging.getLogger(__name__)
+
+
+def claimable(now: datetime) -> ColumnElement[bool]:
+    """Jobs a dispatcher may take: queued, or held by a lease that expired; never one asked to cancel."""
+    return and_(jobs.c.cancel_requested_at.is_(None),
+                or_(jobs.c.status == STARTING, and_(jobs.c.status == PROCESSING, jobs.c.claim_expires_at < now)))
+
+
+def claim_next(engine: Engine, dispatcher: str, lease_seconds: float = LEASE_SECONDS,
+               now: datetime | None = None) -> Job | None:
+    """Take the oldest claimable job for ``dispatcher`` (status ``processing``, lease until now + lease_seconds);
+    None when there is none. Never hands one job to two dispatchers whose leases are both live."""
+    now = now or utc_now()
+    oldest = (select(jobs.c.seq).where(claimable(now)).order_by(jobs.c.seq).limit(1)
+              .with_for_update(skip_locked=True).scalar_subquery())
+    claim = (update(jobs).where(jobs.c.seq == oldest, claimable(now))
+             .values(status=PROCESSING, claim_owner=dispatcher, claim_expires_at=now + timedelta(seconds=lease_seconds),
+                     attempts=jobs.c.attempts + 1, started_at=func.coalesce(jobs.c.started_at, now))
+             .returning(*jobs.c))
+    with write(engine) as connection:
+        _cancel_abandoned(connection, now)
+        row = connection.execute(claim).one_or_none()
+        if row is None:
+            return None
+        append_event(connection, row.id, EVENT_STATUS, {"status": PROCESSING, "attempt": row.attempts}, now)
+    if row.attempts > 1:
+        logger.info("job %s claimed again by %s (attempt %d): its earlier lease expired", row.id, dispatcher,
+                    row.attempts)
+    return Job.from_row(row)
+
+
+def _cancel_abandoned(connection: Connection, now: datetime) -> None:
+    """Finish as ``canceled`` the jobs asked to cancel whose holder's lease expired (it died before it could)."""
+    ended = connection.execute(
+        update(jobs).where(jobs.c.status == PROCESSING, jobs.c.cancel_requested_at.is_not(None),
+                           jobs.c.claim_expires_at < now)
+        .values(status=CANCELED, completed_at=now, claim_owner=None, claim_expires_at=None)
+        .returning(jobs.c.id)).scalars().all()
+    for job_id in ended:
+        append_event(connection, job_id, EVENT_STATUS, {"status": CANCELED}, now)
+
+
+def renew(engine: Engine, job_id: str, dispatcher: str, lease_seconds: float = LEASE_SECONDS,
+          now: datetime | None = None) -> Lease:
+    """Extend ``dispatcher``'s lease on ``job_id``; says whether it still holds it and whether to cancel."""
+    now = now or utc_now()
+    with write(engine) as connection:
+        return _extend(connection, job_id, dispatcher, now + timedelta(seconds=lease_seconds))
+
+
+def record_progress(engine: Engine, job_id: str, dispatcher: str, step: int, steps: int,
+                    lease_seconds: float = LEASE_SECONDS, now: datetime | None = None) -> Lease:
+    """Record a denoising step (and an event for it) from the job's holder; renews its lease too. A dispatcher
+    that lost the job records nothing (``Lease.LOST``)."""
+    now = now or utc_now()
+    with write(engine) as connection:
+        lease = _extend(connection, job_id, dispatcher, now + timedelta(seconds=lease_seconds),
+                        progress_step=step, progress_steps=steps)
+        if lease is not Lease.LOST:
+            append_event(connection, job_id, EVENT_PROGRESS, {"step": step, "steps": steps}, now)
+        return lease
+
+
+def _extend(connection: Connection, job_id: str, dispatcher: str, until: datetime, **values: int) -> Lease:
+    cancel_requested = connection.execute(
+        update(jobs).where(jobs.c.id == job_id, jobs.c.claim_owner == dispatcher, jobs.c.status == PROCESSING)
+        .values(claim_expires_at=until, **values).returning(jobs.c.cancel_requested_at)).one_or_none()
+    if cancel_requested is None:
+        return Lease.LOST
+    return Lease.HELD if cancel_requested[0] is None else Lease.CANCEL_REQUESTED

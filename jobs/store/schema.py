@@ -1,0 +1,112 @@
+"""The job store's tables (SQLAlchemy Core, one ``MetaData``): jobs, their results, events and tombstones.
+
+Portable between SQLite and PostgreSQL: timestamps through ``UTCDateTime`` (always timezone-aware UTC), JSON
+through ``JSON`` (text on SQLite, ``json`` on PostgreSQL), bytes through ``LargeBinary`` (``BLOB`` / ``bytea``).
+Migrations (``jobs/store/migrations``) must create exactly this; a test compares them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+
+NAMING = {"ix": "ix_%(table_name)s_%(column_0_N_name)s", "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+          "fk": "fk_%(table_name)s_%(column_0_name)s", "pk": "pk_%(table_name)s"}
+"""Constraint names spelled out, so a migration can name what it alters on either database."""
+
+metadata = MetaData(naming_convention=NAMING)
+
+Sequence = BigInteger().with_variant(Integer, "sqlite")
+"""A 64-bit counter; on SQLite ``INTEGER`` (the only type that makes a primary key its rowid, i.e. autoincrement)."""
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored as UTC and read back timezone-aware (SQLite keeps no zone; PostgreSQL ``timestamptz``)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: the job store keeps UTC timestamps only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: object) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+jobs = Table(
+    "jobs", metadata,
+    Column("seq", Sequence, primary_key=True, autoincrement=True, doc="acceptance order: the queue, the cursor"),
+    Column("id", String(32), nullable=False, unique=True, doc="public id: j_ + 22 URL-safe random characters"),
+    Column("owner", String(200), nullable=False, doc="account; '' for jobs without one (NULLs never collide)"),
+    Column("status", String(16), nullable=False),
+    Column("input", JSON, nullable=False, doc="the job's parameters, as accepted"),
+    Column("idempotency_key", String(255), nullable=True),
+    Column("body_hash", String(64), nullable=True, doc="SHA-256 (hex) of the request that came with the key"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=True, doc="first claimed by a dispatcher"),
+    Column("completed_at", UTCDateTime, nullable=True),
+    Column("expires_at", UTCDateTime, nullable=False, doc="retention: the janitor deletes the job after this"),
+    Column("error", Text, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0, doc="claims so far (a reclaim after a lost lease: +1)"),
+    Column("claim_owner", String(200), nullable=True, doc="the dispatcher holding the job"),
+    Column("claim_expires_at", UTCDateTime, nullable=True, doc="its lease: claimable again after this"),
+    Column("cancel_requested_at", UTCDateTime, nullable=True, doc="the holder sees it on renew and stops"),
+    Column("progress_step", Integer, nullable=True),
+    Column("progress_steps", Integer, nullable=True),
+    Column("last_event_seq", Integer, nullable=False, default=0, doc="the job's event counter"),
+    UniqueConstraint("owner", "idempotency_key"),
+    Index(None, "status", "seq"),   # the queue: oldest claimable first; queue positions
+    Index(None, "owner", "seq"),    # one owner's listing, newest first
+    Index(None, "expires_at"),      # the janitor
+)
+
+results = Table(
+    "results", metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("role", String(16), primary_key=True, doc="'output' (what the job made) or 'input' (what it was given)"),
+    Column("index", Integer, primary_key=True),
+    Column("sha256", String(64), nullable=False),
+    Column("media_type", String(64), nullable=False),
+    Column("size", Integer, nullable=False, doc="bytes"),
+    Column("width", Integer, nullable=True),
+    Column("height", Integer, nullable=True),
+    Column("data", LargeBinary, nullable=False, doc="the bytes themselves: every balancer host reads the same"),
+)
+
+job_events = Table(
+    "job_events", metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("seq", Integer, primary_key=True, doc="1, 2, ... per job: an SSE stream's Last-Event-ID"),
+    Column("kind", String(16), nullable=False),
+    Column("data", JSON, nullable=False),
+    Column("at", UTCDateTime, nullable=False),
+)
+
+tombstones = Table(
+    "job_tombstones", metadata,
+    Column("id", String(32), primary_key=True, doc="a deleted job's id: the API answers 410 Gone, not 404"),
+    Column("owner", String(200), nullable=False),
+    Column("expired_at", UTCDateTime, nullable=False),
+)

@@ -1,0 +1,121 @@
+"""Accepting jobs and finding them again: submit (idempotent per owner and key), get, list, queue position."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from jobs.contract import ANONYMOUS, EVENT_STATUS, JOB_ID_PREFIX, PAGE_LIMIT_MAX, RETENTION, STARTING
+from jobs.errors import IdempotencyConflict, InvalidCursor, JobGone, JobNotFound
+from jobs.store.claims import claimable
+from jobs.store.engine import read, write
+from jobs.store.records import Job, Page, utc_now
+from jobs.store.schema import job_events, jobs, tombstones
+
+logger = logging.getLogger(__name__)
+
+
+def new_job_id() -> str:
+    """``j_`` and 22 URL-safe random characters (16 random bytes)."""
+    return JOB_ID_PREFIX + secrets.token_urlsafe(16)
+
+
+def submit(engine: Engine, input: dict[str, Any], *, idempotency_key: str | None = None,
+           body_hash: str | None = None, owner: str = ANONYMOUS, retention: timedelta = RETENTION,
+           now: datetime | None = None) -> tuple[Job, bool]:
+    """Record a new job, queued (``starting``); returns (job, created).
+
+    With an ``idempotency_key``: the owner's job with that key and the same ``body_hash`` is returned as it is
+    (``created`` False, nothing new queued); another ``body_hash`` raises ``IdempotencyConflict``. Safe when two
+    requests with one key arrive at once on two hosts: the unique (owner, key) constraint lets one insert.
+    """
+    if idempotency_key is not None and body_hash is None:
+        raise ValueError("an idempotency key needs the request body's hash to compare with")
+    now = now or utc_now()
+    try:
+        with write(engine) as connection:
+            if idempotency_key is not None and (earlier := _by_key(connection, owner, idempotency_key)):
+                return _replayed(earlier, idempotency_key, body_hash), False
+            job_id = new_job_id()
+            row = connection.execute(insert(jobs).values(
+                id=job_id, owner=owner, status=STARTING, input=input, idempotency_key=idempotency_key,
+                body_hash=body_hash, created_at=now, expires_at=now + retention, attempts=0, last_event_seq=1,
+            ).returning(*jobs.c)).one()
+            connection.execute(insert(job_events).values(job_id=job_id, seq=1, kind=EVENT_STATUS,
+                                                         data={"status": STARTING}, at=now))
+            return Job.from_row(row), True
+    except IntegrityError:
+        if idempotency_key is None:
+            raise
+        with read(engine) as connection:  # another host inserted the same key between our look and our insert
+            earlier = _by_key(connection, owner, idempotency_key)
+        if earlier is None:
+            raise
+        return _replayed(earlier, idempotency_key, body_hash), False
+
+
+def _by_key(connection: Connection, owner: str, key: str) -> tuple[Job, str | None] | None:
+    row = connection.execute(select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)).one_or_none()
+    return None if row is None else (Job.from_row(row), row.body_hash)
+
+
+def _replayed(earlier: tuple[Job, str | None], key: str, body_hash: str | None) -> Job:
+    job, earlier_hash = earlier
+    if earlier_hash != body_hash:
+        raise IdempotencyConflict(key, job.id)
+    return job
+
+
+def get(engine: Engine, job_id: str) -> Job:
+    """The job ``job_id``; ``JobGone`` when its retention ran out, ``JobNotFound`` when there never was one."""
+    with read(engine) as connection:
+        row = connection.execute(select(jobs).where(jobs.c.id == job_id)).one_or_none()
+        if row is not None:
+            return Job.from_row(row)
+        if connection.execute(select(tombstones.c.id).where(tombstones.c.id == job_id)).first():
+            raise JobGone(job_id)
+    raise JobNotFound(job_id)
+
+
+def list_newest_first(engine: Engine, owner: str, cursor: str | None = None, limit: int = 20) -> Page:
+    """``owner``'s jobs, newest first, ``limit`` (at most ``PAGE_LIMIT_MAX``) at a time; pass the page's
+    ``next_cursor`` for the next one. A job accepted meanwhile never shifts a later page."""
+    limit = max(1, min(limit, PAGE_LIMIT_MAX))
+    query = select(jobs).where(jobs.c.owner == owner).order_by(jobs.c.seq.desc()).limit(limit + 1)
+    if cursor is not None:
+        query = query.where(jobs.c.seq < _decode_cursor(cursor))
+    with read(engine) as connection:
+        found = [Job.from_row(row) for row in connection.execute(query)]
+    more = len(found) > limit
+    return Page(found[:limit], _encode_cursor(found[limit - 1].seq) if more else None)
+
+
+def _encode_cursor(seq: int) -> str:
+    return base64.urlsafe_b64encode(f"jobs:{seq}".encode()).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> int:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, seq = text.partition(":")
+        if prefix != "jobs" or not seq.isdigit():
+            raise ValueError(text)
+        return int(seq)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise InvalidCursor() from None
+
+
+def queue_position(engine: Engine, job: Job, now: datetime | None = None) -> int | None:
+    """How many claimable jobs are ahead of ``job`` (0: it is next); None when it is not waiting."""
+    if not job.queued:
+        return None
+    ahead = select(func.count()).select_from(jobs).where(claimable(now or utc_now()), jobs.c.seq < job.seq)
+    with read(engine) as connection:
+        return connection.execute(ahead).scalar_one()
