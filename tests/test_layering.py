@@ -6,8 +6,8 @@ The node (``webui``) is the contract the jobs package (``jobs``) and the balance
 ``bench``, ``tests``; ``balancer`` none of ``jobs`` (for now), ``launch``, ``bench``, ``tests``; ``bench``
 not ``tests``; ``tests`` may import anything. Inside ``balancer`` and ``jobs`` each room (subpackage or
 top-level module) imports only the rooms below it (``BALANCER_ROOMS``, ``JOBS_ROOMS``), and no modules
-of ``webui``, ``jobs``, ``balancer`` or ``bench`` import each other in a circle. Checked with ``ast`` over every import statement, function-local
-and ``TYPE_CHECKING`` ones included.
+of ``webui``, ``jobs``, ``balancer`` or ``bench`` import each other in a circle. Checked with ``ast`` over every
+import statement, function-local and ``TYPE_CHECKING`` ones included.
 """
 
 from __future__ import annotations
