@@ -115,7 +115,8 @@ async def get_job(job: Annotated[Job, Depends(existing_job)], jobs: Api) -> JobV
     return await run_sync(view, jobs.engine, job)
 
 
-@router.api_route("/{job_id}/results/{index}", methods=["GET", "HEAD"], response_class=Response,
+@router.head("/{job_id}/results/{index}", include_in_schema=False)
+@router.get("/{job_id}/results/{index}", response_class=Response,
             responses={200: {"content": {"image/png": {}}, "description": "The image's bytes"}, 304: {}})
 async def get_result(job: Annotated[Job, Depends(existing_job)], index: int, request: Request, jobs: Api) -> Response:
     """One result's bytes; ``ETag`` is their SHA-256, cached until the job expires (they never change)."""
