@@ -124,20 +124,33 @@ class Dispatcher:
         await self._settle(job, generation)
 
     async def _hold(self, job_id: str, progress: list[tuple[int, int]], stepped: asyncio.Event) -> Lease:
-        """Renew the lease (recording steps as they come) while it is held; returns how it ended."""
+        """Renew the lease (recording steps as they come) while it is held; returns how it ended. A store that
+        does not answer for a whole lease means the lease may be gone: the job is given up (``LOST``)."""
+        renewed = time.monotonic()
         while True:
             with anyio.move_on_after(self.options.renew_s):
                 await stepped.wait()
             stepped.clear()
-            if progress:
-                step, total = progress[-1]
-                progress.clear()
-                lease = await run_sync(record_progress, self.engine, job_id, self.name, step, total,
-                                       self.options.lease_s)
-            else:
-                lease = await run_sync(renew, self.engine, job_id, self.name, self.options.lease_s)
+            try:
+                lease = await self._renew(job_id, progress)
+            except Exception:
+                if time.monotonic() - renewed >= self.options.lease_s:
+                    logger.exception("job %s: the store did not renew the lease for %g s; giving the job up",
+                                     job_id, self.options.lease_s)
+                    return Lease.LOST
+                logger.warning("job %s: the store did not renew the lease; trying again", job_id, exc_info=True)
+                continue
+            renewed = time.monotonic()
             if lease is not Lease.HELD:
                 return lease
+
+    async def _renew(self, job_id: str, progress: list[tuple[int, int]]) -> Lease:
+        """Record the latest step (which renews the lease), or just renew it."""
+        if not progress:
+            return await run_sync(renew, self.engine, job_id, self.name, self.options.lease_s)
+        step, total = progress[-1]
+        progress.clear()
+        return await run_sync(record_progress, self.engine, job_id, self.name, step, total, self.options.lease_s)
 
     async def _settle(self, job: Job, generation: asyncio.Future[GenerationResult]) -> None:
         """Write the finished generation's outcome: the images, or the error in words."""
