@@ -48,3 +48,14 @@ class InvalidCursor(JobsError):
 
     def __init__(self) -> None:
         super().__init__("The cursor is not one this service handed out: start again without a cursor.")
+
+
+class ResultNotFound(JobsError):
+    """The job has no result with this index (yet: it has not succeeded; or never: the index is past its last)."""
+
+    code = "result_not_found"
+
+    def __init__(self, job_id: str, index: int, detail: str) -> None:
+        super().__init__(f"Job {job_id} has no result {index}: {detail}.")
+        self.job_id = job_id
+        self.index = index

@@ -36,7 +36,7 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*$", re.M)
 COMMAND = re.compile(r"\bpython3? -m ([\w.]+)(.*)|\b(launch\.py|scripts/run\.sh)\b(.*)")
 FLAG = re.compile(r"(?<![\w-])--[a-z][\w-]*")
-OWN_PACKAGES = ("assets.", "balancer.", "bench.", "webui.")
+OWN_PACKAGES = ("assets.", "balancer.", "bench.", "webui.", "jobs")
 
 
 def code_blocks(text: str, language: str | None = None) -> list[str]:

@@ -6,8 +6,8 @@ The node (``webui``) is the contract the jobs package (``jobs``) and the balance
 ``bench``, ``tests``; ``balancer`` none of ``jobs`` (for now), ``launch``, ``bench``, ``tests``; ``bench``
 not ``tests``; ``tests`` may import anything. Inside ``balancer`` and ``jobs`` each room (subpackage or
 top-level module) imports only the rooms below it (``BALANCER_ROOMS``, ``JOBS_ROOMS``), and no modules
-of ``webui``, ``jobs``, ``balancer`` or ``bench`` import each other in a circle. Checked with ``ast``
-over every import statement, function-local and ``TYPE_CHECKING`` ones included.
+of ``webui``, ``jobs``, ``balancer`` or ``bench`` import each other in a circle. Checked with ``ast`` over every
+import statement, function-local and ``TYPE_CHECKING`` ones included.
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ JOBS_ROOMS: tuple[set[str], ...] = (
     {"contract", "errors"},  # shared values (statuses, defaults); domain errors (neither imports the other)
     {"store"},               # the durable store: tables, engine, migrations, the repository functions
     {"webhooks"},            # signing and target checks; delivery from the store's queue
+    {"dispatch", "api", "janitor"},  # jobs to the workers' queue; the /v1/jobs API; retention (apart)
+    {"settings"},            # python -m jobs's flags
+    {"service"},             # the composition root: store, API, dispatcher, janitor in one process
+    {"__main__"},            # python -m jobs
 )
 """The jobs package's rooms, lowest first: a room imports only its own and lower rows' rooms."""
 

@@ -1,0 +1,33 @@
+"""``python -m jobs``: the jobs service (``jobs.service``) under uvicorn; ``--help`` lists the settings."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import uvicorn
+from pydantic import ValidationError
+from pydantic_settings import CliApp
+
+from jobs.service import build_app
+from jobs.settings import JobsSettings
+from webui.settings import settings_problems
+
+logger = logging.getLogger("jobs")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        settings = CliApp.run(JobsSettings, cli_args=argv)
+    except ValidationError as exc:
+        print(f"python -m jobs: invalid setting: {settings_problems(exc)}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    app = build_app(settings)
+    logger.info("jobs service on http://%s:%d (workers: %s)", settings.host, settings.port, settings.worker_queue_url)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

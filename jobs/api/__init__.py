@@ -1,0 +1,26 @@
+"""The ``/v1/jobs`` HTTP API: ``create_app`` builds the FastAPI app; ``routes`` (the routes), ``submission`` (the
+boundary checks), ``views`` (a job's public JSON), ``sse`` (its events), ``errors`` (the one mapping to HTTP)."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+
+from jobs.api import errors
+from jobs.api.routes import JobsApi, router
+
+__all__ = ["JobsApi", "create_app"]
+
+
+def create_app(jobs_api: JobsApi, **fastapi_options: object) -> FastAPI:
+    """The API's app around ``jobs_api`` (the store and its helpers); ``fastapi_options`` e.g. a lifespan."""
+    app = FastAPI(title="portrait-ha jobs", summary="Durable generation jobs: submit, follow, download, cancel.",
+                  **fastapi_options)
+    app.state.jobs_api = jobs_api
+    app.include_router(router)
+    errors.install(app)
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, bool]:
+        return {"alive": True}
+
+    return app

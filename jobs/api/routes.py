@@ -1,0 +1,153 @@
+"""The ``/v1/jobs`` routes: submit (``Prefer: wait``, ``Idempotency-Key``), read, results, events, cancel, list.
+
+Store calls are blocking SQLAlchemy: every one runs in a worker thread (``anyio.to_thread``), never on the event
+loop. What the routes need comes from ``JobsApi`` (the engine, the webhook target guard, the workers' limits, a
+callback that wakes this host's dispatcher).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+import anyio
+from anyio.to_thread import run_sync
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from fastapi.sse import EventSourceResponse, ServerSentEvent
+from sqlalchemy import Engine
+
+from jobs.api.errors import RESPONSES
+from jobs.api.models import JobAccepted, JobList, JobRequest, JobView
+from jobs.api.sse import job_events, last_event_id
+from jobs.api.submission import MAX_BODY_BYTES, prefer_wait, read_submission
+from jobs.api.views import PREFIX, accepted, view
+from jobs.contract import ANONYMOUS, PAGE_LIMIT_MAX, RETENTION
+from jobs.errors import ResultNotFound
+from jobs.store import Job, cancel, get, list_newest_first, result_data, stored_results, submit
+from jobs.webhooks.targets import TargetGuard
+from webui.schema import Limits
+
+logger = logging.getLogger(__name__)
+
+WAIT_POLL_S = 0.1
+"""How often a ``Prefer: wait`` request looks whether its job finished."""
+
+
+@dataclass
+class JobsApi:
+    """What the routes use: the store, the webhook guard, the workers' limits, the local dispatcher's wake-up."""
+
+    engine: Engine
+    guard: TargetGuard = field(default_factory=TargetGuard)
+    limits: Callable[[], Awaitable[Limits]] | None = None
+    """The limits the workers check (their ``/info``); the schema's defaults when None or unreachable."""
+    wake: Callable[[], None] = lambda: None
+    retention: timedelta = RETENTION
+    max_body: int = MAX_BODY_BYTES
+
+
+def api(request: Request) -> JobsApi:
+    return request.app.state.jobs_api
+
+
+Api = Annotated[JobsApi, Depends(api)]
+
+
+async def existing_job(job_id: str, jobs: Api) -> Job:
+    """The job in the path; 404 unknown, 410 expired (before any SSE stream starts)."""
+    return await run_sync(get, jobs.engine, job_id)
+
+
+async def wait_until_done(engine: Engine, job: Job, seconds: float) -> Job:
+    """The job once it is terminal, or as it is after ``seconds``."""
+    with anyio.move_on_after(seconds):
+        while not job.terminal:
+            await anyio.sleep(WAIT_POLL_S)
+            job = await run_sync(get, engine, job.id)
+    return job
+
+
+router = APIRouter(prefix=PREFIX, tags=["jobs"], responses=RESPONSES)
+
+
+@router.post("", status_code=202, response_model=JobAccepted, openapi_extra={"requestBody": {
+    "required": True, "content": {"application/json": {"schema": JobRequest.model_json_schema()}}}},
+    responses={200: {"model": JobView, "description": "An earlier job with this Idempotency-Key and body"},
+               201: {"model": JobView, "description": "Finished within Prefer: wait"}})
+async def submit_job(request: Request, jobs: Api) -> Response:
+    """Accept a job (202). ``Prefer: wait=N`` (N ≤ 60) holds the answer until it is finished (201) or N s passed
+    (202). ``Idempotency-Key``: the same key and body answer the same job (200), another body is a 422."""
+    limits = (await jobs.limits()) if jobs.limits else Limits()
+    checked = await read_submission(request, limits, jobs.guard, jobs.max_body)
+    job, created = await run_sync(lambda: submit(
+        jobs.engine, checked.input, idempotency_key=checked.idempotency_key, body_hash=checked.body_hash,
+        owner=ANONYMOUS, retention=jobs.retention))
+    if created:
+        jobs.wake()
+        logger.info("job %s accepted", job.id)
+    if (wait := prefer_wait(request)) is not None:
+        job = await wait_until_done(jobs.engine, job, wait)
+    if job.terminal or not created:
+        status = 201 if created else 200
+        return JSONResponse((await run_sync(view, jobs.engine, job)).model_dump(mode="json"), status_code=status)
+    return JSONResponse(accepted(job).model_dump(mode="json"), status_code=202)
+
+
+@router.get("", response_model=JobList)
+async def list_jobs(jobs: Api, cursor: str | None = None,
+                    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 20) -> JobList:
+    """Jobs, newest first; follow ``next`` for the next page."""
+    def page() -> JobList:
+        found = list_newest_first(jobs.engine, ANONYMOUS, cursor, limit)
+        following = f"{PREFIX}?cursor={found.next_cursor}&limit={limit}" if found.next_cursor else None
+        return JobList(jobs=[view(jobs.engine, job) for job in found.jobs], next_cursor=found.next_cursor,
+                       next=following)
+    return await run_sync(page)
+
+
+@router.get("/{job_id}", response_model=JobView)
+async def get_job(job: Annotated[Job, Depends(existing_job)], jobs: Api) -> JobView:
+    """The job: status, queue position, progress, results, error, timestamps."""
+    return await run_sync(view, jobs.engine, job)
+
+
+@router.head("/{job_id}/results/{index}", include_in_schema=False)
+@router.get("/{job_id}/results/{index}", response_class=Response,
+            responses={200: {"content": {"image/png": {}}, "description": "The image's bytes"}, 304: {}})
+async def get_result(job: Annotated[Job, Depends(existing_job)], index: int, request: Request, jobs: Api) -> Response:
+    """One result's bytes; ``ETag`` is their SHA-256, cached until the job expires (they never change)."""
+    if job.status != "succeeded":
+        raise ResultNotFound(job.id, index, f"the job is {job.status}, and only a succeeded job has results")
+    described = await run_sync(stored_results, jobs.engine, job.id)
+    if not 0 <= index < len(described):
+        raise ResultNotFound(job.id, index, f"its results are numbered 0 to {len(described) - 1}")
+    etag = f'"{described[index].sha256}"'
+    max_age = max(0, int((job.expires_at - datetime.now(UTC)).total_seconds()))
+    headers = {"ETag": etag, "Cache-Control": f"private, max-age={max_age}, immutable"}
+    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+        return Response(status_code=304, headers=headers)
+    stored, data = await run_sync(result_data, jobs.engine, job.id, index)
+    return Response(data, media_type=stored.media_type, headers=headers)
+
+
+@router.get("/{job_id}/events", response_class=EventSourceResponse)
+async def job_event_stream(job: Annotated[Job, Depends(existing_job)], jobs: Api,
+                           last_event: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+                           ) -> AsyncIterator[ServerSentEvent]:
+    """Server-Sent Events: queued (position), started, progress per step, then result, failed or canceled;
+    ``id`` is the event's number, and a reconnect with ``Last-Event-ID`` resumes after it."""
+    async for event in job_events(jobs.engine, job.id, last_event_id(last_event)):
+        yield event
+
+
+@router.post("/{job_id}/cancel", response_model=JobView)
+async def cancel_job(job: Annotated[Job, Depends(existing_job)], jobs: Api) -> JobView:
+    """Cancel: a queued job at once; a running one is stopped by its dispatcher (its GPU is free within
+    about 2 s); a finished job stays as it is."""
+    canceled = await run_sync(cancel, jobs.engine, job.id)
+    logger.info("job %s: cancel asked (now %s)", job.id, canceled.status)
+    return await run_sync(view, jobs.engine, canceled)

@@ -1,0 +1,76 @@
+"""A job's events as Server-Sent Events: read from the store's event log after ``Last-Event-ID``, so a client
+that reconnects misses nothing and sees nothing twice; the stream ends after the terminal event.
+
+Each stored event is one SSE event whose ``id`` is its sequence number: ``queued`` (with the queue position),
+``started``, ``progress`` (``{"step", "steps"}``), then ``result``, ``failed`` or ``canceled`` (the job's public
+JSON). While the job waits, a changed queue position is sent as a ``queued`` event without an id (it is not in
+the log). FastAPI's SSE response adds a ``: ping`` comment after 15 s of silence (the heartbeat).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from anyio.to_thread import run_sync
+from fastapi.sse import ServerSentEvent
+from sqlalchemy import Engine
+
+from jobs.api.views import view
+from jobs.contract import CANCELED, EVENT_PROGRESS, FAILED, PROCESSING, STARTING, SUCCEEDED
+from jobs.errors import JobGone
+from jobs.store import Event, Job, events_after, get, queue_position
+
+POLL_S = 0.2
+"""How often a stream looks for new events in the store (which every balancer host shares)."""
+NAMES = {STARTING: "queued", PROCESSING: "started", SUCCEEDED: "result", FAILED: "failed", CANCELED: "canceled"}
+"""A status event's SSE name."""
+
+
+def last_event_id(header: str | None) -> int:
+    """The sequence number to resume after: ``Last-Event-ID`` when it is one, else 0 (from the start)."""
+    return int(header) if header is not None and header.strip().isdigit() else 0
+
+
+def _sse(engine: Engine, job: Job, event: Event) -> ServerSentEvent:
+    """One stored event as SSE (blocking: a terminal event carries the job's public JSON)."""
+    if event.kind == EVENT_PROGRESS:
+        return ServerSentEvent(id=str(event.seq), event="progress", data=event.data)
+    status = event.data.get("status", "")
+    data: dict[str, Any] = dict(event.data)
+    if status == STARTING:
+        data["queue_position"] = queue_position(engine, job)
+    elif status in (SUCCEEDED, FAILED, CANCELED):
+        data = view(engine, job).model_dump(mode="json")
+    return ServerSentEvent(id=str(event.seq), event=NAMES.get(status, "status"), data=data)
+
+
+def _next_batch(engine: Engine, job_id: str, after: int) -> tuple[Job, list[ServerSentEvent], int | None]:
+    """The job now, its events after ``after`` as SSE, and its queue position while it waits."""
+    job = get(engine, job_id)
+    events = events_after(engine, job_id, after)
+    return job, [_sse(engine, job, event) for event in events], queue_position(engine, job)
+
+
+async def job_events(engine: Engine, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    """Stream ``job_id``'s events after sequence number ``after`` until its terminal event."""
+    position_sent: int | None = None
+    while True:
+        try:
+            job, events, position = await run_sync(_next_batch, engine, job_id, after)
+        except JobGone:
+            return
+        for event in events:
+            yield event
+            after = int(event.id or after)
+            if event.event == "queued":
+                position_sent = event.data.get("queue_position")
+        if events and events[-1].event in ("result", "failed", "canceled"):
+            return
+        if job.terminal and not events:
+            return  # resumed after the terminal event: nothing more will come
+        if job.queued and position is not None and position != position_sent and after > 0:
+            position_sent = position
+            yield ServerSentEvent(event="queued", data={"status": STARTING, "queue_position": position})
+        await anyio.sleep(POLL_S)

@@ -1,0 +1,97 @@
+"""A submission checked at the boundary: the body (bounded, JSON), the job's fields (the worker's own checks),
+the webhook (the target guard, the events filter), the ``Idempotency-Key`` and ``Prefer: wait=N`` headers.
+
+Every problem becomes one 422 naming each field (``webui.worker.job_parsing``'s shape and helpers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Request
+
+from jobs.api.models import WEBHOOK_FIELDS
+from jobs.webhooks.events import parse_events_filter
+from jobs.webhooks.targets import TargetGuard, TargetRefused
+from webui.schema import MAX_SEED, Limits
+from webui.worker.job_parsing import invalid_request, parse_payload, read_body, validate_job
+
+MAX_BODY_BYTES = 64 * 1024
+"""The largest job a client may submit (a text-to-image job is a few hundred bytes)."""
+MAX_KEY_CHARS = 64
+"""The longest ``Idempotency-Key``."""
+MAX_WAIT_S = 60.0
+"""The longest ``Prefer: wait=N`` a request may hold its connection."""
+
+
+@dataclass(frozen=True)
+class Submission:
+    """A checked job: what the store records, and what makes a replay of it recognisable."""
+
+    input: dict[str, Any]
+    """The worker's fields (a random seed filled in, so that every attempt draws the same image) and the webhook."""
+    body_hash: str
+    """SHA-256 of the fields as sent (canonical JSON): the same request has the same hash."""
+    idempotency_key: str | None
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The ``Idempotency-Key`` header: 1 to ``MAX_KEY_CHARS`` visible ASCII characters, or absent."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 1 <= len(key) <= MAX_KEY_CHARS or not all(33 <= ord(char) <= 126 for char in key):
+        problem = {"field": "Idempotency-Key", "message": f"must be 1 to {MAX_KEY_CHARS} visible ASCII characters"}
+        raise invalid_request([problem])
+    return key
+
+
+def prefer_wait(request: Request) -> float | None:
+    """Seconds from ``Prefer: wait=N`` (RFC 7240), at most ``MAX_WAIT_S``; None when not asked (or unreadable)."""
+    for preference in ",".join(request.headers.getlist("prefer")).split(","):
+        name, _, value = preference.split(";")[0].strip().partition("=")
+        if name.lower() == "wait":
+            try:
+                return min(max(float(value.strip().strip('"')), 0.0), MAX_WAIT_S)
+            except ValueError:
+                return None
+    return None
+
+
+def check_webhook(fields: dict[str, Any], guard: TargetGuard) -> list[dict[str, str]]:
+    """Problems with the webhook fields: a refused target, an unknown event."""
+    problems = []
+    url, words = fields.get("webhook"), fields.get("webhook_events_filter")
+    if url is not None:
+        try:
+            guard.check_url(url) if isinstance(url, str) else guard.check_url("")
+        except TargetRefused as refused:
+            problems.append({"field": "webhook", "message": str(refused)})
+    if words is not None:
+        try:
+            if not isinstance(words, list) or not all(isinstance(word, str) for word in words):
+                raise ValueError("must be a list of event names")
+            parse_events_filter(words)
+        except ValueError as error:
+            problems.append({"field": "webhook_events_filter", "message": str(error)})
+    return problems
+
+
+async def read_submission(request: Request, limits: Limits, guard: TargetGuard,
+                          max_body: int = MAX_BODY_BYTES) -> Submission:
+    """The checked job in ``request``; ``ApiError`` (413/415/422) in words when it is not one."""
+    key = idempotency_key(request)
+    payload = parse_payload(await read_body(request, max_body), request.headers.get("content-type", ""), {})
+    body_hash = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    webhook = {name: payload.pop(name) for name in WEBHOOK_FIELDS if name in payload}
+    if problems := check_webhook(webhook, guard):
+        raise invalid_request(problems)
+    job = validate_job(payload, limits)
+    fields = job.model_dump(exclude_none=True)
+    fields.setdefault("seed", secrets.randbelow(MAX_SEED + 1))
+    return Submission({**fields, **{k: v for k, v in webhook.items() if v is not None}}, body_hash, key)
+

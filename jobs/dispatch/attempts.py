@@ -1,0 +1,51 @@
+"""One job on the workers' queue until it succeeds, is refused, or its own deadline passes.
+
+Each attempt is the web front's ``WorkerClient`` (one NDJSON stream, its error classification, the same seed on
+every attempt). A transient failure (503 busy or not ready, a refused or cut connection, a stream that ended
+early) is tried again after a short back-off for as long as the job's deadline allows: when every worker is down
+at once, the job waits for the next ready one instead of failing. A refusal (4xx, out of memory) is final.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+
+from webui.schema import GenerationResult
+from webui.web.worker_client import ProgressCallback, WorkerClient, WorkersUnavailable
+
+logger = logging.getLogger(__name__)
+
+FIRST_DELAY_S = 0.25
+MAX_DELAY_S = 2.0
+"""Back-off between attempts: 0.25 s, doubling to 2 s (a restarted worker is taken within 2 s of being ready)."""
+
+
+class DeadlinePassed(Exception):
+    """No worker finished the job before its deadline; ``str()`` says why, for the client."""
+
+
+async def run_until_deadline(client: WorkerClient, fields: Mapping[str, Any], deadline: float,
+                             on_progress: ProgressCallback | None = None) -> GenerationResult:
+    """Run the job (``GenerationRequest`` fields, seed included) until it succeeds; ``deadline`` is a
+    ``time.monotonic()`` value. Raises ``JobRejected`` (final) or ``DeadlinePassed``."""
+    delay, attempts = FIRST_DELAY_S, 0
+    while True:
+        attempts += 1
+        try:
+            return (await client.generate(fields, on_progress=on_progress)).result
+        except WorkersUnavailable as error:
+            cause = error.cause
+        left = deadline - time.monotonic()
+        if left <= delay:
+            raise DeadlinePassed(f"No worker could run the job before its deadline ({attempts} attempts); "
+                                 f"the last answer was: {cause}")
+        if attempts == 1 or attempts % 10 == 0:
+            logger.warning("no worker took the job (attempt %d: %s); trying again until its deadline (%.0f s left)",
+                           attempts, cause, left)
+        await anyio.sleep(delay)
+        delay = min(delay * 2, MAX_DELAY_S)

@@ -1,0 +1,56 @@
+"""Settings of the jobs service (``python -m jobs``): every one a flag (``--dispatch-slots 2``) or a
+``PORTRAIT_JOBS_`` environment variable (``PORTRAIT_JOBS_DISPATCH_SLOTS=2``); flags win.
+
+A PostgreSQL URL with a password belongs in the environment (``PORTRAIT_JOBS_STORE_URL``), never on a command
+line, where every local user can read it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from jobs.contract import LEASE_SECONDS
+from jobs.store import default_url
+from jobs.webhooks.targets import WebhookTargetPolicy
+
+
+class JobsSettings(BaseSettings):
+    """Settings of the jobs service."""
+
+    model_config = SettingsConfigDict(cli_prog_name="python -m jobs", env_prefix="PORTRAIT_JOBS_",
+                                      cli_kebab_case=True, cli_implicit_flags=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address the /v1/jobs API listens on.")
+    port: int = Field(7970, description="Port the /v1/jobs API listens on.")
+    run_dir: Path = Field(Path("run"), description="Where the default SQLite store lives (jobs.sqlite3).")
+    store_url: str | None = Field(
+        None, description="The job store: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (several balancer "
+        "hosts). Default: SQLite in --run-dir. With a password: set PORTRAIT_JOBS_STORE_URL, not the flag.")
+    worker_queue_url: str = Field("http://127.0.0.1:8081", description="The workers' queue (HAProxy's worker "
+                                  "queue listener, or one worker).")
+    queue_ca: Path | None = Field(None, description="CA certificate of an https worker queue (another host).")
+    queue_cert: Path | None = Field(None, description="This service's client certificate for that queue.")
+    dispatch_slots: int = Field(1, ge=1, description="Jobs run at once: the number of workers to keep busy.")
+    lease_seconds: float = Field(LEASE_SECONDS, gt=0, le=10, description="How long a dispatcher's claim on a "
+                                 "job lasts without renewal; a dead dispatcher's jobs are taken again after it.")
+    job_timeout: float = Field(900, gt=0, description="Seconds from a job's acceptance until it fails for want "
+                               "of a worker (until then it waits for one).")
+    worker_timeout: float = Field(600, gt=0, description="Seconds one attempt may take on a worker.")
+    retention_days: float = Field(30, gt=0, description="Days a job and its results are kept (then 410 Gone).")
+    janitor_every: float = Field(60, gt=0, description="Seconds between the janitor's sweeps.")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, description="The largest job body a client may submit.")
+    webhook_policy: Path | None = Field(
+        None, description="JSON file with the webhook target policy ({\"allow_http\", \"allow\", \"deny\"}); "
+        "default: https only, no loopback, private, link-local or metadata addresses.")
+
+    def resolved_store_url(self) -> str:
+        return self.store_url or default_url(self.run_dir)
+
+    def target_policy(self) -> WebhookTargetPolicy:
+        if self.webhook_policy is None:
+            return WebhookTargetPolicy()
+        return WebhookTargetPolicy.model_validate(json.loads(self.webhook_policy.read_text()))
