@@ -111,6 +111,39 @@ def test_a_park_reaches_each_balancer_only_at_a_poll_where_its_web_front_is_stil
                                        REPLIES["drain"], REPLIES["drain"]]
 
 
+def test_an_unpark_reaches_each_balancer_only_at_a_poll_where_the_sticky_clients_are_still_quiet() -> None:
+    """A restarted web front takes its sticky clients back (``maint`` ends) only at a balancer's poll where nothing
+    came since the rolling restart found them quiet: a job begun meanwhile on the web front standing in for it
+    keeps its next requests there, wherever the agent interval falls."""
+    key = ("webs", "node1")
+    quiet = {"now": False}
+
+    async def still_quiet() -> bool:
+        return quiet["now"]
+
+    async def scenario() -> list[str]:
+        gate = HAProxyGate(None, pulled=True)
+        agent = HostAgent("127.0.0.1", 0, gate.effective, interval=0.05, state_now=gate.state_now)
+        told = []
+
+        async def poll() -> None:
+            told.append(await agent.answer("webs/node1\n", "10.0.0.10"))
+
+        await gate.set_state(*key, "ready")
+        await gate.park(*key, True)
+        gate.confirm_park(key)
+        await gate.park(*key, False, still_quiet)
+        await poll()  # a sticky client's job began since the quiet moment: still parked
+        quiet["now"] = True
+        await poll()
+        gate.confirm_park(key)
+        quiet["now"] = False  # its clients are back: the unpark holds
+        await poll()
+        return told
+
+    assert asyncio.run(scenario()) == [REPLIES["maint"], REPLIES["ready"], REPLIES["ready"]]
+
+
 def test_a_local_haproxy_is_told_a_park_at_once_whatever_its_guard() -> None:
     async def never() -> bool:
         return False

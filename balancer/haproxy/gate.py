@@ -32,12 +32,14 @@ class HAProxyGate:
     to send to) still goes through. A ``park``-ed server is told ``maint`` whatever else is asked,
     until unparked (a rolling restart chooses the moment a web front takes its sticky clients back).
 
-    On a node host (``pulled``) a park can come with a guard, asked at each balancer's poll until the
-    park is ``confirm``-ed: while it says no, that balancer is told the state the server had before.
+    On a node host (``pulled``) a park or an unpark can come with a guard, asked at each balancer's poll until
+    the switch is ``confirm``-ed: while it says no, that balancer is told the state the server had before.
     A balancer takes the host agent's word at its next poll, up to an agent interval after the park,
     and there ``maint`` ends the server's sessions (``on-marked-down shutdown-sessions``, which a node
     host's servers have for lost hosts): the guard makes ``maint`` reach each balancer only at an
-    instant when nothing was sent to the web front since the rolling restart found it quiet.
+    instant when nothing was sent to the web front since the rolling restart found it quiet. So must the end of
+    ``maint``: a job whose first request reached the web front standing in for a restarted one must not send
+    its next ones to the restarted one.
     """
 
     def __init__(self, api: AsyncRuntimeAPI | None, pulled: bool = False) -> None:
@@ -52,7 +54,7 @@ class HAProxyGate:
         self.parked: set[ServerKey] = set()
         """Servers an operation keeps in ``maint``."""
         self.park_guards: dict[ServerKey, ParkGuard] = {}
-        """Parked servers whose ``maint`` a balancer is told only while their guard agrees (not yet confirmed)."""
+        """Servers whose park or unpark a balancer is told only while their guard agrees (not yet confirmed)."""
         self._locks: dict[ServerKey, asyncio.Lock] = {}
 
     def effective(self, key: ServerKey) -> ServerState:
@@ -64,11 +66,11 @@ class HAProxyGate:
         return "drain" if key in self.held and state == "ready" else state
 
     async def state_now(self, key: ServerKey) -> ServerState:
-        """What a balancer polling now is told: ``effective``, except for a park its guard holds back (then the
-        state the server had before it)."""
+        """What a balancer polling now is told: ``effective``, except for a park or an unpark its guard holds back
+        (then the state the server had before it)."""
         guard = self.park_guards.get(key)
-        if key in self.parked and guard is not None and not await guard():
-            return self._unparked(key)
+        if guard is not None and not await guard():
+            return self._unparked(key) if key in self.parked else "maint"
         return self.effective(key)
 
     async def set_state(self, backend: str, server: str, state: ServerState) -> bool:
@@ -82,17 +84,17 @@ class HAProxyGate:
 
     async def park(self, backend: str, server: str, parked: bool, guard: ParkGuard | None = None) -> bool:
         """Keep a server in ``maint`` (``parked``), or let it have its state again; False when HAProxy
-        could not be told. ``guard``: on a node host, asked before each balancer is told the park, until
+        could not be told. ``guard``: on a node host, asked before each balancer is told the switch, until
         ``confirm_park`` (a local HAProxy is told at once, and ``maint`` ends no session there)."""
         key = (backend, server)
         self.park_guards.pop(key, None)
-        if parked and guard is not None and self.pulled:
+        if guard is not None and self.pulled:
             self.park_guards[key] = guard
         return await self._mark(self.parked, key, parked)
 
     def confirm_park(self, key: ServerKey) -> None:
-        """Every balancer took the park: from now on it is ``maint`` whatever its guard would say (the web front
-        may restart)."""
+        """Every balancer took the park (or unpark): from now on it holds whatever its guard would say (the web
+        front may restart)."""
         self.park_guards.pop(key, None)
 
     async def _mark(self, marks: set[ServerKey], key: ServerKey, marked: bool) -> bool:

@@ -265,9 +265,13 @@ class ManagedNodes:
         key = (backend, server)
         if not await self.gate.park(backend, server, parked, guard) or not await self.balancers_took([key]):
             return False
-        if parked:
-            self.gate.confirm_park(key)
+        self.gate.confirm_park(key)
         return True
+
+    @property
+    def switches_guarded(self) -> bool:
+        """On a node host each balancer takes a park or unpark at a poll where its guard agrees."""
+        return self.gate.pulled
 
     async def balancers_took(self, keys: list[ServerKey]) -> bool:
         """On a node host, wait until every balancer that asks its host agent took these servers' states

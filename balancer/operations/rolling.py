@@ -163,6 +163,10 @@ class NodeControl(Protocol):
         """Keep a server in ``maint`` whatever its supervisor says (``HAProxyGate.park``), or stop; on a node host
         each balancer is told at a poll where ``guard`` agrees."""
 
+    @property
+    def switches_guarded(self) -> bool:
+        """Whether ``park`` heeds its guard (a node host's balancers poll for it); else HAProxy is told at once."""
+
     async def node_traffic(self, node: str) -> Traffic:
         """Requests on the node's web front and worker (``OSError`` when unknown; ``balancer.operations.traffic``)."""
 
@@ -262,15 +266,18 @@ class RollingRestart:
         between the last look and the switch may be a Gradio job's first request, whose next ones
         would then go elsewhere: so ``traffic`` is looked at once more after the switch, and if a
         request came (or a balancer did not take the switch), the switch is undone at once and the wait
-        begins again: a web front restarted while a balancer still routes to it would fail jobs. On a node host a park
-        reaches each balancer at its next poll, and there ``maint`` ends the web front's sessions: so it
-        is told only at a poll where ``traffic`` is still what it was when found quiet."""
+        begins again: a web front restarted while a balancer still routes to it would fail jobs. On a node host a
+        switch reaches each balancer at its next poll, up to an agent interval later (and there ``maint`` ends the
+        web front's sessions): so it is told only at a poll where ``traffic`` is still what it was when found
+        quiet, and then it stands (undoing it would split a job begun since)."""
         start = time.monotonic()
         while (left := self.request.drain_timeout - (time.monotonic() - start)) > 0:
             quiet = await self.wait_quiet(traffic, left)
             if quiet is None:
                 return None
-            took = await self.park(webs, parked, self.still_quiet(traffic, quiet) if parked else None)
+            took = await self.park(webs, parked, self.still_quiet(traffic, quiet))
+            if took and self.control.switches_guarded:
+                return time.monotonic() - start  # each balancer took it at a poll where it was still quiet
             try:
                 slipped = (await traffic()).total != quiet.total
             except OSError:
