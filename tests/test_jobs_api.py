@@ -126,8 +126,7 @@ def ready(site: Site, worker_path: str = "/readyz") -> Site:
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Site]]:
     """The main site (stand-in 0.5 s a job) and a slow one (``SLOW_SECONDS`` a job: a job to cancel or kill
-    mid-way), started together; the slow worker's warm-up (one slow job) runs while the other tests do. The
-    PostgreSQL site starts on first use."""
+    mid-way), started together. The PostgreSQL site starts on first use."""
     store = tmp_path_factory.mktemp("jobs")
     with Processes("jobs-api") as processes:
         started = {"main": start_site(processes, "main", f"sqlite:///{store / 'main.sqlite3'}", 0.5),
