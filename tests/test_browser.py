@@ -21,7 +21,7 @@ import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
-from balancer.haproxy.process import status_is_out
+from balancer.haproxy.process import status_is_out, status_is_up
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
@@ -36,13 +36,17 @@ RECOVERY_TIMEOUT = 120.0
 SMALL = "Quick 512×512"
 
 
+HEALTH = {"down_interval": 0.25}
+"""A started or restarted part is checked every 0.25 s until UP: the subject is the page, not the check pace."""
+
+
 @pytest.fixture(scope="module")
 def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
     """HAProxy + sidecar + 2 nodes on the demo model (one torch thread per worker)."""
     run_dir = tmp_path_factory.mktemp("browser-cluster")
+    options = ClusterOptions(nodes=2, threads=1, sidecar={"probe_interval": 0.5}, extra={"health": HEALTH})
     with Processes("browser-cluster") as processes:
-        with LaunchedCluster(ClusterOptions(nodes=2, threads=1), name="browser", processes=processes,
-                             run_dir=run_dir) as launched:
+        with LaunchedCluster(options, name="browser", processes=processes, run_dir=run_dir) as launched:
             yield launched
 
 
@@ -56,14 +60,33 @@ def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext
         context.close()
 
 
-@pytest.fixture
-def studio(browser: BrowserContext, cluster: LaunchedCluster, request: pytest.FixtureRequest) -> Iterator[StudioPage]:
-    """The studio page in a new tab with no cookies (a new visitor); the cluster is whole first."""
-    cluster.wait_all_up(RECOVERY_TIMEOUT)
+def webs_up(cluster: LaunchedCluster) -> bool:
+    """Every node's web front is UP in HAProxy."""
+    return all(status_is_up(cluster.server_status(node, "web")) for node in cluster.node_names)
+
+
+def new_visitor(browser: BrowserContext, cluster: LaunchedCluster, name: str) -> Iterator[StudioPage]:
+    """The studio page in a new tab with no cookies (a new visitor)."""
     browser.clear_cookies()
     page = browser.new_page()
-    yield StudioPage(page, cluster.public_url + "/", request.node.name).open()
+    yield StudioPage(page, cluster.public_url + "/", name).open()
     page.close()
+
+
+@pytest.fixture
+def studio(browser: BrowserContext, cluster: LaunchedCluster, request: pytest.FixtureRequest) -> Iterator[StudioPage]:
+    """A new visitor's studio page; the cluster is whole first."""
+    cluster.wait_all_up(RECOVERY_TIMEOUT)
+    yield from new_visitor(browser, cluster, request.node.name)
+
+
+@pytest.fixture
+def studio_all_webs(browser: BrowserContext, cluster: LaunchedCluster,
+                    request: pytest.FixtureRequest) -> Iterator[StudioPage]:
+    """A new visitor's studio page once every web front is UP (a worker killed before may still be loading its
+    model: the page's jobs go to the workers that are UP)."""
+    wait_until(lambda: webs_up(cluster), "every web front UP", RECOVERY_TIMEOUT, 0.1)
+    yield from new_visitor(browser, cluster, request.node.name)
 
 
 def worker_of(progress_text: str) -> str:
@@ -177,7 +200,8 @@ def test_worker_killed_mid_job_page_still_shows_image(studio: StudioPage, cluste
     expect(studio.component("error")).to_be_hidden()
 
 
-def test_web_front_killed_reload_works_on_other_front(studio: StudioPage, cluster: LaunchedCluster) -> None:
+def test_web_front_killed_reload_works_on_other_front(studio_all_webs: StudioPage, cluster: LaunchedCluster) -> None:
+    studio = studio_all_webs
     studio.type_prompt("first portrait before the web front dies")
     studio.choose("resolution", SMALL)
     studio.set_slider("steps", 4)

@@ -162,7 +162,7 @@ def test_status_lists_every_part(cluster: SupervisedCluster) -> None:
 
 def test_drain_lets_the_job_in_flight_finish_and_sends_new_ones_elsewhere(cluster: SupervisedCluster) -> None:
     in_flight: dict[str, object] = {}
-    job = threading.Thread(target=lambda: in_flight.update(worker=served_by(cluster, delay=6.0)))
+    job = threading.Thread(target=lambda: in_flight.update(worker=served_by(cluster, delay=4.0)))
     job.start()
     busy = wait_until(lambda: next((s.server for s in cluster.api.servers("workers") if s.current_sessions), None),
                       "a job in flight", 10, interval=0.02)
@@ -285,7 +285,7 @@ def test_rolling_restart_restarts_every_part_under_load_with_no_failed_request(c
 
 def test_a_second_operation_is_refused_while_one_runs(cluster: SupervisedCluster) -> None:
     auth = ("admin", STATS_PASSWORD)
-    first = httpx.post(f"{cluster.sidecar_url}/rolling-restart", json={"settle": 1.0}, auth=auth, timeout=10)
+    first = httpx.post(f"{cluster.sidecar_url}/rolling-restart", json={"settle": 0.5}, auth=auth, timeout=10)
     assert first.status_code == 202, first.text
     assert_one_line_error(ctl(cluster, "rolling-restart"), 1, "409", "still running")
     report = wait_until(lambda: (r := httpx.get(f"{cluster.sidecar_url}/operation", timeout=10).json())["state"]

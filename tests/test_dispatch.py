@@ -131,12 +131,12 @@ def test_under_saturating_load_the_next_job_comes_while_a_result_is_encoded(clus
 
     def client(index: int) -> list[httpx.Response]:
         return [httpx.post(f"{public}/generate", json=job(f"load {index}.{n}", width=1024, height=1024, seed=n),
-                           timeout=120) for n in range(3)]
+                           timeout=120) for n in range(2)]
 
-    with ThreadPoolExecutor(4) as pool:
+    with ThreadPoolExecutor(4) as pool:  # two clients waiting in HAProxy's queue whenever both workers are busy
         replies = [reply for replies in pool.map(client, range(4)) for reply in replies]
     wall = time.monotonic() - started
-    assert [reply.status_code for reply in replies] == [200] * 12, [reply.text[:200] for reply in replies]
+    assert [reply.status_code for reply in replies] == [200] * 8, [reply.text[:200] for reply in replies]
     waits = [reply.json()["timings"]["queue_ms"] for reply in replies]
     assert max(waits) < 1000 * JOB_SECONDS / 3, waits
     rows = [row for row in cluster.api.show_stat() if row["pxname"] == WORKERS_BACKEND and row["svname"] in urls]

@@ -34,7 +34,7 @@ from webui.contract import PERSISTENCE_COOKIE, READY_PATH, TRAFFIC_PATH
 JOB_SECONDS = 3.0
 """The stand-in's fixed time per job: long enough to be seen in flight while a drain waits 1 s."""
 JOB = {"prompt": "internal ports", "steps": 2, "width": 64, "height": 64, "seed": 3}
-STOP_GRACE = 2
+STOP_GRACE = 1
 """The sidecar's SIGTERM-to-SIGKILL grace: the forged heartbeat holds node1's web front until it (uvicorn waits
 for the open stream), while nothing else here needs more than a second to stop."""
 
@@ -83,7 +83,7 @@ def held_heartbeat(cluster: LaunchedCluster, node: str) -> Iterator[None]:
 def test_a_forged_cookie_heartbeat_does_not_hold_a_rolling_restart(cluster: LaunchedCluster) -> None:
     cluster.wait_all_ready(120)
     with held_heartbeat(cluster, "node1"):
-        restart = ctl(cluster, "rolling-restart", "--drain-timeout", "20", "--settle", "0.5")
+        restart = ctl(cluster, "rolling-restart", "--drain-timeout", "20", "--settle", "0.2")
     assert restart.returncode == 0, restart.stdout + restart.stderr
     cluster.wait_all_ready(120)
     assert httpx.post(f"{cluster.public_url}/generate", json=JOB, timeout=60).status_code == 200

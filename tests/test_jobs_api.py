@@ -34,6 +34,10 @@ SECRET = {CLUSTER_SECRET_ENV: "jobs-test-cluster-secret"}
 JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 8}
 WAIT = 60.0
 """Bound (seconds) on anything a test waits for."""
+REFUSED = "no worker took the job (attempt 1: connection to the worker failed"
+"""The service's log line when a job's first attempt meets a worker that is down."""
+SLOW_SECONDS = 5.0
+"""The slow site's stand-in job: long enough that a kill or a cancel after its second step comes mid-job."""
 
 
 @dataclass
@@ -121,13 +125,12 @@ def ready(site: Site, worker_path: str = "/readyz") -> Site:
 
 @pytest.fixture(scope="module")
 def sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Site]]:
-    """The main site (stand-in 0.5 s a job) and a slow one (10 s a job: a job to cancel or kill mid-way), started
-    together; the slow worker's warm-up (one 10 s job) runs while the other tests do. The PostgreSQL site
-    starts on first use."""
+    """The main site (stand-in 0.5 s a job) and a slow one (``SLOW_SECONDS`` a job: a job to cancel or kill
+    mid-way), started together. The PostgreSQL site starts on first use."""
     store = tmp_path_factory.mktemp("jobs")
     with Processes("jobs-api") as processes:
         started = {"main": start_site(processes, "main", f"sqlite:///{store / 'main.sqlite3'}", 0.5),
-                   "slow": start_site(processes, "slow", f"sqlite:///{store / 'slow.sqlite3'}", 10)}
+                   "slow": start_site(processes, "slow", f"sqlite:///{store / 'slow.sqlite3'}", SLOW_SECONDS)}
         yield {"main": ready(started["main"]), "slow": ready(started["slow"], "/healthz")}
 
 
@@ -234,7 +237,7 @@ def test_events_come_in_order_and_resume_after_last_event_id(site: Site) -> None
 
 
 def test_a_service_killed_mid_job_and_restarted_finishes_it_once(sites: dict[str, Site]) -> None:
-    slow = sites["slow"]  # 10 s a job: the kill surely comes mid-job
+    slow = sites["slow"]  # SLOW_SECONDS a job, over 100 steps: the kill surely comes mid-job
     slow.worker.ready("/readyz")
     job_id = slow.post({**JOB, "steps": 100, "seed": 77}).json()["id"]
     slow.until(job_id, lambda job: (job["progress"] or {}).get("step", 0) >= 2, "the job ran two steps")
@@ -249,8 +252,10 @@ def test_a_service_killed_mid_job_and_restarted_finishes_it_once(sites: dict[str
 
 def test_jobs_wait_while_the_worker_is_down_and_succeed_when_it_is_back(site: Site) -> None:
     site.worker.kill()
+    refused = site.service.log().count(REFUSED)
     waiting = [site.post({**JOB, "seed": seed}).json()["id"] for seed in (1, 2)]
-    time.sleep(1.5)  # several attempts meet a refused connection
+    wait_until(lambda: site.service.log().count(REFUSED) > refused, "an attempt that meets the worker down", WAIT,
+               interval=0.05)
     assert {site.job(job_id)["status"] for job_id in waiting} <= {"starting", "processing"}
     site.worker.start().ready("/readyz")
     assert [site.finished(job_id)["status"] for job_id in waiting] == ["succeeded", "succeeded"]
@@ -288,7 +293,7 @@ def test_cancel_stops_a_running_job_and_frees_its_worker(sites: dict[str, Site])
     slow = sites["slow"]
     slow.worker.ready("/readyz")
     cancelled_before = slow.worker_jobs("cancelled")
-    busy = {**JOB, "steps": 100}  # 10 s over 100 steps: the worker sees a cancel within 0.1 s
+    busy = {**JOB, "steps": 100}  # SLOW_SECONDS over 100 steps: the worker sees a cancel at its next step
     running = slow.post(busy).json()["id"]
     slow.until(running, lambda job: (job["progress"] or {}).get("step", 0) >= 2, "the job ran two steps")
     asked = time.monotonic()
@@ -300,7 +305,8 @@ def test_cancel_stops_a_running_job_and_frees_its_worker(sites: dict[str, Site])
     freed_s = time.monotonic() - asked
     assert slow.finished(running)["status"] == "canceled"
     assert slow.worker_jobs("cancelled") - cancelled_before == 1
-    print(f"cancel -> next job running on the freed worker: {freed_s:.2f} s (the stand-in job lasts 10 s)")
-    assert freed_s < 6, "the canceled job kept the worker busy"
+    print(f"cancel -> next job running on the freed worker: {freed_s:.2f} s (the stand-in job lasts "
+          f"{SLOW_SECONDS:g} s)")
+    assert freed_s < SLOW_SECONDS - 1.5, "the canceled job kept the worker busy"  # it had run 2 steps of 100
     httpx.post(f"{slow.service.url}/v1/jobs/{following}/cancel", timeout=WAIT)
     assert slow.finished(following)["status"] == "canceled"

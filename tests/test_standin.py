@@ -10,13 +10,18 @@ import sys
 import time
 
 import pytest
+from starlette.testclient import TestClient
 
 from bench.harness.processes import REPO
+from bench.harness.waiting import wait_until
 from webui.schema import GenerationRequest
 from webui.settings import WorkerSettings
+from webui.worker.app import create_app
 from webui.worker.errors import ModelLoadError
+from webui.worker.faults import FaultPlan
 from webui.worker.pipelines.loader import load_pipeline
 from webui.worker.pipelines.standin import STANDIN_MODEL, StandinPipeline, standin_seconds
+from webui.worker.pipelines.warmup import self_check
 
 SECONDS = 0.2
 SLACK = 0.5
@@ -106,3 +111,16 @@ def test_a_standin_worker_imports_no_model_library():
     done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_a_standin_worker_is_ready_without_waiting_out_a_jobs_latency():
+    """A stand-in has nothing to warm up: its worker's self-check draws without the latency, so a worker whose
+    jobs take 30 s is ready in a moment; its jobs still take the 30 s (``test_latency_steps_and_size``)."""
+    pipeline = StandinPipeline(30.0, max_side=2048)
+    started = time.perf_counter()
+    self_check(pipeline, steps=2)
+    assert time.perf_counter() - started < 10
+    app = create_app(WorkerSettings(worker_id="quick", model="standin:30"), faults=FaultPlan())
+    with TestClient(app) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200, "the stand-in worker ready", 10, 0.05)
+        assert client.get("/readyz").json()["pipeline"]["seconds_per_job"] == 30

@@ -250,11 +250,11 @@ def test_page_served_under_a_sub_path_behind_haproxy(node: Node, processes: Proc
 @pytest.fixture(scope="module")
 def tight_worker():
     """A worker that queues nothing: a second concurrent job gets 503 busy with Retry-After (it serves the
-    fixed-latency stand-in, not a model: 1 s a job, the subject is the web front's retry)."""
+    fixed-latency stand-in, not a model: 0.5 s a job, the subject is the web front's retry)."""
     with Processes("tight") as group:
         port = free_port()
         proc = group.start(["python", "-m", "webui.worker", "--port", str(port), "--node", "tight-worker",
-                            "--queue-size", "0", "--model", "standin:1"], log_name="tight-worker")
+                            "--queue-size", "0", "--model", "standin:0.5"], log_name="tight-worker")
         url = f"http://127.0.0.1:{port}"
         wait_http(f"{url}/readyz", proc=proc, timeout=180)
         yield url

@@ -684,6 +684,9 @@ class BuggyPipeline:
         return EffectiveParams(prompt=request.prompt, negative_prompt="", steps=request.steps or 1, guidance=0.0,
                                width=64, height=64, seed=seed, lora_scale=1.0, num_images=1, mode="text2img")
 
+    def warm_up(self, params):
+        return self.generate(params)
+
     def generate(self, params, init_image=None, on_step=None):
         if params.prompt != PROBE_PROMPT and "fail" in params.prompt:
             raise ValueError("the pipeline failed")

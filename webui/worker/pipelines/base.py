@@ -67,6 +67,10 @@ class PipelineBase:
             strength=request.strength if request.init_image is not None else None,
         )
 
+    def warm_up(self, params: EffectiveParams) -> list[Image.Image]:
+        """The self-check's generation (``webui.worker.pipelines.warmup``): ``generate`` itself by default."""
+        return self.generate(params)  # type: ignore[attr-defined]
+
     def check_inputs(self, params: EffectiveParams, init_image: Image.Image | None) -> None:
         """Refuse parameters no pipeline can run, before any work (as diffusers' ``check_inputs``): ``ValueError``.
 
@@ -125,6 +129,8 @@ class Pipeline(Protocol):
     def generate(
         self, params: EffectiveParams, init_image: Image.Image | None = None, on_step: StepCallback | None = None
     ) -> list[Image.Image]: ...
+
+    def warm_up(self, params: EffectiveParams) -> list[Image.Image]: ...
 
 
 PipelineLoader = Callable[[WorkerSettings], Pipeline]

@@ -9,7 +9,8 @@ can tell what HTTP, HAProxy and the web front add from CPU contention on a loade
 It is never a default: only a ``--model`` that starts with ``standin:`` selects it, and every
 description of it (``/readyz``, ``/info``, results) says ``standin (fixed latency, benchmark only)``.
 Nothing about a model's behaviour can be learnt from it. It imports neither torch nor diffusers
-(``webui.worker.pipelines.loader``), so its worker is ready in about a second: tests of rolling restarts,
+(``webui.worker.pipelines.loader``) and its warm-up draws without the latency, so its worker is ready in
+about a second whatever a job takes: tests of rolling restarts,
 node hosts and failover use it where the model is not what they test.
 """
 
@@ -89,6 +90,12 @@ class StandinPipeline(PipelineBase):
             "device": "cpu",
             "seconds_per_job": self.seconds,
         }
+
+    def warm_up(self, params: EffectiveParams) -> list[Image.Image]:
+        """The worker's self-check: the images drawn without the job latency (a stand-in has nothing to warm up,
+        so its worker is ready as soon as it answers, whatever ``seconds`` a job takes)."""
+        self.check_inputs(params, None)
+        return [standin_image(params.width, params.height, params.seed + i) for i in range(params.num_images)]
 
     def generate(
         self, params: EffectiveParams, init_image: Image.Image | None = None, on_step: StepCallback | None = None

@@ -21,5 +21,5 @@ PROBE_PROMPT = "warm-up: a portrait photo"
 def self_check(pipeline: Pipeline, steps: int) -> None:
     """One small generation of ``steps`` steps on ``pipeline``; raises on failure."""
     request = GenerationRequest(prompt=PROBE_PROMPT, steps=steps, width=WARMUP_SIDE, height=WARMUP_SIDE, seed=0)
-    pipeline.generate(pipeline.effective_params(request, seed=0))
+    pipeline.warm_up(pipeline.effective_params(request, seed=0))
     logger.debug("self-check passed: %d steps at %dx%d", steps, WARMUP_SIDE, WARMUP_SIDE)
