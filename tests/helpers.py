@@ -69,3 +69,13 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def unquotable_checkout() -> str | None:
+    """Why keepalived cannot run this checkout's scripts (its path holds a quote or a backslash, which keepalived
+    cannot escape: launch.py refuses such an install in words, ``test_keepalived``'s refusal test), else None."""
+    from bench.harness.processes import REPO
+
+    if any(char in str(REPO) for char in "'\"\\"):
+        return f"keepalived cannot quote this checkout's path ({REPO}): install under a plainer path"
+    return None

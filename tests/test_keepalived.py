@@ -33,14 +33,18 @@ from balancer.multihost.keepalived import (
 )
 from bench.harness.processes import REPO
 from tests.balancer_helpers import cluster_data
+from tests.helpers import unquotable_checkout
 
 EXAMPLE = REPO / "assets" / "cluster.pair.example.yaml"
+quotable_checkout = pytest.mark.skipif(unquotable_checkout() is not None, reason=unquotable_checkout() or "")
+"""For tests that render this checkout's scripts into keepalived.conf."""
 
 
 def example() -> dict:
     return load_cluster_file(EXAMPLE)
 
 
+@quotable_checkout
 def test_each_balancer_gets_its_priority_its_peers_and_the_floating_address() -> None:
     spec = parse_cluster(example())
     first, second = (render_keepalived_config(spec, spec.balancer(name)) for name in ("lb1", "lb2"))
@@ -66,6 +70,7 @@ def test_each_balancer_gets_its_priority_its_peers_and_the_floating_address() ->
     assert differing == expected  # nothing else differs
 
 
+@quotable_checkout
 @pytest.mark.skipif(shutil.which("keepalived") is None or os.geteuid() != 0,
                     reason="keepalived's own config check needs Debian's keepalived, as root (as it runs)")
 @pytest.mark.parametrize("run_dir", ["plain", "with space & ü"])
@@ -156,6 +161,7 @@ def notify(state_file: Path, *args: str) -> int:
                           capture_output=True, timeout=10).returncode
 
 
+@quotable_checkout
 def test_keepalived_tells_each_state_change_to_a_file_in_the_run_dir(tmp_path: Path) -> None:
     spec = parse_cluster({**example(), "run_dir": str(tmp_path)})
     text = render_keepalived_config(spec, spec.balancer("lb1"))

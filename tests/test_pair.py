@@ -31,13 +31,13 @@ from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster, lose_balancer_mid_load
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
-from tests.helpers import record_figures
+from tests.helpers import record_figures, unquotable_checkout
 
 
 def _missing() -> str | None:
     if shutil.which("keepalived") is None:
         return "the floating-address test needs Debian's keepalived (scripts/setup.sh --dev as root installs it)"
-    return missing_for_labs()
+    return unquotable_checkout() or missing_for_labs()
 
 
 pytestmark = [pytest.mark.hosts, pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
