@@ -71,41 +71,49 @@ def test_the_host_agent_knows_when_every_balancer_that_asks_took_a_state() -> No
     assert not agent.settled(("workers", "nosuch"))
 
 
+class GuardedNodeHost:
+    """A node host's gate and host agent with a guard the test opens and closes; ``told`` is what each poll got."""
+
+    key = ("webs", "node1")
+
+    def __init__(self) -> None:
+        self.quiet = False
+        self.gate = HAProxyGate(None, pulled=True)
+        self.agent = HostAgent("127.0.0.1", 0, self.gate.effective, interval=0.05, state_now=self.gate.state_now)
+        self.told: list[str] = []
+
+    async def still_quiet(self) -> bool:
+        return self.quiet
+
+    async def poll(self, balancer: str = "10.0.0.10") -> None:
+        self.told.append(await self.agent.answer("webs/node1\n", balancer))
+
+
 def test_a_park_reaches_each_balancer_only_at_a_poll_where_its_web_front_is_still_quiet() -> None:
     """A node host's ``maint`` ends the web front's sessions in the balancer that takes it (``on-marked-down
     shutdown-sessions``), so a park is told at a poll only while its guard says nothing came since the rolling
     restart found the web front quiet; once every balancer took it, it holds whatever the guard says."""
-    key = ("webs", "node1")
-    quiet = {"now": False}
-
-    async def still_quiet() -> bool:
-        return quiet["now"]
+    host = GuardedNodeHost()
+    gate, key = host.gate, host.key
 
     async def scenario() -> list[str]:
-        gate = HAProxyGate(None, pulled=True)
-        agent = HostAgent("127.0.0.1", 0, gate.effective, interval=0.05, state_now=gate.state_now)
-        told = []
-
-        async def poll(balancer: str) -> None:
-            told.append(await agent.answer("webs/node1\n", balancer))
-
         await gate.set_state(*key, "ready")
         await gate.hold(*key, True)  # the rolling restart drained the node
-        await gate.park(*key, True, still_quiet)
-        await poll("10.0.0.10")  # a job began on the web front since: not told
-        assert not agent.settled(key)
-        quiet["now"] = True
-        await poll("10.0.0.10")
-        await poll("10.0.0.11")
-        assert agent.settled(key)
+        await gate.park(*key, True, host.still_quiet)
+        await host.poll("10.0.0.10")  # a job began on the web front since: not told
+        assert not host.agent.settled(key)
+        host.quiet = True
+        await host.poll("10.0.0.10")
+        await host.poll("10.0.0.11")
+        assert host.agent.settled(key)
         gate.confirm_park(key)
-        quiet["now"] = False  # the web front restarts: its counts cannot be read
-        await poll("10.0.0.10")
+        host.quiet = False  # the web front restarts: its counts cannot be read
+        await host.poll("10.0.0.10")
         await gate.park(*key, False)
-        await poll("10.0.0.10")
-        await gate.park(*key, True, still_quiet)  # a new park: guarded again
-        await poll("10.0.0.11")
-        return told
+        await host.poll("10.0.0.10")
+        await gate.park(*key, True, host.still_quiet)  # a new park: guarded again
+        await host.poll("10.0.0.11")
+        return host.told
 
     assert asyncio.run(scenario()) == [REPLIES["drain"], REPLIES["maint"], REPLIES["maint"], REPLIES["maint"],
                                        REPLIES["drain"], REPLIES["drain"]]
@@ -115,31 +123,21 @@ def test_an_unpark_reaches_each_balancer_only_at_a_poll_where_the_sticky_clients
     """A restarted web front takes its sticky clients back (``maint`` ends) only at a balancer's poll where nothing
     came since the rolling restart found them quiet: a job begun meanwhile on the web front standing in for it
     keeps its next requests there, wherever the agent interval falls."""
-    key = ("webs", "node1")
-    quiet = {"now": False}
-
-    async def still_quiet() -> bool:
-        return quiet["now"]
+    host = GuardedNodeHost()
+    gate, key = host.gate, host.key
 
     async def scenario() -> list[str]:
-        gate = HAProxyGate(None, pulled=True)
-        agent = HostAgent("127.0.0.1", 0, gate.effective, interval=0.05, state_now=gate.state_now)
-        told = []
-
-        async def poll() -> None:
-            told.append(await agent.answer("webs/node1\n", "10.0.0.10"))
-
         await gate.set_state(*key, "ready")
         await gate.park(*key, True)
         gate.confirm_park(key)
-        await gate.park(*key, False, still_quiet)
-        await poll()  # a sticky client's job began since the quiet moment: still parked
-        quiet["now"] = True
-        await poll()
+        await gate.park(*key, False, host.still_quiet)
+        await host.poll()  # a sticky client's job began since the quiet moment: still parked
+        host.quiet = True
+        await host.poll()
         gate.confirm_park(key)
-        quiet["now"] = False  # its clients are back: the unpark holds
-        await poll()
-        return told
+        host.quiet = False  # its clients are back: the unpark holds
+        await host.poll()
+        return host.told
 
     assert asyncio.run(scenario()) == [REPLIES["maint"], REPLIES["ready"], REPLIES["ready"]]
 
