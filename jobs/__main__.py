@@ -6,21 +6,17 @@ import logging
 import sys
 
 import uvicorn
-from pydantic import ValidationError
-from pydantic_settings import CliApp
 
 from jobs.service import build_app
 from jobs.settings import JobsSettings
-from webui.settings import settings_problems
+from webui.settings import settings_from_cli
 
 logger = logging.getLogger("jobs")
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        settings = CliApp.run(JobsSettings, cli_args=argv)
-    except ValidationError as exc:
-        print(f"python -m jobs: invalid setting: {settings_problems(exc)}", file=sys.stderr)
+    settings = settings_from_cli(JobsSettings, argv, "python -m jobs")
+    if settings is None:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = build_app(settings)

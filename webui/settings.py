@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import socket
 import ssl
+import sys
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from webui.contract import (
     EXIT_OOM,
@@ -36,6 +37,19 @@ def settings_problems(exc: ValidationError) -> str:
         e["msg"].removeprefix("Value error, ")
         for e in exc.errors()
     )
+
+
+AnySettings = TypeVar("AnySettings", bound=BaseSettings)
+
+
+def settings_from_cli(settings_class: type[AnySettings], argv: list[str] | None, program: str) -> AnySettings | None:
+    """A process's settings from its command line and ``PORTRAIT_*``; None after one line on stderr naming each
+    invalid setting (the process then exits 2)."""
+    try:
+        return CliApp.run(settings_class, cli_args=argv)
+    except ValidationError as exc:
+        print(f"{program}: invalid setting: {settings_problems(exc)}", file=sys.stderr)
+        return None
 
 
 def default_cache_dir() -> Path:

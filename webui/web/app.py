@@ -25,15 +25,13 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from gradio.utils import get_upload_folder
-from pydantic import ValidationError
-from pydantic_settings import CliApp
 from starlette.routing import Mount
 
 from webui.access_log import uvicorn_log_config
 from webui.cluster_secret import ClusterSecret, RequireClusterSecret
 from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.images import guard_decoding
-from webui.settings import WebSettings, settings_problems
+from webui.settings import WebSettings, settings_from_cli
 from webui.share import ShareTunnel
 from webui.traffic import count_traffic
 from webui.web.cache_janitor import CacheJanitor
@@ -173,10 +171,8 @@ def open_share_link(tunnel: ShareTunnel) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m webui.web``: serve the web front with uvicorn until SIGTERM/SIGINT."""
     os.umask(PRIVATE_UMASK)  # its logs, uploads and images: this user's only
-    try:
-        settings = CliApp.run(WebSettings, cli_args=argv)
-    except ValidationError as exc:
-        print(f"python -m webui.web: invalid setting: {settings_problems(exc)}", file=sys.stderr)
+    settings = settings_from_cli(WebSettings, argv, "python -m webui.web")
+    if settings is None:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = create_app(settings)

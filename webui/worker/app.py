@@ -70,7 +70,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from PIL import Image
 from pydantic import ValidationError
-from pydantic_settings import CliApp
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -99,7 +98,7 @@ from webui.schema import (
     ProgressEvent,
     ResultEvent,
 )
-from webui.settings import WorkerSettings, settings_problems
+from webui.settings import WorkerSettings, settings_from_cli, settings_problems
 from webui.traffic import count_traffic
 from webui.worker.dispatch_agent import DispatchAgent
 from webui.worker.encoder import ResultEncoder
@@ -458,8 +457,10 @@ class ProcessExit:
 def main(argv: list[str] | None = None) -> int:
     """Run a worker: parse settings (CLI + ``PORTRAIT_*``), serve until SIGTERM or a fatal error."""
     os.umask(PRIVATE_UMASK)  # its logs, uploads and images: this user's only
+    settings = settings_from_cli(WorkerSettings, argv, "python -m webui.worker")
+    if settings is None:
+        return 2
     try:
-        settings = CliApp.run(WorkerSettings, cli_args=argv)
         faults = FaultPlan.from_env()
     except ValidationError as exc:
         print(f"python -m webui.worker: invalid setting: {settings_problems(exc)}", file=sys.stderr)
