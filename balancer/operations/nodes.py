@@ -19,6 +19,8 @@ import contextlib
 import ipaddress
 import logging
 import socket
+from collections.abc import Iterator
+from itertools import chain, islice
 
 from balancer.config.cluster import ClusterSpec, NodeHostSpec, NodeSpec
 from balancer.config.loading import DISPATCH_AGENT_PORT_OFFSET
@@ -39,12 +41,21 @@ logger = logging.getLogger(__name__)
 
 PORT_SEARCH = 200
 """Ports ``next_free_port`` tries before it gives up."""
+LOWEST_PORT = 1024
+"""Where the search goes on after 65535: ports below this need privileges."""
+
+
+def candidate_ports(first: int) -> Iterator[int]:
+    """``PORT_SEARCH`` ports from ``first`` on, going on from ``LOWEST_PORT`` past 65535 (a node on port 65400
+    still gets a dispatch agent port 1,000 above it)."""
+    start = LOWEST_PORT + (first - LOWEST_PORT) % (65536 - LOWEST_PORT) if first > 65535 else max(first, LOWEST_PORT)
+    return islice(chain(range(start, 65536), range(LOWEST_PORT, start)), PORT_SEARCH)
 
 
 def next_free_port(first: int, taken: set[int]) -> int:
-    """The first port from ``first`` on that is not ``taken`` and that nothing on this host listens on
-    (a bind on loopback: instant, no network I/O); ``OperationError`` after ``PORT_SEARCH`` tries."""
-    for port in range(first, min(first + PORT_SEARCH, 65536)):
+    """The first of ``candidate_ports(first)`` that is not ``taken`` and that nothing on this host listens on
+    (a bind on loopback: instant, no network I/O); ``OperationError`` when none is."""
+    for port in candidate_ports(first):
         if port in taken:
             continue
         with socket.socket() as probe:
@@ -53,7 +64,7 @@ def next_free_port(first: int, taken: set[int]) -> int:
             except OSError:
                 continue
         return port
-    raise OperationError(f"no free port in {first}-{first + PORT_SEARCH - 1}")
+    raise OperationError(f"no free port among the {PORT_SEARCH} tried from {first}")
 
 
 class ManagedNodes:
