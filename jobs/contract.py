@@ -62,5 +62,6 @@ WEBHOOK_DEFAULT_EVENTS: Final = (WEBHOOK_START, WEBHOOK_COMPLETED)
 """What a webhook receives when the client gives no ``webhook_events_filter``."""
 WEBHOOK_PROGRESS_EVERY: Final = timedelta(milliseconds=500)
 """At most one progress (``output``) webhook per job this often."""
-DELIVERY_LEASE_SECONDS: Final = 60.0
-"""How long a service's claim on a webhook delivery lasts: longer than one attempt (at most 15 s) can take."""
+DELIVERY_LEASE_SECONDS: Final = 180.0
+"""How long a service's claim on a webhook delivery lasts: longer than a claimed batch takes to send (32
+deliveries, 8 at once, at most 15 s each: 60 s), so no other service sends one of them meanwhile."""

@@ -22,11 +22,25 @@ from typing import Any
 
 import anyio
 import httpx
-from sqlalchemy import Engine
+from sqlalchemy import Engine, func, select
 from standardwebhooks import Webhook
 
 from jobs.api import JobsApi, create_app
-from jobs.store import Image, claim_due, claim_next, fail, finish, job_deliveries, make_engine, record_progress, submit
+from jobs.contract import DELIVERY_LEASE_SECONDS
+from jobs.store import (
+    Image,
+    claim_due,
+    claim_next,
+    claim_one,
+    fail,
+    finish,
+    job_deliveries,
+    make_engine,
+    record_progress,
+    submit,
+    sweep_expired,
+)
+from jobs.store.schema import webhook_attempts
 from jobs.webhooks.backoff import RetrySchedule
 from jobs.webhooks.delivery import WebhookSender
 from jobs.webhooks.outbox import Outbox
@@ -126,11 +140,13 @@ def test_redeliver_makes_one_more_logged_attempt_now_with_the_same_id_and_body(j
             async with service(job_store, clock) as one:
                 await deliver_until_done(job_store, one, clock, job_id)
                 path = f"/v1/jobs/{job_id}/deliveries/msg_{job_id}_completed_0/redeliver"
-                return (await one.api.post(path), await one.api.post(path),
-                        await one.api.post(f"/v1/jobs/{job_id}/deliveries/msg_nothing/redeliver"),
-                        await one.api.get(f"/v1/jobs/{job_id}/deliveries"))
+                answers = (await one.api.post(path), await one.api.post(path),
+                           await one.api.post(f"/v1/jobs/{job_id}/deliveries/msg_nothing/redeliver"),
+                           await one.api.get(f"/v1/jobs/{job_id}/deliveries"))
+                claim_one(job_store, job_id, f"msg_{job_id}_completed_0", "service-b")  # b is sending it now
+                return *answers, await one.api.post(path)
 
-        first, second, unknown, log = anyio.run(run)
+        first, second, unknown, log, busy = anyio.run(run)
     assert first.status_code == second.status_code == 200, first.text
     assert [(a["status_code"], a["redelivery"]) for a in first.json()["attempts"]] == [(204, False), (503, True)]
     assert second.json()["attempts"][-1]["status_code"] == 204 and second.json()["status"] == "delivered"
@@ -142,6 +158,11 @@ def test_redeliver_makes_one_more_logged_attempt_now_with_the_same_id_and_body(j
     assert first.json()["status"] == "failed"  # its one more attempt failed: no new retries for a finished one
     assert unknown.status_code == 404 and unknown.json()["error"] == "delivery_not_found"
     assert "has no webhook delivery 'msg_nothing'" in unknown.json()["detail"]
+    assert busy.status_code == 409 and busy.json()["error"] == "delivery_in_progress" and len(receiver.received) == 3
+    assert sweep_expired(job_store, now=datetime.now(UTC) + timedelta(days=31)) == 1  # its retention ran out
+    with job_store.connect() as connection:
+        assert connection.execute(select(func.count()).select_from(webhook_attempts)).scalar_one() == 0
+    assert job_deliveries(job_store, job_id) == []
 
 
 def test_two_services_on_one_store_never_send_one_attempt_twice(store_url: str, job_store: Engine) -> None:
@@ -158,7 +179,7 @@ def test_two_services_on_one_store_never_send_one_attempt_twice(store_url: str, 
                 d.id for d in first}  # a live claim is skipped, not shared
 
             async def run() -> None:
-                clock.now += timedelta(seconds=61)  # both claims above ran out: every delivery is due again
+                clock.now += timedelta(seconds=DELIVERY_LEASE_SECONDS + 1)  # both claims ran out: all due again
                 async with service(job_store, clock, "service-a") as a, service(other, clock, "service-b") as b:
                     for _ in range(4):
                         async with anyio.create_task_group() as group:
