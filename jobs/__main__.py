@@ -19,7 +19,11 @@ def main(argv: list[str] | None = None) -> int:
     if settings is None:
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build_app(settings)
+    try:
+        app = build_app(settings)
+    except ValueError as error:  # a setting that only fails on use: the webhook secret file, the store URL
+        print(f"python -m jobs: {error}", file=sys.stderr)
+        return 2
     logger.info("jobs service on http://%s:%d (workers: %s)", settings.host, settings.port, settings.worker_queue_url)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
     return 0

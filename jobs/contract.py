@@ -43,3 +43,25 @@ ANONYMOUS: Final = ""
 owner, and SQL never counts two NULLs as equal)."""
 OUTPUT: Final = "output"
 """A result's role: an image the job made (``"input"``: an image the job was given, e.g. for retouch)."""
+
+# --- the API's paths (the store writes them into webhook bodies; the API serves them)
+API_PREFIX: Final = "/v1/jobs"
+
+
+def job_path(job_id: str, *parts: str | int) -> str:
+    """``/v1/jobs/{id}`` and below, e.g. ``job_path(id, "results", 0)``: a path on the jobs service."""
+    return "/".join([API_PREFIX, job_id, *map(str, parts)])
+
+
+# --- webhooks (Replicate's event words; the store's delivery queue)
+WEBHOOK_START: Final = "start"
+WEBHOOK_OUTPUT: Final = "output"
+"""Progress (Replicate's word: a prediction's output grew)."""
+WEBHOOK_COMPLETED: Final = "completed"
+WEBHOOK_DEFAULT_EVENTS: Final = (WEBHOOK_START, WEBHOOK_COMPLETED)
+"""What a webhook receives when the client gives no ``webhook_events_filter``."""
+WEBHOOK_PROGRESS_EVERY: Final = timedelta(milliseconds=500)
+"""At most one progress (``output``) webhook per job this often."""
+DELIVERY_LEASE_SECONDS: Final = 180.0
+"""How long a service's claim on a webhook delivery lasts: longer than a claimed batch takes to send (32
+deliveries, 8 at once, at most 15 s each: 60 s), so no other service sends one of them meanwhile."""

@@ -59,3 +59,35 @@ class ResultNotFound(JobsError):
         super().__init__(f"Job {job_id} has no result {index}: {detail}.")
         self.job_id = job_id
         self.index = index
+
+
+class DeliveryNotFound(JobsError):
+    """The job has no webhook delivery with this id (HTTP 404)."""
+
+    code = "delivery_not_found"
+
+    def __init__(self, job_id: str, delivery_id: str) -> None:
+        super().__init__(f"Job {job_id} has no webhook delivery {delivery_id!r}; its deliveries are listed at "
+                         f"/v1/jobs/{job_id}/deliveries.")
+        self.job_id = job_id
+        self.delivery_id = delivery_id
+
+
+class DeliveryInProgress(JobsError):
+    """An attempt of this delivery is being made right now (HTTP 409)."""
+
+    code = "delivery_in_progress"
+
+    def __init__(self, delivery_id: str) -> None:
+        super().__init__(f"Webhook delivery {delivery_id} is being attempted right now; its outcome will be in the "
+                         "delivery log within 15 s. Ask again after that for one more attempt.")
+        self.delivery_id = delivery_id
+
+
+class WebhooksOff(JobsError):
+    """This service sends no webhooks (HTTP 503): it was built without a sender."""
+
+    code = "webhooks_off"
+
+    def __init__(self) -> None:
+        super().__init__("This jobs service does not send webhooks; ask another, or its operator.")

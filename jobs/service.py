@@ -1,5 +1,5 @@
-"""The jobs service: the store brought up to date, the ``/v1/jobs`` API, the dispatcher and the retention
-janitor in one process and one event loop (``python -m jobs``).
+"""The jobs service: the store brought up to date, the ``/v1/jobs`` API, the dispatcher, the retention
+janitor and the webhook outbox in one process and one event loop (``python -m jobs``).
 
 Stateless apart from the store: any number of these (one per balancer host) share one PostgreSQL store, and
 any of them may die at any time (a job it was running is taken again by another after its lease).
@@ -11,6 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 
 import anyio
 from fastapi import FastAPI
@@ -20,6 +21,11 @@ from jobs.dispatch import Dispatcher, DispatchOptions
 from jobs.janitor import run_janitor
 from jobs.settings import JobsSettings
 from jobs.store import make_engine, upgrade
+from jobs.webhooks.backoff import RetrySchedule
+from jobs.webhooks.delivery import WebhookSender
+from jobs.webhooks.outbox import Outbox
+from jobs.webhooks.queue import StoreQueue
+from jobs.webhooks.signing import SECRET_FILE, WebhookSigner, read_secret
 from jobs.webhooks.targets import TargetGuard
 from webui.schema import Limits, WorkerInfo
 from webui.web.worker_client import WorkerClient, WorkerInfoCache
@@ -51,13 +57,25 @@ def build_app(settings: JobsSettings) -> FastAPI:
         async with anyio.create_task_group() as group:
             group.start_soon(dispatcher.run)
             group.start_soon(run_janitor, engine, settings.janitor_every)
+            group.start_soon(outbox.run, settings.webhook_poll)
             try:
                 yield
             finally:
                 group.cancel_scope.cancel()
         await client.aclose()
+        await sender.aclose()
         engine.dispose()
 
-    jobs_api = JobsApi(engine, TargetGuard(settings.target_policy()), limits, dispatcher.wake,
-                       timedelta(days=settings.retention_days), settings.max_body_bytes)
+    guard = TargetGuard(settings.target_policy())
+    sender, queue = webhook_sender(settings, guard), StoreQueue(engine, dispatcher.name)
+    outbox = Outbox(queue, queue, sender, RetrySchedule(first_delay_s=settings.webhook_first_retry,
+                                                        window_s=settings.webhook_retry_window))
+    jobs_api = JobsApi(engine, guard, limits, dispatcher.wake, timedelta(days=settings.retention_days),
+                       settings.max_body_bytes, partial(queue.redeliver, sender))
     return create_app(jobs_api, lifespan=lifespan)
+
+
+def webhook_sender(settings: JobsSettings, guard: TargetGuard) -> WebhookSender:
+    """The webhook sender, signing with the operator's secret file, or one generated once in the run dir."""
+    path = settings.webhook_secret_file or settings.run_dir / SECRET_FILE
+    return WebhookSender(guard, WebhookSigner(read_secret(path, create=settings.webhook_secret_file is None)))

@@ -46,6 +46,14 @@ class JobsSettings(BaseSettings):
     webhook_policy: Path | None = Field(
         None, description="JSON file with the webhook target policy ({\"allow_http\", \"allow\", \"deny\"}); "
         "default: https only, no loopback, private, link-local or metadata addresses.")
+    webhook_secret_file: Path | None = Field(
+        None, description="File with the webhook signing secret (whsec_...; the same file on every balancer host). "
+        "Default: run-dir/webhook-secret, generated once (mode 0600) and reused.")
+    webhook_retry_window: float = Field(24 * 3600, gt=0, description="Seconds a failed completed-event webhook "
+                                        "is retried after its first attempt.")
+    webhook_first_retry: float = Field(5, gt=0, le=3600, description="Seconds before the first retry of a failed "
+                                       "webhook (then doubling, up to one an hour).")
+    webhook_poll: float = Field(1, gt=0, description="Seconds between looks for due webhook deliveries.")
 
     def resolved_store_url(self) -> str:
         return self.store_url or default_url(self.run_dir)

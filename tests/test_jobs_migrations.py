@@ -1,6 +1,7 @@
 """The job store's schema migrations on SQLite and a real PostgreSQL server: an upgrade twice changes nothing,
-the migrated schema is exactly the code's tables (Alembic's comparison finds no difference), and two hosts
-upgrading one empty database at the same moment both succeed (PostgreSQL: an advisory lock).
+the migrated schema is exactly the code's tables (Alembic's comparison finds no difference), an upgrade from an
+older revision keeps every job, and two hosts upgrading one empty database at the same moment both succeed
+(PostgreSQL: an advisory lock).
 
 Run under the cluster lock (the PostgreSQL half starts a server):
 ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_jobs_migrations.py``.
@@ -10,13 +11,26 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+from pathlib import Path
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect, text
 
 from bench.harness.postgres import PostgresServer
-from jobs.store import make_engine, submit, upgrade
+from jobs.store import (
+    Image,
+    claim_next,
+    events_after,
+    finish,
+    get,
+    job_deliveries,
+    make_engine,
+    stored_results,
+    submit,
+    upgrade,
+)
 from jobs.store.migrate import head
 from jobs.store.schema import metadata
 
@@ -24,7 +38,7 @@ from jobs.store.schema import metadata
 def test_an_upgrade_twice_is_a_no_op_and_keeps_the_jobs(store_url: str, job_store: Engine) -> None:
     job = submit(job_store, {"prompt": "kept"})[0]
     tables = sorted(inspect(job_store).get_table_names())
-    assert upgrade(store_url) == upgrade(job_store) == head() == "0001"
+    assert upgrade(store_url) == upgrade(job_store) == head() == "0002"
     assert sorted(inspect(job_store).get_table_names()) == tables
     with job_store.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
@@ -58,3 +72,29 @@ def test_hosts_starting_at_once_migrate_one_database_once(postgres_server: Postg
         engine.dispose()
     finally:
         postgres_server.drop_database(url)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_an_upgrade_from_0001_keeps_the_jobs_and_their_results(dialect: str, tmp_path: Path,
+                                                                request: pytest.FixtureRequest) -> None:
+    """A store made by the first release (revision 0001) with a finished job is upgraded to the head: the job,
+    its result and its events are all there, and it gets the webhook tables (a delivery for a new job works)."""
+    server: PostgresServer | None = request.getfixturevalue("postgres_server") if dialect == "postgresql" else None
+    url = server.create_database() if server else f"sqlite:///{tmp_path / 'old.sqlite3'}"
+    engine = make_engine(url)
+    try:
+        assert upgrade(engine, "0001") == "0001"
+        old = submit(engine, {"prompt": "made before webhooks"})[0]
+        claim_next(engine, "old-dispatcher")
+        finish(engine, old.id, [Image(b"old png")])
+        assert "webhook_deliveries" not in inspect(engine).get_table_names()
+        assert upgrade(engine) == head() == "0002"
+        assert get(engine, old.id).status == "succeeded" and len(stored_results(engine, old.id)) == 1
+        assert len(events_after(engine, old.id)) == 3 and job_deliveries(engine, old.id) == []
+        new = submit(engine, {"prompt": "after", "webhook": "https://hooks.example/x"})[0]
+        claim_next(engine, "new-dispatcher")
+        assert [delivery.event for delivery in job_deliveries(engine, new.id)] == ["start"]
+    finally:
+        engine.dispose()
+        if server:
+            server.drop_database(url)

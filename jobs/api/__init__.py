@@ -1,11 +1,12 @@
 """The ``/v1/jobs`` HTTP API: ``create_app`` builds the FastAPI app; ``routes`` (the routes), ``submission`` (the
-boundary checks), ``views`` (a job's public JSON), ``sse`` (its events), ``errors`` (the one mapping to HTTP)."""
+boundary checks), ``views`` (a job's public JSON), ``sse`` (its events), ``deliveries`` (its webhooks' log),
+``errors`` (the one mapping to HTTP)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from jobs.api import errors
+from jobs.api import deliveries, errors
 from jobs.api.routes import JobsApi, router
 
 __all__ = ["JobsApi", "create_app"]
@@ -17,6 +18,7 @@ def create_app(jobs_api: JobsApi, **fastapi_options: object) -> FastAPI:
                   **fastapi_options)
     app.state.jobs_api = jobs_api
     app.include_router(router)
+    app.include_router(deliveries.router)
     errors.install(app)
 
     @app.get("/healthz", include_in_schema=False)

@@ -15,7 +15,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from jobs.errors import IdempotencyConflict, InvalidCursor, JobGone, JobNotFound, JobsError, ResultNotFound
+from jobs.errors import (
+    DeliveryInProgress,
+    DeliveryNotFound,
+    IdempotencyConflict,
+    InvalidCursor,
+    JobGone,
+    JobNotFound,
+    JobsError,
+    ResultNotFound,
+    WebhooksOff,
+)
 from webui.schema import ErrorBody
 from webui.worker.job_parsing import ApiError
 
@@ -27,6 +37,9 @@ STATUSES: dict[type[JobsError], int] = {
     JobGone: 410,
     IdempotencyConflict: 422,
     InvalidCursor: 400,
+    DeliveryNotFound: 404,
+    DeliveryInProgress: 409,
+    WebhooksOff: 503,
 }
 """Domain error -> HTTP status."""
 

@@ -48,6 +48,8 @@ class JobsApi:
     wake: Callable[[], None] = lambda: None
     retention: timedelta = RETENTION
     max_body: int = MAX_BODY_BYTES
+    redeliver: Callable[[str, str], Awaitable[object]] | None = None
+    """One more attempt of a job's webhook delivery now (job id, delivery id); None: this service sends none."""
 
 
 def api(request: Request) -> JobsApi:

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 from sqlalchemy import Engine
 
-from jobs.api.models import JobAccepted, JobUrls, JobView, Progress, ResultFile
-from jobs.contract import SUCCEEDED
-from jobs.store import Job, queue_position, stored_results
+from jobs.api.models import JobAccepted, JobUrls, JobView
+from jobs.contract import API_PREFIX as PREFIX
+from jobs.contract import job_path
+from jobs.store import Job, queue_position
+from jobs.store.engine import read
+from jobs.store.outbox import public_json
 
-PREFIX = "/v1/jobs"
-
-
-def job_path(job_id: str, *parts: str | int) -> str:
-    """``/v1/jobs/{id}`` and below, e.g. ``job_path(id, "results", 0)``."""
-    return "/".join([PREFIX, job_id, *map(str, parts)])
+__all__ = ["PREFIX", "accepted", "job_path", "urls", "view"]
 
 
 def urls(job_id: str) -> JobUrls:
@@ -27,16 +25,8 @@ def accepted(job: Job) -> JobAccepted:
 
 
 def view(engine: Engine, job: Job) -> JobView:
-    """The job's public JSON: status, queue position while it waits, progress, results, error, timestamps."""
-    results = [ResultFile(url=job_path(job.id, "results", stored.index), sha256=stored.sha256,
-                          media_type=stored.media_type, size=stored.size, width=stored.width, height=stored.height)
-               for stored in (stored_results(engine, job.id) if job.status == SUCCEEDED else [])]
-    progress = None
-    if job.progress_step is not None and job.progress_steps is not None:
-        progress = Progress(step=job.progress_step, steps=job.progress_steps)
-    return JobView(
-        id=job.id, status=job.status, created_at=job.created_at, urls=urls(job.id), input=job.input,
-        queue_position=queue_position(engine, job), progress=progress, output=[result.url for result in results],
-        results=results, error=job.error, attempts=job.attempts, started_at=job.started_at,
-        completed_at=job.completed_at, expires_at=job.expires_at,
-    )
+    """The job's public JSON: status, queue position while it waits, progress, results, error, timestamps (the
+    store's ``public_json``, which webhook bodies carry too)."""
+    with read(engine) as connection:
+        shown = public_json(connection, job)
+    return JobView(**shown, queue_position=queue_position(engine, job))

@@ -4,6 +4,14 @@ balancer hosts), through one code path. Each function takes the ``Engine`` (``ma
 """
 
 from jobs.store.claims import claim_next, record_progress, renew
+from jobs.store.deliveries import (
+    LoggedAttempt,
+    QueuedDelivery,
+    claim_due,
+    claim_one,
+    job_deliveries,
+    record_attempt,
+)
 from jobs.store.engine import default_url, make_engine
 from jobs.store.events import events_after
 from jobs.store.migrate import upgrade
@@ -13,6 +21,7 @@ from jobs.store.retention import sweep_expired
 from jobs.store.submissions import get, list_newest_first, queue_position, submit
 
 __all__ = [
+    "LoggedAttempt", "QueuedDelivery", "claim_due", "claim_one", "job_deliveries", "record_attempt",
     "Event", "Image", "Job", "Lease", "Page", "Settled", "StoredResult", "cancel", "claim_next", "default_url",
     "events_after", "fail", "finish", "get", "list_newest_first", "make_engine", "mark_canceled", "queue_position",
     "record_progress", "renew", "result_data", "stored_results", "submit", "sweep_expired", "upgrade",

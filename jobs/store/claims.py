@@ -14,9 +14,19 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select, update
 
-from jobs.contract import CANCELED, EVENT_PROGRESS, EVENT_STATUS, LEASE_SECONDS, PROCESSING, STARTING
+from jobs.contract import (
+    CANCELED,
+    EVENT_PROGRESS,
+    EVENT_STATUS,
+    LEASE_SECONDS,
+    PROCESSING,
+    STARTING,
+    WEBHOOK_COMPLETED,
+    WEBHOOK_START,
+)
 from jobs.store.engine import write
 from jobs.store.events import append_event
+from jobs.store.outbox import enqueue, enqueue_progress
 from jobs.store.records import Job, Lease, utc_now
 from jobs.store.schema import jobs
 
@@ -46,6 +56,7 @@ def claim_next(engine: Engine, dispatcher: str, lease_seconds: float = LEASE_SEC
         if row is None:
             return None
         append_event(connection, row.id, EVENT_STATUS, {"status": PROCESSING, "attempt": row.attempts}, now)
+        enqueue(connection, Job.from_row(row), WEBHOOK_START, now)
     if row.attempts > 1:
         logger.info("job %s claimed again by %s (attempt %d): its earlier lease expired", row.id, dispatcher,
                     row.attempts)
@@ -58,9 +69,10 @@ def _cancel_abandoned(connection: Connection, now: datetime) -> None:
         update(jobs).where(jobs.c.status == PROCESSING, jobs.c.cancel_requested_at.is_not(None),
                            jobs.c.claim_expires_at < now)
         .values(status=CANCELED, completed_at=now, claim_owner=None, claim_expires_at=None)
-        .returning(jobs.c.id)).scalars().all()
-    for job_id in ended:
-        append_event(connection, job_id, EVENT_STATUS, {"status": CANCELED}, now)
+        .returning(*jobs.c)).all()
+    for row in ended:
+        append_event(connection, row.id, EVENT_STATUS, {"status": CANCELED}, now)
+        enqueue(connection, Job.from_row(row), WEBHOOK_COMPLETED, now)
 
 
 def renew(engine: Engine, job_id: str, dispatcher: str, lease_seconds: float = LEASE_SECONDS,
@@ -68,7 +80,7 @@ def renew(engine: Engine, job_id: str, dispatcher: str, lease_seconds: float = L
     """Extend ``dispatcher``'s lease on ``job_id``; says whether it still holds it and whether to cancel."""
     now = now or utc_now()
     with write(engine) as connection:
-        return _extend(connection, job_id, dispatcher, now + timedelta(seconds=lease_seconds))
+        return _extend(connection, job_id, dispatcher, now + timedelta(seconds=lease_seconds))[0]
 
 
 def record_progress(engine: Engine, job_id: str, dispatcher: str, step: int, steps: int,
@@ -77,17 +89,20 @@ def record_progress(engine: Engine, job_id: str, dispatcher: str, step: int, ste
     that lost the job records nothing (``Lease.LOST``)."""
     now = now or utc_now()
     with write(engine) as connection:
-        lease = _extend(connection, job_id, dispatcher, now + timedelta(seconds=lease_seconds),
-                        progress_step=step, progress_steps=steps)
-        if lease is not Lease.LOST:
-            append_event(connection, job_id, EVENT_PROGRESS, {"step": step, "steps": steps}, now)
+        lease, job = _extend(connection, job_id, dispatcher, now + timedelta(seconds=lease_seconds),
+                             progress_step=step, progress_steps=steps)
+        if job is not None:
+            seq = append_event(connection, job_id, EVENT_PROGRESS, {"step": step, "steps": steps}, now)
+            enqueue_progress(connection, job, now, seq)
         return lease
 
 
-def _extend(connection: Connection, job_id: str, dispatcher: str, until: datetime, **values: int) -> Lease:
-    cancel_requested = connection.execute(
+def _extend(connection: Connection, job_id: str, dispatcher: str, until: datetime,
+            **values: int) -> tuple[Lease, Job | None]:
+    """Extend the holder's lease (and set ``values``): how the lease stands, and the job (None when lost)."""
+    row = connection.execute(
         update(jobs).where(jobs.c.id == job_id, jobs.c.claim_owner == dispatcher, jobs.c.status == PROCESSING)
-        .values(claim_expires_at=until, **values).returning(jobs.c.cancel_requested_at)).one_or_none()
-    if cancel_requested is None:
-        return Lease.LOST
-    return Lease.HELD if cancel_requested[0] is None else Lease.CANCEL_REQUESTED
+        .values(claim_expires_at=until, **values).returning(*jobs.c)).one_or_none()
+    if row is None:
+        return Lease.LOST, None
+    return (Lease.HELD if row.cancel_requested_at is None else Lease.CANCEL_REQUESTED), Job.from_row(row)

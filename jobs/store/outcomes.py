@@ -15,10 +15,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
 
-from jobs.contract import ACTIVE, CANCELED, EVENT_STATUS, FAILED, OUTPUT, STARTING, SUCCEEDED
+from jobs.contract import ACTIVE, CANCELED, EVENT_STATUS, FAILED, OUTPUT, STARTING, SUCCEEDED, WEBHOOK_COMPLETED
 from jobs.errors import JobNotFound
 from jobs.store.engine import read, write
 from jobs.store.events import append_event
+from jobs.store.outbox import enqueue
 from jobs.store.records import Image, Job, Settled, StoredResult, utc_now
 from jobs.store.schema import jobs, results
 
@@ -32,11 +33,7 @@ def finish(engine: Engine, job_id: str, images: Sequence[Image], now: datetime |
     """Store ``images`` as ``job_id``'s results and mark it ``succeeded`` — unless it already ended."""
     now = now or utc_now()
     with write(engine) as connection:
-        settled = _settle(connection, job_id, SUCCEEDED, {"results": len(images)}, now)
-        if settled.written:
-            connection.execute(insert(results), [_result_row(job_id, index, image)
-                                                 for index, image in enumerate(images)])
-    return settled
+        return _settle(connection, job_id, SUCCEEDED, {"results": len(images)}, now, images=images)
 
 
 def _result_row(job_id: str, index: int, image: Image) -> dict[str, Any]:
@@ -80,14 +77,19 @@ def cancel(engine: Engine, job_id: str, now: datetime | None = None) -> Job:
 
 
 def _settle(connection: Connection, job_id: str, status: str, event: dict[str, Any], now: datetime,
-            error: str | None = None) -> Settled:
-    """End ``job_id`` with ``status`` if it is still active, with an event; else report what it already is."""
+            error: str | None = None, images: Sequence[Image] = ()) -> Settled:
+    """End ``job_id`` with ``status`` (and ``images``) if it is still active, with an event and its
+    ``completed`` webhook; else report what it already is."""
     row = connection.execute(
         update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
         .values(status=status, completed_at=now, error=error, claim_owner=None, claim_expires_at=None)
         .returning(*jobs.c)).one_or_none()
     if row is not None:
+        if images:
+            connection.execute(insert(results), [_result_row(job_id, index, image)
+                                                 for index, image in enumerate(images)])
         append_event(connection, job_id, EVENT_STATUS, {"status": status, **event}, now)
+        enqueue(connection, Job.from_row(row), WEBHOOK_COMPLETED, now)
         return Settled(Job.from_row(row), written=True)
     row = connection.execute(select(jobs).where(jobs.c.id == job_id)).one_or_none()
     if row is None:

@@ -1,4 +1,5 @@
-"""The job store's tables (SQLAlchemy Core, one ``MetaData``): jobs, their results, events and tombstones.
+"""The job store's tables (SQLAlchemy Core, one ``MetaData``): jobs, their results, events and tombstones;
+webhook deliveries (the outbox) and their attempts (the delivery log).
 
 Portable between SQLite and PostgreSQL: timestamps through ``UTCDateTime`` (always timezone-aware UTC), JSON
 through ``JSON`` (text on SQLite, ``json`` on PostgreSQL), bytes through ``LargeBinary`` (``BLOB`` / ``bytea``).
@@ -12,8 +13,10 @@ from datetime import UTC, datetime
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -109,4 +112,35 @@ tombstones = Table(
     Column("id", String(32), primary_key=True, doc="a deleted job's id: the API answers 410 Gone, not 404"),
     Column("owner", String(200), nullable=False),
     Column("expired_at", UTCDateTime, nullable=False),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries", metadata,
+    Column("id", String(80), primary_key=True, doc="the message's webhook-id: msg_{job}_{event}_{sequence}"),
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("event", String(16), nullable=False, doc="start, output (progress) or completed"),
+    Column("url", String(2048), nullable=False),
+    Column("body", Text, nullable=False, doc="the signed JSON, frozen when the event happened"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False, doc="pending, delivered, failed (gave up) or refused"),
+    Column("retried", Boolean, nullable=False, doc="failed attempts are retried (completed) or not (the others)"),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("first_attempt_at", UTCDateTime, nullable=True, doc="the retry window counts from here"),
+    Column("next_attempt_at", UTCDateTime, nullable=True, doc="when pending: due at this time"),
+    Column("claim_owner", String(200), nullable=True, doc="the service sending it now"),
+    Column("claim_expires_at", UTCDateTime, nullable=True, doc="its lease: another service may send after this"),
+    Index(None, "job_id", "created_at"),      # a job's delivery log; the progress throttle
+    Index(None, "status", "next_attempt_at"),  # the due deliveries
+)
+
+webhook_attempts = Table(
+    "webhook_attempts", metadata,
+    Column("delivery_id", String(80), ForeignKey("webhook_deliveries.id", ondelete="CASCADE"), primary_key=True),
+    Column("number", Integer, primary_key=True, doc="1, 2, ... per delivery"),
+    Column("at", UTCDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False, doc="delivered, failed or refused"),
+    Column("status_code", Integer, nullable=True, doc="the receiver's HTTP status (none: no answer)"),
+    Column("error", Text, nullable=True, doc="what went wrong, in words"),
+    Column("latency_ms", Float, nullable=False),
+    Column("redelivery", Boolean, nullable=False, doc="asked for through the API, not scheduled"),
 )

@@ -15,6 +15,9 @@ from collections.abc import Callable, Iterable, Mapping
 from enum import Enum
 from typing import Any
 
+from jobs.contract import WEBHOOK_DEFAULT_EVENTS
+from jobs.store.outbox import message_id as store_message_id
+
 
 class WebhookEvent(str, Enum):
     START = "start"
@@ -23,7 +26,7 @@ class WebhookEvent(str, Enum):
     COMPLETED = "completed"
 
 
-DEFAULT_EVENTS = frozenset({WebhookEvent.START, WebhookEvent.COMPLETED})
+DEFAULT_EVENTS = frozenset(WebhookEvent(word) for word in WEBHOOK_DEFAULT_EVENTS)
 """What a webhook receives when the client gives no filter; progress (``output``) only when asked."""
 
 
@@ -43,7 +46,7 @@ def parse_events_filter(words: Iterable[str] | None) -> frozenset[WebhookEvent]:
 
 def message_id(job_id: str, event: WebhookEvent, sequence: int = 0) -> str:
     """The ``webhook-id`` of one event of one job: the same on every retry, so receivers can drop duplicates."""
-    return f"msg_{job_id}_{event.value}_{sequence}"
+    return store_message_id(job_id, event.value, sequence)
 
 
 def payload(job: Mapping[str, Any]) -> bytes:

@@ -34,6 +34,8 @@ class Delivery:
     """Attempts made so far."""
     first_at: datetime | None = None
     """When the first attempt was made (None before it): the retry window counts from here."""
+    retried: bool = True
+    """Whether a failed attempt is tried again (the terminal event is; progress is not worth it)."""
 
 
 class DeliverySource(Protocol):
@@ -64,7 +66,7 @@ class Outbox:
 
     def next_at(self, delivery: Delivery, attempt: Attempt) -> datetime | None:
         """When to try ``delivery`` again after ``attempt``, or None when it is finished."""
-        if attempt.outcome != "failed":
+        if attempt.outcome != "failed" or not delivery.retried:
             return None
         first_at = delivery.first_at or attempt.at
         return self.schedule.next_attempt_at(delivery.attempts + 1, first_at, attempt.at)
