@@ -43,3 +43,11 @@ ANONYMOUS: Final = ""
 owner, and SQL never counts two NULLs as equal)."""
 OUTPUT: Final = "output"
 """A result's role: an image the job made (``"input"``: an image the job was given, e.g. for retouch)."""
+
+# --- the service's edge (the balancer routes, bounds and times the API from these)
+API_PREFIX: Final = "/v1/jobs"
+"""Where the API lives, on the service and on the balancer's public port alike."""
+MAX_BODY_BYTES: Final = 64 * 1024
+"""The largest job a client may submit (a text-to-image job is a few hundred bytes)."""
+MAX_WAIT_S: Final = 60.0
+"""The longest ``Prefer: wait=N`` a request may hold its connection."""

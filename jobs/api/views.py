@@ -6,10 +6,10 @@ from __future__ import annotations
 from sqlalchemy import Engine
 
 from jobs.api.models import JobAccepted, JobUrls, JobView, Progress, ResultFile
-from jobs.contract import SUCCEEDED
+from jobs.contract import API_PREFIX, SUCCEEDED
 from jobs.store import Job, queue_position, stored_results
 
-PREFIX = "/v1/jobs"
+PREFIX = API_PREFIX
 
 
 def job_path(job_id: str, *parts: str | int) -> str:
