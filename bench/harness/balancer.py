@@ -38,6 +38,7 @@ def cluster_data(run_dir: Path, web_names: list[str], worker_names: list[str], *
         "worker_queue": {"port": free_port()},
         "stats": {"port": free_port(), "password": STATS_PASSWORD},
         "sidecar": {"port": free_port()},
+        "jobs": {"port": free_port()},
         "nodes": list(nodes.values()),
         **extra,
     }
