@@ -24,7 +24,8 @@ its sidecar only; ``node`` runs one node host's nodes under a sidecar without HA
 answers HAProxy's agent checks (``balancer.multihost.host_agent``) so that every balancer learns each part's state.
 With ``floating`` and ``balancers`` in the cluster file, each balancer (``--role balancer`` or
 ``all``) also runs keepalived, which moves the floating address to a healthy balancer
-(``balancer.multihost.keepalived``; root, ``--balancer NAME`` unless its address tells).
+(``balancer.multihost.keepalived``; root, ``--balancer NAME`` unless its address tells). Every balancer also
+runs the jobs service (``python -m jobs``, the cluster file's ``jobs``; docs/jobs.md), reached at ``/v1/jobs``.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pydantic import ValidationError
 from pydantic_settings import CliApp
 
 from balancer.config.cluster import ClusterSpec, NodeSpec
-from balancer.config.sections import ClusterConfigError
+from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError
 from balancer.config.settings import LaunchSettings, secret_flag_problem
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import HAProxyError, HAProxyProcess, validate_config, write_config
@@ -86,6 +87,15 @@ def open_share(spec: ClusterSpec) -> ShareTunnel | None:
         logger.error("could not open a share link (the cluster runs without one): %s", exc)
         return None
     return tunnel
+
+
+def warn_if_jobs_apart(spec: ClusterSpec) -> None:
+    """Say so when several balancer hosts would each keep their own jobs (SQLite) instead of sharing a store."""
+    if spec.jobs.enabled and spec.balancers and JOBS_STORE_URL_ENV not in os.environ and (
+            spec.jobs.store_url is None or spec.jobs.store_url.startswith("sqlite")):
+        logger.warning("jobs: every balancer keeps its jobs in its own SQLite file, so a job accepted on one is "
+                       "unknown to the others after the floating address moves; set jobs.store_url to a shared "
+                       "PostgreSQL (its password in %s)", JOBS_STORE_URL_ENV)
 
 
 def warn_if_exposed(spec: ClusterSpec) -> None:
@@ -144,6 +154,8 @@ def print_banner(spec: ClusterSpec, share: ShareTunnel | None, local: bool = Tru
     lines += [
         f"  Stats:   {spec.stats.url}/   user {spec.stats.user}, password {spec.stats.password.get_secret_value()}"
         f"   (Prometheus: {spec.stats.url}/metrics)",
+        *([f"  Jobs:    {spec.public.url}/v1/jobs   (durable jobs; OpenAPI: {spec.public.url}/v1/jobs/docs)"]
+          if spec.jobs.enabled else []),
         f"  Sidecar: {spec.sidecar.url}/status",
         f"  Logs:    {spec.run_dir}/logs, {spec.run_dir}/haproxy.log",
         "Nodes join the rotation as their models finish loading. Ctrl-C stops everything.",
@@ -179,6 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     warn_if_exposed(spec)
+    warn_if_jobs_apart(spec)
     if settings.role == "balancer" and spec.nodes_on(None):
         logger.warning("--role balancer runs no node: %s will only be health-checked",
                        ", ".join(node.name for node in spec.nodes_on(None)))

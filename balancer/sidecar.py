@@ -7,10 +7,10 @@
 has a ``ProcessSupervisor`` (``balancer.supervision``) that a ``PartFactory`` builds; the managed nodes, and
 what operations act through, are ``ManagedNodes`` (``balancer.operations``); ``/status``, ``/metrics`` and
 the operator's actions are served on the sidecar's port (``balancer.api``). HAProxy, when given, starts
-before any node part and stops last; keepalived after it. One asyncio event loop owns SIGINT/SIGTERM: on
-either, every server goes to ``drain``, every node process gets SIGTERM (SIGKILL after ``stop_grace``),
-then ``maint``; then HAProxy stops. The children's logs are rotated by size. ``main`` sets a 077 umask and
-checks the run directory first.
+before any node part and stops last; the jobs service (``python -m jobs``) and keepalived after it. One
+asyncio event loop owns SIGINT/SIGTERM: on either, every server goes to ``drain``, every node process gets
+SIGTERM (SIGKILL after ``stop_grace``), then ``maint``; then HAProxy stops. The children's logs are rotated
+by size. ``main`` sets a 077 umask and checks the run directory first.
 """
 
 from __future__ import annotations
@@ -75,8 +75,10 @@ class Sidecar:
         """The operator's operations (rolling restart, add and remove a node), one at a time."""
         self.balancer = factory.haproxy(haproxy) if haproxy is not None else None
         """HAProxy's supervisor, when the sidecar runs it."""
-        self.companions = [factory.keepalived(keepalived)] if keepalived is not None else []
-        """keepalived's, on a balancer sharing a floating address: started after HAProxy, stopped before it."""
+        jobs = [factory.jobs()] if haproxy is not None and spec.jobs.enabled else []
+        self.companions = jobs + ([factory.keepalived(keepalived)] if keepalived is not None else [])
+        """The balancer's own processes besides HAProxy, started after it and stopped before it: the jobs service
+        (it dispatches through HAProxy's worker queue) and, on a balancer sharing a floating address, keepalived."""
         self.floating = (FloatingView(spec.floating.address, keepalived.vrrp_state)
                          if keepalived is not None and spec.floating is not None else None)
         """Whether this balancer holds the floating address (keepalived's word), for ``/status`` and ``/metrics``."""
@@ -125,7 +127,7 @@ class Sidecar:
                        drain=self.nodes.drain, view=self.haproxy_view,
                        operations=OperationRoutes(self.actions.start_rolling_restart, self.actions.operation,
                                                  self.actions.start_add_node, self.actions.start_remove_node),
-                       floating=self.floating,
+                       floating=self.floating, companions=[supervisor.status for supervisor in self.companions],
                        allowed_hosts=listener_hosts(self.settings.host, self.settings.port)),
             host=self.settings.host,
             port=self.settings.port,

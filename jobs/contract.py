@@ -44,8 +44,14 @@ owner, and SQL never counts two NULLs as equal)."""
 OUTPUT: Final = "output"
 """A result's role: an image the job made (``"input"``: an image the job was given, e.g. for retouch)."""
 
-# --- the API's paths (the store writes them into webhook bodies; the API serves them)
+# --- the service's edge (the balancer routes, bounds and times the API from these; the store writes its paths
+# into webhook bodies)
 API_PREFIX: Final = "/v1/jobs"
+"""Where the API lives, on the service and on the balancer's public port alike."""
+MAX_BODY_BYTES: Final = 64 * 1024
+"""The largest job a client may submit (a text-to-image job is a few hundred bytes)."""
+MAX_WAIT_S: Final = 60.0
+"""The longest ``Prefer: wait=N`` a request may hold its connection."""
 
 
 def job_path(job_id: str, *parts: str | int) -> str:

@@ -2,7 +2,9 @@
 janitor and the webhook outbox in one process and one event loop (``python -m jobs``).
 
 Stateless apart from the store: any number of these (one per balancer host) share one PostgreSQL store, and
-any of them may die at any time (a job it was running is taken again by another after its lease).
+any of them may die at any time (a job it was running is taken again by another after its lease). Given the cluster
+secret (in its environment, as the balancer's sidecar starts it) it serves only requests that carry it, as HAProxy's
+``jobs`` backend sends them, and shows it to the workers' queue; ``/readyz`` says whether the store answers.
 """
 
 from __future__ import annotations
@@ -14,9 +16,13 @@ from datetime import timedelta
 from functools import partial
 
 import anyio
+from anyio.to_thread import run_sync
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine, text
 
 from jobs.api import JobsApi, create_app
+from jobs.contract import API_PREFIX
 from jobs.dispatch import Dispatcher, DispatchOptions
 from jobs.janitor import run_janitor
 from jobs.settings import JobsSettings
@@ -27,10 +33,31 @@ from jobs.webhooks.outbox import Outbox
 from jobs.webhooks.queue import StoreQueue
 from jobs.webhooks.signing import SECRET_FILE, WebhookSigner, read_secret
 from jobs.webhooks.targets import TargetGuard
+from webui.cluster_secret import ClusterSecret, RequireClusterSecret
 from webui.schema import Limits, WorkerInfo
 from webui.web.worker_client import WorkerClient, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
+
+READY_TIMEOUT_S = 2.0
+"""How long ``/readyz`` waits for the store's answer before it says not ready."""
+
+
+def store_answers(engine: Engine) -> None:
+    """One round trip to the store (blocking); raises what the driver raises when it does not answer."""
+    with engine.connect() as connection:
+        connection.execute(text("SELECT 1"))
+
+
+async def readiness(engine: Engine) -> JSONResponse:
+    """``/readyz``: 200 while the store answers within ``READY_TIMEOUT_S``, else a 503 saying why."""
+    try:
+        with anyio.fail_after(READY_TIMEOUT_S):
+            await run_sync(store_answers, engine, abandon_on_cancel=True)
+    except Exception as error:  # any driver error or the timeout: the store is not there for us now
+        logger.warning("readyz: the job store does not answer: %s", error)
+        return JSONResponse({"ready": False, "detail": "The job store does not answer."}, status_code=503)
+    return JSONResponse({"ready": True})
 
 
 def build_app(settings: JobsSettings) -> FastAPI:
@@ -72,7 +99,18 @@ def build_app(settings: JobsSettings) -> FastAPI:
                                                         window_s=settings.webhook_retry_window))
     jobs_api = JobsApi(engine, guard, limits, dispatcher.wake, timedelta(days=settings.retention_days),
                        settings.max_body_bytes, partial(queue.redeliver, sender))
-    return create_app(jobs_api, lifespan=lifespan)
+    # The OpenAPI page under the API's own prefix: reachable wherever the API is (the balancer routes the prefix).
+    app = create_app(jobs_api, lifespan=lifespan, docs_url=f"{API_PREFIX}/docs", redoc_url=None,
+                     openapi_url=f"{API_PREFIX}/openapi.json")
+
+    async def readyz() -> JSONResponse:
+        return await readiness(engine)
+
+    app.add_api_route("/readyz", readyz, include_in_schema=False)
+    secret = ClusterSecret.from_env()
+    if secret is not None:
+        app.add_middleware(RequireClusterSecret, secret=secret)
+    return app
 
 
 def webhook_sender(settings: JobsSettings, guard: TargetGuard) -> WebhookSender:

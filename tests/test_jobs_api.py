@@ -28,9 +28,11 @@ from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http, wait_until
 from jobs.store import cancel, make_engine, submit, sweep_expired
 from jobs.store.records import utc_now
-from webui.contract import CLUSTER_SECRET_ENV
+from webui.contract import CLUSTER_SECRET_ENV, CLUSTER_SECRET_HEADER
 
 SECRET = {CLUSTER_SECRET_ENV: "jobs-test-cluster-secret"}
+PART = {CLUSTER_SECRET_HEADER: SECRET[CLUSTER_SECRET_ENV]}
+"""What HAProxy adds to every request it passes to the service (which refuses others)."""
 JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 8}
 WAIT = 60.0
 """Bound (seconds) on anything a test waits for."""
@@ -90,10 +92,10 @@ class Site:
     store_url: str
 
     def post(self, body: dict[str, Any], **headers: str) -> httpx.Response:
-        return httpx.post(f"{self.service.url}/v1/jobs", json=body, headers=headers, timeout=WAIT + 5)
+        return httpx.post(f"{self.service.url}/v1/jobs", json=body, headers={**PART, **headers}, timeout=WAIT + 5)
 
     def get(self, path: str, **headers: str) -> httpx.Response:
-        return httpx.get(self.service.url + path, headers=headers, timeout=WAIT)
+        return httpx.get(self.service.url + path, headers={**PART, **headers}, timeout=WAIT)
 
     def job(self, job_id: str) -> dict[str, Any]:
         return self.get(f"/v1/jobs/{job_id}").json()
@@ -159,7 +161,8 @@ def sse(response: httpx.Response) -> Iterator[dict[str, Any]]:
 
 
 def events(site: Site, job_id: str, **headers: str) -> list[dict[str, Any]]:
-    with httpx.stream("GET", f"{site.service.url}/v1/jobs/{job_id}/events", headers=headers, timeout=WAIT) as answer:
+    with httpx.stream("GET", f"{site.service.url}/v1/jobs/{job_id}/events", headers={**PART, **headers},
+                      timeout=WAIT) as answer:
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
         return list(sse(answer))
 
@@ -298,7 +301,7 @@ def test_cancel_stops_a_running_job_and_frees_its_worker(sites: dict[str, Site])
     slow.until(running, lambda job: (job["progress"] or {}).get("step", 0) >= 2, "the job ran two steps")
     asked = time.monotonic()
     assert slow.get(f"/v1/jobs/{running}").json()["status"] == "processing"
-    answer = httpx.post(f"{slow.service.url}/v1/jobs/{running}/cancel", timeout=WAIT)
+    answer = httpx.post(f"{slow.service.url}/v1/jobs/{running}/cancel", headers=PART, timeout=WAIT)
     assert answer.status_code == 200 and answer.json()["status"] in ("processing", "canceled")
     following = slow.post(busy).json()["id"]
     slow.until(following, lambda job: job["progress"] is not None, "the next job started on the worker")
@@ -308,5 +311,5 @@ def test_cancel_stops_a_running_job_and_frees_its_worker(sites: dict[str, Site])
     print(f"cancel -> next job running on the freed worker: {freed_s:.2f} s (the stand-in job lasts "
           f"{SLOW_SECONDS:g} s)")
     assert freed_s < SLOW_SECONDS - 1.5, "the canceled job kept the worker busy"  # it had run 2 steps of 100
-    httpx.post(f"{slow.service.url}/v1/jobs/{following}/cancel", timeout=WAIT)
+    httpx.post(f"{slow.service.url}/v1/jobs/{following}/cancel", headers=PART, timeout=WAIT)
     assert slow.finished(following)["status"] == "canceled"

@@ -3,7 +3,7 @@
 The node (``webui``) is the contract the jobs package (``jobs``) and the balancer (``balancer``,
 ``launch.py``) build on; the benchmarks' harness serves the tests. So ``webui`` imports none of
 ``jobs``, ``balancer``, ``launch``, ``bench``, ``tests``; ``jobs`` none of ``balancer``, ``launch``,
-``bench``, ``tests``; ``balancer`` none of ``jobs`` (for now), ``launch``, ``bench``, ``tests``; ``bench``
+``bench``, ``tests``; ``balancer`` (which runs the jobs service) none of ``launch``, ``bench``, ``tests``; ``bench``
 not ``tests``; ``tests`` may import anything. Inside ``balancer`` and ``jobs`` each room (subpackage or
 top-level module) imports only the rooms below it (``BALANCER_ROOMS``, ``JOBS_ROOMS``), and no modules
 of ``webui``, ``jobs``, ``balancer`` or ``bench`` import each other in a circle. Checked with ``ast`` over every
@@ -22,7 +22,7 @@ from bench.harness.processes import REPO
 FORBIDDEN: dict[str, set[str]] = {
     "webui": {"jobs", "balancer", "launch", "bench", "tests"},
     "jobs": {"balancer", "launch", "bench", "tests"},
-    "balancer": {"jobs", "launch", "bench", "tests"},  # until the sidecar runs the jobs component
+    "balancer": {"launch", "bench", "tests"},
     "bench": {"tests"},
 }
 """Package -> the project packages it must not import."""

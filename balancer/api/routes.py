@@ -23,9 +23,10 @@ when HAProxy answered the sidecar quickly.
 
 ``parts`` and ``ready`` count node parts. ``haproxy`` is there when the sidecar supervises
 HAProxy (under ``launch.py``); in metrics, ``crash_looped`` and ``POST /retry`` it is the part
-``haproxy`` of the pseudo-node ``balancer``. A worker given a GPU has ``"gpu": "1"`` (its
-``CUDA_VISIBLE_DEVICES``). On a machine with NVIDIA GPUs, ``gpus`` has what NVML reports about
-each (``balancer.config.gpus.gpu_facts``) and the workers on it::
+``haproxy`` of the pseudo-node ``balancer``; so are ``jobs`` (the jobs service, on a balancer host) and
+``keepalived`` (on a balancer sharing a floating address), each with an entry like ``haproxy``'s. A worker
+given a GPU has ``"gpu": "1"`` (its ``CUDA_VISIBLE_DEVICES``). On a machine with NVIDIA GPUs, ``gpus`` has
+what NVML reports about each (``balancer.config.gpus.gpu_facts``) and the workers on it::
 
      "gpus": {"1": {"name": "NVIDIA L4", "uuid": "GPU-...", "memory_used_bytes": 9123456789,
                     "memory_total_bytes": 24152899584, "utilization_percent": 97,
@@ -95,9 +96,11 @@ def status_document(
     gpus: GpuFacts | None = None,
     view: HAProxyView | None = None,
     floating: FloatingView | None = None,
+    companions: list[PartStatus] | None = None,
 ) -> dict:
     """The ``/status`` JSON for these node parts (and HAProxy, when supervised; GPUs, when there are;
-    HAProxy's view of the servers and queues, when it answered; the floating address, when shared)."""
+    HAProxy's view of the servers and queues, when it answered; the floating address, when shared; the
+    balancer's ``companions``, each under its part's name)."""
     nodes: dict[str, dict] = {}
     for status in statuses:
         snapshot = nodes.setdefault(status.node, {})[status.part] = status.snapshot(now)
@@ -105,7 +108,7 @@ def status_document(
         if server is not None:
             snapshot["server"] = {"status": server.status, "sessions": server.current_sessions,
                                   "queued": server.queued}
-    everything = statuses if haproxy is None else [haproxy, *statuses]
+    everything = [*([haproxy] if haproxy is not None else []), *(companions or []), *statuses]
     document = {
         "nodes": nodes,
         "parts": len(statuses),
@@ -117,6 +120,8 @@ def status_document(
         document["queued"] = {backend: count for backend, count in view.queued.items() if backend in backends}
     if haproxy is not None:
         document["haproxy"] = haproxy.snapshot(now)
+    for companion in companions or []:
+        document[companion.part] = companion.snapshot(now)
     if floating is not None:
         document["floating"] = floating.document()
     if gpus:
@@ -157,6 +162,7 @@ def status_app(
     operations: OperationRoutes | None = None,
     floating: FloatingView | None = None,
     allowed_hosts: frozenset[str] | None = None,
+    companions: list[PartStatus] | None = None,
 ) -> Starlette:
     """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz``, ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
@@ -170,7 +176,8 @@ not be told, ``haproxy_told`` false); every action 401
     restart: 202 with its report, 409 while another operation runs, 400 for a bad body; ``GET
     /operation`` is the running or last operation's report (404 before the first). ``floating``: this
     balancer's share of a floating address, in ``/status`` and ``/metrics``. ``allowed_hosts``: the Host
-    header values answered (``balancer.api.host_check``; others get 421), None for any."""
+    header values answered (``balancer.api.host_check``; others get 421), None for any. ``companions``: the
+    balancer's other supervised processes (the jobs service, keepalived), in ``/status`` and ``/metrics``."""
     metrics.vrrp.floating = floating
 
     def operation_route(start: Callable[[Request, object], dict] | None,
@@ -234,11 +241,11 @@ not be told, ``haproxy_told`` false); every action 401
     async def status(request: Request) -> JSONResponse:
         facts = await asyncio.to_thread(gpus)
         seen = await view() if view is not None else None
-        return JSONResponse(status_document(statuses(), time.monotonic(), haproxy, facts, seen, floating))
+        return JSONResponse(status_document(statuses(), time.monotonic(), haproxy, facts, seen, floating, companions))
 
     async def prometheus(request: Request) -> Response:
         facts = await asyncio.to_thread(gpus)
-        everything = statuses() if haproxy is None else [haproxy, *statuses()]
+        everything = [*([haproxy] if haproxy is not None else []), *(companions or []), *statuses()]
         return Response(metrics.render(everything, time.monotonic(), facts), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> JSONResponse:

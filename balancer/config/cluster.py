@@ -3,7 +3,7 @@
 One ``ClusterSpec`` drives everything: ``balancer.haproxy.config`` renders HAProxy's configuration from
 it, the sidecar supervises its *managed* nodes, and ``launch.py`` builds one from its flags (plus
 an optional YAML file, see ``assets/cluster.example.yaml``). Its simple sections (listeners, limits,
-health, sidecar, tls) are in ``balancer.config.sections``; reading and validating a file in
+health, sidecar, tls, jobs) are in ``balancer.config.sections``; reading and validating a file in
 ``balancer.config.loading``.
 
 Nodes may run on *node hosts* (``node_hosts``; ``assets/cluster.hosts.example.yaml``): machines
@@ -36,6 +36,7 @@ from balancer.config.sections import (
     WILDCARD_HOSTS,
     ClusterConfigError,
     HealthSpec,
+    JobsSpec,
     LimitsSpec,
     Listener,
     SidecarSpec,
@@ -202,6 +203,7 @@ class ClusterSpec(_Model):
     sidecar: SidecarSpec = Field(default_factory=SidecarSpec)
     limits: LimitsSpec = Field(default_factory=LimitsSpec)
     health: HealthSpec = Field(default_factory=HealthSpec)
+    jobs: JobsSpec = Field(default_factory=JobsSpec)
     users_file: Path | None = Field(
         None,
         description="Enable HTTP basic auth for the whole site: one 'user:crypt-hash' a line "
@@ -248,12 +250,8 @@ class ClusterSpec(_Model):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"nodes: duplicate names {duplicates}")
-        listeners = {
-            "public": self.public,
-            "worker_queue": self.worker_queue,
-            "stats": self.stats,
-            "sidecar": self.sidecar,
-        }
+        listeners = {"public": self.public, "worker_queue": self.worker_queue, "stats": self.stats,
+                     "sidecar": self.sidecar, **({"jobs": self.jobs} if self.jobs.enabled else {})}
         seen: dict[int, str] = {}
         for label, listener in listeners.items():
             _claim_port(seen, listener.port, f"{label}.port", label)
@@ -371,7 +369,7 @@ class ClusterSpec(_Model):
 
     def check_own_certificate(self, node_host: NodeHostSpec | None) -> None:
         """With ``tls``: that this host's files are here (a node host's, else the balancer's): its certificate,
-        with a TLS worker queue the queue CA (balancer) and its web fronts' queue certificate (when it runs any);
+        with a TLS worker queue the queue CA (balancer) and the queue certificate of its web fronts and jobs service;
         ``ClusterConfigError`` naming the setting if not."""
         if self.tls is None:
             return
@@ -385,7 +383,8 @@ class ClusterSpec(_Model):
                       _label(f"node_hosts.{node_host.name}.cert_file", node_host.cert_file))]
             owner, prefix = node_host, f"node_hosts.{node_host.name}"
         host_name = None if node_host is None else node_host.name
-        if self.worker_queue_tls and any(node.web for node in self.nodes_on(host_name)):
+        queue_clients = any(node.web for node in self.nodes_on(host_name)) or (node_host is None and self.jobs.enabled)
+        if self.worker_queue_tls and queue_clients:  # its web fronts, and a balancer's jobs service
             files.append((self.queue_client_cert(node_host),
                           _label(f"{prefix}.queue_cert_file", owner.queue_cert_file)))
         for path, label in files:

@@ -1,4 +1,4 @@
-"""The cluster file's simple sections: listeners, the stats page, limits, health checks, supervision, TLS.
+"""The cluster file's simple sections: listeners, the stats page, limits, health checks, supervision, TLS, jobs.
 
 Each is a strict pydantic model (unknown keys refused, defaults validated); the nodes and hosts that use
 them, and ``ClusterSpec`` itself, are in ``balancer.config.cluster``. Every default lives here or there.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import secrets
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
@@ -259,4 +260,41 @@ class TLSSpec(StrictModel):
     def _check_files(self) -> TLSSpec:
         if not self.ca_file.is_file():
             raise ValueError(f"tls.ca_file: {self.ca_file} is not a file")
+        return self
+
+
+JOBS_STORE_URL_ENV = "PORTRAIT_JOBS_STORE_URL"
+"""The job store's URL in launch.py's environment: the one place for a URL with a password; it wins over the
+cluster file's ``jobs.store_url``."""
+STORE_SCHEMES = ("sqlite", "postgresql")
+
+
+class JobsSpec(Listener):
+    """The jobs service (``python -m jobs``: ``/v1/jobs``, its dispatcher and janitor; docs/jobs.md), run by the
+    sidecar of every balancer host and reached through the public frontend's ``/v1/jobs``."""
+
+    enabled: bool = Field(True, description="Run the jobs service on each balancer host and route /v1/jobs to it.")
+    port: int = Field(8407, ge=1, le=65535)
+    store_url: str | None = Field(
+        None, description="The job store: unset for SQLite in the run directory (one balancer host); a PostgreSQL "
+        "URL (postgresql+psycopg://USER@HOST/DB) that several balancer hosts share. No password here: give it in "
+        f"{JOBS_STORE_URL_ENV} (the whole URL, which wins over this), PGPASSWORD or ~/.pgpass.",
+    )
+    dispatch_slots: int | None = Field(
+        None, ge=1, description="Jobs each balancer's service runs at once; unset: the number of workers.")
+    job_timeout: float = Field(
+        900.0, gt=0, description="Seconds from a job's acceptance until it fails for want of a worker.")
+    retention_days: float = Field(30.0, gt=0, description="Days a job and its results are kept (then 410 Gone).")
+
+    @model_validator(mode="after")
+    def _check_store_url(self) -> JobsSpec:
+        if self.store_url is None:
+            return self
+        parts = urlsplit(self.store_url)
+        if parts.scheme.split("+")[0] not in STORE_SCHEMES:
+            raise ValueError(f"jobs.store_url: {parts.scheme or 'no scheme'}: expected sqlite:///PATH or "
+                             "postgresql+psycopg://USER@HOST/DB")
+        if parts.password is not None:
+            raise ValueError(f"jobs.store_url: no password in the cluster file (every reader of it sees it); set "
+                             f"{JOBS_STORE_URL_ENV} in the balancer's environment, PGPASSWORD or ~/.pgpass")
         return self

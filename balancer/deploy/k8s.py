@@ -137,12 +137,13 @@ class ManifestRenderer:
         if max(workers, webs) > max_pods:
             raise ClusterConfigError(f"--max-pods {max_pods} is below the replicas asked for")
         # In the pod: listen on every interface, the socket in an emptyDir, the stats password from
-        # the environment (HAProxy expands "${VAR}" in double-quoted arguments).
+        # the environment (HAProxy expands "${VAR}" in double-quoted arguments); no jobs service (/v1/jobs: 404).
         self.spec = spec.model_copy(update={
             "public": spec.public.model_copy(update={"host": "0.0.0.0"}),
             "worker_queue": spec.worker_queue.model_copy(update={"host": "0.0.0.0"}),
             "stats": spec.stats.model_copy(update={"password": SecretStr(f'"${{{STATS_PASSWORD_ENV}}}"')}),
             "run_dir": RUN_DIR, "nodes": [], "tls": None,
+            "jobs": spec.jobs.model_copy(update={"enabled": False}),
         })
         self.servers = DnsServers(namespace, domain, max_pods)
         self.namespace, self.image, self.haproxy_image = namespace, image, haproxy_image

@@ -10,8 +10,16 @@ from dataclasses import dataclass
 
 from balancer.config.cluster import ClusterSpec
 from balancer.haproxy.answers import Answer, answer
-from balancer.haproxy.names import DIRECT_RUN_PATHS, PAGE_RUN_PATH, RATES_TABLE, WEBS_BACKEND, WORKERS_BACKEND
+from balancer.haproxy.names import (
+    DIRECT_RUN_PATHS,
+    JOBS_BACKEND,
+    PAGE_RUN_PATH,
+    RATES_TABLE,
+    WEBS_BACKEND,
+    WORKERS_BACKEND,
+)
 from balancer.haproxy.syntax import duration
+from jobs.contract import API_PREFIX, MAX_BODY_BYTES
 from webui.contract import HEALTH_PATH, JOB_EVENT_INDICES, JOB_PATHS, METRICS_PATH, READY_PATH, TRAFFIC_PATH
 
 
@@ -31,7 +39,8 @@ class ClientLimits:
 
 @dataclass(frozen=True)
 class Bodies:
-    """Request body sizes: declared for every route, counted for REST jobs (which must fit the buffer)."""
+    """Request body sizes: declared for every route, counted for REST jobs (which must fit the buffer) and the jobs
+    API's submissions (the service's own limit, refused here before it is buffered)."""
 
     whole: int
     rest: int
@@ -39,6 +48,9 @@ class Bodies:
     too_large: Answer
     rest_declared_too_large: Answer
     rest_too_large: Answer
+    jobs: int
+    jobs_declared_too_large: Answer
+    jobs_too_large: Answer
 
 
 @dataclass(frozen=True)
@@ -52,6 +64,7 @@ class Paths:
     page_run: str = PAGE_RUN_PATH
     rest: str = " ".join(JOB_PATHS)
     job_events: str = " ".join(map(str, JOB_EVENT_INDICES))
+    jobs: str = API_PREFIX
 
 
 @dataclass(frozen=True)
@@ -69,6 +82,9 @@ class Public:
     not_found: Answer
     cross_site: tuple[Answer, Answer]
     unavailable: tuple[Answer, Answer]
+    jobs: Answer
+    """Where the jobs API goes when its service is down (or, ``jobs_routed`` false, when the cluster runs none)."""
+    jobs_routed: bool
     security_headers: bool
     limits: ClientLimits
     bodies: Bodies
@@ -100,15 +116,26 @@ def public_values(spec: ClusterSpec, local_hosts: bool) -> Public:
                     answer(403, "cross_site_request", cross_site, "is_guarded has_origin !same_origin",
                            "Cross-site request refused")),
         unavailable=(answer(503, "unavailable", "The studio is starting or restarting; this page reloads by itself.",
-                            f"!is_rest {{ nbsrv({WEBS_BACKEND}) eq 0 }}", "Starting up",
+                            f"!is_rest !is_jobs {{ nbsrv({WEBS_BACKEND}) eq 0 }}", "Starting up",
                             headers="hdr Retry-After 5", refresh=3),
                      answer(503, "unavailable", "No worker is up right now (starting or restarting); retry shortly.",
                             f"is_rest {{ nbsrv({WORKERS_BACKEND}) eq 0 }}", "No worker is up",
                             headers="hdr Retry-After 5")),
+        jobs=jobs_answer(spec),
+        jobs_routed=spec.jobs.enabled,
         security_headers=spec.security_headers,
         limits=client_limits(spec),
         bodies=bodies(spec),
     )
+
+
+def jobs_answer(spec: ClusterSpec) -> Answer:
+    """The jobs API's answer while its service is not up, or always where the cluster runs none."""
+    if not spec.jobs.enabled:
+        return answer(404, "not_found", "This site runs no jobs service (jobs.enabled is off in its cluster file).",
+                      "is_jobs", "Not found")
+    return answer(503, "unavailable", "The jobs service is starting or restarting; retry shortly.",
+                  f"is_jobs {{ nbsrv({JOBS_BACKEND}) eq 0 }}", "Jobs service unavailable", headers="hdr Retry-After 5")
 
 
 def client_limits(spec: ClusterSpec) -> ClientLimits:
@@ -140,6 +167,7 @@ def bodies(spec: ClusterSpec) -> Bodies:
     limits = spec.limits
     whole, rest = limits.max_body_bytes, limits.rest_body_bytes
     rest_detail = f"A REST job body may be at most {rest} bytes; send larger photos through the Gradio API."
+    jobs_detail = f"A job body may be at most {MAX_BODY_BYTES} bytes."
     return Bodies(
         whole=whole,
         rest=rest,
@@ -150,4 +178,10 @@ def bodies(spec: ClusterSpec) -> Bodies:
                                        f"is_rest {{ req.hdr_val(content-length) gt {rest} }}", "Request too large"),
         rest_too_large=answer(413, "request_too_large", rest_detail, f"is_rest {{ req.body_len gt {rest} }}",
                               "Request too large"),
+        jobs=MAX_BODY_BYTES,
+        jobs_declared_too_large=answer(413, "request_too_large", jobs_detail,
+                                       f"is_jobs {{ req.hdr_val(content-length) gt {MAX_BODY_BYTES} }}",
+                                       "Request too large"),
+        jobs_too_large=answer(413, "request_too_large", jobs_detail,
+                              f"is_jobs {{ req.body_len gt {MAX_BODY_BYTES} }}", "Request too large"),
     )

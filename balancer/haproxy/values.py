@@ -16,6 +16,7 @@ from balancer.haproxy.public_values import Public, public_values
 from balancer.haproxy.servers import ServerSet, check_options
 from balancer.haproxy.syntax import config_path_arg, duration
 from balancer.haproxy.users import read_users_file
+from jobs.contract import MAX_WAIT_S
 from webui.contract import (
     CLUSTER_SECRET_ENV,
     CLUSTER_SECRET_HEADER,
@@ -35,6 +36,7 @@ class Names:
 
     webs: str = names.WEBS_BACKEND
     workers: str = names.WORKERS_BACKEND
+    jobs: str = names.JOBS_BACKEND
     probes: str = names.PROBES_BACKEND
     rates: str = names.RATES_TABLE
     sticky: str = names.STICKY_TABLE
@@ -104,6 +106,16 @@ class Backends:
 
 
 @dataclass(frozen=True)
+class Jobs:
+    """The jobs backend: this balancer host's jobs service."""
+
+    server_line: str
+    timeout: str
+    """How long the service may stay silent: a whole ``Prefer: wait``, and more than an event stream's ping."""
+    down_body: str
+
+
+@dataclass(frozen=True)
 class HAProxyValues:
     """Everything the template needs for one haproxy.cfg."""
 
@@ -114,6 +126,8 @@ class HAProxyValues:
     public: Public
     worker_queue: WorkerQueue
     backends: Backends
+    jobs: Jobs | None
+    """None when the cluster runs no jobs service (``jobs.enabled`` false)."""
     rates_table: bool
     bodies_table: bool
     sections: tuple[str, ...]
@@ -136,6 +150,7 @@ def values_from_spec(spec: ClusterSpec, servers: ServerSet, local_hosts: bool = 
         public=public_values(spec, local_hosts),
         worker_queue=worker_queue_values(spec),
         backends=backend_values(spec, servers),
+        jobs=jobs_values(spec) if spec.jobs.enabled else None,
         rates_table=bool(spec.rate_limit_per_minute),
         bodies_table=bool(spec.limits.max_client_bodies),
         sections=tuple(servers.sections()),
@@ -166,6 +181,19 @@ def worker_queue_values(spec: ClusterSpec) -> WorkerQueue:
         secured = (f"ssl crt {config_path_arg(tls.cert_file)} ca-file {config_path_arg(spec.queue_ca())}"
                    " verify required")
     return WorkerQueue(f"{listener.host}:{listener.port}", secured, json_body(*NOT_A_PART))
+
+
+JOBS_WAIT_MARGIN_S = 15.0
+"""Beyond the longest ``Prefer: wait``: the service's own time to answer once the wait is over."""
+
+
+def jobs_values(spec: ClusterSpec) -> Jobs:
+    address = f"{spec.jobs.connect_host}:{spec.jobs.port}"
+    return Jobs(
+        server_line=f"    server {names.JOBS_SERVER} {address}  # this host's, run by its sidecar",
+        timeout=duration(MAX_WAIT_S + JOBS_WAIT_MARGIN_S),
+        down_body=json_body("unavailable", "The jobs service is starting or restarting; retry shortly."),
+    )
 
 
 def backend_values(spec: ClusterSpec, servers: ServerSet) -> Backends:

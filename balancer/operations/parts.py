@@ -2,7 +2,8 @@
 
 ``PartFactory`` builds one ``ProcessSupervisor`` (``balancer.supervision.supervisor``) per process: a
 managed node's web front or worker (``NodeProcess``, or ``WorkerWithStandby`` with a warm standby),
-HAProxy (``HAProxyChild``) and keepalived. A web front gets its own Gradio temp dir
+HAProxy (``HAProxyChild``), keepalived and the jobs service (``python -m jobs``, a ``NodeProcess`` whose
+server is the ``jobs`` backend's). A web front gets its own Gradio temp dir
 (``RUN_DIR/gradio/NODE``); a worker with a ``gpu`` gets ``CUDA_VISIBLE_DEVICES=GPU`` and
 ``CUDA_DEVICE_ORDER=PCI_BUS_ID`` (``balancer.config.gpus``); on a node host with ``tls`` every part serves
 mutual TLS and is probed with the host's probe identity (``balancer.multihost.part_tls``).
@@ -14,9 +15,10 @@ import sys
 
 from balancer.config.cluster import ClusterSpec, NodeSpec, PartSpec
 from balancer.config.gpus import GPU_ENV
-from balancer.config.sections import LOOPBACK
+from balancer.config.sections import JOBS_STORE_URL_ENV, LOOPBACK
 from balancer.haproxy.config import PART_BACKENDS
 from balancer.haproxy.gate import HAProxyGate
+from balancer.haproxy.names import JOBS_BACKEND, JOBS_SERVER
 from balancer.haproxy.process import HAProxyProcess
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI
 from balancer.multihost.keepalived import KeepalivedChild
@@ -47,6 +49,20 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec,
                 "--queue-size", str(BALANCED_QUEUE_SIZE), *dispatch, *part.args]
     web = spec.web_flags(node_host=tls.host if tls is not None else None)  # its host's queue certificate
     return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *web, *part.args]
+
+
+def jobs_command(spec: ClusterSpec) -> list[str]:
+    """``python -m jobs`` on a balancer host: its listener, the run directory (the default SQLite store), the
+    worker queue as this host's web fronts reach it (with their queue certificate when it is TLS), the slots (one
+    per worker unless set) and times of the cluster file. The store's URL and the secret go in its environment."""
+    jobs = spec.jobs
+    command = [sys.executable, "-m", "jobs", "--host", jobs.host, "--port", str(jobs.port),
+               "--run-dir", str(spec.run_dir), "--worker-queue-url", spec.worker_queue_url,
+               "--dispatch-slots", str(jobs.dispatch_slots or max(1, len(spec.workers))),
+               "--job-timeout", f"{jobs.job_timeout:g}", "--retention-days", f"{jobs.retention_days:g}"]
+    if spec.tls is not None and spec.worker_queue_tls:
+        command += ["--queue-ca", str(spec.tls.ca_file), "--queue-cert", str(spec.queue_client_cert(None))]
+    return command
 
 
 def replace_flag(args: list[str], flag: str, value: str) -> list[str]:
@@ -125,6 +141,19 @@ class PartFactory:
         """keepalived's supervisor, on a balancer sharing a floating address."""
         status = PartStatus(node=BALANCER, part="keepalived", backend=None, url=keepalived.probe_target)
         return self.supervise(status, keepalived)
+
+    def jobs(self) -> ProcessSupervisor:
+        """The jobs service's supervisor, on a balancer host: probed on ``/healthz`` (HAProxy checks its
+        ``/readyz``, whether the store answers), its server in the ``jobs`` backend set like a node part's."""
+        jobs, logs = self.spec.jobs, self.spec.run_dir / "logs"
+        env = {**self.env, "PYTHONUNBUFFERED": "1"}  # the cluster secret with it: never on the command line
+        if jobs.store_url is not None:
+            env.setdefault(JOBS_STORE_URL_ENV, jobs.store_url)  # the environment's (with a password) wins
+        status = PartStatus(node=BALANCER, part="jobs", backend=JOBS_BACKEND, url=jobs.url)
+        child = NodeProcess("balancer/jobs", jobs_command(self.spec), env, logs / "jobs.log", jobs.url + "/healthz",
+                            self.settings.probe_timeout, self.settings.stop_grace, self.gate,
+                            (JOBS_BACKEND, JOBS_SERVER), (logs,))
+        return self.supervise(status, child)
 
     def supervise(self, status: PartStatus, child: Child) -> ProcessSupervisor:
         """A supervisor of ``child`` under the sidecar's settings, reporting to its metrics."""

@@ -1,8 +1,8 @@
 """The processes the sidecar supervises (``balancer.supervision.supervisor.Child``): node parts and HAProxy.
 
 - ``CommandProcess``: a command line in its own process group (output appended to its log);
-- ``NodeProcess``: a web front or worker, a ``CommandProcess`` probed over HTTP (a timeout is no
-  answer; a worker's ``/readyz`` may report a stall), its HAProxy server set through the gate
+- ``NodeProcess``: a web front or worker (or a balancer's jobs service), a ``CommandProcess`` probed over
+  HTTP (a timeout is no answer; a worker's ``/readyz`` may report a stall), its HAProxy server set through the gate
   (``balancer.multihost.keepalived.KeepalivedChild`` is another kind of ``CommandProcess``);
 - ``HAProxyChild``: HAProxy itself (``HAProxyProcess``, started and stopped in a worker thread),
   probed over its runtime API; once it answers after a (re)start, every server's state is

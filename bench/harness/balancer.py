@@ -26,7 +26,8 @@ STATS_PASSWORD = "test-stats-pw"
 
 
 def cluster_data(run_dir: Path, web_names: list[str], worker_names: list[str], **extra: Any) -> dict[str, Any]:
-    """A cluster description on free loopback ports (nodes unmanaged: the caller runs them)."""
+    """A cluster description on free loopback ports (nodes unmanaged: the caller runs them), without the jobs
+    service (no sidecar here runs HAProxy, which is what starts it; ``extra`` may turn it on)."""
     nodes: dict[str, dict[str, Any]] = {}
     for name in web_names:
         nodes.setdefault(name, {"name": name, "managed": False})["web"] = {"port": free_port()}
@@ -38,6 +39,7 @@ def cluster_data(run_dir: Path, web_names: list[str], worker_names: list[str], *
         "worker_queue": {"port": free_port()},
         "stats": {"port": free_port(), "password": STATS_PASSWORD},
         "sidecar": {"port": free_port()},
+        "jobs": {"port": free_port(), "enabled": False},
         "nodes": list(nodes.values()),
         **extra,
     }

@@ -31,6 +31,7 @@ import yaml
 from balancer.config.cluster import ClusterSpec
 from balancer.config.loading import parse_cluster
 from balancer.haproxy.config import PART_BACKENDS, WORKERS_BACKEND
+from balancer.haproxy.names import JOBS_BACKEND, JOBS_SERVER
 from balancer.haproxy.process import RuntimeAPI, ServerStatus, status_is_up
 from balancer.system.cluster_secret import read_cluster_secret
 from bench.harness.processes import REPO, Processes, free_port
@@ -62,6 +63,8 @@ class ClusterOptions:
     """Extra sidecar settings for the cluster file (probe interval, backoff, OOM counter file, ...)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Extra top-level cluster-file sections (``limits``, ...)."""
+    env: dict[str, str] = field(default_factory=dict)
+    """Extra environment of ``launch.py`` (and so of every part), e.g. ``PORTRAIT_JOBS_LEASE_SECONDS``."""
     standby: bool = False
     """Every node's worker with a warm standby (``standby: true``, ``balancer.supervision.standby``)."""
     worker_only_nodes: dict[str, list[str]] = field(default_factory=dict)
@@ -143,6 +146,7 @@ class LaunchedCluster:
             "run_dir": str(self.run_dir),
             "nodes": nodes,
             **opts.extra,
+            "jobs": {"port": free_port(), **opts.extra.get("jobs", {})},
         }
 
     def start(self) -> LaunchedCluster:
@@ -163,7 +167,7 @@ class LaunchedCluster:
             ensure_demo_model(default_cache_dir())
         config = self.run_dir / "cluster.yaml"
         config.write_text(yaml.safe_dump(self.describe_for_file()), encoding="utf-8")
-        env = {"PYTHONUNBUFFERED": "1"}
+        env = {"PYTHONUNBUFFERED": "1", **self.options.env}
         self.proc = self.processes.start(["python", "launch.py", "--cluster", str(config)], env=env,
                                          log_name=f"{self.name}-launch", cwd=self.tree)
         logger.info("cluster %s starting (log: %s)", self.name, self.proc.log_path)
@@ -174,6 +178,8 @@ class LaunchedCluster:
         tree, only what differs from this tree's defaults (settings it may not know are left out)."""
         data = self.spec.model_dump(mode="json", exclude_defaults=self.tree != REPO)
         data["stats"]["password"] = self.spec.stats.password.get_secret_value()
+        if self.tree != REPO and "class JobsSpec" not in (self.tree / "balancer/config/sections.py").read_text():
+            data.pop("jobs", None)  # a tree from before the jobs service: it knows no such section
         return data
 
     def stop(self, keep_run_dir: bool = False) -> None:
@@ -208,6 +214,11 @@ class LaunchedCluster:
     def sidecar_url(self) -> str:
         """The sidecar's status endpoint base URL."""
         return self.spec.sidecar.url
+
+    @property
+    def jobs_url(self) -> str:
+        """This balancer's jobs service itself (behind the cluster secret: ``internal_headers``)."""
+        return self.spec.jobs.url
 
     @property
     def node_names(self) -> list[str]:
@@ -253,6 +264,16 @@ class LaunchedCluster:
             )
         except (OSError, httpx.HTTPError):
             return False
+
+    def wait_jobs_ready(self, timeout: float = 60) -> dict[str, Any]:
+        """Wait until the sidecar reports the jobs service ready and HAProxy has it UP (``start`` does not wait
+        for it); its ``/status`` entry."""
+        def ready() -> dict[str, Any] | None:
+            entry = self.status().get("jobs") or {}
+            up = entry.get("state") == "ready" and self.runtime.server(JOBS_BACKEND, JOBS_SERVER).is_up
+            return entry if up else None
+
+        return wait_until(ready, "the jobs service ready and UP", timeout, interval=0.1)
 
     def wait_all_ready(self, timeout: float = 120) -> None:
         """Wait until ``all_ready``; ``TimeoutError`` otherwise."""

@@ -15,17 +15,14 @@ from typing import Any
 from fastapi import Request
 
 from jobs.api.models import WEBHOOK_FIELDS
+from jobs.contract import MAX_BODY_BYTES, MAX_WAIT_S
 from jobs.webhooks.events import parse_events_filter
 from jobs.webhooks.targets import TargetGuard, TargetRefused
 from webui.schema import MAX_SEED, Limits
 from webui.worker.job_parsing import invalid_request, parse_payload, read_body, validate_job
 
-MAX_BODY_BYTES = 64 * 1024
-"""The largest job a client may submit (a text-to-image job is a few hundred bytes)."""
 MAX_KEY_CHARS = 64
 """The longest ``Idempotency-Key``."""
-MAX_WAIT_S = 60.0
-"""The longest ``Prefer: wait=N`` a request may hold its connection."""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,146 @@
+"""The jobs service in the cluster: launch.py's sidecar runs ``python -m jobs`` after HAProxy, and HAProxy's public
+port routes ``/v1/jobs`` to it through the same edge rules as ``/generate`` (rate, cross-site guard, body size).
+
+One stand-in cluster (2 nodes, 0.3 s a job) for the module. Every client here says who it is with its own
+``X-Forwarded-For`` address (the cluster's ``rate_limit_key``), so each test has its own rate counter. The jobs
+service's lease is 2 s (``PORTRAIT_JOBS_LEASE_SECONDS`` in launch.py's environment reaches the service), so a job
+whose service was killed is taken again soon. Run under the cluster lock:
+``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_jobs_cluster.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from balancer.haproxy.names import JOBS_BACKEND, JOBS_SERVER
+from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.waiting import wait_until
+
+JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 8}
+RATE = 3
+"""Generations a minute per client address."""
+WAIT = 60.0
+"""Bound (seconds) on anything a test waits for."""
+TOO_LARGE = "A job body may be at most 65536 bytes."
+"""HAProxy's own answer to a job body over the jobs service's limit (the service words its own differently)."""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LaunchedCluster]:
+    options = ClusterOptions(
+        model="standin:0.3", nodes=2, start_timeout=120,
+        sidecar={"probe_interval": 0.2, "backoff_initial": 0.2},
+        extra={"limits": {"rate_limit_per_minute": RATE, "rate_limit_key": "x-forwarded-for"}},
+        env={"PORTRAIT_JOBS_LEASE_SECONDS": "2"},
+    )
+    with LaunchedCluster(options, name="jobs-cluster") as launched:
+        launched.wait_jobs_ready()
+        yield launched
+
+
+def public(cluster: LaunchedCluster, address: str) -> httpx.Client:
+    """A client of the public port that the balancer tells apart by ``address``."""
+    return httpx.Client(base_url=cluster.public_url, headers={"X-Forwarded-For": address}, timeout=WAIT)
+
+
+def job_now(http: httpx.Client, job_id: str) -> dict[str, Any] | None:
+    """The job as the public port shows it; None while the jobs service does not answer (restarting)."""
+    answer = http.get(f"/v1/jobs/{job_id}")
+    return answer.json() if answer.status_code == 200 else None
+
+
+def finished(http: httpx.Client, job_id: str) -> dict[str, Any]:
+    def done() -> dict[str, Any] | None:
+        job = job_now(http, job_id)
+        return job if job is not None and job["status"] in ("succeeded", "failed", "canceled") else None
+
+    return wait_until(done, f"job {job_id} finished", WAIT, interval=0.1)
+
+
+def event_names(http: httpx.Client, job_id: str) -> list[str]:
+    """The names of a finished job's events, from its SSE stream through the public port."""
+    with http.stream("GET", f"/v1/jobs/{job_id}/events") as answer:
+        assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
+        return [line.removeprefix("event:").strip() for line in answer.iter_lines() if line.startswith("event:")]
+
+
+def test_a_job_through_the_public_port_succeeds_and_its_result_downloads(cluster: LaunchedCluster) -> None:
+    with public(cluster, "10.1.0.1") as http:
+        answer = http.post("/v1/jobs", json=JOB, headers={"Prefer": "wait=30"})
+        assert answer.status_code == 201, answer.text
+        job = answer.json()
+        assert job["status"] == "succeeded" and len(job["output"]) == 1
+        image = http.get(job["output"][0])
+        assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+        etag = image.headers["etag"]
+        assert etag == f'"{hashlib.sha256(image.content).hexdigest()}"'
+        assert http.get(job["output"][0], headers={"If-None-Match": etag}).status_code == 304
+        docs = http.get("/v1/jobs/docs")
+        assert docs.status_code == 200 and "/v1/jobs/openapi.json" in docs.text
+
+
+def test_the_jobs_service_runs_under_the_sidecar_behind_the_cluster_secret(cluster: LaunchedCluster) -> None:
+    entry = cluster.status()["jobs"]
+    assert entry["state"] == "ready" and isinstance(entry["pid"], int)
+    assert (cluster.run_dir / "logs" / "jobs.log").is_file()
+    around = httpx.get(f"{cluster.jobs_url}/v1/jobs", timeout=WAIT)  # a local user going around the edge
+    assert around.status_code == 403 and around.json()["error"] == "not_a_cluster_part"
+    assert httpx.get(f"{cluster.jobs_url}/v1/jobs", headers=cluster.internal_headers, timeout=WAIT).status_code == 200
+
+
+def test_a_killed_jobs_service_is_restarted_and_its_jobs_succeed_once(cluster: LaunchedCluster) -> None:
+    before = cluster.status()["jobs"]
+    assert before["pid"] in {process.pid for process in cluster.process_tree()}  # ours to kill
+    with public(cluster, "10.1.0.2") as http:
+        ids = [http.post("/v1/jobs", json=JOB).json()["id"] for _ in range(RATE)]  # 2 workers: one waits
+        running = wait_until(lambda: next((i for i in ids if (job_now(http, i) or {}).get("status") == "processing"),
+                                          None), "a job running", WAIT, interval=0.01)
+        os.kill(before["pid"], signal.SIGKILL)
+        restarted = wait_until(lambda: (e := cluster.status()["jobs"])["restarts"] > before["restarts"]
+                               and e["state"] == "ready" and e, "the jobs service restarted", WAIT, interval=0.1)
+        assert restarted["pid"] != before["pid"]
+        jobs = {job_id: finished(http, job_id) for job_id in ids}
+        assert [job["status"] for job in jobs.values()] == ["succeeded"] * RATE
+        assert jobs[running]["attempts"] >= 2  # its claim died with the service; the new one took it again
+        for job_id in ids:
+            names = event_names(http, job_id)
+            assert names.count("result") == 1 and "failed" not in names, names
+
+
+def test_a_job_submission_counts_against_the_generation_rate_and_reads_do_not(cluster: LaunchedCluster) -> None:
+    with public(cluster, "10.1.0.3") as http:
+        accepted = [http.post("/v1/jobs", json=JOB) for _ in range(RATE)]
+        assert [answer.status_code for answer in accepted] == [202] * RATE
+        for _ in range(RATE + 1):
+            assert http.get(f"/v1/jobs/{accepted[0].json()['id']}").status_code == 200
+        limited = http.post("/v1/jobs", json=JOB)
+        assert limited.status_code == 429 and limited.json()["error"] == "rate_limited"
+        assert limited.headers["retry-after"] == "60"
+
+
+def test_the_edge_refuses_cross_site_and_oversized_jobs_and_says_when_the_service_is_down(
+        cluster: LaunchedCluster) -> None:
+    with public(cluster, "10.1.0.4") as http:
+        listed = http.get("/v1/jobs")
+        assert listed.status_code == 200
+        for foreign in ({"Sec-Fetch-Site": "cross-site"}, {"Origin": "https://elsewhere.example"}):
+            refused = http.post("/v1/jobs", json=JOB, headers=foreign)
+            assert refused.status_code == 403 and refused.json()["error"] == "cross_site_request"
+        oversized = http.post("/v1/jobs", content=b'{"prompt": "' + b"x" * 70_000 + b'"}',
+                              headers={"Content-Type": "application/json"})
+        assert oversized.status_code == 413 and oversized.json()["detail"] == TOO_LARGE
+        ids = [[job["id"] for job in answer.json()["jobs"]] for answer in (listed, http.get("/v1/jobs"))]
+        assert ids[0] == ids[1]  # no job was made
+        cluster.runtime.set_server_state(JOBS_BACKEND, JOBS_SERVER, "maint")
+        try:
+            down = http.get("/v1/jobs")
+        finally:
+            cluster.runtime.set_server_state(JOBS_BACKEND, JOBS_SERVER, "ready")
+        assert down.status_code == 503 and down.json()["error"] == "unavailable" and down.headers["retry-after"] == "5"
