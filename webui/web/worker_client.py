@@ -122,7 +122,7 @@ def _classify(status: int, body: ErrorBody | None, fallback: str, retry_after: f
     return JobRejected(detail, status, body)
 
 
-def _tls_context(ca_file: Path | None, cert_file: Path | None) -> ssl.SSLContext | bool:
+def tls_context(ca_file: Path | None, cert_file: Path | None) -> ssl.SSLContext | bool:
     """How an https worker queue (the balancer on another host) is reached: its certificate verified against
     the cluster's CA, this front's queue certificate presented (the queue admits only web fronts)."""
     if ca_file is None and cert_file is None:
@@ -157,7 +157,7 @@ class WorkerClient:
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
             transport=transport,
-            verify=_tls_context(ca_file, cert_file),
+            verify=tls_context(ca_file, cert_file),
             headers=secret_headers(),  # the worker queue lets in parts of the cluster only
         )
 

@@ -1,7 +1,8 @@
 """What the studio page's events and the client API do: run jobs on the workers with live progress.
 
-``Studio`` sends each job through a ``WorkerClient`` (which retries a job whose worker died)
-and turns the result into gallery images and an info dict; failures become readable messages.
+``Studio`` sends each job through a ``WorkerClient`` (which retries a job whose worker died), or, with
+``--jobs-url``, through the jobs service (``JobRunner``: a durable job the page can re-attach to), and turns
+the result into gallery images and an info dict; failures become readable messages.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import gradio as gr
 from webui.contract import LISTEN_GRACE, MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.images import UploadError
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
+from webui.web.studio.jobs_runner import JobRunner
 from webui.web.studio.photos import encode_photo_file, save_image
 from webui.web.worker_client import JobOutcome, WorkerClient, WorkerError, WorkerInfoCache
 
@@ -104,8 +106,10 @@ class Studio:
     def __init__(self, client: WorkerClient, worker_info: WorkerInfoCache, web_node: str, cache_dir: Path,
                  max_upload_bytes: int = MAX_UPLOAD_BYTES, max_upload_pixels: int = MAX_UPLOAD_PIXELS,
                  streams: EventStreams | None = None, max_images: int = MAX_IMAGES,
-                 listen_grace: float = LISTEN_GRACE) -> None:
+                 listen_grace: float = LISTEN_GRACE, jobs: JobRunner | None = None) -> None:
         self.client = client
+        self.jobs = jobs
+        """With ``--jobs-url``: every generation is a job of the jobs service."""
         self.max_images = max_images
         self.listen_grace = listen_grace
         """Seconds a running job's client may go without an open event stream."""
@@ -218,6 +222,8 @@ class Studio:
     async def api_job(self, fields: dict[str, Any], progress: gr.Progress, title: str) -> tuple[Any, ...]:
         """A job started by an API client: failures become ``gr.Error`` (the client raises it)."""
         try:
+            if self.jobs is not None:
+                return await self.jobs.run_for_caller(fields, progress, self.streams, self.listen_grace)
             return await self.run(fields, progress)
         except WorkerError as exc:
             raise gr.Error(str(exc), title=title, print_exception=False) from None
@@ -233,17 +239,40 @@ class Studio:
         note = model_note(info["model"], self.web_node)
         return gallery, info, info_summary(info), gr.Markdown("", visible=False), note
 
+    async def generate_fields(
+        self, prompt: str, negative_prompt: str, steps: float, guidance: float, width: float, height: float,
+        seed: float | None, randomize: bool, lora_scale: float, num_images: float,
+    ) -> dict[str, Any]:
+        """The Generate button's job. A typed size is rounded to the model's multiple, as the slider shows it."""
+        info = await self.worker_info.get()
+        if not isinstance(info, str):
+            width, height = snap(width, info.size_multiple), snap(height, info.size_multiple)
+        return job_fields(prompt, negative_prompt, steps, guidance, width, height, ui_seed(seed, randomize),
+                          lora_scale, num_images)
+
+    async def retouch_job_fields(
+        self, photo: str | None, strength: float, prompt: str, negative_prompt: str, steps: float,
+        guidance: float, seed: float | None, randomize: bool, lora_scale: float, num_images: float,
+    ) -> dict[str, Any]:
+        """The Retouch button's job; ``RetouchRefused`` without a usable photo."""
+        if photo is None:
+            raise RetouchRefused("Upload a photo to retouch first.", "upload a photo first")
+        try:
+            retouch = await self.retouch_fields(photo, strength)
+        except UploadError as exc:
+            raise RetouchRefused(f"The photo cannot be used: {exc}.", str(exc)) from None
+        fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, ui_seed(seed, randomize),
+                            lora_scale, num_images)
+        return {**fields, **retouch}
+
     async def ui_generate(
         self, prompt: str, negative_prompt: str, steps: float, guidance: float, width: float, height: float,
         seed: float | None, randomize: bool, lora_scale: float, num_images: float,
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[Any, ...]:
-        """The Generate button. A typed size is rounded to the model's multiple, as the slider shows it."""
-        info = await self.worker_info.get()
-        if not isinstance(info, str):
-            width, height = snap(width, info.size_multiple), snap(height, info.size_multiple)
-        fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, ui_seed(seed, randomize),
-                            lora_scale, num_images)
+        """The Generate button."""
+        fields = await self.generate_fields(prompt, negative_prompt, steps, guidance, width, height, seed, randomize,
+                                            lora_scale, num_images)
         return await self.ui_job(fields, progress)
 
     async def ui_retouch(
@@ -252,15 +281,12 @@ class Studio:
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[Any, ...]:
         """The Retouch button."""
-        if photo is None:
-            return retouch_refused("Upload a photo to retouch first.", "upload a photo first")
         try:
-            retouch = await self.retouch_fields(photo, strength)
-        except UploadError as exc:
-            return retouch_refused(f"The photo cannot be used: {exc}.", str(exc))
-        fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, ui_seed(seed, randomize),
-                            lora_scale, num_images)
-        return await self.ui_job({**fields, **retouch}, progress)
+            fields = await self.retouch_job_fields(photo, strength, prompt, negative_prompt, steps, guidance, seed,
+                                                   randomize, lora_scale, num_images)
+        except RetouchRefused as refused:
+            return refused.outputs()
+        return await self.ui_job(fields, progress)
 
     async def page_load(self) -> tuple[Any, ...]:
         """On page load: (model note, steps, guidance, width, height, images) from the workers' model.
@@ -285,11 +311,19 @@ class Studio:
         )
 
 
-def retouch_refused(warning: str, problem: str) -> tuple[Any, ...]:
-    """The page's outputs when a retouch cannot start: a ``warning`` toast and ``problem`` in the error area."""
-    gr.Warning(warning, title="Retouch")
-    error = gr.Markdown(f"**Could not retouch:** image: {problem}.", visible=True)
-    return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
+class RetouchRefused(Exception):
+    """A retouch that cannot start: ``warning`` for a toast, ``problem`` for the error area."""
+
+    def __init__(self, warning: str, problem: str) -> None:
+        super().__init__(warning)
+        self.warning = warning
+        self.problem = problem
+
+    def outputs(self) -> tuple[Any, ...]:
+        """The page's outputs (gallery, info, summary, error area, model note): a toast and the error area."""
+        gr.Warning(self.warning, title="Retouch")
+        error = gr.Markdown(f"**Could not retouch:** image: {self.problem}.", visible=True)
+        return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
 
 
 def model_note(model: str | None, web_node: str) -> str:

@@ -21,7 +21,11 @@ def save_image(data: str, cache_dir: Path, name: str) -> Path:
     Each file gets a folder of its own with a random name (no hash of megabytes of PNG), so two
     jobs never write the same file and Gradio serves the file where it is (it is in its cache).
     """
-    png = base64.b64decode(data)
+    return save_png(base64.b64decode(data), cache_dir, name)
+
+
+def save_png(png: bytes, cache_dir: Path, name: str) -> Path:
+    """Write a PNG's bytes into Gradio's cache, in a folder of its own (see ``save_image``)."""
     folder = cache_dir / secrets.token_hex(16)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
