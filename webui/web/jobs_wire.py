@@ -1,0 +1,79 @@
+"""The ``/v1/jobs`` API as the web front reads it: paths, statuses, event names and the JSON it uses.
+
+The web front may not import the ``jobs`` package (``tests/test_layering.py``), so it speaks the HTTP contract
+that ``docs/jobs.md`` describes; what it relies on is written down here, once. Unknown fields are ignored, so
+the service may add fields without breaking a web front.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+PREFIX = "/v1/jobs"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+LAST_EVENT_ID = "Last-Event-ID"
+
+SUCCEEDED, FAILED, CANCELED = "succeeded", "failed", "canceled"
+TERMINAL_STATUSES = (SUCCEEDED, FAILED, CANCELED)
+TERMINAL_EVENTS = ("result", "failed", "canceled")
+"""The SSE events that end a job's stream; their data is the job's JSON."""
+QUEUED, STARTED, PROGRESS = "queued", "started", "progress"
+
+
+def job_path(job_id: str, *parts: str | int) -> str:
+    """``/v1/jobs/{id}`` and below, e.g. ``job_path(id, "results", 0)``."""
+    return "/".join([PREFIX, job_id, *map(str, parts)])
+
+
+class ResultFile(BaseModel):
+    """One image of a succeeded job."""
+
+    model_config = ConfigDict(extra="ignore")
+    url: str
+    sha256: str
+    width: int | None = None
+    height: int | None = None
+
+
+class JobProgress(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    step: int
+    steps: int
+
+
+class JobSnapshot(BaseModel):
+    """A job as ``GET /v1/jobs/{id}`` (and a terminal event) shows it: the parts the web front uses."""
+
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    status: str
+    input: dict[str, Any] = {}
+    progress: JobProgress | None = None
+    results: list[ResultFile] = []
+    error: str | None = None
+    attempts: int = 0
+    queue_position: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One Server-Sent Event of a job's stream: its name, its number (None for an unlogged queue update) and data."""
+
+    name: str
+    id: int | None
+    data: dict[str, Any]
+
+    @property
+    def terminal(self) -> bool:
+        return self.name in TERMINAL_EVENTS
+
+    def snapshot(self) -> JobSnapshot:
+        """The job's JSON a terminal event carries."""
+        return JobSnapshot.model_validate(self.data)
