@@ -196,6 +196,11 @@ class WebSettings(ServerTLSSettings):
         "--worker-queue (its host's NAME-queue.pem from python -m balancer.multihost.certs: the balancer's worker "
         "queue accepts only those). Unset: none.",
     )
+    jobs_url: str | None = Field(
+        None, description="The jobs service (/v1/jobs; docs/jobs.md): every generation of the page and the client "
+        "API becomes a durable job there, which a reloaded page follows again. Unset: jobs go to --worker-queue "
+        "directly. Reached with --worker-queue-ca/--worker-queue-cert when https.",
+    )
     max_attempts: int = Field(3, ge=1, description="Attempts per job when a worker fails or is cut off.")
     retry_delay: float = Field(0.5, ge=0, description="Seconds between attempts.")
     request_timeout: float = Field(600.0, description="Seconds one generation may take.")

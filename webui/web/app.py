@@ -36,10 +36,13 @@ from webui.share import ShareTunnel
 from webui.traffic import count_traffic
 from webui.web.cache_janitor import CacheJanitor
 from webui.web.gradio_routes import GradioRoutes
+from webui.web.jobs_client import JobsClient
 from webui.web.queue_pacer import PaceQueue, QueuePacer
 from webui.web.request_guard import RequestGuard
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio
+from webui.web.studio.job_page import JobPage
+from webui.web.studio.jobs_runner import JobRunner
 from webui.web.studio.layout import build_studio
 from webui.web.upload_limit import UploadFileLimit
 from webui.web.upload_progress import BoundedUploadProgress
@@ -69,7 +72,8 @@ def create_app(settings: WebSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         nonlocal serving
-        logger.info("web front %s serving the studio; workers at %s", node, settings.worker_queue)
+        logger.info("web front %s serving the studio; workers at %s; jobs %s", node, settings.worker_queue,
+                    settings.jobs_url or "run here")
         janitor.start()
         pacer.start()
         serving = True
@@ -78,6 +82,8 @@ def create_app(settings: WebSettings) -> FastAPI:
         await pacer.stop()
         await janitor.stop()
         await client.aclose()
+        if jobs_client is not None:
+            await jobs_client.aclose()
 
     app = FastAPI(title="portrait-ha web front", lifespan=lifespan, docs_url=None, redoc_url=None)
     traffic = count_traffic(app)  # what a sidecar waits on in a rolling restart
@@ -100,18 +106,26 @@ def create_app(settings: WebSettings) -> FastAPI:
     cache_dir = Path(get_upload_folder())
     janitor = CacheJanitor(cache_dir, settings.cache_max_bytes, settings.cache_max_age, settings.cache_sweep_interval,
                            max_inodes=settings.cache_max_inodes)
+    jobs_client = runner = None
+    if settings.jobs_url:
+        jobs_client = JobsClient(settings.jobs_url, ca_file=settings.worker_queue_ca,
+                                 cert_file=settings.worker_queue_cert)
+        runner = JobRunner(jobs_client, node, cache_dir)
     studio = Studio(client, worker_info, node, cache_dir=cache_dir,
                     max_upload_bytes=settings.max_upload_bytes, max_upload_pixels=settings.max_upload_pixels,
-                    max_images=settings.max_images, listen_grace=settings.listen_grace)
+                    max_images=settings.max_images, listen_grace=settings.listen_grace, jobs=runner)
+    # With jobs, this front only follows them (the jobs service paces the workers): no limit of its own.
+    concurrency = None if runner else settings.concurrency
     demo = build_studio(
         studio,
         load_studio_config(),
         load_examples(),
         max_images=settings.max_images,
-        concurrency_limit=settings.concurrency,
+        concurrency_limit=concurrency,
+        job_page=JobPage(studio, runner) if runner else None,
     )
     # api_open=False: Gradio itself refuses a queued event called outside the queue (run/, api/).
-    demo.queue(default_concurrency_limit=settings.concurrency, max_size=settings.queue_max_size, api_open=False)
+    demo.queue(default_concurrency_limit=concurrency, max_size=settings.queue_max_size, api_open=False)
     install_upload_progress(BoundedUploadProgress())
     pacer = QueuePacer(demo._queue)  # Gradio's queue polls every 1 ms even when idle
     # Jobs in flight: events joined whose result their client has not yet been sent (waiting, running, sending).

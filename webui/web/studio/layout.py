@@ -15,6 +15,7 @@ from webui.schema import MAX_SEED, Limits
 from webui.web.photo_input import PhotoInput
 from webui.web.studio.config import CUSTOM, ExamplePrompt, StudioConfig
 from webui.web.studio.handlers import Studio
+from webui.web.studio.job_page import JobPage, browser_state
 
 JOB_CONCURRENCY_ID = "worker-jobs"
 """Every job event shares one concurrency limit: the web front's share of the workers."""
@@ -55,8 +56,9 @@ def reuse_seed_values(info: dict[str, Any] | None) -> tuple[Any, Any]:
 
 
 def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePrompt], max_images: int,
-                 concurrency_limit: int) -> gr.Blocks:
-    """The studio page (``gr.Blocks``) wired to ``studio``; call ``.queue()`` before mounting."""
+                 concurrency_limit: int | None, job_page: JobPage | None = None) -> gr.Blocks:
+    """The studio page (``gr.Blocks``) wired to ``studio`` (and its jobs, with ``job_page``: a Cancel button, the
+    kept job followed again on load); call ``.queue()`` before mounting."""
     defaults = config.defaults
     width0, height0 = config.resolutions[defaults.resolution]
     job_options = dict(concurrency_limit=concurrency_limit, concurrency_id=JOB_CONCURRENCY_ID)
@@ -90,6 +92,8 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                         strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength",
                                              info="How much the photo may change", elem_id="strength")
                         retouch_button = gr.Button("Retouch", variant="primary", size="lg", elem_id="retouch-button")
+                cancel_button = gr.Button("Cancel job", variant="stop", size="sm", elem_id="cancel",
+                                          visible=job_page is not None)
 
                 with gr.Accordion("Settings", open=True, elem_id="settings"):
                     resolution = gr.Dropdown([*config.resolutions, CUSTOM], value=defaults.resolution,
@@ -144,16 +148,23 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
         ui_outputs = [gallery, info, summary, error, model_info]
         progress_on = dict(show_progress_on=[status, gallery])
         common = [steps, guidance]
-        gr.on(
-            [generate_button.click, prompt.submit], studio.ui_generate,
-            [prompt, negative, *common, width, height, seed, randomize, lora_scale, num_images],
-            ui_outputs, api_visibility="private", **progress_on, **job_options,
-        )
-        retouch_button.click(
-            studio.ui_retouch,
-            [photo, strength, prompt, negative, *common, seed, randomize, lora_scale, num_images],
-            ui_outputs, api_visibility="private", **progress_on, **job_options,
-        )
+        form = [prompt, negative, *common, width, height, seed, randomize, lora_scale, num_images]
+        if job_page is None:
+            gr.on([generate_button.click, prompt.submit], studio.ui_generate, form, ui_outputs,
+                  api_visibility="private", **progress_on, **job_options)
+            retouch_button.click(studio.ui_retouch, [photo, strength, *form[:4], seed, randomize, lora_scale,
+                                                     num_images], ui_outputs, api_visibility="private", **progress_on,
+                                 **job_options)
+        else:  # submit (the job id and the form kept in the browser), then follow the job
+            state = browser_state()
+            follow = dict(fn=job_page.follow, inputs=[state], outputs=ui_outputs, api_visibility="private",
+                          **progress_on, **job_options)
+            private = dict(api_visibility="private", **job_options)
+            gr.on([generate_button.click, prompt.submit], job_page.submit_generate, [*form, strength], [state, error],
+                  **private).then(**follow)
+            retouch_button.click(job_page.submit_retouch, [photo, strength, *form], [state, error],
+                                 **private).then(**follow)
+            cancel_button.click(job_page.cancel, [state], None, api_visibility="private", queue=False)
         gr.on(
             [], studio.api_generate,
             [api_prompt, api_negative, api_steps, api_guidance, api_width, api_height, api_seed, api_lora, api_images],
@@ -180,6 +191,9 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             [resolution], api_visibility="private", queue=False, trigger_mode="always_last",
         )
         reuse_seed.click(reuse_seed_values, [info], [seed, randomize], api_visibility="private", queue=False)
-        demo.load(studio.page_load, None, [model_info, steps, guidance, width, height, num_images],
-                  api_visibility="private")
+        loaded = demo.load(studio.page_load, None, [model_info, steps, guidance, width, height, num_images],
+                           api_visibility="private")
+        if job_page is not None:  # the kept form back, then the kept job followed again
+            loaded.then(job_page.restore, [state], [*form, strength], api_visibility="private", queue=False
+                        ).then(**follow)
     return demo

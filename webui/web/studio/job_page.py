@@ -1,0 +1,120 @@
+"""The studio page with durable jobs (``--jobs-url``): submit, follow, re-attach, cancel.
+
+A click submits the job and keeps its id and the form in the browser (``gr.BrowserState``: localStorage, the
+same key and cipher on every web front), then follows the job. A page load restores the form and follows the
+kept job again: a reload, a reopened tab or another web front (after this one died) shows the running job's
+progress and then its result, and never starts a second generation. Following is all the page's event does:
+when Gradio drops it (the browser closed) the job runs on; only the Cancel button cancels it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gradio as gr
+
+from webui.web.jobs_client import JobsError
+from webui.web.studio.handlers import RetouchRefused, Studio
+from webui.web.studio.jobs_runner import JobCanceled, JobRunner, job_summary
+
+logger = logging.getLogger(__name__)
+
+FORM = ("prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed", "randomize", "lora_scale",
+        "num_images", "strength")
+"""The page's form as kept in the browser, in the order of ``restore``'s outputs."""
+GONE = (404, 410)
+"""The jobs service's answers for a job it no longer has (expired) or never had."""
+STORAGE_KEY = "portrait-studio-job"
+STATE_CIPHER = "portrait-studio-job-v1"
+"""BrowserState encrypts with a key it sends to the page: no secret, only the same on every web front (a
+random one per process would make the state unreadable to every other front)."""
+
+
+def browser_state() -> gr.BrowserState:
+    """The page's kept job: ``{"job": id or None, "form": {...}}``."""
+    return gr.BrowserState({}, storage_key=STORAGE_KEY, secret=STATE_CIPHER)
+
+
+def kept(job: str | None, form: dict[str, Any]) -> dict[str, Any]:
+    return {"job": job, "form": form}
+
+
+class JobPage:
+    """The page's events when every generation is a job of the jobs service."""
+
+    def __init__(self, studio: Studio, runner: JobRunner) -> None:
+        self.studio = studio
+        self.runner = runner
+
+    async def submit(self, fields: dict[str, Any], form: dict[str, Any]) -> tuple[Any, ...]:
+        """(kept state, error area): the job recorded, or why not (the error area; no job kept)."""
+        try:
+            job_id = await self.runner.submit(fields)
+        except JobsError as exc:
+            gr.Warning(str(exc), title="Generation failed")
+            return kept(None, form), gr.Markdown(f"**Could not generate:** {exc}", visible=True)
+        return kept(job_id, form), gr.Markdown("", visible=False)
+
+    async def submit_generate(self, prompt: str, negative_prompt: str, steps: float, guidance: float, width: float,
+                              height: float, seed: float | None, randomize: bool, lora_scale: float,
+                              num_images: float, strength: float) -> tuple[Any, ...]:
+        """The Generate button: record the job, keep its id and the form in the browser."""
+        form = dict(zip(FORM, (prompt, negative_prompt, steps, guidance, width, height, seed, randomize, lora_scale,
+                               num_images, strength), strict=True))
+        fields = await self.studio.generate_fields(prompt, negative_prompt, steps, guidance, width, height, seed,
+                                                   randomize, lora_scale, num_images)
+        return await self.submit(fields, form)
+
+    async def submit_retouch(self, photo: str | None, strength: float, prompt: str, negative_prompt: str,
+                             steps: float, guidance: float, width: float, height: float, seed: float | None,
+                             randomize: bool, lora_scale: float, num_images: float) -> tuple[Any, ...]:
+        """The Retouch button: the photo goes into the job's input (the photo itself is not kept in the browser)."""
+        form = dict(zip(FORM, (prompt, negative_prompt, steps, guidance, width, height, seed, randomize, lora_scale,
+                               num_images, strength), strict=True))
+        try:
+            fields = await self.studio.retouch_job_fields(photo, strength, prompt, negative_prompt, steps, guidance,
+                                                          seed, randomize, lora_scale, num_images)
+        except RetouchRefused as refused:
+            return kept(None, form), refused.outputs()[3]
+        return await self.submit(fields, form)
+
+    async def follow(self, state: dict[str, Any] | None,
+                     progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+        """Follow the kept job: (gallery, info, summary, error area, model note); nothing when none is kept."""
+        job_id = (state or {}).get("job")
+        if not job_id:
+            return (gr.skip(),) * 5
+        try:
+            gallery, info = await self.runner.follow(job_id, progress)
+        except JobCanceled as exc:
+            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown(f"**Canceled:** {exc}", visible=True), gr.skip()
+        except JobsError as exc:
+            if exc.status in GONE:  # a kept job that expired: nothing to show again
+                logger.info("job %s: %s", job_id, exc)
+                return (gr.skip(),) * 5
+            gr.Warning(str(exc), title="Generation failed")
+            error = gr.Markdown(f"**Could not generate:** {exc}", visible=True)
+            return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
+        return gallery, info, job_summary(info), gr.Markdown("", visible=False), gr.skip()
+
+    async def cancel(self, state: dict[str, Any] | None) -> None:
+        """The Cancel button: cancel the kept job (a finished one stays as it is)."""
+        job_id = (state or {}).get("job")
+        if not job_id:
+            gr.Info("There is no job to cancel.", title="Cancel")
+            return
+        try:
+            job = await self.runner.cancel(job_id)
+        except JobsError as exc:
+            gr.Warning(f"Could not cancel the job: {exc}", title="Cancel")
+            return
+        logger.info("job %s: cancel asked from the page (now %s)", job_id, job.status)
+        gr.Info(f"Job {job_id} was already {job.status}." if job.terminal else f"Canceling job {job_id}.",
+                title="Cancel")
+
+    @staticmethod
+    def restore(state: dict[str, Any] | None) -> tuple[Any, ...]:
+        """The kept form's values (one per ``FORM`` name); skips where nothing is kept."""
+        form = (state or {}).get("form") or {}
+        return tuple(form[name] if form.get(name) is not None else gr.skip() for name in FORM)

@@ -1,0 +1,132 @@
+"""Generations as durable jobs (``--jobs-url``): submit to the jobs service, follow its events, fetch the results.
+
+A job has an id and a record before any GPU work starts, and it runs whether or not anybody follows it: the
+page that asked may close, reload or come back through another web front and follow the same job again
+(``follow``). Only an API client that asked synchronously keeps today's protection: when its call is cancelled
+or it stops listening, its job is canceled (``run_for_caller``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from webui.web.jobs_client import JobsClient, JobsError
+from webui.web.jobs_wire import CANCELED, FAILED, PROGRESS, QUEUED, STARTED, JobSnapshot
+from webui.web.presence import EventStreams, cancelled_when_client_leaves
+from webui.web.studio.photos import save_png
+
+logger = logging.getLogger(__name__)
+
+Gallery = list[tuple[Path, str]]
+
+
+class JobCanceled(JobsError):
+    """The job was canceled (by its Cancel button or an API client) before it finished."""
+
+
+def job_info(job: JobSnapshot, web_node: str, elapsed_s: float) -> dict[str, Any]:
+    """The info dict of a finished job (shown under the result, returned by the API)."""
+    given = job.input
+    first = job.results[0] if job.results else None
+    return {
+        "job_id": job.id,
+        "result_url": first.url if first else None,
+        "result_urls": [result.url for result in job.results],
+        "seed": given.get("seed"),
+        "width": first.width if first else given.get("width"),
+        "height": first.height if first else given.get("height"),
+        "steps": given.get("steps"),
+        "guidance": given.get("guidance"),
+        "lora_scale": given.get("lora_scale"),
+        "num_images": len(job.results),
+        "mode": "retouch" if given.get("init_image") else "text2img",
+        "strength": given.get("strength"),
+        "prompt": given.get("prompt"),
+        "negative_prompt": given.get("negative_prompt"),
+        "web_node": web_node,
+        "attempts": job.attempts,
+        "timings": {"web_ms": round(elapsed_s * 1000, 1)},
+    }
+
+
+def job_summary(info: dict[str, Any]) -> str:
+    """One readable line about a finished job (Markdown), with the link to its first result."""
+    steps = f" · {info['steps']} steps" if info.get("steps") else ""
+    retried = f" · {info['attempts']} attempts" if info["attempts"] > 1 else ""
+    return (
+        f"**Seed** `{info['seed']}` · **{info['width']}×{info['height']}**{steps} · job `{info['job_id']}` · "
+        f"node `{info['web_node']}` · {info['timings']['web_ms'] / 1000:.1f} s{retried} · "
+        f"[result]({info['result_url']})"
+    )
+
+
+class JobRunner:
+    """Runs the studio's generations as jobs of the jobs service."""
+
+    def __init__(self, client: JobsClient, web_node: str, cache_dir: Path) -> None:
+        self.client = client
+        self.web_node = web_node
+        self.cache_dir = cache_dir
+
+    async def submit(self, fields: dict[str, Any]) -> str:
+        """Record the job; its id (``JobsError`` in words when the service refuses it)."""
+        job = await self.client.submit(fields)
+        logger.info("job %s submitted", job.id)
+        return job.id
+
+    async def follow(self, job_id: str, progress: gr.Progress) -> tuple[Gallery, dict[str, Any]]:
+        """Show the job's progress until it ends; its images and info. Raises ``JobsError`` (failed, canceled,
+        unreachable) with a message for the user."""
+        started = time.monotonic()
+        progress(0.0, desc=f"Job {job_id}: waiting for a worker")
+        job: JobSnapshot | None = None
+        async for event in self.client.events(job_id):
+            if event.name == QUEUED:
+                ahead = event.data.get("queue_position")
+                progress(0.0, desc=f"Job {job_id}: waiting for a worker ({ahead} ahead)" if ahead else
+                         f"Job {job_id}: waiting for a worker")
+            elif event.name == STARTED:
+                progress(0.0, desc=f"Job {job_id}: starting")
+            elif event.name == PROGRESS:
+                progress((event.data["step"], event.data["steps"]), desc=f"Denoising job {job_id}", unit="steps")
+            elif event.terminal:
+                job = event.snapshot()
+        if job is None or job.status == FAILED:
+            raise JobsError(job.error if job and job.error else f"The job {job_id} failed.")
+        if job.status == CANCELED:
+            raise JobCanceled(f"The job {job_id} was canceled.")
+        gallery = []
+        for index, result in enumerate(job.results):
+            png = await self.client.result(job_id, index)
+            path = await asyncio.to_thread(save_png, png, self.cache_dir, f"portrait-{job_id}-{index + 1}.png")
+            gallery.append((path, f"#{index + 1} · seed {job.input.get('seed')}"))
+            logger.debug("job %s: result %d (%s) fetched", job_id, index, result.sha256)
+        return gallery, job_info(job, self.web_node, time.monotonic() - started)
+
+    async def cancel(self, job_id: str) -> JobSnapshot:
+        return await self.client.cancel(job_id)
+
+    async def run_for_caller(self, fields: dict[str, Any], progress: gr.Progress, streams: EventStreams,
+                             grace: float) -> tuple[Gallery, dict[str, Any]]:
+        """Submit and follow for a caller waiting on the answer (the client API): when the caller cancels or
+        stops listening (``cancelled_when_client_leaves``), the job is canceled too."""
+        job_id = await self.submit(fields)
+        try:
+            async with cancelled_when_client_leaves(streams, grace=grace):
+                return await self.follow(job_id, progress)
+        except asyncio.CancelledError:
+            logger.info("job %s: its caller left; canceling the job", job_id)
+            await asyncio.shield(asyncio.ensure_future(self._cancel_quietly(job_id)))
+            raise
+
+    async def _cancel_quietly(self, job_id: str) -> None:
+        try:
+            await self.client.cancel(job_id)
+        except JobsError as exc:
+            logger.warning("job %s: could not cancel it: %s", job_id, exc)
