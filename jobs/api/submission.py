@@ -19,7 +19,7 @@ from jobs.contract import MAX_BODY_BYTES, MAX_WAIT_S
 from jobs.webhooks.events import parse_events_filter
 from jobs.webhooks.targets import TargetGuard, TargetRefused
 from webui.schema import MAX_SEED, Limits
-from webui.worker.job_parsing import invalid_request, parse_payload, read_body, validate_job
+from webui.worker.job_parsing import ApiError, invalid_request, parse_payload, read_body, validate_job
 
 MAX_KEY_CHARS = 64
 """The longest ``Idempotency-Key``."""
@@ -59,6 +59,11 @@ def prefer_wait(request: Request) -> float | None:
     return None
 
 
+def photo_allowance(limits: Limits) -> int:
+    """Bytes a retouch photo may add to a job's body: the workers' largest upload, base64-encoded."""
+    return (limits.max_upload_bytes + 2) // 3 * 4
+
+
 def check_webhook(fields: dict[str, Any], guard: TargetGuard) -> list[dict[str, str]]:
     """Problems with the webhook fields: a refused target, an unknown event."""
     problems = []
@@ -82,7 +87,11 @@ async def read_submission(request: Request, limits: Limits, guard: TargetGuard,
                           max_body: int = MAX_BODY_BYTES) -> Submission:
     """The checked job in ``request``; ``ApiError`` (413/415/422) in words when it is not one."""
     key = idempotency_key(request)
-    payload = parse_payload(await read_body(request, max_body), request.headers.get("content-type", ""), {})
+    body = await read_body(request, max_body + photo_allowance(limits))
+    payload = parse_payload(body, request.headers.get("content-type", ""), {})
+    if len(body) > max_body and not payload.get("init_image"):
+        raise ApiError(413, "body_too_large", f"The request body is larger than {max_body} bytes (only a retouch "
+                       "job's photo may make it larger).")
     body_hash = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     webhook = {name: payload.pop(name) for name in WEBHOOK_FIELDS if name in payload}
     if problems := check_webhook(webhook, guard):
