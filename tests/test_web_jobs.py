@@ -1,0 +1,219 @@
+"""The studio through durable jobs (``python -m webui.web --jobs-url``): every generation of the page and of
+``gradio_client`` is a job of the jobs service, and the page re-attaches to it.
+
+Processes started by hand, as in ``tests/test_jobs_api.py``: one stand-in worker (``STANDIN_SECONDS`` a job,
+whatever the CPU), ``python -m jobs`` (SQLite in a temp dir) and web fronts with ``--jobs-url``, all behind the
+cluster secret (the clients add its header, as HAProxy does). The page runs in headless Chromium. Run under the
+cluster lock: ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_web_jobs.py``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from gradio_client import Client, handle_file
+from PIL import Image
+from playwright.sync_api import BrowserContext, expect, sync_playwright
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench.harness.processes import Processes
+from bench.harness.waiting import wait_until
+from tests.browser import StudioPage, launch_chromium
+from tests.test_jobs_api import SECRET, WAIT, Part, worker
+from webui.contract import CLUSTER_SECRET_ENV, CLUSTER_SECRET_HEADER
+
+pytestmark = pytest.mark.browser
+
+STANDIN_SECONDS = 4.0
+"""A job's length on the stand-in (8 steps of 0.5 s): a reload, a kill or a cancel after step 2 is mid-job."""
+HEADERS = {CLUSTER_SECRET_HEADER: SECRET[CLUSTER_SECRET_ENV]}
+JOB_MS = 60_000
+"""Longest a job may take to show in the page."""
+
+
+@dataclass
+class Site:
+    worker: Part
+    jobs: Part
+    webs: dict[str, Part]
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        return httpx.get(f"{self.jobs.url}/v1/jobs/{job_id}", timeout=WAIT).json()
+
+    def newest_job(self) -> dict[str, Any] | None:
+        jobs = httpx.get(f"{self.jobs.url}/v1/jobs?limit=1", timeout=WAIT).json()["jobs"]
+        return jobs[0] if jobs else None
+
+    def running_job(self) -> dict[str, Any]:
+        """The newest job once a worker has run two of its steps."""
+        def running() -> dict[str, Any] | None:
+            job = self.newest_job()
+            return job if job and job["status"] == "processing" and (job["progress"] or {}).get("step", 0) >= 2 \
+                else None
+        return wait_until(running, "a job at its second step", timeout=WAIT, interval=0.1)
+
+    def finished(self, job_id: str) -> dict[str, Any]:
+        return wait_until(lambda: job if (job := self.job(job_id))["status"] in ("succeeded", "failed", "canceled")
+                          else None, f"job {job_id} finished", timeout=WAIT, interval=0.1)
+
+    def generations(self) -> float:
+        """Jobs the worker was asked to run (``/generate/stream``, any outcome) since it started."""
+        text = httpx.get(f"{self.worker.url}/metrics", timeout=10).text
+        return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
+                   if sample.name == "portrait_worker_requests_total"
+                   and sample.labels.get("endpoint") == "/generate/stream")
+
+
+def web(processes: Processes, name: str, site_jobs: Part, site_worker: Part, port: int | None = None) -> Part:
+    args = ["python", "-m", "webui.web", "--node", name, "--worker-queue", site_worker.url, "--jobs-url",
+            site_jobs.url, "--listen-grace", "1"]
+    return Part(processes, args, name) if port is None else Part(processes, args, name, port=port)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    store = tmp_path_factory.mktemp("web-jobs") / "jobs.sqlite3"
+    with Processes("web-jobs") as processes:
+        standin = worker(processes, "jobs-worker", STANDIN_SECONDS).start()
+        jobs = Part(processes, ["python", "-m", "jobs", "--store-url", f"sqlite:///{store}", "--worker-queue-url",
+                                standin.url, "--lease-seconds", "2"], "web-jobs-service").start()
+        webs = {name: web(processes, name, jobs, standin).start() for name in ("web-a", "web-b")}
+        standin.ready("/readyz")
+        jobs.ready("/healthz")
+        for part in webs.values():
+            part.ready("/readyz")
+        yield Site(standin, jobs, webs)
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    with sync_playwright() as playwright:
+        context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium-profile"))
+        context.set_default_timeout(30_000)
+        context.set_extra_http_headers(HEADERS)  # what HAProxy adds in a cluster
+        yield context
+        context.close()
+
+
+def studio_page(browser: BrowserContext, part: Part, name: str) -> StudioPage:
+    return StudioPage(browser.new_page(), part.url + "/", name).open()
+
+
+def start_job(studio: StudioPage, prompt: str) -> None:
+    studio.type_prompt(prompt)
+    studio.choose("resolution", "Quick 512×512")
+    studio.set_slider("steps", 8)
+    studio.start()
+
+
+def shown_result(studio: StudioPage) -> tuple[str, str]:
+    """(job id, web node) of the result the page shows, once it shows one and no progress any more."""
+    summary = studio.component("info-summary")
+    expect(summary).to_contain_text("job j_", timeout=JOB_MS)
+    studio.wait_idle(JOB_MS)
+    text = summary.inner_text()
+    job, node = re.search(r"job (j_\S+)", text), re.search(r"node (\S+)", text)
+    assert job and node, text
+    return job[1], node[1]
+
+
+def gradio_client(part: Part, tmp_path: Path) -> Client:
+    return Client(part.url + "/", headers=HEADERS, verbose=False, download_files=str(tmp_path))
+
+
+def test_a_gradio_client_generation_is_a_recorded_job(site: Site, tmp_path: Path) -> None:
+    before = site.generations()
+    gallery, info = gradio_client(site.webs["web-a"], tmp_path).predict(
+        prompt="a studio portrait", steps=4, width=64, height=64, seed=7, api_name="/generate")
+    job = site.job(info["job_id"])
+    assert job["status"] == "succeeded" and job["input"]["seed"] == 7 == info["seed"], job
+    assert info["result_url"] == f"/v1/jobs/{job['id']}/results/0" == job["output"][0]
+    assert hashlib.sha256(Path(gallery[0]["image"]).read_bytes()).hexdigest() == job["results"][0]["sha256"]
+    assert site.generations() - before == 1
+
+
+def test_a_reload_mid_job_shows_the_same_jobs_progress_then_its_result(site: Site, browser: BrowserContext) -> None:
+    studio = studio_page(browser, site.webs["web-a"], "jobs-reload")
+    before = site.generations()
+    start_job(studio, "a portrait that outlives a reload")
+    studio.wait_for_step(2, JOB_MS)
+    running = site.running_job()
+    studio.screenshot("1-before-reload")
+
+    studio.open()  # the reload: Gradio drops the page's event; the job runs on
+    expect(studio.component("prompt").locator("textarea")).to_have_value("a portrait that outlives a reload")
+    studio.wait_for_step(3, JOB_MS)
+    job_id, _ = shown_result(studio)
+    studio.screenshot("2-result-after-reload")
+
+    assert job_id == running["id"]
+    assert site.job(job_id)["status"] == "succeeded"
+    assert {total for _, total in studio.step_fractions()} == {8}
+    assert site.newest_job()["id"] == job_id, "the reload submitted a second job"
+    assert site.generations() - before == 1
+    assert studio.gallery_image_sizes() == [(512, 512)]
+    studio.page.close()
+
+
+def test_the_page_on_another_web_front_after_a_kill_shows_the_result(site: Site, browser: BrowserContext) -> None:
+    first = site.webs["web-b"]
+    studio = studio_page(browser, first, "jobs-front-killed")
+    before = site.generations()
+    start_job(studio, "a portrait whose web front dies")
+    studio.wait_for_step(2, JOB_MS)
+    running = site.running_job()
+    first.kill()
+    # Another web front process, at the same address (the balancer's one origin in a cluster).
+    other = web(first.processes, "web-c", site.jobs, site.worker, port=first.port).start().ready("/readyz")
+    studio.open()
+    job_id, node = shown_result(studio)
+
+    assert (job_id, node) == (running["id"], "web-c")
+    assert site.job(job_id)["status"] == "succeeded"
+    assert site.generations() - before == 1
+    assert studio.gallery_image_sizes() == [(512, 512)]
+    studio.page.close()
+    other.kill()
+
+
+def test_the_cancel_button_cancels_the_job(site: Site, browser: BrowserContext) -> None:
+    studio = studio_page(browser, site.webs["web-a"], "jobs-cancel")
+    start_job(studio, "a portrait to cancel")
+    studio.wait_for_step(2, JOB_MS)
+    running = site.running_job()
+    studio.component("cancel").click()
+    expect(studio.component("error")).to_contain_text("Canceled", timeout=JOB_MS)
+    assert site.finished(running["id"])["status"] == "canceled"
+    studio.page.close()
+
+
+def test_a_cancelled_gradio_client_call_cancels_its_job(site: Site, tmp_path: Path) -> None:
+    client = gradio_client(site.webs["web-a"], tmp_path)
+    call = client.submit(prompt="a portrait nobody waits for", steps=8, width=64, height=64, api_name="/generate")
+    running = site.running_job()
+    call.cancel()
+    client.close()
+    assert site.finished(running["id"])["status"] == "canceled"
+
+
+def test_a_retouch_photo_larger_than_a_text_job_goes_through_the_jobs_service(site: Site, tmp_path: Path) -> None:
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (480, 400, 3), dtype=np.uint8)).save(photo)
+    gallery, info = gradio_client(site.webs["web-a"], tmp_path).predict(
+        image=handle_file(str(photo)), prompt="softer light", strength=0.5, steps=4, api_name="/retouch")
+    job = site.job(info["job_id"])
+    assert job["status"] == "succeeded" and info["mode"] == "retouch", job
+    assert len(json.dumps(job["input"])) > 64 * 1024, "the photo was not larger than a text job's body limit"
+    # Without a photo, a body above the service's --max-body-bytes (64 KiB) is still refused.
+    padded = {"prompt": "a portrait", "padding": "x" * (64 * 1024)}
+    refused = httpx.post(f"{site.jobs.url}/v1/jobs", json=padded, timeout=WAIT)
+    assert refused.status_code == 413 and "retouch" in refused.json()["detail"], refused.text
