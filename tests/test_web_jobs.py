@@ -217,3 +217,16 @@ def test_a_retouch_photo_larger_than_a_text_job_goes_through_the_jobs_service(si
     padded = {"prompt": "a portrait", "padding": "x" * (64 * 1024)}
     refused = httpx.post(f"{site.jobs.url}/v1/jobs", json=padded, timeout=WAIT)
     assert refused.status_code == 413 and "retouch" in refused.json()["detail"], refused.text
+
+
+def test_a_followed_job_survives_a_restart_of_the_jobs_service(site: Site, tmp_path: Path) -> None:
+    call = gradio_client(site.webs["web-a"], tmp_path).submit(
+        prompt="a portrait across a jobs service restart", steps=8, width=64, height=64, api_name="/generate")
+    running = site.running_job()
+    site.jobs.kill()  # the web front's event stream is cut mid-job
+    site.jobs.start().ready("/healthz")
+    _, info = call.result(timeout=WAIT)
+
+    assert info["job_id"] == running["id"] and info["attempts"] == 2, info
+    assert site.job(running["id"])["status"] == "succeeded"
+    assert site.newest_job()["id"] == running["id"], "the web front submitted the job again"
