@@ -47,10 +47,10 @@ class Site:
     webs: dict[str, Part]
 
     def job(self, job_id: str) -> dict[str, Any]:
-        return httpx.get(f"{self.jobs.url}/v1/jobs/{job_id}", timeout=WAIT).json()
+        return httpx.get(f"{self.jobs.url}/v1/jobs/{job_id}", headers=HEADERS, timeout=WAIT).json()
 
     def newest_job(self) -> dict[str, Any] | None:
-        jobs = httpx.get(f"{self.jobs.url}/v1/jobs?limit=1", timeout=WAIT).json()["jobs"]
+        jobs = httpx.get(f"{self.jobs.url}/v1/jobs?limit=1", headers=HEADERS, timeout=WAIT).json()["jobs"]
         return jobs[0] if jobs else None
 
     def running_job(self) -> dict[str, Any]:
@@ -67,7 +67,7 @@ class Site:
 
     def generations(self) -> float:
         """Jobs the worker was asked to run (``/generate/stream``, any outcome) since it started."""
-        text = httpx.get(f"{self.worker.url}/metrics", timeout=10).text
+        text = httpx.get(f"{self.worker.url}/metrics", headers=HEADERS, timeout=10).text
         return sum(sample.value for family in text_string_to_metric_families(text) for sample in family.samples
                    if sample.name == "portrait_worker_requests_total"
                    and sample.labels.get("endpoint") == "/generate/stream")
@@ -85,7 +85,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     with Processes("web-jobs") as processes:
         standin = worker(processes, "jobs-worker", STANDIN_SECONDS).start()
         jobs = Part(processes, ["python", "-m", "jobs", "--store-url", f"sqlite:///{store}", "--worker-queue-url",
-                                standin.url, "--lease-seconds", "2"], "web-jobs-service").start()
+                                standin.url, "--lease-seconds", "2", "--run-dir", str(store.parent)],
+                    "web-jobs-service").start()
         webs = {name: web(processes, name, jobs, standin).start() for name in ("web-a", "web-b")}
         standin.ready("/readyz")
         jobs.ready("/healthz")
@@ -215,7 +216,7 @@ def test_a_retouch_photo_larger_than_a_text_job_goes_through_the_jobs_service(si
     assert len(json.dumps(job["input"])) > 64 * 1024, "the photo was not larger than a text job's body limit"
     # Without a photo, a body above the service's --max-body-bytes (64 KiB) is still refused.
     padded = {"prompt": "a portrait", "padding": "x" * (64 * 1024)}
-    refused = httpx.post(f"{site.jobs.url}/v1/jobs", json=padded, timeout=WAIT)
+    refused = httpx.post(f"{site.jobs.url}/v1/jobs", json=padded, headers=HEADERS, timeout=WAIT)
     assert refused.status_code == 413 and "retouch" in refused.json()["detail"], refused.text
 
 
