@@ -1,7 +1,8 @@
 """The jobs service in the cluster: launch.py's sidecar runs ``python -m jobs`` after HAProxy, and HAProxy's public
 port routes ``/v1/jobs`` to it through the same edge rules as ``/generate`` (rate, cross-site guard, body size).
 
-One stand-in cluster (2 nodes, 0.3 s a job) for the module. Every client here says who it is with its own
+One stand-in cluster (2 nodes, 0.3 s a job) for the module, its web fronts running their generations as
+jobs (``jobs.web_fronts``: their ``--jobs-url`` is the worker queue, which passes ``/v1/jobs`` on). Every client here says who it is with its own
 ``X-Forwarded-For`` address (the cluster's ``rate_limit_key``), so each test has its own rate counter. The jobs
 service's lease is 2 s (``PORTRAIT_JOBS_LEASE_SECONDS`` in launch.py's environment reaches the service), so a job
 whose service was killed is taken again soon. Run under the cluster lock:
@@ -14,10 +15,12 @@ import hashlib
 import os
 import signal
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from gradio_client import Client
 
 from balancer.haproxy.names import JOBS_BACKEND, JOBS_SERVER
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
@@ -37,7 +40,8 @@ def cluster() -> Iterator[LaunchedCluster]:
     options = ClusterOptions(
         model="standin:0.3", nodes=2, start_timeout=120,
         sidecar={"probe_interval": 0.2, "backoff_initial": 0.2},
-        extra={"limits": {"rate_limit_per_minute": RATE, "rate_limit_key": "x-forwarded-for"}},
+        extra={"limits": {"rate_limit_per_minute": RATE, "rate_limit_key": "x-forwarded-for"},
+               "jobs": {"web_fronts": True}},
         env={"PORTRAIT_JOBS_LEASE_SECONDS": "2"},
     )
     with LaunchedCluster(options, name="jobs-cluster") as launched:
@@ -144,3 +148,18 @@ def test_the_edge_refuses_cross_site_and_oversized_jobs_and_says_when_the_servic
         finally:
             cluster.runtime.set_server_state(JOBS_BACKEND, JOBS_SERVER, "ready")
         assert down.status_code == 503 and down.json()["error"] == "unavailable" and down.headers["retry-after"] == "5"
+
+
+def test_with_web_fronts_on_jobs_a_gradio_client_generation_is_a_recorded_job(
+        cluster: LaunchedCluster, tmp_path: Path) -> None:
+    client = Client(cluster.public_url, verbose=False, download_files=str(tmp_path),
+                    headers={"X-Forwarded-For": "10.1.0.5"})
+    gallery, info = client.predict(prompt="a studio portrait", steps=4, width=64, height=64, seed=11,
+                                   api_name="/generate")
+    with public(cluster, "10.1.0.5") as http:
+        job = finished(http, info["job_id"])  # recorded in the store, read through the public port
+        assert job["status"] == "succeeded" and job["input"]["seed"] == 11 == info["seed"], job
+        stored = http.get(info["result_url"])
+    assert stored.status_code == 200
+    assert hashlib.sha256(Path(gallery[0]["image"]).read_bytes()).hexdigest() == job["results"][0]["sha256"]
+    assert hashlib.sha256(stored.content).hexdigest() == job["results"][0]["sha256"]
