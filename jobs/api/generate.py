@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from jobs.api.routes import Api
+from jobs.api.routes import Api, JobsApi
 from jobs.api.sync_jobs import (
     SyncJob,
     SyncJobStream,
@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["generate"])
 
 
-async def _sync(request: Request, jobs: Any) -> tuple[SyncOptions, SyncJob]:
+async def _sync(request: Request, jobs: JobsApi) -> tuple[SyncOptions, SyncJob]:
+    """The checked, recorded job of ``request`` (404 where this service runs no synchronous generations)."""
     if jobs.sync is None:
         raise ApiError(404, "not_found", "This jobs service runs no synchronous generations.")
     limits = (await jobs.limits()) if jobs.limits else Limits()
