@@ -188,6 +188,19 @@ def test_a_client_that_leaves_cancels_its_job_and_frees_the_worker(sites: dict[s
     assert slow.finished(job_id)["status"] == "canceled"
 
 
+def test_a_cancel_through_the_api_answers_the_waiting_client_409(sites: dict[str, Site]) -> None:
+    slow = sites["slow"]
+    slow.worker.ready("/readyz")
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(through, slow, "/generate", {**JOB, "steps": 100})
+        job_id = running_job(slow, answer)
+        assert httpx.post(f"{slow.service.url}/v1/jobs/{job_id}/cancel", headers=PART, timeout=WAIT).status_code == 200
+        result = answer.result()
+    assert result.status_code == 409 and result.json()["error"] == "canceled", result.text
+    assert job_id in result.json()["detail"] and result.headers["x-job-id"] == job_id
+    assert slow.finished(job_id)["status"] == "canceled"
+
+
 def newest_running(site: Site) -> str | None:
     """The newest job's id once it ran two steps."""
     return next((job["id"] for job in site.get("/v1/jobs?limit=1").json()["jobs"]
