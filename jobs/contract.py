@@ -36,6 +36,9 @@ JANITOR_BATCH: Final = 100
 """Jobs the janitor deletes in one transaction: short locks, bounded memory, however much has expired."""
 PAGE_LIMIT_MAX: Final = 100
 """The most jobs one page of a listing holds."""
+CLIENT_HELD: Final = "client:"
+"""How a claim held for a client's open connection begins (a synchronous ``POST /generate``): no dispatcher
+takes such a job over, and one whose lease ran out is canceled (its client's connection ended with its holder)."""
 JOB_ID_PREFIX: Final = "j_"
 """A job id: this prefix and 22 URL-safe random characters (132 bits)."""
 ANONYMOUS: Final = ""

@@ -22,9 +22,11 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from jobs.api import JobsApi, create_app
+from jobs.api.sync_jobs import SyncOptions
 from jobs.contract import API_PREFIX
 from jobs.dispatch import Dispatcher, DispatchOptions
 from jobs.janitor import run_janitor
+from jobs.running import holder_name
 from jobs.settings import JobsSettings
 from jobs.store import make_engine, upgrade
 from jobs.webhooks.backoff import RetrySchedule
@@ -97,8 +99,9 @@ def build_app(settings: JobsSettings) -> FastAPI:
     sender, queue = webhook_sender(settings, guard), StoreQueue(engine, dispatcher.name)
     outbox = Outbox(queue, queue, sender, RetrySchedule(first_delay_s=settings.webhook_first_retry,
                                                         window_s=settings.webhook_retry_window))
+    sync = SyncOptions(dispatcher.runs, holder_name(), settings.queue_wait, timedelta(days=settings.retention_days))
     jobs_api = JobsApi(engine, guard, limits, dispatcher.wake, timedelta(days=settings.retention_days),
-                       settings.max_body_bytes, partial(queue.redeliver, sender))
+                       settings.max_body_bytes, partial(queue.redeliver, sender), sync)
     # The OpenAPI page under the API's own prefix: reachable wherever the API is (the balancer routes the prefix).
     app = create_app(jobs_api, lifespan=lifespan, docs_url=f"{API_PREFIX}/docs", redoc_url=None,
                      openapi_url=f"{API_PREFIX}/openapi.json")

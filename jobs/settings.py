@@ -40,6 +40,8 @@ class JobsSettings(BaseSettings):
     job_timeout: float = Field(900, gt=0, description="Seconds from a job's acceptance until it fails for want "
                                "of a worker (until then it waits for one).")
     worker_timeout: float = Field(600, gt=0, description="Seconds one attempt may take on a worker.")
+    queue_wait: float = Field(60, gt=0, description="Seconds a synchronous POST /generate waits for a worker to "
+                              "start (or resume) its job before a 503 (the cluster's limits.queue_timeout).")
     retention_days: float = Field(30, gt=0, description="Days a job and its results are kept (then 410 Gone).")
     janitor_every: float = Field(60, gt=0, description="Seconds between the janitor's sweeps.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="The largest job body a client may submit.")

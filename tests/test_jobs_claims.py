@@ -16,8 +16,20 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import Engine, select
 
-from jobs.contract import PROCESSING, SUCCEEDED
-from jobs.store import Image, Lease, claim_next, finish, get, make_engine, renew, result_data, stored_results, submit
+from jobs.contract import CANCELED, PROCESSING, SUCCEEDED
+from jobs.store import (
+    Image,
+    Lease,
+    claim_next,
+    finish,
+    get,
+    make_engine,
+    renew,
+    result_data,
+    stored_results,
+    submit,
+    submit_held,
+)
 from jobs.store.records import utc_now
 from jobs.store.schema import jobs
 
@@ -65,6 +77,17 @@ def test_a_claim_passes_over_a_job_another_transaction_holds(job_store: Engine) 
         claimer.join(timeout=10)
     claimer.join()
     assert claimed == [second.id]
+
+
+def test_a_job_held_for_a_waiting_client_is_never_claimed_and_ends_canceled_with_its_holder(job_store: Engine) -> None:
+    """A synchronous generation's job is recorded already held (one transaction); no dispatcher takes it, not even
+    after its holder's lease ran out: then its client's connection is gone too, and the job ends ``canceled``."""
+    t0 = utc_now()
+    held = submit_held(job_store, {"prompt": "p", "seed": 1}, "sync-1", lease_seconds=10, now=t0)
+    assert (held.status, held.attempts, held.claim_owner) == (PROCESSING, 1, "client:sync-1")
+    assert renew(job_store, held.id, "client:sync-1", lease_seconds=10, now=t0 + timedelta(seconds=9)) is Lease.HELD
+    assert claim_next(job_store, "d1", now=t0 + timedelta(seconds=30)) is None
+    assert get(job_store, held.id).status == CANCELED
 
 
 def test_an_expired_lease_makes_the_job_claimable_again(job_store: Engine) -> None:

@@ -44,6 +44,7 @@ JOBS_ROOMS: tuple[set[str], ...] = (
     {"contract", "errors"},  # shared values (statuses, defaults); domain errors (neither imports the other)
     {"store"},               # the durable store: tables, engine, migrations, the repository functions
     {"webhooks"},            # signing and target checks; delivery from the store's queue
+    {"running"},             # a held job on the workers' queue to its outcome: the dispatcher's and /generate's
     {"dispatch", "api", "janitor"},  # jobs to the workers' queue; the /v1/jobs API; retention (apart)
     {"settings"},            # python -m jobs's flags
     {"service"},             # the composition root: store, API, dispatcher, janitor in one process

@@ -1,12 +1,14 @@
 """The ``/v1/jobs`` HTTP API: ``create_app`` builds the FastAPI app; ``routes`` (the routes), ``submission`` (the
 boundary checks), ``views`` (a job's public JSON), ``sse`` (its events), ``deliveries`` (its webhooks' log),
-``errors`` (the one mapping to HTTP)."""
+``errors`` (the one mapping to HTTP); ``generate`` and ``sync_jobs``: the worker's synchronous ``/generate`` routes,
+each generation a job."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from jobs.api import deliveries, errors
+from jobs.api import deliveries, errors, generate
+from jobs.api.request_id import RequestId
 from jobs.api.routes import JobsApi, router
 
 __all__ = ["JobsApi", "create_app"]
@@ -19,6 +21,8 @@ def create_app(jobs_api: JobsApi, **fastapi_options: object) -> FastAPI:
     app.state.jobs_api = jobs_api
     app.include_router(router)
     app.include_router(deliveries.router)
+    app.include_router(generate.router)
+    app.add_middleware(RequestId)
     errors.install(app)
 
     @app.get("/healthz", include_in_schema=False)

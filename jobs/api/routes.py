@@ -24,6 +24,7 @@ from jobs.api.errors import RESPONSES
 from jobs.api.models import JobAccepted, JobList, JobRequest, JobView
 from jobs.api.sse import job_events, last_event_id
 from jobs.api.submission import MAX_BODY_BYTES, prefer_wait, read_submission
+from jobs.api.sync_jobs import SyncOptions
 from jobs.api.views import PREFIX, accepted, view
 from jobs.contract import ANONYMOUS, PAGE_LIMIT_MAX, RETENTION
 from jobs.errors import ResultNotFound
@@ -50,6 +51,8 @@ class JobsApi:
     max_body: int = MAX_BODY_BYTES
     redeliver: Callable[[str, str], Awaitable[object]] | None = None
     """One more attempt of a job's webhook delivery now (job id, delivery id); None: this service sends none."""
+    sync: SyncOptions | None = None
+    """How synchronous ``/generate`` requests run (None: this service serves none)."""
 
 
 def api(request: Request) -> JobsApi:

@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, selec
 
 from jobs.contract import (
     CANCELED,
+    CLIENT_HELD,
     EVENT_PROGRESS,
     EVENT_STATUS,
     LEASE_SECONDS,
@@ -34,9 +35,11 @@ logger = logging.getLogger(__name__)
 
 
 def claimable(now: datetime) -> ColumnElement[bool]:
-    """Jobs a dispatcher may take: queued, or held by a lease that expired; never one asked to cancel."""
+    """Jobs a dispatcher may take: queued, or held by a lease that expired; never one asked to cancel, never one
+    held for a client's connection (``CLIENT_HELD``)."""
     return and_(jobs.c.cancel_requested_at.is_(None),
-                or_(jobs.c.status == STARTING, and_(jobs.c.status == PROCESSING, jobs.c.claim_expires_at < now)))
+                or_(jobs.c.status == STARTING, and_(jobs.c.status == PROCESSING, jobs.c.claim_expires_at < now,
+                                                     ~jobs.c.claim_owner.startswith(CLIENT_HELD))))
 
 
 def claim_next(engine: Engine, dispatcher: str, lease_seconds: float = LEASE_SECONDS,
@@ -64,10 +67,11 @@ def claim_next(engine: Engine, dispatcher: str, lease_seconds: float = LEASE_SEC
 
 
 def _cancel_abandoned(connection: Connection, now: datetime) -> None:
-    """Finish as ``canceled`` the jobs asked to cancel whose holder's lease expired (it died before it could)."""
+    """Finish as ``canceled`` the jobs whose holder's lease expired (it died) that were asked to cancel, or held
+    for a client's connection (which ended with the holder: nobody waits for the result)."""
     ended = connection.execute(
-        update(jobs).where(jobs.c.status == PROCESSING, jobs.c.cancel_requested_at.is_not(None),
-                           jobs.c.claim_expires_at < now)
+        update(jobs).where(jobs.c.status == PROCESSING, jobs.c.claim_expires_at < now,
+                           or_(jobs.c.cancel_requested_at.is_not(None), jobs.c.claim_owner.startswith(CLIENT_HELD)))
         .values(status=CANCELED, completed_at=now, claim_owner=None, claim_expires_at=None)
         .returning(*jobs.c)).all()
     for row in ended:

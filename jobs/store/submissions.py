@@ -12,7 +12,17 @@ from typing import Any
 from sqlalchemy import Connection, Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from jobs.contract import ANONYMOUS, EVENT_STATUS, JOB_ID_PREFIX, PAGE_LIMIT_MAX, RETENTION, STARTING
+from jobs.contract import (
+    ANONYMOUS,
+    CLIENT_HELD,
+    EVENT_STATUS,
+    JOB_ID_PREFIX,
+    LEASE_SECONDS,
+    PAGE_LIMIT_MAX,
+    PROCESSING,
+    RETENTION,
+    STARTING,
+)
 from jobs.errors import IdempotencyConflict, InvalidCursor, JobGone, JobNotFound
 from jobs.store.claims import claimable
 from jobs.store.engine import read, write
@@ -59,6 +69,26 @@ def submit(engine: Engine, input: dict[str, Any], *, idempotency_key: str | None
         if earlier is None:
             raise
         return _replayed(earlier, idempotency_key, body_hash), False
+
+
+def submit_held(engine: Engine, input: dict[str, Any], holder: str, lease_seconds: float = LEASE_SECONDS, *,
+                owner: str = ANONYMOUS, retention: timedelta = RETENTION, now: datetime | None = None) -> Job:
+    """Record a new job already claimed for a client that waits on its connection (a synchronous generation),
+    in one transaction: ``processing``, held by ``CLIENT_HELD + holder`` (attempt 1). No dispatcher takes it;
+    if the holder's lease runs out (it died, and the client's connection with it) the job ends ``canceled``."""
+    now = now or utc_now()
+    job_id = new_job_id()
+    with write(engine) as connection:
+        row = connection.execute(insert(jobs).values(
+            id=job_id, owner=owner, status=PROCESSING, input=input, created_at=now, started_at=now,
+            expires_at=now + retention, attempts=1, claim_owner=CLIENT_HELD + holder,
+            claim_expires_at=now + timedelta(seconds=lease_seconds), last_event_seq=2,
+        ).returning(*jobs.c)).one()
+        connection.execute(insert(job_events), [
+            {"job_id": job_id, "seq": 1, "kind": EVENT_STATUS, "data": {"status": STARTING}, "at": now},
+            {"job_id": job_id, "seq": 2, "kind": EVENT_STATUS, "data": {"status": PROCESSING, "attempt": 1}, "at": now},
+        ])
+    return Job.from_row(row)
 
 
 def _by_key(connection: Connection, owner: str, key: str) -> tuple[Job, str | None] | None:

@@ -183,12 +183,13 @@ class WorkerClient:
         request: Mapping[str, Any],
         on_progress: ProgressCallback | None = None,
         on_retry: RetryCallback | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> JobOutcome:
         """Run one job (fields of ``GenerationRequest``) until it succeeds or may not be retried.
 
         A missing or ``None`` seed is replaced by a random one first, so every attempt
-        draws the same image. Raises ``JobRejected`` (including ``OutOfMemory``) or
-        ``WorkersUnavailable``.
+        draws the same image. ``headers`` go with every attempt (e.g. ``X-Request-ID``).
+        Raises ``JobRejected`` (including ``OutOfMemory``) or ``WorkersUnavailable``.
         """
         payload = {key: value for key, value in request.items() if value is not None}
         payload.setdefault("seed", secrets.randbelow(MAX_SEED + 1))
@@ -196,7 +197,7 @@ class WorkerClient:
         cause = "no attempt was made"
         for attempt in range(1, self.max_attempts + 1):
             try:
-                result = await self._attempt(payload, on_progress)
+                result = await self._attempt(payload, on_progress, {**(headers or {}), **MINIMAL})
             except _Retryable as exc:
                 cause, retry_after = str(exc), exc.retry_after
             else:
@@ -216,10 +217,11 @@ class WorkerClient:
         logger.error("job failed after %d attempts: %s", self.max_attempts, cause)
         raise WorkersUnavailable(self.max_attempts, cause)
 
-    async def _attempt(self, payload: dict[str, Any], on_progress: ProgressCallback | None) -> GenerationResult:
+    async def _attempt(self, payload: dict[str, Any], on_progress: ProgressCallback | None,
+                       headers: Mapping[str, str]) -> GenerationResult:
         """One request to ``/generate/stream``; raises ``_Retryable`` for failures worth retrying."""
         try:
-            async with self._http.stream("POST", "/generate/stream", json=payload, headers=MINIMAL) as response:
+            async with self._http.stream("POST", "/generate/stream", json=payload, headers=headers) as response:
                 if response.status_code != 200:
                     await response.aread()
                     raise self._status_error(response)

@@ -57,7 +57,6 @@ import os
 import secrets
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -82,7 +81,6 @@ from webui.contract import (
     INFO_PATH,
     JOB_PATHS,
     METRICS_PATH,
-    MINIMAL_RESULT,
     OUT_OF_MEMORY_STATUS,
     PRIVATE_UMASK,
     READY_PATH,
@@ -107,15 +105,19 @@ from webui.worker.faults import FaultPlan
 from webui.worker.generation import GenerationService
 from webui.worker.job_cost import check_cost
 from webui.worker.job_parsing import (
-    JSON_BODY_SLACK,
     ApiError,
     allowed_values,
     invalid_request,
+    max_job_body,
     params_summary,
     parse_payload,
+    preference_applied,
+    prefers_minimal,
     read_body,
+    scope_request_id,
     validate_job,
     validation_problems,
+    wait_for_disconnect,
 )
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.pipelines.base import PipelineLoader
@@ -164,9 +166,7 @@ class RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        headers = dict(scope.get("headers") or [])
-        given = headers.get(b"x-request-id", b"").decode("latin-1")
-        request_id = given if given.isprintable() and 0 < len(given) <= 128 else uuid.uuid4().hex
+        request_id = scope_request_id(scope)
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
@@ -208,23 +208,6 @@ def error_response(request: Request, error: ApiError) -> JSONResponse:
     """The JSON response for ``error`` (and its outcome for the request log)."""
     request.state.outcome = error.body.error
     return JSONResponse(error.body.model_dump(), status_code=error.status, headers=error.headers)
-
-
-async def wait_for_disconnect(receive: Receive) -> None:
-    """Return when the client disconnects (call after the body has been read)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
-
-
-def prefers_minimal(request: Request) -> bool:
-    """Whether the job came with ``Prefer: return=minimal`` (``MINIMAL_RESULT``: no ``image`` in its result)."""
-    preferences = ",".join(request.headers.getlist("prefer")).lower().split(",")
-    return MINIMAL_RESULT in (preference.split(";")[0].strip() for preference in preferences)
-
-
-def preference_applied(minimal: bool) -> dict[str, str]:
-    """The response headers that say a ``Prefer: return=minimal`` was taken (RFC 7240)."""
-    return {"Preference-Applied": MINIMAL_RESULT} if minimal else {}
 
 
 class JobStream(StreamingResponse):
@@ -271,7 +254,7 @@ def create_app(
         queue_depth=lambda: scheduler.queue_depth, busy=lambda: scheduler.busy, ready=lambda: service.ready,
         cuda_device=lambda: service.cuda_device,
     )
-    max_body = settings.max_upload_bytes * 4 // 3 + JSON_BODY_SLACK
+    max_body = max_job_body(settings.max_upload_bytes)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -7,12 +7,15 @@ field and what it allows, never a traceback.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
 from fastapi import Request
 from pydantic import ValidationError
+from starlette.types import Receive, Scope
 
+from webui.contract import MINIMAL_RESULT
 from webui.schema import (
     EffectiveParams,
     ErrorBody,
@@ -22,6 +25,11 @@ from webui.schema import (
 
 JSON_BODY_SLACK = 64 * 1024
 """Bytes a JSON body may have on top of the base64 of the largest allowed upload."""
+
+
+def max_job_body(max_upload_bytes: int) -> int:
+    """The largest job body: the base64 of the largest allowed upload, and ``JSON_BODY_SLACK``."""
+    return max_upload_bytes * 4 // 3 + JSON_BODY_SLACK
 
 
 class ApiError(Exception):
@@ -146,6 +154,29 @@ def validate_job(payload: dict[str, Any], limits: Limits) -> GenerationRequest:
         return GenerationRequest.model_validate(payload, context={"limits": limits})
     except ValidationError as exc:
         raise invalid_request(validation_problems(exc.errors(include_url=False), limits)) from None
+
+
+def prefers_minimal(request: Request) -> bool:
+    """Whether the job came with ``Prefer: return=minimal`` (``MINIMAL_RESULT``: no ``image`` in its result)."""
+    preferences = ",".join(request.headers.getlist("prefer")).lower().split(",")
+    return MINIMAL_RESULT in (preference.split(";")[0].strip() for preference in preferences)
+
+
+def preference_applied(minimal: bool) -> dict[str, str]:
+    """The response headers that say a ``Prefer: return=minimal`` was taken (RFC 7240)."""
+    return {"Preference-Applied": MINIMAL_RESULT} if minimal else {}
+
+
+def scope_request_id(scope: Scope) -> str:
+    """The request's id: its ``X-Request-ID`` when printable and at most 128 characters, else a new one."""
+    given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+    return given if given.isprintable() and 0 < len(given) <= 128 else uuid.uuid4().hex
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Return when the client disconnects (call after the body has been read)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def params_summary(job: GenerationRequest) -> dict[str, Any]:

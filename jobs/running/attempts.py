@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import anyio
@@ -29,18 +29,23 @@ class DeadlinePassed(Exception):
     """No worker finished the job before its deadline; ``str()`` says why, for the client."""
 
 
-async def run_until_deadline(client: WorkerClient, fields: Mapping[str, Any], deadline: float,
-                             on_progress: ProgressCallback | None = None) -> GenerationResult:
+Deadline = float | Callable[[], float]
+"""A ``time.monotonic()`` value, or a function that gives it (read before each retry: it may move)."""
+
+
+async def run_until_deadline(client: WorkerClient, fields: Mapping[str, Any], deadline: Deadline,
+                             on_progress: ProgressCallback | None = None,
+                             headers: Mapping[str, str] | None = None) -> GenerationResult:
     """Run the job (``GenerationRequest`` fields, seed included) until it succeeds; ``deadline`` is a
-    ``time.monotonic()`` value. Raises ``JobRejected`` (final) or ``DeadlinePassed``."""
+    ``time.monotonic()`` value (or gives one). Raises ``JobRejected`` (final) or ``DeadlinePassed``."""
     delay, attempts = FIRST_DELAY_S, 0
     while True:
         attempts += 1
         try:
-            return (await client.generate(fields, on_progress=on_progress)).result
+            return (await client.generate(fields, on_progress=on_progress, headers=headers)).result
         except WorkersUnavailable as error:
             cause = error.cause
-        left = deadline - time.monotonic()
+        left = (deadline() if callable(deadline) else deadline) - time.monotonic()
         if left <= delay:
             raise DeadlinePassed(f"No worker could run the job before its deadline ({attempts} attempts); "
                                  f"the last answer was: {cause}")

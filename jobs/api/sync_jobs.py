@@ -1,0 +1,185 @@
+"""A synchronous generation as a job: the request read and checked as the worker does it, recorded in the store
+(submitted and held by this process in one transaction), run by ``jobs.running.HeldRuns`` while the client waits,
+and answered in the worker's words. ``jobs.api.generate`` has the routes.
+
+A synchronous job waits for a worker at most ``queue_wait`` seconds (the cluster's ``limits.queue_timeout``) each
+time it needs one: at first, and again after its worker died mid-job (it is replayed with the same seed). Then
+it fails with the cluster's own 503. A client that leaves cancels it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from anyio.to_thread import run_sync
+from fastapi import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from jobs.api.views import job_path
+from jobs.contract import CANCELED, FAILED, RETENTION, SUCCEEDED
+from jobs.running import LOST, DeadlinePassed, Ending, HeldRuns
+from jobs.store import Job, submit_held
+from webui.schema import MAX_SEED, GenerationResult, Limits, ResultEvent
+from webui.web.worker_client import JobRejected
+from webui.worker.job_parsing import (
+    ApiError,
+    max_job_body,
+    parse_payload,
+    preference_applied,
+    prefers_minimal,
+    read_body,
+    scope_request_id,
+    validate_job,
+)
+
+JOB_ID_HEADER = "X-Job-Id"
+"""The response header that names a synchronous generation's job (``GET /v1/jobs/{id}``)."""
+BUSY_RETRY_AFTER = "10"
+"""``Retry-After`` of the 503 when no worker took the job in time (the cluster's own)."""
+
+
+def busy_words(seconds: float) -> str:
+    """What a client reads when no worker took its job in time: the cluster's words (HAProxy's queue timeout)."""
+    return f"No worker could take this job within {seconds:g} s: all are busy or down. Retry later."
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    """How this process runs synchronous generations."""
+
+    runs: HeldRuns
+    holder: str
+    """This process's name in the store's claims."""
+    queue_wait: float = 60.0
+    retention: timedelta = RETENTION
+    running: set[asyncio.Task[Ending]] = field(default_factory=set)
+    """Runs in progress (kept referenced; one whose client left finishes its cancel in the background)."""
+
+
+class StartDeadline:
+    """The end of a job's wait for a worker: ``wait`` seconds after it was accepted or last made progress."""
+
+    def __init__(self, wait: float) -> None:
+        self.wait = wait
+        self.since = time.monotonic()
+
+    def __call__(self) -> float:
+        return self.since + self.wait
+
+    def progressed(self) -> None:
+        self.since = time.monotonic()
+
+
+@dataclass
+class SyncJob:
+    """One synchronous generation: its recorded job and how its client asked."""
+
+    job: Job
+    fields: dict[str, Any]
+    minimal: bool
+    request_id: str
+    client_left: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers of every answer once the job is recorded."""
+        return {JOB_ID_HEADER: self.job.id, **preference_applied(self.minimal)}
+
+
+async def accept(request: Request, options: SyncOptions, limits: Limits) -> SyncJob:
+    """Read and check the job as the worker does (``ApiError`` 413/415/422 in words), then record it, held."""
+    body = await read_body(request, max_job_body(limits.max_upload_bytes))
+    checked = validate_job(parse_payload(body, request.headers.get("content-type", ""), request.query_params), limits)
+    fields = checked.model_dump(exclude_none=True)
+    fields.setdefault("seed", secrets.randbelow(MAX_SEED + 1))  # every attempt draws the same image
+    recorded = {name: value for name, value in fields.items() if name != "init_image"}  # a photo: megabytes
+    job = await run_sync(lambda: submit_held(options.runs.engine, recorded, options.holder, options.runs.lease_s,
+                                             retention=options.retention))
+    return SyncJob(job, fields, prefers_minimal(request), scope_request_id(request.scope))
+
+
+def start(sync: SyncJob, options: SyncOptions, queue: asyncio.Queue[Any] | None = None) -> asyncio.Task[Ending]:
+    """Run the job; each progress event (``(step, total, worker)``) and then its ``Ending`` go to ``queue``."""
+    deadline = StartDeadline(options.queue_wait)
+
+    def on_progress(step: int, total: int, worker: str) -> None:
+        deadline.progressed()
+        if queue is not None:
+            queue.put_nowait((step, total, worker))
+
+    run = asyncio.ensure_future(options.runs.run(
+        sync.job, deadline, fields=sync.fields, on_progress=on_progress, client_left=sync.client_left,
+        headers={"X-Request-ID": sync.request_id}, deadline_words=lambda _: busy_words(options.queue_wait)))
+    options.running.add(run)
+    run.add_done_callback(options.running.discard)
+    if queue is not None:
+        run.add_done_callback(lambda _: queue.put_nowait(ending(run)))
+    return run
+
+
+def ending(run: asyncio.Task[Ending]) -> Ending:
+    """The run's ``Ending``, also when it raised (the store failed to record the outcome)."""
+    if run.cancelled():
+        return Ending(CANCELED)
+    error = run.exception()
+    return Ending(FAILED, error=error) if error is not None else run.result()
+
+
+def result_for(sync: SyncJob, result: GenerationResult) -> GenerationResult:
+    """The result as the worker answers it: the first image again in ``image`` unless ``return=minimal``."""
+    return result if sync.minimal else result.model_copy(update={"image": result.images[0]})
+
+
+def failure(sync: SyncJob, ended: Ending, queue_wait: float) -> ApiError:
+    """A job that did not succeed, as the worker (or the cluster) would have answered it."""
+    error, job_id = ended.error, sync.job.id
+    if isinstance(error, DeadlinePassed):
+        return ApiError(503, "busy", busy_words(queue_wait), headers={"Retry-After": BUSY_RETRY_AFTER})
+    if isinstance(error, JobRejected) and error.body is not None:
+        return ApiError(error.status, error.body.error, error.body.detail, error.body.fields)
+    if isinstance(error, JobRejected):
+        return ApiError(error.status, "generation_failed", str(error))
+    if ended.status == CANCELED:
+        return ApiError(409, "canceled", f"Job {job_id} was canceled ({job_path(job_id, 'cancel')}) before it "
+                        "finished.")
+    if ended.status == LOST:
+        return ApiError(503, "unavailable", f"Job {job_id} was given up: the job store did not answer for a whole "
+                        "lease. Retry.", headers={"Retry-After": "5"})
+    return ApiError(500, "internal_error", f"Job {job_id} failed unexpectedly; the jobs service's log has why.")
+
+
+def error_response(sync: SyncJob, error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body.model_dump(), status_code=error.status, headers={**error.headers, **sync.headers})
+
+
+class SyncJobStream(StreamingResponse):
+    """An NDJSON job stream whose job is canceled however the response ends before the job does (client gone)."""
+
+    def __init__(self, lines: Any, sync: SyncJob, run: asyncio.Task[Ending]) -> None:
+        super().__init__(lines, media_type="application/x-ndjson", headers={"Cache-Control": "no-store",
+                                                                             **sync.headers})
+        self.sync, self.run = sync, run
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if not self.run.done():
+                self.sync.client_left.set()
+
+
+def result_line(sync: SyncJob, result: GenerationResult) -> str:
+    """The stream's last line for a succeeded job (the worker's ``ResultEvent``)."""
+    exclude = {"result": {"image"}} if sync.minimal else None
+    return ResultEvent(result=result_for(sync, result)).model_dump_json(exclude=exclude) + "\n"
+
+
+def succeeded(ended: Ending) -> bool:
+    return ended.status == SUCCEEDED and ended.result is not None
+

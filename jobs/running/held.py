@@ -1,0 +1,165 @@
+"""One held job on the workers' queue to its stored outcome: what the dispatcher does with a job it claimed, and
+what a synchronous ``POST /generate`` does with the job it recorded for its client.
+
+The job runs with ``run_until_deadline`` (same seed on every attempt: a worker that dies mid-job is replayed).
+Meanwhile its lease is renewed every ``renew_s`` and each denoising step recorded (which renews it too). A
+renewal that says the job was canceled, or a client that left, stops the stream to the worker (the worker cancels
+a job whose client left, so its GPU is free at its next step) and marks the job ``canceled``; a lost lease stops
+it and writes nothing. Otherwise the outcome is written once (``finish``/``fail``: the first writer wins).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+from anyio.to_thread import run_sync
+from sqlalchemy import Engine
+
+from jobs.contract import FAILED, LEASE_SECONDS, SUCCEEDED
+from jobs.running.attempts import Deadline, DeadlinePassed, run_until_deadline
+from jobs.store import Image, Job, Lease, fail, finish, mark_canceled, record_progress, renew
+from webui.schema import GenerationRequest, GenerationResult
+from webui.web.worker_client import JobRejected, ProgressCallback, WorkerClient
+
+logger = logging.getLogger(__name__)
+
+LOST = "lost"
+"""An ``Ending`` whose run lost its lease: the job's new holder (if any) writes its outcome."""
+
+
+def holder_name() -> str:
+    """This process's name in the store's claims: host, pid, and a random tag."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def stored_images(result: GenerationResult) -> list[Image]:
+    """The worker's base64 PNGs as the store's images (decoded, never re-encoded)."""
+    return [Image(base64.b64decode(data), "image/png", result.params.width, result.params.height)
+            for data in result.images]
+
+
+def job_fields(job: Job) -> dict[str, Any]:
+    """The worker's fields of a stored job (its input without the webhook)."""
+    return {name: value for name, value in job.input.items() if name in GenerationRequest.model_fields}
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a run ended: the job's status as it stays (or ``LOST``), with this run's result or error."""
+
+    status: str
+    result: GenerationResult | None = None
+    error: Exception | None = None
+
+
+@dataclass(frozen=True)
+class HeldRuns:
+    """Runs held jobs on ``client`` (the workers' queue), with the store at ``engine``."""
+
+    engine: Engine
+    client: WorkerClient
+    lease_s: float = LEASE_SECONDS
+    renew_s: float = 0.5
+    """How often a running job's lease is renewed, which is also how soon a cancel is seen."""
+
+    async def run(self, job: Job, deadline: Deadline, *, fields: Mapping[str, Any] | None = None,
+                  on_progress: ProgressCallback | None = None, client_left: asyncio.Event | None = None,
+                  headers: Mapping[str, str] | None = None,
+                  deadline_words: Callable[[DeadlinePassed], str] = str) -> Ending:
+        """Run ``job`` (held by ``job.claim_owner``) to its outcome; ``fields`` default to its stored input.
+        ``client_left`` set: the client went away, the job is canceled. ``deadline_words``: the error recorded
+        when no worker ran it before ``deadline``."""
+        progress: list[tuple[int, int]] = []
+        stepped = asyncio.Event()
+
+        def on_step(step: int, total: int, worker: str) -> None:
+            progress.append((step, total))
+            stepped.set()
+            if on_progress is not None:
+                on_progress(step, total, worker)
+
+        generation = asyncio.ensure_future(run_until_deadline(
+            self.client, job_fields(job) if fields is None else fields, deadline, on_step, headers))
+        holder = asyncio.ensure_future(self._hold(job, progress, stepped))
+        left = asyncio.ensure_future(client_left.wait() if client_left is not None else asyncio.Future())
+        try:
+            await asyncio.wait({generation, holder, left}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            if not generation.done():  # canceled, left, or the lease lost
+                generation.cancel()  # closes the worker's stream: the worker stops the job at its next step
+            holder.cancel()
+            await asyncio.gather(generation, holder, left, return_exceptions=True)
+        if generation.cancelled():
+            return await self._stopped(job, holder)
+        return await self._settle(job, generation, deadline_words)
+
+    async def _stopped(self, job: Job, holder: asyncio.Future[Lease]) -> Ending:
+        """The run was stopped before the worker finished: canceled (asked, or the client left), or lost."""
+        if holder.cancelled() or holder.result() is Lease.CANCEL_REQUESTED:
+            settled = await run_sync(mark_canceled, self.engine, job.id)
+            logger.info("job %s canceled: its worker stream was closed", job.id)
+            return Ending(settled.job.status)
+        logger.warning("job %s: this holder lost its lease; the job's new holder finishes it", job.id)
+        return Ending(LOST)
+
+    async def _hold(self, job: Job, progress: list[tuple[int, int]], stepped: asyncio.Event) -> Lease:
+        """Renew the lease (recording steps as they come) while it is held; returns how it ended. A store that
+        does not answer for a whole lease means the lease may be gone: the job is given up (``LOST``)."""
+        renewed = time.monotonic()
+        while True:
+            with anyio.move_on_after(self.renew_s):
+                await stepped.wait()
+            stepped.clear()
+            try:
+                lease = await self._renew(job, progress)
+            except Exception:
+                if time.monotonic() - renewed >= self.lease_s:
+                    logger.exception("job %s: the store did not renew the lease for %g s; giving the job up",
+                                     job.id, self.lease_s)
+                    return Lease.LOST
+                logger.warning("job %s: the store did not renew the lease; trying again", job.id, exc_info=True)
+                continue
+            renewed = time.monotonic()
+            if lease is not Lease.HELD:
+                return lease
+
+    async def _renew(self, job: Job, progress: list[tuple[int, int]]) -> Lease:
+        """Record the latest step (which renews the lease), or just renew it."""
+        holder = job.claim_owner or ""
+        if not progress:
+            return await run_sync(renew, self.engine, job.id, holder, self.lease_s)
+        step, total = progress[-1]
+        progress.clear()
+        return await run_sync(record_progress, self.engine, job.id, holder, step, total, self.lease_s)
+
+    async def _settle(self, job: Job, generation: asyncio.Future[GenerationResult],
+                      deadline_words: Callable[[DeadlinePassed], str]) -> Ending:
+        """Write the finished generation's outcome: the images, or the error in words."""
+        try:
+            result = generation.result()
+        except (JobRejected, DeadlinePassed) as error:
+            words = deadline_words(error) if isinstance(error, DeadlinePassed) else str(error)
+            settled = await run_sync(fail, self.engine, job.id, words)
+            logger.info("job %s failed: %s", job.id, words)
+            return Ending(settled.job.status, error=error)
+        except Exception as error:
+            logger.exception("job %s: unexpected error from the workers' queue", job.id)
+            await run_sync(fail, self.engine, job.id, "Unexpected error while running the job; it is in the log.")
+            return Ending(FAILED, error=error)
+        settled = await run_sync(finish, self.engine, job.id, stored_images(result))
+        if settled.written:
+            logger.info("job %s succeeded on %s (%d images)", job.id, result.worker_id, len(result.images))
+            return Ending(SUCCEEDED, result)
+        logger.info("job %s was already %s: this run's result was discarded", job.id, settled.job.status)
+        return Ending(settled.job.status, result)
