@@ -1,11 +1,11 @@
 """The jobs service in the cluster: launch.py's sidecar runs ``python -m jobs`` after HAProxy, and HAProxy's public
 port routes ``/v1/jobs`` to it through the same edge rules as ``/generate`` (rate, cross-site guard, body size).
 
-One stand-in cluster (2 nodes, 0.3 s a job) for the module, its web fronts running their generations as
-jobs (``jobs.web_fronts``: their ``--jobs-url`` is the worker queue, which passes ``/v1/jobs`` on). Every client
-here says who it is with its own ``X-Forwarded-For`` address (the cluster's ``rate_limit_key``), so each test has its own rate counter. The jobs
-service's lease is 2 s (``PORTRAIT_JOBS_LEASE_SECONDS`` in launch.py's environment reaches the service), so a job
-whose service was killed is taken again soon. Run under the cluster lock:
+One stand-in cluster (2 nodes, 0.3 s a job) for the module, its web fronts running their generations as jobs
+(``jobs.web_fronts``: their ``--jobs-url`` is the worker queue, which passes ``/v1/jobs`` on). Every client here
+says who it is with its own ``X-Forwarded-For`` address (the cluster's ``rate_limit_key``), so each test has its own
+rate counter. The jobs service's lease is 2 s (``PORTRAIT_JOBS_LEASE_SECONDS`` in launch.py's environment reaches
+the service), so a job whose service was killed is taken again soon. Run under the cluster lock:
 ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_jobs_cluster.py``.
 """
 
