@@ -117,3 +117,33 @@ def test_haproxy_routes_the_jobs_api_to_the_service_or_answers_404_when_off(tmp_
     validate_config(write_config(text, off.config_path))
     assert "backend jobs" not in text and "use_backend jobs" not in text
     assert "status 404" in next(line for line in text.splitlines() if line.endswith("if is_jobs !wants_html"))
+
+
+def test_rest_goes_through_the_jobs_service_only_when_asked_and_then_waits_for_workers(tmp_path: Path) -> None:
+    plain = render_config(spec_of(tmp_path))
+    assert "    use_backend workers if is_rest\n" in plain
+    assert "is_rest { nbsrv(workers) eq 0 }" in plain  # no worker up: REST is told at once
+    spec = spec_of(tmp_path, rest=True)
+    text = render_config(spec)
+    validate_config(write_config(text, spec.config_path))
+    assert "    use_backend jobs if is_rest\n" in text and "use_backend workers if is_rest" not in text
+    # No worker up is not a reason to refuse: the jobs service holds the job until one is ready.
+    assert "is_rest { nbsrv(workers) eq 0 }" not in text and "is_rest { nbsrv(jobs) eq 0 }" in text
+    limits = spec.limits
+    jobs_backend = text[text.index("backend jobs"):]
+    assert f"timeout server {limits.queue_timeout + limits.generation_timeout + 15:g}s" in jobs_backend
+    command = jobs_command(spec)
+    assert flag(command, "--queue-wait") == f"{limits.queue_timeout:g}"
+    assert flag(command, "--worker-timeout") == f"{limits.generation_timeout:g}"
+
+
+def test_web_fronts_run_their_jobs_through_the_worker_queue_only_when_asked(tmp_path: Path) -> None:
+    assert "--jobs-url" not in spec_of(tmp_path).web_flags()
+    spec = spec_of(tmp_path, web_fronts=True)
+    assert flag(spec.web_flags(), "--jobs-url") == spec.worker_queue_url
+    text = render_config(spec)
+    validate_config(write_config(text, spec.config_path))
+    queue = text[text.index("frontend worker_queue"):text.index("\nbackend ", text.index("frontend worker_queue"))]
+    assert "use_backend jobs if { path /v1/jobs } || { path_beg /v1/jobs/ }" in queue
+    off = spec_of(tmp_path, enabled=False, web_fronts=True)
+    assert "--jobs-url" not in off.web_flags() and "use_backend jobs" not in render_config(off)

@@ -421,6 +421,11 @@ class ClusterSpec(_Model):
         return [*flags, "--max-body-bytes", str(limits.max_body_bytes), "--body-timeout", str(limits.body_timeout)]
 
     @property
+    def rest_via_jobs(self) -> bool:
+        """Whether REST generations go through the jobs service (``jobs.rest``), which records each."""
+        return self.jobs.enabled and self.jobs.rest
+
+    @property
     def needs_shared_secret(self) -> bool:
         """Whether web fronts on other hosts must show the cluster secret at the worker queue (plain HTTP)."""
         return not self.worker_queue_tls and any(node.web is not None and node.node_host for node in self.nodes)

@@ -285,6 +285,10 @@ class JobsSpec(Listener):
     job_timeout: float = Field(
         900.0, gt=0, description="Seconds from a job's acceptance until it fails for want of a worker.")
     retention_days: float = Field(30.0, gt=0, description="Days a job and its results are kept (then 410 Gone).")
+    rest: bool = Field(
+        False, description="REST POST /generate and /generate/stream go through the jobs service: each is a recorded "
+        "job (its id in X-Job-Id) that waits across a gap where every worker is down; about 19 ms more a request "
+        "(bench/results/sync-jobs.md).")
     web_fronts: bool = Field(
         False, description="Web fronts run every generation (page, gradio_client, retouch) as a job of this service "
         "(--jobs-url): a reloaded page re-attaches to its job. Off until the page's info and progress name the worker "

@@ -85,6 +85,8 @@ class Public:
     jobs: Answer
     """Where the jobs API goes when its service is down (or, ``jobs_routed`` false, when the cluster runs none)."""
     jobs_routed: bool
+    rest_backend: str
+    """Where REST generations go: the workers' queue, or the jobs service (``jobs.rest``), which records each."""
     security_headers: bool
     limits: ClientLimits
     bodies: Bodies
@@ -118,15 +120,25 @@ def public_values(spec: ClusterSpec, local_hosts: bool) -> Public:
         unavailable=(answer(503, "unavailable", "The studio is starting or restarting; this page reloads by itself.",
                             f"!is_rest !is_jobs {{ nbsrv({WEBS_BACKEND}) eq 0 }}", "Starting up",
                             headers="hdr Retry-After 5", refresh=3),
-                     answer(503, "unavailable", "No worker is up right now (starting or restarting); retry shortly.",
-                            f"is_rest {{ nbsrv({WORKERS_BACKEND}) eq 0 }}", "No worker is up",
-                            headers="hdr Retry-After 5")),
+                     rest_unavailable(spec)),
         jobs=jobs_answer(spec),
         jobs_routed=spec.jobs.enabled,
+        rest_backend=JOBS_BACKEND if spec.rest_via_jobs else WORKERS_BACKEND,
         security_headers=spec.security_headers,
         limits=client_limits(spec),
         bodies=bodies(spec),
     )
+
+
+def rest_unavailable(spec: ClusterSpec) -> Answer:
+    """REST's answer when what serves it is down: no worker up, or (``jobs.rest``) no jobs service up; a job the
+    jobs service accepted waits for the next ready worker instead."""
+    if spec.rest_via_jobs:
+        return answer(503, "unavailable", "The jobs service is starting or restarting; retry shortly.",
+                      f"is_rest {{ nbsrv({JOBS_BACKEND}) eq 0 }}", "Jobs service unavailable",
+                      headers="hdr Retry-After 5")
+    return answer(503, "unavailable", "No worker is up right now (starting or restarting); retry shortly.",
+                  f"is_rest {{ nbsrv({WORKERS_BACKEND}) eq 0 }}", "No worker is up", headers="hdr Retry-After 5")
 
 
 def jobs_answer(spec: ClusterSpec) -> Answer:

@@ -188,11 +188,19 @@ JOBS_WAIT_MARGIN_S = 15.0
 """Beyond the longest ``Prefer: wait``: the service's own time to answer once the wait is over."""
 
 
+def jobs_answer_time(spec: ClusterSpec) -> float:
+    """Seconds the jobs service may be silent: a whole ``Prefer: wait``, or (``jobs.rest``) a REST job's wait for a
+    worker plus its generation, and the service's own time to answer."""
+    limits = spec.limits
+    longest = limits.queue_timeout + limits.generation_timeout if spec.rest_via_jobs else MAX_WAIT_S
+    return longest + JOBS_WAIT_MARGIN_S
+
+
 def jobs_values(spec: ClusterSpec) -> Jobs:
     address = f"{spec.jobs.connect_host}:{spec.jobs.port}"
     return Jobs(
         server_line=f"    server {names.JOBS_SERVER} {address}  # this host's, run by its sidecar",
-        timeout=duration(MAX_WAIT_S + JOBS_WAIT_MARGIN_S),
+        timeout=duration(jobs_answer_time(spec)),
         down_body=json_body("unavailable", "The jobs service is starting or restarting; retry shortly."),
     )
 

@@ -59,7 +59,9 @@ def jobs_command(spec: ClusterSpec) -> list[str]:
     command = [sys.executable, "-m", "jobs", "--host", jobs.host, "--port", str(jobs.port),
                "--run-dir", str(spec.run_dir), "--worker-queue-url", spec.worker_queue_url,
                "--dispatch-slots", str(jobs.dispatch_slots or max(1, len(spec.workers))),
-               "--job-timeout", f"{jobs.job_timeout:g}", "--retention-days", f"{jobs.retention_days:g}"]
+               "--job-timeout", f"{jobs.job_timeout:g}", "--retention-days", f"{jobs.retention_days:g}",
+               "--queue-wait", f"{spec.limits.queue_timeout:g}",
+               "--worker-timeout", f"{spec.limits.generation_timeout:g}"]
     if spec.tls is not None and spec.worker_queue_tls:
         command += ["--queue-ca", str(spec.tls.ca_file), "--queue-cert", str(spec.queue_client_cert(None))]
     return command
