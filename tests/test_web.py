@@ -31,7 +31,7 @@ from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
 from webui.web.app import main as web_main
 from webui.web.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
-from webui.web.studio.handlers import Studio, api_seed, snap, ui_seed
+from webui.web.studio.handlers import Studio, api_seed, model_note, snap, ui_seed
 from webui.web.studio.layout import apply_preset
 from webui.web.studio.photos import encode_photo
 from webui.web.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
@@ -332,6 +332,12 @@ def test_the_page_offers_what_the_workers_model_accepts(node: Node) -> None:
     page = httpx.get(f"{node.web_url}/config").json()
     sliders = {c["props"].get("elem_id"): c["props"] for c in page["components"]}
     assert sliders["width"]["step"] == sliders["height"]["step"] == 16  # before any worker answered too
+
+
+def test_the_model_note_warns_that_the_demo_model_draws_no_faces() -> None:
+    demo = model_note("demo", "front")
+    assert demo.startswith("Model: **demo** · node `front`") and "not faces" in demo
+    assert "not faces" not in model_note(STANDIN_MODEL, "front")
 
 
 def test_a_typed_size_is_rounded_to_the_models_multiple_as_the_slider_shows_it() -> None:
