@@ -177,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = parse_cluster(load_cluster_file(args.cluster))
         node_host = spec.node_host(args.node_host) if args.node_host else None
         prepare_run_dir(spec.run_dir)
-        api = None if args.no_haproxy or node_host else AsyncRuntimeAPI(spec.socket_path)
+        api = None if args.no_haproxy or node_host else AsyncRuntimeAPI(
+            spec.socket_path, timeout=spec.sidecar.haproxy_command_timeout)
         sidecar = Sidecar(spec, api, node_host=node_host)
     except (ClusterConfigError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

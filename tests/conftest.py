@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from bench.harness.cluster import LaunchedCluster
 from bench.harness.postgres import PostgresServer
 from bench.harness.processes import Processes
+from tests.demo_cache import session_demo_model
 from tests.shared_cluster import shared_options
 
 
@@ -42,10 +43,9 @@ def temporary_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def demo_model_dir(portrait_cache_dir: Path) -> Path:
-    """The offline demo model, built once per test session (before servers race to build it)."""
-    from webui.worker.pipelines.loader import ensure_demo_model
-
-    return ensure_demo_model(portrait_cache_dir)
+    """The offline demo model, in place once per test session (before servers race to build it): a copy of
+    a build kept across sessions for the same builder code and libraries (``tests/demo_cache.py``)."""
+    return session_demo_model(portrait_cache_dir)
 
 
 SHARED_GROUP = pytest.StashKey[Processes]()

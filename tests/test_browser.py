@@ -1,10 +1,11 @@
 """The studio page in a real browser (headless Debian Chromium via Playwright) on a real cluster.
 
-One cluster for the module: ``launch.py`` with HAProxy, the sidecar and 2 nodes on the demo
-model, on free loopback ports. The page is used as a person would: typing, moving sliders
-and the resolution dropdown, uploading a photo, clicking; the assertions read what the page
-shows (progress bar, gallery image, info line, error area, toasts). Failover is checked as
-a person sees it: the worker running the page's job is SIGKILLed (by its PID from the
+One cluster for the module: ``launch.py`` with HAProxy, the sidecar and 2 nodes on the fixed-latency
+stand-in (``--model standin:SECONDS``: the subject is the page; its images are real PNGs of the asked
+size, and a job's time does not depend on the machine's speed), on free loopback ports. The page is used
+as a person would: typing, moving sliders and the resolution dropdown, uploading a photo, clicking; the
+assertions read what the page shows (progress bar, gallery image, info line, error area, toasts).
+Failover is checked as a person sees it: the worker running the page's job is SIGKILLed (by its PID from the
 sidecar's status) and the page still shows a finished image; the web front the page talks
 to is SIGKILLed and a reload brings the page back on the other front.
 
@@ -26,6 +27,8 @@ from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from tests.browser import StudioPage, launch_chromium
+from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS
+from webui.worker.pipelines.standin import STANDIN_MODEL
 
 pytestmark = pytest.mark.browser
 
@@ -36,15 +39,23 @@ RECOVERY_TIMEOUT = 120.0
 SMALL = "Quick 512×512"
 
 
+MODEL = "standin:1"
+"""Every job takes a second, its steps spread over it: the page shows them one by one."""
+SLOW_MARKER = "[[browser-slow]]"
+"""A prompt with this is a long job: each step computes ``STEP_CPU_SECONDS`` of CPU time at least."""
+STEP_CPU_SECONDS = 0.05
 HEALTH = {"down_interval": 0.25}
 """A started or restarted part is checked every 0.25 s until UP: the subject is the page, not the check pace."""
 
 
 @pytest.fixture(scope="module")
-def cluster(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
-    """HAProxy + sidecar + 2 nodes on the demo model (one torch thread per worker)."""
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
+    """HAProxy + sidecar + 2 nodes on the stand-in (long jobs by ``SLOW_MARKER``)."""
     run_dir = tmp_path_factory.mktemp("browser-cluster")
-    options = ClusterOptions(nodes=2, threads=1, sidecar={"probe_interval": 0.5}, extra={"health": HEALTH})
+    options = ClusterOptions(model=MODEL, nodes=2, threads=1, sidecar={"probe_interval": 0.5},
+                             worker_env={FAULT_STEP_CPU_SECONDS: str(STEP_CPU_SECONDS),
+                                         FAULT_PROMPT_MARKER: SLOW_MARKER},
+                             extra={"health": HEALTH})
     with Processes("browser-cluster") as processes:
         with LaunchedCluster(options, name="browser", processes=processes, run_dir=run_dir) as launched:
             yield launched
@@ -98,10 +109,9 @@ def worker_of(progress_text: str) -> str:
 
 def test_generate_shows_progress_then_image_with_info(studio: StudioPage, cluster: LaunchedCluster) -> None:
     studio.screenshot("1-page")
-    # Before any job, the page names the loaded model and warns that the demo draws no faces.
+    # Before any job, the page names the loaded model (the demo model's caveat: test_web.py).
     note = studio.page.locator("#model-note")
-    expect(note).to_contain_text("Model: demo", timeout=10_000)
-    expect(note).to_contain_text("not faces")
+    expect(note).to_contain_text(f"Model: {STANDIN_MODEL}", timeout=10_000)
     studio.type_prompt("studio portrait of a violinist, warm rim light")
     studio.choose("resolution", SMALL)
     studio.expect_slider("width", 512)
@@ -169,7 +179,7 @@ def test_bad_value_shows_a_readable_error(studio: StudioPage) -> None:
 
 
 def test_sizes_the_page_offers_are_sizes_the_model_takes(studio: StudioPage) -> None:
-    # The demo model (Z-Image) needs multiples of 16: the size sliders step by the model's own
+    # The model (Z-Image, as the stand-in says it is) needs multiples of 16: the size sliders step by the model's own
     # multiple (a typed size is rounded the same way by the handler: test_web.py).
     for elem_id in ("width", "height"):
         track = studio.component(elem_id).locator("input[type=range]")
@@ -178,7 +188,7 @@ def test_sizes_the_page_offers_are_sizes_the_model_takes(studio: StudioPage) -> 
 
 
 def test_worker_killed_mid_job_page_still_shows_image(studio: StudioPage, cluster: LaunchedCluster) -> None:
-    studio.type_prompt("long exposure portrait, for a worker that dies")
+    studio.type_prompt(f"long exposure portrait, for a worker that dies {SLOW_MARKER}")  # 2 s at least
     studio.choose("resolution", SMALL)
     studio.set_slider("steps", 40)
     studio.set_seed(777)

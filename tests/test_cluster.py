@@ -46,7 +46,8 @@ NODES = ("node1", "node2")
 ARTIFACT = REPO / "test-artifacts" / "cluster-failover.json"
 
 
-QUEUE_TIMEOUT = 5
+QUEUE_TIMEOUT = 3
+"""Seconds a job may wait in HAProxy's queue: far more than a queue of four 0.1 s jobs takes."""
 SLOW_MARKER = "[[cluster-slow]]"
 STEP_CPU_SECONDS = 0.1
 """node2's worker spends at least this much CPU time on each step of a prompt with ``SLOW_MARKER`` (a fault)."""

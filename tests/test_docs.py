@@ -6,13 +6,12 @@ flags they give it, their cluster-file examples validate, and the README's first
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 import unicodedata
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from functools import cache
 from pathlib import Path
 
 import pytest
@@ -89,14 +88,18 @@ def commands(text: str) -> Iterator[tuple[str, list[str]]]:
                 yield module, module_args.split()
 
 
-@cache
-def help_text(target: str, subcommand: str | None = None) -> str:
-    """``--help`` of a repository command (and of one of its subcommands)."""
-    argv = [sys.executable, "launch.py"] if target == "launch.py" else [sys.executable, "-m", target]
-    argv += [subcommand, "--help"] if subcommand else ["--help"]
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, f"{' '.join(argv[1:])} failed: {done.stderr[-2000:]}"
-    return done.stdout
+def help_texts(commands: list[tuple[str, str | None]]) -> dict[tuple[str, str | None], str]:
+    """``--help`` of repository commands (and of some of their subcommands), each run as ``__main__`` like
+    ``python -m`` runs it, all in one Python process (``tests/help_texts.py``)."""
+    argvs = [[target, *filter(None, [sub]), "--help"] for target, sub in commands]
+    done = subprocess.run([sys.executable, "-m", "tests.help_texts"], input=json.dumps(argvs), cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, f"tests.help_texts failed: {done.stderr[-2000:]}"
+    texts = {}
+    for key, argv, result in zip(commands, argvs, json.loads(done.stdout), strict=True):
+        assert result["code"] == 0, f"{' '.join(argv)} failed: {result['stderr'][-2000:]}"
+        texts[key] = result["stdout"]
+    return texts
 
 
 def subcommands(help_output: str) -> set[str]:
@@ -127,19 +130,17 @@ def test_every_relative_link_resolves(doc: Path) -> None:
 
 def test_the_commands_the_docs_name_exist_with_their_flags() -> None:
     named = [(target, words) for doc in DOCS for target, words in commands(doc.read_text(encoding="utf-8"))]
-    with ThreadPoolExecutor(4) as pool:  # each --help is a Python start-up: a second or more
-        list(pool.map(help_text, {target for target, _ in named}))
+    helps = help_texts([(target, None) for target in sorted({target for target, _ in named})])
     flags: dict[tuple[str, str | None], set[str]] = {}
     for target, words in named:
         first = words[0] if words and not words[0].startswith("-") else None
-        sub = first if first in subcommands(help_text(target)) else None
+        sub = first if first in subcommands(helps[target, None]) else None
         flags.setdefault((target, sub), set()).update(FLAG.findall(" ".join(words)))
     assert ("launch.py", None) in flags and ("balancer.cli", "rolling-restart") in flags, sorted(flags, key=str)
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(lambda key: help_text(*key), [key for key in flags if key[1]]))
+    helps |= help_texts(sorted((key for key in flags if key[1]), key=str))
     missing = []
     for (target, sub), given in sorted(flags.items(), key=str):
-        offered = set(FLAG.findall(help_text(target) + (help_text(target, sub) if sub else "")))
+        offered = set(FLAG.findall(helps[target, None] + (helps[target, sub] if sub else "")))
         missing += [" ".join(filter(None, [target, sub, flag])) for flag in sorted(given - offered)]
     assert not missing, "flags the docs name that --help does not list: " + ", ".join(missing)
 

@@ -273,8 +273,8 @@ def test_workers_take_one_job_each_and_the_queue_is_fifo(balancer: RunningBalanc
 
 
 def test_queue_wait_is_bounded_then_a_clear_503(balancer: RunningBalancer) -> None:
-    # Two 5 s jobs hold both workers; the third would wait 5 s, beyond the 2 s queue timeout.
-    hold, job = f"{balancer.public}/generate?delay=5", f"{balancer.public}/generate"
+    # Two 3.5 s jobs hold both workers; the third would wait 3.5 s, beyond the 2 s queue timeout.
+    hold, job = f"{balancer.public}/generate?delay=3.5", f"{balancer.public}/generate"
     results = run_concurrently([lambda url=url: httpx.post(url, json={}, timeout=30) for url in (hold, hold, job)], 0.1)
     assert [response.status_code for _, response in results] == [200, 200, 503]
     refused = results[-1][1].json()

@@ -1,12 +1,13 @@
 """Warm standby workers (``standby: true``), end to end: real ``launch.py``, HAProxy, sidecar, workers.
 
-One cluster of two demo-model nodes, each worker with a warm standby, shared by the tests in
-order: a SIGKILLed worker is replaced by its standby (its PID becomes the worker's, a job runs
-there, a new standby loads); a worker's OOM exit likewise; a standby that cannot load crash-loops
-on its own while its worker keeps serving; stopping ``launch.py`` leaves nothing running. The
-model is a copy of the demo model, so that a test can take it away from a standby that restarts.
-Also: the setting is off by default, ``launch.py --standby`` turns it on, a web front has none.
-Kill-to-ready times go to ``test-artifacts/standby.json``: reported, not asserted.
+One cluster of two nodes on the fixed-latency stand-in (``--model standin:SECONDS``: the subject is the
+standby's hand-over, not the model), each worker with a warm standby, shared by the tests in order: a
+SIGKILLed worker is replaced by its standby (its PID becomes the worker's, a job runs there, a new
+standby loads); a worker's OOM exit likewise; stopping ``launch.py`` stops the standbys it runs and leaves
+nothing running. A standby that cannot load crash-loops on its own while its worker keeps serving: that
+test has a one-node cluster of its own on a copy of the demo model (a real model, which it takes away
+from the standby that restarts). Also: the setting is off by default, ``launch.py --standby`` turns it
+on, a web front has none. Kill-to-ready times go to ``test-artifacts/standby.json``: reported, not asserted.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import os
 import shutil
 import signal
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psutil
@@ -40,24 +43,27 @@ def small_job(index: int, prompt: str = "studio portrait") -> Job:
     return Job(prompt=f"{prompt} {index}", steps=2, width=128, height=128, seed=2000 + index)
 
 
-@pytest.fixture(scope="module")
-def model_copy(demo_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo model in a directory of this module's (a test removes it)."""
-    return Path(shutil.copytree(demo_model_dir, tmp_path_factory.mktemp("standby-model") / "demo"))
+STANDIN = "standin:0.1"
+"""The shared cluster's model: 0.1 s a job."""
 
 
-@pytest.fixture(scope="module")
-def cluster(model_copy: Path, tmp_path_factory: pytest.TempPathFactory):
-    options = ClusterOptions(
-        model=str(model_copy), lora="none", nodes=2, threads=1, start_timeout=240, standby=True,
+def cluster_options(model: str, nodes: int) -> ClusterOptions:
+    """``nodes`` nodes on ``model``, each worker with a warm standby; an OOM exit after one injected OOM."""
+    return ClusterOptions(
+        model=model, lora="none", nodes=nodes, threads=1, start_timeout=240, standby=True,
         worker_args=["--max-consecutive-ooms", "1"],
         worker_env={FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER},
         sidecar={"probe_interval": 0.25, "start_timeout": 180, "backoff_initial": 0.2, "crash_loop_deaths": 2,
                  "crash_loop_window": 600, "stop_grace": 5},
     )
-    run_dir = tmp_path_factory.mktemp("standby-cluster")
-    with Processes("standby") as processes:
-        launched = LaunchedCluster(options, name="standby", processes=processes, run_dir=run_dir)
+
+
+@contextmanager
+def running(options: ClusterOptions, name: str, run_dir: Path, standbys_at_stop: bool) -> Iterator[LaunchedCluster]:
+    """The cluster, started and ready; at the end SIGTERM to ``launch.py``, which must leave nothing running
+    (and, with ``standbys_at_stop``, must have had a standby running to stop)."""
+    with Processes(name) as processes:
+        launched = LaunchedCluster(options, name=name, processes=processes, run_dir=run_dir)
         launched.start()
         launched.wait_all_ready(timeout=240)
         yield launched
@@ -67,9 +73,30 @@ def cluster(model_copy: Path, tmp_path_factory: pytest.TempPathFactory):
         launched.proc.send_signal(signal.SIGTERM)
         assert launched.proc.wait(timeout=60) == 0
         _, alive = psutil.wait_procs(children, timeout=10)
-        assert standbys, "no standby was running when the cluster stopped"
+        assert standbys or not standbys_at_stop, "no standby was running when the cluster stopped"
         assert not alive, f"left running after launch.py stopped: {alive}"
         assert not any(psutil.pid_exists(pid) for pid in standbys)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
+    with running(cluster_options(STANDIN, 2), "standby", tmp_path_factory.mktemp("standby-cluster"),
+                 standbys_at_stop=True) as launched:
+        yield launched
+
+
+@pytest.fixture
+def model_copy(demo_model_dir: Path, tmp_path: Path) -> Path:
+    """The demo model in a directory of this test's (the test removes it)."""
+    return Path(shutil.copytree(demo_model_dir, tmp_path / "model" / "demo"))
+
+
+@pytest.fixture
+def demo_cluster(model_copy: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
+    """One node on ``model_copy``, its worker with a warm standby."""
+    with running(cluster_options(str(model_copy), 1), "standby-demo", tmp_path_factory.mktemp("standby-demo"),
+                 standbys_at_stop=False) as launched:
+        yield launched
 
 
 def test_standby_is_off_by_default_a_launch_flag_and_a_worker_setting(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,6 +110,25 @@ def test_standby_is_off_by_default_a_launch_flag_and_a_worker_setting(monkeypatc
     assert standbys("--standby") == [True, True]
     with pytest.raises(ClusterConfigError, match="standby is a worker setting"):
         parse_cluster({"nodes": [{"name": "n1", "web": {"port": 7860, "standby": True}}]})
+
+
+def test_a_standby_that_cannot_load_leaves_its_worker_serving(demo_cluster: LaunchedCluster, model_copy: Path) -> None:
+    cluster = demo_cluster
+    standby = cluster.wait_standbys(timeout=180)["node1"]
+    worker_pid = cluster.pid("node1", "worker")
+    assert standby["pid"] in {proc.pid for proc in cluster.process_tree()}  # ours to kill
+    shutil.rmtree(model_copy)  # every later load of this model fails (EXIT_LOAD_FAILED)
+    os.kill(standby["pid"], signal.SIGKILL)
+
+    def given_up() -> dict | None:
+        entry = cluster.part_status("node1", "worker")["standby"]
+        return entry if entry["state"] == "failed" else None
+
+    failed = wait_until(given_up, "node1's standby given up", 120, interval=0.25)
+    assert failed["failures"] == 2 and failed["last_detail"] == f"exited with status {EXIT_LOAD_FAILED} while loading"
+    entry = cluster.part_status("node1", "worker")
+    assert entry["pid"] == worker_pid and entry["state"] == "ready"
+    assert_serves(cluster, "node1")
 
 
 def promoted(cluster: LaunchedCluster, node: str, standby_pid: int, promotions: int) -> dict:
@@ -135,23 +181,3 @@ def test_oom_exit_is_replaced_by_the_standby(cluster: LaunchedCluster) -> None:
     assert entry["last_cause"] == "oom_exit" and entry["last_returncode"] == EXIT_OOM
     assert not psutil.pid_exists(old_pid)
     assert_serves(cluster, "node2")
-
-
-def test_a_standby_that_cannot_load_leaves_its_worker_serving(cluster: LaunchedCluster, model_copy: Path) -> None:
-    # Every standby loaded first: node2's holds its weights and outlives the model's removal (the module's end
-    # checks that launch.py stops a running standby).
-    standby = cluster.wait_standbys(timeout=180)["node1"]
-    worker_pid = cluster.pid("node1", "worker")
-    assert standby["pid"] in {proc.pid for proc in cluster.process_tree()}  # ours to kill
-    shutil.rmtree(model_copy)  # every later load of this model fails (EXIT_LOAD_FAILED)
-    os.kill(standby["pid"], signal.SIGKILL)
-
-    def given_up() -> dict | None:
-        entry = cluster.part_status("node1", "worker")["standby"]
-        return entry if entry["state"] == "failed" else None
-
-    failed = wait_until(given_up, "node1's standby given up", 120, interval=0.25)
-    assert failed["failures"] == 2 and failed["last_detail"] == f"exited with status {EXIT_LOAD_FAILED} while loading"
-    entry = cluster.part_status("node1", "worker")
-    assert entry["pid"] == worker_pid and entry["state"] == "ready"
-    assert_serves(cluster, "node1")

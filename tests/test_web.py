@@ -1,7 +1,8 @@
 """The web front against a real worker: gradio_client calls, seeds, errors, retouch, readiness.
 
-One worker (offline demo model, out-of-memory fault armed for prompts containing
-``[oom]``) and one web front run for the whole module; the readiness test starts its own
+One worker (the fixed-latency stand-in, ``--model standin:SECONDS``: the subject is the web front, not the
+model's pixels; its images are still real, seed-keyed PNGs; out-of-memory fault armed for prompts
+containing ``[oom]``) and one web front run for the whole module; the readiness test starts its own
 pair because it stops the worker.
 """
 
@@ -30,12 +31,15 @@ from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
 from webui.web.app import main as web_main
 from webui.web.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
-from webui.web.studio.handlers import Studio, api_seed, snap, ui_seed
+from webui.web.studio.handlers import Studio, api_seed, model_note, snap, ui_seed
 from webui.web.studio.layout import apply_preset
 from webui.web.studio.photos import encode_photo
 from webui.web.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
+from webui.worker.pipelines.standin import STANDIN_MODEL
 
 OOM_MARKER = "[oom]"
+MODEL = "standin:0.05"
+"""The module worker's model: 0.05 s a job."""
 SUB_PATH_PROXY = """\
 defaults
     mode http
@@ -89,9 +93,10 @@ def start_node(group: Processes, name: str, worker_env: dict[str, str] | None = 
 
 
 @pytest.fixture(scope="module")
-def node(demo_model_dir: Path):
+def node():
     with Processes("web") as group:
-        yield start_node(group, "web", {FAULT_OOM_AT_STEP: "1", FAULT_PROMPT_MARKER: OOM_MARKER})
+        yield start_node(group, "web", {FAULT_OOM_AT_STEP: "1", FAULT_PROMPT_MARKER: OOM_MARKER},
+                         ("--model", MODEL))
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +127,7 @@ def test_generate_returns_images_and_info(client: Client, node: Node) -> None:
     assert (info["width"], info["height"], info["steps"], info["num_images"]) == (512, 384, 2, 2)
     assert info["worker_id"] == node.worker_id
     assert info["web_node"] == node.node_id
-    assert info["model"] == "demo"
+    assert info["model"] == STANDIN_MODEL
     assert info["attempts"] == 1
     assert info["timings"]["web_ms"] >= info["timings"]["generate_ms"] > 0
 
@@ -319,7 +324,7 @@ def test_the_page_offers_what_the_workers_model_accepts(node: Node) -> None:
     info = httpx.get(f"{node.worker_url}/info").json()
     assert info["limits"]["family"] == "z-image" and info["defaults"]["steps"] == 8
     note, steps, guidance, width, height, images = load_page(node.worker_url, max_images=2)
-    assert "**demo**" in note
+    assert f"**{STANDIN_MODEL}**" in note
     assert (steps.value, steps.maximum, guidance.value) == (8, info["limits"]["max_steps"], 0.0)
     assert width.step == height.step == 16  # Z-Image sizes are multiples of 16 (a 264 would be refused)
     assert width.maximum == info["limits"]["max_side"]
@@ -327,6 +332,12 @@ def test_the_page_offers_what_the_workers_model_accepts(node: Node) -> None:
     page = httpx.get(f"{node.web_url}/config").json()
     sliders = {c["props"].get("elem_id"): c["props"] for c in page["components"]}
     assert sliders["width"]["step"] == sliders["height"]["step"] == 16  # before any worker answered too
+
+
+def test_the_model_note_warns_that_the_demo_model_draws_no_faces() -> None:
+    demo = model_note("demo", "front")
+    assert demo.startswith("Model: **demo** · node `front`") and "not faces" in demo
+    assert "not faces" not in model_note(STANDIN_MODEL, "front")
 
 
 def test_a_typed_size_is_rounded_to_the_models_multiple_as_the_slider_shows_it() -> None:

@@ -189,6 +189,10 @@ class SidecarSpec(Listener):
     port: int = Field(8405, ge=1, le=65535)
     probe_interval: float = Field(1.0, gt=0, description="Seconds between readiness probes of each process.")
     probe_timeout: float = Field(3.0, gt=0, description="Seconds one readiness probe may take.")
+    haproxy_command_timeout: float = Field(
+        5.0, gt=0, description="Seconds the sidecar waits for HAProxy's runtime API to answer one command (a "
+        "server's state) before it logs the failure and goes on."
+    )
     start_timeout: float = Field(
         600.0, gt=0, description="Seconds a (re)started process may take to become ready (model load)."
     )
