@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.harness.processes import Processes, free_port, kill_tree
+from bench.harness.processes import LOG_DIR, Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http, wait_until
 from webui.contract import CLUSTER_SECRET_ENV, CLUSTER_SECRET_HEADER
 
@@ -63,8 +63,10 @@ def worker(processes: Processes, name: str, seconds: float) -> Part:
 
 
 def service(processes: Processes, name: str, worker_url: str, store_url: str, *flags: str) -> Part:
+    run_dir = LOG_DIR / f"{processes.name}-{name}-run"  # its generated secrets, never the checkout's run/
     return Part(processes, ["python", "-m", "jobs", "--store-url", store_url, "--worker-queue-url", worker_url,
-                            "--lease-seconds", "2", "--janitor-every", "3600", *flags], name)
+                            "--run-dir", str(run_dir), "--lease-seconds", "2", "--janitor-every", "3600", *flags],
+                name)
 
 
 @dataclass

@@ -60,7 +60,8 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     users.write_text("studio:$6$salt$hash\n", encoding="utf-8")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(folder)  # the cluster files' relative TLS paths
-        return {f"{path.name}: {name}": render_config(parse_cluster(data))
+        # The temp folder's path as the short stand-in a checkout's is: its length is the machine's, not ours.
+        return {f"{path.name}: {name}": render_config(parse_cluster(data)).replace(str(folder), "/srv/studio")
                 for path in CLUSTER_FILES for name, data in variants(load_cluster_file(path), users)}
 
 

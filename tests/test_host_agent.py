@@ -32,6 +32,7 @@ from balancer.multihost.host_agent import (
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, stand_in_node, wait_status
+from tests.helpers import node_server_lines
 from webui.worker.dispatch_agent import DispatchAgent
 
 HOST = "h1"
@@ -162,8 +163,8 @@ def test_each_server_has_one_agent_check_host_or_dispatch(tmp_path: Path) -> Non
     })
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))
-    servers = {line.split()[1] + "@" + line.split()[2]: line for line in text.splitlines()
-               if line.startswith("    server ") and " track " not in line}
+    servers = {line.split()[1] + "@" + line.split()[2]: line for line in node_server_lines(text)
+               if " track " not in line}
     assert all(line.count("agent-check") == 1 for line in servers.values()), servers
     local = servers["local@127.0.0.1:7960"]
     assert 'agent-check agent-port 8960 agent-inter 10ms agent-send "workers/local\\n"  #' in local

@@ -36,6 +36,7 @@ from bench.harness.balancer import running_haproxy, wait_servers_up
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http
 from tests.balancer_helpers import assert_refused, client_context, cluster_data
+from tests.helpers import node_server_lines
 
 NODE_HOST = "gpu1"
 BALANCER = "lb1"
@@ -474,7 +475,7 @@ def test_the_hosts_example_with_the_documented_certificates_is_all_tls(tmp_path:
     spec = parse_cluster({**data, "tls": tls, "run_dir": str(tmp_path / "run")})
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))
-    servers = [line for line in text.splitlines() if line.startswith("    server ")]
+    servers = node_server_lines(text)
     assert len(servers) == 9 and all(" ssl verify required " in line for line in servers)  # 3 webs, workers, probes
     for host in spec.node_hosts:
         spec.check_own_certificate(host)  # gpu1.pem, gpu2.pem beside ca.crt
