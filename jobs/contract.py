@@ -55,6 +55,8 @@ MAX_BODY_BYTES: Final = 64 * 1024
 """The largest job a client may submit (a text-to-image job is a few hundred bytes)."""
 MAX_WAIT_S: Final = 60.0
 """The longest ``Prefer: wait=N`` a request may hold its connection."""
+SHARE_PREFIX: Final = "/v1/share"
+"""Where share links live (``/v1/share/{token}``): the one path the balancer serves without the site's login."""
 
 
 def job_path(job_id: str, *parts: str | int) -> str:

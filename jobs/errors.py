@@ -91,3 +91,33 @@ class WebhooksOff(JobsError):
 
     def __init__(self) -> None:
         super().__init__("This jobs service does not send webhooks; ask another, or its operator.")
+
+
+class NotShareable(JobsError):
+    """Only a succeeded job's results can be shared (HTTP 409)."""
+
+    code = "not_shareable"
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"Job {job_id} is {status}: only a succeeded job's results can be shared; ask again once "
+                         "it has succeeded.")
+        self.job_id = job_id
+
+
+class ShareLinkInvalid(JobsError):
+    """A share link this service did not sign, or one changed since (HTTP 403)."""
+
+    code = "share_link_invalid"
+
+    def __init__(self) -> None:
+        super().__init__("This share link is not valid: it was changed or cut short. Ask whoever shared it for the "
+                         "whole link, or a new one.")
+
+
+class ShareLinkExpired(JobsError):
+    """A share link past its expiry (HTTP 410)."""
+
+    code = "share_link_expired"
+
+    def __init__(self, expired_at: str) -> None:
+        super().__init__(f"This share link expired at {expired_at}. Ask whoever shared it for a new one.")

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from jobs.api import JobsApi, create_app
+from jobs.api.share_tokens import KEY_FILE, ShareSigner, read_share_key
 from jobs.api.sync_jobs import SyncOptions
 from jobs.contract import API_PREFIX
 from jobs.dispatch import Dispatcher, DispatchOptions
@@ -101,7 +102,7 @@ def build_app(settings: JobsSettings) -> FastAPI:
                                                         window_s=settings.webhook_retry_window))
     sync = SyncOptions(dispatcher.runs, holder_name(), settings.queue_wait, timedelta(days=settings.retention_days))
     jobs_api = JobsApi(engine, guard, limits, dispatcher.wake, timedelta(days=settings.retention_days),
-                       settings.max_body_bytes, partial(queue.redeliver, sender), sync)
+                       settings.max_body_bytes, partial(queue.redeliver, sender), sync, share_signer(settings))
     # The OpenAPI page under the API's own prefix: reachable wherever the API is (the balancer routes the prefix).
     app = create_app(jobs_api, lifespan=lifespan, docs_url=f"{API_PREFIX}/docs", redoc_url=None,
                      openapi_url=f"{API_PREFIX}/openapi.json")
@@ -120,3 +121,9 @@ def webhook_sender(settings: JobsSettings, guard: TargetGuard) -> WebhookSender:
     """The webhook sender, signing with the operator's secret file, or one generated once in the run dir."""
     path = settings.webhook_secret_file or settings.run_dir / SECRET_FILE
     return WebhookSender(guard, WebhookSigner(read_secret(path, create=settings.webhook_secret_file is None)))
+
+
+def share_signer(settings: JobsSettings) -> ShareSigner:
+    """The share-link signer, with the operator's key file, or one generated once in the run dir."""
+    path = settings.share_key_file or settings.run_dir / KEY_FILE
+    return ShareSigner(read_share_key(path, create=settings.share_key_file is None))

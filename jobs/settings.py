@@ -51,6 +51,9 @@ class JobsSettings(BaseSettings):
     webhook_secret_file: Path | None = Field(
         None, description="File with the webhook signing secret (whsec_...; the same file on every balancer host). "
         "Default: run-dir/webhook-secret, generated once (mode 0600) and reused.")
+    share_key_file: Path | None = Field(
+        None, description="File with the share-link signing key (shk_...; the same file on every balancer host). "
+        "Default: run-dir/share-key, generated once (mode 0600) and reused.")
     webhook_retry_window: float = Field(24 * 3600, gt=0, description="Seconds a failed completed-event webhook "
                                         "is retried after its first attempt.")
     webhook_first_retry: float = Field(5, gt=0, le=3600, description="Seconds before the first retry of a failed "

@@ -41,7 +41,7 @@ BALANCER_ROOMS: tuple[set[str], ...] = (
 """The balancer's rooms, lowest first: a room imports only its own and lower rows' rooms."""
 
 JOBS_ROOMS: tuple[set[str], ...] = (
-    {"contract", "errors"},  # shared values (statuses, defaults); domain errors (neither imports the other)
+    {"contract", "errors", "secret_file"},  # shared values; domain errors; secrets kept in files (apart)
     {"store"},               # the durable store: tables, engine, migrations, the repository functions
     {"webhooks"},            # signing and target checks; delivery from the store's queue
     {"running"},             # a held job on the workers' queue to its outcome: the dispatcher's and /generate's

@@ -194,6 +194,16 @@ class LaunchedCluster:
         elif self._owns_run_dir and self._owns_processes:
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
+    def restart(self, spec: ClusterSpec | None = None) -> LaunchedCluster:
+        """Stop launch.py (the whole tree) and start it again on the same run dir, ports and store; with ``spec``
+        (e.g. ``self.spec.model_copy(update=...)``) the cluster file changes meanwhile, as an operator's edit."""
+        if not self._owns_processes:
+            raise RuntimeError("restart stops this cluster's processes: give it no processes group of the caller's")
+        self.processes.stop_all()
+        if spec is not None:
+            self.spec, self.runtime = spec, RuntimeAPI(spec.socket_path)
+        return self.start()
+
     def __enter__(self) -> LaunchedCluster:
         try:
             return self.start()

@@ -23,7 +23,10 @@ from jobs.errors import (
     JobGone,
     JobNotFound,
     JobsError,
+    NotShareable,
     ResultNotFound,
+    ShareLinkExpired,
+    ShareLinkInvalid,
     WebhooksOff,
 )
 from webui.schema import ErrorBody
@@ -40,6 +43,9 @@ STATUSES: dict[type[JobsError], int] = {
     DeliveryNotFound: 404,
     DeliveryInProgress: 409,
     WebhooksOff: 503,
+    NotShareable: 409,
+    ShareLinkInvalid: 403,
+    ShareLinkExpired: 410,
 }
 """Domain error -> HTTP status."""
 

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from jobs.api.errors import RESPONSES
 from jobs.api.models import JobAccepted, JobList, JobRequest, JobView
+from jobs.api.share_tokens import ShareSigner
 from jobs.api.sse import job_events, last_event_id
 from jobs.api.submission import MAX_BODY_BYTES, prefer_wait, read_submission
 from jobs.api.sync_jobs import SyncOptions
@@ -53,6 +54,8 @@ class JobsApi:
     """One more attempt of a job's webhook delivery now (job id, delivery id); None: this service sends none."""
     sync: SyncOptions | None = None
     """How synchronous ``/generate`` requests run (None: this service serves none)."""
+    shares: ShareSigner | None = None
+    """Signs and checks share links (None: this service makes none)."""
 
 
 def api(request: Request) -> JobsApi:
@@ -125,13 +128,18 @@ async def get_job(job: Annotated[Job, Depends(existing_job)], jobs: Api) -> JobV
             responses={200: {"content": {"image/png": {}}, "description": "The image's bytes"}, 304: {}})
 async def get_result(job: Annotated[Job, Depends(existing_job)], index: int, request: Request, jobs: Api) -> Response:
     """One result's bytes; ``ETag`` is their SHA-256, cached until the job expires (they never change)."""
+    return await result_response(jobs, job, index, request, job.expires_at)
+
+
+async def result_response(jobs: JobsApi, job: Job, index: int, request: Request, until: datetime) -> Response:
+    """Result ``index`` of ``job`` (304 for a matching ``If-None-Match``), cacheable until ``until``."""
     if job.status != "succeeded":
         raise ResultNotFound(job.id, index, f"the job is {job.status}, and only a succeeded job has results")
     described = await run_sync(stored_results, jobs.engine, job.id)
     if not 0 <= index < len(described):
         raise ResultNotFound(job.id, index, f"its results are numbered 0 to {len(described) - 1}")
     etag = f'"{described[index].sha256}"'
-    max_age = max(0, int((job.expires_at - datetime.now(UTC)).total_seconds()))
+    max_age = max(0, int((until - datetime.now(UTC)).total_seconds()))
     headers = {"ETag": etag, "Cache-Control": f"private, max-age={max_age}, immutable"}
     if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
         return Response(status_code=304, headers=headers)

@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import logging
 import math
-import os
 import secrets
 from datetime import datetime
 from pathlib import Path
 
 from standardwebhooks import Webhook
+
+from jobs.secret_file import read_secret_file
 
 logger = logging.getLogger(__name__)
 
@@ -56,27 +57,5 @@ class WebhookSigner:
 
 def read_secret(path: Path, create: bool = False) -> str:
     """The ``whsec_`` secret in the file ``path``; with ``create``, a missing file is first made with a new secret
-    (mode 0600, atomically: services starting together all read the one that was written first)."""
-    if create and not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        draft = path.with_name(f".{path.name}.{os.getpid()}")
-        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as file:
-            file.write(new_secret() + "\n")
-        try:
-            os.link(draft, path)
-            logger.info("webhook signing secret generated in %s (mode 0600): give it to the webhooks' receivers, "
-                        "and the same file to every balancer host", path)
-        except FileExistsError:
-            pass
-        finally:
-            draft.unlink()
-    try:
-        secret = path.read_text(encoding="utf-8").strip()
-    except OSError as error:
-        raise ValueError(f"the webhook secret file {path} cannot be read ({error.strerror})") from None
-    try:
-        WebhookSigner(secret)
-    except ValueError as error:
-        raise ValueError(f"the webhook secret file {path} does not hold a secret: {error}") from None
-    return secret
+    (``jobs.secret_file``: mode 0600, written once; give the receivers and every balancer host the same)."""
+    return read_secret_file(path, "webhook signing secret", new_secret, WebhookSigner, create=create)
