@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -46,6 +47,11 @@ def stored_images(result: GenerationResult) -> list[Image]:
     """The worker's base64 PNGs as the store's images (decoded, never re-encoded)."""
     return [Image(base64.b64decode(data), "image/png", result.params.width, result.params.height)
             for data in result.images]
+
+
+def generation(result: GenerationResult) -> dict[str, Any]:
+    """What the job keeps of the worker's result besides its images: worker_id, model, seed, params, timings."""
+    return result.model_dump(mode="json", exclude={"images", "image"})
 
 
 def job_fields(job: Job) -> dict[str, Any]:
@@ -79,11 +85,11 @@ class HeldRuns:
         """Run ``job`` (held by ``job.claim_owner``) to its outcome; ``fields`` default to its stored input.
         ``client_left`` set: the client went away, the job is canceled. ``deadline_words``: the error recorded
         when no worker ran it before ``deadline``."""
-        progress: list[tuple[int, int]] = []
+        progress: list[tuple[int, int, str]] = []
         stepped = asyncio.Event()
 
         def on_step(step: int, total: int, worker: str) -> None:
-            progress.append((step, total))
+            progress.append((step, total, worker))
             stepped.set()
             if on_progress is not None:
                 on_progress(step, total, worker)
@@ -113,7 +119,7 @@ class HeldRuns:
         logger.warning("job %s: this holder lost its lease; the job's new holder finishes it", job.id)
         return Ending(LOST)
 
-    async def _hold(self, job: Job, progress: list[tuple[int, int]], stepped: asyncio.Event) -> Lease:
+    async def _hold(self, job: Job, progress: list[tuple[int, int, str]], stepped: asyncio.Event) -> Lease:
         """Renew the lease (recording steps as they come) while it is held; returns how it ended. A store that
         does not answer for a whole lease means the lease may be gone: the job is given up (``LOST``)."""
         renewed = time.monotonic()
@@ -134,14 +140,15 @@ class HeldRuns:
             if lease is not Lease.HELD:
                 return lease
 
-    async def _renew(self, job: Job, progress: list[tuple[int, int]]) -> Lease:
-        """Record the latest step (which renews the lease), or just renew it."""
+    async def _renew(self, job: Job, progress: list[tuple[int, int, str]]) -> Lease:
+        """Record the latest step and its worker (which renews the lease), or just renew it."""
         holder = job.claim_owner or ""
         if not progress:
             return await run_sync(renew, self.engine, job.id, holder, self.lease_s)
-        step, total = progress[-1]
+        step, total, worker = progress[-1]
         progress.clear()
-        return await run_sync(record_progress, self.engine, job.id, holder, step, total, self.lease_s)
+        return await run_sync(partial(record_progress, self.engine, job.id, holder, step, total, self.lease_s,
+                                      worker_id=worker))
 
     async def _settle(self, job: Job, generation: asyncio.Future[GenerationResult],
                       deadline_words: Callable[[DeadlinePassed], str]) -> Ending:
@@ -157,7 +164,7 @@ class HeldRuns:
             logger.exception("job %s: unexpected error from the workers' queue", job.id)
             await run_sync(fail, self.engine, job.id, "Unexpected error while running the job; it is in the log.")
             return Ending(FAILED, error=error)
-        settled = await run_sync(finish, self.engine, job.id, stored_images(result))
+        settled = await run_sync(finish, self.engine, job.id, stored_images(result), None, generation(result))
         if settled.written:
             logger.info("job %s succeeded on %s (%d images)", job.id, result.worker_id, len(result.images))
             return Ending(SUCCEEDED, result)
