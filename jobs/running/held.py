@@ -30,7 +30,7 @@ from jobs.contract import FAILED, LEASE_SECONDS, SUCCEEDED
 from jobs.running.attempts import Deadline, DeadlinePassed, run_until_deadline
 from jobs.store import Image, Job, Lease, fail, finish, mark_canceled, record_progress, renew
 from webui.schema import GenerationRequest, GenerationResult
-from webui.web.worker_client import JobRejected, ProgressCallback, WorkerClient
+from webui.web.worker_client import JobOutcome, JobRejected, ProgressCallback, WorkerClient
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,10 @@ def stored_images(result: GenerationResult) -> list[Image]:
             for data in result.images]
 
 
-def generation(result: GenerationResult) -> dict[str, Any]:
-    """What the job keeps of the worker's result besides its images: worker_id, model, seed, params, timings."""
-    return result.model_dump(mode="json", exclude={"images", "image"})
+def job_generation(outcome: JobOutcome) -> dict[str, Any]:
+    """What the job keeps of the worker's result besides its images: worker_id, model, seed, params, timings, and
+    the worker attempts it took (more than 1 when a worker died mid-job and another drew the same image)."""
+    return {**outcome.result.model_dump(mode="json", exclude={"images", "image"}), "attempts": outcome.attempts}
 
 
 def job_fields(job: Job) -> dict[str, Any]:
@@ -150,11 +151,11 @@ class HeldRuns:
         return await run_sync(partial(record_progress, self.engine, job.id, holder, step, total, self.lease_s,
                                       worker_id=worker))
 
-    async def _settle(self, job: Job, generation: asyncio.Future[GenerationResult],
+    async def _settle(self, job: Job, generation: asyncio.Future[JobOutcome],
                       deadline_words: Callable[[DeadlinePassed], str]) -> Ending:
         """Write the finished generation's outcome: the images, or the error in words."""
         try:
-            result = generation.result()
+            outcome = generation.result()
         except (JobRejected, DeadlinePassed) as error:
             words = deadline_words(error) if isinstance(error, DeadlinePassed) else str(error)
             settled = await run_sync(fail, self.engine, job.id, words)
@@ -164,7 +165,8 @@ class HeldRuns:
             logger.exception("job %s: unexpected error from the workers' queue", job.id)
             await run_sync(fail, self.engine, job.id, "Unexpected error while running the job; it is in the log.")
             return Ending(FAILED, error=error)
-        settled = await run_sync(finish, self.engine, job.id, stored_images(result), None, generation(result))
+        result = outcome.result
+        settled = await run_sync(finish, self.engine, job.id, stored_images(result), None, job_generation(outcome))
         if settled.written:
             logger.info("job %s succeeded on %s (%d images)", job.id, result.worker_id, len(result.images))
             return Ending(SUCCEEDED, result)
