@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from tests.browser import StudioPage, launch_chromium
-from tests.test_jobs_api import SECRET, WAIT, Part, worker
+from tests.jobs_service import SECRET, WAIT, Part, worker
 from webui.contract import CLUSTER_SECRET_ENV, CLUSTER_SECRET_HEADER
 
 pytestmark = pytest.mark.browser
