@@ -286,9 +286,10 @@ class JobsSpec(Listener):
         900.0, gt=0, description="Seconds from a job's acceptance until it fails for want of a worker.")
     retention_days: float = Field(30.0, gt=0, description="Days a job and its results are kept (then 410 Gone).")
     web_fronts: bool = Field(
-        True, description="Web fronts run every generation (page, gradio_client, retouch) as a job of this service "
+        False, description="Web fronts run every generation (page, gradio_client, retouch) as a job of this service "
         "(--jobs-url): a reloaded page re-attaches to its job; the page and gradio_client see the same info, "
-        "progress and errors as without it (docs/jobs.md). False: web fronts send jobs to the workers themselves.")
+        "progress and errors as without it (docs/jobs.md). Off until the harness's browser-protocol client follows "
+        "the page's job and a page that leaves no longer means a canceled job (docs/jobs.md).")
 
     @model_validator(mode="after")
     def _check_store_url(self) -> JobsSpec:
