@@ -142,6 +142,39 @@ def test_a_gradio_client_generation_is_a_recorded_job(site: Site, tmp_path: Path
     assert site.generations() - before == 1
 
 
+WORKER_PATH_INFO = {"seed", "width", "height", "steps", "guidance", "lora_scale", "num_images", "mode", "strength",
+                    "prompt", "negative_prompt", "model", "worker_id", "web_node", "attempts", "timings"}
+"""The keys of a gradio_client result's ``info`` when the web front runs the job on the workers itself."""
+
+
+def test_a_gradio_client_job_s_info_is_the_worker_path_s_info(site: Site, tmp_path: Path) -> None:
+    """The job keeps the worker's account of its result (``generation``), and the web front's ``info`` gives it
+    back as the worker path does: which worker, which model, the effective parameters, the worker's timings."""
+    served = httpx.get(f"{site.worker.url}/info", headers=HEADERS, timeout=WAIT).json()
+    _, info = gradio_client(site.webs["web-b"], tmp_path).predict(
+        prompt="a portrait for the record", steps=3, width=64, height=64, seed=21, api_name="/generate")
+    assert WORKER_PATH_INFO <= set(info), sorted(WORKER_PATH_INFO - set(info))
+    assert (info["worker_id"], info["model"], info["web_node"]) == (served["node"], served["model"], "web-b")
+    assert (info["seed"], info["steps"], info["width"], info["mode"], info["attempts"]) == (21, 3, 64, "text2img", 1)
+    assert {"queue_ms", "generate_ms", "total_ms", "web_ms"} <= set(info["timings"])
+    generation = site.job(info["job_id"])["generation"]
+    assert generation["worker_id"] == served["node"] and generation["params"]["steps"] == 3, generation
+
+
+def test_a_reload_after_the_result_opens_a_fresh_page(site: Site, browser: BrowserContext) -> None:
+    """A job whose result the page has shown is forgotten: a reload shows neither it nor its form again (a fresh
+    page, as without jobs), so the next job is the one typed now."""
+    studio = studio_page(browser, site.webs["web-a"], "jobs-forgotten")
+    start_job(studio, "a portrait shown once")
+    job_id, _ = shown_result(studio)
+    studio.open()
+    studio.page.wait_for_timeout(1500)  # the page's restore and follow run right after its load
+    studio.wait_idle(JOB_MS)
+    expect(studio.component("prompt").locator("textarea")).to_have_value("")
+    assert studio.gallery_count() == 0 and "job j_" not in studio.summary_text()
+    assert site.finished(job_id)["status"] == "succeeded"
+
+
 def test_a_reload_mid_job_shows_the_same_jobs_progress_then_its_result(site: Site, browser: BrowserContext) -> None:
     studio = studio_page(browser, site.webs["web-a"], "jobs-reload")
     before = site.generations()

@@ -295,8 +295,9 @@ class JobsSpec(Listener):
         "(bench/results/sync-jobs.md).")
     web_fronts: bool = Field(
         False, description="Web fronts run every generation (page, gradio_client, retouch) as a job of this service "
-        "(--jobs-url): a reloaded page re-attaches to its job. Off until the page's info and progress name the worker "
-        "again (docs/jobs.md).")
+        "(--jobs-url): a reloaded page re-attaches to its job; the page and gradio_client see the same info, "
+        "progress and errors as without it (docs/jobs.md). Off until the harness's browser-protocol client follows "
+        "the page's job and a page that leaves no longer means a canceled job (docs/jobs.md).")
 
     @model_validator(mode="after")
     def _check_store_url(self) -> JobsSpec:

@@ -71,6 +71,9 @@ class JobView(JobAccepted):
     output: list[str] = Field(default_factory=list, description="The results' URLs (Replicate's `output`).")
     results: list[ResultFile] = Field(default_factory=list)
     error: str | None = Field(None, description="Why the job failed, in words.")
+    generation: dict[str, Any] | None = Field(
+        None, description="How the worker made the results: worker_id, model, seed, params (the effective "
+        "parameters) and timings (queue_ms, generate_ms, total_ms); null until the job succeeded.")
     attempts: int = Field(description="How often a dispatcher took the job (more than 1 after a lost dispatcher).")
     started_at: datetime | None = None
     completed_at: datetime | None = None

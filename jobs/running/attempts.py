@@ -15,8 +15,7 @@ from typing import Any
 
 import anyio
 
-from webui.schema import GenerationResult
-from webui.web.worker_client import ProgressCallback, WorkerClient, WorkersUnavailable
+from webui.web.worker_client import JobOutcome, ProgressCallback, WorkerClient, WorkersUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +25,8 @@ MAX_DELAY_S = 2.0
 
 
 class DeadlinePassed(Exception):
-    """No worker finished the job before its deadline; ``str()`` says why, for the client."""
+    """No worker finished the job before its deadline; ``str()`` says why, for the client (in the words of the
+    web front's ``WorkersUnavailable``)."""
 
 
 Deadline = float | Callable[[], float]
@@ -35,21 +35,23 @@ Deadline = float | Callable[[], float]
 
 async def run_until_deadline(client: WorkerClient, fields: Mapping[str, Any], deadline: Deadline,
                              on_progress: ProgressCallback | None = None,
-                             headers: Mapping[str, str] | None = None) -> GenerationResult:
+                             headers: Mapping[str, str] | None = None) -> JobOutcome:
     """Run the job (``GenerationRequest`` fields, seed included) until it succeeds; ``deadline`` is a
-    ``time.monotonic()`` value (or gives one). Raises ``JobRejected`` (final) or ``DeadlinePassed``."""
-    delay, attempts = FIRST_DELAY_S, 0
+    ``time.monotonic()`` value (or gives one). Returns the result with every worker attempt counted. Raises
+    ``JobRejected`` (final) or ``DeadlinePassed``."""
+    delay, rounds, attempts, started = FIRST_DELAY_S, 0, 0, time.monotonic()
     while True:
-        attempts += 1
+        rounds += 1
         try:
-            return (await client.generate(fields, on_progress=on_progress, headers=headers)).result
+            outcome = await client.generate(fields, on_progress=on_progress, headers=headers)
         except WorkersUnavailable as error:
-            cause = error.cause
+            cause, attempts = error.cause, attempts + error.attempts
+        else:
+            return JobOutcome(outcome.result, attempts + outcome.attempts, (time.monotonic() - started) * 1000)
         left = (deadline() if callable(deadline) else deadline) - time.monotonic()
         if left <= delay:
-            raise DeadlinePassed(f"No worker could run the job before its deadline ({attempts} attempts); "
-                                 f"the last answer was: {cause}")
-        if attempts == 1 or attempts % 10 == 0:
+            raise DeadlinePassed(str(WorkersUnavailable(attempts, cause)))
+        if rounds == 1 or rounds % 10 == 0:
             logger.warning("no worker took the job (attempt %d: %s); trying again until its deadline (%.0f s left)",
                            attempts, cause, left)
         await anyio.sleep(delay)

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import anyio
@@ -29,7 +30,7 @@ from jobs.contract import FAILED, LEASE_SECONDS, SUCCEEDED
 from jobs.running.attempts import Deadline, DeadlinePassed, run_until_deadline
 from jobs.store import Image, Job, Lease, fail, finish, mark_canceled, record_progress, renew
 from webui.schema import GenerationRequest, GenerationResult
-from webui.web.worker_client import JobRejected, ProgressCallback, WorkerClient
+from webui.web.worker_client import JobOutcome, JobRejected, ProgressCallback, WorkerClient
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ def stored_images(result: GenerationResult) -> list[Image]:
     """The worker's base64 PNGs as the store's images (decoded, never re-encoded)."""
     return [Image(base64.b64decode(data), "image/png", result.params.width, result.params.height)
             for data in result.images]
+
+
+def job_generation(outcome: JobOutcome) -> dict[str, Any]:
+    """What the job keeps of the worker's result besides its images: worker_id, model, seed, params, timings, and
+    the worker attempts it took (more than 1 when a worker died mid-job and another drew the same image)."""
+    return {**outcome.result.model_dump(mode="json", exclude={"images", "image"}), "attempts": outcome.attempts}
 
 
 def job_fields(job: Job) -> dict[str, Any]:
@@ -79,11 +86,11 @@ class HeldRuns:
         """Run ``job`` (held by ``job.claim_owner``) to its outcome; ``fields`` default to its stored input.
         ``client_left`` set: the client went away, the job is canceled. ``deadline_words``: the error recorded
         when no worker ran it before ``deadline``."""
-        progress: list[tuple[int, int]] = []
+        progress: list[tuple[int, int, str]] = []
         stepped = asyncio.Event()
 
         def on_step(step: int, total: int, worker: str) -> None:
-            progress.append((step, total))
+            progress.append((step, total, worker))
             stepped.set()
             if on_progress is not None:
                 on_progress(step, total, worker)
@@ -113,7 +120,7 @@ class HeldRuns:
         logger.warning("job %s: this holder lost its lease; the job's new holder finishes it", job.id)
         return Ending(LOST)
 
-    async def _hold(self, job: Job, progress: list[tuple[int, int]], stepped: asyncio.Event) -> Lease:
+    async def _hold(self, job: Job, progress: list[tuple[int, int, str]], stepped: asyncio.Event) -> Lease:
         """Renew the lease (recording steps as they come) while it is held; returns how it ended. A store that
         does not answer for a whole lease means the lease may be gone: the job is given up (``LOST``)."""
         renewed = time.monotonic()
@@ -134,20 +141,21 @@ class HeldRuns:
             if lease is not Lease.HELD:
                 return lease
 
-    async def _renew(self, job: Job, progress: list[tuple[int, int]]) -> Lease:
-        """Record the latest step (which renews the lease), or just renew it."""
+    async def _renew(self, job: Job, progress: list[tuple[int, int, str]]) -> Lease:
+        """Record the latest step and its worker (which renews the lease), or just renew it."""
         holder = job.claim_owner or ""
         if not progress:
             return await run_sync(renew, self.engine, job.id, holder, self.lease_s)
-        step, total = progress[-1]
+        step, total, worker = progress[-1]
         progress.clear()
-        return await run_sync(record_progress, self.engine, job.id, holder, step, total, self.lease_s)
+        return await run_sync(partial(record_progress, self.engine, job.id, holder, step, total, self.lease_s,
+                                      worker_id=worker))
 
-    async def _settle(self, job: Job, generation: asyncio.Future[GenerationResult],
+    async def _settle(self, job: Job, generation: asyncio.Future[JobOutcome],
                       deadline_words: Callable[[DeadlinePassed], str]) -> Ending:
         """Write the finished generation's outcome: the images, or the error in words."""
         try:
-            result = generation.result()
+            outcome = generation.result()
         except (JobRejected, DeadlinePassed) as error:
             words = deadline_words(error) if isinstance(error, DeadlinePassed) else str(error)
             settled = await run_sync(fail, self.engine, job.id, words)
@@ -157,7 +165,8 @@ class HeldRuns:
             logger.exception("job %s: unexpected error from the workers' queue", job.id)
             await run_sync(fail, self.engine, job.id, "Unexpected error while running the job; it is in the log.")
             return Ending(FAILED, error=error)
-        settled = await run_sync(finish, self.engine, job.id, stored_images(result))
+        result = outcome.result
+        settled = await run_sync(finish, self.engine, job.id, stored_images(result), None, job_generation(outcome))
         if settled.written:
             logger.info("job %s succeeded on %s (%d images)", job.id, result.worker_id, len(result.images))
             return Ending(SUCCEEDED, result)

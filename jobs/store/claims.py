@@ -88,15 +88,17 @@ def renew(engine: Engine, job_id: str, dispatcher: str, lease_seconds: float = L
 
 
 def record_progress(engine: Engine, job_id: str, dispatcher: str, step: int, steps: int,
-                    lease_seconds: float = LEASE_SECONDS, now: datetime | None = None) -> Lease:
-    """Record a denoising step (and an event for it) from the job's holder; renews its lease too. A dispatcher
-    that lost the job records nothing (``Lease.LOST``)."""
+                    lease_seconds: float = LEASE_SECONDS, now: datetime | None = None,
+                    worker_id: str | None = None) -> Lease:
+    """Record a denoising step (and an event for it, naming ``worker_id`` when given) from the job's holder;
+    renews its lease too. A dispatcher that lost the job records nothing (``Lease.LOST``)."""
     now = now or utc_now()
     with write(engine) as connection:
         lease, job = _extend(connection, job_id, dispatcher, now + timedelta(seconds=lease_seconds),
                              progress_step=step, progress_steps=steps)
         if job is not None:
-            seq = append_event(connection, job_id, EVENT_PROGRESS, {"step": step, "steps": steps}, now)
+            data = {"step": step, "steps": steps, **({"worker_id": worker_id} if worker_id else {})}
+            seq = append_event(connection, job_id, EVENT_PROGRESS, data, now)
             enqueue_progress(connection, job, now, seq)
         return lease
 

@@ -65,7 +65,7 @@ def public_json(connection: Connection, job: Job) -> dict[str, Any]:
         "urls": {"get": job_path(job.id), "events": job_path(job.id, "events"), "cancel": job_path(job.id, "cancel")},
         "input": job.input, "progress": progress, "output": [result["url"] for result in described],
         "results": described, "error": job.error, "attempts": job.attempts, "started_at": _iso(job.started_at),
-        "completed_at": _iso(job.completed_at), "expires_at": _iso(job.expires_at),
+        "completed_at": _iso(job.completed_at), "expires_at": _iso(job.expires_at), "generation": job.generation,
     }
 
 

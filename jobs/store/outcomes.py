@@ -29,11 +29,14 @@ DESCRIPTION = [column for column in results.c if column.name != "data"]
 """A result's columns without its bytes."""
 
 
-def finish(engine: Engine, job_id: str, images: Sequence[Image], now: datetime | None = None) -> Settled:
-    """Store ``images`` as ``job_id``'s results and mark it ``succeeded`` — unless it already ended."""
+def finish(engine: Engine, job_id: str, images: Sequence[Image], now: datetime | None = None,
+           generation: dict[str, Any] | None = None) -> Settled:
+    """Store ``images`` as ``job_id``'s results (and ``generation``, the worker's account of them: worker, model,
+    timings) and mark it ``succeeded`` — unless it already ended."""
     now = now or utc_now()
     with write(engine) as connection:
-        return _settle(connection, job_id, SUCCEEDED, {"results": len(images)}, now, images=images)
+        return _settle(connection, job_id, SUCCEEDED, {"results": len(images)}, now, images=images,
+                       generation=generation)
 
 
 def _result_row(job_id: str, index: int, image: Image) -> dict[str, Any]:
@@ -77,12 +80,14 @@ def cancel(engine: Engine, job_id: str, now: datetime | None = None) -> Job:
 
 
 def _settle(connection: Connection, job_id: str, status: str, event: dict[str, Any], now: datetime,
-            error: str | None = None, images: Sequence[Image] = ()) -> Settled:
+            error: str | None = None, images: Sequence[Image] = (),
+            generation: dict[str, Any] | None = None) -> Settled:
     """End ``job_id`` with ``status`` (and ``images``) if it is still active, with an event and its
     ``completed`` webhook; else report what it already is."""
     row = connection.execute(
         update(jobs).where(jobs.c.id == job_id, jobs.c.status.in_(ACTIVE))
-        .values(status=status, completed_at=now, error=error, claim_owner=None, claim_expires_at=None)
+        .values(status=status, completed_at=now, error=error, claim_owner=None, claim_expires_at=None,
+                generation=generation)
         .returning(*jobs.c)).one_or_none()
     if row is not None:
         if images:

@@ -39,6 +39,9 @@ class Job:
     progress_step: int | None
     progress_steps: int | None
     last_event_seq: int
+    generation: dict[str, Any] | None = None
+    """The worker's account of a succeeded job: worker_id, model, seed, params, timings (``GenerationResult``
+    without its images)."""
 
     @classmethod
     def from_row(cls, row: Row[Any]) -> Job:

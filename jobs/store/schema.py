@@ -79,6 +79,8 @@ jobs = Table(
     Column("progress_step", Integer, nullable=True),
     Column("progress_steps", Integer, nullable=True),
     Column("last_event_seq", Integer, nullable=False, default=0, doc="the job's event counter"),
+    Column("generation", JSON, nullable=True,
+           doc="the worker's account of the result: worker_id, model, seed, params, timings (no images)"),
     UniqueConstraint("owner", "idempotency_key"),
     Index(None, "status", "seq"),   # the queue: oldest claimable first; queue positions
     Index(None, "owner", "seq"),    # one owner's listing, newest first

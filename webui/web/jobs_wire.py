@@ -56,6 +56,8 @@ class JobSnapshot(BaseModel):
     error: str | None = None
     attempts: int = 0
     queue_position: int | None = None
+    generation: dict[str, Any] | None = None
+    """The worker's account of a succeeded job: ``GenerationResult`` without images, plus its worker attempts."""
 
     @property
     def terminal(self) -> bool:

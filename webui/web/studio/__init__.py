@@ -9,5 +9,5 @@ Client API (``gradio_client.Client(url).predict(..., api_name=...)``):
   seed=-1, lora_scale=1.0, num_images=1) -> (gallery, info)
 
 ``None`` means the loaded model's default; seed -1 means random. ``gallery`` is a list of
-``{"image": path, "caption": str}``; ``info`` is the dict ``handlers.generation_info`` builds.
+``{"image": path, "caption": str}``; ``info`` is the dict ``info.result_info`` builds.
 """

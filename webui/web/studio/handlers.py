@@ -17,50 +17,13 @@ import gradio as gr
 from webui.contract import LISTEN_GRACE, MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.images import UploadError
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
+from webui.web.studio.info import generation_info, info_summary, model_note
 from webui.web.studio.jobs_runner import JobRunner
 from webui.web.studio.photos import encode_photo_file, save_image
-from webui.web.worker_client import JobOutcome, WorkerClient, WorkerError, WorkerInfoCache
+from webui.web.worker_client import WorkerClient, WorkerError, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
 
-DEMO_MODEL_NOTE = (
-    "The offline **demo** model is a tiny untrained network: it draws abstract colour fields, "
-    "not faces. Start the workers with `--model awportrait-z` (or another model) for portraits."
-)
-
-
-def generation_info(outcome: JobOutcome, web_node: str) -> dict[str, Any]:
-    """The info dict shown under the result and returned by the API."""
-    result, params = outcome.result, outcome.result.params
-    return {
-        "seed": result.seed,
-        "width": params.width,
-        "height": params.height,
-        "steps": params.steps,
-        "guidance": params.guidance,
-        "lora_scale": params.lora_scale,
-        "num_images": params.num_images,
-        "mode": params.mode,
-        "strength": params.strength,
-        "prompt": params.prompt,
-        "negative_prompt": params.negative_prompt,
-        "model": result.model,
-        "worker_id": result.worker_id,
-        "web_node": web_node,
-        "attempts": outcome.attempts,
-        "timings": {**result.timings.model_dump(), "web_ms": round(outcome.elapsed_ms, 1)},
-    }
-
-
-def info_summary(info: dict[str, Any]) -> str:
-    """One readable line about a generation (Markdown)."""
-    seconds = info["timings"]["web_ms"] / 1000
-    retried = f" · {info['attempts']} attempts" if info["attempts"] > 1 else ""
-    return (
-        f"**Seed** `{info['seed']}` · **{info['width']}×{info['height']}** · {info['steps']} steps · "
-        f"guidance {info['guidance']:g} · worker `{info['worker_id']}` · node `{info['web_node']}` · "
-        f"{seconds:.1f} s{retried}"
-    )
 
 
 def _optional_int(value: float | None) -> int | None:
@@ -324,13 +287,3 @@ class RetouchRefused(Exception):
         gr.Warning(self.warning, title="Retouch")
         error = gr.Markdown(f"**Could not retouch:** image: {self.problem}.", visible=True)
         return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
-
-
-def model_note(model: str | None, web_node: str) -> str:
-    """Which model the workers serve (Markdown), with the demo model's caveat."""
-    if model is None:
-        return f"Model: **workers ready** (named after the first job) · node `{web_node}`"
-    note = f"Model: **{model}** · node `{web_node}`"
-    if model == "demo":
-        note += f"\n\n{DEMO_MODEL_NOTE}"
-    return note

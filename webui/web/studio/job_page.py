@@ -16,6 +16,7 @@ import gradio as gr
 
 from webui.web.jobs_client import JobsError
 from webui.web.studio.handlers import RetouchRefused, Studio
+from webui.web.studio.info import model_note
 from webui.web.studio.jobs_runner import JobCanceled, JobRunner, job_summary
 
 logger = logging.getLogger(__name__)
@@ -81,22 +82,26 @@ class JobPage:
 
     async def follow(self, state: dict[str, Any] | None,
                      progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
-        """Follow the kept job: (gallery, info, summary, error area, model note); nothing when none is kept."""
+        """Follow the kept job: (gallery, info, summary, error area, model note, kept state); nothing when none is
+        kept. Once its outcome is shown the job is forgotten (a later reload opens a fresh page, as without
+        jobs); a job whose page went away before its end is still kept, and shown at the next load."""
         job_id = (state or {}).get("job")
         if not job_id:
-            return (gr.skip(),) * 5
+            return (gr.skip(),) * 6
+        forget = {}
         try:
             gallery, info = await self.runner.follow(job_id, progress)
         except JobCanceled as exc:
-            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown(f"**Canceled:** {exc}", visible=True), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), gr.Markdown(f"**Canceled:** {exc}", visible=True), gr.skip(), forget
         except JobsError as exc:
             if exc.status in GONE:  # a kept job that expired: nothing to show again
                 logger.info("job %s: %s", job_id, exc)
-                return (gr.skip(),) * 5
+                return (gr.skip(),) * 5 + (forget,)
             gr.Warning(str(exc), title="Generation failed")
             error = gr.Markdown(f"**Could not generate:** {exc}", visible=True)
-            return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
-        return gallery, info, job_summary(info), gr.Markdown("", visible=False), gr.skip()
+            return gr.skip(), gr.skip(), gr.skip(), error, gr.skip(), forget
+        note = model_note(info["model"], self.studio.web_node)
+        return gallery, info, job_summary(info), gr.Markdown("", visible=False), note, forget
 
     async def cancel(self, state: dict[str, Any] | None) -> None:
         """The Cancel button: cancel the kept job (a finished one stays as it is)."""

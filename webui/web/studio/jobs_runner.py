@@ -16,9 +16,11 @@ from typing import Any
 
 import gradio as gr
 
+from webui.schema import GenerationResult
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import CANCELED, FAILED, PROGRESS, QUEUED, STARTED, JobSnapshot
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
+from webui.web.studio.info import info_summary, result_info
 from webui.web.studio.photos import save_png
 
 logger = logging.getLogger(__name__)
@@ -30,40 +32,36 @@ class JobCanceled(JobsError):
     """The job was canceled (by its Cancel button or an API client) before it finished."""
 
 
+def unrecorded_generation(job: JobSnapshot) -> dict[str, Any]:
+    """A stand-in for the worker's account of a job that succeeded before jobs kept it (store revision 0003):
+    what its input and results say, the rest unknown."""
+    given, first = job.input, job.results[0] if job.results else None
+    seed = given.get("seed") or 0
+    params = {"prompt": given.get("prompt", ""), "negative_prompt": given.get("negative_prompt", ""),
+              "steps": given.get("steps") or 0, "guidance": given.get("guidance") or 0.0,
+              "width": (first.width if first else None) or given.get("width") or 0,
+              "height": (first.height if first else None) or given.get("height") or 0, "seed": seed,
+              "lora_scale": given.get("lora_scale", 1.0), "num_images": len(job.results),
+              "mode": "retouch" if given.get("init_image") else "text2img", "strength": given.get("strength")}
+    return {"seed": seed, "params": params, "worker_id": "unknown", "model": "unknown",
+            "timings": {"queue_ms": 0.0, "generate_ms": 0.0, "total_ms": 0.0}}
+
+
 def job_info(job: JobSnapshot, web_node: str, elapsed_s: float) -> dict[str, Any]:
-    """The info dict of a finished job (shown under the result, returned by the API)."""
-    given = job.input
-    first = job.results[0] if job.results else None
-    return {
-        "job_id": job.id,
-        "result_url": first.url if first else None,
-        "result_urls": [result.url for result in job.results],
-        "seed": given.get("seed"),
-        "width": first.width if first else given.get("width"),
-        "height": first.height if first else given.get("height"),
-        "steps": given.get("steps"),
-        "guidance": given.get("guidance"),
-        "lora_scale": given.get("lora_scale"),
-        "num_images": len(job.results),
-        "mode": "retouch" if given.get("init_image") else "text2img",
-        "strength": given.get("strength"),
-        "prompt": given.get("prompt"),
-        "negative_prompt": given.get("negative_prompt"),
-        "web_node": web_node,
-        "attempts": job.attempts,
-        "timings": {"web_ms": round(elapsed_s * 1000, 1)},
-    }
+    """The info dict of a succeeded job (shown under the result, returned by the API): the worker path's keys
+    and values (``result_info``, from the worker's account the job kept), plus the job's id and result URLs.
+    Attempts count every worker attempt, and one more for each dispatcher that lost the job mid-run."""
+    generation = job.generation or unrecorded_generation(job)
+    result = GenerationResult.model_validate({**generation, "images": []})
+    attempts = int(generation.get("attempts", 1)) + max(job.attempts - 1, 0)
+    urls = [result.url for result in job.results]
+    return {"job_id": job.id, "result_url": urls[0] if urls else None, "result_urls": urls,
+            **result_info(result, attempts, elapsed_s * 1000, web_node)}
 
 
 def job_summary(info: dict[str, Any]) -> str:
-    """One readable line about a finished job (Markdown), with the link to its first result."""
-    steps = f" · {info['steps']} steps" if info.get("steps") else ""
-    retried = f" · {info['attempts']} attempts" if info["attempts"] > 1 else ""
-    return (
-        f"**Seed** `{info['seed']}` · **{info['width']}×{info['height']}**{steps} · job `{info['job_id']}` · "
-        f"node `{info['web_node']}` · {info['timings']['web_ms'] / 1000:.1f} s{retried} · "
-        f"[result]({info['result_url']})"
-    )
+    """One readable line about a finished job (Markdown): the worker path's line, the job's id, its first result."""
+    return f"{info_summary(info)} · job `{info['job_id']}` · [result]({info['result_url']})"
 
 
 class JobRunner:
@@ -94,7 +92,9 @@ class JobRunner:
             elif event.name == STARTED:
                 progress(0.0, desc=f"Job {job_id}: starting")
             elif event.name == PROGRESS:
-                progress((event.data["step"], event.data["steps"]), desc=f"Denoising job {job_id}", unit="steps")
+                worker = event.data.get("worker_id") or "a worker"
+                progress((event.data["step"], event.data["steps"]), desc=f"Denoising on {worker} · job {job_id}",
+                         unit="steps")
             elif event.terminal:
                 job = event.snapshot()
         if job is None or job.status == FAILED:

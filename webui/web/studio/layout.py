@@ -157,7 +157,7 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                                  **job_options)
         else:  # submit (the job id and the form kept in the browser), then follow the job
             state = browser_state()
-            follow = dict(fn=job_page.follow, inputs=[state], outputs=ui_outputs, api_visibility="private",
+            follow = dict(fn=job_page.follow, inputs=[state], outputs=[*ui_outputs, state], api_visibility="private",
                           **progress_on, **job_options)
             private = dict(api_visibility="private", **job_options)
             gr.on([generate_button.click, prompt.submit], job_page.submit_generate, [*form, strength], [state, error],
