@@ -6,4 +6,6 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
 echo "==> ruff"
 "${PYTHON:-python3}" -m ruff check .
-exec "${PYTHON:-python3}" -m pytest "$@"
+# Two test processes (PYTEST_WORKERS), one module each at a time: most tests wait on processes they started,
+# so a second module beside them cuts the suite's time on 2 cores. PYTEST_WORKERS=0 runs it in one process.
+exec "${PYTHON:-python3}" -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"

@@ -19,7 +19,8 @@ import psutil
 from bench.harness.ports import ALLOCATOR
 
 REPO = Path(__file__).resolve().parents[2]
-LOG_DIR = REPO / "test-artifacts" / "logs"
+LOG_DIR = REPO / "test-artifacts" / "logs" / os.environ.get("PYTEST_XDIST_WORKER", "")
+"""Processes' logs; one folder per pytest-xdist worker, so two test processes never write one file."""
 
 
 def free_port() -> int:
