@@ -65,7 +65,11 @@ def shared_cluster(request: pytest.FixtureRequest,
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Note the last test, in run order, that uses the shared cluster."""
+    """Note the last test, in run order, that uses the shared cluster. Not in a pytest-xdist worker: it collects
+    every test but runs the modules it is given, in an order collection does not know, so its cluster lives until
+    its session ends."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return
     users = [item.nodeid for item in session.items if "shared_cluster" in getattr(item, "fixturenames", ())]
     if users:
         session.stash[LAST_SHARED_USER] = users[-1]

@@ -1,4 +1,4 @@
-"""The ports ``add-node`` gives a new node: free ones, also when the cluster's ports are near 65535."""
+"""The ports ``launch.py --nodes`` and ``add-node`` give nodes: valid and free ones, also near 65535."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from balancer.config.loading import DISPATCH_AGENT_PORT_OFFSET
+from balancer.config.loading import DISPATCH_AGENT_PORT_OFFSET, local_nodes, parse_cluster
 from balancer.operations.nodes import LOWEST_PORT, PORT_SEARCH, candidate_ports, next_free_port
 from balancer.operations.rolling import OperationError
 
@@ -43,3 +43,11 @@ def test_every_candidate_is_a_port_and_the_search_is_bounded() -> None:
 def test_when_every_candidate_is_taken_the_error_says_so() -> None:
     with pytest.raises(OperationError, match="no free port among the 200 tried from 7960"):
         next_free_port(7960, set(candidate_ports(7960)))
+
+
+def test_local_workers_near_the_top_get_dispatch_agent_ports_below_them(tmp_path) -> None:
+    nodes = local_nodes(2, first_web_port=64990, first_worker_port=65000)
+    agents = [node["worker"]["dispatch_agent_port"] for node in nodes]
+    assert agents == [65000 - DISPATCH_AGENT_PORT_OFFSET, 65001 - DISPATCH_AGENT_PORT_OFFSET]
+    parse_cluster({"run_dir": str(tmp_path), "nodes": nodes})  # a valid cluster (it refused ports past 65535)
+    assert [node["worker"]["dispatch_agent_port"] for node in local_nodes(1)] == [7960 + DISPATCH_AGENT_PORT_OFFSET]

@@ -59,4 +59,4 @@ def test_a_pending_delivery_survives_a_restart_and_is_delivered_signed_with_the_
     assert secret.startswith("whsec_") and secret not in service_log and "webhook-secret" in service_log
     assert [a["status_code"] for a in log[0]["attempts"]] == [503, 204] and len(receiver.received) == 2
     bodies = [Webhook(secret).verify(request.body, request.headers) for request in receiver.received]
-    assert bodies[0] == bodies[1] and bodies[0]["status"] == "failed" and "deadline" in bodies[0]["error"]
+    assert bodies[0] == bodies[1] and bodies[0]["status"] == "failed" and "No worker could" in bodies[0]["error"]

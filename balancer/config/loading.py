@@ -47,7 +47,14 @@ def load_cluster_file(path: Path) -> dict:
 
 
 DISPATCH_AGENT_PORT_OFFSET = 1000
-"""A local worker's dispatch agent listens this far above its own port (7960 -> 8960)."""
+"""A local worker's dispatch agent listens this far above its own port (7960 -> 8960), or below it where above
+is past the last port (65000 -> 64000)."""
+
+
+def dispatch_agent_port(worker_port: int) -> int:
+    """The dispatch agent's port of a local worker on ``worker_port`` (``DISPATCH_AGENT_PORT_OFFSET``)."""
+    above = worker_port + DISPATCH_AGENT_PORT_OFFSET
+    return above if above <= 65535 else worker_port - DISPATCH_AGENT_PORT_OFFSET
 
 
 def local_nodes(
@@ -67,7 +74,7 @@ def local_nodes(
     nodes = []
     for index in range(count):
         worker = {"port": first_worker_port + index,
-                  "dispatch_agent_port": first_worker_port + DISPATCH_AGENT_PORT_OFFSET + index,
+                  "dispatch_agent_port": dispatch_agent_port(first_worker_port + index),
                   "args": list(worker_args or [])}
         if standby:
             worker["standby"] = True
