@@ -160,7 +160,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     )
     gradio_app.add_middleware(UploadFileLimit, max_files=settings.upload_max_files)  # outside RequestGuard
     if runner is not None:  # with jobs, a client's call may go on at another web front (a rolling restart)
-        app.state.handoff = Handoff(lambda session: calls_of(demo, session), cache_dir.parent)
+        app.state.handoff = Handoff(lambda session: calls_of(demo, session), cache_dir)
         app.add_middleware(HandOn, handoff=app.state.handoff)
     secret = ClusterSecret.from_env()
     if secret is not None:  # outermost: a stranger's request reaches nothing, not even the counters

@@ -7,8 +7,8 @@ never idle always has one under way. So, with the jobs service behind every web 
 - a stopping web front (SIGTERM, ``HandoffServer``) refuses what would start a call here (join, upload) with a
   retryable 503, finishes the calls already joined here (their event streams and downloads), and exits once it has
   none left and no request came for ``LINGER`` seconds (the supervisor's stop grace bounds it);
-- any web front answers 503 to an event stream of a session that has no call here, and to a download of a cached
-  file it does not have (another web front of this host made it).
+- any web front answers 503 to an event stream of a session that has no call here, and to a download of a file
+  in another local web front's cache (a sibling folder of its own: the sidecar gives each its own).
 
 HAProxy retries such a 503 on another web front (the webs backend's ``retry-on 503``), where the client's call is:
 the affinity key (the stale cookie's value, then the ``session_hash``) sends each of its requests to the same one.
@@ -43,10 +43,10 @@ DATA, FILE = "/gradio_api/queue/data", "/gradio_api/file="
 class Handoff:
     """What a web front hands on (the 503s of the module doc), and whether a stopping one may exit."""
 
-    def __init__(self, calls: Callable[[str | None], int], cache_root: Path) -> None:
+    def __init__(self, calls: Callable[[str | None], int], cache_dir: Path) -> None:
         """``calls(session_hash)``: the Gradio calls joined here and not yet answered (``None``: all sessions);
-        ``cache_root``: the folder holding every local web front's cache (the file downloads handed on)."""
-        self.calls, self.cache_root = calls, cache_root.resolve()
+        ``cache_dir``: this web front's cache, in the folder of every local web front's (the sidecar's layout)."""
+        self.calls, self.cache_dir = calls, cache_dir.resolve()
         self.closing = False
         self.in_flight = 0
         self.last_request = time.monotonic()
@@ -61,7 +61,8 @@ class Handoff:
                 return "No call of this session runs on this web front."
         elif FILE in path:
             wanted = Path(unquote(path.split(FILE, 1)[1]))
-            if wanted.is_absolute() and wanted.resolve().is_relative_to(self.cache_root) and not wanted.exists():
+            where = wanted.resolve()
+            if where.is_relative_to(self.cache_dir.parent) and not where.is_relative_to(self.cache_dir):
                 return "This file was made by another web front."
         return None
 
