@@ -83,7 +83,7 @@ def test_rolling_restart_under_never_idle_clients_replaces_every_part_and_fails_
     clients = never_idle_clients(cluster.public_url, clock, closers)
 
     def operate(stop: threading.Event) -> None:
-        stop.wait(2.0)  # every client under way first
+        stop.wait(1.0)  # every client under way first
         result["ctl"] = ctl(cluster, "rolling-restart", "--json", "--drain-timeout", f"{DRAIN_BOUND:g}",
                             "--settle", f"{SETTLE:g}")
 
