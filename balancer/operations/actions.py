@@ -29,7 +29,8 @@ class OperatorActions:
                      if node.managed and node.worker is not None and node.worker.command]
             if fixed:
                 raise OperationError(f"workers {fixed} run their own command: --model/--lora cannot change it")
-        operation = RollingRestart(self.nodes, request, ready_timeout=self.settings.start_timeout)
+        operation = RollingRestart(self.nodes, request, ready_timeout=self.settings.start_timeout,
+                                   handoff=self.spec.jobs.enabled and self.spec.jobs.web_fronts)
         return self.operations.start("rolling-restart", operation.run).document()
 
     def start_add_node(self, body: object) -> dict:

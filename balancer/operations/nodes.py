@@ -295,11 +295,11 @@ class ManagedNodes:
             raise OSError("no HAProxy runtime API to ask")
         return await self.traffic.servers()
 
-    async def node_traffic(self, node: str) -> Traffic:
-        """Requests on ``node``'s parts (in flight, so far); ``OSError`` when unknown."""
+    async def node_traffic(self, node: str, parts: tuple[str, ...] = ("web", "worker")) -> Traffic:
+        """Requests on ``node``'s ``parts`` (in flight, so far); ``OSError`` when unknown."""
         if self.traffic is None:
             raise OSError("no HAProxy runtime API and no host agent: nothing counts the requests")
-        return await self.traffic.node_traffic(node)
+        return await self.traffic.node_traffic(node, parts)
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """UI requests that carry ``node``'s persistence cookie (in flight, so far); ``OSError`` when unknown."""

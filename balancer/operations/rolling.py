@@ -27,6 +27,11 @@ On a node host (``launch.py --role node``) its sidecar runs the same steps on th
 state through its host agent and goes on once each balancer that asks took it (``HostAgent.settled``);
 it counts the requests with the parts' own counters instead of HAProxy's (``balancer.operations.traffic``).
 
+With the web fronts on jobs (``handoff``: ``jobs.web_fronts``), steps 2 and 5 wait for nothing but the worker and
+the web front is not parked: a stopping web front refuses new calls with a 503 that HAProxy replays on another one,
+finishes the calls joined on it, then exits, and any web front sends on a request of a call it does not have
+(``webui.web.handoff``). Its clients' calls then fail neither when they never pause nor when it comes back.
+
 A node that stays busy past ``drain_timeout`` is put back unrestarted; one that does not come
 back within ``ready_timeout`` is left to its supervisor. Either way the operation stops there
 (the nodes after it are untouched and stay in rotation) and reports it as failed.
@@ -167,8 +172,8 @@ class NodeControl(Protocol):
     def switches_guarded(self) -> bool:
         """Whether ``park`` heeds its guard (a node host's balancers poll for it); else HAProxy is told at once."""
 
-    async def node_traffic(self, node: str) -> Traffic:
-        """Requests on the node's web front and worker (``OSError`` when unknown; ``balancer.operations.traffic``)."""
+    async def node_traffic(self, node: str, parts: tuple[str, ...] = ("web", "worker")) -> Traffic:
+        """Requests on the node's ``parts`` (``OSError`` when unknown; ``balancer.operations.traffic``)."""
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """UI requests that carry ``node``'s persistence cookie (``OSError`` when unknown)."""
@@ -184,10 +189,13 @@ class NodeFailed(Exception):
 class RollingRestart:
     """Restarts every managed node, one at a time, with no request failed (see the module doc)."""
 
-    def __init__(self, control: NodeControl, request: RollingRestartRequest, ready_timeout: float) -> None:
+    def __init__(self, control: NodeControl, request: RollingRestartRequest, ready_timeout: float,
+                 handoff: bool = False) -> None:
+        """``handoff``: the web fronts run on jobs (``jobs.web_fronts``) and hand their clients on as they stop."""
         self.control = control
         self.request = request
         self.ready_timeout = request.ready_timeout or ready_timeout
+        self.handoff = handoff
 
     async def run(self, report: OperationReport) -> None:
         """Every node in turn; the report says how far it got and why it stopped."""
@@ -210,10 +218,12 @@ class RollingRestart:
         parts = self.control.parts_of(node)
         entry = report.nodes.setdefault(node, {"restarted": False})
         entry["old_pids"] = {status.part: status.pid for status in (s.status for s in parts)}
-        webs = [(s.status.backend, node) for s in parts if s.status.part == "web" and s.status.backend]
+        webs = [] if self.handoff else [(s.status.backend, node) for s in parts
+                                         if s.status.part == "web" and s.status.backend]
         already_drained = any(supervisor.status.drained for supervisor in parts)
         await self.control.drain(node, True)
-        report.log(node, "drained; waiting for its requests in flight")
+        report.log(node, "drained; waiting for its worker's requests in flight (its web front hands its clients "
+                   "on as it stops)" if self.handoff else "drained; waiting for its requests in flight")
         try:
             waited = await self.switch_when_quiet(node, lambda: self.node_traffic(node), webs, True, report)
             if waited is None:
@@ -323,8 +333,9 @@ class RollingRestart:
         return None
 
     async def node_traffic(self, node: str) -> Traffic:
-        """Requests on ``node``'s web front and worker, as its sidecar counts them (``balancer.operations.traffic``)."""
-        return await self.control.node_traffic(node)
+        """Requests on ``node``'s web front and worker (only its worker with ``handoff``), as its sidecar counts them
+        (``balancer.operations.traffic``)."""
+        return await self.control.node_traffic(node, ("worker",) if self.handoff else ("web", "worker"))
 
     async def wait_back(self, node: str, parts: list[ProcessSupervisor], old_pids: dict) -> float:
         """Seconds until every part runs a new process that is ready and passes HAProxy's checks."""

@@ -39,8 +39,8 @@ STATUS_STATES: dict[str, ServerState] = {"UP": "ready", "DRAIN": "drain", "MAINT
 class TrafficSource(Protocol):
     """What an operation asks about a node (``NodeControl`` hands it on)."""
 
-    async def node_traffic(self, node: str) -> Traffic:
-        """Requests on the node's parts (``OSError`` when unknown)."""
+    async def node_traffic(self, node: str, parts: tuple[str, ...] = ("web", "worker")) -> Traffic:
+        """Requests on the node's ``parts`` (``OSError`` when unknown)."""
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """UI requests whose client is stuck to ``node``, wherever they are (``OSError`` when unknown)."""
@@ -95,12 +95,12 @@ class HAProxyTraffic:
         except RuntimeAPIError as exc:
             raise OSError(str(exc)) from exc
 
-    async def node_traffic(self, node: str) -> Traffic:
+    async def node_traffic(self, node: str, parts: tuple[str, ...] = ("web", "worker")) -> Traffic:
         """HAProxy's ``scur`` + ``qcur`` and ``stot`` of the node's worker server (not the web fronts' probes,
         which a drained worker does not fail), and its web front's own count (jobs, requests that end); a web
         front that gives none (an older version) by HAProxy's count too."""
         counted, backends = Traffic(0, 0), set()
-        for supervisor in self.parts_of(node):
+        for supervisor in (s for s in self.parts_of(node) if s.status.part in parts):
             if supervisor.status.part == "web":
                 with contextlib.suppress(OSError):
                     own = await self.parts.traffic([supervisor.status.url])
@@ -147,9 +147,9 @@ class PartTraffic:
         self.gate = gate
         self.parts = PartCounts(timeout, probe_tls)
 
-    async def node_traffic(self, node: str) -> Traffic:
-        """The requests every part of ``node`` counts (a part that does not answer: unknown, ``OSError``)."""
-        return await self.parts.traffic([supervisor.status.url for supervisor in self.parts_of(node)])
+    async def node_traffic(self, node: str, parts: tuple[str, ...] = ("web", "worker")) -> Traffic:
+        """The requests ``node``'s ``parts`` count (a part that does not answer: unknown, ``OSError``)."""
+        return await self.parts.traffic([s.status.url for s in self.parts_of(node) if s.status.part in parts])
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """The requests stuck to ``node`` that every web front of the cluster counts."""

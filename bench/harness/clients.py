@@ -226,7 +226,8 @@ def reply_from_gallery(gallery: Any, info: Any, job: Job, read_file: Any, progre
     if info.get("seed") != job.seed:
         raise CallFailed(f"asked for seed {job.seed}, got {info.get('seed')}")
     return Reply(
-        info["seed"], job.width, job.height, info["worker_id"], info.get("web_node"), info.get("attempts", 1),
+        info["seed"], job.width, job.height, info.get("worker_id") or info["job_id"], info.get("web_node"),
+        info.get("attempts", 1),
         pixels_sha256=digest, progress_events=progress_events,
     )
 

@@ -36,6 +36,7 @@ from webui.share import ShareTunnel
 from webui.traffic import count_traffic
 from webui.web.cache_janitor import CacheJanitor
 from webui.web.gradio_routes import GradioRoutes
+from webui.web.handoff import Handoff, HandoffServer, HandOn
 from webui.web.jobs_client import JobsClient
 from webui.web.queue_pacer import PaceQueue, QueuePacer
 from webui.web.request_guard import RequestGuard
@@ -129,7 +130,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     install_upload_progress(BoundedUploadProgress())
     pacer = QueuePacer(demo._queue)  # Gradio's queue polls every 1 ms even when idle
     # Jobs in flight: events joined whose result their client has not yet been sent (waiting, running, sending).
-    traffic.jobs = lambda: sum(map(len, demo._queue.pending_event_ids_session.values()))
+    traffic.jobs = lambda: calls_of(demo, None)
     app.add_middleware(PaceQueue, pacer=pacer)
     gr.mount_gradio_app(
         app,
@@ -158,10 +159,19 @@ def create_app(settings: WebSettings) -> FastAPI:
         streams=studio.streams,
     )
     gradio_app.add_middleware(UploadFileLimit, max_files=settings.upload_max_files)  # outside RequestGuard
+    if runner is not None:  # with jobs, a client's call may go on at another web front (a rolling restart)
+        app.state.handoff = Handoff(lambda session: calls_of(demo, session), cache_dir)
+        app.add_middleware(HandOn, handoff=app.state.handoff)
     secret = ClusterSecret.from_env()
     if secret is not None:  # outermost: a stranger's request reaches nothing, not even the counters
         app.add_middleware(RequireClusterSecret, secret=secret)
     return app
+
+
+def calls_of(demo: gr.Blocks, session: str | None) -> int:
+    """Gradio calls joined here and not yet answered, of ``session`` (None: of every session)."""
+    pending = demo._queue.pending_event_ids_session
+    return sum(map(len, pending.values())) if session is None else len(pending.get(session, ()))
 
 
 def enforce_file_rules(demo: gr.Blocks) -> None:
@@ -196,8 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         tunnel = ShareTunnel(local_host, settings.port)
         threading.Thread(target=open_share_link, args=(tunnel,), name="share-link", daemon=True).start()
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True,
-                    log_config=uvicorn_log_config(), **settings.uvicorn_tls())
+        config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="info", proxy_headers=True,
+                                log_config=uvicorn_log_config(), **settings.uvicorn_tls())
+        handoff = getattr(app.state, "handoff", None)
+        (HandoffServer(config, handoff) if handoff is not None else uvicorn.Server(config)).run()
     finally:
         if tunnel is not None:
             tunnel.close()

@@ -1,0 +1,43 @@
+"""What a web front on jobs hands on to another one (``webui.web.handoff``), in process: no server needed."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from webui.web.handoff import LINGER, Handoff
+
+
+def handoff(tmp_path: Path, calls: dict[str, int]) -> Handoff:
+    return Handoff(lambda session: sum(calls.values()) if session is None else calls.get(session, 0),
+                   tmp_path / "node1")
+
+
+def test_an_event_stream_is_served_only_where_its_session_has_a_call(tmp_path: Path) -> None:
+    front = handoff(tmp_path, {"abc": 1})
+    assert front.refusal("/gradio_api/queue/data", "session_hash=abc") is None
+    assert "No call of this session" in str(front.refusal("/gradio_api/queue/data", "session_hash=xyz"))
+    assert front.refusal("/gradio_api/queue/data", "") is not None
+
+
+def test_a_file_in_another_local_web_fronts_cache_is_handed_on(tmp_path: Path) -> None:
+    front = handoff(tmp_path, {})
+    assert front.refusal(f"/gradio_api/file={tmp_path / 'node1' / 'abc' / 'a.png'}", "") is None
+    assert "another web front" in str(front.refusal(f"/gradio_api/file={tmp_path / 'node2' / 'abc' / 'b.png'}", ""))
+    assert front.refusal("/gradio_api/file=/etc/passwd", "") is None  # not a cache: Gradio's own answer (403)
+
+
+def test_a_stopping_front_refuses_new_calls_and_is_idle_once_its_calls_ended(tmp_path: Path) -> None:
+    calls = {"abc": 1}
+    front = handoff(tmp_path, calls)
+    assert front.refusal("/gradio_api/queue/join", "") is None
+    front.closing = True
+    assert "stopping" in str(front.refusal("/gradio_api/queue/join", ""))
+    assert "stopping" in str(front.refusal("/gradio_api/upload", "upload_id=1"))
+    assert front.refusal("/gradio_api/queue/data", "session_hash=abc") is None  # its call goes on here
+    front.last_request = time.monotonic() - 2 * LINGER
+    assert not front.idle()
+    calls["abc"] = 0
+    assert front.idle()
+    front.last_request = time.monotonic()  # its result's download
+    assert not front.idle()
