@@ -25,7 +25,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from balancer.haproxy.process import find_haproxy
-from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job
+from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job
 from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http
 from tests.helpers import blank_png, peak_rss, reset_peak_rss
@@ -173,6 +173,21 @@ def test_a_sticky_clients_job_counts_as_its_nodes_request_from_the_join_until_de
 
     assert joined == {"in_flight": 1, "total": 1}
     assert delivered == {"in_flight": 0, "total": 1}  # the join; the stream is counted while open only
+
+
+def test_the_harness_gradio_client_gives_up_on_a_call_after_its_timeout(node: Node, tmp_path: Path) -> None:
+    """A load's gradio_client call that gets no result in time is a failed call with a reason (one hung for ever on
+    a stream of heartbeats and ran into the test's timeout); the client goes on with a fresh session."""
+    api = GradioApiClient(node.web_url, download_dir=tmp_path, call_timeout=0.01)  # the stand-in sleeps 0.05 s
+    try:
+        with pytest.raises(CallFailed, match="no result within 0.01 s"):
+            api.generate(Job("slow", steps=2, width=256, height=256, seed=3))
+        api.call_timeout = 120
+        reply = api.generate(Job("next", steps=2, width=256, height=256, seed=4))
+    finally:
+        api.close()
+
+    assert reply.seed == 4
 
 
 def test_the_benchmarks_split_clients_draw_the_same_image(node: Node, tmp_path: Path) -> None:

@@ -42,7 +42,7 @@ def has_job(queue: Any, session_hash: str) -> bool:
 async def answer_orphan(session_hash: str, scope: Scope, receive: Receive, send: Send) -> None:
     """Answer a data stream that has no job here: one ``unexpected_error`` event (as Gradio words an unknown
     session), then the end of the stream."""
-    logger.warning("event stream for session %s, which has no job on this web front: ended with an error",
+    logger.info("event stream for session %s, which has no job on this web front: ended with an error",
                    session_hash)
     event = {"msg": "unexpected_error", "message": ORPHAN_MESSAGE, "session_not_found": True, "success": False}
     response = Response(f"data: {json.dumps(event)}\n\n", media_type="text/event-stream",
