@@ -105,7 +105,7 @@ class RequestGuard:
             await self._guarded(scope, receive, send, route)
             return
         if route.role is Role.QUEUE_STREAM and not has_job(self.queue(), listener):
-            await answer_orphan(listener, scope, receive, send)
+            await answer_orphan(scope, receive, send)
             return
         if not self.streams.opened(listener):
             refused = RequestRefused(503, "too_many_streams", "This web front has too many open event streams; "

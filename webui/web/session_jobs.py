@@ -39,11 +39,10 @@ def has_job(queue: Any, session_hash: str) -> bool:
     return bool(queue.pending_event_ids_session.get(session_hash))
 
 
-async def answer_orphan(session_hash: str, scope: Scope, receive: Receive, send: Send) -> None:
+async def answer_orphan(scope: Scope, receive: Receive, send: Send) -> None:
     """Answer a data stream that has no job here: one ``unexpected_error`` event (as Gradio words an unknown
-    session), then the end of the stream."""
-    logger.info("event stream for session %s, which has no job on this web front: ended with an error",
-                   session_hash)
+    session), then the end of the stream (the session hash, a client's secret, is not logged)."""
+    logger.info("an event stream for a session with no job on this web front: ended with an error")
     event = {"msg": "unexpected_error", "message": ORPHAN_MESSAGE, "session_not_found": True, "success": False}
     response = Response(f"data: {json.dumps(event)}\n\n", media_type="text/event-stream",
                         headers={"Cache-Control": "no-cache"})
