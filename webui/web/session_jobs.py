@@ -18,11 +18,11 @@ moment between a join and its data stream.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import Counter
 from typing import Any
 
+from gradio.server_messages import UnexpectedErrorMessage
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -43,8 +43,8 @@ async def answer_orphan(scope: Scope, receive: Receive, send: Send) -> None:
     """Answer a data stream that has no job here: one ``unexpected_error`` event (as Gradio words an unknown
     session), then the end of the stream (the session hash, a client's secret, is not logged)."""
     logger.info("an event stream for a session with no job on this web front: ended with an error")
-    event = {"msg": "unexpected_error", "message": ORPHAN_MESSAGE, "session_not_found": True, "success": False}
-    response = Response(f"data: {json.dumps(event)}\n\n", media_type="text/event-stream",
+    event = UnexpectedErrorMessage(message=ORPHAN_MESSAGE, session_not_found=True).model_dump_json()
+    response = Response(f"data: {event}\n\n", media_type="text/event-stream",
                         headers={"Cache-Control": "no-cache"})
     await response(scope, receive, send)
 
