@@ -214,6 +214,9 @@ class GradioApiClient:
             self.replace_client()
             raise CallFailed(f"no result within {self.call_timeout:g} s (the event stream sent nothing "
                              "but heartbeats)") from None
+        except concurrent.futures.CancelledError:
+            raise CallFailed("the event stream ended before the result (e.g. a web front with no job of this "
+                             "session answered it)") from None
         except AppError as exc:
             raise Rejected(str(exc)) from None
         except Exception as exc:  # gradio_client raises plain Exceptions for transport problems
