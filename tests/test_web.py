@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +25,11 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from balancer.haproxy.process import find_haproxy
-from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job
+from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job
 from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http
 from tests.helpers import blank_png, peak_rss, reset_peak_rss
-from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
+from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS, STICKY_NODE_HEADER, TRAFFIC_PATH
 from webui.web.app import main as web_main
 from webui.web.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio, api_seed, model_note, snap, ui_seed
@@ -140,6 +141,53 @@ def test_same_seed_gives_same_image(client: Client) -> None:
     assert info1["seed"] == info2["seed"] == 77
     np.testing.assert_array_equal(pixels(first[0]), pixels(second[0]))
     assert not np.array_equal(pixels(first[0]), pixels(other[0]))
+
+
+def test_an_event_stream_with_no_job_here_ends_with_an_error_at_once(client: Client, node: Node) -> None:
+    """A data stream of a session this web front knows but holds no job of (its job was joined on another web
+    front: the balancer switched servers between the join and the stream) gets one error event and its end,
+    as Gradio answers an unknown session, not heartbeats for ever (a gradio_client waited on them without end)."""
+    generate(client, seed=7)  # the session is known here now, its job delivered
+    with httpx.stream("GET", f"{node.web_url}/gradio_api/queue/data", params={"session_hash": client.session_hash},
+                      timeout=10) as stream:
+        events = [json.loads(line.removeprefix("data:")) for line in stream.iter_lines() if line.startswith("data:")]
+
+    assert [event["msg"] for event in events] == ["unexpected_error"]
+    assert events[0]["session_not_found"] and "another" in events[0]["message"]
+
+
+def test_a_sticky_clients_job_counts_as_its_nodes_request_from_the_join_until_delivered(node: Node) -> None:
+    """Between a join and its data stream no request of the client is in flight, yet its job is here: a
+    rolling restart that unparked the client's own web front in that moment sent the stream there (it hung).
+    The job counts for the client's sticky node (HAProxy's header) until its result was delivered."""
+    tab = BrowserProtocolClient(node.web_url, api_name="generate")
+    tab.open()
+    tab.http.headers[STICKY_NODE_HEADER] = "parked-node"
+    try:
+        event_id = tab.join(Job("sticky job", steps=2, width=256, height=256, seed=11))
+        joined = httpx.get(node.web_url + TRAFFIC_PATH, timeout=10).json()["sticky"]["parked-node"]
+        tab._follow_stream(event_id)
+        delivered = httpx.get(node.web_url + TRAFFIC_PATH, timeout=10).json()["sticky"]["parked-node"]
+    finally:
+        tab.close()
+
+    assert joined == {"in_flight": 1, "total": 1}
+    assert delivered == {"in_flight": 0, "total": 1}  # the join; the stream is counted while open only
+
+
+def test_the_harness_gradio_client_gives_up_on_a_call_after_its_timeout(node: Node, tmp_path: Path) -> None:
+    """A load's gradio_client call that gets no result in time is a failed call with a reason (one hung for ever on
+    a stream of heartbeats and ran into the test's timeout); the client goes on with a fresh session."""
+    api = GradioApiClient(node.web_url, download_dir=tmp_path, call_timeout=0.01)  # the stand-in sleeps 0.05 s
+    try:
+        with pytest.raises(CallFailed, match="no result within 0.01 s"):
+            api.generate(Job("slow", steps=2, width=256, height=256, seed=3))
+        api.call_timeout = 120
+        reply = api.generate(Job("next", steps=2, width=256, height=256, seed=4))
+    finally:
+        api.close()
+
+    assert reply.seed == 4
 
 
 def test_the_benchmarks_split_clients_draw_the_same_image(node: Node, tmp_path: Path) -> None:

@@ -23,6 +23,8 @@ from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiCl
 OK = "ok"
 REJECTED = "rejected"
 FAILED = "failed"
+CALL_TIMEOUT = 60.0
+"""Seconds one gradio_client call of the load may take: a hang becomes a failed record, not a test timeout."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +188,7 @@ def mixed_clients(url: str, clock: Clock, closers: list[Callable[[], None]], thi
     clients = []
     for index, (kind, client, pause) in enumerate((
         ("rest", RestClient(url), 0.0),
-        ("gradio_client", GradioApiClient(url + "/"), think_time),
+        ("gradio_client", GradioApiClient(url + "/", call_timeout=CALL_TIMEOUT), think_time),
         ("browser", BrowserProtocolClient(url), think_time),
     )):
         closers.append(client.close)

@@ -17,6 +17,8 @@ Gradio's own catch-all 500 handler and can still answer). For every HTTP request
 - counts each session's open event streams (``queue/data``, and the curl-style
   ``call/[v2/]<api>/<event id>``) in ``EventStreams``, so that a job whose client never listens,
   or stopped listening, can be cancelled (503 once ``EventStreams`` is full);
+- ends at once, with an error event, a ``queue/data`` stream of a session with no job here
+  (``session_jobs``: Gradio would send it heartbeats forever), and tells it each join's sticky node;
 - turns an error that escapes Gradio before any response was sent into a JSON answer: 400
   for a malformed upload, else 500 naming the request id (the traceback stays in the log).
 
@@ -36,9 +38,11 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webui.contract import CLIENT_GONE_STATUS
+from webui.traffic import sticky_node
 from webui.web.gradio_routes import CLIENT_ID_RULE, GradioRoutes, Resolved, Role, client_id_problems
 from webui.web.presence import EventStreams, event_session
 from webui.web.request_body import BodyReader, RequestRefused, error_response
+from webui.web.session_jobs import SessionJobs, answer_orphan, has_job
 
 logger = logging.getLogger(__name__)
 
@@ -71,8 +75,10 @@ class RequestGuard:
         events: Callable[[], Mapping[int, Any]],
         queue: Callable[[], Any],
         streams: EventStreams,
+        sessions: SessionJobs | None = None,
     ) -> None:
-        """``events``: the page's events by ``fn_index`` (``Blocks.fns``); ``queue``: Gradio's queue."""
+        """``events``: the page's events by ``fn_index`` (``Blocks.fns``); ``queue``: Gradio's queue; ``sessions``:
+        where each join's sticky node is told."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
@@ -80,6 +86,7 @@ class RequestGuard:
         self.events = events
         self.queue = queue
         self.streams = streams
+        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -96,6 +103,9 @@ class RequestGuard:
         listener = self._listener(route, scope)
         if listener is None:
             await self._guarded(scope, receive, send, route)
+            return
+        if route.role is Role.QUEUE_STREAM and not has_job(self.queue(), listener):
+            await answer_orphan(scope, receive, send)
             return
         if not self.streams.opened(listener):
             refused = RequestRefused(503, "too_many_streams", "This web front has too many open event streams; "
@@ -129,7 +139,7 @@ class RequestGuard:
         try:
             app_receive: Receive = reader
             if scope["method"] == "POST" and route.role in (Role.QUEUE_ENTRY, Role.DIRECT_CALL):
-                app_receive = await self._checked_call(reader, route)
+                app_receive = await self._checked_call(reader, route, scope)
             await self.app(scope, app_receive, tracking_send)
             if reader.refused is not None:
                 raise reader.refused
@@ -143,7 +153,7 @@ class RequestGuard:
                 raise
             await self._unexpected(scope, exc)(scope, receive, send)
 
-    async def _checked_call(self, reader: BodyReader, route: Resolved) -> Receive:
+    async def _checked_call(self, reader: BodyReader, route: Resolved, scope: Scope) -> Receive:
         """Read and check a queue or direct-call body; a ``receive`` that replays it to Gradio."""
         reader.max_bytes = min(reader.max_bytes, MAX_JOIN_BYTES)
         body = await reader.read_all()
@@ -168,6 +178,8 @@ class RequestGuard:
             if event.queue:
                 raise RequestRefused(404, "queue_only", f"{event.api_name} runs through the queue only: use "
                                      f"gradio_client, or POST /gradio_api/call/{event.api_name} and read its events.")
+        if route.role is Role.QUEUE_ENTRY and self.sessions is not None:
+            self.sessions.joined(data.get("session_hash"), sticky_node(scope))
         replayed = False
 
         async def replay() -> Message:
