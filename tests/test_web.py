@@ -29,7 +29,7 @@ from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiCl
 from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http
 from tests.helpers import blank_png, peak_rss, reset_peak_rss
-from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS, STICKY_NODE_HEADER, TRAFFIC_PATH
+from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
 from webui.web.app import main as web_main
 from webui.web.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio, api_seed, model_note, snap, ui_seed
@@ -154,25 +154,6 @@ def test_an_event_stream_with_no_job_here_ends_with_an_error_at_once(client: Cli
 
     assert [event["msg"] for event in events] == ["unexpected_error"]
     assert events[0]["session_not_found"] and "another" in events[0]["message"]
-
-
-def test_a_sticky_clients_job_counts_as_its_nodes_request_from_the_join_until_delivered(node: Node) -> None:
-    """Between a join and its data stream no request of the client is in flight, yet its job is here: a
-    rolling restart that unparked the client's own web front in that moment sent the stream there (it hung).
-    The job counts for the client's sticky node (HAProxy's header) until its result was delivered."""
-    tab = BrowserProtocolClient(node.web_url, api_name="generate")
-    tab.open()
-    tab.http.headers[STICKY_NODE_HEADER] = "parked-node"
-    try:
-        event_id = tab.join(Job("sticky job", steps=2, width=256, height=256, seed=11))
-        joined = httpx.get(node.web_url + TRAFFIC_PATH, timeout=10).json()["sticky"]["parked-node"]
-        tab._follow_stream(event_id)
-        delivered = httpx.get(node.web_url + TRAFFIC_PATH, timeout=10).json()["sticky"]["parked-node"]
-    finally:
-        tab.close()
-
-    assert joined == {"in_flight": 1, "total": 1}
-    assert delivered == {"in_flight": 0, "total": 1}  # the join; the stream is counted while open only
 
 
 def test_the_harness_gradio_client_gives_up_on_a_call_after_its_timeout(node: Node, tmp_path: Path) -> None:

@@ -12,17 +12,16 @@ balancer host's sidecar for a web front's ``in_flight``, a node host's sidecar, 
 to ask, for everything. Probes and the counters' own route are not counted.
 
 ``in_flight`` is what may not be cut: requests that end by themselves, and the web front's Gradio jobs
-(``jobs``: joined and not yet delivered; in ``sticky`` too, by the node their join was stuck to).
-Gradio's event streams are not in it: a browser keeps its heartbeat stream open as long as the page is,
-and anyone may hold a data stream open with no job behind it; counted, either would hold a drained node
-forever (its job, if any, is counted in ``jobs``). A data stream is still a sticky client's business
-(``sticky``); a heartbeat never is.
+(``jobs``: joined and not yet delivered). Gradio's event streams are not in it: a browser keeps its
+heartbeat stream open as long as the page is, and anyone may hold a data stream open with no job
+behind it; counted, either would hold a drained node forever (its job, if any, is counted in
+``jobs``). A data stream is still a sticky client's business (``sticky``); a heartbeat never is.
 """
 
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 from fastapi import FastAPI
 from starlette.responses import JSONResponse
@@ -45,21 +44,16 @@ class TrafficCounts:
     """Requests in flight and so far, per sticky node (None: no sticky node); event streams apart; ``jobs``:
     the part's own jobs in flight (a web front's Gradio events), added to ``in_flight``."""
 
-    def __init__(self, jobs: Callable[[], int] = lambda: 0,
-                 sticky_jobs: Callable[[], Mapping[str, int]] = lambda: {}) -> None:
+    def __init__(self, jobs: Callable[[], int] = lambda: 0) -> None:
         self.in_flight: Counter[str | None] = Counter()
         self.totals: Counter[str | None] = Counter()
         self.streams: Counter[str | None] = Counter()
         self.jobs = jobs
-        self.sticky_jobs = sticky_jobs
-        """Sticky node -> its clients' jobs here not yet delivered (between a join and its data stream too)."""
 
     def snapshot(self) -> dict:
         """The counts, as ``GET /traffic`` answers them."""
-        jobs_of = self.sticky_jobs()
-        sticky = {node: {"in_flight": self.in_flight[node] + self.streams[node] + jobs_of.get(node, 0),
-                         "total": self.totals[node]}
-                  for node in self.totals.keys() | self.streams.keys() | jobs_of.keys() if node is not None}
+        sticky = {node: {"in_flight": self.in_flight[node] + self.streams[node], "total": self.totals[node]}
+                  for node in self.totals.keys() | self.streams.keys() if node is not None}
         jobs = self.jobs()
         return {"in_flight": sum(self.in_flight.values()) + jobs, "jobs": jobs, "total": sum(self.totals.values()),
                 "sticky": sticky}

@@ -40,7 +40,6 @@ from webui.web.handoff import Handoff, HandoffServer, HandOn
 from webui.web.jobs_client import JobsClient
 from webui.web.queue_pacer import PaceQueue, QueuePacer
 from webui.web.request_guard import RequestGuard
-from webui.web.session_jobs import SessionJobs
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio
 from webui.web.studio.job_page import JobPage
@@ -132,8 +131,6 @@ def create_app(settings: WebSettings) -> FastAPI:
     pacer = QueuePacer(demo._queue)  # Gradio's queue polls every 1 ms even when idle
     # Jobs in flight: events joined whose result their client has not yet been sent (waiting, running, sending).
     traffic.jobs = lambda: calls_of(demo, None)
-    sessions = SessionJobs(lambda: demo._queue)
-    traffic.sticky_jobs = sessions.by_sticky
     app.add_middleware(PaceQueue, pacer=pacer)
     gr.mount_gradio_app(
         app,
@@ -160,7 +157,6 @@ def create_app(settings: WebSettings) -> FastAPI:
         events=lambda: demo.fns,
         queue=lambda: demo._queue,
         streams=studio.streams,
-        sessions=sessions,
     )
     gradio_app.add_middleware(UploadFileLimit, max_files=settings.upload_max_files)  # outside RequestGuard
     if runner is not None:  # with jobs, a client's call may go on at another web front (a rolling restart)

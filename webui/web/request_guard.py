@@ -38,11 +38,10 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webui.contract import CLIENT_GONE_STATUS
-from webui.traffic import sticky_node
 from webui.web.gradio_routes import CLIENT_ID_RULE, GradioRoutes, Resolved, Role, client_id_problems
 from webui.web.presence import EventStreams, event_session
 from webui.web.request_body import BodyReader, RequestRefused, error_response
-from webui.web.session_jobs import SessionJobs, answer_orphan, has_job
+from webui.web.session_jobs import answer_orphan, has_job
 
 logger = logging.getLogger(__name__)
 
@@ -75,10 +74,8 @@ class RequestGuard:
         events: Callable[[], Mapping[int, Any]],
         queue: Callable[[], Any],
         streams: EventStreams,
-        sessions: SessionJobs | None = None,
     ) -> None:
-        """``events``: the page's events by ``fn_index`` (``Blocks.fns``); ``queue``: Gradio's queue; ``sessions``:
-        where each join's sticky node is told."""
+        """``events``: the page's events by ``fn_index`` (``Blocks.fns``); ``queue``: Gradio's queue."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
@@ -86,7 +83,6 @@ class RequestGuard:
         self.events = events
         self.queue = queue
         self.streams = streams
-        self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -178,8 +174,6 @@ class RequestGuard:
             if event.queue:
                 raise RequestRefused(404, "queue_only", f"{event.api_name} runs through the queue only: use "
                                      f"gradio_client, or POST /gradio_api/call/{event.api_name} and read its events.")
-        if route.role is Role.QUEUE_ENTRY and self.sessions is not None:
-            self.sessions.joined(data.get("session_hash"), sticky_node(scope))
         replayed = False
 
         async def replay() -> Message:

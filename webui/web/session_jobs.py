@@ -1,4 +1,4 @@
-"""A session's Gradio jobs on this web front: a data stream with none gets an error at once; sticky jobs are counted.
+"""A session's Gradio jobs on this web front: a data stream with none gets an error at once.
 
 Gradio keeps a session's message queue after its jobs ended (an LRU of sessions), and its ``queue/data``
 stream for such a session sends heartbeats, and nothing else, for as long as the client stays: a client
@@ -9,17 +9,11 @@ to it Gradio answers one ``unexpected_error`` message (``session_not_found``) an
 call with an error (the page shows it; ``gradio_client`` raises) instead of waiting. A data stream is only
 opened after a join, and Gradio registers a joined event before the join's answer leaves, so a stream of
 this front's own job always finds it.
-
-``SessionJobs`` remembers the sticky node (HAProxy's header) of each session's last join, so that the jobs
-joined and not yet delivered count as that node's requests in flight (``webui.traffic``): a rolling restart
-unparks a web front only when none of its sticky clients' jobs is under way on a stand-in, including the
-moment between a join and its data stream.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from typing import Any
 
 from gradio.server_messages import UnexpectedErrorMessage
@@ -48,36 +42,3 @@ async def answer_orphan(scope: Scope, receive: Receive, send: Send) -> None:
                         headers={"Cache-Control": "no-cache"})
     await response(scope, receive, send)
 
-
-class SessionJobs:
-    """Session -> the sticky node of its last join; Gradio's pending events counted per sticky node."""
-
-    def __init__(self, queue: Any) -> None:
-        """``queue``: a callable giving Gradio's queue (it exists once the app is mounted)."""
-        self.queue = queue
-        self.sticky: dict[str, str] = {}
-
-    def joined(self, session_hash: Any, node: str | None) -> None:
-        """A join of ``session_hash`` by a client stuck to ``node`` (None: not stuck) reached this web front."""
-        if not isinstance(session_hash, str):
-            return
-        if node is None:
-            self.sticky.pop(session_hash, None)
-            return
-        if len(self.sticky) >= MAX_SESSIONS:
-            self.prune()
-        if len(self.sticky) < MAX_SESSIONS:
-            self.sticky[session_hash] = node
-
-    def prune(self) -> None:
-        """Forget the sessions with no job pending here."""
-        pending = self.queue().pending_event_ids_session
-        self.sticky = {session: node for session, node in self.sticky.items() if pending.get(session)}
-
-    def by_sticky(self) -> Counter[str]:
-        """Sticky node -> jobs of its clients joined here and not yet delivered."""
-        pending = self.queue().pending_event_ids_session
-        counts: Counter[str] = Counter()
-        for session, node in self.sticky.items():
-            counts[node] += len(pending.get(session, ()))
-        return +counts
