@@ -99,6 +99,8 @@ class Backends:
     workers_busy_body: str
     probes_down_body: str
     dispatch_agents: bool
+    web_handoff: bool
+    """Web fronts on jobs hand a call on with a 503 (``webui.web.handoff``): the webs backend retries it."""
     node_host_workers: bool
     cookie_lines: tuple[str, ...]
     web_lines: tuple[str, ...]
@@ -217,6 +219,7 @@ def backend_values(spec: ClusterSpec, servers: ServerSet) -> Backends:
                                  "No web front is up right now (starting or restarting); retry shortly."),
         workers_busy_body=json_body("busy", busy),
         probes_down_body=json_body("not_ready", "No worker is up."),
+        web_handoff=spec.jobs.enabled and spec.jobs.web_fronts,
         dispatch_agents=any(node.worker.dispatch_agent_port for node in spec.workers),  # type: ignore[union-attr]
         node_host_workers=any(node.node_host for node in spec.workers),
         cookie_lines=tuple(servers.cookie_lines()),
