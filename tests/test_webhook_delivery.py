@@ -20,7 +20,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 
 from jobs.webhooks.backoff import RetrySchedule
 from jobs.webhooks.delivery import Attempt, DeliveryLimits, WebhookSender
-from jobs.webhooks.events import ProgressThrottle, WebhookEvent, message_id, parse_events_filter, payload
+from jobs.webhooks.events import WebhookEvent, message_id, parse_events_filter, payload
 from jobs.webhooks.outbox import Delivery, Outbox
 from jobs.webhooks.signing import WebhookSigner, new_secret
 from jobs.webhooks.targets import TargetGuard, WebhookTargetPolicy
@@ -190,16 +190,3 @@ def test_the_events_filter_defaults_to_start_and_completed_and_names_unknown_wor
     assert parse_events_filter(["output", "completed"]) == {WebhookEvent.OUTPUT, WebhookEvent.COMPLETED}
     with pytest.raises(ValueError, match="'finished'"):
         parse_events_filter(["completed", "finished"])
-
-
-def test_progress_passes_at_most_every_500_ms_per_job_and_the_terminal_event_always() -> None:
-    now = [0.0]
-    throttle = ProgressThrottle(clock=lambda: now[0])
-    passed = []
-    for step in range(20):  # a step every 100 ms for two jobs
-        now[0] = step * 0.1
-        passed += [(job, step) for job in ("a", "b") if throttle.allow(job, WebhookEvent.OUTPUT)]
-    assert [step for job, step in passed if job == "a"] == [0, 5, 10, 15]
-    assert [step for job, step in passed if job == "b"] == [0, 5, 10, 15]
-    assert throttle.allow("a", WebhookEvent.START) and throttle.allow("a", WebhookEvent.COMPLETED)
-    assert throttle.allow("a", WebhookEvent.OUTPUT)  # completed forgot the job

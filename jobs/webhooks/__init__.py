@@ -2,6 +2,6 @@
 
 Each module holds one idea: ``targets`` (the target policy and the vetted addresses),
 ``signing`` (Standard Webhooks headers), ``delivery`` (one attempt), ``backoff`` (the retry schedule),
-``events`` (event types, payload, progress throttle) and ``outbox`` (a sender loop over a caller's queue);
+``events`` (event types, filter, payload) and ``outbox`` (a sender loop over a caller's queue);
 ``queue`` makes the job store that queue (the store also names each message: ``events.message_id``).
 """

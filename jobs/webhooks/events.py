@@ -1,4 +1,4 @@
-"""A job's webhook events, their filter, the payload, and the throttle that keeps progress events rare.
+"""A job's webhook events, their filter and the payload (the store keeps progress events rare).
 
 Like Replicate: ``webhook_events_filter`` names the events a client wants (``start``, ``output`` (progress),
 ``logs``, ``completed``); the body of every event is the job's public JSON as ``GET /v1/jobs/{id}`` shows it at
@@ -9,9 +9,7 @@ has no log stream); the word is accepted so Replicate clients work unchanged.
 from __future__ import annotations
 
 import json
-import time
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
 
@@ -53,34 +51,3 @@ def payload(job: Mapping[str, Any]) -> bytes:
     """The request body: the job's public JSON, compact UTF-8 (signed byte for byte)."""
     return json.dumps(job, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
-
-class ProgressThrottle:
-    """Lets at most one ``output`` event per ``interval_s`` through for each job; every other event passes.
-
-    A ``completed`` event forgets the job. At most ``max_jobs`` jobs are remembered (the oldest go first), so
-    jobs that never complete cannot grow it without bound.
-    """
-
-    def __init__(self, interval_s: float = 0.5, clock: Callable[[], float] = time.monotonic,
-                 max_jobs: int = 10_000) -> None:
-        self.interval_s = interval_s
-        self.clock = clock
-        self.max_jobs = max_jobs
-        self._last: OrderedDict[str, float] = OrderedDict()
-
-    def allow(self, job_id: str, event: WebhookEvent) -> bool:
-        """True if this event of ``job_id`` should be sent now."""
-        if event is WebhookEvent.COMPLETED:
-            self._last.pop(job_id, None)
-            return True
-        if event is not WebhookEvent.OUTPUT:
-            return True
-        now = self.clock()
-        last = self._last.get(job_id)
-        if last is not None and now - last < self.interval_s:
-            return False
-        self._last[job_id] = now
-        self._last.move_to_end(job_id)
-        while len(self._last) > self.max_jobs:
-            self._last.popitem(last=False)
-        return True
