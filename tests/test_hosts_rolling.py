@@ -123,6 +123,8 @@ def test_rolling_restart_of_one_node_host_under_load_fails_no_request(tmp_path: 
     record_figures(ARTIFACT, f"rolling-restart-{RESTARTED}", figures)
     print(f"\nrolling restart of {RESTARTED}'s nodes under load: {len(records)} requests, {len(failed)} failed; "
           f"slowest beyond median {delays} s; fewest workers UP {fewest.fewest}; load {figures['load_average']}")
+    for record in failed:
+        print(f"failed: {record.kind} {record.start:.1f}-{record.end:.1f} s: {record.detail}")
 
     assert restart.returncode == 0, restart.stdout + restart.stderr
     assert "a job under way may fail" not in restart.stdout  # each web front came back while its clients were idle

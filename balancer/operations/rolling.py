@@ -196,6 +196,8 @@ class RollingRestart:
         self.request = request
         self.ready_timeout = request.ready_timeout or ready_timeout
         self.handoff = handoff
+        self.busy = "busy"
+        """Why the last wait for a quiet moment went on (said when it times out)."""
 
     async def run(self, report: OperationReport) -> None:
         """Every node in turn; the report says how far it got and why it stopped."""
@@ -228,8 +230,8 @@ class RollingRestart:
             waited = await self.switch_when_quiet(node, lambda: self.node_traffic(node), webs, True, report)
             if waited is None:
                 back = "left drained, as it was" if already_drained else "put back in rotation"
-                raise NodeFailed(f"still serving requests after {self.request.drain_timeout:g} s (drain_timeout); "
-                                 f"{back}, not restarted")
+                raise NodeFailed(f"still serving requests after {self.request.drain_timeout:g} s (drain_timeout: "
+                                 f"{self.busy}); {back}, not restarted")
             entry["drained_s"] = round(waited, 2)
             report.log(node, f"idle after {waited:.1f} s; restarting")
             if self.request.model or self.request.lora:
@@ -320,9 +322,14 @@ class RollingRestart:
         while time.monotonic() - start < timeout:
             try:
                 seen: Traffic | None = await traffic()
-            except OSError:
+            except OSError as exc:
                 seen = None  # HAProxy does not answer: nothing is known, so nothing is quiet
+                self.busy = f"its request counts did not answer ({exc})"
             now = time.monotonic()
+            if seen is not None and seen.in_flight:
+                self.busy = f"{seen.in_flight} in flight at the last look"
+            elif seen is not None and quiet is not None and seen.total != quiet[1].total:
+                self.busy = "new requests kept coming"
             if seen is None or seen.in_flight or (quiet is not None and seen.total != quiet[1].total):
                 quiet = None
             elif quiet is None:
