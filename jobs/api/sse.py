@@ -47,9 +47,16 @@ def _sse(engine: Engine, job: Job, event: Event) -> ServerSentEvent:
 
 
 def _next_batch(engine: Engine, job_id: str, after: int) -> tuple[Job, list[ServerSentEvent], int | None]:
-    """The job now, its events after ``after`` as SSE, and its queue position while it waits."""
-    job = get(engine, job_id)
+    """The job now, its events after ``after`` as SSE, and its queue position while it waits.
+
+    The events are read before the job: a job's end writes its status and its terminal event together, so a
+    terminal event read first finds the job ended (read the other way round, a job that ended in between would
+    be sent as still running, with no results). A job found ended after no event was read has its events read
+    once more: its terminal event may have come in between."""
     events = events_after(engine, job_id, after)
+    job = get(engine, job_id)
+    if job.terminal and not events:
+        events = events_after(engine, job_id, after)
     return job, [_sse(engine, job, event) for event in events], queue_position(engine, job)
 
 

@@ -1,0 +1,78 @@
+"""A job's event stream (``jobs.api.sse.job_events``) against a job that ends while the stream reads it, on
+SQLite and on a real PostgreSQL server: the terminal event carries the ended job (its status, results and the
+worker's account), never the job as it was a moment before.
+
+The end is written by a second connection right after the stream's first query of a batch (an SQLAlchemy
+cursor event on the real engine): the moment a dispatcher's ``finish`` or ``mark_canceled`` lands between the
+stream's reads. Run under the cluster lock (the PostgreSQL half starts a server):
+``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_job_events.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+from sqlalchemy import Engine, event
+
+from jobs.api.sse import job_events
+from jobs.store import Image, Lease, claim_next, events_after, finish, mark_canceled, record_progress, submit
+
+GENERATION = {"worker_id": "node1", "model": "demo", "seed": 7}
+
+
+def stream_with_an_end_between_reads(engine: Engine, end: Callable[[str], object]) -> list:
+    """The SSE events of a running job (from its newest event on) whose end ``end(job_id)`` is written by another
+    connection just after the stream's first query."""
+    job = submit(engine, {"prompt": "a portrait that ends mid-read", "seed": 7})[0]
+    claim_next(engine, "d1")
+    assert record_progress(engine, job.id, "d1", 1, 4) is Lease.HELD
+    newest = events_after(engine, job.id)[-1].seq
+    armed = [True]
+
+    def end_once(_connection: object, _cursor: object, statement: str, *_: object) -> None:
+        if armed[0] and statement.lstrip().upper().startswith("SELECT"):
+            armed[0] = False
+            end(job.id)
+
+    async def collect() -> list:
+        return [sse async for sse in job_events(engine, job.id, newest)]
+
+    event.listen(engine, "after_cursor_execute", end_once)
+    try:
+        streamed = asyncio.run(asyncio.wait_for(collect(), timeout=30))
+    finally:
+        event.remove(engine, "after_cursor_execute", end_once)
+    assert not armed[0], "the job's end was never written"
+    return streamed
+
+
+def test_a_job_that_succeeds_between_two_reads_streams_its_results(job_store: Engine) -> None:
+    streamed = stream_with_an_end_between_reads(
+        job_store, lambda job_id: finish(job_store, job_id, [Image(b"png", width=8, height=8)],
+                                         generation=GENERATION))
+    assert [sse.event for sse in streamed] == ["result"]
+    data = streamed[0].data
+    assert data["status"] == "succeeded" and len(data["results"]) == 1, data
+    assert data["generation"] == GENERATION
+
+
+def test_a_job_canceled_between_two_reads_streams_canceled(job_store: Engine) -> None:
+    streamed = stream_with_an_end_between_reads(job_store, lambda job_id: mark_canceled(job_store, job_id))
+    assert [sse.event for sse in streamed] == ["canceled"]
+    assert streamed[0].data["status"] == "canceled"
+
+
+@pytest.mark.parametrize("after", [0, None])
+def test_a_stream_resumed_after_the_end_sends_nothing_more(job_store: Engine, after: int | None) -> None:
+    job = submit(job_store, {"prompt": "a finished portrait", "seed": 1})[0]
+    claim_next(job_store, "d1")
+    finish(job_store, job.id, [Image(b"png", width=8, height=8)])
+    last = events_after(job_store, job.id)[-1].seq
+
+    async def collect() -> list:
+        return [sse async for sse in job_events(job_store, job.id, last if after is None else after)]
+
+    streamed = asyncio.run(asyncio.wait_for(collect(), timeout=30))
+    assert [sse.event for sse in streamed] == ([] if after is None else ["queued", "started", "result"])
