@@ -21,8 +21,8 @@ def test_a_part_counts_requests_in_flight_per_sticky_node_but_not_its_probes() -
     app = FastAPI()
     release = asyncio.Event()
 
-    @app.get("/slow")
-    async def slow() -> dict:
+    @app.get("/slow/{name:path}")
+    async def slow(name: str) -> dict:
         await release.wait()
         return {}
 
@@ -35,8 +35,9 @@ def test_a_part_counts_requests_in_flight_per_sticky_node_but_not_its_probes() -
     async def scenario() -> tuple[dict, dict]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://part") as client:
             await client.get(HEALTH_PATH)
-            slow_ones = [asyncio.create_task(client.get("/slow", headers=headers)) for headers in (
-                {STICKY_NODE_HEADER: "node1"}, {}, {STICKY_NODE_HEADER: "x" * 100})]  # too long: no node
+            slow_ones = [asyncio.create_task(client.get(f"/slow/file=/tmp/{i}.png", headers=headers))
+                         for i, headers in enumerate((
+                {STICKY_NODE_HEADER: "node1"}, {}, {STICKY_NODE_HEADER: "x" * 100}))]  # too long: no node
             while (during := (await client.get(TRAFFIC_PATH)).json())["in_flight"] < 3:
                 await asyncio.sleep(0.01)
             release.set()
@@ -44,8 +45,10 @@ def test_a_part_counts_requests_in_flight_per_sticky_node_but_not_its_probes() -
             return during, (await client.get(TRAFFIC_PATH)).json()
 
     during, after = asyncio.run(asyncio.wait_for(scenario(), 10))
-    assert during == {"in_flight": 3, "jobs": 0, "total": 3, "sticky": {"node1": {"in_flight": 1, "total": 1}}}
-    assert after == {"in_flight": 0, "jobs": 0, "total": 3, "sticky": {"node1": {"in_flight": 0, "total": 1}}}
+    assert during == {"in_flight": 3, "jobs": 0, "total": 3, "sticky": {"node1": {"in_flight": 1, "total": 1}},
+                      "routes": {"GET /slow/file": 3}}  # named without the file
+    assert after == {"in_flight": 0, "jobs": 0, "total": 3, "sticky": {"node1": {"in_flight": 0, "total": 1}},
+                     "routes": {}}
 
 
 def test_the_host_agent_knows_when_every_balancer_that_asks_took_a_state() -> None:

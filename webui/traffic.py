@@ -3,7 +3,11 @@
 ``CountTraffic`` (ASGI middleware, on the worker and the web front) keeps a ``TrafficCounts``;
 ``GET /traffic`` (``TRAFFIC_PATH``) answers its ``snapshot``::
 
-    {"in_flight": 1, "total": 42, "sticky": {"node1": {"in_flight": 1, "total": 30}}}
+    {"in_flight": 1, "total": 42, "sticky": {"node1": {"in_flight": 1, "total": 30}},
+     "routes": {"POST /gradio_api/queue/join": 1}}
+
+``routes`` names the requests in flight (method and the path's first segments, bounded): what a rolling restart
+that waited in vain says it waited on.
 
 ``sticky`` counts the requests by the node their client is stuck to: HAProxy copies the value of
 its persistence cookie into the ``STICKY_NODE_HEADER`` header (it removes the cookie itself before
@@ -36,6 +40,9 @@ STREAM_PATH = "/gradio_api/queue/data"
 MAX_NODE_NAME = 64
 """Longer header values are not counted as a node (the header comes from HAProxy; a bound all the same)."""
 MAX_STICKY_NODES = 256
+ROUTE_SEGMENTS = 3
+"""A request in flight is named by its method and its path's first segments (no file names, no ids)."""
+MAX_ROUTE = 80
 """Distinct sticky values counted at most: HAProxy copies the client's cookie, whatever its value, so a client
 sending a new one each time must not grow the counts without bound (later new values count as no node)."""
 
@@ -48,6 +55,7 @@ class TrafficCounts:
         self.in_flight: Counter[str | None] = Counter()
         self.totals: Counter[str | None] = Counter()
         self.streams: Counter[str | None] = Counter()
+        self.routes: Counter[str] = Counter()
         self.jobs = jobs
 
     def snapshot(self) -> dict:
@@ -56,7 +64,7 @@ class TrafficCounts:
                   for node in self.totals.keys() | self.streams.keys() if node is not None}
         jobs = self.jobs()
         return {"in_flight": sum(self.in_flight.values()) + jobs, "jobs": jobs, "total": sum(self.totals.values()),
-                "sticky": sticky}
+                "sticky": sticky, "routes": {route: count for route, count in self.routes.items() if count}}
 
 
 class CountTraffic:
@@ -78,12 +86,27 @@ class CountTraffic:
         stream = path == STREAM_PATH
         in_flight = self.counts.streams if stream else self.counts.in_flight
         in_flight[node] += 1
-        if not stream:
+        route = None if stream else request_route(scope)
+        if route is not None:
             self.counts.totals[node] += 1
+            self.counts.routes[route] += 1
         try:
             await self.app(scope, receive, send)
         finally:
             in_flight[node] -= 1
+            if route is not None:
+                self.counts.routes[route] -= 1
+
+
+def request_route(scope: Scope) -> str:
+    """``METHOD /first/segments`` of a request (bounded; Gradio's ``/file=...`` paths lose their file name)."""
+    named = []
+    for segment in scope.get("path", "").split("/")[1:ROUTE_SEGMENTS + 1]:
+        named.append(segment.partition("=")[0])
+        if "=" in segment:  # what follows is a file's name
+            break
+    path = "/" + "/".join(named)
+    return f"{scope.get('method', '?')} {path}"[:MAX_ROUTE]
 
 
 def sticky_node(scope: Scope) -> str | None:

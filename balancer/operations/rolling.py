@@ -147,6 +147,8 @@ class Traffic:
     """Requests in flight or queued right now."""
     total: int
     """Requests so far (only grows): a change between two looks means one came and went."""
+    routes: tuple[str, ...] = ()
+    """What is in flight, where the parts name it (``METHOD /path`` by part); HAProxy's counts do not."""
 
 
 class NodeControl(Protocol):
@@ -327,7 +329,8 @@ class RollingRestart:
                 self.busy = f"its request counts did not answer ({exc})"
             now = time.monotonic()
             if seen is not None and seen.in_flight:
-                self.busy = f"{seen.in_flight} in flight at the last look"
+                self.busy = f"{seen.in_flight} in flight at the last look" + (
+                    f": {', '.join(seen.routes)}" if seen.routes else "")
             elif seen is not None and quiet is not None and seen.total != quiet[1].total:
                 self.busy = "new requests kept coming"
             if seen is None or seen.in_flight or (quiet is not None and seen.total != quiet[1].total):

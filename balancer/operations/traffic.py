@@ -74,7 +74,10 @@ class PartCounts:
     async def traffic(self, urls: list[str]) -> Traffic:
         """What the parts at ``urls`` count together (``OSError`` when one does not answer)."""
         found = [await self.counts(url) for url in urls]
-        return Traffic(sum(c["in_flight"] for c in found), sum(c["total"] for c in found))
+        routes = tuple(f"{count} {route} on {url}" for url, counts in zip(urls, found, strict=True)
+                       if isinstance(counts.get("routes"), dict)
+                       for route, count in counts["routes"].items() if isinstance(count, int) and count > 0)
+        return Traffic(sum(c["in_flight"] for c in found), sum(c["total"] for c in found), routes)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -104,12 +107,13 @@ class HAProxyTraffic:
             if supervisor.status.part == "web":
                 with contextlib.suppress(OSError):
                     own = await self.parts.traffic([supervisor.status.url])
-                    counted = Traffic(counted.in_flight + own.in_flight, counted.total + own.total)
+                    counted = Traffic(counted.in_flight + own.in_flight, counted.total + own.total,
+                                      counted.routes + own.routes)
                     continue
             backends.add(supervisor.status.backend)
         mine = [s for s in await self.servers() if s.server == node and s.backend in backends]
         return Traffic(sum(s.current_sessions + s.queued for s in mine) + counted.in_flight,
-                       sum(s.total_sessions for s in mine) + counted.total)
+                       sum(s.total_sessions for s in mine) + counted.total, counted.routes)
 
     async def sticky_traffic(self, node: str) -> Traffic:
         """The sticky table's entry for ``node``'s cookie value (in flight, so far)."""
