@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -14,6 +15,7 @@ from bench.harness.cluster import LaunchedCluster
 from bench.harness.postgres import PostgresServer
 from bench.harness.processes import Processes
 from tests.demo_cache import session_demo_model
+from tests.shared_cluster import MODULES as SHARED_MODULES
 from tests.shared_cluster import shared_options
 
 
@@ -64,12 +66,52 @@ def shared_cluster(request: pytest.FixtureRequest,
         yield cluster
 
 
+MODULE_SECONDS = Path(__file__).with_name("module_seconds.json")
+"""Seconds each module took in a whole run (``scripts/module_seconds.py`` writes it)."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules longest first, each module's tests in their own order: the test processes take modules in this
+    order (``--no-loadscope-reorder``), so the last to start are short ones and both end close together. A module
+    not in the table counts as long (it is new: its time is unknown). The shared cluster's users are one unit."""
+    seconds: dict[str, float] = json.loads(MODULE_SECONDS.read_text()) if MODULE_SECONDS.exists() else {}
+    unknown = max(seconds.values(), default=0.0)
+    seconds[SHARED_SCOPE] = sum(seconds.get(module, unknown) for module in SHARED_MODULES)
+    unlisted = {module for item in items if "shared_cluster" in getattr(item, "fixturenames", ())
+                and (module := item.nodeid.partition("::")[0]) not in SHARED_MODULES}
+    if unlisted:
+        raise pytest.UsageError(f"{', '.join(sorted(unlisted))} use the shared cluster: add them to "
+                                "tests/shared_cluster.py's MODULES")
+    items.sort(key=lambda item: -seconds.get(scope_of(item.nodeid), unknown))
+
+
+SHARED_SCOPE = "shared-cluster"
+
+
+def scope_of(nodeid: str) -> str:
+    """What one test process runs as one unit: a module, or every user of the shared cluster."""
+    module = nodeid.partition("::")[0]
+    return SHARED_SCOPE if module in SHARED_MODULES else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """pytest-xdist's ``--dist loadfile``, with the shared cluster's users as one unit (one process starts it);
+    other ``--dist`` modes as they are."""
+    from xdist.scheduler import LoadFileScheduling
+
+    if config.getoption("dist") != "loadfile":
+        return None
+
+    class ModuleScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return ModuleScheduling(config, log)
+
+
 def pytest_collection_finish(session: pytest.Session) -> None:
-    """Note the last test, in run order, that uses the shared cluster. Not in a pytest-xdist worker: it collects
-    every test but runs the modules it is given, in an order collection does not know, so its cluster lives until
-    its session ends."""
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        return
+    """Note the last test, in run order, that uses the shared cluster (a pytest-xdist worker runs them all, in
+    collection order: ``pytest_xdist_make_scheduler``)."""
     users = [item.nodeid for item in session.items if "shared_cluster" in getattr(item, "fixturenames", ())]
     if users:
         session.stash[LAST_SHARED_USER] = users[-1]

@@ -16,6 +16,9 @@ from __future__ import annotations
 from bench.harness.cluster import ClusterOptions
 from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS
 
+MODULES = ("tests/test_docs.py", "tests/test_edge_gradio.py", "tests/test_hostile_clients.py")
+"""The modules that use it: one test process runs them one after the other (``tests/conftest.py``), so the
+cluster starts once and stops after its last user."""
 STANDIN_SECONDS = 0.05
 """Every job's fixed time on the stand-in workers."""
 LISTEN_GRACE = 1.0
