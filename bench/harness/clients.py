@@ -254,7 +254,8 @@ def reply_from_gallery(gallery: Any, info: Any, job: Job, read_file: Any, progre
 # ----------------------------------------------------------------------------- browser protocol
 @dataclass(frozen=True)
 class PageEvent:
-    """One event of the page (e.g. the Generate button's click), as the app's ``/config`` describes it."""
+    """One event of the page (e.g. the Generate button's click), as the app's ``/config`` describes it, and the
+    events the page runs after it (``.then``: with jobs, Generate records the job and a second event follows it)."""
 
     fn_index: int
     trigger_id: int | None
@@ -262,6 +263,10 @@ class PageEvent:
     """(elem_id, the value the page starts with) of each input component, in order (label for an API event)."""
     outputs: list[str | None]
     """elem_id of each output component, in order."""
+    input_ids: tuple[int, ...] = ()
+    output_ids: tuple[int, ...] = ()
+    then: PageEvent | None = None
+    """The event the page runs once this one completed (its inputs read the values this one's outputs set)."""
 
     @classmethod
     def api(cls, config: dict[str, Any], api_name: str) -> PageEvent:
@@ -279,32 +284,50 @@ class PageEvent:
 
     @classmethod
     def find(cls, config: dict[str, Any], elem_id: str, trigger: str = "click") -> PageEvent:
-        """The ``trigger`` event of the component with ``elem_id``; ``CallFailed`` if the page has none."""
+        """The ``trigger`` event of the component with ``elem_id`` (and those chained after it); ``CallFailed`` if
+        the page has none."""
         components = {c["id"]: c for c in config["components"]}
         target = next((c for c in components.values() if c.get("props", {}).get("elem_id") == elem_id), None)
         if target is None:
             raise CallFailed(f"the page has no component #{elem_id}")
-        for index, dependency in enumerate(config["dependencies"]):
-            if [target["id"], trigger] in [list(t) for t in dependency.get("targets", [])]:
-                def describe(component_id: int) -> tuple[str | None, Any]:
-                    props = components[component_id].get("props", {})
-                    return props.get("elem_id"), props.get("value")
+        dependencies = config["dependencies"]
 
-                return cls(
-                    fn_index=dependency.get("id", index),
-                    trigger_id=target["id"],
-                    inputs=[describe(i) for i in dependency["inputs"]],
-                    outputs=[describe(o)[0] for o in dependency["outputs"]],
-                )
+        def describe(component_id: int) -> tuple[str | None, Any]:
+            props = components[component_id].get("props", {})
+            return props.get("elem_id"), props.get("value")
+
+        def event(index: int, seen: frozenset[int] = frozenset()) -> PageEvent:
+            dependency = dependencies[index]
+            fn = dependency.get("id", index)
+            chained = next((i for i, d in enumerate(dependencies)
+                            if d.get("trigger_after") == fn and d.get("id", i) not in seen), None)
+            return cls(fn_index=fn, trigger_id=target["id"], inputs=[describe(i) for i in dependency["inputs"]],
+                       outputs=[describe(o)[0] for o in dependency["outputs"]],
+                       input_ids=tuple(dependency["inputs"]), output_ids=tuple(dependency["outputs"]),
+                       then=None if chained is None else event(chained, seen | {fn}))
+
+        for index, dependency in enumerate(dependencies):
+            if [target["id"], trigger] in [list(t) for t in dependency.get("targets", [])]:
+                return event(index)
         raise CallFailed(f"#{elem_id} has no {trigger} event")
 
     def payload(self, values: dict[str, Any]) -> list[Any]:
         """The event's input data: ``values`` by elem_id, the page's own value for the others."""
         return [values.get(elem_id, default) if elem_id else default for elem_id, default in self.inputs]
 
+    def chained_payload(self, shown: dict[int, Any]) -> list[Any]:
+        """A chained event's input data: what earlier events set (``shown``, by component id), else the page's."""
+        return [shown.get(component, default) for component, (_, default) in zip(self.input_ids, self.inputs,
+                                                                                 strict=True)]
+
     def named_outputs(self, data: list[Any]) -> dict[str, Any]:
         """The event's output data by elem_id."""
         return {elem_id: value for elem_id, value in zip(self.outputs, data, strict=False) if elem_id}
+
+
+def is_update(value: Any) -> bool:
+    """Whether an output value is Gradio's update (``gr.skip()``, ``gr.update(...)``) rather than a value."""
+    return isinstance(value, dict) and value.get("__type__") == "update"
 
 
 def stream_messages(stream: httpx.Response, event_id: str) -> Iterator[dict[str, Any]]:
@@ -350,10 +373,21 @@ class BrowserProtocolClient:
         try:
             event_id = self.join(job)
             data, progress_events = self._follow_stream(event_id)
+            assert self.event is not None
+            event, shown = self.event, self.event.named_outputs(data)
+            values = {component: value for component, value in zip(event.output_ids, data, strict=False)
+                      if not is_update(value)}
+            while event.then is not None:  # the page's next event (with jobs: follow the recorded job)
+                if (error := shown.get("error")) and isinstance(error, dict) and error.get("visible"):
+                    break
+                event = event.then
+                data, more = self._follow_stream(self._join_event(event, event.chained_payload(values)))
+                progress_events += more
+                values.update((component, value) for component, value in zip(event.output_ids, data, strict=False)
+                              if not is_update(value))
+                shown.update(event.named_outputs(data))
         except httpx.HTTPError as exc:
             raise CallFailed(f"{type(exc).__name__}: {exc}") from None
-        assert self.event is not None
-        shown = self.event.named_outputs(data)
         error = shown.get("error")
         if isinstance(error, dict) and error.get("visible") and error.get("value"):
             raise Rejected(str(error["value"]))
@@ -374,8 +408,12 @@ class BrowserProtocolClient:
                 "width": job.width, "height": job.height, "seed": job.seed, "seed-random": False,
                 "lora-scale": job.lora_scale, "num-images": 1,
             }
-        body = {"data": self.event.payload(values), "event_data": None, "fn_index": self.event.fn_index,
-                "trigger_id": self.event.trigger_id, "session_hash": self.session_hash}
+        return self._join_event(self.event, self.event.payload(values))
+
+    def _join_event(self, event: PageEvent, data: list[Any]) -> str:
+        """Join ``event`` with ``data``: its event id."""
+        body = {"data": data, "event_data": None, "fn_index": event.fn_index, "trigger_id": event.trigger_id,
+                "session_hash": self.session_hash}
         joined = self.http.post("/gradio_api/queue/join", json=body)
         if joined.status_code != 200:
             raise CallFailed(f"queue/join: HTTP {joined.status_code}: {joined.text[:200]}")
@@ -384,14 +422,29 @@ class BrowserProtocolClient:
         except (ValueError, KeyError, TypeError):
             raise CallFailed(f"queue/join: no event id in {joined.text[:200]!r}") from None
 
-    def leave_once_running(self, job: Job) -> None:
-        """Click Generate, follow the stream until the first denoising step, then close the tab."""
+    def leave_once_running(self, job: Job) -> dict[int, Any]:
+        """Click Generate, follow the stream until the first denoising step, then close the tab; what the page's
+        components held then (by component id: with jobs, the kept job)."""
         event_id = self.join(job)
+        assert self.event is not None
+        values: dict[int, Any] = {}
+        if self.event.then is not None:  # with jobs: Generate records the job, the next event follows it
+            data, _ = self._follow_stream(event_id)
+            values = dict(zip(self.event.output_ids, data, strict=False))
+            event_id = self._join_event(self.event.then, self.event.then.chained_payload(values))
         with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
             for message in stream_messages(stream, event_id):
                 if message.get("msg") == "progress" and (message.get("progress_data") or [{}])[0].get("index"):
                     break  # a denoising step: the job runs on a worker
         self.close()
+        return values
+
+    def click(self, elem_id: str, shown: dict[int, Any]) -> list[Any]:
+        """Click the button ``elem_id`` of a page whose components hold ``shown`` (by component id); its output."""
+        config = self.http.get("/config").raise_for_status().json()
+        event = PageEvent.find(config, elem_id)
+        data, _ = self._follow_stream(self._join_event(event, event.chained_payload(shown)))
+        return data
 
     def _follow_stream(self, event_id: str) -> tuple[list[Any], int]:
         """Read the session's SSE stream until event ``event_id`` completes: (output data, its progress messages).
