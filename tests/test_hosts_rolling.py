@@ -45,6 +45,9 @@ host is out, and on a loaded machine 0.5 s checks mark a busy web front DOWN, wh
 to another front than its join."""
 NODES = {"node1": "n1", "node3": "n1", "node2": "n2"}
 """Node -> node host: ``n1``, whose nodes are restarted, runs two."""
+WORKER_PATH = {"web_fronts": False}
+"""The web fronts on the worker path: what is checked is how a node host parks and unparks them (on jobs they hand
+their clients on instead: ``tests/test_rolling_jobs.py``)."""
 RESTARTED = "n1"
 LOAD_SECONDS = 200.0
 """Upper bound of the load; it stops as soon as the rolling restart has ended."""
@@ -90,7 +93,7 @@ def extra_delays(records: list[Record]) -> dict[str, float]:
 
 def test_rolling_restart_of_one_node_host_under_load_fails_no_request(tmp_path: Path) -> None:
     with Processes("hosts-rolling") as processes, NetworkLab([BALANCER, "n1", "n2"], processes) as lab:
-        cluster = HostsCluster(lab, tmp_path, HEALTH, NODES, worker_args=STANDIN_WORKER)
+        cluster = HostsCluster(lab, tmp_path, HEALTH, NODES, worker_args=STANDIN_WORKER, jobs=WORKER_PATH)
         cluster.start(timeout=240)
         before = {host: part_pids(cluster, host) for host in ("n1", "n2")}
         clock, closers = Clock(), []

@@ -43,7 +43,8 @@ for the open stream), while nothing else here needs more than a second to stop."
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
     options = ClusterOptions(model=f"standin:{JOB_SECONDS:g}", nodes=2, threads=1, start_timeout=240,
                              sidecar={"probe_interval": 0.5, "stop_grace": STOP_GRACE},
-                             extra={"health": {"down_interval": 0.25}})  # a restarted node is UP sooner
+                             extra={"health": {"down_interval": 0.25},  # a restarted node is UP sooner
+                                    "jobs": {"web_fronts": False}})  # a rolling restart waits on sticky clients
     with Processes("internal-ports") as processes:
         with LaunchedCluster(options, name="internal-ports", processes=processes,
                              run_dir=tmp_path_factory.mktemp("internal-ports")) as launched:

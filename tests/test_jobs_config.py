@@ -137,9 +137,9 @@ def test_rest_goes_through_the_jobs_service_only_when_asked_and_then_waits_for_w
     assert flag(command, "--worker-timeout") == f"{limits.generation_timeout:g}"
 
 
-def test_web_fronts_run_their_jobs_through_the_worker_queue_only_when_asked(tmp_path: Path) -> None:
-    assert "--jobs-url" not in spec_of(tmp_path).web_flags()
-    spec = spec_of(tmp_path, web_fronts=True)
+def test_web_fronts_run_their_jobs_through_the_worker_queue_unless_told_not_to(tmp_path: Path) -> None:
+    assert "--jobs-url" not in spec_of(tmp_path, web_fronts=False).web_flags()
+    spec = spec_of(tmp_path)  # on by default
     assert flag(spec.web_flags(), "--jobs-url") == spec.worker_queue_url
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))

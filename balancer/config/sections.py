@@ -294,10 +294,10 @@ class JobsSpec(Listener):
         "job (its id in X-Job-Id) that waits across a gap where every worker is down; about 19 ms more a request "
         "(bench/results/sync-jobs.md).")
     web_fronts: bool = Field(
-        False, description="Web fronts run every generation (page, gradio_client, retouch) as a job of this service "
-        "(--jobs-url): a reloaded page re-attaches to its job; the page and gradio_client see the same info, "
-        "progress and errors as without it (docs/jobs.md). Off until the harness's browser-protocol client follows "
-        "the page's job and a page that leaves no longer means a canceled job (docs/jobs.md).")
+        True, description="Web fronts run every generation (page, gradio_client, retouch) as a job of this service "
+        "(--jobs-url): a reloaded page re-attaches to its job, a page that leaves no longer cancels it (its Cancel "
+        "button does), any web front serves any job's result; the page and gradio_client see the same info, "
+        "progress and errors as without it (docs/jobs.md).")
 
     @model_validator(mode="after")
     def _check_store_url(self) -> JobsSpec:

@@ -54,10 +54,11 @@ the fixed-latency stand-in (``webui.worker.pipelines.standin``, not a model; 0.3
 
 
 def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float], nodes: dict[str, str],
-                 worker_args: list[str] = DEMO_WORKER, dispatch_agent: bool = True) -> Path:
+                 worker_args: list[str] = DEMO_WORKER, dispatch_agent: bool = True,
+                 jobs: dict[str, object] | None = None) -> Path:
     """One cluster file for all three hosts (each host gets its own --run-dir); ``health``: checks; ``nodes``:
     node -> its node host (a host's second node listens one port above its first); ``dispatch_agent``:
-    whether each worker has one (through its host agent)."""
+    whether each worker has one (through its host agent); ``jobs``: the jobs section (unset: the defaults)."""
     balancer = lab.address[BALANCER]
     hosts = list(nodes.values())
     rank = {node: hosts[:index].count(host) for index, (node, host) in enumerate(nodes.items())}
@@ -75,6 +76,7 @@ def cluster_file(lab: NetworkLab, run_dir: Path, health: dict[str, float], nodes
                    "worker": {"port": 7870 + rank[node], "args": list(worker_args),
                               **({"dispatch_agent_port": 8870 + rank[node]} if dispatch_agent else {})}}
                   for node, host in nodes.items()],
+        **({"jobs": jobs} if jobs is not None else {}),
     }
     path = run_dir / "cluster.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -86,11 +88,11 @@ class HostsCluster:
 
     def __init__(self, lab: NetworkLab, run_dir: Path, health: dict[str, float],
                  nodes: dict[str, str] | None = None, worker_args: list[str] = DEMO_WORKER,
-                 dispatch_agent: bool = True) -> None:
+                 dispatch_agent: bool = True, jobs: dict[str, object] | None = None) -> None:
         self.lab = lab
         self.nodes = dict(nodes or NODE_HOSTS)
         """Node -> the node host that runs it."""
-        self.file = cluster_file(lab, run_dir, health, self.nodes, worker_args, dispatch_agent)
+        self.file = cluster_file(lab, run_dir, health, self.nodes, worker_args, dispatch_agent, jobs)
         self.run_dirs = {host: run_dir / host for host in (BALANCER, *dict.fromkeys(self.nodes.values()))}
         self.api = RuntimeAPI(self.run_dirs[BALANCER] / "haproxy.sock")
         self.url = f"http://{lab.address[BALANCER]}:{PUBLIC_PORT}"

@@ -145,3 +145,23 @@ async def cancelled_when_client_leaves(
         yield
     finally:
         watcher.cancel()
+
+
+async def client_listening(streams: EventStreams, interval: float = WATCH_INTERVAL,
+                           grace: float = LISTEN_GRACE) -> bool:
+    """Whether the current event's client has an event stream open, waiting up to ``grace`` seconds for one (a page
+    opens it as it joins); True outside Gradio's queue. A page's job outlives its client, so it is recorded only
+    for a client that listens: one that joins and never listens gets none."""
+    event = current_event()
+    if event is None:
+        return True
+    since = time.monotonic()
+    while event.alive:
+        silent = streams.silent_for(event.session_hash, since)
+        if silent == 0.0:
+            return True
+        if silent >= grace:
+            break
+        await asyncio.sleep(interval)
+    logger.info("event %s: its client is not listening; no job recorded", event._id)
+    return False

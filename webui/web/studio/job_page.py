@@ -15,6 +15,7 @@ from typing import Any
 import gradio as gr
 
 from webui.web.jobs_client import JobsError
+from webui.web.presence import client_listening
 from webui.web.studio.handlers import RetouchRefused, Studio
 from webui.web.studio.info import model_note
 from webui.web.studio.jobs_runner import JobCanceled, JobRunner, job_summary
@@ -49,7 +50,10 @@ class JobPage:
         self.runner = runner
 
     async def submit(self, fields: dict[str, Any], form: dict[str, Any]) -> tuple[Any, ...]:
-        """(kept state, error area): the job recorded, or why not (the error area; no job kept)."""
+        """(kept state, error area): the job recorded, or why not (the error area; no job kept). A client that is
+        not listening gets no job (``client_listening``): a job outlives its page, and must have had one."""
+        if not await client_listening(self.studio.streams, grace=self.studio.listen_grace):
+            return kept(None, form), gr.skip()
         try:
             job_id = await self.runner.submit(fields)
         except JobsError as exc:
