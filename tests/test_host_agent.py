@@ -177,6 +177,7 @@ def test_each_server_has_one_agent_check_host_or_dispatch(tmp_path: Path) -> Non
                 f'agent-send "{backend}/{name}\\n"' in line
                 and "on-marked-down shutdown-sessions" in line and " ssl " not in line), line
     assert "on-marked-down" not in local
+    assert "one job at a time" not in text  # node-host workers get their dispatch agent's second slot too
 
 
 def test_node_host_parts_listen_on_their_hosts_address() -> None:
