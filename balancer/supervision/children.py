@@ -35,6 +35,18 @@ from webui.contract import STALLED_KEY
 
 logger = logging.getLogger(__name__)
 
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+"""Where ``webui``, ``jobs`` and ``balancer`` live: on every child's import path (``python -m webui.web`` finds its
+package from wherever launch.py was started; the working directory stays, for relative paths in settings)."""
+
+
+def child_environment(env: dict[str, str] | None) -> dict[str, str]:
+    """``env`` (else this process's) with the project on ``PYTHONPATH``, first."""
+    env = dict(os.environ if env is None else env)
+    paths = [str(PROJECT_ROOT), *(path for path in env.get("PYTHONPATH", "").split(os.pathsep) if path)]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return env
+
 
 def process_family(pid: int) -> list[psutil.Process]:
     """``pid`` and every process below it (empty when it is gone)."""
@@ -122,7 +134,7 @@ class CommandProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log,
                 stderr=asyncio.subprocess.STDOUT,
-                env=self.env,
+                env=child_environment(self.env),
                 start_new_session=True,
                 preexec_fn=terminate_with_parent,
             )
