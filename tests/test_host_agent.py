@@ -8,8 +8,12 @@ over real network namespaces, with real workers, is in ``tests/test_hosts.py``.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import shutil
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +33,7 @@ from balancer.multihost.host_agent import (
     UNKNOWN_REPLY,
     HostAgent,
 )
-from bench.harness.processes import Processes, free_port
+from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.balancer_helpers import STATS_PASSWORD, cluster_data, stand_in_node, wait_status
 from tests.helpers import node_server_lines
@@ -236,7 +240,6 @@ def test_role_node_exits_2_when_its_host_agent_port_is_taken(tmp_path: Path, cap
 def test_the_hosts_example_renders_agent_checks_for_every_part(tmp_path: Path) -> None:
     from balancer.config.loading import load_cluster_file
     from balancer.haproxy.process import validate_config
-    from bench.harness.processes import REPO
 
     data = load_cluster_file(REPO / "assets" / "cluster.hosts.example.yaml")
     spec = parse_cluster({**data, "run_dir": str(tmp_path), "tls": None})  # its tls: tests/test_tls.py
@@ -292,3 +295,19 @@ def test_a_workers_dispatch_agent_answers_through_the_host_agent() -> None:
         assert SAFE_DISPATCH == "maxconn:1 up"
 
     asyncio.run(scenario())
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or os.geteuid() != 0, reason="needs root and unshare")
+def test_hosts_that_share_a_temp_dir_get_run_directories_of_their_own() -> None:
+    """Two hosts (UTS namespaces with their own host names) sharing this machine's /tmp: each default run
+    directory is its own."""
+    code = "from balancer.config.loading import parse_cluster; print(parse_cluster({}).run_dir)"
+
+    def run_dir_on(host: str) -> str:
+        done = subprocess.run(["unshare", "--uts", "sh", "-c", 'hostname "$1" && exec "$2" -c "$3"', "sh", host,
+                               sys.executable, code], capture_output=True, text=True, timeout=60, cwd=REPO)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    first, second = run_dir_on("gpu-host-a"), run_dir_on("gpu-host-b")
+    assert first != second and Path(first).parent == Path(second).parent, (first, second)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -229,9 +230,10 @@ class ClusterSpec(_Model):
         "new one in the run directory. Needed when web fronts on node hosts send jobs over plain HTTP.",
     )
     run_dir: Path = Field(
-        default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}",
+        default_factory=lambda: Path(tempfile.gettempdir()) / f"portrait-ha-{os.getuid()}-{socket.gethostname()}",
         description="Where haproxy.cfg, the runtime API socket, logs and Gradio temp dirs go: a directory of "
-        "this user's with mode 0700 (created so; anything else is refused, see balancer/system/run_dir.py).",
+        "this user's with mode 0700 (created so; anything else is refused, see balancer/system/run_dir.py). The "
+        "default names the host too: hosts that share a temp dir do not share a run directory.",
     )
     node_hosts: list[NodeHostSpec] = Field(
         default_factory=list, description="Machines that run nodes under their own sidecar, without HAProxy."
