@@ -23,6 +23,7 @@ import psutil
 import pytest
 
 from balancer.config.loading import parse_cluster
+from balancer.config.sections import EXPOSED_RATE_LIMIT_PER_MINUTE
 from balancer.config.settings import LaunchSettings
 from balancer.haproxy.config import render_config
 from tests.balancer_helpers import cluster_data
@@ -225,7 +226,8 @@ def test_bodies_in_flight_are_capped_per_client(edge: RunningBalancer) -> None:
 
 def test_a_share_link_makes_the_site_exposed(tmp_path: Path) -> None:
     spec = LaunchSettings(share=True, nodes=0, gpus="none", run_dir=tmp_path).cluster_spec()
-    assert spec.exposed and spec.rate_limit_per_minute == 30 and spec.max_client_connections == 32
+    assert spec.exposed and spec.max_client_connections == 32
+    assert spec.rate_limit_per_minute == EXPOSED_RATE_LIMIT_PER_MINUTE
 
 
 def test_one_loopback_client_cannot_hold_every_connection(tmp_path: Path) -> None:

@@ -72,8 +72,9 @@ class StatsSpec(Listener):
         return self
 
 
-EXPOSED_RATE_LIMIT_PER_MINUTE = 30
-"""Default generations per client a minute when the public listener is not on loopback."""
+EXPOSED_RATE_LIMIT_PER_MINUTE = 120
+"""Default generations per client address a minute when the public listener is not on loopback: a whole office
+behind one NAT address (a dozen people, one portrait each every few seconds) is not refused."""
 EXPOSED_CLIENT_CONNECTIONS = 32
 """Default concurrent connections per client when the public listener is not on loopback."""
 LOOPBACK_CONNECTION_SHARE = 4
