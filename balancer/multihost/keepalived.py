@@ -1,9 +1,10 @@
 """Two balancers, one address: keepalived (VRRP) moves the cluster file's floating address between them.
 
 Every balancer host runs the same rendered haproxy.cfg and its own keepalived, configured from the
-cluster file (``balancers``, ``floating``) by ``render_keepalived_config``. The healthy balancer
-with the highest priority holds the address; a holder that dies or loses its link stops its VRRP
-adverts and another takes the address about three advert intervals later; a holder whose HAProxy
+cluster file (``balancers``, ``floating``) by ``render_keepalived_config``. The first healthy balancer to
+hear no advert for its master-down time takes the address (the highest priority among those started together;
+with ``nopreempt`` a higher priority started later does not take it back); a holder that dies or loses its
+link stops its VRRP adverts and another takes the address about three advert intervals later; a holder whose HAProxy
 stops answering (``balancer/haproxy/alive.py``, ``vrrp_script``) gives it up at once. launch.py
 runs keepalived as a supervised child of the balancer's sidecar (``KeepalivedChild``).
 
@@ -94,7 +95,7 @@ def render_keepalived_config(spec: ClusterSpec, me: BalancerHostSpec) -> str:
         "}",
         "",
         "vrrp_instance portrait_ha {",
-        "    # Every balancer starts as backup; the highest priority that is healthy takes the address.",
+        "    # Every balancer starts as backup; the first to miss adverts for its master-down time takes the address.",
         "    state BACKUP",
         "    # A balancer that comes back does not take the address back (one move per failure, not two).",
         "    nopreempt",
