@@ -17,7 +17,10 @@ def test_an_event_stream_is_served_only_where_its_session_has_a_call(tmp_path: P
     front = handoff(tmp_path, {"abc": 1})
     assert front.refusal("/gradio_api/queue/data", "session_hash=abc") is None
     assert "No call of this session" in str(front.refusal("/gradio_api/queue/data", "session_hash=xyz"))
-    assert front.refusal("/gradio_api/queue/data", "") is not None
+    # No id, or one that breaks the id rule: not handed on; the request guard answers it (422, invalid_id).
+    assert front.refusal("/gradio_api/queue/data", "") is None
+    assert front.refusal("/gradio_api/queue/data", "session_hash=..%2Fetc") is None
+    assert front.refusal("/gradio_api/queue/data", f"session_hash={'a' * 65}") is None
 
 
 def test_a_file_in_another_local_web_fronts_cache_is_handed_on(tmp_path: Path) -> None:

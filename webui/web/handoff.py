@@ -28,6 +28,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from webui.contract import HEARTBEAT_PREFIX
+from webui.web.gradio_routes import CLIENT_ID
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,8 @@ class Handoff:
             return "This web front is stopping; another one takes the request."
         if path.endswith(DATA):
             session = (parse_qs(query).get("session_hash") or [None])[0]
-            if session is None or not self.calls(session):
-                return "No call of this session runs on this web front."
+            if session is not None and CLIENT_ID.fullmatch(session) and not self.calls(session):
+                return "No call of this session runs on this web front."  # a bad id: the guard's 422
         elif FILE in path:
             wanted = Path(unquote(path.split(FILE, 1)[1]))
             where = wanted.resolve()
