@@ -106,6 +106,8 @@ def test_ready_parts_are_in_rotation_through_the_agent(node_host: NodeHost) -> N
     wait_status(node_host.api, "workers", "a", "UP", timeout=30)
     wait_status(node_host.api, "webs", "a", "UP", timeout=30)
     assert ask_agent(node_host.host_agent_port, "workers/a") == REPLIES["ready"]
+    # Worker c serves for 0.3 s after each start until its crash loop puts it in maint: only a then.
+    wait_status(node_host.api, "workers", "c", "MAINT", timeout=30)
     assert httpx.get(f"{node_host.spec.public.url}/generate", timeout=10).json()["worker_id"] == "a-worker"
 
 

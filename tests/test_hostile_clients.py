@@ -575,5 +575,5 @@ def test_launch_warns_when_the_site_is_exposed_without_a_password(host: str, tmp
     if host == "127.0.0.1":
         assert caplog.text == ""  # loopback only: nothing to warn about
     else:
-        assert "30 generations a minute and 32 connections" in caplog.text
+        assert f"{EXPOSED_RATE_LIMIT_PER_MINUTE} generations a minute and 32 connections" in caplog.text
         assert "has no password" in caplog.text and "plain HTTP" in caplog.text
