@@ -230,6 +230,27 @@ def test_the_cancel_button_cancels_the_job(site: Site, browser: BrowserContext) 
     studio.page.close()
 
 
+def test_the_share_button_shows_a_link_that_opens_the_result(site: Site, browser: BrowserContext) -> None:
+    studio = studio_page(browser, site.webs["web-a"], "jobs-share")
+    start_job(studio, "a portrait to share")
+    job_id, _ = shown_result(studio)
+    studio.component("share").click()
+    links = studio.component("share-links")
+    expect(links).to_contain_text("Share links", timeout=JOB_MS)
+    hrefs = links.locator("a").evaluate_all("anchors => anchors.map(a => a.getAttribute('href'))")
+    assert len(hrefs) == 1 and hrefs[0].startswith("/v1/share/"), hrefs
+    # The balancer sends /v1/share/ to the jobs service with no login (tests/test_share_links.py); here, straight.
+    image = httpx.get(site.jobs.url + hrefs[0], headers=HEADERS, timeout=WAIT)
+    assert image.status_code == 200, image.text[:200]
+    assert hashlib.sha256(image.content).hexdigest() == site.job(job_id)["results"][0]["sha256"]
+    studio.start()  # the next generation hides the last result's links
+    expect(links).to_be_hidden(timeout=JOB_MS)
+    following = wait_until(lambda: (job := site.newest_job()) and job["id"] != job_id and job, "the next job",
+                           timeout=WAIT, interval=0.1)
+    site.finished(following["id"])  # no job of this test left running for the next one
+    studio.page.close()
+
+
 def test_a_cancelled_gradio_client_call_cancels_its_job(site: Site, tmp_path: Path) -> None:
     client = gradio_client(site.webs["web-a"], tmp_path)
     call = client.submit(prompt="a portrait nobody waits for", steps=8, width=64, height=64, api_name="/generate")

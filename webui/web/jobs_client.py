@@ -32,6 +32,7 @@ from webui.web.jobs_wire import (
     PREFIX,
     JobEvent,
     JobSnapshot,
+    ShareLinks,
     job_path,
 )
 from webui.web.worker_client import WorkerError, tls_context
@@ -137,6 +138,10 @@ class JobsClient:
         """Ask the jobs service to cancel the job (a finished one stays as it is); the job now."""
         response = await self._request("POST", job_path(job_id, "cancel"), job_id)
         return JobSnapshot.model_validate(response.json())
+
+    async def share(self, job_id: str) -> ShareLinks:
+        """Links to the job's results that work without the site's login (paths on the site), until they expire."""
+        return ShareLinks.model_validate((await self._request("POST", job_path(job_id, "share"), job_id)).json())
 
     async def result(self, job_id: str, index: int) -> bytes:
         """The bytes of the job's result ``index`` (a PNG)."""

@@ -8,6 +8,7 @@ the service may add fields without breaking a web front.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
@@ -79,3 +80,11 @@ class JobEvent:
     def snapshot(self) -> JobSnapshot:
         """The job's JSON a terminal event carries."""
         return JobSnapshot.model_validate(self.data)
+
+
+class ShareLinks(BaseModel):
+    """``POST /v1/jobs/{id}/share``'s answer: one link per result (paths on the site) and when they stop working."""
+
+    job_id: str
+    expires_at: datetime
+    urls: list[str]

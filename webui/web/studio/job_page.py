@@ -122,6 +122,22 @@ class JobPage:
         gr.Info(f"Job {job_id} was already {job.status}." if job.terminal else f"Canceling job {job_id}.",
                 title="Cancel")
 
+    async def share(self, info: dict[str, Any] | None) -> Any:
+        """The Share button: links to the shown result that work without the site's login (Markdown)."""
+        job_id = (info or {}).get("job_id")
+        if not job_id:
+            gr.Info("Generate a portrait first: there is no result to share.", title="Share")
+            return gr.skip()
+        try:
+            links = await self.runner.share(job_id)
+        except JobsError as exc:
+            gr.Warning(f"Could not make a share link: {exc}", title="Share")
+            return gr.skip()
+        logger.info("job %s: share links made from the page", job_id)
+        shown = " · ".join(f"[image {index + 1}]({url})" for index, url in enumerate(links.urls))
+        until = links.expires_at.strftime("%Y-%m-%d %H:%M UTC")
+        return gr.Markdown(f"**Share links** (no login needed, until {until}): {shown}", visible=True)
+
     @staticmethod
     def restore(state: dict[str, Any] | None) -> tuple[Any, ...]:
         """The kept form's values (one per ``FORM`` name); skips where nothing is kept."""

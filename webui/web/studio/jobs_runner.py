@@ -18,7 +18,7 @@ import gradio as gr
 
 from webui.schema import GenerationResult
 from webui.web.jobs_client import JobsClient, JobsError
-from webui.web.jobs_wire import CANCELED, FAILED, PROGRESS, QUEUED, STARTED, JobSnapshot
+from webui.web.jobs_wire import CANCELED, FAILED, PROGRESS, QUEUED, STARTED, JobSnapshot, ShareLinks
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
 from webui.web.studio.info import info_summary, result_info
 from webui.web.studio.photos import save_png
@@ -111,6 +111,9 @@ class JobRunner:
 
     async def cancel(self, job_id: str) -> JobSnapshot:
         return await self.client.cancel(job_id)
+
+    async def share(self, job_id: str) -> ShareLinks:
+        return await self.client.share(job_id)
 
     async def run_for_caller(self, fields: dict[str, Any], progress: gr.Progress, streams: EventStreams,
                              grace: float) -> tuple[Gallery, dict[str, Any]]:

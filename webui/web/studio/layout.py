@@ -128,6 +128,8 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                                      buttons=["download", "download_all", "fullscreen"], elem_id="gallery",
                                      interactive=False)
                 summary = gr.Markdown("", elem_id="info-summary")
+                share_button = gr.Button("Share link", size="sm", elem_id="share", visible=job_page is not None)
+                share_links = gr.Markdown("", visible=False, elem_id="share-links")
                 with gr.Accordion("Generation details", open=False):
                     info = gr.JSON(label="Info", elem_id="info")
 
@@ -165,6 +167,9 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             retouch_button.click(job_page.submit_retouch, [photo, strength, *form], [state, error],
                                  **private).then(**follow)
             cancel_button.click(job_page.cancel, [state], None, api_visibility="private", queue=False)
+            share_button.click(job_page.share, [info], [share_links], api_visibility="private", queue=False)
+            gr.on([generate_button.click, prompt.submit, retouch_button.click], lambda: gr.Markdown(visible=False),
+                  None, [share_links], api_visibility="private", queue=False)  # the last result's links go
         gr.on(
             [], studio.api_generate,
             [api_prompt, api_negative, api_steps, api_guidance, api_width, api_height, api_seed, api_lora, api_images],
