@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 
-from webui.web.handoff import LINGER, Handoff
+import httpx
+from fastapi import FastAPI
+
+from webui.contract import READY_PATH
+from webui.web.handoff import LINGER, Handoff, HandOn
 
 
 def handoff(tmp_path: Path, calls: dict[str, int]) -> Handoff:
@@ -44,3 +49,24 @@ def test_a_stopping_front_refuses_new_calls_and_is_idle_once_its_calls_ended(tmp
     assert front.idle()
     front.last_request = time.monotonic()  # its result's download
     assert not front.idle()
+
+
+def test_probes_do_not_keep_a_stopping_front_from_exiting(tmp_path: Path) -> None:
+    """HAProxy checks a web front every second or so: counted as requests, they kept a stopping front busy until
+    its supervisor SIGKILLed it after the stop grace."""
+    front = handoff(tmp_path, {})
+    app = FastAPI()
+    for path in (READY_PATH, "/config"):
+        app.add_api_route(path, lambda: {}, methods=["GET"])
+    guarded = HandOn(app, front)
+    front.closing = True
+    front.last_request = time.monotonic() - 2 * LINGER
+
+    async def get(path: str) -> int:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=guarded), base_url="http://web") as client:
+            return (await client.get(path)).status_code
+
+    assert asyncio.run(get(READY_PATH)) == 200
+    assert front.idle()  # a probe: still idle
+    assert asyncio.run(get("/config")) == 200
+    assert not front.idle()  # a client's request: it waits LINGER s more

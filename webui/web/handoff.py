@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, unquote
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from webui.contract import HEARTBEAT_PREFIX
+from webui.contract import HEALTH_PATH, HEARTBEAT_PREFIX, METRICS_PATH, READY_PATH, TRAFFIC_PATH
 from webui.web.gradio_routes import CLIENT_ID
 
 logger = logging.getLogger(__name__)
@@ -38,6 +38,8 @@ download comes right after the result)."""
 POLL = 0.1
 """Seconds between two looks while a stopping web front waits."""
 STARTS = ("/gradio_api/queue/join", "/gradio_api/upload")
+PROBE_PATHS = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH, TRAFFIC_PATH})
+"""HAProxy's checks and the sidecar's probes: not a client's request (they would keep a stopping front from exiting)."""
 DATA, FILE = "/gradio_api/queue/data", "/gradio_api/file="
 
 
@@ -82,7 +84,8 @@ class Handoff:
 
 class HandOn:
     """ASGI middleware: answers ``Handoff.refusal`` with a retryable 503; counts the requests it lets through but the
-    heartbeat streams (an event stream is let through only while its session has a call here, and ends with it)."""
+    probes and heartbeat streams (an event stream is let through only while its session has a call here, and ends
+    with it)."""
 
     def __init__(self, app: ASGIApp, handoff: Handoff) -> None:
         self.app, self.handoff = app, handoff
@@ -95,8 +98,8 @@ class HandOn:
         if refusal is not None:
             await self.handoff.refuse(refusal, send)
             return
-        if scope["path"].startswith(HEARTBEAT_PREFIX):
-            await self.app(scope, receive, send)  # open as long as the page is
+        if scope["path"].startswith(HEARTBEAT_PREFIX) or scope["path"] in PROBE_PATHS:
+            await self.app(scope, receive, send)  # open as long as the page is; a probe every second, for ever
             return
         self.handoff.in_flight += 1
         try:
