@@ -2,7 +2,8 @@
 (REST ``/generate``, REST ``/v1/jobs`` with an ``Idempotency-Key``, gradio_client, the studio page's protocol), a
 seeded chaos thread SIGKILLs a worker, a web front, the jobs service or HAProxy every 8-12 s and waits until the
 sidecar has it back. No job a client was told of is lost or answered twice, every recorded job ends, every image is
-its seed's, and a client needs at most one resend of the same job. Figures go to ``bench/results/jobs-chaos.md``.
+its seed's, no job's ``completed`` webhooks carry two results, and a client needs at most one resend of the same
+job. Figures go to ``bench/results/jobs-chaos.md``.
 
 ``flock /tmp/ph-cluster.lock python -m pytest -q -m soak tests/test_jobs_chaos.py -s``
 """
