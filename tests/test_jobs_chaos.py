@@ -148,6 +148,7 @@ def chaos(cluster: LaunchedCluster, clock: Clock, ledger: Ledger) -> Callable[[t
     def kill(node: str, part: str) -> None:
         count = entry(node, part)["restarts"] + 1
         pid = cluster.balancer_pid(part) if node == "balancer" else cluster.pid(node, part)
+        cluster.busy_workers(timeout=5)  # mid-job where there is one: a job is then in flight through every part
         at = clock.now()
         os.kill(pid, signal.SIGKILL)
         wait_until(lambda: back(node, part, count), f"{node}/{part} back after SIGKILL", WAIT, interval=0.1)
