@@ -70,6 +70,8 @@ class Reply:
     pixels_sha256: str = ""
     """Hash of the decoded RGB pixels: equal for equal images whatever the PNG encoder did."""
     progress_events: int = 0
+    job_id: str | None = None
+    """The recorded job that made the image (``X-Job-Id``, or the web front's ``info``), when there is one."""
 
 
 class CallFailed(Exception):
@@ -156,7 +158,8 @@ class RestClient:
             digest = check_image(base64.b64decode(body["images"][0]), job)
             if body["seed"] != job.seed:
                 raise CallFailed(f"asked for seed {job.seed}, got {body['seed']}")
-            return Reply(body["seed"], job.width, job.height, body["worker_id"], pixels_sha256=digest)
+            return Reply(body["seed"], job.width, job.height, body["worker_id"], pixels_sha256=digest,
+                         job_id=response.headers.get("x-job-id"))
         except (ValueError, KeyError, IndexError, TypeError) as exc:
             raise CallFailed(f"malformed /generate answer: {exc!r}") from None
 
@@ -247,7 +250,7 @@ def reply_from_gallery(gallery: Any, info: Any, job: Job, read_file: Any, progre
     return Reply(
         info["seed"], job.width, job.height, info.get("worker_id") or info["job_id"], info.get("web_node"),
         info.get("attempts", 1),
-        pixels_sha256=digest, progress_events=progress_events,
+        pixels_sha256=digest, progress_events=progress_events, job_id=info.get("job_id"),
     )
 
 

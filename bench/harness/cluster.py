@@ -330,11 +330,17 @@ class LaunchedCluster:
         Checked to be a descendant of our own launch.py, so that we only ever signal
         processes we started.
         """
-        pid = self.part_status(node, part).get("pid")
+        return self._own_pid(self.part_status(node, part).get("pid"), f"{node}/{part}")
+
+    def balancer_pid(self, name: str) -> int:
+        """PID of a process the sidecar runs beside the nodes (``haproxy``, ``jobs``), checked like ``pid``."""
+        return self._own_pid(self.status()[name].get("pid"), name)
+
+    def _own_pid(self, pid: Any, what: str) -> int:
         if not isinstance(pid, int):
-            raise RuntimeError(f"the sidecar reports no PID for {node}/{part}")
+            raise RuntimeError(f"the sidecar reports no PID for {what}")
         if self.proc is None or pid not in {p.pid for p in psutil.Process(self.proc.pid).children(recursive=True)}:
-            raise RuntimeError(f"PID {pid} of {node}/{part} is not one of the processes this cluster started")
+            raise RuntimeError(f"PID {pid} of {what} is not one of the processes this cluster started")
         return pid
 
     def kill(self, node: str, part: str) -> int:
