@@ -40,11 +40,12 @@ STREAM_PATH = "/gradio_api/queue/data"
 MAX_NODE_NAME = 64
 """Longer header values are not counted as a node (the header comes from HAProxy; a bound all the same)."""
 MAX_STICKY_NODES = 256
+"""Distinct sticky values counted at most: HAProxy copies the client's cookie, whatever its value, so a client
+sending a new one each time must not grow the counts without bound (later new values count as no node)."""
 ROUTE_SEGMENTS = 3
 """A request in flight is named by its method and its path's first segments (no file names, no ids)."""
 MAX_ROUTE = 80
-"""Distinct sticky values counted at most: HAProxy copies the client's cookie, whatever its value, so a client
-sending a new one each time must not grow the counts without bound (later new values count as no node)."""
+"""Characters of a route name at most."""
 
 
 class TrafficCounts:
@@ -64,7 +65,7 @@ class TrafficCounts:
                   for node in self.totals.keys() | self.streams.keys() if node is not None}
         jobs = self.jobs()
         return {"in_flight": sum(self.in_flight.values()) + jobs, "jobs": jobs, "total": sum(self.totals.values()),
-                "sticky": sticky, "routes": {route: count for route, count in self.routes.items() if count}}
+                "sticky": sticky, "routes": dict(self.routes)}
 
 
 class CountTraffic:
@@ -96,6 +97,8 @@ class CountTraffic:
             in_flight[node] -= 1
             if route is not None:
                 self.counts.routes[route] -= 1
+                if not self.counts.routes[route]:
+                    del self.counts.routes[route]  # only routes in flight are kept: paths are the client's to choose
 
 
 def request_route(scope: Scope) -> str:

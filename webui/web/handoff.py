@@ -27,7 +27,8 @@ from urllib.parse import parse_qs, unquote
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from webui.contract import HEALTH_PATH, HEARTBEAT_PREFIX, METRICS_PATH, READY_PATH, TRAFFIC_PATH
+from webui.contract import HEARTBEAT_PREFIX
+from webui.traffic import UNCOUNTED
 from webui.web.gradio_routes import CLIENT_ID
 
 logger = logging.getLogger(__name__)
@@ -38,8 +39,6 @@ download comes right after the result)."""
 POLL = 0.1
 """Seconds between two looks while a stopping web front waits."""
 STARTS = ("/gradio_api/queue/join", "/gradio_api/upload")
-PROBE_PATHS = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH, TRAFFIC_PATH})
-"""HAProxy's checks and the sidecar's probes: not a client's request (they would keep a stopping front from exiting)."""
 DATA, FILE = "/gradio_api/queue/data", "/gradio_api/file="
 
 
@@ -98,8 +97,9 @@ class HandOn:
         if refusal is not None:
             await self.handoff.refuse(refusal, send)
             return
-        if scope["path"].startswith(HEARTBEAT_PREFIX) or scope["path"] in PROBE_PATHS:
-            await self.app(scope, receive, send)  # open as long as the page is; a probe every second, for ever
+        if scope["path"].startswith(HEARTBEAT_PREFIX) or scope["path"] in UNCOUNTED:
+            # A heartbeat is open as long as the page is; HAProxy's checks come every second, for ever.
+            await self.app(scope, receive, send)
             return
         self.handoff.in_flight += 1
         try:
