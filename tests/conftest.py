@@ -68,6 +68,8 @@ def shared_cluster(request: pytest.FixtureRequest,
 
 MODULE_SECONDS = Path(__file__).with_name("module_seconds.json")
 """Seconds each module took in a whole run (``scripts/module_seconds.py`` writes it)."""
+SHARED_SCOPE = "shared-cluster"
+"""The unit of every module that uses the shared cluster (``scope_of``)."""
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -84,8 +86,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
                                 "tests/shared_cluster.py's MODULES")
     items.sort(key=lambda item: -seconds.get(scope_of(item.nodeid), unknown))
 
-
-SHARED_SCOPE = "shared-cluster"
 
 
 def scope_of(nodeid: str) -> str:

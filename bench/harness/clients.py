@@ -327,10 +327,11 @@ class PageEvent:
         """The event's output data by elem_id."""
         return {elem_id: value for elem_id, value in zip(self.outputs, data, strict=False) if elem_id}
 
-
-def is_update(value: Any) -> bool:
-    """Whether an output value is Gradio's update (``gr.skip()``, ``gr.update(...)``) rather than a value."""
-    return isinstance(value, dict) and value.get("__type__") == "update"
+    def component_values(self, data: list[Any]) -> dict[int, Any]:
+        """The values the event's output data sets, by component id (Gradio's updates, such as ``gr.skip()``, set
+        none: they are not values)."""
+        return {component: value for component, value in zip(self.output_ids, data, strict=False)
+                if not (isinstance(value, dict) and value.get("__type__") == "update")}
 
 
 def stream_messages(stream: httpx.Response, event_id: str) -> Iterator[dict[str, Any]]:
@@ -378,16 +379,14 @@ class BrowserProtocolClient:
             data, progress_events = self._follow_stream(event_id)
             assert self.event is not None
             event, shown = self.event, self.event.named_outputs(data)
-            values = {component: value for component, value in zip(event.output_ids, data, strict=False)
-                      if not is_update(value)}
+            values = event.component_values(data)
             while event.then is not None:  # the page's next event (with jobs: follow the recorded job)
                 if (error := shown.get("error")) and isinstance(error, dict) and error.get("visible"):
                     break
                 event = event.then
                 data, more = self._follow_stream(self._join_event(event, event.chained_payload(values)))
                 progress_events += more
-                values.update((component, value) for component, value in zip(event.output_ids, data, strict=False)
-                              if not is_update(value))
+                values.update(event.component_values(data))
                 shown.update(event.named_outputs(data))
         except httpx.HTTPError as exc:
             raise CallFailed(f"{type(exc).__name__}: {exc}") from None
@@ -433,7 +432,7 @@ class BrowserProtocolClient:
         values: dict[int, Any] = {}
         if self.event.then is not None:  # with jobs: Generate records the job, the next event follows it
             data, _ = self._follow_stream(event_id)
-            values = dict(zip(self.event.output_ids, data, strict=False))
+            values = self.event.component_values(data)
             event_id = self._join_event(self.event.then, self.event.then.chained_payload(values))
         with self.http.stream("GET", "/gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
             for message in stream_messages(stream, event_id):
