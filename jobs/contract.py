@@ -76,3 +76,20 @@ WEBHOOK_PROGRESS_EVERY: Final = timedelta(milliseconds=500)
 DELIVERY_LEASE_SECONDS: Final = 180.0
 """How long a service's claim on a webhook delivery lasts: longer than a claimed batch takes to send (32
 deliveries, 8 at once, at most 15 s each: 60 s), so no other service sends one of them meanwhile."""
+
+# --- accounts and API keys (docs/accounts.md)
+SCOPE_GENERATE: Final = "generate"
+"""Submit jobs and act on them: cancel, share, redeliver a webhook."""
+SCOPE_HISTORY: Final = "history"
+"""Read the account's jobs: list, status, results, events, webhook deliveries."""
+SCOPE_ADMIN: Final = "admin"
+"""Everything the other scopes allow (and, later, managing the account over the API)."""
+SCOPES: Final = (SCOPE_GENERATE, SCOPE_HISTORY, SCOPE_ADMIN)
+ROLES: Final = ("admin", "member")
+"""A member's role in an account."""
+API_KEY_PREFIX: Final = "ph_live_"
+"""How every API key begins (a secret scanner can recognise it); its next 8 characters make its visible prefix."""
+KEY_CACHE_SECONDS: Final = 5.0
+"""The longest a jobs service trusts a key it looked up: a revoked key is refused everywhere within this."""
+LAST_USED_EVERY: Final = timedelta(minutes=1)
+"""A key's last-used time is written at most this often (not on every request)."""

@@ -121,3 +121,40 @@ class ShareLinkExpired(JobsError):
 
     def __init__(self, expired_at: str) -> None:
         super().__init__(f"This share link expired at {expired_at}. Ask whoever shared it for a new one.")
+
+
+class AccountNotFound(JobsError):
+    """No account has this name."""
+
+    code = "account_not_found"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"There is no account {name!r}; `python -m jobs accounts list` shows them.")
+
+
+class AccountExists(JobsError):
+    """An account with this name exists already."""
+
+    code = "account_exists"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"An account named {name!r} exists already; choose another name.")
+
+
+class MemberNotFound(JobsError):
+    """The account has no such member."""
+
+    code = "member_not_found"
+
+    def __init__(self, account: str, user: str) -> None:
+        super().__init__(f"{user!r} is not a member of account {account!r}.")
+
+
+class ApiKeyNotFound(JobsError):
+    """No API key has this prefix or id."""
+
+    code = "api_key_not_found"
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__(f"There is no API key {prefix!r}; `python -m jobs accounts list-keys ACCOUNT` shows an "
+                         "account's keys by their prefix.")

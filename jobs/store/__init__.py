@@ -3,6 +3,17 @@ balancer hosts), through one code path. Each function takes the ``Engine`` (``ma
 ``upgrade(url)`` brought the schema to the code's revision.
 """
 
+from jobs.store.accounts import (
+    Account,
+    Member,
+    add_member,
+    create_account,
+    get_account,
+    list_accounts,
+    members,
+    remove_member,
+)
+from jobs.store.api_keys import ApiKey, create_key, find_key, key_by_prefix, key_hash, list_keys, revoke_key, touch_key
 from jobs.store.claims import claim_next, record_progress, renew
 from jobs.store.deliveries import (
     LoggedAttempt,
@@ -21,6 +32,8 @@ from jobs.store.retention import sweep_expired
 from jobs.store.submissions import get, list_newest_first, queue_position, submit, submit_held
 
 __all__ = [
+    "Account", "Member", "add_member", "create_account", "get_account", "list_accounts", "members", "remove_member",
+    "ApiKey", "create_key", "find_key", "key_by_prefix", "key_hash", "list_keys", "revoke_key", "touch_key",
     "LoggedAttempt", "QueuedDelivery", "claim_due", "claim_one", "job_deliveries", "record_attempt",
     "Event", "Image", "Job", "Lease", "Page", "Settled", "StoredResult", "cancel", "claim_next", "default_url",
     "events_after", "fail", "finish", "get", "list_newest_first", "make_engine", "mark_canceled", "queue_position",

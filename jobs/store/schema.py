@@ -1,5 +1,5 @@
 """The job store's tables (SQLAlchemy Core, one ``MetaData``): jobs, their results, events and tombstones;
-webhook deliveries (the outbox) and their attempts (the delivery log).
+webhook deliveries (the outbox) and their attempts (the delivery log); accounts, their members and API keys.
 
 Portable between SQLite and PostgreSQL: timestamps through ``UTCDateTime`` (always timezone-aware UTC), JSON
 through ``JSON`` (text on SQLite, ``json`` on PostgreSQL), bytes through ``LargeBinary`` (``BLOB`` / ``bytea``).
@@ -145,4 +145,33 @@ webhook_attempts = Table(
     Column("error", Text, nullable=True, doc="what went wrong, in words"),
     Column("latency_ms", Float, nullable=False),
     Column("redelivery", Boolean, nullable=False, doc="asked for through the API, not scheduled"),
+)
+
+accounts = Table(
+    "accounts", metadata,
+    Column("id", String(32), primary_key=True, doc="acc_ + 16 random characters: the owner of the account's jobs"),
+    Column("name", String(100), nullable=False, unique=True, doc="what operators call it: a studio, an app"),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+account_members = Table(
+    "account_members", metadata,
+    Column("account_id", String(32), ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    Column("user", String(200), primary_key=True, doc="the person's login name"),
+    Column("role", String(16), nullable=False, doc="admin or member"),
+    Column("added_at", UTCDateTime, nullable=False),
+)
+
+api_keys = Table(
+    "api_keys", metadata,
+    Column("id", String(32), primary_key=True, doc="key_ + 16 random characters"),
+    Column("account_id", String(32), ForeignKey("accounts.id", ondelete="CASCADE"), nullable=False),
+    Column("prefix", String(32), nullable=False, unique=True, doc="the key's first 16 characters, shown in lists"),
+    Column("hash", String(64), nullable=False, unique=True, doc="SHA-256 (hex) of the whole key; never the key"),
+    Column("label", String(200), nullable=True, doc="what it is for, in the operator's words"),
+    Column("scopes", JSON, nullable=False, doc="what it may do: generate, history, admin"),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_used_at", UTCDateTime, nullable=True, doc="written at most once a minute"),
+    Column("revoked_at", UTCDateTime, nullable=True, doc="refused on every service from then on"),
+    Index(None, "account_id"),  # an account's keys
 )

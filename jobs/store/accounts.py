@@ -1,0 +1,107 @@
+"""Accounts (a studio, an app: the owner of its jobs) and their members, each an admin or a member.
+
+An account's id (``acc_`` + 16 random characters) is the ``owner`` of the jobs its API keys submit; operators name
+it by its unique ``name``. Members are login names with a role; browser sign-in will map them to their account.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy.exc import IntegrityError
+
+from jobs.contract import ROLES
+from jobs.errors import AccountExists, AccountNotFound, MemberNotFound
+from jobs.store.engine import read, write
+from jobs.store.records import utc_now
+from jobs.store.schema import account_members, accounts
+
+logger = logging.getLogger(__name__)
+
+ACCOUNT_ID_PREFIX = "acc_"
+
+
+@dataclass(frozen=True)
+class Account:
+    id: str
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class Member:
+    user: str
+    role: str
+    added_at: datetime
+
+
+def create_account(engine: Engine, name: str, now: datetime | None = None) -> Account:
+    """A new account called ``name`` (unique: ``AccountExists`` otherwise)."""
+    if not name.strip() or len(name) > 100:
+        raise ValueError("an account's name is 1 to 100 characters")
+    account = Account(ACCOUNT_ID_PREFIX + secrets.token_urlsafe(12), name, now or utc_now())
+    try:
+        with write(engine) as connection:
+            connection.execute(insert(accounts).values(**account.__dict__))
+    except IntegrityError:
+        raise AccountExists(name) from None
+    logger.info("account %s created (%s)", account.name, account.id)
+    return account
+
+
+def find_account(connection: Connection, name: str) -> Account:
+    """The account called ``name``; ``AccountNotFound`` otherwise."""
+    row = connection.execute(select(accounts).where(accounts.c.name == name)).one_or_none()
+    if row is None:
+        raise AccountNotFound(name)
+    return Account(**row._mapping)
+
+
+def get_account(engine: Engine, name: str) -> Account:
+    with read(engine) as connection:
+        return find_account(connection, name)
+
+
+def list_accounts(engine: Engine) -> list[Account]:
+    with read(engine) as connection:
+        return [Account(**row._mapping) for row in connection.execute(select(accounts).order_by(accounts.c.name))]
+
+
+def add_member(engine: Engine, account: str, user: str, role: str = "member", now: datetime | None = None) -> Member:
+    """Make ``user`` a member of the account called ``account`` with ``role`` (a member already: role changed)."""
+    if role not in ROLES:
+        raise ValueError(f"a member's role is one of {', '.join(ROLES)}, not {role!r}")
+    if not user.strip() or len(user) > 200:
+        raise ValueError("a member's login name is 1 to 200 characters")
+    member = Member(user, role, now or utc_now())
+    with write(engine) as connection:
+        account_id = find_account(connection, account).id
+        connection.execute(delete(account_members).where(account_members.c.account_id == account_id,
+                                                         account_members.c.user == user))
+        connection.execute(insert(account_members).values(account_id=account_id, **member.__dict__))
+    logger.info("account %s: %s is a%s %s", account, user, "n" if role == "admin" else "", role)
+    return member
+
+
+def remove_member(engine: Engine, account: str, user: str) -> None:
+    """``user`` is no longer a member of ``account`` (``MemberNotFound`` when they were not one)."""
+    with write(engine) as connection:
+        account_id = find_account(connection, account).id
+        removed = connection.execute(delete(account_members).where(
+            account_members.c.account_id == account_id, account_members.c.user == user)).rowcount
+    if not removed:
+        raise MemberNotFound(account, user)
+    logger.info("account %s: %s removed", account, user)
+
+
+def members(engine: Engine, account: str) -> list[Member]:
+    with read(engine) as connection:
+        account_id = find_account(connection, account).id
+        rows = connection.execute(select(account_members.c.user, account_members.c.role, account_members.c.added_at)
+                                  .where(account_members.c.account_id == account_id)
+                                  .order_by(account_members.c.user))
+        return [Member(**row._mapping) for row in rows]
