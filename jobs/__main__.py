@@ -1,4 +1,5 @@
-"""``python -m jobs``: the jobs service (``jobs.service``) under uvicorn; ``--help`` lists the settings."""
+"""``python -m jobs``: the jobs service (``jobs.service``) under uvicorn; ``--help`` lists the settings.
+``python -m jobs accounts ...``: accounts, members and API keys (``jobs.accounts_cli``)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 
 import uvicorn
 
+from jobs import accounts_cli
 from jobs.service import build_app
 from jobs.settings import JobsSettings
 from webui.settings import settings_from_cli
@@ -15,6 +17,9 @@ logger = logging.getLogger("jobs")
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["accounts"]:
+        return accounts_cli.main(argv[1:])
     settings = settings_from_cli(JobsSettings, argv, "python -m jobs")
     if settings is None:
         return 2

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from jobs.api import JobsApi, create_app
+from jobs.api.auth import KeyCache
 from jobs.api.share_tokens import KEY_FILE, ShareSigner, read_share_key
 from jobs.api.sync_jobs import SyncOptions
 from jobs.contract import API_PREFIX
@@ -102,7 +103,8 @@ def build_app(settings: JobsSettings) -> FastAPI:
                                                         window_s=settings.webhook_retry_window))
     sync = SyncOptions(dispatcher.runs, holder_name(), settings.queue_wait, timedelta(days=settings.retention_days))
     jobs_api = JobsApi(engine, guard, limits, dispatcher.wake, timedelta(days=settings.retention_days),
-                       settings.max_body_bytes, partial(queue.redeliver, sender), sync, share_signer(settings))
+                       settings.max_body_bytes, partial(queue.redeliver, sender), sync, share_signer(settings),
+                       KeyCache(engine, settings.key_cache_seconds))
     # The OpenAPI page under the API's own prefix: reachable wherever the API is (the balancer routes the prefix).
     app = create_app(jobs_api, lifespan=lifespan, docs_url=f"{API_PREFIX}/docs", redoc_url=None,
                      openapi_url=f"{API_PREFIX}/openapi.json")

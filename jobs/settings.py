@@ -13,7 +13,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from jobs.contract import LEASE_SECONDS
+from jobs.contract import KEY_CACHE_SECONDS, LEASE_SECONDS
 from jobs.store import default_url
 from jobs.webhooks.targets import WebhookTargetPolicy
 
@@ -59,6 +59,8 @@ class JobsSettings(BaseSettings):
     webhook_first_retry: float = Field(5, gt=0, le=3600, description="Seconds before the first retry of a failed "
                                        "webhook (then doubling, up to one an hour).")
     webhook_poll: float = Field(1, gt=0, description="Seconds between looks for due webhook deliveries.")
+    key_cache_seconds: float = Field(KEY_CACHE_SECONDS, ge=0, le=KEY_CACHE_SECONDS, description="Seconds an API key "
+                                     "looked up in the store is trusted: a revoked key is refused within this.")
 
     def resolved_store_url(self) -> str:
         return self.store_url or default_url(self.run_dir)

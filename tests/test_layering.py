@@ -47,7 +47,7 @@ JOBS_ROOMS: tuple[set[str], ...] = (
     {"running"},             # a held job on the workers' queue to its outcome: the dispatcher's and /generate's
     {"dispatch", "api", "janitor"},  # jobs to the workers' queue; the /v1/jobs API; retention (apart)
     {"settings"},            # python -m jobs's flags
-    {"service"},             # the composition root: store, API, dispatcher, janitor in one process
+    {"service", "accounts_cli"},  # the composition root: store, API, dispatcher, janitor; the accounts commands
     {"__main__"},            # python -m jobs
 )
 """The jobs package's rooms, lowest first: a room imports only its own and lower rows' rooms."""

@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 from sqlalchemy import Engine
 
+from jobs.api.auth import KeyCache, Who, owned
 from jobs.api.errors import RESPONSES
 from jobs.api.models import JobAccepted, JobList, JobRequest, JobView
 from jobs.api.share_tokens import ShareSigner
@@ -27,7 +28,7 @@ from jobs.api.sse import job_events, last_event_id
 from jobs.api.submission import MAX_BODY_BYTES, prefer_wait, read_submission
 from jobs.api.sync_jobs import SyncOptions
 from jobs.api.views import PREFIX, accepted, view
-from jobs.contract import ANONYMOUS, PAGE_LIMIT_MAX, RETENTION
+from jobs.contract import PAGE_LIMIT_MAX, RETENTION
 from jobs.errors import ResultNotFound
 from jobs.store import Job, cancel, get, list_newest_first, result_data, stored_results, submit
 from jobs.webhooks.targets import TargetGuard
@@ -56,6 +57,8 @@ class JobsApi:
     """How synchronous ``/generate`` requests run (None: this service serves none)."""
     shares: ShareSigner | None = None
     """Signs and checks share links (None: this service makes none)."""
+    keys: KeyCache | None = None
+    """Checks API keys (None: a cache of ``KEY_CACHE_SECONDS`` on ``engine``)."""
 
 
 def api(request: Request) -> JobsApi:
@@ -65,9 +68,9 @@ def api(request: Request) -> JobsApi:
 Api = Annotated[JobsApi, Depends(api)]
 
 
-async def existing_job(job_id: str, jobs: Api) -> Job:
-    """The job in the path; 404 unknown, 410 expired (before any SSE stream starts)."""
-    return await run_sync(get, jobs.engine, job_id)
+async def existing_job(job_id: str, jobs: Api, who: Who) -> Job:
+    """The caller's job in the path; 404 unknown or another's, 410 expired (before any SSE stream starts)."""
+    return owned(await run_sync(get, jobs.engine, job_id), who)
 
 
 async def wait_until_done(engine: Engine, job: Job, seconds: float) -> Job:
@@ -86,14 +89,14 @@ router = APIRouter(prefix=PREFIX, tags=["jobs"], responses=RESPONSES)
     "required": True, "content": {"application/json": {"schema": JobRequest.model_json_schema()}}}},
     responses={200: {"model": JobView, "description": "An earlier job with this Idempotency-Key and body"},
                201: {"model": JobView, "description": "Finished within Prefer: wait"}})
-async def submit_job(request: Request, jobs: Api) -> Response:
+async def submit_job(request: Request, jobs: Api, who: Who) -> Response:
     """Accept a job (202). ``Prefer: wait=N`` (N ≤ 60) holds the answer until it is finished (201) or N s passed
     (202). ``Idempotency-Key``: the same key and body answer the same job (200), another body is a 422."""
     limits = (await jobs.limits()) if jobs.limits else Limits()
     checked = await read_submission(request, limits, jobs.guard, jobs.max_body)
     job, created = await run_sync(lambda: submit(
         jobs.engine, checked.input, idempotency_key=checked.idempotency_key, body_hash=checked.body_hash,
-        owner=ANONYMOUS, retention=jobs.retention))
+        owner=who.owner, retention=jobs.retention))
     if created:
         jobs.wake()
         logger.info("job %s accepted", job.id)
@@ -106,11 +109,11 @@ async def submit_job(request: Request, jobs: Api) -> Response:
 
 
 @router.get("", response_model=JobList)
-async def list_jobs(jobs: Api, cursor: str | None = None,
+async def list_jobs(jobs: Api, who: Who, cursor: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 20) -> JobList:
     """Jobs, newest first; follow ``next`` for the next page."""
     def page() -> JobList:
-        found = list_newest_first(jobs.engine, ANONYMOUS, cursor, limit)
+        found = list_newest_first(jobs.engine, who.owner, cursor, limit)
         following = f"{PREFIX}?cursor={found.next_cursor}&limit={limit}" if found.next_cursor else None
         return JobList(jobs=[view(jobs.engine, job) for job in found.jobs], next_cursor=found.next_cursor,
                        next=following)

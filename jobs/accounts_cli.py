@@ -1,0 +1,125 @@
+"""``python -m jobs accounts``: accounts, their members and API keys, straight in the job store.
+
+    python -m jobs accounts create NAME                        # a new account (a studio, an app)
+    python -m jobs accounts list
+    python -m jobs accounts add-member NAME USER [--role admin|member]
+    python -m jobs accounts remove-member NAME USER
+    python -m jobs accounts members NAME
+    python -m jobs accounts create-key NAME --scope generate [--scope history] [--label TEXT]
+    python -m jobs accounts list-keys NAME                     # prefixes, scopes, last use; never the keys
+    python -m jobs accounts revoke-key PREFIX                  # refused by every jobs service within 5 s
+
+The store is the jobs service's: ``PORTRAIT_JOBS_STORE_URL`` (the environment, never a flag: it may hold a
+password), else the SQLite file in ``--run-dir``. ``create-key`` prints the new key alone on stdout, once: it is
+generated here, never read from the command line, and the store keeps only its SHA-256. Exit status: 0 done,
+1 refused (no such account, key or member; a name taken), 2 bad usage; errors are one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from sqlalchemy.exc import OperationalError
+
+from jobs.contract import ROLES, SCOPES
+from jobs.errors import JobsError
+from jobs.settings import JobsSettings
+from jobs.store import (
+    ApiKey,
+    add_member,
+    create_account,
+    create_key,
+    list_accounts,
+    list_keys,
+    make_engine,
+    members,
+    remove_member,
+    revoke_key,
+    upgrade,
+)
+
+EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m jobs accounts", description="Accounts, members and API keys.")
+    top.add_argument("--run-dir", type=Path, default=None, help="The jobs service's run directory (SQLite store).")
+    commands = top.add_subparsers(dest="command", required=True)
+    commands.add_parser("create", help="a new account").add_argument("name")
+    commands.add_parser("list", help="every account")
+    for name, text in (("add-member", "make USER a member"), ("remove-member", "USER is no longer a member")):
+        command = commands.add_parser(name, help=text)
+        command.add_argument("name")
+        command.add_argument("user")
+        if name == "add-member":
+            command.add_argument("--role", choices=ROLES, default="member")
+    commands.add_parser("members", help="an account's members").add_argument("name")
+    create = commands.add_parser("create-key", help="a new API key, printed once")
+    create.add_argument("name")
+    create.add_argument("--scope", action="append", choices=SCOPES, required=True, help="repeat for several")
+    create.add_argument("--label", default=None, help="what the key is for")
+    commands.add_parser("list-keys", help="an account's keys (never the keys themselves)").add_argument("name")
+    commands.add_parser("revoke-key", help="refuse a key from now on").add_argument("prefix")
+    return top
+
+
+def key_line(key: ApiKey) -> str:
+    used = f"{key.last_used_at:%Y-%m-%d %H:%M}" if key.last_used_at else "never"
+    state = f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active"
+    return f"{key.prefix}…  {','.join(key.scopes):<24} last used {used:<16}  {state}  {key.label or ''}".rstrip()
+
+
+def run(args: argparse.Namespace) -> None:
+    """Carry out one command, printing what it did."""
+    settings = JobsSettings(**({"run_dir": args.run_dir} if args.run_dir else {}))
+    url = settings.resolved_store_url()
+    if url.startswith("sqlite:///"):
+        settings.run_dir.mkdir(parents=True, exist_ok=True)
+    upgrade(url)
+    engine = make_engine(url)
+    try:
+        if args.command == "create":
+            account = create_account(engine, args.name)
+            print(f"account {account.name} created ({account.id})")
+        elif args.command == "list":
+            for account in list_accounts(engine):
+                print(f"{account.name}  {account.id}  created {account.created_at:%Y-%m-%d %H:%M}")
+        elif args.command == "add-member":
+            add_member(engine, args.name, args.user, args.role)
+            print(f"{args.user} is a member of {args.name} ({args.role})")
+        elif args.command == "remove-member":
+            remove_member(engine, args.name, args.user)
+            print(f"{args.user} is no longer a member of {args.name}")
+        elif args.command == "members":
+            for member in members(engine, args.name):
+                print(f"{member.user}  {member.role}")
+        elif args.command == "create-key":
+            key, secret = create_key(engine, args.name, args.scope, args.label)
+            print(f"API key {key.prefix}… for {args.name} ({', '.join(key.scopes)}). It is shown only now: "
+                  "keep it in a secret store; lost, it cannot be shown again (revoke it and create another).",
+                  file=sys.stderr)
+            print(secret)
+        elif args.command == "list-keys":
+            for key in list_keys(engine, args.name):
+                print(key_line(key))
+        elif args.command == "revoke-key":
+            key = revoke_key(engine, args.prefix)
+            print(f"API key {key.prefix}… of {key.account} revoked: every jobs service refuses it within 5 s")
+    finally:
+        engine.dispose()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        run(args)
+    except (JobsError, ValueError) as error:
+        print(f"python -m jobs accounts: {error}", file=sys.stderr)
+        return EXIT_REFUSED
+    except OperationalError as error:
+        print(f"python -m jobs accounts: the job store does not answer: {str(error.orig).splitlines()[0]}",
+              file=sys.stderr)
+        return EXIT_USAGE
+    return EXIT_OK

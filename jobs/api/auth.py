@@ -1,0 +1,139 @@
+"""Who is asking: ``Authorization: Bearer <API key>`` makes the key's account the caller, checked against the
+store (through a cache of at most ``KEY_CACHE_SECONDS``, so a revoked key is refused on every service within
+that); any other request is anonymous, as before accounts (the site's basic-auth login and the studio page).
+
+Identity comes only from this check: no header a client sends names an account. The scope a request needs
+follows from its method (``SCOPE_FOR_METHOD``); a job of another owner is answered as if it did not exist.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated
+
+from anyio.to_thread import run_sync
+from fastapi import Depends, Request
+from sqlalchemy import Engine
+
+from jobs.contract import (
+    ANONYMOUS,
+    KEY_CACHE_SECONDS,
+    LAST_USED_EVERY,
+    SCOPE_ADMIN,
+    SCOPE_GENERATE,
+    SCOPE_HISTORY,
+    SCOPES,
+)
+from jobs.errors import JobNotFound
+from jobs.store import ApiKey, Job, find_key, key_hash, touch_key
+from jobs.store.records import utc_now
+from webui.worker.job_parsing import ApiError
+
+logger = logging.getLogger(__name__)
+
+SCOPE_FOR_METHOD = {"GET": SCOPE_HISTORY, "HEAD": SCOPE_HISTORY, "DELETE": SCOPE_HISTORY, "POST": SCOPE_GENERATE}
+"""Reading and tidying the account's jobs needs ``history``; submitting and acting on them ``generate``; any other
+method ``admin``."""
+CACHE_SIZE = 10_000
+"""The most keys one service remembers (the oldest looked-up go first)."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The owner a request acts for (an account's id, or ``ANONYMOUS``) and what it may do."""
+
+    owner: str
+    scopes: frozenset[str]
+    key_prefix: str | None = None
+
+    def may(self, scope: str) -> bool:
+        return scope in self.scopes or SCOPE_ADMIN in self.scopes
+
+
+ANONYMOUS_CALLER = Caller(ANONYMOUS, frozenset(SCOPES))
+
+
+def unauthorized(error: str, detail: str) -> ApiError:
+    return ApiError(401, error, detail, headers={"WWW-Authenticate": 'Bearer realm="portrait-ha", '
+                                                                      'error="invalid_token"'})
+
+
+@dataclass
+class _Looked:
+    key: ApiKey | None
+    at: datetime
+
+
+class KeyCache:
+    """API keys looked up in the store and trusted for ``seconds``; ``verify`` blocks (run it in a thread).
+
+    A key's last-used time is written at most once per ``LAST_USED_EVERY``; ``now`` is injectable for tests."""
+
+    def __init__(self, engine: Engine, seconds: float = KEY_CACHE_SECONDS,
+                 now: Callable[[], datetime] = utc_now) -> None:
+        self.engine, self.ttl, self.now = engine, timedelta(seconds=seconds), now
+        self._looked: dict[str, _Looked] = {}
+        self._touched: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def verify(self, token: str) -> Caller:
+        """The caller ``token`` makes; ``ApiError`` 401 when it is no key, or a revoked one."""
+        now, digest = self.now(), key_hash(token)
+        with self._lock:
+            looked = self._looked.get(digest)
+        if looked is None or now - looked.at >= self.ttl:
+            looked = _Looked(find_key(self.engine, token), now)
+            if looked.key is not None:
+                self._remember(digest, looked)
+        key = looked.key
+        if key is None:
+            raise unauthorized("invalid_api_key", "This API key is not valid: check that it was copied whole, or "
+                               "ask your account's admin for a new one.")
+        if key.revoked_at is not None:
+            raise unauthorized("revoked_api_key", f"The API key {key.prefix}… was revoked on "
+                               f"{key.revoked_at:%Y-%m-%d %H:%M} UTC; ask your account's admin for a new one.")
+        if now - self._touched.get(key.id, datetime.min.replace(tzinfo=now.tzinfo)) >= LAST_USED_EVERY:
+            if len(self._touched) >= CACHE_SIZE:
+                self._touched.clear()
+            self._touched[key.id] = now
+            touch_key(self.engine, key.id, now)
+        return Caller(key.account_id, frozenset(key.scopes), key.prefix)
+
+    def _remember(self, digest: str, looked: _Looked) -> None:
+        with self._lock:
+            if len(self._looked) >= CACHE_SIZE:
+                self._looked.pop(next(iter(self._looked)))
+            self._looked.pop(digest, None)
+            self._looked[digest] = looked
+
+
+async def caller(request: Request) -> Caller:
+    """The request's caller, allowed the scope its method needs (401 for a bad key, 403 for a missing scope)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return ANONYMOUS_CALLER
+    if not token.strip():
+        raise unauthorized("invalid_api_key", "The Authorization header says Bearer but carries no API key.")
+    keys: KeyCache = request.app.state.keys
+    who = await run_sync(keys.verify, token.strip())
+    needed = SCOPE_FOR_METHOD.get(request.method, SCOPE_ADMIN)
+    if not who.may(needed):
+        raise ApiError(403, "missing_scope", f"The API key {who.key_prefix}… may not do this: it needs the "
+                       f"{needed} scope and has {', '.join(sorted(who.scopes))}. Ask your account's admin for a key "
+                       f"with {needed}.", headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", '
+                                                                        f'scope="{needed}"'})
+    return who
+
+
+Who = Annotated[Caller, Depends(caller)]
+
+
+def owned(job: Job, who: Caller) -> Job:
+    """``job`` when ``who`` owns it; another owner's job is answered as unknown (404), never as forbidden."""
+    if job.owner != who.owner:
+        raise JobNotFound(job.id)
+    return job
