@@ -44,7 +44,8 @@ EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
 
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m jobs accounts", description="Accounts, members and API keys.")
+    top = argparse.ArgumentParser(prog="python -m jobs accounts", description=__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     top.add_argument("--run-dir", type=Path, default=None, help="The jobs service's run directory (SQLite store).")
     commands = top.add_subparsers(dest="command", required=True)
     commands.add_parser("create", help="a new account").add_argument("name")

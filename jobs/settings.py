@@ -19,7 +19,10 @@ from jobs.webhooks.targets import WebhookTargetPolicy
 
 
 class JobsSettings(BaseSettings):
-    """Settings of the jobs service."""
+    """Settings of the jobs service. One subcommand:
+
+    accounts    accounts, their members and API keys (python -m jobs accounts --help)
+    """
 
     model_config = SettingsConfigDict(cli_prog_name="python -m jobs", env_prefix="PORTRAIT_JOBS_",
                                       cli_kebab_case=True, cli_implicit_flags=True, extra="ignore")
