@@ -24,9 +24,10 @@ class JobGone(JobsError):
 
     code = "job_expired"
 
-    def __init__(self, job_id: str) -> None:
+    def __init__(self, job_id: str, owner: str | None = None) -> None:
         super().__init__(f"Job {job_id!r} has expired: its record and results were deleted after their retention.")
         self.job_id = job_id
+        self.owner = owner
 
 
 class IdempotencyConflict(JobsError):

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -23,7 +24,8 @@ from sqlalchemy import select
 
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
-from jobs.store import make_engine
+from jobs.store import make_engine, sweep_expired
+from jobs.store.records import utc_now
 from jobs.store.schema import accounts, api_keys, jobs
 from tests.jobs_service import JOB, PART, WAIT, Part, service, worker
 
@@ -155,6 +157,22 @@ def test_a_revoked_key_is_refused_by_every_service(store: Store) -> None:
     wait_until(lambda: call(store.cached, "GET", "/v1/jobs", key).status_code == 401,
                "the caching service refuses the revoked key", timeout=WAIT)
     print(f"revoked key refused by the caching service (cache 1 s) after {time.monotonic() - at:.2f} s")
+
+
+def test_another_account_s_expired_job_is_a_404_not_a_410(store: Store) -> None:
+    """Past its retention (the janitor's sweep, run here with a clock 31 days on), a job is a 410 to its owner
+    and still a 404 to everyone else: an id says nothing about another account's jobs."""
+    a, b = store.key("studio-a", "history", "generate"), store.key("studio-b", "history")
+    job = call(store.cached, "POST", "/v1/jobs", a).json()["id"]
+    engine = make_engine(store.url)
+    try:
+        assert sweep_expired(engine, now=utc_now() + timedelta(days=31)) >= 1
+    finally:
+        engine.dispose()
+    assert call(store.cached, "GET", f"/v1/jobs/{job}", a).status_code == 410
+    for key in (b, None):
+        answer = call(store.cached, "GET", f"/v1/jobs/{job}", key)
+        assert answer.status_code == 404 and answer.json()["error"] == "job_not_found"
 
 
 def test_no_key_is_ever_logged(store: Store) -> None:

@@ -28,8 +28,8 @@ from jobs.contract import (
     SCOPE_HISTORY,
     SCOPES,
 )
-from jobs.errors import JobNotFound
-from jobs.store import ApiKey, Job, find_key, key_hash, touch_key
+from jobs.errors import JobGone, JobNotFound
+from jobs.store import ApiKey, Job, find_key, get, key_hash, touch_key
 from jobs.store.records import utc_now
 from webui.worker.job_parsing import ApiError
 
@@ -132,8 +132,15 @@ async def caller(request: Request) -> Caller:
 Who = Annotated[Caller, Depends(caller)]
 
 
-def owned(job: Job, who: Caller) -> Job:
-    """``job`` when ``who`` owns it; another owner's job is answered as unknown (404), never as forbidden."""
+def owned(engine: Engine, job_id: str, who: Caller) -> Job:
+    """The job ``job_id`` when ``who`` owns it (blocking); another owner's job, expired or not, is answered as
+    unknown (404), never as forbidden or gone."""
+    try:
+        job = get(engine, job_id)
+    except JobGone as gone:
+        if gone.owner != who.owner:
+            raise JobNotFound(job_id) from None
+        raise
     if job.owner != who.owner:
-        raise JobNotFound(job.id)
+        raise JobNotFound(job_id)
     return job

@@ -70,7 +70,7 @@ Api = Annotated[JobsApi, Depends(api)]
 
 async def existing_job(job_id: str, jobs: Api, who: Who) -> Job:
     """The caller's job in the path; 404 unknown or another's, 410 expired (before any SSE stream starts)."""
-    return owned(await run_sync(get, jobs.engine, job_id), who)
+    return await run_sync(owned, jobs.engine, job_id, who)
 
 
 async def wait_until_done(engine: Engine, job: Job, seconds: float) -> Job:

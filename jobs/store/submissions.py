@@ -109,8 +109,8 @@ def get(engine: Engine, job_id: str) -> Job:
         row = connection.execute(select(jobs).where(jobs.c.id == job_id)).one_or_none()
         if row is not None:
             return Job.from_row(row)
-        if connection.execute(select(tombstones.c.id).where(tombstones.c.id == job_id)).first():
-            raise JobGone(job_id)
+        if (gone := connection.execute(select(tombstones.c.owner).where(tombstones.c.id == job_id)).first()):
+            raise JobGone(job_id, gone.owner)
     raise JobNotFound(job_id)
 
 
