@@ -1,0 +1,104 @@
+"""Every image carries its recipe, and has its own seed: made again alone, it has the same pixels.
+
+In process, with the real demo model on the CPU: the worker's app (``TestClient``, the model loads as in a worker),
+the jobs API's ``POST /v1/recipes``, and the studio page's restore handler.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from starlette.testclient import TestClient
+
+from webui.recipe import AI_GENERATED_KEY, DIGITAL_SOURCE_TYPE_KEY, TRAINED_ALGORITHMIC_MEDIA, read_recipe, remake_fields
+from webui.settings import WorkerSettings
+from webui.worker.app import create_app
+
+JOB = {"prompt": "a portrait in soft light", "negative_prompt": "blurry", "width": 128, "height": 128, "steps": 2,
+       "guidance": 1.5, "lora_scale": 0.7}
+"""Small, with classifier-free guidance (a batch of two per denoising step) and the demo LoRA at a scale."""
+MAX_PNG = 8 * 1024 * 1024
+WAIT = 120.0
+"""Bound (seconds) on the demo model's load and warm-up."""
+
+
+@pytest.fixture(scope="module")
+def worker(demo_model_dir: Path) -> Iterator[TestClient]:
+    """The worker's app in process, serving the demo model on the CPU."""
+    settings = WorkerSettings(model="demo", worker_id="recipes", device="cpu", warmup_steps=1)
+    with TestClient(create_app(settings)) as client:
+        deadline = time.monotonic() + WAIT
+        while not client.get("/readyz").json()["ready"]:  # the model loads and warms up in the background
+            assert time.monotonic() < deadline, client.get("/readyz").json()
+            time.sleep(0.1)
+        yield client
+
+
+def generate(worker: TestClient, **fields: object) -> dict:
+    response = worker.post("/generate", json={**JOB, **fields})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def png(data: str) -> bytes:
+    return base64.b64decode(data)
+
+
+def pixels(data: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png(data))).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def batch(worker: TestClient) -> dict:
+    """A batch of four images from seed 4242."""
+    return generate(worker, seed=4242, num_images=4)
+
+
+def test_each_image_has_its_own_seed_and_makes_itself_again_alone(worker, batch):
+    """Image 3 of a batch of 4, made again from its PNG's recipe as a one-image job: the same pixels."""
+    assert batch["seed"] == 4242 and batch["seeds"] == [4242, 4243, 4244, 4245]
+    third = read_recipe(png(batch["images"][2]), MAX_PNG)
+    assert (third.seed, third.batch_index, third.batch_size) == (4244, 2, 4)
+    again = generate(worker, **remake_fields(third))
+    assert again["seeds"] == [4244]
+    assert np.array_equal(pixels(again["images"][0]), pixels(batch["images"][2]))
+
+
+def test_the_first_image_does_not_depend_on_the_batch_size(worker, batch):
+    one = generate(worker, seed=4242, num_images=1)
+    assert np.array_equal(pixels(one["images"][0]), pixels(batch["images"][0]))
+    assert not np.array_equal(pixels(batch["images"][0]), pixels(batch["images"][1]))
+
+
+def test_a_png_carries_its_full_recipe_and_says_it_is_ai_generated(worker, demo_model_dir):
+    result = generate(worker, seed=5)
+    with Image.open(io.BytesIO(png(result["images"][0]))) as image:
+        text = dict(image.text)
+    assert text[AI_GENERATED_KEY] == "true" and text[DIGITAL_SOURCE_TYPE_KEY] == TRAINED_ALGORITHMIC_MEDIA
+    recipe = read_recipe(png(result["images"][0]), MAX_PNG)
+    assert recipe.model_dump(include=set(JOB)) == JOB
+    assert (recipe.seed, recipe.mode, recipe.model, recipe.scheduler) == (5, "text2img", "demo",
+                                                                         "FlowMatchEulerDiscreteScheduler")
+    assert recipe.diffusers_version and recipe.torch_version and recipe.input_sha256 is None
+    lora_file = demo_model_dir / "lora" / "pytorch_lora_weights.safetensors"
+    [lora] = recipe.loras
+    assert (lora.sha256, lora.scale) == (hashlib.sha256(lora_file.read_bytes()).hexdigest(), 0.7)
+    assert len(recipe.model_sha256 or "") == 64
+
+
+def test_a_retouch_recipe_names_its_photo_by_sha256(worker):
+    photo = io.BytesIO()
+    Image.new("RGB", (128, 128), (200, 120, 90)).save(photo, format="PNG")
+    sent = base64.b64encode(photo.getvalue()).decode()
+    result = generate(worker, seed=8, init_image=sent, strength=0.5)
+    recipe = read_recipe(png(result["images"][0]), MAX_PNG)
+    assert recipe.input_sha256 == hashlib.sha256(photo.getvalue()).hexdigest()
+    assert (recipe.mode, recipe.strength, remake_fields(recipe)["strength"]) == ("retouch", 0.5, 0.5)
