@@ -18,7 +18,17 @@ import pytest
 from PIL import Image
 from starlette.testclient import TestClient
 
-from webui.recipe import AI_GENERATED_KEY, DIGITAL_SOURCE_TYPE_KEY, TRAINED_ALGORITHMIC_MEDIA, read_recipe, remake_fields
+from jobs.api import JobsApi
+from jobs.api import create_app as create_jobs_app
+from jobs.contract import MAX_RECIPE_PNG_BYTES, RECIPES_PATH
+from jobs.store import make_engine
+from webui.recipe import (
+    AI_GENERATED_KEY,
+    DIGITAL_SOURCE_TYPE_KEY,
+    TRAINED_ALGORITHMIC_MEDIA,
+    read_recipe,
+    remake_fields,
+)
 from webui.settings import WorkerSettings
 from webui.worker.app import create_app
 
@@ -102,3 +112,36 @@ def test_a_retouch_recipe_names_its_photo_by_sha256(worker):
     recipe = read_recipe(png(result["images"][0]), MAX_PNG)
     assert recipe.input_sha256 == hashlib.sha256(photo.getvalue()).hexdigest()
     assert (recipe.mode, recipe.strength, remake_fields(recipe)["strength"]) == ("retouch", 0.5, 0.5)
+
+
+@pytest.fixture(scope="module")
+def jobs_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """The jobs service's API in process (``POST /v1/recipes`` stores nothing: the store stays empty)."""
+    engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('jobs') / 'jobs.db'}")
+    with TestClient(create_jobs_app(JobsApi(engine))) as client:
+        yield client
+    engine.dispose()
+
+
+def test_the_api_reads_a_pngs_recipe_and_the_job_that_makes_it_again(jobs_api, worker, batch):
+    answer = jobs_api.post(RECIPES_PATH, content=png(batch["images"][1]), headers={"Content-Type": "image/png"})
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body == {**read_recipe(png(batch["images"][1]), MAX_PNG).model_dump(mode="json"), "remake": body["remake"]}
+    assert (body["seed"], body["batch_index"], body["prompt"]) == (4243, 1, JOB["prompt"])
+    again = generate(worker, **body["remake"])
+    assert np.array_equal(pixels(again["images"][0]), pixels(batch["images"][1]))
+
+
+def test_the_api_refuses_what_is_not_a_png_with_a_recipe_in_words(jobs_api):
+    plain = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(plain, format="PNG")
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64)).save(jpeg, format="JPEG")
+    cases = [(jpeg.getvalue(), 415, "not_png"), (b"hello", 415, "not_png"), (plain.getvalue(), 422, "no_recipe"),
+             (b"\x89PNG\r\n\x1a\n" + b"x" * MAX_RECIPE_PNG_BYTES, 413, "body_too_large")]
+    for content, status, error in cases:
+        answer = jobs_api.post(RECIPES_PATH, content=content, headers={"Content-Type": "image/png"})
+        assert (answer.status_code, answer.json()["error"]) == (status, error), answer.text
+        assert set(answer.json()) == {"error", "detail", "fields"} and "Traceback" not in answer.text
+    assert "no portrait-ha recipe" in jobs_api.post(RECIPES_PATH, content=plain.getvalue()).json()["detail"]
