@@ -10,11 +10,12 @@ import base64
 import hashlib
 import io
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
+from gradio import Blocks
 from PIL import Image
 from starlette.testclient import TestClient
 
@@ -29,7 +30,10 @@ from webui.recipe import (
     read_recipe,
     remake_fields,
 )
+from webui.schema import GenerationResult
 from webui.settings import WorkerSettings
+from webui.web.studio.config import CUSTOM
+from webui.web.studio.info import image_captions, result_info
 from webui.worker.app import create_app
 
 JOB = {"prompt": "a portrait in soft light", "negative_prompt": "blurry", "width": 128, "height": 128, "steps": 2,
@@ -145,3 +149,55 @@ def test_the_api_refuses_what_is_not_a_png_with_a_recipe_in_words(jobs_api):
         assert (answer.status_code, answer.json()["error"]) == (status, error), answer.text
         assert set(answer.json()) == {"error", "detail", "fields"} and "Traceback" not in answer.text
     assert "no portrait-ha recipe" in jobs_api.post(RECIPES_PATH, content=plain.getvalue()).json()["detail"]
+
+
+@pytest.fixture(scope="module")
+def studio_page() -> Blocks:
+    """The web front's studio page (``gr.Blocks``), built as the web front builds it; no worker behind it."""
+    from starlette.routing import Mount
+
+    from webui.settings import WebSettings
+    from webui.web.app import create_app as create_web_app
+
+    guard = Image.MAX_IMAGE_PIXELS
+    app = create_web_app(WebSettings(worker_queue="http://127.0.0.1:9", node="recipes"))
+    Image.MAX_IMAGE_PIXELS = guard  # create_app sets PIL's guard for the whole process
+    return next(route.app for route in app.routes if isinstance(route, Mount)).get_blocks()
+
+
+def page_event(page: Blocks, name: str) -> tuple[Callable[..., tuple], list[str]]:
+    """The page's event handler named ``name`` and the ``elem_id`` of each of its outputs."""
+    [function] = [function for function in page.fns.values() if function.name == name]
+    return function.fn, [output.elem_id for output in function.outputs]
+
+
+def test_dropping_a_png_on_the_page_restores_the_form_to_make_that_image_again(studio_page, batch, tmp_path):
+    restore, outputs = page_event(studio_page, "restore")
+    dropped = tmp_path / "portrait.png"
+    dropped.write_bytes(png(batch["images"][3]))
+    values = dict(zip(outputs, restore(str(dropped)), strict=True))
+    assert values == {
+        "prompt": JOB["prompt"], "negative-prompt": JOB["negative_prompt"], "steps": 2, "guidance": 1.5,
+        "width": 128, "height": 128, "seed": 4245, "seed-random": False, "lora-scale": 0.7, "num-images": 1,
+        "strength": values["strength"], "resolution": CUSTOM, "recipe-note": values["recipe-note"],
+    }
+    assert "#4 of 4" in values["recipe-note"] and "4245" in values["recipe-note"]
+
+
+def test_the_page_says_why_a_png_without_a_recipe_restores_nothing(studio_page, tmp_path):
+    restore, outputs = page_event(studio_page, "restore")
+    plain = tmp_path / "photo.png"
+    Image.new("RGB", (64, 64)).save(plain)
+    with pytest.warns(UserWarning, match="no portrait-ha recipe"):  # gr.Warning outside a request: a warning
+        values = dict(zip(outputs, restore(str(plain)), strict=True))
+    assert "no portrait-ha recipe" in values.pop("recipe-note")
+    assert all(isinstance(value, dict) and value.get("__type__") == "update" for value in values.values()), values
+
+
+def test_the_gallery_captions_each_image_with_its_own_seed(batch):
+    """The page's captions and info (worker and jobs paths alike), also for a result kept before ``seeds`` existed."""
+    info = result_info(GenerationResult.model_validate(batch), attempts=1, elapsed_ms=1.0, web_node="recipes")
+    assert info["seeds"] == [4242, 4243, 4244, 4245]
+    assert image_captions(info) == ["#1 · seed 4242", "#2 · seed 4243", "#3 · seed 4244", "#4 · seed 4245"]
+    kept = GenerationResult.model_validate({key: value for key, value in batch.items() if key != "seeds"})
+    assert result_info(kept, attempts=1, elapsed_ms=1.0, web_node="recipes")["seeds"] == info["seeds"]
