@@ -33,7 +33,6 @@ from webui.recipe import (
 from webui.schema import GenerationResult
 from webui.settings import WorkerSettings
 from webui.web.studio.config import CUSTOM
-from webui.web.studio.info import image_captions, result_info
 from webui.worker.app import create_app
 
 JOB = {"prompt": "a portrait in soft light", "negative_prompt": "blurry", "width": 128, "height": 128, "steps": 2,
@@ -196,6 +195,8 @@ def test_the_page_says_why_a_png_without_a_recipe_restores_nothing(studio_page, 
 
 def test_the_gallery_captions_each_image_with_its_own_seed(batch):
     """The page's captions and info (worker and jobs paths alike), also for a result kept before ``seeds`` existed."""
+    from webui.web.studio.info import image_captions, result_info
+
     info = result_info(GenerationResult.model_validate(batch), attempts=1, elapsed_ms=1.0, web_node="recipes")
     assert info["seeds"] == [4242, 4243, 4244, 4245]
     assert image_captions(info) == ["#1 · seed 4242", "#2 · seed 4243", "#3 · seed 4244", "#4 · seed 4245"]
