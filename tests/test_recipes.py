@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from webui.schema import GenerationResult
 from webui.settings import WorkerSettings
 from webui.web.studio.config import CUSTOM
 from webui.worker.app import create_app
+from webui.worker.pipelines.weights_hash import WeightHashes
 
 JOB = {"prompt": "a portrait in soft light", "negative_prompt": "blurry", "width": 128, "height": 128, "steps": 2,
        "guidance": 1.5, "lora_scale": 0.7}
@@ -202,3 +204,30 @@ def test_the_gallery_captions_each_image_with_its_own_seed(batch):
     assert image_captions(info) == ["#1 · seed 4242", "#2 · seed 4243", "#3 · seed 4244", "#4 · seed 4245"]
     kept = GenerationResult.model_validate({key: value for key, value in batch.items() if key != "seeds"})
     assert result_info(kept, attempts=1, elapsed_ms=1.0, web_node="recipes")["seeds"] == info["seeds"]
+
+
+def test_weights_are_hashed_once_and_remembered_across_restarts(tmp_path):
+    """A file's hash is kept by path, size and modification time (``<cache_dir>/weight-hashes.json``): a new
+    process (a restarted worker) does not read unchanged weights again; a changed file is read again."""
+    model = tmp_path / "model"
+    (model / "unet").mkdir(parents=True)
+    weights = model / "unet" / "weights.safetensors"
+    weights.write_bytes(b"a" * 1000)
+    (model / "config.json").write_text("{}")  # not weights: not hashed
+    first = WeightHashes(tmp_path).directory(model)
+    line = f"unet/weights.safetensors {hashlib.sha256(b'a' * 1000).hexdigest()}\n"
+    assert first == hashlib.sha256(line.encode()).hexdigest()
+    stat = weights.stat()
+    weights.write_bytes(b"b" * 1000)  # same size and, restored below, same time: only a re-read could tell
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert WeightHashes(tmp_path).directory(model) == first
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert WeightHashes(tmp_path).directory(model) != first
+
+
+def test_no_image_reads_the_weights_again(worker, monkeypatch):
+    """The hashes are the load's: generating and encoding images hashes nothing."""
+    hashed = []
+    monkeypatch.setattr(WeightHashes, "file", lambda self, path: hashed.append(path))
+    result = generate(worker, seed=1, num_images=2)
+    assert hashed == [] and read_recipe(png(result["images"][1]), MAX_PNG).model_sha256

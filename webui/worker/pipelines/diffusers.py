@@ -32,6 +32,7 @@ from webui.contract import MAX_SIDE
 from webui.recipe import LoraRecord, Provenance
 from webui.schema import EffectiveParams, ModelFamily, StepCallback, image_seeds
 from webui.settings import WorkerSettings
+from webui.worker.errors import one_line
 from webui.worker.job_parsing import expected_steps
 from webui.worker.pipelines.base import ModelDefaults, PipelineBase
 from webui.worker.pipelines.device import DevicePlan, apply_plan, pin_host_memory
@@ -80,12 +81,16 @@ class PortraitPipeline(PipelineBase):
         """Hash the model's and the LoRA's weight files for every image's recipe (once per load)."""
         from huggingface_hub import snapshot_download  # a hub model's files: in the local cache once loaded
 
-        directory = source.location if source.is_local else snapshot_download(source.location, local_files_only=True)
-        loras = []
-        if source.lora:
-            loras.append(LoraRecord(name=source.lora, sha256=hashes.file(lora_weight_file(source.lora))))
-        self._provenance = self._provenance.model_copy(update={
-            "model_sha256": hashes.directory(Path(directory)), "loras": loras})
+        model_sha256, lora_sha256 = None, None
+        try:
+            local = source.location if source.is_local else snapshot_download(source.location, local_files_only=True)
+            model_sha256 = hashes.directory(Path(local))
+            lora_sha256 = hashes.file(lora_weight_file(source.lora)) if source.lora else None
+        except Exception as exc:  # noqa: BLE001 - a recipe without hashes beats a worker that cannot serve
+            logger.warning("cannot hash the weights of %s (%s); recipes name them without hashes",
+                           source.name, one_line(exc))
+        loras = [LoraRecord(name=source.lora, sha256=lora_sha256)] if source.lora else []
+        self._provenance = self._provenance.model_copy(update={"model_sha256": model_sha256, "loras": loras})
 
     def provenance(self) -> Provenance:
         """Model, weights hashes, scheduler and versions, as every image's recipe gives them."""
