@@ -103,9 +103,10 @@ def test_a_png_carries_its_full_recipe_and_says_it_is_ai_generated(worker, demo_
     assert (recipe.seed, recipe.mode, recipe.model, recipe.scheduler) == (5, "text2img", "demo",
                                                                          "FlowMatchEulerDiscreteScheduler")
     assert recipe.diffusers_version and recipe.torch_version and recipe.input_sha256 is None
+    assert (recipe.device, recipe.dtype) == ("cpu", "float32")
     lora_file = demo_model_dir / "lora" / "pytorch_lora_weights.safetensors"
     [lora] = recipe.loras
-    assert (lora.sha256, lora.scale) == (hashlib.sha256(lora_file.read_bytes()).hexdigest(), 0.7)
+    assert (lora.name, lora.sha256, lora.scale) == ("lora", hashlib.sha256(lora_file.read_bytes()).hexdigest(), 0.7)
     assert len(recipe.model_sha256 or "") == 64
 
 

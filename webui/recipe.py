@@ -48,6 +48,8 @@ class Provenance(BaseModel):
     model_sha256: str | None = Field(None, description="SHA-256 over the model's weight files (None: no files).")
     loras: list[LoraRecord] = Field(default_factory=list)
     scheduler: str | None = None
+    device: str | None = Field(None, description="Where it ran: ``cpu``, or the GPU's name.")
+    dtype: str | None = None
     diffusers_version: str | None = None
     torch_version: str | None = None
 

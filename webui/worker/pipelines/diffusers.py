@@ -56,8 +56,11 @@ class PortraitPipeline(PipelineBase):
         self.plan = plan
         self.placed = False
         """Whether the device plan has been applied (the weights are where they run)."""
-        self._provenance = Provenance(model=model_name, scheduler=type(model.text2img.scheduler).__name__,
-                                      diffusers_version=diffusers.__version__, torch_version=torch.__version__)
+        plan_values = plan.as_dict()
+        self._provenance = Provenance(
+            model=model_name, scheduler=type(model.text2img.scheduler).__name__,
+            device=plan_values.get("gpu_name") or plan_values["device"], dtype=plan_values["dtype"],
+            diffusers_version=diffusers.__version__, torch_version=torch.__version__)
 
     @classmethod
     def load(cls, settings: WorkerSettings, source: ModelSource, family: ModelFamily, plan: DevicePlan,
@@ -89,7 +92,9 @@ class PortraitPipeline(PipelineBase):
         except Exception as exc:  # noqa: BLE001 - a recipe without hashes beats a worker that cannot serve
             logger.warning("cannot hash the weights of %s (%s); recipes name them without hashes",
                            source.name, one_line(exc))
-        loras = [LoraRecord(name=source.lora, sha256=lora_sha256)] if source.lora else []
+        # A local LoRA by its name only (no server path in a published file); its hash says which it is.
+        name = Path(source.lora).name if source.lora and Path(source.lora).is_absolute() else source.lora
+        loras = [LoraRecord(name=name, sha256=lora_sha256)] if source.lora else []
         self._provenance = self._provenance.model_copy(update={"model_sha256": model_sha256, "loras": loras})
 
     def provenance(self) -> Provenance:
