@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import io
+import json
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -232,3 +233,11 @@ def test_no_image_reads_the_weights_again(worker, monkeypatch):
     monkeypatch.setattr(WeightHashes, "file", lambda self, path: hashed.append(path))
     result = generate(worker, seed=1, num_images=2)
     assert hashed == [] and read_recipe(png(result["images"][1]), MAX_PNG).model_sha256
+
+
+def test_a_batchs_progress_counts_every_images_steps(worker):
+    """The images of a batch are drawn one after the other: progress runs once from 0 to steps x images."""
+    lines = worker.post("/generate/stream", json={**JOB, "seed": 2, "num_images": 2}).text.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [(e["step"], e["total"]) for e in events[:-1]] == [(step, 4) for step in range(5)]
+    assert events[-1]["event"] == "result" and events[-1]["result"]["seeds"] == [2, 3]

@@ -33,7 +33,6 @@ from webui.recipe import LoraRecord, Provenance
 from webui.schema import EffectiveParams, ModelFamily, StepCallback, image_seeds
 from webui.settings import WorkerSettings
 from webui.worker.errors import one_line
-from webui.worker.job_parsing import expected_steps
 from webui.worker.pipelines.base import ModelDefaults, PipelineBase
 from webui.worker.pipelines.device import DevicePlan, apply_plan, pin_host_memory
 from webui.worker.pipelines.models import LoadedModel, load_model, lora_weight_file, set_lora_scale, wrap_pipeline
@@ -168,12 +167,11 @@ class PortraitPipeline(PipelineBase):
         else:
             pipe.vae.disable_tiling()
 
-        steps_per_image = expected_steps(params)
-        done = 0
+        done = 0  # steps of the images before this one
 
         def step_end(pipeline, index: int, timestep, callback_kwargs: dict) -> dict:
             if on_step is not None:
-                on_step(done + index + 1, steps_per_image * params.num_images)
+                on_step(done + index + 1, pipeline.num_timesteps * params.num_images)
             return {}
 
         images = []
@@ -192,5 +190,5 @@ class PortraitPipeline(PipelineBase):
                     **image_kwargs,
                 )
             images.extend(result.images)
-            done += steps_per_image
+            done += pipe.num_timesteps
         return images
