@@ -57,6 +57,10 @@ MAX_WAIT_S: Final = 60.0
 """The longest ``Prefer: wait=N`` a request may hold its connection."""
 SHARE_PREFIX: Final = "/v1/share"
 """Where share links live (``/v1/share/{token}``): the one path the balancer serves without the site's login."""
+RECIPES_PATH: Final = "/v1/recipes"
+"""``POST`` a PNG the studio made: its recipe, as JSON."""
+MAX_RECIPE_PNG_BYTES: Final = 16 * 1024 * 1024
+"""The largest PNG ``RECIPES_PATH`` reads (a 2048x2048 result is about 12 MB; the balancer's default body cap)."""
 
 
 def job_path(job_id: str, *parts: str | int) -> str:

@@ -86,6 +86,9 @@ def test_a_job_through_the_public_port_succeeds_and_its_result_downloads(cluster
         etag = image.headers["etag"]
         assert etag == f'"{hashlib.sha256(image.content).hexdigest()}"'
         assert http.get(job["output"][0], headers={"If-None-Match": etag}).status_code == 304
+        recipe = http.post("/v1/recipes", content=image.content, headers={"Content-Type": "image/png"})
+        assert recipe.status_code == 200, recipe.text  # the balancer routes a PNG's recipe to the jobs service
+        assert (recipe.json()["seed"], recipe.json()["prompt"]) == (job["input"]["seed"], JOB["prompt"])
         docs = http.get("/v1/jobs/docs")
         assert docs.status_code == 200 and "/v1/jobs/openapi.json" in docs.text
 

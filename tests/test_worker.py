@@ -675,6 +675,11 @@ class BuggyPipeline:
     def describe(self) -> dict:
         return {"device": "cpu"}
 
+    def provenance(self):
+        from webui.recipe import Provenance
+
+        return Provenance(model=self.model_name)
+
     def effective_params(self, request, seed, init_image=None):
         # Asked once when the job is admitted (its cost) and again in the generation thread, as the job runs.
         if "bug" in request.prompt and threading.current_thread().name.startswith("generation"):

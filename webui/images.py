@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
 import os
+from collections.abc import Mapping
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
 ALLOWED_FORMATS = ("PNG", "JPEG", "WEBP")
 """Formats a retouch upload may have (checked from the file header, not the name)."""
@@ -30,10 +33,13 @@ class UploadError(ValueError):
     """An upload that cannot be used; the message says why, for a person."""
 
 
-def encode_png(image: Image.Image) -> str:
-    """Encode ``image`` as a base64 PNG (ASCII, no data-URL prefix)."""
+def encode_png(image: Image.Image, text: Mapping[str, str] | None = None) -> str:
+    """Encode ``image`` as a base64 PNG (ASCII, no data-URL prefix), with ``text`` as UTF-8 ``iTXt`` chunks."""
+    info = PngInfo()
+    for key, value in (text or {}).items():
+        info.add_itxt(key, value)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    image.save(buffer, format="PNG", compress_level=PNG_COMPRESS_LEVEL, pnginfo=info)
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -50,6 +56,11 @@ def decode_base64(text: str) -> bytes:
         return base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise UploadError(f"not valid base64 ({exc})") from None
+
+
+def upload_sha256(text: str) -> str:
+    """The SHA-256 (hex) of a base64 upload's bytes: what a retouch result's recipe names as its photo."""
+    return hashlib.sha256(decode_base64(text)).hexdigest()
 
 
 def check_upload(source: bytes | str | os.PathLike[str], max_bytes: int, max_pixels: int) -> Image.Image:

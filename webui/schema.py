@@ -29,6 +29,14 @@ MAX_SEED = 2**32 - 1
 """Seeds are unsigned 32-bit integers, as most diffusion tools use."""
 
 
+def image_seeds(seed: int, count: int) -> list[int]:
+    """Each image's own seed in a batch that starts at ``seed``: ``seed + i``, wrapping within ``MAX_SEED``.
+
+    Image ``i`` of a batch is the one-image job with seed ``image_seeds(seed, count)[i]``, whatever ``count`` is.
+    """
+    return [(seed + index) % (MAX_SEED + 1) for index in range(count)]
+
+
 StepCallback = Callable[[int, int], None]
 """Called with (step, total) as a job starts (step 0) and after each denoising step."""
 
@@ -161,6 +169,8 @@ class GenerationResult(BaseModel):
         "`Prefer: return=minimal`.",
     )
     seed: int
+    seeds: list[int] = Field(default_factory=list, description="Each image's own seed (``seed + i``): image ``i`` "
+                             "made again alone, as a one-image job with that seed, has the same pixels.")
     params: EffectiveParams
     worker_id: str
     model: str

@@ -19,7 +19,7 @@ from balancer.haproxy.names import (
     WORKERS_BACKEND,
 )
 from balancer.haproxy.syntax import duration
-from jobs.contract import API_PREFIX, MAX_BODY_BYTES, SHARE_PREFIX
+from jobs.contract import API_PREFIX, MAX_BODY_BYTES, RECIPES_PATH, SHARE_PREFIX
 from webui.contract import HEALTH_PATH, JOB_EVENT_INDICES, JOB_PATHS, METRICS_PATH, READY_PATH, TRAFFIC_PATH
 
 
@@ -66,6 +66,7 @@ class Paths:
     job_events: str = " ".join(map(str, JOB_EVENT_INDICES))
     jobs: str = API_PREFIX
     share: str = SHARE_PREFIX
+    recipes: str = RECIPES_PATH
 
 
 @dataclass(frozen=True)

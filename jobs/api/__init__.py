@@ -1,14 +1,14 @@
 """The ``/v1/jobs`` HTTP API: ``create_app`` builds the FastAPI app; ``routes`` (the routes), ``submission`` (the
 boundary checks), ``views`` (a job's public JSON), ``sse`` (its events), ``deliveries`` (its webhooks' log),
 ``errors`` (the one mapping to HTTP); ``generate`` and ``sync_jobs``: the worker's synchronous ``/generate`` routes,
-each generation a job; ``shares`` (+ ``share_tokens``): signed, expiring links to a result; ``auth``: who is asking
-(an API key's account, or anonymous)."""
+each generation a job; ``shares`` (+ ``share_tokens``): signed, expiring links to a result; ``recipes``: a PNG's
+recipe read back; ``auth``: who is asking (an API key's account, or anonymous)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from jobs.api import deliveries, errors, generate, shares
+from jobs.api import deliveries, errors, generate, recipes, shares
 from jobs.api.auth import KeyCache
 from jobs.api.request_id import RequestId
 from jobs.api.routes import JobsApi, router
@@ -25,6 +25,7 @@ def create_app(jobs_api: JobsApi, **fastapi_options: object) -> FastAPI:
     app.include_router(router)
     app.include_router(deliveries.router)
     app.include_router(generate.router)
+    app.include_router(recipes.router)
     if jobs_api.shares is not None:
         app.include_router(shares.router)
     app.add_middleware(RequestId)

@@ -67,7 +67,6 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from PIL import Image
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -87,12 +86,11 @@ from webui.contract import (
     STALLED_KEY,
     TRAFFIC_PATH,
 )
-from webui.images import UploadError, decode_upload
+from webui.images import UploadError, decode_upload, upload_sha256
 from webui.schema import (
     MAX_SEED,
     ErrorBody,
     ErrorEvent,
-    GenerationRequest,
     ProgressEvent,
     ResultEvent,
 )
@@ -102,7 +100,7 @@ from webui.worker.dispatch_agent import DispatchAgent
 from webui.worker.encoder import ResultEncoder
 from webui.worker.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
 from webui.worker.faults import FaultPlan
-from webui.worker.generation import GenerationService
+from webui.worker.generation import Admitted, GenerationService
 from webui.worker.job_cost import check_cost
 from webui.worker.job_parsing import (
     ApiError,
@@ -304,7 +302,7 @@ def create_app(
                          f"Unexpected error; it is in the worker log under request id {request.state.request_id}.")
         return error_response(request, error)
 
-    async def admit(request: Request) -> tuple[GenerationRequest, Image.Image | None, int]:
+    async def admit(request: Request) -> Admitted:
         """Read, validate and decode a job (or raise the ``ApiError`` that says why not)."""
         service.require_ready()
         limits = service.limits()
@@ -322,7 +320,8 @@ def create_app(
                                         "allowed": allowed_values(limits)["init_image"]}]) from None
         seed = job.seed if job.seed is not None else secrets.randbelow(MAX_SEED + 1)
         check_cost(service.pipeline.effective_params(job, seed, init_image), limits)  # ready: it is loaded
-        return job, init_image, seed
+        photo_hash = None if job.init_image is None else await run_in_threadpool(upload_sha256, job.init_image)
+        return Admitted(job, init_image, seed, photo_hash)
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def root() -> dict[str, Any]:
@@ -357,8 +356,8 @@ def create_app(
     @app.api_route("/generate", methods=["GET", "POST"])
     async def generate(request: Request) -> Response:
         received = time.perf_counter()
-        job_request, init_image, seed = await admit(request)
-        job = scheduler.submit(lambda cancel: service.run(job_request, init_image, seed, received, cancel))
+        admitted = await admit(request)
+        job = scheduler.submit(lambda cancel: admitted.run(service, received, cancel))
         watcher = asyncio.ensure_future(wait_for_disconnect(request.receive))
         try:
             await asyncio.wait({job.task, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -380,7 +379,7 @@ def create_app(
     @app.api_route("/generate/stream", methods=["GET", "POST"])
     async def generate_stream(request: Request) -> Response:
         received = time.perf_counter()
-        job_request, init_image, seed = await admit(request)
+        admitted = await admit(request)
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
 
@@ -388,7 +387,7 @@ def create_app(
             event = ProgressEvent(step=step, total=total, worker_id=node)
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        job = scheduler.submit(lambda cancel: service.run(job_request, init_image, seed, received, cancel, on_progress))
+        job = scheduler.submit(lambda cancel: admitted.run(service, received, cancel, on_progress))
         # Runs after every progress event the thread queued: the thread's calls come first.
         job.task.add_done_callback(lambda _: events.put_nowait(None))
 

@@ -14,6 +14,7 @@ from PIL import Image
 
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 from webui.images import encode_png
+from webui.recipe import Recipe, png_text
 from webui.schema import (
     EffectiveParams,
     GenerationRequest,
@@ -23,11 +24,12 @@ from webui.schema import (
     StepCallback,
     Timings,
     WorkerInfo,
+    image_seeds,
 )
 from webui.settings import WorkerSettings
 from webui.worker.errors import GenerationFailed, JobCancelled, ModelLoadError, NotReady, OutOfMemory, one_line
 from webui.worker.faults import FaultPlan
-from webui.worker.job_parsing import expected_steps
+from webui.worker.job_parsing import job_steps
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.pipelines.base import Pipeline, PipelineLoader, loaded_torch
 from webui.worker.pipelines.warmup import self_check
@@ -45,9 +47,27 @@ class Generated:
     images: list[Image.Image]
     seed: int
     params: EffectiveParams
+    input_sha256: str | None
+    """Retouch: the SHA-256 of the photo the job sent (its recipe names it)."""
     received_at: float
     started: float
     finished: float
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """A job the worker accepted: its request, its decoded photo (retouch) and that photo's SHA-256, its seed."""
+
+    request: GenerationRequest
+    init_image: Image.Image | None
+    seed: int
+    input_sha256: str | None = None
+
+    def run(self, service: GenerationService, received_at: float, cancel: threading.Event,
+            on_progress: StepCallback | None = None) -> Generated:
+        """Run it on ``service`` (the generation thread)."""
+        return service.run(self.request, self.init_image, self.seed, received_at, cancel, on_progress,
+                           self.input_sha256)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
@@ -159,7 +179,7 @@ class GenerationService:
 
     def run(
         self, job: GenerationRequest, init_image: Image.Image | None, seed: int, received_at: float,
-        cancel: threading.Event, on_progress: StepCallback | None = None,
+        cancel: threading.Event, on_progress: StepCallback | None = None, input_sha256: str | None = None,
     ) -> Generated:
         """Run one job's generation (the generation thread); raises a ``JobError`` or ``JobCancelled``.
 
@@ -178,7 +198,7 @@ class GenerationService:
                 on_progress(step, total)
 
         if on_progress is not None:
-            on_progress(0, expected_steps(params))
+            on_progress(0, job_steps(params))
         hook = self.faults.wrap(on_step, job.prompt, cuda=self.cuda_device is not None)
         self.metrics.generating.begin()
         try:
@@ -196,15 +216,20 @@ class GenerationService:
         finished = time.perf_counter()
         self.consecutive_ooms = 0
         self.metrics.images.inc(len(images))
-        self.metrics.steps_per_second.observe(expected_steps(params) * len(images) / max(finished - started, 1e-6))
-        return Generated(images, seed, params, received_at, started, finished)
+        self.metrics.steps_per_second.observe(job_steps(params) / max(finished - started, 1e-6))
+        return Generated(images, seed, params, input_sha256, received_at, started, finished)
 
     def encode(self, generated: Generated) -> GenerationResult:
-        """PNG-encode a finished generation into the job's result (the encoder thread)."""
-        encoded = [encode_png(image) for image in generated.images]
+        """PNG-encode a finished generation into the job's result (the encoder thread), each image with its recipe."""
+        provenance, params = self.pipeline.provenance(), generated.params
+        seeds = image_seeds(generated.seed, len(generated.images))
+        encoded = [
+            encode_png(image, png_text(Recipe.of(params, provenance, seed, index, generated.input_sha256)))
+            for index, (image, seed) in enumerate(zip(generated.images, seeds, strict=True))
+        ]
         done = time.perf_counter()
         return GenerationResult(
-            images=encoded, image=encoded[0], seed=generated.seed, params=generated.params, worker_id=self.node,
+            images=encoded, image=encoded[0], seed=generated.seed, seeds=seeds, params=params, worker_id=self.node,
             model=self.pipeline.model_name,
             timings=Timings(
                 queue_ms=round((generated.started - generated.received_at) * 1000, 1),

@@ -194,3 +194,7 @@ def expected_steps(params: EffectiveParams) -> int:
         return params.steps
     return params.steps - int(max(params.steps - params.steps * params.strength, 0))
 
+
+def job_steps(params: EffectiveParams) -> int:
+    """Denoising steps of the whole job, as its progress counts them: each image's, one image after the other."""
+    return expected_steps(params) * params.num_images

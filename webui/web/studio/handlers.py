@@ -17,7 +17,7 @@ import gradio as gr
 from webui.contract import LISTEN_GRACE, MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.images import UploadError
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
-from webui.web.studio.info import generation_info, info_summary, model_note
+from webui.web.studio.info import generation_info, image_captions, info_summary, model_note
 from webui.web.studio.jobs_runner import JobRunner
 from webui.web.studio.photos import encode_photo_file, save_image
 from webui.web.worker_client import WorkerClient, WorkerError, WorkerInfoCache
@@ -110,9 +110,9 @@ class Studio:
             outcome = await self.client.generate(fields, on_progress=on_progress, on_retry=on_retry)
         info = generation_info(outcome, self.web_node)
         gallery = []
-        for index, data in enumerate(outcome.result.images, start=1):
-            path = await asyncio.to_thread(save_image, data, self.cache_dir, f"portrait-{info['seed']}-{index}.png")
-            gallery.append((path, f"#{index} · seed {info['seed']}"))
+        for data, seed, caption in zip(outcome.result.images, info["seeds"], image_captions(info), strict=True):
+            path = await asyncio.to_thread(save_image, data, self.cache_dir, f"portrait-{seed}.png")
+            gallery.append((path, caption))
         logger.info("job done: seed %s on %s in %d attempt(s)", info["seed"], info["worker_id"], info["attempts"])
         return gallery, info
 
@@ -141,8 +141,9 @@ class Studio:
             lora_scale: 0 to 2 (0 disables the LoRA).
             num_images: 1 to the workers' ``max_images``.
         Returns:
-            gallery: ``[{"image": path of a PNG, "caption": "#1 · seed N"}, ...]``.
-            info: seed, width, height, steps, guidance, lora_scale, num_images, mode, strength,
+            gallery: ``[{"image": path of a PNG, "caption": "#1 · seed N"}, ...]``: each image's own seed (N, N+1,
+            ...); each PNG carries its recipe.
+            info: seed, seeds (one per image), width, height, steps, guidance, lora_scale, num_images, mode, strength,
             prompt, negative_prompt, model, worker_id, web_node, attempts and timings
             (queue_ms, generate_ms, total_ms at the worker; web_ms at this front).
         Errors reach the client as one message: the invalid field and its allowed range, an

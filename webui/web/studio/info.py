@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from webui.schema import GenerationResult
+from webui.schema import GenerationResult, image_seeds
 from webui.web.worker_client import JobOutcome
 
-__all__ = ["DEMO_MODEL_NOTE", "generation_info", "info_summary", "model_note", "result_info"]
+__all__ = ["DEMO_MODEL_NOTE", "generation_info", "image_captions", "info_summary", "model_note", "result_info"]
 
 DEMO_MODEL_NOTE = (
     "The offline **demo** model is a tiny untrained network: it draws abstract colour fields, "
@@ -24,6 +24,7 @@ def result_info(result: GenerationResult, attempts: int, elapsed_ms: float, web_
     params = result.params
     return {
         "seed": result.seed,
+        "seeds": result.seeds or image_seeds(result.seed, params.num_images),
         "width": params.width,
         "height": params.height,
         "steps": params.steps,
@@ -47,12 +48,18 @@ def generation_info(outcome: JobOutcome, web_node: str) -> dict[str, Any]:
     return result_info(outcome.result, outcome.attempts, outcome.elapsed_ms, web_node)
 
 
+def image_captions(info: dict[str, Any]) -> list[str]:
+    """Each image's caption: its number and its own seed (the seed that makes it again alone)."""
+    return [f"#{index} · seed {seed}" for index, seed in enumerate(info["seeds"], start=1)]
+
+
 def info_summary(info: dict[str, Any]) -> str:
     """One readable line about a generation (Markdown)."""
     seconds = info["timings"]["web_ms"] / 1000
     retried = f" · {info['attempts']} attempts" if info["attempts"] > 1 else ""
+    seeds = f" (one per image, to `{info['seeds'][-1]}`)" if len(info.get("seeds", ())) > 1 else ""
     return (
-        f"**Seed** `{info['seed']}` · **{info['width']}×{info['height']}** · {info['steps']} steps · "
+        f"**Seed** `{info['seed']}`{seeds} · **{info['width']}×{info['height']}** · {info['steps']} steps · "
         f"guidance {info['guidance']:g} · worker `{info['worker_id']}` · node `{info['web_node']}` · "
         f"{seconds:.1f} s{retried}"
     )

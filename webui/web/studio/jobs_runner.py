@@ -20,7 +20,7 @@ from webui.schema import GenerationResult
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import CANCELED, FAILED, PROGRESS, QUEUED, STARTED, JobSnapshot, ShareLinks
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
-from webui.web.studio.info import info_summary, result_info
+from webui.web.studio.info import image_captions, info_summary, result_info
 from webui.web.studio.photos import save_png
 
 logger = logging.getLogger(__name__)
@@ -101,11 +101,12 @@ class JobRunner:
             raise JobsError(job.error if job and job.error else f"The job {job_id} failed.")
         if job.status == CANCELED:
             raise JobCanceled(f"The job {job_id} was canceled.")
+        captions = image_captions(job_info(job, self.web_node, 0.0))
         gallery = []
-        for index, result in enumerate(job.results):
+        for index, (result, caption) in enumerate(zip(job.results, captions, strict=True)):
             png = await self.client.result(job_id, index)
             path = await asyncio.to_thread(save_png, png, self.cache_dir, f"portrait-{job_id}-{index + 1}.png")
-            gallery.append((path, f"#{index + 1} · seed {job.input.get('seed')}"))
+            gallery.append((path, caption))
             logger.debug("job %s: result %d (%s) fetched", job_id, index, result.sha256)
         return gallery, job_info(job, self.web_node, time.monotonic() - started)
 

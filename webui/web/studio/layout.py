@@ -16,6 +16,7 @@ from webui.web.photo_input import PhotoInput
 from webui.web.studio.config import CUSTOM, ExamplePrompt, StudioConfig
 from webui.web.studio.handlers import Studio
 from webui.web.studio.job_page import JobPage, browser_state
+from webui.web.studio.recipe_drop import RecipeDrop
 
 JOB_CONCURRENCY_ID = "worker-jobs"
 """Every job event shares one concurrency limit: the web front's share of the workers."""
@@ -118,6 +119,7 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                         num_images = gr.Slider(1, max_images, value=min(defaults.num_images, max_images), step=1,
                                                label="Images", elem_id="num-images")
 
+                recipe_drop = RecipeDrop.build()
                 gr.Examples([[e.prompt, e.negative_prompt] for e in examples], inputs=[prompt, negative],
                             label="Example prompts", elem_id="examples", examples_per_page=5)
 
@@ -201,4 +203,5 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
         if job_page is not None:  # the kept form back, then the kept job followed again
             loaded.then(job_page.restore, [state], [*form, strength], api_visibility="private", queue=False
                         ).then(**follow)
+        recipe_drop.wire([*form, strength, resolution], studio.max_upload_bytes, config.resolution_name)
     return demo

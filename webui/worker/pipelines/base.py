@@ -16,6 +16,7 @@ from typing import Protocol
 
 from PIL import Image
 
+from webui.recipe import Provenance
 from webui.schema import EffectiveParams, GenerationRequest, ModelFamily, StepCallback
 from webui.settings import WorkerSettings
 
@@ -67,6 +68,11 @@ class PipelineBase:
             strength=request.strength if request.init_image is not None else None,
         )
 
+    def provenance(self) -> Provenance:
+        """What every image's recipe says of the pipeline (model, weights hashes, scheduler, versions): the name
+        alone here; a real model's is computed once, when it loads."""
+        return Provenance(model=self.model_name)
+
     def warm_up(self, params: EffectiveParams) -> list[Image.Image]:
         """The self-check's generation (``webui.worker.pipelines.warmup``): ``generate`` itself by default."""
         return self.generate(params)  # type: ignore[attr-defined]
@@ -117,6 +123,8 @@ class Pipeline(Protocol):
     model_name: str
 
     def describe(self) -> dict: ...
+
+    def provenance(self) -> Provenance: ...
 
     def place(self) -> None: ...
 

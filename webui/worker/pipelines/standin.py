@@ -23,10 +23,10 @@ import time
 import numpy as np
 from PIL import Image
 
-from webui.schema import EffectiveParams, ModelFamily, StepCallback
+from webui.schema import EffectiveParams, ModelFamily, StepCallback, image_seeds
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
-from webui.worker.job_parsing import expected_steps
+from webui.worker.job_parsing import job_steps
 from webui.worker.pipelines.base import ModelDefaults, PipelineBase
 
 STANDIN_PREFIX = "standin:"
@@ -95,7 +95,13 @@ class StandinPipeline(PipelineBase):
         """The worker's self-check: the images drawn without the job latency (a stand-in has nothing to warm up,
         so its worker is ready as soon as it answers, whatever ``seconds`` a job takes)."""
         self.check_inputs(params, None)
-        return [standin_image(params.width, params.height, params.seed + i) for i in range(params.num_images)]
+        return self.draw(params)
+
+    @staticmethod
+    def draw(params: EffectiveParams) -> list[Image.Image]:
+        """Each image from its own seed (``image_seeds``), as a real model's."""
+        seeds = image_seeds(params.seed, params.num_images)
+        return [standin_image(params.width, params.height, seed) for seed in seeds]
 
     def generate(
         self, params: EffectiveParams, init_image: Image.Image | None = None, on_step: StepCallback | None = None
@@ -108,8 +114,8 @@ class StandinPipeline(PipelineBase):
         """
         self.check_inputs(params, init_image)
         started = time.perf_counter()
-        images = [standin_image(params.width, params.height, params.seed + i) for i in range(params.num_images)]
-        total = max(1, expected_steps(params))
+        images = self.draw(params)
+        total = max(1, job_steps(params))
         for step in range(1, total + 1):
             delay = started + self.seconds * step / total - time.perf_counter()
             if delay > 0:
