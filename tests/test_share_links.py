@@ -13,6 +13,8 @@ is in the run dir), and jobs queued while the only worker was in maint run and s
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,6 +97,32 @@ def test_a_share_link_shows_its_result_without_the_login_and_nothing_else_passes
         assert stranger.post(link).status_code == 401  # only reads pass the login
         assert stranger.get(f"/v1/share/%2e%2e/jobs/{job['id']}").status_code == 404  # no way around it
         assert stranger.get("/v1/jobs").status_code == 401
+
+
+def accounts_cli(cluster: LaunchedCluster, *args: str) -> str:
+    """``python -m jobs accounts ARGS`` on the cluster's store (its run dir), as an operator runs it; its stdout."""
+    done = subprocess.run([sys.executable, "-m", "jobs", "accounts", "--run-dir", str(cluster.run_dir), *args],
+                          capture_output=True, text=True, timeout=WAIT, check=False)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def test_an_api_key_reaches_the_jobs_api_past_the_site_login_and_nothing_else(cluster: LaunchedCluster) -> None:
+    accounts_cli(cluster, "create", "booking-site")
+    key = accounts_cli(cluster, "create-key", "booking-site", "--scope=generate", "--scope=history")
+    bearer = {"Authorization": f"Bearer {key}"}
+    with client(cluster, login=False) as app:
+        made = app.post("/v1/jobs", json=JOB, headers={**bearer, "Prefer": "wait=30"})
+        assert made.status_code == 201 and made.json()["status"] == "succeeded", made.text
+        assert app.get(made.json()["output"][0], headers=bearer).status_code == 200
+        assert app.get(f"/v1/jobs/{made.json()['id']}").status_code == 401  # without the key: the site login
+        for path in ("/", "/generate", "/v1/recipes"):  # the key opens the jobs API only
+            assert app.post(path, json=JOB, headers=bearer).status_code == 401, path
+        for _ in range(12):  # more than the failed logins a client may make in a minute (10)
+            forged = app.get("/v1/jobs", headers={"Authorization": "Bearer ph_live_forged"})
+            assert forged.status_code == 401 and forged.json()["error"] == "invalid_api_key"  # the service's answer
+    with client(cluster, login=True) as member:  # bad keys are no failed logins: this address is not throttled
+        assert member.get("/v1/jobs").status_code == 200
 
 
 def test_forged_altered_and_expired_share_links_are_refused_in_words(cluster: LaunchedCluster) -> None:
