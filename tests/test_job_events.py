@@ -11,12 +11,13 @@ stream's reads. Run under the cluster lock (the PostgreSQL half starts a server)
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 import pytest
 from sqlalchemy import Engine, event
 
-from jobs.api.sse import job_events
+from jobs.api.sse import HEARTBEAT_S, POLL_S, job_events
 from jobs.store import Image, Lease, claim_next, events_after, finish, mark_canceled, record_progress, submit
 
 GENERATION = {"worker_id": "node1", "model": "demo", "seed": 7}
@@ -76,3 +77,22 @@ def test_a_stream_resumed_after_the_end_sends_nothing_more(job_store: Engine, af
 
     streamed = asyncio.run(asyncio.wait_for(collect(), timeout=30))
     assert [sse.event for sse in streamed] == ([] if after is None else ["queued", "started", "result"])
+
+
+def test_a_quiet_stream_sends_a_ping_within_the_heartbeat(job_store: Engine) -> None:
+    """A queued job with no dispatcher says nothing new: the stream still sends ``: ping`` every ``HEARTBEAT_S``,
+    so a client's read timeout of a few seconds never fires on a live stream."""
+    job = submit(job_store, {"prompt": "a portrait that waits", "seed": 3})[0]
+
+    async def first_three() -> list[tuple[float, object]]:
+        got, started = [], time.monotonic()
+        async for sse in job_events(job_store, job.id, 0):
+            got.append((time.monotonic() - started, sse))
+            if len(got) == 3:
+                return got
+        return got
+
+    got = asyncio.run(asyncio.wait_for(first_three(), timeout=30))
+    assert [sse.event for _, sse in got] == ["queued", None, None]
+    assert [sse.comment for _, sse in got[1:]] == ["ping", "ping"]
+    assert got[2][0] - got[1][0] >= HEARTBEAT_S - POLL_S  # a ping per quiet heartbeat, not a stream of them

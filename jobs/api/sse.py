@@ -4,11 +4,13 @@ that reconnects misses nothing and sees nothing twice; the stream ends after the
 Each stored event is one SSE event whose ``id`` is its sequence number: ``queued`` (with the queue position),
 ``started``, ``progress`` (``{"step", "steps"}``), then ``result``, ``failed`` or ``canceled`` (the job's public
 JSON). While the job waits, a changed queue position is sent as a ``queued`` event without an id (it is not in
-the log). FastAPI's SSE response adds a ``: ping`` comment after 15 s of silence (the heartbeat).
+the log). A ``: ping`` comment comes after ``HEARTBEAT_S`` without an event, so a client's short read timeout tells
+a dead connection (its balancer cut off) from a job that is only slow.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -24,6 +26,8 @@ from jobs.store import Event, Job, events_after, get, queue_position
 
 POLL_S = 0.2
 """How often a stream looks for new events in the store (which every balancer host shares)."""
+HEARTBEAT_S = 2.0
+"""Longest silence on a stream: a ``: ping`` comment then (clients read with a timeout of a few seconds)."""
 NAMES = {STARTING: "queued", PROCESSING: "started", SUCCEEDED: "result", FAILED: "failed", CANCELED: "canceled"}
 """A status event's SSE name."""
 
@@ -63,6 +67,7 @@ def _next_batch(engine: Engine, job_id: str, after: int) -> tuple[Job, list[Serv
 async def job_events(engine: Engine, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
     """Stream ``job_id``'s events after sequence number ``after`` until its terminal event."""
     position_sent: int | None = None
+    last_sent = time.monotonic()
     while True:
         try:
             job, events, position = await run_sync(_next_batch, engine, job_id, after)
@@ -70,6 +75,7 @@ async def job_events(engine: Engine, job_id: str, after: int) -> AsyncIterator[S
             return
         for event in events:
             yield event
+            last_sent = time.monotonic()
             after = int(event.id or after)
             if event.event == "queued":
                 position_sent = event.data.get("queue_position")
@@ -80,4 +86,8 @@ async def job_events(engine: Engine, job_id: str, after: int) -> AsyncIterator[S
         if job.queued and position is not None and position != position_sent and after > 0:
             position_sent = position
             yield ServerSentEvent(event="queued", data={"status": STARTING, "queue_position": position})
+            last_sent = time.monotonic()
+        if time.monotonic() - last_sent >= HEARTBEAT_S:
+            yield ServerSentEvent(comment="ping")
+            last_sent = time.monotonic()
         await anyio.sleep(POLL_S)

@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 from pydantic import ValidationError
 
+from webui import keepalive
 from webui.cluster_secret import secret_headers
 from webui.contract import RETRYABLE_STATUSES
 from webui.web.jobs_wire import (
@@ -98,9 +99,10 @@ class JobsClient:
         self.retry_delay = retry_delay
         self.reconnect_for = reconnect_for
         """Seconds a job's event stream may stay cut (reconnecting) before following it fails."""
-        self._http = httpx.AsyncClient(
+        verify = tls_context(ca_file, cert_file)
+        self._http = httpx.AsyncClient(  # keep-alive: a stream through a cut-off balancer ends in seconds
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-            transport=transport, verify=tls_context(ca_file, cert_file), headers=secret_headers())
+            transport=transport or keepalive.async_transport(verify), verify=verify, headers=secret_headers())
 
     async def aclose(self) -> None:
         await self._http.aclose()

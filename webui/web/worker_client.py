@@ -27,6 +27,7 @@ from typing import Annotated, Any
 import httpx
 from pydantic import Field, TypeAdapter, ValidationError
 
+from webui import keepalive
 from webui.cluster_secret import secret_headers
 from webui.contract import INFO_PATH, MINIMAL_RESULT, OUT_OF_MEMORY_STATUS, RETRYABLE_STATUSES
 from webui.schema import MAX_SEED, ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent, WorkerInfo
@@ -153,11 +154,13 @@ class WorkerClient:
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.timeout = timeout
+        verify = tls_context(ca_file, cert_file)
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-            transport=transport,
-            verify=tls_context(ca_file, cert_file),
+            # TCP keep-alive: a job silent in the queue or on a GPU outlives no cut-off balancer by long.
+            transport=transport or keepalive.async_transport(verify),
+            verify=verify,
             headers=secret_headers(),  # the worker queue lets in parts of the cluster only
         )
 
