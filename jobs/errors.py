@@ -25,7 +25,19 @@ class JobGone(JobsError):
     code = "job_expired"
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"Job {job_id!r} has expired: its record and results were deleted after their retention.")
+        super().__init__(f"Job {job_id!r} is gone: its record and results were deleted (its retention ran out, or "
+                         "its owner deleted it).")
+        self.job_id = job_id
+
+
+class JobStillActive(JobsError):
+    """A job that is still queued or running cannot be deleted (HTTP 409): cancel it first."""
+
+    code = "job_active"
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"Job {job_id} is {status}: cancel it first (POST /v1/jobs/{job_id}/cancel), then delete it "
+                         "once it has stopped.")
         self.job_id = job_id
 
 

@@ -1,13 +1,14 @@
 """The ``/v1/jobs`` HTTP API: ``create_app`` builds the FastAPI app; ``routes`` (the routes), ``submission`` (the
 boundary checks), ``views`` (a job's public JSON), ``sse`` (its events), ``deliveries`` (its webhooks' log),
 ``errors`` (the one mapping to HTTP); ``generate`` and ``sync_jobs``: the worker's synchronous ``/generate`` routes,
-each generation a job; ``shares`` (+ ``share_tokens``): signed, expiring links to a result."""
+each generation a job; ``shares`` (+ ``share_tokens``): signed, expiring links to a result; ``history`` (delete,
+thumbnails), ``listing`` (a listing's filter), ``owners`` (whose job a request acts on)."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from jobs.api import deliveries, errors, generate, shares
+from jobs.api import deliveries, errors, generate, history, shares
 from jobs.api.request_id import RequestId
 from jobs.api.routes import JobsApi, router
 
@@ -21,6 +22,7 @@ def create_app(jobs_api: JobsApi, **fastapi_options: object) -> FastAPI:
     app.state.jobs_api = jobs_api
     app.include_router(router)
     app.include_router(deliveries.router)
+    app.include_router(history.router)
     app.include_router(generate.router)
     if jobs_api.shares is not None:
         app.include_router(shares.router)
