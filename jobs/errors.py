@@ -20,13 +20,14 @@ class JobNotFound(JobsError):
 
 
 class JobGone(JobsError):
-    """The job existed, but its retention ran out: its results and record were deleted (HTTP 410)."""
+    """The job existed, but its retention ran out or its owner deleted it: its results and record are gone (HTTP
+    410)."""
 
     code = "job_expired"
 
     def __init__(self, job_id: str) -> None:
-        super().__init__(f"Job {job_id!r} is gone: its record and results were deleted (its retention ran out, or "
-                         "its owner deleted it).")
+        super().__init__(f"Job {job_id!r} has expired or was deleted: its record and results are gone (its retention "
+                         "ran out, or its owner deleted it).")
         self.job_id = job_id
 
 

@@ -60,7 +60,7 @@ def _problem(response: httpx.Response, job_id: str | None = None) -> JobsError |
     if response.status_code == 404 and job_id:
         return JobsError(f"The job {job_id} is not known to the jobs service.", 404)
     if response.status_code == 410 and job_id:
-        return JobsError(f"The job {job_id} has expired: its results were deleted.", 410)
+        return JobsError(f"The job {job_id} has expired or was deleted: its results are gone.", 410)
     try:
         detail = response.json().get("detail") or response.reason_phrase
     except (ValueError, AttributeError):
