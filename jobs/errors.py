@@ -20,14 +20,27 @@ class JobNotFound(JobsError):
 
 
 class JobGone(JobsError):
-    """The job existed, but its retention ran out: its results and record were deleted (HTTP 410)."""
+    """The job existed, but its retention ran out or its owner deleted it: its results and record are gone (HTTP
+    410)."""
 
     code = "job_expired"
 
     def __init__(self, job_id: str, owner: str | None = None) -> None:
-        super().__init__(f"Job {job_id!r} has expired: its record and results were deleted after their retention.")
+        super().__init__(f"Job {job_id!r} has expired or was deleted: its record and results are gone (its retention "
+                         "ran out, or its owner deleted it).")
         self.job_id = job_id
         self.owner = owner
+
+
+class JobStillActive(JobsError):
+    """A job that is still queued or running cannot be deleted (HTTP 409): cancel it first."""
+
+    code = "job_active"
+
+    def __init__(self, job_id: str, status: str) -> None:
+        super().__init__(f"Job {job_id} is {status}: cancel it first (POST /v1/jobs/{job_id}/cancel), then delete it "
+                         "once it has stopped.")
+        self.job_id = job_id
 
 
 class IdempotencyConflict(JobsError):

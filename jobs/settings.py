@@ -47,6 +47,9 @@ class JobsSettings(BaseSettings):
                               "start (or resume) its job before a 503 (the cluster's limits.queue_timeout).")
     retention_days: float = Field(30, gt=0, description="Days a job and its results are kept (then 410 Gone).")
     janitor_every: float = Field(60, gt=0, description="Seconds between the janitor's sweeps.")
+    site_login: bool = Field(False, description="The site has a login (HAProxy checks its basic auth): a request's "
+                             "user name makes its jobs that login's (History). Off: requests without an API key are "
+                             "anonymous, whatever user name they send.")
     max_body_bytes: int = Field(64 * 1024, ge=1024, description="The largest job body a client may submit.")
     webhook_policy: Path | None = Field(
         None, description="JSON file with the webhook target policy ({\"allow_http\", \"allow\", \"deny\"}); "

@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
+from jobs.contract import ANONYMOUS
 from jobs.store import make_engine, sweep_expired
 from jobs.store.records import utc_now
 from jobs.store.schema import accounts, api_keys, jobs
@@ -143,6 +144,13 @@ def test_an_account_sees_only_its_own_jobs(store: Store) -> None:
     assert call(store.cached, "GET", f"/v1/jobs/{anonymous}").status_code == 200
     used = store.column(select(api_keys.c.last_used_at).where(api_keys.c.prefix == a[:16]))
     assert used[0] is not None
+
+
+def test_without_the_site_login_a_basic_auth_name_names_no_owner(store: Store) -> None:
+    alice = {"Authorization": "Basic YWxpY2U6eA=="}  # alice:x, sent to a service started without --site-login
+    made = call(store.uncached, "POST", "/v1/jobs", **alice)
+    assert made.status_code == 202, made.text
+    assert store.column(select(jobs.c.owner).where(jobs.c.id == made.json()["id"])) == [ANONYMOUS]
 
 
 def test_a_revoked_key_is_refused_by_every_service(store: Store) -> None:

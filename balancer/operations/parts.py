@@ -62,6 +62,8 @@ def jobs_command(spec: ClusterSpec) -> list[str]:
                "--job-timeout", f"{jobs.job_timeout:g}", "--retention-days", f"{jobs.retention_days:g}",
                "--queue-wait", f"{spec.limits.queue_timeout:g}",
                "--worker-timeout", f"{spec.limits.generation_timeout:g}"]
+    if spec.users_file is not None:
+        command.append("--site-login")  # HAProxy checks the login, so its user name may name a job's owner
     if spec.tls is not None and spec.worker_queue_tls:
         command += ["--queue-ca", str(spec.tls.ca_file), "--queue-cert", str(spec.queue_client_cert(None))]
     return command

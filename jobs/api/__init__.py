@@ -2,13 +2,14 @@
 boundary checks), ``views`` (a job's public JSON), ``sse`` (its events), ``deliveries`` (its webhooks' log),
 ``errors`` (the one mapping to HTTP); ``generate`` and ``sync_jobs``: the worker's synchronous ``/generate`` routes,
 each generation a job; ``shares`` (+ ``share_tokens``): signed, expiring links to a result; ``recipes``: a PNG's
-recipe read back; ``auth``: who is asking (an API key's account, or anonymous)."""
+recipe read back; ``history`` (delete, thumbnails), ``listing`` (a listing's filter); ``auth`` and ``owners``: who
+is asking and whose job a request acts on."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from jobs.api import deliveries, errors, generate, recipes, shares
+from jobs.api import deliveries, errors, generate, history, recipes, shares
 from jobs.api.auth import KeyCache
 from jobs.api.request_id import RequestId
 from jobs.api.routes import JobsApi, router
@@ -22,8 +23,10 @@ def create_app(jobs_api: JobsApi, **fastapi_options: object) -> FastAPI:
                   **fastapi_options)
     app.state.jobs_api = jobs_api
     app.state.keys = jobs_api.keys or KeyCache(jobs_api.engine)
+    app.state.site_login = jobs_api.site_login
     app.include_router(router)
     app.include_router(deliveries.router)
+    app.include_router(history.router)
     app.include_router(generate.router)
     app.include_router(recipes.router)
     if jobs_api.shares is not None:

@@ -1,6 +1,8 @@
 """Who is asking: ``Authorization: Bearer <API key>`` makes the key's account the caller, checked against the
 store (through a cache of at most ``KEY_CACHE_SECONDS``, so a revoked key is refused on every service within
-that); any other request is anonymous, as before accounts (the site's basic-auth login and the studio page).
+that). Without a key, a request acts for its site login (``owners.owner_of``: the basic-auth user name HAProxy
+checked) when the site has one (``--site-login``), else it is anonymous. An account's jobs are its own; a login's
+or the anonymous jobs can be read by anyone without a key who holds their id, as before accounts.
 
 Identity comes only from this check: no header a client sends names an account. The scope a request needs
 follows from its method (``SCOPE_FOR_METHOD``); a job of another owner is answered as if it did not exist.
@@ -19,6 +21,7 @@ from anyio.to_thread import run_sync
 from fastapi import Depends, Request
 from sqlalchemy import Engine
 
+from jobs.api.owners import owner_of
 from jobs.contract import (
     ANONYMOUS,
     KEY_CACHE_SECONDS,
@@ -30,6 +33,7 @@ from jobs.contract import (
 )
 from jobs.errors import JobGone, JobNotFound
 from jobs.store import ApiKey, Job, find_key, get, key_hash, touch_key
+from jobs.store.accounts import ACCOUNT_ID_PREFIX
 from jobs.store.records import utc_now
 from webui.worker.job_parsing import ApiError
 
@@ -49,6 +53,11 @@ class Caller:
     owner: str
     scopes: frozenset[str]
     key_prefix: str | None = None
+    """The API key's visible prefix; None for a caller without a key."""
+
+    @property
+    def account(self) -> bool:
+        return self.key_prefix is not None
 
     def may(self, scope: str) -> bool:
         return scope in self.scopes or SCOPE_ADMIN in self.scopes
@@ -115,7 +124,8 @@ async def caller(request: Request) -> Caller:
     """The request's caller, allowed the scope its method needs (401 for a bad key, 403 for a missing scope)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer":
-        return ANONYMOUS_CALLER
+        login = owner_of(request) if request.app.state.site_login else ANONYMOUS
+        return ANONYMOUS_CALLER if login == ANONYMOUS else Caller(login, ANONYMOUS_CALLER.scopes)
     if not token.strip():
         raise unauthorized("invalid_api_key", "The Authorization header says Bearer but carries no API key.")
     keys: KeyCache = request.app.state.keys
@@ -132,15 +142,23 @@ async def caller(request: Request) -> Caller:
 Who = Annotated[Caller, Depends(caller)]
 
 
+def visible(owner: str | None, who: Caller) -> bool:
+    """Whether ``who`` may act on a job of ``owner``: an account's job only with its key; any other job to anyone
+    without a key (the page and the site's logins read jobs by id, as before accounts)."""
+    if who.account or (owner or "").startswith(ACCOUNT_ID_PREFIX):
+        return owner == who.owner
+    return True
+
+
 def owned(engine: Engine, job_id: str, who: Caller) -> Job:
-    """The job ``job_id`` when ``who`` owns it (blocking); another owner's job, expired or not, is answered as
-    unknown (404), never as forbidden or gone."""
+    """The job ``job_id`` when ``who`` may act on it (blocking, see ``visible``); another's job, expired or not, is
+    answered as unknown (404), never as forbidden or gone."""
     try:
         job = get(engine, job_id)
     except JobGone as gone:
-        if gone.owner != who.owner:
+        if not visible(gone.owner, who):
             raise JobNotFound(job_id) from None
         raise
-    if job.owner != who.owner:
+    if not visible(job.owner, who):
         raise JobNotFound(job_id)
     return job

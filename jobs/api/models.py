@@ -15,7 +15,10 @@ from pydantic import BaseModel, Field
 from webui.schema import GenerationRequest
 
 WEBHOOK_FIELDS = ("webhook", "webhook_events_filter")
-"""The fields a job has on top of the worker's request."""
+"""The webhook fields a job has on top of the worker's request."""
+PRESET_FIELD = "preset"
+"""A label a job has on top of the worker's request: the studio preset it was made with (history filters by it)."""
+MAX_PRESET_CHARS = 100
 
 
 class JobRequest(GenerationRequest):
@@ -25,6 +28,8 @@ class JobRequest(GenerationRequest):
     webhook_events_filter: list[str] | None = Field(
         None, description="Which events the webhook receives: start, output (progress), logs, completed. "
         "Default: start and completed.")
+    preset: str | None = Field(None, max_length=MAX_PRESET_CHARS, description="The studio preset it was made "
+                               "with: a label, kept with the job (GET /v1/jobs?preset= filters by it).")
 
 
 class JobUrls(BaseModel):

@@ -22,6 +22,7 @@ from sqlalchemy import Engine
 
 from jobs.api.auth import KeyCache, Who, owned
 from jobs.api.errors import RESPONSES
+from jobs.api.listing import job_filter, next_page
 from jobs.api.models import JobAccepted, JobList, JobRequest, JobView
 from jobs.api.share_tokens import ShareSigner
 from jobs.api.sse import job_events, last_event_id
@@ -30,7 +31,7 @@ from jobs.api.sync_jobs import SyncOptions
 from jobs.api.views import PREFIX, accepted, view
 from jobs.contract import PAGE_LIMIT_MAX, RETENTION
 from jobs.errors import ResultNotFound
-from jobs.store import Job, cancel, get, list_newest_first, result_data, stored_results, submit
+from jobs.store import Job, JobFilter, cancel, get, list_newest_first, result_data, stored_results, submit
 from jobs.webhooks.targets import TargetGuard
 from webui.schema import Limits
 
@@ -59,6 +60,8 @@ class JobsApi:
     """Signs and checks share links (None: this service makes none)."""
     keys: KeyCache | None = None
     """Checks API keys (None: a cache of ``KEY_CACHE_SECONDS`` on ``engine``)."""
+    site_login: bool = False
+    """Whether a request's basic-auth user name names its owner (the site's login, checked by HAProxy)."""
 
 
 def api(request: Request) -> JobsApi:
@@ -109,14 +112,15 @@ async def submit_job(request: Request, jobs: Api, who: Who) -> Response:
 
 
 @router.get("", response_model=JobList)
-async def list_jobs(jobs: Api, who: Who, cursor: str | None = None,
-                    limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 20) -> JobList:
-    """Jobs, newest first; follow ``next`` for the next page."""
+async def list_jobs(request: Request, jobs: Api, who: Who, only: Annotated[JobFilter, Depends(job_filter)],
+                    cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 20) -> JobList:
+    """Your jobs (your API key's account's, or your login's; everyone's on a site without one), newest first;
+    follow ``next`` for the next page. Filters: ``since``/``until`` (ISO 8601 date or time, UTC unless it says),
+    ``preset``, ``q`` (text in the prompt, any case); ``next`` keeps them."""
     def page() -> JobList:
-        found = list_newest_first(jobs.engine, who.owner, cursor, limit)
-        following = f"{PREFIX}?cursor={found.next_cursor}&limit={limit}" if found.next_cursor else None
+        found = list_newest_first(jobs.engine, who.owner, cursor, limit, only)
         return JobList(jobs=[view(jobs.engine, job) for job in found.jobs], next_cursor=found.next_cursor,
-                       next=following)
+                       next=next_page(request, found.next_cursor))
     return await run_sync(page)
 
 
@@ -141,13 +145,22 @@ async def result_response(jobs: JobsApi, job: Job, index: int, request: Request,
     described = await run_sync(stored_results, jobs.engine, job.id)
     if not 0 <= index < len(described):
         raise ResultNotFound(job.id, index, f"its results are numbered 0 to {len(described) - 1}")
-    etag = f'"{described[index].sha256}"'
-    max_age = max(0, int((until - datetime.now(UTC)).total_seconds()))
-    headers = {"ETag": etag, "Cache-Control": f"private, max-age={max_age}, immutable"}
-    if etag in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]:
+    headers = immutable_headers(described[index].sha256, until)
+    if not_modified(request, headers):
         return Response(status_code=304, headers=headers)
     stored, data = await run_sync(result_data, jobs.engine, job.id, index)
     return Response(data, media_type=stored.media_type, headers=headers)
+
+
+def immutable_headers(sha256: str, until: datetime) -> dict[str, str]:
+    """Cache headers of bytes that never change: ``ETag`` their SHA-256, cached privately until ``until``."""
+    max_age = max(0, int((until - datetime.now(UTC)).total_seconds()))
+    return {"ETag": f'"{sha256}"', "Cache-Control": f"private, max-age={max_age}, immutable"}
+
+
+def not_modified(request: Request, headers: dict[str, str]) -> bool:
+    """Whether ``request``'s ``If-None-Match`` names the ``ETag`` in ``headers``."""
+    return headers["ETag"] in [tag.strip() for tag in request.headers.get("if-none-match", "").split(",")]
 
 
 @router.get("/{job_id}/events", response_class=EventSourceResponse)

@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import Request
 
-from jobs.api.models import WEBHOOK_FIELDS
+from jobs.api.models import MAX_PRESET_CHARS, PRESET_FIELD, WEBHOOK_FIELDS
 from jobs.contract import MAX_BODY_BYTES, MAX_WAIT_S
 from jobs.webhooks.events import parse_events_filter
 from jobs.webhooks.targets import TargetGuard, TargetRefused
@@ -94,10 +94,19 @@ async def read_submission(request: Request, limits: Limits, guard: TargetGuard,
                        "job's photo may make it larger).")
     body_hash = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
     webhook = {name: payload.pop(name) for name in WEBHOOK_FIELDS if name in payload}
-    if problems := check_webhook(webhook, guard):
+    preset = payload.pop(PRESET_FIELD, None)
+    if problems := check_webhook(webhook, guard) + check_preset(preset):
         raise invalid_request(problems)
     job = validate_job(payload, limits)
     fields = job.model_dump(exclude_none=True)
     fields.setdefault("seed", secrets.randbelow(MAX_SEED + 1))
-    return Submission({**fields, **{k: v for k, v in webhook.items() if v is not None}}, body_hash, key)
+    labels = {**webhook, PRESET_FIELD: preset or None}
+    return Submission({**fields, **{k: v for k, v in labels.items() if v is not None}}, body_hash, key)
+
+
+def check_preset(preset: object) -> list[dict[str, str]]:
+    """Problems with the ``preset`` label: text of at most ``MAX_PRESET_CHARS`` characters, or absent."""
+    if preset is None or (isinstance(preset, str) and len(preset) <= MAX_PRESET_CHARS):
+        return []
+    return [{"field": PRESET_FIELD, "message": f"must be text of at most {MAX_PRESET_CHARS} characters"}]
 

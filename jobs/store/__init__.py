@@ -15,6 +15,7 @@ from jobs.store.accounts import (
 )
 from jobs.store.api_keys import ApiKey, create_key, find_key, key_by_prefix, key_hash, list_keys, revoke_key, touch_key
 from jobs.store.claims import claim_next, record_progress, renew
+from jobs.store.deletion import delete_job
 from jobs.store.deliveries import (
     LoggedAttempt,
     QueuedDelivery,
@@ -27,15 +28,17 @@ from jobs.store.engine import default_url, make_engine
 from jobs.store.events import events_after
 from jobs.store.migrate import upgrade
 from jobs.store.outcomes import cancel, fail, finish, mark_canceled, result_data, stored_results
-from jobs.store.records import Event, Image, Job, Lease, Page, Settled, StoredResult
+from jobs.store.records import Event, Image, Job, JobFilter, Lease, Page, Settled, StoredResult
 from jobs.store.retention import sweep_expired
 from jobs.store.submissions import get, list_newest_first, queue_position, submit, submit_held
+from jobs.store.thumbnails import Thumbnail, thumbnail
 
 __all__ = [
     "Account", "Member", "add_member", "create_account", "get_account", "list_accounts", "members", "remove_member",
     "ApiKey", "create_key", "find_key", "key_by_prefix", "key_hash", "list_keys", "revoke_key", "touch_key",
     "LoggedAttempt", "QueuedDelivery", "claim_due", "claim_one", "job_deliveries", "record_attempt",
-    "Event", "Image", "Job", "Lease", "Page", "Settled", "StoredResult", "cancel", "claim_next", "default_url",
-    "events_after", "fail", "finish", "get", "list_newest_first", "make_engine", "mark_canceled", "queue_position",
-    "record_progress", "renew", "result_data", "stored_results", "submit", "submit_held", "sweep_expired", "upgrade",
+    "Event", "Image", "Job", "JobFilter", "Lease", "Page", "Settled", "StoredResult", "Thumbnail", "cancel",
+    "claim_next", "default_url", "delete_job", "events_after", "fail", "finish", "get", "list_newest_first",
+    "make_engine", "mark_canceled", "queue_position", "record_progress", "renew", "result_data", "stored_results",
+    "submit", "submit_held", "sweep_expired", "thumbnail", "upgrade",
 ]

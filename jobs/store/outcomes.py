@@ -21,7 +21,8 @@ from jobs.store.engine import read, write
 from jobs.store.events import append_event
 from jobs.store.outbox import enqueue
 from jobs.store.records import Image, Job, Settled, StoredResult, utc_now
-from jobs.store.schema import jobs, results
+from jobs.store.schema import jobs, results, thumbnails
+from jobs.store.thumbnails import rows as thumbnail_rows
 
 logger = logging.getLogger(__name__)
 
@@ -34,9 +35,10 @@ def finish(engine: Engine, job_id: str, images: Sequence[Image], now: datetime |
     """Store ``images`` as ``job_id``'s results (and ``generation``, the worker's account of them: worker, model,
     timings) and mark it ``succeeded`` — unless it already ended."""
     now = now or utc_now()
+    thumbs = thumbnail_rows(job_id, images)
     with write(engine) as connection:
         return _settle(connection, job_id, SUCCEEDED, {"results": len(images)}, now, images=images,
-                       generation=generation)
+                       generation=generation, thumbs=thumbs)
 
 
 def _result_row(job_id: str, index: int, image: Image) -> dict[str, Any]:
@@ -81,7 +83,7 @@ def cancel(engine: Engine, job_id: str, now: datetime | None = None) -> Job:
 
 def _settle(connection: Connection, job_id: str, status: str, event: dict[str, Any], now: datetime,
             error: str | None = None, images: Sequence[Image] = (),
-            generation: dict[str, Any] | None = None) -> Settled:
+            generation: dict[str, Any] | None = None, thumbs: Sequence[dict[str, Any]] = ()) -> Settled:
     """End ``job_id`` with ``status`` (and ``images``) if it is still active, with an event and its
     ``completed`` webhook; else report what it already is."""
     row = connection.execute(
@@ -93,6 +95,8 @@ def _settle(connection: Connection, job_id: str, status: str, event: dict[str, A
         if images:
             connection.execute(insert(results), [_result_row(job_id, index, image)
                                                  for index, image in enumerate(images)])
+        if thumbs:
+            connection.execute(insert(thumbnails), list(thumbs))
         append_event(connection, job_id, EVENT_STATUS, {"status": status, **event}, now)
         enqueue(connection, Job.from_row(row), WEBHOOK_COMPLETED, now)
         return Settled(Job.from_row(row), written=True)

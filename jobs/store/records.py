@@ -100,6 +100,17 @@ class Event:
 
 
 @dataclass(frozen=True)
+class JobFilter:
+    """Which of an owner's jobs a listing shows: accepted in ``[since, until)``, with ``preset``, with ``text`` in
+    the prompt (any case); None: no condition."""
+
+    since: datetime | None = None
+    until: datetime | None = None
+    preset: str | None = None
+    text: str | None = None
+
+
+@dataclass(frozen=True)
 class Page:
     """One page of a listing, newest first; ``next_cursor`` is None on the last page."""
 

@@ -1,5 +1,5 @@
-"""The janitor: jobs whose retention ran out are deleted with their results, events and webhook deliveries, in
-bounded batches, and each leaves a tombstone (id, owner, when) so the API answers ``410 Gone`` for it rather than 404.
+"""The janitor: jobs whose retention ran out are deleted with all they own (``deletion.bury``), in bounded
+batches, and each leaves a tombstone (id, owner, when) so the API answers ``410 Gone`` for it rather than 404.
 
 Safe on several hosts at once: on PostgreSQL a batch's rows are taken ``FOR UPDATE SKIP LOCKED``, so two
 janitors delete different jobs. On SQLite the freed pages go back to the file system
@@ -11,12 +11,13 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 
-from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy import Engine, select
 
 from jobs.contract import JANITOR_BATCH
+from jobs.store.deletion import bury
 from jobs.store.engine import write
 from jobs.store.records import utc_now
-from jobs.store.schema import job_events, jobs, results, tombstones, webhook_attempts, webhook_deliveries
+from jobs.store.schema import jobs
 
 logger = logging.getLogger(__name__)
 
@@ -51,13 +52,6 @@ def _sweep_batch(engine: Engine, now: datetime, batch: int) -> int:
         expired = connection.execute(due).all()
         if not expired:
             return 0
-        ids = [row.id for row in expired]
-        connection.execute(insert(tombstones), [{"id": row.id, "owner": row.owner, "expired_at": now}
-                                                for row in expired])
-        connection.execute(delete(webhook_attempts).where(webhook_attempts.c.delivery_id.in_(
-            select(webhook_deliveries.c.id).where(webhook_deliveries.c.job_id.in_(ids)))))
-        for table in (results, job_events, webhook_deliveries):
-            connection.execute(delete(table).where(table.c.job_id.in_(ids)))
-        connection.execute(delete(jobs).where(jobs.c.id.in_(ids)))
-    return len(ids)
+        bury(connection, expired, now)
+    return len(expired)
 

@@ -1,4 +1,4 @@
-"""The job store's tables (SQLAlchemy Core, one ``MetaData``): jobs, their results, events and tombstones;
+"""The job store's tables (SQLAlchemy Core, one ``MetaData``): jobs, their results, thumbnails, events and tombstones;
 webhook deliveries (the outbox) and their attempts (the delivery log); accounts, their members and API keys.
 
 Portable between SQLite and PostgreSQL: timestamps through ``UTCDateTime`` (always timezone-aware UTC), JSON
@@ -84,6 +84,7 @@ jobs = Table(
     UniqueConstraint("owner", "idempotency_key"),
     Index(None, "status", "seq"),   # the queue: oldest claimable first; queue positions
     Index(None, "owner", "seq"),    # one owner's listing, newest first
+    Index(None, "owner", "created_at"),  # one owner's listing within a date range
     Index(None, "expires_at"),      # the janitor
 )
 
@@ -98,6 +99,17 @@ results = Table(
     Column("width", Integer, nullable=True),
     Column("height", Integer, nullable=True),
     Column("data", LargeBinary, nullable=False, doc="the bytes themselves: every balancer host reads the same"),
+)
+
+thumbnails = Table(
+    "thumbnails", metadata,
+    Column("job_id", String(32), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("index", Integer, primary_key=True, doc="the output result it shows"),
+    Column("sha256", String(64), nullable=False, doc="of these bytes: the ETag"),
+    Column("media_type", String(64), nullable=False),
+    Column("width", Integer, nullable=False),
+    Column("height", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False, doc="a small WebP, made once from the result"),
 )
 
 job_events = Table(

@@ -9,7 +9,7 @@ import secrets
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, func, insert, select
+from sqlalchemy import ColumnElement, Connection, Engine, func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from jobs.contract import (
@@ -26,7 +26,7 @@ from jobs.contract import (
 from jobs.errors import IdempotencyConflict, InvalidCursor, JobGone, JobNotFound
 from jobs.store.claims import claimable
 from jobs.store.engine import read, write
-from jobs.store.records import Job, Page, utc_now
+from jobs.store.records import Job, JobFilter, Page, utc_now
 from jobs.store.schema import job_events, jobs, tombstones
 
 logger = logging.getLogger(__name__)
@@ -114,17 +114,36 @@ def get(engine: Engine, job_id: str) -> Job:
     raise JobNotFound(job_id)
 
 
-def list_newest_first(engine: Engine, owner: str, cursor: str | None = None, limit: int = 20) -> Page:
-    """``owner``'s jobs, newest first, ``limit`` (at most ``PAGE_LIMIT_MAX``) at a time; pass the page's
-    ``next_cursor`` for the next one. A job accepted meanwhile never shifts a later page."""
+def list_newest_first(engine: Engine, owner: str, cursor: str | None = None, limit: int = 20,
+                      only: JobFilter | None = None) -> Page:
+    """``owner``'s jobs (those ``only`` lets through), newest first, ``limit`` (at most ``PAGE_LIMIT_MAX``) at a
+    time; pass the page's ``next_cursor`` (with the same filter) for the next one. Keyset paging on the
+    acceptance order: a job accepted or deleted meanwhile never shifts a later page, and no page costs more
+    than the rows it skips by index."""
     limit = max(1, min(limit, PAGE_LIMIT_MAX))
-    query = select(jobs).where(jobs.c.owner == owner).order_by(jobs.c.seq.desc()).limit(limit + 1)
+    query = (select(jobs).where(jobs.c.owner == owner, *_conditions(only or JobFilter()))
+             .order_by(jobs.c.seq.desc()).limit(limit + 1))
     if cursor is not None:
         query = query.where(jobs.c.seq < _decode_cursor(cursor))
     with read(engine) as connection:
         found = [Job.from_row(row) for row in connection.execute(query)]
     more = len(found) > limit
     return Page(found[:limit], _encode_cursor(found[limit - 1].seq) if more else None)
+
+
+def _conditions(only: JobFilter) -> list[ColumnElement[bool]]:
+    """The WHERE terms of a listing's filter (the date range uses the index on owner and acceptance time)."""
+    conditions = []
+    if only.since is not None:
+        conditions.append(jobs.c.created_at >= only.since)
+    if only.until is not None:
+        conditions.append(jobs.c.created_at < only.until)
+    if only.preset:
+        conditions.append(jobs.c.input["preset"].as_string() == only.preset)
+    if only.text:
+        prompt = func.lower(jobs.c.input["prompt"].as_string())
+        conditions.append(prompt.contains(only.text.lower(), autoescape=True))
+    return conditions
 
 
 def _encode_cursor(seq: int) -> str:

@@ -42,6 +42,7 @@ from webui.web.queue_pacer import PaceQueue, QueuePacer
 from webui.web.request_guard import RequestGuard
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio
+from webui.web.studio.history import HistoryPanel
 from webui.web.studio.job_page import JobPage
 from webui.web.studio.jobs_runner import JobRunner
 from webui.web.studio.layout import build_studio
@@ -124,6 +125,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         max_images=settings.max_images,
         concurrency_limit=concurrency,
         job_page=JobPage(studio, runner) if runner else None,
+        history=HistoryPanel(jobs_client) if jobs_client else None,
     )
     # api_open=False: Gradio itself refuses a queued event called outside the queue (run/, api/).
     demo.queue(default_concurrency_limit=concurrency, max_size=settings.queue_max_size, api_open=False)

@@ -32,6 +32,7 @@ from webui.web.jobs_wire import (
     LAST_EVENT_ID,
     PREFIX,
     JobEvent,
+    JobListing,
     JobSnapshot,
     ShareLinks,
     job_path,
@@ -60,7 +61,7 @@ def _problem(response: httpx.Response, job_id: str | None = None) -> JobsError |
     if response.status_code == 404 and job_id:
         return JobsError(f"The job {job_id} is not known to the jobs service.", 404)
     if response.status_code == 410 and job_id:
-        return JobsError(f"The job {job_id} has expired: its results were deleted.", 410)
+        return JobsError(f"The job {job_id} has expired or was deleted: its results are gone.", 410)
     try:
         detail = response.json().get("detail") or response.reason_phrase
     except (ValueError, AttributeError):
@@ -86,6 +87,11 @@ def parse_sse(lines: Iterable[str]) -> list[JobEvent]:
         elif field == "data":
             data.append(value)
     return events
+
+
+def as_user(login: str | None) -> dict[str, str]:
+    """The header that makes a request act for the page's user: the ``Authorization`` they logged in with."""
+    return {"Authorization": login} if login else {}
 
 
 class JobsClient:
@@ -125,13 +131,27 @@ class JobsClient:
                 await asyncio.sleep(self.retry_delay)
         raise JobsError(f"The jobs service could not be reached after {self.attempts} attempts: {cause}")
 
-    async def submit(self, fields: dict[str, Any], key: str | None = None) -> JobSnapshot:
+    async def submit(self, fields: dict[str, Any], key: str | None = None, login: str | None = None) -> JobSnapshot:
         """Record a job (the worker's fields; None values left out); its id and status. The same ``key`` (default:
-        a fresh one, kept across this call's retries) with the same fields gives the same job."""
+        a fresh one, kept across this call's retries) with the same fields gives the same job. ``login``: the
+        page user's ``Authorization``, which makes the job theirs."""
         body = {name: value for name, value in fields.items() if value is not None}
-        headers = {IDEMPOTENCY_KEY: key or uuid.uuid4().hex}
+        headers = {IDEMPOTENCY_KEY: key or uuid.uuid4().hex, **as_user(login)}
         response = await self._request("POST", PREFIX, json=body, headers=headers)
         return JobSnapshot.model_validate(response.json())
+
+    async def listing(self, query: dict[str, str], login: str | None = None) -> JobListing:
+        """One page of ``login``'s jobs, newest first (``query``: ``limit``, ``cursor`` and the filters)."""
+        response = await self._request("GET", PREFIX, params=query, headers=as_user(login))
+        return JobListing.model_validate(response.json())
+
+    async def delete(self, job_id: str, login: str | None = None) -> None:
+        """Delete ``login``'s finished job and its results (an answer lost and retried finds it gone: done)."""
+        try:
+            await self._request("DELETE", job_path(job_id), job_id, headers=as_user(login))
+        except JobsError as exc:
+            if exc.status != 410:
+                raise
 
     async def get(self, job_id: str) -> JobSnapshot:
         return JobSnapshot.model_validate((await self._request("GET", job_path(job_id), job_id)).json())

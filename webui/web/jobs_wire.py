@@ -24,6 +24,12 @@ TERMINAL_EVENTS = ("result", "failed", "canceled")
 QUEUED, STARTED, PROGRESS = "queued", "started", "progress"
 
 
+LISTING_FILTERS = ("since", "until", "preset", "q")
+"""``GET /v1/jobs``'s filters: accepted from (ISO date or time), before, the studio preset, text in the prompt."""
+PRESET = "preset"
+"""A job's label on top of the worker's fields: the studio preset it was made with."""
+
+
 def job_path(job_id: str, *parts: str | int) -> str:
     """``/v1/jobs/{id}`` and below, e.g. ``job_path(id, "results", 0)``."""
     return "/".join([PREFIX, job_id, *map(str, parts)])
@@ -59,6 +65,7 @@ class JobSnapshot(BaseModel):
     queue_position: int | None = None
     generation: dict[str, Any] | None = None
     """The worker's account of a succeeded job: ``GenerationResult`` without images, plus its worker attempts."""
+    created_at: datetime | None = None
 
     @property
     def terminal(self) -> bool:
@@ -80,6 +87,14 @@ class JobEvent:
     def snapshot(self) -> JobSnapshot:
         """The job's JSON a terminal event carries."""
         return JobSnapshot.model_validate(self.data)
+
+
+class JobListing(BaseModel):
+    """One page of ``GET /v1/jobs`` (the caller's jobs, newest first); ``next_cursor`` None on the last page."""
+
+    model_config = ConfigDict(extra="ignore")
+    jobs: list[JobSnapshot]
+    next_cursor: str | None = None
 
 
 class ShareLinks(BaseModel):

@@ -15,10 +15,11 @@ from typing import Any
 import gradio as gr
 
 from webui.web.jobs_client import JobsError
+from webui.web.jobs_wire import PRESET
 from webui.web.presence import client_listening
 from webui.web.studio.handlers import RetouchRefused, Studio
 from webui.web.studio.info import model_note
-from webui.web.studio.jobs_runner import JobCanceled, JobRunner, job_summary
+from webui.web.studio.jobs_runner import JobCanceled, JobRunner, job_summary, login_of
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +50,15 @@ class JobPage:
         self.studio = studio
         self.runner = runner
 
-    async def submit(self, fields: dict[str, Any], form: dict[str, Any]) -> tuple[Any, ...]:
-        """(kept state, error area): the job recorded, or why not (the error area; no job kept). A client that is
-        not listening gets no job (``client_listening``): a job outlives its page, and must have had one."""
+    async def submit(self, fields: dict[str, Any], form: dict[str, Any], preset: str | None = None,
+                     request: gr.Request | None = None) -> tuple[Any, ...]:
+        """(kept state, error area): the job recorded (the page user's, labelled with its studio ``preset``), or why
+        not (the error area; no job kept). A client that is not listening gets no job (``client_listening``): a
+        job outlives its page, and must have had one."""
         if not await client_listening(self.studio.streams, grace=self.studio.listen_grace):
             return kept(None, form), gr.skip()
         try:
-            job_id = await self.runner.submit(fields)
+            job_id = await self.runner.submit({**fields, PRESET: preset or None}, login_of(request))
         except JobsError as exc:
             gr.Warning(str(exc), title="Generation failed")
             return kept(None, form), gr.Markdown(f"**Could not generate:** {exc}", visible=True)
@@ -63,17 +66,19 @@ class JobPage:
 
     async def submit_generate(self, prompt: str, negative_prompt: str, steps: float, guidance: float, width: float,
                               height: float, seed: float | None, randomize: bool, lora_scale: float,
-                              num_images: float, strength: float) -> tuple[Any, ...]:
+                              num_images: float, strength: float, preset: str | None = None,
+                              request: gr.Request | None = None) -> tuple[Any, ...]:
         """The Generate button: record the job, keep its id and the form in the browser."""
         form = dict(zip(FORM, (prompt, negative_prompt, steps, guidance, width, height, seed, randomize, lora_scale,
                                num_images, strength), strict=True))
         fields = await self.studio.generate_fields(prompt, negative_prompt, steps, guidance, width, height, seed,
                                                    randomize, lora_scale, num_images)
-        return await self.submit(fields, form)
+        return await self.submit(fields, form, preset, request)
 
     async def submit_retouch(self, photo: str | None, strength: float, prompt: str, negative_prompt: str,
                              steps: float, guidance: float, width: float, height: float, seed: float | None,
-                             randomize: bool, lora_scale: float, num_images: float) -> tuple[Any, ...]:
+                             randomize: bool, lora_scale: float, num_images: float, preset: str | None = None,
+                             request: gr.Request | None = None) -> tuple[Any, ...]:
         """The Retouch button: the photo goes into the job's input (the photo itself is not kept in the browser)."""
         form = dict(zip(FORM, (prompt, negative_prompt, steps, guidance, width, height, seed, randomize, lora_scale,
                                num_images, strength), strict=True))
@@ -82,7 +87,7 @@ class JobPage:
                                                           seed, randomize, lora_scale, num_images)
         except RetouchRefused as refused:
             return kept(None, form), refused.outputs()[3]
-        return await self.submit(fields, form)
+        return await self.submit(fields, form, preset, request)
 
     async def follow(self, state: dict[str, Any] | None,
                      progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:

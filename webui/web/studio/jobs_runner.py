@@ -28,6 +28,12 @@ logger = logging.getLogger(__name__)
 Gallery = list[tuple[Path, str]]
 
 
+def login_of(request: gr.Request | None) -> str | None:
+    """The ``Authorization`` the page's user logged in to the site with (HAProxy checked it): the jobs service
+    makes their jobs theirs by it. None on a site without a login (everyone's jobs are then one owner's)."""
+    return (request.headers.get("authorization") or None) if request is not None else None
+
+
 class JobCanceled(JobsError):
     """The job was canceled (by its Cancel button or an API client) before it finished."""
 
@@ -72,9 +78,10 @@ class JobRunner:
         self.web_node = web_node
         self.cache_dir = cache_dir
 
-    async def submit(self, fields: dict[str, Any]) -> str:
-        """Record the job; its id (``JobsError`` in words when the service refuses it)."""
-        job = await self.client.submit(fields)
+    async def submit(self, fields: dict[str, Any], login: str | None = None) -> str:
+        """Record the job (``login``'s: see ``login_of``); its id (``JobsError`` in words when the service refuses
+        it)."""
+        job = await self.client.submit(fields, login=login)
         logger.info("job %s submitted", job.id)
         return job.id
 

@@ -15,6 +15,8 @@ from webui.schema import MAX_SEED, Limits
 from webui.web.photo_input import PhotoInput
 from webui.web.studio.config import CUSTOM, ExamplePrompt, StudioConfig
 from webui.web.studio.handlers import Studio
+from webui.web.studio.history import HistoryPanel
+from webui.web.studio.history_layout import build_history
 from webui.web.studio.job_page import JobPage, browser_state
 from webui.web.studio.recipe_drop import RecipeDrop
 
@@ -57,7 +59,8 @@ def reuse_seed_values(info: dict[str, Any] | None) -> tuple[Any, Any]:
 
 
 def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePrompt], max_images: int,
-                 concurrency_limit: int | None, job_page: JobPage | None = None) -> gr.Blocks:
+                 concurrency_limit: int | None, job_page: JobPage | None = None,
+                 history: HistoryPanel | None = None) -> gr.Blocks:
     """The studio page (``gr.Blocks``) wired to ``studio`` (and its jobs, with ``job_page``: a Cancel button, the
     kept job followed again on load); call ``.queue()`` before mounting."""
     defaults = config.defaults
@@ -164,9 +167,9 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             follow = dict(fn=job_page.follow, inputs=[state], outputs=[*ui_outputs, state], api_visibility="private",
                           **progress_on, **job_options)
             private = dict(api_visibility="private", **job_options)
-            gr.on([generate_button.click, prompt.submit], job_page.submit_generate, [*form, strength], [state, error],
-                  **private).then(**follow)
-            retouch_button.click(job_page.submit_retouch, [photo, strength, *form], [state, error],
+            gr.on([generate_button.click, prompt.submit], job_page.submit_generate, [*form, strength, preset],
+                  [state, error], **private).then(**follow)
+            retouch_button.click(job_page.submit_retouch, [photo, strength, *form, preset], [state, error],
                                  **private).then(**follow)
             cancel_button.click(job_page.cancel, [state], None, api_visibility="private", queue=False)
             share_button.click(job_page.share, [info], [share_links], api_visibility="private", queue=False)
@@ -204,4 +207,6 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             loaded.then(job_page.restore, [state], [*form, strength], api_visibility="private", queue=False
                         ).then(**follow)
         recipe_drop.wire([*form, strength, resolution], studio.max_upload_bytes, config.resolution_name)
+        if history is not None:  # the user's jobs (webui/web/studio/history.py), at the page's foot
+            build_history(history, [p.name for p in config.presets], [*form, strength, preset])
     return demo

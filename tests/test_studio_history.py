@@ -1,0 +1,109 @@
+"""The studio's History in a real browser: three generations, a reload, and the History lists them newest first
+with thumbnails and their settings; "Use these settings" fills the form; the filters narrow it; Delete (asked
+twice) removes the job from the page and from the jobs service.
+
+Processes started by hand, as in ``tests/test_web_jobs.py``: a stand-in worker, ``python -m jobs`` (SQLite) and
+one web front with ``--jobs-url``. The browser sends ``/v1/jobs/...`` (the thumbnails) to the jobs service, as
+HAProxy does in a cluster. Run under the cluster lock: ``flock /tmp/ph-cluster.lock python -m pytest -q
+tests/test_studio_history.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from playwright.sync_api import BrowserContext, Route, expect, sync_playwright
+
+from bench.harness.processes import Processes
+from tests.browser import StudioPage, launch_chromium
+from tests.jobs_service import WAIT, Part, worker
+from tests.test_web_jobs import HEADERS, JOB_MS, web
+
+pytestmark = pytest.mark.browser
+
+PRESET = "Social avatar"
+PROMPTS = ("history portrait one", "history portrait two", "history portrait three")
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Part]]:
+    store = tmp_path_factory.mktemp("studio-history") / "jobs.sqlite3"
+    with Processes("studio-history") as processes:
+        standin = worker(processes, "history-worker", 0.3).start()
+        jobs = Part(processes, ["python", "-m", "jobs", "--store-url", f"sqlite:///{store}", "--worker-queue-url",
+                                standin.url, "--run-dir", str(store.parent), "--site-login"], "history-jobs").start()
+        front = web(processes, "history-web", jobs, standin).start()
+        standin.ready("/readyz")
+        jobs.ready("/healthz")
+        yield {"jobs": jobs.ready("/healthz"), "web": front.ready("/readyz")}
+
+
+@pytest.fixture(scope="module")
+def browser(site: dict[str, Part], tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+    def to_jobs(route: Route) -> None:  # HAProxy's /v1/jobs route
+        path = route.request.url.split("/v1/jobs", 1)[1]
+        answer = httpx.get(f"{site['jobs'].url}/v1/jobs{path}", headers=HEADERS, timeout=WAIT)
+        route.fulfill(status=answer.status_code, body=answer.content, headers=dict(answer.headers))
+
+    with sync_playwright() as playwright:
+        context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium-profile"))
+        context.set_default_timeout(30_000)
+        context.set_extra_http_headers(HEADERS)
+        context.route("**/v1/jobs/**", to_jobs)
+        yield context
+        context.close()
+
+
+def cards(studio: StudioPage) -> list[str]:
+    return studio.component("history-cards").locator(".history-card").all_inner_texts()
+
+
+def settings(studio: StudioPage, prompt: str) -> dict:
+    """The opened job's settings, once they are the job with ``prompt``'s."""
+    expect(studio.component("history-settings")).to_contain_text(prompt, timeout=JOB_MS)
+    return json.loads(studio.component("history-settings").locator("pre, .json-holder").first.inner_text())
+
+
+def test_three_generations_are_in_the_history_after_a_reload(site: dict[str, Part], browser: BrowserContext) -> None:
+    studio = StudioPage(browser.new_page(), site["web"].url + "/", "history").open()
+    seeds = []
+    for number, prompt in enumerate(PROMPTS):
+        if number == 0:
+            studio.choose("preset", PRESET)
+        studio.type_prompt(prompt)
+        seeds.append(studio.run_job(JOB_MS).seed)
+    studio.open()
+    studio.page.get_by_text("History", exact=True).click()
+    expect(studio.component("history-cards").locator(".history-card")).to_have_count(3, timeout=JOB_MS)
+    shown = cards(studio)
+    assert [next(p for p in PROMPTS if p in text) for text in shown] == list(PROMPTS[::-1]), shown
+    assert PRESET in shown[2] and "succeeded" in shown[0]
+    assert "/thumbnails/0" in (studio.component("history-cards").locator("img").first.get_attribute("src") or "")
+    studio.page.wait_for_function("() => [...document.querySelectorAll('#history-cards img')]"
+                                  ".every(i => i.complete && i.naturalWidth > 0 && i.naturalWidth <= 256)")
+
+    studio.component("history-cards").locator(".history-card").nth(2).click()
+    first = settings(studio, PROMPTS[0])
+    assert first["prompt"] == PROMPTS[0] and first["seed"] == seeds[0] and first["preset"] == PRESET
+    expect(studio.component("history-details")).to_contain_text("image 1")
+    studio.type_prompt("something else")
+    studio.component("history-use").click()
+    expect(studio.component("prompt").locator("textarea")).to_have_value(PROMPTS[0])
+    expect(studio.component("seed").locator("input")).to_have_value(str(seeds[0]))
+    expect(studio.component("seed-random").locator("input[type=checkbox]")).not_to_be_checked()
+
+    studio.component("history-text").locator("textarea, input").first.fill("TWO")
+    studio.component("history-search").click()
+    expect(studio.component("history-cards").locator(".history-card")).to_have_count(1, timeout=JOB_MS)
+    assert PROMPTS[1] in cards(studio)[0]
+    studio.component("history-cards").locator(".history-card").first.click()
+    assert settings(studio, PROMPTS[1])["prompt"] == PROMPTS[1]
+    studio.component("history-delete").click()
+    studio.component("history-confirm").click()
+    expect(studio.component("history-note")).to_contain_text("Deleted job", timeout=JOB_MS)
+    expect(studio.component("history-cards").locator(".history-card")).to_have_count(0)
+    listed = httpx.get(f"{site['jobs'].url}/v1/jobs", headers=HEADERS, timeout=WAIT).json()["jobs"]
+    assert [job["input"]["prompt"] for job in listed] == [PROMPTS[2], PROMPTS[0]]
