@@ -10,7 +10,7 @@ from pathlib import Path
 
 from balancer.config.jobs_peers import with_jobs_peers
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import JOBS_STORE_URL_ENV
+from balancer.config.sections import JOBS_STORE_URL_ENV, TLSSpec
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import validate_config, write_config
 from balancer.operations.parts import jobs_command
@@ -60,7 +60,8 @@ def test_the_environments_store_url_counts_and_sqlite_or_tls_get_no_backups(tmp_
     assert servers(jobs_backend(render_config(sqlite))) == [["server", "local", "127.0.0.1:8407"]]
     from_env = with_jobs_peers(sqlite, me, {JOBS_STORE_URL_ENV: STORE.replace("jobs@", "jobs:pw@")})
     assert list(from_env.jobs.backups) == ["lb2", "lb3"]
-    tls = sqlite.model_copy(update={"tls": object()})  # its files are not the subject: only that it is set
+    (tmp_path / "ca.crt").write_text("not read here")  # only whether tls is set matters
+    tls = sqlite.model_copy(update={"tls": TLSSpec(ca_file=tmp_path / "ca.crt", cert_file=tmp_path / "lb.pem")})
     assert with_jobs_peers(tls, me, {JOBS_STORE_URL_ENV: STORE}) is tls
     own = pair_spec(tmp_path, store_url=STORE, backups={"other": "10.0.0.40:8407"})
     assert with_jobs_peers(own, me, {}).jobs.backups == {"other": "10.0.0.40:8407"}  # the operator's list wins

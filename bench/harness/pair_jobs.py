@@ -22,19 +22,23 @@ import psutil
 
 from bench.harness.netns import NetworkLab
 
-JOBS_MODULE = ("-m", "jobs")
-"""How a jobs service's command line names it."""
 TERMINAL = ("succeeded", "failed", "canceled")
 
 
-def jobs_service_pid(lab: NetworkLab, host: str) -> int | None:
-    """The PID of ``host``'s jobs service (a process of its namespace running ``python -m jobs``), if one runs."""
+def module_pid(lab: NetworkLab, host: str, module: str) -> int | None:
+    """The PID of a process of ``host``'s namespace running ``python -m MODULE`` (``jobs``: its jobs service,
+    ``webui.worker``: a worker), if one runs."""
     for pid in lab.pids(host):
         with contextlib.suppress(psutil.Error):
             argv = psutil.Process(pid).cmdline()
-            if any(argv[i:i + 2] == list(JOBS_MODULE) for i in range(len(argv) - 1)):
+            if any(argv[i:i + 2] == ["-m", module] for i in range(len(argv) - 1)):
                 return pid
     return None
+
+
+def jobs_service_pid(lab: NetworkLab, host: str) -> int | None:
+    """The PID of ``host``'s jobs service, if one runs."""
+    return module_pid(lab, host, "jobs")
 
 
 class JobsServiceKiller(threading.Thread):
