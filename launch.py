@@ -38,7 +38,8 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from balancer.config.cluster import ClusterSpec, NodeSpec
+from balancer.config.cluster import BalancerHostSpec, ClusterSpec, NodeSpec
+from balancer.config.jobs_peers import store_is_shared, with_jobs_peers
 from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError
 from balancer.config.settings import LaunchSettings, secret_flag_problem
 from balancer.haproxy.config import render_config
@@ -91,8 +92,7 @@ def open_share(spec: ClusterSpec) -> ShareTunnel | None:
 
 def warn_if_jobs_apart(spec: ClusterSpec) -> None:
     """Say so when several balancer hosts would each keep their own jobs (SQLite) instead of sharing a store."""
-    if spec.jobs.enabled and spec.balancers and JOBS_STORE_URL_ENV not in os.environ and (
-            spec.jobs.store_url is None or spec.jobs.store_url.startswith("sqlite")):
+    if spec.jobs.enabled and spec.balancers and not store_is_shared(spec.jobs, os.environ):
         logger.warning("jobs: every balancer keeps its jobs in its own SQLite file, so a job accepted on one is "
                        "unknown to the others after the floating address moves; set jobs.store_url to a shared "
                        "PostgreSQL (its password in %s)", JOBS_STORE_URL_ENV)
@@ -129,11 +129,10 @@ def run_node_host(spec: ClusterSpec, name: str | None, env: dict[str, str] | Non
     return run_sidecar(sidecar)
 
 
-def floating_keepalived(spec: ClusterSpec, name: str | None) -> KeepalivedChild | None:
-    """keepalived for this balancer when the cluster file names a floating address (checked config), else None."""
-    if spec.floating is None:
+def floating_keepalived(spec: ClusterSpec, me: BalancerHostSpec | None) -> KeepalivedChild | None:
+    """keepalived for balancer ``me`` when the cluster file names a floating address (checked config), else None."""
+    if spec.floating is None or me is None:
         return None
-    me = spec.balancer(name)
     config = write_keepalived_config(spec, me)
     logger.info("balancer %s (priority %d) shares %s with %s through keepalived (%s)", me.name, me.priority,
                 spec.floating.address, ", ".join(b.name for b in spec.balancers if b.name != me.name), config)
@@ -184,9 +183,12 @@ def main(argv: list[str] | None = None) -> int:
         if settings.role == "node":
             return run_node_host(spec, settings.node_host, env)
         spec.check_own_certificate(None)
+        me = spec.balancer(settings.balancer) if spec.floating is not None else None
+        if me is not None:
+            spec = with_jobs_peers(spec, me, os.environ)
         validate_config(write_config(render_config(spec), spec.config_path), env=env)
         haproxy = HAProxyProcess(spec.config_path, spec.socket_path, spec.run_dir / "haproxy.log", env=env)
-        keepalived = floating_keepalived(spec, settings.balancer)
+        keepalived = floating_keepalived(spec, me)
     except (ClusterConfigError, HAProxyError, KeepalivedError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -61,6 +61,21 @@ def record_figures(artifact: Path, name: str, figures: dict) -> None:
     artifact.write_text(json.dumps(data, indent=2))
 
 
+def write_section(path: Path, markdown: str) -> None:
+    """Put ``markdown`` (a heading, then text without headings) into ``path`` in place of the section with the
+    same heading line (up to the next heading of any level), else at its end: other tests' sections are kept."""
+    heading = markdown.split("\n", 1)[0]
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    if heading in lines:
+        start = lines.index(heading)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")), len(lines))
+    else:
+        start = end = len(lines)
+    kept_before, kept_after = lines[:start], lines[end:]
+    parts = ["\n".join(kept_before).rstrip("\n"), markdown.strip("\n"), "\n".join(kept_after).strip("\n")]
+    path.write_text("\n\n".join(part for part in parts if part) + "\n", encoding="utf-8")
+
+
 class FakeClock:
     """A clock that stands still until a test moves ``now``."""
 

@@ -36,6 +36,7 @@ from bench.harness.load import CALL_TIMEOUT, OK, Clock, LoadClient, Record, time
 from bench.harness.processes import REPO
 from bench.harness.waiting import wait_until
 from jobs.api.models import WEBHOOK_FIELDS
+from tests.helpers import write_section
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.soak
@@ -265,7 +266,7 @@ def test_chaos_on_the_jobs_path_loses_no_job(cluster: LaunchedCluster, receiver:
     wait_until(lambda: ledger.accepted <= completed_hooks(receiver).keys(), "a webhook for every job", WAIT)
     hooks = completed_hooks(receiver)
     markdown = render(records, ledger, stored, lost, hooks)
-    RESULTS.write_text(markdown, encoding="utf-8")
+    write_section(RESULTS, markdown)  # the pair twin's section (tests/test_pair_jobs_chaos.py) is kept
     print(markdown)
 
     assert not ledger.problems, ledger.problems

@@ -86,9 +86,9 @@ def configured_tcp_ut(cluster: PairCluster, host: str) -> float:
 
 def test_a_cut_off_balancer_costs_its_job_clients_seconds_not_a_hang(tmp_path: Path) -> None:
     with (Processes("pair-waits") as processes, NetworkLab(LAB_HOSTS, processes) as lab,
-          PostgresServer(also_listen=lab.client_address) as store):
+          PostgresServer(lab.client_address) as store):
         cluster = PairCluster(lab, tmp_path, HEALTH, ADVERT, worker_args=WORKER,
-                              jobs={"store_url": store.url_of("postgres", lab.client_address)})
+                              jobs={"store_url": store.url})
         cluster.start(timeout=240)
         holder = cluster.holder()
         assert holder is not None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
@@ -294,6 +294,11 @@ class JobsSpec(Listener):
         False, description="REST POST /generate and /generate/stream go through the jobs service: each is a recorded "
         "job (its id in X-Job-Id) that waits across a gap where every worker is down; about 19 ms more a request "
         "(bench/results/sync-jobs.md).")
+    backups: dict[Annotated[str, Field(pattern=NAME_PATTERN)], str] = Field(
+        default_factory=dict, description="Other balancer hosts' jobs services (name: HOST:PORT) that serve /v1/jobs "
+        "through this HAProxy while its own is down (backup servers, health-checked); they must share its store. "
+        "Unset with a floating address and a PostgreSQL store: launch.py names the other balancers' "
+        "(balancer/config/jobs_peers.py).")
     web_fronts: bool = Field(
         True, description="Web fronts run every generation (page, gradio_client, retouch) as a job of this service "
         "(--jobs-url): a reloaded page re-attaches to its job, a page that leaves no longer cancels it (its Cancel "

@@ -17,6 +17,8 @@ PART_BACKENDS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
 JOBS_BACKEND = "jobs"
 JOBS_SERVER = "local"
 """The jobs backend's server: this balancer host's jobs service (``python -m jobs``), which its sidecar runs."""
+JOBS_BACKUP_PREFIX = "peer-"
+"""Before a balancer's name: its jobs service as a backup server of another balancer's ``jobs`` backend."""
 RATES_TABLE = "job_rates"
 """A backend that only holds the per-client generation rate table."""
 STICKY_TABLE = "sticky_requests"

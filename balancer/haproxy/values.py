@@ -110,9 +110,10 @@ class Backends:
 
 @dataclass(frozen=True)
 class Jobs:
-    """The jobs backend: this balancer host's jobs service."""
+    """The jobs backend: this balancer host's jobs service, and other balancers' as backups (``jobs.backups``)."""
 
     server_line: str
+    backup_lines: tuple[str, ...]
     timeout: str
     """How long the service may stay silent: a whole ``Prefer: wait``, and more than an event stream's ping."""
     down_body: str
@@ -202,6 +203,8 @@ def jobs_values(spec: ClusterSpec) -> Jobs:
     address = f"{spec.jobs.connect_host}:{spec.jobs.port}"
     return Jobs(
         server_line=f"    server {names.JOBS_SERVER} {address}  # this host's, run by its sidecar",
+        backup_lines=tuple(f"    server {names.JOBS_BACKUP_PREFIX}{name} {peer} backup  # balancer {name}'s"
+                           for name, peer in spec.jobs.backups.items()),
         timeout=duration(jobs_answer_time(spec)),
         down_body=json_body("unavailable", "The jobs service is starting or restarting; retry shortly."),
     )

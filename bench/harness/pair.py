@@ -59,6 +59,7 @@ class PairCluster(HostsCluster):
 
     def __init__(self, lab: NetworkLab, run_dir: Path, health: dict[str, float], advert_interval: float,
                  worker_args: list[str] = DEMO_WORKER, jobs: dict[str, object] | None = None) -> None:
+        """``jobs``: the cluster file's jobs section (e.g. a shared PostgreSQL ``store_url``; unset: defaults)."""
         super().__init__(lab, run_dir, health, worker_args=worker_args, jobs=jobs)
         data = pair_cluster_data(lab, self.file, advert_interval)
         self.file.write_text(yaml.safe_dump(data))

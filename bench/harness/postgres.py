@@ -52,18 +52,19 @@ def server_user() -> str | None:
 
 
 class PostgresServer:
-    """One PostgreSQL server; ``url`` names its ``postgres`` database, ``create_database`` a fresh one."""
+    """One PostgreSQL server; ``url`` names its ``postgres`` database, ``create_database`` a fresh one. ``host``:
+    the address it listens on and its URLs name (another than loopback: a lab's, for its hosts to share it; any
+    client on that address's subnet is trusted)."""
 
-    def __init__(self, also_listen: str | None = None) -> None:
-        """``also_listen``: one more address to listen on (e.g. a network lab's own), trusted from its /24."""
+    def __init__(self, host: str = "127.0.0.1") -> None:
         if not (BIN / "initdb").is_file() or not (BIN / "pg_ctl").is_file():
             raise RuntimeError(MISSING)
         self.user = server_user()
         # the server's user must reach the directory: when root, under /tmp (pytest's own is root-only)
         self.dir = Path(tempfile.mkdtemp(prefix="portrait-pg-", dir="/tmp" if self.user else None))
         self.data, self.socket_dir, self.log = self.dir / "data", self.dir / "socket", self.dir / "server.log"
+        self.host = host
         self.port = free_port()
-        self.also_listen = also_listen
         self.started = False
 
     def _run(self, *args: str) -> subprocess.CompletedProcess[str]:
@@ -82,12 +83,10 @@ class PostgresServer:
                          "--no-locale", "--no-sync")
         if done.returncode != 0:
             raise RuntimeError(f"initdb failed: {done.stderr[-2000:]}")
-        listen = "127.0.0.1"
-        if self.also_listen:
-            listen += f",{self.also_listen}"
+        if self.host != "127.0.0.1":
             with (self.data / "pg_hba.conf").open("a") as hba:
-                hba.write(f"host all all {self.also_listen}/24 trust\n")
-        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses={listen} -c fsync=off "
+                hba.write("host all all samenet trust\n")
+        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses={self.host} -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=100")
         done = self._run("pg_ctl", "start", "-w", "-t", "60", "-D", str(self.data), "-l", str(self.log),
                          "-o", options)
@@ -104,9 +103,9 @@ class PostgresServer:
     def url(self) -> str:
         return self.url_of("postgres")
 
-    def url_of(self, database: str, host: str = "127.0.0.1") -> str:
-        """A SQLAlchemy URL (psycopg 3) for ``database`` on this server, over TCP to ``host`` (loopback)."""
-        return f"postgresql+psycopg://{SUPERUSER}@{host}:{self.port}/{database}"
+    def url_of(self, database: str) -> str:
+        """A SQLAlchemy URL (psycopg 3) for ``database`` on this server, over TCP to ``host``."""
+        return f"postgresql+psycopg://{SUPERUSER}@{self.host}:{self.port}/{database}"
 
     def create_database(self) -> str:
         """A new, empty database; returns its URL."""
