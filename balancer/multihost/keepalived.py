@@ -223,15 +223,10 @@ class KeepalivedChild(CommandProcess):
         await self._clear_leftovers()
         return returncode
 
-    async def stop(self) -> int | None:
-        """SIGTERM (keepalived gives the address up itself), SIGKILL after the stop grace; then clear what is left."""
-        returncode = await super().stop()
-        await self._clear_leftovers()
-        return returncode
-
-    async def kill(self) -> int | None:
-        """SIGKILL at once, then clear what it left."""
-        returncode = await super().kill()
+    async def _terminate(self, grace: float) -> int:
+        """Stop it (``stop``, ``kill``), then clear what it left (a SIGTERMed keepalived gives its address up itself,
+        a SIGKILLed one does not)."""
+        returncode = await super()._terminate(grace)
         await self._clear_leftovers()
         return returncode
 

@@ -23,8 +23,9 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -66,15 +67,18 @@ class Leftovers:
     prefix: int
     interface: str
     pid_files: tuple[Path, ...]
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+    """One clearing at a time (an exit and a stop may both ask)."""
 
     def clear(self, group: int | None) -> None:
         """End what is left of process group ``group`` (the last keepalived's; None: none started yet), then
         take the floating address off the interface and remove stale pid files (blocking: run it in a thread)."""
-        if group is not None:
-            self._end_group(group)
-        self._release_address()
-        for path in self.pid_files:
-            self._remove_if_stale(path)
+        with self.lock:
+            if group is not None:
+                self._end_group(group)
+            self._release_address()
+            for path in self.pid_files:
+                self._remove_if_stale(path)
 
     def _end_group(self, group: int) -> None:
         deadline = time.monotonic() + GROUP_EXIT_TIMEOUT
