@@ -14,6 +14,7 @@ the affinity key is hashed on the same server list with ``hash-type consistent``
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pwd
@@ -27,6 +28,7 @@ from balancer.config.host import local_addresses
 from balancer.config.sections import ClusterConfigError
 from balancer.haproxy import alive
 from balancer.haproxy.runtime_api import ServerState
+from balancer.multihost.keepalived_leftovers import Leftovers
 from balancer.supervision.children import CommandProcess
 from balancer.supervision.hang import ProbeAnswer
 from webui.contract import VRRP_STATES
@@ -38,6 +40,8 @@ CHECK_SCRIPT = Path(alive.__file__)
 NOTIFY_SCRIPT = Path(__file__).with_name("keepalived_notify.py")
 STATE_FILE = "keepalived.state"
 """In the run dir: this balancer's VRRP state, as keepalived's notify script last wrote it."""
+RUNNING_STATES = ("MASTER", "BACKUP", "FAULT")
+"""States a keepalived that runs its VRRP instance reports (FAULT: it runs, but this host's HAProxy fails its check)."""
 NONLOCAL_BIND = Path("/proc/sys/net/ipv4/ip_nonlocal_bind")
 CONFIG_TEST_TIMEOUT = 10.0
 
@@ -172,26 +176,59 @@ def write_keepalived_config(spec: ClusterSpec, me: BalancerHostSpec) -> Path:
     return path
 
 
+def pid_files(spec: ClusterSpec) -> tuple[Path, Path]:
+    """keepalived's pid files in the run dir: its own and its VRRP child's."""
+    return spec.run_dir / "keepalived.pid", spec.run_dir / "keepalived-vrrp.pid"
+
+
 def keepalived_command(spec: ClusterSpec, config: Path) -> list[str]:
     """keepalived in the foreground, VRRP only, logging to its log file, pid files in the run dir."""
+    main_pid, vrrp_pid = pid_files(spec)
     return [KEEPALIVED, "--dont-fork", "--vrrp", "--log-console", "--no-syslog", "--use-file", str(config),
-            "--pid", str(spec.run_dir / "keepalived.pid"), "--vrrp_pid", str(spec.run_dir / "keepalived-vrrp.pid")]
+            "--pid", str(main_pid), "--vrrp_pid", str(vrrp_pid)]
 
 
 class KeepalivedChild(CommandProcess):
-    """keepalived under the balancer's sidecar: restarted if it dies; it has no server in HAProxy."""
+    """keepalived under the balancer's sidecar: restarted if it dies; it has no server in HAProxy. Whenever it
+    ended, and before each start, what it left is cleared (``keepalived_leftovers``): its processes, the floating
+    address on this host's interface, stale pid files. So a SIGKILLed holder's address is gone before the other
+    balancer takes it, and the next keepalived starts the first time."""
 
     def __init__(self, spec: ClusterSpec, config: Path) -> None:
         super().__init__("balancer/keepalived", keepalived_command(spec, config), dict(os.environ),
                          spec.run_dir / "logs" / "keepalived.log", spec.sidecar.stop_grace,
                          (spec.run_dir / "logs",))
-        self.probe_target = f"keepalived pid ({config})"
         self.state_path = vrrp_state_path(spec)
+        self.probe_target = f"keepalived's state in {self.state_path}"
+        assert spec.floating is not None
+        floating = spec.floating
+        self.leftovers = Leftovers(floating.address, floating.prefix, floating.interface, pid_files(spec))
+        self._group: int | None = None
+        """The process group of the last keepalived started (its PID): its processes are ours to end."""
+
+    async def _clear_leftovers(self) -> None:
+        await asyncio.to_thread(self.leftovers.clear, self._group)
 
     async def start(self) -> int:
-        """Start keepalived with no VRRP state known (the last run's file is removed): it tells its own."""
+        """Clear what the last keepalived left, then start one with no VRRP state known (the last run's file is
+        removed): it tells its own."""
+        await self._clear_leftovers()
         self.state_path.unlink(missing_ok=True)
-        return await super().start()
+        self._group = await super().start()
+        return self._group
+
+    async def wait(self) -> int:
+        """Its exit status once it exited, and what it left cleared (its address first of all)."""
+        returncode = await super().wait()
+        await self._clear_leftovers()
+        return returncode
+
+    async def _terminate(self, grace: float) -> int:
+        """Stop it (``stop``, ``kill``), then clear what it left (a SIGTERMed keepalived gives its address up itself,
+        a SIGKILLed one does not)."""
+        returncode = await super()._terminate(grace)
+        await self._clear_leftovers()
+        return returncode
 
     def vrrp_state(self) -> str | None:
         """MASTER (this balancer holds the floating address), BACKUP, FAULT or STOP, as keepalived last
@@ -205,8 +242,8 @@ class KeepalivedChild(CommandProcess):
         return state if state in VRRP_STATES else None
 
     async def probe(self) -> ProbeAnswer:
-        """Whether it runs (VRRP itself tells the other balancers whether it works)."""
-        return ProbeAnswer(ok=self.pid is not None)
+        """Ready once keepalived runs its VRRP instance: its notify script wrote a state since this start."""
+        return ProbeAnswer(ok=self.vrrp_state() in RUNNING_STATES)
 
     async def tell_haproxy(self, state: ServerState) -> None:
         """Nothing to tell: keepalived is no HAProxy server."""
