@@ -16,6 +16,11 @@ host whose link goes down mid-job cannot finish that job (its queue and files we
 it sends it again, as its user would, and the resend completes on another web front; how much longer
 than a normal job that took is printed and recorded.
 
+A web front that comes back (issue 21, item 1): a ``gradio_client`` pinned to node1's web front by its cookie gets
+its next job done on node2's front while node1's is killed and restarted; once node1's is back in rotation, the
+result's download (the cookie sends it to node1) and the client's next calls succeed. The restarted front, busy
+with its first calls beside a CPU hog, is never marked DOWN by the example's 0.5 s checks; frozen, it is.
+
 Root only (CI runs as root), with ``ip`` and Debian's ``iptables``; select with ``-m hosts``.
 """
 
@@ -24,15 +29,24 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
 import pytest
+from gradio_client import Client
+from gradio_client.utils import encode_file_path
 
 from balancer.config.loading import load_cluster_file, parse_cluster
+from balancer.haproxy.names import COOKIE_NAME
+from balancer.haproxy.process import status_is_out
+from bench.harness.clients import Job, check_image
 from bench.harness.hosts import (
     FAULTS,
     NODE_HOSTS,
@@ -162,3 +176,133 @@ def _cmdline(pid: int) -> list[str]:
         return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
     except OSError:
         return []
+
+
+RETURNING = "node1"
+"""The web front that is killed and comes back."""
+PINNED_JOB = Job(prompt="studio portrait, pinned client", steps=4, width=256, height=256, seed=31)
+HOGS = 2
+"""CPU hogs beside the returned front's first calls: one per core of the machine the suite is sized for."""
+
+
+def pinned_client(cluster: HostsCluster, node: str) -> Client:
+    """A ``gradio_client`` whose every request carries the stickiness cookie of ``node``'s web front (as a client
+    that first met that front keeps it), files not downloaded (the test downloads them as the client would)."""
+    return Client(cluster.url + "/", headers={"Cookie": f"{COOKIE_NAME}={node}"}, download_files=False, verbose=False)
+
+
+def predict(client: Client, job: Job) -> tuple[str, dict]:
+    """One ``/generate`` call: the first result's path on its web front, and the call's info."""
+    gallery, info = client.predict(job.prompt, "", job.steps, job.guidance, job.width, job.height, job.seed,
+                                   job.lora_scale, 1, api_name="/generate")
+    first = gallery[0]
+    return (first.get("image", first) if isinstance(first, dict) else first[0])["path"], info
+
+
+def download(cluster: HostsCluster, client: Client, path: str) -> httpx.Response:
+    """The result download ``gradio_client`` makes after a call (its headers and cookies, through the balancer)."""
+    return httpx.get(f"{cluster.url}/gradio_api/file={encode_file_path(path)}", headers=client.headers,
+                     cookies=client.cookies, timeout=60)
+
+
+def check_failures(cluster: HostsCluster, node: str) -> int:
+    """How many of HAProxy's checks of ``node``'s web front have failed so far (``chkfail``)."""
+    return next(int(row["chkfail"]) for row in cluster.api.show_stat()
+                if row["pxname"] == "webs" and row["svname"] == node)
+
+
+def web_front_pid(cluster: HostsCluster, node: str) -> int:
+    return next(pid for pid in cluster.lab.pids(NODE_HOSTS[node]) if "webui.web" in " ".join(_cmdline(pid)))
+
+
+@pytest.fixture(scope="module")
+def returned(cluster: HostsCluster) -> Iterator[tuple[Client, str, dict]]:
+    """A client pinned to RETURNING's web front; that front killed, the client's next job done on the other one
+    (no resend); RETURNING's front restarted by its sidecar and back UP at full check health. Yields the client,
+    the path of that job's result on the other front, and the job's info."""
+    cluster.wait_all_up(timeout=60)
+    client = pinned_client(cluster, RETURNING)
+    try:
+        assert predict(client, PINNED_JOB)[1]["web_node"] == RETURNING
+        os.kill(web_front_pid(cluster, RETURNING), signal.SIGKILL)
+        wait_until(lambda: status_is_out(cluster.statuses()[f"webs/{RETURNING}"]), "the killed front out", 10, 0.02)
+        path, info = predict(client, replace(PINNED_JOB, seed=32))
+        assert info["web_node"] != RETURNING
+        cluster.wait_all_up(timeout=120)  # the sidecar restarted it; the balancer checked it back
+        yield client, path, info
+    finally:
+        client.close()
+
+
+def test_a_result_made_while_the_pinned_front_was_away_downloads_once_it_is_back(
+        cluster: HostsCluster, returned: tuple[Client, str, dict]) -> None:
+    client, path, info = returned
+    response = download(cluster, client, path)  # the cookie sends it to the returned front, which never made it
+    assert response.status_code == 200, (response.status_code, response.text[:300])
+    check_image(response.content, replace(PINNED_JOB, seed=32))
+    stored = httpx.get(f"{cluster.url}/v1/jobs/{info['job_id']}/results/0", timeout=60)
+    assert stored.status_code == 200 and response.content == stored.content  # the job store's bytes
+
+
+def test_a_returned_front_busy_with_first_calls_is_never_marked_down(cluster: HostsCluster,
+                                                                      returned: tuple[Client, str, dict]) -> None:
+    """Its first calls (the pinned client's next ones, three more clients' first) with streams in flight and
+    CPU hogs beside them: HAProxy's status and log show no DOWN of it; every call completes there."""
+    client = returned[0]
+    log = cluster.run_dirs["b"] / "haproxy.log"
+    offset, failed_checks = log.stat().st_size, check_failures(cluster, RETURNING)
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(0.02):
+            seen.append(cluster.statuses().get(f"webs/{RETURNING}", "?"))
+
+    def calls(index: int) -> list[tuple[str, dict]]:
+        caller = client if index == 0 else pinned_client(cluster, RETURNING)
+        try:
+            return [predict(caller, replace(PINNED_JOB, seed=40 + 10 * index + k)) for k in range(2)]
+        finally:
+            if caller is not client:
+                caller.close()
+
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(HOGS)]
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = [result for batch in pool.map(calls, range(4)) for result in batch]
+        downloads = [download(cluster, client, path).status_code for path, _ in results]
+    finally:
+        done.set()
+        watcher.join()
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    with log.open("rb") as lines:
+        lines.seek(offset)
+        downs = [line for line in lines.read().decode(errors="replace").splitlines()
+                 if f"webs/{RETURNING} is DOWN" in line]
+    failed_checks = check_failures(cluster, RETURNING) - failed_checks
+    print(f"\n{len(results)} calls on the returned front beside {HOGS} CPU hogs; its statuses: {sorted(set(seen))}; "
+          f"failed checks: {failed_checks}")
+    assert not downs, downs
+    assert set(seen) == {"UP"}, sorted(set(seen))  # "UP 1/2": a check failed; a second one marks it DOWN
+    assert {info["web_node"] for _, info in results} == {RETURNING}
+    assert downloads == [200] * len(results)
+
+
+def test_a_frozen_web_front_still_goes_down_within_its_checks(cluster: HostsCluster) -> None:
+    cluster.wait_all_up(timeout=60)
+    pid = web_front_pid(cluster, RETURNING)
+    os.kill(pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    try:
+        wait_until(lambda: cluster.statuses()[f"webs/{RETURNING}"] == "DOWN", "the frozen front DOWN", 10, 0.01)
+        down_after = time.monotonic() - frozen
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    record_figures(ARTIFACT, "web-front-frozen", {"down_after_s": round(down_after, 2), "health": HEALTH,
+                                                    "load_average": os.getloadavg()})
+    print(f"\nfrozen web front DOWN after {down_after:.2f} s (checks: {HEALTH})")
+    cluster.wait_all_up(timeout=60)

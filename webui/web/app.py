@@ -37,7 +37,9 @@ from webui.traffic import count_traffic
 from webui.web.cache_janitor import CacheJanitor
 from webui.web.gradio_routes import GradioRoutes
 from webui.web.handoff import Handoff, HandoffServer, HandOn
+from webui.web.job_files import JobResultFiles
 from webui.web.jobs_client import JobsClient
+from webui.web.loop_health import LoopWatch, settle_matplotlib
 from webui.web.queue_pacer import PaceQueue, QueuePacer
 from webui.web.request_guard import RequestGuard
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
@@ -69,6 +71,8 @@ def create_app(settings: WebSettings) -> FastAPI:
         cert_file=settings.worker_queue_cert,
     )
     worker_info = WorkerInfoCache(client, ttl=WORKER_INFO_TTL)
+    settle_matplotlib()  # before serving: Gradio's first call would import it inside the event loop
+    watch = LoopWatch()
     serving = False
 
     @asynccontextmanager
@@ -76,11 +80,13 @@ def create_app(settings: WebSettings) -> FastAPI:
         nonlocal serving
         logger.info("web front %s serving the studio; workers at %s; jobs %s", node, settings.worker_queue,
                     settings.jobs_url or "run here")
+        watch.start()
         janitor.start()
         pacer.start()
         serving = True
         yield
         serving = False
+        await watch.stop()
         await pacer.stop()
         await janitor.stop()
         await client.aclose()
@@ -164,6 +170,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     if runner is not None:  # with jobs, a client's call may go on at another web front (a rolling restart)
         app.state.handoff = Handoff(lambda session: calls_of(demo, session), cache_dir)
         app.add_middleware(HandOn, handoff=app.state.handoff)
+        app.add_middleware(JobResultFiles, jobs=jobs_client, cache_dir=cache_dir)  # a result any front can serve
     secret = ClusterSecret.from_env()
     if secret is not None:  # outermost: a stranger's request reaches nothing, not even the counters
         app.add_middleware(RequireClusterSecret, secret=secret)

@@ -17,6 +17,7 @@ from typing import Any
 import gradio as gr
 
 from webui.schema import GenerationResult
+from webui.web.job_files import result_name
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import CANCELED, FAILED, PROGRESS, QUEUED, STARTED, JobSnapshot, ShareLinks
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
@@ -112,7 +113,7 @@ class JobRunner:
         gallery = []
         for index, (result, caption) in enumerate(zip(job.results, captions, strict=True)):
             png = await self.client.result(job_id, index)
-            path = await asyncio.to_thread(save_png, png, self.cache_dir, f"portrait-{job_id}-{index + 1}.png")
+            path = await asyncio.to_thread(save_png, png, self.cache_dir, result_name(job_id, index))
             gallery.append((path, caption))
             logger.debug("job %s: result %d (%s) fetched", job_id, index, result.sha256)
         return gallery, job_info(job, self.web_node, time.monotonic() - started)
