@@ -292,7 +292,7 @@ class JobsSpec(Listener):
     retention_days: float = Field(30.0, gt=0, description="Days a job and its results are kept (then 410 Gone).")
     rest: bool = Field(
         False, description="REST POST /generate and /generate/stream go through the jobs service: each is a recorded "
-        "job (its id in X-Job-Id) that waits across a gap where every worker is down; about 19 ms more a request "
+        "job (its id in X-Job-Id) that waits across a gap where every worker is down; about 18 ms more a request "
         "(bench/results/sync-jobs.md).")
     web_fronts: bool = Field(
         True, description="Web fronts run every generation (page, gradio_client, retouch) as a job of this service "
