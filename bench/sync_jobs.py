@@ -35,13 +35,14 @@ from webui.schema import GenerationResult, ResultEvent
 
 PROG = "python -m bench.sync_jobs"
 MINIMAL = {"Prefer": "return=minimal"}
-NOTES = ("Recording is the two store rows: `submit_held` and `finish` (in-process above, on an idle store). The rest "
-         "of \"p50 added\" is the extra HTTP hop: the jobs service's own request (uvicorn, routing, the worker's "
-         "checks), its request to the worker's `/generate/stream` (progress lines, then the result line with the "
-         "base64 PNG, parsed), the answer rendered and sent once more over loopback, with client, worker and "
-         "service sharing the machine's cores. PostgreSQL is a test server with `fsync=off`; it stores the PNG "
-         "uncompressed out of line (`STORAGE EXTERNAL`, store revision 0004: before it, TOAST's compression "
-         "attempt made its `finish` 10.9 ms p50).")
+NOTES = ("Order on the jobs service's path: the job is recorded (`submit_held`) while the worker is already asked, "
+         "so that transaction is off the client's wait (the answer waits only for it to commit); the result is "
+         "written (`finish`) before the answer is sent, with the answer rendered meanwhile. The rest of \"p50 "
+         "added\" is the extra HTTP hop: the jobs service's own request (uvicorn, routing, the worker's checks), its "
+         "request to the worker's `/generate/stream` (progress lines, then the result line with the base64 PNG, "
+         "parsed), the answer sent once more over loopback, with client, worker and service sharing the machine's "
+         "cores. PostgreSQL is a test server with `fsync=off`; it stores the PNG uncompressed out of line "
+         "(`STORAGE EXTERNAL`, store revision 0004).")
 
 
 def start(processes: Processes, args: list[str], name: str) -> str:
@@ -115,9 +116,9 @@ def main(argv: list[str] | None = None) -> int:
             upgrade(url)
             engine = make_engine(url)
             held = [submit_held(engine, job, "bench") for _ in range(args.rounds)]
-            parts.append(row(f"{name}: submit_held (recorded and held, before the worker is asked)", in_process(
+            parts.append(row(f"{name}: submit_held (recorded and held, while the worker is asked)", in_process(
                 lambda e=engine: submit_held(e, job, "bench"), args.rounds)))
-            parts.append(row(f"{name}: finish (decode, SHA-256, store the PNG; before the answer)", in_process(
+            parts.append(row(f"{name}: finish (decode, SHA-256, store the PNG; before the answer is sent)", in_process(
                 lambda e=engine, h=held: finish(e, h.pop().id, stored_images(result)), args.rounds)))
             engine.dispose()
         parts.append(row("JSON: parse the result line, decode the PNG, render the answer",

@@ -10,9 +10,11 @@ latency; a job to kill or leave mid-way lasts ``SLOW_SECONDS`` over 100 steps.
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import json
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -23,7 +25,9 @@ import pytest
 
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
+from jobs.running import stored_images
 from tests.jobs_service import JOB, PART, WAIT, Site, events, ready, service, start_site
+from webui.schema import EffectiveParams, GenerationResult, Timings
 
 SLOW_SECONDS = 4.0
 """The slow site's stand-in job (100 steps): a kill or a client leaving after its second step comes mid-job."""
@@ -210,3 +214,63 @@ def newest_running(site: Site) -> str | None:
 def running_job(site: Site, answer: Future[httpx.Response]) -> str:
     """The id of the job the pending ``answer`` is for, once its worker ran two steps of it."""
     return wait_until(lambda: answer.done() or newest_running(site), "the job ran two steps", WAIT)
+
+
+def store_file(site: Site) -> str:
+    return site.store_url.removeprefix("sqlite:///")
+
+
+def test_the_worker_is_asked_while_the_job_is_recorded_and_answered_once_recorded(sites: dict[str, Site]) -> None:
+    """The store's transaction and the worker run side by side: with the store's write lock held elsewhere, the
+    worker still runs the job; the client is answered, naming its job, only once the job is in the store."""
+    site = sites["main"]
+    site.worker.ready("/readyz")
+    ran = site.worker_jobs("ok")
+    locker = sqlite3.connect(store_file(site), isolation_level=None, timeout=WAIT)
+    with ThreadPoolExecutor(1) as pool:
+        locker.execute("BEGIN IMMEDIATE")  # the store's one write lock: the service's record waits (busy timeout)
+        try:
+            answer = pool.submit(through, site, "/generate", {**JOB, "seed": 4242})
+            wait_until(lambda: site.worker_jobs("ok") > ran, "the worker ran the job while its record waited", 6)
+            assert not answer.done(), "answered before the job was recorded"
+        finally:
+            locker.execute("ROLLBACK")
+            locker.close()
+        result = answer.result()
+    assert result.status_code == 200, result.text
+    job = site.finished(result.headers["x-job-id"])
+    assert job["status"] == "succeeded" and job["results"][0]["sha256"] == digest(result.json()["images"][0])
+
+
+def test_a_job_the_store_cannot_record_is_stopped_on_its_worker_and_answered_in_words(
+        sites: dict[str, Site]) -> None:
+    slow = sites["slow"]
+    slow.worker.ready("/readyz")
+    refusing = sqlite3.connect(store_file(slow), isolation_level=None, timeout=WAIT)
+    refusing.execute("CREATE TRIGGER refuse_jobs BEFORE INSERT ON jobs BEGIN SELECT RAISE(ABORT, 'disk full'); END")
+    try:
+        for path in ("/generate", "/generate/stream"):
+            answer = through(slow, path, {**JOB, "steps": 100})
+            assert answer.status_code == 500 and answer.json()["error"] == "internal_error", answer.text
+            assert "x-job-id" not in answer.headers
+    finally:
+        refusing.execute("DROP TRIGGER refuse_jobs")
+        refusing.close()
+    # Asked of the worker beside the record (if it got that far), each was dropped there, not run to its end.
+    wait_until(lambda: not httpx.get(f"{slow.worker.url}/readyz", timeout=WAIT).json()["busy"], "the worker is free",
+               SLOW_SECONDS / 2)
+
+
+def test_a_result_image_is_stored_as_the_exact_bytes_the_worker_encoded() -> None:
+    """The worker's base64 is decoded strictly: bytes that are not base64 are refused, never dropped in silence
+    (which would store an image other than the one the client got)."""
+    png = bytes(range(256)) * 40
+    result = GenerationResult(images=[base64.b64encode(png).decode()], seed=1, worker_id="w", model="m",
+                              params=EffectiveParams(prompt="p", negative_prompt="", steps=2, guidance=1.0, width=64,
+                                                     height=64, seed=1, lora_scale=1.0, num_images=1,
+                                                     mode="text2img"),
+                              timings=Timings(queue_ms=0, generate_ms=1, total_ms=1))
+    assert [image.data for image in stored_images(result)] == [png]
+    broken = result.model_copy(update={"images": [result.images[0][:40] + "*" + result.images[0][40:]]})
+    with pytest.raises(binascii.Error):
+        stored_images(broken)

@@ -292,7 +292,7 @@ class JobsSpec(Listener):
     retention_days: float = Field(30.0, gt=0, description="Days a job and its results are kept (then 410 Gone).")
     rest: bool = Field(
         False, description="REST POST /generate and /generate/stream go through the jobs service: each is a recorded "
-        "job (its id in X-Job-Id) that waits across a gap where every worker is down; about 19 ms more a request "
+        "job (its id in X-Job-Id) that waits across a gap where every worker is down; about 18 ms more a request "
         "(bench/results/sync-jobs.md).")
     backups: dict[Annotated[str, Field(pattern=NAME_PATTERN)], str] = Field(
         default_factory=dict, description="Other balancer hosts' jobs services (name: HOST:PORT) that serve /v1/jobs "

@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
-from starlette.concurrency import run_in_threadpool
 
 from jobs.api.routes import Api, JobsApi
 from jobs.api.sync_jobs import (
@@ -26,7 +25,7 @@ from jobs.api.sync_jobs import (
     accept,
     error_response,
     failure,
-    result_for,
+    result_body,
     result_line,
     start,
     succeeded,
@@ -47,7 +46,7 @@ async def _sync(request: Request, jobs: JobsApi) -> tuple[SyncOptions, SyncJob]:
         raise ApiError(404, "not_found", "This jobs service runs no synchronous generations.")
     limits = (await jobs.limits()) if jobs.limits else Limits()
     sync = await accept(request, jobs.sync, limits)
-    logger.info("job %s accepted (synchronous, request id %s)", sync.job.id, sync.request_id)
+    logger.info("job %s accepted (synchronous, request id %s)", sync.id, sync.request_id)
     return jobs.sync, sync
 
 
@@ -65,20 +64,17 @@ async def _until_first(request: Request, waiting: asyncio.Future[Any]) -> bool:
 async def generate(request: Request, jobs: Api) -> Response:
     """One generation, answered when it is done: the worker's ``GenerationResult`` (``X-Job-Id`` names its job)."""
     options, sync = await _sync(request, jobs)
-    run = start(sync, options)
+    run = start(sync, options, result_body)
     if not await _until_first(request, run):
         sync.client_left.set()
         await asyncio.gather(run, return_exceptions=True)
-        logger.info("job %s: the client left; canceled", sync.job.id)
+        logger.info("job %s: the client left; canceled", sync.id)
         return Response(status_code=CLIENT_GONE_STATUS)
-    ended = run.result()
+    ended = run.result()  # the store's error when it could not record the job: a 500 in words, as ever
     if not succeeded(ended):
         return error_response(sync, failure(sync, ended, options.queue_wait))
-    assert ended.result is not None
-    exclude = None if not sync.minimal else {"image"}
-    # Megabytes of base64: rendered off the event loop, as the worker does.
-    body = await run_in_threadpool(result_for(sync, ended.result).model_dump_json, exclude=exclude)
-    return Response(body, media_type="application/json", headers=sync.headers)
+    assert sync.answer is not None  # megabytes of base64: rendered off the event loop while the result was written
+    return Response(await sync.answer, media_type="application/json", headers=sync.headers)
 
 
 @router.api_route("/generate/stream", methods=["GET", "POST"])
@@ -86,15 +82,16 @@ async def generate_stream(request: Request, jobs: Api) -> Response:
     """One generation as NDJSON: progress events (step 0 when a worker starts it), then the result or error."""
     options, sync = await _sync(request, jobs)
     queue: asyncio.Queue[Any] = asyncio.Queue()
-    run = start(sync, options, queue)
+    run = start(sync, options, result_line, queue)
     first = asyncio.ensure_future(queue.get())
     if not await _until_first(request, first):
         first.cancel()
         sync.client_left.set()
         await asyncio.gather(run, return_exceptions=True)
-        logger.info("job %s: the client left before it started; canceled", sync.job.id)
+        logger.info("job %s: the client left before it started; canceled", sync.id)
         return Response(status_code=CLIENT_GONE_STATUS)
     item = first.result()
+    await sync.record()  # nothing is answered for a job that is not in the store
     if isinstance(item, Ending) and not succeeded(item):
         return error_response(sync, failure(sync, item, options.queue_wait))
 
@@ -105,8 +102,8 @@ async def generate_stream(request: Request, jobs: Api) -> Response:
             yield ProgressEvent(step=step, total=total, worker_id=worker).model_dump_json() + "\n"
             event = await queue.get()
         if succeeded(event):
-            assert event.result is not None
-            yield await run_in_threadpool(result_line, sync, event.result)
+            assert sync.answer is not None
+            yield await sync.answer
             return
         error = failure(sync, event, options.queue_wait)
         yield ErrorEvent(status=error.status, error=error.body).model_dump_json() + "\n"

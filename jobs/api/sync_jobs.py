@@ -1,6 +1,7 @@
 """A synchronous generation as a job: the request read and checked as the worker does it, recorded in the store
-(submitted and held by this process in one transaction), run by ``jobs.running.HeldRuns`` while the client waits,
-and answered in the worker's words. ``jobs.api.generate`` has the routes.
+(submitted and held by this process in one transaction, while the worker is already being asked), run by
+``jobs.running.HeldRuns`` while the client waits, and answered in the worker's words once recorded.
+``jobs.api.generate`` has the routes.
 
 A synchronous job waits for a worker at most ``queue_wait`` seconds (the cluster's ``limits.queue_timeout``) each
 time it needs one: at first, and again after its worker died mid-job (it is replayed with the same seed). Then
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -24,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 from jobs.api.views import job_path
 from jobs.contract import CANCELED, FAILED, RETENTION, SUCCEEDED
 from jobs.running import LOST, DeadlinePassed, Ending, HeldRuns
-from jobs.store import Job, submit_held
+from jobs.store import Job, new_job_id, submit_held
 from webui.schema import MAX_SEED, GenerationResult, Limits, ResultEvent
 from webui.web.worker_client import JobRejected
 from webui.worker.job_parsing import (
@@ -78,35 +80,60 @@ class StartDeadline:
 
 @dataclass
 class SyncJob:
-    """One synchronous generation: its recorded job and how its client asked."""
+    """One synchronous generation: its job (being recorded until ``recorded`` is done) and how its client asked."""
 
-    job: Job
+    id: str
+    recorded: asyncio.Future[Job]
     fields: dict[str, Any]
     minimal: bool
     request_id: str
     client_left: asyncio.Event = field(default_factory=asyncio.Event)
+    answer: asyncio.Future[str] | None = None
+    """The result's answer (body or stream line), rendered off the event loop while the result is written."""
+
+    @property
+    def job(self) -> Job:
+        """The recorded job (only once ``recorded`` is done: no answer names a job that is not in the store)."""
+        return self.recorded.result()
 
     @property
     def headers(self) -> dict[str, str]:
         """Headers of every answer once the job is recorded."""
         return {JOB_ID_HEADER: self.job.id, **preference_applied(self.minimal)}
 
+    async def record(self) -> None:
+        """Wait until the job is recorded (by now, unless the store was slower than the worker's first step); the
+        store's error, if it failed, propagates (the run stops the generation itself)."""
+        await asyncio.shield(self.recorded)
+
 
 async def accept(request: Request, options: SyncOptions, limits: Limits) -> SyncJob:
-    """Read and check the job as the worker does (``ApiError`` 413/415/422 in words), then record it, held."""
+    """Read and check the job as the worker does (``ApiError`` 413/415/422 in words), then start recording it,
+    held (``SyncJob.recorded``): the caller asks the worker meanwhile."""
     body = await read_body(request, max_job_body(limits.max_upload_bytes))
     checked = validate_job(parse_payload(body, request.headers.get("content-type", ""), request.query_params), limits)
     fields = checked.model_dump(exclude_none=True)
     fields.setdefault("seed", secrets.randbelow(MAX_SEED + 1))  # every attempt draws the same image
     recorded = {name: value for name, value in fields.items() if name != "init_image"}  # a photo: megabytes
-    job = await run_sync(lambda: submit_held(options.runs.engine, recorded, options.holder, options.runs.lease_s,
-                                             retention=options.retention))
-    return SyncJob(job, fields, prefers_minimal(request), scope_request_id(request.scope))
+    job_id = new_job_id()
+    job = asyncio.ensure_future(run_sync(lambda: submit_held(
+        options.runs.engine, recorded, options.holder, options.runs.lease_s, retention=options.retention,
+        job_id=job_id)))
+    return SyncJob(job_id, job, fields, prefers_minimal(request), scope_request_id(request.scope))
 
 
-def start(sync: SyncJob, options: SyncOptions, queue: asyncio.Queue[Any] | None = None) -> asyncio.Task[Ending]:
-    """Run the job; each progress event (``(step, total, worker)``) and then its ``Ending`` go to ``queue``."""
+Render = Callable[[SyncJob, GenerationResult], str]
+"""How a succeeded job is answered: ``result_body`` (``/generate``) or ``result_line`` (the stream)."""
+
+
+def start(sync: SyncJob, options: SyncOptions, render: Render,
+          queue: asyncio.Queue[Any] | None = None) -> asyncio.Task[Ending]:
+    """Run the job; each progress event (``(step, total, worker)``) and then its ``Ending`` go to ``queue``. The
+    answer to its result is rendered (``sync.answer``) while the result is written; it is sent once written."""
     deadline = StartDeadline(options.queue_wait)
+
+    def prepare(result: GenerationResult) -> None:
+        sync.answer = asyncio.ensure_future(run_sync(render, sync, result))
 
     def on_progress(step: int, total: int, worker: str) -> None:
         deadline.progressed()
@@ -114,8 +141,9 @@ def start(sync: SyncJob, options: SyncOptions, queue: asyncio.Queue[Any] | None 
             queue.put_nowait((step, total, worker))
 
     run = asyncio.ensure_future(options.runs.run(
-        sync.job, deadline, fields=sync.fields, on_progress=on_progress, client_left=sync.client_left,
-        headers={"X-Request-ID": sync.request_id}, deadline_words=lambda _: busy_words(options.queue_wait)))
+        sync.recorded, deadline, fields=sync.fields, on_progress=on_progress, client_left=sync.client_left,
+        headers={"X-Request-ID": sync.request_id}, deadline_words=lambda _: busy_words(options.queue_wait),
+        on_result=prepare))
     options.running.add(run)
     run.add_done_callback(options.running.discard)
     if queue is not None:
@@ -138,7 +166,7 @@ def result_for(sync: SyncJob, result: GenerationResult) -> GenerationResult:
 
 def failure(sync: SyncJob, ended: Ending, queue_wait: float) -> ApiError:
     """A job that did not succeed, as the worker (or the cluster) would have answered it."""
-    error, job_id = ended.error, sync.job.id
+    error, job_id = ended.error, sync.id
     if isinstance(error, DeadlinePassed):
         return ApiError(503, "busy", busy_words(queue_wait), headers={"Retry-After": BUSY_RETRY_AFTER})
     if isinstance(error, JobRejected) and error.body is not None:
@@ -172,6 +200,11 @@ class SyncJobStream(StreamingResponse):
         finally:
             if not self.run.done():
                 self.sync.client_left.set()
+
+
+def result_body(sync: SyncJob, result: GenerationResult) -> str:
+    """``/generate``'s body for a succeeded job (the worker's ``GenerationResult``)."""
+    return result_for(sync, result).model_dump_json(exclude={"image"} if sync.minimal else None)
 
 
 def result_line(sync: SyncJob, result: GenerationResult) -> str:

@@ -11,18 +11,18 @@ it and writes nothing. Otherwise the outcome is written once (``finish``/``fail`
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import os
 import socket
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import anyio
+import pybase64
 from anyio.to_thread import run_sync
 from sqlalchemy import Engine
 
@@ -44,8 +44,9 @@ def holder_name() -> str:
 
 
 def stored_images(result: GenerationResult) -> list[Image]:
-    """The worker's base64 PNGs as the store's images (decoded, never re-encoded)."""
-    return [Image(base64.b64decode(data), "image/png", result.params.width, result.params.height)
+    """The worker's base64 PNGs as the store's images (decoded, never re-encoded; pybase64's SIMD decoder takes
+    about 1/40 of the standard library's time, and this is on the way to a waiting client's answer)."""
+    return [Image(pybase64.b64decode(data, validate=True), "image/png", result.params.width, result.params.height)
             for data in result.images]
 
 
@@ -79,13 +80,17 @@ class HeldRuns:
     renew_s: float = 0.5
     """How often a running job's lease is renewed, which is also how soon a cancel is seen."""
 
-    async def run(self, job: Job, deadline: Deadline, *, fields: Mapping[str, Any] | None = None,
+    async def run(self, job: Job | Awaitable[Job], deadline: Deadline, *, fields: Mapping[str, Any] | None = None,
                   on_progress: ProgressCallback | None = None, client_left: asyncio.Event | None = None,
                   headers: Mapping[str, str] | None = None,
-                  deadline_words: Callable[[DeadlinePassed], str] = str) -> Ending:
+                  deadline_words: Callable[[DeadlinePassed], str] = str,
+                  on_result: Callable[[GenerationResult], None] | None = None) -> Ending:
         """Run ``job`` (held by ``job.claim_owner``) to its outcome; ``fields`` default to its stored input.
-        ``client_left`` set: the client went away, the job is canceled. ``deadline_words``: the error recorded
-        when no worker ran it before ``deadline``."""
+        ``job`` may still be being recorded (``fields`` then required): the worker is asked at once, beside the
+        store's transaction, and the job is held once it is recorded; if recording fails, the generation is
+        stopped and the store's error raised. ``client_left`` set: the client went away, the job is canceled.
+        ``deadline_words``: the error recorded when no worker ran it before ``deadline``. ``on_result``: called with
+        the worker's result just before it is written (a waiting client's answer is prepared meanwhile)."""
         progress: list[tuple[int, int, str]] = []
         stepped = asyncio.Event()
 
@@ -95,8 +100,17 @@ class HeldRuns:
             if on_progress is not None:
                 on_progress(step, total, worker)
 
-        generation = asyncio.ensure_future(run_until_deadline(
-            self.client, job_fields(job) if fields is None else fields, deadline, on_step, headers))
+        if fields is None:
+            assert isinstance(job, Job), "a job still being recorded needs its fields"
+            fields = job_fields(job)
+        generation = asyncio.ensure_future(run_until_deadline(self.client, fields, deadline, on_step, headers))
+        if not isinstance(job, Job):
+            try:
+                job = await job
+            except BaseException:
+                generation.cancel()  # closes the worker's stream: nothing runs that is not recorded
+                await asyncio.gather(generation, return_exceptions=True)
+                raise
         holder = asyncio.ensure_future(self._hold(job, progress, stepped))
         left = asyncio.ensure_future(client_left.wait() if client_left is not None else asyncio.Future())
         try:
@@ -109,7 +123,7 @@ class HeldRuns:
             await asyncio.gather(generation, holder, left, return_exceptions=True)
         if generation.cancelled():
             return await self._stopped(job, holder)
-        return await self._settle(job, generation, deadline_words)
+        return await self._settle(job, generation, deadline_words, on_result)
 
     async def _stopped(self, job: Job, holder: asyncio.Future[Lease]) -> Ending:
         """The run was stopped before the worker finished: canceled (asked, or the client left), or lost."""
@@ -152,7 +166,8 @@ class HeldRuns:
                                       worker_id=worker))
 
     async def _settle(self, job: Job, generation: asyncio.Future[JobOutcome],
-                      deadline_words: Callable[[DeadlinePassed], str]) -> Ending:
+                      deadline_words: Callable[[DeadlinePassed], str],
+                      on_result: Callable[[GenerationResult], None] | None) -> Ending:
         """Write the finished generation's outcome: the images, or the error in words."""
         try:
             outcome = generation.result()
@@ -166,7 +181,10 @@ class HeldRuns:
             await run_sync(fail, self.engine, job.id, "Unexpected error while running the job; it is in the log.")
             return Ending(FAILED, error=error)
         result = outcome.result
-        settled = await run_sync(finish, self.engine, job.id, stored_images(result), None, job_generation(outcome))
+        if on_result is not None:
+            on_result(result)
+        settled = await run_sync(lambda: finish(self.engine, job.id, stored_images(result), None,
+                                                job_generation(outcome)))
         if settled.written:
             logger.info("job %s succeeded on %s (%d images)", job.id, result.worker_id, len(result.images))
             return Ending(SUCCEEDED, result)

@@ -72,12 +72,14 @@ def submit(engine: Engine, input: dict[str, Any], *, idempotency_key: str | None
 
 
 def submit_held(engine: Engine, input: dict[str, Any], holder: str, lease_seconds: float = LEASE_SECONDS, *,
-                owner: str = ANONYMOUS, retention: timedelta = RETENTION, now: datetime | None = None) -> Job:
+                owner: str = ANONYMOUS, retention: timedelta = RETENTION, now: datetime | None = None,
+                job_id: str | None = None) -> Job:
     """Record a new job already claimed for a client that waits on its connection (a synchronous generation),
     in one transaction: ``processing``, held by ``CLIENT_HELD + holder`` (attempt 1). No dispatcher takes it;
-    if the holder's lease runs out (it died, and the client's connection with it) the job ends ``canceled``."""
+    if the holder's lease runs out (it died, and the client's connection with it) the job ends ``canceled``.
+    ``job_id``: one from ``new_job_id`` that the caller chose beforehand (default: a new one)."""
     now = now or utc_now()
-    job_id = new_job_id()
+    job_id = job_id or new_job_id()
     with write(engine) as connection:
         row = connection.execute(insert(jobs).values(
             id=job_id, owner=owner, status=PROCESSING, input=input, created_at=now, started_at=now,
