@@ -34,9 +34,18 @@ def k8s(*args: str) -> subprocess.CompletedProcess:
                           cwd=REPO)
 
 
+STORE_URL = "postgresql+psycopg://jobs@db.example.com/jobs"
+"""The jobs service's shared store, named in the cluster file (its password goes in a Secret)."""
+
+
 @pytest.fixture(scope="module")
-def documents() -> list[dict]:
-    result = k8s("--cluster", str(EXAMPLE), "--public-host", "studio.example.com", "--workers", "3")
+def documents(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
+    """The example cluster file with a PostgreSQL job store, rendered for 3 workers."""
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["jobs"]["store_url"] = STORE_URL
+    cluster = tmp_path_factory.mktemp("k8s") / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(data))
+    result = k8s("--cluster", str(cluster), "--public-host", "studio.example.com", "--workers", "3")
     assert result.returncode == 0, result.stderr
     return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
 

@@ -6,17 +6,20 @@ or out-of-memory pod; resource limits make an OOM kill one pod, never a neighbou
 - ``portrait-worker``: a Deployment, one GPU per pod (``nvidia.com/gpu: 1``), readiness
   ``/readyz`` (model loaded and warm), liveness ``/healthz``; a headless Service lists its ready pods.
 - ``portrait-web``: the Gradio web fronts, a Deployment and a headless Service.
+- ``portrait-jobs``: the jobs service (``/v1/jobs``), a Deployment and a headless Service that HAProxy's
+  ``jobs`` backend finds its pods in (``balancer.deploy.jobs_part``: its Secrets, the shared store).
 - ``portrait-balancer``: HAProxy 2.8 with the ``haproxy.cfg`` that ``balancer.haproxy.config``
   renders for the cluster file (limits, health checks, stickiness, security rules), its servers
   found in DNS (``server-template`` + ``resolvers`` on the headless Services) instead of listed.
   Services: ``portrait`` (public, a LoadBalancer keeping client addresses for the per-client
   limits) and ``portrait-queue`` (the worker queue, for the web fronts).
-- a PodDisruptionBudget per Deployment, and NetworkPolicies: workers and web fronts accept
-  connections only from the balancer pods (the in-cluster form of "nodes accept only their
-  balancers"), the worker queue only from web fronts.
+- a PodDisruptionBudget per Deployment, and NetworkPolicies: workers, web fronts and the jobs
+  service accept connections only from the balancer pods (the in-cluster form of "nodes accept
+  only their balancers"), the worker queue only from web fronts and the jobs service.
 
-The stats page's password is not in the manifests: HAProxy reads it from the environment,
-which takes it from the Secret ``portrait-stats`` (key ``password``) that the operator creates.
+No secret is in the manifests: HAProxy reads the stats page's password from the environment,
+which takes it from the Secret ``portrait-stats`` (key ``password``) that the operator creates;
+every part takes the cluster secret from ``portrait-cluster`` the same way.
 """
 
 from __future__ import annotations
@@ -33,7 +36,17 @@ from pydantic import SecretStr
 
 from balancer.config.cluster import ClusterSpec
 from balancer.config.loading import load_cluster_file, parse_cluster
-from balancer.config.sections import STATS_PASSWORD_ENV, ClusterConfigError
+from balancer.config.sections import STATS_PASSWORD_ENV, ClusterConfigError, JobsSpec
+from balancer.deploy.jobs_part import (
+    JOBS,
+    JOBS_START_TIMEOUT,
+    check_store,
+    cluster_secret_env,
+    jobs_args,
+    jobs_env,
+    jobs_mounts,
+    jobs_volumes,
+)
 from balancer.haproxy.config import COOKIE_NAME, COOKIE_OPTIONS, HAProxyConfigRenderer
 from webui.contract import HEALTH_PATH, READY_PATH
 from webui.settings import WebSettings, WorkerSettings
@@ -56,6 +69,7 @@ HAPROXY_UID = 99
 WEB_START_TIMEOUT = 300.0
 """Seconds a web front pod may take to serve (imports, Gradio) before its liveness probe counts."""
 GRACEFUL_SHUTDOWN = WorkerSettings.model_fields["graceful_shutdown"].default
+JOBS_PORT = JobsSpec.model_fields["port"].default
 
 
 class DnsServers:
@@ -68,13 +82,15 @@ class DnsServers:
     """
 
     def __init__(self, namespace: str, domain: str, max_pods: int, web_port: int = WEB_PORT,
-                 worker_port: int = WORKER_PORT, nameservers: Sequence[str] = (), hold_obsolete: float = 10.0) -> None:
+                 worker_port: int = WORKER_PORT, nameservers: Sequence[str] = (), hold_obsolete: float = 10.0,
+                 jobs_port: int = JOBS_PORT) -> None:
         self.namespace = namespace
         self.hold_obsolete = hold_obsolete
         self.domain = domain
         self.max_pods = max_pods
         self.web_port = web_port
         self.worker_port = worker_port
+        self.jobs_port = jobs_port
         self.nameservers = list(nameservers)
 
     def fqdn(self, service: str) -> str:
@@ -82,7 +98,7 @@ class DnsServers:
         return f"{service}.{self.namespace}.svc.{self.domain}"
 
     def summary(self) -> str:
-        return (f"# Nodes: pods of the headless Services {WEB} and {WORKER} in namespace {self.namespace}, "
+        return (f"# Nodes: pods of the headless Services {WEB}, {WORKER} and {JOBS} in namespace {self.namespace}, "
                 f"up to {self.max_pods} each.")
 
     def sections(self) -> list[str]:
@@ -124,30 +140,37 @@ class DnsServers:
         # Only ready workers are in DNS, and a worker answers probes while it generates.
         return [self._template("probe", WORKER, self.worker_port)]
 
+    def jobs_line(self) -> str:
+        # Every ready jobs pod serves: they share the job store.
+        return self._template("jobs", JOBS, self.jobs_port)
+
 
 class ManifestRenderer:
     """The manifests for one cluster spec (limits, listeners, health) and a few deployment choices."""
 
     def __init__(self, spec: ClusterSpec, namespace: str, image: str, haproxy_image: str, workers: int,
                  webs: int, balancers: int, max_pods: int, model: str, domain: str = "cluster.local",
-                 worker_memory: str = "64Gi", web_memory: str = "4Gi") -> None:
+                 worker_memory: str = "64Gi", web_memory: str = "4Gi", jobs: int = 2) -> None:
         if not spec.public_hosts:
             raise ClusterConfigError("public_hosts: give the name clients use for the site (--public-host NAME); "
                                      "any other Host header is refused")
-        if max(workers, webs) > max_pods:
+        if max(workers, webs, jobs) > max_pods:
             raise ClusterConfigError(f"--max-pods {max_pods} is below the replicas asked for")
+        if spec.jobs.enabled:
+            check_store(spec, jobs)
         # In the pod: listen on every interface, the socket in an emptyDir, the stats password from
-        # the environment (HAProxy expands "${VAR}" in double-quoted arguments); no jobs service (/v1/jobs: 404).
+        # the environment (HAProxy expands "${VAR}" in double-quoted arguments); the jobs pods are all
+        # equal servers found in DNS (no backups).
         self.spec = spec.model_copy(update={
             "public": spec.public.model_copy(update={"host": "0.0.0.0"}),
             "worker_queue": spec.worker_queue.model_copy(update={"host": "0.0.0.0"}),
             "stats": spec.stats.model_copy(update={"password": SecretStr(f'"${{{STATS_PASSWORD_ENV}}}"')}),
             "run_dir": RUN_DIR, "nodes": [], "tls": None,
-            "jobs": spec.jobs.model_copy(update={"enabled": False}),
+            "jobs": spec.jobs.model_copy(update={"host": "0.0.0.0", "backups": {}}),
         })
-        self.servers = DnsServers(namespace, domain, max_pods)
+        self.servers = DnsServers(namespace, domain, max_pods, jobs_port=spec.jobs.port)
         self.namespace, self.image, self.haproxy_image = namespace, image, haproxy_image
-        self.replicas = {WORKER: workers, WEB: webs, BALANCER: balancers}
+        self.replicas = {WORKER: workers, WEB: webs, BALANCER: balancers, JOBS: jobs}
         self.model, self.worker_memory, self.web_memory = model, worker_memory, web_memory
 
     def haproxy_config(self) -> str:
@@ -161,6 +184,7 @@ class ManifestRenderer:
             self._config_map(),
             self._worker(), self._headless(WORKER, WORKER_PORT), self._budget(WORKER),
             self._web(), self._headless(WEB, WEB_PORT), self._budget(WEB),
+            *self._jobs(),
             self._balancer(), self._budget(BALANCER), *self._balancer_services(),
             *self._network_policies(),
         ]
@@ -204,7 +228,7 @@ class ManifestRenderer:
 
     @staticmethod
     def _node_env() -> list[dict[str, Any]]:
-        return [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]
+        return [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}, cluster_secret_env()]
 
     @staticmethod
     def _probes(port: int, start_timeout: float) -> dict[str, Any]:
@@ -244,13 +268,19 @@ class ManifestRenderer:
         volumes = [{"name": "cache", "emptyDir": {}}]
         return self._deployment(WORKER, container, volumes, GRACEFUL_SHUTDOWN + 10, IMAGE_UID)
 
+    @property
+    def _queue_url(self) -> str:
+        return f"http://{self.servers.fqdn(QUEUE_SERVICE)}:{self.spec.worker_queue.port}"
+
     def _web(self) -> dict[str, Any]:
-        queue = f"http://{self.servers.fqdn(QUEUE_SERVICE)}:{self.spec.worker_queue.port}"
+        queue, jobs = self._queue_url, self.spec.jobs
+        # With jobs.web_fronts, generations run as jobs: the worker queue passes /v1/jobs to the jobs service.
+        on_jobs = ["--jobs-url", queue] if jobs.enabled and jobs.web_fronts else []
         container = {
             "name": "web", "image": self.image,
             "command": ["python", "-m", "webui.web"],
             "args": ["--host", "0.0.0.0", "--port", str(WEB_PORT), "--node", "$(POD_NAME)",
-                     *self.spec.web_flags(queue)],
+                     *self.spec.web_flags(queue), *on_jobs],
             "env": self._node_env(),
             "ports": [{"name": "http", "containerPort": WEB_PORT}],
             "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": self.web_memory}},
@@ -260,6 +290,25 @@ class ManifestRenderer:
         }
         volumes = [{"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}]
         return self._deployment(WEB, container, volumes, 30, IMAGE_UID)
+
+    def _jobs(self) -> list[dict[str, Any]]:
+        """The jobs service's Deployment, headless Service and budget (none with ``jobs.enabled`` off)."""
+        if not self.spec.jobs.enabled:
+            return []
+        port = self.spec.jobs.port
+        container = {
+            "name": "jobs", "image": self.image,
+            "command": ["python", "-m", "jobs"],
+            "args": jobs_args(self.spec, self._queue_url, self.replicas[WORKER], self.replicas[JOBS]),
+            "env": jobs_env(self.spec),
+            "ports": [{"name": "http", "containerPort": port}],
+            "resources": {"requests": {"cpu": "250m", "memory": "512Mi"}, "limits": {"memory": "1Gi"}},
+            **self._probes(port, JOBS_START_TIMEOUT),
+            "volumeMounts": jobs_mounts(RUN_DIR),
+            "securityContext": {**self._container_security(), "readOnlyRootFilesystem": True},
+        }
+        return [self._deployment(JOBS, container, jobs_volumes(), 30, IMAGE_UID),
+                self._headless(JOBS, port), self._budget(JOBS)]
 
     def _config_map(self) -> dict[str, Any]:
         return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": self._meta(BALANCER),
@@ -274,7 +323,7 @@ class ManifestRenderer:
         container = {
             "name": "haproxy", "image": self.haproxy_image,
             "env": [{"name": STATS_PASSWORD_ENV,
-                     "valueFrom": {"secretKeyRef": {"name": STATS_SECRET, "key": "password"}}}],
+                     "valueFrom": {"secretKeyRef": {"name": STATS_SECRET, "key": "password"}}}, cluster_secret_env()],
             "ports": [{"name": "public", "containerPort": public}, {"name": "queue", "containerPort": queue}],
             "resources": {"requests": {"cpu": "500m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
             "readinessProbe": check,
@@ -307,21 +356,25 @@ class ManifestRenderer:
         return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": self._meta(name),
                 "spec": {"maxUnavailable": 1, "selector": {"matchLabels": self._selector(name)}}}
 
+    def _pods(self, *components: str) -> list[dict[str, Any]]:
+        return [{"podSelector": {"matchLabels": self._selector(component)}} for component in components]
+
     def _only_from(self, name: str, target: str, source: str, port: int) -> dict[str, Any]:
         return {
             "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": self._meta(name, target),
             "spec": {
                 "podSelector": {"matchLabels": self._selector(target)}, "policyTypes": ["Ingress"],
-                "ingress": [{"from": [{"podSelector": {"matchLabels": self._selector(source)}}],
-                             "ports": [{"protocol": "TCP", "port": port}]}],
+                "ingress": [{"from": self._pods(source), "ports": [{"protocol": "TCP", "port": port}]}],
             },
         }
 
     def _network_policies(self) -> list[dict[str, Any]]:
         public, queue = self.spec.public.port, self.spec.worker_queue.port
+        jobs = [self._only_from(f"{JOBS}-from-balancer", JOBS, BALANCER, self.spec.jobs.port)]
         return [
             self._only_from(f"{WORKER}-from-balancer", WORKER, BALANCER, WORKER_PORT),
             self._only_from(f"{WEB}-from-balancer", WEB, BALANCER, WEB_PORT),
+            *(jobs if self.spec.jobs.enabled else []),
             {
                 "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                 "metadata": self._meta(f"{BALANCER}-ingress", BALANCER),
@@ -329,8 +382,8 @@ class ManifestRenderer:
                     "podSelector": {"matchLabels": self._selector(BALANCER)}, "policyTypes": ["Ingress"],
                     "ingress": [
                         {"ports": [{"protocol": "TCP", "port": public}]},  # the public site: anyone
-                        {"from": [{"podSelector": {"matchLabels": self._selector(WEB)}}],
-                         "ports": [{"protocol": "TCP", "port": queue}]},  # the worker queue: web fronts only
+                        {"from": self._pods(WEB, JOBS),  # the worker queue: web fronts and the jobs service only
+                         "ports": [{"protocol": "TCP", "port": queue}]},
                     ],
                 },
             },
@@ -354,14 +407,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="Worker pods, one GPU each (default: %(default)s).")
     parser.add_argument("--webs", type=int, default=2, help="Web front pods (default: %(default)s).")
     parser.add_argument("--balancers", type=int, default=2, help="HAProxy pods (default: %(default)s).")
+    parser.add_argument("--jobs", type=int, default=2, help="Jobs service pods (default: %(default)s); more than one "
+                        "needs a PostgreSQL jobs.store_url.")
     parser.add_argument("--max-pods", type=int, default=16,
                         help="Server slots per kind in HAProxy: the most worker or web pods (default: %(default)s).")
     parser.add_argument("--worker-memory", default="64Gi", help="A worker pod's memory limit (default: %(default)s).")
     parser.add_argument("--cluster-domain", default="cluster.local", help="Kubernetes DNS domain.")
     parser.add_argument("--haproxy-config", action="store_true", help="Print only the balancer's haproxy.cfg.")
     args = parser.parse_args(argv)
-    if min(args.workers, args.webs, args.balancers, args.max_pods) < 1:
-        parser.error("--workers, --webs, --balancers and --max-pods must be at least 1")
+    if min(args.workers, args.webs, args.balancers, args.jobs, args.max_pods) < 1:
+        parser.error("--workers, --webs, --balancers, --jobs and --max-pods must be at least 1")
     try:
         data = load_cluster_file(args.cluster) if args.cluster else {}
         data["public_hosts"] = [*data.get("public_hosts", []), *args.public_host]
@@ -369,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         renderer = ManifestRenderer(
             parse_cluster(data), namespace=args.namespace, image=args.image, haproxy_image=args.haproxy_image,
             workers=args.workers, webs=args.webs, balancers=args.balancers, max_pods=args.max_pods,
-            model=args.model, domain=args.cluster_domain, worker_memory=args.worker_memory,
+            model=args.model, domain=args.cluster_domain, worker_memory=args.worker_memory, jobs=args.jobs,
         )
         sys.stdout.write(renderer.haproxy_config() if args.haproxy_config else renderer.render())
     except ClusterConfigError as exc:

@@ -1,7 +1,7 @@
 """The node server lines of haproxy.cfg, and the same servers as the runtime API adds them.
 
-``ServerSet`` is what the template asks for; ``StaticServers`` lists the cluster file's nodes (the
-Kubernetes renderer, ``balancer.deploy.k8s.DnsServers``, finds pods in DNS instead).
+``ServerSet`` is what the template asks for; ``StaticServers`` lists the cluster file's nodes and this host's jobs
+service (the Kubernetes renderer, ``balancer.deploy.k8s.DnsServers``, finds pods in DNS instead).
 """
 
 from __future__ import annotations
@@ -11,7 +11,14 @@ from typing import Protocol
 
 from balancer.config.cluster import ClusterSpec, NodeSpec
 from balancer.haproxy.agent import agent_send
-from balancer.haproxy.names import COOKIE_NAME, COOKIE_OPTIONS, PROBES_BACKEND, WEBS_BACKEND, WORKERS_BACKEND
+from balancer.haproxy.names import (
+    COOKIE_NAME,
+    COOKIE_OPTIONS,
+    JOBS_SERVER,
+    PROBES_BACKEND,
+    WEBS_BACKEND,
+    WORKERS_BACKEND,
+)
 from balancer.haproxy.syntax import config_path_arg, duration
 
 
@@ -56,6 +63,9 @@ class ServerSet(Protocol):
     def probe_lines(self) -> list[str]:
         """The ``worker_probes`` backend's servers (the workers, for /readyz and /info)."""
 
+    def jobs_line(self) -> str:
+        """The ``jobs`` backend's server (its backups, ``jobs.backups``, come apart)."""
+
 
 class StaticServers:
     """The cluster file's nodes, one server line each; remote nodes over mutual TLS when ``tls`` is set."""
@@ -84,6 +94,10 @@ class StaticServers:
             self._line(node, node.worker.address, f"track {WORKERS_BACKEND}/{node.name} no-check")  # type: ignore[union-attr]
             for node in self.spec.workers
         ]
+
+    def jobs_line(self) -> str:
+        jobs = self.spec.jobs
+        return f"    server {JOBS_SERVER} {jobs.connect_host}:{jobs.port}  # this host's, run by its sidecar"
 
     def dynamic_servers(self, node: NodeSpec) -> list[DynamicServer]:
         """A node's servers as the runtime API adds them (a worker before the probe server that tracks it),

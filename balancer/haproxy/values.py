@@ -154,7 +154,7 @@ def values_from_spec(spec: ClusterSpec, servers: ServerSet, local_hosts: bool = 
         public=public_values(spec, local_hosts),
         worker_queue=worker_queue_values(spec),
         backends=backend_values(spec, servers),
-        jobs=jobs_values(spec) if spec.jobs.enabled else None,
+        jobs=jobs_values(spec, servers) if spec.jobs.enabled else None,
         rates_table=bool(spec.rate_limit_per_minute),
         bodies_table=bool(spec.limits.max_client_bodies),
         sections=tuple(servers.sections()),
@@ -199,10 +199,9 @@ def jobs_answer_time(spec: ClusterSpec) -> float:
     return longest + JOBS_WAIT_MARGIN_S
 
 
-def jobs_values(spec: ClusterSpec) -> Jobs:
-    address = f"{spec.jobs.connect_host}:{spec.jobs.port}"
+def jobs_values(spec: ClusterSpec, servers: ServerSet) -> Jobs:
     return Jobs(
-        server_line=f"    server {names.JOBS_SERVER} {address}  # this host's, run by its sidecar",
+        server_line=servers.jobs_line(),
         backup_lines=tuple(f"    server {names.JOBS_BACKUP_PREFIX}{name} {peer} backup  # balancer {name}'s"
                            for name, peer in spec.jobs.backups.items()),
         timeout=duration(jobs_answer_time(spec)),
