@@ -72,6 +72,8 @@ def test_jobs_service_is_a_deployment_and_service_with_probes_and_secrets(docume
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     queue = container["args"][container["args"].index("--worker-queue-url") + 1]
     assert queue == f"http://{QUEUE_SERVICE}.portrait-ha.svc.cluster.local:8081"
+    (web,) = find(documents, "Deployment", WEB)["spec"]["template"]["spec"]["containers"]
+    assert web["args"][web["args"].index("--jobs-url") + 1] == queue  # jobs.web_fronts: the queue passes them on
     for name in (BALANCER, WEB):  # HAProxy adds the secret the service asks for; web fronts show it at the queue
         (part,) = find(documents, "Deployment", name)["spec"]["template"]["spec"]["containers"]
         assert {"name": CLUSTER_SECRET_ENV, "valueFrom": {"secretKeyRef": {"name": CLUSTER_SECRET, "key": "secret"}}} \
