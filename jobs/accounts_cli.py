@@ -2,6 +2,7 @@
 
     python -m jobs accounts create NAME                        # a new account (a studio, an app)
     python -m jobs accounts list
+    python -m jobs accounts set-weight NAME W                  # its fair share of GPU time (default 1)
     python -m jobs accounts add-member NAME USER [--role admin|member]
     python -m jobs accounts remove-member NAME USER
     python -m jobs accounts members NAME
@@ -37,6 +38,7 @@ from jobs.store import (
     members,
     remove_member,
     revoke_key,
+    set_weight,
     upgrade,
 )
 
@@ -50,6 +52,9 @@ def parser() -> argparse.ArgumentParser:
     commands = top.add_subparsers(dest="command", required=True)
     commands.add_parser("create", help="a new account").add_argument("name")
     commands.add_parser("list", help="every account")
+    weight = commands.add_parser("set-weight", help="an account's fair share of GPU time (default 1)")
+    weight.add_argument("name")
+    weight.add_argument("weight", type=float, help="2: twice the GPU time of an account of weight 1 when both wait")
     for name, text in (("add-member", "make USER a member"), ("remove-member", "USER is no longer a member")):
         command = commands.add_parser(name, help=text)
         command.add_argument("name")
@@ -86,7 +91,11 @@ def run(args: argparse.Namespace) -> None:
             print(f"account {account.name} created ({account.id})")
         elif args.command == "list":
             for account in list_accounts(engine):
-                print(f"{account.name}  {account.id}  created {account.created_at:%Y-%m-%d %H:%M}")
+                print(f"{account.name}  {account.id}  weight {account.weight:g}  "
+                      f"created {account.created_at:%Y-%m-%d %H:%M}")
+        elif args.command == "set-weight":
+            account = set_weight(engine, args.name, args.weight)
+            print(f"account {account.name}: weight {account.weight:g}")
         elif args.command == "add-member":
             add_member(engine, args.name, args.user, args.role)
             print(f"{args.user} is a member of {args.name} ({args.role})")

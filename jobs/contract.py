@@ -30,6 +30,10 @@ EVENT_PROGRESS: Final = "progress"
 # --- defaults
 LEASE_SECONDS: Final = 10.0
 """How long a dispatcher's claim lasts without a renewal; then another dispatcher may take the job."""
+FAIR_SHARE_WINDOW: Final = timedelta(minutes=10)
+"""How far back the dispatcher's fair share counts an owner's GPU time (plus what it runs now)."""
+FAIR_SHARE_JOB_SECONDS: Final = 1.0
+"""What a running job counts at least before any job finished in the window (then: their mean duration)."""
 RETENTION: Final = timedelta(days=30)
 """How long a job, its results and its events are kept after it was accepted."""
 JANITOR_BATCH: Final = 100

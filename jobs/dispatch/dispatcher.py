@@ -1,4 +1,5 @@
-"""The dispatcher: ``slots`` loops that each claim the oldest queued job, run it on the workers' queue, and write
+"""The dispatcher: ``slots`` loops that each claim the next queued job in fair order across owners
+(``claim_next``), run it on the workers' queue, and write
 its outcome (``jobs.running.HeldRuns``). The store is the only state: a dispatcher that dies mid-job loses nothing
 (its lease runs out and any dispatcher, on any host, takes the job again) and a result is written once (``finish``:
 first writer wins).

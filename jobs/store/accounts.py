@@ -1,7 +1,8 @@
 """Accounts (a studio, an app: the owner of its jobs) and their members, each an admin or a member.
 
 An account's id (``acc_`` + 16 random characters) is the ``owner`` of the jobs its API keys submit; operators name
-it by its unique ``name``. Members are login names with a role; browser sign-in will map them to their account.
+it by its unique ``name`` and set its ``weight``, its fair share of GPU time (``jobs.store.fair_share``).
+Members are login names with a role; browser sign-in will map them to their account.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Connection, Engine, delete, insert, select
+from sqlalchemy import Connection, Engine, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from jobs.contract import ROLES
@@ -30,6 +31,7 @@ class Account:
     id: str
     name: str
     created_at: datetime
+    weight: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,19 @@ def get_account(engine: Engine, name: str) -> Account:
 def list_accounts(engine: Engine) -> list[Account]:
     with read(engine) as connection:
         return [Account(**row._mapping) for row in connection.execute(select(accounts).order_by(accounts.c.name))]
+
+
+def set_weight(engine: Engine, name: str, weight: float) -> Account:
+    """Give the account called ``name`` the fair-share ``weight`` (a positive number; 1 is everyone's default)."""
+    if not 0 < weight <= 1000:
+        raise ValueError(f"an account's weight is a number above 0 and at most 1000 (1 is the default), not {weight:g}")
+    with write(engine) as connection:
+        row = connection.execute(update(accounts).where(accounts.c.name == name).values(weight=weight)
+                                 .returning(*accounts.c)).one_or_none()
+    if row is None:
+        raise AccountNotFound(name)
+    logger.info("account %s: weight %g", name, weight)
+    return Account(**row._mapping)
 
 
 def add_member(engine: Engine, account: str, user: str, role: str = "member", now: datetime | None = None) -> Member:

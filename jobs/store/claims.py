@@ -1,7 +1,8 @@
 """Dispatchers taking jobs: an atomic claim with a lease, its renewal, progress reports.
 
 ``claim_next`` is one statement, ``UPDATE jobs ... WHERE seq = (SELECT ... LIMIT 1 FOR UPDATE SKIP LOCKED)
-RETURNING``: on PostgreSQL two dispatchers (any hosts) skip each other's locked row and take different jobs;
+RETURNING``, the ``SELECT`` taking jobs in fair order across owners (``jobs.store.fair_share``): on PostgreSQL
+two dispatchers (any hosts) skip each other's locked row and take different jobs;
 on SQLite the statement runs in a ``BEGIN IMMEDIATE`` transaction (the database's one write lock), which
 serializes claims across processes (SQLite ignores ``FOR UPDATE``). A claim lasts ``lease_seconds``; a
 dispatcher that dies stops renewing, and the job is claimable again when the lease expires.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, select, update
+from sqlalchemy import ColumnElement, Connection, Engine, and_, func, or_, update
 
 from jobs.contract import (
     CANCELED,
@@ -27,6 +28,7 @@ from jobs.contract import (
 )
 from jobs.store.engine import write
 from jobs.store.events import append_event
+from jobs.store.fair_share import in_fair_order
 from jobs.store.outbox import enqueue, enqueue_progress
 from jobs.store.records import Job, Lease, utc_now
 from jobs.store.schema import jobs
@@ -44,12 +46,13 @@ def claimable(now: datetime) -> ColumnElement[bool]:
 
 def claim_next(engine: Engine, dispatcher: str, lease_seconds: float = LEASE_SECONDS,
                now: datetime | None = None) -> Job | None:
-    """Take the oldest claimable job for ``dispatcher`` (status ``processing``, lease until now + lease_seconds);
-    None when there is none. Never hands one job to two dispatchers whose leases are both live."""
+    """Take the next claimable job in fair order (the least-served owner's oldest) for ``dispatcher`` (status
+    ``processing``, lease until now + lease_seconds); None when there is none. Never hands one job to two
+    dispatchers whose leases are both live: the ``UPDATE`` takes it only while it is still claimable."""
     now = now or utc_now()
-    oldest = (select(jobs.c.seq).where(claimable(now)).order_by(jobs.c.seq).limit(1)
-              .with_for_update(skip_locked=True).scalar_subquery())
-    claim = (update(jobs).where(jobs.c.seq == oldest, claimable(now))
+    next_seq = (in_fair_order(claimable(now), now).limit(1)
+                .with_for_update(of=jobs, skip_locked=True).scalar_subquery())
+    claim = (update(jobs).where(jobs.c.seq == next_seq, claimable(now))
              .values(status=PROCESSING, claim_owner=dispatcher, claim_expires_at=now + timedelta(seconds=lease_seconds),
                      attempts=jobs.c.attempts + 1, started_at=func.coalesce(jobs.c.started_at, now))
              .returning(*jobs.c))

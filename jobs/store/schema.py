@@ -86,6 +86,7 @@ jobs = Table(
     Index(None, "owner", "seq"),    # one owner's listing, newest first
     Index(None, "owner", "created_at"),  # one owner's listing within a date range
     Index(None, "expires_at"),      # the janitor
+    Index(None, "completed_at"),    # fair share: GPU time used within the window
 )
 
 results = Table(
@@ -164,6 +165,8 @@ accounts = Table(
     Column("id", String(32), primary_key=True, doc="acc_ + 16 random characters: the owner of the account's jobs"),
     Column("name", String(100), nullable=False, unique=True, doc="what operators call it: a studio, an app"),
     Column("created_at", UTCDateTime, nullable=False),
+    Column("weight", Float, nullable=False, default=1.0, server_default="1",
+           doc="its fair share of GPU time against other owners' (2: twice an account of weight 1)"),
 )
 
 account_members = Table(
