@@ -27,8 +27,10 @@ from anyio.to_thread import run_sync
 from sqlalchemy import Engine
 
 from jobs.contract import FAILED, LEASE_SECONDS, SUCCEEDED
+from jobs.metrics import JobsMetrics
 from jobs.running.attempts import Deadline, DeadlinePassed, run_until_deadline
 from jobs.store import Image, Job, Lease, fail, finish, mark_canceled, record_progress, renew
+from jobs.store.records import utc_now
 from webui.schema import GenerationRequest, GenerationResult
 from webui.web.worker_client import JobOutcome, JobRejected, ProgressCallback, WorkerClient
 
@@ -78,18 +80,32 @@ class HeldRuns:
     lease_s: float = LEASE_SECONDS
     renew_s: float = 0.5
     """How often a running job's lease is renewed, which is also how soon a cancel is seen."""
+    metrics: JobsMetrics | None = None
+    """Where each run's ending and the job's wait for its first step are counted (the service's /metrics)."""
 
-    async def run(self, job: Job, deadline: Deadline, *, fields: Mapping[str, Any] | None = None,
-                  on_progress: ProgressCallback | None = None, client_left: asyncio.Event | None = None,
-                  headers: Mapping[str, str] | None = None,
-                  deadline_words: Callable[[DeadlinePassed], str] = str) -> Ending:
+    async def run(self, job: Job, deadline: Deadline, **options: Any) -> Ending:
+        """``_run`` (its options below), its ending counted in ``metrics``."""
+        ending = await self._run(job, deadline, **options)
+        if self.metrics is not None:
+            self.metrics.ended(ending.status)
+        return ending
+
+    async def _run(self, job: Job, deadline: Deadline, *, fields: Mapping[str, Any] | None = None,
+                   on_progress: ProgressCallback | None = None, client_left: asyncio.Event | None = None,
+                   headers: Mapping[str, str] | None = None,
+                   deadline_words: Callable[[DeadlinePassed], str] = str) -> Ending:
         """Run ``job`` (held by ``job.claim_owner``) to its outcome; ``fields`` default to its stored input.
         ``client_left`` set: the client went away, the job is canceled. ``deadline_words``: the error recorded
         when no worker ran it before ``deadline``."""
         progress: list[tuple[int, int, str]] = []
         stepped = asyncio.Event()
+        first_step = self.metrics is not None and job.attempts <= 1  # a job taken again was counted before
 
         def on_step(step: int, total: int, worker: str) -> None:
+            nonlocal first_step
+            if first_step and self.metrics is not None:
+                first_step = False
+                self.metrics.queue_wait.observe(max(0.0, (utc_now() - job.created_at).total_seconds()))
             progress.append((step, total, worker))
             stepped.set()
             if on_progress is not None:
