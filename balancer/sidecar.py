@@ -26,6 +26,7 @@ from pathlib import Path
 import uvicorn
 
 from balancer.api.basic_auth import BasicAuth
+from balancer.api.cert_metrics import CertificateCollector, tls_files
 from balancer.api.host_check import listener_hosts
 from balancer.api.metrics import FloatingView, SidecarMetrics
 from balancer.api.routes import HAProxyView, OperationRoutes, status_app
@@ -65,6 +66,7 @@ class Sidecar:
         tls = NodeHostTLS.prepare(spec, node_host) if node_host is not None else None
         self.gate = HAProxyGate(api, pulled=node_host is not None)
         self.metrics = SidecarMetrics()
+        self.metrics.registry.register(CertificateCollector(tls_files(spec.tls) if node_host is None else []))
         classifier = DeathClassifier(OomKillCounter.for_this_process(self.settings.oom_counter_file), KernelLog())
         env = dict(os.environ if base_env is None else base_env)
         factory = PartFactory(spec, self.gate, env, tls, classifier, self.metrics)

@@ -4,7 +4,8 @@ janitor and the webhook outbox in one process and one event loop (``python -m jo
 Stateless apart from the store: any number of these (one per balancer host) share one PostgreSQL store, and
 any of them may die at any time (a job it was running is taken again by another after its lease). Given the cluster
 secret (in its environment, as the balancer's sidecar starts it) it serves only requests that carry it, as HAProxy's
-``jobs`` backend sends them, and shows it to the workers' queue; ``/readyz`` says whether the store answers.
+``jobs`` backend sends them, and shows it to the workers' queue; ``/readyz`` says whether the store answers;
+``/metrics`` (``jobs.metrics``) what it counts.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from functools import partial
 import anyio
 from anyio.to_thread import run_sync
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from sqlalchemy import Engine, text
 
 from jobs.api import JobsApi, create_app
@@ -28,6 +30,7 @@ from jobs.api.sync_jobs import SyncOptions
 from jobs.contract import API_PREFIX
 from jobs.dispatch import Dispatcher, DispatchOptions
 from jobs.janitor import run_janitor
+from jobs.metrics import JobsMetrics
 from jobs.running import holder_name
 from jobs.settings import JobsSettings
 from jobs.store import make_engine, upgrade
@@ -38,6 +41,7 @@ from jobs.webhooks.queue import StoreQueue
 from jobs.webhooks.signing import SECRET_FILE, WebhookSigner, read_secret
 from jobs.webhooks.targets import TargetGuard
 from webui.cluster_secret import ClusterSecret, RequireClusterSecret
+from webui.contract import METRICS_PATH
 from webui.schema import Limits, WorkerInfo
 from webui.web.worker_client import WorkerClient, WorkerInfoCache
 
@@ -74,9 +78,11 @@ def build_app(settings: JobsSettings) -> FastAPI:
     client = WorkerClient(settings.worker_queue_url, max_attempts=1, timeout=settings.worker_timeout,
                           ca_file=settings.queue_ca, cert_file=settings.queue_cert)
     info = WorkerInfoCache(client, ttl=10.0)
+    metrics = JobsMetrics()
+    metrics.track_store(engine)
     dispatcher = Dispatcher(engine, client, DispatchOptions(
         slots=settings.dispatch_slots, lease_s=settings.lease_seconds,
-        job_timeout=timedelta(seconds=settings.job_timeout)))
+        job_timeout=timedelta(seconds=settings.job_timeout)), metrics)
 
     async def limits() -> Limits:
         """The workers' limits (their /info), or the schema's defaults while none answers."""
@@ -112,7 +118,11 @@ def build_app(settings: JobsSettings) -> FastAPI:
     async def readyz() -> JSONResponse:
         return await readiness(engine)
 
+    async def metrics_page() -> Response:
+        return Response(await run_sync(metrics.render), media_type=CONTENT_TYPE_LATEST)
+
     app.add_api_route("/readyz", readyz, include_in_schema=False)
+    app.add_api_route(METRICS_PATH, metrics_page, include_in_schema=False)
     secret = ClusterSecret.from_env()
     if secret is not None:
         app.add_middleware(RequireClusterSecret, secret=secret)

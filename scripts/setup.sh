@@ -3,7 +3,7 @@
 #   scripts/setup.sh         runtime: Python packages (CPU torch), then the offline demo model
 #   scripts/setup.sh --dev   also test tools: pytest, Playwright's Python API, Debian chromium, and (as
 #                            root) Debian iptables and keepalived for the host tests, Debian postgresql
-#                            (PostgreSQL 15) for the job store's tests
+#                            (PostgreSQL 15) for the job store's tests, Debian prometheus (promtool) for the alert rules
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +37,13 @@ if [ "${1:-}" = "--dev" ] && [ "$(id -u)" = 0 ] && [ ! -x /usr/lib/postgresql/15
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+fi
+
+if [ "${1:-}" = "--dev" ] && [ "$(id -u)" = 0 ] && ! command -v promtool >/dev/null 2>&1; then
+  echo "==> installing Debian prometheus for the alert rules' tests (promtool, and a server per test)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 echo "==> offline demo model"

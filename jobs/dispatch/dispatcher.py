@@ -18,6 +18,7 @@ from anyio.to_thread import run_sync
 from sqlalchemy import Engine
 
 from jobs.contract import LEASE_SECONDS
+from jobs.metrics import JobsMetrics
 from jobs.running import HeldRuns, holder_name
 from jobs.store import Job, claim_next
 from jobs.store.records import utc_now
@@ -42,12 +43,13 @@ class DispatchOptions:
 class Dispatcher:
     """Claims jobs from the store and runs them on ``client`` (the workers' queue), ``options.slots`` at once."""
 
-    def __init__(self, engine: Engine, client: WorkerClient, options: DispatchOptions | None = None) -> None:
+    def __init__(self, engine: Engine, client: WorkerClient, options: DispatchOptions | None = None,
+                 metrics: JobsMetrics | None = None) -> None:
         self.engine = engine
         self.client = client
         self.options = options or DispatchOptions()
         self.name = holder_name()
-        self.runs = HeldRuns(engine, client, self.options.lease_s, self.options.renew_s)
+        self.runs = HeldRuns(engine, client, self.options.lease_s, self.options.renew_s, metrics)
         self._wake = asyncio.Event()
 
     def wake(self) -> None:

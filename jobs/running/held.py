@@ -27,8 +27,10 @@ from anyio.to_thread import run_sync
 from sqlalchemy import Engine
 
 from jobs.contract import FAILED, LEASE_SECONDS, SUCCEEDED
+from jobs.metrics import JobsMetrics
 from jobs.running.attempts import Deadline, DeadlinePassed, run_until_deadline
 from jobs.store import Image, Job, Lease, fail, finish, mark_canceled, record_progress, renew
+from jobs.store.records import utc_now
 from webui.schema import GenerationRequest, GenerationResult
 from webui.web.worker_client import JobOutcome, JobRejected, ProgressCallback, WorkerClient
 
@@ -79,12 +81,21 @@ class HeldRuns:
     lease_s: float = LEASE_SECONDS
     renew_s: float = 0.5
     """How often a running job's lease is renewed, which is also how soon a cancel is seen."""
+    metrics: JobsMetrics | None = None
+    """Where each run's ending and the job's wait for its first step are counted (the service's /metrics)."""
 
-    async def run(self, job: Job | Awaitable[Job], deadline: Deadline, *, fields: Mapping[str, Any] | None = None,
-                  on_progress: ProgressCallback | None = None, client_left: asyncio.Event | None = None,
-                  headers: Mapping[str, str] | None = None,
-                  deadline_words: Callable[[DeadlinePassed], str] = str,
-                  on_result: Callable[[GenerationResult], None] | None = None) -> Ending:
+    async def run(self, job: Job | Awaitable[Job], deadline: Deadline, **options: Any) -> Ending:
+        """``_run`` (its options below), its ending counted in ``metrics``."""
+        ending = await self._run(job, deadline, **options)
+        if self.metrics is not None:
+            self.metrics.ended(ending.status)
+        return ending
+
+    async def _run(self, job: Job | Awaitable[Job], deadline: Deadline, *, fields: Mapping[str, Any] | None = None,
+                   on_progress: ProgressCallback | None = None, client_left: asyncio.Event | None = None,
+                   headers: Mapping[str, str] | None = None,
+                   deadline_words: Callable[[DeadlinePassed], str] = str,
+                   on_result: Callable[[GenerationResult], None] | None = None) -> Ending:
         """Run ``job`` (held by ``job.claim_owner``) to its outcome; ``fields`` default to its stored input.
         ``job`` may still be being recorded (``fields`` then required): the worker is asked at once, beside the
         store's transaction, and the job is held once it is recorded; if recording fails, the generation is
@@ -93,8 +104,14 @@ class HeldRuns:
         the worker's result just before it is written (a waiting client's answer is prepared meanwhile)."""
         progress: list[tuple[int, int, str]] = []
         stepped = asyncio.Event()
+        first_step = self.metrics is not None
 
         def on_step(step: int, total: int, worker: str) -> None:
+            nonlocal first_step
+            if first_step and self.metrics is not None and isinstance(job, Job):  # once recorded, if still being
+                first_step = False
+                if job.attempts <= 1:  # a job taken again was counted before
+                    self.metrics.queue_wait.observe(max(0.0, (utc_now() - job.created_at).total_seconds()))
             progress.append((step, total, worker))
             stepped.set()
             if on_progress is not None:
