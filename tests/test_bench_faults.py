@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 
-from bench.faults import KINDS, parse_args, render
+from bench.faults import KINDS, first_try_cause, parse_args, render
 from bench.harness.clients import CallFailed, Rejected, Reply
 from bench.harness.fault_figures import HEADERS, FaultRun, summary_rows
 from bench.harness.load import FAILED, OK, Clock, Record
@@ -73,3 +73,9 @@ def test_the_doc_has_the_method_the_table_and_every_run() -> None:
     assert "- holder killed: 3 calls, 2 failed first tries, 1 lost" in markdown
     assert "- **not measured**: one_box stopped: TimeoutError" in markdown
     assert parse_args([]).kinds == list(KINDS) and parse_args(["--runs", "3"]).runs == 3
+
+
+def test_a_failed_try_is_named_by_its_cause() -> None:
+    assert first_try_cause("CallFailed: HTTP 503: No worker is up right now (starting)") == "HTTP 503"
+    assert first_try_cause("CallFailed: no result within 60 s (sent nothing)") == "no result within 60 s"
+    assert first_try_cause("CallFailed: RemoteProtocolError: Server disconnected") == "RemoteProtocolError"

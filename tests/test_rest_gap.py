@@ -1,8 +1,9 @@
 """The default REST path across a gap with no worker (issue 21, fault 5): both workers SIGKILLed at the same moment
-under REST load, with ``jobs.rest`` off (the default). A request that finds no worker up is refused at once with
-HAProxy's 503 "No worker is up" (nothing ran: safe to resend), never a reset, a 502 or a lost answer; a client that
-resends as docs/api.md advises (0.5 s, 1 s, 2 s, then every 2 s) gets every image. (With ``jobs.rest`` on, the same
-requests wait for the next ready worker instead: ``tests/test_jobs_failover.py``.)
+under REST load, with ``jobs.rest`` off (the default). A client that resends as docs/api.md advises (0.5 s, 1 s, 2 s,
+then every 2 s) gets every image; what it resent was only what the advice names for this gap: HAProxy's 503 "No worker
+is up" (nothing ran), or a connection closed without an answer (a job in flight whose worker died with it), never a
+502, a 500 or another answer. (With ``jobs.rest`` on, the same requests wait for the next ready worker instead:
+``tests/test_jobs_failover.py``.)
 
 One stand-in cluster (2 nodes, 0.3 s a job): ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_rest_gap.py``.
 """
@@ -27,7 +28,8 @@ WAIT = 60.0
 """Bound (seconds) on anything the test waits for."""
 PAUSES = (*RESEND_PAUSES, *[2.0] * 14)
 """docs/api.md's resends, then every 2 s: 31.5 s in all, far beyond a stand-in worker's restart."""
-NO_WORKER = "CallFailed: HTTP 503: No worker is up"
+RESENDABLE = ("CallFailed: HTTP 503: No worker is up", "CallFailed: RemoteProtocolError: Server disconnected without")
+"""The first tries this gap may cost: the cluster's 503 while no worker is up; a job in flight on a killed worker."""
 
 
 @pytest.fixture(scope="module")
@@ -71,4 +73,4 @@ def test_both_workers_killed_refuse_rest_as_retryable_and_resends_lose_nothing(c
     refused = [r.detail for r in records if r.attempts > 1]
     print(f"\n{len(records)} REST requests, {len(across)} across the gap, {len(refused)} resent; "
           f"load {os.getloadavg()}")
-    assert all(detail.startswith(NO_WORKER) for detail in refused), refused
+    assert all(detail.startswith(RESENDABLE) for detail in refused), refused
