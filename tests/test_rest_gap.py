@@ -1,9 +1,10 @@
 """The default REST path across a gap with no worker (issue 21, fault 5): both workers SIGKILLed at the same moment
 under REST load, with ``jobs.rest`` off (the default). A client that resends as docs/api.md advises (0.5 s, 1 s, 2 s,
 then every 2 s) gets every image; what it resent was only what the advice names for this gap: HAProxy's 503 "No worker
-is up" (nothing ran), or a connection closed without an answer (a job in flight whose worker died with it), never a
-502, a 500 or another answer. (With ``jobs.rest`` on, the same requests wait for the next ready worker instead:
-``tests/test_jobs_failover.py``.)
+is up" (nothing ran), or a connection closed without an answer (a job in flight whose worker died with it: HAProxy's
+retries found no server left, and it closes a reused client connection so, telling the client it may resend:
+haproxy/haproxy#2375), never a 502, a 500 or another answer. (With ``jobs.rest`` on, the same requests wait for the
+next ready worker instead: ``tests/test_jobs_failover.py``.)
 
 One stand-in cluster (2 nodes, 0.3 s a job): ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_rest_gap.py``.
 """
