@@ -29,14 +29,11 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from pathlib import Path
 
 import httpx
 import pytest
@@ -44,9 +41,9 @@ from gradio_client import Client
 from gradio_client.utils import encode_file_path
 
 from balancer.config.loading import load_cluster_file, parse_cluster
-from balancer.haproxy.names import COOKIE_NAME
 from balancer.haproxy.process import status_is_out
 from bench.harness.clients import Job, check_image
+from bench.harness.front_return import HOGS, check_failures, cmdline, cpu_hogs, pinned_headers, web_front_pid
 from bench.harness.hosts import (
     FAULTS,
     NODE_HOSTS,
@@ -150,7 +147,7 @@ def test_a_ui_client_whose_web_front_is_lost_mid_job_resends_and_completes(clust
 
 def test_a_killed_worker_on_a_node_host_leaves_rotation_through_the_host_agent(cluster: HostsCluster) -> None:
     cluster.wait_all_up(timeout=60)
-    worker = next(pid for pid in cluster.lab.pids("n2") if "webui.worker" in " ".join(_cmdline(pid)))
+    worker = next(pid for pid in cluster.lab.pids("n2") if "webui.worker" in " ".join(cmdline(pid)))
     killed_at = time.monotonic()
     os.kill(worker, signal.SIGKILL)
     seen = wait_until(lambda: (status := cluster.statuses()["workers/node2"]) != "UP" and status,
@@ -171,24 +168,15 @@ def test_a_killed_worker_on_a_node_host_leaves_rotation_through_the_host_agent(c
     assert maint_after < 5  # a logic bound: host agent intervals, not a health-check timeout
 
 
-def _cmdline(pid: int) -> list[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
-    except OSError:
-        return []
-
-
 RETURNING = "node1"
 """The web front that is killed and comes back."""
 PINNED_JOB = Job(prompt="studio portrait, pinned client", steps=4, width=256, height=256, seed=31)
-HOGS = 2
-"""CPU hogs beside the returned front's first calls: one per core of the machine the suite is sized for."""
 
 
 def pinned_client(cluster: HostsCluster, node: str) -> Client:
     """A ``gradio_client`` whose every request carries the stickiness cookie of ``node``'s web front (as a client
     that first met that front keeps it), files not downloaded (the test downloads them as the client would)."""
-    return Client(cluster.url + "/", headers={"Cookie": f"{COOKIE_NAME}={node}"}, download_files=False, verbose=False)
+    return Client(cluster.url + "/", headers=pinned_headers(node), download_files=False, verbose=False)
 
 
 def predict(client: Client, job: Job) -> tuple[str, dict]:
@@ -203,16 +191,6 @@ def download(cluster: HostsCluster, client: Client, path: str) -> httpx.Response
     """The result download ``gradio_client`` makes after a call (its headers and cookies, through the balancer)."""
     return httpx.get(f"{cluster.url}/gradio_api/file={encode_file_path(path)}", headers=client.headers,
                      cookies=client.cookies, timeout=60)
-
-
-def check_failures(cluster: HostsCluster, node: str) -> int:
-    """How many of HAProxy's checks of ``node``'s web front have failed so far (``chkfail``)."""
-    return next(int(row["chkfail"]) for row in cluster.api.show_stat()
-                if row["pxname"] == "webs" and row["svname"] == node)
-
-
-def web_front_pid(cluster: HostsCluster, node: str) -> int:
-    return next(pid for pid in cluster.lab.pids(NODE_HOSTS[node]) if "webui.web" in " ".join(_cmdline(pid)))
 
 
 @pytest.fixture(scope="module")
@@ -266,19 +244,16 @@ def test_a_returned_front_busy_with_first_calls_is_never_marked_down(cluster: Ho
             if caller is not client:
                 caller.close()
 
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(HOGS)]
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
-        with ThreadPoolExecutor(4) as pool:
-            results = [result for batch in pool.map(calls, range(4)) for result in batch]
-        downloads = [download(cluster, client, path).status_code for path, _ in results]
+        with cpu_hogs():
+            with ThreadPoolExecutor(4) as pool:
+                results = [result for batch in pool.map(calls, range(4)) for result in batch]
+            downloads = [download(cluster, client, path).status_code for path, _ in results]
     finally:
         done.set()
         watcher.join()
-        for hog in hogs:
-            hog.kill()
-            hog.wait()
     with log.open("rb") as lines:
         lines.seek(offset)
         downs = [line for line in lines.read().decode(errors="replace").splitlines()

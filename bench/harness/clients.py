@@ -108,10 +108,12 @@ def check_image(data: bytes, job: Job) -> str:
 class RestClient:
     """``POST /generate`` on one base URL (a worker, or HAProxy's public frontend)."""
 
-    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT, headers: dict[str, str] | None = None) -> None:
-        """``headers``: sent with every request (a worker's own port wants ``LaunchedCluster.internal_headers``)."""
+    def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT, headers: dict[str, str] | None = None,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        """``headers``: sent with every request (a worker's own port wants ``LaunchedCluster.internal_headers``);
+        ``transport``: e.g. one with TCP keep-alive (``webui.keepalive``), as docs/api.md advises."""
         self.base_url = base_url.rstrip("/")
-        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+        self.http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers, transport=transport)
 
     def generate(self, job: Job) -> Reply:
         """Run ``job``; a checked ``Reply`` or ``CallFailed``/``Rejected``."""
@@ -186,10 +188,10 @@ class GradioApiClient:
     """The web front's ``/generate`` client endpoint through ``gradio_client`` (one reused Client)."""
 
     def __init__(self, url: str, download_dir: Path | None = None, tls_context: ssl.SSLContext | None = None,
-                 call_timeout: float = DEFAULT_TIMEOUT) -> None:
+                 call_timeout: float = DEFAULT_TIMEOUT, headers: dict[str, str] | None = None) -> None:
         """``tls_context``: one context for all of the client's requests (``ssl_verify=``); ``call_timeout``:
         seconds a call may take before it fails (``gradio_client`` itself would wait for ever on an event
-        stream that only sends heartbeats).
+        stream that only sends heartbeats); ``headers``: sent with every request (e.g. a stickiness cookie).
 
         By default ``gradio_client`` opens a new ``httpx`` client for the join, the event
         stream and the download of every call, and each loads the CA bundle again (tens of
@@ -199,6 +201,8 @@ class GradioApiClient:
         kwargs: dict[str, Any] = {"verbose": False}
         if download_dir is not None:
             kwargs["download_files"] = str(download_dir)
+        if headers is not None:
+            kwargs["headers"] = headers
         if tls_context is not None:
             kwargs["ssl_verify"] = tls_context  # httpx takes a context where gradio_client says bool
         self.url, self.kwargs, self.call_timeout = url, kwargs, call_timeout

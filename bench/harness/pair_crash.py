@@ -24,13 +24,12 @@ import psutil
 
 from balancer.multihost.keepalived import STATE_FILE
 from bench.harness.pair import BALANCERS, Outcome, PairCluster
+from bench.harness.resends import RESEND_PAUSES
 from bench.harness.waiting import wait_until
 
 DAEMONS = ("haproxy", "keepalived")
 """The processes that crash: the sidecar (and its jobs service) live on."""
 SAMPLE_EVERY = 0.05
-RESEND_PAUSES = (0.5, 1.0, 2.0)
-"""docs/api.md: resend after 0.5 s, 1 s, 2 s on a connection error, a reset or a 503 with Retry-After."""
 HOLDING = ("MASTER", "BACKUP")
 """The VRRP states of a keepalived that runs and can hold the address."""
 SIDECAR_LINE = re.compile(r"^(\S+ \S+) \w+ [\w.]+: balancer/(keepalived|haproxy): (started pid|ready after)")
