@@ -49,7 +49,11 @@ class PathOnlyAccessFormatter(AccessFormatter):
         self.max_path = max_path
 
     def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        return super().formatMessage(short_path_record(record, self.max_path))
+        record = short_path_record(record, self.max_path)
+        if not hasattr(record, "trace"):  # a handler without ``TraceFilter``: no ids
+            record = copy.copy(record)
+            record.trace = ""
+        return super().formatMessage(record)
 
 
 class PathOnlyJsonFormatter(JsonFormatter):
