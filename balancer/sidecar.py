@@ -46,6 +46,7 @@ from balancer.operations.parts import PartFactory
 from balancer.supervision.causes import DeathClassifier, KernelLog, OomKillCounter
 from balancer.supervision.log_rotation import LogRotation
 from balancer.system.run_dir import prepare_run_dir
+from webui import log_setup
 from webui.contract import PRIVATE_UMASK
 from webui.tasks import cancel_and_wait
 
@@ -156,8 +157,8 @@ class Sidecar:
 
 
 def configure_logging() -> None:
-    """Plain timestamped logs on stderr; no per-probe lines from httpx."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Timestamped logs on stderr, text or JSON lines (``PORTRAIT_LOG_FORMAT``); no per-probe lines from httpx."""
+    log_setup.configure_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
 

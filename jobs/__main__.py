@@ -11,6 +11,7 @@ import uvicorn
 from jobs import accounts_cli
 from jobs.service import build_app
 from jobs.settings import JobsSettings
+from webui.log_setup import configure_logging
 from webui.settings import settings_from_cli
 
 logger = logging.getLogger("jobs")
@@ -23,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_cli(JobsSettings, argv, "python -m jobs")
     if settings is None:
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()  # text or JSON lines (PORTRAIT_LOG_FORMAT), each with its request's ids
     try:
         app = build_app(settings)
     except ValueError as error:  # a setting that only fails on use: the webhook secret file, the store URL

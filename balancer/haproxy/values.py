@@ -28,6 +28,7 @@ from webui.contract import (
     RETRYABLE_STATUSES,
     STICKY_NODE_HEADER,
 )
+from webui.trace import ID_SHAPE, JOB_ID_HEADER, REQUEST_ID_HEADER
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class Names:
     secret_header: str = CLUSTER_SECRET_HEADER
     secret_value: str = f'"${{{CLUSTER_SECRET_ENV}}}"'
     """The secret as HAProxy reads it from its environment (never written in the file)."""
+    request_id_header: str = REQUEST_ID_HEADER
+    job_id_header: str = JOB_ID_HEADER
+    id_shape: str = f"^{ID_SHAPE.pattern}$"
+    """What a cluster part's request id must look like to be kept (``webui.trace``)."""
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,8 @@ from fastapi import FastAPI
 
 from jobs.api import deliveries, errors, generate, history, recipes, shares
 from jobs.api.auth import KeyCache
-from jobs.api.request_id import RequestId
 from jobs.api.routes import JobsApi, router
+from webui.trace import TraceIds
 
 __all__ = ["JobsApi", "create_app"]
 
@@ -31,7 +31,7 @@ def create_app(jobs_api: JobsApi, **fastapi_options: object) -> FastAPI:
     app.include_router(recipes.router)
     if jobs_api.shares is not None:
         app.include_router(shares.router)
-    app.add_middleware(RequestId)
+    app.add_middleware(TraceIds)  # every log line of a request names it; its id passes on to the worker
     errors.install(app)
 
     @app.get("/healthz", include_in_schema=False)

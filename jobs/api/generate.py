@@ -31,6 +31,7 @@ from jobs.api.sync_jobs import (
     succeeded,
 )
 from jobs.running import Ending
+from webui import trace
 from webui.contract import CLIENT_GONE_STATUS
 from webui.schema import ErrorEvent, Limits, ProgressEvent
 from webui.worker.job_parsing import ApiError, wait_for_disconnect
@@ -46,6 +47,7 @@ async def _sync(request: Request, jobs: JobsApi) -> tuple[SyncOptions, SyncJob]:
         raise ApiError(404, "not_found", "This jobs service runs no synchronous generations.")
     limits = (await jobs.limits()) if jobs.limits else Limits()
     sync = await accept(request, jobs.sync, limits)
+    trace.job_id.set(sync.id)  # this request's log lines, and its worker's, name the job from here on
     logger.info("job %s accepted (synchronous, request id %s)", sync.id, sync.request_id)
     return jobs.sync, sync
 

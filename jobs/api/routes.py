@@ -33,7 +33,9 @@ from jobs.contract import PAGE_LIMIT_MAX, RETENTION
 from jobs.errors import ResultNotFound
 from jobs.store import Job, JobFilter, cancel, get, list_newest_first, result_data, stored_results, submit
 from jobs.webhooks.targets import TargetGuard
+from webui import trace
 from webui.schema import Limits
+from webui.trace import JOB_ID_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +102,8 @@ async def submit_job(request: Request, jobs: Api, who: Who) -> Response:
     job, created = await run_sync(lambda: submit(
         jobs.engine, checked.input, idempotency_key=checked.idempotency_key, body_hash=checked.body_hash,
         owner=who.owner, retention=jobs.retention))
+    trace.job_id.set(job.id)  # this request's log lines name the job from here on (webui.trace)
+    named = {JOB_ID_HEADER: job.id}  # HAProxy's log line of this request names it too
     if created:
         jobs.wake()
         logger.info("job %s accepted", job.id)
@@ -107,8 +111,9 @@ async def submit_job(request: Request, jobs: Api, who: Who) -> Response:
         job = await wait_until_done(jobs.engine, job, wait)
     if job.terminal or not created:
         status = 201 if created else 200
-        return JSONResponse((await run_sync(view, jobs.engine, job)).model_dump(mode="json"), status_code=status)
-    return JSONResponse(accepted(job).model_dump(mode="json"), status_code=202)
+        body = (await run_sync(view, jobs.engine, job)).model_dump(mode="json")
+        return JSONResponse(body, status_code=status, headers=named)
+    return JSONResponse(accepted(job).model_dump(mode="json"), status_code=202, headers=named)
 
 
 @router.get("", response_model=JobList)

@@ -28,6 +28,7 @@ from jobs.contract import CANCELED, FAILED, RETENTION, SUCCEEDED
 from jobs.running import LOST, DeadlinePassed, Ending, HeldRuns
 from jobs.store import Job, new_job_id, submit_held
 from webui.schema import MAX_SEED, GenerationResult, Limits, ResultEvent
+from webui.trace import JOB_ID_HEADER
 from webui.web.worker_client import JobRejected
 from webui.worker.job_parsing import (
     ApiError,
@@ -40,7 +41,6 @@ from webui.worker.job_parsing import (
     validate_job,
 )
 
-JOB_ID_HEADER = "X-Job-Id"
 """The response header that names a synchronous generation's job (``GET /v1/jobs/{id}``)."""
 BUSY_RETRY_AFTER = "10"
 """``Retry-After`` of the 503 when no worker took the job in time (the cluster's own)."""

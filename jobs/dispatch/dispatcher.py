@@ -22,6 +22,7 @@ from jobs.metrics import JobsMetrics
 from jobs.running import HeldRuns, holder_name
 from jobs.store import Job, claim_next
 from jobs.store.records import utc_now
+from webui import trace
 from webui.web.worker_client import WorkerClient
 
 logger = logging.getLogger(__name__)
@@ -84,4 +85,6 @@ class Dispatcher:
         """Run one claimed job to its outcome (or until its lease ends); it may wait for a worker until its
         deadline (``job_timeout`` after its acceptance)."""
         deadline = time.monotonic() + (job.created_at + self.options.job_timeout - utc_now()).total_seconds()
-        await self.runs.run(job, deadline)
+        with trace.bound(trace.new_request_id(), job.id):  # its log lines, HAProxy's and the worker's name the job
+            logger.info("job %s: claimed (attempt %d)", job.id, job.attempts)
+            await self.runs.run(job, deadline)

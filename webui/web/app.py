@@ -31,8 +31,10 @@ from webui.access_log import uvicorn_log_config
 from webui.cluster_secret import ClusterSecret, RequireClusterSecret
 from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.images import guard_decoding
+from webui.log_setup import configure_logging
 from webui.settings import WebSettings, settings_from_cli
 from webui.share import ShareTunnel
+from webui.trace import TraceIds
 from webui.traffic import count_traffic
 from webui.web.cache_janitor import CacheJanitor
 from webui.web.gradio_routes import GradioRoutes
@@ -171,6 +173,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         app.state.handoff = Handoff(lambda session: calls_of(demo, session), cache_dir)
         app.add_middleware(HandOn, handoff=app.state.handoff)
         app.add_middleware(JobResultFiles, jobs=jobs_client, cache_dir=cache_dir)  # a result any front can serve
+    app.add_middleware(TraceIds)  # every log line of a request names its id (a Gradio event's: studio.handlers)
     secret = ClusterSecret.from_env()
     if secret is not None:  # outermost: a stranger's request reaches nothing, not even the counters
         app.add_middleware(RequireClusterSecret, secret=secret)
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_from_cli(WebSettings, argv, "python -m webui.web")
     if settings is None:
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()  # text or JSON lines (PORTRAIT_LOG_FORMAT), each with its request's ids
     app = create_app(settings)
     tunnel = None
     if settings.share:

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from webui import keepalive
 from webui.cluster_secret import secret_headers
 from webui.contract import RETRYABLE_STATUSES
+from webui.trace import pass_ids_on
 from webui.web.jobs_wire import (
     IDEMPOTENCY_KEY,
     LAST_EVENT_ID,
@@ -108,7 +109,8 @@ class JobsClient:
         verify = tls_context(ca_file, cert_file)
         self._http = httpx.AsyncClient(  # keep-alive: a stream through a cut-off balancer ends in seconds
             base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-            transport=transport or keepalive.async_transport(verify), verify=verify, headers=secret_headers())
+            transport=transport or keepalive.async_transport(verify), verify=verify, headers=secret_headers(),
+            event_hooks={"request": [pass_ids_on]})  # the request id goes on to the jobs service's log
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl
@@ -37,6 +36,7 @@ from urllib.parse import parse_qsl
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from webui import trace
 from webui.contract import CLIENT_GONE_STATUS
 from webui.web.gradio_routes import CLIENT_ID_RULE, GradioRoutes, Resolved, Role, client_id_problems
 from webui.web.presence import EventStreams, event_session
@@ -198,7 +198,7 @@ class RequestGuard:
         if scope["path"].endswith("/upload"):
             logger.info("POST %s -> 400: malformed upload (%s)", scope["path"], type(exc).__name__)
             return error_response(400, "invalid_upload", "files: every 'files' part must be a file.")
-        request_id = uuid.uuid4().hex
+        request_id = trace.request_id.get() or trace.new_request_id()  # the id HAProxy logged, too
         logger.error("unexpected %s in %s %s (request id %s)", type(exc).__name__, scope["method"], scope["path"],
                      request_id, exc_info=exc)
         detail = f"Unexpected error; it is in the log under request id {request_id}."

@@ -31,6 +31,7 @@ from webui import keepalive
 from webui.cluster_secret import secret_headers
 from webui.contract import INFO_PATH, MINIMAL_RESULT, OUT_OF_MEMORY_STATUS, RETRYABLE_STATUSES
 from webui.schema import MAX_SEED, ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent, WorkerInfo
+from webui.trace import pass_ids_on
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +163,7 @@ class WorkerClient:
             transport=transport or keepalive.async_transport(verify),
             verify=verify,
             headers=secret_headers(),  # the worker queue lets in parts of the cluster only
+            event_hooks={"request": [pass_ids_on]},  # the request and job ids go on to the worker's log
         )
 
     async def aclose(self) -> None:

@@ -72,6 +72,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from webui import trace
 from webui.cluster_secret import ClusterSecret, RequireClusterSecret
 from webui.contract import (
     CLIENT_GONE_STATUS,
@@ -87,6 +88,7 @@ from webui.contract import (
     TRAFFIC_PATH,
 )
 from webui.images import UploadError, decode_upload, upload_sha256
+from webui.log_setup import configure_logging
 from webui.schema import (
     MAX_SEED,
     ErrorBody,
@@ -95,6 +97,7 @@ from webui.schema import (
     ResultEvent,
 )
 from webui.settings import WorkerSettings, settings_from_cli, settings_problems
+from webui.trace import bound, headers_ids
 from webui.traffic import count_traffic
 from webui.worker.dispatch_agent import DispatchAgent
 from webui.worker.encoder import ResultEncoder
@@ -112,7 +115,6 @@ from webui.worker.job_parsing import (
     preference_applied,
     prefers_minimal,
     read_body,
-    scope_request_id,
     validate_job,
     validation_problems,
     wait_for_disconnect,
@@ -164,7 +166,7 @@ class RequestLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = scope_request_id(scope)
+        request_id, job_id = headers_ids(scope.get("headers") or [])
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         status = 500
@@ -176,21 +178,26 @@ class RequestLog:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
             await send(message)
 
-        started = time.perf_counter()
-        try:
-            await self.app(scope, receive, send_with_id)
-        finally:
-            seconds = time.perf_counter() - started
-            path = scope["path"]
-            endpoint = path if path in ENDPOINTS else "other"
-            outcome = state.get("outcome") or status_outcome(status)
-            self.metrics.observe_request(endpoint, outcome, seconds)
-            line = {
-                "request_id": request_id, "method": scope["method"], "endpoint": endpoint, "status": status,
-                "outcome": outcome, "duration_ms": round(seconds * 1000, 1), "node": self.node,
-                **({"params": state["params"]} if "params" in state else {}),
-            }
-            access_logger.log(logging.DEBUG if endpoint in PROBE_ENDPOINTS else logging.INFO, json.dumps(line))
+        with bound(request_id, job_id):  # every log line of this request names it (webui.log_setup)
+            started = time.perf_counter()
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                self.log(scope, state, status, time.perf_counter() - started)
+
+    def log(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
+        """The request's JSON log line and its metrics."""
+        path = scope["path"]
+        endpoint = path if path in ENDPOINTS else "other"
+        outcome = state.get("outcome") or status_outcome(status)
+        self.metrics.observe_request(endpoint, outcome, seconds)
+        job_id = trace.job_id.get()
+        line = {
+            "request_id": state["request_id"], **({"job_id": job_id} if job_id else {}), "method": scope["method"],
+            "endpoint": endpoint, "status": status, "outcome": outcome, "duration_ms": round(seconds * 1000, 1),
+            "node": self.node, **({"params": state["params"]} if "params" in state else {}),
+        }
+        access_logger.log(logging.DEBUG if endpoint in PROBE_ENDPOINTS else logging.INFO, json.dumps(line))
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -447,7 +454,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValidationError as exc:
         print(f"python -m webui.worker: invalid setting: {settings_problems(exc)}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     loader: PipelineLoader = load_portrait_pipeline
     if settings.standby is not None:
         hold_go_signal()

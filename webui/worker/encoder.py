@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 
 from webui.schema import GenerationResult
+from webui.trace import in_context
 from webui.worker.generation import Generated
 
 
@@ -28,7 +29,7 @@ class ResultEncoder:
     async def __call__(self, generated: Generated) -> GenerationResult:
         self.pending += 1
         try:
-            return await asyncio.get_running_loop().run_in_executor(self.executor, self._encode, generated)
+            return await asyncio.get_running_loop().run_in_executor(self.executor, in_context(self._encode, generated))
         finally:
             self.pending -= 1
             if self._settle is not None:

@@ -7,7 +7,6 @@ field and what it allows, never a traceback.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +21,7 @@ from webui.schema import (
     GenerationRequest,
     Limits,
 )
+from webui.trace import headers_ids
 
 JSON_BODY_SLACK = 64 * 1024
 """Bytes a JSON body may have on top of the base64 of the largest allowed upload."""
@@ -168,9 +168,9 @@ def preference_applied(minimal: bool) -> dict[str, str]:
 
 
 def scope_request_id(scope: Scope) -> str:
-    """The request's id: its ``X-Request-ID`` when printable and at most 128 characters, else a new one."""
-    given = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-    return given if given.isprintable() and 0 < len(given) <= 128 else uuid.uuid4().hex
+    """The request's id: the one its middleware took, else its ``X-Request-ID`` if valid, else a new one
+    (``webui.trace``)."""
+    return scope.get("state", {}).get("request_id") or headers_ids(scope.get("headers") or [])[0]
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Generic, TypeVar
 
+from webui.trace import in_context
 from webui.worker.errors import JobCancelled, QueueFull
 
 T = TypeVar("T")
@@ -94,7 +95,7 @@ class JobScheduler:
             try:
                 self._current, job.running = job, True
                 started = time.perf_counter()
-                result = await asyncio.get_running_loop().run_in_executor(self.executor, work, job.cancel)
+                result = await asyncio.get_running_loop().run_in_executor(self.executor, in_context(work, job.cancel))
                 self._seconds_per_job = 0.7 * self._seconds_per_job + 0.3 * (time.perf_counter() - started)
                 return result
             finally:

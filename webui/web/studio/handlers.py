@@ -16,6 +16,7 @@ import gradio as gr
 
 from webui.contract import LISTEN_GRACE, MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.images import UploadError
+from webui.web.event_ids import event_ids
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
 from webui.web.studio.info import generation_info, image_captions, info_summary, model_note
 from webui.web.studio.jobs_runner import JobRunner
@@ -186,16 +187,18 @@ class Studio:
     async def api_job(self, fields: dict[str, Any], progress: gr.Progress, title: str) -> tuple[Any, ...]:
         """A job started by an API client: failures become ``gr.Error`` (the client raises it)."""
         try:
-            if self.jobs is not None:
-                return await self.jobs.run_for_caller(fields, progress, self.streams, self.listen_grace)
-            return await self.run(fields, progress)
+            with event_ids():
+                if self.jobs is not None:
+                    return await self.jobs.run_for_caller(fields, progress, self.streams, self.listen_grace)
+                return await self.run(fields, progress)
         except WorkerError as exc:
             raise gr.Error(str(exc), title=title, print_exception=False) from None
 
     async def ui_job(self, fields: dict[str, Any], progress: gr.Progress) -> tuple[Any, ...]:
         """A job started from the page: (gallery, info, summary, error area, model note)."""
         try:
-            gallery, info = await self.run(fields, progress)
+            with event_ids():
+                gallery, info = await self.run(fields, progress)
         except WorkerError as exc:
             gr.Warning(str(exc), title="Generation failed")
             error = gr.Markdown(f"**Could not generate:** {exc}", visible=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui import trace
 from webui.schema import GenerationResult
 from webui.web.job_files import result_name
 from webui.web.jobs_client import JobsClient, JobsError
@@ -130,8 +131,9 @@ class JobRunner:
         stops listening (``cancelled_when_client_leaves``), the job is canceled too."""
         job_id = await self.submit(fields)
         try:
-            async with cancelled_when_client_leaves(streams, grace=grace):
-                return await self.follow(job_id, progress)
+            with trace.bound(job=job_id):  # its lines here and the jobs service's requests name the job
+                async with cancelled_when_client_leaves(streams, grace=grace):
+                    return await self.follow(job_id, progress)
         except asyncio.CancelledError:
             logger.info("job %s: its caller left; canceling the job", job_id)
             await asyncio.shield(asyncio.ensure_future(self._cancel_quietly(job_id)))
