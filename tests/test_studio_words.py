@@ -28,15 +28,23 @@ DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TYPED = "an old sailor with a white beard"
 
-# Visible elements whose text is cut off (wider than their box, with the overflow hidden) or that stick out of
-# the window to the right.
+# Visible texts that are cut off: the text wider than a box that hides its overflow (its element's or an
+# ancestor's), or sticking out of the window.
 _CLIPPED = """
-() => [...document.querySelectorAll('#studio-row label, #studio-row button, #studio-row span, #studio-row p')]
-  .filter(e => e.getClientRects().length && e.innerText.trim())
+() => [...document.querySelectorAll(':is(#controls, #results) :is(label, button, span, p)')]
+  .filter(e => e.getClientRects().length && e.innerText.trim() && !e.closest('.visually-hidden'))  // no copies
   .filter(e => {
-    const style = getComputedStyle(e), box = e.getBoundingClientRect();
-    const cut = style.overflowX !== 'visible' && e.scrollWidth > e.clientWidth + 1;
-    return cut || box.right > window.innerWidth + 1;
+    const text = document.createRange();
+    text.selectNodeContents(e);
+    const box = text.getBoundingClientRect();  // the text itself, however wide its element is
+    if (box.right > window.innerWidth + 1 || box.left < -1) return true;
+    for (let up = e; up && !up.matches('.gradio-container'); up = up.parentElement) {
+      const style = getComputedStyle(up);
+      if (style.overflowX === 'visible' || style.display === 'contents') continue;
+      const outer = up.getBoundingClientRect();
+      if (box.right > outer.right + 1 || box.left < outer.left - 1) return true;
+    }
+    return false;
   })
   .map(e => `${e.tagName.toLowerCase()} "${e.innerText.trim().slice(0, 40)}"`)
 """
