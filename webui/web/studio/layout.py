@@ -146,22 +146,22 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
         progress_on = dict(show_progress_on=[status, gallery])
         common = [steps, guidance]
         form = [prompt, negative, *common, width, height, seed, randomize, lora_scale, num_images]
-        show_details = dict(fn=info_details, inputs=[info], outputs=[details], api_visibility="private", queue=False)
+        shown = []  # the events that show a result: the details view follows each (wired last: see below)
         if job_page is None:
-            gr.on([generate_button.click, prompt.submit], studio.ui_generate, form, ui_outputs,
-                  api_visibility="private", **progress_on, **job_options).then(**show_details)
-            retouch_button.click(studio.ui_retouch, [photo, strength, *form[:4], seed, randomize, lora_scale,
-                                                     num_images], ui_outputs, api_visibility="private", **progress_on,
-                                 **job_options).then(**show_details)
+            shown.append(gr.on([generate_button.click, prompt.submit], studio.ui_generate, form, ui_outputs,
+                               api_visibility="private", **progress_on, **job_options))
+            retouch_inputs = [photo, strength, *form[:4], seed, randomize, lora_scale, num_images]
+            shown.append(retouch_button.click(studio.ui_retouch, retouch_inputs, ui_outputs, api_visibility="private",
+                                              **progress_on, **job_options))
         else:  # submit (the job id and the form kept in the browser), then follow the job
             state = browser_state()
             follow = dict(fn=job_page.follow, inputs=[state], outputs=[*ui_outputs, state], api_visibility="private",
                           **progress_on, **job_options)
             private = dict(api_visibility="private", **job_options)
-            gr.on([generate_button.click, prompt.submit], job_page.submit_generate, [*form, strength, preset],
-                  [state, error], **private).then(**follow).then(**show_details)
-            retouch_button.click(job_page.submit_retouch, [photo, strength, *form, preset], [state, error],
-                                 **private).then(**follow).then(**show_details)
+            shown.append(gr.on([generate_button.click, prompt.submit], job_page.submit_generate,
+                               [*form, strength, preset], [state, error], **private).then(**follow))
+            shown.append(retouch_button.click(job_page.submit_retouch, [photo, strength, *form, preset], [state, error],
+                                              **private).then(**follow))
             cancel_button.click(job_page.cancel, [state], None, api_visibility="private", queue=False)
             share_button.click(job_page.share, [info], [share_links], api_visibility="private", queue=False)
             gr.on([generate_button.click, prompt.submit, retouch_button.click], lambda: gr.Markdown(visible=False),
@@ -207,9 +207,11 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
         loaded = demo.load(studio.page_load, None, [model_info, steps, guidance, width, height, num_images],
                            api_visibility="private")
         if job_page is not None:  # the kept form back, then the kept job followed again
-            loaded.then(job_page.restore, [state], [*form, strength], api_visibility="private", queue=False
-                        ).then(**follow).then(**show_details)
+            shown.append(loaded.then(job_page.restore, [state], [*form, strength], api_visibility="private",
+                                     queue=False).then(**follow))
         recipe_drop.wire([*form, strength, resolution], studio.max_upload_bytes, config.resolution_name)
         if history is not None:  # the user's jobs (webui/web/studio/history.py), at the page's foot
             build_history(history, [p.name for p in config.presets], [*form, strength, preset])
+        for event in shown:  # last, so that every earlier event keeps its fn_index (contract.JOB_EVENT_INDICES)
+            event.then(info_details, [info], [details], api_visibility="private", queue=False)
     return demo
