@@ -80,7 +80,7 @@ _STEP_FRACTION = re.compile(r"(\d+)\s*/\s*(\d+)\s*steps")
 
 @dataclass(frozen=True)
 class Summary:
-    """The info line under a result, parsed: seed, size, worker and web node."""
+    """The info line under a result, parsed (seed, size), with the worker and web node from its details view."""
 
     text: str
     seed: int
@@ -90,14 +90,14 @@ class Summary:
     web_node: str
 
     @classmethod
-    def parse(cls, text: str) -> Summary:
-        """Parse ``Seed 123 · 512×512 · 8 steps · … · worker w1 · node n1 · 1.2 s``."""
+    def parse(cls, text: str, details: str) -> Summary:
+        """Parse ``Seed 123 · 512×512 · 8 steps · … · 1.2 s`` and its details' ``Worker: w1 · Web front: n1``."""
         seed = re.search(r"Seed\s+(\d+)", text)
         size = re.search(r"(\d+)\s*×\s*(\d+)", text)
-        worker = re.search(r"worker\s+(\S+)", text)
-        node = re.search(r"node\s+(\S+)", text)
+        worker = re.search(r"Worker:\s*(\S+)", details)
+        node = re.search(r"Web front:\s*(\S+)", details)
         if not (seed and size and worker and node):
-            raise AssertionError(f"the info line lacks seed, size, worker or node: {text!r}")
+            raise AssertionError(f"the info line or its details lack seed, size, worker or node: {text!r} {details!r}")
         return cls(text, int(seed[1]), int(size[1]), int(size[2]), worker[1], node[1])
 
 
@@ -231,7 +231,18 @@ class StudioPage:
         expect(summary).not_to_have_text(previous_summary, timeout=timeout_ms)
         expect(summary).to_contain_text("Seed", timeout=timeout_ms)
         self.wait_idle(timeout_ms)
-        return Summary.parse(summary.inner_text())
+        text = summary.inner_text()
+        seed = re.search(r"Seed\s+(\d+)", text)
+        assert seed, text
+        return Summary.parse(text, self.details_text(int(seed[1])))
+
+    def details_text(self, seed: int) -> str:
+        """The "Generation details" view (opened if closed) once it shows the result with ``seed``."""
+        details = self.component("info-details")
+        if not details.is_visible():
+            self.component("details").get_by_text("Generation details").click()
+        expect(details).to_contain_text(f"Seeds: {seed}", timeout=UI_TIMEOUT_MS)
+        return details.inner_text()
 
     def wait_idle(self, timeout_ms: float) -> None:
         """Wait until no status tracker of the results column shows progress any more."""

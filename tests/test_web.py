@@ -33,8 +33,8 @@ from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PI
 from webui.web.app import main as web_main
 from webui.web.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio, api_seed, model_note, snap, ui_seed
-from webui.web.studio.layout import apply_preset
 from webui.web.studio.photos import encode_photo
+from webui.web.studio.preset_choice import FIELDS, choose_preset
 from webui.web.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
 from webui.worker.pipelines.standin import STANDIN_MODEL
 
@@ -397,11 +397,12 @@ def test_presets_and_examples_load() -> None:
 
 def test_preset_fills_prompt_and_parameters() -> None:
     config = load_studio_config()
-    values = apply_preset(config, "ID photo", "an old sailor")
-    prompt, negative, resolution, width, height = values[:5]
+    blank = dict.fromkeys(FIELDS)
+    values = choose_preset(config, "ID photo", "an old sailor", blank, None).values
+    prompt, negative, resolution, width, height = (values[key] for key in FIELDS[:5])
     assert "an old sailor" in prompt and "{subject}" not in prompt
     assert negative and resolution == "Portrait 768×1024" and (width, height) == (768, 1024)
-    default_subject = apply_preset(config, "ID photo", "  ")[0]
+    default_subject = choose_preset(config, "ID photo", "  ", blank, None).values["prompt"]
     assert config.preset("ID photo").subject in default_subject
 
 

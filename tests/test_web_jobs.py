@@ -117,12 +117,15 @@ def start_job(studio: StudioPage, prompt: str) -> None:
 
 
 def shown_result(studio: StudioPage) -> tuple[str, str]:
-    """(job id, web node) of the result the page shows, once it shows one and no progress any more."""
+    """(job id, web node) of the result the page shows (from its details view), once it shows one and no progress
+    any more."""
     summary = studio.component("info-summary")
-    expect(summary).to_contain_text("job j_", timeout=JOB_MS)
+    expect(summary).to_contain_text("Seed", timeout=JOB_MS)
     studio.wait_idle(JOB_MS)
-    text = summary.inner_text()
-    job, node = re.search(r"job (j_\S+)", text), re.search(r"node (\S+)", text)
+    seed = re.search(r"Seed\s+(\d+)", summary.inner_text())
+    assert seed, summary.inner_text()
+    text = studio.details_text(int(seed[1]))
+    job, node = re.search(r"Job:\s*(j_\S+)", text), re.search(r"Web front:\s*(\S+)", text)
     assert job and node, text
     return job[1], node[1]
 
@@ -171,7 +174,7 @@ def test_a_reload_after_the_result_opens_a_fresh_page(site: Site, browser: Brows
     studio.page.wait_for_timeout(1500)  # the page's restore and follow run right after its load
     studio.wait_idle(JOB_MS)
     expect(studio.component("prompt").locator("textarea")).to_have_value("")
-    assert studio.gallery_count() == 0 and "job j_" not in studio.summary_text()
+    assert studio.gallery_count() == 0 and "Seed" not in studio.summary_text()
     assert site.finished(job_id)["status"] == "succeeded"
 
 

@@ -37,6 +37,14 @@ def image_seeds(seed: int, count: int) -> list[int]:
     return [(seed + index) % (MAX_SEED + 1) for index in range(count)]
 
 
+def denoising_steps(steps: int, strength: float | None) -> int:
+    """Steps a job runs per image: all of them, or for a retouch at ``strength`` the last part (diffusers'
+    ``get_timesteps``: 8 steps at strength 0.6 run 5)."""
+    if strength is None:
+        return steps
+    return steps - int(max(steps - steps * strength, 0))
+
+
 StepCallback = Callable[[int, int], None]
 """Called with (step, total) as a job starts (step 0) and after each denoising step."""
 

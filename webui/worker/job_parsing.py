@@ -20,6 +20,7 @@ from webui.schema import (
     ErrorBody,
     GenerationRequest,
     Limits,
+    denoising_steps,
 )
 from webui.trace import headers_ids
 
@@ -190,9 +191,7 @@ def params_summary(job: GenerationRequest) -> dict[str, Any]:
 
 def expected_steps(params: EffectiveParams) -> int:
     """Denoising steps the pipeline will run: fewer for a retouch (diffusers' ``get_timesteps``)."""
-    if params.mode != "retouch" or params.strength is None:
-        return params.steps
-    return params.steps - int(max(params.steps - params.steps * params.strength, 0))
+    return denoising_steps(params.steps, params.strength if params.mode == "retouch" else None)
 
 
 def job_steps(params: EffectiveParams) -> int:

@@ -18,13 +18,17 @@ from webui.contract import LISTEN_GRACE, MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOA
 from webui.images import UploadError
 from webui.web.event_ids import event_ids
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
+from webui.web.studio.form_events import output_size, size_rules
 from webui.web.studio.info import generation_info, image_captions, info_summary, model_note
 from webui.web.studio.jobs_runner import JobRunner
 from webui.web.studio.photos import encode_photo_file, save_image
+from webui.web.studio.sizes import snap, snap_side
 from webui.web.worker_client import WorkerClient, WorkerError, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["FormRefused", "RetouchRefused", "Studio", "api_seed", "job_fields", "snap", "ui_seed"]
+NO_PROMPT = "Write a prompt first: describe the portrait you want (who, light, background)."
 
 
 def _optional_int(value: float | None) -> int | None:
@@ -47,11 +51,6 @@ def job_fields(
         "lora_scale": lora_scale,
         "num_images": int(num_images),
     }
-
-
-def snap(size: float, multiple: int) -> int:
-    """``size`` rounded to the nearest ``multiple`` (halves up), as a browser's range input rounds it."""
-    return int(size / multiple + 0.5) * multiple
 
 
 def api_seed(seed: float | None) -> int | None:
@@ -199,8 +198,7 @@ class Studio:
         try:
             with event_ids():
                 gallery, info = await self.run(fields, progress)
-        except WorkerError as exc:
-            gr.Warning(str(exc), title="Generation failed")
+        except WorkerError as exc:  # said once, in the error area beside the results
             error = gr.Markdown(f"**Could not generate:** {exc}", visible=True)
             return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
         note = model_note(info["model"], self.web_node)
@@ -210,10 +208,12 @@ class Studio:
         self, prompt: str, negative_prompt: str, steps: float, guidance: float, width: float, height: float,
         seed: float | None, randomize: bool, lora_scale: float, num_images: float,
     ) -> dict[str, Any]:
-        """The Generate button's job. A typed size is rounded to the model's multiple, as the slider shows it."""
-        info = await self.worker_info.get()
-        if not isinstance(info, str):
-            width, height = snap(width, info.size_multiple), snap(height, info.size_multiple)
+        """The Generate button's job (``FormRefused`` without a prompt). A typed size is rounded to the model's
+        multiple, as the boxes show it once left (``FormEvents.size_typed``)."""
+        if not (prompt or "").strip():
+            raise FormRefused(NO_PROMPT)
+        multiple, max_side = await size_rules(self.worker_info)
+        width, height = snap_side(width, multiple, max_side), snap_side(height, multiple, max_side)
         return job_fields(prompt, negative_prompt, steps, guidance, width, height, ui_seed(seed, randomize),
                           lora_scale, num_images)
 
@@ -221,14 +221,18 @@ class Studio:
         self, photo: str | None, strength: float, prompt: str, negative_prompt: str, steps: float,
         guidance: float, seed: float | None, randomize: bool, lora_scale: float, num_images: float,
     ) -> dict[str, Any]:
-        """The Retouch button's job; ``RetouchRefused`` without a usable photo."""
+        """The Retouch button's job (``FormRefused`` without a usable photo or a prompt): the result has the photo's
+        size, within the model's limits (``sizes.retouch_size``)."""
         if photo is None:
-            raise RetouchRefused("Upload a photo to retouch first.", "upload a photo first")
+            raise RetouchRefused("Choose a photo to retouch first.")
+        if not (prompt or "").strip():
+            raise FormRefused(NO_PROMPT)
         try:
             retouch = await self.retouch_fields(photo, strength)
-        except UploadError as exc:
-            raise RetouchRefused(f"The photo cannot be used: {exc}.", str(exc)) from None
-        fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, ui_seed(seed, randomize),
+            width, height = await output_size(self.worker_info, photo)
+        except (UploadError, OSError) as exc:
+            raise RetouchRefused(f"This photo cannot be used: {exc}.") from None
+        fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, ui_seed(seed, randomize),
                             lora_scale, num_images)
         return {**fields, **retouch}
 
@@ -238,8 +242,11 @@ class Studio:
         progress: gr.Progress = gr.Progress(),
     ) -> tuple[Any, ...]:
         """The Generate button."""
-        fields = await self.generate_fields(prompt, negative_prompt, steps, guidance, width, height, seed, randomize,
-                                            lora_scale, num_images)
+        try:
+            fields = await self.generate_fields(prompt, negative_prompt, steps, guidance, width, height, seed,
+                                                randomize, lora_scale, num_images)
+        except FormRefused as refused:
+            return refused.outputs()
         return await self.ui_job(fields, progress)
 
     async def ui_retouch(
@@ -251,7 +258,7 @@ class Studio:
         try:
             fields = await self.retouch_job_fields(photo, strength, prompt, negative_prompt, steps, guidance, seed,
                                                    randomize, lora_scale, num_images)
-        except RetouchRefused as refused:
+        except FormRefused as refused:
             return refused.outputs()
         return await self.ui_job(fields, progress)
 
@@ -278,16 +285,20 @@ class Studio:
         )
 
 
-class RetouchRefused(Exception):
-    """A retouch that cannot start: ``warning`` for a toast, ``problem`` for the error area."""
+class FormRefused(Exception):
+    """A job the page does not start (no prompt, no usable photo): one message, in plain words, in the error area."""
 
-    def __init__(self, warning: str, problem: str) -> None:
-        super().__init__(warning)
-        self.warning = warning
-        self.problem = problem
+    heading = "Could not generate"
+
+    def error_area(self) -> Any:
+        return gr.Markdown(f"**{self.heading}:** {self}", visible=True)
 
     def outputs(self) -> tuple[Any, ...]:
-        """The page's outputs (gallery, info, summary, error area, model note): a toast and the error area."""
-        gr.Warning(self.warning, title="Retouch")
-        error = gr.Markdown(f"**Could not retouch:** image: {self.problem}.", visible=True)
-        return gr.skip(), gr.skip(), gr.skip(), error, gr.skip()
+        """The page's outputs (gallery, info, summary, error area, model note): the error area only."""
+        return gr.skip(), gr.skip(), gr.skip(), self.error_area(), gr.skip()
+
+
+class RetouchRefused(FormRefused):
+    """A retouch without a usable photo."""
+
+    heading = "Could not retouch"

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from webui.schema import GenerationResult, image_seeds
+from webui.schema import GenerationResult, denoising_steps, image_seeds
 from webui.web.worker_client import JobOutcome
 
-__all__ = ["DEMO_MODEL_NOTE", "generation_info", "image_captions", "info_summary", "model_note", "result_info"]
+__all__ = ["DEMO_MODEL_NOTE", "generation_info", "image_captions", "info_details", "info_summary", "model_note",
+           "result_info"]
 
 DEMO_MODEL_NOTE = (
     "The offline **demo** model is a tiny untrained network: it draws abstract colour fields, "
-    "not faces. Start the workers with `--model awportrait-z` (or another model) for portraits."
+    "not faces. For portraits, your administrator starts the workers with a portrait model."
 )
 
 
@@ -53,16 +54,54 @@ def image_captions(info: dict[str, Any]) -> list[str]:
     return [f"#{index} · seed {seed}" for index, seed in enumerate(info["seeds"], start=1)]
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 step``, ``8 steps``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def steps_words(info: dict[str, Any]) -> str:
+    """The denoising steps a generation ran per image, as its progress bar counted them: a retouch runs only the
+    last part of its steps (``strength``), e.g. ``5 of 8 steps (strength 0.6)``."""
+    strength = info.get("strength") if info.get("mode") == "retouch" else None
+    run = denoising_steps(info["steps"], strength)
+    if run == info["steps"]:
+        return plural(run, "step")
+    return f"{run} of {plural(info['steps'], 'step')} (strength {strength:g})"
+
+
 def info_summary(info: dict[str, Any]) -> str:
-    """One readable line about a generation (Markdown)."""
+    """One readable line about a generation (Markdown): what a studio needs to make it again; which machines ran
+    it is in ``info_details``."""
     seconds = info["timings"]["web_ms"] / 1000
     retried = f" · {info['attempts']} attempts" if info["attempts"] > 1 else ""
     seeds = f" (one per image, to `{info['seeds'][-1]}`)" if len(info.get("seeds", ())) > 1 else ""
     return (
-        f"**Seed** `{info['seed']}`{seeds} · **{info['width']}×{info['height']}** · {info['steps']} steps · "
-        f"guidance {info['guidance']:g} · worker `{info['worker_id']}` · node `{info['web_node']}` · "
-        f"{seconds:.1f} s{retried}"
+        f"**Seed** `{info['seed']}`{seeds} · **{info['width']}×{info['height']}** · {steps_words(info)} · "
+        f"guidance {info['guidance']:g} · {seconds:.1f} s{retried}"
     )
+
+
+def info_details(info: dict[str, Any] | None) -> str:
+    """The "Generation details" view (Markdown): every setting, and where and how long the job ran."""
+    if not info or "seed" not in info:
+        return "Details of your next portrait appear here."
+    timings = info.get("timings") or {}
+    mode = "Retouch" if info.get("mode") == "retouch" else "Create"
+    lines = [
+        f"- **Prompt:** {info.get('prompt') or '—'}",
+        f"- **Negative prompt:** {info.get('negative_prompt') or '—'}",
+        f"- **Mode:** {mode} · **Size:** {info['width']}×{info['height']} · **Steps:** {steps_words(info)} · "
+        f"**Guidance:** {info['guidance']:g} · **LoRA scale:** {info.get('lora_scale', 1.0):g}",
+        f"- **Seeds:** {', '.join(str(seed) for seed in info.get('seeds') or [info['seed']])}",
+        f"- **Model:** {info.get('model') or 'unknown'}",
+        f"- **Worker:** `{info.get('worker_id')}` · **Web front:** `{info.get('web_node')}` · "
+        f"**Attempts:** {info.get('attempts', 1)}",
+        f"- **Time:** {timings.get('queue_ms', 0) / 1000:.1f} s waiting, {timings.get('generate_ms', 0) / 1000:.1f} s "
+        f"generating, {timings.get('web_ms', 0) / 1000:.1f} s in all",
+    ]
+    if info.get("job_id"):
+        lines.append(f"- **Job:** `{info['job_id']}`")
+    return "\n".join(lines)
 
 
 def model_note(model: str | None, web_node: str) -> str:

@@ -17,7 +17,7 @@ import gradio as gr
 from webui.web.jobs_client import JobsError
 from webui.web.jobs_wire import PRESET
 from webui.web.presence import client_listening
-from webui.web.studio.handlers import RetouchRefused, Studio
+from webui.web.studio.handlers import FormRefused, Studio
 from webui.web.studio.info import model_note
 from webui.web.studio.jobs_runner import JobCanceled, JobRunner, job_summary, login_of
 
@@ -59,8 +59,7 @@ class JobPage:
             return kept(None, form), gr.skip()
         try:
             job_id = await self.runner.submit({**fields, PRESET: preset or None}, login_of(request))
-        except JobsError as exc:
-            gr.Warning(str(exc), title="Generation failed")
+        except JobsError as exc:  # said once, in the error area
             return kept(None, form), gr.Markdown(f"**Could not generate:** {exc}", visible=True)
         return kept(job_id, form), gr.Markdown("", visible=False)
 
@@ -71,8 +70,11 @@ class JobPage:
         """The Generate button: record the job, keep its id and the form in the browser."""
         form = dict(zip(FORM, (prompt, negative_prompt, steps, guidance, width, height, seed, randomize, lora_scale,
                                num_images, strength), strict=True))
-        fields = await self.studio.generate_fields(prompt, negative_prompt, steps, guidance, width, height, seed,
-                                                   randomize, lora_scale, num_images)
+        try:
+            fields = await self.studio.generate_fields(prompt, negative_prompt, steps, guidance, width, height, seed,
+                                                       randomize, lora_scale, num_images)
+        except FormRefused as refused:
+            return kept(None, form), refused.error_area()
         return await self.submit(fields, form, preset, request)
 
     async def submit_retouch(self, photo: str | None, strength: float, prompt: str, negative_prompt: str,
@@ -85,8 +87,8 @@ class JobPage:
         try:
             fields = await self.studio.retouch_job_fields(photo, strength, prompt, negative_prompt, steps, guidance,
                                                           seed, randomize, lora_scale, num_images)
-        except RetouchRefused as refused:
-            return kept(None, form), refused.outputs()[3]
+        except FormRefused as refused:
+            return kept(None, form), refused.error_area()
         return await self.submit(fields, form, preset, request)
 
     async def follow(self, state: dict[str, Any] | None,
@@ -106,7 +108,6 @@ class JobPage:
             if exc.status in GONE:  # a kept job that expired: nothing to show again
                 logger.info("job %s: %s", job_id, exc)
                 return (gr.skip(),) * 5 + (forget,)
-            gr.Warning(str(exc), title="Generation failed")
             error = gr.Markdown(f"**Could not generate:** {exc}", visible=True)
             return gr.skip(), gr.skip(), gr.skip(), error, gr.skip(), forget
         note = model_note(info["model"], self.studio.web_node)

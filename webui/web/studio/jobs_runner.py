@@ -68,8 +68,9 @@ def job_info(job: JobSnapshot, web_node: str, elapsed_s: float) -> dict[str, Any
 
 
 def job_summary(info: dict[str, Any]) -> str:
-    """One readable line about a finished job (Markdown): the worker path's line, the job's id, its first result."""
-    return f"{info_summary(info)} · job `{info['job_id']}` · [result]({info['result_url']})"
+    """One readable line about a finished job (Markdown): the worker path's line and its first result at full size
+    (the job's id is in the details view)."""
+    return f"{info_summary(info)} · [full size]({info['result_url']})"
 
 
 class JobRunner:

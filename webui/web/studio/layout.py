@@ -14,41 +14,19 @@ from webui.contract import MAX_SIDE
 from webui.schema import MAX_SEED, Limits
 from webui.web.photo_input import PhotoInput
 from webui.web.studio.config import CUSTOM, ExamplePrompt, StudioConfig
+from webui.web.studio.form_events import FormEvents
 from webui.web.studio.handlers import Studio
 from webui.web.studio.history import HistoryPanel
 from webui.web.studio.history_layout import build_history
+from webui.web.studio.info import info_details
 from webui.web.studio.job_page import JobPage, browser_state
 from webui.web.studio.recipe_drop import RecipeDrop
+from webui.web.studio.sizes import MIN_SIDE, retouch_note
 
 JOB_CONCURRENCY_ID = "worker-jobs"
 """Every job event shares one concurrency limit: the web front's share of the workers."""
 CACHE_CLEANUP = (1800, 6 * 3600)
 """Every 30 minutes, delete result images older than 6 hours (Gradio's ``delete_cache``)."""
-
-
-def apply_preset(config: StudioConfig, name: str | None, subject: str) -> tuple[Any, ...]:
-    """Values a studio preset puts in: (prompt, negative, resolution, width, height, steps, guidance,
-    images, lora, description)."""
-    preset = config.preset(name or "")
-    if preset is None:
-        return (gr.skip(),) * 10
-    size = config.resolutions[preset.resolution] if preset.resolution else None
-
-    def keep(value: Any) -> Any:
-        return gr.skip() if value is None else value
-
-    return (
-        preset.render_prompt(subject),
-        preset.negative_prompt,
-        keep(preset.resolution),
-        size[0] if size else gr.skip(),
-        size[1] if size else gr.skip(),
-        keep(preset.steps),
-        keep(preset.guidance),
-        keep(preset.num_images),
-        keep(preset.lora_scale),
-        preset.description,
-    )
 
 
 def reuse_seed_values(info: dict[str, Any] | None) -> tuple[Any, Any]:
@@ -66,31 +44,40 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
     defaults = config.defaults
     width0, height0 = config.resolutions[defaults.resolution]
     job_options = dict(concurrency_limit=concurrency_limit, concurrency_id=JOB_CONCURRENCY_ID)
+    form_events = FormEvents(config, studio.worker_info)
+    multiple = Limits().family.size_multiple
 
     with gr.Blocks(title="Portrait Studio", fill_width=True, delete_cache=CACHE_CLEANUP) as demo:
         with gr.Row(elem_id="header"):
-            gr.Markdown("# Portrait Studio\nAI portraits for photographers, served by a pool of GPU workers.")
+            gr.Markdown("# Portrait Studio\nAI portraits for photographers, served by a pool of GPU workers.",
+                        elem_id="title")
             model_info = gr.Markdown("Checking the workers…", elem_id="model-note")
 
-        with gr.Row(equal_height=False):
+        with gr.Row(equal_height=False, elem_id="studio-row"):
             with gr.Column(scale=5, elem_id="controls"):
                 with gr.Group(elem_id="studio-presets"):
                     with gr.Row():
                         preset = gr.Dropdown([p.name for p in config.presets], value=None, label="Studio preset",
                                              elem_id="preset", scale=2)
-                        subject = gr.Textbox(label="Subject", placeholder="who is in the photo (optional)",
+                        subject = gr.Textbox(label="Subject", placeholder="who is in the photo",
                                              elem_id="subject", scale=3)
-                    preset_description = gr.Markdown("", elem_id="preset-description")
+                    with gr.Row(elem_id="preset-note-row"):
+                        preset_description = gr.Markdown("", elem_id="preset-description")
+                        undo_preset = gr.Button("Undo preset", size="sm", visible=False, elem_id="undo-preset",
+                                                scale=0, min_width=120)
+                preset_memo, preset_undo = gr.State(None), gr.State({})
                 prompt = gr.Textbox(label="Prompt", lines=3, elem_id="prompt", autofocus=True,
                                     placeholder="Describe the portrait: subject, light, background, lens…")
                 negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="negative-prompt",
                                       placeholder="What to avoid (ignored by models without guidance)")
                 with gr.Tabs(elem_id="mode-tabs"):
-                    with gr.Tab("Create", id="create", elem_id="create-tab"):
+                    with gr.Tab("Create", id="create", elem_id="create-tab") as create_tab:
                         generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="generate")
-                    with gr.Tab("Retouch", id="retouch", elem_id="retouch-tab"):
-                        gr.Markdown("The result keeps the photo's framing and aspect ratio; "
-                                    "the prompt says what to change.", elem_classes=["hint"])
+                    with gr.Tab("Retouch", id="retouch", elem_id="retouch-tab") as retouch_tab:
+                        gr.Markdown("The result keeps the photo's framing; the prompt says what to change.",
+                                    elem_classes=["hint"])
+                        retouch_size_note = gr.Markdown(retouch_note(None, multiple, MAX_SIDE),
+                                                        elem_id="retouch-size", elem_classes=["hint"])
                         photo = PhotoInput(type="filepath", label="Photo to retouch", sources=["upload", "clipboard"],
                                            elem_id="retouch-image", height=260)
                         strength = gr.Slider(0.05, 1.0, value=defaults.strength, step=0.05, label="Strength",
@@ -100,13 +87,15 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                                           visible=job_page is not None)
 
                 with gr.Accordion("Settings", open=True, elem_id="settings"):
-                    resolution = gr.Dropdown([*config.resolutions, CUSTOM], value=defaults.resolution,
-                                             label="Resolution", elem_id="resolution")
-                    with gr.Row():
-                        # Until the workers' model is known: the default family's size multiple.
-                        side = dict(minimum=256, maximum=MAX_SIDE, step=Limits().family.size_multiple)
-                        width = gr.Slider(value=width0, label="Width", elem_id="width", **side)
-                        height = gr.Slider(value=height0, label="Height", elem_id="height", **side)
+                    with gr.Column(elem_id="size-controls") as size_controls:  # Create only: a retouch's is its photo's
+                        resolution = gr.Dropdown([*config.resolutions, CUSTOM], value=defaults.resolution,
+                                                 label="Resolution", elem_id="resolution")
+                        with gr.Row():
+                            # Until the workers' model is known: the default family's size multiple.
+                            side = dict(minimum=MIN_SIDE, maximum=MAX_SIDE, step=multiple)
+                            width = gr.Slider(value=width0, label="Width", elem_id="width", **side)
+                            height = gr.Slider(value=height0, label="Height", elem_id="height", **side)
+                        size_note = gr.Markdown("", visible=False, elem_id="size-note", elem_classes=["hint"])
                     with gr.Row():
                         steps = gr.Slider(1, 100, value=defaults.steps, step=1, label="Steps", elem_id="steps")
                         guidance = gr.Slider(0.0, 20.0, value=defaults.guidance, step=0.1, label="Guidance",
@@ -135,8 +124,9 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                 summary = gr.Markdown("", elem_id="info-summary")
                 share_button = gr.Button("Share link", size="sm", elem_id="share", visible=job_page is not None)
                 share_links = gr.Markdown("", visible=False, elem_id="share-links")
-                with gr.Accordion("Generation details", open=False):
-                    info = gr.JSON(label="Info", elem_id="info")
+                with gr.Accordion("Generation details", open=False, elem_id="details"):
+                    details = gr.Markdown(info_details(None), elem_id="info-details")
+                info = gr.JSON(label="Info", elem_id="info", visible=False)  # the API's info; the page shows details
 
         # Inputs of the client API (hidden): None = the model's default, seed -1 = random.
         with gr.Column(visible=False, elem_id="api-inputs"):
@@ -156,21 +146,22 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
         progress_on = dict(show_progress_on=[status, gallery])
         common = [steps, guidance]
         form = [prompt, negative, *common, width, height, seed, randomize, lora_scale, num_images]
+        shown = []  # the events that show a result: the details view follows each (wired last: see below)
         if job_page is None:
-            gr.on([generate_button.click, prompt.submit], studio.ui_generate, form, ui_outputs,
-                  api_visibility="private", **progress_on, **job_options)
-            retouch_button.click(studio.ui_retouch, [photo, strength, *form[:4], seed, randomize, lora_scale,
-                                                     num_images], ui_outputs, api_visibility="private", **progress_on,
-                                 **job_options)
+            shown.append(gr.on([generate_button.click, prompt.submit], studio.ui_generate, form, ui_outputs,
+                               api_visibility="private", **progress_on, **job_options))
+            retouch_inputs = [photo, strength, *form[:4], seed, randomize, lora_scale, num_images]
+            shown.append(retouch_button.click(studio.ui_retouch, retouch_inputs, ui_outputs, api_visibility="private",
+                                              **progress_on, **job_options))
         else:  # submit (the job id and the form kept in the browser), then follow the job
             state = browser_state()
             follow = dict(fn=job_page.follow, inputs=[state], outputs=[*ui_outputs, state], api_visibility="private",
                           **progress_on, **job_options)
             private = dict(api_visibility="private", **job_options)
-            gr.on([generate_button.click, prompt.submit], job_page.submit_generate, [*form, strength, preset],
-                  [state, error], **private).then(**follow)
-            retouch_button.click(job_page.submit_retouch, [photo, strength, *form, preset], [state, error],
-                                 **private).then(**follow)
+            shown.append(gr.on([generate_button.click, prompt.submit], job_page.submit_generate,
+                               [*form, strength, preset], [state, error], **private).then(**follow))
+            shown.append(retouch_button.click(job_page.submit_retouch, [photo, strength, *form, preset], [state, error],
+                                              **private).then(**follow))
             cancel_button.click(job_page.cancel, [state], None, api_visibility="private", queue=False)
             share_button.click(job_page.share, [info], [share_links], api_visibility="private", queue=False)
             gr.on([generate_button.click, prompt.submit, retouch_button.click], lambda: gr.Markdown(visible=False),
@@ -187,11 +178,23 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             [gallery, info], api_name="retouch", **job_options,
         )
 
-        preset.input(
-            lambda name, who: apply_preset(config, name, who), [preset, subject],
-            [prompt, negative, resolution, width, height, steps, guidance, num_images, lora_scale, preset_description],
-            api_visibility="private", queue=False,
-        )
+        preset_fields = [prompt, negative, resolution, width, height, steps, guidance, num_images, lora_scale]
+        preset.input(form_events.preset_chosen, [preset, subject, *preset_fields, preset_memo],
+                     [*preset_fields, preset_description, preset_memo, preset_undo, undo_preset],
+                     api_visibility="private", queue=False)
+        undo_preset.click(form_events.undo, [preset_undo],
+                          [*preset_fields, preset, preset_description, preset_memo, preset_undo, undo_preset],
+                          api_visibility="private", queue=False)
+        subject.input(form_events.subject_typed, [subject, prompt, preset_memo], [prompt, preset_memo],
+                      api_visibility="private", queue=False, trigger_mode="always_last")
+        gr.on([width.release, height.release], form_events.size_typed, [width, height],
+              [width, height, resolution, size_note], api_visibility="private", queue=False, trigger_mode="always_last")
+        resolution.input(lambda: gr.Markdown(visible=False), None, [size_note], api_visibility="private", queue=False)
+        photo.change(form_events.photo_chosen, [photo], [retouch_size_note], api_visibility="private", queue=False)
+        create_tab.select(lambda: form_events.tab_chosen(False), None, [size_controls], api_visibility="private",
+                          queue=False)
+        retouch_tab.select(lambda: form_events.tab_chosen(True), None, [size_controls], api_visibility="private",
+                           queue=False)
         resolution.input(
             lambda name: tuple(config.resolutions[name]) if name in config.resolutions else (gr.skip(), gr.skip()),
             [resolution], [width, height], api_visibility="private", queue=False,
@@ -204,9 +207,11 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
         loaded = demo.load(studio.page_load, None, [model_info, steps, guidance, width, height, num_images],
                            api_visibility="private")
         if job_page is not None:  # the kept form back, then the kept job followed again
-            loaded.then(job_page.restore, [state], [*form, strength], api_visibility="private", queue=False
-                        ).then(**follow)
+            shown.append(loaded.then(job_page.restore, [state], [*form, strength], api_visibility="private",
+                                     queue=False).then(**follow))
         recipe_drop.wire([*form, strength, resolution], studio.max_upload_bytes, config.resolution_name)
         if history is not None:  # the user's jobs (webui/web/studio/history.py), at the page's foot
             build_history(history, [p.name for p in config.presets], [*form, strength, preset])
+        for event in shown:  # last, so that every earlier event keeps its fn_index (contract.JOB_EVENT_INDICES)
+            event.then(info_details, [info], [details], api_visibility="private", queue=False)
     return demo

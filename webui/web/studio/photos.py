@@ -33,6 +33,12 @@ def save_png(png: bytes, cache_dir: Path, name: str) -> Path:
     return path
 
 
+def photo_size(path: str) -> tuple[int, int]:
+    """A photo's (width, height) from its header (run the upload checks first)."""
+    with Image.open(path) as photo:
+        return photo.size
+
+
 def encode_photo(photo: Image.Image, max_side: int = RETOUCH_MAX_SIDE) -> str:
     """A retouch photo as base64 JPEG, scaled down to at most ``max_side`` pixels.
 
