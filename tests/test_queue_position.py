@@ -155,15 +155,17 @@ def start(studio: StudioPage, prompt: str) -> None:
 
 def test_the_page_and_gradio_client_say_the_place_and_cancel_queued_and_running_jobs(
         site: Site, browser: BrowserContext, tmp_path: Path, one_job_done: None) -> None:
-    """While tab A's job runs, a gradio_client job waits next and tab B's job behind it: B says "1 job ahead of
-    yours, about N s", gradio_client "Yours is next". B's Cancel ends B before it ever ran; gradio_client's cancel
-    ends its job; A's Cancel leaves the worker idle within FREED_S."""
+    """While tab A's job runs (its worker paused meanwhile, so that the browser's pace does not matter), a
+    gradio_client job waits next and tab B's job behind it: B says "1 job ahead of yours, about N s",
+    gradio_client "Yours is next". B's Cancel ends B before it ever ran; gradio_client's cancel ends its job;
+    A's Cancel (the worker resumed) leaves the worker idle within FREED_S."""
     tab_a = StudioPage(browser.new_page(), site.web.url + "/", "queue-a").open()
     tab_b = StudioPage(browser.new_page(), site.web.url + "/", "queue-b").open()
     client = Client(site.web.url + "/", headers=PART, verbose=False, download_files=str(tmp_path))
     start(tab_a, "a portrait that runs first")
     a = wait_until(lambda: (jobs := site.newest(1)) and running(jobs[0]) and jobs[0], "tab A's job running",
                    timeout=WAIT, interval=0.1)
+    site.pause_worker()  # A's generation lasts until the resume, however slow the browser steps below are
     call = client.submit(prompt="a portrait that waits next", steps=8, width=64, height=64, api_name="/generate")
     wait_until(lambda: "Yours is next" in gradio_desc(call), "gradio_client told it is next", timeout=WAIT,
                interval=0.1)
@@ -179,10 +181,10 @@ def test_the_page_and_gradio_client_say_the_place_and_cancel_queued_and_running_
     assert canceled["attempts"] == 0 and canceled["started_at"] is None, canceled  # it never ran
 
     call.cancel()
-    client.close()
     canceled = site.until(x["id"], lambda job: job["status"] == "canceled", "gradio_client's job canceled")
     assert canceled["attempts"] == 0 and canceled["started_at"] is None, canceled
 
+    site.resume_worker()
     assert running(site.job(a["id"])) and site.worker_busy()
     tab_a.component("cancel").click()
     clicked = time.monotonic()
@@ -192,5 +194,6 @@ def test_the_page_and_gradio_client_say_the_place_and_cancel_queued_and_running_
     assert site.until(a["id"], lambda job: job["status"] != "processing", "A ended")["status"] == "canceled"
     assert freed_s <= FREED_S, freed_s
     expect(tab_a.component("error")).to_contain_text("Canceled", timeout=UI_MS)
+    client.close()
     for tab in (tab_a, tab_b):
         tab.page.close()
