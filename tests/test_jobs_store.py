@@ -19,6 +19,7 @@ from jobs.errors import IdempotencyConflict, InvalidCursor, JobGone, JobNotFound
 from jobs.store import (
     Image,
     Lease,
+    QueueEstimate,
     cancel,
     claim_next,
     events_after,
@@ -26,6 +27,7 @@ from jobs.store import (
     get,
     list_newest_first,
     mark_canceled,
+    queue_estimate,
     queue_position,
     record_progress,
     renew,
@@ -71,14 +73,38 @@ def test_one_key_sent_at_once_by_many_clients_makes_one_job(job_store: Engine) -
     assert count(job_store, jobs) == 1
 
 
-def test_queue_positions_count_the_claimable_jobs_ahead(job_store: Engine) -> None:
+def test_queue_positions_count_the_jobs_ahead_that_no_worker_runs_yet(job_store: Engine) -> None:
     first, second, third = (submit(job_store, PROMPT)[0] for _ in range(3))
     assert [queue_position(job_store, job) for job in (first, second, third)] == [0, 1, 2]
-    assert claim_next(job_store, "d1").id == first.id
-    assert queue_position(job_store, get(job_store, first.id)) is None  # running, not queued
+    assert claim_next(job_store, "d1").id == first.id  # claimed, still waiting for a worker
+    assert [queue_position(job_store, get(job_store, job.id)) for job in (first, second, third)] == [0, 1, 2]
+    record_progress(job_store, first.id, "d1", 0, 8)  # a worker took it (step 0)
+    assert queue_position(job_store, get(job_store, first.id)) is None  # running, not waiting
     assert [queue_position(job_store, job) for job in (second, third)] == [0, 1]
     cancel(job_store, second.id)
     assert queue_position(job_store, third) == 0
+
+
+def test_the_wait_is_the_median_generating_time_of_recent_jobs_per_busy_worker(job_store: Engine) -> None:
+    done = [submit(job_store, PROMPT)[0] for _ in range(3)]
+    waiting = [submit(job_store, PROMPT)[0] for _ in range(3)]
+    assert queue_estimate(job_store, waiting[2]) == QueueEstimate(5, None)  # no job finished: no time yet
+    for job, seconds in zip(done, (4, 10, 11), strict=True):
+        claim_next(job_store, "d1")
+        finish(job_store, job.id, [], generation={"timings": {"generate_ms": seconds * 1000}})
+    start = utc_now()
+    running = claim_next(job_store, "d1", now=start)
+    assert queue_estimate(job_store, waiting[2], now=start) == QueueEstimate(2, 20)  # 2 not started, 10 s each
+    record_progress(job_store, running.id, "d1", 0, 8, now=start)
+    later = start + timedelta(seconds=4)
+    # 1 ahead (10 s) + the running job's 6 s left, one busy worker
+    assert queue_estimate(job_store, waiting[2], now=later) == QueueEstimate(1, 16)
+    claim_next(job_store, "d2", now=later)
+    record_progress(job_store, waiting[1].id, "d2", 0, 8, now=later)
+    # nothing ahead; two busy workers with 6 s and 10 s left: about 8 s
+    assert queue_estimate(job_store, waiting[2], now=later) == QueueEstimate(0, 8)
+    cancel(job_store, waiting[2].id)
+    assert queue_estimate(job_store, get(job_store, waiting[2].id)) is None
 
 
 def test_listing_pages_newest_first_and_later_jobs_shift_nothing(job_store: Engine) -> None:

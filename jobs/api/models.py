@@ -71,7 +71,10 @@ class JobView(JobAccepted):
     """A job as ``GET /v1/jobs/{id}`` shows it (and webhooks send it)."""
 
     input: dict[str, Any] = Field(description="The job's parameters as accepted (a random seed filled in).")
-    queue_position: int | None = Field(None, description="Jobs ahead of it while it waits (0: next); else null.")
+    queue_position: int | None = Field(None, description="While no worker runs it yet: the jobs accepted before it "
+                                       "that have not started either (0: next); else null.")
+    wait_s: int | None = Field(None, description="While no worker runs it yet: about how many seconds until one "
+                               "does (from recent jobs' generating time); null when not waiting or not yet known.")
     progress: Progress | None = None
     output: list[str] = Field(default_factory=list, description="The results' URLs (Replicate's `output`).")
     results: list[ResultFile] = Field(default_factory=list)

@@ -3,9 +3,11 @@ that reconnects misses nothing and sees nothing twice; the stream ends after the
 
 Each stored event is one SSE event whose ``id`` is its sequence number: ``queued`` (with the queue position),
 ``started``, ``progress`` (``{"step", "steps"}``), then ``result``, ``failed`` or ``canceled`` (the job's public
-JSON). While the job waits, a changed queue position is sent as a ``queued`` event without an id (it is not in
-the log). A ``: ping`` comment comes after ``HEARTBEAT_S`` without an event, so a client's short read timeout tells
-a dead connection (its balancer cut off) from a job that is only slow.
+JSON). Until a worker starts the job (queued, or claimed and waiting in the workers' queue), a changed place
+(``queue_position``: jobs ahead, ``wait_s``: about how long; ``jobs.store.queue``) is sent as a ``queued`` event
+without an id (it is not in the log), looked up at most every ``ESTIMATE_EVERY_S``. A ``: ping`` comment comes
+after ``HEARTBEAT_S`` without an event, so a client's short read timeout tells a dead connection (its balancer
+cut off) from a job that is only slow.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from anyio.to_thread import run_sync
 from fastapi.sse import ServerSentEvent
 from sqlalchemy import Engine
 
-from jobs.api.views import view
+from jobs.api.views import PLACE, place, view
 from jobs.contract import CANCELED, EVENT_PROGRESS, FAILED, PROCESSING, STARTING, SUCCEEDED
 from jobs.errors import JobGone
-from jobs.store import Event, Job, events_after, get, queue_position
+from jobs.store import Event, Job, events_after, get, queue_estimate
+from jobs.store.queue import waiting
 
 POLL_S = 0.2
 """How often a stream looks for new events in the store (which every balancer host shares)."""
+ESTIMATE_EVERY_S = 1.0
+"""How often a waiting job's place is looked up again (and sent when it changed)."""
 HEARTBEAT_S = 2.0
 """Longest silence on a stream: a ``: ping`` comment then (clients read with a timeout of a few seconds)."""
 NAMES = {STARTING: "queued", PROCESSING: "started", SUCCEEDED: "result", FAILED: "failed", CANCELED: "canceled"}
@@ -44,14 +49,14 @@ def _sse(engine: Engine, job: Job, event: Event) -> ServerSentEvent:
     status = event.data.get("status", "")
     data: dict[str, Any] = dict(event.data)
     if status == STARTING:
-        data["queue_position"] = queue_position(engine, job)
+        data.update(place(queue_estimate(engine, job)))
     elif status in (SUCCEEDED, FAILED, CANCELED):
         data = view(engine, job).model_dump(mode="json")
     return ServerSentEvent(id=str(event.seq), event=NAMES.get(status, "status"), data=data)
 
 
-def _next_batch(engine: Engine, job_id: str, after: int) -> tuple[Job, list[ServerSentEvent], int | None]:
-    """The job now, its events after ``after`` as SSE, and its queue position while it waits.
+def _next_batch(engine: Engine, job_id: str, after: int) -> tuple[Job, list[ServerSentEvent]]:
+    """The job now and its events after ``after`` as SSE.
 
     The events are read before the job: a job's end writes its status and its terminal event together, so a
     terminal event read first finds the job ended (read the other way round, a job that ended in between would
@@ -61,16 +66,16 @@ def _next_batch(engine: Engine, job_id: str, after: int) -> tuple[Job, list[Serv
     job = get(engine, job_id)
     if job.terminal and not events:
         events = events_after(engine, job_id, after)
-    return job, [_sse(engine, job, event) for event in events], queue_position(engine, job)
+    return job, [_sse(engine, job, event) for event in events]
 
 
 async def job_events(engine: Engine, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
     """Stream ``job_id``'s events after sequence number ``after`` until its terminal event."""
-    position_sent: int | None = None
-    last_sent = time.monotonic()
+    place_sent: dict[str, Any] | None = None
+    last_sent = looked_up = time.monotonic()
     while True:
         try:
-            job, events, position = await run_sync(_next_batch, engine, job_id, after)
+            job, events = await run_sync(_next_batch, engine, job_id, after)
         except JobGone:
             return
         for event in events:
@@ -78,15 +83,18 @@ async def job_events(engine: Engine, job_id: str, after: int) -> AsyncIterator[S
             last_sent = time.monotonic()
             after = int(event.id or after)
             if event.event == "queued":
-                position_sent = event.data.get("queue_position")
+                place_sent, looked_up = {key: event.data.get(key) for key in PLACE}, last_sent
         if events and events[-1].event in ("result", "failed", "canceled"):
             return
         if job.terminal and not events:
             return  # resumed after the terminal event: nothing more will come
-        if job.queued and position is not None and position != position_sent and after > 0:
-            position_sent = position
-            yield ServerSentEvent(event="queued", data={"status": STARTING, "queue_position": position})
-            last_sent = time.monotonic()
+        if waiting(job) and after > 0 and time.monotonic() - looked_up >= ESTIMATE_EVERY_S:
+            looked_up = time.monotonic()
+            now = place(await run_sync(queue_estimate, engine, job))
+            if now != place_sent and now["queue_position"] is not None:
+                place_sent = now
+                yield ServerSentEvent(event="queued", data={"status": job.status, **now})
+                last_sent = time.monotonic()
         if time.monotonic() - last_sent >= HEARTBEAT_S:
             yield ServerSentEvent(comment="ping")
             last_sent = time.monotonic()

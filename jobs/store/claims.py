@@ -54,7 +54,8 @@ def claim_next(engine: Engine, dispatcher: str, lease_seconds: float = LEASE_SEC
                 .with_for_update(of=jobs, skip_locked=True).scalar_subquery())
     claim = (update(jobs).where(jobs.c.seq == next_seq, claimable(now))
              .values(status=PROCESSING, claim_owner=dispatcher, claim_expires_at=now + timedelta(seconds=lease_seconds),
-                     attempts=jobs.c.attempts + 1, started_at=func.coalesce(jobs.c.started_at, now))
+                     attempts=jobs.c.attempts + 1, started_at=func.coalesce(jobs.c.started_at, now),
+                     progress_step=None, progress_steps=None)  # not on a worker yet (jobs.store.queue)
              .returning(*jobs.c))
     with write(engine) as connection:
         _cancel_abandoned(connection, now)

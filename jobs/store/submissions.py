@@ -1,4 +1,4 @@
-"""Accepting jobs and finding them again: submit (idempotent per owner and key), get, list, queue position."""
+"""Accepting jobs and finding them again: submit (idempotent per owner and key), get, list."""
 
 from __future__ import annotations
 
@@ -24,7 +24,6 @@ from jobs.contract import (
     STARTING,
 )
 from jobs.errors import IdempotencyConflict, InvalidCursor, JobGone, JobNotFound
-from jobs.store.claims import claimable
 from jobs.store.engine import read, write
 from jobs.store.records import Job, JobFilter, Page, utc_now
 from jobs.store.schema import job_events, jobs, tombstones
@@ -161,12 +160,3 @@ def _decode_cursor(cursor: str) -> int:
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidCursor() from None
-
-
-def queue_position(engine: Engine, job: Job, now: datetime | None = None) -> int | None:
-    """How many claimable jobs are ahead of ``job`` (0: it is next); None when it is not waiting."""
-    if not job.queued:
-        return None
-    ahead = select(func.count()).select_from(jobs).where(claimable(now or utc_now()), jobs.c.seq < job.seq)
-    with read(engine) as connection:
-        return connection.execute(ahead).scalar_one()

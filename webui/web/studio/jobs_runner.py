@@ -24,6 +24,7 @@ from webui.web.jobs_wire import CANCELED, FAILED, PROGRESS, QUEUED, STARTED, Job
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
 from webui.web.studio.info import image_captions, info_summary, result_info
 from webui.web.studio.photos import save_png
+from webui.web.studio.queue_words import queued_words
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +97,8 @@ class JobRunner:
         job: JobSnapshot | None = None
         async for event in self.client.events(job_id):
             if event.name == QUEUED:
-                ahead = event.data.get("queue_position")
-                progress(0.0, desc=f"Job {job_id}: waiting for a worker ({ahead} ahead)" if ahead else
-                         f"Job {job_id}: waiting for a worker")
+                words = queued_words(event.data)
+                progress(0.0, desc=f"{words} · job {job_id}" if words else f"Job {job_id}: waiting for a worker")
             elif event.name == STARTED:
                 progress(0.0, desc=f"Job {job_id}: starting")
             elif event.name == PROGRESS:
