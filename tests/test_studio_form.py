@@ -70,6 +70,18 @@ def test_a_subject_typed_after_a_preset_goes_into_its_prompt() -> None:
     assert "a young chef" in carried.values["prompt"]  # the subject follows to the next preset
 
 
+def test_a_subject_typed_letter_by_letter_replaces_itself_not_a_word_that_contains_it() -> None:
+    choice = choose_preset(CONFIG, "ID photo", "", form(), None)
+    prompt, memo = choice.values["prompt"], choice.memo
+    for typed in ("a", "a ", "a y", "a young chef"):  # the Subject box's change events, one per keystroke
+        changed, memo = apply_subject(CONFIG, memo, typed, prompt)
+        prompt = changed or prompt
+    assert prompt.startswith("official ID photo of a young chef,"), prompt
+    edited = "a portrait, " + prompt.replace("official ID photo of ", "")  # the template's start rewritten by hand
+    again, _ = apply_subject(CONFIG, memo, "a baker", edited)
+    assert again == "a portrait, a baker," + edited.split("a young chef,", 1)[1], again
+
+
 # ---------------------------------------------------------------------------- words under a result
 INFO = {"seed": 7, "seeds": [7], "width": 1200, "height": 1600, "steps": 8, "guidance": 0.0, "lora_scale": 1.0,
         "num_images": 1, "mode": "retouch", "strength": 0.6, "prompt": "softer light", "negative_prompt": "",

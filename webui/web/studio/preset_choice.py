@@ -12,6 +12,7 @@ Pure functions over the form's values (a dict keyed by ``FIELDS``) and a small m
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,6 +117,17 @@ def apply_subject(config: StudioConfig, memo: dict[str, Any] | None, subject: st
     used = own or preset.subject
     if used == memo.get("subject"):
         return None, memo
-    old = memo.get("subject") or ""
-    new_prompt = prompt.replace(old, used, 1) if old and old in prompt else preset.render_prompt(used)
+    new_prompt = with_subject(preset, prompt, memo.get("subject") or "", used)
     return new_prompt, {**memo, "own": own, "subject": used, "prompt": new_prompt}
+
+
+def with_subject(preset: StudioPreset, prompt: str, old: str, new: str) -> str:
+    """``prompt`` with the subject ``old`` replaced by ``new``: where the preset's template put it, else its first
+    whole-word occurrence (never inside a word: "a" is not the "a" of "portrait"), else the preset's prompt anew."""
+    before = preset.prompt.partition("{subject}")[0]
+    if old and prompt.startswith(before + old):
+        return before + new + prompt[len(before + old):]
+    found = re.search(rf"(?<!\w){re.escape(old)}(?!\w)", prompt) if old else None
+    if found is not None:
+        return prompt[:found.start()] + new + prompt[found.end():]
+    return preset.render_prompt(new)
