@@ -57,6 +57,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("PORTRAIT_CACHE_DIR", Path.home() / ".cache" / "portrait-ha"))
 
 
+COMPILE_CACHE_ENV = "PORTRAIT_COMPILE_CACHE_DIR"
+"""The worker setting ``compile_cache_dir`` as an environment variable (the sidecar sets it)."""
+
+
+def default_compile_cache_dir() -> Path:
+    """This host's compile cache, shared by all its workers (``webui.worker.compile_cache``)."""
+    return default_cache_dir() / "compile"
+
+
 def _existing_file(path: Path | None) -> Path | None:
     """A file setting's check: unset, or a file that exists."""
     if path is not None and not path.is_file():
@@ -169,6 +178,11 @@ class WorkerSettings(ServerTLSSettings):
         30, ge=0, description="Seconds SIGTERM waits for requests in flight (a running job) before closing them."
     )
     cache_dir: Path = Field(default_factory=default_cache_dir, description="Cache for the demo model.")
+    compile_cache_dir: Path = Field(
+        default_factory=default_compile_cache_dir,
+        description="torch.compile's on-disk cache (Inductor, Triton), shared by every worker of this host so "
+        "a restart reuses the compiled denoiser.",
+    )
 
     def resolved_node(self) -> str:
         """The node's name: ``--node`` or ``hostname:port``."""

@@ -29,6 +29,7 @@ from balancer.supervision.standby import WorkerWithStandby, standby_worker
 from balancer.supervision.state import BALANCER, PartObserver, PartStatus
 from balancer.supervision.supervisor import Child, ProcessSupervisor
 from webui.contract import BALANCED_QUEUE_SIZE
+from webui.settings import COMPILE_CACHE_ENV, default_compile_cache_dir
 
 PROBE_PATHS = {"web": "/healthz", "worker": "/readyz"}
 """What the sidecar probes: a worker is ready when its model is warm; a web front when it serves."""
@@ -117,6 +118,9 @@ class PartFactory:
         if kind == "worker" and part.gpu is not None:
             # Its own GPU, numbered as NVML and nvidia-smi number it; the part's env may say otherwise.
             own_env.update(CUDA_VISIBLE_DEVICES=str(part.gpu), **GPU_ENV)
+        if kind == "worker":
+            # One torch.compile cache for every worker of this host: a restart or standby reuses it.
+            own_env[COMPILE_CACHE_ENV] = self.env.get(COMPILE_CACHE_ENV) or str(default_compile_cache_dir())
         child_env = {**self.env, **own_env, **part.env}
         if kind == "worker":
             status.gpu = child_env.get("CUDA_VISIBLE_DEVICES")

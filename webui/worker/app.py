@@ -99,6 +99,7 @@ from webui.schema import (
 from webui.settings import WorkerSettings, settings_from_cli, settings_problems
 from webui.trace import bound, headers_ids
 from webui.traffic import count_traffic
+from webui.worker.compile_cache import use_compile_cache
 from webui.worker.dispatch_agent import DispatchAgent
 from webui.worker.encoder import ResultEncoder
 from webui.worker.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
@@ -455,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m webui.worker: invalid setting: {settings_problems(exc)}", file=sys.stderr)
         return 2
     configure_logging()
+    use_compile_cache(settings.compile_cache_dir)  # before the pipeline (or a standby) compiles anything
     loader: PipelineLoader = load_portrait_pipeline
     if settings.standby is not None:
         hold_go_signal()
