@@ -3,6 +3,7 @@
     python -m jobs accounts create NAME                        # a new account (a studio, an app)
     python -m jobs accounts list
     python -m jobs accounts set-weight NAME W                  # its fair share of GPU time (default 1)
+    python -m jobs accounts set-limits NAME --max-running N --daily-images N   # quotas ("none": no limit)
     python -m jobs accounts add-member NAME USER [--role admin|member]
     python -m jobs accounts remove-member NAME USER
     python -m jobs accounts members NAME
@@ -38,6 +39,7 @@ from jobs.store import (
     members,
     remove_member,
     revoke_key,
+    set_limits,
     set_weight,
     upgrade,
 )
@@ -55,6 +57,12 @@ def parser() -> argparse.ArgumentParser:
     weight = commands.add_parser("set-weight", help="an account's fair share of GPU time (default 1)")
     weight.add_argument("name")
     weight.add_argument("weight", type=float, help="2: twice the GPU time of an account of weight 1 when both wait")
+    limits = commands.add_parser("set-limits", help="an account's quotas (both: none when not given)")
+    limits.add_argument("name")
+    limits.add_argument("--max-running", type=limit, default=None, metavar="N|none",
+                        help="most jobs queued or running at once")
+    limits.add_argument("--daily-images", type=limit, default=None, metavar="N|none",
+                        help="most images per UTC day (resets at 00:00 UTC)")
     for name, text in (("add-member", "make USER a member"), ("remove-member", "USER is no longer a member")):
         command = commands.add_parser(name, help=text)
         command.add_argument("name")
@@ -69,6 +77,20 @@ def parser() -> argparse.ArgumentParser:
     commands.add_parser("list-keys", help="an account's keys (never the keys themselves)").add_argument("name")
     commands.add_parser("revoke-key", help="refuse a key from now on").add_argument("prefix")
     return top
+
+
+def limit(text: str) -> int | None:
+    """A limit on the command line: a whole number, or ``none`` for no limit."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a whole number or none, not {text!r}") from None
+
+
+def shown(value: int | None) -> str:
+    return "no limit" if value is None else str(value)
 
 
 def key_line(key: ApiKey) -> str:
@@ -92,10 +114,15 @@ def run(args: argparse.Namespace) -> None:
         elif args.command == "list":
             for account in list_accounts(engine):
                 print(f"{account.name}  {account.id}  weight {account.weight:g}  "
+                      f"max running {shown(account.max_running)}  daily images {shown(account.daily_images)}  "
                       f"created {account.created_at:%Y-%m-%d %H:%M}")
         elif args.command == "set-weight":
             account = set_weight(engine, args.name, args.weight)
             print(f"account {account.name}: weight {account.weight:g}")
+        elif args.command == "set-limits":
+            account = set_limits(engine, args.name, args.max_running, args.daily_images)
+            print(f"account {account.name}: max running {shown(account.max_running)}, "
+                  f"daily images {shown(account.daily_images)}")
         elif args.command == "add-member":
             add_member(engine, args.name, args.user, args.role)
             print(f"{args.user} is a member of {args.name} ({args.role})")

@@ -24,6 +24,7 @@ from jobs.api.auth import KeyCache, Who, owned
 from jobs.api.errors import RESPONSES
 from jobs.api.listing import job_filter, next_page
 from jobs.api.models import JobAccepted, JobList, JobRequest, JobView
+from jobs.api.quotas import check_quota
 from jobs.api.share_tokens import ShareSigner
 from jobs.api.sse import job_events, last_event_id
 from jobs.api.submission import MAX_BODY_BYTES, prefer_wait, read_submission
@@ -34,7 +35,7 @@ from jobs.errors import ResultNotFound
 from jobs.store import Job, JobFilter, cancel, get, list_newest_first, result_data, stored_results, submit
 from jobs.webhooks.targets import TargetGuard
 from webui import trace
-from webui.schema import Limits
+from webui.schema import ErrorBody, Limits
 from webui.trace import JOB_ID_HEADER
 
 logger = logging.getLogger(__name__)
@@ -93,12 +94,15 @@ router = APIRouter(prefix=PREFIX, tags=["jobs"], responses=RESPONSES)
 @router.post("", status_code=202, response_model=JobAccepted, openapi_extra={"requestBody": {
     "required": True, "content": {"application/json": {"schema": JobRequest.model_json_schema()}}}},
     responses={200: {"model": JobView, "description": "An earlier job with this Idempotency-Key and body"},
-               201: {"model": JobView, "description": "Finished within Prefer: wait"}})
+               201: {"model": JobView, "description": "Finished within Prefer: wait"},
+               429: {"model": ErrorBody, "description": "The account's quota is used up (Retry-After)"}})
 async def submit_job(request: Request, jobs: Api, who: Who) -> Response:
     """Accept a job (202). ``Prefer: wait=N`` (N ≤ 60) holds the answer until it is finished (201) or N s passed
-    (202). ``Idempotency-Key``: the same key and body answer the same job (200), another body is a 422."""
+    (202). ``Idempotency-Key``: the same key and body answer the same job (200), another body is a 422. An account
+    past its quota is a 429 (``jobs.api.quotas``)."""
     limits = (await jobs.limits()) if jobs.limits else Limits()
     checked = await read_submission(request, limits, jobs.guard, jobs.max_body)
+    await check_quota(jobs.engine, who.owner, checked.input, checked.idempotency_key)
     job, created = await run_sync(lambda: submit(
         jobs.engine, checked.input, idempotency_key=checked.idempotency_key, body_hash=checked.body_hash,
         owner=who.owner, retention=jobs.retention))

@@ -12,6 +12,7 @@ from jobs.store.accounts import (
     list_accounts,
     members,
     remove_member,
+    set_limits,
     set_weight,
 )
 from jobs.store.api_keys import ApiKey, create_key, find_key, key_by_prefix, key_hash, list_keys, revoke_key, touch_key
@@ -37,7 +38,7 @@ from jobs.store.thumbnails import Thumbnail, thumbnail
 
 __all__ = [
     "Account", "Member", "add_member", "create_account", "get_account", "list_accounts", "members", "remove_member",
-    "set_weight",
+    "set_limits", "set_weight",
     "ApiKey", "create_key", "find_key", "key_by_prefix", "key_hash", "list_keys", "revoke_key", "touch_key",
     "LoggedAttempt", "QueuedDelivery", "claim_due", "claim_one", "job_deliveries", "record_attempt",
     "Event", "Image", "Job", "JobFilter", "Lease", "Page", "Settled", "StoredResult", "Thumbnail", "cancel",

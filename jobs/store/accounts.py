@@ -1,7 +1,8 @@
 """Accounts (a studio, an app: the owner of its jobs) and their members, each an admin or a member.
 
 An account's id (``acc_`` + 16 random characters) is the ``owner`` of the jobs its API keys submit; operators name
-it by its unique ``name`` and set its ``weight``, its fair share of GPU time (``jobs.store.fair_share``).
+it by its unique ``name`` and set its ``weight``, its fair share of GPU time (``jobs.store.fair_share``), and its
+limits (``max_running`` jobs at once, ``daily_images`` per UTC day; None: no limit, ``jobs.store.quotas``).
 Members are login names with a role; browser sign-in will map them to their account.
 """
 
@@ -32,6 +33,8 @@ class Account:
     name: str
     created_at: datetime
     weight: float = 1.0
+    max_running: int | None = None
+    daily_images: int | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,21 @@ def set_weight(engine: Engine, name: str, weight: float) -> Account:
     if row is None:
         raise AccountNotFound(name)
     logger.info("account %s: weight %g", name, weight)
+    return Account(**row._mapping)
+
+
+def set_limits(engine: Engine, name: str, max_running: int | None, daily_images: int | None) -> Account:
+    """Limit the account called ``name`` to ``max_running`` jobs queued or running at once and ``daily_images``
+    images per UTC day (None: no limit)."""
+    for what, value in (("max-running", max_running), ("daily-images", daily_images)):
+        if value is not None and not 1 <= value <= 1_000_000:
+            raise ValueError(f"an account's {what} limit is a whole number from 1 to 1000000, or none, not {value}")
+    with write(engine) as connection:
+        row = connection.execute(update(accounts).where(accounts.c.name == name).values(
+            max_running=max_running, daily_images=daily_images).returning(*accounts.c)).one_or_none()
+    if row is None:
+        raise AccountNotFound(name)
+    logger.info("account %s: max running %s, daily images %s", name, max_running, daily_images)
     return Account(**row._mapping)
 
 

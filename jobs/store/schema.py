@@ -167,6 +167,8 @@ accounts = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("weight", Float, nullable=False, default=1.0, server_default="1",
            doc="its fair share of GPU time against other owners' (2: twice an account of weight 1)"),
+    Column("max_running", Integer, nullable=True, doc="most jobs queued or running at once; NULL: no limit"),
+    Column("daily_images", Integer, nullable=True, doc="most images asked for per UTC day; NULL: no limit"),
 )
 
 account_members = Table(
