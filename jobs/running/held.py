@@ -140,7 +140,16 @@ class HeldRuns:
             await asyncio.gather(generation, holder, left, return_exceptions=True)
         if generation.cancelled():
             return await self._stopped(job, holder)
+        if progress and generation.exception() is None:  # the last step came with the result: the holder stopped
+            await self._last_step(job, progress)
         return await self._settle(job, generation, deadline_words, on_result)
+
+    async def _last_step(self, job: Job, progress: list[tuple[int, int, str]]) -> None:
+        """Record the step the holder had no time for, so that the job's events end on its last step."""
+        try:
+            await self._renew(job, progress)
+        except Exception:
+            logger.warning("job %s: its last step was not recorded; its result is", job.id, exc_info=True)
 
     async def _stopped(self, job: Job, holder: asyncio.Future[Lease]) -> Ending:
         """The run was stopped before the worker finished: canceled (asked, or the client left), or lost."""
