@@ -70,6 +70,13 @@ def test_a_subject_typed_after_a_preset_goes_into_its_prompt() -> None:
     assert "a young chef" in carried.values["prompt"]  # the subject follows to the next preset
 
 
+def test_a_preset_chosen_twice_over_a_typed_prompt_still_says_it_kept_it() -> None:
+    first = choose_preset(CONFIG, "Social avatar", "", form(prompt=TYPED), None)
+    again = choose_preset(CONFIG, "Social avatar", "", form(prompt=TYPED), first.memo)  # a second event, same inputs
+    assert again.values["prompt"] == first.values["prompt"] and TYPED in again.values["prompt"]
+    assert "yours kept in it" in again.note, again.note
+
+
 def test_a_subject_typed_letter_by_letter_replaces_itself_not_a_word_that_contains_it() -> None:
     choice = choose_preset(CONFIG, "ID photo", "", form(), None)
     prompt, memo = choice.values["prompt"], choice.memo

@@ -92,7 +92,7 @@ def choose_preset(config: StudioConfig, name: str | None, subject: str, form: di
     changed = {key: value for key, value in new.items() if not _same(form.get(key), value)}
     undo = {key: form.get(key) for key in changed}
     said = [f"Preset **{preset.name}** set"]
-    if merged:
+    if merged or (typed and own == prompt):  # the typed prompt is the subject (now, or carried by the memo)
         said.append("the prompt, with yours kept in it as the subject")
     elif typed and "prompt" in changed:
         said.append("the prompt (yours replaced: Undo brings it back)")
