@@ -25,9 +25,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy import Engine, func, select
 
-from bench.harness.processes import Processes, free_port
-from bench.harness.waiting import wait_http
+from bench.harness.processes import Processes
 from bench.report import load_averages, machine_summary, markdown_table, write_results
+from bench.sync_jobs import start
 from jobs.contract import STARTING
 from jobs.store import create_account, create_key, make_engine, set_weight, upgrade
 from jobs.store.records import utc_now
@@ -40,12 +40,6 @@ SLICES = 4
 """The measured time is also cut in this many slices, to show the shares hold throughout, not only on average."""
 
 
-def start(processes: Processes, args: list[str], name: str) -> str:
-    port = free_port()
-    proc = processes.start([*args, "--port", str(port)], log_name=name)
-    url = f"http://127.0.0.1:{port}"
-    wait_http(url + ("/readyz" if "webui.worker" in args else "/healthz"), proc=proc, timeout=120)
-    return url
 
 
 def flood(engine: Engine, services: list[str], owner: str, key: str, backlog: int, stop: threading.Event,

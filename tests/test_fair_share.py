@@ -10,14 +10,14 @@ Run under the cluster lock (the PostgreSQL half starts a server):
 from __future__ import annotations
 
 import multiprocessing
-import threading
 from collections import Counter
 from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from jobs.store import claim_next, create_account, fail, make_engine, set_weight, submit
+from jobs.store import claim_next, create_account, fail, set_weight, submit
 from jobs.store.records import utc_now
+from tests.test_jobs_claims import claim_many
 
 TOLERANCE = 10.0
 """Percentage points a measured share may be off its target."""
@@ -95,16 +95,6 @@ def test_a_newcomer_s_job_goes_before_the_flood_s_next(job_store: Engine) -> Non
 def test_one_owner_alone_is_served_first_in_first_out(job_store: Engine) -> None:
     made = [submit(job_store, {"n": n}, owner="alice")[0].id for n in range(5)]
     assert [claim_next(job_store, "d1").id for _ in made] == made
-
-
-def claim_many(url: str, dispatcher: str, claims: int, start: threading.Barrier) -> list[str | None]:
-    """``claims`` claims in a row by ``dispatcher`` in a process of its own (its own engine and connections)."""
-    engine = make_engine(url)
-    try:
-        start.wait()
-        return [getattr(claim_next(engine, dispatcher), "id", None) for _ in range(claims)]
-    finally:
-        engine.dispose()
 
 
 def test_two_dispatchers_in_fair_order_never_take_one_job_twice(store_url: str, job_store: Engine) -> None:
