@@ -19,8 +19,9 @@ from webui.settings import WorkerSettings
 from webui.worker.app import create_app
 from webui.worker.errors import ModelLoadError
 from webui.worker.faults import FaultPlan
+from webui.worker.pipelines import standin
 from webui.worker.pipelines.loader import load_pipeline
-from webui.worker.pipelines.standin import STANDIN_MODEL, StandinPipeline, standin_seconds
+from webui.worker.pipelines.standin import STANDIN_MODEL, STOPPED_S, StandinPipeline, standin_seconds
 from webui.worker.pipelines.warmup import self_check
 
 SECONDS = 0.2
@@ -90,6 +91,25 @@ def test_images_are_deterministic_by_seed_and_on_step_can_stop_a_job():
 
     with pytest.raises(RuntimeError, match="client left"):
         pipeline.generate(params, on_step=stop)
+
+
+def test_a_stopped_process_makes_no_progress(monkeypatch: pytest.MonkeyPatch):
+    """A step's sleep that wakes up late by more than STOPPED_S (as after SIGSTOP ... SIGCONT) moves the job's
+    start: the steps after it keep their spacing instead of all arriving at once."""
+    pipeline = StandinPipeline(0.4, max_side=2048)
+    params = pipeline.effective_params(GenerationRequest(prompt="x", steps=4, width=64, height=64), seed=1)
+    stop_s = STOPPED_S + 0.5
+    sleep, stopped = time.sleep, []
+
+    def sleep_once_stopped(seconds: float) -> None:
+        sleep(seconds + (0 if stopped else stop_s))
+        stopped.append(True)
+
+    monkeypatch.setattr(standin.time, "sleep", sleep_once_stopped)
+    reported: list[float] = []
+    pipeline.generate(params, on_step=lambda step, total: reported.append(time.perf_counter()))
+    assert len(reported) == 4
+    assert reported[-1] - reported[0] >= 0.3  # steps 2-4 still 0.1 s apart after the stop, not at once
 
 
 MODEL_LIBRARIES = ("torch", "diffusers", "transformers")

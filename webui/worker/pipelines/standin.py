@@ -35,6 +35,8 @@ STANDIN_MODEL = "standin (fixed latency, benchmark only)"
 """The model name the stand-in reports everywhere."""
 MAX_STANDIN_SECONDS = 3600.0
 STANDIN_DEFAULTS = ModelDefaults(steps=8, guidance=0.0, width=512, height=512)
+STOPPED_S = 1.0
+"""A sleep's wake-up this much late means the process was stopped, not that the machine is busy."""
 GRAIN = 8
 """Amplitude of the per-pixel grain (0-255 scale): PNG then compresses about as badly as a photo."""
 
@@ -109,7 +111,9 @@ class StandinPipeline(PipelineBase):
         """Draw the images, then sleep until each step's share of ``seconds`` is over, reporting it.
 
         The sleeps are measured from the start of the job, so the job takes ``seconds`` in all
-        (or the drawing time, if longer). An exception raised by ``on_step`` stops the job.
+        (or the drawing time, if longer). A wake-up over ``STOPPED_S`` late (the process was stopped, e.g.
+        SIGSTOP) moves the start by that much: like a real generation, the job makes no progress while
+        its process is stopped. An exception raised by ``on_step`` stops the job.
         ``init_image`` is checked, then ignored: a retouch gets the same kind of image, with its fewer steps.
         """
         self.check_inputs(params, init_image)
@@ -117,9 +121,13 @@ class StandinPipeline(PipelineBase):
         images = self.draw(params)
         total = max(1, job_steps(params))
         for step in range(1, total + 1):
-            delay = started + self.seconds * step / total - time.perf_counter()
+            due = started + self.seconds * step / total
+            delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+                late = time.perf_counter() - due
+                if late > STOPPED_S:
+                    started += late
             if on_step is not None:
                 on_step(step, total)
         return images
