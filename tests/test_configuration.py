@@ -70,3 +70,17 @@ def test_fallbacks_drop_fp8_first_then_compile() -> None:
     assert [configuration.label for configuration in chain] == ["bfloat16+compile/sdpa", "bfloat16/sdpa"]
     assert chain[0].fp8.reason == "refused by the quality gate"
     assert choose_configuration(DEVICES["CPU"], Flags()).fallbacks("x") == []
+
+
+def test_the_worker_s_device_plan_carries_the_choices_and_their_reasons() -> None:
+    from webui.settings import WorkerSettings
+    from webui.worker.pipelines.device import Machine, plan_device
+
+    hopper = Machine(cuda=True, gpu_name="NVIDIA H100", gpu_memory_bytes=80 * GIB, bf16=True, capability=(9, 0),
+                     torchao=True, torch_version=TORCH)
+    plan = plan_device(WorkerSettings(fp8="auto"), hopper)
+    assert (plan.fp8, plan.compile, str(plan.dtype)) == (True, True, "torch.bfloat16")
+    shown = plan.as_dict()["configuration"]
+    assert shown["fp8"] == {"value": True, "reason": plan.configuration.fp8.reason}
+    assert "compute capability 9.0" in shown["fp8"]["reason"]
+    assert not plan_device(WorkerSettings(), hopper).fp8  # off unless asked: not yet measured on a GPU
