@@ -9,8 +9,9 @@
 #      against eager bf16 (p50/p95, first call, PSNR / mean pixel difference, the quality gate), then
 #      restart-to-ready: two fresh processes on one compile cache.
 #   2. python -m bench.gpu, eager bf16 only: the warm standby's takeover with real-size weights (pageable
-#      vs pinned) and the memory ceilings up to batch 64 and side 8192, in what time is left.
-# Everything lands in $OUT (at most 8 files come back): gpu-session.md/.json, gpu.md, the two logs, gpu.txt.
+#      vs pinned), then the memory ceilings up to batch 64 and side 8192 in the 90 s left.
+# Everything lands in $OUT (7 files; at most 8 come back): gpu.txt, gpu-session.md/.json, session.log,
+# takeover/gpu.md, ceilings/gpu.md, bench-gpu.log. The parts stop at their own time limits (about 540 s).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,14 +28,19 @@ OUT=${OUT:-bench/results/gpu-session}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 if compgen -G ".whl/*.whl" >/dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
-        && export PYTHONPATH=/tmp/site
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/gpu-session-site .whl/*.whl \
+        && export PYTHONPATH=/tmp/gpu-session-site
 fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; python3 -c "import torch; print(torch.__version__)"; } \
     > "$OUT/gpu.txt" 2>&1
-timeout 330 python3 -m bench.gpu_session --out "$OUT" > "$OUT/session.log" 2>&1
-echo "bench.gpu_session exit $?"
-timeout 150 python3 -m bench.gpu --dtypes bfloat16 --attention sdpa --compile off --runs 3 --warmup 1 \
-    --sizes 1024x1024 --oom-max-batch 64 --oom-max-side 8192 --results-dir "$OUT" > "$OUT/gpu-bench.log" 2>&1
-echo "bench.gpu exit $? (124: stopped at its time limit; gpu.md keeps what it measured)"
-cat "$OUT/gpu-session.md" "$OUT/gpu.md" 2>/dev/null
+timeout 360 python3 -m bench.gpu_session --out "$OUT" > "$OUT/session.log" 2>&1
+echo "bench.gpu_session exit $? (124: stopped at its time limit; gpu-session.md keeps what it measured)"
+mkdir -p "$OUT/takeover" "$OUT/ceilings"
+timeout 75 python3 -m bench.gpu --dtypes bfloat16 --attention sdpa --compile off --runs 2 --warmup 1 \
+    --sizes 1024x1024 --no-oom --results-dir "$OUT/takeover" > "$OUT/bench-gpu.log" 2>&1
+echo "bench.gpu takeover exit $?"
+timeout 90 python3 -m bench.gpu --dtypes bfloat16 --attention sdpa --compile off --runs 1 --warmup 0 \
+    --sizes 1024x1024 --no-promotion --oom-max-batch 64 --oom-max-side 8192 --results-dir "$OUT/ceilings" \
+    >> "$OUT/bench-gpu.log" 2>&1
+echo "bench.gpu ceilings exit $? (124: stopped at its time limit; gpu.md keeps the searches it finished)"
+cat "$OUT/gpu-session.md" "$OUT/takeover/gpu.md" "$OUT/ceilings/gpu.md" 2>/dev/null

@@ -9,10 +9,13 @@ from dataclasses import asdict
 import pytest
 import torch
 
+from bench.gpu.rows import Size
 from bench.gpu_session import cli
-from bench.gpu_session.configs import REFERENCE, candidates, measurement_order
+from bench.gpu_session.cli import CpuProbe
+from bench.gpu_session.configs import REFERENCE, candidates, measure_all, measurement_order
 from bench.gpu_session.restart import Start, StartSpec, child_main
-from webui.worker.pipelines.configuration import DeviceFacts
+from webui.worker.pipelines.configuration import DeviceFacts, Flags, choose_configuration
+from webui.worker.pipelines.quality import QualityGate
 
 
 def test_tiny_session_writes_every_table(tmp_path, capsys) -> None:
@@ -46,6 +49,24 @@ def test_an_h100_measures_fp8_and_compile_after_the_eager_reference() -> None:
     order = [configuration.label for configuration in measurement_order(candidates(h100, fp8=True))]
     assert order == [REFERENCE.label, "bfloat16+compile/sdpa", "bfloat16+compile+fp8/sdpa"]
     assert [c.label for c in candidates(h100, fp8=False)] == ["bfloat16+compile/sdpa"]
+
+
+def test_a_configuration_that_fails_is_reported_and_the_others_are_measured() -> None:
+    from assets.twin_model import TINY, build_twin
+    from webui.worker.pipelines.device import Machine
+
+    def build(configuration):
+        if configuration.dtype.value == "float32":
+            raise RuntimeError("no kernel for this\nsecond line")
+        return build_twin("cpu", torch.bfloat16, TINY)
+
+    skipped: list[tuple[str, str]] = []
+    float32 = choose_configuration(DeviceFacts(cuda=False), Flags())
+    measured, selection = measure_all([float32], build, Machine(cuda=False), "cpu", Size(32, 32), 1, 1, 0,
+                                      CpuProbe(), QualityGate(), skipped)
+    assert [item.configuration.label for item in measured] == [REFERENCE.label]
+    assert skipped == [("float32/sdpa", "RuntimeError: no kernel for this")]
+    assert selection.chosen is REFERENCE
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="tests the refusal on a machine without CUDA")

@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=Path("."), help="Where gpu-session.md and .json are written.")
     parser.add_argument("--size", type=Size.parse, default=None, help="WxH (default 1024x1024; --tiny 64x64).")
     parser.add_argument("--steps", type=int, default=None, help="Denoising steps (default 8; --tiny 2).")
-    parser.add_argument("--runs", type=int, default=None, help="Timed runs per configuration (default 8; --tiny 3).")
+    parser.add_argument("--runs", type=int, default=None, help="Timed runs per configuration (default 6; --tiny 3).")
     parser.add_argument("--warmup", type=int, default=None, help="Untimed runs first (default 2; --tiny 1).")
     parser.add_argument("--fp8", action=argparse.BooleanOptionalAction, default=True,
                         help="Ask the chooser with --fp8 auto (FP8 where the GPU and torchao allow).")
@@ -37,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    defaults = TINY if args.tiny else {"size": "1024x1024", "steps": 8, "runs": 8, "warmup": 2}
+    defaults = TINY if args.tiny else {"size": "1024x1024", "steps": 8, "runs": 6, "warmup": 2}
     for name, value in defaults.items():
         if getattr(args, name) is None:
             setattr(args, name, Size.parse(value) if name == "size" else value)
@@ -59,15 +59,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_NO_CUDA
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     args.out.mkdir(parents=True, exist_ok=True)
-    report = run(args)
-    (args.out / "gpu-session.md").write_text(report.markdown())
-    (args.out / "gpu-session.json").write_text(json.dumps(summary(report), indent=1))
+    report = run(args, save=lambda report: save(report, args.out))
     print(report.markdown())
     return 0
 
 
-def run(args: argparse.Namespace):
-    """Configurations, then restarts; the report of both."""
+def save(report, out: Path) -> None:
+    """Write what is measured so far (after each part: a run stopped at its time limit keeps it)."""
+    (out / "gpu-session.md").write_text(report.markdown())
+    (out / "gpu-session.json").write_text(json.dumps(summary(report), indent=1))
+
+
+def run(args: argparse.Namespace, save=lambda report: None):
+    """Configurations, then restarts; the report of both (``save``d after each)."""
     import diffusers
     import torch
 
@@ -99,13 +103,19 @@ def run(args: argparse.Namespace):
 
     report.measured, report.selection = measure_all(
         candidates(facts, args.fp8), build, machine, device, args.size, args.steps, args.runs, args.warmup, probe,
-        report.gate)
+        report.gate, report.skipped)
+    save(report)
     if args.restarts:
         with tempfile.TemporaryDirectory(prefix="compile-cache-") as cache_dir:
             spec = StartSpec(cache_dir, args.tiny, args.size.width, args.size.height, args.steps,
                              settings_for(report.selection.chosen, device).model_dump(
                                  include={"device", "dtype", "attention", "compile", "fp8", "cpu_offload"}))
-            report.starts = measure_restarts(spec, args.restarts)
+            try:
+                report.starts = measure_restarts(spec, args.restarts)
+            except Exception as exc:  # noqa: BLE001 - reported; the configurations' figures are kept
+                logging.getLogger(__name__).exception("restart measurement failed")
+                report.skipped.append(("restart-to-ready", f"{type(exc).__name__}: {exc}"[-300:]))
+        save(report)
     return report
 
 
@@ -120,7 +130,7 @@ def summary(report) -> dict:
                             "passed": None if item.verdict is None else item.verdict.passed}
                            for item in report.measured],
         "kept": report.selection.chosen.label if report.selection else None,
-        "starts": [asdict(start) for start in report.starts],
+        "starts": [asdict(start) for start in report.starts], "skipped": report.skipped,
     }
 
 

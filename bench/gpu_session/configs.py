@@ -63,8 +63,13 @@ def settings_for(configuration: Configuration, device: str):
 
 
 def measure_all(configurations: list[Configuration], build: Build, machine, device: str, size: Size, steps: int,
-                runs: int, warmup: int, probe, gate: QualityGate) -> tuple[list[Measured], Selection]:
-    """Measure the reference and every configuration; the gate's selection among them, fastest first."""
+                runs: int, warmup: int, probe, gate: QualityGate,
+                skipped: list[tuple[str, str]]) -> tuple[list[Measured], Selection]:
+    """Measure the reference and every configuration; the gate's selection among them, fastest first.
+
+    A configuration that fails (an import, a kernel, out of memory) goes into ``skipped`` with its error;
+    the reference failing is fatal (nothing to compare with).
+    """
     from webui.worker.pipelines.device import plan_device
     from webui.worker.pipelines.diffusers import PortraitPipeline
 
@@ -72,15 +77,23 @@ def measure_all(configurations: list[Configuration], build: Build, machine, devi
     pipe, built_for = None, None
     for configuration in measurement_order(configurations):
         group = (configuration.dtype.value, configuration.attention.value)
-        if pipe is None or group != built_for or _quantized(measured):
-            pipe = None
-            probe.release()
-            pipe, built_for = build(configuration), group
-        _reset_compiler()
-        plan = plan_device(settings_for(configuration, device), machine)
-        portrait = PortraitPipeline.from_pipeline(pipe, plan, model_name=f"twin {configuration.label}")
-        timing = time_paths({SERVING: serving_job(portrait, size, steps)}, runs, warmup, probe)[SERVING]
-        images = [serving_job(portrait, size, steps)(seed)[0] for seed in QUALITY_SEEDS]
+        try:
+            if pipe is None or group != built_for or _quantized(measured):
+                pipe = None
+                probe.release()
+                pipe, built_for = build(configuration), group
+            _reset_compiler()
+            plan = plan_device(settings_for(configuration, device), machine)
+            portrait = PortraitPipeline.from_pipeline(pipe, plan, model_name=f"twin {configuration.label}")
+            timing = time_paths({SERVING: serving_job(portrait, size, steps)}, runs, warmup, probe)[SERVING]
+            images = [serving_job(portrait, size, steps)(seed)[0] for seed in QUALITY_SEEDS]
+        except Exception as exc:  # noqa: BLE001 - one GPU call: a configuration that fails is reported, not fatal
+            if configuration is REFERENCE or not measured:
+                raise
+            logger.exception("%s failed", configuration.label)
+            skipped.append((configuration.label, f"{type(exc).__name__}: {exc}".splitlines()[0][:300]))
+            pipe = portrait = None  # whatever it left half-applied is rebuilt for the next one
+            continue
         measured.append(Measured(configuration, timing.stats, timing.first_call_s, images))
         logger.info("%s: p50 %.0f ms", configuration.label, timing.stats.median_ms)
     reference = measured[0].images

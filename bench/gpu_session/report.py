@@ -27,6 +27,8 @@ class SessionReport:
     measured: list[Measured] = field(default_factory=list)
     selection: Selection | None = None
     starts: list[Start] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    """What could not be measured: (what, why)."""
     reproduce: str = ""
 
     def markdown(self) -> str:
@@ -41,6 +43,8 @@ class SessionReport:
             parts += [self.latency_section()]
         if self.starts:
             parts += [self.restart_section()]
+        if self.skipped:
+            parts += ["## Not measured\n", markdown_table(["what", "why"], self.skipped) + "\n"]
         parts.append(f"Reproduce: `{self.reproduce}`\n")
         return "\n".join(parts)
 
