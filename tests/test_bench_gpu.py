@@ -323,7 +323,8 @@ def test_the_gpu_benchmark_needs_no_web_stack() -> None:
     """``bench.gpu`` runs on a bare CUDA box with torch and diffusers: its imports (the warm-up included)
     pull in neither the worker's HTTP stack nor Gradio (a takeover run once died on ``import fastapi``)."""
     code = ("import sys, bench.gpu.cli, bench.gpu.runs, assets.twin_model, webui.worker.pipelines.diffusers, "
-            "webui.worker.pipelines.warmup; "
+            "webui.worker.pipelines.warmup, bench.gpu_session.cli, bench.gpu_session.configs, "
+            "bench.gpu_session.restart, bench.gpu_session.report, webui.worker.compile_cache; "
             "print(sorted(m for m in ('fastapi', 'starlette', 'uvicorn', 'gradio') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr

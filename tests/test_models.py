@@ -303,7 +303,7 @@ def fake_gpu(monkeypatch: pytest.MonkeyPatch):
 
     def install(memory_gib: float = 24, bf16: bool = True, xformers: bool = False) -> Machine:
         monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-        properties = SimpleNamespace(name="Fake GPU", total_memory=int(memory_gib * GIB))
+        properties = SimpleNamespace(name="Fake GPU", total_memory=int(memory_gib * GIB), major=8, minor=6)
         monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index=0: properties)
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: bf16)
         monkeypatch.setattr(device, "xformers_available", lambda: xformers)

@@ -193,6 +193,15 @@ def test_readyz_is_503_until_warm_then_200_with_pipeline(worker):
     assert httpx.get(f"{worker.url}/healthz", timeout=10).json()["alive"] is True
 
 
+def test_info_shows_how_the_model_runs_and_why(worker):
+    """dtype, compile, FP8 and attention, each with a one-line reason (webui.worker.pipelines.configuration)."""
+    configuration = httpx.get(f"{worker.url}/info", timeout=10).json()["configuration"]
+    assert {name: choice["value"] for name, choice in configuration.items()} == {
+        "dtype": "float32", "compile": False, "fp8": False, "attention": "sdpa"}
+    assert configuration["dtype"]["reason"].startswith("CPU")
+    assert all(choice["reason"] and "\n" not in choice["reason"] for choice in configuration.values())
+
+
 @pytest.mark.parametrize("width,height", [(128, 128), (192, 128)])
 def test_generate_returns_pngs_of_the_requested_size(worker, width, height):
     response = generate(worker, width=width, height=height, steps=2, num_images=2, seed=11)

@@ -87,6 +87,9 @@ class WorkerInfo(BaseModel):
     lora: str | None = None
     defaults: dict[str, float | int] = Field(description="steps, guidance, width, height of a job that omits them.")
     limits: Limits
+    configuration: dict[str, dict[str, str | bool]] = Field(
+        default_factory=dict, description="How the model runs (dtype, compile, fp8, attention): each choice's "
+        "value and the reason it was made; empty for the stand-in.")
 
     @property
     def size_multiple(self) -> int:

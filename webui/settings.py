@@ -137,6 +137,11 @@ class WorkerSettings(ServerTLSSettings):
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile the denoiser; 'auto': on CUDA without CPU offload, never on CPU."
     )
+    fp8: Literal["auto", "on", "off"] = Field(
+        "off", description="torchao float8 weights and activations in the denoiser; 'auto': where the GPU has FP8 "
+        "tensor cores (compute capability 8.9+), torchao imports, the weights are bfloat16 and compile is on. "
+        "Off by default until a GPU run shows it keeps image quality (bench/gpu_session.py).",
+    )
     vae_tiling: Literal["auto", "on", "off"] = Field("auto", description="'auto': tile the VAE above 1024x1024.")
     cpu_offload: Literal["auto", "on", "off"] = Field(
         "auto", description="'auto': model CPU offload on GPUs with less than 12 GiB."

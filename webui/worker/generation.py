@@ -134,7 +134,8 @@ class GenerationService:
             raise NotReady(f"The worker has no model yet: {self.reason}.", retry_after=NOT_READY_RETRY_AFTER)
         description = self.pipeline.describe()
         return WorkerInfo(node=self.node, model=description["model"], lora=description.get("lora"),
-                          defaults=description["defaults"], limits=self.limits())
+                          defaults=description["defaults"], limits=self.limits(),
+                          configuration=description.get("configuration") or {})
 
     def describe(self) -> dict[str, Any] | None:
         """The pipeline's own description, or None before it is loaded."""

@@ -1,10 +1,12 @@
-"""Where and how the pipeline runs: device, dtype, attention, compile, VAE tiling, CPU offload.
+"""Where and how the pipeline runs: device, dtype, attention, compile, FP8, VAE tiling, CPU offload.
 
 ``probe_machine()`` asks torch what this machine has; ``plan_device()`` is a pure function
 that turns the worker's settings and that answer into a ``DevicePlan``; ``apply_plan()``
-applies the plan to a loaded diffusers pipeline. GPU-only choices (half precision,
-xformers, model CPU offload) are picked automatically when CUDA is present and stay off on
-CPU; ``torch.compile`` of the denoiser on CUDA (unless offloading), never on CPU.
+applies the plan to a loaded diffusers pipeline. Device and offload are decided here; dtype,
+compile, FP8 and attention by ``configuration.choose_configuration``, each with its reason
+(logged, and shown in ``/info`` and ``/readyz``). GPU-only choices (half precision, xformers,
+FP8, model CPU offload) are picked automatically when CUDA is present and stay off on CPU;
+``torch.compile`` of the denoiser on CUDA (unless offloading), never on CPU.
 
 A worker given a GPU (``CUDA_VISIBLE_DEVICES``, set by the sidecar) that CUDA cannot see runs
 on CPU with ``device: auto``, and its plan says so (``gpu_requested``, ``fallback_reason``, shown
@@ -23,6 +25,7 @@ import torch
 
 from webui.settings import WorkerSettings
 from webui.worker.errors import ModelLoadError
+from webui.worker.pipelines.configuration import Configuration, DeviceError, DeviceFacts, Flags, choose_configuration
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +38,7 @@ TILE_ABOVE_PIXELS = 1024 * 1024
 _DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 
 
-class DeviceError(ValueError):
-    """The settings ask for something this machine cannot do (e.g. ``--device cuda`` without CUDA)."""
+__all__ = ["DeviceError", "DevicePlan", "Machine", "apply_plan", "device_plan", "plan_device", "probe_machine"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,16 @@ class Machine:
     """``CUDA_VISIBLE_DEVICES`` as this process got it (None: unset)."""
     torch_cuda: str | None = None
     """The CUDA version torch was built with (None: a CPU-only build)."""
+    capability: tuple[int, int] | None = None
+    """The GPU's CUDA compute capability (9, 0 for Hopper)."""
+    torchao: bool = False
+    torch_version: str = torch.__version__
+
+    def facts(self, cuda: bool) -> DeviceFacts:
+        """What the configuration chooser needs; ``cuda``: whether the plan runs on the GPU."""
+        return DeviceFacts(cuda=cuda, gpu_name=self.gpu_name, capability=self.capability,
+                           memory_bytes=self.gpu_memory_bytes, bf16=self.bf16, torch_version=self.torch_version,
+                           torchao=self.torchao, xformers=self.xformers)
 
     @property
     def gpu_requested(self) -> str | None:
@@ -75,10 +87,15 @@ def xformers_available() -> bool:
     return importlib.util.find_spec("xformers") is not None
 
 
+def torchao_available() -> bool:
+    """True when the ``torchao`` package (FP8 quantization, an optional GPU extra) can be imported."""
+    return importlib.util.find_spec("torchao") is not None
+
+
 def probe_machine() -> Machine:
     """Ask torch for the CUDA device (index 0: the first of ``CUDA_VISIBLE_DEVICES``), its memory and bf16."""
     found = {"visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "torch_cuda": torch.version.cuda,
-             "xformers": xformers_available()}
+             "xformers": xformers_available(), "torchao": torchao_available()}
     if not torch.cuda.is_available():
         return Machine(cuda=False, **found)
     props = torch.cuda.get_device_properties(0)
@@ -87,6 +104,7 @@ def probe_machine() -> Machine:
         gpu_name=props.name,
         gpu_memory_bytes=props.total_memory,
         bf16=torch.cuda.is_bf16_supported(),
+        capability=(props.major, props.minor),
         **found,
     )
 
@@ -108,6 +126,10 @@ class DevicePlan:
     """The GPU this worker was given (``CUDA_VISIBLE_DEVICES``), whether or not it runs there."""
     fallback_reason: str | None = None
     """Why it runs on CPU although it was given a GPU (None when it was not, or it runs there)."""
+    fp8: bool = False
+    """torchao float8 weights and activations in the denoiser's linear layers."""
+    configuration: Configuration | None = None
+    """dtype, compile, FP8 and attention as chosen, each with its reason."""
 
     def tile_vae(self, width: int, height: int) -> bool:
         """Whether to decode an image of this size with a tiled VAE."""
@@ -135,22 +157,6 @@ def plan_device(settings: WorkerSettings, machine: Machine) -> DevicePlan:
         fallback_reason = f"{machine.why_no_cuda()}: running on CPU"
         logger.warning("device: %s", fallback_reason)
 
-    if settings.dtype != "auto":
-        dtype = _DTYPES[settings.dtype]
-        if dtype is torch.bfloat16 and cuda and not machine.bf16:
-            raise DeviceError(f"dtype: bfloat16 is not supported by {machine.gpu_name or 'this GPU'}")
-    elif cuda:
-        dtype = torch.bfloat16 if machine.bf16 else torch.float16
-    else:
-        dtype = torch.float32
-
-    if settings.attention == "xformers" and not (cuda and machine.xformers):
-        raise DeviceError("attention: 'xformers' needs CUDA and the xformers package; use 'sdpa' or 'auto'")
-    if settings.attention == "auto":
-        attention = "xformers" if cuda and machine.xformers else "sdpa"
-    else:
-        attention = settings.attention
-
     if settings.cpu_offload == "auto":
         cpu_offload = cuda and machine.gpu_memory_bytes < OFFLOAD_BELOW_BYTES
     elif settings.cpu_offload == "on" and not cuda:
@@ -158,17 +164,17 @@ def plan_device(settings: WorkerSettings, machine: Machine) -> DevicePlan:
     else:
         cpu_offload = settings.cpu_offload == "on"
 
-    # torch.compile pays off only on CUDA, where its one-off warm-up (minutes) buys faster
-    # steps; offloading moves modules between devices on every call and defeats it.
-    compile_denoiser = cuda and settings.compile != "off" and not (settings.compile == "auto" and cpu_offload)
+    flags = Flags(dtype=settings.dtype, attention=settings.attention, compile=settings.compile, fp8=settings.fp8,
+                  cpu_offload=cpu_offload)
+    configuration = choose_configuration(machine.facts(cuda), flags)
     if settings.compile == "on" and not cuda:
-        logger.warning("compile: ignored on CPU (torch.compile of the denoiser is CUDA only)")
+        logger.warning("compile: %s", configuration.compile.reason)
 
     return DevicePlan(
         device="cuda" if cuda else "cpu",
-        dtype=dtype,
-        attention=attention,
-        compile=compile_denoiser,
+        dtype=_DTYPES[str(configuration.dtype.value)],
+        attention=str(configuration.attention.value),
+        compile=bool(configuration.compile.value),
         vae_tiling=settings.vae_tiling,
         cpu_offload=cpu_offload,
         threads=settings.threads or torch.get_num_threads(),
@@ -176,6 +182,8 @@ def plan_device(settings: WorkerSettings, machine: Machine) -> DevicePlan:
         gpu_memory_gib=round(machine.gpu_memory_bytes / GIB, 1) if cuda else 0.0,
         gpu_requested=machine.gpu_requested,
         fallback_reason=fallback_reason,
+        fp8=bool(configuration.fp8.value),
+        configuration=configuration,
     )
 
 
@@ -223,9 +231,20 @@ def apply_plan(pipe, plan: DevicePlan) -> None:
         pipe.enable_model_cpu_offload(device=plan.device)
     else:
         pipe.to(plan.device)
+    if plan.fp8:
+        quantize_fp8(denoiser)
     if plan.compile:
         denoiser.compile()
-    logger.info("device plan: %s", plan.as_dict())
+    for name, choice in (plan.configuration.as_dict() if plan.configuration else {}).items():
+        logger.info("configuration: %s %s (%s)", name, choice["value"], choice["reason"])
+    logger.info("device plan: %s", {key: value for key, value in plan.as_dict().items() if key != "configuration"})
+
+
+def quantize_fp8(denoiser: torch.nn.Module) -> None:
+    """torchao float8 weights and dynamic float8 activations (per row) for the denoiser's linear layers."""
+    from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
+
+    quantize_(denoiser, Float8DynamicActivationFloat8WeightConfig(granularity=PerRow()))
 
 
 def device_plan(settings: WorkerSettings) -> DevicePlan:
