@@ -7,3 +7,7 @@ config, layout, handlers, photos), ``worker_client`` (jobs to the worker queue, 
 cancelled), ``upload_progress`` (Gradio's upload tracker, bounded), ``cache_janitor`` (Gradio's
 cache kept bounded), ``photo_input``.
 """
+
+from webui.web import gradio_stubs
+
+gradio_stubs.install()  # before anything in this package imports Gradio: see gradio_stubs
