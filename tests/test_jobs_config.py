@@ -119,10 +119,17 @@ def test_haproxy_routes_the_jobs_api_to_the_service_or_answers_404_when_off(tmp_
     assert "status 404" in next(line for line in text.splitlines() if line.endswith("if is_jobs !wants_html"))
 
 
-def test_rest_goes_through_the_jobs_service_only_when_asked_and_then_waits_for_workers(tmp_path: Path) -> None:
-    plain = render_config(spec_of(tmp_path))
+def test_rest_goes_through_the_jobs_service_when_asked_or_no_worker_is_up(tmp_path: Path) -> None:
+    plain_spec = spec_of(tmp_path)
+    plain = render_config(plain_spec)
+    validate_config(write_config(plain, plain_spec.config_path))
     assert "    use_backend workers if is_rest\n" in plain
-    assert "is_rest { nbsrv(workers) eq 0 }" in plain  # no worker up: REST is told at once
+    # No worker up: the jobs service holds the job until one is ready; only with neither up is REST told at once.
+    assert "    use_backend jobs if is_rest { nbsrv(workers) eq 0 }\n" in plain
+    assert plain.index("use_backend jobs if is_rest") < plain.index("use_backend workers if is_rest")
+    assert "is_rest { nbsrv(workers) eq 0 } { nbsrv(jobs) eq 0 }" in plain
+    off = render_config(spec_of(tmp_path, enabled=False))
+    assert "use_backend jobs" not in off and "is_rest { nbsrv(workers) eq 0 } !wants_html" in off
     spec = spec_of(tmp_path, rest=True)
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))

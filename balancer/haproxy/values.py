@@ -197,11 +197,11 @@ JOBS_WAIT_MARGIN_S = 15.0
 
 
 def jobs_answer_time(spec: ClusterSpec) -> float:
-    """Seconds the jobs service may be silent: a whole ``Prefer: wait``, or (``jobs.rest``) a REST job's wait for a
-    worker plus its generation, and the service's own time to answer."""
+    """Seconds the jobs service may be silent: a whole ``Prefer: wait``, or a REST job's wait for a worker plus its
+    generation (every REST job with ``jobs.rest``, else those sent while no worker is up), and the service's own
+    time to answer."""
     limits = spec.limits
-    longest = limits.queue_timeout + limits.generation_timeout if spec.rest_via_jobs else MAX_WAIT_S
-    return longest + JOBS_WAIT_MARGIN_S
+    return max(MAX_WAIT_S, limits.queue_timeout + limits.generation_timeout) + JOBS_WAIT_MARGIN_S
 
 
 def jobs_values(spec: ClusterSpec, servers: ServerSet) -> Jobs:
