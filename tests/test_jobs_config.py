@@ -119,10 +119,17 @@ def test_haproxy_routes_the_jobs_api_to_the_service_or_answers_404_when_off(tmp_
     assert "status 404" in next(line for line in text.splitlines() if line.endswith("if is_jobs !wants_html"))
 
 
-def test_rest_goes_through_the_jobs_service_only_when_asked_and_then_waits_for_workers(tmp_path: Path) -> None:
-    plain = render_config(spec_of(tmp_path))
+def test_rest_goes_through_the_jobs_service_when_asked_or_no_worker_is_up(tmp_path: Path) -> None:
+    plain_spec = spec_of(tmp_path)
+    plain = render_config(plain_spec)
+    validate_config(write_config(plain, plain_spec.config_path))
     assert "    use_backend workers if is_rest\n" in plain
-    assert "is_rest { nbsrv(workers) eq 0 }" in plain  # no worker up: REST is told at once
+    # No worker up: the jobs service holds the job until one is ready; only with neither up is REST told at once.
+    assert "    use_backend jobs if is_rest { nbsrv(workers) eq 0 }\n" in plain
+    assert plain.index("use_backend jobs if is_rest") < plain.index("use_backend workers if is_rest")
+    assert "is_rest { nbsrv(workers) eq 0 } { nbsrv(jobs) eq 0 }" in plain
+    off = render_config(spec_of(tmp_path, enabled=False))
+    assert "use_backend jobs" not in off and "is_rest { nbsrv(workers) eq 0 } !wants_html" in off
     spec = spec_of(tmp_path, rest=True)
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))
@@ -130,8 +137,12 @@ def test_rest_goes_through_the_jobs_service_only_when_asked_and_then_waits_for_w
     # No worker up is not a reason to refuse: the jobs service holds the job until one is ready.
     assert "is_rest { nbsrv(workers) eq 0 }" not in text and "is_rest { nbsrv(jobs) eq 0 }" in text
     limits = spec.limits
-    jobs_backend = text[text.index("backend jobs"):]
-    assert f"timeout server {limits.queue_timeout + limits.generation_timeout + 15:g}s" in jobs_backend
+    for config in (plain, text):  # a REST job waits for a worker, then runs: silent that long; the jobs API less
+        jobs_backend = config[config.index("backend jobs"):]
+        assert "    timeout server 75s\n" in jobs_backend
+        rest_wait = limits.queue_timeout + limits.generation_timeout + 15
+        assert (f"    http-request set-timeout server {rest_wait:g}s if {{ var(txn.path) -m str /generate "
+                "/generate/stream }\n") in jobs_backend
     command = jobs_command(spec)
     assert flag(command, "--queue-wait") == f"{limits.queue_timeout:g}"
     assert flag(command, "--worker-timeout") == f"{limits.generation_timeout:g}"

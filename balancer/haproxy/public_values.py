@@ -89,6 +89,9 @@ class Public:
     jobs_routed: bool
     rest_backend: str
     """Where REST generations go: the workers' queue, or the jobs service (``jobs.rest``), which records each."""
+    rest_fallback: str
+    """Where REST generations go while no worker is up ("" for nowhere: answered 503 at once): the jobs service,
+    which holds each until the next worker is ready, when it runs but REST goes to the workers' queue."""
     security_headers: bool
     limits: ClientLimits
     bodies: Bodies
@@ -126,6 +129,7 @@ def public_values(spec: ClusterSpec, local_hosts: bool) -> Public:
         jobs=jobs_answer(spec),
         jobs_routed=spec.jobs.enabled,
         rest_backend=JOBS_BACKEND if spec.rest_via_jobs else WORKERS_BACKEND,
+        rest_fallback=JOBS_BACKEND if spec.jobs.enabled and not spec.rest_via_jobs else "",
         security_headers=spec.security_headers,
         limits=client_limits(spec),
         bodies=bodies(spec),
@@ -133,14 +137,17 @@ def public_values(spec: ClusterSpec, local_hosts: bool) -> Public:
 
 
 def rest_unavailable(spec: ClusterSpec) -> Answer:
-    """REST's answer when what serves it is down: no worker up, or (``jobs.rest``) no jobs service up; a job the
-    jobs service accepted waits for the next ready worker instead."""
+    """REST's answer when what serves it is down: no worker up (and no jobs service up to hold the job while the
+    cluster runs one), or (``jobs.rest``) no jobs service up; a job the jobs service accepted waits for the next
+    ready worker instead."""
     if spec.rest_via_jobs:
         return answer(503, "unavailable", "The jobs service is starting or restarting; retry shortly.",
                       f"is_rest {{ nbsrv({JOBS_BACKEND}) eq 0 }}", "Jobs service unavailable",
                       headers="hdr Retry-After 5")
+    no_fallback = f" {{ nbsrv({JOBS_BACKEND}) eq 0 }}" if spec.jobs.enabled else ""
     return answer(503, "unavailable", "No worker is up right now (starting or restarting); retry shortly.",
-                  f"is_rest {{ nbsrv({WORKERS_BACKEND}) eq 0 }}", "No worker is up", headers="hdr Retry-After 5")
+                  f"is_rest {{ nbsrv({WORKERS_BACKEND}) eq 0 }}{no_fallback}", "No worker is up",
+                  headers="hdr Retry-After 5")
 
 
 def jobs_answer(spec: ClusterSpec) -> Answer:

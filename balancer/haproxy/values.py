@@ -23,6 +23,7 @@ from webui.contract import (
     HEALTH_PATH,
     HEARTBEAT_PREFIX,
     INFO_PATH,
+    JOB_PATHS,
     NOT_A_PART,
     READY_PATH,
     RETRYABLE_STATUSES,
@@ -121,6 +122,10 @@ class Jobs:
     backup_lines: tuple[str, ...]
     timeout: str
     """How long the service may stay silent: a whole ``Prefer: wait``, and more than an event stream's ping."""
+    rest_timeout: str
+    """How long it may stay silent on a REST generation (``rest_answer_time``)."""
+    rest_paths: str
+    """The REST generation paths (as the public frontend's ``txn.path`` holds them), space-separated."""
     down_body: str
 
 
@@ -196,12 +201,11 @@ JOBS_WAIT_MARGIN_S = 15.0
 """Beyond the longest ``Prefer: wait``: the service's own time to answer once the wait is over."""
 
 
-def jobs_answer_time(spec: ClusterSpec) -> float:
-    """Seconds the jobs service may be silent: a whole ``Prefer: wait``, or (``jobs.rest``) a REST job's wait for a
-    worker plus its generation, and the service's own time to answer."""
+def rest_answer_time(spec: ClusterSpec) -> float:
+    """Seconds the jobs service may be silent on a REST generation (every one with ``jobs.rest``, else those sent
+    while no worker is up): its wait for a worker plus its generation, and the service's own time to answer."""
     limits = spec.limits
-    longest = limits.queue_timeout + limits.generation_timeout if spec.rest_via_jobs else MAX_WAIT_S
-    return longest + JOBS_WAIT_MARGIN_S
+    return limits.queue_timeout + limits.generation_timeout + JOBS_WAIT_MARGIN_S
 
 
 def jobs_values(spec: ClusterSpec, servers: ServerSet) -> Jobs:
@@ -209,7 +213,9 @@ def jobs_values(spec: ClusterSpec, servers: ServerSet) -> Jobs:
         server_line=servers.jobs_line(),
         backup_lines=tuple(f"    server {names.JOBS_BACKUP_PREFIX}{name} {peer} backup  # balancer {name}'s"
                            for name, peer in spec.jobs.backups.items()),
-        timeout=duration(jobs_answer_time(spec)),
+        timeout=duration(MAX_WAIT_S + JOBS_WAIT_MARGIN_S),
+        rest_timeout=duration(rest_answer_time(spec)),
+        rest_paths=" ".join(JOB_PATHS),
         down_body=json_body("unavailable", "The jobs service is starting or restarting; retry shortly."),
     )
 

@@ -131,7 +131,8 @@ class RestClient:
             size = struct.unpack(">II", header[16:24])
             if header[:8] != PNG_SIGNATURE or size != (job.width, job.height) or body["seed"] != job.seed:
                 raise CallFailed(f"not the asked image: PNG header {header[:24]!r}, seed {body['seed']}")
-            return Reply(body["seed"], job.width, job.height, body["worker_id"])
+            return Reply(body["seed"], job.width, job.height, body["worker_id"],
+                         job_id=response.headers.get("x-job-id"))
         except (ValueError, KeyError, IndexError, TypeError, struct.error) as exc:
             raise CallFailed(f"malformed /generate answer: {exc!r}") from None
 
