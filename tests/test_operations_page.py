@@ -22,17 +22,18 @@ from balancer.api.haproxy_view import Answers, HAProxyView
 from balancer.api.ops_history import OpsHistory, Sample, increments
 from balancer.api.ops_panel import panel_html
 from balancer.haproxy.runtime_api import ServerStatus
-from bench.harness.processes import REPO, Processes, free_port
+from bench.harness.processes import Processes, free_port
 from bench.harness.supervised import SupervisedCluster
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import STATS_PASSWORD
-from tests.browser import chromium_path, launch_chromium_browser
+from tests.browser import SCREENSHOT_DIR, chromium_path, launch_chromium_browser
 
 NODES = ("a", "b")
 JOBS = 8
 ADMIN = {"username": "admin", "password": STATS_PASSWORD}
 """The stats page's user and password: the operator's."""
-SCREENSHOT = REPO / "docs/images/operations.png"
+SCREENSHOT = SCREENSHOT_DIR / "operations.png"
+"""Where the test leaves the page as it was after the kill and the drain (docs/images/operations.png is a copy)."""
 HISTORY_INTERVAL = 0.5
 """Seconds between the page's samples here, so that its plots have points within the test (a studio: 10 s)."""
 SHOWN_WITHIN_MS = 5_000
