@@ -6,11 +6,11 @@
 ``launch.py`` runs it in its own process, with HAProxy. This module is the composition root: each process
 has a ``ProcessSupervisor`` (``balancer.supervision``) that a ``PartFactory`` builds; the managed nodes, and
 what operations act through, are ``ManagedNodes`` (``balancer.operations``); ``/status``, ``/metrics`` and
-the operator's actions are served on the sidecar's port (``balancer.api``). HAProxy, when given, starts
-before any node part and stops last; the jobs service (``python -m jobs``) and keepalived after it. One
-asyncio event loop owns SIGINT/SIGTERM: on either, every server goes to ``drain``, every node process gets
-SIGTERM (SIGKILL after ``stop_grace``), then ``maint``; then HAProxy stops. The children's logs are rotated
-by size. ``main`` sets a 077 umask and checks the run directory first.
+the operator's actions are served on the sidecar's port (``balancer.api``), with the operations page (it plots the
+last hour, sampled here). HAProxy, when given, starts before any node part and stops last; the jobs service
+(``python -m jobs``) and keepalived after it. One asyncio event loop owns SIGINT/SIGTERM: on either, every
+server goes to ``drain``, every node process gets SIGTERM (SIGKILL after ``stop_grace``), then ``maint``; then
+HAProxy stops. The children's logs are rotated by size. ``main`` sets a 077 umask and checks the run directory first.
 """
 
 from __future__ import annotations
@@ -125,13 +125,15 @@ class Sidecar:
             loop.add_signal_handler(signum, self.request_stop, signum)
         retry_auth = BasicAuth(self.spec.stats.user, self.spec.stats.password)
         haproxy_status = self.balancer.status if self.balancer is not None else None
+        app = status_app(self.nodes.statuses, self.metrics, self.retry, retry_auth, haproxy_status,
+                         drain=self.nodes.drain, view=self.haproxy_view,
+                         operations=OperationRoutes(self.actions.start_rolling_restart, self.actions.operation,
+                                                   self.actions.start_add_node, self.actions.start_remove_node),
+                         floating=self.floating, companions=[supervisor.status for supervisor in self.companions],
+                         allowed_hosts=listener_hosts(self.settings.host, self.settings.port),
+                         history_interval=self.settings.history_interval)
         config = uvicorn.Config(
-            status_app(self.nodes.statuses, self.metrics, self.retry, retry_auth, haproxy_status,
-                       drain=self.nodes.drain, view=self.haproxy_view,
-                       operations=OperationRoutes(self.actions.start_rolling_restart, self.actions.operation,
-                                                 self.actions.start_add_node, self.actions.start_remove_node),
-                       floating=self.floating, companions=[supervisor.status for supervisor in self.companions],
-                       allowed_hosts=listener_hosts(self.settings.host, self.settings.port)),
+            app,
             host=self.settings.host,
             port=self.settings.port,
             log_level="warning",
@@ -140,9 +142,11 @@ class Sidecar:
         server = EmbeddedServer(config)
         server_task = asyncio.create_task(server.serve())
         rotation = asyncio.create_task(self.log_rotation.run(), name="log-rotation")
+        history = asyncio.create_task(app.state.ops_history.run(), name="operations-history")
         try:
             await self.nodes.supervise(self.balancer, self.companions)
         finally:
+            await cancel_and_wait(history)
             await cancel_and_wait(rotation)
             await self.actions.operations.aclose()
             if self.nodes.traffic is not None:

@@ -1,9 +1,9 @@
 """Real-browser helpers: headless Debian Chromium through Playwright, and the studio page object.
 
 ``launch_chromium`` starts the system Chromium (``/usr/bin/chromium``; never a Playwright
-browser download) with a fresh profile. ``StudioPage`` drives the studio page by the
-``elem_id``s that ``webui/web/studio/layout.py`` gives its components, the way a person would: typing,
-dragging sliders, picking from dropdowns, uploading a photo, clicking, and reading what the
+browser download) with a fresh profile; ``launch_chromium_browser`` for several contexts. ``StudioPage``
+drives the studio page by the ``elem_id``s that ``webui/web/studio/layout.py`` gives its components, the way
+a person would: typing, dragging sliders, picking from dropdowns, uploading a photo, clicking, and reading what the
 page shows (progress bar, gallery, info line, error area, toasts).
 
 Progress states are recorded in the page itself by a ``MutationObserver`` (installed by
@@ -18,7 +18,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.sync_api import BrowserContext, Locator, Page, Playwright, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect
 
 from bench.harness.processes import REPO
 
@@ -42,14 +42,24 @@ def chromium_path() -> str | None:
     return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def launch_chromium(playwright: Playwright, profile_dir: Path) -> BrowserContext:
-    """Headless system Chromium with a fresh profile in ``profile_dir``; close the context when done."""
+def _executable() -> str:
     executable = chromium_path()
     if executable is None:
         raise FileNotFoundError("chromium is not installed: run scripts/setup.sh --dev")
+    return executable
+
+
+def launch_chromium_browser(playwright: Playwright) -> Browser:
+    """Headless system Chromium for several contexts, each with its own cookies and credentials
+    (``browser.new_context(http_credentials=...)``); close the browser when done."""
+    return playwright.chromium.launch(executable_path=_executable(), headless=True, args=CHROMIUM_ARGS)
+
+
+def launch_chromium(playwright: Playwright, profile_dir: Path) -> BrowserContext:
+    """Headless system Chromium with a fresh profile in ``profile_dir``; close the context when done."""
     return playwright.chromium.launch_persistent_context(
         str(profile_dir),
-        executable_path=executable,
+        executable_path=_executable(),
         headless=True,
         args=CHROMIUM_ARGS,
         viewport={"width": 1400, "height": 1100},

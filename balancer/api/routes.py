@@ -2,7 +2,9 @@
 and the actions it takes from outside (HTTP basic auth): ``POST /retry/NODE/PART``, ``POST /drain/NODE``
 ``POST /ready/NODE``, ``POST /rolling-restart`` (``balancer.operations.rolling``), ``POST /add-node`` and ``POST
 /remove-node/NODE`` (``balancer.operations.node_changes``; an operation's progress in ``GET /operation``);
-``python -m balancer.cli`` speaks them all.
+``python -m balancer.cli`` speaks them all; ``GET /operations`` is a page for them (``balancer.api.ops_page``; the
+app's ``state.ops_history`` keeps its last hour once the sidecar runs it). An action sent by a browser from another
+site is refused (``balancer.api.same_origin``).
 
 ``PartStatus`` is the record each supervisor keeps about its process (``balancer.supervision.state``);
 ``SidecarMetrics`` holds the Prometheus metrics (``balancer.api.metrics``); ``status_app``
@@ -64,29 +66,15 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from balancer.api.basic_auth import OPERATOR, BasicAuth, unauthorized
+from balancer.api.haproxy_view import HAProxyView
 from balancer.api.host_check import AllowedHosts
 from balancer.api.metrics import FloatingView, GpuFacts, SidecarMetrics
+from balancer.api.ops_history import SAMPLE_INTERVAL, OpsHistory
+from balancer.api.ops_page import operations_routes, sampler
+from balancer.api.same_origin import SameOrigin
 from balancer.config.gpus import gpu_facts
-from balancer.haproxy.runtime_api import ServerStatus, parse_servers
 from balancer.operations.rolling import OperationBusy, OperationError
 from balancer.supervision.state import PartState, PartStatus
-
-
-@dataclass(frozen=True)
-class HAProxyView:
-    """What HAProxy's ``show stat`` says about the servers and the backends' queues."""
-
-    servers: dict[tuple[str, str], ServerStatus]
-    """(backend, server) -> its row."""
-    queued: dict[str, int]
-    """Backend -> requests waiting in its queue (for no server in particular)."""
-
-    @classmethod
-    def from_stat(cls, rows: list[dict[str, str]]) -> HAProxyView:
-        """From ``show stat`` rows."""
-        servers = {(server.backend, server.server): server for server in parse_servers(rows)}
-        queued = {row["pxname"]: int(row.get("qcur") or 0) for row in rows if row.get("svname") == "BACKEND"}
-        return cls(servers, queued)
 
 
 def status_document(
@@ -163,6 +151,7 @@ def status_app(
     floating: FloatingView | None = None,
     allowed_hosts: frozenset[str] | None = None,
     companions: list[PartStatus] | None = None,
+    history_interval: float = SAMPLE_INTERVAL,
 ) -> Starlette:
     """The sidecar's HTTP app: ``/status``, ``/metrics``, ``/healthz``, ``POST /retry/NODE/PART``
     (try a crash-looped part again once its cause is fixed: 202, 409 if it is not crash-looped,
@@ -177,7 +166,9 @@ not be told, ``haproxy_told`` false); every action 401
     /operation`` is the running or last operation's report (404 before the first). ``floating``: this
     balancer's share of a floating address, in ``/status`` and ``/metrics``. ``allowed_hosts``: the Host
     header values answered (``balancer.api.host_check``; others get 421), None for any. ``companions``: the
-    balancer's other supervised processes (the jobs service, keepalived), in ``/status`` and ``/metrics``."""
+    balancer's other supervised processes (the jobs service, keepalived), in ``/status`` and ``/metrics``.
+    ``GET /operations``: the operations page (401 without ``auth``'s user and password), its plots sampled every
+    ``history_interval`` seconds."""
     metrics.vrrp.floating = floating
 
     def operation_route(start: Callable[[Request, object], dict] | None,
@@ -251,9 +242,15 @@ not be told, ``haproxy_told`` false); every action 401
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
-    return Starlette(
+    async def snapshot() -> tuple[dict, HAProxyView | None]:
+        seen = await view() if view is not None else None
+        return status_document(statuses(), time.monotonic(), haproxy, None, seen, floating, companions), seen
+
+    history = OpsHistory(sampler(snapshot), history_interval)
+    app = Starlette(
         middleware=[
             *([Middleware(AllowedHosts, allowed=allowed_hosts)] if allowed_hosts is not None else []),
+            Middleware(SameOrigin),
             Middleware(AuthenticationMiddleware, backend=auth),
         ],
         exception_handlers={401: unauthorized},
@@ -268,5 +265,8 @@ not be told, ``haproxy_told`` false); every action 401
             Route("/add-node", add_node, methods=["POST"]),
             Route("/remove-node/{node}", remove_node, methods=["POST"]),
             Route("/operation", operation),
+            *operations_routes(snapshot, history),
         ]
     )
+    app.state.ops_history = history
+    return app

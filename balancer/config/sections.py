@@ -222,6 +222,10 @@ class SidecarSpec(Listener):
     )
     log_keep: int = Field(3, ge=1, le=100, description="Rotated copies kept of each log (NAME.log.1 the newest).")
     log_check_interval: float = Field(5.0, gt=0, description="Seconds between looks at the logs' sizes.")
+    history_interval: float = Field(
+        10.0, ge=0.1, le=600, description="Seconds between two samples of the operations page's plots (GET "
+        "/operations: the last hour, kept in memory).",
+    )
     oom_counter_file: Path | None = Field(
         None,
         description="cgroup file with an oom_kill counter (memory.events or memory.oom_control); "

@@ -37,8 +37,9 @@ class SupervisedCluster:
     """HAProxy + ``python -m balancer.sidecar`` supervising ``nodes``; a context manager that stops both."""
 
     def __init__(self, run_dir: Path, processes: Processes, nodes: list[dict[str, Any]],
-                 health: dict[str, Any] | None = None) -> None:
-        """``nodes`` and ``health`` as in a cluster file (default health: the default checks).
+                 health: dict[str, Any] | None = None, sidecar: dict[str, Any] | None = None) -> None:
+        """``nodes`` and ``health`` as in a cluster file (default health: the default checks); ``sidecar``: settings
+        over ``QUICK_SUPERVISION``.
 
         The sidecar reads a fake cgroup OOM counter, ``oom_counter``, which a test may bump.
         """
@@ -48,7 +49,8 @@ class SupervisedCluster:
         self.oom_counter.write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 0\n")
         self.data = cluster_data(
             run_dir, [], [],
-            sidecar={"port": free_port(), **QUICK_SUPERVISION, "oom_counter_file": str(self.oom_counter)},
+            sidecar={"port": free_port(), **QUICK_SUPERVISION, "oom_counter_file": str(self.oom_counter),
+                     **(sidecar or {})},
             nodes=nodes, **({"health": health} if health is not None else {}),
         )
         self.spec = parse_cluster(self.data)
