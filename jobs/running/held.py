@@ -186,10 +186,12 @@ class HeldRuns:
         holder = job.claim_owner or ""
         if not progress:
             return await run_sync(renew, self.engine, job.id, holder, self.lease_s)
+        seen = len(progress)
         step, total, worker = progress[-1]
-        progress.clear()
-        return await run_sync(partial(record_progress, self.engine, job.id, holder, step, total, self.lease_s,
-                                      worker_id=worker))
+        lease = await run_sync(partial(record_progress, self.engine, job.id, holder, step, total, self.lease_s,
+                                       worker_id=worker))
+        del progress[:seen]  # only once written: a holder stopped before its write leaves the step to _last_step
+        return lease
 
     async def _settle(self, job: Job, generation: asyncio.Future[JobOutcome],
                       deadline_words: Callable[[DeadlinePassed], str],
