@@ -270,6 +270,7 @@ def test_a_retouch_photo_larger_than_a_text_job_goes_through_the_jobs_service(si
         image=handle_file(str(photo)), prompt="softer light", strength=0.5, steps=4, api_name="/retouch")
     job = site.job(info["job_id"])
     assert job["status"] == "succeeded" and info["mode"] == "retouch", job
+    assert (info["width"], info["height"]) == (400, 480), info  # the photo's own size, as on the page
     assert len(json.dumps(job["input"])) > 64 * 1024, "the photo was not larger than a text job's body limit"
     # Without a photo, a body above the service's --max-body-bytes (64 KiB) is still refused.
     padded = {"prompt": "a portrait", "padding": "x" * (64 * 1024)}
