@@ -235,8 +235,10 @@ def test_the_cancel_button_cancels_the_job(site: Site, browser: BrowserContext) 
 
 def test_the_share_button_shows_a_link_that_opens_the_result(site: Site, browser: BrowserContext) -> None:
     studio = studio_page(browser, site.webs["web-a"], "jobs-share")
+    expect(studio.component("share")).to_be_hidden()  # nothing to share before a result
     start_job(studio, "a portrait to share")
     job_id, _ = shown_result(studio)
+    expect(studio.component("share")).to_be_visible()
     studio.component("share").click()
     links = studio.component("share-links")
     expect(links).to_contain_text("Share links", timeout=JOB_MS)
