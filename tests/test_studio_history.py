@@ -137,6 +137,7 @@ def test_an_image_of_a_batch_is_made_again_alone_and_retouched(site: dict[str, P
     newest.click()
     expect(studio.component("history-image-3")).to_contain_text(f"Image 3 · seed {batch.seed + 2}", timeout=JOB_MS)
     expect(studio.component("history-again-4")).to_be_hidden()
+    studio.screenshot("opened-batch")
 
     before = studio.summary_text()
     studio.type_prompt("another prompt, replaced by the image's own")
