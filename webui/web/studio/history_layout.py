@@ -43,11 +43,12 @@ def build_history(panel: HistoryPanel, presets: list[str], targets: FormTargets,
         with gr.Group(visible=False, elem_id="history-opened") as opened:
             details = gr.Markdown("", elem_id="history-details")
             rows, captions, agains, retouches = [], [], [], []
+            button = dict(size="sm", scale=0, min_width=190)
             for number in range(1, max_images + 1):
                 with gr.Row(visible=False, equal_height=True, elem_classes=["history-image-row"]) as row:
                     captions.append(gr.HTML("", elem_id=f"history-image-{number}"))
-                    agains.append(gr.Button("Make this image again", size="sm", elem_id=f"history-again-{number}"))
-                    retouches.append(gr.Button("Retouch this", size="sm", elem_id=f"history-retouch-{number}"))
+                    agains.append(gr.Button("Make this image again", elem_id=f"history-again-{number}", **button))
+                    retouches.append(gr.Button("Retouch this", elem_id=f"history-retouch-{number}", **button))
                 rows.append(row)
             shown = gr.JSON(label="Settings", elem_id="history-settings")
             with gr.Row():
