@@ -222,7 +222,7 @@ class StudioPage:
     def wait_for_step(self, at_least: int, timeout_ms: float) -> str:
         """Wait until the progress bar shows denoising step ``at_least`` (or later) of an unfinished job.
 
-        Returns the first progress text that showed it, e.g. ``3/12 steps | Denoising on node1``.
+        Returns the first progress text that showed it, e.g. ``3/12 steps | Denoising``.
         """
         self.page.wait_for_function(
             """n => (window.__progressLog || []).some(t => {

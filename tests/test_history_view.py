@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from jobs.api.owners import owner_of
 from webui.web.jobs_wire import JobSnapshot
-from webui.web.studio.history_view import card, day_range, form_values, settings, summary
+from webui.web.studio.history_view import card, day_range, form_values, job_seeds, settings, summary
 
 
 def test_a_card_shows_a_prompt_with_markup_as_text() -> None:
@@ -31,6 +31,16 @@ def test_use_these_settings_gives_the_seed_the_job_drew_and_no_photo() -> None:
     chosen = settings(job)
     assert chosen["seed"] == 77 and chosen["retouch"] is True and "init_image" not in chosen
     assert form_values(chosen, ("prompt", "seed", "randomize", "width", "guidance")) == ["p", 77, False, 512, None]
+
+
+def test_each_image_of_a_job_has_its_own_seed_or_none_when_the_job_kept_none() -> None:
+    results = [{"url": f"/v1/jobs/j_3/results/{index}", "sha256": "0"} for index in range(3)]
+    job = {"id": "j_3", "status": "succeeded", "input": {"prompt": "p"}, "results": results}
+    drawn = JobSnapshot.model_validate({**job, "generation": {"seed": 41, "seeds": [41, 42, 43]}})
+    older = JobSnapshot.model_validate({**job, "generation": {"seed": 41}})  # kept before ``seeds`` existed
+    unknown = JobSnapshot.model_validate(job)
+    assert job_seeds(drawn) == job_seeds(older) == [41, 42, 43]
+    assert job_seeds(unknown) == [None, None, None]
 
 
 def test_the_page_s_dates_become_the_listing_s_range_to_day_included() -> None:

@@ -1,6 +1,7 @@
 """The studio's History in a real browser: three generations, a reload, and the History lists them newest first
 with thumbnails and their settings; "Use these settings" fills the form; the filters narrow it; Delete (asked
-twice) removes the job from the page and from the jobs service.
+twice) removes the job from the page and from the jobs service. An opened batch's image 3 is made again alone,
+with the same pixels, and image 2 goes into the Retouch tab.
 
 Processes started by hand, as in ``tests/test_web_jobs.py``: a stand-in worker, ``python -m jobs`` (SQLite) and
 one web front with ``--jobs-url``. The browser sends ``/v1/jobs/...`` (the thumbnails) to the jobs service, as
@@ -10,11 +11,14 @@ tests/test_studio_history.py``.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 from playwright.sync_api import BrowserContext, Route, expect, sync_playwright
 
 from bench.harness.processes import Processes
@@ -26,6 +30,7 @@ pytestmark = pytest.mark.browser
 
 PRESET = "Social avatar"
 PROMPTS = ("history portrait one", "history portrait two", "history portrait three")
+BATCH = "history batch of three"
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +112,49 @@ def test_three_generations_are_in_the_history_after_a_reload(site: dict[str, Par
     expect(studio.component("history-cards").locator(".history-card")).to_have_count(0)
     listed = httpx.get(f"{site['jobs'].url}/v1/jobs", headers=HEADERS, timeout=WAIT).json()["jobs"]
     assert [job["input"]["prompt"] for job in listed] == [PROMPTS[2], PROMPTS[0]]
+
+
+def pixels(png: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def result(site: dict[str, Part], job: dict, index: int) -> np.ndarray:
+    answer = httpx.get(f"{site['jobs'].url}/v1/jobs/{job['id']}/results/{index}", headers=HEADERS, timeout=WAIT)
+    return pixels(answer.raise_for_status().content)
+
+
+def test_an_image_of_a_batch_is_made_again_alone_and_retouched(site: dict[str, Part], browser: BrowserContext) -> None:
+    """The stand-in's pixels depend on the seed (images 1 and 3 differ): the same pixels prove the same recipe."""
+    studio = StudioPage(browser.new_page(), site["web"].url + "/", "history-again").open()
+    studio.type_prompt(BATCH)
+    for elem_id, value in (("width", 256), ("height", 256), ("num-images", 3)):
+        studio.set_slider(elem_id, value)
+    batch = studio.run_job(JOB_MS)
+    studio.page.get_by_text("History", exact=True).click()
+    newest = studio.component("history-cards").locator(".history-card").first
+    expect(newest).to_contain_text(BATCH, timeout=JOB_MS)
+    newest.click()
+    expect(studio.component("history-image-3")).to_contain_text(f"Image 3 · seed {batch.seed + 2}", timeout=JOB_MS)
+    expect(studio.component("history-again-4")).to_be_hidden()
+    studio.screenshot("opened-batch")
+
+    before = studio.summary_text()
+    studio.type_prompt("another prompt, replaced by the image's own")
+    studio.component("history-again-3").click()
+    again = studio.wait_for_result(before, JOB_MS)
+    assert (again.seed, again.width, again.height, studio.gallery_count()) == (batch.seed + 2, 256, 256, 1)
+    made, original = httpx.get(f"{site['jobs'].url}/v1/jobs?limit=2", headers=HEADERS, timeout=WAIT).json()["jobs"]
+    assert made["input"]["prompt"] == original["input"]["prompt"] == BATCH and made["input"]["num_images"] == 1
+    assert np.array_equal(result(site, made, 0), result(site, original, 2))
+    assert not np.array_equal(result(site, original, 0), result(site, original, 2))
+
+    studio.type_prompt("yet another prompt")
+    studio.component("history-retouch-2").click()
+    expect(studio.component("retouch-tab")).to_be_visible(timeout=JOB_MS)
+    expect(studio.component("prompt").locator("textarea")).to_have_value(BATCH)
+    shown = studio.component("retouch-image").locator("img")
+    expect(shown).to_be_visible(timeout=JOB_MS)
+    photo = studio.page.request.get(shown.get_attribute("src") or "", headers=HEADERS).body()
+    assert np.array_equal(pixels(photo), result(site, original, 1))
+    expect(studio.component("width")).to_be_hidden()  # the Retouch tab's own controls

@@ -27,6 +27,8 @@ pytestmark = pytest.mark.browser
 DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 TYPED = "an old sailor with a white beard"
+WORKER = "words-worker"
+"""The module's stand-in worker's name (its node)."""
 
 # Visible texts that are cut off: the text wider than a box that hides its overflow (its element's or an
 # ancestor's), or sticking out of the window.
@@ -54,7 +56,7 @@ _CLIPPED = """
 def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioPage]:
     store = tmp_path_factory.mktemp("studio-words") / "jobs.sqlite3"
     with Processes("studio-words") as processes:
-        standin = worker(processes, "words-worker", 0.3).start()
+        standin = worker(processes, WORKER, 0.3).start()
         jobs = Part(processes, ["python", "-m", "jobs", "--store-url", f"sqlite:///{store}", "--worker-queue-url",
                                 standin.url, "--run-dir", str(store.parent)], "words-jobs").start()
         front = web(processes, "words-web", jobs, standin).start()
@@ -93,6 +95,10 @@ def test_retouch_keeps_the_photos_size_and_hides_the_size_controls(studio: Studi
     assert studio.gallery_image_sizes() == [(1200, 1600)]
     # 8 steps at strength 0.6 run 5: the progress bar and the line under the result say the same.
     assert {total for _, total in studio.step_fractions()} == {5}, studio.progress_log()
+    # Staff's words: the bar says it is denoising, and names no worker (that is in Generation details).
+    denoising = [text for text in studio.progress_log() if "steps" in text]
+    assert denoising and all("Denoising" in text and WORKER not in text for text in denoising), denoising
+    assert WORKER in studio.details_text(summary.seed)
     assert "5 of 8 steps" in summary.text, summary.text
     studio.open_tab("create")
     expect(studio.component("width")).to_be_visible()

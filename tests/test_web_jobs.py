@@ -235,8 +235,10 @@ def test_the_cancel_button_cancels_the_job(site: Site, browser: BrowserContext) 
 
 def test_the_share_button_shows_a_link_that_opens_the_result(site: Site, browser: BrowserContext) -> None:
     studio = studio_page(browser, site.webs["web-a"], "jobs-share")
+    expect(studio.component("share")).to_be_hidden()  # nothing to share before a result
     start_job(studio, "a portrait to share")
     job_id, _ = shown_result(studio)
+    expect(studio.component("share")).to_be_visible()
     studio.component("share").click()
     links = studio.component("share-links")
     expect(links).to_contain_text("Share links", timeout=JOB_MS)
@@ -270,6 +272,7 @@ def test_a_retouch_photo_larger_than_a_text_job_goes_through_the_jobs_service(si
         image=handle_file(str(photo)), prompt="softer light", strength=0.5, steps=4, api_name="/retouch")
     job = site.job(info["job_id"])
     assert job["status"] == "succeeded" and info["mode"] == "retouch", job
+    assert (info["width"], info["height"]) == (400, 480), info  # the photo's own size, as on the page
     assert len(json.dumps(job["input"])) > 64 * 1024, "the photo was not larger than a text job's body limit"
     # Without a photo, a body above the service's --max-body-bytes (64 KiB) is still refused.
     padded = {"prompt": "a portrait", "padding": "x" * (64 * 1024)}

@@ -133,7 +133,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         max_images=settings.max_images,
         concurrency_limit=concurrency,
         job_page=JobPage(studio, runner) if runner else None,
-        history=HistoryPanel(jobs_client) if jobs_client else None,
+        history=HistoryPanel(jobs_client, cache_dir=cache_dir) if jobs_client else None,
     )
     # api_open=False: Gradio itself refuses a queued event called outside the queue (run/, api/).
     demo.queue(default_concurrency_limit=concurrency, max_size=settings.queue_max_size, api_open=False)

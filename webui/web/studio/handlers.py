@@ -19,7 +19,7 @@ from webui.images import UploadError
 from webui.web.event_ids import event_ids
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
 from webui.web.studio.form_events import output_size, size_rules
-from webui.web.studio.info import generation_info, image_captions, info_summary, model_note
+from webui.web.studio.info import DENOISING, generation_info, image_captions, info_summary, model_note
 from webui.web.studio.jobs_runner import JobRunner
 from webui.web.studio.photos import encode_photo_file, save_image
 from webui.web.studio.sizes import snap, snap_side
@@ -99,8 +99,8 @@ class Studio:
     async def run(self, fields: dict[str, Any], progress: gr.Progress) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
         """Run one job with live progress; raises ``WorkerError`` with a user-facing message."""
 
-        def on_progress(step: int, total: int, worker_id: str) -> None:
-            progress((step, total), desc=f"Denoising on {worker_id}", unit="steps")
+        def on_progress(step: int, total: int, worker_id: str) -> None:  # the worker: in the details view
+            progress((step, total), desc=DENOISING, unit="steps")
 
         def on_retry(attempt: int, max_attempts: int, cause: str) -> None:
             progress(0.0, desc=f"Worker lost, retrying (attempt {attempt}/{max_attempts})")
@@ -170,16 +170,20 @@ class Studio:
         """Retouch a photo: the result keeps the photo's composition (``strength`` 0-1: how much may change).
 
         The photo (PNG, JPEG or WebP) may have at most the front's ``max_upload_bytes`` bytes and
-        ``max_upload_pixels`` pixels. The result keeps the photo's aspect ratio at about the
-        model's default pixel count. Other arguments as in ``/generate``. Returns (gallery, info).
+        ``max_upload_pixels`` pixels. The result has the photo's size, as on the page: scaled down to the
+        model's largest side and rounded to its size multiple (``sizes.retouch_size``). Other arguments as in
+        ``/generate``. Returns (gallery, info).
         """
         if image is None:
             raise gr.Error("image: upload a photo to retouch.", title="Retouch", print_exception=False)
         try:
             retouch = await self.retouch_fields(image, strength)
+            width, height = await output_size(self.worker_info, image)
         except UploadError as exc:
             raise gr.Error(f"image: {exc}.", title="Retouch", print_exception=False) from None
-        fields = job_fields(prompt, negative_prompt, steps, guidance, None, None, api_seed(seed), lora_scale,
+        except OSError:  # its message may name the server's path
+            raise gr.Error("image: the photo could not be read.", title="Retouch", print_exception=False) from None
+        fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, api_seed(seed), lora_scale,
                             num_images)
         return await self.api_job({**fields, **retouch}, progress, "Retouch failed")
 

@@ -10,13 +10,16 @@ stays flat however many jobs the store has. Thumbnails are loaded by the browser
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from gradio.utils import get_upload_folder
 
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import PRESET
-from webui.web.studio.history_view import card, day_range, details, form_values, settings, summary
+from webui.web.studio.history_images import HistoryImages
+from webui.web.studio.history_view import card, day_range, details, form_values, job_seeds, settings, summary
 from webui.web.studio.job_page import FORM
 from webui.web.studio.jobs_runner import login_of
 
@@ -31,12 +34,15 @@ NOTHING = {"entries": [], "cursor": None, "query": {}}
 
 
 class HistoryPanel:
-    """The History section's events; ``form`` names the form's components that "Use these settings" fills."""
+    """The History section's events; ``form`` names the form's components that "Use these settings" fills;
+    ``images``: the opened job's image rows (``cache_dir``: Gradio's cache, by default its upload folder)."""
 
-    def __init__(self, client: JobsClient, form: tuple[str, ...] = (*FORM, PRESET), page_size: int = PAGE_SIZE) -> None:
+    def __init__(self, client: JobsClient, form: tuple[str, ...] = (*FORM, PRESET), page_size: int = PAGE_SIZE,
+                 cache_dir: Path | None = None) -> None:
         self.client = client
         self.form = form
         self.page_size = page_size
+        self.images = HistoryImages(client, cache_dir or Path(get_upload_folder()), form)
 
     def _shown(self, listing: dict[str, Any], note: str = "") -> tuple[Any, ...]:
         """(cards, kept listing, More button, note)."""
@@ -81,7 +87,7 @@ class HistoryPanel:
             job = await self.client.get(entries[index]["id"])
         except JobsError as exc:
             return f"**Could not open the job:** {exc}", None, None, gr.Group(visible=True), gr.Row(visible=False)
-        chosen = {"id": job.id, "settings": settings(job)}
+        chosen = {"id": job.id, "settings": settings(job), "seeds": job_seeds(job)}
         return details(job), chosen["settings"], chosen, gr.Group(visible=True), gr.Row(visible=False)
 
     def use(self, chosen: dict[str, Any] | None) -> tuple[Any, ...]:

@@ -8,6 +8,7 @@ import html
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from webui.schema import image_seeds
 from webui.web.jobs_wire import PRESET, SUCCEEDED, JobSnapshot, job_path
 
 CARD = "width:168px;font-size:0.8em;text-align:left"
@@ -55,6 +56,16 @@ def settings(job: JobSnapshot) -> dict[str, Any]:
     kept["seed"] = (job.generation or {}).get("seed", job.input.get("seed"))
     return {**{name: value for name, value in kept.items() if value is not None},
             "preset": job.input.get(PRESET), "retouch": bool(job.input.get("init_image"))}
+
+
+def job_seeds(job: JobSnapshot) -> list[int | None]:
+    """Each result's own seed (the worker's ``seeds``, else ``seed + i``); None where the job kept no seed."""
+    generation = job.generation or {}
+    seeds = generation.get("seeds") or []
+    if len(seeds) != len(job.results):
+        seed = generation.get("seed", job.input.get("seed"))
+        seeds = image_seeds(seed, len(job.results)) if isinstance(seed, int) else [None] * len(job.results)
+    return list(seeds)
 
 
 def details(job: JobSnapshot) -> str:

@@ -11,13 +11,17 @@ from typing import Any
 from webui.schema import GenerationResult, denoising_steps, image_seeds
 from webui.web.worker_client import JobOutcome
 
-__all__ = ["DEMO_MODEL_NOTE", "generation_info", "image_captions", "info_details", "info_summary", "model_note",
-           "result_info"]
+__all__ = ["DEMO_MODEL_NOTE", "DENOISING", "generation_info", "image_captions", "info_details", "info_summary",
+           "model_note", "result_info"]
 
 DEMO_MODEL_NOTE = (
     "The offline **demo** model is a tiny untrained network: it draws abstract colour fields, "
     "not faces. For portraits, your administrator starts the workers with a portrait model."
 )
+
+DENOISING = "Denoising"
+"""The progress bar's words while a job runs (beside its "3/8 steps"): which worker runs it is for the details
+view, not for the bar."""
 
 
 def result_info(result: GenerationResult, attempts: int, elapsed_ms: float, web_node: str) -> dict[str, Any]:

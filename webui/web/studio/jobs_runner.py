@@ -22,7 +22,7 @@ from webui.web.job_files import result_name
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import CANCELED, FAILED, PROGRESS, QUEUED, STARTED, JobSnapshot, ShareLinks
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
-from webui.web.studio.info import image_captions, info_summary, result_info
+from webui.web.studio.info import DENOISING, image_captions, info_summary, result_info
 from webui.web.studio.photos import save_png
 from webui.web.studio.queue_words import queued_words
 
@@ -101,10 +101,8 @@ class JobRunner:
                 progress(0.0, desc=f"{words} · job {job_id}" if words else f"Job {job_id}: waiting for a worker")
             elif event.name == STARTED:
                 progress(0.0, desc=f"Job {job_id}: starting")
-            elif event.name == PROGRESS:
-                worker = event.data.get("worker_id") or "a worker"
-                progress((event.data["step"], event.data["steps"]), desc=f"Denoising on {worker} · job {job_id}",
-                         unit="steps")
+            elif event.name == PROGRESS:  # the worker is named in the details view, not here
+                progress((event.data["step"], event.data["steps"]), desc=DENOISING, unit="steps")
             elif event.terminal:
                 job = event.snapshot()
         if job is None or job.status == FAILED:

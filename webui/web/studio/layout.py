@@ -17,7 +17,7 @@ from webui.web.studio.config import CUSTOM, ExamplePrompt, StudioConfig
 from webui.web.studio.form_events import FormEvents
 from webui.web.studio.handlers import Studio
 from webui.web.studio.history import HistoryPanel
-from webui.web.studio.history_layout import build_history
+from webui.web.studio.history_layout import FormTargets, build_history
 from webui.web.studio.info import info_details
 from webui.web.studio.job_page import JobPage, browser_state
 from webui.web.studio.recipe_drop import RecipeDrop
@@ -34,6 +34,11 @@ def reuse_seed_values(info: dict[str, Any] | None) -> tuple[Any, Any]:
         gr.Warning("Generate an image first: there is no last seed yet.", title="Seed")
         return gr.skip(), gr.skip()
     return info["seed"], False
+
+
+def result_shown(info: dict[str, Any] | None) -> tuple[str, Any]:
+    """(details view, Share button) after a job event: the button only while a job's result is shown."""
+    return info_details(info), gr.Button(visible=bool((info or {}).get("job_id")))
 
 
 def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePrompt], max_images: int,
@@ -70,7 +75,7 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                                     placeholder="Describe the portrait: subject, light, background, lens…")
                 negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="negative-prompt",
                                       placeholder="What to avoid (ignored by models without guidance)")
-                with gr.Tabs(elem_id="mode-tabs"):
+                with gr.Tabs(elem_id="mode-tabs") as mode_tabs:
                     with gr.Tab("Create", id="create", elem_id="create-tab") as create_tab:
                         generate_button = gr.Button("Generate", variant="primary", size="lg", elem_id="generate")
                     with gr.Tab("Retouch", id="retouch", elem_id="retouch-tab") as retouch_tab:
@@ -122,7 +127,7 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                                      buttons=["download", "download_all", "fullscreen"], elem_id="gallery",
                                      interactive=False)
                 summary = gr.Markdown("", elem_id="info-summary")
-                share_button = gr.Button("Share link", size="sm", elem_id="share", visible=job_page is not None)
+                share_button = gr.Button("Share link", size="sm", elem_id="share", visible=False)  # see result_shown
                 share_links = gr.Markdown("", visible=False, elem_id="share-links")
                 with gr.Accordion("Generation details", open=False, elem_id="details"):
                     details = gr.Markdown(info_details(None), elem_id="info-details")
@@ -211,7 +216,8 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                                      queue=False).then(**follow))
         recipe_drop.wire([*form, strength, resolution], studio.max_upload_bytes, config.resolution_name)
         if history is not None:  # the user's jobs (webui/web/studio/history.py), at the page's foot
-            build_history(history, [p.name for p in config.presets], [*form, strength, preset])
+            build_history(history, [p.name for p in config.presets],
+                          FormTargets([*form, strength, preset], mode_tabs, size_controls, photo), max_images)
         for event in shown:  # last, so that every earlier event keeps its fn_index (contract.JOB_EVENT_INDICES)
-            event.then(info_details, [info], [details], api_visibility="private", queue=False)
+            event.then(result_shown, [info], [details, share_button], api_visibility="private", queue=False)
     return demo
