@@ -101,3 +101,10 @@ KEY_CACHE_SECONDS: Final = 5.0
 """The longest a jobs service trusts a key it looked up: a revoked key is refused everywhere within this."""
 LAST_USED_EVERY: Final = timedelta(minutes=1)
 """A key's last-used time is written at most this often (not on every request)."""
+
+# --- browser sign-in (docs/accounts.md#signing-in-in-a-browser)
+SESSION_HOURS: Final = 12
+"""How long a browser stays signed in without signing in again."""
+SIGN_IN_FAILURES: Final = 5
+"""Failed sign-ins of one member name within ``SIGN_IN_WINDOW`` that lock it until the oldest leaves the window."""
+SIGN_IN_WINDOW: Final = timedelta(minutes=15)
