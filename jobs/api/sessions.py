@@ -20,7 +20,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
-from jobs.contract import SESSION_HOURS
+from jobs.contract import SESSION_HOURS, SESSIONS_PREFIX
 from jobs.store.passwords import DUMMY_HASH, MAX_PASSWORD, SignInMember, sign_in_member, verify_password
 from jobs.store.records import utc_now
 from jobs.store.sign_in_failures import clear_failures, locked_for, record_failure, sign_in_name
@@ -29,8 +29,7 @@ from webui.worker.job_parsing import ApiError
 
 logger = logging.getLogger(__name__)
 
-SESSIONS = "/v1/sessions"
-router = APIRouter(prefix=SESSIONS, tags=["sessions"])
+router = APIRouter(prefix=SESSIONS_PREFIX, tags=["sessions"])
 
 
 class SignIn(BaseModel):
