@@ -80,14 +80,14 @@ class SignInPages:
         if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
             return page(request, "Sign in from this site's own page.", status=403)
         form = await read_form(request)
-        account, user, password = (form.get(name, "").strip() if name != "password" else form.get(name, "")
-                                   for name in ("account", "user", "password"))
+        account, user, password = form.get("account", "").strip(), form.get("user", "").strip(), form.get(
+            "password", "")
         if not (account and user and password):
             return page(request, "Fill in your account, name and password.", account, user, 400)
         try:
             member = await self.jobs.sign_in(account, user, password)
         except JobsError as exc:
-            status = exc.status if exc.status in (401, 429) else 503
+            status = exc.status if exc.status and exc.status < 500 else 503  # 401 wrong, 429 locked, 422 too long
             return page(request, str(exc), account, user, status)
         assert member.token is not None  # a sign-in's answer carries it
         self.check.remember(member.token, member)
