@@ -26,7 +26,7 @@ from jobs.store.schema import account_members, accounts
 logger = logging.getLogger(__name__)
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 1
-"""32 MiB and about 0.1 s a check on one core: costly to guess at scale, cheap for one sign-in."""
+"""32 MiB and 0.1 to 0.3 s of one core a check: costly to guess at scale, cheap for one sign-in."""
 MIN_PASSWORD, MAX_PASSWORD = 10, 1000
 """Password length in characters: long enough to resist guessing with the lockout, short enough to hash fast."""
 
