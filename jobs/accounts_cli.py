@@ -7,21 +7,26 @@
     python -m jobs accounts add-member NAME USER [--role admin|member]
     python -m jobs accounts remove-member NAME USER
     python -m jobs accounts members NAME
+    python -m jobs accounts set-password NAME USER             # browser sign-in; read from the terminal or stdin
     python -m jobs accounts create-key NAME --scope generate [--scope history] [--label TEXT]
     python -m jobs accounts list-keys NAME                     # prefixes, scopes, last use; never the keys
     python -m jobs accounts revoke-key PREFIX                  # refused by every jobs service within 5 s
 
-The store is the jobs service's: ``PORTRAIT_JOBS_STORE_URL`` (the environment, never a flag: it may hold a
-password), else the SQLite file in ``--run-dir``. ``create-key`` prints the new key alone on stdout, once: it is
-generated here, never read from the command line, and the store keeps only its SHA-256. Exit status: 0 done,
-1 refused (no such account, key or member; a name taken), 2 bad usage; errors are one line on stderr.
+The store is the jobs service's: ``PORTRAIT_JOBS_STORE_URL`` (the environment, never a flag, as it may hold a
+password), else the SQLite file in ``--run-dir``. ``set-password`` reads the password from the terminal (asked
+twice, not shown) or, piped, the first line of stdin: never from the command line. ``create-key`` prints the new
+key alone on stdout, once: it is generated here, never read from the command line, and the store keeps only its
+SHA-256. Exit status: 0 done, 1 refused (no such account, key or member; a name taken), 2 bad usage; errors are
+one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from sqlalchemy.exc import OperationalError
 
@@ -43,6 +48,7 @@ from jobs.store import (
     set_weight,
     upgrade,
 )
+from jobs.store.passwords import set_password
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -70,6 +76,10 @@ def parser() -> argparse.ArgumentParser:
         if name == "add-member":
             command.add_argument("--role", choices=ROLES, default="member")
     commands.add_parser("members", help="an account's members").add_argument("name")
+    password = commands.add_parser("set-password", help="a member's browser sign-in password (asked, never an "
+                                   "argument)")
+    password.add_argument("name")
+    password.add_argument("user")
     create = commands.add_parser("create-key", help="a new API key, printed once")
     create.add_argument("name")
     create.add_argument("--scope", action="append", choices=SCOPES, required=True, help="repeat for several")
@@ -87,6 +97,16 @@ def limit(text: str) -> int | None:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"a whole number or none, not {text!r}") from None
+
+
+def read_password(stdin: TextIO = sys.stdin) -> str:
+    """The new password: asked twice on a terminal (not echoed), else the first line of ``stdin``."""
+    if not stdin.isatty():
+        return stdin.readline().rstrip("\r\n")
+    password = getpass.getpass("New sign-in password: ")
+    if getpass.getpass("The same again: ") != password:
+        raise ValueError("the two passwords differ; nothing was changed")
+    return password
 
 
 def shown(value: int | None) -> str:
@@ -132,6 +152,9 @@ def run(args: argparse.Namespace) -> None:
         elif args.command == "members":
             for member in members(engine, args.name):
                 print(f"{member.user}  {member.role}")
+        elif args.command == "set-password":
+            set_password(engine, args.name, args.user, read_password())
+            print(f"{args.user} of {args.name} has a new sign-in password; their earlier browser sessions end")
         elif args.command == "create-key":
             key, secret = create_key(engine, args.name, args.scope, args.label)
             print(f"API key {key.prefix}… for {args.name} ({', '.join(key.scopes)}). It is shown only now: "

@@ -54,6 +54,8 @@ OUTPUT: Final = "output"
 # --- the service's edge (the balancer routes, bounds and times the API from these; the store writes its paths
 # into webhook bodies)
 API_PREFIX: Final = "/v1/jobs"
+SESSIONS_PREFIX: Final = "/v1/sessions"
+"""Browser sign-in (``jobs.api.sessions``): for web fronts only, through the worker-queue listener."""
 """Where the API lives, on the service and on the balancer's public port alike."""
 MAX_BODY_BYTES: Final = 64 * 1024
 """The largest job a client may submit (a text-to-image job is a few hundred bytes)."""
@@ -101,3 +103,10 @@ KEY_CACHE_SECONDS: Final = 5.0
 """The longest a jobs service trusts a key it looked up: a revoked key is refused everywhere within this."""
 LAST_USED_EVERY: Final = timedelta(minutes=1)
 """A key's last-used time is written at most this often (not on every request)."""
+
+# --- browser sign-in (docs/accounts.md#signing-in-in-a-browser)
+SESSION_HOURS: Final = 12
+"""How long a browser stays signed in without signing in again."""
+SIGN_IN_FAILURES: Final = 5
+"""Failed sign-ins of one member name within ``SIGN_IN_WINDOW`` that lock it until the oldest leaves the window."""
+SIGN_IN_WINDOW: Final = timedelta(minutes=15)

@@ -11,6 +11,7 @@ secret (in its environment, as the balancer's sidecar starts it) it serves only 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -25,6 +26,7 @@ from sqlalchemy import Engine, text
 
 from jobs.api import JobsApi, create_app
 from jobs.api.auth import KeyCache
+from jobs.api.sessions import Sessions
 from jobs.api.share_tokens import KEY_FILE, ShareSigner, read_share_key
 from jobs.api.sync_jobs import SyncOptions
 from jobs.contract import API_PREFIX
@@ -41,8 +43,9 @@ from jobs.webhooks.queue import StoreQueue
 from jobs.webhooks.signing import SECRET_FILE, WebhookSigner, read_secret
 from jobs.webhooks.targets import TargetGuard
 from webui.cluster_secret import ClusterSecret, RequireClusterSecret
-from webui.contract import METRICS_PATH
+from webui.contract import CLUSTER_SECRET_ENV, METRICS_PATH
 from webui.schema import Limits, WorkerInfo
+from webui.session_token import SessionSigner
 from webui.web.worker_client import WorkerClient, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
@@ -110,7 +113,7 @@ def build_app(settings: JobsSettings) -> FastAPI:
     sync = SyncOptions(dispatcher.runs, holder_name(), settings.queue_wait, timedelta(days=settings.retention_days))
     jobs_api = JobsApi(engine, guard, limits, dispatcher.wake, timedelta(days=settings.retention_days),
                        settings.max_body_bytes, partial(queue.redeliver, sender), sync, share_signer(settings),
-                       KeyCache(engine, settings.key_cache_seconds), settings.site_login)
+                       KeyCache(engine, settings.key_cache_seconds), settings.site_login, sessions(engine))
     # The OpenAPI page under the API's own prefix: reachable wherever the API is (the balancer routes the prefix).
     app = create_app(jobs_api, lifespan=lifespan, docs_url=f"{API_PREFIX}/docs", redoc_url=None,
                      openapi_url=f"{API_PREFIX}/openapi.json")
@@ -133,6 +136,12 @@ def webhook_sender(settings: JobsSettings, guard: TargetGuard) -> WebhookSender:
     """The webhook sender, signing with the operator's secret file, or one generated once in the run dir."""
     path = settings.webhook_secret_file or settings.run_dir / SECRET_FILE
     return WebhookSender(guard, WebhookSigner(read_secret(path, create=settings.webhook_secret_file is None)))
+
+
+def sessions(engine: Engine) -> Sessions | None:
+    """Browser sign-in, its sessions signed with the cluster secret every web front shares; None without one."""
+    secret = os.environ.get(CLUSTER_SECRET_ENV)
+    return Sessions(engine, SessionSigner(secret)) if secret else None
 
 
 def share_signer(settings: JobsSettings) -> ShareSigner:

@@ -28,7 +28,7 @@ class StoredResults:
     def __init__(self, results: dict[tuple[str, int], bytes]) -> None:
         self.results, self.asked = results, []
 
-    async def result(self, job_id: str, index: int) -> bytes:
+    async def result(self, job_id: str, index: int, login: str | None = None) -> bytes:
         self.asked.append((job_id, index))
         if (job_id, index) not in self.results:
             raise JobsError(f"The job {job_id} is not known to the jobs service.", 404)

@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from webui.contract import (
+    CLUSTER_SECRET_ENV,
     EXIT_OOM,
     LISTEN_GRACE,
     MAX_IMAGES,
@@ -220,6 +221,11 @@ class WebSettings(ServerTLSSettings):
         "API becomes a durable job there, which a reloaded page follows again. Unset: jobs go to --worker-queue "
         "directly. Reached with --worker-queue-ca/--worker-queue-cert when https.",
     )
+    sign_in: bool = Field(
+        False, description="Members of accounts sign in on a page of their own (docs/accounts.md) and the page's jobs "
+        "become their account's; without a good session cookie the studio sends them there. Needs --jobs-url and "
+        "the cluster secret (PORTRAIT_CLUSTER_SECRET, which signs the cookie for every web front).",
+    )
     max_attempts: int = Field(3, ge=1, description="Attempts per job when a worker fails or is cut off.")
     retry_delay: float = Field(0.5, ge=0, description="Seconds between attempts.")
     request_timeout: float = Field(600.0, description="Seconds one generation may take.")
@@ -270,6 +276,11 @@ class WebSettings(ServerTLSSettings):
     def _check_queue_cert(self) -> WebSettings:
         if self.worker_queue_cert is not None and not self.worker_queue.startswith("https://"):
             raise ValueError("--worker-queue-cert is presented over TLS only: give an https --worker-queue")
+        if self.sign_in and not self.jobs_url:
+            raise ValueError("--sign-in checks passwords at the jobs service: give --jobs-url")
+        if self.sign_in and not os.environ.get(CLUSTER_SECRET_ENV):
+            raise ValueError(f"--sign-in signs its cookies with the cluster secret: set {CLUSTER_SECRET_ENV} (the "
+                             "sidecar does)")
         return self
 
     def resolved_node(self) -> str:

@@ -276,6 +276,12 @@ class ClusterSpec(_Model):
                                 f"{label}.dispatch_agent_port")
         if self.users_file is not None and not self.users_file.is_file():
             raise ValueError(f"users_file: {self.users_file} is not a file")
+        if self.jobs.sign_in and not (self.jobs.enabled and self.jobs.web_fronts):
+            raise ValueError("jobs.sign_in: the password is checked by the jobs service: needs jobs.enabled and "
+                             "jobs.web_fronts")
+        if self.jobs.sign_in and self.needs_shared_secret and self.cluster_secret_file is None:
+            raise ValueError("jobs.sign_in: web fronts on node hosts sign cookies with the cluster secret: set "
+                             "cluster_secret_file (the same file on every host)")
         return self
 
     def _check_node_hosts(self) -> dict[str, dict[int, str]]:
@@ -419,6 +425,7 @@ class ClusterSpec(_Model):
                       "--worker-queue-cert", str(self.queue_client_cert(node_host))]
         if self.jobs.enabled and self.jobs.web_fronts and worker_queue_url is None:
             flags += ["--jobs-url", self.worker_queue_url]  # the worker queue passes /v1/jobs to the jobs service
+            flags += ["--sign-in"] if self.jobs.sign_in else []
         limits = self.limits
         return [*flags, "--max-body-bytes", str(limits.max_body_bytes), "--body-timeout", str(limits.body_timeout)]
 

@@ -308,6 +308,10 @@ class JobsSpec(Listener):
         "(--jobs-url): a reloaded page re-attaches to its job, a page that leaves no longer cancels it (its Cancel "
         "button does), any web front serves any job's result; the page and gradio_client see the same info, "
         "progress and errors as without it (docs/jobs.md).")
+    sign_in: bool = Field(
+        False, description="Members of accounts sign in to the studio page with their password (python -m jobs "
+        "accounts set-password) and the page's jobs become their account's; the session survives a web front's "
+        "death (docs/accounts.md). Needs web_fronts.")
 
     @model_validator(mode="after")
     def _check_store_url(self) -> JobsSpec:

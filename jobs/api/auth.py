@@ -1,6 +1,8 @@
 """Who is asking: ``Authorization: Bearer <API key>`` makes the key's account the caller, checked against the
 store (through a cache of at most ``KEY_CACHE_SECONDS``, so a revoked key is refused on every service within
-that). Without a key, a request acts for its site login (``owners.owner_of``: the basic-auth user name HAProxy
+that). A web front passes on its signed-in page user's session (``Authorization: Session``, ``sessions``): the
+request acts for the member's account, checked in the store on every request. Without either, it acts for its site
+login (``owners.owner_of``: the basic-auth user name HAProxy
 checked) when the site has one (``--site-login``), else it is anonymous. An account's jobs are its own; a login's
 or the anonymous jobs can be read by anyone without a key who holds their id, as before accounts.
 
@@ -22,6 +24,7 @@ from fastapi import Depends, Request
 from sqlalchemy import Engine
 
 from jobs.api.owners import owner_of
+from jobs.api.sessions import sessions_of
 from jobs.contract import (
     ANONYMOUS,
     KEY_CACHE_SECONDS,
@@ -35,6 +38,7 @@ from jobs.errors import JobGone, JobNotFound
 from jobs.store import ApiKey, Job, find_key, get, key_hash, touch_key
 from jobs.store.accounts import ACCOUNT_ID_PREFIX
 from jobs.store.records import utc_now
+from webui.session_token import AUTH_SCHEME
 from webui.worker.job_parsing import ApiError
 
 logger = logging.getLogger(__name__)
@@ -42,6 +46,8 @@ logger = logging.getLogger(__name__)
 SCOPE_FOR_METHOD = {"GET": SCOPE_HISTORY, "HEAD": SCOPE_HISTORY, "DELETE": SCOPE_HISTORY, "POST": SCOPE_GENERATE}
 """Reading and tidying the account's jobs needs ``history``; submitting and acting on them ``generate``; any other
 method ``admin``."""
+SESSION_SCOPES = frozenset({SCOPE_GENERATE, SCOPE_HISTORY})
+"""What a signed-in member may do on the page: generate, and read and tidy their account's jobs."""
 CACHE_SIZE = 10_000
 """The most keys one service remembers (the oldest looked-up go first)."""
 
@@ -54,10 +60,12 @@ class Caller:
     scopes: frozenset[str]
     key_prefix: str | None = None
     """The API key's visible prefix; None for a caller without a key."""
+    member: str | None = None
+    """The signed-in member a web front passes on (``Authorization: Session``); None for any other caller."""
 
     @property
     def account(self) -> bool:
-        return self.key_prefix is not None
+        return self.key_prefix is not None or self.member is not None
 
     def may(self, scope: str) -> bool:
         return scope in self.scopes or SCOPE_ADMIN in self.scopes
@@ -123,6 +131,9 @@ class KeyCache:
 async def caller(request: Request) -> Caller:
     """The request's caller, allowed the scope its method needs (401 for a bad key, 403 for a missing scope)."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == AUTH_SCHEME.lower():
+        member, _session = await run_sync(sessions_of(request).verify, token.strip())
+        return Caller(member.account_id, SESSION_SCOPES, member=member.user)
     if scheme.lower() != "bearer":
         login = owner_of(request) if request.app.state.site_login else ANONYMOUS
         return ANONYMOUS_CALLER if login == ANONYMOUS else Caller(login, ANONYMOUS_CALLER.scopes)

@@ -25,6 +25,7 @@ from jobs.api.errors import RESPONSES
 from jobs.api.listing import job_filter, next_page
 from jobs.api.models import JobAccepted, JobList, JobRequest, JobView
 from jobs.api.quotas import check_quota
+from jobs.api.sessions import Sessions
 from jobs.api.share_tokens import ShareSigner
 from jobs.api.sse import job_events, last_event_id
 from jobs.api.submission import MAX_BODY_BYTES, prefer_wait, read_submission
@@ -65,6 +66,8 @@ class JobsApi:
     """Checks API keys (None: a cache of ``KEY_CACHE_SECONDS`` on ``engine``)."""
     site_login: bool = False
     """Whether a request's basic-auth user name names its owner (the site's login, checked by HAProxy)."""
+    sessions: Sessions | None = None
+    """Signs members in and checks their browser sessions (None: no cluster secret, so no sign-in)."""
 
 
 def api(request: Request) -> JobsApi:

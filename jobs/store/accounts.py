@@ -3,7 +3,7 @@
 An account's id (``acc_`` + 16 random characters) is the ``owner`` of the jobs its API keys submit; operators name
 it by its unique ``name`` and set its ``weight``, its fair share of GPU time (``jobs.store.fair_share``), and its
 limits (``max_running`` jobs at once, ``daily_images`` per UTC day; None: no limit, ``jobs.store.quotas``).
-Members are login names with a role; browser sign-in will map them to their account.
+Members are login names with a role; browser sign-in (``passwords``) makes a member's jobs their account's.
 """
 
 from __future__ import annotations
@@ -113,9 +113,10 @@ def add_member(engine: Engine, account: str, user: str, role: str = "member", no
     member = Member(user, role, now or utc_now())
     with write(engine) as connection:
         account_id = find_account(connection, account).id
-        connection.execute(delete(account_members).where(account_members.c.account_id == account_id,
-                                                         account_members.c.user == user))
-        connection.execute(insert(account_members).values(account_id=account_id, **member.__dict__))
+        changed = connection.execute(update(account_members).where(  # a role changed keeps the password
+            account_members.c.account_id == account_id, account_members.c.user == user).values(role=role)).rowcount
+        if not changed:
+            connection.execute(insert(account_members).values(account_id=account_id, **member.__dict__))
     logger.info("account %s: %s is a%s %s", account, user, "n" if role == "admin" else "", role)
     return member
 

@@ -177,6 +177,16 @@ account_members = Table(
     Column("user", String(200), primary_key=True, doc="the person's login name"),
     Column("role", String(16), nullable=False, doc="admin or member"),
     Column("added_at", UTCDateTime, nullable=False),
+    Column("password_hash", String(200), nullable=True, doc="scrypt of the browser sign-in password; NULL: none set"),
+    Column("password_set_at", UTCDateTime, nullable=True, doc="sessions signed in before this are refused"),
+)
+
+sign_in_failures = Table(
+    "sign_in_failures", metadata,
+    Column("id", SeqInteger, primary_key=True, autoincrement=True),
+    Column("name", String(320), nullable=False, doc="the account and member name tried: account/user"),
+    Column("at", UTCDateTime, nullable=False),
+    Index(None, "name", "at"),  # one name's failures in the lockout window
 )
 
 api_keys = Table(

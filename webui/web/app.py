@@ -29,7 +29,7 @@ from starlette.routing import Mount
 
 from webui.access_log import uvicorn_log_config
 from webui.cluster_secret import ClusterSecret, RequireClusterSecret
-from webui.contract import HEALTH_PATH, PRIVATE_UMASK, READY_PATH
+from webui.contract import CLUSTER_SECRET_ENV, HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.images import guard_decoding
 from webui.log_setup import configure_logging
 from webui.settings import WebSettings, settings_from_cli
@@ -44,6 +44,7 @@ from webui.web.jobs_client import JobsClient
 from webui.web.loop_health import LoopWatch, settle_matplotlib
 from webui.web.queue_pacer import PaceQueue, QueuePacer
 from webui.web.request_guard import RequestGuard
+from webui.web.signin import SignIn
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio
 from webui.web.studio.history import HistoryPanel
@@ -126,6 +127,7 @@ def create_app(settings: WebSettings) -> FastAPI:
                     max_images=settings.max_images, listen_grace=settings.listen_grace, jobs=runner)
     # With jobs, this front only follows them (the jobs service paces the workers): no limit of its own.
     concurrency = None if runner else settings.concurrency
+    sign_in = settings.sign_in and jobs_client is not None
     demo = build_studio(
         studio,
         load_studio_config(),
@@ -134,6 +136,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         concurrency_limit=concurrency,
         job_page=JobPage(studio, runner) if runner else None,
         history=HistoryPanel(jobs_client, cache_dir=cache_dir) if jobs_client else None,
+        sign_out=sign_in,
     )
     # api_open=False: Gradio itself refuses a queued event called outside the queue (run/, api/).
     demo.queue(default_concurrency_limit=concurrency, max_size=settings.queue_max_size, api_open=False)
@@ -142,6 +145,10 @@ def create_app(settings: WebSettings) -> FastAPI:
     # Jobs in flight: events joined whose result their client has not yet been sent (waiting, running, sending).
     traffic.jobs = lambda: calls_of(demo, None)
     app.add_middleware(PaceQueue, pacer=pacer)
+    secret = ClusterSecret.from_env()
+    signing_in = SignIn(jobs_client, os.environ[CLUSTER_SECRET_ENV]) if sign_in and jobs_client else None
+    if signing_in is not None:
+        signing_in.pages(app)  # before the page's mount at /, which would take its paths
     gr.mount_gradio_app(
         app,
         demo,
@@ -173,8 +180,9 @@ def create_app(settings: WebSettings) -> FastAPI:
         app.state.handoff = Handoff(lambda session: calls_of(demo, session), cache_dir)
         app.add_middleware(HandOn, handoff=app.state.handoff)
         app.add_middleware(JobResultFiles, jobs=jobs_client, cache_dir=cache_dir)  # a result any front can serve
+    if signing_in is not None:  # outside what acts for the page's user: they see the session it passes on
+        signing_in.guard(app)
     app.add_middleware(TraceIds)  # every log line of a request names its id (a Gradio event's: studio.handlers)
-    secret = ClusterSecret.from_env()
     if secret is not None:  # outermost: a stranger's request reaches nothing, not even the counters
         app.add_middleware(RequireClusterSecret, secret=secret)
     return app

@@ -16,6 +16,7 @@ import re
 from pathlib import Path
 from urllib.parse import unquote
 
+from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from webui.web.handoff import FILE
@@ -56,7 +57,7 @@ class JobResultFiles:
             return
         job_id, index = wanted
         try:
-            png = await self.jobs.result(job_id, index)
+            png = await self.jobs.result(job_id, index, Headers(scope=scope).get("authorization"))  # whose it is
         except JobsError as exc:
             logger.info("job %s: result %d asked of this web front, not served: %s", job_id, index, exc)
             missing = exc.status in (404, 410)  # unknown, or past its retention

@@ -32,10 +32,12 @@ from webui.web.jobs_wire import (
     IDEMPOTENCY_KEY,
     LAST_EVENT_ID,
     PREFIX,
+    SESSIONS,
     JobEvent,
     JobListing,
     JobSnapshot,
     ShareLinks,
+    SignedIn,
     job_path,
 )
 from webui.web.worker_client import WorkerError, tls_context
@@ -155,28 +157,41 @@ class JobsClient:
             if exc.status != 410:
                 raise
 
-    async def get(self, job_id: str) -> JobSnapshot:
-        return JobSnapshot.model_validate((await self._request("GET", job_path(job_id), job_id)).json())
-
-    async def cancel(self, job_id: str) -> JobSnapshot:
-        """Ask the jobs service to cancel the job (a finished one stays as it is); the job now."""
-        response = await self._request("POST", job_path(job_id, "cancel"), job_id)
+    async def get(self, job_id: str, login: str | None = None) -> JobSnapshot:
+        response = await self._request("GET", job_path(job_id), job_id, headers=as_user(login))
         return JobSnapshot.model_validate(response.json())
 
-    async def share(self, job_id: str) -> ShareLinks:
+    async def cancel(self, job_id: str, login: str | None = None) -> JobSnapshot:
+        """Ask the jobs service to cancel the job (a finished one stays as it is); the job now."""
+        response = await self._request("POST", job_path(job_id, "cancel"), job_id, headers=as_user(login))
+        return JobSnapshot.model_validate(response.json())
+
+    async def share(self, job_id: str, login: str | None = None) -> ShareLinks:
         """Links to the job's results that work without the site's login (paths on the site), until they expire."""
-        return ShareLinks.model_validate((await self._request("POST", job_path(job_id, "share"), job_id)).json())
+        response = await self._request("POST", job_path(job_id, "share"), job_id, headers=as_user(login))
+        return ShareLinks.model_validate(response.json())
 
-    async def result(self, job_id: str, index: int) -> bytes:
+    async def result(self, job_id: str, index: int, login: str | None = None) -> bytes:
         """The bytes of the job's result ``index`` (a PNG)."""
-        return (await self._request("GET", job_path(job_id, "results", index), job_id)).content
+        return (await self._request("GET", job_path(job_id, "results", index), job_id, headers=as_user(login))).content
 
-    async def events(self, job_id: str, after: int = 0) -> AsyncIterator[JobEvent]:
+    async def sign_in(self, account: str, user: str, password: str) -> SignedIn:
+        """A member's session (``JobsError`` 401 for a wrong name or password, 429 while the name is locked)."""
+        response = await self._request("POST", SESSIONS, json={"account": account, "user": user,
+                                                               "password": password})
+        return SignedIn.model_validate(response.json())
+
+    async def session(self, login: str) -> SignedIn:
+        """Whose session ``login`` (``Authorization: Session <token>``) is; ``JobsError`` 401 once it ended."""
+        return SignedIn.model_validate((await self._request("GET", SESSIONS + "/current",
+                                                            headers=as_user(login))).json())
+
+    async def events(self, job_id: str, after: int = 0, login: str | None = None) -> AsyncIterator[JobEvent]:
         """The job's events after number ``after`` until its terminal event, reconnecting a cut stream."""
         cut_since: float | None = None
         while True:
             try:
-                async for event in self._stream(job_id, after):
+                async for event in self._stream(job_id, after, login):
                     cut_since = None
                     if event.id is not None:
                         after = event.id
@@ -192,8 +207,8 @@ class JobsClient:
             logger.info("job %s: event stream cut after event %d (%s); reconnecting", job_id, after, cause)
             await asyncio.sleep(self.retry_delay)
 
-    async def _stream(self, job_id: str, after: int) -> AsyncIterator[JobEvent]:
-        headers = {LAST_EVENT_ID: str(after)} if after else {}
+    async def _stream(self, job_id: str, after: int, login: str | None) -> AsyncIterator[JobEvent]:
+        headers = {LAST_EVENT_ID: str(after), **as_user(login)} if after else as_user(login)
         async with self._http.stream("GET", job_path(job_id, "events"), headers=headers) as response:
             if not response.is_success:
                 await response.aread()

@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 PREFIX = "/v1/jobs"
+SESSIONS = "/v1/sessions"
 IDEMPOTENCY_KEY = "Idempotency-Key"
 LAST_EVENT_ID = "Last-Event-ID"
 
@@ -103,3 +104,13 @@ class ShareLinks(BaseModel):
     job_id: str
     expires_at: datetime
     urls: list[str]
+
+
+class SignedIn(BaseModel):
+    """``/v1/sessions``' answer: a member's browser session (its ``token`` only in the answer to a sign-in)."""
+
+    account: str
+    user: str
+    role: str
+    expires_at: datetime
+    token: str | None = None

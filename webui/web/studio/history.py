@@ -78,13 +78,14 @@ class HistoryPanel:
         except JobsError as exc:
             return gr.skip(), gr.skip(), gr.skip(), gr.Markdown(f"**Could not list more:** {exc}", visible=True)
 
-    async def open(self, index: int | None, listing: dict[str, Any]) -> tuple[Any, ...]:
+    async def open(self, index: int | None, listing: dict[str, Any],
+                   request: gr.Request | None = None) -> tuple[Any, ...]:
         """(details, settings, chosen, opened group, confirm row): the clicked job, as the jobs service has it."""
         entries = (listing or NOTHING)["entries"]
         if index is None or not 0 <= index < len(entries):
             return (gr.skip(),) * 5
         try:
-            job = await self.client.get(entries[index]["id"])
+            job = await self.client.get(entries[index]["id"], login_of(request))
         except JobsError as exc:
             return f"**Could not open the job:** {exc}", None, None, gr.Group(visible=True), gr.Row(visible=False)
         chosen = {"id": job.id, "settings": settings(job), "seeds": job_seeds(job)}

@@ -91,8 +91,8 @@ class JobPage:
             return kept(None, form), refused.error_area()
         return await self.submit(fields, form, preset, request)
 
-    async def follow(self, state: dict[str, Any] | None,
-                     progress: gr.Progress = gr.Progress()) -> tuple[Any, ...]:
+    async def follow(self, state: dict[str, Any] | None, progress: gr.Progress = gr.Progress(),
+                     request: gr.Request | None = None) -> tuple[Any, ...]:
         """Follow the kept job: (gallery, info, summary, error area, model note, kept state); nothing when none is
         kept. Once its outcome is shown the job is forgotten (a later reload opens a fresh page, as without
         jobs); a job whose page went away before its end is still kept, and shown at the next load."""
@@ -101,7 +101,7 @@ class JobPage:
             return (gr.skip(),) * 6
         forget = {}
         try:
-            gallery, info = await self.runner.follow(job_id, progress)
+            gallery, info = await self.runner.follow(job_id, progress, login_of(request))
         except JobCanceled as exc:
             return gr.skip(), gr.skip(), gr.skip(), gr.Markdown(f"**Canceled:** {exc}", visible=True), gr.skip(), forget
         except JobsError as exc:
@@ -113,14 +113,14 @@ class JobPage:
         note = model_note(info["model"], self.studio.web_node)
         return gallery, info, job_summary(info), gr.Markdown("", visible=False), note, forget
 
-    async def cancel(self, state: dict[str, Any] | None) -> None:
+    async def cancel(self, state: dict[str, Any] | None, request: gr.Request | None = None) -> None:
         """The Cancel button: cancel the kept job (a finished one stays as it is)."""
         job_id = (state or {}).get("job")
         if not job_id:
             gr.Info("There is no job to cancel.", title="Cancel")
             return
         try:
-            job = await self.runner.cancel(job_id)
+            job = await self.runner.cancel(job_id, login_of(request))
         except JobsError as exc:
             gr.Warning(f"Could not cancel the job: {exc}", title="Cancel")
             return
@@ -128,14 +128,14 @@ class JobPage:
         gr.Info(f"Job {job_id} was already {job.status}." if job.terminal else f"Canceling job {job_id}.",
                 title="Cancel")
 
-    async def share(self, info: dict[str, Any] | None) -> Any:
+    async def share(self, info: dict[str, Any] | None, request: gr.Request | None = None) -> Any:
         """The Share button: links to the shown result that work without the site's login (Markdown)."""
         job_id = (info or {}).get("job_id")
         if not job_id:
             gr.Info("Generate a portrait first: there is no result to share.", title="Share")
             return gr.skip()
         try:
-            links = await self.runner.share(job_id)
+            links = await self.runner.share(job_id, login_of(request))
         except JobsError as exc:
             gr.Warning(f"Could not make a share link: {exc}", title="Share")
             return gr.skip()

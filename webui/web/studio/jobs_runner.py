@@ -32,8 +32,9 @@ Gallery = list[tuple[Path, str]]
 
 
 def login_of(request: gr.Request | None) -> str | None:
-    """The ``Authorization`` the page's user logged in to the site with (HAProxy checked it): the jobs service
-    makes their jobs theirs by it. None on a site without a login (everyone's jobs are then one owner's)."""
+    """The ``Authorization`` the page's user logged in to the site with (HAProxy checked it), or their session
+    (``Session``, set by the sign-in gate from their cookie): the jobs service makes their jobs theirs by it. None on
+    a site without a login (everyone's jobs are then one owner's)."""
     return (request.headers.get("authorization") or None) if request is not None else None
 
 
@@ -89,13 +90,14 @@ class JobRunner:
         logger.info("job %s submitted", job.id)
         return job.id
 
-    async def follow(self, job_id: str, progress: gr.Progress) -> tuple[Gallery, dict[str, Any]]:
-        """Show the job's progress until it ends; its images and info. Raises ``JobsError`` (failed, canceled,
-        unreachable) with a message for the user."""
+    async def follow(self, job_id: str, progress: gr.Progress,
+                     login: str | None = None) -> tuple[Gallery, dict[str, Any]]:
+        """Show ``login``'s job's progress until it ends; its images and info. Raises ``JobsError`` (failed,
+        canceled, unreachable) with a message for the user."""
         started = time.monotonic()
         progress(0.0, desc=f"Job {job_id}: waiting for a worker")
         job: JobSnapshot | None = None
-        async for event in self.client.events(job_id):
+        async for event in self.client.events(job_id, login=login):
             if event.name == QUEUED:
                 words = queued_words(event.data)
                 progress(0.0, desc=f"{words} · job {job_id}" if words else f"Job {job_id}: waiting for a worker")
@@ -112,34 +114,34 @@ class JobRunner:
         captions = image_captions(job_info(job, self.web_node, 0.0))
         gallery = []
         for index, (result, caption) in enumerate(zip(job.results, captions, strict=True)):
-            png = await self.client.result(job_id, index)
+            png = await self.client.result(job_id, index, login)
             path = await asyncio.to_thread(save_png, png, self.cache_dir, result_name(job_id, index))
             gallery.append((path, caption))
             logger.debug("job %s: result %d (%s) fetched", job_id, index, result.sha256)
         return gallery, job_info(job, self.web_node, time.monotonic() - started)
 
-    async def cancel(self, job_id: str) -> JobSnapshot:
-        return await self.client.cancel(job_id)
+    async def cancel(self, job_id: str, login: str | None = None) -> JobSnapshot:
+        return await self.client.cancel(job_id, login)
 
-    async def share(self, job_id: str) -> ShareLinks:
-        return await self.client.share(job_id)
+    async def share(self, job_id: str, login: str | None = None) -> ShareLinks:
+        return await self.client.share(job_id, login)
 
     async def run_for_caller(self, fields: dict[str, Any], progress: gr.Progress, streams: EventStreams,
-                             grace: float) -> tuple[Gallery, dict[str, Any]]:
+                             grace: float, login: str | None = None) -> tuple[Gallery, dict[str, Any]]:
         """Submit and follow for a caller waiting on the answer (the client API): when the caller cancels or
         stops listening (``cancelled_when_client_leaves``), the job is canceled too."""
-        job_id = await self.submit(fields)
+        job_id = await self.submit(fields, login)
         try:
             with trace.bound(job=job_id):  # its lines here and the jobs service's requests name the job
                 async with cancelled_when_client_leaves(streams, grace=grace):
-                    return await self.follow(job_id, progress)
+                    return await self.follow(job_id, progress, login)
         except asyncio.CancelledError:
             logger.info("job %s: its caller left; canceling the job", job_id)
-            await asyncio.shield(asyncio.ensure_future(self._cancel_quietly(job_id)))
+            await asyncio.shield(asyncio.ensure_future(self._cancel_quietly(job_id, login)))
             raise
 
-    async def _cancel_quietly(self, job_id: str) -> None:
+    async def _cancel_quietly(self, job_id: str, login: str | None) -> None:
         try:
-            await self.client.cancel(job_id)
+            await self.client.cancel(job_id, login)
         except JobsError as exc:
             logger.warning("job %s: could not cancel it: %s", job_id, exc)

@@ -41,11 +41,16 @@ def result_shown(info: dict[str, Any] | None) -> tuple[str, Any]:
     return info_details(info), gr.Button(visible=bool((info or {}).get("job_id")))
 
 
+SIGN_OUT_JS = ("() => fetch('sign-out', {method: 'POST', credentials: 'same-origin'})"
+               ".then(() => window.location.assign('sign-in'))")
+"""The Sign out button: the web front deletes the session cookie, then the sign-in page."""
+
+
 def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePrompt], max_images: int,
                  concurrency_limit: int | None, job_page: JobPage | None = None,
-                 history: HistoryPanel | None = None) -> gr.Blocks:
+                 history: HistoryPanel | None = None, sign_out: bool = False) -> gr.Blocks:
     """The studio page (``gr.Blocks``) wired to ``studio`` (and its jobs, with ``job_page``: a Cancel button, the
-    kept job followed again on load); call ``.queue()`` before mounting."""
+    kept job followed again on load; with ``sign_out``, a Sign out button); call ``.queue()`` before mounting."""
     defaults = config.defaults
     width0, height0 = config.resolutions[defaults.resolution]
     job_options = dict(concurrency_limit=concurrency_limit, concurrency_id=JOB_CONCURRENCY_ID)
@@ -57,6 +62,9 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             gr.Markdown("# Portrait Studio\nAI portraits for photographers, served by a pool of GPU workers.",
                         elem_id="title")
             model_info = gr.Markdown("Checking the workers…", elem_id="model-note")
+            if sign_out:  # a POST from this page (a link would let any site sign its users out)
+                gr.Button("Sign out", size="sm", scale=0, min_width=100, elem_id="sign-out").click(
+                    None, js=SIGN_OUT_JS)
 
         with gr.Row(equal_height=False, elem_id="studio-row"):
             with gr.Column(scale=5, elem_id="controls"):
