@@ -32,6 +32,7 @@ from jobs.api.sync_jobs import SyncOptions
 from jobs.api.views import PREFIX, accepted, view
 from jobs.contract import PAGE_LIMIT_MAX, RETENTION
 from jobs.errors import ResultNotFound
+from jobs.metrics import JobsMetrics
 from jobs.store import Job, JobFilter, cancel, get, list_newest_first, result_data, stored_results, submit
 from jobs.webhooks.targets import TargetGuard
 from webui import trace
@@ -65,6 +66,8 @@ class JobsApi:
     """Checks API keys (None: a cache of ``KEY_CACHE_SECONDS`` on ``engine``)."""
     site_login: bool = False
     """Whether a request's basic-auth user name names its owner (the site's login, checked by HAProxy)."""
+    metrics: JobsMetrics | None = None
+    """Where quota refusals are counted per account (the service's /metrics; None: not counted)."""
 
 
 def api(request: Request) -> JobsApi:
@@ -102,7 +105,7 @@ async def submit_job(request: Request, jobs: Api, who: Who) -> Response:
     past its quota is a 429 (``jobs.api.quotas``)."""
     limits = (await jobs.limits()) if jobs.limits else Limits()
     checked = await read_submission(request, limits, jobs.guard, jobs.max_body)
-    await check_quota(jobs.engine, who.owner, checked.input, checked.idempotency_key)
+    await check_quota(jobs.engine, who.owner, checked.input, checked.idempotency_key, jobs.metrics)
     job, created = await run_sync(lambda: submit(
         jobs.engine, checked.input, idempotency_key=checked.idempotency_key, body_hash=checked.body_hash,
         owner=who.owner, retention=jobs.retention))
