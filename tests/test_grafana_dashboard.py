@@ -34,10 +34,14 @@ def expressions() -> list[str]:
     return exprs
 
 
+def metric_name(series: str) -> str:
+    """The metric a series name belongs to (a histogram's ``_bucket``, ``_sum`` and ``_count`` to the histogram)."""
+    return next((series.removesuffix(suffix) for suffix in SUFFIXES if series.endswith(suffix)), series)
+
+
 def metric_names() -> set[str]:
     """Every metric the dashboard reads (a histogram by its own name)."""
-    names = set(re.findall(r"\b(?:haproxy|portrait)_[a-z_]+\b", " ".join(expressions())))
-    return {next((name.removesuffix(s) for s in SUFFIXES if name.endswith(s)), name) for name in names}
+    return {metric_name(name) for name in re.findall(r"\b(?:haproxy|portrait)_[a-z_]+\b", " ".join(expressions()))}
 
 
 def check_as_rules(exprs: list[str], folder: Path) -> subprocess.CompletedProcess[str]:

@@ -23,6 +23,7 @@ from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.test_grafana_dashboard import expressions as dashboard_expressions
+from tests.test_grafana_dashboard import metric_name
 from tests.test_grafana_dashboard import metric_names as dashboard_metrics
 
 RULES, EXAMPLE = REPO / "assets/prometheus/alerts.yml", REPO / "assets/prometheus/prometheus.example.yml"
@@ -126,7 +127,7 @@ def test_a_job_is_counted_with_its_wait(cluster: LaunchedCluster, prometheus: st
 def test_every_dashboard_expression_answers_on_the_cluster(prometheus: str) -> None:
     """After a job (the test above): every metric the Grafana dashboard reads is scraped (those that need a feature
     apart) and each of its expressions is a query Prometheus answers."""
-    names = set(api(prometheus, "label/__name__/values"))
+    names = {metric_name(name) for name in api(prometheus, "label/__name__/values")}
     assert dashboard_metrics() - set(NEEDS_A_FEATURE) - names == set()
     for expr in dashboard_expressions():
         assert isinstance(api(prometheus, "query", query=expr)["result"], list), expr
