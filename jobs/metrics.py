@@ -3,7 +3,8 @@
 Counted by this process (each jobs service counts the runs it held; sum them over balancers):
 
 * ``portrait_jobs_finished_total{status}``: runs that ended succeeded, failed or canceled,
-* ``portrait_jobs_queue_wait_seconds``: from a job's acceptance to its first denoising step on a worker.
+* ``portrait_jobs_queue_wait_seconds``: from a job's acceptance to its first denoising step on a worker,
+* the same per account, with images, GPU seconds and quota refusals (``jobs.account_metrics``).
 
 Read from the store when scraped (the same for every jobs service sharing it; take ``max`` over balancers):
 
@@ -26,6 +27,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 
+from jobs.account_metrics import AccountUsage
 from jobs.contract import TERMINAL
 from jobs.store.engine import read
 from jobs.store.outbox import PENDING
@@ -94,15 +96,20 @@ class JobsMetrics:
         self.queue_wait = Histogram("portrait_jobs_queue_wait_seconds", "Seconds from a job's acceptance to its "
                                     "first denoising step on a worker.", buckets=QUEUE_WAIT_BUCKETS,
                                     registry=self.registry)
+        self.accounts = AccountUsage()
+        self.registry.register(self.accounts)
 
     def track_store(self, engine: Engine) -> None:
-        """Export the store's webhook backlog and filesystem, read at scrape time."""
+        """Export the store's webhook backlog and filesystem, read at scrape time; name the accounts from it."""
         self.registry.register(StoreCollector(engine))
+        self.accounts.engine = engine
 
-    def ended(self, status: str) -> None:
-        """Count a run that ended in ``status`` (a lost lease is no ending: the next holder counts the job)."""
+    def ended(self, status: str, owner: str | None = None, images: int = 0, gpu_seconds: float = 0.0) -> None:
+        """Count a run of ``owner``'s job that ended in ``status`` with ``images`` made in ``gpu_seconds`` (a lost
+        lease is no ending: the next holder counts the job)."""
         if status in TERMINAL:
             self.finished.labels(status).inc()
+            self.accounts.ended(owner, status, images, gpu_seconds)
 
     def render(self) -> bytes:
         """The text exposition format (blocking: it reads the store)."""

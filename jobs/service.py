@@ -113,7 +113,7 @@ def build_app(settings: JobsSettings) -> FastAPI:
     sync = SyncOptions(dispatcher.runs, holder_name(), settings.queue_wait, timedelta(days=settings.retention_days))
     jobs_api = JobsApi(engine, guard, limits, dispatcher.wake, timedelta(days=settings.retention_days),
                        settings.max_body_bytes, partial(queue.redeliver, sender), sync, share_signer(settings),
-                       KeyCache(engine, settings.key_cache_seconds), settings.site_login, sessions(engine))
+                       KeyCache(engine, settings.key_cache_seconds), settings.site_login, sessions(engine), metrics)
     # The OpenAPI page under the API's own prefix: reachable wherever the API is (the balancer routes the prefix).
     app = create_app(jobs_api, lifespan=lifespan, docs_url=f"{API_PREFIX}/docs", redoc_url=None,
                      openapi_url=f"{API_PREFIX}/openapi.json")

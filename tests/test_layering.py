@@ -43,6 +43,7 @@ BALANCER_ROOMS: tuple[set[str], ...] = (
 JOBS_ROOMS: tuple[set[str], ...] = (
     {"contract", "errors", "secret_file"},  # shared values; domain errors; secrets kept in files (apart)
     {"store"},               # the durable store: tables, engine, migrations, the repository functions
+    {"account_metrics"},     # usage per account (jobs, images, GPU seconds, refusals) for the metrics
     {"metrics"},             # the service's Prometheus metrics (counted by runs, read from the store)
     {"webhooks"},            # signing and target checks; delivery from the store's queue
     {"running"},             # a held job on the workers' queue to its outcome: the dispatcher's and /generate's

@@ -19,6 +19,7 @@ from jobs.metrics import JobsMetrics
 from jobs.service import build_app
 from jobs.settings import JobsSettings
 from jobs.store import make_engine, submit, upgrade
+from jobs.store.accounts import create_account
 from jobs.store.outbox import PENDING
 from jobs.store.records import utc_now
 from jobs.store.schema import webhook_deliveries
@@ -59,6 +60,37 @@ def test_jobs_metrics_count_runs_and_read_the_store(tmp_path: Path) -> None:
     assert exported[("portrait_jobs_queue_wait_seconds_bucket", (("le", "10.0"),))] == 1
     assert exported[("portrait_jobs_webhook_pending_deliveries", ())] == 1
     assert exported[("portrait_jobs_webhook_oldest_due_age_seconds", ())] >= 600
+    engine.dispose()
+
+
+def test_account_usage_is_labelled_with_the_store_s_account_names(tmp_path: Path) -> None:
+    """Accounts by name, each with its series before its first job; keyless and site-login owners fold into one
+    ``anonymous`` value (the label's values are bounded by the store's accounts, not by what clients send)."""
+    url = f"sqlite:///{tmp_path / 'jobs.sqlite3'}"
+    upgrade(url)
+    engine = make_engine(url)
+    studio = create_account(engine, "studio")
+    create_account(engine, "idle")  # no job yet
+    metrics = JobsMetrics()
+    metrics.track_store(engine)
+    metrics.ended("succeeded", studio.id, images=2, gpu_seconds=3.5)
+    metrics.ended("failed", studio.id)
+    metrics.ended("succeeded", "alice", images=1, gpu_seconds=1.0)  # a site login's job
+    metrics.ended("canceled", "", images=4, gpu_seconds=0.5)  # no images counted for a canceled run
+    metrics.ended("lost", studio.id, images=9)  # no ending: the next holder counts it
+    metrics.accounts.refused(studio.id, "concurrency")
+    exported = samples(metrics.render())
+
+    def value(name: str, account: str, **labels: str) -> float:
+        return exported[(f"portrait_jobs_account_{name}_total", tuple(sorted({"account": account, **labels}.items())))]
+
+    assert [value("jobs", "studio", status=status) for status in ("succeeded", "failed", "canceled")] == [1, 1, 0]
+    assert [value("images", name) for name in ("studio", "anonymous", "idle")] == [2, 1, 0]
+    assert [value("gpu_seconds", name) for name in ("studio", "anonymous", "idle")] == [3.5, 1.5, 0]
+    assert value("jobs", "anonymous", status="succeeded") == value("jobs", "anonymous", status="canceled") == 1
+    assert value("refusals", "studio", reason="concurrency") == 1 and value("refusals", "idle", reason="daily") == 0
+    assert {dict(labels)["account"] for name, labels in exported if name.startswith("portrait_jobs_account_")} == {
+        "studio", "idle", "anonymous"}
     engine.dispose()
 
 

@@ -3,7 +3,8 @@
 at its ports) and rules (``assets/prometheus/alerts.yml``): every target is up, every metric the rules read is
 there, and a worker SIGKILLed by its PID (the sidecar set to call one death a crash loop, so it stays down) puts
 ``PortraitPartCrashLooping`` and ``PortraitNoWorkerReady`` into Prometheus's own /api/v1/alerts, each within its
-``for:`` and two scrape intervals (polled with a bound, nothing timed)."""
+``for:`` and two scrape intervals (polled with a bound, nothing timed). Every expression of the Grafana dashboard
+(assets/grafana/portrait-ha.json) is answered and every metric it reads is there."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ import yaml
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
+from tests.test_grafana_dashboard import expressions as dashboard_expressions
+from tests.test_grafana_dashboard import metric_name
+from tests.test_grafana_dashboard import metric_names as dashboard_metrics
 
 RULES, EXAMPLE = REPO / "assets/prometheus/alerts.yml", REPO / "assets/prometheus/prometheus.example.yml"
 PROMETHEUS = shutil.which("prometheus")
@@ -31,10 +35,12 @@ SCRAPE_S = 1
 """Scrape and rule evaluation interval here (a real deployment: 15 s)."""
 NEEDS_A_FEATURE = {
     "portrait_gpu_temperature_celsius": "a GPU (NVML)",
+    "portrait_gpu_memory_used_bytes": "a GPU (NVML)",
+    "portrait_gpu_memory_total_bytes": "a GPU (NVML)",
     "portrait_sidecar_certificate_expiry_timestamp_seconds": "the cluster file's tls section",
     "portrait_sidecar_vrrp_state": "a floating address (keepalived)",
 }
-"""Metrics the rules read that a stand-in cluster on one host cannot have, and what brings them."""
+"""Metrics the rules or the dashboard read that a stand-in cluster on one host cannot have, and what brings them."""
 
 
 def rule_metrics() -> set[str]:
@@ -116,6 +122,17 @@ def test_a_job_is_counted_with_its_wait(cluster: LaunchedCluster, prometheus: st
     counted = ('sum(portrait_jobs_finished_total{status="succeeded"}) == 1'
                ' and sum(portrait_jobs_queue_wait_seconds_count) == 1')
     assert wait_until(lambda: value(prometheus, counted), "the job counted", timeout=5 * SCRAPE_S + 5, interval=0.2)
+
+
+def test_every_dashboard_expression_answers_on_the_cluster(prometheus: str) -> None:
+    """After a job (the test above): every metric the Grafana dashboard reads is scraped (those that need a feature
+    apart) and each of its expressions is a query Prometheus answers."""
+    names = {metric_name(name) for name in api(prometheus, "label/__name__/values")}
+    assert dashboard_metrics() - set(NEEDS_A_FEATURE) - names == set()
+    for expr in dashboard_expressions():
+        assert isinstance(api(prometheus, "query", query=expr)["result"], list), expr
+    images = 'sum(portrait_jobs_account_images_total{account="anonymous"})'
+    assert value(prometheus, images) == 1  # the job above: one image, no API key
 
 
 def alerts(prometheus: str) -> dict[str, str]:

@@ -2,7 +2,8 @@
 stand-in worker (``--model standin:2``), accounts limited with ``python -m jobs accounts set-limits``. The image
 past an account's daily quota is a 429 on either service (the count is the store's) with ``Retry-After`` until
 00:00 UTC and the ``RateLimit-Policy`` / ``RateLimit`` fields; a resend of an accepted job still passes; an account
-at its most jobs at once is a 429 until one ends; an account without limits is unaffected.
+at its most jobs at once is a 429 until one ends; an account without limits is unaffected. Each service's
+``/metrics`` counts every account's jobs, images, GPU seconds and refusals apart, the keyless ones as ``anonymous``.
 
 Run under the cluster lock: ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_quotas_api.py``.
 """
@@ -19,6 +20,7 @@ from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from tests.jobs_service import JOB, PART, WAIT, Part, service, worker
 from tests.test_accounts_api import accounts_cli
+from tests.test_metrics_exported import samples
 
 
 class Store:
@@ -52,6 +54,44 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
 def post(part: Part, key: str, images: int = 1, **headers: str) -> httpx.Response:
     return httpx.post(part.url + "/v1/jobs", json={**JOB, "num_images": images},
                       headers={**PART, "Authorization": f"Bearer {key}", **headers}, timeout=WAIT)
+
+
+def account_usage(store: Store) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Both services' per-account samples, summed (each counts the runs it held and the refusals it answered)."""
+    summed: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+    for part in (store.first, store.second):
+        for sample, value in samples(httpx.get(part.url + "/metrics", timeout=WAIT).text).items():
+            if sample[0].startswith("portrait_jobs_account_"):
+                summed[sample] = summed.get(sample, 0) + value
+    return summed
+
+
+def test_metrics_count_each_account_s_jobs_images_gpu_seconds_and_refusals(store: Store) -> None:
+    # First in the module: its jobs wait behind no others on the one 2 s worker.
+    big, small = store.key("metrics-big"), store.key("metrics-small", "--daily-images", "1")
+    sent = [(big, post(store.first, big, 2)), (small, post(store.second, small, 1))]
+    assert post(store.first, small, 1).status_code == 429  # past its daily image
+    keyless = httpx.post(store.second.url + "/v1/jobs", json=JOB, headers=PART, timeout=WAIT)
+    sent.append((None, keyless))
+    for key, answer in sent:
+        assert answer.status_code == 202, answer.text
+        auth = {**PART, "Authorization": f"Bearer {key}"} if key else PART
+        url = f"{store.first.url}/v1/jobs/{answer.json()['id']}"
+        wait_until(lambda url=url, auth=auth: httpx.get(url, headers=auth, timeout=WAIT).json()["status"]
+                   == "succeeded", "the job succeeded", timeout=WAIT)
+    usage = account_usage(store)
+
+    def value(name: str, account: str, **labels: str) -> float:
+        return usage[(f"portrait_jobs_account_{name}_total", tuple(sorted({"account": account, **labels}.items())))]
+
+    assert [value("jobs", account, status="succeeded") for account in ("metrics-big", "metrics-small", "anonymous")
+            ] == [1, 1, 1]
+    assert [value("images", account) for account in ("metrics-big", "metrics-small", "anonymous")] == [2, 1, 1]
+    assert value("gpu_seconds", "metrics-big") >= 2 and value("gpu_seconds", "metrics-small") >= 2  # standin:2
+    assert value("refusals", "metrics-small", reason="daily") == 1
+    assert value("refusals", "metrics-big", reason="daily") == 0
+    accounts = {dict(labels)["account"] for _, labels in usage}
+    assert {"metrics-big", "metrics-small", "anonymous"} <= accounts and not any(a.startswith("acc_") for a in accounts)
 
 
 def test_the_image_past_the_daily_quota_is_refused_on_every_service(store: Store) -> None:

@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from anyio.to_thread import run_sync
 from sqlalchemy import Engine
 
+from jobs.metrics import JobsMetrics
 from jobs.store.quotas import Usage, quota_usage, start_of_day
 from jobs.store.records import utc_now
 from webui.worker.job_parsing import ApiError
@@ -35,8 +36,9 @@ def policies(usage: Usage) -> str:
     return ", ".join(named)
 
 
-def refusal(usage: Usage, images: int, now: datetime) -> ApiError | None:
-    """The 429 for a job of ``images`` images given ``usage``; None when it fits."""
+def refusal(usage: Usage, images: int, now: datetime) -> tuple[str, ApiError] | None:
+    """Why (``daily`` or ``concurrency``) and the 429 for a job of ``images`` images given ``usage``; None when it
+    fits."""
     if usage.daily_images is not None and usage.images_today + images > usage.daily_images:
         reset = start_of_day(now) + timedelta(days=1)
         wait = max(1, int((reset - now).total_seconds()) + 1)
@@ -51,15 +53,19 @@ def refusal(usage: Usage, images: int, now: datetime) -> ApiError | None:
                   "when one has finished.")
     else:
         return None
-    return ApiError(429, "quota_exceeded", detail, headers={
+    return name, ApiError(429, "quota_exceeded", detail, headers={
         "Retry-After": str(wait), "RateLimit-Policy": policies(usage), "RateLimit": f'"{name}";r={remaining};t={wait}'})
 
 
-async def check_quota(engine: Engine, owner: str, job: dict, idempotency_key: str | None) -> None:
-    """Raise the 429 when ``owner`` (an account with limits) may not submit ``job`` now; a resend of an earlier
-    job (its ``idempotency_key``) always passes."""
+async def check_quota(engine: Engine, owner: str, job: dict, idempotency_key: str | None,
+                      metrics: JobsMetrics | None = None) -> None:
+    """Raise the 429 when ``owner`` (an account with limits) may not submit ``job`` now (counted in ``metrics``);
+    a resend of an earlier job (its ``idempotency_key``) always passes."""
     now = utc_now()
     usage = await run_sync(quota_usage, engine, owner, now, idempotency_key)
     if usage is not None and (refused := refusal(usage, int(job.get("num_images", 1)), now)) is not None:
-        logger.info("job refused for %s: %s", owner, refused.body.detail)
-        raise refused
+        reason, error = refused
+        logger.info("job refused for %s: %s", owner, error.body.detail)
+        if metrics is not None:
+            metrics.accounts.refused(owner, reason)
+        raise error

@@ -33,6 +33,7 @@ from jobs.api.sync_jobs import SyncOptions
 from jobs.api.views import PREFIX, accepted, view
 from jobs.contract import PAGE_LIMIT_MAX, RETENTION
 from jobs.errors import ResultNotFound
+from jobs.metrics import JobsMetrics
 from jobs.store import Job, JobFilter, cancel, get, list_newest_first, result_data, stored_results, submit
 from jobs.webhooks.targets import TargetGuard
 from webui import trace
@@ -68,6 +69,8 @@ class JobsApi:
     """Whether a request's basic-auth user name names its owner (the site's login, checked by HAProxy)."""
     sessions: Sessions | None = None
     """Signs members in and checks their browser sessions (None: no cluster secret, so no sign-in)."""
+    metrics: JobsMetrics | None = None
+    """Where quota refusals are counted per account (the service's /metrics; None: not counted)."""
 
 
 def api(request: Request) -> JobsApi:
@@ -105,7 +108,7 @@ async def submit_job(request: Request, jobs: Api, who: Who) -> Response:
     past its quota is a 429 (``jobs.api.quotas``)."""
     limits = (await jobs.limits()) if jobs.limits else Limits()
     checked = await read_submission(request, limits, jobs.guard, jobs.max_body)
-    await check_quota(jobs.engine, who.owner, checked.input, checked.idempotency_key)
+    await check_quota(jobs.engine, who.owner, checked.input, checked.idempotency_key, jobs.metrics)
     job, created = await run_sync(lambda: submit(
         jobs.engine, checked.input, idempotency_key=checked.idempotency_key, body_hash=checked.body_hash,
         owner=who.owner, retention=jobs.retention))

@@ -85,10 +85,14 @@ class HeldRuns:
     """Where each run's ending and the job's wait for its first step are counted (the service's /metrics)."""
 
     async def run(self, job: Job | Awaitable[Job], deadline: Deadline, **options: Any) -> Ending:
-        """``_run`` (its options below), its ending counted in ``metrics``."""
-        ending = await self._run(job, deadline, **options)
+        """``_run`` (its options below), its ending counted in ``metrics`` for the job's owner."""
+        recorded = job if isinstance(job, Job) else asyncio.ensure_future(job)  # read again once recorded
+        ending = await self._run(recorded, deadline, **options)
         if self.metrics is not None:
-            self.metrics.ended(ending.status)
+            owner = (recorded if isinstance(recorded, Job) else recorded.result()).owner
+            result = ending.result
+            self.metrics.ended(ending.status, owner, len(result.images) if result else 0,
+                               result.timings.generate_ms / 1000 if result else 0.0)
         return ending
 
     async def _run(self, job: Job | Awaitable[Job], deadline: Deadline, *, fields: Mapping[str, Any] | None = None,
