@@ -1,11 +1,8 @@
-"""A rolling restart of a real cluster (``launch.py``, two nodes; the workers serve the fixed-latency stand-in,
-not a model: the subject is the operations) under a bounded load of REST, ``gradio_client`` and
-browser-protocol clients: no request fails, at most one node is out of rotation at a time, every worker
-and web front runs a new process, and the workers run the new ``--model`` the operator asked for
-(``/readyz``; a LoRA changes the same flags, and a real model's load with one is ``tests/test_models.py``).
-Then ``add-node`` / ``remove-node`` under REST and ``gradio_client`` load (no request fails, the new node
-takes jobs and gets a cookie, its processes and servers go), and a node added at runtime that survives an
-HAProxy restart by the sidecar."""
+"""Operations on a real cluster (``launch.py``, two nodes; the workers serve the fixed-latency stand-in, not a
+model: the subject is the operations): ``add-node`` / ``remove-node`` under REST and ``gradio_client`` load (no
+request fails, the new node takes jobs and gets a cookie, its processes and servers go), and a node added at
+runtime that survives an HAProxy restart by the sidecar. The rolling restart under load is
+``tests/test_rolling_jobs.py``, which uses this module's helpers."""
 
 from __future__ import annotations
 
@@ -86,37 +83,6 @@ def worker_model(cluster: LaunchedCluster, node: str) -> str:
     """``standin:SECONDS`` as the worker's ``/readyz`` describes what it serves."""
     pipeline = httpx.get(cluster.part_url(node, "worker") + READY_PATH, timeout=10).json()["pipeline"]
     return f"standin:{pipeline['seconds_per_job']:g}"
-
-
-def test_rolling_restart_under_load_fails_no_request_and_applies_the_new_model(cluster: LaunchedCluster) -> None:
-    cluster.wait_all_ready(120)
-    before = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
-    assert {worker_model(cluster, node) for node in NODES} == {MODEL}
-    clock, closers = Clock(), []
-    result: dict[str, subprocess.CompletedProcess] = {}
-
-    def operate(stop: threading.Event) -> None:
-        stop.wait(1.0)  # some load first
-        result["ctl"] = ctl(cluster, "rolling-restart", "--model", NEW_MODEL, "--drain-timeout", "150",
-                            "--settle", str(SETTLE))
-
-    with workers_up(cluster) as fewest_up:
-        records = under_load(load_clients(cluster, clock, closers), closers, operate, LOAD_SECONDS)
-
-    restart = result["ctl"]
-    print(restart.stdout, restart.stderr)  # the operation's timeline, shown when the test fails
-    for record in records:
-        print(f"{record.kind:14} {record.start:6.1f} {record.end:6.1f} {record.outcome} {record.detail[:80]}")
-    assert restart.returncode == 0, restart.stdout + restart.stderr
-    assert "a job under way may fail" not in restart.stdout  # each web front came back while its clients were idle
-    failed = [record for record in records if record.outcome != OK]
-    assert failed == [], ([(r.kind, round(r.start, 1), round(r.end, 1), r.detail) for r in failed], restart.stdout)
-    assert {record.kind for record in records} == {"rest", "gradio_client", "browser"}
-    assert fewest_up.fewest == 1  # one node out at a time, never both
-    after = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
-    assert all(after[key] != before[key] for key in before), (before, after)
-    assert {worker_model(cluster, node) for node in NODES} == {NEW_MODEL}
-    cluster.wait_all_ready(60)
 
 
 def sidecar_status(cluster: LaunchedCluster) -> dict:

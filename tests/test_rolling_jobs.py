@@ -1,7 +1,9 @@
-"""A rolling restart under clients that are never idle, with the web fronts on jobs (``jobs.web_fronts``, and
-``jobs.rest``): every web front and worker runs a new process, no request fails, and the restart waits on each node
-no longer than its worker's job in flight (``STANDIN_SECONDS``) and a quiet ``SETTLE``, however busy its web
-front's sticky clients are: a stopping web front hands them on (``webui.web.handoff``).
+"""A rolling restart under clients that are never idle, with the web fronts on jobs (``jobs.web_fronts``, the
+default): every web front and worker runs a new process, the workers run the new ``--model`` the operator asked for
+(``/readyz``; a LoRA changes the same flags, and a real model's load with one is ``tests/test_models.py``), no
+request fails, at most one node is out of rotation at a time, and the restart waits on each node no longer than its
+worker's job in flight (``STANDIN_SECONDS``) and a quiet ``SETTLE``, however busy its web front's sticky clients
+are: a stopping web front hands them on (``webui.web.handoff``).
 
 One stand-in cluster (2 nodes, ``standin:STANDIN_SECONDS``); one REST client, one reused ``gradio_client`` and one
 browser-protocol tab, each starting its next call as soon as the last one ends. Without the hand-off a web front
@@ -12,23 +14,23 @@ cluster lock: ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_rollin
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
 import pytest
 
-from balancer.cli.ctl import PASSWORD_ENV
 from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, Record, timed_call, under_load
+from tests.test_operations import ctl, worker_model, workers_up
 
 NODES = ("node1", "node2")
 PARTS = ("web", "worker")
 STANDIN_SECONDS = 0.3
 """A job's length on the stand-in worker."""
+MODEL, NEW_MODEL = f"standin:{STANDIN_SECONDS:g}", "standin:0.25"
+"""The workers' model before and after the restart."""
 SETTLE = 0.5
 """The rolling restart's ``--settle``: seconds a drained worker must be quiet before its node restarts."""
 DRAIN_BOUND = 10 * STANDIN_SECONDS + 2 * SETTLE
@@ -43,9 +45,9 @@ LOAD_SECONDS = 300.0
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LaunchedCluster]:
-    options = ClusterOptions(model=f"standin:{STANDIN_SECONDS}", nodes=len(NODES), threads=1, start_timeout=180,
+    options = ClusterOptions(model=MODEL, nodes=len(NODES), threads=1, start_timeout=180,
                              sidecar={"probe_interval": 0.2, "stop_grace": STOP_GRACE},
-                             extra={"jobs": {"rest": True, "web_fronts": True},
+                             extra={"jobs": {"web_fronts": True},
                                     "health": {"down_interval": 0.25, "slowstart": 0}})
     with LaunchedCluster(options, name="rolling-jobs") as launched:
         launched.wait_jobs_ready()
@@ -68,26 +70,22 @@ def never_idle_clients(url: str, clock: Clock, closers: list) -> list[LoadClient
     return clients
 
 
-def ctl(cluster: LaunchedCluster, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, PASSWORD_ENV: cluster.spec.stats.password.get_secret_value()}
-    return subprocess.run([sys.executable, "-m", "balancer.cli", *args, "--sidecar", cluster.sidecar_url],
-                          capture_output=True, text=True, env=env, timeout=LOAD_SECONDS)
-
-
 def test_rolling_restart_under_never_idle_clients_replaces_every_part_and_fails_no_request(
         cluster: LaunchedCluster) -> None:
     cluster.wait_all_ready(120)
     before = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
+    assert {worker_model(cluster, node) for node in NODES} == {MODEL}
     clock, closers = Clock(), []
     result: dict[str, subprocess.CompletedProcess] = {}
     clients = never_idle_clients(cluster.public_url, clock, closers)
 
     def operate(stop: threading.Event) -> None:
         stop.wait(1.0)  # every client under way first
-        result["ctl"] = ctl(cluster, "rolling-restart", "--json", "--drain-timeout", f"{DRAIN_BOUND:g}",
-                            "--settle", f"{SETTLE:g}")
+        result["ctl"] = ctl(cluster, "rolling-restart", "--json", "--model", NEW_MODEL,
+                            "--drain-timeout", f"{DRAIN_BOUND:g}", "--settle", f"{SETTLE:g}")
 
-    records = under_load(clients, closers, operate, LOAD_SECONDS)
+    with workers_up(cluster) as fewest_up:
+        records = under_load(clients, closers, operate, LOAD_SECONDS)
 
     restart = result["ctl"]
     print(restart.stdout[-3000:], restart.stderr[-2000:])
@@ -101,6 +99,8 @@ def test_rolling_restart_under_never_idle_clients_replaces_every_part_and_fails_
     assert {record.kind for record in records} == {"rest", "gradio_client", "browser"}
     after = {(node, part): cluster.pid(node, part) for node in NODES for part in PARTS}
     assert all(after[key] != before[key] for key in before), (before, after)
+    assert fewest_up.fewest == 1  # one node out at a time, never both
+    assert {worker_model(cluster, node) for node in NODES} == {NEW_MODEL}
     waits = {node: report["nodes"][node]["drained_s"] for node in NODES}
     assert all(wait <= DRAIN_BOUND for wait in waits.values()), waits
     print("waited before each restart:", waits, "ready after:",
