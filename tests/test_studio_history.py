@@ -1,7 +1,7 @@
 """The studio's History in a real browser: three generations, a reload, and the History lists them newest first
 with thumbnails and their settings; "Use these settings" fills the form; the filters narrow it; Delete (asked
 twice) removes the job from the page and from the jobs service. A site login that is a member of an account past its
-daily image quota is told so beside the form, in the quota's words, and keeps what it typed.
+daily image quota is told so beside the form, in the quota's words, and keeps what it typed; so is its gradio_client.
 
 Processes started by hand, as in ``tests/test_web_jobs.py``: a stand-in worker, ``python -m jobs`` (SQLite) and
 one web front with ``--jobs-url``. The browser sends ``/v1/jobs/...`` (the thumbnails) to the jobs service, as
@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
 from playwright.sync_api import BrowserContext, Route, expect, sync_playwright
 
 from bench.harness.processes import Processes
@@ -138,5 +140,9 @@ def test_a_members_job_past_the_accounts_daily_quota_is_refused_in_words(
         "Could not generate: Daily quota of 2 images reached; resets at 00:00 UTC.", timeout=JOB_MS)
     expect(studio.component("prompt").locator("textarea")).to_have_value("a portrait past the quota")
     assert studio.error_toasts() == [] and studio.gallery_count() == 0
+    client = Client(site["web"].url + "/", headers={**HEADERS, **MEMBER}, verbose=False, download_files=False)
+    with pytest.raises(AppError) as caught:
+        client.predict(prompt="a portrait through the API", api_name="/generate")
+    assert str(caught.value) == "Daily quota of 2 images reached; resets at 00:00 UTC."
     mine = httpx.get(f"{site['jobs'].url}/v1/jobs", headers={**HEADERS, **MEMBER}, timeout=WAIT).json()["jobs"]
     assert mine == []  # refused, not recorded
