@@ -4,6 +4,7 @@
     python -m jobs accounts list
     python -m jobs accounts set-weight NAME W                  # its fair share of GPU time (default 1)
     python -m jobs accounts set-limits NAME --max-running N --daily-images N   # quotas ("none": no limit)
+    python -m jobs accounts set-retention NAME --results-days N --inputs-days N  # days kept ("none": the service's)
     python -m jobs accounts add-member NAME USER [--role admin|member]
     python -m jobs accounts remove-member NAME USER
     python -m jobs accounts members NAME
@@ -45,6 +46,7 @@ from jobs.store import (
     remove_member,
     revoke_key,
     set_limits,
+    set_retention,
     set_weight,
     upgrade,
 )
@@ -69,6 +71,12 @@ def parser() -> argparse.ArgumentParser:
                         help="most jobs queued or running at once")
     limits.add_argument("--daily-images", type=limit, default=None, metavar="N|none",
                         help="most images per UTC day (resets at 00:00 UTC)")
+    retention = commands.add_parser("set-retention", help="how long an account's jobs and photos are kept")
+    retention.add_argument("name")
+    retention.add_argument("--results-days", type=limit, default=None, metavar="N|none",
+                           help="days its jobs and results are kept (none: the service's --retention-days)")
+    retention.add_argument("--inputs-days", type=limit, default=None, metavar="N|none",
+                           help="days its finished jobs keep their input photo (none: as long as the job)")
     for name, text in (("add-member", "make USER a member"), ("remove-member", "USER is no longer a member")):
         command = commands.add_parser(name, help=text)
         command.add_argument("name")
@@ -109,8 +117,8 @@ def read_password(stdin: TextIO = sys.stdin) -> str:
     return password
 
 
-def shown(value: int | None) -> str:
-    return "no limit" if value is None else str(value)
+def shown(value: int | None, none: str = "no limit") -> str:
+    return none if value is None else str(value)
 
 
 def key_line(key: ApiKey) -> str:
@@ -135,6 +143,8 @@ def run(args: argparse.Namespace) -> None:
             for account in list_accounts(engine):
                 print(f"{account.name}  {account.id}  weight {account.weight:g}  "
                       f"max running {shown(account.max_running)}  daily images {shown(account.daily_images)}  "
+                      f"results days {shown(account.results_days, 'default')}  "
+                      f"photo days {shown(account.inputs_days, 'default')}  "
                       f"created {account.created_at:%Y-%m-%d %H:%M}")
         elif args.command == "set-weight":
             account = set_weight(engine, args.name, args.weight)
@@ -143,6 +153,10 @@ def run(args: argparse.Namespace) -> None:
             account = set_limits(engine, args.name, args.max_running, args.daily_images)
             print(f"account {account.name}: max running {shown(account.max_running)}, "
                   f"daily images {shown(account.daily_images)}")
+        elif args.command == "set-retention":
+            account = set_retention(engine, args.name, args.results_days, args.inputs_days)
+            print(f"account {account.name}: results kept {shown(account.results_days, 'the default')} days, "
+                  f"input photos {shown(account.inputs_days, 'as long as their job')} days")
         elif args.command == "add-member":
             add_member(engine, args.name, args.user, args.role)
             print(f"{args.user} is a member of {args.name} ({args.role})")

@@ -39,7 +39,7 @@ from jobs.store.schema import job_events, jobs, metadata, results
 def test_an_upgrade_twice_is_a_no_op_and_keeps_the_jobs(store_url: str, job_store: Engine) -> None:
     job = submit(job_store, {"prompt": "kept"})[0]
     tables = sorted(inspect(job_store).get_table_names())
-    assert upgrade(store_url) == upgrade(job_store) == head() == "0009"
+    assert upgrade(store_url) == upgrade(job_store) == head() == "0010"
     assert sorted(inspect(job_store).get_table_names()) == tables
     with job_store.connect() as connection:
         assert connection.execute(text("SELECT count(*) FROM alembic_version")).scalar_one() == 1
@@ -105,7 +105,7 @@ def test_an_upgrade_from_0001_keeps_the_jobs_and_their_results(dialect: str, tmp
         assert upgrade(engine, "0001") == "0001"
         old = an_old_finished_job(engine)
         assert "webhook_deliveries" not in inspect(engine).get_table_names()
-        assert upgrade(engine) == head() == "0009"
+        assert upgrade(engine) == head() == "0010"
         kept = get(engine, old)
         assert kept.status == "succeeded" and kept.generation is None and len(stored_results(engine, old)) == 1
         assert len(events_after(engine, old)) == 3 and job_deliveries(engine, old) == []

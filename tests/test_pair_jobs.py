@@ -10,6 +10,11 @@ request succeeded (no client retry: HAProxy replays a read, or a submission with
 service died unanswered, on the peer once the local one is down); every job ended succeeded, and the store holds
 one job per key; the peer's service did serve through the holder's HAProxy.
 
+Quotas across the failover (the same lab, one PostgreSQL store): an account with ``--daily-images 2`` has its 2
+images accepted by the holder's own jobs service, the holder's whole balancer host is killed, and its next image,
+through the floating address on the peer (counted by the peer's jobs service, from the shared store), is a 429
+with ``Retry-After`` and the ``RateLimit`` fields.
+
 Root only, with ``ip``, Debian's ``iptables``, ``keepalived`` and PostgreSQL 15; select with ``-m hosts``.
 """
 
@@ -18,7 +23,8 @@ from __future__ import annotations
 import os
 import shutil
 import threading
-from pathlib import Path
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
@@ -29,13 +35,15 @@ from balancer.config.loading import load_cluster_file
 from balancer.haproxy.names import JOBS_BACKEND, JOBS_BACKUP_PREFIX, JOBS_SERVER
 from bench.harness.hosts import JOB, STANDIN_WORKER
 from bench.harness.netns import NetworkLab, missing_for_labs
-from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster
-from bench.harness.pair_jobs import JobsServiceKiller, StrictJobClient
+from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster, Retrying
+from bench.harness.pair_jobs import JobsServiceKiller, StrictJobClient, retry_jobs_service
 from bench.harness.postgres import BIN, PostgresServer
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
 from jobs.store.schema import jobs as jobs_table
 from tests.helpers import record_figures, unquotable_checkout
+from tests.test_accounts_api import accounts_cli
+from webui.contract import RETRYABLE_STATUSES
 
 
 def _missing() -> str | None:
@@ -57,47 +65,64 @@ HOLD = 8.0
 FOLLOW = 60.0
 """Bound (seconds) on one job, submission to end: a job its dead service held waits out its lease (10 s)."""
 BODY = {**JOB, "steps": 2, "width": 256, "height": 256}
+DAILY = 2
+"""The quota test's account: images per day."""
 
 
-def test_a_balancer_whose_jobs_service_keeps_dying_serves_jobs_from_its_peer(tmp_path: Path) -> None:
+@dataclass
+class Pair:
+    lab: NetworkLab
+    cluster: PairCluster
+    store: str
+    """The shared PostgreSQL store's URL."""
+
+
+@pytest.fixture(scope="module")
+def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     with (Processes("pair-jobs") as processes, NetworkLab(LAB_HOSTS, processes) as lab,
           PostgresServer(lab.client_address) as postgres):
         store = postgres.create_database()
-        cluster = PairCluster(lab, tmp_path, HEALTH, ADVERT, worker_args=STANDIN_WORKER, jobs={"store_url": store})
+        cluster = PairCluster(lab, tmp_path_factory.mktemp("pair-jobs"), HEALTH, ADVERT, worker_args=STANDIN_WORKER,
+                              jobs={"store_url": store})
         cluster.start(timeout=240)
-        holder = cluster.holder()
-        assert holder is not None
-        peer = next(name for name, host in BALANCERS.items() if host != holder)
-        api = cluster.apis[holder]
-        backup = f"{JOBS_BACKUP_PREFIX}{peer}"
-        wait_until(lambda: {s.status for s in api.servers(JOBS_BACKEND)} == {"UP"},
-                   "every jobs service UP in the holder's HAProxy", 60, 0.2)
-        servers_before = {s.server for s in api.servers(JOBS_BACKEND)}
-        timeout = httpx.Timeout(FOLLOW, connect=5)
-        clients = [StrictJobClient(httpx.Client(base_url=cluster.url, timeout=timeout), BODY, wait=30),
-                   StrictJobClient(httpx.Client(base_url=cluster.url, timeout=timeout), {**BODY, "seed": 500})]
-        stop = threading.Event()
-        threads = [threading.Thread(target=client.run_until, args=(stop, FOLLOW)) for client in clients]
-        killer = JobsServiceKiller(lab, holder, HOLD)
-        try:
-            for thread in threads:
-                thread.start()
-            wait_until(lambda: all(client.jobs for client in clients), "each client's first job accepted", 30, 0.05)
-            killer.start()
-            killer.join(timeout=HOLD + 30)
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(timeout=FOLLOW + 30)
-            for client in clients:
-                client.http.close()
-        served_by_peer = sum(s.total_sessions for s in api.servers(JOBS_BACKEND) if s.server == backup)
-        backend = next(row for row in api.show_stat() if row["pxname"] == JOBS_BACKEND and row["svname"] == "BACKEND")
-        engine = create_engine(store, poolclass=NullPool)
-        with engine.connect() as connection:
-            stored = dict(connection.execute(select(jobs_table.c.status, func.count()).group_by(jobs_table.c.status))
-                          .all())
-        engine.dispose()
+        yield Pair(lab, cluster, store)
+
+
+def test_a_balancer_whose_jobs_service_keeps_dying_serves_jobs_from_its_peer(pair: Pair) -> None:
+    lab, cluster, store = pair.lab, pair.cluster, pair.store
+    holder = cluster.holder()
+    assert holder is not None
+    peer = next(name for name, host in BALANCERS.items() if host != holder)
+    api = cluster.apis[holder]
+    backup = f"{JOBS_BACKUP_PREFIX}{peer}"
+    wait_until(lambda: {s.status for s in api.servers(JOBS_BACKEND)} == {"UP"},
+               "every jobs service UP in the holder's HAProxy", 60, 0.2)
+    servers_before = {s.server for s in api.servers(JOBS_BACKEND)}
+    timeout = httpx.Timeout(FOLLOW, connect=5)
+    clients = [StrictJobClient(httpx.Client(base_url=cluster.url, timeout=timeout), BODY, wait=30),
+               StrictJobClient(httpx.Client(base_url=cluster.url, timeout=timeout), {**BODY, "seed": 500})]
+    stop = threading.Event()
+    threads = [threading.Thread(target=client.run_until, args=(stop, FOLLOW)) for client in clients]
+    killer = JobsServiceKiller(lab, holder, HOLD)
+    try:
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: all(client.jobs for client in clients), "each client's first job accepted", 30, 0.05)
+        killer.start()
+        killer.join(timeout=HOLD + 30)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=FOLLOW + 30)
+        for client in clients:
+            client.http.close()
+    served_by_peer = sum(s.total_sessions for s in api.servers(JOBS_BACKEND) if s.server == backup)
+    backend = next(row for row in api.show_stat() if row["pxname"] == JOBS_BACKEND and row["svname"] == "BACKEND")
+    engine = create_engine(store, poolclass=NullPool)
+    with engine.connect() as connection:
+        stored = dict(connection.execute(select(jobs_table.c.status, func.count()).group_by(jobs_table.c.status))
+                      .all())
+    engine.dispose()
 
     requests = [request for client in clients for request in client.requests]
     views = [view for client in clients for view in client.jobs.values()]
@@ -119,3 +144,49 @@ def test_a_balancer_whose_jobs_service_keeps_dying_serves_jobs_from_its_peer(tmp
     assert len(during) >= 10, f"only {len(during)} requests overlapped the kills: the test proved little"
     assert [view["status"] for view in views] == ["succeeded"] * len(views), views
     assert stored == {"succeeded": len(views)}  # one job per key, none lost, none twice
+
+
+def sessions(cluster: PairCluster, host: str, server: str) -> int:
+    """Requests balancer ``host``'s HAProxy passed to ``server`` of its jobs backend."""
+    return sum(s.total_sessions for s in cluster.apis[host].servers(JOBS_BACKEND) if s.server == server)
+
+
+def test_the_image_past_the_daily_quota_is_refused_on_the_peer_after_the_holder_died(pair: Pair) -> None:
+    cluster = pair.cluster
+    holder = cluster.holder()
+    assert holder is not None
+    peer = next(host for host in BALANCERS.values() if host != holder)
+    holder_backup = JOBS_BACKUP_PREFIX + next(name for name, host in BALANCERS.items() if host == peer)
+    retry_jobs_service(pair.lab, holder, cluster.file)  # the test before held it down as crash-looping
+    wait_until(lambda: {s.status for s in cluster.apis[holder].servers(JOBS_BACKEND) if s.server == JOBS_SERVER}
+               == {"UP"}, "the holder's own jobs service UP", 60, 0.2)
+    for args in (["create", "pair-quota"], ["set-limits", "pair-quota", "--daily-images", str(DAILY)]):
+        assert accounts_cli(pair.store, *args).returncode == 0
+    key = accounts_cli(pair.store, "create-key", "pair-quota", "--scope=generate").stdout.strip()
+    with httpx.Client(base_url=cluster.url, headers={"Authorization": f"Bearer {key}"},
+                      timeout=httpx.Timeout(FOLLOW, connect=2)) as http:
+        own, backup = sessions(cluster, holder, JOBS_SERVER), sessions(cluster, holder, holder_backup)
+        accepted = [http.post("/v1/jobs", json=BODY).status_code for _ in range(DAILY)]
+        counted_by_holder = sessions(cluster, holder, JOBS_SERVER) - own
+        holder_passed_on = sessions(cluster, holder, holder_backup) - backup
+        peer_before = sessions(cluster, peer, JOBS_SERVER)
+        cluster.kill_balancer(holder)
+        client = Retrying(http, budget=FOLLOW)  # a client of a lost balancer sends again until one answers
+        refused = client.request("POST", "/v1/jobs", check=lambda r: r.status_code not in RETRYABLE_STATUSES,
+                                 json=BODY)
+    figures = {"answer_after_kill_s": round(client.outcomes[0].seconds, 2), "attempts": client.outcomes[0].attempts,
+               "load_average": os.getloadavg()}
+    record_figures(ARTIFACT, "quota-after-failover", figures)
+    print(f"\n{DAILY} images through {holder}, killed; the next through {peer}: {figures}")
+
+    assert accepted == [202] * DAILY
+    assert counted_by_holder == DAILY and holder_passed_on == 0, "the holder's own jobs service took them"
+    assert pair.lab.has_address(peer, cluster.floating)
+    assert refused is not None, client.outcomes
+    assert refused.status_code == 429, refused.text
+    assert sessions(cluster, peer, JOBS_SERVER) > peer_before, "the peer's own jobs service answered"
+    assert refused.json()["detail"] == f"Daily quota of {DAILY} images reached; resets at 00:00 UTC."
+    wait = int(refused.headers["Retry-After"])
+    assert 0 < wait <= 86_400
+    assert refused.headers["RateLimit-Policy"] == f'"daily";q={DAILY};w=86400'
+    assert refused.headers["RateLimit"] == f'"daily";r=0;t={wait}'

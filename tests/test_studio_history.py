@@ -1,7 +1,8 @@
 """The studio's History in a real browser: three generations, a reload, and the History lists them newest first
 with thumbnails and their settings; "Use these settings" fills the form; the filters narrow it; Delete (asked
 twice) removes the job from the page and from the jobs service. An opened batch's image 3 is made again alone,
-with the same pixels, and image 2 goes into the Retouch tab.
+with the same pixels, and image 2 goes into the Retouch tab. A site login that is a member of an account past its
+daily image quota is told so beside the form, in the quota's words, and keeps what it typed; so is its gradio_client.
 
 Processes started by hand, as in ``tests/test_web_jobs.py``: a stand-in worker, ``python -m jobs`` (SQLite) and
 one web front with ``--jobs-url``. The browser sends ``/v1/jobs/...`` (the thumbnails) to the jobs service, as
@@ -11,19 +12,24 @@ tests/test_studio_history.py``.
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
+from gradio_client import Client
+from gradio_client.exceptions import AppError
 from PIL import Image
 from playwright.sync_api import BrowserContext, Route, expect, sync_playwright
 
 from bench.harness.processes import Processes
 from tests.browser import StudioPage, launch_chromium
-from tests.jobs_service import WAIT, Part, worker
+from tests.jobs_service import JOB, WAIT, Part, worker
+from tests.test_accounts_api import accounts_cli
 from tests.test_web_jobs import HEADERS, JOB_MS, web
 
 pytestmark = pytest.mark.browser
@@ -31,11 +37,17 @@ pytestmark = pytest.mark.browser
 PRESET = "Social avatar"
 PROMPTS = ("history portrait one", "history portrait two", "history portrait three")
 BATCH = "history batch of three"
+MEMBER = {"Authorization": "Basic " + base64.b64encode(b"quota-member:any").decode()}
+"""A site login (HAProxy checked its password) that is a member of an account with a daily quota."""
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Part]]:
-    store = tmp_path_factory.mktemp("studio-history") / "jobs.sqlite3"
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("studio-history") / "jobs.sqlite3"
+
+
+@pytest.fixture(scope="module")
+def site(store: Path) -> Iterator[dict[str, Part]]:
     with Processes("studio-history") as processes:
         standin = worker(processes, "history-worker", 0.3).start()
         jobs = Part(processes, ["python", "-m", "jobs", "--store-url", f"sqlite:///{store}", "--worker-queue-url",
@@ -158,3 +170,30 @@ def test_an_image_of_a_batch_is_made_again_alone_and_retouched(site: dict[str, P
     photo = studio.page.request.get(shown.get_attribute("src") or "", headers=HEADERS).body()
     assert np.array_equal(pixels(photo), result(site, original, 1))
     expect(studio.component("width")).to_be_hidden()  # the Retouch tab's own controls
+
+
+def test_a_members_job_past_the_accounts_daily_quota_is_refused_in_words(
+        site: dict[str, Part], browser: BrowserContext, store: Path) -> None:
+    url = f"sqlite:///{store}"
+    for args in (["create", "quota-studio"], ["set-limits", "quota-studio", "--daily-images", "2"],
+                 ["add-member", "quota-studio", "quota-member"]):
+        assert accounts_cli(url, *args).returncode == 0
+    key = accounts_cli(url, "create-key", "quota-studio", "--scope=generate").stdout.strip()
+    used = httpx.post(f"{site['jobs'].url}/v1/jobs", json={**JOB, "num_images": 2}, timeout=WAIT,
+                      headers={**HEADERS, "Authorization": f"Bearer {key}"})  # the account's API uses the day's 2
+    assert used.status_code == 202, used.text
+    page = browser.new_page()  # the member's browser
+    page.set_extra_http_headers({**HEADERS, **MEMBER})
+    studio = StudioPage(page, site["web"].url + "/", "quota").open()
+    studio.type_prompt("a portrait past the quota")
+    studio.start()
+    expect(studio.component("error")).to_have_text(
+        "Could not generate: Daily quota of 2 images reached; resets at 00:00 UTC.", timeout=JOB_MS)
+    expect(studio.component("prompt").locator("textarea")).to_have_value("a portrait past the quota")
+    assert studio.error_toasts() == [] and studio.gallery_count() == 0
+    client = Client(site["web"].url + "/", headers={**HEADERS, **MEMBER}, verbose=False, download_files=False)
+    with pytest.raises(AppError) as caught:
+        client.predict(prompt="a portrait through the API", api_name="/generate")
+    assert str(caught.value) == "Daily quota of 2 images reached; resets at 00:00 UTC."
+    mine = httpx.get(f"{site['jobs'].url}/v1/jobs", headers={**HEADERS, **MEMBER}, timeout=WAIT).json()["jobs"]
+    assert mine == []  # refused, not recorded

@@ -4,22 +4,26 @@
 while: its sidecar restarts it and, after a few deaths, holds it down as crash-looping. ``StrictJobClient``
 submits jobs (``POST /v1/jobs`` with an ``Idempotency-Key``, some with ``Prefer: wait``) and reads them until
 they end, counting every answer that was not a success: unlike ``bench.harness.job_client``, it waits out
-nothing, so a failed request shows. ``tests/test_pair_jobs.py`` runs both through the floating address.
+nothing, so a failed request shows. ``tests/test_pair_jobs.py`` runs both through the floating address;
+``retry_jobs_service`` has the sidecar start a crash-looped jobs service again, for the module's next test.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
 import psutil
 
+from balancer.cli.ctl import DEFAULT_SIDECAR, DEFAULT_USER
 from bench.harness.netns import NetworkLab
 
 TERMINAL = ("succeeded", "failed", "canceled")
@@ -39,6 +43,18 @@ def module_pid(lab: NetworkLab, host: str, module: str) -> int | None:
 def jobs_service_pid(lab: NetworkLab, host: str) -> int | None:
     """The PID of ``host``'s jobs service, if one runs."""
     return module_pid(lab, host, "jobs")
+
+
+_RETRY = ("import sys, httpx, yaml; password = yaml.safe_load(open(sys.argv[1]))['stats']['password']; "
+          "print(httpx.post(sys.argv[2], auth=(sys.argv[3], password), timeout=10).status_code)")
+
+
+def retry_jobs_service(lab: NetworkLab, host: str, cluster_file: Path) -> int:
+    """Ask balancer ``host``'s sidecar to start its jobs service again (``POST /retry/balancer/jobs``, with the
+    stats password read from ``cluster_file`` there, never put on a command line); the answer's status: 202
+    restarting, 409 it was not crash-looping (running, or restarting on its own)."""
+    url = f"{DEFAULT_SIDECAR}/retry/balancer/jobs"
+    return int(lab.run_in(host, [sys.executable, "-c", _RETRY, str(cluster_file), url, DEFAULT_USER]).strip())
 
 
 class JobsServiceKiller(threading.Thread):

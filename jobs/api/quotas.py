@@ -59,13 +59,13 @@ def refusal(usage: Usage, images: int, now: datetime) -> tuple[str, ApiError] | 
 
 async def check_quota(engine: Engine, owner: str, job: dict, idempotency_key: str | None,
                       metrics: JobsMetrics | None = None) -> None:
-    """Raise the 429 when ``owner`` (an account with limits) may not submit ``job`` now (counted in ``metrics``);
-    a resend of an earlier job (its ``idempotency_key``) always passes."""
+    """Raise the 429 when ``owner`` (an account with limits, or a member's login) may not submit ``job`` now
+    (counted in ``metrics``); a resend of an earlier job (its ``idempotency_key``) always passes."""
     now = utc_now()
-    usage = await run_sync(quota_usage, engine, owner, now, idempotency_key)
-    if usage is not None and (refused := refusal(usage, int(job.get("num_images", 1)), now)) is not None:
-        reason, error = refused
-        logger.info("job refused for %s: %s", owner, error.body.detail)
-        if metrics is not None:
-            metrics.accounts.refused(owner, reason)
-        raise error
+    for usage in await run_sync(quota_usage, engine, owner, now, idempotency_key):
+        if (refused := refusal(usage, int(job.get("num_images", 1)), now)) is not None:
+            reason, error = refused
+            logger.info("job refused for %s (account %s): %s", owner or "anonymous", usage.account, error.body.detail)
+            if metrics is not None:
+                metrics.accounts.refused(owner, reason)
+            raise error

@@ -3,6 +3,7 @@ balancer hosts), through one code path. Each function takes the ``Engine`` (``ma
 ``upgrade(url)`` brought the schema to the code's revision.
 """
 
+from jobs.store.account_retention import set_retention, strip_expired_inputs
 from jobs.store.accounts import (
     Account,
     Member,
@@ -38,7 +39,7 @@ from jobs.store.thumbnails import Thumbnail, thumbnail
 
 __all__ = [
     "Account", "Member", "add_member", "create_account", "get_account", "list_accounts", "members", "remove_member",
-    "set_limits", "set_weight",
+    "set_limits", "set_retention", "set_weight", "strip_expired_inputs",
     "ApiKey", "create_key", "find_key", "key_by_prefix", "key_hash", "list_keys", "revoke_key", "touch_key",
     "LoggedAttempt", "QueuedDelivery", "claim_due", "claim_one", "job_deliveries", "record_attempt",
     "Event", "Image", "Job", "JobFilter", "Lease", "Page", "Settled", "StoredResult", "Thumbnail", "cancel",

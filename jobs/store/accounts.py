@@ -2,7 +2,8 @@
 
 An account's id (``acc_`` + 16 random characters) is the ``owner`` of the jobs its API keys submit; operators name
 it by its unique ``name`` and set its ``weight``, its fair share of GPU time (``jobs.store.fair_share``), and its
-limits (``max_running`` jobs at once, ``daily_images`` per UTC day; None: no limit, ``jobs.store.quotas``).
+limits (``max_running`` jobs at once, ``daily_images`` per UTC day; None: no limit, ``jobs.store.quotas``) and its
+retention (``results_days``, ``inputs_days``; None: the service's, ``jobs.store.account_retention``).
 Members are login names with a role; browser sign-in (``passwords``) makes a member's jobs their account's.
 """
 
@@ -35,6 +36,8 @@ class Account:
     weight: float = 1.0
     max_running: int | None = None
     daily_images: int | None = None
+    results_days: int | None = None
+    inputs_days: int | None = None
 
 
 @dataclass(frozen=True)

@@ -169,6 +169,8 @@ accounts = Table(
            doc="its fair share of GPU time against other owners' (2: twice an account of weight 1)"),
     Column("max_running", Integer, nullable=True, doc="most jobs queued or running at once; NULL: no limit"),
     Column("daily_images", Integer, nullable=True, doc="most images asked for per UTC day; NULL: no limit"),
+    Column("results_days", Integer, nullable=True, doc="days its jobs and results are kept; NULL: the service's"),
+    Column("inputs_days", Integer, nullable=True, doc="days its jobs keep their input photo; NULL: as the job"),
 )
 
 account_members = Table(

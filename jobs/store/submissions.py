@@ -24,6 +24,7 @@ from jobs.contract import (
     STARTING,
 )
 from jobs.errors import IdempotencyConflict, InvalidCursor, JobGone, JobNotFound
+from jobs.store.account_retention import retention_for
 from jobs.store.engine import read, write
 from jobs.store.records import Job, JobFilter, Page, utc_now
 from jobs.store.schema import job_events, jobs, tombstones
@@ -53,9 +54,10 @@ def submit(engine: Engine, input: dict[str, Any], *, idempotency_key: str | None
             if idempotency_key is not None and (earlier := _by_key(connection, owner, idempotency_key)):
                 return _replayed(earlier, idempotency_key, body_hash), False
             job_id = new_job_id()
+            expires_at = now + retention_for(connection, owner, retention)
             row = connection.execute(insert(jobs).values(
                 id=job_id, owner=owner, status=STARTING, input=input, idempotency_key=idempotency_key,
-                body_hash=body_hash, created_at=now, expires_at=now + retention, attempts=0, last_event_seq=1,
+                body_hash=body_hash, created_at=now, expires_at=expires_at, attempts=0, last_event_seq=1,
             ).returning(*jobs.c)).one()
             connection.execute(insert(job_events).values(job_id=job_id, seq=1, kind=EVENT_STATUS,
                                                          data={"status": STARTING}, at=now))
@@ -82,7 +84,7 @@ def submit_held(engine: Engine, input: dict[str, Any], holder: str, lease_second
     with write(engine) as connection:
         row = connection.execute(insert(jobs).values(
             id=job_id, owner=owner, status=PROCESSING, input=input, created_at=now, started_at=now,
-            expires_at=now + retention, attempts=1, claim_owner=CLIENT_HELD + holder,
+            expires_at=now + retention_for(connection, owner, retention), attempts=1, claim_owner=CLIENT_HELD + holder,
             claim_expires_at=now + timedelta(seconds=lease_seconds), last_event_seq=2,
         ).returning(*jobs.c)).one()
         connection.execute(insert(job_events), [

@@ -20,7 +20,7 @@ from webui.web.event_ids import event_ids
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
 from webui.web.studio.form_events import output_size, size_rules
 from webui.web.studio.info import DENOISING, generation_info, image_captions, info_summary, model_note
-from webui.web.studio.jobs_runner import JobRunner
+from webui.web.studio.jobs_runner import JobRunner, login_of
 from webui.web.studio.photos import encode_photo_file, save_image
 from webui.web.studio.sizes import snap, snap_side
 from webui.web.worker_client import WorkerClient, WorkerError, WorkerInfoCache
@@ -128,6 +128,7 @@ class Studio:
         lora_scale: float = 1.0,
         num_images: float = 1,
         progress: gr.Progress = gr.Progress(),
+        request: gr.Request | None = None,
     ) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
         """Generate portraits: the ``/generate`` endpoint (a stable signature for API clients).
 
@@ -152,7 +153,7 @@ class Studio:
         """
         fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, api_seed(seed), lora_scale,
                             num_images)
-        return await self.api_job(fields, progress, "Generation failed")
+        return await self.api_job(fields, progress, "Generation failed", login_of(request))
 
     async def api_retouch(
         self,
@@ -166,6 +167,7 @@ class Studio:
         lora_scale: float = 1.0,
         num_images: float = 1,
         progress: gr.Progress = gr.Progress(),
+        request: gr.Request | None = None,
     ) -> tuple[list[tuple[Path, str]], dict[str, Any]]:
         """Retouch a photo: the result keeps the photo's composition (``strength`` 0-1: how much may change).
 
@@ -185,14 +187,16 @@ class Studio:
             raise gr.Error("image: the photo could not be read.", title="Retouch", print_exception=False) from None
         fields = job_fields(prompt, negative_prompt, steps, guidance, width, height, api_seed(seed), lora_scale,
                             num_images)
-        return await self.api_job({**fields, **retouch}, progress, "Retouch failed")
+        return await self.api_job({**fields, **retouch}, progress, "Retouch failed", login_of(request))
 
-    async def api_job(self, fields: dict[str, Any], progress: gr.Progress, title: str) -> tuple[Any, ...]:
-        """A job started by an API client: failures become ``gr.Error`` (the client raises it)."""
+    async def api_job(self, fields: dict[str, Any], progress: gr.Progress, title: str,
+                      login: str | None = None) -> tuple[Any, ...]:
+        """A job started by an API client (``login``'s with ``--jobs-url``: its quota holds, the job is in its
+        history): failures become ``gr.Error`` (the client raises it)."""
         try:
             with event_ids():
                 if self.jobs is not None:
-                    return await self.jobs.run_for_caller(fields, progress, self.streams, self.listen_grace)
+                    return await self.jobs.run_for_caller(fields, progress, self.streams, self.listen_grace, login)
                 return await self.run(fields, progress)
         except WorkerError as exc:
             raise gr.Error(str(exc), title=title, print_exception=False) from None

@@ -128,8 +128,8 @@ class JobRunner:
 
     async def run_for_caller(self, fields: dict[str, Any], progress: gr.Progress, streams: EventStreams,
                              grace: float, login: str | None = None) -> tuple[Gallery, dict[str, Any]]:
-        """Submit and follow for a caller waiting on the answer (the client API): when the caller cancels or
-        stops listening (``cancelled_when_client_leaves``), the job is canceled too."""
+        """Submit (``login``'s job) and follow for a caller waiting on the answer (the client API): when the caller
+        cancels or stops listening (``cancelled_when_client_leaves``), the job is canceled too."""
         job_id = await self.submit(fields, login)
         try:
             with trace.bound(job=job_id):  # its lines here and the jobs service's requests name the job
