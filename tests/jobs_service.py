@@ -3,13 +3,17 @@ processes a test may kill and start again on the same port: shared by the jobs s
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
@@ -129,3 +133,20 @@ def events(site: Site, job_id: str, **headers: str) -> list[dict[str, Any]]:
                       timeout=WAIT) as answer:
         assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/event-stream")
         return list(sse(answer))
+
+
+def accounts_cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m jobs accounts ARGS`` on ``store_url`` (given in the environment, as an operator would), run in
+    this process (its ``main``: a fresh interpreter costs a second or two; the console script itself is
+    ``tests/test_accounts_api.py``'s)."""
+    from jobs.accounts_cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with mock.patch.dict(os.environ, {"PORTRAIT_JOBS_STORE_URL": store_url}), redirect_stdout(out), \
+            redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as exit_:  # argparse's refusals
+            code = exit_.code if isinstance(exit_.code, int) else 2
+    return subprocess.CompletedProcess(["python", "-m", "jobs", "accounts", *args], code, out.getvalue(),
+                                       err.getvalue())

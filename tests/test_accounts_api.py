@@ -28,7 +28,7 @@ from jobs.contract import ANONYMOUS
 from jobs.store import make_engine, sweep_expired
 from jobs.store.records import utc_now
 from jobs.store.schema import accounts, api_keys, jobs
-from tests.jobs_service import JOB, PART, WAIT, Part, service, worker
+from tests.jobs_service import JOB, PART, WAIT, Part, accounts_cli, service, worker
 
 SPOOFED = {"X-Portrait-Account": "", "X-Remote-User": "alice", "X-Forwarded-User": "alice", "X-Account": "",
            "X-Auth-Request-User": "alice"}
@@ -36,24 +36,23 @@ SPOOFED = {"X-Portrait-Account": "", "X-Remote-User": "alice", "X-Forwarded-User
 filled in per test)."""
 
 
-def accounts_cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m jobs accounts ARGS`` on ``store_url`` (given in the environment, as an operator would)."""
+def accounts_script(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """The console script itself, ``python -m jobs accounts ARGS`` on ``store_url`` (given in the environment, as an
+    operator would); the other tests run its ``main`` in process (``accounts_cli``)."""
     return subprocess.run([sys.executable, "-m", "jobs", "accounts", *args], cwd=REPO, capture_output=True,
                           text=True, timeout=WAIT, env={**os.environ, "PORTRAIT_JOBS_STORE_URL": store_url})
 
 
 class Store:
-    """The store's URL, the services on it, and the keys the CLI made (with its output for the first)."""
+    """The store's URL, the services on it, and the keys the CLI made."""
 
     def __init__(self, url: str, uncached: Part, cached: Part) -> None:
         self.url, self.uncached, self.cached = url, uncached, cached
         self.issued: list[str] = []
-        self.made: subprocess.CompletedProcess[str] | None = None
 
     def key(self, account: str, *scopes: str) -> str:
         made = accounts_cli(self.url, "create-key", account, *(f"--scope={scope}" for scope in scopes))
         assert made.returncode == 0, made.stderr
-        self.made = self.made or made
         self.issued.append(made.stdout.strip())
         return self.issued[-1]
 
@@ -88,13 +87,15 @@ def call(part: Part, method: str, path: str, key: str | None = None, **headers: 
 
 
 def test_the_cli_prints_a_new_key_once_and_the_store_keeps_only_its_hash(store: Store) -> None:
-    key = store.key("studio-a", "generate", "history")
-    assert store.made.stdout == key + "\n"  # the key alone on stdout, once
-    assert key not in store.made.stderr and key[:16] in store.made.stderr  # the note names its prefix only
+    made = accounts_script(store.url, "create-key", "studio-a", "--scope=generate", "--scope=history")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    assert made.stdout == key + "\n"  # the key alone on stdout, once
+    assert key not in made.stderr and key[:16] in made.stderr  # the note names its prefix only
     assert key_hash_in_store(store, key)
-    listed = accounts_cli(store.url, "list-keys", "studio-a")
+    listed = accounts_script(store.url, "list-keys", "studio-a")
     assert listed.returncode == 0 and key[:16] in listed.stdout and key not in listed.stdout
-    refused = accounts_cli(store.url, "create-key", "studio-c", "--scope=generate")
+    refused = accounts_script(store.url, "create-key", "studio-c", "--scope=generate")
     assert refused.returncode == 1 and "no account 'studio-c'" in refused.stderr
 
 

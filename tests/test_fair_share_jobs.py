@@ -9,19 +9,16 @@ Run under the cluster lock: ``flock /tmp/ph-cluster.lock python -m pytest -q tes
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, select
 
-from bench.harness.processes import REPO, Processes
+from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from jobs.store import create_account, create_key, make_engine
 from jobs.store.schema import jobs
-from tests.jobs_service import JOB, WAIT, Site, ready, start_site
+from tests.jobs_service import JOB, WAIT, Site, accounts_cli, ready, start_site
 
 FLOOD = 30
 WORKERS = 1
@@ -67,11 +64,6 @@ def test_a_newcomer_s_job_starts_next_after_a_flood(site: Site, store: Engine) -
     assert queued_then >= FLOOD // 2, "the flood was over before B submitted: the test shows nothing"
     assert len(before) <= WORKERS, (f"{len(before)} of A's jobs started after B's was accepted and before it "
                                     f"(at most {WORKERS}, one per worker, under fair share)")
-
-
-def accounts_cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "jobs", "accounts", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=WAIT, env={**os.environ, "PORTRAIT_JOBS_STORE_URL": store_url})
 
 
 def test_an_operator_sets_an_account_s_weight(site: Site, store: Engine) -> None:

@@ -18,8 +18,7 @@ import pytest
 
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
-from tests.jobs_service import JOB, PART, WAIT, Part, service, worker
-from tests.test_accounts_api import accounts_cli
+from tests.jobs_service import JOB, PART, WAIT, Part, accounts_cli, service, worker
 from tests.test_metrics_exported import samples
 
 

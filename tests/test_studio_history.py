@@ -28,8 +28,7 @@ from playwright.sync_api import BrowserContext, Route, expect, sync_playwright
 
 from bench.harness.processes import Processes
 from tests.browser import StudioPage, launch_chromium
-from tests.jobs_service import JOB, WAIT, Part, worker
-from tests.test_accounts_api import accounts_cli
+from tests.jobs_service import JOB, WAIT, Part, accounts_cli, worker
 from tests.test_web_jobs import HEADERS, JOB_MS, web
 
 pytestmark = pytest.mark.browser
