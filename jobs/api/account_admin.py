@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from jobs.api.auth import KeyCache
 from jobs.api.sessions import sessions_of
-from jobs.contract import ACCOUNT_PREFIX, SCOPES
+from jobs.contract import ACCOUNT_PREFIX, ROLES, SCOPES
 from jobs.store import ApiKey, add_member, create_key, list_keys, members, remove_member, revoke_key
 from jobs.store.passwords import MAX_PASSWORD, SignInMember, check_password_rules, set_password
 from webui.session_token import session_token
@@ -73,7 +73,7 @@ class AccountView(BaseModel):
 
 
 class MemberChange(BaseModel):
-    role: Literal["admin", "member"] = "member"
+    role: Literal[ROLES] = "member"  # type: ignore[valid-type]
     password: str | None = Field(default=None, max_length=MAX_PASSWORD)
     """A new sign-in password for them (their earlier sessions end); None keeps theirs."""
 

@@ -16,6 +16,8 @@ from pydantic import BaseModel, ConfigDict
 PREFIX = "/v1/jobs"
 SESSIONS = "/v1/sessions"
 ACCOUNT = "/v1/account"
+SCOPES = ("generate", "history", "admin")
+"""An API key's scopes (``docs/accounts.md``), as the account page offers them."""
 IDEMPOTENCY_KEY = "Idempotency-Key"
 LAST_EVENT_ID = "Last-Event-ID"
 

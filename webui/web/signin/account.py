@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from webui.web.jobs_client import JobsClient, JobsError
-from webui.web.jobs_wire import AccountKey, AccountPage
+from webui.web.jobs_wire import SCOPES, AccountKey, AccountPage
 from webui.web.signin.cookies import site_path
 from webui.web.signin.pages import read_fields
 from webui.web.signin.same_site import cross_site
@@ -26,7 +26,6 @@ from webui.web.signin.same_site import cross_site
 logger = logging.getLogger(__name__)
 
 ACCOUNT_PATH = "/account"
-SCOPES = ("generate", "history", "admin")
 STYLE = """body{font-family:system-ui,sans-serif;background:#faf7f2;max-width:60em;margin:2em auto;padding:0 1em}
 table{border-collapse:collapse;width:100%;background:#fff}td,th{padding:.4em;border-bottom:1px solid #eee;
 text-align:left}form{display:inline}section{margin:1.5em 0}.error{color:#b91c1c}.new-key{background:#fef3c7;
