@@ -4,7 +4,8 @@ accounts`` (the password piped in) signs in on the sign-in page and generates; t
 is SIGKILLed (its PID from the sidecar), and a reload goes on at the other front still signed in: the cookie is
 signed with the cluster secret every front shares, and the page's jobs are the member's account's. Five wrong
 passwords lock the name (the jobs service counts them in the store); a forged or edited cookie, or an identity
-header a client sends itself, gets the sign-in page.
+header a client sends itself, gets the sign-in page. An admin creates an API key on the account page (shown once)
+and revokes it there: the key's next API call, through the balancer's public entry, is refused.
 
 Run under the cluster lock: ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_sign_in_browser.py``.
 """
@@ -27,6 +28,7 @@ from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
 from jobs.store import make_engine
+from jobs.store.api_keys import PREFIX_LENGTH
 from jobs.store.schema import accounts, jobs
 from tests.browser import UI_TIMEOUT_MS, StudioPage, launch_chromium
 from webui.session_token import SESSION_COOKIE
@@ -46,11 +48,11 @@ def accounts_cli(run_dir: Path, *args: str, password: str | None = None) -> None
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
-    """2 nodes with sign-in on; studio-a's members alice and bob, each with a password."""
+    """2 nodes with sign-in on; studio-a's members alice (an admin) and bob, each with a password."""
     run_dir = tmp_path_factory.mktemp("sign-in-cluster")
     accounts_cli(run_dir, "create", "studio-a")
-    for user in ("alice", "bob"):
-        accounts_cli(run_dir, "add-member", "studio-a", user)
+    for user, role in (("alice", "admin"), ("bob", "member")):
+        accounts_cli(run_dir, "add-member", "studio-a", user, "--role", role)
         accounts_cli(run_dir, "set-password", "studio-a", user, password=PASSWORD + "\n")
     options = ClusterOptions(model="standin:0.3", nodes=2, sidecar={"probe_interval": 0.5},
                              extra={"jobs": {"sign_in": True}, "health": {"down_interval": 0.25}})
@@ -146,3 +148,25 @@ def test_a_forged_cookie_or_identity_header_gets_the_sign_in_page(page: Page, cl
     headers = {"Authorization": f"Session {cookie['value']}", "X-Remote-User": "alice", "Accept": "text/html"}
     answer = httpx.get(cluster.public_url + "/", headers=headers, follow_redirects=False, timeout=10)
     assert answer.status_code == 303 and answer.headers["location"].endswith("/sign-in")  # only the cookie counts
+
+
+def test_an_admin_creates_a_key_on_the_account_page_and_its_revocation_holds(page: Page,
+                                                                             cluster: LaunchedCluster) -> None:
+    sign_in(page, cluster.public_url, "alice", PASSWORD)
+    page.locator("#account-link").click()  # the studio's Account button
+    page.fill("input[name=label]", "booking site")
+    page.check("input[name=scope][value=history]")
+    page.click("#create-key")
+    expect(page.locator("#new-key-box")).to_contain_text("shown only this once")
+    key = page.locator("#new-key").inner_text().strip()
+    api = httpx.Client(base_url=cluster.public_url, headers={"Authorization": f"Bearer {key}"}, timeout=10)
+    with api:
+        assert api.get("/v1/jobs").status_code == 200  # the key works
+        page.goto(cluster.public_url + "/account", wait_until="domcontentloaded")
+        row = page.locator(f"#keys tr[data-prefix='{key[:PREFIX_LENGTH]}']")
+        expect(row).to_contain_text("booking site")
+        assert key not in page.content()  # shown once: never again
+        row.locator("button.revoke").click()
+        expect(row).to_contain_text("revoked")
+        refused = api.get("/v1/jobs")
+    assert refused.status_code == 401 and refused.json()["error"] == "revoked_api_key"

@@ -16,7 +16,7 @@ from balancer.haproxy.public_values import Public, public_values
 from balancer.haproxy.servers import ServerSet, check_options
 from balancer.haproxy.syntax import config_path_arg, duration
 from balancer.haproxy.users import read_users_file
-from jobs.contract import API_PREFIX, MAX_WAIT_S, SESSIONS_PREFIX
+from jobs.contract import ACCOUNT_PREFIX, API_PREFIX, MAX_WAIT_S, SESSIONS_PREFIX
 from webui.contract import (
     CLUSTER_SECRET_ENV,
     CLUSTER_SECRET_HEADER,
@@ -92,6 +92,7 @@ class WorkerQueue:
     probe_paths: str = f"{READY_PATH} {HEALTH_PATH} {INFO_PATH}"
     jobs_prefix: str = API_PREFIX
     sessions_prefix: str = SESSIONS_PREFIX
+    account_prefix: str = ACCOUNT_PREFIX
 
 
 @dataclass(frozen=True)

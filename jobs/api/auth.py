@@ -120,6 +120,12 @@ class KeyCache:
             touch_key(self.engine, key.id, now)
         return Caller(key.account_id, frozenset(key.scopes), key.prefix)
 
+    def forget(self, key_id: str) -> None:
+        """Look the key ``key_id`` up again at its next use (revoked here: refused at once by this service)."""
+        with self._lock:
+            for digest in [digest for digest, looked in self._looked.items() if looked.key and looked.key.id == key_id]:
+                del self._looked[digest]
+
     def _remember(self, digest: str, looked: _Looked) -> None:
         with self._lock:
             if len(self._looked) >= CACHE_SIZE:

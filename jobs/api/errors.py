@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
 from jobs.errors import (
+    ApiKeyNotFound,
     DeliveryInProgress,
     DeliveryNotFound,
     IdempotencyConflict,
@@ -24,6 +25,7 @@ from jobs.errors import (
     JobNotFound,
     JobsError,
     JobStillActive,
+    MemberNotFound,
     NotShareable,
     ResultNotFound,
     ShareLinkExpired,
@@ -48,6 +50,8 @@ STATUSES: dict[type[JobsError], int] = {
     NotShareable: 409,
     ShareLinkInvalid: 403,
     ShareLinkExpired: 410,
+    MemberNotFound: 404,
+    ApiKeyNotFound: 404,
 }
 """Domain error -> HTTP status."""
 

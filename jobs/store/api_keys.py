@@ -120,9 +120,12 @@ def list_keys(engine: Engine, account: str) -> list[ApiKey]:
         return [_record(dict(row._mapping)) for row in rows]
 
 
-def revoke_key(engine: Engine, prefix: str, now: datetime | None = None) -> ApiKey:
-    """Revoke the key named by ``prefix`` (or id); revoking it again keeps the first time. Returns it as it is now."""
+def revoke_key(engine: Engine, prefix: str, now: datetime | None = None, account: str | None = None) -> ApiKey:
+    """Revoke the key named by ``prefix`` (or id); revoking it again keeps the first time. Returns it as it is now.
+    With ``account``, only a key of the account of that name (another's is ``ApiKeyNotFound``)."""
     found = key_by_prefix(engine, prefix)
+    if account is not None and found.account != account:
+        raise ApiKeyNotFound(prefix)
     with write(engine) as connection:
         connection.execute(update(api_keys).where(api_keys.c.id == found.id, api_keys.c.revoked_at.is_(None))
                            .values(revoked_at=now or utc_now()))

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 from pydantic import ValidationError
@@ -29,10 +30,13 @@ from webui.cluster_secret import secret_headers
 from webui.contract import RETRYABLE_STATUSES
 from webui.trace import pass_ids_on
 from webui.web.jobs_wire import (
+    ACCOUNT,
     IDEMPOTENCY_KEY,
     LAST_EVENT_ID,
     PREFIX,
     SESSIONS,
+    AccountKey,
+    AccountPage,
     JobEvent,
     JobListing,
     JobSnapshot,
@@ -185,6 +189,29 @@ class JobsClient:
         """Whose session ``login`` (``Authorization: Session <token>``) is; ``JobsError`` 401 once it ended."""
         return SignedIn.model_validate((await self._request("GET", SESSIONS + "/current",
                                                             headers=as_user(login))).json())
+
+    async def account(self, login: str) -> AccountPage:
+        """The account of the signed-in admin ``login``: its members and keys (``JobsError`` 403 for a member)."""
+        return AccountPage.model_validate((await self._request("GET", ACCOUNT, headers=as_user(login))).json())
+
+    async def put_member(self, login: str, user: str, role: str, password: str | None = None) -> None:
+        """Add ``user`` to the admin's account with ``role`` or change their role (and password, when given)."""
+        body = {"role": role} | ({"password": password} if password else {})
+        await self._request("PUT", f"{ACCOUNT}/members/{quote(user, safe='')}", json=body, headers=as_user(login))
+
+    async def remove_member(self, login: str, user: str) -> None:
+        await self._request("DELETE", f"{ACCOUNT}/members/{quote(user, safe='')}", headers=as_user(login))
+
+    async def create_key(self, login: str, scopes: list[str], label: str | None) -> AccountKey:
+        """A new API key of the admin's account; the answer carries the key itself, this once."""
+        response = await self._request("POST", f"{ACCOUNT}/keys", json={"scopes": scopes, "label": label},
+                                       headers=as_user(login))
+        return AccountKey.model_validate(response.json())
+
+    async def revoke_key(self, login: str, key_id: str) -> AccountKey:
+        response = await self._request("POST", f"{ACCOUNT}/keys/{quote(key_id, safe='')}/revoke",
+                                       headers=as_user(login))
+        return AccountKey.model_validate(response.json())
 
     async def events(self, job_id: str, after: int = 0, login: str | None = None) -> AsyncIterator[JobEvent]:
         """The job's events after number ``after`` until its terminal event, reconnecting a cut stream."""

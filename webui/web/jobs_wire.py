@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict
 
 PREFIX = "/v1/jobs"
 SESSIONS = "/v1/sessions"
+ACCOUNT = "/v1/account"
+SCOPES = ("generate", "history", "admin")
+"""An API key's scopes (``docs/accounts.md``), as the account page offers them."""
 IDEMPOTENCY_KEY = "Idempotency-Key"
 LAST_EVENT_ID = "Last-Event-ID"
 
@@ -114,3 +117,31 @@ class SignedIn(BaseModel):
     role: str
     expires_at: datetime
     token: str | None = None
+
+
+class AccountMember(BaseModel):
+    user: str
+    role: str
+    added_at: datetime
+
+
+class AccountKey(BaseModel):
+    """An API key as ``/v1/account`` shows it; ``key`` (the key itself) only in the answer that creates it."""
+
+    id: str
+    prefix: str
+    label: str | None = None
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None = None
+    revoked_at: datetime | None = None
+    key: str | None = None
+
+
+class AccountPage(BaseModel):
+    """``GET /v1/account``: the signed-in admin's account, its members and keys."""
+
+    account: str
+    user: str
+    members: list[AccountMember]
+    keys: list[AccountKey]

@@ -4,7 +4,8 @@ page's jobs become their account's.
 ``pages`` serves the sign-in page and signs in and out (the password is checked by the jobs service, which counts
 failures in the job store); ``gate`` lets through only requests with a valid session cookie and passes the session
 on as the request's only identity; ``sessions`` checks a cookie: its signature here (the cluster secret, shared by
-every web front), then, at most every few seconds, its member at the jobs service.
+every web front), then, at most every few seconds, its member at the jobs service; ``account``: the account page,
+where an admin manages its members and API keys.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from fastapi import FastAPI
 
 from webui.session_token import SessionSigner
 from webui.web.jobs_client import JobsClient
+from webui.web.signin.account import AccountPages
 from webui.web.signin.gate import SignInGate
 from webui.web.signin.pages import SignInPages
 from webui.web.signin.sessions import SessionCheck
@@ -29,6 +31,7 @@ class SignIn:
 
     def pages(self, app: FastAPI) -> None:
         app.include_router(SignInPages(self.jobs, self.check).router)
+        app.include_router(AccountPages(self.jobs).router)
 
     def guard(self, app: FastAPI) -> None:
         """The gate around everything added so far (the middleware that act for the page's user among them)."""

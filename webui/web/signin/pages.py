@@ -1,7 +1,7 @@
 """The sign-in page (``GET /sign-in``), signing in (``POST /sign-in``: the form, checked by the jobs service) and
 out (``POST /sign-out``: the cookie deleted).
 
-The form is plain HTML, no script; a form posted from another site is refused (``Sec-Fetch-Site``; the cookie is
+The form is plain HTML, no script; a form posted from another site is refused (``same_site``; the cookie is
 ``SameSite=Strict`` besides, and the balancer refuses cross-site posts). A wrong name or password, or a locked
 name, shows the page again with the jobs service's words and what was typed (never the password).
 """
@@ -20,6 +20,7 @@ from webui.session_token import SESSION_COOKIE
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.signin.cookies import clear_cookie, session_cookie, site_path
 from webui.web.signin.gate import SIGN_IN_PATH, SIGN_OUT_PATH
+from webui.web.signin.same_site import cross_site
 from webui.web.signin.sessions import SessionCheck, SessionUnknown
 
 logger = logging.getLogger(__name__)
@@ -46,15 +47,19 @@ def page(request: Request, error: str = "", account: str = "", user: str = "", s
     return HTMLResponse(body, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-async def read_form(request: Request) -> dict[str, str]:
-    """The posted form's fields (the first of each), at most ``MAX_FORM_BYTES``."""
+async def read_fields(request: Request) -> dict[str, list[str]]:
+    """The posted form's fields, each with all its values, at most ``MAX_FORM_BYTES`` (more: none)."""
     body = b""
     async for chunk in request.stream():
         body += chunk
         if len(body) > MAX_FORM_BYTES:
             return {}
-    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {name: values[0] for name, values in fields.items()}
+    return parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The posted form's fields (the first of each)."""
+    return {name: values[0] for name, values in (await read_fields(request)).items()}
 
 
 class SignInPages:
@@ -77,7 +82,7 @@ class SignInPages:
         return page(request)
 
     async def sign_in(self, request: Request) -> Response:
-        if request.headers.get("sec-fetch-site") in ("cross-site", "same-site"):
+        if cross_site(request.scope):
             return page(request, "Sign in from this site's own page.", status=403)
         form = await read_form(request)
         account, user, password = form.get("account", "").strip(), form.get("user", "").strip(), form.get(
