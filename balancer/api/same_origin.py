@@ -11,25 +11,14 @@ from __future__ import annotations
 
 import logging
 
-from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from webui.same_site import cross_site
 
 logger = logging.getLogger(__name__)
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-SAME_SITE_FETCHES = frozenset({"same-origin", "none"})
-"""``Sec-Fetch-Site`` values of a request from the sidecar's own page, or one a person typed."""
-
-
-def cross_site(scope: Scope) -> bool:
-    """Whether a browser sent this request from a page that is not the sidecar's own."""
-    headers = Headers(scope=scope)
-    fetch_site = headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site not in SAME_SITE_FETCHES:
-        return True
-    origin = headers.get("origin")
-    return origin is not None and origin.lower() != f"{scope.get('scheme', 'http')}://{headers.get('host', '')}".lower()
 
 
 class SameOrigin:

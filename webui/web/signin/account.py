@@ -17,11 +17,11 @@ from datetime import datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from webui.same_site import cross_site
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import SCOPES, AccountKey, AccountPage
 from webui.web.signin.cookies import site_path
 from webui.web.signin.pages import read_fields
-from webui.web.signin.same_site import cross_site
 
 logger = logging.getLogger(__name__)
 

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 from http.cookies import SimpleCookie
 
-from starlette.datastructures import Headers
 from starlette.types import Scope
 
+from webui.same_site import over_tls
 from webui.session_token import SESSION_COOKIE
 
 
 def site_path(scope: Scope, path: str) -> str:
     """``path`` under the site's root path (``--root-path``)."""
     return scope.get("root_path", "").rstrip("/") + path
-
-
-def over_tls(scope: Scope) -> bool:
-    """Whether the browser reached the site over https (HAProxy says so in ``X-Forwarded-Proto``)."""
-    return scope.get("scheme") in ("https", "wss") or Headers(scope=scope).get("x-forwarded-proto") == "https"
 
 
 def session_cookie(scope: Scope, token: str, max_age: int) -> str:

@@ -16,11 +16,11 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from webui.same_site import cross_site
 from webui.session_token import SESSION_COOKIE
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.signin.cookies import clear_cookie, session_cookie, site_path
 from webui.web.signin.gate import SIGN_IN_PATH, SIGN_OUT_PATH
-from webui.web.signin.same_site import cross_site
 from webui.web.signin.sessions import SessionCheck, SessionUnknown
 
 logger = logging.getLogger(__name__)
