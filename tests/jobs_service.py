@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -142,11 +143,14 @@ def accounts_cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]
     from jobs.accounts_cli import main
 
     out, err = io.StringIO(), io.StringIO()
-    with mock.patch.dict(os.environ, {"PORTRAIT_JOBS_STORE_URL": store_url}), redirect_stdout(out), \
-            redirect_stderr(err):
-        try:
+    logging.disable(logging.CRITICAL)  # what it prints is its answer; this process's log handlers are not its own
+    try:
+        with mock.patch.dict(os.environ, {"PORTRAIT_JOBS_STORE_URL": store_url}), redirect_stdout(out), \
+                redirect_stderr(err):
             code = main(list(args))
-        except SystemExit as exit_:  # argparse's refusals
-            code = exit_.code if isinstance(exit_.code, int) else 2
+    except SystemExit as exit_:  # argparse's refusals
+        code = exit_.code if isinstance(exit_.code, int) else 2
+    finally:
+        logging.disable(logging.NOTSET)
     return subprocess.CompletedProcess(["python", "-m", "jobs", "accounts", *args], code, out.getvalue(),
                                        err.getvalue())
