@@ -6,9 +6,8 @@ from __future__ import annotations
 import logging
 import sys
 
-import uvicorn
-
 from jobs import accounts_cli
+from jobs.listeners import serve
 from jobs.service import build_app
 from jobs.settings import JobsSettings
 from webui.log_setup import configure_logging
@@ -31,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m jobs: {error}", file=sys.stderr)
         return 2
     logger.info("jobs service on http://%s:%d (workers: %s)", settings.host, settings.port, settings.worker_queue_url)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    serve(app, settings)
     return 0
 
 

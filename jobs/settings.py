@@ -10,15 +10,16 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, model_validator
+from pydantic_settings import SettingsConfigDict
 
 from jobs.contract import KEY_CACHE_SECONDS, LEASE_SECONDS
 from jobs.store import default_url
 from jobs.webhooks.targets import WebhookTargetPolicy
+from webui.settings import ServerTLSSettings
 
 
-class JobsSettings(BaseSettings):
+class JobsSettings(ServerTLSSettings):
     """Settings of the jobs service. One subcommand:
 
     accounts    accounts, their members and API keys (python -m jobs accounts --help)
@@ -29,6 +30,12 @@ class JobsSettings(BaseSettings):
 
     host: str = Field("127.0.0.1", description="Address the /v1/jobs API listens on.")
     port: int = Field(7970, description="Port the /v1/jobs API listens on.")
+    peer_host: str | None = Field(None, description="Also listen here, over mutual TLS (--tls-cert, --tls-ca), for "
+                                  "the other balancers' HAProxy (jobs.backups); --host stays plain HTTP.")
+    peer_port: int | None = Field(None, description="Port of the --peer-host listener (default: --port).")
+    tls_cert: Path | None = Field(None, description="With --peer-host: this balancer's certificate and key (its "
+                                  "tls.cert_file); only clients with a certificate from --tls-ca are served there.")
+    tls_ca: Path | None = Field(None, description="With --peer-host: the cluster's CA certificate (ca.crt).")
     run_dir: Path = Field(Path("run"), description="Where the default SQLite store lives (jobs.sqlite3).")
     store_url: str | None = Field(
         None, description="The job store: sqlite:///PATH or postgresql+psycopg://USER@HOST/DB (several balancer "
@@ -67,6 +74,12 @@ class JobsSettings(BaseSettings):
     webhook_poll: float = Field(1, gt=0, description="Seconds between looks for due webhook deliveries.")
     key_cache_seconds: float = Field(KEY_CACHE_SECONDS, ge=0, le=KEY_CACHE_SECONDS, description="Seconds an API key "
                                      "looked up in the store is trusted: a revoked key is refused within this.")
+
+    @model_validator(mode="after")
+    def _check_peer_listener(self) -> JobsSettings:
+        if (self.peer_host is None) != (self.tls_cert is None):
+            raise ValueError("--peer-host and --tls-cert go together: the peer listener serves mutual TLS only")
+        return self
 
     def resolved_store_url(self) -> str:
         return self.store_url or default_url(self.run_dir)

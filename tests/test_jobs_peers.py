@@ -13,8 +13,10 @@ from balancer.config.loading import parse_cluster
 from balancer.config.sections import JOBS_STORE_URL_ENV, TLSSpec
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import validate_config, write_config
+from balancer.haproxy.syntax import config_path_arg
 from balancer.operations.parts import jobs_command
 from bench.harness.balancer import cluster_data
+from tests.test_tls import make_certs
 
 STORE = "postgresql+psycopg://jobs@10.0.0.30/jobs"
 BALANCERS = [{"name": "lb1", "address": "10.0.0.10"}, {"name": "lb2", "address": "10.0.0.11"},
@@ -53,15 +55,34 @@ def test_with_a_shared_store_the_other_balancers_services_are_backups(tmp_path: 
     assert plain.jobs.host == "127.0.0.1" and not plain.jobs.backups  # the file's spec is left alone
 
 
-def test_the_environments_store_url_counts_and_sqlite_or_tls_get_no_backups(tmp_path: Path) -> None:
+def test_the_environments_store_url_counts_and_sqlite_gets_no_backups(tmp_path: Path) -> None:
     sqlite = pair_spec(tmp_path)
     me = sqlite.balancer("lb1")
     assert with_jobs_peers(sqlite, me, {}) is sqlite
     assert servers(jobs_backend(render_config(sqlite))) == [["server", "local", "127.0.0.1:8407"]]
     from_env = with_jobs_peers(sqlite, me, {JOBS_STORE_URL_ENV: STORE.replace("jobs@", "jobs:pw@")})
     assert list(from_env.jobs.backups) == ["lb2", "lb3"]
-    (tmp_path / "ca.crt").write_text("not read here")  # only whether tls is set matters
-    tls = sqlite.model_copy(update={"tls": TLSSpec(ca_file=tmp_path / "ca.crt", cert_file=tmp_path / "lb.pem")})
-    assert with_jobs_peers(tls, me, {JOBS_STORE_URL_ENV: STORE}) is tls
     own = pair_spec(tmp_path, store_url=STORE, backups={"other": "10.0.0.40:8407"})
     assert with_jobs_peers(own, me, {}).jobs.backups == {"other": "10.0.0.40:8407"}  # the operator's list wins
+
+
+def test_with_tls_the_backups_are_reached_over_mutual_tls_and_the_service_adds_a_tls_listener(tmp_path: Path) -> None:
+    certs = tmp_path / "certs"
+    assert make_certs(certs, "--balancer", "lb=10.0.0.5,10.0.0.10,10.0.0.11").returncode == 0  # one for the pair
+    plain = pair_spec(tmp_path, store_url=STORE)
+    tls_spec = TLSSpec(ca_file=certs / "ca.crt", cert_file=certs / "lb.pem")
+    spec = with_jobs_peers(plain.model_copy(update={"tls": tls_spec}), plain.balancer("lb2"), {})
+    text = render_config(spec)
+    validate_config(write_config(text, spec.config_path))
+    tls = ["ssl", "verify", "required", "ca-file", config_path_arg(tls_spec.ca_file),
+           "crt", config_path_arg(tls_spec.cert_file), "verifyhost", "lb"]  # the name in the pair's certificate
+    assert servers(jobs_backend(text)) == [["server", "local", "127.0.0.1:8407"],  # its own: loopback, plain
+                                           ["server", "peer-lb1", "10.0.0.10:8407", "backup", *tls],
+                                           ["server", "peer-lb3", "10.0.0.12:8407", "backup", *tls]]
+    command = jobs_command(spec)
+    assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--peer-host") + 1] == "10.0.0.11"
+    assert command[command.index("--tls-cert") + 1] == str(tls_spec.cert_file)
+    assert command[command.index("--tls-ca") + 1] == str(tls_spec.ca_file)
+    named = spec.model_copy(update={"jobs": spec.jobs.model_copy(update={"peer_cert_name": "balancers"})})
+    assert servers(jobs_backend(render_config(named)))[1][-1] == "balancers"  # each balancer its own certificate

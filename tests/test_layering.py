@@ -49,7 +49,7 @@ JOBS_ROOMS: tuple[set[str], ...] = (
     {"running"},             # a held job on the workers' queue to its outcome: the dispatcher's and /generate's
     {"dispatch", "api", "janitor"},  # jobs to the workers' queue; the /v1/jobs API; retention (apart)
     {"settings"},            # python -m jobs's flags
-    {"service", "accounts_cli"},  # the composition root: store, API, dispatcher, janitor; the accounts commands
+    {"service", "accounts_cli", "listeners"},  # the composition root; the accounts commands; its listeners
     {"__main__"},            # python -m jobs
 )
 """The jobs package's rooms, lowest first: a room imports only its own and lower rows' rooms."""

@@ -5,16 +5,22 @@ every job, so any of them can answer ``/v1/jobs`` for any balancer: the others' 
 servers of this HAProxy's ``jobs`` backend (``jobs.backups``), used only while this host's own is down or
 crash-looping. Each service then listens on its balancer's own address (``balancers[].address``), where the
 other balancers reach it; it still serves only requests that carry the cluster secret, which every balancer
-shares. With SQLite each balancer keeps its own jobs, and a peer would not know them: no backups then. With
-``tls`` neither: the jobs service speaks plain HTTP, and the secret must not cross the network in the clear there.
+shares. With ``tls`` that secret must not cross the network in the clear: the service keeps its loopback plain
+HTTP listener for its own HAProxy and adds one with mutual TLS on that address (``jobs.peer_host``), which
+accepts only balancers (client certificates of the cluster CA; node certificates are server-only), and the
+backups are reached with the balancer's own certificate, theirs checked. With SQLite each balancer keeps its
+own jobs, and a peer would not know them: no backups then.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+
 from balancer.config.cluster import BalancerHostSpec, ClusterSpec
-from balancer.config.sections import JOBS_STORE_URL_ENV, JobsSpec
+from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError, JobsSpec
 
 
 def store_is_shared(jobs: JobsSpec, environ: Mapping[str, str]) -> bool:
@@ -24,10 +30,28 @@ def store_is_shared(jobs: JobsSpec, environ: Mapping[str, str]) -> bool:
 
 
 def with_jobs_peers(spec: ClusterSpec, me: BalancerHostSpec, environ: Mapping[str, str]) -> ClusterSpec:
-    """``spec`` as balancer ``me`` runs it: with a shared store, no ``tls`` and no ``jobs.backups`` of the
-    operator's, its jobs service listens on ``me``'s address and the other balancers' services are its backups."""
+    """``spec`` as balancer ``me`` runs it: with a shared store and no ``jobs.backups`` of the operator's, the
+    other balancers' services are its backups, and its own listens where they reach it: on ``me``'s address
+    (with ``tls``: a second, mutual-TLS listener there, the first staying on loopback)."""
     jobs = spec.jobs
-    if not jobs.enabled or jobs.backups or spec.tls is not None or not store_is_shared(jobs, environ):
+    if not jobs.enabled or jobs.backups or not store_is_shared(jobs, environ):
         return spec
     peers = {peer.name: f"{peer.address}:{jobs.port}" for peer in spec.balancers if peer.name != me.name}
-    return spec.model_copy(update={"jobs": jobs.model_copy(update={"host": me.address, "backups": peers})})
+    where = {"peer_host": jobs.peer_host or me.address} if spec.tls is not None else {"host": me.address}
+    return spec.model_copy(update={"jobs": jobs.model_copy(update={**where, "backups": peers})})
+
+
+def peer_cert_name(spec: ClusterSpec) -> str:
+    """With ``tls``: the name the backups' certificates must carry (``jobs.peer_cert_name``, else the common name
+    of this balancer's own certificate, which a pair may share); ``ClusterConfigError`` when it cannot be read."""
+    assert spec.tls is not None
+    if spec.jobs.peer_cert_name:
+        return spec.jobs.peer_cert_name
+    path = spec.tls.cert_file
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        [name] = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    except (OSError, ValueError) as error:
+        raise ClusterConfigError(f"tls.cert_file: cannot read the name in {path} ({error}); set "
+                                 "jobs.peer_cert_name to the name in the other balancers' certificates") from error
+    return str(name.value)

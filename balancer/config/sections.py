@@ -302,7 +302,13 @@ class JobsSpec(Listener):
         default_factory=dict, description="Other balancer hosts' jobs services (name: HOST:PORT) that serve /v1/jobs "
         "through this HAProxy while its own is down (backup servers, health-checked); they must share its store. "
         "Unset with a floating address and a PostgreSQL store: launch.py names the other balancers' "
-        "(balancer/config/jobs_peers.py).")
+        "(balancer/config/jobs_peers.py). With tls they are reached over mutual TLS.")
+    peer_host: str | None = Field(
+        None, description="With tls: where this service also listens, over mutual TLS (port: port), for the other "
+        "balancers' HAProxy. Unset with backups that launch.py names: this balancer's address.")
+    peer_cert_name: str | None = Field(
+        None, pattern=NAME_PATTERN, description="With tls: the name the backups' certificates carry (HAProxy's "
+        "verifyhost). Default: the name in this balancer's own tls.cert_file (a pair may share one).")
     web_fronts: bool = Field(
         True, description="Web fronts run every generation (page, gradio_client, retouch) as a job of this service "
         "(--jobs-url): a reloaded page re-attaches to its job, a page that leaves no longer cancels it (its Cancel "

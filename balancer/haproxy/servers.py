@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from balancer.config.cluster import ClusterSpec, NodeSpec
+from balancer.config.sections import TLSSpec
 from balancer.haproxy.agent import agent_send
 from balancer.haproxy.names import (
     COOKIE_NAME,
@@ -165,5 +166,11 @@ class StaticServers:
         tls = self.spec.tls
         if tls is None or not self.spec.uses_tls(node):
             return ""
-        return (f" ssl verify required ca-file {config_path_arg(tls.ca_file)} crt {config_path_arg(tls.cert_file)}"
-                f" verifyhost {node.tls_name()}")
+        return tls_options(tls, node.tls_name())
+
+
+def tls_options(tls: TLSSpec, name: str) -> str:
+    """A server line's mutual TLS: our client certificate, and its certificate checked against the cluster CA
+    and ``name`` (health checks too)."""
+    return (f" ssl verify required ca-file {config_path_arg(tls.ca_file)} crt {config_path_arg(tls.cert_file)}"
+            f" verifyhost {name}")

@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from balancer.config.cluster import ClusterSpec
+from balancer.config.jobs_peers import peer_cert_name
 from balancer.haproxy import names
 from balancer.haproxy.answers import json_body
 from balancer.haproxy.login import Login, login_values
 from balancer.haproxy.public_values import Public, public_values
-from balancer.haproxy.servers import ServerSet, check_options
+from balancer.haproxy.servers import ServerSet, check_options, tls_options
 from balancer.haproxy.syntax import config_path_arg, duration
 from balancer.haproxy.users import read_users_file
 from jobs.contract import ACCOUNT_PREFIX, API_PREFIX, MAX_WAIT_S, SESSIONS_PREFIX
@@ -210,11 +211,21 @@ def rest_answer_time(spec: ClusterSpec) -> float:
     return limits.queue_timeout + limits.generation_timeout + JOBS_WAIT_MARGIN_S
 
 
+def jobs_backup_lines(spec: ClusterSpec) -> tuple[str, ...]:
+    """Other balancers' jobs services (``jobs.backups``): with ``tls`` over mutual TLS, the secret never in clear."""
+    backups = spec.jobs.backups
+    tls = why = ""
+    if spec.tls is not None and backups:
+        cert_name = peer_cert_name(spec)
+        tls, why = tls_options(spec.tls, cert_name), f"; mutual TLS, its certificate must name {cert_name}"
+    return tuple(f"    server {names.JOBS_BACKUP_PREFIX}{name} {peer} backup{tls}  # balancer {name}'s{why}"
+                 for name, peer in backups.items())
+
+
 def jobs_values(spec: ClusterSpec, servers: ServerSet) -> Jobs:
     return Jobs(
         server_line=servers.jobs_line(),
-        backup_lines=tuple(f"    server {names.JOBS_BACKUP_PREFIX}{name} {peer} backup  # balancer {name}'s"
-                           for name, peer in spec.jobs.backups.items()),
+        backup_lines=jobs_backup_lines(spec),
         timeout=duration(MAX_WAIT_S + JOBS_WAIT_MARGIN_S),
         rest_timeout=duration(rest_answer_time(spec)),
         rest_paths=" ".join(JOB_PATHS),

@@ -67,6 +67,9 @@ def jobs_command(spec: ClusterSpec) -> list[str]:
         command.append("--site-login")  # HAProxy checks the login, so its user name may name a job's owner
     if spec.tls is not None and spec.worker_queue_tls:
         command += ["--queue-ca", str(spec.tls.ca_file), "--queue-cert", str(spec.queue_client_cert(None))]
+    if spec.tls is not None and jobs.peer_host:  # the other balancers' HAProxy, over mutual TLS
+        command += ["--peer-host", jobs.peer_host, "--tls-cert", str(spec.tls.cert_file),
+                    "--tls-ca", str(spec.tls.ca_file)]
     return command
 
 
