@@ -47,7 +47,7 @@ class XidWatcher:
             self.nvml.nvmlInit()
             event_set = self.nvml.nvmlEventSetCreate()
         except pynvml.NVMLError as exc:
-            logger.info("GPU XID errors not watched: no NVIDIA GPU events (NVML: %s)", exc)
+            logger.info("GPU XID errors not watched: no NVIDIA GPU (NVML: %s)", exc)
             return False
         watched, refused = self._register(event_set)
         if not watched:
