@@ -27,6 +27,7 @@ import uvicorn
 
 from balancer.api.basic_auth import BasicAuth
 from balancer.api.cert_metrics import CertificateCollector, tls_files
+from balancer.api.gpu_xid import XidWatcher
 from balancer.api.host_check import listener_hosts
 from balancer.api.metrics import FloatingView, SidecarMetrics
 from balancer.api.routes import HAProxyView, OperationRoutes, status_app
@@ -68,6 +69,9 @@ class Sidecar:
         self.gate = HAProxyGate(api, pulled=node_host is not None)
         self.metrics = SidecarMetrics()
         self.metrics.registry.register(CertificateCollector(tls_files(spec.tls) if node_host is None else []))
+        self.xid = XidWatcher()
+        """This host's GPUs' XID errors (NVML events, one thread), in ``/metrics``."""
+        self.metrics.registry.register(self.xid)
         classifier = DeathClassifier(OomKillCounter.for_this_process(self.settings.oom_counter_file), KernelLog())
         env = dict(os.environ if base_env is None else base_env)
         factory = PartFactory(spec, self.gate, env, tls, classifier, self.metrics)
@@ -144,10 +148,12 @@ class Sidecar:
         rotation = asyncio.create_task(self.log_rotation.run(), name="log-rotation")
         history = asyncio.create_task(app.state.ops_history.run(), name="operations-history")
         try:
+            await asyncio.to_thread(self.xid.start)
             await self.nodes.supervise(self.balancer, self.companions)
         finally:
             await cancel_and_wait(history)
             await cancel_and_wait(rotation)
+            await asyncio.to_thread(self.xid.stop)
             await self.actions.operations.aclose()
             if self.nodes.traffic is not None:
                 await self.nodes.traffic.aclose()

@@ -35,6 +35,7 @@ WRONG_THRESHOLDS = {
     "PortraitCertificateExpiring": ("14 * 86400", "7 * 86400"),
     "PortraitStoreDiskFilling": ("< 0.1", "< 0.01"),
     "PortraitGpuHot": ("> 87", "> 95"),
+    "PortraitGpuXidError": ("xid_errors_total[10m]", "xid_errors_total[1m]"),
     "PortraitTargetDown": ("for: 2m", "for: 5m"),
 }
 """Per alert, one edit of its rule (a threshold, a window or a ``for``) that its promtool case must catch."""

@@ -9,6 +9,7 @@ thing: a worker given a GPU CUDA cannot see under ``--device cuda`` exits 87 wit
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from starlette.testclient import TestClient
 
 import balancer.config.gpus as gpus
 from balancer.api.basic_auth import BasicAuth
+from balancer.api.gpu_xid import XidWatcher
 from balancer.api.metrics import SidecarMetrics
 from balancer.api.routes import status_app, status_document
 from balancer.config.gpus import Gpu, GpuAssignmentError, assign_gpus
@@ -283,6 +285,78 @@ def test_without_nvidias_driver_nothing_and_one_info_line(no_nvml: None, caplog:
         assert gpus.list_gpus() == [] and gpus.gpu_facts() == {} and gpus.gpu_facts() == {}
     assert [record.levelno for record in caplog.records] == [logging.INFO]
     assert "no NVIDIA GPU found (NVML: NVML Shared Library Not Found)" in caplog.text
+
+
+class FakeXidNVML(FakeNVML):
+    """The same box with NVML's event API: GPU 1 refuses XID events; ``deliver`` hands GPU 0's to the waiter."""
+
+    nvmlEventTypeXidCriticalError = pynvml.nvmlEventTypeXidCriticalError
+
+    def __init__(self) -> None:
+        self.events: queue.Queue[SimpleNamespace] = queue.Queue()
+        self.registered: list[int] = []
+        self.freed = False
+
+    def deliver(self, gpu: int, xid: int) -> None:
+        self.events.put(SimpleNamespace(device=gpu, eventType=self.nvmlEventTypeXidCriticalError, eventData=xid))
+
+    def nvmlEventSetCreate(self) -> str:
+        return "event set"
+
+    def nvmlDeviceRegisterEvents(self, handle: int, types: int, event_set: str) -> None:
+        if handle == 1:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        assert (types, event_set) == (self.nvmlEventTypeXidCriticalError, "event set")
+        self.registered.append(handle)
+
+    def nvmlEventSetWait_v2(self, event_set: str, timeout_ms: int) -> SimpleNamespace:
+        try:
+            return self.events.get(timeout=timeout_ms / 1000)
+        except queue.Empty:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_TIMEOUT) from None
+
+    def nvmlEventSetFree(self, event_set: str) -> None:
+        self.freed = True
+
+    def nvmlDeviceGetIndex(self, handle: int) -> int:
+        return handle
+
+
+def xid_samples(metrics: SidecarMetrics) -> dict[tuple[str, str], float]:
+    return {key: value for key, value in gpu_samples(metrics.render(parts_on_gpus(), 0.0, {}).decode()).items()
+            if "xid" in key[0]}
+
+
+def test_xid_events_count_per_gpu_and_keep_the_last_code(caplog: pytest.LogCaptureFixture) -> None:
+    nvml, metrics = FakeXidNVML(), SidecarMetrics()
+    watcher = XidWatcher(nvml, wait_ms=50)
+    metrics.registry.register(watcher)
+    with caplog.at_level(logging.INFO, logger="balancer.api.gpu_xid"):
+        assert watcher.start()
+    assert nvml.registered == [0] and "watching XID errors on GPU(s) 0 (NVML: GPU 1: Not Supported)" in caplog.text
+    assert xid_samples(metrics) == {("portrait_gpu_xid_errors_total", "0"): 0}  # from 0, so increase() sees the 1st
+    try:
+        nvml.deliver(0, 79)
+        nvml.deliver(0, 48)
+        wait_until(lambda: watcher.errors["0"] == 2, "two XID errors counted")
+        assert xid_samples(metrics) == {("portrait_gpu_xid_errors_total", "0"): 2, ("portrait_gpu_last_xid", "0"): 48}
+        assert "GPU 0: XID error 79" in caplog.text
+    finally:
+        watcher.stop()
+    assert not watcher._thread.is_alive() and nvml.freed
+
+
+def test_no_xid_series_without_the_event_api_or_nvidias_driver(
+        no_nvml: None, caplog: pytest.LogCaptureFixture) -> None:
+    for nvml in (FakeNVML(), pynvml):  # a binding without the event API; no driver (no_nvml)
+        metrics, watcher = SidecarMetrics(), XidWatcher(nvml)
+        metrics.registry.register(watcher)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="balancer.api.gpu_xid"):
+            assert not watcher.start()
+        assert [record.levelno for record in caplog.records] == [logging.INFO], caplog.text
+        assert "GPU XID errors not watched" in caplog.text and "xid" not in metrics.render([], 0.0).decode()
+        watcher.stop()  # no thread: nothing to wait for
 
 
 # --- the worker: CPU fallback, or exit 87 when CUDA was required --------------------------------

@@ -37,6 +37,8 @@ NEEDS_A_FEATURE = {
     "portrait_gpu_temperature_celsius": "a GPU (NVML)",
     "portrait_gpu_memory_used_bytes": "a GPU (NVML)",
     "portrait_gpu_memory_total_bytes": "a GPU (NVML)",
+    "portrait_gpu_xid_errors_total": "a GPU that takes NVML's XID events",
+    "portrait_gpu_last_xid": "a GPU's first XID error",
     "portrait_sidecar_certificate_expiry_timestamp_seconds": "the cluster file's tls section",
     "portrait_sidecar_vrrp_state": "a floating address (keepalived)",
 }
