@@ -5,6 +5,7 @@ photo), its card (thumbnail, status, prompt, preset, size, time), its full setti
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,8 @@ PROMPT_CHARS = 120
 SETTINGS = ("prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed", "lora_scale", "num_images",
             "strength")
 """The settings a job's details show and "Use these settings" restores (the seed: the one the job drew)."""
+RESOLUTION = "resolution"
+"""The form's Resolution menu, which follows the size a job's settings put in the form."""
 
 
 def summary(job: JobSnapshot) -> dict[str, Any]:
@@ -81,10 +84,14 @@ def details(job: JobSnapshot) -> str:
     return "\n\n".join(lines)
 
 
-def form_values(chosen: dict[str, Any], form: tuple[str, ...]) -> list[Any]:
+def form_values(chosen: dict[str, Any], form: tuple[str, ...],
+                resolution_name: Callable[[int, int], str] | None = None) -> list[Any]:
     """The form's values (one per name in ``form``; None where the job has none) from a job's ``settings``: the
-    job's own seed, not a random one."""
+    job's own seed, not a random one; the Resolution menu's choice of its size (``resolution_name``: a size's
+    choice, or Custom) when it has one."""
     values = {**chosen, "randomize": False}
+    if resolution_name is not None and chosen.get("width") and chosen.get("height"):
+        values[RESOLUTION] = resolution_name(int(chosen["width"]), int(chosen["height"]))
     return [values.get(name) for name in form]
 
 
