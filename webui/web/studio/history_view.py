@@ -53,12 +53,14 @@ def card(entry: dict[str, Any]) -> str:
 
 
 def settings(job: JobSnapshot) -> dict[str, Any]:
-    """The job's settings: its input (without a retouch photo), the seed it drew, its preset."""
+    """The job's settings: its input (without a retouch photo), the seed it drew, its preset; a retouch is one
+    whether its photo is kept or was removed by the account's retention (the worker's ``mode`` says so)."""
     params = (job.generation or {}).get("params") or {}
     kept = {name: params.get(name, job.input.get(name)) for name in SETTINGS}
     kept["seed"] = (job.generation or {}).get("seed", job.input.get("seed"))
+    retouch = bool(job.input.get("init_image")) or params.get("mode") == "retouch"
     return {**{name: value for name, value in kept.items() if value is not None},
-            "preset": job.input.get(PRESET), "retouch": bool(job.input.get("init_image"))}
+            "preset": job.input.get(PRESET), "retouch": retouch}
 
 
 def job_seeds(job: JobSnapshot) -> list[int | None]:
