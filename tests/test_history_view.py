@@ -31,6 +31,12 @@ def test_use_these_settings_gives_the_seed_the_job_drew_and_no_photo() -> None:
     chosen = settings(job)
     assert chosen["seed"] == 77 and chosen["retouch"] is True and "init_image" not in chosen
     assert form_values(chosen, ("prompt", "seed", "randomize", "width", "guidance")) == ["p", 77, False, 512, None]
+    stripped = JobSnapshot.model_validate({**job.model_dump(), "input": {"prompt": "p", "strength": 0.6},
+                                           "generation": {"seed": 77, "params": {"prompt": "p", "mode": "retouch"}}})
+    assert settings(stripped)["retouch"] is True  # its photo removed by the account's retention: still a retouch
+    sized = {"width": 256, "height": 256}
+    assert form_values(sized, ("width", "resolution"), lambda w, h: f"{w}x{h}") == [256, "256x256"]
+    assert form_values(sized, ("width", "resolution")) == [256, None]  # no menu named: left as it is
 
 
 def test_each_image_of_a_job_has_its_own_seed_or_none_when_the_job_kept_none() -> None:

@@ -30,10 +30,14 @@ from bench.harness.processes import Processes
 from tests.browser import StudioPage, launch_chromium
 from tests.jobs_service import JOB, WAIT, Part, accounts_cli, worker
 from tests.test_web_jobs import HEADERS, JOB_MS, web
+from webui.web.studio.config import CUSTOM
 
 pytestmark = pytest.mark.browser
 
 PRESET = "Social avatar"
+PRESET_SIZE = "Square 1024×1024"
+"""The preset's size, as the Resolution menu names it."""
+SMALL = "Quick 512×512"
 PROMPTS = ("history portrait one", "history portrait two", "history portrait three")
 BATCH = "history batch of three"
 MEMBER = {"Authorization": "Basic " + base64.b64encode(b"quota-member:any").decode()}
@@ -106,8 +110,11 @@ def test_three_generations_are_in_the_history_after_a_reload(site: dict[str, Par
     assert first["prompt"] == PROMPTS[0] and first["seed"] == seeds[0] and first["preset"] == PRESET
     expect(studio.component("history-details")).to_contain_text("image 1")
     studio.type_prompt("something else")
+    studio.choose("resolution", SMALL)
     studio.component("history-use").click()
     expect(studio.component("prompt").locator("textarea")).to_have_value(PROMPTS[0])
+    studio.expect_slider("width", 1024)
+    expect(studio.component("resolution").locator("input")).to_have_value(PRESET_SIZE)  # the menu follows the size
     expect(studio.component("seed").locator("input")).to_have_value(str(seeds[0]))
     expect(studio.component("seed-random").locator("input[type=checkbox]")).not_to_be_checked()
 
@@ -152,9 +159,11 @@ def test_an_image_of_a_batch_is_made_again_alone_and_retouched(site: dict[str, P
 
     before = studio.summary_text()
     studio.type_prompt("another prompt, replaced by the image's own")
+    studio.choose("resolution", SMALL)
     studio.component("history-again-3").click()
     again = studio.wait_for_result(before, JOB_MS)
     assert (again.seed, again.width, again.height, studio.gallery_count()) == (batch.seed + 2, 256, 256, 1)
+    expect(studio.component("resolution").locator("input")).to_have_value(CUSTOM)  # 256×256 is no menu size
     made, original = httpx.get(f"{site['jobs'].url}/v1/jobs?limit=2", headers=HEADERS, timeout=WAIT).json()["jobs"]
     assert made["input"]["prompt"] == original["input"]["prompt"] == BATCH and made["input"]["num_images"] == 1
     assert np.array_equal(result(site, made, 0), result(site, original, 2))

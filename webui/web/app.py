@@ -128,14 +128,16 @@ def create_app(settings: WebSettings) -> FastAPI:
     # With jobs, this front only follows them (the jobs service paces the workers): no limit of its own.
     concurrency = None if runner else settings.concurrency
     sign_in = settings.sign_in and jobs_client is not None
+    studio_config = load_studio_config()
     demo = build_studio(
         studio,
-        load_studio_config(),
+        studio_config,
         load_examples(),
         max_images=settings.max_images,
         concurrency_limit=concurrency,
         job_page=JobPage(studio, runner) if runner else None,
-        history=HistoryPanel(jobs_client, cache_dir=cache_dir) if jobs_client else None,
+        history=(HistoryPanel(jobs_client, cache_dir=cache_dir, resolution_name=studio_config.resolution_name)
+                 if jobs_client else None),
         sign_out=sign_in,
     )
     # api_open=False: Gradio itself refuses a queued event called outside the queue (run/, api/).

@@ -10,6 +10,7 @@ stays flat however many jobs the store has. Thumbnails are loaded by the browser
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,16 @@ from gradio.utils import get_upload_folder
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import PRESET
 from webui.web.studio.history_images import HistoryImages
-from webui.web.studio.history_view import card, day_range, details, form_values, job_seeds, settings, summary
+from webui.web.studio.history_view import (
+    RESOLUTION,
+    card,
+    day_range,
+    details,
+    form_values,
+    job_seeds,
+    settings,
+    summary,
+)
 from webui.web.studio.job_page import FORM
 from webui.web.studio.jobs_runner import login_of
 
@@ -34,15 +44,18 @@ NOTHING = {"entries": [], "cursor": None, "query": {}}
 
 
 class HistoryPanel:
-    """The History section's events; ``form`` names the form's components that "Use these settings" fills;
-    ``images``: the opened job's image rows (``cache_dir``: Gradio's cache, by default its upload folder)."""
+    """The History section's events; ``form`` names the form's components that "Use these settings" fills (the
+    Resolution menu named by ``resolution_name``: the choice of a size, else left as it is); ``images``: the opened
+    job's image rows (``cache_dir``: Gradio's cache, by default its upload folder)."""
 
-    def __init__(self, client: JobsClient, form: tuple[str, ...] = (*FORM, PRESET), page_size: int = PAGE_SIZE,
-                 cache_dir: Path | None = None) -> None:
+    def __init__(self, client: JobsClient, form: tuple[str, ...] = (*FORM, PRESET, RESOLUTION),
+                 page_size: int = PAGE_SIZE, cache_dir: Path | None = None,
+                 resolution_name: Callable[[int, int], str] | None = None) -> None:
         self.client = client
         self.form = form
         self.page_size = page_size
-        self.images = HistoryImages(client, cache_dir or Path(get_upload_folder()), form)
+        self.resolution_name = resolution_name
+        self.images = HistoryImages(client, cache_dir or Path(get_upload_folder()), form, resolution_name)
 
     def _shown(self, listing: dict[str, Any], note: str = "") -> tuple[Any, ...]:
         """(cards, kept listing, More button, note)."""
@@ -96,7 +109,8 @@ class HistoryPanel:
         if not chosen:
             return (gr.skip(),) * len(self.form)
         gr.Info("The form has this job's settings: Generate makes it again.", title="History")
-        return tuple(gr.skip() if value is None else value for value in form_values(chosen["settings"], self.form))
+        values = form_values(chosen["settings"], self.form, self.resolution_name)
+        return tuple(gr.skip() if value is None else value for value in values)
 
     async def delete(self, chosen: dict[str, Any] | None, listing: dict[str, Any],
                      request: gr.Request | None = None) -> tuple[Any, ...]:

@@ -51,10 +51,12 @@ class HistoryImages:
     """The image rows' events; ``form`` names the components "Make this image again" fills (``HistoryPanel.form``),
     ``cache_dir`` is Gradio's cache, where a retouched image's bytes are put for the photo input."""
 
-    def __init__(self, client: JobsClient, cache_dir: Path, form: tuple[str, ...]) -> None:
+    def __init__(self, client: JobsClient, cache_dir: Path, form: tuple[str, ...],
+                 resolution_name: Callable[[int, int], str] | None = None) -> None:
         self.client = client
         self.cache_dir = cache_dir
         self.form = form
+        self.resolution_name = resolution_name
 
     @staticmethod
     def shown(chosen: dict[str, Any] | None, rows: int) -> tuple[Any, ...]:
@@ -80,7 +82,8 @@ class HistoryImages:
                 raise gr.Error("This image's seed is not known: it cannot be made again.", title="History",
                                print_exception=False)
             recipe = {**chosen["settings"], "seed": seeds[index], "num_images": 1}
-            values = (gr.skip() if value is None else value for value in form_values(recipe, self.form))
+            values = (gr.skip() if value is None else value
+                      for value in form_values(recipe, self.form, self.resolution_name))
             logger.info("job %s: image %d made again from the history", chosen["id"], index + 1)
             return *values, gr.Tabs(selected="create"), gr.Column(visible=True)
 

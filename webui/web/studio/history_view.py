@@ -5,6 +5,7 @@ photo), its card (thumbnail, status, prompt, preset, size, time), its full setti
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -20,6 +21,8 @@ PROMPT_CHARS = 120
 SETTINGS = ("prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed", "lora_scale", "num_images",
             "strength")
 """The settings a job's details show and "Use these settings" restores (the seed: the one the job drew)."""
+RESOLUTION = "resolution"
+"""The form's Resolution menu, which follows the size a job's settings put in the form."""
 
 
 def summary(job: JobSnapshot) -> dict[str, Any]:
@@ -50,12 +53,14 @@ def card(entry: dict[str, Any]) -> str:
 
 
 def settings(job: JobSnapshot) -> dict[str, Any]:
-    """The job's settings: its input (without a retouch photo), the seed it drew, its preset."""
+    """The job's settings: its input (without a retouch photo), the seed it drew, its preset; a retouch is one
+    whether its photo is kept or was removed by the account's retention (the worker's ``mode`` says so)."""
     params = (job.generation or {}).get("params") or {}
     kept = {name: params.get(name, job.input.get(name)) for name in SETTINGS}
     kept["seed"] = (job.generation or {}).get("seed", job.input.get("seed"))
+    retouch = bool(job.input.get("init_image")) or params.get("mode") == "retouch"
     return {**{name: value for name, value in kept.items() if value is not None},
-            "preset": job.input.get(PRESET), "retouch": bool(job.input.get("init_image"))}
+            "preset": job.input.get(PRESET), "retouch": retouch}
 
 
 def job_seeds(job: JobSnapshot) -> list[int | None]:
@@ -81,10 +86,14 @@ def details(job: JobSnapshot) -> str:
     return "\n\n".join(lines)
 
 
-def form_values(chosen: dict[str, Any], form: tuple[str, ...]) -> list[Any]:
+def form_values(chosen: dict[str, Any], form: tuple[str, ...],
+                resolution_name: Callable[[int, int], str] | None = None) -> list[Any]:
     """The form's values (one per name in ``form``; None where the job has none) from a job's ``settings``: the
-    job's own seed, not a random one."""
+    job's own seed, not a random one; the Resolution menu's choice of its size (``resolution_name``: a size's
+    choice, or Custom) when it has one."""
     values = {**chosen, "randomize": False}
+    if resolution_name is not None and chosen.get("width") and chosen.get("height"):
+        values[RESOLUTION] = resolution_name(int(chosen["width"]), int(chosen["height"]))
     return [values.get(name) for name in form]
 
 

@@ -226,8 +226,8 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                                      queue=False).then(**follow))
         recipe_drop.wire([*form, strength, resolution], studio.max_upload_bytes, config.resolution_name)
         if history is not None:  # the user's jobs (webui/web/studio/history.py), at the page's foot
-            build_history(history, [p.name for p in config.presets],
-                          FormTargets([*form, strength, preset], mode_tabs, size_controls, photo), max_images)
+            targets = FormTargets([*form, strength, preset, resolution], mode_tabs, size_controls, photo)
+            build_history(history, [p.name for p in config.presets], targets, max_images)
         for event in shown:  # last, so that every earlier event keeps its fn_index (contract.JOB_EVENT_INDICES)
             event.then(result_shown, [info], [details, share_button], api_visibility="private", queue=False)
     return demo
