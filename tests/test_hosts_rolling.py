@@ -10,7 +10,9 @@ request succeeds, both nodes of ``n1`` run new processes and ``n2``'s the same o
 had zero workers UP. The extra delay (slowest request of each client against its median) is printed and
 written to ``test-artifacts/hosts-rolling-restart.json``.
 
-Root only, with ``ip`` and Debian's ``iptables``; select with ``-m hosts``.
+Root only, with ``ip`` and Debian's ``iptables``. Opt-in (``-m "soak and hosts"``, about 35 s): the default suite
+restarts a node host's node in ``tests/test_hosts_tls.py`` and runs a rolling restart under never-idle load in
+``tests/test_rolling_jobs.py``.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from bench.harness.processes import REPO, Processes
 from tests.helpers import record_figures
 from webui.contract import TRAFFIC_PATH
 
-pytestmark = [pytest.mark.hosts, pytest.mark.skipif(missing_for_labs() is not None, reason=missing_for_labs() or "")]
+pytestmark = [pytest.mark.soak, pytest.mark.hosts,
+              pytest.mark.skipif(missing_for_labs() is not None, reason=missing_for_labs() or "")]
 
 ARTIFACT = REPO / "test-artifacts" / "hosts-rolling-restart.json"
 HEALTH = {"host_agent_interval": 0.5}
