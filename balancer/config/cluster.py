@@ -1,18 +1,17 @@
 """The cluster description: nodes, node hosts, balancers, and ``ClusterSpec`` over them all.
 
-One ``ClusterSpec`` drives everything: ``balancer.haproxy.config`` renders HAProxy's configuration from
-it, the sidecar supervises its *managed* nodes, and ``launch.py`` builds one from its flags (plus
-an optional YAML file, see ``assets/cluster.example.yaml``). Its simple sections (listeners, limits,
-health, sidecar, tls, jobs) are in ``balancer.config.sections``; reading and validating a file in
-``balancer.config.loading``.
+One ``ClusterSpec`` drives everything: ``balancer.haproxy.config`` renders HAProxy's configuration from it, the
+sidecar supervises its *managed* nodes, and ``launch.py`` builds one from its flags (plus an optional YAML file,
+see ``assets/cluster.example.yaml``). Its simple sections (listeners, limits, health, sidecar, tls, jobs) are in
+``balancer.config.sections``; reading and validating a file in ``balancer.config.loading``.
 
-Nodes may run on *node hosts* (``node_hosts``; ``assets/cluster.hosts.example.yaml``): machines
-whose own sidecar (``launch.py --role node``) supervises them and tells every balancer their
-states through HAProxy's agent checks (``balancer.multihost.host_agent``).
+Nodes may run on *node hosts* (``node_hosts``; ``assets/cluster.hosts.example.yaml``): machines whose own sidecar
+(``launch.py --role node``) supervises them and tells every balancer their states through HAProxy's agent checks
+(``balancer.multihost.host_agent``).
 
-Safe by default: the public frontend, the stats page, the runtime API and the sidecar listen on
-127.0.0.1 only; the stats page always needs a password (a random one unless you set one);
-rate limiting and HTTP basic auth are off until configured.
+Safe by default: the public frontend, the stats page, the runtime API and the sidecar listen on 127.0.0.1 only;
+the stats page always needs a password (a random one unless you set one); rate limiting and HTTP basic auth are
+off until configured.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from balancer.config.host import is_loopback, local_addresses, named, the_one_here
+from balancer.config.host import host_header_values, is_loopback, named, the_one_here
 from balancer.config.sections import (
     EXPOSED_CLIENT_CONNECTIONS,
     EXPOSED_RATE_LIMIT_PER_MINUTE,
@@ -460,20 +459,8 @@ class ClusterSpec(_Model):
         return max(1, self.limits.max_connections // LOOPBACK_CONNECTION_SHARE)
 
     def allowed_hosts(self, local_hosts: bool = True) -> list[str]:
-        """Host header values the public frontend accepts (lower case, with and without the port); this
-        machine's addresses too when the public listener binds every interface and ``local_hosts``."""
-        names = set(self.public_hosts) | {"localhost", LOOPBACK, "[::1]"}
-        if self.public.host in WILDCARD_HOSTS and local_hosts:
-            names |= local_addresses()
-        else:
-            names.add(self.public.host)
-        values = set()
-        for name in names:
-            name = name.lower()
-            values.add(name)
-            if not name.startswith("."):
-                values.add(f"{name}:{self.public.port}")
-        return sorted(values)
+        """Host header values the public frontend accepts (``host_header_values``)."""
+        return host_header_values(self.public_hosts, self.public.host, self.public.port, local_hosts)
 
     @property
     def webs(self) -> list[NodeSpec]:

@@ -9,7 +9,7 @@ from typing import Protocol, TypeVar
 
 import psutil
 
-from balancer.config.sections import ClusterConfigError
+from balancer.config.sections import LOOPBACK, WILDCARD_HOSTS, ClusterConfigError
 
 
 class NamedHost(Protocol):
@@ -42,6 +42,24 @@ def local_addresses() -> set[str]:
             elif address.family == socket.AF_INET6:
                 names.add(f"[{address.address.split('%')[0]}]")
     return names
+
+
+def host_header_values(public_hosts: Sequence[str], host: str, port: int, local_hosts: bool = True) -> list[str]:
+    """Host header values a public listener on ``host:port`` accepts (lower case, with and without the port): the
+    public host names, loopback's, and this machine's addresses too when it binds every interface and
+    ``local_hosts``."""
+    names = set(public_hosts) | {"localhost", LOOPBACK, "[::1]"}
+    if host in WILDCARD_HOSTS and local_hosts:
+        names |= local_addresses()
+    else:
+        names.add(host)
+    values = set()
+    for name in names:
+        name = name.lower()
+        values.add(name)
+        if not name.startswith("."):
+            values.add(f"{name}:{port}")
+    return sorted(values)
 
 
 def named(hosts: Sequence[HostT], name: str, what: str, section: str) -> HostT:
