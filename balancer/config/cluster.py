@@ -446,7 +446,8 @@ class ClusterSpec(_Model):
     @property
     def rate_limit_per_minute(self) -> int:
         """Generations per client a minute, 0 for no limit (the exposed default when unset)."""
-        return _auto_limit(self.limits.rate_limit_per_minute, EXPOSED_RATE_LIMIT_PER_MINUTE, self.exposed)
+        value = self.limits.rate_limit_per_minute
+        return value if value is not None else (EXPOSED_RATE_LIMIT_PER_MINUTE if self.exposed else 0)
 
     @property
     def max_client_connections(self) -> int:
@@ -486,12 +487,6 @@ class ClusterSpec(_Model):
 def _label(setting: str, value: Path | None) -> str:
     """A file setting's name for an error, marked ``(default)`` when it was not given."""
     return setting if value is not None else f"{setting} (default)"
-
-
-def _auto_limit(value: int | None, exposed_default: int, exposed: bool) -> int:
-    if value is not None:
-        return value
-    return exposed_default if exposed else 0
 
 
 def _claim_port(seen: dict[int, str], port: int, field: str, owner: str) -> None:
