@@ -23,6 +23,7 @@ from webui.web.job_files import result_name
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import job_path
 from webui.web.studio.history_view import THUMB, form_values
+from webui.web.studio.jobs_runner import login_of
 from webui.web.studio.photos import save_png
 
 logger = logging.getLogger(__name__)
@@ -89,14 +90,14 @@ class HistoryImages:
 
         return again
 
-    def retouch(self, index: int) -> Callable[[dict[str, Any] | None], Awaitable[tuple[Any, ...]]]:
+    def retouch(self, index: int) -> Callable[..., Awaitable[tuple[Any, ...]]]:
         """Row ``index``'s "Retouch this": (photo, prompt, negative prompt, tabs, size controls)."""
 
-        async def retouch(chosen: dict[str, Any] | None) -> tuple[Any, ...]:
+        async def retouch(chosen: dict[str, Any] | None, request: gr.Request) -> tuple[Any, ...]:
             if not chosen or index >= len(chosen.get("seeds") or []):
                 raise gr.Error("Open a job with images first.", title="History", print_exception=False)
             try:
-                png = await self.client.result(chosen["id"], index)
+                png = await self.client.result(chosen["id"], index, login_of(request))  # the page user's job
             except JobsError as exc:
                 raise gr.Error(f"Could not fetch the image: {exc}", title="History", print_exception=False) from None
             path = await asyncio.to_thread(save_png, png, self.cache_dir, result_name(chosen["id"], index))
