@@ -54,11 +54,11 @@ OUTPUT: Final = "output"
 # --- the service's edge (the balancer routes, bounds and times the API from these; the store writes its paths
 # into webhook bodies)
 API_PREFIX: Final = "/v1/jobs"
+"""Where the API lives, on the service and on the balancer's public port alike."""
 SESSIONS_PREFIX: Final = "/v1/sessions"
 """Browser sign-in (``jobs.api.sessions``): for web fronts only, through the worker-queue listener."""
 ACCOUNT_PREFIX: Final = "/v1/account"
 """A signed-in admin's account page (``jobs.api.account_admin``): web fronts only, like sign-in."""
-"""Where the API lives, on the service and on the balancer's public port alike."""
 MAX_BODY_BYTES: Final = 64 * 1024
 """The largest job a client may submit (a text-to-image job is a few hundred bytes)."""
 MAX_WAIT_S: Final = 60.0

@@ -66,7 +66,7 @@ class StoreCollector(Collector):
 
     def _webhook_backlog(self, now: datetime) -> tuple[int, float]:
         table = webhook_deliveries.c
-        query = select(func.count(), func.min(table.next_attempt_at)).where(table.status == PENDING)
+        query = select(func.count()).where(table.status == PENDING)
         due = select(func.min(table.next_attempt_at)).where(table.status == PENDING, table.next_attempt_at <= now)
         with read(self.engine) as connection:
             pending = connection.execute(query).one()[0]

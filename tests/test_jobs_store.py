@@ -28,14 +28,13 @@ from jobs.store import (
     list_newest_first,
     mark_canceled,
     queue_estimate,
-    queue_position,
     record_progress,
     renew,
     stored_results,
     submit,
     sweep_expired,
 )
-from jobs.store.records import utc_now
+from jobs.store.records import Job, utc_now
 from jobs.store.schema import job_events, jobs, results, tombstones
 
 PROMPT = {"prompt": "a portrait of a lighthouse keeper", "seed": 7}
@@ -71,6 +70,12 @@ def test_one_key_sent_at_once_by_many_clients_makes_one_job(job_store: Engine) -
     assert len({job.id for job, _ in answers}) == 1
     assert sorted(created for _, created in answers) == [False] * 7 + [True]
     assert count(job_store, jobs) == 1
+
+
+def queue_position(engine: Engine, job: Job) -> int | None:
+    """How many jobs are ahead of ``job`` (``queue_estimate``'s); None when it is not waiting."""
+    estimate = queue_estimate(engine, job)
+    return None if estimate is None else estimate.ahead
 
 
 def test_queue_positions_count_the_jobs_ahead_that_no_worker_runs_yet(job_store: Engine) -> None:

@@ -109,7 +109,7 @@ def test_a_stopped_process_makes_no_progress(monkeypatch: pytest.MonkeyPatch):
     reported: list[float] = []
     pipeline.generate(params, on_step=lambda step, total: reported.append(time.perf_counter()))
     assert len(reported) == 4
-    assert reported[-1] - reported[0] >= 0.3  # steps 2-4 still 0.1 s apart after the stop, not at once
+    assert reported[-1] - reported[0] >= 0.25  # steps 2-4 still 0.1 s apart after the stop, not at once
 
 
 MODEL_LIBRARIES = ("torch", "diffusers", "transformers")

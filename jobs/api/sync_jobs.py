@@ -41,7 +41,6 @@ from webui.worker.job_parsing import (
     validate_job,
 )
 
-"""The response header that names a synchronous generation's job (``GET /v1/jobs/{id}``)."""
 BUSY_RETRY_AFTER = "10"
 """``Retry-After`` of the 503 when no worker took the job in time (the cluster's own)."""
 

@@ -31,7 +31,7 @@ from jobs.store.engine import default_url, make_engine
 from jobs.store.events import events_after
 from jobs.store.migrate import upgrade
 from jobs.store.outcomes import cancel, fail, finish, mark_canceled, result_data, stored_results
-from jobs.store.queue import QueueEstimate, queue_estimate, queue_position
+from jobs.store.queue import QueueEstimate, queue_estimate
 from jobs.store.records import Event, Image, Job, JobFilter, Lease, Page, Settled, StoredResult
 from jobs.store.retention import sweep_expired
 from jobs.store.submissions import get, list_newest_first, new_job_id, submit, submit_held
@@ -44,7 +44,7 @@ __all__ = [
     "LoggedAttempt", "QueuedDelivery", "claim_due", "claim_one", "job_deliveries", "record_attempt",
     "Event", "Image", "Job", "JobFilter", "Lease", "Page", "Settled", "StoredResult", "Thumbnail", "cancel",
     "claim_next", "default_url", "delete_job", "events_after", "fail", "finish", "get", "list_newest_first",
-    "make_engine", "mark_canceled", "new_job_id", "QueueEstimate", "queue_estimate", "queue_position",
+    "make_engine", "mark_canceled", "new_job_id", "QueueEstimate", "queue_estimate",
     "record_progress", "renew", "result_data", "stored_results", "submit", "submit_held", "sweep_expired",
     "thumbnail", "upgrade",
 ]

@@ -17,7 +17,7 @@ from sqlalchemy import Connection, Engine, bindparam, select, update
 
 from jobs.contract import JANITOR_BATCH, TERMINAL
 from jobs.errors import AccountNotFound
-from jobs.store.accounts import Account
+from jobs.store.accounts import ACCOUNT_ID_PREFIX, Account
 from jobs.store.engine import read, write
 from jobs.store.records import utc_now
 from jobs.store.schema import accounts, jobs
@@ -53,7 +53,10 @@ def set_retention(engine: Engine, name: str, results_days: int | None, inputs_da
 
 
 def retention_for(connection: Connection, owner: str, default: timedelta) -> timedelta:
-    """How long a new job of ``owner`` is kept: its account's ``results_days``, else ``default``."""
+    """How long a new job of ``owner`` is kept: its account's ``results_days``, else ``default`` (no query for an
+    owner that is no account: the anonymous one, a site login)."""
+    if not owner.startswith(ACCOUNT_ID_PREFIX):
+        return default
     days = connection.execute(select(accounts.c.results_days).where(accounts.c.id == owner)).scalar_one_or_none()
     return default if days is None else timedelta(days=days)
 

@@ -88,11 +88,3 @@ def queue_estimate(engine: Engine, job: Job, now: datetime | None = None) -> Que
         return QueueEstimate(ahead, None)
     left = sum(max(0.0, median - (now - started).total_seconds()) for started in running)
     return QueueEstimate(ahead, math.ceil((median * ahead + left) / max(len(running), 1)))
-
-
-def queue_position(engine: Engine, job: Job, now: datetime | None = None) -> int | None:
-    """How many jobs are ahead of ``job`` (0: it is next); None when it is not waiting."""
-    if not waiting(job):
-        return None
-    with read(engine) as connection:
-        return _ahead(connection, job, now or utc_now())

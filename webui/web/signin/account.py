@@ -21,7 +21,7 @@ from webui.same_site import cross_site
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import SCOPES, AccountKey, AccountPage
 from webui.web.signin.cookies import site_path
-from webui.web.signin.pages import read_fields
+from webui.web.signin.pages import read_fields, refusal_status
 
 logger = logging.getLogger(__name__)
 
@@ -144,8 +144,3 @@ class AccountPages:
 
 def first(form: dict[str, list[str]], name: str) -> str:
     return (form.get(name) or [""])[0]
-
-
-def refusal_status(error: JobsError) -> int:
-    """The jobs service's refusal passed on (403 for a member, 404, 409, 422); 503 when it did not answer."""
-    return error.status if error.status and error.status < 500 else 503

@@ -92,8 +92,7 @@ class SignInPages:
         try:
             member = await self.jobs.sign_in(account, user, password)
         except JobsError as exc:
-            status = exc.status if exc.status and exc.status < 500 else 503  # 401 wrong, 429 locked, 422 too long
-            return page(request, str(exc), account, user, status)
+            return page(request, str(exc), account, user, refusal_status(exc))  # 401 wrong, 429 locked, 422 long
         assert member.token is not None  # a sign-in's answer carries it
         self.check.remember(member.token, member)
         logger.info("%s of %s signed in", member.user, member.account)
@@ -107,3 +106,8 @@ class SignInPages:
         response = RedirectResponse(site_path(request.scope, SIGN_IN_PATH), status_code=303)
         response.headers.append("set-cookie", clear_cookie(request.scope))
         return response
+
+
+def refusal_status(error: JobsError) -> int:
+    """The jobs service's refusal passed on (401, 403, 404, 409, 422, 429); 503 when it did not answer."""
+    return error.status if error.status and error.status < 500 else 503

@@ -62,9 +62,9 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             gr.Markdown("# Portrait Studio\nAI portraits for photographers, served by a pool of GPU workers.",
                         elem_id="title")
             model_info = gr.Markdown("Checking the workers…", elem_id="model-note")
-            if sign_out:  # the account page (its admins' members and keys; a member is told they are not one)
+            if sign_out:  # the account page (its admins' members and keys; a member is told they are not one),
+                # and Sign out: a POST from this page (a link would let any site sign its users out)
                 gr.Button("Account", link="account", size="sm", scale=0, min_width=100, elem_id="account-link")
-            if sign_out:  # a POST from this page (a link would let any site sign its users out)
                 gr.Button("Sign out", size="sm", scale=0, min_width=100, elem_id="sign-out").click(
                     None, js=SIGN_OUT_JS)
 

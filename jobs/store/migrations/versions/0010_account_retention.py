@@ -1,10 +1,8 @@
 """Per-account retention: days an account's jobs and results are kept, and days they keep their input photo (NULL:
 the service's retention).
 
-Numbered 0010: 0009 is left to a neighbouring branch; when both are merged, this revises 0009.
-
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 Create Date: 2026-12-05
 """
 
