@@ -15,7 +15,10 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, select
+from sqlalchemy.exc import DBAPIError
 
+from bench.harness.postgres import PostgresServer
+from bench.harness.waiting import wait_until
 from jobs.contract import CANCELED, PROCESSING, SUCCEEDED
 from jobs.store import (
     Image,
@@ -29,6 +32,7 @@ from jobs.store import (
     stored_results,
     submit,
     submit_held,
+    upgrade,
 )
 from jobs.store.records import utc_now
 from jobs.store.schema import jobs
@@ -125,3 +129,27 @@ def test_a_result_is_written_once_when_two_dispatchers_ran_the_job(job_store: En
         assert [result.size for result in stored_results(job_store, job.id)] == [len(winners[0]), len(winners[0]) + 2]
         assert result_data(job_store, job.id, 0)[1] == winners[0]
         assert get(job_store, job.id).status == SUCCEEDED
+
+
+def test_a_transaction_left_open_by_a_silent_host_frees_its_job_in_seconds(postgres_server: PostgresServer) -> None:
+    """A host cut off mid-transaction (here: a connection that holds a job's row lock and sends nothing more, as
+    the server sees a cut cable) costs the job seconds, not the kernel's two hours: the server ends the idle
+    session (``idle_in_transaction_s``), its lock goes, and another dispatcher claims the job."""
+    url = postgres_server.create_database()
+    upgrade(url)
+    silent, other = make_engine(url, idle_in_transaction_s=1.0), make_engine(url)
+    try:
+        job_id = submit(other, {"n": 1})[0].id
+        connection = silent.connect()
+        connection.begin()
+        connection.execute(select(jobs.c.id).where(jobs.c.id == job_id).with_for_update())
+        assert claim_next(other, "d-live") is None  # the row is locked: the claim passes over it
+        claimed = wait_until(lambda: claim_next(other, "d-live"), "the locked job claimable", 6.0, 0.2)
+        assert claimed.id == job_id
+        with pytest.raises(DBAPIError):  # the server ended the silent session
+            connection.execute(select(jobs.c.id))
+        connection.invalidate()
+    finally:
+        silent.dispose()
+        other.dispose()
+    postgres_server.drop_database(url)

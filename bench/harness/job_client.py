@@ -83,7 +83,7 @@ class JobApiClient:
         deadline, after = time.monotonic() + self.follow_for, 0
         while time.monotonic() < deadline:
             try:
-                view, after = self._stream(job_id, after)
+                view, after = self._stream(job_id, after, deadline)
             except httpx.HTTPError:
                 view = None
             if view is not None:
@@ -92,8 +92,10 @@ class JobApiClient:
             time.sleep(RESEND_AFTER_S[0])
         raise CallFailed(f"job {job_id} did not end within {self.follow_for:g} s")
 
-    def _stream(self, job_id: str, after: int) -> tuple[dict[str, Any] | None, int]:
-        """One event stream after event ``after``: the job's JSON once it ended (None: cut before), the last id."""
+    def _stream(self, job_id: str, after: int, deadline: float) -> tuple[dict[str, Any] | None, int]:
+        """One event stream after event ``after``: the job's JSON once it ended (None: cut before, or still running
+        at ``deadline``, a monotonic time: a live stream of a job that never ends must not hold its caller), the
+        last id."""
         headers = {LAST_EVENT_ID: str(after)} if after else {}
         with self.http.stream("GET", f"/v1/jobs/{job_id}/events", headers=headers) as answer:
             if 400 <= answer.status_code < 500:
@@ -108,6 +110,8 @@ class JobApiClient:
                     self._silence(time.monotonic() - heard)
                     heard = time.monotonic()
                     lines.append(line)
+                    if time.monotonic() > deadline:
+                        break
                     if line:
                         continue
                     for event in parse_sse(lines):
