@@ -7,6 +7,7 @@ failure.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 import psutil
 
 from bench.harness.ports import ALLOCATOR
+
+logger = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = REPO / "test-artifacts" / "logs" / os.environ.get("PYTEST_XDIST_WORKER", "")
@@ -76,7 +79,7 @@ class Processes:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                pass
+                logger.warning("%s did not stop within %g s of SIGTERM: killing it", proc.args, grace)
             kill_tree(proc.pid, signal.SIGKILL)
             try:
                 proc.wait(timeout=5)
