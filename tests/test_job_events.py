@@ -11,6 +11,7 @@ stream's reads. Run under the cluster lock (the PostgreSQL half starts a server)
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Callable
 
@@ -96,3 +97,35 @@ def test_a_quiet_stream_sends_a_ping_within_the_heartbeat(job_store: Engine) -> 
     assert [sse.event for _, sse in got] == ["queued", None, None]
     assert [sse.comment for _, sse in got[1:]] == ["ping", "ping"]
     assert got[2][0] - got[1][0] >= HEARTBEAT_S - POLL_S  # a ping per quiet heartbeat, not a stream of them
+
+
+def test_a_stream_pings_while_the_store_is_slow_to_answer(job_store: Engine) -> None:
+    """A store that takes longer than the heartbeat to answer (its balancer host cut off from it) does not silence
+    the stream: the pings still come every ``HEARTBEAT_S`` while the read is under way, so the client and HAProxy
+    (``tcp-ut``) can still tell whether the connection to the client is alive."""
+    job = submit(job_store, {"prompt": "a portrait on a slow store", "seed": 4})[0]
+    released = threading.Event()
+
+    def slow_statement(*_: object) -> None:
+        released.wait(3 * HEARTBEAT_S)
+
+    async def during_a_slow_read() -> tuple[object, list[tuple[float, object]]]:
+        stream = job_events(job_store, job.id, 0)
+        first = await anext(stream)  # read at full speed
+        event.listen(job_store, "before_cursor_execute", slow_statement)
+        got, started = [], time.monotonic()
+        async for sse in stream:
+            got.append((time.monotonic() - started, sse))
+            if len(got) == 2:
+                break
+        await stream.aclose()
+        return first, got
+
+    try:
+        first, got = asyncio.run(asyncio.wait_for(during_a_slow_read(), timeout=30))
+    finally:
+        event.remove(job_store, "before_cursor_execute", slow_statement)
+        released.set()
+    assert first.event == "queued"
+    assert [sse.comment for _, sse in got] == ["ping", "ping"]
+    assert got[1][0] <= 2 * HEARTBEAT_S + 0.5  # both within the first read, which takes 3 heartbeats

@@ -6,26 +6,31 @@ Each stored event is one SSE event whose ``id`` is its sequence number: ``queued
 JSON). Until a worker starts the job (queued, or claimed and waiting in the workers' queue), a changed place
 (``queue_position``: jobs ahead, ``wait_s``: about how long; ``jobs.store.queue``) is sent as a ``queued`` event
 without an id (it is not in the log), looked up at most every ``ESTIMATE_EVERY_S``. A ``: ping`` comment comes
-after ``HEARTBEAT_S`` without an event, so a client's short read timeout tells a dead connection (its balancer
-cut off) from a job that is only slow.
+after ``HEARTBEAT_S`` without an event, also while the store is slow to answer, so a client's short read timeout
+tells a dead connection (its balancer cut off) from a job that is only slow.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import anyio
 from anyio.to_thread import run_sync
 from fastapi.sse import ServerSentEvent
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from jobs.api.views import PLACE, place, view
 from jobs.contract import CANCELED, EVENT_PROGRESS, FAILED, PROCESSING, STARTING, SUCCEEDED
 from jobs.errors import JobGone
 from jobs.store import Event, Job, events_after, get, queue_estimate
 from jobs.store.queue import waiting
+
+logger = logging.getLogger(__name__)
 
 POLL_S = 0.2
 """How often a stream looks for new events in the store (which every balancer host shares)."""
@@ -69,33 +74,79 @@ def _next_batch(engine: Engine, job_id: str, after: int) -> tuple[Job, list[Serv
     return job, [_sse(engine, job, event) for event in events]
 
 
-async def job_events(engine: Engine, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
-    """Stream ``job_id``'s events after sequence number ``after`` until its terminal event."""
-    place_sent: dict[str, Any] | None = None
-    last_sent = looked_up = time.monotonic()
-    while True:
+class _Pings:
+    """The stream's heartbeat: a ``: ping`` once ``HEARTBEAT_S`` passed without anything sent, also while a read of
+    the store is under way (a store cut off with its balancer host must not silence the stream: the ping is what
+    lets the client, and that host's HAProxy through its ``tcp-ut``, tell the connection is dead)."""
+
+    def __init__(self) -> None:
+        self.last_sent = time.monotonic()
+
+    def sent(self) -> None:
+        self.last_sent = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last_sent >= HEARTBEAT_S
+
+    async def while_reading(self, box: list[Any], call: Callable[..., Any],
+                            *args: Any) -> AsyncIterator[ServerSentEvent]:
+        """Run ``call(*args)`` (blocking) in a thread, pinging while it runs; its result is put in ``box``."""
+        reading = asyncio.ensure_future(run_sync(call, *args, abandon_on_cancel=True))
         try:
-            job, events = await run_sync(_next_batch, engine, job_id, after)
+            while not reading.done():
+                await asyncio.wait({reading}, timeout=max(0.0, HEARTBEAT_S - (time.monotonic() - self.last_sent)))
+                if not reading.done() and self.due():
+                    yield ServerSentEvent(comment="ping")
+                    self.sent()
+        finally:
+            reading.cancel()
+        box.append(reading.result())
+
+
+async def job_events(engine: Engine, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    """Stream ``job_id``'s events after sequence number ``after`` until its terminal event (or until the store
+    fails to answer: the client re-attaches, with ``Last-Event-ID``, where it does)."""
+    try:
+        async for event in _events(engine, job_id, after):
+            yield event
+    except SQLAlchemyError as error:
+        logger.warning("job %s: its event stream ends, the job store does not answer (%s)", job_id,
+                       type(error).__name__)
+
+
+async def _events(engine: Engine, job_id: str, after: int) -> AsyncIterator[ServerSentEvent]:
+    place_sent: dict[str, Any] | None = None
+    pings = _Pings()
+    looked_up = time.monotonic()
+    while True:
+        box: list[tuple[Job, list[ServerSentEvent]]] = []
+        try:
+            async for ping in pings.while_reading(box, _next_batch, engine, job_id, after):
+                yield ping
         except JobGone:
             return
+        job, events = box[0]
         for event in events:
             yield event
-            last_sent = time.monotonic()
+            pings.sent()
             after = int(event.id or after)
             if event.event == "queued":
-                place_sent, looked_up = {key: event.data.get(key) for key in PLACE}, last_sent
+                place_sent, looked_up = {key: event.data.get(key) for key in PLACE}, pings.last_sent
         if events and events[-1].event in ("result", "failed", "canceled"):
             return
         if job.terminal and not events:
             return  # resumed after the terminal event: nothing more will come
         if waiting(job) and after > 0 and time.monotonic() - looked_up >= ESTIMATE_EVERY_S:
             looked_up = time.monotonic()
-            now = place(await run_sync(queue_estimate, engine, job))
+            estimate: list[Any] = []
+            async for ping in pings.while_reading(estimate, queue_estimate, engine, job):
+                yield ping
+            now = place(estimate[0])
             if now != place_sent and now["queue_position"] is not None:
                 place_sent = now
                 yield ServerSentEvent(event="queued", data={"status": job.status, **now})
-                last_sent = time.monotonic()
-        if time.monotonic() - last_sent >= HEARTBEAT_S:
+                pings.sent()
+        if pings.due():
             yield ServerSentEvent(comment="ping")
-            last_sent = time.monotonic()
+            pings.sent()
         await anyio.sleep(POLL_S)
