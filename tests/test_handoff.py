@@ -14,8 +14,9 @@ from webui.web.handoff import LINGER, Handoff, HandOn
 
 
 def handoff(tmp_path: Path, calls: dict[str, int]) -> Handoff:
+    """A front whose sessions are those in ``calls`` (with their calls under way here: 0 for one whose calls ended)."""
     return Handoff(lambda session: sum(calls.values()) if session is None else calls.get(session, 0),
-                   tmp_path / "node1")
+                   tmp_path / "node1", lambda session: session in calls)
 
 
 def test_an_event_stream_is_served_only_where_its_session_has_a_call(tmp_path: Path) -> None:
@@ -33,6 +34,16 @@ def test_a_file_in_another_local_web_fronts_cache_is_handed_on(tmp_path: Path) -
     assert front.refusal(f"/gradio_api/file={tmp_path / 'node1' / 'abc' / 'a.png'}", "") is None
     assert "another web front" in str(front.refusal(f"/gradio_api/file={tmp_path / 'node2' / 'abc' / 'b.png'}", ""))
     assert front.refusal("/gradio_api/file=/etc/passwd", "") is None  # not a cache: Gradio's own answer (403)
+
+
+def test_a_session_of_this_front_between_two_calls_keeps_its_event_stream(tmp_path: Path) -> None:
+    """A page opens its stream just after its last call ended (the answer to its join came after the stream that
+    carried the result closed), and keeps it for its next call: refused, the page never heard a result again
+    (Gradio's client took the stream as open). Only a stopping front hands such a stream on."""
+    front = handoff(tmp_path, {"abc": 0})
+    assert front.refusal("/gradio_api/queue/data", "session_hash=abc") is None
+    front.closing = True
+    assert "No call of this session" in str(front.refusal("/gradio_api/queue/data", "session_hash=abc"))
 
 
 def test_a_stopping_front_refuses_new_calls_and_is_idle_once_its_calls_ended(tmp_path: Path) -> None:

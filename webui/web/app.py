@@ -179,7 +179,8 @@ def create_app(settings: WebSettings) -> FastAPI:
     )
     gradio_app.add_middleware(UploadFileLimit, max_files=settings.upload_max_files)  # outside RequestGuard
     if runner is not None:  # with jobs, a client's call may go on at another web front (a rolling restart)
-        app.state.handoff = Handoff(lambda session: calls_of(demo, session), cache_dir)
+        app.state.handoff = Handoff(lambda session: calls_of(demo, session), cache_dir,
+                                    lambda session: session in demo._queue.pending_messages_per_session)
         app.add_middleware(HandOn, handoff=app.state.handoff)
         app.add_middleware(JobResultFiles, jobs=jobs_client, cache_dir=cache_dir)  # a result any front can serve
     if signing_in is not None:  # outside what acts for the page's user: they see the session it passes on

@@ -7,8 +7,9 @@ never idle always has one under way. So, with the jobs service behind every web 
 - a stopping web front (SIGTERM, ``HandoffServer``) refuses what would start a call here (join, upload) with a
   retryable 503, finishes the calls already joined here (their event streams and downloads), and exits once it has
   none left and no request came for ``LINGER`` seconds (the supervisor's stop grace bounds it);
-- any web front answers 503 to an event stream of a session that has no call here, and to a download of a file
-  in another local web front's cache (a sibling folder of its own: the sidecar gives each its own).
+- any web front answers 503 to an event stream of a session that has no call here (and never had one, or the front
+  is stopping), and to a download of a file in another local web front's cache (a sibling folder of its own: the
+  sidecar gives each its own).
 
 HAProxy retries such a 503 on another web front (the webs backend's ``retry-on 503``), where the client's call is:
 the affinity key (the stale cookie's value, then the ``session_hash``) sends each of its requests to the same one.
@@ -45,10 +46,12 @@ DATA, FILE = "/gradio_api/queue/data", "/gradio_api/file="
 class Handoff:
     """What a web front hands on (the 503s of the module doc), and whether a stopping one may exit."""
 
-    def __init__(self, calls: Callable[[str | None], int], cache_dir: Path) -> None:
+    def __init__(self, calls: Callable[[str | None], int], cache_dir: Path,
+                 knows: Callable[[str], bool] = lambda _session: False) -> None:
         """``calls(session_hash)``: the Gradio calls joined here and not yet answered (``None``: all sessions);
-        ``cache_dir``: this web front's cache, in the folder of every local web front's (the sidecar's layout)."""
-        self.calls, self.cache_dir = calls, cache_dir.resolve()
+        ``cache_dir``: this web front's cache, in the folder of every local web front's (the sidecar's layout);
+        ``knows(session_hash)``: whether that session joined a call here since this web front started."""
+        self.calls, self.cache_dir, self.knows = calls, cache_dir.resolve(), knows
         self.closing = False
         self.in_flight = 0
         self.last_request = time.monotonic()
@@ -59,8 +62,11 @@ class Handoff:
             return "This web front is stopping; another one takes the request."
         if path.endswith(DATA):
             session = (parse_qs(query).get("session_hash") or [None])[0]
-            if session is not None and CLIENT_ID.fullmatch(session) and not self.calls(session):
-                return "No call of this session runs on this web front."  # a bad id: the guard's 422
+            if (session is not None and CLIENT_ID.fullmatch(session) and not self.calls(session)  # bad id: a 422
+                    and (self.closing or not self.knows(session))):
+                # A session of this running front may open its stream just after its last call ended here (the
+                # page's client then holds it for its next call): refused, that page lost every later result.
+                return "No call of this session runs on this web front."
         elif FILE in path:
             wanted = Path(unquote(path.split(FILE, 1)[1]))
             where = wanted.resolve()
