@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 
 from bench.harness.cluster import LaunchedCluster
 from bench.harness.postgres import PostgresServer
-from bench.harness.processes import Processes
+from bench.harness.processes import TEARDOWN_GRACE, Processes
 from tests.demo_cache import session_demo_model
 from tests.shared_cluster import MODULES as SHARED_MODULES
 from tests.shared_cluster import shared_options
@@ -123,7 +123,7 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if item.nodeid == item.session.stash.get(LAST_SHARED_USER, None):
         group = item.session.stash.get(SHARED_GROUP, None)
         if group is not None:
-            group.stop_all()
+            group.stop_all(TEARDOWN_GRACE)
 
 
 @pytest.fixture

@@ -34,7 +34,7 @@ from balancer.haproxy.config import PART_BACKENDS, WORKERS_BACKEND
 from balancer.haproxy.names import JOBS_BACKEND, JOBS_SERVER
 from balancer.haproxy.process import RuntimeAPI, ServerStatus, status_is_up
 from balancer.system.cluster_secret import read_cluster_secret
-from bench.harness.processes import REPO, Processes, free_port
+from bench.harness.processes import REPO, TEARDOWN_GRACE, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from webui.contract import CLUSTER_SECRET_HEADER
 from webui.settings import default_cache_dir
@@ -188,7 +188,7 @@ class LaunchedCluster:
         With ``keep_run_dir`` (after an error) the run dir stays for its node logs.
         """
         if self._owns_processes:
-            self.processes.stop_all()
+            self.processes.stop_all(TEARDOWN_GRACE)
         if keep_run_dir:
             logger.info("cluster %s: node logs kept in %s/logs", self.name, self.run_dir)
         elif self._owns_run_dir and self._owns_processes:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.harness.processes import Processes
+from bench.harness.processes import TEARDOWN_GRACE, Processes
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class NetworkLab:
             for pid in self._pids_in(namespace):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGCONT)
-        self.processes.stop_all()
+        self.processes.stop_all(TEARDOWN_GRACE)
         with contextlib.suppress(subprocess.CalledProcessError):  # goes with the switch namespace, but later
             run("ip", "link", "del", self.client_link)
         for namespace in self._made:

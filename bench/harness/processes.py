@@ -21,6 +21,10 @@ from bench.harness.ports import ALLOCATOR
 
 logger = logging.getLogger(__name__)
 
+TEARDOWN_GRACE = 1.0
+"""Seconds a process may take to stop when its test or benchmark ends: how it stops is no longer under test then
+(a web front finishing its calls takes 3 s), and every teardown waited for it."""
+
 REPO = Path(__file__).resolve().parents[2]
 LOG_DIR = REPO / "test-artifacts" / "logs" / os.environ.get("PYTEST_XDIST_WORKER", "")
 """Processes' logs; one folder per pytest-xdist worker, so two test processes never write one file."""
@@ -70,7 +74,7 @@ class Processes:
         return proc
 
     def stop_all(self, grace: float = 5.0) -> None:
-        """SIGTERM each started process tree, then SIGKILL what is left."""
+        """SIGTERM each started process tree, then SIGKILL what is left after ``grace`` seconds."""
         for proc in self.procs:
             if proc.poll() is None:
                 kill_tree(proc.pid, signal.SIGTERM)
@@ -91,4 +95,4 @@ class Processes:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop_all()
+        self.stop_all(TEARDOWN_GRACE)

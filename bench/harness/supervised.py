@@ -21,7 +21,7 @@ import yaml
 from balancer.config.loading import parse_cluster
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI
 from bench.harness.balancer import cluster_data, running_haproxy
-from bench.harness.processes import Processes, free_port
+from bench.harness.processes import TEARDOWN_GRACE, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 
 logger = logging.getLogger(__name__)
@@ -72,7 +72,7 @@ class SupervisedCluster:
 
     def stop(self) -> None:
         """Stop the sidecar (and the nodes under it), then HAProxy."""
-        self.processes.stop_all()
+        self.processes.stop_all(TEARDOWN_GRACE)
         self._stack.close()
 
     def __enter__(self) -> SupervisedCluster:
