@@ -11,12 +11,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine
 
+from bench.harness import shared_ssl
 from bench.harness.cluster import LaunchedCluster
 from bench.harness.postgres import PostgresServer
 from bench.harness.processes import TEARDOWN_GRACE, Processes
 from tests.demo_cache import session_demo_model
 from tests.shared_cluster import MODULES as SHARED_MODULES
 from tests.shared_cluster import shared_options
+
+shared_ssl.install()  # httpx.get made a TLS context per call: most of a test process's CPU
 
 
 @pytest.fixture(scope="session", autouse=True)
