@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect
+from playwright.sync_api import Error as PlaywrightError
 
 from bench.harness.processes import REPO
 
@@ -121,8 +122,14 @@ class StudioPage:
 
     # ------------------------------------------------------------------ navigation
     def open(self) -> StudioPage:
-        """Load (or reload) the page and wait until the controls and the model note are there."""
-        self.page.goto(self.base_url, wait_until="domcontentloaded", timeout=UI_TIMEOUT_MS)
+        """Load (or reload) the page and wait until the controls and the model note are there. A page that lost its
+        web front reloads itself once one answers again (Gradio's reconnect): that load may take the place of ours."""
+        try:
+            self.page.goto(self.base_url, wait_until="domcontentloaded", timeout=UI_TIMEOUT_MS)
+        except PlaywrightError as error:
+            if "ERR_ABORTED" not in str(error):
+                raise
+            self.page.wait_for_load_state("domcontentloaded", timeout=UI_TIMEOUT_MS)
         expect(self.page.locator("#prompt textarea")).to_be_visible(timeout=UI_TIMEOUT_MS)
         expect(self.page.locator("#model-note")).to_contain_text("Model", timeout=UI_TIMEOUT_MS)
         self.page.evaluate(_PROGRESS_RECORDER, _TRACKERS)
