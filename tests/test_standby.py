@@ -50,7 +50,7 @@ STANDIN = "standin:0.1"
 def cluster_options(model: str, nodes: int) -> ClusterOptions:
     """``nodes`` nodes on ``model``, each worker with a warm standby; an OOM exit after one injected OOM."""
     return ClusterOptions(
-        model=model, lora="none", nodes=nodes, threads=1, start_timeout=240, standby=True,
+        model=model, lora="none", nodes=nodes, webs=False, threads=1, start_timeout=240, standby=True,
         worker_args=["--max-consecutive-ooms", "1"],
         worker_env={FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER},
         sidecar={"probe_interval": 0.25, "start_timeout": 180, "backoff_initial": 0.2, "crash_loop_deaths": 2,

@@ -50,6 +50,9 @@ class ClusterOptions:
     model: str = "demo"
     lora: str = "auto"
     nodes: int = 2
+    webs: bool = True
+    """Give each node a web front; without (a test of REST and workers only) every node is a worker only, and a
+    cluster starts two Gradio apps fewer (the costliest part to start)."""
     threads: int = 1
     start_timeout: float = 300.0
     worker_args: list[str] = field(default_factory=list)
@@ -130,7 +133,7 @@ class LaunchedCluster:
             name = f"node{index + 1}"
             nodes.append({
                 "name": name,
-                "web": {"port": free_port(), "args": list(opts.web_args)},
+                **({"web": {"port": free_port(), "args": list(opts.web_args)}} if opts.webs else {}),
                 "worker": {"port": free_port(), "args": opts.worker_flags(),
                            "env": {**opts.worker_env, **opts.node_worker_env.get(name, {})},
                            "standby": opts.standby,
@@ -255,6 +258,11 @@ class LaunchedCluster:
         """HAProxy's status of one node part: UP, DOWN, MAINT, ..."""
         return self.runtime.server(PART_BACKENDS[part], node).status
 
+    @property
+    def parts(self) -> tuple[str, ...]:
+        """The parts each node of ``node_names`` runs."""
+        return tuple(PART_BACKENDS) if self.options.webs else ("worker",)
+
     def all_up(self) -> bool:
         """Every part of every node in ``node_names`` is UP in HAProxy."""
         names = set(self.node_names)
@@ -262,7 +270,7 @@ class LaunchedCluster:
             servers = [s for s in self.servers() if s.server in names]
         except OSError:
             return False
-        return len(servers) == 2 * len(names) and all(s.is_up for s in servers)
+        return len(servers) == len(self.parts) * len(names) and all(s.is_up for s in servers)
 
     def all_ready(self) -> bool:
         """Every part of every node in ``node_names`` is ready in the sidecar and UP in HAProxy."""
@@ -270,7 +278,7 @@ class LaunchedCluster:
             status = self.status()
             return all(
                 sidecar_part(status, node, part)["state"] == "ready" and status_is_up(self.server_status(node, part))
-                for node in self.node_names for part in PART_BACKENDS
+                for node in self.node_names for part in self.parts
             )
         except (OSError, httpx.HTTPError):
             return False
