@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import Engine
 
 from jobs.contract import SESSION_HOURS, SESSIONS_PREFIX
-from jobs.store.passwords import DUMMY_HASH, MAX_PASSWORD, SignInMember, sign_in_member, verify_password
+from jobs.store.passwords import MAX_PASSWORD, SignInMember, dummy_hash, sign_in_member, verify_password
 from jobs.store.records import utc_now
 from jobs.store.sign_in_failures import clear_failures, locked_for, record_failure, sign_in_name
 from webui.session_token import Session, SessionSigner, session_token
@@ -73,7 +73,7 @@ class Sessions:
                                locked.total_seconds()))})
         member = sign_in_member(self.engine, form.account, form.user)
         stored = member.password_hash if member is not None else None
-        if not verify_password(form.password, stored or DUMMY_HASH) or stored is None or member is None:
+        if not verify_password(form.password, stored or dummy_hash()) or stored is None or member is None:
             record_failure(self.engine, name, now)
             logger.info("sign-in of %s refused", name)
             raise ApiError(401, "sign_in_failed", "The account, name or password is not right.")

@@ -8,6 +8,7 @@ refuses every browser session signed in before it (``password_set_at``): a chang
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import logging
@@ -54,8 +55,11 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(given, expected)
 
 
-DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
-"""Checked against for a name with no password, so that its answer takes as long as a real check."""
+@functools.cache
+def dummy_hash() -> str:
+    """Checked against for a name with no password, so that its answer takes as long as a real check (made at the
+    first use: a hash costs 0.1 s of CPU, which every process importing this module paid at start)."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def check_password_rules(password: str) -> None:

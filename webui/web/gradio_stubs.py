@@ -5,6 +5,9 @@ rewrites the ``.pyi`` stub beside it (``gradio.component_meta.create_or_modify_p
 each web front's start (some 40 % of importing Gradio) and writes into site-packages, and into this source tree
 for our own component, at run time. Stubs are for type checkers; nothing reads them at run time. ``install``
 makes that function a no-op as soon as Gradio defines it, before any component class is made.
+
+It also keeps IPython out: Gradio imports it, where installed, for its notebook magics (0.3 s of CPU of each web
+front's start); a web front is never a notebook.
 """
 
 from __future__ import annotations
@@ -19,6 +22,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+NOTEBOOK = "IPython"
+"""Imported by Gradio only if it can be (``gradio.ipython_ext``); ``None`` in ``sys.modules`` makes it an
+ImportError."""
 MODULE = "gradio.component_meta"
 FUNCTION = "create_or_modify_pyi"
 
@@ -51,6 +57,9 @@ class _StubSkipper(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
-    """Skip the stub writer in this process's Gradio, unless Gradio is imported already (then: no effect)."""
+    """Skip the stub writer and IPython in this process's Gradio, unless Gradio is imported already (then: no
+    effect)."""
+    if "gradio" not in sys.modules:
+        sys.modules.setdefault(NOTEBOOK, None)  # type: ignore[assignment]
     if MODULE not in sys.modules and not any(isinstance(finder, _StubSkipper) for finder in sys.meta_path):
         sys.meta_path.insert(0, _StubSkipper())
