@@ -105,7 +105,12 @@ def test_a_job_behind_a_cancelled_one_is_taken_and_runs_when_it_stops(cluster: S
         leaving.sendall(b"POST /generate HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
                         b"Content-Length: %d\r\n\r\n%s" % (public.host.encode(), len(body), body))
         busy = busy_worker(cluster)
-    # The client has left: HAProxy frees the slot at once; the worker stops at the job's next (only) step.
+    # The client has left: HAProxy frees the slot at once (and closes its connection to the worker, which then
+    # stops the job at its next, only, step); it may send the next job from then on, as this test does.
+    deadline = time.monotonic() + 10
+    while next(s for s in cluster.api.servers(WORKERS_BACKEND) if s.server == busy).current_sessions:
+        assert time.monotonic() < deadline, "HAProxy kept the slot of a client that left"
+        time.sleep(0.01)
     started = time.monotonic()
     next_job = httpx.post(f"{worker_url(cluster, busy)}/generate", json=job("next"), timeout=60)
     assert next_job.status_code == 200 and next_job.json()["worker_id"] == busy, next_job.text[:300]
