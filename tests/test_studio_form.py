@@ -3,13 +3,18 @@ size from its photo, a preset merged with what the user typed, and the words und
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
+
+import gradio as gr
 
 from webui.schema import denoising_steps
 from webui.web.studio.config import load_studio_config
+from webui.web.studio.form_events import FormEvents
 from webui.web.studio.info import info_details, info_summary, model_note
 from webui.web.studio.preset_choice import FIELDS, apply_subject, choose_preset
 from webui.web.studio.sizes import retouch_note, retouch_size, snap_side, snapped_note
+from webui.web.worker_client import WorkerClient, WorkerInfoCache
 
 CONFIG = load_studio_config()
 TYPED = "an old sailor with a white beard"
@@ -24,6 +29,16 @@ def form(**values: Any) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------- sizes
+def test_a_size_kept_as_typed_is_not_written_back() -> None:
+    """The page's answer to a typed width must not put back the height as it was when the width was typed: the
+    user may have typed the height meanwhile (it then made 256×1024 of a 256×256 the user asked for)."""
+    events = FormEvents(CONFIG, WorkerInfoCache(WorkerClient("http://127.0.0.1:9", max_attempts=1)))
+    assert asyncio.run(events.size_typed(256, 1024))[:2] == (gr.skip(), gr.skip())  # no change: nothing written
+    width, height, _, note = asyncio.run(events.size_typed(600, 256))
+    assert (width, height) == (608, gr.skip())  # only the side that changed
+    assert "608" in note.value
+
+
 def test_a_typed_size_is_snapped_within_the_limits_and_the_page_says_so() -> None:
     assert (snap_side(600, 16), snap_side(900, 16)) == (608, 896)
     assert (snap_side(100, 16), snap_side(5000, 16), snap_side(2047, 8)) == (256, 2048, 2048)

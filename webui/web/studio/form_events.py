@@ -68,14 +68,16 @@ class FormEvents:
         return (gr.skip() if new_prompt is None else new_prompt), memo
 
     async def size_typed(self, width: float, height: float) -> tuple[Any, ...]:
-        """(width, height, resolution, note): a typed size as the model makes it, shown in the boxes."""
+        """(width, height, resolution, note): a typed size as the model makes it, shown in the boxes. A side kept as
+        typed is not written back: the answer to the width's event comes after the height was typed too, and would
+        put the old height back (the next event then took that for the user's)."""
         if width is None or height is None:
             return gr.skip(), gr.skip(), gr.skip(), gr.skip()
         multiple, max_side = await size_rules(self.worker_info)
         snapped = snap_side(width, multiple, max_side), snap_side(height, multiple, max_side)
         note = snapped_note((width, height), snapped, multiple)
-        return (*snapped, self.config.resolution_name(*snapped),
-                gr.Markdown(note, visible=bool(note)))
+        changed = (gr.skip() if side == typed else side for typed, side in zip((width, height), snapped, strict=True))
+        return (*changed, self.config.resolution_name(*snapped), gr.Markdown(note, visible=bool(note)))
 
     async def photo_chosen(self, photo: str | None) -> str:
         """The Retouch tab's note: the size the result will have."""
