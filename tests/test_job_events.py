@@ -116,8 +116,7 @@ def test_a_stream_pings_while_the_store_is_slow_to_answer(job_store: Engine) -> 
         got, started = [], time.monotonic()
         async for sse in stream:
             got.append((time.monotonic() - started, sse))
-            if len(got) == 2:
-                break
+            break
         await stream.aclose()
         return first, got
 
@@ -127,5 +126,5 @@ def test_a_stream_pings_while_the_store_is_slow_to_answer(job_store: Engine) -> 
         event.remove(job_store, "before_cursor_execute", slow_statement)
         released.set()
     assert first.event == "queued"
-    assert [sse.comment for _, sse in got] == ["ping", "ping"]
-    assert got[1][0] <= 2 * HEARTBEAT_S + 0.5  # both within the first read, which takes 3 heartbeats
+    assert [sse.comment for _, sse in got] == ["ping"]
+    assert got[0][0] <= HEARTBEAT_S + 0.5  # within the read, which takes 3 heartbeats (a statement each)
