@@ -107,8 +107,10 @@ def limit(text: str) -> int | None:
         raise argparse.ArgumentTypeError(f"a whole number or none, not {text!r}") from None
 
 
-def read_password(stdin: TextIO = sys.stdin) -> str:
-    """The new password: asked twice on a terminal (not echoed), else the first line of ``stdin``."""
+def read_password(stdin: TextIO | None = None) -> str:
+    """The new password: asked twice on a terminal (not echoed), else the first line of ``stdin`` (this process's
+    standard input when None)."""
+    stdin = stdin or sys.stdin
     if not stdin.isatty():
         return stdin.readline().rstrip("\r\n")
     password = getpass.getpass("New sign-in password: ")

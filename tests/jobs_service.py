@@ -136,17 +136,17 @@ def events(site: Site, job_id: str, **headers: str) -> list[dict[str, Any]]:
         return list(sse(answer))
 
 
-def accounts_cli(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+def accounts_cli(store_url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """``python -m jobs accounts ARGS`` on ``store_url`` (given in the environment, as an operator would), run in
     this process (its ``main``: a fresh interpreter costs a second or two; the console script itself is
-    ``tests/test_accounts_api.py``'s)."""
+    ``tests/test_accounts_api.py``'s), with ``stdin`` as its standard input (a piped password)."""
     from jobs.accounts_cli import main
 
     out, err = io.StringIO(), io.StringIO()
     logging.disable(logging.CRITICAL)  # what it prints is its answer; this process's log handlers are not its own
     try:
         with mock.patch.dict(os.environ, {"PORTRAIT_JOBS_STORE_URL": store_url}), redirect_stdout(out), \
-                redirect_stderr(err):
+                redirect_stderr(err), mock.patch("sys.stdin", io.StringIO(stdin)):
             code = main(list(args))
     except SystemExit as exit_:  # argparse's refusals
         code = exit_.code if isinstance(exit_.code, int) else 2

@@ -13,8 +13,6 @@ is in the run dir), and jobs queued while the only worker was in maint run and s
 from __future__ import annotations
 
 import hashlib
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +25,9 @@ from playwright.sync_api import sync_playwright
 from balancer.haproxy.names import WORKERS_BACKEND
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.waiting import wait_until
+from jobs.store.engine import default_url
 from tests.browser import launch_chromium
+from tests.jobs_service import accounts_cli as jobs_accounts_cli
 from tests.test_haproxy_config import crypt_hash
 
 JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 4}
@@ -101,8 +101,7 @@ def test_a_share_link_shows_its_result_without_the_login_and_nothing_else_passes
 
 def accounts_cli(cluster: LaunchedCluster, *args: str) -> str:
     """``python -m jobs accounts ARGS`` on the cluster's store (its run dir), as an operator runs it; its stdout."""
-    done = subprocess.run([sys.executable, "-m", "jobs", "accounts", "--run-dir", str(cluster.run_dir), *args],
-                          capture_output=True, text=True, timeout=WAIT, check=False)
+    done = jobs_accounts_cli(default_url(cluster.run_dir), *args)  # in this process
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 

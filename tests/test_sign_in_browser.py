@@ -12,9 +12,6 @@ Run under the cluster lock: ``flock /tmp/ph-cluster.lock python -m pytest -q tes
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +22,14 @@ from sqlalchemy import select
 
 from balancer.haproxy.process import status_is_out, status_is_up
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
-from bench.harness.processes import REPO, Processes
+from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from jobs.store import make_engine
 from jobs.store.api_keys import PREFIX_LENGTH
+from jobs.store.engine import default_url
 from jobs.store.schema import accounts, jobs
 from tests.browser import UI_TIMEOUT_MS, StudioPage, launch_chromium
+from tests.jobs_service import accounts_cli
 from webui.session_token import SESSION_COOKIE
 
 pytestmark = pytest.mark.browser
@@ -40,9 +39,9 @@ JOB_TIMEOUT_MS = 60_000
 SMALL = "Quick 512×512"
 
 
-def accounts_cli(run_dir: Path, *args: str, password: str | None = None) -> None:
-    done = subprocess.run([sys.executable, "-m", "jobs", "accounts", "--run-dir", str(run_dir), *args], cwd=REPO,
-                          input=password, capture_output=True, text=True, timeout=60, env=os.environ.copy())
+def run_accounts_cli(run_dir: Path, *args: str, password: str = "") -> None:
+    """The accounts CLI on the cluster's store (its run directory's SQLite file), in this process."""
+    done = accounts_cli(default_url(run_dir), *args, stdin=password)
     assert done.returncode == 0, done.stderr
 
 
@@ -50,10 +49,10 @@ def accounts_cli(run_dir: Path, *args: str, password: str | None = None) -> None
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
     """2 nodes with sign-in on; studio-a's members alice (an admin) and bob, each with a password."""
     run_dir = tmp_path_factory.mktemp("sign-in-cluster")
-    accounts_cli(run_dir, "create", "studio-a")
+    run_accounts_cli(run_dir, "create", "studio-a")
     for user, role in (("alice", "admin"), ("bob", "member")):
-        accounts_cli(run_dir, "add-member", "studio-a", user, "--role", role)
-        accounts_cli(run_dir, "set-password", "studio-a", user, password=PASSWORD + "\n")
+        run_accounts_cli(run_dir, "add-member", "studio-a", user, "--role", role)
+        run_accounts_cli(run_dir, "set-password", "studio-a", user, password=PASSWORD + "\n")
     options = ClusterOptions(model="standin:0.3", nodes=2, sidecar={"probe_interval": 0.5},
                              extra={"jobs": {"sign_in": True}, "health": {"down_interval": 0.25}})
     with Processes("sign-in-cluster") as processes:
