@@ -128,7 +128,7 @@ def sticky(cluster: LaunchedCluster):
 
 
 def test_a_reused_gradio_client_stays_on_one_web_front(cluster: LaunchedCluster, sticky: GradioApiClient) -> None:
-    replies = [sticky.generate(small_job(i)) for i in range(20)]
+    replies = [sticky.generate(small_job(i)) for i in range(8)]  # HAProxy balances by load: unstuck, 8 would spread
     assert len({reply.web_node for reply in replies}) == 1
     assert {reply.worker_id for reply in replies} <= set(NODES)
 

@@ -252,6 +252,7 @@ def test_the_share_button_shows_a_link_that_opens_the_result(site: Site, browser
     expect(links).to_be_hidden(timeout=JOB_MS)
     following = wait_until(lambda: (job := site.newest_job()) and job["id"] != job_id and job, "the next job",
                            timeout=WAIT, interval=0.1)
+    httpx.post(f"{site.jobs.url}/v1/jobs/{following['id']}/cancel", headers=HEADERS, timeout=WAIT)
     site.finished(following["id"])  # no job of this test left running for the next one
     studio.page.close()
 
