@@ -107,8 +107,6 @@ def test_signed_in_page_survives_its_web_front_s_death(page: Page, cluster: Laun
     wait_until(lambda: status_is_out(cluster.server_status(victim, "web")), f"{victim}/web out", 20, 0.1)
 
     studio.open()  # a reload: still signed in, on the other front
-    studio.page.wait_for_timeout(1500)  # the page's restore of its kept form runs right after its load
-    studio.wait_idle(JOB_TIMEOUT_MS)
     second = generate(studio, "a portrait after the reload")
     assert second.web_node != first.web_node
     assert studio.gallery_image_sizes() == [(512, 512)] and studio.error_toasts() == []
