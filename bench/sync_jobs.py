@@ -37,7 +37,8 @@ PROG = "python -m bench.sync_jobs"
 MINIMAL = {"Prefer": "return=minimal"}
 NOTES = ("Order on the jobs service's path: the job is recorded (`submit_held`) while the worker is already asked, "
          "so that transaction is off the client's wait (the answer waits only for it to commit); the result is "
-         "written (`finish`) before the answer is sent, with the answer rendered meanwhile. The rest of \"p50 "
+         "written (`finish`, with the last step; the thumbnail is made at its first read) before the answer is "
+         "sent, with the answer rendered meanwhile. The rest of \"p50 "
          "added\" is the extra HTTP hop: the jobs service's own request (uvicorn, routing, the worker's checks), its "
          "request to the worker's `/generate/stream` (progress lines, then the result line with the base64 PNG, "
          "parsed), the answer sent once more over loopback, with client, worker and service sharing the machine's "
@@ -119,7 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             parts.append(row(f"{name}: submit_held (recorded and held, while the worker is asked)", in_process(
                 lambda e=engine: submit_held(e, job, "bench"), args.rounds)))
             parts.append(row(f"{name}: finish (decode, SHA-256, store the PNG; before the answer is sent)", in_process(
-                lambda e=engine, h=held: finish(e, h.pop().id, stored_images(result)), args.rounds)))
+                lambda e=engine, h=held: finish(e, h.pop().id, stored_images(result), thumbnails=False),
+                args.rounds)))
             engine.dispose()
         parts.append(row("JSON: parse the result line, decode the PNG, render the answer",
                          in_process(lambda: json_handling(result_line), args.rounds)))

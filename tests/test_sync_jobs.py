@@ -92,6 +92,8 @@ def test_generate_answers_the_workers_result_and_records_the_job(sites: dict[str
     image = answer.json()["images"][0]
     assert job["results"][0]["sha256"] == digest(image)
     assert hashlib.sha256(site.get(job["output"][0]).content).hexdigest() == digest(image)
+    thumbnail = site.get(f"/v1/jobs/{job['id']}/thumbnails/0")  # made at its first read, not before the answer
+    assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/webp", thumbnail.text
 
     minimal = through(site, "/generate", body, Prefer="return=minimal")
     assert minimal.headers["preference-applied"] == "return=minimal" and "image" not in minimal.json()

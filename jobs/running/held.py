@@ -30,6 +30,7 @@ from jobs.contract import FAILED, LEASE_SECONDS, SUCCEEDED
 from jobs.metrics import JobsMetrics
 from jobs.running.attempts import Deadline, DeadlinePassed, run_until_deadline
 from jobs.store import Image, Job, Lease, fail, finish, mark_canceled, record_progress, renew
+from jobs.store.claims import Step
 from jobs.store.records import utc_now
 from webui.schema import GenerationRequest, GenerationResult
 from webui.web.worker_client import JobOutcome, JobRejected, ProgressCallback, WorkerClient
@@ -105,7 +106,8 @@ class HeldRuns:
         store's transaction, and the job is held once it is recorded; if recording fails, the generation is
         stopped and the store's error raised. ``client_left`` set: the client went away, the job is canceled.
         ``deadline_words``: the error recorded when no worker ran it before ``deadline``. ``on_result``: called with
-        the worker's result just before it is written (a waiting client's answer is prepared meanwhile)."""
+        the worker's result just before it is written (a waiting client's answer is prepared meanwhile; its
+        thumbnails are made at their first read, not before its answer)."""
         progress: list[tuple[int, int, str]] = []
         stepped = asyncio.Event()
         first_step = self.metrics is not None
@@ -144,16 +146,9 @@ class HeldRuns:
             await asyncio.gather(generation, holder, left, return_exceptions=True)
         if generation.cancelled():
             return await self._stopped(job, holder)
-        if progress and generation.exception() is None:  # the last step came with the result: the holder stopped
-            await self._last_step(job, progress)
-        return await self._settle(job, generation, deadline_words, on_result)
-
-    async def _last_step(self, job: Job, progress: list[tuple[int, int, str]]) -> None:
-        """Record the step the holder had no time for, so that the job's events end on its last step."""
-        try:
-            await self._renew(job, progress)
-        except Exception:
-            logger.warning("job %s: its last step was not recorded; its result is", job.id, exc_info=True)
+        # the last step came with the result (the holder stopped before recording it): written with the result
+        last_step = (job.claim_owner or "", progress[-1]) if progress else None
+        return await self._settle(job, generation, deadline_words, on_result, last_step)
 
     async def _stopped(self, job: Job, holder: asyncio.Future[Lease]) -> Ending:
         """The run was stopped before the worker finished: canceled (asked, or the client left), or lost."""
@@ -194,12 +189,13 @@ class HeldRuns:
         step, total, worker = progress[-1]
         lease = await run_sync(partial(record_progress, self.engine, job.id, holder, step, total, self.lease_s,
                                        worker_id=worker))
-        del progress[:seen]  # only once written: a holder stopped before its write leaves the step to _last_step
+        del progress[:seen]  # only once written: else the result's write records it
         return lease
 
     async def _settle(self, job: Job, generation: asyncio.Future[JobOutcome],
                       deadline_words: Callable[[DeadlinePassed], str],
-                      on_result: Callable[[GenerationResult], None] | None) -> Ending:
+                      on_result: Callable[[GenerationResult], None] | None,
+                      last_step: tuple[str, Step] | None) -> Ending:
         """Write the finished generation's outcome: the images, or the error in words."""
         try:
             outcome = generation.result()
@@ -216,7 +212,8 @@ class HeldRuns:
         if on_result is not None:
             on_result(result)
         settled = await run_sync(lambda: finish(self.engine, job.id, stored_images(result), None,
-                                                job_generation(outcome)))
+                                                job_generation(outcome), thumbnails=on_result is None,
+                                                last_step=last_step))
         if settled.written:
             logger.info("job %s succeeded on %s (%d images)", job.id, result.worker_id, len(result.images))
             return Ending(SUCCEEDED, result)

@@ -98,13 +98,24 @@ def record_progress(engine: Engine, job_id: str, dispatcher: str, step: int, ste
     renews its lease too. A dispatcher that lost the job records nothing (``Lease.LOST``)."""
     now = now or utc_now()
     with write(engine) as connection:
-        lease, job = _extend(connection, job_id, dispatcher, now + timedelta(seconds=lease_seconds),
-                             progress_step=step, progress_steps=steps)
-        if job is not None:
-            data = {"step": step, "steps": steps, **({"worker_id": worker_id} if worker_id else {})}
-            seq = append_event(connection, job_id, EVENT_PROGRESS, data, now)
-            enqueue_progress(connection, job, now, seq)
-        return lease
+        return record_step(connection, job_id, dispatcher, (step, steps, worker_id), lease_seconds, now)
+
+
+Step = tuple[int, int, str | None]
+"""A denoising step as the worker reports it: (step, steps, worker_id)."""
+
+
+def record_step(connection: Connection, job_id: str, dispatcher: str, step: Step, lease_seconds: float,
+                now: datetime) -> Lease:
+    """``record_progress`` inside the caller's transaction."""
+    number, steps, worker_id = step
+    lease, job = _extend(connection, job_id, dispatcher, now + timedelta(seconds=lease_seconds),
+                         progress_step=number, progress_steps=steps)
+    if job is not None:
+        data = {"step": number, "steps": steps, **({"worker_id": worker_id} if worker_id else {})}
+        seq = append_event(connection, job_id, EVENT_PROGRESS, data, now)
+        enqueue_progress(connection, job, now, seq)
+    return lease
 
 
 def _extend(connection: Connection, job_id: str, dispatcher: str, until: datetime,

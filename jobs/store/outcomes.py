@@ -17,6 +17,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 
 from jobs.contract import ACTIVE, CANCELED, EVENT_STATUS, FAILED, OUTPUT, STARTING, SUCCEEDED, WEBHOOK_COMPLETED
 from jobs.errors import JobNotFound
+from jobs.store.claims import Step, record_step
 from jobs.store.engine import read, write
 from jobs.store.events import append_event
 from jobs.store.outbox import enqueue
@@ -31,12 +32,17 @@ DESCRIPTION = [column for column in results.c if column.name != "data"]
 
 
 def finish(engine: Engine, job_id: str, images: Sequence[Image], now: datetime | None = None,
-           generation: dict[str, Any] | None = None) -> Settled:
+           generation: dict[str, Any] | None = None, thumbnails: bool = True,
+           last_step: tuple[str, Step] | None = None) -> Settled:
     """Store ``images`` as ``job_id``'s results (and ``generation``, the worker's account of them: worker, model,
-    timings) and mark it ``succeeded`` — unless it already ended."""
+    timings) and mark it ``succeeded`` — unless it already ended. ``thumbnails`` False: none are made now (about
+    10 ms a 512 px PNG) but at their first read, for a client waiting on this write. ``last_step``: (holder, step)
+    not yet recorded, recorded first in the same transaction (its events end on their last step)."""
     now = now or utc_now()
-    thumbs = thumbnail_rows(job_id, images)
+    thumbs = thumbnail_rows(job_id, images) if thumbnails else []
     with write(engine) as connection:
+        if last_step is not None:
+            record_step(connection, job_id, last_step[0], last_step[1], 0.0, now)
         return _settle(connection, job_id, SUCCEEDED, {"results": len(images)}, now, images=images,
                        generation=generation, thumbs=thumbs)
 
