@@ -109,9 +109,7 @@ def test_signed_in_page_survives_its_web_front_s_death(page: Page, cluster: Laun
     studio.open()  # a reload: still signed in, on the other front
     second = generate(studio, "a portrait after the reload")
     assert second.web_node != first.web_node
-    # One image shown, no error. Its size is not this test's subject: in full runs the page's size pick after the
-    # reload was lost three times (768x1024, the default, not 512x512), an open page bug (see the stop's note).
-    assert len(studio.gallery_image_sizes()) == 1 and studio.error_toasts() == []
+    assert studio.gallery_image_sizes() == [(512, 512)] and studio.error_toasts() == []
     engine = make_engine(f"sqlite:///{cluster.run_dir / 'jobs.sqlite3'}")
     try:
         with engine.connect() as connection:

@@ -1,6 +1,6 @@
 """The studio page in a studio's words, in a real browser: Retouch keeps the photo's size, a preset never drops a
-typed prompt, a typed size shows as the model makes it, an empty prompt is refused once in plain words, and on a
-phone the newest result is on the first screen with nothing clipped.
+typed prompt, a typed size shows as the model makes it, a picked size is in the sliders at once, an empty prompt is
+refused once in plain words, and on a phone the newest result is on the first screen with nothing clipped.
 
 Processes started by hand, as in ``tests/test_studio_history.py``: a fixed-latency stand-in worker (its PNGs have
 the asked size), ``python -m jobs`` (SQLite) and one web front with ``--jobs-url``; one page for the module. Run
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import Route, expect, sync_playwright
 
 from bench.harness.processes import Processes
 from tests.browser import StudioPage, launch_chromium
@@ -135,6 +135,23 @@ def test_a_typed_size_shows_the_size_the_model_makes(studio: StudioPage) -> None
         studio.expect_slider(elem_id, snapped)
     expect(studio.component("size-note")).to_contain_text("608×896")
     expect(studio.component("resolution").locator("input")).to_have_value("Custom")
+
+
+def test_a_picked_size_is_in_the_sliders_at_once_without_the_web_front(studio: StudioPage) -> None:
+    """A Generate clicked right after a size pick gets that size: the pick needs no answer from the web front
+    (here its answers are held back), so no click can overtake it."""
+    studio.open()
+    held: list[Route] = []
+    studio.page.route("**/gradio_api/**", lambda route: held.append(route))  # a web front not answering yet
+    try:
+        studio.choose("resolution", "Quick 512×512")
+        for side in ("width", "height"):
+            expect(studio.component(side).locator("input[type=range]")).to_have_value("512", timeout=5_000)
+        studio.choose("resolution", "Custom")  # a size of its own: the sliders stay as they are
+        studio.expect_slider("width", 512)
+    finally:
+        studio.page.unroute("**/gradio_api/**")  # the held requests go on now
+    studio.open()
 
 
 def test_an_empty_prompt_is_refused_once_in_plain_words(studio: StudioPage) -> None:

@@ -7,6 +7,7 @@ The rules are pure functions (``preset_choice``, ``sizes``); this module turns t
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -35,6 +36,13 @@ async def output_size(worker_info: WorkerInfoCache, photo: str) -> tuple[int, in
     """The size a retouch of the photo at ``photo`` makes (``sizes.retouch_size``)."""
     multiple, max_side = await size_rules(worker_info)
     return retouch_size(await asyncio.to_thread(photo_size, photo), multiple, max_side)
+
+
+def size_pick_js(config: StudioConfig) -> str:
+    """The Resolution menu's pick, run in the browser: ``(name, width, height) => [width, height]``, a named size's
+    sides, else (Custom) the sliders as they are."""
+    sides = json.dumps({name: list(size) for name, size in config.resolutions.items()}, ensure_ascii=False)
+    return f"(name, width, height) => ({sides})[name] ?? [width, height]"
 
 
 class FormEvents:

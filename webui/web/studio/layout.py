@@ -14,7 +14,7 @@ from webui.contract import MAX_SIDE
 from webui.schema import MAX_SEED, Limits
 from webui.web.photo_input import PhotoInput
 from webui.web.studio.config import CUSTOM, ExamplePrompt, StudioConfig
-from webui.web.studio.form_events import FormEvents
+from webui.web.studio.form_events import FormEvents, size_pick_js
 from webui.web.studio.handlers import Studio
 from webui.web.studio.history import HistoryPanel
 from webui.web.studio.history_layout import FormTargets, build_history
@@ -204,16 +204,16 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
                       api_visibility="private", queue=False, trigger_mode="always_last")
         gr.on([width.release, height.release], form_events.size_typed, [width, height],
               [width, height, resolution, size_note], api_visibility="private", queue=False, trigger_mode="always_last")
+        # In the browser, no round trip, and first (a trigger's events start in order): a Generate clicked right
+        # after a size pick gets that size.
+        resolution.input(None, [resolution, width, height], [width, height], js=size_pick_js(config),
+                         api_visibility="private", queue=False)
         resolution.input(lambda: gr.Markdown(visible=False), None, [size_note], api_visibility="private", queue=False)
         photo.change(form_events.photo_chosen, [photo], [retouch_size_note], api_visibility="private", queue=False)
         create_tab.select(lambda: form_events.tab_chosen(False), None, [size_controls], api_visibility="private",
                           queue=False)
         retouch_tab.select(lambda: form_events.tab_chosen(True), None, [size_controls], api_visibility="private",
                            queue=False)
-        resolution.input(
-            lambda name: tuple(config.resolutions[name]) if name in config.resolutions else (gr.skip(), gr.skip()),
-            [resolution], [width, height], api_visibility="private", queue=False,
-        )
         gr.on(
             [width.input, height.input], lambda w, h: config.resolution_name(int(w), int(h)), [width, height],
             [resolution], api_visibility="private", queue=False, trigger_mode="always_last",
