@@ -62,7 +62,8 @@ class Part:
         return Path(self.proc.log_path).read_text(errors="replace")
 
 
-def worker(processes: Processes, name: str, seconds: float) -> Part:
+def worker(processes: Processes, name: str, seconds: float | str) -> Part:
+    """A stand-in worker: ``seconds`` a job, or e.g. ``"0.5/step"`` a step."""
     return Part(processes, ["python", "-m", "webui.worker", "--model", f"standin:{seconds}", "--node", name,
                             "--warmup-steps", "1", "--queue-size", "0"], name)
 

@@ -21,7 +21,7 @@ from webui.worker.errors import ModelLoadError
 from webui.worker.faults import FaultPlan
 from webui.worker.pipelines import standin
 from webui.worker.pipelines.loader import load_pipeline
-from webui.worker.pipelines.standin import STANDIN_MODEL, STOPPED_S, StandinPipeline, standin_seconds
+from webui.worker.pipelines.standin import STANDIN_MODEL, STOPPED_S, StandinLatency, StandinPipeline, standin_latency
 from webui.worker.pipelines.warmup import self_check
 
 SECONDS = 0.2
@@ -30,21 +30,24 @@ SLACK = 0.5
 
 
 def test_only_a_standin_name_selects_it():
-    assert WorkerSettings().model == "demo" and standin_seconds(WorkerSettings().model) is None
+    assert WorkerSettings().model == "demo" and standin_latency(WorkerSettings().model) is None
     for model in ("demo", "awportrait-z", "sdxl", "owner/standin", "./standin"):
-        assert standin_seconds(model) is None
-    assert standin_seconds("standin:0.5") == 0.5 and standin_seconds("standin:0") == 0.0
-    for bad in ("standin:", "standin:abc", "standin:-1", "standin:nan", "standin:1e9"):
+        assert standin_latency(model) is None
+    assert standin_latency("standin:0.5") == StandinLatency(0.5) and standin_latency("standin:0") == StandinLatency(0)
+    assert standin_latency("standin:0.25/step") == StandinLatency(0.25, per_step=True)
+    for bad in ("standin:", "standin:abc", "standin:-1", "standin:nan", "standin:1e9", "standin:/step",
+                "standin:0.1/job", "standin:0.1/step/step"):
         with pytest.raises(ModelLoadError, match="stand-in"):
-            standin_seconds(bad)
+            standin_latency(bad)
 
 
 def test_worker_loader_serves_it_and_says_what_it_is():
     pipeline = load_pipeline(WorkerSettings(model=f"standin:{SECONDS}"))
-    assert isinstance(pipeline, StandinPipeline) and pipeline.seconds == SECONDS
+    assert isinstance(pipeline, StandinPipeline) and pipeline.latency == StandinLatency(SECONDS)
     info = pipeline.describe()
     assert info["model"] == pipeline.model_name == STANDIN_MODEL == "standin (fixed latency, benchmark only)"
     assert info["seconds_per_job"] == SECONDS and info["lora"] is None
+    assert load_pipeline(WorkerSettings(model="standin:0.05/step")).describe()["seconds_per_step"] == 0.05
     with pytest.raises(ModelLoadError, match="no LoRA"):
         load_pipeline(WorkerSettings(model="standin:0.1", lora="some/lora"))
 
@@ -76,6 +79,16 @@ def test_latency_steps_and_size(width: int, height: int, steps: int, images: int
         assert at - started >= SECONDS * step / total
     assert [image.size for image in result] == [(width, height)] * images
     assert all(image.mode == "RGB" for image in result)
+
+
+def test_per_step_a_jobs_time_follows_its_steps():
+    pipeline = StandinPipeline(StandinLatency(SECONDS / 4, per_step=True), max_side=2048)
+    for steps in (2, 8):
+        params = pipeline.effective_params(GenerationRequest(prompt="x", steps=steps, width=64, height=64), seed=1)
+        started = time.perf_counter()
+        pipeline.generate(params)
+        elapsed = time.perf_counter() - started
+        assert SECONDS / 4 * steps <= elapsed < SECONDS / 4 * steps + SLACK
 
 
 def test_images_are_deterministic_by_seed_and_on_step_can_stop_a_job():
@@ -110,6 +123,22 @@ def test_a_stopped_process_makes_no_progress(monkeypatch: pytest.MonkeyPatch):
     pipeline.generate(params, on_step=lambda step, total: reported.append(time.perf_counter()))
     assert len(reported) == 4
     assert reported[-1] - reported[0] >= 0.25  # steps 2-4 still 0.1 s apart after the stop, not at once
+
+
+def test_a_process_stopped_between_steps_makes_no_progress_either():
+    """Stopped outside a sleep (here: in a step's report), the steps after the stop keep their spacing too."""
+    pipeline = StandinPipeline(0.4, max_side=2048)
+    params = pipeline.effective_params(GenerationRequest(prompt="x", steps=4, width=64, height=64), seed=1)
+    reported: list[float] = []
+
+    def report(step: int, total: int) -> None:
+        reported.append(time.perf_counter())
+        if step == 1:
+            time.sleep(STOPPED_S + 0.5)  # the process stopped right after its first step
+
+    pipeline.generate(params, on_step=report)
+    assert len(reported) == 4
+    assert reported[-1] - reported[1] >= 0.15  # steps 2-4 still 0.1 s apart, not at once
 
 
 MODEL_LIBRARIES = ("torch", "diffusers", "transformers")

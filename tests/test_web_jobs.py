@@ -1,7 +1,7 @@
 """The studio through durable jobs (``python -m webui.web --jobs-url``): every generation of the page and of
 ``gradio_client`` is a job of the jobs service, and the page re-attaches to it.
 
-Processes started by hand, as in ``tests/test_jobs_api.py``: one stand-in worker (``STANDIN_SECONDS`` a job,
+Processes started by hand, as in ``tests/test_jobs_api.py``: one stand-in worker (``STANDIN`` a step,
 whatever the CPU), ``python -m jobs`` (SQLite in a temp dir) and web fronts with ``--jobs-url``, all behind the
 cluster secret (the clients add its header, as HAProxy does). The page runs in headless Chromium. Run under the
 cluster lock: ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_web_jobs.py``.
@@ -33,8 +33,9 @@ from webui.contract import CLUSTER_SECRET_ENV, CLUSTER_SECRET_HEADER
 
 pytestmark = pytest.mark.browser
 
-STANDIN_SECONDS = 4.0
-"""A job's length on the stand-in (8 steps of 0.5 s): a reload, a kill or a cancel after step 2 is mid-job."""
+STANDIN = "0.5/step"
+"""The stand-in's time, per step: a job of 8 steps (4 s) is mid-job at step 2 for a reload, a kill or a cancel;
+a job whose end is all a test needs takes 2 to 4 steps."""
 HEADERS = {CLUSTER_SECRET_HEADER: SECRET[CLUSTER_SECRET_ENV]}
 JOB_MS = 60_000
 """Longest a job may take to show in the page."""
@@ -83,7 +84,7 @@ def web(processes: Processes, name: str, site_jobs: Part, site_worker: Part, por
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     store = tmp_path_factory.mktemp("web-jobs") / "jobs.sqlite3"
     with Processes("web-jobs") as processes:
-        standin = worker(processes, "jobs-worker", STANDIN_SECONDS).start()
+        standin = worker(processes, "jobs-worker", STANDIN).start()
         jobs = Part(processes, ["python", "-m", "jobs", "--store-url", f"sqlite:///{store}", "--worker-queue-url",
                                 standin.url, "--lease-seconds", "2", "--run-dir", str(store.parent)],
                     "web-jobs-service").start()
@@ -109,10 +110,10 @@ def studio_page(browser: BrowserContext, part: Part, name: str) -> StudioPage:
     return StudioPage(browser.new_page(), part.url + "/", name).open()
 
 
-def start_job(studio: StudioPage, prompt: str) -> None:
+def start_job(studio: StudioPage, prompt: str, steps: int = 8) -> None:
     studio.type_prompt(prompt)
     studio.choose("resolution", "Quick 512×512")
-    studio.set_slider("steps", 8)
+    studio.set_slider("steps", steps)
     studio.start()
 
 
@@ -168,7 +169,7 @@ def test_a_reload_after_the_result_opens_a_fresh_page(site: Site, browser: Brows
     """A job whose result the page has shown is forgotten: a reload shows neither it nor its form again (a fresh
     page, as without jobs), so the next job is the one typed now."""
     studio = studio_page(browser, site.webs["web-a"], "jobs-forgotten")
-    start_job(studio, "a portrait shown once")
+    start_job(studio, "a portrait shown once", steps=2)
     job_id, _ = shown_result(studio)
     studio.open()
     studio.page.wait_for_timeout(1500)  # the page's restore and follow run right after its load
@@ -236,7 +237,7 @@ def test_the_cancel_button_cancels_the_job(site: Site, browser: BrowserContext) 
 def test_the_share_button_shows_a_link_that_opens_the_result(site: Site, browser: BrowserContext) -> None:
     studio = studio_page(browser, site.webs["web-a"], "jobs-share")
     expect(studio.component("share")).to_be_hidden()  # nothing to share before a result
-    start_job(studio, "a portrait to share")
+    start_job(studio, "a portrait to share", steps=2)
     job_id, _ = shown_result(studio)
     expect(studio.component("share")).to_be_visible()
     studio.component("share").click()

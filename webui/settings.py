@@ -121,7 +121,8 @@ class WorkerSettings(ServerTLSSettings):
         "demo",
         description="'demo' (offline tiny model), a preset ('awportrait-z', 'sdxl'), "
         "a Hugging Face hub id, or a local diffusers directory; 'standin:SECONDS' is not a model but the "
-        "benchmarks' fixed-latency stand-in (sleeps SECONDS per job, returns a gradient).",
+        "benchmarks' fixed-latency stand-in (sleeps SECONDS per job, or per step with 'standin:SECONDS/step', "
+        "returns a gradient).",
     )
     lora: str = Field(
         "auto",

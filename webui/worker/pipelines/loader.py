@@ -19,20 +19,20 @@ from webui.worker.errors import ModelLoadError, one_line
 from webui.worker.pipelines.base import Pipeline
 from webui.worker.pipelines.demo import demo_dir, ensure_built, is_complete
 from webui.worker.pipelines.sources import detect_family, resolve_source
-from webui.worker.pipelines.standin import StandinPipeline, standin_seconds
+from webui.worker.pipelines.standin import StandinPipeline, standin_latency
 
 logger = logging.getLogger(__name__)
 
 
 def load_pipeline(settings: WorkerSettings, place: bool = True) -> Pipeline:
-    """The pipeline for ``settings.model``: ``standin:SECONDS`` (benchmarks only) or a real model.
+    """The pipeline for ``settings.model``: ``standin:SECONDS[/step]`` (benchmarks and tests only) or a real model.
 
     ``place=False`` leaves a real model's weights in host memory (a warm standby's, until ``place``).
     Raises ``ModelLoadError`` (one line) for anything missing or wrong.
     """
-    seconds = standin_seconds(settings.model)
-    if seconds is not None:
-        return StandinPipeline.for_settings(settings, seconds)
+    latency = standin_latency(settings.model)
+    if latency is not None:
+        return StandinPipeline.for_settings(settings, latency)
     source = resolve_source(settings.model, settings.lora, settings.cache_dir)
     if source.demo:
         try:

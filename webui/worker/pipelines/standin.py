@@ -3,7 +3,8 @@
 ``python -m webui.worker --model standin:0.5`` serves ``StandinPipeline``: every job sleeps 0.5 s
 in total (evenly over its steps, each reported through ``on_step`` like a denoising step), then
 returns deterministic images of the requested size (a gradient with grain, keyed by the seed),
-real images so that PNG encoding costs what it costs. With the model's time fixed, a benchmark
+real images so that PNG encoding costs what it costs. ``standin:0.5/step`` sleeps 0.5 s a step instead, as a
+model does: a test then picks a job's length with its steps. With the model's time fixed, a benchmark
 can tell what HTTP, HAProxy and the web front add from CPU contention on a loaded machine.
 
 It is never a default: only a ``--model`` that starts with ``standin:`` selects it, and every
@@ -30,7 +31,8 @@ from webui.worker.job_parsing import job_steps
 from webui.worker.pipelines.base import ModelDefaults, PipelineBase
 
 STANDIN_PREFIX = "standin:"
-"""``--model standin:SECONDS`` selects the stand-in; nothing else does."""
+"""``--model standin:SECONDS`` (or ``standin:SECONDS/step``) selects the stand-in; nothing else does."""
+PER_STEP = "/step"
 STANDIN_MODEL = "standin (fixed latency, benchmark only)"
 """The model name the stand-in reports everywhere."""
 MAX_STANDIN_SECONDS = 3600.0
@@ -41,19 +43,32 @@ GRAIN = 8
 """Amplitude of the per-pixel grain (0-255 scale): PNG then compresses about as badly as a photo."""
 
 
-def standin_seconds(model: str) -> float | None:
-    """``"standin:0.5"`` -> 0.5; ``None`` for any other ``--model``; ``ModelLoadError`` for a malformed one."""
+@dataclasses.dataclass(frozen=True)
+class StandinLatency:
+    """The stand-in's fixed time: ``seconds`` a job, or a step when ``per_step``."""
+
+    seconds: float
+    per_step: bool = False
+
+    def job_seconds(self, steps: int) -> float:
+        return self.seconds * steps if self.per_step else self.seconds
+
+
+def standin_latency(model: str) -> StandinLatency | None:
+    """``"standin:0.5"`` -> 0.5 s a job, ``"standin:0.5/step"`` -> 0.5 s a step; ``None`` for any other
+    ``--model``; ``ModelLoadError`` for a malformed one."""
     if not model.startswith(STANDIN_PREFIX):
         return None
     text = model[len(STANDIN_PREFIX):]
+    per_step = text.endswith(PER_STEP)
     try:
-        seconds = float(text)
+        seconds = float(text.removesuffix(PER_STEP))
     except ValueError:
         seconds = math.nan
     if not 0 <= seconds <= MAX_STANDIN_SECONDS:
-        raise ModelLoadError(f"model {model!r}: the stand-in takes seconds per job from 0 to "
-                             f"{MAX_STANDIN_SECONDS:g}, e.g. 'standin:0.5'")
-    return seconds
+        raise ModelLoadError(f"model {model!r}: the stand-in takes seconds per job (or per step) from 0 to "
+                             f"{MAX_STANDIN_SECONDS:g}, e.g. 'standin:0.5' or 'standin:0.1/step'")
+    return StandinLatency(seconds, per_step)
 
 
 def standin_image(width: int, height: int, seed: int) -> Image.Image:
@@ -68,18 +83,19 @@ def standin_image(width: int, height: int, seed: int) -> Image.Image:
 
 
 class StandinPipeline(PipelineBase):
-    """Sleeps ``seconds`` per job, then returns ``standin_image``s of the requested size (see the module)."""
+    """Sleeps its ``latency`` per job (or step), then returns ``standin_image``s of the requested size (see the
+    module)."""
 
-    def __init__(self, seconds: float, max_side: int) -> None:
+    def __init__(self, latency: StandinLatency | float, max_side: int) -> None:
         super().__init__(STANDIN_MODEL, ModelFamily.ZIMAGE, STANDIN_DEFAULTS, max_side)
-        self.seconds = seconds
+        self.latency = latency if isinstance(latency, StandinLatency) else StandinLatency(latency)
 
     @classmethod
-    def for_settings(cls, settings: WorkerSettings, seconds: float) -> StandinPipeline:
+    def for_settings(cls, settings: WorkerSettings, latency: StandinLatency) -> StandinPipeline:
         """The stand-in for a worker's settings; a LoRA other than ``auto``/``none`` is refused."""
         if settings.lora not in ("auto", "none"):
             raise ModelLoadError(f"model {settings.model!r}: the stand-in takes no LoRA (got {settings.lora!r})")
-        return cls(seconds, settings.max_side)
+        return cls(latency, settings.max_side)
 
     def describe(self) -> dict:
         """What ``/readyz`` shows: the stand-in's name, its latency, and no device or LoRA."""
@@ -90,12 +106,12 @@ class StandinPipeline(PipelineBase):
             "lora": None,
             "defaults": dataclasses.asdict(self.defaults),
             "device": "cpu",
-            "seconds_per_job": self.seconds,
+            "seconds_per_step" if self.latency.per_step else "seconds_per_job": self.latency.seconds,
         }
 
     def warm_up(self, params: EffectiveParams) -> list[Image.Image]:
         """The worker's self-check: the images drawn without the job latency (a stand-in has nothing to warm up,
-        so its worker is ready as soon as it answers, whatever ``seconds`` a job takes)."""
+        so its worker is ready as soon as it answers, whatever time a job takes)."""
         self.check_inputs(params, None)
         return self.draw(params)
 
@@ -108,26 +124,27 @@ class StandinPipeline(PipelineBase):
     def generate(
         self, params: EffectiveParams, init_image: Image.Image | None = None, on_step: StepCallback | None = None
     ) -> list[Image.Image]:
-        """Draw the images, then sleep until each step's share of ``seconds`` is over, reporting it.
+        """Draw the images, then sleep until each step's share of the job's time is over, reporting it.
 
-        The sleeps are measured from the start of the job, so the job takes ``seconds`` in all
-        (or the drawing time, if longer). A wake-up over ``STOPPED_S`` late (the process was stopped, e.g.
-        SIGSTOP) moves the start by that much: like a real generation, the job makes no progress while
-        its process is stopped. An exception raised by ``on_step`` stops the job.
+        The sleeps are measured from the start of the job, so the job takes its time in all
+        (or the drawing time, if longer). A step over ``STOPPED_S`` late (the process was stopped, e.g.
+        SIGSTOP, in a sleep or between two steps) moves the start by that much: like a real generation, the job
+        makes no progress while its process is stopped. An exception raised by ``on_step`` stops the job.
         ``init_image`` is checked, then ignored: a retouch gets the same kind of image, with its fewer steps.
         """
         self.check_inputs(params, init_image)
         started = time.perf_counter()
         images = self.draw(params)
         total = max(1, job_steps(params))
+        seconds = self.latency.job_seconds(total)
         for step in range(1, total + 1):
-            due = started + self.seconds * step / total
+            due = started + seconds * step / total
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-                late = time.perf_counter() - due
-                if late > STOPPED_S:
-                    started += late
+            late = time.perf_counter() - due
+            if late > STOPPED_S and (delay > 0 or step > 1):  # stopped in a sleep or between steps; not drawing
+                started += late
             if on_step is not None:
                 on_step(step, total)
         return images
