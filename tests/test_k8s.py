@@ -101,6 +101,19 @@ def test_web_fronts_send_jobs_to_the_queue_service(documents: list[dict]) -> Non
     (web,) = find(documents, "Deployment", WEB)["spec"]["template"]["spec"]["containers"]
     queue = web["args"][web["args"].index("--worker-queue") + 1]
     assert queue == "http://portrait-queue.portrait-ha.svc.cluster.local:8081"
+    assert web["args"].count("--jobs-url") == 1 and "--sign-in" not in web["args"]
+
+
+def test_web_fronts_ask_for_sign_in_when_the_cluster_file_does(tmp_path: Path) -> None:
+    data = yaml.safe_load(EXAMPLE.read_text())
+    data["jobs"].update(store_url=STORE_URL, sign_in=True)
+    cluster = tmp_path / "cluster.yaml"
+    cluster.write_text(yaml.safe_dump(data))
+    result = k8s("--cluster", str(cluster), "--public-host", "studio.example.com")
+    assert result.returncode == 0, result.stderr
+    rendered = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    (web,) = find(rendered, "Deployment", WEB)["spec"]["template"]["spec"]["containers"]
+    assert "--sign-in" in web["args"] and web["args"].count("--jobs-url") == 1
 
 
 @pytest.mark.parametrize("args, message", [

@@ -415,15 +415,16 @@ class ClusterSpec(_Model):
 
     def web_flags(self, worker_queue_url: str | None = None, node_host: NodeHostSpec | None = None) -> list[str]:
         """Flags every web front of this cluster gets: where its jobs go (default: the worker queue, which passes
-        ``/v1/jobs`` on to the jobs service when the cluster runs one), how it checks an https one and which queue
-        certificate it presents there (its host's: ``node_host``, None for the balancer's), and the balancer's body
-        limits."""
-        flags = ["--worker-queue", worker_queue_url or self.worker_queue_url]
+        ``/v1/jobs`` on to the jobs service when the cluster runs one, and the page's sign-in with it), how it
+        checks an https one and which queue certificate it presents there (its host's: ``node_host``, None for the
+        balancer's), and the balancer's body limits."""
+        queue = worker_queue_url or self.worker_queue_url
+        flags = ["--worker-queue", queue]
         if self.tls is not None and self.worker_queue_tls and worker_queue_url is None:
             flags += ["--worker-queue-ca", str(self.tls.ca_file),
                       "--worker-queue-cert", str(self.queue_client_cert(node_host))]
-        if self.jobs.enabled and self.jobs.web_fronts and worker_queue_url is None:
-            flags += ["--jobs-url", self.worker_queue_url]  # the worker queue passes /v1/jobs to the jobs service
+        if self.jobs.enabled and self.jobs.web_fronts:
+            flags += ["--jobs-url", queue]  # the worker queue passes /v1/jobs to the jobs service
             flags += ["--sign-in"] if self.jobs.sign_in else []
         limits = self.limits
         return [*flags, "--max-body-bytes", str(limits.max_body_bytes), "--body-timeout", str(limits.body_timeout)]

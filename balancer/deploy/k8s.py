@@ -273,14 +273,11 @@ class ManifestRenderer:
         return f"http://{self.servers.fqdn(QUEUE_SERVICE)}:{self.spec.worker_queue.port}"
 
     def _web(self) -> dict[str, Any]:
-        queue, jobs = self._queue_url, self.spec.jobs
-        # With jobs.web_fronts, generations run as jobs: the worker queue passes /v1/jobs to the jobs service.
-        on_jobs = ["--jobs-url", queue] if jobs.enabled and jobs.web_fronts else []
         container = {
             "name": "web", "image": self.image,
             "command": ["python", "-m", "webui.web"],
             "args": ["--host", "0.0.0.0", "--port", str(WEB_PORT), "--node", "$(POD_NAME)",
-                     *self.spec.web_flags(queue), *on_jobs],
+                     *self.spec.web_flags(self._queue_url)],
             "env": self._node_env(),
             "ports": [{"name": "http", "containerPort": WEB_PORT}],
             "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"memory": self.web_memory}},
