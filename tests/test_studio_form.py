@@ -4,14 +4,18 @@ size from its photo, a preset merged with what the user typed, and the words und
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from PIL import ExifTags, Image
 
+from webui.images import read_upload
 from webui.schema import denoising_steps
 from webui.web.studio.config import load_studio_config
 from webui.web.studio.form_events import FormEvents
 from webui.web.studio.info import info_details, info_summary, model_note
+from webui.web.studio.photos import photo_size
 from webui.web.studio.preset_choice import FIELDS, apply_subject, choose_preset
 from webui.web.studio.sizes import retouch_note, retouch_size, snap_side, snapped_note
 from webui.web.worker_client import WorkerClient, WorkerInfoCache
@@ -53,6 +57,20 @@ def test_a_retouch_keeps_its_photos_size_within_the_models_limits() -> None:
     assert retouch_size((1001, 1333), 16) == (1008, 1328)  # each side to its nearest multiple
     assert retouch_size((20, 30), 16) == (16, 32)  # never below one multiple
     assert "1200×1600" in retouch_note((1200, 1600), 16) and "multiples of 16" in retouch_note(None, 16)
+
+
+def test_a_phone_photo_turned_by_its_exif_gets_its_upright_size(tmp_path: Path) -> None:
+    """A phone stores a portrait photo 4000x3000 with "turn a quarter" in its EXIF: the Retouch tab's note says the
+    upright size, as the worker (which applies the orientation) makes it."""
+    exif = Image.Exif()
+    exif[ExifTags.Base.Orientation] = 6
+    path = tmp_path / "phone.jpg"
+    Image.new("RGB", (400, 300)).save(path, exif=exif)
+    plain = tmp_path / "plain.jpg"
+    Image.new("RGB", (400, 300)).save(plain)
+    assert (photo_size(str(path)), photo_size(str(plain))) == ((300, 400), (400, 300))
+    with read_upload(path, 10**6, 10**6) as upright:  # what the worker is sent
+        assert upright.size == photo_size(str(path))
 
 
 # ---------------------------------------------------------------------------- presets

@@ -7,7 +7,7 @@ import io
 import secrets
 from pathlib import Path
 
-from PIL import Image
+from PIL import ExifTags, Image
 
 from webui.images import read_upload
 
@@ -33,10 +33,16 @@ def save_png(png: bytes, cache_dir: Path, name: str) -> Path:
     return path
 
 
+TURNED = {5, 6, 7, 8}
+"""EXIF orientations that turn the photo a quarter: it is shown (and retouched) with its sides swapped."""
+
+
 def photo_size(path: str) -> tuple[int, int]:
-    """A photo's (width, height) from its header (run the upload checks first)."""
+    """A photo's (width, height) upright, as the worker gets it (EXIF orientation applied), from its header (run
+    the upload checks first)."""
     with Image.open(path) as photo:
-        return photo.size
+        width, height = photo.size
+        return (height, width) if photo.getexif().get(ExifTags.Base.Orientation) in TURNED else (width, height)
 
 
 def encode_photo(photo: Image.Image, max_side: int = RETOUCH_MAX_SIDE) -> str:
