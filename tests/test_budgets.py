@@ -16,7 +16,7 @@ import pytest
 
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
 from bench.harness.processes import Processes
-from webui.access_log import MAX_LOGGED_PATH, uvicorn_log_config
+from webui.access_log import MAX_LOGGED_PATH, PathOnlyAccessFormatter, uvicorn_log_config
 from webui.schema import EffectiveParams, Limits
 from webui.web.studio.config import load_studio_config
 from webui.web.upload_limit import PartCounter
@@ -78,6 +78,12 @@ def test_part_counter_sees_delimiters_across_chunks() -> None:
     for index in range(0, len(body), 3):  # every delimiter split over two or three chunks
         counter.feed(body[index:index + 3])
     assert counter.count == 4
+
+
+def test_an_unknown_log_format_logs_as_text_and_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``PORTRAIT_LOG_FORMAT=yaml``: the part warns and logs text lines (uvicorn's too), it does not stop."""
+    monkeypatch.setenv("PORTRAIT_LOG_FORMAT", "yaml")
+    assert uvicorn_log_config()["formatters"]["access"]["()"] is PathOnlyAccessFormatter
 
 
 def test_access_line_has_no_query_and_a_bounded_path() -> None:

@@ -17,7 +17,7 @@ from pythonjsonlogger.json import JsonFormatter
 from uvicorn.config import LOGGING_CONFIG
 from uvicorn.logging import AccessFormatter
 
-from webui.log_setup import JSON_FIELDS, JSON_OPTIONS, log_format, traced
+from webui.log_setup import JSON_FIELDS, JSON_OPTIONS, traced, usable_format
 
 MAX_LOGGED_PATH = 200
 """Characters of a request's path an access log line keeps."""
@@ -69,9 +69,9 @@ class PathOnlyJsonFormatter(JsonFormatter):
 
 def uvicorn_log_config(max_path: int = MAX_LOGGED_PATH, fmt: str | None = None) -> dict:
     """uvicorn's ``log_config`` with ``PathOnlyAccessFormatter`` for the access lines (``PathOnlyJsonFormatter`` in
-    JSON mode), every line with its request's ids."""
+    JSON mode; text where ``fmt`` is not a format), every line with its request's ids."""
     config = copy.deepcopy(LOGGING_CONFIG)
-    if log_format(fmt) == "json":
+    if usable_format(fmt) == "json":
         config["formatters"]["default"] = {"()": PathOnlyJsonFormatter, "max_path": max_path}
         config["formatters"]["access"] = {"()": PathOnlyJsonFormatter, "max_path": max_path}
         return traced(config)

@@ -49,6 +49,14 @@ def log_format(value: str | None = None) -> str:
     return chosen
 
 
+def usable_format(value: str | None = None) -> str:
+    """``log_format``, or ``text`` where that is not a format (``configure_logging`` says so once)."""
+    try:
+        return log_format(value)
+    except ValueError:
+        return "text"
+
+
 def json_formatter() -> logging.Formatter:
     return JsonFormatter(list(JSON_FIELDS), **JSON_OPTIONS)
 
