@@ -70,12 +70,13 @@ def test_the_page_and_gradio_client_still_work(cluster: LaunchedCluster) -> None
     url = cluster.public_url
     config = httpx.get(f"{url}/config", timeout=30).json()
     ids = {component["id"]: component.get("props", {}).get("elem_id") for component in config["components"]}
-    preset = next(dep for dep in config["dependencies"]
-                  if not dep.get("queue", True) and [ids[i] for i in dep["inputs"]] == ["resolution"])
-    body = {"data": ["Portrait 768×1024"], "fn_index": preset["id"], "session_hash": "edgepage1"}
+    size_named = next(dep for dep in config["dependencies"] if not dep.get("queue", True)
+                      and [ids[i] for i in dep["inputs"]] == ["width", "height"]
+                      and [ids[i] for i in dep["outputs"]] == ["resolution"])  # sliders moved: the size's name
+    body = {"data": [768, 1024], "fn_index": size_named["id"], "session_hash": "edgepage1"}
     answer = httpx.post(f"{url}/gradio_api/run/predict", json=body, timeout=30)  # as the page sends it
     assert answer.status_code == 200, answer.text
-    assert answer.json()["data"] == [768, 1024]
+    assert answer.json()["data"] == ["Portrait 768×1024"]
     client = GradioApiClient(url)
     try:
         assert client.generate(JOB).seed == JOB.seed  # queue/join + queue/data

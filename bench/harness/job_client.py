@@ -88,6 +88,8 @@ class JobApiClient:
                 view = None
             if view is not None:
                 return view
+            if time.monotonic() >= deadline:
+                break  # the job outlived the wait: no re-attach
             self._count("reattached")
             time.sleep(RESEND_AFTER_S[0])
         raise CallFailed(f"job {job_id} did not end within {self.follow_for:g} s")

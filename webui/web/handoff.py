@@ -46,8 +46,7 @@ DATA, FILE = "/gradio_api/queue/data", "/gradio_api/file="
 class Handoff:
     """What a web front hands on (the 503s of the module doc), and whether a stopping one may exit."""
 
-    def __init__(self, calls: Callable[[str | None], int], cache_dir: Path,
-                 knows: Callable[[str], bool] = lambda _session: False) -> None:
+    def __init__(self, calls: Callable[[str | None], int], cache_dir: Path, knows: Callable[[str], bool]) -> None:
         """``calls(session_hash)``: the Gradio calls joined here and not yet answered (``None``: all sessions);
         ``cache_dir``: this web front's cache, in the folder of every local web front's (the sidecar's layout);
         ``knows(session_hash)``: whether that session joined a call here since this web front started."""
