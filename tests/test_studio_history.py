@@ -93,6 +93,8 @@ def test_three_generations_are_in_the_history_after_a_reload(site: dict[str, Par
     for number, prompt in enumerate(PROMPTS):
         if number == 0:
             studio.choose("preset", PRESET)
+            studio.choose("resolution", SMALL)  # the preset's four 1024² images are CPU seconds a job
+            studio.set_slider("num-images", 1)
         studio.type_prompt(prompt)
         seeds.append(studio.run_job(JOB_MS).seed)
     studio.open()
@@ -110,11 +112,11 @@ def test_three_generations_are_in_the_history_after_a_reload(site: dict[str, Par
     assert first["prompt"] == PROMPTS[0] and first["seed"] == seeds[0] and first["preset"] == PRESET
     expect(studio.component("history-details")).to_contain_text("image 1")
     studio.type_prompt("something else")
-    studio.choose("resolution", SMALL)
+    studio.choose("resolution", PRESET_SIZE)
     studio.component("history-use").click()
     expect(studio.component("prompt").locator("textarea")).to_have_value(PROMPTS[0])
-    studio.expect_slider("width", 1024)
-    expect(studio.component("resolution").locator("input")).to_have_value(PRESET_SIZE)  # the menu follows the size
+    studio.expect_slider("width", 512)
+    expect(studio.component("resolution").locator("input")).to_have_value(SMALL)  # the menu follows the size
     expect(studio.component("seed").locator("input")).to_have_value(str(seeds[0]))
     expect(studio.component("seed-random").locator("input[type=checkbox]")).not_to_be_checked()
 
