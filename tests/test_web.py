@@ -32,9 +32,12 @@ from tests.helpers import blank_png, peak_rss, reset_peak_rss
 from webui.contract import FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, MAX_UPLOAD_PIXELS
 from webui.web.app import main as web_main
 from webui.web.studio.config import CUSTOM, StudioConfig, load_examples, load_studio_config
-from webui.web.studio.handlers import Studio, api_seed, model_note, snap, ui_seed
+from webui.web.studio.form_fields import api_seed, ui_seed
+from webui.web.studio.handlers import Studio
+from webui.web.studio.info import model_note
 from webui.web.studio.photos import encode_photo
 from webui.web.studio.preset_choice import FIELDS, choose_preset
+from webui.web.studio.sizes import snap
 from webui.web.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
 from webui.worker.pipelines.standin import STANDIN_MODEL
 

@@ -19,48 +19,14 @@ from webui.images import UploadError
 from webui.web.event_ids import event_ids
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
 from webui.web.studio.form_events import output_size, size_rules
+from webui.web.studio.form_fields import NO_PROMPT, FormRefused, RetouchRefused, api_seed, job_fields, ui_seed
 from webui.web.studio.info import DENOISING, generation_info, image_captions, info_summary, model_note
 from webui.web.studio.jobs_runner import JobRunner, login_of
 from webui.web.studio.photos import encode_photo_file, save_image
-from webui.web.studio.sizes import snap, snap_side
+from webui.web.studio.sizes import snap_side
 from webui.web.worker_client import WorkerClient, WorkerError, WorkerInfoCache
 
 logger = logging.getLogger(__name__)
-
-__all__ = ["FormRefused", "RetouchRefused", "Studio", "api_seed", "job_fields", "snap", "ui_seed"]
-NO_PROMPT = "Write a prompt first: describe the portrait you want (who, light, background)."
-
-
-def _optional_int(value: float | None) -> int | None:
-    return None if value is None else int(value)
-
-
-def job_fields(
-    prompt: str, negative_prompt: str | None, steps: float | None, guidance: float | None,
-    width: float | None, height: float | None, seed: int | None, lora_scale: float, num_images: float,
-) -> dict[str, Any]:
-    """A worker request (``GenerationRequest`` fields) from UI/API values; None = model default."""
-    return {
-        "prompt": prompt,
-        "negative_prompt": negative_prompt or "",
-        "steps": _optional_int(steps),
-        "guidance": guidance,
-        "width": _optional_int(width),
-        "height": _optional_int(height),
-        "seed": seed,
-        "lora_scale": lora_scale,
-        "num_images": int(num_images),
-    }
-
-
-def api_seed(seed: float | None) -> int | None:
-    """The API's seed convention: -1 (or nothing) means random."""
-    return None if seed is None or seed == -1 else int(seed)
-
-
-def ui_seed(seed: float | None, randomize: bool) -> int | None:
-    """The page's seed: random when the box is ticked or the seed is empty."""
-    return None if randomize or seed is None else int(seed)
 
 
 class Studio:
@@ -291,22 +257,3 @@ class Studio:
             gr.Slider(**side),
             gr.Slider(maximum=min(limits.max_images, self.max_images)),
         )
-
-
-class FormRefused(Exception):
-    """A job the page does not start (no prompt, no usable photo): one message, in plain words, in the error area."""
-
-    heading = "Could not generate"
-
-    def error_area(self) -> Any:
-        return gr.Markdown(f"**{self.heading}:** {self}", visible=True)
-
-    def outputs(self) -> tuple[Any, ...]:
-        """The page's outputs (gallery, info, summary, error area, model note): the error area only."""
-        return gr.skip(), gr.skip(), gr.skip(), self.error_area(), gr.skip()
-
-
-class RetouchRefused(FormRefused):
-    """A retouch without a usable photo."""
-
-    heading = "Could not retouch"

@@ -17,7 +17,8 @@ import gradio as gr
 from webui.web.jobs_client import JobsError
 from webui.web.jobs_wire import PRESET
 from webui.web.presence import client_listening
-from webui.web.studio.handlers import FormRefused, Studio
+from webui.web.studio.form_fields import FormRefused
+from webui.web.studio.handlers import Studio
 from webui.web.studio.info import model_note
 from webui.web.studio.jobs_runner import JobCanceled, JobRunner, job_summary, login_of
 
