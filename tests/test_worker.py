@@ -48,10 +48,11 @@ from webui.images import UploadError, decode_upload
 from webui.schema import ErrorBody, GenerationResult, Limits, ModelFamily
 from webui.settings import WorkerSettings
 from webui.web.worker_client import WorkerClient
-from webui.worker.app import create_app, http_error
+from webui.worker.app import create_app
 from webui.worker.errors import JobCancelled, QueueFull
 from webui.worker.faults import FaultPlan
 from webui.worker.generation import GenerationService, cuda_index, is_out_of_memory
+from webui.worker.http_errors import http_error
 from webui.worker.job_parsing import ApiError, invalid_request, validate_job, validation_problems
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.pipelines.warmup import PROBE_PROMPT

@@ -1,6 +1,6 @@
 """Restart-to-ready with a warm compile cache: two fresh worker-like starts sharing one cache directory.
 
-Each start is what a worker does before it reports ready (``webui.worker.app``): point torch's caches
+Each start is what a worker does before it reports ready (``webui.worker.serve``): point torch's caches
 at the host's compile cache, build the model (the twin, standing in for loading the weights), place it
 with the device plan (compile included), run the worker's warm-up, then two jobs at the measured size.
 On a GPU each start is its own process (``python -m bench.gpu_session --restart-child SPEC``), so the

@@ -2,6 +2,6 @@
 
 import sys
 
-from webui.worker.app import main
+from webui.worker.serve import main
 
 sys.exit(main())

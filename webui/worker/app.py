@@ -1,4 +1,4 @@
-"""The GPU worker: one HTTP server that owns one diffusion pipeline (``python -m webui.worker``).
+"""The GPU worker's HTTP app (``create_app``): one server that owns one diffusion pipeline.
 
 Routes::
 
@@ -25,7 +25,7 @@ is refused with a retryable 503). Waiting or running jobs whose client went away
 encoder thread, so the generation thread takes the next job at once; with ``--dispatch-agent-port``,
 HAProxy's agent check learns when that next job may come (``webui.worker.dispatch_agent``).
 
-Status codes (every error body is an ``ErrorBody``, never a traceback):
+Status codes (every error body is an ``ErrorBody``, never a traceback; ``webui.worker.http_errors``):
 
 * 422 ``invalid_request``/``invalid_json``/``invalid_image``: names the field and its allowed
   range; ``job_too_large``: above the per-job budget of megapixel-steps (``webui.worker.job_cost``);
@@ -42,72 +42,41 @@ After an OOM the worker frees memory (``gc.collect``, ``torch.cuda.empty_cache``
 and runs a small self-check generation. After ``max_consecutive_ooms`` OOMs in a row (then
 with no self-check), or if the self-check fails, it turns not-ready, finishes the responses in
 flight and exits with ``EXIT_OOM`` so that its supervisor restarts it with a clean device. A model that cannot
-be loaded (or warmed up) makes it exit with ``EXIT_LOAD_FAILED``.
+be loaded (or warmed up) makes it exit with ``EXIT_LOAD_FAILED`` (the process: ``webui.worker.serve``).
 
 Each request is logged as one JSON line (request id from ``X-Request-ID`` or a new one,
-echoed back in the response header).
+echoed back in the response header; ``webui.worker.request_log``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import secrets
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from http import HTTPStatus
 from typing import Any
 
-import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from webui import trace
 from webui.cluster_secret import ClusterSecret, RequireClusterSecret
-from webui.contract import (
-    CLIENT_GONE_STATUS,
-    EXIT_LOAD_FAILED,
-    HEALTH_PATH,
-    INFO_PATH,
-    JOB_PATHS,
-    METRICS_PATH,
-    OUT_OF_MEMORY_STATUS,
-    PRIVATE_UMASK,
-    READY_PATH,
-    STALLED_KEY,
-    TRAFFIC_PATH,
-)
+from webui.contract import CLIENT_GONE_STATUS, INFO_PATH, STALLED_KEY
 from webui.images import UploadError, decode_upload, upload_sha256
-from webui.log_setup import configure_logging
-from webui.schema import (
-    MAX_SEED,
-    ErrorBody,
-    ErrorEvent,
-    ProgressEvent,
-    ResultEvent,
-)
-from webui.settings import WorkerSettings, settings_from_cli, settings_problems
-from webui.trace import bound, headers_ids
+from webui.schema import MAX_SEED, ProgressEvent
+from webui.settings import WorkerSettings
 from webui.traffic import count_traffic
-from webui.worker.compile_cache import use_compile_cache
 from webui.worker.dispatch_agent import DispatchAgent
 from webui.worker.encoder import ResultEncoder
-from webui.worker.errors import GenerationFailed, JobCancelled, JobError, NotReady, OutOfMemory, QueueFull
+from webui.worker.errors import JobCancelled
 from webui.worker.faults import FaultPlan
 from webui.worker.generation import Admitted, GenerationService
+from webui.worker.http_errors import add_error_handlers
 from webui.worker.job_cost import check_cost
 from webui.worker.job_parsing import (
-    ApiError,
     allowed_values,
     invalid_request,
     max_job_body,
@@ -117,121 +86,16 @@ from webui.worker.job_parsing import (
     prefers_minimal,
     read_body,
     validate_job,
-    validation_problems,
     wait_for_disconnect,
 )
+from webui.worker.job_stream import JobStream, event_lines
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.pipelines.base import PipelineLoader
 from webui.worker.pipelines.loader import load_pipeline as load_portrait_pipeline
-from webui.worker.scheduler import Job, JobScheduler
-from webui.worker.standby import WarmStandby, hold_go_signal
+from webui.worker.request_log import RequestLog
+from webui.worker.scheduler import JobScheduler
 
-logger = logging.getLogger("webui.worker")  # also when run as __main__
-access_logger = logging.getLogger("webui.worker.access")
-
-PROBE_ENDPOINTS = frozenset({"/", HEALTH_PATH, READY_PATH, INFO_PATH, METRICS_PATH, TRAFFIC_PATH})
-ENDPOINTS = (*PROBE_ENDPOINTS, *JOB_PATHS)
-ERROR_STATUSES: dict[type[JobError], int] = {
-    NotReady: 503, QueueFull: 503, OutOfMemory: OUT_OF_MEMORY_STATUS, GenerationFailed: 500,
-}
-"""The HTTP status of each domain error. 503s are in ``RETRYABLE_STATUSES`` (nothing ran); an
-out-of-memory is not (HAProxy would take every worker through the same OOM)."""
-"""Endpoints balancers and scrapers poll: logged at DEBUG so the log stays readable."""
-
-
-# --------------------------------------------------------------------------- request log
-
-
-def status_outcome(status: int) -> str:
-    """``ok`` below 400, else the status's name in snake case (``not_found``)."""
-    if status < 400:
-        return "ok"
-    try:
-        return HTTPStatus(status).phrase.lower().replace(" ", "_")
-    except ValueError:
-        return f"http_{status}"
-
-
-class RequestLog:
-    """ASGI middleware: a request id (``X-Request-ID``), one JSON log line and metrics per request.
-
-    Handlers may set ``request.state.outcome`` and ``request.state.params`` for the log.
-    """
-
-    def __init__(self, app: ASGIApp, node: str, metrics: WorkerMetrics) -> None:
-        self.app = app
-        self.node = node
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id, job_id = headers_ids(scope.get("headers") or [])
-        state = scope.setdefault("state", {})
-        state["request_id"] = request_id
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode("latin-1"))]
-            await send(message)
-
-        with bound(request_id, job_id):  # every log line of this request names it (webui.log_setup)
-            started = time.perf_counter()
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                self.log(scope, state, status, time.perf_counter() - started)
-
-    def log(self, scope: Scope, state: dict[str, Any], status: int, seconds: float) -> None:
-        """The request's JSON log line and its metrics."""
-        path = scope["path"]
-        endpoint = path if path in ENDPOINTS else "other"
-        outcome = state.get("outcome") or status_outcome(status)
-        self.metrics.observe_request(endpoint, outcome, seconds)
-        job_id = trace.job_id.get()
-        line = {
-            "request_id": state["request_id"], **({"job_id": job_id} if job_id else {}), "method": scope["method"],
-            "endpoint": endpoint, "status": status, "outcome": outcome, "duration_ms": round(seconds * 1000, 1),
-            "node": self.node, **({"params": state["params"]} if "params" in state else {}),
-        }
-        access_logger.log(logging.DEBUG if endpoint in PROBE_ENDPOINTS else logging.INFO, json.dumps(line))
-
-
-# --------------------------------------------------------------------------- HTTP
-
-
-def http_error(error: JobError) -> ApiError:
-    """The HTTP answer to a domain error (the one place that maps them)."""
-    headers = {"Retry-After": str(error.retry_after)} if error.retry_after is not None else None
-    return ApiError(ERROR_STATUSES.get(type(error), 500), error.code, error.detail, headers=headers)
-
-
-def error_response(request: Request, error: ApiError) -> JSONResponse:
-    """The JSON response for ``error`` (and its outcome for the request log)."""
-    request.state.outcome = error.body.error
-    return JSONResponse(error.body.model_dump(), status_code=error.status, headers=error.headers)
-
-
-class JobStream(StreamingResponse):
-    """An NDJSON job stream that abandons its job however the response ends (e.g. client gone)."""
-
-    def __init__(self, content: AsyncIterator[str], job: Job, minimal: bool) -> None:
-        super().__init__(content, media_type="application/x-ndjson",
-                         headers={"Cache-Control": "no-store", **preference_applied(minimal)})
-        self.job = job
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            if self.job.task is not None and not self.job.task.done():
-                outcome = self.job.abandon()
-                scope.setdefault("state", {})["outcome"] = outcome
-                logger.info("job %s: the client left the stream", outcome)
+logger = logging.getLogger("webui.worker")
 
 
 def create_app(
@@ -243,7 +107,7 @@ def create_app(
     """Build the worker's app; the pipeline loads in the background once the app starts.
 
     ``on_fatal(exit_code)`` is called when the worker must stop (model load failure,
-    repeated OOM); ``main`` makes it end the process after the responses in flight.
+    repeated OOM); ``webui.worker.serve.main`` makes it end the process after the responses in flight.
     ``faults`` defaults to ``FaultPlan.from_env()`` (tests only).
     """
     node = settings.resolved_node()
@@ -283,32 +147,7 @@ def create_app(
     if secret is not None:  # outermost: a stranger's request is refused before anything is counted or run
         app.add_middleware(RequireClusterSecret, secret=secret)
 
-    @app.exception_handler(ApiError)
-    async def on_api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_response(request, exc)
-
-    @app.exception_handler(JobError)
-    async def on_job_error(request: Request, exc: JobError) -> JSONResponse:
-        return error_response(request, http_error(exc))
-
-    @app.exception_handler(RequestValidationError)
-    async def on_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(request, invalid_request(validation_problems(list(exc.errors()), service.limits())))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def on_http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        error = ApiError(exc.status_code, status_outcome(exc.status_code),
-                         f"{exc.detail}: {request.method} {request.url.path}", headers=exc.headers)
-        return error_response(request, error)
-
-    @app.exception_handler(Exception)
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette re-raises ``exc`` after this response, so uvicorn logs the traceback.
-        logger.error("unexpected %s in %s %s (request id %s)", type(exc).__name__, request.method, request.url.path,
-                     request.state.request_id)
-        error = ApiError(500, "internal_error",
-                         f"Unexpected error; it is in the worker log under request id {request.state.request_id}.")
-        return error_response(request, error)
+    add_error_handlers(app, service.limits)
 
     async def admit(request: Request) -> Admitted:
         """Read, validate and decode a job (or raise the ``ApiError`` that says why not)."""
@@ -399,86 +238,7 @@ def create_app(
         # Runs after every progress event the thread queued: the thread's calls come first.
         job.task.add_done_callback(lambda _: events.put_nowait(None))
 
-        async def lines() -> AsyncIterator[str]:
-            while (event := await events.get()) is not None:
-                yield event.model_dump_json() + "\n"
-            try:
-                result = await encoder(job.task.result())
-            except JobCancelled:
-                return  # JobStream noted the outcome when the client left
-            except JobError as exc:
-                error = http_error(exc)
-                request.state.outcome = error.body.error
-                yield ErrorEvent(status=error.status, error=error.body).model_dump_json() + "\n"
-                return
-            except Exception:
-                logger.exception("unexpected error in a streamed job")
-                request.state.outcome = "internal_error"
-                body = ErrorBody(error="internal_error", detail="Unexpected error; it is in the worker log.")
-                yield ErrorEvent(status=500, error=body).model_dump_json() + "\n"
-                return
-            request.state.outcome = "ok"
-            exclude = {"result": {"image"}} if minimal else None
-            yield await run_in_threadpool(lambda: ResultEvent(result=result).model_dump_json(exclude=exclude) + "\n")
-
         minimal = prefers_minimal(request)
-        return JobStream(lines(), job, minimal)
+        return JobStream(event_lines(events, job, encoder, request, minimal), job, minimal)
 
     return app
-
-
-# --------------------------------------------------------------------------- process
-
-
-class ProcessExit:
-    """Lets the app end the process with a chosen code, after the responses in flight."""
-
-    def __init__(self) -> None:
-        self.code = 0
-        self.server: uvicorn.Server | None = None
-
-    def __call__(self, code: int) -> None:
-        if not self.code:
-            self.code = code
-        if self.server is not None:
-            self.server.should_exit = True  # uvicorn stops listening, then drains connections
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run a worker: parse settings (CLI + ``PORTRAIT_*``), serve until SIGTERM or a fatal error."""
-    os.umask(PRIVATE_UMASK)  # its logs, uploads and images: this user's only
-    settings = settings_from_cli(WorkerSettings, argv, "python -m webui.worker")
-    if settings is None:
-        return 2
-    try:
-        faults = FaultPlan.from_env()
-    except ValidationError as exc:
-        print(f"python -m webui.worker: invalid setting: {settings_problems(exc)}", file=sys.stderr)
-        return 2
-    configure_logging()
-    use_compile_cache(settings.compile_cache_dir)  # before the pipeline (or a standby) compiles anything
-    loader: PipelineLoader = load_portrait_pipeline
-    if settings.standby is not None:
-        hold_go_signal()
-        standby = WarmStandby(settings, settings.standby)
-        if not standby.prepare():
-            return EXIT_LOAD_FAILED
-        standby.wait_for_go()
-        loader = standby.loader
-    process_exit = ProcessExit()
-    app = create_app(settings, pipeline_loader=loader, on_fatal=process_exit, faults=faults)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_config=None, log_level="info", access_log=False,
-        timeout_graceful_shutdown=settings.graceful_shutdown, **settings.uvicorn_tls(),
-    )
-    server = uvicorn.Server(config)
-    process_exit.server = server
-    logger.info("worker %s on %s://%s:%d (model %s)", settings.resolved_node(),
-                "https" if settings.tls_cert else "http", settings.host, settings.port, settings.model)
-    server.run()
-    return process_exit.code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-

@@ -1,0 +1,70 @@
+"""The NDJSON answer of ``/generate/stream``: a job's events as lines (``event_lines``, ``JobStream``).
+
+One ``ProgressEvent`` per line while the job runs, then its ``ResultEvent`` or an ``ErrorEvent``
+(the status and ``ErrorBody`` a plain ``/generate`` would have answered). However the response
+ends, a job still waiting or running is abandoned, so a client that leaves frees the GPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
+
+from webui.schema import ErrorBody, ErrorEvent, ProgressEvent, ResultEvent
+from webui.worker.encoder import ResultEncoder
+from webui.worker.errors import JobCancelled, JobError
+from webui.worker.http_errors import http_error
+from webui.worker.job_parsing import preference_applied
+from webui.worker.scheduler import Job
+
+logger = logging.getLogger("webui.worker")  # the worker's log name, as for its routes
+
+
+async def event_lines(
+    events: asyncio.Queue[ProgressEvent | None], job: Job, encoder: ResultEncoder, request: Request, minimal: bool,
+) -> AsyncIterator[str]:
+    """The job's progress ``events`` (until ``None``), then its result or error, one JSON line each."""
+    while (event := await events.get()) is not None:
+        yield event.model_dump_json() + "\n"
+    try:
+        result = await encoder(job.task.result())
+    except JobCancelled:
+        return  # JobStream noted the outcome when the client left
+    except JobError as exc:
+        error = http_error(exc)
+        request.state.outcome = error.body.error
+        yield ErrorEvent(status=error.status, error=error.body).model_dump_json() + "\n"
+        return
+    except Exception:
+        logger.exception("unexpected error in a streamed job")
+        request.state.outcome = "internal_error"
+        body = ErrorBody(error="internal_error", detail="Unexpected error; it is in the worker log.")
+        yield ErrorEvent(status=500, error=body).model_dump_json() + "\n"
+        return
+    request.state.outcome = "ok"
+    exclude = {"result": {"image"}} if minimal else None
+    yield await run_in_threadpool(lambda: ResultEvent(result=result).model_dump_json(exclude=exclude) + "\n")
+
+
+class JobStream(StreamingResponse):
+    """An NDJSON job stream that abandons its job however the response ends (e.g. client gone)."""
+
+    def __init__(self, content: AsyncIterator[str], job: Job, minimal: bool) -> None:
+        super().__init__(content, media_type="application/x-ndjson",
+                         headers={"Cache-Control": "no-store", **preference_applied(minimal)})
+        self.job = job
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            if self.job.task is not None and not self.job.task.done():
+                outcome = self.job.abandon()
+                scope.setdefault("state", {})["outcome"] = outcome
+                logger.info("job %s: the client left the stream", outcome)
