@@ -31,7 +31,6 @@ from balancer.api.gpu_xid import XidWatcher
 from balancer.api.host_check import listener_hosts
 from balancer.api.metrics import FloatingView, SidecarMetrics
 from balancer.api.routes import HAProxyView, OperationRoutes, status_app
-from balancer.api.server import EmbeddedServer
 from balancer.config.cluster import ClusterSpec, NodeHostSpec, NodeSpec
 from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.config.sections import ClusterConfigError
@@ -49,6 +48,7 @@ from balancer.supervision.log_rotation import LogRotation
 from balancer.system.run_dir import prepare_run_dir
 from webui import log_setup
 from webui.contract import PRIVATE_UMASK
+from webui.embedded_server import EmbeddedServer
 from webui.tasks import cancel_and_wait
 
 logger = logging.getLogger(__name__)

@@ -8,26 +8,17 @@ janitor) and owns the signals; the peer listener runs no lifespan of its own and
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from jobs.settings import JobsSettings
+from webui.embedded_server import EmbeddedServer
 
 logger = logging.getLogger(__name__)
 
 _QUIET = {"log_config": None, "access_log": False}
-
-
-class _PeerServer(uvicorn.Server):
-    """A listener beside the main one: the main server takes the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 async def _serve_both(main: uvicorn.Server, peer: uvicorn.Server) -> None:
@@ -49,4 +40,4 @@ def serve(app: ASGIApp, settings: JobsSettings) -> None:
     peer = uvicorn.Config(app, host=settings.peer_host, port=port, lifespan="off", **_QUIET, **settings.uvicorn_tls())
     logger.info("jobs service also on https://%s:%d for the other balancers (client certificates required)",
                 settings.peer_host, port)
-    asyncio.run(_serve_both(uvicorn.Server(main), _PeerServer(peer)))
+    asyncio.run(_serve_both(uvicorn.Server(main), EmbeddedServer(peer)))  # the main server takes the signals

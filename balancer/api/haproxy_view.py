@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from balancer.haproxy.runtime_api import ServerStatus, parse_servers
+from balancer.haproxy.runtime_api import ServerStatus, parse_servers, stat_int
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,7 @@ class HAProxyView:
         """From ``show stat`` rows."""
         servers = {(server.backend, server.server): server for server in parse_servers(rows)}
         backends = [row for row in rows if row.get("svname") == "BACKEND"]
-        queued = {row["pxname"]: _int(row.get("qcur")) for row in backends}
-        answers = {row["pxname"]: Answers(_int(row.get("hrsp_2xx")), _int(row.get("hrsp_5xx"))) for row in backends}
+        queued = {row["pxname"]: stat_int(row.get("qcur")) for row in backends}
+        answers = {row["pxname"]: Answers(stat_int(row.get("hrsp_2xx")), stat_int(row.get("hrsp_5xx")))
+                   for row in backends}
         return cls(servers, queued, answers)
-
-
-def _int(value: str | None) -> int:
-    try:
-        return int(value or 0)
-    except ValueError:
-        return 0

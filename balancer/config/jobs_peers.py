@@ -23,9 +23,10 @@ from balancer.config.cluster import BalancerHostSpec, ClusterSpec
 from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError, JobsSpec
 
 
-def store_is_shared(jobs: JobsSpec, environ: Mapping[str, str]) -> bool:
-    """Whether the jobs service's store is PostgreSQL (the environment's URL wins over the cluster file's)."""
-    url = environ.get(JOBS_STORE_URL_ENV) or jobs.store_url or ""
+def store_is_shared(jobs: JobsSpec, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether the jobs service's store is PostgreSQL, which every balancer (or pod) shares; SQLite is a file only
+    one sees. ``environ``'s URL, where given, wins over the cluster file's."""
+    url = (environ or {}).get(JOBS_STORE_URL_ENV) or jobs.store_url or ""
     return url.startswith("postgresql")
 
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 from balancer.config.cluster import ClusterSpec
+from balancer.config.jobs_peers import store_is_shared
 from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError
 from balancer.operations.parts import jobs_command, replace_flag
 from webui.contract import CLUSTER_SECRET_ENV
@@ -46,15 +46,9 @@ def cluster_secret_env() -> dict[str, Any]:
     return secret_env(CLUSTER_SECRET_ENV, CLUSTER_SECRET, "secret")
 
 
-def shared_store(spec: ClusterSpec) -> bool:
-    """Whether the cluster file names a PostgreSQL store (else SQLite, a file only one pod sees)."""
-    url = spec.jobs.store_url
-    return url is not None and urlsplit(url).scheme.startswith("postgresql")
-
-
 def check_store(spec: ClusterSpec, replicas: int) -> None:
     """Refuse several jobs pods on SQLite: each would keep its own jobs, which the others never see."""
-    if replicas > 1 and not shared_store(spec):
+    if replicas > 1 and not store_is_shared(spec.jobs):
         raise ClusterConfigError(
             f"jobs.store_url: {replicas} jobs service pods must share one PostgreSQL store "
             "(postgresql+psycopg://USER@HOST/DB), not SQLite, where each pod keeps its own jobs; set it in the "
@@ -73,7 +67,7 @@ def jobs_args(spec: ClusterSpec, queue_url: str, workers: int, replicas: int) ->
 
 def jobs_env(spec: ClusterSpec) -> list[dict[str, Any]]:
     """The cluster secret, and the store's URL from its Secret when it is PostgreSQL (SQLite: the run directory)."""
-    store = [secret_env(JOBS_STORE_URL_ENV, STORE_SECRET, "url")] if shared_store(spec) else []
+    store = [secret_env(JOBS_STORE_URL_ENV, STORE_SECRET, "url")] if store_is_shared(spec.jobs) else []
     return [{"name": "PYTHONUNBUFFERED", "value": "1"}, cluster_secret_env(), *store]
 
 

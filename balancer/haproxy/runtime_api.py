@@ -99,10 +99,10 @@ def parse_servers(rows: list[dict[str, str]], backend: str | None = None) -> lis
                 backend=row["pxname"],
                 server=row["svname"],
                 status=row["status"],
-                current_sessions=_int(row.get("scur")),
-                queued=_int(row.get("qcur")),
-                total_sessions=_int(row.get("stot")),
-                weight=_int(row.get("weight")),
+                current_sessions=stat_int(row.get("scur")),
+                queued=stat_int(row.get("qcur")),
+                total_sessions=stat_int(row.get("stot")),
+                weight=stat_int(row.get("weight")),
             )
         )
     return servers
@@ -128,7 +128,8 @@ def find_server(servers: list[ServerStatus], backend: str, server: str) -> Serve
     raise KeyError(f"{backend}/{server}")
 
 
-def _int(value: str | None) -> int:
+def stat_int(value: str | None) -> int:
+    """A number field of HAProxy's stats (empty or not a number: 0)."""
     try:
         return int(value or 0)
     except ValueError:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 from webui.schema import EffectiveParams, Limits
+from webui.words import plural
 from webui.worker.job_parsing import ApiError, expected_steps
 
 MEGAPIXEL = 1_000_000
@@ -30,10 +31,6 @@ def megapixel_steps(params: EffectiveParams) -> float:
 def amount(value: float) -> str:
     """A cost for a person: whole numbers from 100, three digits below (``1.05``, ``16.8``)."""
     return f"{value:.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def what_fits(params: EffectiveParams, budget: float) -> list[str]:

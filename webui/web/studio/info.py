@@ -10,6 +10,7 @@ from typing import Any
 
 from webui.schema import GenerationResult, denoising_steps, image_seeds
 from webui.web.worker_client import JobOutcome
+from webui.words import plural
 
 __all__ = ["DEMO_MODEL_NOTE", "DENOISING", "generation_info", "image_captions", "info_details", "info_summary",
            "model_note", "result_info"]
@@ -56,11 +57,6 @@ def generation_info(outcome: JobOutcome, web_node: str) -> dict[str, Any]:
 def image_captions(info: dict[str, Any]) -> list[str]:
     """Each image's caption: its number and its own seed (the seed that makes it again alone)."""
     return [f"#{index} · seed {seed}" for index, seed in enumerate(info["seeds"], start=1)]
-
-
-def plural(count: int, noun: str) -> str:
-    """``1 step``, ``8 steps``."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def steps_words(info: dict[str, Any]) -> str:
