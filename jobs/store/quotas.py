@@ -21,6 +21,7 @@ from sqlalchemy import Connection, Engine, Row, and_, func, not_, or_, select
 from jobs.contract import ACTIVE, CANCELED, FAILED
 from jobs.store.engine import read
 from jobs.store.schema import account_members, accounts, jobs
+from jobs.store.submissions import by_key
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,6 @@ def quota_usage(engine: Engine, owner: str, now: datetime, idempotency_key: str 
     refused)."""
     with read(engine) as connection:
         limited = limited_accounts(connection, owner)
-        if not limited or (idempotency_key is not None and connection.execute(select(jobs.c.id).where(
-                jobs.c.owner == owner, jobs.c.idempotency_key == idempotency_key)).first()):
+        if not limited or (idempotency_key is not None and by_key(connection, owner, idempotency_key)):
             return []
         return [account_usage(connection, account, now) for account in limited]

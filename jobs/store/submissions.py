@@ -51,7 +51,7 @@ def submit(engine: Engine, input: dict[str, Any], *, idempotency_key: str | None
     now = now or utc_now()
     try:
         with write(engine) as connection:
-            if idempotency_key is not None and (earlier := _by_key(connection, owner, idempotency_key)):
+            if idempotency_key is not None and (earlier := by_key(connection, owner, idempotency_key)):
                 return _replayed(earlier, idempotency_key, body_hash), False
             job_id = new_job_id()
             expires_at = now + retention_for(connection, owner, retention)
@@ -66,7 +66,7 @@ def submit(engine: Engine, input: dict[str, Any], *, idempotency_key: str | None
         if idempotency_key is None:
             raise
         with read(engine) as connection:  # another host inserted the same key between our look and our insert
-            earlier = _by_key(connection, owner, idempotency_key)
+            earlier = by_key(connection, owner, idempotency_key)
         if earlier is None:
             raise
         return _replayed(earlier, idempotency_key, body_hash), False
@@ -94,7 +94,8 @@ def submit_held(engine: Engine, input: dict[str, Any], holder: str, lease_second
     return Job.from_row(row)
 
 
-def _by_key(connection: Connection, owner: str, key: str) -> tuple[Job, str | None] | None:
+def by_key(connection: Connection, owner: str, key: str) -> tuple[Job, str | None] | None:
+    """``owner``'s job submitted with the ``Idempotency-Key`` ``key``, with its body's hash (None: no such job)."""
     row = connection.execute(select(jobs).where(jobs.c.owner == owner, jobs.c.idempotency_key == key)).one_or_none()
     return None if row is None else (Job.from_row(row), row.body_hash)
 
