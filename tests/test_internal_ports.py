@@ -165,8 +165,7 @@ def test_the_stats_password_comes_from_the_environment_and_never_shows_in_ps(tmp
         launch = processes.start(args, env={"PORTRAIT_STATS_PASSWORD": password}, log_name="stats-password")
         wait_http(f"http://127.0.0.1:{ports['--sidecar-port']}/healthz", timeout=60, proc=launch)
         stats = f"http://127.0.0.1:{ports['--stats-port']}/"
-        wait_until(lambda: httpx.get(stats, auth=("admin", password), timeout=5).status_code == 200,
-                   "the stats page with the password from the environment", 30, interval=0.2)
+        wait_http(stats, timeout=30, proc=launch, auth=("admin", password))  # HAProxy may bind it after /healthz
         assert httpx.get(stats, auth=("admin", "wrong"), timeout=5).status_code == 401
         tree = [psutil.Process(launch.pid), *psutil.Process(launch.pid).children(recursive=True)]
         assert len(tree) >= 2 and not any(password in " ".join(p.cmdline()) for p in tree)

@@ -13,15 +13,16 @@ T = TypeVar("T")
 
 
 def wait_http(url: str, status: int = 200, timeout: float = 90.0,
-              proc: subprocess.Popen | None = None) -> httpx.Response:
-    """Poll ``url`` until it answers ``status``; fail early if ``proc`` exits."""
+              proc: subprocess.Popen | None = None, auth: tuple[str, str] | None = None) -> httpx.Response:
+    """Poll ``url`` (with basic ``auth``) until it answers ``status``, also while nothing listens there yet; fail
+    early if ``proc`` exits."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"process {proc.pid} exited with {proc.returncode} while waiting for {url}")
         try:
-            response = httpx.get(url, timeout=5)
+            response = httpx.get(url, timeout=5, auth=auth)
             if response.status_code == status:
                 return response
             last = response.status_code
