@@ -80,6 +80,11 @@ def same_contract(ours: dict[str, Any], theirs: dict[str, Any]) -> None:
     assert (ours["seed"], ours["params"], ours["model"]) == (theirs["seed"], theirs["params"], theirs["model"])
 
 
+def thumbnails_of(site: Site, job_id: str) -> int:
+    with sqlite3.connect(store_file(site)) as store:
+        return store.execute("SELECT count(*) FROM thumbnails WHERE job_id = ?", (job_id,)).fetchone()[0]
+
+
 def test_generate_answers_the_workers_result_and_records_the_job(sites: dict[str, Site]) -> None:
     site = sites["main"]
     body = {**JOB, "seed": 2024}
@@ -92,8 +97,10 @@ def test_generate_answers_the_workers_result_and_records_the_job(sites: dict[str
     image = answer.json()["images"][0]
     assert job["results"][0]["sha256"] == digest(image)
     assert hashlib.sha256(site.get(job["output"][0]).content).hexdigest() == digest(image)
-    thumbnail = site.get(f"/v1/jobs/{job['id']}/thumbnails/0")  # made at its first read, not before the answer
+    assert thumbnails_of(site, job["id"]) == 0  # not made before the answer
+    thumbnail = site.get(f"/v1/jobs/{job['id']}/thumbnails/0")  # made at its first read, and kept
     assert thumbnail.status_code == 200 and thumbnail.headers["content-type"] == "image/webp", thumbnail.text
+    assert thumbnails_of(site, job["id"]) == 1
 
     minimal = through(site, "/generate", body, Prefer="return=minimal")
     assert minimal.headers["preference-applied"] == "return=minimal" and "image" not in minimal.json()

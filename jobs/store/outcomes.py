@@ -42,7 +42,7 @@ def finish(engine: Engine, job_id: str, images: Sequence[Image], now: datetime |
     thumbs = thumbnail_rows(job_id, images) if thumbnails else []
     with write(engine) as connection:
         if last_step is not None:
-            record_step(connection, job_id, last_step[0], last_step[1], 0.0, now)
+            record_step(connection, job_id, *last_step, lease_seconds=0.0, now=now)  # the claim ends here anyway
         return _settle(connection, job_id, SUCCEEDED, {"results": len(images)}, now, images=images,
                        generation=generation, thumbs=thumbs)
 
