@@ -8,7 +8,8 @@ answer with ``Prefer: wait``, one reading its job until it ends), the holder's j
 time it runs, for ``HOLD`` seconds (its sidecar restarts it, then holds it down as crash-looping). Checked: every
 request succeeded (no client retry: HAProxy replays a read, or a submission with an ``Idempotency-Key``, whose
 service died unanswered, on the peer once the local one is down); every job ended succeeded, and the store holds
-one job per key; the peer's service did serve through the holder's HAProxy.
+one job per key; the peer's service did serve through the holder's HAProxy, over mutual TLS (the pair runs with
+``tls``: the holder's HAProxy reaches the peer's jobs service on its TLS listener, ``jobs.peer_host``).
 
 Quotas across the failover (the same lab, one PostgreSQL store): an account with ``--daily-images 2`` has its 2
 images accepted by the holder's own jobs service, the holder's whole balancer host is killed, and its next image,
@@ -22,18 +23,22 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 from balancer.config.loading import load_cluster_file
 from balancer.haproxy.names import JOBS_BACKEND, JOBS_BACKUP_PREFIX, JOBS_SERVER
-from bench.harness.hosts import JOB, STANDIN_WORKER
+from bench.harness.hosts import JOB, NODE_HOSTS, STANDIN_WORKER
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster, Retrying
 from bench.harness.pair_jobs import JobsServiceKiller, StrictJobClient, retry_jobs_service
@@ -77,13 +82,31 @@ class Pair:
     """The shared PostgreSQL store's URL."""
 
 
+def with_tls(cluster: PairCluster, lab: NetworkLab, certs: Path) -> None:
+    """Mutual TLS between every host (``tls``), with the certificates one run of ``balancer.multihost.certs`` makes
+    for a pair (docs/security.md): ``lb.pem`` names the floating address and both balancers' own."""
+    balancers = ",".join([cluster.floating, *(lab.address[host] for host in BALANCERS.values())])
+    issued = subprocess.run([sys.executable, "-m", "balancer.multihost.certs", "--out", str(certs), "--balancer",
+                             f"lb={balancers}", *(arg for host in NODE_HOSTS.values()
+                                                  for arg in ("--node", f"{host}={lab.address[host]}"))],
+                            capture_output=True, text=True, timeout=60)
+    assert issued.returncode == 0, issued.stderr
+    data = yaml.safe_load(cluster.file.read_text())
+    data["tls"] = {"ca_file": str(certs / "ca.crt"), "cert_file": str(certs / "lb.pem")}
+    data["limits"]["connect_timeout"] = 10  # the handshake, on a busy 2-core machine (as tests/test_hosts_tls.py)
+    cluster.file.write_text(yaml.safe_dump(data))
+
+
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
+    """The pair over mutual TLS: each balancer's HAProxy reaches its peer's jobs service on the peer's TLS
+    listener (``jobs.peer_host``), as a pair across a network would."""
+    run_dir = tmp_path_factory.mktemp("pair-jobs")
     with (Processes("pair-jobs") as processes, NetworkLab(LAB_HOSTS, processes) as lab,
           PostgresServer(lab.client_address) as postgres):
         store = postgres.create_database()
-        cluster = PairCluster(lab, tmp_path_factory.mktemp("pair-jobs"), HEALTH, ADVERT, worker_args=STANDIN_WORKER,
-                              jobs={"store_url": store})
+        cluster = PairCluster(lab, run_dir, HEALTH, ADVERT, worker_args=STANDIN_WORKER, jobs={"store_url": store})
+        with_tls(cluster, lab, run_dir / "certs")
         cluster.start(timeout=240)
         yield Pair(lab, cluster, store)
 
@@ -98,6 +121,9 @@ def test_a_balancer_whose_jobs_service_keeps_dying_serves_jobs_from_its_peer(pai
     wait_until(lambda: {s.status for s in api.servers(JOBS_BACKEND)} == {"UP"},
                "every jobs service UP in the holder's HAProxy", 60, 0.2)
     servers_before = {s.server for s in api.servers(JOBS_BACKEND)}
+    config = (cluster.run_dirs[holder] / "haproxy.cfg").read_text()
+    backup_line = next(line for line in config.splitlines() if line.strip().startswith(f"server {backup} "))
+    assert " ssl " in backup_line and "verify required" in backup_line, backup_line  # the peer over mutual TLS
     timeout = httpx.Timeout(FOLLOW, connect=5)
     clients = [StrictJobClient(httpx.Client(base_url=cluster.url, timeout=timeout), BODY, wait=30),
                StrictJobClient(httpx.Client(base_url=cluster.url, timeout=timeout), {**BODY, "seed": 500})]
