@@ -38,8 +38,9 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
-from balancer.config.cluster import BalancerHostSpec, ClusterSpec, NodeSpec
+from balancer.config.cluster import ClusterSpec
 from balancer.config.jobs_peers import store_is_shared, with_jobs_peers
+from balancer.config.nodes import BalancerHostSpec, NodeSpec
 from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError
 from balancer.config.settings import LaunchSettings, secret_flag_problem
 from balancer.haproxy.config import render_config

@@ -57,7 +57,7 @@ PROFILES: dict[str, dict[str, float]] = {
     "1s-timeout": {"interval": 0.5, "fast_interval": 0.25, "down_interval": 0.5, "timeout": 1.0},
     "example": load_cluster_file(EXAMPLE)["health"],
 }
-"""Health-check settings compared (``health:`` in the cluster file; {} = balancer/config/cluster.py's defaults;
+"""Health-check settings compared (``health:`` in the cluster file; {} = balancer/config/sections.py's defaults;
 ``example``: assets/cluster.hosts.example.yaml's)."""
 
 

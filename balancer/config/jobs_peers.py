@@ -19,7 +19,8 @@ from collections.abc import Mapping
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from balancer.config.cluster import BalancerHostSpec, ClusterSpec
+from balancer.config.cluster import ClusterSpec
+from balancer.config.nodes import BalancerHostSpec
 from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError, JobsSpec
 
 

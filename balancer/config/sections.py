@@ -1,7 +1,8 @@
 """The cluster file's simple sections: listeners, the stats page, limits, health checks, supervision, TLS, jobs.
 
 Each is a strict pydantic model (unknown keys refused, defaults validated); the nodes and hosts that use
-them, and ``ClusterSpec`` itself, are in ``balancer.config.cluster``. Every default lives here or there.
+them are in ``balancer.config.nodes``, the cluster's top level in ``balancer.config.cluster_fields``. Every
+default lives in one of these three.
 """
 
 from __future__ import annotations

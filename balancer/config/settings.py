@@ -1,8 +1,8 @@
 """Settings of ``python launch.py``: flags (and ``PORTRAIT_LAUNCH_*`` variables) -> a ``ClusterSpec``.
 
 Flags left unset keep the value from ``--cluster FILE`` or, without one, the defaults of
-``balancer.config.cluster`` (listeners, limits) and ``webui.settings`` (model, LoRA, ports); nothing
-is defaulted twice. ``python launch.py --help`` lists every flag.
+``balancer.config.cluster_fields`` and ``balancer.config.sections`` (listeners, limits) and ``webui.settings``
+(model, LoRA, ports); nothing is defaulted twice. ``python launch.py --help`` lists every flag.
 """
 
 from __future__ import annotations

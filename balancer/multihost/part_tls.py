@@ -26,7 +26,8 @@ import ssl
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from balancer.config.cluster import ClusterSpec, NodeHostSpec
+from balancer.config.cluster import ClusterSpec
+from balancer.config.nodes import NodeHostSpec
 from balancer.multihost.certs import CertificateAuthority, Identity, write_private
 from balancer.supervision.children import ProbeTLS
 from balancer.system.run_dir import private_dir

@@ -21,7 +21,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from balancer.config.cluster import NodeSpec
+from balancer.config.nodes import NodeSpec
 from balancer.haproxy.runtime_api import ServerStatus
 from balancer.operations.rolling import NodeControl, NodeFailed, OperationReport, RollingRestart, RollingRestartRequest
 

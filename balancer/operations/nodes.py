@@ -22,8 +22,9 @@ import socket
 from collections.abc import Iterator
 from itertools import chain, islice
 
-from balancer.config.cluster import ClusterSpec, NodeHostSpec, NodeSpec
+from balancer.config.cluster import ClusterSpec
 from balancer.config.loading import DISPATCH_AGENT_PORT_OFFSET
+from balancer.config.nodes import NodeHostSpec, NodeSpec
 from balancer.config.sections import LOOPBACK
 from balancer.haproxy.config import PART_BACKENDS, StaticServers, render_config
 from balancer.haproxy.gate import ParkGuard, ServerKey

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import sys
 
-from balancer.config.cluster import ClusterSpec, NodeSpec, PartSpec
+from balancer.config.cluster import ClusterSpec
 from balancer.config.gpus import GPU_ENV
+from balancer.config.nodes import NodeSpec, PartSpec
 from balancer.config.sections import JOBS_STORE_URL_ENV, LOOPBACK
 from balancer.haproxy.config import PART_BACKENDS
 from balancer.haproxy.gate import HAProxyGate

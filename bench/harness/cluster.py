@@ -1,7 +1,7 @@
 """A whole portrait-ha cluster for a benchmark or a test: ``launch.py`` on free loopback ports.
 
 ``LaunchedCluster`` writes a cluster file (the ``ClusterSpec`` format of
-``balancer/config/cluster.py``) with a free port for every listener and node part, starts
+``balancer/config/cluster_fields.py``) with a free port for every listener and node part, starts
 ``python launch.py`` on it through ``bench.harness.processes.Processes`` (so the whole
 process tree is killed by PID when the block ends, on errors and Ctrl-C too), and waits until
 HAProxy shows every node part UP. It then answers what benchmarks and tests ask: HAProxy's
