@@ -17,7 +17,9 @@ from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
 from balancer.config.loading import parse_cluster
-from balancer.deploy.k8s import BALANCER, STATS_PASSWORD_ENV, WEB, WORKER, DnsServers
+from balancer.config.sections import STATS_PASSWORD_ENV
+from balancer.deploy.dns_servers import DnsServers
+from balancer.deploy.kube_objects import BALANCER, WEB, WORKER
 from balancer.haproxy.config import WEBS_BACKEND, WORKERS_BACKEND, HAProxyConfigRenderer
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, validate_config, write_config
 from bench.harness.processes import REPO, Processes, free_port

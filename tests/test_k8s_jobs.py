@@ -16,7 +16,8 @@ import kubernetes_validate
 from dnslib.server import DNSLogger, DNSServer
 
 from balancer.config.loading import parse_cluster
-from balancer.deploy.k8s import BALANCER, QUEUE_SERVICE, WEB, DnsServers
+from balancer.deploy.dns_servers import DnsServers
+from balancer.deploy.kube_objects import BALANCER, QUEUE_SERVICE, WEB
 from balancer.haproxy.config import HAProxyConfigRenderer
 from balancer.haproxy.names import JOBS_BACKEND
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config

@@ -1,7 +1,7 @@
-"""``python -m balancer.deploy``: Kubernetes manifests from the cluster file (``balancer.deploy.k8s``)."""
+"""``python -m balancer.deploy``: Kubernetes manifests from the cluster file (``balancer.deploy.cli``)."""
 
 import sys
 
-from balancer.deploy.k8s import main
+from balancer.deploy.cli import main
 
 sys.exit(main())

@@ -1,7 +1,7 @@
 """The node server lines of haproxy.cfg, and the same servers as the runtime API adds them.
 
 ``ServerSet`` is what the template asks for; ``StaticServers`` lists the cluster file's nodes and this host's jobs
-service (the Kubernetes renderer, ``balancer.deploy.k8s.DnsServers``, finds pods in DNS instead).
+service (the Kubernetes renderer, ``balancer.deploy.dns_servers.DnsServers``, finds pods in DNS instead).
 """
 
 from __future__ import annotations
