@@ -114,6 +114,27 @@ def test_normal_photo_is_checked_then_scaled_down(photo: Path, pil_guard: None) 
         assert lazy.size == (3000, 2000)
 
 
+def test_a_plain_jpeg_is_sent_as_it_is_and_one_with_metadata_is_made_plain(
+        photo: Path, tmp_path: Path, pil_guard: None) -> None:
+    """A photo taken back from the History (the JPEG the job was given) is retouched from the same bytes; a JPEG
+    that carries EXIF (a phone's orientation, its location) or a comment is decoded, turned upright and made anew."""
+    made = base64.b64decode(encode_photo_file(str(photo), MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS))
+    kept = tmp_path / "from-the-history.jpg"
+    kept.write_bytes(made)
+    assert base64.b64decode(encode_photo_file(str(kept), MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS)) == made
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: turn a quarter
+    exif[0x010F] = "PhoneMaker"
+    for name, extra in (("exif.jpg", {"exif": exif.tobytes()}), ("comment.jpg", {"comment": b"at home"})):
+        with Image.open(kept) as image:
+            image.save(tmp_path / name, quality=95, **extra)
+        sent = base64.b64decode(encode_photo_file(str(tmp_path / name), MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS))
+        with Image.open(io.BytesIO(sent)) as image:
+            assert [marker for marker, _ in image.applist] == ["APP0"] and "comment" not in image.info, name
+            assert image.size == ((1024, 1536) if name == "exif.jpg" else (1536, 1024)), name
+
+
 def test_retouch_handlers_refuse_a_bomb_readably(bomb: Path, pil_guard: None) -> None:
     with pytest.raises(gr.Error) as caught:
         asyncio.run(studio().api_retouch(str(bomb), "retouched portrait"))

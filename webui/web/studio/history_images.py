@@ -24,7 +24,7 @@ from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import job_path
 from webui.web.studio.history_view import THUMB, form_values
 from webui.web.studio.jobs_runner import login_of
-from webui.web.studio.photos import save_png
+from webui.web.studio.photos import save_file
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class HistoryImages:
                 png = await self.client.result(chosen["id"], index, login_of(request))  # the page user's job
             except JobsError as exc:
                 raise gr.Error(f"Could not fetch the image: {exc}", title="History", print_exception=False) from None
-            path = await asyncio.to_thread(save_png, png, self.cache_dir, result_name(chosen["id"], index))
+            path = await asyncio.to_thread(save_file, png, self.cache_dir, result_name(chosen["id"], index))
             settings = chosen["settings"]
             return (str(path), settings.get("prompt", gr.skip()), settings.get("negative_prompt", gr.skip()),
                     gr.Tabs(selected="retouch"), gr.Column(visible=False))

@@ -23,7 +23,7 @@ from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import CANCELED, FAILED, PROGRESS, QUEUED, STARTED, JobSnapshot, ShareLinks
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
 from webui.web.studio.info import DENOISING, image_captions, info_summary, result_info
-from webui.web.studio.photos import save_png
+from webui.web.studio.photos import save_file
 from webui.web.studio.queue_words import queued_words
 
 logger = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class JobRunner:
         gallery = []
         for index, (result, caption) in enumerate(zip(job.results, captions, strict=True)):
             png = await self.client.result(job_id, index, login)
-            path = await asyncio.to_thread(save_png, png, self.cache_dir, result_name(job_id, index))
+            path = await asyncio.to_thread(save_file, png, self.cache_dir, result_name(job_id, index))
             gallery.append((path, caption))
             logger.debug("job %s: result %d (%s) fetched", job_id, index, result.sha256)
         return gallery, job_info(job, self.web_node, time.monotonic() - started)
