@@ -24,7 +24,7 @@ from balancer.haproxy.config import PART_BACKENDS
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.runtime_api import ServerState
 from balancer.operations.parts import replace_flag
-from balancer.operations.rolling import OperationError
+from balancer.operations.runner import OperationError
 from balancer.sidecar import Sidecar
 from bench.harness.load import Poller
 from bench.harness.processes import Processes, free_port

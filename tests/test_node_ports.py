@@ -7,8 +7,8 @@ import socket
 import pytest
 
 from balancer.config.loading import DISPATCH_AGENT_PORT_OFFSET, local_nodes, parse_cluster
-from balancer.operations.nodes import LOWEST_PORT, PORT_SEARCH, candidate_ports, next_free_port
-from balancer.operations.rolling import OperationError
+from balancer.operations.new_node import LOWEST_PORT, PORT_SEARCH, candidate_ports, next_free_port
+from balancer.operations.runner import OperationError
 
 
 def test_a_worker_near_the_top_gets_a_dispatch_agent_port_from_the_bottom() -> None:

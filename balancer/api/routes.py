@@ -73,7 +73,7 @@ from balancer.api.ops_history import SAMPLE_INTERVAL, OpsHistory
 from balancer.api.ops_page import operations_routes, sampler
 from balancer.api.same_origin import SameOrigin
 from balancer.config.gpus import gpu_facts
-from balancer.operations.rolling import OperationBusy, OperationError
+from balancer.operations.runner import OperationBusy, OperationError
 from balancer.supervision.state import PartState, PartStatus
 
 

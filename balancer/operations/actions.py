@@ -6,7 +6,8 @@ from __future__ import annotations
 from balancer.config.cluster import ClusterSpec
 from balancer.operations.node_changes import AddNode, AddNodeRequest, RemoveNode, RemoveNodeRequest
 from balancer.operations.nodes import ManagedNodes
-from balancer.operations.rolling import OperationError, OperationRunner, RollingRestart, parse_request
+from balancer.operations.rolling import RollingRestart, RollingRestartRequest
+from balancer.operations.runner import OperationError, OperationRunner, parse_request
 
 
 class OperatorActions:
@@ -20,7 +21,7 @@ class OperatorActions:
 
     def start_rolling_restart(self, body: object) -> dict:
         """Start a rolling restart (``POST /rolling-restart``): its report; ``OperationError`` when it cannot."""
-        request = parse_request(body)
+        request = parse_request(body, RollingRestartRequest)
         if self.nodes.traffic is None:
             raise OperationError("no HAProxy runtime API and no host agent: a rolling restart waits on the "
                                  "requests in flight, which nothing here counts")

@@ -8,7 +8,7 @@ cookie, checks, agent; ``balancer.haproxy.servers.StaticServers.dynamic_servers`
 their supervisors, and their servers go into rotation once ready (the supervisors tell HAProxy).
 
 ``RemoveNode`` drains the node, waits for its requests in flight exactly as the rolling restart does
-(``RollingRestart.switch_when_quiet``: quiet for ``settle`` seconds, web front parked in ``maint``),
+(``balancer.operations.waiting.QuietSwitch``: quiet for ``settle`` seconds, web front parked in ``maint``),
 stops its processes and deletes its servers.
 
 Neither writes the cluster file: ``launch.py``'s next start runs the nodes its flags and file say.
@@ -23,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from balancer.config.nodes import NodeSpec
 from balancer.haproxy.runtime_api import ServerStatus
-from balancer.operations.rolling import NodeControl, NodeFailed, OperationReport, RollingRestart, RollingRestartRequest
+from balancer.operations.node_control import NodeControl
+from balancer.operations.runner import OperationReport
+from balancer.operations.waiting import NodeFailed, QuietSwitch, wait_for
 
 
 class AddNodeRequest(BaseModel):
@@ -84,13 +86,12 @@ class AddNode:
             report.finish(f"{name}: HAProxy did not take its servers: {exc}; not started")
             return
         report.log(name, "servers added in maint, processes started; waiting until ready")
-        waiter = RollingRestart(self.nodes, RollingRestartRequest(), self.ready_timeout)
         parts = self.nodes.parts_of(name)
         try:
-            await waiter.wait_for(lambda: all(s.status.state.value == "ready" for s in parts), self.ready_timeout,
-                                  f"not ready within {self.ready_timeout:g} s (see its log); left to its supervisor")
-            await waiter.wait_for(lambda: waiter.server_states(name, {"UP"}), self.ready_timeout,
-                                  "ready, but HAProxy's health checks did not pass")
+            await wait_for(lambda: all(s.status.state.value == "ready" for s in parts), self.ready_timeout,
+                           f"not ready within {self.ready_timeout:g} s (see its log); left to its supervisor")
+            await wait_for(lambda: self.nodes.server_states(name, {"UP"}, ("web", "worker")), self.ready_timeout,
+                           "ready, but HAProxy's health checks did not pass")
         except NodeFailed as exc:
             report.finish(f"{name}: {exc} (HAProxy: {await self.server_summary()})")
             return
@@ -114,8 +115,8 @@ class RemoveNode:
     def __init__(self, nodes: NodeSet, node: str, request: RemoveNodeRequest) -> None:
         self.nodes = nodes
         self.node = node
-        self.waiter = RollingRestart(nodes, RollingRestartRequest(drain_timeout=request.drain_timeout,
-                                                                  settle=request.settle), ready_timeout=1.0)
+        self.drain_timeout = request.drain_timeout
+        self.quiet = QuietSwitch(nodes, request.drain_timeout, request.settle)
 
     async def run(self, report: OperationReport) -> None:
         """Drain, wait until quiet (web front parked), stop, delete."""
@@ -126,11 +127,12 @@ class RemoveNode:
         webs = [(s.status.backend, node) for s in parts if s.status.part == "web" and s.status.backend]
         await self.nodes.drain(node, True)
         report.log(node, "drained; waiting for its requests in flight")
-        waited = await self.waiter.switch_when_quiet(node, lambda: self.waiter.node_traffic(node), webs, True, report)
+        waited = await self.quiet.switch_when_quiet(node, lambda: self.nodes.node_traffic(node, ("web", "worker")),
+                                                    webs, True, report)
         if waited is None:
-            await self.waiter.park(webs, False)
+            await self.quiet.park(webs, False)
             await self.nodes.drain(node, False)
-            report.finish(f"{node}: still serving requests after {self.waiter.request.drain_timeout:g} s "
+            report.finish(f"{node}: still serving requests after {self.drain_timeout:g} s "
                           "(drain_timeout); put back in rotation, not removed")
             return
         entry["drained_s"] = round(waited, 2)

@@ -1,11 +1,11 @@
-"""The managed nodes on this host: their supervisors, their servers in HAProxy, and what operations do to them.
+"""The managed nodes on this host, what operations act through: their servers in HAProxy, nodes coming and going.
 
 ``ManagedNodes`` is the ``NodeControl`` an operation acts through (``balancer.operations.rolling``,
-``balancer.operations.node_changes``): each node's supervisors have their own stop event and tasks, so
-nodes are added and removed at runtime (their servers added to, deleted from HAProxy over its runtime
-API, haproxy.cfg re-rendered with the current nodes for an HAProxy restart). An operator's drain of a
-node (``POST /drain/NODE``, ``HAProxyGate.hold``) keeps its servers in ``drain`` whatever their
-supervisors say, until ``ready``.
+``balancer.operations.node_changes``); its parts' supervisors run as ``SupervisedNodes``
+(``balancer.operations.supervised_nodes``) with a stop event and tasks per node, so nodes are added and removed
+at runtime (their servers added to, deleted from HAProxy over its runtime API, haproxy.cfg re-rendered with the
+current nodes for an HAProxy restart). An operator's drain of a node (``POST /drain/NODE``, ``HAProxyGate.hold``)
+keeps its servers in ``drain`` whatever their supervisors say, until ``ready``.
 
 On a node host there is no HAProxy here: the host agent (``balancer.multihost.host_agent``) tells every
 balancer's HAProxy each part's state, the one ``HAProxyGate.effective`` computes, and operations count
@@ -14,61 +14,28 @@ requests on the parts themselves (``PartTraffic``).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import logging
-import socket
-from collections.abc import Iterator
-from itertools import chain, islice
 
 from balancer.config.cluster import ClusterSpec
-from balancer.config.loading import DISPATCH_AGENT_PORT_OFFSET
 from balancer.config.nodes import NodeHostSpec, NodeSpec
-from balancer.config.sections import LOOPBACK
 from balancer.haproxy.config import PART_BACKENDS, StaticServers, render_config
 from balancer.haproxy.gate import ParkGuard, ServerKey
 from balancer.haproxy.process import write_config
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
 from balancer.multihost.host_agent import HostAgent
+from balancer.operations.new_node import new_node_spec
+from balancer.operations.node_control import Traffic
 from balancer.operations.parts import PartFactory, part_command, replace_flag
-from balancer.operations.rolling import OperationError, Traffic
+from balancer.operations.supervised_nodes import SupervisedNodes
 from balancer.operations.traffic import HAProxyTraffic, PartCounts, PartTraffic, TrafficSource
 from balancer.supervision.children import NodeProcess, ProbeTLS
-from balancer.supervision.state import PartStatus
-from balancer.supervision.supervisor import ProcessSupervisor
 
 logger = logging.getLogger(__name__)
 
-PORT_SEARCH = 200
-"""Ports ``next_free_port`` tries before it gives up."""
-LOWEST_PORT = 1024
-"""Where the search goes on after 65535: ports below this need privileges."""
 
-
-def candidate_ports(first: int) -> Iterator[int]:
-    """``PORT_SEARCH`` ports from ``first`` on, going on from ``LOWEST_PORT`` past 65535 (a node on port 65400
-    still gets a dispatch agent port 1,000 above it)."""
-    start = LOWEST_PORT + (first - LOWEST_PORT) % (65536 - LOWEST_PORT) if first > 65535 else max(first, LOWEST_PORT)
-    return islice(chain(range(start, 65536), range(LOWEST_PORT, start)), PORT_SEARCH)
-
-
-def next_free_port(first: int, taken: set[int]) -> int:
-    """The first of ``candidate_ports(first)`` that is not ``taken`` and that nothing on this host listens on
-    (a bind on loopback: instant, no network I/O); ``OperationError`` when none is."""
-    for port in candidate_ports(first):
-        if port in taken:
-            continue
-        with socket.socket() as probe:
-            try:
-                probe.bind((LOOPBACK, port))
-            except OSError:
-                continue
-        return port
-    raise OperationError(f"no free port among the {PORT_SEARCH} tried from {first}")
-
-
-class ManagedNodes:
+class ManagedNodes(SupervisedNodes):
     """The managed nodes of this host and their parts' supervisors; what operations act through."""
 
     def __init__(self, spec: ClusterSpec, factory: PartFactory, node_host: NodeHostSpec | None = None,
@@ -78,26 +45,14 @@ class ManagedNodes:
         self.node_host = node_host
         """The node host these nodes are on (its host agent runs here); None: the balancer host's local nodes.
         ``nodes``, when given, are the nodes to run instead (none on a balancer-only host)."""
-        self.factory = factory
         self.gate, self.tls, self.settings = factory.gate, factory.tls, spec.sidecar
         self.view_api = view_api
         """This host's HAProxy's runtime API for reading (short timeout), when there is one."""
         self.renders_config = renders_config
         """Whether haproxy.cfg is re-rendered when nodes come and go (the sidecar runs HAProxy)."""
-        self.stopping = asyncio.Event()
-        self.node_stops: dict[str, asyncio.Event] = {}
-        """Each node's own stop (``remove_node``); all set on shutdown."""
         self.names_in_haproxy: set[str] = set()
         """Removed nodes whose servers HAProxy still has (kept in ``maint``, or not deleted): not given again."""
-        self.tasks: dict[str, list[asyncio.Task]] = {}
-        """The supervisors' tasks of each node."""
-        self.supervisors = [
-            factory.node_part(node, kind, part)
-            for node in (spec.nodes_on(node_host.name if node_host else None) if nodes is None else nodes)
-            for kind, part in (("worker", node.worker), ("web", node.web))
-            if part is not None
-        ]
-        """One per managed node part."""
+        super().__init__(factory, spec.nodes_on(node_host.name if node_host else None) if nodes is None else nodes)
         self.host_agent = (HostAgent(node_host.address, node_host.host_agent_port, self.server_state,
                                      spec.health.host_agent_interval, self.dispatch_agent_port, self.gate.state_now)
                            if node_host else None)
@@ -126,47 +81,10 @@ class ManagedNodes:
         node = next((node for node in self.spec.nodes if node.name == name), None)
         return node.worker.dispatch_agent_port if node is not None and node.worker is not None else None
 
-    def statuses(self) -> list[PartStatus]:
-        """The status record of every supervised node part."""
-        return [supervisor.status for supervisor in self.supervisors]
-
-    def managed_nodes(self) -> list[str]:
-        """Names of the managed nodes, in the cluster file's order."""
-        return list(dict.fromkeys(supervisor.status.node for supervisor in self.supervisors))
-
-    def parts_of(self, node: str) -> list[ProcessSupervisor]:
-        """The supervisors of a node's parts."""
-        return [supervisor for supervisor in self.supervisors if supervisor.status.node == node]
-
     def next_node(self, gpu: int | None) -> NodeSpec:
-        """A new local node like the first managed one (its flags, env): the next free ``nodeN`` name, ports one
-        above the highest in use (a dispatch agent ``DISPATCH_AGENT_PORT_OFFSET`` above its worker when the
-        template has one), on GPU ``gpu``. ``OperationError`` when there is no node to copy."""
-        local = [node for node in self.spec.nodes_on(None) if node.web is not None and node.worker is not None]
-        if not local:
-            raise OperationError("no managed local node with a web front and a worker to copy")
-        template = local[0]
-        assert template.web is not None and template.worker is not None
-        if template.web.command or template.worker.command:
-            raise OperationError(f"{template.name} runs its own command: a new node cannot copy it")
-        names = {node.name for node in self.spec.nodes} | self.names_in_haproxy
-        name = next(f"node{i}" for i in range(len(names) + 1, len(names) + 1000) if f"node{i}" not in names)
-        parts = [part for node in self.spec.nodes for part in (node.web, node.worker) if part is not None]
-        listeners = (self.spec.public, self.spec.worker_queue, self.spec.stats, self.spec.sidecar)
-        taken = {port for part in parts for port in (part.port, part.dispatch_agent_port) if port}
-        taken |= {listener.port for listener in listeners}
-        web_port = next_free_port(max(part.port for node in self.spec.nodes if (part := node.web)) + 1, taken)
-        taken.add(web_port)
-        worker_port = next_free_port(max(part.port for node in self.spec.nodes if (part := node.worker)) + 1, taken)
-        taken.add(worker_port)
-        agent_port = (next_free_port(worker_port + DISPATCH_AGENT_PORT_OFFSET, taken)
-                      if template.worker.dispatch_agent_port else None)
-        worker = template.worker.model_copy(update={"port": worker_port, "dispatch_agent_port": agent_port,
-                                                    "gpu": gpu, "args": list(template.worker.args),
-                                                    "env": dict(template.worker.env)})
-        web = template.web.model_copy(update={"port": web_port, "args": list(template.web.args),
-                                              "env": dict(template.web.env)})
-        return NodeSpec(name=name, web=web, worker=worker)
+        """A new local node like the first managed one, on GPU ``gpu`` (``new_node_spec``): no name that HAProxy
+        still has. ``OperationError`` when there is no node to copy."""
+        return new_node_spec(self.spec, self.names_in_haproxy, gpu)
 
     async def start_node(self, node: NodeSpec) -> None:
         """Add ``node``'s servers to HAProxy (in ``maint``) and start its supervisors; re-render haproxy.cfg.
@@ -188,10 +106,7 @@ class ManagedNodes:
                     await self.runtime_api().set_server_state(server.backend, server.name, "ready")
         self.spec.nodes.append(node)
         self._rerender()
-        supervisors = [self.factory.node_part(node, kind, part)
-                       for kind, part in (("worker", node.worker), ("web", node.web)) if part is not None]
-        self.supervisors += supervisors
-        self._start_tasks(node.name, supervisors)
+        self.start_parts(node)
         logger.warning("%s: added at runtime (not written back to the cluster file)", node.name)
 
     async def stop_node(self, node: str) -> list[str]:
@@ -199,13 +114,9 @@ class ManagedNodes:
         ``maint`` instead (HAProxy 2.8 deletes no server that a haproxy.cfg ``track`` points to: a worker of the
         cluster file; gone at HAProxy's next start); ``OSError`` when HAProxy did not delete a server for
         another reason (the node is forgotten all the same)."""
-        parts = self.parts_of(node)
-        self.node_stops[node].set()
-        await asyncio.gather(*self.tasks.pop(node, []), return_exceptions=True)
+        await self.stop_parts(node)
         spec = next(entry for entry in self.spec.nodes if entry.name == node)
-        self.supervisors = [supervisor for supervisor in self.supervisors if supervisor not in parts]
         self.spec.nodes.remove(spec)
-        del self.node_stops[node]
         self._rerender()
         failures, kept = [], []
         for server in reversed(StaticServers(self.spec).dynamic_servers(spec)):
@@ -233,12 +144,6 @@ class ManagedNodes:
         """haproxy.cfg with the current nodes, for an HAProxy the sidecar restarts."""
         if self.renders_config:
             write_config(render_config(self.spec), self.spec.config_path)
-
-    def _start_tasks(self, node: str, supervisors: list[ProcessSupervisor]) -> None:
-        stop = self.node_stops.setdefault(node, asyncio.Event())
-        if self.stopping.is_set():
-            stop.set()
-        self.tasks.setdefault(node, []).extend(asyncio.create_task(s.run(stop)) for s in supervisors)
 
     async def drain(self, node: str, drained: bool) -> dict | None:
         """An operator's drain of a managed node (every part's server), or its end: None if there is no
@@ -327,61 +232,3 @@ class ManagedNodes:
             return None
         names = {node.tls_name() for node in self.spec.nodes_on(self.node_host.name)}
         return self.tls.probe(names.pop() if len(names) == 1 else self.node_host.name)
-
-    def stop(self) -> None:
-        """Stop every node (a shutdown): each node's own stop, and those of nodes added later."""
-        self.stopping.set()
-        for stop in self.node_stops.values():
-            stop.set()
-
-    async def supervise(self, balancer: ProcessSupervisor | None, companions: list[ProcessSupervisor]) -> None:
-        """HAProxy first (``balancer``, when this host runs it), then the node parts and ``companions`` until they
-        stop; HAProxy stops last. ``StartFailed`` when HAProxy's first start failed (nothing else was started then)."""
-        if balancer is None:
-            await self._supervise_nodes(companions, None)
-            return
-        balancer_stopping = asyncio.Event()
-        task = asyncio.create_task(balancer.run(balancer_stopping))
-        try:
-            await self._until_started(balancer, task)
-            await self._supervise_nodes(companions, task)
-        finally:
-            balancer_stopping.set()
-            if not task.done():
-                await task
-
-    @staticmethod
-    async def _until_started(balancer: ProcessSupervisor, task: asyncio.Task) -> None:
-        """Wait for HAProxy's first start; raise why it failed."""
-        started = asyncio.create_task(balancer.started.wait())
-        try:
-            await asyncio.wait({started, task}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            started.cancel()
-        if task.done():
-            task.result()
-
-    async def _supervise_nodes(self, companions: list[ProcessSupervisor], balancer: asyncio.Task | None) -> None:
-        """Run every node part's supervisor (and the ``companions``) until they all stopped; stop them all if one
-        (or HAProxy's, ``balancer``) fails."""
-        companions = [asyncio.create_task(supervisor.run(self.stopping)) for supervisor in companions]
-        for node in self.managed_nodes():
-            self._start_tasks(node, self.parts_of(node))
-        tasks = [*companions, *(task for node_tasks in self.tasks.values() for task in node_tasks)]
-        nodes = asyncio.create_task(self._until_stopped(tasks))
-        try:
-            if balancer is not None:
-                await asyncio.wait({nodes, balancer}, return_when=asyncio.FIRST_COMPLETED)
-                if balancer.done():
-                    balancer.result()  # before the nodes stopped, HAProxy's supervisor can only have failed
-            await nodes
-        except Exception:
-            logger.exception("a supervisor failed; stopping everything")
-            self.stop()
-            await asyncio.gather(nodes, *tasks, return_exceptions=True)
-            raise
-
-    async def _until_stopped(self, tasks: list[asyncio.Task]) -> None:
-        await asyncio.gather(*tasks)
-        await self.stopping.wait()
-        await asyncio.gather(*(task for node_tasks in self.tasks.values() for task in node_tasks))  # added ones

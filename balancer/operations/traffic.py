@@ -25,7 +25,7 @@ from balancer.haproxy.config import STICKY_TABLE
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
 from balancer.multihost.host_agent import HostAgent
-from balancer.operations.rolling import Traffic
+from balancer.operations.node_control import Traffic
 from balancer.supervision.children import ProbeTLS, part_client
 from balancer.supervision.supervisor import ProcessSupervisor
 from webui.contract import TRAFFIC_PATH
