@@ -1,7 +1,8 @@
 """The studio's History in a real browser: three generations, a reload, and the History lists them newest first
 with thumbnails and their settings; "Use these settings" fills the form; the filters narrow it; Delete (asked
 twice) removes the job from the page and from the jobs service. An opened batch's image 3 is made again alone,
-with the same pixels, and image 2 goes into the Retouch tab. A site login that is a member of an account past its
+with the same pixels, and image 2 goes into the Retouch tab. A retouch comes back with its photo, the same bytes,
+and is made again from them. A site login that is a member of an account past its
 daily image quota is told so beside the form, in the quota's words, and keeps what it typed; so is its gradio_client.
 
 Processes started by hand, as in ``tests/test_web_jobs.py``: a stand-in worker, ``python -m jobs`` (SQLite) and
@@ -40,6 +41,7 @@ PRESET_SIZE = "Square 1024×1024"
 SMALL = "Quick 512×512"
 PROMPTS = ("history portrait one", "history portrait two", "history portrait three")
 BATCH = "history batch of three"
+RETOUCHED = "history retouch, warm light"
 MEMBER = {"Authorization": "Basic " + base64.b64encode(b"quota-member:any").decode()}
 """A site login (HAProxy checked its password) that is a member of an account with a daily quota."""
 
@@ -180,6 +182,50 @@ def test_an_image_of_a_batch_is_made_again_alone_and_retouched(site: dict[str, P
     photo = studio.page.request.get(shown.get_attribute("src") or "", headers=HEADERS).body()
     assert np.array_equal(pixels(photo), result(site, original, 1))
     expect(studio.component("width")).to_be_hidden()  # the Retouch tab's own controls
+
+
+def test_a_retouch_comes_back_with_its_photo_and_is_made_again_from_the_same_bytes(
+        site: dict[str, Part], browser: BrowserContext, tmp_path: Path) -> None:
+    """A retouch job keeps the JPEG it was given (a camera's, made plain at upload): "Use these settings" puts it back
+    into the Retouch tab, and "Make this image again" retouches it again from the very same bytes and seed."""
+    camera = tmp_path / "camera.jpg"
+    exif = Image.Exif()
+    exif[0x010F] = "PhoneMaker"  # metadata: the upload is made plain, not sent as it is
+    pixels_in = np.random.default_rng(3).integers(0, 256, (900, 1200, 3), dtype=np.uint8)
+    Image.fromarray(pixels_in).save(camera, quality=90, exif=exif.tobytes())
+    studio = StudioPage(browser.new_page(), site["web"].url + "/", "history-retouch").open()
+    studio.open_tab("retouch")
+    studio.upload_photo(camera)
+    studio.type_prompt(RETOUCHED)
+    first = studio.run_job(JOB_MS, "retouch-button")
+    studio.page.get_by_text("History", exact=True).click()
+    newest = studio.component("history-cards").locator(".history-card").first
+    expect(newest).to_contain_text(RETOUCHED, timeout=JOB_MS)
+    newest.click()
+    expect(studio.component("history-again-retouch-1")).to_be_visible(timeout=JOB_MS)
+    expect(studio.component("history-again-1")).to_be_hidden()
+
+    studio.open_tab("create")
+    studio.type_prompt("another prompt, replaced by the job's own")
+    studio.component("history-use").click()
+    expect(studio.component("retouch-tab")).to_be_visible(timeout=JOB_MS)
+    expect(studio.component("prompt").locator("textarea")).to_have_value(RETOUCHED)
+    shown = studio.component("retouch-image").locator("img")
+    expect(shown).to_be_visible(timeout=JOB_MS)
+    original = httpx.get(f"{site['jobs'].url}/v1/jobs?limit=1", headers=HEADERS, timeout=WAIT).json()["jobs"][0]
+    kept = base64.b64decode(original["input"]["init_image"])
+    assert studio.page.request.get(shown.get_attribute("src") or "", headers=HEADERS).body() == kept
+    studio.screenshot("retouch-settings-back")
+
+    studio.type_prompt("yet another prompt")
+    before = studio.summary_text()
+    studio.component("history-again-retouch-1").click()
+    again = studio.wait_for_result(before, JOB_MS)
+    assert again.seed == first.seed
+    made, original = httpx.get(f"{site['jobs'].url}/v1/jobs?limit=2", headers=HEADERS, timeout=WAIT).json()["jobs"]
+    assert base64.b64decode(made["input"]["init_image"]) == kept  # the same JPEG, not one made from it again
+    assert (made["input"]["prompt"], made["input"]["strength"]) == (RETOUCHED, original["input"]["strength"])
+    assert np.array_equal(result(site, made, 0), result(site, original, 0))
 
 
 def test_a_members_job_past_the_accounts_daily_quota_is_refused_in_words(

@@ -101,16 +101,26 @@ class HistoryPanel:
             job = await self.client.get(entries[index]["id"], login_of(request))
         except JobsError as exc:
             return f"**Could not open the job:** {exc}", None, None, gr.Group(visible=True), gr.Row(visible=False)
-        chosen = {"id": job.id, "settings": settings(job), "seeds": job_seeds(job)}
+        chosen = {"id": job.id, "settings": settings(job), "seeds": job_seeds(job),
+                  "photo": bool(job.input.get("init_image"))}
         return details(job), chosen["settings"], chosen, gr.Group(visible=True), gr.Row(visible=False)
 
-    def use(self, chosen: dict[str, Any] | None) -> tuple[Any, ...]:
-        """The opened job's settings into the form (its own seed); a value it lacks stays as it is."""
+    async def use(self, chosen: dict[str, Any] | None, request: gr.Request | None = None) -> tuple[Any, ...]:
+        """(the form's values, tabs, size controls, Retouch photo): the opened job's settings into the form (its own
+        seed; a value it lacks stays as it is), on the tab that makes it again; a retouch's photo with them while
+        its job keeps it."""
         if not chosen:
-            return (gr.skip(),) * len(self.form)
-        gr.Info("The form has this job's settings: Generate makes it again.", title="History")
-        values = form_values(chosen["settings"], self.form, self.resolution_name)
-        return tuple(gr.skip() if value is None else value for value in values)
+            return (gr.skip(),) * (len(self.form) + 3)
+        values = [gr.skip() if value is None else value
+                  for value in form_values(chosen["settings"], self.form, self.resolution_name)]
+        if not chosen["settings"].get("retouch"):
+            gr.Info("The form has this job's settings: Generate makes it again.", title="History")
+            return *values, gr.Tabs(selected="create"), gr.Column(visible=True), gr.skip()
+        photo = await self.images.kept_photo(chosen["id"], request)
+        gr.Info("The Retouch tab has this job's photo and settings: Retouch makes it again." if photo else
+                "The Retouch tab has this job's settings; its photo is no longer kept: choose it again.",
+                title="History")
+        return *values, gr.Tabs(selected="retouch"), gr.Column(visible=False), photo or gr.skip()
 
     async def delete(self, chosen: dict[str, Any] | None, listing: dict[str, Any],
                      request: gr.Request | None = None) -> tuple[Any, ...]:

@@ -4,8 +4,10 @@ and "Retouch this" (the image becomes the Retouch tab's photo, with the job's pr
 
 "Make this image again" presses the page's own Generate button (``PRESS_GENERATE``) instead of starting a job of
 its own: it is the page's usual job (HAProxy counts it as one, the page follows it and shows its result where
-every result is shown), and the same seed, size and settings give the same pixels. A retouch's image is not made
-again from here (its photo is not in the page): its row offers "Retouch this" only.
+every result is shown), and the same seed, size and settings give the same pixels. A retouch's image is made again
+the same way from the Retouch tab (``PRESS_RETOUCH``), with the photo the job kept (``kept_photo``: the very JPEG
+it was given, sent on as it is); once the account's retention removed that photo, its row offers "Retouch this"
+only.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui.images import UploadError, decode_base64
 from webui.web.job_files import result_name
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import job_path
@@ -28,15 +31,24 @@ from webui.web.studio.photos import save_file
 
 logger = logging.getLogger(__name__)
 
-PRESS_GENERATE = """async () => {
-  for (let tries = 0; tries < 100; tries++) {  // the Create tab may still be drawing its button
-    const button = document.querySelector('#generate');
-    if (button) { document.querySelector('#results')?.scrollIntoView(); button.click(); return; }
+
+
+def press(button_id: str) -> str:
+    """The browser's part of "Make this image again", once the form has the image's values: press the page's own
+    job button ``button_id``."""
+    return f"""async () => {{
+  for (let tries = 0; tries < 100; tries++) {{  // its tab may still be drawing the button
+    const button = document.querySelector('#{button_id}');
+    if (button) {{ document.querySelector('#results')?.scrollIntoView(); button.click(); return; }}
     await new Promise(done => setTimeout(done, 20));
-  }
-}"""
+  }}
+}}"""
+
+
+PRESS_GENERATE = press("generate")
+PRESS_RETOUCH = press("retouch-button")
 SHOW_PHOTO = "() => document.querySelector('#retouch-image')?.scrollIntoView({block: 'center'})"
-"""The browser's part of each button, once the form has the image's values."""
+"""The browser's part of "Retouch this", once the photo is in the Retouch tab."""
 ROW_THUMB = THUMB.replace("160px", "72px")
 
 
@@ -61,23 +73,26 @@ class HistoryImages:
 
     @staticmethod
     def shown(chosen: dict[str, Any] | None, rows: int) -> tuple[Any, ...]:
-        """Per row (``rows`` of them): (row, caption, "Make this image again" button), for the opened job."""
+        """Per row (``rows`` of them): (row, caption, "Make this image again" for a generation, and for a retouch
+        whose photo is kept), for the opened job."""
         seeds = (chosen or {}).get("seeds") or []
         retouch = bool((chosen or {}).get("settings", {}).get("retouch"))
+        photo = bool((chosen or {}).get("photo"))
         updates: list[Any] = []
         for index in range(rows):
             if index < len(seeds):
+                known = seeds[index] is not None
                 updates += [gr.Row(visible=True), image_caption(chosen["id"], index, seeds[index]),
-                            gr.Button(visible=not retouch and seeds[index] is not None)]
+                            gr.Button(visible=not retouch and known), gr.Button(visible=retouch and photo and known)]
             else:
-                updates += [gr.Row(visible=False), "", gr.Button(visible=False)]
+                updates += [gr.Row(visible=False), "", gr.Button(visible=False), gr.Button(visible=False)]
         return tuple(updates)
 
-    def again(self, index: int) -> Callable[[dict[str, Any] | None], tuple[Any, ...]]:
-        """Row ``index``'s "Make this image again": (the form's values, tabs, size controls); an error (and no
-        Generate) when the image's seed is unknown."""
+    def again(self, index: int) -> Callable[..., Awaitable[tuple[Any, ...]]]:
+        """Row ``index``'s "Make this image again": (the form's values, tabs, size controls, Retouch photo: a
+        retouch's own, kept by its job); an error (and no job) when the image's seed or the photo is not known."""
 
-        def again(chosen: dict[str, Any] | None) -> tuple[Any, ...]:
+        async def again(chosen: dict[str, Any] | None, request: gr.Request) -> tuple[Any, ...]:
             seeds = (chosen or {}).get("seeds") or []
             if index >= len(seeds) or seeds[index] is None:
                 raise gr.Error("This image's seed is not known: it cannot be made again.", title="History",
@@ -85,10 +100,32 @@ class HistoryImages:
             recipe = {**chosen["settings"], "seed": seeds[index], "num_images": 1}
             values = (gr.skip() if value is None else value
                       for value in form_values(recipe, self.form, self.resolution_name))
+            retouch = bool(recipe.get("retouch"))
+            photo = await self.kept_photo(chosen["id"], request) if retouch else None
+            if retouch and photo is None:
+                raise gr.Error("This retouch's photo is no longer kept: choose it again in the Retouch tab.",
+                               title="History", print_exception=False)
             logger.info("job %s: image %d made again from the history", chosen["id"], index + 1)
-            return *values, gr.Tabs(selected="create"), gr.Column(visible=True)
+            return (*values, gr.Tabs(selected="retouch" if retouch else "create"), gr.Column(visible=not retouch),
+                    photo or gr.skip())
 
         return again
+
+    async def kept_photo(self, job_id: str, request: gr.Request | None) -> str | None:
+        """The photo a retouch job was given, as a file in Gradio's cache (the same JPEG bytes); None when its
+        account's retention removed it. Raises ``gr.Error`` when the job cannot be read."""
+        try:
+            job = await self.client.get(job_id, login_of(request))  # the page user's job
+        except JobsError as exc:
+            raise gr.Error(f"Could not fetch the photo: {exc}", title="History", print_exception=False) from None
+        encoded = job.input.get("init_image")
+        try:
+            photo = decode_base64(encoded) if isinstance(encoded, str) else None
+        except UploadError:  # the worker took it; only a store changed by hand holds another
+            photo = None
+        if not photo:
+            return None
+        return str(await asyncio.to_thread(save_file, photo, self.cache_dir, f"photo-{job_id}.jpg"))
 
     def retouch(self, index: int) -> Callable[..., Awaitable[tuple[Any, ...]]]:
         """Row ``index``'s "Retouch this": (photo, prompt, negative prompt, tabs, size controls)."""

@@ -10,7 +10,7 @@ import gradio as gr
 from gradio.components import Component
 
 from webui.web.studio.history import MAX_SHOWN, NOTHING, HistoryPanel
-from webui.web.studio.history_images import PRESS_GENERATE, SHOW_PHOTO
+from webui.web.studio.history_images import PRESS_GENERATE, PRESS_RETOUCH, SHOW_PHOTO
 
 
 @dataclass(frozen=True)
@@ -42,12 +42,14 @@ def build_history(panel: HistoryPanel, presets: list[str], targets: FormTargets,
         more = gr.Button("More", visible=False, size="sm", elem_id="history-more")
         with gr.Group(visible=False, elem_id="history-opened") as opened:
             details = gr.Markdown("", elem_id="history-details")
-            rows, captions, agains, retouches = [], [], [], []
+            rows, captions, agains, retouch_agains, retouches = [], [], [], [], []
             button = dict(size="sm", scale=0, min_width=190)
             for number in range(1, max_images + 1):
                 with gr.Row(visible=False, equal_height=True, elem_classes=["history-image-row"]) as row:
                     captions.append(gr.HTML("", elem_id=f"history-image-{number}"))
                     agains.append(gr.Button("Make this image again", elem_id=f"history-again-{number}", **button))
+                    retouch_agains.append(gr.Button("Make this image again", visible=False,
+                                                    elem_id=f"history-again-retouch-{number}", **button))
                     retouches.append(gr.Button("Retouch this", elem_id=f"history-retouch-{number}", **button))
                 rows.append(row)
             shown = gr.JSON(label="Settings", elem_id="history-settings")
@@ -64,17 +66,19 @@ def build_history(panel: HistoryPanel, presets: list[str], targets: FormTargets,
     gr.on([section.expand, search.click, text.submit], panel.search, [text, preset, since, until], shown_outputs,
           **private)
     more.click(panel.more, [listing], shown_outputs, **private)
-    image_rows = [part for parts in zip(rows, captions, agains, strict=True) for part in parts]
+    image_rows = [part for parts in zip(rows, captions, agains, retouch_agains, strict=True) for part in parts]
     cards.click(panel.open, [cards, listing], [details, shown, chosen, opened, confirm], **private).then(
         lambda job: panel.images.shown(job, max_images), [chosen], image_rows, queue=False, **private)
     prompt, negative = (form[panel.form.index(name)] for name in ("prompt", "negative_prompt"))
-    for index, (again, retouch) in enumerate(zip(agains, retouches, strict=True)):
-        again.click(panel.images.again(index), [chosen], [*form, targets.tabs, targets.size_controls],
-                    queue=False, **private).success(None, js=PRESS_GENERATE, **private)
+    filled = [*form, targets.tabs, targets.size_controls, targets.photo]
+    for index, (again, retouch_again, retouch) in enumerate(zip(agains, retouch_agains, retouches, strict=True)):
+        for button_of_row, press in ((again, PRESS_GENERATE), (retouch_again, PRESS_RETOUCH)):
+            button_of_row.click(panel.images.again(index), [chosen], filled, queue=False, **private).success(
+                None, js=press, **private)
         retouch.click(panel.images.retouch(index), [chosen],
                       [targets.photo, prompt, negative, targets.tabs, targets.size_controls], **private).success(
             None, js=SHOW_PHOTO, **private)
-    use.click(panel.use, [chosen], form, **private)
+    use.click(panel.use, [chosen], filled, **private)
     delete.click(lambda: gr.Row(visible=True), None, [confirm], queue=False, **private)
     keep.click(lambda: gr.Row(visible=False), None, [confirm], queue=False, **private)
     really.click(panel.delete, [chosen, listing], [*shown_outputs, opened], **private)
