@@ -48,6 +48,8 @@ JOB_ID_PREFIX: Final = "j_"
 ANONYMOUS: Final = ""
 """The owner of jobs submitted without an account (a real value, not NULL: the idempotency key is unique per
 owner, and SQL never counts two NULLs as equal)."""
+PHOTO: Final = "init_image"
+"""The input field that carries a retouch's photo (base64): stored with the job, shown as the URL of its bytes."""
 OUTPUT: Final = "output"
 """A result's role: an image the job made (``"input"``: an image the job was given, e.g. for retouch)."""
 

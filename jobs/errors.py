@@ -75,6 +75,17 @@ class ResultNotFound(JobsError):
         self.index = index
 
 
+class PhotoNotFound(JobsError):
+    """The job keeps no photo: it was no retouch, or its account's retention removed the photo (HTTP 404)."""
+
+    code = "photo_not_found"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"Job {job_id} keeps no photo: it was not a retouch, or its account's retention removed the "
+                         "photo since.")
+        self.job_id = job_id
+
+
 class DeliveryNotFound(JobsError):
     """The job has no webhook delivery with this id (HTTP 404)."""
 

@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
+from PIL import Image
 
 from bench.harness.postgres import PostgresServer
 from bench.harness.processes import Processes
@@ -81,6 +84,26 @@ def test_a_job_is_accepted_then_succeeds_with_its_seeds_image(store: str, reques
     listed = site.get("/v1/jobs?limit=1").json()
     assert [entry["id"] for entry in listed["jobs"]] == [again["id"]]
     assert site.get(listed["next"]).json()["jobs"][0]["id"] == job["id"]
+
+
+def test_a_retouchs_photo_is_shown_as_the_url_of_its_bytes_not_as_base64(site: Site) -> None:
+    """A job's JSON (its listing, its webhook body) names a retouch's photo by URL: a page of 100 retouch jobs is not
+    100 photos of base64. The URL gives the very bytes sent; a job without a photo answers 404 there."""
+    photo = io.BytesIO()
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (96, 128, 3), dtype=np.uint8)).save(photo, "JPEG")
+    sent = photo.getvalue()
+    job = site.finished(site.post({**JOB, "init_image": base64.b64encode(sent).decode(), "strength": 0.5}).json()["id"])
+    assert job["status"] == "succeeded", job
+    assert job["input"]["init_image"] == f"/v1/jobs/{job['id']}/input" and job["input"]["strength"] == 0.5
+    assert site.get("/v1/jobs?limit=1").json()["jobs"][0]["input"]["init_image"] == job["input"]["init_image"]
+    answer = site.get(job["input"]["init_image"])
+    assert answer.status_code == 200 and answer.content == sent and answer.headers["content-type"] == "image/jpeg"
+    assert answer.headers["etag"] == f'"{hashlib.sha256(sent).hexdigest()}"'
+    assert site.get(job["input"]["init_image"], **{"If-None-Match": answer.headers["etag"]}).status_code == 304
+    plain = site.finished(site.post(JOB).json()["id"])
+    missing = site.get(f"/v1/jobs/{plain['id']}/input")
+    assert "init_image" not in plain["input"] and missing.status_code == 404, missing.text
+    assert missing.json()["error"] == "photo_not_found" and plain["id"] in missing.json()["detail"]
 
 
 def test_prefer_wait_answers_with_the_finished_job_or_202(site: Site) -> None:

@@ -184,6 +184,13 @@ def test_an_image_of_a_batch_is_made_again_alone_and_retouched(site: dict[str, P
     expect(studio.component("width")).to_be_hidden()  # the Retouch tab's own controls
 
 
+def photo_of(site: dict[str, Part], job: dict) -> bytes:
+    """The photo a retouch job was given: its JSON names it by URL."""
+    url = job["input"]["init_image"]
+    assert url == f"/v1/jobs/{job['id']}/input", url
+    return httpx.get(site["jobs"].url + url, headers=HEADERS, timeout=WAIT).raise_for_status().content
+
+
 def test_a_retouch_comes_back_with_its_photo_and_is_made_again_from_the_same_bytes(
         site: dict[str, Part], browser: BrowserContext, tmp_path: Path) -> None:
     """A retouch job keeps the JPEG it was given (a camera's, made plain at upload): "Use these settings" puts it back
@@ -213,7 +220,7 @@ def test_a_retouch_comes_back_with_its_photo_and_is_made_again_from_the_same_byt
     shown = studio.component("retouch-image").locator("img")
     expect(shown).to_be_visible(timeout=JOB_MS)
     original = httpx.get(f"{site['jobs'].url}/v1/jobs?limit=1", headers=HEADERS, timeout=WAIT).json()["jobs"][0]
-    kept = base64.b64decode(original["input"]["init_image"])
+    kept = photo_of(site, original)
     assert studio.page.request.get(shown.get_attribute("src") or "", headers=HEADERS).body() == kept
     studio.screenshot("retouch-settings-back")
 
@@ -223,7 +230,7 @@ def test_a_retouch_comes_back_with_its_photo_and_is_made_again_from_the_same_byt
     again = studio.wait_for_result(before, JOB_MS)
     assert again.seed == first.seed
     made, original = httpx.get(f"{site['jobs'].url}/v1/jobs?limit=2", headers=HEADERS, timeout=WAIT).json()["jobs"]
-    assert base64.b64decode(made["input"]["init_image"]) == kept  # the same JPEG, not one made from it again
+    assert photo_of(site, made) == kept  # the same JPEG, not one made from it again
     assert (made["input"]["prompt"], made["input"]["strength"]) == (RETOUCHED, original["input"]["strength"])
     assert np.array_equal(result(site, made, 0), result(site, original, 0))
 

@@ -27,6 +27,7 @@ from jobs.errors import (
     JobStillActive,
     MemberNotFound,
     NotShareable,
+    PhotoNotFound,
     ResultNotFound,
     ShareLinkExpired,
     ShareLinkInvalid,
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 STATUSES: dict[type[JobsError], int] = {
     JobNotFound: 404,
     ResultNotFound: 404,
+    PhotoNotFound: 404,
     JobGone: 410,
     JobStillActive: 409,
     IdempotencyConflict: 422,

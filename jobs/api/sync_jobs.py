@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from jobs.api.views import job_path
-from jobs.contract import CANCELED, FAILED, RETENTION, SUCCEEDED
+from jobs.contract import CANCELED, FAILED, PHOTO, RETENTION, SUCCEEDED
 from jobs.running import LOST, DeadlinePassed, Ending, HeldRuns
 from jobs.store import Job, new_job_id, submit_held
 from webui.schema import MAX_SEED, GenerationResult, Limits, ResultEvent
@@ -113,7 +113,7 @@ async def accept(request: Request, options: SyncOptions, limits: Limits) -> Sync
     checked = validate_job(parse_payload(body, request.headers.get("content-type", ""), request.query_params), limits)
     fields = checked.model_dump(exclude_none=True)
     fields.setdefault("seed", secrets.randbelow(MAX_SEED + 1))  # every attempt draws the same image
-    recorded = {name: value for name, value in fields.items() if name != "init_image"}  # a photo: megabytes
+    recorded = {name: value for name, value in fields.items() if name != PHOTO}  # a photo: megabytes
     job_id = new_job_id()
     job = asyncio.ensure_future(run_sync(lambda: submit_held(
         options.runs.engine, recorded, options.holder, options.runs.lease_s, retention=options.retention,

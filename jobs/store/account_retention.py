@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
-from jobs.contract import JANITOR_BATCH, TERMINAL
+from jobs.contract import JANITOR_BATCH, PHOTO, TERMINAL
 from jobs.errors import AccountNotFound
 from jobs.store.accounts import ACCOUNT_ID_PREFIX, Account
 from jobs.store.engine import read, write
@@ -25,7 +25,6 @@ from jobs.store.schema import accounts, jobs
 logger = logging.getLogger(__name__)
 
 MAX_DAYS = 36_500
-PHOTO = "init_image"
 """The input field that holds a retouch job's photo (base64)."""
 
 

@@ -19,6 +19,7 @@ from sqlalchemy import Connection, func, insert, select
 
 from jobs.contract import (
     OUTPUT,
+    PHOTO,
     SUCCEEDED,
     WEBHOOK_COMPLETED,
     WEBHOOK_DEFAULT_EVENTS,
@@ -63,10 +64,18 @@ def public_json(connection: Connection, job: Job) -> dict[str, Any]:
     return {
         "id": job.id, "status": job.status, "created_at": _iso(job.created_at),
         "urls": {"get": job_path(job.id), "events": job_path(job.id, "events"), "cancel": job_path(job.id, "cancel")},
-        "input": job.input, "progress": progress, "output": [result["url"] for result in described],
+        "input": shown_input(job), "progress": progress, "output": [result["url"] for result in described],
         "results": described, "error": job.error, "attempts": job.attempts, "started_at": _iso(job.started_at),
         "completed_at": _iso(job.completed_at), "expires_at": _iso(job.expires_at), "generation": job.generation,
     }
+
+
+def shown_input(job: Job) -> dict[str, Any]:
+    """The job's input as the API shows it: a retouch's photo as the URL of its bytes (``GET .../input``), not the
+    megabytes of base64 it was sent as (a page of a listing, a webhook body)."""
+    if not job.input.get(PHOTO):
+        return job.input
+    return {**job.input, PHOTO: job_path(job.id, "input")}
 
 
 def wanted(job: Job, event: str) -> bool:

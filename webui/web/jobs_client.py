@@ -179,6 +179,10 @@ class JobsClient:
         """The bytes of the job's result ``index`` (a PNG)."""
         return (await self._request("GET", job_path(job_id, "results", index), job_id, headers=as_user(login))).content
 
+    async def photo(self, job_id: str, login: str | None = None) -> bytes:
+        """The photo a retouch job was given (``JobsError`` 404 once it keeps none)."""
+        return (await self._request("GET", job_path(job_id, "input"), job_id, headers=as_user(login))).content
+
     async def sign_in(self, account: str, user: str, password: str) -> SignedIn:
         """A member's session (``JobsError`` 401 for a wrong name or password, 429 while the name is locked)."""
         response = await self._request("POST", SESSIONS, json={"account": account, "user": user,

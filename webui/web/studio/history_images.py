@@ -21,7 +21,6 @@ from typing import Any
 
 import gradio as gr
 
-from webui.images import UploadError, decode_base64
 from webui.web.job_files import result_name
 from webui.web.jobs_client import JobsClient, JobsError
 from webui.web.jobs_wire import job_path
@@ -113,18 +112,13 @@ class HistoryImages:
 
     async def kept_photo(self, job_id: str, request: gr.Request | None) -> str | None:
         """The photo a retouch job was given, as a file in Gradio's cache (the same JPEG bytes); None when its
-        account's retention removed it. Raises ``gr.Error`` when the job cannot be read."""
+        account's retention removed it. Raises ``gr.Error`` when the jobs service cannot give it."""
         try:
-            job = await self.client.get(job_id, login_of(request))  # the page user's job
+            photo = await self.client.photo(job_id, login_of(request))  # the page user's job
         except JobsError as exc:
+            if exc.status == 404:
+                return None
             raise gr.Error(f"Could not fetch the photo: {exc}", title="History", print_exception=False) from None
-        encoded = job.input.get("init_image")
-        try:
-            photo = decode_base64(encoded) if isinstance(encoded, str) else None
-        except UploadError:  # the worker took it; only a store changed by hand holds another
-            photo = None
-        if not photo:
-            return None
         return str(await asyncio.to_thread(save_file, photo, self.cache_dir, f"photo-{job_id}.jpg"))
 
     def retouch(self, index: int) -> Callable[..., Awaitable[tuple[Any, ...]]]:
