@@ -38,17 +38,18 @@ import sys
 from pydantic import ValidationError
 from pydantic_settings import CliApp
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.cluster import ClusterSpec
 from balancer.config.jobs_peers import store_is_shared, with_jobs_peers
+from balancer.config.jobs_service import JOBS_STORE_URL_ENV
 from balancer.config.nodes import BalancerHostSpec, NodeSpec
-from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError
 from balancer.config.settings import LaunchSettings, secret_flag_problem
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import HAProxyError, HAProxyProcess, validate_config, write_config
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI
 from balancer.multihost.keepalived import KeepalivedChild, KeepalivedError, write_keepalived_config
 from balancer.sidecar import Sidecar, configure_logging, run_sidecar
-from balancer.supervision.supervisor import StartFailed
+from balancer.supervision.child import StartFailed
 from balancer.system.cluster_secret import children_env, prepare_cluster_secret
 from balancer.system.run_dir import prepare_run_dir
 from webui.contract import PRIVATE_UMASK

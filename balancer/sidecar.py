@@ -31,10 +31,10 @@ from balancer.api.gpu_xid import XidWatcher
 from balancer.api.host_check import listener_hosts
 from balancer.api.metrics import FloatingView, SidecarMetrics
 from balancer.api.routes import HAProxyView, OperationRoutes, status_app
+from balancer.config.basics import ClusterConfigError
 from balancer.config.cluster import ClusterSpec
 from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.config.nodes import NodeHostSpec, NodeSpec
-from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.process import HAProxyProcess
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError

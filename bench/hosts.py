@@ -29,8 +29,8 @@ from pathlib import Path
 
 import httpx
 
+from balancer.config.health import HealthSpec
 from balancer.config.loading import load_cluster_file
-from balancer.config.sections import HealthSpec
 from bench.cli import prepare_lab_run
 from bench.harness.hosts import (
     BALANCER,
@@ -57,7 +57,7 @@ PROFILES: dict[str, dict[str, float]] = {
     "1s-timeout": {"interval": 0.5, "fast_interval": 0.25, "down_interval": 0.5, "timeout": 1.0},
     "example": load_cluster_file(EXAMPLE)["health"],
 }
-"""Health-check settings compared (``health:`` in the cluster file; {} = balancer/config/sections.py's defaults;
+"""Health-check settings compared (``health:`` in the cluster file; {} = balancer/config/health.py's defaults;
 ``example``: assets/cluster.hosts.example.yaml's)."""
 
 

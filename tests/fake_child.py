@@ -14,12 +14,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from balancer.api.metrics import SidecarMetrics
-from balancer.config.sections import SidecarSpec
+from balancer.config.health import SidecarSpec
 from balancer.haproxy.runtime_api import ServerState
 from balancer.supervision.causes import DeathClassifier, KernelLog, OomKillCounter
+from balancer.supervision.child import StartFailed
 from balancer.supervision.hang import Activity, ProbeAnswer
 from balancer.supervision.state import PartStatus
-from balancer.supervision.supervisor import ProcessSupervisor, StartFailed
+from balancer.supervision.supervisor import ProcessSupervisor
 from tests.virtual_time import START, run
 
 SETTINGS = SidecarSpec()

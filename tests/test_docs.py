@@ -18,8 +18,8 @@ import pytest
 import yaml
 from PIL import Image
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import ClusterConfigError
 from bench.harness.cluster import LaunchedCluster
 from bench.harness.processes import REPO
 

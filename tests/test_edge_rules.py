@@ -22,8 +22,8 @@ import httpx
 import psutil
 import pytest
 
+from balancer.config.limits import EXPOSED_RATE_LIMIT_PER_MINUTE
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import EXPOSED_RATE_LIMIT_PER_MINUTE
 from balancer.config.settings import LaunchSettings
 from balancer.haproxy.config import render_config
 from tests.balancer_helpers import cluster_data

@@ -30,9 +30,9 @@ from balancer.api.basic_auth import BasicAuth
 from balancer.api.gpu_xid import XidWatcher
 from balancer.api.metrics import SidecarMetrics
 from balancer.api.routes import status_app, status_document
+from balancer.config.basics import ClusterConfigError
 from balancer.config.gpus import Gpu, GpuAssignmentError, assign_gpus
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import ClusterConfigError
 from balancer.config.settings import LaunchSettings
 from balancer.sidecar import Sidecar
 from balancer.supervision.state import PartStatus

@@ -20,8 +20,8 @@ import httpx
 import pytest
 import yaml
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import load_cluster_file, parse_cluster
-from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.config import COOKIE_NAME, read_users_file, render_config
 from balancer.haproxy.process import HAProxyError, HAProxyProcess, RuntimeAPI, validate_config, write_config
 from bench.harness.processes import REPO, Processes, free_port

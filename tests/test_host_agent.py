@@ -21,8 +21,8 @@ import httpx
 import pytest
 import yaml
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
 from balancer.multihost.host_agent import (

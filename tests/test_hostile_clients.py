@@ -30,8 +30,8 @@ import pytest
 from gradio_client import Client, handle_file
 from PIL import Image
 
+from balancer.config.limits import EXPOSED_RATE_LIMIT_PER_MINUTE
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import EXPOSED_RATE_LIMIT_PER_MINUTE
 from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, PageEvent, RestClient, stream_messages
 from bench.harness.cluster import LaunchedCluster
 from bench.harness.processes import REPO, Processes, free_port

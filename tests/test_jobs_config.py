@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from balancer.api.routes import status_document
+from balancer.config.basics import ClusterConfigError
+from balancer.config.jobs_service import JOBS_STORE_URL_ENV
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import HAProxyProcess, validate_config, write_config
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from balancer.config.access import TLSSpec
 from balancer.config.jobs_peers import with_jobs_peers
+from balancer.config.jobs_service import JOBS_STORE_URL_ENV
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import JOBS_STORE_URL_ENV, TLSSpec
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import validate_config, write_config
 from balancer.haproxy.syntax import config_path_arg

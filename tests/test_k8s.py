@@ -16,8 +16,8 @@ import yaml
 from dnslib import QTYPE, RCODE, RR, A, DNSRecord
 from dnslib.server import BaseResolver, DNSLogger, DNSServer
 
+from balancer.config.access import STATS_PASSWORD_ENV
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import STATS_PASSWORD_ENV
 from balancer.deploy.dns_servers import DnsServers
 from balancer.deploy.kube_objects import BALANCER, WEB, WORKER
 from balancer.haproxy.config import WEBS_BACKEND, WORKERS_BACKEND, HAProxyConfigRenderer

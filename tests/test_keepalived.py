@@ -20,8 +20,8 @@ from balancer.api.basic_auth import BasicAuth
 from balancer.api.metrics import FloatingView, SidecarMetrics
 from balancer.api.routes import status_app
 from balancer.cli.ctl import format_status
+from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import load_cluster_file, parse_cluster
-from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import HAProxyProcess, write_config
 from balancer.multihost.keepalived import (

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from balancer.config.sections import ClusterConfigError
+from balancer.config.basics import ClusterConfigError
 from balancer.haproxy.process import write_config
 from balancer.system.run_dir import SUBDIRS, open_private_log, prepare_run_dir
 from bench.harness.processes import Processes, free_port

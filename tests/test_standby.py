@@ -24,8 +24,8 @@ import psutil
 import pytest
 from pydantic_settings import CliApp
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import ClusterConfigError
 from balancer.config.settings import LaunchSettings
 from bench.harness.clients import CallFailed, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from balancer.config.sections import SidecarSpec
+from balancer.config.health import SidecarSpec
 from balancer.supervision.standby import StandbyState, StandbyWorker
 from tests.virtual_time import START, run
 from webui.contract import EXIT_LOAD_FAILED, STANDBY_GO_SIGNAL

@@ -13,9 +13,10 @@ import asyncio
 import pytest
 
 from balancer.supervision.causes import DeathCause
+from balancer.supervision.child import StartFailed
 from balancer.supervision.hang import ProbeAnswer
 from balancer.supervision.state import PartState
-from balancer.supervision.supervisor import ProcessSupervisor, StartFailed
+from balancer.supervision.supervisor import ProcessSupervisor
 from tests.fake_child import LOADING, SETTINGS, SILENT, STALLED, FakeChild, Life, supervise, until
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM
 

@@ -28,8 +28,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 from gradio_client import Client
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import parse_cluster
-from balancer.config.sections import ClusterConfigError
 from balancer.haproxy.config import WEBS_BACKEND, WORKERS_BACKEND, config_path_arg, render_config
 from balancer.haproxy.process import RuntimeAPI, find_haproxy, validate_config, write_config
 from bench.harness.balancer import running_haproxy, wait_servers_up

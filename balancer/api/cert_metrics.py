@@ -12,7 +12,7 @@ from cryptography import x509
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from balancer.config.sections import TLSSpec
+from balancer.config.access import TLSSpec
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from balancer.config.basics import LOOPBACK, WILDCARD_HOSTS
 from balancer.config.host import local_addresses
-from balancer.config.sections import LOOPBACK, WILDCARD_HOSTS
 
 logger = logging.getLogger(__name__)
 

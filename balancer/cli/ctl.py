@@ -31,7 +31,9 @@ from collections.abc import Callable, Sequence
 
 import httpx
 
-from balancer.config.sections import LOOPBACK, STATS_PASSWORD_ENV, SidecarSpec, StatsSpec
+from balancer.config.access import STATS_PASSWORD_ENV, StatsSpec
+from balancer.config.basics import LOOPBACK
+from balancer.config.health import SidecarSpec
 
 PASSWORD_ENV = STATS_PASSWORD_ENV
 DEFAULT_SIDECAR = f"http://{LOOPBACK}:{SidecarSpec.model_fields['port'].default}"

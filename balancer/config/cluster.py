@@ -15,17 +15,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from balancer.config.access import QUEUE_CA_CERT, QUEUE_SUFFIX
+from balancer.config.basics import ClusterConfigError
 from balancer.config.cluster_fields import ClusterFields
 from balancer.config.host import host_header_values, is_loopback, named, the_one_here
+from balancer.config.limits import EXPOSED_CLIENT_CONNECTIONS, EXPOSED_RATE_LIMIT_PER_MINUTE, LOOPBACK_CONNECTION_SHARE
 from balancer.config.nodes import BalancerHostSpec, NodeHostSpec, NodeSpec, PartSpec
-from balancer.config.sections import (
-    EXPOSED_CLIENT_CONNECTIONS,
-    EXPOSED_RATE_LIMIT_PER_MINUTE,
-    LOOPBACK_CONNECTION_SHARE,
-    QUEUE_CA_CERT,
-    QUEUE_SUFFIX,
-    ClusterConfigError,
-)
 
 
 class ClusterSpec(ClusterFields):

@@ -1,6 +1,7 @@
 """The cluster file's top level: ``ClusterFields``, every key of a cluster and the checks across them.
 
-Its simple sections are in ``balancer.config.sections``, its nodes and hosts in ``balancer.config.nodes``;
+Its simple sections are in ``balancer.config.basics`` (listeners), ``access`` (stats, tls), ``limits``, ``health``
+(health, sidecar) and ``jobs_service`` (jobs), its nodes and hosts in ``balancer.config.nodes``;
 ``balancer.config.cluster.ClusterSpec`` adds what is derived from these fields.
 
 Safe by default: the public frontend, the stats page, the runtime API and the sidecar listen on 127.0.0.1 only;
@@ -17,19 +18,14 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from balancer.config.access import StatsSpec, TLSSpec
+from balancer.config.basics import WILDCARD_HOSTS, Listener
+from balancer.config.basics import StrictModel as _Model
+from balancer.config.health import HealthSpec, SidecarSpec
 from balancer.config.host import is_loopback
+from balancer.config.jobs_service import JobsSpec
+from balancer.config.limits import LimitsSpec
 from balancer.config.nodes import BalancerHostSpec, FloatingAddressSpec, NodeHostSpec, NodeSpec
-from balancer.config.sections import (
-    WILDCARD_HOSTS,
-    HealthSpec,
-    JobsSpec,
-    LimitsSpec,
-    Listener,
-    SidecarSpec,
-    StatsSpec,
-    TLSSpec,
-)
-from balancer.config.sections import StrictModel as _Model
 
 
 class ClusterFields(_Model):

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pynvml
 
-from balancer.config.sections import ClusterConfigError
+from balancer.config.basics import ClusterConfigError
 
 logger = logging.getLogger(__name__)
 

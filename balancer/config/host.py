@@ -9,7 +9,7 @@ from typing import Protocol, TypeVar
 
 import psutil
 
-from balancer.config.sections import LOOPBACK, WILDCARD_HOSTS, ClusterConfigError
+from balancer.config.basics import LOOPBACK, WILDCARD_HOSTS, ClusterConfigError
 
 
 class NamedHost(Protocol):

@@ -19,9 +19,10 @@ from collections.abc import Mapping
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.cluster import ClusterSpec
+from balancer.config.jobs_service import JOBS_STORE_URL_ENV, JobsSpec
 from balancer.config.nodes import BalancerHostSpec
-from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError, JobsSpec
 
 
 def store_is_shared(jobs: JobsSpec, environ: Mapping[str, str] | None = None) -> bool:

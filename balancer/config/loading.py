@@ -9,8 +9,8 @@ from pathlib import Path
 import yaml
 from pydantic import ValidationError
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.cluster import ClusterSpec
-from balancer.config.sections import ClusterConfigError
 from webui.settings import WebSettings, WorkerSettings
 
 

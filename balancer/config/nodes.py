@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
-from balancer.config.sections import LOOPBACK, NAME_PATTERN
-from balancer.config.sections import StrictModel as _Model
+from balancer.config.basics import LOOPBACK, NAME_PATTERN
+from balancer.config.basics import StrictModel as _Model
 
 
 class NodeHostSpec(_Model):

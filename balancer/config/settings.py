@@ -1,7 +1,7 @@
 """Settings of ``python launch.py``: flags (and ``PORTRAIT_LAUNCH_*`` variables) -> a ``ClusterSpec``.
 
 Flags left unset keep the value from ``--cluster FILE`` or, without one, the defaults of
-``balancer.config.cluster_fields`` and ``balancer.config.sections`` (listeners, limits) and ``webui.settings``
+``balancer.config.cluster_fields``, its sections (``balancer.config.limits`` ...) and ``webui.settings``
 (model, LoRA, ports); nothing is defaulted twice. ``python launch.py --help`` lists every flag.
 """
 
@@ -15,10 +15,11 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, CliSuppress, SettingsConfigDict
 
+from balancer.config.access import STATS_PASSWORD_ENV
+from balancer.config.basics import ClusterConfigError
 from balancer.config.cluster import ClusterSpec
 from balancer.config.gpus import CPU_NODES, assign_gpus, list_gpus
 from balancer.config.loading import load_cluster_file, local_nodes, parse_cluster
-from balancer.config.sections import STATS_PASSWORD_ENV, ClusterConfigError
 from webui.settings import WebSettings, WorkerSettings
 from webui.share import SHARE_HOST_SUFFIX
 

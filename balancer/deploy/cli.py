@@ -10,8 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import load_cluster_file, parse_cluster
-from balancer.config.sections import ClusterConfigError
 from balancer.deploy.kube_objects import APP
 from balancer.deploy.manifests import ManifestRenderer
 

@@ -19,9 +19,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.cluster import ClusterSpec
 from balancer.config.jobs_peers import store_is_shared
-from balancer.config.sections import JOBS_STORE_URL_ENV, ClusterConfigError
+from balancer.config.jobs_service import JOBS_STORE_URL_ENV
 from balancer.operations.parts import jobs_command, replace_flag
 from webui.contract import CLUSTER_SECRET_ENV
 

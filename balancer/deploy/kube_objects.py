@@ -10,7 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from balancer.config.sections import JobsSpec
+from balancer.config.jobs_service import JobsSpec
 from webui.contract import HEALTH_PATH, READY_PATH
 from webui.settings import WebSettings, WorkerSettings
 

@@ -29,8 +29,9 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
+from balancer.config.access import STATS_PASSWORD_ENV
+from balancer.config.basics import ClusterConfigError
 from balancer.config.cluster import ClusterSpec
-from balancer.config.sections import STATS_PASSWORD_ENV, ClusterConfigError
 from balancer.deploy.dns_servers import DnsServers
 from balancer.deploy.jobs_part import JOBS, check_store
 from balancer.deploy.kube_objects import (

@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from balancer.config.access import STATS_PASSWORD_ENV
 from balancer.config.cluster import ClusterSpec
-from balancer.config.sections import STATS_PASSWORD_ENV
 from balancer.deploy.jobs_part import (
     JOBS,
     JOBS_START_TIMEOUT,

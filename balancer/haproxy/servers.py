@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from balancer.config.access import TLSSpec
 from balancer.config.cluster import ClusterSpec
 from balancer.config.nodes import NodeSpec
-from balancer.config.sections import TLSSpec
 from balancer.haproxy.agent import agent_send
 from balancer.haproxy.names import (
     COOKIE_NAME,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from balancer.config.sections import ClusterConfigError
+from balancer.config.basics import ClusterConfigError
 
 
 def duration(seconds: float) -> str:

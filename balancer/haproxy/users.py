@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from balancer.config.sections import ClusterConfigError
+from balancer.config.basics import ClusterConfigError
 
 # crypt(3) hashes HAProxy's userlist understands: SHA-256, SHA-512, yescrypt, bcrypt.
 _HASH_PATTERN = re.compile(r"^\$(5|6|y|2[aby])\$\S+$")

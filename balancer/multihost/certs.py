@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from balancer.config.sections import QUEUE_CA_CERT, QUEUE_SUFFIX
+from balancer.config.access import QUEUE_CA_CERT, QUEUE_SUFFIX
 
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"

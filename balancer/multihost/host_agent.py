@@ -49,7 +49,7 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
-from balancer.config.sections import LOOPBACK
+from balancer.config.basics import LOOPBACK
 from balancer.haproxy.gate import ServerKey
 from balancer.haproxy.runtime_api import ServerState
 

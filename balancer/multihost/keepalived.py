@@ -23,10 +23,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.cluster import ClusterSpec
 from balancer.config.host import local_addresses
 from balancer.config.nodes import BalancerHostSpec
-from balancer.config.sections import ClusterConfigError
 from balancer.haproxy import alive
 from balancer.haproxy.runtime_api import ServerState
 from balancer.multihost.keepalived_leftovers import Leftovers

@@ -7,10 +7,10 @@ import socket
 from collections.abc import Iterator
 from itertools import chain, islice
 
+from balancer.config.basics import LOOPBACK
 from balancer.config.cluster import ClusterSpec
 from balancer.config.loading import DISPATCH_AGENT_PORT_OFFSET
 from balancer.config.nodes import NodeSpec
-from balancer.config.sections import LOOPBACK
 from balancer.operations.runner import OperationError
 
 PORT_SEARCH = 200

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import sys
 
+from balancer.config.basics import LOOPBACK
 from balancer.config.cluster import ClusterSpec
 from balancer.config.gpus import GPU_ENV
+from balancer.config.jobs_service import JOBS_STORE_URL_ENV
 from balancer.config.nodes import NodeSpec, PartSpec
-from balancer.config.sections import JOBS_STORE_URL_ENV, LOOPBACK
 from balancer.haproxy.config import PART_BACKENDS
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.names import JOBS_BACKEND, JOBS_SERVER
@@ -25,10 +26,11 @@ from balancer.haproxy.runtime_api import AsyncRuntimeAPI
 from balancer.multihost.keepalived import KeepalivedChild
 from balancer.multihost.part_tls import NodeHostTLS
 from balancer.supervision.causes import DeathClassifier
+from balancer.supervision.child import Child
 from balancer.supervision.children import HAProxyChild, NodeProcess
 from balancer.supervision.standby import WorkerWithStandby, standby_worker
 from balancer.supervision.state import BALANCER, PartObserver, PartStatus
-from balancer.supervision.supervisor import Child, ProcessSupervisor
+from balancer.supervision.supervisor import ProcessSupervisor
 from webui.contract import BALANCED_QUEUE_SIZE
 from webui.settings import COMPILE_CACHE_ENV, default_compile_cache_dir
 

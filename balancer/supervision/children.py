@@ -1,4 +1,4 @@
-"""The processes the sidecar supervises (``balancer.supervision.supervisor.Child``): node parts and HAProxy.
+"""The processes the sidecar supervises (``balancer.supervision.child.Child``): node parts and HAProxy.
 
 - ``CommandProcess``: a command line in its own process group (output appended to its log);
 - ``NodeProcess``: a web front or worker (or a balancer's jobs service), a ``CommandProcess`` probed over
@@ -27,8 +27,8 @@ import psutil
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.process import HAProxyError, HAProxyProcess
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, ServerState
+from balancer.supervision.child import StartFailed
 from balancer.supervision.hang import ProbeAnswer
-from balancer.supervision.supervisor import StartFailed
 from balancer.system.lifetime import terminate_with_parent
 from balancer.system.run_dir import open_private_log, private_dir
 from webui.contract import STALLED_KEY

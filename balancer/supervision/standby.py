@@ -30,11 +30,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from balancer.config.sections import SidecarSpec
+from balancer.config.health import SidecarSpec
+from balancer.supervision.child import StartFailed
 from balancer.supervision.children import NodeProcess
 from balancer.supervision.hang import ProbeAnswer
 from balancer.supervision.restart_policy import RestartPolicy, restart_loop
-from balancer.supervision.supervisor import StartFailed
 from webui.contract import STANDBY_GO_SIGNAL
 from webui.tasks import cancel_and_wait
 

@@ -1,7 +1,8 @@
 """``ProcessSupervisor``: keeps one process running: start, probe, restart with backoff, give up on a crash loop.
 
 What the process is (a node part, HAProxy) and how to start, probe and stop it is a ``Child``
-(``balancer.supervision.children``); the supervisor decides when, with ``balancer.supervision.restart_policy``:
+(``balancer.supervision.child``); the supervisor decides when, with ``balancer.supervision.restart_policy``, and
+watches each run with a ``ProcessWatcher`` (``balancer.supervision.watcher``: steps 2, 5 and 6):
 
 1. before the first start the child tells HAProxy ``maint``; the process is started and probed;
 2. once it answers its probe, ``ready``;
@@ -29,54 +30,16 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from pathlib import Path
-from typing import Protocol
 
-from balancer.config.sections import SidecarSpec
-from balancer.haproxy.runtime_api import ServerState
+from balancer.config.health import SidecarSpec
 from balancer.supervision.causes import Death, DeathCause, DeathClassifier
-from balancer.supervision.hang import Activity, HangDetector, ProbeAnswer, look_at
+from balancer.supervision.child import Child, StartFailed
+from balancer.supervision.hang import Activity, HangDetector, look_at
 from balancer.supervision.restart_policy import RestartPolicy, restart_loop
 from balancer.supervision.state import PartObserver, PartState, PartStatus
+from balancer.supervision.watcher import ProcessWatcher
 
 logger = logging.getLogger(__name__)
-
-
-class StartFailed(RuntimeError):
-    """A supervised process could not be started; the message says why."""
-
-
-class Child(Protocol):
-    """How to run one supervised process; ``ProcessSupervisor`` decides when."""
-
-    log_path: Path
-    probe_target: str
-    """What ``probe`` asks (a URL, a socket), for the log."""
-
-    @property
-    def pid(self) -> int | None:
-        """PID of the running process, None when there is none."""
-
-    async def start(self) -> int:
-        """Start the process and return its PID; ``StartFailed`` when it could not be started."""
-
-    async def wait(self) -> int:
-        """The exit status of the process started last, once it has exited."""
-
-    async def probe(self) -> ProbeAnswer:
-        """Whether the process answers, and is ready to serve."""
-
-    async def stop(self) -> int | None:
-        """Stop it gracefully (SIGKILL after a grace period); its exit status."""
-
-    async def kill(self) -> int | None:
-        """Stop it now, with no grace (it is stuck); its exit status."""
-
-    async def tell_haproxy(self, state: ServerState) -> None:
-        """Tell HAProxy the process is ``ready``, ``drain``-ing or out (``maint``)."""
-
-    async def aclose(self) -> None:
-        """Release what the child holds (clients, ...) once supervision ends."""
 
 
 class ProcessSupervisor:
@@ -112,8 +75,8 @@ class ProcessSupervisor:
         self._oom_baseline: int | None = None
         self._retry = asyncio.Event()
         self._restart = asyncio.Event()
-        self.hang = HangDetector(self.name, child.probe_target, settings.hang_after, settings.hang_cpu_seconds,
-                                 look)
+        hang = HangDetector(self.name, child.probe_target, settings.hang_after, settings.hang_cpu_seconds, look)
+        self.watcher = ProcessWatcher(self.name, status, child, settings, classifier, hang, self._set_state, clock)
         metrics.register(status)
 
     def _set_state(self, state: PartState) -> None:
@@ -143,7 +106,7 @@ class ProcessSupervisor:
         while not stopping.is_set():
             death = await self._start()
             if death is None:
-                death = await self._watch(stopping)
+                death = await self.watcher.watch(stopping, self._restart, self._oom_baseline)
             if death is None and self._restart.is_set() and not stopping.is_set():
                 await self._planned_restart()
                 continue
@@ -182,88 +145,6 @@ class ProcessSupervisor:
         logger.info("%s: started pid %d (log %s)", self.name, pid, self.child.log_path)
         return None
 
-    async def _watch(self, stopping: asyncio.Event) -> Death | None:
-        """Probe until the process dies (its ``Death``), hangs or gets stuck (killed: ``Death``) or we stop (None)."""
-        exited = asyncio.ensure_future(self.child.wait())
-        stop = asyncio.ensure_future(stopping.wait())
-        restart = asyncio.ensure_future(self._restart.wait())
-        last_ok = self.clock()
-        try:
-            while True:
-                probe = asyncio.ensure_future(self.child.probe())
-                frozen = await self._wait_for_probe(probe, exited, stop, restart)
-                if exited.done():
-                    probe.cancel()
-                    await self.child.tell_haproxy("maint")  # first of all: no more requests to it
-                    if stop.done():
-                        return None
-                    return await self.classifier.classify(exited.result(), self.status.pid or 0, self._oom_baseline)
-                if stop.done() or restart.done():
-                    probe.cancel()
-                    return None
-                if frozen:
-                    return await self._kill(DeathCause.HUNG, frozen)
-                now = self.clock()
-                answer: ProbeAnswer = probe.result()
-                if answer.ok:
-                    last_ok = now
-                    await self._on_probe_ok()
-                elif answer.stalled and self.status.state is not PartState.STARTING:
-                    return await self._kill(DeathCause.HUNG, f"the worker reports {answer.stalled}")
-                elif self._probe_failed_too_long(now, last_ok):
-                    return await self._kill(DeathCause.STUCK, f"no answer from {self.child.probe_target} "
-                                                              f"for {now - last_ok:.0f} s")
-                await asyncio.wait({exited, stop, restart}, timeout=self.settings.probe_interval,
-                                   return_when=asyncio.FIRST_COMPLETED)  # an exit, a stop: at once
-        finally:
-            stop.cancel()
-            exited.cancel()
-            restart.cancel()
-
-    async def _wait_for_probe(self, probe: asyncio.Future, exited: asyncio.Future, stop: asyncio.Future,
-                              restart: asyncio.Future) -> str | None:
-        """Wait for the probe's answer (or the exit, the stop, a planned restart); the evidence if the process
-        is found frozen meanwhile (not while it starts)."""
-        self.hang.probe_sent(self.status.pid, self.clock())
-        look_every = None if self.status.state is PartState.STARTING else self.settings.hang_check_interval
-        while True:  # ends with the probe, at its timeout at the latest
-            done, _ = await asyncio.wait({exited, stop, restart, probe}, timeout=look_every,
-                                         return_when=asyncio.FIRST_COMPLETED)
-            if done:
-                break
-            if evidence := self.hang.check(self.clock()):
-                probe.cancel()
-                return evidence
-        if probe.done() and not probe.cancelled():
-            self.hang.probe_done(probe.result())
-        return None
-
-    async def _on_probe_ok(self) -> None:
-        if self.status.state is PartState.READY:
-            return
-        if self.status.state is PartState.STARTING:
-            startup = self.clock() - (self.status.started_at or 0)
-            logger.info("%s: ready after %.1f s", self.name, startup)
-        else:
-            logger.info("%s: answering its probe again", self.name)
-        self.status.ready_at = self.clock()
-        self._set_state(PartState.READY)
-        await self.child.tell_haproxy("ready")
-
-    def _probe_failed_too_long(self, now: float, last_ok: float) -> bool:
-        if self.status.state is PartState.STARTING:
-            return now - (self.status.started_at or now) > self.settings.start_timeout
-        if self.status.state is PartState.READY:
-            self._set_state(PartState.UNREADY)
-            logger.warning("%s: probe %s failing", self.name, self.child.probe_target)
-        return now - last_ok > self.settings.stuck_after
-
-    async def _kill(self, cause: DeathCause, detail: str) -> Death:
-        """Out of rotation, then SIGKILL at once (a hung or stuck process finishes nothing); its ``Death``."""
-        await self.child.tell_haproxy("maint")
-        logger.error("%s: %s: %s: killing pid %s", self.name, cause.value, detail, self.status.pid)
-        returncode = await self.child.kill()
-        return Death(cause, returncode, f"{detail}; killed and restarted")
 
     def _record(self, death: Death) -> None:
         status = self.status

@@ -19,8 +19,8 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from balancer.config.basics import ClusterConfigError
 from balancer.config.cluster import ClusterSpec
-from balancer.config.sections import ClusterConfigError
 from balancer.system.run_dir import write_private_file
 from webui.contract import CLUSTER_SECRET_ENV, CLUSTER_SECRET_FILE
 

@@ -22,7 +22,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from balancer.config.sections import ClusterConfigError
+from balancer.config.basics import ClusterConfigError
 
 SUBDIRS = ("logs", "gradio")
 """Subdirectories of the run directory: node logs, and each web front's Gradio temp dir."""

@@ -181,7 +181,8 @@ class LaunchedCluster:
         tree, only what differs from this tree's defaults (settings it may not know are left out)."""
         data = self.spec.model_dump(mode="json", exclude_defaults=self.tree != REPO)
         data["stats"]["password"] = self.spec.stats.password.get_secret_value()
-        if self.tree != REPO and "class JobsSpec" not in (self.tree / "balancer/config/sections.py").read_text():
+        if self.tree != REPO and not any("class JobsSpec" in module.read_text()
+                                         for module in (self.tree / "balancer/config").glob("*.py")):
             data.pop("jobs", None)  # a tree from before the jobs service: it knows no such section
         return data
 
