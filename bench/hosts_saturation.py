@@ -34,7 +34,7 @@ import psutil
 
 from balancer.config.loading import load_cluster_file
 from bench.cli import prepare_lab_run
-from bench.harness.clients import Job
+from bench.harness.generation import Job
 from bench.harness.hosts import BALANCER, NODE_HOSTS, HostsCluster
 from bench.harness.netns import NetworkLab
 from bench.harness.processes import REPO, Processes

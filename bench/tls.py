@@ -30,8 +30,9 @@ from balancer.haproxy.config import WORKERS_BACKEND
 from balancer.multihost.certs import Identity, Plan
 from bench.cli import prepare_run
 from bench.harness.balancer import cluster_data, running_haproxy, wait_servers_up
-from bench.harness.clients import Job, RestClient
+from bench.harness.generation import Job
 from bench.harness.processes import Processes, free_port
+from bench.harness.rest_client import RestClient
 from bench.report import LatencyStats, fmt_ms, load_averages, machine_summary, markdown_table, write_results
 
 PATHS = ("plain", "mtls")

@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.cli import prepare_run
-from bench.harness.clients import BrowserProtocolClient, Job, RestClient
+from bench.harness.browser_client import BrowserProtocolClient
+from bench.harness.generation import Job
 from bench.harness.processes import REPO, Processes, free_port
+from bench.harness.rest_client import RestClient
 from bench.harness.revisions import worktree
 from bench.harness.waiting import wait_http
 from bench.report import LatencyStats, fmt_ms, load_averages, machine_summary, markdown_table, write_results

@@ -6,8 +6,8 @@ from __future__ import annotations
 import itertools
 
 from bench.faults import KINDS, first_try_cause, parse_args, render
-from bench.harness.clients import CallFailed, Rejected, Reply
 from bench.harness.fault_figures import HEADERS, FaultRun, summary_rows
+from bench.harness.generation import CallFailed, Rejected, Reply
 from bench.harness.load import FAILED, OK, Clock, Record
 from bench.harness.resends import advised_call
 from bench.report import markdown_table

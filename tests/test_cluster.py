@@ -30,10 +30,12 @@ from pydantic_settings import CliApp
 from balancer.config.settings import LaunchSettings
 from balancer.haproxy.config import WEBS_BACKEND
 from balancer.haproxy.process import status_is_out, status_is_up
-from bench.harness.clients import GradioApiClient, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import Job
+from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.harness.processes import REPO, Processes
+from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 from launch import open_share
 from tests.balancer_helpers import haproxy_retries, run_concurrently, send_in_order

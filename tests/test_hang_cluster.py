@@ -28,10 +28,13 @@ import psutil
 import pytest
 
 from balancer.supervision.hang import HangDetector
-from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, Reply, RestClient
+from bench.harness.browser_client import BrowserProtocolClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import Job, Reply
+from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from bench.harness.processes import REPO, Processes
+from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import haproxy_retries
 from tests.helpers import record_figures

@@ -1,4 +1,4 @@
-"""The harness's own clients (``bench.harness.clients``) against a real web front and stand-in worker.
+"""The harness's own clients (``bench.harness.browser_client``) against a real web front and stand-in worker.
 
 A load test is only as good as the client that judges each answer: the browser-protocol client must
 take its own job's result, never another job's that shares the session's event stream, as the studio
@@ -11,7 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.harness.clients import BrowserProtocolClient, Job
+from bench.harness.browser_client import BrowserProtocolClient
+from bench.harness.generation import Job
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http
 

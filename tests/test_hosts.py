@@ -42,8 +42,8 @@ from gradio_client.utils import encode_file_path
 
 from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.haproxy.process import status_is_out
-from bench.harness.clients import Job, check_image
 from bench.harness.front_return import HOGS, check_failures, cmdline, cpu_hogs, pinned_headers, web_front_pid
+from bench.harness.generation import Job, check_image
 from bench.harness.hosts import (
     FAULTS,
     NODE_HOSTS,

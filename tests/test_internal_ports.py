@@ -25,8 +25,9 @@ import psutil
 import pytest
 
 from balancer.cli.ctl import PASSWORD_ENV
-from bench.harness.clients import BrowserProtocolClient, Job
+from bench.harness.browser_client import BrowserProtocolClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import Job
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from webui.contract import PERSISTENCE_COOKIE, READY_PATH, TRAFFIC_PATH

@@ -29,11 +29,14 @@ import httpx
 import pytest
 from PIL import Image
 
-from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, Reply, RestClient, pixels_digest
+from bench.harness.browser_client import BrowserProtocolClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import Job, Reply, pixels_digest
+from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.job_client import TERMINAL, JobApiClient
 from bench.harness.load import CALL_TIMEOUT, OK, Clock, LoadClient, Record, timed_call, under_load
 from bench.harness.processes import REPO
+from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 from jobs.api.models import WEBHOOK_FIELDS
 from tests.helpers import write_section

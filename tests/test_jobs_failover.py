@@ -20,9 +20,10 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from bench.harness.clients import Job, Reply, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import Job, Reply
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
+from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 
 NODES = ("node1", "node2")

@@ -32,7 +32,7 @@ from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 from balancer.config.loading import load_cluster_file
-from bench.harness.clients import CallFailed, Job
+from bench.harness.generation import CallFailed, Job
 from bench.harness.hosts import NODE_HOSTS, STANDIN_WORKER
 from bench.harness.job_client import JobApiClient
 from bench.harness.netns import NetworkLab, missing_for_labs

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness.clients import CallFailed, Job, Reply
+from bench.harness.generation import CallFailed, Job, Reply
 from bench.harness.job_client import READ_TIMEOUT_S, RESEND_AFTER_S, JobApiClient
 from bench.harness.netns import NetworkLab
 from bench.harness.pair import LAB_HOSTS, PairCluster

@@ -22,10 +22,11 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.harness.clients import Job, Reply, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import Job, Reply
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record
 from bench.harness.resends import RESEND_PAUSES, advised_call
+from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 from webui.contract import READY_PATH
 

@@ -4,7 +4,7 @@ Runs ``bench.soak`` against its own cluster (defaults: 3 minutes, 2 worker SIGKI
 browser-protocol tabs + 1 reused gradio_client + 2 REST clients, 15 % malformed requests)
 and fails on any lost good request, any malformed request that was not refused with a
 readable message, a node part not UP at the end, or a process whose RSS grew more than the
-bound after warm-up (see ``bench/soak.py``). ``PORTRAIT_SOAK_SECONDS`` and
+bound after warm-up (see ``bench/soak/``). ``PORTRAIT_SOAK_SECONDS`` and
 ``PORTRAIT_SOAK_KILLS`` change the length and the number of kills.
 """
 
@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from bench.harness.processes import REPO, Processes
-from bench.soak import parse_args, render, run_soak
+from bench.soak.cli import parse_args, run_soak
+from bench.soak.report import render
 
 pytestmark = pytest.mark.soak
 

@@ -27,9 +27,10 @@ from pydantic_settings import CliApp
 from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import parse_cluster
 from balancer.config.settings import LaunchSettings
-from bench.harness.clients import CallFailed, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import CallFailed, Job
 from bench.harness.processes import REPO, Processes
+from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 from tests.helpers import record_figures
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER

@@ -25,7 +25,9 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 
 from balancer.haproxy.process import find_haproxy
-from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job
+from bench.harness.browser_client import BrowserProtocolClient
+from bench.harness.generation import CallFailed, Job
+from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.processes import Processes, free_port, kill_tree
 from bench.harness.waiting import wait_http
 from tests.helpers import blank_png, peak_rss, reset_peak_rss

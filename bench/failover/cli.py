@@ -16,9 +16,12 @@ from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
 from bench.failover.failures import OOM_MARKER, FailureScript
 from bench.failover.monitor import StateMonitor
 from bench.failover.report import plot, render
-from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, RestClient
+from bench.harness.browser_client import BrowserProtocolClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import CallFailed, Job
+from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.load import Clock, LoadClient, LoadRunner, Record, timed_call
+from bench.harness.rest_client import RestClient
 from bench.report import (
     write_results,
 )

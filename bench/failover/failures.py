@@ -16,9 +16,10 @@ from balancer.cli.ctl import PASSWORD_ENV
 from balancer.haproxy.config import PART_BACKENDS
 from balancer.haproxy.process import status_is_out, status_is_up
 from bench.failover.monitor import StateMonitor
-from bench.harness.clients import Job, RestClient
 from bench.harness.cluster import LaunchedCluster
+from bench.harness.generation import Job
 from bench.harness.load import OK, Clock, LoadRunner, Record, timed_call
+from bench.harness.rest_client import RestClient
 from bench.report import (
     fmt_seconds,
 )

@@ -21,10 +21,10 @@ from collections.abc import Callable
 
 from balancer.haproxy.process import status_is_out
 from balancer.multihost.keepalived import STATE_FILE
-from bench.harness.clients import GradioApiClient
 from bench.harness.cluster import LaunchedCluster
 from bench.harness.fault_load import Fault, served, small_job
 from bench.harness.front_return import check_failures, cpu_hogs, pinned_headers, web_front_pid
+from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.hosts import HostsCluster
 from bench.harness.load import CALL_TIMEOUT, FAILED, OK, Clock, LoadClient, Record
 from bench.harness.pair import BALANCERS, PairCluster

@@ -17,10 +17,12 @@ from itertools import count
 
 import httpx
 
-from bench.harness.clients import GradioApiClient, Job, RestClient
 from bench.harness.fault_figures import FaultRun
+from bench.harness.generation import Job
+from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.load import CALL_TIMEOUT, OK, Clock, LoadClient, Record, under_load
 from bench.harness.resends import advised_call
+from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 from webui import keepalive
 

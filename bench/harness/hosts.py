@@ -25,7 +25,9 @@ import yaml
 from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.haproxy.process import RuntimeAPI, status_is_out
 from balancer.system.run_dir import write_private_file
-from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, Reply
+from bench.harness.browser_client import BrowserProtocolClient
+from bench.harness.generation import CallFailed, Job, Reply
+from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.netns import NetworkLab
 from bench.harness.waiting import wait_until
 

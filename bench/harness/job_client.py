@@ -20,7 +20,8 @@ from typing import Any
 
 import httpx
 
-from bench.harness.clients import CallFailed, Job, Reply, check_image, error_from_response
+from bench.harness.generation import CallFailed, Job, Reply, check_image
+from bench.harness.rest_client import error_from_response
 from webui import keepalive
 from webui.web.jobs_client import parse_sse
 from webui.web.jobs_wire import LAST_EVENT_ID

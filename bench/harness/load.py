@@ -18,7 +18,10 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from bench.harness.clients import BrowserProtocolClient, CallFailed, GradioApiClient, Job, Rejected, Reply, RestClient
+from bench.harness.browser_client import BrowserProtocolClient
+from bench.harness.generation import CallFailed, Job, Rejected, Reply
+from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.rest_client import RestClient
 
 OK = "ok"
 REJECTED = "rejected"

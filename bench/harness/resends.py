@@ -1,6 +1,6 @@
 """docs/api.md's resend advice as a load call: a call whose answer was lost is sent again after 0.5 s, 1 s, 2 s.
 
-``advised_call`` runs one generation through any client of ``bench.harness.clients`` (REST, ``gradio_client``) and
+``advised_call`` runs one generation through any client of the harness (``RestClient``, ``GradioApiClient``) and
 sends it again, same job and seed, while its answer is lost (a connection error, a reset, a timeout, a 502/503/504),
 then gives up. Its ``Record`` says how many tries it took (``attempts``) and how long all of them took together.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from bench.harness.clients import CallFailed, Rejected, Reply
+from bench.harness.generation import CallFailed, Rejected, Reply
 from bench.harness.load import FAILED, OK, Clock, Record
 
 RESEND_PAUSES = (0.5, 1.0, 2.0)

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from functools import reduce
 
 from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
-from bench.harness.clients import GradioApiClient, Job, RestClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import Job
+from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.rest_client import RestClient
 from bench.report import (
     write_results,
 )

@@ -6,8 +6,8 @@ import base64
 import time
 from collections.abc import Callable
 
-from bench.harness.clients import Job, check_image, pixels_digest
 from bench.harness.cluster import ClusterOptions
+from bench.harness.generation import Job, check_image, pixels_digest
 from webui.images import encode_png
 from webui.schema import EffectiveParams, GenerationRequest
 from webui.settings import WorkerSettings

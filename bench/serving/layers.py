@@ -9,8 +9,11 @@ from collections.abc import Callable
 
 import httpx
 
-from bench.harness.clients import BrowserProtocolClient, GradioApiClient, Job, RestClient
+from bench.harness.browser_client import BrowserProtocolClient
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import Job
+from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.rest_client import RestClient
 from bench.report import (
     LatencyStats,
     load_averages,

@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.harness.clients import Job, RestClient
 from bench.harness.cluster import LaunchedCluster
+from bench.harness.generation import Job
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
+from bench.harness.rest_client import RestClient
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,8 @@ from functools import reduce
 
 import httpx
 
-from bench.harness.clients import Job
 from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.generation import Job
 from bench.report import (
     load_averages,
     machine_summary,
