@@ -31,7 +31,6 @@ from webui.web.studio.photos import save_file
 logger = logging.getLogger(__name__)
 
 
-
 def press(button_id: str) -> str:
     """The browser's part of "Make this image again", once the form has the image's values: press the page's own
     job button ``button_id``."""
