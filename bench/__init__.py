@@ -10,11 +10,11 @@ Markdown table and writes it with a plot under ``bench/results/``:
   out-of-memory limits on the Z-Image-Turbo architecture twin, bare diffusers vs the serving path.
 
 Benchmark plumbing: ``report`` (statistics, tables, result files, plots), ``cli`` (the flags
-every benchmark has). ``harness``, which the tests use too: ``cluster`` (start ``launch.py`` and
-talk to its sidecar and HAProxy), ``generation`` (``Job``, ``Reply``, the checks of an answer),
-``rest_client``, ``gradio_api_client`` and ``browser_client`` (REST, gradio_client and browser-protocol
-clients), ``load`` (bounded concurrent load with per-request records), ``processes`` (processes we
-start and always stop, free ports), ``waiting``.
+every benchmark has). ``harness``, which the tests use too: ``launched_cluster`` (start ``launch.py``;
+``cluster_options``, ``cluster_status``: what it starts, what its sidecar and HAProxy say), ``generation``
+(``Job``, ``Reply``, the checks of an answer), ``rest_client``, ``gradio_api_client`` and ``browser_client``
+(REST, gradio_client and browser-protocol clients), ``load`` (bounded concurrent load with per-request
+records), ``processes`` (processes we start and always stop, free ports), ``waiting``.
 
 Dependencies point one way: the tests import ``bench``, ``bench`` never imports the tests.
 """

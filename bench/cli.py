@@ -9,7 +9,7 @@ import shlex
 import signal
 import sys
 
-from bench.harness.cluster import ClusterOptions
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.netns import missing_for_labs
 
 

@@ -28,7 +28,8 @@ import httpx
 import psutil
 
 from bench.cli import prepare_run
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import REPO
 from bench.harness.revisions import worktree
 from bench.report import machine_summary, markdown_table, write_results

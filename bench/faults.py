@@ -32,11 +32,12 @@ from typing import Any
 from balancer.config.loading import load_cluster_file
 from bench.cli import prepare_lab_run
 from bench.harness import fault_kinds
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.fault_figures import HEADERS, FaultRun, summary_rows
 from bench.harness.fault_load import run_fault
 from bench.harness.front_return import pinned_headers
-from bench.harness.hosts import NODE_HOSTS, HostsCluster
+from bench.harness.hosts_cluster import NODE_HOSTS, HostsCluster
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.netns import NetworkLab
 from bench.harness.pair import LAB_HOSTS, PairCluster
 from bench.harness.postgres import PostgresServer

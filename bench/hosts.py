@@ -4,7 +4,7 @@
     python -m bench.hosts --profiles example --repeats 3
 
 For each check setting (``PROFILES``) it builds a balancer host and two node hosts in network
-namespaces (``bench.harness.hosts``: ``launch.py --role balancer`` / ``--role node``, demo model,
+namespaces (``bench.harness.hosts_cluster``: ``launch.py --role balancer`` / ``--role node``, demo model,
 one REST job at a time) and, for each fault (link down, packets dropped, every process of the host
 SIGSTOPped), breaks the host that runs a job ``--into-job`` seconds after it started. It reports how
 soon HAProxy took the lost worker out of rotation (from then on new jobs avoid it), how much longer
@@ -32,17 +32,9 @@ import httpx
 from balancer.config.health import HealthSpec
 from balancer.config.loading import load_cluster_file
 from bench.cli import prepare_lab_run
-from bench.harness.hosts import (
-    BALANCER,
-    FAULTS,
-    NODE_HOSTS,
-    UI_CLIENTS,
-    HostsCluster,
-    LostHost,
-    LostWebFront,
-    lose_host_mid_job,
-    lose_web_front_mid_job,
-)
+from bench.harness.hosts_cluster import BALANCER, NODE_HOSTS, HostsCluster
+from bench.harness.lost_host import FAULTS, LostHost, lose_host_mid_job
+from bench.harness.lost_web_front import UI_CLIENTS, LostWebFront, lose_web_front_mid_job
 from bench.harness.netns import NetworkLab
 from bench.harness.processes import REPO, Processes
 from bench.report import machine_summary, markdown_table, write_results

@@ -3,7 +3,7 @@
     python -m bench.hosts_saturation                                     # as root
     python -m bench.hosts_saturation --standin 1.0 --size 1024 --seconds 20 --rounds 2
 
-A balancer host and two node hosts in network namespaces (``bench.harness.hosts``: ``launch.py --role
+A balancer host and two node hosts in network namespaces (``bench.harness.hosts_cluster``: ``launch.py --role
 balancer`` / ``--role node``), each node host's worker serving ``standin:SECONDS``: **not a model**; a
 job sleeps that long (the "GPU" time), then the worker PNG-encodes a real image. Two labs, one after
 the other (they share the namespaces' names): the workers without a dispatch agent (one job each until
@@ -35,7 +35,7 @@ import psutil
 from balancer.config.loading import load_cluster_file
 from bench.cli import prepare_lab_run
 from bench.harness.generation import Job
-from bench.harness.hosts import BALANCER, NODE_HOSTS, HostsCluster
+from bench.harness.hosts_cluster import BALANCER, NODE_HOSTS, HostsCluster
 from bench.harness.netns import NetworkLab
 from bench.harness.processes import REPO, Processes
 from bench.report import load_averages, machine_summary, markdown_table, write_results

@@ -1,7 +1,7 @@
 """Retake the README's screenshots of the studio page: ``python -m scripts.screenshots`` from the repository root.
 
 Starts a whole cluster on the offline demo model (``launch.py`` on free loopback ports, its run dir in a temporary
-dir: ``bench.harness.cluster.LaunchedCluster``), generates one portrait in headless Chromium at 1440×900 (a
+dir: ``bench.harness.launched_cluster.LaunchedCluster``), generates one portrait in headless Chromium at 1440×900 (a
 preset and a Subject) and one at 390×844 (a typed prompt), saves what each window shows as
 ``docs/images/studio-desktop.png`` and ``studio-phone.png`` (reduced to 64 colours and optimized: they are in the
 README's first screen), and stops every process it started, by PID. It starts a cluster: on a shared machine run it
@@ -18,7 +18,8 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Browser, expect, sync_playwright
 
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import REPO
 from tests.browser import StudioPage, launch_chromium_browser
 

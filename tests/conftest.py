@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from bench.harness import shared_ssl
-from bench.harness.cluster import LaunchedCluster
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.postgres import PostgresServer
 from bench.harness.processes import TEARDOWN_GRACE, Processes
 from tests.demo_cache import session_demo_model

@@ -13,7 +13,7 @@ short deadlines for slow clients, a short listen grace, and a slow prompt marker
 
 from __future__ import annotations
 
-from bench.harness.cluster import ClusterOptions
+from bench.harness.cluster_options import ClusterOptions
 from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS
 
 MODULES = ("tests/test_docs.py", "tests/test_edge_gradio.py", "tests/test_hostile_clients.py")

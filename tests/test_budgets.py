@@ -14,7 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
 from webui.access_log import MAX_LOGGED_PATH, PathOnlyAccessFormatter, uvicorn_log_config
 from webui.schema import EffectiveParams, Limits

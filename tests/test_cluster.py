@@ -30,9 +30,10 @@ from pydantic_settings import CliApp
 from balancer.config.settings import LaunchSettings
 from balancer.haproxy.config import WEBS_BACKEND
 from balancer.haproxy.process import status_is_out, status_is_up
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
 from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import FAILED, OK, Clock, LoadClient, LoadRunner, Poller, Record, timed_call
 from bench.harness.processes import REPO, Processes
 from bench.harness.rest_client import RestClient

@@ -20,7 +20,7 @@ from PIL import Image
 
 from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import parse_cluster
-from bench.harness.cluster import LaunchedCluster
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import REPO
 
 README = REPO / "README.md"

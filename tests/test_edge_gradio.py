@@ -20,9 +20,9 @@ import httpx
 import pytest
 from PIL import Image
 
-from bench.harness.cluster import LaunchedCluster
 from bench.harness.generation import Job
 from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.launched_cluster import LaunchedCluster
 from tests.helpers import FakeClock
 from tests.shared_cluster import LISTEN_GRACE, SLOW_MARKER, STEP_CPU_SECONDS
 from webui.contract import JOB_EVENT_INDICES

@@ -29,9 +29,10 @@ import pytest
 
 from balancer.supervision.hang import HangDetector
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job, Reply
 from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from bench.harness.processes import REPO, Processes
 from bench.harness.rest_client import RestClient

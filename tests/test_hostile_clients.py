@@ -33,9 +33,9 @@ from PIL import Image
 from balancer.config.limits import EXPOSED_RATE_LIMIT_PER_MINUTE
 from balancer.config.loading import parse_cluster
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster import LaunchedCluster
 from bench.harness.generation import Job
 from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.page_events import PageEvent, stream_messages
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.rest_client import RestClient

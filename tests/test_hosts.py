@@ -4,7 +4,7 @@ A balancer host (``launch.py --role balancer``: HAProxy and its sidecar) and two
 (``launch.py --role node``: a sidecar with a worker and a web front, its host agent answering HAProxy's
 agent checks; the workers serve the fixed-latency stand-in, 1.5 s a job, not a model: the subject is the
 hosts), each in its own network namespace on a private test subnet
-(``bench.harness.netns``, ``bench.harness.hosts``). The test process is a client on the same
+(``bench.harness.netns``, ``bench.harness.hosts_cluster``). The test process is a client on the same
 subnet. Faults while a REST job runs on a node host: its link goes down, every packet to it is
 dropped, every process of it is SIGSTOPped. The job must finish on the other host; how much later
 than a job without a fault, and how soon HAProxy took the lost host out of rotation, are printed
@@ -44,14 +44,9 @@ from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.haproxy.process import status_is_out
 from bench.harness.front_return import HOGS, check_failures, cmdline, cpu_hogs, pinned_headers, web_front_pid
 from bench.harness.generation import Job, check_image
-from bench.harness.hosts import (
-    FAULTS,
-    NODE_HOSTS,
-    UI_CLIENTS,
-    HostsCluster,
-    lose_host_mid_job,
-    lose_web_front_mid_job,
-)
+from bench.harness.hosts_cluster import NODE_HOSTS, HostsCluster
+from bench.harness.lost_host import FAULTS, lose_host_mid_job
+from bench.harness.lost_web_front import UI_CLIENTS, lose_web_front_mid_job
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until

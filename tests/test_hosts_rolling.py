@@ -1,6 +1,6 @@
 """A rolling restart of the nodes of one node host, through that host's own sidecar, under load: no request fails.
 
-A balancer host and two node hosts in network namespaces (``bench.harness.hosts``); node host ``n1``
+A balancer host and two node hosts in network namespaces (``bench.harness.hosts_cluster``); node host ``n1``
 runs two nodes, ``n2`` one; the workers serve the fixed-latency stand-in (the subject is the operation, not
 the model). While a REST client, a reused ``gradio_client`` and a browser-protocol
 client send jobs through the balancer, ``python -m balancer.cli rolling-restart`` runs on ``n1``
@@ -31,7 +31,7 @@ import pytest
 from balancer.cli.ctl import PASSWORD_ENV
 from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.haproxy.config import WORKERS_BACKEND
-from bench.harness.hosts import BALANCER, STANDIN_WORKER, HostsCluster
+from bench.harness.hosts_cluster import BALANCER, STANDIN_WORKER, HostsCluster
 from bench.harness.load import OK, Clock, FewestUp, Record, mixed_clients, under_load
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes

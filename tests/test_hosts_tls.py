@@ -31,7 +31,7 @@ import pytest
 import yaml
 from gradio_client import Client
 
-from bench.harness.hosts import BALANCER, NODE_HOSTS, STANDIN_WORKER, HostsCluster
+from bench.harness.hosts_cluster import BALANCER, NODE_HOSTS, STANDIN_WORKER, HostsCluster
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
@@ -43,9 +43,9 @@ pytestmark = [pytest.mark.hosts, pytest.mark.skipif(missing_for_labs() is not No
 
 ARTIFACT = REPO / "test-artifacts" / "hosts-tls.json"
 WORKER_PORT = 7870
-"""The harness's worker port on each node host (``bench.harness.hosts.cluster_file``)."""
+"""The harness's worker port on each node host (``bench.harness.hosts_cluster.cluster_file``)."""
 WORKER_QUEUE_PORT = 8081
-"""The harness's worker queue port on the balancer (``bench.harness.hosts.cluster_file``)."""
+"""The harness's worker queue port on the balancer (``bench.harness.hosts_cluster.cluster_file``)."""
 HEALTH = {"down_interval": 0.25}
 """The default checks (their 2 s timeout covers a TLS handshake on a busy machine), but a down server, restarted,
 is checked every 0.25 s: back UP sooner."""

@@ -26,8 +26,9 @@ import pytest
 
 from balancer.cli.ctl import PASSWORD_ENV
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from webui.contract import PERSISTENCE_COOKIE, READY_PATH, TRAFFIC_PATH

@@ -30,10 +30,11 @@ import pytest
 from PIL import Image
 
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job, Reply, pixels_digest
 from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.job_client import TERMINAL, JobApiClient
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import CALL_TIMEOUT, OK, Clock, LoadClient, Record, timed_call, under_load
 from bench.harness.processes import REPO
 from bench.harness.rest_client import RestClient

@@ -23,7 +23,8 @@ import pytest
 from gradio_client import Client
 
 from balancer.haproxy.names import JOBS_BACKEND, JOBS_SERVER
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
 
 JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 8}

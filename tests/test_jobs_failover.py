@@ -20,8 +20,9 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job, Reply
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until

@@ -21,7 +21,8 @@ import pytest
 
 from balancer.cli.ctl import PASSWORD_ENV
 from balancer.haproxy.config import WORKERS_BACKEND
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, FewestUp, LoadClient, mixed_clients, under_load
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until

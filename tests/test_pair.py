@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from balancer.config.loading import load_cluster_file
-from bench.harness.hosts import NODE_HOSTS, STANDIN_WORKER
+from bench.harness.hosts_cluster import NODE_HOSTS, STANDIN_WORKER
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster, lose_balancer_mid_load
 from bench.harness.processes import REPO, Processes

@@ -38,7 +38,7 @@ from sqlalchemy.pool import NullPool
 
 from balancer.config.loading import load_cluster_file
 from balancer.haproxy.names import JOBS_BACKEND, JOBS_BACKUP_PREFIX, JOBS_SERVER
-from bench.harness.hosts import JOB, NODE_HOSTS, STANDIN_WORKER
+from bench.harness.hosts_cluster import JOB, NODE_HOSTS, STANDIN_WORKER
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster, Retrying
 from bench.harness.pair_jobs import JobsServiceKiller, StrictJobClient, retry_jobs_service

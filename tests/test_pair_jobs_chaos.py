@@ -33,7 +33,7 @@ from sqlalchemy.pool import NullPool
 
 from balancer.config.loading import load_cluster_file
 from bench.harness.generation import CallFailed, Job
-from bench.harness.hosts import NODE_HOSTS, STANDIN_WORKER
+from bench.harness.hosts_cluster import NODE_HOSTS, STANDIN_WORKER
 from bench.harness.job_client import JobApiClient
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.harness.hosts import STANDIN_WORKER
+from bench.harness.hosts_cluster import STANDIN_WORKER
 from bench.harness.netns import NetworkLab
 from bench.harness.pair import LAB_HOSTS, PairCluster
 from bench.harness.pair_crash import crash_holder_mid_traffic

@@ -19,7 +19,8 @@ import httpx
 import pytest
 import yaml
 
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
 from tests.test_grafana_dashboard import expressions as dashboard_expressions

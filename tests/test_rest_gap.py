@@ -22,8 +22,9 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job, Reply
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record
 from bench.harness.resends import RESEND_PAUSES, advised_call
 from bench.harness.rest_client import RestClient

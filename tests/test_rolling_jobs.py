@@ -21,9 +21,10 @@ from collections.abc import Iterator
 import pytest
 
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
 from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, Record, timed_call, under_load
 from bench.harness.rest_client import RestClient
 from tests.test_operations import ctl, worker_model, workers_up

@@ -23,7 +23,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from balancer.haproxy.names import WORKERS_BACKEND
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
 from jobs.store.engine import default_url
 from tests.browser import launch_chromium

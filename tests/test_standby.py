@@ -27,8 +27,9 @@ from pydantic_settings import CliApp
 from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import parse_cluster
 from balancer.config.settings import LaunchSettings
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import CallFailed, Job
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import REPO, Processes
 from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until

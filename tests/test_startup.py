@@ -13,7 +13,9 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness.cluster import ClusterOptions, LaunchedCluster, sidecar_part
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.cluster_status import sidecar_part
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
 
 SAMPLE_EVERY = 0.1

@@ -21,7 +21,8 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
 from webui import trace
 from webui.log_setup import LOG_FORMAT_ENV, TEXT_FORMAT, TraceFilter

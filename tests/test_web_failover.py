@@ -22,7 +22,8 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
 
 JOB = dict(prompt="failover portrait", width=384, height=384, steps=12, seed=4242)

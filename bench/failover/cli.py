@@ -17,9 +17,10 @@ from bench.failover.failures import OOM_MARKER, FailureScript
 from bench.failover.monitor import StateMonitor
 from bench.failover.report import plot, render
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import CallFailed, Job
 from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import Clock, LoadClient, LoadRunner, Record, timed_call
 from bench.harness.rest_client import RestClient
 from bench.report import (

@@ -16,8 +16,8 @@ from balancer.cli.ctl import PASSWORD_ENV
 from balancer.haproxy.config import PART_BACKENDS
 from balancer.haproxy.process import status_is_out, status_is_up
 from bench.failover.monitor import StateMonitor
-from bench.harness.cluster import LaunchedCluster
 from bench.harness.generation import Job
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, LoadRunner, Record, timed_call
 from bench.harness.rest_client import RestClient
 from bench.report import (

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from balancer.haproxy.process import status_is_up
-from bench.harness.cluster import LaunchedCluster
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import Clock, Poller
 
 

@@ -21,11 +21,11 @@ from collections.abc import Callable
 
 from balancer.haproxy.process import status_is_out
 from balancer.multihost.keepalived import STATE_FILE
-from bench.harness.cluster import LaunchedCluster
 from bench.harness.fault_load import Fault, served, small_job
 from bench.harness.front_return import check_failures, cpu_hogs, pinned_headers, web_front_pid
 from bench.harness.gradio_api_client import GradioApiClient
-from bench.harness.hosts import HostsCluster
+from bench.harness.hosts_cluster import HostsCluster
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import CALL_TIMEOUT, FAILED, OK, Clock, LoadClient, Record
 from bench.harness.pair import BALANCERS, PairCluster
 from bench.harness.pair_crash import AddressWatch, crash_holder_mid_traffic

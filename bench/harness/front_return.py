@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from balancer.haproxy.names import COOKIE_NAME
-from bench.harness.hosts import NODE_HOSTS, HostsCluster
+from bench.harness.hosts_cluster import NODE_HOSTS, HostsCluster
 
 HOGS = 2
 """CPU hogs beside a returned front's first calls: one per core of the machine the suite is sized for."""

@@ -1,6 +1,6 @@
 """Two balancer hosts sharing a floating address (keepalived), two node hosts, and a lost balancer.
 
-``PairCluster`` extends the node-hosts lab (``bench.harness.hosts``): namespaces ``b`` and ``b2``
+``PairCluster`` extends the node-hosts lab (``bench.harness.hosts_cluster``): namespaces ``b`` and ``b2``
 each run ``launch.py --role balancer`` (HAProxy, its sidecar and keepalived) from one cluster file
 whose ``public`` and ``worker_queue`` listen on the floating address; ``n1`` and ``n2`` run the
 nodes. ``Retrying`` is the client's documented answer to a lost balancer: a request whose
@@ -29,7 +29,7 @@ import yaml
 from balancer.cli.ctl import DEFAULT_SIDECAR
 from balancer.haproxy.config import COOKIE_NAME
 from balancer.haproxy.process import RuntimeAPI
-from bench.harness.hosts import BALANCER, DEMO_WORKER, JOB, NODE_HOSTS, PUBLIC_PORT, HostsCluster
+from bench.harness.hosts_cluster import BALANCER, DEMO_WORKER, JOB, NODE_HOSTS, PUBLIC_PORT, HostsCluster
 from bench.harness.netns import NetworkLab
 from bench.harness.waiting import wait_until
 

@@ -11,9 +11,10 @@ from collections.abc import Callable
 from functools import reduce
 
 from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
 from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.rest_client import RestClient
 from bench.report import (
     write_results,

@@ -6,7 +6,7 @@ import base64
 import time
 from collections.abc import Callable
 
-from bench.harness.cluster import ClusterOptions
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job, check_image, pixels_digest
 from webui.images import encode_png
 from webui.schema import EffectiveParams, GenerationRequest

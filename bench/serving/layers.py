@@ -10,9 +10,10 @@ from collections.abc import Callable
 import httpx
 
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
 from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.rest_client import RestClient
 from bench.report import (
     LatencyStats,

@@ -7,8 +7,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from bench.harness.cluster import LaunchedCluster
 from bench.harness.generation import Job
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from bench.harness.rest_client import RestClient
 

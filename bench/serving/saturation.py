@@ -15,8 +15,9 @@ from functools import reduce
 
 import httpx
 
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.report import (
     load_averages,
     machine_summary,

@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 
 from bench.cli import benchmark_parser, parse_benchmark_args, prepare_run
-from bench.harness.cluster import ClusterOptions, LaunchedCluster
+from bench.harness.cluster_options import ClusterOptions
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import Clock, LoadRunner
 from bench.harness.processes import Processes
 from bench.report import write_results

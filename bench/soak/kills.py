@@ -8,7 +8,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from bench.harness.cluster import LaunchedCluster
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import Clock
 
 

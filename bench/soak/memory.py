@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from bench.harness.cluster import LaunchedCluster
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import Clock, Poller
 
 MB = 1024 * 1024

@@ -8,9 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster import LaunchedCluster
 from bench.harness.generation import Job, Reply
 from bench.harness.gradio_api_client import GradioApiClient
+from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import Clock, LoadClient, Record, timed_call
 from bench.harness.rest_client import RestClient
 
