@@ -9,8 +9,8 @@ cluster lock: ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_web_jo
 
 from __future__ import annotations
 
+import base64
 import hashlib
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -275,7 +275,9 @@ def test_a_retouch_photo_larger_than_a_text_job_goes_through_the_jobs_service(si
     job = site.job(info["job_id"])
     assert job["status"] == "succeeded" and info["mode"] == "retouch", job
     assert (info["width"], info["height"]) == (400, 480), info  # the photo's own size, as on the page
-    assert len(json.dumps(job["input"])) > 64 * 1024, "the photo was not larger than a text job's body limit"
+    photo_sent = httpx.get(site.jobs.url + job["input"]["init_image"], headers=HEADERS, timeout=WAIT)
+    assert photo_sent.status_code == 200, photo_sent.text  # the job's JSON names the photo by URL
+    assert len(base64.b64encode(photo_sent.content)) > 64 * 1024, "the photo was not larger than a text job's limit"
     # Without a photo, a body above the service's --max-body-bytes (64 KiB) is still refused.
     padded = {"prompt": "a portrait", "padding": "x" * (64 * 1024)}
     refused = httpx.post(f"{site.jobs.url}/v1/jobs", json=padded, headers=HEADERS, timeout=WAIT)
