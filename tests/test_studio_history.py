@@ -28,6 +28,7 @@ from PIL import Image
 from playwright.sync_api import BrowserContext, Route, expect, sync_playwright
 
 from bench.harness.processes import Processes
+from bench.harness.waiting import wait_until
 from tests.browser import StudioPage, launch_chromium
 from tests.jobs_service import JOB, WAIT, Part, accounts_cli, worker
 from tests.test_web_jobs import HEADERS, JOB_MS, web
@@ -146,6 +147,27 @@ def result(site: dict[str, Part], job: dict, index: int) -> np.ndarray:
     return pixels(answer.raise_for_status().content)
 
 
+def newer_finished(site: dict[str, Part], job_id: str) -> dict | None:
+    """The newest job once it is another than ``job_id`` and has ended; None before."""
+    newest = httpx.get(f"{site['jobs'].url}/v1/jobs?limit=1", headers=HEADERS, timeout=WAIT).json()["jobs"][0]
+    return newest if newest["id"] != job_id and newest["status"] in ("succeeded", "failed", "canceled") else None
+
+
+def open_newest(studio: StudioPage, text: str) -> None:
+    """Open the History's newest job, once it is the one with ``text``."""
+    studio.page.get_by_text("History", exact=True).click()
+    newest = studio.component("history-cards").locator(".history-card").first
+    expect(newest).to_contain_text(text, timeout=JOB_MS)
+    newest.click()
+
+
+def retouch_photo(studio: StudioPage) -> bytes:
+    """The bytes of the photo the Retouch tab shows, once it shows one."""
+    shown = studio.component("retouch-image").locator("img")
+    expect(shown).to_be_visible(timeout=JOB_MS)
+    return studio.page.request.get(shown.get_attribute("src") or "", headers=HEADERS).body()
+
+
 def test_an_image_of_a_batch_is_made_again_alone_and_retouched(site: dict[str, Part], browser: BrowserContext) -> None:
     """The stand-in's pixels depend on the seed (images 1 and 3 differ): the same pixels prove the same recipe."""
     studio = StudioPage(browser.new_page(), site["web"].url + "/", "history-again").open()
@@ -153,10 +175,7 @@ def test_an_image_of_a_batch_is_made_again_alone_and_retouched(site: dict[str, P
     for elem_id, value in (("width", 256), ("height", 256), ("num-images", 3)):
         studio.set_slider(elem_id, value)
     batch = studio.run_job(JOB_MS)
-    studio.page.get_by_text("History", exact=True).click()
-    newest = studio.component("history-cards").locator(".history-card").first
-    expect(newest).to_contain_text(BATCH, timeout=JOB_MS)
-    newest.click()
+    open_newest(studio, BATCH)
     expect(studio.component("history-image-3")).to_contain_text(f"Image 3 · seed {batch.seed + 2}", timeout=JOB_MS)
     expect(studio.component("history-again-4")).to_be_hidden()
     studio.screenshot("opened-batch")
@@ -177,10 +196,7 @@ def test_an_image_of_a_batch_is_made_again_alone_and_retouched(site: dict[str, P
     studio.component("history-retouch-2").click()
     expect(studio.component("retouch-tab")).to_be_visible(timeout=JOB_MS)
     expect(studio.component("prompt").locator("textarea")).to_have_value(BATCH)
-    shown = studio.component("retouch-image").locator("img")
-    expect(shown).to_be_visible(timeout=JOB_MS)
-    photo = studio.page.request.get(shown.get_attribute("src") or "", headers=HEADERS).body()
-    assert np.array_equal(pixels(photo), result(site, original, 1))
+    assert np.array_equal(pixels(retouch_photo(studio)), result(site, original, 1))
     expect(studio.component("width")).to_be_hidden()  # the Retouch tab's own controls
 
 
@@ -205,10 +221,7 @@ def test_a_retouch_comes_back_with_its_photo_and_is_made_again_from_the_same_byt
     studio.upload_photo(camera)
     studio.type_prompt(RETOUCHED)
     first = studio.run_job(JOB_MS, "retouch-button")
-    studio.page.get_by_text("History", exact=True).click()
-    newest = studio.component("history-cards").locator(".history-card").first
-    expect(newest).to_contain_text(RETOUCHED, timeout=JOB_MS)
-    newest.click()
+    open_newest(studio, RETOUCHED)
     expect(studio.component("history-again-retouch-1")).to_be_visible(timeout=JOB_MS)
     expect(studio.component("history-again-1")).to_be_hidden()
 
@@ -217,19 +230,17 @@ def test_a_retouch_comes_back_with_its_photo_and_is_made_again_from_the_same_byt
     studio.component("history-use").click()
     expect(studio.component("retouch-tab")).to_be_visible(timeout=JOB_MS)
     expect(studio.component("prompt").locator("textarea")).to_have_value(RETOUCHED)
-    shown = studio.component("retouch-image").locator("img")
-    expect(shown).to_be_visible(timeout=JOB_MS)
     original = httpx.get(f"{site['jobs'].url}/v1/jobs?limit=1", headers=HEADERS, timeout=WAIT).json()["jobs"][0]
     kept = photo_of(site, original)
-    assert studio.page.request.get(shown.get_attribute("src") or "", headers=HEADERS).body() == kept
+    assert retouch_photo(studio) == kept
     studio.screenshot("retouch-settings-back")
 
     studio.type_prompt("yet another prompt")
-    before = studio.summary_text()
     studio.component("history-again-retouch-1").click()
-    again = studio.wait_for_result(before, JOB_MS)
-    assert again.seed == first.seed
-    made, original = httpx.get(f"{site['jobs'].url}/v1/jobs?limit=2", headers=HEADERS, timeout=WAIT).json()["jobs"]
+    # Same seed, size and settings: the page's summary reads as before, so the new job is found by its id.
+    made = wait_until(lambda: newer_finished(site, original["id"]), "the retouch made again finished", WAIT)
+    expect(studio.component("info-details")).to_contain_text(made["id"], timeout=JOB_MS)  # shown on the page
+    assert made["status"] == "succeeded" and made["input"]["seed"] == first.seed, made
     assert photo_of(site, made) == kept  # the same JPEG, not one made from it again
     assert (made["input"]["prompt"], made["input"]["strength"]) == (RETOUCHED, original["input"]["strength"])
     assert np.array_equal(result(site, made, 0), result(site, original, 0))
