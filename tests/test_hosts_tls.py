@@ -20,18 +20,15 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from gradio_client import Client
 
-from bench.harness.hosts_cluster import BALANCER, NODE_HOSTS, STANDIN_WORKER, HostsCluster
+from bench.harness.hosts_cluster import BALANCER, NODE_HOSTS, STANDIN_WORKER, HostsCluster, with_tls
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
@@ -58,20 +55,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[HostsClu
     run_dir = tmp_path_factory.mktemp("hosts-tls")
     with Processes("hosts-tls") as processes, NetworkLab([BALANCER, *NODE_HOSTS.values()], processes) as lab:
         certs = run_dir / "certs"
-        issued = subprocess.run([sys.executable, "-m", "balancer.multihost.certs", "--out", str(certs),
-                                 *(arg for host in (BALANCER, *NODE_HOSTS.values())
-                                   for arg in ("--balancer" if host == BALANCER else "--node",
-                                               f"{host}={lab.address[host]}"))],
-                                capture_output=True, text=True, timeout=60)
-        assert issued.returncode == 0, issued.stderr
         hosts = HostsCluster(lab, run_dir, HEALTH, worker_args=STANDIN_WORKER)
-        data = yaml.safe_load(hosts.file.read_text())
-        # Each node host finds its certificate as NAME.pem beside ca.crt (the command's layout). The
-        # connect timeout covers the TLS handshake, which a busy node's event loop may answer late on
-        # the shared 2-core test machine (one failed connect marks a server down).
-        data["tls"] = {"ca_file": str(certs / "ca.crt"), "cert_file": str(certs / f"{BALANCER}.pem")}
-        data["limits"]["connect_timeout"] = 10
-        hosts.file.write_text(yaml.safe_dump(data))
+        with_tls(hosts.file, certs, f"{BALANCER}={lab.address[BALANCER]}",
+                 {host: lab.address[host] for host in NODE_HOSTS.values()})
         hosts.start(timeout=240)
         yield hosts, certs
 

@@ -23,22 +23,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 from sqlalchemy import create_engine, func, select
 from sqlalchemy.pool import NullPool
 
 from balancer.config.loading import load_cluster_file
 from balancer.haproxy.names import JOBS_BACKEND, JOBS_BACKUP_PREFIX, JOBS_SERVER
-from bench.harness.hosts_cluster import JOB, NODE_HOSTS, STANDIN_WORKER
+from bench.harness.hosts_cluster import JOB, NODE_HOSTS, STANDIN_WORKER, with_tls
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster, Retrying
 from bench.harness.pair_jobs import JobsServiceKiller, StrictJobClient, retry_jobs_service
@@ -82,21 +78,6 @@ class Pair:
     """The shared PostgreSQL store's URL."""
 
 
-def with_tls(cluster: PairCluster, lab: NetworkLab, certs: Path) -> None:
-    """Mutual TLS between every host (``tls``), with the certificates one run of ``balancer.multihost.certs`` makes
-    for a pair (docs/security.md): ``lb.pem`` names the floating address and both balancers' own."""
-    balancers = ",".join([cluster.floating, *(lab.address[host] for host in BALANCERS.values())])
-    issued = subprocess.run([sys.executable, "-m", "balancer.multihost.certs", "--out", str(certs), "--balancer",
-                             f"lb={balancers}", *(arg for host in NODE_HOSTS.values()
-                                                  for arg in ("--node", f"{host}={lab.address[host]}"))],
-                            capture_output=True, text=True, timeout=60)
-    assert issued.returncode == 0, issued.stderr
-    data = yaml.safe_load(cluster.file.read_text())
-    data["tls"] = {"ca_file": str(certs / "ca.crt"), "cert_file": str(certs / "lb.pem")}
-    data["limits"]["connect_timeout"] = 10  # the handshake, on a busy 2-core machine (as tests/test_hosts_tls.py)
-    cluster.file.write_text(yaml.safe_dump(data))
-
-
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
     """The pair over mutual TLS: each balancer's HAProxy reaches its peer's jobs service on the peer's TLS
@@ -106,7 +87,10 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pair]:
           PostgresServer(lab.client_address) as postgres):
         store = postgres.create_database()
         cluster = PairCluster(lab, run_dir, HEALTH, ADVERT, worker_args=STANDIN_WORKER, jobs={"store_url": store})
-        with_tls(cluster, lab, run_dir / "certs")
+        # One lb.pem for the pair, naming the floating address and both balancers' own (docs/security.md).
+        balancers = ",".join([cluster.floating, *(lab.address[host] for host in BALANCERS.values())])
+        with_tls(cluster.file, run_dir / "certs", f"lb={balancers}",
+                 {host: lab.address[host] for host in NODE_HOSTS.values()})
         cluster.start(timeout=240)
         yield Pair(lab, cluster, store)
 

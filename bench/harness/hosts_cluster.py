@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import secrets
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -162,3 +164,17 @@ def full_health(row: dict[str, str]) -> bool:
     except (KeyError, ValueError):
         return False
 
+
+def with_tls(cluster_file: Path, certs: Path, balancer: str, nodes: dict[str, str]) -> None:
+    """Issue one run's certificates into ``certs`` (``balancer.multihost.certs``: the cluster CA, ``balancer``'s as
+    ``NAME=ADDRESS[,ADDRESS...]``, one per node host ``NAME -> ADDRESS``, each found as NAME.pem beside ca.crt) and
+    turn ``tls`` on in ``cluster_file`` with them. The connect timeout covers the TLS handshake, which a busy node's
+    event loop may answer late on the shared 2-core test machine (one failed connect marks a server down)."""
+    nodes_args = [arg for host, address in nodes.items() for arg in ("--node", f"{host}={address}")]
+    issued = subprocess.run([sys.executable, "-m", "balancer.multihost.certs", "--out", str(certs), "--balancer",
+                             balancer, *nodes_args], capture_output=True, text=True, timeout=60)
+    assert issued.returncode == 0, issued.stderr
+    data = yaml.safe_load(cluster_file.read_text())
+    data["tls"] = {"ca_file": str(certs / "ca.crt"), "cert_file": str(certs / f"{balancer.partition('=')[0]}.pem")}
+    data["limits"]["connect_timeout"] = 10
+    cluster_file.write_text(yaml.safe_dump(data))
