@@ -25,10 +25,8 @@ from urllib.parse import quote
 import httpx
 from pydantic import ValidationError
 
-from webui import keepalive
-from webui.cluster_secret import secret_headers
 from webui.contract import RETRYABLE_STATUSES
-from webui.trace import pass_ids_on
+from webui.queue_client import queue_http
 from webui.web.jobs_wire import (
     ACCOUNT,
     IDEMPOTENCY_KEY,
@@ -44,7 +42,7 @@ from webui.web.jobs_wire import (
     SignedIn,
     job_path,
 )
-from webui.web.worker_client import WorkerError, tls_context
+from webui.web.worker_client import WorkerError
 
 logger = logging.getLogger(__name__)
 
@@ -112,11 +110,8 @@ class JobsClient:
         self.retry_delay = retry_delay
         self.reconnect_for = reconnect_for
         """Seconds a job's event stream may stay cut (reconnecting) before following it fails."""
-        verify = tls_context(ca_file, cert_file)
-        self._http = httpx.AsyncClient(  # keep-alive: a stream through a cut-off balancer ends in seconds
-            base_url=self.base_url, timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-            transport=transport or keepalive.async_transport(verify), verify=verify, headers=secret_headers(),
-            event_hooks={"request": [pass_ids_on]})  # the request id goes on to the jobs service's log
+        # keep-alive: a stream through a cut-off balancer ends in seconds
+        self._http = queue_http(self.base_url, timeout, connect_timeout, ca_file, cert_file, transport)
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,11 +26,9 @@ from typing import Annotated, Any
 import httpx
 from pydantic import Field, TypeAdapter, ValidationError
 
-from webui import keepalive
-from webui.cluster_secret import secret_headers
 from webui.contract import INFO_PATH, MINIMAL_RESULT, OUT_OF_MEMORY_STATUS, RETRYABLE_STATUSES
+from webui.queue_client import queue_http
 from webui.schema import MAX_SEED, ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent, WorkerInfo
-from webui.trace import pass_ids_on
 
 logger = logging.getLogger(__name__)
 
@@ -124,17 +121,6 @@ def _classify(status: int, body: ErrorBody | None, fallback: str, retry_after: f
     return JobRejected(detail, status, body)
 
 
-def tls_context(ca_file: Path | None, cert_file: Path | None) -> ssl.SSLContext | bool:
-    """How an https worker queue (the balancer on another host) is reached: its certificate verified against
-    the cluster's CA, this front's queue certificate presented (the queue admits only web fronts)."""
-    if ca_file is None and cert_file is None:
-        return True
-    context = ssl.create_default_context(cafile=ca_file)
-    if cert_file is not None:
-        context.load_cert_chain(cert_file)
-    return context
-
-
 class WorkerClient:
     """Runs generation jobs on a worker (or a balancer in front of workers), with retries."""
 
@@ -155,16 +141,7 @@ class WorkerClient:
         self.max_attempts = max_attempts
         self.retry_delay = retry_delay
         self.timeout = timeout
-        verify = tls_context(ca_file, cert_file)
-        self._http = httpx.AsyncClient(
-            base_url=self.base_url,
-            timeout=httpx.Timeout(timeout, connect=min(connect_timeout, timeout)),
-            # TCP keep-alive: a job silent in the queue or on a GPU outlives no cut-off balancer by long.
-            transport=transport or keepalive.async_transport(verify),
-            verify=verify,
-            headers=secret_headers(),  # the worker queue lets in parts of the cluster only
-            event_hooks={"request": [pass_ids_on]},  # the request and job ids go on to the worker's log
-        )
+        self._http = queue_http(self.base_url, timeout, connect_timeout, ca_file, cert_file, transport)
 
     async def aclose(self) -> None:
         """Close the connection pool."""
