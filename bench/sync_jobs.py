@@ -1,12 +1,14 @@
 """What recording a synchronous generation as a job costs: ``POST /generate`` straight to a stand-in worker vs.
-through the jobs service (``python -m jobs``) on SQLite and on PostgreSQL, in the same run.
+through the jobs service (``python -m jobs``), and to a worker that records its job at a jobs service itself
+(``--jobs-url``, what the cluster does by default), each on SQLite and on PostgreSQL, in the same run.
 
     python -m bench.sync_jobs                          # 200 rounds, stand-in 0.2 s, 512x512, one client
     python -m bench.sync_jobs --rounds 300 --latency 0.2 --size 1024
 
 One stand-in worker (``--model standin:LATENCY``: the model's time fixed) and two jobs services in front of it
-(SQLite in a temporary file, ``synchronous = FULL``; PostgreSQL from ``bench.harness.postgres``, ``fsync=off``).
-One client sends one job at a time, round-robin over the three paths (the load is one job in flight; the load
+(SQLite in a temporary file, ``synchronous = FULL``; PostgreSQL from ``bench.harness.postgres``, ``fsync=off``),
+and two more stand-in workers that record their jobs at those services (the balancer's mark set by the client).
+One client sends one job at a time, round-robin over the five paths (the load is one job in flight; the load
 average is recorded). Each request: the same job with its own seed, ``Prefer: return=minimal``, a kept-alive
 connection. Then the parts of the difference are timed in-process: the store's two transactions for one job
 (``submit_held``, ``finish`` with the worker's PNG) and the result's JSON handling (parse the worker's result
@@ -31,7 +33,9 @@ from bench.harness.waiting import wait_http
 from bench.report import LatencyStats, load_averages, machine_summary, markdown_table, write_results
 from jobs.running import stored_images
 from jobs.store import finish, make_engine, submit_held, upgrade
+from webui.contract import RECORD_JOB_HEADER
 from webui.schema import GenerationResult, ResultEvent
+from webui.trace import JOB_ID_HEADER
 
 PROG = "python -m bench.sync_jobs"
 MINIMAL = {"Prefer": "return=minimal"}
@@ -89,17 +93,27 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="sync-jobs-") as folder, PostgresServer() as server, \
             Processes("bench-sync-jobs") as processes:
         stores = {"SQLite": f"sqlite:///{Path(folder) / 'jobs.sqlite3'}", "PostgreSQL": server.create_database()}
-        worker = start(processes, ["python", "-m", "webui.worker", "--model", f"standin:{args.latency}",
-                                   "--warmup-steps", "1", "--queue-size", "0"], "bench-worker")
+        standin = ["python", "-m", "webui.worker", "--model", f"standin:{args.latency}", "--warmup-steps", "1",
+                   "--queue-size", "0"]
+        worker = start(processes, standin, "bench-worker")
         paths = {"worker (direct)": worker}
+        recording: dict[str, str] = {}
         for name, url in stores.items():
-            paths[f"jobs service, {name}"] = start(processes, [
+            service = start(processes, [
                 "python", "-m", "jobs", "--store-url", url, "--worker-queue-url", worker, "--run-dir", folder,
                 "--janitor-every", "3600"], f"bench-jobs-{name}")
+            paths[f"jobs service, {name}"] = service
+            recording[f"worker recording its job, {name}"] = start(processes, [
+                *standin, "--jobs-url", service], f"bench-recording-worker-{name}")
         clients = {name: httpx.Client(base_url=url, timeout=60) for name, url in paths.items()}
+        clients.update({name: httpx.Client(base_url=url, timeout=60, headers={RECORD_JOB_HEADER: "1"})
+                        for name, url in recording.items()})
         for client in clients.values():  # warm-up: connections, caches, the workers' /info
             for seed in range(5):
                 timed(client, {**job, "seed": seed})
+        for name in [*recording, *(name for name in paths if name.startswith("jobs service"))]:
+            if JOB_ID_HEADER not in clients[name].post("/generate", json=job, headers=MINIMAL).headers:
+                raise RuntimeError(f"{name}: the answer names no job")
         times: dict[str, list[float]] = {name: [] for name in clients}
         for n in range(args.rounds):
             for name, client in clients.items():

@@ -11,6 +11,9 @@ not asserted.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -18,6 +21,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -241,6 +245,92 @@ def test_beyond_the_bounded_wait_a_clear_503(cluster: LaunchedCluster, one_worke
     assert waiting.json()["error"] == "busy" and f"within {QUEUE_TIMEOUT} s" in waiting.json()["detail"]
     assert waiting.headers["retry-after"] == "10"
     assert short.status_code == behind.status_code == 200
+
+
+# --- REST generations are jobs -----------------------------------------------------------------
+
+
+def public_job(cluster: LaunchedCluster, job_id: str, done: Callable[[dict], bool] = lambda job: True) -> dict:
+    """The job ``job_id`` as the public jobs API shows it, once ``done`` says so."""
+    def read() -> dict | None:
+        job = httpx.get(f"{cluster.public_url}/v1/jobs/{job_id}", timeout=10).json()
+        return job if done(job) else None
+    return wait_until(read, f"job {job_id}", 60)
+
+
+def finished(job: dict) -> bool:
+    return job["status"] in ("succeeded", "failed", "canceled")
+
+
+def newest_running(cluster: LaunchedCluster) -> str | None:
+    """The newest anonymous job's id once its worker reported its second step."""
+    listing = httpx.get(f"{cluster.public_url}/v1/jobs?limit=1", timeout=10).json()["jobs"]
+    return next((job["id"] for job in listing
+                 if job["status"] == "processing" and (job["progress"] or {}).get("step", 0) >= 2), None)
+
+
+def image_sha256(answer: dict) -> str:
+    return hashlib.sha256(base64.b64decode(answer["images"][0])).hexdigest()
+
+
+def test_a_rest_generation_is_a_job_its_worker_records(cluster: LaunchedCluster) -> None:
+    """``POST /generate`` and the stream go straight to a worker, which records each as a job (``X-Job-Id``):
+    its seed (drawn when the client gave none), its result's bytes, its worker."""
+    with httpx.Client(base_url=cluster.public_url, timeout=120) as rest:
+        answer = rest.post("/generate", json={**small_job(60).rest_body(), "seed": None})
+        stream = rest.post("/generate/stream", json=small_job(61).rest_body())
+    assert answer.status_code == stream.status_code == 200, answer.text
+    job = public_job(cluster, answer.headers["x-job-id"], finished)
+    result = answer.json()
+    assert job["status"] == "succeeded" and job["attempts"] == 1, job
+    assert job["input"]["seed"] == result["seed"] and job["results"][0]["sha256"] == image_sha256(result)
+    assert job["generation"]["worker_id"] == result["worker_id"]
+    streamed = json.loads(stream.text.splitlines()[-1])["result"]
+    job = public_job(cluster, stream.headers["x-job-id"], finished)
+    assert job["status"] == "succeeded" and job["results"][0]["sha256"] == image_sha256(streamed), job
+    # A cluster part's generation through the worker queue is its caller's job already: its worker records none.
+    queue = httpx.post(f"{cluster.spec.worker_queue_url}/generate", json=small_job(62).rest_body(), timeout=120,
+                       headers={**cluster.internal_headers, "X-Portrait-Record-Job": "1"})
+    assert queue.status_code == 200 and "x-job-id" not in queue.headers
+
+
+def test_a_rest_job_whose_worker_dies_is_the_same_job_on_the_next(cluster: LaunchedCluster) -> None:
+    """The balancer replays the request of a killed worker on the other one with the same request id: the same
+    job (attempt 2), the same seed, its result recorded once; the client gets it with the job's id."""
+    slow = {"prompt": f"replayed {SLOW_MARKER}", "steps": 60, "width": 128, "height": 128}
+    cluster.runtime.set_server_state("workers", "node1", "maint")  # the slow job goes to node2
+    restarts = cluster.part_status("node2", "worker")["restarts"]
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(httpx.post, f"{cluster.public_url}/generate", json=slow, timeout=120)
+            job_id = wait_until(lambda: newest_running(cluster), "the slow job running on node2", 60)
+            cluster.runtime.set_server_state("workers", "node1", "ready")
+            cluster.kill("node2", "worker")
+            replayed = answer.result()
+    finally:
+        cluster.runtime.set_server_state("workers", "node1", "ready")
+        cluster.wait_restarted("node2", "worker", restarts + 1)
+        cluster.wait_all_ready()
+    assert replayed.status_code == 200 and replayed.headers["x-job-id"] == job_id, replayed.text
+    assert replayed.json()["worker_id"] == "node1"
+    job = public_job(cluster, job_id, finished)
+    assert job["status"] == "succeeded" and job["attempts"] == 2, job
+    assert job["input"]["seed"] == replayed.json()["seed"]
+    assert job["results"][0]["sha256"] == image_sha256(replayed.json())
+
+
+def test_a_cancel_through_the_jobs_api_stops_a_rest_generation(cluster: LaunchedCluster, one_worker: None) -> None:
+    slow = {"prompt": f"canceled {SLOW_MARKER}", "steps": 100, "width": 128, "height": 128}
+    with ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(httpx.post, f"{cluster.public_url}/generate", json=slow, timeout=120)
+        job_id = wait_until(lambda: newest_running(cluster), "the slow job running", 60)
+        asked = time.monotonic()
+        assert httpx.post(f"{cluster.public_url}/v1/jobs/{job_id}/cancel", timeout=10).status_code == 200
+        stopped = answer.result()
+    assert time.monotonic() - asked < 5, "the generation went on after its cancel"  # 100 steps: 10 s or more
+    assert stopped.status_code == 409 and stopped.json()["error"] == "canceled", stopped.text
+    assert stopped.headers["x-job-id"] == job_id
+    assert public_job(cluster, job_id, finished)["status"] == "canceled"
 
 
 # --- failover -------------------------------------------------------------------------------

@@ -67,6 +67,8 @@ def test_jobs_reach_node_hosts_over_mutual_tls(cluster: tuple[HostsCluster, Path
     rest = hosts.generate(steps=2, width=128, height=128)
     assert rest.status_code == 200, rest.text
     assert rest.json()["worker_id"] in NODE_HOSTS and len(rest.json()["images"]) == 1
+    # Its worker recorded it at the jobs service, through the worker queue with its host's queue certificate.
+    assert "x-job-id" in rest.headers, "the node host's worker did not record its job over mutual TLS"
 
     # The page's path: HAProxy -> web front (TLS) -> worker queue (TLS) -> HAProxy -> worker (TLS).
     client = Client(hosts.url, verbose=False, download_files=str(tmp_path))

@@ -398,7 +398,9 @@ def test_a_node_host_serves_with_its_certificate_and_probes_with_a_throwaway_ca(
     web = part_command(spec, far, "web", far.web, tls)
     assert web[web.index("--worker-queue") + 1] == "https://10.0.0.1:8081" and "--worker-queue-ca" in web
     assert web[web.index("--worker-queue-cert") + 1] == str(certs / f"{NODE_HOST}-queue.pem")  # beside ca.crt
-    assert "--worker-queue-cert" not in command  # a worker calls no queue
+    # A worker records its REST jobs at the jobs service behind the same queue, with its host's queue certificate.
+    assert command[command.index("--jobs-url") + 1] == "https://10.0.0.1:8081"
+    assert command[command.index("--worker-queue-cert") + 1] == str(certs / f"{NODE_HOST}-queue.pem")
     assert spec.part_url(far, far.worker) == "https://10.0.0.5:7870"
     assert spec.part_url(spec.nodes[0], spec.nodes[0].worker) == "http://127.0.0.1:7960"
 

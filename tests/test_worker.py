@@ -42,6 +42,7 @@ from webui.contract import (
     FAULT_STALL_AT_STEP,
     FAULT_STEP_CPU_SECONDS,
     MINIMAL_RESULT,
+    RECORD_JOB_HEADER,
     STALLED_KEY,
 )
 from webui.images import UploadError, decode_upload
@@ -750,3 +751,22 @@ def test_generating_seconds_include_the_running_job() -> None:
     value = next(float(line.split()[1]) for line in text.splitlines()
                  if line.startswith("portrait_worker_generating_seconds_total "))
     assert value >= 0 and "# TYPE portrait_worker_generating_seconds_total counter" in text
+
+
+def test_a_marked_job_draws_its_seed_from_the_request_and_is_answered_while_the_jobs_service_is_away() -> None:
+    """A job the balancer marks for a record: its seed follows the balancer's request id (a replay on another
+    worker draws the same image), and a jobs service that does not answer costs the client only the job id."""
+    away = f"http://127.0.0.1:{free_port()}"
+    app = create_app(WorkerSettings(model="standin:0.01", warmup_steps=1, jobs_url=away), faults=FaultPlan())
+    job = {"prompt": "a portrait", "width": 64, "height": 64, "steps": 2}
+    with TestClient(app) as client:
+        deadline = time.monotonic() + WAIT
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first, again, other = (client.post("/generate", json=job, headers={RECORD_JOB_HEADER: "1", "X-Request-ID": id_})
+                               for id_ in ("request-1", "request-1", "request-2"))
+        stream = client.post("/generate/stream", json=job, headers={RECORD_JOB_HEADER: "1"})
+    assert first.status_code == again.status_code == other.status_code == stream.status_code == 200, first.text
+    assert first.json()["seed"] == again.json()["seed"] != other.json()["seed"]
+    assert "x-job-id" not in first.headers and "x-job-id" not in stream.headers
+    assert json.loads(stream.text.splitlines()[-1])["event"] == "result"

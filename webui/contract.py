@@ -67,6 +67,13 @@ none. HAProxy's queue is the cluster-wide FIFO; a job that still reaches a busy 
 exceed ``maxconn``) is refused with a retryable 503, and HAProxy replays it on a free worker."""
 CLIENT_GONE_STATUS = 499
 """Logged (nginx's convention) when the client left before its answer; nobody receives it."""
+RECORD_JOB_HEADER = "X-Portrait-Record-Job"
+"""Set by the balancer on a public REST generation (``/generate``, ``/generate/stream``) that reaches a worker
+directly: a worker with ``--jobs-url`` records it as a job (``webui.worker.job_record``). Dropped from what clients
+and the worker queue send."""
+WORKER_JOBS_PREFIX = "/v1/worker-jobs"
+"""Where a worker records its REST generations at the jobs service (``jobs.api.worker_jobs``): through the
+worker queue only, never the public site."""
 
 # --- limits: defaults shared by the worker, the web front and the studio page
 MAX_IMAGES = 4

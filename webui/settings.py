@@ -105,10 +105,26 @@ class ServerTLSSettings(BaseSettings):
                 "ssl_cert_reqs": ssl.CERT_REQUIRED, "forwarded_allow_ips": "*"}
 
 
+class QueueClientSettings(BaseSettings):
+    """How a node part reaches an https worker queue (the balancer on another host)."""
+
+    worker_queue_ca: Path | None = Field(
+        None, description="CA certificate that signed an https worker queue's certificate (the cluster's ca.crt); "
+        "default: the system's CAs.",
+    )
+    worker_queue_cert: Path | None = Field(
+        None, description="PEM file with the client certificate and key this part presents to an https worker "
+        "queue (its host's NAME-queue.pem from python -m balancer.multihost.certs: the balancer's worker queue "
+        "accepts only those). Unset: none.",
+    )
+
+    _check_queue_files = field_validator("worker_queue_ca", "worker_queue_cert")(_existing_file)
+
+
 _COMMON = dict(env_prefix="PORTRAIT_", cli_kebab_case=True, cli_implicit_flags=True, extra="ignore")
 
 
-class WorkerSettings(ServerTLSSettings):
+class WorkerSettings(ServerTLSSettings, QueueClientSettings):
     """Settings of a GPU worker (``python -m webui.worker``)."""
 
     model_config = SettingsConfigDict(cli_prog_name="python -m webui.worker", **_COMMON)
@@ -190,13 +206,24 @@ class WorkerSettings(ServerTLSSettings):
         description="torch.compile's on-disk cache (Inductor, Triton), shared by every worker of this host so "
         "a restart reuses the compiled denoiser.",
     )
+    jobs_url: str | None = Field(
+        None, description="The jobs service, through the balancer's worker queue: each public REST generation the "
+        "balancer marks is recorded there as a job while it runs (its id in X-Job-Id; docs/jobs.md). Reached with "
+        "--worker-queue-ca/--worker-queue-cert when https. Unset: none is recorded.",
+    )
+
+    @model_validator(mode="after")
+    def _check_jobs_cert(self) -> WorkerSettings:
+        if self.worker_queue_cert is not None and not (self.jobs_url or "").startswith("https://"):
+            raise ValueError("--worker-queue-cert is presented over TLS only: give an https --jobs-url")
+        return self
 
     def resolved_node(self) -> str:
         """The node's name: ``--node`` or ``hostname:port``."""
         return self.node or f"{socket.gethostname()}:{self.port}"
 
 
-class WebSettings(ServerTLSSettings):
+class WebSettings(ServerTLSSettings, QueueClientSettings):
     """Settings of a Gradio web front (``python -m webui.web``)."""
 
     model_config = SettingsConfigDict(cli_prog_name="python -m webui.web", **_COMMON)
@@ -207,15 +234,6 @@ class WebSettings(ServerTLSSettings):
     worker_queue: str = Field(
         "http://127.0.0.1:7960",
         description="Where this front sends jobs: the balancer's worker queue, or one worker's URL.",
-    )
-    worker_queue_ca: Path | None = Field(
-        None, description="CA certificate that signed an https --worker-queue's certificate (the cluster's ca.crt); "
-        "default: the system's CAs.",
-    )
-    worker_queue_cert: Path | None = Field(
-        None, description="PEM file with the client certificate and key this front presents to an https "
-        "--worker-queue (its host's NAME-queue.pem from python -m balancer.multihost.certs: the balancer's worker "
-        "queue accepts only those). Unset: none.",
     )
     jobs_url: str | None = Field(
         None, description="The jobs service (/v1/jobs; docs/jobs.md): every generation of the page and the client "
@@ -270,8 +288,6 @@ class WebSettings(ServerTLSSettings):
     )
     cache_max_age: float = Field(3600.0, gt=0, description="Seconds a file may stay in Gradio's upload/cache folder.")
     cache_sweep_interval: float = Field(60.0, gt=0, description="Seconds between sweeps of Gradio's cache folder.")
-
-    _check_queue_files = field_validator("worker_queue_ca", "worker_queue_cert")(_existing_file)
 
     @model_validator(mode="after")
     def _check_queue_cert(self) -> WebSettings:

@@ -88,8 +88,10 @@ class ClusterSpec(ClusterFields):
                       _label(f"node_hosts.{node_host.name}.cert_file", node_host.cert_file))]
             owner, prefix = node_host, f"node_hosts.{node_host.name}"
         host_name = None if node_host is None else node_host.name
-        queue_clients = any(node.web for node in self.nodes_on(host_name)) or (node_host is None and self.jobs.enabled)
-        if self.worker_queue_tls and queue_clients:  # its web fronts, and a balancer's jobs service
+        recorders = self.workers_record_jobs
+        queue_clients = (any(node.web or (node.worker and recorders) for node in self.nodes_on(host_name))
+                         or (node_host is None and self.jobs.enabled))
+        if self.worker_queue_tls and queue_clients:  # its web fronts and workers, and a balancer's jobs service
             files.append((self.queue_client_cert(node_host),
                           _label(f"{prefix}.queue_cert_file", owner.queue_cert_file)))
         for path, label in files:
@@ -117,6 +119,23 @@ class ClusterSpec(ClusterFields):
             flags += ["--sign-in"] if self.jobs.sign_in else []
         limits = self.limits
         return [*flags, "--max-body-bytes", str(limits.max_body_bytes), "--body-timeout", str(limits.body_timeout)]
+
+    def worker_flags(self, node_host: NodeHostSpec | None = None) -> list[str]:
+        """Flags every worker of this cluster gets: where it records the REST generations the balancer marks (the
+        jobs service, through the worker queue its host's web fronts use) and how it reaches an https one."""
+        if not self.workers_record_jobs:
+            return []
+        flags = ["--jobs-url", self.worker_queue_url]
+        if self.tls is not None and self.worker_queue_tls:
+            flags += ["--worker-queue-ca", str(self.tls.ca_file),
+                      "--worker-queue-cert", str(self.queue_client_cert(node_host))]
+        return flags
+
+    @property
+    def workers_record_jobs(self) -> bool:
+        """Whether workers record the REST generations the balancer sends them as jobs (every REST generation is
+        a job: with ``jobs.rest`` the jobs service records them instead)."""
+        return self.jobs.enabled and not self.jobs.rest
 
     @property
     def rest_via_jobs(self) -> bool:

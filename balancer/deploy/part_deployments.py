@@ -80,7 +80,9 @@ class PartDeployments:
             "name": "worker", "image": self.image,
             "command": ["python", "-m", "webui.worker"],
             "args": ["--host", "0.0.0.0", "--port", str(WORKER_PORT), "--node", "$(POD_NAME)",
-                     "--model", self.model, "--device", "cuda"],
+                     "--model", self.model, "--device", "cuda",
+                     # It records the REST generations HAProxy marks, at the jobs service behind the worker queue.
+                     *(["--jobs-url", self.queue_url] if self.spec.workers_record_jobs else [])],
             "env": _node_env(),
             "ports": [{"name": "http", "containerPort": WORKER_PORT}],
             # The GPU is the pod's own; the memory limit makes a runaway worker the only one killed.

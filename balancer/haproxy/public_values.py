@@ -92,6 +92,8 @@ class Public:
     rest_fallback: str
     """Where REST generations go while no worker is up ("" for nowhere: answered 503 at once): the jobs service,
     which holds each until the next worker is ready, when it runs but REST goes to the workers' queue."""
+    record_rest: bool
+    """Whether REST generations sent to the workers' queue are marked for their worker to record as jobs."""
     security_headers: bool
     limits: ClientLimits
     bodies: Bodies
@@ -130,6 +132,7 @@ def public_values(spec: ClusterSpec, local_hosts: bool) -> Public:
         jobs_routed=spec.jobs.enabled,
         rest_backend=JOBS_BACKEND if spec.rest_via_jobs else WORKERS_BACKEND,
         rest_fallback=JOBS_BACKEND if spec.jobs.enabled and not spec.rest_via_jobs else "",
+        record_rest=spec.workers_record_jobs,
         security_headers=spec.security_headers,
         limits=client_limits(spec),
         bodies=bodies(spec),

@@ -27,8 +27,10 @@ from webui.contract import (
     JOB_PATHS,
     NOT_A_PART,
     READY_PATH,
+    RECORD_JOB_HEADER,
     RETRYABLE_STATUSES,
     STICKY_NODE_HEADER,
+    WORKER_JOBS_PREFIX,
 )
 from webui.trace import ID_SHAPE, JOB_ID_HEADER, REQUEST_ID_HEADER
 
@@ -53,6 +55,7 @@ class Names:
     """The secret as HAProxy reads it from its environment (never written in the file)."""
     request_id_header: str = REQUEST_ID_HEADER
     job_id_header: str = JOB_ID_HEADER
+    record_job_header: str = RECORD_JOB_HEADER
     id_shape: str = f"^{ID_SHAPE.pattern}$"
     """What a cluster part's request id must look like to be kept (``webui.trace``)."""
 
@@ -94,6 +97,7 @@ class WorkerQueue:
     jobs_prefix: str = API_PREFIX
     sessions_prefix: str = SESSIONS_PREFIX
     account_prefix: str = ACCOUNT_PREFIX
+    worker_jobs_prefix: str = WORKER_JOBS_PREFIX
 
 
 @dataclass(frozen=True)

@@ -49,8 +49,9 @@ def part_command(spec: ClusterSpec, node: NodeSpec, kind: str, part: PartSpec,
         dispatch = ["--dispatch-agent-port", str(part.dispatch_agent_port)] if part.dispatch_agent_port else []
         if dispatch and node.node_host is not None:
             dispatch += ["--dispatch-agent-host", LOOPBACK]  # asked by this host's host agent only
+        jobs = spec.worker_flags(tls.host if tls is not None else None)  # its host's queue certificate
         return [sys.executable, "-m", "webui.worker", *common, "--node", node.name,
-                "--queue-size", str(BALANCED_QUEUE_SIZE), *dispatch, *part.args]
+                "--queue-size", str(BALANCED_QUEUE_SIZE), *dispatch, *jobs, *part.args]
     web = spec.web_flags(node_host=tls.host if tls is not None else None)  # its host's queue certificate
     return [sys.executable, "-m", "webui.web", *common, "--node", node.name, *web, *part.args]
 

@@ -4,13 +4,13 @@ boundary checks), ``views`` (a job's public JSON), ``sse`` (its events), ``deliv
 each generation a job; ``shares`` (+ ``share_tokens``): signed, expiring links to a result; ``recipes``: a PNG's
 recipe read back; ``history`` (delete, thumbnails), ``listing`` (a listing's filter); ``auth`` and ``owners``: who
 is asking and whose job a request acts on; ``sessions``: browser sign-in for the web fronts;
-``account_admin``: a signed-in admin's members and keys."""
+``account_admin``: a signed-in admin's members and keys; ``worker_jobs``: REST generations workers record themselves."""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
 
-from jobs.api import account_admin, deliveries, errors, generate, history, recipes, sessions, shares
+from jobs.api import account_admin, deliveries, errors, generate, history, recipes, sessions, shares, worker_jobs
 from jobs.api.auth import KeyCache
 from jobs.api.routes import JobsApi, router
 from webui.trace import TraceIds
@@ -33,6 +33,7 @@ def create_app(jobs_api: JobsApi, **fastapi_options: object) -> FastAPI:
     app.include_router(recipes.router)
     app.include_router(sessions.router)
     app.include_router(account_admin.router)
+    app.include_router(worker_jobs.router)
     if jobs_api.shares is not None:
         app.include_router(shares.router)
     app.add_middleware(TraceIds)  # every log line of a request names it; its id passes on to the worker

@@ -74,18 +74,19 @@ def submit(engine: Engine, input: dict[str, Any], *, idempotency_key: str | None
 
 def submit_held(engine: Engine, input: dict[str, Any], holder: str, lease_seconds: float = LEASE_SECONDS, *,
                 owner: str = ANONYMOUS, retention: timedelta = RETENTION, now: datetime | None = None,
-                job_id: str | None = None) -> Job:
+                job_id: str | None = None, idempotency_key: str | None = None) -> Job:
     """Record a new job already claimed for a client that waits on its connection (a synchronous generation),
     in one transaction: ``processing``, held by ``CLIENT_HELD + holder`` (attempt 1). No dispatcher takes it;
     if the holder's lease runs out (it died, and the client's connection with it) the job ends ``canceled``.
-    ``job_id``: one from ``new_job_id`` that the caller chose beforehand (default: a new one)."""
+    ``job_id``: one from ``new_job_id`` that the caller chose beforehand (default: a new one). ``idempotency_key``:
+    unique per owner, as ``submit``'s (an ``IntegrityError`` when taken)."""
     now = now or utc_now()
     job_id = job_id or new_job_id()
     with write(engine) as connection:
         row = connection.execute(insert(jobs).values(
             id=job_id, owner=owner, status=PROCESSING, input=input, created_at=now, started_at=now,
             expires_at=now + retention_for(connection, owner, retention), attempts=1, claim_owner=CLIENT_HELD + holder,
-            claim_expires_at=now + timedelta(seconds=lease_seconds), last_event_seq=2,
+            claim_expires_at=now + timedelta(seconds=lease_seconds), last_event_seq=2, idempotency_key=idempotency_key,
         ).returning(*jobs.c)).one()
         connection.execute(insert(job_events), [
             {"job_id": job_id, "seq": 1, "kind": EVENT_STATUS, "data": {"status": STARTING}, "at": now},

@@ -44,6 +44,9 @@ with no self-check), or if the self-check fails, it turns not-ready, finishes th
 flight and exits with ``EXIT_OOM`` so that its supervisor restarts it with a clean device. A model that cannot
 be loaded (or warmed up) makes it exit with ``EXIT_LOAD_FAILED`` (the process: ``webui.worker.serve``).
 
+The job routes are ``webui.worker.job_routes``'s; with ``--jobs-url``, each REST job the balancer marks is also
+recorded as a job of the jobs service (``webui.worker.job_record``: its id in ``X-Job-Id``).
+
 Each request is logged as one JSON line (request id from ``X-Request-ID`` or a new one,
 echoed back in the response header; ``webui.worker.request_log``).
 """
@@ -52,43 +55,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
-from starlette.concurrency import run_in_threadpool
 
 from webui.cluster_secret import ClusterSecret, RequireClusterSecret
-from webui.contract import CLIENT_GONE_STATUS, INFO_PATH, STALLED_KEY
-from webui.images import UploadError, decode_upload, upload_sha256
-from webui.schema import MAX_SEED, ProgressEvent
+from webui.contract import INFO_PATH, STALLED_KEY
 from webui.settings import WorkerSettings
 from webui.traffic import count_traffic
 from webui.worker.dispatch_agent import DispatchAgent
 from webui.worker.encoder import ResultEncoder
-from webui.worker.errors import JobCancelled
 from webui.worker.faults import FaultPlan
-from webui.worker.generation import Admitted, GenerationService
+from webui.worker.generation import GenerationService
 from webui.worker.http_errors import add_error_handlers
-from webui.worker.job_cost import check_cost
-from webui.worker.job_parsing import (
-    allowed_values,
-    invalid_request,
-    max_job_body,
-    params_summary,
-    parse_payload,
-    preference_applied,
-    prefers_minimal,
-    read_body,
-    validate_job,
-    wait_for_disconnect,
-)
-from webui.worker.job_stream import JobStream, event_lines
+from webui.worker.job_record import JobRecorder
+from webui.worker.job_routes import add_job_routes
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.pipelines.base import PipelineLoader
 from webui.worker.pipelines.loader import load_pipeline as load_portrait_pipeline
@@ -124,7 +109,7 @@ def create_app(
         queue_depth=lambda: scheduler.queue_depth, busy=lambda: scheduler.busy, ready=lambda: service.ready,
         cuda_device=lambda: service.cuda_device,
     )
-    max_body = max_job_body(settings.max_upload_bytes)
+    recorder = JobRecorder(settings.jobs_url, node, settings) if settings.jobs_url else None
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -133,6 +118,8 @@ def create_app(
             await agent.start(settings.dispatch_agent_host or settings.host, settings.dispatch_agent_port)
         yield
         service.stop()
+        if recorder is not None:
+            await recorder.aclose()
         await agent.close()
         scheduler.close()
         encoder.close()
@@ -148,27 +135,6 @@ def create_app(
         app.add_middleware(RequireClusterSecret, secret=secret)
 
     add_error_handlers(app, service.limits)
-
-    async def admit(request: Request) -> Admitted:
-        """Read, validate and decode a job (or raise the ``ApiError`` that says why not)."""
-        service.require_ready()
-        limits = service.limits()
-        body = await read_body(request, max_body)
-        job = validate_job(parse_payload(body, request.headers.get("content-type", ""), request.query_params), limits)
-        request.state.params = params_summary(job)
-        init_image = None
-        if job.init_image is not None:
-            try:
-                init_image = await run_in_threadpool(
-                    decode_upload, job.init_image, settings.max_upload_bytes, settings.max_upload_pixels
-                )
-            except UploadError as exc:
-                raise invalid_request([{"field": "init_image", "message": str(exc),
-                                        "allowed": allowed_values(limits)["init_image"]}]) from None
-        seed = job.seed if job.seed is not None else secrets.randbelow(MAX_SEED + 1)
-        check_cost(service.pipeline.effective_params(job, seed, init_image), limits)  # ready: it is loaded
-        photo_hash = None if job.init_image is None else await run_in_threadpool(upload_sha256, job.init_image)
-        return Admitted(job, init_image, seed, photo_hash)
 
     @app.api_route("/", methods=["GET", "HEAD"])
     async def root() -> dict[str, Any]:
@@ -200,45 +166,5 @@ def create_app(
         content, content_type = metrics.render()
         return Response(content, media_type=content_type)
 
-    @app.api_route("/generate", methods=["GET", "POST"])
-    async def generate(request: Request) -> Response:
-        received = time.perf_counter()
-        admitted = await admit(request)
-        job = scheduler.submit(lambda cancel: admitted.run(service, received, cancel))
-        watcher = asyncio.ensure_future(wait_for_disconnect(request.receive))
-        try:
-            await asyncio.wait({job.task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-        if not job.task.done():
-            request.state.outcome = job.abandon()
-        try:
-            generated = await job.task
-        except JobCancelled as exc:
-            logger.info("job %s: %s", request.state.outcome, exc)
-            return Response(status_code=CLIENT_GONE_STATUS)
-        result = await encoder(generated)
-        minimal = prefers_minimal(request)
-        # Megabytes of base64: rendered off the event loop, which meanwhile admits the next job.
-        body = await run_in_threadpool(result.model_dump_json, exclude={"image"} if minimal else None)
-        return Response(body, media_type="application/json", headers=preference_applied(minimal))
-
-    @app.api_route("/generate/stream", methods=["GET", "POST"])
-    async def generate_stream(request: Request) -> Response:
-        received = time.perf_counter()
-        admitted = await admit(request)
-        loop = asyncio.get_running_loop()
-        events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
-
-        def on_progress(step: int, total: int) -> None:
-            event = ProgressEvent(step=step, total=total, worker_id=node)
-            loop.call_soon_threadsafe(events.put_nowait, event)
-
-        job = scheduler.submit(lambda cancel: admitted.run(service, received, cancel, on_progress))
-        # Runs after every progress event the thread queued: the thread's calls come first.
-        job.task.add_done_callback(lambda _: events.put_nowait(None))
-
-        minimal = prefers_minimal(request)
-        return JobStream(event_lines(events, job, encoder, request, minimal), job, minimal)
-
+    add_job_routes(app, settings, service, scheduler, encoder, recorder)
     return app

@@ -1,0 +1,52 @@
+"""What a worker and the jobs service say about a REST generation the worker records (``WORKER_JOBS_PREFIX``).
+
+``POST {prefix}`` (``JobRecording``) answers ``RecordedJob``; ``POST {prefix}/{id}/lease`` (``LeaseReport``, the
+latest step with it) answers ``LeaseAnswer``; ``POST {prefix}/{id}/result`` carries the worker's
+``GenerationResult`` JSON; ``POST {prefix}/{id}/end`` (``JobEnd``) a failure or a cancel. Outcomes are written
+once: the first writer wins, whoever held the job.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from webui.trace import ID_SHAPE
+
+MAX_HOLDER = 120
+
+
+class JobRecording(BaseModel):
+    """A job to record for the balancer's request ``request_id``, held by ``worker``."""
+
+    model_config = ConfigDict(extra="forbid")
+    request_id: str = Field(pattern=ID_SHAPE.pattern, max_length=64)
+    worker: str = Field(min_length=1, max_length=64)
+    input: dict[str, Any] = Field(description="The job's fields as the worker checked them, its photo left out.")
+
+
+class RecordedJob(BaseModel):
+    id: str
+    holder: str = Field(max_length=MAX_HOLDER)
+    """Who holds it now: passed back with each report."""
+    attempt: int
+    lease_s: float
+    """Seconds the hold lasts without a report."""
+
+
+class LeaseReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    holder: str = Field(max_length=MAX_HOLDER)
+    step: int | None = Field(None, ge=0)
+    steps: int | None = Field(None, ge=1)
+
+
+class LeaseAnswer(BaseModel):
+    lease: Literal["held", "cancel_requested", "lost"]
+
+
+class JobEnd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    status: Literal["failed", "canceled"]
+    error: str | None = Field(None, max_length=2000)
