@@ -1,13 +1,11 @@
 """The default REST path across a gap with no worker (issue 20 item 7, issue 21 fault 5): both workers SIGKILLed at
 the same moment under REST load, with ``jobs.rest`` off (the default) and the jobs service running (the default).
 
-While HAProxy counts no worker up, a REST generation goes to the jobs service, which holds it until the next worker
-is ready: a request sent inside the gap is answered, first try, with its image and the job that made it
-(``X-Job-Id``), never "No worker is up". What a client still resends (as docs/api.md advises: 0.5 s, 1 s, 2 s, then
-every 2 s) is only a job that was in flight on a killed worker, or sent before HAProxy saw both die: HAProxy's
-retries found no worker left and, the client's connection being a reused one, closed it without an answer
-(haproxy/haproxy#2375), or said 503 "busy"; its one resend is then held by the jobs service. (With ``jobs.rest``
-on, every request waits in the jobs service: ``tests/test_jobs_failover.py``.)
+No request fails and none needs a resend. A job in flight on a killed worker is replayed by HAProxy (``retry-on``)
+on the workers backend's backup, this host's jobs service, which takes over the very job the worker recorded (same
+id, attempt 2, same seed) and holds it until the next worker is ready; a request sent inside the gap goes to the
+jobs service too (``nbsrv(worker_probes) eq 0``) and is held the same way. (With ``jobs.rest`` on, every request
+waits in the jobs service: ``tests/test_jobs_failover.py``.)
 
 One stand-in cluster (2 nodes, 0.3 s a job): ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_rest_gap.py``.
 """
@@ -35,9 +33,8 @@ NODES = ("node1", "node2")
 WAIT = 60.0
 """Bound (seconds) on anything the test waits for."""
 PAUSES = (*RESEND_PAUSES, *[2.0] * 14)
-"""docs/api.md's resends, then every 2 s: 31.5 s in all, far beyond a stand-in worker's restart."""
-IN_FLIGHT = ("CallFailed: RemoteProtocolError: Server disconnected without", "CallFailed: HTTP 503: No worker could")
-"""The first tries this gap may still cost: a job in flight on a killed worker, or sent before HAProxy saw both die."""
+"""docs/api.md's resends, then every 2 s: 31.5 s in all, far beyond a stand-in worker's restart (the test asserts
+that none was needed; a resend shows what went wrong instead of hiding it behind a failure)."""
 
 
 @pytest.fixture(scope="module")
@@ -53,17 +50,16 @@ def no_worker_up(public: httpx.Client) -> bool:
     return public.get(READY_PATH).status_code == 503
 
 
-def test_both_workers_killed_rest_waits_in_the_jobs_service_and_only_jobs_in_flight_are_resent(
-        cluster: LaunchedCluster) -> None:
+def test_both_workers_killed_under_rest_load_no_request_fails_and_none_is_resent(cluster: LaunchedCluster) -> None:
     assert cluster.spec.jobs.enabled and not cluster.spec.rest_via_jobs  # the default: straight to the workers
     clock = Clock()
     rest = [RestClient(cluster.public_url, timeout=WAIT) for _ in range(3)]
-    held: list[str] = []  # the load's requests the jobs service answered (X-Job-Id): those sent inside the gap
+    jobs: list[str] = []  # the load's jobs (X-Job-Id: its worker, or the jobs service, recorded each)
 
     def generate(n: int, i: int) -> Reply:
         reply = rest[n].generate_unhashed(Job(prompt=f"gap {n} {i}", steps=2, width=64, height=64,
                                               seed=7000 + 100 * n + i))
-        held.extend([reply.job_id] if reply.job_id else [])
+        jobs.extend([reply.job_id] if reply.job_id else [])
         return reply
 
     clients = [LoadClient(f"rest{n}", lambda i, n=n: advised_call(clock, f"rest{n}", "rest", lambda: generate(n, i),
@@ -74,6 +70,7 @@ def test_both_workers_killed_rest_waits_in_the_jobs_service_and_only_jobs_in_fli
     try:
         with httpx.Client(base_url=cluster.public_url, timeout=WAIT) as public:
             wait_until(lambda: all(client.records for client in clients), "every client served once", WAIT)
+            wait_until(lambda: len(cluster.busy_workers(WAIT)) == len(NODES), "a job in flight on each worker", WAIT)
             before = {node: cluster.part_status(node, "worker") for node in NODES}
             killed_at = clock.now()
             for node in NODES:  # the same moment: no worker is left to take a job
@@ -96,8 +93,13 @@ def test_both_workers_killed_rest_waits_in_the_jobs_service_and_only_jobs_in_fli
     across = [r for r in records if r.start < ready_at and r.end > killed_at]
     assert across, "no request was in flight while both workers were down: the test proved nothing"
     resent = [r for r in records if r.attempts > 1]
-    print(f"\n{len(records)} REST requests, {len(across)} across the gap, {len(held)} held by the jobs service, "
-          f"{len(resent)} resent: {[r.detail for r in resent]}; load {os.getloadavg()}")
-    # At most one lost first try per client (its job in flight at the kill), lost only so; its resend was held.
-    assert len(resent) <= len(clients), resent
-    assert all(r.attempts == 2 and r.detail.startswith(IN_FLIGHT) for r in resent), resent
+    replayed = [job for job in (public_job(cluster, job_id) for job_id in jobs) if job["attempts"] > 1]
+    print(f"\n{len(records)} REST requests, {len(across)} across the gap, {len(replayed)} taken over by the jobs "
+          f"service, {len(resent)} resent: {[r.detail for r in resent]}; load {os.getloadavg()}")
+    assert resent == [], resent
+    # The jobs in flight at the kill: each the same job its worker recorded, finished by the jobs service's hold.
+    assert replayed and all(job["status"] == "succeeded" and job["attempts"] == 2 for job in replayed), replayed
+
+
+def public_job(cluster: LaunchedCluster, job_id: str) -> dict:
+    return httpx.get(f"{cluster.public_url}/v1/jobs/{job_id}", timeout=10).json()

@@ -8,13 +8,27 @@ once: the first writer wins, whoever held the job.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from webui.contract import RECORD_JOB_HEADER
+from webui.schema import MAX_SEED
 from webui.trace import ID_SHAPE
 
 MAX_HOLDER = 120
+
+
+def marked(headers: Mapping[str, str]) -> bool:
+    """Whether the balancer asked for this request's job to be recorded (``RECORD_JOB_HEADER``)."""
+    return headers.get(RECORD_JOB_HEADER) == "1"
+
+
+def request_seed(request_id: str) -> int:
+    """The seed every attempt of the balancer's request ``request_id`` draws, on any worker or the jobs service."""
+    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") % (MAX_SEED + 1)
 
 
 class JobRecording(BaseModel):

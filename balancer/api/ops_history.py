@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 from balancer.api.haproxy_view import HAProxyView
-from balancer.haproxy.names import WORKERS_BACKEND
+from balancer.haproxy.names import HOLDING_SERVER, WORKERS_BACKEND
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,8 @@ class Sample:
         ready = sum(worker["state"] == "ready" for worker in workers)
         if view is None:
             return cls(at, ready, len(workers), None, None, None, None)
-        servers = [row for (backend, _), row in view.servers.items() if backend == WORKERS_BACKEND]
+        servers = [row for (backend, server), row in view.servers.items()
+                   if backend == WORKERS_BACKEND and server != HOLDING_SERVER]  # workers, not the jobs service
         answers = view.answers.get(WORKERS_BACKEND)
         return cls(at, ready, len(workers),
                    view.queued.get(WORKERS_BACKEND, 0) + sum(server.queued for server in servers),

@@ -84,6 +84,9 @@ class DnsServers:
         # Only ready workers are in DNS, and a worker answers probes while it generates.
         return [self._template("probe", WORKER, self.worker_port)]
 
+    def holding_line(self) -> str:
+        return ""  # none: a replay of a job in flight on the last worker pod gets HAProxy's 503
+
     def jobs_line(self) -> str:
         # Every ready jobs pod serves: they share the job store.
         return self._template("jobs", JOBS, self.jobs_port)

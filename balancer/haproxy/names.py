@@ -17,6 +17,9 @@ PART_BACKENDS = {"web": WEBS_BACKEND, "worker": WORKERS_BACKEND}
 JOBS_BACKEND = "jobs"
 JOBS_SERVER = "local"
 """The jobs backend's server: this balancer host's jobs service (``python -m jobs``), which its sidecar runs."""
+HOLDING_SERVER = "jobs:hold"
+"""This host's jobs service as the workers backend's backup: it holds REST jobs while no worker is up (a ``:``, which
+no node's name has)."""
 JOBS_BACKUP_PREFIX = "peer-"
 """Before a balancer's name: its jobs service as a backup server of another balancer's ``jobs`` backend."""
 RATES_TABLE = "job_rates"

@@ -14,6 +14,7 @@ from balancer.haproxy.names import (
     DIRECT_RUN_PATHS,
     JOBS_BACKEND,
     PAGE_RUN_PATH,
+    PROBES_BACKEND,
     RATES_TABLE,
     WEBS_BACKEND,
     WORKERS_BACKEND,
@@ -149,7 +150,7 @@ def rest_unavailable(spec: ClusterSpec) -> Answer:
                       headers="hdr Retry-After 5")
     no_fallback = f" {{ nbsrv({JOBS_BACKEND}) eq 0 }}" if spec.jobs.enabled else ""
     return answer(503, "unavailable", "No worker is up right now (starting or restarting); retry shortly.",
-                  f"is_rest {{ nbsrv({WORKERS_BACKEND}) eq 0 }}{no_fallback}", "No worker is up",
+                  f"is_rest {{ nbsrv({PROBES_BACKEND}) eq 0 }}{no_fallback}", "No worker is up",
                   headers="hdr Retry-After 5")
 
 

@@ -16,6 +16,7 @@ from balancer.haproxy.agent import agent_send
 from balancer.haproxy.names import (
     COOKIE_NAME,
     COOKIE_OPTIONS,
+    HOLDING_SERVER,
     JOBS_SERVER,
     PROBES_BACKEND,
     WEBS_BACKEND,
@@ -68,6 +69,9 @@ class ServerSet(Protocol):
     def jobs_line(self) -> str:
         """The ``jobs`` backend's server (its backups, ``jobs.backups``, come apart)."""
 
+    def holding_line(self) -> str:
+        """The ``workers`` backend's backup: the jobs service that holds REST jobs while no worker is up ("": none)."""
+
 
 class StaticServers:
     """The cluster file's nodes, one server line each; remote nodes over mutual TLS when ``tls`` is set."""
@@ -100,6 +104,12 @@ class StaticServers:
     def jobs_line(self) -> str:
         jobs = self.spec.jobs
         return f"    server {JOBS_SERVER} {jobs.connect_host}:{jobs.port}  # this host's, run by its sidecar"
+
+    def holding_line(self) -> str:
+        if not self.spec.workers_record_jobs:
+            return ""
+        jobs = self.spec.jobs
+        return f"    server {HOLDING_SERVER} {jobs.connect_host}:{jobs.port} backup  # this host's jobs service"
 
     def dynamic_servers(self, node: NodeSpec) -> list[DynamicServer]:
         """A node's servers as the runtime API adds them (a worker before the probe server that tracks it),

@@ -118,6 +118,8 @@ class Backends:
     cookie_lines: tuple[str, ...]
     web_lines: tuple[str, ...]
     worker_lines: tuple[str, ...]
+    holding_line: str
+    """The workers' backup: this host's jobs service, which holds REST jobs while no worker is up ("": none)."""
     probe_lines: tuple[str, ...]
 
 
@@ -255,5 +257,6 @@ def backend_values(spec: ClusterSpec, servers: ServerSet) -> Backends:
         cookie_lines=tuple(servers.cookie_lines()),
         web_lines=tuple(servers.web_lines()),
         worker_lines=tuple(servers.worker_lines()),
+        holding_line=servers.holding_line(),
         probe_lines=tuple(servers.probe_lines()),
     )

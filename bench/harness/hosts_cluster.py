@@ -20,6 +20,7 @@ import httpx
 import yaml
 
 from balancer.config.loading import load_cluster_file, parse_cluster
+from balancer.haproxy.names import HOLDING_SERVER, PART_BACKENDS
 from balancer.haproxy.process import RuntimeAPI
 from balancer.system.run_dir import write_private_file
 from bench.harness.netns import NetworkLab
@@ -104,7 +105,8 @@ class HostsCluster:
             servers = self.api.servers()
         except OSError:
             return {}
-        return {f"{s.backend}/{s.server}": s.status for s in servers if s.backend in ("webs", "workers")}
+        return {f"{s.backend}/{s.server}": s.status for s in servers
+                if s.backend in PART_BACKENDS.values() and s.server != HOLDING_SERVER}
 
     def unsettled(self) -> dict[str, str] | None:
         """``backend/server`` -> its status and check health, for each node part that is not yet UP *and* confirmed
@@ -115,8 +117,8 @@ class HostsCluster:
         servers: ``on-marked-down shutdown-sessions``) ends its sessions. Load starts once every part's checks
         have passed enough to take ``fall`` failures."""
         try:
-            rows = [row for row in self.api.show_stat() if row.get("pxname") in ("webs", "workers")
-                    and row.get("svname") not in ("FRONTEND", "BACKEND")]
+            rows = [row for row in self.api.show_stat() if row.get("pxname") in PART_BACKENDS.values()
+                    and row.get("svname") not in ("FRONTEND", "BACKEND", HOLDING_SERVER)]
         except OSError:
             return None
         if len(rows) != 2 * len(self.nodes):

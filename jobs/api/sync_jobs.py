@@ -24,9 +24,11 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from jobs.api.views import job_path
-from jobs.contract import CANCELED, FAILED, PHOTO, RETENTION, SUCCEEDED
+from jobs.contract import CANCELED, CLIENT_HELD, FAILED, PHOTO, PROCESSING, RETENTION, SUCCEEDED
 from jobs.running import LOST, DeadlinePassed, Ending, HeldRuns
 from jobs.store import Job, new_job_id, submit_held
+from jobs.store.request_jobs import hold_for_request
+from webui.job_records import marked, request_seed
 from webui.schema import MAX_SEED, GenerationResult, Limits, ResultEvent
 from webui.trace import JOB_ID_HEADER
 from webui.web.worker_client import JobRejected
@@ -108,17 +110,46 @@ class SyncJob:
 
 async def accept(request: Request, options: SyncOptions, limits: Limits) -> SyncJob:
     """Read and check the job as the worker does (``ApiError`` 413/415/422 in words), then start recording it,
-    held (``SyncJob.recorded``): the caller asks the worker meanwhile."""
+    held (``SyncJob.recorded``): the caller asks the worker meanwhile. A job the balancer marked for its worker to
+    record (this service is then the workers' backup: none was up) is the job of the balancer's request id,
+    taken over when a worker recorded it before it died (``hold_for_request``), before anything runs."""
+    if request.headers.get(JOB_ID_HEADER):  # a cluster part's own job, sent to the workers' backup: it waits itself
+        raise ApiError(503, "not_ready", "No worker is up.", headers={"Retry-After": "1"})
     body = await read_body(request, max_job_body(limits.max_upload_bytes))
     checked = validate_job(parse_payload(body, request.headers.get("content-type", ""), request.query_params), limits)
     fields = checked.model_dump(exclude_none=True)
+    request_id = scope_request_id(request.scope)
+    if marked(request.headers):
+        fields.setdefault("seed", request_seed(request_id))  # as its workers draw it
+        job = await _hold_request(options, fields, request_id)
+        return SyncJob(job.id, _done(job), fields, prefers_minimal(request), request_id)
     fields.setdefault("seed", secrets.randbelow(MAX_SEED + 1))  # every attempt draws the same image
-    recorded = {name: value for name, value in fields.items() if name != PHOTO}  # a photo: megabytes
     job_id = new_job_id()
-    job = asyncio.ensure_future(run_sync(lambda: submit_held(
-        options.runs.engine, recorded, options.holder, options.runs.lease_s, retention=options.retention,
+    recording = asyncio.ensure_future(run_sync(lambda: submit_held(
+        options.runs.engine, _recorded(fields), options.holder, options.runs.lease_s, retention=options.retention,
         job_id=job_id)))
-    return SyncJob(job_id, job, fields, prefers_minimal(request), scope_request_id(request.scope))
+    return SyncJob(job_id, recording, fields, prefers_minimal(request), request_id)
+
+
+def _recorded(fields: dict[str, Any]) -> dict[str, Any]:
+    """What the job keeps of its fields: all but a photo (megabytes)."""
+    return {name: value for name, value in fields.items() if name != PHOTO}
+
+
+async def _hold_request(options: SyncOptions, fields: dict[str, Any], request_id: str) -> Job:
+    """The job of the balancer's request, now held by this service; a 503 in words when it ended meanwhile."""
+    job = await run_sync(lambda: hold_for_request(options.runs.engine, _recorded(fields), options.holder,
+                                                  request_id, options.runs.lease_s, retention=options.retention))
+    if job.status != PROCESSING or job.claim_owner != CLIENT_HELD + options.holder:
+        raise ApiError(503, "busy", job.error or busy_words(options.queue_wait),
+                       headers={"Retry-After": BUSY_RETRY_AFTER, JOB_ID_HEADER: job.id})
+    return job
+
+
+def _done(job: Job) -> asyncio.Future[Job]:
+    done: asyncio.Future[Job] = asyncio.get_running_loop().create_future()
+    done.set_result(job)
+    return done
 
 
 Render = Callable[[SyncJob, GenerationResult], str]

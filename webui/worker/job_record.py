@@ -15,18 +15,19 @@ service hands it the same job (its next attempt).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import httpx
 from pydantic import ValidationError
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
-from webui.contract import RECORD_JOB_HEADER, RETRYABLE_STATUSES, WORKER_JOBS_PREFIX
+from webui.contract import RETRYABLE_STATUSES, WORKER_JOBS_PREFIX
 from webui.job_records import JobEnd, JobRecording, LeaseAnswer, LeaseReport, RecordedJob
 from webui.queue_client import queue_http
-from webui.schema import MAX_SEED, GenerationRequest
+from webui.schema import GenerationRequest
 from webui.settings import WorkerSettings
 from webui.trace import JOB_ID_HEADER
 from webui.worker.job_parsing import ApiError
@@ -44,11 +45,6 @@ def canceled_error(headers: dict[str, str]) -> ApiError:
                     "finished.", headers=headers)
 
 
-def request_seed(request_id: str) -> int:
-    """The seed every attempt of the balancer's request ``request_id`` draws."""
-    return int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:8], "big") % (MAX_SEED + 1)
-
-
 class JobRecorder:
     """Records marked generations at the jobs service ``url`` (the balancer's worker queue)."""
 
@@ -59,11 +55,6 @@ class JobRecorder:
         ca, cert = (settings.worker_queue_ca, settings.worker_queue_cert) if settings else (None, None)
         self._http = queue_http(url.rstrip("/"), timeout, min(timeout, 2.0), ca, cert, transport)
         self._sending: set[asyncio.Task[Any]] = set()
-
-    @staticmethod
-    def marked(headers: Any) -> bool:
-        """Whether the balancer asked for this request's job to be recorded."""
-        return headers.get(RECORD_JOB_HEADER) == "1"
 
     def start(self, request_id: str, job: GenerationRequest, seed: int, abandon: Callable[[], object]) -> Recording:
         """Record ``job`` (drawing ``seed``) for the balancer's request ``request_id``; ``abandon`` stops its
@@ -154,10 +145,6 @@ class Recording:
         """Send the result (the worker's ``GenerationResult`` JSON, or how to render it) in the background."""
         self._end(lambda job: self._send_result(job, body))
 
-    async def answered(self, body: bytes) -> None:
-        """``succeeded`` with the answer's own body, once the answer is sent (its response's background task)."""
-        self.succeeded(body)
-
     def failed(self, status: int, words: str) -> None:
         """Send the failure, unless ``status`` says nothing ran (the balancer replays the request: its next
         worker holds the job)."""
@@ -183,3 +170,16 @@ class Recording:
     async def _send_result(self, job: RecordedJob, body: bytes | Callable[[], bytes]) -> None:
         content = body if isinstance(body, bytes) else await asyncio.to_thread(body)
         await self.recorder.post(f"{job.id}/result", content=content, headers={"Content-Type": "application/json"})
+
+
+class RecordedAnswer(Response):
+    """A result's answer whose job then gets the same result: sent once the answer is out, in a task of its own (a
+    ``BackgroundTask`` would hold the connection's next request until the upload ended)."""
+
+    def __init__(self, body: bytes, recording: Recording, headers: dict[str, str]) -> None:
+        super().__init__(body, media_type="application/json", headers=headers)
+        self.recording = recording
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await super().__call__(scope, receive, send)
+        self.recording.succeeded(self.body)

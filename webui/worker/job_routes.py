@@ -13,11 +13,11 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 
 from webui.contract import CLIENT_GONE_STATUS
 from webui.images import UploadError, decode_upload, upload_sha256
+from webui.job_records import marked, request_seed
 from webui.schema import MAX_SEED, ProgressEvent
 from webui.settings import WorkerSettings
 from webui.worker.encoder import ResultEncoder
@@ -38,7 +38,7 @@ from webui.worker.job_parsing import (
     validate_job,
     wait_for_disconnect,
 )
-from webui.worker.job_record import JobRecorder, Recording, canceled_error, request_seed
+from webui.worker.job_record import JobRecorder, RecordedAnswer, Recording, canceled_error
 from webui.worker.job_stream import JobStream, event_lines
 from webui.worker.scheduler import Job, JobScheduler
 
@@ -68,7 +68,7 @@ def add_job_routes(app: FastAPI, settings: WorkerSettings, service: GenerationSe
                 raise invalid_request([{"field": "init_image", "message": str(exc),
                                         "allowed": allowed_values(limits)["init_image"]}]) from None
         seed = job.seed if job.seed is not None else (
-            request_seed(scope_request_id(request.scope)) if recorder and recorder.marked(request.headers)
+            request_seed(scope_request_id(request.scope)) if recorder and marked(request.headers)
             else secrets.randbelow(MAX_SEED + 1))
         check_cost(service.pipeline.effective_params(job, seed, init_image), limits)  # ready: it is loaded
         photo_hash = None if job.init_image is None else await run_in_threadpool(upload_sha256, job.init_image)
@@ -76,7 +76,7 @@ def add_job_routes(app: FastAPI, settings: WorkerSettings, service: GenerationSe
 
     def record(request: Request, admitted: Admitted, job: Job[Any]) -> Recording | None:
         """The job's record at the jobs service, when the balancer marked the request for one."""
-        if recorder is None or not recorder.marked(request.headers):
+        if recorder is None or not marked(request.headers):
             return None
         return recorder.start(scope_request_id(request.scope), admitted.request, admitted.seed, job.abandon)
 
@@ -116,8 +116,7 @@ def add_job_routes(app: FastAPI, settings: WorkerSettings, service: GenerationSe
         if recording is None:
             return Response(body, media_type="application/json", headers=headers)
         headers.update(await recording.headers())  # recorded by now: the generation took longer
-        return Response(body, media_type="application/json", headers=headers,
-                        background=BackgroundTask(recording.answered, body.encode()))
+        return RecordedAnswer(body.encode(), recording, headers)
 
     @app.api_route("/generate/stream", methods=["GET", "POST"])
     async def generate_stream(request: Request) -> Response:
