@@ -29,6 +29,7 @@ from webui.contract import JOB_EVENT_INDICES
 from webui.settings import WebSettings
 from webui.web.bounded import BoundedMap
 from webui.web.presence import EventStreams
+from webui.web.session_jobs import MAX_JOINS, AwaitedStreams
 from webui.web.upload_progress import BoundedUploadProgress, install
 
 JOB = Job(prompt="edge portrait", steps=4, width=128, height=128, seed=61_803)
@@ -186,6 +187,23 @@ def test_event_streams_stay_bounded_by_count_and_bytes() -> None:
     assert streams.silent_for(held[0], since=time.monotonic()) == 0.0
     streams.closed(held[0])
     assert streams.opened("one-too-many")
+
+
+def test_each_join_awaits_one_data_stream_for_the_listen_grace_within_bounds() -> None:
+    clock = FakeClock()
+    awaited = AwaitedStreams(grace=10, max_sessions=100, max_bytes=50_000, clock=clock)
+    awaited.answered("page")
+    awaited.answered("page")
+    assert [awaited.followed("page") for _ in range(3)] == [True, True, False]  # one stream a join, no more
+    awaited.answered("page")
+    clock.now += 10.5
+    assert not awaited.followed("page")  # a stream past the grace had nothing of its own to wait for here
+    for _ in range(MAX_JOINS + 10):
+        awaited.answered("never-listens")
+    assert sum(awaited.followed("never-listens") for _ in range(MAX_JOINS + 10)) == MAX_JOINS
+    for index in range(20_000):
+        awaited.answered(f"{index:064x}")
+    assert len(awaited) <= 100 and awaited.nbytes <= 50_000
 
 
 def test_gradio_upload_tracker_stays_bounded_under_a_flood_of_upload_ids(monkeypatch: pytest.MonkeyPatch) -> None:

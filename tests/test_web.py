@@ -13,6 +13,7 @@ import base64
 import io
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -159,6 +160,41 @@ def test_an_event_stream_with_no_job_here_ends_with_an_error_at_once(client: Cli
 
     assert [event["msg"] for event in events] == ["unexpected_error"]
     assert events[0]["session_not_found"] and "another" in events[0]["message"]
+
+
+def test_a_stream_opened_for_a_join_already_delivered_on_the_previous_stream_is_served(node: Node) -> None:
+    """The page opens a data stream after a join's answer unless its stream is open then. A stream opened for one
+    join delivers every event of the session, and closes once none is left: another join's event, delivered and
+    gone, while the page had not read that join's answer yet (a fast event, a busy browser; test_studio_history's
+    page once lost every later event so). The stream the page opens for that answer has no job here and is still
+    the page's own: it is served, and carries the page's next event."""
+    page = BrowserProtocolClient(node.web_url, api_name="generate")
+
+    def messages(stream: httpx.Response) -> Iterator[tuple[str, str | None]]:
+        for line in stream.iter_lines():
+            if line.startswith("data:"):
+                message = json.loads(line[5:])
+                yield message["msg"], message.get("event_id")
+
+    data = {"session_hash": page.session_hash}
+    try:
+        joined = [page.join(Job("a stream after its join", steps=1, width=256, height=256, seed=seed))
+                  for seed in (21, 22)]
+        with page.http.stream("GET", "/gradio_api/queue/data", params=data) as stream:  # for the first answer
+            first = list(messages(stream))
+        with page.http.stream("GET", "/gradio_api/queue/data", params=data) as stream:  # the second answer read
+            next_job = page.join(Job("the page's next event", steps=1, width=256, height=256, seed=23))
+            second = []
+            for message in messages(stream):
+                second.append(message)
+                if message[0] in ("process_completed", "close_stream", "unexpected_error"):
+                    break
+    finally:
+        page.close()
+
+    assert sorted(event for msg, event in first if msg == "process_completed") == sorted(joined), first
+    assert first[-1] == ("close_stream", None), first
+    assert second[-1] == ("process_completed", next_job), second
 
 
 def test_the_harness_gradio_client_gives_up_on_a_call_after_its_timeout(node: Node, tmp_path: Path) -> None:

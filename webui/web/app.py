@@ -44,6 +44,7 @@ from webui.web.jobs_client import JobsClient
 from webui.web.loop_health import LoopWatch, settle_matplotlib
 from webui.web.queue_pacer import PaceQueue, QueuePacer
 from webui.web.request_guard import RequestGuard
+from webui.web.session_jobs import AwaitedStreams
 from webui.web.signin import SignIn
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio
@@ -176,6 +177,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         events=lambda: demo.fns,
         queue=lambda: demo._queue,
         streams=studio.streams,
+        awaited=AwaitedStreams(settings.listen_grace),
     )
     gradio_app.add_middleware(UploadFileLimit, max_files=settings.upload_max_files)  # outside RequestGuard
     if runner is not None:  # with jobs, a client's call may go on at another web front (a rolling restart)

@@ -17,8 +17,8 @@ Gradio's own catch-all 500 handler and can still answer). For every HTTP request
 - counts each session's open event streams (``queue/data``, and the curl-style
   ``call/[v2/]<api>/<event id>``) in ``EventStreams``, so that a job whose client never listens,
   or stopped listening, can be cancelled (503 once ``EventStreams`` is full);
-- ends at once, with an error event, a ``queue/data`` stream of a session with no job here
-  (``session_jobs``: Gradio would send it heartbeats forever), and tells it each join's sticky node;
+- ends at once, with an error event, a ``queue/data`` stream of a session with no job here and no join
+  answered here that awaits it (``session_jobs``: Gradio would send it heartbeats forever);
 - turns an error that escapes Gradio before any response was sent into a JSON answer: 400
   for a malformed upload, else 500 naming the request id (the traceback stays in the log).
 
@@ -41,7 +41,7 @@ from webui.contract import CLIENT_GONE_STATUS
 from webui.web.gradio_routes import CLIENT_ID_RULE, GradioRoutes, Resolved, Role, client_id_problems
 from webui.web.presence import EventStreams, event_session
 from webui.web.request_body import BodyReader, RequestRefused, error_response
-from webui.web.session_jobs import answer_orphan, has_job
+from webui.web.session_jobs import AwaitedStreams, answer_orphan, has_job
 
 logger = logging.getLogger(__name__)
 
@@ -74,8 +74,10 @@ class RequestGuard:
         events: Callable[[], Mapping[int, Any]],
         queue: Callable[[], Any],
         streams: EventStreams,
+        awaited: AwaitedStreams,
     ) -> None:
-        """``events``: the page's events by ``fn_index`` (``Blocks.fns``); ``queue``: Gradio's queue."""
+        """``events``: the page's events by ``fn_index`` (``Blocks.fns``); ``queue``: Gradio's queue;
+        ``awaited``: the joins answered here that no data stream followed yet."""
         self.app = app
         self.max_body_bytes = max_body_bytes
         self.body_timeout = body_timeout
@@ -83,6 +85,7 @@ class RequestGuard:
         self.events = events
         self.queue = queue
         self.streams = streams
+        self.awaited = awaited
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -100,9 +103,11 @@ class RequestGuard:
         if listener is None:
             await self._guarded(scope, receive, send, route)
             return
-        if route.role is Role.QUEUE_STREAM and not has_job(self.queue(), listener):
-            await answer_orphan(scope, receive, send)
-            return
+        if route.role is Role.QUEUE_STREAM:
+            awaited = self.awaited.followed(listener)  # every stream takes its join, with a job here or not
+            if not awaited and not has_job(self.queue(), listener):
+                await answer_orphan(scope, receive, send)
+                return
         if not self.streams.opened(listener):
             refused = RequestRefused(503, "too_many_streams", "This web front has too many open event streams; "
                                      "try again in a minute.")
@@ -124,18 +129,24 @@ class RequestGuard:
     async def _guarded(self, scope: Scope, receive: Receive, send: Send, route: Resolved) -> None:
         reader = BodyReader(receive, self.max_body_bytes, self.body_timeout)
         started = False
+        joining: str | None = None  # the session of a join in the queue
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if reader.refused is not None and not started:
                 return  # the app's own answer to a refused body (e.g. Gradio's plain 400): ours goes out
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                if joining is not None and message["status"] == 200:
+                    self.awaited.answered(joining)  # before the answer leaves: the client's stream comes after
             await send(message)
 
         try:
             app_receive: Receive = reader
             if scope["method"] == "POST" and route.role in (Role.QUEUE_ENTRY, Role.DIRECT_CALL):
-                app_receive = await self._checked_call(reader, route, scope)
+                app_receive, call = await self._checked_call(reader, route, scope)
+                if route.role is Role.QUEUE_ENTRY and isinstance(call.get("session_hash"), str):
+                    joining = call["session_hash"]
             await self.app(scope, app_receive, tracking_send)
             if reader.refused is not None:
                 raise reader.refused
@@ -149,8 +160,8 @@ class RequestGuard:
                 raise
             await self._unexpected(scope, exc)(scope, receive, send)
 
-    async def _checked_call(self, reader: BodyReader, route: Resolved, scope: Scope) -> Receive:
-        """Read and check a queue or direct-call body; a ``receive`` that replays it to Gradio."""
+    async def _checked_call(self, reader: BodyReader, route: Resolved, scope: Scope) -> tuple[Receive, dict]:
+        """Read and check a queue or direct-call body: a ``receive`` that replays it to Gradio, and its JSON."""
         reader.max_bytes = min(reader.max_bytes, MAX_JOIN_BYTES)
         body = await reader.read_all()
         try:
@@ -183,7 +194,7 @@ class RequestGuard:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        return replay
+        return replay, data
 
     @staticmethod
     def _refuse(scope: Scope, refused: RequestRefused) -> JSONResponse:
