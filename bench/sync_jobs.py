@@ -47,7 +47,12 @@ NOTES = ("Order on the jobs service's path: the job is recorded (`submit_held`) 
          "request to the worker's `/generate/stream` (progress lines, then the result line with the base64 PNG, "
          "parsed), the answer sent once more over loopback, with client, worker and service sharing the machine's "
          "cores. PostgreSQL is a test server with `fsync=off`; it stores the PNG uncompressed out of line "
-         "(`STORAGE EXTERNAL`, store revision 0004).")
+         "(`STORAGE EXTERNAL`, store revision 0004). \"Worker recording its job\" is the cluster's default path "
+         "(docs/jobs.md): "
+         "the client's request goes to the worker, which records the job at a jobs service beside the generation, "
+         "answers once the record is in (it is, long before the 200 ms end), and sends the result after its answer, "
+         "off the client's wait (not holding the connection's next request); what it adds is that work sharing the "
+         "cores with the next request.")
 
 
 def start(processes: Processes, args: list[str], name: str) -> str:

@@ -1,5 +1,6 @@
 """Chaos on the durable jobs path (opt-in soak: ``pytest -m soak``): under load from four kinds of client at once
-(REST ``/generate``, REST ``/v1/jobs`` with an ``Idempotency-Key``, gradio_client, the studio page's protocol), a
+(REST ``/generate``, straight to the workers, which record each as a job, as by default; REST ``/v1/jobs`` with an
+``Idempotency-Key``; gradio_client; the studio page's protocol), a
 seeded chaos thread SIGKILLs a worker, a web front, the jobs service or HAProxy every 8-12 s and waits until the
 sidecar has it back. No job a client was told of is lost or answered twice, every recorded job ends, every image is
 its seed's, no job's ``completed`` webhooks carry two results, and a client needs at most one resend of the same
@@ -74,7 +75,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluste
     policy.write_text(json.dumps({"allow_http": True, "allow": ["127.0.0.1/32"]}))
     options = ClusterOptions(model="standin:0.3", nodes=2, start_timeout=120,
                              sidecar={"probe_interval": 0.2, "backoff_initial": 0.2},
-                             extra={"jobs": {"rest": True, "web_fronts": True}},
+                             extra={"jobs": {"web_fronts": True}},  # REST straight to the workers (the default)
                              env={"PORTRAIT_JOBS_WEBHOOK_POLICY": str(policy), "PORTRAIT_JOBS_WEBHOOK_POLL": "0.2"})
     with LaunchedCluster(options, name="jobs-chaos") as launched:
         launched.wait_jobs_ready()

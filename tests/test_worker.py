@@ -753,9 +753,14 @@ def test_generating_seconds_include_the_running_job() -> None:
     assert value >= 0 and "# TYPE portrait_worker_generating_seconds_total counter" in text
 
 
-def test_a_marked_job_draws_its_seed_from_the_request_and_is_answered_while_the_jobs_service_is_away() -> None:
+def test_a_marked_job_draws_its_seed_from_the_request_and_is_answered_while_the_jobs_service_is_away(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A job the balancer marks for a record: its seed follows the balancer's request id (a replay on another
-    worker draws the same image), and a jobs service that does not answer costs the client only the job id."""
+    worker draws the same image), and a jobs service that does not answer (its record tried again for a while)
+    costs the client only the job id."""
+    from webui.worker import job_record
+
+    monkeypatch.setattr(job_record, "RECORD_FOR_S", 0.5)
     away = f"http://127.0.0.1:{free_port()}"
     app = create_app(WorkerSettings(model="standin:0.01", warmup_steps=1, jobs_url=away), faults=FaultPlan())
     job = {"prompt": "a portrait", "width": 64, "height": 64, "steps": 2}

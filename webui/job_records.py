@@ -18,7 +18,8 @@ from webui.contract import RECORD_JOB_HEADER
 from webui.schema import MAX_SEED
 from webui.trace import ID_SHAPE
 
-MAX_HOLDER = 120
+MAX_HOLDER = 160
+"""The longest holder: ``client:``, a worker's name (64) and a request id (64)."""
 
 
 def marked(headers: Mapping[str, str]) -> bool:
@@ -35,7 +36,7 @@ class JobRecording(BaseModel):
     """A job to record for the balancer's request ``request_id``, held by ``worker``."""
 
     model_config = ConfigDict(extra="forbid")
-    request_id: str = Field(pattern=ID_SHAPE.pattern, max_length=64)
+    request_id: str = Field(pattern=f"^{ID_SHAPE.pattern}$", max_length=64)
     worker: str = Field(min_length=1, max_length=64)
     input: dict[str, Any] = Field(description="The job's fields as the worker checked them, its photo left out.")
 

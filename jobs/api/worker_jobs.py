@@ -10,32 +10,46 @@ worker-queue listener alone, and the service checks the cluster secret.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, TypeVar
 
 from anyio.to_thread import run_sync
 from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel, ValidationError
 
 from jobs.api.routes import Api, JobsApi
-from jobs.contract import CANCELED, LEASE_SECONDS, SUCCEEDED
+from jobs.contract import CANCELED, LEASE_SECONDS, MAX_BODY_BYTES, SUCCEEDED
 from jobs.running import stored_images
 from jobs.store import fail, finish, get, mark_canceled, record_progress, renew
 from jobs.store.request_jobs import hold_for_request
 from webui.contract import MAX_IMAGES, MAX_SIDE, WORKER_JOBS_PREFIX
 from webui.job_records import JobEnd, JobRecording, LeaseAnswer, LeaseReport, RecordedJob
 from webui.schema import GenerationResult
-from webui.worker.job_parsing import read_body
+from webui.worker.job_parsing import invalid_request, read_body
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix=WORKER_JOBS_PREFIX, include_in_schema=False)
 
+Report = TypeVar("Report", bound=BaseModel)
+
 MAX_RESULT_BYTES = MAX_IMAGES * MAX_SIDE * MAX_SIDE * 4 * 4 // 3 + (1 << 20)
 """The largest result a worker sends: its most images, each no larger than raw RGBA, in base64."""
 
 
+async def _report(request: Request, shape: type[Report]) -> Report:
+    """A worker's small report, read within the jobs API's body limit and checked (422 in words if not)."""
+    body = await read_body(request, MAX_BODY_BYTES)
+    try:
+        return shape.model_validate_json(body)
+    except ValidationError as exc:
+        raise invalid_request([{"field": ".".join(map(str, error["loc"])), "message": error["msg"]}
+                               for error in exc.errors()]) from None
+
+
 @router.post("")
-async def record(recording: JobRecording, jobs: Api) -> RecordedJob:
+async def record(request: Request, jobs: Api) -> RecordedJob:
     """Record (or, for a replayed request, take over) the job of the balancer's request; held for the worker."""
+    recording = await _report(request, JobRecording)
     holder = f"{recording.worker}:{recording.request_id}"
     job = await run_sync(lambda: hold_for_request(jobs.engine, recording.input, holder, recording.request_id,
                                                   LEASE_SECONDS, retention=jobs.retention))
@@ -45,8 +59,9 @@ async def record(recording: JobRecording, jobs: Api) -> RecordedJob:
 
 
 @router.post("/{job_id}/lease")
-async def lease(job_id: str, report: LeaseReport, jobs: Api) -> LeaseAnswer:
+async def lease(job_id: str, request: Request, jobs: Api) -> LeaseAnswer:
     """Renew the worker's hold, recording its latest step when it sends one; says whether to go on."""
+    report = await _report(request, LeaseReport)
     if report.step is not None and report.steps is not None:
         held = await run_sync(lambda: record_progress(jobs.engine, job_id, report.holder, report.step, report.steps,
                                                       LEASE_SECONDS, worker_id=report.holder.partition(":")[0]))
@@ -59,13 +74,16 @@ async def lease(job_id: str, report: LeaseReport, jobs: Api) -> LeaseAnswer:
 async def result(job_id: str, request: Request, jobs: Api) -> Response:
     """The worker's ``GenerationResult`` as the job's outcome (unless the job already ended)."""
     body = await read_body(request, MAX_RESULT_BYTES)
-    status, images, seconds = await run_sync(_finish, jobs, job_id, body)
+    try:
+        generated = await run_sync(GenerationResult.model_validate_json, body)
+    except ValidationError:
+        raise invalid_request([{"field": "result", "message": "not a GenerationResult"}]) from None
+    status, images, seconds = await run_sync(_finish, jobs, job_id, generated)
     _count(jobs, status, images, seconds)
     return Response(status_code=204)
 
 
-def _finish(jobs: JobsApi, job_id: str, body: bytes) -> tuple[str, int, float]:
-    generated = GenerationResult.model_validate_json(body)
+def _finish(jobs: JobsApi, job_id: str, generated: GenerationResult) -> tuple[str, int, float]:
     job = get(jobs.engine, job_id)
     generation: dict[str, Any] = {**generated.model_dump(mode="json", exclude={"images", "image"}),
                                   "attempts": job.attempts}
@@ -78,8 +96,9 @@ def _finish(jobs: JobsApi, job_id: str, body: bytes) -> tuple[str, int, float]:
 
 
 @router.post("/{job_id}/end", status_code=204)
-async def end(job_id: str, ended: JobEnd, jobs: Api) -> Response:
+async def end(job_id: str, request: Request, jobs: Api) -> Response:
     """The job failed (``error``: words for its client) or was canceled on the worker."""
+    ended = await _report(request, JobEnd)
     if ended.status == CANCELED:
         settled = await run_sync(mark_canceled, jobs.engine, job_id)
     else:

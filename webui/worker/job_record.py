@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,8 +35,12 @@ from webui.worker.job_parsing import ApiError
 
 logger = logging.getLogger(__name__)
 
-ANSWER_WAIT_S = 1.0
-"""The longest an answer waits for its job's record once the generation is done; then it goes without an id."""
+RECORD_FOR_S = 10.0
+"""How long a job's record is tried again while the jobs service does not answer (it restarts in a second or two):
+the answer waits for it, then goes without an id."""
+OUTCOME_FOR_S = 60.0
+"""How long a job's outcome is tried again (its hold renewed meanwhile, once the service answers again)."""
+RETRY_PAUSE_S = 0.25
 
 
 def canceled_error(headers: dict[str, str]) -> ApiError:
@@ -74,25 +79,38 @@ class JobRecorder:
         return task
 
     async def _record(self, recording: JobRecording) -> RecordedJob | None:
+        answer = await self.post("", RECORD_FOR_S, content=recording.model_dump_json())
+        if answer is None:
+            logger.warning("request %s: the jobs service did not record its job; answered without one",
+                           recording.request_id)
+            return None
         try:
-            answer = await self._http.post(WORKER_JOBS_PREFIX, content=recording.model_dump_json(),
-                                           headers={"Content-Type": "application/json"})
-            answer.raise_for_status()
             return RecordedJob.model_validate_json(answer.content)
-        except (httpx.HTTPError, ValidationError) as exc:
-            logger.warning("request %s: the jobs service did not record its job (%s); answered without one",
-                           recording.request_id, exc)
+        except ValidationError as exc:
+            logger.warning("request %s: the jobs service's record is not understood (%s)", recording.request_id, exc)
             return None
 
-    async def post(self, path: str, **kwargs: Any) -> httpx.Response | None:
-        """One report to the jobs service; None (logged) when it failed."""
-        try:
-            answer = await self._http.post(f"{WORKER_JOBS_PREFIX}/{path}", **kwargs)
-            answer.raise_for_status()
-            return answer
-        except httpx.HTTPError as exc:
-            logger.warning("the jobs service did not take %s: %s", path, exc)
-            return None
+    async def post(self, path: str, retry_for: float = 0.0, **kwargs: Any) -> httpx.Response | None:
+        """One report to the jobs service (``WORKER_JOBS_PREFIX/path``, JSON), tried again for ``retry_for``
+        seconds while the service does not answer or answers 5xx; None (logged) when it failed."""
+        deadline = time.monotonic() + retry_for
+        url = f"{WORKER_JOBS_PREFIX}/{path}".rstrip("/")
+        while True:
+            try:
+                answer = await self._http.post(url, headers={"Content-Type": "application/json"}, **kwargs)
+                if answer.status_code < 500:
+                    answer.raise_for_status()
+                    return answer
+                cause = f"HTTP {answer.status_code}"
+            except httpx.HTTPStatusError as exc:
+                logger.warning("the jobs service refused %s: %s", url, exc)
+                return None
+            except httpx.TransportError as exc:
+                cause = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() >= deadline:
+                logger.warning("the jobs service did not take %s: %s", url, cause)
+                return None
+            await asyncio.sleep(RETRY_PAUSE_S)
 
     async def aclose(self) -> None:
         if self._sending:
@@ -117,20 +135,19 @@ class Recording:
         self.step = (step, total)
 
     async def headers(self) -> dict[str, str]:
-        """``X-Job-Id`` once the job is recorded (waiting at most ``ANSWER_WAIT_S``), else nothing."""
-        done, _ = await asyncio.wait({self.recorded}, timeout=ANSWER_WAIT_S)
-        job = self.recorded.result() if done else None
+        """``X-Job-Id`` once the job is recorded (tried for ``RECORD_FOR_S`` at most), else nothing."""
+        job = await asyncio.shield(self.recorded)
         return {JOB_ID_HEADER: job.id} if job is not None else {}
 
     async def keep(self) -> None:
-        """Renew the hold every ``renew_s`` with the latest step, until the job ends, is lost or is canceled."""
+        """Renew the hold every ``renew_s`` with the latest step, until the job's outcome is sent, the hold is lost
+        or the job is canceled (then its generation is stopped)."""
         job = await self.recorded
         while job is not None:
             await asyncio.sleep(self.recorder.renew_s)
             step, steps = self.step or (None, None)
             report = LeaseReport(holder=job.holder, step=step, steps=steps)
-            answer = await self.recorder.post(f"{job.id}/lease", content=report.model_dump_json(),
-                                              headers={"Content-Type": "application/json"})
+            answer = await self.recorder.post(f"{job.id}/lease", content=report.model_dump_json())
             if answer is None:
                 continue
             lease = LeaseAnswer.model_validate_json(answer.content).lease
@@ -143,33 +160,37 @@ class Recording:
 
     def succeeded(self, body: bytes | Callable[[], bytes]) -> None:
         """Send the result (the worker's ``GenerationResult`` JSON, or how to render it) in the background."""
-        self._end(lambda job: self._send_result(job, body))
+        async def send(job: RecordedJob) -> None:
+            content = body if isinstance(body, bytes) else await asyncio.to_thread(body)
+            await self.recorder.post(f"{job.id}/result", OUTCOME_FOR_S, content=content)
+
+        self._end(send)
 
     def failed(self, status: int, words: str) -> None:
         """Send the failure, unless ``status`` says nothing ran (the balancer replays the request: its next
         worker holds the job)."""
         if status not in RETRYABLE_STATUSES:
-            self._end(lambda job: self.recorder.post(f"{job.id}/end", content=JobEnd(
-                status="failed", error=words).model_dump_json(), headers={"Content-Type": "application/json"}))
+            self._end(lambda job: self._send_end(job, JobEnd(status="failed", error=words)))
 
     def left(self) -> None:
         """The client left (or a cancel stopped the generation): the job ends ``canceled``."""
-        self._end(lambda job: self.recorder.post(f"{job.id}/end", content=JobEnd(status="canceled").model_dump_json(),
-                                                 headers={"Content-Type": "application/json"}))
+        self._end(lambda job: self._send_end(job, JobEnd(status="canceled")))
+
+    async def _send_end(self, job: RecordedJob, end: JobEnd) -> None:
+        await self.recorder.post(f"{job.id}/end", OUTCOME_FOR_S, content=end.model_dump_json())
 
     def _end(self, send: Callable[[RecordedJob], Coroutine[Any, Any, Any]]) -> None:
-        self.keeper.cancel()
-
+        """Send the outcome in the background; the hold is renewed until it is sent (a jobs service restarting
+        meanwhile would otherwise see the hold run out and end the job ``canceled``)."""
         async def ending() -> None:
-            job = await self.recorded
-            if job is not None:
-                await send(job)
+            try:
+                job = await self.recorded
+                if job is not None:
+                    await send(job)
+            finally:
+                self.keeper.cancel()
 
         self.recorder.spawn(ending())
-
-    async def _send_result(self, job: RecordedJob, body: bytes | Callable[[], bytes]) -> None:
-        content = body if isinstance(body, bytes) else await asyncio.to_thread(body)
-        await self.recorder.post(f"{job.id}/result", content=content, headers={"Content-Type": "application/json"})
 
 
 class RecordedAnswer(Response):
