@@ -105,6 +105,8 @@ class Backends:
     """The webs, workers and worker_probes backends: limits, error bodies and server lines."""
 
     retries: int
+    worker_retries: int
+    """The workers backend's: ``retries``, plus one per worker when the jobs service is its backup."""
     retry_statuses: str
     queue_timeout: str
     generation_timeout: str
@@ -242,8 +244,10 @@ def jobs_values(spec: ClusterSpec, servers: ServerSet) -> Jobs:
 def backend_values(spec: ClusterSpec, servers: ServerSet) -> Backends:
     limits = spec.limits
     busy = f"No worker could take this job within {limits.queue_timeout:g} s: all are busy or down. Retry later."
+    holding_line = servers.holding_line()
     return Backends(
         retries=limits.retries,
+        worker_retries=limits.retries + (len(spec.workers) if holding_line else 0),
         retry_statuses=" ".join(map(str, RETRYABLE_STATUSES)),
         queue_timeout=duration(limits.queue_timeout),
         generation_timeout=duration(limits.generation_timeout),
@@ -257,6 +261,6 @@ def backend_values(spec: ClusterSpec, servers: ServerSet) -> Backends:
         cookie_lines=tuple(servers.cookie_lines()),
         web_lines=tuple(servers.web_lines()),
         worker_lines=tuple(servers.worker_lines()),
-        holding_line=servers.holding_line(),
+        holding_line=holding_line,
         probe_lines=tuple(servers.probe_lines()),
     )
