@@ -32,9 +32,9 @@ class JobsSpec(Listener):
         900.0, gt=0, description="Seconds from a job's acceptance until it fails for want of a worker.")
     retention_days: float = Field(30.0, gt=0, description="Days a job and its results are kept (then 410 Gone).")
     rest: bool = Field(
-        False, description="REST POST /generate and /generate/stream go through the jobs service: each is a recorded "
-        "job (its id in X-Job-Id) that waits across a gap where every worker is down; about 18 ms more a request "
-        "(bench/results/sync-jobs.md).")
+        False, description="REST POST /generate and /generate/stream go through the jobs service, which records "
+        "each (about 18 ms more a request: bench/results/sync-jobs.md). Off: they go straight to the workers, which "
+        "record each as a job (about 3 ms), and the service holds them only while no worker is up.")
     backups: dict[Annotated[str, Field(pattern=NAME_PATTERN)], str] = Field(
         default_factory=dict, description="Other balancer hosts' jobs services (name: HOST:PORT) that serve /v1/jobs "
         "through this HAProxy while its own is down (backup servers, health-checked); they must share its store. "
