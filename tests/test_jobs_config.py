@@ -125,18 +125,24 @@ def test_rest_goes_through_the_jobs_service_when_asked_or_no_worker_is_up(tmp_pa
     plain = render_config(plain_spec)
     validate_config(write_config(plain, plain_spec.config_path))
     assert "    use_backend workers if is_rest\n" in plain
-    # No worker up: the jobs service holds the job until one is ready; only with neither up is REST told at once.
-    assert "    use_backend jobs if is_rest { nbsrv(workers) eq 0 }\n" in plain
+    # No worker up (counted in worker_probes: the workers' backup, the jobs service, counts in nbsrv(workers)): the
+    # jobs service holds the job until one is ready; only with neither up is REST told at once.
+    assert "    use_backend jobs if is_rest { nbsrv(worker_probes) eq 0 }\n" in plain
     assert plain.index("use_backend jobs if is_rest") < plain.index("use_backend workers if is_rest")
-    assert "is_rest { nbsrv(workers) eq 0 } { nbsrv(jobs) eq 0 }" in plain
+    assert "is_rest { nbsrv(worker_probes) eq 0 } { nbsrv(jobs) eq 0 }" in plain
+    workers = plain[plain.index("\nbackend workers"):plain.index("\nbackend worker_probes")]
+    assert "    server jobs:hold 127.0.0.1:8407 backup" in workers  # a replay with no worker left is held there
+    assert f"    retries {plain_spec.limits.retries + len(plain_spec.workers)}\n" in workers
     off = render_config(spec_of(tmp_path, enabled=False))
-    assert "use_backend jobs" not in off and "is_rest { nbsrv(workers) eq 0 } !wants_html" in off
+    assert "use_backend jobs" not in off and "is_rest { nbsrv(worker_probes) eq 0 } !wants_html" in off
+    assert "jobs:hold" not in off
     spec = spec_of(tmp_path, rest=True)
     text = render_config(spec)
     validate_config(write_config(text, spec.config_path))
     assert "    use_backend jobs if is_rest\n" in text and "use_backend workers if is_rest" not in text
     # No worker up is not a reason to refuse: the jobs service holds the job until one is ready.
-    assert "is_rest { nbsrv(workers) eq 0 }" not in text and "is_rest { nbsrv(jobs) eq 0 }" in text
+    assert "is_rest { nbsrv(worker_probes) eq 0 }" not in text and "is_rest { nbsrv(jobs) eq 0 }" in text
+    assert "jobs:hold" not in text  # the service runs every REST job itself
     limits = spec.limits
     for config in (plain, text):  # a REST job waits for a worker, then runs: silent that long; the jobs API less
         jobs_backend = config[config.index("backend jobs"):]
