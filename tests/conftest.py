@@ -20,6 +20,11 @@ from tests.shared_cluster import MODULES as SHARED_MODULES
 from tests.shared_cluster import shared_options
 
 shared_ssl.install()  # httpx.get made a TLS context per call: most of a test process's CPU
+# One torch thread in the test processes and in every process they start (before any test module imports torch;
+# a cluster's workers get --threads 1 anyway): beside the other test processes on 2 cores, torch's default of one
+# thread per core spent most of its time in OpenMP waits (tests/test_pipeline.py alone beside a busy core: 99 s
+# with two threads, 18 s with one).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)
