@@ -16,7 +16,7 @@ from typing import Any
 from balancer.config.cluster import ClusterSpec
 from balancer.haproxy.config import render_config
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, validate_config, write_config
-from bench.harness.processes import free_port
+from bench.harness.processes import TEARDOWN_GRACE, free_port
 from bench.harness.waiting import wait_until
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,8 @@ def cluster_data(run_dir: Path, web_names: list[str], worker_names: list[str], *
 @contextlib.contextmanager
 def running_haproxy(spec: ClusterSpec, log_path: Path | None = None, edit: Callable[[str], str] | None = None,
                     validate: bool = False) -> Iterator[HAProxyProcess]:
-    """HAProxy on ``spec``'s rendered config (``edit``: a change to the text, for a comparison), stopped after.
+    """HAProxy on ``spec``'s rendered config (``edit``: a change to the text, for a comparison), stopped after
+    (its soft stop given ``TEARDOWN_GRACE``, not 5 s: a node's open connection through it held it that long).
 
     ``validate``: ``haproxy -c`` the file first. The log goes to ``log_path`` (default: the run dir).
     """
@@ -61,7 +62,7 @@ def running_haproxy(spec: ClusterSpec, log_path: Path | None = None, edit: Calla
     try:
         yield haproxy
     finally:
-        haproxy.stop()
+        haproxy.stop(TEARDOWN_GRACE)
 
 
 def wait_servers_up(spec: ClusterSpec, servers: list[tuple[str, str]], alive: Callable[[], bool] = lambda: True,
