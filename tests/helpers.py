@@ -98,13 +98,13 @@ def unquotable_checkout() -> str | None:
 
 def node_server_lines(config: str) -> list[str]:
     """The ``server`` lines of a rendered haproxy.cfg that name node parts: every backend's but the jobs
-    service's (a loopback process of the balancer itself: no agent, no TLS)."""
-    from balancer.haproxy.names import JOBS_BACKEND
+    service's, and the workers' backup (the same loopback process of the balancer itself: no agent, no TLS)."""
+    from balancer.haproxy.names import HOLDING_SERVER, JOBS_BACKEND
 
     lines, backend = [], None
     for line in config.splitlines():
         if line.startswith(("backend ", "frontend ", "listen ", "defaults", "global", "userlist ", "peers ")):
             backend = line.split()[1] if line.startswith("backend ") else None
-        elif line.startswith("    server ") and backend != JOBS_BACKEND:
+        elif line.startswith("    server ") and backend != JOBS_BACKEND and line.split()[1] != HOLDING_SERVER:
             lines.append(line)
     return lines

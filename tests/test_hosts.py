@@ -135,9 +135,10 @@ def test_a_ui_client_whose_web_front_is_lost_mid_job_resends_and_completes(clust
           f"{figures['extra_s']:+} s; load {figures['load_average']}")
     assert lost.reply is not None, lost.attempts
     assert lost.reply.web_node is not None and lost.reply.web_node != lost.web_node  # another web front finished it
-    # The lost try, then the image. How many tries fail in between (sent while HAProxy has not yet seen the host
-    # go) depends on how fast a loaded machine runs its checks: a figure (``tries``), not a pass condition.
-    assert len(lost.attempts) >= 2 and lost.attempts[-1].outcome == "ok", lost.attempts
+    # The image, at the last try. How many tries fail before it (the lost one, and those sent while HAProxy has not
+    # yet seen the host go) depends on how fast a loaded machine runs its checks and the fault: a figure
+    # (``tries``), not a pass condition; under a load of 9 a browser's first try was once finished elsewhere.
+    assert lost.attempts[-1].outcome == "ok" and all(a.outcome != "ok" for a in lost.attempts[:-1]), lost.attempts
 
 
 def test_a_killed_worker_on_a_node_host_leaves_rotation_through_the_host_agent(cluster: HostsCluster) -> None:

@@ -30,9 +30,8 @@ import pytest
 
 from balancer.cli.ctl import PASSWORD_ENV
 from balancer.config.loading import load_cluster_file, parse_cluster
-from balancer.haproxy.config import WORKERS_BACKEND
 from bench.harness.hosts_cluster import BALANCER, STANDIN_WORKER, HostsCluster
-from bench.harness.load import OK, Clock, FewestUp, Record, mixed_clients, under_load
+from bench.harness.load import OK, Clock, FewestUp, Record, mixed_clients, under_load, workers_up
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes
 from tests.helpers import record_figures
@@ -107,13 +106,7 @@ def test_rolling_restart_of_one_node_host_under_load_fails_no_request(tmp_path: 
             result["ctl"] = ctl(cluster, RESTARTED, "rolling-restart", "--drain-timeout", "100",
                                 "--settle", str(SETTLE))
 
-        def workers_up() -> int | None:
-            try:
-                return sum(server.is_up for server in cluster.api.servers(WORKERS_BACKEND))
-            except OSError:
-                return None
-
-        with FewestUp(workers_up, len(NODES)) as fewest:
+        with FewestUp(workers_up(cluster.api), len(NODES)) as fewest:
             records = under_load(mixed_clients(cluster.url, clock, closers, THINK_TIME, "node host portrait"),
                                  closers, operate, LOAD_SECONDS)
         after = {host: part_pids(cluster, host) for host in ("n1", "n2")}

@@ -20,10 +20,10 @@ import psutil
 import pytest
 
 from balancer.cli.ctl import PASSWORD_ENV
-from balancer.haproxy.config import WORKERS_BACKEND
 from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, FewestUp, LoadClient, mixed_clients, under_load
+from bench.harness.load import workers_up as count_workers_up
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from webui.contract import READY_PATH
@@ -58,14 +58,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluste
 
 def workers_up(cluster: LaunchedCluster) -> FewestUp:
     """The fewest workers HAProxy had UP at any poll."""
-
-    def count() -> int | None:
-        try:
-            return sum(server.is_up for server in cluster.runtime.servers(WORKERS_BACKEND))
-        except OSError:
-            return None
-
-    return FewestUp(count, len(NODES))
+    return FewestUp(count_workers_up(cluster.runtime), len(NODES))
 
 
 def load_clients(cluster: LaunchedCluster, clock: Clock, closers: list) -> list[LoadClient]:

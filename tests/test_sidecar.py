@@ -476,6 +476,9 @@ def test_a_runtime_server_is_deleted_once_its_last_request_has_ended(tmp_path: P
         api = AsyncRuntimeAPI(spec.socket_path)
         asyncio.run(api.add_server("workers", "extra", f"127.0.0.1:{slow_port}", "maxconn 1", agent=False))
         asyncio.run(api.set_server_state("workers", "extra", "ready"))
+        # Its probe server too, as the sidecar adds it: HAProxy counts the workers up there (worker_probes).
+        asyncio.run(api.add_server("worker_probes", "extra", f"127.0.0.1:{slow_port}", "", agent=False))
+        asyncio.run(api.set_server_state("worker_probes", "extra", "ready"))
         asyncio.run(api.set_server_state("workers", "w1", "maint"))  # the next job goes to the slow one
         results: list[httpx.Response] = []
         job = threading.Thread(target=lambda: results.append(

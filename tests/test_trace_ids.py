@@ -78,7 +78,11 @@ def test_a_rest_job_is_one_id_in_haproxys_and_the_workers_log(cluster: LaunchedC
     assert request_id != FORGED and trace.valid_id(request_id), request_id
     texts = logs_naming(cluster, request_id, "haproxy.log", node_log(cluster, "worker"))
     haproxy = [line for line in texts["haproxy.log"].splitlines() if request_id in line]
-    assert len(haproxy) == 1 and 'POST "/generate"' in haproxy[0], haproxy
+    public = [line for line in haproxy if " public " in line]
+    job = answer.headers["x-job-id"]
+    assert len(public) == 1 and 'POST "/generate"' in public[0] and f"{{{job}}}" in public[0], haproxy
+    # The worker recorded its job through the worker queue under the same id (webui.worker.job_record).
+    assert any(" worker_queue " in line and 'POST "/v1/worker-jobs"' in line for line in haproxy), haproxy
     worker = json_lines(texts[node_log(cluster, "worker")], request_id)
     assert worker and all(line["request_id"] == request_id for line in worker), worker
     assert {"time", "level", "logger", "message", "request_id", "job_id"} <= set(worker[0]), worker[0]

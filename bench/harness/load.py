@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from balancer.haproxy.names import HOLDING_SERVER, WORKERS_BACKEND
+from balancer.haproxy.runtime_api import RuntimeAPI
 from bench.harness.browser_client import BrowserProtocolClient
 from bench.harness.generation import CallFailed, Job, Rejected, Reply
 from bench.harness.gradio_api_client import GradioApiClient
@@ -182,6 +184,17 @@ class FewestUp(Poller):
         seen = self.count()
         if seen is not None:
             self.fewest = min(self.fewest, seen)
+
+
+def workers_up(api: RuntimeAPI) -> Callable[[], int | None]:
+    """How many workers HAProxy has UP (the workers backend's servers but its backup, the jobs service), for
+    ``FewestUp``; None while HAProxy does not answer."""
+    def count() -> int | None:
+        try:
+            return sum(server.is_up for server in api.servers(WORKERS_BACKEND) if server.server != HOLDING_SERVER)
+        except OSError:
+            return None
+    return count
 
 
 def mixed_clients(url: str, clock: Clock, closers: list[Callable[[], None]], think_time: float,
