@@ -5,7 +5,8 @@ The balancer marks each public ``/generate`` and ``/generate/stream`` it sends s
 (``Recording``): the answer waits only for that record, whose id it carries in ``X-Job-Id``; the hold is renewed
 every ``renew_s`` with the latest step (so the job's progress shows in ``/v1/jobs``, and a cancel asked there
 stops the generation at its next step); the outcome is sent after the answer, off the client's wait. A jobs service
-that does not answer in time costs the client nothing but the id: the generation is answered without one (logged).
+that does not answer is asked again (the record for ``RECORD_FOR_S``, the outcome for ``OUTCOME_FOR_S``); past that
+it costs the client nothing but the id: the generation is answered without one (logged).
 
 The seed of a marked job without one is drawn from the balancer's request id, which the balancer keeps when it
 replays the request on another worker after the first died: the replay draws the same image, and the jobs
