@@ -335,6 +335,15 @@ def test_a_cancel_through_the_jobs_api_stops_a_rest_generation(cluster: Launched
     assert public_job(cluster, job_id, finished)["status"] == "canceled"
 
 
+def test_a_rest_stream_whose_client_leaves_ends_its_job_canceled(cluster: LaunchedCluster, one_worker: None) -> None:
+    slow = {"prompt": f"left {SLOW_MARKER}", "steps": 100, "width": 128, "height": 128}
+    with httpx.stream("POST", f"{cluster.public_url}/generate/stream", json=slow, timeout=60) as stream:
+        job_id = stream.headers["x-job-id"]
+        next(line for line in stream.iter_lines() if '"step":2' in line)
+    job = public_job(cluster, job_id, finished)  # the worker stopped it: its hold is not kept on
+    assert job["status"] == "canceled", job
+
+
 # --- failover -------------------------------------------------------------------------------
 
 

@@ -17,7 +17,7 @@ from dnslib.server import DNSLogger, DNSServer
 
 from balancer.config.loading import parse_cluster
 from balancer.deploy.dns_servers import DnsServers
-from balancer.deploy.kube_objects import BALANCER, QUEUE_SERVICE, WEB
+from balancer.deploy.kube_objects import BALANCER, QUEUE_SERVICE, WEB, WORKER
 from balancer.haproxy.config import HAProxyConfigRenderer
 from balancer.haproxy.names import JOBS_BACKEND
 from balancer.haproxy.process import HAProxyProcess, RuntimeAPI, write_config
@@ -75,7 +75,9 @@ def test_jobs_service_is_a_deployment_and_service_with_probes_and_secrets(docume
     assert queue == f"http://{QUEUE_SERVICE}.portrait-ha.svc.cluster.local:8081"
     (web,) = find(documents, "Deployment", WEB)["spec"]["template"]["spec"]["containers"]
     assert web["args"][web["args"].index("--jobs-url") + 1] == queue  # jobs.web_fronts: the queue passes them on
-    for name in (BALANCER, WEB):  # HAProxy adds the secret the service asks for; web fronts show it at the queue
+    (worker,) = find(documents, "Deployment", WORKER)["spec"]["template"]["spec"]["containers"]
+    assert worker["args"][worker["args"].index("--jobs-url") + 1] == queue  # where it records its REST jobs
+    for name in (BALANCER, WEB, WORKER):  # HAProxy adds the secret the service asks for; the others show it
         (part,) = find(documents, "Deployment", name)["spec"]["template"]["spec"]["containers"]
         assert {"name": CLUSTER_SECRET_ENV, "valueFrom": {"secretKeyRef": {"name": CLUSTER_SECRET, "key": "secret"}}} \
             in part["env"]

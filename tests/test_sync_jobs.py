@@ -120,6 +120,18 @@ def test_a_bad_request_gets_the_workers_own_error(sites: dict[str, Site]) -> Non
     assert raw.status_code == 422 and raw.json()["error"] == "invalid_json"
 
 
+def test_a_cluster_parts_own_job_sent_to_the_workers_backup_is_refused_at_once(sites: dict[str, Site]) -> None:
+    """A generation that names its job (the dispatcher's, a held job's) reaches this service only as the workers
+    backend's backup, while no worker is up: it is refused (nothing ran; it waits in its own queue), never run
+    through this service again."""
+    site = sites["main"]
+    before = len(site.get("/v1/jobs?limit=100").json()["jobs"])
+    for path in ("/generate", "/generate/stream"):
+        answer = through(site, path, JOB, **{"X-Job-Id": "j_dispatched"})
+        assert answer.status_code == 503 and answer.json()["error"] == "not_ready", answer.text
+    assert len(site.get("/v1/jobs?limit=100").json()["jobs"]) == before  # no job made
+
+
 def test_the_stream_sends_the_workers_events_and_names_the_job(sites: dict[str, Site]) -> None:
     site = sites["main"]
     body = {**JOB, "seed": 31}

@@ -46,13 +46,13 @@ class RecordedJob(BaseModel):
     holder: str = Field(max_length=MAX_HOLDER)
     """Who holds it now: passed back with each report."""
     attempt: int
-    lease_s: float
-    """Seconds the hold lasts without a report."""
 
 
 class LeaseReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     holder: str = Field(max_length=MAX_HOLDER)
+    worker: str = Field(min_length=1, max_length=64)
+    """Who made the step (the job's progress events name it)."""
     step: int | None = Field(None, ge=0)
     steps: int | None = Field(None, ge=1)
 

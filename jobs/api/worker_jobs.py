@@ -10,11 +10,11 @@ worker-queue listener alone, and the service checks the cluster secret.
 from __future__ import annotations
 
 import logging
-from typing import Any, TypeVar
+from typing import Any
 
 from anyio.to_thread import run_sync
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from jobs.api.routes import Api, JobsApi
 from jobs.contract import CANCELED, LEASE_SECONDS, MAX_BODY_BYTES, SUCCEEDED
@@ -24,56 +24,43 @@ from jobs.store.request_jobs import hold_for_request
 from webui.contract import MAX_IMAGES, MAX_SIDE, WORKER_JOBS_PREFIX
 from webui.job_records import JobEnd, JobRecording, LeaseAnswer, LeaseReport, RecordedJob
 from webui.schema import GenerationResult
-from webui.worker.job_parsing import invalid_request, read_body
+from webui.worker.job_parsing import invalid_request
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix=WORKER_JOBS_PREFIX, include_in_schema=False)
-
-Report = TypeVar("Report", bound=BaseModel)
+# A worker's reports are small: the jobs API's body limit (413 above it; a bad shape is a 422 in words).
+router = APIRouter(prefix=WORKER_JOBS_PREFIX, include_in_schema=False, max_body_size=MAX_BODY_BYTES)
 
 MAX_RESULT_BYTES = MAX_IMAGES * MAX_SIDE * MAX_SIDE * 4 * 4 // 3 + (1 << 20)
 """The largest result a worker sends: its most images, each no larger than raw RGBA, in base64."""
 
 
-async def _report(request: Request, shape: type[Report]) -> Report:
-    """A worker's small report, read within the jobs API's body limit and checked (422 in words if not)."""
-    body = await read_body(request, MAX_BODY_BYTES)
-    try:
-        return shape.model_validate_json(body)
-    except ValidationError as exc:
-        raise invalid_request([{"field": ".".join(map(str, error["loc"])), "message": error["msg"]}
-                               for error in exc.errors()]) from None
-
-
 @router.post("")
-async def record(request: Request, jobs: Api) -> RecordedJob:
+async def record(recording: JobRecording, jobs: Api) -> RecordedJob:
     """Record (or, for a replayed request, take over) the job of the balancer's request; held for the worker."""
-    recording = await _report(request, JobRecording)
     holder = f"{recording.worker}:{recording.request_id}"
     job = await run_sync(lambda: hold_for_request(jobs.engine, recording.input, holder, recording.request_id,
                                                   LEASE_SECONDS, retention=jobs.retention))
     logger.info("job %s recorded by worker %s (request %s, attempt %d)", job.id, recording.worker,
                 recording.request_id, job.attempts)
-    return RecordedJob(id=job.id, holder=job.claim_owner or "", attempt=job.attempts, lease_s=LEASE_SECONDS)
+    return RecordedJob(id=job.id, holder=job.claim_owner or "", attempt=job.attempts)
 
 
 @router.post("/{job_id}/lease")
-async def lease(job_id: str, request: Request, jobs: Api) -> LeaseAnswer:
+async def lease(job_id: str, report: LeaseReport, jobs: Api) -> LeaseAnswer:
     """Renew the worker's hold, recording its latest step when it sends one; says whether to go on."""
-    report = await _report(request, LeaseReport)
     if report.step is not None and report.steps is not None:
         held = await run_sync(lambda: record_progress(jobs.engine, job_id, report.holder, report.step, report.steps,
-                                                      LEASE_SECONDS, worker_id=report.holder.partition(":")[0]))
+                                                      LEASE_SECONDS, worker_id=report.worker))
     else:
         held = await run_sync(renew, jobs.engine, job_id, report.holder, LEASE_SECONDS)
     return LeaseAnswer(lease=held.value)
 
 
-@router.post("/{job_id}/result", status_code=204)
+@router.post("/{job_id}/result", status_code=204, max_body_size=MAX_RESULT_BYTES)
 async def result(job_id: str, request: Request, jobs: Api) -> Response:
     """The worker's ``GenerationResult`` as the job's outcome (unless the job already ended)."""
-    body = await read_body(request, MAX_RESULT_BYTES)
+    body = await request.body()
     try:
         generated = await run_sync(GenerationResult.model_validate_json, body)
     except ValidationError:
@@ -96,9 +83,8 @@ def _finish(jobs: JobsApi, job_id: str, generated: GenerationResult) -> tuple[st
 
 
 @router.post("/{job_id}/end", status_code=204)
-async def end(job_id: str, request: Request, jobs: Api) -> Response:
+async def end(job_id: str, ended: JobEnd, jobs: Api) -> Response:
     """The job failed (``error``: words for its client) or was canceled on the worker."""
-    ended = await _report(request, JobEnd)
     if ended.status == CANCELED:
         settled = await run_sync(mark_canceled, jobs.engine, job_id)
     else:

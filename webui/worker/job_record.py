@@ -73,7 +73,7 @@ class JobRecorder:
         return recording
 
     def spawn(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        """Run ``work`` in the background, referenced until it ends (an answer never waits for it)."""
+        """Run ``work`` in the background, referenced until it ends."""
         task = asyncio.ensure_future(work)
         self._sending.add(task)
         task.add_done_callback(self._sending.discard)
@@ -131,6 +131,8 @@ class Recording:
         """The latest denoising step (set from the generation thread; a tuple is swapped whole)."""
         self.canceled = False
         """A cancel was asked at the jobs service, and the generation stopped for it."""
+        self.ended = False
+        """Its outcome is known (and being sent): a second one is ignored."""
 
     def progress(self, step: int, total: int) -> None:
         self.step = (step, total)
@@ -147,7 +149,7 @@ class Recording:
         while job is not None:
             await asyncio.sleep(self.recorder.renew_s)
             step, steps = self.step or (None, None)
-            report = LeaseReport(holder=job.holder, step=step, steps=steps)
+            report = LeaseReport(holder=job.holder, worker=self.recorder.worker, step=step, steps=steps)
             answer = await self.recorder.post(f"{job.id}/lease", content=report.model_dump_json())
             if answer is None:
                 continue
@@ -183,6 +185,10 @@ class Recording:
     def _end(self, send: Callable[[RecordedJob], Coroutine[Any, Any, Any]]) -> None:
         """Send the outcome in the background; the hold is renewed until it is sent (a jobs service restarting
         meanwhile would otherwise see the hold run out and end the job ``canceled``)."""
+        if self.ended:
+            return
+        self.ended = True
+
         async def ending() -> None:
             try:
                 job = await self.recorded

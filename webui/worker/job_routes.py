@@ -84,7 +84,7 @@ def add_job_routes(app: FastAPI, settings: WorkerSettings, service: GenerationSe
     async def generate(request: Request) -> Response:
         received = time.perf_counter()
         admitted = await admit(request)
-        recording: Recording | None = None
+        recording: Recording | None = None  # set below, before the generation thread reads it (the loop's next turn)
         job = scheduler.submit(lambda cancel: admitted.run(
             service, received, cancel, recording.progress if recording else None))
         recording = record(request, admitted, job)
@@ -125,7 +125,7 @@ def add_job_routes(app: FastAPI, settings: WorkerSettings, service: GenerationSe
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[ProgressEvent | None] = asyncio.Queue()
 
-        recording: Recording | None = None
+        recording: Recording | None = None  # set below, before the generation thread's first step
 
         def on_progress(step: int, total: int) -> None:
             if recording is not None:
@@ -139,5 +139,4 @@ def add_job_routes(app: FastAPI, settings: WorkerSettings, service: GenerationSe
         job.task.add_done_callback(lambda _: events.put_nowait(None))
 
         minimal = prefers_minimal(request)
-        headers = await recording.headers() if recording is not None else {}
-        return JobStream(event_lines(events, job, encoder, request, minimal, recording), job, minimal, headers)
+        return JobStream(event_lines(events, job, encoder, request, minimal, recording), job, minimal, recording)

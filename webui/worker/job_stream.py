@@ -68,12 +68,14 @@ class JobStream(StreamingResponse):
     """An NDJSON job stream that abandons its job however the response ends (e.g. client gone)."""
 
     def __init__(self, content: AsyncIterator[str], job: Job, minimal: bool,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(content, media_type="application/x-ndjson",
-                         headers={"Cache-Control": "no-store", **preference_applied(minimal), **(headers or {})})
-        self.job = job
+                 recording: Recording | None = None) -> None:
+        headers = {"Cache-Control": "no-store", **preference_applied(minimal)}
+        super().__init__(content, media_type="application/x-ndjson", headers=headers)
+        self.job, self.recording = job, recording
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.recording is not None:  # the job's id, once recorded (before the first line)
+            self.headers.update(await self.recording.headers())
         try:
             await super().__call__(scope, receive, send)
         finally:
@@ -81,3 +83,5 @@ class JobStream(StreamingResponse):
                 outcome = self.job.abandon()
                 scope.setdefault("state", {})["outcome"] = outcome
                 logger.info("job %s: the client left the stream", outcome)
+                if self.recording is not None:
+                    self.recording.left()
