@@ -162,7 +162,8 @@ def test_status_lists_every_part(cluster: SupervisedCluster) -> None:
 
 def test_drain_lets_the_job_in_flight_finish_and_sends_new_ones_elsewhere(cluster: SupervisedCluster) -> None:
     in_flight: dict[str, object] = {}
-    job = threading.Thread(target=lambda: in_flight.update(worker=served_by(cluster, delay=4.0)))
+    # Long enough to outlast two ctl commands and two waits on a loaded machine (4 s did not, twice in full runs).
+    job = threading.Thread(target=lambda: in_flight.update(worker=served_by(cluster, delay=10.0)))
     job.start()
     busy = wait_until(lambda: next((s.server for s in cluster.api.servers("workers") if s.current_sessions), None),
                       "a job in flight", 10, interval=0.02)
