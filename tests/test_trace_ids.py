@@ -76,10 +76,11 @@ def test_a_rest_job_is_one_id_in_haproxys_and_the_workers_log(cluster: LaunchedC
     assert answer.status_code == 200, answer.text
     request_id = answer.headers["x-request-id"]
     assert request_id != FORGED and trace.valid_id(request_id), request_id
-    texts = logs_naming(cluster, request_id, "haproxy.log", node_log(cluster, "worker"))
+    job = answer.headers["x-job-id"]
+    logs_naming(cluster, f'{{{job}}} POST "/generate" {request_id}', "haproxy.log")  # the public line, once logged
+    texts = logs_naming(cluster, request_id, "haproxy.log", node_log(cluster, "worker"))  # (the record's came first)
     haproxy = [line for line in texts["haproxy.log"].splitlines() if request_id in line]
     public = [line for line in haproxy if " public " in line]
-    job = answer.headers["x-job-id"]
     assert len(public) == 1 and 'POST "/generate"' in public[0] and f"{{{job}}}" in public[0], haproxy
     # The worker recorded its job through the worker queue under the same id (webui.worker.job_record).
     assert any(" worker_queue " in line and 'POST "/v1/worker-jobs"' in line for line in haproxy), haproxy
