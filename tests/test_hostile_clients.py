@@ -45,6 +45,7 @@ from tests.balancer_helpers import cluster_data
 from tests.helpers import record_figures
 from tests.shared_cluster import BODY_DEADLINE, LISTEN_GRACE, SLOW_MARKER, STEP_CPU_SECONDS
 from tests.test_haproxy_config import running_balancer
+from webui.web.studio.job_page import NOT_LISTENING
 
 ARTIFACT = REPO / "test-artifacts" / "hostile-clients.json"
 LONG_JOB = Job(prompt=f"a long portrait {SLOW_MARKER}", steps=100, width=512, height=512, seed=4242)
@@ -283,12 +284,14 @@ def test_a_client_that_never_listens_gets_no_job(cluster: LaunchedCluster) -> No
     before = newest_job_id(cluster)
     page = BrowserProtocolClient(cluster.public_url)
     try:
-        page.join(LONG_JOB)  # and never opens the event stream
+        event_id = page.join(LONG_JOB)  # and opens the event stream only after the grace
         time.sleep(LISTEN_GRACE + 2.0)
         assert not busy_workers(cluster)
+        assert newest_job_id(cluster) == before, "a job was recorded for a client that never listened"
+        shown = page.outcome(event_id)  # a slow device's page, late: it is told, not left waiting
+        assert shown["error"]["visible"] and shown["error"]["value"] == NOT_LISTENING, shown
     finally:
         page.close()
-    assert newest_job_id(cluster) == before, "a job was recorded for a client that never listened"
 
 
 def test_the_curl_style_call_api_keeps_a_job_longer_than_the_grace(cluster: LaunchedCluster) -> None:

@@ -95,6 +95,12 @@ class BrowserProtocolClient:
         except (ValueError, KeyError, TypeError):
             raise CallFailed(f"queue/join: no event id in {joined.text[:200]!r}") from None
 
+    def outcome(self, event_id: str) -> dict[str, Any]:
+        """Open the session's stream (late, for a test) and read what the joined button event showed, by elem_id."""
+        assert self.event is not None
+        data, _ = self._follow_stream(event_id)
+        return self.event.named_outputs(data)
+
     def leave_once_running(self, job: Job) -> dict[int, Any]:
         """Click Generate, follow the stream until the first denoising step, then close the tab; what the page's
         components held then (by component id: with jobs, the kept job)."""

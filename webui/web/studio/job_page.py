@@ -27,6 +27,9 @@ logger = logging.getLogger(__name__)
 FORM = ("prompt", "negative_prompt", "steps", "guidance", "width", "height", "seed", "randomize", "lora_scale",
         "num_images", "strength")
 """The page's form as kept in the browser, in the order of ``restore``'s outputs."""
+NOT_LISTENING = ("**Not started:** this page did not connect in time, so nothing was made. "
+                 "Press the button again.")
+"""The error area's words when the page opened its event stream only after the listen grace (a slow device)."""
 GONE = (404, 410)
 """The jobs service's answers for a job it no longer has (expired) or never had."""
 STORAGE_KEY = "portrait-studio-job"
@@ -57,7 +60,7 @@ class JobPage:
         not (the error area; no job kept). A client that is not listening gets no job (``client_listening``): a
         job outlives its page, and must have had one."""
         if not await client_listening(self.studio.streams, grace=self.studio.listen_grace):
-            return kept(None, form), gr.skip()
+            return kept(None, form), gr.Markdown(NOT_LISTENING, visible=True)  # read only by a page that came late
         try:
             job_id = await self.runner.submit({**fields, PRESET: preset or None}, login_of(request))
         except JobsError as exc:  # said once, in the error area
