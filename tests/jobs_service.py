@@ -29,6 +29,9 @@ PART = {CLUSTER_SECRET_HEADER: SECRET[CLUSTER_SECRET_ENV]}
 JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 8}
 WAIT = 60.0
 """Bound (seconds) on anything a test waits for."""
+PAGE_LISTEN_GRACE = 5.0
+"""Seconds a page may take to open its event stream after a click (``--listen-grace``): a job is recorded only for
+a client that listens, and a page on a loaded machine took over 1 s (its click then made no job)."""
 
 
 @dataclass

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from tests.browser import StudioPage, launch_chromium
-from tests.jobs_service import JOB, PART, WAIT, Part, service, sse, worker
+from tests.jobs_service import JOB, PAGE_LISTEN_GRACE, PART, WAIT, Part, service, sse, worker
 
 pytestmark = pytest.mark.browser
 
@@ -82,7 +82,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         standin = worker(processes, "queue-worker", STANDIN_SECONDS).start()
         jobs = service(processes, "queue-jobs", standin.url, f"sqlite:///{store}").start()
         web = Part(processes, ["python", "-m", "webui.web", "--node", "queue-web", "--worker-queue", standin.url,
-                               "--jobs-url", jobs.url, "--listen-grace", "1"], "queue-web").start()
+                               "--jobs-url", jobs.url, "--listen-grace", f"{PAGE_LISTEN_GRACE:g}"], "queue-web").start()
         standin.ready("/readyz")
         jobs.ready("/healthz")
         web.ready("/readyz")

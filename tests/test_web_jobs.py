@@ -28,7 +28,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from tests.browser import StudioPage, launch_chromium
-from tests.jobs_service import SECRET, WAIT, Part, worker
+from tests.jobs_service import PAGE_LISTEN_GRACE, SECRET, WAIT, Part, worker
 from webui.contract import CLUSTER_SECRET_ENV, CLUSTER_SECRET_HEADER
 
 pytestmark = pytest.mark.browser
@@ -37,6 +37,9 @@ STANDIN = "0.5/step"
 """The stand-in's time, per step: a job of 8 steps (4 s) is mid-job at step 2 for a reload, a kill or a cancel;
 a job whose end is all a test needs takes 2 to 4 steps."""
 HEADERS = {CLUSTER_SECRET_HEADER: SECRET[CLUSTER_SECRET_ENV]}
+RELOADED_STEPS = 20
+"""The reloaded job's steps (10 s): the reloaded page must still find it running, and a page load on a loaded
+machine took longer than the 3 s left of an 8-step job."""
 JOB_MS = 60_000
 """Longest a job may take to show in the page."""
 
@@ -76,7 +79,7 @@ class Site:
 
 def web(processes: Processes, name: str, site_jobs: Part, site_worker: Part, port: int | None = None) -> Part:
     args = ["python", "-m", "webui.web", "--node", name, "--worker-queue", site_worker.url, "--jobs-url",
-            site_jobs.url, "--listen-grace", "1"]
+            site_jobs.url, "--listen-grace", f"{PAGE_LISTEN_GRACE:g}"]
     return Part(processes, args, name) if port is None else Part(processes, args, name, port=port)
 
 
@@ -182,7 +185,7 @@ def test_a_reload_after_the_result_opens_a_fresh_page(site: Site, browser: Brows
 def test_a_reload_mid_job_shows_the_same_jobs_progress_then_its_result(site: Site, browser: BrowserContext) -> None:
     studio = studio_page(browser, site.webs["web-a"], "jobs-reload")
     before = site.generations()
-    start_job(studio, "a portrait that outlives a reload")
+    start_job(studio, "a portrait that outlives a reload", steps=RELOADED_STEPS)
     studio.wait_for_step(2, JOB_MS)
     running = site.running_job()
     studio.screenshot("1-before-reload")
@@ -195,7 +198,7 @@ def test_a_reload_mid_job_shows_the_same_jobs_progress_then_its_result(site: Sit
 
     assert job_id == running["id"]
     assert site.job(job_id)["status"] == "succeeded"
-    assert {total for _, total in studio.step_fractions()} == {8}
+    assert {total for _, total in studio.step_fractions()} == {RELOADED_STEPS}
     assert site.newest_job()["id"] == job_id, "the reload submitted a second job"
     assert site.generations() - before == 1
     assert studio.gallery_image_sizes() == [(512, 512)]
