@@ -53,7 +53,7 @@ from balancer.supervision.child import StartFailed
 from balancer.system.cluster_secret import children_env, prepare_cluster_secret
 from balancer.system.run_dir import prepare_run_dir
 from webui.contract import PRIVATE_UMASK
-from webui.settings import settings_problems
+from webui.settings_common import settings_problems
 from webui.share import ShareTunnel
 
 logger = logging.getLogger("launch")

@@ -38,7 +38,7 @@ from bench.harness.lost_web_front import UI_CLIENTS, LostWebFront, lose_web_fron
 from bench.harness.netns import NetworkLab
 from bench.harness.processes import REPO, Processes
 from bench.report import machine_summary, markdown_table, write_results
-from webui.settings import default_cache_dir
+from webui.settings_common import default_cache_dir
 from webui.worker.pipelines.loader import ensure_demo_model
 
 logger = logging.getLogger("bench.hosts")

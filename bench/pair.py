@@ -30,7 +30,7 @@ from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.pair import LAB_HOSTS, PairCluster, lose_balancer_mid_load
 from bench.harness.processes import REPO, Processes
 from bench.report import machine_summary, markdown_table, write_results
-from webui.settings import default_cache_dir
+from webui.settings_common import default_cache_dir
 from webui.worker.pipelines.loader import ensure_demo_model
 
 logger = logging.getLogger("bench.pair")

@@ -11,7 +11,7 @@ from jobs.listeners import serve
 from jobs.service import build_app
 from jobs.settings import JobsSettings
 from webui.log_setup import configure_logging
-from webui.settings import settings_from_cli
+from webui.settings_common import settings_from_cli
 
 logger = logging.getLogger("jobs")
 

@@ -16,7 +16,7 @@ from pydantic_settings import SettingsConfigDict
 from jobs.contract import KEY_CACHE_SECONDS, LEASE_SECONDS
 from jobs.store import default_url
 from jobs.webhooks.targets import WebhookTargetPolicy
-from webui.settings import ServerTLSSettings
+from webui.settings_common import ServerTLSSettings
 
 
 class JobsSettings(ServerTLSSettings):

@@ -13,7 +13,7 @@ import pytest
 from balancer.config.cluster import ClusterSpec
 from balancer.operations.parts import PartFactory
 from balancer.supervision.state import PartStatus
-from webui.settings import COMPILE_CACHE_ENV, default_compile_cache_dir
+from webui.settings_common import COMPILE_CACHE_ENV, default_compile_cache_dir
 from webui.worker.compile_cache import use_compile_cache
 
 PROJECT = Path(__file__).resolve().parent.parent

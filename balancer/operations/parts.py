@@ -32,7 +32,7 @@ from balancer.supervision.standby import WorkerWithStandby, standby_worker
 from balancer.supervision.state import BALANCER, PartObserver, PartStatus
 from balancer.supervision.supervisor import ProcessSupervisor
 from webui.contract import BALANCED_QUEUE_SIZE
-from webui.settings import COMPILE_CACHE_ENV, default_compile_cache_dir
+from webui.settings_common import COMPILE_CACHE_ENV, default_compile_cache_dir
 
 PROBE_PATHS = {"web": "/healthz", "worker": "/readyz"}
 """What the sidecar probes: a worker is ready when its model is warm; a web front when it serves."""

@@ -29,7 +29,7 @@ from bench.harness.cluster_options import ClusterOptions, cluster_file_data
 from bench.harness.cluster_status import ClusterStatus
 from bench.harness.processes import REPO, TEARDOWN_GRACE, Processes
 from bench.harness.waiting import wait_http
-from webui.settings import default_cache_dir
+from webui.settings_common import default_cache_dir
 
 logger = logging.getLogger(__name__)
 

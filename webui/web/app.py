@@ -32,7 +32,8 @@ from webui.cluster_secret import ClusterSecret, RequireClusterSecret
 from webui.contract import CLUSTER_SECRET_ENV, HEALTH_PATH, PRIVATE_UMASK, READY_PATH
 from webui.images import guard_decoding
 from webui.log_setup import configure_logging
-from webui.settings import WebSettings, settings_from_cli
+from webui.settings import WebSettings
+from webui.settings_common import settings_from_cli
 from webui.share import ShareTunnel
 from webui.trace import TraceIds
 from webui.traffic import count_traffic

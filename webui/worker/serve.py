@@ -17,7 +17,8 @@ from pydantic import ValidationError
 
 from webui.contract import EXIT_LOAD_FAILED, PRIVATE_UMASK
 from webui.log_setup import configure_logging
-from webui.settings import WorkerSettings, settings_from_cli, settings_problems
+from webui.settings import WorkerSettings
+from webui.settings_common import settings_from_cli, settings_problems
 from webui.worker.app import create_app
 from webui.worker.compile_cache import use_compile_cache
 from webui.worker.faults import FaultPlan

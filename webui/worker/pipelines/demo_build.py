@@ -41,7 +41,7 @@ from peft import LoraConfig, get_peft_model_state_dict
 from safetensors.torch import save_file
 from transformers import Qwen3Config, Qwen3Model
 
-from webui.settings import default_cache_dir
+from webui.settings_common import default_cache_dir
 from webui.worker.pipelines.demo import (
     BUILD_MARKER,
     BUILD_VERSION,
