@@ -18,7 +18,8 @@ from starlette.testclient import TestClient
 
 from balancer.api.basic_auth import BasicAuth
 from balancer.api.routes import OperationRoutes, status_app
-from balancer.cli.ctl import PASSWORD_ENV, format_status
+from balancer.cli.ctl import PASSWORD_ENV
+from balancer.cli.ctl_output import format_status
 from balancer.config.loading import local_nodes, parse_cluster
 from balancer.haproxy.config import PART_BACKENDS
 from balancer.haproxy.gate import HAProxyGate

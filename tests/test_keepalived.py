@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 from balancer.api.basic_auth import BasicAuth
 from balancer.api.metrics import FloatingView, SidecarMetrics
 from balancer.api.routes import status_app
-from balancer.cli.ctl import format_status
+from balancer.cli.ctl_output import format_status
 from balancer.config.basics import ClusterConfigError
 from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.haproxy.config import render_config
