@@ -44,7 +44,7 @@ from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 from launch import open_share
 from tests.balancer_helpers import haproxy_retries, run_concurrently, send_in_order
-from tests.helpers import record_figures
+from tests.helpers import blank_png, record_figures
 from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS, MINIMAL_RESULT
 from webui.share import ShareTunnel
 
@@ -275,9 +275,9 @@ def image_sha256(answer: dict) -> str:
     return hashlib.sha256(base64.b64decode(answer["images"][0])).hexdigest()
 
 
-def test_a_rest_generation_is_a_job_its_worker_records(cluster: LaunchedCluster) -> None:
+def test_a_rest_generation_is_a_job_its_worker_records(cluster: LaunchedCluster, tmp_path: Path) -> None:
     """``POST /generate`` and the stream go straight to a worker, which records each as a job (``X-Job-Id``):
-    its seed (drawn when the client gave none), its result's bytes, its worker."""
+    its seed (drawn when the client gave none), its result's bytes, its worker, a retouch's photo."""
     with httpx.Client(base_url=cluster.public_url, timeout=120) as rest:
         answer = rest.post("/generate", json={**small_job(60).rest_body(), "seed": None})
         stream = rest.post("/generate/stream", json=small_job(61).rest_body())
@@ -290,6 +290,14 @@ def test_a_rest_generation_is_a_job_its_worker_records(cluster: LaunchedCluster)
     streamed = json.loads(stream.text.splitlines()[-1])["result"]
     job = public_job(cluster, stream.headers["x-job-id"], finished)
     assert job["status"] == "succeeded" and job["results"][0]["sha256"] == image_sha256(streamed), job
+    png = blank_png(tmp_path / "photo.png", 96, 64).read_bytes()
+    photo = base64.b64encode(png).decode()  # a retouch keeps its photo, for "Make this image again"
+    with httpx.Client(base_url=cluster.public_url, timeout=120) as rest:
+        retouched = rest.post("/generate", json={**small_job(63).rest_body(), "init_image": photo, "strength": 0.5})
+    assert retouched.status_code == 200, retouched.text
+    job = public_job(cluster, retouched.headers["x-job-id"], finished)
+    assert job["input"]["init_image"] == f"/v1/jobs/{job['id']}/input", job["input"]
+    assert httpx.get(f"{cluster.public_url}/v1/jobs/{job['id']}/input", timeout=30).content == png
     # A cluster part's generation through the worker queue is its caller's job already: its worker records none.
     queue = httpx.post(f"{cluster.spec.worker_queue_url}/generate", json=small_job(62).rest_body(), timeout=120,
                        headers={**cluster.internal_headers, "X-Portrait-Record-Job": "1"})

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import io
 import json
 import socket
 import sqlite3
@@ -22,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_until
@@ -108,6 +110,14 @@ def test_generate_answers_the_workers_result_and_records_the_job(sites: dict[str
     query = httpx.get(f"{site.service.url}/generate", params={"prompt": "a portrait", "width": 64, "height": 64,
                                                               "steps": 2, "seed": 5}, headers=PART, timeout=WAIT)
     assert query.status_code == 200 and query.json()["seed"] == 5 and "x-job-id" in query.headers
+
+    png = io.BytesIO()
+    Image.new("RGB", (96, 64), (30, 140, 200)).save(png, format="PNG")
+    retouch = through(site, "/generate", {**body, "init_image": base64.b64encode(png.getvalue()).decode(),
+                                          "strength": 0.5})
+    assert retouch.status_code == 200, retouch.text
+    job = site.finished(retouch.headers["x-job-id"])  # it keeps its photo, for "Make this image again"
+    assert site.get(f"/v1/jobs/{job['id']}/input").content == png.getvalue(), job["input"]
 
 
 def test_a_bad_request_gets_the_workers_own_error(sites: dict[str, Site]) -> None:

@@ -17,8 +17,8 @@ from starlette.testclient import TestClient
 
 from jobs.api import JobsApi, create_app
 from jobs.store import make_engine, upgrade
-from webui.contract import WORKER_JOBS_PREFIX
-from webui.job_records import JobEnd, JobRecording, LeaseReport, RecordedJob, request_seed
+from webui.contract import PHOTO_FIELD, WORKER_JOBS_PREFIX
+from webui.job_records import MAX_RECORD_BYTES, JobEnd, JobRecording, LeaseReport, RecordedJob, request_seed
 from webui.schema import EffectiveParams, GenerationResult, Timings
 
 JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 8}
@@ -78,6 +78,20 @@ def test_a_recorded_job_shows_its_steps_and_then_the_workers_result(api: TestCli
     assert api.post(f"{WORKER_JOBS_PREFIX}/{job.id}/lease", content=gone, headers=JSON).json() == {"lease": "lost"}
 
 
+def test_a_retouch_keeps_the_photo_it_was_given(api: TestClient) -> None:
+    """A recorded retouch keeps its photo (what "Make this image again" in the History retouches again): served as
+    the very bytes, its URL in the job's input."""
+    jpeg = io.BytesIO()
+    Image.new("RGB", (48, 32), (200, 120, 60)).save(jpeg, format="JPEG")
+    fields = {**JOB, "seed": 5, PHOTO_FIELD: base64.b64encode(jpeg.getvalue()).decode(), "strength": 0.5}
+    recording = JobRecording(request_id="req-photo", worker="node1", input=fields)
+    job = RecordedJob.model_validate_json(api.post(WORKER_JOBS_PREFIX, content=recording.model_dump_json(),
+                                                   headers=JSON).content)
+    shown = api.get(f"/v1/jobs/{job.id}").json()
+    assert shown["input"][PHOTO_FIELD] == f"/v1/jobs/{job.id}/input", shown["input"]
+    assert api.get(f"/v1/jobs/{job.id}/input").content == jpeg.getvalue()
+
+
 def test_a_request_replayed_on_another_worker_is_the_same_job_held_anew(api: TestClient) -> None:
     first = record(api, "req-2", "node1")
     second = record(api, "req-2", "node2")  # the balancer replayed the request: node1 died
@@ -109,7 +123,10 @@ def test_reports_are_checked_and_bounded(api: TestClient) -> None:
     bad_id = api.post(WORKER_JOBS_PREFIX, content=b'{"request_id": "a b", "worker": "w", "input": {}}', headers=JSON)
     assert bad_id.status_code == 422 and bad_id.json()["error"] == "invalid_request", bad_id.text
     assert "request_id" in bad_id.json()["detail"], bad_id.text
-    huge = JobRecording(request_id="req-4", worker="w", input={"prompt": "x" * 70_000}).model_dump_json()
+    wordy = json.dumps({"request_id": "req-4", "worker": "w", "input": {"prompt": "x" * 70_000}}).encode()
+    refused = api.post(WORKER_JOBS_PREFIX, content=wordy, headers=JSON)  # only a photo may make a record larger
+    assert refused.status_code == 422 and "besides its photo" in refused.json()["detail"], refused.text
+    huge = json.dumps({"request_id": "req-4", "worker": "w", "input": {PHOTO_FIELD: "A" * MAX_RECORD_BYTES}}).encode()
     assert api.post(WORKER_JOBS_PREFIX, content=huge, headers=JSON).status_code == 413
     job = record(api, "req-5")
     assert api.post(f"{WORKER_JOBS_PREFIX}/{job.id}/result", content=b'{"images": 3}', headers=JSON).status_code == 422

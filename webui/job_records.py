@@ -9,15 +9,23 @@ once: the first writer wins, whoever held the job.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from webui.contract import RECORD_JOB_HEADER
+from webui.contract import MAX_UPLOAD_BYTES, PHOTO_FIELD, RECORD_JOB_HEADER
 from webui.schema import MAX_SEED
 from webui.trace import ID_SHAPE
 
+MAX_RECORDED_PHOTO = (MAX_UPLOAD_BYTES + 2) // 3 * 4
+"""The longest retouch photo (base64) a record carries: the default upload limit's. A larger one (a worker allowed
+more) is left out, and its job keeps no photo."""
+MAX_RECORDED_FIELDS = 64 * 1024
+"""The most bytes a record's other fields take as JSON."""
+MAX_RECORD_BYTES = MAX_RECORDED_FIELDS + MAX_RECORDED_PHOTO + 1024
+"""The largest record body: its fields, its photo and the envelope."""
 MAX_HOLDER = 160
 """The longest holder: ``client:``, a worker's name (64) and a request id (64)."""
 
@@ -38,7 +46,18 @@ class JobRecording(BaseModel):
     model_config = ConfigDict(extra="forbid")
     request_id: str = Field(pattern=f"^{ID_SHAPE.pattern}$", max_length=64)
     worker: str = Field(min_length=1, max_length=64)
-    input: dict[str, Any] = Field(description="The job's fields as the worker checked them, its photo left out.")
+    input: dict[str, Any] = Field(description="The job's fields as the worker checked them; a retouch's photo "
+                                  "(``init_image``) up to ``MAX_RECORDED_PHOTO``.")
+
+    @model_validator(mode="after")
+    def _bounded(self) -> JobRecording:
+        photo = self.input.get(PHOTO_FIELD)
+        if photo is not None and not (isinstance(photo, str) and len(photo) <= MAX_RECORDED_PHOTO):
+            raise ValueError(f"input.{PHOTO_FIELD}: a base64 string of at most {MAX_RECORDED_PHOTO} characters")
+        fields = {name: value for name, value in self.input.items() if name != PHOTO_FIELD}
+        if len(json.dumps(fields)) > MAX_RECORDED_FIELDS:
+            raise ValueError(f"input: more than {MAX_RECORDED_FIELDS} bytes besides its photo")
+        return self
 
 
 class RecordedJob(BaseModel):

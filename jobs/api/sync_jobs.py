@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from jobs.api.views import job_path
-from jobs.contract import CANCELED, CLIENT_HELD, FAILED, PHOTO, PROCESSING, RETENTION, SUCCEEDED
+from jobs.contract import CANCELED, CLIENT_HELD, FAILED, PROCESSING, RETENTION, SUCCEEDED
 from jobs.running import LOST, DeadlinePassed, Ending, HeldRuns
 from jobs.store import Job, new_job_id, submit_held
 from jobs.store.request_jobs import hold_for_request
@@ -126,19 +126,14 @@ async def accept(request: Request, options: SyncOptions, limits: Limits) -> Sync
     fields.setdefault("seed", secrets.randbelow(MAX_SEED + 1))  # every attempt draws the same image
     job_id = new_job_id()
     recording = asyncio.ensure_future(run_sync(lambda: submit_held(
-        options.runs.engine, _recorded(fields), options.holder, options.runs.lease_s, retention=options.retention,
+        options.runs.engine, fields, options.holder, options.runs.lease_s, retention=options.retention,
         job_id=job_id)))
     return SyncJob(job_id, recording, fields, prefers_minimal(request), request_id)
 
 
-def _recorded(fields: dict[str, Any]) -> dict[str, Any]:
-    """What the job keeps of its fields: all but a photo (megabytes)."""
-    return {name: value for name, value in fields.items() if name != PHOTO}
-
-
 async def _hold_request(options: SyncOptions, fields: dict[str, Any], request_id: str) -> Job:
     """The job of the balancer's request, now held by this service; a 503 in words when it ended meanwhile."""
-    job = await run_sync(lambda: hold_for_request(options.runs.engine, _recorded(fields), options.holder,
+    job = await run_sync(lambda: hold_for_request(options.runs.engine, fields, options.holder,
                                                   request_id, options.runs.lease_s, retention=options.retention))
     if job.status != PROCESSING or job.claim_owner != CLIENT_HELD + options.holder:
         raise ApiError(503, "busy", job.error or busy_words(options.queue_wait),

@@ -22,7 +22,7 @@ from jobs.running import stored_images
 from jobs.store import fail, finish, get, mark_canceled, record_progress, renew
 from jobs.store.request_jobs import hold_for_request
 from webui.contract import MAX_IMAGES, MAX_SIDE, WORKER_JOBS_PREFIX
-from webui.job_records import JobEnd, JobRecording, LeaseAnswer, LeaseReport, RecordedJob
+from webui.job_records import MAX_RECORD_BYTES, JobEnd, JobRecording, LeaseAnswer, LeaseReport, RecordedJob
 from webui.schema import GenerationResult
 from webui.worker.job_parsing import invalid_request
 
@@ -35,7 +35,7 @@ MAX_RESULT_BYTES = MAX_IMAGES * MAX_SIDE * MAX_SIDE * 4 * 4 // 3 + (1 << 20)
 """The largest result a worker sends: its most images, each no larger than raw RGBA, in base64."""
 
 
-@router.post("")
+@router.post("", max_body_size=MAX_RECORD_BYTES)  # a retouch's photo with it
 async def record(recording: JobRecording, jobs: Api) -> RecordedJob:
     """Record (or, for a replayed request, take over) the job of the balancer's request; held for the worker."""
     holder = f"{recording.worker}:{recording.request_id}"

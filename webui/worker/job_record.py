@@ -26,8 +26,8 @@ from pydantic import ValidationError
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from webui.contract import RETRYABLE_STATUSES, WORKER_JOBS_PREFIX
-from webui.job_records import JobEnd, JobRecording, LeaseAnswer, LeaseReport, RecordedJob
+from webui.contract import PHOTO_FIELD, RETRYABLE_STATUSES, WORKER_JOBS_PREFIX
+from webui.job_records import MAX_RECORDED_PHOTO, JobEnd, JobRecording, LeaseAnswer, LeaseReport, RecordedJob
 from webui.queue_client import queue_http
 from webui.schema import GenerationRequest
 from webui.settings import WorkerSettings
@@ -65,7 +65,9 @@ class JobRecorder:
     def start(self, request_id: str, job: GenerationRequest, seed: int, abandon: Callable[[], object]) -> Recording:
         """Record ``job`` (drawing ``seed``) for the balancer's request ``request_id``; ``abandon`` stops its
         generation (a cancel asked at the jobs service)."""
-        fields = {**job.model_dump(exclude_none=True, exclude={"init_image"}), "seed": seed}
+        fields = {**job.model_dump(exclude_none=True, exclude={PHOTO_FIELD}), "seed": seed}
+        if job.init_image is not None and len(job.init_image) <= MAX_RECORDED_PHOTO:  # kept for "make it again"
+            fields[PHOTO_FIELD] = job.init_image
         recording = Recording(self, abandon)
         recording.recorded = self.spawn(self._record(JobRecording(request_id=request_id, worker=self.worker,
                                                                   input=fields)))
