@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Final
 
-from webui.contract import PHOTO_FIELD
-
 # --- statuses (Replicate's words; "starting" is queued: accepted, waiting for a dispatcher)
 STARTING: Final = "starting"
 """Accepted and recorded, waiting in the queue for a dispatcher to claim it."""
@@ -50,8 +48,6 @@ JOB_ID_PREFIX: Final = "j_"
 ANONYMOUS: Final = ""
 """The owner of jobs submitted without an account (a real value, not NULL: the idempotency key is unique per
 owner, and SQL never counts two NULLs as equal)."""
-PHOTO: Final = PHOTO_FIELD
-"""The input field that carries a retouch's photo (base64): stored with the job, shown as the URL of its bytes."""
 OUTPUT: Final = "output"
 """A result's role: an image the job made (``"input"``: an image the job was given, e.g. for retouch)."""
 

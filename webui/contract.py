@@ -87,7 +87,7 @@ MAX_PROMPT_CHARS = 2000
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 """Largest retouch upload in bytes, checked at the web front and at the worker."""
 PHOTO_FIELD = "init_image"
-"""The generation field that carries a retouch's photo (base64)."""
+"""The generation field that carries a retouch's photo (base64); a job keeps it, shown as the URL of its bytes."""
 MAX_UPLOAD_PIXELS = 4096 * 4096
 """Largest retouch upload in pixels (width x height, read from the file header)."""
 MAX_MEGAPIXEL_STEPS = 512.0

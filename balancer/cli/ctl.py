@@ -48,6 +48,7 @@ FOLLOW_INTERVAL = 1.0
 REFUSED = {400, 401, 404, 409}
 """HTTP statuses that mean the sidecar understood and said no."""
 
+
 class CtlError(Exception):
     """A failure to report in one line, with the exit status it means."""
 

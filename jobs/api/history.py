@@ -17,9 +17,10 @@ from jobs.api.auth import Who
 from jobs.api.errors import RESPONSES
 from jobs.api.routes import Api, existing_job, immutable_headers, not_modified
 from jobs.api.views import PREFIX
-from jobs.contract import PHOTO, SUCCEEDED
+from jobs.contract import SUCCEEDED
 from jobs.errors import PhotoNotFound, ResultNotFound
 from jobs.store import Job, delete_job, thumbnail
+from webui.contract import PHOTO_FIELD
 from webui.images import UploadError, decode_base64
 
 logger = logging.getLogger(__name__)
@@ -56,7 +57,7 @@ async def get_thumbnail(job: Annotated[Job, Depends(existing_job)], index: int, 
 
 def kept_photo(job: Job) -> bytes | None:
     """The photo ``job`` was given (its bytes), or None: no retouch, or its account's retention removed it."""
-    encoded = job.input.get(PHOTO)
+    encoded = job.input.get(PHOTO_FIELD)
     try:
         return decode_base64(encoded) if isinstance(encoded, str) and encoded else None
     except UploadError:  # the worker refused it: such a job never ran

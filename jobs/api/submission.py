@@ -15,9 +15,10 @@ from typing import Any
 from fastapi import Request
 
 from jobs.api.models import MAX_PRESET_CHARS, PRESET_FIELD, WEBHOOK_FIELDS
-from jobs.contract import MAX_BODY_BYTES, MAX_WAIT_S, PHOTO
+from jobs.contract import MAX_BODY_BYTES, MAX_WAIT_S
 from jobs.webhooks.events import parse_events_filter
 from jobs.webhooks.targets import TargetGuard, TargetRefused
+from webui.contract import PHOTO_FIELD
 from webui.schema import MAX_SEED, Limits
 from webui.worker.job_parsing import ApiError, invalid_request, parse_payload, read_body, validate_job
 
@@ -89,7 +90,7 @@ async def read_submission(request: Request, limits: Limits, guard: TargetGuard,
     key = idempotency_key(request)
     body = await read_body(request, max_body + photo_allowance(limits))
     payload = parse_payload(body, request.headers.get("content-type", ""), {})
-    if len(body) > max_body and not payload.get(PHOTO):
+    if len(body) > max_body and not payload.get(PHOTO_FIELD):
         raise ApiError(413, "body_too_large", f"The request body is larger than {max_body} bytes (only a retouch "
                        "job's photo may make it larger).")
     body_hash = hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()

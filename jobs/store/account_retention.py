@@ -15,12 +15,13 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, Engine, bindparam, select, update
 
-from jobs.contract import JANITOR_BATCH, PHOTO, TERMINAL
+from jobs.contract import JANITOR_BATCH, TERMINAL
 from jobs.errors import AccountNotFound
 from jobs.store.accounts import ACCOUNT_ID_PREFIX, Account
 from jobs.store.engine import read, write
 from jobs.store.records import utc_now
 from jobs.store.schema import accounts, jobs
+from webui.contract import PHOTO_FIELD
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def strip_expired_inputs(engine: Engine, now: datetime | None = None, batch: int
 
 
 def _strip_batch(engine: Engine, owner: str, before: datetime, batch: int) -> int:
-    with_photo = jobs.c.input[PHOTO].as_string().is_not(None)
+    with_photo = jobs.c.input[PHOTO_FIELD].as_string().is_not(None)
     due = (select(jobs.c.id, jobs.c.input).where(jobs.c.owner == owner, jobs.c.status.in_(TERMINAL),
                                                  jobs.c.created_at <= before, with_photo)
            .order_by(jobs.c.seq).limit(batch).with_for_update(skip_locked=True))
@@ -86,5 +87,5 @@ def _strip_batch(engine: Engine, owner: str, before: datetime, batch: int) -> in
         rows = connection.execute(due).all()
         for row in rows:
             connection.execute(update(jobs).where(jobs.c.id == row.id).values(
-                input={name: value for name, value in row.input.items() if name != PHOTO}))
+                input={name: value for name, value in row.input.items() if name != PHOTO_FIELD}))
     return len(rows)

@@ -19,7 +19,6 @@ from sqlalchemy import Connection, func, insert, select
 
 from jobs.contract import (
     OUTPUT,
-    PHOTO,
     SUCCEEDED,
     WEBHOOK_COMPLETED,
     WEBHOOK_DEFAULT_EVENTS,
@@ -29,6 +28,7 @@ from jobs.contract import (
 )
 from jobs.store.records import Job
 from jobs.store.schema import results, webhook_deliveries
+from webui.contract import PHOTO_FIELD
 
 PENDING = "pending"
 """A delivery whose next attempt is scheduled (``next_attempt_at``)."""
@@ -73,9 +73,9 @@ def public_json(connection: Connection, job: Job) -> dict[str, Any]:
 def shown_input(job: Job) -> dict[str, Any]:
     """The job's input as the API shows it: a retouch's photo as the URL of its bytes (``GET .../input``), not the
     megabytes of base64 it was sent as (a page of a listing, a webhook body)."""
-    if not job.input.get(PHOTO):
+    if not job.input.get(PHOTO_FIELD):
         return job.input
-    return {**job.input, PHOTO: job_path(job.id, "input")}
+    return {**job.input, PHOTO_FIELD: job_path(job.id, "input")}
 
 
 def wanted(job: Job, event: str) -> bool:
