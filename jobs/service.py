@@ -33,6 +33,7 @@ from jobs.contract import API_PREFIX
 from jobs.dispatch import Dispatcher, DispatchOptions
 from jobs.janitor import run_janitor
 from jobs.metrics import JobsMetrics
+from jobs.relay import StreamRelay, relay_route
 from jobs.running import holder_name
 from jobs.settings import JobsSettings
 from jobs.store import make_engine, upgrade
@@ -44,6 +45,7 @@ from jobs.webhooks.signing import SECRET_FILE, WebhookSigner, read_secret
 from jobs.webhooks.targets import TargetGuard
 from webui.cluster_secret import ClusterSecret, RequireClusterSecret
 from webui.contract import CLUSTER_SECRET_ENV, METRICS_PATH
+from webui.queue_client import queue_http
 from webui.schema import Limits, WorkerInfo
 from webui.session_token import SessionSigner
 from webui.web.worker_client import WorkerClient, WorkerInfoCache
@@ -52,6 +54,9 @@ logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_S = 2.0
 """How long ``/readyz`` waits for the store's answer before it says not ready."""
+RELAY_READ_TIMEOUT_S = 60.0
+"""How long a relayed event stream may be silent (a web front sends a heartbeat every 15 s)."""
+RELAY_CONNECT_TIMEOUT_S = 5.0
 
 
 def store_answers(engine: Engine) -> None:
@@ -81,6 +86,8 @@ def build_app(settings: JobsSettings) -> FastAPI:
     client = WorkerClient(settings.worker_queue_url, max_attempts=1, timeout=settings.worker_timeout,
                           ca_file=settings.queue_ca, cert_file=settings.queue_cert)
     info = WorkerInfoCache(client, ttl=10.0)
+    relay = StreamRelay(queue_http(settings.worker_queue_url, RELAY_READ_TIMEOUT_S, RELAY_CONNECT_TIMEOUT_S,
+                                   settings.queue_ca, settings.queue_cert))
     metrics = JobsMetrics()
     metrics.track_store(engine)
     dispatcher = Dispatcher(engine, client, DispatchOptions(
@@ -103,6 +110,7 @@ def build_app(settings: JobsSettings) -> FastAPI:
             finally:
                 group.cancel_scope.cancel()
         await client.aclose()
+        await relay.http.aclose()
         await sender.aclose()
         engine.dispose()
 
@@ -126,6 +134,7 @@ def build_app(settings: JobsSettings) -> FastAPI:
 
     app.add_api_route("/readyz", readyz, include_in_schema=False)
     app.add_api_route(METRICS_PATH, metrics_page, include_in_schema=False)
+    relay_route(app, relay)  # API clients' Gradio event streams (HAProxy sends them here: jobs.relay)
     secret = ClusterSecret.from_env()
     if secret is not None:
         app.add_middleware(RequireClusterSecret, secret=secret)

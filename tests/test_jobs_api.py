@@ -125,6 +125,9 @@ def test_the_same_idempotency_key_and_body_run_one_generation(site: Site) -> Non
     assert second.json()["id"] == first.json()["id"] and second.json()["status"] == "succeeded"
     assert site.post(JOB, **key).json()["id"] == first.json()["id"]
     assert site.worker_jobs() - before == 1
+    by_key = site.get(f"/v1/jobs?key={key['Idempotency-Key']}").json()["jobs"]  # how a web front finds it again
+    assert [job["id"] for job in by_key] == [first.json()["id"]]
+    assert site.get("/v1/jobs?key=portrait-none").json()["jobs"] == []
     other = site.post({**JOB, "prompt": "another portrait"}, **key)
     assert other.status_code == 422 and other.json()["error"] == "idempotency_conflict"
     assert first.json()["id"] in other.json()["detail"]

@@ -47,7 +47,7 @@ JOBS_ROOMS: tuple[set[str], ...] = (
     {"metrics"},             # the service's Prometheus metrics (counted by runs, read from the store)
     {"webhooks"},            # signing and target checks; delivery from the store's queue
     {"running"},             # a held job on the workers' queue to its outcome: the dispatcher's and /generate's
-    {"dispatch", "api", "janitor"},  # jobs to the workers' queue; the /v1/jobs API; retention (apart)
+    {"dispatch", "api", "janitor", "relay"},  # to the workers; the /v1/jobs API; retention; streams (apart)
     {"settings"},            # python -m jobs's flags
     {"service", "accounts_cli", "listeners"},  # the composition root; the accounts commands; its listeners
     {"__main__"},            # python -m jobs

@@ -74,6 +74,14 @@ and the worker queue send."""
 WORKER_JOBS_PREFIX = "/v1/worker-jobs"
 """Where a worker records its REST generations at the jobs service (``jobs.api.worker_jobs``): through the
 worker queue only, never the public site."""
+EVENT_JOB_KEY_PREFIX = "gradio-event:"
+"""How the ``Idempotency-Key`` of a Gradio API call's job begins (then the call's Gradio event id): a web front that
+adopts the call when its own died finds the job by it (``webui.web.studio.adoption``)."""
+ADOPT_PATH = "/relay/adopt"
+"""Where the balancer's stream relay (``jobs.relay``) asks a web front to adopt a call whose web front died
+(``?session_hash=…&event_id=…``): through the worker queue only, never the public site (HAProxy answers 404)."""
+QUEUE_DATA_PATH = "/gradio_api/queue/data"
+"""Gradio's event stream of a session's calls: an API client's goes through the stream relay (``jobs.relay``)."""
 
 # --- limits: defaults shared by the worker, the web front and the studio page
 MAX_IMAGES = 4

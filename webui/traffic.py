@@ -31,12 +31,18 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from webui.contract import HEALTH_PATH, HEARTBEAT_PREFIX, METRICS_PATH, READY_PATH, STICKY_NODE_HEADER, TRAFFIC_PATH
+from webui.contract import (
+    HEALTH_PATH,
+    HEARTBEAT_PREFIX,
+    METRICS_PATH,
+    QUEUE_DATA_PATH,
+    READY_PATH,
+    STICKY_NODE_HEADER,
+    TRAFFIC_PATH,
+)
 
 UNCOUNTED = frozenset({HEALTH_PATH, READY_PATH, METRICS_PATH, TRAFFIC_PATH})
 """Probes and counters: not the clients' traffic."""
-STREAM_PATH = "/gradio_api/queue/data"
-"""Gradio's event stream: a job's results, or nothing; counted for its sticky node only."""
 MAX_NODE_NAME = 64
 """Longer header values are not counted as a node (the header comes from HAProxy; a bound all the same)."""
 MAX_STICKY_NODES = 256
@@ -84,7 +90,7 @@ class CountTraffic:
         known = self.counts.totals.keys() | self.counts.streams.keys()
         if node not in known and len(known) >= MAX_STICKY_NODES:
             node = None
-        stream = path == STREAM_PATH
+        stream = path == QUEUE_DATA_PATH  # a job's results, or nothing: counted for its sticky node only
         in_flight = self.counts.streams if stream else self.counts.in_flight
         in_flight[node] += 1
         route = None if stream else request_route(scope)

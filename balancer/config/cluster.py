@@ -132,6 +132,12 @@ class ClusterSpec(ClusterFields):
         return flags
 
     @property
+    def relays_streams(self) -> bool:
+        """Whether API clients' Gradio event streams go through the jobs service's stream relay (``jobs.relay``),
+        which hands a call whose web front died to another: when web fronts run their calls as jobs."""
+        return self.jobs.enabled and self.jobs.web_fronts
+
+    @property
     def workers_record_jobs(self) -> bool:
         """Whether workers record the REST generations the balancer sends them as jobs (every REST generation is
         a job: with ``jobs.rest`` the jobs service records them instead)."""

@@ -21,7 +21,16 @@ from balancer.haproxy.names import (
 )
 from balancer.haproxy.syntax import duration
 from jobs.contract import API_PREFIX, MAX_BODY_BYTES, RECIPES_PATH, SHARE_PREFIX
-from webui.contract import HEALTH_PATH, JOB_EVENT_INDICES, JOB_PATHS, METRICS_PATH, READY_PATH, TRAFFIC_PATH
+from webui.contract import (
+    ADOPT_PATH,
+    HEALTH_PATH,
+    JOB_EVENT_INDICES,
+    JOB_PATHS,
+    METRICS_PATH,
+    QUEUE_DATA_PATH,
+    READY_PATH,
+    TRAFFIC_PATH,
+)
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,7 @@ class Paths:
 
     health: str = HEALTH_PATH
     ready: str = READY_PATH
-    internal: str = f"{METRICS_PATH} {TRAFFIC_PATH}"
+    internal: str = f"{METRICS_PATH} {TRAFFIC_PATH} {ADOPT_PATH}"
     direct_run: str = " ".join(DIRECT_RUN_PATHS)
     page_run: str = PAGE_RUN_PATH
     rest: str = " ".join(JOB_PATHS)
@@ -68,6 +77,7 @@ class Paths:
     jobs: str = API_PREFIX
     share: str = SHARE_PREFIX
     recipes: str = RECIPES_PATH
+    queue_data: str = QUEUE_DATA_PATH
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,8 @@ class Public:
     which holds each until the next worker is ready, when it runs but REST goes to the workers' queue."""
     record_rest: bool
     """Whether REST generations sent to the workers' queue are marked for their worker to record as jobs."""
+    relay_streams: bool
+    """Whether API clients' event streams go to the jobs service's stream relay (``ClusterSpec.relays_streams``)."""
     security_headers: bool
     limits: ClientLimits
     bodies: Bodies
@@ -134,6 +146,7 @@ def public_values(spec: ClusterSpec, local_hosts: bool) -> Public:
         rest_backend=JOBS_BACKEND if spec.rest_via_jobs else WORKERS_BACKEND,
         rest_fallback=JOBS_BACKEND if spec.jobs.enabled and not spec.rest_via_jobs else "",
         record_rest=spec.workers_record_jobs,
+        relay_streams=spec.relays_streams,
         security_headers=spec.security_headers,
         limits=client_limits(spec),
         bodies=bodies(spec),

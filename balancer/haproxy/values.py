@@ -19,6 +19,7 @@ from balancer.haproxy.syntax import config_path_arg, duration
 from balancer.haproxy.users import read_users_file
 from jobs.contract import ACCOUNT_PREFIX, API_PREFIX, MAX_WAIT_S, SESSIONS_PREFIX
 from webui.contract import (
+    ADOPT_PATH,
     CLUSTER_SECRET_ENV,
     CLUSTER_SECRET_HEADER,
     HEALTH_PATH,
@@ -26,6 +27,7 @@ from webui.contract import (
     INFO_PATH,
     JOB_PATHS,
     NOT_A_PART,
+    QUEUE_DATA_PATH,
     READY_PATH,
     RECORD_JOB_HEADER,
     RETRYABLE_STATUSES,
@@ -98,6 +100,9 @@ class WorkerQueue:
     sessions_prefix: str = SESSIONS_PREFIX
     account_prefix: str = ACCOUNT_PREFIX
     worker_jobs_prefix: str = WORKER_JOBS_PREFIX
+    relay: bool = False
+    """Whether the jobs service's stream relay reaches the web fronts here (``ClusterSpec.relays_streams``)."""
+    relay_paths: str = f"{QUEUE_DATA_PATH} {ADOPT_PATH}"
 
 
 @dataclass(frozen=True)
@@ -205,7 +210,7 @@ def worker_queue_values(spec: ClusterSpec) -> WorkerQueue:
     if tls is not None and spec.worker_queue_tls:
         secured = (f"ssl crt {config_path_arg(tls.cert_file)} ca-file {config_path_arg(spec.queue_ca())}"
                    " verify required")
-    return WorkerQueue(f"{listener.host}:{listener.port}", secured, json_body(*NOT_A_PART))
+    return WorkerQueue(f"{listener.host}:{listener.port}", secured, json_body(*NOT_A_PART), relay=spec.relays_streams)
 
 
 JOBS_WAIT_MARGIN_S = 15.0

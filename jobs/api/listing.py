@@ -9,6 +9,7 @@ from urllib.parse import urlencode
 
 from fastapi import Query, Request
 
+from jobs.api.submission import MAX_KEY_CHARS
 from jobs.contract import API_PREFIX
 from jobs.store import JobFilter
 
@@ -27,9 +28,11 @@ def job_filter(
     until: Annotated[datetime | None, Query(description="Accepted before this.")] = None,
     preset: Annotated[str | None, Query(max_length=100, description="The studio preset it was made with.")] = None,
     q: Annotated[str | None, Query(max_length=MAX_TEXT_CHARS, description="Text in its prompt (any case).")] = None,
+    key: Annotated[str | None, Query(max_length=MAX_KEY_CHARS, description="The Idempotency-Key it was submitted "
+                                     "with.")] = None,
 ) -> JobFilter:
     """The listing's filter, from its query parameters."""
-    return JobFilter(_utc(since), _utc(until), preset or None, (q or "").strip() or None)
+    return JobFilter(_utc(since), _utc(until), preset or None, (q or "").strip() or None, key or None)
 
 
 def next_page(request: Request, cursor: str | None) -> str | None:

@@ -131,7 +131,8 @@ async def list_jobs(request: Request, jobs: Api, who: Who, only: Annotated[JobFi
                     cursor: str | None = None, limit: Annotated[int, Query(ge=1, le=PAGE_LIMIT_MAX)] = 20) -> JobList:
     """Your jobs (your API key's account's, or your login's; everyone's on a site without one), newest first;
     follow ``next`` for the next page. Filters: ``since``/``until`` (ISO 8601 date or time, UTC unless it says),
-    ``preset``, ``q`` (text in the prompt, any case); ``next`` keeps them."""
+    ``preset``, ``q`` (text in the prompt, any case), ``key`` (the Idempotency-Key it was submitted with); ``next``
+    keeps them."""
     def page() -> JobList:
         found = list_newest_first(jobs.engine, who.owner, cursor, limit, only)
         return JobList(jobs=[view(jobs.engine, job) for job in found.jobs], next_cursor=found.next_cursor,

@@ -102,12 +102,13 @@ class Event:
 @dataclass(frozen=True)
 class JobFilter:
     """Which of an owner's jobs a listing shows: accepted in ``[since, until)``, with ``preset``, with ``text`` in
-    the prompt (any case); None: no condition."""
+    the prompt (any case), submitted with the ``Idempotency-Key`` ``key``; None: no condition."""
 
     since: datetime | None = None
     until: datetime | None = None
     preset: str | None = None
     text: str | None = None
+    key: str | None = None
 
 
 @dataclass(frozen=True)

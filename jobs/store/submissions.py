@@ -148,6 +148,8 @@ def _conditions(only: JobFilter) -> list[ColumnElement[bool]]:
     if only.text:
         prompt = func.lower(jobs.c.input["prompt"].as_string())
         conditions.append(prompt.contains(only.text.lower(), autoescape=True))
+    if only.key is not None:
+        conditions.append(jobs.c.idempotency_key == only.key)
     return conditions
 
 

@@ -47,6 +47,7 @@ from webui.web.queue_pacer import PaceQueue, QueuePacer
 from webui.web.request_guard import RequestGuard
 from webui.web.session_jobs import AwaitedStreams
 from webui.web.signin import SignIn
+from webui.web.studio.adoption import Adoption
 from webui.web.studio.config import CSS_PATH, load_examples, load_studio_config
 from webui.web.studio.handlers import Studio
 from webui.web.studio.history import HistoryPanel
@@ -131,6 +132,7 @@ def create_app(settings: WebSettings) -> FastAPI:
     concurrency = None if runner else settings.concurrency
     sign_in = settings.sign_in and jobs_client is not None
     studio_config = load_studio_config()
+    adoption = Adoption(runner, studio.streams, settings.listen_grace) if runner else None
     demo = build_studio(
         studio,
         studio_config,
@@ -141,6 +143,7 @@ def create_app(settings: WebSettings) -> FastAPI:
         history=(HistoryPanel(jobs_client, cache_dir=cache_dir, resolution_name=studio_config.resolution_name)
                  if jobs_client else None),
         sign_out=sign_in,
+        adoption=adoption,
     )
     # api_open=False: Gradio itself refuses a queued event called outside the queue (run/, api/).
     demo.queue(default_concurrency_limit=concurrency, max_size=settings.queue_max_size, api_open=False)
@@ -153,6 +156,8 @@ def create_app(settings: WebSettings) -> FastAPI:
     signing_in = SignIn(jobs_client, os.environ[CLUSTER_SECRET_ENV]) if sign_in and jobs_client else None
     if signing_in is not None:
         signing_in.pages(app)  # before the page's mount at /, which would take its paths
+    if adoption is not None:  # the stream relay's: a call whose web front died goes on here
+        adoption.route(app, demo)
     gr.mount_gradio_app(
         app,
         demo,

@@ -1,5 +1,7 @@
 """A Gradio event's ids: its handler runs in Gradio's queue, outside the HTTP request that started it (the
-``queue/join`` or ``call`` request HAProxy gave an id), so ``event_ids`` binds that request's ids while it runs."""
+``queue/join`` or ``call`` request HAProxy gave an id), so ``event_ids`` binds that request's ids while it runs;
+``event_job_key`` names the event's job (an API call's) for whoever must find it later
+(``webui.web.studio.adoption``)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from contextlib import contextmanager
 from gradio.context import LocalContext
 
 from webui import trace
+from webui.contract import EVENT_JOB_KEY_PREFIX
 
 
 @contextmanager
@@ -18,3 +21,9 @@ def event_ids() -> Iterator[None]:
     headers = getattr(request, "headers", None) or {}
     with trace.bound(*trace.headers_ids(headers)):
         yield
+
+
+def event_job_key(event_id: str | None = None) -> str | None:
+    """The ``Idempotency-Key`` of a Gradio event's job (default: the running event's); None outside an event."""
+    event_id = event_id if event_id is not None else LocalContext.event_id.get(None)
+    return f"{EVENT_JOB_KEY_PREFIX}{event_id}" if event_id else None

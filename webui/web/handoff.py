@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from webui.contract import HEARTBEAT_PREFIX
+from webui.contract import ADOPT_PATH, HEARTBEAT_PREFIX, QUEUE_DATA_PATH
 from webui.traffic import UNCOUNTED
 from webui.web.gradio_routes import CLIENT_ID
 
@@ -39,8 +39,8 @@ LINGER = 1.0
 download comes right after the result)."""
 POLL = 0.1
 """Seconds between two looks while a stopping web front waits."""
-STARTS = ("/gradio_api/queue/join", "/gradio_api/upload")
-DATA, FILE = "/gradio_api/queue/data", "/gradio_api/file="
+STARTS = ("/gradio_api/queue/join", "/gradio_api/upload", ADOPT_PATH)
+FILE = "/gradio_api/file="
 
 
 class Handoff:
@@ -59,7 +59,7 @@ class Handoff:
         """Why this request belongs on another web front, or None."""
         if self.closing and path.endswith(STARTS):
             return "This web front is stopping; another one takes the request."
-        if path.endswith(DATA):
+        if path.endswith(QUEUE_DATA_PATH):
             session = (parse_qs(query).get("session_hash") or [None])[0]
             if (session is not None and CLIENT_ID.fullmatch(session) and not self.calls(session)  # bad id: a 422
                     and (self.closing or not self.knows(session))):

@@ -16,7 +16,7 @@ import gradio as gr
 
 from webui.contract import LISTEN_GRACE, MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.images import UploadError
-from webui.web.event_ids import event_ids
+from webui.web.event_ids import event_ids, event_job_key
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
 from webui.web.studio.form_events import output_size, size_rules
 from webui.web.studio.form_fields import NO_PROMPT, FormRefused, RetouchRefused, api_seed, job_fields, ui_seed
@@ -162,7 +162,8 @@ class Studio:
         try:
             with event_ids():
                 if self.jobs is not None:
-                    return await self.jobs.run_for_caller(fields, progress, self.streams, self.listen_grace, login)
+                    return await self.jobs.run_for_caller(fields, progress, self.streams, self.listen_grace, login,
+                                                          event_job_key())
                 return await self.run(fields, progress)
         except WorkerError as exc:
             raise gr.Error(str(exc), title=title, print_exception=False) from None

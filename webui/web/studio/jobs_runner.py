@@ -83,12 +83,17 @@ class JobRunner:
         self.web_node = web_node
         self.cache_dir = cache_dir
 
-    async def submit(self, fields: dict[str, Any], login: str | None = None) -> str:
-        """Record the job (``login``'s: see ``login_of``); its id (``JobsError`` in words when the service refuses
-        it)."""
-        job = await self.client.submit(fields, login=login)
+    async def submit(self, fields: dict[str, Any], login: str | None = None, key: str | None = None) -> str:
+        """Record the job (``login``'s: see ``login_of``; ``key``: its ``Idempotency-Key``, default a fresh one); its
+        id (``JobsError`` in words when the service refuses it)."""
+        job = await self.client.submit(fields, key=key, login=login)
         logger.info("job %s submitted", job.id)
         return job.id
+
+    async def find(self, key: str, login: str | None = None) -> str | None:
+        """The id of ``login``'s job submitted with the ``Idempotency-Key`` ``key`` (None: there is none)."""
+        listing = await self.client.listing({"key": key, "limit": "1"}, login)
+        return listing.jobs[0].id if listing.jobs else None
 
     async def follow(self, job_id: str, progress: gr.Progress,
                      login: str | None = None) -> tuple[Gallery, dict[str, Any]]:
@@ -127,10 +132,16 @@ class JobRunner:
         return await self.client.share(job_id, login)
 
     async def run_for_caller(self, fields: dict[str, Any], progress: gr.Progress, streams: EventStreams,
-                             grace: float, login: str | None = None) -> tuple[Gallery, dict[str, Any]]:
-        """Submit (``login``'s job) and follow for a caller waiting on the answer (the client API): when the caller
-        cancels or stops listening (``cancelled_when_client_leaves``), the job is canceled too."""
-        job_id = await self.submit(fields, login)
+                             grace: float, login: str | None = None,
+                             key: str | None = None) -> tuple[Gallery, dict[str, Any]]:
+        """Submit (``login``'s job, with ``key``) and follow it for a caller waiting on the answer (the client API):
+        see ``follow_for_caller``."""
+        return await self.follow_for_caller(await self.submit(fields, login, key), progress, streams, grace, login)
+
+    async def follow_for_caller(self, job_id: str, progress: gr.Progress, streams: EventStreams, grace: float,
+                                login: str | None = None) -> tuple[Gallery, dict[str, Any]]:
+        """Follow ``login``'s job for a caller waiting on the answer: when the caller cancels or stops listening
+        (``cancelled_when_client_leaves``), the job is canceled too."""
         try:
             with trace.bound(job=job_id):  # its lines here and the jobs service's requests name the job
                 async with cancelled_when_client_leaves(streams, grace=grace):

@@ -13,6 +13,7 @@ import gradio as gr
 from webui.contract import MAX_SIDE
 from webui.schema import MAX_SEED, Limits
 from webui.web.photo_input import PhotoInput
+from webui.web.studio.adoption import Adoption
 from webui.web.studio.config import CUSTOM, ExamplePrompt, StudioConfig
 from webui.web.studio.form_events import FormEvents, size_pick_js
 from webui.web.studio.handlers import Studio
@@ -48,9 +49,11 @@ SIGN_OUT_JS = ("() => fetch('sign-out', {method: 'POST', credentials: 'same-orig
 
 def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePrompt], max_images: int,
                  concurrency_limit: int | None, job_page: JobPage | None = None,
-                 history: HistoryPanel | None = None, sign_out: bool = False) -> gr.Blocks:
+                 history: HistoryPanel | None = None, sign_out: bool = False,
+                 adoption: Adoption | None = None) -> gr.Blocks:
     """The studio page (``gr.Blocks``) wired to ``studio`` (and its jobs, with ``job_page``: a Cancel button, the
-    kept job followed again on load; with ``sign_out``, a Sign out button); call ``.queue()`` before mounting."""
+    kept job followed again on load; with ``sign_out``, a Sign out button; with ``adoption``, the hidden endpoint
+    that adopts API calls whose web front died); call ``.queue()`` before mounting."""
     defaults = config.defaults
     width0, height0 = config.resolutions[defaults.resolution]
     job_options = dict(concurrency_limit=concurrency_limit, concurrency_id=JOB_CONCURRENCY_ID)
@@ -230,4 +233,6 @@ def build_studio(studio: Studio, config: StudioConfig, examples: list[ExamplePro
             build_history(history, [p.name for p in config.presets], targets, max_images)
         for event in shown:  # last, so that every earlier event keeps its fn_index (contract.JOB_EVENT_INDICES)
             event.then(result_shown, [info], [details, share_button], api_visibility="private", queue=False)
+        if adoption is not None:
+            adoption.wire([gallery, info], **job_options)
     return demo
