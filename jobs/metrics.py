@@ -84,6 +84,10 @@ class StoreCollector(Collector):
                                 "Size of the job store's filesystem (SQLite).", value=usage.total)
 
 
+ADOPTION_OUTCOMES = ("adopted", "lost")
+"""What became of a relayed API call whose web front died (``jobs.relay``)."""
+
+
 class JobsMetrics:
     """The jobs service's metrics; ``track_store`` adds the gauges read from the store."""
 
@@ -96,6 +100,11 @@ class JobsMetrics:
         self.queue_wait = Histogram("portrait_jobs_queue_wait_seconds", "Seconds from a job's acceptance to its "
                                     "first denoising step on a worker.", buckets=QUEUE_WAIT_BUCKETS,
                                     registry=self.registry)
+        self.adoptions = Counter("portrait_jobs_relay_adoptions", "API calls whose web front died mid-call, by "
+                                 "outcome: adopted (another web front took the call over) or lost.", ["outcome"],
+                                 registry=self.registry)
+        for outcome in ADOPTION_OUTCOMES:
+            self.adoptions.labels(outcome)
         self.accounts = AccountUsage()
         self.registry.register(self.accounts)
 

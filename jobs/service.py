@@ -86,9 +86,10 @@ def build_app(settings: JobsSettings) -> FastAPI:
     client = WorkerClient(settings.worker_queue_url, max_attempts=1, timeout=settings.worker_timeout,
                           ca_file=settings.queue_ca, cert_file=settings.queue_cert)
     info = WorkerInfoCache(client, ttl=10.0)
-    relay = StreamRelay(queue_http(settings.worker_queue_url, RELAY_READ_TIMEOUT_S, RELAY_CONNECT_TIMEOUT_S,
-                                   settings.queue_ca, settings.queue_cert))
     metrics = JobsMetrics()
+    relay = StreamRelay(queue_http(settings.worker_queue_url, RELAY_READ_TIMEOUT_S, RELAY_CONNECT_TIMEOUT_S,
+                                   settings.queue_ca, settings.queue_cert),
+                        lambda outcome: metrics.adoptions.labels(outcome).inc())
     metrics.track_store(engine)
     dispatcher = Dispatcher(engine, client, DispatchOptions(
         slots=settings.dispatch_slots, lease_s=settings.lease_seconds,

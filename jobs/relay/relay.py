@@ -4,7 +4,7 @@ on at another (``webui.web.studio.adoption``), whose stream the relay reads next
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import aclosing
 
 import httpx
@@ -34,8 +34,9 @@ def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
 class StreamRelay:
     """Relays API clients' event streams from the web fronts behind the worker queue (``http``)."""
 
-    def __init__(self, http: httpx.AsyncClient) -> None:
-        self.http = http
+    def __init__(self, http: httpx.AsyncClient, counted: Callable[[str], None] = lambda outcome: None) -> None:
+        """``counted(outcome)``: one call whose web front died, ``adopted`` or ``lost`` (``JobsMetrics``)."""
+        self.http, self.counted = http, counted
 
     async def open(self, session_hash: str, headers: dict[str, str]) -> httpx.Response:
         """The session's event stream at the web front the client's ``headers`` lead to (status not checked)."""
@@ -64,6 +65,7 @@ class StreamRelay:
             upstream = await self._reopen(session_hash, headers) if calls.waiting else None
         for event_id in sorted(calls.waiting):
             logger.warning("session %s: call %s given up (no web front took it over)", session_hash, event_id)
+            self.counted("lost")
             yield encoded(lost(event_id, NO_FRONT))
 
     async def _passed(self, upstream: httpx.Response, calls: Calls) -> AsyncIterator[bytes]:
@@ -94,12 +96,14 @@ class StreamRelay:
             if answer.status_code == 200:
                 calls.adopted(event_id, answer.json()["event_id"])
                 logger.info("session %s: call %s adopted", session_hash, event_id)
+                self.counted("adopted")
                 return None
             logger.warning("session %s: call %s not adopted: %d %s", session_hash, event_id, answer.status_code,
                            answer.text[:200])
         except (httpx.HTTPError, ValueError, KeyError) as exc:
             logger.warning("session %s: call %s not adopted: %s", session_hash, event_id, exc)
         calls.ended(event_id)
+        self.counted("lost")
         return encoded(lost(event_id, NO_FRONT))
 
     async def _reopen(self, session_hash: str, headers: dict[str, str]) -> httpx.Response | None:

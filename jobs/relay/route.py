@@ -10,18 +10,20 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from jobs.relay.relay import StreamRelay, forwarded
 from webui.contract import QUEUE_DATA_PATH
-from webui.web.gradio_routes import CLIENT_ID
+from webui.web.gradio_routes import CLIENT_ID, CLIENT_ID_RULE
 
 logger = logging.getLogger(__name__)
 
-BAD_SESSION = "session_hash must be a Gradio session id."
 PASSED_BACK = ("content-type", "retry-after")
 """A web front's headers that reach the client with a refusal (the rest are the hop's)."""
 
 
-def refused(status: int, error: str, detail: str, retry_after: str | None = None) -> JSONResponse:
+def refused(status: int, error: str, detail: str, fields: tuple[str, ...] = (),
+            retry_after: str | None = None) -> JSONResponse:
+    """An answer in the web fronts' words and shape (``webui.web.request_guard``)."""
     headers = {"Retry-After": retry_after} if retry_after else None
-    return JSONResponse({"error": error, "detail": detail, "fields": []}, status_code=status, headers=headers)
+    return JSONResponse({"error": error, "detail": detail, "fields": list(fields)}, status_code=status,
+                        headers=headers)
 
 
 def relay_route(app: FastAPI, relay: StreamRelay) -> None:
@@ -30,13 +32,13 @@ def relay_route(app: FastAPI, relay: StreamRelay) -> None:
     async def queue_data(request: Request, session_hash: str) -> Response:
         """The session's event stream; the web front's own answer when it refuses one (401, 422, 503, ...)."""
         if not CLIENT_ID.fullmatch(session_hash):
-            return refused(422, "invalid_id", BAD_SESSION)
+            return refused(422, "invalid_id", f"session_hash: must be {CLIENT_ID_RULE}.", ("session_hash",))
         headers = forwarded(request.headers)
         try:
             first = await relay.open(session_hash, headers)
         except httpx.HTTPError as exc:
             logger.warning("session %s: no web front answered its stream: %s", session_hash, exc)
-            return refused(503, "unavailable", "No web front answers now: please try again.", "1")
+            return refused(503, "unavailable", "No web front answers now: please try again.", retry_after="1")
         if first.status_code != 200:
             body = await first.aread()
             await first.aclose()
