@@ -34,8 +34,9 @@ ADOPT_API = "adopt"
 """The hidden endpoint that follows an adopted call's job (not in the API page: only the relay asks for it)."""
 JOIN_PATH = "/gradio_api/queue/join"
 """The path Gradio roots an event's file URLs at (``route_utils.get_api_call_path``): the adopted event's too."""
-NO_JOB = "This call's web front stopped before its job was recorded, so nothing was made: please call again."
-"""Why an adopted call ends at once: its web front died between the client's join and the job's submission."""
+NO_JOB = "This call's web front stopped before its job could be followed elsewhere: please call again."
+"""Why an adopted call ends at once: its web front died before it recorded the call's job (between the client's
+join and the job's submission), or the call was not an API call (a page's events record their jobs otherwise)."""
 
 
 def refusal(status: int, error: str, detail: str) -> JSONResponse:
