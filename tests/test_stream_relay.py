@@ -18,7 +18,9 @@ from gradio_client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.haproxy.names import JOBS_BACKEND
+from bench.harness.browser_client import BrowserProtocolClient
 from bench.harness.cluster_options import ClusterOptions
+from bench.harness.generation import Job
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
 from jobs.relay.calls import Calls
@@ -52,7 +54,8 @@ def test_an_adopted_call_keeps_the_clients_id_to_its_end() -> None:
     done = calls.seen({"msg": "process_completed", "event_id": "m1", "success": True})
     assert done["event_id"] == "e1" and calls.waiting == {"e2", "n1"}
     calls.ended("e2")
-    assert calls.waiting == {"n1"}
+    assert calls.waiting == {"n1"} and calls.done == {"e1", "e2"}
+    assert Calls(["j1"]).waiting == {"j1"}  # joined through the relay, before any message came
     message = parsed(encoded(lost("e2", "gone")).rstrip(b"\n"))
     assert message == {"msg": "process_completed", "event_id": "e2", "success": False,
                        "output": {"error": "gone", "title": "Generation failed", "visible": True}}
@@ -99,6 +102,24 @@ def adoptions(cluster: LaunchedCluster) -> dict[str, float]:
     return {sample.labels["outcome"]: sample.value for family in text_string_to_metric_families(text)
             if family.name == "portrait_jobs_relay_adoptions" for sample in family.samples
             if sample.name.endswith("_total")}
+
+
+def test_a_call_whose_web_front_dies_before_its_stream_opens_gets_its_result(cluster: LaunchedCluster) -> None:
+    """The gap between a join's answer and the stream's request: the relay knows the call from the join."""
+    prompt = f"joined then orphaned {uuid.uuid4().hex[:8]}"
+    client = BrowserProtocolClient(cluster.public_url, api_name="generate")  # gradio_client's protocol, by hand
+    try:
+        event_id = client.join(Job(prompt=prompt, steps=STEPS, width=64, height=64, seed=77))
+        front = client.http.cookies[PERSISTENCE_COOKIE]
+        with httpx.Client(base_url=cluster.public_url, timeout=WAIT) as public:
+            job = wait_until(lambda: next(iter(jobs_with(public, prompt)), None), "the call's job recorded", WAIT,
+                             interval=0.05)
+            cluster.kill(front, "web")
+            data = client.outcome(event_id)
+            assert data["info"]["job_id"] == job["id"] and data["info"]["web_node"] != front, data["info"]
+            assert [made["id"] for made in jobs_with(public, prompt)] == [job["id"]]
+    finally:
+        client.close()
 
 
 def relayed_streams(cluster: LaunchedCluster) -> int:

@@ -80,6 +80,8 @@ adopts the call when its own died finds the job by it (``webui.web.studio.adopti
 ADOPT_PATH = "/relay/adopt"
 """Where the balancer's stream relay (``jobs.relay``) asks a web front to adopt a call whose web front died
 (``?session_hash=…&event_id=…``): through the worker queue only, never the public site (HAProxy answers 404)."""
+QUEUE_JOIN_PATH = "/gradio_api/queue/join"
+"""Where a Gradio call starts: an API client's goes through the stream relay (``jobs.relay``)."""
 QUEUE_DATA_PATH = "/gradio_api/queue/data"
 """Gradio's event stream of a session's calls: an API client's goes through the stream relay (``jobs.relay``)."""
 

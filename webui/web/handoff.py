@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, unquote
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from webui.contract import ADOPT_PATH, HEARTBEAT_PREFIX, QUEUE_DATA_PATH
+from webui.contract import ADOPT_PATH, HEARTBEAT_PREFIX, QUEUE_DATA_PATH, QUEUE_JOIN_PATH
 from webui.traffic import UNCOUNTED
 from webui.web.gradio_routes import CLIENT_ID
 
@@ -39,7 +39,7 @@ LINGER = 1.0
 download comes right after the result)."""
 POLL = 0.1
 """Seconds between two looks while a stopping web front waits."""
-STARTS = ("/gradio_api/queue/join", "/gradio_api/upload", ADOPT_PATH)
+STARTS = (QUEUE_JOIN_PATH, "/gradio_api/upload", ADOPT_PATH)
 FILE = "/gradio_api/file="
 
 

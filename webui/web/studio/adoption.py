@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from gradio.data_classes import PredictBodyInternal
 from starlette.routing import Mount
 
-from webui.contract import ADOPT_PATH
+from webui.contract import ADOPT_PATH, QUEUE_JOIN_PATH
 from webui.web.event_ids import event_ids, event_job_key
 from webui.web.gradio_routes import CLIENT_ID
 from webui.web.presence import EventStreams
@@ -32,8 +32,6 @@ logger = logging.getLogger(__name__)
 
 ADOPT_API = "adopt"
 """The hidden endpoint that follows an adopted call's job (not in the API page: only the relay asks for it)."""
-JOIN_PATH = "/gradio_api/queue/join"
-"""The path Gradio roots an event's file URLs at (``route_utils.get_api_call_path``): the adopted event's too."""
 NO_JOB = "This call's web front stopped before its job could be followed elsewhere: please call again."
 """Why an adopted call ends at once: its web front died before it recorded the call's job (between the client's
 join and the job's submission), or the call was not an API call (a page's events record their jobs otherwise)."""
@@ -84,7 +82,8 @@ class Adoption:
             if queue.stopped:
                 return refusal(503, "stopping", "This web front is stopping; another one takes the call.")
             index = next(index for index, fn in demo.fns.items() if fn.api_name == ADOPT_API)
-            joined = Request({**request.scope, "path": JOIN_PATH}, request.receive)
+            # Gradio roots an event's file URLs at its join's path (route_utils.get_api_call_path): as if joined.
+            joined = Request({**request.scope, "path": QUEUE_JOIN_PATH}, request.receive)
             body = PredictBodyInternal(session_hash=session_hash, data=[event_id], fn_index=index, request=joined)
             pushed, new_id, state = await queue.push(body=body, request=joined, username=None)
             if not pushed:
