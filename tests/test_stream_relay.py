@@ -24,6 +24,7 @@ from bench.harness.generation import Job
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
 from jobs.relay.calls import Calls
+from jobs.relay.joins import MAX_CALLS, Joins
 from jobs.relay.messages import Frames, FrameTooLarge, encoded, lost, parsed
 from webui.contract import ADOPT_PATH, PERSISTENCE_COOKIE, QUEUE_DATA_PATH
 
@@ -59,6 +60,16 @@ def test_an_adopted_call_keeps_the_clients_id_to_its_end() -> None:
     message = parsed(encoded(lost("e2", "gone")).rstrip(b"\n"))
     assert message == {"msg": "process_completed", "event_id": "e2", "success": False,
                        "output": {"error": "gone", "title": "Generation failed", "visible": True}}
+
+
+def test_the_calls_joined_per_session_are_bounded_and_forgotten_once_ended() -> None:
+    joins = Joins()
+    for n in range(MAX_CALLS + 5):
+        joins.joined("s1", f"e{n}")
+    assert len(joins.of("s1")) == MAX_CALLS and joins.of("s1")[0] == "e5"  # the oldest went first
+    for n in range(5, MAX_CALLS + 5):
+        joins.ended("s1", f"e{n}")
+    assert joins.of("s1") == () and joins.of("unknown") == ()
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,7 @@ class StreamRelay:
                             yield frame
                     if calls.closed:
                         return
+                calls.waiting |= set(self.joins.of(session_hash)) - calls.done  # joined since, maybe not yet seen
                 if not calls.waiting or attempt == MAX_ADOPTIONS:
                     break
                 logger.info("session %s: its web front's stream is gone with %d call(s) in flight; adopting them",
