@@ -1,8 +1,11 @@
 """The jobs service in the cluster: launch.py's sidecar runs ``python -m jobs`` after HAProxy, and HAProxy's public
 port routes ``/v1/jobs`` to it through the same edge rules as ``/generate`` (rate, cross-site guard, body size).
 
-One stand-in cluster (2 nodes, 0.3 s a job) for the module, its web fronts running their generations as jobs
-(``jobs.web_fronts``: their ``--jobs-url`` is the worker queue, which passes ``/v1/jobs`` on). Every client here
+One stand-in cluster (2 nodes, 0.04 s a denoising step: 0.32 s for 8 steps) for the module, its web fronts running
+their generations as jobs (``jobs.web_fronts``: their ``--jobs-url`` is the worker queue, which passes ``/v1/jobs``
+on). An API client's call outlives its web front (issue 21, item 1): its joins and event stream go through the jobs
+service's stream relay (``jobs.relay``), which has another web front adopt a call whose own was SIGKILLed
+(``webui.web.studio.adoption``); the relay's own parts are tested in ``tests/test_stream_relay.py``. Every client here
 says who it is with its own ``X-Forwarded-For`` address (the cluster's ``rate_limit_key``), so each test has its own
 rate counter. The jobs service's lease is 2 s (``PORTRAIT_JOBS_LEASE_SECONDS`` in launch.py's environment reaches
 the service), so a job whose service was killed is taken again soon. Run under the cluster lock:
@@ -14,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import signal
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +25,15 @@ from typing import Any
 import httpx
 import pytest
 from gradio_client import Client
+from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.haproxy.names import JOBS_BACKEND, JOBS_SERVER
+from bench.harness.browser_client import BrowserProtocolClient
 from bench.harness.cluster_options import ClusterOptions
+from bench.harness.generation import Job
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
+from webui.contract import ADOPT_PATH, PERSISTENCE_COOKIE, QUEUE_DATA_PATH
 
 JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 8}
 RATE = 3
@@ -39,7 +47,7 @@ TOO_LARGE = "A job body may be at most 65536 bytes."
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LaunchedCluster]:
     options = ClusterOptions(
-        model="standin:0.3", nodes=2, start_timeout=120,
+        model="standin:0.04/step", nodes=2, start_timeout=120,
         sidecar={"probe_interval": 0.2, "backoff_initial": 0.2},
         extra={"limits": {"rate_limit_per_minute": RATE, "rate_limit_key": "x-forwarded-for"},
                "jobs": {"web_fronts": True}},
@@ -167,3 +175,80 @@ def test_with_web_fronts_on_jobs_a_gradio_client_generation_is_a_recorded_job(
     assert stored.status_code == 200
     assert hashlib.sha256(Path(gallery[0]["image"]).read_bytes()).hexdigest() == job["results"][0]["sha256"]
     assert hashlib.sha256(stored.content).hexdigest() == job["results"][0]["sha256"]
+
+
+LONG_STEPS = 60
+"""A killed call's job: 2.4 s, time to kill its web front mid-call."""
+
+
+def jobs_with(http: httpx.Client, prompt: str) -> list[dict[str, Any]]:
+    answer = http.get("/v1/jobs", params={"q": prompt})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["jobs"]
+
+
+def adoptions(cluster: LaunchedCluster) -> dict[str, float]:
+    """The jobs service's count of relayed calls whose web front died, by outcome (since it last started)."""
+    text = httpx.get(f"{cluster.jobs_url}/metrics", headers=cluster.internal_headers, timeout=WAIT).text
+    return {sample.labels["outcome"]: sample.value for family in text_string_to_metric_families(text)
+            if family.name == "portrait_jobs_relay_adoptions" for sample in family.samples
+            if sample.name.endswith("_total")}
+
+
+def test_a_gradio_client_call_whose_web_front_is_sigkilled_midway_gets_its_result_without_a_resend(
+        cluster: LaunchedCluster, tmp_path: Path) -> None:
+    prompt = f"relayed portrait {uuid.uuid4().hex[:8]}"
+    client = Client(cluster.public_url, verbose=False, download_files=str(tmp_path),
+                    headers={"X-Forwarded-For": "10.1.0.6"})
+    front = client.cookies[PERSISTENCE_COOKIE]  # the web front HAProxy keeps this client on
+    before = adoptions(cluster)
+    with public(cluster, "10.1.0.6") as http:
+        call = client.submit(prompt=prompt, steps=LONG_STEPS, width=64, height=64, seed=4242, api_name="/generate")
+        job = wait_until(lambda: next((job for job in jobs_with(http, prompt) if job["progress"]), None),
+                         "the call's job running", WAIT, interval=0.05)
+        cluster.kill(front, "web")
+        gallery, info = call.result(timeout=WAIT)
+        assert info["job_id"] == job["id"] and info["seed"] == 4242, info
+        assert info["web_node"] != front  # the web front that adopted the call
+        assert Path(gallery[0]["image"]).read_bytes().startswith(b"\x89PNG")
+        [made] = jobs_with(http, prompt)  # the same job, not a second one
+        assert made["id"] == job["id"] and made["status"] == "succeeded"
+    assert adoptions(cluster)["adopted"] == before["adopted"] + 1
+
+
+def test_a_call_whose_web_front_dies_before_its_stream_opens_gets_its_result(cluster: LaunchedCluster) -> None:
+    """The gap between a join's answer and the stream's request: the relay knows the call from the join."""
+    prompt = f"joined then orphaned {uuid.uuid4().hex[:8]}"
+    client = BrowserProtocolClient(cluster.public_url, api_name="generate")  # gradio_client's protocol, by hand
+    client.http.headers["X-Forwarded-For"] = "10.1.0.7"
+    try:
+        event_id = client.join(Job(prompt=prompt, steps=LONG_STEPS, width=64, height=64, seed=77))
+        front = client.http.cookies[PERSISTENCE_COOKIE]
+        with public(cluster, "10.1.0.7") as http:
+            job = wait_until(lambda: next(iter(jobs_with(http, prompt)), None), "the call's job recorded", WAIT,
+                             interval=0.05)
+            cluster.kill(front, "web")
+            data = client.outcome(event_id)
+            assert data["info"]["job_id"] == job["id"] and data["info"]["web_node"] != front, data["info"]
+            assert [made["id"] for made in jobs_with(http, prompt)] == [job["id"]]
+    finally:
+        client.close()
+
+
+def relayed_requests(cluster: LaunchedCluster) -> int:
+    """Requests HAProxy sent the jobs service (its backend's count): the relay's among them."""
+    return int(next(row["stot"] for row in cluster.runtime.show_stat()
+                    if row["pxname"] == JOBS_BACKEND and row["svname"] == "BACKEND"))
+
+
+def test_the_relay_carries_api_clients_streams_only_and_adopts_for_no_public_client(cluster: LaunchedCluster) -> None:
+    with public(cluster, "10.1.0.8") as http:
+        before = relayed_requests(cluster)
+        for session in ("not a hash", uuid.uuid4().hex):  # one the relay refuses, one only a web front knows
+            api = http.get(QUEUE_DATA_PATH, params={"session_hash": session})
+            page = http.get(QUEUE_DATA_PATH, params={"session_hash": session},  # straight to a web front
+                            headers={"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"})
+            assert (api.status_code, api.json()) == (page.status_code, page.json()), api.text  # the same words
+        assert relayed_requests(cluster) - before == 2  # the API client's two, not the page's
+        adopt = http.post(ADOPT_PATH, params={"session_hash": "s1", "event_id": "e1"})
+        assert adopt.status_code == 404, adopt.text
