@@ -19,6 +19,7 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
-from webui.contract import ADOPT_PATH, PERSISTENCE_COOKIE, QUEUE_DATA_PATH
+from webui.contract import ADOPT_PATH, ADOPTED_EVENT_HEADER, PERSISTENCE_COOKIE, QUEUE_DATA_PATH
 
 JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 8}
 RATE = 3
@@ -241,14 +242,39 @@ def relayed_requests(cluster: LaunchedCluster) -> int:
                     if row["pxname"] == JOBS_BACKEND and row["svname"] == "BACKEND"))
 
 
-def test_the_relay_carries_api_clients_streams_only_and_adopts_for_no_public_client(cluster: LaunchedCluster) -> None:
-    with public(cluster, "10.1.0.8") as http:
+def test_the_relay_answers_in_the_web_fronts_words_and_adopts_for_no_public_client(cluster: LaunchedCluster) -> None:
+    front = httpx.Client(base_url=cluster.part_url("node1", "web"), headers=cluster.internal_headers, timeout=WAIT)
+    with public(cluster, "10.1.0.8") as http, front:
         before = relayed_requests(cluster)
         for session in ("not a hash", uuid.uuid4().hex):  # one the relay refuses, one only a web front knows
-            api = http.get(QUEUE_DATA_PATH, params={"session_hash": session})
-            page = http.get(QUEUE_DATA_PATH, params={"session_hash": session},  # straight to a web front
-                            headers={"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"})
-            assert (api.status_code, api.json()) == (page.status_code, page.json()), api.text  # the same words
-        assert relayed_requests(cluster) - before == 2  # the API client's two, not the page's
+            relayed = http.get(QUEUE_DATA_PATH, params={"session_hash": session})
+            direct = front.get(QUEUE_DATA_PATH, params={"session_hash": session})
+            assert (relayed.status_code, relayed.json()) == (direct.status_code, direct.json()), relayed.text
+        assert relayed_requests(cluster) - before == 2
         adopt = http.post(ADOPT_PATH, params={"session_hash": "s1", "event_id": "e1"})
         assert adopt.status_code == 404, adopt.text
+        forged = http.post("/gradio_api/queue/join", json={"fn_index": 0, "data": [], "session_hash": "s2"},
+                           headers={ADOPTED_EVENT_HEADER: "e1"})  # only the relay may say a call is joined again
+        assert forged.status_code != 500, forged.text
+
+
+def test_a_page_whose_web_front_is_sigkilled_mid_job_gets_its_result_without_a_reload(
+        cluster: LaunchedCluster) -> None:
+    """The page's events (Generate records the job, the next follows it): the relay joins the follow again whole."""
+    prompt = f"a page's portrait {uuid.uuid4().hex[:8]}"
+    client = BrowserProtocolClient(cluster.public_url)  # the page's own events, as a browser tab sends them
+    client.http.headers["X-Forwarded-For"] = "10.1.0.9"
+    try:
+        client.open()
+        front = client.http.cookies[PERSISTENCE_COOKIE]
+        with public(cluster, "10.1.0.9") as http, ThreadPoolExecutor(1) as pool:
+            generation = pool.submit(client.generate, Job(prompt=prompt, steps=LONG_STEPS, width=256, height=256,
+                                                          seed=99))  # the page's smallest size
+            job = wait_until(lambda: next((job for job in jobs_with(http, prompt) if job["progress"]), None),
+                             "the page's job running", WAIT, interval=0.05)
+            cluster.kill(front, "web")
+            reply = generation.result(timeout=WAIT)
+            assert reply.web_node != front and reply.seed == 99, reply
+            assert [made["id"] for made in jobs_with(http, prompt)] == [job["id"]]
+    finally:
+        client.close()

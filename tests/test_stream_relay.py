@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from jobs.relay.calls import Calls
-from jobs.relay.joins import MAX_CALLS, Joins
+from jobs.relay.joins import MAX_CALLS, MAX_JOIN_KEPT, Joins
 from jobs.relay.messages import Frames, FrameTooLarge, encoded, lost, parsed
 
 
@@ -43,8 +43,11 @@ def test_an_adopted_call_keeps_the_clients_id_to_its_end() -> None:
 def test_the_calls_joined_per_session_are_bounded_and_forgotten_once_ended() -> None:
     joins = Joins()
     for n in range(MAX_CALLS + 5):
-        joins.joined("s1", f"e{n}")
+        joins.joined("s1", f"e{n}", b'{"fn_index": 1}')
     assert len(joins.of("s1")) == MAX_CALLS and joins.of("s1")[0] == "e5"  # the oldest went first
+    assert joins.body("s1", "e6") == b'{"fn_index": 1}' and joins.body("s1", "e1") is None
+    joins.joined("s2", "big", b"x" * (MAX_JOIN_KEPT + 1))
+    assert joins.of("s2") == ("big",) and joins.body("s2", "big") is None  # its call is known, its join not kept
     for n in range(5, MAX_CALLS + 5):
         joins.ended("s1", f"e{n}")
     assert joins.of("s1") == () and joins.of("unknown") == ()

@@ -77,6 +77,10 @@ worker queue only, never the public site."""
 EVENT_JOB_KEY_PREFIX = "gradio-event:"
 """How the ``Idempotency-Key`` of a Gradio API call's job begins (then the call's Gradio event id): a web front that
 adopts the call when its own died finds the job by it (``webui.web.studio.adoption``)."""
+ADOPTED_EVENT_HEADER = "X-Portrait-Adopted-Event"
+"""Set by the stream relay on a join it sends again at another web front for a call whose web front died: the
+call's first event id, which names its job there too (``webui.web.event_ids.event_job_key``). Dropped from what
+clients send."""
 ADOPT_PATH = "/relay/adopt"
 """Where the balancer's stream relay (``jobs.relay``) asks a web front to adopt a call whose web front died
 (``?session_hash=…&event_id=…``): through the worker queue only, never the public site (HAProxy answers 404)."""

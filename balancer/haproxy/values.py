@@ -20,6 +20,7 @@ from balancer.haproxy.users import read_users_file
 from jobs.contract import ACCOUNT_PREFIX, API_PREFIX, MAX_WAIT_S, SESSIONS_PREFIX
 from webui.contract import (
     ADOPT_PATH,
+    ADOPTED_EVENT_HEADER,
     CLUSTER_SECRET_ENV,
     CLUSTER_SECRET_HEADER,
     HEALTH_PATH,
@@ -59,6 +60,7 @@ class Names:
     request_id_header: str = REQUEST_ID_HEADER
     job_id_header: str = JOB_ID_HEADER
     record_job_header: str = RECORD_JOB_HEADER
+    adopted_event_header: str = ADOPTED_EVENT_HEADER
     id_shape: str = f"^{ID_SHAPE.pattern}$"
     """What a cluster part's request id must look like to be kept (``webui.trace``)."""
 

@@ -13,7 +13,7 @@ import httpx
 from jobs.relay.calls import Calls
 from jobs.relay.joins import Joins
 from jobs.relay.messages import CLOSE, Frames, FrameTooLarge, encoded, lost, parsed
-from webui.contract import ADOPT_PATH, QUEUE_DATA_PATH, QUEUE_JOIN_PATH, RETRYABLE_STATUSES
+from webui.contract import ADOPT_PATH, ADOPTED_EVENT_HEADER, QUEUE_DATA_PATH, QUEUE_JOIN_PATH, RETRYABLE_STATUSES
 from webui.trace import REQUEST_ID_HEADER
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class StreamRelay:
                                    JOIN_DELAYS_S, "a join")
         if answer.status_code == 200 and session_hash is not None:
             try:
-                self.joins.joined(session_hash, str(answer.json()["event_id"]))
+                self.joins.joined(session_hash, str(answer.json()["event_id"]), body)
             except (ValueError, KeyError, TypeError):
                 logger.warning("session %s: a join answered without an event id", session_hash)
         return answer
@@ -117,14 +117,19 @@ class StreamRelay:
             await upstream.aclose()
 
     async def _adopt(self, session_hash: str, event_id: str, headers: dict[str, str], calls: Calls) -> bytes | None:
-        """Ask a live web front to adopt call ``event_id``; None when one did, else the call's end for the client."""
+        """Have a live web front take call ``event_id`` over: adopt its job (an API call's), else join the call again
+        whole (a page's: its join kept here); None when one did, else the call's end for the client."""
         params = {"session_hash": session_hash, "event_id": event_id}
+        again = {**headers, ADOPTED_EVENT_HEADER: event_id, "content-type": "application/json"}  # a join's body
         try:
             answer = await self._tried(lambda: self.http.post(ADOPT_PATH, params=params, headers=headers),
                                        ADOPT_DELAYS_S, f"call {event_id}'s adoption")
+            if answer.status_code == 404 and (body := self.joins.body(session_hash, event_id)) is not None:
+                answer = await self._tried(lambda: self.http.post(QUEUE_JOIN_PATH, content=body, headers=again),
+                                           JOIN_DELAYS_S, f"call {event_id}'s join again")
             if answer.status_code == 200:
                 calls.adopted(event_id, answer.json()["event_id"])
-                logger.info("session %s: call %s adopted", session_hash, event_id)
+                logger.info("session %s: call %s taken over", session_hash, event_id)
                 self.counted("adopted")
                 return None
             problem = f"{answer.status_code} {answer.text[:200]}"
@@ -132,7 +137,7 @@ class StreamRelay:
             problem = f"an answer without an event id: {exc}"
         except httpx.TransportError as exc:
             problem = str(exc) or type(exc).__name__
-        logger.warning("session %s: call %s not adopted: %s", session_hash, event_id, problem)
+        logger.warning("session %s: call %s not taken over: %s", session_hash, event_id, problem)
         calls.ended(event_id)
         self.counted("lost")
         return encoded(lost(event_id, NO_FRONT))

@@ -11,7 +11,12 @@ from contextlib import contextmanager
 from gradio.context import LocalContext
 
 from webui import trace
-from webui.contract import EVENT_JOB_KEY_PREFIX
+from webui.contract import ADOPTED_EVENT_HEADER, EVENT_JOB_KEY_PREFIX
+from webui.web.gradio_routes import CLIENT_ID
+
+PAGE_JOB_KEY_PREFIX = "gradio-page:"
+"""How the ``Idempotency-Key`` of a page's job begins: never adopted as an API call's (the page's events answer in
+their own shape), only joined again whole by the stream relay."""
 
 
 @contextmanager
@@ -23,7 +28,17 @@ def event_ids() -> Iterator[None]:
         yield
 
 
-def event_job_key(event_id: str | None = None) -> str | None:
-    """The ``Idempotency-Key`` of a Gradio event's job (default: the running event's); None outside an event."""
-    event_id = event_id if event_id is not None else LocalContext.event_id.get(None)
-    return f"{EVENT_JOB_KEY_PREFIX}{event_id}" if event_id else None
+def adopted_event() -> str | None:
+    """For a call the stream relay joined again here after its web front died, the call's first event id (its
+    ``ADOPTED_EVENT_HEADER``); None for any other event."""
+    request = LocalContext.request.get(None)
+    headers = dict((getattr(request, "headers", None) or {}).items())
+    first = next((value for name, value in headers.items() if name.lower() == ADOPTED_EVENT_HEADER.lower()), "")
+    return first if CLIENT_ID.fullmatch(first) else None
+
+
+def event_job_key(event_id: str | None = None, prefix: str = EVENT_JOB_KEY_PREFIX) -> str | None:
+    """The ``Idempotency-Key`` of a Gradio event's job (default: the running event's, or its ``adopted_event``);
+    None outside an event. ``prefix``: an API call's (which a web front may adopt), or ``PAGE_JOB_KEY_PREFIX``."""
+    event_id = event_id or adopted_event() or LocalContext.event_id.get(None)
+    return f"{prefix}{event_id}" if event_id else None

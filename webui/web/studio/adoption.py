@@ -7,7 +7,9 @@ picks the web front its next requests get too), to adopt each call the client st
 an event of the page's hidden ``adopt`` endpoint into its own Gradio queue, for the same session, and answers its id.
 That event finds the call's job by its key (``event_job_key`` of the old event: the job service's answer is the
 client's own job only) and follows it as the call did, so the relay reads this front's stream of the session and
-passes its messages on under the old event's id: the same progress, the same result, no second job.
+passes its messages on under the old event's id: the same progress, the same result, no second job. A call with no
+such job (a page's event, or a call whose web front died before it submitted one) is answered 404: the relay then
+joins it again whole, marked with its first event id (``ADOPTED_EVENT_HEADER``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from starlette.routing import Mount
 from webui.contract import ADOPT_PATH, QUEUE_JOIN_PATH
 from webui.web.event_ids import event_ids, event_job_key
 from webui.web.gradio_routes import CLIENT_ID
+from webui.web.jobs_client import JobsError
 from webui.web.presence import EventStreams
 from webui.web.studio.jobs_runner import Gallery, JobRunner, login_of
 from webui.web.worker_client import WorkerError
@@ -76,6 +79,13 @@ class Adoption:
             """Push an ``adopt`` event for ``event_id``'s call into this front's queue, in ``session_hash``."""
             if not (CLIENT_ID.fullmatch(session_hash) and CLIENT_ID.fullmatch(event_id)):
                 return refusal(422, "invalid_id", "session_hash and event_id must be Gradio ids.")
+            login = request.headers.get("authorization") or None  # as login_of: the sign-in gate's session too
+            try:
+                job_id = await self.runner.find(event_job_key(event_id), login)
+            except JobsError as exc:
+                return refusal(503, "jobs_unavailable", str(exc))
+            if job_id is None:  # the relay joins the call again instead
+                return refusal(404, "no_job", "No job of this call was recorded as an API call's.")
             queue = demo._queue
             if queue.server_app is None:  # no join came yet: Gradio's own join would set it
                 queue.set_server_app(next(route.app for route in app.routes if isinstance(route, Mount)))

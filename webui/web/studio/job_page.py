@@ -14,6 +14,7 @@ from typing import Any
 
 import gradio as gr
 
+from webui.web.event_ids import PAGE_JOB_KEY_PREFIX, adopted_event, event_job_key
 from webui.web.jobs_client import JobsError
 from webui.web.jobs_wire import PRESET
 from webui.web.presence import client_listening
@@ -62,7 +63,10 @@ class JobPage:
         if not await client_listening(self.studio.streams, grace=self.studio.listen_grace):
             return kept(None, form), gr.Markdown(NOT_LISTENING, visible=True)  # read only by a page that came late
         try:
-            job_id = await self.runner.submit({**fields, PRESET: preset or None}, login_of(request))
+            key, login = event_job_key(prefix=PAGE_JOB_KEY_PREFIX), login_of(request)
+            # Joined again by the stream relay (its web front died): the job it may already have recorded.
+            job_id = (await self.runner.find(key, login) if adopted_event() else None) or await self.runner.submit(
+                {**fields, PRESET: preset or None}, login, key)
         except JobsError as exc:  # said once, in the error area
             return kept(None, form), gr.Markdown(f"**Could not generate:** {exc}", visible=True)
         return kept(job_id, form), gr.Markdown("", visible=False)
