@@ -15,9 +15,11 @@ Screenshots of the key states go to ``test-artifacts/screenshots/`` (not committ
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, expect, sync_playwright
@@ -28,7 +30,7 @@ from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from tests.browser import StudioPage, launch_chromium
-from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS
+from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS, PERSISTENCE_COOKIE
 from webui.worker.pipelines.standin import STANDIN_MODEL
 
 pytestmark = pytest.mark.browser
@@ -203,6 +205,35 @@ def test_worker_killed_mid_job_page_still_shows_image(studio: StudioPage, cluste
     assert studio.gallery_image_sizes() == [(512, 512)]
     assert studio.error_toasts() == []
     expect(studio.component("error")).to_be_hidden()
+
+
+def test_web_front_killed_mid_job_page_shows_its_result_without_a_reload(studio_all_webs: StudioPage,
+                                                                         cluster: LaunchedCluster) -> None:
+    """The page's stream goes through the jobs service's relay, which joins its follow again on a live front."""
+    studio = studio_all_webs
+    prompt = f"a portrait whose web front dies {uuid.uuid4().hex[:8]} {SLOW_MARKER}"  # 2 s at least
+    studio.type_prompt(prompt)
+    studio.choose("resolution", SMALL)
+    studio.set_slider("steps", 40)
+    studio.set_seed(4321)
+    before = studio.summary_text()
+
+    studio.start()
+    studio.wait_for_step(2, JOB_TIMEOUT_MS)
+    victim = next(cookie["value"] for cookie in studio.page.context.cookies() if cookie["name"] == PERSISTENCE_COOKIE)
+    studio.page.evaluate("window.beforeTheKill = true")  # gone if the page reloads
+    cluster.kill(victim, "web")
+    studio.screenshot("1-web-front-killed")
+    summary = studio.wait_for_result(before, JOB_TIMEOUT_MS)
+    studio.screenshot("2-finished-on-another-front")
+
+    assert studio.page.evaluate("window.beforeTheKill === true"), "the page reloaded"
+    assert summary.seed == 4321 and summary.web_node != victim, summary.text
+    assert studio.gallery_image_sizes() == [(512, 512)]
+    assert studio.error_toasts() == []
+    expect(studio.component("error")).to_be_hidden()
+    jobs = httpx.get(f"{cluster.public_url}/v1/jobs", params={"q": prompt.split(" [[")[0]}, timeout=30).json()["jobs"]
+    assert len(jobs) == 1 and jobs[0]["status"] == "succeeded", jobs  # the same job, not made again
 
 
 def test_web_front_killed_reload_works_on_other_front(studio_all_webs: StudioPage, cluster: LaunchedCluster) -> None:
