@@ -1,13 +1,13 @@
 """What the stream relay costs a ``gradio_client`` call: its join and event stream through the jobs service
-(``jobs.relay``, the cluster's default for API clients) against straight to the web front, in the same run.
+(``jobs.relay``, the cluster's default) against straight to the web front (``jobs.relay: false``), in the same run.
 
-    python -m bench.stream_relay                  # 100 rounds, stand-in 0.2 s, 2 nodes
+    python -m bench.stream_relay                  # 100 rounds, stand-in 0.2 s, 2 nodes each
     python -m bench.stream_relay --rounds 200
 
-One stand-in cluster (``launch.py``, web fronts running their calls as jobs). Two reused ``gradio_client`` clients
-call ``/generate`` one at a time, in turn: one as any API client (relayed), one sending a browser's
-``Sec-Fetch-Mode`` header, which HAProxy sends straight to a web front as it does a page's. The load is one call in
-flight; the load average is recorded. Results: ``bench/results/stream-relay.md``. Start it under the cluster lock.
+Two stand-in clusters (``launch.py``, web fronts running their calls as jobs), one with the relay and one without,
+up at the same time. Two reused ``gradio_client`` clients, one per cluster, call ``/generate`` one at a time, in
+turn: the load is one call in flight; the load average is recorded. Results: ``bench/results/stream-relay.md``.
+Start it under the cluster lock.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ from bench.harness.launched_cluster import LaunchedCluster
 from bench.report import LatencyStats, load_averages, machine_summary, markdown_table, write_results
 
 PROG = "python -m bench.stream_relay"
-DIRECT = {"Sec-Fetch-Mode": "cors"}
-"""What a browser's fetch says: HAProxy relays only API clients."""
 NOTES = ("A relayed call is two more hops through the jobs service: its join (the relay records the call for its "
          "session) and its event stream (each message parsed, for the calls still in flight). The result's "
          "download goes to the web front either way.")
@@ -44,14 +42,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, default=0.2, help="the stand-in's seconds per job (default 0.2)")
     args = parser.parse_args(argv)
     loads = [os.getloadavg()]
-    options = ClusterOptions(model=f"standin:{args.latency:g}", nodes=2, start_timeout=120,
-                             extra={"jobs": {"web_fronts": True}})
-    with LaunchedCluster(options, name="bench-stream-relay") as cluster, \
+    def options(relay: bool) -> ClusterOptions:
+        return ClusterOptions(model=f"standin:{args.latency:g}", nodes=2, start_timeout=120,
+                              extra={"jobs": {"web_fronts": True, "relay": relay}})
+
+    with LaunchedCluster(options(True), name="bench-relay-on") as relayed, \
+            LaunchedCluster(options(False), name="bench-relay-off") as straight, \
             tempfile.TemporaryDirectory(prefix="stream-relay-") as folder:
-        cluster.wait_jobs_ready()
-        url = cluster.public_url + "/"
-        clients = {"relayed (the default for API clients)": GradioApiClient(url, Path(folder) / "relayed"),
-                   "straight to the web front": GradioApiClient(url, Path(folder) / "direct", headers=DIRECT)}
+        relayed.wait_jobs_ready()
+        straight.wait_jobs_ready()
+        clients = {"through the relay (the default)": GradioApiClient(relayed.public_url + "/", Path(folder) / "on"),
+                   "straight to the web front": GradioApiClient(straight.public_url + "/", Path(folder) / "off")}
         try:
             for client in clients.values():  # warm-up: connections, the fronts' first calls
                 for seed in range(5):

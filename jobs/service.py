@@ -135,7 +135,7 @@ def build_app(settings: JobsSettings) -> FastAPI:
 
     app.add_api_route("/readyz", readyz, include_in_schema=False)
     app.add_api_route(METRICS_PATH, metrics_page, include_in_schema=False)
-    relay_route(app, relay)  # API clients' Gradio event streams (HAProxy sends them here: jobs.relay)
+    relay_route(app, relay)  # clients' Gradio joins and event streams (HAProxy sends them here: jobs.relay)
     secret = ClusterSecret.from_env()
     if secret is not None:
         app.add_middleware(RequireClusterSecret, secret=secret)

@@ -47,6 +47,9 @@ def variants(data: dict, users: Path) -> Iterator[tuple[str, dict]]:
     changed = copy.deepcopy(data)
     changed.setdefault("limits", {}).update(rate_limit_per_minute=0, max_client_connections=0, max_client_bodies=0)
     yield "limits off", changed
+    changed = copy.deepcopy(data)
+    changed.setdefault("jobs", {}).update(relay=False)
+    yield "stream relay off", changed
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +73,7 @@ def comments(text: str) -> list[str]:
 
 
 def test_every_cluster_file_is_rendered(rendered: dict[str, str]) -> None:
-    assert len(CLUSTER_FILES) >= 3 and len(rendered) == 4 * len(CLUSTER_FILES)
+    assert len(CLUSTER_FILES) >= 3 and len(rendered) == 5 * len(CLUSTER_FILES)
 
 
 def test_comments_are_one_short_line_without_history(rendered: dict[str, str]) -> None:
@@ -105,6 +108,14 @@ def test_each_group_of_directives_says_why(rendered: dict[str, str]) -> None:
                 assert lines[number - 1].startswith("#"), f"{name}: no comment introduces {line!r}"
         for section, run in unexplained_runs(text):
             assert len(run) <= MAX_UNEXPLAINED, f"{name}: {section}: {len(run)} directives without a why: {run}"
+
+
+def test_gradio_calls_go_through_the_stream_relay_unless_it_is_off(rendered: dict[str, str]) -> None:
+    relayed = "use_backend jobs if is_join relay_up"
+    for name, text in rendered.items():
+        if name.startswith("cluster.example.yaml"):
+            assert (relayed in text) == (not name.endswith("stream relay off")), name
+            assert ("acl relayed path" in text) == (not name.endswith("stream relay off")), name  # the worker queue's
 
 
 def test_the_templates_ship_as_package_data() -> None:

@@ -11,10 +11,9 @@ than a job without a fault, and how soon HAProxy took the lost host out of rotat
 and written to ``test-artifacts/hosts-failover.json`` (reported, not asserted beyond logic bounds;
 ``python -m bench.hosts`` tabulates them). A worker killed on a node host must leave HAProxy's
 rotation through the host agent (``MAINT``), not only through a failing health check. A UI client
-whose sticky web front is on the host whose link goes down mid-job: a reused ``gradio_client`` gets its result
-with no resend (its event stream goes through the jobs service's relay, and another web front adopts the call:
-issue 21, item 1); a browser tab speaking Gradio's protocol sends it again, as its user would (a real page
-follows its job after a reload), and the resend completes on another web front; how much longer than a normal job
+whose sticky web front is on the host whose link goes down mid-job (a reused ``gradio_client``, a browser tab
+speaking Gradio's protocol) gets its result with no resend: its joins and event stream go through the jobs
+service's relay, and another web front takes the call over (issue 21, item 1); how much longer than a normal job
 that took is printed and recorded.
 
 A web front that comes back (issue 21, item 1): a ``gradio_client`` pinned to node1's web front by its cookie gets
@@ -136,12 +135,8 @@ def test_a_ui_client_whose_web_front_is_lost_mid_job_completes(cluster: HostsClu
           f"{figures['extra_s']:+} s; load {figures['load_average']}")
     assert lost.reply is not None, lost.attempts
     assert lost.reply.web_node is not None and lost.reply.web_node != lost.web_node  # another web front finished it
-    # The image, at the last try. How many tries fail before it (the lost one, and those sent while HAProxy has not
-    # yet seen the host go) depends on how fast a loaded machine runs its checks and the fault: a figure
-    # (``tries``), not a pass condition; under a load of 9 a browser's first try was once finished elsewhere.
-    assert lost.attempts[-1].outcome == "ok" and all(a.outcome != "ok" for a in lost.attempts[:-1]), lost.attempts
-    if kind == "gradio_client":  # its call adopted by another web front: no resend
-        assert [attempt.outcome for attempt in lost.attempts] == ["ok"], lost.attempts
+    # The call went on at another web front (the jobs service's relay had it take the call over): no resend.
+    assert [attempt.outcome for attempt in lost.attempts] == ["ok"], lost.attempts
 
 
 def test_a_killed_worker_on_a_node_host_leaves_rotation_through_the_host_agent(cluster: HostsCluster) -> None:

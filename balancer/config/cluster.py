@@ -133,9 +133,10 @@ class ClusterSpec(ClusterFields):
 
     @property
     def relays_streams(self) -> bool:
-        """Whether API clients' Gradio event streams go through the jobs service's stream relay (``jobs.relay``),
-        which hands a call whose web front died to another: when web fronts run their calls as jobs."""
-        return self.jobs.enabled and self.jobs.web_fronts
+        """Whether Gradio calls (joins and event streams) go through the jobs service's stream relay (the package
+        ``jobs.relay``), which hands a call whose web front died to another: ``jobs.relay``, with web fronts running
+        their calls as jobs."""
+        return self.jobs.enabled and self.jobs.web_fronts and self.jobs.relay
 
     @property
     def workers_record_jobs(self) -> bool:

@@ -51,6 +51,10 @@ class JobsSpec(Listener):
         "(--jobs-url): a reloaded page re-attaches to its job, a page that leaves no longer cancels it (its Cancel "
         "button does), any web front serves any job's result; the page and gradio_client see the same info, "
         "progress and errors as without it (docs/jobs.md).")
+    relay: bool = Field(
+        True, description="Gradio calls (the page's and gradio_client's joins and event streams) go through this "
+        "service's stream relay, which has another web front take a call over when its own dies mid-call: no "
+        "resend, no reload (docs/jobs.md). A few ms a call. Needs web_fronts.")
     sign_in: bool = Field(
         False, description="Members of accounts sign in to the studio page with their password (python -m jobs "
         "accounts set-password) and the page's jobs become their account's; the session survives a web front's "

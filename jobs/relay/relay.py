@@ -1,5 +1,5 @@
-"""API clients' joins and event streams, passed between them and their web fronts; calls in flight when a web front
-dies go on at another (``webui.web.studio.adoption``), whose stream the relay reads next."""
+"""Clients' Gradio joins and event streams, passed between them and their web fronts; calls in flight when a web
+front dies go on at another (``webui.web.studio.adoption``), whose stream the relay reads next."""
 
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
 
 
 class StreamRelay:
-    """Relays API clients' joins and event streams from the web fronts behind the worker queue (``http``)."""
+    """Relays clients' Gradio joins and event streams from the web fronts behind the worker queue (``http``)."""
 
     def __init__(self, http: httpx.AsyncClient, counted: Callable[[str], None] = lambda outcome: None) -> None:
         """``counted(outcome)``: one call whose web front died, ``adopted`` or ``lost`` (``JobsMetrics``)."""

@@ -1,4 +1,4 @@
-"""The relay's routes at the jobs service: an API client's ``queue/join`` and its event stream (``queue/data``)."""
+"""The relay's routes at the jobs service: a client's Gradio ``queue/join`` and its event stream (``queue/data``)."""
 
 from __future__ import annotations
 

@@ -1,15 +1,15 @@
 """A client API call whose web front died goes on at this one: the balancer's stream relay hands it over.
 
-An API client's event stream (``/gradio_api/queue/data``) reaches its web front through the balancer's stream relay
-(``jobs.relay``), which outlives any web front. When the one serving a call dies, the relay asks another, through
-HAProxy's webs backend (``POST ADOPT_PATH?session_hash=…&event_id=…``, with the client's own headers: its cookie
-picks the web front its next requests get too), to adopt each call the client still waits for. This web front pushes
-an event of the page's hidden ``adopt`` endpoint into its own Gradio queue, for the same session, and answers its id.
-That event finds the call's job by its key (``event_job_key`` of the old event: the job service's answer is the
-client's own job only) and follows it as the call did, so the relay reads this front's stream of the session and
-passes its messages on under the old event's id: the same progress, the same result, no second job. A call with no
-such job (a page's event, or a call whose web front died before it submitted one) is answered 404: the relay then
-joins it again whole, marked with its first event id (``ADOPTED_EVENT_HEADER``).
+A client's Gradio joins and event stream (``/gradio_api/queue/data``) reach its web front through the balancer's
+stream relay (``jobs.relay``), which outlives any web front. When the one serving a call dies, the relay asks
+another, through HAProxy's webs backend (``POST ADOPT_PATH?session_hash=…&event_id=…``, with the client's own
+headers: its cookie picks the web front its next requests get too), to adopt each call the client still waits for.
+This web front pushes an event of the page's hidden ``adopt`` endpoint into its own Gradio queue, for the same
+session, and answers its id. That event finds the call's job by its key (``event_job_key`` of the old event: the job
+service's answer is the client's own job only) and follows it as the call did, so the relay reads this front's
+stream of the session and passes its messages on under the old event's id: the same progress, the same result, no
+second job. A call with no such job (a page's event, or a call whose web front died before it submitted one) is
+answered 404: the relay then joins it again whole, marked with its first event id (``ADOPTED_EVENT_HEADER``).
 """
 
 from __future__ import annotations
