@@ -49,7 +49,6 @@ class Adoption:
 
     def __init__(self, runner: JobRunner, streams: EventStreams, listen_grace: float) -> None:
         self.runner, self.streams, self.listen_grace = runner, streams, listen_grace
-        self.demo: gr.Blocks | None = None
 
     def wire(self, outputs: list[gr.components.Component], **options: Any) -> None:
         """Add the hidden endpoint to the page being built (last: every other event keeps its ``fn_index``), with
