@@ -30,6 +30,7 @@ WRONG_THRESHOLDS = {
     "PortraitQueueWaitHigh": ("> 120", "> 300"),
     "PortraitJobFailureRatioHigh": ("> 0.1)", "> 0.05)"),
     "PortraitWebhookBacklog": ("> 600", "> 1800"),
+    "PortraitCallsLostInFailover": ("[30m]", "[1m]"),
     "PortraitFloatingAddressNoHolder": ("== 0", "< 0"),
     "PortraitFloatingAddressTwoHolders": ("> 1", "> 0"),
     "PortraitCertificateExpiring": ("14 * 86400", "7 * 86400"),
