@@ -36,7 +36,7 @@ from jobs.metrics import JobsMetrics
 from jobs.relay import StreamRelay, relay_route
 from jobs.running import holder_name
 from jobs.settings import JobsSettings
-from jobs.store import make_engine, upgrade
+from jobs.store import cancel, ids_by_key, make_engine, upgrade
 from jobs.webhooks.backoff import RetrySchedule
 from jobs.webhooks.delivery import WebhookSender
 from jobs.webhooks.outbox import Outbox
@@ -89,7 +89,8 @@ def build_app(settings: JobsSettings) -> FastAPI:
     metrics = JobsMetrics()
     relay = StreamRelay(queue_http(settings.worker_queue_url, RELAY_READ_TIMEOUT_S, RELAY_CONNECT_TIMEOUT_S,
                                    settings.queue_ca, settings.queue_cert),
-                        lambda outcome: metrics.adoptions.labels(outcome).inc())
+                        lambda outcome: metrics.adoptions.labels(outcome).inc(),
+                        lambda key: run_sync(cancel_by_key, engine, key))
     metrics.track_store(engine)
     dispatcher = Dispatcher(engine, client, DispatchOptions(
         slots=settings.dispatch_slots, lease_s=settings.lease_seconds,
@@ -140,6 +141,12 @@ def build_app(settings: JobsSettings) -> FastAPI:
     if secret is not None:
         app.add_middleware(RequireClusterSecret, secret=secret)
     return app
+
+
+def cancel_by_key(engine: Engine, key: str) -> None:
+    """Cancel the jobs submitted with the ``Idempotency-Key`` ``key`` (blocking: the store's)."""
+    for job_id in ids_by_key(engine, key):
+        cancel(engine, job_id)
 
 
 def webhook_sender(settings: JobsSettings, guard: TargetGuard) -> WebhookSender:

@@ -86,6 +86,8 @@ ADOPT_PATH = "/relay/adopt"
 (``?session_hash=…&event_id=…``): through the worker queue only, never the public site (HAProxy answers 404)."""
 QUEUE_JOIN_PATH = "/gradio_api/queue/join"
 """Where a Gradio call starts: an API client's goes through the stream relay (``jobs.relay``)."""
+QUEUE_CANCEL_PATH = "/gradio_api/cancel"
+"""Where gradio_client cancels a call: through the stream relay too, which cancels a taken-over call's job."""
 QUEUE_DATA_PATH = "/gradio_api/queue/data"
 """Gradio's event stream of a session's calls: an API client's goes through the stream relay (``jobs.relay``)."""
 

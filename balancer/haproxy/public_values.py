@@ -27,6 +27,7 @@ from webui.contract import (
     JOB_EVENT_INDICES,
     JOB_PATHS,
     METRICS_PATH,
+    QUEUE_CANCEL_PATH,
     QUEUE_DATA_PATH,
     READY_PATH,
     TRAFFIC_PATH,
@@ -78,6 +79,7 @@ class Paths:
     share: str = SHARE_PREFIX
     recipes: str = RECIPES_PATH
     queue_data: str = QUEUE_DATA_PATH
+    queue_cancel: str = QUEUE_CANCEL_PATH
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from webui.contract import (
     INFO_PATH,
     JOB_PATHS,
     NOT_A_PART,
+    QUEUE_CANCEL_PATH,
     QUEUE_DATA_PATH,
     QUEUE_JOIN_PATH,
     READY_PATH,
@@ -105,7 +106,7 @@ class WorkerQueue:
     worker_jobs_prefix: str = WORKER_JOBS_PREFIX
     relay: bool = False
     """Whether the jobs service's stream relay reaches the web fronts here (``ClusterSpec.relays_streams``)."""
-    relay_paths: str = f"{QUEUE_JOIN_PATH} {QUEUE_DATA_PATH} {ADOPT_PATH}"
+    relay_paths: str = f"{QUEUE_JOIN_PATH} {QUEUE_DATA_PATH} {QUEUE_CANCEL_PATH} {ADOPT_PATH}"
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ class Joins:
 
     def __init__(self) -> None:
         self._calls: BoundedMap[tuple[Call, ...]] = BoundedMap(MAX_SESSIONS, MAX_BYTES, KEPT_S, sizeof=calls_size)
+        self._taken: BoundedMap[bool] = BoundedMap(MAX_SESSIONS, MAX_BYTES // 16, KEPT_S)
 
     def joined(self, session_hash: str, event_id: str, body: bytes) -> None:
         kept = body if len(body) <= MAX_JOIN_KEPT else b""
@@ -47,6 +48,13 @@ class Joins:
     def of(self, session_hash: str) -> tuple[str, ...]:
         """The session's calls not yet seen to end, by event id."""
         return tuple(event_id for event_id, _ in self._calls.get(session_hash, ()))
+
+    def taken_over(self, session_hash: str, event_id: str) -> None:
+        """Call ``event_id`` went on at another web front (its cancel must reach its job: ``was_taken_over``)."""
+        self._taken[f"{session_hash} {event_id}"] = True
+
+    def was_taken_over(self, session_hash: str, event_id: str) -> bool:
+        return f"{session_hash} {event_id}" in self._taken
 
     def body(self, session_hash: str, event_id: str) -> bytes | None:
         """What call ``event_id``'s join sent (None: not kept, or not joined here)."""

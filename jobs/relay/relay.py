@@ -13,7 +13,15 @@ import httpx
 from jobs.relay.calls import Calls
 from jobs.relay.joins import Joins
 from jobs.relay.messages import CLOSE, Frames, FrameTooLarge, encoded, lost, parsed
-from webui.contract import ADOPT_PATH, ADOPTED_EVENT_HEADER, QUEUE_DATA_PATH, QUEUE_JOIN_PATH, RETRYABLE_STATUSES
+from webui.contract import (
+    ADOPT_PATH,
+    ADOPTED_EVENT_HEADER,
+    EVENT_JOB_KEY_PREFIX,
+    QUEUE_CANCEL_PATH,
+    QUEUE_DATA_PATH,
+    QUEUE_JOIN_PATH,
+    RETRYABLE_STATUSES,
+)
 from webui.trace import REQUEST_ID_HEADER
 
 logger = logging.getLogger(__name__)
@@ -42,10 +50,22 @@ def forwarded(headers: Mapping[str, str]) -> dict[str, str]:
 class StreamRelay:
     """Relays clients' Gradio joins and event streams from the web fronts behind the worker queue (``http``)."""
 
-    def __init__(self, http: httpx.AsyncClient, counted: Callable[[str], None] = lambda outcome: None) -> None:
-        """``counted(outcome)``: one call whose web front died, ``adopted`` or ``lost`` (``JobsMetrics``)."""
-        self.http, self.counted = http, counted
+    def __init__(self, http: httpx.AsyncClient, counted: Callable[[str], None] = lambda outcome: None,
+                 cancel_jobs: Callable[[str], Awaitable[object]] | None = None) -> None:
+        """``counted(outcome)``: one call whose web front died, ``adopted`` or ``lost`` (``JobsMetrics``);
+        ``cancel_jobs(key)``: cancel the jobs submitted with that ``Idempotency-Key`` (the job store's)."""
+        self.http, self.counted, self.cancel_jobs = http, counted, cancel_jobs
         self.joins = Joins()
+
+    async def cancel(self, session_hash: str | None, event_id: str | None, body: bytes,
+                     headers: dict[str, str]) -> httpx.Response:
+        """gradio_client's cancel of a call, passed to its web front (its answer, read). A call another web front
+        took over runs there as another event, which that cancel does not name: its job is canceled here."""
+        if (session_hash and event_id and self.cancel_jobs is not None
+                and self.joins.was_taken_over(session_hash, event_id)):
+            logger.info("session %s: canceling the job of call %s, taken over elsewhere", session_hash, event_id)
+            await self.cancel_jobs(f"{EVENT_JOB_KEY_PREFIX}{event_id}")
+        return await self.http.post(QUEUE_CANCEL_PATH, content=body, headers=headers)
 
     async def join(self, session_hash: str | None, body: bytes, headers: dict[str, str]) -> httpx.Response:
         """Join a call at the client's web front (its answer, read); the relay remembers the call it made."""
@@ -129,6 +149,7 @@ class StreamRelay:
                                            JOIN_DELAYS_S, f"call {event_id}'s join again")
             if answer.status_code == 200:
                 calls.adopted(event_id, answer.json()["event_id"])
+                self.joins.taken_over(session_hash, event_id)
                 logger.info("session %s: call %s taken over", session_hash, event_id)
                 self.counted("adopted")
                 return None

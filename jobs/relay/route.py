@@ -1,4 +1,5 @@
-"""The relay's routes at the jobs service: a client's Gradio ``queue/join`` and its event stream (``queue/data``)."""
+"""The relay's routes at the jobs service: a client's Gradio ``queue/join``, its event stream (``queue/data``) and
+gradio_client's ``cancel``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from jobs.relay.relay import StreamRelay, forwarded
-from webui.contract import QUEUE_DATA_PATH, QUEUE_JOIN_PATH, RETRYABLE_STATUSES
+from webui.contract import QUEUE_CANCEL_PATH, QUEUE_DATA_PATH, QUEUE_JOIN_PATH, RETRYABLE_STATUSES
 from webui.web.gradio_routes import CLIENT_ID, CLIENT_ID_RULE
 
 logger = logging.getLogger(__name__)
@@ -39,17 +40,18 @@ def passed_back(answer: httpx.Response, body: bytes) -> Response:
     return response
 
 
-def session_of(body: bytes) -> str | None:
-    """The ``session_hash`` a join names, if it is a Gradio id."""
+def gradio_id(body: bytes, name: str) -> str | None:
+    """The id a join's or a cancel's JSON ``body`` names as ``name`` (``session_hash``, ``event_id``), if it is a
+    Gradio id."""
     try:
-        session = json.loads(body).get("session_hash")
+        value = json.loads(body).get(name)
     except (ValueError, AttributeError):
         return None
-    return session if isinstance(session, str) and CLIENT_ID.fullmatch(session) else None
+    return value if isinstance(value, str) and CLIENT_ID.fullmatch(value) else None
 
 
 def relay_route(app: FastAPI, relay: StreamRelay) -> None:
-    """Serve ``QUEUE_JOIN_PATH`` and ``QUEUE_DATA_PATH`` on ``app`` through ``relay``."""
+    """Serve ``QUEUE_JOIN_PATH``, ``QUEUE_CANCEL_PATH`` and ``QUEUE_DATA_PATH`` on ``app`` through ``relay``."""
 
     async def queue_join(request: Request) -> Response:
         """Join a call at the client's web front; the web front's answer."""
@@ -57,9 +59,22 @@ def relay_route(app: FastAPI, relay: StreamRelay) -> None:
         if len(body) > MAX_JOIN_BYTES:
             return refused(413, "body_too_large", f"A join may have at most {MAX_JOIN_BYTES} bytes.")
         try:
-            answer = await relay.join(session_of(body), body, forwarded(request.headers))
+            answer = await relay.join(gradio_id(body, "session_hash"), body, forwarded(request.headers))
         except httpx.HTTPError as exc:
             logger.warning("a join reached no web front: %s", exc)
+            return refused(503, "unavailable", NO_FRONT_NOW, retry_after="1")
+        return passed_back(answer, answer.content)
+
+    async def queue_cancel(request: Request) -> Response:
+        """Cancel a call (the job too of one taken over elsewhere); the web front's answer."""
+        body = await request.body()
+        if len(body) > MAX_JOIN_BYTES:
+            return refused(413, "body_too_large", f"A cancel may have at most {MAX_JOIN_BYTES} bytes.")
+        try:
+            answer = await relay.cancel(gradio_id(body, "session_hash"), gradio_id(body, "event_id"), body,
+                                        forwarded(request.headers))
+        except httpx.HTTPError as exc:
+            logger.warning("a cancel reached no web front: %s", exc)
             return refused(503, "unavailable", NO_FRONT_NOW, retry_after="1")
         return passed_back(answer, answer.content)
 
@@ -85,4 +100,5 @@ def relay_route(app: FastAPI, relay: StreamRelay) -> None:
                                  headers={"Cache-Control": "no-cache"})
 
     app.add_api_route(QUEUE_JOIN_PATH, queue_join, methods=["POST"], include_in_schema=False)
+    app.add_api_route(QUEUE_CANCEL_PATH, queue_cancel, methods=["POST"], include_in_schema=False)
     app.add_api_route(QUEUE_DATA_PATH, queue_data, methods=["GET"], include_in_schema=False)

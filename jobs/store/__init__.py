@@ -34,7 +34,7 @@ from jobs.store.outcomes import cancel, fail, finish, mark_canceled, result_data
 from jobs.store.queue import QueueEstimate, queue_estimate
 from jobs.store.records import Event, Image, Job, JobFilter, Lease, Page, Settled, StoredResult
 from jobs.store.retention import sweep_expired
-from jobs.store.submissions import get, list_newest_first, new_job_id, submit, submit_held
+from jobs.store.submissions import get, ids_by_key, list_newest_first, new_job_id, submit, submit_held
 from jobs.store.thumbnails import Thumbnail, thumbnail
 
 __all__ = [
@@ -43,7 +43,8 @@ __all__ = [
     "ApiKey", "create_key", "find_key", "key_by_prefix", "key_hash", "list_keys", "revoke_key", "touch_key",
     "LoggedAttempt", "QueuedDelivery", "claim_due", "claim_one", "job_deliveries", "record_attempt",
     "Event", "Image", "Job", "JobFilter", "Lease", "Page", "Settled", "StoredResult", "Thumbnail", "cancel",
-    "claim_next", "default_url", "delete_job", "events_after", "fail", "finish", "get", "list_newest_first",
+    "claim_next", "default_url", "delete_job", "events_after", "fail", "finish", "get", "ids_by_key",
+    "list_newest_first",
     "make_engine", "mark_canceled", "new_job_id", "QueueEstimate", "queue_estimate",
     "record_progress", "renew", "result_data", "stored_results", "submit", "submit_held", "sweep_expired",
     "thumbnail", "upgrade",

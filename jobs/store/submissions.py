@@ -101,6 +101,13 @@ def by_key(connection: Connection, owner: str, key: str) -> tuple[Job, str | Non
     return None if row is None else (Job.from_row(row), row.body_hash)
 
 
+def ids_by_key(engine: Engine, key: str) -> list[str]:
+    """The ids of the jobs submitted with the ``Idempotency-Key`` ``key``, whoever's (a key the server made, such
+    as a Gradio event's, names one job)."""
+    with read(engine) as connection:
+        return list(connection.execute(select(jobs.c.id).where(jobs.c.idempotency_key == key)).scalars())
+
+
 def _replayed(earlier: tuple[Job, str | None], key: str, body_hash: str | None) -> Job:
     job, earlier_hash = earlier
     if earlier_hash != body_hash:
