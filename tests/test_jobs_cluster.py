@@ -198,6 +198,7 @@ def adoptions(cluster: LaunchedCluster) -> dict[str, float]:
 
 def test_a_gradio_client_call_whose_web_front_is_sigkilled_midway_gets_its_result_without_a_resend(
         cluster: LaunchedCluster, tmp_path: Path) -> None:
+    cluster.wait_all_up(WAIT)  # the web front an earlier test killed is back
     prompt = f"relayed portrait {uuid.uuid4().hex[:8]}"
     client = Client(cluster.public_url, verbose=False, download_files=str(tmp_path),
                     headers={"X-Forwarded-For": "10.1.0.6"})
@@ -221,6 +222,7 @@ def test_a_canceled_call_that_another_web_front_took_over_cancels_its_job(
         cluster: LaunchedCluster, tmp_path: Path) -> None:
     """gradio_client's cancel names the call's first event, which the adopting web front never had: the relay
     cancels the job itself."""
+    cluster.wait_all_up(WAIT)  # the web front an earlier test killed is back
     prompt = f"canceled after a failover {uuid.uuid4().hex[:8]}"
     client = Client(cluster.public_url, verbose=False, download_files=str(tmp_path),
                     headers={"X-Forwarded-For": "10.1.0.10"})
@@ -239,6 +241,7 @@ def test_a_canceled_call_that_another_web_front_took_over_cancels_its_job(
 
 def test_a_call_whose_web_front_dies_before_its_stream_opens_gets_its_result(cluster: LaunchedCluster) -> None:
     """The gap between a join's answer and the stream's request: the relay knows the call from the join."""
+    cluster.wait_all_up(WAIT)  # the web front an earlier test killed is back
     prompt = f"joined then orphaned {uuid.uuid4().hex[:8]}"
     client = BrowserProtocolClient(cluster.public_url, api_name="generate")  # gradio_client's protocol, by hand
     client.http.headers["X-Forwarded-For"] = "10.1.0.7"
@@ -263,6 +266,7 @@ def relayed_requests(cluster: LaunchedCluster) -> int:
 
 
 def test_the_relay_answers_in_the_web_fronts_words_and_adopts_for_no_public_client(cluster: LaunchedCluster) -> None:
+    cluster.wait_all_up(WAIT)  # the web front an earlier test killed is back
     front = httpx.Client(base_url=cluster.part_url("node1", "web"), headers=cluster.internal_headers, timeout=WAIT)
     with public(cluster, "10.1.0.8") as http, front:
         before = relayed_requests(cluster)
@@ -281,6 +285,7 @@ def test_the_relay_answers_in_the_web_fronts_words_and_adopts_for_no_public_clie
 def test_a_page_whose_web_front_is_sigkilled_mid_job_gets_its_result_without_a_reload(
         cluster: LaunchedCluster) -> None:
     """The page's events (Generate records the job, the next follows it): the relay joins the follow again whole."""
+    cluster.wait_all_up(WAIT)  # the web front an earlier test killed is back
     prompt = f"a page's portrait {uuid.uuid4().hex[:8]}"
     client = BrowserProtocolClient(cluster.public_url)  # the page's own events, as a browser tab sends them
     client.http.headers["X-Forwarded-For"] = "10.1.0.9"
