@@ -64,7 +64,10 @@ class StreamRelay:
         if (session_hash and event_id and self.cancel_jobs is not None
                 and self.joins.was_taken_over(session_hash, event_id)):
             logger.info("session %s: canceling the job of call %s, taken over elsewhere", session_hash, event_id)
-            await self.cancel_jobs(f"{EVENT_JOB_KEY_PREFIX}{event_id}")
+            try:
+                await self.cancel_jobs(f"{EVENT_JOB_KEY_PREFIX}{event_id}")
+            except Exception as exc:  # the store's errors: the cancel still goes on to the web front
+                logger.warning("session %s: call %s's job not canceled: %s", session_hash, event_id, exc)
         return await self.http.post(QUEUE_CANCEL_PATH, content=body, headers=headers)
 
     async def join(self, session_hash: str | None, body: bytes, headers: dict[str, str]) -> httpx.Response:
