@@ -28,7 +28,7 @@ from balancer.config.settings import LaunchSettings
 from balancer.haproxy.config import render_config
 from tests.balancer_helpers import cluster_data
 from tests.test_haproxy_config import RunningBalancer, crypt_hash, running_balancer
-from webui.contract import JOB_EVENT_INDICES
+from webui.contract import ADOPTED_EVENT_HEADER, JOB_EVENT_INDICES, RECORD_JOB_HEADER
 
 RATE = 3
 PER_ADDRESS = 3
@@ -136,6 +136,15 @@ def test_the_pages_unqueued_route_passes_to_a_web_front(edge: RunningBalancer) -
     with client(edge, fresh_address()) as web:
         answer = web.post("/gradio_api/run/predict", json={"data": [], "fn_index": 5})
     assert answer.json().get("name") == "web1"
+
+
+def test_a_clients_own_relay_and_record_marks_never_reach_a_node(edge: RunningBalancer) -> None:
+    """Only the stream relay says a call is joined again, only HAProxy asks a worker to record a job."""
+    with client(edge, fresh_address()) as web:
+        answer = web.get("/", headers={ADOPTED_EVENT_HEADER: "e1", RECORD_JOB_HEADER: "1"})
+    seen = {name.lower() for name in answer.json()["headers"]}
+    assert answer.json()["name"] == "web1" and "x-forwarded-for" in seen, answer.json()
+    assert ADOPTED_EVENT_HEADER.lower() not in seen and RECORD_JOB_HEADER.lower() not in seen
 
 
 # --- 7. basic auth: throttled, constant cost, checked once ----------------------------------------

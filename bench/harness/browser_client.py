@@ -29,7 +29,7 @@ class BrowserProtocolClient:
     def __init__(self, base_url: str, timeout: float = DEFAULT_TIMEOUT, api_name: str | None = None) -> None:
         """``api_name``: join that client API event (e.g. ``generate``) instead of the Generate button's."""
         self.base_url = base_url.rstrip("/")
-        # A page's requests say they are a browser's (fetch metadata): HAProxy relays only API clients' streams.
+        # A page's requests carry a browser's fetch metadata, as a real tab's do (HAProxy's cross-site rules read it).
         page = {"Sec-Fetch-Mode": "cors", "Sec-Fetch-Site": "same-origin"} if api_name is None else None
         self.http = httpx.Client(base_url=self.base_url, timeout=timeout, follow_redirects=True, headers=page)
         self.session_hash = secrets.token_hex(6)

@@ -4,12 +4,12 @@ A client's Gradio joins and event stream (``/gradio_api/queue/data``) reach its 
 stream relay (``jobs.relay``), which outlives any web front. When the one serving a call dies, the relay asks
 another, through HAProxy's webs backend (``POST ADOPT_PATH?session_hash=…&event_id=…``, with the client's own
 headers: its cookie picks the web front its next requests get too), to adopt each call the client still waits for.
-This web front pushes an event of the page's hidden ``adopt`` endpoint into its own Gradio queue, for the same
-session, and answers its id. That event finds the call's job by its key (``event_job_key`` of the old event: the job
-service's answer is the client's own job only) and follows it as the call did, so the relay reads this front's
-stream of the session and passes its messages on under the old event's id: the same progress, the same result, no
-second job. A call with no such job (a page's event, or a call whose web front died before it submitted one) is
-answered 404: the relay then joins it again whole, marked with its first event id (``ADOPTED_EVENT_HEADER``).
+This web front finds the call's job by its key (``event_job_key`` of the old event: the job service's answer is the
+client's own job only), pushes an event of the page's hidden ``adopt`` endpoint that follows that job as the call
+did into its own Gradio queue, for the same session, and answers its id. The relay reads this front's stream of the
+session and passes its messages on under the old event's id: the same progress, the same result, no second job.
+A call with no such job (a page's event, or a call whose web front died before it submitted one) is answered 404:
+the relay then joins it again whole, marked with its first event id (``ADOPTED_EVENT_HEADER``).
 """
 
 from __future__ import annotations
@@ -34,10 +34,7 @@ from webui.web.worker_client import WorkerError
 logger = logging.getLogger(__name__)
 
 ADOPT_API = "adopt"
-"""The hidden endpoint that follows an adopted call's job (not in the API page: only the relay asks for it)."""
-NO_JOB = "This call's web front stopped before its job could be followed elsewhere: please call again."
-"""Why an adopted call ends at once: its web front died before it recorded the call's job (between the client's
-join and the job's submission), or the call was not an API call (a page's events record their jobs otherwise)."""
+"""The hidden endpoint that follows an adopted call's job (not in the API page: the relay has it pushed here)."""
 
 
 def refusal(status: int, error: str, detail: str) -> JSONResponse:
@@ -53,20 +50,15 @@ class Adoption:
     def wire(self, outputs: list[gr.components.Component], **options: Any) -> None:
         """Add the hidden endpoint to the page being built (last: every other event keeps its ``fn_index``), with
         the API calls' ``outputs``: an adopted call answers what the call would have."""
-        event_id = gr.Textbox(visible=False)
-        gr.on([], self.follow, [event_id], outputs, api_name=ADOPT_API, api_visibility="private", **options)
+        job_id = gr.Textbox(visible=False)
+        gr.on([], self.follow, [job_id], outputs, api_name=ADOPT_API, api_visibility="private", **options)
 
-    async def follow(self, event_id: str, progress: gr.Progress = gr.Progress(),
+    async def follow(self, job_id: str, progress: gr.Progress = gr.Progress(),
                      request: gr.Request | None = None) -> tuple[Gallery, dict[str, Any]]:
-        """Follow the job of the call whose Gradio event was ``event_id`` (on its web front), as that call did."""
+        """Follow an adopted call's job (the client's own: the jobs service answers for no other), as the call did."""
         login = login_of(request)
         try:
             with event_ids():
-                known = CLIENT_ID.fullmatch(event_id or "")
-                job_id = await self.runner.find(event_job_key(event_id), login) if known else None
-                if job_id is None:
-                    raise WorkerError(NO_JOB)
-                logger.info("adopted call %s: following its job %s", event_id, job_id)
                 return await self.runner.follow_for_caller(job_id, progress, self.streams, self.listen_grace, login)
         except WorkerError as exc:
             raise gr.Error(str(exc), title="Generation failed", print_exception=False) from None
@@ -93,11 +85,12 @@ class Adoption:
             index = next(index for index, fn in demo.fns.items() if fn.api_name == ADOPT_API)
             # Gradio roots an event's file URLs at its join's path (route_utils.get_api_call_path): as if joined.
             joined = Request({**request.scope, "path": QUEUE_JOIN_PATH}, request.receive)
-            body = PredictBodyInternal(session_hash=session_hash, data=[event_id], fn_index=index, request=joined)
+            body = PredictBodyInternal(session_hash=session_hash, data=[job_id], fn_index=index, request=joined)
             pushed, new_id, state = await queue.push(body=body, request=joined, username=None)
             if not pushed:
                 return refusal(503 if state == "queue_full" else 400, state, str(new_id))
-            logger.info("adopting call %s of session %s as %s", event_id, session_hash, new_id)
+            logger.info("adopting call %s of session %s as %s: following its job %s", event_id, session_hash, new_id,
+                        job_id)
             return JSONResponse({"event_id": new_id})
 
         app.add_api_route(ADOPT_PATH, adopt, methods=["POST"], include_in_schema=False)
