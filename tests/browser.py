@@ -68,6 +68,15 @@ def launch_chromium(playwright: Playwright, profile_dir: Path) -> BrowserContext
     )
 
 
+def close_tabs(browser: Browser | BrowserContext) -> None:
+    """Close every tab of ``browser`` (of each of its contexts). A studio tab keeps Gradio's streams open (heartbeat,
+    queue data), and Chromium opens at most six HTTP/1.1 connections to one host: tabs a test left open can stall
+    the next tab's load."""
+    contexts = browser.contexts if isinstance(browser, Browser) else [browser]
+    for page in [page for context in contexts for page in context.pages]:
+        page.close()
+
+
 _TRACKERS = '#gallery [data-testid="status-tracker"], #progress [data-testid="status-tracker"]'
 """The progress displays of the results column (Gradio status trackers)."""
 

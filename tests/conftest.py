@@ -51,6 +51,16 @@ def temporary_files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
         os.environ["TMPDIR"] = before[1]
 
 
+@pytest.fixture(autouse=True)
+def one_tab_a_test(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test's browser tabs are closed after it, passed or failed (``tests.browser.close_tabs`` says why)."""
+    yield
+    if "browser" in request.fixturenames:
+        from tests.browser import close_tabs  # Playwright only where a test drives a browser
+
+        close_tabs(request.getfixturevalue("browser"))
+
+
 @pytest.fixture(scope="session")
 def demo_model_dir(portrait_cache_dir: Path) -> Path:
     """The offline demo model, in place once per test session (before servers race to build it): a copy of
