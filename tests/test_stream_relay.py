@@ -5,8 +5,12 @@ its stream opened, gets its result with no resend and no second job) is tested i
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
+from bench.harness.processes import REPO
 from jobs.relay.calls import Calls
 from jobs.relay.joins import MAX_CALLS, MAX_JOIN_KEPT, Joins
 from jobs.relay.messages import Frames, FrameTooLarge, encoded, lost, parsed
@@ -51,3 +55,13 @@ def test_the_calls_joined_per_session_are_bounded_and_forgotten_once_ended() -> 
     for n in range(5, MAX_CALLS + 5):
         joins.ended("s1", f"e{n}")
     assert joins.of("s1") == () and joins.of("unknown") == ()
+
+
+def test_the_jobs_service_loads_no_gradio() -> None:
+    """The relay shares the web fronts' words for Gradio's ids (``webui.contract``), not their Gradio: importing it
+    is about 1.3 s of CPU at every start of every jobs service."""
+    script = ("import sys\nimport jobs.__main__\n"
+              "print(sorted(name for name in ('gradio', 'gradio_client') if name in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

@@ -5,6 +5,7 @@ the supervisor must agree on. Each value lives here once; every side imports it 
 
 from __future__ import annotations
 
+import re
 import signal
 
 # --- exit codes: how a worker tells its supervisor why it stopped
@@ -90,6 +91,10 @@ QUEUE_CANCEL_PATH = "/gradio_api/cancel"
 """Where gradio_client cancels a call: through the stream relay too, which cancels a taken-over call's job."""
 QUEUE_DATA_PATH = "/gradio_api/queue/data"
 """Gradio's event stream of a session's calls: an API client's goes through the stream relay (``jobs.relay``)."""
+CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+"""A session hash, event id or upload id: what Gradio's page (base 36), gradio_client (UUIDs)
+and Gradio's queue (hex UUIDs) make, with room to spare."""
+CLIENT_ID_RULE = "1 to 64 letters, digits, '-' or '_'"
 
 # --- limits: defaults shared by the worker, the web front and the studio page
 MAX_IMAGES = 4

@@ -11,8 +11,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from jobs.relay.relay import StreamRelay, forwarded
-from webui.contract import QUEUE_CANCEL_PATH, QUEUE_DATA_PATH, QUEUE_JOIN_PATH, RETRYABLE_STATUSES
-from webui.web.gradio_routes import CLIENT_ID, CLIENT_ID_RULE
+from webui.contract import (
+    CLIENT_ID,
+    CLIENT_ID_RULE,
+    QUEUE_CANCEL_PATH,
+    QUEUE_DATA_PATH,
+    QUEUE_JOIN_PATH,
+    RETRYABLE_STATUSES,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,7 @@ from contextlib import contextmanager
 from gradio.context import LocalContext
 
 from webui import trace
-from webui.contract import ADOPTED_EVENT_HEADER, EVENT_JOB_KEY_PREFIX
-from webui.web.gradio_routes import CLIENT_ID
+from webui.contract import ADOPTED_EVENT_HEADER, CLIENT_ID, EVENT_JOB_KEY_PREFIX
 
 PAGE_JOB_KEY_PREFIX = "gradio-page:"
 """How the ``Idempotency-Key`` of a page's job begins: never adopted as an API call's (the page's events answer in

@@ -16,7 +16,6 @@ Gradio keys per-client state by them, so they are held to a length and an alphab
 from __future__ import annotations
 
 import enum
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,11 +25,9 @@ from gradio.route_utils import API_PREFIX
 from starlette.routing import BaseRoute
 from starlette.types import Scope
 
-CLIENT_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
-"""A session hash, event id or upload id: what Gradio's page (base 36), gradio_client (UUIDs)
-and Gradio's queue (hex UUIDs) make, with room to spare."""
+from webui.contract import CLIENT_ID
+
 CLIENT_ID_NAMES = ("session_hash", "event_id", "upload_id")
-CLIENT_ID_RULE = "1 to 64 letters, digits, '-' or '_'"
 
 
 class Role(enum.Enum):

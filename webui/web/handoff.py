@@ -28,9 +28,8 @@ from urllib.parse import parse_qs, unquote
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from webui.contract import ADOPT_PATH, HEARTBEAT_PREFIX, QUEUE_DATA_PATH, QUEUE_JOIN_PATH
+from webui.contract import ADOPT_PATH, CLIENT_ID, HEARTBEAT_PREFIX, QUEUE_DATA_PATH, QUEUE_JOIN_PATH
 from webui.traffic import UNCOUNTED
-from webui.web.gradio_routes import CLIENT_ID
 
 logger = logging.getLogger(__name__)
 

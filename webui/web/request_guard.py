@@ -37,8 +37,8 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from webui import trace
-from webui.contract import CLIENT_GONE_STATUS
-from webui.web.gradio_routes import CLIENT_ID_RULE, GradioRoutes, Resolved, Role, client_id_problems
+from webui.contract import CLIENT_GONE_STATUS, CLIENT_ID_RULE
+from webui.web.gradio_routes import GradioRoutes, Resolved, Role, client_id_problems
 from webui.web.presence import EventStreams, event_session
 from webui.web.request_body import BodyReader, RequestRefused, error_response
 from webui.web.session_jobs import AwaitedStreams, answer_orphan, has_job

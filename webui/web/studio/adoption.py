@@ -23,9 +23,8 @@ from fastapi.responses import JSONResponse
 from gradio.data_classes import PredictBodyInternal
 from starlette.routing import Mount
 
-from webui.contract import ADOPT_PATH, QUEUE_JOIN_PATH
+from webui.contract import ADOPT_PATH, CLIENT_ID, QUEUE_JOIN_PATH
 from webui.web.event_ids import event_ids, event_job_key
-from webui.web.gradio_routes import CLIENT_ID
 from webui.web.jobs_client import JobsError
 from webui.web.presence import EventStreams
 from webui.web.studio.jobs_runner import Gallery, JobRunner, login_of
