@@ -44,8 +44,7 @@ __all__ = [
     "LoggedAttempt", "QueuedDelivery", "claim_due", "claim_one", "job_deliveries", "record_attempt",
     "Event", "Image", "Job", "JobFilter", "Lease", "Page", "Settled", "StoredResult", "Thumbnail", "cancel",
     "claim_next", "default_url", "delete_job", "events_after", "fail", "finish", "get", "ids_by_key",
-    "list_newest_first",
-    "make_engine", "mark_canceled", "new_job_id", "QueueEstimate", "queue_estimate",
+    "list_newest_first", "make_engine", "mark_canceled", "new_job_id", "QueueEstimate", "queue_estimate",
     "record_progress", "renew", "result_data", "stored_results", "submit", "submit_held", "sweep_expired",
     "thumbnail", "upgrade",
 ]

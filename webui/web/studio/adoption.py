@@ -69,9 +69,8 @@ class Adoption:
             """Push an ``adopt`` event for ``event_id``'s call into this front's queue, in ``session_hash``."""
             if not (CLIENT_ID.fullmatch(session_hash) and CLIENT_ID.fullmatch(event_id)):
                 return refusal(422, "invalid_id", "session_hash and event_id must be Gradio ids.")
-            login = request.headers.get("authorization") or None  # as login_of: the sign-in gate's session too
             try:
-                job_id = await self.runner.find(event_job_key(event_id), login)
+                job_id = await self.runner.find(event_job_key(event_id), login_of(request))
             except JobsError as exc:
                 return refusal(503, "jobs_unavailable", str(exc))
             if job_id is None:  # the relay joins the call again instead

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
+from starlette.requests import Request
 
 from webui import trace
 from webui.schema import GenerationResult
@@ -31,10 +32,10 @@ logger = logging.getLogger(__name__)
 Gallery = list[tuple[Path, str]]
 
 
-def login_of(request: gr.Request | None) -> str | None:
-    """The ``Authorization`` the page's user logged in to the site with (HAProxy checked it), or their session
-    (``Session``, set by the sign-in gate from their cookie): the jobs service makes their jobs theirs by it. None on
-    a site without a login (everyone's jobs are then one owner's)."""
+def login_of(request: gr.Request | Request | None) -> str | None:
+    """The ``Authorization`` the page's user (or a route's client) logged in to the site with (HAProxy checked it),
+    or their session (``Session``, set by the sign-in gate from their cookie): the jobs service makes their jobs
+    theirs by it. None on a site without a login (everyone's jobs are then one owner's)."""
     return (request.headers.get("authorization") or None) if request is not None else None
 
 
