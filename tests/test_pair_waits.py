@@ -9,7 +9,8 @@ with every process of it alive (a cut cable: nothing resets a connection). Check
 (one job per key); no read waited longer than the client's read timeout, and a live stream never went quiet
 that long (each client re-attached once at most: for the cut); every job ended within a bound made
 of the configured times (the dead dispatcher's lease, the address's move, keep-alive, the jobs themselves);
-and the cut balancer's HAProxy ended its client connections within its ``tcp-ut`` (after a heartbeat). Figures go to
+and the cut balancer's HAProxy ended its client connections within its ``tcp-ut`` after its last write to them (a
+stream's heartbeat, or the answer to a request that waited on the cut-off store: a 503, never a 500). Figures go to
 ``test-artifacts/pair-failover.json`` (``balancer-cut``).
 
 Root only, with ``ip``, Debian's ``iptables``, ``keepalived`` and PostgreSQL; select with ``-m hosts``.
@@ -35,6 +36,7 @@ from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
 from jobs.api.sse import HEARTBEAT_S
 from jobs.contract import LEASE_SECONDS
+from jobs.store.engine import CLIENT as STORE_CLIENT
 from tests.helpers import record_figures
 from tests.test_pair import ADVERT, HEALTH
 from tests.test_pair import pytestmark as pair_marks
@@ -53,6 +55,9 @@ MOVE_S = 4 * ADVERT
 BOUND_S = LEASE_SECONDS + MOVE_S + keepalive.DEAD_AFTER_S + 2 * JOB_S + sum(RESEND_AFTER_S[:3])
 """From the cut until every job ended: a job held by the cut balancer's dispatcher is taken again after its lease;
 a dispatch through the cut balancer ends by keep-alive once the address moved; then up to two jobs per worker."""
+STORE_SILENT_S = STORE_CLIENT["tcp_user_timeout"] / 1000
+"""A store call under way at the cut fails after this (libpq's ``tcp_user_timeout``): a request that waited on it
+(e.g. the check before an event stream starts) is answered then, and that answer is the connection's last write."""
 
 
 @dataclass
@@ -77,6 +82,12 @@ def public_sessions(cluster: PairCluster, host: str) -> int:
     """Connections the public frontend of balancer ``host``'s HAProxy holds now (its runtime API, a local socket)."""
     rows = cluster.apis[host].show_stat()
     return int(next(row["scur"] for row in rows if row["pxname"] == "public" and row["svname"] == "FRONTEND"))
+
+
+def answered(cluster: PairCluster, host: str) -> list[int]:
+    """The statuses balancer ``host``'s public frontend answered, from its HAProxy log."""
+    log = (cluster.run_dirs[host] / "haproxy.log").read_text(errors="replace")
+    return [int(status) for status in re.findall(r"\] public \S+ \S+ (\d{3}) ", log)]
 
 
 def configured_tcp_ut(cluster: PairCluster, host: str) -> float:
@@ -106,8 +117,9 @@ def test_a_cut_off_balancer_costs_its_job_clients_seconds_not_a_hang(tmp_path: P
         moved_s = time.monotonic() - cut_at
         tcp_ut = configured_tcp_ut(cluster, holder)
         # HAProxy's client connections end once data sent on them stays unacknowledged for tcp-ut; after the cut
-        # the first byte is the stream's next ping, up to a heartbeat later.
-        cleaned_bound = min(tcp_ut, 60) + HEARTBEAT_S + 5
+        # the first byte is the stream's next ping (a heartbeat later), or the answer to a request that waits on the
+        # cut-off store (when the store call fails).
+        cleaned_bound = min(tcp_ut, 60) + max(HEARTBEAT_S, STORE_SILENT_S) + 5
         cleaned_s = None
         while any(thread.is_alive() for thread in threads) or (
                 cleaned_s is None and time.monotonic() - cut_at < cleaned_bound + 5):
@@ -133,7 +145,8 @@ def test_a_cut_off_balancer_costs_its_job_clients_seconds_not_a_hang(tmp_path: P
         "longest_silence_s": round(max(c.longest_silence_s for c in clients), 2), "read_timeout_s": READ_TIMEOUT_S,
         "cut_balancer_connections": sessions_at_cut,
         "cut_balancer_connections_ended_after_s": round(cleaned_s, 2) if cleaned_s is not None else None,
-        "tcp_ut_s": tcp_ut, "load_average": os.getloadavg(),
+        "tcp_ut_s": tcp_ut, "cut_balancer_answers": sorted(set(answered(cluster, holder))),
+        "load_average": os.getloadavg(),
     }
     record_figures(ARTIFACT, "balancer-cut", figures)
     print(f"\nbalancer {holder} cut: {figures}")
@@ -145,4 +158,5 @@ def test_a_cut_off_balancer_costs_its_job_clients_seconds_not_a_hang(tmp_path: P
     assert figures["longest_silence_s"] <= READ_TIMEOUT_S + 1  # no read waited past the client's read timeout
     assert figures["reattached"] <= CLIENTS  # once for the cut; a live stream's heartbeat beats the read timeout
     assert max(ended_s) <= BOUND_S, (ended_s, BOUND_S)
+    assert 500 not in figures["cut_balancer_answers"]  # a store that does not answer is a 503 to resend
     assert sessions_at_cut > 0 and cleaned_s is not None and cleaned_s <= cleaned_bound  # HAProxy let go of them

@@ -2,8 +2,9 @@
 
 Domain errors (``jobs.errors``) get their status from ``STATUSES``; boundary errors are the worker's own
 ``ApiError`` (body too large, not JSON, invalid fields: ``webui.worker.job_parsing``); FastAPI's own validation
-of query and path parameters becomes the same 422 shape; anything unexpected is a 500 in words (the traceback
-goes to the log only).
+of query and path parameters becomes the same 422 shape; a job store that does not answer (cut off, restarting,
+its pool exhausted) is a 503 with ``Retry-After``, which clients resend; anything unexpected is a 500 in words
+(the traceback goes to the log only).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException
 
 from jobs.errors import (
@@ -59,6 +62,11 @@ STATUSES: dict[type[JobsError], int] = {
 
 RESPONSES = {status: {"model": ErrorBody} for status in (400, 404, 410, 413, 415, 422)}
 """The error answers, for the OpenAPI document."""
+STORE_DOWN = (OperationalError, InterfaceError, PoolTimeout)
+"""The store's driver or pool did not answer: a connection refused, cut or timed out, no free connection."""
+STORE_RETRY_AFTER_S = 2
+"""When a client should try again after a 503 for a store that does not answer (another balancer host's service
+may take it sooner; the sidecar restarts a stuck one)."""
 
 
 def domain_error(error: JobsError) -> ApiError:
@@ -93,6 +101,15 @@ def install(app: FastAPI) -> None:
         words = {404: "There is nothing at this address.", 405: "This address does not take that method."}
         detail = words.get(error.status_code, str(error.detail))
         return answer(ApiError(error.status_code, "http_error", detail, headers=error.headers))
+
+    async def on_store_down(request: Request, error: Exception) -> JSONResponse:
+        logger.warning("%s %s: the job store does not answer (%s)", request.method, request.url.path,
+                       type(error).__name__)
+        return answer(ApiError(503, "store_unavailable", "The job store does not answer; try again in a few seconds.",
+                               headers={"Retry-After": str(STORE_RETRY_AFTER_S)}))
+
+    for kind in STORE_DOWN:  # Starlette looks a handler up by the error's exact class or a base of it
+        app.add_exception_handler(kind, on_store_down)
 
     @app.exception_handler(Exception)
     async def on_unexpected(request: Request, _error: Exception) -> JSONResponse:
