@@ -18,10 +18,11 @@ from pathlib import Path
 from PIL import Image
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from bench.harness.chromium import launch_chromium_browser
 from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import REPO
-from tests.browser import StudioPage, launch_chromium_browser
+from tests.browser import StudioPage
 
 logger = logging.getLogger(__name__)
 

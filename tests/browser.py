@@ -1,10 +1,9 @@
-"""Real-browser helpers: headless Debian Chromium through Playwright, and the studio page object.
+"""Real-browser helpers: the studio page object, and closing a test's tabs (Chromium itself is started by
+``bench.harness.chromium``).
 
-``launch_chromium`` starts the system Chromium (``/usr/bin/chromium``; never a Playwright
-browser download) with a fresh profile; ``launch_chromium_browser`` for several contexts. ``StudioPage``
-drives the studio page by the ``elem_id``s that ``webui/web/studio/layout.py`` gives its components, the way
-a person would: typing, dragging sliders, picking from dropdowns, uploading a photo, clicking, and reading what the
-page shows (progress bar, gallery, info line, error area, toasts).
+``StudioPage`` drives the studio page by the ``elem_id``s that ``webui/web/studio/layout.py`` gives its
+components, the way a person would: typing, dragging sliders, picking from dropdowns, uploading a photo,
+clicking, and reading what the page shows (progress bar, gallery, info line, error area, toasts).
 
 Progress states are recorded in the page itself by a ``MutationObserver`` (installed by
 ``StudioPage.open``), so a short intermediate state is not missed between two polls.
@@ -12,60 +11,18 @@ Progress states are recorded in the page itself by a ``MutationObserver`` (insta
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from playwright.sync_api import Browser, BrowserContext, Locator, Page, Playwright, expect
+from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from bench.harness.processes import REPO
 
 SCREENSHOT_DIR = REPO / "test-artifacts" / "screenshots"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-quic",
-    "--disable-sync",
-]
 UI_TIMEOUT_MS = 30_000
 """How long the page may take to react to a click or to load (not a generation)."""
-
-
-def chromium_path() -> str | None:
-    """The system Chromium: ``$CHROMIUM`` or ``chromium`` on PATH (Debian's package)."""
-    return os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _executable() -> str:
-    executable = chromium_path()
-    if executable is None:
-        raise FileNotFoundError("chromium is not installed: run scripts/setup.sh --dev")
-    return executable
-
-
-def launch_chromium_browser(playwright: Playwright) -> Browser:
-    """Headless system Chromium for several contexts, each with its own cookies and credentials
-    (``browser.new_context(http_credentials=...)``); close the browser when done."""
-    return playwright.chromium.launch(executable_path=_executable(), headless=True, args=CHROMIUM_ARGS)
-
-
-def launch_chromium(playwright: Playwright, profile_dir: Path) -> BrowserContext:
-    """Headless system Chromium with a fresh profile in ``profile_dir``; close the context when done."""
-    return playwright.chromium.launch_persistent_context(
-        str(profile_dir),
-        executable_path=_executable(),
-        headless=True,
-        args=CHROMIUM_ARGS,
-        viewport={"width": 1400, "height": 1100},
-        accept_downloads=False,
-    )
 
 
 def close_tabs(browser: Browser | BrowserContext) -> None:

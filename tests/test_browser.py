@@ -25,11 +25,12 @@ from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
 from balancer.haproxy.process import status_is_out, status_is_up
+from bench.harness.chromium import launch_chromium
 from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
-from tests.browser import StudioPage, launch_chromium
+from tests.browser import StudioPage
 from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS, PERSISTENCE_COOKIE
 from webui.worker.pipelines.standin import STANDIN_MODEL
 

@@ -22,11 +22,12 @@ from balancer.api.haproxy_view import Answers, HAProxyView
 from balancer.api.ops_history import OpsHistory, Sample, increments
 from balancer.api.ops_panel import panel_html
 from balancer.haproxy.runtime_api import ServerStatus
+from bench.harness.chromium import chromium_path, launch_chromium_browser
 from bench.harness.processes import Processes, free_port
 from bench.harness.supervised import SupervisedCluster
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import STATS_PASSWORD
-from tests.browser import SCREENSHOT_DIR, chromium_path, launch_chromium_browser
+from tests.browser import SCREENSHOT_DIR
 
 NODES = ("a", "b")
 JOBS = 8

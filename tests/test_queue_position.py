@@ -24,9 +24,10 @@ from gradio_client import Client
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.harness.chromium import launch_chromium
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
-from tests.browser import StudioPage, launch_chromium
+from tests.browser import StudioPage
 from tests.jobs_service import JOB, PAGE_LISTEN_GRACE, PART, WAIT, Part, service, sse, worker
 
 pytestmark = pytest.mark.browser

@@ -23,11 +23,11 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from balancer.haproxy.names import WORKERS_BACKEND
+from bench.harness.chromium import launch_chromium
 from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
 from jobs.store.engine import default_url
-from tests.browser import launch_chromium
 from tests.jobs_service import accounts_cli as jobs_accounts_cli
 from tests.test_haproxy_config import crypt_hash
 

@@ -21,6 +21,7 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 from sqlalchemy import select
 
 from balancer.haproxy.process import status_is_out, status_is_up
+from bench.harness.chromium import launch_chromium
 from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
@@ -29,7 +30,7 @@ from jobs.store import make_engine
 from jobs.store.api_keys import PREFIX_LENGTH
 from jobs.store.engine import default_url
 from jobs.store.schema import accounts, jobs
-from tests.browser import UI_TIMEOUT_MS, StudioPage, launch_chromium
+from tests.browser import UI_TIMEOUT_MS, StudioPage
 from tests.jobs_service import accounts_cli
 from webui.session_token import SESSION_COOKIE
 

@@ -27,9 +27,10 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from playwright.sync_api import BrowserContext, Route, expect, sync_playwright
 
+from bench.harness.chromium import launch_chromium
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
-from tests.browser import StudioPage, launch_chromium
+from tests.browser import StudioPage
 from tests.jobs_service import JOB, WAIT, Part, accounts_cli, worker
 from tests.test_web_jobs import HEADERS, JOB_MS, web
 from webui.web.studio.config import CUSTOM

@@ -17,8 +17,9 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Route, expect, sync_playwright
 
+from bench.harness.chromium import launch_chromium
 from bench.harness.processes import Processes
-from tests.browser import StudioPage, launch_chromium
+from tests.browser import StudioPage
 from tests.jobs_service import Part, worker
 from tests.test_web_jobs import HEADERS, JOB_MS, web
 

@@ -25,9 +25,10 @@ from PIL import Image
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
+from bench.harness.chromium import launch_chromium
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
-from tests.browser import StudioPage, launch_chromium
+from tests.browser import StudioPage
 from tests.jobs_service import PAGE_LISTEN_GRACE, SECRET, WAIT, Part, worker
 from webui.contract import CLUSTER_SECRET_ENV, CLUSTER_SECRET_HEADER
 
