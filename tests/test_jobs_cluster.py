@@ -5,10 +5,12 @@ One stand-in cluster (2 nodes, 0.04 s a denoising step: 0.32 s for 8 steps) for 
 their generations as jobs (``jobs.web_fronts``: their ``--jobs-url`` is the worker queue, which passes ``/v1/jobs``
 on). An API client's call outlives its web front (issue 21, item 1): its joins and event stream go through the jobs
 service's stream relay (``jobs.relay``), which has another web front adopt a call whose own was SIGKILLed
-(``webui.web.studio.adoption``); the relay's own parts are tested in ``tests/test_stream_relay.py``. Every client here
-says who it is with its own ``X-Forwarded-For`` address (the cluster's ``rate_limit_key``), so each test has its own
-rate counter. The jobs service's lease is 2 s (``PORTRAIT_JOBS_LEASE_SECONDS`` in launch.py's environment reaches
-the service), so a job whose service was killed is taken again soon. Run under the cluster lock:
+(``webui.web.studio.adoption``), or joins it again whole there when it had no job yet (the web fronts hold a
+``LATE_RECORD`` prompt's submission back: ``webui.web.faults``); the relay's own parts are tested in
+``tests/test_stream_relay.py``. Every client here says who it is with its own ``X-Forwarded-For`` address (the
+cluster's ``rate_limit_key``), so each test has its own rate counter. The jobs service's lease is 2 s
+(``PORTRAIT_JOBS_LEASE_SECONDS`` in launch.py's environment reaches the service), so a job whose service was killed
+is taken again soon. Run under the cluster lock:
 ``flock /tmp/ph-cluster.lock python -m pytest -q tests/test_jobs_cluster.py``.
 """
 
@@ -34,13 +36,25 @@ from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
-from webui.contract import ADOPT_PATH, ADOPTED_EVENT_HEADER, MAX_STEPS, PERSISTENCE_COOKIE, QUEUE_DATA_PATH
+from webui.contract import (
+    ADOPT_PATH,
+    ADOPTED_EVENT_HEADER,
+    FAULT_PROMPT_MARKER,
+    FAULT_RECORD_DELAY_S,
+    MAX_STEPS,
+    PERSISTENCE_COOKIE,
+    QUEUE_DATA_PATH,
+)
 
 JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 8}
 RATE = 3
 """Generations a minute per client address."""
 WAIT = 60.0
 """Bound (seconds) on anything a test waits for."""
+LATE_RECORD = "[[late-record]]"
+"""An API call whose prompt has this waits ``LATE_RECORD_S`` on its first web front before its job is recorded
+(``webui.web.faults``): the test kills that front meanwhile."""
+LATE_RECORD_S = 60
 TOO_LARGE = "A job body may be at most 65536 bytes."
 """HAProxy's own answer to a job body over the jobs service's limit (the service words its own differently)."""
 
@@ -52,7 +66,8 @@ def cluster() -> Iterator[LaunchedCluster]:
         sidecar={"probe_interval": 0.2, "backoff_initial": 0.2},
         extra={"limits": {"rate_limit_per_minute": RATE, "rate_limit_key": "x-forwarded-for"},
                "jobs": {"web_fronts": True}},
-        env={"PORTRAIT_JOBS_LEASE_SECONDS": "2"},
+        env={"PORTRAIT_JOBS_LEASE_SECONDS": "2", FAULT_RECORD_DELAY_S: str(LATE_RECORD_S),
+             FAULT_PROMPT_MARKER: LATE_RECORD},
     )
     with LaunchedCluster(options, name="jobs-cluster") as launched:
         launched.wait_jobs_ready()
@@ -255,6 +270,28 @@ def test_a_call_whose_web_front_dies_before_its_stream_opens_gets_its_result(clu
             data = client.outcome(event_id)  # from another web front, or the killed one's successor if it was quicker
             assert data["info"]["job_id"] == job["id"], data["info"]
             assert [made["id"] for made in jobs_with(http, prompt)] == [job["id"]]
+    finally:
+        client.close()
+
+
+def test_a_call_whose_web_front_dies_before_it_records_its_job_is_joined_again_and_makes_one_job(
+        cluster: LaunchedCluster) -> None:
+    """No job to adopt: the relay joins the call again whole at another web front, which records it (once)."""
+    cluster.wait_all_up(WAIT)
+    prompt = f"{LATE_RECORD} joined, never recorded {uuid.uuid4().hex[:8]}"
+    client = BrowserProtocolClient(cluster.public_url, api_name="generate")
+    client.http.headers["X-Forwarded-For"] = "10.1.0.11"
+    before = adoptions(cluster).get("adopted", 0)
+    try:
+        event_id = client.join(Job(prompt=prompt, steps=8, width=64, height=64, seed=81))
+        front = client.http.cookies[PERSISTENCE_COOKIE]
+        with public(cluster, "10.1.0.11") as http:
+            assert jobs_with(http, prompt) == []  # its web front holds it for LATE_RECORD_S before recording
+            cluster.kill(front, "web")
+            data = client.outcome(event_id)
+            made = jobs_with(http, prompt)
+        assert [job["id"] for job in made] == [data["info"]["job_id"]], (made, data["info"])
+        assert adoptions(cluster).get("adopted", 0) == before + 1
     finally:
         client.close()
 

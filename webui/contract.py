@@ -141,5 +141,8 @@ a stuck driver call while the worker's event loop still answers."""
 FAULT_STEP_CPU_SECONDS = "PORTRAIT_FAULT_STEP_CPU_SECONDS"
 """Make every denoising step use at least this much CPU time of the generation thread (it computes until then):
 a slow model whose jobs last at least steps x this, on any CPU, and longer when the CPU is starved."""
+FAULT_RECORD_DELAY_S = "PORTRAIT_FAULT_RECORD_DELAY_S"
+"""A web front: an API call waits this many seconds before its job is recorded, on its first join only (not when the
+stream relay joins it again at another front): the window in which its front dies with nothing recorded."""
 FAULT_PROMPT_MARKER = "PORTRAIT_FAULT_PROMPT_MARKER"
 """When set, faults fire only for prompts that contain this text."""

@@ -16,6 +16,7 @@ import gradio as gr
 
 from webui.contract import LISTEN_GRACE, MAX_IMAGES, MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS
 from webui.images import UploadError
+from webui.web import faults
 from webui.web.event_ids import event_ids, event_job_key
 from webui.web.presence import EventStreams, cancelled_when_client_leaves
 from webui.web.studio.form_events import output_size, size_rules
@@ -162,6 +163,7 @@ class Studio:
         try:
             with event_ids():
                 if self.jobs is not None:
+                    await faults.before_record(fields)
                     return await self.jobs.run_for_caller(fields, progress, self.streams, self.listen_grace, login,
                                                           event_job_key())
                 return await self.run(fields, progress)
