@@ -27,7 +27,8 @@ from pathlib import Path
 from balancer.config.cluster import ClusterSpec
 from balancer.config.loading import parse_cluster
 from balancer.haproxy.config import WORKERS_BACKEND
-from balancer.multihost.certs import Identity, Plan
+from balancer.multihost.authority import Identity
+from balancer.multihost.certs import Plan
 from bench.cli import prepare_run
 from bench.harness.balancer import cluster_data, running_haproxy, wait_servers_up
 from bench.harness.generation import Job

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import insert
 
 from balancer.api.cert_metrics import CertificateCollector, not_after
-from balancer.multihost.certs import NODE_USAGES, CertificateAuthority, Identity
+from balancer.multihost.authority import NODE_USAGES, CertificateAuthority, Identity
 from jobs.metrics import JobsMetrics
 from jobs.service import build_app
 from jobs.settings import JobsSettings

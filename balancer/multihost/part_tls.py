@@ -28,7 +28,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from balancer.config.cluster import ClusterSpec
 from balancer.config.nodes import NodeHostSpec
-from balancer.multihost.certs import CertificateAuthority, Identity, write_private
+from balancer.multihost.authority import CertificateAuthority, Identity, write_private
 from balancer.supervision.children import ProbeTLS
 from balancer.system.run_dir import private_dir
 
