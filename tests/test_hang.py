@@ -17,8 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from balancer.supervision.children import stall_report
 from balancer.supervision.hang import Activity, HangDetector, ProbeAnswer, look_at, runnable_thread
+from balancer.supervision.part_probe import stall_report
 from bench.harness.waiting import wait_until
 from tests.helpers import FakeClock
 from webui.contract import FAULT_STALL_AT_STEP, STALLED_KEY

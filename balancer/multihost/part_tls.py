@@ -29,7 +29,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from balancer.config.cluster import ClusterSpec
 from balancer.config.nodes import NodeHostSpec
 from balancer.multihost.authority import CertificateAuthority, Identity, write_private
-from balancer.supervision.children import ProbeTLS
+from balancer.supervision.part_probe import ProbeTLS
 from balancer.system.run_dir import private_dir
 
 logger = logging.getLogger(__name__)

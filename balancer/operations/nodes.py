@@ -30,7 +30,8 @@ from balancer.operations.node_control import Traffic
 from balancer.operations.parts import PartFactory, part_command, replace_flag
 from balancer.operations.supervised_nodes import SupervisedNodes
 from balancer.operations.traffic import HAProxyTraffic, PartCounts, PartTraffic, TrafficSource
-from balancer.supervision.children import NodeProcess, ProbeTLS
+from balancer.supervision.children import NodeProcess
+from balancer.supervision.part_probe import ProbeTLS
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
 from balancer.multihost.host_agent import HostAgent
 from balancer.operations.node_control import Traffic
-from balancer.supervision.children import ProbeTLS, part_client
+from balancer.supervision.part_probe import ProbeTLS, part_client
 from balancer.supervision.supervisor import ProcessSupervisor
 from webui.contract import TRAFFIC_PATH
 

@@ -16,9 +16,7 @@ import contextlib
 import logging
 import os
 import signal
-import ssl
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -29,9 +27,9 @@ from balancer.haproxy.process import HAProxyError, HAProxyProcess
 from balancer.haproxy.runtime_api import AsyncRuntimeAPI, ServerState
 from balancer.supervision.child import StartFailed
 from balancer.supervision.hang import ProbeAnswer
+from balancer.supervision.part_probe import ProbeTLS, part_client, stall_report
 from balancer.system.lifetime import terminate_with_parent
 from balancer.system.run_dir import open_private_log, private_dir
-from webui.contract import STALLED_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -64,45 +62,10 @@ def send_signal(procs: list[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)
 
 
-def stall_report(response: httpx.Response) -> str | None:
-    """A worker's stall report in its 503 ``/readyz`` answer (``webui.worker.progress``), else None."""
-    if response.status_code != 503:
-        return None
-    try:
-        report = response.json().get(STALLED_KEY)
-    except (ValueError, AttributeError):
-        return None
-    return report if isinstance(report, str) and report else None
-
-
 def kill_group(pgid: int) -> None:
     """SIGKILL what is left of a process group we created (its leader's PID is the group id)."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-
-
-@dataclass(frozen=True)
-class ProbeTLS:
-    """How a sidecar's probe reaches a part over mutual TLS: its client context and the name to verify."""
-
-    context: ssl.SSLContext
-    server_name: str
-
-    @property
-    def extensions(self) -> dict[str, str]:
-        """httpx request extensions: check the part's certificate against ``server_name``, not the address."""
-        return {"sni_hostname": self.server_name}
-
-
-def part_client(timeout: float, probe_tls: ProbeTLS | None = None) -> httpx.AsyncClient:
-    """A client of a node's parts (the sidecar's probes, their request counts). Over TLS it keeps no idle
-    connection: a part's TLS server, stopping, waits on each open connection for the peer's close_notify
-    (asyncio's ``ssl_shutdown_timeout``, 30 s), which an idle pooled connection never reads, so the part
-    outlived its stop grace and was SIGKILLed at every restart."""
-    if probe_tls is None:
-        return httpx.AsyncClient(timeout=timeout)
-    return httpx.AsyncClient(timeout=timeout, verify=probe_tls.context,
-                             limits=httpx.Limits(max_keepalive_connections=0))
 
 
 class CommandProcess:
