@@ -25,7 +25,11 @@ logger = logging.getLogger(__name__)
 
 async def before_record(fields: dict[str, Any]) -> None:
     """Wait ``PORTRAIT_FAULT_RECORD_DELAY_S`` before an API call's job is recorded, when that fault is set."""
-    delay = float(os.environ.get(FAULT_RECORD_DELAY_S) or 0)
+    try:
+        delay = float(os.environ.get(FAULT_RECORD_DELAY_S) or 0)
+    except ValueError:
+        logger.warning("fault injection: %s is not a number of seconds; ignored", FAULT_RECORD_DELAY_S)
+        return
     marker = os.environ.get(FAULT_PROMPT_MARKER, "")
     if delay <= 0 or marker not in str(fields.get("prompt", "")) or adopted_event() is not None:
         return
