@@ -17,9 +17,11 @@ import argparse
 import os
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from bench.harness.chromium import launch_chromium
 from bench.harness.cluster_options import ClusterOptions
@@ -36,7 +38,7 @@ def ready_after(page: Page, wait_s: float) -> float | None:
     began = time.monotonic()
     try:
         page.locator(READY).wait_for(state="visible", timeout=wait_s * 1000)
-    except Exception:  # Playwright's TimeoutError: the page still says "Loading..."
+    except PlaywrightTimeout:  # the page still says "Loading..."
         return None
     return time.monotonic() - began
 
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     report = "\n\n".join([
         "# Studio tabs in one browser over plain HTTP",
         f"`{PROG} --tabs {args.tabs} --wait {args.wait:g}`. {machine_summary()}. Headless Chromium "
-        f"{playwright_version()}, one profile; a one-node stand-in cluster's public port (HAProxy, plain HTTP).",
+        f"(Playwright {version('playwright')}), one profile; a one-node stand-in cluster's public port (HAProxy, "
+        "plain HTTP).",
         markdown_table(["tab", "controls", "seconds"], rows),
         "Each open studio tab keeps one connection for Gradio's heartbeat, and Chromium opens at most six HTTP/1.1 "
         "connections to one site: past that, a new tab stays on \"Loading...\" until another tab is closed. Over "
@@ -94,12 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     print(report)
     write_results("studio-tabs", report, None)
     return 0
-
-
-def playwright_version() -> str:
-    from importlib.metadata import version
-
-    return f"(Playwright {version('playwright')})"
 
 
 if __name__ == "__main__":
