@@ -139,7 +139,8 @@ import os, pathlib, sys, time
 out = pathlib.Path(sys.argv[1])
 (out / "image.png").write_bytes(b"png")
 (out / "cache").mkdir()
-(out / "env.txt").write_text(os.environ.get("GRADIO_TEMP_DIR", ""))
+(out / "env.part").write_text(os.environ.get("GRADIO_TEMP_DIR", ""))
+os.replace(out / "env.part", out / "env.txt")  # appears whole: the test waits for it
 time.sleep(120)
 """
 

@@ -295,7 +295,9 @@ def test_a_frozen_worker_is_killed_as_hung_within_seconds(cluster: SupervisedClu
 
 def test_a_busy_worker_that_does_not_answer_is_not_hung_but_stuck(cluster: SupervisedCluster) -> None:
     before = cluster.wait_ready("b", restarts=1)  # after its one OOM exit
-    hog_file(cluster.run_dir).write_text("12")  # spins holding the GIL: uses CPU, answers nothing
+    asked = hog_file(cluster.run_dir).with_suffix(".part")
+    asked.write_text("12")
+    asked.replace(hog_file(cluster.run_dir))  # whole: b's worker spins 12 s holding the GIL
     cluster.wait_part("b", "worker", "unready", lambda e: e["state"] == "unready", timeout=10)
     after = cluster.wait_ready("b", restarts=before["restarts"] + 1, timeout=30)
     assert after["last_cause"] == "stuck", after["last_detail"]
