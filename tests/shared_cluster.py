@@ -14,6 +14,7 @@ short deadlines for slow clients, a short listen grace, and a slow prompt marker
 from __future__ import annotations
 
 from bench.harness.cluster_options import ClusterOptions
+from tests.suite_cluster import suite_options
 from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS
 
 MODULES = ("tests/test_docs.py", "tests/test_edge_gradio.py", "tests/test_hostile_clients.py")
@@ -35,7 +36,7 @@ STEP_CPU_SECONDS = 0.06
 
 def shared_options() -> ClusterOptions:
     """The shared cluster's options."""
-    return ClusterOptions(
+    return suite_options(
         model=f"standin:{STANDIN_SECONDS:g}", nodes=2, threads=1, start_timeout=120,
         web_args=["--listen-grace", f"{LISTEN_GRACE:g}"],
         worker_env={FAULT_STEP_CPU_SECONDS: str(STEP_CPU_SECONDS), FAULT_PROMPT_MARKER: SLOW_MARKER},

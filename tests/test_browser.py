@@ -26,11 +26,11 @@ from playwright.sync_api import BrowserContext, expect, sync_playwright
 
 from balancer.haproxy.process import status_is_out, status_is_up
 from bench.harness.chromium import launch_chromium
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from tests.browser import StudioPage
+from tests.suite_cluster import suite_options
 from webui.contract import FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS, PERSISTENCE_COOKIE
 from webui.worker.pipelines.standin import STANDIN_MODEL
 
@@ -56,10 +56,10 @@ HEALTH = {"down_interval": 0.25}
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
     """HAProxy + sidecar + 2 nodes on the stand-in (long jobs by ``SLOW_MARKER``)."""
     run_dir = tmp_path_factory.mktemp("browser-cluster")
-    options = ClusterOptions(model=MODEL, nodes=2, threads=1, sidecar={"probe_interval": 0.5},
-                             worker_env={FAULT_STEP_CPU_SECONDS: str(STEP_CPU_SECONDS),
-                                         FAULT_PROMPT_MARKER: SLOW_MARKER},
-                             extra={"health": HEALTH})
+    options = suite_options(model=MODEL, nodes=2, threads=1, sidecar={"probe_interval": 0.5},
+                            worker_env={FAULT_STEP_CPU_SECONDS: str(STEP_CPU_SECONDS),
+                                        FAULT_PROMPT_MARKER: SLOW_MARKER},
+                            extra={"health": HEALTH})
     with Processes("browser-cluster") as processes:
         with LaunchedCluster(options, name="browser", processes=processes, run_dir=run_dir) as launched:
             yield launched

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
+from tests.suite_cluster import suite_options
 from webui.access_log import MAX_LOGGED_PATH, PathOnlyAccessFormatter, uvicorn_log_config
 from webui.schema import EffectiveParams, Limits
 from webui.web.studio.config import load_studio_config
@@ -133,7 +133,7 @@ def test_log_rotation_copies_empties_and_keeps_a_bounded_number(tmp_path: Path) 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     run_dir = tmp_path_factory.mktemp("budgets")
-    options = ClusterOptions(
+    options = suite_options(
         model="standin:0.3", nodes=1, dispatch_agent=False, worker_args=["--max-megapixel-steps", "1"],
         web_args=["--upload-max-files", str(UPLOAD_MAX_FILES)],
         sidecar={"log_max_bytes": LOG_MAX_BYTES, "log_keep": 2, "log_check_interval": 0.2},

@@ -45,6 +45,7 @@ from bench.harness.waiting import wait_until
 from launch import open_share
 from tests.balancer_helpers import haproxy_retries, run_concurrently, send_in_order
 from tests.helpers import blank_png, record_figures
+from tests.suite_cluster import suite_options
 from webui.contract import EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER, FAULT_STEP_CPU_SECONDS, MINIMAL_RESULT
 from webui.share import ShareTunnel
 
@@ -73,7 +74,7 @@ def oom_counter(run_dir: Path) -> Path:
 def cluster_options(run_dir: Path) -> ClusterOptions:
     """node1 and node2 (stand-in; node1 with OOM fault injection, one OOM exit is enough to restart; node2 with slow
     prompts) plus "broken"."""
-    return ClusterOptions(
+    return suite_options(
         model="standin:0.1", nodes=len(NODES), threads=1, start_timeout=120,
         worker_args=["--max-consecutive-ooms", "1"],
         node_worker_env={"node1": {FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER},

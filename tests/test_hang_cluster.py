@@ -29,7 +29,6 @@ import pytest
 
 from balancer.supervision.hang import HangDetector
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job, Reply
 from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.launched_cluster import LaunchedCluster
@@ -39,6 +38,7 @@ from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import haproxy_retries
 from tests.helpers import record_figures
+from tests.suite_cluster import suite_options
 from webui.contract import FAULT_PROMPT_MARKER, FAULT_STALL_AT_STEP, FAULT_STEP_CPU_SECONDS
 
 NODES = ("node1", "node2")
@@ -65,7 +65,7 @@ def job(index: int, prompt: str = "hang portrait") -> Job:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory):
     run_dir = tmp_path_factory.mktemp("hang")
-    options = ClusterOptions(
+    options = suite_options(
         model=MODEL, nodes=len(NODES), threads=1, start_timeout=240,
         worker_args=["--stall-floor", "2"],
         node_worker_env={"node1": {FAULT_STEP_CPU_SECONDS: str(STEP_CPU_SECONDS), FAULT_PROMPT_MARKER: SLOW_MARKER},

@@ -35,13 +35,14 @@ from bench.harness.load import OK, Clock, FewestUp, Record, mixed_clients, under
 from bench.harness.netns import NetworkLab, missing_for_labs
 from bench.harness.processes import REPO, Processes
 from tests.helpers import record_figures
+from tests.suite_cluster import suite_health
 from webui.contract import TRAFFIC_PATH
 
 pytestmark = [pytest.mark.soak, pytest.mark.hosts,
               pytest.mark.skipif(missing_for_labs() is not None, reason=missing_for_labs() or "")]
 
 ARTIFACT = REPO / "test-artifacts" / "hosts-rolling-restart.json"
-HEALTH = {"host_agent_interval": 0.5}
+HEALTH = suite_health({"host_agent_interval": 0.5})
 """The default checks (2 s timeout), not the example's 0.5 s ones: the subject is the operation, not how soon a lost
 host is out, and on a loaded machine 0.5 s checks mark a busy web front DOWN, which sends a Gradio call's stream
 to another front than its join."""

@@ -34,6 +34,7 @@ from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
 from tests.balancer_helpers import assert_refused, client_context
 from tests.helpers import record_figures
+from tests.suite_cluster import suite_health
 from tests.test_hosts_rolling import ctl, part_pids
 
 pytestmark = [pytest.mark.hosts, pytest.mark.skipif(missing_for_labs() is not None, reason=missing_for_labs() or "")]
@@ -43,7 +44,7 @@ WORKER_PORT = 7870
 """The harness's worker port on each node host (``bench.harness.hosts_cluster.cluster_file``)."""
 WORKER_QUEUE_PORT = 8081
 """The harness's worker queue port on the balancer (``bench.harness.hosts_cluster.cluster_file``)."""
-HEALTH = {"down_interval": 0.25}
+HEALTH = suite_health({"down_interval": 0.25})
 """The default checks (their 2 s timeout covers a TLS handshake on a busy machine), but a down server, restarted,
 is checked every 0.25 s: back UP sooner."""
 

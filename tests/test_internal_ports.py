@@ -26,11 +26,11 @@ import pytest
 
 from balancer.cli.ctl import PASSWORD_ENV
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
+from tests.suite_cluster import suite_options
 from webui.contract import PERSISTENCE_COOKIE, READY_PATH, TRAFFIC_PATH
 
 JOB_SECONDS = 3.0
@@ -43,10 +43,10 @@ for the open stream), while nothing else here needs more than a second to stop."
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
-    options = ClusterOptions(model=f"standin:{JOB_SECONDS:g}", nodes=2, threads=1, start_timeout=240,
-                             sidecar={"probe_interval": 0.5, "stop_grace": STOP_GRACE},
-                             extra={"health": {"down_interval": 0.25},  # a restarted node is UP sooner
-                                    "jobs": {"web_fronts": False}})  # a rolling restart waits on sticky clients
+    options = suite_options(model=f"standin:{JOB_SECONDS:g}", nodes=2, threads=1, start_timeout=240,
+                            sidecar={"probe_interval": 0.5, "stop_grace": STOP_GRACE},
+                            extra={"health": {"down_interval": 0.25},  # a restarted node is UP sooner
+                                   "jobs": {"web_fronts": False}})  # a rolling restart waits on sticky clients
     with Processes("internal-ports") as processes:
         with LaunchedCluster(options, name="internal-ports", processes=processes,
                              run_dir=tmp_path_factory.mktemp("internal-ports")) as launched:

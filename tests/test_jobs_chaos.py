@@ -31,7 +31,6 @@ import pytest
 from PIL import Image
 
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job, Reply, pixels_digest
 from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.job_client import TERMINAL, JobApiClient
@@ -42,6 +41,7 @@ from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 from jobs.api.models import WEBHOOK_FIELDS
 from tests.helpers import write_section
+from tests.suite_cluster import suite_options
 from tests.webhook_receiver import Receiver
 
 pytestmark = pytest.mark.soak
@@ -73,10 +73,10 @@ def receiver() -> Iterator[Receiver]:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
     policy = tmp_path_factory.mktemp("chaos") / "webhook-policy.json"  # the test's loopback receiver is allowed
     policy.write_text(json.dumps({"allow_http": True, "allow": ["127.0.0.1/32"]}))
-    options = ClusterOptions(model="standin:0.3", nodes=2, start_timeout=120,
-                             sidecar={"probe_interval": 0.2, "backoff_initial": 0.2},
-                             extra={"jobs": {"web_fronts": True}},  # REST straight to the workers (the default)
-                             env={"PORTRAIT_JOBS_WEBHOOK_POLICY": str(policy), "PORTRAIT_JOBS_WEBHOOK_POLL": "0.2"})
+    options = suite_options(model="standin:0.3", nodes=2, start_timeout=120,
+                            sidecar={"probe_interval": 0.2, "backoff_initial": 0.2},
+                            extra={"jobs": {"web_fronts": True}},  # REST straight to the workers (the default)
+                            env={"PORTRAIT_JOBS_WEBHOOK_POLICY": str(policy), "PORTRAIT_JOBS_WEBHOOK_POLL": "0.2"})
     with LaunchedCluster(options, name="jobs-chaos") as launched:
         launched.wait_jobs_ready()
         yield launched

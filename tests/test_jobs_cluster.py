@@ -32,10 +32,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from balancer.haproxy.names import JOBS_BACKEND, JOBS_SERVER
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
+from tests.suite_cluster import suite_options
 from webui.contract import (
     ADOPT_PATH,
     ADOPTED_EVENT_HEADER,
@@ -61,7 +61,7 @@ TOO_LARGE = "A job body may be at most 65536 bytes."
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LaunchedCluster]:
-    options = ClusterOptions(
+    options = suite_options(
         model="standin:0.04/step", nodes=2, start_timeout=120,
         sidecar={"probe_interval": 0.2, "backoff_initial": 0.2},
         extra={"limits": {"rate_limit_per_minute": RATE, "rate_limit_key": "x-forwarded-for"},

@@ -26,12 +26,12 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job, Reply
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, LoadRunner, Record, timed_call
 from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
+from tests.suite_cluster import suite_options
 from webui.contract import READY_PATH
 
 NODES = ("node1", "node2")
@@ -41,8 +41,8 @@ WAIT = 60.0
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LaunchedCluster]:
-    options = ClusterOptions(model="standin:0.5", nodes=len(NODES), start_timeout=120,
-                             sidecar={"probe_interval": 0.2, "backoff_initial": 0.2})
+    options = suite_options(model="standin:0.5", nodes=len(NODES), start_timeout=120,
+                            sidecar={"probe_interval": 0.2, "backoff_initial": 0.2})
     with LaunchedCluster(options, name="jobs-failover") as launched:
         launched.wait_jobs_ready()
         yield launched

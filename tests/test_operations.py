@@ -20,12 +20,12 @@ import psutil
 import pytest
 
 from balancer.cli.ctl import PASSWORD_ENV
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, FewestUp, LoadClient, mixed_clients, under_load
 from bench.harness.load import workers_up as count_workers_up
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
+from tests.suite_cluster import suite_options
 from webui.contract import READY_PATH
 
 NODES = ("node1", "node2")
@@ -48,8 +48,8 @@ of slow start)."""
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
-    options = ClusterOptions(model=MODEL, nodes=len(NODES), threads=1, start_timeout=240,
-                             sidecar={"probe_interval": 0.5, "stop_grace": 5}, extra={"health": HEALTH})
+    options = suite_options(model=MODEL, nodes=len(NODES), threads=1, start_timeout=240,
+                            sidecar={"probe_interval": 0.5, "stop_grace": 5}, extra={"health": HEALTH})
     with Processes("operations") as processes:
         with LaunchedCluster(options, name="operations", processes=processes,
                              run_dir=tmp_path_factory.mktemp("operations")) as launched:

@@ -32,6 +32,7 @@ from bench.harness.pair import BALANCERS, LAB_HOSTS, PairCluster, lose_balancer_
 from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
 from tests.helpers import record_figures, unquotable_checkout
+from tests.suite_cluster import suite_health
 
 
 def _missing() -> str | None:
@@ -44,8 +45,9 @@ pytestmark = [pytest.mark.hosts, pytest.mark.skipif(_missing() is not None, reas
 
 ARTIFACT = REPO / "test-artifacts" / "pair-failover.json"
 EXAMPLE = load_cluster_file(REPO / "assets" / "cluster.pair.example.yaml")
-HEALTH = {**EXAMPLE["health"], "slowstart": 0}
-"""The documented checks; no slow start, so both balancers weigh the nodes alike from the first second."""
+HEALTH = suite_health({**EXAMPLE["health"], "slowstart": 0})
+"""The documented checks (the dispatch agents polled at the suite's interval); no slow start, so both balancers
+weigh the nodes alike from the first second."""
 ADVERT = EXAMPLE["floating"]["advert_interval"]
 
 

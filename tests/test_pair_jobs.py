@@ -43,6 +43,7 @@ from bench.harness.processes import REPO, Processes
 from bench.harness.waiting import wait_until
 from jobs.store.schema import jobs as jobs_table
 from tests.helpers import record_figures, unquotable_checkout
+from tests.suite_cluster import suite_health
 from tests.test_accounts_api import accounts_cli
 from webui.contract import RETRYABLE_STATUSES
 
@@ -59,7 +60,7 @@ pytestmark = [pytest.mark.hosts, pytest.mark.skipif(_missing() is not None, reas
 
 ARTIFACT = REPO / "test-artifacts" / "pair-jobs.json"
 EXAMPLE = load_cluster_file(REPO / "assets" / "cluster.pair.example.yaml")
-HEALTH = {**EXAMPLE["health"], "slowstart": 0}
+HEALTH = suite_health({**EXAMPLE["health"], "slowstart": 0})
 ADVERT = EXAMPLE["floating"]["advert_interval"]
 HOLD = 8.0
 """Seconds the holder's jobs service is killed whenever it runs."""

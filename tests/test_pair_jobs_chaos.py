@@ -44,6 +44,7 @@ from bench.harness.waiting import wait_until
 from jobs.store.schema import jobs as jobs_table
 from jobs.store.schema import results as results_table
 from tests.helpers import write_section
+from tests.suite_cluster import suite_health
 from webui.contract import CLUSTER_SECRET_HEADER
 
 
@@ -58,7 +59,7 @@ def _missing() -> str | None:
 pytestmark = [pytest.mark.soak, pytest.mark.hosts, pytest.mark.skipif(_missing() is not None, reason=_missing() or "")]
 
 EXAMPLE = load_cluster_file(REPO / "assets" / "cluster.pair.example.yaml")
-HEALTH = {**EXAMPLE["health"], "slowstart": 0}
+HEALTH = suite_health({**EXAMPLE["health"], "slowstart": 0})
 ADVERT = EXAMPLE["floating"]["advert_interval"]
 DURATION = float(os.environ.get("PORTRAIT_CHAOS_SECONDS", "75"))
 """Seconds of load and chaos (``PORTRAIT_CHAOS_SECONDS`` changes it)."""

@@ -19,10 +19,10 @@ import httpx
 import pytest
 import yaml
 
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import REPO, Processes, free_port
 from bench.harness.waiting import wait_http, wait_until
+from tests.suite_cluster import suite_options
 from tests.test_grafana_dashboard import expressions as dashboard_expressions
 from tests.test_grafana_dashboard import metric_name
 from tests.test_grafana_dashboard import metric_names as dashboard_metrics
@@ -71,7 +71,7 @@ def scrape_config(cluster: LaunchedCluster, password_file: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LaunchedCluster]:
-    options = ClusterOptions(model="standin:0.3", nodes=1, sidecar={"crash_loop_deaths": 1})
+    options = suite_options(model="standin:0.3", nodes=1, sidecar={"crash_loop_deaths": 1})
     with LaunchedCluster(options, name="prometheus") as launched:
         launched.wait_jobs_ready()
         yield launched

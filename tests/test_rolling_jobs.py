@@ -21,12 +21,12 @@ from collections.abc import Iterator
 import pytest
 
 from bench.harness.browser_client import BrowserProtocolClient
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
 from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.load import OK, Clock, LoadClient, Record, timed_call, under_load
 from bench.harness.rest_client import RestClient
+from tests.suite_cluster import suite_options
 from tests.test_operations import ctl, worker_model, workers_up
 
 NODES = ("node1", "node2")
@@ -49,10 +49,10 @@ LOAD_SECONDS = 300.0
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LaunchedCluster]:
-    options = ClusterOptions(model=MODEL, nodes=len(NODES), threads=1, start_timeout=180,
-                             sidecar={"probe_interval": 0.2, "stop_grace": STOP_GRACE},
-                             extra={"jobs": {"web_fronts": True},
-                                    "health": {"down_interval": 0.25, "slowstart": 0}})
+    options = suite_options(model=MODEL, nodes=len(NODES), threads=1, start_timeout=180,
+                            sidecar={"probe_interval": 0.2, "stop_grace": STOP_GRACE},
+                            extra={"jobs": {"web_fronts": True},
+                                   "health": {"down_interval": 0.25, "slowstart": 0}})
     with LaunchedCluster(options, name="rolling-jobs") as launched:
         launched.wait_jobs_ready()
         yield launched

@@ -24,11 +24,11 @@ from playwright.sync_api import sync_playwright
 
 from balancer.haproxy.names import WORKERS_BACKEND
 from bench.harness.chromium import launch_chromium
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
 from jobs.store.engine import default_url
 from tests.jobs_service import accounts_cli as jobs_accounts_cli
+from tests.suite_cluster import suite_options
 from tests.test_haproxy_config import crypt_hash
 
 JOB = {"prompt": "a studio portrait", "width": 64, "height": 64, "steps": 4}
@@ -41,9 +41,9 @@ WAIT = 60.0
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluster]:
     users = tmp_path_factory.mktemp("share-users") / "users"
     users.write_text(f"{USER}:{crypt_hash(PASSWORD)}\n")
-    options = ClusterOptions(model="standin:0.3", nodes=1, start_timeout=120,
-                             sidecar={"probe_interval": 0.2, "backoff_initial": 0.2},
-                             extra={"users_file": str(users)}, env={"PORTRAIT_JOBS_LEASE_SECONDS": "2"})
+    options = suite_options(model="standin:0.3", nodes=1, start_timeout=120,
+                            sidecar={"probe_interval": 0.2, "backoff_initial": 0.2},
+                            extra={"users_file": str(users)}, env={"PORTRAIT_JOBS_LEASE_SECONDS": "2"})
     with LaunchedCluster(options, name="share-links") as launched:
         launched.wait_jobs_ready()
         yield launched

@@ -22,7 +22,6 @@ from sqlalchemy import select
 
 from balancer.haproxy.process import status_is_out, status_is_up
 from bench.harness.chromium import launch_chromium
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
@@ -32,6 +31,7 @@ from jobs.store.engine import default_url
 from jobs.store.schema import accounts, jobs
 from tests.browser import UI_TIMEOUT_MS, StudioPage
 from tests.jobs_service import accounts_cli
+from tests.suite_cluster import suite_options
 from webui.session_token import SESSION_COOKIE
 
 pytestmark = pytest.mark.browser
@@ -55,8 +55,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluste
     for user, role in (("alice", "admin"), ("bob", "member")):
         run_accounts_cli(run_dir, "add-member", "studio-a", user, "--role", role)
         run_accounts_cli(run_dir, "set-password", "studio-a", user, password=PASSWORD + "\n")
-    options = ClusterOptions(model="standin:0.3", nodes=2, sidecar={"probe_interval": 0.5},
-                             extra={"jobs": {"sign_in": True}, "health": {"down_interval": 0.25}})
+    options = suite_options(model="standin:0.3", nodes=2, sidecar={"probe_interval": 0.5},
+                            extra={"jobs": {"sign_in": True}, "health": {"down_interval": 0.25}})
     with Processes("sign-in-cluster") as processes:
         with LaunchedCluster(options, name="sign-in", processes=processes, run_dir=run_dir) as launched:
             yield launched

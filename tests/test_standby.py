@@ -34,6 +34,7 @@ from bench.harness.processes import REPO, Processes
 from bench.harness.rest_client import RestClient
 from bench.harness.waiting import wait_until
 from tests.helpers import record_figures
+from tests.suite_cluster import suite_options
 from webui.contract import EXIT_LOAD_FAILED, EXIT_OOM, FAULT_OOM_AT_STEP, FAULT_PROMPT_MARKER
 
 OOM_MARKER = "[[standby-oom]]"
@@ -51,7 +52,7 @@ STANDIN = "standin:0.1"
 
 def cluster_options(model: str, nodes: int) -> ClusterOptions:
     """``nodes`` nodes on ``model``, each worker with a warm standby; an OOM exit after one injected OOM."""
-    return ClusterOptions(
+    return suite_options(
         model=model, lora="none", nodes=nodes, webs=False, threads=1, start_timeout=240, standby=True,
         worker_args=["--max-consecutive-ooms", "1"],
         worker_env={FAULT_OOM_AT_STEP: "2", FAULT_PROMPT_MARKER: OOM_MARKER},

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.cluster_status import sidecar_part
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
+from tests.suite_cluster import suite_options
 
 SAMPLE_EVERY = 0.1
 """Seconds between two page loads."""
@@ -48,7 +48,7 @@ def sample_page(cluster: LaunchedCluster, until: float) -> list[tuple[float, int
 
 def test_a_browser_during_start_up_sees_a_page_that_turns_into_the_studio(tmp_path: Path) -> None:
     with Processes("startup") as processes:
-        cluster = LaunchedCluster(ClusterOptions(model="standin:0.1", nodes=1, threads=1), name="startup",
+        cluster = LaunchedCluster(suite_options(model="standin:0.1", nodes=1, threads=1), name="startup",
                                   processes=processes, run_dir=tmp_path)
         cluster.launch()
         samples = sample_page(cluster, until=time.monotonic() + 240)

@@ -21,9 +21,9 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
+from tests.suite_cluster import suite_options
 from webui import trace
 from webui.log_setup import LOG_FORMAT_ENV, TEXT_FORMAT, TraceFilter
 
@@ -35,7 +35,7 @@ FORGED = "forged-by-a-client-7"
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LaunchedCluster]:
-    options = ClusterOptions(model="standin:0.3", nodes=1, start_timeout=120, env={LOG_FORMAT_ENV: "json"})
+    options = suite_options(model="standin:0.3", nodes=1, start_timeout=120, env={LOG_FORMAT_ENV: "json"})
     with LaunchedCluster(options, name="trace-ids") as launched:
         launched.wait_jobs_ready()
         yield launched

@@ -22,9 +22,9 @@ import pytest
 from gradio_client import Client
 from PIL import Image
 
-from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
+from tests.suite_cluster import suite_options
 
 JOB = dict(prompt="failover portrait", width=384, height=384, steps=12, seed=4242)
 MODEL = "standin:2"
@@ -35,7 +35,7 @@ MODEL = "standin:2"
 def cluster(tmp_path: Path) -> Iterator[LaunchedCluster]:
     """Two stand-in nodes; the web fronts retry a lost job after 0.5 s (the sidecar restarts a killed
     worker, and HAProxy holds it in maint until then: the retry finds the other one)."""
-    options = ClusterOptions(model=MODEL, nodes=2, start_timeout=120, web_args=["--retry-delay", "0.5"])
+    options = suite_options(model=MODEL, nodes=2, start_timeout=120, web_args=["--retry-delay", "0.5"])
     with Processes("failover") as processes, LaunchedCluster(options, name="failover", processes=processes,
                                                              run_dir=tmp_path) as launched:
         yield launched

@@ -33,6 +33,9 @@ class ClusterOptions:
     worker_env: dict[str, str] = field(default_factory=dict)
     dispatch_agent: bool = True
     """Give each worker a dispatch agent port (the next job comes while a result is encoded)."""
+    dispatch_agent_interval: float | None = None
+    """Seconds between HAProxy's polls of each dispatch agent (``health.dispatch_agent_interval``); unset: the
+    cluster file's default. Keys of a ``health`` section in ``extra`` win."""
     node_worker_env: dict[str, dict[str, str]] = field(default_factory=dict)
     """Node name -> environment for that node's worker only, over ``worker_env`` (a fault on one worker)."""
     sidecar: dict[str, Any] = field(default_factory=dict)
@@ -99,7 +102,13 @@ class ClusterOptions:
             "nodes": nodes,
             **self.extra,
             "jobs": {"port": free_port(), **self.extra.get("jobs", {})},
+            **({"health": health} if (health := self.health()) else {}),
         }
+
+    def health(self) -> dict[str, Any]:
+        """The cluster file's ``health`` section: ``extra``'s, over ``dispatch_agent_interval`` if set."""
+        interval = self.dispatch_agent_interval
+        return {**({} if interval is None else {"dispatch_agent_interval": interval}), **self.extra.get("health", {})}
 
 
 def cluster_file_data(spec: ClusterSpec, tree: Path = REPO) -> dict[str, Any]:
