@@ -9,7 +9,8 @@ to ``idle_poll``; the next request (a page load, an API client's join) sets the 
 once. So a job starts up to 5 ms later than Gradio would start it (a generation takes seconds), and
 one that arrives after a quiet spell up to ``idle_poll``, once. Progress goes out at Gradio's pace.
 With clients about, a web front spent 4.7 % of a core at Gradio's 1 ms pace and 2.3 % at 5 ms (one
-request every 2 s for 20 s, no job).
+request every 2 s for 20 s, no job); serving jobs, 7.8 % and 5.4 %, its share of a job 4–9 ms more
+(``bench/results/web-front.md``).
 """
 
 from __future__ import annotations
