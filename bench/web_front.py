@@ -9,22 +9,18 @@ this tree's, and with ``--baseline REV`` that revision's, from a temporary ``git
 One client, sequential jobs, every path interleaved so that drift on the machine hits all alike:
 each web front over Gradio's queue protocol (join, event stream, result download, over one
 keep-alive connection) and its worker over REST (``POST /generate``, no ``Prefer``), both reached
-directly (no HAProxy). "Adds" is the web front's p50 minus its worker's. Each web front's CPU time over
-the whole run (every path's jobs, its own and the others') is its cost while clients are about. The load
-average is taken before and after. Results go to ``bench/results/web-front.md``.
+directly (no HAProxy). "Adds" is the web front's p50 minus its worker's. The load average is taken
+before and after. Results go to ``bench/results/web-front.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import psutil
 
 from bench.cli import prepare_run
 from bench.harness.browser_client import BrowserProtocolClient
@@ -60,30 +56,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def start_pair(processes: Processes, front: Front, node: str, standin: float
-               ) -> tuple[str, str, subprocess.Popen]:
-    """``front``'s stand-in worker and web front (node ``node``), from its tree; their URLs once ready, and the
-    web front's process."""
+def start_pair(processes: Processes, front: Front, node: str, standin: float) -> tuple[str, str]:
+    """``front``'s stand-in worker and web front (node ``node``), from its tree; their URLs once ready."""
     worker_port, web_port = free_port(), free_port()
     processes.start(["python", "-m", "webui.worker", "--port", str(worker_port), "--node", node,
                      "--model", f"standin:{standin:g}"], log_name="bench-web-front-worker", cwd=front.tree)
     worker_url = f"http://127.0.0.1:{worker_port}"
-    web = processes.start(["python", "-m", "webui.web", "--port", str(web_port), "--node", node,
-                           "--worker-queue", worker_url], log_name="bench-web-front-web", cwd=front.tree)
+    processes.start(["python", "-m", "webui.web", "--port", str(web_port), "--node", node,
+                     "--worker-queue", worker_url], log_name="bench-web-front-web",
+                    cwd=front.tree)
     web_url = f"http://127.0.0.1:{web_port}"
     wait_http(worker_url + "/readyz", timeout=120)
     wait_http(web_url + "/readyz", timeout=120)
-    return web_url, worker_url, web
-
-
-def cpu_seconds(proc: subprocess.Popen) -> float:
-    """CPU seconds ``proc`` has used so far (user and system)."""
-    times = psutil.Process(proc.pid).cpu_times()
-    return times.user + times.system
+    return web_url, worker_url
 
 
 def render(args: argparse.Namespace, fronts: list[Front], seconds: dict[int, dict[str, list[float]]],
-           loads: list[tuple[float, ...]], cpu: dict[str, tuple[float, float]]) -> str:
+           loads: list[tuple[float, ...]]) -> str:
     rows = []
     for size, paths in seconds.items():
         stats = {name: LatencyStats.from_seconds(values) for name, values in paths.items()}
@@ -102,38 +91,29 @@ def render(args: argparse.Namespace, fronts: list[Front], seconds: dict[int, dic
         "connection; its worker's is `POST /generate`; both reached directly, without HAProxy. \"Adds\" is the "
         "web front's p50 minus its worker's p50.",
         markdown_table(["size", "web front", "p50 ms", "p99 ms", "its worker p50 ms", "adds (p50) ms"], rows),
-        "Each web front's CPU time over the whole run (its own jobs and the other paths' alike):",
-        markdown_table(["web front", "CPU s", "run s", "% of a core"],
-                       [[front.name, f"{cpu[front.name][0]:.1f}", f"{cpu[front.name][1]:.0f}",
-                         f"{100 * cpu[front.name][0] / cpu[front.name][1]:.1f}"] for front in fronts]),
         f"{load_averages(loads)}. {machine_summary()}.",
     ])
 
 
 def compare(args: argparse.Namespace, fronts: list[Front]
-            ) -> tuple[dict[int, dict[str, list[float]]], list[tuple[float, ...]], dict[str, tuple[float, float]]]:
-    """Every front's and its worker's seconds per size; the load averages before and after; each web front's
-    CPU seconds and the run's seconds."""
+            ) -> tuple[dict[int, dict[str, list[float]]], list[tuple[float, ...]]]:
+    """Every front's and its worker's seconds per size; the load averages before and after."""
     seconds: dict[int, dict[str, list[float]]] = {}
     with Processes("bench-web-front") as processes:
         calls: dict[str, Callable[[Job], object]] = {}
         clients: list[BrowserProtocolClient | RestClient] = []
-        webs: dict[str, subprocess.Popen] = {}
         for index, front in enumerate(fronts, 1):
-            web_url, worker_url, webs[front.name] = start_pair(processes, front, f"front{index}", args.standin)
+            web_url, worker_url = start_pair(processes, front, f"front{index}", args.standin)
             web, worker = BrowserProtocolClient(web_url, api_name="generate"), RestClient(worker_url)
             calls[f"{front.name} web"], calls[f"{front.name} worker"] = web.generate, worker.generate
             clients += [web, worker]
         loads = [os.getloadavg()]
-        before, started = {name: cpu_seconds(web) for name, web in webs.items()}, time.monotonic()
         for size in args.sizes:
             seconds[size] = measure(calls, Job(PROMPT, 8, size, size, seed=1000, guidance=0.0), args.requests)
-        run = time.monotonic() - started
-        cpu = {name: (cpu_seconds(web) - before[name], run) for name, web in webs.items()}
         loads.append(os.getloadavg())
         for client in clients:
             client.close()
-    return seconds, loads, cpu
+    return seconds, loads
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -144,10 +124,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.baseline:
         with worktree(args.baseline, "python -m bench.web_front") as tree:
             fronts.insert(0, Front(f"baseline {args.baseline}", tree))
-            seconds, loads, cpu = compare(args, fronts)
+            seconds, loads = compare(args, fronts)
     else:
-        seconds, loads, cpu = compare(args, fronts)
-    report = render(args, fronts, seconds, loads, cpu)
+        seconds, loads = compare(args, fronts)
+    report = render(args, fronts, seconds, loads)
     for path in write_results("web-front", report, None):
         print(path)
     print(report)

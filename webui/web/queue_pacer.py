@@ -1,16 +1,13 @@
-"""How often Gradio's queue looks for work: every 5 ms while clients are about (Gradio's 1 ms), slowly when idle.
+"""How often Gradio's queue looks for work: Gradio's own pace while clients are about, a slow one when idle.
 
 Gradio 6's queue looks for a new job every ``Queue.sleep_when_free`` seconds (1 ms on Linux) and
 for progress to send every ``progress_update_sleep_when_free`` (10 ms), whether or not a client
 is there: about 10 % of a core per idle web front on the 2-core development machine, all day
-(``strace``: 1,500 ``epoll_wait`` a second). ``QueuePacer`` looks for a new job every ``active_poll``
-(5 ms) while requests come and for ``idle_after`` seconds after the last one, then slows both loops
-to ``idle_poll``; the next request (a page load, an API client's join) sets the active pace again at
-once. So a job starts up to 5 ms later than Gradio would start it (a generation takes seconds), and
-one that arrives after a quiet spell up to ``idle_poll``, once. Progress goes out at Gradio's pace.
-With clients about, a web front spent 4.7 % of a core at Gradio's 1 ms pace and 2.3 % at 5 ms (one
-request every 2 s for 20 s, no job); serving jobs, 7.8 % and 5.4 %, its share of a job 4–9 ms more
-(``bench/results/web-front.md``).
+(``strace``: 1,500 ``epoll_wait`` a second). ``QueuePacer`` leaves Gradio's pace while requests
+come and for ``idle_after`` seconds after the last one, then slows both loops to ``idle_poll``;
+the next request (a page load, an API client's join) sets Gradio's pace again at once. So a job
+that arrives after a quiet spell may wait up to ``idle_poll`` longer to start, once; every other
+job starts as soon as Gradio would start it.
 """
 
 from __future__ import annotations
@@ -31,8 +28,6 @@ IDLE_AFTER = 5.0
 """Seconds without a request after which the queue slows down."""
 IDLE_POLL = 0.02
 """Seconds between two looks of an idle queue (50 a second instead of 1,000)."""
-ACTIVE_POLL = 0.005
-"""Seconds between two looks for a new job while clients are about (200 a second instead of 1,000)."""
 CHECK_INTERVAL = 1.0
 """Seconds between two checks of whether the queue has gone idle."""
 
@@ -40,22 +35,20 @@ CHECK_INTERVAL = 1.0
 class QueuePacer:
     """Sets the pace of one Gradio queue's loops from the requests its web front receives."""
 
-    def __init__(self, queue: Queue, idle_after: float = IDLE_AFTER, idle_poll: float = IDLE_POLL,
-                 active_poll: float = ACTIVE_POLL) -> None:
-        if idle_after <= 0 or idle_poll <= 0 or active_poll <= 0:
-            raise ValueError("idle_after, idle_poll and active_poll must be positive")
+    def __init__(self, queue: Queue, idle_after: float = IDLE_AFTER, idle_poll: float = IDLE_POLL) -> None:
+        if idle_after <= 0 or idle_poll <= 0:
+            raise ValueError("idle_after and idle_poll must be positive")
         self.queue = queue
         self.idle_after = idle_after
         self.idle_poll = idle_poll
-        self.active_polls = (max(queue.sleep_when_free, active_poll), queue.progress_update_sleep_when_free)
-        """The pace (job, progress) while clients are about: ``active_poll`` for jobs, Gradio's own for progress."""
-        queue.sleep_when_free, queue.progress_update_sleep_when_free = self.active_polls
+        self.active_polls = (queue.sleep_when_free, queue.progress_update_sleep_when_free)
+        """Gradio's own pace (job, progress), kept while clients are about."""
         self.last_request = time.monotonic()
         self.idle = False
         self._task: asyncio.Task | None = None
 
     def request_came(self) -> None:
-        """A client's request arrived: the active pace, from this moment."""
+        """A client's request arrived: Gradio's pace, from this moment."""
         self.last_request = time.monotonic()
         if self.idle:
             self.idle = False
