@@ -37,7 +37,8 @@ from balancer.config.loading import load_cluster_file, parse_cluster
 from balancer.config.nodes import NodeHostSpec, NodeSpec
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.process import HAProxyProcess
-from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI
+from balancer.haproxy.runtime_protocol import RuntimeAPIError
 from balancer.multihost.host_agent import HostAgentUnavailable
 from balancer.multihost.keepalived import KeepalivedChild
 from balancer.multihost.part_tls import NodeHostTLS

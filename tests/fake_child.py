@@ -15,7 +15,7 @@ from pathlib import Path
 
 from balancer.api.metrics import SidecarMetrics
 from balancer.config.health import SidecarSpec
-from balancer.haproxy.runtime_api import ServerState
+from balancer.haproxy.runtime_protocol import ServerState
 from balancer.supervision.causes import DeathClassifier, KernelLog, OomKillCounter
 from balancer.supervision.child import StartFailed
 from balancer.supervision.hang import Activity, ProbeAnswer

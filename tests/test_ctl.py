@@ -23,7 +23,7 @@ from balancer.cli.ctl_output import format_status
 from balancer.config.loading import local_nodes, parse_cluster
 from balancer.haproxy.config import PART_BACKENDS
 from balancer.haproxy.gate import HAProxyGate
-from balancer.haproxy.runtime_api import ServerState
+from balancer.haproxy.runtime_protocol import ServerState
 from balancer.operations.parts import replace_flag
 from balancer.operations.runner import OperationError
 from balancer.sidecar import Sidecar

@@ -29,7 +29,8 @@ import balancer.config.gpus as gpus
 from balancer.api.basic_auth import BasicAuth
 from balancer.api.gpu_xid import XidWatcher
 from balancer.api.metrics import SidecarMetrics
-from balancer.api.routes import status_app, status_document
+from balancer.api.routes import status_app
+from balancer.api.status import status_document
 from balancer.config.basics import ClusterConfigError
 from balancer.config.gpus import Gpu, GpuAssignmentError, assign_gpus
 from balancer.config.loading import parse_cluster

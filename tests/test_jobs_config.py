@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from balancer.api.routes import status_document
+from balancer.api.status import status_document
 from balancer.config.basics import ClusterConfigError
 from balancer.config.jobs_service import JOBS_STORE_URL_ENV
 from balancer.config.loading import parse_cluster

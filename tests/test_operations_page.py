@@ -21,7 +21,7 @@ from playwright.sync_api import Error as PlaywrightError
 from balancer.api.haproxy_view import Answers, HAProxyView
 from balancer.api.ops_history import OpsHistory, Sample, increments
 from balancer.api.ops_panel import panel_html
-from balancer.haproxy.runtime_api import ServerStatus
+from balancer.haproxy.runtime_protocol import ServerStatus
 from bench.harness.chromium import chromium_path, launch_chromium_browser
 from bench.harness.processes import Processes, free_port
 from bench.harness.supervised import SupervisedCluster

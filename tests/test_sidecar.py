@@ -23,7 +23,8 @@ import yaml
 from balancer.config.loading import parse_cluster
 from balancer.haproxy.config import PROBES_BACKEND
 from balancer.haproxy.process import RuntimeAPI
-from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI
+from balancer.haproxy.runtime_protocol import RuntimeAPIError
 from balancer.supervision.causes import (
     Death,
     DeathCause,

@@ -11,7 +11,7 @@ import httpx
 from fastapi import FastAPI
 
 from balancer.haproxy.gate import HAProxyGate
-from balancer.haproxy.runtime_api import ServerState
+from balancer.haproxy.runtime_protocol import ServerState
 from balancer.multihost.host_agent import REPLIES, STALE_INTERVALS, HostAgent
 from webui.contract import HEALTH_PATH, STICKY_NODE_HEADER, TRAFFIC_PATH
 from webui.traffic import count_traffic

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from balancer.haproxy.runtime_api import ServerStatus, parse_servers, stat_int
+from balancer.haproxy.runtime_protocol import ServerStatus, parse_servers, stat_int
 
 
 @dataclass(frozen=True)

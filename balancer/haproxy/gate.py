@@ -9,7 +9,8 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI
+from balancer.haproxy.runtime_protocol import RuntimeAPIError, ServerState
 
 logger = logging.getLogger(__name__)
 

@@ -19,7 +19,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from balancer.haproxy.runtime_api import RuntimeAPI, ServerState, ServerStatus, status_is_out, status_is_up
+from balancer.haproxy.runtime_api import RuntimeAPI
+from balancer.haproxy.runtime_protocol import ServerState, ServerStatus, status_is_out, status_is_up
 from balancer.system.lifetime import terminate_with_parent
 from balancer.system.run_dir import open_private_log, write_private_file
 

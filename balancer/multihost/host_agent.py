@@ -51,7 +51,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 from balancer.config.basics import LOOPBACK
 from balancer.haproxy.gate import ServerKey
-from balancer.haproxy.runtime_api import ServerState
+from balancer.haproxy.runtime_protocol import ServerState
 
 logger = logging.getLogger(__name__)
 

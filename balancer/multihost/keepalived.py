@@ -28,7 +28,7 @@ from balancer.config.cluster import ClusterSpec
 from balancer.config.host import local_addresses
 from balancer.config.nodes import BalancerHostSpec
 from balancer.haproxy import alive
-from balancer.haproxy.runtime_api import ServerState
+from balancer.haproxy.runtime_protocol import ServerState
 from balancer.multihost.keepalived_leftovers import Leftovers
 from balancer.supervision.children import CommandProcess
 from balancer.supervision.hang import ProbeAnswer

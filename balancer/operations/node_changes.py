@@ -22,7 +22,7 @@ from typing import Protocol
 from pydantic import BaseModel, ConfigDict, Field
 
 from balancer.config.nodes import NodeSpec
-from balancer.haproxy.runtime_api import ServerStatus
+from balancer.haproxy.runtime_protocol import ServerStatus
 from balancer.operations.node_control import NodeControl
 from balancer.operations.runner import OperationReport
 from balancer.operations.waiting import NodeFailed, QuietSwitch, wait_for

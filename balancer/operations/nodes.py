@@ -23,7 +23,8 @@ from balancer.config.nodes import NodeHostSpec, NodeSpec
 from balancer.haproxy.config import PART_BACKENDS, StaticServers, render_config
 from balancer.haproxy.gate import ParkGuard, ServerKey
 from balancer.haproxy.process import write_config
-from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI
+from balancer.haproxy.runtime_protocol import RuntimeAPIError, ServerState, ServerStatus
 from balancer.multihost.host_agent import HostAgent
 from balancer.operations.new_node import new_node_spec
 from balancer.operations.node_control import Traffic

@@ -23,7 +23,8 @@ import httpx
 
 from balancer.haproxy.config import STICKY_TABLE
 from balancer.haproxy.gate import HAProxyGate
-from balancer.haproxy.runtime_api import AsyncRuntimeAPI, RuntimeAPIError, ServerState, ServerStatus
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI
+from balancer.haproxy.runtime_protocol import RuntimeAPIError, ServerState, ServerStatus
 from balancer.multihost.host_agent import HostAgent
 from balancer.operations.node_control import Traffic
 from balancer.supervision.part_probe import ProbeTLS, part_client

@@ -24,7 +24,8 @@ import psutil
 
 from balancer.haproxy.gate import HAProxyGate
 from balancer.haproxy.process import HAProxyError, HAProxyProcess
-from balancer.haproxy.runtime_api import AsyncRuntimeAPI, ServerState
+from balancer.haproxy.runtime_api import AsyncRuntimeAPI
+from balancer.haproxy.runtime_protocol import ServerState
 from balancer.supervision.child import StartFailed
 from balancer.supervision.hang import ProbeAnswer
 from balancer.supervision.part_probe import ProbeTLS, part_client, stall_report

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from webui.schema import GenerationResult
 from webui.trace import in_context
-from webui.worker.generation import Generated
+from webui.worker.job_stages import Generated
 
 
 class ResultEncoder:

@@ -7,7 +7,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from PIL import Image
@@ -30,6 +29,7 @@ from webui.settings import WorkerSettings
 from webui.worker.errors import GenerationFailed, JobCancelled, ModelLoadError, NotReady, OutOfMemory, one_line
 from webui.worker.faults import FaultPlan
 from webui.worker.job_parsing import job_steps
+from webui.worker.job_stages import Generated
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.pipelines.base import Pipeline, PipelineLoader, loaded_torch
 from webui.worker.pipelines.warmup import self_check
@@ -38,36 +38,6 @@ from webui.worker.progress import StepClock
 logger = logging.getLogger(__name__)
 
 NOT_READY_RETRY_AFTER = 5
-
-
-@dataclass(frozen=True)
-class Generated:
-    """A job's images, generated and not yet encoded, with what its result reports."""
-
-    images: list[Image.Image]
-    seed: int
-    params: EffectiveParams
-    input_sha256: str | None
-    """Retouch: the SHA-256 of the photo the job sent (its recipe names it)."""
-    received_at: float
-    started: float
-    finished: float
-
-
-@dataclass(frozen=True)
-class Admitted:
-    """A job the worker accepted: its request, its decoded photo (retouch) and that photo's SHA-256, its seed."""
-
-    request: GenerationRequest
-    init_image: Image.Image | None
-    seed: int
-    input_sha256: str | None = None
-
-    def run(self, service: GenerationService, received_at: float, cancel: threading.Event,
-            on_progress: StepCallback | None = None) -> Generated:
-        """Run it on ``service`` (the generation thread)."""
-        return service.run(self.request, self.init_image, self.seed, received_at, cancel, on_progress,
-                           self.input_sha256)
 
 
 def is_out_of_memory(exc: BaseException) -> bool:

@@ -22,7 +22,7 @@ from webui.schema import MAX_SEED, ProgressEvent
 from webui.settings import WorkerSettings
 from webui.worker.encoder import ResultEncoder
 from webui.worker.errors import JobCancelled, JobError
-from webui.worker.generation import Admitted, GenerationService
+from webui.worker.generation import GenerationService
 from webui.worker.http_errors import http_error
 from webui.worker.job_cost import check_cost
 from webui.worker.job_parsing import (
@@ -39,6 +39,7 @@ from webui.worker.job_parsing import (
     wait_for_disconnect,
 )
 from webui.worker.job_record import JobRecorder, RecordedAnswer, Recording, canceled_error
+from webui.worker.job_stages import Admitted
 from webui.worker.job_stream import JobStream, event_lines
 from webui.worker.scheduler import Job, JobScheduler
 
