@@ -1,9 +1,10 @@
 """Cluster settings the suite's clusters share where their subject is not what those settings tune.
 
 ``DISPATCH_AGENT_INTERVAL``: HAProxy polls each worker's dispatch agent every 10 ms by default (the next job
-comes while a result is encoded: ``docs/architecture.md``), some 80 new connections a second per worker. An
-idle two-node stand-in cluster spent 6.4 s of CPU in 30 s with it (each worker 1.7 s, HAProxy 1.0 s), and
-3.3 s at 50 ms; the suite keeps two or three clusters up at a time on two cores. At 50 ms a result waits at
+comes while a result is encoded: ``docs/architecture.md``), some 80 new connections a second per worker. Two
+idle two-node stand-in clusters side by side spent 4.1 s of CPU in 30 s at 10 ms and 2.3 s at 50 ms, most of the
+difference in the workers and HAProxy (``python -m bench.idle_cluster``, ``bench/results/idle-cluster.md``);
+the suite keeps two or three clusters up at a time on two cores. At 50 ms a result waits at
 most 50 ms longer for HAProxy's next poll. Tests of dispatch itself (``tests/test_dispatch.py``,
 ``tests/test_host_agent.py``, ``tests/test_hosts.py``: a second job while a result is encoded) and the benchmarks
 keep the default.
