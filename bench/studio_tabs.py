@@ -4,7 +4,7 @@
     python -m bench.studio_tabs --tabs 10 --wait 20
 
 A one-node stand-in cluster (``launch.py``), its public port over plain HTTP, as a studio on its own network would
-use it. One headless Chromium profile (``bench.harness.chromium``) opens the studio page in a new tab, one tab after
+use it. One headless Chromium context (``bench.harness.chromium``) opens the studio page in a new tab, one tab after
 another, each left open, and times each until its prompt box shows (or ``--wait`` passes). When a tab did not
 load, the first tab is closed and the stalled one is timed again (then reloaded and timed once more, if it still
 did not load). Chromium opens at most six HTTP/1.1 connections to one site, and an open studio tab holds one for
@@ -15,39 +15,17 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
-import time
 from importlib.metadata import version
-from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-from bench.harness.chromium import launch_chromium
+from bench.harness.chromium import chromium_context
 from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
+from bench.harness.page_ready import ready_after, ready_row
 from bench.report import load_averages, machine_summary, markdown_table, write_results
 
 PROG = "python -m bench.studio_tabs"
-READY = "#prompt textarea"
-"""The studio's prompt box: shown once Gradio drew the page's controls."""
-
-
-def ready_after(page: Page, wait_s: float) -> float | None:
-    """Seconds until the tab's controls show, or None when they did not within ``wait_s``."""
-    began = time.monotonic()
-    try:
-        page.locator(READY).wait_for(state="visible", timeout=wait_s * 1000)
-    except PlaywrightTimeout:  # the page still says "Loading..."
-        return None
-    return time.monotonic() - began
-
-
-def row(label: str, seconds: float | None, wait_s: float) -> list[str]:
-    """A table row: the tab, whether its controls showed, and when."""
-    return [label, "ready", f"{seconds:.1f}"] if seconds is not None else [label, f"not within {wait_s:g} s", ""]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--tabs", type=int, default=8, help="tabs to open, one after another (default 8)")
@@ -57,35 +35,31 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[str]] = []
     options = ClusterOptions(model="standin:0.2", nodes=1, start_timeout=120)
     with LaunchedCluster(options, name="bench-tabs") as cluster, sync_playwright() as playwright, \
-            tempfile.TemporaryDirectory(prefix="studio-tabs-") as profile:
+            chromium_context(playwright) as browser:
         url = cluster.public_url + "/"
-        browser = launch_chromium(playwright, Path(profile))
-        try:
-            stalled: Page | None = None
-            tabs: list[Page] = []
-            for number in range(1, args.tabs + 1):
-                page = browser.new_page()
-                tabs.append(page)
-                page.goto(url, wait_until="commit")
-                seconds = ready_after(page, args.wait)
-                rows.append(row(f"tab {number}", seconds, args.wait))
-                if seconds is None:
-                    stalled = page
-                    break
-            if stalled is not None:
-                tabs[0].close()
-                seconds = ready_after(stalled, args.wait)
-                rows.append(row(f"tab {len(rows)}, tab 1 closed", seconds, args.wait))
-                if seconds is None:
-                    stalled.reload(wait_until="commit")
-                    rows.append(row(f"tab {len(rows) - 1}, reloaded", ready_after(stalled, args.wait), args.wait))
-        finally:
-            browser.close()
+        stalled: Page | None = None
+        tabs: list[Page] = []
+        for number in range(1, args.tabs + 1):
+            page = browser.new_page()
+            tabs.append(page)
+            page.goto(url, wait_until="commit")
+            seconds = ready_after(page, args.wait)
+            rows.append(ready_row(f"tab {number}", seconds, args.wait))
+            if seconds is None:
+                stalled = page
+                break
+        if stalled is not None:
+            tabs[0].close()
+            seconds = ready_after(stalled, args.wait)
+            rows.append(ready_row(f"tab {len(rows)}, tab 1 closed", seconds, args.wait))
+            if seconds is None:
+                stalled.reload(wait_until="commit")
+                rows.append(ready_row(f"tab {len(rows) - 1}, reloaded", ready_after(stalled, args.wait), args.wait))
         loads.append(os.getloadavg())
     report = "\n\n".join([
         "# Studio tabs in one browser over plain HTTP",
         f"`{PROG} --tabs {args.tabs} --wait {args.wait:g}`. {machine_summary()}. Headless Chromium "
-        f"(Playwright {version('playwright')}), one profile; a one-node stand-in cluster's public port (HAProxy, "
+        f"(Playwright {version('playwright')}), one context; a one-node stand-in cluster's public port (HAProxy, "
         "plain HTTP).",
         markdown_table(["tab", "controls", "seconds"], rows),
         "Each open studio tab keeps one connection for Gradio's heartbeat, and Chromium opens at most six HTTP/1.1 "

@@ -25,7 +25,7 @@ from PIL import Image, ImageDraw
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 
 from balancer.haproxy.process import status_is_out, status_is_up
-from bench.harness.chromium import launch_chromium
+from bench.harness.chromium import chromium_context
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
@@ -66,13 +66,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluste
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    """Headless system Chromium with a fresh profile."""
-    with sync_playwright() as playwright:
-        context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium-profile"))
+def browser() -> Iterator[BrowserContext]:
+    """Headless system Chromium with a fresh in-memory context."""
+    with sync_playwright() as playwright, chromium_context(playwright) as context:
         context.set_default_timeout(30_000)
         yield context
-        context.close()
 
 
 def webs_up(cluster: LaunchedCluster) -> bool:

@@ -24,7 +24,7 @@ from gradio_client import Client
 from playwright.sync_api import BrowserContext, expect, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.harness.chromium import launch_chromium
+from bench.harness.chromium import chromium_context
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from tests.browser import StudioPage
@@ -138,13 +138,11 @@ def gradio_desc(call: Any) -> str:
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    with sync_playwright() as playwright:
-        context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium-profile"))
+def browser() -> Iterator[BrowserContext]:
+    with sync_playwright() as playwright, chromium_context(playwright) as context:
         context.set_default_timeout(UI_MS)
         context.set_extra_http_headers(PART)  # what HAProxy adds in a cluster
         yield context
-        context.close()
 
 
 def start(studio: StudioPage, prompt: str) -> None:

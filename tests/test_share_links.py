@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,7 +22,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 from balancer.haproxy.names import WORKERS_BACKEND
-from bench.harness.chromium import launch_chromium
+from bench.harness.chromium import chromium_context
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.waiting import wait_until
 from jobs.store.engine import default_url
@@ -67,19 +66,15 @@ def share(http: httpx.Client, job_id: str, **body: int) -> httpx.Response:
     return http.post(f"/v1/jobs/{job_id}/share", json=body or None)
 
 
-def shown_in_fresh_browser(url: str, profile: Path) -> tuple[str, str, int]:
-    """What a Chromium with a fresh profile (no cookies, no login) shows at ``url``: the response's content type,
-    the SHA-256 of its bytes, and the natural width of the image on the page (0: none shown)."""
-    with sync_playwright() as playwright:
-        context = launch_chromium(playwright, profile)
-        try:
-            page = context.new_page()
-            response = page.goto(url, wait_until="load")
-            assert response is not None
-            width = page.evaluate("() => document.images.length ? document.images[0].naturalWidth : 0")
-            return response.headers["content-type"], hashlib.sha256(response.body()).hexdigest(), width
-        finally:
-            context.close()
+def shown_in_fresh_browser(url: str) -> tuple[str, str, int]:
+    """What a fresh Chromium context (no cookies, no login) shows at ``url``: the response's content type, the
+    SHA-256 of its bytes, and the natural width of the image on the page (0: none shown)."""
+    with sync_playwright() as playwright, chromium_context(playwright) as context:
+        page = context.new_page()
+        response = page.goto(url, wait_until="load")
+        assert response is not None
+        width = page.evaluate("() => document.images.length ? document.images[0].naturalWidth : 0")
+        return response.headers["content-type"], hashlib.sha256(response.body()).hexdigest(), width
 
 
 def test_a_share_link_shows_its_result_without_the_login_and_nothing_else_passes(cluster: LaunchedCluster) -> None:
@@ -148,11 +143,11 @@ def test_forged_altered_and_expired_share_links_are_refused_in_words(cluster: La
 
 
 @pytest.mark.browser
-def test_a_share_link_opened_in_a_fresh_browser_shows_the_image(cluster: LaunchedCluster, tmp_path: Path) -> None:
+def test_a_share_link_opened_in_a_fresh_browser_shows_the_image(cluster: LaunchedCluster) -> None:
     with client(cluster, login=True) as member:
         job, sha = succeeded_job(member)
         link = share(member, job["id"]).json()["urls"][0]
-    content_type, shown, width = shown_in_fresh_browser(cluster.public_url + link, tmp_path / "profile")
+    content_type, shown, width = shown_in_fresh_browser(cluster.public_url + link)
     assert (content_type, shown) == ("image/png", sha) and width == JOB["width"]
 
 
@@ -201,8 +196,7 @@ def test_after_a_full_stop_and_start_results_download_and_queued_jobs_succeed(re
 
 @pytest.mark.browser
 def test_on_a_site_without_login_a_plain_result_link_shows_in_a_fresh_browser(restarted: Restart,
-                                                                              cluster: LaunchedCluster,
-                                                                              tmp_path: Path) -> None:
+                                                                              cluster: LaunchedCluster) -> None:
     url = cluster.public_url + restarted.finished["output"][0]
-    content_type, shown, width = shown_in_fresh_browser(url, tmp_path / "profile")
+    content_type, shown, width = shown_in_fresh_browser(url)
     assert (content_type, shown) == ("image/png", restarted.sha) and width == JOB["width"]

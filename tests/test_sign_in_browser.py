@@ -21,7 +21,7 @@ from playwright.sync_api import BrowserContext, Page, expect, sync_playwright
 from sqlalchemy import select
 
 from balancer.haproxy.process import status_is_out, status_is_up
-from bench.harness.chromium import launch_chromium
+from bench.harness.chromium import chromium_context
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
@@ -63,12 +63,10 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LaunchedCluste
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
-    with sync_playwright() as playwright:
-        context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium-profile"))
+def browser() -> Iterator[BrowserContext]:
+    with sync_playwright() as playwright, chromium_context(playwright) as context:
         context.set_default_timeout(UI_TIMEOUT_MS)
         yield context
-        context.close()
 
 
 @pytest.fixture

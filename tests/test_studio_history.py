@@ -27,7 +27,7 @@ from gradio_client.exceptions import AppError
 from PIL import Image
 from playwright.sync_api import BrowserContext, Route, expect, sync_playwright
 
-from bench.harness.chromium import launch_chromium
+from bench.harness.chromium import chromium_context
 from bench.harness.processes import Processes
 from bench.harness.waiting import wait_until
 from tests.browser import StudioPage
@@ -66,19 +66,17 @@ def site(store: Path) -> Iterator[dict[str, Part]]:
 
 
 @pytest.fixture(scope="module")
-def browser(site: dict[str, Part], tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrowserContext]:
+def browser(site: dict[str, Part]) -> Iterator[BrowserContext]:
     def to_jobs(route: Route) -> None:  # HAProxy's /v1/jobs route
         path = route.request.url.split("/v1/jobs", 1)[1]
         answer = httpx.get(f"{site['jobs'].url}/v1/jobs{path}", headers=HEADERS, timeout=WAIT)
         route.fulfill(status=answer.status_code, body=answer.content, headers=dict(answer.headers))
 
-    with sync_playwright() as playwright:
-        context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium-profile"))
+    with sync_playwright() as playwright, chromium_context(playwright) as context:
         context.set_default_timeout(30_000)
         context.set_extra_http_headers(HEADERS)
         context.route("**/v1/jobs/**", to_jobs)
         yield context
-        context.close()
 
 
 def cards(studio: StudioPage) -> list[str]:

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Route, expect, sync_playwright
 
-from bench.harness.chromium import launch_chromium
+from bench.harness.chromium import chromium_context
 from bench.harness.processes import Processes
 from tests.browser import StudioPage
 from tests.jobs_service import Part, worker
@@ -64,14 +64,12 @@ def studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StudioPage]:
         standin.ready("/readyz")
         jobs.ready("/healthz")
         front.ready("/readyz")
-        with sync_playwright() as playwright:
-            context = launch_chromium(playwright, tmp_path_factory.mktemp("chromium-profile"))
+        with sync_playwright() as playwright, chromium_context(playwright) as context:
             context.set_default_timeout(30_000)
             context.set_extra_http_headers(HEADERS)
             page = context.new_page()
             page.set_viewport_size(DESKTOP)
             yield StudioPage(page, front.url + "/", "words").open()
-            context.close()
 
 
 def prompt_box(studio: StudioPage):  # noqa: ANN201 - a Playwright Locator

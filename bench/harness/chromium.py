@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from playwright.sync_api import Browser, BrowserContext, Playwright
 
@@ -40,13 +41,16 @@ def launch_chromium_browser(playwright: Playwright) -> Browser:
     return playwright.chromium.launch(executable_path=_executable(), headless=True, args=CHROMIUM_ARGS)
 
 
-def launch_chromium(playwright: Playwright, profile_dir: Path) -> BrowserContext:
-    """Headless system Chromium with a fresh profile in ``profile_dir``; close the context when done."""
-    return playwright.chromium.launch_persistent_context(
-        str(profile_dir),
-        executable_path=_executable(),
-        headless=True,
-        args=CHROMIUM_ARGS,
-        viewport={"width": 1400, "height": 1100},
-        accept_downloads=False,
-    )
+@contextmanager
+def chromium_context(playwright: Playwright) -> Iterator[BrowserContext]:
+    """Headless system Chromium with one fresh in-memory context (Chromium's incognito: cookies, storage and the
+    HTTP cache in memory); the browser is closed on exit.
+
+    In memory, not a profile on disk: a tab's page load waits on the HTTP cache's disk writes, so a disk that stalls
+    (``fsfreeze`` on a profile's file system, say) stalls every load of a persistent profile; an in-memory context
+    loads the same page in about a second (``bench.browser_disk_stall``)."""
+    browser = launch_chromium_browser(playwright)
+    try:
+        yield browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=False)
+    finally:
+        browser.close()
