@@ -30,7 +30,7 @@ from bench.harness.chromium import CHROMIUM_ARGS, chromium_context, chromium_pat
 from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.page_ready import ready_after, ready_row
-from bench.report import load_averages, machine_summary, markdown_table, write_results
+from bench.report import load_averages, machine_summary, markdown_table, publish
 
 PROG = "python -m bench.browser_disk_stall"
 FS_MIB = 256
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(ready_row(f"{way}, disk {disk}, load {number}", seconds, args.wait))
                     print(rows[-1], flush=True)
         loads.append(os.getloadavg())
-    report = "\n\n".join([
+    publish("browser-disk-stall", [
         "# A studio tab's first load while the browser's disk stalls",
         f"`{PROG} --loads {args.loads} --wait {args.wait:g}`. {machine_summary()}. Headless Chromium (Playwright "
         f"{version('playwright')}), a fresh browser per load; a one-node stand-in cluster's public port. \"Frozen\": "
@@ -131,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         "the load average: the load after the run says little of the machine's other work.",
         load_averages(loads),
     ])
-    print(report)
-    write_results("browser-disk-stall", report, None)
     return 0
 
 

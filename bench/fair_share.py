@@ -26,7 +26,7 @@ import httpx
 from sqlalchemy import Engine, func, select
 
 from bench.harness.processes import Processes
-from bench.report import load_averages, machine_summary, markdown_table, write_results
+from bench.report import load_averages, machine_summary, markdown_table, publish
 from bench.sync_jobs import start
 from jobs.contract import STARTING
 from jobs.store import create_account, create_key, make_engine, set_weight, upgrade
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     slice_rows = [(f"{step.total_seconds() * k:.0f}–{step.total_seconds() * (k + 1):.0f} s",
                    *(f"{100 * part[owner] / max(sum(part.values()), 1e-9):.1f} %" for owner in keys))
                   for k, part in enumerate(slices)]
-    report = "\n\n".join([
+    publish("fair-share", [
         "# Fair share: GPU time of three flooding accounts, weights 1/1/2",
         f"`{PROG} --seconds {args.seconds:g} --latency {args.latency:g} --workers {args.workers} "
         f"--backlog {args.backlog}`. {machine_summary()}.",
@@ -138,8 +138,6 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["slice", *(names[owner] for owner in keys)], slice_rows),
         load_averages(loads),
     ])
-    print(report)
-    write_results("fair-share", report, None)
     return 0
 
 

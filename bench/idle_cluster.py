@@ -21,7 +21,7 @@ import psutil
 
 from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
-from bench.report import load_averages, machine_summary, markdown_table, write_results
+from bench.report import load_averages, machine_summary, markdown_table, publish
 
 PROG = "python -m bench.idle_cluster"
 KINDS = {"webui.worker": "workers", "webui.web": "web fronts", "haproxy": "HAProxy", "-m jobs": "jobs service",
@@ -89,9 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         loads = [os.getloadavg()]
         used = measure(clusters, args.seconds)
         loads.append(os.getloadavg())
-    report = render(args, used, loads)
-    print(report)
-    write_results("idle-cluster", report, None)
+    publish("idle-cluster", [render(args, used, loads)])
     return 0
 
 

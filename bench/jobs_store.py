@@ -30,7 +30,7 @@ from PIL import Image as PILImage
 from sqlalchemy import Engine, text
 
 from bench.harness.postgres import PostgresServer
-from bench.report import LatencyStats, load_averages, machine_summary, markdown_table, write_results
+from bench.report import LatencyStats, load_averages, machine_summary, markdown_table, publish
 from jobs.store import Image, claim_next, finish, make_engine, submit, upgrade
 
 PROG = "python -m bench.jobs_store"
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
             size_rows.append([name, args.jobs, f"{len(png) / 1e6:.3f}", f"{grown / 1e6:.1f}",
                               f"{per_thousand / 1e6:.1f}", f"{per_thousand / (len(png) * 1000):.3f}",
                               f"{args.jobs / elapsed:.0f}"])
-    report = "\n\n".join([
+    publish("jobs-store", [
         "# Job store: submit -> ack, and size per 1,000 finished jobs",
         f"`{PROG} --rate {args.rate:g} --seconds {args.seconds:g} --threads {args.threads} --jobs {args.jobs} "
         f"--png-kb {args.png_kb}`. {machine_summary()}.",
@@ -139,8 +139,6 @@ def main(argv: list[str] | None = None) -> int:
         NOTES,
         load_averages(loads),
     ])
-    print(report)
-    write_results("jobs-store", report, None)
     return 0
 
 

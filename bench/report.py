@@ -116,6 +116,13 @@ def write_results(name: str, markdown: str, figure: Figure | None, results_dir: 
     return paths
 
 
+def publish(name: str, sections: Sequence[str], results_dir: Path = RESULTS_DIR) -> Path:
+    """Print a Markdown report made of ``sections`` (blank lines between) and write it to ``<name>.md``."""
+    report = "\n\n".join(sections)
+    print(report)
+    return write_results(name, report, None, results_dir)[0]
+
+
 def load_averages(loads: list[tuple[float, ...]]) -> str:
     """"Load average (1, 5, 15 min) before: ...; after: ..." for the first and last reading."""
     before, after = ("{:.2f}, {:.2f}, {:.2f}".format(*values) for values in (loads[0], loads[-1]))

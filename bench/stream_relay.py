@@ -22,7 +22,7 @@ from bench.harness.cluster_options import ClusterOptions
 from bench.harness.generation import Job
 from bench.harness.gradio_api_client import GradioApiClient
 from bench.harness.launched_cluster import LaunchedCluster
-from bench.report import LatencyStats, load_averages, machine_summary, markdown_table, write_results
+from bench.report import LatencyStats, load_averages, machine_summary, markdown_table, publish
 
 PROG = "python -m bench.stream_relay"
 NOTES = ("A relayed call is two more hops through the jobs service: its join (the relay records the call for its "
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     base = stats["straight to the web front"]
     rows = [[name, str(value.count), f"{value.median_ms:.1f}", f"{value.p95_ms:.1f}", f"{value.max_ms:.1f}",
              "" if value is base else f"{value.median_ms - base.median_ms:+.1f}"] for name, value in stats.items()]
-    report = "\n\n".join([
+    publish("stream-relay", [
         "# The stream relay: what it costs a gradio_client call",
         f"`{PROG} --rounds {args.rounds} --latency {args.latency:g}`. {machine_summary()}.",
         f"## gradio_client `/generate`, one call in flight (ms; stand-in {args.latency * 1000:.0f} ms a job, 64x64)",
@@ -78,8 +78,6 @@ def main(argv: list[str] | None = None) -> int:
         NOTES,
         load_averages(loads),
     ])
-    print(report)
-    write_results("stream-relay", report, None)
     return 0
 
 

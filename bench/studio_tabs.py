@@ -23,7 +23,7 @@ from bench.harness.chromium import chromium_context
 from bench.harness.cluster_options import ClusterOptions
 from bench.harness.launched_cluster import LaunchedCluster
 from bench.harness.page_ready import ready_after, ready_row
-from bench.report import load_averages, machine_summary, markdown_table, write_results
+from bench.report import load_averages, machine_summary, markdown_table, publish
 
 PROG = "python -m bench.studio_tabs"
 def main(argv: list[str] | None = None) -> int:
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
                 stalled.reload(wait_until="commit")
                 rows.append(ready_row(f"tab {len(rows) - 1}, reloaded", ready_after(stalled, args.wait), args.wait))
         loads.append(os.getloadavg())
-    report = "\n\n".join([
+    publish("studio-tabs", [
         "# Studio tabs in one browser over plain HTTP",
         f"`{PROG} --tabs {args.tabs} --wait {args.wait:g}`. {machine_summary()}. Headless Chromium "
         f"(Playwright {version('playwright')}), one context; a one-node stand-in cluster's public port (HAProxy, "
@@ -68,8 +68,6 @@ def main(argv: list[str] | None = None) -> int:
         "machine).",
         load_averages(loads),
     ])
-    print(report)
-    write_results("studio-tabs", report, None)
     return 0
 
 

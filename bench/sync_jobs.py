@@ -30,7 +30,7 @@ import httpx
 from bench.harness.postgres import PostgresServer
 from bench.harness.processes import Processes, free_port
 from bench.harness.waiting import wait_http
-from bench.report import LatencyStats, load_averages, machine_summary, markdown_table, write_results
+from bench.report import LatencyStats, load_averages, machine_summary, markdown_table, publish
 from jobs.running import stored_images
 from jobs.store import finish, make_engine, submit_held, upgrade
 from webui.contract import RECORD_JOB_HEADER
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
         parts.append(row("JSON: parse the result line, decode the PNG, render the answer",
                          in_process(lambda: json_handling(result_line), args.rounds)))
     png_kb = len(base64.b64decode(result.images[0])) / 1024
-    report = "\n\n".join([
+    publish("sync-jobs", [
         "# Synchronous generations as jobs: what recording each one costs",
         f"`{PROG} --rounds {args.rounds} --latency {args.latency:g} --size {args.size}`. {machine_summary()}.",
         f"## POST /generate, one client, one job in flight (ms; stand-in {args.latency * 1000:.0f} ms a job, "
@@ -157,8 +157,6 @@ def main(argv: list[str] | None = None) -> int:
         NOTES,
         load_averages(loads),
     ])
-    print(report)
-    write_results("sync-jobs", report, None)
     return 0
 
 
