@@ -75,10 +75,11 @@ MAX_HOG_SECONDS = 30.0
 
 
 def hog_when_asked(path: Path) -> None:
-    """Wait for ``path``; then spin for the seconds it names, never letting another thread run."""
+    """Wait for ``path`` (written whole: renamed into place); then spin for the seconds it names, never letting
+    another thread run."""
     while not path.exists():
         time.sleep(0.05)
-    seconds = min(MAX_HOG_SECONDS, float(path.read_text() or 5))
+    seconds = min(MAX_HOG_SECONDS, float(path.read_text()))
     path.unlink()
     sys.setswitchinterval(MAX_HOG_SECONDS * 2)  # no other thread gets the GIL until this one lets go
     end = time.monotonic() + seconds
