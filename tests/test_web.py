@@ -41,7 +41,8 @@ from webui.web.studio.info import model_note
 from webui.web.studio.photos import encode_photo
 from webui.web.studio.preset_choice import FIELDS, choose_preset
 from webui.web.studio.sizes import snap
-from webui.web.worker_client import WorkerClient, WorkerInfoCache, WorkersUnavailable
+from webui.web.worker_client import WorkerClient, WorkerInfoCache
+from webui.web.worker_errors import WorkersUnavailable
 from webui.worker.pipelines.standin import STANDIN_MODEL
 
 OOM_MARKER = "[oom]"

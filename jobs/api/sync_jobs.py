@@ -31,7 +31,7 @@ from jobs.store.request_jobs import hold_for_request
 from webui.job_records import marked, request_seed
 from webui.schema import MAX_SEED, GenerationResult, Limits, ResultEvent
 from webui.trace import JOB_ID_HEADER
-from webui.web.worker_client import JobRejected
+from webui.web.worker_errors import JobRejected
 from webui.worker.job_parsing import (
     ApiError,
     max_job_body,

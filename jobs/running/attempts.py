@@ -15,7 +15,8 @@ from typing import Any
 
 import anyio
 
-from webui.web.worker_client import JobOutcome, ProgressCallback, WorkerClient, WorkersUnavailable
+from webui.web.worker_client import JobOutcome, ProgressCallback, WorkerClient
+from webui.web.worker_errors import WorkersUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ from jobs.store import Image, Job, Lease, fail, finish, mark_canceled, record_pr
 from jobs.store.claims import Step
 from jobs.store.records import utc_now
 from webui.schema import GenerationRequest, GenerationResult
-from webui.web.worker_client import JobOutcome, JobRejected, ProgressCallback, WorkerClient
+from webui.web.worker_client import JobOutcome, ProgressCallback, WorkerClient
+from webui.web.worker_errors import JobRejected
 
 logger = logging.getLogger(__name__)
 

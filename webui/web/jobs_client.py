@@ -42,7 +42,7 @@ from webui.web.jobs_wire import (
     SignedIn,
     job_path,
 )
-from webui.web.worker_client import WorkerError
+from webui.web.worker_errors import WorkerError
 
 logger = logging.getLogger(__name__)
 

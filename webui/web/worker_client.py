@@ -26,9 +26,17 @@ from typing import Annotated, Any
 import httpx
 from pydantic import Field, TypeAdapter, ValidationError
 
-from webui.contract import INFO_PATH, MINIMAL_RESULT, OUT_OF_MEMORY_STATUS, RETRYABLE_STATUSES
+from webui.contract import INFO_PATH, MINIMAL_RESULT
 from webui.queue_client import queue_http
-from webui.schema import MAX_SEED, ErrorBody, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent, WorkerInfo
+from webui.schema import MAX_SEED, ErrorEvent, GenerationResult, ProgressEvent, ResultEvent, WorkerInfo
+from webui.web.worker_errors import (
+    JobRejected,
+    Retryable,
+    WorkersUnavailable,
+    classify,
+    error_body,
+    retry_after_seconds,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -48,40 +56,6 @@ RetryCallback = Callable[[int, int, str], None]
 """Called with (next attempt, max attempts, cause) before an attempt is retried."""
 
 
-class WorkerError(Exception):
-    """A job failed; ``str(error)`` is a sentence for the user."""
-
-
-class JobRejected(WorkerError):
-    """The worker refused the job (bad input, 4xx) or failed it for good; not retried."""
-
-    def __init__(self, message: str, status: int, body: ErrorBody | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.body = body
-
-
-class OutOfMemory(JobRejected):
-    """The worker ran out of memory for this job; a smaller job may fit."""
-
-
-class WorkersUnavailable(WorkerError):
-    """No attempt finished the job."""
-
-    def __init__(self, attempts: int, cause: str) -> None:
-        super().__init__(f"No worker could finish the job after {attempts} attempts: {cause}")
-        self.attempts = attempts
-        self.cause = cause
-
-
-class _Retryable(Exception):
-    """One attempt failed in a way another attempt may fix."""
-
-    def __init__(self, cause: str, retry_after: float | None = None) -> None:
-        super().__init__(cause)
-        self.retry_after = retry_after
-
-
 @dataclass(frozen=True)
 class JobOutcome:
     """A finished job, with how it was obtained."""
@@ -90,35 +64,6 @@ class JobOutcome:
     attempts: int
     elapsed_ms: float
     """Wall time at the client, from the first attempt to the result."""
-
-
-def _error_body(data: Any) -> ErrorBody | None:
-    try:
-        return ErrorBody.model_validate(data)
-    except ValidationError:
-        return None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return max(0.0, float(value)) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _classify(status: int, body: ErrorBody | None, fallback: str, retry_after: float | None = None) -> Exception:
-    """Turn a worker's (or proxy's) error status into what ``generate`` raises or retries."""
-    detail = body.detail if body else fallback
-    if status == OUT_OF_MEMORY_STATUS or (body is not None and body.error == "out_of_memory"):
-        return OutOfMemory(
-            f"The worker ran out of memory: lower the resolution or the number of images. ({detail})",
-            status,
-            body,
-        )
-    if status in RETRYABLE_STATUSES:
-        return _Retryable(f"HTTP {status}: {detail}", retry_after)
-    return JobRejected(detail, status, body)
 
 
 class WorkerClient:
@@ -153,7 +98,7 @@ class WorkerClient:
             response = await self._http.get(INFO_PATH, timeout=timeout)
             if response.status_code == 200:
                 return WorkerInfo.model_validate(response.json())
-            body = _error_body(response.json())
+            body = error_body(response.json())
             return body.detail if body else f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             return f"workers unreachable ({type(exc).__name__})"
@@ -180,7 +125,7 @@ class WorkerClient:
         for attempt in range(1, self.max_attempts + 1):
             try:
                 result = await self._attempt(payload, on_progress, {**(headers or {}), **MINIMAL})
-            except _Retryable as exc:
+            except Retryable as exc:
                 cause, retry_after = str(exc), exc.retry_after
             else:
                 return JobOutcome(result, attempt, (time.monotonic() - started) * 1000)
@@ -201,7 +146,7 @@ class WorkerClient:
 
     async def _attempt(self, payload: dict[str, Any], on_progress: ProgressCallback | None,
                        headers: Mapping[str, str]) -> GenerationResult:
-        """One request to ``/generate/stream``; raises ``_Retryable`` for failures worth retrying."""
+        """One request to ``/generate/stream``; raises ``Retryable`` for failures worth retrying."""
         try:
             async with self._http.stream("POST", "/generate/stream", json=payload, headers=headers) as response:
                 if response.status_code != 200:
@@ -217,21 +162,21 @@ class WorkerClient:
                     elif isinstance(event, ResultEvent):
                         return event.result
                     else:
-                        raise _classify(event.status, event.error, event.error.detail)
+                        raise classify(event.status, event.error, event.error.detail)
         except httpx.TimeoutException as exc:
-            raise _Retryable(f"worker timed out ({type(exc).__name__})") from exc
+            raise Retryable(f"worker timed out ({type(exc).__name__})") from exc
         except httpx.TransportError as exc:
-            raise _Retryable(f"connection to the worker failed ({type(exc).__name__}: {exc})") from exc
-        raise _Retryable("the worker's stream ended before the result")
+            raise Retryable(f"connection to the worker failed ({type(exc).__name__}: {exc})") from exc
+        raise Retryable("the worker's stream ended before the result")
 
     @staticmethod
     def _status_error(response: httpx.Response) -> Exception:
         try:
-            body = _error_body(response.json())
+            body = error_body(response.json())
         except ValueError:
             body = None
         fallback = response.reason_phrase or "error"
-        return _classify(response.status_code, body, fallback, _retry_after(response))
+        return classify(response.status_code, body, fallback, retry_after_seconds(response))
 
     @staticmethod
     def _parse(line: str) -> ProgressEvent | ResultEvent | ErrorEvent:

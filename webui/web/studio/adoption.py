@@ -28,7 +28,7 @@ from webui.web.event_ids import event_ids, event_job_key
 from webui.web.jobs_client import JobsError
 from webui.web.presence import EventStreams
 from webui.web.studio.jobs_runner import Gallery, JobRunner, login_of
-from webui.web.worker_client import WorkerError
+from webui.web.worker_errors import WorkerError
 
 logger = logging.getLogger(__name__)
 

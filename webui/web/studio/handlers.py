@@ -25,7 +25,8 @@ from webui.web.studio.info import DENOISING, generation_info, image_captions, in
 from webui.web.studio.jobs_runner import JobRunner, login_of
 from webui.web.studio.photos import encode_photo_file, save_image
 from webui.web.studio.sizes import snap_side
-from webui.web.worker_client import WorkerClient, WorkerError, WorkerInfoCache
+from webui.web.worker_client import WorkerClient, WorkerInfoCache
+from webui.web.worker_errors import WorkerError
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +42,9 @@ class Studio:
         self.jobs = jobs
         """With ``--jobs-url``: every generation is a job of the jobs service."""
         self.max_images = max_images
+        """The most images this front offers (the workers' own limit may be lower)."""
         self.listen_grace = listen_grace
         """Seconds a running job's client may go without an open event stream."""
-        """The most images this front offers (the workers' own limit may be lower)."""
         self.streams = streams or EventStreams()
         """The event streams the web front's clients have open (a job whose client is gone is cancelled)."""
         self.worker_info = worker_info
