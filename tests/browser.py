@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Locator, Page, expect
 from playwright.sync_api import Error as PlaywrightError
 
 from bench.harness.processes import REPO
+from tests.page_requests import PageRequests
 
 SCREENSHOT_DIR = REPO / "test-artifacts" / "screenshots"
 UI_TIMEOUT_MS = 30_000
@@ -90,14 +91,24 @@ class StudioPage:
     def open(self) -> StudioPage:
         """Load (or reload) the page and wait until the controls and the model note are there. A page that lost its
         web front reloads itself once one answers again (Gradio's reconnect): that load may take the place of ours."""
+        requests = PageRequests(self.page)
         try:
-            self.page.goto(self.base_url, wait_until="domcontentloaded", timeout=UI_TIMEOUT_MS)
-        except PlaywrightError as error:
-            if "ERR_ABORTED" not in str(error):
-                raise
-            self.page.wait_for_load_state("domcontentloaded", timeout=UI_TIMEOUT_MS)
-        expect(self.page.locator("#prompt textarea")).to_be_visible(timeout=UI_TIMEOUT_MS)
-        expect(self.page.locator("#model-note")).to_contain_text("Model", timeout=UI_TIMEOUT_MS)
+            try:
+                self.page.goto(self.base_url, wait_until="domcontentloaded", timeout=UI_TIMEOUT_MS)
+            except PlaywrightError as error:
+                if "ERR_ABORTED" not in str(error):
+                    raise
+                self.page.wait_for_load_state("domcontentloaded", timeout=UI_TIMEOUT_MS)
+            expect(self.page.locator("#prompt textarea")).to_be_visible(timeout=UI_TIMEOUT_MS)
+            expect(self.page.locator("#model-note")).to_contain_text("Model", timeout=UI_TIMEOUT_MS)
+        except (AssertionError, PlaywrightError) as error:
+            try:
+                shot = f"screenshot {self.screenshot('open-failed').name}"
+            except PlaywrightError:
+                shot = "no screenshot"
+            raise AssertionError(f"the studio page did not load ({shot}): {requests.summary()}") from error
+        finally:
+            requests.stop()
         self.page.evaluate(_PROGRESS_RECORDER, _TRACKERS)
         return self
 
