@@ -1,4 +1,4 @@
-"""Does a studio tab still load while the disk under the browser stalls? A profile on disk against an in-memory context.
+"""Does a studio tab load while the disk under the browser stalls? A profile on disk vs an in-memory context.
 
     python -m bench.browser_disk_stall               # 2 loads each way, 20 s each
     python -m bench.browser_disk_stall --loads 3 --wait 30
@@ -6,8 +6,9 @@
 A one-node stand-in cluster (``launch.py``) serves the studio page. Chromium's files go on a small ext4 file system
 made for the run (a loop device); ``fsfreeze`` stalls it while a fresh tab loads the page, which is how a disk busy
 with other work looks to a browser, only longer. Each way is timed with the disk free and with it frozen: a
-persistent profile on that file system (what the browser tests used before), and ``chromium_context``'s in-memory
-context, with Chromium's own temporary folder on the same file system. Root only. The file system is thawed,
+persistent profile on that file system (what the browser tests used before); the same with only its HTTP cache in
+memory (``/dev/shm``), to tell which of the profile's files a load waits on; and ``chromium_context``'s in-memory
+context, with Chromium's own temporary folder on the frozen file system. Root only. The file system is thawed,
 unmounted and removed on every exit. Results: ``bench/results/browser-disk-stall.md``. Start it under the cluster
 lock.
 """
@@ -15,6 +16,7 @@ lock.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -35,6 +37,8 @@ from bench.report import load_averages, machine_summary, markdown_table, publish
 PROG = "python -m bench.browser_disk_stall"
 FS_MIB = 256
 """Size of the file system made for Chromium's files."""
+MEMORY = "/dev/shm"
+"""A file system in memory (tmpfs), for the HTTP cache of the third way."""
 
 
 def run(*command: str) -> None:
@@ -68,13 +72,16 @@ def frozen(mount: Path) -> Iterator[None]:
         run("fsfreeze", "-u", str(mount))
 
 
-def persistent_profile(mount: Path) -> Callable[[Playwright], AbstractContextManager[BrowserContext]]:
-    """A Chromium whose profile (and so its HTTP cache) is a folder on ``mount``."""
+def persistent_profile(mount: Path, cache_dir: Path | None = None
+                       ) -> Callable[[Playwright], AbstractContextManager[BrowserContext]]:
+    """A Chromium whose profile is a folder on ``mount``, with its HTTP cache there too or in ``cache_dir``."""
+    cache = [f"--disk-cache-dir={cache_dir}"] if cache_dir is not None else []
+
     @contextmanager
     def open_context(playwright: Playwright) -> Iterator[BrowserContext]:
         context = playwright.chromium.launch_persistent_context(
             str(Path(tempfile.mkdtemp(prefix="profile-", dir=mount))), executable_path=chromium_path(),
-            headless=True, args=CHROMIUM_ARGS)
+            headless=True, args=[*CHROMIUM_ARGS, *cache])
         try:
             yield context
         finally:
@@ -107,10 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     loads = [os.getloadavg()]
     rows: list[list[str]] = []
     options = ClusterOptions(model="standin:0.2", nodes=1, start_timeout=120)
-    with LaunchedCluster(options, name="bench-disk-stall") as cluster, loop_filesystem() as mount:
+    with LaunchedCluster(options, name="bench-disk-stall") as cluster, loop_filesystem() as mount, \
+            contextlib.ExitStack() as stack:
         os.environ["TMPDIR"] = str(mount)  # Playwright's driver puts the browser's own folder there
         url = cluster.public_url + "/"
-        ways = {"profile on disk": persistent_profile(mount), "in-memory context": chromium_context}
+        cache_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="disk-stall-cache-", dir=MEMORY)))
+        ways = {"profile on disk": persistent_profile(mount),
+                "profile on disk, HTTP cache in memory": persistent_profile(mount, cache_dir),
+                "in-memory context": chromium_context}
         for way, open_context in ways.items():
             for disk, stall in (("free", nullcontext), ("frozen", lambda: frozen(mount))):
                 for number in range(1, args.loads + 1):
@@ -125,8 +136,9 @@ def main(argv: list[str] | None = None) -> int:
         "`fsfreeze` on the file system that holds Chromium's files, for the whole load.",
         markdown_table(["load", "controls", "seconds"], rows),
         "With its profile on a stalled disk, a fresh Chromium does not show the page's controls while the stall "
-        "lasts: its HTTP cache is in the profile, and each response waits for its cache entry. An in-memory context "
-        "keeps its cache in memory and loads as fast as with the disk free. The browser tests use the in-memory "
+        "lasts. The HTTP cache is what the load waits on: with the same profile on the same frozen disk and only "
+        "the cache in memory (`--disk-cache-dir` on tmpfs), the page loads as fast as with the disk free. An "
+        "in-memory context keeps its cache in memory too. The browser tests use the in-memory "
         "context (`bench.harness.chromium.chromium_context`). Processes waiting on a frozen file system count in "
         "the load average: the load after the run says little of the machine's other work.",
         load_averages(loads),

@@ -46,9 +46,9 @@ def chromium_context(playwright: Playwright) -> Iterator[BrowserContext]:
     """Headless system Chromium with one fresh in-memory context (Chromium's incognito: cookies, storage and the
     HTTP cache in memory); the browser is closed on exit.
 
-    In memory, not a profile on disk: a tab's page load waits on the HTTP cache's disk writes, so a disk that stalls
-    (``fsfreeze`` on a profile's file system, say) stalls every load of a persistent profile; an in-memory context
-    loads the same page in about a second (``bench.browser_disk_stall``)."""
+    In memory, not a profile on disk: a tab's page load waits on the HTTP cache, so a disk that stalls (``fsfreeze``
+    on a profile's file system, say) stalls every load of a persistent profile; an in-memory context loads the same
+    page in about a second (``bench.browser_disk_stall``)."""
     browser = launch_chromium_browser(playwright)
     try:
         yield browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=False)
