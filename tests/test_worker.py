@@ -583,6 +583,41 @@ def test_a_cancelled_running_job_frees_its_place_for_the_next():
     asyncio.run(scenario())
 
 
+def test_a_job_sent_before_the_worker_heard_the_last_client_leave_is_admitted_within_the_grace():
+    """HAProxy frees the slot the moment A's client leaves and sends B at once; the worker hears of the departure
+    a little later (here 20 ms). B waits for its place instead of a 503; C, with no departure to wait for, is
+    refused once its grace has passed."""
+    step = threading.Event()
+
+    def job_a(cancel: threading.Event) -> str:
+        step.wait(WAIT)
+        if cancel.is_set():
+            raise JobCancelled("stopped at the next step")
+        return "A"
+
+    async def scenario() -> None:
+        scheduler = JobScheduler(queue_size=0)
+        try:
+            running = scheduler.submit(job_a)
+            asyncio.get_running_loop().call_later(0.02, running.abandon)
+            sent = time.monotonic()
+            admitted = await scheduler.admit(lambda cancel: "B", grace=5.0)
+            assert 0.015 < time.monotonic() - sent < 2.0
+            sent = time.monotonic()
+            with pytest.raises(QueueFull):
+                await scheduler.admit(lambda cancel: "C", grace=0.1)
+            assert time.monotonic() - sent >= 0.1
+            step.set()
+            with pytest.raises(JobCancelled):
+                await running.task
+            assert await admitted.task == "B"
+        finally:
+            step.set()
+            scheduler.close()
+
+    asyncio.run(scenario())
+
+
 def test_fault_plan_reads_env_and_raises_the_device_oom():
     plan = FaultPlan.from_env({FAULT_OOM_AT_STEP: "2", "PORTRAIT_FAULT_PROMPT_MARKER": "boom"})
     assert plan.wrap(None, "a calm prompt", cuda=False) is None

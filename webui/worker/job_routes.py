@@ -86,7 +86,7 @@ def add_job_routes(app: FastAPI, settings: WorkerSettings, service: GenerationSe
         received = time.perf_counter()
         admitted = await admit(request)
         recording: Recording | None = None  # set below, before the generation thread reads it (the loop's next turn)
-        job = scheduler.submit(lambda cancel: admitted.run(
+        job = await scheduler.admit(lambda cancel: admitted.run(
             service, received, cancel, recording.progress if recording else None))
         recording = record(request, admitted, job)
         watcher = asyncio.ensure_future(wait_for_disconnect(request.receive))
@@ -134,7 +134,7 @@ def add_job_routes(app: FastAPI, settings: WorkerSettings, service: GenerationSe
             event = ProgressEvent(step=step, total=total, worker_id=node)
             loop.call_soon_threadsafe(events.put_nowait, event)
 
-        job = scheduler.submit(lambda cancel: admitted.run(service, received, cancel, on_progress))
+        job = await scheduler.admit(lambda cancel: admitted.run(service, received, cancel, on_progress))
         recording = record(request, admitted, job)
         # Runs after every progress event the thread queued: the thread's calls come first.
         job.task.add_done_callback(lambda _: events.put_nowait(None))

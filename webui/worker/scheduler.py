@@ -15,6 +15,12 @@ from webui.worker.errors import JobCancelled, QueueFull
 
 T = TypeVar("T")
 
+ADMIT_GRACE = 0.05
+"""Seconds a job that finds no place waits for one before it is refused. HAProxy frees a worker's slot the moment a
+client leaves and may send the next job at once; the worker hears of the departure a few event-loop turns later."""
+GRACE_POLL = 0.002
+"""Seconds between two looks for a place during ``ADMIT_GRACE``."""
+
 
 class Job(Generic[T]):
     """One admitted job: its place in the queue, its cancel switch and its outcome."""
@@ -39,8 +45,9 @@ class Job(Generic[T]):
 class JobScheduler:
     """Runs one job at a time in a dedicated thread; at most ``queue_size`` more wait (FIFO).
 
-    A running job whose client left no longer takes a place: it stops at its next step, and
-    HAProxy, which freed the worker's slot when the client went, may already send the next job.
+    A job whose client left no longer takes a place: a running one stops at its next step, a waiting one leaves the
+    queue, and HAProxy, which freed the worker's slot when the client went, may already send the next job. That job
+    may come before the worker has heard the client go: ``admit`` gives it ``ADMIT_GRACE`` to find its place.
     """
 
     def __init__(self, queue_size: int) -> None:
@@ -66,10 +73,21 @@ class JobScheduler:
         """Seconds until a slot is likely free (for ``Retry-After``), from recent job durations."""
         return max(1, min(60, math.ceil(self._seconds_per_job * (self.queue_depth + 1))))
 
+    async def admit(self, work: Callable[[threading.Event], T], grace: float = ADMIT_GRACE) -> Job[T]:
+        """``submit``, waiting up to ``grace`` seconds for a place before ``QueueFull`` (see ``ADMIT_GRACE``)."""
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                return self.submit(work)
+            except QueueFull:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(GRACE_POLL)
+
     def submit(self, work: Callable[[threading.Event], T]) -> Job[T]:
-        """Admit ``work(cancel_event)`` or raise ``QueueFull``; it starts when the slot is free."""
-        stopping = self._current is not None and self._current.cancel.is_set()
-        if self._admitted - int(stopping) >= self.queue_size + 1:
+        """Admit ``work(cancel_event)`` or raise ``QueueFull``; it starts when the slot is free. A job whose client
+        left (running until its next step, or about to leave the queue) takes no place."""
+        if sum(not job.cancel.is_set() for job in self._jobs) >= self.queue_size + 1:
             raise QueueFull(
                 f"The worker is busy: one job is running and {self.queue_depth} are waiting (the most it queues). "
                 "Retry later or on another worker.",
