@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ from webui.worker.http_errors import http_error
 from webui.worker.job_parsing import ApiError, invalid_request, validate_job, validation_problems
 from webui.worker.metrics import WorkerMetrics
 from webui.worker.pipelines.warmup import PROBE_PROMPT
-from webui.worker.scheduler import JobScheduler
+from webui.worker.scheduler import Job, JobScheduler
 
 SMALL = {"width": 128, "height": 128, "steps": 2}
 WAIT = 120.0
@@ -546,22 +547,33 @@ def test_scheduler_runs_one_job_queues_one_refuses_the_next_and_drops_a_departed
     asyncio.run(scenario())
 
 
+def one_step_job(step: threading.Event) -> Callable[[threading.Event], str]:
+    """Job A: one step, which lasts until ``step`` is set; it stops there if its client left."""
+    def job(cancel: threading.Event) -> str:
+        step.wait(WAIT)
+        if cancel.is_set():
+            raise JobCancelled("stopped at the next step")
+        return "A"
+    return job
+
+
+async def cancelled_then_next(step: threading.Event, running: Job, admitted: Job) -> None:
+    """End A's step: A stops (its client left), then B, admitted behind it, runs."""
+    step.set()
+    with pytest.raises(JobCancelled):
+        await running.task
+    assert await admitted.task == "B"
+
+
 def test_a_cancelled_running_job_frees_its_place_for_the_next():
     """queue_size=0 (behind HAProxy): B is refused while A runs; once A's client left, B is
     admitted (it starts when A stops at its next step) and C is refused again."""
     step = threading.Event()
 
-    def job_a(cancel: threading.Event) -> str:
-        while not step.wait(0.01):
-            pass
-        if cancel.is_set():
-            raise JobCancelled("stopped at the next step")
-        return "A"
-
     async def scenario() -> None:
         scheduler = JobScheduler(queue_size=0)
         try:
-            running = scheduler.submit(job_a)
+            running = scheduler.submit(one_step_job(step))
             for _ in range(100):
                 if scheduler.busy:
                     break
@@ -572,10 +584,7 @@ def test_a_cancelled_running_job_frees_its_place_for_the_next():
             admitted = scheduler.submit(lambda cancel: "B")
             with pytest.raises(QueueFull):
                 scheduler.submit(lambda cancel: "C")
-            step.set()
-            with pytest.raises(JobCancelled):
-                await running.task
-            assert await admitted.task == "B"
+            await cancelled_then_next(step, running, admitted)
         finally:
             step.set()
             scheduler.close()
@@ -589,16 +598,10 @@ def test_a_job_sent_before_the_worker_heard_the_last_client_leave_is_admitted_wi
     refused once its grace has passed."""
     step = threading.Event()
 
-    def job_a(cancel: threading.Event) -> str:
-        step.wait(WAIT)
-        if cancel.is_set():
-            raise JobCancelled("stopped at the next step")
-        return "A"
-
     async def scenario() -> None:
         scheduler = JobScheduler(queue_size=0)
         try:
-            running = scheduler.submit(job_a)
+            running = scheduler.submit(one_step_job(step))
             asyncio.get_running_loop().call_later(0.02, running.abandon)
             sent = time.monotonic()
             admitted = await scheduler.admit(lambda cancel: "B", grace=5.0)
@@ -607,10 +610,7 @@ def test_a_job_sent_before_the_worker_heard_the_last_client_leave_is_admitted_wi
             with pytest.raises(QueueFull):
                 await scheduler.admit(lambda cancel: "C", grace=0.1)
             assert time.monotonic() - sent >= 0.1
-            step.set()
-            with pytest.raises(JobCancelled):
-                await running.task
-            assert await admitted.task == "B"
+            await cancelled_then_next(step, running, admitted)
         finally:
             step.set()
             scheduler.close()
