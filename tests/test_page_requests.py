@@ -21,22 +21,23 @@ HELD_S = 20.0
 
 
 @pytest.fixture
-def site() -> Iterator[tuple[str, int]]:
+def site() -> Iterator[str]:
     """A page whose script the server holds back, and whose style sheet is on a port where nothing listens."""
-    release, closed_port = threading.Event(), free_port()
+    release = threading.Event()
+    page = (f'<link rel="stylesheet" href="http://127.0.0.1:{free_port()}/gone.css">'
+            '<script src="/held.js"></script>').encode()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 - http.server's name
-            if self.path == "/held.js":
+            held = self.path == "/held.js"
+            if held:
                 release.wait(HELD_S)
-            body = (f'<link rel="stylesheet" href="http://127.0.0.1:{closed_port}/gone.css">'
-                    '<script src="/held.js"></script><p id="ready">ready</p>').encode()
             self.send_response(200)
-            self.send_header("content-type", "application/javascript" if self.path == "/held.js" else "text/html")
-            self.send_header("content-length", str(len(body) if self.path != "/held.js" else 0))
+            self.send_header("content-type", "application/javascript" if held else "text/html")
+            self.send_header("content-length", "0" if held else str(len(page)))
             self.end_headers()
-            if self.path != "/held.js":
-                self.wfile.write(body)
+            if not held:
+                self.wfile.write(page)
 
         def log_message(self, *args: object) -> None:
             pass
@@ -45,19 +46,18 @@ def site() -> Iterator[tuple[str, int]]:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}/", closed_port
+        yield f"http://127.0.0.1:{server.server_port}/"
     finally:
         release.set()
         server.shutdown()
         server.server_close()
 
 
-def test_a_stalled_load_names_the_request_it_waits_for_and_the_one_that_failed(site: tuple[str, int]) -> None:
-    url, closed_port = site
+def test_a_stalled_load_names_the_request_it_waits_for_and_the_one_that_failed(site: str) -> None:
     with sync_playwright() as playwright, chromium_context(playwright) as context:
         page = context.new_page()
         requests = PageRequests(page)
-        page.goto(url, wait_until="commit")
+        page.goto(site, wait_until="commit")
         for _ in range(100):  # Playwright delivers a tab's events while the test calls into it
             if requests.failed and requests.finished:
                 break
